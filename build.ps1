@@ -1,0 +1,492 @@
+<#
+.SYNOPSIS
+    Builds, tests, demonstrates and packages the DifferenceEngine module.
+
+.DESCRIPTION
+    The one entry point for the repository. Tasks run in the order given and the script stops on
+    the first error, except that the Test task always runs both test runners and then reports.
+
+      Build    Publish cmdlets/ (and engine/ through it) and lay out the importable module in
+               out/DifferenceEngine: the manifest stamped with <VersionPrefix> from
+               Directory.Build.props, our dlls and their runtime dependencies (minus the ones
+               PowerShell itself ships), module/*.ps1xml, and about_ help from
+               module/ and module/en-US into out/DifferenceEngine/en-US.
+      Test     Build, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
+               (tests/pester, run in a child pwsh against out/DifferenceEngine). Results go to
+               out/test-results (xunit.trx, pester.xml). The last line printed is exactly
+               "<N> passed, <N> failed"; the exit code is 1 if anything failed or a runner did
+               not run.
+      Demo     Build, then run examples/Demo.ps1 in a child pwsh with the built module.
+      Bench    BenchmarkDotNet benchmarks in bench/ (issue 6).
+      Compare  The corpus comparison in bench/ (issue 6).
+      Clean    Remove out/ and the bin/ and obj/ folders of every project.
+      Package  Build, then zip out/DifferenceEngine into out/DifferenceEngine-<version>.zip.
+
+    Child processes (Pester, the demo) run under the same pwsh that runs this script, so the
+    pinned tool from .config/dotnet-tools.json is used throughout.
+
+.PARAMETER Task
+    One or more tasks to run, in order. Build runs at most once per invocation. pwsh -File hands
+    "Clean,Build" over as one string, which is not a task: give several tasks through -Command.
+
+.PARAMETER Configuration
+    The dotnet build configuration.
+
+.EXAMPLE
+    dotnet tool restore; dotnet pwsh -NoProfile -File ./build.ps1 -Task Test
+
+.EXAMPLE
+    dotnet pwsh -NoProfile -Command './build.ps1 -Task Clean, Build -Configuration Debug'
+#>
+[CmdletBinding()]
+param(
+    [ValidateSet('Build', 'Test', 'Demo', 'Clean', 'Bench', 'Compare', 'Package')]
+    [string[]]$Task = 'Build',
+
+    [string]$Configuration = 'Release'
+)
+
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+if ([Console]::IsOutputRedirected) {
+    # Logs (CI) get plain text, not colour escapes.
+    $PSStyle.OutputRendering = 'PlainText'
+}
+
+$RepoRoot = $PSScriptRoot
+$OutDir = Join-Path $RepoRoot 'out'
+$ModuleName = 'DifferenceEngine'
+$ModuleOut = Join-Path $OutDir $ModuleName
+$PublishDir = Join-Path $OutDir 'publish'
+$TestResultsDir = Join-Path $OutDir 'test-results'
+$CmdletsProject = Join-Path $RepoRoot 'cmdlets/DifferenceEngine.Commands.csproj'
+$XunitProject = Join-Path $RepoRoot 'tests/DifferenceEngine.Tests/DifferenceEngine.Tests.csproj'
+$PesterRestoreProject = Join-Path $RepoRoot 'tests/pester/PesterRestore.csproj'
+$PesterRunner = Join-Path $RepoRoot 'tests/pester/Invoke-PesterSuite.ps1'
+$ModuleSource = Join-Path $RepoRoot 'module'
+$DemoScript = Join-Path $RepoRoot 'examples/Demo.ps1'
+$BenchDir = Join-Path $RepoRoot 'bench'
+
+# The manifest loads these at import; a missing one makes Import-Module fail, so Build checks first.
+$RequiredModuleFiles = @('DifferenceEngine.format.ps1xml', 'DifferenceEngine.types.ps1xml')
+
+$script:Built = $false
+
+function Invoke-Native {
+    <#
+    .SYNOPSIS
+        Runs a native command given as a script block; throws if it exits non-zero.
+    .DESCRIPTION
+        A script block, not an argument list, so that arguments such as -p:Name=Value and --
+        reach the tool exactly as written. Output goes to the host, never to the pipeline.
+        With -ReturnExitCode the exit code is returned instead of thrown, for callers that must
+        carry on after a failure (the test runners) and decide later.
+    #>
+    param(
+        [Parameter(Mandatory, Position = 0)]
+        [scriptblock]$Command,
+
+        [switch]$ReturnExitCode
+    )
+
+    $global:LASTEXITCODE = 0
+    & $Command | Out-Host
+    $exitCode = $global:LASTEXITCODE
+    if ($ReturnExitCode) {
+        return $exitCode
+    }
+    if ($exitCode -ne 0) {
+        # Name the command with its variables filled in, as it ran.
+        $text = $Command.ToString().Trim()
+        try { $text = $ExecutionContext.InvokeCommand.ExpandString($text) } catch { }
+        throw "Command failed with exit code ${exitCode}: $text"
+    }
+}
+
+function Write-Step([string]$Message) {
+    Write-Host "==> $Message" -ForegroundColor Cyan
+}
+
+function Get-ModuleVersion {
+    # One version for the whole repository, kept in Directory.Build.props.
+    $propsPath = Join-Path $RepoRoot 'Directory.Build.props'
+    $props = [xml](Get-Content -LiteralPath $propsPath -Raw)
+    $node = $props.SelectSingleNode('/Project/PropertyGroup/VersionPrefix')
+    if ($null -eq $node -or [string]::IsNullOrWhiteSpace($node.InnerText)) {
+        throw "No <VersionPrefix> in $propsPath."
+    }
+    $text = $node.InnerText.Trim()
+    $version = $null
+    if (-not [version]::TryParse($text, [ref]$version)) {
+        throw "<VersionPrefix> '$text' in $propsPath is not a module version (major.minor.build)."
+    }
+    return $text
+}
+
+function Get-PwshCommand {
+    # The pwsh running this script: dotnet plus pwsh.dll when it is the dotnet tool.
+    $exe = [Environment]::ProcessPath
+    if ([IO.Path]::GetFileNameWithoutExtension($exe) -eq 'dotnet') {
+        return @($exe, (Join-Path $PSHOME 'pwsh.dll'))
+    }
+    return @($exe)
+}
+
+function Invoke-ChildPwsh {
+    <#
+    .SYNOPSIS
+        Runs a script in a fresh pwsh that can import the built module; returns its exit code.
+    .DESCRIPTION
+        A child process, so the binary module's dll is loaded there and never locks out/ for this
+        script. $env:DE_MODULE_PATH names the module folder; PSModulePath also finds it by name.
+    #>
+    param(
+        [Parameter(Mandatory)][string]$ScriptPath,
+        [string[]]$ArgumentList = @()
+    )
+
+    $pwsh = @(Get-PwshCommand)
+    $exe = $pwsh[0]
+    $prefix = @($pwsh | Select-Object -Skip 1)
+    $savedModulePath = $env:DE_MODULE_PATH
+    $savedPSModulePath = $env:PSModulePath
+    try {
+        $env:DE_MODULE_PATH = $ModuleOut
+        $env:PSModulePath = $OutDir + [IO.Path]::PathSeparator + $env:PSModulePath
+        return Invoke-Native -ReturnExitCode { & $exe @prefix -NoProfile -NonInteractive -File $ScriptPath @ArgumentList }
+    }
+    finally {
+        $env:DE_MODULE_PATH = $savedModulePath
+        $env:PSModulePath = $savedPSModulePath
+    }
+}
+
+function Invoke-BuildTask {
+    if ($script:Built) {
+        return
+    }
+    Write-Step "Build ($Configuration)"
+
+    $missing = @($RequiredModuleFiles | Where-Object { -not (Test-Path -LiteralPath (Join-Path $ModuleSource $_)) })
+    if ($missing.Count -gt 0) {
+        throw ("Build: missing module/$($missing -join ', module/'). DifferenceEngine.psd1 loads these " +
+            '(FormatsToProcess/TypesToProcess), and Import-Module fails without them.')
+    }
+
+    $version = Get-ModuleVersion
+
+    if (Test-Path -LiteralPath $PublishDir) {
+        Remove-Item -LiteralPath $PublishDir -Recurse -Force
+    }
+    # Publishing the cmdlets builds the engine through the project reference and gathers every
+    # runtime dependency into one folder.
+    Invoke-Native { dotnet publish $CmdletsProject -c $Configuration -o $PublishDir --nologo }
+
+    Write-Step "Lay out $ModuleOut"
+    if (Test-Path -LiteralPath $ModuleOut) {
+        Remove-Item -LiteralPath $ModuleOut -Recurse -Force
+    }
+    $null = New-Item -ItemType Directory -Path $ModuleOut
+
+    # PowerShell resolves the assemblies it ships (System.Management.Automation, Newtonsoft.Json,
+    # ...) from its own folder before a module's, so copies of those would never be loaded.
+    $shipped = @{}
+    foreach ($dll in Get-ChildItem -LiteralPath $PSHOME -Filter '*.dll' -File) {
+        $shipped[$dll.Name] = $dll.FullName
+    }
+    $skipped = [Collections.Generic.List[string]]::new()
+    foreach ($dll in Get-ChildItem -LiteralPath $PublishDir -Filter '*.dll' -File) {
+        $isOurs = $dll.Name -like "$ModuleName.*"
+        if (-not $isOurs -and $shipped.ContainsKey($dll.Name)) {
+            $ours = [Reflection.AssemblyName]::GetAssemblyName($dll.FullName).Version
+            $theirs = [Reflection.AssemblyName]::GetAssemblyName($shipped[$dll.Name]).Version
+            if ($ours -gt $theirs) {
+                Write-Warning ("$($dll.Name) $ours is newer than the $theirs that PowerShell loads; " +
+                    'code needing the newer version will fail at run time.')
+            }
+            $skipped.Add($dll.Name)
+            continue
+        }
+        Copy-Item -LiteralPath $dll.FullName -Destination $ModuleOut
+    }
+    # Our symbols, for line numbers in stack traces.
+    Get-ChildItem -LiteralPath $PublishDir -Filter "$ModuleName.*.pdb" -File |
+        Copy-Item -Destination $ModuleOut
+    # Native assets of dependencies, if any package brings them.
+    $runtimes = Join-Path $PublishDir 'runtimes'
+    if (Test-Path -LiteralPath $runtimes) {
+        Copy-Item -LiteralPath $runtimes -Destination $ModuleOut -Recurse
+    }
+
+    # Types, formats and help.
+    Get-ChildItem -LiteralPath $ModuleSource -Filter '*.ps1xml' -File | Copy-Item -Destination $ModuleOut
+    $helpFiles = @(
+        Get-ChildItem -LiteralPath $ModuleSource -Filter 'about_*.help.txt' -File
+        $cultureSource = Join-Path $ModuleSource 'en-US'
+        if (Test-Path -LiteralPath $cultureSource) {
+            Get-ChildItem -LiteralPath $cultureSource -File | Where-Object Extension -In '.txt', '.xml'
+        }
+    )
+    if ($helpFiles.Count -gt 0) {
+        $cultureOut = Join-Path $ModuleOut 'en-US'
+        $null = New-Item -ItemType Directory -Path $cultureOut -Force
+        $helpFiles | Copy-Item -Destination $cultureOut
+    }
+
+    # The manifest, with the repository's version stamped in.
+    $manifestSource = Join-Path $RepoRoot "$ModuleName.psd1"
+    $manifestText = Get-Content -LiteralPath $manifestSource -Raw
+    $versionPattern = "(?m)^(\s*ModuleVersion\s*=\s*)'[^']*'"
+    if ([regex]::Matches($manifestText, $versionPattern).Count -ne 1) {
+        throw "Build: expected exactly one ModuleVersion = '...' line in $manifestSource."
+    }
+    $manifestText = [regex]::Replace($manifestText, $versionPattern, "`${1}'$version'")
+    $manifestOut = Join-Path $ModuleOut "$ModuleName.psd1"
+    [IO.File]::WriteAllText($manifestOut, $manifestText, [Text.UTF8Encoding]::new($false))
+
+    # Every file the manifest names must be there, or Import-Module fails far from the cause.
+    $manifest = Import-PowerShellDataFile -LiteralPath $manifestOut
+    $named = @($manifest.RootModule) + @($manifest.FormatsToProcess) + @($manifest.TypesToProcess)
+    foreach ($file in $named) {
+        if (-not (Test-Path -LiteralPath (Join-Path $ModuleOut $file))) {
+            throw "Build: $manifestOut names $file, which is not in $ModuleOut."
+        }
+    }
+
+    Write-Host "Module $ModuleName $version in ${ModuleOut}:"
+    Get-ChildItem -LiteralPath $ModuleOut -Recurse -File |
+        ForEach-Object { Write-Host ('  ' + [IO.Path]::GetRelativePath($ModuleOut, $_.FullName)) }
+    if ($skipped.Count -gt 0) {
+        Write-Host "  (provided by PowerShell, not copied: $($skipped -join ', '))"
+    }
+    $script:Built = $true
+}
+
+function Get-TrxCounts([string]$Path) {
+    # VSTest's ResultSummary/Counters: error, timeout and aborted are failures too.
+    $xml = [xml](Get-Content -LiteralPath $Path -Raw)
+    $counters = $xml.SelectSingleNode("//*[local-name()='ResultSummary']/*[local-name()='Counters']")
+    if ($null -eq $counters) {
+        throw "No ResultSummary/Counters in $Path."
+    }
+    $count = { param($name) $text = $counters.GetAttribute($name); if ($text) { [int]$text } else { 0 } }
+    $total = & $count 'total'
+    $passed = & $count 'passed'
+    $failed = (& $count 'failed') + (& $count 'error') + (& $count 'timeout') + (& $count 'aborted')
+    return [pscustomobject]@{
+        Total   = $total
+        Passed  = $passed
+        Failed  = $failed
+        Skipped = $total - $passed - $failed
+    }
+}
+
+function Get-PesterCounts([string]$Path) {
+    # Counts test cases, which reads NUnit 2.5 (Pester's NUnitXml), NUnit 3 and JUnit alike.
+    $xml = [xml](Get-Content -LiteralPath $Path -Raw)
+    $passed = 0
+    $failed = 0
+    $skipped = 0
+    $nunitCases = $xml.SelectNodes("//*[local-name()='test-case']")
+    if ($nunitCases.Count -gt 0) {
+        foreach ($case in $nunitCases) {
+            switch ($case.GetAttribute('result')) {
+                { $_ -in 'Success', 'Passed' } { $passed++; break }
+                { $_ -in 'Failure', 'Failed', 'Error' } { $failed++; break }
+                default { $skipped++ }
+            }
+        }
+    }
+    else {
+        foreach ($case in $xml.SelectNodes("//*[local-name()='testcase']")) {
+            if ($case.SelectSingleNode("*[local-name()='failure' or local-name()='error']")) { $failed++ }
+            elseif ($case.SelectSingleNode("*[local-name()='skipped']")) { $skipped++ }
+            else { $passed++ }
+        }
+    }
+    return [pscustomobject]@{
+        Total   = $passed + $failed + $skipped
+        Passed  = $passed
+        Failed  = $failed
+        Skipped = $skipped
+    }
+}
+
+function Invoke-TestTask {
+    # Both runners always get their chance. Failures that no test case shows (a runner that did
+    # not run, a test file that did not load) are collected as problems and counted at the end.
+    $problems = [Collections.Generic.List[pscustomobject]]::new()
+    $addProblem = { param([string]$Message, [int]$Failures = 1)
+        $problems.Add([pscustomobject]@{ Message = $Message; Failures = $Failures }) }
+    $xunit = $null
+    $pester = $null
+
+    if (Test-Path -LiteralPath $TestResultsDir) {
+        Remove-Item -LiteralPath $TestResultsDir -Recurse -Force
+    }
+    $null = New-Item -ItemType Directory -Path $TestResultsDir -Force
+    $trxPath = Join-Path $TestResultsDir 'xunit.trx'
+    $pesterPath = Join-Path $TestResultsDir 'pester.xml'
+
+    $buildError = $null
+    try {
+        Invoke-BuildTask
+    }
+    catch {
+        $buildError = $_
+        Write-Host "Build failed: $buildError" -ForegroundColor Red
+        & $addProblem "build failed, so no tests ran: $buildError"
+    }
+
+    if ($null -eq $buildError) {
+        Write-Step 'xunit: tests/DifferenceEngine.Tests'
+        $xunitExit = Invoke-Native -ReturnExitCode {
+            dotnet test $XunitProject -c $Configuration --nologo --logger 'trx;LogFileName=xunit.trx' --results-directory $TestResultsDir
+        }
+        if (Test-Path -LiteralPath $trxPath) {
+            $xunit = Get-TrxCounts $trxPath
+            if ($xunitExit -ne 0 -and $xunit.Failed -eq 0) {
+                & $addProblem "xunit: dotnet test exited with $xunitExit but reported no failed test"
+            }
+        }
+        else {
+            & $addProblem "xunit did not run: dotnet test exited with $xunitExit and wrote no $trxPath"
+        }
+
+        Write-Step 'Pester: tests/pester'
+        $pesterExit = 1
+        try {
+            # Fetches the pinned Pester into the NuGet package cache.
+            Invoke-Native { dotnet restore $PesterRestoreProject --nologo }
+            $pesterExit = Invoke-ChildPwsh -ScriptPath $PesterRunner -ArgumentList @(
+                '-ModulePath', $ModuleOut, '-ResultPath', $pesterPath)
+        }
+        catch {
+            Write-Host "Pester could not start: $_" -ForegroundColor Red
+        }
+        if (Test-Path -LiteralPath $pesterPath) {
+            $pester = Get-PesterCounts $pesterPath
+            # The runner's exit code, like Pester's own, also counts test files that failed to
+            # load and failed BeforeAll/AfterAll blocks, which the NUnit file has no test case for.
+            if ($pesterExit -gt $pester.Failed) {
+                $extra = $pesterExit - $pester.Failed
+                & $addProblem "Pester: $extra failed test file(s) or BeforeAll/AfterAll block(s); see the log above" $extra
+            }
+        }
+        else {
+            & $addProblem "Pester did not run: the runner exited with $pesterExit and wrote no $pesterPath"
+        }
+    }
+
+    $passed = 0
+    $failed = 0
+    Write-Host ''
+    Write-Host 'Test summary'
+    foreach ($runner in @(@('xunit', $xunit), @('Pester', $pester))) {
+        $name, $counts = $runner
+        if ($null -eq $counts) {
+            Write-Host ('  {0,-7} did not run' -f $name)
+            continue
+        }
+        Write-Host ('  {0,-7} {1} passed, {2} failed, {3} skipped' -f $name, $counts.Passed, $counts.Failed, $counts.Skipped)
+        $passed += $counts.Passed
+        $failed += $counts.Failed
+    }
+    # Counted in the total, so the summary line never reads as clean when the run was not.
+    foreach ($problem in $problems) {
+        Write-Host "  problem: $($problem.Message)" -ForegroundColor Red
+        $failed += $problem.Failures
+    }
+    Write-Host "  results: $TestResultsDir"
+    Write-Host "$passed passed, $failed failed"
+    if ($failed -gt 0) {
+        $script:ExitCode = 1
+    }
+}
+
+function Invoke-DemoTask {
+    Invoke-BuildTask
+    if (-not (Test-Path -LiteralPath $DemoScript)) {
+        throw "Demo: $DemoScript does not exist yet; the Demo task runs that script against out/$ModuleName."
+    }
+    Write-Step "Demo: examples/Demo.ps1"
+    $exitCode = Invoke-ChildPwsh -ScriptPath $DemoScript
+    if ($exitCode -ne 0) {
+        throw "Demo: examples/Demo.ps1 exited with $exitCode."
+    }
+}
+
+function Get-BenchProject([string]$TaskName) {
+    $projects = @(Get-ChildItem -LiteralPath $BenchDir -Filter '*.csproj' -File -Recurse -ErrorAction Ignore)
+    if ($projects.Count -eq 0) {
+        throw "${TaskName}: not built yet (issue 6): bench/ has no project."
+    }
+    if ($projects.Count -gt 1) {
+        throw "${TaskName}: bench/ has $($projects.Count) projects; build.ps1 does not know which to run yet (issue 6)."
+    }
+    return $projects[0].FullName
+}
+
+function Invoke-BenchTask {
+    $project = Get-BenchProject 'Bench'
+    Write-Step "Bench: $project"
+    # BenchmarkDotNet needs Release; --filter * runs every benchmark without the interactive menu.
+    Invoke-Native { dotnet run --project $project -c Release -- --filter '*' }
+}
+
+function Invoke-CompareTask {
+    $project = Get-BenchProject 'Compare'
+    throw "Compare: not wired to $project yet (issue 6)."
+}
+
+function Invoke-CleanTask {
+    Write-Step 'Clean'
+    if (Test-Path -LiteralPath $OutDir) {
+        Remove-Item -LiteralPath $OutDir -Recurse -Force
+    }
+    # Only the bin/ and obj/ next to a project: nothing else in the tree is build output.
+    $projects = Get-ChildItem -LiteralPath $RepoRoot -Filter '*.csproj' -File -Recurse |
+        Where-Object { -not $_.FullName.StartsWith($OutDir, [StringComparison]::Ordinal) }
+    foreach ($project in $projects) {
+        foreach ($name in 'bin', 'obj') {
+            $dir = Join-Path $project.DirectoryName $name
+            if (Test-Path -LiteralPath $dir) {
+                Remove-Item -LiteralPath $dir -Recurse -Force
+                Write-Host "  removed $([IO.Path]::GetRelativePath($RepoRoot, $dir))"
+            }
+        }
+    }
+}
+
+function Invoke-PackageTask {
+    Invoke-BuildTask
+    $version = Get-ModuleVersion
+    $zip = Join-Path $OutDir "$ModuleName-$version.zip"
+    Write-Step "Package: $zip"
+    if (Test-Path -LiteralPath $zip) {
+        Remove-Item -LiteralPath $zip -Force
+    }
+    # With the folder itself as the root entry, unzipping into a PSModulePath folder installs it.
+    [IO.Compression.ZipFile]::CreateFromDirectory($ModuleOut, $zip, [IO.Compression.CompressionLevel]::Optimal, $true)
+    Write-Host "  $zip"
+}
+
+$script:ExitCode = 0
+Push-Location -LiteralPath $RepoRoot
+try {
+    foreach ($name in $Task) {
+        switch ($name) {
+            'Build' { Invoke-BuildTask }
+            'Test' { Invoke-TestTask }
+            'Demo' { Invoke-DemoTask }
+            'Clean' { Invoke-CleanTask; $script:Built = $false }
+            'Bench' { Invoke-BenchTask }
+            'Compare' { Invoke-CompareTask }
+            'Package' { Invoke-PackageTask }
+        }
+    }
+}
+finally {
+    Pop-Location
+}
+exit $script:ExitCode

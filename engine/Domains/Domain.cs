@@ -1,0 +1,304 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Loading;
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Domains;
+
+/// <summary>
+/// A virtual machine on the embedded host: a name, an id, a size, a policy and the P2M table that
+/// maps each guest frame number to a packed <see cref="PageEntry"/>. Guest reads and writes go
+/// through ReadPage and WritePage, which service the faults.
+/// </summary>
+/// <remarks>
+/// Concurrency: every P2M entry carries a lock bit. Guest access, clock sweeps, merges and removal
+/// all hold the entry's lock while they look at or change the page; a merge that needs a second
+/// page only try-locks it, so no two threads ever wait on each other in a cycle.
+/// </remarks>
+public sealed class Domain
+{
+    private readonly ulong[] _p2m;
+    private volatile bool _removed;
+    private long _sweeps;
+
+    internal Domain(DEHost host, int id, string name, long pageCount, DomainPolicy policy, string source)
+    {
+        Host = host;
+        Id = id;
+        Name = name;
+        PageCount = pageCount;
+        Policy = policy;
+        Source = source;
+        Created = DateTimeOffset.Now;
+        _p2m = new ulong[pageCount];
+    }
+
+    public DEHost Host { get; }
+    public int Id { get; }
+    public string Name { get; }
+    public long PageCount { get; }
+    public long SizeBytes => PageCount * PageGeometry.PageSize;
+    public DomainPolicy Policy { get; }
+
+    /// <summary>Where the memory came from: "empty", an image path, or a process.</summary>
+    public string Source { get; }
+
+    public DateTimeOffset Created { get; }
+
+    /// <summary>What loading reported (pages read, regions skipped); null for an empty domain.</summary>
+    public LoadReport? LoadReport { get; internal set; }
+
+    /// <summary>Clock sweeps done over this domain (the clock's logical time).</summary>
+    public long Sweeps => Interlocked.Read(ref _sweeps);
+
+    public bool IsRemoved => _removed;
+
+    internal long P2MBytes => (long)_p2m.Length * sizeof(ulong);
+
+    internal void CountSweep() => Interlocked.Increment(ref _sweeps);
+
+    /// <summary>Copies guest page <paramref name="gfn"/> into <paramref name="destination"/> (at least 4096 bytes).</summary>
+    /// <returns>The fault serviced to read it (<see cref="FaultKind.None"/> for the states built so far).</returns>
+    public unsafe FaultKind ReadPage(long gfn, Span<byte> destination)
+    {
+        CheckGfn(gfn);
+        if (destination.Length < PageGeometry.PageSize)
+            throw new DEException("BufferTooSmall", DEErrorKind.InvalidArgument,
+                $"The destination holds {destination.Length} bytes; a page is {PageGeometry.PageSize}.", destination.Length);
+        using var op = Host.EnterOperation();
+        ulong e = Lock(gfn);
+        try
+        {
+            ThrowIfRemoved();
+            switch (PageEntry.State(e))
+            {
+                case PageState.Zero:
+                    destination[..PageGeometry.PageSize].Clear();
+                    break;
+                case PageState.Private:
+                case PageState.Shared:
+                    Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
+                    break;
+                default:
+                    throw UnsupportedState(gfn, e);
+            }
+            e |= PageEntry.Referenced;
+            return FaultKind.None;
+        }
+        finally
+        {
+            Unlock(gfn, e);
+        }
+    }
+
+    /// <summary>Reads a page into a new array (convenience for scripts; the span overload allocates nothing).</summary>
+    public byte[] ReadPage(long gfn)
+    {
+        var page = new byte[PageGeometry.PageSize];
+        ReadPage(gfn, page);
+        return page;
+    }
+
+    /// <summary>
+    /// Writes <paramref name="data"/> at <paramref name="offset"/> within guest page <paramref name="gfn"/>,
+    /// servicing a zero-fill or copy-on-write fault first when the page has no frame of its own.
+    /// </summary>
+    /// <exception cref="DEException">"HostOutOfMemory" when a fault needs a frame and the host's limit is reached.</exception>
+    public FaultKind WritePage(long gfn, ReadOnlySpan<byte> data, int offset = 0)
+    {
+        CheckGfn(gfn);
+        if (offset < 0 || offset > PageGeometry.PageSize || data.Length > PageGeometry.PageSize - offset)
+            throw new DEException("WriteOutsidePage", DEErrorKind.InvalidArgument,
+                $"Writing {data.Length} bytes at offset {offset} would pass the end of the {PageGeometry.PageSize}-byte page.", offset);
+        using var op = Host.EnterOperation();
+        ulong e = Lock(gfn);
+        var fault = FaultKind.None;
+        try
+        {
+            ThrowIfRemoved();
+            bool whole = offset == 0 && data.Length == PageGeometry.PageSize;
+            switch (PageEntry.State(e))
+            {
+                case PageState.Private:
+                    break;
+                case PageState.Zero:
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    uint frame = AllocateFrame(gfn);
+                    if (!whole) Host.Frames.Span(frame).Clear();
+                    e = PageEntry.With(e, PageState.Private, frame);
+                    fault = FaultKind.ZeroFill;
+                    Host.Faults.Record(fault, Stopwatch.GetTimestamp() - start);
+                    break;
+                }
+                case PageState.Shared:
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    e = BreakSharing(gfn, e, copy: !whole);
+                    fault = FaultKind.CopyOnWrite;
+                    Host.Faults.Record(fault, Stopwatch.GetTimestamp() - start);
+                    break;
+                }
+                default:
+                    throw UnsupportedState(gfn, e);
+            }
+            data.CopyTo(Host.Frames.Span(PageEntry.Frame(e))[offset..]);
+            e = (e | PageEntry.Referenced | PageEntry.Modified) & ~PageEntry.SharingSeen;
+            return fault;
+        }
+        finally
+        {
+            Unlock(gfn, e);
+        }
+    }
+
+    /// <summary>A snapshot of one page's entry (state, category, reference count, hash).</summary>
+    public PageInfo GetPage(long gfn)
+    {
+        CheckGfn(gfn);
+        using var op = Host.EnterOperation();
+        ulong e = Lock(gfn);
+        try
+        {
+            return DescribeLocked(gfn, e);
+        }
+        finally
+        {
+            Unlock(gfn, e);
+        }
+    }
+
+    /// <summary>Snapshots of every page in [<paramref name="first"/>, <paramref name="first"/>+<paramref name="count"/>).</summary>
+    public IEnumerable<PageInfo> GetPages(long first = 0, long count = long.MaxValue)
+    {
+        long end = count >= PageCount - first ? PageCount : first + count;
+        for (long gfn = first; gfn < end; gfn++) yield return GetPage(gfn);
+    }
+
+    /// <summary>The state of a page without locking it (a racy hint, for filters).</summary>
+    public PageState PeekState(long gfn)
+    {
+        CheckGfn(gfn);
+        return PageEntry.State(Volatile.Read(ref _p2m[gfn]));
+    }
+
+    public override string ToString() => Name;
+
+    // ---- internals shared with the host, the clock and the sharing pass ----
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong Lock(long gfn)
+    {
+        ref ulong slot = ref _p2m[gfn];
+        ulong e = Volatile.Read(ref slot);
+        if ((e & PageEntry.Locked) == 0 && Interlocked.CompareExchange(ref slot, e | PageEntry.Locked, e) == e)
+            return e;
+        return LockContended(ref slot);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ulong LockContended(ref ulong slot)
+    {
+        var spin = new SpinWait();
+        while (true)
+        {
+            ulong e = Volatile.Read(ref slot);
+            if ((e & PageEntry.Locked) == 0 && Interlocked.CompareExchange(ref slot, e | PageEntry.Locked, e) == e)
+                return e;
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryLock(long gfn, out ulong e)
+    {
+        ref ulong slot = ref _p2m[gfn];
+        e = Volatile.Read(ref slot);
+        return (e & PageEntry.Locked) == 0 && Interlocked.CompareExchange(ref slot, e | PageEntry.Locked, e) == e;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Unlock(long gfn, ulong e) => Volatile.Write(ref _p2m[gfn], e & ~PageEntry.Locked);
+
+    internal ulong PeekEntry(long gfn) => Volatile.Read(ref _p2m[gfn]);
+
+    /// <summary>Installs a loaded page as Private. Used only while the domain is being built.</summary>
+    internal void InstallLoaded(long gfn, uint frame) => _p2m[gfn] = PageEntry.With(0, PageState.Private, frame);
+
+    /// <summary>Gives a Shared page a frame of its own; the caller holds the page's lock.</summary>
+    internal ulong BreakSharing(long gfn, ulong e, bool copy)
+    {
+        uint shared = PageEntry.Frame(e);
+        var index = Host.SharingIndexFor(Policy.TrustGroup);
+        if (index.TryTakeSole(shared)) return PageEntry.With(e, PageState.Private, shared);
+        uint frame = AllocateFrame(gfn);
+        if (copy) Host.Frames.Span(shared).CopyTo(Host.Frames.Span(frame));
+        index.Release(shared);
+        return PageEntry.With(e, PageState.Private, frame);
+    }
+
+    internal uint AllocateFrame(long gfn)
+    {
+        if (Host.Frames.TryAllocate(out uint frame)) return frame;
+        throw new DEException("HostOutOfMemory", DEErrorKind.ResourceUnavailable,
+            $"The host is out of memory: domain '{Name}' needs a frame for page {gfn} and all {Host.Frames.LimitFrames} frames of the limit are in use.",
+            this);
+    }
+
+    /// <summary>Marks the domain removed and gives back every frame it holds.</summary>
+    internal void Release()
+    {
+        _removed = true;
+        for (long gfn = 0; gfn < _p2m.Length; gfn++)
+        {
+            ulong e = Lock(gfn);
+            switch (PageEntry.State(e))
+            {
+                case PageState.Private:
+                    Host.Frames.Free(PageEntry.Frame(e));
+                    break;
+                case PageState.Shared:
+                    Host.SharingIndexFor(Policy.TrustGroup).Release(PageEntry.Frame(e));
+                    break;
+            }
+            Unlock(gfn, 0);
+        }
+    }
+
+    internal PageInfo DescribeLocked(long gfn, ulong e)
+    {
+        var state = PageEntry.State(e);
+        int refs = 0;
+        ulong? hash = null;
+        uint? frame = null;
+        if (state is PageState.Private or PageState.Shared)
+        {
+            uint f = PageEntry.Frame(e);
+            frame = f;
+            refs = Volatile.Read(ref Host.Frames.RefCount(f));
+            hash = state == PageState.Shared ? Host.Frames.Hash(f) : Sharing.PageHasher.Hash(Host.Frames.Span(f));
+        }
+        return new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
+            (e & PageEntry.Modified) != 0, refs, hash, frame);
+    }
+
+    internal void ThrowIfRemoved()
+    {
+        if (_removed)
+            throw new DEException("DomainRemoved", DEErrorKind.ObjectNotFound,
+                $"Domain '{Name}' has been removed.", Name);
+    }
+
+    private void CheckGfn(long gfn)
+    {
+        if ((ulong)gfn >= (ulong)PageCount)
+            throw new DEException("GfnOutOfRange", DEErrorKind.InvalidArgument,
+                $"Guest frame {gfn} is outside domain '{Name}', which has pages 0 to {PageCount - 1}.", gfn);
+    }
+
+    private DEException UnsupportedState(long gfn, ulong e) =>
+        new("PageStateUnsupported", DEErrorKind.NotImplemented,
+            $"Page {gfn} of domain '{Name}' is in state {PageEntry.State(e)}, which this version cannot serve.", gfn);
+}

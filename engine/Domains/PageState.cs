@@ -1,0 +1,43 @@
+namespace DifferenceEngine.Domains;
+
+/// <summary>Where a guest page's bytes live.</summary>
+public enum PageState : byte
+{
+    /// <summary>All zero, no frame (never written, or found zero by a scan).</summary>
+    Zero = 0,
+    /// <summary>The page has a frame of its own.</summary>
+    Private = 1,
+    /// <summary>Mapped read-only to a frame shared with other pages; a write breaks the sharing (copy-on-write).</summary>
+    Shared = 2,
+    /// <summary>Reserved: a patch against a reference page (not built yet).</summary>
+    Patched = 3,
+    /// <summary>Reserved: a compressed blob (not built yet).</summary>
+    Compressed = 4,
+    /// <summary>Reserved: a slot in the swap file (not built yet).</summary>
+    Swapped = 5,
+}
+
+/// <summary>The clock's not-recently-used category of a page (PAPER.md), deciding what may be done to it.</summary>
+public enum PageCategory : byte
+{
+    /// <summary>Not yet seen by a clock sweep: nothing may be done to it.</summary>
+    None = 0,
+    /// <summary>Recently modified: left alone.</summary>
+    C1 = 1,
+    /// <summary>Recently read, not modified: may be shared, may serve as a patch reference.</summary>
+    C2 = 2,
+    /// <summary>Not recently accessed: may be shared or patched.</summary>
+    C3 = 3,
+    /// <summary>Not accessed for the policy's extended period: eligible for everything.</summary>
+    C4 = 4,
+}
+
+/// <summary>The kinds of fault the engine services on guest access.</summary>
+public enum FaultKind : byte
+{
+    None = 0,
+    /// <summary>First write to a Zero page: a frame is allocated and cleared.</summary>
+    ZeroFill = 1,
+    /// <summary>Write to a Shared page: the writer gets a private copy.</summary>
+    CopyOnWrite = 2,
+}

@@ -1,0 +1,317 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using DifferenceEngine.Clock;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Loading;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Sharing;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Hosting;
+
+/// <summary>
+/// The embedded host: owns machine memory (a frame pool with an optional limit), the domains,
+/// the sharing indexes of each trust group, the fault counters and the engine's passes.
+/// </summary>
+public sealed partial class DEHost : IDisposable
+{
+    private readonly ConcurrentDictionary<string, Domain> _byName = new(StringComparer.OrdinalIgnoreCase);
+    private readonly ConcurrentDictionary<int, Domain> _byId = new();
+    private readonly ConcurrentDictionary<string, SharingIndex> _sharing = new(StringComparer.Ordinal);
+    private readonly object _scanGate = new();
+    private readonly object _domainGate = new();
+    private int _nextDomainId;
+    private long _activeOperations;
+    private volatile bool _disposed;
+    private long _passes;
+    private long _clockTicks, _clockPages, _sharingTicks, _sharingPages;
+
+    public DEHost(HostOptions? options = null)
+    {
+        options ??= new HostOptions();
+        if (string.IsNullOrWhiteSpace(options.Name))
+            throw new DEException("HostNameInvalid", DEErrorKind.InvalidArgument, "A host needs a non-empty name.", options.Name);
+        long? limitFrames = null;
+        if (options.MemoryLimitBytes is long limit)
+        {
+            if (limit < PageGeometry.PageSize)
+                throw new DEException("MemoryLimitInvalid", DEErrorKind.InvalidArgument,
+                    $"The memory limit must be at least one page ({PageGeometry.PageSize} bytes); {limit} was given.", limit);
+            limitFrames = limit / PageGeometry.PageSize;
+        }
+        Name = options.Name;
+        Frames = new FramePool(limitFrames);
+        Connected = DateTimeOffset.Now;
+    }
+
+    public string Name { get; }
+    public DateTimeOffset Connected { get; }
+    public bool IsConnected => !_disposed;
+    public long? MemoryLimitBytes => Frames.LimitFrames * PageGeometry.PageSize;
+    public long ScanPasses => Interlocked.Read(ref _passes);
+
+    internal FramePool Frames { get; }
+    internal FaultCounters Faults { get; } = new();
+
+    /// <summary>The domains, ordered by id.</summary>
+    public IReadOnlyList<Domain> Domains => _byId.Values.OrderBy(d => d.Id).ToArray();
+
+    public Domain? TryGetDomain(string name) => _byName.TryGetValue(name, out var d) ? d : null;
+
+    public Domain GetDomain(string name) => TryGetDomain(name) ?? throw DomainNotFound(name);
+
+    internal Domain? TryGetDomainById(int id) => _byId.TryGetValue(id, out var d) ? d : null;
+
+    internal SharingIndex SharingIndexFor(string trustGroup) =>
+        _sharing.GetOrAdd(trustGroup, static (g, frames) => new SharingIndex(g, frames), Frames);
+
+    /// <summary>Creates an empty domain of <paramref name="sizeBytes"/> (a multiple of 4096): every page Zero, no frame.</summary>
+    public Domain CreateDomain(string name, long sizeBytes, DomainOptions? options = null)
+    {
+        using var op = EnterOperation();
+        if (sizeBytes <= 0 || (sizeBytes & PageGeometry.PageMask) != 0)
+            throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
+                $"A domain's memory size must be a positive multiple of {PageGeometry.PageSize} bytes; {sizeBytes} was given.", sizeBytes);
+        var domain = NewDomain(name, sizeBytes / PageGeometry.PageSize, options, "empty");
+        Register(domain);
+        return domain;
+    }
+
+    /// <summary>Creates a domain holding the pages of <paramref name="source"/> (an image, a core, a process).</summary>
+    /// <remarks>Every loaded page gets a frame (Private), as in a running VM; scans find the zero and identical ones.</remarks>
+    public Domain LoadDomain(string name, MemorySource source, DomainOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        using var op = EnterOperation();
+        var domain = NewDomain(name, source.PageCount, options, source.Description);
+        try
+        {
+            domain.LoadReport = source.CopyTo(new LoadSink(this, domain), cancellationToken);
+            Register(domain);
+            return domain;
+        }
+        catch
+        {
+            domain.Release();
+            throw;
+        }
+    }
+
+    /// <summary>Removes a domain and gives back its frames; shared frames go when their last user goes.</summary>
+    public void RemoveDomain(Domain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        using var op = EnterOperation();
+        lock (_domainGate)
+        {
+            if (!_byId.TryRemove(domain.Id, out _)) throw DomainNotFound(domain.Name);
+            _byName.TryRemove(domain.Name, out _);
+        }
+        domain.Release();
+    }
+
+    /// <summary>Lets scans merge this domain's identical and zero pages.</summary>
+    public void EnableSharing(Domain domain)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        domain.Policy.SharingEnabled = true;
+    }
+
+    /// <summary>
+    /// Stops merging this domain's pages. With <paramref name="unshare"/>, every Shared page gets a
+    /// frame of its own again; fails before changing anything when the limit leaves too few frames.
+    /// Zero pages stay Zero: they hold no frame and are shared with nobody.
+    /// </summary>
+    /// <returns>The number of pages given their own frame.</returns>
+    public long DisableSharing(Domain domain, bool unshare)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        if (!unshare)
+        {
+            domain.Policy.SharingEnabled = false;
+            return 0;
+        }
+        long shared = 0;
+        for (long gfn = 0; gfn < domain.PageCount; gfn++)
+            if (PageEntry.State(domain.PeekEntry(gfn)) == PageState.Shared) shared++;
+        if (Frames.LimitFrames is not null && shared > Frames.FramesFree)
+            throw new DEException("InsufficientMemoryToUnshare", DEErrorKind.ResourceUnavailable,
+                $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {Frames.FramesFree} are free under the host's limit; nothing was changed.",
+                domain);
+        domain.Policy.SharingEnabled = false;
+        long unshared = 0;
+        for (long gfn = 0; gfn < domain.PageCount; gfn++)
+        {
+            ulong e = domain.Lock(gfn);
+            try
+            {
+                domain.ThrowIfRemoved();
+                if (PageEntry.State(e) == PageState.Shared)
+                {
+                    e = domain.BreakSharing(gfn, e, copy: true);
+                    unshared++;
+                }
+            }
+            finally
+            {
+                domain.Unlock(gfn, e);
+            }
+        }
+        return unshared;
+    }
+
+    /// <summary>Per-domain page counts and memory use.</summary>
+    public DomainPageStats GetPageStats(Domain domain)
+    {
+        using var op = EnterOperation();
+        long priv = 0, zero = 0, shared = 0;
+        double used = 0;
+        for (long gfn = 0; gfn < domain.PageCount; gfn++)
+        {
+            ulong e = domain.PeekEntry(gfn);
+            switch (PageEntry.State(e))
+            {
+                case PageState.Zero: zero++; break;
+                case PageState.Private: priv++; used += PageGeometry.PageSize; break;
+                case PageState.Shared:
+                    shared++;
+                    int refs = Volatile.Read(ref Frames.RefCount(PageEntry.Frame(e)));
+                    used += (double)PageGeometry.PageSize / Math.Max(1, refs);
+                    break;
+            }
+        }
+        return new DomainPageStats(domain.Name, domain.Id, domain.PageCount, priv, zero, shared,
+            domain.SizeBytes, (long)Math.Round(used), domain.Policy.TrustGroup, domain.Policy.SharingEnabled);
+    }
+
+    /// <summary>Host-wide frames, memory, metadata, faults and engine time.</summary>
+    public HostStats GetStats()
+    {
+        using var op = EnterOperation();
+        var domains = Domains;
+        long guest = domains.Sum(d => d.SizeBytes);
+        long sharedFrames = _sharing.Values.Sum(s => s.Stable.Count);
+        var time = new[]
+        {
+            new MechanismTime("Clock", Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _clockTicks)), Interlocked.Read(ref _clockPages)),
+            new MechanismTime("Sharing", Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _sharingTicks)), Interlocked.Read(ref _sharingPages)),
+        };
+        return new HostStats(Name, domains.Count, MemoryLimitBytes, Frames.FramesInUse, Frames.FramesFree,
+            Frames.FramesAllocated, sharedFrames, guest, MetadataBytes(domains), ScanPasses, Faults.Snapshot(), time);
+    }
+
+    /// <summary>Latency histogram of one fault kind (for reports and charts).</summary>
+    public LatencyHistogram FaultHistogram(FaultKind kind) => Faults[kind];
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        // Wait for guest accesses and scans in flight before the frames go away.
+        var spin = new SpinWait();
+        while (Interlocked.Read(ref _activeOperations) != 0) spin.SpinOnce();
+        foreach (var d in _byId.Values) d.Release();
+        _byId.Clear();
+        _byName.Clear();
+        Frames.Dispose();
+    }
+
+    internal OperationScope EnterOperation()
+    {
+        Interlocked.Increment(ref _activeOperations);
+        if (_disposed)
+        {
+            Interlocked.Decrement(ref _activeOperations);
+            throw new DEException("HostDisconnected", DEErrorKind.ConnectionError,
+                $"Host '{Name}' has been disconnected.", Name);
+        }
+        return new OperationScope(this);
+    }
+
+    internal readonly struct OperationScope(DEHost host) : IDisposable
+    {
+        public void Dispose() => Interlocked.Decrement(ref host._activeOperations);
+    }
+
+    internal void AddEngineTime(long clockTicks, long clockPages, long sharingTicks, long sharingPages)
+    {
+        Interlocked.Add(ref _clockTicks, clockTicks);
+        Interlocked.Add(ref _clockPages, clockPages);
+        Interlocked.Add(ref _sharingTicks, sharingTicks);
+        Interlocked.Add(ref _sharingPages, sharingPages);
+    }
+
+    private long MetadataBytes(IReadOnlyList<Domain> domains) =>
+        domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes);
+
+    private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
+    {
+        ValidateName(name);
+        if (_byName.ContainsKey(name)) throw DomainExists(name);
+        options ??= new DomainOptions();
+        var policy = new DomainPolicy
+        {
+            TrustGroup = options.TrustGroup,
+            C4Sweeps = options.C4Sweeps,
+            SharingEnabled = options.SharingEnabled,
+        };
+        if (pageCount <= 0 || pageCount >= 1L << 40)
+            throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
+                $"A domain must have between 1 and 2^40 pages; {pageCount} was asked for.", pageCount);
+        return new Domain(this, Interlocked.Increment(ref _nextDomainId), name, pageCount, policy, source);
+    }
+
+    private void Register(Domain domain)
+    {
+        lock (_domainGate)
+        {
+            if (!_byName.TryAdd(domain.Name, domain))
+            {
+                domain.Release();
+                throw DomainExists(domain.Name);
+            }
+            _byId[domain.Id] = domain;
+        }
+    }
+
+    private void CheckOwned(Domain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved) throw DomainNotFound(domain.Name);
+    }
+
+    private static void ValidateName(string name)
+    {
+        if (string.IsNullOrWhiteSpace(name) || name.Length > 64 || name.IndexOfAny(['*', '?', '[', ']', '/', '\\']) >= 0
+            || name.Trim() != name)
+            throw new DEException("DomainNameInvalid", DEErrorKind.InvalidArgument,
+                $"'{name}' is not a valid domain name: use 1 to 64 characters, no wildcards (* ? [ ]), slashes or surrounding spaces.", name);
+    }
+
+    internal static DEException DomainNotFound(string name) =>
+        new("DomainNotFound", DEErrorKind.ObjectNotFound, $"No domain named '{name}' exists on this host.", name);
+
+    private static DEException DomainExists(string name) =>
+        new("DomainExists", DEErrorKind.ResourceExists, $"A domain named '{name}' already exists on this host.", name);
+
+    /// <summary>Puts loaded pages into fresh frames of the domain being built.</summary>
+    private sealed class LoadSink(DEHost host, Domain domain) : IGuestPageSink
+    {
+        public void SetPage(long gfn, ReadOnlySpan<byte> page)
+        {
+            if ((ulong)gfn >= (ulong)domain.PageCount || page.Length != PageGeometry.PageSize)
+                throw new DEException("LoadPageOutOfRange", DEErrorKind.InvalidData,
+                    $"The memory source gave page {gfn} ({page.Length} bytes) outside the domain's {domain.PageCount} pages.", gfn);
+            if (PagePresentCheck(domain, gfn))
+                throw new DEException("LoadPageDuplicate", DEErrorKind.InvalidData, $"The memory source gave page {gfn} twice.", gfn);
+            uint frame = domain.AllocateFrame(gfn);
+            page.CopyTo(host.Frames.Span(frame));
+            domain.InstallLoaded(gfn, frame);
+        }
+
+        private static bool PagePresentCheck(Domain d, long gfn) => PageEntry.State(d.PeekEntry(gfn)) != PageState.Zero;
+    }
+}

@@ -1,0 +1,19 @@
+namespace DifferenceEngine.Hosting;
+
+/// <summary>Settings of an embedded host, fixed when it is created.</summary>
+public sealed class HostOptions
+{
+    /// <summary>A name for the host, shown by Get-DEHost.</summary>
+    public string Name { get; init; } = "embedded";
+
+    /// <summary>The most machine memory (frames) the host may use for guest pages; null for no limit.</summary>
+    public long? MemoryLimitBytes { get; init; }
+}
+
+/// <summary>Options for a new domain.</summary>
+public sealed class DomainOptions
+{
+    public string TrustGroup { get; init; } = Domains.DomainPolicy.DefaultTrustGroup;
+    public int C4Sweeps { get; init; } = Domains.DomainPolicy.DefaultC4Sweeps;
+    public bool SharingEnabled { get; init; }
+}

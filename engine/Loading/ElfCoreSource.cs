@@ -1,0 +1,47 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace DifferenceEngine.Loading;
+
+/// <summary>An ELF core dump (QEMU dump-guest-memory, gdb gcore, a kernel core) read as guest-physical memory.</summary>
+internal sealed class ElfCoreSource : MemorySource
+{
+    private readonly SafeFileHandle _file;
+    private readonly string _path;
+    private readonly ElfLayout _layout;
+
+    private ElfCoreSource(SafeFileHandle file, string path, ElfHeaders headers, ElfLayout layout)
+    {
+        _file = file;
+        _path = path;
+        _layout = layout;
+        string kind = layout.ProcessLayout ? "process core, segments packed" : "guest-physical core";
+        Description = $"{Path.GetFullPath(path)} ({headers.ClassName} {kind})";
+    }
+
+    public override MemorySourceFormat Format => MemorySourceFormat.ElfCore;
+
+    public override string Description { get; }
+
+    public override long PageCount => _layout.PageCount;
+
+    public static ElfCoreSource Open(SafeFileHandle file, string path, long length)
+    {
+        ElfHeaders headers = ElfHeaders.Read(file, path, length);
+        List<ElfProgramHeader> loads = headers.ReadLoadSegments(file, path);
+        return new ElfCoreSource(file, path, headers, ElfLayout.Build(loads, path, length));
+    }
+
+    private protected override LoadReport CopyPages(IGuestPageSink sink, CancellationToken cancellationToken)
+    {
+        long loaded = PageCopier.Copy(_file, _path, _layout.Extents, sink, cancellationToken);
+        var counters = new LoadCounters
+        {
+            PagesLoaded = loaded,
+            PagesNotResident = _layout.PagesWithMemory - loaded + _layout.PagesNotDumped,
+            RegionsRead = _layout.Extents.Length,
+        };
+        return counters.ToReport(Format);
+    }
+
+    private protected override void ReleaseHandles() => _file.Dispose();
+}

@@ -1,0 +1,50 @@
+namespace DifferenceEngine.Loading;
+
+/// <summary>What one <see cref="MemorySource.CopyTo"/> did: pages passed to the sink, and what it had to leave out.</summary>
+public sealed class LoadReport
+{
+    internal LoadReport(
+        MemorySourceFormat format,
+        long pagesLoaded,
+        long pagesNotResident,
+        int regionsRead,
+        int regionsSkipped,
+        long bytesSkipped,
+        IReadOnlyList<string> skippedRegions)
+    {
+        Format = format;
+        PagesLoaded = pagesLoaded;
+        PagesNotResident = pagesNotResident;
+        RegionsRead = regionsRead;
+        RegionsSkipped = regionsSkipped;
+        BytesSkipped = bytesSkipped;
+        SkippedRegions = skippedRegions;
+    }
+
+    public MemorySourceFormat Format { get; }
+
+    /// <summary>Pages passed to the sink.</summary>
+    public long PagesLoaded { get; }
+
+    /// <summary>
+    /// Pages inside the layout the source had no bytes for, left zero and not passed to the sink:
+    /// a process's untouched pages, a core's segment tail past p_filesz, a process core's segment not dumped.
+    /// </summary>
+    public long PagesNotResident { get; }
+
+    /// <summary>Regions (the image, PT_LOAD segments with data, process mappings) read without any failure.</summary>
+    public int RegionsRead { get; }
+
+    /// <summary>Regions with at least one part that could not be read; that part stays zero.</summary>
+    public int RegionsSkipped { get; }
+
+    /// <summary>Bytes of the skipped parts.</summary>
+    public long BytesSkipped { get; }
+
+    /// <summary>One short line per skipped region, e.g. "7ffd1000-7ffd5000 [vvar]: I/O error (16384 of 16384 bytes unreadable)".</summary>
+    public IReadOnlyList<string> SkippedRegions { get; }
+
+    public override string ToString() =>
+        $"{Format}: {PagesLoaded} pages loaded, {PagesNotResident} not resident, " +
+        $"{RegionsRead} regions read, {RegionsSkipped} skipped ({BytesSkipped} bytes)";
+}

@@ -1,0 +1,98 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace DifferenceEngine.Loading;
+
+/// <summary>
+/// Real guest memory from outside the engine (a raw image, an ELF core dump, a live Linux process),
+/// laid out as a guest-physical space of 4 KiB pages and copied page by page into an <see cref="IGuestPageSink"/>.
+/// </summary>
+public abstract class MemorySource : IDisposable
+{
+    /// <summary>Largest guest-physical space a source may describe (64 GiB); larger ones fail with "ImageTooLarge".</summary>
+    public const long MaxGuestBytes = LoadGeometry.MaxGuestBytes;
+
+    private bool _disposed;
+
+    // Sources are the formats this assembly knows; nobody else derives.
+    private protected MemorySource()
+    {
+    }
+
+    public abstract MemorySourceFormat Format { get; }
+
+    /// <summary>For people: e.g. "/images/web1.img (raw image)", "pid 1234 (python3)".</summary>
+    public abstract string Description { get; }
+
+    /// <summary>Size of the guest-physical space in 4 KiB pages: the size of the domain to load it into.</summary>
+    public abstract long PageCount { get; }
+
+    /// <summary>
+    /// Passes every page that has data to <paramref name="sink"/>, each gfn at most once, in increasing gfn order.
+    /// Pages not passed are zero. Can be called more than once; each call reads the source again.
+    /// </summary>
+    public LoadReport CopyTo(IGuestPageSink sink, CancellationToken cancellationToken = default)
+    {
+        if (sink is null)
+        {
+            throw new DEException("SinkNull", DEErrorKind.InvalidArgument, "CopyTo needs a page sink.", nameof(sink));
+        }
+
+        if (_disposed)
+        {
+            throw new DEException("SourceDisposed", DEErrorKind.InvalidOperation,
+                $"The memory source {Description} is closed.", Description);
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        return CopyPages(sink, cancellationToken);
+    }
+
+    /// <summary>Opens an image or core file; the format is decided by the content, never by the extension.</summary>
+    public static MemorySource OpenFile(string path)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            throw new DEException("PathInvalid", DEErrorKind.InvalidArgument, "A memory image path is required.", path);
+        }
+
+        SafeFileHandle file = SourceFile.OpenRead(path);
+        try
+        {
+            long length = RandomAccess.GetLength(file);
+            Span<byte> head = stackalloc byte[ElfHeaders.IdentSize];
+            int n = SourceFile.ReadAtMost(file, head, 0, path);
+            return ElfHeaders.StartsLikeElf(head[..n])
+                ? ElfCoreSource.Open(file, path, length)
+                : RawImageSource.Open(file, path, length);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens a live Linux process: its readable mappings, one after another in address order.</summary>
+    public static MemorySource OpenProcess(int processId) => OpenProcess(processId, OperatingSystem.IsLinux());
+
+    // The platform is a parameter so the not-on-Linux refusal can be tested on Linux.
+    internal static MemorySource OpenProcess(int processId, bool onLinux) => ProcessSource.Open(processId, onLinux);
+
+    public override string ToString() => Description;
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        ReleaseHandles();
+        GC.SuppressFinalize(this);
+    }
+
+    private protected abstract LoadReport CopyPages(IGuestPageSink sink, CancellationToken cancellationToken);
+
+    private protected abstract void ReleaseHandles();
+}

@@ -1,0 +1,149 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace DifferenceEngine.Memory;
+
+/// <summary>
+/// Machine memory of the embedded host: 4 KiB frames in page-aligned native chunks, a free list,
+/// a per-frame reference count and content hash, and an optional limit on frames in use.
+/// </summary>
+/// <remarks>
+/// Chunks are never moved once allocated, so a frame's address is stable for the pool's lifetime;
+/// the chunk table grows by copying references only, which lets readers index it without a lock.
+/// </remarks>
+internal sealed unsafe class FramePool : IDisposable
+{
+    private readonly object _gate = new();
+    private FrameChunk[] _chunks = new FrameChunk[16];
+    private int _chunkCount;
+    private uint[] _free = new uint[1024];
+    private int _freeCount;
+    private long _inUse;
+    private bool _disposed;
+
+    public FramePool(long? limitFrames)
+    {
+        if (limitFrames is <= 0) throw new ArgumentOutOfRangeException(nameof(limitFrames));
+        LimitFrames = limitFrames;
+    }
+
+    /// <summary>Most frames that may be in use at once; null when unlimited.</summary>
+    public long? LimitFrames { get; }
+
+    public long FramesInUse => Interlocked.Read(ref _inUse);
+
+    /// <summary>Frames backed by native memory (in use or on the free list).</summary>
+    public long FramesAllocated { get { lock (_gate) return (long)_chunkCount * PageGeometry.FramesPerChunk; } }
+
+    public long FramesFree => LimitFrames is long l ? Math.Max(0, l - FramesInUse) : FramesAllocated - FramesInUse;
+
+    /// <summary>Bytes of per-frame bookkeeping (reference counts, hashes, the free list).</summary>
+    public long MetadataBytes
+    {
+        get
+        {
+            lock (_gate)
+                return (long)_chunkCount * PageGeometry.FramesPerChunk * (sizeof(int) + sizeof(ulong))
+                       + (long)_free.Length * sizeof(uint) + (long)_chunks.Length * IntPtr.Size;
+        }
+    }
+
+    /// <summary>Takes a frame with reference count 1; false when the limit is reached.</summary>
+    public bool TryAllocate(out uint frame)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (LimitFrames is long limit && _inUse >= limit)
+            {
+                frame = 0;
+                return false;
+            }
+            if (_freeCount == 0) AddChunk();
+            frame = _free[--_freeCount];
+            _inUse++;
+        }
+        var chunk = _chunks[frame >> PageGeometry.ChunkShift];
+        chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 1;
+        return true;
+    }
+
+    /// <summary>Returns a frame to the free list; its reference count must already be zero or one.</summary>
+    public void Free(uint frame)
+    {
+        var chunk = Chunk(frame);
+        int i = (int)(frame & (PageGeometry.FramesPerChunk - 1));
+        chunk.RefCounts[i] = 0;
+        chunk.Hashes[i] = 0;
+        lock (_gate)
+        {
+            if (_disposed) return;
+            if (_freeCount == _free.Length) Array.Resize(ref _free, _free.Length * 2);
+            _free[_freeCount++] = frame;
+            _inUse--;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* Address(uint frame) =>
+        Chunk(frame).Data + ((long)(frame & (PageGeometry.FramesPerChunk - 1)) << PageGeometry.PageShift);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Span<byte> Span(uint frame) => new(Address(frame), PageGeometry.PageSize);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref int RefCount(uint frame) => ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong Hash(uint frame) => ref Chunk(frame).Hashes[frame & (PageGeometry.FramesPerChunk - 1)];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private FrameChunk Chunk(uint frame) => Volatile.Read(ref _chunks)[frame >> PageGeometry.ChunkShift];
+
+    private void AddChunk()
+    {
+        if ((long)(_chunkCount + 1) * PageGeometry.FramesPerChunk > uint.MaxValue)
+            throw new InvalidOperationException("Frame numbers exhausted.");
+        var data = (byte*)NativeMemory.AlignedAlloc(PageGeometry.ChunkBytes, PageGeometry.PageSize);
+        var chunk = new FrameChunk(data);
+        if (_chunkCount == _chunks.Length)
+        {
+            var grown = new FrameChunk[_chunks.Length * 2];
+            Array.Copy(_chunks, grown, _chunkCount);
+            Volatile.Write(ref _chunks, grown);
+        }
+        _chunks[_chunkCount] = chunk;
+        uint first = (uint)(_chunkCount << PageGeometry.ChunkShift);
+        _chunkCount++;
+        if (_free.Length < _freeCount + PageGeometry.FramesPerChunk)
+            Array.Resize(ref _free, Math.Max(_free.Length * 2, _freeCount + PageGeometry.FramesPerChunk));
+        // Pushed in reverse so the lowest frame numbers are handed out first.
+        for (int i = PageGeometry.FramesPerChunk - 1; i >= 0; i--) _free[_freeCount++] = first + (uint)i;
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            for (int i = 0; i < _chunkCount; i++)
+            {
+                // Guest memory may hold secrets: wipe before handing it back.
+                NativeMemory.Clear(_chunks[i].Data, PageGeometry.ChunkBytes);
+                NativeMemory.AlignedFree(_chunks[i].Data);
+                _chunks[i] = null!;
+            }
+            _chunkCount = 0;
+            _freeCount = 0;
+            _inUse = 0;
+        }
+    }
+
+    private sealed class FrameChunk(byte* data)
+    {
+        public readonly byte* Data = data;
+        public readonly int[] RefCounts = new int[PageGeometry.FramesPerChunk];
+        public readonly ulong[] Hashes = new ulong[PageGeometry.FramesPerChunk];
+    }
+}

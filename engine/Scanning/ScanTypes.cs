@@ -1,0 +1,51 @@
+namespace DifferenceEngine.Scanning;
+
+/// <summary>How many engine passes to run and how wide.</summary>
+public sealed class ScanOptions
+{
+    /// <summary>Passes to run; ignored when <see cref="UntilStable"/> is set.</summary>
+    public int Passes { get; init; } = 1;
+
+    /// <summary>Run passes until one changes no page (or <see cref="MaxPasses"/> is reached).</summary>
+    public bool UntilStable { get; init; }
+
+    public int MaxPasses { get; init; } = 64;
+
+    /// <summary>Worker threads; defaults to the processor count.</summary>
+    public int Parallelism { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Pages per work item (a slice of one domain).</summary>
+    public int SliceSize { get; init; } = 8192;
+}
+
+/// <summary>Progress of a running scan, reported from worker threads.</summary>
+public readonly record struct ScanProgress(int Pass, long PagesDone, long PagesTotal);
+
+/// <summary>What one pass over the chosen domains did.</summary>
+public sealed record PassResult(
+    int Pass,
+    long PagesSwept,
+    long PagesExamined,
+    long ZeroPagesFound,
+    long PagesMerged,
+    long FramesFreed,
+    long HashCollisions,
+    long Contended,
+    TimeSpan Elapsed)
+{
+    /// <summary>True when the pass merged something, or skipped a merge because a page was busy (so it may still find more).</summary>
+    public bool Changed => ZeroPagesFound + PagesMerged + Contended > 0;
+    public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
+}
+
+/// <summary>The result of <c>Invoke-DEScan</c>: every pass, the totals, and whether the last pass changed nothing.</summary>
+public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<PassResult> PassResults, bool Stable)
+{
+    public int Passes => PassResults.Count;
+    public TimeSpan Elapsed => TimeSpan.FromTicks(PassResults.Sum(p => p.Elapsed.Ticks));
+    public long PagesSwept => PassResults.Sum(p => p.PagesSwept);
+    public long ZeroPagesFound => PassResults.Sum(p => p.ZeroPagesFound);
+    public long PagesMerged => PassResults.Sum(p => p.PagesMerged);
+    public long FramesFreed => PassResults.Sum(p => p.FramesFreed);
+    public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
+}

@@ -1,0 +1,59 @@
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Sharing;
+
+/// <summary>
+/// The sharing state of one trust group: a stable table (content hash -> shared frame) that lives
+/// as long as its frames do, and an unstable table (content hash -> a private page seen this pass)
+/// that is emptied at the start of every pass, as in KSM.
+/// </summary>
+/// <remarks>
+/// A shared frame's reference count only changes under the stable table's stripe lock of its
+/// hash, so "find it and add a reference" can never race with "drop the last reference and free it".
+/// </remarks>
+internal sealed class SharingIndex(string trustGroup, FramePool frames)
+{
+    public string TrustGroup { get; } = trustGroup;
+    public HashSlotTable Stable { get; } = new();
+    public HashSlotTable Unstable { get; } = new();
+
+    public long MetadataBytes => Stable.MetadataBytes + Unstable.MetadataBytes;
+
+    /// <summary>Drops one reference to a shared frame and frees it when none are left.</summary>
+    public void Release(uint frame)
+    {
+        ulong hash = frames.Hash(frame);
+        bool free;
+        lock (Stable.StripeLock(hash))
+        {
+            ref int refs = ref frames.RefCount(frame);
+            if (refs <= 0) throw new InvalidOperationException($"Shared frame {frame} released with reference count {refs}.");
+            free = --refs == 0;
+            if (free) Stable.RemoveIf(hash, frame);
+        }
+        if (free) frames.Free(frame);
+    }
+
+    /// <summary>
+    /// When the caller's page is the frame's only user, unlists the frame so it can become that
+    /// page's private frame without a copy; false when others still share it.
+    /// </summary>
+    public bool TryTakeSole(uint frame)
+    {
+        ulong hash = frames.Hash(frame);
+        lock (Stable.StripeLock(hash))
+        {
+            if (frames.RefCount(frame) != 1) return false;
+            Stable.RemoveIf(hash, frame);
+            frames.Hash(frame) = 0;
+            return true;
+        }
+    }
+
+    /// <summary>Adds a reference to a listed shared frame; the caller holds the stripe lock.</summary>
+    public void AddReferenceLocked(uint frame) => frames.RefCount(frame)++;
+
+    public static ulong PackPage(int domainId, long gfn) => ((ulong)(uint)domainId << 40) | (ulong)gfn;
+
+    public static (int DomainId, long Gfn) UnpackPage(ulong packed) => ((int)(packed >> 40), (long)(packed & ((1UL << 40) - 1)));
+}

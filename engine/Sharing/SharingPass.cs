@@ -1,0 +1,151 @@
+using System.Runtime.CompilerServices;
+using DifferenceEngine.Clock;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Sharing;
+
+/// <summary>Counters of one worker's share of a pass; summed into the pass result.</summary>
+internal struct SharingCounters
+{
+    public long PagesExamined;
+    public long ZeroPagesFound;
+    public long PagesMerged;
+    public long FramesFreed;
+    public long HashCollisions;
+    public long Contended;
+}
+
+/// <summary>
+/// The whole-page sharing step for one page: zero test, hash, look up, byte-for-byte compare,
+/// merge. Allocates nothing; all compares and hashes are vectorized span operations.
+/// </summary>
+internal static class SharingPass
+{
+    /// <summary>Considers one locked, eligible Private page and returns its (possibly changed) entry.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static ulong SharePage(DEHost host, SharingIndex index, Domain domain, long gfn, ulong e, ref SharingCounters c)
+    {
+        var frames = host.Frames;
+        uint frame = PageEntry.Frame(e);
+        var bytes = frames.Span(frame);
+        c.PagesExamined++;
+        e |= PageEntry.SharingSeen;
+
+        if (PageHasher.IsZero(bytes))
+        {
+            frames.Free(frame);
+            c.ZeroPagesFound++;
+            c.FramesFreed++;
+            return PageEntry.With(e, PageState.Zero, 0);
+        }
+
+        ulong hash = PageHasher.Hash(bytes);
+
+        // 1. An existing shared frame with this content?
+        lock (index.Stable.StripeLock(hash))
+        {
+            if (index.Stable.TryGet(hash, out ulong sharedValue))
+            {
+                uint shared = (uint)sharedValue;
+                if (!bytes.SequenceEqual(frames.Span(shared)))
+                {
+                    c.HashCollisions++;
+                    return e;
+                }
+                index.AddReferenceLocked(shared);
+                frames.Free(frame);
+                c.PagesMerged++;
+                c.FramesFreed++;
+                return PageEntry.With(e, PageState.Shared, shared);
+            }
+        }
+
+        // 2. A private page with this content seen earlier in this pass?
+        ulong candidate;
+        bool found;
+        lock (index.Unstable.StripeLock(hash))
+        {
+            found = index.Unstable.TryGet(hash, out candidate);
+            if (!found) index.Unstable.Set(hash, SharingIndex.PackPage(domain.Id, gfn));
+        }
+        if (!found) return e;
+
+        var (otherId, otherGfn) = SharingIndex.UnpackPage(candidate);
+        if (otherId == domain.Id && otherGfn == gfn) return e;
+        var other = host.TryGetDomainById(otherId);
+        if (other is null || other.IsRemoved || otherGfn >= other.PageCount)
+        {
+            ReplaceCandidate(index, hash, candidate, domain, gfn);
+            return e;
+        }
+        // Never wait for a second page lock while holding one: try, and leave it for the next pass.
+        if (!other.TryLock(otherGfn, out ulong oe))
+        {
+            c.Contended++;
+            return e;
+        }
+        try
+        {
+            if (other.IsRemoved || PageEntry.State(oe) != PageState.Private || (oe & PageEntry.Modified) != 0
+                || !PageClock.MayShare(PageEntry.Category(oe)))
+            {
+                ReplaceCandidate(index, hash, candidate, domain, gfn);
+                return e;
+            }
+            uint otherFrame = PageEntry.Frame(oe);
+            if (!bytes.SequenceEqual(frames.Span(otherFrame)))
+            {
+                // Same hash, other bytes: a collision, or the other page changed since it was listed.
+                if (PageHasher.Hash(frames.Span(otherFrame)) == hash) c.HashCollisions++;
+                ReplaceCandidate(index, hash, candidate, domain, gfn);
+                return e;
+            }
+            lock (index.Stable.StripeLock(hash))
+            {
+                index.Unstable.RemoveIf(hash, candidate);
+                if (index.Stable.TryGet(hash, out ulong raced))
+                {
+                    // Another worker listed this content meanwhile: join its frame with both pages.
+                    uint shared = (uint)raced;
+                    if (!bytes.SequenceEqual(frames.Span(shared)))
+                    {
+                        c.HashCollisions++;
+                        return e;
+                    }
+                    index.AddReferenceLocked(shared);
+                    index.AddReferenceLocked(shared);
+                    frames.Free(frame);
+                    frames.Free(otherFrame);
+                    c.PagesMerged += 2;
+                    c.FramesFreed += 2;
+                    oe = PageEntry.With(oe, PageState.Shared, shared);
+                    return PageEntry.With(e, PageState.Shared, shared);
+                }
+                // The other page's frame becomes the shared copy; ours is freed.
+                frames.Hash(otherFrame) = hash;
+                frames.RefCount(otherFrame) = 2;
+                index.Stable.Set(hash, otherFrame);
+                frames.Free(frame);
+                c.PagesMerged += 2;
+                c.FramesFreed++;
+                oe = PageEntry.With(oe | PageEntry.SharingSeen, PageState.Shared, otherFrame);
+                return PageEntry.With(e, PageState.Shared, otherFrame);
+            }
+        }
+        finally
+        {
+            other.Unlock(otherGfn, oe);
+        }
+    }
+
+    private static void ReplaceCandidate(SharingIndex index, ulong hash, ulong stale, Domain domain, long gfn)
+    {
+        lock (index.Unstable.StripeLock(hash))
+        {
+            if (index.Unstable.TryGet(hash, out ulong now) && now == stale)
+                index.Unstable.Set(hash, SharingIndex.PackPage(domain.Id, gfn));
+        }
+    }
+}

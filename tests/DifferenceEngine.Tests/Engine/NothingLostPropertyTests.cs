@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// "Nothing is lost": seeded random sequences of guest writes, reads, scans, policy changes and
+/// domain add/remove, checked read by read against a shadow copy of every page.
+/// </summary>
+public class NothingLostPropertyTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData(20261126, 100_000)]
+    [InlineData(7, 30_000)]
+    public void EveryReadMatchesTheShadowCopy(int seed, int operations)
+    {
+        var rng = new Random(seed);
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var shadow = new Dictionary<Domain, byte[][]>();
+        var proc = TestMemory.StartRealProcess();
+        int added = 0, removed = 0, scans = 0, reads = 0, writes = 0;
+        // A pool of page contents that writes copy from, so merges and COW breaks keep happening.
+        var library = Enumerable.Range(0, 24).Select(i => TestMemory.RandomPage(new Random(seed + i))).ToArray();
+        try
+        {
+            void Add(Domain d, byte[][] content) { shadow[d] = content; added++; }
+            var real = TestMemory.LoadProcess(host, "real0", proc.Id, new DomainOptions { SharingEnabled = true });
+            Add(real, TestMemory.ReadAll(real));
+            var planted = TestMemory.PlantedImage(1500, seed, library);
+            Add(TestMemory.LoadRaw(host, dir, "img1", planted, new DomainOptions { SharingEnabled = true }), planted);
+            var planted2 = TestMemory.PlantedImage(900, seed + 1, library);
+            Add(TestMemory.LoadRaw(host, dir, "img2", planted2, new DomainOptions { SharingEnabled = true, TrustGroup = "other" }), planted2);
+            var empty = host.CreateDomain("empty3", 1024 * 4096, new DomainOptions { SharingEnabled = true });
+            Add(empty, Enumerable.Range(0, 1024).Select(_ => new byte[4096]).ToArray());
+
+            var buffer = new byte[4096];
+            for (int op = 0; op < operations; op++)
+            {
+                var domains = shadow.Keys.ToArray();
+                var d = domains[rng.Next(domains.Length)];
+                var pages = shadow[d];
+                long gfn = rng.NextInt64(d.PageCount);
+                int roll = rng.Next(1000);
+                if (roll < 430)
+                {
+                    // Write: small random bytes, a whole library page (a duplicate), or a whole zero page.
+                    byte[] data;
+                    int offset;
+                    switch (rng.Next(4))
+                    {
+                        case 0: data = library[rng.Next(library.Length)]; offset = 0; break;
+                        case 1: data = new byte[4096]; offset = 0; break;
+                        default:
+                            data = new byte[rng.Next(1, 300)];
+                            rng.NextBytes(data);
+                            offset = rng.Next(4096 - data.Length + 1);
+                            break;
+                    }
+                    d.WritePage(gfn, data, offset);
+                    data.CopyTo(pages[gfn].AsSpan(offset));
+                    writes++;
+                }
+                else if (roll < 985)
+                {
+                    d.ReadPage(gfn, buffer);
+                    Assert.True(pages[gfn].AsSpan().SequenceEqual(buffer), $"op {op}: {d.Name} page {gfn} differs from the shadow");
+                    reads++;
+                }
+                else if (roll < 993)
+                {
+                    var subset = rng.Next(3) == 0 ? domains.Where(_ => rng.Next(2) == 0).ToArray() : domains;
+                    host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) });
+                    scans++;
+                    TestMemory.AssertFrameAccounting(host);
+                }
+                else if (roll < 996)
+                {
+                    if (rng.Next(2) == 0) host.EnableSharing(d);
+                    else host.DisableSharing(d, unshare: rng.Next(2) == 0);
+                    TestMemory.AssertFrameAccounting(host);
+                }
+                else if (roll < 998 && domains.Length > 4)
+                {
+                    host.RemoveDomain(d);
+                    shadow.Remove(d);
+                    removed++;
+                    TestMemory.AssertFrameAccounting(host);
+                }
+                else
+                {
+                    // Add a domain: a copy of another domain's current content (a clone VM), or fresh random memory.
+                    var source = domains[rng.Next(domains.Length)];
+                    var content = rng.Next(2) == 0 && source.PageCount <= 4096
+                        ? shadow[source].Select(p => (byte[])p.Clone()).ToArray()
+                        : TestMemory.PlantedImage(200 + rng.Next(400), rng.Next(), library);
+                    Add(TestMemory.LoadRaw(host, dir, $"add{added}", content,
+                        new DomainOptions { SharingEnabled = rng.Next(4) != 0, TrustGroup = rng.Next(3) == 0 ? "other" : "default" }), content);
+                }
+            }
+
+            host.Scan(options: new ScanOptions { UntilStable = true });
+            TestMemory.AssertFrameAccounting(host);
+            foreach (var (d, pages) in shadow)
+                for (long g = 0; g < d.PageCount; g++)
+                {
+                    d.ReadPage(g, buffer);
+                    Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"final: {d.Name} page {g} differs");
+                }
+            var stats = host.GetStats();
+            output.WriteLine($"seed {seed}: {reads} reads, {writes} writes, {scans} scans, {added} added, {removed} removed; " +
+                             $"{stats.FramesInUse} frames for {stats.GuestBytes / 4096} guest pages; faults " +
+                             string.Join(", ", stats.Faults.Select(f => $"{f.Kind}={f.Count}")));
+            Assert.True(scans > 10 && reads > operations / 3 && writes > operations / 3);
+            Assert.True(stats.Faults.All(f => f.Count > 0), "both fault kinds were exercised");
+            Assert.True(TestMemory.Census(host.Domains).Shared > 0, "sharing happened");
+
+            foreach (var d in host.Domains) host.RemoveDomain(d);
+            Assert.Equal(0, host.GetStats().FramesInUse);
+            Assert.Equal(0, host.GetStats().SharedFrames);
+        }
+        finally
+        {
+            proc.Kill();
+            proc.Dispose();
+        }
+    }
+}

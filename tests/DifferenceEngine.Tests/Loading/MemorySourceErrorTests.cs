@@ -1,0 +1,264 @@
+using System.Buffers.Binary;
+using DifferenceEngine.Loading;
+
+namespace DifferenceEngine.Tests.Loading;
+
+/// <summary>Every error a memory source raises on purpose, matched by its stable id.</summary>
+public sealed class MemorySourceErrorTests : IDisposable
+{
+    private readonly TempDirectory _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void MissingFileIsFileNotFound()
+    {
+        string path = _temp.File("nope.img");
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path));
+        Assert.Equal("FileNotFound", e.ErrorId);
+        Assert.Equal(DEErrorKind.ObjectNotFound, e.Kind);
+        Assert.Equal(path, e.Target);
+    }
+
+    [Fact]
+    public void DirectoryIsFileUnreadable()
+    {
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Path));
+        Assert.Equal("FileUnreadable", e.ErrorId);
+        Assert.Equal(DEErrorKind.ReadError, e.Kind);
+    }
+
+    [Fact]
+    public void PermissionDeniedIsFileUnreadable()
+    {
+        // Tests run as root here, where chmod cannot deny a read: check the mapping itself.
+        DEException e = SourceFile.OpenFailure("/x.img", new UnauthorizedAccessException());
+        Assert.Equal("FileUnreadable", e.ErrorId);
+        Assert.Equal(DEErrorKind.PermissionDenied, e.Kind);
+    }
+
+    [Fact]
+    public void EmptyPathIsPathInvalid()
+    {
+        Assert.Equal("PathInvalid", Assert.Throws<DEException>(() => MemorySource.OpenFile("")).ErrorId);
+        Assert.Equal("PathInvalid", Assert.Throws<DEException>(() => MemorySource.OpenFile(null!)).ErrorId);
+    }
+
+    [Fact]
+    public void EmptyFileIsImageEmpty()
+    {
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("empty.img", [])));
+        Assert.Equal("ImageEmpty", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Fact]
+    public void CoreWithoutLoadsIsImageEmpty()
+    {
+        string path = _temp.Write("notes-only.core", new ElfCoreWriter().Build());
+        Assert.Equal("ImageEmpty", Assert.Throws<DEException>(() => MemorySource.OpenFile(path)).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4097)]
+    [InlineData(3 * 4096 - 1)]
+    public void PartialPageIsImageNotPageAligned(int length)
+    {
+        string path = _temp.Write("odd.img", new byte[length]);
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path));
+        Assert.Equal("ImageNotPageAligned", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Contains(length.ToString(), e.Message);
+        Assert.Contains("truncated or not page-aligned", e.Message);
+        Assert.Equal(path, e.Target);
+    }
+
+    [Fact]
+    public void RawImageOver64GiBIsImageTooLarge()
+    {
+        string path = _temp.File("huge.img");
+        using (var stream = File.Create(path))
+        {
+            stream.SetLength(MemorySource.MaxGuestBytes + 4096); // sparse: costs no disk
+        }
+
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path));
+        Assert.Equal("ImageTooLarge", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Fact]
+    public void CoreReachingPast64GiBIsImageTooLarge()
+    {
+        var writer = new ElfCoreWriter().Add(0, new byte[4096]).Add(64UL << 30, new byte[4096]);
+        string path = _temp.Write("far.core", writer.Build());
+        Assert.Equal("ImageTooLarge", Assert.Throws<DEException>(() => MemorySource.OpenFile(path)).ErrorId);
+    }
+
+    [Fact]
+    public void CoreWithHugeMemsizeIsImageTooLarge()
+    {
+        var writer = new ElfCoreWriter().Add(0x1000, new byte[4096], memorySize: ulong.MaxValue - 5);
+        string path = _temp.Write("wrap.core", writer.Build());
+        Assert.Equal("ImageTooLarge", Assert.Throws<DEException>(() => MemorySource.OpenFile(path)).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(new byte[] { 0x7F, 0x45 })]
+    [InlineData(new byte[] { 0x7F, 0x45, 0x4C })]
+    [InlineData(new byte[] { 0x7F, 0x45, 0x58, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0 })]
+    public void DamagedMagicIsElfBadMagic(byte[] head)
+    {
+        byte[] file = new byte[Math.Max(head.Length, head.Length > 4 ? 4096 : 0)];
+        head.CopyTo(file, 0);
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("bad.img", file)));
+        Assert.Equal("ElfBadMagic", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Theory]
+    [InlineData(4, 0)] // class
+    [InlineData(4, 3)]
+    [InlineData(5, 0)] // data encoding
+    [InlineData(5, 7)]
+    [InlineData(6, 0)] // version
+    [InlineData(6, 2)]
+    public void BadIdentIsElfBadMagic(int index, byte value)
+    {
+        Assert.Equal("ElfBadMagic", OpenPatched(file => file[index] = value).ErrorId);
+    }
+
+    [Fact]
+    public void BigEndianIsElfUnsupported()
+    {
+        Assert.Equal("ElfUnsupported", OpenPatched(file => file[5] = 2).ErrorId);
+    }
+
+    [Fact]
+    public void ExecutableIsElfNotCore()
+    {
+        var writer = new ElfCoreWriter { Type = 2 }.Add(0, new byte[4096]);
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("a.out", writer.Build())));
+        Assert.Equal("ElfNotCore", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Theory]
+    [InlineData(true, 10)]
+    [InlineData(true, 40)]
+    [InlineData(true, 63)]
+    [InlineData(false, 51)]
+    public void CutHeaderIsElfTruncated(bool is64, int keep)
+    {
+        byte[] file = new ElfCoreWriter { Is64 = is64 }.Add(0, new byte[4096]).Build()[..keep];
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("cut.core", file)));
+        Assert.Equal("ElfTruncated", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ProgramHeadersPastEndAreElfTruncated(bool is64)
+    {
+        // Claim 1000 program headers in a file that holds three.
+        DEException e = OpenPatched(file => BinaryPrimitives.WriteUInt16LittleEndian(file.AsSpan(is64 ? 56 : 44), 1000), is64);
+        Assert.Equal("ElfTruncated", e.ErrorId);
+    }
+
+    [Fact]
+    public void ShortProgramHeaderEntriesAreElfTruncated()
+    {
+        Assert.Equal("ElfTruncated", OpenPatched(file => BinaryPrimitives.WriteUInt16LittleEndian(file.AsSpan(54), 40)).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void SegmentPastEndIsElfSegmentPastEnd(bool is64)
+    {
+        var writer = new ElfCoreWriter { Is64 = is64 }.Add(0, new byte[4096]);
+        writer.Segments.Add(new ElfCoreWriter.Segment(0x10000, new byte[4096]) { MemorySize = 0x3000, FileSizeOverride = 0x3000 });
+        byte[] file = writer.Build();
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("short.core", file)));
+        Assert.Equal("ElfSegmentPastEnd", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Contains("segment 2", e.Message); // PT_NOTE is program header 0
+        Assert.Contains($"0x{file.Length:x}", e.Message);
+    }
+
+    [Fact]
+    public void OverlappingSegmentsAreElfOverlappingSegments()
+    {
+        var writer = new ElfCoreWriter().Add(0x2000, new byte[0x2000]).Add(0, new byte[0x1000], memorySize: 0x2800);
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("overlap.core", writer.Build())));
+        Assert.Equal("ElfOverlappingSegments", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Fact]
+    public void NullSinkAndDisposedSourceAreRefused()
+    {
+        MemorySource source = MemorySource.OpenFile(_temp.Write("one.img", new byte[4096]));
+        Assert.Equal("SinkNull", Assert.Throws<DEException>(() => source.CopyTo(null!)).ErrorId);
+        source.Dispose();
+        source.Dispose();
+        Assert.Equal("SourceDisposed", Assert.Throws<DEException>(() => source.CopyTo(new CollectingSink())).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    [InlineData(int.MinValue)]
+    public void NonPositivePidIsProcessIdInvalid(int pid)
+    {
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenProcess(pid));
+        Assert.Equal("ProcessIdInvalid", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidArgument, e.Kind);
+    }
+
+    [Fact]
+    public void NonexistentPidIsProcessNotFound()
+    {
+        // Above any possible pid_max (at most 2^22).
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenProcess(int.MaxValue));
+        Assert.Equal("ProcessNotFound", e.ErrorId);
+        Assert.Equal(DEErrorKind.ObjectNotFound, e.Kind);
+        Assert.Equal(int.MaxValue, e.Target);
+    }
+
+    [Fact]
+    public void OffLinuxIsProcessSnapshotUnsupported()
+    {
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenProcess(Environment.ProcessId, onLinux: false));
+        Assert.Equal("ProcessSnapshotUnsupported", e.ErrorId);
+        Assert.Equal(DEErrorKind.NotImplemented, e.Kind);
+    }
+
+    [Fact]
+    public void PermissionDeniedIsProcessUnreadable()
+    {
+        DEException e = ProcessSource.OpenFailure(1, "mem", new UnauthorizedAccessException());
+        Assert.Equal("ProcessUnreadable", e.ErrorId);
+        Assert.Equal(DEErrorKind.PermissionDenied, e.Kind);
+    }
+
+    [Fact]
+    public void AnotherUsersProcessIsProcessUnreadableWhenNotRoot()
+    {
+        if (Environment.IsPrivilegedProcess || !OperatingSystem.IsLinux())
+        {
+            return; // root may read any process: the mapping is checked above instead
+        }
+
+        Assert.Equal("ProcessUnreadable", Assert.Throws<DEException>(() => MemorySource.OpenProcess(1)).ErrorId);
+    }
+
+    private DEException OpenPatched(Action<byte[]> patch, bool is64 = true)
+    {
+        byte[] file = new ElfCoreWriter { Is64 = is64 }.Add(0, new byte[4096]).Add(0x2000, new byte[4096]).Build();
+        patch(file);
+        return Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("patched.core", file)));
+    }
+}
