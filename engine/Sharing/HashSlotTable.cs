@@ -62,6 +62,7 @@ internal sealed class HashSlotTable
 
         public int Capacity => _keys.Length;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool TryGet(ulong key, out ulong value)
         {
             int mask = _keys.Length - 1;
@@ -73,6 +74,7 @@ internal sealed class HashSlotTable
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Set(ulong key, ulong value)
         {
             if ((Count + 1) * 4 > _keys.Length * 3) Grow();
@@ -85,6 +87,7 @@ internal sealed class HashSlotTable
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool RemoveIf(ulong key, ulong expected)
         {
             int mask = _keys.Length - 1;

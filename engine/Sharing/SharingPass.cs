@@ -24,7 +24,7 @@ internal struct SharingCounters
 internal static class SharingPass
 {
     /// <summary>Considers one locked, eligible Private page and returns its (possibly changed) entry.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static ulong SharePage(DEHost host, SharingIndex index, Domain domain, long gfn, ulong e, ref SharingCounters c)
     {
         var frames = host.Frames;
@@ -102,9 +102,9 @@ internal static class SharingPass
                 ReplaceCandidate(index, hash, candidate, domain, gfn);
                 return e;
             }
+            lock (index.Unstable.StripeLock(hash)) index.Unstable.RemoveIf(hash, candidate);
             lock (index.Stable.StripeLock(hash))
             {
-                index.Unstable.RemoveIf(hash, candidate);
                 if (index.Stable.TryGet(hash, out ulong raced))
                 {
                     // Another worker listed this content meanwhile: join its frame with both pages.

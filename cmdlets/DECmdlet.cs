@@ -1,0 +1,188 @@
+using System.Collections.Concurrent;
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// What every DifferenceEngine cmdlet shares: the -DEHost parameter and the current host, resolving
+/// -Domain values, the one mapping of <see cref="DEException"/> to ErrorRecord, cancellation on
+/// Ctrl-C, and progress from worker threads.
+/// </summary>
+public abstract class DECmdlet : PSCmdlet, IDisposable
+{
+    private readonly CancellationTokenSource _stopping = new();
+
+    /// <summary>The host to work on; by default the host connected last.</summary>
+    [Parameter]
+    [ValidateNotNull]
+    public virtual DEHost? DEHost { get; set; }
+
+    /// <summary>Cancelled when the pipeline stops (Ctrl-C, Select-Object -First).</summary>
+    protected CancellationToken StopToken => _stopping.Token;
+
+    protected override void StopProcessing() => _stopping.Cancel();
+
+    public void Dispose()
+    {
+        _stopping.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>-DEHost when given, else the current host; terminates with "NoHostConnected" when there is none.</summary>
+    protected DEHost TargetHost =>
+        DEHost ?? HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
+            "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
+
+    /// <summary>
+    /// The domains that <paramref name="selectors"/> name, in order and without repeats. A name without
+    /// wildcards that matches nothing writes "DomainNotFound" and the rest go on; a pattern that matches
+    /// nothing is not an error. A Domain object that was removed, or belongs to another host than an
+    /// explicit -DEHost, is "DomainNotFound" too.
+    /// </summary>
+    protected IReadOnlyList<Domain> ResolveDomains(IEnumerable<DomainSelector> selectors)
+    {
+        var found = new List<Domain>();
+        var seen = new HashSet<Domain>(ReferenceEqualityComparer.Instance);
+        foreach (var selector in selectors)
+        {
+            if (selector.Domain is { } given)
+            {
+                if (given.IsRemoved || (DEHost is not null && !ReferenceEquals(given.Host, DEHost)))
+                    WriteDEError(DomainNotFound(given.Name));
+                else if (seen.Add(given))
+                    found.Add(given);
+                continue;
+            }
+            var host = TargetHost;
+            if (WildcardPattern.ContainsWildcardCharacters(selector.Name))
+            {
+                var pattern = new WildcardPattern(selector.Name, WildcardOptions.IgnoreCase);
+                foreach (var d in host.Domains)
+                    if (pattern.IsMatch(d.Name) && seen.Add(d))
+                        found.Add(d);
+            }
+            else if (host.TryGetDomain(selector.Name) is { } named)
+            {
+                if (seen.Add(named)) found.Add(named);
+            }
+            else
+            {
+                WriteDEError(DomainNotFound(selector.Name));
+            }
+        }
+        return found;
+    }
+
+    /// <summary>The domains of <paramref name="selectors"/>, or every domain of the target host when none are given.</summary>
+    protected IReadOnlyList<Domain> ResolveDomainsOrAll(DomainSelector[]? selectors) =>
+        selectors is null ? TargetHost.Domains : ResolveDomains(selectors);
+
+    /// <summary>Runs one item's engine call; an engine error is written (non-terminating) and false returned.</summary>
+    protected bool TryItem(Action action) => TryItem(() => { action(); return true; }, out _);
+
+    /// <summary>Runs one item's engine call for its result; an engine error is written (non-terminating) and false returned.</summary>
+    protected bool TryItem<T>(Func<T> func, out T result)
+    {
+        try
+        {
+            result = func();
+            return true;
+        }
+        catch (DEException ex)
+        {
+            WriteDEError(ex);
+            result = default!;
+            return false;
+        }
+    }
+
+    /// <summary>Writes a failure of one item as a non-terminating error; the cmdlet goes on with the next.</summary>
+    protected void WriteDEError(DEException exception) => WriteError(ToErrorRecord(exception));
+
+    /// <summary>Stops the cmdlet with a terminating error (a bad argument, no host).</summary>
+    protected void ThrowDEError(DEException exception) => ThrowTerminatingError(ToErrorRecord(exception));
+
+    /// <summary>
+    /// Turns an engine error into an ErrorRecord: the engine's stable ErrorId, the category its kind maps
+    /// to and its target. PowerShell appends ",DifferenceEngine.Commands.&lt;Cmdlet&gt;Command".
+    /// </summary>
+    public static ErrorRecord ToErrorRecord(DEException exception) =>
+        new(exception, exception.ErrorId, ToCategory(exception.Kind), exception.Target);
+
+    public static ErrorCategory ToCategory(DEErrorKind kind) => kind switch
+    {
+        DEErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        DEErrorKind.InvalidData => ErrorCategory.InvalidData,
+        DEErrorKind.ObjectNotFound => ErrorCategory.ObjectNotFound,
+        DEErrorKind.ResourceExists => ErrorCategory.ResourceExists,
+        DEErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
+        DEErrorKind.PermissionDenied => ErrorCategory.PermissionDenied,
+        DEErrorKind.ReadError => ErrorCategory.ReadError,
+        DEErrorKind.WriteError => ErrorCategory.WriteError,
+        DEErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
+        DEErrorKind.NotImplemented => ErrorCategory.NotImplemented,
+        DEErrorKind.ConnectionError => ErrorCategory.ConnectionError,
+        _ => ErrorCategory.NotSpecified,
+    };
+
+    protected static DEException DomainNotFound(string name) =>
+        new("DomainNotFound", DEErrorKind.ObjectNotFound, $"No domain named '{name}' exists on this host.", name);
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on a worker task while this (the pipeline) thread writes the progress
+    /// the workers report, since Write* may only be called from the pipeline thread. Only the latest
+    /// record is shown on each tick; a Completed record ends the bar. Ctrl-C cancels <see cref="StopToken"/>.
+    /// </summary>
+    protected T RunWithProgress<T>(int activityId, string activity, Func<Action<ProgressRecord>, T> work)
+    {
+        var queue = new ConcurrentQueue<ProgressRecord>();
+        var task = Task.Run(() => work(queue.Enqueue));
+        var done = ((IAsyncResult)task).AsyncWaitHandle;
+        try
+        {
+            while (!done.WaitOne(100)) WriteLatest(queue);
+            WriteLatest(queue);
+        }
+        finally
+        {
+            var completed = new ProgressRecord(activityId, activity, "Done") { RecordType = ProgressRecordType.Completed };
+            if (!StopToken.IsCancellationRequested) WriteProgress(completed);
+        }
+        try
+        {
+            return task.GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
+        }
+    }
+
+    private void WriteLatest(ConcurrentQueue<ProgressRecord> queue)
+    {
+        ProgressRecord? latest = null;
+        while (queue.TryDequeue(out var r)) latest = r;
+        if (latest is not null && !StopToken.IsCancellationRequested) WriteProgress(latest);
+    }
+
+    /// <summary>Turns the cancellation of a stopped pipeline into the exception PowerShell expects.</summary>
+    protected T Cancellable<T>(Func<T> work)
+    {
+        try
+        {
+            return work();
+        }
+        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
+        }
+    }
+
+    private Exception Terminate(DEException exception)
+    {
+        ThrowDEError(exception);
+        return exception; // not reached: ThrowTerminatingError always throws
+    }
+}

@@ -1,0 +1,29 @@
+using System.Collections;
+using System.Management.Automation;
+using System.Management.Automation.Language;
+using DifferenceEngine.Hosting;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>Tab completion of domain names for -Domain and -Name, from -DEHost when typed or else the current host.</summary>
+public sealed class DomainNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+        CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var host = (fakeBoundParameters?["DEHost"] is { } h ? (h is PSObject ps ? ps.BaseObject : h) as DEHost : null)
+                   ?? HostRegistry.Current;
+        if (host is null || !host.IsConnected) yield break;
+        string typed = (wordToComplete ?? "").Trim('\'', '"');
+        var pattern = new WildcardPattern(WildcardPattern.Escape(typed) + "*", WildcardOptions.IgnoreCase);
+        foreach (var domain in host.Domains)
+        {
+            if (!pattern.IsMatch(domain.Name)) continue;
+            string text = domain.Name.IndexOfAny([' ', '\'', '"', '$', '`', ',', ';', '(', ')', '{', '}', '@', '&', '#', '|', '<', '>']) >= 0
+                ? "'" + domain.Name.Replace("'", "''") + "'"
+                : domain.Name;
+            yield return new CompletionResult(text, domain.Name, CompletionResultType.ParameterValue,
+                $"{domain.Name}: {DisplayFormat.Bytes(domain.SizeBytes)}, {domain.Source}");
+        }
+    }
+}

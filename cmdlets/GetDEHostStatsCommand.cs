@@ -1,0 +1,22 @@
+using System.Management.Automation;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>Host-wide frames, memory, savings, metadata, faults with latency percentiles and engine time (Get-DEHostStats).</summary>
+[Cmdlet(VerbsCommon.Get, "DEHostStats")]
+[OutputType(typeof(HostStats))]
+public sealed class GetDEHostStatsCommand : DECmdlet
+{
+    /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
+    [Parameter(Position = 0, ValueFromPipeline = true)]
+    [ValidateNotNull]
+    public override DEHost? DEHost { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var host = TargetHost;
+        if (TryItem(host.GetStats, out var stats)) WriteObject(stats);
+    }
+}

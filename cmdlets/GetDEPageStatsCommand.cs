@@ -1,0 +1,22 @@
+using System.Management.Automation;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>Pages per state and the memory each domain uses and saves, one object per domain (Get-DEPageStats).</summary>
+[Cmdlet(VerbsCommon.Get, "DEPageStats")]
+[OutputType(typeof(DomainPageStats))]
+public sealed class GetDEPageStatsCommand : DECmdlet
+{
+    /// <summary>The domains (names, patterns or Domain objects); every domain of the host by default.</summary>
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector[]? Domain { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        foreach (var domain in ResolveDomainsOrAll(Domain))
+            if (TryItem(() => domain.Host.GetPageStats(domain), out var stats)) WriteObject(stats);
+    }
+}

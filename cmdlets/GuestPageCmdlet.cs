@@ -1,0 +1,27 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>What Read-DEGuestPage and Write-DEGuestPage share: the domain and the pages they address.</summary>
+public abstract class GuestPageCmdlet : DECmdlet
+{
+    /// <summary>The domain (a name, a pattern or a Domain object).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNull]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector Domain { get; set; } = null!;
+
+    /// <summary>Guest frame numbers of the pages (Get-DEPage output binds by property name).</summary>
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public long[] Gfn { get; set; } = [];
+
+    /// <summary>Every (domain, gfn) addressed, domains resolved (unknown names written as errors).</summary>
+    protected IEnumerable<(Domain Domain, long Gfn)> Pages()
+    {
+        foreach (var domain in ResolveDomains([Domain]))
+            foreach (long gfn in Gfn)
+                yield return (domain, gfn);
+    }
+}

@@ -1,0 +1,99 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Workload;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Drives guest reads and writes on domains from worker threads, like vCPUs, and reports what it
+/// did and the faults it took (Invoke-DEWorkload). Pipeline input is gathered; one workload runs
+/// over all the domains at the end.
+/// </summary>
+[Cmdlet(VerbsLifecycle.Invoke, "DEWorkload", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(WorkloadResult))]
+public sealed class InvokeDEWorkloadCommand : DECmdlet
+{
+    private const int ActivityId = 0x0DE1;
+    private readonly List<DomainSelector> _selectors = [];
+
+    /// <summary>The domains to run on (names, patterns or Domain objects).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector[] Domain { get; set; } = [];
+
+    /// <summary>Guest accesses to make in all (reads plus writes).</summary>
+    [Parameter]
+    [ValidateRange(0, long.MaxValue)]
+    public long Operations { get; set; } = new WorkloadOptions().Operations;
+
+    /// <summary>The share of accesses that are writes, from 0 to 1.</summary>
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double WriteFraction { get; set; } = new WorkloadOptions().WriteFraction;
+
+    /// <summary>Which pages are touched: Uniform, Hotspot (90% to a tenth of the pages) or Sequential.</summary>
+    [Parameter]
+    public AccessPattern Pattern { get; set; } = AccessPattern.Uniform;
+
+    /// <summary>Seed of the workers' random choices: the same seed makes the same accesses.</summary>
+    [Parameter]
+    public int Seed { get; set; }
+
+    /// <summary>Worker threads (vCPUs); the processor count by default.</summary>
+    [Parameter]
+    [ValidateRange(1, 1024)]
+    public int ThrottleLimit { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Bytes per write, at a random offset in the page.</summary>
+    [Parameter]
+    [ValidateRange(1, 4096)]
+    public int WriteSize { get; set; } = new WorkloadOptions().WriteSize;
+
+    /// <summary>Keep a shadow copy of every page touched and check every read against it.</summary>
+    [Parameter]
+    public SwitchParameter Verify { get; set; }
+
+    protected override void ProcessRecord() => _selectors.AddRange(Domain);
+
+    protected override void EndProcessing()
+    {
+        var domains = ResolveDomains(_selectors);
+        if (domains.Count == 0) return;
+        string names = string.Join(", ", domains.Select(d => d.Name));
+        if (!ShouldProcess(names, $"Run {Operations} guest accesses ({WriteFraction:P0} writes, {Pattern})")) return;
+        var options = new WorkloadOptions
+        {
+            Operations = Operations,
+            WriteFraction = WriteFraction,
+            Pattern = Pattern,
+            Seed = Seed,
+            Threads = ThrottleLimit,
+            WriteSize = WriteSize,
+            Verify = Verify,
+        };
+        const string activity = "Invoke-DEWorkload";
+        WorkloadResult result;
+        try
+        {
+            result = RunWithProgress(ActivityId, activity, report => WorkloadRunner.Run(domains, options,
+                done => report(new ProgressRecord(ActivityId, activity, $"{DisplayFormat.Count(done)} of {DisplayFormat.Count(Operations)} accesses on {names}")
+                {
+                    PercentComplete = Operations == 0 ? 100 : (int)Math.Min(100, 100 * done / Operations),
+                }),
+                StopToken));
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+            return;
+        }
+        WriteObject(result);
+        if (result.Errors > 0)
+            WriteDEError(new DEException("WorkloadAccessFailed", DEErrorKind.InvalidOperation,
+                $"{result.Errors} worker(s) stopped on a failed guest access; the first: {result.FirstError}", result));
+        if (result.Mismatches > 0)
+            WriteDEError(new DEException("WorkloadVerifyMismatch", DEErrorKind.InvalidData,
+                $"{result.Mismatches} read(s) did not return what was last written: guest memory was corrupted.", result));
+    }
+}

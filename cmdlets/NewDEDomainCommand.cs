@@ -1,0 +1,106 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Loading;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Creates a domain: empty, loaded from a raw image or ELF core (detected by content), or a snapshot
+/// of a live Linux process (New-DEDomain).
+/// </summary>
+[Cmdlet(VerbsCommon.New, "DEDomain", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
+    DefaultParameterSetName = EmptySet)]
+[OutputType(typeof(Domain))]
+public sealed class NewDEDomainCommand : DECmdlet
+{
+    public const string EmptySet = "Empty";
+    public const string PathSet = "Path";
+    public const string ProcessSet = "Process";
+
+    /// <summary>The new domain's name: 1 to 64 characters, no wildcards or slashes.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string Name { get; set; } = "";
+
+    /// <summary>Size of an empty domain in bytes, a multiple of 4096 (256MB works); every page starts Zero.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = EmptySet, ValueFromPipelineByPropertyName = true)]
+    public long MemorySize { get; set; }
+
+    /// <summary>A raw page-aligned image or an ELF core dump; taken literally (no wildcards).</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = PathSet, ValueFromPipelineByPropertyName = true)]
+    [Alias("PSPath", "FullName", "LiteralPath")]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = "";
+
+    /// <summary>A live Linux process whose readable memory is copied (a snapshot, not a live view).</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ProcessSet, ValueFromPipelineByPropertyName = true)]
+    public int ProcessId { get; set; }
+
+    /// <summary>Pages are only ever shared among domains of one trust group ("default" unless given).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string TrustGroup { get; set; } = DomainPolicy.DefaultTrustGroup;
+
+    /// <summary>Sweeps without access after which a page counts as C4 (1 to 15).</summary>
+    [Parameter]
+    [ValidateRange(1, 15)]
+    public int C4Sweeps { get; set; } = DomainPolicy.DefaultC4Sweeps;
+
+    /// <summary>Let scans merge this domain's pages from the start (see Enable-DESharing).</summary>
+    [Parameter]
+    public SwitchParameter EnableSharing { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var host = TargetHost;
+        var options = new DomainOptions { TrustGroup = TrustGroup, C4Sweeps = C4Sweeps, SharingEnabled = EnableSharing };
+        try
+        {
+            Domain? domain = ParameterSetName switch
+            {
+                PathSet => FromFile(host, options),
+                ProcessSet => FromProcess(host, options),
+                _ => ShouldProcess(Name, $"Create an empty domain of {DisplayFormat.Bytes(MemorySize)}")
+                    ? host.CreateDomain(Name, MemorySize, options)
+                    : null,
+            };
+            if (domain is null) return;
+            if (domain.LoadReport is { } report) WriteVerbose($"Domain '{domain.Name}': {report}");
+            if (domain.LoadReport is { RegionsSkipped: > 0 } skipped)
+                foreach (string region in skipped.SkippedRegions) WriteVerbose($"Skipped {region}");
+            WriteObject(domain);
+        }
+        catch (DEException ex)
+        {
+            WriteDEError(ex);
+        }
+    }
+
+    private Domain? FromFile(DEHost host, DomainOptions options)
+    {
+        string path;
+        ProviderInfo provider;
+        try
+        {
+            path = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path, out provider, out _);
+        }
+        catch (Exception ex) when (ex is System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or ItemNotFoundException)
+        {
+            throw new DEException("FileNotFound", DEErrorKind.ObjectNotFound, $"Memory image '{Path}' does not exist: {ex.Message}", Path, ex);
+        }
+        if (provider.Name != "FileSystem")
+            throw new DEException("PathNotFileSystem", DEErrorKind.InvalidArgument,
+                $"'{Path}' is on the {provider.Name} provider; a memory image must be a file.", Path);
+        if (!ShouldProcess(Name, $"Create a domain from '{path}'")) return null;
+        using var source = MemorySource.OpenFile(path);
+        return Cancellable(() => host.LoadDomain(Name, source, options, StopToken));
+    }
+
+    private Domain? FromProcess(DEHost host, DomainOptions options)
+    {
+        if (!ShouldProcess(Name, $"Create a domain from a snapshot of process {ProcessId}")) return null;
+        using var source = MemorySource.OpenProcess(ProcessId);
+        return Cancellable(() => host.LoadDomain(Name, source, options, StopToken));
+    }
+}

@@ -1,0 +1,27 @@
+using System.Management.Automation;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Reads guest pages through the engine, as the guest would: the read sets the page's referenced
+/// bit, which the clock sees (Read-DEGuestPage).
+/// </summary>
+[Cmdlet(VerbsCommunications.Read, "DEGuestPage")]
+[OutputType(typeof(GuestPage))]
+[OutputType(typeof(byte[]))]
+public sealed class ReadDEGuestPageCommand : GuestPageCmdlet
+{
+    /// <summary>Output each page's bytes as a plain byte[] instead of a GuestPage object.</summary>
+    [Parameter]
+    public SwitchParameter Raw { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        foreach (var (domain, gfn) in Pages())
+        {
+            if (!TryItem(() => domain.ReadPage(gfn), out byte[] bytes)) continue;
+            if (Raw) WriteObject(bytes, enumerateCollection: false);
+            else WriteObject(new GuestPage(domain.Name, gfn, bytes));
+        }
+    }
+}

@@ -1,0 +1,38 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Writes bytes into guest pages through the engine, servicing a zero-fill or copy-on-write fault
+/// first when the page has no frame of its own (Write-DEGuestPage). Every page addressed gets the same data.
+/// </summary>
+[Cmdlet(VerbsCommunications.Write, "DEGuestPage", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(GuestPageWrite))]
+public sealed class WriteDEGuestPageCommand : GuestPageCmdlet
+{
+    /// <summary>The bytes to write (at most 4096 - Offset). Bytes of a GuestPage bind by property name.</summary>
+    [Parameter(Mandatory = true, Position = 2, ValueFromPipelineByPropertyName = true)]
+    [Alias("Bytes")]
+    [ValidateNotNull]
+    public byte[] Data { get; set; } = [];
+
+    /// <summary>Where in the page the data goes.</summary>
+    [Parameter]
+    [ValidateRange(0, 4096)]
+    public int Offset { get; set; }
+
+    /// <summary>Output a GuestPageWrite per page, with the fault the write took.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        foreach (var (domain, gfn) in Pages())
+        {
+            if (!ShouldProcess($"{domain.Name} page {gfn}", $"Write {Data.Length} bytes at offset {Offset}")) continue;
+            if (!TryItem(() => domain.WritePage(gfn, Data, Offset), out FaultKind fault)) continue;
+            if (PassThru) WriteObject(new GuestPageWrite(domain.Name, gfn, Offset, Data.Length, fault));
+        }
+    }
+}

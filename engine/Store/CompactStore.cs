@@ -1,0 +1,777 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace DifferenceEngine.Store;
+
+/// <summary>
+/// Holds variable-size blobs (patches and compressed pages, 1..4096 bytes) packed into size-class
+/// slabs of native memory, so the bytes the store holds are counted exactly: what the engine saves
+/// by patching or compressing a page is 4096 minus its share of <see cref="AllocatedBytes"/>, and
+/// fragmentation (slot rounding, slab tails, partly empty slabs) counts against the savings.
+/// </summary>
+/// <remarks>
+/// <para><b>Size classes.</b> Slot sizes are multiples of 32 bytes up to 1024 (32 classes) and of
+/// 64 bytes from 1088 to 4096 (48 classes): 80 classes. Rounding wastes at most 31 bytes per blob up
+/// to 1 KiB and 63 above (under 6.2% for any blob over 512 bytes); tiny blobs waste relatively more
+/// (a 33-byte patch takes a 64-byte slot). Fewer, coarser classes would waste more per blob; more,
+/// finer classes would leave more slabs partly empty (each class in use keeps at least one partly
+/// filled slab: at most 80 x 64 KiB = 5 MiB in the worst case, whatever the store's size).</para>
+/// <para><b>Slabs.</b> Every slab is <see cref="SlabSize"/> (64 KiB) of page-aligned native memory
+/// holding the slots of one class; the tail that no whole slot fits in (at most 5.4%, for
+/// 3648-byte slots) is counted as fragmentation. A class allocates from its fullest partly filled
+/// slab (slabs sit in eight occupancy buckets), so sparse slabs drain by themselves; a slab whose last blob is freed is wiped
+/// and returned to the OS at once, so <see cref="AllocatedBytes"/> falls as blobs go. Each slot's
+/// exact length, generation and owner live in managed per-slab arrays (14 bytes a slot, counted in
+/// <see cref="MetadataBytes"/>), never in the blob bytes.</para>
+/// <para><b>Handles.</b> A handle fits in 48 bits: slab id (24 bits, ids from 1; up to 1 TiB of
+/// slabs), slot (11 bits) and generation (13 bits, never 0), so 0 is never a handle. Generations
+/// count on per slab id, also across a slab being released and its id reused, so a freed or moved
+/// handle is rejected ("StoreHandleInvalid") unless 8192 further allocations happened to land on
+/// the very same slab id and slot generation.</para>
+/// <para><b>Threading.</b> Allocation and free take one lock per size class (and, only when a slab
+/// is created or released, a store-wide lock for the slab table); <see cref="Get"/>,
+/// <see cref="LengthOf"/> and <see cref="OwnerOf"/> take no lock. The engine's contract: it calls
+/// Get and Free for a handle only while holding that blob owner's lock, never frees a handle while
+/// another thread may still use it, and does not change a blob's bytes once the handle is
+/// published. Under that contract the store never frees a blob under a reader, and compaction may
+/// rely on the owner not freeing the old handle while its relocation is being decided.</para>
+/// <para><b>Compaction.</b> <see cref="Compact"/> empties the sparsest slabs of each class, only as
+/// many as the free slots of the class's other slabs can absorb, so it never needs a new slab. It
+/// copies each blob under the class lock and calls the <see cref="RelocateCallback"/> with no store
+/// lock held, so the callback may take page locks without a lock-order deadlock. A blob filled
+/// through <see cref="Get"/> after <see cref="TryAllocate"/> could be copied while it is still being
+/// written; when compaction may run concurrently use <see cref="TryStore"/>, which writes the bytes
+/// under the class lock.</para>
+/// <para><b>Secrets.</b> Blobs hold guest memory: a slot is wiped when freed (so a new blob always
+/// starts zeroed), slabs are wiped before they are returned to the OS, and <see cref="Dispose"/>
+/// wipes everything.</para>
+/// <para>Steady-state allocate and free allocate no managed memory: released slabs keep their
+/// managed bookkeeping in a small per-class cache for reuse.</para>
+/// </remarks>
+public sealed unsafe class CompactStore : IDisposable
+{
+    /// <summary>Native bytes of one slab.</summary>
+    public const int SlabSize = 64 * 1024;
+
+    /// <summary>Longest blob the store holds (one page).</summary>
+    public const int MaxBlobLength = 4096;
+
+    /// <summary>Number of size classes.</summary>
+    public const int SizeClassCount = FineClasses + (MaxBlobLength - FineLimit) / CoarseStep;
+
+    /// <summary>Default occupancy below which <see cref="Compact"/> empties a slab.</summary>
+    public const double DefaultOccupancyThreshold = 0.5;
+
+    private const int FineStep = 32;
+    private const int FineLimit = 1024;
+    private const int CoarseStep = 64;
+    private const int FineClasses = FineLimit / FineStep;
+    private const int SlabAlignment = 4096;
+
+    internal const int SlabIdBits = 24;
+    internal const int SlotBits = 11;
+    internal const int GenerationBits = 13;
+    internal const int MaxSlabId = (1 << SlabIdBits) - 1;
+    internal const int MaxGeneration = (1 << GenerationBits) - 1;
+    private const int SlotShift = GenerationBits;
+    private const int SlabIdShift = GenerationBits + SlotBits;
+    private const int HandleBits = SlabIdBits + SlotBits + GenerationBits;
+    private const uint LengthMask = 0xFFFF;
+    private const int GenerationShift = 16;
+
+    private const int Buckets = 8;
+    private const int SlabCacheLimit = 8;
+
+    private readonly SizeClass[] _classes;
+    private readonly Lock _tableGate = new();
+    private readonly Lock _compactGate = new();
+    // Slab table: index = slab id; grown by copying references so readers index it without a lock.
+    private Slab?[] _slabs = new Slab?[64];
+    // Next generation per slab id while the id is not held by a slab (a slab carries it while it is).
+    private ushort[] _generations = new ushort[64];
+    private int[] _freeIds = new int[64];
+    private int _freeIdCount;
+    private int _nextId = 1;
+    private long _allocated;
+    private long _slabMetadata;
+    private volatile bool _disposed;
+    private int _disposeState;
+
+    public CompactStore(long? limitBytes = null)
+    {
+        if (limitBytes is <= 0)
+            throw new DEException("StoreLimitInvalid", DEErrorKind.InvalidArgument,
+                $"The compact store's limit must be a positive number of bytes, not {limitBytes}.", limitBytes);
+        LimitBytes = limitBytes;
+        _classes = new SizeClass[SizeClassCount];
+        for (int i = 0; i < _classes.Length; i++) _classes[i] = new SizeClass(i);
+    }
+
+    /// <summary>Most native bytes the store's slabs may take (whole slabs only); null when unlimited.</summary>
+    public long? LimitBytes { get; }
+
+    /// <summary>Native bytes held in slabs: a multiple of <see cref="SlabSize"/>.</summary>
+    public long AllocatedBytes => Volatile.Read(ref _allocated);
+
+    /// <summary>Sum of the exact lengths of the live blobs.</summary>
+    public long StoredBytes
+    {
+        get
+        {
+            long sum = 0;
+            foreach (var c in _classes) sum += Volatile.Read(ref c.Stored);
+            return sum;
+        }
+    }
+
+    /// <summary>Sum of the slot sizes of the live blobs.</summary>
+    public long SlotBytes
+    {
+        get
+        {
+            long sum = 0;
+            foreach (var c in _classes) sum += Volatile.Read(ref c.Live) * c.SlotSize;
+            return sum;
+        }
+    }
+
+    public long LiveBlobs
+    {
+        get
+        {
+            long sum = 0;
+            foreach (var c in _classes) sum += Volatile.Read(ref c.Live);
+            return sum;
+        }
+    }
+
+    /// <summary>Native bytes held but not holding blob bytes: slot rounding, slab tails, free slots.</summary>
+    public long FragmentationBytes => AllocatedBytes - StoredBytes;
+
+    /// <summary><see cref="FragmentationBytes"/> as a share of <see cref="AllocatedBytes"/> (0 when empty).</summary>
+    public double Fragmentation
+    {
+        get
+        {
+            long allocated = AllocatedBytes;
+            if (allocated == 0) return 0;
+            return Math.Clamp((allocated - StoredBytes) / (double)allocated, 0, 1);
+        }
+    }
+
+    /// <summary>Native bytes compaction could release at best: per class, whole slabs' worth of free slots.</summary>
+    public long ReclaimableBytes
+    {
+        get
+        {
+            long slabs = 0;
+            foreach (var c in _classes)
+            {
+                long free = (long)Volatile.Read(ref c.SlabCount) * c.SlotCount - Volatile.Read(ref c.Live);
+                if (free > 0) slabs += free / c.SlotCount;
+            }
+            return slabs * SlabSize;
+        }
+    }
+
+    /// <summary>
+    /// Managed bookkeeping bytes (estimated from array and object sizes): per-slot length, generation,
+    /// owner and free-list arrays of every slab (live or cached for reuse), the slab table and the
+    /// size classes.
+    /// </summary>
+    public long MetadataBytes
+    {
+        get
+        {
+            long bytes = Volatile.Read(ref _slabMetadata) + (long)SizeClassCount * SizeClass.OverheadBytes;
+            lock (_tableGate)
+                bytes += ArrayBytes(_slabs.Length, IntPtr.Size) + ArrayBytes(_generations.Length, sizeof(ushort))
+                         + ArrayBytes(_freeIds.Length, sizeof(int));
+            return bytes;
+        }
+    }
+
+    /// <summary>The slot size that holds a blob of <paramref name="length"/> bytes.</summary>
+    public static int SlotSizeFor(int length)
+    {
+        CheckLength(length);
+        return SlotSizeOfClass(ClassOf(length));
+    }
+
+    /// <summary>Slots of <paramref name="slotSize"/> bytes in one slab.</summary>
+    public static int SlotsPerSlab(int slotSize) => SlabSize / slotSize;
+
+    /// <summary>
+    /// Reserves a zero-filled blob of <paramref name="length"/> bytes (1..4096) tagged with
+    /// <paramref name="owner"/>; fill it through <see cref="Get"/>. False, with handle 0 and nothing
+    /// changed, when a new slab is needed and the limit would be exceeded.
+    /// </summary>
+    public bool TryAllocate(int length, ulong owner, out ulong handle)
+    {
+        CheckLength(length);
+        var cls = _classes[ClassOf(length)];
+        lock (cls.Gate)
+        {
+            if (!TryAllocateLocked(cls, length, owner, out handle, out _, out _)) return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Stores a copy of <paramref name="bytes"/> (1..4096 bytes) tagged with <paramref name="owner"/>.
+    /// The bytes are written under the store's lock, so a concurrent <see cref="Compact"/> never sees
+    /// the blob partly written. False, with handle 0, when the limit would be exceeded.
+    /// </summary>
+    public bool TryStore(ReadOnlySpan<byte> bytes, ulong owner, out ulong handle)
+    {
+        CheckLength(bytes.Length);
+        var cls = _classes[ClassOf(bytes.Length)];
+        lock (cls.Gate)
+        {
+            if (!TryAllocateLocked(cls, bytes.Length, owner, out handle, out var slab, out int slot)) return false;
+            bytes.CopyTo(new Span<byte>(SlotAddress(slab, slot), bytes.Length));
+        }
+        return true;
+    }
+
+    /// <summary>The blob's bytes, exactly its length; "StoreHandleInvalid" when the handle is not live.</summary>
+    public Span<byte> Get(ulong handle)
+    {
+        var slab = Resolve(handle, out int slot, out uint meta);
+        byte* data = slab.Data;
+        if (data == null) throw InvalidHandle(handle);
+        return new Span<byte>(data + (nint)slot * slab.Class.SlotSize, (int)(meta & LengthMask));
+    }
+
+    public int LengthOf(ulong handle)
+    {
+        Resolve(handle, out _, out uint meta);
+        return (int)(meta & LengthMask);
+    }
+
+    public ulong OwnerOf(ulong handle)
+    {
+        var slab = Resolve(handle, out int slot, out _);
+        return slab.Owners[slot];
+    }
+
+    /// <summary>True when the handle names a live blob of this store.</summary>
+    public bool IsLive(ulong handle) => !_disposed && TryResolve(handle, out _, out _, out _);
+
+    /// <summary>
+    /// Frees a blob and wipes its bytes; a slab left empty is wiped and returned to the OS.
+    /// "StoreHandleInvalid" for a handle that is not live (double free, moved, never allocated).
+    /// Does nothing once the store is disposed.
+    /// </summary>
+    public void Free(ulong handle)
+    {
+        if (_disposed) return;
+        if (!TryFree(handle, out _) && !_disposed) throw InvalidHandle(handle);
+    }
+
+    /// <summary>
+    /// True when <see cref="Fragmentation"/> is above <paramref name="fragmentationThreshold"/> (0..1)
+    /// and compaction could release at least one slab.
+    /// </summary>
+    public bool NeedsCompaction(double fragmentationThreshold)
+    {
+        if (!(fragmentationThreshold is >= 0 and <= 1))
+            throw new DEException("StoreThresholdInvalid", DEErrorKind.InvalidArgument,
+                $"A fragmentation threshold is a share between 0 and 1, not {fragmentationThreshold}.", fragmentationThreshold);
+        return Fragmentation > fragmentationThreshold && ReclaimableBytes > 0;
+    }
+
+    /// <summary>
+    /// Moves blobs out of slabs less than <paramref name="occupancyThreshold"/> full (0 &lt; t &lt;= 1)
+    /// into fuller slabs of the same class and releases the slabs so emptied. For each blob: a new
+    /// slot is taken and the bytes copied under the class lock; then, with no store lock held,
+    /// <paramref name="relocate"/>(owner, old, new) is called; true frees the old blob, false frees
+    /// the new one and leaves the old intact. Per class, only as many of the sparsest slabs are
+    /// drained as the other slabs' free slots can absorb, and drained slabs take no new blobs.
+    /// Safe alongside Allocate, Free and Get on other blobs; one compaction runs at a time.
+    /// If <paramref name="relocate"/> throws, both copies of that blob are kept (the store cannot
+    /// tell whether the owner swapped) and the exception propagates.
+    /// </summary>
+    public CompactionResult Compact(RelocateCallback relocate, double occupancyThreshold = DefaultOccupancyThreshold)
+    {
+        ArgumentNullException.ThrowIfNull(relocate);
+        if (!(occupancyThreshold is > 0 and <= 1))
+            throw new DEException("StoreThresholdInvalid", DEErrorKind.InvalidArgument,
+                $"An occupancy threshold is a share above 0 and at most 1, not {occupancyThreshold}.", occupancyThreshold);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_compactGate.IsHeldByCurrentThread)
+            throw new DEException("StoreCompactionReentrant", DEErrorKind.InvalidOperation,
+                "Compact was called from inside its own relocate callback.");
+        lock (_compactGate)
+        {
+            long before = AllocatedBytes;
+            var sources = new List<(Slab Slab, int Incarnation)>();
+            var scratch = new List<Slab>();
+            int drained = 0, released = 0;
+            long moved = 0, refused = 0, bytesMoved = 0;
+            foreach (var cls in _classes)
+            {
+                if (Volatile.Read(ref cls.SlabCount) < 2) continue;
+                sources.Clear();
+                PlanDrain(cls, occupancyThreshold, sources, scratch);
+                if (sources.Count == 0) continue;
+                drained += sources.Count;
+                try
+                {
+                    DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released);
+                }
+                finally
+                {
+                    Undrain(cls, sources);
+                }
+            }
+            return new CompactionResult(drained, moved, refused, bytesMoved, released, before, AllocatedBytes);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposeState, 1) != 0) return;
+        _disposed = true;
+        int entered = 0;
+        try
+        {
+            for (; entered < _classes.Length; entered++) _classes[entered].Gate.Enter();
+            lock (_tableGate)
+            {
+                for (int id = 1; id < _nextId; id++)
+                {
+                    var slab = _slabs[id];
+                    if (slab is null) continue;
+                    Volatile.Write(ref _slabs[id], null);
+                    byte* data = slab.Data;
+                    slab.Data = null;
+                    Array.Clear(slab.Meta);
+                    Array.Clear(slab.Owners);
+                    // Guest memory may hold secrets: wipe before handing it back.
+                    NativeMemory.Clear(data, SlabSize);
+                    NativeMemory.AlignedFree(data);
+                }
+            }
+            foreach (var cls in _classes)
+            {
+                Array.Clear(cls.Heads);
+                cls.NonEmpty = 0;
+                Array.Clear(cls.Cache);
+                cls.CacheCount = 0;
+                Volatile.Write(ref cls.SlabCount, 0);
+                Volatile.Write(ref cls.Live, 0);
+                Volatile.Write(ref cls.Stored, 0);
+            }
+            Volatile.Write(ref _allocated, 0);
+            Volatile.Write(ref _slabMetadata, 0);
+        }
+        finally
+        {
+            for (int i = entered - 1; i >= 0; i--) _classes[i].Gate.Exit();
+        }
+    }
+
+    // ---- size classes and handles ----
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ClassOf(int length) =>
+        length <= FineLimit ? (length - 1) / FineStep : FineClasses + (length - FineLimit - 1) / CoarseStep;
+
+    private static int SlotSizeOfClass(int cls) =>
+        cls < FineClasses ? (cls + 1) * FineStep : FineLimit + (cls - FineClasses + 1) * CoarseStep;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ulong MakeHandle(int slabId, int slot, int generation) =>
+        ((ulong)(uint)slabId << SlabIdShift) | ((ulong)(uint)slot << SlotShift) | (uint)generation;
+
+    private static void CheckLength(int length)
+    {
+        if ((uint)(length - 1) >= MaxBlobLength)
+            throw new DEException("StoreBlobLengthInvalid", DEErrorKind.InvalidArgument,
+                $"A stored blob is 1 to {MaxBlobLength} bytes long, not {length}.", length);
+    }
+
+    private static DEException InvalidHandle(ulong handle) =>
+        new("StoreHandleInvalid", DEErrorKind.InvalidArgument,
+            $"0x{handle:X} is not a live blob of this compact store (freed, moved by compaction, or never allocated).",
+            handle);
+
+    private static long ArrayBytes(long length, int elementSize) => 24 + length * elementSize;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* SlotAddress(Slab slab, int slot) => slab.Data + (nint)slot * slab.Class.SlotSize;
+
+    // ---- lookup ----
+
+    private Slab Resolve(ulong handle, out int slot, out uint meta)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!TryResolve(handle, out var slab, out slot, out meta)) throw InvalidHandle(handle);
+        return slab;
+    }
+
+    private bool TryResolve(ulong handle, [NotNullWhen(true)] out Slab? slab, out int slot, out uint meta)
+    {
+        slab = null;
+        meta = 0;
+        slot = (int)(handle >> SlotShift) & ((1 << SlotBits) - 1);
+        if (handle == 0 || handle >> HandleBits != 0) return false;
+        int id = (int)(handle >> SlabIdShift);
+        var table = Volatile.Read(ref _slabs);
+        if ((uint)id >= (uint)table.Length) return false;
+        var s = Volatile.Read(ref table[id]);
+        if (s is null || slot >= s.Meta.Length) return false;
+        meta = Volatile.Read(ref s.Meta[slot]);
+        if (meta == 0 || meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
+        slab = s;
+        return true;
+    }
+
+    // ---- allocation and free (class lock held) ----
+
+    private bool TryAllocateLocked(SizeClass cls, int length, ulong owner, out ulong handle, out Slab slab, out int slot)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var s = FullestPartial(cls) ?? NewSlab(cls);
+        if (s is null)
+        {
+            handle = 0;
+            slab = null!;
+            slot = 0;
+            return false;
+        }
+        handle = TakeSlot(cls, s, length, owner, out slot);
+        slab = s;
+        return true;
+    }
+
+    private static ulong TakeSlot(SizeClass cls, Slab s, int length, ulong owner, out int slot)
+    {
+        slot = s.FreeSlots[--s.FreeCount];
+        int generation = s.NextGeneration;
+        s.NextGeneration = generation == MaxGeneration ? 1 : generation + 1;
+        s.Owners[slot] = owner;
+        Volatile.Write(ref s.Meta[slot], ((uint)generation << GenerationShift) | (uint)length);
+        Volatile.Write(ref cls.Live, cls.Live + 1);
+        Volatile.Write(ref cls.Stored, cls.Stored + length);
+        Rebucket(cls, s);
+        return MakeHandle(s.Id, slot, generation);
+    }
+
+    private bool TryFree(ulong handle, out bool slabReleased)
+    {
+        slabReleased = false;
+        if (!TryResolve(handle, out var s, out int slot, out _)) return false;
+        var cls = s.Class;
+        int id = (int)(handle >> SlabIdShift);
+        lock (cls.Gate)
+        {
+            if (_disposed || s.Id != id || s.Data == null) return false;
+            uint meta = s.Meta[slot];
+            if (meta == 0 || meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
+            slabReleased = FreeSlot(cls, s, slot, meta);
+        }
+        return true;
+    }
+
+    /// <summary>Wipes and frees one slot; releases the slab when it becomes empty (returns true then).</summary>
+    private bool FreeSlot(SizeClass cls, Slab s, int slot, uint meta)
+    {
+        int length = (int)(meta & LengthMask);
+        Volatile.Write(ref s.Meta[slot], 0);
+        s.Owners[slot] = 0;
+        // Only the blob's bytes were ever exposed; the rest of the slot is still zero.
+        NativeMemory.Clear(SlotAddress(s, slot), (nuint)length);
+        s.FreeSlots[s.FreeCount++] = (ushort)slot;
+        Volatile.Write(ref cls.Live, cls.Live - 1);
+        Volatile.Write(ref cls.Stored, cls.Stored - length);
+        if (s.FreeCount == cls.SlotCount)
+        {
+            ReleaseSlab(cls, s);
+            return true;
+        }
+        Rebucket(cls, s);
+        return false;
+    }
+
+    // ---- slabs (class lock held) ----
+
+    private Slab? NewSlab(SizeClass cls)
+    {
+        while (true)
+        {
+            long current = Volatile.Read(ref _allocated);
+            long next = current + SlabSize;
+            if (LimitBytes is long limit && next > limit) return null;
+            if (Interlocked.CompareExchange(ref _allocated, next, current) == current) break;
+        }
+        byte* data;
+        try
+        {
+            data = (byte*)NativeMemory.AlignedAlloc(SlabSize, SlabAlignment);
+        }
+        catch
+        {
+            Interlocked.Add(ref _allocated, -SlabSize);
+            throw;
+        }
+        NativeMemory.Clear(data, SlabSize);
+        Slab slab;
+        if (cls.CacheCount > 0)
+        {
+            slab = cls.Cache[--cls.CacheCount]!;
+            cls.Cache[cls.CacheCount] = null;
+        }
+        else
+        {
+            slab = new Slab(cls);
+            Interlocked.Add(ref _slabMetadata, cls.SlabMetadataBytes);
+        }
+        lock (_tableGate)
+        {
+            int id;
+            if (_freeIdCount > 0) id = _freeIds[--_freeIdCount];
+            else if (_nextId <= MaxSlabId) id = _nextId++;
+            else id = 0;
+            if (id == 0)
+            {
+                NativeMemory.AlignedFree(data);
+                Interlocked.Add(ref _allocated, -SlabSize);
+                CacheSlab(cls, slab);
+                return null;
+            }
+            if (id >= _slabs.Length)
+            {
+                int length = Math.Min(_slabs.Length * 2, MaxSlabId + 1);
+                var slabs = new Slab?[length];
+                Array.Copy(_slabs, slabs, _slabs.Length);
+                Array.Resize(ref _generations, length);
+                Array.Resize(ref _freeIds, length);
+                Volatile.Write(ref _slabs, slabs);
+            }
+            slab.Id = id;
+            slab.NextGeneration = _generations[id] == 0 ? 1 : _generations[id];
+            slab.Data = data;
+            slab.FreeCount = cls.SlotCount;
+            // Pushed in reverse so the lowest slots are handed out first.
+            for (int i = 0; i < cls.SlotCount; i++) slab.FreeSlots[i] = (ushort)(cls.SlotCount - 1 - i);
+            slab.Draining = false;
+            slab.Bucket = -1;
+            Volatile.Write(ref _slabs[id], slab);
+        }
+        Volatile.Write(ref cls.SlabCount, cls.SlabCount + 1);
+        return slab;
+    }
+
+    private void ReleaseSlab(SizeClass cls, Slab s)
+    {
+        if (s.Bucket >= 0) Unlink(cls, s);
+        s.Draining = false;
+        s.Incarnation++;
+        byte* data = s.Data;
+        s.Data = null;
+        lock (_tableGate)
+        {
+            Volatile.Write(ref _slabs[s.Id], null);
+            _generations[s.Id] = (ushort)s.NextGeneration;
+            _freeIds[_freeIdCount++] = s.Id;
+        }
+        s.Id = 0;
+        // Freed slots are wiped as they go; wipe the whole slab anyway before the OS gets it back.
+        NativeMemory.Clear(data, SlabSize);
+        NativeMemory.AlignedFree(data);
+        Interlocked.Add(ref _allocated, -SlabSize);
+        Volatile.Write(ref cls.SlabCount, cls.SlabCount - 1);
+        CacheSlab(cls, s);
+    }
+
+    private void CacheSlab(SizeClass cls, Slab s)
+    {
+        if (cls.CacheCount < SlabCacheLimit) cls.Cache[cls.CacheCount++] = s;
+        else Interlocked.Add(ref _slabMetadata, -cls.SlabMetadataBytes);
+    }
+
+    private static Slab? FullestPartial(SizeClass cls) =>
+        cls.NonEmpty == 0 ? null : cls.Heads[BitOperations.Log2(cls.NonEmpty)];
+
+    /// <summary>Files a slab under its occupancy bucket; full and draining slabs are in no bucket.</summary>
+    private static void Rebucket(SizeClass cls, Slab s)
+    {
+        int bucket = s.Draining || s.FreeCount == 0 ? -1 : (int)((long)(cls.SlotCount - s.FreeCount) * Buckets / cls.SlotCount);
+        if (bucket == s.Bucket) return;
+        if (s.Bucket >= 0) Unlink(cls, s);
+        if (bucket >= 0) Link(cls, s, bucket);
+    }
+
+    private static void Link(SizeClass cls, Slab s, int bucket)
+    {
+        s.Prev = null;
+        s.Next = cls.Heads[bucket];
+        if (s.Next is not null) s.Next.Prev = s;
+        cls.Heads[bucket] = s;
+        cls.NonEmpty |= 1u << bucket;
+        s.Bucket = bucket;
+    }
+
+    private static void Unlink(SizeClass cls, Slab s)
+    {
+        int bucket = s.Bucket;
+        if (s.Prev is not null) s.Prev.Next = s.Next;
+        else cls.Heads[bucket] = s.Next;
+        if (s.Next is not null) s.Next.Prev = s.Prev;
+        if (cls.Heads[bucket] is null) cls.NonEmpty &= ~(1u << bucket);
+        s.Prev = s.Next = null;
+        s.Bucket = -1;
+    }
+
+    // ---- compaction ----
+
+    /// <summary>Marks the sparsest slabs of a class as draining, as many as the others can absorb.</summary>
+    private void PlanDrain(SizeClass cls, double threshold, List<(Slab, int)> sources, List<Slab> scratch)
+    {
+        lock (cls.Gate)
+        {
+            if (_disposed) return;
+            scratch.Clear();
+            long free = 0;
+            for (int b = 0; b < Buckets; b++)
+                for (var s = cls.Heads[b]; s is not null; s = s.Next)
+                {
+                    scratch.Add(s);
+                    free += s.FreeCount;
+                }
+            // Emptying k slabs into the rest needs k whole slabs' worth of free slots among them all.
+            long canEmpty = free / cls.SlotCount;
+            if (canEmpty == 0) return;
+            scratch.Sort(static (a, b) => b.FreeCount.CompareTo(a.FreeCount));
+            foreach (var s in scratch)
+            {
+                if (sources.Count >= canEmpty) break;
+                if (cls.SlotCount - s.FreeCount >= threshold * cls.SlotCount) break;
+                Unlink(cls, s);
+                s.Draining = true;
+                sources.Add((s, s.Incarnation));
+            }
+            scratch.Clear();
+        }
+    }
+
+    private void DrainClass(SizeClass cls, List<(Slab Slab, int Incarnation)> sources, RelocateCallback relocate,
+        ref long moved, ref long refused, ref long bytesMoved, ref int released)
+    {
+        foreach (var (source, incarnation) in sources)
+        {
+            for (int slot = 0; slot < cls.SlotCount; slot++)
+            {
+                ulong owner, oldHandle, newHandle;
+                int length;
+                lock (cls.Gate)
+                {
+                    // Released meanwhile: its owners freed every blob.
+                    if (_disposed || source.Incarnation != incarnation) break;
+                    uint meta = source.Meta[slot];
+                    if (meta == 0) continue;
+                    // Concurrent allocations took the room planned for these blobs: stop this class.
+                    var target = FullestPartial(cls);
+                    if (target is null) return;
+                    length = (int)(meta & LengthMask);
+                    owner = source.Owners[slot];
+                    oldHandle = MakeHandle(source.Id, slot, (int)(meta >> GenerationShift));
+                    newHandle = TakeSlot(cls, target, length, owner, out int newSlot);
+                    Buffer.MemoryCopy(SlotAddress(source, slot), SlotAddress(target, newSlot), length, length);
+                }
+                // No store lock held: the callback takes the owner's lock.
+                bool accepted = relocate(owner, oldHandle, newHandle);
+                if (accepted)
+                {
+                    // The owner now refers to the new blob and, by contract, will not free the old one.
+                    if (!TryFree(oldHandle, out bool releasedSlab))
+                    {
+                        if (_disposed) return;
+                        throw InvalidHandle(oldHandle);
+                    }
+                    moved++;
+                    bytesMoved += length;
+                    if (releasedSlab) released++;
+                }
+                else
+                {
+                    TryFree(newHandle, out bool releasedSlab);
+                    refused++;
+                    if (releasedSlab) released++;
+                }
+            }
+        }
+    }
+
+    private void Undrain(SizeClass cls, List<(Slab Slab, int Incarnation)> sources)
+    {
+        lock (cls.Gate)
+        {
+            if (_disposed) return;
+            foreach (var (slab, incarnation) in sources)
+            {
+                if (slab.Incarnation != incarnation || !slab.Draining) continue;
+                slab.Draining = false;
+                Rebucket(cls, slab);
+            }
+        }
+    }
+
+    // ---- bookkeeping types ----
+
+    private sealed class SizeClass
+    {
+        // Object header, fields and the bucket and cache arrays.
+        public const int OverheadBytes = 16 + 96 + 24 + Buckets * 8 + 24 + SlabCacheLimit * 8;
+
+        public SizeClass(int index)
+        {
+            SlotSize = SlotSizeOfClass(index);
+            SlotCount = SlabSize / SlotSize;
+            SlabMetadataBytes = Slab.OverheadBytes
+                                + ArrayBytes(SlotCount, sizeof(uint)) + ArrayBytes(SlotCount, sizeof(ulong))
+                                + ArrayBytes(SlotCount, sizeof(ushort));
+        }
+
+        public readonly Lock Gate = new();
+        public readonly int SlotSize;
+        public readonly int SlotCount;
+        public readonly long SlabMetadataBytes;
+        /// <summary>Partly filled, non-draining slabs by occupancy bucket (doubly linked).</summary>
+        public readonly Slab?[] Heads = new Slab?[Buckets];
+        /// <summary>Bit b set when bucket b is not empty.</summary>
+        public uint NonEmpty;
+        public int SlabCount;
+        public long Live;
+        public long Stored;
+        /// <summary>Released slabs whose managed arrays are kept for reuse.</summary>
+        public readonly Slab?[] Cache = new Slab?[SlabCacheLimit];
+        public int CacheCount;
+    }
+
+    private sealed class Slab(SizeClass cls)
+    {
+        // Object header and fields.
+        public const int OverheadBytes = 16 + 80;
+
+        public readonly SizeClass Class = cls;
+        /// <summary>Per slot: 0 when free, else generation &lt;&lt; 16 | exact length.</summary>
+        public readonly uint[] Meta = new uint[cls.SlotCount];
+        public readonly ulong[] Owners = new ulong[cls.SlotCount];
+        public readonly ushort[] FreeSlots = new ushort[cls.SlotCount];
+        public int FreeCount;
+        public byte* Data;
+        public int Id;
+        public int NextGeneration;
+        /// <summary>Bumped when the slab is released, so compaction notices its slab went away.</summary>
+        public int Incarnation;
+        public int Bucket = -1;
+        public bool Draining;
+        public Slab? Prev;
+        public Slab? Next;
+    }
+}

@@ -1,0 +1,316 @@
+using System.Collections.Concurrent;
+using DifferenceEngine.Store;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Store;
+
+/// <summary>Compaction frees sparse slabs, keeps every blob intact, and respects refusals and concurrency.</summary>
+public class CompactStoreCompactionTests(ITestOutputHelper output)
+{
+    private static (CompactStore Store, ulong[] Handles, byte[][] Bytes) Fragmented(int count, int seed, double keep)
+    {
+        var rng = new Random(seed);
+        var store = new CompactStore();
+        var handles = new ulong[count];
+        var bytes = new byte[count][];
+        for (int owner = 0; owner < count; owner++)
+        {
+            bytes[owner] = new byte[CompactStoreModelTests.RandomLength(rng)];
+            rng.NextBytes(bytes[owner]);
+            Assert.True(store.TryStore(bytes[owner], (ulong)owner, out handles[owner]));
+        }
+        foreach (int owner in Enumerable.Range(0, count).OrderBy(_ => rng.Next()).Take((int)(count * (1 - keep))))
+        {
+            store.Free(handles[owner]);
+            handles[owner] = 0;
+            bytes[owner] = null!;
+        }
+        return (store, handles, bytes);
+    }
+
+    private static void VerifyAll(CompactStore store, ulong[] handles, byte[][] bytes)
+    {
+        long live = 0;
+        for (int owner = 0; owner < handles.Length; owner++)
+        {
+            if (handles[owner] == 0) continue;
+            live++;
+            Assert.True(store.Get(handles[owner]).SequenceEqual(bytes[owner]), $"owner {owner} read back wrong");
+            Assert.Equal((ulong)owner, store.OwnerOf(handles[owner]));
+        }
+        Assert.Equal(live, store.LiveBlobs);
+    }
+
+    [Fact]
+    public void CompactionReleasesSparseSlabsAndHonoursRefusals()
+    {
+        var (store, handles, bytes) = Fragmented(30_000, 11, keep: 0.1);
+        using var owned = store;
+        var original = (ulong[])handles.Clone();
+        long before = store.AllocatedBytes;
+        double fragmentationBefore = store.Fragmentation;
+        Assert.True(store.NeedsCompaction(0.5), $"fragmentation {fragmentationBefore:P0} should call for compaction");
+        int accepted = 0, refused = 0;
+        var movedOld = new List<ulong>();
+        var result = store.Compact((owner, oldHandle, newHandle) =>
+        {
+            Assert.Equal(handles[owner], oldHandle);
+            Assert.Equal(owner, store.OwnerOf(newHandle));
+            Assert.True(store.Get(newHandle).SequenceEqual(bytes[owner]), "the new blob must be an exact copy");
+            Assert.True(store.Get(oldHandle).SequenceEqual(bytes[owner]));
+            if (owner % 5 == 0)
+            {
+                refused++;
+                return false;
+            }
+            accepted++;
+            movedOld.Add(oldHandle);
+            handles[owner] = newHandle;
+            return true;
+        });
+        Assert.True(accepted > 0 && refused > 0);
+        Assert.Equal(accepted, result.BlobsMoved);
+        Assert.Equal(refused, result.BlobsRefused);
+        Assert.True(result.SlabsReleased > 0);
+        Assert.Equal(before, result.AllocatedBytesBefore);
+        Assert.Equal(store.AllocatedBytes, result.AllocatedBytesAfter);
+        Assert.Equal(before - result.BytesReleased, store.AllocatedBytes);
+        VerifyAll(store, handles, bytes);
+        for (int owner = 0; owner < handles.Length; owner += 5)
+            Assert.Equal(original[owner], handles[owner]); // refused: left where it was, intact
+        foreach (var old in movedOld)
+            Assert.Throws<DEException>(() => store.Get(old));
+
+        // A second pass where everyone accepts packs every class as tight as its slot count allows.
+        var second = store.Compact((owner, oldHandle, newHandle) =>
+        {
+            Assert.Equal(handles[owner], oldHandle);
+            handles[owner] = newHandle;
+            return true;
+        }, 1.0);
+        Assert.Equal(0, second.BlobsRefused);
+        VerifyAll(store, handles, bytes);
+        Assert.Equal(0, store.ReclaimableBytes);
+        Assert.False(store.NeedsCompaction(0.0));
+        Assert.True(store.AllocatedBytes < before / 3, $"{before} -> {store.AllocatedBytes} bytes");
+        Assert.True(store.Fragmentation < fragmentationBefore);
+        Assert.True(store.AllocatedBytes >= store.SlotBytes && store.SlotBytes >= store.StoredBytes);
+
+        for (int owner = 0; owner < handles.Length; owner++)
+            if (handles[owner] != 0) store.Free(handles[owner]);
+        Assert.Equal(0, store.AllocatedBytes);
+        Assert.Equal(0, store.LiveBlobs);
+    }
+
+    [Fact]
+    public void OnlySlabsBelowTheThresholdAreDrained()
+    {
+        using var store = new CompactStore();
+        // 4096-byte class, 16 slots a slab: slab A keeps 12 blobs (75%), slab B keeps 2 (12.5%).
+        var a = new ulong[16];
+        var b = new ulong[16];
+        for (int i = 0; i < 16; i++) Assert.True(store.TryAllocate(4096, (ulong)i, out a[i]));
+        for (int i = 0; i < 16; i++) Assert.True(store.TryAllocate(4096, 100 + (ulong)i, out b[i]));
+        for (int i = 0; i < 4; i++) store.Free(a[i]);
+        for (int i = 0; i < 14; i++) store.Free(b[i]);
+        Assert.Equal(2L * CompactStore.SlabSize, store.AllocatedBytes);
+
+        var none = store.Compact((_, _, _) => throw new InvalidOperationException("nothing to move"), 0.1);
+        Assert.Equal(0, none.SlabsDrained);
+
+        var moves = new List<ulong>();
+        var r = store.Compact((owner, _, _) => { moves.Add(owner); return true; }, 0.5);
+        Assert.Equal(1, r.SlabsDrained);
+        Assert.Equal(new ulong[] { 114, 115 }, moves.Order().ToArray());
+        Assert.Equal(1, r.SlabsReleased);
+        Assert.Equal(CompactStore.SlabSize, store.AllocatedBytes);
+        Assert.Equal(14, store.LiveBlobs);
+    }
+
+    [Fact]
+    public void RelocateRunsWithoutAnyStoreLockHeld()
+    {
+        var (store, handles, bytes) = Fragmented(5000, 12, keep: 0.1);
+        using var owned = store;
+        int calls = 0;
+        var result = store.Compact((owner, oldHandle, newHandle) =>
+        {
+            // Another thread allocates and frees in the same size class: it would deadlock on a held lock.
+            int length = store.LengthOf(oldHandle);
+            var other = Task.Run(() =>
+            {
+                Assert.True(store.TryAllocate(length, ulong.MaxValue, out ulong h));
+                store.Free(h);
+                _ = store.Get(newHandle).Length;
+            });
+            Assert.True(other.Wait(TimeSpan.FromSeconds(10)), "relocate was called with a store lock held");
+            if (calls++ > 50) return false;
+            handles[owner] = newHandle;
+            return true;
+        });
+        Assert.True(calls > 0);
+        VerifyAll(store, handles, bytes);
+    }
+
+    [Fact]
+    public void ARelocateThatThrowsKeepsBothCopiesAndTheStoreUsable()
+    {
+        var (store, handles, bytes) = Fragmented(5000, 13, keep: 0.1);
+        using var owned = store;
+        long live = store.LiveBlobs;
+        int calls = 0;
+        ulong failedNew = 0;
+        Assert.Throws<InvalidOperationException>(() => store.Compact((owner, oldHandle, newHandle) =>
+        {
+            if (++calls == 10)
+            {
+                failedNew = newHandle;
+                throw new InvalidOperationException("owner busy");
+            }
+            handles[owner] = newHandle;
+            return true;
+        }));
+        // The blob whose relocation failed exists twice; everything else is intact.
+        Assert.Equal(live + 1, store.LiveBlobs);
+        VerifyAll2(store, handles, bytes, failedNew);
+        store.Free(failedNew);
+        VerifyAll(store, handles, bytes);
+        // The slabs left draining take blobs again, and a later compaction finishes the job.
+        Assert.True(store.TryStore(new byte[] { 1 }, 1, out ulong extra));
+        store.Free(extra);
+        store.Compact((owner, _, newHandle) => { handles[owner] = newHandle; return true; }, 1.0);
+        VerifyAll(store, handles, bytes);
+        Assert.Equal(0, store.ReclaimableBytes);
+
+        static void VerifyAll2(CompactStore store, ulong[] handles, byte[][] bytes, ulong extra)
+        {
+            int owner = (int)store.OwnerOf(extra);
+            Assert.True(store.Get(extra).SequenceEqual(bytes[owner]));
+            Assert.True(store.Get(handles[owner]).SequenceEqual(bytes[owner]));
+        }
+    }
+
+    [Fact]
+    public void CompactFromInsideRelocateIsRefused()
+    {
+        var (store, handles, _) = Fragmented(3000, 14, keep: 0.1);
+        using var owned = store;
+        DEException? inner = null;
+        store.Compact((owner, _, newHandle) =>
+        {
+            inner ??= Assert.Throws<DEException>(() => store.Compact((_, _, _) => true));
+            handles[owner] = newHandle;
+            return true;
+        });
+        Assert.Equal("StoreCompactionReentrant", inner?.ErrorId);
+    }
+
+    [Fact]
+    public void CompactionRunsSafelyAlongsideOwnersAllocatingFreeingAndReading()
+    {
+        const int workers = 4;
+        const int ownersPerWorker = 3000;
+        int owners = workers * ownersPerWorker;
+        var rng0 = new Random(21);
+        using var store = new CompactStore();
+        var locks = Enumerable.Range(0, owners).Select(_ => new object()).ToArray();
+        var handles = new ulong[owners];
+        var bytes = new byte[owners][];
+        for (int o = 0; o < owners; o++)
+        {
+            bytes[o] = new byte[CompactStoreModelTests.RandomLength(rng0)];
+            rng0.NextBytes(bytes[o]);
+            Assert.True(store.TryStore(bytes[o], (ulong)o, out handles[o]));
+        }
+        for (int o = 0; o < owners; o++)
+            if (rng0.Next(10) < 8)
+            {
+                store.Free(handles[o]);
+                handles[o] = 0;
+            }
+
+        var errors = new ConcurrentQueue<Exception>();
+        long moved = 0, refused = 0, compactions = 0;
+        using var stop = new CancellationTokenSource();
+        // The engine's rule: the owner's lock is held around every Get, Free and handle swap.
+        bool Relocate(ulong owner, ulong oldHandle, ulong newHandle)
+        {
+            lock (locks[owner])
+            {
+                if (handles[owner] != oldHandle || owner % 7 == 0) return false;
+                if (!store.Get(newHandle).SequenceEqual(bytes[owner]))
+                    throw new InvalidOperationException($"owner {owner}: the moved copy differs");
+                handles[owner] = newHandle;
+                return true;
+            }
+        }
+        var compactor = new Thread(() =>
+        {
+            try
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    var r = store.Compact(Relocate, 0.75);
+                    moved += r.BlobsMoved;
+                    refused += r.BlobsRefused;
+                    compactions++;
+                }
+            }
+            catch (Exception e) { errors.Enqueue(e); }
+        });
+        var threads = Enumerable.Range(0, workers).Select(w => new Thread(() =>
+        {
+            try
+            {
+                var rng = new Random(100 + w);
+                for (int i = 0; i < 40_000; i++)
+                {
+                    int o = w * ownersPerWorker + rng.Next(ownersPerWorker);
+                    lock (locks[o])
+                    {
+                        if (handles[o] != 0)
+                        {
+                            if (!store.Get(handles[o]).SequenceEqual(bytes[o]))
+                                throw new InvalidOperationException($"owner {o} read back wrong");
+                            int roll = rng.Next(10);
+                            if (roll < 3)
+                            {
+                                store.Free(handles[o]);
+                                handles[o] = 0;
+                            }
+                        }
+                        else if (rng.Next(10) < 4)
+                        {
+                            var b = new byte[CompactStoreModelTests.RandomLength(rng)];
+                            rng.NextBytes(b);
+                            if (!store.TryStore(b, (ulong)o, out ulong h))
+                                throw new InvalidOperationException("unlimited store refused a blob");
+                            bytes[o] = b;
+                            handles[o] = h;
+                        }
+                    }
+                }
+            }
+            catch (Exception e) { errors.Enqueue(e); }
+        })).ToArray();
+        compactor.Start();
+        foreach (var t in threads) t.Start();
+        foreach (var t in threads) t.Join();
+        // Let the compactor finish at least a few passes against the final state too.
+        while (Interlocked.Read(ref compactions) < 3 && errors.IsEmpty) Thread.Sleep(1);
+        stop.Cancel();
+        compactor.Join();
+
+        Assert.Empty(errors);
+        output.WriteLine($"{compactions} compactions moved {moved} blobs, {refused} refused; {store.LiveBlobs} live, {store.AllocatedBytes} bytes allocated");
+        Assert.True(moved > 0, "compaction moved nothing");
+        Assert.True(refused > 0, "no relocation was refused");
+        VerifyAll(store, handles, bytes);
+        Assert.True(store.AllocatedBytes >= store.SlotBytes && store.SlotBytes >= store.StoredBytes);
+        for (int o = 0; o < owners; o++)
+            if (handles[o] != 0) store.Free(handles[o]);
+        Assert.Equal(0, store.AllocatedBytes);
+        Assert.Equal(0, store.LiveBlobs);
+        Assert.Equal(0, store.StoredBytes);
+    }
+}

@@ -1,0 +1,149 @@
+using DifferenceEngine.Store;
+
+namespace DifferenceEngine.Tests.Store;
+
+/// <summary>A seeded random run against a dictionary model: every byte read back, every counter exact.</summary>
+public class CompactStoreModelTests
+{
+    private sealed class Blob(ulong handle, byte[] bytes)
+    {
+        public ulong Handle = handle;
+        public readonly byte[] Bytes = bytes;
+    }
+
+    [Theory]
+    [InlineData(1, 220_000)]
+    [InlineData(2, 60_000)]
+    public void RandomOperationsMatchTheModel(int seed, int operations)
+    {
+        var rng = new Random(seed);
+        using var store = new CompactStore();
+        var model = new Dictionary<ulong, Blob>();  // owner -> blob
+        var owners = new List<ulong>();               // live owners, for picking at random
+        ulong nextOwner = 1;
+        int target = 3000;
+        long modelStored = 0, modelSlots = 0;
+        for (int op = 0; op < operations; op++)
+        {
+            // Swing the population between small and large so slabs fill, drain and are released.
+            if (op % 40_000 == 0) target = rng.Next(200, 6000);
+            int roll = rng.Next(100);
+            bool allocate = owners.Count == 0 || (owners.Count < target ? roll < 55 : roll < 35);
+            if (allocate)
+            {
+                int length = RandomLength(rng);
+                var bytes = new byte[length];
+                rng.NextBytes(bytes);
+                ulong owner = nextOwner++;
+                ulong handle;
+                if (rng.Next(2) == 0)
+                {
+                    Assert.True(store.TryAllocate(length, owner, out handle));
+                    var span = store.Get(handle);
+                    Assert.Equal(length, span.Length);
+                    Assert.True(span.IndexOfAnyExcept((byte)0) < 0, "a new blob must start zeroed");
+                    bytes.CopyTo(span);
+                }
+                else
+                {
+                    Assert.True(store.TryStore(bytes, owner, out handle));
+                }
+                Assert.NotEqual(0UL, handle);
+                Assert.True(handle < 1UL << 48, $"handle 0x{handle:X} does not fit in 48 bits");
+                model.Add(owner, new Blob(handle, bytes));
+                owners.Add(owner);
+                modelStored += length;
+                modelSlots += CompactStore.SlotSizeFor(length);
+            }
+            else if (roll < 75)
+            {
+                int i = rng.Next(owners.Count);
+                ulong owner = owners[i];
+                var freed = model[owner];
+                store.Free(freed.Handle);
+                model.Remove(owner);
+                modelStored -= freed.Bytes.Length;
+                modelSlots -= CompactStore.SlotSizeFor(freed.Bytes.Length);
+                owners[i] = owners[^1];
+                owners.RemoveAt(owners.Count - 1);
+            }
+            else
+            {
+                ulong owner = owners[rng.Next(owners.Count)];
+                var blob = model[owner];
+                Assert.True(store.Get(blob.Handle).SequenceEqual(blob.Bytes), $"blob of owner {owner} read back wrong");
+                Assert.Equal(blob.Bytes.Length, store.LengthOf(blob.Handle));
+                Assert.Equal(owner, store.OwnerOf(blob.Handle));
+            }
+
+            if (op % 7 == 0) CheckCounters(store, model.Count, modelStored, modelSlots);
+            if (op % 10_000 == 0) CheckCounters(store, model);
+            if (op % 50_000 == 49_999)
+            {
+                // Compaction in the middle of the run: every owner accepts.
+                var result = store.Compact((owner, oldHandle, newHandle) =>
+                {
+                    var blob = model[owner];
+                    Assert.Equal(blob.Handle, oldHandle);
+                    blob.Handle = newHandle;
+                    return true;
+                }, 1.0);
+                Assert.Equal(0, result.BlobsRefused);
+                CheckCounters(store, model);
+                VerifyAll(store, model);
+            }
+        }
+        CheckCounters(store, model);
+        VerifyAll(store, model);
+
+        foreach (var blob in model.Values) store.Free(blob.Handle);
+        model.Clear();
+        CheckCounters(store, model);
+        Assert.Equal(0, store.AllocatedBytes);
+        Assert.Equal(0, store.StoredBytes);
+        Assert.Equal(0, store.SlotBytes);
+        Assert.Equal(0, store.LiveBlobs);
+        Assert.Equal(0, store.Fragmentation);
+    }
+
+    internal static int RandomLength(Random rng) => rng.Next(4) switch
+    {
+        0 => rng.Next(1, 129),           // small patches
+        1 => rng.Next(1, 1025),
+        _ => rng.Next(1, CompactStore.MaxBlobLength + 1),
+    };
+
+    private static void CheckCounters(CompactStore store, Dictionary<ulong, Blob> model)
+    {
+        long stored = 0, slots = 0;
+        foreach (var blob in model.Values)
+        {
+            stored += blob.Bytes.Length;
+            slots += CompactStore.SlotSizeFor(blob.Bytes.Length);
+        }
+        CheckCounters(store, model.Count, stored, slots);
+    }
+
+    private static void CheckCounters(CompactStore store, long count, long stored, long slots)
+    {
+        Assert.Equal(stored, store.StoredBytes);
+        Assert.Equal(slots, store.SlotBytes);
+        Assert.Equal(count, store.LiveBlobs);
+        long allocated = store.AllocatedBytes;
+        Assert.True(allocated >= store.SlotBytes, $"allocated {allocated} < slot bytes {store.SlotBytes}");
+        Assert.True(store.SlotBytes >= store.StoredBytes);
+        Assert.Equal(0, allocated % CompactStore.SlabSize);
+        Assert.Equal(allocated - stored, store.FragmentationBytes);
+        Assert.True(store.MetadataBytes > 0);
+        if (count == 0) Assert.Equal(0, allocated);
+    }
+
+    private static void VerifyAll(CompactStore store, Dictionary<ulong, Blob> model)
+    {
+        foreach (var (owner, blob) in model)
+        {
+            Assert.True(store.Get(blob.Handle).SequenceEqual(blob.Bytes), $"blob of owner {owner} read back wrong");
+            Assert.Equal(owner, store.OwnerOf(blob.Handle));
+        }
+    }
+}

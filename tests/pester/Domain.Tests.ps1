@@ -1,0 +1,364 @@
+# New-DEDomain (empty, image, ELF core, process), Get-DEDomain, Remove-DEDomain, and the errors of bad input.
+# Run through Invoke-PesterSuite.ps1, which sets $env:DE_MODULE_PATH to the built module folder.
+
+BeforeAll {
+    Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    $deHost = Connect-DEHost -Name "pester-domain-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+
+    $PageSize = 4096
+
+    # A raw image of random pages (seeded), written under $TestDrive.
+    function New-RawImage([string]$Name, [int]$Pages, [int]$Seed = 1) {
+        $bytes = [byte[]]::new($Pages * $PageSize)
+        [Random]::new($Seed).NextBytes($bytes)
+        $path = Join-Path $TestDrive $Name
+        [IO.File]::WriteAllBytes($path, $bytes)
+        $path
+    }
+
+    # A minimal little-endian ELF64 core (ET_CORE) with one PT_LOAD segment.
+    function New-ElfCore([string]$Name, [uint64]$Offset, [uint64]$FileSize, [uint64]$PhysicalAddress, [byte[]]$Payload) {
+        $stream = [IO.MemoryStream]::new()
+        $w = [IO.BinaryWriter]::new($stream)
+        $w.Write([byte[]](0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)) # ELF64, little-endian, version 1
+        $w.Write([uint16]4)    # e_type ET_CORE
+        $w.Write([uint16]62)   # e_machine x86-64
+        $w.Write([uint32]1)    # e_version
+        $w.Write([uint64]0)    # e_entry
+        $w.Write([uint64]64)   # e_phoff: right after this header
+        $w.Write([uint64]0)    # e_shoff
+        $w.Write([uint32]0)    # e_flags
+        $w.Write([uint16]64)   # e_ehsize
+        $w.Write([uint16]56)   # e_phentsize
+        $w.Write([uint16]1)    # e_phnum
+        $w.Write([uint16]0)    # e_shentsize
+        $w.Write([uint16]0)    # e_shnum
+        $w.Write([uint16]0)    # e_shstrndx
+        $w.Write([uint32]1)    # p_type PT_LOAD
+        $w.Write([uint32]6)    # p_flags RW
+        $w.Write($Offset)      # p_offset
+        $w.Write([uint64]0)    # p_vaddr
+        $w.Write($PhysicalAddress)
+        $w.Write($FileSize)    # p_filesz
+        $w.Write($FileSize)    # p_memsz
+        $w.Write([uint64]4096) # p_align
+        $w.Flush()
+        $stream.SetLength([long]$Offset)
+        $stream.Position = [long]$Offset
+        if ($Payload) { $w.Write($Payload) }
+        $w.Flush()
+        $path = Join-Path $TestDrive $Name
+        [IO.File]::WriteAllBytes($path, $stream.ToArray())
+        $path
+    }
+
+    function Get-ErrorId([scriptblock]$Command) {
+        $err = $null
+        $out = & $Command -ErrorVariable err -ErrorAction SilentlyContinue
+        @($err)[0].FullyQualifiedErrorId
+    }
+}
+
+AfterAll {
+    $deHost | Disconnect-DEHost -Confirm:$false
+}
+
+Describe 'New-DEDomain' {
+    AfterEach {
+        Get-DEDomain | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'makes an empty domain whose pages are all Zero' {
+        $d = New-DEDomain -Name empty1 -MemorySize 4MB
+        $d | Should -BeOfType ([DifferenceEngine.Domains.Domain])
+        $d.PageCount | Should -Be 1024
+        $d.Source | Should -Be 'empty'
+        (Get-DEPageStats -Domain empty1).ZeroPages | Should -Be 1024
+    }
+
+    It 'sets the trust group, the C4 period and sharing from its parameters' {
+        $d = New-DEDomain -Name policy1 -MemorySize 1MB -TrustGroup tenant-a -C4Sweeps 5 -EnableSharing
+        $d.Policy.TrustGroup | Should -Be 'tenant-a'
+        $d.TrustGroup | Should -Be 'tenant-a'
+        $d.Policy.C4Sweeps | Should -Be 5
+        $d.SharingEnabled | Should -BeTrue
+        (New-DEDomain -Name policy2 -MemorySize 1MB).SharingEnabled | Should -BeFalse
+    }
+
+    It 'loads a raw image page for page' {
+        $path = New-RawImage -Name raw1.img -Pages 64 -Seed 7
+        $d = New-DEDomain -Name raw1 -Path $path
+        $d.PageCount | Should -Be 64
+        $d.LoadReport.PagesLoaded | Should -Be 64
+        $bytes = [IO.File]::ReadAllBytes($path)
+        foreach ($gfn in 0, 31, 63) {
+            $page = (Read-DEGuestPage -Domain raw1 -Gfn $gfn).Bytes
+            [Linq.Enumerable]::SequenceEqual($page, [byte[]]$bytes[($gfn * $PageSize)..(($gfn + 1) * $PageSize - 1)]) |
+                Should -BeTrue -Because "page $gfn must hold the image's bytes"
+        }
+    }
+
+    It 'resolves a relative path against the current location' {
+        $null = New-RawImage -Name rel.img -Pages 2
+        Push-Location $TestDrive
+        try {
+            (New-DEDomain -Name rel1 -Path ./rel.img).PageCount | Should -Be 2
+        }
+        finally {
+            Pop-Location
+        }
+    }
+
+    It 'takes files from the pipeline (FullName and Name by property name)' {
+        $null = New-RawImage -Name pipe-a.img -Pages 2
+        $null = New-RawImage -Name pipe-b.img -Pages 3
+        $domains = Get-ChildItem -LiteralPath $TestDrive -Filter 'pipe-*.img' | New-DEDomain
+        $domains.Name | Should -Be @('pipe-a.img', 'pipe-b.img')
+        $domains.PageCount | Should -Be @(2, 3)
+    }
+
+    It 'loads an ELF core at the physical addresses of its segments' {
+        $payload = [byte[]]::new(2 * $PageSize)
+        [Random]::new(3).NextBytes($payload)
+        $path = New-ElfCore -Name good.core -Offset 4096 -FileSize (2 * $PageSize) -PhysicalAddress 0x2000 -Payload $payload
+        $d = New-DEDomain -Name elf1 -Path $path
+        $d.LoadReport.Format | Should -Be 'ElfCore'
+        $d.PageCount | Should -Be 4
+        (Read-DEGuestPage -Domain elf1 -Gfn 0).IsZero | Should -BeTrue
+        $read = (Read-DEGuestPage -Domain elf1 -Gfn 2, 3).Bytes
+        [Linq.Enumerable]::SequenceEqual([byte[]]$read, $payload) | Should -BeTrue
+    }
+
+    It 'snapshots a live process (this one)' {
+        $d = New-DEDomain -Name self -ProcessId $PID
+        $d.Source | Should -BeLike "pid $PID*"
+        $d.LoadReport.Format | Should -Be 'Process'
+        $d.LoadReport.PagesLoaded | Should -BeGreaterThan 100
+        (Get-DEPageStats -Domain self).PrivatePages | Should -Be $d.LoadReport.PagesLoaded
+    }
+
+    It 'creates nothing with -WhatIf (<Set>)' -ForEach @(
+        @{ Set = 'Empty'; Arguments = @{ MemorySize = 1MB } }
+        @{ Set = 'Path'; Arguments = @{ Path = '/dev/null' } }
+        @{ Set = 'Process'; Arguments = @{ ProcessId = $PID } }
+    ) {
+        New-DEDomain -Name whatif1 @Arguments -WhatIf | Should -BeNullOrEmpty
+        Get-DEDomain -Name whatif1 -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        (Get-DEHostStats).FramesInUse | Should -Be 0
+    }
+
+    It 'offers domain names to tab completion' {
+        $null = New-DEDomain -Name 'complete-me' -MemorySize 1MB
+        $null = New-DEDomain -Name 'complete too' -MemorySize 1MB
+        $line = 'Get-DEPageStats -Domain compl'
+        $completions = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches
+        $completions.CompletionText | Should -Contain 'complete-me'
+        $completions.CompletionText | Should -Contain "'complete too'"
+        $line = 'Get-DEDomain -Name complete-'
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Be 'complete-me'
+    }
+}
+
+Describe 'New-DEDomain with bad input' {
+    BeforeAll {
+        $null = New-DEDomain -Name taken -MemorySize 1MB
+    }
+
+    AfterAll {
+        Get-DEDomain | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'refuses a raw image that is not a whole number of pages (ImageNotPageAligned)' {
+        $path = Join-Path $TestDrive 'short.img'
+        [IO.File]::WriteAllBytes($path, [byte[]]::new(3 * $PageSize + 100))
+        { New-DEDomain -Name short -Path $path -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ImageNotPageAligned,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a truncated raw image (ImageNotPageAligned)' {
+        $path = New-RawImage -Name whole.img -Pages 4
+        $bytes = [IO.File]::ReadAllBytes($path)
+        $cut = Join-Path $TestDrive 'cut.img'
+        [IO.File]::WriteAllBytes($cut, [byte[]]$bytes[0..(2 * $PageSize + 999)])
+        { New-DEDomain -Name cut -Path $cut -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ImageNotPageAligned,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses an ELF file with a bad magic number (ElfBadMagic)' {
+        $path = Join-Path $TestDrive 'bad-magic.core'
+        $bytes = [byte[]]::new($PageSize)
+        ([byte[]](0x7F, 0x45, 0x4C, 0x58)).CopyTo($bytes, 0) # 0x7F 'E' 'L' 'X'
+        [IO.File]::WriteAllBytes($path, $bytes)
+        { New-DEDomain -Name badmagic -Path $path -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ElfBadMagic,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses an ELF core whose segment runs past the end of the file (ElfSegmentPastEnd)' {
+        # The segment claims 3 pages from offset 4096; the file holds only one.
+        $path = New-ElfCore -Name past-end.core -Offset 4096 -FileSize (3 * $PageSize) -PhysicalAddress 0 -Payload ([byte[]]::new($PageSize))
+        (Get-Item $path).Length | Should -Be (2 * $PageSize)
+        { New-DEDomain -Name pastend -Path $path -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ElfSegmentPastEnd,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a file that does not exist (FileNotFound)' {
+        { New-DEDomain -Name missing -Path (Join-Path $TestDrive 'no-such.img') -ErrorAction Stop } |
+            Should -Throw -ErrorId 'FileNotFound,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a path that is not on the file system (PathNotFileSystem)' {
+        { New-DEDomain -Name env -Path Env:PATH -ErrorAction Stop } |
+            Should -Throw -ErrorId 'PathNotFileSystem,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a process that does not exist (ProcessNotFound)' {
+        { New-DEDomain -Name noproc -ProcessId 2147483647 -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ProcessNotFound,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a process whose memory cannot be read (ProcessUnreadable)' -Skip:($IsLinux -and (id -u) -eq 0) {
+        # As root every process can be read (CAP_SYS_PTRACE), so this only runs as an ordinary user:
+        # pid 1 (init) belongs to root.
+        { New-DEDomain -Name init -ProcessId 1 -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ProcessUnreadable,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a name already in use (DomainExists)' {
+        { New-DEDomain -Name taken -MemorySize 1MB -ErrorAction Stop } |
+            Should -Throw -ErrorId 'DomainExists,DifferenceEngine.Commands.NewDEDomainCommand'
+        { New-DEDomain -Name TAKEN -MemorySize 1MB -ErrorAction Stop } |
+            Should -Throw -ErrorId 'DomainExists,*' -Because 'names are case-insensitive'
+    }
+
+    It 'refuses a size that is not a multiple of the page size (MemorySizeInvalid)' {
+        { New-DEDomain -Name odd -MemorySize 5000 -ErrorAction Stop } |
+            Should -Throw -ErrorId 'MemorySizeInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'refuses a name with wildcards (DomainNameInvalid)' {
+        { New-DEDomain -Name 'web*' -MemorySize 1MB -ErrorAction Stop } |
+            Should -Throw -ErrorId 'DomainNameInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'writes the error and goes on with the next item of the pipeline' {
+        $items = @(
+            [pscustomobject]@{ Name = 'taken'; MemorySize = 1MB }
+            [pscustomobject]@{ Name = 'fresh'; MemorySize = 1MB }
+        )
+        $made = $items | New-DEDomain -ErrorVariable err -ErrorAction SilentlyContinue
+        $made.Name | Should -Be 'fresh'
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'DomainExists,*'
+        $err[0].CategoryInfo.Category | Should -Be 'ResourceExists'
+        $err[0].TargetObject | Should -Be 'taken'
+    }
+
+    It 'leaves no frame behind after failed loads' {
+        (Get-DEHostStats).FramesInUse | Should -Be 0
+    }
+}
+
+Describe 'Get-DEDomain' {
+    BeforeAll {
+        foreach ($n in 'web1', 'web2', 'db1') { $null = New-DEDomain -Name $n -MemorySize 1MB }
+    }
+
+    AfterAll {
+        Get-DEDomain | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'lists every domain by id' {
+        (Get-DEDomain).Name | Should -Be @('web1', 'web2', 'db1')
+    }
+
+    It 'takes wildcards' {
+        (Get-DEDomain web*).Name | Should -Be @('web1', 'web2')
+        (Get-DEDomain -Name 'WEB?').Name | Should -Be @('web1', 'web2')
+    }
+
+    It 'takes names from the pipeline' {
+        ('db1', 'web2' | Get-DEDomain).Name | Should -Be @('db1', 'web2')
+    }
+
+    It 'writes nothing for a pattern that matches nothing' {
+        Get-DEDomain -Name 'zzz*' -ErrorVariable err | Should -BeNullOrEmpty
+        $err | Should -BeNullOrEmpty
+    }
+
+    It 'writes a non-terminating DomainNotFound for an unknown name and goes on' {
+        $found = Get-DEDomain -Name 'nope', 'db1' -ErrorVariable err -ErrorAction SilentlyContinue
+        $found.Name | Should -Be 'db1'
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.GetDEDomainCommand'
+        $err[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $err[0].TargetObject | Should -Be 'nope'
+        { Get-DEDomain -Name 'nope' -ErrorAction Stop } | Should -Throw -ErrorId 'DomainNotFound,DifferenceEngine.Commands.GetDEDomainCommand'
+    }
+
+    It 'lists the domains of the host given with -DEHost' {
+        $other = Connect-DEHost -Name "pester-domain-other-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $null = New-DEDomain -Name only-here -MemorySize 1MB -DEHost $other
+            (Get-DEDomain -DEHost $other).Name | Should -Be 'only-here'
+            (Get-DEDomain -DEHost $deHost).Name | Should -Not -Contain 'only-here'
+        }
+        finally {
+            $other | Disconnect-DEHost -Confirm:$false
+        }
+    }
+
+    It 'shows a table that fits 120 columns' {
+        $lines = (Get-DEDomain | Format-Table | Out-String -Width 120) -split '\r?\n'
+        $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
+        ($lines -join "`n") | Should -Match 'web1\s+1\.00 MiB\s+default\s+Off\s+empty'
+    }
+}
+
+Describe 'Remove-DEDomain' {
+    BeforeEach {
+        foreach ($n in 'web1', 'web2', 'db1') { $null = New-DEDomain -Name $n -MemorySize 1MB }
+        foreach ($n in 'web1', 'web2', 'db1') { Write-DEGuestPage -Domain $n -Gfn 0 -Data ([byte[]](1, 2, 3)) }
+    }
+
+    AfterEach {
+        Get-DEDomain | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'removes by name with wildcards and frees the frames' {
+        (Get-DEHostStats).FramesInUse | Should -Be 3
+        Remove-DEDomain -Name web* -Confirm:$false
+        (Get-DEDomain).Name | Should -Be 'db1'
+        (Get-DEHostStats).FramesInUse | Should -Be 1
+    }
+
+    It 'removes Domain objects from the pipeline' {
+        $d = Get-DEDomain db1
+        $d | Remove-DEDomain -Confirm:$false
+        $d.IsRemoved | Should -BeTrue
+        (Get-DEDomain).Name | Should -Be @('web1', 'web2')
+    }
+
+    It 'removes names from the pipeline' {
+        'web2' | Remove-DEDomain -Confirm:$false
+        (Get-DEDomain).Name | Should -Be @('web1', 'db1')
+    }
+
+    It 'writes DomainNotFound for an unknown name and removes the others' {
+        Remove-DEDomain -Name 'nope', 'db1' -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+        (Get-DEDomain).Name | Should -Be @('web1', 'web2')
+    }
+
+    It 'writes DomainNotFound for a Domain object already removed' {
+        $d = Get-DEDomain db1
+        $d | Remove-DEDomain -Confirm:$false
+        { $d | Remove-DEDomain -Confirm:$false -ErrorAction Stop } |
+            Should -Throw -ErrorId 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+    }
+
+    It 'removes nothing with -WhatIf' {
+        Get-DEDomain | Remove-DEDomain -WhatIf
+        Remove-DEDomain -Name * -WhatIf
+        (Get-DEDomain).Name | Should -Be @('web1', 'web2', 'db1')
+        (Get-DEHostStats).FramesInUse | Should -Be 3
+    }
+}

@@ -1,0 +1,208 @@
+# Connect-DEHost, Get-DEHost, Disconnect-DEHost, Get-DEHostStats and the host every cmdlet falls back on.
+# Run through Invoke-PesterSuite.ps1, which sets $env:DE_MODULE_PATH to the built module folder.
+
+BeforeAll {
+    Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+
+    # Test hosts get names no other test file uses, so leftovers cannot collide.
+    function New-TestHostName { "pester-host-$([guid]::NewGuid().ToString('n').Substring(0, 8))" }
+}
+
+Describe 'Connect-DEHost' {
+    BeforeAll {
+        $name = New-TestHostName
+        $deHost = Connect-DEHost -Name $name -MemoryLimit 2GB -PassThru
+    }
+
+    AfterAll {
+        $deHost | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'returns the host with -PassThru, connected and with the limit given' {
+        $deHost | Should -BeOfType ([DifferenceEngine.Hosting.DEHost])
+        $deHost.Name | Should -Be $name
+        $deHost.IsConnected | Should -BeTrue
+        $deHost.MemoryLimitBytes | Should -Be 2GB
+    }
+
+    It 'makes the new host current' {
+        (Get-DEHost -Current).Name | Should -Be $name
+        $deHost.IsCurrent | Should -BeTrue
+    }
+
+    It 'outputs nothing without -PassThru' {
+        $other = New-TestHostName
+        try {
+            Connect-DEHost -Name $other | Should -BeNullOrEmpty
+        }
+        finally {
+            Get-DEHost -Name $other | Disconnect-DEHost -Confirm:$false
+        }
+    }
+
+    It 'refuses a second host with the same name (HostExists)' {
+        { Connect-DEHost -Name $name } | Should -Throw -ErrorId 'HostExists,DifferenceEngine.Commands.ConnectDEHostCommand'
+        @(Get-DEHost -Name $name).Count | Should -Be 1
+    }
+
+    It 'refuses a memory limit below one page (MemoryLimitInvalid)' {
+        { Connect-DEHost -Name (New-TestHostName) -MemoryLimit 100 } |
+            Should -Throw -ErrorId 'MemoryLimitInvalid,DifferenceEngine.Commands.ConnectDEHostCommand'
+    }
+
+    It 'connects nothing with -WhatIf' {
+        $other = New-TestHostName
+        Connect-DEHost -Name $other -WhatIf
+        Get-DEHost -Name "$other*" | Should -BeNullOrEmpty
+        (Get-DEHost -Current).Name | Should -Be $name
+    }
+}
+
+Describe 'Get-DEHost' {
+    BeforeAll {
+        $first = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $second = Connect-DEHost -Name (New-TestHostName) -PassThru
+    }
+
+    AfterAll {
+        $first, $second | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'lists every connected host, oldest first' {
+        $names = (Get-DEHost).Name
+        $names | Should -Contain $first.Name
+        $names | Should -Contain $second.Name
+        [array]::IndexOf($names, $first.Name) | Should -BeLessThan ([array]::IndexOf($names, $second.Name))
+    }
+
+    It 'takes wildcards' {
+        (Get-DEHost -Name ($first.Name.Substring(0, 15) + '*')).Name | Should -Contain $first.Name
+    }
+
+    It 'writes HostNotFound for a name without wildcards that matches nothing' {
+        Get-DEHost -Name 'no-such-host' -ErrorVariable err -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'HostNotFound,*'
+    }
+
+    It 'shows the host connected last as current' {
+        (Get-DEHost -Current).Name | Should -Be $second.Name
+        $first.IsCurrent | Should -BeFalse
+    }
+}
+
+Describe 'Disconnect-DEHost' {
+    It 'disconnects the current host and the one connected before becomes current' {
+        $before = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $after = Connect-DEHost -Name (New-TestHostName) -PassThru
+        try {
+            Disconnect-DEHost -Confirm:$false
+            $after.IsConnected | Should -BeFalse
+            (Get-DEHost -Current).Name | Should -Be $before.Name
+        }
+        finally {
+            $before, $after | Disconnect-DEHost -Confirm:$false
+        }
+    }
+
+    It 'takes hosts from the pipeline' {
+        $hosts = 1..2 | ForEach-Object { Connect-DEHost -Name (New-TestHostName) -PassThru }
+        $hosts | Disconnect-DEHost -Confirm:$false
+        $hosts.IsConnected | Should -Not -Contain $true
+        (Get-DEHost).Name | Should -Not -Contain $hosts[0].Name
+    }
+
+    It 'discards the domains of the host' {
+        $h = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $d = New-DEDomain -Name d1 -MemorySize 1MB -DEHost $h
+        $h | Disconnect-DEHost -Confirm:$false
+        $d.IsRemoved | Should -BeTrue
+    }
+
+    It 'changes nothing with -WhatIf' {
+        $h = Connect-DEHost -Name (New-TestHostName) -PassThru
+        try {
+            $h | Disconnect-DEHost -WhatIf
+            $h.IsConnected | Should -BeTrue
+            (Get-DEHost).Name | Should -Contain $h.Name
+        }
+        finally {
+            $h | Disconnect-DEHost -Confirm:$false
+        }
+    }
+}
+
+Describe 'Get-DEHostStats' {
+    BeforeAll {
+        $deHost = Connect-DEHost -Name (New-TestHostName) -MemoryLimit 64MB -PassThru
+        $null = New-DEDomain -Name s1 -MemorySize 1MB
+        Write-DEGuestPage -Domain s1 -Gfn 0, 1, 2 -Data ([byte[]](1..64))
+    }
+
+    AfterAll {
+        $deHost | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'counts frames, guest memory and the zero-fill faults taken' {
+        $stats = Get-DEHostStats
+        $stats | Should -BeOfType ([DifferenceEngine.Stats.HostStats])
+        $stats.Host | Should -Be $deHost.Name
+        $stats.Domains | Should -Be 1
+        $stats.FramesInUse | Should -Be 3
+        $stats.GuestBytes | Should -Be 1MB
+        $stats.MemoryLimitBytes | Should -Be 64MB
+        ($stats.Faults | Where-Object Kind -EQ 'ZeroFill').Count | Should -Be 3
+        $stats.FaultCount | Should -Be 3
+        $stats.EngineTime.Mechanism | Should -Contain 'Sharing'
+    }
+
+    It 'takes the host from the pipeline and from -DEHost' {
+        ($deHost | Get-DEHostStats).Host | Should -Be $deHost.Name
+        (Get-DEHostStats -DEHost $deHost).Host | Should -Be $deHost.Name
+    }
+
+    It 'works on a host that is not current, given -DEHost' {
+        $other = Connect-DEHost -Name (New-TestHostName) -PassThru
+        try {
+            (Get-DEHostStats -DEHost $deHost).Domains | Should -Be 1
+            (Get-DEHostStats).Domains | Should -Be 0
+        }
+        finally {
+            $other | Disconnect-DEHost -Confirm:$false
+        }
+    }
+
+    It 'reads well in a list' {
+        $text = Get-DEHostStats | Format-List | Out-String -Width 120
+        $text | Should -Match 'Frames\s*:\s*3 in use'
+        $text | Should -Match 'ZeroFill\s+3\s+p50'
+    }
+}
+
+Describe 'With no host connected' {
+    BeforeAll {
+        # Hosts are process-wide: other test files disconnect theirs in AfterAll, and any left over go here.
+        Get-DEHost | Disconnect-DEHost -Confirm:$false
+    }
+
+    BeforeDiscovery {
+        $commands = @(
+            @{ Command = { Get-DEDomain } }
+            @{ Command = { New-DEDomain -Name x -MemorySize 1MB } }
+            @{ Command = { Get-DEPageStats } }
+            @{ Command = { Get-DEHostStats } }
+            @{ Command = { Invoke-DEScan } }
+            @{ Command = { Enable-DESharing -Domain x } }
+            @{ Command = { Get-DEPage -Domain x } }
+            @{ Command = { Disconnect-DEHost -Confirm:$false } }
+        )
+    }
+
+    It 'fails with NoHostConnected: <Command>' -ForEach $commands {
+        { & $Command } | Should -Throw -ErrorId 'NoHostConnected,DifferenceEngine.Commands.*'
+        try { & $Command } catch { $_.CategoryInfo.Category | Should -Be 'ConnectionError' }
+    }
+
+    It 'lists no host' {
+        Get-DEHost | Should -BeNullOrEmpty
+    }
+}
