@@ -4,6 +4,7 @@ using System.Threading;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Loading;
 using DifferenceEngine.Memory;
+using DifferenceEngine.Sharing;
 
 namespace DifferenceEngine.Domains;
 
@@ -17,7 +18,7 @@ namespace DifferenceEngine.Domains;
 /// all hold the entry's lock while they look at or change the page; a merge that needs a second
 /// page only try-locks it, so no two threads ever wait on each other in a cycle.
 /// </remarks>
-public sealed class Domain
+public sealed partial class Domain
 {
     private readonly ulong[] _p2m;
     private volatile bool _removed;
@@ -60,7 +61,7 @@ public sealed class Domain
     internal void CountSweep() => Interlocked.Increment(ref _sweeps);
 
     /// <summary>Copies guest page <paramref name="gfn"/> into <paramref name="destination"/> (at least 4096 bytes).</summary>
-    /// <returns>The fault serviced to read it (<see cref="FaultKind.None"/> for the states built so far).</returns>
+    /// <returns>The fault serviced to read it: Unpatch or Decompress for an encoded page, else None.</returns>
     public unsafe FaultKind ReadPage(long gfn, Span<byte> destination)
     {
         CheckGfn(gfn);
@@ -69,6 +70,7 @@ public sealed class Domain
                 $"The destination holds {destination.Length} bytes; a page is {PageGeometry.PageSize}.", destination.Length);
         using var op = Host.EnterOperation();
         ulong e = Lock(gfn);
+        var fault = FaultKind.None;
         try
         {
             ThrowIfRemoved();
@@ -81,11 +83,20 @@ public sealed class Domain
                 case PageState.Shared:
                     Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
                     break;
+                case PageState.Uniform:
+                    FillUniform(destination[..PageGeometry.PageSize], (uint)PageEntry.Payload(e));
+                    break;
+                case PageState.Patched:
+                case PageState.Compressed:
+                    fault = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
+                    e = RebuildTimed(gfn, e, fault);
+                    Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
+                    break;
                 default:
                     throw UnsupportedState(gfn, e);
             }
             e |= PageEntry.Referenced;
-            return FaultKind.None;
+            return fault;
         }
         finally
         {
@@ -141,6 +152,21 @@ public sealed class Domain
                     Host.Faults.Record(fault, Stopwatch.GetTimestamp() - start);
                     break;
                 }
+                case PageState.Uniform:
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    uint frame = AllocateFrame(gfn);
+                    if (!whole) FillUniform(Host.Frames.Span(frame), (uint)PageEntry.Payload(e));
+                    e = PageEntry.With(e, PageState.Private, frame);
+                    fault = FaultKind.PatternFill;
+                    Host.Faults.Record(fault, Stopwatch.GetTimestamp() - start);
+                    break;
+                }
+                case PageState.Patched:
+                case PageState.Compressed:
+                    fault = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
+                    e = RebuildTimed(gfn, e, fault);
+                    break;
                 default:
                     throw UnsupportedState(gfn, e);
             }
@@ -262,6 +288,10 @@ public sealed class Domain
                 case PageState.Shared:
                     Host.SharingIndexFor(Policy.TrustGroup).Release(PageEntry.Frame(e));
                     break;
+                case PageState.Patched:
+                case PageState.Compressed:
+                    DropEncoded(e);
+                    break;
             }
             Unlock(gfn, 0);
         }
@@ -280,8 +310,33 @@ public sealed class Domain
             refs = Volatile.Read(ref Host.Frames.RefCount(f));
             hash = state == PageState.Shared ? Host.Frames.Hash(f) : Sharing.PageHasher.Hash(Host.Frames.Span(f));
         }
-        return new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
+        var info = new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
             (e & PageEntry.Modified) != 0, refs, hash, frame);
+        switch (state)
+        {
+            case PageState.Uniform:
+                return info with { UniformWord = (uint)PageEntry.Payload(e) };
+            case PageState.Patched:
+            {
+                var blob = Host.Store.Get(PageEntry.Payload(e));
+                var (refDomain, refGfn) = SharingIndex.UnpackPage(EncodedPage.ReferencePage(blob));
+                return info with
+                {
+                    StoredBytes = blob.Length,
+                    Codec = "Delta",
+                    ReferenceDomain = Host.TryGetDomainById(refDomain)?.Name ?? $"(removed domain {refDomain})",
+                    ReferenceGfn = refGfn,
+                    ReferenceCount = Volatile.Read(ref Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob))),
+                };
+            }
+            case PageState.Compressed:
+            {
+                var blob = Host.Store.Get(PageEntry.Payload(e));
+                return info with { StoredBytes = blob.Length, Codec = EncodedPage.Algorithm(blob).ToString() };
+            }
+            default:
+                return info;
+        }
     }
 
     internal void ThrowIfRemoved()

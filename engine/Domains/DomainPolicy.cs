@@ -6,11 +6,54 @@ public sealed class DomainPolicy
     public const string DefaultTrustGroup = "default";
     public const int DefaultC4Sweeps = 2;
 
+    public const int DefaultPatchThreshold = 2048;
+    public const double DefaultCompressionThreshold = 0.5;
+
     private int _c4Sweeps = DefaultC4Sweeps;
     private string _trustGroup = DefaultTrustGroup;
+    private int _patchThreshold = DefaultPatchThreshold;
+    private double _compressionThreshold = DefaultCompressionThreshold;
 
     /// <summary>Whether scans merge this domain's identical and zero pages.</summary>
     public bool SharingEnabled { get; internal set; }
+
+    /// <summary>Whether scans store similar pages (C3, C4) as patches against a reference page.</summary>
+    public bool PatchingEnabled { get; internal set; }
+
+    /// <summary>Whether scans compress cold pages (C4) that matched nothing.</summary>
+    public bool CompressionEnabled { get; internal set; }
+
+    /// <summary>The codec for compressed pages.</summary>
+    public Codecs.CompressionAlgorithm CompressionAlgorithm { get; internal set; } = Codecs.CompressionAlgorithm.LZ4;
+
+    /// <summary>Largest patch accepted, in bytes (the paper's static study used half a page).</summary>
+    public int PatchThreshold
+    {
+        get => _patchThreshold;
+        internal set
+        {
+            if (value is < 16 or > 4000)
+                throw new DEException("PolicyPatchThresholdInvalid", DEErrorKind.InvalidArgument,
+                    $"The patch threshold must be between 16 and 4000 bytes; {value} was given.", value);
+            _patchThreshold = value;
+        }
+    }
+
+    /// <summary>
+    /// Largest compressed size accepted, as a fraction of the page (0.5: a page must compress to half
+    /// its size or better, a ratio of 2 or more).
+    /// </summary>
+    public double CompressionThreshold
+    {
+        get => _compressionThreshold;
+        internal set
+        {
+            if (double.IsNaN(value) || value is < 0.01 or > 0.95)
+                throw new DEException("PolicyCompressionThresholdInvalid", DEErrorKind.InvalidArgument,
+                    $"The compression threshold must be a fraction between 0.01 and 0.95 of a page; {value} was given.", value);
+            _compressionThreshold = value;
+        }
+    }
 
     /// <summary>
     /// Sweeps without access after which a page is C4 ("not accessed for an extended period").

@@ -8,7 +8,7 @@ namespace DifferenceEngine.Domains;
 /// </summary>
 /// <remarks>
 /// Layout: bits 0-2 state, 3 referenced, 4 modified, 5 lock, 6-8 category, 9-12 idle sweeps,
-/// 13 seen by a sharing pass since last modified, 16-63 payload.
+/// 13 examined by an engine pass since last modified, 16-63 payload.
 /// Every change to an entry is made while holding its lock bit; see <see cref="Domain"/>.
 /// </remarks>
 internal static class PageEntry
@@ -37,6 +37,17 @@ internal static class PageEntry
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Idle(ulong e) => (int)((e & IdleMask) >> IdleShift);
+
+    /// <summary>The 48-bit payload: a frame number, a store handle (Patched, Compressed) or a word (Uniform).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Payload(ulong e) => e >> PayloadShift;
+
+    public const ulong MaxPayload = (1UL << (64 - PayloadShift)) - 1;
+
+    /// <summary>Same flags, new state and a 48-bit payload.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong WithPayload(ulong e, PageState state, ulong payload) =>
+        (e & FlagsMask & ~StateMask) | (ulong)state | (payload << PayloadShift);
 
     /// <summary>Same flags (access bits, clock state), new state and payload.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -12,6 +12,21 @@ public sealed record PageInfo(
     ulong? Hash,
     uint? Frame)
 {
+    /// <summary>For a Patched page: the domain whose page served as the reference (at patch time).</summary>
+    public string? ReferenceDomain { get; init; }
+
+    /// <summary>For a Patched page: the reference page's gfn (at patch time).</summary>
+    public long? ReferenceGfn { get; init; }
+
+    /// <summary>For Patched and Compressed pages: bytes the page holds in the compact store (header included).</summary>
+    public int? StoredBytes { get; init; }
+
+    /// <summary>"Delta" for a Patched page, the compression algorithm for a Compressed one.</summary>
+    public string? Codec { get; init; }
+
+    /// <summary>For a Uniform page: the 32-bit word repeated over the page.</summary>
+    public uint? UniformWord { get; init; }
+
     /// <summary>The content hash as 16 hex digits (xxHash3), or null for pages without a frame.</summary>
     public string? HashHex => Hash is ulong h ? h.ToString("x16") : null;
 }

@@ -9,12 +9,14 @@ public enum PageState : byte
     Private = 1,
     /// <summary>Mapped read-only to a frame shared with other pages; a write breaks the sharing (copy-on-write).</summary>
     Shared = 2,
-    /// <summary>Reserved: a patch against a reference page (not built yet).</summary>
+    /// <summary>Stored as a patch (delta) against a reference frame, in the compact store; no frame of its own.</summary>
     Patched = 3,
-    /// <summary>Reserved: a compressed blob (not built yet).</summary>
+    /// <summary>Stored compressed in the compact store; no frame of its own.</summary>
     Compressed = 4,
     /// <summary>Reserved: a slot in the swap file (not built yet).</summary>
     Swapped = 5,
+    /// <summary>Every 32-bit word of the page is the same non-zero value, kept in the entry itself: no frame, no blob.</summary>
+    Uniform = 6,
 }
 
 /// <summary>The clock's not-recently-used category of a page (PAPER.md), deciding what may be done to it.</summary>
@@ -40,4 +42,10 @@ public enum FaultKind : byte
     ZeroFill = 1,
     /// <summary>Write to a Shared page: the writer gets a private copy.</summary>
     CopyOnWrite = 2,
+    /// <summary>Access to a Patched page: rebuilt from its reference and patch into a frame.</summary>
+    Unpatch = 3,
+    /// <summary>Access to a Compressed page: decompressed into a frame.</summary>
+    Decompress = 4,
+    /// <summary>First write to a Uniform page: a frame is allocated and filled with the page's word.</summary>
+    PatternFill = 5,
 }

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using DifferenceEngine.Clock;
+using DifferenceEngine.Compression;
+using DifferenceEngine.Patching;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Scanning;
 using DifferenceEngine.Sharing;
@@ -56,6 +58,7 @@ public sealed partial class DEHost
         long total = domains.Sum(d => d.PageCount);
         long done = 0, swept = 0;
         var sum = new SharingCounters();
+        var enc = new EncodeCounters();
         var sumGate = new object();
         long started = Stopwatch.GetTimestamp();
         Parallel.ForEach(slices,
@@ -63,7 +66,8 @@ public sealed partial class DEHost
             slice =>
             {
                 var c = new SharingCounters();
-                long n = ScanSlice(slice.Domain, slice.Start, slice.End, ref c);
+                var ec = new EncodeCounters();
+                long n = ScanSlice(slice.Domain, slice.Start, slice.End, ref c, ref ec);
                 lock (sumGate)
                 {
                     sum.PagesExamined += c.PagesExamined;
@@ -72,22 +76,47 @@ public sealed partial class DEHost
                     sum.FramesFreed += c.FramesFreed;
                     sum.HashCollisions += c.HashCollisions;
                     sum.Contended += c.Contended;
+                    enc.PagesPatched += ec.PagesPatched;
+                    enc.PatchBytes += ec.PatchBytes;
+                    enc.PagesCompressed += ec.PagesCompressed;
+                    enc.CompressedBytes += ec.CompressedBytes;
+                    enc.UniformPagesFound += ec.UniformPagesFound;
+                    enc.Contended += ec.Contended;
+                    enc.StoreFull += ec.StoreFull;
+                    enc.IndexChanges += ec.IndexChanges;
                 }
                 Interlocked.Add(ref swept, n);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
                 progress?.Invoke(new ScanProgress(pass, now, total));
             });
         foreach (var d in domains) if (!d.IsRemoved) d.CountSweep();
+        var compaction = CompactStoreIfNeeded();
         return new PassResult(pass, swept, sum.PagesExamined, sum.ZeroPagesFound, sum.PagesMerged, sum.FramesFreed,
-            sum.HashCollisions, sum.Contended, Stopwatch.GetElapsedTime(started));
+            sum.HashCollisions, sum.Contended + enc.Contended, Stopwatch.GetElapsedTime(started))
+        {
+            UniformPagesFound = enc.UniformPagesFound,
+            PagesPatched = enc.PagesPatched,
+            PatchBytes = enc.PatchBytes,
+            PagesCompressed = enc.PagesCompressed,
+            CompressedBytes = enc.CompressedBytes,
+            StoreFull = enc.StoreFull,
+            BlobsCompacted = compaction.BlobsMoved,
+            SimilarityIndexChanges = enc.IndexChanges,
+        };
     }
 
-    /// <summary>Sweeps the clock over a slice, then shares its eligible pages; returns pages swept.</summary>
+    /// <summary>
+    /// Sweeps the clock over a slice, then runs the domain's mechanisms on each eligible page in the
+    /// paper's order: zero and one-word pages folded, identical pages shared (C2-C4), similar pages
+    /// patched (C3-C4), and cold pages (C4) that an earlier pass already examined compressed.
+    /// Returns pages swept.
+    /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private long ScanSlice(Domain domain, long start, long end, ref SharingCounters c)
+    private long ScanSlice(Domain domain, long start, long end, ref SharingCounters c, ref EncodeCounters ec)
     {
-        int c4 = domain.Policy.C4Sweeps;
+        var policy = domain.Policy;
+        int c4 = policy.C4Sweeps;
         long t0 = Stopwatch.GetTimestamp();
         long swept = 0;
         for (long gfn = start; gfn < end; gfn++)
@@ -103,18 +132,51 @@ public sealed partial class DEHost
         }
         long t1 = Stopwatch.GetTimestamp();
         long examinedBefore = c.PagesExamined;
-        if (domain.Policy.SharingEnabled && !domain.IsRemoved)
+        long patchTicks = 0, compressTicks = 0, patchTried = 0, compressTried = 0;
+        bool sharing = policy.SharingEnabled, patching = policy.PatchingEnabled, compression = policy.CompressionEnabled;
+        if ((sharing || patching || compression) && !domain.IsRemoved)
         {
-            var index = SharingIndexFor(domain.Policy.TrustGroup);
+            var index = SharingIndexFor(policy.TrustGroup);
             for (long gfn = start; gfn < end; gfn++)
             {
                 ulong e = domain.Lock(gfn);
                 try
                 {
                     if (domain.IsRemoved) break;
-                    if (PageEntry.State(e) == PageState.Private && (e & PageEntry.Modified) == 0
-                        && PageClock.MayShare(PageEntry.Category(e)))
-                        e = SharingPass.SharePage(this, index, domain, gfn, e, ref c);
+                    var category = PageEntry.Category(e);
+                    var state = PageEntry.State(e);
+                    if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) continue;
+                    if (state == PageState.Private)
+                    {
+                        bool examinedBefore2 = (e & PageEntry.SharingSeen) != 0;
+                        c.PagesExamined++;
+                        if (CompressionPass.TryFold(Frames, ref e, ref ec, ref c))
+                        {
+                            e |= PageEntry.SharingSeen;
+                            continue;
+                        }
+                        if (sharing && PageClock.MayShare(category))
+                            e = SharingPass.SharePage(this, index, domain, gfn, e, ref c);
+                        if (patching && PageEntry.State(e) == PageState.Private && PageClock.MayPatch(category))
+                        {
+                            long p0 = Stopwatch.GetTimestamp();
+                            e = PatchPass.TryPatch(this, index, domain, gfn, e, ref ec);
+                            patchTicks += Stopwatch.GetTimestamp() - p0;
+                            patchTried++;
+                        }
+                        if (compression && examinedBefore2 && PageEntry.State(e) == PageState.Private
+                            && PageClock.MayCompressOrSwap(category))
+                        {
+                            long p0 = Stopwatch.GetTimestamp();
+                            e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
+                            compressTicks += Stopwatch.GetTimestamp() - p0;
+                            compressTried++;
+                        }
+                        e |= PageEntry.SharingSeen;
+                        state = PageEntry.State(e);
+                    }
+                    if ((sharing || patching) && state is PageState.Private or PageState.Shared && PageClock.MayBeReference(category))
+                        ec.IndexChanges += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(e)), state == PageState.Shared);
                 }
                 finally
                 {
@@ -123,7 +185,39 @@ public sealed partial class DEHost
             }
         }
         long t2 = Stopwatch.GetTimestamp();
-        AddEngineTime(t1 - t0, swept, t2 - t1, c.PagesExamined - examinedBefore);
+        AddEngineTime(Mechanism.Clock, t1 - t0, swept);
+        AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
+        AddEngineTime(Mechanism.Patching, patchTicks, patchTried);
+        AddEngineTime(Mechanism.Compression, compressTicks, compressTried);
         return swept;
+    }
+
+    /// <summary>Compacts the store when its fragmentation passes the host policy's threshold.</summary>
+    private Store.CompactionResult CompactStoreIfNeeded()
+    {
+        if (!Store.NeedsCompaction(Policy.CompactionThreshold)) return default;
+        return Store.Compact(RelocateBlob);
+    }
+
+    /// <summary>Moves a page's blob to a new handle when the page still holds it and is not busy.</summary>
+    private bool RelocateBlob(ulong owner, ulong oldHandle, ulong newHandle)
+    {
+        var (domainId, gfn) = SharingIndex.UnpackPage(owner);
+        var domain = TryGetDomainById(domainId);
+        if (domain is null || domain.IsRemoved || gfn >= domain.PageCount || !domain.TryLock(gfn, out ulong e)) return false;
+        bool moved = false;
+        try
+        {
+            if (PageEntry.State(e) is PageState.Patched or PageState.Compressed && PageEntry.Payload(e) == oldHandle)
+            {
+                e = PageEntry.WithPayload(e, PageEntry.State(e), newHandle);
+                moved = true;
+            }
+        }
+        finally
+        {
+            domain.Unlock(gfn, e);
+        }
+        return moved;
     }
 }

@@ -25,7 +25,8 @@ public sealed partial class DEHost : IDisposable
     private long _activeOperations;
     private volatile bool _disposed;
     private long _passes;
-    private long _clockTicks, _clockPages, _sharingTicks, _sharingPages;
+    private readonly long[] _mechanismTicks = new long[4];
+    private readonly long[] _mechanismPages = new long[4];
 
     public DEHost(HostOptions? options = null)
     {
@@ -42,6 +43,8 @@ public sealed partial class DEHost : IDisposable
         }
         Name = options.Name;
         Frames = new FramePool(limitFrames);
+        Store = new Store.CompactStore();
+        Policy = new HostPolicy(options.SimilaritySeed ?? Random.Shared.Next());
         Connected = DateTimeOffset.Now;
     }
 
@@ -52,6 +55,12 @@ public sealed partial class DEHost : IDisposable
     public long ScanPasses => Interlocked.Read(ref _passes);
 
     internal FramePool Frames { get; }
+
+    /// <summary>Where patches and compressed pages live.</summary>
+    internal Store.CompactStore Store { get; }
+
+    /// <summary>Host-wide engine settings (similarity detector, compaction).</summary>
+    public HostPolicy Policy { get; }
     internal FaultCounters Faults { get; } = new();
 
     /// <summary>The domains, ordered by id.</summary>
@@ -167,24 +176,63 @@ public sealed partial class DEHost : IDisposable
     public DomainPageStats GetPageStats(Domain domain)
     {
         using var op = EnterOperation();
-        long priv = 0, zero = 0, shared = 0;
+        long priv = 0, zero = 0, shared = 0, uniform = 0, patched = 0, compressed = 0, stored = 0;
         double used = 0;
         for (long gfn = 0; gfn < domain.PageCount; gfn++)
         {
+            // Encoded pages are read under their lock: the store may move their blob meanwhile.
             ulong e = domain.PeekEntry(gfn);
             switch (PageEntry.State(e))
             {
                 case PageState.Zero: zero++; break;
+                case PageState.Uniform: uniform++; break;
                 case PageState.Private: priv++; used += PageGeometry.PageSize; break;
                 case PageState.Shared:
                     shared++;
-                    int refs = Volatile.Read(ref Frames.RefCount(PageEntry.Frame(e)));
-                    used += (double)PageGeometry.PageSize / Math.Max(1, refs);
+                    used += (double)PageGeometry.PageSize / Math.Max(1, Volatile.Read(ref Frames.RefCount(PageEntry.Frame(e))));
+                    break;
+                case PageState.Patched:
+                case PageState.Compressed:
+                    e = domain.Lock(gfn);
+                    try
+                    {
+                        var st = PageEntry.State(e);
+                        if (st is not (PageState.Patched or PageState.Compressed))
+                        {
+                            gfn--; // changed meanwhile: count it again as it is now
+                            continue;
+                        }
+                        var blob = Store.Get(PageEntry.Payload(e));
+                        stored += blob.Length;
+                        used += blob.Length;
+                        if (st == PageState.Patched)
+                        {
+                            patched++;
+                            uint reference = EncodedPage.ReferenceFrame(blob);
+                            if (Frames.IsInUse(reference))
+                                used += (double)PageGeometry.PageSize / Math.Max(1, Volatile.Read(ref Frames.RefCount(reference)));
+                        }
+                        else compressed++;
+                    }
+                    finally
+                    {
+                        domain.Unlock(gfn, e);
+                    }
                     break;
             }
         }
+        var policy = domain.Policy;
         return new DomainPageStats(domain.Name, domain.Id, domain.PageCount, priv, zero, shared,
-            domain.SizeBytes, (long)Math.Round(used), domain.Policy.TrustGroup, domain.Policy.SharingEnabled);
+            domain.SizeBytes, (long)Math.Round(used), policy.TrustGroup, policy.SharingEnabled)
+        {
+            UniformPages = uniform,
+            PatchedPages = patched,
+            CompressedPages = compressed,
+            StoredBytes = stored,
+            PatchingEnabled = policy.PatchingEnabled,
+            CompressionEnabled = policy.CompressionEnabled,
+            CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
+        };
     }
 
     /// <summary>Host-wide frames, memory, metadata, faults and engine time.</summary>
@@ -194,13 +242,18 @@ public sealed partial class DEHost : IDisposable
         var domains = Domains;
         long guest = domains.Sum(d => d.SizeBytes);
         long sharedFrames = _sharing.Values.Sum(s => s.Stable.Count);
-        var time = new[]
-        {
-            new MechanismTime("Clock", Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _clockTicks)), Interlocked.Read(ref _clockPages)),
-            new MechanismTime("Sharing", Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _sharingTicks)), Interlocked.Read(ref _sharingPages)),
-        };
+        var time = Enum.GetValues<Mechanism>()
+            .Select(m => new MechanismTime(m.ToString(), Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _mechanismTicks[(int)m])),
+                Interlocked.Read(ref _mechanismPages[(int)m])))
+            .ToArray();
         return new HostStats(Name, domains.Count, MemoryLimitBytes, Frames.FramesInUse, Frames.FramesFree,
-            Frames.FramesAllocated, sharedFrames, guest, MetadataBytes(domains), ScanPasses, Faults.Snapshot(), time);
+            Frames.FramesAllocated, sharedFrames, guest, MetadataBytes(domains), ScanPasses, Faults.Snapshot(), time)
+        {
+            StoreAllocatedBytes = Store.AllocatedBytes,
+            StoreStoredBytes = Store.StoredBytes,
+            StoreBlobs = Store.LiveBlobs,
+            StoreFragmentation = Store.Fragmentation,
+        };
     }
 
     /// <summary>Latency histogram of one fault kind (for reports and charts).</summary>
@@ -217,6 +270,7 @@ public sealed partial class DEHost : IDisposable
         _byId.Clear();
         _byName.Clear();
         Frames.Dispose();
+        Store.Dispose();
     }
 
     internal OperationScope EnterOperation()
@@ -236,16 +290,17 @@ public sealed partial class DEHost : IDisposable
         public void Dispose() => Interlocked.Decrement(ref host._activeOperations);
     }
 
-    internal void AddEngineTime(long clockTicks, long clockPages, long sharingTicks, long sharingPages)
+    internal enum Mechanism { Clock, Sharing, Patching, Compression }
+
+    internal void AddEngineTime(Mechanism mechanism, long ticks, long pages)
     {
-        Interlocked.Add(ref _clockTicks, clockTicks);
-        Interlocked.Add(ref _clockPages, clockPages);
-        Interlocked.Add(ref _sharingTicks, sharingTicks);
-        Interlocked.Add(ref _sharingPages, sharingPages);
+        if (pages == 0 && ticks == 0) return;
+        Interlocked.Add(ref _mechanismTicks[(int)mechanism], ticks);
+        Interlocked.Add(ref _mechanismPages[(int)mechanism], pages);
     }
 
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
-        domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes);
+        domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes;
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
     {
@@ -257,6 +312,11 @@ public sealed partial class DEHost : IDisposable
             TrustGroup = options.TrustGroup,
             C4Sweeps = options.C4Sweeps,
             SharingEnabled = options.SharingEnabled,
+            PatchingEnabled = options.PatchingEnabled,
+            CompressionEnabled = options.CompressionEnabled,
+            CompressionAlgorithm = CheckAlgorithm(options.CompressionAlgorithm),
+            PatchThreshold = options.PatchThreshold,
+            CompressionThreshold = options.CompressionThreshold,
         };
         if (pageCount <= 0 || pageCount >= 1L << 40)
             throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
@@ -277,7 +337,7 @@ public sealed partial class DEHost : IDisposable
         }
     }
 
-    private void CheckOwned(Domain domain)
+    internal void CheckOwned(Domain domain)
     {
         ArgumentNullException.ThrowIfNull(domain);
         if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved) throw DomainNotFound(domain.Name);

@@ -8,6 +8,9 @@ public sealed class HostOptions
 
     /// <summary>The most machine memory (frames) the host may use for guest pages; null for no limit.</summary>
     public long? MemoryLimitBytes { get; init; }
+
+    /// <summary>Seed of the similarity detector's block offsets; random (and recorded in <see cref="HostPolicy"/>) when null.</summary>
+    public int? SimilaritySeed { get; init; }
 }
 
 /// <summary>Options for a new domain.</summary>
@@ -16,4 +19,9 @@ public sealed class DomainOptions
     public string TrustGroup { get; init; } = Domains.DomainPolicy.DefaultTrustGroup;
     public int C4Sweeps { get; init; } = Domains.DomainPolicy.DefaultC4Sweeps;
     public bool SharingEnabled { get; init; }
+    public bool PatchingEnabled { get; init; }
+    public bool CompressionEnabled { get; init; }
+    public Codecs.CompressionAlgorithm CompressionAlgorithm { get; init; } = Codecs.CompressionAlgorithm.LZ4;
+    public int PatchThreshold { get; init; } = Domains.DomainPolicy.DefaultPatchThreshold;
+    public double CompressionThreshold { get; init; } = Domains.DomainPolicy.DefaultCompressionThreshold;
 }

@@ -7,8 +7,11 @@ using static DifferenceEngine.Loading.LoadGeometry;
 namespace DifferenceEngine.Loading;
 
 /// <summary>
-/// A snapshot of a live Linux process: its readable mappings laid one after another in address order, each on a
-/// new gfn, read through /proc/PID/mem. Pages the process never touched (per /proc/PID/pagemap) stay zero.
+/// A snapshot of a live Linux process, read through /proc/PID/mem. Its guest-physical space holds only the pages that
+/// were resident (present or swapped, per /proc/PID/pagemap) when it was opened: the resident runs of the readable
+/// mappings, in address order, on consecutive gfns. Pages the process never touched are not laid out at all (they are
+/// counted in <see cref="LoadReport.PagesNotResident"/>). When pagemap cannot be read, every page of every readable
+/// mapping is laid out instead, each mapping starting on a new gfn, and <see cref="Description"/> says so.
 /// </summary>
 [SkipLocalsInit]
 internal sealed class ProcessSource : MemorySource
@@ -16,35 +19,48 @@ internal sealed class ProcessSource : MemorySource
     private const ulong PagePresent = 1UL << 63;
     private const ulong PageSwapped = 1UL << 62;
 
+    /// <summary>pagemap entries read per I/O while laying out (8 bytes each: one 1 MiB buffer).</summary>
+    private const int PageMapChunkEntries = ChunkBytes / sizeof(ulong);
+
     private readonly int _pid;
     private readonly SafeFileHandle _mem;
-    private readonly SafeFileHandle? _pageMap;
     private readonly MapsRegion[] _regions;
-    private readonly long[] _firstGfn;
 
-    private ProcessSource(int pid, string name, SafeFileHandle mem, SafeFileHandle? pageMap, MapsRegion[] regions, long[] firstGfn, long pageCount)
+    /// <summary>The runs of the layout, in address order; those of region i are [_regionFirstRun[i], _regionFirstRun[i + 1]).</summary>
+    private readonly Run[] _runs;
+    private readonly int[] _regionFirstRun;
+    private readonly long _pagesNotResident;
+
+    private ProcessSource(int pid, string description, SafeFileHandle mem, Layout layout)
     {
         _pid = pid;
         _mem = mem;
-        _pageMap = pageMap;
-        _regions = regions;
-        _firstGfn = firstGfn;
-        PageCount = pageCount;
-        Description = $"pid {pid} ({name})";
+        _regions = layout.Regions;
+        _runs = layout.Runs;
+        _regionFirstRun = layout.RegionFirstRun;
+        _pagesNotResident = layout.PagesNotResident;
+        UsesPageMap = layout.UsesPageMap;
+        PageCount = layout.PageCount;
+        Description = description;
     }
 
     public override MemorySourceFormat Format => MemorySourceFormat.Process;
 
+    /// <summary>"pid 123 (sleep)"; with ", all mapped pages: REASON" appended when pagemap was not used.</summary>
     public override string Description { get; }
 
+    /// <summary>
+    /// The process's resident pages at open (present or swapped) that lie in readable mappings; without pagemap, every
+    /// page of every readable mapping.
+    /// </summary>
     public override long PageCount { get; }
 
-    /// <summary>Whether pages are filtered by residency; without pagemap every page is read.</summary>
-    internal bool UsesPageMap => _pageMap is not null;
+    /// <summary>Whether the layout holds only resident pages; without pagemap it holds every mapped page.</summary>
+    internal bool UsesPageMap { get; }
 
     /// <param name="pid">The process.</param>
     /// <param name="onLinux">Whether /proc can be trusted to be Linux's.</param>
-    /// <param name="usePageMap">Off only in tests, to read every page and meet the regions that fail (pagemap hides [vvar]).</param>
+    /// <param name="usePageMap">Off only in tests, to lay out every page and meet the regions that fail (pagemap hides [vvar]).</param>
     public static ProcessSource Open(int pid, bool onLinux, bool usePageMap = true)
     {
         if (pid <= 0)
@@ -77,50 +93,40 @@ internal sealed class ProcessSource : MemorySource
         }
 
         SafeFileHandle mem = OpenProcFile(pid, "mem");
-        SafeFileHandle? pageMap = null;
         try
         {
-            // pagemap has one entry per kernel page; with pages other than 4 KiB, reading every page is simpler.
-            if (usePageMap && Environment.SystemPageSize == PageSize)
+            MapsRegion[] regions = [.. maps.Where(r => r.Readable)];
+            if (regions.Length == 0)
             {
-                pageMap = TryOpenProcFile(pid, "pagemap");
+                throw NoMemory(pid, name, "readable memory");
             }
 
-            return Build(pid, name, mem, pageMap, maps);
+            Layout? layout = null;
+            string? fallback;
+            if (!usePageMap)
+            {
+                fallback = "pagemap not used";
+            }
+            else if (Environment.SystemPageSize != PageSize)
+            {
+                // pagemap has one entry per kernel page, and a kernel page is not a guest page.
+                fallback = $"kernel pages are {Environment.SystemPageSize} bytes";
+            }
+            else
+            {
+                layout = TryResidentLayout(pid, name, regions);
+                fallback = layout is null ? "pagemap unreadable" : null;
+            }
+
+            layout ??= MappedLayout(pid, name, regions);
+            string description = fallback is null ? $"pid {pid} ({name})" : $"pid {pid} ({name}), all mapped pages: {fallback}";
+            return new ProcessSource(pid, description, mem, layout);
         }
         catch
         {
             mem.Dispose();
-            pageMap?.Dispose();
             throw;
         }
-    }
-
-    /// <summary>The gfn a virtual address of the process lands on, if it is in a readable mapping.</summary>
-    internal bool TryGetGfn(ulong address, out long gfn)
-    {
-        int lo = 0, hi = _regions.Length - 1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            MapsRegion r = _regions[mid];
-            if (address < r.Start)
-            {
-                hi = mid - 1;
-            }
-            else if (address >= r.End)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                gfn = _firstGfn[mid] + (long)((address - r.Start) >> PageShift);
-                return true;
-            }
-        }
-
-        gfn = -1;
-        return false;
     }
 
     /// <summary>Maps the exceptions of opening a /proc file to the loader's error ids.</summary>
@@ -134,99 +140,174 @@ internal sealed class ProcessSource : MemorySource
         _ => new DEException("ProcessUnreadable", DEErrorKind.ReadError, $"Cannot read /proc/{pid}/{file}: {e.Message}", pid, e),
     };
 
-    private static ProcessSource Build(int pid, string name, SafeFileHandle mem, SafeFileHandle? pageMap, List<MapsRegion> maps)
+    /// <summary>One run of consecutive resident pages of a region, laid out from <see cref="FirstGfn"/> on.</summary>
+    private readonly record struct Run(ulong Start, long Pages, long FirstGfn);
+
+    private sealed record Layout(MapsRegion[] Regions, Run[] Runs, int[] RegionFirstRun, long PageCount, long PagesNotResident, bool UsesPageMap);
+
+    /// <summary>Every page of every readable region: one run per region.</summary>
+    private static Layout MappedLayout(int pid, string name, MapsRegion[] regions)
     {
-        MapsRegion[] regions = [.. maps.Where(r => r.Readable)];
-        if (regions.Length == 0)
-        {
-            if (HasExited(pid))
-            {
-                throw NotFound(pid, "has exited (a zombie has no memory)");
-            }
-
-            throw new DEException("ImageEmpty", DEErrorKind.InvalidData,
-                $"Process {pid} ({name}) has no readable memory: a kernel thread?", pid);
-        }
-
-        var firstGfn = new long[regions.Length];
-        ulong pages = 0;
+        var runs = new Run[regions.Length];
+        var firstRun = new int[regions.Length + 1];
+        long pages = 0;
         for (int i = 0; i < regions.Length; i++)
         {
-            firstGfn[i] = (long)pages;
-            pages += PagesFor(regions[i].Length);
-            if (pages > (ulong)(MaxGuestBytes >> PageShift))
-            {
-                throw LoadErrors.TooLarge($"Process {pid} ({name})", pages << PageShift, pid);
-            }
+            long length = (long)PagesFor(regions[i].Length);
+            runs[i] = new Run(regions[i].Start, length, pages);
+            firstRun[i] = i;
+            pages = CheckSize(pid, name, pages, length);
         }
 
-        return new ProcessSource(pid, name, mem, pageMap, regions, firstGfn, (long)pages);
+        firstRun[regions.Length] = regions.Length;
+        return new Layout(regions, runs, firstRun, pages, 0, UsesPageMap: false);
+    }
+
+    /// <summary>The resident runs of every readable region, per pagemap; null when pagemap cannot be read.</summary>
+    private static Layout? TryResidentLayout(int pid, string name, MapsRegion[] regions)
+    {
+        SafeFileHandle? pageMap = TryOpenProcFile(pid, "pagemap");
+        if (pageMap is null)
+        {
+            return null;
+        }
+
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(PageMapChunkEntries * sizeof(ulong));
+        try
+        {
+            var runs = new List<Run>();
+            var firstRun = new int[regions.Length + 1];
+            long pages = 0;
+            long notResident = 0;
+            for (int i = 0; i < regions.Length; i++)
+            {
+                firstRun[i] = runs.Count;
+                MapsRegion region = regions[i];
+                ulong regionPages = PagesFor(region.Length);
+                ulong runStart = 0;
+                long runPages = 0;
+                for (ulong first = 0; first < regionPages; first += PageMapChunkEntries)
+                {
+                    int count = (int)Math.Min(PageMapChunkEntries, regionPages - first);
+                    ulong address = region.Start + (first << PageShift);
+                    Span<byte> bytes = buffer.AsSpan(0, count * sizeof(ulong));
+                    if (ReadUntilFailure(pid, pageMap, bytes, (long)(address >> PageShift) * sizeof(ulong)) != bytes.Length)
+                    {
+                        return null;
+                    }
+
+                    ReadOnlySpan<ulong> entries = MemoryMarshal.Cast<byte, ulong>(bytes);
+                    for (int page = 0; page < count; page++)
+                    {
+                        if ((entries[page] & (PagePresent | PageSwapped)) == 0)
+                        {
+                            notResident++;
+                            if (runPages > 0)
+                            {
+                                runs.Add(new Run(runStart, runPages, pages));
+                                pages = CheckSize(pid, name, pages, runPages);
+                                runPages = 0;
+                            }
+                        }
+                        else if (runPages++ == 0)
+                        {
+                            runStart = address + ((ulong)page << PageShift);
+                        }
+                    }
+                }
+
+                if (runPages > 0)
+                {
+                    runs.Add(new Run(runStart, runPages, pages));
+                    pages = CheckSize(pid, name, pages, runPages);
+                }
+            }
+
+            firstRun[regions.Length] = runs.Count;
+            if (pages == 0)
+            {
+                throw NoMemory(pid, name, "resident memory");
+            }
+
+            return new Layout(regions, [.. runs], firstRun, pages, notResident, UsesPageMap: true);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            pageMap.Dispose();
+        }
+    }
+
+    private static long CheckSize(int pid, string name, long pages, long more)
+    {
+        pages += more;
+        if (pages > MaxGuestBytes >> PageShift)
+        {
+            throw LoadErrors.TooLarge($"Process {pid} ({name})", (ulong)pages << PageShift, pid);
+        }
+
+        return pages;
+    }
+
+    private static DEException NoMemory(int pid, string name, string what)
+    {
+        if (HasExited(pid))
+        {
+            return NotFound(pid, "has exited (a zombie has no memory)");
+        }
+
+        return new DEException("ImageEmpty", DEErrorKind.InvalidData, $"Process {pid} ({name}) has no {what}: a kernel thread?", pid);
     }
 
     private protected override LoadReport CopyPages(IGuestPageSink sink, CancellationToken cancellationToken)
     {
-        var counters = new LoadCounters();
+        var counters = new LoadCounters { PagesNotResident = _pagesNotResident };
         byte[] buffer = ArrayPool<byte>.Shared.Rent(ChunkBytes);
-        byte[] flags = ArrayPool<byte>.Shared.Rent(ChunkPages * sizeof(ulong));
         try
         {
             for (int i = 0; i < _regions.Length; i++)
             {
-                CopyRegion(i, buffer, flags, sink, counters, cancellationToken);
+                CopyRegion(i, buffer, sink, counters, cancellationToken);
             }
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
-            ArrayPool<byte>.Shared.Return(flags);
         }
 
         return counters.ToReport(Format);
     }
 
-    private void CopyRegion(int index, byte[] buffer, byte[] flagBytes, IGuestPageSink sink, LoadCounters counters, CancellationToken cancellationToken)
+    private void CopyRegion(int index, byte[] buffer, IGuestPageSink sink, LoadCounters counters, CancellationToken cancellationToken)
     {
         MapsRegion region = _regions[index];
-        long pages = (long)PagesFor(region.Length);
+        ReadOnlySpan<Run> runs = _runs.AsSpan(_regionFirstRun[index], _regionFirstRun[index + 1] - _regionFirstRun[index]);
+        long laidOut = 0;
+        foreach (Run run in runs)
+        {
+            laidOut += run.Pages << PageShift;
+        }
+
         if (region.End > long.MaxValue)
         {
             // pread takes a signed offset; no x86-64 or arm64 user mapping lives up there.
-            counters.Skip($"{region}: beyond the readable offset range", (long)Math.Min(region.Length, long.MaxValue));
+            if (laidOut > 0)
+            {
+                counters.Skip($"{region}: beyond the readable offset range", laidOut);
+            }
+
             return;
         }
 
         long unreadable = 0;
-        for (long first = 0; first < pages; first += ChunkPages)
+        foreach (Run run in runs)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            int count = (int)Math.Min(ChunkPages, pages - first);
-            ulong address = region.Start + ((ulong)first << PageShift);
-            ReadOnlySpan<ulong> entries = ReadPageMap(address, count, flagBytes);
-
-            int page = 0;
-            while (page < count)
-            {
-                if (!entries.IsEmpty && (entries[page] & (PagePresent | PageSwapped)) == 0)
-                {
-                    counters.PagesNotResident++;
-                    page++;
-                    continue;
-                }
-
-                int end = page + 1;
-                while (end < count && (entries.IsEmpty || (entries[end] & (PagePresent | PageSwapped)) != 0))
-                {
-                    end++;
-                }
-
-                unreadable += CopyRun(address + ((ulong)page << PageShift), end - page, _firstGfn[index] + first + page, buffer, sink, counters);
-                page = end;
-            }
+            unreadable += CopyRun(run, buffer, sink, counters, cancellationToken);
         }
 
         if (unreadable > 0)
         {
-            counters.Skip($"{region}: I/O error ({unreadable} of {region.Length} bytes unreadable)", unreadable);
+            counters.Skip($"{region}: I/O error ({unreadable} of {laidOut} bytes unreadable)", unreadable);
         }
         else
         {
@@ -234,24 +315,27 @@ internal sealed class ProcessSource : MemorySource
         }
     }
 
-    /// <summary>Copies resident pages [address, +pages); a page that fails to read is left out. Returns the unreadable bytes.</summary>
-    private long CopyRun(ulong address, int pages, long firstGfn, byte[] buffer, IGuestPageSink sink, LoadCounters counters)
+    /// <summary>Copies a run a chunk at a time; a page that fails to read is left out. Returns the unreadable bytes.</summary>
+    private long CopyRun(Run run, byte[] buffer, IGuestPageSink sink, LoadCounters counters, CancellationToken cancellationToken)
     {
         long unreadable = 0;
-        int page = 0;
-        while (page < pages)
+        long page = 0;
+        while (page < run.Pages)
         {
-            // One read for the whole run; after a failure (EIO, e.g. [vvar]) go on past the failing page.
-            Span<byte> run = buffer.AsSpan(0, (pages - page) << PageShift);
-            int whole = ReadMemory(address + ((ulong)page << PageShift), run) >> PageShift;
+            cancellationToken.ThrowIfCancellationRequested();
+
+            // One read per chunk; after a failure (EIO, e.g. [vvar] or a page unmapped since the open) go on past the failing page.
+            int count = (int)Math.Min(ChunkPages, run.Pages - page);
+            Span<byte> chunk = buffer.AsSpan(0, count << PageShift);
+            int whole = ReadUntilFailure(_pid, _mem, chunk, (long)(run.Start + ((ulong)page << PageShift))) >> PageShift;
             for (int k = 0; k < whole; k++)
             {
-                sink.SetPage(firstGfn + page + k, run.Slice(k << PageShift, PageSize));
+                sink.SetPage(run.FirstGfn + page + k, chunk.Slice(k << PageShift, PageSize));
             }
 
             counters.PagesLoaded += whole;
             page += whole;
-            if (page < pages)
+            if (whole < count)
             {
                 unreadable += PageSize;
                 page++;
@@ -261,23 +345,8 @@ internal sealed class ProcessSource : MemorySource
         return unreadable;
     }
 
-    /// <summary>The pagemap entries of <paramref name="count"/> pages, or empty when they cannot be had (then every page is read).</summary>
-    private ReadOnlySpan<ulong> ReadPageMap(ulong address, int count, byte[] flagBytes)
-    {
-        if (_pageMap is null)
-        {
-            return [];
-        }
-
-        Span<byte> bytes = flagBytes.AsSpan(0, count * sizeof(ulong));
-        long offset = (long)(address >> PageShift) * sizeof(ulong);
-        return ReadUntilFailure(_pageMap, bytes, offset) == bytes.Length ? MemoryMarshal.Cast<byte, ulong>(bytes) : [];
-    }
-
-    private int ReadMemory(ulong address, Span<byte> buffer) => ReadUntilFailure(_mem, buffer, (long)address);
-
     /// <summary>Reads until the buffer is full or a read fails; returns the bytes read before the failure.</summary>
-    private int ReadUntilFailure(SafeFileHandle file, Span<byte> buffer, long offset)
+    private static int ReadUntilFailure(int pid, SafeFileHandle file, Span<byte> buffer, long offset)
     {
         int done = 0;
         while (done < buffer.Length)
@@ -295,7 +364,7 @@ internal sealed class ProcessSource : MemorySource
             if (n == 0)
             {
                 // An unmapped or unreadable address gives EIO; 0 bytes means the address space itself is gone.
-                throw Vanished();
+                throw NotFound(pid, "exited (or replaced itself with exec) during the snapshot");
             }
 
             done += n;
@@ -303,9 +372,6 @@ internal sealed class ProcessSource : MemorySource
 
         return done;
     }
-
-    private DEException Vanished() =>
-        NotFound(_pid, "exited (or replaced itself with exec) during the snapshot");
 
     private static DEException NotFound(int pid, string what) =>
         new("ProcessNotFound", DEErrorKind.ObjectNotFound, $"Process {pid} {what}.", pid);
@@ -358,9 +424,5 @@ internal sealed class ProcessSource : MemorySource
         }
     }
 
-    private protected override void ReleaseHandles()
-    {
-        _mem.Dispose();
-        _pageMap?.Dispose();
-    }
+    private protected override void ReleaseHandles() => _mem.Dispose();
 }

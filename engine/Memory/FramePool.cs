@@ -84,6 +84,15 @@ internal sealed unsafe class FramePool : IDisposable
         }
     }
 
+    /// <summary>Whether <paramref name="frame"/> names an allocated frame that is in use (a guard before trusting a stored frame number).</summary>
+    public bool IsInUse(uint frame)
+    {
+        var chunks = Volatile.Read(ref _chunks);
+        uint chunk = frame >> PageGeometry.ChunkShift;
+        return chunk < (uint)chunks.Length && chunks[chunk] is { } c
+               && Volatile.Read(ref c.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)]) > 0;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Address(uint frame) =>
         Chunk(frame).Data + ((long)(frame & (PageGeometry.FramesPerChunk - 1)) << PageGeometry.PageShift);

@@ -33,8 +33,26 @@ public sealed record PassResult(
     long Contended,
     TimeSpan Elapsed)
 {
-    /// <summary>True when the pass merged something, or skipped a merge because a page was busy (so it may still find more).</summary>
-    public bool Changed => ZeroPagesFound + PagesMerged + Contended > 0;
+    /// <summary>Pages found to be one repeated 32-bit word (non-zero), now Uniform.</summary>
+    public long UniformPagesFound { get; init; }
+    public long PagesPatched { get; init; }
+    /// <summary>Bytes of the patches stored this pass (headers included).</summary>
+    public long PatchBytes { get; init; }
+    public long PagesCompressed { get; init; }
+    public long CompressedBytes { get; init; }
+    /// <summary>Encodings dropped because the compact store had no room.</summary>
+    public long StoreFull { get; init; }
+    /// <summary>Similarity slots filled or taken over by a shared page (references the next pass may use).</summary>
+    public long SimilarityIndexChanges { get; init; }
+    /// <summary>Blobs the store compaction after the pass moved.</summary>
+    public long BlobsCompacted { get; init; }
+
+    /// <summary>
+    /// True when the pass changed a page, skipped one because it was busy, or gave the similarity index
+    /// references it did not have: in each case another pass may still find more.
+    /// </summary>
+    public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
+        + SimilarityIndexChanges > 0;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }
 
@@ -47,5 +65,8 @@ public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<Pas
     public long ZeroPagesFound => PassResults.Sum(p => p.ZeroPagesFound);
     public long PagesMerged => PassResults.Sum(p => p.PagesMerged);
     public long FramesFreed => PassResults.Sum(p => p.FramesFreed);
+    public long UniformPagesFound => PassResults.Sum(p => p.UniformPagesFound);
+    public long PagesPatched => PassResults.Sum(p => p.PagesPatched);
+    public long PagesCompressed => PassResults.Sum(p => p.PagesCompressed);
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }

@@ -17,7 +17,13 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames)
     public HashSlotTable Stable { get; } = new();
     public HashSlotTable Unstable { get; } = new();
 
-    public long MetadataBytes => Stable.MetadataBytes + Unstable.MetadataBytes;
+    /// <summary>Similarity key (salted with the candidate slot) -> a page that may serve as a patch reference. Kept across passes.</summary>
+    public HashSlotTable Similar { get; } = new();
+
+    public long MetadataBytes => Stable.MetadataBytes + Unstable.MetadataBytes + Similar.MetadataBytes;
+
+    /// <summary>The table key of candidate slot <paramref name="slot"/> of a similarity key.</summary>
+    public static ulong SimilarSlotKey(ulong key, int slot) => key ^ ((ulong)(slot + 1) * 0xC2B2AE3D27D4EB4FUL);
 
     /// <summary>Drops one reference to a shared frame and frees it when none are left.</summary>
     public void Release(uint frame)

@@ -18,12 +18,15 @@ internal struct SharingCounters
 }
 
 /// <summary>
-/// The whole-page sharing step for one page: zero test, hash, look up, byte-for-byte compare,
+/// The whole-page sharing step for one page: hash, look up, byte-for-byte compare,
 /// merge. Allocates nothing; all compares and hashes are vectorized span operations.
 /// </summary>
 internal static class SharingPass
 {
-    /// <summary>Considers one locked, eligible Private page and returns its (possibly changed) entry.</summary>
+    /// <summary>
+    /// Considers one locked, eligible Private page that is not zero or uniform (those are folded before)
+    /// and returns its (possibly changed) entry.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static ulong SharePage(DEHost host, SharingIndex index, Domain domain, long gfn, ulong e, ref SharingCounters c)
     {
@@ -32,14 +35,6 @@ internal static class SharingPass
         var bytes = frames.Span(frame);
         c.PagesExamined++;
         e |= PageEntry.SharingSeen;
-
-        if (PageHasher.IsZero(bytes))
-        {
-            frames.Free(frame);
-            c.ZeroPagesFound++;
-            c.FramesFreed++;
-            return PageEntry.With(e, PageState.Zero, 0);
-        }
 
         ulong hash = PageHasher.Hash(bytes);
 

@@ -1,6 +1,10 @@
 namespace DifferenceEngine.Stats;
 
-/// <summary>Pages per state and the memory a domain uses and saves. A shared frame is charged to its users in equal parts.</summary>
+/// <summary>
+/// Pages per state and the memory a domain uses and saves. A shared frame is charged to its users in
+/// equal parts (patches that use it as their reference count as users); a patch or compressed page is
+/// charged its stored bytes.
+/// </summary>
 public sealed record DomainPageStats(
     string Domain,
     int DomainId,
@@ -13,6 +17,17 @@ public sealed record DomainPageStats(
     string TrustGroup,
     bool SharingEnabled)
 {
+    /// <summary>Pages that are one repeated non-zero 32-bit word (no frame, no blob).</summary>
+    public long UniformPages { get; init; }
+    public long PatchedPages { get; init; }
+    public long CompressedPages { get; init; }
+    public bool PatchingEnabled { get; init; }
+    public bool CompressionEnabled { get; init; }
+    public string? CompressionAlgorithm { get; init; }
+
+    /// <summary>Bytes this domain's Patched and Compressed pages hold in the compact store.</summary>
+    public long StoredBytes { get; init; }
+
     public long BytesSaved => GuestBytes - BytesUsed;
     public double SavingsPercent => GuestBytes == 0 ? 0 : Math.Round(100.0 * BytesSaved / GuestBytes, 2);
 }

@@ -15,13 +15,21 @@ public sealed record HostStats(
     IReadOnlyList<FaultStats> Faults,
     IReadOnlyList<MechanismTime> EngineTime)
 {
+    /// <summary>Native bytes the compact store holds in slabs (patches and compressed pages, with their slack).</summary>
+    public long StoreAllocatedBytes { get; init; }
+    /// <summary>Bytes of the blobs themselves.</summary>
+    public long StoreStoredBytes { get; init; }
+    public long StoreBlobs { get; init; }
+    /// <summary>(allocated - stored) / allocated: what packing loses, counted against the savings.</summary>
+    public double StoreFragmentation { get; init; }
+
     public long FrameBytes => FramesInUse * Memory.PageGeometry.PageSize;
 
-    /// <summary>What the host holds for its guests: frames in use plus engine metadata.</summary>
-    public long MemoryUsedBytes => FrameBytes + MetadataBytes;
+    /// <summary>What the host holds for its guests: frames in use, the store's slabs, and engine metadata.</summary>
+    public long MemoryUsedBytes => FrameBytes + StoreAllocatedBytes + MetadataBytes;
 
-    /// <summary>Guest memory minus the frames that hold it.</summary>
-    public long SavedBytes => GuestBytes - FrameBytes;
+    /// <summary>Guest memory minus what holds it: frames and store slabs (fragmentation included).</summary>
+    public long SavedBytes => GuestBytes - FrameBytes - StoreAllocatedBytes;
 
     public double SavingsPercent => GuestBytes == 0 ? 0 : Math.Round(100.0 * SavedBytes / GuestBytes, 2);
 }

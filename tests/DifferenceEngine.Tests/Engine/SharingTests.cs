@@ -29,9 +29,10 @@ public class SharingTests
         Assert.True(result.Stable);
         var census = TestMemory.Census(host.Domains);
         Assert.Equal(expected.Zero, census.Zero);
+        Assert.Equal(expected.Uniform, census.Uniform);
         Assert.Equal(expected.Shared, census.Shared);
         Assert.Equal(expected.DistinctShared, census.DistinctSharedFrames);
-        Assert.Equal(all.Count - expected.Zero - expected.Shared, census.Private);
+        Assert.Equal(all.Count - expected.Zero - expected.Shared - expected.Uniform, census.Private);
         TestMemory.AssertFrameAccounting(host);
         // Nothing lost: every page reads back as loaded.
         var back = host.Domains.SelectMany(TestMemory.ReadAll).ToList();
@@ -63,6 +64,7 @@ public class SharingTests
             host.Scan(options: new ScanOptions { UntilStable = true });
             var census = TestMemory.Census(host.Domains);
             Assert.Equal(expected.Zero, census.Zero);
+            Assert.Equal(expected.Uniform, census.Uniform);
             Assert.Equal(expected.Shared, census.Shared);
             Assert.Equal(expected.DistinctShared, census.DistinctSharedFrames);
             TestMemory.AssertFrameAccounting(host);

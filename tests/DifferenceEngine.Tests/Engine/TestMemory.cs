@@ -65,26 +65,35 @@ internal static class TestMemory
 
     /// <summary>
     /// The expected result of perfect sharing, counted with SHA-256 content keys (not the engine's
-    /// xxHash3 or its tables): zero pages, pages whose content occurs at least twice, distinct such contents.
+    /// xxHash3 or its tables): zero pages, pages whose content occurs at least twice, distinct such
+    /// contents, and one-word (Uniform) pages.
     /// </summary>
-    public static (long Zero, long Shared, long DistinctShared) ExpectedSharing(IEnumerable<byte[]> pages)
+    public static (long Zero, long Shared, long DistinctShared, long Uniform) ExpectedSharing(IEnumerable<byte[]> pages)
     {
         var counts = new Dictionary<string, int>();
-        long zero = 0;
+        long zero = 0, uniform = 0;
         foreach (var p in pages)
         {
             if (p.AsSpan().IndexOfAnyExcept((byte)0) < 0) { zero++; continue; }
+            // One non-zero 32-bit word repeated: folded into the entry (Uniform), never shared.
+            uint w = BitConverter.ToUInt32(p, 0);
+            bool same = true;
+            for (int i = 4; i < p.Length && same; i += 4) same = BitConverter.ToUInt32(p, i) == w;
+            if (same) { uniform++; continue; }
             string key = Convert.ToHexString(SHA256.HashData(p));
             counts[key] = counts.GetValueOrDefault(key) + 1;
         }
         var dup = counts.Values.Where(c => c >= 2).ToArray();
-        return (zero, dup.Sum(), dup.Length);
+        return (zero, dup.Sum(), dup.Length, uniform);
     }
 
-    /// <summary>Counts pages by state and distinct shared frames by walking every domain's entries.</summary>
-    public static (long Private, long Zero, long Shared, long DistinctSharedFrames) Census(IEnumerable<Domain> domains)
+    /// <summary>
+    /// Counts pages by state and the distinct frames that Shared pages map or Patched pages use as
+    /// their reference, by walking every domain's entries (not the engine's own counters).
+    /// </summary>
+    public static Census Census(IEnumerable<Domain> domains)
     {
-        long priv = 0, zero = 0, shared = 0;
+        var c = new Census();
         var frames = new HashSet<uint>();
         foreach (var d in domains)
             for (long g = 0; g < d.PageCount; g++)
@@ -92,19 +101,29 @@ internal static class TestMemory
                 ulong e = d.PeekEntry(g);
                 switch (PageEntry.State(e))
                 {
-                    case PageState.Private: priv++; break;
-                    case PageState.Zero: zero++; break;
-                    case PageState.Shared: shared++; frames.Add(PageEntry.Frame(e)); break;
+                    case PageState.Private: c.Private++; break;
+                    case PageState.Zero: c.Zero++; break;
+                    case PageState.Uniform: c.Uniform++; break;
+                    case PageState.Shared: c.Shared++; frames.Add(PageEntry.Frame(e)); break;
+                    case PageState.Patched:
+                        c.Patched++;
+                        frames.Add(EncodedPage.ReferenceFrame(d.Host.Store.Get(PageEntry.Payload(e))));
+                        break;
+                    case PageState.Compressed: c.Compressed++; break;
                 }
             }
-        return (priv, zero, shared, frames.Count);
+        c.DistinctSharedFrames = frames.Count;
+        return c;
     }
 
-    /// <summary>Frames in use must be exactly the private pages plus the distinct shared frames.</summary>
+    /// <summary>Frames in use must be exactly the private pages plus the distinct shared and reference frames.</summary>
     public static void AssertFrameAccounting(DEHost host)
     {
         var c = Census(host.Domains);
-        Assert.Equal(c.Private + c.DistinctSharedFrames, host.GetStats().FramesInUse);
+        var stats = host.GetStats();
+        Assert.Equal(c.Private + c.DistinctSharedFrames, stats.FramesInUse);
+        Assert.Equal(c.Patched + c.Compressed, stats.StoreBlobs);
+        Assert.Equal(stats.FramesInUse * 4096 + stats.StoreAllocatedBytes + stats.MetadataBytes, stats.MemoryUsedBytes);
     }
 
     /// <summary>A small live process with real, varied memory (a Python interpreter with modules loaded).</summary>
@@ -131,6 +150,12 @@ internal static class TestMemory
         using var src = MemorySource.OpenProcess(pid);
         return host.LoadDomain(name, src, options);
     }
+}
+
+/// <summary>Pages per state, counted by walking the P2M tables.</summary>
+internal sealed class Census
+{
+    public long Private, Zero, Uniform, Shared, Patched, Compressed, DistinctSharedFrames;
 }
 
 /// <summary>A private temp directory removed on dispose.</summary>

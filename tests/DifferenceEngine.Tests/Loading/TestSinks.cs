@@ -18,16 +18,17 @@ internal sealed class CollectingSink : IGuestPageSink
     }
 }
 
-/// <summary>Counts pages and watches one gfn, for sources too big to keep (the test process itself).</summary>
-internal sealed class WatchingSink(long watchedGfn, byte[] expected) : IGuestPageSink
+/// <summary>
+/// Counts pages and notes the gfns of pages that start with <paramref name="tag"/> and hash to <paramref name="sha256"/>,
+/// for sources too big to keep (the test process itself). Only the hash is held, so the sink is no copy of the page it seeks.
+/// </summary>
+internal sealed class SearchingSink(byte[] tag, byte[] sha256) : IGuestPageSink
 {
     private long _lastGfn = -1;
 
     public long Count { get; private set; }
 
-    public bool Seen { get; private set; }
-
-    public bool Matched { get; private set; }
+    public List<long> Found { get; } = [];
 
     public void SetPage(long gfn, ReadOnlySpan<byte> page)
     {
@@ -38,10 +39,9 @@ internal sealed class WatchingSink(long watchedGfn, byte[] expected) : IGuestPag
 
         _lastGfn = gfn;
         Count++;
-        if (gfn == watchedGfn)
+        if (page.StartsWith(tag) && System.Security.Cryptography.SHA256.HashData(page).AsSpan().SequenceEqual(sha256))
         {
-            Seen = true;
-            Matched = page.SequenceEqual(expected);
+            Found.Add(gfn);
         }
     }
 }

@@ -137,13 +137,24 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         {
             // Another thread allocates and frees in the same size class: it would deadlock on a held lock.
             int length = store.LengthOf(oldHandle);
-            var other = Task.Run(() =>
+            // A dedicated thread, not the pool: under a loaded test run the pool may be slow to start a task.
+            Exception? failure = null;
+            var other = new Thread(() =>
             {
-                Assert.True(store.TryAllocate(length, ulong.MaxValue, out ulong h));
-                store.Free(h);
-                _ = store.Get(newHandle).Length;
+                try
+                {
+                    Assert.True(store.TryAllocate(length, ulong.MaxValue, out ulong h));
+                    store.Free(h);
+                    _ = store.Get(newHandle).Length;
+                }
+                catch (Exception ex)
+                {
+                    failure = ex;
+                }
             });
-            Assert.True(other.Wait(TimeSpan.FromSeconds(10)), "relocate was called with a store lock held");
+            other.Start();
+            Assert.True(other.Join(TimeSpan.FromSeconds(30)), "relocate was called with a store lock held");
+            Assert.Null(failure);
             if (calls++ > 50) return false;
             handles[owner] = newHandle;
             return true;

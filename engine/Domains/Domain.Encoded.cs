@@ -1,0 +1,122 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Domains;
+
+public sealed partial class Domain
+{
+    /// <summary>Rebuilds a Patched or Compressed page into a frame, counting and timing the fault.</summary>
+    private ulong RebuildTimed(long gfn, ulong e, FaultKind fault)
+    {
+        long start = Stopwatch.GetTimestamp();
+        e = Rebuild(gfn, e);
+        Host.Faults.Record(fault, Stopwatch.GetTimestamp() - start);
+        return e;
+    }
+
+    /// <summary>
+    /// Turns a locked Patched or Compressed page back into a Private page: decode into a new frame,
+    /// check the checksum, and only then free the blob and drop the reference. On any failure the
+    /// page is left exactly as it was, and the error names the domain and page.
+    /// </summary>
+    internal ulong Rebuild(long gfn, ulong e)
+    {
+        var store = Host.Store;
+        ulong handle = PageEntry.Payload(e);
+        var blob = store.Get(handle);
+        uint frame = AllocateFrame(gfn);
+        var page = Host.Frames.Span(frame);
+        uint reference = 0;
+        try
+        {
+            if (blob.Length < EncodedPage.CompressedHeader)
+                throw IntegrityError(gfn, "its stored header is truncated");
+            var kind = EncodedPage.Kind(blob);
+            if (PageEntry.State(e) == PageState.Patched)
+            {
+                if (kind != EncodedKind.Patch || blob.Length < EncodedPage.PatchHeader)
+                    throw IntegrityError(gfn, "its stored header does not describe a patch");
+                reference = EncodedPage.ReferenceFrame(blob);
+                if (!Host.Frames.IsInUse(reference))
+                    throw IntegrityError(gfn, $"its reference frame {reference} is not in use");
+                DeltaCodec.Decode(Host.Frames.Span(reference), blob[EncodedPage.PatchHeader..], page);
+            }
+            else
+            {
+                if (kind != EncodedKind.Compressed || !Enum.IsDefined(EncodedPage.Algorithm(blob)))
+                    throw IntegrityError(gfn, "its stored header does not describe a compressed page");
+                PageCompressors.Get(EncodedPage.Algorithm(blob)).Decompress(blob[EncodedPage.CompressedHeader..], page);
+            }
+            if (EncodedPage.Checksum(page, blob) != EncodedPage.StoredChecksum(blob))
+                throw IntegrityError(gfn, "the rebuilt bytes do not match the stored checksum");
+        }
+        catch (DEException ex) when (ex.ErrorId != "PageIntegrityError")
+        {
+            Host.Frames.Free(frame);
+            throw IntegrityError(gfn, ex.Message, ex);
+        }
+        catch
+        {
+            Host.Frames.Free(frame);
+            throw;
+        }
+        store.Free(handle);
+        if (PageEntry.State(e) == PageState.Patched) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
+        return PageEntry.With(e, PageState.Private, frame);
+    }
+
+    /// <summary>Gives back what an encoded page holds (its blob, and for a patch its reference) without rebuilding it.</summary>
+    private void DropEncoded(ulong e)
+    {
+        ulong handle = PageEntry.Payload(e);
+        if (PageEntry.State(e) == PageState.Patched)
+        {
+            uint reference = EncodedPage.ReferenceFrame(Host.Store.Get(handle));
+            if (Host.Frames.IsInUse(reference)) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
+        }
+        Host.Store.Free(handle);
+    }
+
+    internal static void FillUniform(Span<byte> page, uint word) => MemoryMarshal.Cast<byte, uint>(page).Fill(word);
+
+    private DEException IntegrityError(long gfn, string why, Exception? inner = null) =>
+        new("PageIntegrityError", DEErrorKind.InvalidData,
+            $"Page {gfn} of domain '{Name}' cannot be rebuilt: {why}. The page is left encoded; its bytes are never returned wrong.",
+            $"{Name}:{gfn}", inner);
+
+    /// <summary>
+    /// Rebuilds every page of this domain in <paramref name="state"/> (Patched or Compressed) into a frame,
+    /// after checking that the frames are there; returns how many were rebuilt.
+    /// </summary>
+    internal long RestoreAll(PageState state)
+    {
+        long count = 0;
+        for (long gfn = 0; gfn < PageCount; gfn++)
+            if (PageEntry.State(PeekEntry(gfn)) == state) count++;
+        if (Host.Frames.LimitFrames is not null && count > Host.Frames.FramesFree)
+            throw new DEException("InsufficientMemoryToRestore", DEErrorKind.ResourceUnavailable,
+                $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {Host.Frames.FramesFree} are free under the host's limit; nothing was changed.",
+                this);
+        long restored = 0;
+        for (long gfn = 0; gfn < PageCount; gfn++)
+        {
+            ulong e = Lock(gfn);
+            try
+            {
+                ThrowIfRemoved();
+                if (PageEntry.State(e) == state)
+                {
+                    e = Rebuild(gfn, e);
+                    restored++;
+                }
+            }
+            finally
+            {
+                Unlock(gfn, e);
+            }
+        }
+        return restored;
+    }
+}

@@ -1,0 +1,116 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Patching;
+
+namespace DifferenceEngine.Hosting;
+
+public sealed partial class DEHost
+{
+    /// <summary>Lets scans store this domain's similar pages as patches.</summary>
+    public void EnablePatching(Domain domain)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        domain.Policy.PatchingEnabled = true;
+    }
+
+    /// <summary>
+    /// Stops patching this domain's pages. With <paramref name="restore"/>, every Patched page is rebuilt
+    /// into a frame; fails before changing anything when the limit leaves too few frames.
+    /// </summary>
+    /// <returns>Pages rebuilt.</returns>
+    public long DisablePatching(Domain domain, bool restore)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        long restored = restore ? domain.RestoreAll(PageState.Patched) : 0;
+        domain.Policy.PatchingEnabled = false;
+        return restored;
+    }
+
+    /// <summary>Lets scans compress this domain's cold pages, with <paramref name="algorithm"/> when given.</summary>
+    public void EnableCompression(Domain domain, CompressionAlgorithm? algorithm = null)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        if (algorithm is { } a) domain.Policy.CompressionAlgorithm = CheckAlgorithm(a);
+        domain.Policy.CompressionEnabled = true;
+    }
+
+    /// <summary>Stops compressing this domain's pages; with <paramref name="restore"/>, decompresses them into frames.</summary>
+    /// <returns>Pages rebuilt.</returns>
+    public long DisableCompression(Domain domain, bool restore)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        long restored = restore ? domain.RestoreAll(PageState.Compressed) : 0;
+        domain.Policy.CompressionEnabled = false;
+        return restored;
+    }
+
+    /// <summary>
+    /// Changes a domain's policy values; null leaves a value as it is. Every value is checked before
+    /// any is changed. A domain's trust group can change only while it has no Shared or Patched pages
+    /// (its frames are in its old group's index): unshare and restore first.
+    /// </summary>
+    public void SetPolicy(Domain domain, int? c4Sweeps = null, int? patchThreshold = null,
+        double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null)
+    {
+        using var op = EnterOperation();
+        CheckOwned(domain);
+        var trial = domain.Policy.Clone();
+        if (c4Sweeps is { } c4) trial.C4Sweeps = c4;
+        if (patchThreshold is { } pt) trial.PatchThreshold = pt;
+        if (compressionThreshold is { } ct) trial.CompressionThreshold = ct;
+        if (algorithm is { } a) trial.CompressionAlgorithm = CheckAlgorithm(a);
+        if (trustGroup is not null) trial.TrustGroup = trustGroup;
+        if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
+        {
+            for (long gfn = 0; gfn < domain.PageCount; gfn++)
+                if (PageEntry.State(domain.PeekEntry(gfn)) is PageState.Shared or PageState.Patched)
+                    throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
+                        $"Domain '{domain.Name}' still has Shared or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
+                        "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+        }
+        domain.Policy.C4Sweeps = trial.C4Sweeps;
+        domain.Policy.PatchThreshold = trial.PatchThreshold;
+        domain.Policy.CompressionThreshold = trial.CompressionThreshold;
+        domain.Policy.CompressionAlgorithm = trial.CompressionAlgorithm;
+        domain.Policy.TrustGroup = trial.TrustGroup;
+    }
+
+    /// <summary>
+    /// Changes the host's similarity detector (k keys of s blocks, c candidates per key, the seed) and
+    /// the compaction threshold. A new detector empties the similarity tables: keys of the old one mean
+    /// nothing to the new one.
+    /// </summary>
+    public void SetHostPolicy(int? keys = null, int? blocksPerKey = null, int? candidates = null, int? seed = null,
+        double? compactionThreshold = null)
+    {
+        using var op = EnterOperation();
+        if (candidates is < 1 or > 8)
+            throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
+                $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
+        if (compactionThreshold is { } t && (double.IsNaN(t) || t is < 0.01 or > 0.99))
+            throw new DEException("PolicyCompactionThresholdInvalid", DEErrorKind.InvalidArgument,
+                $"The compaction threshold must be a fraction between 0.01 and 0.99; {t} was given.", t);
+        var old = Policy.Detector;
+        SimilarityDetector? detector = null;
+        if ((keys ?? old.Keys) != old.Keys || (blocksPerKey ?? old.BlocksPerKey) != old.BlocksPerKey || (seed ?? old.Seed) != old.Seed)
+            detector = new SimilarityDetector(keys ?? old.Keys, blocksPerKey ?? old.BlocksPerKey, seed ?? old.Seed);
+        lock (_scanGate)
+        {
+            if (detector is not null || (candidates is { } c && c != Policy.SimilarityCandidates))
+                foreach (var index in _sharing.Values) index.Similar.Clear();
+            if (detector is not null) Policy.Detector = detector;
+            if (candidates is { } cc) Policy.SimilarityCandidates = cc;
+            if (compactionThreshold is { } ct) Policy.CompactionThreshold = ct;
+        }
+    }
+
+    private static CompressionAlgorithm CheckAlgorithm(CompressionAlgorithm algorithm) =>
+        Enum.IsDefined(algorithm)
+            ? algorithm
+            : throw new DEException("CompressionAlgorithmInvalid", DEErrorKind.InvalidArgument,
+                $"'{algorithm}' is not a compression algorithm; use LZ4, WKdm or Zstd.", algorithm);
+}

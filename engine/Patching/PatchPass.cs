@@ -1,0 +1,248 @@
+using System.Runtime.CompilerServices;
+using DifferenceEngine.Clock;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Sharing;
+
+namespace DifferenceEngine.Patching;
+
+/// <summary>Counters of one worker's patching and compression work in a pass.</summary>
+internal struct EncodeCounters
+{
+    public long PagesPatched;
+    public long PatchBytes;
+    public long PagesCompressed;
+    public long CompressedBytes;
+    public long UniformPagesFound;
+    public long Contended;
+    public long StoreFull;
+    /// <summary>Similarity slots filled or taken over: the next pass may find references it could not before.</summary>
+    public long IndexChanges;
+}
+
+/// <summary>Per-thread scratch space for encoding, so the hot path allocates nothing per page.</summary>
+internal static class Scratch
+{
+    [ThreadStatic] private static byte[]? t_a;
+    [ThreadStatic] private static byte[]? t_b;
+
+    public static byte[] A => t_a ??= new byte[EncodedPage.PatchHeader + DeltaCodec.MaxPatchSize + 64];
+    public static byte[] B => t_b ??= new byte[EncodedPage.PatchHeader + DeltaCodec.MaxPatchSize + 64];
+}
+
+/// <summary>
+/// Page patching for one page: look up its similarity keys, encode a delta against each valid
+/// candidate reference, keep the smallest under the policy's threshold, make the reference an
+/// immutable (shared) frame, and store the patch in the compact store.
+/// </summary>
+internal static class PatchPass
+{
+    /// <summary>Tries to patch a locked, eligible Private page; returns its (possibly changed) entry.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static ulong TryPatch(DEHost host, SharingIndex index, Domain domain, long gfn, ulong e, ref EncodeCounters c)
+    {
+        var detector = host.Policy.Detector;
+        int candidates = host.Policy.SimilarityCandidates;
+        var frames = host.Frames;
+        var page = frames.Span(PageEntry.Frame(e));
+        Span<ulong> keys = stackalloc ulong[SimilarityDetector.MaxKeys];
+        keys = keys[..detector.Keys];
+        detector.ComputeKeys(page, keys);
+        ulong self = SharingIndex.PackPage(domain.Id, gfn);
+
+        byte[] best = Scratch.A, trial = Scratch.B;
+        int bestLength = 0;
+        Domain? bestDomain = null;
+        long bestGfn = -1;
+        ulong bestEntry = 0;
+        try
+        {
+            for (int k = 0; k < keys.Length; k++)
+            {
+                for (int slot = 0; slot < candidates; slot++)
+                {
+                    ulong tableKey = SharingIndex.SimilarSlotKey(keys[k], slot);
+                    ulong packed;
+                    lock (index.Similar.StripeLock(tableKey))
+                        if (!index.Similar.TryGet(tableKey, out packed)) continue;
+                    if (packed == self) continue;
+                    var (otherId, otherGfn) = SharingIndex.UnpackPage(packed);
+                    if (bestDomain is not null && bestDomain.Id == otherId && bestGfn == otherGfn) continue;
+                    var other = host.TryGetDomainById(otherId);
+                    if (other is null || other.IsRemoved || otherGfn >= other.PageCount)
+                    {
+                        Forget(index, tableKey, packed);
+                        continue;
+                    }
+                    if (!other.TryLock(otherGfn, out ulong oe))
+                    {
+                        c.Contended++;
+                        continue;
+                    }
+                    bool keep = false;
+                    try
+                    {
+                        var state = PageEntry.State(oe);
+                        if (other.IsRemoved || state is not (PageState.Private or PageState.Shared)
+                            || (oe & PageEntry.Modified) != 0 || !PageClock.MayBeReference(PageEntry.Category(oe))
+                            || !(other.Policy.SharingEnabled || other.Policy.PatchingEnabled))
+                        {
+                            Forget(index, tableKey, packed);
+                            continue;
+                        }
+                        var reference = frames.Span(PageEntry.Frame(oe));
+                        // A candidate whose content moved on no longer has this key: stale, never used.
+                        if (detector.ComputeKey(reference, k) != keys[k])
+                        {
+                            Forget(index, tableKey, packed);
+                            continue;
+                        }
+                        int limit = Math.Min(domain.Policy.PatchThreshold, bestDomain is null ? int.MaxValue : bestLength - 1);
+                        if (limit <= 0) continue;
+                        if (DeltaCodec.TryEncode(reference, page, trial.AsSpan(EncodedPage.PatchHeader, limit), out int written))
+                        {
+                            // Keep the new best locked (a reference must not change before it is committed).
+                            if (bestDomain is not null) bestDomain.Unlock(bestGfn, bestEntry);
+                            (best, trial) = (trial, best);
+                            bestLength = written;
+                            bestDomain = other;
+                            bestGfn = otherGfn;
+                            bestEntry = oe;
+                            keep = true;
+                        }
+                    }
+                    finally
+                    {
+                        if (!keep) other.Unlock(otherGfn, oe);
+                    }
+                }
+            }
+            if (bestDomain is null) return e;
+            return Commit(host, index, domain, gfn, e, bestDomain, bestGfn, ref bestEntry, best, bestLength, ref c);
+        }
+        finally
+        {
+            if (bestDomain is not null) bestDomain.Unlock(bestGfn, bestEntry);
+        }
+    }
+
+    /// <summary>Makes the best candidate a reference, stores the patch and frees the page's frame.</summary>
+    private static ulong Commit(DEHost host, SharingIndex index, Domain domain, long gfn, ulong e,
+        Domain refDomain, long refGfn, ref ulong refEntry, byte[] blob, int patchLength, ref EncodeCounters c)
+    {
+        var frames = host.Frames;
+        if (!MakeReference(host, index, ref refEntry, out uint referenceFrame)) return e;
+        uint frame = PageEntry.Frame(e);
+        int length = EncodedPage.PatchHeader + patchLength;
+        EncodedPage.WritePatchHeader(blob, frames.Span(frame), referenceFrame, SharingIndex.PackPage(refDomain.Id, refGfn));
+        if (!host.Store.TryStore(blob.AsSpan(0, length), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
+        {
+            index.Release(referenceFrame);
+            c.StoreFull++;
+            return e;
+        }
+        frames.Free(frame);
+        c.PagesPatched++;
+        c.PatchBytes += length;
+        return PageEntry.WithPayload(e, PageState.Patched, handle);
+    }
+
+    /// <summary>
+    /// Takes a reference on a locked page's frame for a patch. A Private page becomes Shared first
+    /// (listed by its hash when it can be), so a later guest write goes copy-on-write and the frame
+    /// the patch depends on never changes.
+    /// </summary>
+    internal static bool MakeReference(DEHost host, SharingIndex index, ref ulong refEntry, out uint referenceFrame)
+    {
+        var frames = host.Frames;
+        uint frame = PageEntry.Frame(refEntry);
+        if (PageEntry.State(refEntry) == PageState.Shared)
+        {
+            lock (index.Stable.StripeLock(frames.Hash(frame))) index.AddReferenceLocked(frame);
+            referenceFrame = frame;
+            return true;
+        }
+        ulong hash = PageHasher.Hash(frames.Span(frame));
+        uint toFree = uint.MaxValue;
+        lock (index.Stable.StripeLock(hash))
+        {
+            if (index.Stable.TryGet(hash, out ulong listed) && (uint)listed != frame)
+            {
+                uint shared = (uint)listed;
+                if (!frames.Span(frame).SequenceEqual(frames.Span(shared)))
+                {
+                    // Same hash, other bytes: this frame cannot be listed; it is shared unlisted.
+                    frames.Hash(frame) = hash;
+                    frames.RefCount(frame) = 2;
+                    referenceFrame = frame;
+                    refEntry = PageEntry.With(refEntry | PageEntry.SharingSeen, PageState.Shared, frame);
+                    return true;
+                }
+                // The reference is identical to a listed frame: it joins it, and the patch refers to that.
+                index.AddReferenceLocked(shared);
+                index.AddReferenceLocked(shared);
+                toFree = frame;
+                referenceFrame = shared;
+                refEntry = PageEntry.With(refEntry | PageEntry.SharingSeen, PageState.Shared, shared);
+            }
+            else
+            {
+                frames.Hash(frame) = hash;
+                frames.RefCount(frame) = 2;
+                index.Stable.Set(hash, frame);
+                referenceFrame = frame;
+                refEntry = PageEntry.With(refEntry | PageEntry.SharingSeen, PageState.Shared, frame);
+            }
+        }
+        if (toFree != uint.MaxValue) frames.Free(toFree);
+        return true;
+    }
+
+    /// <summary>
+    /// Lists a page under its similarity keys where a slot is free (the first pages seen are kept), and
+    /// lets a Shared page take a slot from a page that is not Shared: a shared frame is already
+    /// immutable and serves many, the best reference there is. Returns how many slots changed.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static int Remember(DEHost host, SharingIndex index, Domain domain, long gfn, ReadOnlySpan<byte> page, bool shared)
+    {
+        var detector = host.Policy.Detector;
+        int candidates = host.Policy.SimilarityCandidates;
+        ulong self = SharingIndex.PackPage(domain.Id, gfn);
+        int changed = 0;
+        for (int k = 0; k < detector.Keys; k++)
+        {
+            ulong key = detector.ComputeKey(page, k);
+            for (int slot = 0; slot < candidates; slot++)
+            {
+                ulong tableKey = SharingIndex.SimilarSlotKey(key, slot);
+                lock (index.Similar.StripeLock(tableKey))
+                {
+                    if (index.Similar.TryGet(tableKey, out ulong present))
+                    {
+                        if (present == self) break;
+                        if (!shared || IsSharedPage(host, present)) continue;
+                    }
+                    index.Similar.Set(tableKey, self);
+                    changed++;
+                    break;
+                }
+            }
+        }
+        return changed;
+    }
+
+    private static bool IsSharedPage(DEHost host, ulong packed)
+    {
+        var (id, gfn) = SharingIndex.UnpackPage(packed);
+        var d = host.TryGetDomainById(id);
+        return d is not null && !d.IsRemoved && gfn < d.PageCount && PageEntry.State(d.PeekEntry(gfn)) == PageState.Shared;
+    }
+
+    private static void Forget(SharingIndex index, ulong tableKey, ulong stale)
+    {
+        lock (index.Similar.StripeLock(tableKey)) index.Similar.RemoveIf(tableKey, stale);
+    }
+}

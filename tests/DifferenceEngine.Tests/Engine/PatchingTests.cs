@@ -1,0 +1,215 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Tests.Engine;
+
+public class PatchingTests
+{
+    private static readonly DomainOptions All = new() { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true };
+
+    private static byte[] Similar(byte[] page, int seed, int changes)
+    {
+        var rng = new Random(seed);
+        var copy = (byte[])page.Clone();
+        for (int i = 0; i < changes; i++) copy[rng.Next(4096)] ^= (byte)(1 + rng.Next(255));
+        return copy;
+    }
+
+    [Fact]
+    public void SimilarPageIsPatchedAgainstAReferenceAndReadsBackExactly()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(1));
+        var similar = Similar(reference, 2, 5);
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], All);
+        var b = TestMemory.LoadRaw(host, dir, "b", [similar], All);
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        var info = b.GetPage(0);
+        Assert.Equal(PageState.Patched, info.State);
+        Assert.Equal("a", info.ReferenceDomain);
+        Assert.Equal(0, info.ReferenceGfn);
+        Assert.Equal("Delta", info.Codec);
+        Assert.InRange(info.StoredBytes!.Value, 1, 200);
+        Assert.Equal(PageState.Shared, a.GetPage(0).State); // the reference is immutable now
+        Assert.Equal(2, a.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+        Assert.Equal(1, host.GetStats().Faults.Single(f => f.Kind == FaultKind.Unpatch).Count);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Theory]
+    [InlineData(CompressionAlgorithm.LZ4)]
+    [InlineData(CompressionAlgorithm.WKdm)]
+    [InlineData(CompressionAlgorithm.Zstd)]
+    public void ColdCompressiblePageIsCompressedOnlyAfterAFullPassExaminedIt(CompressionAlgorithm algorithm)
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        // Heap-like: pointers sharing their upper bits, small integers and zeros (every codec's good case).
+        var text = new byte[4096];
+        var words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(text.AsSpan());
+        for (int i = 0; i < words.Length; i++)
+            words[i] = (i % 4) switch { 0 => 0x00007F3A12000000UL + (ulong)(i * 64), 1 => (ulong)(i % 13), 2 => 0, _ => 0x00007F3A12000000UL + 0x40 };
+        var d = TestMemory.LoadRaw(host, dir, "c", [text, TestMemory.RandomPage(new Random(4))],
+            new DomainOptions { CompressionEnabled = true, CompressionAlgorithm = algorithm, C4Sweeps = 1 });
+        host.Scan(); // first pass: C4 at once (C4Sweeps = 1), but no pass had examined it before
+        Assert.Equal(PageState.Private, d.GetPage(0).State);
+        host.Scan();
+        var info = d.GetPage(0);
+        Assert.Equal(PageState.Compressed, info.State);
+        Assert.Equal(algorithm.ToString(), info.Codec);
+        Assert.True(info.StoredBytes < 2048);
+        Assert.Equal(PageState.Private, d.GetPage(1).State); // random bytes do not compress
+        var stats = host.GetPageStats(d);
+        Assert.Equal(1, stats.CompressedPages);
+        Assert.Equal(info.StoredBytes!.Value, stats.StoredBytes);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(text, d.ReadPage(0));
+        Assert.Equal(1, host.GetStats().Faults.Single(f => f.Kind == FaultKind.Decompress).Count);
+    }
+
+    [Fact]
+    public void RecentlyAccessedPagesAreNotPatchedOrCompressed()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 3 });
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(1));
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], All);
+        var b = TestMemory.LoadRaw(host, dir, "b", [Similar(reference, 3, 4), new byte[4096]], All);
+        for (int i = 0; i < 4; i++)
+        {
+            b.ReadPage(0); // C2 every sweep: may be a reference, never patched
+            host.Scan();
+            Assert.Equal(PageState.Private, b.GetPage(0).State);
+        }
+    }
+
+    [Fact]
+    public void UniformPagesHoldNoFrameAndFillOnWrite()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var page = new byte[4096];
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(page.AsSpan()).Fill(0xDEADBEEF);
+        var bytes = new byte[4096];
+        Array.Fill(bytes, (byte)0x41);
+        var d = TestMemory.LoadRaw(host, dir, "u", [page, bytes], new DomainOptions { SharingEnabled = true });
+        host.Scan();
+        Assert.Equal(PageState.Uniform, d.GetPage(0).State);
+        Assert.Equal(0xDEADBEEFu, d.GetPage(0).UniformWord);
+        Assert.Equal(PageState.Uniform, d.GetPage(1).State);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        Assert.Equal(page, d.ReadPage(0));
+        Assert.Equal(FaultKind.PatternFill, d.WritePage(1, [1], 10));
+        var expected = (byte[])bytes.Clone();
+        expected[10] = 1;
+        Assert.Equal(expected, d.ReadPage(1));
+    }
+
+    [Fact]
+    public void AFlippedBitInTheStoreIsDetectedAndThePageStaysEncoded()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(1));
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 800).Select(i => $"row {i % 11};"))[..4096]);
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], All);
+        var b = TestMemory.LoadRaw(host, dir, "b", [Similar(reference, 9, 6), text], new DomainOptions
+        {
+            SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 1,
+        });
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        Assert.Equal(PageState.Compressed, b.GetPage(1).State);
+        foreach (long gfn in new long[] { 0, 1 })
+        {
+            // Flip one bit in the stored bytes, past the header (a header flip is caught the same way).
+            var blob = host.Store.Get(PageEntry.Payload(b.PeekEntry(gfn)));
+            blob[blob.Length - 1] ^= 0x10;
+            var ex = Assert.Throws<DEException>(() => b.ReadPage(gfn));
+            Assert.Equal("PageIntegrityError", ex.ErrorId);
+            Assert.Equal(DEErrorKind.InvalidData, ex.Kind);
+            Assert.Contains("'b'", ex.Message);
+            Assert.Contains($"Page {gfn}", ex.Message);
+            Assert.Throws<DEException>(() => b.WritePage(gfn, [1]));
+            Assert.NotEqual(PageState.Private, b.GetPage(gfn).State); // never handed out wrong
+            TestMemory.AssertFrameAccounting(host);
+        }
+        // A header flip (the reference frame field) is caught too.
+        var patch = host.Store.Get(PageEntry.Payload(b.PeekEntry(0)));
+        patch[^1] ^= 0x10; // undo the payload flip
+        patch[10] ^= 0x01;
+        Assert.Equal("PageIntegrityError", Assert.Throws<DEException>(() => b.ReadPage(0)).ErrorId);
+        patch[10] ^= 0x01;
+        Assert.Equal(Similar(reference, 9, 6), b.ReadPage(0)); // intact again: rebuilt exactly
+    }
+
+    [Fact]
+    public void StaleSimilarityEntriesAreNeverUsed()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 5 });
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(1));
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], new DomainOptions { SharingEnabled = true });
+        host.Scan(); // a's page is listed under its keys
+        a.WritePage(0, TestMemory.RandomPage(new Random(99))); // and then changes completely
+        var b = TestMemory.LoadRaw(host, dir, "b", [Similar(reference, 2, 3)], All);
+        host.Scan(options: new ScanOptions { Passes = 3 });
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+        Assert.Equal(PageState.Private, a.GetPage(0).State);
+    }
+
+    [Fact]
+    public void RestoreRebuildsEveryEncodedPageAndChecksMemoryFirst()
+    {
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(1));
+        var pages = Enumerable.Range(0, 20).Select(i => Similar(reference, i, 3)).Prepend(reference).ToArray();
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1, MemoryLimitBytes = 30 * 4096 });
+        var d = TestMemory.LoadRaw(host, dir, "p", pages, All);
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        long patched = host.GetPageStats(d).PatchedPages;
+        Assert.True(patched >= 15, $"{patched} pages patched");
+        var filler = host.CreateDomain("filler", 64 * 4096);
+        long free = host.GetStats().FramesFree;
+        for (int g = 0; g < free - 2; g++) filler.WritePage(g, [1]);
+        var ex = Assert.Throws<DEException>(() => host.DisablePatching(d, restore: true));
+        Assert.Equal("InsufficientMemoryToRestore", ex.ErrorId);
+        Assert.True(d.Policy.PatchingEnabled);
+        Assert.Equal(patched, host.GetPageStats(d).PatchedPages);
+        host.RemoveDomain(filler);
+        Assert.Equal(patched, host.DisablePatching(d, restore: true));
+        Assert.False(d.Policy.PatchingEnabled);
+        Assert.Equal(0, host.GetPageStats(d).PatchedPages);
+        for (int g = 0; g < pages.Length; g++) Assert.Equal(pages[g], d.ReadPage(g));
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void TrustGroupChangeNeedsUnsharedPagesAndPolicyValuesAreChecked()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var page = TestMemory.RandomPage(new Random(1));
+        var a = TestMemory.LoadRaw(host, dir, "a", [page, page], new DomainOptions { SharingEnabled = true });
+        host.Scan();
+        Assert.Equal("TrustGroupChangeNeedsUnshare",
+            Assert.Throws<DEException>(() => host.SetPolicy(a, trustGroup: "other")).ErrorId);
+        host.DisableSharing(a, unshare: true);
+        host.SetPolicy(a, trustGroup: "other", patchThreshold: 1000, compressionThreshold: 0.25, c4Sweeps: 3);
+        Assert.Equal("other", a.Policy.TrustGroup);
+        Assert.Equal(1000, a.Policy.PatchThreshold);
+        Assert.Equal("PolicyPatchThresholdInvalid", Assert.Throws<DEException>(() => host.SetPolicy(a, patchThreshold: 5000, c4Sweeps: 5)).ErrorId);
+        Assert.Equal(3, a.Policy.C4Sweeps); // nothing changed by the failed call
+        Assert.Equal("PolicyCompressionThresholdInvalid", Assert.Throws<DEException>(() => host.SetPolicy(a, compressionThreshold: 1.5)).ErrorId);
+        Assert.Equal("PolicySimilarityKeysInvalid", Assert.Throws<DEException>(() => host.SetHostPolicy(keys: 0)).ErrorId);
+        host.SetHostPolicy(keys: 4, blocksPerKey: 2, candidates: 2, seed: 7);
+        Assert.Equal(4, host.Policy.SimilarityKeys);
+        Assert.Equal(8, host.Policy.SimilarityOffsets.Count);
+    }
+}
