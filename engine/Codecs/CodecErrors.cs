@@ -50,5 +50,5 @@ internal static class CodecErrors
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowOverlap(string parameter) =>
         throw new DEException("CodecBuffersOverlap", DEErrorKind.InvalidArgument,
-            $"The output page must not overlap {parameter}.", parameter);
+            $"The output buffer must not overlap {parameter}.", parameter);
 }

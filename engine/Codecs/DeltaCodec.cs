@@ -16,7 +16,8 @@
 //                        repeats inside the page; d may be shorter than the copy (runs), as in LZ77
 //                 bits 2-0 M: copy length; 0-6 = 2-8, or 7 = 9 + a varint
 //     literals := L bytes copied to the page as they are
-//     a copy   := page[pos + i] = reference[pos + d + i] (K 0, 2) or page[pos - d + i] (K 3), i = 0 .. n-1
+//     a copy   := page[pos + i] = reference[pos + d + i] (K 0 with d = 0, K 2) or page[pos - d + i] (K 3), for
+//                 i = 0 .. n-1 in order; K 1 copies as the copy it repeats
 // When the literals fill the page the sequence ends there, with K = M = 0: that is how a patch ends on literals.
 // A varint is LEB128 of one or two bytes (values below 16384); a third byte is corrupt.
 //
@@ -60,12 +61,16 @@ public static class DeltaCodec
     /// Encodes <paramref name="page"/> as copies from <paramref name="reference"/> and literal runs (both exactly 4096
     /// bytes). Returns false, having written nothing meaningful, when the patch would exceed
     /// <paramref name="destination"/>'s length: pass a destination sized to the acceptance threshold.
-    /// Never writes outside <paramref name="destination"/>; allocates nothing.
+    /// Never writes outside <paramref name="destination"/>, which must not overlap the inputs; allocates nothing.
+    /// The patch does not depend on the destination's length: one exactly as long as the patch always suffices, and
+    /// <see cref="MaxPatchSize"/> bytes are always enough.
     /// </summary>
     public static bool TryEncode(ReadOnlySpan<byte> reference, ReadOnlySpan<byte> page, Span<byte> destination, out int written)
     {
         CodecErrors.CheckPage(reference.Length, nameof(reference));
         CodecErrors.CheckPage(page.Length, nameof(page));
+        CodecErrors.CheckDisjoint(reference, destination, nameof(reference));
+        CodecErrors.CheckDisjoint(page, destination, nameof(page));
         if (DeltaEncoder.TryEncode(reference, page, destination, out written))
         {
             return true;

@@ -8,7 +8,8 @@ public interface IPageCompressor
     /// <summary>
     /// Compresses one 4096-byte page. Returns false (writing nothing meaningful) when the result would not fit in
     /// <paramref name="destination"/>: callers pass a destination sized to their acceptance threshold, so
-    /// "does not compress well enough" is cheap. Never writes outside <paramref name="destination"/>.
+    /// "does not compress well enough" is cheap. Never writes outside <paramref name="destination"/>, which must not
+    /// overlap <paramref name="page"/>; a destination as long as the result always suffices.
     /// </summary>
     bool TryCompress(ReadOnlySpan<byte> page, Span<byte> destination, out int written);
 

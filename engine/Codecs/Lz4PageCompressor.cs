@@ -14,6 +14,7 @@ internal sealed class Lz4PageCompressor : IPageCompressor
     public bool TryCompress(ReadOnlySpan<byte> page, Span<byte> destination, out int written)
     {
         CodecErrors.CheckPage(page.Length, nameof(page));
+        CodecErrors.CheckDisjoint(page, destination, nameof(page));
 
         // K4os stops (and returns <= 0) when the block would not fit: it never writes past the target's end.
         int n = LZ4Codec.Encode(page, destination, Level);

@@ -73,6 +73,7 @@ internal sealed class WKdmPageCompressor : IPageCompressor
     public bool TryCompress(ReadOnlySpan<byte> page, Span<byte> destination, out int written)
     {
         CodecErrors.CheckPage(page.Length, nameof(page));
+        CodecErrors.CheckDisjoint(page, destination, nameof(page));
         written = 0;
         if (destination.Length < MinEncodedSize)
         {
@@ -215,55 +216,73 @@ internal sealed class WKdmPageCompressor : IPageCompressor
         int indexLimit = indices.Length * 2;
         int low = 0;
         int lowLimit = (lows.Length / WordSize) * LowPerWord;
+        int lowInWord = LowPerWord;
+        int lowOffset = -WordSize;
         uint lowWord = 0;
-        for (int i = 0; i < WordsPerPage; i++)
+        for (int t = 0; t < TagsSize; t++)
         {
-            int tag = (tags[i / TagsPerByte] >> (2 * (i % TagsPerByte))) & 3;
-            uint w;
-            switch (tag)
+            int tagByte = tags[t];
+            int first = t * TagsPerByte;
+            if (tagByte == 0)
             {
-                case TagZero:
-                    w = 0;
-                    break;
-                case TagExact:
-                    if (index >= indexLimit)
-                    {
-                        CodecErrors.ThrowCorrupt(Name, "more matches than dictionary indices");
-                    }
-
-                    w = dictionary[(indices[index >> 1] >> ((index & 1) * 4)) & 0xF];
-                    index++;
-                    break;
-                case TagPartial:
-                    if (index >= indexLimit || low >= lowLimit)
-                    {
-                        CodecErrors.ThrowCorrupt(Name, "more partial matches than indices or low bits");
-                    }
-
-                    int slot = (indices[index >> 1] >> ((index & 1) * 4)) & 0xF;
-                    index++;
-                    if (low % LowPerWord == 0)
-                    {
-                        lowWord = BinaryPrimitives.ReadUInt32LittleEndian(lows[(low / LowPerWord * WordSize)..]);
-                    }
-
-                    w = (dictionary[slot] & ~LowMask) | ((lowWord >> (LowBitCount * (low % LowPerWord))) & LowMask);
-                    low++;
-                    dictionary[slot] = w;
-                    break;
-                default:
-                    if (full + WordSize > fullWords.Length)
-                    {
-                        CodecErrors.ThrowCorrupt(Name, "more misses than full words");
-                    }
-
-                    w = BinaryPrimitives.ReadUInt32LittleEndian(fullWords[full..]);
-                    full += WordSize;
-                    dictionary[Slot(w)] = w;
-                    break;
+                // Four zero words: the commonest tag byte in real memory.
+                Unsafe.WriteUnaligned(ref Unsafe.As<uint, byte>(ref output[first]), (ulong)0);
+                Unsafe.WriteUnaligned(ref Unsafe.As<uint, byte>(ref output[first + 2]), (ulong)0);
+                continue;
             }
 
-            output[i] = LittleEndian(w);
+            for (int k = 0; k < TagsPerByte; k++, tagByte >>= 2)
+            {
+                uint w;
+                switch (tagByte & 3)
+                {
+                    case TagZero:
+                        w = 0;
+                        break;
+                    case TagExact:
+                        if (index >= indexLimit)
+                        {
+                            CodecErrors.ThrowCorrupt(Name, "more matches than dictionary indices");
+                        }
+
+                        w = dictionary[(indices[index >> 1] >> ((index & 1) * 4)) & 0xF];
+                        index++;
+                        break;
+                    case TagPartial:
+                        if (index >= indexLimit || low >= lowLimit)
+                        {
+                            CodecErrors.ThrowCorrupt(Name, "more partial matches than indices or low bits");
+                        }
+
+                        int slot = (indices[index >> 1] >> ((index & 1) * 4)) & 0xF;
+                        index++;
+                        if (lowInWord == LowPerWord)
+                        {
+                            lowOffset += WordSize;
+                            lowWord = BinaryPrimitives.ReadUInt32LittleEndian(lows[lowOffset..]);
+                            lowInWord = 0;
+                        }
+
+                        w = (dictionary[slot] & ~LowMask) | (lowWord & LowMask);
+                        lowWord >>= LowBitCount;
+                        lowInWord++;
+                        low++;
+                        dictionary[slot] = w;
+                        break;
+                    default:
+                        if (full > fullWords.Length - WordSize)
+                        {
+                            CodecErrors.ThrowCorrupt(Name, "more misses than full words");
+                        }
+
+                        w = BinaryPrimitives.ReadUInt32LittleEndian(fullWords[full..]);
+                        full += WordSize;
+                        dictionary[Slot(w)] = w;
+                        break;
+                }
+
+                output[first + k] = LittleEndian(w);
+            }
         }
 
         if (full != fullWords.Length || (index + 1) / 2 != indices.Length

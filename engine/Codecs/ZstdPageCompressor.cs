@@ -35,6 +35,7 @@ internal sealed class ZstdPageCompressor : IPageCompressor
     public bool TryCompress(ReadOnlySpan<byte> page, Span<byte> destination, out int written)
     {
         CodecErrors.CheckPage(page.Length, nameof(page));
+        CodecErrors.CheckDisjoint(page, destination, nameof(page));
         Compressor compressor = t_compressor ??= CreateCompressor();
 
         // zstd wants room for its worst case while it works, more than it may finally need: compress into a scratch

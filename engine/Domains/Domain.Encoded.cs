@@ -95,9 +95,9 @@ public sealed partial class Domain
         long count = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
             if (PageEntry.State(PeekEntry(gfn)) == state) count++;
-        if (Host.Frames.LimitFrames is not null && count > Host.Frames.FramesFree)
+        if (Host.ObtainableFrames is long obtainable && count > obtainable)
             throw new DEException("InsufficientMemoryToRestore", DEErrorKind.ResourceUnavailable,
-                $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {Host.Frames.FramesFree} are free under the host's limit; nothing was changed.",
+                $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.",
                 this);
         long restored = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
@@ -118,5 +118,48 @@ public sealed partial class Domain
             }
         }
         return restored;
+    }
+}
+
+public sealed partial class Domain
+{
+    /// <summary>
+    /// Brings a locked Swapped page back into a frame (reading it unless the caller overwrites the whole
+    /// page), checks its checksum, frees the slot. On failure the page stays Swapped and the error
+    /// names the domain and page.
+    /// </summary>
+    private ulong SwapIn(long gfn, ulong e, bool read)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var swap = Host.Reclaimer?.Swap
+                   ?? throw IntegrityError(gfn, "it is marked swapped but the host has no swap file");
+        uint slot = (uint)PageEntry.Payload(e);
+        uint frame = AllocateFrame(gfn, swapIn: true);
+        if (read)
+        {
+            bool ok;
+            try
+            {
+                ok = swap.TryRead(slot, Host.Frames.Span(frame));
+            }
+            catch (IOException ex)
+            {
+                Host.Frames.Free(frame);
+                throw new DEException("SwapReadError", DEErrorKind.ReadError,
+                    $"Page {gfn} of domain '{Name}' cannot be read back from swap slot {slot}: {ex.Message} The page stays swapped.",
+                    $"{Name}:{gfn}", ex);
+            }
+            if (!ok)
+            {
+                Host.Frames.Free(frame);
+                throw new DEException("SwapIntegrityError", DEErrorKind.InvalidData,
+                    $"Page {gfn} of domain '{Name}' read back from swap slot {slot} does not match its checksum. The page stays swapped; its bytes are never returned wrong.",
+                    $"{Name}:{gfn}");
+            }
+        }
+        swap.Release(slot);
+        AcknowledgeMemory();
+        Host.Faults.Record(FaultKind.SwapIn, Stopwatch.GetTimestamp() - start);
+        return PageEntry.With(e, PageState.Private, frame);
     }
 }

@@ -56,6 +56,9 @@ public sealed partial class Domain
 
     public bool IsRemoved => _removed;
 
+    /// <summary>True while the domain's memory is being loaded.</summary>
+    public bool Loading { get; internal set; }
+
     internal long P2MBytes => (long)_p2m.Length * sizeof(ulong);
 
     internal void CountSweep() => Interlocked.Increment(ref _sweeps);
@@ -90,6 +93,11 @@ public sealed partial class Domain
                 case PageState.Compressed:
                     fault = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
                     e = RebuildTimed(gfn, e, fault);
+                    Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
+                    break;
+                case PageState.Swapped:
+                    fault = FaultKind.SwapIn;
+                    e = SwapIn(gfn, e, read: true);
                     Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
                     break;
                 default:
@@ -166,6 +174,10 @@ public sealed partial class Domain
                 case PageState.Compressed:
                     fault = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
                     e = RebuildTimed(gfn, e, fault);
+                    break;
+                case PageState.Swapped:
+                    fault = FaultKind.SwapIn;
+                    e = SwapIn(gfn, e, read: !whole);
                     break;
                 default:
                     throw UnsupportedState(gfn, e);
@@ -251,7 +263,11 @@ public sealed partial class Domain
     internal ulong PeekEntry(long gfn) => Volatile.Read(ref _p2m[gfn]);
 
     /// <summary>Installs a loaded page as Private. Used only while the domain is being built.</summary>
-    internal void InstallLoaded(long gfn, uint frame) => _p2m[gfn] = PageEntry.With(0, PageState.Private, frame);
+    internal void InstallLoaded(long gfn, uint frame)
+    {
+        ulong e = Lock(gfn);
+        Unlock(gfn, PageEntry.With(e, PageState.Private, frame));
+    }
 
     /// <summary>Gives a Shared page a frame of its own; the caller holds the page's lock.</summary>
     internal ulong BreakSharing(long gfn, ulong e, bool copy)
@@ -265,12 +281,53 @@ public sealed partial class Domain
         return PageEntry.With(e, PageState.Private, frame);
     }
 
-    internal uint AllocateFrame(long gfn)
+    /// <summary>
+    /// A frame for a fault or a load. Under the limit with swap, pages out the coldest pages of the host
+    /// (never waiting on a page lock) until one is free; when nothing can go, fails with
+    /// "HostOutOfMemory" and marks this domain, leaving every page as it was.
+    /// </summary>
+    internal uint AllocateFrame(long gfn, bool swapIn = false)
     {
-        if (Host.Frames.TryAllocate(out uint frame)) return frame;
+        var reclaimer = Host.Reclaimer;
+        for (int attempt = 0; ; attempt++)
+        {
+            if (Host.Frames.TryAllocate(out uint frame))
+            {
+                reclaimer?.Poke();
+                return frame;
+            }
+            if (reclaimer is null || attempt >= 64) break;
+            // Nothing paged out by us may still mean another thread's reclaim freed frames meanwhile.
+            if (!reclaimer.ReclaimForFault() && !(swapIn && reclaimer.ReclaimForFault(exchange: true))
+                && Host.Frames.FramesFree == 0) break;
+        }
+        Interlocked.Increment(ref _outOfMemoryEvents);
+        LastOutOfMemory = DateTimeOffset.Now;
         throw new DEException("HostOutOfMemory", DEErrorKind.ResourceUnavailable,
-            $"The host is out of memory: domain '{Name}' needs a frame for page {gfn} and all {Host.Frames.LimitFrames} frames of the limit are in use.",
+            $"The host is out of memory: domain '{Name}' needs a frame for page {gfn}, the limit of {Host.Frames.LimitFrames} frames " +
+            $"(frames and store together) is reached, and {(reclaimer is null ? "the host has no swap file" : "nothing more can be paged out (swap full or every page busy)")}." +
+            (reclaimer?.LastWriteError is { } swapError ? $" The last swap write failed: {swapError}" : ""),
             this);
+    }
+
+    private long _outOfMemoryEvents;
+
+    /// <summary>How often an access or load of this domain failed for lack of host memory.</summary>
+    public long OutOfMemoryEvents => Interlocked.Read(ref _outOfMemoryEvents);
+
+    /// <summary>When that last happened; null if never.</summary>
+    public DateTimeOffset? LastOutOfMemory { get; private set; }
+
+    /// <summary>"Removed", "Loading", "OutOfMemory" (a fault that needed memory failed since the last one that got it), or "Running".</summary>
+    public string Status => IsRemoved ? "Removed" : Loading ? "Loading" : LastOutOfMemory is not null && OutOfMemoryEvents > _oomAcknowledged ? "OutOfMemory" : "Running";
+
+    private long _oomAcknowledged;
+
+    /// <summary>Clears the OutOfMemory status once a later fault got its memory.</summary>
+    private void AcknowledgeMemory()
+    {
+        long events = Interlocked.Read(ref _outOfMemoryEvents);
+        if (events != _oomAcknowledged) _oomAcknowledged = events;
     }
 
     /// <summary>Marks the domain removed and gives back every frame it holds.</summary>
@@ -291,6 +348,9 @@ public sealed partial class Domain
                 case PageState.Patched:
                 case PageState.Compressed:
                     DropEncoded(e);
+                    break;
+                case PageState.Swapped:
+                    Host.Reclaimer?.Swap.Release((uint)PageEntry.Payload(e));
                     break;
             }
             Unlock(gfn, 0);
@@ -316,6 +376,8 @@ public sealed partial class Domain
         {
             case PageState.Uniform:
                 return info with { UniformWord = (uint)PageEntry.Payload(e) };
+            case PageState.Swapped:
+                return info with { SwapSlot = (long)PageEntry.Payload(e) };
             case PageState.Patched:
             {
                 var blob = Host.Store.Get(PageEntry.Payload(e));

@@ -24,6 +24,9 @@ public sealed record PageInfo(
     /// <summary>"Delta" for a Patched page, the compression algorithm for a Compressed one.</summary>
     public string? Codec { get; init; }
 
+    /// <summary>For a Swapped page: its slot in the swap file.</summary>
+    public long? SwapSlot { get; init; }
+
     /// <summary>For a Uniform page: the 32-bit word repeated over the page.</summary>
     public uint? UniformWord { get; init; }
 

@@ -13,7 +13,7 @@ public enum PageState : byte
     Patched = 3,
     /// <summary>Stored compressed in the compact store; no frame of its own.</summary>
     Compressed = 4,
-    /// <summary>Reserved: a slot in the swap file (not built yet).</summary>
+    /// <summary>Paged out to a slot of the host's swap file; no frame.</summary>
     Swapped = 5,
     /// <summary>Every 32-bit word of the page is the same non-zero value, kept in the entry itself: no frame, no blob.</summary>
     Uniform = 6,
@@ -48,4 +48,6 @@ public enum FaultKind : byte
     Decompress = 4,
     /// <summary>First write to a Uniform page: a frame is allocated and filled with the page's word.</summary>
     PatternFill = 5,
+    /// <summary>Access to a Swapped page: read back from the swap file into a frame.</summary>
+    SwapIn = 6,
 }

@@ -48,6 +48,47 @@ public sealed partial class DEHost
         return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable);
     }
 
+    /// <summary>
+    /// One engine pass for background reclaim, over the domains that have a mechanism on; skipped
+    /// (false) when a scan is already running or no domain has one.
+    /// </summary>
+    /// <summary>
+    /// Stops the engine's own activity (scans, background and on-demand page-outs) until disposed, so a
+    /// caller can look at every page table at one instant. Guest accesses by other threads still run.
+    /// </summary>
+    internal IDisposable Quiesce()
+    {
+        Monitor.Enter(_scanGate);
+        var paused = Reclaimer?.Pause();
+        return new QuiesceScope(this, paused);
+    }
+
+    private sealed class QuiesceScope(DEHost host, IDisposable? paused) : IDisposable
+    {
+        public void Dispose()
+        {
+            paused?.Dispose();
+            Monitor.Exit(host._scanGate);
+        }
+    }
+
+    internal bool TryReclaimPass()
+    {
+        using var op = EnterOperation();
+        var domains = Domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled || d.Policy.CompressionEnabled).ToArray();
+        if (domains.Length == 0 || !Monitor.TryEnter(_scanGate)) return false;
+        try
+        {
+            RunPass(0, domains, new ScanOptions(), null, CancellationToken.None);
+            Interlocked.Increment(ref _passes);
+            return true;
+        }
+        finally
+        {
+            Monitor.Exit(_scanGate);
+        }
+    }
+
     private PassResult RunPass(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
         foreach (var index in _sharing.Values) index.Unstable.Clear();

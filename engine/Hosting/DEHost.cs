@@ -45,6 +45,25 @@ public sealed partial class DEHost : IDisposable
         Frames = new FramePool(limitFrames);
         Store = new Store.CompactStore();
         Policy = new HostPolicy(options.SimilaritySeed ?? Random.Shared.Next());
+        if (limitFrames is long lf)
+        {
+            // One budget for frames and the store's slabs.
+            long budget = lf * PageGeometry.PageSize;
+            Frames.ReservedBytes = () => Store.AllocatedBytes;
+            Store.GrowthGate = next => next + Frames.FramesInUse * PageGeometry.PageSize <= budget;
+        }
+        if (options.SwapPath is { } swapPath)
+        {
+            if (limitFrames is null)
+                throw new DEException("SwapNeedsMemoryLimit", DEErrorKind.InvalidArgument,
+                    "A swap file is used only when the host has a memory limit: give -MemoryLimit too.", swapPath);
+            long size = options.SwapSizeBytes ?? 4L << 30;
+            if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0)
+                throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
+                    $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes; {size} was given.", size);
+            var storage = options.SwapStorageFactory?.Invoke(swapPath, size) ?? Paging.SwapFile.Create(swapPath, size);
+            Reclaimer = new Paging.Reclaimer(this, new Paging.SwapSpace(storage));
+        }
         Connected = DateTimeOffset.Now;
     }
 
@@ -59,8 +78,28 @@ public sealed partial class DEHost : IDisposable
     /// <summary>Where patches and compressed pages live.</summary>
     internal Store.CompactStore Store { get; }
 
-    /// <summary>Host-wide engine settings (similarity detector, compaction).</summary>
+    /// <summary>Host-wide engine settings (similarity detector, compaction, watermarks).</summary>
     public HostPolicy Policy { get; }
+
+    /// <summary>Paging to the swap file; null when the host has no swap.</summary>
+    internal Paging.Reclaimer? Reclaimer { get; }
+
+    /// <summary>The swap file's path, or null.</summary>
+    public string? SwapPath => Reclaimer?.Swap.Storage.Path;
+
+    /// <summary>The memory limit in bytes (frames and store together), or long.MaxValue when unlimited.</summary>
+    internal long BudgetBytes => Frames.LimitFrames is long l ? l * PageGeometry.PageSize : long.MaxValue;
+
+    /// <summary>
+    /// Frames that could be had now: free ones, plus what paging out could free (free swap slots beyond
+    /// the exchange reserve). Null when there is no limit.
+    /// </summary>
+    internal long? ObtainableFrames => Frames.LimitFrames is null
+        ? null
+        : Frames.FramesFree + (Reclaimer is { } r ? Math.Max(0, r.Swap.SlotCount - r.Swap.SlotsUsed - r.Swap.ExchangeReserve) : 0);
+
+    /// <summary>What is left of the budget.</summary>
+    internal long FreeBudgetBytes => BudgetBytes - Frames.FramesInUse * PageGeometry.PageSize - Store.AllocatedBytes;
     internal FaultCounters Faults { get; } = new();
 
     /// <summary>The domains, ordered by id.</summary>
@@ -94,14 +133,22 @@ public sealed partial class DEHost : IDisposable
         ArgumentNullException.ThrowIfNull(source);
         using var op = EnterOperation();
         var domain = NewDomain(name, source.PageCount, options, source.Description);
+        // Registered while loading, so that under a memory limit its own pages can be paged out too.
+        domain.Loading = true;
+        Register(domain);
         try
         {
             domain.LoadReport = source.CopyTo(new LoadSink(this, domain), cancellationToken);
-            Register(domain);
+            domain.Loading = false;
             return domain;
         }
         catch
         {
+            lock (_domainGate)
+            {
+                _byId.TryRemove(domain.Id, out _);
+                _byName.TryRemove(domain.Name, out _);
+            }
             domain.Release();
             throw;
         }
@@ -146,9 +193,9 @@ public sealed partial class DEHost : IDisposable
         long shared = 0;
         for (long gfn = 0; gfn < domain.PageCount; gfn++)
             if (PageEntry.State(domain.PeekEntry(gfn)) == PageState.Shared) shared++;
-        if (Frames.LimitFrames is not null && shared > Frames.FramesFree)
+        if (ObtainableFrames is long obtainable && shared > obtainable)
             throw new DEException("InsufficientMemoryToUnshare", DEErrorKind.ResourceUnavailable,
-                $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {Frames.FramesFree} are free under the host's limit; nothing was changed.",
+                $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.",
                 domain);
         domain.Policy.SharingEnabled = false;
         long unshared = 0;
@@ -176,7 +223,7 @@ public sealed partial class DEHost : IDisposable
     public DomainPageStats GetPageStats(Domain domain)
     {
         using var op = EnterOperation();
-        long priv = 0, zero = 0, shared = 0, uniform = 0, patched = 0, compressed = 0, stored = 0;
+        long priv = 0, zero = 0, shared = 0, uniform = 0, patched = 0, compressed = 0, swapped = 0, stored = 0;
         double used = 0;
         for (long gfn = 0; gfn < domain.PageCount; gfn++)
         {
@@ -186,6 +233,7 @@ public sealed partial class DEHost : IDisposable
             {
                 case PageState.Zero: zero++; break;
                 case PageState.Uniform: uniform++; break;
+                case PageState.Swapped: swapped++; break;
                 case PageState.Private: priv++; used += PageGeometry.PageSize; break;
                 case PageState.Shared:
                     shared++;
@@ -226,6 +274,8 @@ public sealed partial class DEHost : IDisposable
             domain.SizeBytes, (long)Math.Round(used), policy.TrustGroup, policy.SharingEnabled)
         {
             UniformPages = uniform,
+            SwappedPages = swapped,
+            Status = domain.Status,
             PatchedPages = patched,
             CompressedPages = compressed,
             StoredBytes = stored,
@@ -253,6 +303,16 @@ public sealed partial class DEHost : IDisposable
             StoreStoredBytes = Store.StoredBytes,
             StoreBlobs = Store.LiveBlobs,
             StoreFragmentation = Store.Fragmentation,
+            SwapPath = SwapPath,
+            SwapBytes = (Reclaimer?.Swap.SlotCount ?? 0) * PageGeometry.PageSize,
+            SwapUsedBytes = (Reclaimer?.Swap.SlotsUsed ?? 0) * PageGeometry.PageSize,
+            PageOuts = Reclaimer?.PageOuts ?? 0,
+            PageOutP50 = Reclaimer?.PageOutLatency.Percentile(50) ?? TimeSpan.Zero,
+            PageOutP99 = Reclaimer?.PageOutLatency.Percentile(99) ?? TimeSpan.Zero,
+            SwapWriteFailures = Reclaimer?.WriteFailures ?? 0,
+            LastSwapWriteError = Reclaimer?.LastWriteError,
+            ReclaimRuns = Reclaimer?.Runs ?? 0,
+            OutOfMemoryEvents = domains.Sum(d => d.OutOfMemoryEvents),
         };
     }
 
@@ -266,6 +326,7 @@ public sealed partial class DEHost : IDisposable
         // Wait for guest accesses and scans in flight before the frames go away.
         var spin = new SpinWait();
         while (Interlocked.Read(ref _activeOperations) != 0) spin.SpinOnce();
+        Reclaimer?.Dispose(); // stops the background thread, closes and removes the swap file
         foreach (var d in _byId.Values) d.Release();
         _byId.Clear();
         _byName.Clear();
@@ -300,7 +361,8 @@ public sealed partial class DEHost : IDisposable
     }
 
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
-        domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes;
+        domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
+        + (Reclaimer?.Swap.MetadataBytes ?? 0);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
     {
@@ -365,6 +427,7 @@ public sealed partial class DEHost : IDisposable
             if ((ulong)gfn >= (ulong)domain.PageCount || page.Length != PageGeometry.PageSize)
                 throw new DEException("LoadPageOutOfRange", DEErrorKind.InvalidData,
                     $"The memory source gave page {gfn} ({page.Length} bytes) outside the domain's {domain.PageCount} pages.", gfn);
+            domain.ThrowIfRemoved();
             if (PagePresentCheck(domain, gfn))
                 throw new DEException("LoadPageDuplicate", DEErrorKind.InvalidData, $"The memory source gave page {gfn} twice.", gfn);
             uint frame = domain.AllocateFrame(gfn);

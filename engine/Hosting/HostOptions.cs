@@ -9,6 +9,18 @@ public sealed class HostOptions
     /// <summary>The most machine memory (frames) the host may use for guest pages; null for no limit.</summary>
     public long? MemoryLimitBytes { get; init; }
 
+    /// <summary>
+    /// A new file to page guest memory out to when the limit is reached (created 0600, removed on
+    /// disconnect). Needs <see cref="MemoryLimitBytes"/>.
+    /// </summary>
+    public string? SwapPath { get; init; }
+
+    /// <summary>Size of the swap file; 4 GiB when null.</summary>
+    public long? SwapSizeBytes { get; init; }
+
+    /// <summary>Tests only: makes the swap storage (to inject failing writes and reads).</summary>
+    internal Func<string, long, Paging.ISwapStorage>? SwapStorageFactory { get; init; }
+
     /// <summary>Seed of the similarity detector's block offsets; random (and recorded in <see cref="HostPolicy"/>) when null.</summary>
     public int? SimilaritySeed { get; init; }
 }

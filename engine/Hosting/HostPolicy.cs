@@ -36,6 +36,12 @@ public sealed class HostPolicy
     /// <summary>c: candidate pages kept per key (the first ones seen).</summary>
     public int SimilarityCandidates { get; internal set; } = DefaultCandidates;
 
+    /// <summary>Free memory (fraction of the limit) under which background reclaim starts.</summary>
+    public double LowWatermark { get; internal set; } = 0.05;
+
+    /// <summary>Free memory (fraction of the limit) at which background reclaim stops.</summary>
+    public double HighWatermark { get; internal set; } = 0.10;
+
     /// <summary>Store fragmentation (wasted / allocated) above which a pass ends with a compaction.</summary>
     public double CompactionThreshold { get; internal set; } = DefaultCompactionThreshold;
 }

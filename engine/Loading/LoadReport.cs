@@ -27,8 +27,9 @@ public sealed class LoadReport
     public long PagesLoaded { get; }
 
     /// <summary>
-    /// Pages inside the layout the source had no bytes for, left zero and not passed to the sink:
-    /// a process's untouched pages, a core's segment tail past p_filesz, a process core's segment not dumped.
+    /// Pages the source describes but holds no bytes for, never passed to the sink: a core's segment tail
+    /// past p_filesz and a process core's segments not dumped (zero pages inside the layout), and a live
+    /// process's mapped pages that were not resident when it was opened (left out of the layout).
     /// </summary>
     public long PagesNotResident { get; }
 

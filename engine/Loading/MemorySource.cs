@@ -72,7 +72,10 @@ public abstract class MemorySource : IDisposable
         }
     }
 
-    /// <summary>Opens a live Linux process: its readable mappings, one after another in address order.</summary>
+    /// <summary>
+    /// Opens a live Linux process: the resident pages of its readable mappings (per /proc/PID/pagemap),
+    /// one after another in address order; every mapped page when pagemap cannot be read.
+    /// </summary>
     public static MemorySource OpenProcess(int processId) => OpenProcess(processId, OperatingSystem.IsLinux());
 
     // The platform is a parameter so the not-on-Linux refusal can be tested on Linux.

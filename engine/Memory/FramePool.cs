@@ -32,10 +32,18 @@ internal sealed unsafe class FramePool : IDisposable
 
     public long FramesInUse => Interlocked.Read(ref _inUse);
 
+    /// <summary>
+    /// Bytes of the same memory budget held elsewhere (the compact store's slabs): the limit covers
+    /// both, so these count against the frames that may be taken.
+    /// </summary>
+    public Func<long>? ReservedBytes { get; set; }
+
+    private long ReservedFrames => ReservedBytes is { } f ? (f() + PageGeometry.PageMask) >> PageGeometry.PageShift : 0;
+
     /// <summary>Frames backed by native memory (in use or on the free list).</summary>
     public long FramesAllocated { get { lock (_gate) return (long)_chunkCount * PageGeometry.FramesPerChunk; } }
 
-    public long FramesFree => LimitFrames is long l ? Math.Max(0, l - FramesInUse) : FramesAllocated - FramesInUse;
+    public long FramesFree => LimitFrames is long l ? Math.Max(0, l - ReservedFrames - FramesInUse) : FramesAllocated - FramesInUse;
 
     /// <summary>Bytes of per-frame bookkeeping (reference counts, hashes, the free list).</summary>
     public long MetadataBytes
@@ -54,7 +62,7 @@ internal sealed unsafe class FramePool : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (LimitFrames is long limit && _inUse >= limit)
+            if (LimitFrames is long limit && _inUse + ReservedFrames >= limit)
             {
                 frame = 0;
                 return false;

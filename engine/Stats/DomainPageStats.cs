@@ -20,6 +20,10 @@ public sealed record DomainPageStats(
     /// <summary>Pages that are one repeated non-zero 32-bit word (no frame, no blob).</summary>
     public long UniformPages { get; init; }
     public long PatchedPages { get; init; }
+    /// <summary>Pages paged out to the swap file (they use disk, not memory).</summary>
+    public long SwappedPages { get; init; }
+    /// <summary>"Running", "Loading", "OutOfMemory" or "Removed".</summary>
+    public string Status { get; init; } = "Running";
     public long CompressedPages { get; init; }
     public bool PatchingEnabled { get; init; }
     public bool CompressionEnabled { get; init; }

@@ -5,8 +5,8 @@ namespace DifferenceEngine.Stats;
 /// <summary>Counts and times every fault the host services, one latency histogram per kind.</summary>
 public sealed class FaultCounters
 {
-    /// <summary>The fault kinds this version services (swap-in is not built yet).</summary>
-    public static readonly FaultKind[] Kinds = [FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.PatternFill, FaultKind.Unpatch, FaultKind.Decompress];
+    /// <summary>The fault kinds the engine services.</summary>
+    public static readonly FaultKind[] Kinds = [FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.PatternFill, FaultKind.Unpatch, FaultKind.Decompress, FaultKind.SwapIn];
 
     private readonly LatencyHistogram[] _byKind;
 

@@ -23,6 +23,20 @@ public sealed record HostStats(
     /// <summary>(allocated - stored) / allocated: what packing loses, counted against the savings.</summary>
     public double StoreFragmentation { get; init; }
 
+    public string? SwapPath { get; init; }
+    public long SwapBytes { get; init; }
+    public long SwapUsedBytes { get; init; }
+    /// <summary>Pages written to swap (page-in faults are counted under Faults as SwapIn).</summary>
+    public long PageOuts { get; init; }
+    /// <summary>Page-out cost per page (write + fdatasync of its batch, divided over the batch).</summary>
+    public TimeSpan PageOutP50 { get; init; }
+    public TimeSpan PageOutP99 { get; init; }
+    public long SwapWriteFailures { get; init; }
+    public string? LastSwapWriteError { get; init; }
+    public long ReclaimRuns { get; init; }
+    /// <summary>Accesses or loads that failed because the host was out of memory.</summary>
+    public long OutOfMemoryEvents { get; init; }
+
     public long FrameBytes => FramesInUse * Memory.PageGeometry.PageSize;
 
     /// <summary>What the host holds for its guests: frames in use, the store's slabs, and engine metadata.</summary>

@@ -112,6 +112,12 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>Most native bytes the store's slabs may take (whole slabs only); null when unlimited.</summary>
     public long? LimitBytes { get; }
 
+    /// <summary>
+    /// Asked before the store grows by a slab, with the store's total after growing; false refuses
+    /// (the host's memory limit covers frames and the store together).
+    /// </summary>
+    public Func<long, bool>? GrowthGate { get; set; }
+
     /// <summary>Native bytes held in slabs: a multiple of <see cref="SlabSize"/>.</summary>
     public long AllocatedBytes => Volatile.Read(ref _allocated);
 
@@ -506,6 +512,7 @@ public sealed unsafe class CompactStore : IDisposable
             long current = Volatile.Read(ref _allocated);
             long next = current + SlabSize;
             if (LimitBytes is long limit && next > limit) return null;
+            if (GrowthGate is { } gate && !gate(next)) return null;
             if (Interlocked.CompareExchange(ref _allocated, next, current) == current) break;
         }
         byte* data;

@@ -47,7 +47,13 @@ public sealed record WorkloadResult(
     TimeSpan Elapsed)
 {
     public double OperationsPerSecond => Elapsed.TotalSeconds == 0 ? 0 : Operations / Elapsed.TotalSeconds;
-    public long Faults => ZeroFillFaults + CopyOnWriteFaults;
+    public long Faults => ZeroFillFaults + CopyOnWriteFaults + OtherFaults;
+
+    /// <summary>Faults of the kinds that patching and compression add (PatternFill, Unpatch, Decompress).</summary>
+    public long OtherFaults { get; init; }
+
+    /// <summary>The first failing access's engine error (its ErrorId and Kind), when there was one.</summary>
+    public DEException? FirstException { get; init; }
 }
 
 /// <summary>
@@ -85,13 +91,18 @@ public static class WorkloadRunner
             workers.Sum(w => w.Reads + w.Writes), workers.Sum(w => w.Reads), workers.Sum(w => w.Writes),
             workers.Sum(w => w.ZeroFill), workers.Sum(w => w.Cow), workers.Sum(w => w.Mismatches),
             workers.Sum(w => w.Errors), workers.Select(w => w.FirstError).FirstOrDefault(e => e is not null),
-            options.Verify, sw.Elapsed);
+            options.Verify, sw.Elapsed)
+        {
+            OtherFaults = workers.Sum(w => w.Other),
+            FirstException = workers.Select(w => w.FirstException).FirstOrDefault(e => e is not null),
+        };
     }
 
     private sealed class Worker(IReadOnlyList<Domain> domains, WorkloadOptions o, int index, int threads, long operations)
     {
-        public long Reads, Writes, ZeroFill, Cow, Mismatches, Errors;
+        public long Reads, Writes, ZeroFill, Cow, Other, Mismatches, Errors;
         public string? FirstError;
+        public DEException? FirstException;
         private readonly Random _rng = new(HashCode.Combine(o.Seed, index));
         private readonly long[] _cursor = new long[domains.Count];
         private readonly Dictionary<(int, long), byte[]>? _shadow = o.Verify ? new() : null;
@@ -120,6 +131,7 @@ public static class WorkloadRunner
                     // A failing access (host out of memory, domain removed) stops this worker, not the others.
                     Errors++;
                     FirstError ??= $"{ex.ErrorId}: {ex.Message}";
+                    FirstException ??= ex;
                     return;
                 }
             }
@@ -160,6 +172,7 @@ public static class WorkloadRunner
         {
             if (fault == FaultKind.ZeroFill) ZeroFill++;
             else if (fault == FaultKind.CopyOnWrite) Cow++;
+            else if (fault != FaultKind.None) Other++;
         }
 
         private long PickGfn(int di, long pageCount)

@@ -100,5 +100,8 @@ public class DeltaCodecTests
         Assert.Equal("PageSizeInvalid", e.ErrorId);
         e = Assert.Throws<DEException>(() => DeltaCodec.Decode(page, [0x07, 0xFF, 0x1F], page));
         Assert.Equal("CodecBuffersOverlap", e.ErrorId);
+        byte[] both = new byte[8192];
+        e = Assert.Throws<DEException>(() => DeltaCodec.TryEncode(page, both.AsSpan(0, 4096), both.AsSpan(4000), out _));
+        Assert.Equal("CodecBuffersOverlap", e.ErrorId);
     }
 }

@@ -101,6 +101,8 @@ public class PageCompressorTests
         Assert.Equal("PageSizeInvalid", Assert.Throws<DEException>(() => codec.TryCompress(new byte[4000], buffer, out _)).ErrorId);
         Assert.True(codec.TryCompress(new byte[4096], buffer, out int written));
         Assert.Equal("PageSizeInvalid", Assert.Throws<DEException>(() => codec.Decompress(buffer.AsSpan(0, written), new byte[8192])).ErrorId);
+        Assert.Equal("CodecBuffersOverlap", Assert.Throws<DEException>(() => codec.TryCompress(buffer.AsSpan(0, 4096), buffer.AsSpan(100), out _)).ErrorId);
+        Assert.Equal("CodecBuffersOverlap", Assert.Throws<DEException>(() => codec.Decompress(buffer.AsSpan(0, written), buffer.AsSpan(0, 4096))).ErrorId);
     }
 
     [Theory]

@@ -14,14 +14,23 @@ namespace DifferenceEngine.Tests.Engine;
 public class NothingLostPropertyTests(ITestOutputHelper output)
 {
     [Theory]
-    [InlineData(20261126, 100_000, false)]
-    [InlineData(7, 30_000, false)]
-    [InlineData(20261127, 100_000, true)]
-    [InlineData(11, 30_000, true)]
-    public void EveryReadMatchesTheShadowCopy(int seed, int operations, bool allMechanisms)
+    [InlineData(20261126, 100_000, false, 0)]
+    [InlineData(7, 30_000, false, 0)]
+    [InlineData(20261127, 100_000, true, 0)]
+    [InlineData(11, 30_000, true, 0)]
+    [InlineData(20261128, 100_000, true, 2500)]
+    [InlineData(13, 30_000, false, 1500)]
+    public void EveryReadMatchesTheShadowCopy(int seed, int operations, bool allMechanisms, int limitPages)
     {
         var rng = new Random(seed);
-        using var host = new DEHost(new HostOptions { SimilaritySeed = seed });
+        using var swapDir = new TempDir();
+        using var host = new DEHost(new HostOptions
+        {
+            SimilaritySeed = seed,
+            MemoryLimitBytes = limitPages == 0 ? null : limitPages * 4096L,
+            SwapPath = limitPages == 0 ? null : Path.Combine(swapDir.Path, "swap"),
+            SwapSizeBytes = 256L << 20,
+        });
         DomainOptions Options(string group = "default", bool sharing = true) => new()
         {
             SharingEnabled = sharing,
@@ -161,6 +170,12 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                              string.Join(", ", stats.Faults.Select(f => $"{f.Kind}={f.Count}")));
             Assert.True(scans > 10 && reads > operations / 3 && writes > operations / 3);
             Assert.True(census.Shared > 0, "sharing happened");
+            if (limitPages != 0)
+            {
+                Assert.True(stats.PageOuts > 1000, $"{stats.PageOuts} page-outs");
+                Assert.True(stats.Faults.Single(f => f.Kind == FaultKind.SwapIn).Count > 1000, "page-ins happened throughout");
+                Assert.True(stats.FramesInUse * 4096 + stats.StoreAllocatedBytes <= limitPages * 4096L);
+            }
             var exercised = allMechanisms
                 ? new[] { FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.PatternFill, FaultKind.Unpatch, FaultKind.Decompress }
                 : new[] { FaultKind.ZeroFill, FaultKind.CopyOnWrite };
@@ -178,6 +193,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
             Assert.Equal(0, host.GetStats().SharedFrames);
             Assert.Equal(0, host.GetStats().StoreBlobs);
             Assert.Equal(0, host.GetStats().StoreAllocatedBytes);
+            Assert.Equal(0, host.GetStats().SwapUsedBytes);
         }
         finally
         {

@@ -170,12 +170,13 @@ public class PatchingTests
         using var dir = new TempDir();
         var reference = TestMemory.RandomPage(new Random(1));
         var pages = Enumerable.Range(0, 20).Select(i => Similar(reference, i, 3)).Prepend(reference).ToArray();
-        using var host = new DEHost(new HostOptions { SimilaritySeed = 1, MemoryLimitBytes = 30 * 4096 });
+        // Room for the reference, the pages and a few 64 KiB store slabs, not for rebuilding everything with the filler in.
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1, MemoryLimitBytes = 200 * 4096 });
         var d = TestMemory.LoadRaw(host, dir, "p", pages, All);
         host.Scan(options: new ScanOptions { UntilStable = true });
         long patched = host.GetPageStats(d).PatchedPages;
         Assert.True(patched >= 15, $"{patched} pages patched");
-        var filler = host.CreateDomain("filler", 64 * 4096);
+        var filler = host.CreateDomain("filler", 256 * 4096);
         long free = host.GetStats().FramesFree;
         for (int g = 0; g < free - 2; g++) filler.WritePage(g, [1]);
         var ex = Assert.Throws<DEException>(() => host.DisablePatching(d, restore: true));

@@ -119,6 +119,7 @@ internal static class TestMemory
     /// <summary>Frames in use must be exactly the private pages plus the distinct shared and reference frames.</summary>
     public static void AssertFrameAccounting(DEHost host)
     {
+        using var quiet = host.Quiesce(); // no background page-out between the census and the stats
         var c = Census(host.Domains);
         var stats = host.GetStats();
         Assert.Equal(c.Private + c.DistinctSharedFrames, stats.FramesInUse);

@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Paging;
+
+/// <summary>
+/// Hypervisor paging for an overcommitted host: keeps free memory between the policy's low and high
+/// watermarks by running an engine pass (share, patch, compress: cheap) and then paging out the
+/// coldest pages the clock knows of, C4 before C3; and pages out on demand when a fault needs a frame.
+/// </summary>
+/// <remarks>
+/// A page's frame is freed only after its bytes are written and fdatasync'ed. Victims are only ever
+/// try-locked, so reclaim can run from a fault path that holds its own page's lock.
+/// Only pages with a frame of their own (Private) are paged out: Shared frames serve several pages
+/// and would have to be unshared first, and Patched or Compressed pages hold no frame (their 0.1-2 KiB
+/// in the store is not worth a 4 KiB slot and a disk read on access).
+/// </remarks>
+internal sealed class Reclaimer : IDisposable
+{
+    public const int BatchPages = 64;
+
+    // Categories accepted at each level: the hand relaxes only when a whole rotation found nothing colder.
+    private static readonly PageCategory[][] Levels =
+    [
+        [PageCategory.C4],
+        [PageCategory.C4, PageCategory.C3],
+        [PageCategory.C4, PageCategory.C3, PageCategory.None],
+        [PageCategory.C4, PageCategory.C3, PageCategory.None, PageCategory.C2],
+        [PageCategory.C4, PageCategory.C3, PageCategory.None, PageCategory.C2, PageCategory.C1],
+    ];
+
+    private readonly DEHost _host;
+    private readonly object _gate = new();
+    private readonly Thread _thread;
+    private readonly AutoResetEvent _wake = new(false);
+    private volatile bool _stopping;
+    private int _domainIndex;
+    private long _gfn;
+    private int _level;
+    private long _levelAtPasses = -1;
+    private long _pageOuts, _writeFailures, _runs, _enginePasses;
+    private readonly (Domain Domain, long Gfn, ulong Entry, uint Slot)[] _victims = new (Domain, long, ulong, uint)[BatchPages];
+
+    public Reclaimer(DEHost host, SwapSpace swap)
+    {
+        _host = host;
+        Swap = swap;
+        _thread = new Thread(BackgroundLoop) { IsBackground = true, Name = $"de-reclaim-{host.Name}" };
+        _thread.Start();
+    }
+
+    public SwapSpace Swap { get; }
+    public LatencyHistogram PageOutLatency { get; } = new();
+    public long PageOuts => Interlocked.Read(ref _pageOuts);
+    public long WriteFailures => Interlocked.Read(ref _writeFailures);
+    public long Runs => Interlocked.Read(ref _runs);
+    public long EnginePasses => Interlocked.Read(ref _enginePasses);
+    public string? LastWriteError { get; private set; }
+
+    /// <summary>Wakes the background reclaim when free memory fell under the low watermark.</summary>
+    public void Poke()
+    {
+        if (_host.FreeBudgetBytes < _host.Policy.LowWatermark * _host.BudgetBytes) _wake.Set();
+    }
+
+    /// <summary>
+    /// Pages out one batch for a fault that needs a frame now; false when nothing could be freed. A swap-in
+    /// (<paramref name="exchange"/>) may use the slots kept in reserve, since it frees its own slot after.
+    /// </summary>
+    public bool ReclaimForFault(bool exchange = false)
+    {
+        _wake.Set();
+        return exchange ? PageOutBatch(1, exchange: true) > 0 : PageOutBatch(Math.Max(1, PagesToHighWatermark())) > 0;
+    }
+
+    /// <summary>Pages to write before free memory is back at the high watermark.</summary>
+    private int PagesToHighWatermark()
+    {
+        double missing = _host.Policy.HighWatermark * _host.BudgetBytes - _host.FreeBudgetBytes;
+        return missing <= 0 ? 0 : (int)Math.Min(BatchPages, Math.Ceiling(missing / PageGeometry.PageSize));
+    }
+
+    /// <summary>Pages out until free memory reaches the high watermark or nothing more can go; returns pages written.</summary>
+    public long ReclaimToHighWatermark()
+    {
+        long total = 0;
+        while (!_stopping)
+        {
+            int wanted = PagesToHighWatermark();
+            if (wanted == 0) break;
+            int n = PageOutBatch(wanted);
+            if (n == 0) break;
+            total += n;
+        }
+        return total;
+    }
+
+    private void BackgroundLoop()
+    {
+        while (!_stopping)
+        {
+            _wake.WaitOne(TimeSpan.FromSeconds(1));
+            if (_stopping) break;
+            try
+            {
+                if (_host.FreeBudgetBytes >= _host.Policy.LowWatermark * _host.BudgetBytes) continue;
+                Interlocked.Increment(ref _runs);
+                // Cheapest first: one engine pass (sharing, patching, compression as each domain allows).
+                if (_host.TryReclaimPass()) Interlocked.Increment(ref _enginePasses);
+                ReclaimToHighWatermark();
+            }
+            catch (DEException ex) when (ex.ErrorId == "HostDisconnected")
+            {
+                break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Writes up to <paramref name="wanted"/> (at most <see cref="BatchPages"/>) of the coldest Private pages to swap, flushes, and only then
+    /// frees their frames and marks them Swapped. A failed write or flush leaves every page as it was.
+    /// </summary>
+    private int PageOutBatch(int wanted, bool exchange = false)
+    {
+        wanted = Math.Clamp(wanted, 1, BatchPages);
+        lock (_gate)
+        {
+            long started = Stopwatch.GetTimestamp();
+            if (_host.ScanPasses != _levelAtPasses)
+            {
+                // The clock moved: start again from the coldest category.
+                _level = 0;
+                _levelAtPasses = _host.ScanPasses;
+            }
+            var domains = _host.Domains;
+            if (domains.Count == 0) return 0;
+            long total = 0;
+            foreach (var d in domains) total += d.PageCount;
+            var frames = _host.Frames;
+            int count = 0;
+            long looked = 0;
+            bool stop = false;
+            while (count < wanted && !stop)
+            {
+                if (looked >= total)
+                {
+                    if (_level == Levels.Length - 1) break;
+                    _level++;
+                    looked = 0;
+                }
+                if (_domainIndex >= domains.Count) _domainIndex = 0;
+                var d = domains[_domainIndex];
+                if (_gfn >= d.PageCount)
+                {
+                    _domainIndex++;
+                    _gfn = 0;
+                    continue;
+                }
+                long gfn = _gfn++;
+                looked++;
+                ulong peek = d.PeekEntry(gfn);
+                if (PageEntry.State(peek) != PageState.Private || !Accepts(PageEntry.Category(peek)) || d.IsRemoved) continue;
+                if (!d.TryLock(gfn, out ulong e)) continue;
+                if (d.IsRemoved || PageEntry.State(e) != PageState.Private || !Accepts(PageEntry.Category(e)))
+                {
+                    d.Unlock(gfn, e);
+                    continue;
+                }
+                if (!Swap.TryReserve(out uint slot, exchange))
+                {
+                    d.Unlock(gfn, e);
+                    break; // swap full
+                }
+                try
+                {
+                    Swap.Write(slot, frames.Span(PageEntry.Frame(e)));
+                }
+                catch (IOException ex)
+                {
+                    Swap.Release(slot);
+                    d.Unlock(gfn, e);
+                    RecordFailure(ex);
+                    stop = true;
+                    break;
+                }
+                _victims[count++] = (d, gfn, e, slot);
+            }
+            if (count == 0) return 0;
+            bool durable;
+            try
+            {
+                Swap.Flush();
+                durable = true;
+            }
+            catch (IOException ex)
+            {
+                RecordFailure(ex);
+                durable = false;
+            }
+            for (int i = 0; i < count; i++)
+            {
+                var (d, gfn, e, slot) = _victims[i];
+                if (durable)
+                {
+                    frames.Free(PageEntry.Frame(e));
+                    e = PageEntry.WithPayload(e, PageState.Swapped, slot);
+                }
+                else
+                {
+                    Swap.Release(slot);
+                }
+                d.Unlock(gfn, e);
+                _victims[i] = default;
+            }
+            if (!durable) return 0;
+            Interlocked.Add(ref _pageOuts, count);
+            long perPage = (Stopwatch.GetTimestamp() - started) / count;
+            for (int i = 0; i < count; i++) PageOutLatency.RecordTicks(perPage);
+            return count;
+        }
+    }
+
+    /// <summary>Holds page-outs until disposed (tests and consistent snapshots).</summary>
+    internal IDisposable Pause()
+    {
+        Monitor.Enter(_gate);
+        return new Released(() => Monitor.Exit(_gate));
+    }
+
+    private sealed class Released(Action release) : IDisposable
+    {
+        public void Dispose() => release();
+    }
+
+    private bool Accepts(PageCategory category) => Array.IndexOf(Levels[_level], category) >= 0;
+
+    private void RecordFailure(IOException ex)
+    {
+        Interlocked.Increment(ref _writeFailures);
+        LastWriteError = ex.Message;
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        _wake.Set();
+        _thread.Join();
+        _wake.Dispose();
+        Swap.Dispose();
+    }
+}

@@ -1,0 +1,82 @@
+using System.IO.Hashing;
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Paging;
+
+/// <summary>
+/// Page-sized slots of the swap storage: a slot allocator and, in memory, the checksum of every page
+/// written, checked on every read so a damaged swap file is a loud error, never wrong bytes.
+/// </summary>
+internal sealed class SwapSpace : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly ulong[] _checksums;
+    private readonly uint[] _free;
+    private int _freeCount;
+
+    public SwapSpace(ISwapStorage storage)
+    {
+        Storage = storage;
+        long slots = storage.Length / PageGeometry.PageSize;
+        if (slots is < 1 or > uint.MaxValue)
+            throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
+                $"A swap file must hold between 1 and {uint.MaxValue} pages; {storage.Length} bytes were given.", storage.Length);
+        SlotCount = slots;
+        _checksums = new ulong[slots];
+        _free = new uint[slots];
+        for (long i = 0; i < slots; i++) _free[i] = (uint)(slots - 1 - i); // lowest slots first
+        _freeCount = (int)slots;
+    }
+
+    public ISwapStorage Storage { get; }
+    public long SlotCount { get; }
+    public long SlotsUsed { get { lock (_gate) return SlotCount - _freeCount; } }
+    public long MetadataBytes => SlotCount * (sizeof(ulong) + sizeof(uint));
+
+    /// <summary>
+    /// Slots kept back from ordinary page-outs so that a page can always be swapped in, even with memory
+    /// and swap both full, by exchanging it with a victim (a swap-in frees its own slot after).
+    /// </summary>
+    public int ExchangeReserve => (int)Math.Min(64, Math.Max(1, SlotCount / 8));
+
+    public bool TryReserve(out uint slot, bool exchange = false)
+    {
+        lock (_gate)
+        {
+            if (_freeCount == 0 || (!exchange && _freeCount <= ExchangeReserve))
+            {
+                slot = 0;
+                return false;
+            }
+            slot = _free[--_freeCount];
+            return true;
+        }
+    }
+
+    public void Release(uint slot)
+    {
+        lock (_gate)
+        {
+            _checksums[slot] = 0;
+            _free[_freeCount++] = slot;
+        }
+    }
+
+    /// <summary>Writes a page into a reserved slot and records its checksum (not durable until <see cref="Flush"/>).</summary>
+    public void Write(uint slot, ReadOnlySpan<byte> page)
+    {
+        Storage.Write((long)slot * PageGeometry.PageSize, page);
+        _checksums[slot] = XxHash3.HashToUInt64(page);
+    }
+
+    public void Flush() => Storage.Flush();
+
+    /// <summary>Reads a slot; false when the bytes do not match the checksum written with them.</summary>
+    public bool TryRead(uint slot, Span<byte> page)
+    {
+        Storage.Read((long)slot * PageGeometry.PageSize, page);
+        return XxHash3.HashToUInt64(page) == _checksums[slot];
+    }
+
+    public void Dispose() => Storage.Dispose();
+}

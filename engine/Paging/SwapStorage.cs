@@ -1,0 +1,121 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace DifferenceEngine.Paging;
+
+/// <summary>Where swapped pages are written: a file in production, a fault-injecting wrapper in tests.</summary>
+internal interface ISwapStorage : IDisposable
+{
+    string Path { get; }
+    long Length { get; }
+    bool DirectIo { get; }
+
+    /// <summary>Writes one page at a page-aligned offset from page-aligned memory; throws IOException on failure.</summary>
+    void Write(long offset, ReadOnlySpan<byte> page);
+
+    /// <summary>Reads one page; throws IOException on failure or a short read.</summary>
+    void Read(long offset, Span<byte> page);
+
+    /// <summary>Makes every write so far durable (fdatasync).</summary>
+    void Flush();
+}
+
+/// <summary>
+/// The swap file: created private (0600) and exclusively, preallocated so a write never meets a full
+/// disk, opened with O_DIRECT where the file system allows (no page-cache copy of guest memory),
+/// flushed with fdatasync before any frame is released, and removed when closed.
+/// </summary>
+internal sealed partial class SwapFile : ISwapStorage
+{
+    private const int O_RDWR = 0x2, O_CREAT = 0x40, O_EXCL = 0x80, O_DIRECT = 0x4000, O_CLOEXEC = 0x80000;
+    private const int EINVAL = 22;
+    private readonly SafeFileHandle _handle;
+    private bool _disposed;
+
+    private SwapFile(string path, SafeFileHandle handle, long length, bool direct)
+    {
+        Path = path;
+        _handle = handle;
+        Length = length;
+        DirectIo = direct;
+    }
+
+    public string Path { get; }
+    public long Length { get; }
+    public bool DirectIo { get; }
+
+    public static SwapFile Create(string path, long length)
+    {
+        if (!OperatingSystem.IsLinux())
+            throw new DEException("SwapUnsupported", DEErrorKind.NotImplemented, "Hypervisor paging to a swap file is built for Linux only.", path);
+        if (File.Exists(path) || Directory.Exists(path))
+            throw new DEException("SwapFileExists", DEErrorKind.ResourceExists,
+                $"'{path}' already exists; the swap file must be a new file (it is removed on disconnect).", path);
+        string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
+        if (dir is null || !Directory.Exists(dir))
+            throw new DEException("SwapDirectoryNotFound", DEErrorKind.ObjectNotFound, $"The folder of swap file '{path}' does not exist.", path);
+        bool direct = true;
+        int fd = Open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0x180 /* 0600 */);
+        if (fd < 0 && Marshal.GetLastPInvokeError() == EINVAL)
+        {
+            // tmpfs and some others refuse O_DIRECT: fall back to buffered I/O with fdatasync.
+            direct = false;
+            fd = Open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0x180);
+        }
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new DEException("SwapFileCreateFailed", DEErrorKind.WriteError,
+                $"Cannot create swap file '{path}': {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).", path);
+        }
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        int rc = PosixFallocate(fd, 0, length);
+        if (rc != 0)
+        {
+            handle.Dispose();
+            TryDelete(path);
+            throw new DEException(rc == 28 ? "SwapDiskFull" : "SwapFileCreateFailed", DEErrorKind.WriteError,
+                $"Cannot reserve {length} bytes for swap file '{path}': {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc}).", path);
+        }
+        return new SwapFile(path, handle, length, direct);
+    }
+
+    public void Write(long offset, ReadOnlySpan<byte> page) => RandomAccess.Write(_handle, page, offset);
+
+    public void Read(long offset, Span<byte> page)
+    {
+        int n = RandomAccess.Read(_handle, page, offset);
+        if (n != page.Length) throw new IOException($"Short read from the swap file: {n} of {page.Length} bytes at offset {offset}.");
+    }
+
+    public void Flush()
+    {
+        if (FDataSync(_handle.DangerousGetHandle().ToInt32()) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"fdatasync of the swap file failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).");
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _handle.Dispose();
+        TryDelete(Path);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "posix_fallocate")]
+    private static partial int PosixFallocate(int fd, long offset, long length);
+
+    [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
+    private static partial int FDataSync(int fd);
+}
