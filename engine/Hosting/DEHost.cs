@@ -322,6 +322,7 @@ public sealed partial class DEHost : IDisposable
     public void Dispose()
     {
         if (_disposed) return;
+        StopEngine();
         _disposed = true;
         // Wait for guest accesses and scans in flight before the frames go away.
         var spin = new SpinWait();

@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Hosting;
+
+/// <summary>Whether a host's background engine runs.</summary>
+public enum EngineState
+{
+    Stopped,
+    Running,
+    Stopping,
+}
+
+/// <summary>A snapshot of the background engine, as shown by Get-DEEngine.</summary>
+public sealed record EngineStatus(
+    string Host,
+    EngineState State,
+    TimeSpan Interval,
+    DateTimeOffset? Started,
+    long PassesRun,
+    DateTimeOffset? LastPass,
+    TimeSpan LastPassDuration,
+    TimeSpan BusyTime,
+    int Samples,
+    string? LastError);
+
+/// <summary>One point of the host's history: what the guests hold and what it costs, for reports over time.</summary>
+public sealed record StatsSample(
+    DateTimeOffset Time,
+    long GuestBytes,
+    long MemoryUsedBytes,
+    long SavedBytes,
+    long FramesInUse,
+    long StoreAllocatedBytes,
+    long SwapUsedBytes,
+    long Faults,
+    long ScanPasses);
+
+/// <summary>
+/// The engine as a service: a thread that runs one engine pass over every domain each interval (so
+/// sweeps of the same memory are at least an interval apart, as in the paper), while guests keep
+/// running, and records a stats sample after each pass. Stops within a pass's slice.
+/// </summary>
+internal sealed class BackgroundEngine : IDisposable
+{
+    public const int MaxSamples = 10_000;
+    private readonly DEHost _host;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Thread _thread;
+    private readonly object _gate = new();
+    private long _passes;
+    private long _busyTicks;
+    private DateTimeOffset? _lastPass;
+    private TimeSpan _lastDuration;
+    private string? _lastError;
+    private volatile bool _stopping;
+
+    public BackgroundEngine(DEHost host, TimeSpan interval)
+    {
+        _host = host;
+        Interval = interval;
+        Started = DateTimeOffset.Now;
+        _thread = new Thread(Run) { IsBackground = true, Name = $"de-engine-{host.Name}" };
+        _thread.Start();
+    }
+
+    public TimeSpan Interval { get; }
+    public DateTimeOffset Started { get; }
+
+    public EngineStatus Status(int samples)
+    {
+        lock (_gate)
+            return new EngineStatus(_host.Name, _stopping ? EngineState.Stopping : EngineState.Running, Interval, Started,
+                _passes, _lastPass, _lastDuration, Stopwatch.GetElapsedTime(0, _busyTicks), samples, _lastError);
+    }
+
+    private void Run()
+    {
+        var token = _stop.Token;
+        long next = Stopwatch.GetTimestamp();
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                long started = Stopwatch.GetTimestamp();
+                _host.Scan(options: new ScanOptions { Passes = 1 }, cancellationToken: token);
+                long ended = Stopwatch.GetTimestamp();
+                lock (_gate)
+                {
+                    _passes++;
+                    _busyTicks += ended - started;
+                    _lastPass = DateTimeOffset.Now;
+                    _lastDuration = Stopwatch.GetElapsedTime(started, ended);
+                }
+                _host.RecordSample();
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            catch (DEException ex) when (ex.ErrorId == "HostDisconnected")
+            {
+                break;
+            }
+            catch (DEException ex)
+            {
+                // A failing pass (a domain removed meanwhile, a corrupt page) is recorded; the engine goes on.
+                lock (_gate) _lastError = $"{ex.ErrorId}: {ex.Message}";
+            }
+            next += (long)(Interval.TotalSeconds * Stopwatch.Frequency);
+            long wait = next - Stopwatch.GetTimestamp();
+            if (wait > 0) token.WaitHandle.WaitOne(TimeSpan.FromSeconds((double)wait / Stopwatch.Frequency));
+            else next = Stopwatch.GetTimestamp();
+        }
+    }
+
+    /// <summary>Cancels the pass in progress and waits for the thread; returns within a slice of work.</summary>
+    public void Dispose()
+    {
+        _stopping = true;
+        _stop.Cancel();
+        _thread.Join();
+        _stop.Dispose();
+    }
+}
