@@ -197,9 +197,11 @@ public class PagingTests
                 d.WritePage(g, PageOf(1, g)); // the next attempt pages out normally
             }
         }
-        Assert.Equal(1, failures);
+        // The background reclaim thread may be the one that meets the failed flush: then no fault fails.
+        Assert.InRange(failures, 0, 1);
+        long before = host.GetStats().SwapWriteFailures;
         for (long g = 0; g < 100; g++) Assert.Equal(PageOf(1, g), d.ReadPage(g));
-        Assert.True(host.GetStats().SwapWriteFailures >= 2);
+        Assert.True(before >= 2, $"{before} failures recorded: the injected writes and the injected flush");
     }
 
     [Fact]

@@ -25,6 +25,7 @@ public class PatchingTests
         var reference = TestMemory.RandomPage(new Random(1));
         var similar = Similar(reference, 2, 5);
         var a = TestMemory.LoadRaw(host, dir, "a", [reference], All);
+        host.Scan([a]); // a's page is listed first: it becomes the reference, not the other way round
         var b = TestMemory.LoadRaw(host, dir, "b", [similar], All);
         host.Scan(options: new ScanOptions { UntilStable = true });
         var info = b.GetPage(0);
@@ -119,6 +120,7 @@ public class PatchingTests
         var reference = TestMemory.RandomPage(new Random(1));
         var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 800).Select(i => $"row {i % 11};"))[..4096]);
         var a = TestMemory.LoadRaw(host, dir, "a", [reference], All);
+        host.Scan([a]); // the reference is listed first
         var b = TestMemory.LoadRaw(host, dir, "b", [Similar(reference, 9, 6), text], new DomainOptions
         {
             SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 1,

@@ -1,0 +1,165 @@
+using System.Runtime.InteropServices;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Sharing;
+
+namespace DifferenceEngine.Xen;
+
+/// <summary>
+/// What one <see cref="XenSharing"/> pass did: pages read and hashed, pages skipped (held by the pager, or not readable),
+/// candidate pairs (same hash as an earlier page), and per pair: shared now, on one frame already, changed since the
+/// scan (or a hash collision), refused by Xen (not sharable right now).
+/// </summary>
+public sealed record XenSharingResult(
+    long PagesScanned,
+    long PagesSkipped,
+    long Candidates,
+    long PagesShared,
+    long AlreadyShared,
+    long PagesChanged,
+    long PagesRefused);
+
+/// <summary>
+/// Whole-page sharing on a Xen host: reads every page of the chosen domains, hashes them, and for each page whose hash
+/// matches an earlier one nominates both, compares their bytes and has Xen share them. Xen keeps shared frames
+/// copy-on-write. Choose domains that may share (one trust group): the pass shares any identical pages among them.
+/// </summary>
+public sealed class XenSharing
+{
+    private const int Batch = 256;
+
+    private readonly XenConnection connection;
+    private readonly XenPager? pager;
+
+    /// <summary>With a pager, pages it holds are skipped (reading them would page them back in).</summary>
+    public XenSharing(XenConnection connection, XenPager? pager = null)
+    {
+        this.connection = connection;
+        this.pager = pager;
+    }
+
+    /// <summary>One pass over the domains: enables sharing for each, scans, shares what is identical.</summary>
+    public XenSharingResult Run(IEnumerable<uint> domainIds, CancellationToken cancellationToken = default)
+    {
+        var domains = domainIds.Distinct().ToArray();
+        foreach (uint domainId in domains)
+        {
+            connection.EnableSharing(domainId);
+        }
+        var first = new Dictionary<ulong, XenPageRef>();
+        var candidates = new List<(XenPageRef Source, XenPageRef Client)>();
+        long scanned = 0, skipped = 0;
+        byte[] buffer = new byte[Batch * PageGeometry.PageSize];
+        int[] errors = new int[Batch];
+        foreach (uint domainId in domains)
+        {
+            ulong last = connection.GetMaxGpfn(domainId);
+            for (ulong gfn = 0; gfn <= last;)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                int run = ReadableRun(domainId, gfn, last, ref skipped);
+                if (run == 0)
+                {
+                    gfn++;
+                    continue;
+                }
+                connection.ReadPages(domainId, gfn, buffer.AsSpan(0, run * PageGeometry.PageSize), errors);
+                for (int i = 0; i < run; i++)
+                {
+                    if (errors[i] != 0)
+                    {
+                        skipped++;
+                        continue;
+                    }
+                    scanned++;
+                    var page = new XenPageRef(domainId, gfn + (ulong)i);
+                    ulong hash = PageHasher.Hash(buffer.AsSpan(i * PageGeometry.PageSize, PageGeometry.PageSize));
+                    ref var source = ref CollectionsMarshal.GetValueRefOrAddDefault(first, hash, out bool seen);
+                    if (seen)
+                    {
+                        candidates.Add((source, page));
+                    }
+                    else
+                    {
+                        source = page;
+                    }
+                }
+                gfn += (ulong)run;
+            }
+        }
+        long shared = 0, already = 0, changed = 0, refused = 0;
+        byte[] a = new byte[PageGeometry.PageSize], b = new byte[PageGeometry.PageSize];
+        foreach (var (source, client) in candidates)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            switch (TryShare(source, client, a, b))
+            {
+                case Outcome.Shared: shared++; break;
+                case Outcome.AlreadyShared: already++; break;
+                case Outcome.Changed: changed++; break;
+                default: refused++; break;
+            }
+        }
+        return new XenSharingResult(scanned, skipped, candidates.Count, shared, already, changed, refused);
+    }
+
+    private enum Outcome
+    {
+        Shared,
+        AlreadyShared,
+        Changed,
+        Refused,
+    }
+
+    // Nominate both first: from then on a write invalidates the handle, so bytes compared equal after the nominations are
+    // the bytes Xen shares, or the share fails.
+    private Outcome TryShare(XenPageRef source, XenPageRef client, byte[] a, byte[] b)
+    {
+        if (IsHeld(source) || IsHeld(client)
+            || !TryNominate(source, out ulong sourceHandle) || !TryNominate(client, out ulong clientHandle))
+        {
+            return Outcome.Refused;
+        }
+        if (sourceHandle == clientHandle)
+        {
+            return Outcome.AlreadyShared; // one frame already, from an earlier pass
+        }
+        if (!connection.TryReadPage(source.DomainId, source.Gfn, a) || !connection.TryReadPage(client.DomainId, client.Gfn, b)
+            || !a.AsSpan().SequenceEqual(b))
+        {
+            return Outcome.Changed;
+        }
+        return connection.Share(source, sourceHandle, client, clientHandle) ? Outcome.Shared : Outcome.Changed;
+    }
+
+    // Pages Xen will not share right now (paging states, held by another subsystem) are skipped; anything else is an error.
+    private bool TryNominate(XenPageRef page, out ulong handle)
+    {
+        try
+        {
+            handle = connection.NominateForSharing(page.DomainId, page.Gfn);
+            return true;
+        }
+        catch (XenException e) when (e.Errno is Errno.EINVAL or Errno.E2BIG or Errno.EBUSY or Errno.ENOENT)
+        {
+            handle = 0;
+            return false;
+        }
+    }
+
+    private bool IsHeld(XenPageRef page) => pager is not null && pager.IsEvicted(page.DomainId, page.Gfn);
+
+    // The length of the run of pages from gfn (at most Batch) the pager does not hold; 0 when gfn itself is held.
+    private int ReadableRun(uint domainId, ulong gfn, ulong last, ref long skipped)
+    {
+        int run = 0;
+        while (run < Batch && gfn + (ulong)run <= last && !IsHeld(new XenPageRef(domainId, gfn + (ulong)run)))
+        {
+            run++;
+        }
+        if (run == 0)
+        {
+            skipped++;
+        }
+        return run;
+    }
+}

@@ -1,0 +1,141 @@
+using System.Runtime.InteropServices;
+using DifferenceEngine.Memory;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Xen;
+
+/// <summary>
+/// The fake hypervisor's test-only API (tests/native/fakexen/fakexen.h), bound from the libfakexen.so the fake-linked shim
+/// loads (same file, so the same in-memory Xen). Each test gets it reset.
+/// </summary>
+internal sealed unsafe class FakeXen
+{
+    public const int PageSize = PageGeometry.PageSize;
+
+    private static readonly Lazy<FakeXen> Loaded = new(() => new FakeXen(NativeBuild.FakeFolder(out _)!));
+
+    private readonly delegate* unmanaged<int> reset;
+    private readonly delegate* unmanaged<uint, ulong, byte*, int> create;
+    private readonly delegate* unmanaged<uint, ulong, byte*, int> guestRead;
+    private readonly delegate* unmanaged<uint, ulong, byte*, int> guestWrite;
+    private readonly delegate* unmanaged<byte*, int, int> failNext;
+    private readonly delegate* unmanaged<uint, int> setTimeout;
+    private readonly delegate* unmanaged<ulong> frameCount;
+    private readonly delegate* unmanaged<uint, ulong> requestsPosted;
+
+    private FakeXen(string folder)
+    {
+        nint lib = NativeLibrary.Load(Path.Combine(folder, "libfakexen.so"));
+        reset = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "fakexen_reset");
+        create = (delegate* unmanaged<uint, ulong, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_create_domain");
+        guestRead = (delegate* unmanaged<uint, ulong, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_guest_read");
+        guestWrite = (delegate* unmanaged<uint, ulong, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_guest_write");
+        failNext = (delegate* unmanaged<byte*, int, int>)NativeLibrary.GetExport(lib, "fakexen_fail_next");
+        setTimeout = (delegate* unmanaged<uint, int>)NativeLibrary.GetExport(lib, "fakexen_set_timeout_ms");
+        frameCount = (delegate* unmanaged<ulong>)NativeLibrary.GetExport(lib, "fakexen_frame_count");
+        requestsPosted = (delegate* unmanaged<uint, ulong>)NativeLibrary.GetExport(lib, "fakexen_requests_posted");
+    }
+
+    /// <summary>
+    /// The fake, reset, with a 10 s pager timeout; null (and the reason written to output) when the native build cannot
+    /// exist here because libxen-dev is missing. A failed build throws.
+    /// </summary>
+    public static FakeXen? TryGet(ITestOutputHelper output)
+    {
+        if (NativeBuild.FakeFolder(out string? skipReason) is null)
+        {
+            output.WriteLine($"Skipped: {skipReason}");
+            return null;
+        }
+        var fake = Loaded.Value;
+        Check(fake.reset(), "reset");
+        fake.TimeoutMs = 10_000;
+        return fake;
+    }
+
+    public uint TimeoutMs
+    {
+        set => Check(setTimeout(value), "set the timeout");
+    }
+
+    public ulong FrameCount => frameCount();
+
+    public ulong RequestsPosted(uint domainId) => requestsPosted(domainId);
+
+    /// <summary>A domain whose page g holds <see cref="Pattern"/>(seed, g).</summary>
+    public void CreateDomain(uint domainId, int pages, int seed)
+    {
+        byte[] content = new byte[pages * PageSize];
+        for (int g = 0; g < pages; g++)
+        {
+            Pattern(seed, g).CopyTo(content.AsSpan(g * PageSize));
+        }
+        CreateDomain(domainId, content);
+    }
+
+    public void CreateDomain(uint domainId, byte[] content)
+    {
+        fixed (byte* p = content)
+        {
+            Check(create(domainId, (ulong)(content.Length / PageSize), p), $"create domain {domainId}");
+        }
+    }
+
+    /// <summary>A guest vCPU reads the page; 0 or -errno (blocks while the pager brings an evicted page back).</summary>
+    public int GuestRead(uint domainId, ulong gfn, Span<byte> page)
+    {
+        fixed (byte* p = page)
+        {
+            return guestRead(domainId, gfn, p);
+        }
+    }
+
+    public int GuestWrite(uint domainId, ulong gfn, ReadOnlySpan<byte> page)
+    {
+        fixed (byte* p = page)
+        {
+            return guestWrite(domainId, gfn, p);
+        }
+    }
+
+    public byte[] GuestRead(uint domainId, ulong gfn)
+    {
+        byte[] page = new byte[PageSize];
+        Check(GuestRead(domainId, gfn, page), $"guest read of domain {domainId} gfn {gfn}");
+        return page;
+    }
+
+    public void GuestWrite(uint domainId, ulong gfn, byte[] page) =>
+        Check(GuestWrite(domainId, gfn, page.AsSpan()), $"guest write of domain {domainId} gfn {gfn}");
+
+    /// <summary>The next call of the named Xen function fails with errno.</summary>
+    public void FailNext(string function, int errno)
+    {
+        byte[] name = System.Text.Encoding.ASCII.GetBytes(function + "\0");
+        fixed (byte* p = name)
+        {
+            Check(failNext(p, errno), $"inject {errno} into {function}");
+        }
+    }
+
+    /// <summary>Page contents every test derives the same way: a function of (seed, gfn) in every byte.</summary>
+    public static byte[] Pattern(int seed, long gfn)
+    {
+        byte[] page = new byte[PageSize];
+        var random = new Random(unchecked(seed * 1_000_003 + (int)gfn));
+        random.NextBytes(page.AsSpan(0, 256));
+        for (int i = 256; i < PageSize; i++)
+        {
+            page[i] = (byte)(page[i % 256] + i / 256);
+        }
+        return page;
+    }
+
+    private static void Check(int rc, string what)
+    {
+        if (rc != 0)
+        {
+            throw new InvalidOperationException($"fakexen: {what} failed with errno {-rc}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+using System.Diagnostics;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Xen;
+
+/// <summary>The shim's C tests (tests/native/test_shim.c) against the fake Xen, run here so they count in the totals.</summary>
+[Collection(nameof(FakeXenCollection))]
+public class NativeShimTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task CTestsOfTheShimPass()
+    {
+        string? folder = NativeBuild.FakeFolder(out string? skipReason);
+        if (folder is null)
+        {
+            output.WriteLine($"Skipped: {skipReason}");
+            return;
+        }
+        var start = new ProcessStartInfo(Path.Combine(folder, "test_shim")) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var run = Process.Start(start)!;
+        var stderr = run.StandardError.ReadToEndAsync();
+        string stdout = await run.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromMinutes(2));
+        await run.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
+        output.WriteLine(stdout);
+        output.WriteLine(await stderr);
+        Assert.Contains("1..", stdout);
+        Assert.Matches(@"# [1-9]\d* passed, 0 failed", stdout);
+        Assert.DoesNotContain("not ok", stdout);
+        Assert.Equal(0, run.ExitCode);
+    }
+}
