@@ -30,9 +30,19 @@
         'Invoke-DEScan'
         'Enable-DESharing'
         'Disable-DESharing'
+        'Enable-DEPatching'
+        'Disable-DEPatching'
+        'Enable-DECompression'
+        'Disable-DECompression'
+        'Get-DEPolicy'
+        'Set-DEPolicy'
         'Get-DEPageStats'
         'Get-DEHostStats'
         'Get-DEPage'
+        'Export-DEReport'
+        'Start-DEEngine'
+        'Stop-DEEngine'
+        'Get-DEEngine'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

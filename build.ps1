@@ -10,15 +10,24 @@
                out/DifferenceEngine: the manifest stamped with <VersionPrefix> from
                Directory.Build.props, our dlls and their runtime dependencies (minus the ones
                PowerShell itself ships), module/*.ps1xml, and about_ help from
-               module/ and module/en-US into out/DifferenceEngine/en-US.
+               module/ and module/en-US into out/DifferenceEngine/en-US. native/ is built with
+               make first (needs gcc, make, libxen-dev): the Xen shim libdexen.so goes into the
+               module under runtimes/linux-<arch>/native; the fake Xen and the shim's C tests
+               stay in out/native/fake for the Test task.
       Test     Build, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
                (tests/pester, run in a child pwsh against out/DifferenceEngine). Results go to
                out/test-results (xunit.trx, pester.xml). The last line printed is exactly
                "<N> passed, <N> failed"; the exit code is 1 if anything failed or a runner did
                not run.
       Demo     Build, then run examples/Demo.ps1 in a child pwsh with the built module.
-      Bench    BenchmarkDotNet benchmarks in bench/ (issue 6).
-      Compare  The corpus comparison in bench/ (issue 6).
+      Bench    Every BenchmarkDotNet micro-benchmark in bench/ (Table 2's operations on pages from real
+               memory, [MemoryDiagnoser]); BenchmarkDotNet's reports and table2.md (our numbers next to
+               the paper's and the one-tenth targets) are copied to out/bench.
+      Compare  The whole-run comparison on real memory (bench/, "compare"): snapshots of live programs
+               (or the raw images given with -Path) loaded into fresh hosts, sharing alone, sharing and
+               patching, then every mechanism with each codec, each until stable; Linux KSM, zram and
+               KSM then zram side by side where the machine allows (root). Writes out/compare/compare.csv
+               and compare.md.
       Clean    Remove out/ and the bin/ and obj/ folders of every project.
       Package  Build, then zip out/DifferenceEngine into out/DifferenceEngine-<version>.zip.
 
@@ -32,18 +41,31 @@
 .PARAMETER Configuration
     The dotnet build configuration.
 
+.PARAMETER Path
+    Compare: raw images to load instead of snapshots of live programs.
+
+.PARAMETER Quick
+    A smoke run for CI: Bench with BenchmarkDotNet's Dry job, Compare on two small inputs and one codec.
+
 .EXAMPLE
     dotnet tool restore; dotnet pwsh -NoProfile -File ./build.ps1 -Task Test
 
 .EXAMPLE
     dotnet pwsh -NoProfile -Command './build.ps1 -Task Clean, Build -Configuration Debug'
+
+.EXAMPLE
+    dotnet pwsh -NoProfile -File ./build.ps1 -Task Compare -Path ./vm1.img, ./vm2.img
 #>
 [CmdletBinding()]
 param(
     [ValidateSet('Build', 'Test', 'Demo', 'Clean', 'Bench', 'Compare', 'Package')]
     [string[]]$Task = 'Build',
 
-    [string]$Configuration = 'Release'
+    [string]$Configuration = 'Release',
+
+    [string[]]$Path = @(),
+
+    [switch]$Quick
 )
 
 $ErrorActionPreference = 'Stop'
@@ -66,6 +88,11 @@ $PesterRunner = Join-Path $RepoRoot 'tests/pester/Invoke-PesterSuite.ps1'
 $ModuleSource = Join-Path $RepoRoot 'module'
 $DemoScript = Join-Path $RepoRoot 'examples/Demo.ps1'
 $BenchDir = Join-Path $RepoRoot 'bench'
+$NativeSource = Join-Path $RepoRoot 'native'
+$NativeTestSource = Join-Path $RepoRoot 'tests/native'
+$NativeOut = Join-Path $OutDir 'native'
+$NativeFakeOut = Join-Path $NativeOut 'fake'
+$XenHeader = '/usr/include/xenctrl.h'
 
 # The manifest loads these at import; a missing one makes Import-Module fail, so Build checks first.
 $RequiredModuleFiles = @('DifferenceEngine.format.ps1xml', 'DifferenceEngine.types.ps1xml')
@@ -161,6 +188,37 @@ function Invoke-ChildPwsh {
     }
 }
 
+function Build-Native {
+    <#
+    .SYNOPSIS
+        Builds native/ with make: libdexen.so against Xen 4.17's libraries, and the test build in out/native/fake.
+    .DESCRIPTION
+        out/native/libdexen.so is the shim the module ships; it is copied to <Destination>, the publish folder's
+        runtimes/linux-<arch>/native, which the module layout carries over. out/native/fake holds the fake Xen
+        (libfakexen.so), the same shim source linked against it, and the C tests; xunit runs those (never shipped).
+        Needs a C compiler, make and libxen-dev's headers, which .ci/run installs.
+    #>
+    param(
+        [Parameter(Mandatory)][string]$Destination
+    )
+
+    Write-Step 'Native: native/ (libdexen.so) and tests/native/ (fake Xen, C tests)'
+    $missing = @(
+        foreach ($tool in 'cc', 'make') {
+            if (-not (Get-Command $tool -CommandType Application -ErrorAction Ignore)) { $tool }
+        }
+        if (-not (Test-Path -LiteralPath $XenHeader)) { "Xen's development headers ($XenHeader, package libxen-dev)" }
+    )
+    if ($missing.Count -gt 0) {
+        throw ("Build-Native: missing $($missing -join ', '). native/ is C over Xen 4.17's libraries; install " +
+            "them with 'apt-get install gcc make libxen-dev' (.ci/run does).")
+    }
+    Invoke-Native { make -C $NativeSource "O=$NativeOut" }
+    Invoke-Native { make -C $NativeTestSource "O=$NativeFakeOut" }
+    $null = New-Item -ItemType Directory -Path $Destination -Force
+    Copy-Item -LiteralPath (Join-Path $NativeOut 'libdexen.so') -Destination $Destination
+}
+
 function Invoke-BuildTask {
     if ($script:Built) {
         return
@@ -181,6 +239,10 @@ function Invoke-BuildTask {
     # Publishing the cmdlets builds the engine through the project reference and gathers every
     # runtime dependency into one folder.
     Invoke-Native { dotnet publish $CmdletsProject -c $Configuration -o $PublishDir --nologo }
+
+    # The shim goes where .NET keeps a package's native assets, so the layout below carries it into the module.
+    $arch = [Runtime.InteropServices.RuntimeInformation]::ProcessArchitecture.ToString().ToLowerInvariant()
+    Build-Native -Destination (Join-Path $PublishDir "runtimes/linux-$arch/native")
 
     Write-Step "Lay out $ModuleOut"
     if (Test-Path -LiteralPath $ModuleOut) {
@@ -429,14 +491,44 @@ function Get-BenchProject([string]$TaskName) {
 
 function Invoke-BenchTask {
     $project = Get-BenchProject 'Bench'
-    Write-Step "Bench: $project"
-    # BenchmarkDotNet needs Release; --filter * runs every benchmark without the interactive menu.
-    Invoke-Native { dotnet run --project $project -c Release -- --filter '*' }
+    $benchOut = Join-Path $OutDir 'bench'
+    $artifacts = Join-Path $benchOut 'artifacts'
+    Write-Step "Bench: $project$(if ($Quick) { ' (quick: --job Dry)' })"
+    if (Test-Path -LiteralPath $artifacts) {
+        Remove-Item -LiteralPath $artifacts -Recurse -Force
+    }
+    # BenchmarkDotNet needs Release; --filter * runs every benchmark without the interactive menu. The project's
+    # own job (1 launch, 5 warm-ups, 10 iterations) applies unless a --job is given.
+    # '*' stays literal in the command: pwsh on Unix expands an unquoted or splatted * into file names.
+    $job = @(if ($Quick) { '--job', 'Dry' })
+    Invoke-Native { dotnet run --project $project -c Release -- --filter '*' --artifacts $artifacts @job }
+
+    $results = Join-Path $artifacts 'results'
+    $reports = @(Get-ChildItem -LiteralPath $results -Filter '*.md' -File -ErrorAction Ignore)
+    if ($reports.Count -eq 0) {
+        throw "Bench: BenchmarkDotNet wrote no Markdown report to $results."
+    }
+    $reports | Copy-Item -Destination $benchOut
+    Write-Host "Reports in ${benchOut}:"
+    $reports | ForEach-Object { Write-Host "  $($_.Name)" }
 }
 
 function Invoke-CompareTask {
     $project = Get-BenchProject 'Compare'
-    throw "Compare: not wired to $project yet (issue 6)."
+    $compareOut = Join-Path $OutDir 'compare'
+    Write-Step "Compare: $project$(if ($Quick) { ' (quick)' })"
+    # The PowerShell inputs are more of the pwsh running this script: its pwsh.dll when it is the dotnet tool.
+    $pwsh = @(Get-PwshCommand)
+    $pwshPath = $pwsh[-1]
+    $compareArgs = @('compare', '--out', $compareOut, '--pwsh', $pwshPath)
+    if ($Quick) {
+        $compareArgs += '--quick'
+    }
+    if ($Path.Count -gt 0) {
+        $resolved = @($Path | ForEach-Object { (Resolve-Path -LiteralPath $_).ProviderPath })
+        $compareArgs += @('--path') + $resolved
+    }
+    Invoke-Native { dotnet run --project $project -c Release -- @compareArgs }
 }
 
 function Invoke-CleanTask {

@@ -79,6 +79,29 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     protected IReadOnlyList<Domain> ResolveDomainsOrAll(DomainSelector[]? selectors) =>
         selectors is null ? TargetHost.Domains : ResolveDomains(selectors);
 
+    /// <summary>
+    /// A file-system path as the provider resolves it (relative to the current location, "~" expanded),
+    /// for a file that need not exist yet. A drive or parent that cannot be found is <paramref name="notFoundErrorId"/>;
+    /// a path on another provider (Env:, Function:) is "PathNotFileSystem".
+    /// </summary>
+    protected string GetFileSystemPath(string path, string what, string notFoundErrorId)
+    {
+        string resolved;
+        ProviderInfo provider;
+        try
+        {
+            resolved = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path, out provider, out _);
+        }
+        catch (Exception ex) when (ex is System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or ItemNotFoundException)
+        {
+            throw new DEException(notFoundErrorId, DEErrorKind.ObjectNotFound, $"The {what} '{path}' cannot be found: {ex.Message}", path, ex);
+        }
+        if (provider.Name != "FileSystem")
+            throw new DEException("PathNotFileSystem", DEErrorKind.InvalidArgument,
+                $"'{path}' is on the {provider.Name} provider; the {what} must be a file.", path);
+        return resolved;
+    }
+
     /// <summary>Runs one item's engine call; an engine error is written (non-terminating) and false returned.</summary>
     protected bool TryItem(Action action) => TryItem(() => { action(); return true; }, out _);
 

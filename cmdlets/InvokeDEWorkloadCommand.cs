@@ -89,11 +89,26 @@ public sealed class InvokeDEWorkloadCommand : DECmdlet
             return;
         }
         WriteObject(result);
-        if (result.Errors > 0)
-            WriteDEError(new DEException("WorkloadAccessFailed", DEErrorKind.InvalidOperation,
-                $"{result.Errors} worker(s) stopped on a failed guest access; the first: {result.FirstError}", result));
+        if (result.Errors > 0) WriteAccessFailure(result);
         if (result.Mismatches > 0)
             WriteDEError(new DEException("WorkloadVerifyMismatch", DEErrorKind.InvalidData,
                 $"{result.Mismatches} read(s) did not return what was last written: guest memory was corrupted.", result));
+    }
+
+    /// <summary>
+    /// The first failed access as the engine raised it (its own id and category, e.g. HostOutOfMemory),
+    /// with a message that says how many workers stopped.
+    /// </summary>
+    private void WriteAccessFailure(WorkloadResult result)
+    {
+        string stopped = $"{result.Errors} worker(s) stopped on a failed guest access; the first: ";
+        if (result.FirstException is not { } first)
+        {
+            WriteDEError(new DEException("WorkloadAccessFailed", DEErrorKind.InvalidOperation, stopped + result.FirstError, result));
+            return;
+        }
+        var record = ToErrorRecord(first);
+        record.ErrorDetails = new ErrorDetails(stopped + first.Message);
+        WriteError(record);
     }
 }

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Loading;
@@ -51,10 +52,30 @@ public sealed class NewDEDomainCommand : DECmdlet
     [Parameter]
     public SwitchParameter EnableSharing { get; set; }
 
+    /// <summary>Let scans store this domain's similar pages as patches from the start (see Enable-DEPatching).</summary>
+    [Parameter]
+    public SwitchParameter EnablePatching { get; set; }
+
+    /// <summary>Let scans compress this domain's cold pages from the start (see Enable-DECompression).</summary>
+    [Parameter]
+    public SwitchParameter EnableCompression { get; set; }
+
+    /// <summary>The codec for compressed pages: LZ4 (the default), WKdm or Zstd.</summary>
+    [Parameter]
+    public CompressionAlgorithm CompressionAlgorithm { get; set; } = new DomainOptions().CompressionAlgorithm;
+
     protected override void ProcessRecord()
     {
         var host = TargetHost;
-        var options = new DomainOptions { TrustGroup = TrustGroup, C4Sweeps = C4Sweeps, SharingEnabled = EnableSharing };
+        var options = new DomainOptions
+        {
+            TrustGroup = TrustGroup,
+            C4Sweeps = C4Sweeps,
+            SharingEnabled = EnableSharing,
+            PatchingEnabled = EnablePatching,
+            CompressionEnabled = EnableCompression,
+            CompressionAlgorithm = CompressionAlgorithm,
+        };
         try
         {
             Domain? domain = ParameterSetName switch
@@ -79,19 +100,7 @@ public sealed class NewDEDomainCommand : DECmdlet
 
     private Domain? FromFile(DEHost host, DomainOptions options)
     {
-        string path;
-        ProviderInfo provider;
-        try
-        {
-            path = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path, out provider, out _);
-        }
-        catch (Exception ex) when (ex is System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or ItemNotFoundException)
-        {
-            throw new DEException("FileNotFound", DEErrorKind.ObjectNotFound, $"Memory image '{Path}' does not exist: {ex.Message}", Path, ex);
-        }
-        if (provider.Name != "FileSystem")
-            throw new DEException("PathNotFileSystem", DEErrorKind.InvalidArgument,
-                $"'{Path}' is on the {provider.Name} provider; a memory image must be a file.", Path);
+        string path = GetFileSystemPath(Path, "memory image", "FileNotFound");
         if (!ShouldProcess(Name, $"Create a domain from '{path}'")) return null;
         using var source = MemorySource.OpenFile(path);
         return Cancellable(() => host.LoadDomain(Name, source, options, StopToken));

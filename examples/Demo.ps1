@@ -5,26 +5,27 @@
 .DESCRIPTION
     Starts a few different real programs (two PowerShell sessions, a Perl interpreter, a shell, and
     Python when the machine has it), snapshots each one's memory into a domain of an embedded
-    DifferenceEngine host, enables sharing, scans until nothing more merges, runs a short guest
-    workload with verification, prints the per-domain stats table and the host stats, and writes a
-    JSON report (no page bytes) whose path is the last line printed.
+    DifferenceEngine host, shares identical pages until nothing more merges (timed), then adds
+    patching and compression, runs a verified guest workload with the background engine on, prints
+    the host stats and the per-domain stats table, and writes an HTML report (and a JSON one beside
+    it; no page bytes in either) whose path is the last line printed.
 
 .PARAMETER ModulePath
     The built module folder; defaults to $env:DE_MODULE_PATH, then out/DifferenceEngine.
 
 .PARAMETER ReportPath
-    Where the report goes; defaults to out/demo/report.json.
+    Where the HTML report goes; defaults to out/demo/report.html (a JSON report is written beside it).
 
 .EXAMPLE
     ./build.ps1 -Task Demo
 
 .EXAMPLE
-    dotnet pwsh -NoProfile -File examples/Demo.ps1 -ReportPath /tmp/de-report.json
+    dotnet pwsh -NoProfile -File examples/Demo.ps1 -ReportPath /tmp/de-report.html
 #>
 [CmdletBinding()]
 param(
     [string]$ModulePath = $(if ($env:DE_MODULE_PATH) { $env:DE_MODULE_PATH } else { Join-Path $PSScriptRoot '../out/DifferenceEngine' }),
-    [string]$ReportPath = (Join-Path $PSScriptRoot '../out/demo/report.json')
+    [string]$ReportPath = (Join-Path $PSScriptRoot '../out/demo/report.html')
 )
 
 $ErrorActionPreference = 'Stop'
@@ -58,8 +59,6 @@ if (Get-Command python3 -CommandType Application -ErrorAction Ignore) {
 }
 Start-Sleep -Seconds 3   # let the interpreters finish starting
 
-$reportDir = Split-Path -Parent $ReportPath
-if ($reportDir) { $null = New-Item -ItemType Directory -Force -Path $reportDir }
 
 Connect-DEHost -Name demo
 try {
@@ -77,34 +76,43 @@ finally {
 }
 
 Get-DEDomain | Enable-DESharing
-Write-Host "`nBefore sharing:"
+Write-Host "`nBefore the engine:"
 Get-DEPageStats | Format-Table | Out-String -Width 120 | Write-Host
 
+# 1. Whole-page sharing alone, until a pass merges nothing (the paper's first mechanism).
 $scan = Invoke-DEScan -UntilStable
-Write-Host ("Scan: {0} passes over {1:N0} pages in {2:N1} ms ({3:N0} pages/s), {4:N0} zero pages found, {5:N0} pages merged." -f
+Write-Host ("Sharing: {0} passes over {1:N0} pages in {2:N1} ms ({3:N0} pages/s): {4:N0} zero pages, {5:N0} pages merged." -f
     $scan.Passes, $scan.PagesSwept, $scan.Elapsed.TotalMilliseconds, $scan.PagesPerSecond, $scan.ZeroPagesFound, $scan.PagesMerged)
+$afterSharing = Get-DEHostStats
 
-# Guest activity through the engine: writes break sharing (copy-on-write), reads are verified.
-$work = Get-DEDomain | Invoke-DEWorkload -Operations 200000 -WriteFraction 0.2 -Pattern Hotspot -Seed 42 -Verify
+# 2. Patching and compression on top: similar pages become patches, cold ones are compressed.
+Get-DEDomain | Enable-DEPatching
+Get-DEDomain | Enable-DECompression -Algorithm LZ4
+Get-DEDomain | Set-DEPolicy -C4Sweeps 1     # every page may become C4 after one idle sweep: a demo, not a policy
+$full = Invoke-DEScan -UntilStable
+Write-Host ("All mechanisms: {0} passes in {1:N1} ms: {2:N0} pages patched, {3:N0} compressed, {4:N0} one-word pages." -f
+    $full.Passes, $full.Elapsed.TotalMilliseconds, $full.PagesPatched, $full.PagesCompressed, $full.UniformPagesFound)
+
+# 3. The engine in the background while the guests run: faults are served, every read is checked.
+Start-DEEngine -Interval 0.5
+$work = Get-DEDomain | Invoke-DEWorkload -Operations 200000 -WriteFraction 0.1 -Pattern Hotspot -Seed 42 -Verify
+Stop-DEEngine
 Write-Host ("Workload: {0:N0} operations, {1:N0} faults, {2} mismatches." -f $work.Operations, $work.Faults, $work.Mismatches)
 if ($work.Mismatches -ne 0) { throw "The workload read back bytes that differ from what it wrote." }
 $null = Invoke-DEScan -UntilStable
 
-Write-Host "`nAfter sharing:"
-$stats = Get-DEPageStats
-$stats | Format-Table | Out-String -Width 120 | Write-Host
 $hostStats = Get-DEHostStats
+Write-Host ("`nSharing alone saved {0:N1} MiB ({1}%); all mechanisms save {2:N1} MiB ({3}%) of {4:N1} MiB of guest memory." -f
+    ($afterSharing.SavedBytes / 1MB), $afterSharing.SavingsPercent, ($hostStats.SavedBytes / 1MB), $hostStats.SavingsPercent, ($hostStats.GuestBytes / 1MB))
 $hostStats | Format-List | Out-String -Width 120 | Write-Host
 
-$report = [ordered]@{
-    generated = (Get-Date).ToString('o')
-    machine   = "$([Environment]::ProcessorCount) cores, $([Math]::Round((Get-Content /proc/meminfo -TotalCount 1).Split(' ', [StringSplitOptions]::RemoveEmptyEntries)[1] / 1MB, 1)) GiB, $([System.Runtime.InteropServices.RuntimeInformation]::OSDescription)"
-    scan      = [ordered]@{ passes = $scan.Passes; pages = $scan.PagesSwept; milliseconds = [Math]::Round($scan.Elapsed.TotalMilliseconds, 2); pagesPerSecond = [Math]::Round($scan.PagesPerSecond) }
-    domains   = @($stats | Select-Object Domain, PageCount, PrivatePages, ZeroPages, SharedPages, GuestBytes, BytesUsed, BytesSaved, SavingsPercent)
-    host      = $hostStats | Select-Object Host, Domains, FramesInUse, GuestBytes, MemoryUsedBytes, MetadataBytes, SavedBytes, SavingsPercent
-    faults    = @($hostStats.Faults | Select-Object Kind, Count, P50Microseconds, P99Microseconds)
-}
-$report | ConvertTo-Json -Depth 5 | Set-Content -LiteralPath $ReportPath -Encoding utf8NoBOM
-if (-not $IsWindows) { chmod 600 $ReportPath }
+$reportDir = Split-Path -Parent $ReportPath
+if ($reportDir) { $null = New-Item -ItemType Directory -Force -Path $reportDir }
+$json = [IO.Path]::GetFullPath([IO.Path]::ChangeExtension($ReportPath, ".json"))
+Export-DEReport -Path $json -Force
+$html = Export-DEReport -Path $ReportPath -Force -PassThru
+
+Write-Host "After the engine:"
+Get-DEPageStats | Format-Table | Out-String -Width 120 | Write-Host
 Disconnect-DEHost -Confirm:$false
-Write-Host "Report: $((Resolve-Path -LiteralPath $ReportPath).Path)"
+Write-Host "Report: $($html.FullName) (and $json)"

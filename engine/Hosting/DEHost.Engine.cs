@@ -4,6 +4,7 @@ public sealed partial class DEHost
 {
     private readonly object _engineGate = new();
     private BackgroundEngine? _engine;
+    private EngineStatus? _lastRun;
     private readonly Queue<StatsSample> _history = new();
 
     /// <summary>
@@ -27,8 +28,11 @@ public sealed partial class DEHost
         }
     }
 
-    /// <summary>Stops the background engine (cancelling a pass in progress); false when it was not running.</summary>
-    public bool StopEngine()
+    /// <summary>
+    /// Stops the background engine (cancelling a pass in progress) and returns its final status, which
+    /// <see cref="EngineStatus"/> keeps showing (as Stopped) until the next start; null when it was not running.
+    /// </summary>
+    public EngineStatus? StopEngine()
     {
         BackgroundEngine? engine;
         lock (_engineGate)
@@ -36,10 +40,12 @@ public sealed partial class DEHost
             engine = _engine;
             _engine = null;
         }
-        if (engine is null) return false;
+        if (engine is null) return null;
         engine.Dispose();
-        RecordSample();
-        return true;
+        var final = engine.Status(HistoryCount) with { State = EngineState.Stopped };
+        lock (_engineGate) _lastRun = final;
+        if (!_disposed) RecordSample();
+        return final;
     }
 
     /// <summary>The background engine's state, passes, last pass and busy time.</summary>
@@ -49,6 +55,7 @@ public sealed partial class DEHost
         {
             lock (_engineGate)
                 return _engine?.Status(HistoryCount)
+                       ?? (_lastRun is { } last ? last with { Samples = HistoryCount } : null)
                        ?? new EngineStatus(Name, EngineState.Stopped, TimeSpan.Zero, null, 0, null, TimeSpan.Zero, TimeSpan.Zero, HistoryCount, null);
         }
     }

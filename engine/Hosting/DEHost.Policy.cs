@@ -80,14 +80,19 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// Changes the host's similarity detector (k keys of s blocks, c candidates per key, the seed) and
-    /// the compaction threshold. A new detector empties the similarity tables: keys of the old one mean
+    /// Changes the host's similarity detector (k keys of s blocks, c candidates per key, the seed), the
+    /// compaction threshold and the paging watermarks. A new detector empties the similarity tables: keys of the old one mean
     /// nothing to the new one.
     /// </summary>
     public void SetHostPolicy(int? keys = null, int? blocksPerKey = null, int? candidates = null, int? seed = null,
-        double? compactionThreshold = null)
+        double? compactionThreshold = null, double? lowWatermark = null, double? highWatermark = null)
     {
         using var op = EnterOperation();
+        double low = lowWatermark ?? Policy.LowWatermark, high = highWatermark ?? Policy.HighWatermark;
+        if (double.IsNaN(low) || double.IsNaN(high) || low <= 0 || high >= 1 || low >= high)
+            throw new DEException("PolicyWatermarksInvalid", DEErrorKind.InvalidArgument,
+                $"The watermarks must satisfy 0 < low < high < 1 (fractions of the memory limit); low {low} and high {high} were given.",
+                lowWatermark ?? highWatermark);
         if (candidates is < 1 or > 8)
             throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
                 $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
@@ -105,6 +110,8 @@ public sealed partial class DEHost
             if (detector is not null) Policy.Detector = detector;
             if (candidates is { } cc) Policy.SimilarityCandidates = cc;
             if (compactionThreshold is { } ct) Policy.CompactionThreshold = ct;
+            Policy.LowWatermark = low;
+            Policy.HighWatermark = high;
         }
     }
 

@@ -49,7 +49,7 @@ public sealed record WorkloadResult(
     public double OperationsPerSecond => Elapsed.TotalSeconds == 0 ? 0 : Operations / Elapsed.TotalSeconds;
     public long Faults => ZeroFillFaults + CopyOnWriteFaults + OtherFaults;
 
-    /// <summary>Faults of the kinds that patching and compression add (PatternFill, Unpatch, Decompress).</summary>
+    /// <summary>Faults of the other kinds: PatternFill, Unpatch, Decompress and SwapIn.</summary>
     public long OtherFaults { get; init; }
 
     /// <summary>The first failing access's engine error (its ErrorId and Kind), when there was one.</summary>

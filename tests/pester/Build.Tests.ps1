@@ -12,7 +12,12 @@ Describe 'The built DifferenceEngine module' {
             'Read-DEGuestPage', 'Write-DEGuestPage'
             'Invoke-DEWorkload', 'Invoke-DEScan'
             'Enable-DESharing', 'Disable-DESharing'
+            'Enable-DEPatching', 'Disable-DEPatching'
+            'Enable-DECompression', 'Disable-DECompression'
+            'Get-DEPolicy', 'Set-DEPolicy'
             'Get-DEPageStats', 'Get-DEHostStats', 'Get-DEPage'
+            'Export-DEReport'
+            'Start-DEEngine', 'Stop-DEEngine', 'Get-DEEngine'
         ) | Sort-Object
     }
 
@@ -47,6 +52,8 @@ Describe 'The built DifferenceEngine module' {
         'DifferenceEngine.Commands.dll'
         'DifferenceEngine.Engine.dll'
         'System.IO.Hashing.dll'
+        'K4os.Compression.LZ4.dll'
+        'ZstdSharp.dll'
         'DifferenceEngine.format.ps1xml'
         'DifferenceEngine.types.ps1xml'
     ) {

@@ -309,7 +309,7 @@ Describe 'Get-DEDomain' {
     It 'shows a table that fits 120 columns' {
         $lines = (Get-DEDomain | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        ($lines -join "`n") | Should -Match 'web1\s+1\.00 MiB\s+default\s+Off\s+empty'
+        ($lines -join "`n") | Should -Match 'web1\s+Running\s+1\.00 MiB\s+default\s+Off\s+Off\s+Off\s+empty'
     }
 }
 

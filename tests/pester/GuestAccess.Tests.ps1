@@ -267,14 +267,16 @@ Describe 'Invoke-DEWorkload' {
             Should -Throw -ErrorId 'DomainNotFound,DifferenceEngine.Commands.InvokeDEWorkloadCommand'
     }
 
-    It 'reports a failed access as WorkloadAccessFailed' {
+    It 'reports a failed access with the engine''s error id (HostOutOfMemory)' {
         $small = Connect-DEHost -Name "pester-work-small-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -MemoryLimit 16KB -PassThru
         try {
             $null = New-DEDomain -Name tiny -MemorySize 1MB -DEHost $small
             $result = Invoke-DEWorkload -DEHost $small -Domain tiny -Operations 2000 -WriteFraction 1 -ThrottleLimit 1 -ErrorVariable err -ErrorAction SilentlyContinue
             $result.Errors | Should -BeGreaterThan 0
             $result.FirstError | Should -BeLike 'HostOutOfMemory*'
-            $err[0].FullyQualifiedErrorId | Should -Be 'WorkloadAccessFailed,DifferenceEngine.Commands.InvokeDEWorkloadCommand'
+            $err[0].FullyQualifiedErrorId | Should -Be 'HostOutOfMemory,DifferenceEngine.Commands.InvokeDEWorkloadCommand'
+            $err[0].CategoryInfo.Category | Should -Be 'ResourceUnavailable'
+            $err[0].ErrorDetails.Message | Should -BeLike '* worker(s) stopped on a failed guest access; the first: *'
         }
         finally {
             $small | Disconnect-DEHost -Confirm:$false

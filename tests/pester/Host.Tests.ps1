@@ -192,7 +192,17 @@ Describe 'With no host connected' {
             @{ Command = { Get-DEHostStats } }
             @{ Command = { Invoke-DEScan } }
             @{ Command = { Enable-DESharing -Domain x } }
+            @{ Command = { Enable-DEPatching -Domain x } }
+            @{ Command = { Disable-DECompression -Domain x -Restore } }
+            @{ Command = { Get-DEPolicy } }
+            @{ Command = { Get-DEPolicy -HostPolicy } }
+            @{ Command = { Set-DEPolicy -Domain x -C4Sweeps 3 } }
+            @{ Command = { Set-DEPolicy -HostPolicy -SimilarityKeys 3 } }
             @{ Command = { Get-DEPage -Domain x } }
+            @{ Command = { Start-DEEngine } }
+            @{ Command = { Stop-DEEngine } }
+            @{ Command = { Get-DEEngine } }
+            @{ Command = { Get-DEEngine -History } }
             @{ Command = { Disconnect-DEHost -Confirm:$false } }
         )
     }
@@ -204,5 +214,25 @@ Describe 'With no host connected' {
 
     It 'lists no host' {
         Get-DEHost | Should -BeNullOrEmpty
+    }
+}
+
+Describe 'Connect-DEHost -Xen' {
+    BeforeAll {
+        Import-Module $env:DE_MODULE_PATH -Force
+    }
+
+    It 'fails at once with XenNotAvailable on a machine without Xen' -Skip:(Test-Path /dev/xen/privcmd) {
+        $sw = [Diagnostics.Stopwatch]::StartNew()
+        { Connect-DEHost -Xen -ErrorAction Stop } | Should -Throw -ErrorId 'XenNotAvailable,DifferenceEngine.Commands.ConnectDEHostCommand'
+        $sw.Elapsed.TotalSeconds | Should -BeLessThan 5
+    }
+
+    It 'does not mix with the embedded host parameters' {
+        { Connect-DEHost -Xen -MemoryLimit 1GB -ErrorAction Stop } | Should -Throw -ErrorId 'AmbiguousParameterSet,DifferenceEngine.Commands.ConnectDEHostCommand'
+    }
+
+    It 'honours -WhatIf' {
+        { Connect-DEHost -Xen -WhatIf } | Should -Not -Throw
     }
 }

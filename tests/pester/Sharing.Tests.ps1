@@ -173,8 +173,8 @@ Describe 'Sharing random images with planted duplicates and zero pages' {
         $lines = (Get-DEPageStats | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $header = $lines | Where-Object { $_ -match '^Domain\s' }
-        $header | Should -Match 'Pages\s+Private\s+Zero\s+Shared\s+Used\s+Saved\s+Saved%'
-        ($lines | Where-Object { $_ -match '^idle\s' }) | Should -Match '256\s+0\s+256\s+0\s+0 B\s+1\.00 MiB\s+100\.0%'
+        $header | Should -Match 'Pages\s+Private\s+Zero\s+Uniform\s+Shared\s+Patched\s+Compressed\s+Swapped\s+Used\s+Saved\s+Saved%'
+        ($lines | Where-Object { $_ -match '^idle\s' }) | Should -Match '256\s+0\s+256\s+0\s+0\s+0\s+0\s+0\s+0 B\s+1\.00 MiB\s+100\.0%'
     }
 }
 
@@ -406,7 +406,7 @@ Describe 'Invoke-DEScan' {
     It 'shows a table that fits 120 columns' {
         $lines = (Invoke-DEScan | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        $lines -join "`n" | Should -Match 'Passes\s+Stable\s+Pages\s+Zero\s+Merged\s+Freed\s+Elapsed\s+Pages/s'
+        $lines -join "`n" | Should -Match 'Passes\s+Stable\s+Pages\s+Zero\s+Merged\s+Freed\s+Patched\s+Compressed\s+Elapsed\s+Pages/s'
     }
 }
 

@@ -1,0 +1,42 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// What the cmdlets that turn a mechanism on or off per domain share (Enable-/Disable-DESharing,
+/// -DEPatching, -DECompression): -Domain from the pipeline, ShouldProcess per domain, a failure on
+/// one domain written and the next one done, -PassThru.
+/// </summary>
+public abstract class DomainMechanismCmdlet : DECmdlet
+{
+    /// <summary>The domains (names, patterns or Domain objects).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector[] Domain { get; set; } = [];
+
+    /// <summary>Output each domain changed.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    /// <summary>What -WhatIf and -Confirm say is done to <paramref name="domain"/>.</summary>
+    protected abstract string Action(Domain domain);
+
+    /// <summary>The engine call for one domain; returns the pages it changed (given frames back, rebuilt).</summary>
+    protected abstract long Apply(Domain domain);
+
+    /// <summary>A verbose line on the pages <see cref="Apply"/> changed, or null for none.</summary>
+    protected virtual string? Report(Domain domain, long pages) => null;
+
+    protected override void ProcessRecord()
+    {
+        foreach (var domain in ResolveDomains(Domain))
+        {
+            if (!ShouldProcess(domain.Name, Action(domain))) continue;
+            if (!TryItem(() => Apply(domain), out long pages)) continue;
+            if (Report(domain, pages) is { } line) WriteVerbose(line);
+            if (PassThru) WriteObject(domain);
+        }
+    }
+}

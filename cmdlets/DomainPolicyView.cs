@@ -1,0 +1,71 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// A snapshot of one domain's policy with its host's detector settings beside it, as Get-DEPolicy
+/// shows it; its Domain property binds to -Domain of the other cmdlets.
+/// </summary>
+public sealed class DomainPolicyView
+{
+    public DomainPolicyView(Domain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        var policy = domain.Policy;
+        var hostPolicy = domain.Host.Policy;
+        Host = domain.Host.Name;
+        Domain = domain.Name;
+        DomainId = domain.Id;
+        TrustGroup = policy.TrustGroup;
+        SharingEnabled = policy.SharingEnabled;
+        PatchingEnabled = policy.PatchingEnabled;
+        CompressionEnabled = policy.CompressionEnabled;
+        CompressionAlgorithm = policy.CompressionAlgorithm;
+        PatchThreshold = policy.PatchThreshold;
+        CompressionThreshold = policy.CompressionThreshold;
+        C4Sweeps = policy.C4Sweeps;
+        SimilarityKeys = hostPolicy.SimilarityKeys;
+        SimilarityBlocksPerKey = hostPolicy.SimilarityBlocksPerKey;
+        SimilarityCandidates = hostPolicy.SimilarityCandidates;
+        SimilaritySeed = hostPolicy.SimilaritySeed;
+        CompactionThreshold = hostPolicy.CompactionThreshold;
+    }
+
+    public string Host { get; }
+    public string Domain { get; }
+    public int DomainId { get; }
+    public string TrustGroup { get; }
+    public bool SharingEnabled { get; }
+    public bool PatchingEnabled { get; }
+    public bool CompressionEnabled { get; }
+
+    /// <summary>The codec for pages compressed from now on (pages already compressed keep theirs).</summary>
+    public CompressionAlgorithm CompressionAlgorithm { get; }
+
+    /// <summary>Largest patch accepted, in bytes.</summary>
+    public int PatchThreshold { get; }
+
+    /// <summary>Largest compressed size accepted, as a fraction of the page.</summary>
+    public double CompressionThreshold { get; }
+
+    /// <summary>Sweeps without access after which a page is C4.</summary>
+    public int C4Sweeps { get; }
+
+    /// <summary>The host's detector: k, keys per page.</summary>
+    public int SimilarityKeys { get; }
+
+    /// <summary>The host's detector: s, 64-byte blocks per key.</summary>
+    public int SimilarityBlocksPerKey { get; }
+
+    /// <summary>The host's detector: c, candidate pages kept per key.</summary>
+    public int SimilarityCandidates { get; }
+
+    /// <summary>The seed the host's block offsets were drawn from.</summary>
+    public int SimilaritySeed { get; }
+
+    /// <summary>The host's store fragmentation above which a pass ends with a compaction.</summary>
+    public double CompactionThreshold { get; }
+
+    public override string ToString() => Domain;
+}

@@ -1,0 +1,21 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Lets scans store a domain's similar C3 and C4 pages as patches against a reference page of its
+/// trust group (Enable-DEPatching).
+/// </summary>
+[Cmdlet(VerbsLifecycle.Enable, "DEPatching", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(Domain))]
+public sealed class EnableDEPatchingCommand : DomainMechanismCmdlet
+{
+    protected override string Action(Domain domain) => $"Enable page patching in trust group '{domain.Policy.TrustGroup}'";
+
+    protected override long Apply(Domain domain)
+    {
+        domain.Host.EnablePatching(domain);
+        return 0;
+    }
+}

@@ -1,0 +1,113 @@
+using System.Management.Automation;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Reports;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Writes a report of a host to a file (Export-DEReport): a self-contained HTML page with charts, JSON
+/// (docs/REPORT-SCHEMA.md) or CSV with one row per domain. Per-domain and host-wide numbers only, never
+/// page contents; the file is readable by its owner only. Domains from the pipeline limit the report
+/// to them; without any, it covers every domain of the host.
+/// </summary>
+[Cmdlet(VerbsData.Export, "DEReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(FileInfo))]
+public sealed class ExportDEReportCommand : DECmdlet
+{
+    /// <summary>The report file; taken literally (no wildcards). Its folder must exist.</summary>
+    [Parameter(Mandatory = true, Position = 0)]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = "";
+
+    /// <summary>Html, Json or Csv; by default from the extension of -Path (.html/.htm, .json, .csv).</summary>
+    [Parameter]
+    public ReportFormat Format { get; set; }
+
+    /// <summary>The domains to report (names, patterns or Domain objects); every domain of the host by default.</summary>
+    [Parameter(ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector[]? Domain { get; set; }
+
+    /// <summary>Replace the file if it exists.</summary>
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    /// <summary>Output the report's FileInfo.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    private readonly List<DomainSelector> _selectors = [];
+    private string _fullPath = "";
+    private ReportFormat _format;
+
+    /// <summary>A bad path, format or an existing file stops the cmdlet before it reads any input.</summary>
+    protected override void BeginProcessing()
+    {
+        try
+        {
+            _fullPath = ResolvePath();
+            _format = MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? Format : ReportFile.FormatOf(_fullPath);
+            ReportFile.CheckTarget(_fullPath, Force);
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+        }
+    }
+
+    protected override void ProcessRecord()
+    {
+        if (Domain is not null) _selectors.AddRange(Domain);
+    }
+
+    protected override void EndProcessing()
+    {
+        // Piped input that turned out empty (Get-DEDomain nomatch* | ...) is an empty selection, not "all".
+        bool selected = _selectors.Count > 0 || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain));
+        IReadOnlyList<Domain>? domains = selected ? ResolveDomains(_selectors) : null;
+        var host = DEHost ?? domains?.FirstOrDefault()?.Host ?? TargetHost;
+        if (domains is not null)
+        {
+            // One report, one host: domain objects of another host are not found on this one.
+            foreach (var stray in domains.Where(d => !ReferenceEquals(d.Host, host))) WriteDEError(DomainNotFound(stray.Name));
+            domains = domains.Where(d => ReferenceEquals(d.Host, host)).ToArray();
+        }
+        string scope = domains is null ? "every domain" : domains.Count == 1 ? "1 domain" : $"{domains.Count} domains";
+        if (!ShouldProcess(_fullPath, $"Write a {_format} report of {scope} of host '{host.Name}'")) return;
+        FileInfo file;
+        try
+        {
+            var model = ReportModel.FromHost(host, domains);
+            file = ReportFile.WriteFile(model, _fullPath, _format, Force);
+        }
+        catch (DEException ex)
+        {
+            WriteDEError(ex);
+            return;
+        }
+        WriteVerbose($"Wrote {file.FullName} ({DisplayFormat.Bytes(file.Length)}).");
+        // Through the provider, so the FileInfo has PSPath and the rest, as Get-Item gives it.
+        if (PassThru) WriteObject(InvokeProvider.Item.Get([file.FullName], force: true, literalPath: true), enumerateCollection: true);
+    }
+
+    /// <summary>-Path as a file system path, relative paths against the current location.</summary>
+    private string ResolvePath()
+    {
+        string path;
+        ProviderInfo provider;
+        try
+        {
+            path = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path, out provider, out _);
+        }
+        catch (Exception ex) when (ex is System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or ItemNotFoundException)
+        {
+            throw new DEException("ReportDirectoryNotFound", DEErrorKind.ObjectNotFound, $"The folder of '{Path}' does not exist: {ex.Message}", Path, ex);
+        }
+        if (provider.Name != "FileSystem")
+            throw new DEException("PathNotFileSystem", DEErrorKind.InvalidArgument,
+                $"'{Path}' is on the {provider.Name} provider; a report must be a file.", Path);
+        return path;
+    }
+}

@@ -1,0 +1,38 @@
+using System.Management.Automation;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// The policy of domains (mechanisms on or off, codec, thresholds, C4 period, trust group, with the
+/// host's detector settings beside it), or with -HostPolicy the host's own policy (Get-DEPolicy).
+/// </summary>
+[Cmdlet(VerbsCommon.Get, "DEPolicy", DefaultParameterSetName = DomainSet)]
+[OutputType(typeof(DomainPolicyView), ParameterSetName = [DomainSet])]
+[OutputType(typeof(HostPolicyView), ParameterSetName = [HostSet])]
+public sealed class GetDEPolicyCommand : DECmdlet
+{
+    public const string DomainSet = "Domain";
+    public const string HostSet = "HostPolicy";
+
+    /// <summary>The domains (names, patterns or Domain objects); every domain of the host by default.</summary>
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true, ParameterSetName = DomainSet)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector[]? Domain { get; set; }
+
+    /// <summary>Get the host's policy (similarity detector, store compaction) instead of the domains'.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = HostSet)]
+    [Alias("Host")]
+    public SwitchParameter HostPolicy { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        if (ParameterSetName == HostSet)
+        {
+            WriteObject(new HostPolicyView(TargetHost));
+            return;
+        }
+        foreach (var domain in ResolveDomainsOrAll(Domain))
+            WriteObject(new DomainPolicyView(domain));
+    }
+}

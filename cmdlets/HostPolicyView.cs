@@ -1,0 +1,50 @@
+using DifferenceEngine.Hosting;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>A snapshot of a host's policy (similarity detector, store compaction, reclaim watermarks), as Get-DEPolicy -HostPolicy shows it.</summary>
+public sealed class HostPolicyView
+{
+    public HostPolicyView(DEHost host)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        var policy = host.Policy;
+        Host = host.Name;
+        SimilarityKeys = policy.SimilarityKeys;
+        SimilarityBlocksPerKey = policy.SimilarityBlocksPerKey;
+        SimilarityCandidates = policy.SimilarityCandidates;
+        SimilaritySeed = policy.SimilaritySeed;
+        SimilarityOffsets = [.. policy.SimilarityOffsets];
+        CompactionThreshold = policy.CompactionThreshold;
+        LowWatermark = policy.LowWatermark;
+        HighWatermark = policy.HighWatermark;
+    }
+
+    public string Host { get; }
+
+    /// <summary>k: similarity keys per page.</summary>
+    public int SimilarityKeys { get; }
+
+    /// <summary>s: 64-byte blocks hashed into each key.</summary>
+    public int SimilarityBlocksPerKey { get; }
+
+    /// <summary>c: candidate pages kept per key.</summary>
+    public int SimilarityCandidates { get; }
+
+    /// <summary>The seed the block offsets were drawn from.</summary>
+    public int SimilaritySeed { get; }
+
+    /// <summary>The k*s block offsets in the page, fixed until k, s or the seed change.</summary>
+    public int[] SimilarityOffsets { get; }
+
+    /// <summary>Store fragmentation (wasted / allocated) above which a pass ends with a compaction.</summary>
+    public double CompactionThreshold { get; }
+
+    /// <summary>Free memory (fraction of the limit) under which background reclaim starts; used only with a memory limit.</summary>
+    public double LowWatermark { get; }
+
+    /// <summary>Free memory (fraction of the limit) at which reclaim stops.</summary>
+    public double HighWatermark { get; }
+
+    public override string ToString() => Host;
+}

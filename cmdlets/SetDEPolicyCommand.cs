@@ -1,0 +1,166 @@
+using System.Globalization;
+using System.Management.Automation;
+using DifferenceEngine.Codecs;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Changes domains' policy values (C4 period, patch and compression thresholds, codec, trust group), or
+/// with -HostPolicy the host's similarity detector and store compaction threshold; values not given stay
+/// as they are (Set-DEPolicy). A value out of range stops the cmdlet before anything changes.
+/// </summary>
+[Cmdlet(VerbsCommon.Set, "DEPolicy", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
+    DefaultParameterSetName = DomainSet)]
+[OutputType(typeof(DomainPolicyView), ParameterSetName = [DomainSet])]
+[OutputType(typeof(HostPolicyView), ParameterSetName = [HostSet])]
+public sealed class SetDEPolicyCommand : DECmdlet
+{
+    public const string DomainSet = "Domain";
+    public const string HostSet = "HostPolicy";
+
+    /// <summary>The domains (names, patterns or Domain objects).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true, ParameterSetName = DomainSet)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    public DomainSelector[] Domain { get; set; } = [];
+
+    /// <summary>Sweeps without access after which a page counts as C4 (1 to 15).</summary>
+    [Parameter(ParameterSetName = DomainSet)]
+    public int? C4Sweeps { get; set; }
+
+    /// <summary>Largest patch accepted, in bytes (16 to 4000).</summary>
+    [Parameter(ParameterSetName = DomainSet)]
+    public int? PatchThreshold { get; set; }
+
+    /// <summary>Largest compressed size accepted, as a fraction of the page (0.01 to 0.95).</summary>
+    [Parameter(ParameterSetName = DomainSet)]
+    public double? CompressionThreshold { get; set; }
+
+    /// <summary>The codec for pages compressed from now on: LZ4, WKdm or Zstd.</summary>
+    [Parameter(ParameterSetName = DomainSet)]
+    public CompressionAlgorithm? CompressionAlgorithm { get; set; }
+
+    /// <summary>
+    /// A new trust group; only for a domain without Shared or Patched pages (run Disable-DESharing
+    /// -Unshare and Disable-DEPatching -Restore first).
+    /// </summary>
+    [Parameter(ParameterSetName = DomainSet)]
+    public string? TrustGroup { get; set; }
+
+    /// <summary>Change the host's policy instead of domains'.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = HostSet)]
+    [Alias("Host")]
+    public SwitchParameter HostPolicy { get; set; }
+
+    /// <summary>k: similarity keys per page (1 to 8). Changing k, s or the seed empties the similarity tables.</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public int? SimilarityKeys { get; set; }
+
+    /// <summary>s: 64-byte blocks per key (1 to 8).</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public int? SimilarityBlocksPerKey { get; set; }
+
+    /// <summary>c: candidate pages kept per key (1 to 8).</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public int? SimilarityCandidates { get; set; }
+
+    /// <summary>The seed the block offsets are drawn from.</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public int? SimilaritySeed { get; set; }
+
+    /// <summary>Store fragmentation (0.01 to 0.99) above which a pass ends with a compaction.</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public double? CompactionThreshold { get; set; }
+
+    /// <summary>Free memory (fraction of the limit) under which background reclaim starts.</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public double? LowWatermark { get; set; }
+
+    /// <summary>Free memory (fraction of the limit) at which background reclaim stops.</summary>
+    [Parameter(ParameterSetName = HostSet)]
+    public double? HighWatermark { get; set; }
+
+    /// <summary>Output the policy of each domain (or the host) changed.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void BeginProcessing()
+    {
+        if (Changes().Length == 0)
+            ThrowDEError(new DEException("SetDEPolicyNoValue", DEErrorKind.InvalidArgument,
+                ParameterSetName == HostSet
+                    ? "Give at least one of -SimilarityKeys, -SimilarityBlocksPerKey, -SimilarityCandidates, -SimilaritySeed, -CompactionThreshold, -LowWatermark, -HighWatermark."
+                    : "Give at least one of -C4Sweeps, -PatchThreshold, -CompressionThreshold, -CompressionAlgorithm, -TrustGroup.",
+                null));
+    }
+
+    protected override void ProcessRecord()
+    {
+        string changes = string.Join(", ", Changes());
+        if (ParameterSetName == HostSet)
+        {
+            var host = TargetHost;
+            if (!ShouldProcess(host.Name, $"Set host policy: {changes}")) return;
+            try
+            {
+                host.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, CompactionThreshold,
+                    LowWatermark, HighWatermark);
+            }
+            catch (DEException ex)
+            {
+                ThrowDEError(ex);
+            }
+            if (PassThru) WriteObject(new HostPolicyView(host));
+            return;
+        }
+        foreach (var domain in ResolveDomains(Domain))
+        {
+            if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
+            try
+            {
+                domain.Host.SetPolicy(domain, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup);
+            }
+            catch (DEException ex) when (ex.Kind == DEErrorKind.InvalidArgument)
+            {
+                // A bad value is bad for every domain: stop before any is changed.
+                ThrowDEError(ex);
+            }
+            catch (DEException ex)
+            {
+                // This domain's state refuses the change (its trust group holds shared pages): the others go on.
+                WriteDEError(ex);
+                continue;
+            }
+            if (PassThru) WriteObject(new DomainPolicyView(domain));
+        }
+    }
+
+    /// <summary>The values given, as "Name=value" for -WhatIf and -Confirm.</summary>
+    private string[] Changes()
+    {
+        var changes = new List<string>();
+        void Add(string name, object? value)
+        {
+            if (value is not null) changes.Add(string.Create(CultureInfo.InvariantCulture, $"{name}={value}"));
+        }
+        if (ParameterSetName == HostSet)
+        {
+            Add(nameof(SimilarityKeys), SimilarityKeys);
+            Add(nameof(SimilarityBlocksPerKey), SimilarityBlocksPerKey);
+            Add(nameof(SimilarityCandidates), SimilarityCandidates);
+            Add(nameof(SimilaritySeed), SimilaritySeed);
+            Add(nameof(CompactionThreshold), CompactionThreshold);
+            Add(nameof(LowWatermark), LowWatermark);
+            Add(nameof(HighWatermark), HighWatermark);
+        }
+        else
+        {
+            Add(nameof(C4Sweeps), C4Sweeps);
+            Add(nameof(PatchThreshold), PatchThreshold);
+            Add(nameof(CompressionThreshold), CompressionThreshold);
+            Add(nameof(CompressionAlgorithm), CompressionAlgorithm);
+            Add(nameof(TrustGroup), TrustGroup is null ? null : $"'{TrustGroup}'");
+        }
+        return [.. changes];
+    }
+}

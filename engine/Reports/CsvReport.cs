@@ -1,0 +1,61 @@
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Reports;
+
+/// <summary>
+/// Writes one row per domain of a <see cref="ReportModel"/> under a header row, per RFC 4180: fields
+/// separated by commas, lines ended by CRLF, a field quoted (and its quotes doubled) when it holds a
+/// comma, a quote, CR or LF. The columns are the properties of Get-DEPageStats, so Import-Csv gives
+/// objects that compare with it directly; numbers are invariant (no thousands separators), booleans
+/// True/False as Export-Csv writes them.
+/// </summary>
+public static class CsvReport
+{
+    /// <summary>The columns, in order, and how each is read from a domain's stats.</summary>
+    private static readonly (string Name, Func<DomainPageStats, string> Value)[] Columns =
+    [
+        ("Domain", s => s.Domain),
+        ("DomainId", s => ReportText.Raw(s.DomainId)),
+        ("Status", s => s.Status),
+        ("TrustGroup", s => s.TrustGroup),
+        ("PageCount", s => ReportText.Raw(s.PageCount)),
+        ("PrivatePages", s => ReportText.Raw(s.PrivatePages)),
+        ("ZeroPages", s => ReportText.Raw(s.ZeroPages)),
+        ("UniformPages", s => ReportText.Raw(s.UniformPages)),
+        ("SharedPages", s => ReportText.Raw(s.SharedPages)),
+        ("PatchedPages", s => ReportText.Raw(s.PatchedPages)),
+        ("CompressedPages", s => ReportText.Raw(s.CompressedPages)),
+        ("SwappedPages", s => ReportText.Raw(s.SwappedPages)),
+        ("GuestBytes", s => ReportText.Raw(s.GuestBytes)),
+        ("BytesUsed", s => ReportText.Raw(s.BytesUsed)),
+        ("BytesSaved", s => ReportText.Raw(s.BytesSaved)),
+        ("SavingsPercent", s => ReportText.Raw(s.SavingsPercent)),
+        ("StoredBytes", s => ReportText.Raw(s.StoredBytes)),
+        ("SharingEnabled", s => s.SharingEnabled ? "True" : "False"),
+        ("PatchingEnabled", s => s.PatchingEnabled ? "True" : "False"),
+        ("CompressionEnabled", s => s.CompressionEnabled ? "True" : "False"),
+        ("CompressionAlgorithm", s => s.CompressionAlgorithm ?? ""),
+    ];
+
+    /// <summary>The header row's column names, in order.</summary>
+    public static IReadOnlyList<string> ColumnNames { get; } = Columns.Select(c => c.Name).ToArray();
+
+    public static void Write(ReportModel model, TextWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(writer);
+        WriteRow(writer, Columns.Select(c => c.Name));
+        foreach (var d in model.Domains) WriteRow(writer, Columns.Select(c => c.Value(d.Stats)));
+        writer.Flush();
+    }
+
+    /// <summary>A field as RFC 4180 wants it: as is, or in quotes with its quotes doubled.</summary>
+    public static string Quote(string field) =>
+        field.AsSpan().IndexOfAny(",\"\r\n") < 0 ? field : "\"" + field.Replace("\"", "\"\"") + "\"";
+
+    private static void WriteRow(TextWriter writer, IEnumerable<string> fields)
+    {
+        writer.Write(string.Join(',', fields.Select(Quote)));
+        writer.Write("\r\n");
+    }
+}

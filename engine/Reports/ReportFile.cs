@@ -1,0 +1,121 @@
+using System.Text;
+
+namespace DifferenceEngine.Reports;
+
+/// <summary>
+/// Writes reports to files that only their owner can read (0600 on Unix): the report names domains and
+/// shows how much memory each one saves, which is nobody else's business. The file is written under a
+/// temporary name in the same folder and renamed into place, so a reader never sees half a report and
+/// an overwritten file never keeps its old mode.
+/// </summary>
+public static class ReportFile
+{
+    private const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>The format a file name's extension stands for (.html/.htm, .json, .csv); null for any other.</summary>
+    public static ReportFormat? FormatFromExtension(string path) =>
+        Path.GetExtension(path).ToLowerInvariant() switch
+        {
+            ".html" or ".htm" => ReportFormat.Html,
+            ".json" => ReportFormat.Json,
+            ".csv" => ReportFormat.Csv,
+            _ => null,
+        };
+
+    /// <summary>The format of <paramref name="path"/>'s extension; "ReportFormatUnknown" for any other extension.</summary>
+    public static ReportFormat FormatOf(string path) =>
+        FormatFromExtension(path) ?? throw new DEException("ReportFormatUnknown", DEErrorKind.InvalidArgument,
+            $"'{path}' does not end in .html, .htm, .json or .csv: give the format with -Format Html, Json or Csv.", path);
+
+    /// <summary>
+    /// Checks that a report can be written to <paramref name="path"/> (a full path): its folder exists
+    /// ("ReportDirectoryNotFound"), it is not a folder ("ReportPathIsDirectory"), and, unless
+    /// <paramref name="overwrite"/>, no file is there yet ("ReportFileExists").
+    /// </summary>
+    public static void CheckTarget(string path, bool overwrite)
+    {
+        string? folder = Path.GetDirectoryName(path);
+        if (string.IsNullOrEmpty(folder) || !Directory.Exists(folder))
+            throw new DEException("ReportDirectoryNotFound", DEErrorKind.ObjectNotFound,
+                $"The folder of '{path}' does not exist; create it first.", path);
+        if (Directory.Exists(path))
+            throw new DEException("ReportPathIsDirectory", DEErrorKind.InvalidArgument,
+                $"'{path}' is a folder; give the path of the report file.", path);
+        if (!overwrite && File.Exists(path))
+            throw FileExists(path);
+    }
+
+    /// <summary>Writes the report in <paramref name="format"/> to <paramref name="stream"/> as UTF-8 (no BOM); the stream stays open.</summary>
+    public static void Write(ReportModel model, ReportFormat format, Stream stream)
+    {
+        using var text = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true);
+        Write(model, format, text);
+    }
+
+    /// <summary>Writes the report in <paramref name="format"/> to <paramref name="writer"/>.</summary>
+    public static void Write(ReportModel model, ReportFormat format, TextWriter writer)
+    {
+        switch (format)
+        {
+            case ReportFormat.Html: HtmlReport.Write(model, writer); break;
+            case ReportFormat.Json: JsonReport.Write(model, writer); break;
+            case ReportFormat.Csv: CsvReport.Write(model, writer); break;
+            default: throw new ArgumentOutOfRangeException(nameof(format), format, "Not a report format.");
+        }
+    }
+
+    /// <summary>
+    /// Writes the report to a new file at <paramref name="path"/>, readable and writable by its owner
+    /// only; replaces a file there only with <paramref name="overwrite"/>. Errors: those of
+    /// <see cref="CheckTarget"/>, and "ReportWriteFailed" when the file system refuses.
+    /// </summary>
+    public static FileInfo WriteFile(ReportModel model, string path, ReportFormat format, bool overwrite)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        string full = Path.GetFullPath(path);
+        CheckTarget(full, overwrite);
+        string folder = Path.GetDirectoryName(full)!;
+        string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnly;
+            using (var stream = new FileStream(temp, options))
+            {
+                // The umask can only take bits away from the create mode; set it exactly all the same.
+                if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(stream.SafeFileHandle, OwnerOnly);
+                Write(model, format, stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite);
+            return new FileInfo(full);
+        }
+        catch (IOException) when (!overwrite && File.Exists(full))
+        {
+            throw FileExists(full); // created by someone else since the check
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{full}': {ex.Message}", full, ex);
+        }
+        finally
+        {
+            TryDelete(temp); // still there only when something failed before the rename
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A leftover hidden temporary file is better than hiding the error that matters.
+        }
+    }
+
+    private static DEException FileExists(string path) =>
+        new("ReportFileExists", DEErrorKind.ResourceExists, $"'{path}' already exists; use -Force to replace it.", path);
+}

@@ -1,0 +1,12 @@
+namespace DifferenceEngine.Reports;
+
+/// <summary>The file formats a report is written in.</summary>
+public enum ReportFormat
+{
+    /// <summary>A self-contained page: inline CSS and SVG charts, no scripts, nothing fetched.</summary>
+    Html,
+    /// <summary>The whole model, as described in docs/REPORT-SCHEMA.md (schemaVersion 1).</summary>
+    Json,
+    /// <summary>One row per domain, with a header row (RFC 4180).</summary>
+    Csv,
+}

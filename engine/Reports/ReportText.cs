@@ -1,0 +1,51 @@
+using System.Globalization;
+
+namespace DifferenceEngine.Reports;
+
+/// <summary>How reports print numbers for people: invariant culture, binary units, durations in the unit that suits.</summary>
+public static class ReportText
+{
+    private static readonly CultureInfo C = CultureInfo.InvariantCulture;
+    private static readonly string[] Units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+
+    /// <summary>Bytes in binary units with three significant digits: "12.5 MiB", "0.98 GiB", "-3.00 KiB".</summary>
+    public static string Bytes(long bytes)
+    {
+        double value = Math.Abs((double)bytes);
+        int unit = 0;
+        // Moving up at 1000 rather than 1024 keeps every number at three digits ("0.98 MiB", not "1000 KiB").
+        while (value >= 1000 && unit < Units.Length - 1)
+        {
+            value /= 1024;
+            unit++;
+        }
+        string sign = bytes < 0 ? "-" : "";
+        if (unit == 0) return sign + value.ToString("0", C) + " B";
+        string format = value >= 100 ? "0" : value >= 10 ? "0.0" : "0.00";
+        return sign + value.ToString(format, C) + " " + Units[unit];
+    }
+
+    /// <summary>A count with thousands separators: "262,144".</summary>
+    public static string Count(long value) => value.ToString("#,0", C);
+
+    /// <summary>A percentage with one decimal: "37.5%".</summary>
+    public static string Percent(double value) => value.ToString("0.0", C) + "%";
+
+    /// <summary>A duration in the unit that suits it: "850 ns", "12.3 µs", "4.56 ms", "2.35 s", "3m 05s".</summary>
+    public static string Duration(TimeSpan t)
+    {
+        double ns = t.Ticks * 100.0;
+        if (t == TimeSpan.Zero) return "0";
+        if (ns < 1_000) return ns.ToString("0", C) + " ns";
+        if (ns < 1_000_000) return (ns / 1_000).ToString(ns < 10_000 ? "0.00" : "0.0", C) + " µs";
+        if (ns < 1_000_000_000) return (ns / 1_000_000).ToString(ns < 10_000_000 ? "0.00" : "0.0", C) + " ms";
+        if (t.TotalSeconds < 60) return t.TotalSeconds.ToString("0.00", C) + " s";
+        return string.Create(C, $"{(int)t.TotalMinutes}m {t.Seconds:00}s");
+    }
+
+    /// <summary>A number as data (JSON, CSV, data-value attributes): invariant, round-trippable.</summary>
+    public static string Raw(long value) => value.ToString(C);
+
+    /// <summary>A number as data; "R" so that parsing it back gives the same double.</summary>
+    public static string Raw(double value) => value.ToString("R", C);
+}

@@ -1,0 +1,83 @@
+using DifferenceEngine.Reports;
+using DifferenceEngine.Tests.Loading;
+
+namespace DifferenceEngine.Tests.Reports;
+
+public class ReportFileTests
+{
+    [Theory]
+    [InlineData("r.html", ReportFormat.Html)]
+    [InlineData("R.HTM", ReportFormat.Html)]
+    [InlineData("r.json", ReportFormat.Json)]
+    [InlineData("nightly.2025-01-01.csv", ReportFormat.Csv)]
+    public void FormatFromExtension(string name, ReportFormat expected) => Assert.Equal(expected, ReportFile.FormatOf(name));
+
+    [Theory]
+    [InlineData("r.txt")]
+    [InlineData("report")]
+    [InlineData("r.html.bak")]
+    public void UnknownExtensionIsAnError(string name)
+    {
+        var ex = Assert.Throws<DEException>(() => ReportFile.FormatOf(name));
+        Assert.Equal("ReportFormatUnknown", ex.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidArgument, ex.Kind);
+    }
+
+    [Fact]
+    public void WritesAFileOnlyItsOwnerCanRead()
+    {
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        var file = ReportFile.WriteFile(ReportModel.FromHost(host), dir.File("r.json"), ReportFormat.Json, overwrite: false);
+        Assert.True(file.Exists);
+        Assert.StartsWith("{", File.ReadAllText(file.FullName));
+        if (!OperatingSystem.IsWindows())
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file.FullName));
+        Assert.Equal(["r.json"], Directory.GetFiles(dir.Path).Select(Path.GetFileName)); // no temporary file left
+    }
+
+    [Fact]
+    public void ReplacesAFileOnlyWhenAsked()
+    {
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        string path = dir.Write("r.csv", "old"u8.ToArray());
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, (UnixFileMode)0b110_100_100);
+        var model = ReportModel.FromHost(host);
+
+        var ex = Assert.Throws<DEException>(() => ReportFile.WriteFile(model, path, ReportFormat.Csv, overwrite: false));
+        Assert.Equal("ReportFileExists", ex.ErrorId);
+        Assert.Equal(DEErrorKind.ResourceExists, ex.Kind);
+        Assert.Equal("old", File.ReadAllText(path));
+
+        ReportFile.WriteFile(model, path, ReportFormat.Csv, overwrite: true);
+        Assert.StartsWith("Domain,", File.ReadAllText(path));
+        if (!OperatingSystem.IsWindows())
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
+        Assert.Single(Directory.GetFiles(dir.Path));
+    }
+
+    [Fact]
+    public void MissingFolderOrAFolderIsAnError()
+    {
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        var model = ReportModel.FromHost(host);
+        var missing = Assert.Throws<DEException>(() => ReportFile.WriteFile(model, dir.File("no/such/r.html"), ReportFormat.Html, false));
+        Assert.Equal("ReportDirectoryNotFound", missing.ErrorId);
+        Assert.Equal(DEErrorKind.ObjectNotFound, missing.Kind);
+        Directory.CreateDirectory(dir.File("sub.html"));
+        var folder = Assert.Throws<DEException>(() => ReportFile.WriteFile(model, dir.File("sub.html"), ReportFormat.Html, true));
+        Assert.Equal("ReportPathIsDirectory", folder.ErrorId);
+    }
+
+    [Fact]
+    public void ARemovedDomainIsNotFound()
+    {
+        using var host = ReportHosts.Build();
+        var web1 = host.GetDomain("web1");
+        host.RemoveDomain(web1);
+        var ex = Assert.Throws<DEException>(() => ReportModel.FromHost(host, [web1]));
+        Assert.Equal("DomainNotFound", ex.ErrorId);
+    }
+}

@@ -1,0 +1,164 @@
+# What every exported cmdlet owes its users: help with a real synopsis, a description, every parameter described
+# and at least two examples; -WhatIf and -Confirm on every cmdlet that changes something; tab completion of names.
+# Run through Invoke-PesterSuite.ps1, which sets $env:DE_MODULE_PATH to the built module folder.
+
+BeforeDiscovery {
+    Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    $commands = @(Get-Command -Module DifferenceEngine -CommandType Cmdlet | Sort-Object Name | ForEach-Object { @{ Name = $_.Name; Verb = $_.Verb } })
+    $changing = @($commands | Where-Object { $_.Verb -notin 'Get', 'Read' })
+    $reading = @($commands | Where-Object { $_.Verb -in 'Get', 'Read' })
+}
+
+BeforeAll {
+    Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    # Common parameters need no entry of their own; -WhatIf and -Confirm have the standard one.
+    $commonParameters = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
+}
+
+Describe 'Help for <Name>' -ForEach $commands {
+    BeforeAll {
+        $help = Get-Help -Name $Name -Full
+        $command = Get-Command -Name $Name
+    }
+
+    It 'comes from the module''s help file' {
+        $help.ModuleName | Should -Be 'DifferenceEngine'
+        $help.PSObject.TypeNames | Should -Contain 'MamlCommandHelpInfo'
+    }
+
+    It 'has a synopsis of its own, not the generated syntax line' {
+        $synopsis = "$($help.Synopsis)".Trim()
+        $synopsis | Should -Not -BeNullOrEmpty
+        $synopsis | Should -Not -BeLike "$Name*"
+        $synopsis | Should -Not -Match '<CommonParameters>|\[-\w+'
+        $synopsis.Length | Should -BeGreaterThan 30
+    }
+
+    It 'has a description' {
+        $text = ($help.description | ForEach-Object Text) -join ' '
+        $text.Trim().Length | Should -BeGreaterThan 100
+    }
+
+    It 'has at least two examples, each with code and remarks' {
+        $examples = @($help.examples.example)
+        $examples.Count | Should -BeGreaterOrEqual 2
+        foreach ($example in $examples) {
+            $example.code | Should -Not -BeNullOrEmpty
+            $example.code | Should -Match $Name -Because 'an example shows the cmdlet it documents'
+            (($example.remarks | ForEach-Object Text) -join ' ').Trim() | Should -Not -BeNullOrEmpty
+        }
+    }
+
+    It 'describes every parameter' {
+        $undescribed = foreach ($parameter in $command.Parameters.Keys | Where-Object { $_ -notin $commonParameters }) {
+            $entry = Get-Help -Name $Name -Parameter $parameter -ErrorAction SilentlyContinue
+            $text = (@($entry.description) | ForEach-Object Text) -join ' '
+            if ([string]::IsNullOrWhiteSpace($text)) { $parameter }
+        }
+        $undescribed | Should -BeNullOrEmpty
+    }
+
+    It 'describes no parameter the cmdlet does not have' {
+        $documented = @($help.parameters.parameter.name)
+        $documented | Where-Object { $_ -notin $command.Parameters.Keys } | Should -BeNullOrEmpty
+    }
+
+    It 'shows one syntax per parameter set' {
+        @($help.syntax.syntaxItem).Count | Should -Be $command.ParameterSets.Count
+    }
+
+    It 'names its inputs and outputs' {
+        @($help.inputTypes.inputType).Count | Should -BeGreaterThan 0
+        @($help.returnValues.returnValue).Count | Should -BeGreaterThan 0
+    }
+}
+
+Describe 'Get-Help' {
+    It 'shows the examples of Enable-DESharing' {
+        $text = Get-Help Enable-DESharing -Examples | Out-String -Width 120
+        $text | Should -Match 'Example 1'
+        $text | Should -Match 'Example 2'
+        $text | Should -Match 'Enable-DESharing -Domain'
+    }
+
+    It 'shows the full help of Enable-DESharing with its parameters' {
+        $text = Get-Help Enable-DESharing -Full | Out-String -Width 120
+        $text | Should -Match '-Domain <DomainSelector\[\]>'
+        $text | Should -Match 'Accept pipeline input\?\s+True \(ByPropertyName, ByValue\)'
+        $text | Should -Match 'RELATED LINKS'
+    }
+
+    It 'lists the codecs in the syntax of Set-DEPolicy' {
+        Get-Help Set-DEPolicy | Out-String -Width 200 | Should -Match '-CompressionAlgorithm \{LZ4 \| WKdm \| Zstd\}'
+    }
+
+    It 'has about_DifferenceEngine, with paging, the engine and the side channel' {
+        $text = Get-Help about_DifferenceEngine | Out-String
+        foreach ($section in 'PAGE STATES', 'PAGING AND OVERCOMMIT', 'WATERMARKS', 'THE SWAP FILE', 'THE BACKGROUND ENGINE',
+            'REPORTS', 'TRUST GROUPS AND THE SIDE CHANNEL') {
+            $text | Should -Match $section
+        }
+        $text | Should -Match 'Swapped\s+paged out'
+    }
+}
+
+Describe '<Name> honours -WhatIf and -Confirm' -ForEach $changing {
+    It 'supports ShouldProcess' {
+        $parameters = (Get-Command -Name $Name).Parameters
+        $parameters.ContainsKey('WhatIf') | Should -BeTrue
+        $parameters.ContainsKey('Confirm') | Should -BeTrue
+    }
+}
+
+Describe '<Name> changes nothing, so asks nothing' -ForEach $reading {
+    It 'has no -WhatIf' {
+        (Get-Command -Name $Name).Parameters.ContainsKey('WhatIf') | Should -BeFalse
+    }
+}
+
+Describe 'Tab completion' {
+    BeforeAll {
+        $deHost = Connect-DEHost -Name "pester-conventions-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        $null = New-DEDomain -Name 'tab-one' -MemorySize 64KB
+        $null = New-DEDomain -Name 'tab-two' -MemorySize 64KB
+
+        function Get-Completion([string]$Line) {
+            (TabExpansion2 -inputScript $Line -cursorColumn $Line.Length).CompletionMatches.CompletionText
+        }
+    }
+
+    AfterAll {
+        $deHost | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'offers domain names to -Domain of <_>' -ForEach @(
+        'Enable-DESharing', 'Disable-DEPatching', 'Enable-DECompression', 'Set-DEPolicy', 'Get-DEPolicy',
+        'Get-DEPageStats', 'Get-DEPage', 'Invoke-DEScan', 'Invoke-DEWorkload', 'Read-DEGuestPage'
+    ) {
+        Get-Completion "$_ -Domain tab-" | Should -Be @('tab-one', 'tab-two')
+    }
+
+    It 'offers domain names to -Name of Get-DEDomain and Remove-DEDomain' {
+        Get-Completion 'Get-DEDomain -Name tab-t' | Should -Be 'tab-two'
+        Get-Completion 'Remove-DEDomain -Name tab-o' | Should -Be 'tab-one'
+    }
+
+    # The codec parameters are of the enum type CompressionAlgorithm (nullable where "not given" matters):
+    # PowerShell completes enum values by itself, so no completer of ours is needed. This test keeps it so.
+    It 'offers the codec names to <_>' -ForEach @(
+        'Enable-DECompression -Domain x -Algorithm '
+        'Set-DEPolicy -Domain x -CompressionAlgorithm '
+        'New-DEDomain -Name x -MemorySize 1MB -CompressionAlgorithm '
+    ) {
+        Get-Completion $_ | Should -Be @('LZ4', 'WKdm', 'Zstd')
+    }
+
+    It 'offers the codec names that start with what is typed' {
+        Get-Completion 'Set-DEPolicy -Domain x -CompressionAlgorithm W' | Should -Be 'WKdm'
+    }
+
+    It 'offers the page states and categories to Get-DEPage' {
+        Get-Completion 'Get-DEPage -Domain x -State Sw' | Should -Be 'Swapped'
+        Get-Completion 'Get-DEPage -Domain x -Category C' | Should -Be @('C1', 'C2', 'C3', 'C4')
+    }
+}
