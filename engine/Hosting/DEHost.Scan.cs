@@ -56,6 +56,8 @@ public sealed partial class DEHost
     /// Stops the engine's own activity (scans, background and on-demand page-outs) until disposed, so a
     /// caller can look at every page table at one instant. Guest accesses by other threads still run.
     /// </summary>
+    private volatile bool _anyPatching;
+
     internal IDisposable Quiesce()
     {
         Monitor.Enter(_scanGate);
@@ -92,6 +94,7 @@ public sealed partial class DEHost
     private PassResult RunPass(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
         foreach (var index in _sharing.Values) index.Unstable.Clear();
+        _anyPatching = Domains.Any(d => d.Policy.PatchingEnabled);
         var slices = new List<(Domain Domain, long Start, long End)>();
         foreach (var d in domains)
             for (long s = 0; s < d.PageCount; s += options.SliceSize)
@@ -125,6 +128,7 @@ public sealed partial class DEHost
                     enc.Contended += ec.Contended;
                     enc.StoreFull += ec.StoreFull;
                     enc.IndexChanges += ec.IndexChanges;
+                    enc.NewlyExamined += ec.NewlyExamined;
                 }
                 Interlocked.Add(ref swept, n);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
@@ -143,6 +147,7 @@ public sealed partial class DEHost
             StoreFull = enc.StoreFull,
             BlobsCompacted = compaction.BlobsMoved,
             SimilarityIndexChanges = enc.IndexChanges,
+            NewlyExamined = enc.NewlyExamined,
         };
     }
 
@@ -175,6 +180,7 @@ public sealed partial class DEHost
         long examinedBefore = c.PagesExamined;
         long patchTicks = 0, compressTicks = 0, patchTried = 0, compressTried = 0;
         bool sharing = policy.SharingEnabled, patching = policy.PatchingEnabled, compression = policy.CompressionEnabled;
+        bool anyPatching = _anyPatching;
         if ((sharing || patching || compression) && !domain.IsRemoved)
         {
             var index = SharingIndexFor(policy.TrustGroup);
@@ -198,7 +204,10 @@ public sealed partial class DEHost
                         }
                         if (sharing && PageClock.MayShare(category))
                             e = SharingPass.SharePage(this, index, domain, gfn, e, ref c);
-                        if (patching && PageEntry.State(e) == PageState.Private && PageClock.MayPatch(category))
+                        // Like compression, patching waits for a page an earlier pass already examined: a
+                        // whole sharing cycle first, so a page is never patched while its identical twin,
+                        // later in the same pass, could have shared it.
+                        if (patching && examinedBefore2 && PageEntry.State(e) == PageState.Private && PageClock.MayPatch(category))
                         {
                             long p0 = Stopwatch.GetTimestamp();
                             e = PatchPass.TryPatch(this, index, domain, gfn, e, ref ec);
@@ -213,10 +222,13 @@ public sealed partial class DEHost
                             compressTicks += Stopwatch.GetTimestamp() - p0;
                             compressTried++;
                         }
+                        // A page examined for the first time may be patched or compressed next pass.
+                        if (!examinedBefore2 && (patching || compression) && PageEntry.State(e) == PageState.Private) ec.NewlyExamined++;
                         e |= PageEntry.SharingSeen;
                         state = PageEntry.State(e);
                     }
-                    if ((sharing || patching) && state is PageState.Private or PageState.Shared && PageClock.MayBeReference(category))
+                    // References are listed only while some domain patches (else the table is pure cost).
+                    if (anyPatching && (sharing || patching) && state is PageState.Private or PageState.Shared && PageClock.MayBeReference(category))
                         ec.IndexChanges += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(e)), state == PageState.Shared);
                 }
                 finally

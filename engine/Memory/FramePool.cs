@@ -132,8 +132,10 @@ internal sealed unsafe class FramePool : IDisposable
         _chunks[_chunkCount] = chunk;
         uint first = (uint)(_chunkCount << PageGeometry.ChunkShift);
         _chunkCount++;
-        if (_free.Length < _freeCount + PageGeometry.FramesPerChunk)
-            Array.Resize(ref _free, Math.Max(_free.Length * 2, _freeCount + PageGeometry.FramesPerChunk));
+        // The free list can hold every frame there is, so Free never has to grow it (no allocation per page).
+        long frames = (long)_chunkCount * PageGeometry.FramesPerChunk;
+        if (_free.Length < frames)
+            Array.Resize(ref _free, (int)Math.Max(_free.Length * 2L, frames));
         // Pushed in reverse so the lowest frame numbers are handed out first.
         for (int i = PageGeometry.FramesPerChunk - 1; i >= 0; i--) _free[_freeCount++] = first + (uint)i;
     }

@@ -20,6 +20,8 @@ internal struct EncodeCounters
     public long StoreFull;
     /// <summary>Similarity slots filled or taken over: the next pass may find references it could not before.</summary>
     public long IndexChanges;
+    /// <summary>Private pages examined for the first time while patching or compression is on (eligible next pass).</summary>
+    public long NewlyExamined;
 }
 
 /// <summary>Per-thread scratch space for encoding, so the hot path allocates nothing per page.</summary>

@@ -44,6 +44,8 @@ public sealed record PassResult(
     public long StoreFull { get; init; }
     /// <summary>Similarity slots filled or taken over by a shared page (references the next pass may use).</summary>
     public long SimilarityIndexChanges { get; init; }
+    /// <summary>Pages examined for the first time with patching or compression on: the next pass may encode them.</summary>
+    public long NewlyExamined { get; init; }
     /// <summary>Blobs the store compaction after the pass moved.</summary>
     public long BlobsCompacted { get; init; }
 
@@ -52,7 +54,7 @@ public sealed record PassResult(
     /// references it did not have: in each case another pass may still find more.
     /// </summary>
     public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
-        + SimilarityIndexChanges > 0;
+        + SimilarityIndexChanges + NewlyExamined > 0;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }
 

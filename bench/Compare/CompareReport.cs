@@ -1,0 +1,250 @@
+using System.Globalization;
+using System.Text;
+using DifferenceEngine.Bench.Peers;
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Bench.Compare;
+
+/// <summary>The comparison's tables: the console table, compare.csv (one row per approach) and compare.md.</summary>
+internal sealed class CompareReport(
+    MachineInfo machine,
+    bool quick,
+    InputImages inputs,
+    IReadOnlyList<EngineRunResult> runs,
+    PeerResults peers,
+    string loadBefore,
+    string loadAfter,
+    TimeSpan elapsed)
+{
+    private const double MiB = 1048576.0;
+    private const string TargetZram = "lzo-rle";
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    private long GuestBytes => inputs.TotalBytes;
+
+    /// <summary>One line per approach: name, memory used, seconds, notes.</summary>
+    private IEnumerable<(string Approach, long Memory, double? Seconds, string Notes)> Summary()
+    {
+        yield return ("guest memory, nothing merged", GuestBytes, null, $"{inputs.TotalPages} pages");
+        foreach (var r in runs)
+            yield return (RunName(r), r.MemoryUsedBytes, r.ScanTime.TotalSeconds,
+                $"{r.Passes} passes; first pass {r.FirstPassTime.TotalSeconds:0.000} s ({r.FirstPassPagesPerSecond:0} pages/s)" +
+                $"{(r.Repeats > 1 ? $"; median first pass of {r.Repeats} runs" : "")}");
+        if (peers.Ksm is { } k)
+            yield return ("KSM", (inputs.TotalPages - k.PagesSaved) * PageGeometry.PageSize, k.TimeToConverge.TotalSeconds,
+                $"time to converge; confirmed at {k.TimeConfirmed.TotalSeconds:0.000} s after {k.FullScans} full scans; + {k.MetadataBytes / MiB:0.0} MiB KSM rmap metadata not counted");
+        foreach (var z in peers.Zram)
+            yield return ($"zram {z.Algorithm}", z.MemUsedTotal, z.WriteTime.TotalSeconds, $"mem_used_total; ratio {z.Ratio:0.00}; {z.MiBPerSecond:0} MiB/s written");
+        foreach (var z in peers.KsmThenZram)
+            yield return ($"KSM then zram {z.Algorithm}", z.MemUsedTotal, z.WriteTime.TotalSeconds,
+                $"{z.PagesWritten} distinct non-zero pages in zram; zero pages free; ratio {z.Ratio:0.00}");
+    }
+
+    public string ConsoleTable()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(Inv, $"{"approach",-34} {"memory MiB",11} {"% guest",8} {"time s",8}  notes");
+        foreach (var (approach, memory, seconds, notes) in Summary())
+            sb.AppendLine(Inv, $"{approach,-34} {memory / MiB,11:0.0} {Pct(memory),8:0.0} {(seconds is { } s ? s.ToString("0.000", Inv) : ""),8}  {notes}");
+        foreach (string line in Targets()) sb.AppendLine(line.Replace("**", ""));
+        foreach (string skipped in peers.Skipped) sb.AppendLine(skipped);
+        return sb.ToString();
+    }
+
+    public string Csv()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("approach,codec,threads,guest_pages,memory_used_bytes,memory_pct_of_guest,time_s,zero_pages,uniform_pages,shared_pages," +
+                      "shared_frames,pages_saved_by_sharing,patched_pages,patch_bytes,avg_patch_bytes,compressed_pages,compressed_bytes," +
+                      "compression_ratio,frames_in_use,store_allocated_bytes,metadata_bytes,passes,first_pass_s,first_pass_pages_per_s,notes");
+        long guest = inputs.TotalPages;
+        foreach (var r in runs)
+        {
+            Row(sb, r.Name, r.Codec, r.Threads, guest, r.MemoryUsedBytes, Pct(r.MemoryUsedBytes), r.ScanTime.TotalSeconds, r.ZeroPages, r.UniformPages, r.SharedPages,
+                r.SharedFrames, r.SavedBySharing, r.PatchedPages, r.PatchBytes, r.AveragePatchBytes, r.CompressedPages, r.CompressedBytes,
+                r.CompressionRatio, r.FramesInUse, r.StoreAllocatedBytes, r.MetadataBytes, r.Passes, r.FirstPassTime.TotalSeconds,
+                r.FirstPassPagesPerSecond, r.Stable ? "" : "not stable within the pass limit");
+        }
+        if (peers.Ksm is { } k)
+        {
+            Row(sb, "KSM", null, 1, guest, (guest - k.PagesSaved) * PageGeometry.PageSize, Pct((guest - k.PagesSaved) * PageGeometry.PageSize), k.TimeToConverge.TotalSeconds, k.ZeroPages, null,
+                k.PagesSharing + k.PagesShared, k.PagesShared, k.PagesSharing, null, null, null, null, null, null, null, null, k.MetadataBytes,
+                k.FullScans, null, null,
+                $"time_s = time to converge; confirmed at {k.TimeConfirmed.TotalSeconds:0.000} s; pages_unshared {k.PagesUnshared}; {k.Settings}" +
+                (k.Converged ? "" : "; did not converge"));
+        }
+        foreach (var z in peers.Zram.Concat(peers.KsmThenZram))
+        {
+            bool afterKsm = peers.KsmThenZram.Contains(z);
+            Row(sb, afterKsm ? "KSM then zram" : "zram", z.Algorithm, 1, guest, z.MemUsedTotal, Pct(z.MemUsedTotal), z.WriteTime.TotalSeconds, null, null, null, null,
+                afterKsm ? guest - z.PagesWritten - inputs.ZeroPages : null, null, null, null, z.PagesWritten - z.SamePages, z.ComprDataSize,
+                z.Ratio, null, null, null, null, null, null,
+                $"{z.Input}; {z.PagesWritten} pages written; same_pages {z.SamePages}; huge_pages {z.HugePages}; {z.MiBPerSecond:0} MiB/s" +
+                (z.Direct ? " (O_DIRECT)" : " (buffered)"));
+        }
+        foreach (string skipped in peers.Skipped)
+            Row(sb, skipped.Split(' ')[0], null, null, guest, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null,
+                null, null, null, null, null, skipped);
+        return sb.ToString();
+    }
+
+    public string Markdown()
+    {
+        var md = new StringBuilder();
+        md.AppendLine("# Compare: the engine against KSM and zram on the same real memory");
+        md.AppendLine();
+        md.AppendLine(Inv, $"- Machine: {machine}");
+        md.AppendLine(Inv, $"- Load average before / after: {loadBefore} / {loadAfter} (a shared machine: compare within this run, as ratios)");
+        md.AppendLine(Inv, $"- Run: `compare{(quick ? " --quick" : "")}`, {elapsed.TotalSeconds:0} s in all");
+        md.AppendLine(Inv, $"- Inputs: {inputs.Origin}");
+        md.AppendLine();
+        md.AppendLine("| input | pages | MiB |");
+        md.AppendLine("|---|---:|---:|");
+        foreach (var image in inputs.Images) md.AppendLine(Inv, $"| {image.Label} | {image.Pages} | {image.Pages * PageGeometry.PageSize / MiB:0.0} |");
+        md.AppendLine(Inv, $"| **all** | {inputs.TotalPages} | {GuestBytes / MiB:0.0} |");
+        md.AppendLine();
+        md.AppendLine(Inv, $"Our own content hashing of the inputs: {inputs.ZeroPages} zero pages, {inputs.UniformPages} non-zero pages of one repeated word, " +
+                           $"{inputs.DistinctNonZero} distinct non-zero contents, {inputs.ContentsRepeated} of which occur more than once " +
+                           $"({inputs.DuplicatePages} duplicate pages).");
+        md.AppendLine();
+
+        md.AppendLine("## Memory used, every approach");
+        md.AppendLine();
+        md.AppendLine("| approach | memory used (MiB) | % of guest | time (s) | notes |");
+        md.AppendLine("|---|---:|---:|---:|---|");
+        foreach (var (approach, memory, seconds, notes) in Summary())
+            md.AppendLine(Inv, $"| {approach} | {memory / MiB:0.0} | {Pct(memory):0.0} | {(seconds is { } s ? s.ToString("0.000", Inv) : "")} | {notes} |");
+        md.AppendLine();
+        md.AppendLine("Engine memory = frames in use × 4096 + the compact store's allocated slabs + engine metadata. KSM memory = pages not " +
+                      "freed by KSM × 4096 (its rmap items, from general_profit, noted apart). zram memory = `mm_stat` mem_used_total (zsmalloc " +
+                      "pages; its per-page table is not counted). Engine time = all passes until stable; KSM time = until its counters " +
+                      "stopped moving; zram time = writing the pages (single thread).");
+        md.AppendLine();
+
+        md.AppendLine("## Engine runs: pages saved per mechanism");
+        md.AppendLine();
+        md.AppendLine("| run | zero | uniform | shared pages / frames | saved by sharing | patched | avg patch (B) | compressed | ratio | frames | store (MiB) | metadata (MiB, % guest) | passes | scan (s) | first pass (s) | first pass pages/s |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in runs)
+        {
+            md.AppendLine(Inv, $"| {RunName(r)} | {r.ZeroPages} | {r.UniformPages} | {r.SharedPages} / {r.SharedFrames} | {r.SavedBySharing} | " +
+                               $"{r.PatchedPages} | {r.AveragePatchBytes:0} | {r.CompressedPages} | {r.CompressionRatio:0.00} | {r.FramesInUse} | " +
+                               $"{r.StoreAllocatedBytes / MiB:0.0} | {r.MetadataBytes / MiB:0.00} ({100.0 * r.MetadataBytes / GuestBytes:0.00}%) | " +
+                               $"{r.Passes}{(r.Stable ? "" : " (not stable)")} | {r.ScanTime.TotalSeconds:0.000} | {r.FirstPassTime.TotalSeconds:0.000} | {r.FirstPassPagesPerSecond:0} |");
+        }
+        md.AppendLine();
+
+        md.AppendLine("Engine metadata by part (MiB): P2M entries, frame pool bookkeeping (reference counts, hashes, free list), the " +
+                      "sharing index's stable, unstable and similarity tables (capacity kept after a pass), the store's slab headers.");
+        md.AppendLine();
+        md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in runs)
+        {
+            var m = r.Metadata;
+            md.AppendLine(Inv, $"| {RunName(r)} | {m.P2M / MiB:0.00} | {m.Frames / MiB:0.00} | {m.Stable / MiB:0.00} | {m.Unstable / MiB:0.00} | " +
+                               $"{m.Similar / MiB:0.00} | {m.Store / MiB:0.00} |");
+        }
+        md.AppendLine();
+
+        md.AppendLine("## Peers");
+        md.AppendLine();
+        if (peers.Ksm is { } k)
+        {
+            md.AppendLine(Inv, $"KSM ({k.Settings}): pages_sharing {k.PagesSharing}, pages_shared {k.PagesShared}, ksm_zero_pages {k.ZeroPages}, " +
+                               $"pages_unshared {k.PagesUnshared}; {k.PagesSaved} pages saved; counters stopped moving at {k.TimeToConverge.TotalSeconds:0.000} s, " +
+                               $"confirmed by two unchanged full scans at {k.TimeConfirmed.TotalSeconds:0.000} s ({k.FullScans} full scans)" +
+                               $"{(k.Converged ? "" : " — **did not converge within the limit**")}; KSM rmap-item metadata {k.MetadataBytes / MiB:0.0} MiB.");
+            md.AppendLine();
+            md.AppendLine(Inv, $"Cross-check with our content hashing: expected pages_shared {inputs.ContentsRepeated} (measured {k.PagesShared}), " +
+                               $"pages_sharing {inputs.DuplicatePages} (measured {k.PagesSharing}), zero pages {inputs.ZeroPages} (measured {k.ZeroPages}). " +
+                               $"{CrossCheckNote(k)}");
+            md.AppendLine();
+        }
+        if (peers.Zram.Count + peers.KsmThenZram.Count > 0)
+        {
+            md.AppendLine("| zram | input | pages written | orig (MiB) | compressed (MiB) | mem_used_total (MiB) | ratio | same-filled pages | huge pages | write MiB/s |");
+            md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var z in peers.Zram.Concat(peers.KsmThenZram))
+                md.AppendLine(Inv, $"| {z.Algorithm} | {z.Input} | {z.PagesWritten} | {z.OrigDataSize / MiB:0.0} | {z.ComprDataSize / MiB:0.0} | " +
+                                   $"{z.MemUsedTotal / MiB:0.0} | {z.Ratio:0.00} | {z.SamePages} | {z.HugePages} | {z.MiBPerSecond:0}{(z.Direct ? "" : " (buffered)")} |");
+            md.AppendLine();
+        }
+        foreach (string skipped in peers.Skipped) md.AppendLine($"- {skipped}");
+        if (peers.Skipped.Count > 0) md.AppendLine();
+
+        md.AppendLine("## Targets (issue 6), from this run");
+        md.AppendLine();
+        foreach (string line in Targets()) md.AppendLine("- " + line);
+        return md.ToString();
+    }
+
+    /// <summary>The whole-run targets, each with the measured numbers and plainly met or not.</summary>
+    private IEnumerable<string> Targets()
+    {
+        var share = runs.FirstOrDefault(r => r.Name == "sharing" && r.Threads == Environment.ProcessorCount);
+        var share1 = runs.FirstOrDefault(r => r.Name == "sharing" && r.Threads == 1);
+        if (peers.Ksm is { } k && share is not null)
+        {
+            double ratio = k.TimeToConverge.TotalSeconds / share.FirstPassTime.TotalSeconds;
+            string one = share1 is null ? "" : $"; with 1 thread {share1.FirstPassTime.TotalSeconds:0.000} s, {k.TimeToConverge.TotalSeconds / share1.FirstPassTime.TotalSeconds:0.0}x";
+            yield return $"Sharing pass ≥ 5x faster than KSM's convergence: first sharing pass {share.FirstPassTime.TotalSeconds:0.000} s " +
+                         $"({share.Threads} threads) vs KSM {k.TimeToConverge.TotalSeconds:0.000} s = {ratio:0.0}x{one}: **{(ratio >= 5 ? "met" : "NOT met")}**" +
+                         (k.Converged ? "" : " (KSM did not converge)");
+        }
+        else yield return "Sharing pass ≥ 5x faster than KSM's convergence: not measured (KSM skipped).";
+
+        var zram = peers.KsmThenZram.FirstOrDefault(z => z.Algorithm == TargetZram) ?? peers.KsmThenZram.FirstOrDefault();
+        var all = runs.Where(r => r.Name == "all mechanisms").ToList();
+        if (zram is not null && all.Count > 0)
+        {
+            foreach (var r in all)
+            {
+                double ratio = (double)r.MemoryUsedBytes / zram.MemUsedTotal;
+                yield return $"All mechanisms ({r.Codec}) ≤ 0.75x of KSM then zram ({zram.Algorithm}): {r.MemoryUsedBytes / MiB:0.0} MiB vs " +
+                             $"{zram.MemUsedTotal / MiB:0.0} MiB = {ratio:0.00}x: **{(ratio <= 0.75 ? "met" : "NOT met")}**";
+            }
+        }
+        else yield return "All mechanisms ≤ 0.75x of KSM then zram (lzo-rle): not measured (zram skipped).";
+
+        var worst = runs.MaxBy(r => r.MetadataBytes)!;
+        double pct = 100.0 * worst.MetadataBytes / GuestBytes;
+        yield return $"Engine metadata < 1% of guest memory: at most {worst.MetadataBytes / MiB:0.00} MiB = {pct:0.00}% ({RunName(worst)}): **{(pct < 1 ? "met" : "NOT met")}**";
+    }
+
+    private string CrossCheckNote(KsmResult k)
+    {
+        var notes = new List<string>();
+        if (k.PagesShared != inputs.ContentsRepeated)
+            notes.Add(k.PagesShared > inputs.ContentsRepeated
+                ? "KSM keeps more shared pages than there are repeated contents: with max_page_sharing, a content shared by more pages than that gets several KSM pages (stable_node_dups)"
+                : "KSM shares fewer contents than are repeated: some duplicates were not merged when it stopped (pages it saw change, or not yet scanned twice)");
+        if (k.PagesSharing != inputs.DuplicatePages)
+            notes.Add($"pages_sharing differs by {k.PagesSharing - inputs.DuplicatePages}");
+        if (k.ZeroPages != inputs.ZeroPages)
+            notes.Add($"ksm_zero_pages differs by {k.ZeroPages - inputs.ZeroPages}");
+        return notes.Count == 0 ? "They agree." : string.Join("; ", notes) + ".";
+    }
+
+    private static string RunName(EngineRunResult r) =>
+        $"DE {r.Name}{(r.Codec is null ? "" : $" ({r.Codec})")}{(r.Threads == 1 ? ", 1 thread" : "")}";
+
+    private double Pct(long bytes) => GuestBytes == 0 ? 0 : 100.0 * bytes / GuestBytes;
+
+    private const int CsvColumns = 25;
+
+    private static void Row(StringBuilder sb, params object?[] values)
+    {
+        if (values.Length != CsvColumns) throw new InvalidOperationException($"compare.csv: a row of {values.Length} cells, not {CsvColumns}.");
+        sb.AppendLine(string.Join(",", values.Select(Cell)));
+    }
+
+    private static string Cell(object? v) => v switch
+    {
+        null => "",
+        double d => d.ToString("0.####", Inv),
+        string s when s.Contains(',') || s.Contains('"') => "\"" + s.Replace("\"", "\"\"") + "\"",
+        IFormattable f => f.ToString(null, Inv),
+        _ => v.ToString() ?? "",
+    };
+}

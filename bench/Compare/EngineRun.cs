@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Loading;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Bench.Compare;
+
+/// <summary>What one run of the engine over the inputs ended with, and how long its scan took.</summary>
+internal sealed record EngineRunResult(
+    string Name,
+    string? Codec,
+    int Threads,
+    long GuestPages,
+    long ZeroPages,
+    long UniformPages,
+    long SharedPages,
+    long SharedFrames,
+    long PatchedPages,
+    long PatchBytes,
+    long CompressedPages,
+    long CompressedBytes,
+    long FramesInUse,
+    long StoreAllocatedBytes,
+    long MetadataBytes,
+    long MemoryUsedBytes,
+    int Passes,
+    bool Stable,
+    TimeSpan ScanTime,
+    TimeSpan FirstPassTime,
+    double FirstPassPagesPerSecond,
+    TimeSpan LoadTime)
+{
+    /// <summary>Where the metadata goes: P2M tables, frame pool bookkeeping, the sharing index's three tables, the store.</summary>
+    public MetadataParts Metadata { get; init; } = new(0, 0, 0, 0, 0, 0);
+
+    /// <summary>How many times the run was repeated; this is the one with the median first-pass time.</summary>
+    public int Repeats { get; init; } = 1;
+
+    /// <summary>Frames sharing freed: pages mapped to a shared frame, less the frames they map to.</summary>
+    public long SavedBySharing => SharedPages - SharedFrames;
+    public double AveragePatchBytes => PatchedPages == 0 ? 0 : (double)PatchBytes / PatchedPages;
+    public double CompressionRatio => CompressedBytes == 0 ? 0 : (double)CompressedPages * PageGeometry.PageSize / CompressedBytes;
+}
+
+/// <summary>The engine's metadata by part, in bytes.</summary>
+internal sealed record MetadataParts(long P2M, long Frames, long Stable, long Unstable, long Similar, long Store);
+
+/// <summary>
+/// One run: a fresh host, every input loaded as a domain (every page a frame, as in a running VM), the chosen
+/// mechanisms on with C4Sweeps 1 so every untouched page becomes eligible, and scans until a pass changes nothing.
+/// </summary>
+internal static class EngineRun
+{
+    /// <summary>
+    /// Opens an input as a raw image whatever its first bytes: MemorySource.OpenFile takes any file that starts with
+    /// "\x7fE" for an ELF core, and a raw snapshot of a process starts with its executable's ELF header.
+    /// </summary>
+    internal static MemorySource OpenRaw(string path)
+    {
+        var file = SourceFile.OpenRead(path);
+        try
+        {
+            return RawImageSource.Open(file, path, RandomAccess.GetLength(file));
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    public static EngineRunResult Run(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0)
+    {
+        threads = threads <= 0 ? Environment.ProcessorCount : threads;
+        var options = new DomainOptions
+        {
+            SharingEnabled = true,
+            PatchingEnabled = patching,
+            CompressionEnabled = codec is not null,
+            CompressionAlgorithm = codec ?? CompressionAlgorithm.LZ4,
+            C4Sweeps = 1,
+        };
+        using var host = new DEHost(new HostOptions { Name = "compare", SimilaritySeed = 20081208 });
+        var load = Stopwatch.StartNew();
+        foreach (var image in inputs.Images)
+        {
+            using var source = OpenRaw(image.Path);
+            host.LoadDomain(image.Label, source, options);
+        }
+        load.Stop();
+        // Loading leaves garbage from nobody's scan: collect it now, not during the timed passes.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+
+        var scan = host.Scan(null, new ScanOptions { UntilStable = true, Parallelism = threads });
+        var stats = host.GetStats();
+        long zero = 0, uniform = 0, shared = 0, patched = 0, patchBytes = 0, compressed = 0, compressedBytes = 0;
+        var sharedFrames = new HashSet<uint>();
+        foreach (var domain in host.Domains)
+        {
+            for (long gfn = 0; gfn < domain.PageCount; gfn++)
+            {
+                switch (domain.PeekState(gfn))
+                {
+                    case PageState.Zero: zero++; break;
+                    case PageState.Uniform: uniform++; break;
+                    case PageState.Shared:
+                        shared++;
+                        if (domain.GetPage(gfn).Frame is uint f) sharedFrames.Add(f);
+                        break;
+                    case PageState.Patched:
+                        patched++;
+                        patchBytes += domain.GetPage(gfn).StoredBytes ?? 0;
+                        break;
+                    case PageState.Compressed:
+                        compressed++;
+                        compressedBytes += domain.GetPage(gfn).StoredBytes ?? 0;
+                        break;
+                }
+            }
+        }
+        var first = scan.PassResults[0];
+        var index = host.SharingIndexFor(DomainPolicy.DefaultTrustGroup);
+        var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,
+            index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes);
+        return new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,
+            zero, uniform, shared, sharedFrames.Count, patched, patchBytes, compressed, compressedBytes,
+            stats.FramesInUse, stats.StoreAllocatedBytes, stats.MetadataBytes, stats.MemoryUsedBytes,
+            scan.Passes, scan.Stable, scan.Elapsed, first.Elapsed, first.PagesPerSecond, load.Elapsed) { Metadata = parts };
+    }
+}

@@ -1,0 +1,34 @@
+# Smoke runs of the benchmarks and the whole-run comparison, so neither rots: one dry iteration of
+# every BenchmarkDotNet benchmark, and Compare on small inputs (KSM and zram too when this machine
+# has them and runs as root; their knobs must be back as they were afterwards).
+
+Describe 'Benchmarks and Compare (smoke)' -Tag 'Smoke' {
+    BeforeAll {
+        $script:repo = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+        $script:build = Join-Path $repo 'build.ps1'
+        # The pwsh running this suite: dotnet plus pwsh.dll when it is the .NET tool.
+        $script:exe = [Environment]::ProcessPath
+        $script:prefix = [string[]]@(if ($exe -like '*dotnet') { "$PSHOME/pwsh.dll" })
+        function script:Read-Knob([string]$path) { if (Test-Path $path) { (Get-Content -Raw $path).Trim() } }
+    }
+
+    It 'runs every micro-benchmark once (build.ps1 -Task Bench -Quick) and writes the reports' {
+        $out = & $exe @prefix -NoProfile -NonInteractive -File $build -Task Bench -Quick 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because ($out | Select-Object -Last 30 | Out-String)
+        $reports = Get-ChildItem (Join-Path $repo 'out/bench') -Filter '*.md'
+        $reports.Count | Should -BeGreaterThan 3
+        ($reports | Get-Content -Raw) -join "`n" | Should -Match 'share_pages|SharePages|Share'
+    }
+
+    It 'runs Compare on small inputs (build.ps1 -Task Compare -Quick) and restores KSM and zram' {
+        $ksmBefore = Read-Knob /sys/kernel/mm/ksm/run
+        $zramBefore = Read-Knob /sys/block/zram0/disksize
+        $out = & $exe @prefix -NoProfile -NonInteractive -File $build -Task Compare -Quick 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because ($out | Select-Object -Last 30 | Out-String)
+        $csv = Import-Csv (Join-Path $repo 'out/compare/compare.csv')
+        $csv.Count | Should -BeGreaterThan 2
+        Test-Path (Join-Path $repo 'out/compare/compare.md') | Should -BeTrue
+        Read-Knob /sys/kernel/mm/ksm/run | Should -Be $ksmBefore
+        Read-Knob /sys/block/zram0/disksize | Should -Be $zramBefore
+    }
+}
