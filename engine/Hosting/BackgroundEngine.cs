@@ -23,7 +23,11 @@ public sealed record EngineStatus(
     TimeSpan LastPassDuration,
     TimeSpan BusyTime,
     int Samples,
-    string? LastError);
+    string? LastError)
+{
+    /// <summary>CPU time (user + system) the engine's passes used since it started, measured per worker thread.</summary>
+    public TimeSpan CpuTime { get; init; }
+}
 
 /// <summary>One point of the host's history: what the guests hold and what it costs, for reports over time.</summary>
 public sealed record StatsSample(
@@ -55,12 +59,14 @@ internal sealed class BackgroundEngine : IDisposable
     private TimeSpan _lastDuration;
     private string? _lastError;
     private volatile bool _stopping;
+    private readonly TimeSpan _cpuAtStart;
 
     public BackgroundEngine(DEHost host, TimeSpan interval)
     {
         _host = host;
         Interval = interval;
         Started = DateTimeOffset.Now;
+        _cpuAtStart = host.EngineCpuTime;
         _thread = new Thread(Run) { IsBackground = true, Name = $"de-engine-{host.Name}" };
         _thread.Start();
     }
@@ -72,7 +78,10 @@ internal sealed class BackgroundEngine : IDisposable
     {
         lock (_gate)
             return new EngineStatus(_host.Name, _stopping ? EngineState.Stopping : EngineState.Running, Interval, Started,
-                _passes, _lastPass, _lastDuration, Stopwatch.GetElapsedTime(0, _busyTicks), samples, _lastError);
+                _passes, _lastPass, _lastDuration, Stopwatch.GetElapsedTime(0, _busyTicks), samples, _lastError)
+            {
+                CpuTime = _host.EngineCpuTime - _cpuAtStart,
+            };
     }
 
     private void Run()

@@ -6,6 +6,7 @@ using DifferenceEngine.Patching;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Scanning;
 using DifferenceEngine.Sharing;
+using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Hosting;
 
@@ -57,6 +58,10 @@ public sealed partial class DEHost
     /// caller can look at every page table at one instant. Guest accesses by other threads still run.
     /// </summary>
     private volatile bool _anyPatching;
+    private long _engineCpuTicks;
+
+    /// <summary>CPU time (user + system, getrusage per worker thread) that engine passes have used on this host.</summary>
+    public TimeSpan EngineCpuTime => TimeSpan.FromTicks(Interlocked.Read(ref _engineCpuTicks));
 
     internal IDisposable Quiesce()
     {
@@ -163,6 +168,7 @@ public sealed partial class DEHost
     {
         var policy = domain.Policy;
         int c4 = policy.C4Sweeps;
+        long cpu0 = ThreadCpu.NowTicks();
         long t0 = Stopwatch.GetTimestamp();
         long swept = 0;
         for (long gfn = start; gfn < end; gfn++)
@@ -242,6 +248,7 @@ public sealed partial class DEHost
         AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
         AddEngineTime(Mechanism.Patching, patchTicks, patchTried);
         AddEngineTime(Mechanism.Compression, compressTicks, compressTried);
+        Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         return swept;
     }
 

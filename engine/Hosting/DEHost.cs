@@ -303,6 +303,7 @@ public sealed partial class DEHost : IDisposable
             StoreStoredBytes = Store.StoredBytes,
             StoreBlobs = Store.LiveBlobs,
             StoreFragmentation = Store.Fragmentation,
+            EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
             SwapBytes = (Reclaimer?.Swap.SlotCount ?? 0) * PageGeometry.PageSize,
             SwapUsedBytes = (Reclaimer?.Swap.SlotsUsed ?? 0) * PageGeometry.PageSize,

@@ -23,6 +23,8 @@ public sealed record HostStats(
     /// <summary>(allocated - stored) / allocated: what packing loses, counted against the savings.</summary>
     public double StoreFragmentation { get; init; }
 
+    /// <summary>CPU time (user + system) all engine passes on this host have used.</summary>
+    public TimeSpan EngineCpuTime { get; init; }
     public string? SwapPath { get; init; }
     public long SwapBytes { get; init; }
     public long SwapUsedBytes { get; init; }

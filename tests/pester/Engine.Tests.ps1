@@ -119,7 +119,7 @@ Describe 'The background engine with a workload running' {
     It 'shows the status in a table and a list of 120 columns, and the history in a table' {
         $lines = (Get-DEEngine | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        $lines -join "`n" | Should -Match 'Host\s+State\s+Interval\s+Passes\s+LastPass\s+PassTime\s+Busy\s+Busy%\s+Samples\s+LastError'
+        $lines -join "`n" | Should -Match 'Host\s+State\s+Interval\s+Passes\s+LastPass\s+PassTime\s+Busy\s+Busy%\s+CPU\s+Samples\s+LastError'
         $text = $running | Format-List | Out-String -Width 120
         $text | Should -Match 'State\s*:\s*Running'
         $text | Should -Match 'Interval\s*:\s*200\.0 ms'
@@ -280,5 +280,30 @@ Describe 'Thirty seconds of engine and workload, every mechanism on' -Tag 'Slow'
                 $stats.CompressedPages + $stats.SwappedPages) | Should -Be $stats.PageCount
         }
         (Get-DEDomain).Status | Select-Object -Unique | Should -Be 'Running'
+    }
+}
+
+Describe 'Get-DEEngine reports the CPU the engine used' {
+    BeforeAll {
+        Import-Module $env:DE_MODULE_PATH -Force
+        $script:h = Connect-DEHost -Name "cpu-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        $null = New-DEDomain -DEHost $h -Name cpu1 -ProcessId $PID -EnableSharing
+    }
+    AfterAll {
+        Disconnect-DEHost -DEHost $h -Confirm:$false
+    }
+
+    It 'measures user + system time of the engine threads, no more than they could have used' {
+        $sw = [Diagnostics.Stopwatch]::StartNew()
+        Start-DEEngine -DEHost $h -Interval 0.1
+        Start-Sleep -Seconds 2
+        $final = Stop-DEEngine -DEHost $h -PassThru
+        $sw.Stop()
+        $final.PassesRun | Should -BeGreaterThan 2
+        $final.CpuTime | Should -BeGreaterThan ([TimeSpan]::Zero)
+        # Two cores at most, for as long as it ran.
+        $final.CpuTime.TotalSeconds | Should -BeLessThan (2 * $sw.Elapsed.TotalSeconds)
+        (Get-DEEngine -DEHost $h).CpuTime | Should -Be $final.CpuTime
+        (Get-DEHostStats -DEHost $h).EngineCpuTime | Should -BeGreaterOrEqual $final.CpuTime
     }
 }

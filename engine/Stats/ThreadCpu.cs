@@ -1,0 +1,24 @@
+using System.Runtime.InteropServices;
+
+namespace DifferenceEngine.Stats;
+
+/// <summary>CPU time (user + system) of the calling thread, from getrusage(RUSAGE_THREAD) on Linux.</summary>
+internal static unsafe partial class ThreadCpu
+{
+    private const int RusageThread = 1;
+    private static readonly bool Supported = OperatingSystem.IsLinux();
+
+    /// <summary>The calling thread's CPU time so far, in TimeSpan ticks; 0 where the platform cannot tell.</summary>
+    public static long NowTicks()
+    {
+        if (!Supported) return 0;
+        // struct rusage: two struct timevals (ru_utime, ru_stime) then 14 longs; 18 longs in all on 64-bit Linux.
+        long* usage = stackalloc long[18];
+        if (GetRusage(RusageThread, usage) != 0) return 0;
+        long micros = usage[0] * 1_000_000 + usage[1] + usage[2] * 1_000_000 + usage[3];
+        return micros * 10;
+    }
+
+    [LibraryImport("libc", EntryPoint = "getrusage")]
+    private static partial int GetRusage(int who, long* usage);
+}
