@@ -34,6 +34,13 @@ public sealed class NewDEDomainCommand : DECmdlet
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = "";
 
+    /// <summary>
+    /// How to read -Path: Auto detects by content (ELF cores start with \x7fELF); Raw takes the bytes as
+    /// they are, for raw snapshots that happen to begin like an ELF file; ElfCore insists on a core.
+    /// </summary>
+    [Parameter(ParameterSetName = PathSet)]
+    public ImageFormat Format { get; set; } = ImageFormat.Auto;
+
     /// <summary>A live Linux process whose readable memory is copied (a snapshot, not a live view).</summary>
     [Parameter(Mandatory = true, ParameterSetName = ProcessSet, ValueFromPipelineByPropertyName = true)]
     public int ProcessId { get; set; }
@@ -102,7 +109,12 @@ public sealed class NewDEDomainCommand : DECmdlet
     {
         string path = GetFileSystemPath(Path, "memory image", "FileNotFound");
         if (!ShouldProcess(Name, $"Create a domain from '{path}'")) return null;
-        using var source = MemorySource.OpenFile(path);
+        using var source = MemorySource.OpenFile(path, Format switch
+        {
+            ImageFormat.Raw => MemorySourceFormat.RawImage,
+            ImageFormat.ElfCore => MemorySourceFormat.ElfCore,
+            _ => null,
+        });
         return Cancellable(() => host.LoadDomain(Name, source, options, StopToken));
     }
 

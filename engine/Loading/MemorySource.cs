@@ -48,8 +48,21 @@ public abstract class MemorySource : IDisposable
     }
 
     /// <summary>Opens an image or core file; the format is decided by the content, never by the extension.</summary>
-    public static MemorySource OpenFile(string path)
+    public static MemorySource OpenFile(string path) => OpenFile(path, null);
+
+    /// <summary>
+    /// Opens an image or core file as <paramref name="format"/>: RawImage takes the bytes as they are even
+    /// when they start like an ELF file (a raw snapshot of a process begins with its executable's header);
+    /// ElfCore insists on a valid core; null (or Process) detects the format by content.
+    /// </summary>
+    public static MemorySource OpenFile(string path, MemorySourceFormat? format)
     {
+        if (format == MemorySourceFormat.Process)
+        {
+            throw new DEException("SourceFormatInvalid", DEErrorKind.InvalidArgument,
+                "A file is a RawImage or an ElfCore; processes are opened with OpenProcess.", format);
+        }
+
         if (string.IsNullOrWhiteSpace(path))
         {
             throw new DEException("PathInvalid", DEErrorKind.InvalidArgument, "A memory image path is required.", path);
@@ -61,9 +74,13 @@ public abstract class MemorySource : IDisposable
             long length = RandomAccess.GetLength(file);
             Span<byte> head = stackalloc byte[ElfHeaders.IdentSize];
             int n = SourceFile.ReadAtMost(file, head, 0, path);
-            return ElfHeaders.StartsLikeElf(head[..n])
-                ? ElfCoreSource.Open(file, path, length)
-                : RawImageSource.Open(file, path, length);
+            bool elf = format switch
+            {
+                MemorySourceFormat.RawImage => false,
+                MemorySourceFormat.ElfCore => true,
+                _ => ElfHeaders.StartsLikeElf(head[..n]),
+            };
+            return elf ? ElfCoreSource.Open(file, path, length) : RawImageSource.Open(file, path, length);
         }
         catch
         {

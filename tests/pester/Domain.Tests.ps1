@@ -362,3 +362,37 @@ Describe 'Remove-DEDomain' {
         (Get-DEHostStats).FramesInUse | Should -Be 3
     }
 }
+
+Describe 'New-DEDomain -Format' {
+    BeforeAll {
+        Import-Module $env:DE_MODULE_PATH -Force
+        $script:h = Connect-DEHost -Name "fmt-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        # A raw snapshot that begins like an ELF executable (as a process's memory does): 3 pages.
+        $bytes = [byte[]]::new(3 * 4096)
+        [byte[]](0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0) | ForEach-Object -Begin { $i = 0 } -Process { $bytes[$i++] = $_ }
+        $bytes[16] = 2   # e_type ET_EXEC: an executable's header, not a core
+        $bytes[5000] = 42
+        $script:img = Join-Path $TestDrive 'elf-looking.raw'
+        [IO.File]::WriteAllBytes($img, $bytes)
+    }
+    AfterAll {
+        Disconnect-DEHost -DEHost $h -Confirm:$false
+    }
+
+    It 'detects by content by default, so an ELF header that is not a core is refused' {
+        { New-DEDomain -DEHost $h -Name auto1 -Path $img -ErrorAction Stop } | Should -Throw -ErrorId 'ElfNotCore,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'reads the file as raw pages with -Format Raw' {
+        $d = New-DEDomain -DEHost $h -Name raw1 -Path $img -Format Raw
+        $d.PageCount | Should -Be 3
+        (Read-DEGuestPage -DEHost $h -Domain raw1 -Gfn 1 -Raw)[5000 - 4096] | Should -Be 42
+        (Read-DEGuestPage -DEHost $h -Domain raw1 -Gfn 0 -Raw)[0..3] | Should -Be @(0x7F, 0x45, 0x4C, 0x46)
+    }
+
+    It 'insists on a core with -Format ElfCore' {
+        $plain = Join-Path $TestDrive 'plain.raw'
+        [IO.File]::WriteAllBytes($plain, [byte[]]::new(4096))
+        { New-DEDomain -DEHost $h -Name elf1 -Path $plain -Format ElfCore -ErrorAction Stop } | Should -Throw -ErrorId 'ElfBadMagic,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+}
