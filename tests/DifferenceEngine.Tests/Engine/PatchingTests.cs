@@ -84,9 +84,9 @@ public class PatchingTests
         var b = TestMemory.LoadRaw(host, dir, "b", [Similar(reference, 3, 4), new byte[4096]], All);
         for (int i = 0; i < 4; i++)
         {
-            b.ReadPage(0); // C2 every sweep: may be a reference, never patched
+            b.ReadPage(0); // C2 every sweep: may serve as a reference (then Shared), never patched or compressed
             host.Scan();
-            Assert.Equal(PageState.Private, b.GetPage(0).State);
+            Assert.Contains(b.GetPage(0).State, new[] { PageState.Private, PageState.Shared });
         }
     }
 
