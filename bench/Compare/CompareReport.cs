@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using DifferenceEngine.Bench.Peers;
+using DifferenceEngine.Domains;
 using DifferenceEngine.Memory;
 
 namespace DifferenceEngine.Bench.Compare;
@@ -46,6 +47,7 @@ internal sealed class CompareReport(
         sb.AppendLine(Inv, $"{"approach",-34} {"memory MiB",11} {"% guest",8} {"time s",8}  notes");
         foreach (var (approach, memory, seconds, notes) in Summary())
             sb.AppendLine(Inv, $"{approach,-34} {memory / MiB,11:0.0} {Pct(memory),8:0.0} {(seconds is { } s ? s.ToString("0.000", Inv) : ""),8}  {notes}");
+        if (peers.Xdelta is { } x) sb.AppendLine("Delta codec against xdelta3: " + XdeltaPeer.Describe(x));
         foreach (string line in Targets()) sb.AppendLine(line.Replace("**", ""));
         foreach (string skipped in peers.Skipped) sb.AppendLine(skipped);
         return sb.ToString();
@@ -81,6 +83,20 @@ internal sealed class CompareReport(
                 z.Ratio, null, null, null, null, null, null,
                 $"{z.Input}; {z.PagesWritten} pages written; same_pages {z.SamePages}; huge_pages {z.HugePages}; {z.MiBPerSecond:0} MiB/s" +
                 (z.Direct ? " (O_DIRECT)" : " (buffered)"));
+        }
+        if (peers.Xdelta is { } x)
+        {
+            // patched_pages = pairs in the sample, patch_bytes their sum (no headers or checksums), time_s over the sample.
+            Row(sb, "DE delta codec (xdelta3 pairs)", "Delta", 1, guest, null, null, x.EncodeTotalSeconds, null, null, null, null, null,
+                x.Pairs, x.Stored.Sum(s => (long)s), x.Stored.Average(), null, null, null, null, null, null, null, null, null,
+                $"an even sample of the {x.PatchedPages} pages DE {x.Run} patched; patch_bytes = the stored patches less the engine's " +
+                $"{EncodedPage.PatchHeader}-byte header; encode {x.EncodeMicrosPerPage:0.00} µs/page in process (best of 3 passes after a warm-up); " +
+                $"smaller than xdelta3 in {x.OursSmaller} of {x.Pairs}, equal in {x.Equal}; re-encoded to the stored size in {x.ReencodedSame}" +
+                (x.RoundTripFailures == 0 ? "" : $"; {x.RoundTripFailures} round-trip failures"));
+            Row(sb, "xdelta3", $"{x.Version} {x.Options}", 1, guest, null, null, x.XdeltaTotalSeconds, null, null, null, null, null,
+                x.Pairs, x.Xdelta.Sum(s => (long)s), x.Xdelta.Average(), null, null, null, null, null, null, null, null, null,
+                $"the same {x.Pairs} pairs; one process per pair; time_s = wall time of all of them, process start included: " +
+                $"{x.XdeltaMeanMillis:0.00} ms/pair mean, {x.XdeltaMedianMillis:0.00} median");
         }
         foreach (string skipped in peers.Skipped)
             Row(sb, skipped.Split(' ')[0], null, null, guest, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null,
@@ -173,10 +189,37 @@ internal sealed class CompareReport(
         foreach (string skipped in peers.Skipped) md.AppendLine($"- {skipped}");
         if (peers.Skipped.Count > 0) md.AppendLine();
 
+        if (peers.Xdelta is { } x) XdeltaSection(md, x);
+
         md.AppendLine("## Targets (issue 6), from this run");
         md.AppendLine();
         foreach (string line in Targets()) md.AppendLine("- " + line);
         return md.ToString();
+    }
+
+    private static void XdeltaSection(StringBuilder md, XdeltaResult x)
+    {
+        md.AppendLine("## Delta codec against xdelta3, on the pairs this run patched");
+        md.AppendLine();
+        md.AppendLine(Inv, $"An even sample of {x.Pairs} of the {x.PatchedPages} pages DE {x.Run} left Patched" +
+                           $"{(x.Skipped > 0 ? $" ({x.Skipped} more left out: their reference was no longer Shared)" : "")}: each page's plain bytes and " +
+                           $"its reference page's, read after the run's numbers were taken. Ours = the patch the engine stored, less its " +
+                           $"{EncodedPage.PatchHeader}-byte header. xdelta3 = `{x.Version}`, `xdelta3 {x.Options} -c -s ref page` (no application " +
+                           $"header, no checksum: our patches carry neither; -B 524288 is its smallest source window), one process per pair, " +
+                           $"the patch counted on its standard output.");
+        md.AppendLine();
+        md.AppendLine("| codec | pairs | mean patch (B) | median (B) | p90 (B) | time per pair |");
+        md.AppendLine("|---|---:|---:|---:|---:|---|");
+        md.AppendLine(Inv, $"| DE delta codec | {x.Pairs} | {x.Stored.Average():0} | {XdeltaResult.Percentile(x.Stored, 50)} | " +
+                           $"{XdeltaResult.Percentile(x.Stored, 90)} | {x.EncodeMicrosPerPage:0.00} µs (encode, in process: best of 3 passes over the sample after a warm-up) |");
+        md.AppendLine(Inv, $"| xdelta3 -A -n | {x.Pairs} | {x.Xdelta.Average():0} | {XdeltaResult.Percentile(x.Xdelta, 50)} | " +
+                           $"{XdeltaResult.Percentile(x.Xdelta, 90)} | {x.XdeltaMeanMillis:0.00} ms mean, {x.XdeltaMedianMillis:0.00} ms median (wall time of one xdelta3 process, **process start included**) |");
+        md.AppendLine();
+        md.AppendLine(Inv, $"Per pair, ours is smaller in {x.OursSmaller} of {x.Pairs}, equal in {x.Equal}, larger in {x.Pairs - x.OursSmaller - x.Equal}. " +
+                           $"Re-encoded by DeltaCodec.TryEncode from the same two pages, {x.ReencodedSame} of {x.Pairs} come out at the stored size" +
+                           $"{(x.RoundTripFailures == 0 ? ", and every one decodes back to the page." : $"; **{x.RoundTripFailures} did not round-trip**.")} " +
+                           $"The times are not comparable as codecs: xdelta3's are dominated by starting a process.");
+        md.AppendLine();
     }
 
     /// <summary>The whole-run targets, each with the measured numbers and plainly met or not.</summary>

@@ -13,6 +13,10 @@ namespace DifferenceEngine.Bench.Compare;
 internal sealed class CompareRunner(CompareOptions options)
 {
     private const int SharingRepeats = 5;
+
+    /// <summary>Pairs xdelta3 encodes, one process each: an even sample of the pages the sharing+patching run patched.</summary>
+    private const int MaxXdeltaPairs = 400;
+    private const int QuickXdeltaPairs = 50;
     private static readonly TimeSpan PeerLockWait = TimeSpan.FromMinutes(2);
 
     public int Run()
@@ -38,11 +42,34 @@ internal sealed class CompareRunner(CompareOptions options)
         {
             Median(repeats, () => Engine("sharing", inputs, patching: false, codec: null)),
             Median(repeats, () => Engine("sharing", inputs, patching: false, codec: null, threads: 1)),
-            Engine("sharing+patching", inputs, patching: true, codec: null),
         };
+        // The pairs the sharing+patching run patched, read once its numbers are taken, for xdelta3 below.
+        PatchPairs? patchPairs = null;
+        string? xdelta = XdeltaPeer.Find(out string? xdeltaWhy);
+        int maxPairs = options.Quick ? QuickXdeltaPairs : MaxXdeltaPairs;
+        runs.Add(Engine("sharing+patching", inputs, patching: true, codec: null,
+            afterMeasure: xdelta is null ? null : host => patchPairs = PatchPairs.Collect("sharing+patching", host, maxPairs)));
+        var peers = new PeerResults();
+        if (xdelta is null) peers.Skip("xdelta3", xdeltaWhy!);
+        else if (patchPairs is not { Sample.Count: > 0 })
+            peers.Skip("xdelta3", $"the sharing+patching run patched {(patchPairs?.PatchedPages ?? 0)} pages: no pairs to encode");
+        else
+        {
+            try
+            {
+                peers.Xdelta = XdeltaPeer.Run(xdelta, patchPairs);
+                Log("xdelta3: " + XdeltaPeer.Describe(peers.Xdelta));
+            }
+            catch (Exception e) when (e is InvalidOperationException or IOException or System.ComponentModel.Win32Exception)
+            {
+                peers.Skip("xdelta3", $"failed: {e.Message}");
+            }
+        }
+        patchPairs = null;
+
         foreach (var codec in codecs) runs.Add(Engine("all mechanisms", inputs, patching: true, codec));
 
-        var peers = RunPeers(inputs);
+        RunPeers(inputs, peers);
         string loadAfter = MachineInfo.LoadAverage();
         var report = new CompareReport(machine, options.Quick, inputs, runs, peers, loadBefore, loadAfter, total.Elapsed);
         Console.WriteLine();
@@ -84,18 +111,18 @@ internal sealed class CompareRunner(CompareOptions options)
         return all[all.Count / 2] with { Repeats = repeats };
     }
 
-    private static EngineRunResult Engine(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0)
+    private static EngineRunResult Engine(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
+        Action<DifferenceEngine.Hosting.DEHost>? afterMeasure = null)
     {
-        var r = EngineRun.Run(name, inputs, patching, codec, threads);
+        var r = EngineRun.Run(name, inputs, patching, codec, threads, afterMeasure);
         Log($"{name}{(codec is null ? "" : $" ({codec})")}, {r.Threads} thread(s): {r.Passes} passes in {r.ScanTime.TotalSeconds:0.000} s " +
             $"(first {r.FirstPassTime.TotalSeconds:0.000} s, {r.FirstPassPagesPerSecond:0} pages/s); memory used {r.MemoryUsedBytes / 1048576.0:0.0} MiB " +
             $"of {r.GuestPages * 4096 / 1048576.0:0.0}");
         return r;
     }
 
-    private PeerResults RunPeers(InputImages inputs)
+    private PeerResults RunPeers(InputImages inputs, PeerResults peers)
     {
-        var peers = new PeerResults();
         string? ksmWhy = KsmPeer.WhyUnavailable();
         string? zramWhy = ZramPeer.WhyUnavailable();
         if (ksmWhy is not null && zramWhy is not null)
@@ -173,6 +200,9 @@ internal sealed class CompareRunner(CompareOptions options)
 internal sealed class PeerResults
 {
     public KsmResult? Ksm { get; set; }
+
+    /// <summary>xdelta3 and our delta codec on the pairs the sharing+patching run patched.</summary>
+    public XdeltaResult? Xdelta { get; set; }
     public List<ZramResult> Zram { get; } = [];
     public List<ZramResult> KsmThenZram { get; } = [];
     public List<string> Skipped { get; } = [];

@@ -72,7 +72,10 @@ internal static class EngineRun
         }
     }
 
-    public static EngineRunResult Run(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0)
+    /// <param name="afterMeasure">Called with the host once every number of the run is taken, before the host goes away
+    /// (to read pages, which may change their state).</param>
+    public static EngineRunResult Run(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
+        Action<DEHost>? afterMeasure = null)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         var options = new DomainOptions
@@ -126,9 +129,11 @@ internal static class EngineRun
         var index = host.SharingIndexFor(DomainPolicy.DefaultTrustGroup);
         var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,
             index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes);
-        return new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,
+        var result = new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,
             zero, uniform, shared, sharedFrames.Count, patched, patchBytes, compressed, compressedBytes,
             stats.FramesInUse, stats.StoreAllocatedBytes, stats.MetadataBytes, stats.MemoryUsedBytes,
             scan.Passes, scan.Stable, scan.Elapsed, first.Elapsed, first.PagesPerSecond, load.Elapsed) { Metadata = parts };
+        afterMeasure?.Invoke(host);
+        return result;
     }
 }
