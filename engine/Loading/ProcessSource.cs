@@ -137,8 +137,28 @@ internal sealed class ProcessSource : MemorySource
             $"Cannot read /proc/{pid}/{file}: permission denied. Reading another user's process needs its owner, " +
             "root or CAP_SYS_PTRACE, and a Yama ptrace_scope that allows it.", pid, e),
         _ when !Directory.Exists($"/proc/{pid}") => NotFound(pid, "exited while being opened"),
+        // A kernel thread is alive but has no user memory: opening its mem file fails with ESRCH.
+        _ when IsKernelThread(pid) => new DEException("ProcessUnreadable", DEErrorKind.ReadError,
+            $"Cannot read process {pid}: it is a kernel thread, which has no user memory to snapshot.", pid, e),
         _ => new DEException("ProcessUnreadable", DEErrorKind.ReadError, $"Cannot read /proc/{pid}/{file}: {e.Message}", pid, e),
     };
+
+    /// <summary>True when /proc/PID/status shows no user address space (kernel threads have no VmSize line).</summary>
+    private static bool IsKernelThread(int pid)
+    {
+        try
+        {
+            return !File.ReadLines($"/proc/{pid}/status").Any(l => l.StartsWith("VmSize:", StringComparison.Ordinal));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>One run of consecutive resident pages of a region, laid out from <see cref="FirstGfn"/> on.</summary>
     private readonly record struct Run(ulong Start, long Pages, long FirstGfn);

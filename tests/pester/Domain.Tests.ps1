@@ -223,6 +223,18 @@ Describe 'New-DEDomain with bad input' {
             Should -Throw -ErrorId 'ProcessUnreadable,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
+    It 'refuses a process whose memory cannot be read even as root: a kernel thread (ProcessUnreadable)' {
+        # Kernel threads are alive but have no user memory (no VmSize in their status).
+        $kthread = Get-ChildItem /proc -Directory | Where-Object { $_.Name -match '^\d+$' } | Where-Object {
+            $status = Get-Content -LiteralPath (Join-Path $_.FullName 'status') -ErrorAction Ignore
+            $status -and -not ($status -match '^VmSize:')
+        } | Select-Object -First 1
+        if (-not $kthread) { Set-ItResult -Skipped -Because 'no kernel thread is visible in this pid namespace'; return }
+        { New-DEDomain -Name kthread -ProcessId ([int]$kthread.Name) -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ProcessUnreadable,DifferenceEngine.Commands.NewDEDomainCommand'
+        $Error[0].Exception.Message | Should -Match 'kernel thread'
+    }
+
     It 'refuses a name already in use (DomainExists)' {
         { New-DEDomain -Name taken -MemorySize 1MB -ErrorAction Stop } |
             Should -Throw -ErrorId 'DomainExists,DifferenceEngine.Commands.NewDEDomainCommand'
