@@ -150,8 +150,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         _ => ErrorCategory.NotSpecified,
     };
 
-    protected static DEException DomainNotFound(string name) =>
-        new("DomainNotFound", DEErrorKind.ObjectNotFound, $"No domain named '{name}' exists on this host.", name);
+    protected static DEException DomainNotFound(string name) => DEHost.DomainNotFound(name);
 
     /// <summary>
     /// Runs <paramref name="work"/> on a worker task while this (the pipeline) thread writes the progress

@@ -93,21 +93,5 @@ public sealed class ExportDEReportCommand : DECmdlet
     }
 
     /// <summary>-Path as a file system path, relative paths against the current location.</summary>
-    private string ResolvePath()
-    {
-        string path;
-        ProviderInfo provider;
-        try
-        {
-            path = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path, out provider, out _);
-        }
-        catch (Exception ex) when (ex is System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or ItemNotFoundException)
-        {
-            throw new DEException("ReportDirectoryNotFound", DEErrorKind.ObjectNotFound, $"The folder of '{Path}' does not exist: {ex.Message}", Path, ex);
-        }
-        if (provider.Name != "FileSystem")
-            throw new DEException("PathNotFileSystem", DEErrorKind.InvalidArgument,
-                $"'{Path}' is on the {provider.Name} provider; a report must be a file.", Path);
-        return path;
-    }
+    private string ResolvePath() => GetFileSystemPath(Path, "report", "ReportDirectoryNotFound");
 }

@@ -102,11 +102,8 @@ public sealed class InvokeDEWorkloadCommand : DECmdlet
     private void WriteAccessFailure(WorkloadResult result)
     {
         string stopped = $"{result.Errors} worker(s) stopped on a failed guest access; the first: ";
-        if (result.FirstException is not { } first)
-        {
-            WriteDEError(new DEException("WorkloadAccessFailed", DEErrorKind.InvalidOperation, stopped + result.FirstError, result));
-            return;
-        }
+        // Every failed access records its exception, so there is one whenever Errors > 0.
+        var first = result.FirstException!;
         var record = ToErrorRecord(first);
         record.ErrorDetails = new ErrorDetails(stopped + first.Message);
         WriteError(record);

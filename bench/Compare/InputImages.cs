@@ -136,7 +136,7 @@ internal sealed class InputImages : IDisposable
     /// <summary>128-bit content hash: distinct contents counted without keeping the pages.</summary>
     public static UInt128 ContentKey(ReadOnlySpan<byte> page) => XxHash128.HashToUInt128(page);
 
-    public static bool IsZero(ReadOnlySpan<byte> page) => !page.ContainsAnyExcept((byte)0);
+    public static bool IsZero(ReadOnlySpan<byte> page) => DifferenceEngine.Sharing.PageHasher.IsZero(page);
 
     private void Census()
     {

@@ -7,6 +7,21 @@ namespace DifferenceEngine.Domains;
 
 public sealed partial class Domain
 {
+    /// <summary>
+    /// Gives a locked Patched, Compressed or Swapped page a frame again (the unpatch, decompress or swap-in
+    /// fault). <paramref name="readBack"/> false skips reading a swapped page the caller overwrites whole.
+    /// </summary>
+    private ulong BringIn(long gfn, ulong e, bool readBack, out FaultKind fault)
+    {
+        fault = PageEntry.State(e) switch
+        {
+            PageState.Patched => FaultKind.Unpatch,
+            PageState.Compressed => FaultKind.Decompress,
+            _ => FaultKind.SwapIn,
+        };
+        return fault == FaultKind.SwapIn ? SwapIn(gfn, e, readBack) : RebuildTimed(gfn, e, fault);
+    }
+
     /// <summary>Rebuilds a Patched or Compressed page into a frame, counting and timing the fault.</summary>
     private ulong RebuildTimed(long gfn, ulong e, FaultKind fault)
     {
@@ -92,14 +107,28 @@ public sealed partial class Domain
     /// </summary>
     internal long RestoreAll(PageState state)
     {
+        EnsureFramesFor(state, "InsufficientMemoryToRestore", (count, obtainable) =>
+            $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
+        return ConvertEvery(state, Rebuild);
+    }
+
+    /// <summary>
+    /// Fails with <paramref name="errorId"/> before anything changes when the host cannot give a frame to
+    /// every page of this domain in <paramref name="state"/> (free, or freed by paging out).
+    /// </summary>
+    internal void EnsureFramesFor(PageState state, string errorId, Func<long, long, string> message)
+    {
         long count = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
             if (PageEntry.State(PeekEntry(gfn)) == state) count++;
         if (Host.ObtainableFrames is long obtainable && count > obtainable)
-            throw new DEException("InsufficientMemoryToRestore", DEErrorKind.ResourceUnavailable,
-                $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.",
-                this);
-        long restored = 0;
+            throw new DEException(errorId, DEErrorKind.ResourceUnavailable, message(count, obtainable), this);
+    }
+
+    /// <summary>Applies <paramref name="convert"/> to every page in <paramref name="state"/>, each under its lock; returns how many.</summary>
+    internal long ConvertEvery(PageState state, Func<long, ulong, ulong> convert)
+    {
+        long converted = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
         {
             ulong e = Lock(gfn);
@@ -108,8 +137,8 @@ public sealed partial class Domain
                 ThrowIfRemoved();
                 if (PageEntry.State(e) == state)
                 {
-                    e = Rebuild(gfn, e);
-                    restored++;
+                    e = convert(gfn, e);
+                    converted++;
                 }
             }
             finally
@@ -117,7 +146,7 @@ public sealed partial class Domain
                 Unlock(gfn, e);
             }
         }
-        return restored;
+        return converted;
     }
 }
 

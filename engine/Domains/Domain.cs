@@ -91,13 +91,8 @@ public sealed partial class Domain
                     break;
                 case PageState.Patched:
                 case PageState.Compressed:
-                    fault = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
-                    e = RebuildTimed(gfn, e, fault);
-                    Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
-                    break;
                 case PageState.Swapped:
-                    fault = FaultKind.SwapIn;
-                    e = SwapIn(gfn, e, read: true);
+                    e = BringIn(gfn, e, readBack: true, out fault);
                     Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
                     break;
                 default:
@@ -172,12 +167,8 @@ public sealed partial class Domain
                 }
                 case PageState.Patched:
                 case PageState.Compressed:
-                    fault = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
-                    e = RebuildTimed(gfn, e, fault);
-                    break;
                 case PageState.Swapped:
-                    fault = FaultKind.SwapIn;
-                    e = SwapIn(gfn, e, read: !whole);
+                    e = BringIn(gfn, e, readBack: !whole, out fault);
                     break;
                 default:
                     throw UnsupportedState(gfn, e);

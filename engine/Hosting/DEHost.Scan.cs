@@ -119,21 +119,8 @@ public sealed partial class DEHost
                 long n = ScanSlice(slice.Domain, slice.Start, slice.End, ref c, ref ec);
                 lock (sumGate)
                 {
-                    sum.PagesExamined += c.PagesExamined;
-                    sum.ZeroPagesFound += c.ZeroPagesFound;
-                    sum.PagesMerged += c.PagesMerged;
-                    sum.FramesFreed += c.FramesFreed;
-                    sum.HashCollisions += c.HashCollisions;
-                    sum.Contended += c.Contended;
-                    enc.PagesPatched += ec.PagesPatched;
-                    enc.PatchBytes += ec.PatchBytes;
-                    enc.PagesCompressed += ec.PagesCompressed;
-                    enc.CompressedBytes += ec.CompressedBytes;
-                    enc.UniformPagesFound += ec.UniformPagesFound;
-                    enc.Contended += ec.Contended;
-                    enc.StoreFull += ec.StoreFull;
-                    enc.IndexChanges += ec.IndexChanges;
-                    enc.NewlyExamined += ec.NewlyExamined;
+                    sum.Add(c);
+                    enc.Add(ec);
                 }
                 Interlocked.Add(ref swept, n);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);

@@ -144,12 +144,7 @@ public sealed partial class DEHost : IDisposable
         }
         catch
         {
-            lock (_domainGate)
-            {
-                _byId.TryRemove(domain.Id, out _);
-                _byName.TryRemove(domain.Name, out _);
-            }
-            domain.Release();
+            Unregister(domain);
             throw;
         }
     }
@@ -159,12 +154,19 @@ public sealed partial class DEHost : IDisposable
     {
         ArgumentNullException.ThrowIfNull(domain);
         using var op = EnterOperation();
+        if (!Unregister(domain)) throw DomainNotFound(domain.Name);
+    }
+
+    /// <summary>Takes a domain out of the host and gives back what it holds; false when it was not registered.</summary>
+    private bool Unregister(Domain domain)
+    {
         lock (_domainGate)
         {
-            if (!_byId.TryRemove(domain.Id, out _)) throw DomainNotFound(domain.Name);
+            if (!_byId.TryRemove(domain.Id, out _)) return false;
             _byName.TryRemove(domain.Name, out _);
         }
         domain.Release();
+        return true;
     }
 
     /// <summary>Lets scans merge this domain's identical and zero pages.</summary>
@@ -190,33 +192,10 @@ public sealed partial class DEHost : IDisposable
             domain.Policy.SharingEnabled = false;
             return 0;
         }
-        long shared = 0;
-        for (long gfn = 0; gfn < domain.PageCount; gfn++)
-            if (PageEntry.State(domain.PeekEntry(gfn)) == PageState.Shared) shared++;
-        if (ObtainableFrames is long obtainable && shared > obtainable)
-            throw new DEException("InsufficientMemoryToUnshare", DEErrorKind.ResourceUnavailable,
-                $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.",
-                domain);
+        domain.EnsureFramesFor(PageState.Shared, "InsufficientMemoryToUnshare", (shared, obtainable) =>
+            $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
         domain.Policy.SharingEnabled = false;
-        long unshared = 0;
-        for (long gfn = 0; gfn < domain.PageCount; gfn++)
-        {
-            ulong e = domain.Lock(gfn);
-            try
-            {
-                domain.ThrowIfRemoved();
-                if (PageEntry.State(e) == PageState.Shared)
-                {
-                    e = domain.BreakSharing(gfn, e, copy: true);
-                    unshared++;
-                }
-            }
-            finally
-            {
-                domain.Unlock(gfn, e);
-            }
-        }
-        return unshared;
+        return domain.ConvertEvery(PageState.Shared, (gfn, e) => domain.BreakSharing(gfn, e, copy: true));
     }
 
     /// <summary>Per-domain page counts and memory use.</summary>
@@ -415,7 +394,8 @@ public sealed partial class DEHost : IDisposable
                 $"'{name}' is not a valid domain name: use 1 to 64 characters, no wildcards (* ? [ ]), slashes or surrounding spaces.", name);
     }
 
-    internal static DEException DomainNotFound(string name) =>
+    /// <summary>The "DomainNotFound" error (engine and cmdlets raise the same one).</summary>
+    public static DEException DomainNotFound(string name) =>
         new("DomainNotFound", DEErrorKind.ObjectNotFound, $"No domain named '{name}' exists on this host.", name);
 
     private static DEException DomainExists(string name) =>

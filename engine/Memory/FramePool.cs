@@ -86,8 +86,7 @@ internal sealed unsafe class FramePool : IDisposable
         lock (_gate)
         {
             if (_disposed) return;
-            if (_freeCount == _free.Length) Array.Resize(ref _free, _free.Length * 2);
-            _free[_freeCount++] = frame;
+            _free[_freeCount++] = frame; // AddChunk sized the list for every frame there is
             _inUse--;
         }
     }

@@ -22,6 +22,19 @@ internal struct EncodeCounters
     public long IndexChanges;
     /// <summary>Private pages examined for the first time while patching or compression is on (eligible next pass).</summary>
     public long NewlyExamined;
+
+    public void Add(in EncodeCounters o)
+    {
+        PagesPatched += o.PagesPatched;
+        PatchBytes += o.PatchBytes;
+        PagesCompressed += o.PagesCompressed;
+        CompressedBytes += o.CompressedBytes;
+        UniformPagesFound += o.UniformPagesFound;
+        Contended += o.Contended;
+        StoreFull += o.StoreFull;
+        IndexChanges += o.IndexChanges;
+        NewlyExamined += o.NewlyExamined;
+    }
 }
 
 /// <summary>Per-thread scratch space for encoding, so the hot path allocates nothing per page.</summary>

@@ -15,6 +15,16 @@ internal struct SharingCounters
     public long FramesFreed;
     public long HashCollisions;
     public long Contended;
+
+    public void Add(in SharingCounters o)
+    {
+        PagesExamined += o.PagesExamined;
+        ZeroPagesFound += o.ZeroPagesFound;
+        PagesMerged += o.PagesMerged;
+        FramesFreed += o.FramesFreed;
+        HashCollisions += o.HashCollisions;
+        Contended += o.Contended;
+    }
 }
 
 /// <summary>

@@ -42,7 +42,6 @@ public sealed record WorkloadResult(
     long CopyOnWriteFaults,
     long Mismatches,
     long Errors,
-    string? FirstError,
     bool Verified,
     TimeSpan Elapsed)
 {
@@ -54,6 +53,9 @@ public sealed record WorkloadResult(
 
     /// <summary>The first failing access's engine error (its ErrorId and Kind), when there was one.</summary>
     public DEException? FirstException { get; init; }
+
+    /// <summary>The first failing access as "ErrorId: message", when there was one.</summary>
+    public string? FirstError => FirstException is { } e ? $"{e.ErrorId}: {e.Message}" : null;
 }
 
 /// <summary>
@@ -90,8 +92,7 @@ public static class WorkloadRunner
         return new WorkloadResult(domains.Select(d => d.Name).ToArray(), threads,
             workers.Sum(w => w.Reads + w.Writes), workers.Sum(w => w.Reads), workers.Sum(w => w.Writes),
             workers.Sum(w => w.ZeroFill), workers.Sum(w => w.Cow), workers.Sum(w => w.Mismatches),
-            workers.Sum(w => w.Errors), workers.Select(w => w.FirstError).FirstOrDefault(e => e is not null),
-            options.Verify, sw.Elapsed)
+            workers.Sum(w => w.Errors), options.Verify, sw.Elapsed)
         {
             OtherFaults = workers.Sum(w => w.Other),
             FirstException = workers.Select(w => w.FirstException).FirstOrDefault(e => e is not null),
@@ -101,7 +102,6 @@ public static class WorkloadRunner
     private sealed class Worker(IReadOnlyList<Domain> domains, WorkloadOptions o, int index, int threads, long operations)
     {
         public long Reads, Writes, ZeroFill, Cow, Other, Mismatches, Errors;
-        public string? FirstError;
         public DEException? FirstException;
         private readonly Random _rng = new(HashCode.Combine(o.Seed, index));
         private readonly long[] _cursor = new long[domains.Count];
@@ -130,7 +130,6 @@ public static class WorkloadRunner
                 {
                     // A failing access (host out of memory, domain removed) stops this worker, not the others.
                     Errors++;
-                    FirstError ??= $"{ex.ErrorId}: {ex.Message}";
                     FirstException ??= ex;
                     return;
                 }
