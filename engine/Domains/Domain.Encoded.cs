@@ -187,7 +187,6 @@ public sealed partial class Domain
             }
         }
         swap.Release(slot);
-        AcknowledgeMemory();
         Host.Faults.Record(FaultKind.SwapIn, Stopwatch.GetTimestamp() - start);
         return PageEntry.With(e, PageState.Private, frame);
     }

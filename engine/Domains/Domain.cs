@@ -285,6 +285,7 @@ public sealed partial class Domain
             if (Host.Frames.TryAllocate(out uint frame))
             {
                 reclaimer?.Poke();
+                _outOfMemory = false;
                 return frame;
             }
             if (reclaimer is null || attempt >= 64) break;
@@ -294,6 +295,7 @@ public sealed partial class Domain
         }
         Interlocked.Increment(ref _outOfMemoryEvents);
         LastOutOfMemory = DateTimeOffset.Now;
+        _outOfMemory = true;
         throw new DEException("HostOutOfMemory", DEErrorKind.ResourceUnavailable,
             $"The host is out of memory: domain '{Name}' needs a frame for page {gfn}, the limit of {Host.Frames.LimitFrames} frames " +
             $"(frames and store together) is reached, and {(reclaimer is null ? "the host has no swap file" : "nothing more can be paged out (swap full or every page busy)")}." +
@@ -310,16 +312,10 @@ public sealed partial class Domain
     public DateTimeOffset? LastOutOfMemory { get; private set; }
 
     /// <summary>"Removed", "Loading", "OutOfMemory" (a fault that needed memory failed since the last one that got it), or "Running".</summary>
-    public string Status => IsRemoved ? "Removed" : Loading ? "Loading" : LastOutOfMemory is not null && OutOfMemoryEvents > _oomAcknowledged ? "OutOfMemory" : "Running";
+    public string Status => IsRemoved ? "Removed" : Loading ? "Loading" : _outOfMemory ? "OutOfMemory" : "Running";
 
-    private long _oomAcknowledged;
-
-    /// <summary>Clears the OutOfMemory status once a later fault got its memory.</summary>
-    private void AcknowledgeMemory()
-    {
-        long events = Interlocked.Read(ref _outOfMemoryEvents);
-        if (events != _oomAcknowledged) _oomAcknowledged = events;
-    }
+    /// <summary>Set when a fault of this domain found no memory; cleared when a later one gets its frame.</summary>
+    private volatile bool _outOfMemory;
 
     /// <summary>Marks the domain removed and gives back every frame it holds.</summary>
     internal void Release()

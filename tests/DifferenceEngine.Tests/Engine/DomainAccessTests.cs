@@ -116,6 +116,26 @@ public class DomainAccessTests
         Assert.Equal(1, d.ReadPage(0)[0]);
         Assert.Equal(2, d.ReadPage(1)[0]);
         Assert.Equal(PageState.Zero, d.GetPage(2).State);
+        Assert.Equal("OutOfMemory", d.Status);
+        Assert.Equal(1, d.OutOfMemoryEvents);
+    }
+
+    [Fact]
+    public void OutOfMemoryStatusClearsWhenALaterFaultGetsItsFrame()
+    {
+        using var host = new DEHost(new HostOptions { MemoryLimitBytes = 2 * 4096 });
+        var filler = host.CreateDomain("filler", 4096);
+        filler.WritePage(0, [1]);
+        var d = host.CreateDomain("d", 4 * 4096);
+        d.WritePage(0, [1]);
+        Assert.Throws<DEException>(() => d.WritePage(1, [2]));
+        Assert.Equal("OutOfMemory", d.Status);
+        d.WritePage(0, [3]); // no fault, no frame needed: still out of memory
+        Assert.Equal("OutOfMemory", d.Status);
+        host.RemoveDomain(filler);
+        Assert.Equal(FaultKind.ZeroFill, d.WritePage(1, [2])); // a zero-fill fault that gets its frame
+        Assert.Equal("Running", d.Status);
+        Assert.Equal(1, d.OutOfMemoryEvents);
     }
 
     [Fact]
