@@ -1,5 +1,5 @@
 /*
- * dexen: DifferenceEngine's shim over Xen 4.17's control libraries. The contract of each export is in
+ * dexen: DifferenceEngine's shim over Xen 4.17's control libraries and libxenstore. The contract of each export is in
  * dexen.h; this file keeps to one error path: every failure goes through fail(), which records a message
  * for de_xen_last_error(), sets errno and returns -errno.
  */
@@ -16,6 +16,7 @@
 #include <xenctrl.h>
 #include <xenevtchn.h>
 #include <xenforeignmemory.h>
+#include <xenstore.h>
 #include <xen/hvm/params.h>
 #include <xen/vm_event.h>
 
@@ -42,6 +43,8 @@ struct de_xen {
     xc_interface *xch;
     xenforeignmemory_handle *fmem;
     xenevtchn_handle *xce;
+    struct xs_handle *xsh; /* opened by the first de_xen_domain_name; NULL until then */
+    pthread_mutex_t xs_lock; /* xsh while it is opened */
     pthread_mutex_t lock; /* rings[] and their back rings */
     uint32_t next;        /* where de_xen_ring_get looks first */
     struct de_xen_ring rings[DE_XEN_MAX_RINGS];
@@ -179,6 +182,26 @@ static int32_t take_ring(de_xen *x, struct de_xen_ring *r, uint32_t domid)
     return 0;
 }
 
+/* The handle's xenstore connection, opened on first use (a failed open is tried again next time), or NULL with
+ * the failure recorded. Without xenstored only the names are missing, so any failure but a refusal is ENOENT. */
+static struct xs_handle *xenstore(de_xen *x, int32_t *rc)
+{
+    struct xs_handle *xsh;
+    int err;
+
+    pthread_mutex_lock(&x->xs_lock);
+    if (x->xsh == NULL && (x->xsh = xs_open(XS_OPEN_READONLY)) == NULL) {
+        err = errno;
+        if (err == EACCES || err == EPERM || err == ENOMEM || err == ENOENT)
+            *rc = fail(err, "xs_open");
+        else
+            *rc = fail(ENOENT, "xs_open: xenstore not reachable (%s)", strerror(err));
+    }
+    xsh = x->xsh;
+    pthread_mutex_unlock(&x->xs_lock);
+    return xsh;
+}
+
 /* 1 if any ring has a request not taken yet. Caller holds x->lock. */
 static int requests_waiting(de_xen *x)
 {
@@ -219,6 +242,7 @@ DE_EXPORT int32_t de_xen_open(de_xen **out)
     if (x == NULL)
         return fail(ENOMEM, "de_xen_open");
     pthread_mutex_init(&x->lock, NULL);
+    pthread_mutex_init(&x->xs_lock, NULL);
     for (uint32_t i = 0; i < DE_XEN_MAX_RINGS; i++)
         x->rings[i].port = -1;
     if ((x->xch = xc_interface_open(&quiet_logger, &quiet_logger, 0)) == NULL)
@@ -243,12 +267,15 @@ DE_EXPORT int32_t de_xen_close(de_xen *x)
     for (uint32_t i = 0; i < DE_XEN_MAX_RINGS; i++)
         if (x->rings[i].port >= 0)
             release_ring(x, &x->rings[i]);
+    if (x->xsh != NULL)
+        xs_close(x->xsh);
     if (x->xce != NULL)
         xenevtchn_close(x->xce);
     if (x->fmem != NULL)
         xenforeignmemory_close(x->fmem);
     if (x->xch != NULL)
         xc_interface_close(x->xch);
+    pthread_mutex_destroy(&x->xs_lock);
     pthread_mutex_destroy(&x->lock);
     free(x);
     return 0;
@@ -272,6 +299,29 @@ DE_EXPORT int32_t de_xen_list_domains(de_xen *x, uint32_t first_domid, de_xen_do
         first_domid = (uint32_t)info[got - 1].domain + 1;
     }
     return (int32_t)n;
+}
+
+DE_EXPORT int32_t de_xen_domain_name(de_xen *x, uint32_t domid, char *buf, uint32_t capacity)
+{
+    char path[64];
+    struct xs_handle *xsh;
+    unsigned int len = 0;
+    char *value;
+    int32_t rc = 0;
+
+    if (capacity == 0)
+        return fail(EINVAL, "de_xen_domain_name(domain %u, capacity 0)", domid);
+    if ((xsh = xenstore(x, &rc)) == NULL)
+        return rc;
+    snprintf(path, sizeof path, "/local/domain/%u/name", domid);
+    if ((value = xs_read(xsh, XBT_NULL, path, &len)) == NULL)
+        return fail(errno, "xs_read(%s)", path);
+    if (len > capacity - 1)
+        len = capacity - 1;
+    memcpy(buf, value, len);
+    buf[len] = '\0';
+    free(value);
+    return (int32_t)len;
 }
 
 DE_EXPORT int32_t de_xen_max_gpfn(de_xen *x, uint32_t domid, uint64_t *gpfn)
@@ -348,6 +398,19 @@ DE_EXPORT int32_t de_xen_sharing_share(de_xen *x, uint32_t source_domid, uint64_
                 source_domid, (unsigned long long)source_gfn, client_domid, (unsigned long long)client_gfn,
                 errno == -XENMEM_SHARING_OP_S_HANDLE_INVALID ? " [source handle invalid]"
                 : errno == -XENMEM_SHARING_OP_C_HANDLE_INVALID ? " [client handle invalid]" : "");
+}
+
+DE_EXPORT int32_t de_xen_sharing_totals(de_xen *x, uint64_t *freed_pages, uint64_t *used_frames)
+{
+    long freed, used;
+
+    if ((freed = xc_sharing_freed_pages(x->xch)) < 0)
+        return fail(errno, "xc_sharing_freed_pages");
+    if ((used = xc_sharing_used_frames(x->xch)) < 0)
+        return fail(errno, "xc_sharing_used_frames");
+    *freed_pages = (uint64_t)freed;
+    *used_frames = (uint64_t)used;
+    return 0;
 }
 
 DE_EXPORT int32_t de_xen_paging_enable(de_xen *x, uint32_t domid)

@@ -1,5 +1,5 @@
 /*
- * dexen: DifferenceEngine's shim over Xen 4.17's libxenctrl, libxenforeignmemory and libxenevtchn.
+ * dexen: DifferenceEngine's shim over Xen 4.17's libxenctrl, libxenforeignmemory, libxenevtchn and libxenstore.
  *
  * The whole ABI the managed side (engine/Xen/XenNative.cs) binds to. Rules, kept for every export:
  *   - every name starts with de_xen_; only fixed-width types cross the boundary;
@@ -43,7 +43,8 @@ extern "C" {
 #define DE_XEN_PAGING_DROP_PAGE  (1u << 0)
 #define DE_XEN_PAGING_EVICT_FAIL (1u << 1)
 
-/* Opaque: an xc_interface, an xenforeignmemory handle, an xenevtchn handle and the paging rings. */
+/* Opaque: an xc_interface, an xenforeignmemory handle, an xenevtchn handle, the paging rings and, once
+ * de_xen_domain_name needed it, a xenstore connection. */
 typedef struct de_xen de_xen;
 
 /* One domain as xc_domain_getinfolist reports it. 40 bytes, no padding. */
@@ -81,6 +82,12 @@ int32_t de_xen_close(de_xen *x);
  * Returns how many were written (0..capacity). */
 int32_t de_xen_list_domains(de_xen *x, uint32_t first_domid, de_xen_domain *out, uint32_t capacity);
 
+/* Copies the domain's name (xenstore /local/domain/<domid>/name) into buf, NUL-terminated and truncated to
+ * capacity - 1 bytes; returns the length written. xenstore is opened on the first call, not by de_xen_open, so
+ * every other call works without xenstored. ENOENT: the domain has no name, does not exist, or xenstore cannot
+ * be reached; EACCES/EPERM: not allowed to read it; EINVAL: capacity is 0. */
+int32_t de_xen_domain_name(de_xen *x, uint32_t domid, char *buf, uint32_t capacity);
+
 /* *gpfn receives the highest guest frame number the domain has ever had populated. */
 int32_t de_xen_max_gpfn(de_xen *x, uint32_t domid, uint64_t *gpfn);
 
@@ -107,6 +114,12 @@ int32_t de_xen_sharing_nominate(de_xen *x, uint32_t domid, uint64_t gfn, uint64_
  * the source / client page was written since it was nominated. */
 int32_t de_xen_sharing_share(de_xen *x, uint32_t source_domid, uint64_t source_gfn, uint64_t source_handle,
                              uint32_t client_domid, uint64_t client_gfn, uint64_t client_handle);
+
+/* Host-wide sharing totals (Xen's nr_saved_mfns and nr_shared_mfns): *freed_pages receives the frames freed by
+ * sharing (gfns backed by a sharable frame minus those frames), *used_frames the frames in the sharable state,
+ * nominated or shared. Summed over all domains, shr_pages == freed_pages + used_frames.
+ * ENOSYS: this Xen is built without memory sharing. */
+int32_t de_xen_sharing_totals(de_xen *x, uint64_t *freed_pages, uint64_t *used_frames);
 
 /* Enables mem_paging for domid and takes its paging ring: maps the ring gfn (populating it if needed),
  * enables paging, removes the ring from the guest's physmap and binds the event channel, with the domain

@@ -18,7 +18,7 @@ namespace DifferenceEngine.Domains;
 /// all hold the entry's lock while they look at or change the page; a merge that needs a second
 /// page only try-locks it, so no two threads ever wait on each other in a cycle.
 /// </remarks>
-public sealed partial class Domain
+public sealed partial class Domain : IDEDomain
 {
     private readonly ulong[] _p2m;
     private volatile bool _removed;
@@ -37,6 +37,7 @@ public sealed partial class Domain
     }
 
     public DEHost Host { get; }
+    IDEHost IDEDomain.Host => Host;
     public int Id { get; }
     public string Name { get; }
     public long PageCount { get; }

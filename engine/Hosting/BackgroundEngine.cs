@@ -41,6 +41,19 @@ public sealed record StatsSample(
     long Faults,
     long ScanPasses);
 
+/// <summary>What a host gives its background engine: one pass over every domain, and a stats sample.</summary>
+internal interface IEngineService
+{
+    string Name { get; }
+
+    /// <summary>CPU time the host's engine passes have used so far.</summary>
+    TimeSpan EngineCpuTime { get; }
+
+    void RunEnginePass(CancellationToken cancellationToken);
+
+    StatsSample RecordSample();
+}
+
 /// <summary>
 /// The engine as a service: a thread that runs one engine pass over every domain each interval (so
 /// sweeps of the same memory are at least an interval apart, as in the paper), while guests keep
@@ -49,7 +62,7 @@ public sealed record StatsSample(
 internal sealed class BackgroundEngine : IDisposable
 {
     public const int MaxSamples = 10_000;
-    private readonly DEHost _host;
+    private readonly IEngineService _host;
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
     private readonly object _gate = new();
@@ -61,7 +74,7 @@ internal sealed class BackgroundEngine : IDisposable
     private volatile bool _stopping;
     private readonly TimeSpan _cpuAtStart;
 
-    public BackgroundEngine(DEHost host, TimeSpan interval)
+    public BackgroundEngine(IEngineService host, TimeSpan interval)
     {
         _host = host;
         Interval = interval;
@@ -93,7 +106,7 @@ internal sealed class BackgroundEngine : IDisposable
             try
             {
                 long started = Stopwatch.GetTimestamp();
-                _host.Scan(options: new ScanOptions { Passes = 1 }, cancellationToken: token);
+                _host.RunEnginePass(token);
                 long ended = Stopwatch.GetTimestamp();
                 lock (_gate)
                 {

@@ -22,29 +22,20 @@ public sealed partial class DEHost
         Action<ScanProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new ScanOptions();
-        if (options.Passes < 1 || options.MaxPasses < 1 || options.Parallelism < 1 || options.SliceSize < 1)
-            throw new DEException("ScanOptionsInvalid", DEErrorKind.InvalidArgument,
-                "Passes, MaxPasses, Parallelism and SliceSize must all be at least 1.", options);
+        PassLoop.Check(options);
         using var op = EnterOperation();
         var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
         foreach (var d in chosen) CheckOwned(d);
-        int passCount = options.UntilStable ? options.MaxPasses : options.Passes;
-        var results = new List<PassResult>();
-        bool stable = false;
+        List<PassResult> results;
+        bool stable;
         lock (_scanGate)
         {
-            for (int pass = 1; pass <= passCount; pass++)
+            (results, stable) = PassLoop.Run(options, pass =>
             {
-                cancellationToken.ThrowIfCancellationRequested();
                 var result = RunPass(pass, chosen, options, progress, cancellationToken);
-                results.Add(result);
                 Interlocked.Increment(ref _passes);
-                if (!result.Changed && pass > 1)
-                {
-                    stable = true;
-                    if (options.UntilStable) break;
-                }
-            }
+                return result;
+            }, cancellationToken);
         }
         return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable);
     }

@@ -14,7 +14,7 @@ namespace DifferenceEngine.Hosting;
 /// The embedded host: owns machine memory (a frame pool with an optional limit), the domains,
 /// the sharing indexes of each trust group, the fault counters and the engine's passes.
 /// </summary>
-public sealed partial class DEHost : IDisposable
+public sealed partial class DEHost : IDEHost, IEngineService
 {
     private readonly ConcurrentDictionary<string, Domain> _byName = new(StringComparer.OrdinalIgnoreCase);
     private readonly ConcurrentDictionary<int, Domain> _byId = new();
@@ -68,6 +68,7 @@ public sealed partial class DEHost : IDisposable
     }
 
     public string Name { get; }
+    public string Kind => "Embedded";
     public DateTimeOffset Connected { get; }
     public bool IsConnected => !_disposed;
     public long? MemoryLimitBytes => Frames.LimitFrames * PageGeometry.PageSize;

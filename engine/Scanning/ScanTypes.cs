@@ -18,6 +18,41 @@ public sealed class ScanOptions
     public int SliceSize { get; init; } = 8192;
 }
 
+/// <summary>The pass loop every host's Scan runs: checks the options, runs passes, stops when asked and stable.</summary>
+internal static class PassLoop
+{
+    public static void Check(ScanOptions options)
+    {
+        if (options.Passes < 1 || options.MaxPasses < 1 || options.Parallelism < 1 || options.SliceSize < 1)
+            throw new DEException("ScanOptionsInvalid", DEErrorKind.InvalidArgument,
+                "Passes, MaxPasses, Parallelism and SliceSize must all be at least 1.", options);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="runPass"/> for passes 1, 2, ...: options.Passes of them, or until a pass after the first
+    /// changes nothing (at most MaxPasses) with UntilStable. Returns every pass and whether the last one was stable.
+    /// </summary>
+    public static (List<PassResult> Results, bool Stable) Run(ScanOptions options, Func<int, PassResult> runPass,
+        CancellationToken cancellationToken)
+    {
+        int passCount = options.UntilStable ? options.MaxPasses : options.Passes;
+        var results = new List<PassResult>();
+        bool stable = false;
+        for (int pass = 1; pass <= passCount; pass++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var result = runPass(pass);
+            results.Add(result);
+            if (!result.Changed && pass > 1)
+            {
+                stable = true;
+                if (options.UntilStable) break;
+            }
+        }
+        return (results, stable);
+    }
+}
+
 /// <summary>Progress of a running scan, reported from worker threads.</summary>
 public readonly record struct ScanProgress(int Pass, long PagesDone, long PagesTotal);
 

@@ -25,6 +25,8 @@ public sealed record DomainPageStats(
     /// <summary>"Running", "Loading", "OutOfMemory" or "Removed".</summary>
     public string Status { get; init; } = "Running";
     public long CompressedPages { get; init; }
+    /// <summary>Xen: pages the pager holds as the reference copies patches decode against (embedded references are Shared frames).</summary>
+    public long ReferencePages { get; init; }
     public bool PatchingEnabled { get; init; }
     public bool CompressionEnabled { get; init; }
     public string? CompressionAlgorithm { get; init; }

@@ -1,3 +1,4 @@
+using System.Text;
 using DifferenceEngine.Codecs;
 using DifferenceEngine.Memory;
 
@@ -19,9 +20,18 @@ public sealed unsafe class XenConnection : IDisposable
 
     /// <summary>
     /// Connects to the local Xen. Fails at once with "XenNotAvailable" when <see cref="PrivcmdPath"/> is missing (no Xen,
-    /// or not dom0), before any native code is loaded; "XenPermissionDenied" when not root.
+    /// or not dom0), before any native code is loaded; "XenPermissionDenied" when not root. The one exception is for
+    /// tests: when DE_XEN_SHIM_PATH names a shim linked against the fake Xen, that shim is opened without privcmd.
     /// </summary>
-    public static XenConnection Open() => Open(requirePrivcmd: true);
+    public static XenConnection Open() => Open(shimPathVariable: Environment.GetEnvironmentVariable(XenLibraryResolver.ShimPathVariable));
+
+    /// <summary>
+    /// What <see cref="Open()"/> does when DE_XEN_SHIM_PATH holds <paramref name="shimPathVariable"/> (null: unset): privcmd
+    /// is required unless that path is a fake-linked shim (<see cref="XenLibraryResolver.IsFakeShim"/>). The shim bound is
+    /// still the one the resolver finds through the variable itself.
+    /// </summary>
+    internal static XenConnection Open(string? shimPathVariable) =>
+        Open(requirePrivcmd: string.IsNullOrEmpty(shimPathVariable) || !XenLibraryResolver.IsFakeShim(shimPathVariable));
 
     /// <summary>Tests open the shim linked against the fake Xen (DE_XEN_SHIM_PATH) on a machine without privcmd.</summary>
     internal static XenConnection Open(bool requirePrivcmd)
@@ -70,6 +80,23 @@ public sealed unsafe class XenConnection : IDisposable
             }
             first = buffer[n - 1].DomId + 1;
         }
+    }
+
+    /// <summary>
+    /// The domain's name from xenstore (/local/domain/&lt;id&gt;/name), or null when it has none, does not exist, or xenstore
+    /// cannot be reached (no xenstored: the rest of the connection works without it). "XenPermissionDenied" when xenstore
+    /// refuses the read.
+    /// </summary>
+    public string? GetDomainName(uint domainId)
+    {
+        byte* buffer = stackalloc byte[XenNative.MaxNameBytes];
+        int rc = XenNative.de_xen_domain_name(handle, domainId, buffer, XenNative.MaxNameBytes);
+        if (rc == -Errno.ENOENT)
+        {
+            return null;
+        }
+        int length = XenErrors.Check(rc, "read the domain's name from xenstore", domainId);
+        return Encoding.UTF8.GetString(buffer, length);
     }
 
     /// <summary>The highest guest frame number the domain has had populated: its pages are gfns 0..that, with holes.</summary>
@@ -165,6 +192,18 @@ public sealed unsafe class XenConnection : IDisposable
         }
         XenErrors.Check(rc, "share two pages", client);
         return true;
+    }
+
+    /// <summary>
+    /// The host's sharing totals, all domains together: the frames sharing freed (gfns backed by a sharable frame minus those
+    /// frames) and the frames in the sharable state, nominated or shared. The domains' <see cref="XenDomainInfo.SharedPages"/>
+    /// add up to their sum. "XenCallFailed" (ENOSYS) when this Xen is built without memory sharing.
+    /// </summary>
+    public (ulong FreedPages, ulong UsedFrames) GetSharingTotals()
+    {
+        ulong freed, used;
+        XenErrors.Check(XenNative.de_xen_sharing_totals(handle, &freed, &used), "read the host's memory sharing totals");
+        return (freed, used);
     }
 
     /// <summary>

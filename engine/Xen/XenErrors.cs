@@ -50,9 +50,9 @@ internal static class XenErrors
     public static XenException ShimNotFound(Exception inner) =>
         new(ShimNotFoundId, DEErrorKind.ResourceUnavailable,
             $"The Xen shim {XenLibraryResolver.FileName} or the Xen 4.17 libraries it needs (libxenctrl.so.4.17, " +
-            $"libxenforeignmemory.so.1, libxenevtchn.so.1) could not be loaded; looked for " +
+            $"libxenforeignmemory.so.1, libxenevtchn.so.1, libxenstore.so.4) could not be loaded; looked for " +
             $"{string.Join(", ", XenLibraryResolver.Candidates())}. Use the module as build.ps1 lays it out, on a dom0 with " +
-            $"Xen 4.17's libraries (Debian 12: libxenmisc4.17, libxenforeignmemory1, libxenevtchn1). {inner.Message}",
+            $"Xen 4.17's libraries (Debian 12: libxenmisc4.17, libxenforeignmemory1, libxenevtchn1, libxenstore4). {inner.Message}",
             0, "load the Xen shim", XenLibraryResolver.FileName, inner);
 
     public static XenException PagingNotEnabled(uint domainId) =>

@@ -23,6 +23,26 @@ internal static class XenLibraryResolver
         }
     }
 
+    /// <summary>
+    /// True when the library at <paramref name="path"/> is a shim linked against the fake Xen (tests/native): loaded, it
+    /// resolves fakexen_reset, which the fake exports and no real Xen library does (dlsym through the shim's handle also
+    /// searches the libraries it needs). False for anything else, a file that does not exist or does not load included.
+    /// A library that is not the fake is unloaded again.
+    /// </summary>
+    internal static bool IsFakeShim(string path)
+    {
+        if (string.IsNullOrEmpty(path) || !File.Exists(path) || !NativeLibrary.TryLoad(path, out nint library))
+        {
+            return false;
+        }
+        if (NativeLibrary.TryGetExport(library, "fakexen_reset", out _))
+        {
+            return true;
+        }
+        NativeLibrary.Free(library);
+        return false;
+    }
+
     /// <summary>The files tried, in order; the environment variable, when set, is the only one.</summary>
     internal static IReadOnlyList<string> Candidates()
     {

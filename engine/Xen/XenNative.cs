@@ -10,6 +10,9 @@ internal static unsafe partial class XenNative
 
     internal const int MaxBatch = 1024;
 
+    /// <summary>Room for any xenstore value (XENSTORE_PAYLOAD_MAX, 4096 bytes) and its NUL.</summary>
+    internal const int MaxNameBytes = 4097;
+
     // Before the first call binds "dexen", so the resolver picks the file.
     static XenNative() => XenLibraryResolver.Register();
 
@@ -24,6 +27,9 @@ internal static unsafe partial class XenNative
 
     [LibraryImport(Library, SetLastError = true)]
     internal static partial int de_xen_list_domains(XenSafeHandle x, uint firstDomid, DomainRecord* output, uint capacity);
+
+    [LibraryImport(Library, SetLastError = true)]
+    internal static partial int de_xen_domain_name(XenSafeHandle x, uint domid, byte* buffer, uint capacity);
 
     [LibraryImport(Library, SetLastError = true)]
     internal static partial int de_xen_max_gpfn(XenSafeHandle x, uint domid, ulong* gpfn);
@@ -43,6 +49,9 @@ internal static unsafe partial class XenNative
     [LibraryImport(Library, SetLastError = true)]
     internal static partial int de_xen_sharing_share(XenSafeHandle x, uint sourceDomid, ulong sourceGfn, ulong sourceHandle,
         uint clientDomid, ulong clientGfn, ulong clientHandle);
+
+    [LibraryImport(Library, SetLastError = true)]
+    internal static partial int de_xen_sharing_totals(XenSafeHandle x, ulong* freedPages, ulong* usedFrames);
 
     [LibraryImport(Library, SetLastError = true)]
     internal static partial int de_xen_paging_enable(XenSafeHandle x, uint domid);

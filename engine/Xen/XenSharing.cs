@@ -18,6 +18,15 @@ public sealed record XenSharingResult(
     long PagesChanged,
     long PagesRefused);
 
+/// <summary>What one attempt to share a candidate pair came to.</summary>
+internal enum XenShareOutcome
+{
+    Shared,
+    AlreadyShared,
+    Changed,
+    Refused,
+}
+
 /// <summary>
 /// Whole-page sharing on a Xen host: reads every page of the chosen domains, hashes them, and for each page whose hash
 /// matches an earlier one nominates both, compares their bytes and has Xen share them. Xen keeps shared frames
@@ -91,48 +100,41 @@ public sealed class XenSharing
         foreach (var (source, client) in candidates)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            switch (TryShare(source, client, a, b))
+            switch (TryShare(connection, pager, source, client, a, b))
             {
-                case Outcome.Shared: shared++; break;
-                case Outcome.AlreadyShared: already++; break;
-                case Outcome.Changed: changed++; break;
+                case XenShareOutcome.Shared: shared++; break;
+                case XenShareOutcome.AlreadyShared: already++; break;
+                case XenShareOutcome.Changed: changed++; break;
                 default: refused++; break;
             }
         }
         return new XenSharingResult(scanned, skipped, candidates.Count, shared, already, changed, refused);
     }
 
-    private enum Outcome
-    {
-        Shared,
-        AlreadyShared,
-        Changed,
-        Refused,
-    }
-
     // Nominate both first: from then on a write invalidates the handle, so bytes compared equal after the nominations are
     // the bytes Xen shares, or the share fails.
-    private Outcome TryShare(XenPageRef source, XenPageRef client, byte[] a, byte[] b)
+    internal static XenShareOutcome TryShare(XenConnection connection, XenPager? pager, XenPageRef source, XenPageRef client,
+        byte[] a, byte[] b)
     {
-        if (IsHeld(source) || IsHeld(client)
-            || !TryNominate(source, out ulong sourceHandle) || !TryNominate(client, out ulong clientHandle))
+        if (IsHeld(pager, source) || IsHeld(pager, client)
+            || !TryNominate(connection, source, out ulong sourceHandle) || !TryNominate(connection, client, out ulong clientHandle))
         {
-            return Outcome.Refused;
+            return XenShareOutcome.Refused;
         }
         if (sourceHandle == clientHandle)
         {
-            return Outcome.AlreadyShared; // one frame already, from an earlier pass
+            return XenShareOutcome.AlreadyShared; // one frame already, from an earlier pass
         }
         if (!connection.TryReadPage(source.DomainId, source.Gfn, a) || !connection.TryReadPage(client.DomainId, client.Gfn, b)
             || !a.AsSpan().SequenceEqual(b))
         {
-            return Outcome.Changed;
+            return XenShareOutcome.Changed;
         }
-        return connection.Share(source, sourceHandle, client, clientHandle) ? Outcome.Shared : Outcome.Changed;
+        return connection.Share(source, sourceHandle, client, clientHandle) ? XenShareOutcome.Shared : XenShareOutcome.Changed;
     }
 
     // Pages Xen will not share right now (paging states, held by another subsystem) are skipped; anything else is an error.
-    private bool TryNominate(XenPageRef page, out ulong handle)
+    private static bool TryNominate(XenConnection connection, XenPageRef page, out ulong handle)
     {
         try
         {
@@ -146,7 +148,9 @@ public sealed class XenSharing
         }
     }
 
-    private bool IsHeld(XenPageRef page) => pager is not null && pager.IsEvicted(page.DomainId, page.Gfn);
+    private bool IsHeld(XenPageRef page) => IsHeld(pager, page);
+
+    private static bool IsHeld(XenPager? pager, XenPageRef page) => pager is not null && pager.IsEvicted(page.DomainId, page.Gfn);
 
     // The length of the run of pages from gfn (at most Batch) the pager does not hold; 0 when gfn itself is held.
     private int ReadableRun(uint domainId, ulong gfn, ulong last, ref long skipped)

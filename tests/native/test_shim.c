@@ -193,6 +193,107 @@ static void test_sharing_errors(void)
     de_xen_close(x);
 }
 
+/* Totals and the invariant of xenctrl.h: the domains' shr_pages add up to freed + used. */
+static int totals_are(de_xen *x, uint64_t freed, uint64_t used)
+{
+    de_xen_domain all[16];
+    uint64_t f = ~0ull, u = ~0ull, shr = 0;
+    int n = de_xen_list_domains(x, 0, all, 16);
+    for (int i = 0; i < n; i++)
+        shr += all[i].shr_pages;
+    if (de_xen_sharing_totals(x, &f, &u) != 0 || f != freed || u != used || shr != f + u) {
+        printf("#   totals: freed %llu used %llu shr_pages %llu; expected freed %llu used %llu\n", (unsigned long long)f,
+               (unsigned long long)u, (unsigned long long)shr, (unsigned long long)freed, (unsigned long long)used);
+        return 0;
+    }
+    return 1;
+}
+
+/* mem_sharing.c's counters: nominating adds a used frame, sharing moves one to freed, copy-on-write takes one
+ * freed page back, the last sharer's write takes its frame back out of the sharable state. */
+static void test_sharing_totals(void)
+{
+    uint8_t same[PAGE], other[PAGE];
+    uint64_t h10, h20, h30, h11, freed, used;
+    de_xen *x;
+    CHECK(create(1, 4, 1) == 0 && create(2, 4, 2) == 0 && create(3, 4, 3) == 0);
+    pattern(same, 9, 9);
+    pattern(other, 4, 4);
+    CHECK(fakexen_guest_write(1, 0, same) == 0 && fakexen_guest_write(2, 0, same) == 0);
+    CHECK(fakexen_guest_write(3, 0, same) == 0 && fakexen_guest_write(1, 1, same) == 0);
+    CHECK((x = open_shim()) != NULL);
+    CHECK(totals_are(x, 0, 0));
+    CHECK(de_xen_sharing_control(x, 1, 1) == 0 && de_xen_sharing_control(x, 2, 1) == 0 &&
+          de_xen_sharing_control(x, 3, 1) == 0);
+    CHECK(de_xen_sharing_nominate(x, 1, 0, &h10) == 0 && de_xen_sharing_nominate(x, 2, 0, &h20) == 0);
+    CHECK(totals_are(x, 0, 2));
+    CHECK(de_xen_sharing_share(x, 1, 0, h10, 2, 0, h20) == 0);
+    CHECK(totals_are(x, 1, 1));
+    CHECK(de_xen_sharing_nominate(x, 3, 0, &h30) == 0 && de_xen_sharing_share(x, 1, 0, h10, 3, 0, h30) == 0);
+    CHECK(totals_are(x, 2, 1));
+    CHECK(de_xen_sharing_nominate(x, 1, 1, &h11) == 0);
+    CHECK(totals_are(x, 2, 2));
+    CHECK(de_xen_sharing_share(x, 1, 0, h10, 2, 0, h10) == 0); /* already one frame: nothing counted */
+    CHECK(totals_are(x, 2, 2));
+    CHECK(fakexen_guest_write(2, 0, other) == 0); /* a copy: one saved frame less */
+    CHECK(totals_are(x, 1, 2));
+    CHECK(fakexen_guest_write(3, 0, other) == 0);
+    CHECK(totals_are(x, 0, 2)); /* (1, 0) alone on its frame, still sharable */
+    CHECK(fakexen_guest_write(1, 0, other) == 0 && fakexen_guest_write(1, 1, other) == 0);
+    CHECK(totals_are(x, 0, 0));
+    CHECK(fakexen_fail_next("xc_sharing_used_frames", EPERM) == 0);
+    CHECK(de_xen_sharing_totals(x, &freed, &used) == -EPERM);
+    CHECK(strstr(de_xen_last_error(), "xc_sharing_used_frames") != NULL);
+    CHECK(fakexen_fail_next("xc_sharing_freed_pages", ENOSYS) == 0);
+    CHECK(de_xen_sharing_totals(x, &freed, &used) == -ENOSYS && errno == ENOSYS);
+    CHECK(strstr(de_xen_last_error(), "xc_sharing_freed_pages") != NULL);
+    de_xen_close(x);
+}
+
+static void test_domain_names(void)
+{
+    char name[64];
+    de_xen *x;
+    CHECK(create(3, 4, 1) == 0);
+    CHECK((x = open_shim()) != NULL);
+    CHECK(de_xen_domain_name(x, 3, name, sizeof name) == -ENOENT); /* a new domain has none */
+    CHECK(strstr(de_xen_last_error(), "xs_read(/local/domain/3/name)") != NULL);
+    CHECK(fakexen_set_domain_name(3, "guest-three") == 0);
+    CHECK(de_xen_domain_name(x, 3, name, sizeof name) == 11 && strcmp(name, "guest-three") == 0);
+    CHECK(de_xen_domain_name(x, 3, name, 6) == 5 && strcmp(name, "guest") == 0);
+    CHECK(de_xen_domain_name(x, 3, name, 1) == 0 && name[0] == '\0');
+    CHECK(de_xen_domain_name(x, 3, name, 0) == -EINVAL);
+    CHECK(de_xen_domain_name(x, 9, name, sizeof name) == -ENOENT);
+    CHECK(fakexen_set_domain_name(9, "nine") == -ESRCH);
+    CHECK(fakexen_fail_next("xs_read", EACCES) == 0);
+    CHECK(de_xen_domain_name(x, 3, name, sizeof name) == -EACCES);
+    CHECK(de_xen_domain_name(x, 3, name, sizeof name) == 11);
+    CHECK(fakexen_set_domain_name(3, NULL) == 0);
+    CHECK(de_xen_domain_name(x, 3, name, sizeof name) == -ENOENT);
+    de_xen_close(x);
+}
+
+/* xenstore opens on the first name, not with the handle: without xenstored only the names are missing. */
+static void test_xenstore_opened_lazily(void)
+{
+    de_xen_domain d[4];
+    char name[64];
+    de_xen *x;
+    CHECK(create(2, 4, 1) == 0 && fakexen_set_domain_name(2, "two") == 0);
+    CHECK(fakexen_fail_next("xs_open", ECONNREFUSED) == 0);
+    CHECK((x = open_shim()) != NULL);
+    CHECK(de_xen_list_domains(x, 0, d, 4) == 1);
+    CHECK(de_xen_domain_name(x, 2, name, sizeof name) == -ENOENT); /* the open fails here, as "no xenstore" */
+    CHECK(strstr(de_xen_last_error(), "xs_open") != NULL && strstr(de_xen_last_error(), "refused") != NULL);
+    CHECK(de_xen_list_domains(x, 0, d, 4) == 1);
+    CHECK(de_xen_domain_name(x, 2, name, sizeof name) == 3 && strcmp(name, "two") == 0); /* tried again */
+    de_xen_close(x);
+    CHECK(fakexen_fail_next("xs_open", EACCES) == 0);
+    CHECK((x = open_shim()) != NULL);
+    CHECK(de_xen_domain_name(x, 2, name, sizeof name) == -EACCES);
+    de_xen_close(x);
+}
+
 /* Evict, the guest touches the page, the ring carries the request, the pager loads it back. */
 static void test_evict_guest_read_load(void)
 {
@@ -358,6 +459,9 @@ int main(void)
         { "read pages, bad gfn is EINVAL", test_read_pages },
         { "nominate + share, then copy-on-write", test_share_and_copy_on_write },
         { "sharing errno paths", test_sharing_errors },
+        { "sharing totals follow nominate, share and copy-on-write", test_sharing_totals },
+        { "domain names from xenstore, truncated, errno paths", test_domain_names },
+        { "xenstore is opened lazily; its absence fails only the names", test_xenstore_opened_lazily },
         { "evict, guest read, ring request, load, read back", test_evict_guest_read_load },
         { "a guest write cancels an eviction", test_evict_fail },
         { "a foreign read pages in through the ring", test_foreign_read_pages_in },

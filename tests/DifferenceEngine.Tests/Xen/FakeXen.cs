@@ -22,6 +22,7 @@ internal sealed unsafe class FakeXen
     private readonly delegate* unmanaged<uint, int> setTimeout;
     private readonly delegate* unmanaged<ulong> frameCount;
     private readonly delegate* unmanaged<uint, ulong> requestsPosted;
+    private readonly delegate* unmanaged<uint, byte*, int> setName;
 
     private FakeXen(string folder)
     {
@@ -34,6 +35,7 @@ internal sealed unsafe class FakeXen
         setTimeout = (delegate* unmanaged<uint, int>)NativeLibrary.GetExport(lib, "fakexen_set_timeout_ms");
         frameCount = (delegate* unmanaged<ulong>)NativeLibrary.GetExport(lib, "fakexen_frame_count");
         requestsPosted = (delegate* unmanaged<uint, ulong>)NativeLibrary.GetExport(lib, "fakexen_requests_posted");
+        setName = (delegate* unmanaged<uint, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_set_domain_name");
     }
 
     /// <summary>
@@ -60,6 +62,9 @@ internal sealed unsafe class FakeXen
 
     public ulong FrameCount => frameCount();
 
+    /// <summary>Forgets every domain, as if they were all destroyed.</summary>
+    public void Reset() => Check(reset(), "reset");
+
     public ulong RequestsPosted(uint domainId) => requestsPosted(domainId);
 
     /// <summary>A domain whose page g holds <see cref="Pattern"/>(seed, g).</summary>
@@ -78,6 +83,16 @@ internal sealed unsafe class FakeXen
         fixed (byte* p = content)
         {
             Check(create(domainId, (ulong)(content.Length / PageSize), p), $"create domain {domainId}");
+        }
+    }
+
+    /// <summary>Gives the domain a name in the fake's xenstore (UTF-8, under 256 bytes); a new domain has none.</summary>
+    public void SetDomainName(uint domainId, string name)
+    {
+        byte[] bytes = System.Text.Encoding.UTF8.GetBytes(name + "\0");
+        fixed (byte* p = bytes)
+        {
+            Check(setName(domainId, p), $"name domain {domainId}");
         }
     }
 

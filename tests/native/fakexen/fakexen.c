@@ -3,7 +3,7 @@
  * Everything runs under one lock; a vCPU waiting for the pager and a foreign mapping waiting for a page-in
  * wait on one condition variable, broadcast whenever a P2M entry, a ring or a response changes.
  * The hypervisor-side behaviour follows Xen 4.17's mem_paging.c / mem_sharing.c / vm_event.c; each fake
- * function names the Xen errno it copies.
+ * function names the Xen errno it copies. xenstore holds only the domains' names.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +19,7 @@
 #include <xenctrl.h>
 #include <xenevtchn.h>
 #include <xenforeignmemory.h>
+#include <xenstore.h>
 #include <xen/hvm/params.h>
 #include <xen/vm_event.h>
 
@@ -28,6 +29,7 @@
 #define FX_PAGE XC_PAGE_SIZE
 #define FX_MAX_DOMAINS 32
 #define FX_MAX_FAILS 16
+#define FX_MAX_NAME 256
 
 /* P2M entry types, after Xen's p2m_ram_rw / p2m_ram_shared / p2m_ram_paging_out / _paged / _paging_in. */
 enum fx_state { FX_ABSENT, FX_RAM, FX_SHARED, FX_PAGING_OUT, FX_PAGED, FX_PAGING_IN };
@@ -62,6 +64,8 @@ struct fx_domain {
     int signalled;             /* a notification sits in the pipe */
     uint32_t next_vcpu;
     uint64_t posted;
+    int named;                 /* xenstore has /local/domain/<domid>/name */
+    char name[FX_MAX_NAME];
 };
 
 /* A paused vCPU waiting for the response that resumes it. */
@@ -83,6 +87,7 @@ struct fx_map {
 struct xc_interface_core { int unused; };
 struct xenforeignmemory_handle { int unused; };
 struct xenevtchn_handle { int fds[2]; uint32_t next_port; };
+struct xs_handle { int unused; };
 
 static struct {
     pthread_mutex_t lock;
@@ -94,6 +99,8 @@ static struct {
     uint32_t next_port;
     uint32_t timeout_ms;
     uint64_t frames;
+    uint64_t nr_saved_mfns;    /* mem_sharing.c's counters: frames freed by sharing, */
+    uint64_t nr_shared_mfns;   /* and frames in the sharable state (nominated or shared) */
     struct fx_waiter *waiters;
     struct fx_map *maps;
 } fx = { .lock = PTHREAD_MUTEX_INITIALIZER, .timeout_ms = 10000 };
@@ -303,7 +310,8 @@ static int32_t fx_fault(struct fx_domain *d, uint64_t gfn, uint32_t vcpu, const 
 }
 
 /* The guest's copy-on-write of a sharable gfn (mem_sharing_unshare_page): the last user takes the frame
- * back as private, the others get a copy. Either way the gfn's handle is gone. 0 or ENOMEM. */
+ * back as private (one sharable frame less), the others get a copy (one saved frame less). Either way the
+ * gfn's handle is gone. 0 or ENOMEM. */
 static int fx_unshare(struct fx_domain *d, struct fx_gfn *e)
 {
     struct fx_frame *f = e->frame;
@@ -314,8 +322,10 @@ static int fx_unshare(struct fx_domain *d, struct fx_gfn *e)
             return ENOMEM;
         f->refs--;
         e->frame = copy;
+        fx.nr_saved_mfns--;
     } else {
         f->handle = 0;
+        fx.nr_shared_mfns--;
     }
     e->state = FX_RAM;
     d->shr_pages--;
@@ -658,6 +668,7 @@ FX_EXPORT int xc_memshr_nominate_gfn(xc_interface *xch, uint32_t domid, unsigned
         return fx_unlock(fx_errno(E2BIG));  /* someone else holds the page */
     e->frame->handle = ++fx.next_handle;
     e->state = FX_SHARED;
+    fx.nr_shared_mfns++;
     d->shr_pages++;
     d->tot_pages--;
     *handle = e->frame->handle;
@@ -682,9 +693,32 @@ FX_EXPORT int xc_memshr_share_gfns(xc_interface *xch, uint32_t source_domain, un
         return fx_unlock(fx_errno(-XENMEM_SHARING_OP_S_HANDLE_INVALID));
     if ((ce = fx_shared(c, client_gfn, client_handle)) == NULL)
         return fx_unlock(fx_errno(-XENMEM_SHARING_OP_C_HANDLE_INVALID));
-    if (se->frame != ce->frame)
+    if (se->frame != ce->frame) { /* the same frame already: success, and nothing is counted */
         fx_merge(se->frame, ce->frame);
+        fx.nr_shared_mfns--;
+        fx.nr_saved_mfns++;
+    }
     return fx_unlock(0);
+}
+
+/* XENMEM_get_sharing_freed_pages: mem_sharing_get_nr_saved_mfns(). */
+FX_EXPORT long xc_sharing_freed_pages(xc_interface *xch)
+{
+    (void)xch;
+    fx_lock();
+    if (fx_injected(__func__))
+        return fx_unlock(-1);
+    return fx_unlock((int)fx.nr_saved_mfns);
+}
+
+/* XENMEM_get_sharing_shared_pages: mem_sharing_get_nr_shared_mfns(). */
+FX_EXPORT long xc_sharing_used_frames(xc_interface *xch)
+{
+    (void)xch;
+    fx_lock();
+    if (fx_injected(__func__))
+        return fx_unlock(-1);
+    return fx_unlock((int)fx.nr_shared_mfns);
 }
 
 /* ---- memory paging (mem_paging.c, vm_event.c) -------------------------------------------------------- */
@@ -972,6 +1006,51 @@ FX_EXPORT int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port)
     return fx_unlock(0);
 }
 
+/* ---- libxenstore: only the domains' names, /local/domain/<domid>/name ---------------------------------- */
+
+FX_EXPORT struct xs_handle *xs_open(unsigned long flags)
+{
+    (void)flags;
+    fx_lock();
+    if (fx_injected(__func__))
+        return fx_unlock_ptr(NULL);
+    return fx_unlock_ptr(calloc(1, sizeof(struct xs_handle)));
+}
+
+FX_EXPORT void xs_close(struct xs_handle *xsh)
+{
+    free(xsh);
+}
+
+/* A malloc'ed, NUL-terminated copy of the value; NULL with errno ENOENT for any other path, as xenstored does
+ * for a node that does not exist. */
+FX_EXPORT void *xs_read(struct xs_handle *h, xs_transaction_t t, const char *path, unsigned int *len)
+{
+    struct fx_domain *d = NULL;
+    unsigned int domid;
+    char *value;
+    int end = 0;
+
+    (void)h;
+    fx_lock();
+    if (fx_injected(__func__))
+        return fx_unlock_ptr(NULL);
+    if (t != XBT_NULL) {
+        errno = EINVAL; /* the fake has no transactions */
+        return fx_unlock_ptr(NULL);
+    }
+    if (path == NULL || sscanf(path, "/local/domain/%u/name%n", &domid, &end) != 1 || end == 0 ||
+        path[end] != '\0' || (d = fx_domain(domid)) == NULL || !d->named) {
+        errno = ENOENT;
+        return fx_unlock_ptr(NULL);
+    }
+    if ((value = strdup(d->name)) == NULL)
+        return fx_unlock_ptr(NULL);
+    if (len != NULL)
+        *len = (unsigned int)strlen(value);
+    return fx_unlock_ptr(value);
+}
+
 /* ---- the test-only API -------------------------------------------------------------------------------- */
 
 FX_EXPORT int32_t fakexen_reset(void)
@@ -981,6 +1060,8 @@ FX_EXPORT int32_t fakexen_reset(void)
         if (fx.domains[i].used)
             fx_domain_free(&fx.domains[i]);
     fx.nfails = 0;
+    fx.nr_saved_mfns = 0;
+    fx.nr_shared_mfns = 0;
     pthread_cond_broadcast(&fx.changed);
     return fx_unlock(0);
 }
@@ -1013,6 +1094,20 @@ FX_EXPORT int32_t fakexen_create_domain(uint32_t domid, uint64_t pages, const ui
         d->p2m[g].state = FX_RAM;
     }
     d->tot_pages = pages;
+    return fx_unlock(0);
+}
+
+FX_EXPORT int32_t fakexen_set_domain_name(uint32_t domid, const char *name)
+{
+    struct fx_domain *d;
+
+    fx_lock();
+    if ((d = fx_domain(domid)) == NULL)
+        return fx_unlock(-ESRCH);
+    if (name != NULL && strlen(name) >= sizeof d->name)
+        return fx_unlock(-EINVAL);
+    d->named = name != NULL;
+    strcpy(d->name, name != NULL ? name : "");
     return fx_unlock(0);
 }
 

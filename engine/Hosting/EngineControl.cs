@@ -1,0 +1,89 @@
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Hosting;
+
+/// <summary>
+/// A host's background engine and its stats history, the same for every kind of host: start, stop, status, samples.
+/// </summary>
+internal sealed class EngineControl
+{
+    private readonly IEngineService _host;
+    private readonly Func<HostStats> _stats;
+    private readonly object _gate = new();
+    private readonly Queue<StatsSample> _history = new();
+    private BackgroundEngine? _engine;
+    private EngineStatus? _lastRun;
+
+    public EngineControl(IEngineService host, Func<HostStats> stats)
+    {
+        _host = host;
+        _stats = stats;
+    }
+
+    public EngineStatus Start(TimeSpan interval)
+    {
+        if (interval < TimeSpan.FromMilliseconds(100) || interval > TimeSpan.FromHours(24))
+            throw new DEException("EngineIntervalInvalid", DEErrorKind.InvalidArgument,
+                $"The engine's interval must be between 100 ms and 24 h; {interval} was given.", interval);
+        lock (_gate)
+        {
+            if (_engine is not null)
+                throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
+                    $"The engine of host '{_host.Name}' is already running (interval {_engine.Interval}).", _host.Name);
+            RecordSample();
+            _engine = new BackgroundEngine(_host, interval);
+            return _engine.Status(HistoryCount);
+        }
+    }
+
+    /// <summary>Stops the engine and returns its final status; null when it was not running.</summary>
+    public EngineStatus? Stop(bool sample)
+    {
+        BackgroundEngine? engine;
+        lock (_gate)
+        {
+            engine = _engine;
+            _engine = null;
+        }
+        if (engine is null) return null;
+        engine.Dispose();
+        var final = engine.Status(HistoryCount) with { State = EngineState.Stopped };
+        lock (_gate) _lastRun = final;
+        if (sample) RecordSample();
+        return final;
+    }
+
+    public EngineStatus Status
+    {
+        get
+        {
+            lock (_gate)
+                return _engine?.Status(HistoryCount)
+                       ?? (_lastRun is { } last ? last with { Samples = HistoryCount } : null)
+                       ?? new EngineStatus(_host.Name, EngineState.Stopped, TimeSpan.Zero, null, 0, null, TimeSpan.Zero, TimeSpan.Zero, HistoryCount, null);
+        }
+    }
+
+    public IReadOnlyList<StatsSample> History
+    {
+        get { lock (_history) return _history.ToArray(); }
+    }
+
+    private int HistoryCount
+    {
+        get { lock (_history) return _history.Count; }
+    }
+
+    public StatsSample RecordSample()
+    {
+        var s = _stats();
+        var sample = new StatsSample(DateTimeOffset.Now, s.GuestBytes, s.MemoryUsedBytes, s.SavedBytes, s.FramesInUse,
+            s.StoreAllocatedBytes, s.SwapUsedBytes, s.Faults.Sum(f => f.Count), s.ScanPasses);
+        lock (_history)
+        {
+            _history.Enqueue(sample);
+            while (_history.Count > BackgroundEngine.MaxSamples) _history.Dequeue();
+        }
+        return sample;
+    }
+}

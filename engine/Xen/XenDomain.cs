@@ -1,0 +1,92 @@
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Xen;
+
+/// <summary>
+/// A domain of the Xen host, as the engine sees it: its id and name, the engine's policy for it, and Xen's counters as of
+/// the last listing. The guest's memory stays in Xen; the engine shares it through memshr and takes pages away through
+/// mem_paging.
+/// </summary>
+public sealed class XenDomain : IDEDomain
+{
+    private volatile bool removed;
+
+    internal XenDomain(XenHost host, XenDomainInfo info, string name)
+    {
+        Host = host;
+        Info = info;
+        Name = name;
+        Policy = new DomainPolicy();
+    }
+
+    public XenHost Host { get; }
+
+    IDEHost IDEDomain.Host => Host;
+
+    /// <summary>Xen's domain id.</summary>
+    public uint DomainId => Info.DomainId;
+
+    public int Id => (int)Info.DomainId;
+
+    /// <summary>The name xenstore gives the domain (as xl list shows it), or "Domain-&lt;id&gt;" when it has none.</summary>
+    public string Name { get; internal set; }
+
+    public DomainPolicy Policy { get; }
+
+    /// <summary>Xen's counters for the domain as of the last listing.</summary>
+    public XenDomainInfo Info { get; internal set; }
+
+    /// <summary>
+    /// Guest pages: those the domain holds on frames of its own (Xen's tot_pages), those backed by shared frames (shr_pages,
+    /// which Xen takes out of tot_pages) and those paged out (paged_pages).
+    /// </summary>
+    public long PageCount => (long)(Info.TotalPages + Info.SharedPages + Info.PagedPages);
+
+    public long SizeBytes => PageCount * PageGeometry.PageSize;
+
+    /// <summary>Domain 0 (the control domain the engine runs in) is listed but never shared, patched or compressed.</summary>
+    public bool IsControlDomain => Info.DomainId == 0;
+
+    /// <summary>True for an HVM domain with hardware-assisted paging: only those can be shared and paged.</summary>
+    public bool SupportsSharingAndPaging => Info.SupportsSharingAndPaging;
+
+    /// <summary>True once the domain is gone from Xen.</summary>
+    public bool IsRemoved => removed;
+
+    /// <summary>"Removed", "Dying", "Shutdown", "Paused", "Running" or "Blocked" (as Xen reports it).</summary>
+    public string Status => removed ? "Removed"
+        : (Info.Flags & XenDomainFlags.Dying) != 0 ? "Dying"
+        : (Info.Flags & XenDomainFlags.Shutdown) != 0 ? "Shutdown"
+        : (Info.Flags & XenDomainFlags.Paused) != 0 ? "Paused"
+        : (Info.Flags & XenDomainFlags.Blocked) != 0 ? "Blocked"
+        : "Running";
+
+    // The engine's view of each page, indexed by gfn: its content hash at the last pass, and how many passes it has been
+    // seen unchanged (NeverSeen before the first). Guarded by the host's scan lock; a page-in resets an age from the
+    // pager's thread (a byte store, harmless if it races a pass).
+    internal const byte NeverSeen = 0xFF;
+    internal const byte MaxAge = 15;
+    internal ulong[] Hashes = [];
+    internal byte[] Ages = [];
+
+    internal void EnsureTracked(ulong maxGpfn)
+    {
+        long needed = (long)maxGpfn + 1;
+        if (Ages.Length >= needed)
+        {
+            return;
+        }
+        int old = Ages.Length;
+        Array.Resize(ref Hashes, (int)needed);
+        Array.Resize(ref Ages, (int)needed);
+        Ages.AsSpan(old).Fill(NeverSeen);
+    }
+
+    internal void MarkRemoved() => removed = true;
+
+    internal long MetadataBytes => Hashes.LongLength * sizeof(ulong) + Ages.LongLength;
+
+    public override string ToString() => Name;
+}

@@ -1,0 +1,369 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Patching;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Sharing;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Xen;
+
+public sealed partial class XenHost
+{
+    private const int Batch = 256;
+
+    // Reference pages the pager keeps, per trust group, under each of their similarity keys. Guarded by the scan lock.
+    private readonly Dictionary<string, Dictionary<ulong, XenReference>> referenceIndex = new(StringComparer.Ordinal);
+    private long scanTicks;
+    private long pagesSwept;
+
+    private long ReferenceIndexBytes
+    {
+        get
+        {
+            lock (scanGate)
+            {
+                return referenceIndex.Values.Sum(g => (long)g.Count * 24);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs engine passes over <paramref name="domains"/> (every domU with a mechanism on when null). Each pass reads every
+    /// page the pager does not hold, ages it (unchanged since the last pass: one pass older), shares identical pages within
+    /// each trust group through memshr, then, for domains with patching on, evicts pages unchanged for a pass as patches
+    /// against a similar reference page, and, with compression on, pages unchanged for the C4 period compressed; last it
+    /// moves the pager's oldest pages to swap if it is over its memory limit.
+    /// </summary>
+    public ScanResult Scan(IEnumerable<XenDomain>? domains = null, ScanOptions? options = null,
+        Action<ScanProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new ScanOptions();
+        PassLoop.Check(options);
+        XenDomain[] chosen;
+        if (domains is null)
+        {
+            chosen = Domains.Where(d => !d.IsControlDomain
+                && (d.Policy.SharingEnabled || d.Policy.PatchingEnabled || d.Policy.CompressionEnabled)).ToArray();
+        }
+        else
+        {
+            chosen = domains.Distinct().OrderBy(d => d.DomainId).ToArray();
+            foreach (var d in chosen)
+            {
+                CheckOwned(d);
+                if (d.IsControlDomain)
+                {
+                    throw new DEException("XenControlDomainNotTreated", DEErrorKind.InvalidOperation,
+                        "Domain 0 runs the engine itself: scans are only for guest domains (domUs).", d.Name);
+                }
+            }
+        }
+        List<PassResult> results;
+        bool stable;
+        lock (scanGate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            (results, stable) = PassLoop.Run(options, pass =>
+            {
+                long cpu = ThreadCpu.NowTicks();
+                long started = Stopwatch.GetTimestamp();
+                var result = RunPass(pass, chosen, progress, cancellationToken);
+                Interlocked.Add(ref scanTicks, Stopwatch.GetTimestamp() - started);
+                Interlocked.Add(ref engineCpuTicks, ThreadCpu.NowTicks() - cpu);
+                Interlocked.Add(ref pagesSwept, result.PagesSwept);
+                Interlocked.Increment(ref passes);
+                return result;
+            }, cancellationToken);
+        }
+        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable);
+    }
+
+    private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys);
+
+    private sealed class PassCounters
+    {
+        public long Swept, Examined, Zero, Merged, Collisions, Contended, Patched, PatchBytes, Compressed, CompressedBytes;
+        public long Newly, IndexChanges, StoreFull;
+    }
+
+    private PassResult RunPass(int pass, XenDomain[] chosen, Action<ScanProgress>? progress, CancellationToken cancellationToken)
+    {
+        long started = Stopwatch.GetTimestamp();
+        var c = new PassCounters();
+        var detector = Policy.Detector;
+        var firstSeen = new Dictionary<string, Dictionary<ulong, XenPageRef>>(StringComparer.Ordinal);
+        var pairs = new List<(XenPageRef Source, XenPageRef Client)>();
+        var duplicated = new HashSet<ulong>();
+        var cold = new List<ColdPage>();
+        byte[] buffer = new byte[Batch * PageGeometry.PageSize];
+        int[] errors = new int[Batch];
+        var bounds = chosen.Select(d => connection.GetMaxGpfn(d.DomainId)).ToArray();
+        long total = bounds.Sum(b => (long)b + 1), done = 0;
+
+        // 1. Read and age every page; collect sharing candidates and pages old enough to encode.
+        for (int di = 0; di < chosen.Length; di++)
+        {
+            var domain = chosen[di];
+            var policy = domain.Policy;
+            bool encodes = policy.PatchingEnabled || policy.CompressionEnabled;
+            ulong last = bounds[di];
+            domain.EnsureTracked(last);
+            var seen = policy.SharingEnabled ? Group(firstSeen, policy.TrustGroup) : null;
+            for (ulong gfn = 0; gfn <= last;)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                int run = 0;
+                while (run < Batch && gfn + (ulong)run <= last && !pager.IsEvicted(domain.DomainId, gfn + (ulong)run))
+                {
+                    run++;
+                }
+                if (run == 0)
+                {
+                    gfn++;
+                    done++;
+                    continue;
+                }
+                connection.ReadPages(domain.DomainId, gfn, buffer.AsSpan(0, run * PageGeometry.PageSize), errors);
+                for (int i = 0; i < run; i++)
+                {
+                    if (errors[i] != 0)
+                    {
+                        continue;
+                    }
+                    var bytes = buffer.AsSpan(i * PageGeometry.PageSize, PageGeometry.PageSize);
+                    ulong g = gfn + (ulong)i;
+                    ulong hash = PageHasher.Hash(bytes);
+                    c.Swept++;
+                    byte age = domain.Ages[g];
+                    if (age == XenDomain.NeverSeen)
+                    {
+                        age = 0;
+                        if (encodes) c.Newly++;
+                    }
+                    else
+                    {
+                        age = hash == domain.Hashes[g] ? (byte)Math.Min(age + 1, XenDomain.MaxAge) : (byte)0;
+                    }
+                    domain.Hashes[g] = hash;
+                    domain.Ages[g] = age;
+                    if (PageHasher.IsZero(bytes)) c.Zero++;
+                    if (seen is not null)
+                    {
+                        c.Examined++;
+                        var page = new XenPageRef(domain.DomainId, g);
+                        ref var source = ref CollectionsMarshal.GetValueRefOrAddDefault(seen, hash, out bool exists);
+                        if (exists)
+                        {
+                            pairs.Add((source, page));
+                            duplicated.Add(hash);
+                        }
+                        else
+                        {
+                            source = page;
+                        }
+                    }
+                    if (encodes && age >= 1)
+                    {
+                        ulong[]? keys = null;
+                        if (policy.PatchingEnabled)
+                        {
+                            keys = new ulong[detector.Keys];
+                            detector.ComputeKeys(bytes, keys);
+                        }
+                        cold.Add(new ColdPage(domain, g, hash, age, keys));
+                    }
+                    else if (policy.CompressionEnabled && age >= 1 && age < policy.C4Sweeps)
+                    {
+                        c.Newly++; // growing older: a later pass may compress it
+                    }
+                }
+                gfn += (ulong)run;
+                done += run;
+                progress?.Invoke(new ScanProgress(pass, done, total));
+            }
+        }
+
+        // 2. Share identical pages (nominate both, compare, share: a write meanwhile makes the share fail).
+        byte[] a = new byte[PageGeometry.PageSize], b = new byte[PageGeometry.PageSize];
+        foreach (var (source, client) in pairs)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            switch (XenSharing.TryShare(connection, pager, source, client, a, b))
+            {
+                case XenShareOutcome.Shared: c.Merged++; break;
+                case XenShareOutcome.Changed: c.Collisions++; break;
+                case XenShareOutcome.Refused: c.Contended++; break;
+            }
+        }
+
+        // 3. Patch and compress the pages old enough, most aged first; pages that had a twin were for sharing.
+        var candidates = new Dictionary<string, Dictionary<ulong, (XenPageRef Page, ulong[] Keys)>>(StringComparer.Ordinal);
+        foreach (var page in cold.OrderByDescending(p => p.Age))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (duplicated.Contains(page.Hash) && page.Domain.Policy.SharingEnabled)
+            {
+                continue;
+            }
+            bool encoded = page.Domain.Policy.PatchingEnabled && TryPatch(page, candidates, a, b, c);
+            if (!encoded && page.Domain.Policy.CompressionEnabled && page.Age >= page.Domain.Policy.C4Sweeps)
+            {
+                TryCompress(page, a, b, c);
+            }
+        }
+
+        // 4. Keep the pager under its memory limit.
+        pager.EnforceBudget(out bool full);
+        if (full) c.StoreFull++;
+
+        PruneReferenceIndex();
+        return new PassResult(pass, c.Swept, c.Examined, c.Zero, c.Merged, c.Merged, c.Collisions, c.Contended,
+            Stopwatch.GetElapsedTime(started))
+        {
+            PagesPatched = c.Patched,
+            PatchBytes = c.PatchBytes,
+            PagesCompressed = c.Compressed,
+            CompressedBytes = c.CompressedBytes,
+            SimilarityIndexChanges = c.IndexChanges,
+            NewlyExamined = c.Newly,
+            StoreFull = c.StoreFull,
+        };
+    }
+
+    // A reference of the trust group under one of the page's keys, else a candidate page that becomes a reference; the patch
+    // is kept when it is no larger than the domain's threshold.
+    private bool TryPatch(in ColdPage page, Dictionary<string, Dictionary<ulong, (XenPageRef Page, ulong[] Keys)>> candidates,
+        byte[] plain, byte[] other, PassCounters c)
+    {
+        var domain = page.Domain;
+        var policy = domain.Policy;
+        var refs = Group(referenceIndex, policy.TrustGroup);
+        var self = new XenPageRef(domain.DomainId, page.Gfn);
+        if (pager.IsEvicted(domain.DomainId, page.Gfn) || !connection.TryReadPage(domain.DomainId, page.Gfn, plain))
+        {
+            return false;
+        }
+        Span<byte> patch = stackalloc byte[DeltaCodec.MaxPatchSize];
+        foreach (ulong key in page.Keys!)
+        {
+            if (refs.TryGetValue(key, out var reference) && !reference.Released)
+            {
+                if (DeltaCodec.TryEncode(reference.Page, plain, patch, out int size) && size <= policy.PatchThreshold)
+                {
+                    return EvictPatched(page, reference, c);
+                }
+                break; // the paper's detector tries the first candidate only
+            }
+        }
+        var group = Group(candidates, policy.TrustGroup);
+        foreach (ulong key in page.Keys!)
+        {
+            if (!group.TryGetValue(key, out var candidate) || candidate.Page == self)
+            {
+                continue;
+            }
+            var r = candidate.Page;
+            if (pager.IsEvicted(r.DomainId, r.Gfn) || !connection.TryReadPage(r.DomainId, r.Gfn, other)
+                || !DeltaCodec.TryEncode(other, plain, patch, out int size) || size > policy.PatchThreshold)
+            {
+                break;
+            }
+            var reference = pager.EvictAsReference(r.DomainId, r.Gfn, policy.TrustGroup, candidate.Keys);
+            if (reference is null)
+            {
+                c.Contended++;
+                break;
+            }
+            foreach (ulong k in candidate.Keys)
+            {
+                refs[k] = reference;
+                c.IndexChanges++;
+            }
+            foreach (ulong k in candidate.Keys)
+            {
+                group.Remove(k);
+            }
+            return EvictPatched(page, reference, c);
+        }
+        foreach (ulong key in page.Keys!)
+        {
+            if (!group.ContainsKey(key) && !refs.ContainsKey(key))
+            {
+                group[key] = (self, page.Keys!);
+            }
+        }
+        return false;
+    }
+
+    private bool EvictPatched(in ColdPage page, XenReference reference, PassCounters c)
+    {
+        var policy = page.Domain.Policy;
+        var held = pager.EvictPatched(page.Domain.DomainId, page.Gfn, reference, policy.PatchThreshold, policy.CompressionAlgorithm);
+        if (held is null)
+        {
+            c.Contended++;
+            return false;
+        }
+        if (held.Kind == XenHeldKind.Patched)
+        {
+            c.Patched++;
+            c.PatchBytes += held.Data!.Length;
+        }
+        else
+        {
+            c.Compressed++;
+            c.CompressedBytes += held.MemoryBytes;
+        }
+        return true;
+    }
+
+    private void TryCompress(in ColdPage page, byte[] plain, byte[] compressed, PassCounters c)
+    {
+        var domain = page.Domain;
+        var policy = domain.Policy;
+        if (pager.IsEvicted(domain.DomainId, page.Gfn) || !connection.TryReadPage(domain.DomainId, page.Gfn, plain))
+        {
+            return;
+        }
+        int limit = (int)(policy.CompressionThreshold * PageGeometry.PageSize);
+        if (!PageCompressors.Get(policy.CompressionAlgorithm).TryCompress(plain, compressed.AsSpan(0, limit), out _))
+        {
+            return; // does not compress well enough: the guest keeps it
+        }
+        var held = pager.EvictCompressed(domain.DomainId, page.Gfn, policy.CompressionAlgorithm);
+        if (held is null)
+        {
+            c.Contended++;
+            return;
+        }
+        c.Compressed++;
+        c.CompressedBytes += held.MemoryBytes;
+    }
+
+    // References whose last patch and source page are gone leave the index.
+    private void PruneReferenceIndex()
+    {
+        foreach (var group in referenceIndex.Values)
+        {
+            foreach (var (key, reference) in group.ToArray())
+            {
+                if (reference.Released)
+                {
+                    group.Remove(key);
+                }
+            }
+        }
+    }
+
+    private static Dictionary<TKey, TValue> Group<TKey, TValue>(Dictionary<string, Dictionary<TKey, TValue>> groups, string trustGroup)
+        where TKey : notnull
+    {
+        if (!groups.TryGetValue(trustGroup, out var group))
+        {
+            groups[trustGroup] = group = [];
+        }
+        return group;
+    }
+}

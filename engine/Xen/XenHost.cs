@@ -1,0 +1,499 @@
+using System.Collections.Concurrent;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Paging;
+using DifferenceEngine.Stats;
+
+namespace DifferenceEngine.Xen;
+
+/// <summary>
+/// The engine as a dom0 service on the local Xen: the same per-domain policy and passes as the embedded host, with the
+/// guests' memory in Xen. Sharing goes through memshr (Xen keeps shared frames copy-on-write); patched, compressed and
+/// swapped pages are evicted through mem_paging and rebuilt by the pager when the guest touches them.
+/// </summary>
+/// <remarks>
+/// Domains are listed from Xen at every call that needs them (they come and go). The engine's clock on Xen is content
+/// based: dom0 cannot see a guest's accessed bits, so a page's age is the number of passes it has been seen unchanged
+/// (its hash equal to the last pass's) and not paged back in. Patching takes pages unchanged for a pass; compression
+/// pages unchanged for the domain's C4 period.
+/// </remarks>
+public sealed partial class XenHost : IDEHost, IEngineService
+{
+    private readonly XenConnection connection;
+    private readonly XenPager pager;
+    private readonly SwapSpace? swap;
+    private readonly ConcurrentDictionary<uint, XenDomain> byId = new();
+    private readonly Lock domainGate = new();
+    private readonly Lock scanGate = new();
+    private volatile bool disposed;
+    private long passes;
+    private long engineCpuTicks;
+
+    private XenHost(XenConnection connection, XenHostOptions options)
+    {
+        this.connection = connection;
+        Name = options.Name;
+        Policy = new HostPolicy(options.SimilaritySeed ?? Random.Shared.Next());
+        pager = new XenPager(connection);
+        try
+        {
+            if (options.SwapPath is { } path)
+            {
+                long size = options.SwapSizeBytes ?? 4L << 30;
+                if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0)
+                {
+                    throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
+                        $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes; {size} was given.", size);
+                }
+                swap = new SwapSpace(SwapFile.Create(path, size));
+            }
+            pager.UseSwap(swap, options.PagerMemoryLimitBytes ?? long.MaxValue);
+            PagerMemoryLimitBytes = options.PagerMemoryLimitBytes;
+            pager.PagedIn = OnPagedIn;
+            Connected = DateTimeOffset.Now;
+            Refresh();
+        }
+        catch
+        {
+            swap?.Dispose();
+            pager.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Connects to the local Xen from dom0. "XenNotAvailable" at once without /dev/xen/privcmd; "XenPermissionDenied" when
+    /// not root; "XenShimNotFound" when the shim or Xen's libraries are missing.
+    /// </summary>
+    public static XenHost Connect(XenHostOptions? options = null)
+    {
+        options ??= new XenHostOptions();
+        Validate(options);
+        var connection = XenConnection.Open();
+        return Create(connection, options);
+    }
+
+    /// <summary>Tests connect to the fake Xen without privcmd.</summary>
+    internal static XenHost Connect(XenHostOptions options, bool requirePrivcmd)
+    {
+        Validate(options);
+        return Create(XenConnection.Open(requirePrivcmd), options);
+    }
+
+    private static XenHost Create(XenConnection connection, XenHostOptions options)
+    {
+        try
+        {
+            return new XenHost(connection, options);
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    private static void Validate(XenHostOptions options)
+    {
+        if (string.IsNullOrWhiteSpace(options.Name))
+        {
+            throw new DEException("HostNameInvalid", DEErrorKind.InvalidArgument, "A host needs a non-empty name.", options.Name);
+        }
+        if (options.PagerMemoryLimitBytes is { } limit && limit < PageGeometry.PageSize)
+        {
+            throw new DEException("MemoryLimitInvalid", DEErrorKind.InvalidArgument,
+                $"The pager's memory limit must be at least {PageGeometry.PageSize} bytes; {limit} was given.", limit);
+        }
+        if (options.PagerMemoryLimitBytes is not null && options.SwapPath is null)
+        {
+            throw new DEException("XenMemoryLimitNeedsSwap", DEErrorKind.InvalidArgument,
+                "On Xen the memory limit bounds what the pager holds before it writes pages to swap: give a swap path too.",
+                options.PagerMemoryLimitBytes);
+        }
+        if (options.SwapSizeBytes is not null && options.SwapPath is null)
+        {
+            throw new DEException("ConnectDEHostSwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
+                "The swap size sizes the swap file: give a swap path too.", options.SwapSizeBytes);
+        }
+    }
+
+    public string Name { get; }
+
+    public string Kind => "Xen";
+
+    public DateTimeOffset Connected { get; }
+
+    public bool IsConnected => !disposed;
+
+    /// <summary>The similarity detector and the rest of the host-wide settings (watermarks and compaction do not apply on Xen).</summary>
+    public HostPolicy Policy { get; }
+
+    public long ScanPasses => Interlocked.Read(ref passes);
+
+    /// <summary>The pager's memory limit, or null.</summary>
+    public long? PagerMemoryLimitBytes { get; private set; }
+
+    /// <summary>The pager's swap file, or null.</summary>
+    public string? SwapPath => swap?.Storage.Path;
+
+    /// <summary>CPU time (user + system, per worker thread) the engine's passes have used.</summary>
+    public TimeSpan EngineCpuTime => TimeSpan.FromTicks(Interlocked.Read(ref engineCpuTicks));
+
+    /// <summary>The pager serving the domains with patching or compression on (for .NET callers that want its counters).</summary>
+    public XenPager Pager => pager;
+
+    /// <summary>Every domain on the host, domain 0 included, in id order, as Xen lists them now.</summary>
+    public IReadOnlyList<XenDomain> Domains
+    {
+        get
+        {
+            Refresh();
+            return byId.Values.Where(d => !d.IsRemoved).OrderBy(d => d.DomainId).ToArray();
+        }
+    }
+
+    /// <summary>The domain with this name (as xl list shows it, case-insensitive) or, failing that, this domain id.</summary>
+    public XenDomain? TryGetDomain(string nameOrId)
+    {
+        var all = Domains;
+        return all.FirstOrDefault(d => string.Equals(d.Name, nameOrId, StringComparison.OrdinalIgnoreCase))
+               ?? (uint.TryParse(nameOrId, out uint id) ? all.FirstOrDefault(d => d.DomainId == id) : null);
+    }
+
+    public XenDomain GetDomain(string nameOrId) => TryGetDomain(nameOrId) ?? throw DEHost.DomainNotFound(nameOrId);
+
+    /// <summary>Lets passes share this domain's identical pages with those of its trust group (memshr on for it).</summary>
+    public void EnableSharing(XenDomain domain)
+    {
+        CheckTreatable(domain, "sharing");
+        connection.EnableSharing(domain.DomainId);
+        domain.Policy.SharingEnabled = true;
+    }
+
+    /// <summary>
+    /// Stops sharing this domain's pages. Pages shared already stay shared until the guest writes them: Xen has no call
+    /// that unshares a page, so <paramref name="unshare"/> is refused with "XenUnshareNotSupported".
+    /// </summary>
+    public long DisableSharing(XenDomain domain, bool unshare = false)
+    {
+        CheckOwned(domain);
+        if (unshare)
+        {
+            throw new DEException("XenUnshareNotSupported", DEErrorKind.NotImplemented,
+                $"Xen cannot unshare the pages of domain '{domain.Name}' on request: a shared page gets a private copy when the " +
+                "guest writes it. Sharing was left as it is; disable it without -Unshare.", domain.Name);
+        }
+        domain.Policy.SharingEnabled = false;
+        if (!domain.IsRemoved)
+        {
+            connection.DisableSharing(domain.DomainId);
+        }
+        return 0;
+    }
+
+    /// <summary>Lets passes store this domain's similar pages as patches in the pager (mem_paging on, this host its pager).</summary>
+    public void EnablePatching(XenDomain domain)
+    {
+        CheckTreatable(domain, "patching");
+        pager.Attach(domain.DomainId);
+        domain.Policy.PatchingEnabled = true;
+    }
+
+    /// <summary>Stops patching; with <paramref name="restore"/> the patched pages (and references taken from it) go back to the guest.</summary>
+    public long DisablePatching(XenDomain domain, bool restore) =>
+        Disable(domain, p => p.PatchingEnabled = false, restore, XenHeldKind.Patched, XenHeldKind.Reference);
+
+    /// <summary>Lets passes compress this domain's cold pages in the pager, with <paramref name="algorithm"/> when given.</summary>
+    public void EnableCompression(XenDomain domain, CompressionAlgorithm? algorithm = null)
+    {
+        if (algorithm is { } a)
+        {
+            PageCompressors.Get(a);
+        }
+        CheckTreatable(domain, "compression");
+        pager.Attach(domain.DomainId);
+        if (algorithm is { } alg)
+        {
+            domain.Policy.CompressionAlgorithm = alg;
+        }
+        domain.Policy.CompressionEnabled = true;
+    }
+
+    /// <summary>Stops compression; with <paramref name="restore"/> the compressed pages go back to the guest.</summary>
+    public long DisableCompression(XenDomain domain, bool restore) =>
+        Disable(domain, p => p.CompressionEnabled = false, restore, XenHeldKind.Compressed, XenHeldKind.Plain);
+
+    // Turns a pager mechanism off; with restore its pages go back. Paging goes back to Xen once the pager holds nothing
+    // of the domain and no mechanism needs it.
+    private long Disable(XenDomain domain, Action<Domains.DomainPolicy> off, bool restore, params XenHeldKind[] kinds)
+    {
+        CheckOwned(domain);
+        off(domain.Policy);
+        long restored = restore ? pager.Restore(domain.DomainId, kinds) : 0;
+        if (!domain.Policy.PatchingEnabled && !domain.Policy.CompressionEnabled && pager.IsAttached(domain.DomainId)
+            && pager.GetDomainStats(domain.DomainId).HeldPages == 0)
+        {
+            pager.Detach(domain.DomainId);
+        }
+        return restored;
+    }
+
+    /// <summary>
+    /// Loads back every page the pager holds for the domain (swapped ones too) and hands its paging back to Xen: what to do
+    /// before saving, migrating or shutting a domain down.
+    /// </summary>
+    public long RestoreAll(XenDomain domain)
+    {
+        CheckOwned(domain);
+        long held = pager.GetDomainStats(domain.DomainId).HeldPages;
+        pager.Detach(domain.DomainId);
+        return held;
+    }
+
+    /// <summary>Changes a domain's policy values (null leaves one as it is); all are checked before any changes.</summary>
+    public void SetPolicy(XenDomain domain, int? c4Sweeps = null, int? patchThreshold = null,
+        double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null)
+    {
+        CheckOwned(domain);
+        var trial = domain.Policy.Clone();
+        if (c4Sweeps is { } c4) trial.C4Sweeps = c4;
+        if (patchThreshold is { } pt) trial.PatchThreshold = pt;
+        if (compressionThreshold is { } ct) trial.CompressionThreshold = ct;
+        if (algorithm is { } a)
+        {
+            PageCompressors.Get(a);
+            trial.CompressionAlgorithm = a;
+        }
+        if (trustGroup is not null) trial.TrustGroup = trustGroup;
+        if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
+        {
+            Refresh();
+            var held = pager.GetDomainStats(domain.DomainId);
+            if (domain.Info.SharedPages > 0 || held.PatchedPages + held.ReferencePages > 0)
+            {
+                throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
+                    $"Domain '{domain.Name}' still has shared pages ({domain.Info.SharedPages}) or patches and references " +
+                    $"({held.PatchedPages + held.ReferencePages}) from trust group '{domain.Policy.TrustGroup}'. Shared pages on Xen " +
+                    "stay shared until written; restore patches with Disable-DEPatching -Restore.", domain.Name);
+            }
+        }
+        lock (scanGate)
+        {
+            domain.Policy.C4Sweeps = trial.C4Sweeps;
+            domain.Policy.PatchThreshold = trial.PatchThreshold;
+            domain.Policy.CompressionThreshold = trial.CompressionThreshold;
+            domain.Policy.CompressionAlgorithm = trial.CompressionAlgorithm;
+            domain.Policy.TrustGroup = trial.TrustGroup;
+        }
+    }
+
+    /// <summary>Changes the similarity detector (k keys of s blocks, c candidates, the seed); the reference index keeps its pages.</summary>
+    public void SetHostPolicy(int? keys = null, int? blocksPerKey = null, int? candidates = null, int? seed = null)
+    {
+        if (candidates is < 1 or > 8)
+        {
+            throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
+                $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
+        }
+        var old = Policy.Detector;
+        lock (scanGate)
+        {
+            if ((keys ?? old.Keys) != old.Keys || (blocksPerKey ?? old.BlocksPerKey) != old.BlocksPerKey || (seed ?? old.Seed) != old.Seed)
+            {
+                Policy.Detector = new Patching.SimilarityDetector(keys ?? old.Keys, blocksPerKey ?? old.BlocksPerKey, seed ?? old.Seed);
+                referenceIndex.Clear();
+            }
+            if (candidates is { } c) Policy.SimilarityCandidates = c;
+        }
+    }
+
+    /// <summary>
+    /// A guest page's bytes as the guest would read them, without disturbing it: through a read-only foreign mapping, or from
+    /// the pager's copy when the pager holds it (so reading does not page it back in).
+    /// </summary>
+    public byte[] ReadPage(XenDomain domain, long gfn)
+    {
+        CheckOwned(domain);
+        if (gfn < 0)
+        {
+            throw new DEException("GfnOutOfRange", DEErrorKind.InvalidArgument, $"Guest frame {gfn} is negative.", gfn);
+        }
+        byte[] page = new byte[PageGeometry.PageSize];
+        if (!pager.TryReadHeld(new XenPageRef(domain.DomainId, (ulong)gfn), page))
+        {
+            connection.ReadPage(domain.DomainId, (ulong)gfn, page);
+        }
+        return page;
+    }
+
+    /// <summary>Pages per state and memory used and saved, from Xen's counters and what the pager holds.</summary>
+    public DomainPageStats GetPageStats(XenDomain domain)
+    {
+        CheckOwned(domain);
+        Refresh();
+        var info = domain.Info;
+        var held = pager.GetDomainStats(domain.DomainId);
+        double sharedCharge = SharedFrameCharge(out _);
+        long used = (long)info.TotalPages * PageGeometry.PageSize + (long)Math.Round(info.SharedPages * sharedCharge) + held.StoredBytes;
+        var policy = domain.Policy;
+        return new DomainPageStats(domain.Name, domain.Id, domain.PageCount, (long)info.TotalPages, 0, (long)info.SharedPages,
+            domain.SizeBytes, used, policy.TrustGroup, policy.SharingEnabled)
+        {
+            PatchedPages = held.PatchedPages,
+            CompressedPages = held.CompressedPages + held.PlainPages,
+            SwappedPages = held.SwappedPages,
+            ReferencePages = held.ReferencePages,
+            StoredBytes = held.StoredBytes,
+            Status = domain.Status,
+            PatchingEnabled = policy.PatchingEnabled,
+            CompressionEnabled = policy.CompressionEnabled,
+            CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
+        };
+    }
+
+    /// <summary>
+    /// Host-wide: guest memory of the domUs, the frames they hold (their own plus the shared frames), what the pager holds,
+    /// the engine's metadata, page-ins, engine time.
+    /// </summary>
+    public HostStats GetStats()
+    {
+        var domains = Domains.Where(d => !d.IsControlDomain).ToArray();
+        SharedFrameCharge(out ulong usedFrames);
+        long guest = domains.Sum(d => d.SizeBytes);
+        long frames = domains.Sum(d => (long)d.Info.TotalPages) + (long)usedFrames;
+        long metadata = domains.Sum(d => d.MetadataBytes) + (swap?.MetadataBytes ?? 0) + ReferenceIndexBytes;
+        var time = new[]
+        {
+            new MechanismTime("Scan", TimeSpan.FromTicks(Interlocked.Read(ref scanTicks)), Interlocked.Read(ref pagesSwept)),
+        };
+        return new HostStats(Name, domains.Length, PagerMemoryLimitBytes, frames, 0, frames, (long)usedFrames, guest, metadata,
+            ScanPasses, pager.Faults.Snapshot(), time)
+        {
+            StoreAllocatedBytes = pager.StoredBytes,
+            StoreStoredBytes = pager.StoredBytes,
+            StoreBlobs = pager.EvictedPages,
+            EngineCpuTime = EngineCpuTime,
+            SwapPath = SwapPath,
+            SwapBytes = (swap?.SlotCount ?? 0) * PageGeometry.PageSize,
+            SwapUsedBytes = (swap?.SlotsUsed ?? 0) * PageGeometry.PageSize,
+            PageOuts = pager.SwapOuts,
+        };
+    }
+
+    /// <summary>Loads every page the pager holds back into its guest, hands paging back to Xen and closes the connection.</summary>
+    public void Dispose()
+    {
+        if (disposed)
+        {
+            return;
+        }
+        StopEngine();
+        lock (scanGate)
+        {
+            disposed = true;
+        }
+        try
+        {
+            pager.Dispose();
+        }
+        finally
+        {
+            swap?.Dispose();
+            connection.Dispose();
+        }
+    }
+
+    // What one shared gfn costs in frames: Xen's shared frames over the shared gfns of all domains (1 when none).
+    private double SharedFrameCharge(out ulong usedFrames)
+    {
+        var (_, used) = connection.GetSharingTotals();
+        usedFrames = used;
+        ulong sharedGfns = 0;
+        foreach (var d in byId.Values)
+        {
+            if (!d.IsRemoved)
+            {
+                sharedGfns += d.Info.SharedPages;
+            }
+        }
+        return sharedGfns == 0 ? PageGeometry.PageSize : (double)PageGeometry.PageSize * used / sharedGfns;
+    }
+
+    // Lists the domains: new ones are added (named from xenstore), gone ones are marked removed and their pages dropped.
+    private void Refresh()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var listed = connection.ListDomains();
+        lock (domainGate)
+        {
+            var alive = new HashSet<uint>();
+            foreach (var info in listed)
+            {
+                alive.Add(info.DomainId);
+                if (byId.TryGetValue(info.DomainId, out var known))
+                {
+                    known.Info = info;
+                }
+                else
+                {
+                    byId[info.DomainId] = new XenDomain(this, info, NameOf(info.DomainId));
+                }
+            }
+            foreach (var (id, domain) in byId)
+            {
+                if (!alive.Contains(id))
+                {
+                    domain.MarkRemoved();
+                    byId.TryRemove(id, out _);
+                    pager.ForgetDomain(id);
+                }
+            }
+        }
+    }
+
+    private string NameOf(uint domainId) =>
+        connection.GetDomainName(domainId) is { Length: > 0 } name ? name : $"Domain-{domainId}";
+
+    private void CheckOwned(XenDomain domain)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved)
+        {
+            throw DEHost.DomainNotFound(domain.Name);
+        }
+    }
+
+    private void CheckTreatable(XenDomain domain, string mechanism)
+    {
+        CheckOwned(domain);
+        if (domain.IsControlDomain)
+        {
+            throw new DEException("XenControlDomainNotTreated", DEErrorKind.InvalidOperation,
+                $"Domain 0 runs the engine itself: {mechanism} is only for guest domains (domUs).", domain.Name);
+        }
+        if (!domain.SupportsSharingAndPaging)
+        {
+            throw new DEException("XenDomainNotHvmHap", DEErrorKind.InvalidOperation,
+                $"Domain '{domain.Name}' is not an HVM guest with hardware-assisted paging (flags: {domain.Info.Flags}); Xen shares " +
+                "and pages only those.", domain.Name);
+        }
+    }
+
+    // A page the guest asked back is hot again.
+    private void OnPagedIn(XenPageRef page)
+    {
+        if (byId.TryGetValue(page.DomainId, out var domain))
+        {
+            var ages = domain.Ages;
+            if (page.Gfn < (ulong)ages.Length)
+            {
+                ages[page.Gfn] = 0;
+            }
+        }
+    }
+
+    void IEngineService.RunEnginePass(CancellationToken cancellationToken) =>
+        Scan(options: new Scanning.ScanOptions { Passes = 1 }, cancellationToken: cancellationToken);
+}

@@ -1,0 +1,292 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Xen;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Xen;
+
+/// <summary>
+/// The engine on the Xen backend (<see cref="XenHost"/>) over the fake Xen: listing and names, sharing through memshr,
+/// patching and compression through the pager, swap under a memory limit, policy and the errors it gives.
+/// </summary>
+[Collection(nameof(FakeXenCollection))]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public class XenHostTests(ITestOutputHelper output)
+{
+    private const int PageSize = FakeXen.PageSize;
+
+    private static XenHost Connect(XenHostOptions? options = null) =>
+        XenHost.Connect(options ?? new XenHostOptions { SimilaritySeed = 7 }, requirePrivcmd: false);
+
+    private static readonly ScanOptions OnePass = new() { Passes = 1 };
+
+    /// <summary>A page like <paramref name="basePage"/> with <paramref name="bytes"/> bytes changed from offset 100·variant.</summary>
+    internal static byte[] Variant(byte[] basePage, int variant, int bytes = 24)
+    {
+        byte[] page = (byte[])basePage.Clone();
+        for (int i = 0; i < bytes; i++)
+        {
+            page[(variant * 100 + i) % PageSize] ^= (byte)(variant * 31 + i + 1);
+        }
+        return page;
+    }
+
+    [Fact]
+    public void ListsDomainsWithXenstoreNamesOrTheirIdAndResolvesBoth()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        fake.CreateDomain(3, 8, seed: 1);
+        fake.CreateDomain(5, 16, seed: 2);
+        fake.SetDomainName(3, "web-01");
+        using var host = Connect(new XenHostOptions { Name = "x1" });
+        Assert.Equal("Xen", host.Kind);
+        Assert.Equal(["web-01", "Domain-5"], host.Domains.Select(d => d.Name));
+        Assert.Equal(16, host.GetDomain("Domain-5").PageCount);
+        Assert.Same(host.GetDomain("web-01"), host.GetDomain("3"));
+        Assert.Equal("Running", host.GetDomain("3").Status);
+        var missing = Assert.Throws<DEException>(() => host.GetDomain("nope"));
+        Assert.Equal("DomainNotFound", missing.ErrorId);
+    }
+
+    [Fact]
+    public void SharingPassesShareIdenticalPagesWithinATrustGroupOnly()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        // Domains 1 and 2 have the same 8 pages; domain 3 too, but in another trust group.
+        foreach (uint id in new uint[] { 1, 2, 3 })
+        {
+            fake.CreateDomain(id, 8, seed: 40);
+        }
+        using var host = Connect();
+        var (d1, d2, d3) = (host.GetDomain("1"), host.GetDomain("2"), host.GetDomain("3"));
+        host.SetPolicy(d3, trustGroup: "tenant-b");
+        foreach (var d in new[] { d1, d2, d3 })
+        {
+            host.EnableSharing(d);
+        }
+        ulong before = fake.FrameCount;
+        var result = host.Scan(options: OnePass);
+        output.WriteLine($"merged {result.PagesMerged}, frames {before} -> {fake.FrameCount}");
+        Assert.Equal(8, result.PagesMerged);
+        Assert.Equal(before - 8, fake.FrameCount);
+        var s1 = host.GetPageStats(d1);
+        var s3 = host.GetPageStats(d3);
+        Assert.Equal(8, s1.SharedPages + host.GetPageStats(d2).SharedPages - 8); // 8 gfns of each of 1 and 2 on 8 frames
+        Assert.Equal(0, s3.SharedPages);
+        Assert.True(s1.BytesSaved > 0, "sharing saved nothing in the stats");
+        // A guest write to a shared page gets a copy; the other domain still sees the old bytes.
+        byte[] mine = FakeXen.Pattern(99, 0);
+        fake.GuestWrite(1, 0, mine);
+        Assert.Equal(mine, fake.GuestRead(1, 0));
+        Assert.Equal(FakeXen.Pattern(40, 0), fake.GuestRead(2, 0));
+        Assert.Equal(mine, host.ReadPage(d1, 0));
+    }
+
+    [Fact]
+    public void PatchingKeepsSimilarPagesAsPatchesAgainstAReferenceAndPagesThemBackRight()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        byte[] basePage = FakeXen.Pattern(5, 0);
+        const int Pages = 12;
+        byte[] content = new byte[Pages * PageSize];
+        var expected = new byte[Pages][];
+        for (int g = 0; g < Pages; g++)
+        {
+            expected[g] = Variant(basePage, g + 1);
+            expected[g].CopyTo(content, g * PageSize);
+        }
+        fake.CreateDomain(9, content);
+        using var host = Connect();
+        var d = host.GetDomain("9");
+        host.EnablePatching(d);
+        var first = host.Scan(options: OnePass);
+        Assert.Equal(0, first.PagesPatched); // nothing is old enough on the first pass
+        Assert.Equal(Pages, first.PassResults[0].NewlyExamined);
+        var second = host.Scan(options: OnePass);
+        var stats = host.GetPageStats(d);
+        output.WriteLine($"patched {second.PagesPatched} ({second.PassResults[0].PatchBytes} bytes), references {stats.ReferencePages}, " +
+                         $"stored {stats.StoredBytes}, used {stats.BytesUsed} of {stats.GuestBytes}");
+        Assert.Equal(Pages - 1, second.PagesPatched);
+        Assert.Equal(Pages - 1, stats.PatchedPages);
+        Assert.Equal(1, stats.ReferencePages);
+        Assert.True(stats.BytesSaved > (Pages - 2) * PageSize, $"patching saved only {stats.BytesSaved} bytes");
+        // Reading through the engine does not page in; a guest read does, and gets its bytes.
+        Assert.Equal(expected[3], host.ReadPage(d, 3));
+        for (int g = 0; g < Pages; g++)
+        {
+            Assert.Equal(expected[g], fake.GuestRead(9, (ulong)g));
+        }
+        Assert.Equal(0, host.GetPageStats(d).PatchedPages);
+        Assert.True(host.Pager.PageIns >= Pages, $"{host.Pager.PageIns} page-ins");
+        Assert.True(host.GetStats().Faults.Single(f => f.Kind == Domains.FaultKind.Unpatch).Count >= Pages - 1);
+    }
+
+    [Fact]
+    public void CompressionTakesPagesUnchangedForTheC4PeriodAndRestoreGivesThemBack()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        const int Pages = 16;
+        byte[] content = new byte[Pages * PageSize];
+        for (int g = 0; g < Pages; g++)
+        {
+            // Text-like pages compress well; page 15 is random and must stay with the guest.
+            byte[] page = g == 15 ? RandomPage(g) : TextPage(g);
+            page.CopyTo(content, g * PageSize);
+        }
+        fake.CreateDomain(4, content);
+        using var host = Connect();
+        var d = host.GetDomain("4");
+        host.EnableCompression(d, CompressionAlgorithm.Zstd);
+        host.SetPolicy(d, c4Sweeps: 2);
+        Assert.Equal(0, host.Scan(options: OnePass).PagesCompressed); // seen
+        Assert.Equal(0, host.Scan(options: OnePass).PagesCompressed); // unchanged one pass: still warm
+        fake.GuestWrite(4, 0, TextPage(100)); // page 0 changes: young again
+        var third = host.Scan(options: OnePass);
+        Assert.Equal(Pages - 2, third.PagesCompressed); // not page 0 (just written) nor page 15 (does not compress)
+        Assert.Equal(Pages - 2, host.GetPageStats(d).CompressedPages);
+        Assert.True(host.GetPageStats(d).StoredBytes < (Pages - 2) * PageSize / 2);
+        long restored = host.DisableCompression(d, restore: true);
+        Assert.Equal(Pages - 2, restored);
+        Assert.Equal(0, host.GetPageStats(d).CompressedPages);
+        Assert.Equal(0ul, d.Info.PagedPages);
+        Assert.Equal(TextPage(100), fake.GuestRead(4, 0));
+        for (int g = 1; g < Pages; g++)
+        {
+            Assert.Equal(g == 15 ? RandomPage(g) : TextPage(g), fake.GuestRead(4, (ulong)g));
+        }
+        Assert.False(host.Pager.IsAttached(4)); // nothing held and no mechanism left: paging handed back to Xen
+    }
+
+    [Fact]
+    public void OverItsMemoryLimitThePagerSwapsTheOldestPagesAndServesThemBack()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        const int Pages = 32;
+        byte[] content = new byte[Pages * PageSize];
+        for (int g = 0; g < Pages; g++)
+        {
+            TextPage(g).CopyTo(content, g * PageSize);
+        }
+        fake.CreateDomain(6, content);
+        string swapPath = Path.Combine(Path.GetTempPath(), $"de-xen-swap-{Guid.NewGuid():N}");
+        using (var host = Connect(new XenHostOptions { PagerMemoryLimitBytes = 8 * 1024, SwapPath = swapPath, SwapSizeBytes = 1 << 20 }))
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(swapPath));
+            var d = host.GetDomain("6");
+            host.EnableCompression(d);
+            host.SetPolicy(d, c4Sweeps: 1);
+            host.Scan(options: new ScanOptions { Passes = 2 });
+            var stats = host.GetPageStats(d);
+            var hostStats = host.GetStats();
+            output.WriteLine($"compressed {stats.CompressedPages}, swapped {stats.SwappedPages}, pager holds {host.Pager.StoredBytes} bytes, " +
+                             $"swap used {hostStats.SwapUsedBytes}");
+            Assert.True(stats.SwappedPages > 0, "nothing went to swap");
+            Assert.True(host.Pager.StoredBytes <= 8 * 1024);
+            Assert.Equal(Pages, stats.SwappedPages + stats.CompressedPages);
+            Assert.Equal(stats.SwappedPages * PageSize, hostStats.SwapUsedBytes);
+            for (int g = 0; g < Pages; g++)
+            {
+                Assert.Equal(TextPage(g), fake.GuestRead(6, (ulong)g));
+            }
+            Assert.True(host.GetStats().Faults.Single(f => f.Kind == Domains.FaultKind.SwapIn).Count > 0);
+            Assert.Equal(0, host.GetStats().SwapUsedBytes);
+        }
+        Assert.False(File.Exists(swapPath), "the swap file outlived the host");
+    }
+
+    [Fact]
+    public void ACorruptSwapSlotIsNeverLoaded()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        byte[] content = new byte[8 * PageSize];
+        for (int g = 0; g < 8; g++)
+        {
+            TextPage(g).CopyTo(content, g * PageSize);
+        }
+        fake.CreateDomain(6, content);
+        fake.TimeoutMs = 500;
+        string swapPath = Path.Combine(Path.GetTempPath(), $"de-xen-swap-{Guid.NewGuid():N}");
+        var host = Connect(new XenHostOptions { PagerMemoryLimitBytes = 4096, SwapPath = swapPath, SwapSizeBytes = 1 << 20 });
+        var d = host.GetDomain("6");
+        host.EnableCompression(d);
+        host.SetPolicy(d, c4Sweeps: 1);
+        host.Scan(options: new ScanOptions { Passes = 2 });
+        Assert.True(host.GetPageStats(d).SwappedPages > 0);
+        // Flip a byte of every slot in the file behind the pager's back.
+        using (var file = new FileStream(swapPath, FileMode.Open, FileAccess.ReadWrite))
+        {
+            for (long offset = 0; offset < file.Length; offset += PageSize)
+            {
+                file.Position = offset + 17;
+                int b = file.ReadByte();
+                file.Position = offset + 17;
+                file.WriteByte((byte)(b ^ 0x10));
+            }
+        }
+        var swapped = Enumerable.Range(0, 8).First(g => host.Pager.HeldKindForTest(6, (ulong)g) == XenHeldKind.Swapped);
+        Assert.Equal(-110, fake.GuestRead(6, (ulong)swapped, new byte[PageSize])); // ETIMEDOUT: the vCPU stays paused
+        var failure = Assert.Single(host.Pager.Failures);
+        Assert.Equal("XenPageCorrupt", failure.ErrorId);
+        var e = Assert.Throws<DEException>(() => host.Dispose());
+        Assert.Equal("XenPagerRestoreFailed", e.ErrorId);
+    }
+
+    [Fact]
+    public void PolicyAndMechanismErrorsAreClear()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        fake.CreateDomain(2, 4, seed: 1);
+        using var host = Connect();
+        var d = host.GetDomain("2");
+        host.EnableSharing(d);
+        var unshare = Assert.Throws<DEException>(() => host.DisableSharing(d, unshare: true));
+        Assert.Equal("XenUnshareNotSupported", unshare.ErrorId);
+        Assert.Equal(DEErrorKind.NotImplemented, unshare.Kind);
+        Assert.True(d.Policy.SharingEnabled, "a refused unshare changed the policy");
+        Assert.Equal("PolicyC4SweepsInvalid", Assert.Throws<DEException>(() => host.SetPolicy(d, c4Sweeps: 0)).ErrorId);
+        Assert.Equal("CompressionAlgorithmUnknown",
+            Assert.Throws<DEException>(() => host.EnableCompression(d, (CompressionAlgorithm)77)).ErrorId);
+        Assert.False(d.Policy.CompressionEnabled);
+        Assert.Equal("XenMemoryLimitNeedsSwap",
+            Assert.Throws<DEException>(() => Connect(new XenHostOptions { PagerMemoryLimitBytes = 1 << 20 })).ErrorId);
+        // Xen refusing paging for the domain surfaces from Enable-, and the policy stays off.
+        fake.FailNext("xc_mem_paging_enable", 18); // EXDEV: passthrough or populate-on-demand
+        var refused = Assert.Throws<XenException>(() => host.EnablePatching(d));
+        Assert.Equal("XenCallFailed", refused.ErrorId);
+        Assert.False(d.Policy.PatchingEnabled);
+    }
+
+    [Fact]
+    public void ADomainThatGoesAwayIsMarkedRemoved()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        fake.CreateDomain(2, 4, seed: 1);
+        using var host = Connect();
+        var d = host.GetDomain("2");
+        Assert.Single(host.Domains);
+        fake.Reset();
+        Assert.Empty(host.Domains);
+        Assert.True(d.IsRemoved);
+        Assert.Equal("Removed", d.Status);
+        Assert.Equal("DomainNotFound", Assert.Throws<DEException>(() => host.EnableSharing(d)).ErrorId);
+    }
+
+    internal static byte[] TextPage(int seed)
+    {
+        var random = new Random(seed);
+        string[] words = ["memory", "page", "share", "the", "of", "guest", "xen", "frame", "patch", "kernel", "and", "to"];
+        var text = new System.Text.StringBuilder();
+        while (text.Length < PageSize)
+        {
+            text.Append(words[random.Next(words.Length)]).Append(' ');
+        }
+        return System.Text.Encoding.ASCII.GetBytes(text.ToString(0, PageSize));
+    }
+
+    private static byte[] RandomPage(int seed)
+    {
+        byte[] page = new byte[PageSize];
+        new Random(seed).NextBytes(page);
+        return page;
+    }
+}
