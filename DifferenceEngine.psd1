@@ -8,7 +8,7 @@
     GUID                 = 'b2d1296d-9bf6-4b24-adfb-4c11d55ceb97'
     Author               = 'DifferenceEngine developers'
     Copyright            = '(c) DifferenceEngine developers.'
-    Description          = 'Memory sharing, patching and compression for virtual machines after the Difference Engine paper: an embedded host for scripts and tests, and cmdlets to drive it.'
+    Description          = 'Memory sharing, patching and compression for virtual machines after the Difference Engine paper: an embedded host for scripts and tests, the domains of a Xen hypervisor from dom0, and the same cmdlets for both.'
 
     CompatiblePSEditions = @('Core')
     PowerShellVersion    = '7.6'

@@ -1,44 +1,61 @@
 using System.Management.Automation;
 using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
-/// <summary>Creates an embedded host, optionally with a memory limit and a swap file, and makes it the current one (Connect-DEHost).</summary>
+/// <summary>
+/// Creates an embedded host, optionally with a memory limit and a swap file, or with -Xen connects to the local Xen
+/// hypervisor from dom0, and makes the new host the current one (Connect-DEHost).
+/// </summary>
 [Cmdlet(VerbsCommunications.Connect, "DEHost", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = EmbeddedSet)]
-[OutputType(typeof(DEHost))]
+[OutputType(typeof(DEHost), ParameterSetName = [EmbeddedSet])]
+[OutputType(typeof(XenHost), ParameterSetName = [XenSet])]
 public sealed class ConnectDEHostCommand : DECmdlet
 {
     public const string EmbeddedSet = "Embedded";
     public const string XenSet = "Xen";
 
-    /// <summary>Connect to the local Xen hypervisor (dom0) instead of creating an embedded host.</summary>
+    /// <summary>
+    /// Connect to the local Xen hypervisor (dom0) instead of creating an embedded host: its domains are Xen's, shared
+    /// through memshr and paged by this host's pager. Fails at once with "XenNotAvailable" on a machine without Xen.
+    /// </summary>
     [Parameter(Mandatory = true, ParameterSetName = XenSet)]
     public SwitchParameter Xen { get; set; }
 
-    /// <summary>The host's name; one connected host per name.</summary>
+    /// <summary>The host's name; one connected host per name. "embedded" by default, "xen" with -Xen.</summary>
     [Parameter(Position = 0)]
     [ValidateNotNullOrEmpty]
     public string Name { get; set; } = new HostOptions().Name;
 
-    /// <summary>The most memory the host may use for guest pages (frames and the compact store), in bytes (2GB works); none by default.</summary>
+    /// <summary>
+    /// Embedded: the most memory the host may use for guest pages (frames and the compact store), in bytes (2GB works);
+    /// none by default. Xen: the most memory the pager may hold for the pages it took (compressed pages, patches,
+    /// references) before it writes the oldest to -SwapPath; needs -SwapPath; none by default.
+    /// </summary>
     [Parameter(ParameterSetName = EmbeddedSet)]
+    [Parameter(ParameterSetName = XenSet)]
     public long MemoryLimit { get; set; }
 
     /// <summary>
-    /// A new file to page guest memory out to when the limit is reached: created with mode 0600, removed
-    /// by Disconnect-DEHost. Needs -MemoryLimit. Resolved like other paths (relative to the current location).
+    /// A new file to page guest memory out to (embedded: when the limit is reached; Xen: the pager's pages over its
+    /// limit): created with mode 0600, removed by Disconnect-DEHost. Embedded hosts need -MemoryLimit with it.
+    /// Resolved like other paths (relative to the current location).
     /// </summary>
     [Parameter(ParameterSetName = EmbeddedSet)]
+    [Parameter(ParameterSetName = XenSet)]
     [ValidateNotNullOrEmpty]
     public string? SwapPath { get; set; }
 
     /// <summary>Size of the swap file in bytes, a multiple of 4096 (4GB works); 4 GiB by default. Needs -SwapPath.</summary>
     [Parameter(ParameterSetName = EmbeddedSet)]
+    [Parameter(ParameterSetName = XenSet)]
     public long SwapSize { get; set; }
 
     /// <summary>Seed of the similarity detector's block offsets, for repeatable runs; random by default (see Get-DEPolicy -HostPolicy).</summary>
     [Parameter(ParameterSetName = EmbeddedSet)]
+    [Parameter(ParameterSetName = XenSet)]
     public int SimilaritySeed { get; set; }
 
     /// <summary>Output the new host.</summary>
@@ -46,17 +63,14 @@ public sealed class ConnectDEHostCommand : DECmdlet
     public SwitchParameter PassThru { get; set; }
 
     /// <summary>Not used: Connect-DEHost makes hosts.</summary>
-    public override DEHost? DEHost { get; set; }
+    public override IDEHost? DEHost { get; set; }
+
+    private bool Bound(string parameter) => MyInvocation.BoundParameters.ContainsKey(parameter);
 
     protected override void EndProcessing()
     {
-        if (Xen)
-        {
-            ConnectXen();
-            return;
-        }
-        bool limited = MyInvocation.BoundParameters.ContainsKey(nameof(MemoryLimit));
-        bool sized = MyInvocation.BoundParameters.ContainsKey(nameof(SwapSize));
+        bool limited = Bound(nameof(MemoryLimit));
+        bool sized = Bound(nameof(SwapSize));
         if (sized && SwapPath is null)
             ThrowDEError(new DEException("ConnectDEHostSwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
                 "-SwapSize sizes the swap file: give -SwapPath too.", SwapSize));
@@ -68,6 +82,12 @@ public sealed class ConnectDEHostCommand : DECmdlet
         catch (DEException ex)
         {
             ThrowDEError(ex);
+        }
+        int? seed = Bound(nameof(SimilaritySeed)) ? SimilaritySeed : null;
+        if (Xen)
+        {
+            ConnectXen(limited ? MemoryLimit : null, swapPath, sized ? SwapSize : null, seed);
+            return;
         }
         string limit = limited ? DisplayFormat.Bytes(MemoryLimit) : "no";
         string swap = swapPath is null ? "" : $" and a {(sized ? DisplayFormat.Bytes(SwapSize) + " " : "")}swap file '{swapPath}'";
@@ -81,7 +101,7 @@ public sealed class ConnectDEHostCommand : DECmdlet
                 MemoryLimitBytes = limited ? MemoryLimit : null,
                 SwapPath = swapPath,
                 SwapSizeBytes = sized ? SwapSize : null,
-                SimilaritySeed = MyInvocation.BoundParameters.ContainsKey(nameof(SimilaritySeed)) ? SimilaritySeed : null,
+                SimilaritySeed = seed,
             });
             HostRegistry.Add(host);
         }
@@ -95,24 +115,37 @@ public sealed class ConnectDEHostCommand : DECmdlet
     }
 
     /// <summary>
-    /// Opens the local Xen (fails at once with "XenNotAvailable" without /dev/xen/privcmd). The engine's
-    /// Xen backend (DifferenceEngine.Xen: listing, sharing through memshr, the mem_paging pager) is a .NET
-    /// API so far; driving Xen domains through these cmdlets is not built yet, and the cmdlet says so.
+    /// Connects to the local Xen: "XenNotAvailable" at once without /dev/xen/privcmd, "XenPermissionDenied" when not
+    /// root, "XenShimNotFound" without the shim or Xen's libraries. The host lists Xen's domains; the mechanisms are
+    /// turned on per domain by the Enable- cmdlets.
     /// </summary>
-    private void ConnectXen()
+    private void ConnectXen(long? limit, string? swapPath, long? swapSize, int? seed)
     {
-        if (!ShouldProcess("local Xen hypervisor", "Connect")) return;
+        string name = Bound(nameof(Name)) ? Name : new XenHostOptions().Name;
+        string pager = limit is { } l ? $"a pager limited to {DisplayFormat.Bytes(l)}" : "a pager without a memory limit";
+        string swap = swapPath is null ? "" : $" and a {(swapSize is { } s ? DisplayFormat.Bytes(s) + " " : "")}swap file '{swapPath}'";
+        if (!ShouldProcess(name, $"Connect to the local Xen hypervisor (dom0) with {pager}{swap}")) return;
+        XenHost? host = null;
         try
         {
-            using var connection = DifferenceEngine.Xen.XenConnection.Open();
-            int domains = connection.ListDomains().Count;
-            ThrowDEError(new DEException("XenCmdletsNotBuilt", DEErrorKind.NotImplemented,
-                $"Connected to Xen ({domains} domains), but managing Xen domains through the cmdlets is not built yet: " +
-                "use the DifferenceEngine.Xen API (XenConnection, XenSharing, XenPager) from .NET. See docs/XEN.md.", "xen"));
+            HostRegistry.CheckFree(name, xen: true);
+            host = XenHost.Connect(new XenHostOptions
+            {
+                Name = name,
+                PagerMemoryLimitBytes = limit,
+                SwapPath = swapPath,
+                SwapSizeBytes = swapSize,
+                SimilaritySeed = seed,
+            });
+            HostRegistry.Add(host);
         }
         catch (DEException ex)
         {
+            host?.Dispose();
             ThrowDEError(ex);
+            return;
         }
+        WriteVerbose($"Connected to Xen as host '{name}': {host.Domains.Count} domain(s), domain 0 included.");
+        if (PassThru) WriteObject(host);
     }
 }

@@ -14,10 +14,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
 {
     private readonly CancellationTokenSource _stopping = new();
 
-    /// <summary>The host to work on; by default the host connected last.</summary>
+    /// <summary>The host to work on (an embedded DEHost or a XenHost); by default the host connected last.</summary>
     [Parameter]
     [ValidateNotNull]
-    public virtual DEHost? DEHost { get; set; }
+    public virtual IDEHost? DEHost { get; set; }
 
     /// <summary>Cancelled when the pipeline stops (Ctrl-C, Select-Object -First).</summary>
     protected CancellationToken StopToken => _stopping.Token;
@@ -31,39 +31,72 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     }
 
     /// <summary>-DEHost when given, else the current host; terminates with "NoHostConnected" when there is none.</summary>
-    protected DEHost TargetHost =>
+    protected IDEHost TargetHost =>
         DEHost ?? HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
             "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
 
     /// <summary>
+    /// The target host for a cmdlet that exists only on the embedded host (New-DEDomain, Get-DEPage, ...): terminates
+    /// with "NoHostConnected" when there is none, and with "NotSupportedOnXenHost" on a Xen host, saying
+    /// <paramref name="instead"/> (what to use there).
+    /// </summary>
+    protected DEHost EmbeddedHost(string instead)
+    {
+        var host = TargetHost;
+        if (host is DEHost embedded) return embedded;
+        throw Terminate(NotSupportedOnXenHost(host.Name, instead));
+    }
+
+    /// <summary>
+    /// "NotSupportedOnXenHost" (NotImplemented): this cmdlet, or what <paramref name="what"/> names ("-LowWatermark"),
+    /// is for embedded hosts only; <paramref name="instead"/> says what to use on Xen.
+    /// </summary>
+    protected DEException NotSupportedOnXenHost(string hostName, string instead, string? what = null) =>
+        new("NotSupportedOnXenHost", DEErrorKind.NotImplemented,
+            $"{what ?? MyInvocation.MyCommand.Name} is for embedded hosts only, and host '{hostName}' is a Xen host. {instead}", hostName);
+
+    /// <summary>
     /// The domains that <paramref name="selectors"/> name, in order and without repeats. A name without
     /// wildcards that matches nothing writes "DomainNotFound" and the rest go on; a pattern that matches
-    /// nothing is not an error. A Domain object that was removed, or belongs to another host than an
-    /// explicit -DEHost, is "DomainNotFound" too.
+    /// nothing is not an error. On a Xen host a domain id ("3") names a domain too. A domain object that was
+    /// removed, or belongs to another host than an explicit -DEHost, is "DomainNotFound" too.
     /// </summary>
-    protected IReadOnlyList<Domain> ResolveDomains(IEnumerable<DomainSelector> selectors)
+    protected IReadOnlyList<IDEDomain> ResolveDomains(IEnumerable<DomainSelector> selectors) =>
+        ResolveDomains(selectors, embeddedOnly: null);
+
+    /// <summary>
+    /// <see cref="ResolveDomains(IEnumerable{DomainSelector})"/> for a cmdlet that exists only on the embedded host:
+    /// names are looked up on <see cref="EmbeddedHost"/>, and a Xen domain object terminates with "NotSupportedOnXenHost"
+    /// saying <paramref name="instead"/>.
+    /// </summary>
+    protected IReadOnlyList<Domain> ResolveEmbeddedDomains(IEnumerable<DomainSelector> selectors, string instead) =>
+        ResolveDomains(selectors, instead).Cast<Domain>().ToArray();
+
+    private IReadOnlyList<IDEDomain> ResolveDomains(IEnumerable<DomainSelector> selectors, string? embeddedOnly)
     {
-        var found = new List<Domain>();
-        var seen = new HashSet<Domain>(ReferenceEqualityComparer.Instance);
+        var found = new List<IDEDomain>();
+        var seen = new HashSet<IDEDomain>(ReferenceEqualityComparer.Instance);
         foreach (var selector in selectors)
         {
             if (selector.Domain is { } given)
             {
+                if (embeddedOnly is not null && given is not Domain)
+                    ThrowDEError(NotSupportedOnXenHost(given.Host.Name, embeddedOnly));
                 if (given.IsRemoved || (DEHost is not null && !ReferenceEquals(given.Host, DEHost)))
                     WriteDEError(DomainNotFound(given.Name));
                 else if (seen.Add(given))
                     found.Add(given);
                 continue;
             }
-            var host = TargetHost;
+            IDEHost host = embeddedOnly is null ? TargetHost : EmbeddedHost(embeddedOnly);
             if (WildcardPattern.ContainsWildcardCharacters(selector.Name))
             {
                 var pattern = new WildcardPattern(selector.Name, WildcardOptions.IgnoreCase);
-                foreach (var d in host.Domains)
+                foreach (var d in DomainsOf(host))
                     if (pattern.IsMatch(d.Name) && seen.Add(d))
                         found.Add(d);
             }
-            else if (host.TryGetDomain(selector.Name) is { } named)
+            else if (Terminating(() => host.FindDomain(selector.Name)) is { } named)
             {
                 if (seen.Add(named)) found.Add(named);
             }
@@ -76,8 +109,25 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     }
 
     /// <summary>The domains of <paramref name="selectors"/>, or every domain of the target host when none are given.</summary>
-    protected IReadOnlyList<Domain> ResolveDomainsOrAll(DomainSelector[]? selectors) =>
-        selectors is null ? TargetHost.Domains : ResolveDomains(selectors);
+    protected IReadOnlyList<IDEDomain> ResolveDomainsOrAll(DomainSelector[]? selectors) =>
+        selectors is null ? DomainsOf(TargetHost) : ResolveDomains(selectors);
+
+    /// <summary>Every domain of <paramref name="host"/>; an engine error (a disconnected Xen host) stops the cmdlet.</summary>
+    protected IReadOnlyList<IDEDomain> DomainsOf(IDEHost host) => Terminating(host.ListDomains);
+
+    /// <summary>Runs an engine call whose failure stops the cmdlet (with the engine's error id), for calls every item needs.</summary>
+    protected T Terminating<T>(Func<T> call)
+    {
+        try
+        {
+            return call();
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+            throw; // not reached: ThrowTerminatingError always throws
+        }
+    }
 
     /// <summary>
     /// A file-system path as the provider resolves it (relative to the current location, "~" expanded),
@@ -150,7 +200,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         _ => ErrorCategory.NotSpecified,
     };
 
-    protected static DEException DomainNotFound(string name) => DEHost.DomainNotFound(name);
+    protected static DEException DomainNotFound(string name) => Hosting.DEHost.DomainNotFound(name);
 
     /// <summary>
     /// Runs <paramref name="work"/> on a worker task while this (the pipeline) thread writes the progress

@@ -1,9 +1,13 @@
 using System.Management.Automation;
 using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
-/// <summary>Disconnects a host: its domains and all its memory go (Disconnect-DEHost).</summary>
+/// <summary>
+/// Disconnects a host (Disconnect-DEHost): an embedded host's domains and all its memory go; a Xen host loads every page
+/// its pager holds back into the guests, hands paging back to Xen and closes the connection, while the domains run on.
+/// </summary>
 [Cmdlet(VerbsCommunications.Disconnect, "DEHost", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(void))]
 public sealed class DisconnectDEHostCommand : DECmdlet
@@ -11,14 +15,24 @@ public sealed class DisconnectDEHostCommand : DECmdlet
     /// <summary>The host to disconnect; by default the current one.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
-    public override DEHost? DEHost { get; set; }
+    public override IDEHost? DEHost { get; set; }
 
     protected override void ProcessRecord()
     {
         var host = TargetHost;
         if (!host.IsConnected) return; // already gone: disconnecting is idempotent
-        int domains = host.Domains.Count;
-        if (!ShouldProcess(host.Name, $"Disconnect the host and discard its {domains} domain(s)")) return;
-        HostRegistry.Remove(host);
+        string action = host is XenHost xen
+            ? $"Disconnect from Xen: load the {xen.Pager.EvictedPages} page(s) the pager holds back into their domains; the domains keep running"
+            : $"Disconnect the host and discard its {host.ListDomains().Count} domain(s)";
+        if (!ShouldProcess(host.Name, action)) return;
+        try
+        {
+            HostRegistry.Remove(host);
+        }
+        catch (DEException ex)
+        {
+            // A Xen pager that could not load every page back keeps those domains paged (XenPagerRestoreFailed).
+            WriteDEError(ex);
+        }
     }
 }

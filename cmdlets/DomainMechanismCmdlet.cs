@@ -1,16 +1,16 @@
 using System.Management.Automation;
-using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
 
 namespace DifferenceEngine.Commands;
 
 /// <summary>
 /// What the cmdlets that turn a mechanism on or off per domain share (Enable-/Disable-DESharing,
-/// -DEPatching, -DECompression): -Domain from the pipeline, ShouldProcess per domain, a failure on
+/// -DEPatching, -DECompression) on either kind of host: -Domain from the pipeline, ShouldProcess per domain, a failure on
 /// one domain written and the next one done, -PassThru.
 /// </summary>
 public abstract class DomainMechanismCmdlet : DECmdlet
 {
-    /// <summary>The domains (names, patterns or Domain objects).</summary>
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects; on a Xen host also domain ids).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -21,13 +21,13 @@ public abstract class DomainMechanismCmdlet : DECmdlet
     public SwitchParameter PassThru { get; set; }
 
     /// <summary>What -WhatIf and -Confirm say is done to <paramref name="domain"/>.</summary>
-    protected abstract string Action(Domain domain);
+    protected abstract string Action(IDEDomain domain);
 
     /// <summary>The engine call for one domain; returns the pages it changed (given frames back, rebuilt).</summary>
-    protected abstract long Apply(Domain domain);
+    protected abstract long Apply(IDEDomain domain);
 
     /// <summary>A verbose line on the pages <see cref="Apply"/> changed, or null for none.</summary>
-    protected virtual string? Report(Domain domain, long pages) => null;
+    protected virtual string? Report(IDEDomain domain, long pages) => null;
 
     protected override void ProcessRecord()
     {

@@ -1,7 +1,9 @@
 using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
+using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
@@ -11,19 +13,25 @@ public sealed class DomainNameCompleter : IArgumentCompleter
     public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
         CommandAst commandAst, IDictionary fakeBoundParameters)
     {
-        var host = (fakeBoundParameters?["DEHost"] is { } h ? (h is PSObject ps ? ps.BaseObject : h) as DEHost : null)
+        var host = (fakeBoundParameters?["DEHost"] is { } h ? (h is PSObject ps ? ps.BaseObject : h) as IDEHost : null)
                    ?? HostRegistry.Current;
         if (host is null || !host.IsConnected) yield break;
         string typed = (wordToComplete ?? "").Trim('\'', '"');
         var pattern = new WildcardPattern(WildcardPattern.Escape(typed) + "*", WildcardOptions.IgnoreCase);
-        foreach (var domain in host.Domains)
+        foreach (var domain in host.ListDomains())
         {
             if (!pattern.IsMatch(domain.Name)) continue;
             string text = domain.Name.IndexOfAny([' ', '\'', '"', '$', '`', ',', ';', '(', ')', '{', '}', '@', '&', '#', '|', '<', '>']) >= 0
                 ? "'" + domain.Name.Replace("'", "''") + "'"
                 : domain.Name;
+            string source = domain switch
+            {
+                Domain d => d.Source,
+                XenDomain x => $"Xen domain {x.DomainId}",
+                _ => host.Kind,
+            };
             yield return new CompletionResult(text, domain.Name, CompletionResultType.ParameterValue,
-                $"{domain.Name}: {DisplayFormat.Bytes(domain.SizeBytes)}, {domain.Source}");
+                $"{domain.Name}: {DisplayFormat.Bytes(domain.SizeBytes())}, {source}");
         }
     }
 }

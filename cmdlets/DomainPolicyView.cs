@@ -1,5 +1,6 @@
 using DifferenceEngine.Codecs;
-using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
@@ -9,7 +10,7 @@ namespace DifferenceEngine.Commands;
 /// </summary>
 public sealed class DomainPolicyView
 {
-    public DomainPolicyView(Domain domain)
+    public DomainPolicyView(IDEDomain domain)
     {
         ArgumentNullException.ThrowIfNull(domain);
         var policy = domain.Policy;
@@ -29,7 +30,7 @@ public sealed class DomainPolicyView
         SimilarityBlocksPerKey = hostPolicy.SimilarityBlocksPerKey;
         SimilarityCandidates = hostPolicy.SimilarityCandidates;
         SimilaritySeed = hostPolicy.SimilaritySeed;
-        CompactionThreshold = hostPolicy.CompactionThreshold;
+        CompactionThreshold = domain.Host is XenHost ? null : hostPolicy.CompactionThreshold;
     }
 
     public string Host { get; }
@@ -64,8 +65,8 @@ public sealed class DomainPolicyView
     /// <summary>The seed the host's block offsets were drawn from.</summary>
     public int SimilaritySeed { get; }
 
-    /// <summary>The host's store fragmentation above which a pass ends with a compaction.</summary>
-    public double CompactionThreshold { get; }
+    /// <summary>The host's store fragmentation above which a pass ends with a compaction; null on Xen (no store there).</summary>
+    public double? CompactionThreshold { get; }
 
     public override string ToString() => Domain;
 }

@@ -1,11 +1,14 @@
 using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
 /// <summary>
-/// The value of every -Domain parameter: a domain name (wildcards allowed) or a Domain object.
-/// PowerShell converts strings and Domain objects to it through the constructors, so
-/// <c>'web1' | Enable-DESharing</c> and <c>Get-DEDomain web* | Enable-DESharing</c> both bind.
+/// The value of every -Domain parameter: a domain name (wildcards allowed; on a Xen host also a domain id),
+/// an embedded Domain object or a XenDomain object. PowerShell converts strings, Domain and XenDomain objects
+/// to it through the constructors, so <c>'web1' | Enable-DESharing</c> and <c>Get-DEDomain web* | Enable-DESharing</c>
+/// both bind, on either kind of host.
 /// </summary>
 public sealed class DomainSelector
 {
@@ -20,11 +23,26 @@ public sealed class DomainSelector
         Name = domain.Name;
     }
 
-    /// <summary>The name or pattern given, or the name of the Domain given.</summary>
+    public DomainSelector(XenDomain domain)
+    {
+        Domain = domain ?? throw new ArgumentNullException(nameof(domain));
+        Name = domain.Name;
+    }
+
+    /// <summary>The name or pattern given, or the name of the domain object given.</summary>
     public string Name { get; }
 
-    /// <summary>The Domain object given; null when a name was given.</summary>
-    public Domain? Domain { get; }
+    /// <summary>The domain object given (a Domain or a XenDomain); null when a name was given.</summary>
+    public IDEDomain? Domain { get; }
+
+    /// <summary>A selector for a domain object of either kind.</summary>
+    public static DomainSelector For(IDEDomain domain) => domain switch
+    {
+        Domain d => new DomainSelector(d),
+        XenDomain x => new DomainSelector(x),
+        null => throw new ArgumentNullException(nameof(domain)),
+        _ => throw new ArgumentException($"Domain '{domain.Name}' is a {domain.GetType().FullName}, which these cmdlets do not drive.", nameof(domain)),
+    };
 
     public override string ToString() => Name;
 }

@@ -1,6 +1,8 @@
 using System.Management.Automation;
 using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
@@ -9,19 +11,19 @@ namespace DifferenceEngine.Commands;
 /// them, optionally choosing the codec (Enable-DECompression).
 /// </summary>
 [Cmdlet(VerbsLifecycle.Enable, "DECompression", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
-[OutputType(typeof(Domain))]
+[OutputType(typeof(Domain), typeof(XenDomain))]
 public sealed class EnableDECompressionCommand : DomainMechanismCmdlet
 {
     /// <summary>The codec for pages compressed from now on: LZ4, WKdm or Zstd; the domain's current one by default.</summary>
     [Parameter]
     public CompressionAlgorithm? Algorithm { get; set; }
 
-    protected override string Action(Domain domain) =>
+    protected override string Action(IDEDomain domain) =>
         $"Enable page compression with {Algorithm ?? domain.Policy.CompressionAlgorithm}";
 
-    protected override long Apply(Domain domain)
+    protected override long Apply(IDEDomain domain)
     {
-        domain.Host.EnableCompression(domain, Algorithm);
+        HostDispatch.EnableCompression(domain, Algorithm);
         return 0;
     }
 }

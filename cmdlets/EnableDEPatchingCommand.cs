@@ -1,5 +1,7 @@
 using System.Management.Automation;
 using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
@@ -8,14 +10,14 @@ namespace DifferenceEngine.Commands;
 /// trust group (Enable-DEPatching).
 /// </summary>
 [Cmdlet(VerbsLifecycle.Enable, "DEPatching", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
-[OutputType(typeof(Domain))]
+[OutputType(typeof(Domain), typeof(XenDomain))]
 public sealed class EnableDEPatchingCommand : DomainMechanismCmdlet
 {
-    protected override string Action(Domain domain) => $"Enable page patching in trust group '{domain.Policy.TrustGroup}'";
+    protected override string Action(IDEDomain domain) => $"Enable page patching in trust group '{domain.Policy.TrustGroup}'";
 
-    protected override long Apply(Domain domain)
+    protected override long Apply(IDEDomain domain)
     {
-        domain.Host.EnablePatching(domain);
+        HostDispatch.EnablePatching(domain);
         return 0;
     }
 }

@@ -9,7 +9,7 @@ public abstract class EngineControlCmdlet : DECmdlet
     /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
     [Parameter(ValueFromPipeline = true)]
     [ValidateNotNull]
-    public override DEHost? DEHost { get; set; }
+    public override IDEHost? DEHost { get; set; }
 
     /// <summary>Output the engine's status.</summary>
     [Parameter]

@@ -1,14 +1,18 @@
 using System.Management.Automation;
 using DifferenceEngine.Domains;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
-/// <summary>Lists the domains of a host, by name or pattern (Get-DEDomain).</summary>
+/// <summary>Lists the domains of a host, by name or pattern; on a Xen host Xen's domains, domain 0 included, also by id (Get-DEDomain).</summary>
 [Cmdlet(VerbsCommon.Get, "DEDomain")]
-[OutputType(typeof(Domain))]
+[OutputType(typeof(Domain), typeof(XenDomain))]
 public sealed class GetDEDomainCommand : DECmdlet
 {
-    /// <summary>Domain names (wildcards); all domains by default. A name without wildcards that matches nothing is an error.</summary>
+    /// <summary>
+    /// Domain names (wildcards), or on a Xen host domain ids too; all domains by default. A name without wildcards that
+    /// matches nothing is an error.
+    /// </summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
@@ -17,7 +21,7 @@ public sealed class GetDEDomainCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
-        var domains = Name is null ? TargetHost.Domains : ResolveDomains(Name.Select(n => new DomainSelector(n)));
+        var domains = Name is null ? DomainsOf(TargetHost) : ResolveDomains(Name.Select(n => new DomainSelector(n)));
         WriteObject(domains, enumerateCollection: true);
     }
 }

@@ -18,7 +18,7 @@ public sealed class GetDEEngineCommand : DECmdlet
     /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
-    public override DEHost? DEHost { get; set; }
+    public override IDEHost? DEHost { get; set; }
 
     /// <summary>Output the stats samples (one after each engine pass, and at start and stop) instead of the status.</summary>
     [Parameter(Mandatory = true, ParameterSetName = HistorySet)]
@@ -27,7 +27,7 @@ public sealed class GetDEEngineCommand : DECmdlet
     protected override void ProcessRecord()
     {
         var host = TargetHost;
-        if (ParameterSetName == HistorySet) WriteObject(host.History, enumerateCollection: true);
-        else WriteObject(host.EngineStatus);
+        if (ParameterSetName == HistorySet) WriteObject(host.History(), enumerateCollection: true);
+        else WriteObject(host.EngineStatus());
     }
 }

@@ -1,11 +1,12 @@
 using System.Management.Automation;
 using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
-/// <summary>Lists the connected hosts, oldest first; the last one is the current one (Get-DEHost).</summary>
+/// <summary>Lists the connected hosts (embedded and Xen), oldest first; the last one is the current one (Get-DEHost).</summary>
 [Cmdlet(VerbsCommon.Get, "DEHost")]
-[OutputType(typeof(DEHost))]
+[OutputType(typeof(DEHost), typeof(XenHost))]
 public sealed class GetDEHostCommand : DECmdlet
 {
     /// <summary>Host names to list (wildcards); all by default.</summary>
@@ -19,11 +20,11 @@ public sealed class GetDEHostCommand : DECmdlet
     public SwitchParameter Current { get; set; }
 
     /// <summary>Not used: Get-DEHost lists hosts.</summary>
-    public override DEHost? DEHost { get; set; }
+    public override IDEHost? DEHost { get; set; }
 
     protected override void EndProcessing()
     {
-        IReadOnlyList<DEHost> hosts = Current ? (HostRegistry.Current is { } c ? [c] : []) : HostRegistry.Hosts;
+        IReadOnlyList<IDEHost> hosts = Current ? (HostRegistry.Current is { } c ? [c] : []) : HostRegistry.Hosts;
         if (Name is null)
         {
             WriteObject(hosts, enumerateCollection: true);

@@ -4,7 +4,10 @@ using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Commands;
 
-/// <summary>Host-wide frames, memory, savings, metadata, faults with latency percentiles and engine time (Get-DEHostStats).</summary>
+/// <summary>
+/// Host-wide frames, memory, savings, metadata, faults with latency percentiles and engine time; on Xen the domUs' frames,
+/// what the pager holds and its page-ins (Get-DEHostStats).
+/// </summary>
 [Cmdlet(VerbsCommon.Get, "DEHostStats")]
 [OutputType(typeof(HostStats))]
 public sealed class GetDEHostStatsCommand : DECmdlet
@@ -12,7 +15,7 @@ public sealed class GetDEHostStatsCommand : DECmdlet
     /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
-    public override DEHost? DEHost { get; set; }
+    public override IDEHost? DEHost { get; set; }
 
     protected override void ProcessRecord()
     {

@@ -5,7 +5,7 @@ namespace DifferenceEngine.Commands;
 
 /// <summary>
 /// Snapshots of guest pages' entries (state, clock category, referenced/modified bits, reference count,
-/// hash), streamed in gfn order; never the page bytes (see Read-DEGuestPage) (Get-DEPage).
+/// hash), streamed in gfn order; never the page bytes (see Read-DEGuestPage) (Get-DEPage). Embedded hosts only.
 /// </summary>
 [Cmdlet(VerbsCommon.Get, "DEPage")]
 [OutputType(typeof(PageInfo))]
@@ -32,9 +32,13 @@ public sealed class GetDEPageCommand : DECmdlet
     [ValidateNotNullOrEmpty]
     public PageCategory[]? Category { get; set; }
 
+    /// <summary>What to use on a Xen host instead.</summary>
+    internal const string XenInstead =
+        "The engine keeps no page entries for Xen domains; Get-DEPageStats counts their pages per state and Read-DEGuestPage reads a page.";
+
     protected override void ProcessRecord()
     {
-        foreach (var domain in ResolveDomains([Domain]))
+        foreach (var domain in ResolveEmbeddedDomains([Domain], XenInstead))
         {
             IEnumerable<long> gfns = Gfn ?? LongRange(domain.PageCount);
             foreach (long gfn in gfns)

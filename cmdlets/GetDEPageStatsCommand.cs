@@ -8,7 +8,7 @@ namespace DifferenceEngine.Commands;
 [OutputType(typeof(DomainPageStats))]
 public sealed class GetDEPageStatsCommand : DECmdlet
 {
-    /// <summary>The domains (names, patterns or Domain objects); every domain of the host by default.</summary>
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -17,6 +17,6 @@ public sealed class GetDEPageStatsCommand : DECmdlet
     protected override void ProcessRecord()
     {
         foreach (var domain in ResolveDomainsOrAll(Domain))
-            if (TryItem(() => domain.Host.GetPageStats(domain), out var stats)) WriteObject(stats);
+            if (TryItem(() => HostDispatch.GetPageStats(domain), out var stats)) WriteObject(stats);
     }
 }

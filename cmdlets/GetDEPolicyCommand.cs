@@ -14,13 +14,13 @@ public sealed class GetDEPolicyCommand : DECmdlet
     public const string DomainSet = "Domain";
     public const string HostSet = "HostPolicy";
 
-    /// <summary>The domains (names, patterns or Domain objects); every domain of the host by default.</summary>
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true, ParameterSetName = DomainSet)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
     public DomainSelector[]? Domain { get; set; }
 
-    /// <summary>Get the host's policy (similarity detector, store compaction) instead of the domains'.</summary>
+    /// <summary>Get the host's policy (similarity detector; store compaction and watermarks on embedded hosts) instead of the domains'.</summary>
     [Parameter(Mandatory = true, ParameterSetName = HostSet)]
     [Alias("Host")]
     public SwitchParameter HostPolicy { get; set; }

@@ -1,12 +1,13 @@
 using System.Management.Automation;
 using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
 
 namespace DifferenceEngine.Commands;
 
 /// <summary>What Read-DEGuestPage and Write-DEGuestPage share: the domain and the pages they address.</summary>
 public abstract class GuestPageCmdlet : DECmdlet
 {
-    /// <summary>The domain (a name, a pattern or a Domain object).</summary>
+    /// <summary>The domain (a name, a pattern, a Domain or XenDomain object; on a Xen host also a domain id).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNull]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -18,9 +19,20 @@ public abstract class GuestPageCmdlet : DECmdlet
     public long[] Gfn { get; set; } = [];
 
     /// <summary>Every (domain, gfn) addressed, domains resolved (unknown names written as errors).</summary>
-    protected IEnumerable<(Domain Domain, long Gfn)> Pages()
+    protected IEnumerable<(IDEDomain Domain, long Gfn)> Pages()
     {
         foreach (var domain in ResolveDomains([Domain]))
+            foreach (long gfn in Gfn)
+                yield return (domain, gfn);
+    }
+
+    /// <summary>
+    /// <see cref="Pages"/> for a cmdlet that works on embedded hosts only: a Xen host or domain terminates with
+    /// "NotSupportedOnXenHost", saying <paramref name="instead"/>.
+    /// </summary>
+    protected IEnumerable<(Domain Domain, long Gfn)> EmbeddedPages(string instead)
+    {
+        foreach (var domain in ResolveEmbeddedDomains([Domain], instead))
             foreach (long gfn in Gfn)
                 yield return (domain, gfn);
     }

@@ -1,18 +1,19 @@
 using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
 /// <summary>
-/// The hosts connected in this process and the one connected last, which every cmdlet uses unless
-/// given -DEHost. Process-wide on purpose: runspaces of one process share the embedded hosts.
+/// The hosts connected in this process (embedded hosts and the local Xen) and the one connected last, which
+/// every cmdlet uses unless given -DEHost. Process-wide on purpose: runspaces of one process share the hosts.
 /// </summary>
 public static class HostRegistry
 {
     private static readonly object Gate = new();
-    private static readonly List<DEHost> ConnectedHosts = [];
+    private static readonly List<IDEHost> ConnectedHosts = [];
 
     /// <summary>The host connected last that is still connected; null when none is.</summary>
-    public static DEHost? Current
+    public static IDEHost? Current
     {
         get
         {
@@ -25,7 +26,7 @@ public static class HostRegistry
     }
 
     /// <summary>Every connected host, in the order they were connected.</summary>
-    public static IReadOnlyList<DEHost> Hosts
+    public static IReadOnlyList<IDEHost> Hosts
     {
         get
         {
@@ -37,23 +38,49 @@ public static class HostRegistry
         }
     }
 
-    /// <summary>Adds a host and makes it current; fails when a connected host already has its name.</summary>
-    internal static void Add(DEHost host)
+    /// <summary>
+    /// Fails with "HostExists" when a connected host already has <paramref name="name"/>, or, for a Xen host
+    /// (<paramref name="xen"/>), when the local Xen is connected already: one connection to it per process, since a
+    /// domain can have one pager only.
+    /// </summary>
+    internal static void CheckFree(string name, bool xen)
     {
         lock (Gate)
         {
             ConnectedHosts.RemoveAll(h => !h.IsConnected);
-            if (ConnectedHosts.Any(h => string.Equals(h.Name, host.Name, StringComparison.OrdinalIgnoreCase)))
-                throw new DEException("HostExists", DEErrorKind.ResourceExists,
-                    $"A host named '{host.Name}' is already connected. Disconnect it first or choose another -Name.", host.Name);
+            CheckFreeLocked(name, xen);
+        }
+    }
+
+    /// <summary>Adds a host and makes it current; fails when a connected host already has its name.</summary>
+    internal static void Add(IDEHost host)
+    {
+        lock (Gate)
+        {
+            ConnectedHosts.RemoveAll(h => !h.IsConnected);
+            CheckFreeLocked(host.Name, host is XenHost);
             ConnectedHosts.Add(host);
         }
     }
 
-    /// <summary>Forgets a host (the one connected before it becomes current again) and disconnects it.</summary>
-    internal static void Remove(DEHost host)
+    /// <summary>
+    /// Forgets a host (the one connected before it becomes current again) and disconnects it. A Xen host loads every
+    /// page its pager holds back into the guests first; an error doing so is thrown after the host is forgotten.
+    /// </summary>
+    internal static void Remove(IDEHost host)
     {
         lock (Gate) ConnectedHosts.Remove(host);
         host.Dispose();
+    }
+
+    private static void CheckFreeLocked(string name, bool xen)
+    {
+        if (ConnectedHosts.FirstOrDefault(h => string.Equals(h.Name, name, StringComparison.OrdinalIgnoreCase)) is { } named)
+            throw new DEException("HostExists", DEErrorKind.ResourceExists,
+                $"A host named '{named.Name}' is already connected. Disconnect it first or choose another -Name.", name);
+        if (xen && ConnectedHosts.OfType<XenHost>().FirstOrDefault() is { } other)
+            throw new DEException("HostExists", DEErrorKind.ResourceExists,
+                $"The local Xen is already connected as host '{other.Name}': one connection per process, since each domain " +
+                "has one pager. Use that host (Get-DEHost), or disconnect it first.", name);
     }
 }

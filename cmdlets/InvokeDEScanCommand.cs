@@ -1,5 +1,6 @@
 using System.Management.Automation;
-using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Xen;
 using DifferenceEngine.Scanning;
 
 namespace DifferenceEngine.Commands;
@@ -7,7 +8,8 @@ namespace DifferenceEngine.Commands;
 /// <summary>
 /// Runs the engine's passes (clock sweep, then merging of zero and identical pages where sharing is
 /// on) over domains in parallel, synchronously, with progress (Invoke-DEScan). Pipeline input is
-/// gathered; one scan runs over all the domains at the end.
+/// gathered; one scan runs over all the domains at the end. On a Xen host a pass reads each domain's pages through
+/// Xen, ages them by content, shares through memshr, and patches and compresses by evicting pages to the pager.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "DEScan", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = PassesSet)]
@@ -19,7 +21,10 @@ public sealed class InvokeDEScanCommand : DECmdlet
     private const int ActivityId = 0x0DE2;
     private readonly List<DomainSelector> _selectors = [];
 
-    /// <summary>The domains to scan (names, patterns or Domain objects); every domain of the host by default.</summary>
+    /// <summary>
+    /// The domains to scan (names, patterns, Domain or XenDomain objects); by default every domain of an embedded host, and
+    /// every domU with a mechanism on of a Xen host.
+    /// </summary>
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -53,9 +58,11 @@ public sealed class InvokeDEScanCommand : DECmdlet
     {
         bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && _selectors.Count == 0;
         // Domain objects carry their host; a scan runs on one host, so objects from several make several scans.
-        List<(Hosting.DEHost Host, Domain[] Domains)> scans = all
-            ? [(TargetHost, TargetHost.Domains.ToArray())]
-            : ResolveDomains(_selectors).GroupBy(d => d.Host).Select(g => (Host: g.Key, Domains: g.ToArray())).ToList();
+        // A Xen host's default is its own: every domU with a mechanism on (domain 0 is never scanned).
+        List<(IDEHost Host, IDEDomain[]? Domains)> scans = all
+            ? [(TargetHost, TargetHost is XenHost ? null : DomainsOf(TargetHost).ToArray())]
+            : ResolveDomains(_selectors).GroupBy(d => d.Host)
+                .Select(g => (Host: g.Key, Domains: (IDEDomain[]?)g.ToArray())).ToList();
         var options = new ScanOptions
         {
             Passes = Passes,
@@ -64,11 +71,24 @@ public sealed class InvokeDEScanCommand : DECmdlet
             Parallelism = ThrottleLimit,
         };
         string passes = UntilStable ? $"passes until stable (at most {MaxPasses})" : $"{Passes} pass(es)";
-        foreach (var (host, domains) in scans)
+        foreach (var (host, given) in scans)
         {
-            string target = all ? $"all {domains.Length} domain(s) of host '{host.Name}'" : string.Join(", ", domains.Select(d => d.Name));
+            var domains = given;
+            string target = domains is null ? $"every domain with a mechanism on of Xen host '{host.Name}'"
+                : all ? $"all {domains.Length} domain(s) of host '{host.Name}'"
+                : string.Join(", ", domains.Select(d => d.Name));
             if (!ShouldProcess(target, $"Scan: {passes}")) continue;
-            long pages = domains.Sum(d => d.PageCount);
+            if (domains is not null && host is XenHost)
+            {
+                // Domain 0 runs the engine and is never scanned: it is written as an error and the others are scanned.
+                foreach (var control in domains.OfType<XenDomain>().Where(d => d.IsControlDomain))
+                    WriteDEError(new DEException("XenControlDomainNotTreated", DEErrorKind.InvalidOperation,
+                        $"Domain 0 ('{control.Name}') runs the engine itself: scans are only for guest domains (domUs).", control.Name));
+                domains = domains.Where(d => d is not XenDomain { IsControlDomain: true }).ToArray();
+                if (domains.Length == 0) continue;
+            }
+            // Progress in the embedded host's pages; a Xen scan reports its own total (every gfn up to each domain's highest).
+            long known = host is XenHost ? 0 : domains?.Sum(d => d.PageCount()) ?? 0;
             const string activity = "Invoke-DEScan";
             try
             {
@@ -78,7 +98,7 @@ public sealed class InvokeDEScanCommand : DECmdlet
                     {
                         PercentComplete = UntilStable
                             ? (int)(100 * p.PagesDone / Math.Max(1, p.PagesTotal))
-                            : (int)Math.Min(100, (100L * (p.Pass - 1) * pages + 100 * p.PagesDone) / Math.Max(1, (long)Passes * pages)),
+                            : Percent(p, known > 0 ? known : p.PagesTotal),
                         CurrentOperation = UntilStable ? $"until stable, at most {MaxPasses} passes" : $"pass {p.Pass} of {Passes}",
                     }),
                     StopToken));
@@ -90,4 +110,8 @@ public sealed class InvokeDEScanCommand : DECmdlet
             }
         }
     }
+
+    // Done of all passes: the passes before this one are whole.
+    private int Percent(ScanProgress p, long pagesPerPass) =>
+        (int)Math.Min(100, (100L * (p.Pass - 1) * pagesPerPass + 100 * p.PagesDone) / Math.Max(1, (long)Passes * pagesPerPass));
 }

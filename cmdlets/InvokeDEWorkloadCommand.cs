@@ -7,7 +7,7 @@ namespace DifferenceEngine.Commands;
 /// <summary>
 /// Drives guest reads and writes on domains from worker threads, like vCPUs, and reports what it
 /// did and the faults it took (Invoke-DEWorkload). Pipeline input is gathered; one workload runs
-/// over all the domains at the end.
+/// over all the domains at the end. Embedded hosts only: Xen's guests run their own workloads.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "DEWorkload", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(WorkloadResult))]
@@ -54,11 +54,15 @@ public sealed class InvokeDEWorkloadCommand : DECmdlet
     [Parameter]
     public SwitchParameter Verify { get; set; }
 
+    /// <summary>What to use on a Xen host instead.</summary>
+    internal const string XenInstead =
+        "Xen's guests run their own workloads; Start-DEEngine keeps the engine's passes going while they do, and Get-DEHostStats counts the page-ins.";
+
     protected override void ProcessRecord() => _selectors.AddRange(Domain);
 
     protected override void EndProcessing()
     {
-        var domains = ResolveDomains(_selectors);
+        var domains = ResolveEmbeddedDomains(_selectors, XenInstead);
         if (domains.Count == 0) return;
         string names = string.Join(", ", domains.Select(d => d.Name));
         if (!ShouldProcess(names, $"Run {Operations} guest accesses ({WriteFraction:P0} writes, {Pattern})")) return;

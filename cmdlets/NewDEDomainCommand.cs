@@ -8,7 +8,7 @@ namespace DifferenceEngine.Commands;
 
 /// <summary>
 /// Creates a domain: empty, loaded from a raw image or ELF core (detected by content), or a snapshot
-/// of a live Linux process (New-DEDomain).
+/// of a live Linux process (New-DEDomain). Embedded hosts only: Xen's domains are made by its toolstack.
 /// </summary>
 [Cmdlet(VerbsCommon.New, "DEDomain", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = EmptySet)]
@@ -71,9 +71,13 @@ public sealed class NewDEDomainCommand : DECmdlet
     [Parameter]
     public CompressionAlgorithm CompressionAlgorithm { get; set; } = new DomainOptions().CompressionAlgorithm;
 
+    /// <summary>What to use on a Xen host instead.</summary>
+    internal const string XenInstead =
+        "Xen's domains are created by its toolstack (xl create); Get-DEDomain lists them, and the Enable- cmdlets treat them.";
+
     protected override void ProcessRecord()
     {
-        var host = TargetHost;
+        var host = EmbeddedHost(XenInstead);
         var options = new DomainOptions
         {
             TrustGroup = TrustGroup,

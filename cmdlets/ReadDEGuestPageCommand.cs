@@ -4,7 +4,8 @@ namespace DifferenceEngine.Commands;
 
 /// <summary>
 /// Reads guest pages through the engine, as the guest would: the read sets the page's referenced
-/// bit, which the clock sees (Read-DEGuestPage).
+/// bit, which the clock sees (Read-DEGuestPage). On Xen the read leaves the guest alone: a read-only mapping,
+/// or the pager's own copy of a page it holds (the page is not paged back in).
 /// </summary>
 [Cmdlet(VerbsCommunications.Read, "DEGuestPage")]
 [OutputType(typeof(GuestPage))]
@@ -19,7 +20,7 @@ public sealed class ReadDEGuestPageCommand : GuestPageCmdlet
     {
         foreach (var (domain, gfn) in Pages())
         {
-            if (!TryItem(() => domain.ReadPage(gfn), out byte[] bytes)) continue;
+            if (!TryItem(() => HostDispatch.ReadPage(domain, gfn), out byte[] bytes)) continue;
             if (Raw) WriteObject(bytes, enumerateCollection: false);
             else WriteObject(new GuestPage(domain.Name, gfn, bytes));
         }

@@ -1,13 +1,15 @@
 using System.Globalization;
 using System.Management.Automation;
 using DifferenceEngine.Codecs;
+using DifferenceEngine.Xen;
 
 namespace DifferenceEngine.Commands;
 
 /// <summary>
 /// Changes domains' policy values (C4 period, patch and compression thresholds, codec, trust group), or
 /// with -HostPolicy the host's similarity detector and store compaction threshold; values not given stay
-/// as they are (Set-DEPolicy). A value out of range stops the cmdlet before anything changes.
+/// as they are (Set-DEPolicy). A value out of range stops the cmdlet before anything changes. On a Xen host the
+/// compaction threshold and watermarks do not exist (NotSupportedOnXenHost).
 /// </summary>
 [Cmdlet(VerbsCommon.Set, "DEPolicy", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = DomainSet)]
@@ -18,7 +20,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
     public const string DomainSet = "Domain";
     public const string HostSet = "HostPolicy";
 
-    /// <summary>The domains (names, patterns or Domain objects).</summary>
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true, ParameterSetName = DomainSet)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -100,6 +102,11 @@ public sealed class SetDEPolicyCommand : DECmdlet
         if (ParameterSetName == HostSet)
         {
             var host = TargetHost;
+            if (host is XenHost && (CompactionThreshold is not null || LowWatermark is not null || HighWatermark is not null))
+                ThrowDEError(NotSupportedOnXenHost(host.Name,
+                    "On Xen the pager keeps no slab store to compact and no frames of its own to keep free: its memory is bounded " +
+                    "by Connect-DEHost -Xen -MemoryLimit. Of the host policy, the similarity detector's values apply there.",
+                    "Set-DEPolicy -HostPolicy with -CompactionThreshold, -LowWatermark or -HighWatermark"));
             if (!ShouldProcess(host.Name, $"Set host policy: {changes}")) return;
             try
             {
@@ -118,7 +125,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try
             {
-                domain.Host.SetPolicy(domain, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup);
+                HostDispatch.SetPolicy(domain, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup);
             }
             catch (DEException ex) when (ex.Kind == DEErrorKind.InvalidArgument)
             {

@@ -6,6 +6,7 @@ namespace DifferenceEngine.Commands;
 /// <summary>
 /// Writes bytes into guest pages through the engine, servicing a zero-fill or copy-on-write fault
 /// first when the page has no frame of its own (Write-DEGuestPage). Every page addressed gets the same data.
+/// Embedded hosts only: on Xen the guest writes its own memory.
 /// </summary>
 [Cmdlet(VerbsCommunications.Write, "DEGuestPage", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(GuestPageWrite))]
@@ -26,9 +27,12 @@ public sealed class WriteDEGuestPageCommand : GuestPageCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>What to use on a Xen host instead.</summary>
+    internal const string XenInstead = "On Xen the guest writes its own memory; Read-DEGuestPage reads it.";
+
     protected override void ProcessRecord()
     {
-        foreach (var (domain, gfn) in Pages())
+        foreach (var (domain, gfn) in EmbeddedPages(XenInstead))
         {
             if (!ShouldProcess($"{domain.Name} page {gfn}", $"Write {Data.Length} bytes at offset {Offset}")) continue;
             if (!TryItem(() => domain.WritePage(gfn, Data, Offset), out FaultKind fault)) continue;

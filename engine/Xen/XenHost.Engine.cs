@@ -12,7 +12,7 @@ public sealed partial class XenHost
     /// <summary>Starts the background engine: one pass over every treated domain each <paramref name="interval"/>, and a stats sample.</summary>
     public EngineStatus StartEngine(TimeSpan interval)
     {
-        ObjectDisposedException.ThrowIf(disposed, this);
+        CheckConnected();
         return EngineControl.Start(interval);
     }
 

@@ -64,7 +64,7 @@ public sealed partial class XenHost
         bool stable;
         lock (scanGate)
         {
-            ObjectDisposedException.ThrowIf(disposed, this);
+            CheckConnected();
             (results, stable) = PassLoop.Run(options, pass =>
             {
                 long cpu = ThreadCpu.NowTicks();

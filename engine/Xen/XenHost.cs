@@ -424,7 +424,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
     // Lists the domains: new ones are added (named from xenstore), gone ones are marked removed and their pages dropped.
     private void Refresh()
     {
-        ObjectDisposedException.ThrowIf(disposed, this);
+        CheckConnected();
         var listed = connection.ListDomains();
         lock (domainGate)
         {
@@ -453,12 +453,21 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
     }
 
+    // A disconnected host fails as a disconnected embedded host does.
+    private void CheckConnected()
+    {
+        if (disposed)
+        {
+            throw new DEException("HostDisconnected", DEErrorKind.ConnectionError, $"Host '{Name}' has been disconnected.", Name);
+        }
+    }
+
     private string NameOf(uint domainId) =>
         connection.GetDomainName(domainId) is { Length: > 0 } name ? name : $"Domain-{domainId}";
 
     private void CheckOwned(XenDomain domain)
     {
-        ObjectDisposedException.ThrowIf(disposed, this);
+        CheckConnected();
         if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved)
         {
             throw DEHost.DomainNotFound(domain.Name);
@@ -481,14 +490,17 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
     }
 
-    // A page the guest asked back is hot again.
+    // A page the guest asked back is hot again: its age and its last hash are cleared, so the next pass sees it as just
+    // changed and it needs a whole further pass unchanged before it can be patched again (no evict, fault, evict loop).
     private void OnPagedIn(XenPageRef page)
     {
         if (byId.TryGetValue(page.DomainId, out var domain))
         {
             var ages = domain.Ages;
-            if (page.Gfn < (ulong)ages.Length)
+            var hashes = domain.Hashes;
+            if (page.Gfn < (ulong)ages.Length && page.Gfn < (ulong)hashes.Length)
             {
+                hashes[page.Gfn] = 0;
                 ages[page.Gfn] = 0;
             }
         }

@@ -220,19 +220,35 @@ Describe 'With no host connected' {
 Describe 'Connect-DEHost -Xen' {
     BeforeAll {
         Import-Module $env:DE_MODULE_PATH -Force
+        # Xen.Tests.ps1 points the engine at the fake Xen with this variable; here it must be unset, so that this is the
+        # machine as it is. It is put back afterwards.
+        $savedShimPath = $env:DE_XEN_SHIM_PATH
+        Remove-Item Env:DE_XEN_SHIM_PATH -ErrorAction Ignore
+    }
+
+    AfterAll {
+        $env:DE_XEN_SHIM_PATH = $savedShimPath
     }
 
     It 'fails at once with XenNotAvailable on a machine without Xen' -Skip:(Test-Path /dev/xen/privcmd) {
         $sw = [Diagnostics.Stopwatch]::StartNew()
         { Connect-DEHost -Xen -ErrorAction Stop } | Should -Throw -ErrorId 'XenNotAvailable,DifferenceEngine.Commands.ConnectDEHostCommand'
         $sw.Elapsed.TotalSeconds | Should -BeLessThan 5
+        try { Connect-DEHost -Xen -ErrorAction Stop } catch { $e = $_ }
+        $e.CategoryInfo.Category | Should -Be 'ResourceUnavailable'
+        $e.TargetObject | Should -Be '/dev/xen/privcmd'
+        Get-DEHost | Where-Object Kind -EQ 'Xen' | Should -BeNullOrEmpty
     }
 
-    It 'does not mix with the embedded host parameters' {
-        { Connect-DEHost -Xen -MemoryLimit 1GB -ErrorAction Stop } | Should -Throw -ErrorId 'AmbiguousParameterSet,DifferenceEngine.Commands.ConnectDEHostCommand'
+    It 'checks its arguments before it looks for Xen' {
+        { Connect-DEHost -Xen -MemoryLimit 1GB -ErrorAction Stop } |
+            Should -Throw -ErrorId 'XenMemoryLimitNeedsSwap,DifferenceEngine.Commands.ConnectDEHostCommand'
+        { Connect-DEHost -Xen -SwapSize 1MB -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ConnectDEHostSwapSizeNeedsSwapPath,DifferenceEngine.Commands.ConnectDEHostCommand'
     }
 
     It 'honours -WhatIf' {
         { Connect-DEHost -Xen -WhatIf } | Should -Not -Throw
+        Get-DEHost | Where-Object Kind -EQ 'Xen' | Should -BeNullOrEmpty
     }
 }

@@ -1,0 +1,536 @@
+# The cmdlets on a Xen host: Connect-DEHost -Xen over the fake Xen (tests/native/fakexen), which build.ps1 builds into
+# out/native/fake before the Pester suite runs. DE_XEN_SHIM_PATH points the engine at the shim linked against the fake;
+# the fake's test API (create domains, guest reads and writes) is bound from the very libfakexen.so that shim loads, so
+# both sides see the same in-process hypervisor. Domain 0 is a fake domain with id 0, as the engine treats any domain 0.
+# Run through Invoke-PesterSuite.ps1, which sets $env:DE_MODULE_PATH to the built module folder.
+
+BeforeAll {
+    Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+
+    $repoRoot = (Resolve-Path -LiteralPath (Join-Path $PSScriptRoot '../..')).ProviderPath
+    $fakeFolder = Join-Path $repoRoot 'out/native/fake'
+    $shim = Join-Path $fakeFolder 'libdexen.so'
+    $fakeLibrary = Join-Path $fakeFolder 'libfakexen.so'
+    foreach ($file in $shim, $fakeLibrary) {
+        if (-not (Test-Path -LiteralPath $file -PathType Leaf)) {
+            throw ("The fake Xen build is missing: $file. build.ps1 -Task Build makes it (make -C tests/native " +
+                "O=out/native/fake, which needs gcc, make and libxen-dev) before the Pester suite runs.")
+        }
+    }
+
+    # Every Xen host of this file talks to the fake; the variable is put back in AfterAll, so Host.Tests.ps1's
+    # "fails at once with XenNotAvailable" keeps meaning what it says whichever file runs first.
+    $savedShimPath = $env:DE_XEN_SHIM_PATH
+    $env:DE_XEN_SHIM_PATH = $shim
+
+    if (-not ('DETests.FakeXen' -as [type])) {
+        Add-Type -TypeDefinition @"
+using System.Runtime.InteropServices;
+namespace DETests
+{
+    // tests/native/fakexen/fakexen.h; every int result is 0 or -errno.
+    public static class FakeXen
+    {
+        private const string Library = "$fakeLibrary";
+        [DllImport(Library)] public static extern int fakexen_reset();
+        [DllImport(Library)] public static extern int fakexen_create_domain(uint domid, ulong pages, byte[] content);
+        [DllImport(Library)] public static extern int fakexen_set_domain_name(uint domid, string name);
+        [DllImport(Library)] public static extern int fakexen_guest_read(uint domid, ulong gfn, byte[] page);
+        [DllImport(Library)] public static extern int fakexen_guest_write(uint domid, ulong gfn, byte[] page);
+        [DllImport(Library)] public static extern int fakexen_set_timeout_ms(uint ms);
+        [DllImport(Library)] public static extern ulong fakexen_frame_count();
+        [DllImport(Library)] public static extern ulong fakexen_requests_posted(uint domid);
+    }
+}
+"@
+    }
+
+    function Assert-Fake([int]$Result, [string]$What) {
+        if ($Result -ne 0) { throw "fakexen: $What failed with errno $(-$Result)" }
+    }
+
+    # Random pages, the same for the same seed (what identical guests hold).
+    function New-RandomPages([int]$Pages, [int]$Seed) {
+        $bytes = [byte[]]::new($Pages * 4096)
+        [Random]::new($Seed).NextBytes($bytes)
+        , $bytes
+    }
+
+    # Pages of text: they compress well, and no two are alike.
+    function New-TextPages([int]$Pages) {
+        $bytes = [byte[]]::new($Pages * 4096)
+        for ($g = 0; $g -lt $Pages; $g++) {
+            $line = [Text.Encoding]::ASCII.GetBytes("guest page $g of the cold domain, mostly text that nobody reads; ")
+            for ($i = 0; $i -lt 4096; $i++) { $bytes[$g * 4096 + $i] = $line[$i % $line.Length] }
+        }
+        , $bytes
+    }
+
+    # Pages alike but for a few bytes each: one random page with its first bytes changed per page (patching's input).
+    function New-SimilarPages([int]$Pages, [int]$Seed) {
+        $base = [byte[]]::new(4096)
+        [Random]::new($Seed).NextBytes($base)
+        $bytes = [byte[]]::new($Pages * 4096)
+        for ($g = 0; $g -lt $Pages; $g++) {
+            [Array]::Copy($base, 0, $bytes, $g * 4096, 4096)
+            for ($i = 0; $i -lt 8; $i++) { $bytes[$g * 4096 + $i] = [byte](($g * 8 + $i) % 256) }
+        }
+        , $bytes
+    }
+
+    function New-FakeDomain([uint32]$Id, [byte[]]$Content, [string]$Name) {
+        Assert-Fake ([DETests.FakeXen]::fakexen_create_domain($Id, [uint64]($Content.Length / 4096), $Content)) "create domain $Id"
+        if ($Name) { Assert-Fake ([DETests.FakeXen]::fakexen_set_domain_name($Id, $Name)) "name domain $Id" }
+    }
+
+    # A guest vCPU reads the page: an evicted page waits for the pager, as on Xen.
+    function Read-Guest([uint32]$Id, [uint64]$Gfn) {
+        $page = [byte[]]::new(4096)
+        Assert-Fake ([DETests.FakeXen]::fakexen_guest_read($Id, $Gfn, $page)) "guest read of domain $Id gfn $Gfn"
+        , $page
+    }
+
+    function Get-ContentPage([byte[]]$Content, [int]$Gfn) {
+        , [byte[]]$Content[($Gfn * 4096)..($Gfn * 4096 + 4095)]
+    }
+
+    function Test-SameBytes([byte[]]$A, [byte[]]$B) {
+        [Linq.Enumerable]::SequenceEqual($A, $B)
+    }
+
+    # The engine's id and category of an error from a script block (the first one written or thrown).
+    function Get-DEError([scriptblock]$Command) {
+        $ErrorActionPreference = 'Stop'
+        try {
+            $null = & $Command
+        }
+        catch {
+            return [pscustomobject]@{ Id = $_.FullyQualifiedErrorId.Split(',')[0]; Category = "$($_.CategoryInfo.Category)"; Message = "$_" }
+        }
+        throw "No error from: $Command"
+    }
+
+    Assert-Fake ([DETests.FakeXen]::fakexen_reset()) 'reset'
+    Assert-Fake ([DETests.FakeXen]::fakexen_set_timeout_ms(10000)) 'set the timeout'
+    $pages = 32
+    $shared = New-RandomPages $pages 7
+    $cold = New-TextPages $pages
+    $similar = New-SimilarPages $pages 11
+    $lone = New-RandomPages 8 13
+    New-FakeDomain 0 (New-RandomPages 4 1) 'Domain-0'
+    New-FakeDomain 1 $shared 'web1'
+    New-FakeDomain 2 $shared 'web2'
+    New-FakeDomain 3 $cold 'cold'
+    New-FakeDomain 4 $similar 'similar'
+    New-FakeDomain 5 $lone $null   # no name in xenstore: listed as Domain-5
+}
+
+AfterAll {
+    Get-DEHost | Where-Object Kind -EQ 'Xen' | Disconnect-DEHost -Confirm:$false
+    $null = [DETests.FakeXen]::fakexen_reset()
+    $env:DE_XEN_SHIM_PATH = $savedShimPath
+}
+
+Describe 'Connect-DEHost -Xen' {
+    BeforeAll {
+        $xen = Connect-DEHost -Xen -SimilaritySeed 5 -PassThru
+    }
+
+    It 'returns the Xen host with -PassThru, named xen by default, connected and current' {
+        $xen | Should -BeOfType ([DifferenceEngine.Xen.XenHost])
+        $xen.Name | Should -Be 'xen'
+        $xen.Kind | Should -Be 'Xen'
+        $xen.IsConnected | Should -BeTrue
+        $xen.IsCurrent | Should -BeTrue
+        (Get-DEHost -Current).Name | Should -Be 'xen'
+        $xen.Policy.SimilaritySeed | Should -Be 5
+    }
+
+    It 'is listed by Get-DEHost, in a table of its own' {
+        (Get-DEHost -Name xen).Kind | Should -Be 'Xen'
+        $text = Get-DEHost -Name xen | Format-Table | Out-String -Width 140
+        $text | Should -Match 'Name\s+Kind\s+Current\s+Domains\s+PagerHolds'
+        $text | Should -Match 'xen\s+Xen\s+Yes\s+6\s'
+    }
+
+    It 'refuses a second connection to the local Xen, whatever its name (HostExists)' {
+        $e = Get-DEError { Connect-DEHost -Xen -Name other-xen }
+        $e.Id | Should -Be 'HostExists'
+        $e.Category | Should -Be 'ResourceExists'
+        @(Get-DEHost | Where-Object Kind -EQ 'Xen').Count | Should -Be 1
+    }
+
+    It 'refuses -MemoryLimit without -SwapPath on Xen (XenMemoryLimitNeedsSwap)' {
+        Get-DEHost -Name xen | Disconnect-DEHost -Confirm:$false
+        try {
+            (Get-DEError { Connect-DEHost -Xen -MemoryLimit 64MB }).Id | Should -Be 'XenMemoryLimitNeedsSwap'
+        }
+        finally {
+            $null = Connect-DEHost -Xen -SimilaritySeed 5
+        }
+    }
+
+    It 'takes the pager''s memory limit and swap file, and removes the swap file on disconnect' {
+        Get-DEHost -Name xen | Disconnect-DEHost -Confirm:$false
+        $swap = Join-Path ([IO.Path]::GetTempPath()) "de-xen-$([guid]::NewGuid().ToString('n')).swap"
+        try {
+            $limited = Connect-DEHost -Xen -Name xen-swap -MemoryLimit 64KB -SwapPath $swap -SwapSize 1MB -PassThru
+            $limited.Name | Should -Be 'xen-swap'
+            $limited.PagerMemoryLimitBytes | Should -Be 64KB
+            $limited.SwapPath | Should -Be $swap
+            (Get-Item -LiteralPath $swap).Length | Should -Be 1MB
+            (Get-DEHostStats).SwapBytes | Should -Be 1MB
+            $limited | Disconnect-DEHost -Confirm:$false
+            Test-Path -LiteralPath $swap | Should -BeFalse
+        }
+        finally {
+            Get-DEHost | Where-Object Kind -EQ 'Xen' | Disconnect-DEHost -Confirm:$false
+            Remove-Item -LiteralPath $swap -ErrorAction Ignore
+            $null = Connect-DEHost -Xen -SimilaritySeed 5
+        }
+    }
+
+    It 'connects nothing with -WhatIf' {
+        Connect-DEHost -Xen -Name xen-whatif -WhatIf
+        Get-DEHost -Name 'xen-whatif*' | Should -BeNullOrEmpty
+    }
+}
+
+Describe 'Get-DEDomain on a Xen host' {
+    It 'lists the domains Xen has, domain 0 included, named from xenstore' {
+        $domains = Get-DEDomain
+        $domains | Should -BeOfType ([DifferenceEngine.Xen.XenDomain])
+        $domains.Id | Should -Be @(0, 1, 2, 3, 4, 5)
+        $domains.Name | Should -Be @('Domain-0', 'web1', 'web2', 'cold', 'similar', 'Domain-5')
+        ($domains | Where-Object Id -EQ 1).PageCount | Should -Be $pages
+        ($domains | Where-Object Id -EQ 0).IsControlDomain | Should -BeTrue
+        ($domains | Where-Object Id -EQ 1).SupportsSharingAndPaging | Should -BeTrue
+    }
+
+    It 'finds domains by name, pattern and domain id' {
+        (Get-DEDomain web1).Id | Should -Be 1
+        (Get-DEDomain web*).Name | Should -Be @('web1', 'web2')
+        (Get-DEDomain 3).Name | Should -Be 'cold'
+        (Get-DEDomain 5).Name | Should -Be 'Domain-5'
+        (Get-DEDomain 0).Name | Should -Be 'Domain-0'
+    }
+
+    It 'writes DomainNotFound for a name that matches nothing' {
+        Get-DEDomain nosuch -ErrorVariable err -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.GetDEDomainCommand'
+    }
+
+    It 'shows a table with id, name, status, size, shared and paged pages, mechanisms and trust group' {
+        $text = Get-DEDomain | Format-Table | Out-String -Width 140
+        $text | Should -Match 'Id\s+Name\s+Status\s+Pages\s+Size\s+Shared\s+Paged\s+Sharing\s+Patching\s+Compression\s+TrustGroup'
+        $text | Should -Match '0\s+Domain-0\s+Running\s+4\s+16\.0 KiB\s+0\s+0\s+dom0'
+        $text | Should -Match '1\s+web1\s+Running\s+32\s+128 KiB\s+0\s+0\s+Off\s+Off\s+Off\s+default'
+    }
+
+    It 'converts names, XenDomain and Domain objects to DomainSelector' {
+        $byName = [DifferenceEngine.Commands.DomainSelector]'web1'
+        $byName.Name | Should -Be 'web1'
+        $byName.Domain | Should -BeNullOrEmpty
+        $xenDomain = Get-DEDomain web2
+        $byXen = [DifferenceEngine.Commands.DomainSelector]$xenDomain
+        $byXen.Domain | Should -Be $xenDomain
+        $byXen.Name | Should -Be 'web2'
+        $embedded = Connect-DEHost -Name "pester-xen-embedded-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $domain = New-DEDomain -Name e1 -MemorySize 64KB
+            $byDomain = [DifferenceEngine.Commands.DomainSelector]$domain
+            $byDomain.Domain | Should -Be $domain
+            $byDomain.Domain | Should -BeOfType ([DifferenceEngine.Domains.Domain])
+            # Objects of another host than the current one bind and resolve by themselves.
+            ($xenDomain | Get-DEPolicy).Host | Should -Be 'xen'
+            (Get-DEPolicy -Domain $domain).Host | Should -Be $embedded.Name
+        }
+        finally {
+            $embedded | Disconnect-DEHost -Confirm:$false
+        }
+        (Get-DEHost -Current).Name | Should -Be 'xen'
+    }
+}
+
+Describe 'Sharing on a Xen host' {
+    BeforeAll {
+        $framesBefore = [DETests.FakeXen]::fakexen_frame_count()
+        Get-DEDomain web* | Enable-DESharing
+        $scan = Invoke-DEScan -Domain web1, web2
+    }
+
+    It 'turns sharing on, by object from the pipeline' {
+        (Get-DEDomain web*).SharingEnabled | Should -Be @($true, $true)
+        (Get-DEPolicy -Domain web1).SharingEnabled | Should -BeTrue
+    }
+
+    It 'shares the identical pages of two domains through Xen' {
+        $scan.PassResults[0].PagesMerged | Should -Be $pages
+        (Get-DEPageStats -Domain web1).SharedPages | Should -Be $pages
+        (Get-DEPageStats -Domain web2).SharedPages | Should -Be $pages
+        (Get-DEDomain web1).SharedPages | Should -Be $pages
+        [DETests.FakeXen]::fakexen_frame_count() | Should -Be ($framesBefore - $pages)
+        (Get-DEPageStats -Domain web1).BytesSaved | Should -BeGreaterThan 0
+    }
+
+    It 'leaves the guests reading what they had, and a guest write gets a copy of its own' {
+        Test-SameBytes (Read-Guest 1 3) (Get-ContentPage $shared 3) | Should -BeTrue
+        Test-SameBytes (Read-DEGuestPage -Domain web2 -Gfn 3 -Raw) (Get-ContentPage $shared 3) | Should -BeTrue
+        $written = [byte[]]::new(4096)
+        $written[0] = 42
+        Assert-Fake ([DETests.FakeXen]::fakexen_guest_write(1, 3, $written)) 'guest write'
+        Test-SameBytes (Read-Guest 1 3) $written | Should -BeTrue
+        Test-SameBytes (Read-Guest 2 3) (Get-ContentPage $shared 3) | Should -BeTrue
+        (Get-DEPageStats -Domain web1).SharedPages | Should -Be ($pages - 1)
+    }
+
+    It 'refuses Disable-DESharing -Unshare (XenUnshareNotSupported) and leaves sharing on' {
+        $e = Get-DEError { Disable-DESharing -Domain web1 -Unshare }
+        $e.Id | Should -Be 'XenUnshareNotSupported'
+        $e.Category | Should -Be 'NotImplemented'
+        (Get-DEDomain web1).SharingEnabled | Should -BeTrue
+    }
+
+    It 'turns sharing off; pages shared stay shared' {
+        Disable-DESharing -Domain web1, web2 -PassThru | ForEach-Object Name | Should -Be @('web1', 'web2')
+        (Get-DEDomain web*).SharingEnabled | Should -Be @($false, $false)
+        (Get-DEPageStats -Domain web2).SharedPages | Should -BeGreaterThan 0
+    }
+}
+
+Describe 'Compression on a Xen host' {
+    BeforeAll {
+        Set-DEPolicy -Domain cold -C4Sweeps 1
+        Enable-DECompression -Domain cold -Algorithm Zstd
+        $scans = Invoke-DEScan -Domain cold -Passes 2
+    }
+
+    It 'takes the domain''s policy' {
+        $policy = Get-DEPolicy -Domain cold
+        $policy.CompressionEnabled | Should -BeTrue
+        $policy.CompressionAlgorithm | Should -Be 'Zstd'
+        $policy.C4Sweeps | Should -Be 1
+        $policy.CompactionThreshold | Should -BeNullOrEmpty
+    }
+
+    It 'evicts the cold pages compressed into the pager' {
+        $scans.PassResults[-1].PagesCompressed | Should -Be $pages
+        $stats = Get-DEPageStats -Domain cold
+        $stats.CompressedPages | Should -Be $pages
+        $stats.CompressionEnabled | Should -BeTrue
+        $stats.BytesSaved | Should -BeGreaterThan 0
+        (Get-DEDomain cold).PagedPages | Should -Be $pages
+        (Get-DEHostStats).StoreStoredBytes | Should -BeGreaterThan 0
+    }
+
+    It 'reads an evicted page without paging it in (Read-DEGuestPage)' {
+        $posted = [DETests.FakeXen]::fakexen_requests_posted(3)
+        Test-SameBytes (Read-DEGuestPage -Domain cold -Gfn 5 -Raw) (Get-ContentPage $cold 5) | Should -BeTrue
+        (Read-DEGuestPage -Domain 3 -Gfn 6).Bytes.Count | Should -Be 4096
+        [DETests.FakeXen]::fakexen_requests_posted(3) | Should -Be $posted
+        (Get-DEPageStats -Domain cold).CompressedPages | Should -Be $pages
+    }
+
+    It 'serves the guest''s access to an evicted page with the bytes it had (page-in)' {
+        $posted = [DETests.FakeXen]::fakexen_requests_posted(3)
+        Test-SameBytes (Read-Guest 3 7) (Get-ContentPage $cold 7) | Should -BeTrue
+        [DETests.FakeXen]::fakexen_requests_posted(3) | Should -Be ($posted + 1)
+        (Get-DEPageStats -Domain cold).CompressedPages | Should -Be ($pages - 1)
+        ((Get-DEHostStats).Faults | Where-Object Kind -EQ 'Decompress').Count | Should -BeGreaterOrEqual 1
+    }
+
+    It 'loads the compressed pages back with Disable-DECompression -Restore' {
+        $verbose = Disable-DECompression -Domain cold -Restore -Verbose 4>&1 | ForEach-Object { "$_" }
+        $verbose -join "`n" | Should -Match "Domain 'cold': $($pages - 1) compressed page\(s\) rebuilt"
+        $stats = Get-DEPageStats -Domain cold
+        $stats.CompressedPages | Should -Be 0
+        $stats.CompressionEnabled | Should -BeFalse
+        (Get-DEDomain cold).PagedPages | Should -Be 0
+        $posted = [DETests.FakeXen]::fakexen_requests_posted(3)
+        foreach ($gfn in 0, 5, 31) {
+            Test-SameBytes (Read-Guest 3 $gfn) (Get-ContentPage $cold $gfn) | Should -BeTrue
+        }
+        [DETests.FakeXen]::fakexen_requests_posted(3) | Should -Be $posted
+    }
+}
+
+Describe 'Patching on a Xen host' {
+    BeforeAll {
+        Enable-DEPatching -Domain similar
+        # Pages are patched once a pass has seen them unchanged: the second pass patches.
+        $scans = Invoke-DEScan -Domain similar -Passes 2
+    }
+
+    It 'stores similar pages as patches against a reference page' {
+        ($scans.PassResults | Measure-Object -Property PagesPatched -Sum).Sum | Should -BeGreaterThan 0
+        $stats = Get-DEPageStats -Domain similar
+        $stats.PatchedPages | Should -BeGreaterThan 0
+        $stats.ReferencePages | Should -BeGreaterThan 0
+        $stats.PatchingEnabled | Should -BeTrue
+        $stats.BytesSaved | Should -BeGreaterThan 0
+    }
+
+    It 'reads every page back right, through the pager and through the guest' {
+        for ($gfn = 0; $gfn -lt $pages; $gfn++) {
+            Test-SameBytes (Read-DEGuestPage -Domain similar -Gfn $gfn -Raw) (Get-ContentPage $similar $gfn) | Should -BeTrue
+        }
+        foreach ($gfn in 1, 17, 30) {
+            Test-SameBytes (Read-Guest 4 $gfn) (Get-ContentPage $similar $gfn) | Should -BeTrue
+        }
+    }
+
+    It 'loads the patched pages and references back with Disable-DEPatching -Restore' {
+        Disable-DEPatching -Domain similar -Restore
+        $stats = Get-DEPageStats -Domain similar
+        $stats.PatchedPages | Should -Be 0
+        $stats.ReferencePages | Should -Be 0
+        (Get-DEDomain similar).PagedPages | Should -Be 0
+        Test-SameBytes (Read-Guest 4 9) (Get-ContentPage $similar 9) | Should -BeTrue
+    }
+}
+
+Describe 'Errors on a Xen host' {
+    It 'refuses to treat domain 0 (XenControlDomainNotTreated): <Name>' -ForEach @(
+        @{ Name = 'Enable-DESharing'; Command = { Enable-DESharing -Domain Domain-0 } }
+        @{ Name = 'Enable-DEPatching'; Command = { Enable-DEPatching -Domain 0 } }
+        @{ Name = 'Enable-DECompression'; Command = { Enable-DECompression -Domain Domain-0 } }
+        @{ Name = 'Invoke-DEScan'; Command = { Invoke-DEScan -Domain Domain-0 } }
+    ) {
+        $e = Get-DEError $Command
+        $e.Id | Should -Be 'XenControlDomainNotTreated'
+        $e.Category | Should -Be 'InvalidOperation'
+        (Get-DEDomain 0).SharingEnabled | Should -BeFalse
+    }
+
+    It 'treats the other domains named with domain 0 (a per-domain error)' {
+        Enable-DESharing -Domain Domain-0, Domain-5 -ErrorVariable err -ErrorAction SilentlyContinue
+        $err.Count | Should -Be 1
+        (Get-DEDomain 5).SharingEnabled | Should -BeTrue
+        Disable-DESharing -Domain Domain-5
+    }
+
+    It 'says <Name> works on embedded hosts only (NotSupportedOnXenHost)' -ForEach @(
+        @{ Name = 'New-DEDomain'; Command = { New-DEDomain -Name x -MemorySize 1MB } }
+        @{ Name = 'Remove-DEDomain'; Command = { Remove-DEDomain -Name web1 -Confirm:$false } }
+        @{ Name = 'Remove-DEDomain (object)'; Command = { Get-DEDomain web1 | Remove-DEDomain -Confirm:$false } }
+        @{ Name = 'Write-DEGuestPage'; Command = { Write-DEGuestPage -Domain web1 -Gfn 0 -Data 1, 2 } }
+        @{ Name = 'Invoke-DEWorkload'; Command = { Invoke-DEWorkload -Domain web1 -Operations 10 } }
+        @{ Name = 'Get-DEPage'; Command = { Get-DEPage -Domain web1 } }
+        @{ Name = 'Export-DEReport'; Command = { Export-DEReport -Path (Join-Path $TestDrive 'xen.json') } }
+        @{ Name = 'Set-DEPolicy -LowWatermark'; Command = { Set-DEPolicy -HostPolicy -LowWatermark 0.2 } }
+        @{ Name = 'Set-DEPolicy -CompactionThreshold'; Command = { Set-DEPolicy -HostPolicy -CompactionThreshold 0.5 } }
+    ) {
+        $e = Get-DEError $Command
+        $e.Id | Should -Be 'NotSupportedOnXenHost'
+        $e.Category | Should -Be 'NotImplemented'
+        $e.Message | Should -Match "host 'xen' is a Xen host"
+        (Get-DEDomain web1).Name | Should -Be 'web1'
+    }
+
+    It 'refuses a Xen domain given to a cmdlet of the embedded host, even when an embedded host is current' {
+        $xenDomain = Get-DEDomain web1
+        $embedded = Connect-DEHost -Name "pester-xen-embedded-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $null = New-DEDomain -Name web1 -MemorySize 64KB
+            (Get-DEError { $xenDomain | Remove-DEDomain -Confirm:$false }).Id | Should -Be 'NotSupportedOnXenHost'
+            (Get-DEError { Get-DEPage -Domain $xenDomain }).Id | Should -Be 'NotSupportedOnXenHost'
+            (Get-DEDomain web1 -DEHost $embedded).IsRemoved | Should -BeFalse
+        }
+        finally {
+            $embedded | Disconnect-DEHost -Confirm:$false
+        }
+    }
+}
+
+Describe 'Policy on a Xen host' {
+    It 'shows the host policy without compaction and watermarks' {
+        $policy = Get-DEPolicy -HostPolicy
+        $policy.Kind | Should -Be 'Xen'
+        $policy.SimilaritySeed | Should -Be 5
+        $policy.LowWatermark | Should -BeNullOrEmpty
+        $policy.CompactionThreshold | Should -BeNullOrEmpty
+        Get-DEPolicy -HostPolicy | Out-String -Width 140 | Should -Match 'Reclaim watermarks\s*:\s*n/a on Xen'
+    }
+
+    It 'changes the similarity detector' {
+        $policy = Set-DEPolicy -HostPolicy -SimilarityKeys 3 -SimilarityCandidates 2 -PassThru
+        $policy.SimilarityKeys | Should -Be 3
+        $policy.SimilarityCandidates | Should -Be 2
+        Set-DEPolicy -HostPolicy -SimilarityKeys 2 -SimilarityCandidates 1
+    }
+
+    It 'changes a domain''s policy, and stops on a value out of range' {
+        Set-DEPolicy -Domain Domain-5 -PatchThreshold 1024 -TrustGroup lone -PassThru | ForEach-Object TrustGroup | Should -Be 'lone'
+        (Get-DEDomain 5).TrustGroup | Should -Be 'lone'
+        (Get-DEError { Set-DEPolicy -Domain Domain-5 -C4Sweeps 99 }).Id | Should -Be 'PolicyC4SweepsInvalid'
+    }
+}
+
+Describe 'The background engine on a Xen host' {
+    It 'starts, runs passes over the treated domains, and stops' {
+        Enable-DESharing -Domain web1, web2
+        try {
+            $status = Start-DEEngine -Interval 0.2 -PassThru
+            $status.State | Should -Be 'Running'
+            $deadline = [DateTime]::UtcNow.AddSeconds(20)
+            while ((Get-DEEngine).PassesRun -lt 2 -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 100 }
+            (Get-DEEngine).PassesRun | Should -BeGreaterOrEqual 2
+            (Get-DEEngine).LastError | Should -BeNullOrEmpty
+            $final = Stop-DEEngine -PassThru
+            $final.State | Should -Be 'Stopped'
+            @(Get-DEEngine -History).Count | Should -BeGreaterOrEqual 2
+            (Get-DEHostStats).ScanPasses | Should -BeGreaterOrEqual 2
+        }
+        finally {
+            Stop-DEEngine
+            Disable-DESharing -Domain web1, web2
+        }
+    }
+}
+
+Describe 'Get-DEHostStats on a Xen host' {
+    It 'counts the guest domains, their frames and what the pager holds' {
+        $stats = Get-DEHostStats
+        $stats | Should -BeOfType ([DifferenceEngine.Stats.HostStats])
+        $stats.Host | Should -Be 'xen'
+        $stats.Domains | Should -Be 5
+        $stats.GuestBytes | Should -Be ((4 * $pages + 8) * 4096)
+        $stats.SharedFrames | Should -BeGreaterThan 0
+        Get-DEHostStats | Format-List | Out-String -Width 140 | Should -Match 'Host\s*:\s*xen'
+    }
+}
+
+Describe 'Disconnect-DEHost from a Xen host' {
+    It 'loads every page the pager holds back into the guests, and the domains run on' {
+        Set-DEPolicy -Domain cold -C4Sweeps 1
+        Enable-DECompression -Domain cold
+        Enable-DEPatching -Domain similar
+        $null = Invoke-DEScan -Domain cold, similar -Passes 2
+        (Get-DEPageStats -Domain cold).CompressedPages | Should -BeGreaterThan 0
+        (Get-DEPageStats -Domain similar).PatchedPages | Should -BeGreaterThan 0
+        $xen = Get-DEHost -Name xen
+
+        $xen | Disconnect-DEHost -Confirm:$false
+
+        $xen.IsConnected | Should -BeFalse
+        Get-DEHost | Where-Object Kind -EQ 'Xen' | Should -BeNullOrEmpty
+        (Get-DEError { Get-DEDomain -DEHost $xen }).Id | Should -Be 'HostDisconnected'
+        (Get-DEEngine -DEHost $xen).State | Should -Be 'Stopped'
+        $posted = [DETests.FakeXen]::fakexen_requests_posted(3) + [DETests.FakeXen]::fakexen_requests_posted(4)
+        for ($gfn = 0; $gfn -lt $pages; $gfn++) {
+            Test-SameBytes (Read-Guest 3 $gfn) (Get-ContentPage $cold $gfn) | Should -BeTrue
+            Test-SameBytes (Read-Guest 4 $gfn) (Get-ContentPage $similar $gfn) | Should -BeTrue
+        }
+        # No guest access needed the pager: every page was back in its domain.
+        [DETests.FakeXen]::fakexen_requests_posted(3) + [DETests.FakeXen]::fakexen_requests_posted(4) | Should -Be $posted
+
+        $again = Connect-DEHost -Xen -PassThru
+        try {
+            (Get-DEDomain | Measure-Object -Property PagedPages -Sum).Sum | Should -Be 0
+            (Get-DEDomain cold).CompressionEnabled | Should -BeFalse
+        }
+        finally {
+            $again | Disconnect-DEHost -Confirm:$false
+        }
+    }
+}
