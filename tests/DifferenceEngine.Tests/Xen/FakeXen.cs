@@ -22,6 +22,7 @@ internal sealed unsafe class FakeXen
     private readonly delegate* unmanaged<uint, int> setTimeout;
     private readonly delegate* unmanaged<ulong> frameCount;
     private readonly delegate* unmanaged<uint, ulong> requestsPosted;
+    private readonly delegate* unmanaged<uint, uint, uint, int> setKind;
     private readonly delegate* unmanaged<uint, byte*, int> setName;
 
     private FakeXen(string folder)
@@ -35,6 +36,7 @@ internal sealed unsafe class FakeXen
         setTimeout = (delegate* unmanaged<uint, int>)NativeLibrary.GetExport(lib, "fakexen_set_timeout_ms");
         frameCount = (delegate* unmanaged<ulong>)NativeLibrary.GetExport(lib, "fakexen_frame_count");
         requestsPosted = (delegate* unmanaged<uint, ulong>)NativeLibrary.GetExport(lib, "fakexen_requests_posted");
+        setKind = (delegate* unmanaged<uint, uint, uint, int>)NativeLibrary.GetExport(lib, "fakexen_set_domain_kind");
         setName = (delegate* unmanaged<uint, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_set_domain_name");
     }
 
@@ -61,6 +63,10 @@ internal sealed unsafe class FakeXen
     }
 
     public ulong FrameCount => frameCount();
+
+    /// <summary>What the listing says the domain is: HVM or PV, with HAP or shadow paging.</summary>
+    public void SetDomainKind(uint domainId, bool hvm, bool hap) =>
+        Check(setKind(domainId, hvm ? 1u : 0u, hap ? 1u : 0u), $"set the kind of domain {domainId}");
 
     /// <summary>Forgets every domain, as if they were all destroyed.</summary>
     public void Reset() => Check(reset(), "reset");

@@ -256,6 +256,29 @@ public class XenHostTests(ITestOutputHelper output)
         Assert.False(d.Policy.PatchingEnabled);
     }
 
+    [Theory]
+    [InlineData(false, false)] // PV
+    [InlineData(true, false)] // HVM on shadow paging
+    public void OnlyHvmDomainsWithHapAreTreated(bool hvm, bool hap)
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        fake.CreateDomain(2, 4, seed: 1);
+        fake.CreateDomain(3, 4, seed: 1);
+        fake.SetDomainKind(2, hvm, hap);
+        using var host = Connect();
+        var d = host.GetDomain("2");
+        Assert.False(d.SupportsSharingAndPaging);
+        Assert.True(host.GetDomain("3").SupportsSharingAndPaging);
+        foreach (var enable in new Action[] { () => host.EnableSharing(d), () => host.EnablePatching(d), () => host.EnableCompression(d) })
+        {
+            var e = Assert.Throws<DEException>(enable);
+            Assert.Equal("XenDomainNotHvmHap", e.ErrorId);
+            Assert.Equal(DEErrorKind.InvalidOperation, e.Kind);
+        }
+        Assert.False(d.Policy.SharingEnabled || d.Policy.PatchingEnabled || d.Policy.CompressionEnabled);
+        Assert.False(host.Pager.IsAttached(2));
+    }
+
     [Fact]
     public void ADomainThatGoesAwayIsMarkedRemoved()
     {

@@ -50,6 +50,7 @@ struct fx_gfn {
 struct fx_domain {
     int used;
     uint32_t domid;
+    int pv, shadow;            /* fakexen_set_domain_kind: a PV guest, or HVM without HAP (default: HVM with HAP) */
     uint64_t pages;            /* guest gfns 0..pages-1; gfn pages is the paging ring */
     struct fx_gfn *p2m;        /* pages + 1 entries */
     uint64_t tot_pages, shr_pages, paged_pages;
@@ -539,7 +540,7 @@ FX_EXPORT int xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain, un
             break;
         memset(&info[n], 0, sizeof info[n]);
         info[n].domain = (domid_t)next->domid;
-        info[n].flags = XEN_DOMINF_hvm_guest | XEN_DOMINF_hap |
+        info[n].flags = (next->pv ? 0 : XEN_DOMINF_hvm_guest) | (next->pv || next->shadow ? 0 : XEN_DOMINF_hap) |
                         (next->pause_count ? XEN_DOMINF_paused : XEN_DOMINF_running);
         info[n].tot_pages = next->tot_pages;
         info[n].max_pages = next->pages;
@@ -1108,6 +1109,20 @@ FX_EXPORT int32_t fakexen_set_domain_name(uint32_t domid, const char *name)
         return fx_unlock(-EINVAL);
     d->named = name != NULL;
     strcpy(d->name, name != NULL ? name : "");
+    return fx_unlock(0);
+}
+
+FX_EXPORT int32_t fakexen_set_domain_kind(uint32_t domid, uint32_t hvm, uint32_t hap)
+{
+    struct fx_domain *d;
+
+    fx_lock();
+    if ((d = fx_domain(domid)) == NULL)
+        return fx_unlock(-ESRCH);
+    if (!hvm && hap)
+        return fx_unlock(-EINVAL);
+    d->pv = !hvm;
+    d->shadow = hvm && !hap;
     return fx_unlock(0);
 }
 

@@ -34,6 +34,10 @@ int32_t fakexen_create_domain(uint32_t domid, uint64_t pages, const uint8_t *con
  * none (xs_read: ENOENT). ESRCH: no such domain; EINVAL: 256 bytes or longer. */
 int32_t fakexen_set_domain_name(uint32_t domid, const char *name);
 
+/* What xc_domain_getinfolist reports the domain as: HVM or PV, with hardware-assisted paging or shadow paging
+ * (default HVM with HAP). Only the listed flags change: the fake's sharing and paging still work. EINVAL: PV with HAP. */
+int32_t fakexen_set_domain_kind(uint32_t domid, uint32_t hvm, uint32_t hap);
+
 /* Takes the ring page out of the domain's physmap, so the shim must populate it before mapping. */
 int32_t fakexen_drop_ring_page(uint32_t domid);
 
