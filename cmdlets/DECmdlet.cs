@@ -96,7 +96,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                     if (pattern.IsMatch(d.Name) && seen.Add(d))
                         found.Add(d);
             }
-            else if (Terminating(() => host.FindDomain(selector.Name)) is { } named)
+            else if (Terminating(() => host.TryGetDomain(selector.Name)) is { } named)
             {
                 if (seen.Add(named)) found.Add(named);
             }
@@ -113,7 +113,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         selectors is null ? DomainsOf(TargetHost) : ResolveDomains(selectors);
 
     /// <summary>Every domain of <paramref name="host"/>; an engine error (a disconnected Xen host) stops the cmdlet.</summary>
-    protected IReadOnlyList<IDEDomain> DomainsOf(IDEHost host) => Terminating(host.ListDomains);
+    protected IReadOnlyList<IDEDomain> DomainsOf(IDEHost host) => Terminating(() => host.Domains);
 
     /// <summary>Runs an engine call whose failure stops the cmdlet (with the engine's error id), for calls every item needs.</summary>
     protected T Terminating<T>(Func<T> call)

@@ -21,7 +21,7 @@ public sealed class DisableDECompressionCommand : DomainMechanismCmdlet
     protected override string Action(IDEDomain domain) =>
         Restore ? "Disable page compression and decompress every compressed page" : "Disable page compression";
 
-    protected override long Apply(IDEDomain domain) => HostDispatch.DisableCompression(domain, Restore);
+    protected override long Apply(IDEDomain domain) => domain.DisableCompression(Restore);
 
     protected override string? Report(IDEDomain domain, long pages) =>
         Restore ? $"Domain '{domain.Name}': {pages} compressed page(s) rebuilt into frames." : null;

@@ -21,7 +21,7 @@ public sealed class DisableDEPatchingCommand : DomainMechanismCmdlet
     protected override string Action(IDEDomain domain) =>
         Restore ? "Disable page patching and rebuild every patched page" : "Disable page patching";
 
-    protected override long Apply(IDEDomain domain) => HostDispatch.DisablePatching(domain, Restore);
+    protected override long Apply(IDEDomain domain) => domain.DisablePatching(Restore);
 
     protected override string? Report(IDEDomain domain, long pages) =>
         Restore ? $"Domain '{domain.Name}': {pages} patched page(s) rebuilt into frames." : null;

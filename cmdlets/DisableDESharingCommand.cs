@@ -21,7 +21,7 @@ public sealed class DisableDESharingCommand : DomainMechanismCmdlet
     protected override string Action(IDEDomain domain) =>
         Unshare ? "Disable page sharing and unshare every shared page" : "Disable page sharing";
 
-    protected override long Apply(IDEDomain domain) => HostDispatch.DisableSharing(domain, Unshare);
+    protected override long Apply(IDEDomain domain) => domain.DisableSharing(Unshare);
 
     protected override string? Report(IDEDomain domain, long pages) =>
         Unshare ? $"Domain '{domain.Name}': {pages} page(s) given their own frame." : null;

@@ -23,7 +23,7 @@ public sealed class DisconnectDEHostCommand : DECmdlet
         if (!host.IsConnected) return; // already gone: disconnecting is idempotent
         string action = host is XenHost xen
             ? $"Disconnect from Xen: load the {xen.Pager.EvictedPages} page(s) the pager holds back into their domains; the domains keep running"
-            : $"Disconnect the host and discard its {host.ListDomains().Count} domain(s)";
+            : $"Disconnect the host and discard its {host.Domains.Count} domain(s)";
         if (!ShouldProcess(host.Name, action)) return;
         try
         {

@@ -18,7 +18,7 @@ public sealed class DomainNameCompleter : IArgumentCompleter
         if (host is null || !host.IsConnected) yield break;
         string typed = (wordToComplete ?? "").Trim('\'', '"');
         var pattern = new WildcardPattern(WildcardPattern.Escape(typed) + "*", WildcardOptions.IgnoreCase);
-        foreach (var domain in host.ListDomains())
+        foreach (var domain in host.Domains)
         {
             if (!pattern.IsMatch(domain.Name)) continue;
             string text = domain.Name.IndexOfAny([' ', '\'', '"', '$', '`', ',', ';', '(', ')', '{', '}', '@', '&', '#', '|', '<', '>']) >= 0
@@ -31,7 +31,7 @@ public sealed class DomainNameCompleter : IArgumentCompleter
                 _ => host.Kind,
             };
             yield return new CompletionResult(text, domain.Name, CompletionResultType.ParameterValue,
-                $"{domain.Name}: {DisplayFormat.Bytes(domain.SizeBytes())}, {source}");
+                $"{domain.Name}: {DisplayFormat.Bytes(domain.SizeBytes)}, {source}");
         }
     }
 }

@@ -23,7 +23,7 @@ public sealed class EnableDECompressionCommand : DomainMechanismCmdlet
 
     protected override long Apply(IDEDomain domain)
     {
-        HostDispatch.EnableCompression(domain, Algorithm);
+        domain.EnableCompression(Algorithm);
         return 0;
     }
 }

@@ -17,7 +17,7 @@ public sealed class EnableDEPatchingCommand : DomainMechanismCmdlet
 
     protected override long Apply(IDEDomain domain)
     {
-        HostDispatch.EnablePatching(domain);
+        domain.EnablePatching();
         return 0;
     }
 }

@@ -14,7 +14,7 @@ public sealed class EnableDESharingCommand : DomainMechanismCmdlet
 
     protected override long Apply(IDEDomain domain)
     {
-        HostDispatch.EnableSharing(domain);
+        domain.EnableSharing();
         return 0;
     }
 }

@@ -27,7 +27,7 @@ public sealed class GetDEEngineCommand : DECmdlet
     protected override void ProcessRecord()
     {
         var host = TargetHost;
-        if (ParameterSetName == HistorySet) WriteObject(host.History(), enumerateCollection: true);
-        else WriteObject(host.EngineStatus());
+        if (ParameterSetName == HistorySet) WriteObject(host.History, enumerateCollection: true);
+        else WriteObject(host.EngineStatus);
     }
 }

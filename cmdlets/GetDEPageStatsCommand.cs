@@ -17,6 +17,6 @@ public sealed class GetDEPageStatsCommand : DECmdlet
     protected override void ProcessRecord()
     {
         foreach (var domain in ResolveDomainsOrAll(Domain))
-            if (TryItem(() => HostDispatch.GetPageStats(domain), out var stats)) WriteObject(stats);
+            if (TryItem(() => domain.GetPageStats(), out var stats)) WriteObject(stats);
     }
 }

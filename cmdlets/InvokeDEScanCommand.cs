@@ -88,7 +88,7 @@ public sealed class InvokeDEScanCommand : DECmdlet
                 if (domains.Length == 0) continue;
             }
             // Progress in the embedded host's pages; a Xen scan reports its own total (every gfn up to each domain's highest).
-            long known = host is XenHost ? 0 : domains?.Sum(d => d.PageCount()) ?? 0;
+            long known = host is XenHost ? 0 : domains?.Sum(d => d.PageCount) ?? 0;
             const string activity = "Invoke-DEScan";
             try
             {

@@ -20,7 +20,7 @@ public sealed class ReadDEGuestPageCommand : GuestPageCmdlet
     {
         foreach (var (domain, gfn) in Pages())
         {
-            if (!TryItem(() => HostDispatch.ReadPage(domain, gfn), out byte[] bytes)) continue;
+            if (!TryItem(() => domain.ReadPage(gfn), out byte[] bytes)) continue;
             if (Raw) WriteObject(bytes, enumerateCollection: false);
             else WriteObject(new GuestPage(domain.Name, gfn, bytes));
         }

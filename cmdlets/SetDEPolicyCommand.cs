@@ -125,7 +125,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try
             {
-                HostDispatch.SetPolicy(domain, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup);
+                domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup);
             }
             catch (DEException ex) when (ex.Kind == DEErrorKind.InvalidArgument)
             {

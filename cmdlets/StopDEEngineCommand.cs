@@ -14,7 +14,7 @@ public sealed class StopDEEngineCommand : EngineControlCmdlet
     protected override void ProcessRecord()
     {
         var host = TargetHost;
-        var last = host.EngineStatus();
+        var last = host.EngineStatus;
         if (last.State == EngineState.Stopped)
         {
             WriteVerbose($"The engine of host '{host.Name}' is not running.");

@@ -38,6 +38,19 @@ public sealed partial class Domain : IDEDomain
 
     public DEHost Host { get; }
     IDEHost IDEDomain.Host => Host;
+
+    void IDEDomain.EnableSharing() => Host.EnableSharing(this);
+    long IDEDomain.DisableSharing(bool unshare) => Host.DisableSharing(this, unshare);
+    void IDEDomain.EnablePatching() => Host.EnablePatching(this);
+    long IDEDomain.DisablePatching(bool restore) => Host.DisablePatching(this, restore);
+    void IDEDomain.EnableCompression(Codecs.CompressionAlgorithm? algorithm) => Host.EnableCompression(this, algorithm);
+    long IDEDomain.DisableCompression(bool restore) => Host.DisableCompression(this, restore);
+
+    void IDEDomain.SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold,
+        Codecs.CompressionAlgorithm? algorithm, string? trustGroup) =>
+        Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
+
+    Stats.DomainPageStats IDEDomain.GetPageStats() => Host.GetPageStats(this);
     public int Id { get; }
     public string Name { get; }
     public long PageCount { get; }

@@ -57,12 +57,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             if (limitFrames is null)
                 throw new DEException("SwapNeedsMemoryLimit", DEErrorKind.InvalidArgument,
                     "A swap file is used only when the host has a memory limit: give -MemoryLimit too.", swapPath);
-            long size = options.SwapSizeBytes ?? 4L << 30;
-            if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0)
-                throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
-                    $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes; {size} was given.", size);
-            var storage = options.SwapStorageFactory?.Invoke(swapPath, size) ?? Paging.SwapFile.Create(swapPath, size);
-            Reclaimer = new Paging.Reclaimer(this, new Paging.SwapSpace(storage));
+            Reclaimer = new Paging.Reclaimer(this, Paging.SwapSpace.Create(swapPath, options.SwapSizeBytes, options.SwapStorageFactory));
         }
         Connected = DateTimeOffset.Now;
     }
@@ -107,6 +102,18 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public IReadOnlyList<Domain> Domains => _byId.Values.OrderBy(d => d.Id).ToArray();
 
     public Domain? TryGetDomain(string name) => _byName.TryGetValue(name, out var d) ? d : null;
+
+    IReadOnlyList<IDEDomain> IDEHost.Domains => Domains;
+
+    IDEDomain? IDEHost.TryGetDomain(string name) => TryGetDomain(name);
+
+    ScanResult IDEHost.Scan(IEnumerable<IDEDomain>? domains, ScanOptions? options, Action<ScanProgress>? progress,
+        CancellationToken cancellationToken) =>
+        Scan(DomainsOf.Cast<Domain>(domains), options, progress, cancellationToken);
+
+    void IDEHost.SetHostPolicy(int? keys, int? blocksPerKey, int? candidates, int? seed, double? compactionThreshold,
+        double? lowWatermark, double? highWatermark) =>
+        SetHostPolicy(keys, blocksPerKey, candidates, seed, compactionThreshold, lowWatermark, highWatermark);
 
     public Domain GetDomain(string name) => TryGetDomain(name) ?? throw DomainNotFound(name);
 

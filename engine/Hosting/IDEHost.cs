@@ -1,10 +1,13 @@
+using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Hosting;
 
 /// <summary>
-/// What every kind of host has: the embedded host (<see cref="DEHost"/>, guest memory in this process) and a Xen host
-/// (<see cref="Xen.XenHost"/>, guest memory in Xen's domains). The cmdlets take either.
+/// What every kind of host does: the embedded host (<see cref="DEHost"/>, guest memory in this process) and a Xen host
+/// (<see cref="Xen.XenHost"/>, guest memory in Xen's domains). The cmdlets drive either through it.
 /// </summary>
 public interface IDEHost : IDisposable
 {
@@ -21,9 +24,40 @@ public interface IDEHost : IDisposable
     HostPolicy Policy { get; }
 
     long ScanPasses { get; }
+
+    /// <summary>The domains, in id order (on Xen as Xen lists them now, domain 0 included).</summary>
+    IReadOnlyList<IDEDomain> Domains { get; }
+
+    /// <summary>The domain of this name (on Xen also of this domain id); null when there is none.</summary>
+    IDEDomain? TryGetDomain(string name);
+
+    /// <summary>
+    /// Engine passes over <paramref name="domains"/> of this host, or, when null, over its default set: every domain
+    /// (embedded), every domU with a mechanism on (Xen). A domain of another host is "DomainNotFound".
+    /// </summary>
+    ScanResult Scan(IEnumerable<IDEDomain>? domains, ScanOptions? options, Action<ScanProgress>? progress,
+        CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Changes the similarity detector, the compaction threshold and the paging watermarks (null leaves a value as it is).
+    /// A Xen host has no store to compact and no frames to keep free: compaction and watermarks are
+    /// "HostPolicyNotApplicable" there.
+    /// </summary>
+    void SetHostPolicy(int? keys, int? blocksPerKey, int? candidates, int? seed, double? compactionThreshold,
+        double? lowWatermark, double? highWatermark);
+
+    HostStats GetStats();
+
+    EngineStatus StartEngine(TimeSpan interval);
+
+    EngineStatus? StopEngine();
+
+    EngineStatus EngineStatus { get; }
+
+    IReadOnlyList<StatsSample> History { get; }
 }
 
-/// <summary>What every kind of domain has: an embedded <see cref="Domain"/> or a <see cref="Xen.XenDomain"/>.</summary>
+/// <summary>What every kind of domain does: an embedded <see cref="Domain"/> or a <see cref="Xen.XenDomain"/>.</summary>
 public interface IDEDomain
 {
     string Name { get; }
@@ -38,4 +72,38 @@ public interface IDEDomain
 
     /// <summary>"Running", "Loading", "OutOfMemory", "Paused", "Removed" and so on.</summary>
     string Status { get; }
+
+    long PageCount { get; }
+
+    long SizeBytes { get; }
+
+    void EnableSharing();
+
+    long DisableSharing(bool unshare);
+
+    void EnablePatching();
+
+    long DisablePatching(bool restore);
+
+    void EnableCompression(CompressionAlgorithm? algorithm);
+
+    long DisableCompression(bool restore);
+
+    void SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold, CompressionAlgorithm? algorithm,
+        string? trustGroup);
+
+    DomainPageStats GetPageStats();
+
+    /// <summary>
+    /// A guest page's bytes: as the guest reads it (embedded), or without disturbing the guest (Xen: a read-only mapping, or
+    /// the pager's copy of a page it holds).
+    /// </summary>
+    byte[] ReadPage(long gfn);
+}
+
+internal static class DomainsOf
+{
+    /// <summary>The domains as <typeparamref name="T"/>, the kind of domain a host has; one of another kind is "DomainNotFound".</summary>
+    public static T[]? Cast<T>(IEnumerable<IDEDomain>? domains) where T : class, IDEDomain =>
+        domains?.Select(d => d as T ?? throw DEHost.DomainNotFound(d.Name)).ToArray();
 }

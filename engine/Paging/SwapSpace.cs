@@ -28,6 +28,31 @@ internal sealed class SwapSpace : IDisposable
         _freeCount = (int)slots;
     }
 
+    /// <summary>Default swap file size: 4 GiB.</summary>
+    public const long DefaultSizeBytes = 4L << 30;
+
+    /// <summary>
+    /// Creates the swap file (or the factory's storage, in tests) of <paramref name="sizeBytes"/> (4 GiB when null), a positive
+    /// multiple of the page size, and the slots over it.
+    /// </summary>
+    public static SwapSpace Create(string path, long? sizeBytes, Func<string, long, ISwapStorage>? factory = null)
+    {
+        long size = sizeBytes ?? DefaultSizeBytes;
+        if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0)
+            throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
+                $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes; {size} was given.", size);
+        var storage = factory?.Invoke(path, size) ?? SwapFile.Create(path, size);
+        try
+        {
+            return new SwapSpace(storage);
+        }
+        catch
+        {
+            storage.Dispose();
+            throw;
+        }
+    }
+
     public ISwapStorage Storage { get; }
     public long SlotCount { get; }
     public long SlotsUsed { get { lock (_gate) return SlotCount - _freeCount; } }

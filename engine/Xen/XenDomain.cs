@@ -25,6 +25,22 @@ public sealed class XenDomain : IDEDomain
 
     IDEHost IDEDomain.Host => Host;
 
+    void IDEDomain.EnableSharing() => Host.EnableSharing(this);
+    long IDEDomain.DisableSharing(bool unshare) => Host.DisableSharing(this, unshare);
+    void IDEDomain.EnablePatching() => Host.EnablePatching(this);
+    long IDEDomain.DisablePatching(bool restore) => Host.DisablePatching(this, restore);
+    void IDEDomain.EnableCompression(Codecs.CompressionAlgorithm? algorithm) => Host.EnableCompression(this, algorithm);
+    long IDEDomain.DisableCompression(bool restore) => Host.DisableCompression(this, restore);
+
+    void IDEDomain.SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold,
+        Codecs.CompressionAlgorithm? algorithm, string? trustGroup) =>
+        Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
+
+    Stats.DomainPageStats IDEDomain.GetPageStats() => Host.GetPageStats(this);
+
+    /// <summary>The page's bytes without disturbing the guest (see <see cref="XenHost.ReadPage"/>).</summary>
+    byte[] IDEDomain.ReadPage(long gfn) => Host.ReadPage(this, gfn);
+
     /// <summary>Xen's domain id.</summary>
     public uint DomainId => Info.DomainId;
 

@@ -114,11 +114,7 @@ public sealed partial class XenHost
             for (ulong gfn = 0; gfn <= last;)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                int run = 0;
-                while (run < Batch && gfn + (ulong)run <= last && !pager.IsEvicted(domain.DomainId, gfn + (ulong)run))
-                {
-                    run++;
-                }
+                int run = XenPager.UnheldRun(pager, domain.DomainId, gfn, last, Batch);
                 if (run == 0)
                 {
                     gfn++;
@@ -210,7 +206,7 @@ public sealed partial class XenHost
             bool encoded = page.Domain.Policy.PatchingEnabled && TryPatch(page, candidates, a, b, c);
             if (!encoded && page.Domain.Policy.CompressionEnabled && page.Age >= page.Domain.Policy.C4Sweeps)
             {
-                TryCompress(page, a, b, c);
+                TryCompress(page, a, c);
             }
         }
 
@@ -252,7 +248,7 @@ public sealed partial class XenHost
             {
                 if (DeltaCodec.TryEncode(reference.Page, plain, patch, out int size) && size <= policy.PatchThreshold)
                 {
-                    return EvictPatched(page, reference, c);
+                    return EvictPatched(page, reference, patch[..size].ToArray(), PageHasher.Hash(plain), c);
                 }
                 break; // the paper's detector tries the first candidate only
             }
@@ -279,13 +275,12 @@ public sealed partial class XenHost
             foreach (ulong k in candidate.Keys)
             {
                 refs[k] = reference;
+                group.Remove(k);
                 c.IndexChanges++;
             }
-            foreach (ulong k in candidate.Keys)
-            {
-                group.Remove(k);
-            }
-            return EvictPatched(page, reference, c);
+            // The patch was made against the bytes read before the reference's eviction: still right if the reference has them.
+            byte[]? prepared = reference.Checksum == PageHasher.Hash(other) ? patch[..size].ToArray() : null;
+            return EvictPatched(page, reference, prepared, PageHasher.Hash(plain), c);
         }
         foreach (ulong key in page.Keys!)
         {
@@ -297,10 +292,11 @@ public sealed partial class XenHost
         return false;
     }
 
-    private bool EvictPatched(in ColdPage page, XenReference reference, PassCounters c)
+    private bool EvictPatched(in ColdPage page, XenReference reference, byte[]? preparedPatch, ulong plainChecksum, PassCounters c)
     {
         var policy = page.Domain.Policy;
-        var held = pager.EvictPatched(page.Domain.DomainId, page.Gfn, reference, policy.PatchThreshold, policy.CompressionAlgorithm);
+        var held = pager.EvictPatched(page.Domain.DomainId, page.Gfn, reference, policy.PatchThreshold, policy.CompressionAlgorithm,
+            preparedPatch, plainChecksum);
         if (held is null)
         {
             c.Contended++;
@@ -319,7 +315,7 @@ public sealed partial class XenHost
         return true;
     }
 
-    private void TryCompress(in ColdPage page, byte[] plain, byte[] compressed, PassCounters c)
+    private void TryCompress(in ColdPage page, byte[] plain, PassCounters c)
     {
         var domain = page.Domain;
         var policy = domain.Policy;
@@ -328,11 +324,11 @@ public sealed partial class XenHost
             return;
         }
         int limit = (int)(policy.CompressionThreshold * PageGeometry.PageSize);
-        if (!PageCompressors.Get(policy.CompressionAlgorithm).TryCompress(plain, compressed.AsSpan(0, limit), out _))
+        if (XenPager.TryCompress(plain, policy.CompressionAlgorithm, limit) is not { } prepared)
         {
             return; // does not compress well enough: the guest keeps it
         }
-        var held = pager.EvictCompressed(domain.DomainId, page.Gfn, policy.CompressionAlgorithm);
+        var held = pager.EvictCompressed(domain.DomainId, page.Gfn, policy.CompressionAlgorithm, prepared);
         if (held is null)
         {
             c.Contended++;

@@ -41,13 +41,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         {
             if (options.SwapPath is { } path)
             {
-                long size = options.SwapSizeBytes ?? 4L << 30;
-                if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0)
-                {
-                    throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
-                        $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes; {size} was given.", size);
-                }
-                swap = new SwapSpace(SwapFile.Create(path, size));
+                swap = SwapSpace.Create(path, options.SwapSizeBytes);
             }
             pager.UseSwap(swap, options.PagerMemoryLimitBytes ?? long.MaxValue);
             PagerMemoryLimitBytes = options.PagerMemoryLimitBytes;
@@ -160,6 +154,26 @@ public sealed partial class XenHost : IDEHost, IEngineService
         var all = Domains;
         return all.FirstOrDefault(d => string.Equals(d.Name, nameOrId, StringComparison.OrdinalIgnoreCase))
                ?? (uint.TryParse(nameOrId, out uint id) ? all.FirstOrDefault(d => d.DomainId == id) : null);
+    }
+
+    IReadOnlyList<IDEDomain> IDEHost.Domains => Domains;
+
+    IDEDomain? IDEHost.TryGetDomain(string name) => TryGetDomain(name);
+
+    Scanning.ScanResult IDEHost.Scan(IEnumerable<IDEDomain>? domains, Scanning.ScanOptions? options, Action<Scanning.ScanProgress>? progress,
+        CancellationToken cancellationToken) =>
+        Scan(DomainsOf.Cast<XenDomain>(domains), options, progress, cancellationToken);
+
+    void IDEHost.SetHostPolicy(int? keys, int? blocksPerKey, int? candidates, int? seed, double? compactionThreshold,
+        double? lowWatermark, double? highWatermark)
+    {
+        if (compactionThreshold is not null || lowWatermark is not null || highWatermark is not null)
+        {
+            throw new DEException("HostPolicyNotApplicable", DEErrorKind.InvalidArgument,
+                $"Host '{Name}' is a Xen host: the pager has no store to compact and no frames of its own to keep free, so the " +
+                "compaction threshold and the watermarks do not apply.", Name);
+        }
+        SetHostPolicy(keys, blocksPerKey, candidates, seed);
     }
 
     public XenDomain GetDomain(string nameOrId) => TryGetDomain(nameOrId) ?? throw DEHost.DomainNotFound(nameOrId);

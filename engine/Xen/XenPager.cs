@@ -79,6 +79,20 @@ public sealed class XenPager : IDisposable
     /// <summary>True while the pager holds the page (evicted and not yet asked for).</summary>
     public bool IsEvicted(uint domainId, ulong gfn) => pages.ContainsKey(new XenPageRef(domainId, gfn));
 
+    /// <summary>
+    /// How many consecutive gfns from <paramref name="gfn"/> (at most <paramref name="max"/>, none past <paramref name="last"/>)
+    /// the pager does not hold: the run a scan may read without paging anything back in. 0 when gfn itself is held.
+    /// </summary>
+    internal static int UnheldRun(XenPager? pager, uint domainId, ulong gfn, ulong last, int max)
+    {
+        int run = 0;
+        while (run < max && gfn + (ulong)run <= last && (pager is null || !pager.IsEvicted(domainId, gfn + (ulong)run)))
+        {
+            run++;
+        }
+        return run;
+    }
+
     /// <summary>True when the pager serves this domain's paging.</summary>
     public bool IsAttached(uint domainId) => domains.ContainsKey(domainId);
 
@@ -119,8 +133,13 @@ public sealed class XenPager : IDisposable
         EvictCore(domainId, gfn, page => Compress(page, defaultAlgorithm, MaxCompressed)) is not null;
 
     /// <summary>Evicts the page compressed with <paramref name="algorithm"/>; its size (or 4096 when kept plain) in bytes.</summary>
-    internal XenHeld? EvictCompressed(uint domainId, ulong gfn, CompressionAlgorithm algorithm) =>
-        EvictCore(domainId, gfn, page => Compress(page, algorithm, MaxCompressed));
+    /// <remarks>
+    /// <paramref name="prepared"/>, from <see cref="TryCompress"/> on the bytes the pass read before choosing the page, is kept
+    /// as it is when the page still has those bytes after the nomination: the page is not compressed twice.
+    /// </remarks>
+    internal XenHeld? EvictCompressed(uint domainId, ulong gfn, CompressionAlgorithm algorithm, XenHeld? prepared = null) =>
+        EvictCore(domainId, gfn, page =>
+            prepared is not null && PageHasher.Hash(page) == prepared.Checksum ? prepared : Compress(page, algorithm, MaxCompressed));
 
     /// <summary>
     /// Evicts the page and keeps it as a new reference page, indexed under <paramref name="keys"/>; null when it could not go.
@@ -141,18 +160,27 @@ public sealed class XenPager : IDisposable
     /// Evicts the page as a patch against <paramref name="reference"/>; when its bytes changed since they were chosen and the
     /// patch is now larger than <paramref name="maxPatch"/>, it is compressed with <paramref name="fallback"/> instead.
     /// </summary>
-    internal XenHeld? EvictPatched(uint domainId, ulong gfn, XenReference reference, int maxPatch, CompressionAlgorithm fallback) =>
+    /// <remarks>
+    /// <paramref name="preparedPatch"/>, the patch of the bytes whose hash is <paramref name="preparedChecksum"/> (what the pass
+    /// read before choosing the page), is kept as it is when the page still has those bytes after the nomination.
+    /// </remarks>
+    internal XenHeld? EvictPatched(uint domainId, ulong gfn, XenReference reference, int maxPatch, CompressionAlgorithm fallback,
+        byte[]? preparedPatch = null, ulong preparedChecksum = 0) =>
         EvictCore(domainId, gfn, page =>
         {
-            Span<byte> buffer = stackalloc byte[DeltaCodec.MaxPatchSize];
-            if (DeltaCodec.TryEncode(reference.Page, page, buffer, out int written) && written <= maxPatch && TryUse(reference))
+            ulong checksum = PageHasher.Hash(page);
+            byte[]? patch = preparedPatch is not null && checksum == preparedChecksum ? preparedPatch : null;
+            if (patch is null)
             {
-                return new XenHeld
+                Span<byte> buffer = stackalloc byte[DeltaCodec.MaxPatchSize];
+                if (DeltaCodec.TryEncode(reference.Page, page, buffer, out int written) && written <= maxPatch)
                 {
-                    Kind = XenHeldKind.Patched, Data = buffer[..written].ToArray(), Reference = reference, Checksum = PageHasher.Hash(page),
-                };
+                    patch = buffer[..written].ToArray();
+                }
             }
-            return Compress(page, fallback, MaxCompressed);
+            return patch is not null && TryUse(reference)
+                ? new XenHeld { Kind = XenHeldKind.Patched, Data = patch, Reference = reference, Checksum = checksum }
+                : Compress(page, fallback, MaxCompressed);
         });
 
     // Nominate, read, encode, keep, evict: the copy is kept before the frame goes, as the guest may ask for it at once.
@@ -500,13 +528,17 @@ public sealed class XenPager : IDisposable
         Forget(key);
     }
 
-    private static XenHeld Compress(ReadOnlySpan<byte> page, CompressionAlgorithm algorithm, int maxBytes)
+    // Compressed, or plain when it does not compress below MaxCompressed.
+    private static XenHeld Compress(ReadOnlySpan<byte> page, CompressionAlgorithm algorithm, int maxBytes) =>
+        TryCompress(page, algorithm, maxBytes) ?? new XenHeld { Kind = XenHeldKind.Plain, Data = page.ToArray(), Checksum = PageHasher.Hash(page) };
+
+    /// <summary>The page compressed with <paramref name="algorithm"/> into at most <paramref name="maxBytes"/>, or null when it does not fit.</summary>
+    internal static XenHeld? TryCompress(ReadOnlySpan<byte> page, CompressionAlgorithm algorithm, int maxBytes)
     {
-        ulong checksum = PageHasher.Hash(page);
         Span<byte> buffer = stackalloc byte[MaxCompressed];
         return PageCompressors.Get(algorithm).TryCompress(page, buffer[..Math.Min(maxBytes, MaxCompressed)], out int written)
-            ? new XenHeld { Kind = XenHeldKind.Compressed, Data = buffer[..written].ToArray(), Algorithm = algorithm, Checksum = checksum }
-            : new XenHeld { Kind = XenHeldKind.Plain, Data = page.ToArray(), Checksum = checksum };
+            ? new XenHeld { Kind = XenHeldKind.Compressed, Data = buffer[..written].ToArray(), Algorithm = algorithm, Checksum = PageHasher.Hash(page) }
+            : null;
     }
 
     private unsafe void Decode(XenPageRef key, XenHeld held, Span<byte> page)

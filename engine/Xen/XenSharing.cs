@@ -65,9 +65,10 @@ public sealed class XenSharing
             for (ulong gfn = 0; gfn <= last;)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                int run = ReadableRun(domainId, gfn, last, ref skipped);
+                int run = XenPager.UnheldRun(pager, domainId, gfn, last, Batch);
                 if (run == 0)
                 {
+                    skipped++;
                     gfn++;
                     continue;
                 }
@@ -148,22 +149,5 @@ public sealed class XenSharing
         }
     }
 
-    private bool IsHeld(XenPageRef page) => IsHeld(pager, page);
-
     private static bool IsHeld(XenPager? pager, XenPageRef page) => pager is not null && pager.IsEvicted(page.DomainId, page.Gfn);
-
-    // The length of the run of pages from gfn (at most Batch) the pager does not hold; 0 when gfn itself is held.
-    private int ReadableRun(uint domainId, ulong gfn, ulong last, ref long skipped)
-    {
-        int run = 0;
-        while (run < Batch && gfn + (ulong)run <= last && !IsHeld(new XenPageRef(domainId, gfn + (ulong)run)))
-        {
-            run++;
-        }
-        if (run == 0)
-        {
-            skipped++;
-        }
-        return run;
-    }
 }
