@@ -89,4 +89,30 @@ public sealed class DomainPolicy
     }
 
     public DomainPolicy Clone() => (DomainPolicy)MemberwiseClone();
+
+    /// <summary>
+    /// A copy with the given values changed (null leaves a value as it is), each checked by its setter: a host checks every
+    /// value this way before it changes any.
+    /// </summary>
+    internal DomainPolicy With(int? c4Sweeps, int? patchThreshold, double? compressionThreshold,
+        Codecs.CompressionAlgorithm? algorithm, string? trustGroup)
+    {
+        var trial = Clone();
+        if (c4Sweeps is { } c4) trial.C4Sweeps = c4;
+        if (patchThreshold is { } pt) trial.PatchThreshold = pt;
+        if (compressionThreshold is { } ct) trial.CompressionThreshold = ct;
+        if (algorithm is { } a) trial.CompressionAlgorithm = a;
+        if (trustGroup is not null) trial.TrustGroup = trustGroup;
+        return trial;
+    }
+
+    /// <summary>Takes the tunable values of <paramref name="checkedPolicy"/> (from <see cref="With"/>), not the mechanism switches.</summary>
+    internal void TakeTunables(DomainPolicy checkedPolicy)
+    {
+        C4Sweeps = checkedPolicy.C4Sweeps;
+        PatchThreshold = checkedPolicy.PatchThreshold;
+        CompressionThreshold = checkedPolicy.CompressionThreshold;
+        CompressionAlgorithm = checkedPolicy.CompressionAlgorithm;
+        TrustGroup = checkedPolicy.TrustGroup;
+    }
 }

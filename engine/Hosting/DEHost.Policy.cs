@@ -58,12 +58,8 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        var trial = domain.Policy.Clone();
-        if (c4Sweeps is { } c4) trial.C4Sweeps = c4;
-        if (patchThreshold is { } pt) trial.PatchThreshold = pt;
-        if (compressionThreshold is { } ct) trial.CompressionThreshold = ct;
-        if (algorithm is { } a) trial.CompressionAlgorithm = CheckAlgorithm(a);
-        if (trustGroup is not null) trial.TrustGroup = trustGroup;
+        var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold,
+            algorithm is { } a ? CheckAlgorithm(a) : null, trustGroup);
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
             for (long gfn = 0; gfn < domain.PageCount; gfn++)
@@ -72,11 +68,7 @@ public sealed partial class DEHost
                         $"Domain '{domain.Name}' still has Shared or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
                         "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
         }
-        domain.Policy.C4Sweeps = trial.C4Sweeps;
-        domain.Policy.PatchThreshold = trial.PatchThreshold;
-        domain.Policy.CompressionThreshold = trial.CompressionThreshold;
-        domain.Policy.CompressionAlgorithm = trial.CompressionAlgorithm;
-        domain.Policy.TrustGroup = trial.TrustGroup;
+        domain.Policy.TakeTunables(trial);
     }
 
     /// <summary>

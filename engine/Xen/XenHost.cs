@@ -271,16 +271,11 @@ public sealed partial class XenHost : IDEHost, IEngineService
         double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null)
     {
         CheckOwned(domain);
-        var trial = domain.Policy.Clone();
-        if (c4Sweeps is { } c4) trial.C4Sweeps = c4;
-        if (patchThreshold is { } pt) trial.PatchThreshold = pt;
-        if (compressionThreshold is { } ct) trial.CompressionThreshold = ct;
         if (algorithm is { } a)
         {
             PageCompressors.Get(a);
-            trial.CompressionAlgorithm = a;
         }
-        if (trustGroup is not null) trial.TrustGroup = trustGroup;
+        var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
             Refresh();
@@ -295,11 +290,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
         lock (scanGate)
         {
-            domain.Policy.C4Sweeps = trial.C4Sweeps;
-            domain.Policy.PatchThreshold = trial.PatchThreshold;
-            domain.Policy.CompressionThreshold = trial.CompressionThreshold;
-            domain.Policy.CompressionAlgorithm = trial.CompressionAlgorithm;
-            domain.Policy.TrustGroup = trial.TrustGroup;
+            domain.Policy.TakeTunables(trial);
         }
     }
 
