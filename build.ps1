@@ -335,12 +335,26 @@ function Get-TrxCounts([string]$Path) {
     $total = & $count 'total'
     $passed = & $count 'passed'
     $failed = (& $count 'failed') + (& $count 'error') + (& $count 'timeout') + (& $count 'aborted')
+    # The names of the failed tests and the first line of each message, for the summary at the end of the log.
+    $failedNames = foreach ($result in $xml.SelectNodes("//*[local-name()='UnitTestResult']")) {
+        if ($result.GetAttribute('outcome') -in 'Failed', 'Error', 'Timeout', 'Aborted') {
+            $message = $result.SelectSingleNode(".//*[local-name()='ErrorInfo']/*[local-name()='Message']")
+            Format-FailedTest $result.GetAttribute('testName') $(if ($message) { $message.InnerText })
+        }
+    }
     return [pscustomobject]@{
         Total   = $total
         Passed  = $passed
         Failed  = $failed
         Skipped = $total - $passed - $failed
+        FailedNames = @($failedNames)
     }
+}
+
+function Format-FailedTest([string]$Name, [string]$Message) {
+    $first = if ($Message) { ($Message.Trim() -split '\r?\n', 2)[0] } else { '' }
+    if ($first.Length -gt 200) { $first = $first.Substring(0, 200) + '...' }
+    if ($first) { "$Name`n      $first" } else { $Name }
 }
 
 function Get-PesterCounts([string]$Path) {
@@ -349,19 +363,29 @@ function Get-PesterCounts([string]$Path) {
     $passed = 0
     $failed = 0
     $skipped = 0
+    $failedNames = [Collections.Generic.List[string]]::new()
     $nunitCases = $xml.SelectNodes("//*[local-name()='test-case']")
     if ($nunitCases.Count -gt 0) {
         foreach ($case in $nunitCases) {
             switch ($case.GetAttribute('result')) {
                 { $_ -in 'Success', 'Passed' } { $passed++; break }
-                { $_ -in 'Failure', 'Failed', 'Error' } { $failed++; break }
+                { $_ -in 'Failure', 'Failed', 'Error' } {
+                    $failed++
+                    $message = $case.SelectSingleNode("*[local-name()='failure']/*[local-name()='message']")
+                    $failedNames.Add((Format-FailedTest $case.GetAttribute('name') $(if ($message) { $message.InnerText })))
+                    break
+                }
                 default { $skipped++ }
             }
         }
     }
     else {
         foreach ($case in $xml.SelectNodes("//*[local-name()='testcase']")) {
-            if ($case.SelectSingleNode("*[local-name()='failure' or local-name()='error']")) { $failed++ }
+            $failure = $case.SelectSingleNode("*[local-name()='failure' or local-name()='error']")
+            if ($failure) {
+                $failed++
+                $failedNames.Add((Format-FailedTest $case.GetAttribute('name') $failure.GetAttribute('message')))
+            }
             elseif ($case.SelectSingleNode("*[local-name()='skipped']")) { $skipped++ }
             else { $passed++ }
         }
@@ -371,6 +395,7 @@ function Get-PesterCounts([string]$Path) {
         Passed  = $passed
         Failed  = $failed
         Skipped = $skipped
+        FailedNames = @($failedNames)
     }
 }
 
@@ -451,6 +476,10 @@ function Invoke-TestTask {
             continue
         }
         Write-Host ('  {0,-7} {1} passed, {2} failed, {3} skipped' -f $name, $counts.Passed, $counts.Failed, $counts.Skipped)
+        # Named here, at the end of the log, because a CI log may be cut to its last lines.
+        foreach ($failedName in $counts.FailedNames) {
+            Write-Host "    failed: $failedName" -ForegroundColor Red
+        }
         $passed += $counts.Passed
         $failed += $counts.Failed
     }

@@ -57,6 +57,23 @@ internal sealed unsafe class FakeXen
         return fake;
     }
 
+    /// <summary>
+    /// Waits until <paramref name="condition"/> holds, for at most 30 s. The guest's time-out in the fake does not order
+    /// it after the pager's work: on a loaded machine the pager may take the request only after the guest gave up.
+    /// </summary>
+    public static void WaitUntil(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new Xunit.Sdk.XunitException($"waited 30 s for {what}");
+            }
+            Thread.Sleep(5);
+        }
+    }
+
     public uint TimeoutMs
     {
         set => Check(setTimeout(value), "set the timeout");

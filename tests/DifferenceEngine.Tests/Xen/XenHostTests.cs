@@ -225,6 +225,7 @@ public class XenHostTests(ITestOutputHelper output)
         }
         var swapped = Enumerable.Range(0, 8).First(g => host.Pager.HeldKindForTest(6, (ulong)g) == XenHeldKind.Swapped);
         Assert.Equal(-110, fake.GuestRead(6, (ulong)swapped, new byte[PageSize])); // ETIMEDOUT: the vCPU stays paused
+        FakeXen.WaitUntil(() => host.Pager.Failures.Count > 0, "the pager to record the failure");
         var failure = Assert.Single(host.Pager.Failures);
         Assert.Equal("XenPageCorrupt", failure.ErrorId);
         var e = Assert.Throws<DEException>(() => host.Dispose());

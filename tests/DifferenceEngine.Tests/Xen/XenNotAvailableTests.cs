@@ -1,10 +1,10 @@
-using System.Diagnostics;
 using DifferenceEngine.Xen;
 using Xunit.Abstractions;
 
 namespace DifferenceEngine.Tests.Xen;
 
-/// <summary>On a machine without Xen, connecting fails at once with one clear error; no native code is needed for that.</summary>
+/// <summary>On a machine without Xen, connecting fails with one clear error before any native code is loaded
+/// (no shim path is given, and the check for privcmd comes first). Not timed: timing belongs in benchmarks.</summary>
 public class XenNotAvailableTests(ITestOutputHelper output)
 {
     [Fact]
@@ -15,11 +15,9 @@ public class XenNotAvailableTests(ITestOutputHelper output)
             output.WriteLine($"Skipped: {XenConnection.PrivcmdPath} exists, this machine runs Xen.");
             return;
         }
-        var clock = Stopwatch.StartNew();
         // Open() as it runs with DE_XEN_SHIM_PATH unset: the other Xen tests set that variable process-wide to the fake
         // shim, which Open() then opens without privcmd (XenNamesAndTotalsTests), so it is passed in here, not read.
         var e = Assert.Throws<XenException>(() => XenConnection.Open(shimPathVariable: null));
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"took {clock.Elapsed}");
         Assert.Equal("XenNotAvailable", e.ErrorId);
         Assert.Equal(DEErrorKind.ResourceUnavailable, e.Kind);
         Assert.Equal(XenConnection.PrivcmdPath, e.Target);

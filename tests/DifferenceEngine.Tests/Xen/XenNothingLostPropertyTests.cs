@@ -47,7 +47,9 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
         }
         using var stop = new CancellationTokenSource();
         long shared = 0, evicted = 0, passes = 0;
-        var sharing = Task.Run(() =>
+        // Every task on a thread of its own: on a loaded machine the thread pool may otherwise start the guests' work
+        // long before the sharing and evicting loops get a thread, and the guests would find nothing to page in.
+        var sharing = Task.Factory.StartNew(() =>
         {
             var pass = new XenSharing(xen, pager);
             while (!stop.IsCancellationRequested)
@@ -57,8 +59,8 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
                 Interlocked.Increment(ref passes);
                 Thread.Sleep(2);
             }
-        });
-        var evicting = Task.Run(() =>
+        }, TaskCreationOptions.LongRunning);
+        var evicting = Task.Factory.StartNew(() =>
         {
             var random = new Random(seed * 7);
             while (!stop.IsCancellationRequested)
@@ -68,13 +70,17 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
                     Interlocked.Increment(ref evicted);
                 }
             }
-        });
+        }, TaskCreationOptions.LongRunning);
+        // The guests run their operations, and go on (for at most a minute) until sharing and page-ins have both
+        // happened: how the threads interleave is up to the machine, what the test exercises is not.
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        bool Exercised() => Interlocked.Read(ref shared) > 0 && pager.PageIns > 0;
         // Guest thread t owns the gfns g with g % GuestThreads == t, so its shadow entries change only under it.
-        var guests = Enumerable.Range(0, GuestThreads).Select(t => Task.Run(() =>
+        var guests = Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
         {
             var random = new Random(seed * 100 + t);
             byte[] page = new byte[PageSize];
-            for (int op = 0; op < OpsPerThread; op++)
+            for (int op = 0; op < OpsPerThread || (!Exercised() && DateTime.UtcNow < deadline); op++)
             {
                 uint d = DomainIds[random.Next(DomainIds.Length)];
                 int g = random.Next(Pages / GuestThreads) * GuestThreads + t;
@@ -90,7 +96,7 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
                     shadow[d][g] = next;
                 }
             }
-        })).ToArray();
+        }, TaskCreationOptions.LongRunning)).ToArray();
 
         try
         {

@@ -113,6 +113,7 @@ public class XenPagerTests(ITestOutputHelper output)
         Assert.True(pager.Evict(4, 6));
         Assert.True(pager.CorruptForTest(4, 6));
         Assert.Equal(-110, fake.GuestRead(4, 6, new byte[PageSize])); // the vCPU stays paused: ETIMEDOUT in the fake
+        FakeXen.WaitUntil(() => pager.Failures.Count > 0, "the pager to record the failure");
         var failure = Assert.Single(pager.Failures);
         Assert.Equal("XenPageCorrupt", failure.ErrorId);
         Assert.Equal(new XenPageRef(4, 6), failure.Target);
