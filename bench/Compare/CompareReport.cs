@@ -58,20 +58,21 @@ internal sealed class CompareReport(
         var sb = new StringBuilder();
         sb.AppendLine("approach,codec,threads,guest_pages,memory_used_bytes,memory_pct_of_guest,time_s,zero_pages,uniform_pages,shared_pages," +
                       "shared_frames,pages_saved_by_sharing,patched_pages,patch_bytes,avg_patch_bytes,compressed_pages,compressed_bytes," +
-                      "compression_ratio,frames_in_use,store_allocated_bytes,metadata_bytes,passes,first_pass_s,first_pass_pages_per_s,notes");
+                      "compression_ratio,frames_in_use,store_allocated_bytes,metadata_bytes,passes,first_pass_s,first_pass_pages_per_s," +
+                      "shared_compressed_pages,shared_compressed_frames,notes");
         long guest = inputs.TotalPages;
         foreach (var r in runs)
         {
             Row(sb, r.Name, r.Codec, r.Threads, guest, r.MemoryUsedBytes, Pct(r.MemoryUsedBytes), r.ScanTime.TotalSeconds, r.ZeroPages, r.UniformPages, r.SharedPages,
                 r.SharedFrames, r.SavedBySharing, r.PatchedPages, r.PatchBytes, r.AveragePatchBytes, r.CompressedPages, r.CompressedBytes,
                 r.CompressionRatio, r.FramesInUse, r.StoreAllocatedBytes, r.MetadataBytes, r.Passes, r.FirstPassTime.TotalSeconds,
-                r.FirstPassPagesPerSecond, r.Stable ? "" : "not stable within the pass limit");
+                r.FirstPassPagesPerSecond, r.SharedCompressedPages, r.SharedCompressedFrames, r.Stable ? "" : "not stable within the pass limit");
         }
         if (peers.Ksm is { } k)
         {
             Row(sb, "KSM", null, 1, guest, (guest - k.PagesSaved) * PageGeometry.PageSize, Pct((guest - k.PagesSaved) * PageGeometry.PageSize), k.TimeToConverge.TotalSeconds, k.ZeroPages, null,
                 k.PagesSharing + k.PagesShared, k.PagesShared, k.PagesSharing, null, null, null, null, null, null, null, null, k.MetadataBytes,
-                k.FullScans, null, null,
+                k.FullScans, null, null, null, null,
                 $"time_s = time to converge; confirmed at {k.TimeConfirmed.TotalSeconds:0.000} s; pages_unshared {k.PagesUnshared}; {k.Settings}" +
                 (k.Converged ? "" : "; did not converge"));
         }
@@ -80,7 +81,7 @@ internal sealed class CompareReport(
             bool afterKsm = peers.KsmThenZram.Contains(z);
             Row(sb, afterKsm ? "KSM then zram" : "zram", z.Algorithm, 1, guest, z.MemUsedTotal, Pct(z.MemUsedTotal), z.WriteTime.TotalSeconds, null, null, null, null,
                 afterKsm ? guest - z.PagesWritten - inputs.ZeroPages : null, null, null, null, z.PagesWritten - z.SamePages, z.ComprDataSize,
-                z.Ratio, null, null, null, null, null, null,
+                z.Ratio, null, null, null, null, null, null, null, null,
                 $"{z.Input}; {z.PagesWritten} pages written; same_pages {z.SamePages}; huge_pages {z.HugePages}; {z.MiBPerSecond:0} MiB/s" +
                 (z.Direct ? " (O_DIRECT)" : " (buffered)"));
         }
@@ -88,13 +89,13 @@ internal sealed class CompareReport(
         {
             // patched_pages = pairs in the sample, patch_bytes their sum (no headers or checksums), time_s over the sample.
             Row(sb, "DE delta codec (xdelta3 pairs)", "Delta", 1, guest, null, null, x.EncodeTotalSeconds, null, null, null, null, null,
-                x.Pairs, x.Stored.Sum(s => (long)s), x.Stored.Average(), null, null, null, null, null, null, null, null, null,
+                x.Pairs, x.Stored.Sum(s => (long)s), x.Stored.Average(), null, null, null, null, null, null, null, null, null, null, null,
                 $"an even sample of the {x.PatchedPages} pages DE {x.Run} patched; patch_bytes = the stored patches less the engine's " +
                 $"{EncodedPage.PatchHeader}-byte header; encode {x.EncodeMicrosPerPage:0.00} µs/page in process (best of 3 passes after a warm-up); " +
                 $"smaller than xdelta3 in {x.OursSmaller} of {x.Pairs}, equal in {x.Equal}; re-encoded to the stored size in {x.ReencodedSame}" +
                 (x.RoundTripFailures == 0 ? "" : $"; {x.RoundTripFailures} round-trip failures"));
             Row(sb, "xdelta3", $"{x.Version} {x.Options}", 1, guest, null, null, x.XdeltaTotalSeconds, null, null, null, null, null,
-                x.Pairs, x.Xdelta.Sum(s => (long)s), x.Xdelta.Average(), null, null, null, null, null, null, null, null, null,
+                x.Pairs, x.Xdelta.Sum(s => (long)s), x.Xdelta.Average(), null, null, null, null, null, null, null, null, null, null, null,
                 $"the same {x.Pairs} pairs; one process per pair; time_s = wall time of all of them, process start included: " +
                 $"{x.XdeltaMeanMillis:0.00} ms/pair mean, {x.XdeltaMedianMillis:0.00} median");
         }
@@ -139,11 +140,12 @@ internal sealed class CompareReport(
 
         md.AppendLine("## Engine runs: pages saved per mechanism");
         md.AppendLine();
-        md.AppendLine("| run | zero | uniform | shared pages / frames | saved by sharing | patched | avg patch (B) | compressed | ratio | frames | store (MiB) | metadata (MiB, % guest) | passes | scan (s) | first pass (s) | first pass pages/s |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| run | zero | uniform | shared pages / frames | compressed shared pages / frames | saved by sharing | patched | avg patch (B) | compressed | ratio | frames | store (MiB) | metadata (MiB, % guest) | passes | scan (s) | first pass (s) | first pass pages/s |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in runs)
         {
-            md.AppendLine(Inv, $"| {RunName(r)} | {r.ZeroPages} | {r.UniformPages} | {r.SharedPages} / {r.SharedFrames} | {r.SavedBySharing} | " +
+            md.AppendLine(Inv, $"| {RunName(r)} | {r.ZeroPages} | {r.UniformPages} | {r.SharedPages} / {r.SharedFrames} | " +
+                               $"{r.SharedCompressedPages} / {r.SharedCompressedFrames} | {r.SavedBySharing} | " +
                                $"{r.PatchedPages} | {r.AveragePatchBytes:0} | {r.CompressedPages} | {r.CompressionRatio:0.00} | {r.FramesInUse} | " +
                                $"{r.StoreAllocatedBytes / MiB:0.0} | {r.MetadataBytes / MiB:0.00} ({100.0 * r.MetadataBytes / GuestBytes:0.00}%) | " +
                                $"{r.Passes}{(r.Stable ? "" : " (not stable)")} | {r.ScanTime.TotalSeconds:0.000} | {r.FirstPassTime.TotalSeconds:0.000} | {r.FirstPassPagesPerSecond:0} |");
@@ -151,15 +153,16 @@ internal sealed class CompareReport(
         md.AppendLine();
 
         md.AppendLine("Engine metadata by part (MiB): P2M entries, frame pool bookkeeping (reference counts, hashes, free list), the " +
-                      "sharing index's stable, unstable and similarity tables (capacity kept after a pass), the store's slab headers.");
+                      "sharing index's stable, unstable and similarity tables (capacity kept after a pass), the store's slab headers, " +
+                      "the table of compressed shared frames with the pass's buffer of cold shared pages.");
         md.AppendLine();
-        md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store | shared blobs |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in runs)
         {
             var m = r.Metadata;
             md.AppendLine(Inv, $"| {RunName(r)} | {m.P2M / MiB:0.00} | {m.Frames / MiB:0.00} | {m.Stable / MiB:0.00} | {m.Unstable / MiB:0.00} | " +
-                               $"{m.Similar / MiB:0.00} | {m.Store / MiB:0.00} |");
+                               $"{m.Similar / MiB:0.00} | {m.Store / MiB:0.00} | {m.SharedBlobs / MiB:0.00} |");
         }
         md.AppendLine();
 
@@ -274,7 +277,7 @@ internal sealed class CompareReport(
 
     private double Pct(long bytes) => GuestBytes == 0 ? 0 : 100.0 * bytes / GuestBytes;
 
-    private const int CsvColumns = 25;
+    private const int CsvColumns = 27;
 
     private static void Row(StringBuilder sb, params object?[] values)
     {

@@ -33,20 +33,32 @@ internal sealed record EngineRunResult(
     double FirstPassPagesPerSecond,
     TimeSpan LoadTime)
 {
-    /// <summary>Where the metadata goes: P2M tables, frame pool bookkeeping, the sharing index's three tables, the store.</summary>
-    public MetadataParts Metadata { get; init; } = new(0, 0, 0, 0, 0, 0);
+    /// <summary>Where the metadata goes: P2M tables, frame pool bookkeeping, the sharing index's three tables, the store, the shared blob table.</summary>
+    public MetadataParts Metadata { get; init; } = new(0, 0, 0, 0, 0, 0, 0);
 
     /// <summary>How many times the run was repeated; this is the one with the median first-pass time.</summary>
     public int Repeats { get; init; } = 1;
 
-    /// <summary>Frames sharing freed: pages mapped to a shared frame, less the frames they map to.</summary>
-    public long SavedBySharing => SharedPages - SharedFrames;
+    /// <summary>Of <see cref="CompressedPages"/>: pages that name a compressed shared frame.</summary>
+    public long SharedCompressedPages { get; init; }
+
+    /// <summary>Compressed shared frames (distinct blobs those pages name; their bytes are in <see cref="CompressedBytes"/> once).</summary>
+    public long SharedCompressedFrames { get; init; }
+
+    /// <summary>
+    /// Pages sharing saved: pages mapped to a shared frame, less the frames they map to, and pages naming a compressed
+    /// shared frame, less the blobs they name.
+    /// </summary>
+    public long SavedBySharing => SharedPages - SharedFrames + SharedCompressedPages - SharedCompressedFrames;
     public double AveragePatchBytes => PatchedPages == 0 ? 0 : (double)PatchBytes / PatchedPages;
-    public double CompressionRatio => CompressedBytes == 0 ? 0 : (double)CompressedPages * PageGeometry.PageSize / CompressedBytes;
+
+    /// <summary>Distinct page contents compressed (a compressed shared frame once) over the bytes that hold them.</summary>
+    public double CompressionRatio => CompressedBytes == 0 ? 0
+        : (double)(CompressedPages - SharedCompressedPages + SharedCompressedFrames) * PageGeometry.PageSize / CompressedBytes;
 }
 
 /// <summary>The engine's metadata by part, in bytes.</summary>
-internal sealed record MetadataParts(long P2M, long Frames, long Stable, long Unstable, long Similar, long Store);
+internal sealed record MetadataParts(long P2M, long Frames, long Stable, long Unstable, long Similar, long Store, long SharedBlobs);
 
 /// <summary>
 /// One run: a fresh host, every input loaded as a domain (every page a frame, as in a running VM), the chosen
@@ -100,8 +112,9 @@ internal static class EngineRun
 
         var scan = host.Scan(null, new ScanOptions { UntilStable = true, Parallelism = threads });
         var stats = host.GetStats();
-        long zero = 0, uniform = 0, shared = 0, patched = 0, patchBytes = 0, compressed = 0, compressedBytes = 0;
+        long zero = 0, uniform = 0, shared = 0, patched = 0, patchBytes = 0, compressed = 0, compressedBytes = 0, sharedCompressed = 0;
         var sharedFrames = new HashSet<uint>();
+        var sharedBlobs = new HashSet<uint>();
         foreach (var domain in host.Domains)
         {
             for (long gfn = 0; gfn < domain.PageCount; gfn++)
@@ -119,20 +132,34 @@ internal static class EngineRun
                         patchBytes += domain.GetPage(gfn).StoredBytes ?? 0;
                         break;
                     case PageState.Compressed:
+                    {
                         compressed++;
-                        compressedBytes += domain.GetPage(gfn).StoredBytes ?? 0;
+                        var info = domain.GetPage(gfn);
+                        if (info.SharedBlob is uint blob)
+                        {
+                            sharedCompressed++;
+                            if (!sharedBlobs.Add(blob)) break; // its bytes are counted once
+                        }
+                        compressedBytes += info.StoredBytes ?? 0;
                         break;
+                    }
                 }
             }
         }
         var first = scan.PassResults[0];
         var index = host.SharingIndexFor(DomainPolicy.DefaultTrustGroup);
         var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,
-            index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes);
+            index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes,
+            host.SharedBlobs.MetadataBytes + host.ColdSharedMetadataBytes);
         var result = new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,
             zero, uniform, shared, sharedFrames.Count, patched, patchBytes, compressed, compressedBytes,
             stats.FramesInUse, stats.StoreAllocatedBytes, stats.MetadataBytes, stats.MemoryUsedBytes,
-            scan.Passes, scan.Stable, scan.Elapsed, first.Elapsed, first.PagesPerSecond, load.Elapsed) { Metadata = parts };
+            scan.Passes, scan.Stable, scan.Elapsed, first.Elapsed, first.PagesPerSecond, load.Elapsed)
+        {
+            Metadata = parts,
+            SharedCompressedPages = sharedCompressed,
+            SharedCompressedFrames = sharedBlobs.Count,
+        };
         afterMeasure?.Invoke(host);
         return result;
     }

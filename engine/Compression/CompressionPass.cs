@@ -25,7 +25,11 @@ internal static class CompressionPass
         if (limit <= 0) return e;
         byte[] blob = Scratch.A;
         var compressor = PageCompressors.Get(policy.CompressionAlgorithm);
-        if (!compressor.TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written)) return e;
+        if (!compressor.TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written))
+        {
+            c.Incompressible++;
+            return e | PageEntry.Incompressible; // not tried again until written or the policy changes
+        }
         int length = EncodedPage.CompressedHeader + written;
         EncodedPage.WriteCompressedHeader(blob, page, policy.CompressionAlgorithm);
         if (!host.Store.TryStore(blob.AsSpan(0, length), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))

@@ -38,6 +38,7 @@ public sealed partial class Domain
     /// </summary>
     internal ulong Rebuild(long gfn, ulong e)
     {
+        if (PageEntry.IsSharedBlob(e)) return RebuildShared(gfn, e);
         var store = Host.Store;
         ulong handle = PageEntry.Payload(e);
         var blob = store.Get(handle);
@@ -60,21 +61,14 @@ public sealed partial class Domain
             }
             else
             {
-                if (kind != EncodedKind.Compressed || !Enum.IsDefined(EncodedPage.Algorithm(blob)))
-                    throw IntegrityError(gfn, "its stored header does not describe a compressed page");
-                PageCompressors.Get(EncodedPage.Algorithm(blob)).Decompress(blob[EncodedPage.CompressedHeader..], page);
+                Decompress(gfn, blob, page, "its stored header");
             }
-            if (EncodedPage.Checksum(page, blob) != EncodedPage.StoredChecksum(blob))
-                throw IntegrityError(gfn, "the rebuilt bytes do not match the stored checksum");
+            CheckRebuilt(gfn, page, blob, "the rebuilt bytes");
         }
-        catch (DEException ex) when (ex.ErrorId != "PageIntegrityError")
+        catch (Exception ex)
         {
             Host.Frames.Free(frame);
-            throw IntegrityError(gfn, ex.Message, ex);
-        }
-        catch
-        {
-            Host.Frames.Free(frame);
+            if (ex is DEException { ErrorId: not "PageIntegrityError" } de) throw IntegrityError(gfn, de.Message, de);
             throw;
         }
         store.Free(handle);
@@ -82,9 +76,66 @@ public sealed partial class Domain
         return PageEntry.With(e, PageState.Private, frame);
     }
 
+    /// <summary>
+    /// Gives a locked page that names a shared blob (a compressed shared frame) a frame of its own with the blob's
+    /// bytes, checked against the blob's checksum, and drops its reference to the blob (the last one frees it). The
+    /// page becomes Private: the other pages that named the blob keep naming it, and a later sharing pass may merge
+    /// this page with them again once they are back in frames. On any failure the page is left exactly as it was.
+    /// </summary>
+    private ulong RebuildShared(long gfn, ulong e)
+    {
+        var table = Host.SharedBlobs;
+        uint id = (uint)PageEntry.Payload(e);
+        uint frame = AllocateFrame(gfn);
+        var page = Host.Frames.Span(frame);
+        try
+        {
+            lock (table.StripeLock(id))
+            {
+                if (!table.IsLiveLocked(id))
+                    throw IntegrityError(gfn, $"its shared compressed copy {id} does not exist");
+                var blob = Host.Store.Get(table.HandleLocked(id));
+                Decompress(gfn, blob, page, $"the stored header of its shared compressed copy {id}");
+                CheckRebuilt(gfn, page, blob, $"the bytes rebuilt from its shared compressed copy {id}");
+                table.ReleaseLocked(id, Host.Store);
+            }
+        }
+        catch (Exception ex)
+        {
+            Host.Frames.Free(frame);
+            if (ex is DEException { ErrorId: not "PageIntegrityError" } de)
+                throw IntegrityError(gfn, $"its shared compressed copy {id} does not decode ({de.Message})", de);
+            throw;
+        }
+        return PageEntry.With(e, PageState.Private, frame);
+    }
+
+    /// <summary>Decompresses a compressed page's blob after checking its header describes one.</summary>
+    private void Decompress(long gfn, ReadOnlySpan<byte> blob, Span<byte> page, string header)
+    {
+        if (blob.Length < EncodedPage.CompressedHeader || EncodedPage.Kind(blob) != EncodedKind.Compressed
+            || !Enum.IsDefined(EncodedPage.Algorithm(blob)))
+            throw IntegrityError(gfn, $"{header} does not describe a compressed page");
+        PageCompressors.Get(EncodedPage.Algorithm(blob)).Decompress(blob[EncodedPage.CompressedHeader..], page);
+    }
+
+    private void CheckRebuilt(long gfn, ReadOnlySpan<byte> page, ReadOnlySpan<byte> blob, string what)
+    {
+        if (EncodedPage.Checksum(page, blob) != EncodedPage.StoredChecksum(blob))
+            throw IntegrityError(gfn, $"{what} do not match the stored checksum");
+    }
+
     /// <summary>Gives back what an encoded page holds (its blob, and for a patch its reference) without rebuilding it.</summary>
     private void DropEncoded(ulong e)
     {
+        if (PageEntry.IsSharedBlob(e))
+        {
+            uint id = (uint)PageEntry.Payload(e);
+            var table = Host.SharedBlobs;
+            lock (table.StripeLock(id))
+                if (table.IsLiveLocked(id)) table.ReleaseLocked(id, Host.Store);
+            return;
+        }
         ulong handle = PageEntry.Payload(e);
         if (PageEntry.State(e) == PageState.Patched)
         {
@@ -92,6 +143,17 @@ public sealed partial class Domain
             if (Host.Frames.IsInUse(reference)) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
         }
         Host.Store.Free(handle);
+    }
+
+    /// <summary>Clears every page's incompressible mark, so passes try those pages again.</summary>
+    internal void ForgetIncompressible()
+    {
+        for (long gfn = 0; gfn < PageCount; gfn++)
+        {
+            if ((PeekEntry(gfn) & PageEntry.Incompressible) == 0) continue;
+            ulong e = Lock(gfn);
+            Unlock(gfn, e & ~PageEntry.Incompressible);
+        }
     }
 
     internal static void FillUniform(Span<byte> page, uint word) => MemoryMarshal.Cast<byte, uint>(page).Fill(word);
@@ -116,17 +178,25 @@ public sealed partial class Domain
     /// Fails with <paramref name="errorId"/> before anything changes when the host cannot give a frame to
     /// every page of this domain in <paramref name="state"/> (free, or freed by paging out).
     /// </summary>
-    internal void EnsureFramesFor(PageState state, string errorId, Func<long, long, string> message)
+    internal void EnsureFramesFor(PageState state, string errorId, Func<long, long, string> message) =>
+        EnsureFramesFor(e => PageEntry.State(e) == state, errorId, message);
+
+    /// <summary>As above, for the pages whose entry <paramref name="match"/> picks.</summary>
+    internal void EnsureFramesFor(Func<ulong, bool> match, string errorId, Func<long, long, string> message)
     {
         long count = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
-            if (PageEntry.State(PeekEntry(gfn)) == state) count++;
+            if (match(PeekEntry(gfn))) count++;
         if (Host.ObtainableFrames is long obtainable && count > obtainable)
             throw new DEException(errorId, DEErrorKind.ResourceUnavailable, message(count, obtainable), this);
     }
 
     /// <summary>Applies <paramref name="convert"/> to every page in <paramref name="state"/>, each under its lock; returns how many.</summary>
-    internal long ConvertEvery(PageState state, Func<long, ulong, ulong> convert)
+    internal long ConvertEvery(PageState state, Func<long, ulong, ulong> convert) =>
+        ConvertEvery(e => PageEntry.State(e) == state, convert);
+
+    /// <summary>As above, for the pages whose entry <paramref name="match"/> picks.</summary>
+    internal long ConvertEvery(Func<ulong, bool> match, Func<long, ulong, ulong> convert)
     {
         long converted = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
@@ -135,7 +205,7 @@ public sealed partial class Domain
             try
             {
                 ThrowIfRemoved();
-                if (PageEntry.State(e) == state)
+                if (match(e & ~PageEntry.Locked))
                 {
                     e = convert(gfn, e);
                     converted++;

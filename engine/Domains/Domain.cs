@@ -188,7 +188,7 @@ public sealed partial class Domain : IDEDomain
                     throw UnsupportedState(gfn, e);
             }
             data.CopyTo(Host.Frames.Span(PageEntry.Frame(e))[offset..]);
-            e = (e | PageEntry.Referenced | PageEntry.Modified) & ~PageEntry.SharingSeen;
+            e = (e | PageEntry.Referenced | PageEntry.Modified) & ~(PageEntry.SharingSeen | PageEntry.Incompressible);
             return fault;
         }
         finally
@@ -391,6 +391,23 @@ public sealed partial class Domain : IDEDomain
                     ReferenceGfn = refGfn,
                     ReferenceCount = Volatile.Read(ref Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob))),
                 };
+            }
+            case PageState.Compressed when PageEntry.IsSharedBlob(e):
+            {
+                var table = Host.SharedBlobs;
+                uint id = (uint)PageEntry.Payload(e);
+                lock (table.StripeLock(id))
+                {
+                    if (!table.IsLiveLocked(id)) return info;
+                    var blob = Host.Store.Get(table.HandleLocked(id));
+                    return info with
+                    {
+                        StoredBytes = blob.Length,
+                        Codec = EncodedPage.Algorithm(blob).ToString(),
+                        ReferenceCount = table.ReferencesLocked(id),
+                        SharedBlob = id,
+                    };
+                }
             }
             case PageState.Compressed:
             {

@@ -8,7 +8,9 @@ namespace DifferenceEngine.Domains;
 /// </summary>
 /// <remarks>
 /// Layout: bits 0-2 state, 3 referenced, 4 modified, 5 lock, 6-8 category, 9-12 idle sweeps,
-/// 13 examined by an engine pass since last modified, 16-63 payload.
+/// 13 examined by an engine pass since last modified, 14 shared blob (a Compressed page whose payload is an id in
+/// the host's SharedBlobTable, not a store handle), 15 incompressible (its content did not compress under its domain's
+/// policy; cleared by a write or a change of that policy), 16-63 payload.
 /// Every change to an entry is made while holding its lock bit; see <see cref="Domain"/>.
 /// </remarks>
 internal static class PageEntry
@@ -23,6 +25,15 @@ internal static class PageEntry
     private const ulong IdleMask = 0xFUL << IdleShift;
     public const int MaxIdle = 15;
     public const ulong SharingSeen = 1UL << 13;
+
+    /// <summary>On a Compressed entry: the payload is a shared blob's id (a compressed shared frame), not a store handle.</summary>
+    public const ulong SharedBlob = 1UL << 14;
+
+    /// <summary>
+    /// The page's content did not compress within its domain's threshold: passes do not try again until the page is
+    /// written or the domain's compression policy changes.
+    /// </summary>
+    public const ulong Incompressible = 1UL << 15;
     private const int PayloadShift = 16;
     private const ulong FlagsMask = (1UL << PayloadShift) - 1;
 
@@ -31,6 +42,10 @@ internal static class PageEntry
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint Frame(ulong e) => (uint)(e >> PayloadShift);
+
+    /// <summary>A Compressed page whose blob it shares with other pages (a compressed shared frame).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsSharedBlob(ulong e) => (e & SharedBlob) != 0 && State(e) == PageState.Compressed;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static PageCategory Category(ulong e) => (PageCategory)((e & CategoryMask) >> CategoryShift);
@@ -44,15 +59,19 @@ internal static class PageEntry
 
     public const ulong MaxPayload = (1UL << (64 - PayloadShift)) - 1;
 
-    /// <summary>Same flags, new state and a 48-bit payload.</summary>
+    /// <summary>Same flags (but never <see cref="SharedBlob"/>), new state and a 48-bit payload.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong WithPayload(ulong e, PageState state, ulong payload) =>
-        (e & FlagsMask & ~StateMask) | (ulong)state | (payload << PayloadShift);
+        (e & FlagsMask & ~(StateMask | SharedBlob)) | (ulong)state | (payload << PayloadShift);
 
-    /// <summary>Same flags (access bits, clock state), new state and payload.</summary>
+    /// <summary>Same flags, now a Compressed page naming shared blob <paramref name="id"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong WithSharedBlob(ulong e, uint id) => WithPayload(e, PageState.Compressed, id) | SharedBlob;
+
+    /// <summary>Same flags (access bits, clock state; never <see cref="SharedBlob"/>), new state and frame.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong With(ulong e, PageState state, uint frame) =>
-        (e & FlagsMask & ~StateMask) | (ulong)state | ((ulong)frame << PayloadShift);
+        (e & FlagsMask & ~(StateMask | SharedBlob)) | (ulong)state | ((ulong)frame << PayloadShift);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong WithClock(ulong e, PageCategory category, int idle) =>

@@ -27,6 +27,13 @@ public sealed record PageInfo(
     /// <summary>For a Swapped page: its slot in the swap file.</summary>
     public long? SwapSlot { get; init; }
 
+    /// <summary>
+    /// For a Compressed page whose blob other pages share (a compressed shared frame): the blob's id, the same for
+    /// every page that names it; <see cref="ReferenceCount"/> is then how many pages name it, and
+    /// <see cref="StoredBytes"/> the whole blob. Null for any other page.
+    /// </summary>
+    public uint? SharedBlob { get; init; }
+
     /// <summary>For a Uniform page: the 32-bit word repeated over the page.</summary>
     public uint? UniformWord { get; init; }
 

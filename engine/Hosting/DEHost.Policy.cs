@@ -33,8 +33,21 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
+        bool changed = !domain.Policy.CompressionEnabled || (algorithm is { } b && b != domain.Policy.CompressionAlgorithm);
         if (algorithm is { } a) domain.Policy.CompressionAlgorithm = CheckAlgorithm(a);
         domain.Policy.CompressionEnabled = true;
+        if (changed) ForgetIncompressible(domain);
+    }
+
+    /// <summary>
+    /// Lets passes try again the pages marked incompressible under the old policy: those of <paramref name="domain"/>,
+    /// and of the other domains of its trust group (a shared frame is compressed under the policies of all its pages).
+    /// </summary>
+    private void ForgetIncompressible(Domain domain)
+    {
+        string group = domain.Policy.TrustGroup;
+        foreach (var d in Domains)
+            if (d == domain || d.Policy.TrustGroup == group) d.ForgetIncompressible();
     }
 
     /// <summary>Stops compressing this domain's pages; with <paramref name="restore"/>, decompresses them into frames.</summary>
@@ -63,12 +76,16 @@ public sealed partial class DEHost
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
             for (long gfn = 0; gfn < domain.PageCount; gfn++)
-                if (PageEntry.State(domain.PeekEntry(gfn)) is PageState.Shared or PageState.Patched)
+                if (PageEntry.State(domain.PeekEntry(gfn)) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(domain.PeekEntry(gfn)))
                     throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
-                        $"Domain '{domain.Name}' still has Shared or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
+                        $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
                         "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
         }
+        bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
+                                  || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm
+                                  || trial.TrustGroup != domain.Policy.TrustGroup;
         domain.Policy.TakeTunables(trial);
+        if (compressionChanged) ForgetIncompressible(domain);
     }
 
     /// <summary>

@@ -49,6 +49,12 @@ public sealed partial class DEHost
     /// caller can look at every page table at one instant. Guest accesses by other threads still run.
     /// </summary>
     private volatile bool _anyPatching;
+
+    /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
+    private readonly SharedCandidates _coldShared = new();
+
+    /// <summary>Bytes of the buffer <see cref="_coldShared"/> keeps between passes.</summary>
+    internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes;
     private long _engineCpuTicks;
 
     /// <summary>CPU time (user + system, getrusage per worker thread) that engine passes have used on this host.</summary>
@@ -100,6 +106,7 @@ public sealed partial class DEHost
         var sum = new SharingCounters();
         var enc = new EncodeCounters();
         var sumGate = new object();
+        _coldShared.Clear();
         long started = Stopwatch.GetTimestamp();
         Parallel.ForEach(slices,
             new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct },
@@ -117,6 +124,14 @@ public sealed partial class DEHost
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
                 progress?.Invoke(new ScanProgress(pass, now, total));
             });
+        if (_coldShared.Count > 0)
+        {
+            long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
+            int candidates = _coldShared.Count;
+            enc.Add(SharedCompression.Run(this, _coldShared, options.Parallelism));
+            AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
+            Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+        }
         foreach (var d in domains) if (!d.IsRemoved) d.CountSweep();
         var compaction = CompactStoreIfNeeded();
         return new PassResult(pass, swept, sum.PagesExamined, sum.ZeroPagesFound, sum.PagesMerged, sum.FramesFreed,
@@ -127,6 +142,8 @@ public sealed partial class DEHost
             PatchBytes = enc.PatchBytes,
             PagesCompressed = enc.PagesCompressed,
             CompressedBytes = enc.CompressedBytes,
+            SharedFramesCompressed = enc.SharedFramesCompressed,
+            PagesIncompressible = enc.Incompressible,
             StoreFull = enc.StoreFull,
             BlobsCompacted = compaction.BlobsMoved,
             SimilarityIndexChanges = enc.IndexChanges,
@@ -144,6 +161,9 @@ public sealed partial class DEHost
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private long ScanSlice(Domain domain, long start, long end, ref SharingCounters c, ref EncodeCounters ec)
     {
+        // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
+        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
+        int coldCount = 0;
         var policy = domain.Policy;
         int c4 = policy.C4Sweeps;
         long cpu0 = ThreadCpu.NowTicks();
@@ -199,7 +219,7 @@ public sealed partial class DEHost
                             patchTried++;
                         }
                         if (compression && examinedBefore2 && PageEntry.State(e) == PageState.Private
-                            && PageClock.MayCompressOrSwap(category))
+                            && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category))
                         {
                             long p0 = Stopwatch.GetTimestamp();
                             e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
@@ -211,6 +231,17 @@ public sealed partial class DEHost
                         e |= PageEntry.SharingSeen;
                         state = PageEntry.State(e);
                     }
+                    else if (state == PageState.Shared && compression && (e & PageEntry.Incompressible) == 0
+                             && PageClock.MayCompressOrSwap(category))
+                    {
+                        // Compressed after the sweep, when every page sharing the frame turned out cold (SharedCompression).
+                        if (coldCount == cold.Length)
+                        {
+                            _coldShared.Add(cold);
+                            coldCount = 0;
+                        }
+                        cold[coldCount++] = new SharedCandidate(PageEntry.Frame(e), domain.Id, gfn);
+                    }
                     // References are listed only while some domain patches (else the table is pure cost).
                     if (anyPatching && (sharing || patching) && state is PageState.Private or PageState.Shared && PageClock.MayBeReference(category))
                         ec.IndexChanges += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(e)), state == PageState.Shared);
@@ -221,6 +252,7 @@ public sealed partial class DEHost
                 }
             }
         }
+        _coldShared.Add(cold[..coldCount]);
         long t2 = Stopwatch.GetTimestamp();
         AddEngineTime(Mechanism.Clock, t1 - t0, swept);
         AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
@@ -240,13 +272,16 @@ public sealed partial class DEHost
     /// <summary>Moves a page's blob to a new handle when the page still holds it and is not busy.</summary>
     private bool RelocateBlob(ulong owner, ulong oldHandle, ulong newHandle)
     {
+        if (Compression.SharedBlobTable.IsSharedOwner(owner))
+            return SharedBlobs.Relocate(Compression.SharedBlobTable.IdOfOwner(owner), oldHandle, newHandle);
         var (domainId, gfn) = SharingIndex.UnpackPage(owner);
         var domain = TryGetDomainById(domainId);
         if (domain is null || domain.IsRemoved || gfn >= domain.PageCount || !domain.TryLock(gfn, out ulong e)) return false;
         bool moved = false;
         try
         {
-            if (PageEntry.State(e) is PageState.Patched or PageState.Compressed && PageEntry.Payload(e) == oldHandle)
+            if (PageEntry.State(e) is PageState.Patched or PageState.Compressed && !PageEntry.IsSharedBlob(e)
+                && PageEntry.Payload(e) == oldHandle)
             {
                 e = PageEntry.WithPayload(e, PageEntry.State(e), newHandle);
                 moved = true;

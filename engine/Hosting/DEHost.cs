@@ -74,6 +74,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// <summary>Where patches and compressed pages live.</summary>
     internal Store.CompactStore Store { get; }
 
+    /// <summary>Compressed shared frames: their blobs' handles and how many pages name each.</summary>
+    internal Compression.SharedBlobTable SharedBlobs { get; } = new();
+
     /// <summary>Host-wide engine settings (similarity detector, compaction, watermarks).</summary>
     public HostPolicy Policy { get; }
 
@@ -200,17 +203,20 @@ public sealed partial class DEHost : IDEHost, IEngineService
             domain.Policy.SharingEnabled = false;
             return 0;
         }
-        domain.EnsureFramesFor(PageState.Shared, "InsufficientMemoryToUnshare", (shared, obtainable) =>
+        // A page that names a compressed shared frame shares too: it gets its own frame back, decompressed.
+        static bool SharesSomething(ulong e) => PageEntry.State(e) == PageState.Shared || PageEntry.IsSharedBlob(e);
+        domain.EnsureFramesFor(SharesSomething, "InsufficientMemoryToUnshare", (shared, obtainable) =>
             $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
         domain.Policy.SharingEnabled = false;
-        return domain.ConvertEvery(PageState.Shared, (gfn, e) => domain.BreakSharing(gfn, e, copy: true));
+        return domain.ConvertEvery(SharesSomething, (gfn, e) =>
+            PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e));
     }
 
     /// <summary>Per-domain page counts and memory use.</summary>
     public DomainPageStats GetPageStats(Domain domain)
     {
         using var op = EnterOperation();
-        long priv = 0, zero = 0, shared = 0, uniform = 0, patched = 0, compressed = 0, swapped = 0, stored = 0;
+        long priv = 0, zero = 0, shared = 0, uniform = 0, patched = 0, compressed = 0, sharedCompressed = 0, swapped = 0, stored = 0;
         double used = 0;
         for (long gfn = 0; gfn < domain.PageCount; gfn++)
         {
@@ -235,6 +241,23 @@ public sealed partial class DEHost : IDEHost, IEngineService
                         if (st is not (PageState.Patched or PageState.Compressed))
                         {
                             gfn--; // changed meanwhile: count it again as it is now
+                            continue;
+                        }
+                        if (PageEntry.IsSharedBlob(e))
+                        {
+                            // A compressed shared frame: each page that names the blob is charged its share.
+                            uint id = (uint)PageEntry.Payload(e);
+                            lock (SharedBlobs.StripeLock(id))
+                            {
+                                if (SharedBlobs.IsLiveLocked(id))
+                                {
+                                    double share = (double)Store.Get(SharedBlobs.HandleLocked(id)).Length / SharedBlobs.ReferencesLocked(id);
+                                    stored += (long)Math.Round(share);
+                                    used += share;
+                                }
+                            }
+                            compressed++;
+                            sharedCompressed++;
                             continue;
                         }
                         var blob = Store.Get(PageEntry.Payload(e));
@@ -265,6 +288,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             Status = domain.Status,
             PatchedPages = patched,
             CompressedPages = compressed,
+            SharedCompressedPages = sharedCompressed,
             StoredBytes = stored,
             PatchingEnabled = policy.PatchingEnabled,
             CompressionEnabled = policy.CompressionEnabled,
@@ -290,6 +314,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             StoreStoredBytes = Store.StoredBytes,
             StoreBlobs = Store.LiveBlobs,
             StoreFragmentation = Store.Fragmentation,
+            SharedCompressedFrames = SharedBlobs.Count,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
             SwapBytes = (Reclaimer?.Swap.SlotCount ?? 0) * PageGeometry.PageSize,
@@ -351,6 +376,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
         domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
+        + SharedBlobs.MetadataBytes + _coldShared.MetadataBytes
         + (Reclaimer?.Swap.MetadataBytes ?? 0);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)

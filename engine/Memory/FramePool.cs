@@ -10,14 +10,17 @@ namespace DifferenceEngine.Memory;
 /// <remarks>
 /// Chunks are never moved once allocated, so a frame's address is stable for the pool's lifetime;
 /// the chunk table grows by copying references only, which lets readers index it without a lock.
+/// The free list costs no memory of its own: a free frame's hash slot (unused while it is free) holds
+/// the next free frame, plus one (0 ends the list). It is changed only under the pool's gate.
 /// </remarks>
 internal sealed unsafe class FramePool : IDisposable
 {
     private readonly object _gate = new();
     private FrameChunk[] _chunks = new FrameChunk[16];
     private int _chunkCount;
-    private uint[] _free = new uint[1024];
-    private int _freeCount;
+    private const uint NoFrame = uint.MaxValue;
+    private uint _freeHead = NoFrame;
+    private long _freeCount;
     private long _inUse;
     private bool _disposed;
 
@@ -52,7 +55,7 @@ internal sealed unsafe class FramePool : IDisposable
         {
             lock (_gate)
                 return (long)_chunkCount * PageGeometry.FramesPerChunk * (sizeof(int) + sizeof(ulong))
-                       + (long)_free.Length * sizeof(uint) + (long)_chunks.Length * IntPtr.Size;
+                       + (long)_chunks.Length * IntPtr.Size;
         }
     }
 
@@ -68,7 +71,12 @@ internal sealed unsafe class FramePool : IDisposable
                 return false;
             }
             if (_freeCount == 0) AddChunk();
-            frame = _free[--_freeCount];
+            frame = _freeHead;
+            var taken = _chunks[frame >> PageGeometry.ChunkShift];
+            int slot = (int)(frame & (PageGeometry.FramesPerChunk - 1));
+            _freeHead = (uint)(taken.Hashes[slot] - 1);
+            taken.Hashes[slot] = 0;
+            _freeCount--;
             _inUse++;
         }
         var chunk = _chunks[frame >> PageGeometry.ChunkShift];
@@ -82,11 +90,12 @@ internal sealed unsafe class FramePool : IDisposable
         var chunk = Chunk(frame);
         int i = (int)(frame & (PageGeometry.FramesPerChunk - 1));
         chunk.RefCounts[i] = 0;
-        chunk.Hashes[i] = 0;
         lock (_gate)
         {
             if (_disposed) return;
-            _free[_freeCount++] = frame; // AddChunk sized the list for every frame there is
+            chunk.Hashes[i] = (ulong)_freeHead + 1;
+            _freeHead = frame;
+            _freeCount++;
             _inUse--;
         }
     }
@@ -131,12 +140,13 @@ internal sealed unsafe class FramePool : IDisposable
         _chunks[_chunkCount] = chunk;
         uint first = (uint)(_chunkCount << PageGeometry.ChunkShift);
         _chunkCount++;
-        // The free list can hold every frame there is, so Free never has to grow it (no allocation per page).
-        long frames = (long)_chunkCount * PageGeometry.FramesPerChunk;
-        if (_free.Length < frames)
-            Array.Resize(ref _free, (int)Math.Max(_free.Length * 2L, frames));
-        // Pushed in reverse so the lowest frame numbers are handed out first.
-        for (int i = PageGeometry.FramesPerChunk - 1; i >= 0; i--) _free[_freeCount++] = first + (uint)i;
+        // Linked in order, ahead of the list, so the lowest frame numbers of the new chunk are handed out first.
+        for (int i = PageGeometry.FramesPerChunk - 1; i >= 0; i--)
+        {
+            chunk.Hashes[i] = (ulong)_freeHead + 1;
+            _freeHead = first + (uint)i;
+        }
+        _freeCount += PageGeometry.FramesPerChunk;
     }
 
     public void Dispose()
@@ -154,6 +164,7 @@ internal sealed unsafe class FramePool : IDisposable
             }
             _chunkCount = 0;
             _freeCount = 0;
+            _freeHead = NoFrame;
             _inUse = 0;
         }
     }

@@ -22,9 +22,15 @@ internal struct EncodeCounters
     public long IndexChanges;
     /// <summary>Private pages examined for the first time while patching or compression is on (eligible next pass).</summary>
     public long NewlyExamined;
+    /// <summary>Shared frames compressed into one blob for all their pages (those pages are in <see cref="PagesCompressed"/>).</summary>
+    public long SharedFramesCompressed;
+    /// <summary>Pages whose content did not compress within the threshold (marked, so passes do not try them again).</summary>
+    public long Incompressible;
 
     public void Add(in EncodeCounters o)
     {
+        Incompressible += o.Incompressible;
+        SharedFramesCompressed += o.SharedFramesCompressed;
         PagesPatched += o.PagesPatched;
         PatchBytes += o.PatchBytes;
         PagesCompressed += o.PagesCompressed;

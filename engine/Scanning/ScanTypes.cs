@@ -73,8 +73,16 @@ public sealed record PassResult(
     public long PagesPatched { get; init; }
     /// <summary>Bytes of the patches stored this pass (headers included).</summary>
     public long PatchBytes { get; init; }
+    /// <summary>Pages compressed this pass, each private page alone and the pages of a compressed shared frame together.</summary>
     public long PagesCompressed { get; init; }
     public long CompressedBytes { get; init; }
+    /// <summary>Shared frames compressed this pass: every page sharing one was cold, so the frame became one blob they all name.</summary>
+    public long SharedFramesCompressed { get; init; }
+    /// <summary>
+    /// Pages tried for compression this pass whose content did not compress within the threshold: marked, they are not
+    /// tried again until written or until their domain's compression policy changes.
+    /// </summary>
+    public long PagesIncompressible { get; init; }
     /// <summary>Encodings dropped because the compact store had no room.</summary>
     public long StoreFull { get; init; }
     /// <summary>Similarity slots filled or taken over by a shared page (references the next pass may use).</summary>
@@ -105,5 +113,6 @@ public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<Pas
     public long UniformPagesFound => PassResults.Sum(p => p.UniformPagesFound);
     public long PagesPatched => PassResults.Sum(p => p.PagesPatched);
     public long PagesCompressed => PassResults.Sum(p => p.PagesCompressed);
+    public long SharedFramesCompressed => PassResults.Sum(p => p.SharedFramesCompressed);
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }

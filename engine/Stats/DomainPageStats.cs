@@ -3,7 +3,7 @@ namespace DifferenceEngine.Stats;
 /// <summary>
 /// Pages per state and the memory a domain uses and saves. A shared frame is charged to its users in
 /// equal parts (patches that use it as their reference count as users); a patch or compressed page is
-/// charged its stored bytes.
+/// charged its stored bytes, and a compressed shared frame is charged to the pages that name it in equal parts.
 /// </summary>
 public sealed record DomainPageStats(
     string Domain,
@@ -25,6 +25,12 @@ public sealed record DomainPageStats(
     /// <summary>"Running", "Loading", "OutOfMemory" or "Removed".</summary>
     public string Status { get; init; } = "Running";
     public long CompressedPages { get; init; }
+
+    /// <summary>
+    /// Of <see cref="CompressedPages"/>, those whose blob they share with other pages: a shared frame compressed once
+    /// when every page sharing it was cold. Each such page is charged its share of the blob.
+    /// </summary>
+    public long SharedCompressedPages { get; init; }
     /// <summary>Xen: pages the pager holds as the reference copies patches decode against (embedded references are Shared frames).</summary>
     public long ReferencePages { get; init; }
     public bool PatchingEnabled { get; init; }

@@ -23,6 +23,12 @@ public sealed record HostStats(
     /// <summary>(allocated - stored) / allocated: what packing loses, counted against the savings.</summary>
     public double StoreFragmentation { get; init; }
 
+    /// <summary>
+    /// Shared frames held compressed: one blob each, named by every page that shared the frame (not counted in
+    /// <see cref="SharedFrames"/>, which are frames in memory).
+    /// </summary>
+    public long SharedCompressedFrames { get; init; }
+
     /// <summary>CPU time (user + system) all engine passes on this host have used.</summary>
     public TimeSpan EngineCpuTime { get; init; }
     public string? SwapPath { get; init; }

@@ -351,6 +351,78 @@ Describe 'Enable-DECompression and Disable-DECompression' {
     }
 }
 
+Describe 'Compressed shared frames' {
+    BeforeAll {
+        # Two clones of one image: a compressible page (0), repeated text (1) and a random page (2); all three are shared.
+        $random = [Random]::new(11)
+        $bytes = [byte[]]::new(3 * $PageSize)
+        $random.NextBytes($bytes)
+        Set-SmallIntegers $bytes 0 $random
+        Set-Text $bytes 1 'Shared and cold: one blob for every page that shares this frame. '
+        $path = Write-Image 'clone.img' $bytes
+        foreach ($n in 'clone1', 'clone2') {
+            $null = New-DEDomain -Name $n -Path $path -EnableSharing -EnableCompression -CompressionAlgorithm Zstd
+            Set-DEPolicy -Domain $n -C4Sweeps 1
+        }
+        $scan = Invoke-DEScan -UntilStable
+    }
+
+    AfterAll {
+        Get-DEDomain | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'compresses each cold shared frame once, into a blob both clones name' {
+        $scan.SharedFramesCompressed | Should -Be 2
+        foreach ($gfn in 0, 1) {
+            $pages = Get-DEDomain clone1, clone2 | Get-DEPage -Gfn $gfn
+            $pages.State | Should -Be @('Compressed', 'Compressed')
+            $pages[0].SharedBlob | Should -Not -BeNullOrEmpty
+            $pages[1].SharedBlob | Should -Be $pages[0].SharedBlob
+            $pages.ReferenceCount | Should -Be @(2, 2)
+        }
+        (Get-DEPage -Domain clone1 -Gfn 2).State | Should -Be 'Shared' -Because 'random bytes do not compress'
+    }
+
+    It 'counts them in Get-DEPageStats and Get-DEHostStats' {
+        $stats = Get-DEPageStats -Domain clone1
+        $stats.CompressedPages | Should -Be 2
+        $stats.SharedCompressedPages | Should -Be 2
+        $hostStats = Get-DEHostStats
+        $hostStats.SharedCompressedFrames | Should -Be 2
+        $hostStats.StoreBlobs | Should -Be 2
+        $hostStats.FramesInUse | Should -Be 1
+        $text = $hostStats | Format-List | Out-String -Width 120
+        $text | Should -Match 'stored in 2 blobs,'
+        $text | Should -Match 'Shared compressed\s*:\s*2 frames, one blob each'
+    }
+
+    It 'shows the blob in Get-DEPage | Format-Table' {
+        $text = (Get-DEPage -Domain clone1 | Format-Table | Out-String -Width 120)
+        $text | Should -Match '\s0 Compressed\s+C4\s+- -\s+2\s+shared blob \d+\s+\d+ Zstd'
+    }
+
+    It 'gives a page read by the guest its own frame, with the bytes it had' {
+        $page = Read-DEGuestPage -Domain clone2 -Gfn 1 -Raw
+        Test-SameBytes (Get-ImagePage $bytes 1) $page | Should -BeTrue
+        (Get-DEPage -Domain clone2 -Gfn 1).State | Should -Be 'Private'
+        (Get-DEPage -Domain clone1 -Gfn 1).ReferenceCount | Should -Be 1
+        Test-SameBytes (Get-ImagePage $bytes 1) (Read-DEGuestPage -Domain clone1 -Gfn 1 -Raw) | Should -BeTrue
+        (Get-DEHostStats).SharedCompressedFrames | Should -Be 1
+    }
+
+    It 'decompresses them with Disable-DESharing -Unshare, and then lets the trust group change' {
+        { Set-DEPolicy -Domain clone1 -TrustGroup apart -ErrorAction Stop } |
+            Should -Throw -ErrorId 'TrustGroupChangeNeedsUnshare,DifferenceEngine.Commands.SetDEPolicyCommand'
+        Disable-DESharing -Domain clone1 -Unshare -Confirm:$false
+        (Get-DEPage -Domain clone1).State | Should -Be @('Private', 'Private', 'Private')
+        Set-DEPolicy -Domain clone1 -TrustGroup apart
+        foreach ($gfn in 0..2) {
+            Test-SameBytes (Get-ImagePage $bytes $gfn) (Read-DEGuestPage -Domain clone1 -Gfn $gfn -Raw) | Should -BeTrue
+            Test-SameBytes (Get-ImagePage $bytes $gfn) (Read-DEGuestPage -Domain clone2 -Gfn $gfn -Raw) | Should -BeTrue
+        }
+    }
+}
+
 Describe 'New-DEDomain with patching and compression' {
     AfterEach {
         Get-DEDomain | Remove-DEDomain -Confirm:$false
@@ -401,7 +473,7 @@ Describe 'Get-DEPolicy' {
         $g1.SharingEnabled, $g1.PatchingEnabled, $g1.CompressionEnabled | Should -Be @($false, $false, $false)
         $g1.CompressionAlgorithm | Should -Be 'LZ4'
         $g1.PatchThreshold | Should -Be 2048
-        $g1.CompressionThreshold | Should -Be 0.5
+        $g1.CompressionThreshold | Should -Be 0.75
         $g1.C4Sweeps | Should -Be 2
     }
 
@@ -463,7 +535,7 @@ Describe 'Get-DEPolicy' {
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $text = $lines -join "`n"
         $text | Should -Match 'Domain\s+TrustGroup\s+Sharing\s+Patching\s+Compression\s+Codec\s+PatchMax\s+CompressMax\s+C4Sweeps\s+Detector'
-        $text | Should -Match 'g2\s+tenant\s+On\s+Off\s+Off\s+LZ4\s+2.00 KiB\s+50.0%\s+5 k=2 s=1 c=1'
+        $text | Should -Match 'g2\s+tenant\s+On\s+Off\s+Off\s+LZ4\s+2.00 KiB\s+75.0%\s+5 k=2 s=1 c=1'
     }
 
     It 'shows the host policy as a list' {

@@ -44,6 +44,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
         var shadow = new Dictionary<Domain, byte[][]>();
         var proc = TestMemory.StartRealProcess();
         int added = 0, removed = 0, scans = 0, reads = 0, writes = 0;
+        long sharedFramesCompressed = 0;
         // A pool of page contents that writes copy from, so merges and COW breaks keep happening.
         var library = Enumerable.Range(0, 24).Select(i => TestMemory.RandomPage(new Random(seed + i))).ToArray();
         try
@@ -111,7 +112,8 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 else if (roll < 993)
                 {
                     var subset = rng.Next(3) == 0 ? domains.Where(_ => rng.Next(2) == 0).ToArray() : domains;
-                    host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) });
+                    sharedFramesCompressed += host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) })
+                        .SharedFramesCompressed;
                     scans++;
                     TestMemory.AssertFrameAccounting(host);
                 }
@@ -154,7 +156,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     host.EnablePatching(d);
                     host.EnableCompression(d);
                 }
-            host.Scan(options: new ScanOptions { UntilStable = true });
+            sharedFramesCompressed += host.Scan(options: new ScanOptions { UntilStable = true }).SharedFramesCompressed;
             TestMemory.AssertFrameAccounting(host);
             var census = TestMemory.Census(host.Domains); // before the read-back rebuilds encoded pages
             foreach (var (d, pages) in shadow)
@@ -164,7 +166,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"final: {d.Name} page {g} differs");
                 }
             var stats = host.GetStats();
-            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed");
+            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all)");
             output.WriteLine($"seed {seed}: {reads} reads, {writes} writes, {scans} scans, {added} added, {removed} removed; " +
                              $"{stats.FramesInUse} frames for {stats.GuestBytes / 4096} guest pages; faults " +
                              string.Join(", ", stats.Faults.Select(f => $"{f.Kind}={f.Count}")));
@@ -185,6 +187,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
             {
                 Assert.True(census.Patched > 0, "patched pages remain after the final scan");
                 Assert.True(census.Compressed > 0, "compressed pages remain after the final scan");
+                Assert.True(sharedFramesCompressed > 0, "shared frames were compressed during the run");
                 Assert.True(census.Uniform > 0, "uniform pages remain after the final scan");
             }
 

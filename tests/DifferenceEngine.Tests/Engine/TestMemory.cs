@@ -95,6 +95,7 @@ internal static class TestMemory
     {
         var c = new Census();
         var frames = new HashSet<uint>();
+        var blobs = new Dictionary<uint, int>();
         foreach (var d in domains)
             for (long g = 0; g < d.PageCount; g++)
             {
@@ -109,10 +110,18 @@ internal static class TestMemory
                         c.Patched++;
                         frames.Add(EncodedPage.ReferenceFrame(d.Host.Store.Get(PageEntry.Payload(e))));
                         break;
-                    case PageState.Compressed: c.Compressed++; break;
+                    case PageState.Compressed:
+                        c.Compressed++;
+                        if (PageEntry.IsSharedBlob(e))
+                        {
+                            c.SharedCompressed++;
+                            blobs[(uint)PageEntry.Payload(e)] = blobs.GetValueOrDefault((uint)PageEntry.Payload(e)) + 1;
+                        }
+                        break;
                 }
             }
         c.DistinctSharedFrames = frames.Count;
+        c.SharedBlobNames = blobs;
         return c;
     }
 
@@ -123,7 +132,12 @@ internal static class TestMemory
         var c = Census(host.Domains);
         var stats = host.GetStats();
         Assert.Equal(c.Private + c.DistinctSharedFrames, stats.FramesInUse);
-        Assert.Equal(c.Patched + c.Compressed, stats.StoreBlobs);
+        Assert.Equal(c.Patched + c.Compressed - c.SharedCompressed + c.SharedBlobNames.Count, stats.StoreBlobs);
+        Assert.Equal(c.SharedBlobNames.Count, stats.SharedCompressedFrames);
+        // Each shared blob counts exactly the pages that name it.
+        foreach (var (id, names) in c.SharedBlobNames)
+            lock (host.SharedBlobs.StripeLock(id))
+                Assert.Equal(names, host.SharedBlobs.ReferencesLocked(id));
         Assert.Equal(stats.FramesInUse * 4096 + stats.StoreAllocatedBytes + stats.MetadataBytes, stats.MemoryUsedBytes);
     }
 
@@ -156,7 +170,10 @@ internal static class TestMemory
 /// <summary>Pages per state, counted by walking the P2M tables.</summary>
 internal sealed class Census
 {
-    public long Private, Zero, Uniform, Shared, Patched, Compressed, DistinctSharedFrames;
+    public long Private, Zero, Uniform, Shared, Patched, Compressed, SharedCompressed, DistinctSharedFrames;
+
+    /// <summary>Shared blob id -> how many pages name it (compressed shared frames).</summary>
+    public Dictionary<uint, int> SharedBlobNames = new();
 }
 
 /// <summary>A private temp directory removed on dispose.</summary>

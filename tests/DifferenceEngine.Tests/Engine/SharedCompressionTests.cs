@@ -1,0 +1,487 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// Compressed shared frames: a shared frame whose every page is cold is compressed once, into one blob all those pages
+/// name; an access gives the page its own frame back, and the blob goes with its last page.
+/// </summary>
+public class SharedCompressionTests
+{
+    private static DomainOptions Cold(CompressionAlgorithm algorithm = CompressionAlgorithm.LZ4, string group = "default") => new()
+    {
+        SharingEnabled = true, CompressionEnabled = true, CompressionAlgorithm = algorithm, C4Sweeps = 1, TrustGroup = group,
+    };
+
+    /// <summary>A page every codec compresses well (heap-like words), different for each seed.</summary>
+    internal static byte[] Compressible(int seed)
+    {
+        var page = new byte[4096];
+        var words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(page.AsSpan());
+        for (int i = 0; i < words.Length; i++)
+            words[i] = (i % 4) switch { 0 => 0x00007F3A12000000UL + (ulong)(i * 64 + seed), 1 => (ulong)((i + seed) % 13), 2 => 0, _ => (ulong)seed };
+        return page;
+    }
+
+    /// <summary>A host with two clones of one image, and the temporary folder it was loaded from; disposing drops both.</summary>
+    private sealed record Clones(DEHost Host, TempDir Dir, Domain A, Domain B, byte[][] Pages) : IDisposable
+    {
+        public void Dispose()
+        {
+            Host.Dispose();
+            Dir.Dispose();
+        }
+    }
+
+    private static Clones TwoClones(CompressionAlgorithm algorithm = CompressionAlgorithm.LZ4)
+    {
+        var host = new DEHost();
+        var dir = new TempDir();
+        byte[][] pages = [Compressible(1), Compressible(2), TestMemory.RandomPage(new Random(3))];
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, Cold(algorithm));
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), Cold(algorithm));
+        return new Clones(host, dir, a, b, pages);
+    }
+
+    [Theory]
+    [InlineData(CompressionAlgorithm.LZ4)]
+    [InlineData(CompressionAlgorithm.WKdm)]
+    [InlineData(CompressionAlgorithm.Zstd)]
+    public void AColdSharedFrameBecomesOneBlobThatEveryPageSharingItNames(CompressionAlgorithm algorithm)
+    {
+        using var clones = TwoClones(algorithm);
+        var (host, dir, a, b, pages) = clones;
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.True(scan.Stable);
+        Assert.Equal(2, scan.SharedFramesCompressed);
+        for (long g = 0; g < 2; g++)
+        {
+            var ia = a.GetPage(g);
+            var ib = b.GetPage(g);
+            Assert.Equal(PageState.Compressed, ia.State);
+            Assert.Equal(PageState.Compressed, ib.State);
+            Assert.NotNull(ia.SharedBlob);
+            Assert.Equal(ia.SharedBlob, ib.SharedBlob); // one blob for both pages
+            Assert.Equal(2, ia.ReferenceCount);
+            Assert.Equal(algorithm.ToString(), ia.Codec);
+            Assert.InRange(ia.StoredBytes!.Value, 11, 2048);
+        }
+        // Random bytes do not compress: that frame stays shared, in memory.
+        Assert.Equal(PageState.Shared, a.GetPage(2).State);
+        Assert.Null(a.GetPage(2).SharedBlob);
+        var stats = host.GetStats();
+        Assert.Equal(2, stats.SharedCompressedFrames);
+        Assert.Equal(1, stats.FramesInUse); // the random page's shared frame only
+        Assert.Equal(2, stats.StoreBlobs);
+        var pa = host.GetPageStats(a);
+        Assert.Equal(2, pa.CompressedPages);
+        Assert.Equal(2, pa.SharedCompressedPages);
+        // Each page is charged half the blob it shares, and half the shared frame.
+        long blobs = Enumerable.Range(0, 2).Sum(g => (long)a.GetPage(g).StoredBytes!.Value);
+        Assert.InRange(pa.StoredBytes, blobs / 2 - 1, blobs / 2 + 1);
+        Assert.InRange(pa.BytesUsed, blobs / 2 + 2048 - 1, blobs / 2 + 2048 + 1);
+        TestMemory.AssertFrameAccounting(host);
+        for (long g = 0; g < 3; g++)
+        {
+            Assert.Equal(pages[g], a.ReadPage(g));
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+    }
+
+    [Fact]
+    public void AReadGivesThePageItsOwnFrameAndTheLastReadFreesTheBlob()
+    {
+        using var clones = TwoClones();
+        var (host, dir, a, b, pages) = clones;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        long blobsBefore = host.GetStats().StoreBlobs;
+        Assert.Equal(pages[0], a.ReadPage(0));
+        Assert.Equal(PageState.Private, a.GetPage(0).State);
+        var other = b.GetPage(0);
+        Assert.Equal(PageState.Compressed, other.State);
+        Assert.Equal(1, other.ReferenceCount); // b's page alone names the blob now
+        Assert.Equal(blobsBefore, host.GetStats().StoreBlobs);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(pages[0], b.ReadPage(0));
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+        Assert.Equal(blobsBefore - 1, host.GetStats().StoreBlobs); // gone with its last page
+        Assert.Equal(1, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(2, host.GetStats().Faults.Single(f => f.Kind == FaultKind.Decompress).Count);
+        TestMemory.AssertFrameAccounting(host);
+        // The two pages are identical again and merge on the next pass (read, so not cold enough to be compressed again).
+        host.Scan();
+        Assert.Equal(PageState.Shared, a.GetPage(0).State);
+        Assert.Equal(a.GetPage(0).Frame, b.GetPage(0).Frame);
+    }
+
+    [Fact]
+    public void AWriteGetsItsOwnFrameAndTheOtherPagesKeepTheirBytes()
+    {
+        using var clones = TwoClones();
+        var (host, dir, a, b, pages) = clones;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(PageState.Compressed, a.GetPage(1).State);
+        a.WritePage(1, [0xAB, 0xCD], 100);
+        var expected = (byte[])pages[1].Clone();
+        expected[100] = 0xAB;
+        expected[101] = 0xCD;
+        Assert.Equal(expected, a.ReadPage(1));
+        Assert.Equal(pages[1], b.ReadPage(1));
+        // A whole-page write does not need the old bytes, and still drops the page's name on the blob.
+        a.WritePage(0, Compressible(9));
+        Assert.Equal(Compressible(9), a.ReadPage(0));
+        Assert.Equal(1, b.GetPage(0).ReferenceCount);
+        Assert.Equal(pages[0], b.ReadPage(0));
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void AFrameIsCompressedOnlyWhenEveryPageSharingItIsColdAndAllowsIt()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        byte[][] pages = [Compressible(1), Compressible(2)];
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, Cold());
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), Cold());
+        var off = TestMemory.LoadRaw(host, dir, "off", [Compressible(2)], new DomainOptions { SharingEnabled = true, C4Sweeps = 1 });
+        host.Scan(); // merged
+        // Keep gfn 0 of b warm: read it before every pass, so one of the two pages sharing frame 0 is never cold.
+        for (int pass = 0; pass < 4; pass++)
+        {
+            b.ReadPage(0);
+            host.Scan();
+        }
+        Assert.Equal(PageState.Shared, a.GetPage(0).State);
+        Assert.Equal(PageState.Shared, b.GetPage(0).State);
+        // gfn 1 is shared with a domain that does not compress: it stays in memory too.
+        Assert.Equal(PageState.Shared, a.GetPage(1).State);
+        Assert.Equal(3, a.GetPage(1).ReferenceCount);
+        Assert.Equal(0, host.GetStats().SharedCompressedFrames);
+        // Once the warm page cools and the other domain allows compression, both frames go.
+        host.EnableCompression(off);
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(3, off.GetPage(0).ReferenceCount);
+        Assert.Equal(PageState.Compressed, off.GetPage(0).State);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(pages[1], off.ReadPage(0));
+        Assert.Equal(pages[0], b.ReadPage(0));
+    }
+
+    [Fact]
+    public void AFrameThatServesAsAPatchReferenceStaysInMemory()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = Compressible(5);
+        var similar = (byte[])reference.Clone();
+        similar[77] ^= 0x5A;
+        // a's page turns cold (C4) only after 6 sweeps, so it is not compressed alone before b's page patches against it.
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference],
+            new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 6 });
+        host.Scan([a]);
+        var b = TestMemory.LoadRaw(host, dir, "b", [similar],
+            new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 1 });
+        host.Scan(options: new ScanOptions { Passes = 10, Parallelism = 1 });
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        // a's page is the reference: a cold Shared page whose frame also has the patch's reference, so it is never compressed.
+        Assert.Equal(PageState.Shared, a.GetPage(0).State);
+        Assert.Equal(PageCategory.C4, a.GetPage(0).Category);
+        Assert.Equal(2, a.GetPage(0).ReferenceCount);
+        Assert.Equal(0, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(reference, a.ReadPage(0));
+    }
+
+    [Fact]
+    public void RemovingTheDomainsDropsTheirNamesAndTheLastRemovalFreesTheBlob()
+    {
+        using var clones = TwoClones();
+        var (host, dir, a, b, _) = clones;
+        var c = TestMemory.LoadRaw(host, dir, "c", [Compressible(1)], Cold());
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(PageState.Compressed, c.GetPage(0).State);
+        Assert.Equal(3, c.GetPage(0).ReferenceCount);
+        host.RemoveDomain(a);
+        Assert.Equal(2, c.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        host.RemoveDomain(b);
+        host.RemoveDomain(c);
+        var stats = host.GetStats();
+        Assert.Equal(0, stats.StoreBlobs);
+        Assert.Equal(0, stats.SharedCompressedFrames);
+        Assert.Equal(0, stats.FramesInUse);
+        Assert.Equal(0, stats.StoreAllocatedBytes);
+    }
+
+    [Fact]
+    public void UnsharingDecompressesTheDomainsPagesAndTrustGroupsWaitForIt()
+    {
+        using var clones = TwoClones();
+        var (host, dir, a, b, pages) = clones;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.GetStats().SharedCompressedFrames);
+        var e = Assert.Throws<DEException>(() => host.SetPolicy(a, trustGroup: "elsewhere"));
+        Assert.Equal("TrustGroupChangeNeedsUnshare", e.ErrorId);
+        Assert.Contains("shared-compressed", e.Message);
+        long unshared = host.DisableSharing(a, unshare: true);
+        Assert.Equal(3, unshared); // two compressed shared frames and one shared frame
+        for (long g = 0; g < 3; g++)
+        {
+            Assert.Equal(PageState.Private, a.GetPage(g).State);
+            Assert.Equal(pages[g], a.ReadPage(g));
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+        host.SetPolicy(a, trustGroup: "elsewhere");
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void UnsharingUnderTheMemoryLimitFailsBeforeChangingAnything()
+    {
+        using var host = new DEHost(new HostOptions { MemoryLimitBytes = 256 * 4096 });
+        using var dir = new TempDir();
+        byte[][] pages = [Compressible(1), Compressible(2), Compressible(3)];
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, Cold());
+        var b = TestMemory.LoadRaw(host, dir, "b", [Compressible(1)], Cold());
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(PageState.Compressed, a.GetPage(0).State);
+        // Fill the host, so unsharing a's pages cannot get their frames.
+        var filler = host.CreateDomain("filler", 256 * 4096);
+        for (long g = 0; ; g++)
+        {
+            try { filler.WritePage(g, [1]); }
+            catch (DEException x) when (x.ErrorId == "HostOutOfMemory") { break; }
+        }
+        var e = Assert.Throws<DEException>(() => host.DisableSharing(a, unshare: true));
+        Assert.Equal("InsufficientMemoryToUnshare", e.ErrorId);
+        Assert.Equal(PageState.Compressed, a.GetPage(0).State);
+        Assert.True(a.Policy.SharingEnabled);
+    }
+
+    [Fact]
+    public void CompactionMovesSharedBlobsAndEveryPageStillReadsBack()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        const int n = 200;
+        byte[][] pages = Enumerable.Range(0, n).Select(Compressible).ToArray();
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, Cold());
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), Cold());
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(n, host.GetStats().SharedCompressedFrames);
+        // Free most blobs (every page of both domains but one in eight), so their slabs are sparse.
+        for (long g = 0; g < n; g++)
+            if (g % 8 != 0)
+            {
+                a.ReadPage(g);
+                b.ReadPage(g);
+            }
+        var ids = Enumerable.Range(0, n).Where(g => g % 8 == 0).ToDictionary(g => g, g => a.GetPage(g).SharedBlob);
+        var result = host.Store.Compact((owner, oldHandle, newHandle) =>
+            Compression.SharedBlobTable.IsSharedOwner(owner)
+            && host.SharedBlobs.Relocate(Compression.SharedBlobTable.IdOfOwner(owner), oldHandle, newHandle), 0.9);
+        Assert.True(result.BlobsMoved > 0, "compaction moved no shared blob");
+        TestMemory.AssertFrameAccounting(host);
+        foreach (var (g, id) in ids)
+        {
+            Assert.Equal(id, b.GetPage(g).SharedBlob); // the pages keep the id; the table follows the move
+            Assert.Equal(pages[g], a.ReadPage(g));
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+        Assert.Equal(0, host.GetStats().StoreBlobs);
+    }
+
+    [Fact]
+    public void AFlippedBitInASharedBlobIsDetectedAndNoPageIsHandedOutWrong()
+    {
+        using var clones = TwoClones();
+        var (host, dir, a, b, pages) = clones;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        uint id = a.GetPage(0).SharedBlob!.Value;
+        Span<byte> blob;
+        lock (host.SharedBlobs.StripeLock(id)) blob = host.Store.Get(host.SharedBlobs.HandleLocked(id));
+        blob[^1] ^= 0x20;
+        foreach (var d in new[] { a, b })
+        {
+            var e = Assert.Throws<DEException>(() => d.ReadPage(0));
+            Assert.Equal("PageIntegrityError", e.ErrorId);
+            Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+            Assert.Contains($"'{d.Name}'", e.Message);
+            Assert.Contains($"shared compressed copy {id}", e.Message);
+            Assert.Throws<DEException>(() => d.WritePage(0, [1], 5));
+            Assert.Equal(PageState.Compressed, d.GetPage(0).State);
+        }
+        Assert.Equal(2, a.GetPage(0).ReferenceCount); // neither page dropped its name
+        TestMemory.AssertFrameAccounting(host);
+        blob[^1] ^= 0x20;
+        Assert.Equal(pages[0], a.ReadPage(0));
+        Assert.Equal(pages[0], b.ReadPage(0));
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void DisableCompressionRestoreRebuildsSharedBlobPagesToo()
+    {
+        using var clones = TwoClones();
+        var (host, dir, a, b, pages) = clones;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.DisableCompression(a, restore: true));
+        Assert.Equal(PageState.Private, a.GetPage(0).State);
+        Assert.Equal(PageState.Compressed, b.GetPage(0).State);
+        Assert.Equal(1, b.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        for (long g = 0; g < 3; g++)
+        {
+            Assert.Equal(pages[g], a.ReadPage(g));
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+    }
+
+    [Fact]
+    public async Task ConcurrentReadersOfOneBlobEachGetTheBytes()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        const int domains = 6, n = 64;
+        byte[][] pages = Enumerable.Range(0, n).Select(Compressible).ToArray();
+        var all = Enumerable.Range(0, domains)
+            .Select(i => TestMemory.LoadRaw(host, dir, $"d{i}", pages.Select(p => (byte[])p.Clone()).ToArray(), Cold())).ToArray();
+        for (int round = 0; round < 3; round++)
+        {
+            host.Scan(options: new ScanOptions { UntilStable = true });
+            Assert.Equal(n, host.GetStats().SharedCompressedFrames);
+            var readers = all.Select(d => Task.Factory.StartNew(() =>
+            {
+                var buffer = new byte[4096];
+                for (long g = 0; g < n; g++)
+                {
+                    d.ReadPage((g * 7 + d.Id) % n, buffer);
+                    Assert.True(buffer.AsSpan().SequenceEqual(pages[(g * 7 + d.Id) % n]));
+                }
+            }, TaskCreationOptions.LongRunning)).ToArray();
+            await Task.WhenAll(readers);
+            Assert.Equal(0, host.GetStats().StoreBlobs);
+            TestMemory.AssertFrameAccounting(host);
+        }
+    }
+
+    [Fact]
+    public void PagesThatDoNotCompressAreTriedOnceUntilWrittenOrThePolicyChanges()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        // A random private page and a random shared page (two clones): neither compresses.
+        var a = TestMemory.LoadRaw(host, dir, "a", [TestMemory.RandomPage(new Random(1)), TestMemory.RandomPage(new Random(2))], Cold());
+        var b = TestMemory.LoadRaw(host, dir, "b", [TestMemory.RandomPage(new Random(9)), TestMemory.RandomPage(new Random(2))], Cold());
+        var first = host.Scan(options: new ScanOptions { Passes = 3 });
+        // a:0 and b:0 tried alone, the shared frame of a:1 and b:1 once for both pages.
+        Assert.Equal(4, first.PassResults.Sum(p => p.PagesIncompressible));
+        Assert.Equal(0, first.PassResults[^1].PagesIncompressible);
+        Assert.Equal(0, host.Scan(options: new ScanOptions { Passes = 2 }).PassResults.Sum(p => p.PagesIncompressible));
+        // A write clears the mark: the page is tried again once it is cold.
+        a.WritePage(0, [1, 2, 3]);
+        Assert.Equal(1, host.Scan(options: new ScanOptions { Passes = 3 }).PassResults.Sum(p => p.PagesIncompressible));
+        // So does a change of the domain's compression policy, for its trust group: here both domains.
+        host.SetPolicy(b, compressionThreshold: 0.9);
+        Assert.Equal(4, host.Scan(options: new ScanOptions { Passes = 2 }).PassResults.Sum(p => p.PagesIncompressible));
+        host.EnableCompression(a, CompressionAlgorithm.Zstd);
+        Assert.Equal(4, host.Scan(options: new ScanOptions { Passes = 2 }).PassResults.Sum(p => p.PagesIncompressible));
+        host.EnableCompression(a); // no change: nothing tried again
+        Assert.Equal(0, host.Scan(options: new ScanOptions { Passes = 2 }).PassResults.Sum(p => p.PagesIncompressible));
+        Assert.Equal(PageState.Private, a.GetPage(0).State);
+        Assert.Equal(PageState.Shared, a.GetPage(1).State);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    /// <summary>
+    /// Nothing is lost, on real memory: two snapshots of one live process (so most pages are shared), guests reading
+    /// and writing on three threads while passes share, compress shared frames and compress private pages under them.
+    /// Every read is checked against a shadow copy, and so is every page at the end.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task GuestsAndPassesTogetherOnRealMemoryLoseNothing(int seed)
+    {
+        using var host = new DEHost();
+        var proc = TestMemory.StartRealProcess();
+        try
+        {
+            var options = new DomainOptions
+            {
+                SharingEnabled = true, CompressionEnabled = true, C4Sweeps = 1,
+                CompressionAlgorithm = seed == 1 ? CompressionAlgorithm.LZ4 : CompressionAlgorithm.Zstd,
+            };
+            Domain[] domains = [TestMemory.LoadProcess(host, "snap0", proc.Id, options), TestMemory.LoadProcess(host, "snap1", proc.Id, options)];
+            var shadow = domains.Select(TestMemory.ReadAll).ToArray();
+            using var stop = new CancellationTokenSource();
+            long passes = 0, sharedCompressed = 0, blobHits = 0;
+            var scanner = Task.Factory.StartNew(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    var r = host.Scan(options: new ScanOptions { Passes = 1, SliceSize = 256 + seed * 100 });
+                    Interlocked.Add(ref sharedCompressed, r.SharedFramesCompressed);
+                    Interlocked.Increment(ref passes);
+                }
+            }, TaskCreationOptions.LongRunning);
+            const int threads = 3;
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            bool Exercised() => Interlocked.Read(ref sharedCompressed) > 0 && Interlocked.Read(ref blobHits) > 20 && Interlocked.Read(ref passes) > 10;
+            var guests = Enumerable.Range(0, threads).Select(t => Task.Factory.StartNew(() =>
+            {
+                var rng = new Random(seed * 10 + t);
+                var buffer = new byte[4096];
+                for (int op = 0; op < 20_000 || (!Exercised() && DateTime.UtcNow < deadline); op++)
+                {
+                    int di = rng.Next(domains.Length);
+                    var d = domains[di];
+                    // Thread t owns the gfns g with g % threads == t: its shadow entries change only under it.
+                    long gfn = rng.NextInt64((d.PageCount - t + threads - 1) / threads) * threads + t;
+                    if (PageEntry.IsSharedBlob(d.PeekEntry(gfn))) Interlocked.Increment(ref blobHits);
+                    if (rng.Next(10) < 8)
+                    {
+                        d.ReadPage(gfn, buffer);
+                        Assert.True(buffer.AsSpan().SequenceEqual(shadow[di][gfn]), $"op {op}: {d.Name} page {gfn} differs from the shadow");
+                    }
+                    else
+                    {
+                        var data = new byte[rng.Next(1, 64)];
+                        rng.NextBytes(data);
+                        int offset = rng.Next(4096 - data.Length);
+                        d.WritePage(gfn, data, offset);
+                        data.CopyTo(shadow[di][gfn], offset);
+                    }
+                    if (op % 64 == 0) Thread.Sleep(1); // let passes age pages between bursts
+                }
+            }, TaskCreationOptions.LongRunning)).ToArray();
+            try
+            {
+                await Task.WhenAll(guests);
+            }
+            finally
+            {
+                stop.Cancel();
+                await scanner;
+            }
+            Assert.True(Exercised(), $"{passes} passes compressed {sharedCompressed} shared frames; guests touched {blobHits} compressed shared pages");
+            host.Scan(options: new ScanOptions { UntilStable = true });
+            Assert.True(host.GetStats().SharedCompressedFrames > 0);
+            TestMemory.AssertFrameAccounting(host);
+            for (int di = 0; di < domains.Length; di++)
+                for (long g = 0; g < domains[di].PageCount; g++)
+                    Assert.True(domains[di].ReadPage(g).AsSpan().SequenceEqual(shadow[di][g]), $"final: {domains[di].Name} page {g} differs");
+            TestMemory.AssertFrameAccounting(host);
+        }
+        finally
+        {
+            proc.Kill();
+            proc.Dispose();
+        }
+    }
+}
