@@ -26,6 +26,17 @@ internal sealed class SharedCandidates
 
     public void Clear() => _count = 0;
 
+    /// <summary>After a pass: keeps room for twice what this pass collected (at least 256), so alike passes allocate nothing.</summary>
+    public void Shrink()
+    {
+        lock (_gate)
+        {
+            int target = (int)Math.Max(256, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, _count * 2)));
+            if (_items.Length >= target * 2) _items = new SharedCandidate[target];
+            _count = 0;
+        }
+    }
+
     /// <summary>Appends a worker's batch.</summary>
     public void Add(ReadOnlySpan<SharedCandidate> batch)
     {

@@ -133,6 +133,7 @@ public sealed partial class DEHost
             Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         }
         foreach (var d in domains) if (!d.IsRemoved) d.CountSweep();
+        TrimIndexes();
         var compaction = CompactStoreIfNeeded();
         return new PassResult(pass, swept, sum.PagesExamined, sum.ZeroPagesFound, sum.PagesMerged, sum.FramesFreed,
             sum.HashCollisions, sum.Contended + enc.Contended, Stopwatch.GetElapsedTime(started))
@@ -260,6 +261,33 @@ public sealed partial class DEHost
         AddEngineTime(Mechanism.Compression, compressTicks, compressTried);
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         return swept;
+    }
+
+    /// <summary>
+    /// After a pass, gives back index memory nobody needs until the next one: the unstable tables are emptied (the next
+    /// pass starts them afresh) and shrink when this pass filled them little; the similarity tables drop entries whose
+    /// page can no longer be a reference (not Private or Shared, or gone) once they are most of a stripe; stable tables
+    /// and the cold-shared buffer shrink when mostly empty. Steady passes allocate nothing here.
+    /// </summary>
+    private void TrimIndexes()
+    {
+        foreach (var index in _sharing.Values)
+        {
+            index.Unstable.ClearAndShrink();
+            index.Similar.Trim(_mayBeReference ??= MayBeReference);
+            index.Stable.Trim();
+        }
+        _coldShared.Shrink();
+    }
+
+    private Func<ulong, ulong, bool>? _mayBeReference;
+
+    /// <summary>Whether a similarity entry's page could still serve as a reference (the check a lookup makes, less the key).</summary>
+    private bool MayBeReference(ulong key, ulong packed)
+    {
+        var (id, gfn) = SharingIndex.UnpackPage(packed);
+        var d = TryGetDomainById(id);
+        return d is not null && !d.IsRemoved && gfn < d.PageCount && PageEntry.State(d.PeekEntry(gfn)) is PageState.Private or PageState.Shared;
     }
 
     /// <summary>Compacts the store when its fragmentation passes the host policy's threshold.</summary>

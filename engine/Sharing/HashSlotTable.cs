@@ -37,6 +37,27 @@ internal sealed class HashSlotTable
             lock (s) s.Clear();
     }
 
+    /// <summary>
+    /// Empties the table and gives back the room the last fill did not need: a stripe keeps a capacity of twice what it
+    /// held (at least the initial one), so a table filled alike every pass allocates nothing, and one whose fill fell
+    /// away shrinks.
+    /// </summary>
+    public void ClearAndShrink()
+    {
+        foreach (var s in _stripes)
+            lock (s) s.ClearAndShrink();
+    }
+
+    /// <summary>
+    /// Drops the entries <paramref name="keep"/> refuses (when more than half of a stripe's are) and shrinks stripes
+    /// that hold less than a quarter of their capacity. Allocates only for the stripes it rebuilds.
+    /// </summary>
+    public void Trim(Func<ulong, ulong, bool>? keep = null)
+    {
+        foreach (var s in _stripes)
+            lock (s) s.Trim(keep);
+    }
+
     public long Count
     {
         get { long n = 0; foreach (var s in _stripes) lock (s) n += s.Count; return n; }
@@ -123,6 +144,45 @@ internal sealed class HashSlotTable
             Array.Clear(_keys);
             Array.Clear(_values);
             Count = 0;
+        }
+
+        /// <summary>The capacity for <paramref name="entries"/> entries at half load (a power of two, at least the initial).</summary>
+        private static int CapacityFor(int entries) =>
+            (int)Math.Max(InitialCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, entries * 2)));
+
+        public void ClearAndShrink()
+        {
+            int target = CapacityFor(Count);
+            if (_keys.Length >= target * 2)
+            {
+                _keys = new ulong[target];
+                _values = new ulong[target];
+                Count = 0;
+            }
+            else Clear();
+        }
+
+        public void Trim(Func<ulong, ulong, bool>? keep)
+        {
+            int live = Count;
+            if (keep is not null)
+            {
+                live = 0;
+                for (int i = 0; i < _keys.Length; i++)
+                    if (_keys[i] != 0 && keep(_keys[i], _values[i])) live++;
+            }
+            int target = CapacityFor(live);
+            bool shrink = _keys.Length >= target * 4;
+            bool purge = (Count - live) * 2 > Count;
+            if (!shrink && !purge) return;
+            var oldKeys = _keys;
+            var oldValues = _values;
+            int capacity = shrink ? target : _keys.Length;
+            _keys = new ulong[capacity];
+            _values = new ulong[capacity];
+            Count = 0;
+            for (int i = 0; i < oldKeys.Length; i++)
+                if (oldKeys[i] != 0 && (keep is null || keep(oldKeys[i], oldValues[i]))) Set(oldKeys[i], oldValues[i]);
         }
 
         private void Grow()

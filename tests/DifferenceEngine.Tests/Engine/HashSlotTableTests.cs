@@ -5,6 +5,67 @@ namespace DifferenceEngine.Tests.Engine;
 
 public class HashSlotTableTests
 {
+    private static ulong Key(Random rng) => (ulong)rng.NextInt64() | 1;
+
+    [Fact]
+    public void ClearAndShrinkKeepsRoomForAnAlikeFillAndGivesBackTheRest()
+    {
+        var table = new HashSlotTable();
+        var rng = new Random(1);
+        var pass = Enumerable.Range(0, 100_000).Select(_ => Key(rng)).ToArray();
+        foreach (ulong k in pass) table.Set(k, k);
+        long full = table.MetadataBytes;
+        table.ClearAndShrink();
+        Assert.Equal(0, table.Count);
+        Assert.Equal(full, table.MetadataBytes);
+        foreach (ulong k in pass) table.Set(k, k); // the same pages next pass: nothing reallocated
+        Assert.Equal(full, table.MetadataBytes);
+        table.ClearAndShrink(); // this fill was large: still kept
+        for (int i = 0; i < 1_000; i++) table.Set(Key(rng), (ulong)i);
+        table.ClearAndShrink(); // this one was small: the room goes
+        Assert.True(table.MetadataBytes < full / 8, $"{table.MetadataBytes} bytes kept of {full}");
+        var left = new Dictionary<ulong, ulong>();
+        for (int i = 0; i < 5_000; i++)
+        {
+            ulong k = Key(rng);
+            table.Set(k, (ulong)i);
+            left[k] = (ulong)i;
+        }
+        foreach (var (k, v) in left)
+        {
+            Assert.True(table.TryGet(k, out var got));
+            Assert.Equal(v, got);
+        }
+    }
+
+    [Fact]
+    public void TrimDropsRefusedEntriesOnlyWhenMostAreAndKeepsTheRest()
+    {
+        var table = new HashSlotTable();
+        var rng = new Random(2);
+        var keys = Enumerable.Range(0, 50_000).Select(_ => Key(rng)).Distinct().ToArray();
+        for (int i = 0; i < keys.Length; i++) table.Set(keys[i], (ulong)i);
+        long full = table.MetadataBytes;
+        // A third refused: not most of any stripe, nothing changes.
+        table.Trim((_, v) => v % 3 != 0);
+        Assert.Equal(keys.Length, table.Count);
+        Assert.Equal(full, table.MetadataBytes);
+        // Nine in ten refused: dropped, and the stripes shrink.
+        table.Trim((_, v) => v % 10 == 0);
+        Assert.Equal(keys.Length / 10 + (keys.Length % 10 == 0 ? 0 : 1), table.Count);
+        Assert.True(table.MetadataBytes < full / 2, $"{table.MetadataBytes} bytes kept of {full}");
+        for (int i = 0; i < keys.Length; i++)
+        {
+            bool found = table.TryGet(keys[i], out var v);
+            Assert.Equal(i % 10 == 0, found);
+            if (found) Assert.Equal((ulong)i, v);
+        }
+        // Without a predicate: only shrinks, never drops.
+        long count = table.Count;
+        table.Trim();
+        Assert.Equal(count, table.Count);
+    }
+
     [Fact]
     public void BehavesLikeADictionaryUnderRandomInsertsAndRemovals()
     {
