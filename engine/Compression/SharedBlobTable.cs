@@ -119,10 +119,15 @@ internal sealed class SharedBlobTable
         var c = ChunkOf(id);
         int i = (int)(id & (ChunkSize - 1));
         if (c.Refs[i] <= 0) throw new InvalidOperationException($"Shared blob {id} released with reference count {c.Refs[i]}.");
-        if (--c.Refs[i] > 0) return;
-        ulong handle = c.Handles[i];
+        if (c.Refs[i] > 1)
+        {
+            c.Refs[i]--;
+            return;
+        }
+        // The last name: the blob goes first, so a store that refuses the handle leaves the reference as it was.
+        store.Free(c.Handles[i]);
+        c.Refs[i] = 0;
         c.Handles[i] = 0;
-        store.Free(handle);
         Interlocked.Decrement(ref _live);
         Recycle(id);
     }

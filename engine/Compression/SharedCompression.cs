@@ -195,7 +195,8 @@ internal static class SharedCompression
         finally
         {
             for (int i = 0; i < taken; i++) domains[i]!.Unlock(group[i].Gfn, entries[i]);
-            Array.Clear(domains, 0, taken);
+            // The one whose lock failed too: the thread-static array must not keep a removed domain alive.
+            Array.Clear(domains, 0, Math.Min(taken + 1, count));
         }
     }
 }

@@ -31,7 +31,8 @@ internal static class PageEntry
 
     /// <summary>
     /// The page's content did not compress within its domain's threshold: passes do not try again until the page is
-    /// written or the domain's compression policy changes.
+    /// written, merged into a shared frame (which is tried under its group's policies), or its trust group's
+    /// compression policy changes.
     /// </summary>
     public const ulong Incompressible = 1UL << 15;
     private const int PayloadShift = 16;

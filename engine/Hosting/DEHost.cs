@@ -216,8 +216,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public DomainPageStats GetPageStats(Domain domain)
     {
         using var op = EnterOperation();
-        long priv = 0, zero = 0, shared = 0, uniform = 0, patched = 0, compressed = 0, sharedCompressed = 0, swapped = 0, stored = 0;
+        long priv = 0, zero = 0, shared = 0, uniform = 0, swapped = 0;
         double used = 0;
+        var enc = new EncodedCounts();
         for (long gfn = 0; gfn < domain.PageCount; gfn++)
         {
             // Encoded pages are read under their lock: the store may move their blob meanwhile.
@@ -234,66 +235,79 @@ public sealed partial class DEHost : IDEHost, IEngineService
                     break;
                 case PageState.Patched:
                 case PageState.Compressed:
-                    e = domain.Lock(gfn);
-                    try
-                    {
-                        var st = PageEntry.State(e);
-                        if (st is not (PageState.Patched or PageState.Compressed))
-                        {
-                            gfn--; // changed meanwhile: count it again as it is now
-                            continue;
-                        }
-                        if (PageEntry.IsSharedBlob(e))
-                        {
-                            // A compressed shared frame: each page that names the blob is charged its share.
-                            uint id = (uint)PageEntry.Payload(e);
-                            lock (SharedBlobs.StripeLock(id))
-                            {
-                                if (SharedBlobs.IsLiveLocked(id))
-                                {
-                                    double share = (double)Store.Get(SharedBlobs.HandleLocked(id)).Length / SharedBlobs.ReferencesLocked(id);
-                                    stored += (long)Math.Round(share);
-                                    used += share;
-                                }
-                            }
-                            compressed++;
-                            sharedCompressed++;
-                            continue;
-                        }
-                        var blob = Store.Get(PageEntry.Payload(e));
-                        stored += blob.Length;
-                        used += blob.Length;
-                        if (st == PageState.Patched)
-                        {
-                            patched++;
-                            uint reference = EncodedPage.ReferenceFrame(blob);
-                            if (Frames.IsInUse(reference))
-                                used += (double)PageGeometry.PageSize / Math.Max(1, Volatile.Read(ref Frames.RefCount(reference)));
-                        }
-                        else compressed++;
-                    }
-                    finally
-                    {
-                        domain.Unlock(gfn, e);
-                    }
+                    // Changed between the peek and the lock: counted again as it is now, once its lock is released.
+                    if (!CountEncoded(domain, gfn, ref enc)) gfn--;
                     break;
             }
         }
         var policy = domain.Policy;
         return new DomainPageStats(domain.Name, domain.Id, domain.PageCount, priv, zero, shared,
-            domain.SizeBytes, (long)Math.Round(used), policy.TrustGroup, policy.SharingEnabled)
+            domain.SizeBytes, (long)Math.Round(used + enc.Used), policy.TrustGroup, policy.SharingEnabled)
         {
             UniformPages = uniform,
             SwappedPages = swapped,
             Status = domain.Status,
-            PatchedPages = patched,
-            CompressedPages = compressed,
-            SharedCompressedPages = sharedCompressed,
-            StoredBytes = stored,
+            PatchedPages = enc.Patched,
+            CompressedPages = enc.Compressed,
+            SharedCompressedPages = enc.SharedCompressed,
+            StoredBytes = (long)Math.Round(enc.Stored),
             PatchingEnabled = policy.PatchingEnabled,
             CompressionEnabled = policy.CompressionEnabled,
             CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
         };
+    }
+
+    private struct EncodedCounts
+    {
+        public long Patched, Compressed, SharedCompressed;
+        public double Stored, Used;
+    }
+
+    /// <summary>
+    /// Counts one Patched or Compressed page under its lock (the store may move its blob meanwhile); false, changing
+    /// nothing, when the page is no longer encoded.
+    /// </summary>
+    private bool CountEncoded(Domain domain, long gfn, ref EncodedCounts c)
+    {
+        ulong e = domain.Lock(gfn);
+        try
+        {
+            var st = PageEntry.State(e);
+            if (st is not (PageState.Patched or PageState.Compressed)) return false;
+            if (PageEntry.IsSharedBlob(e))
+            {
+                // A compressed shared frame: each page that names the blob is charged its share.
+                uint id = (uint)PageEntry.Payload(e);
+                lock (SharedBlobs.StripeLock(id))
+                {
+                    if (SharedBlobs.IsLiveLocked(id))
+                    {
+                        double share = (double)Store.Get(SharedBlobs.HandleLocked(id)).Length / SharedBlobs.ReferencesLocked(id);
+                        c.Stored += share;
+                        c.Used += share;
+                    }
+                }
+                c.Compressed++;
+                c.SharedCompressed++;
+                return true;
+            }
+            var blob = Store.Get(PageEntry.Payload(e));
+            c.Stored += blob.Length;
+            c.Used += blob.Length;
+            if (st == PageState.Patched)
+            {
+                c.Patched++;
+                uint reference = EncodedPage.ReferenceFrame(blob);
+                if (Frames.IsInUse(reference))
+                    c.Used += (double)PageGeometry.PageSize / Math.Max(1, Volatile.Read(ref Frames.RefCount(reference)));
+            }
+            else c.Compressed++;
+            return true;
+        }
+        finally
+        {
+            domain.Unlock(gfn, e);
+        }
     }
 
     /// <summary>Host-wide frames, memory, metadata, faults and engine time.</summary>

@@ -81,6 +81,9 @@ internal sealed class HashSlotTable
         private ulong[] _values = new ulong[InitialCapacity];
         public int Count;
 
+        /// <summary>The most entries held since the last <see cref="ClearAndShrink"/> (entries also leave during a pass).</summary>
+        private int _peak;
+
         public int Capacity => _keys.Length;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -104,7 +107,13 @@ internal sealed class HashSlotTable
             {
                 ulong k = _keys[i];
                 if (k == key) { _values[i] = value; return; }
-                if (k == 0) { _keys[i] = key; _values[i] = value; Count++; return; }
+                if (k == 0)
+                {
+                    _keys[i] = key;
+                    _values[i] = value;
+                    if (++Count > _peak) _peak = Count;
+                    return;
+                }
             }
         }
 
@@ -152,7 +161,8 @@ internal sealed class HashSlotTable
 
         public void ClearAndShrink()
         {
-            int target = CapacityFor(Count);
+            int target = CapacityFor(_peak);
+            _peak = 0;
             if (_keys.Length >= target * 2)
             {
                 _keys = new ulong[target];

@@ -30,6 +30,8 @@ internal struct SharingCounters
 /// <summary>
 /// The whole-page sharing step for one page: hash, look up, byte-for-byte compare,
 /// merge. Allocates nothing; all compares and hashes are vectorized span operations.
+/// A merged page loses its incompressible mark: a shared frame is compressed under the policies of
+/// all its pages, so the group gets its own try (SharedCompression marks them all if it fails).
 /// </summary>
 internal static class SharingPass
 {
@@ -63,7 +65,7 @@ internal static class SharingPass
                 frames.Free(frame);
                 c.PagesMerged++;
                 c.FramesFreed++;
-                return PageEntry.With(e, PageState.Shared, shared);
+                return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Shared, shared);
             }
         }
 
@@ -125,8 +127,8 @@ internal static class SharingPass
                     frames.Free(otherFrame);
                     c.PagesMerged += 2;
                     c.FramesFreed += 2;
-                    oe = PageEntry.With(oe, PageState.Shared, shared);
-                    return PageEntry.With(e, PageState.Shared, shared);
+                    oe = PageEntry.With(oe & ~PageEntry.Incompressible, PageState.Shared, shared);
+                    return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Shared, shared);
                 }
                 // The other page's frame becomes the shared copy; ours is freed.
                 frames.Hash(otherFrame) = hash;
@@ -135,8 +137,8 @@ internal static class SharingPass
                 frames.Free(frame);
                 c.PagesMerged += 2;
                 c.FramesFreed++;
-                oe = PageEntry.With(oe | PageEntry.SharingSeen, PageState.Shared, otherFrame);
-                return PageEntry.With(e, PageState.Shared, otherFrame);
+                oe = PageEntry.With((oe | PageEntry.SharingSeen) & ~PageEntry.Incompressible, PageState.Shared, otherFrame);
+                return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Shared, otherFrame);
             }
         }
         finally

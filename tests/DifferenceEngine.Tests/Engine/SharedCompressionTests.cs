@@ -370,6 +370,66 @@ public class SharedCompressionTests
         }
     }
 
+    /// <summary>
+    /// Stats read while guests rebuild encoded pages: a page that changes between the stats' first look and its lock is
+    /// counted again, and its neighbour's entry is never touched (a past bug unlocked the neighbour with this page's entry).
+    /// </summary>
+    [Fact]
+    public async Task PageStatsWhileGuestsRebuildPagesChangeNoEntry()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        const int n = 256;
+        byte[][] pages = Enumerable.Range(0, n).Select(Compressible).ToArray();
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, Cold());
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), Cold());
+        using var stop = new CancellationTokenSource();
+        long statsTaken = 0;
+        var stats = Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                foreach (var d in new[] { a, b })
+                {
+                    var s = host.GetPageStats(d);
+                    Assert.Equal(n, s.PrivatePages + s.SharedPages + s.CompressedPages + s.ZeroPages + s.UniformPages + s.PatchedPages);
+                }
+                Interlocked.Increment(ref statsTaken);
+            }
+        }, TaskCreationOptions.LongRunning);
+        // On a thread of its own, so a page lock left behind fails the test (time-out) instead of hanging the run.
+        var guest = Task.Factory.StartNew(() =>
+        {
+            var buffer = new byte[4096];
+            for (int round = 0; round < 30 || Interlocked.Read(ref statsTaken) < 20; round++)
+            {
+                host.Scan(options: new ScanOptions { Passes = 3 }); // shared and compressed again
+                foreach (var d in new[] { a, b })
+                    for (long g = 0; g < n; g++)
+                    {
+                        d.ReadPage(g, buffer); // rebuilds it: the stats may see it change
+                        Assert.True(buffer.AsSpan().SequenceEqual(pages[g]), $"round {round}: {d.Name} page {g} differs");
+                    }
+            }
+        }, TaskCreationOptions.LongRunning);
+        try
+        {
+            await guest.WaitAsync(TimeSpan.FromMinutes(2));
+        }
+        finally
+        {
+            stop.Cancel();
+        }
+        await stats.WaitAsync(TimeSpan.FromMinutes(1));
+        TestMemory.AssertFrameAccounting(host);
+        foreach (var d in new[] { a, b })
+            for (long g = 0; g < n; g++)
+            {
+                Assert.Equal(0UL, d.PeekEntry(g) & PageEntry.Locked); // no lock left behind
+                Assert.Equal(pages[g], d.ReadPage(g));
+            }
+    }
+
     [Fact]
     public void PagesThatDoNotCompressAreTriedOnceUntilWrittenOrThePolicyChanges()
     {
