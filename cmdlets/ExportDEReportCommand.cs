@@ -9,8 +9,8 @@ namespace DifferenceEngine.Commands;
 /// Writes a report of a host to a file (Export-DEReport): a self-contained HTML page with charts, JSON
 /// (docs/REPORT-SCHEMA.md) or CSV with one row per domain. Per-domain and host-wide numbers only, never
 /// page contents; the file is readable by its owner only. Domains from the pipeline limit the report
-/// to them; without any, it covers every domain of the host. Embedded hosts only so far: a report of a Xen host
-/// would need the engine to build its model (the pager's fault histograms; no store, watermarks or compaction there).
+/// to them; without any, it covers every domain of the host (on Xen every guest domain: domain 0 is not treated).
+/// Works on embedded and Xen hosts alike; on Xen the store is what the pager holds and the faults are its page-ins.
 /// </summary>
 [Cmdlet(VerbsData.Export, "DEReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(FileInfo))]
@@ -25,7 +25,7 @@ public sealed class ExportDEReportCommand : DECmdlet
     [Parameter]
     public ReportFormat Format { get; set; }
 
-    /// <summary>The domains to report (names, patterns or Domain objects); every domain of the host by default.</summary>
+    /// <summary>The domains to report (names, patterns, Domain or XenDomain objects, domain ids on Xen); every domain of the host by default.</summary>
     [Parameter(ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -43,14 +43,9 @@ public sealed class ExportDEReportCommand : DECmdlet
     private string _fullPath = "";
     private ReportFormat _format;
 
-    /// <summary>What to use on a Xen host instead.</summary>
-    internal const string XenInstead =
-        "Get-DEPageStats and Get-DEHostStats give its numbers, for example: Get-DEPageStats | Export-Csv -Path ./xen.csv.";
-
-    /// <summary>A bad path, format or an existing file, or an explicit Xen host, stops the cmdlet before it reads any input.</summary>
+    /// <summary>A bad path, format or an existing file stops the cmdlet before it reads any input.</summary>
     protected override void BeginProcessing()
     {
-        if (DEHost is not null) EmbeddedHost(XenInstead);
         try
         {
             _fullPath = ResolvePath();
@@ -72,8 +67,8 @@ public sealed class ExportDEReportCommand : DECmdlet
     {
         // Piped input that turned out empty (Get-DEDomain nomatch* | ...) is an empty selection, not "all".
         bool selected = _selectors.Count > 0 || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain));
-        IReadOnlyList<Domain>? domains = selected ? ResolveEmbeddedDomains(_selectors, XenInstead) : null;
-        var host = DEHost is null && domains is { Count: > 0 } ? domains[0].Host : EmbeddedHost(XenInstead);
+        IReadOnlyList<IDEDomain>? domains = selected ? ResolveDomains(_selectors) : null;
+        var host = DEHost is null && domains is { Count: > 0 } ? domains[0].Host : TargetHost;
         if (domains is not null)
         {
             // One report, one host: domain objects of another host are not found on this one.

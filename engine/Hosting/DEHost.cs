@@ -102,7 +102,25 @@ public sealed partial class DEHost : IDEHost, IEngineService
     internal FaultCounters Faults { get; } = new();
 
     /// <summary>The domains, ordered by id.</summary>
-    public IReadOnlyList<Domain> Domains => _byId.Values.OrderBy(d => d.Id).ToArray();
+    public IReadOnlyList<Domain> Domains
+    {
+        get
+        {
+            // Kept until a domain comes or goes, so the engine's hot loops (the reclaimer reads it every batch) allocate nothing.
+            long version = Interlocked.Read(ref _domainsVersion);
+            var snapshot = Volatile.Read(ref _domainSnapshot);
+            if (snapshot is not null && snapshot.Version == version) return snapshot.Items;
+            var items = Array.AsReadOnly(_byId.Values.OrderBy(d => d.Id).ToArray());
+            Volatile.Write(ref _domainSnapshot, new DomainSnapshot(version, items));
+            return items;
+        }
+    }
+
+    /// <summary>The domains in id order as of <see cref="Version"/> (the count of registrations and removals).</summary>
+    private sealed record DomainSnapshot(long Version, IReadOnlyList<Domain> Items);
+
+    private DomainSnapshot? _domainSnapshot;
+    private long _domainsVersion;
 
     public Domain? TryGetDomain(string name) => _byName.TryGetValue(name, out var d) ? d : null;
 
@@ -175,6 +193,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         {
             if (!_byId.TryRemove(domain.Id, out _)) return false;
             _byName.TryRemove(domain.Name, out _);
+            Interlocked.Increment(ref _domainsVersion);
         }
         domain.Release();
         return true;
@@ -425,6 +444,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 throw DomainExists(domain.Name);
             }
             _byId[domain.Id] = domain;
+            Interlocked.Increment(ref _domainsVersion);
         }
     }
 

@@ -48,6 +48,9 @@ public interface IDEHost : IDisposable
 
     HostStats GetStats();
 
+    /// <summary>The latency histogram of one kind of fault (on Xen: the page-ins the pager served, by how it rebuilt them).</summary>
+    LatencyHistogram FaultHistogram(FaultKind kind);
+
     EngineStatus StartEngine(TimeSpan interval);
 
     EngineStatus? StopEngine();

@@ -139,7 +139,7 @@ internal sealed class Reclaimer : IDisposable
             var domains = _host.Domains;
             if (domains.Count == 0) return 0;
             long total = 0;
-            foreach (var d in domains) total += d.PageCount;
+            for (int i = 0; i < domains.Count; i++) total += domains[i].PageCount; // by index: no enumerator allocated
             var frames = _host.Frames;
             int count = 0;
             long looked = 0;

@@ -49,6 +49,7 @@ public static class HtmlReport
         var mc = m.Machine;
         w.Write("<header class=\"top\"><div class=\"wrap\">\n<p class=\"eyebrow\">DifferenceEngine memory report</p>\n");
         w.Write($"<h1 id=\"host-name\">Host {E(m.HostName)}</h1>\n<p class=\"meta\">");
+        w.Write($"<span id=\"host-kind\">{(m.HostKind == "Xen" ? "Xen dom0 service" : "Embedded host")}</span>");
         w.Write($"<span id=\"generated\" data-value=\"{E(m.GeneratedAt.ToString("O", C))}\">Generated {E(m.GeneratedAt.ToString("yyyy-MM-dd HH:mm:ss zzz", C))}</span>");
         w.Write($"<span>{E(mc.Name)}: {mc.ProcessorCount} cores, {E(ReportText.Bytes(mc.MemoryBytes))}</span>");
         w.Write($"<span>{E(mc.OperatingSystem)}</span><span>{E(mc.Runtime)}</span>");

@@ -69,6 +69,7 @@ public static class JsonReport
         w.WritePropertyName("host");
         w.WriteStartObject();
         Field(w, "name", model.HostName);
+        Field(w, "kind", model.HostKind);
         Field(w, "connectedAt", model.HostConnected);
         Field(w, "domains", s.Domains);
         Field(w, "memoryLimitBytes", s.MemoryLimitBytes);
@@ -191,6 +192,7 @@ public static class JsonReport
         Field(w, "sharedPages", s.SharedPages);
         Field(w, "patchedPages", s.PatchedPages);
         Field(w, "compressedPages", s.CompressedPages);
+        Field(w, "sharedCompressedPages", s.SharedCompressedPages);
         Field(w, "swappedPages", s.SwappedPages);
         Field(w, "guestBytes", s.GuestBytes);
         Field(w, "bytesUsed", s.BytesUsed);

@@ -24,17 +24,21 @@ public sealed record ReportModel(
     IReadOnlyList<FaultDistribution> Faults)
 {
     /// <summary>
-    /// Takes a report's data from <paramref name="host"/>: the given domains (in that order), or every
-    /// domain of the host when <paramref name="domains"/> is null. Host-wide numbers always cover the
-    /// whole host. A domain removed or of another host is "DomainNotFound".
+    /// Takes a report's data from <paramref name="host"/>, embedded or Xen: the given domains (in that order), or, when
+    /// <paramref name="domains"/> is null, every domain of the host (on Xen every guest domain: domain 0 is not
+    /// treated). Host-wide numbers always cover the whole host. A domain removed or of another host is "DomainNotFound".
     /// </summary>
-    public static ReportModel FromHost(DEHost host, IEnumerable<Domain>? domains = null, DateTimeOffset? now = null)
+    public static ReportModel FromHost(IDEHost host, IEnumerable<IDEDomain>? domains = null, DateTimeOffset? now = null)
     {
         ArgumentNullException.ThrowIfNull(host);
-        var chosen = domains?.ToArray() ?? host.Domains.ToArray();
-        foreach (var d in chosen) host.CheckOwned(d);
+        var chosen = domains?.ToArray() ?? host.Domains.Where(d => d is not Xen.XenDomain { IsControlDomain: true }).ToArray();
+        foreach (var d in chosen)
+        {
+            if (host is DEHost embedded && d is Domain domain) embedded.CheckOwned(domain);
+            else if (!ReferenceEquals(d.Host, host) || d.IsRemoved) throw DEHost.DomainNotFound(d.Name);
+        }
         var hostStats = host.GetStats();
-        var domainReports = chosen.Select(d => DomainReport.From(host.GetPageStats(d), d.Policy)).ToArray();
+        var domainReports = chosen.Select(d => DomainReport.From(d.GetPageStats(), d.Policy)).ToArray();
         var faults = FaultCounters.Kinds
             .Select(kind => FaultDistribution.From(kind, host.FaultHistogram(kind)))
             .ToArray();
@@ -50,8 +54,14 @@ public sealed record ReportModel(
             domains is null,
             domainReports,
             host.History,
-            faults);
+            faults)
+        {
+            HostKind = host.Kind,
+        };
     }
+
+    /// <summary>"Embedded" or "Xen" (<see cref="IDEHost.Kind"/>).</summary>
+    public string HostKind { get; init; } = "Embedded";
 
     /// <summary>Totals over <see cref="Domains"/> (the domains in this report, not necessarily the whole host).</summary>
     public DomainTotals Totals => DomainTotals.Of(Domains.Select(d => d.Stats));

@@ -387,6 +387,9 @@ public sealed partial class XenHost : IDEHost, IEngineService
         };
     }
 
+    /// <summary>The pager's page-ins of one kind (Unpatch, Decompress, SwapIn), timed from the ring's request to the answer.</summary>
+    public LatencyHistogram FaultHistogram(FaultKind kind) => pager.Faults[kind];
+
     /// <summary>Loads every page the pager holds back into its guest, hands paging back to Xen and closes the connection.</summary>
     public void Dispose()
     {

@@ -416,7 +416,6 @@ Describe 'Errors on a Xen host' {
         @{ Name = 'Write-DEGuestPage'; Command = { Write-DEGuestPage -Domain web1 -Gfn 0 -Data 1, 2 } }
         @{ Name = 'Invoke-DEWorkload'; Command = { Invoke-DEWorkload -Domain web1 -Operations 10 } }
         @{ Name = 'Get-DEPage'; Command = { Get-DEPage -Domain web1 } }
-        @{ Name = 'Export-DEReport'; Command = { Export-DEReport -Path (Join-Path $TestDrive 'xen.json') } }
         @{ Name = 'Set-DEPolicy -LowWatermark'; Command = { Set-DEPolicy -HostPolicy -LowWatermark 0.2 } }
         @{ Name = 'Set-DEPolicy -CompactionThreshold'; Command = { Set-DEPolicy -HostPolicy -CompactionThreshold 0.5 } }
     ) {
@@ -497,6 +496,43 @@ Describe 'Get-DEHostStats on a Xen host' {
         $stats.GuestBytes | Should -Be ((4 * $pages + 8) * 4096)
         $stats.SharedFrames | Should -BeGreaterThan 0
         Get-DEHostStats | Format-List | Out-String -Width 140 | Should -Match 'Host\s*:\s*xen'
+    }
+}
+
+Describe 'Export-DEReport on a Xen host' {
+    It 'writes a JSON report of the guest domains, without domain 0, with the page-ins as faults' {
+        Set-DEPolicy -Domain cold -C4Sweeps 1
+        Enable-DECompression -Domain cold
+        $null = Invoke-DEScan -Domain cold -Passes 2
+        $path = Join-Path $TestDrive 'xen.json'
+        Export-DEReport -Path $path | Should -BeNullOrEmpty
+        $json = Get-Content -LiteralPath $path -Raw | ConvertFrom-Json
+        $json.host.name | Should -Be 'xen'
+        $json.host.kind | Should -Be 'Xen'
+        $json.allDomains | Should -BeTrue
+        $names = @($json.domains.domain)
+        $names | Should -Not -Contain 'Domain-0'
+        $names.Count | Should -Be (Get-DEHostStats).Domains
+        $cold = $json.domains | Where-Object domain -EQ 'cold'
+        $cold.compressedPages | Should -Be (Get-DEPageStats -Domain cold).CompressedPages
+        $cold.compressedPages | Should -BeGreaterThan 0
+        @($json.host.faults.kind) | Should -Contain 'Decompress'
+        (Get-Item -LiteralPath $path).UnixFileMode | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
+    }
+
+    It 'reports the domains it is given, by name or from the pipeline' {
+        $path = Join-Path $TestDrive 'two.csv'
+        Get-DEDomain cold, similar | Export-DEReport -Path $path
+        $rows = Import-Csv -LiteralPath $path
+        $rows.Domain | Should -Be @('cold', 'similar')
+    }
+
+    It 'writes an HTML report that names the host a Xen dom0 service' {
+        $path = Join-Path $TestDrive 'xen.html'
+        Export-DEReport -Path $path -Domain cold
+        $html = Get-Content -LiteralPath $path -Raw
+        $html | Should -Match 'id="host-kind">Xen dom0 service<'
+        $html | Should -Match 'Host xen'
     }
 }
 

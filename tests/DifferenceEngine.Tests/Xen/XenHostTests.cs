@@ -1,4 +1,5 @@
 using DifferenceEngine.Codecs;
+using DifferenceEngine.Reports;
 using DifferenceEngine.Scanning;
 using DifferenceEngine.Xen;
 using Xunit.Abstractions;
@@ -119,6 +120,45 @@ public class XenHostTests(ITestOutputHelper output)
         Assert.Equal(0, host.GetPageStats(d).PatchedPages);
         Assert.True(host.Pager.PageIns >= Pages, $"{host.Pager.PageIns} page-ins");
         Assert.True(host.GetStats().Faults.Single(f => f.Kind == Domains.FaultKind.Unpatch).Count >= Pages - 1);
+    }
+
+    [Fact]
+    public void AReportOfAXenHostCoversTheGuestDomainsAndThePagersPageIns()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        const int Pages = 8;
+        byte[] content = new byte[Pages * PageSize];
+        for (int g = 0; g < Pages; g++) TextPage(g).CopyTo(content, g * PageSize);
+        fake.CreateDomain(0, 2, seed: 9); // dom0: listed, never treated, left out of a report of every domain
+        fake.CreateDomain(4, content);
+        fake.CreateDomain(5, 4, seed: 3);
+        using var host = Connect(new XenHostOptions { Name = "xr" });
+        var d = host.GetDomain("4");
+        host.EnableCompression(d);
+        host.SetPolicy(d, c4Sweeps: 1);
+        host.Scan(options: new ScanOptions { Passes = 2 });
+        Assert.True(host.GetPageStats(d).CompressedPages > 0);
+        Assert.Equal(TextPage(3), fake.GuestRead(4, 3)); // a page-in the pager serves
+
+        var model = ReportModel.FromHost(host);
+        Assert.Equal("Xen", model.HostKind);
+        Assert.Equal("xr", model.HostName);
+        Assert.True(model.AllDomains);
+        Assert.Equal(["4", "5"], model.Domains.Select(r => r.Stats.Domain.Replace("Domain-", "")).Order().ToArray());
+        Assert.Equal(host.GetPageStats(d).CompressedPages, model.Domains.Single(r => r.Stats.DomainId == 4).Stats.CompressedPages);
+        Assert.Equal(1, model.Faults.Single(f => f.Kind == Domains.FaultKind.Decompress).Count);
+        var json = Newtonsoft.Json.Linq.JObject.Parse(DifferenceEngine.Tests.Reports.ReportHosts.Render(model, ReportFormat.Json));
+        Assert.Equal("Xen", (string?)json["host"]!["kind"]);
+        Assert.Contains("Xen dom0 service", DifferenceEngine.Tests.Reports.ReportHosts.Render(model, ReportFormat.Html));
+
+        // Named domains only, domain 0 included when named; a domain of another host is not found.
+        var dom0 = host.GetDomain("0");
+        var only = ReportModel.FromHost(host, [dom0, d]);
+        Assert.False(only.AllDomains);
+        Assert.Equal([0, 4], only.Domains.Select(r => r.Stats.DomainId).ToArray());
+        using var embedded = new Hosting.DEHost();
+        var stranger = embedded.CreateDomain("stranger", 4096);
+        Assert.Equal("DomainNotFound", Assert.Throws<DEException>(() => ReportModel.FromHost(host, [stranger])).ErrorId);
     }
 
     [Fact]
