@@ -42,6 +42,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             limitFrames = limit / PageGeometry.PageSize;
         }
         Name = options.Name;
+        JitWarmup.Start();
         Frames = new FramePool(limitFrames);
         Store = new Store.CompactStore();
         Policy = new HostPolicy(options.SimilaritySeed ?? Random.Shared.Next());

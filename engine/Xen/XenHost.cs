@@ -35,6 +35,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
     {
         this.connection = connection;
         Name = options.Name;
+        JitWarmup.Start();
         Policy = new HostPolicy(options.SimilaritySeed ?? Random.Shared.Next());
         pager = new XenPager(connection);
         try
