@@ -84,6 +84,25 @@ public sealed class XenDomain : IDEDomain
     // pager's thread (a byte store, harmless if it races a pass).
     internal const byte NeverSeen = 0xFF;
     internal const byte MaxAge = 15;
+
+    /// <summary>The age's bits (an age byte also carries <see cref="IncompressibleFlag"/>).</summary>
+    internal const byte AgeMask = 0x0F;
+
+    /// <summary>
+    /// On an age: the page's content, unchanged since, did not compress within the domain's threshold, so passes do not
+    /// read and compress it again. A change of content resets the age, and with it this flag.
+    /// </summary>
+    internal const byte IncompressibleFlag = 0x40;
+
+    /// <summary>Lets passes try every page again (the compression policy changed); the caller holds the host's scan lock.</summary>
+    internal void ForgetIncompressible()
+    {
+        var ages = Ages;
+        for (int i = 0; i < ages.Length; i++)
+        {
+            if (ages[i] != NeverSeen) ages[i] &= unchecked((byte)~IncompressibleFlag);
+        }
+    }
     internal ulong[] Hashes = [];
     internal byte[] Ages = [];
 

@@ -80,12 +80,12 @@ public sealed partial class XenHost
         return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable);
     }
 
-    private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys);
+    private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys, bool Incompressible);
 
     private sealed class PassCounters
     {
         public long Swept, Examined, Zero, Merged, Collisions, Contended, Patched, PatchBytes, Compressed, CompressedBytes;
-        public long Newly, IndexChanges, StoreFull;
+        public long Newly, IndexChanges, StoreFull, Incompressible;
     }
 
     private PassResult RunPass(int pass, XenDomain[] chosen, Action<ScanProgress>? progress, CancellationToken cancellationToken)
@@ -133,17 +133,23 @@ public sealed partial class XenHost
                     ulong hash = PageHasher.Hash(bytes);
                     c.Swept++;
                     byte age = domain.Ages[g];
+                    bool incompressible = false;
                     if (age == XenDomain.NeverSeen)
                     {
                         age = 0;
                         if (encodes) c.Newly++;
                     }
+                    else if (hash == domain.Hashes[g])
+                    {
+                        incompressible = (age & XenDomain.IncompressibleFlag) != 0;
+                        age = (byte)Math.Min((age & XenDomain.AgeMask) + 1, XenDomain.MaxAge);
+                    }
                     else
                     {
-                        age = hash == domain.Hashes[g] ? (byte)Math.Min(age + 1, XenDomain.MaxAge) : (byte)0;
+                        age = 0; // changed: young again, and worth a new try at compression
                     }
                     domain.Hashes[g] = hash;
-                    domain.Ages[g] = age;
+                    domain.Ages[g] = (byte)(age | (incompressible ? XenDomain.IncompressibleFlag : 0));
                     if (PageHasher.IsZero(bytes)) c.Zero++;
                     if (seen is not null)
                     {
@@ -168,7 +174,7 @@ public sealed partial class XenHost
                             keys = new ulong[detector.Keys];
                             detector.ComputeKeys(bytes, keys);
                         }
-                        cold.Add(new ColdPage(domain, g, hash, age, keys));
+                        cold.Add(new ColdPage(domain, g, hash, age, keys, incompressible));
                     }
                     else if (policy.CompressionEnabled && age >= 1 && age < policy.C4Sweeps)
                     {
@@ -204,7 +210,7 @@ public sealed partial class XenHost
                 continue;
             }
             bool encoded = page.Domain.Policy.PatchingEnabled && TryPatch(page, candidates, a, b, c);
-            if (!encoded && page.Domain.Policy.CompressionEnabled && page.Age >= page.Domain.Policy.C4Sweeps)
+            if (!encoded && page.Domain.Policy.CompressionEnabled && page.Age >= page.Domain.Policy.C4Sweeps && !page.Incompressible)
             {
                 TryCompress(page, a, c);
             }
@@ -225,6 +231,7 @@ public sealed partial class XenHost
             SimilarityIndexChanges = c.IndexChanges,
             NewlyExamined = c.Newly,
             StoreFull = c.StoreFull,
+            PagesIncompressible = c.Incompressible,
         };
     }
 
@@ -326,7 +333,11 @@ public sealed partial class XenHost
         int limit = (int)(policy.CompressionThreshold * PageGeometry.PageSize);
         if (XenPager.TryCompress(plain, policy.CompressionAlgorithm, limit) is not { } prepared)
         {
-            return; // does not compress well enough: the guest keeps it
+            // Does not compress well enough: the guest keeps it, and passes leave it alone until its content changes.
+            if (page.Gfn < (ulong)domain.Ages.Length && domain.Ages[page.Gfn] != XenDomain.NeverSeen)
+                domain.Ages[page.Gfn] |= XenDomain.IncompressibleFlag;
+            c.Incompressible++;
+            return;
         }
         var held = pager.EvictCompressed(domain.DomainId, page.Gfn, policy.CompressionAlgorithm, prepared);
         if (held is null)

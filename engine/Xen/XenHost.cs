@@ -229,11 +229,16 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
         CheckTreatable(domain, "compression");
         pager.Attach(domain.DomainId);
+        bool changed = !domain.Policy.CompressionEnabled || (algorithm is { } b && b != domain.Policy.CompressionAlgorithm);
         if (algorithm is { } alg)
         {
             domain.Policy.CompressionAlgorithm = alg;
         }
         domain.Policy.CompressionEnabled = true;
+        if (changed)
+        {
+            lock (scanGate) domain.ForgetIncompressible();
+        }
     }
 
     /// <summary>Stops compression; with <paramref name="restore"/> the compressed pages go back to the guest.</summary>
@@ -291,7 +296,10 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
         lock (scanGate)
         {
+            bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
+                                      || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm;
             domain.Policy.TakeTunables(trial);
+            if (compressionChanged) domain.ForgetIncompressible();
         }
     }
 

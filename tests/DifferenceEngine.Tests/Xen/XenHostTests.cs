@@ -123,6 +123,31 @@ public class XenHostTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void APageThatDoesNotCompressIsTriedOnceUntilItChangesOrThePolicyDoes()
+    {
+        if (FakeXen.TryGet(output) is not { } fake) return;
+        byte[] content = new byte[4 * PageSize];
+        RandomPage(1).CopyTo(content, 0); // gfn 0 never compresses
+        for (int g = 1; g < 4; g++) TextPage(g).CopyTo(content, g * PageSize);
+        fake.CreateDomain(4, content);
+        using var host = Connect();
+        var d = host.GetDomain("4");
+        host.EnableCompression(d);
+        host.SetPolicy(d, c4Sweeps: 1);
+        long Tried(int passes) => host.Scan(options: new ScanOptions { Passes = passes }).PassResults.Sum(p => p.PagesIncompressible);
+        Assert.Equal(1, Tried(4)); // tried once, then left alone
+        Assert.Equal(3, host.GetPageStats(d).CompressedPages);
+        Assert.Equal(0, Tried(3));
+        host.SetPolicy(d, compressionThreshold: 0.9); // a new policy: worth a new try
+        Assert.Equal(1, Tried(3));
+        host.SetPolicy(d, c4Sweeps: 1); // not a compression setting: no new try
+        Assert.Equal(0, Tried(3));
+        fake.GuestWrite(4, 0, RandomPage(2)); // new content: young again, then one new try
+        Assert.Equal(1, Tried(4));
+        Assert.Equal(RandomPage(2), fake.GuestRead(4, 0));
+    }
+
+    [Fact]
     public void AReportOfAXenHostCoversTheGuestDomainsAndThePagersPageIns()
     {
         if (FakeXen.TryGet(output) is not { } fake) return;
