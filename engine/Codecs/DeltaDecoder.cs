@@ -12,7 +12,7 @@ internal static class DeltaDecoder
     /// <summary>Short copies move one vector, overshooting into page bytes a later sequence writes anyway.</summary>
     private const int WideCopy = 16;
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Decode(ReadOnlySpan<byte> reference, ReadOnlySpan<byte> patch, Span<byte> page)
     {
         ref byte output = ref MemoryMarshal.GetReference(page);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using K4os.Compression.LZ4;
 using DifferenceEngine.Memory;
 
@@ -22,6 +23,7 @@ internal sealed class Lz4PageCompressor : IPageCompressor
         return n > 0;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Decompress(ReadOnlySpan<byte> compressed, Span<byte> page)
     {
         CodecErrors.CheckPage(page.Length, nameof(page));

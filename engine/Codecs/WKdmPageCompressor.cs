@@ -184,7 +184,7 @@ internal sealed class WKdmPageCompressor : IPageCompressor
         return true;
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public void Decompress(ReadOnlySpan<byte> compressed, Span<byte> page)
     {
         CodecErrors.CheckPage(page.Length, nameof(page));

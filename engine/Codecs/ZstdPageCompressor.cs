@@ -52,6 +52,7 @@ internal sealed class ZstdPageCompressor : IPageCompressor
         return false;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Decompress(ReadOnlySpan<byte> compressed, Span<byte> page)
     {
         CodecErrors.CheckPage(page.Length, nameof(page));

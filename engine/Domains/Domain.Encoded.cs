@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using DifferenceEngine.Codecs;
@@ -11,6 +12,7 @@ public sealed partial class Domain
     /// Gives a locked Patched, Compressed or Swapped page a frame again (the unpatch, decompress or swap-in
     /// fault). <paramref name="readBack"/> false skips reading a swapped page the caller overwrites whole.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private ulong BringIn(long gfn, ulong e, bool readBack, out FaultKind fault)
     {
         fault = PageEntry.State(e) switch
@@ -23,6 +25,7 @@ public sealed partial class Domain
     }
 
     /// <summary>Rebuilds a Patched or Compressed page into a frame, counting and timing the fault.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private ulong RebuildTimed(long gfn, ulong e, FaultKind fault)
     {
         long start = Stopwatch.GetTimestamp();
@@ -36,6 +39,7 @@ public sealed partial class Domain
     /// check the checksum, and only then free the blob and drop the reference. On any failure the
     /// page is left exactly as it was, and the error names the domain and page.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal ulong Rebuild(long gfn, ulong e)
     {
         if (PageEntry.IsSharedBlob(e)) return RebuildShared(gfn, e);
@@ -82,6 +86,7 @@ public sealed partial class Domain
     /// page becomes Private: the other pages that named the blob keep naming it, and a later sharing pass may merge
     /// this page with them again once they are back in frames. On any failure the page is left exactly as it was.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private ulong RebuildShared(long gfn, ulong e)
     {
         var table = Host.SharedBlobs;

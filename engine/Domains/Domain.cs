@@ -79,6 +79,7 @@ public sealed partial class Domain : IDEDomain
 
     /// <summary>Copies guest page <paramref name="gfn"/> into <paramref name="destination"/> (at least 4096 bytes).</summary>
     /// <returns>The fault serviced to read it: Unpatch or Decompress for an encoded page, else None.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public unsafe FaultKind ReadPage(long gfn, Span<byte> destination)
     {
         CheckGfn(gfn);
@@ -134,6 +135,7 @@ public sealed partial class Domain : IDEDomain
     /// servicing a zero-fill or copy-on-write fault first when the page has no frame of its own.
     /// </summary>
     /// <exception cref="DEException">"HostOutOfMemory" when a fault needs a frame and the host's limit is reached.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public FaultKind WritePage(long gfn, ReadOnlySpan<byte> data, int offset = 0)
     {
         CheckGfn(gfn);

@@ -18,7 +18,8 @@ namespace DifferenceEngine.Hosting;
 /// <c>MethodImplOptions.AggressiveOptimization</c>, the libraries' cannot.</para>
 /// <para>The thread calls each of those on a few synthetic pages (never guest memory) in short bursts with pauses,
 /// which is what lets the runtime promote them, until the hash and the LZ4 decoder have reached their optimized speed
-/// (at most ten seconds), then ends. It touches no host state.</para>
+/// (bursts every 20 ms for ten seconds, then every quarter second, for at most two minutes), then ends. It touches no
+/// host state.</para>
 /// </remarks>
 internal static class JitWarmup
 {
@@ -60,9 +61,10 @@ internal static class JitWarmup
             byte[] lz4Blob = blob.AsSpan(0, lz4Length).ToArray();
             var clock = Stopwatch.StartNew();
             // Bursts with pauses until the hash and the LZ4 decoder run at their optimized speed (a tenth and a third of
-            // their time in the first burst, or 0.3 and 2 µs), for at most ten seconds.
+            // their time in the first burst, or 0.3 and 2 µs): every 20 ms for ten seconds, then every quarter of a
+            // second (a busy process, loading guests, may hold promotion back that long), for at most two minutes.
             double hashFirst = 0, decodeFirst = 0;
-            for (int burst = 0; clock.Elapsed < TimeSpan.FromSeconds(10); burst++)
+            for (int burst = 0; clock.Elapsed < TimeSpan.FromMinutes(2); burst++)
             {
                 for (int round = 0; round < 40; round++)
                 {
@@ -89,7 +91,8 @@ internal static class JitWarmup
                 {
                     break;
                 }
-                Thread.Sleep(20); // quiet moments are when the runtime promotes what was called
+                // Quiet moments are when the runtime promotes what was called.
+                Thread.Sleep(clock.Elapsed < TimeSpan.FromSeconds(10) ? 20 : 250);
             }
         }
         catch (Exception)
