@@ -1,3 +1,5 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
 using DifferenceEngine.Store;
 
 namespace DifferenceEngine.Compression;
@@ -144,6 +146,20 @@ internal sealed class SharedBlobTable
             if (c.Refs[i] <= 0 || c.Handles[i] != oldHandle) return false;
             c.Handles[i] = newHandle;
             return true;
+        }
+    }
+
+    /// <summary>
+    /// What stats and page snapshots show of a live blob: its stored length, how many pages name it and its codec;
+    /// null when <paramref name="id"/> names none. Takes the id's stripe lock (the blob cannot move meanwhile).
+    /// </summary>
+    public (int Length, int References, CompressionAlgorithm Codec)? Describe(uint id, CompactStore store)
+    {
+        lock (StripeLock(id))
+        {
+            if (!IsLiveLocked(id)) return null;
+            var blob = store.Get(HandleLocked(id));
+            return (blob.Length, ReferencesLocked(id), EncodedPage.Algorithm(blob));
         }
     }
 

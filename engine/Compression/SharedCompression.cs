@@ -31,7 +31,7 @@ internal sealed class SharedCandidates
     {
         lock (_gate)
         {
-            int target = (int)Math.Max(256, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, _count * 2)));
+            int target = PassCapacity.For(_count, 256);
             if (_items.Length >= target * 2) _items = new SharedCandidate[target];
             _count = 0;
         }

@@ -210,7 +210,7 @@ public sealed partial class Domain
             try
             {
                 ThrowIfRemoved();
-                if (match(e & ~PageEntry.Locked))
+                if (match(e))
                 {
                     e = convert(gfn, e);
                     converted++;

@@ -396,20 +396,10 @@ public sealed partial class Domain : IDEDomain
             }
             case PageState.Compressed when PageEntry.IsSharedBlob(e):
             {
-                var table = Host.SharedBlobs;
                 uint id = (uint)PageEntry.Payload(e);
-                lock (table.StripeLock(id))
-                {
-                    if (!table.IsLiveLocked(id)) return info;
-                    var blob = Host.Store.Get(table.HandleLocked(id));
-                    return info with
-                    {
-                        StoredBytes = blob.Length,
-                        Codec = EncodedPage.Algorithm(blob).ToString(),
-                        ReferenceCount = table.ReferencesLocked(id),
-                        SharedBlob = id,
-                    };
-                }
+                return Host.SharedBlobs.Describe(id, Host.Store) is { } blob
+                    ? info with { StoredBytes = blob.Length, Codec = blob.Codec.ToString(), ReferenceCount = blob.References, SharedBlob = id }
+                    : info;
             }
             case PageState.Compressed:
             {

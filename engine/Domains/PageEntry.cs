@@ -65,6 +65,13 @@ internal static class PageEntry
     public static ulong WithPayload(ulong e, PageState state, ulong payload) =>
         (e & FlagsMask & ~(StateMask | SharedBlob)) | (ulong)state | (payload << PayloadShift);
 
+    /// <summary>
+    /// A page merged into shared <paramref name="frame"/>: Shared, same flags but its incompressible mark, because a
+    /// shared frame is tried under the policies of all its pages (SharedCompression marks them all if it fails).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Merged(ulong e, uint frame) => With(e & ~Incompressible, PageState.Shared, frame);
+
     /// <summary>Same flags, now a Compressed page naming shared blob <paramref name="id"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong WithSharedBlob(ulong e, uint id) => WithPayload(e, PageState.Compressed, id) | SharedBlob;

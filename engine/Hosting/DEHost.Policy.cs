@@ -76,10 +76,13 @@ public sealed partial class DEHost
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
             for (long gfn = 0; gfn < domain.PageCount; gfn++)
-                if (PageEntry.State(domain.PeekEntry(gfn)) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(domain.PeekEntry(gfn)))
+            {
+                ulong e = domain.PeekEntry(gfn);
+                if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
                     throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
                         $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
                         "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+            }
         }
         bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
                                   || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm

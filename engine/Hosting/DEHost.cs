@@ -297,15 +297,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
             if (PageEntry.IsSharedBlob(e))
             {
                 // A compressed shared frame: each page that names the blob is charged its share.
-                uint id = (uint)PageEntry.Payload(e);
-                lock (SharedBlobs.StripeLock(id))
+                if (SharedBlobs.Describe((uint)PageEntry.Payload(e), Store) is { } shared)
                 {
-                    if (SharedBlobs.IsLiveLocked(id))
-                    {
-                        double share = (double)Store.Get(SharedBlobs.HandleLocked(id)).Length / SharedBlobs.ReferencesLocked(id);
-                        c.Stored += share;
-                        c.Used += share;
-                    }
+                    double share = (double)shared.Length / shared.References;
+                    c.Stored += share;
+                    c.Used += share;
                 }
                 c.Compressed++;
                 c.SharedCompressed++;

@@ -34,8 +34,8 @@ public sealed record ReportModel(
         var chosen = domains?.ToArray() ?? host.Domains.Where(d => d is not Xen.XenDomain { IsControlDomain: true }).ToArray();
         foreach (var d in chosen)
         {
-            if (host is DEHost embedded && d is Domain domain) embedded.CheckOwned(domain);
-            else if (!ReferenceEquals(d.Host, host) || d.IsRemoved) throw DEHost.DomainNotFound(d.Name);
+            ArgumentNullException.ThrowIfNull(d);
+            if (!ReferenceEquals(d.Host, host) || d.IsRemoved) throw DEHost.DomainNotFound(d.Name);
         }
         var hostStats = host.GetStats();
         var domainReports = chosen.Select(d => DomainReport.From(d.GetPageStats(), d.Policy)).ToArray();

@@ -156,8 +156,7 @@ internal sealed class HashSlotTable
         }
 
         /// <summary>The capacity for <paramref name="entries"/> entries at half load (a power of two, at least the initial).</summary>
-        private static int CapacityFor(int entries) =>
-            (int)Math.Max(InitialCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, entries * 2)));
+        private static int CapacityFor(int entries) => Memory.PassCapacity.For(entries, InitialCapacity);
 
         public void ClearAndShrink()
         {

@@ -30,8 +30,7 @@ internal struct SharingCounters
 /// <summary>
 /// The whole-page sharing step for one page: hash, look up, byte-for-byte compare,
 /// merge. Allocates nothing; all compares and hashes are vectorized span operations.
-/// A merged page loses its incompressible mark: a shared frame is compressed under the policies of
-/// all its pages, so the group gets its own try (SharedCompression marks them all if it fails).
+/// A merged page loses its incompressible mark (<see cref="PageEntry.Merged"/>).
 /// </summary>
 internal static class SharingPass
 {
@@ -65,7 +64,7 @@ internal static class SharingPass
                 frames.Free(frame);
                 c.PagesMerged++;
                 c.FramesFreed++;
-                return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Shared, shared);
+                return PageEntry.Merged(e, shared);
             }
         }
 
@@ -127,8 +126,8 @@ internal static class SharingPass
                     frames.Free(otherFrame);
                     c.PagesMerged += 2;
                     c.FramesFreed += 2;
-                    oe = PageEntry.With(oe & ~PageEntry.Incompressible, PageState.Shared, shared);
-                    return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Shared, shared);
+                    oe = PageEntry.Merged(oe, shared);
+                    return PageEntry.Merged(e, shared);
                 }
                 // The other page's frame becomes the shared copy; ours is freed.
                 frames.Hash(otherFrame) = hash;
@@ -137,8 +136,8 @@ internal static class SharingPass
                 frames.Free(frame);
                 c.PagesMerged += 2;
                 c.FramesFreed++;
-                oe = PageEntry.With((oe | PageEntry.SharingSeen) & ~PageEntry.Incompressible, PageState.Shared, otherFrame);
-                return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Shared, otherFrame);
+                oe = PageEntry.Merged(oe | PageEntry.SharingSeen, otherFrame);
+                return PageEntry.Merged(e, otherFrame);
             }
         }
         finally
