@@ -13,11 +13,12 @@
                module/ and module/en-US into out/DifferenceEngine/en-US. native/ is built with
                make first (needs gcc, make, libxen-dev): the Xen shim libdexen.so goes into the
                module under runtimes/linux-<arch>/native; the fake Xen and the shim's C tests
-               stay in out/native/fake for the Test task.
+               stay in out/native/fake for the Test task. Without those packages native/ is
+               skipped with one line: only Xen hosts need the shim.
       Test     Build, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
                (tests/pester, run in a child pwsh against out/DifferenceEngine). Results go to
                out/test-results (xunit.trx, pester.xml). The last line printed is exactly
-               "<N> passed, <N> failed"; the exit code is 1 if anything failed or a runner did
+               "<N> passed, <N> failed, <N> skipped"; the exit code is 1 if anything failed or a runner did
                not run.
       Demo     Build, then run examples/Demo.ps1 in a child pwsh with the built module.
       Bench    Every BenchmarkDotNet micro-benchmark in bench/ (Table 2's operations on pages from real
@@ -34,6 +35,12 @@
     Child processes (Pester, the demo) run under the same pwsh that runs this script, so the
     pinned tool from .config/dotnet-tools.json is used throughout.
 
+    What NuGet cannot bring (a C compiler and Xen's headers for native/, gdb, python3, chromium and
+    xdelta3 for tests) is listed once, in apt-packages.txt. Before its first task the script
+    installs the missing ones with apt-get when it runs as root where apt-get exists; otherwise
+    (or with -NoInstall) it says in one line what is missing, and goes on: the module and the Demo
+    need none of them, and a test that needs a missing one is reported as skipped.
+
 .PARAMETER Task
     One or more tasks to run, in order. Build runs at most once per invocation. pwsh -File hands
     "Clean,Build" over as one string, which is not a task: give several tasks through -Command.
@@ -46,6 +53,9 @@
 
 .PARAMETER Quick
     A smoke run for CI: Bench with BenchmarkDotNet's Dry job, Compare on two small inputs and one codec.
+
+.PARAMETER NoInstall
+    Never run apt-get: only say which packages of apt-packages.txt are missing.
 
 .EXAMPLE
     dotnet tool restore; dotnet pwsh -NoProfile -File ./build.ps1 -Task Test
@@ -65,7 +75,9 @@ param(
 
     [string[]]$Path = @(),
 
-    [switch]$Quick
+    [switch]$Quick,
+
+    [switch]$NoInstall
 )
 
 $ErrorActionPreference = 'Stop'
@@ -93,11 +105,13 @@ $NativeTestSource = Join-Path $RepoRoot 'tests/native'
 $NativeOut = Join-Path $OutDir 'native'
 $NativeFakeOut = Join-Path $NativeOut 'fake'
 $XenHeader = '/usr/include/xenctrl.h'
+$SystemPackageList = Join-Path $RepoRoot 'apt-packages.txt'
 
 # The manifest loads these at import; a missing one makes Import-Module fail, so Build checks first.
 $RequiredModuleFiles = @('DifferenceEngine.format.ps1xml', 'DifferenceEngine.types.ps1xml')
 
 $script:Built = $false
+$script:PackagesChecked = @{}
 
 function Invoke-Native {
     <#
@@ -188,6 +202,86 @@ function Invoke-ChildPwsh {
     }
 }
 
+function Get-SystemPackage {
+    <#
+    .SYNOPSIS
+        The packages of apt-packages.txt: Name, Task (Build or Test) and Purpose, in file order.
+    #>
+    $lineNumber = 0
+    foreach ($line in Get-Content -LiteralPath $SystemPackageList) {
+        $lineNumber++
+        $text, $purpose = $line -split '#', 2
+        $fields = @($text.Trim() -split '\s+' | Where-Object { $_ })
+        if ($fields.Count -eq 0) {
+            continue
+        }
+        if ($fields.Count -ne 2 -or $fields[1] -notin 'Build', 'Test') {
+            throw "${SystemPackageList}:${lineNumber}: expected '<package> Build|Test  # purpose', found '$line'."
+        }
+        [pscustomobject]@{ Name = $fields[0]; Task = $fields[1]; Purpose = "$purpose".Trim() }
+    }
+}
+
+function Install-SystemPackage {
+    <#
+    .SYNOPSIS
+        Installs the missing packages of apt-packages.txt that -Scope needs, with apt-get, when it can.
+    .DESCRIPTION
+        Scope Build: the packages the build uses (native/); Test: every package. Runs apt-get update, then one
+        apt-get install, as root where apt-get exists and -NoInstall was not given. Anything it cannot install is
+        said in one line and the build goes on: nothing here is needed by the module or the Demo, a missing C
+        toolchain or libxen-dev skips native/ (Build-Native says so), and tests that need a missing package skip.
+    #>
+    param(
+        [ValidateSet('Build', 'Test')]
+        [string]$Scope
+    )
+
+    if ($script:PackagesChecked[$Scope]) {
+        return
+    }
+    $script:PackagesChecked[$Scope] = $true
+    $wanted = @(Get-SystemPackage | Where-Object { $Scope -eq 'Test' -or $_.Task -eq 'Build' })
+    if (-not (Get-Command dpkg-query -CommandType Application -ErrorAction Ignore)) {
+        Write-Host ("System packages: no dpkg-query (not a Debian machine), so $($wanted.Name -join ', ') " +
+            'were not checked; install them by hand for native/ and every test (apt-packages.txt says what each is for).')
+        return
+    }
+    $missing = @(
+        foreach ($package in $wanted) {
+            $status = & dpkg-query -W -f '${Status}' $package.Name 2>$null
+            if ("$status" -notmatch 'install ok installed') { $package.Name }
+        }
+    )
+    $global:LASTEXITCODE = 0
+    if ($missing.Count -eq 0) {
+        return
+    }
+    $why = if ($NoInstall) { '-NoInstall was given' }
+    elseif (-not [Environment]::IsPrivilegedProcess) { 'not running as root' }
+    elseif (-not (Get-Command apt-get -CommandType Application -ErrorAction Ignore)) { 'no apt-get' }
+    if ($why) {
+        Write-Host ("System packages missing: $($missing -join ', ') ($why, so not installed: as root, " +
+            "'apt-get install $($missing -join ' ')'). What needs them is skipped; apt-packages.txt says what each is for.")
+        return
+    }
+
+    Write-Step "System packages: apt-get install $($missing -join ' ')"
+    $savedFrontend = $env:DEBIAN_FRONTEND
+    $env:DEBIAN_FRONTEND = 'noninteractive'
+    try {
+        Invoke-Native { apt-get update }
+        Invoke-Native { apt-get install -y --no-install-recommends @missing }
+    }
+    catch {
+        # The packages are optional for the build: say what failed and go on without them.
+        Write-Host "System packages: apt-get failed ($_); what needs $($missing -join ', ') is skipped." -ForegroundColor Yellow
+    }
+    finally {
+        $env:DEBIAN_FRONTEND = $savedFrontend
+    }
+}
+
 function Build-Native {
     <#
     .SYNOPSIS
@@ -196,23 +290,29 @@ function Build-Native {
         out/native/libdexen.so is the shim the module ships; it is copied to <Destination>, the publish folder's
         runtimes/linux-<arch>/native, which the module layout carries over. out/native/fake holds the fake Xen
         (libfakexen.so), the same shim source linked against it, and the C tests; xunit runs those (never shipped).
-        Needs a C compiler, make and libxen-dev's headers, which .ci/run installs.
+        Needs a C compiler, make and libxen-dev's headers (apt-packages.txt). Without them it says so in one line
+        and builds nothing: the module works without the shim except on Xen hosts, and the Xen tests skip.
     #>
     param(
         [Parameter(Mandatory)][string]$Destination
     )
 
-    Write-Step 'Native: native/ (libdexen.so) and tests/native/ (fake Xen, C tests)'
     $missing = @(
         foreach ($tool in 'cc', 'make') {
             if (-not (Get-Command $tool -CommandType Application -ErrorAction Ignore)) { $tool }
         }
-        if (-not (Test-Path -LiteralPath $XenHeader)) { "Xen's development headers ($XenHeader, package libxen-dev)" }
+        if (-not (Test-Path -LiteralPath $XenHeader)) { "Xen's headers ($XenHeader)" }
     )
     if ($missing.Count -gt 0) {
-        throw ("Build-Native: missing $($missing -join ', '). native/ is C over Xen 4.17's libraries; install " +
-            "them with 'apt-get install gcc make libxen-dev' (.ci/run does).")
+        # What an older run built would be stale: the tests must not find it.
+        if (Test-Path -LiteralPath $NativeOut) {
+            Remove-Item -LiteralPath $NativeOut -Recurse -Force
+        }
+        Write-Host ("Native: skipped native/ (the Xen shim; only Xen hosts need it, and the Xen tests skip): missing " +
+            "$($missing -join ', '). To build it: apt-get install gcc make libxen-dev, or run this script as root.") -ForegroundColor Yellow
+        return
     }
+    Write-Step 'Native: native/ (libdexen.so) and tests/native/ (fake Xen, C tests)'
     Invoke-Native { make -C $NativeSource "O=$NativeOut" }
     Invoke-Native { make -C $NativeTestSource "O=$NativeFakeOut" }
     $null = New-Item -ItemType Directory -Path $Destination -Force
@@ -223,6 +323,7 @@ function Invoke-BuildTask {
     if ($script:Built) {
         return
     }
+    Install-SystemPackage -Scope Build
     Write-Step "Build ($Configuration)"
 
     $missing = @($RequiredModuleFiles | Where-Object { -not (Test-Path -LiteralPath (Join-Path $ModuleSource $_)) })
@@ -412,6 +513,7 @@ function Invoke-TestTask {
         Remove-Item -LiteralPath $TestResultsDir -Recurse -Force
     }
     $null = New-Item -ItemType Directory -Path $TestResultsDir -Force
+    Install-SystemPackage -Scope Test
     $trxPath = Join-Path $TestResultsDir 'xunit.trx'
     $pesterPath = Join-Path $TestResultsDir 'pester.xml'
 
@@ -467,6 +569,7 @@ function Invoke-TestTask {
 
     $passed = 0
     $failed = 0
+    $skipped = 0
     Write-Host ''
     Write-Host 'Test summary'
     foreach ($runner in @(@('xunit', $xunit), @('Pester', $pester))) {
@@ -482,6 +585,7 @@ function Invoke-TestTask {
         }
         $passed += $counts.Passed
         $failed += $counts.Failed
+        $skipped += $counts.Skipped
     }
     # Counted in the total, so the summary line never reads as clean when the run was not.
     foreach ($problem in $problems) {
@@ -489,7 +593,7 @@ function Invoke-TestTask {
         $failed += $problem.Failures
     }
     Write-Host "  results: $TestResultsDir"
-    Write-Host "$passed passed, $failed failed"
+    Write-Host "$passed passed, $failed failed, $skipped skipped"
     if ($failed -gt 0) {
         $script:ExitCode = 1
     }
@@ -543,6 +647,7 @@ function Invoke-BenchTask {
 }
 
 function Invoke-CompareTask {
+    Install-SystemPackage -Scope Test
     $project = Get-BenchProject 'Compare'
     $compareOut = Join-Path $OutDir 'compare'
     Write-Step "Compare: $project$(if ($Quick) { ' (quick)' })"

@@ -3,7 +3,7 @@ namespace DifferenceEngine.Commands;
 /// <summary>How New-DEDomain -Path reads a file: detected by content, or forced.</summary>
 public enum ImageFormat
 {
-    /// <summary>Detect by content: an ELF core if the file starts like one, else a raw image.</summary>
+    /// <summary>Detect by content: an ELF core if its ELF header says ET_CORE, else a raw image (even one that begins with another ELF header).</summary>
     Auto,
     /// <summary>A raw, page-aligned image, whatever its first bytes.</summary>
     Raw,

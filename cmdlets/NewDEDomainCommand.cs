@@ -35,8 +35,8 @@ public sealed class NewDEDomainCommand : DECmdlet
     public string Path { get; set; } = "";
 
     /// <summary>
-    /// How to read -Path: Auto detects by content (ELF cores start with \x7fELF); Raw takes the bytes as
-    /// they are, for raw snapshots that happen to begin like an ELF file; ElfCore insists on a core.
+    /// How to read -Path: Auto detects by content (a file is a core when its ELF header says ET_CORE, anything
+    /// else is raw); Raw takes the bytes as they are; ElfCore insists on a core.
     /// </summary>
     [Parameter(ParameterSetName = PathSet)]
     public ImageFormat Format { get; set; } = ImageFormat.Auto;

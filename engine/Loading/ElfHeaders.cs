@@ -14,6 +14,9 @@ internal sealed class ElfHeaders
     public const int IdentSize = 16;
     public const uint PtLoad = 1;
 
+    /// <summary>The bytes <see cref="IsCore"/> looks at: the identification and e_type.</summary>
+    public const int DetectSize = IdentSize + sizeof(ushort);
+
     private const ushort EtCore = 4;
     private const ushort PnXnum = 0xFFFF;
     private const int Elf64HeaderSize = 64;
@@ -44,10 +47,27 @@ internal sealed class ElfHeaders
     private static ReadOnlySpan<byte> Magic => [0x7F, (byte)'E', (byte)'L', (byte)'F'];
 
     /// <summary>
-    /// Whether a file is to be treated as ELF: two matching magic bytes are enough, so that a damaged ELF file
-    /// is reported as such instead of being loaded as a raw image of garbage.
+    /// Whether a file is an ELF core by its first <see cref="DetectSize"/> bytes: the ELF magic, a known class and
+    /// byte order, and e_type ET_CORE. Nothing else is: a raw snapshot of a process begins with its executable's ELF
+    /// header (ET_EXEC or ET_DYN), and raw memory may hold any bytes at all, an object file's header or half a magic
+    /// number among them. A core whose later headers are damaged is still a core, and <see cref="Read"/> says what
+    /// is wrong with it.
     /// </summary>
-    public static bool StartsLikeElf(ReadOnlySpan<byte> head) => head.Length >= 2 && head[..2].SequenceEqual(Magic[..2]);
+    public static bool IsCore(ReadOnlySpan<byte> head)
+    {
+        if (head.Length < DetectSize || !head[..Magic.Length].SequenceEqual(Magic) || head[4] is not (1 or 2))
+        {
+            return false;
+        }
+
+        ReadOnlySpan<byte> type = head[IdentSize..DetectSize];
+        return head[5] switch
+        {
+            1 => BinaryPrimitives.ReadUInt16LittleEndian(type) == EtCore,
+            2 => BinaryPrimitives.ReadUInt16BigEndian(type) == EtCore,
+            _ => false,
+        };
+    }
 
     /// <summary>Reads and checks the file header; the program header table is only bounds-checked here.</summary>
     public static ElfHeaders Read(SafeFileHandle file, string path, long fileLength)

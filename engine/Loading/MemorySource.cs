@@ -47,13 +47,18 @@ public abstract class MemorySource : IDisposable
         return CopyPages(sink, cancellationToken);
     }
 
-    /// <summary>Opens an image or core file; the format is decided by the content, never by the extension.</summary>
+    /// <summary>
+    /// Opens an image or core file; the format is decided by the content, never by the extension: an ELF core
+    /// (e_type ET_CORE) is read as a core, any other file as a raw image.
+    /// </summary>
     public static MemorySource OpenFile(string path) => OpenFile(path, null);
 
     /// <summary>
-    /// Opens an image or core file as <paramref name="format"/>: RawImage takes the bytes as they are even
-    /// when they start like an ELF file (a raw snapshot of a process begins with its executable's header);
-    /// ElfCore insists on a valid core; null (or Process) detects the format by content.
+    /// Opens an image or core file as <paramref name="format"/>: RawImage takes the bytes as they are, even a raw
+    /// image that begins with a core's header; ElfCore insists on a valid core; null detects the format by content:
+    /// a file whose header says ELF core (ET_CORE) is read as a core, any other file, one that starts with an
+    /// executable's, a shared object's or an object file's ELF header included (a raw snapshot of a process begins
+    /// with its executable's header), as a raw image. A core that cannot be read names the raw format in its error.
     /// </summary>
     public static MemorySource OpenFile(string path, MemorySourceFormat? format)
     {
@@ -72,15 +77,15 @@ public abstract class MemorySource : IDisposable
         try
         {
             long length = RandomAccess.GetLength(file);
-            Span<byte> head = stackalloc byte[ElfHeaders.IdentSize];
+            Span<byte> head = stackalloc byte[ElfHeaders.DetectSize];
             int n = SourceFile.ReadAtMost(file, head, 0, path);
-            bool elf = format switch
+            bool core = format switch
             {
                 MemorySourceFormat.RawImage => false,
                 MemorySourceFormat.ElfCore => true,
-                _ => ElfHeaders.StartsLikeElf(head[..n]),
+                _ => ElfHeaders.IsCore(head[..n]),
             };
-            return elf ? ElfCoreSource.Open(file, path, length) : RawImageSource.Open(file, path, length);
+            return core ? OpenCore(file, path, length) : RawImageSource.Open(file, path, length);
         }
         catch
         {
@@ -88,6 +93,23 @@ public abstract class MemorySource : IDisposable
             throw;
         }
     }
+
+    private static ElfCoreSource OpenCore(SafeFileHandle file, string path, long length)
+    {
+        try
+        {
+            return ElfCoreSource.Open(file, path, length);
+        }
+        catch (DEException e) when (e.ErrorId.StartsWith("Elf", StringComparison.Ordinal))
+        {
+            // The same error (ElfBadMagic, ElfNotCore, ElfTruncated, ...), with the way out for a file not meant as a core.
+            throw new DEException(e.ErrorId, e.Kind, $"{e.Message} {RawFormatHint}", e.Target, e);
+        }
+    }
+
+    /// <summary>Appended to every refusal of a file as a core.</summary>
+    internal const string RawFormatHint =
+        "To load the file's bytes as a raw image instead, give the format RawImage (New-DEDomain -Format Raw).";
 
     /// <summary>
     /// Opens a live Linux process: the resident pages of its readable mappings (per /proc/PID/pagemap),

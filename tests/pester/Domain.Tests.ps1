@@ -184,13 +184,16 @@ Describe 'New-DEDomain with bad input' {
             Should -Throw -ErrorId 'ImageNotPageAligned,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
-    It 'refuses an ELF file with a bad magic number (ElfBadMagic)' {
+    It 'refuses a file with a bad ELF magic number as a core (ElfBadMagic); by content it is a raw image' {
         $path = Join-Path $TestDrive 'bad-magic.core'
         $bytes = [byte[]]::new($PageSize)
         ([byte[]](0x7F, 0x45, 0x4C, 0x58)).CopyTo($bytes, 0) # 0x7F 'E' 'L' 'X'
         [IO.File]::WriteAllBytes($path, $bytes)
-        { New-DEDomain -Name badmagic -Path $path -ErrorAction Stop } |
+        { New-DEDomain -Name badmagic -Path $path -Format ElfCore -ErrorAction Stop } |
             Should -Throw -ErrorId 'ElfBadMagic,DifferenceEngine.Commands.NewDEDomainCommand'
+        $d = New-DEDomain -Name badmagic -Path $path
+        $d.PageCount | Should -Be 1
+        Remove-DEDomain -Name badmagic -Confirm:$false
     }
 
     It 'refuses an ELF core whose segment runs past the end of the file (ElfSegmentPastEnd)' {
@@ -391,8 +394,44 @@ Describe 'New-DEDomain -Format' {
         Disconnect-DEHost -DEHost $h -Confirm:$false
     }
 
-    It 'detects by content by default, so an ELF header that is not a core is refused' {
-        { New-DEDomain -DEHost $h -Name auto1 -Path $img -ErrorAction Stop } | Should -Throw -ErrorId 'ElfNotCore,DifferenceEngine.Commands.NewDEDomainCommand'
+    It 'detects by content by default: an ELF header that is not a core''s begins a raw image' {
+        $d = New-DEDomain -DEHost $h -Name auto1 -Path $img
+        $d.PageCount | Should -Be 3
+        (Read-DEGuestPage -DEHost $h -Domain auto1 -Gfn 0 -Raw)[0..3] | Should -Be @(0x7F, 0x45, 0x4C, 0x46)
+        (Read-DEGuestPage -DEHost $h -Domain auto1 -Gfn 1 -Raw)[5000 - 4096] | Should -Be 42
+    }
+
+    It 'loads a raw snapshot of a live process (it begins with the executable''s ELF header) bit-exact, with no -Format' {
+        # The resident pages of a live cat, in address order, as a raw file: page 0 is cat's ET_DYN header.
+        $cat = [Diagnostics.Process]::Start([Diagnostics.ProcessStartInfo]@{
+                FileName = 'cat'; UseShellExecute = $false; RedirectStandardInput = $true; RedirectStandardOutput = $true })
+        try {
+            $cat.StandardInput.WriteLine('ready'); $cat.StandardInput.Flush()
+            $cat.StandardOutput.ReadLine() | Should -Be 'ready'   # cat is in its read loop: loaded and settled
+            $live = New-DEDomain -DEHost $h -Name live1 -ProcessId $cat.Id
+        }
+        finally {
+            $cat.Kill(); $cat.WaitForExit(); $cat.Dispose()
+        }
+        $raw = Join-Path $TestDrive 'cat.raw'
+        $file = [IO.File]::Create($raw)
+        try {
+            foreach ($gfn in 0..($live.PageCount - 1)) {
+                $file.Write((Read-DEGuestPage -DEHost $h -Domain live1 -Gfn $gfn -Raw), 0, 4096)
+            }
+        }
+        finally { $file.Dispose() }
+        $bytes = [IO.File]::ReadAllBytes($raw)
+        $bytes[0..3] | Should -Be @(0x7F, 0x45, 0x4C, 0x46)
+        [BitConverter]::ToUInt16($bytes, 16) | Should -Not -Be 4
+
+        $d = New-DEDomain -DEHost $h -Name rawsnap -Path $raw
+        $d.PageCount | Should -Be $live.PageCount
+        foreach ($gfn in 0..($d.PageCount - 1)) {
+            $page = Read-DEGuestPage -DEHost $h -Domain rawsnap -Gfn $gfn -Raw
+            [Linq.Enumerable]::SequenceEqual([byte[]]$page, [byte[]][ArraySegment[byte]]::new($bytes, $gfn * 4096, 4096).ToArray()) |
+                Should -BeTrue -Because "page $gfn reads back as written"
+        }
     }
 
     It 'reads the file as raw pages with -Format Raw' {
@@ -406,5 +445,11 @@ Describe 'New-DEDomain -Format' {
         $plain = Join-Path $TestDrive 'plain.raw'
         [IO.File]::WriteAllBytes($plain, [byte[]]::new(4096))
         { New-DEDomain -DEHost $h -Name elf1 -Path $plain -Format ElfCore -ErrorAction Stop } | Should -Throw -ErrorId 'ElfBadMagic,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'insists on a core with -Format ElfCore, and the refusal names -Format Raw' {
+        $err = { New-DEDomain -DEHost $h -Name elf2 -Path $img -Format ElfCore -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ElfNotCore,DifferenceEngine.Commands.NewDEDomainCommand' -PassThru
+        $err.Exception.Message | Should -BeLike '*not a core dump*-Format Raw*'
     }
 }

@@ -13,7 +13,7 @@ namespace DifferenceEngine.Tests.Engine;
 /// </summary>
 public class NothingLostPropertyTests(ITestOutputHelper output)
 {
-    [Theory]
+    [RequiresTheory(Requirement.Python3)]
     [InlineData(20261126, 100_000, false, 0)]
     [InlineData(7, 30_000, false, 0)]
     [InlineData(20261127, 100_000, true, 0)]
@@ -42,7 +42,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
         };
         using var dir = new TempDir();
         var shadow = new Dictionary<Domain, byte[][]>();
-        var proc = TestMemory.StartRealProcess();
+        var proc = LiveProcess.Python();
         int added = 0, removed = 0, scans = 0, reads = 0, writes = 0;
         long sharedFramesCompressed = 0;
         // A pool of page contents that writes copy from, so merges and COW breaks keep happening.
@@ -200,7 +200,6 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
         }
         finally
         {
-            proc.Kill();
             proc.Dispose();
         }
     }

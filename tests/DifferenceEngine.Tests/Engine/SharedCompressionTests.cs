@@ -463,13 +463,13 @@ public class SharedCompressionTests
     /// and writing on three threads while passes share, compress shared frames and compress private pages under them.
     /// Every read is checked against a shadow copy, and so is every page at the end.
     /// </summary>
-    [Theory]
+    [RequiresTheory(Requirement.Python3)]
     [InlineData(1)]
     [InlineData(2)]
     public async Task GuestsAndPassesTogetherOnRealMemoryLoseNothing(int seed)
     {
         using var host = new DEHost();
-        var proc = TestMemory.StartRealProcess();
+        var proc = LiveProcess.Python();
         try
         {
             var options = new DomainOptions
@@ -540,7 +540,6 @@ public class SharedCompressionTests
         }
         finally
         {
-            proc.Kill();
             proc.Dispose();
         }
     }

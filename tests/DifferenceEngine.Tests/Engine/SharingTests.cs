@@ -45,11 +45,11 @@ public class SharingTests
         Assert.True(host.GetStats().SavedBytes > 0);
     }
 
-    [Fact]
+    [RequiresFact(Requirement.Python3)]
     public void FindsEveryZeroAndIdenticalPageInRealProcessSnapshots()
     {
         using var host = new DEHost();
-        var procs = new[] { TestMemory.StartRealProcess(), TestMemory.StartRealProcess(), TestMemory.StartRealProcess("import time; time.sleep(120)") };
+        var procs = new[] { LiveProcess.Python(), LiveProcess.Python(), LiveProcess.Python("import time") };
         try
         {
             var contents = new List<byte[]>();
@@ -73,7 +73,7 @@ public class SharingTests
         }
         finally
         {
-            foreach (var p in procs) { p.Kill(); p.Dispose(); }
+            foreach (var p in procs) p.Dispose();
         }
     }
 

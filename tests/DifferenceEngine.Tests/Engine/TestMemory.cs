@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
@@ -139,25 +138,6 @@ internal static class TestMemory
             lock (host.SharedBlobs.StripeLock(id))
                 Assert.Equal(names, host.SharedBlobs.ReferencesLocked(id));
         Assert.Equal(stats.FramesInUse * 4096 + stats.StoreAllocatedBytes + stats.MetadataBytes, stats.MemoryUsedBytes);
-    }
-
-    /// <summary>A small live process with real, varied memory (a Python interpreter with modules loaded).</summary>
-    public static Process StartRealProcess(string script = "import json, decimal, email, http.client, sqlite3, time; time.sleep(120)")
-    {
-        var psi = new ProcessStartInfo("python3") { UseShellExecute = false };
-        psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add(script);
-        Process p;
-        try
-        {
-            p = Process.Start(psi)!;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            p = Process.Start(new ProcessStartInfo("sleep", "120") { UseShellExecute = false })!;
-        }
-        Thread.Sleep(700); // let the interpreter import its modules
-        return p;
     }
 
     public static Domain LoadProcess(DEHost host, string name, int pid, DomainOptions? options = null)

@@ -35,7 +35,7 @@ public sealed class CopyAllocationTests(ITestOutputHelper output) : IDisposable
             return;
         }
 
-        using var child = new ChildProcess();
+        using var child = LiveProcess.Cat();
         using MemorySource source = MemorySource.OpenProcess(child.Id);
         var sink = new CountingSink();
         source.CopyTo(sink);

@@ -7,18 +7,13 @@ namespace DifferenceEngine.Tests.Loading;
 
 public sealed class GcoreTests(ITestOutputHelper output)
 {
-    [Fact]
+    [RequiresFact(Requirement.Gcore)]
     public void RealGcoreOfAChildLoadsAndMatchesTheLiveProcess()
     {
-        string? gcore = FindOnPath("gcore");
-        if (!OperatingSystem.IsLinux() || gcore is null)
-        {
-            output.WriteLine("gcore (gdb) is not on PATH: real core dump not checked.");
-            return;
-        }
+        string gcore = Requirement.FindProgram(Requirement.Gcore)!;
 
         using var temp = new TempDirectory();
-        using var child = new ChildProcess();
+        using var child = LiveProcess.Cat();
         RunGcore(gcore, temp.File("core"), child.Id);
         string corePath = temp.File($"core.{child.Id}");
         Assert.True(File.Exists(corePath), $"gcore wrote no {corePath}");
@@ -33,7 +28,7 @@ public sealed class GcoreTests(ITestOutputHelper output)
         Assert.True(coreReport.PagesLoaded > 0);
         Assert.Equal(fromCore.Pages.Count, coreReport.PagesLoaded);
 
-        // sleep does nothing while we look: most non-zero pages of its core are in a live snapshot too.
+        // cat does nothing while we look: most non-zero pages of its core are in a live snapshot too.
         using MemorySource live = MemorySource.OpenProcess(child.Id);
         var fromLive = new CollectingSink();
         live.CopyTo(fromLive);
@@ -66,10 +61,4 @@ public sealed class GcoreTests(ITestOutputHelper output)
     }
 
     private static string Hash(byte[] page) => Convert.ToHexString(SHA256.HashData(page));
-
-    private static string? FindOnPath(string name) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "")
-            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
-            .Select(dir => Path.Combine(dir, name))
-            .FirstOrDefault(File.Exists);
 }

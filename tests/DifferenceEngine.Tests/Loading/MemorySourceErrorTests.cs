@@ -108,13 +108,33 @@ public sealed class MemorySourceErrorTests : IDisposable
     [InlineData(new byte[] { 0x7F, 0x45 })]
     [InlineData(new byte[] { 0x7F, 0x45, 0x4C })]
     [InlineData(new byte[] { 0x7F, 0x45, 0x58, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0 })]
-    public void DamagedMagicIsElfBadMagic(byte[] head)
+    public void DamagedMagicAsElfCoreIsElfBadMagic(byte[] head)
     {
         byte[] file = new byte[Math.Max(head.Length, head.Length > 4 ? 4096 : 0)];
         head.CopyTo(file, 0);
-        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("bad.img", file)));
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("bad.img", file), MemorySourceFormat.ElfCore));
         Assert.Equal("ElfBadMagic", e.ErrorId);
         Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Contains("New-DEDomain -Format Raw", e.Message);
+    }
+
+    [Theory]
+    [InlineData(new byte[] { 0x7F, 0x45 })]
+    [InlineData(new byte[] { 0x7F, 0x45, 0x4C })]
+    [InlineData(new byte[] { 0x7F, 0x45, 0x58, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0 })]
+    [InlineData(new byte[] { 0x7F, 0x45, 0x4C, 0x46, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0 })] // no class
+    [InlineData(new byte[] { 0x7F, 0x45, 0x4C, 0x46, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0 })] // no byte order
+    [InlineData(new byte[] { 0x7F, 0x45, 0x4C, 0x46, 2, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0 })] // big-endian type 0x0400
+    public void MemoryThatOnlyLooksLikeElfIsARawImage(byte[] head)
+    {
+        // Raw memory may hold any bytes: without a whole ELF identification and e_type ET_CORE it is not a core.
+        byte[] file = TestBytes.Random(new Random(head.Length), 2 * 4096);
+        head.CopyTo(file, 0);
+        using MemorySource source = MemorySource.OpenFile(_temp.Write("raw.img", file));
+        Assert.Equal(MemorySourceFormat.RawImage, source.Format);
+        var sink = new CollectingSink();
+        source.CopyTo(sink);
+        Assert.Equal(file, sink.Pages[0].Concat(sink.Pages[1]).ToArray());
     }
 
     [Theory]
@@ -124,37 +144,81 @@ public sealed class MemorySourceErrorTests : IDisposable
     [InlineData(5, 7)]
     [InlineData(6, 0)] // version
     [InlineData(6, 2)]
-    public void BadIdentIsElfBadMagic(int index, byte value)
+    public void BadIdentAsElfCoreIsElfBadMagic(int index, byte value)
     {
-        Assert.Equal("ElfBadMagic", OpenPatched(file => file[index] = value).ErrorId);
+        Assert.Equal("ElfBadMagic", OpenPatched(file => file[index] = value, format: MemorySourceFormat.ElfCore).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(2)]
+    public void CoreOfAnotherIdentVersionIsElfBadMagic(byte version)
+    {
+        // Magic, class, byte order and ET_CORE say core: what is wrong with it is reported, not loaded as raw bytes.
+        DEException e = OpenPatched(file => file[6] = version);
+        Assert.Equal("ElfBadMagic", e.ErrorId);
+        Assert.Contains("New-DEDomain -Format Raw", e.Message);
     }
 
     [Fact]
     public void BigEndianIsElfUnsupported()
     {
-        Assert.Equal("ElfUnsupported", OpenPatched(file => file[5] = 2).ErrorId);
-    }
-
-    [Fact]
-    public void ExecutableIsElfNotCore()
-    {
-        var writer = new ElfCoreWriter { Type = 2 }.Add(0, new byte[4096]);
-        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("a.out", writer.Build())));
-        Assert.Equal("ElfNotCore", e.ErrorId);
-        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Equal("ElfUnsupported", OpenPatched(file => file[5] = 2, format: MemorySourceFormat.ElfCore).ErrorId);
+        // A big-endian core's header, detected by content.
+        DEException e = OpenPatched(file => { file[5] = 2; file[16] = 0; file[17] = 4; });
+        Assert.Equal("ElfUnsupported", e.ErrorId);
+        Assert.Contains("New-DEDomain -Format Raw", e.Message);
     }
 
     [Theory]
-    [InlineData(true, 10)]
+    [InlineData((ushort)2)]
+    [InlineData((ushort)3)]
+    public void ExecutableAsElfCoreIsElfNotCore(ushort type)
+    {
+        var writer = new ElfCoreWriter { Type = type }.Add(0, new byte[4096]);
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("a.out", writer.Build()), MemorySourceFormat.ElfCore));
+        Assert.Equal("ElfNotCore", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Contains("not a core dump", e.Message);
+        Assert.Contains("New-DEDomain -Format Raw", e.Message);
+    }
+
+    [Theory]
+    [InlineData(true, 18)]
     [InlineData(true, 40)]
     [InlineData(true, 63)]
     [InlineData(false, 51)]
     public void CutHeaderIsElfTruncated(bool is64, int keep)
     {
+        // Long enough to say ET_CORE: a core, and a truncated one.
         byte[] file = new ElfCoreWriter { Is64 = is64 }.Add(0, new byte[4096]).Build()[..keep];
         DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("cut.core", file)));
         Assert.Equal("ElfTruncated", e.ErrorId);
         Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Contains("New-DEDomain -Format Raw", e.Message);
+    }
+
+    [Fact]
+    public void CoreCutInsideItsIdentification()
+    {
+        byte[] file = new ElfCoreWriter().Add(0, new byte[4096]).Build()[..10];
+        string path = _temp.Write("cut.core", file);
+        // Too short to say what it is: as a raw image it is not whole pages; as a core it is truncated.
+        Assert.Equal("ImageNotPageAligned", Assert.Throws<DEException>(() => MemorySource.OpenFile(path)).ErrorId);
+        Assert.Equal("ElfTruncated", Assert.Throws<DEException>(() => MemorySource.OpenFile(path, MemorySourceFormat.ElfCore)).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void CoreCutInsideItsMemoryIsElfSegmentPastEnd(bool is64)
+    {
+        // A dump cut short (a full disk, a copy that stopped): the headers promise more than the file holds.
+        byte[] whole = new ElfCoreWriter { Is64 = is64 }.Add(0, TestBytes.Random(new Random(5), 4 * 4096)).Build();
+        byte[] file = whole[..(whole.Length - 4096 - 100)];
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("short.core", file)));
+        Assert.Equal("ElfSegmentPastEnd", e.ErrorId);
+        Assert.Contains("New-DEDomain -Format Raw", e.Message);
     }
 
     [Theory]
@@ -255,10 +319,10 @@ public sealed class MemorySourceErrorTests : IDisposable
         Assert.Equal("ProcessUnreadable", Assert.Throws<DEException>(() => MemorySource.OpenProcess(1)).ErrorId);
     }
 
-    private DEException OpenPatched(Action<byte[]> patch, bool is64 = true)
+    private DEException OpenPatched(Action<byte[]> patch, bool is64 = true, MemorySourceFormat? format = null)
     {
         byte[] file = new ElfCoreWriter { Is64 = is64 }.Add(0, new byte[4096]).Add(0x2000, new byte[4096]).Build();
         patch(file);
-        return Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("patched.core", file)));
+        return Assert.Throws<DEException>(() => MemorySource.OpenFile(_temp.Write("patched.core", file), format));
     }
 }

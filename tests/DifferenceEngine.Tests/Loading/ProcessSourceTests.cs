@@ -64,20 +64,20 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
             return;
         }
 
-        using var child = new ChildProcess();
+        using var child = LiveProcess.Cat();
         using MemorySource source = MemorySource.OpenProcess(child.Id);
         var sink = new CollectingSink();
         LoadReport report = source.CopyTo(sink);
         output.WriteLine($"{source.Description}: {source.PageCount} pages laid out; {report}");
         output.WriteLine(string.Join(Environment.NewLine, report.SkippedRegions));
 
-        Assert.Equal($"pid {child.Id} (sleep)", source.Description);
+        Assert.Equal($"pid {child.Id} (cat)", source.Description);
         Assert.True(report.PagesLoaded > 0);
         Assert.Equal(sink.Pages.Count, report.PagesLoaded);
         Assert.True(report.RegionsRead > 0);
         Assert.True(report.PagesNotResident > 0, "a process has untouched pages; pagemap should have found some");
 
-        // The first page of the sleep binary and of libc are mapped and resident: their ELF headers are there.
+        // The first page of the cat binary and of libc are mapped and resident: their ELF headers are there.
         Assert.True(sink.Pages.Values.Count(p => p.AsSpan().StartsWith(ElfMagic)) >= 2);
     }
 
@@ -89,7 +89,7 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
             return;
         }
 
-        using var child = new ChildProcess();
+        using var child = LiveProcess.Cat();
         long mappedBefore = ReadableMappedPages(child.Id);
         using var source = ProcessSource.Open(child.Id, onLinux: true);
         long mappedAfter = ReadableMappedPages(child.Id);
@@ -99,14 +99,14 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
         output.WriteLine(string.Join(Environment.NewLine, report.SkippedRegions));
 
         Assert.True(source.UsesPageMap);
-        Assert.Equal($"pid {child.Id} (sleep)", source.Description);
+        Assert.Equal($"pid {child.Id} (cat)", source.Description);
 
         // Every gfn is a resident page: loaded, or in a part that failed to read.
         Assert.Equal(source.PageCount, report.PagesLoaded + (report.BytesSkipped / 4096));
         Assert.Equal(sink.Pages.Count, report.PagesLoaded);
         Assert.All(sink.Pages.Keys, gfn => Assert.InRange(gfn, 0, source.PageCount - 1));
 
-        // sleep touched only part of what it mapped. Fault-around maps file pages 16 at a time, so even sleep has
+        // cat touched only part of what it mapped. Fault-around maps file pages 16 at a time, so even cat has
         // about 60% of its mappings resident; the larger the process, the larger the share it never touched.
         Assert.True(source.PageCount < mappedBefore, $"{source.PageCount} of {mappedBefore} mapped pages laid out");
         Assert.True(report.PagesNotResident > 0);
@@ -125,7 +125,7 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
             return;
         }
 
-        using var child = new ChildProcess();
+        using var child = LiveProcess.Cat();
         long mappedBefore = ReadableMappedPages(child.Id);
         using var source = ProcessSource.Open(child.Id, onLinux: true, usePageMap: false);
         long mappedAfter = ReadableMappedPages(child.Id);
@@ -135,7 +135,7 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
         output.WriteLine(string.Join(Environment.NewLine, report.SkippedRegions));
 
         Assert.False(source.UsesPageMap);
-        Assert.StartsWith($"pid {child.Id} (sleep), all mapped pages: ", source.Description, StringComparison.Ordinal);
+        Assert.StartsWith($"pid {child.Id} (cat), all mapped pages: ", source.Description, StringComparison.Ordinal);
 
         // [vvar] is readable by its permissions yet gives EIO: skipped, counted, not fatal.
         Assert.Contains(report.SkippedRegions, r => r.Contains("[vvar]", StringComparison.Ordinal) && r.Contains("I/O error", StringComparison.Ordinal));
@@ -158,7 +158,7 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
             return;
         }
 
-        using var child = new ChildProcess();
+        using var child = LiveProcess.Cat();
         using MemorySource source = MemorySource.OpenProcess(child.Id);
         child.Kill();
 

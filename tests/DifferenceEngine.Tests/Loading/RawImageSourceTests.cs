@@ -43,6 +43,59 @@ public sealed class RawImageSourceTests : IDisposable
         Assert.Empty(report.SkippedRegions);
     }
 
+    [Theory]
+    [InlineData((ushort)1, true)]  // ET_REL, an object file
+    [InlineData((ushort)2, true)]  // ET_EXEC, an executable
+    [InlineData((ushort)3, true)]  // ET_DYN, a shared object or PIE executable
+    [InlineData((ushort)1, false)]
+    [InlineData((ushort)2, false)]
+    [InlineData((ushort)3, false)]
+    public void ImageThatBeginsWithAnElfHeaderOfAnotherTypeIsRaw(ushort type, bool is64)
+    {
+        // A raw snapshot of a process begins with its executable's header: whole ELF headers of every type but ET_CORE.
+        byte[] header = new ElfCoreWriter { Type = type, Is64 = is64 }.Add(0, TestBytes.Random(new Random(type), 4096)).Build();
+        byte[] image = TestBytes.Random(new Random(type + 10), 3 * 4096);
+        header.AsSpan(0, Math.Min(header.Length, 4096)).CopyTo(image);
+        AssertLoadsBitExact(_temp.Write($"elf{type}.raw", image), image);
+    }
+
+    [Fact]
+    public void RawSnapshotOfALiveProcessIsRawAndBitExact()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // The resident pages of a live program in address order: the first is its executable's ELF header (ET_DYN).
+        byte[] image;
+        using (var child = LiveProcess.Cat())
+        using (MemorySource process = MemorySource.OpenProcess(child.Id))
+        {
+            var sink = new CollectingSink();
+            process.CopyTo(sink);
+            image = sink.Pages.OrderBy(p => p.Key).SelectMany(p => p.Value).ToArray();
+        }
+
+        Assert.True(image.AsSpan(0, 4).SequenceEqual(new byte[] { 0x7F, (byte)'E', (byte)'L', (byte)'F' }), "a process's first mapped page is its executable's header");
+        Assert.NotEqual(4, BitConverter.ToUInt16(image, 16));
+        AssertLoadsBitExact(_temp.Write("cat.raw", image), image);
+    }
+
+    private static void AssertLoadsBitExact(string path, byte[] image)
+    {
+        using MemorySource source = MemorySource.OpenFile(path);
+        Assert.Equal(MemorySourceFormat.RawImage, source.Format);
+        Assert.Equal(image.Length / 4096, source.PageCount);
+        var sink = new CollectingSink();
+        source.CopyTo(sink);
+        Assert.Equal(image.Length / 4096, sink.Pages.Count);
+        for (long gfn = 0; gfn < source.PageCount; gfn++)
+        {
+            Assert.Equal(TestBytes.Page(image, gfn), sink.Pages[gfn]);
+        }
+    }
+
     [Fact]
     public void CopyCanBeRepeated()
     {

@@ -1,0 +1,88 @@
+namespace DifferenceEngine.Tests;
+
+/// <summary>
+/// What a test needs from the machine beyond .NET: a program from apt-packages.txt, or the native build's
+/// prerequisites. A test that declares a need through <see cref="RequiresFactAttribute"/> or
+/// <see cref="RequiresTheoryAttribute"/> is reported as skipped, with the reason, where the need is not met.
+/// </summary>
+internal static class Requirement
+{
+    /// <summary>gdb's gcore, for ELF cores of live processes.</summary>
+    public const string Gcore = "gcore";
+
+    /// <summary>A Python 3 interpreter: a real program with varied memory to snapshot.</summary>
+    public const string Python3 = "python3";
+
+    /// <summary>xdelta3, the delta codec ours is compared with.</summary>
+    public const string Xdelta3 = "xdelta3";
+
+    /// <summary>A C compiler, make and Xen's headers (libxen-dev): native/ and the fake Xen can be built.</summary>
+    public const string XenBuild = "xen-build";
+
+    private const string XenHeader = "/usr/include/xenctrl.h";
+
+    private static readonly Dictionary<string, string> Packages = new()
+    {
+        [Gcore] = "gdb",
+        [Python3] = "python3",
+        [Xdelta3] = "xdelta3",
+    };
+
+    /// <summary>Why the needs are not met, or null when they all are.</summary>
+    public static string? Unmet(params string[] needs)
+    {
+        var reasons = needs.Select(Unmet).OfType<string>().ToList();
+        return reasons.Count == 0 ? null : string.Join("; ", reasons);
+    }
+
+    private static string? Unmet(string need)
+    {
+        if (need == XenBuild)
+        {
+            var missing = new List<string>();
+            if (FindProgram("cc") is null) missing.Add("a C compiler (gcc)");
+            if (FindProgram("make") is null) missing.Add("make");
+            if (!File.Exists(XenHeader)) missing.Add($"Xen's headers ({XenHeader}, libxen-dev)");
+            return missing.Count == 0
+                ? null
+                : $"needs {string.Join(", ", missing)} to build native/ and the fake Xen; build.ps1 installs them as root (apt-packages.txt)";
+        }
+
+        if (!Packages.TryGetValue(need, out string? package))
+        {
+            throw new ArgumentException($"Unknown requirement '{need}'.", nameof(need));
+        }
+
+        return FindProgram(need) is null
+            ? $"needs {need} on PATH (package {package}; build.ps1 installs it as root, apt-packages.txt)"
+            : null;
+    }
+
+    /// <summary>The full path of an executable file on PATH, or null.</summary>
+    public static string? FindProgram(string name) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "")
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            .Select(dir => Path.Combine(dir, name))
+            .FirstOrDefault(path => File.Exists(path) && (OperatingSystem.IsWindows() ||
+                (File.GetUnixFileMode(path) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0));
+}
+
+/// <summary>A fact that is skipped, with the reason, on a machine that lacks what it needs (<see cref="Requirement"/>).</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class RequiresFactAttribute : FactAttribute
+{
+    public RequiresFactAttribute(params string[] needs)
+    {
+        Skip = Requirement.Unmet(needs);
+    }
+}
+
+/// <summary>A theory that is skipped, with the reason, on a machine that lacks what it needs (<see cref="Requirement"/>).</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class RequiresTheoryAttribute : TheoryAttribute
+{
+    public RequiresTheoryAttribute(params string[] needs)
+    {
+        Skip = Requirement.Unmet(needs);
+    }
+}
