@@ -100,8 +100,14 @@ internal sealed class CompareReport(
                 $"{x.XdeltaMeanMillis:0.00} ms/pair mean, {x.XdeltaMedianMillis:0.00} median");
         }
         foreach (string skipped in peers.Skipped)
-            Row(sb, skipped.Split(' ')[0], null, null, guest, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null,
-                null, null, null, null, null, skipped);
+        {
+            // A peer that did not run: its name, the guest size and why; every measurement column empty.
+            var cells = new object?[CsvColumns];
+            cells[0] = skipped.Split(' ')[0];
+            cells[3] = guest;
+            cells[^1] = skipped;
+            Row(sb, cells);
+        }
         return sb.ToString();
     }
 

@@ -133,13 +133,14 @@ internal sealed class ProcessSource : MemorySource
     internal static DEException OpenFailure(int pid, string file, Exception e) => e switch
     {
         FileNotFoundException or DirectoryNotFoundException => NotFound(pid, "exited while being opened"),
+        _ when !Directory.Exists($"/proc/{pid}") => NotFound(pid, "exited while being opened"),
+        // A kernel thread is alive but has no user memory: opening its mem file fails with ESRCH as root and EACCES
+        // for anyone else. Either way that is the reason to give, not a permission the caller could get.
+        _ when IsKernelThread(pid) => new DEException("ProcessUnreadable", DEErrorKind.ReadError,
+            $"Cannot read process {pid}: it is a kernel thread, which has no user memory to snapshot.", pid, e),
         UnauthorizedAccessException => new DEException("ProcessUnreadable", DEErrorKind.PermissionDenied,
             $"Cannot read /proc/{pid}/{file}: permission denied. Reading another user's process needs its owner, " +
             "root or CAP_SYS_PTRACE, and a Yama ptrace_scope that allows it.", pid, e),
-        _ when !Directory.Exists($"/proc/{pid}") => NotFound(pid, "exited while being opened"),
-        // A kernel thread is alive but has no user memory: opening its mem file fails with ESRCH.
-        _ when IsKernelThread(pid) => new DEException("ProcessUnreadable", DEErrorKind.ReadError,
-            $"Cannot read process {pid}: it is a kernel thread, which has no user memory to snapshot.", pid, e),
         _ => new DEException("ProcessUnreadable", DEErrorKind.ReadError, $"Cannot read /proc/{pid}/{file}: {e.Message}", pid, e),
     };
 

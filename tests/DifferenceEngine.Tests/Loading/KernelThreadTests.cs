@@ -5,9 +5,10 @@ namespace DifferenceEngine.Tests.Loading;
 public class KernelThreadTests
 {
     [Fact]
-    public void AKernelThreadCannotBeSnapshottedEvenByRoot()
+    public void AKernelThreadCannotBeSnapshottedAndTheErrorSaysWhy()
     {
-        // Kernel threads are alive but have no user memory: /proc/PID/status has no VmSize line.
+        // Kernel threads are alive but have no user memory: /proc/PID/status has no VmSize line. Root and other users
+        // alike are told that, not that a permission is missing.
         int? kthread = Directory.EnumerateDirectories("/proc")
             .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : (int?)null)
             .Where(pid => pid is not null)
