@@ -3,6 +3,7 @@
 
 BeforeAll {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $deHost = Connect-DEHost -Name "pester-access-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
     $PageSize = 4096
 
@@ -182,37 +183,34 @@ Describe 'Invoke-DEWorkload' {
     }
 
     It 'loses no write while a scan runs at the same time' {
-        # The job scans in a loop and records when each scan ran, to show that scans overlapped the workload.
-        $sync = [hashtable]::Synchronized(@{ Stop = $false; Scans = [Collections.Concurrent.ConcurrentQueue[long[]]]::new() })
-        $job = Start-ThreadJob -ArgumentList $env:DE_MODULE_PATH, $deHost, $sync {
-            param($module, $target, $sync)
-            Import-Module $module
-            while (-not $sync.Stop) {
-                $start = [Diagnostics.Stopwatch]::GetTimestamp()
-                Invoke-DEScan -DEHost $target -Passes 1 | Out-Null
-                $sync.Scans.Enqueue([long[]]($start, [Diagnostics.Stopwatch]::GetTimestamp()))
-            }
-        }
+        # One scan of many passes runs in another runspace; the workload starts once it has written progress (it is
+        # scanning) and ends before it has run all its passes (the host's pass count says so): every access of the
+        # workload then happened while that scan ran, whatever the machine's load.
+        $scanPasses = 100000
+        $passesBefore = (Get-DEHostStats).ScanPasses
+        $scan = [powershell]::Create()
         try {
-            # A thread job starts NotStarted; wait for its first scan before starting the workload.
-            while ($sync.Scans.Count -lt 1 -and $job.State -in 'NotStarted', 'Running') { Start-Sleep -Milliseconds 10 }
-            $sync.Scans.Count | Should -BeGreaterThan 0 -Because "the scanning job must be running (it is $($job.State))"
-            $from = [Diagnostics.Stopwatch]::GetTimestamp()
+            $null = $scan.AddScript({
+                    param($module, $target, $passes)
+                    Import-Module $module
+                    Invoke-DEScan -DEHost $target -Passes $passes
+                }).AddArgument($env:DE_MODULE_PATH).AddArgument($deHost).AddArgument($scanPasses)
+            $null = $scan.BeginInvoke()
+            Wait-FirstProgress $scan
             $result = Invoke-DEWorkload -Domain w* -Operations 300000 -WriteFraction 0.5 -Seed 9 -Verify
-            $to = [Diagnostics.Stopwatch]::GetTimestamp()
+            $passesDuring = (Get-DEHostStats).ScanPasses - $passesBefore
+            $scan.Stop()
         }
         finally {
-            $sync.Stop = $true
-            $job | Wait-Job | Receive-Job -ErrorAction Stop
-            $job | Remove-Job
+            $scan.Dispose()
         }
-        $overlapping = @($sync.Scans.ToArray() | Where-Object { $_[0] -lt $to -and $_[1] -gt $from })
-        $overlapping.Count | Should -BeGreaterThan 0 -Because 'scans must run while the workload does'
+        $passesDuring | Should -BeLessThan $scanPasses -Because 'the scan must still be running when the workload ends'
+        $result.Operations | Should -Be 300000
         $result.Mismatches | Should -Be 0
         $result.Errors | Should -Be 0
     }
 
-    It 'stops promptly when the pipeline is stopped (Ctrl-C), with progress written until then' {
+    It 'stops when the pipeline is stopped (Ctrl-C), cancelling the accesses left, with progress written until then' {
         $ps = [powershell]::Create()
         try {
             $null = $ps.AddScript({
@@ -220,16 +218,17 @@ Describe 'Invoke-DEWorkload' {
                     Import-Module $module
                     Invoke-DEWorkload -DEHost $target -Domain w3 -Operations 1e12
                 }).AddArgument($env:DE_MODULE_PATH).AddArgument($deHost)
-            $async = $ps.BeginInvoke()
-            $deadline = [DateTime]::UtcNow.AddSeconds(20)
-            while ($ps.Streams.Progress.Count -eq 0 -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
-            $ps.Streams.Progress.Count | Should -BeGreaterThan 0 -Because 'the workload reports progress while it runs'
-            $watch = [Diagnostics.Stopwatch]::StartNew()
+            $null = $ps.BeginInvoke()
+            Wait-FirstProgress $ps
+            # A trillion accesses cannot be done: the call returns because stopping cancelled them.
             $ps.Stop()
-            $watch.Elapsed.TotalSeconds | Should -BeLessThan 5
             $ps.InvocationStateInfo.State | Should -Be 'Stopped'
             $ps.Streams.Progress[0].Activity | Should -Be 'Invoke-DEWorkload'
             $ps.Streams.Progress[0].StatusDescription | Should -Match '^[\d,]+ of [\d,]+ accesses on w3$'
+            # Its workers are gone when Stop returns: nothing writes to the guest any more (30% of the accesses were writes).
+            $first = Read-DEGuestPage -Domain w3 -Gfn (0..255) -Raw | ForEach-Object { [Convert]::ToHexString($_) }
+            $second = Read-DEGuestPage -Domain w3 -Gfn (0..255) -Raw | ForEach-Object { [Convert]::ToHexString($_) }
+            $second | Should -Be $first
         }
         finally {
             $ps.Dispose()

@@ -13,17 +13,43 @@ BeforeAll {
         [Linq.Enumerable]::SequenceEqual($Expected, $Actual)
     }
 
-    # Background reclaim may still be paging out after a fault woke it: wait until page-outs stop moving.
-    function Wait-ReclaimIdle([int]$QuietMilliseconds = 1500, [int]$TimeoutSeconds = 20) {
-        $deadline = [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
-        $last = (Get-DEHostStats).PageOuts
-        $quietSince = [DateTime]::UtcNow
-        while ([DateTime]::UtcNow -lt $deadline) {
-            Start-Sleep -Milliseconds 100
-            $now = (Get-DEHostStats).PageOuts
-            if ($now -ne $last) { $last = $now; $quietSince = [DateTime]::UtcNow }
-            elseif (([DateTime]::UtcNow - $quietSince).TotalMilliseconds -ge $QuietMilliseconds) { return }
+    # Background reclaim may still be paging out after a fault woke it. It runs when free memory falls under the low
+    # watermark and pages out until free memory is at the high one; with the guests idle nothing else moves a page.
+    # So it has settled, and no page-out comes until the guests use memory again, once free memory is at or over the
+    # high watermark and every swap slot in use holds a page counted out (page-outs less swap-ins: no batch is half
+    # done). Under the high watermark the reclaimer may be paging out, or idle for good between the two watermarks:
+    # watermarks raised over the free memory there is now make it page out, surely, up to the new high one; they are
+    # put back once it is there. Polls Get-DEHostStats (the reclaimer offers nothing to block on) with no time bound:
+    # each look either finds it settled or finds it still on its way there, which it checked it can reach.
+    function Wait-ReclaimSettled {
+        $policy = Get-DEPolicy -HostPolicy
+        $stats = Get-DEHostStats
+        $limit = $stats.MemoryLimitBytes
+        $high = $policy.HighWatermark
+        $raised = (Get-FreeBytes $stats) -lt $high * $limit
+        if ($raised) {
+            $high = $policy.HighWatermark + 0.1
+            $needed = [Math]::Ceiling(($high * $limit - (Get-FreeBytes $stats)) / $PageSize)
+            $private = (Get-DEPageStats | Measure-Object -Property PrivatePages -Sum).Sum
+            $freeSlots = ($stats.SwapBytes - $stats.SwapUsedBytes) / $PageSize
+            if ($high -ge 1 -or $needed -gt $private -or $needed + 16 -gt $freeSlots) {
+                throw "Reclaim cannot free $needed more pages: $private Private pages, $freeSlots free swap slots, high watermark $high."
+            }
+            Set-DEPolicy -HostPolicy -LowWatermark ($policy.HighWatermark + 0.05) -HighWatermark $high
         }
+        try {
+            while (-not (Test-ReclaimSettled (Get-DEHostStats) $high)) { Start-Sleep -Milliseconds 20 }
+        }
+        finally {
+            if ($raised) { Set-DEPolicy -HostPolicy -LowWatermark $policy.LowWatermark -HighWatermark $policy.HighWatermark }
+        }
+    }
+
+    function Get-FreeBytes($Stats) { $Stats.MemoryLimitBytes - $Stats.FramesInUse * $PageSize - $Stats.StoreAllocatedBytes }
+
+    function Test-ReclaimSettled($Stats, [double]$High) {
+        (Get-FreeBytes $Stats) -ge $High * $Stats.MemoryLimitBytes -and
+            $Stats.SwapUsedBytes / $PageSize -eq $Stats.PageOuts - $Stats.SwapIns
     }
 }
 
@@ -106,7 +132,7 @@ Describe 'An overcommitted host with a swap file' {
     }
 
     It 'lists Swapped pages with their slots in Get-DEPage' {
-        Wait-ReclaimIdle
+        Wait-ReclaimSettled
         $swapped = @('loaded', 'written' | Get-DEPage -State Swapped -ErrorAction Stop)
         $swapped.Count | Should -BeGreaterThan 0
         $swapped.State | Select-Object -Unique | Should -Be 'Swapped'
@@ -124,7 +150,7 @@ Describe 'An overcommitted host with a swap file' {
     }
 
     It 'counts Swapped pages per domain in Get-DEPageStats and accounts for every page' {
-        Wait-ReclaimIdle
+        Wait-ReclaimSettled
         foreach ($stats in Get-DEPageStats -Domain loaded, written) {
             $stats.SwappedPages | Should -Be @(Get-DEPage -Domain $stats.Domain -State Swapped).Count
             ($stats.PrivatePages + $stats.ZeroPages + $stats.UniformPages + $stats.SharedPages + $stats.PatchedPages +
@@ -135,6 +161,7 @@ Describe 'An overcommitted host with a swap file' {
     }
 
     It 'shows a Swapped column in the Get-DEPageStats table' {
+        Wait-ReclaimSettled
         $lines = (Get-DEPageStats | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $swappedPages = (Get-DEPageStats -Domain written).SwappedPages

@@ -5,6 +5,7 @@
 
 BeforeAll {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $PageSize = 4096
     $CmdletId = 'DifferenceEngine.Commands.ExportDEReportCommand'
     # Written into guest pages; no report may contain it.
@@ -283,8 +284,8 @@ Describe 'The HTML report in headless Chromium' {
             }
         }
 
-        # A host that looks like one: three tenants' domains with every mechanism on, the engine running a
-        # few seconds (history), and guest activity meanwhile (faults of several kinds).
+        # A host that looks like one: three tenants' domains with every mechanism on, the engine running
+        # eighteen passes (history), and guest activity between them (faults of several kinds).
         $richHost = Connect-DEHost -Name (New-TestHostName) -PassThru
         $rich = @(
             New-DEDomain -DEHost $richHost -Name 'web1' -MemorySize 4MB -TrustGroup 'tenant-a' -EnableSharing -EnablePatching -EnableCompression
@@ -297,11 +298,11 @@ Describe 'The HTML report in headless Chromium' {
         Initialize-Domains $rich -Scale 6
         $null = $richHost.StartEngine([TimeSpan]::FromMilliseconds(250))
         try {
-            Start-Sleep -Milliseconds 1500
+            $null = Wait-DEEnginePass -DEHost $richHost -Count 6
             $null = Invoke-DEWorkload -DEHost $richHost -Domain web1, web2, db1 -Operations 4000 -WriteFraction 0.3 -Pattern Hotspot -Seed 7
-            Start-Sleep -Milliseconds 1500
+            $null = Wait-DEEnginePass -DEHost $richHost -Count 12
             $null = Invoke-DEWorkload -DEHost $richHost -Domain web3, build -Operations 3000 -WriteFraction 0.5 -Seed 8
-            Start-Sleep -Milliseconds 1500
+            $null = Wait-DEEnginePass -DEHost $richHost -Count 18
         }
         finally {
             $null = $richHost.StopEngine()

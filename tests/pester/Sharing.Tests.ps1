@@ -4,17 +4,21 @@
 
 BeforeAll {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $deHost = Connect-DEHost -Name "pester-sharing-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
     $PageSize = 4096
     $ZeroKey = [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData([byte[]]::new($PageSize)))
 
     # SHA-256 of every 4 KiB page of a byte array, as hex strings: an identity of page contents
-    # that shares no code with the engine (which hashes with xxHash3 and compares bytes).
+    # that shares no code with the engine (which hashes with xxHash3 and compares bytes). A page that is one
+    # 32-bit word repeated, not zero, gets the key "uniform:" and its hash: the engine folds such a page into
+    # its word (Uniform) instead of sharing it.
     function Get-PageKeys([byte[]]$Bytes) {
         $sha = [Security.Cryptography.SHA256]::Create()
         try {
             for ($offset = 0; $offset -lt $Bytes.Length; $offset += $PageSize) {
-                [Convert]::ToHexString($sha.ComputeHash($Bytes, $offset, $PageSize))
+                $key = [Convert]::ToHexString($sha.ComputeHash($Bytes, $offset, $PageSize))
+                if ($key -ne $ZeroKey -and (Test-UniformPage $Bytes $offset)) { "uniform:$key" } else { $key }
             }
         }
         finally {
@@ -22,14 +26,21 @@ BeforeAll {
         }
     }
 
-    # What sharing must reach: per domain, pages that are zero, pages whose contents occur more than once
-    # among the domains of its trust group (shared), and the rest (private); and the frames that remain.
-    # $Pages maps a domain name to @{ Group = trust group; Keys = page keys in gfn order }.
+    # Whether the page at $Offset is one 32-bit word repeated: each byte equals the one four before it.
+    function Test-UniformPage([byte[]]$Bytes, [int]$Offset) {
+        [Linq.Enumerable]::SequenceEqual([ArraySegment[byte]]::new($Bytes, $Offset + 4, $PageSize - 4),
+            [ArraySegment[byte]]::new($Bytes, $Offset, $PageSize - 4))
+    }
+
+    # What sharing must reach: per domain, pages that are zero, pages that are one word repeated (uniform),
+    # pages whose contents occur more than once among the domains of its trust group (shared), and the rest
+    # (private); and the frames that remain. $Pages maps a domain name to @{ Group = trust group; Keys = page
+    # keys in gfn order, from Get-PageKeys }.
     function Get-ExpectedSharing([hashtable]$Pages) {
         $occurrences = @{}
         foreach ($d in $Pages.Values) {
             foreach ($key in $d.Keys) {
-                if ($key -eq $ZeroKey) { continue }
+                if ($key -eq $ZeroKey -or $key.StartsWith('uniform:')) { continue }
                 $groupKey = "$($d.Group)|$key"
                 $occurrences[$groupKey] = 1 + [int]$occurrences[$groupKey]
             }
@@ -38,13 +49,14 @@ BeforeAll {
         $privateTotal = 0
         foreach ($name in $Pages.Keys) {
             $d = $Pages[$name]
-            $zero = 0; $shared = 0; $private = 0
+            $zero = 0; $uniform = 0; $shared = 0; $private = 0
             foreach ($key in $d.Keys) {
                 if ($key -eq $ZeroKey) { $zero++ }
+                elseif ($key.StartsWith('uniform:')) { $uniform++ }
                 elseif ($occurrences["$($d.Group)|$key"] -gt 1) { $shared++ }
                 else { $private++ }
             }
-            $expected[$name] = [pscustomobject]@{ Zero = $zero; Shared = $shared; Private = $private }
+            $expected[$name] = [pscustomobject]@{ Zero = $zero; Uniform = $uniform; Shared = $shared; Private = $private }
             $privateTotal += $private
         }
         $sharedFrames = @($occurrences.Values | Where-Object { $_ -gt 1 }).Count
@@ -127,6 +139,7 @@ Describe 'Sharing random images with planted duplicates and zero pages' {
         $want = $expected.Domains[$_]
         $got = $stats[$_]
         $got.ZeroPages | Should -Be $want.Zero -Because 'zero pages'
+        $got.UniformPages | Should -Be $want.Uniform -Because 'pages of one word repeated'
         $got.SharedPages | Should -Be $want.Shared -Because 'shared pages'
         $got.PrivatePages | Should -Be $want.Private -Because 'private pages'
     }
@@ -181,39 +194,42 @@ Describe 'Sharing random images with planted duplicates and zero pages' {
 Describe 'Sharing real process memory' {
     BeforeAll {
         # Two copies of a small program, snapshotted: they share their binary and libraries with each other.
-        $sleepers = 1..2 | ForEach-Object { Start-Process -FilePath sleep -ArgumentList 300 -PassThru }
-        Start-Sleep -Milliseconds 200
+        # Each has echoed a line back before its snapshot, so it is loaded and waits in its read loop; both
+        # live until AfterAll ends them.
+        $programs = @(Start-ReadyProcess; Start-ReadyProcess)
         $pages = @{}
         foreach ($i in 0, 1) {
-            $name = "sleep$i"
-            $null = New-DEDomain -Name $name -ProcessId $sleepers[$i].Id
+            $name = "cat$i"
+            $null = New-DEDomain -Name $name -ProcessId $programs[$i].Id
             $count = (Get-DEDomain $name).PageCount
             # The snapshot does not change any more: its bytes, read before any scan, are the truth to count.
-            $keys = Read-DEGuestPage -Domain $name -Gfn (0..($count - 1)) -Raw |
-                ForEach-Object { [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData($_)) }
-            $pages[$name] = @{ Group = 'default'; Keys = @($keys) }
+            $bytes = [byte[]]::new($count * $PageSize)
+            $gfn = 0
+            Read-DEGuestPage -Domain $name -Gfn (0..($count - 1)) -Raw | ForEach-Object { [Array]::Copy($_, 0, $bytes, $PageSize * $gfn++, $PageSize) }
+            $pages[$name] = @{ Group = 'default'; Keys = @(Get-PageKeys $bytes) }
         }
         $expected = Get-ExpectedSharing $pages
-        'sleep0', 'sleep1' | Enable-DESharing
+        'cat0', 'cat1' | Enable-DESharing
         $null = Invoke-DEScan -UntilStable
         $stats = @{}
         Get-DEPageStats | ForEach-Object { $stats[$_.Domain] = $_ }
     }
 
     AfterAll {
-        $sleepers | Stop-Process -ErrorAction SilentlyContinue
+        Stop-ReadyProcess $programs
         Get-DEDomain | Remove-DEDomain -Confirm:$false
     }
 
-    It 'finds the zero, shared and private pages of <_> that an independent count finds' -ForEach 'sleep0', 'sleep1' {
+    It 'finds the zero, uniform, shared and private pages of <_> that an independent count finds' -ForEach 'cat0', 'cat1' {
         $want = $expected.Domains[$_]
         $stats[$_].ZeroPages | Should -Be $want.Zero
+        $stats[$_].UniformPages | Should -Be $want.Uniform
         $stats[$_].SharedPages | Should -Be $want.Shared
         $stats[$_].PrivatePages | Should -Be $want.Private
     }
 
     It 'shares something between the two processes' {
-        $stats['sleep1'].SharedPages | Should -BeGreaterThan 10
+        $stats['cat1'].SharedPages | Should -BeGreaterThan 10
         (Get-DEHostStats).FramesInUse | Should -Be $expected.Frames
     }
 }
@@ -483,12 +499,19 @@ Describe 'Get-DEPage' {
         ('q1' | Get-DEPage -Gfn 4).Domain | Should -Be 'q1'
     }
 
-    It 'stops early under Select-Object -First' {
+    It 'streams, and stops early under Select-Object -First' {
         $null = New-DEDomain -Name big -MemorySize 1GB
         try {
-            $watch = [Diagnostics.Stopwatch]::StartNew()
-            (Get-DEDomain big | Get-DEPage | Select-Object -First 3).Gfn | Should -Be @(0, 1, 2)
-            $watch.Elapsed.TotalSeconds | Should -BeLessThan 5
+            # Page 5 of the 262,144 is written once page 0 has come out: if Get-DEPage had looked at every page
+            # before writing the first, page 5 would come out Zero; streaming, it comes out as it is then.
+            $seen = 0
+            $pages = Get-DEDomain big | Get-DEPage | ForEach-Object {
+                if ($seen++ -eq 0) { Write-DEGuestPage -Domain big -Gfn 5 -Data ([byte[]](1)) }
+                $_
+            } | Select-Object -First 6
+            $pages.Gfn | Should -Be @(0, 1, 2, 3, 4, 5)
+            $pages.State | Should -Be @('Zero', 'Zero', 'Zero', 'Zero', 'Zero', 'Private')
+            $seen | Should -Be 6 -Because 'the pipeline stopped Get-DEPage after the sixth page'
         }
         finally {
             Remove-DEDomain -Name big -Confirm:$false
