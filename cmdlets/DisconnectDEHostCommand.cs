@@ -8,7 +8,7 @@ namespace DifferenceEngine.Commands;
 /// Disconnects a host (Disconnect-DEHost): an embedded host's domains and all its memory go; a Xen host loads every page
 /// its pager holds back into the guests, hands paging back to Xen and closes the connection, while the domains run on.
 /// </summary>
-[Cmdlet(VerbsCommunications.Disconnect, "DEHost", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsCommunications.Disconnect, "DEHost", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(void))]
 public sealed class DisconnectDEHostCommand : DECmdlet
 {

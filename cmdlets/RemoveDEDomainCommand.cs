@@ -4,7 +4,7 @@ using DifferenceEngine.Hosting;
 namespace DifferenceEngine.Commands;
 
 /// <summary>Removes domains and gives their memory back (Remove-DEDomain). Embedded hosts only: Xen's toolstack ends Xen's domains.</summary>
-[Cmdlet(VerbsCommon.Remove, "DEDomain", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
+[Cmdlet(VerbsCommon.Remove, "DEDomain", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High,
     DefaultParameterSetName = NameSet)]
 [OutputType(typeof(void))]
 public sealed class RemoveDEDomainCommand : DECmdlet

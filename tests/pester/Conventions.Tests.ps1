@@ -110,6 +110,63 @@ Describe '<Name> honours -WhatIf and -Confirm' -ForEach $changing {
     }
 }
 
+Describe 'Cmdlets that destroy ask first (ConfirmImpact High, as Remove-VM does)' {
+    BeforeDiscovery {
+        $destroying = @(
+            @{ Name = 'Remove-DEDomain'; Impact = 'High' }
+            @{ Name = 'Disconnect-DEHost'; Impact = 'High' }
+        )
+    }
+
+    It '<Name> declares ConfirmImpact <Impact>' -ForEach $destroying {
+        $type = (Get-Command -Name $Name).ImplementingType
+        $attribute = $type.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0]
+        $attribute.ConfirmImpact | Should -Be $Impact
+    }
+
+    It 'every other cmdlet that changes something asks only when told to (ConfirmImpact below High)' {
+        $others = Get-Command -Module DifferenceEngine -CommandType Cmdlet |
+            Where-Object { $_.Verb -notin 'Get', 'Read' -and $_.Name -notin 'Remove-DEDomain', 'Disconnect-DEHost' }
+        foreach ($command in $others) {
+            $attribute = $command.ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0]
+            $attribute.ConfirmImpact | Should -BeLessThan ([System.Management.Automation.ConfirmImpact]::High) -Because $command.Name
+        }
+    }
+
+    It '<Name> asks under the default $ConfirmPreference, and without an answer changes nothing' -ForEach @(
+        @{ Name = 'Remove-DEDomain'; Call = { param($h) Remove-DEDomain -DEHost $h -Name victim } }
+        @{ Name = 'Disconnect-DEHost'; Call = { param($h) Disconnect-DEHost -DEHost $h } }
+    ) {
+        # A runspace whose host cannot prompt: a cmdlet that asks fails there instead of acting.
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddCommand('Import-Module').AddParameter('Name', $env:DE_MODULE_PATH).AddStatement()
+            $null = $ps.AddScript('$h = Connect-DEHost -Name "asks-$([guid]::NewGuid().ToString(''n''))" -PassThru; ' +
+                '$null = New-DEDomain -DEHost $h -Name victim -MemorySize 1MB; $h').AddStatement()
+            $deHost = $ps.Invoke()[0]
+            $ps.Commands.Clear()
+            $ps.Streams.Error.Clear()
+            $ConfirmPreference | Should -Be 'High'
+            $null = $ps.AddScript($Call.ToString()).AddArgument($deHost)
+            $failure = try { $null = $ps.Invoke(); @($ps.Streams.Error)[0] } catch { $_ }
+            $failure.Exception | Should -BeOfType ([System.Management.Automation.Host.HostException])
+            $failure.Exception.Message | Should -BeLike '*prompts the user*request confirmation*'
+            # Nothing happened: the domain is there and the host connected.
+            $ps.Commands.Clear()
+            $null = $ps.AddScript('param($h) (Get-DEDomain -DEHost $h -Name victim).Name; $h.IsConnected').AddArgument($deHost)
+            $state = $ps.Invoke()
+            $state[0] | Should -Be 'victim'
+            $state[1] | Should -BeTrue
+            $ps.Commands.Clear()
+            $null = $ps.AddScript('param($h) Disconnect-DEHost -DEHost $h -Confirm:$false').AddArgument($deHost)
+            $null = $ps.Invoke()
+        }
+        finally {
+            $ps.Dispose()
+        }
+    }
+}
+
 Describe '<Name> changes nothing, so asks nothing' -ForEach $reading {
     It 'has no -WhatIf' {
         (Get-Command -Name $Name).Parameters.ContainsKey('WhatIf') | Should -BeFalse
