@@ -31,9 +31,14 @@ public sealed class ExportDEReportCommand : DECmdlet
     [ArgumentCompleter(typeof(DomainNameCompleter))]
     public DomainSelector[]? Domain { get; set; }
 
-    /// <summary>Replace the file if it exists.</summary>
+    /// <summary>Replace the file even when it is read-only (as Export-Csv -Force does); a writable file is replaced anyway.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
+
+    /// <summary>Never replace an existing file: fail with ReportFileExists instead (as Export-Csv -NoClobber does).</summary>
+    [Parameter]
+    [Alias("NoOverwrite")]
+    public SwitchParameter NoClobber { get; set; }
 
     /// <summary>Output the report's FileInfo.</summary>
     [Parameter]
@@ -50,7 +55,7 @@ public sealed class ExportDEReportCommand : DECmdlet
         {
             _fullPath = ResolvePath();
             _format = MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? Format : ReportFile.FormatOf(_fullPath);
-            ReportFile.CheckTarget(_fullPath, Force);
+            ReportFile.CheckTarget(_fullPath, overwrite: !NoClobber, replaceReadOnly: Force);
         }
         catch (DEException ex)
         {
@@ -81,7 +86,7 @@ public sealed class ExportDEReportCommand : DECmdlet
         try
         {
             var model = ReportModel.FromHost(host, domains);
-            file = ReportFile.WriteFile(model, _fullPath, _format, Force);
+            file = ReportFile.WriteFile(model, _fullPath, _format, overwrite: !NoClobber, replaceReadOnly: Force);
         }
         catch (DEException ex)
         {

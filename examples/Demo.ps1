@@ -109,8 +109,8 @@ $hostStats | Format-List | Out-String -Width 120 | Write-Host
 $reportDir = Split-Path -Parent $ReportPath
 if ($reportDir) { $null = New-Item -ItemType Directory -Force -Path $reportDir }
 $json = [IO.Path]::GetFullPath([IO.Path]::ChangeExtension($ReportPath, ".json"))
-Export-DEReport -Path $json -Force
-$html = Export-DEReport -Path $ReportPath -Force -PassThru
+Export-DEReport -Path $json
+$html = Export-DEReport -Path $ReportPath -PassThru
 
 Write-Host "After the engine:"
 Get-DEPageStats | Format-Table | Out-String -Width 120 | Write-Host

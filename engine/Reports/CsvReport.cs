@@ -6,8 +6,9 @@ namespace DifferenceEngine.Reports;
 /// Writes one row per domain of a <see cref="ReportModel"/> under a header row, per RFC 4180: fields
 /// separated by commas, lines ended by CRLF, a field quoted (and its quotes doubled) when it holds a
 /// comma, a quote, CR or LF. The columns are the properties of Get-DEPageStats, so Import-Csv gives
-/// objects that compare with it directly; numbers are invariant (no thousands separators), booleans
-/// True/False as Export-Csv writes them.
+/// objects that compare with it directly, then Host (the host's name) and Time (when the report's data was
+/// taken, ISO 8601 with offset), so the reports of many hosts and days can be put together; numbers are
+/// invariant (no thousands separators), booleans True/False as Export-Csv writes them.
 /// </summary>
 public static class CsvReport
 {
@@ -37,15 +38,23 @@ public static class CsvReport
         ("CompressionAlgorithm", s => s.CompressionAlgorithm ?? ""),
     ];
 
+    /// <summary>The columns after the page stats: the same on every row of a report.</summary>
+    private static readonly (string Name, Func<ReportModel, string> Value)[] ReportColumns =
+    [
+        ("Host", m => m.HostName),
+        ("Time", m => m.GeneratedAt.ToString("o", System.Globalization.CultureInfo.InvariantCulture)),
+    ];
+
     /// <summary>The header row's column names, in order.</summary>
-    public static IReadOnlyList<string> ColumnNames { get; } = Columns.Select(c => c.Name).ToArray();
+    public static IReadOnlyList<string> ColumnNames { get; } = Columns.Select(c => c.Name).Concat(ReportColumns.Select(c => c.Name)).ToArray();
 
     public static void Write(ReportModel model, TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(writer);
-        WriteRow(writer, Columns.Select(c => c.Name));
-        foreach (var d in model.Domains) WriteRow(writer, Columns.Select(c => c.Value(d.Stats)));
+        WriteRow(writer, ColumnNames);
+        string[] reportValues = ReportColumns.Select(c => c.Value(model)).ToArray();
+        foreach (var d in model.Domains) WriteRow(writer, Columns.Select(c => c.Value(d.Stats)).Concat(reportValues));
         writer.Flush();
     }
 

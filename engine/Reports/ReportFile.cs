@@ -30,9 +30,11 @@ public static class ReportFile
     /// <summary>
     /// Checks that a report can be written to <paramref name="path"/> (a full path): its folder exists
     /// ("ReportDirectoryNotFound"), it is not a folder ("ReportPathIsDirectory"), and, unless
-    /// <paramref name="overwrite"/>, no file is there yet ("ReportFileExists").
+    /// <paramref name="overwrite"/>, no file is there yet ("ReportFileExists"); a file there that is read-only
+    /// (no write permission for anyone) is replaced only with <paramref name="replaceReadOnly"/> ("ReportFileReadOnly"),
+    /// as Export-Csv replaces one only with -Force.
     /// </summary>
-    public static void CheckTarget(string path, bool overwrite)
+    public static void CheckTarget(string path, bool overwrite, bool replaceReadOnly = false)
     {
         string? folder = Path.GetDirectoryName(path);
         if (string.IsNullOrEmpty(folder) || !Directory.Exists(folder))
@@ -43,6 +45,17 @@ public static class ReportFile
                 $"'{path}' is a folder; give the path of the report file.", path);
         if (!overwrite && File.Exists(path))
             throw FileExists(path);
+        if (!replaceReadOnly && IsReadOnly(path))
+            throw new DEException("ReportFileReadOnly", DEErrorKind.PermissionDenied,
+                $"'{path}' is read-only; use -Force to replace it all the same.", path);
+    }
+
+    /// <summary>A file that nobody may write (Unix), or that has the read-only attribute (Windows).</summary>
+    private static bool IsReadOnly(string path)
+    {
+        if (!File.Exists(path)) return false;
+        if (OperatingSystem.IsWindows()) return File.GetAttributes(path).HasFlag(FileAttributes.ReadOnly);
+        return (File.GetUnixFileMode(path) & (UnixFileMode.UserWrite | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) == 0;
     }
 
     /// <summary>Writes the report in <paramref name="format"/> to <paramref name="stream"/> as UTF-8 (no BOM); the stream stays open.</summary>
@@ -66,14 +79,15 @@ public static class ReportFile
 
     /// <summary>
     /// Writes the report to a new file at <paramref name="path"/>, readable and writable by its owner
-    /// only; replaces a file there only with <paramref name="overwrite"/>. Errors: those of
-    /// <see cref="CheckTarget"/>, and "ReportWriteFailed" when the file system refuses.
+    /// only; replaces a file there only with <paramref name="overwrite"/>, and a read-only one only with
+    /// <paramref name="replaceReadOnly"/> too. Errors: those of <see cref="CheckTarget"/>, and
+    /// "ReportWriteFailed" when the file system refuses.
     /// </summary>
-    public static FileInfo WriteFile(ReportModel model, string path, ReportFormat format, bool overwrite)
+    public static FileInfo WriteFile(ReportModel model, string path, ReportFormat format, bool overwrite, bool replaceReadOnly = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         string full = Path.GetFullPath(path);
-        CheckTarget(full, overwrite);
+        CheckTarget(full, overwrite, replaceReadOnly);
         string folder = Path.GetDirectoryName(full)!;
         string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
@@ -117,5 +131,5 @@ public static class ReportFile
     }
 
     private static DEException FileExists(string path) =>
-        new("ReportFileExists", DEErrorKind.ResourceExists, $"'{path}' already exists; use -Force to replace it.", path);
+        new("ReportFileExists", DEErrorKind.ResourceExists, $"'{path}' already exists, and -NoClobber says not to replace it.", path);
 }

@@ -172,18 +172,47 @@ Describe 'Export-DEReport' {
         @(Get-ChildItem -LiteralPath $TestDrive -Force -Filter '.whatif*') | Should -BeNullOrEmpty
     }
 
-    It 'refuses to replace a file without -Force (ReportFileExists), replaces it with -Force' {
+    It 'replaces an existing file as Export-Csv does, twice in a row' {
         $path = Join-Path $TestDrive 'exists.csv'
+        Set-Content -LiteralPath $path -Value 'replace me'
+        Export-DEReport -Path $path
+        Export-DEReport -Path $path
+        (Get-Content -LiteralPath $path -TotalCount 1) | Should -BeLike 'Domain,DomainId,*'
+    }
+
+    It 'refuses to replace a file with -NoClobber (ReportFileExists)' {
+        $path = Join-Path $TestDrive 'keep.csv'
         Set-Content -LiteralPath $path -Value 'keep me'
-        { Export-DEReport -Path $path } | Should -Throw -ErrorId "ReportFileExists,$CmdletId"
+        { Export-DEReport -Path $path -NoClobber } | Should -Throw -ErrorId "ReportFileExists,$CmdletId"
         $err = $null
-        try { Export-DEReport -Path $path } catch { $err = $_ }
+        try { Export-DEReport -Path $path -NoClobber } catch { $err = $_ }
         $err.CategoryInfo.Category | Should -Be 'ResourceExists'
         $err.TargetObject | Should -Be $path
         (Get-Content -LiteralPath $path -Raw).Trim() | Should -Be 'keep me'
+        Export-DEReport -Path (Join-Path $TestDrive 'new.csv') -NoClobber
+        Join-Path $TestDrive 'new.csv' | Should -Exist
+    }
 
+    It 'replaces a read-only file only with -Force (ReportFileReadOnly)' -Skip:$IsWindows {
+        $path = Join-Path $TestDrive 'readonly.csv'
+        Set-Content -LiteralPath $path -Value 'read only'
+        [IO.File]::SetUnixFileMode($path, [IO.UnixFileMode]'UserRead, GroupRead')
+        { Export-DEReport -Path $path } | Should -Throw -ErrorId "ReportFileReadOnly,$CmdletId"
+        (Get-Content -LiteralPath $path -Raw).Trim() | Should -Be 'read only'
         Export-DEReport -Path $path -Force
         (Get-Content -LiteralPath $path -TotalCount 1) | Should -BeLike 'Domain,DomainId,*'
+    }
+
+    It 'writes the host and the time on every CSV row' {
+        $path = Join-Path $TestDrive 'hosttime.csv'
+        $before = [DateTimeOffset]::Now
+        Export-DEReport -Path $path
+        $rows = @(Import-Csv -LiteralPath $path)
+        $rows.Count | Should -BeGreaterThan 0
+        foreach ($row in $rows) {
+            $row.Host | Should -Be (Get-DEHost -Current).Name
+            [DateTimeOffset]::Parse($row.Time, [cultureinfo]::InvariantCulture) | Should -BeGreaterOrEqual $before
+        }
     }
 
     It 'refuses an unknown extension without -Format (ReportFormatUnknown)' {
