@@ -425,9 +425,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
             PatchThreshold = options.PatchThreshold,
             CompressionThreshold = options.CompressionThreshold,
         };
-        if (pageCount <= 0 || pageCount >= 1L << 40)
+        // The same bound as for images and processes: the P2M table is one array of 8 bytes a page (128 MiB at the bound).
+        if (pageCount <= 0 || pageCount > LoadGeometry.MaxGuestBytes / PageGeometry.PageSize)
             throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
-                $"A domain must have between 1 and 2^40 pages; {pageCount} was asked for.", pageCount);
+                $"A domain must have between 1 page and {LoadGeometry.MaxGuestBytes >> 30} GiB of memory " +
+                $"({LoadGeometry.MaxGuestBytes / PageGeometry.PageSize} pages); {pageCount} pages were asked for.", pageCount);
         return new Domain(this, Interlocked.Increment(ref _nextDomainId), name, pageCount, policy, source);
     }
 

@@ -255,6 +255,19 @@ Describe 'New-DEDomain with bad input' {
             Should -Throw -ErrorId 'DomainExists,*' -Because 'names are case-insensitive'
     }
 
+    It 'refuses a size over the 64 GiB a domain may have (MemorySizeInvalid, InvalidArgument): <Size>' -ForEach @(
+        @{ Size = '64TB'; Bytes = 64TB }
+        @{ Size = '64GB + 4096'; Bytes = 64GB + 4096 }
+        @{ Size = '1PB'; Bytes = 1PB }
+        @{ Size = 'the largest multiple of 4096 in a long'; Bytes = [long]::MaxValue - 4095 }
+    ) {
+        $err = { New-DEDomain -Name huge -MemorySize $Bytes -ErrorAction Stop } |
+            Should -Throw -ErrorId 'MemorySizeInvalid,DifferenceEngine.Commands.NewDEDomainCommand' -PassThru
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $err.Exception.Message | Should -BeLike '*64 GiB*'
+        Get-DEDomain -Name huge -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+    }
+
     It 'refuses a size that is not a multiple of the page size (MemorySizeInvalid)' {
         { New-DEDomain -Name odd -MemorySize 5000 -ErrorAction Stop } |
             Should -Throw -ErrorId 'MemorySizeInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
