@@ -30,10 +30,30 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>-DEHost when given, else the current host; terminates with "NoHostConnected" when there is none.</summary>
-    protected IDEHost TargetHost =>
+    /// <summary>
+    /// -DEHost when given, else the current host; terminates with "NoHostConnected" when there is none, and with
+    /// "HostDisconnected" when -DEHost names a host that has been disconnected (its objects stay readable, but no
+    /// cmdlet works on it).
+    /// </summary>
+    protected IDEHost TargetHost
+    {
+        get
+        {
+            var host = GivenOrCurrentHost;
+            if (!host.IsConnected) throw Terminate(HostDisconnected(host.Name));
+            return host;
+        }
+    }
+
+    /// <summary>-DEHost when given, else the current host, connected or not; terminates with "NoHostConnected" when there is none.</summary>
+    protected IDEHost GivenOrCurrentHost =>
         DEHost ?? HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
             "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
+
+    /// <summary>"HostDisconnected" (ConnectionError): the host given was disconnected.</summary>
+    protected static DEException HostDisconnected(string hostName) =>
+        new("HostDisconnected", DEErrorKind.ConnectionError,
+            $"Host '{hostName}' has been disconnected. Get-DEHost lists the connected hosts; Connect-DEHost connects one.", hostName);
 
     /// <summary>
     /// The target host for a cmdlet that exists only on the embedded host (New-DEDomain, Get-DEPage, ...): terminates
@@ -58,8 +78,9 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// <summary>
     /// The domains that <paramref name="selectors"/> name, in order and without repeats. A name without
     /// wildcards that matches nothing writes "DomainNotFound" and the rest go on; a pattern that matches
-    /// nothing is not an error. On a Xen host a domain id ("3") names a domain too. A domain object that was
-    /// removed, or belongs to another host than an explicit -DEHost, is "DomainNotFound" too.
+    /// nothing is not an error. On a Xen host a domain id ("3") names a domain too. A domain object of a disconnected
+    /// host is "HostDisconnected"; one that was removed, or belongs to another host than an explicit -DEHost, is
+    /// "DomainNotFound" too.
     /// </summary>
     protected IReadOnlyList<IDEDomain> ResolveDomains(IEnumerable<DomainSelector> selectors) =>
         ResolveDomains(selectors, embeddedOnly: null);
@@ -82,7 +103,9 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
             {
                 if (embeddedOnly is not null && given is not Domain)
                     ThrowDEError(NotSupportedOnXenHost(given.Host.Name, embeddedOnly));
-                if (given.IsRemoved || (DEHost is not null && !ReferenceEquals(given.Host, DEHost)))
+                if (!given.Host.IsConnected)
+                    WriteDEError(HostDisconnected(given.Host.Name));
+                else if (given.IsRemoved || (DEHost is not null && !ReferenceEquals(given.Host, DEHost)))
                     WriteDEError(DomainNotFound(given.Name));
                 else if (seen.Add(given))
                     found.Add(given);

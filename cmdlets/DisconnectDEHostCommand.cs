@@ -19,7 +19,7 @@ public sealed class DisconnectDEHostCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
-        var host = TargetHost;
+        var host = GivenOrCurrentHost;
         if (!host.IsConnected) return; // already gone: disconnecting is idempotent
         string action = host is XenHost xen
             ? $"Disconnect from Xen: load the {xen.Pager.EvictedPages} page(s) the pager holds back into their domains; the domains keep running"

@@ -239,8 +239,10 @@ Describe 'Start-DEEngine and Stop-DEEngine' {
         Start-DEEngine -DEHost $other -Interval 86400
         $null = Wait-DEEnginePass -DEHost $other -Count 1
         $other | Disconnect-DEHost -Confirm:$false
-        (Get-DEEngine -DEHost $other).State | Should -Be 'Stopped'
-        (Get-DEEngine -DEHost $other).PassesRun | Should -Be 1
+        # The host object stays readable; cmdlets refuse a disconnected host.
+        $other.EngineStatus.State | Should -Be 'Stopped'
+        $other.EngineStatus.PassesRun | Should -Be 1
+        { Get-DEEngine -DEHost $other -ErrorAction Stop } | Should -Throw -ErrorId 'HostDisconnected,DifferenceEngine.Commands.GetDEEngineCommand'
         (Get-DEEngine -DEHost $deHost).State | Should -Be 'Stopped'
     }
 

@@ -118,6 +118,31 @@ Describe 'Disconnect-DEHost' {
         $d.IsRemoved | Should -BeTrue
     }
 
+    It 'leaves objects readable, but every cmdlet given the old host or its domains says HostDisconnected' {
+        $h = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $d = New-DEDomain -DEHost $h -Name kept -MemorySize 1MB
+        $h | Disconnect-DEHost -Confirm:$false
+        $h.Name | Should -Not -BeNullOrEmpty
+        $d.Name | Should -Be 'kept'
+        foreach ($call in @(
+                { Get-DEDomain -DEHost $h -ErrorAction Stop }
+                { Get-DEDomain -DEHost $h -Name kept -ErrorAction Stop }
+                { Get-DEPageStats -DEHost $h -ErrorAction Stop }
+                { Get-DEHostStats -DEHost $h -ErrorAction Stop }
+                { Get-DEEngine -DEHost $h -ErrorAction Stop }
+                { Invoke-DEScan -DEHost $h -ErrorAction Stop }
+                { New-DEDomain -DEHost $h -Name again -MemorySize 1MB -ErrorAction Stop }
+                { $d | Get-DEPageStats -ErrorAction Stop }
+                { $d | Enable-DESharing -ErrorAction Stop }
+            )) {
+            $err = $call | Should -Throw -PassThru -Because $call.ToString()
+            $err.FullyQualifiedErrorId | Should -BeLike 'HostDisconnected,*' -Because $call.ToString()
+            $err.CategoryInfo.Category | Should -Be 'ConnectionError' -Because $call.ToString()
+        }
+        # Disconnecting it again is no error: there is nothing left to do.
+        { $h | Disconnect-DEHost -Confirm:$false -ErrorAction Stop } | Should -Not -Throw
+    }
+
     It 'changes nothing with -WhatIf' {
         $h = Connect-DEHost -Name (New-TestHostName) -PassThru
         try {

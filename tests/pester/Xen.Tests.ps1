@@ -570,7 +570,7 @@ Describe 'Disconnect-DEHost from a Xen host' -Skip:$fakeMissing {
         $xen.IsConnected | Should -BeFalse
         Get-DEHost | Where-Object Kind -EQ 'Xen' | Should -BeNullOrEmpty
         (Get-DEError { Get-DEDomain -DEHost $xen }).Id | Should -Be 'HostDisconnected'
-        (Get-DEEngine -DEHost $xen).State | Should -Be 'Stopped'
+        $xen.EngineStatus.State | Should -Be 'Stopped'
         $posted = [DETests.FakeXen]::fakexen_requests_posted(3) + [DETests.FakeXen]::fakexen_requests_posted(4)
         for ($gfn = 0; $gfn -lt $pages; $gfn++) {
             Test-SameBytes (Read-Guest 3 $gfn) (Get-ContentPage $cold $gfn) | Should -BeTrue
