@@ -95,6 +95,7 @@ public sealed class ConnectDEHostCommand : DECmdlet
         DEHost? host = null;
         try
         {
+            HostRegistry.CheckFree(Name, xen: false); // before a swap file is made for a name that is taken
             host = new DEHost(new HostOptions
             {
                 Name = Name,
@@ -107,11 +108,21 @@ public sealed class ConnectDEHostCommand : DECmdlet
         }
         catch (DEException ex)
         {
-            host?.Dispose();
-            ThrowDEError(ex);
+            ConnectFailed(host, ex);
             return;
         }
         if (PassThru) WriteObject(host);
+    }
+
+    /// <summary>
+    /// A name already taken (HostExists) is a failure of this one host, as New-Item's on an existing item: written, and
+    /// -ErrorAction decides. Anything else is a bad argument or a machine that cannot give what was asked: the cmdlet stops.
+    /// </summary>
+    private void ConnectFailed(IDEHost? host, DEException ex)
+    {
+        host?.Dispose();
+        if (ex.ErrorId == "HostExists") WriteDEError(ex);
+        else ThrowDEError(ex);
     }
 
     /// <summary>
@@ -141,8 +152,7 @@ public sealed class ConnectDEHostCommand : DECmdlet
         }
         catch (DEException ex)
         {
-            host?.Dispose();
-            ThrowDEError(ex);
+            ConnectFailed(host, ex);
             return;
         }
         WriteVerbose($"Connected to Xen as host '{name}': {host.Domains.Count} domain(s), domain 0 included.");

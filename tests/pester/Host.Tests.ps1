@@ -40,8 +40,14 @@ Describe 'Connect-DEHost' {
         }
     }
 
-    It 'refuses a second host with the same name (HostExists)' {
-        { Connect-DEHost -Name $name } | Should -Throw -ErrorId 'HostExists,DifferenceEngine.Commands.ConnectDEHostCommand'
+    It 'refuses a second host with the same name (HostExists), a failure -ErrorAction decides on' {
+        { Connect-DEHost -Name $name -ErrorAction Stop } | Should -Throw -ErrorId 'HostExists,DifferenceEngine.Commands.ConnectDEHostCommand'
+        @(Get-DEHost -Name $name).Count | Should -Be 1
+        # Non-terminating: -ErrorAction SilentlyContinue silences it, -ErrorVariable still gets it.
+        { Connect-DEHost -Name $name -ErrorAction SilentlyContinue -ErrorVariable taken } | Should -Not -Throw
+        Connect-DEHost -Name $name -ErrorAction SilentlyContinue -ErrorVariable taken
+        $taken[0].FullyQualifiedErrorId | Should -Be 'HostExists,DifferenceEngine.Commands.ConnectDEHostCommand'
+        $taken[0].CategoryInfo.Category | Should -Be 'ResourceExists'
         @(Get-DEHost -Name $name).Count | Should -Be 1
     }
 
