@@ -11,11 +11,11 @@ namespace DifferenceEngine.Commands;
 [OutputType(typeof(PageInfo))]
 public sealed class GetDEPageCommand : DECmdlet
 {
-    /// <summary>The domain (a name, a pattern or a Domain object).</summary>
+    /// <summary>The domains (names, patterns or Domain objects), listed one after the other.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNull]
+    [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
-    public DomainSelector Domain { get; set; } = null!;
+    public DomainSelector[] Domain { get; set; } = [];
 
     /// <summary>Only these guest frame numbers; every page by default.</summary>
     [Parameter(Position = 1)]
@@ -38,7 +38,7 @@ public sealed class GetDEPageCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
-        foreach (var domain in ResolveEmbeddedDomains([Domain], XenInstead))
+        foreach (var domain in ResolveEmbeddedDomains(Domain, XenInstead))
         {
             IEnumerable<long> gfns = Gfn ?? LongRange(domain.PageCount);
             foreach (long gfn in gfns)

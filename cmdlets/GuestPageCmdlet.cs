@@ -7,11 +7,11 @@ namespace DifferenceEngine.Commands;
 /// <summary>What Read-DEGuestPage and Write-DEGuestPage share: the domain and the pages they address.</summary>
 public abstract class GuestPageCmdlet : DECmdlet
 {
-    /// <summary>The domain (a name, a pattern, a Domain or XenDomain object; on a Xen host also a domain id).</summary>
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects; on a Xen host also domain ids): each is addressed in turn.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNull]
+    [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
-    public DomainSelector Domain { get; set; } = null!;
+    public DomainSelector[] Domain { get; set; } = [];
 
     /// <summary>Guest frame numbers of the pages (Get-DEPage output binds by property name).</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
@@ -21,7 +21,7 @@ public abstract class GuestPageCmdlet : DECmdlet
     /// <summary>Every (domain, gfn) addressed, domains resolved (unknown names written as errors).</summary>
     protected IEnumerable<(IDEDomain Domain, long Gfn)> Pages()
     {
-        foreach (var domain in ResolveDomains([Domain]))
+        foreach (var domain in ResolveDomains(Domain))
             foreach (long gfn in Gfn)
                 yield return (domain, gfn);
     }
@@ -32,7 +32,7 @@ public abstract class GuestPageCmdlet : DECmdlet
     /// </summary>
     protected IEnumerable<(Domain Domain, long Gfn)> EmbeddedPages(string instead)
     {
-        foreach (var domain in ResolveEmbeddedDomains([Domain], instead))
+        foreach (var domain in ResolveEmbeddedDomains(Domain, instead))
             foreach (long gfn in Gfn)
                 yield return (domain, gfn);
     }

@@ -3,6 +3,7 @@ using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Loading;
+using DifferenceEngine.Memory;
 
 namespace DifferenceEngine.Commands;
 
@@ -19,8 +20,15 @@ public sealed class NewDEDomainCommand : DECmdlet
     public const string PathSet = "Path";
     public const string ProcessSet = "Process";
 
-    /// <summary>The new domain's name: 1 to 64 characters, no wildcards or slashes.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    /// <summary>
+    /// The new domain's name: 1 to 64 characters, no wildcards or slashes. Loading files, it may be left out: each
+    /// domain is then named after its file, without the extension (./images/*.img makes one domain per image).
+    /// </summary>
+    /// <remarks>
+    /// Declared for every parameter set and checked in code: a Name that is mandatory in the default set only would make
+    /// PowerShell bind piped files (which have a Name) to the empty-domain set and never try -Path.
+    /// </remarks>
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     public string Name { get; set; } = "";
 
@@ -28,9 +36,13 @@ public sealed class NewDEDomainCommand : DECmdlet
     [Parameter(Mandatory = true, ParameterSetName = EmptySet, ValueFromPipelineByPropertyName = true)]
     public long MemorySize { get; set; }
 
-    /// <summary>A raw page-aligned image or an ELF core dump; taken literally (no wildcards).</summary>
+    /// <summary>
+    /// Raw page-aligned images or ELF core dumps. A path that names no file but holds wildcards (./images/*.img) loads
+    /// every file that matches, one domain each; a file whose name holds wildcard characters is still taken as it is.
+    /// </summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = PathSet, ValueFromPipelineByPropertyName = true)]
     [Alias("PSPath", "FullName", "LiteralPath")]
+    [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = "";
 
@@ -87,16 +99,29 @@ public sealed class NewDEDomainCommand : DECmdlet
             CompressionEnabled = EnableCompression,
             CompressionAlgorithm = CompressionAlgorithm,
         };
+        if (ParameterSetName != PathSet && !MyInvocation.BoundParameters.ContainsKey(nameof(Name)))
+            ThrowDEError(new DEException("NewDEDomainNameRequired", DEErrorKind.InvalidArgument,
+                "Give the new domain a -Name: only domains loaded from files are named after them.", null));
+        if (ParameterSetName == PathSet)
+        {
+            foreach (string file in ImageFiles()) Create(() => FromFile(host, options, file));
+            return;
+        }
+        Create(() => ParameterSetName switch
+        {
+            ProcessSet => FromProcess(host, options),
+            _ => ShouldProcess(Name, $"Create an empty domain of {DisplayFormat.Bytes(MemorySize)}")
+                ? host.CreateDomain(Name, MemorySize, options)
+                : null,
+        });
+    }
+
+    /// <summary>Creates one domain; its failure is written and the next one goes on.</summary>
+    private void Create(Func<Domain?> create)
+    {
         try
         {
-            Domain? domain = ParameterSetName switch
-            {
-                PathSet => FromFile(host, options),
-                ProcessSet => FromProcess(host, options),
-                _ => ShouldProcess(Name, $"Create an empty domain of {DisplayFormat.Bytes(MemorySize)}")
-                    ? host.CreateDomain(Name, MemorySize, options)
-                    : null,
-            };
+            Domain? domain = create();
             if (domain is null) return;
             if (domain.LoadReport is { } report) WriteVerbose($"Domain '{domain.Name}': {report}");
             if (domain.LoadReport is { RegionsSkipped: > 0 } skipped)
@@ -109,23 +134,72 @@ public sealed class NewDEDomainCommand : DECmdlet
         }
     }
 
-    private Domain? FromFile(DEHost host, DomainOptions options)
+    /// <summary>
+    /// The files to load: -Path as it is when it names a file, or that does not exist and holds no wildcards (then
+    /// FileNotFound, written); otherwise every file it matches (none is no error). -Name with several files is a bad argument.
+    /// </summary>
+    private IReadOnlyList<string> ImageFiles()
     {
-        string path = GetFileSystemPath(Path, "memory image", "FileNotFound");
-        if (!ShouldProcess(Name, $"Create a domain from '{path}'")) return null;
+        string literal;
+        try
+        {
+            literal = GetFileSystemPath(Path, "memory image", "FileNotFound");
+        }
+        catch (DEException ex)
+        {
+            WriteDEError(ex);
+            return [];
+        }
+        if (File.Exists(literal) || !WildcardPattern.ContainsWildcardCharacters(Path)) return [literal];
+        List<string> files;
+        try
+        {
+            files = SessionState.Path.GetResolvedProviderPathFromPSPath(Path, out ProviderInfo provider)
+                .Where(f => provider.Name == "FileSystem" && File.Exists(f)).Order(StringComparer.Ordinal).ToList();
+        }
+        catch (ItemNotFoundException)
+        {
+            files = [];
+        }
+        if (files.Count > 1 && MyInvocation.BoundParameters.ContainsKey(nameof(Name)))
+            ThrowDEError(new DEException("NewDEDomainNameForSeveralFiles", DEErrorKind.InvalidArgument,
+                $"'{Path}' matches {files.Count} files, and one -Name cannot name them all: leave -Name out to name each " +
+                "domain after its file.", Path));
+        return files;
+    }
+
+    private Domain? FromFile(DEHost host, DomainOptions options, string path)
+    {
+        string name = MyInvocation.BoundParameters.ContainsKey(nameof(Name)) ? Name : System.IO.Path.GetFileNameWithoutExtension(path);
+        if (!ShouldProcess(name, $"Create a domain from '{path}'")) return null;
         using var source = MemorySource.OpenFile(path, Format switch
         {
             ImageFormat.Raw => MemorySourceFormat.RawImage,
             ImageFormat.ElfCore => MemorySourceFormat.ElfCore,
             _ => null,
         });
-        return Cancellable(() => host.LoadDomain(Name, source, options, StopToken));
+        return Load(host, name, source, options);
     }
 
     private Domain? FromProcess(DEHost host, DomainOptions options)
     {
         if (!ShouldProcess(Name, $"Create a domain from a snapshot of process {ProcessId}")) return null;
         using var source = MemorySource.OpenProcess(ProcessId);
-        return Cancellable(() => host.LoadDomain(Name, source, options, StopToken));
+        return Load(host, Name, source, options);
     }
+
+    /// <summary>Loads on a worker while the pipeline thread shows how much is laid out; Ctrl-C stops the load.</summary>
+    private Domain Load(DEHost host, string name, MemorySource source, DomainOptions options)
+    {
+        string activity = $"New-DEDomain {name}: loading {source.Description}";
+        long total = source.PageCount;
+        return RunWithProgress(ActivityId, activity, report => host.LoadDomain(name, source, options, done =>
+            report(new ProgressRecord(ActivityId, activity,
+                $"{DisplayFormat.Bytes(done * PageGeometry.PageSize)} of {DisplayFormat.Bytes(total * PageGeometry.PageSize)}")
+            {
+                PercentComplete = total == 0 ? 100 : (int)Math.Min(100, 100 * done / total),
+            }), StopToken));
+    }
+
+    private const int ActivityId = 0x0DE3;
 }

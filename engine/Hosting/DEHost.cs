@@ -158,7 +158,16 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     /// <summary>Creates a domain holding the pages of <paramref name="source"/> (an image, a core, a process).</summary>
     /// <remarks>Every loaded page gets a frame (Private), as in a running VM; scans find the zero and identical ones.</remarks>
-    public Domain LoadDomain(string name, MemorySource source, DomainOptions? options = null, CancellationToken cancellationToken = default)
+    public Domain LoadDomain(string name, MemorySource source, DomainOptions? options = null, CancellationToken cancellationToken = default) =>
+        LoadDomain(name, source, options, progress: null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="LoadDomain(string, MemorySource, DomainOptions?, CancellationToken)"/>, telling
+    /// <paramref name="progress"/> how far it is: the guest pages laid out so far (up to <see cref="MemorySource.PageCount"/>),
+    /// every <see cref="LoadProgressPages"/> pages and at the end, on the loading thread.
+    /// </summary>
+    public Domain LoadDomain(string name, MemorySource source, DomainOptions? options, Action<long>? progress,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(source);
         using var op = EnterOperation();
@@ -168,7 +177,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Register(domain);
         try
         {
-            domain.LoadReport = source.CopyTo(new LoadSink(this, domain), cancellationToken);
+            domain.LoadReport = source.CopyTo(new LoadSink(this, domain, progress), cancellationToken);
+            progress?.Invoke(domain.PageCount);
             domain.Loading = false;
             return domain;
         }
@@ -469,10 +479,22 @@ public sealed partial class DEHost : IDEHost, IEngineService
         new("DomainExists", DEErrorKind.ResourceExists, $"A domain named '{name}' already exists on this host.", name);
 
     /// <summary>Puts loaded pages into fresh frames of the domain being built.</summary>
-    private sealed class LoadSink(DEHost host, Domain domain) : IGuestPageSink
+    /// <summary>How often a load reports progress: every 16 MiB of guest memory.</summary>
+    public const int LoadProgressPages = 4096;
+
+    private sealed class LoadSink(DEHost host, Domain domain, Action<long>? progress) : IGuestPageSink
     {
+        private long _nextReport = LoadProgressPages;
+
         public void SetPage(long gfn, ReadOnlySpan<byte> page)
         {
+            if (progress is not null && gfn >= _nextReport)
+            {
+                // Pages come in increasing gfn order; the gfn says how much of the domain is laid out.
+                progress(gfn);
+                _nextReport = gfn + LoadProgressPages;
+            }
+
             if ((ulong)gfn >= (ulong)domain.PageCount || page.Length != PageGeometry.PageSize)
                 throw new DEException("LoadPageOutOfRange", DEErrorKind.InvalidData,
                     $"The memory source gave page {gfn} ({page.Length} bytes) outside the domain's {domain.PageCount} pages.", gfn);

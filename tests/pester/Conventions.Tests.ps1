@@ -173,6 +173,35 @@ Describe '<Name> changes nothing, so asks nothing' -ForEach $reading {
     }
 }
 
+Describe 'Every -Domain takes several domains' {
+    BeforeDiscovery {
+        $withDomain = @(Get-Command -Module DifferenceEngine -CommandType Cmdlet |
+                Where-Object { $_.Parameters.ContainsKey('Domain') } | Sort-Object Name | ForEach-Object { @{ Name = $_.Name } })
+    }
+
+    It '<Name> -Domain is an array of domain selectors' -ForEach $withDomain {
+        (Get-Command -Name $Name).Parameters['Domain'].ParameterType | Should -Be ([DifferenceEngine.Commands.DomainSelector[]])
+    }
+
+    It 'Get-DEPage, Read-DEGuestPage and Write-DEGuestPage take two names' {
+        $h = Connect-DEHost -Name "several-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $null = New-DEDomain -DEHost $h -Name one -MemorySize 8KB
+            $null = New-DEDomain -DEHost $h -Name two -MemorySize 8KB
+            Write-DEGuestPage -DEHost $h -Domain one, two -Gfn 1 -Offset 0 -Data ([byte[]](7, 8, 9))
+            $pages = @(Get-DEPage -DEHost $h -Domain one, two)
+            $pages.Count | Should -Be 4
+            ($pages | Group-Object Domain).Name | Should -Be @('one', 'two')
+            $read = @(Read-DEGuestPage -DEHost $h -Domain one, two -Gfn 1)
+            $read.Count | Should -Be 2
+            foreach ($page in $read) { $page.Bytes[0..2] | Should -Be @(7, 8, 9) }
+        }
+        finally {
+            $h | Disconnect-DEHost -Confirm:$false
+        }
+    }
+}
+
 Describe 'Tab completion' {
     BeforeAll {
         $deHost = Connect-DEHost -Name "pester-conventions-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru

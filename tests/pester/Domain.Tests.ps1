@@ -401,6 +401,82 @@ Describe 'Remove-DEDomain' {
     }
 }
 
+Describe 'New-DEDomain -Path with wildcards, -LiteralPath, and progress' {
+    BeforeAll {
+        $script:h = Connect-DEHost -Name "paths-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        $script:images = Join-Path $TestDrive 'images'
+        $null = New-Item -ItemType Directory -Path $images
+        foreach ($n in 'vm-a', 'vm-b', 'vm-c') {
+            $bytes = [byte[]]::new(2 * 4096); $bytes[1] = [byte]$n[-1]
+            [IO.File]::WriteAllBytes((Join-Path $images "$n.img"), $bytes)
+        }
+        [IO.File]::WriteAllBytes((Join-Path $images 'notes.txt'), [byte[]]::new(4096))
+    }
+    AfterAll {
+        $h | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'loads every file a pattern matches, each domain named after its file' {
+        $made = @(New-DEDomain -DEHost $h -Path (Join-Path $images '*.img'))
+        $made.Name | Should -Be @('vm-a', 'vm-b', 'vm-c')
+        (Read-DEGuestPage -DEHost $h -Domain vm-b -Gfn 0 -Raw)[1] | Should -Be ([byte][char]'b')
+        $made | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'refuses one -Name for several files (NewDEDomainNameForSeveralFiles) and makes nothing' {
+        { New-DEDomain -DEHost $h -Name one -Path (Join-Path $images 'vm-*.img') -ErrorAction Stop } |
+            Should -Throw -ErrorId 'NewDEDomainNameForSeveralFiles,DifferenceEngine.Commands.NewDEDomainCommand'
+        Get-DEDomain -DEHost $h | Should -BeNullOrEmpty
+    }
+
+    It 'takes -Name with a pattern that matches one file' {
+        (New-DEDomain -DEHost $h -Name only -Path (Join-Path $images 'vm-a.*')).Name | Should -Be 'only'
+        Remove-DEDomain -DEHost $h -Name only -Confirm:$false
+    }
+
+    It 'makes nothing, and says nothing, for a pattern that matches no file' {
+        @(New-DEDomain -DEHost $h -Path (Join-Path $images '*.none') -ErrorVariable none).Count | Should -Be 0
+        $none | Should -BeNullOrEmpty
+    }
+
+    It 'still says FileNotFound for a path without wildcards that does not exist' {
+        { New-DEDomain -DEHost $h -Path (Join-Path $images 'absent.img') -ErrorAction Stop } |
+            Should -Throw -ErrorId 'FileNotFound,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'takes a file whose name holds wildcard characters as it is' {
+        $odd = Join-Path $images 'odd[1].img'
+        [IO.File]::WriteAllBytes($odd, [byte[]]::new(4096))
+        (New-DEDomain -DEHost $h -Name odd -Path $odd).PageCount | Should -Be 1
+        Remove-DEDomain -DEHost $h -Name odd -Confirm:$false
+    }
+
+    It 'needs -Name for an empty domain (NewDEDomainNameRequired)' {
+        { New-DEDomain -DEHost $h -MemorySize 1MB -ErrorAction Stop } |
+            Should -Throw -ErrorId 'NewDEDomainNameRequired,DifferenceEngine.Commands.NewDEDomainCommand'
+    }
+
+    It 'shows progress while it loads a large image, and completes it' {
+        $big = Join-Path $TestDrive 'big.img'
+        $file = [IO.File]::Create($big); $file.SetLength(64MB); $file.Dispose()   # sparse: 16,384 zero pages
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript('param($m, $h, $p) Import-Module $m; New-DEDomain -DEHost $h -Name big -Path $p').
+                AddArgument($env:DE_MODULE_PATH).AddArgument($h).AddArgument($big)
+            $out = $ps.Invoke()
+            $out[0].PageCount | Should -Be 16384
+            $records = @($ps.Streams.Progress | Where-Object Activity -Like 'New-DEDomain big: loading*')
+            $records.Count | Should -BeGreaterThan 1
+            @($records | Where-Object RecordType -EQ 'Processing' | Where-Object PercentComplete -GT 0).Count | Should -BeGreaterThan 0
+            $records[-1].RecordType | Should -Be 'Completed'
+        }
+        finally {
+            $ps.Dispose()
+        }
+        Remove-DEDomain -DEHost $h -Name big -Confirm:$false
+    }
+}
+
 Describe 'New-DEDomain -Format' {
     BeforeAll {
         Import-Module $env:DE_MODULE_PATH -Force
