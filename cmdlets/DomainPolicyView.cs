@@ -22,7 +22,7 @@ public sealed class DomainPolicyView
         SharingEnabled = policy.SharingEnabled;
         PatchingEnabled = policy.PatchingEnabled;
         CompressionEnabled = policy.CompressionEnabled;
-        CompressionAlgorithm = policy.CompressionAlgorithm;
+        CompressionAlgorithm = policy.CompressionAlgorithm.ToString();
         PatchThreshold = policy.PatchThreshold;
         CompressionThreshold = policy.CompressionThreshold;
         C4Sweeps = policy.C4Sweeps;
@@ -41,8 +41,11 @@ public sealed class DomainPolicyView
     public bool PatchingEnabled { get; }
     public bool CompressionEnabled { get; }
 
-    /// <summary>The codec for pages compressed from now on (pages already compressed keep theirs).</summary>
-    public CompressionAlgorithm CompressionAlgorithm { get; }
+    /// <summary>
+    /// The codec for pages compressed from now on (pages already compressed keep theirs): LZ4, WKdm or Zstd. A name, so
+    /// ConvertTo-Json and Export-Csv write the name; Set-DEPolicy -CompressionAlgorithm takes it back.
+    /// </summary>
+    public string CompressionAlgorithm { get; }
 
     /// <summary>Largest patch accepted, in bytes.</summary>
     public int PatchThreshold { get; }

@@ -27,26 +27,26 @@ public sealed class SetDEPolicyCommand : DECmdlet
     public DomainSelector[] Domain { get; set; } = [];
 
     /// <summary>Sweeps without access after which a page counts as C4 (1 to 15).</summary>
-    [Parameter(ParameterSetName = DomainSet)]
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public int? C4Sweeps { get; set; }
 
     /// <summary>Largest patch accepted, in bytes (16 to 4000).</summary>
-    [Parameter(ParameterSetName = DomainSet)]
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public int? PatchThreshold { get; set; }
 
     /// <summary>Largest compressed size accepted, as a fraction of the page (0.01 to 0.95).</summary>
-    [Parameter(ParameterSetName = DomainSet)]
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public double? CompressionThreshold { get; set; }
 
     /// <summary>The codec for pages compressed from now on: LZ4, WKdm or Zstd.</summary>
-    [Parameter(ParameterSetName = DomainSet)]
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public CompressionAlgorithm? CompressionAlgorithm { get; set; }
 
     /// <summary>
     /// A new trust group; only for a domain without Shared or Patched pages (run Disable-DESharing
     /// -Unshare and Disable-DEPatching -Restore first).
     /// </summary>
-    [Parameter(ParameterSetName = DomainSet)]
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public string? TrustGroup { get; set; }
 
     /// <summary>Change the host's policy instead of domains'.</summary>
@@ -86,7 +86,16 @@ public sealed class SetDEPolicyCommand : DECmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>
+    /// Without pipeline input a call with no value to change is refused before anything runs; with it, values may come
+    /// from each piped object's properties (Get-DEPolicy output, or a CSV of it through Import-Csv), so each record is checked.
+    /// </summary>
     protected override void BeginProcessing()
+    {
+        if (!MyInvocation.ExpectingInput) RequireAValue();
+    }
+
+    private void RequireAValue()
     {
         if (Changes().Length == 0)
             ThrowDEError(new DEException("SetDEPolicyNoValue", DEErrorKind.InvalidArgument,
@@ -98,6 +107,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
+        RequireAValue();
         string changes = string.Join(", ", Changes());
         if (ParameterSetName == HostSet)
         {

@@ -67,6 +67,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public string Kind => "Embedded";
     public DateTimeOffset Connected { get; }
     public bool IsConnected => !_disposed;
+
+    /// <summary>The host's name: what Export-Csv and string interpolation show of a domain's Host.</summary>
+    public override string ToString() => Name;
     public long? MemoryLimitBytes => Frames.LimitFrames * PageGeometry.PageSize;
     public long ScanPasses => Interlocked.Read(ref _passes);
 

@@ -122,6 +122,9 @@ public sealed partial class XenHost : IDEHost, IEngineService
 
     public bool IsConnected => !disposed;
 
+    /// <summary>The host's name: what Export-Csv and string interpolation show of a domain's Host.</summary>
+    public override string ToString() => Name;
+
     /// <summary>The similarity detector and the rest of the host-wide settings (watermarks and compaction do not apply on Xen).</summary>
     public HostPolicy Policy { get; }
 

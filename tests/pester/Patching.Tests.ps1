@@ -576,6 +576,34 @@ Describe 'Set-DEPolicy' {
         $p.CompressionAlgorithm | Should -Be 'WKdm'
     }
 
+    It 'round-trips through a CSV: Get-DEPolicy | Export-Csv, edit, Import-Csv | Set-DEPolicy' {
+        Set-DEPolicy -Domain t1 -C4Sweeps 3 -PatchThreshold 700 -CompressionAlgorithm Zstd
+        $csv = Join-Path $TestDrive 'policy.csv'
+        Get-DEPolicy -Domain s2, t1 | Export-Csv -LiteralPath $csv
+        $rows = Import-Csv -LiteralPath $csv
+        ($rows | Where-Object Domain -EQ t1).CompressionAlgorithm | Should -Be 'Zstd'   # a name, not a number
+        foreach ($row in $rows) { $row.PatchThreshold = 900; $row.C4Sweeps = 5 }
+        $rows | Export-Csv -LiteralPath $csv
+        Import-Csv -LiteralPath $csv | Set-DEPolicy
+        foreach ($name in 's2', 't1') {
+            $p = Get-DEPolicy -Domain $name
+            $p.PatchThreshold | Should -Be 900
+            $p.C4Sweeps | Should -Be 5
+        }
+        (Get-DEPolicy -Domain t1).CompressionAlgorithm | Should -Be 'Zstd'
+        (Get-DEPolicy -Domain s2).CompressionAlgorithm | Should -Be 'LZ4'
+    }
+
+    It 'writes the codec as its name in JSON' {
+        (Get-DEPolicy -Domain t1 | ConvertTo-Json | ConvertFrom-Json).CompressionAlgorithm | Should -Be 'Zstd'
+    }
+
+    It 'writes a domain''s host by name in Export-Csv' {
+        $csv = Join-Path $TestDrive 'domains.csv'
+        Get-DEDomain -Name t1 | Export-Csv -LiteralPath $csv
+        (Import-Csv -LiteralPath $csv).Host | Should -Be $policyHost.Name
+    }
+
     It 'passes the new policy through, and takes domains by pattern and from the pipeline' {
         $out = Set-DEPolicy -Domain s* -C4Sweeps 6 -PassThru
         $out | Should -HaveCount 2
