@@ -1,18 +1,18 @@
 using System.Runtime.InteropServices;
 using DifferenceEngine.Memory;
-using Xunit.Abstractions;
 
 namespace DifferenceEngine.Tests.Xen;
 
 /// <summary>
 /// The fake hypervisor's test-only API (tests/native/fakexen/fakexen.h), bound from the libfakexen.so the fake-linked shim
-/// loads (same file, so the same in-memory Xen). Each test gets it reset.
+/// loads (same file, so the same in-memory Xen). Each test gets it reset. Tests that use it declare
+/// <see cref="Requirement.XenBuild"/>.
 /// </summary>
 internal sealed unsafe class FakeXen
 {
     public const int PageSize = PageGeometry.PageSize;
 
-    private static readonly Lazy<FakeXen> Loaded = new(() => new FakeXen(NativeBuild.FakeFolder(out _)!));
+    private static readonly Lazy<FakeXen> Loaded = new(() => new FakeXen(NativeBuild.FakeFolder));
 
     private readonly delegate* unmanaged<int> reset;
     private readonly delegate* unmanaged<uint, ulong, byte*, int> create;
@@ -40,17 +40,9 @@ internal sealed unsafe class FakeXen
         setName = (delegate* unmanaged<uint, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_set_domain_name");
     }
 
-    /// <summary>
-    /// The fake, reset, with a 10 s pager timeout; null (and the reason written to output) when the native build cannot
-    /// exist here because libxen-dev is missing. A failed build throws.
-    /// </summary>
-    public static FakeXen? TryGet(ITestOutputHelper output)
+    /// <summary>The fake, reset, with a 10 s pager timeout.</summary>
+    public static FakeXen Get()
     {
-        if (NativeBuild.FakeFolder(out string? skipReason) is null)
-        {
-            output.WriteLine($"Skipped: {skipReason}");
-            return null;
-        }
         var fake = Loaded.Value;
         Check(fake.reset(), "reset");
         fake.TimeoutMs = 10_000;

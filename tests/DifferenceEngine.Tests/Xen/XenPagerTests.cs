@@ -1,11 +1,10 @@
 using DifferenceEngine.Xen;
-using Xunit.Abstractions;
 
 namespace DifferenceEngine.Tests.Xen;
 
 /// <summary>The engine as Xen's pager, over the fake: evicted pages come back right when the guest touches them.</summary>
 [Collection(nameof(FakeXenCollection))]
-public class XenPagerTests(ITestOutputHelper output)
+public class XenPagerTests
 {
     private const int PageSize = FakeXen.PageSize;
 
@@ -27,10 +26,10 @@ public class XenPagerTests(ITestOutputHelper output)
         fake.CreateDomain(domainId, content);
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public async Task EvictedPagesComeBackWhenTheGuestReadsThemFromAnotherThread()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         CreateHalfZeroDomain(fake, 4, 32, seed: 5);
         using var xen = XenConnection.Open(requirePrivcmd: false);
         using var pager = new XenPager(xen);
@@ -58,10 +57,10 @@ public class XenPagerTests(ITestOutputHelper output)
         Assert.Empty(pager.Failures);
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void AGuestWriteToAnEvictedPageLandsOnItsOwnBytes()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(4, 8, seed: 5);
         using var xen = XenConnection.Open(requirePrivcmd: false);
         using var pager = new XenPager(xen);
@@ -73,10 +72,10 @@ public class XenPagerTests(ITestOutputHelper output)
         Assert.Equal(1L, pager.PageIns);
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void DisposeLoadsEveryPageBackAndDisablesPaging()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(4, 16, seed: 6);
         fake.CreateDomain(9, 16, seed: 7);
         using var xen = XenConnection.Open(requirePrivcmd: false);
@@ -101,10 +100,10 @@ public class XenPagerTests(ITestOutputHelper output)
         Assert.Throws<ObjectDisposedException>(() => pager.Attach(4));
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void ACorruptCopyIsNeverLoadedAndSaysWhichPage()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(4, 8, seed: 5);
         fake.TimeoutMs = 500;
         using var xen = XenConnection.Open(requirePrivcmd: false);
@@ -123,10 +122,10 @@ public class XenPagerTests(ITestOutputHelper output)
         Assert.Equal(1ul, xen.ListDomains().Single().PagedPages); // paging stays on: the copy is not thrown away
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void PagesThatCannotGoAreRefused()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(4, 8, seed: 5);
         using var xen = XenConnection.Open(requirePrivcmd: false);
         using var pager = new XenPager(xen);
