@@ -155,8 +155,18 @@ public class XenConnectionTests(ITestOutputHelper output)
         Assert.True(xen.Evict(7, 5));
         Assert.Equal(1ul, xen.ListDomains().Single().PagedPages);
 
-        var guest = Task.Run(() => fake.GuestRead(7, 5));
-        Assert.True(xen.WaitForRequest(TimeSpan.FromSeconds(5)));
+        // The guest's vCPU on a thread of its own (a pool thread may be slow to come on a loaded machine); it posts the
+        // request and stays paused until the response below.
+        var guest = Task.Factory.StartNew(() => fake.GuestRead(7, 5), TaskCreationOptions.LongRunning);
+        // The wait's time-out only lets the loop see a guest that ended without posting (then its error fails the test).
+        while (!xen.WaitForRequest(TimeSpan.FromMilliseconds(100)))
+        {
+            if (guest.IsCompleted)
+            {
+                await guest;
+                Assert.Fail("the guest's read ended without a paging request");
+            }
+        }
         Assert.True(xen.TryGetRequest(out var request));
         Assert.Equal(new XenPageRef(7, 5), request.Page);
         Assert.True(request.VcpuPaused);
@@ -164,7 +174,7 @@ public class XenConnectionTests(ITestOutputHelper output)
         Assert.False(guest.IsCompleted);
         xen.Load(7, 5, saved);
         xen.Respond(request);
-        Assert.Equal(FakeXen.Pattern(3, 5), await guest.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(FakeXen.Pattern(3, 5), await guest);
         Assert.Equal(0ul, xen.ListDomains().Single().PagedPages);
         Assert.False(xen.TryGetRequest(out _));
         xen.DisablePaging(7);

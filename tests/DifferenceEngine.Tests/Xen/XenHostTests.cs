@@ -272,6 +272,8 @@ public class XenHostTests(ITestOutputHelper output)
         fake.TimeoutMs = 500;
         string swapPath = Path.Combine(Path.GetTempPath(), $"de-xen-swap-{Guid.NewGuid():N}");
         var host = Connect(new XenHostOptions { PagerMemoryLimitBytes = 4096, SwapPath = swapPath, SwapSizeBytes = 1 << 20 });
+        using var failed = new ManualResetEventSlim();
+        host.Pager.FailureRecorded = _ => failed.Set();
         var d = host.GetDomain("6");
         host.EnableCompression(d);
         host.SetPolicy(d, c4Sweeps: 1);
@@ -290,7 +292,8 @@ public class XenHostTests(ITestOutputHelper output)
         }
         var swapped = Enumerable.Range(0, 8).First(g => host.Pager.HeldKindForTest(6, (ulong)g) == XenHeldKind.Swapped);
         Assert.Equal(-110, fake.GuestRead(6, (ulong)swapped, new byte[PageSize])); // ETIMEDOUT: the vCPU stays paused
-        FakeXen.WaitUntil(() => host.Pager.Failures.Count > 0, "the pager to record the failure");
+        // The guest giving up says nothing of when the pager took the request: wait for the pager to say it failed.
+        failed.Wait();
         var failure = Assert.Single(host.Pager.Failures);
         Assert.Equal("XenPageCorrupt", failure.ErrorId);
         var e = Assert.Throws<DEException>(() => host.Dispose());
