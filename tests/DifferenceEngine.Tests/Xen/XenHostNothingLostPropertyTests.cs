@@ -1,4 +1,5 @@
 using DifferenceEngine.Scanning;
+using DifferenceEngine.Tests.Engine;
 using DifferenceEngine.Xen;
 using Xunit.Abstractions;
 
@@ -20,7 +21,7 @@ public class XenHostNothingLostPropertyTests(ITestOutputHelper output)
     private const int OpsPerThread = 1200;
     private const int LockstepRounds = 2;
     private const int LockstepOps = 100;
-    private const int RacingPasses = 10;
+    private const int RacingBurst = 100;
     private static readonly uint[] DomainIds = [21, 22, 23];
 
     [RequiresTheory(Requirement.XenBuild)]
@@ -107,11 +108,12 @@ public class XenHostNothingLostPropertyTests(ITestOutputHelper output)
             }
         }
         // Every task on a thread of its own: on a loaded machine the thread pool may start them long after each other.
-        Task[] StartGuests(Func<int, bool> goOn) => Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
+        Task[] StartGuests(int until, RacingLoop? race = null) => Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
         {
             byte[] page = new byte[PageSize];
-            while (goOn(t))
+            for (int racing = 0; guestOps[t] < until; racing++)
             {
+                race?.Pace(racing, RacingBurst);
                 GuestOp(t, page);
             }
         }, TaskCreationOptions.LongRunning)).ToArray();
@@ -123,34 +125,22 @@ public class XenHostNothingLostPropertyTests(ITestOutputHelper output)
         // the seed.
         for (int round = 0; round < LockstepRounds; round++)
         {
-            int until = (round + 1) * LockstepOps;
-            await Task.WhenAll(StartGuests(t => guestOps[t] < until));
+            await Task.WhenAll(StartGuests((round + 1) * LockstepOps));
             EnginePasses(2);
         }
         output.WriteLine($"lockstep: {passes} passes: merged {merged}, patched {patched}, compressed {compressed}; " +
                          $"{host.Pager.PageIns} page-ins, {host.Pager.SwapOuts} swap-outs");
 
-        // Then all at once: passes race the guests, which go on until they have done their operations and the engine has
-        // made its passes under their feet (a count, not a time).
-        using var stop = new CancellationTokenSource();
-        long racingPasses = 0;
-        var engine = Task.Factory.StartNew(() =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                EnginePasses(1);
-                Interlocked.Increment(ref racingPasses);
-            }
-        }, TaskCreationOptions.LongRunning);
+        // Then all at once: passes race the guests, which pace themselves by the passes (one more every RacingBurst
+        // operations), not by sleeping: passes age pages between the guests' bursts however the threads are scheduled.
+        var engine = RacingLoop.Start(() => EnginePasses(1));
         try
         {
-            await Task.WhenAll(StartGuests(t => guestOps[t] < OpsPerThread
-                || (Interlocked.Read(ref racingPasses) < RacingPasses && !engine.IsCompleted)));
+            await Task.WhenAll(StartGuests(OpsPerThread, engine));
         }
         finally
         {
-            stop.Cancel();
-            await engine;
+            await engine.StopAsync();
         }
         var stats = host.GetStats();
         output.WriteLine($"{passes} passes: merged {merged}, patched {patched}, compressed {compressed}; {host.Pager.PageIns} page-ins, " +

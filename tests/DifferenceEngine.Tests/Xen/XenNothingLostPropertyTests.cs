@@ -1,3 +1,4 @@
+using DifferenceEngine.Tests.Engine;
 using DifferenceEngine.Xen;
 using Xunit.Abstractions;
 
@@ -17,7 +18,7 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
     private const int LockstepRounds = 2;
     private const int LockstepOps = 100;
     private const int LockstepEvictions = 16;
-    private const int RacingPasses = 20;
+    private const int RacingBurst = 50;
     private static readonly uint[] DomainIds = [11, 12];
 
     [RequiresTheory(Requirement.XenBuild)]
@@ -88,11 +89,12 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
             }
         }
         // Every task on a thread of its own: on a loaded machine the thread pool may start them long after each other.
-        Task[] StartGuests(Func<int, bool> goOn) => Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
+        Task[] StartGuests(int until, RacingLoop? race = null) => Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
         {
             byte[] page = new byte[PageSize];
-            while (goOn(t))
+            for (int racing = 0; guestOps[t] < until; racing++)
             {
+                race?.Pace(racing, RacingBurst);
                 GuestOp(t, page);
             }
         }, TaskCreationOptions.LongRunning)).ToArray();
@@ -107,23 +109,14 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
                 Evict();
             }
             SharingPass();
-            int until = (round + 1) * LockstepOps;
-            await Task.WhenAll(StartGuests(t => guestOps[t] < until));
+            await Task.WhenAll(StartGuests((round + 1) * LockstepOps));
         }
         output.WriteLine($"lockstep: {passes} sharing passes shared {shared} pages; {evicted} evictions, {pager.PageIns} page-ins");
 
-        // Then all at once: sharing passes and evictions race the guests, which go on until they have done their operations
-        // and the sharing loop has made its passes under their feet (a count, not a time).
+        // Then all at once: sharing passes and evictions race the guests, which pace themselves by the sharing passes (one
+        // more every RacingBurst operations), not by sleeping.
+        var sharingLoop = RacingLoop.Start(SharingPass);
         using var stop = new CancellationTokenSource();
-        long racingPasses = 0;
-        var sharingLoop = Task.Factory.StartNew(() =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                SharingPass();
-                Interlocked.Increment(ref racingPasses);
-            }
-        }, TaskCreationOptions.LongRunning);
         var evictingLoop = Task.Factory.StartNew(() =>
         {
             while (!stop.IsCancellationRequested)
@@ -133,13 +126,12 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
         }, TaskCreationOptions.LongRunning);
         try
         {
-            await Task.WhenAll(StartGuests(t => guestOps[t] < OpsPerThread
-                || (Interlocked.Read(ref racingPasses) < RacingPasses && !sharingLoop.IsCompleted)));
+            await Task.WhenAll(StartGuests(OpsPerThread, sharingLoop));
         }
         finally
         {
             stop.Cancel();
-            await Task.WhenAll(sharingLoop, evictingLoop);
+            await Task.WhenAll(sharingLoop.StopAsync(), evictingLoop);
         }
         output.WriteLine($"{passes} sharing passes shared {shared} pages; {evicted} evictions, {pager.PageIns} page-ins, " +
                          $"{pager.EvictedPages} still out; {fake.FrameCount} frames for {2 * Pages} pages");
