@@ -492,7 +492,7 @@ public class SharedCompressionTests(ITestOutputHelper output)
                 Interlocked.Add(ref sharedCompressed, r.SharedFramesCompressed);
                 Interlocked.Add(ref passes, count);
             }
-            const int threads = 3, Operations = 20_000, LockstepOps = 1000, RacingBurst = 2000;
+            const int threads = 3, operations = 20_000, lockstepOps = 1000, racingBurst = 2000;
             var guestRandom = Enumerable.Range(0, threads).Select(t => new Random(seed * 10 + t)).ToArray();
             var guestOps = new int[threads];
             void GuestOp(int t, byte[] buffer)
@@ -524,24 +524,26 @@ public class SharedCompressionTests(ITestOutputHelper output)
                 var buffer = new byte[4096];
                 for (int racing = 0; guestOps[t] < until; racing++)
                 {
-                    race?.Pace(racing, RacingBurst);
+                    race?.Pace(racing, racingBurst);
                     GuestOp(t, buffer);
                 }
             }, TaskCreationOptions.LongRunning)).ToArray();
 
             // In lockstep first, so what the test must exercise does not hang on how the threads interleave: passes alone
             // merge the two snapshots and compress their cold shared frames, then the guests alone read and write pages
-            // that name those blobs. The outcome is fixed by the memory loaded.
+            // that name those blobs. No timing decides it: thousands of frames compressed and pages touched in every run,
+            // against thresholds of 1 and 20.
             Passes(3);
-            await Task.WhenAll(StartGuests(LockstepOps));
+            await Task.WhenAll(StartGuests(lockstepOps));
             output.WriteLine($"lockstep: {passes} passes compressed {sharedCompressed} shared frames; guests touched {blobHits} compressed shared pages");
 
-            // Then passes race the guests, which pace themselves by the passes (one more every RacingBurst operations), not
-            // by sleeping: passes age and compress pages between their bursts however the machine schedules the threads.
+            // Then passes race the guests, which pace themselves by the passes (one more every racingBurst operations, so
+            // more than 10 passes in all), not by sleeping: passes age and compress pages between their bursts however the
+            // machine schedules the threads.
             var scanner = RacingLoop.Start(() => Passes(1));
             try
             {
-                await Task.WhenAll(StartGuests(Operations, scanner));
+                await Task.WhenAll(StartGuests(operations, scanner));
             }
             finally
             {
