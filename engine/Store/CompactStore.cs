@@ -337,6 +337,13 @@ public sealed unsafe class CompactStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// Test hook: true when the calling thread holds a lock that allocation, free or lookup may take (the slab table's or a
+    /// size class's); a relocate callback must run with none, or an owner working on another thread would deadlock.
+    /// </summary>
+    internal bool HoldsAllocationLockForTest() =>
+        _tableGate.IsHeldByCurrentThread || Array.Exists(_classes, c => c.Gate.IsHeldByCurrentThread);
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposeState, 1) != 0) return;

@@ -103,6 +103,9 @@ public sealed class XenPager : IDisposable
     /// <summary>Called on the service thread after a page went back to its guest on the guest's request.</summary>
     internal Action<XenPageRef>? PagedIn { get; set; }
 
+    /// <summary>Called on the thread that met a failure once it is in <see cref="Failures"/>: a test waits on it instead of polling.</summary>
+    internal Action<DEException>? FailureRecorded { get; set; }
+
     /// <summary>Enables Xen's paging for the domain with this pager serving it, and starts the service thread.</summary>
     public void Attach(uint domainId)
     {
@@ -658,6 +661,7 @@ public sealed class XenPager : IDisposable
         while (failures.Count > 100 && failures.TryDequeue(out _))
         {
         }
+        FailureRecorded?.Invoke(e);
     }
 
     /// <summary>Test hook: flips a bit of the held copy (its encoded bytes, or its reference page), to show a corrupt copy is never loaded.</summary>

@@ -26,19 +26,17 @@ public sealed class DeltaCompareTests(ITestOutputHelper output)
     private const int WarmUpMilliseconds = 400;
 
     // Enough live objects (dicts, lists, strings, floats, pointers among them) that the heap is more than the interpreter's start-up state.
-    private const string PythonScript = """
-        import sys, json, re, collections, decimal, random, time
+    private const string PythonSetup = """
+        import sys, json, re, collections, decimal, random
         data = [{"id": i, "name": "item%d" % i, "tags": ["a%d" % (i % 7), "b"], "score": i * 0.5} for i in range(20000)]
         index = collections.defaultdict(list)
         for d in data:
             index[d["tags"][0]].append(d)
         blob = json.dumps(data[:2000])
         words = re.findall(r"[a-z]+[0-9]*", blob)
-        print("ready", flush=True)
-        time.sleep(60)
         """;
 
-    [Fact]
+    [RequiresFact(Requirement.Xdelta3, Requirement.Python3)]
     public void DeltaCodecAgainstXdelta3AndCompressorsOnRealPages()
     {
         if (!OperatingSystem.IsLinux())
@@ -47,16 +45,8 @@ public sealed class DeltaCompareTests(ITestOutputHelper output)
             return;
         }
 
-        string? xdelta = FindOnPath("xdelta3");
-        if (xdelta is null)
-        {
-            output.WriteLine("Skipped: xdelta3 is not installed (Debian: apt-get install -y xdelta3).");
-            return;
-        }
-
-        // The distribution's python3 first: a pyenv shim on PATH is a bash script that only later becomes python.
-        string? python = File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : FindOnPath("python3");
-        var (first, second, program) = SnapshotTwoProcesses(python);
+        string xdelta = Requirement.FindProgram(Requirement.Xdelta3)!;
+        var (first, second) = SnapshotTwoProcesses();
         var pairs = new List<(long Gfn, byte[] Reference, byte[] Page)>();
         foreach ((long gfn, byte[] page) in second.Pages)
         {
@@ -68,13 +58,7 @@ public sealed class DeltaCompareTests(ITestOutputHelper output)
 
         var report = new StringBuilder();
         report.AppendLine(CultureInfo.InvariantCulture, $"Machine: {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}");
-        report.AppendLine(CultureInfo.InvariantCulture, $"Snapshots: two {program} processes, {first.Pages.Count} and {second.Pages.Count} pages loaded; {pairs.Count} similar pairs (same gfn, differ, >= {MinSharedBytes} equal bytes)");
-        if (python is null && pairs.Count < MinPairs)
-        {
-            output.WriteLine($"Skipped: without python3 the two `sleep` snapshots gave only {pairs.Count} similar pairs.");
-            return;
-        }
-
+        report.AppendLine(CultureInfo.InvariantCulture, $"Snapshots: two python3 processes, {first.Pages.Count} and {second.Pages.Count} pages loaded; {pairs.Count} similar pairs (same gfn, differ, >= {MinSharedBytes} equal bytes)");
         Assert.True(pairs.Count >= MinPairs, $"only {pairs.Count} similar page pairs between the two snapshots");
 
         MeasureDelta(pairs, xdelta, report);
@@ -251,44 +235,12 @@ public sealed class DeltaCompareTests(ITestOutputHelper output)
         return best;
     }
 
-    private static (PageCollector First, PageCollector Second, string Program) SnapshotTwoProcesses(string? python)
+    // Both processes live until disposed and are handed out once their setup is done: no sleep that a slow run outlives.
+    private static (PageCollector First, PageCollector Second) SnapshotTwoProcesses()
     {
-        string program = python ?? "sleep";
-        using Process a = StartReady(python);
-        using Process b = StartReady(python);
-        try
-        {
-            return (Snapshot(a.Id), Snapshot(b.Id), Path.GetFileName(program));
-        }
-        finally
-        {
-            Stop(a);
-            Stop(b);
-        }
-    }
-
-    private static Process StartReady(string? python)
-    {
-        var info = python is null
-            ? new ProcessStartInfo("sleep", "60")
-            : new ProcessStartInfo(python, ["-c", PythonScript]) { RedirectStandardOutput = true };
-        info.UseShellExecute = false;
-        Process process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {info.FileName}");
-        if (python is not null)
-        {
-            Task<string?> line = process.StandardOutput.ReadLineAsync();
-            if (!line.Wait(TimeSpan.FromSeconds(30)) || line.Result != "ready")
-            {
-                Stop(process);
-                throw new InvalidOperationException("python3 did not get ready");
-            }
-        }
-        else
-        {
-            Thread.Sleep(200);
-        }
-
-        return process;
+        using var a = LiveProcess.Python(PythonSetup);
+        using var b = LiveProcess.Python(PythonSetup);
+        return (Snapshot(a.Id), Snapshot(b.Id));
     }
 
     private static PageCollector Snapshot(int pid)
@@ -297,16 +249,6 @@ public sealed class DeltaCompareTests(ITestOutputHelper output)
         using MemorySource source = MemorySource.OpenProcess(pid);
         source.CopyTo(sink);
         return sink;
-    }
-
-    private static void Stop(Process process)
-    {
-        if (!process.HasExited)
-        {
-            process.Kill();
-        }
-
-        process.WaitForExit();
     }
 
     private static void RunShell(string directory, string script)
@@ -334,8 +276,4 @@ public sealed class DeltaCompareTests(ITestOutputHelper output)
         int[] sorted = [.. values.Order()];
         return sorted[Math.Min(sorted.Length - 1, sorted.Length * percent / 100)];
     }
-
-    private static string? FindOnPath(string name) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
 }

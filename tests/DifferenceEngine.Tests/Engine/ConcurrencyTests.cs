@@ -21,26 +21,23 @@ public class ConcurrencyTests
         const int threads = 4;
         // Each writer owns the pages whose gfn is its index modulo the writer count: shadows are exact.
         var shadows = new Dictionary<(int, long), byte[]>[threads];
-        using var stop = new CancellationTokenSource();
-        long scanPasses = 0;
-        // Dedicated threads: pool threads are injected slowly, which would starve the scan's workers.
-        var scanner = Task.Factory.StartNew(() =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                host.Scan(options: new ScanOptions { Passes = 1, SliceSize = 100 });
-                Interlocked.Increment(ref scanPasses);
-            }
-        }, TaskCreationOptions.LongRunning);
+        // One pass before the writers start merges the planted duplicates, so writes meet shared pages (copy-on-write)
+        // whatever the scanner's thread gets of the machine later.
+        host.Scan();
+        // The scanner on a thread of its own (pool threads are injected slowly, which would starve the scan's workers);
+        // every 1250 operations a writer waits for one more pass, so 31 passes run under the writers' feet however the
+        // machine schedules the threads.
+        const int operations = 40_000, burst = 1250;
+        var scanner = RacingLoop.Start(() => host.Scan(options: new ScanOptions { Passes = 1, SliceSize = 100 }));
+        long scanPasses;
         var writers = Enumerable.Range(0, threads).Select(t => Task.Factory.StartNew(() =>
         {
             var rng = new Random(t);
             var mine = shadows[t] = new();
             var buf = new byte[4096];
-            // Keep writing until the scanner has made many passes under the writers' feet.
-            var deadline = DateTime.UtcNow.AddSeconds(20);
-            for (int i = 0; i < 40_000 || (Interlocked.Read(ref scanPasses) < 30 && DateTime.UtcNow < deadline); i++)
+            for (int i = 0; i < operations; i++)
             {
+                scanner.Pace(i, burst);
                 int di = rng.Next(domains.Length);
                 var d = domains[di];
                 long gfn = rng.NextInt64(d.PageCount / threads) * threads + t;
@@ -59,11 +56,17 @@ public class ConcurrencyTests
                 data.CopyTo(shadow, offset);
             }
         }, TaskCreationOptions.LongRunning)).ToArray();
-        await Task.WhenAll(writers);
-        stop.Cancel();
-        await scanner;
+        try
+        {
+            await Task.WhenAll(writers);
+            scanPasses = scanner.Passes;
+        }
+        finally
+        {
+            await scanner.StopAsync();
+        }
 
-        Assert.True(Interlocked.Read(ref scanPasses) >= 30, $"only {scanPasses} scan passes ran during the writes");
+        Assert.True(scanPasses >= 30, $"only {scanPasses} scan passes ran during the writes");
         for (int t = 0; t < threads; t++)
             foreach (var ((di, gfn), shadow) in shadows[t])
             {

@@ -62,19 +62,11 @@ public class OvercommitTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var real = LiveProcess.Python();
-        long baseline = ResidentBytes();
-        long peak = baseline;
+        // The kernel keeps this process's peak resident size (VmHWM); reset to now, it is the exact peak of this run,
+        // where a sampling thread could miss a short one.
+        ResetPeakResident();
+        long baseline = ResidentBytes("VmRSS:");
         using var stop = new CancellationTokenSource();
-        var sampler = new Thread(() =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                long rss = ResidentBytes();
-                if (rss > Interlocked.Read(ref peak)) Interlocked.Exchange(ref peak, rss);
-                Thread.Sleep(20);
-            }
-        }) { IsBackground = true };
-        sampler.Start();
         var sw = Stopwatch.StartNew();
         try
         {
@@ -172,9 +164,9 @@ public class OvercommitTests(ITestOutputHelper output)
         finally
         {
             stop.Cancel();
-            sampler.Join();
             real.Dispose();
         }
+        long peak = ResidentBytes("VmHWM:");
         long overhead = peak - baseline - Limit;
         output.WriteLine($"VmRSS: baseline {baseline >> 20} MiB, peak {peak >> 20} MiB, limit {Limit >> 20} MiB: overhead beyond the limit {overhead >> 20} MiB");
         // The measured overhead (docs/PAGING.md) is page tables, swap checksums, the runtime's own heap
@@ -191,11 +183,15 @@ public class OvercommitTests(ITestOutputHelper output)
         return page;
     }
 
-    private static long ResidentBytes()
+    /// <summary>A line of /proc/self/status (VmRSS: now, VmHWM: the peak since the last reset), in bytes.</summary>
+    private static long ResidentBytes(string field)
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            if (line.StartsWith(field, StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        return 0;
+        throw new InvalidOperationException($"/proc/self/status has no {field} line.");
     }
+
+    /// <summary>Sets VmHWM to the current VmRSS (proc(5), /proc/pid/clear_refs, since Linux 4.0).</summary>
+    private static void ResetPeakResident() => File.WriteAllText("/proc/self/clear_refs", "5");
 }

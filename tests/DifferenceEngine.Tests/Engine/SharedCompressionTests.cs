@@ -2,6 +2,7 @@ using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Scanning;
+using Xunit.Abstractions;
 
 namespace DifferenceEngine.Tests.Engine;
 
@@ -9,7 +10,7 @@ namespace DifferenceEngine.Tests.Engine;
 /// Compressed shared frames: a shared frame whose every page is cold is compressed once, into one blob all those pages
 /// name; an access gives the page its own frame back, and the blob goes with its last page.
 /// </summary>
-public class SharedCompressionTests
+public class SharedCompressionTests(ITestOutputHelper output)
 {
     private static DomainOptions Cold(CompressionAlgorithm algorithm = CompressionAlgorithm.LZ4, string group = "default") => new()
     {
@@ -397,11 +398,12 @@ public class SharedCompressionTests
                 Interlocked.Increment(ref statsTaken);
             }
         }, TaskCreationOptions.LongRunning);
-        // On a thread of its own, so a page lock left behind fails the test (time-out) instead of hanging the run.
         var guest = Task.Factory.StartNew(() =>
         {
             var buffer = new byte[4096];
-            for (int round = 0; round < 30 || Interlocked.Read(ref statsTaken) < 20; round++)
+            // At least 20 stats taken while the guest rebuilds pages: a count, not a time (and not for ever if the stats
+            // thread failed).
+            for (int round = 0; round < 30 || (Interlocked.Read(ref statsTaken) < 20 && !stats.IsCompleted); round++)
             {
                 host.Scan(options: new ScanOptions { Passes = 3 }); // shared and compressed again
                 foreach (var d in new[] { a, b })
@@ -412,15 +414,19 @@ public class SharedCompressionTests
                     }
             }
         }, TaskCreationOptions.LongRunning);
+        // The one bound here is a hang guard, not a measure: a page lock left behind (the bug this test is for) makes the
+        // next access to that page wait for ever, and only a bound turns that into a failure. Both threads finish in
+        // seconds otherwise, so the bound never decides a run that works.
+        var hangGuard = TimeSpan.FromMinutes(2);
         try
         {
-            await guest.WaitAsync(TimeSpan.FromMinutes(2));
+            await guest.WaitAsync(hangGuard);
         }
         finally
         {
             stop.Cancel();
         }
-        await stats.WaitAsync(TimeSpan.FromMinutes(1));
+        await stats.WaitAsync(hangGuard);
         TestMemory.AssertFrameAccounting(host);
         foreach (var d in new[] { a, b })
             for (long g = 0; g < n; g++)
@@ -479,56 +485,71 @@ public class SharedCompressionTests
             };
             Domain[] domains = [TestMemory.LoadProcess(host, "snap0", proc.Id, options), TestMemory.LoadProcess(host, "snap1", proc.Id, options)];
             var shadow = domains.Select(TestMemory.ReadAll).ToArray();
-            using var stop = new CancellationTokenSource();
             long passes = 0, sharedCompressed = 0, blobHits = 0;
-            var scanner = Task.Factory.StartNew(() =>
+            void Passes(int count)
             {
-                while (!stop.IsCancellationRequested)
+                var r = host.Scan(options: new ScanOptions { Passes = count, SliceSize = 256 + seed * 100 });
+                Interlocked.Add(ref sharedCompressed, r.SharedFramesCompressed);
+                Interlocked.Add(ref passes, count);
+            }
+            const int threads = 3, operations = 20_000, lockstepOps = 1000, racingBurst = 2000;
+            var guestRandom = Enumerable.Range(0, threads).Select(t => new Random(seed * 10 + t)).ToArray();
+            var guestOps = new int[threads];
+            void GuestOp(int t, byte[] buffer)
+            {
+                var rng = guestRandom[t];
+                int op = guestOps[t]++;
+                int di = rng.Next(domains.Length);
+                var d = domains[di];
+                // Thread t owns the gfns g with g % threads == t: its shadow entries change only under it.
+                long gfn = rng.NextInt64((d.PageCount - t + threads - 1) / threads) * threads + t;
+                if (PageEntry.IsSharedBlob(d.PeekEntry(gfn))) Interlocked.Increment(ref blobHits);
+                if (rng.Next(10) < 8)
                 {
-                    var r = host.Scan(options: new ScanOptions { Passes = 1, SliceSize = 256 + seed * 100 });
-                    Interlocked.Add(ref sharedCompressed, r.SharedFramesCompressed);
-                    Interlocked.Increment(ref passes);
+                    d.ReadPage(gfn, buffer);
+                    Assert.True(buffer.AsSpan().SequenceEqual(shadow[di][gfn]), $"op {op}: {d.Name} page {gfn} differs from the shadow");
                 }
-            }, TaskCreationOptions.LongRunning);
-            const int threads = 3;
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            bool Exercised() => Interlocked.Read(ref sharedCompressed) > 0 && Interlocked.Read(ref blobHits) > 20 && Interlocked.Read(ref passes) > 10;
-            var guests = Enumerable.Range(0, threads).Select(t => Task.Factory.StartNew(() =>
-            {
-                var rng = new Random(seed * 10 + t);
-                var buffer = new byte[4096];
-                for (int op = 0; op < 20_000 || (!Exercised() && DateTime.UtcNow < deadline); op++)
+                else
                 {
-                    int di = rng.Next(domains.Length);
-                    var d = domains[di];
-                    // Thread t owns the gfns g with g % threads == t: its shadow entries change only under it.
-                    long gfn = rng.NextInt64((d.PageCount - t + threads - 1) / threads) * threads + t;
-                    if (PageEntry.IsSharedBlob(d.PeekEntry(gfn))) Interlocked.Increment(ref blobHits);
-                    if (rng.Next(10) < 8)
-                    {
-                        d.ReadPage(gfn, buffer);
-                        Assert.True(buffer.AsSpan().SequenceEqual(shadow[di][gfn]), $"op {op}: {d.Name} page {gfn} differs from the shadow");
-                    }
-                    else
-                    {
-                        var data = new byte[rng.Next(1, 64)];
-                        rng.NextBytes(data);
-                        int offset = rng.Next(4096 - data.Length);
-                        d.WritePage(gfn, data, offset);
-                        data.CopyTo(shadow[di][gfn], offset);
-                    }
-                    if (op % 64 == 0) Thread.Sleep(1); // let passes age pages between bursts
+                    var data = new byte[rng.Next(1, 64)];
+                    rng.NextBytes(data);
+                    int offset = rng.Next(4096 - data.Length);
+                    d.WritePage(gfn, data, offset);
+                    data.CopyTo(shadow[di][gfn], offset);
+                }
+            }
+            // Each guest on a thread of its own, going on with its own operations from one phase to the next.
+            Task[] StartGuests(int until, RacingLoop? race = null) => Enumerable.Range(0, threads).Select(t => Task.Factory.StartNew(() =>
+            {
+                var buffer = new byte[4096];
+                for (int racing = 0; guestOps[t] < until; racing++)
+                {
+                    race?.Pace(racing, racingBurst);
+                    GuestOp(t, buffer);
                 }
             }, TaskCreationOptions.LongRunning)).ToArray();
+
+            // In lockstep first, so what the test must exercise does not hang on how the threads interleave: passes alone
+            // merge the two snapshots and compress their cold shared frames, then the guests alone read and write pages
+            // that name those blobs. No timing decides it: thousands of frames compressed and pages touched in every run,
+            // against thresholds of 1 and 20.
+            Passes(3);
+            await Task.WhenAll(StartGuests(lockstepOps));
+            output.WriteLine($"lockstep: {passes} passes compressed {sharedCompressed} shared frames; guests touched {blobHits} compressed shared pages");
+
+            // Then passes race the guests, which pace themselves by the passes (one more every racingBurst operations, so
+            // more than 10 passes in all), not by sleeping: passes age and compress pages between their bursts however the
+            // machine schedules the threads.
+            var scanner = RacingLoop.Start(() => Passes(1));
             try
             {
-                await Task.WhenAll(guests);
+                await Task.WhenAll(StartGuests(operations, scanner));
             }
             finally
             {
-                stop.Cancel();
-                await scanner;
+                await scanner.StopAsync();
             }
+            bool Exercised() => Interlocked.Read(ref sharedCompressed) > 0 && Interlocked.Read(ref blobHits) > 20 && Interlocked.Read(ref passes) > 10;
             Assert.True(Exercised(), $"{passes} passes compressed {sharedCompressed} shared frames; guests touched {blobHits} compressed shared pages");
             host.Scan(options: new ScanOptions { UntilStable = true });
             Assert.True(host.GetStats().SharedCompressedFrames > 0);

@@ -135,7 +135,8 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         int calls = 0;
         var result = store.Compact((owner, oldHandle, newHandle) =>
         {
-            // Another thread allocates and frees in the same size class: it would deadlock on a held lock.
+            Assert.False(store.HoldsAllocationLockForTest(), "relocate was called with a store lock held");
+            // So another thread allocates and frees in the same size class, and reads the new copy, while relocate runs.
             int length = store.LengthOf(oldHandle);
             // A dedicated thread, not the pool: under a loaded test run the pool may be slow to start a task.
             Exception? failure = null;
@@ -153,7 +154,7 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
                 }
             });
             other.Start();
-            Assert.True(other.Join(TimeSpan.FromSeconds(30)), "relocate was called with a store lock held");
+            other.Join();
             Assert.Null(failure);
             if (calls++ > 50) return false;
             handles[owner] = newHandle;
@@ -243,16 +244,30 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         var errors = new ConcurrentQueue<Exception>();
         long moved = 0, refused = 0, compactions = 0;
         using var stop = new CancellationTokenSource();
+        // The owners start once the compactor's first pass has moved one blob and had one refused (the fragmented start
+        // gives it both: owner % 7 == 0 refuses), so the moves and refusals the test asserts do not depend on how the
+        // threads are scheduled; the rest of that pass and every later one race the owners.
+        using var racing = new ManualResetEventSlim();
+        long firstPassMoved = 0, firstPassRefused = 0;
         // The engine's rule: the owner's lock is held around every Get, Free and handle swap.
         bool Relocate(ulong owner, ulong oldHandle, ulong newHandle)
         {
             lock (locks[owner])
             {
-                if (handles[owner] != oldHandle || owner % 7 == 0) return false;
-                if (!store.Get(newHandle).SequenceEqual(bytes[owner]))
-                    throw new InvalidOperationException($"owner {owner}: the moved copy differs");
-                handles[owner] = newHandle;
-                return true;
+                bool moves = handles[owner] == oldHandle && owner % 7 != 0;
+                if (moves)
+                {
+                    if (!store.Get(newHandle).SequenceEqual(bytes[owner]))
+                        throw new InvalidOperationException($"owner {owner}: the moved copy differs");
+                    handles[owner] = newHandle;
+                }
+                if (!racing.IsSet)
+                {
+                    if (moves) firstPassMoved++;
+                    else firstPassRefused++;
+                    if (firstPassMoved > 0 && firstPassRefused > 0) racing.Set();
+                }
+                return moves;
             }
         }
         var compactor = new Thread(() =>
@@ -262,17 +277,23 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
                 while (!stop.IsCancellationRequested)
                 {
                     var r = store.Compact(Relocate, 0.75);
+                    racing.Set(); // a first pass without both holds the owners up no longer: the assertions say what it lacked
                     moved += r.BlobsMoved;
                     refused += r.BlobsRefused;
                     compactions++;
                 }
             }
-            catch (Exception e) { errors.Enqueue(e); }
+            catch (Exception e)
+            {
+                errors.Enqueue(e);
+                racing.Set();
+            }
         });
         var threads = Enumerable.Range(0, workers).Select(w => new Thread(() =>
         {
             try
             {
+                racing.Wait();
                 var rng = new Random(100 + w);
                 for (int i = 0; i < 40_000; i++)
                 {
@@ -307,10 +328,16 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         compactor.Start();
         foreach (var t in threads) t.Start();
         foreach (var t in threads) t.Join();
-        // Let the compactor finish at least a few passes against the final state too.
-        while (Interlocked.Read(ref compactions) < 3 && errors.IsEmpty) Thread.Sleep(1);
         stop.Cancel();
         compactor.Join();
+        // A few passes against the final state too, on this thread: nothing races them.
+        for (int i = 0; i < 3 && errors.IsEmpty; i++)
+        {
+            var r = store.Compact(Relocate, 0.75);
+            moved += r.BlobsMoved;
+            refused += r.BlobsRefused;
+            compactions++;
+        }
 
         Assert.Empty(errors);
         output.WriteLine($"{compactions} compactions moved {moved} blobs, {refused} refused; {store.LiveBlobs} live, {store.AllocatedBytes} bytes allocated");

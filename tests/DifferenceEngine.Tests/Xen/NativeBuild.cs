@@ -5,31 +5,25 @@ namespace DifferenceEngine.Tests.Xen;
 
 /// <summary>
 /// The test build of native/ (out/native/fake: libfakexen.so, the shim linked against it, the C tests), made with
-/// tests/native/Makefile, as build.ps1's Build-Native does; make is a no-op when that already ran. Without libxen-dev's
-/// headers there is nothing to build, and the Xen tests skip; with them, a failed build fails the tests.
+/// tests/native/Makefile, as build.ps1's Build-Native does; make is a no-op when that already ran. Tests that use it declare
+/// <see cref="Requirement.XenBuild"/>, so they are reported as skipped where it cannot be built; where it can, a failed
+/// build fails them.
 /// </summary>
 internal static class NativeBuild
 {
-    private const string XenHeader = "/usr/include/xenctrl.h";
+    private static readonly Lazy<string> Built = new(Build);
 
-    private static readonly Lazy<(string? Folder, string? SkipReason)> Built = new(Build);
-
-    /// <summary>out/native/fake, built; null with the reason to skip when libxen-dev is not installed.</summary>
-    public static string? FakeFolder(out string? skipReason)
-    {
-        var (folder, reason) = Built.Value;
-        skipReason = reason;
-        return folder;
-    }
+    /// <summary>out/native/fake, built.</summary>
+    public static string FakeFolder => Built.Value;
 
     public static string RepoRoot { get; } = FindRepoRoot();
 
-    private static (string?, string?) Build()
+    private static string Build()
     {
-        if (!File.Exists(XenHeader))
+        if (Requirement.Unmet(Requirement.XenBuild) is { } unmet)
         {
-            return (null, $"libxen-dev is not installed ({XenHeader} is missing), so native/ and the fake Xen cannot be built; " +
-                          "CI installs it (.ci/run), where these tests run.");
+            throw new InvalidOperationException(
+                $"The fake Xen cannot be built here ({unmet}): declare [RequiresFact(Requirement.XenBuild)] on the test.");
         }
         string folder = Path.Combine(RepoRoot, "out", "native", "fake");
         var start = new ProcessStartInfo("make")
@@ -48,7 +42,7 @@ internal static class NativeBuild
         }
         // Before the engine binds the shim for the first time: from now on "dexen" is the fake-linked build.
         Environment.SetEnvironmentVariable(XenLibraryResolver.ShimPathVariable, Path.Combine(folder, "libdexen.so"));
-        return (folder, null);
+        return folder;
     }
 
     private static string FindRepoRoot()

@@ -7,20 +7,15 @@ namespace DifferenceEngine.Tests.Xen;
 [Collection(nameof(FakeXenCollection))]
 public class NativeShimTests(ITestOutputHelper output)
 {
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public async Task CTestsOfTheShimPass()
     {
-        string? folder = NativeBuild.FakeFolder(out string? skipReason);
-        if (folder is null)
-        {
-            output.WriteLine($"Skipped: {skipReason}");
-            return;
-        }
-        var start = new ProcessStartInfo(Path.Combine(folder, "test_shim")) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(Path.Combine(NativeBuild.FakeFolder, "test_shim")) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var run = Process.Start(start)!;
+        // Both pipes end when test_shim does: no clock decides how long it may take.
         var stderr = run.StandardError.ReadToEndAsync();
-        string stdout = await run.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromMinutes(2));
-        await run.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
+        string stdout = await run.StandardOutput.ReadToEndAsync();
+        await run.WaitForExitAsync();
         output.WriteLine(stdout);
         output.WriteLine(await stderr);
         Assert.Contains("1..", stdout);

@@ -12,10 +12,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
 {
     private const int PageSize = FakeXen.PageSize;
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void ReadsDomainNamesAndNullWhenThereIsNone()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(3, 4, seed: 1);
         fake.CreateDomain(4, 4, seed: 2);
         using var xen = XenConnection.Open(requirePrivcmd: false);
@@ -30,10 +30,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         Assert.Equal(longest, xen.GetDomainName(3));
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void ARefusedNameReadIsXenPermissionDeniedNamingXenstore()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(3, 4, seed: 1);
         fake.SetDomainName(3, "web-01");
         using var xen = XenConnection.Open(requirePrivcmd: false);
@@ -47,10 +47,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         Assert.Equal("web-01", xen.GetDomainName(3));
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void WithoutXenstoreOnlyTheNamesAreMissing()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         fake.CreateDomain(2, 4, seed: 1);
         fake.SetDomainName(2, "two");
         fake.FailNext("xs_open", 111); // ECONNREFUSED: no xenstored behind the socket
@@ -61,10 +61,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         Assert.Equal("two", xen.GetDomainName(2)); // xenstore is tried again on the next name
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void SharingTotalsFollowNominateShareAndCopyOnWrite()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         byte[] same = FakeXen.Pattern(99, 0);
         for (uint d = 1; d <= 3; d++)
         {
@@ -92,10 +92,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         AssertTotals(xen, freed: 0, used: 0);
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void SharingTotalsOnAXenWithoutSharingFailWithWhatItMeans()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         using var xen = XenConnection.Open(requirePrivcmd: false);
         fake.FailNext("xc_sharing_freed_pages", 38); // ENOSYS: built without CONFIG_MEM_SHARING
         var e = Assert.Throws<XenException>(() => xen.GetSharingTotals());
@@ -108,10 +108,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         Assert.Equal("XenPermissionDenied", Assert.Throws<XenException>(() => xen.GetSharingTotals()).ErrorId);
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void PublicOpenUsesTheFakeShimThatDeXenShimPathNames()
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         string? configured = Environment.GetEnvironmentVariable(XenLibraryResolver.ShimPathVariable);
         Assert.False(string.IsNullOrEmpty(configured)); // NativeBuild points it at out/native/fake/libdexen.so
         Assert.True(XenLibraryResolver.IsFakeShim(configured!));
@@ -122,14 +122,10 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         Assert.Equal("six", xen.GetDomainName(6));
     }
 
-    [Fact]
+    [RequiresFact(Requirement.XenBuild)]
     public void OnlyAFakeLinkedShimCountsAsFake()
     {
-        if (NativeBuild.FakeFolder(out string? skipReason) is not { } folder)
-        {
-            output.WriteLine($"Skipped: {skipReason}");
-            return;
-        }
+        string folder = NativeBuild.FakeFolder;
         Assert.True(XenLibraryResolver.IsFakeShim(Path.Combine(folder, "libdexen.so"))); // through its dependency
         Assert.False(XenLibraryResolver.IsFakeShim(LoadedLibc()));
         Assert.False(XenLibraryResolver.IsFakeShim(Path.Combine(folder, "no-such-library.so")));
@@ -145,14 +141,9 @@ public class XenNamesAndTotalsTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
+    [WithoutXenFact]
     public void WithTheVariableUnsetOpenStillNeedsPrivcmd()
     {
-        if (File.Exists(XenConnection.PrivcmdPath))
-        {
-            output.WriteLine($"Skipped: {XenConnection.PrivcmdPath} exists, this machine runs Xen.");
-            return;
-        }
         Assert.Equal("XenNotAvailable", Assert.Throws<XenException>(() => XenConnection.Open(shimPathVariable: null)).ErrorId);
         Assert.Equal("XenNotAvailable", Assert.Throws<XenException>(() => XenConnection.Open(shimPathVariable: "")).ErrorId);
         Assert.Equal("XenNotAvailable", Assert.Throws<XenException>(() => XenConnection.Open(shimPathVariable: LoadedLibc())).ErrorId);

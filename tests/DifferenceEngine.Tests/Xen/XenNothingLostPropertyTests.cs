@@ -1,3 +1,4 @@
+using DifferenceEngine.Tests.Engine;
 using DifferenceEngine.Xen;
 using Xunit.Abstractions;
 
@@ -14,15 +15,19 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
     private const int Pages = 48;
     private const int GuestThreads = 3;
     private const int OpsPerThread = 1500;
+    private const int LockstepRounds = 2;
+    private const int LockstepOps = 100;
+    private const int LockstepEvictions = 16;
+    private const int RacingBurst = 50;
     private static readonly uint[] DomainIds = [11, 12];
 
-    [Theory]
+    [RequiresTheory(Requirement.XenBuild)]
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
     public async Task RandomGuestTrafficWithSharingAndEvictionLosesNothing(int seed)
     {
-        if (FakeXen.TryGet(output) is not { } fake) return;
+        var fake = FakeXen.Get();
         // Half the writes from a small alphabet, so pages keep turning identical and sharing has work; half unique, so
         // some pages stay private and can be evicted.
         byte[][] alphabet = Enumerable.Range(0, 6).Select(k => k == 0 ? new byte[PageSize] : FakeXen.Pattern(1000 + k, 0)).ToArray();
@@ -45,67 +50,88 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
         {
             pager.Attach(d);
         }
-        using var stop = new CancellationTokenSource();
+        var sharing = new XenSharing(xen, pager);
         long shared = 0, evicted = 0, passes = 0;
-        // Every task on a thread of its own: on a loaded machine the thread pool may otherwise start the guests' work
-        // long before the sharing and evicting loops get a thread, and the guests would find nothing to page in.
-        var sharing = Task.Factory.StartNew(() =>
+        var evictions = new Random(seed * 7);
+        void SharingPass()
         {
-            var pass = new XenSharing(xen, pager);
-            while (!stop.IsCancellationRequested)
+            Interlocked.Add(ref shared, sharing.Run(DomainIds).PagesShared);
+            Interlocked.Increment(ref passes);
+        }
+        void Evict()
+        {
+            if (pager.Evict(DomainIds[evictions.Next(DomainIds.Length)], (ulong)evictions.Next(Pages)))
             {
-                var r = pass.Run(DomainIds);
-                Interlocked.Add(ref shared, r.PagesShared);
-                Interlocked.Increment(ref passes);
-                Thread.Sleep(2);
+                Interlocked.Increment(ref evicted);
             }
-        }, TaskCreationOptions.LongRunning);
-        var evicting = Task.Factory.StartNew(() =>
+        }
+
+        // Guest thread t owns the gfns g with g % GuestThreads == t, so its shadow entries change only under it. Each thread
+        // goes on with its own operations from one phase to the next.
+        var guestRandom = Enumerable.Range(0, GuestThreads).Select(t => new Random(seed * 100 + t)).ToArray();
+        var guestOps = new int[GuestThreads];
+        void GuestOp(int t, byte[] page)
         {
-            var random = new Random(seed * 7);
-            while (!stop.IsCancellationRequested)
+            var random = guestRandom[t];
+            int op = guestOps[t]++;
+            uint d = DomainIds[random.Next(DomainIds.Length)];
+            int g = random.Next(Pages / GuestThreads) * GuestThreads + t;
+            if (random.Next(2) == 0)
             {
-                if (pager.Evict(DomainIds[random.Next(DomainIds.Length)], (ulong)random.Next(Pages)))
-                {
-                    Interlocked.Increment(ref evicted);
-                }
+                Assert.Equal(0, fake.GuestRead(d, (ulong)g, page));
+                Assert.True(page.AsSpan().SequenceEqual(shadow[d][g]), $"op {op}: domain {d} gfn {g} read wrong bytes");
             }
-        }, TaskCreationOptions.LongRunning);
-        // The guests run their operations, and go on (for at most a minute) until sharing and page-ins have both
-        // happened: how the threads interleave is up to the machine, what the test exercises is not.
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
-        bool Exercised() => Interlocked.Read(ref shared) > 0 && pager.PageIns > 0;
-        // Guest thread t owns the gfns g with g % GuestThreads == t, so its shadow entries change only under it.
-        var guests = Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
+            else
+            {
+                byte[] next = random.Next(2) == 0 ? alphabet[random.Next(alphabet.Length)] : FakeXen.Pattern(seed * 1000 + t, op);
+                Assert.Equal(0, fake.GuestWrite(d, (ulong)g, next.AsSpan()));
+                shadow[d][g] = next;
+            }
+        }
+        // Every task on a thread of its own: on a loaded machine the thread pool may start them long after each other.
+        Task[] StartGuests(int until, RacingLoop? race = null) => Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
         {
-            var random = new Random(seed * 100 + t);
             byte[] page = new byte[PageSize];
-            for (int op = 0; op < OpsPerThread || (!Exercised() && DateTime.UtcNow < deadline); op++)
+            for (int racing = 0; guestOps[t] < until; racing++)
             {
-                uint d = DomainIds[random.Next(DomainIds.Length)];
-                int g = random.Next(Pages / GuestThreads) * GuestThreads + t;
-                if (random.Next(2) == 0)
-                {
-                    Assert.Equal(0, fake.GuestRead(d, (ulong)g, page));
-                    Assert.True(page.AsSpan().SequenceEqual(shadow[d][g]), $"op {op}: domain {d} gfn {g} read wrong bytes");
-                }
-                else
-                {
-                    byte[] next = random.Next(2) == 0 ? alphabet[random.Next(alphabet.Length)] : FakeXen.Pattern(seed * 1000 + t, op);
-                    Assert.Equal(0, fake.GuestWrite(d, (ulong)g, next.AsSpan()));
-                    shadow[d][g] = next;
-                }
+                race?.Pace(racing, RacingBurst);
+                GuestOp(t, page);
             }
         }, TaskCreationOptions.LongRunning)).ToArray();
 
+        // In lockstep first, the guests and the engine in turn, so what the test must exercise does not hang on how the
+        // threads interleave: evictions, then a sharing pass over identical pages (the alphabet repeats, so there are some),
+        // then the guests touch the pages that went out and the pager brings them in. The outcome is fixed by the seed.
+        for (int round = 0; round < LockstepRounds; round++)
+        {
+            for (int i = 0; i < LockstepEvictions; i++)
+            {
+                Evict();
+            }
+            SharingPass();
+            await Task.WhenAll(StartGuests((round + 1) * LockstepOps));
+        }
+        output.WriteLine($"lockstep: {passes} sharing passes shared {shared} pages; {evicted} evictions, {pager.PageIns} page-ins");
+
+        // Then all at once: sharing passes and evictions race the guests, which pace themselves by the sharing passes (one
+        // more every RacingBurst operations), not by sleeping.
+        var sharingLoop = RacingLoop.Start(SharingPass);
+        using var stop = new CancellationTokenSource();
+        var evictingLoop = Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                Evict();
+            }
+        }, TaskCreationOptions.LongRunning);
         try
         {
-            await Task.WhenAll(guests).WaitAsync(TimeSpan.FromMinutes(2));
+            await Task.WhenAll(StartGuests(OpsPerThread, sharingLoop));
         }
         finally
         {
             stop.Cancel();
-            await Task.WhenAll(sharing, evicting).WaitAsync(TimeSpan.FromMinutes(1));
+            await Task.WhenAll(sharingLoop.StopAsync(), evictingLoop);
         }
         output.WriteLine($"{passes} sharing passes shared {shared} pages; {evicted} evictions, {pager.PageIns} page-ins, " +
                          $"{pager.EvictedPages} still out; {fake.FrameCount} frames for {2 * Pages} pages");
