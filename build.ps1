@@ -241,6 +241,10 @@ function Install-SystemPackage {
         return
     }
     $script:PackagesChecked[$Scope] = $true
+    if ($Scope -eq 'Test') {
+        # Every package: what Build needs is among them, so it is not checked (or reported missing) twice.
+        $script:PackagesChecked['Build'] = $true
+    }
     $wanted = @(Get-SystemPackage | Where-Object { $Scope -eq 'Test' -or $_.Task -eq 'Build' })
     if (-not (Get-Command dpkg-query -CommandType Application -ErrorAction Ignore)) {
         Write-Host ("System packages: no dpkg-query (not a Debian machine), so $($wanted.Name -join ', ') " +

@@ -347,7 +347,7 @@ Describe 'The HTML report in headless Chromium' {
 
     It 'renders the report, and the rendered page shows the numbers of Get-DEPageStats' {
         if (-not $chromium) {
-            Set-ItResult -Skipped -Because 'chromium is not installed (.ci/run installs it: apt-get install chromium)'
+            Set-ItResult -Skipped -Because 'chromium is not installed (build.ps1 installs it when run as root: apt-packages.txt)'
             return
         }
         $run = Invoke-Chromium @('--dump-dom', [Uri]::new($reportPath).AbsoluteUri)
@@ -366,7 +366,7 @@ Describe 'The HTML report in headless Chromium' {
 
     It 'keeps a screenshot of the report in out/test-results/report.png' {
         if (-not $chromium) {
-            Set-ItResult -Skipped -Because 'chromium is not installed (.ci/run installs it: apt-get install chromium)'
+            Set-ItResult -Skipped -Because 'chromium is not installed (build.ps1 installs it when run as root: apt-packages.txt)'
             return
         }
         $png = Join-Path $artifacts 'report.png'
