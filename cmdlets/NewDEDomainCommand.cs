@@ -22,7 +22,8 @@ public sealed class NewDEDomainCommand : DECmdlet
 
     /// <summary>
     /// The new domain's name: 1 to 64 characters, no wildcards or slashes. Loading files, it may be left out: each
-    /// domain is then named after its file, without the extension (./images/*.img makes one domain per image).
+    /// domain is then named after its file, extension and all, as a piped file's Name names it
+    /// (./images/*.img makes one domain per image: vm-a.img, vm-b.img).
     /// </summary>
     /// <remarks>
     /// Declared for every parameter set and checked in code: a Name that is mandatory in the default set only would make
@@ -170,7 +171,7 @@ public sealed class NewDEDomainCommand : DECmdlet
 
     private Domain? FromFile(DEHost host, DomainOptions options, string path)
     {
-        string name = MyInvocation.BoundParameters.ContainsKey(nameof(Name)) ? Name : System.IO.Path.GetFileNameWithoutExtension(path);
+        string name = MyInvocation.BoundParameters.ContainsKey(nameof(Name)) ? Name : System.IO.Path.GetFileName(path);
         if (!ShouldProcess(name, $"Create a domain from '{path}'")) return null;
         using var source = MemorySource.OpenFile(path, Format switch
         {

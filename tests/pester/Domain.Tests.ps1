@@ -418,9 +418,18 @@ Describe 'New-DEDomain -Path with wildcards, -LiteralPath, and progress' {
 
     It 'loads every file a pattern matches, each domain named after its file' {
         $made = @(New-DEDomain -DEHost $h -Path (Join-Path $images '*.img'))
-        $made.Name | Should -Be @('vm-a', 'vm-b', 'vm-c')
-        (Read-DEGuestPage -DEHost $h -Domain vm-b -Gfn 0 -Raw)[1] | Should -Be ([byte][char]'b')
+        $made.Name | Should -Be @('vm-a.img', 'vm-b.img', 'vm-c.img')
+        (Read-DEGuestPage -DEHost $h -Domain vm-b.img -Gfn 0 -Raw)[1] | Should -Be ([byte][char]'b')
         $made | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'names a domain the same whether its file comes by -Path pattern or from Get-ChildItem' {
+        $byPath = @(New-DEDomain -DEHost $h -Path (Join-Path $images 'vm-a.*')).Name
+        Remove-DEDomain -DEHost $h -Name $byPath -Confirm:$false
+        $piped = @(Get-ChildItem -LiteralPath $images -Filter 'vm-a.*' | New-DEDomain -DEHost $h).Name
+        Remove-DEDomain -DEHost $h -Name $piped -Confirm:$false
+        $byPath | Should -Be 'vm-a.img'
+        $piped | Should -Be $byPath
     }
 
     It 'refuses one -Name for several files (NewDEDomainNameForSeveralFiles) and makes nothing' {
