@@ -3,6 +3,7 @@
 
 BeforeAll {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $deHost = Connect-DEHost -Name "pester-domain-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
 
     $PageSize = 4096
@@ -511,15 +512,12 @@ Describe 'New-DEDomain -Format' {
 
     It 'loads a raw snapshot of a live process (it begins with the executable''s ELF header) bit-exact, with no -Format' {
         # The resident pages of a live cat, in address order, as a raw file: page 0 is cat's ET_DYN header.
-        $cat = [Diagnostics.Process]::Start([Diagnostics.ProcessStartInfo]@{
-                FileName = 'cat'; UseShellExecute = $false; RedirectStandardInput = $true; RedirectStandardOutput = $true })
+        $cat = Start-ReadyProcess   # in its read loop: loaded and settled
         try {
-            $cat.StandardInput.WriteLine('ready'); $cat.StandardInput.Flush()
-            $cat.StandardOutput.ReadLine() | Should -Be 'ready'   # cat is in its read loop: loaded and settled
             $live = New-DEDomain -DEHost $h -Name live1 -ProcessId $cat.Id
         }
         finally {
-            $cat.Kill(); $cat.WaitForExit(); $cat.Dispose()
+            Stop-ReadyProcess $cat
         }
         $raw = Join-Path $TestDrive 'cat.raw'
         $file = [IO.File]::Create($raw)
