@@ -40,7 +40,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         get
         {
             var host = GivenOrCurrentHost;
-            if (!host.IsConnected) throw Terminate(HostDisconnected(host.Name));
+            if (!host.IsConnected) throw Terminate(Hosting.DEHost.HostDisconnected(host.Name));
             return host;
         }
     }
@@ -49,11 +49,6 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     protected IDEHost GivenOrCurrentHost =>
         DEHost ?? HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
             "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
-
-    /// <summary>"HostDisconnected" (ConnectionError): the host given was disconnected.</summary>
-    protected static DEException HostDisconnected(string hostName) =>
-        new("HostDisconnected", DEErrorKind.ConnectionError,
-            $"Host '{hostName}' has been disconnected. Get-DEHost lists the connected hosts; Connect-DEHost connects one.", hostName);
 
     /// <summary>
     /// The target host for a cmdlet that exists only on the embedded host (New-DEDomain, Get-DEPage, ...): terminates
@@ -104,7 +99,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                 if (embeddedOnly is not null && given is not Domain)
                     ThrowDEError(NotSupportedOnXenHost(given.Host.Name, embeddedOnly));
                 if (!given.Host.IsConnected)
-                    WriteDEError(HostDisconnected(given.Host.Name));
+                    WriteDEError(Hosting.DEHost.HostDisconnected(given.Host.Name));
                 else if (given.IsRemoved || (DEHost is not null && !ReferenceEquals(given.Host, DEHost)))
                     WriteDEError(DomainNotFound(given.Name));
                 else if (seen.Add(given))
@@ -260,19 +255,6 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         ProgressRecord? latest = null;
         while (queue.TryDequeue(out var r)) latest = r;
         if (latest is not null && !StopToken.IsCancellationRequested) WriteProgress(latest);
-    }
-
-    /// <summary>Turns the cancellation of a stopped pipeline into the exception PowerShell expects.</summary>
-    protected T Cancellable<T>(Func<T> work)
-    {
-        try
-        {
-            return work();
-        }
-        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
-        {
-            throw new PipelineStoppedException();
-        }
     }
 
     private Exception Terminate(DEException exception)

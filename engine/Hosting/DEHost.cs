@@ -397,8 +397,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         if (_disposed)
         {
             Interlocked.Decrement(ref _activeOperations);
-            throw new DEException("HostDisconnected", DEErrorKind.ConnectionError,
-                $"Host '{Name}' has been disconnected.", Name);
+            throw HostDisconnected(Name);
         }
         return new OperationScope(this);
     }
@@ -478,13 +477,18 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public static DEException DomainNotFound(string name) =>
         new("DomainNotFound", DEErrorKind.ObjectNotFound, $"No domain named '{name}' exists on this host.", name);
 
+    /// <summary>The "HostDisconnected" error (ConnectionError), the one every host kind and the cmdlets raise.</summary>
+    public static DEException HostDisconnected(string hostName) =>
+        new("HostDisconnected", DEErrorKind.ConnectionError,
+            $"Host '{hostName}' has been disconnected. Get-DEHost lists the connected hosts; Connect-DEHost connects one.", hostName);
+
     private static DEException DomainExists(string name) =>
         new("DomainExists", DEErrorKind.ResourceExists, $"A domain named '{name}' already exists on this host.", name);
 
-    /// <summary>Puts loaded pages into fresh frames of the domain being built.</summary>
     /// <summary>How often a load reports progress: every 16 MiB of guest memory.</summary>
     public const int LoadProgressPages = 4096;
 
+    /// <summary>Puts loaded pages into fresh frames of the domain being built.</summary>
     private sealed class LoadSink(DEHost host, Domain domain, Action<long>? progress) : IGuestPageSink
     {
         private long _nextReport = LoadProgressPages;

@@ -478,7 +478,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
     {
         if (disposed)
         {
-            throw new DEException("HostDisconnected", DEErrorKind.ConnectionError, $"Host '{Name}' has been disconnected.", Name);
+            throw DEHost.HostDisconnected(Name);
         }
     }
 
