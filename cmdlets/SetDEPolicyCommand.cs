@@ -90,11 +90,6 @@ public sealed class SetDEPolicyCommand : DECmdlet
     /// Without pipeline input a call with no value to change is refused before anything runs; with it, values may come
     /// from each piped object's properties (Get-DEPolicy output, or a CSV of it through Import-Csv), so each record is checked.
     /// </summary>
-    protected override void BeginProcessing()
-    {
-        if (!MyInvocation.ExpectingInput) RequireAValue();
-    }
-
     private void RequireAValue()
     {
         if (Changes().Length == 0)
