@@ -111,7 +111,8 @@ $SystemPackageList = Join-Path $RepoRoot 'apt-packages.txt'
 $RequiredModuleFiles = @('DifferenceEngine.format.ps1xml', 'DifferenceEngine.types.ps1xml')
 
 $script:Built = $false
-$script:PackagesChecked = @{}
+# The packages of apt-packages.txt already checked in this run: each is checked, and reported missing, once.
+$script:PackagesChecked = [System.Collections.Generic.HashSet[string]]::new()
 
 function Invoke-Native {
     <#
@@ -237,15 +238,11 @@ function Install-SystemPackage {
         [string]$Scope
     )
 
-    if ($script:PackagesChecked[$Scope]) {
+    $wanted = @(Get-SystemPackage | Where-Object { ($Scope -eq 'Test' -or $_.Task -eq 'Build') -and
+            $script:PackagesChecked.Add($_.Name) })
+    if ($wanted.Count -eq 0) {
         return
     }
-    $script:PackagesChecked[$Scope] = $true
-    if ($Scope -eq 'Test') {
-        # Every package: what Build needs is among them, so it is not checked (or reported missing) twice.
-        $script:PackagesChecked['Build'] = $true
-    }
-    $wanted = @(Get-SystemPackage | Where-Object { $Scope -eq 'Test' -or $_.Task -eq 'Build' })
     if (-not (Get-Command dpkg-query -CommandType Application -ErrorAction Ignore)) {
         Write-Host ("System packages: no dpkg-query (not a Debian machine), so $($wanted.Name -join ', ') " +
             'were not checked; install them by hand for native/ and every test (apt-packages.txt says what each is for).')
