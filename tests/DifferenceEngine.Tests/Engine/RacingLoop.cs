@@ -8,6 +8,7 @@ namespace DifferenceEngine.Tests.Engine;
 /// </summary>
 internal sealed class RacingLoop
 {
+    private static readonly TimeSpan HungPass = TimeSpan.FromMinutes(2);
     private readonly object gate = new();
     private readonly CancellationTokenSource stop = new();
     private readonly Task task;
@@ -49,10 +50,33 @@ internal sealed class RacingLoop
         {
             while (passes < op / burst && !ended)
             {
-                Monitor.Wait(gate);
+                // Only a bound that turns a hung loop into a failure: a pass takes milliseconds to seconds here.
+                if (!Monitor.Wait(gate, HungPass))
+                {
+                    throw new TimeoutException(
+                        $"The racing loop finished no pass in {HungPass.TotalMinutes} minutes: {passes} passes, operation {op} waits for {op / burst}.");
+                }
             }
         }
     }
+
+    /// <summary>
+    /// Starts <paramref name="threads"/> guests, each on a thread of its own (on a loaded machine the thread pool may
+    /// start tasks long after each other), each calling <paramref name="operation"/>(its index, a page buffer of its own)
+    /// while <paramref name="goOn"/>(its index) holds, paced by <paramref name="race"/> every <paramref name="burst"/>
+    /// operations when given.
+    /// </summary>
+    public static Task[] StartGuests(int threads, Func<int, bool> goOn, Action<int, byte[]> operation, RacingLoop? race = null,
+        int burst = 1) =>
+        Enumerable.Range(0, threads).Select(t => Task.Factory.StartNew(() =>
+        {
+            var buffer = new byte[4096];
+            for (int op = 0; goOn(t); op++)
+            {
+                race?.Pace(op, burst);
+                operation(t, buffer);
+            }
+        }, TaskCreationOptions.LongRunning)).ToArray();
 
     /// <summary>Stops the loop after its current pass and waits for it; rethrows what it failed with.</summary>
     public async Task StopAsync()

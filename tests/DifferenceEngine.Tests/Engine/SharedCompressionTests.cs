@@ -518,16 +518,8 @@ public class SharedCompressionTests(ITestOutputHelper output)
                     data.CopyTo(shadow[di][gfn], offset);
                 }
             }
-            // Each guest on a thread of its own, going on with its own operations from one phase to the next.
-            Task[] StartGuests(int until, RacingLoop? race = null) => Enumerable.Range(0, threads).Select(t => Task.Factory.StartNew(() =>
-            {
-                var buffer = new byte[4096];
-                for (int racing = 0; guestOps[t] < until; racing++)
-                {
-                    race?.Pace(racing, racingBurst);
-                    GuestOp(t, buffer);
-                }
-            }, TaskCreationOptions.LongRunning)).ToArray();
+            Task[] StartGuests(int until, RacingLoop? race = null) =>
+                RacingLoop.StartGuests(threads, t => guestOps[t] < until, GuestOp, race, racingBurst);
 
             // In lockstep first, so what the test must exercise does not hang on how the threads interleave: passes alone
             // merge the two snapshots and compress their cold shared frames, then the guests alone read and write pages

@@ -88,16 +88,8 @@ public class XenNothingLostPropertyTests(ITestOutputHelper output)
                 shadow[d][g] = next;
             }
         }
-        // Every task on a thread of its own: on a loaded machine the thread pool may start them long after each other.
-        Task[] StartGuests(int until, RacingLoop? race = null) => Enumerable.Range(0, GuestThreads).Select(t => Task.Factory.StartNew(() =>
-        {
-            byte[] page = new byte[PageSize];
-            for (int racing = 0; guestOps[t] < until; racing++)
-            {
-                race?.Pace(racing, RacingBurst);
-                GuestOp(t, page);
-            }
-        }, TaskCreationOptions.LongRunning)).ToArray();
+        Task[] StartGuests(int until, RacingLoop? race = null) =>
+            RacingLoop.StartGuests(GuestThreads, t => guestOps[t] < until, GuestOp, race, RacingBurst);
 
         // In lockstep first, the guests and the engine in turn, so what the test must exercise does not hang on how the
         // threads interleave: evictions, then a sharing pass over identical pages (the alphabet repeats, so there are some),
