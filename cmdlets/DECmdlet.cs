@@ -17,6 +17,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// <summary>The host to work on (an embedded DEHost or a XenHost); by default the host connected last.</summary>
     [Parameter]
     [ValidateNotNull]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
     public virtual IDEHost? DEHost { get; set; }
 
     /// <summary>Cancelled when the pipeline stops (Ctrl-C, Select-Object -First).</summary>

@@ -15,6 +15,7 @@ public sealed class DisconnectDEHostCommand : DECmdlet
     /// <summary>The host to disconnect; by default the current one.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
     public override IDEHost? DEHost { get; set; }
 
     protected override void ProcessRecord()

@@ -13,17 +13,19 @@ public sealed class DomainNameCompleter : IArgumentCompleter
     public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
         CommandAst commandAst, IDictionary fakeBoundParameters)
     {
-        var host = (fakeBoundParameters?["DEHost"] is { } h ? (h is PSObject ps ? ps.BaseObject : h) as IDEHost : null)
-                   ?? HostRegistry.Current;
+        var host = (fakeBoundParameters?["DEHost"] is { } h ? (h is PSObject ps ? ps.BaseObject : h) : null) switch
+        {
+            IDEHost given => given,
+            string name => HostRegistry.Find(name),
+            _ => HostRegistry.Current,
+        };
         if (host is null || !host.IsConnected) yield break;
         string typed = (wordToComplete ?? "").Trim('\'', '"');
         var pattern = new WildcardPattern(WildcardPattern.Escape(typed) + "*", WildcardOptions.IgnoreCase);
         foreach (var domain in host.Domains)
         {
             if (!pattern.IsMatch(domain.Name)) continue;
-            string text = domain.Name.IndexOfAny([' ', '\'', '"', '$', '`', ',', ';', '(', ')', '{', '}', '@', '&', '#', '|', '<', '>']) >= 0
-                ? "'" + domain.Name.Replace("'", "''") + "'"
-                : domain.Name;
+            string text = CompletionText.Quote(domain.Name);
             string source = domain switch
             {
                 Domain d => d.Source,

@@ -9,6 +9,7 @@ public abstract class EngineControlCmdlet : DECmdlet
     /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
     [Parameter(ValueFromPipeline = true)]
     [ValidateNotNull]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
     public override IDEHost? DEHost { get; set; }
 
     /// <summary>Output the engine's status.</summary>

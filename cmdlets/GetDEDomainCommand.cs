@@ -1,3 +1,4 @@
+using DifferenceEngine.Hosting;
 using System.Management.Automation;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Xen;
@@ -17,11 +18,17 @@ public sealed class GetDEDomainCommand : DECmdlet
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
-    public string[]? Name { get; set; }
+    public DomainSelector[]? Name { get; set; }
+
+    /// <summary>The host, by name or object; by default the current one. Takes hosts from Get-DEHost.</summary>
+    [Parameter(ValueFromPipeline = true)]
+    [ValidateNotNull]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
+    public override IDEHost? DEHost { get; set; }
 
     protected override void ProcessRecord()
     {
-        var domains = Name is null ? DomainsOf(TargetHost) : ResolveDomains(Name.Select(n => new DomainSelector(n)));
+        var domains = Name is null ? DomainsOf(TargetHost) : ResolveDomains(Name);
         WriteObject(domains, enumerateCollection: true);
     }
 }

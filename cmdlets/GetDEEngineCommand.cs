@@ -18,6 +18,7 @@ public sealed class GetDEEngineCommand : DECmdlet
     /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
     public override IDEHost? DEHost { get; set; }
 
     /// <summary>Output the stats samples (one after each engine pass, and at start and stop) instead of the status.</summary>

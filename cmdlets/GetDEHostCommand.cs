@@ -13,6 +13,7 @@ public sealed class GetDEHostCommand : DECmdlet
     [Parameter(Position = 0)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
     public string[]? Name { get; set; }
 
     /// <summary>Only the current host (the one connected last).</summary>

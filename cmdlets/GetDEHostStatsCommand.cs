@@ -15,6 +15,7 @@ public sealed class GetDEHostStatsCommand : DECmdlet
     /// <summary>The host; by default the current one. Takes hosts from Get-DEHost.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
+    [ArgumentCompleter(typeof(HostNameCompleter))]
     public override IDEHost? DEHost { get; set; }
 
     protected override void ProcessRecord()

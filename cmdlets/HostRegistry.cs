@@ -38,6 +38,10 @@ public static class HostRegistry
         }
     }
 
+    /// <summary>The connected host named <paramref name="name"/> (ignoring case); null when none is.</summary>
+    public static IDEHost? Find(string name) =>
+        Hosts.FirstOrDefault(h => string.Equals(h.Name, name, StringComparison.OrdinalIgnoreCase));
+
     /// <summary>
     /// Fails with "HostExists" when a connected host already has <paramref name="name"/>, or, for a Xen host
     /// (<paramref name="xen"/>), when the local Xen is connected already: one connection to it per process, since a

@@ -162,6 +162,72 @@ Describe 'Disconnect-DEHost' {
     }
 }
 
+Describe 'Hosts by name' {
+    BeforeAll {
+        $script:lab = New-TestHostName
+        $script:other = New-TestHostName
+        $labHost = Connect-DEHost -Name $lab -PassThru
+        $null = New-DEDomain -DEHost $labHost -Name web1 -MemorySize 1MB
+        $null = New-DEDomain -DEHost $labHost -Name web2 -MemorySize 1MB
+        $otherHost = Connect-DEHost -Name $other -PassThru   # current from here on
+        $null = New-DEDomain -DEHost $otherHost -Name db1 -MemorySize 1MB
+    }
+    AfterAll {
+        Get-DEHost -Name $lab, $other -ErrorAction Ignore | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'takes a host by name in -DEHost, not only the current one' {
+        (Get-DEDomain -DEHost $lab).Name | Should -Be @('web1', 'web2')
+        (Get-DEHostStats -DEHost $lab.ToUpperInvariant()).GuestBytes | Should -Be 2MB   # names ignore case
+        (Get-DEDomain).Name | Should -Be 'db1'
+    }
+
+    It 'lists the domains of hosts piped from Get-DEHost' {
+        (Get-DEHost -Name $lab | Get-DEDomain -ErrorVariable errors).Name | Should -Be @('web1', 'web2')
+        $errors | Should -BeNullOrEmpty
+        (Get-DEHost -Name $lab, $other | Get-DEDomain).Name | Should -Be @('web1', 'web2', 'db1')
+    }
+
+    It 'still takes piped strings as domain names, and piped domains as domains' {
+        ('db1' | Get-DEDomain).Name | Should -Be 'db1'
+        (Get-DEDomain -DEHost $lab -Name web2 | Get-DEDomain).Name | Should -Be 'web2'
+    }
+
+    It 'says which host name is unknown, as a bad argument' {
+        $err = { Get-DEDomain -DEHost no-such-host -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -Be 'CannotConvertArgumentNoMessage,DifferenceEngine.Commands.GetDEDomainCommand'
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $err.Exception.Message | Should -BeLike "*No connected host is named 'no-such-host'*Get-DEHost lists*"
+    }
+
+    It 'completes host names for -DEHost of every cmdlet, and domain names of the host named there' {
+        $commands = Get-Command -Module DifferenceEngine | Where-Object { $_.Parameters.ContainsKey('DEHost') }
+        $commands.Count | Should -BeGreaterThan 20
+        foreach ($c in $commands) {
+            $completer = $c.Parameters.DEHost.Attributes | Where-Object { $_ -is [System.Management.Automation.ArgumentCompleterAttribute] }
+            $completer.Type | Should -Be ([DifferenceEngine.Commands.HostNameCompleter]) -Because "$($c.Name) -DEHost completes host names"
+        }
+        $prefix = $lab.Substring(0, $lab.Length - 3)
+        $line = "Get-DEDomain -DEHost $prefix"
+        (TabExpansion2 $line $line.Length).CompletionMatches.CompletionText | Should -Contain $lab
+        $line = "Get-DEHost -Name $prefix"
+        (TabExpansion2 $line $line.Length).CompletionMatches.CompletionText | Should -Contain $lab
+        $line = "Get-DEPageStats -DEHost $lab -Domain w"
+        (TabExpansion2 $line $line.Length).CompletionMatches.CompletionText | Should -Be @('web1', 'web2')
+    }
+
+    It 'disconnects a host by name, also piped' {
+        $third = New-TestHostName
+        $null = Connect-DEHost -Name $third
+        Disconnect-DEHost $third -Confirm:$false
+        Get-DEHost -Name $third -ErrorAction Ignore | Should -BeNullOrEmpty
+        $fourth = New-TestHostName
+        $null = Connect-DEHost -Name $fourth
+        $fourth | Disconnect-DEHost -Confirm:$false
+        Get-DEHost -Name $fourth -ErrorAction Ignore | Should -BeNullOrEmpty
+    }
+}
+
 Describe 'Get-DEHostStats' {
     BeforeAll {
         $deHost = Connect-DEHost -Name (New-TestHostName) -MemoryLimit 64MB -PassThru
