@@ -129,11 +129,23 @@ public sealed class NewDEDomainCommand : DECmdlet
                 foreach (string region in skipped.SkippedRegions) WriteVerbose($"Skipped {region}");
             WriteObject(domain);
         }
+        catch (DEException ex) when (IsBadArgument(ex))
+        {
+            ThrowDEError(ex);
+        }
         catch (DEException ex)
         {
             WriteDEError(ex);
         }
     }
+
+    /// <summary>
+    /// A value of this call that no domain could be made with (a size, a name, a process id, a policy value): it stops
+    /// the cmdlet, as a bad argument does everywhere. A file that cannot be loaded is that file's failure only.
+    /// </summary>
+    private static bool IsBadArgument(DEException ex) =>
+        ex.ErrorId is "MemorySizeInvalid" or "DomainNameInvalid" or "ProcessIdInvalid" or "CompressionAlgorithmInvalid"
+            or "CompressionAlgorithmUnknown" || ex.ErrorId.StartsWith("Policy", StringComparison.Ordinal);
 
     /// <summary>
     /// The files to load: -Path as it is when it names a file, or that does not exist and holds no wildcards (then
