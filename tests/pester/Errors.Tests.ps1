@@ -32,9 +32,19 @@ BeforeDiscovery {
         foreach ($v in [timespan]::MaxValue, [timespan]::Zero, [timespan]::FromSeconds(-1), [timespan]::MinValue) {
             @{ Case = "Start-DEEngine -Interval $v"; Run = { Start-DEEngine -DEHost $h -Interval $Value -PassThru }; Value = $v }
         }
-        @{ Case = 'Invoke-DEWorkload -Operations -1'; Run = { Invoke-DEWorkload -DEHost $h -Domain d1 -Operations -1 }; Value = -1 }
-        @{ Case = 'Export-DEReport -Path x.unknown'; Run = { Export-DEReport -DEHost $h -Path (Join-Path $TestDrive 'x.unknown') }; Value = 0 }
-        @{ Case = 'New-DEDomain -Path (a directory)'; Run = { New-DEDomain -DEHost $h -Name dir1 -LiteralPath $TestDrive }; Value = 0 }
+        @{ Case = 'Invoke-DEWorkload -Operations -1'; Run = { Invoke-DEWorkload -DEHost $h -Domain d1 -Operations -1 }; Value = -1; Fails = $true }
+        @{ Case = 'Export-DEReport -Path x.unknown'; Run = { Export-DEReport -DEHost $h -Path (Join-Path $TestDrive 'x.unknown') }; Value = 0; Fails = $true }
+        @{ Case = 'New-DEDomain -Path (a directory)'; Run = { New-DEDomain -DEHost $h -Name dir1 -LiteralPath $TestDrive }; Value = 0; Fails = $true }
+        # Paths an admin can get wrong: folders, devices, files of the kernel, places nobody may write.
+        foreach ($path in '/dev/null', '/proc/self/mem', '/proc/self/status', '/sys/kernel/mm/ksm/run', '/proc/1/nope.img') {
+            @{ Case = "New-DEDomain -LiteralPath $path"; Run = { New-DEDomain -DEHost $h -Name "f$([guid]::NewGuid().ToString('n').Substring(0, 6))" -LiteralPath $Value }; Value = $path; Fails = $true }
+        }
+        foreach ($path in '/proc/de-report.html', '/sys/de-report.json', '/dev/null/de.csv', '/nonexistent-folder/de.html') {
+            @{ Case = "Export-DEReport -Path $path"; Run = { Export-DEReport -DEHost $h -Path $Value }; Value = $path; Fails = $true }
+        }
+        foreach ($path in '/proc/de.swap', '/dev/null', '/nonexistent-folder/de.swap') {
+            @{ Case = "Connect-DEHost -SwapPath $path"; Run = { Connect-DEHost -Name (New-Name) -MemoryLimit 64MB -SwapPath $Value -SwapSize 16MB -PassThru }; Value = $path; Fails = $true }
+        }
     )
 }
 
@@ -75,7 +85,9 @@ AfterAll {
 
 Describe 'Errors at the ends of every numeric parameter' {
     It '<Case>: a stable id and category, never a bare .NET exception; a bad argument terminates' -ForEach $cases {
-        foreach ($e in Get-CaseError $Run) {
+        $errors = @(Get-CaseError $Run)
+        if ($Fails) { $errors.Count | Should -BeGreaterThan 0 -Because "'$Case' cannot succeed" }
+        foreach ($e in $errors) {
             $r = $e.Record
             $because = "'$Case' wrote $($r.FullyQualifiedErrorId) ($($r.CategoryInfo.Category)): $($r.Exception.Message)"
             $r.FullyQualifiedErrorId.Split(',')[0] | Should -Not -Match '\.|Exception$' -Because $because
