@@ -1,6 +1,10 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace DifferenceEngine.Domains;
 
 /// <summary>Where a guest page's bytes live.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum PageState : byte
 {
     /// <summary>All zero, no frame (never written, or found zero by a scan).</summary>
@@ -20,6 +24,7 @@ public enum PageState : byte
 }
 
 /// <summary>The clock's not-recently-used category of a page (PAPER.md), deciding what may be done to it.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum PageCategory : byte
 {
     /// <summary>Not yet seen by a clock sweep: nothing may be done to it.</summary>
@@ -35,6 +40,7 @@ public enum PageCategory : byte
 }
 
 /// <summary>The kinds of fault the engine services on guest access.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum FaultKind : byte
 {
     None = 0,

@@ -1,6 +1,10 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace DifferenceEngine;
 
 /// <summary>What kind of failure a <see cref="DEException"/> is; the cmdlets map it to an ErrorCategory.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum DEErrorKind
 {
     InvalidArgument,

@@ -1,10 +1,13 @@
 using System.Diagnostics;
 using DifferenceEngine.Scanning;
 using DifferenceEngine.Stats;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
 
 namespace DifferenceEngine.Hosting;
 
 /// <summary>Whether a host's background engine runs.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum EngineState
 {
     Stopped,

@@ -1,6 +1,10 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace DifferenceEngine.Loading;
 
 /// <summary>What kind of real memory a <see cref="MemorySource"/> reads.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum MemorySourceFormat
 {
     /// <summary>A flat file of guest-physical memory, page 0 first.</summary>

@@ -1,10 +1,13 @@
 using System.Diagnostics;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Memory;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
 
 namespace DifferenceEngine.Workload;
 
 /// <summary>Which guest pages a workload touches.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum AccessPattern
 {
     /// <summary>Every page equally likely.</summary>

@@ -1,7 +1,11 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace DifferenceEngine.Xen;
 
 /// <summary>What xc_domain_getinfolist says about the domain's state.</summary>
 [Flags]
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum XenDomainFlags : uint
 {
     None = 0,

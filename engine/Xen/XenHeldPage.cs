@@ -1,8 +1,11 @@
 using DifferenceEngine.Codecs;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
 
 namespace DifferenceEngine.Xen;
 
 /// <summary>How the pager keeps a page it took from a guest.</summary>
+[JsonConverter(typeof(StringEnumConverter))] // a name, not a number, in ConvertTo-Json
 public enum XenHeldKind : byte
 {
     /// <summary>The plain 4 KiB (it did not compress well enough to be worth a codec).</summary>

@@ -248,3 +248,31 @@ Describe 'Tab completion' {
         Get-Completion 'Get-DEPage -Domain x -Category C' | Should -Be @('C1', 'C2', 'C3', 'C4')
     }
 }
+
+Describe 'Enums are names in JSON' {
+    BeforeAll {
+        $deHost = Connect-DEHost -Name "pester-json-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        $null = New-DEDomain -Name json1 -MemorySize 16KB
+    }
+
+    AfterAll {
+        $deHost | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'writes every public enum of the module by name in ConvertTo-Json' {
+        $enums = @([DifferenceEngine.Hosting.DEHost].Assembly, [DifferenceEngine.Commands.DECmdlet].Assembly |
+            ForEach-Object { $_.GetExportedTypes() } | Where-Object IsEnum)
+        $enums.Count | Should -BeGreaterThan 8
+        foreach ($type in $enums) {
+            $value = [Enum]::GetValues($type)[-1]
+            ConvertTo-Json -InputObject $value -Compress | Should -Be "`"$value`"" -Because "$($type.FullName) is written by name"
+        }
+    }
+
+    It 'writes the states of pages, of faults and of the engine by name' {
+        $written = Write-DEGuestPage -Domain json1 -Gfn 1 -Data ([byte[]](7)) -PassThru -Confirm:$false | ConvertTo-Json -Compress
+        $written | Should -Match '"Fault":"[A-Za-z]+"'
+        Get-DEPage -Domain json1 -Gfn 1 | ConvertTo-Json -Compress | Should -Match '"State":"Private",.*"Category":"[A-Za-z][A-Za-z0-9]*"'
+        Get-DEEngine | ConvertTo-Json -Compress | Should -Match '"State":"Stopped"'
+    }
+}
