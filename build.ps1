@@ -11,7 +11,7 @@
                Directory.Build.props, our dlls and their runtime dependencies (minus the ones
                PowerShell itself ships), module/*.ps1xml, and about_ help from
                module/ and module/en-US into out/DifferenceEngine/en-US. native/ is built with
-               make first (needs gcc, make, libxen-dev): the Xen shim libdexen.so goes into the
+               make first (needs gcc, make, libxen-dev): libdeqemu.so and the Xen shim libdexen.so go into the
                module under runtimes/linux-<arch>/native; the fake Xen and the shim's C tests
                stay in out/native/fake for the Test task. Without those packages native/ is
                skipped with one line: only Xen hosts need the shim.
@@ -286,38 +286,49 @@ function Install-SystemPackage {
 function Build-Native {
     <#
     .SYNOPSIS
-        Builds native/ with make: libdexen.so against Xen 4.17's libraries, and the test build in out/native/fake.
+        Builds native/ with make: libdeqemu.so (the library QEMU runs with) and libdexen.so (the Xen shim, against
+        Xen 4.17's libraries), and the test build in out/native/fake.
     .DESCRIPTION
-        out/native/libdexen.so is the shim the module ships; it is copied to <Destination>, the publish folder's
-        runtimes/linux-<arch>/native, which the module layout carries over. out/native/fake holds the fake Xen
-        (libfakexen.so), the same shim source linked against it, and the C tests; xunit runs those (never shipped).
-        Needs a C compiler, make and libxen-dev's headers (apt-packages.txt). Without them it says so in one line
-        and builds nothing: the module works without the shim except on Xen hosts, and the Xen tests skip.
+        out/native/libdeqemu.so and libdexen.so are what the module ships; they are copied to <Destination>, the
+        publish folder's runtimes/linux-<arch>/native, which the module layout carries over. out/native/fake holds the
+        fake Xen (libfakexen.so), the same shim source linked against it, and the C tests; xunit runs those (never
+        shipped). libdeqemu.so needs a C compiler and make; the Xen shim also libxen-dev's headers (apt-packages.txt).
+        What cannot be built is said in one line and left out: the module works without either except on QEMU and
+        Xen hosts, and their tests skip.
     #>
     param(
         [Parameter(Mandatory)][string]$Destination
     )
 
-    $missing = @(
+    $tools = @(
         foreach ($tool in 'cc', 'make') {
             if (-not (Get-Command $tool -CommandType Application -ErrorAction Ignore)) { $tool }
         }
-        if (-not (Test-Path -LiteralPath $XenHeader)) { "Xen's headers ($XenHeader)" }
     )
-    if ($missing.Count -gt 0) {
+    if ($tools.Count -gt 0) {
         # What an older run built would be stale: the tests must not find it.
         if (Test-Path -LiteralPath $NativeOut) {
             Remove-Item -LiteralPath $NativeOut -Recurse -Force
         }
-        Write-Host ("Native: skipped native/ (the Xen shim; only Xen hosts need it, and the Xen tests skip): missing " +
-            "$($missing -join ', '). To build it: apt-get install gcc make libxen-dev, or run this script as root.") -ForegroundColor Yellow
+        Write-Host ("Native: skipped native/ (libdeqemu.so for QEMU hosts, libdexen.so for Xen hosts; the module " +
+            "works without them elsewhere, and their tests skip): missing $($tools -join ', '). To build it: " +
+            'apt-get install gcc make libxen-dev, or run this script as root.') -ForegroundColor Yellow
         return
     }
-    Write-Step 'Native: native/ (libdexen.so) and tests/native/ (fake Xen, C tests)'
+    $null = New-Item -ItemType Directory -Path $Destination -Force
+    if (-not (Test-Path -LiteralPath $XenHeader)) {
+        Remove-Item -LiteralPath (Join-Path $NativeOut 'libdexen.so'), $NativeFakeOut -Recurse -Force -ErrorAction Ignore
+        Write-Step 'Native: native/ (libdeqemu.so)'
+        Invoke-Native { make -C $NativeSource "O=$NativeOut" libdeqemu }
+        Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so') -Destination $Destination
+        Write-Host ("Native: skipped the Xen shim (only Xen hosts need it, and the Xen tests skip): missing Xen's " +
+            "headers ($XenHeader). To build it: apt-get install libxen-dev, or run this script as root.") -ForegroundColor Yellow
+        return
+    }
+    Write-Step 'Native: native/ (libdeqemu.so, libdexen.so) and tests/native/ (fake Xen, C tests)'
     Invoke-Native { make -C $NativeSource "O=$NativeOut" }
     Invoke-Native { make -C $NativeTestSource "O=$NativeFakeOut" }
-    $null = New-Item -ItemType Directory -Path $Destination -Force
-    Copy-Item -LiteralPath (Join-Path $NativeOut 'libdexen.so') -Destination $Destination
+    Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so'), (Join-Path $NativeOut 'libdexen.so') -Destination $Destination
 }
 
 function Invoke-BuildTask {

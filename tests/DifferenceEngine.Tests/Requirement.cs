@@ -19,7 +19,14 @@ internal static class Requirement
     /// <summary>A C compiler, make and Xen's headers (libxen-dev): native/ and the fake Xen can be built.</summary>
     public const string XenBuild = "xen-build";
 
+    /// <summary>
+    /// A C compiler and make (libdeqemu.so and its test programs can be built), and a userfaultfd that takes kernel-mode
+    /// faults: root, or vm.unprivileged_userfaultfd = 1.
+    /// </summary>
+    public const string QemuPager = "qemu-pager";
+
     private const string XenHeader = "/usr/include/xenctrl.h";
+    private const string UnprivilegedUserfaultfd = "/proc/sys/vm/unprivileged_userfaultfd";
 
     private static readonly Dictionary<string, string> Packages = new()
     {
@@ -46,6 +53,17 @@ internal static class Requirement
             return missing.Count == 0
                 ? null
                 : $"needs {string.Join(", ", missing)} to build native/ and the fake Xen; build.ps1 installs them as root (apt-packages.txt)";
+        }
+
+        if (need == QemuPager)
+        {
+            var missing = new List<string>();
+            if (FindProgram("cc") is null) missing.Add("a C compiler (gcc)");
+            if (FindProgram("make") is null) missing.Add("make");
+            if (!Environment.IsPrivilegedProcess &&
+                !(File.Exists(UnprivilegedUserfaultfd) && File.ReadAllText(UnprivilegedUserfaultfd).Trim() == "1"))
+                missing.Add($"root, or {UnprivilegedUserfaultfd} = 1, for a userfaultfd");
+            return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to page guest RAM with userfaultfd";
         }
 
         if (!Packages.TryGetValue(need, out string? package))

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using DifferenceEngine.Xen;
+using Xunit.Abstractions;
 
 namespace DifferenceEngine.Tests.Xen;
 
@@ -25,23 +26,51 @@ internal static class NativeBuild
             throw new InvalidOperationException(
                 $"The fake Xen cannot be built here ({unmet}): declare [RequiresFact(Requirement.XenBuild)] on the test.");
         }
-        string folder = Path.Combine(RepoRoot, "out", "native", "fake");
+        string folder = Make(target: null, Path.Combine(RepoRoot, "out", "native", "fake"));
+        // Before the engine binds the shim for the first time: from now on "dexen" is the fake-linked build.
+        Environment.SetEnvironmentVariable(XenLibraryResolver.ShimPathVariable, Path.Combine(folder, "libdexen.so"));
+        return folder;
+    }
+
+    /// <summary>
+    /// Runs a C test program of tests/native (one "ok"/"not ok" line per test, then "# N passed, M failed"), writes its
+    /// output to the test's, and asserts that it ran tests and none failed. Returns what it printed.
+    /// </summary>
+    public static async Task<string> RunCTests(ProcessStartInfo start, ITestOutputHelper output)
+    {
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        using var run = Process.Start(start)!;
+        // Both pipes end when the program does: no clock decides how long it may take.
+        var stderr = run.StandardError.ReadToEndAsync();
+        string stdout = await run.StandardOutput.ReadToEndAsync();
+        await run.WaitForExitAsync();
+        output.WriteLine(stdout);
+        output.WriteLine(await stderr);
+        Assert.Matches(@"# [1-9]\d* passed, 0 failed", stdout);
+        Assert.DoesNotContain("not ok", stdout);
+        Assert.Equal(0, run.ExitCode);
+        return stdout;
+    }
+
+    /// <summary>Runs make -C tests/native [target] O=folder; throws with make's output when it fails. Returns folder.</summary>
+    public static string Make(string? target, string folder)
+    {
         var start = new ProcessStartInfo("make")
         {
             ArgumentList = { "-C", Path.Combine(RepoRoot, "tests", "native"), $"O={folder}" },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        if (target is not null) start.ArgumentList.Add(target);
         using var make = Process.Start(start) ?? throw new InvalidOperationException("make did not start");
         var stderr = make.StandardError.ReadToEndAsync();
         string stdout = make.StandardOutput.ReadToEnd();
         make.WaitForExit();
         if (make.ExitCode != 0)
         {
-            throw new InvalidOperationException($"make -C tests/native failed ({make.ExitCode}):\n{stdout}\n{stderr.Result}");
+            throw new InvalidOperationException($"make -C tests/native {target} failed ({make.ExitCode}):\n{stdout}\n{stderr.Result}");
         }
-        // Before the engine binds the shim for the first time: from now on "dexen" is the fake-linked build.
-        Environment.SetEnvironmentVariable(XenLibraryResolver.ShimPathVariable, Path.Combine(folder, "libdexen.so"));
         return folder;
     }
 

@@ -1,0 +1,409 @@
+/*
+ * deqemu: see deqemu.h for what the library does and the protocol it speaks.
+ *
+ * The interposed calls (memfd_create, mmap, mmap64) are the raw system calls plus bookkeeping: no dlsym, so nothing
+ * here can recurse through an allocator that maps memory. The socket is made when guest RAM is first mapped (so it
+ * exists once QEMU's RAM does) and served by one thread of the library's; QEMU's own threads only ever take the mutex
+ * for the bookkeeping of a mapping.
+ */
+#define _GNU_SOURCE
+#include "deqemu.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+_Static_assert(sizeof(de_qemu_msg) == 24, "de_qemu_msg is 24 bytes");
+_Static_assert(sizeof(de_qemu_region) == 32, "de_qemu_region is 32 bytes");
+_Static_assert(sizeof(de_qemu_hello) == 24 + 32 * DE_QEMU_MAX_REGIONS, "de_qemu_hello has no padding");
+
+/* The memfds QEMU made for guest RAM, as the library's own duplicates (kept for QEMU's lifetime). */
+typedef struct ram_file {
+    int qemu_fd;   /* QEMU's descriptor number when it was made (it may close it; dev/ino tell it apart) */
+    int own_fd;    /* the library's duplicate, sent to engines */
+    dev_t dev;
+    ino_t ino;
+} ram_file;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int active;                                  /* DE_QEMU_SOCKET was set */
+static char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static ram_file files[DE_QEMU_MAX_REGIONS];
+static uint32_t file_count;
+static de_qemu_region regions[DE_QEMU_MAX_REGIONS];
+static uint32_t region_count;
+static int server_started;
+
+/* Owned by the server thread alone. */
+static int uffd = -1;          /* registered over every region while an engine may use it */
+static int uffd_wp;            /* it takes write-protect faults */
+static int uffd_sent;          /* an engine has had it: faults may wait that nobody answers */
+static int state_fd = -1;      /* deposited by an engine */
+static atomic_uint attached;
+
+static void say(const char *format, ...)
+{
+    char line[512];
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(line, sizeof line - 1, format, args);
+    va_end(args);
+    if (n < 0) return;
+    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t ignored = write(STDERR_FILENO, "deqemu: ", 8);
+    ignored = write(STDERR_FILENO, line, (size_t)n);
+    (void)ignored;
+}
+
+__attribute__((constructor)) static void deqemu_init(void)
+{
+    const char *path = getenv("DE_QEMU_SOCKET");
+    if (path == NULL || path[0] == '\0') return;
+    if (strlen(path) >= sizeof socket_path) {
+        say("DE_QEMU_SOCKET is longer than a Unix socket path may be (%zu bytes); the engine cannot attach",
+            sizeof socket_path - 1);
+        return;
+    }
+    strcpy(socket_path, path);
+    active = 1;
+}
+
+/* ---- the socket ---- */
+
+static int send_packet(int sock, const void *data, size_t size, const int *fds, uint32_t fd_count)
+{
+    char control[CMSG_SPACE(sizeof(int) * (DE_QEMU_MAX_REGIONS + 2))];
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = size };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (fd_count > 0) {
+        memset(control, 0, sizeof control);
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fd_count);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fd_count);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * fd_count);
+    }
+    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    return n == (ssize_t)size ? 0 : -1;
+}
+
+static void reply(int sock, uint32_t op, uint64_t arg0)
+{
+    de_qemu_msg m = { .magic = DE_QEMU_MAGIC, .version = DE_QEMU_VERSION, .op = op, .arg0 = arg0 };
+    (void)send_packet(sock, &m, sizeof m, NULL, 0);
+}
+
+/* A userfaultfd of this process registered over every region: missing faults, and write-protect faults where the
+ * kernel offers them for shared memory (Linux 5.19 and later). Returns the fd, or -errno. */
+static int make_uffd(int *wp)
+{
+    for (int want_wp = 1; want_wp >= 0; want_wp--) {
+        int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) return -errno;
+        struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
+        if (want_wp) api.features |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+        int err = 0;
+        if (ioctl(fd, UFFDIO_API, &api) != 0) err = errno;
+        pthread_mutex_lock(&lock);
+        for (uint32_t i = 0; err == 0 && i < region_count; i++) {
+            struct uffdio_register reg = {
+                .range = { .start = regions[i].host_address, .len = regions[i].length },
+                .mode = UFFDIO_REGISTER_MODE_MISSING | (want_wp ? UFFDIO_REGISTER_MODE_WP : 0),
+            };
+            if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) err = errno;
+        }
+        pthread_mutex_unlock(&lock);
+        if (err == 0) {
+            *wp = want_wp;
+            return fd;
+        }
+        close(fd); /* closing unregisters whatever was registered */
+        if (!want_wp) return -err;
+        say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+    }
+    return -EINVAL;
+}
+
+static void drop_uffd(void)
+{
+    if (uffd < 0) return;
+    pthread_mutex_lock(&lock);
+    for (uint32_t i = 0; i < region_count; i++) {
+        struct uffdio_range range = { .start = regions[i].host_address, .len = regions[i].length };
+        (void)ioctl(uffd, UFFDIO_UNREGISTER, &range);
+    }
+    pthread_mutex_unlock(&lock);
+    close(uffd);
+    uffd = -1;
+    uffd_sent = 0;
+}
+
+static void hello(int sock)
+{
+    if (uffd < 0) {
+        int fd = make_uffd(&uffd_wp);
+        if (fd < 0) {
+            say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(-fd));
+            reply(sock, DE_QEMU_ERROR, (uint64_t)-fd);
+            return;
+        }
+        uffd = fd;
+    }
+    de_qemu_hello h;
+    memset(&h, 0, sizeof h);
+    h.magic = DE_QEMU_MAGIC;
+    h.version = DE_QEMU_VERSION;
+    h.op = DE_QEMU_OK;
+    h.pid = (uint32_t)getpid();
+    int fds[DE_QEMU_MAX_REGIONS + 2];
+    uint32_t n = 0;
+    fds[n++] = uffd;
+    pthread_mutex_lock(&lock);
+    h.region_count = region_count;
+    memcpy(h.regions, regions, sizeof(de_qemu_region) * region_count);
+    for (uint32_t i = 0; i < file_count; i++) fds[n++] = files[i].own_fd;
+    pthread_mutex_unlock(&lock);
+    if (uffd_wp) h.flags |= DE_QEMU_HELLO_WP;
+    if (uffd_sent) h.flags |= DE_QEMU_HELLO_REATTACH;
+    if (state_fd >= 0) {
+        h.flags |= DE_QEMU_HELLO_STATE;
+        fds[n++] = state_fd;
+    }
+    if (send_packet(sock, &h, sizeof h, fds, n) == 0) uffd_sent = 1;
+}
+
+/* Serves one engine's requests until it closes the connection (or dies). Returns when it is gone. */
+static void serve_engine(int sock, int listener)
+{
+    for (;;) {
+        struct pollfd p[2] = { { .fd = sock, .events = POLLIN }, { .fd = listener, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            /* Another engine while this one is attached (its requests, and its hang-up, are taken first: an engine
+             * that closed before another connected is gone by now): one pager per guest. */
+            int other = (p[1].revents & POLLIN) ? accept4(listener, NULL, NULL, SOCK_CLOEXEC) : -1;
+            if (other >= 0) {
+                reply(other, DE_QEMU_ERROR, EBUSY);
+                close(other);
+            }
+            continue;
+        }
+
+        de_qemu_msg m;
+        char control[CMSG_SPACE(sizeof(int) * 4)];
+        struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+        ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        if (got <= 0) {
+            if (got < 0 && errno == EINTR) continue;
+            return; /* the engine is gone; the userfaultfd stays, and faults wait for the next one */
+        }
+        int fd = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *received = (int *)CMSG_DATA(c);
+            for (size_t i = 0; i < count; i++) {
+                if (fd < 0) fd = received[i];
+                else close(received[i]);
+            }
+        }
+        if (got != (ssize_t)sizeof m || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || m.magic != DE_QEMU_MAGIC ||
+            m.version != DE_QEMU_VERSION) {
+            if (fd >= 0) close(fd);
+            reply(sock, DE_QEMU_ERROR, EPROTO);
+            continue;
+        }
+        switch (m.op) {
+        case DE_QEMU_HELLO:
+            if (fd >= 0) close(fd);
+            hello(sock);
+            break;
+        case DE_QEMU_DEPOSIT:
+            if (fd < 0) {
+                reply(sock, DE_QEMU_ERROR, EPROTO);
+                break;
+            }
+            if (state_fd >= 0) close(state_fd);
+            state_fd = fd;
+            reply(sock, DE_QEMU_OK, 0);
+            break;
+        case DE_QEMU_DETACH:
+            if (fd >= 0) close(fd);
+            drop_uffd();
+            if (state_fd >= 0) close(state_fd);
+            state_fd = -1;
+            reply(sock, DE_QEMU_OK, 0);
+            break;
+        default:
+            if (fd >= 0) close(fd);
+            reply(sock, DE_QEMU_ERROR, EPROTO);
+            break;
+        }
+    }
+}
+
+/* Makes the listening socket. Called when guest RAM is first mapped, before that mmap returns: whoever sees QEMU's
+ * RAM mapped can connect. Returns the socket, or -1 (said why). */
+static int listen_socket(void)
+{
+    int listener = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (listener < 0) {
+        say("socket: %s", strerror(errno));
+        return -1;
+    }
+    struct sockaddr_un address = { .sun_family = AF_UNIX };
+    strcpy(address.sun_path, socket_path);
+    /* A socket left by an earlier QEMU is replaced; anything else at the path is left alone. */
+    struct stat st;
+    if (lstat(socket_path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            say("%s exists and is not a socket: not replaced, so no engine can attach", socket_path);
+            close(listener);
+            return -1;
+        }
+        unlink(socket_path);
+    }
+    /* Owner-only from the start: the umask is the process's, so the mode is set on the path right after bind, and
+     * a connection is let in only with the right peer credentials anyway. */
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || chmod(socket_path, 0600) != 0 ||
+        listen(listener, 4) != 0) {
+        say("%s: %s", socket_path, strerror(errno));
+        close(listener);
+        return -1;
+    }
+    return listener;
+}
+
+static void *serve(void *arg)
+{
+    int listener = (int)(intptr_t)arg;
+    for (;;) {
+        int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (sock < 0) {
+            if (errno != EINTR && errno != ECONNABORTED) say("accept: %s", strerror(errno));
+            continue;
+        }
+        struct ucred peer;
+        socklen_t size = sizeof peer;
+        if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || (peer.uid != 0 && peer.uid != geteuid())) {
+            say("refused a connection from uid %u: only root or uid %u may attach", (unsigned)peer.uid,
+                (unsigned)geteuid());
+            reply(sock, DE_QEMU_ERROR, EACCES);
+            close(sock);
+            continue;
+        }
+        atomic_store(&attached, 1);
+        serve_engine(sock, listener);
+        atomic_store(&attached, 0);
+        close(sock);
+    }
+    return NULL;
+}
+
+/* ---- bookkeeping of QEMU's calls ---- */
+
+static void note_ram_file(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) return;
+    pthread_mutex_lock(&lock);
+    if (file_count < DE_QEMU_MAX_REGIONS) {
+        int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (own >= 0) files[file_count++] = (ram_file){ .qemu_fd = fd, .own_fd = own, .dev = st.st_dev, .ino = st.st_ino };
+    } else {
+        say("more than %u guest RAM memfds: the rest are not paged by the engine", DE_QEMU_MAX_REGIONS);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void note_mapping(void *address, size_t length, int fd, off_t offset)
+{
+    struct stat st;
+    if (length < DE_QEMU_PAGE_SIZE || fstat(fd, &st) != 0) return;
+    int start = 0;
+    pthread_mutex_lock(&lock);
+    for (uint32_t i = 0; i < file_count; i++) {
+        if (files[i].dev != st.st_dev || files[i].ino != st.st_ino) continue;
+        if (region_count == DE_QEMU_MAX_REGIONS) {
+            say("more than %u guest RAM mappings: the rest are not paged by the engine", DE_QEMU_MAX_REGIONS);
+            break;
+        }
+        regions[region_count++] = (de_qemu_region){
+            .host_address = (uint64_t)(uintptr_t)address,
+            .length = length & ~(uint64_t)(DE_QEMU_PAGE_SIZE - 1),
+            .file_offset = (uint64_t)offset,
+            .memfd_index = i,
+        };
+        if (!server_started) start = server_started = 1;
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+    if (start) {
+        int listener = listen_socket();
+        if (listener < 0) return;
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int err = pthread_create(&thread, &attr, serve, (void *)(intptr_t)listener);
+        pthread_attr_destroy(&attr);
+        if (err != 0) say("cannot start the socket thread: %s", strerror(err));
+    }
+}
+
+EXPORT int memfd_create(const char *name, unsigned int flags)
+{
+    int fd = (int)syscall(SYS_memfd_create, name, flags);
+    if (fd >= 0 && active && name != NULL && strncmp(name, DE_QEMU_MEMFD_NAME, strlen(DE_QEMU_MEMFD_NAME)) == 0)
+        note_ram_file(fd);
+    return fd;
+}
+
+EXPORT void *mmap(void *address, size_t length, int protection, int flags, int fd, off_t offset)
+{
+    void *p = (void *)syscall(SYS_mmap, address, length, protection, flags, fd, offset);
+    if (p != MAP_FAILED && active && fd >= 0 && (flags & MAP_SHARED) && file_count > 0)
+        note_mapping(p, length, fd, offset);
+    return p;
+}
+
+/* off_t is 64 bits on the 64-bit targets this is built for: mmap64 is the same call. */
+EXPORT void *mmap64(void *address, size_t length, int protection, int flags, int fd, off_t offset)
+    __attribute__((alias("mmap")));
+
+EXPORT uint32_t de_qemu_region_count(void)
+{
+    pthread_mutex_lock(&lock);
+    uint32_t n = region_count;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+EXPORT uint32_t de_qemu_attached(void)
+{
+    return atomic_load(&attached);
+}

@@ -1,0 +1,516 @@
+/*
+ * The tests of libdeqemu.so (native/deqemu.c): a fake QEMU (fakeguest.c, run with the library preloaded) and this
+ * program as the engine, speaking the protocol of deqemu.h and paging the guest's RAM through the userfaultfd it
+ * gets: evictions (write-protect, read, store, punch a hole), faults served with UFFDIO_COPY / UFFDIO_ZEROPAGE,
+ * evictions racing guest writes, an engine killed with SIGKILL in the middle of a fault and a new one that finds the
+ * evicted pages in the state the library held, and a detach after which the guest runs on alone. The guest checks
+ * its own memory ("verify"): nothing may be lost.
+ * Prints one "ok"/"not ok" line per test and a "# <n> passed, <m> failed" summary; exits 1 on any failure.
+ * Usage: test_deqemu <libdeqemu.so> <fakeguest>. Run by tests/DifferenceEngine.Tests/Qemu/NativeQemuLibraryTests.cs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "deqemu.h"
+
+#define PAGE DE_QEMU_PAGE_SIZE
+#define GUEST_PAGES 2048u
+
+static int failures, passes;
+static char socket_path[108];
+static const char *library, *guest_program;
+
+#define CHECK(cond)                                                                                   \
+    do {                                                                                              \
+        if (!(cond)) {                                                                                \
+            printf("#   %s:%d: CHECK(%s) failed (errno %d: %s)\n", __FILE__, __LINE__, #cond, errno,    \
+                   strerror(errno));                                                                  \
+            return 0;                                                                                 \
+        }                                                                                             \
+    } while (0)
+
+/* ---- the guest ---- */
+
+typedef struct guest {
+    pid_t pid;
+    FILE *in, *out;
+} guest;
+
+static int start_guest(guest *g)
+{
+    int to[2], from[2];
+    if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) return 0;
+    g->pid = fork();
+    if (g->pid == 0) {
+        dup2(to[0], 0);
+        dup2(from[1], 1);
+        setenv("LD_PRELOAD", library, 1);
+        setenv("DE_QEMU_SOCKET", socket_path, 1);
+        char pages[32];
+        snprintf(pages, sizeof pages, "%u", GUEST_PAGES);
+        execl(guest_program, guest_program, pages, "5", (char *)NULL);
+        _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    g->in = fdopen(to[1], "w");
+    g->out = fdopen(from[0], "r");
+    char line[128];
+    return g->pid > 0 && fgets(line, sizeof line, g->out) != NULL && strncmp(line, "READY ", 6) == 0;
+}
+
+/* Sends a command and returns the guest's answer (without the newline) in line. */
+static int ask(guest *g, const char *command, char *line, size_t size)
+{
+    fprintf(g->in, "%s\n", command);
+    fflush(g->in);
+    if (fgets(line, (int)size, g->out) == NULL) return 0;
+    line[strcspn(line, "\n")] = '\0';
+    return 1;
+}
+
+static int verified(guest *g)
+{
+    char line[128];
+    return ask(g, "verify", line, sizeof line) && strcmp(line, "VERIFY mismatches=0") == 0;
+}
+
+/* ---- the engine ---- */
+
+/* What the engine keeps per guest page: whether it took the page away, and its bytes then. The test keeps it in a
+ * memfd that it deposits with the library, as a crash-safe engine does. */
+typedef struct record {
+    uint64_t evicted;
+    uint8_t bytes[PAGE];
+} record;
+
+typedef struct engine {
+    int sock, uffd, memfd, state_fd;
+    de_qemu_hello hello;
+    uint64_t base, pages;
+    record *state;
+    pthread_mutex_t lock;      /* one eviction or one fault at a time: enough for a test */
+    uint8_t cancelled[GUEST_PAGES];
+    pthread_t faults;
+    int stop[2];
+    int die_on_fault;          /* SIGKILL itself on the first fault it reads, answering nothing */
+    uint64_t copies, zeros, wp_faults;
+} engine;
+
+static int connect_socket(void)
+{
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strcpy(a.sun_path, socket_path);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) return -1;
+    return s;
+}
+
+static int request(int sock, uint32_t op, int fd)
+{
+    de_qemu_msg m = { .magic = DE_QEMU_MAGIC, .version = DE_QEMU_VERSION, .op = op };
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (fd >= 0) {
+        memset(control, 0, sizeof control);
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof m;
+}
+
+/* Receives a reply into buffer; fds receives the descriptors sent with it. Returns its size, or -1. */
+static ssize_t receive(int sock, void *buffer, size_t size, int *fds, int *fd_count)
+{
+    char control[CMSG_SPACE(sizeof(int) * (DE_QEMU_MAX_REGIONS + 2))];
+    struct iovec iov = { .iov_base = buffer, .iov_len = size };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    *fd_count = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); n > 0 && c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        memcpy(fds + *fd_count, CMSG_DATA(c), sizeof(int) * (size_t)count);
+        *fd_count += count;
+    }
+    return n;
+}
+
+static int reply_op(int sock, uint64_t *arg0)
+{
+    de_qemu_msg m;
+    int fds[4], n;
+    if (receive(sock, &m, sizeof m, fds, &n) != (ssize_t)sizeof m || m.magic != DE_QEMU_MAGIC) return -1;
+    if (arg0) *arg0 = m.arg0;
+    return (int)m.op;
+}
+
+static uint64_t offset_of(engine *e, uint64_t gfn)
+{
+    return e->hello.regions[0].file_offset + gfn * PAGE;
+}
+
+static int write_protect(engine *e, uint64_t gfn, int on)
+{
+    struct uffdio_writeprotect wp = {
+        .range = { .start = e->base + gfn * PAGE, .len = PAGE },
+        .mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+    return ioctl(e->uffd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+/* Takes a page from the guest: write-protect it, store its bytes, then punch it out of the memfd, unless a guest
+ * write came between (its write-protect fault cancels the eviction and the page stays). Returns 1 when evicted. */
+static int evict(engine *e, uint64_t gfn)
+{
+    uint8_t bytes[PAGE];
+    pthread_mutex_lock(&e->lock);
+    if (e->state[gfn].evicted) {
+        pthread_mutex_unlock(&e->lock);
+        return 0;
+    }
+    e->cancelled[gfn] = 0;
+    int wp = write_protect(e, gfn, 1);
+    pthread_mutex_unlock(&e->lock);
+    if (wp != 0) return 0;
+    if (pread(e->memfd, bytes, PAGE, (off_t)offset_of(e, gfn)) != PAGE) return 0;
+    pthread_mutex_lock(&e->lock);
+    int done = 0;
+    if (!e->cancelled[gfn]) {
+        memcpy(e->state[gfn].bytes, bytes, PAGE);
+        __atomic_store_n(&e->state[gfn].evicted, 1, __ATOMIC_RELEASE); /* stored before the page goes */
+        done = fallocate(e->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset_of(e, gfn), PAGE) == 0;
+        if (!done) e->state[gfn].evicted = 0;
+    } else {
+        (void)write_protect(e, gfn, 0);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return done;
+}
+
+/* Gives an evicted page back (on a fault, or before the engine leaves). Caller holds the lock. */
+static int install(engine *e, uint64_t gfn)
+{
+    struct uffdio_copy copy = {
+        .dst = e->base + gfn * PAGE, .src = (uint64_t)(uintptr_t)e->state[gfn].bytes, .len = PAGE, .mode = 0 };
+    if (ioctl(e->uffd, UFFDIO_COPY, &copy) != 0 && errno != EEXIST) return 0;
+    e->state[gfn].evicted = 0;
+    e->copies++;
+    return 1;
+}
+
+static void serve_fault(engine *e, const struct uffd_msg *m)
+{
+    uint64_t address = m->arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+    uint64_t gfn = (address - e->base) / PAGE;
+    pthread_mutex_lock(&e->lock);
+    if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+        e->wp_faults++;
+        e->cancelled[gfn] = 1;
+        (void)write_protect(e, gfn, 0); /* and wakes the writer */
+    } else if (e->state[gfn].evicted) {
+        if (!install(e, gfn)) printf("#   UFFDIO_COPY of gfn %llu: %s\n", (unsigned long long)gfn, strerror(errno));
+    } else {
+        /* Missing and never taken by the engine: a page the guest never touched, which is zero. */
+        struct uffdio_zeropage zero = { .range = { .start = address, .len = PAGE } };
+        if (ioctl(e->uffd, UFFDIO_ZEROPAGE, &zero) == 0) e->zeros++;
+        else if (errno != EEXIST) printf("#   UFFDIO_ZEROPAGE of gfn %llu: %s\n", (unsigned long long)gfn, strerror(errno));
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void *fault_loop(void *arg)
+{
+    engine *e = arg;
+    for (;;) {
+        struct pollfd p[2] = { { .fd = e->uffd, .events = POLLIN }, { .fd = e->stop[0], .events = POLLIN } };
+        if (poll(p, 2, -1) < 0) continue;
+        if (p[1].revents) return NULL;
+        struct uffd_msg m;
+        ssize_t n = read(e->uffd, &m, sizeof m);
+        if (n != (ssize_t)sizeof m) continue; /* EAGAIN: another reader took it, or a spurious wakeup */
+        if (m.event != UFFD_EVENT_PAGEFAULT) continue;
+        if (e->die_on_fault) raise(SIGKILL);
+        serve_fault(e, &m);
+    }
+}
+
+/* Connects and says hello; maps the state the library held, or makes a new one. */
+static int attach(engine *e)
+{
+    memset(e, 0, sizeof *e);
+    pthread_mutex_init(&e->lock, NULL);
+    e->state_fd = -1;
+    e->sock = connect_socket();
+    CHECK(e->sock >= 0);
+    CHECK(request(e->sock, DE_QEMU_HELLO, -1));
+    int fds[DE_QEMU_MAX_REGIONS + 2], n;
+    CHECK(receive(e->sock, &e->hello, sizeof e->hello, fds, &n) == (ssize_t)sizeof e->hello);
+    CHECK(e->hello.op == DE_QEMU_OK && e->hello.region_count == 1);
+    CHECK(n == 2 + ((e->hello.flags & DE_QEMU_HELLO_STATE) ? 1 : 0));
+    e->uffd = fds[0];
+    e->memfd = fds[1];
+    e->base = e->hello.regions[0].host_address;
+    e->pages = e->hello.regions[0].length / PAGE;
+    CHECK(e->pages == GUEST_PAGES);
+    size_t state_size = sizeof(record) * e->pages;
+    if (e->hello.flags & DE_QEMU_HELLO_STATE) {
+        e->state_fd = fds[2];
+    } else {
+        e->state_fd = memfd_create("de-test-state", MFD_CLOEXEC);
+        CHECK(e->state_fd >= 0 && ftruncate(e->state_fd, (off_t)state_size) == 0);
+    }
+    e->state = mmap(NULL, state_size, PROT_READ | PROT_WRITE, MAP_SHARED, e->state_fd, 0);
+    CHECK(e->state != MAP_FAILED);
+    CHECK(pipe2(e->stop, O_CLOEXEC) == 0);
+    CHECK(pthread_create(&e->faults, NULL, fault_loop, e) == 0);
+    if (e->hello.flags & DE_QEMU_HELLO_REATTACH) {
+        /* Faults an earlier engine read and never answered wait still: wake them all, and they fault again. */
+        struct uffdio_range all = { .start = e->base, .len = e->pages * PAGE };
+        CHECK(ioctl(e->uffd, UFFDIO_WAKE, &all) == 0);
+    }
+    return 1;
+}
+
+/* Stops serving faults and closes the connection (the library keeps the userfaultfd). */
+static void leave(engine *e)
+{
+    if (write(e->stop[1], "x", 1) != 1) return;
+    pthread_join(e->faults, NULL);
+    close(e->stop[0]);
+    close(e->stop[1]);
+    munmap(e->state, sizeof(record) * e->pages);
+    close(e->sock);
+    close(e->uffd);
+    close(e->memfd);
+    close(e->state_fd);
+}
+
+static uint64_t restore_all(engine *e)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&e->lock);
+    for (uint64_t g = 0; g < e->pages; g++)
+        if (e->state[g].evicted && install(e, g)) n++;
+    pthread_mutex_unlock(&e->lock);
+    return n;
+}
+
+static uint64_t allocated_pages(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 / PAGE : 0;
+}
+
+/* ---- the tests ---- */
+
+static guest g;
+
+static int test_hello_describes_the_guest_ram(void)
+{
+    engine e;
+    CHECK(attach(&e));
+    CHECK(e.hello.pid == (uint32_t)g.pid);
+    CHECK(e.hello.regions[0].file_offset == 0);
+    CHECK(e.hello.flags & DE_QEMU_HELLO_WP);
+    CHECK(!(e.hello.flags & DE_QEMU_HELLO_STATE));
+    struct stat st;
+    CHECK(stat(socket_path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    leave(&e);
+    return 1;
+}
+
+static int test_a_second_engine_is_refused_while_one_is_attached(void)
+{
+    engine e;
+    CHECK(attach(&e));
+    int other = connect_socket();
+    CHECK(other >= 0);
+    uint64_t err = 0;
+    CHECK(reply_op(other, &err) == DE_QEMU_ERROR && err == EBUSY);
+    close(other);
+    leave(&e);
+    return 1;
+}
+
+static int test_another_user_is_refused(void)
+{
+    if (geteuid() != 0) {
+        printf("#   skipped: needs root to connect as another user\n");
+        return 1;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+        int s = connect_socket();
+        uint64_t err = 0;
+        /* The socket is 0600 root's: nobody may not even connect. Either refusal will do. */
+        _exit(s < 0 ? (errno == EACCES ? 0 : 3) : (reply_op(s, &err) == DE_QEMU_ERROR && err == EACCES ? 0 : 4));
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return 1;
+}
+
+static int test_evicted_pages_are_served_back_on_faults(void)
+{
+    engine e;
+    CHECK(attach(&e));
+    uint64_t before = allocated_pages(e.memfd);
+    uint64_t evicted = 0;
+    for (uint64_t gfn = 0; gfn < e.pages; gfn += 2) evicted += (uint64_t)evict(&e, gfn);
+    CHECK(evicted == e.pages / 2);
+    CHECK(allocated_pages(e.memfd) + evicted <= before);
+    CHECK(verified(&g));
+    CHECK(e.copies == evicted); /* every evicted page came back once, on the guest's fault */
+    leave(&e);
+    return 1;
+}
+
+/* Evictions race the guest's writes: a write between write-protect and punch cancels the eviction. */
+static int test_evictions_racing_guest_writes_lose_nothing(void)
+{
+    engine e;
+    CHECK(attach(&e));
+    char line[64];
+    fprintf(g.in, "write 20000\n");
+    fflush(g.in);
+    uint64_t evicted = 0;
+    for (int round = 0; round < 4; round++)
+        for (uint64_t gfn = (uint64_t)round; gfn < e.pages; gfn += 3) evicted += (uint64_t)evict(&e, gfn);
+    CHECK(fgets(line, sizeof line, g.out) != NULL && strcmp(line, "WROTE 20000\n") == 0);
+    CHECK(evicted > 0);
+    CHECK(verified(&g));
+    printf("#   %llu evictions, %llu pages served back, %llu write-protect faults\n", (unsigned long long)evicted,
+           (unsigned long long)e.copies, (unsigned long long)e.wp_faults);
+    restore_all(&e);
+    leave(&e);
+    return 1;
+}
+
+/* An engine evicts pages, deposits its state with the library and is killed with SIGKILL while it holds a guest fault
+ * it read and never answered. A new engine gets the state and the userfaultfd, wakes the waiting fault, and the guest
+ * goes on and finds every page as it left it. */
+static int test_an_engine_killed_mid_fault_loses_nothing(void)
+{
+    int ready[2];
+    CHECK(pipe(ready) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        engine e;
+        close(ready[0]);
+        if (!attach(&e)) _exit(2);
+        for (uint64_t gfn = 1; gfn < e.pages; gfn += 2) evict(&e, gfn);
+        if (!request(e.sock, DE_QEMU_DEPOSIT, e.state_fd) || reply_op(e.sock, NULL) != DE_QEMU_OK) _exit(3);
+        e.die_on_fault = 1;
+        if (write(ready[1], "x", 1) != 1) _exit(4);
+        for (;;) pause(); /* until the guest faults and the fault thread kills the process */
+    }
+    close(ready[1]);
+    char x;
+    CHECK(read(ready[0], &x, 1) == 1);
+    close(ready[0]);
+    fprintf(g.in, "verify\n"); /* the guest faults on an evicted page; the engine dies holding the fault */
+    fflush(g.in);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+    engine e;
+    CHECK(attach(&e));
+    CHECK(e.hello.flags & DE_QEMU_HELLO_STATE);
+    CHECK(e.hello.flags & DE_QEMU_HELLO_REATTACH);
+    char line[64];
+    CHECK(fgets(line, sizeof line, g.out) != NULL && strcmp(line, "VERIFY mismatches=0\n") == 0);
+    CHECK(e.copies >= e.pages / 2 - 1);
+    restore_all(&e);
+    leave(&e);
+    return 1;
+}
+
+static int test_after_detach_the_guest_runs_alone(void)
+{
+    engine e;
+    CHECK(attach(&e));
+    for (uint64_t gfn = 0; gfn < e.pages; gfn += 5) evict(&e, gfn);
+    CHECK(restore_all(&e) > 0);
+    CHECK(request(e.sock, DE_QEMU_DETACH, -1) && reply_op(e.sock, NULL) == DE_QEMU_OK);
+    leave(&e);
+    char line[64];
+    CHECK(ask(&g, "write 3000", line, sizeof line) && strcmp(line, "WROTE 3000") == 0);
+    CHECK(verified(&g));
+    engine again;
+    CHECK(attach(&again)); /* a fresh userfaultfd, no state */
+    CHECK(!(again.hello.flags & (DE_QEMU_HELLO_STATE | DE_QEMU_HELLO_REATTACH)));
+    leave(&again);
+    return 1;
+}
+
+static void run(const char *name, int (*test)(void))
+{
+    if (test()) {
+        passes++;
+        printf("ok %s\n", name);
+    } else {
+        failures++;
+        printf("not ok %s\n", name);
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: test_deqemu <libdeqemu.so> <fakeguest>\n");
+        return 2;
+    }
+    library = argv[1];
+    guest_program = argv[2];
+    char dir[] = "/tmp/deqemu-test-XXXXXX";
+    if (mkdtemp(dir) == NULL) return 2;
+    snprintf(socket_path, sizeof socket_path, "%s/guest.sock", dir);
+    signal(SIGPIPE, SIG_IGN);
+    if (!start_guest(&g)) {
+        printf("not ok the fake guest starts with the library preloaded\n# 0 passed, 1 failed\n");
+        return 1;
+    }
+    run("hello describes the guest RAM, and the socket is owner-only", test_hello_describes_the_guest_ram);
+    run("a second engine is refused while one is attached", test_a_second_engine_is_refused_while_one_is_attached);
+    run("another user is refused", test_another_user_is_refused);
+    run("evicted pages are served back on faults", test_evicted_pages_are_served_back_on_faults);
+    run("evictions racing guest writes lose nothing", test_evictions_racing_guest_writes_lose_nothing);
+    run("an engine killed mid-fault loses nothing", test_an_engine_killed_mid_fault_loses_nothing);
+    run("after detach the guest runs alone", test_after_detach_the_guest_runs_alone);
+    fprintf(g.in, "quit\n");
+    fflush(g.in);
+    int status;
+    waitpid(g.pid, &status, 0);
+    unlink(socket_path);
+    rmdir(dir);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        printf("not ok the fake guest exits cleanly\n");
+        failures++;
+    }
+    printf("# %d passed, %d failed\n", passes, failures);
+    return failures ? 1 : 0;
+}
