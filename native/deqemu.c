@@ -192,23 +192,51 @@ static void hello(int sock)
     if (send_packet(sock, &h, sizeof h, fds, n) == 0) uffd_sent = 1;
 }
 
+/* Engines refused while another is attached: answered EBUSY, then kept until they hang up, with what they sent
+ * drained. Closing a Unix socket with unread data in it would reset the connection, and the refused engine could then
+ * lose the answer that says why. */
+#define MAX_REFUSED 4
+
+static void refuse(int *refused, int listener)
+{
+    int other = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (other < 0) return;
+    reply(other, DE_QEMU_ERROR, EBUSY);
+    shutdown(other, SHUT_WR);
+    if (refused[MAX_REFUSED - 1] >= 0) close(refused[MAX_REFUSED - 1]);
+    memmove(refused + 1, refused, sizeof(int) * (MAX_REFUSED - 1));
+    refused[0] = other;
+}
+
+static void drain_refused(int *refused, const struct pollfd *p)
+{
+    for (int i = 0; i < MAX_REFUSED; i++) {
+        if (refused[i] < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        char sink[sizeof(de_qemu_msg)];
+        ssize_t n = recv(refused[i], sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            close(refused[i]);
+            refused[i] = -1;
+        }
+    }
+}
+
 /* Serves one engine's requests until it closes the connection (or dies). Returns when it is gone. */
 static void serve_engine(int sock, int listener)
 {
+    int refused[MAX_REFUSED] = { -1, -1, -1, -1 };
     for (;;) {
-        struct pollfd p[2] = { { .fd = sock, .events = POLLIN }, { .fd = listener, .events = POLLIN } };
-        if (poll(p, 2, -1) < 0) {
+        struct pollfd p[2 + MAX_REFUSED] = { { .fd = sock, .events = POLLIN }, { .fd = listener, .events = POLLIN } };
+        for (int i = 0; i < MAX_REFUSED; i++) p[2 + i] = (struct pollfd){ .fd = refused[i], .events = POLLIN };
+        if (poll(p, 2 + MAX_REFUSED, -1) < 0) {
             if (errno == EINTR) continue;
-            return;
+            break;
         }
+        drain_refused(refused, p + 2);
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             /* Another engine while this one is attached (its requests, and its hang-up, are taken first: an engine
              * that closed before another connected is gone by now): one pager per guest. */
-            int other = (p[1].revents & POLLIN) ? accept4(listener, NULL, NULL, SOCK_CLOEXEC) : -1;
-            if (other >= 0) {
-                reply(other, DE_QEMU_ERROR, EBUSY);
-                close(other);
-            }
+            if (p[1].revents & POLLIN) refuse(refused, listener);
             continue;
         }
 
@@ -219,7 +247,7 @@ static void serve_engine(int sock, int listener)
         ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
         if (got <= 0) {
             if (got < 0 && errno == EINTR) continue;
-            return; /* the engine is gone; the userfaultfd stays, and faults wait for the next one */
+            break; /* the engine is gone; the userfaultfd stays, and faults wait for the next one */
         }
         int fd = -1;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
@@ -264,6 +292,8 @@ static void serve_engine(int sock, int listener)
             break;
         }
     }
+    for (int i = 0; i < MAX_REFUSED; i++)
+        if (refused[i] >= 0) close(refused[i]);
 }
 
 /* Makes the listening socket. Called when guest RAM is first mapped, before that mmap returns: whoever sees QEMU's

@@ -14,7 +14,7 @@ public class NativeQemuLibraryTests(ITestOutputHelper output)
     [RequiresFact(Requirement.QemuPager)]
     public async Task CTestsOfTheLibraryPass()
     {
-        string folder = NativeBuild.Make("qemu", Path.Combine(NativeBuild.RepoRoot, "out", "native", "qemu"));
+        string folder = QemuNativeBuild.Folder;
         string stdout = await NativeBuild.RunCTests(new ProcessStartInfo(Path.Combine(folder, "test_deqemu"))
         {
             ArgumentList = { Path.Combine(folder, "libdeqemu.so"), Path.Combine(folder, "fakeguest") },

@@ -1,0 +1,312 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace DifferenceEngine.Qemu;
+
+/// <summary>One guest RAM mapping of a QEMU: where QEMU has it, and where it is in which memfd.</summary>
+public sealed record QemuRegion(ulong HostAddress, ulong Length, ulong FileOffset, int MemfdIndex, long FirstGfn)
+{
+    public long PageCount => (long)(Length / Userfaultfd.PageSize);
+}
+
+/// <summary>
+/// The engine's connection to one QEMU through libdeqemu.so's socket (native/deqemu.h): the hello that hands over the
+/// userfaultfd, the guest RAM memfds and any state an earlier engine deposited; reading guest pages from the memfd and
+/// punching them out of it; deposit and detach. Guest frame numbers run over the regions in order (region 0's pages
+/// first). Not thread-safe for the socket calls (hello, deposit, detach): one owner calls them.
+/// </summary>
+internal sealed unsafe class QemuLink : IDisposable
+{
+    private const int PageSize = Userfaultfd.PageSize;
+    private int socket;
+    private readonly int[] memfds;
+    private int stateFd;
+
+    private QemuLink(int socket, QemuProtocol.HelloReply hello, int[] fds)
+    {
+        this.socket = socket;
+        Pid = (int)hello.Pid;
+        WriteProtect = (hello.Flags & QemuProtocol.HelloWriteProtect) != 0;
+        Reattached = (hello.Flags & QemuProtocol.HelloReattach) != 0;
+        Faults = new Userfaultfd(fds[0]);
+        bool hasState = (hello.Flags & QemuProtocol.HelloState) != 0;
+        memfds = fds[1..(hasState ? fds.Length - 1 : fds.Length)];
+        stateFd = hasState ? fds[^1] : -1;
+        var regions = new List<QemuRegion>();
+        long gfn = 0;
+        for (int i = 0; i < hello.RegionCount; i++)
+        {
+            var r = hello.RegionAt(i);
+            regions.Add(new QemuRegion(r.HostAddress, r.Length, r.FileOffset, (int)r.MemfdIndex, gfn));
+            gfn += (long)(r.Length / PageSize);
+        }
+        Regions = regions;
+        PageCount = gfn;
+    }
+
+    /// <summary>QEMU's process id.</summary>
+    public int Pid { get; }
+
+    /// <summary>The userfaultfd takes write-protect faults (shared-memory write-protect: Linux 5.19 and later).</summary>
+    public bool WriteProtect { get; }
+
+    /// <summary>An earlier engine had this userfaultfd: faults it read and never answered may wait (wake them).</summary>
+    public bool Reattached { get; }
+
+    public IReadOnlyList<QemuRegion> Regions { get; }
+
+    /// <summary>Guest pages over all regions.</summary>
+    public long PageCount { get; }
+
+    public Userfaultfd Faults { get; }
+
+    /// <summary>The descriptor an earlier engine deposited (its state), or -1; this link owns it until <see cref="TakeState"/>.</summary>
+    public int StateFd => stateFd;
+
+    /// <summary>Takes ownership of the deposited state descriptor (-1 when there was none).</summary>
+    public int TakeState()
+    {
+        int fd = stateFd;
+        stateFd = -1;
+        return fd;
+    }
+
+    /// <summary>
+    /// Connects to the socket of a QEMU running with libdeqemu.so and says hello. Errors: "QemuSocketNotFound" (no socket
+    /// at the path, or nothing listening), "QemuAttachRefused" (another engine is attached, or this user may not),
+    /// "QemuProtocolError".
+    /// </summary>
+    public static QemuLink Attach(string socketPath)
+    {
+        byte[] path = Encoding.UTF8.GetBytes(socketPath);
+        if (path.Length == 0 || path.Length > 107)
+            throw new DEException("QemuSocketPathInvalid", DEErrorKind.InvalidArgument,
+                $"'{socketPath}' cannot be a Unix socket path (1 to 107 bytes).", socketPath);
+        int s = LinuxNative.Socket(LinuxNative.AF_UNIX, LinuxNative.SOCK_SEQPACKET | LinuxNative.SOCK_CLOEXEC, 0);
+        if (s < 0) throw Failure("socket", LinuxNative.Errno, socketPath);
+        try
+        {
+            byte* address = stackalloc byte[110];
+            new Span<byte>(address, 110).Clear();
+            *(ushort*)address = LinuxNative.AF_UNIX;
+            path.CopyTo(new Span<byte>(address + 2, 108));
+            if (LinuxNative.Connect(s, address, 110) != 0)
+            {
+                int errno = LinuxNative.Errno;
+                throw errno is LinuxNative.ENOENT or LinuxNative.ECONNREFUSED
+                    ? new DEException("QemuSocketNotFound", DEErrorKind.ObjectNotFound,
+                        $"No QEMU listens at {socketPath}: start QEMU with LD_PRELOAD=libdeqemu.so and DE_QEMU_SOCKET={socketPath}, " +
+                        "and guest RAM from -object memory-backend-memfd,share=on.", socketPath)
+                    : errno == LinuxNative.EACCES
+                        ? Refused(socketPath, "this user may not connect to the socket (it is owner-only)")
+                        : Failure("connect", errno, socketPath);
+            }
+            // A library that refuses (another engine is attached) answers at once and hangs up, maybe before the hello is
+            // sent: its answer is read even when the send failed.
+            int sendErrno = TrySend(s, QemuProtocol.Message.For(QemuProtocol.Hello), -1);
+            var fds = new int[QemuProtocol.MaxRegions + 2];
+            QemuProtocol.HelloReply hello;
+            int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath);
+            if (received == sizeof(QemuProtocol.Message) && hello.Magic == QemuProtocol.Magic && hello.Op == QemuProtocol.Error)
+            {
+                CloseAll(fds.AsSpan(0, fdCount));
+                ulong errno = ((QemuProtocol.Message*)&hello)->Arg0;
+                throw errno == LinuxNative.EBUSY
+                    ? Refused(socketPath, "another engine is attached to this QEMU")
+                    : errno == LinuxNative.EACCES
+                        ? Refused(socketPath, "QEMU's library refused this user")
+                        : Failure("hello", (int)errno, socketPath);
+            }
+            if (sendErrno != 0)
+            {
+                CloseAll(fds.AsSpan(0, fdCount));
+                throw Failure("send (hello)", sendErrno, socketPath);
+            }
+            bool hasState = (hello.Flags & QemuProtocol.HelloState) != 0;
+            if (received != sizeof(QemuProtocol.HelloReply) || hello.Magic != QemuProtocol.Magic ||
+                hello.Version != QemuProtocol.Version || hello.Op != QemuProtocol.Ok || hello.RegionCount is 0 or > QemuProtocol.MaxRegions)
+            {
+                CloseAll(fds.AsSpan(0, fdCount));
+                throw ProtocolError(socketPath, "the reply to hello is not a DEQM version 1 hello");
+            }
+            uint files = 0;
+            for (int i = 0; i < hello.RegionCount; i++) files = Math.Max(files, hello.RegionAt(i).MemfdIndex + 1);
+            if (fdCount != 1 + files + (hasState ? 1 : 0))
+            {
+                CloseAll(fds.AsSpan(0, fdCount));
+                throw ProtocolError(socketPath, $"the hello came with {fdCount} descriptors, not {1 + files + (hasState ? 1 : 0)}");
+            }
+            var link = new QemuLink(s, hello, fds[..fdCount]);
+            s = -1;
+            return link;
+        }
+        finally
+        {
+            if (s >= 0) LinuxNative.Close(s);
+        }
+    }
+
+    /// <summary>The region and the page's offset in it, for a guest frame number.</summary>
+    public (QemuRegion Region, ulong Offset) Locate(long gfn)
+    {
+        if ((ulong)gfn >= (ulong)PageCount)
+            throw new DEException("GfnOutOfRange", DEErrorKind.InvalidArgument,
+                $"Guest frame {gfn} is outside this QEMU's RAM, which has pages 0 to {PageCount - 1}.", gfn.ToString());
+        foreach (var r in Regions)
+            if (gfn < r.FirstGfn + r.PageCount) return (r, (ulong)(gfn - r.FirstGfn) * PageSize);
+        throw new InvalidOperationException("unreachable: regions cover every gfn");
+    }
+
+    /// <summary>The guest frame number of a QEMU address in guest RAM, or -1 when it is in none.</summary>
+    public long GfnOf(ulong hostAddress)
+    {
+        foreach (var r in Regions)
+            if (hostAddress - r.HostAddress < r.Length) return r.FirstGfn + (long)((hostAddress - r.HostAddress) / PageSize);
+        return -1;
+    }
+
+    /// <summary>QEMU's address of a guest page.</summary>
+    public ulong AddressOf(long gfn)
+    {
+        var (region, offset) = Locate(gfn);
+        return region.HostAddress + offset;
+    }
+
+    /// <summary>
+    /// Copies a guest page from its memfd. A page the guest does not have (a hole) reads as zeros and stays a hole: the
+    /// read goes through the file, never through a mapping that would fill it.
+    /// </summary>
+    public void ReadPage(long gfn, Span<byte> page)
+    {
+        var (region, offset) = Locate(gfn);
+        fixed (byte* p = page)
+        {
+            long at = (long)(region.FileOffset + offset);
+            nint n;
+            while ((n = LinuxNative.PRead(memfds[region.MemfdIndex], p, PageSize, at)) < 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
+            if (n != PageSize) throw Failure("pread of guest RAM", n < 0 ? LinuxNative.Errno : LinuxNative.EIO /* short */, $"gfn {gfn}");
+        }
+    }
+
+    /// <summary>Takes a guest page out of the memfd (and so out of QEMU): the guest's next access faults.</summary>
+    public void Punch(long gfn)
+    {
+        var (region, offset) = Locate(gfn);
+        if (LinuxNative.Fallocate(memfds[region.MemfdIndex], LinuxNative.FALLOC_FL_PUNCH_HOLE | LinuxNative.FALLOC_FL_KEEP_SIZE,
+                (long)(region.FileOffset + offset), PageSize) != 0)
+            throw Failure("fallocate(PUNCH_HOLE) of guest RAM", LinuxNative.Errno, $"gfn {gfn}");
+    }
+
+    /// <summary>Gives the library a descriptor to hold for the next engine (the engine's state); the library keeps its own copy.</summary>
+    public void Deposit(int fd)
+    {
+        Send(socket, QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
+        ExpectOk("deposit");
+    }
+
+    /// <summary>
+    /// Tells the library the engine leaves for good: it unregisters and closes the userfaultfd. Load every page back
+    /// first: a page still out of QEMU reads as zeros afterwards.
+    /// </summary>
+    public void Detach()
+    {
+        Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
+        ExpectOk("detach");
+    }
+
+    private void ExpectOk(string what)
+    {
+        QemuProtocol.Message reply;
+        Span<int> none = stackalloc int[4];
+        int n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int fdCount, what);
+        CloseAll(none[..fdCount]);
+        if (n != sizeof(QemuProtocol.Message) || reply.Magic != QemuProtocol.Magic || reply.Op != QemuProtocol.Ok)
+            throw ProtocolError(what, reply.Op == QemuProtocol.Error ? $"refused ({LinuxNative.Describe((int)reply.Arg0)})" : "no OK");
+    }
+
+    private static void Send(int socket, QemuProtocol.Message message, int fd, string what)
+    {
+        int errno = TrySend(socket, message, fd);
+        if (errno != 0) throw Failure($"send ({what})", errno, what);
+    }
+
+    /// <summary>Sends one request; returns 0, or the errno it failed with.</summary>
+    private static int TrySend(int socket, QemuProtocol.Message message, int fd)
+    {
+        int space = LinuxNative.ControlSpace(1);
+        byte* control = stackalloc byte[space];
+        new Span<byte>(control, space).Clear();
+        var iov = new LinuxNative.IoVec { Base = &message, Length = (nuint)sizeof(QemuProtocol.Message) };
+        var header = new LinuxNative.MsgHdr { Iov = &iov, IovLength = 1 };
+        if (fd >= 0)
+        {
+            var c = (LinuxNative.CmsgHdr*)control;
+            c->Length = (nuint)LinuxNative.ControlLength(1);
+            c->Level = LinuxNative.SOL_SOCKET;
+            c->Type = LinuxNative.SCM_RIGHTS;
+            *(int*)(c + 1) = fd;
+            header.Control = control;
+            header.ControlLength = (nuint)space;
+        }
+        nint sent;
+        while ((sent = LinuxNative.SendMsg(socket, &header, LinuxNative.MSG_NOSIGNAL)) < 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
+        return sent == sizeof(QemuProtocol.Message) ? 0 : sent < 0 ? LinuxNative.Errno : LinuxNative.EIO;
+    }
+
+    private static int Receive(int socket, void* buffer, int size, Span<int> fds, out int fdCount, string what)
+    {
+        int space = LinuxNative.ControlSpace(fds.Length);
+        byte* control = stackalloc byte[space];
+        var iov = new LinuxNative.IoVec { Base = buffer, Length = (nuint)size };
+        var header = new LinuxNative.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)space };
+        nint n;
+        while ((n = LinuxNative.RecvMsg(socket, &header, LinuxNative.MSG_CMSG_CLOEXEC)) < 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
+        fdCount = 0;
+        if (n < 0) throw Failure($"receive ({what})", LinuxNative.Errno, what);
+        // The library sends at most one SCM_RIGHTS message with a reply.
+        var c = (LinuxNative.CmsgHdr*)control;
+        if (header.ControlLength >= (nuint)sizeof(LinuxNative.CmsgHdr) && c->Level == LinuxNative.SOL_SOCKET &&
+            c->Type == LinuxNative.SCM_RIGHTS)
+        {
+            int count = (int)((c->Length - (nuint)sizeof(LinuxNative.CmsgHdr)) / sizeof(int));
+            for (int i = 0; i < count; i++)
+            {
+                int fd = ((int*)(c + 1))[i];
+                if (fdCount < fds.Length) fds[fdCount++] = fd;
+                else LinuxNative.Close(fd);
+            }
+        }
+        if ((header.Flags & (LinuxNative.MSG_TRUNC | LinuxNative.MSG_CTRUNC)) != 0)
+        {
+            CloseAll(fds[..fdCount]);
+            fdCount = 0;
+            throw ProtocolError(what, "a reply larger than the protocol allows");
+        }
+        return (int)n;
+    }
+
+    private static void CloseAll(ReadOnlySpan<int> fds)
+    {
+        foreach (int fd in fds) LinuxNative.Close(fd);
+    }
+
+    private static DEException Refused(string socketPath, string why) =>
+        new("QemuAttachRefused", DEErrorKind.PermissionDenied, $"QEMU at {socketPath} refused the engine: {why}.", socketPath);
+
+    private static DEException ProtocolError(string what, string why) =>
+        new("QemuProtocolError", DEErrorKind.InvalidData, $"libdeqemu.so ({what}): {why}. Engine and library must be of one build.", what);
+
+    private static DEException Failure(string call, int errno, string target) =>
+        new("QemuLinkFailed", DEErrorKind.ConnectionError, $"{call} ({target}) failed: {LinuxNative.Describe(errno)} (errno {errno}).", target);
+
+    public void Dispose()
+    {
+        Faults.Dispose();
+        CloseAll(memfds);
+        Array.Fill(memfds, -1);
+        if (stateFd >= 0) LinuxNative.Close(stateFd);
+        stateFd = -1;
+        if (socket >= 0) LinuxNative.Close(socket);
+        socket = -1;
+    }
+}

@@ -1,0 +1,172 @@
+using System.Runtime.InteropServices;
+
+namespace DifferenceEngine.Qemu;
+
+/// <summary>
+/// A userfaultfd that serves another process's memory (libdeqemu.so made it in QEMU and registered guest RAM with it):
+/// reading its fault messages and resolving them with UFFDIO_COPY / UFFDIO_ZEROPAGE / UFFDIO_WRITEPROTECT / UFFDIO_WAKE.
+/// Addresses are QEMU's. The ioctls are the kernel's (linux/userfaultfd.h); the descriptor is non-blocking.
+/// </summary>
+internal sealed unsafe class Userfaultfd : IDisposable
+{
+    public const int PageSize = 4096;
+
+    // _IOWR/_IOR(0xAA, nr, struct) as linux/userfaultfd.h defines them.
+    private const nuint UFFDIO_WAKE = 0x8010AA02;
+    private const nuint UFFDIO_COPY = 0xC028AA03;
+    private const nuint UFFDIO_ZEROPAGE = 0xC020AA04;
+    private const nuint UFFDIO_WRITEPROTECT = 0xC018AA06;
+    private const ulong UFFDIO_WRITEPROTECT_MODE_WP = 1;
+
+    public const byte EventPageFault = 0x12;
+    public const ulong PageFaultFlagWrite = 1;
+    public const ulong PageFaultFlagWriteProtect = 2;
+
+    private int fd;
+
+    public Userfaultfd(int fd) => this.fd = fd;
+
+    public int Handle => fd;
+
+    /// <summary>uffd_msg, 32 bytes; for a page fault: its flags and address.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Message
+    {
+        public byte Event;
+        public byte Reserved1;
+        public ushort Reserved2;
+        public uint Reserved3;
+        public ulong Flags;
+        public ulong Address;
+        public ulong Tail;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Range
+    {
+        public ulong Start;
+        public ulong Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct CopyArgs
+    {
+        public ulong Destination;
+        public ulong Source;
+        public ulong Length;
+        public ulong Mode;
+        public long Copied;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ZeroPageArgs
+    {
+        public Range Range;
+        public ulong Mode;
+        public long Zeroed;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct WriteProtectArgs
+    {
+        public Range Range;
+        public ulong Mode;
+    }
+
+    /// <summary>
+    /// Reads the waiting messages into <paramref name="messages"/>; returns how many (0: none waiting). Throws on a
+    /// failure other than "none waiting".
+    /// </summary>
+    public int ReadMessages(Span<Message> messages)
+    {
+        fixed (Message* p = messages)
+        {
+            while (true)
+            {
+                nint n = LinuxNative.Read(fd, p, (nuint)(messages.Length * sizeof(Message)));
+                if (n >= 0) return (int)(n / sizeof(Message));
+                int errno = LinuxNative.Errno;
+                if (errno == LinuxNative.EAGAIN) return 0;
+                if (errno != LinuxNative.EINTR) throw Failure("read", errno);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Blocks until fault messages may be waiting (true) or <paramref name="stopFd"/> (an eventfd, or any descriptor)
+    /// becomes readable (false).
+    /// </summary>
+    public bool Wait(int stopFd)
+    {
+        var fds = stackalloc LinuxNative.PollFd[2];
+        fds[0] = new LinuxNative.PollFd { Fd = fd, Events = LinuxNative.POLLIN };
+        fds[1] = new LinuxNative.PollFd { Fd = stopFd, Events = LinuxNative.POLLIN };
+        while (LinuxNative.Poll(fds, 2, -1) < 0)
+        {
+            int errno = LinuxNative.Errno;
+            if (errno != LinuxNative.EINTR) throw Failure("poll", errno);
+        }
+        return fds[1].Returned == 0;
+    }
+
+    /// <summary>Installs <paramref name="page"/> at <paramref name="address"/> and wakes its waiters. False: a page is there already.</summary>
+    public bool Copy(ulong address, ReadOnlySpan<byte> page)
+    {
+        fixed (byte* source = page)
+        {
+            var args = new CopyArgs { Destination = address, Source = (ulong)source, Length = PageSize };
+            return Resolve(UFFDIO_COPY, &args, "UFFDIO_COPY", address);
+        }
+    }
+
+    /// <summary>Installs a zero page at <paramref name="address"/> and wakes its waiters. False: a page is there already.</summary>
+    public bool ZeroPage(ulong address)
+    {
+        var args = new ZeroPageArgs { Range = new Range { Start = address, Length = PageSize } };
+        return Resolve(UFFDIO_ZEROPAGE, &args, "UFFDIO_ZEROPAGE", address);
+    }
+
+    /// <summary>Write-protects the page at <paramref name="address"/> (on), or lifts that and wakes writers waiting on it.</summary>
+    public void WriteProtect(ulong address, ulong length, bool on)
+    {
+        var args = new WriteProtectArgs
+        {
+            Range = new Range { Start = address, Length = length },
+            Mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+        };
+        while (LinuxNative.Ioctl(fd, UFFDIO_WRITEPROTECT, &args) != 0)
+        {
+            int errno = LinuxNative.Errno;
+            if (errno != LinuxNative.EAGAIN && errno != LinuxNative.EINTR) throw Failure("UFFDIO_WRITEPROTECT", errno, address);
+        }
+    }
+
+    /// <summary>Wakes every thread waiting on a fault in the range: each retries its access, and faults again if it must.</summary>
+    public void Wake(ulong address, ulong length)
+    {
+        var range = new Range { Start = address, Length = length };
+        if (LinuxNative.Ioctl(fd, UFFDIO_WAKE, &range) != 0) throw Failure("UFFDIO_WAKE", LinuxNative.Errno, address);
+    }
+
+    private bool Resolve(nuint request, void* args, string name, ulong address)
+    {
+        while (LinuxNative.Ioctl(fd, request, args) != 0)
+        {
+            int errno = LinuxNative.Errno;
+            if (errno == LinuxNative.EEXIST) return false;
+            // EAGAIN: the memory map changed under the call (QEMU mapped or unmapped something); it can be retried.
+            if (errno != LinuxNative.EAGAIN && errno != LinuxNative.EINTR) throw Failure(name, errno, address);
+        }
+        return true;
+    }
+
+    private static DEException Failure(string call, int errno, ulong address = 0) =>
+        new("QemuUserfaultfdFailed", DEErrorKind.ConnectionError,
+            $"{call}{(address != 0 ? $" at 0x{address:x}" : "")} failed: {LinuxNative.Describe(errno)} (errno {errno}).", null);
+
+    public void Dispose()
+    {
+        if (fd >= 0) LinuxNative.Close(fd);
+        fd = -1;
+    }
+}
