@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using DifferenceEngine.Domains;
 using DifferenceEngine.Qemu;
 
 namespace DifferenceEngine.Tests.Qemu;
@@ -13,11 +14,6 @@ public class QemuLinkTests
 {
     private const int PageSize = 4096;
 
-    private static unsafe void Signal(int eventFd)
-    {
-        ulong one = 1;
-        Assert.Equal(8, (int)LinuxNative.Write(eventFd, &one, 8));
-    }
 
     [RequiresFact(Requirement.QemuPager)]
     public void HelloDescribesTheGuestRam()
@@ -66,96 +62,70 @@ public class QemuLinkTests
     }
 
     /// <summary>
-    /// Pages punched out of the guest (after write-protecting and copying them) come back on the guest's faults, and
-    /// a guest write between the copy and the punch cancels the eviction: the guest finds every page as it wrote it.
+    /// Pages taken out of the guest (QemuGuestMemory.Evict: write-protect, copy, punch) come back on the guest's faults,
+    /// and a guest write between the copy and the punch cancels the eviction: the guest finds every page as it wrote it.
     /// </summary>
     [RequiresFact(Requirement.QemuPager)]
-    public async Task EvictedPagesComeBackOnFaultsAndWritesCancelEvictions()
+    public void EvictedPagesComeBackOnFaultsAndWritesCancelEvictions()
     {
         using var guest = FakeGuest.Start();
         using var link = QemuLink.Attach(guest.SocketPath);
-        var held = new ConcurrentDictionary<long, byte[]>();
-        var cancelled = new ConcurrentDictionary<long, bool>();
-        var gate = new object();
-        long copies = 0, zeros = 0;
-        int stop = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
-        Assert.True(stop >= 0);
-        var server = Task.Factory.StartNew(() =>
-        {
-            var messages = new Userfaultfd.Message[16];
-            while (link.Faults.Wait(stop))
-            {
-                int n = link.Faults.ReadMessages(messages);
-                for (int i = 0; i < n; i++)
-                {
-                    if (messages[i].Event != Userfaultfd.EventPageFault) continue;
-                    ulong address = messages[i].Address & ~(ulong)(PageSize - 1);
-                    long gfn = link.GfnOf(address);
-                    lock (gate)
-                    {
-                        if ((messages[i].Flags & Userfaultfd.PageFaultFlagWriteProtect) != 0)
-                        {
-                            cancelled[gfn] = true;
-                            link.Faults.WriteProtect(address, PageSize, on: false);
-                        }
-                        else if (held.TryRemove(gfn, out var bytes))
-                        {
-                            link.Faults.Copy(address, bytes);
-                            copies++;
-                        }
-                        else if (link.Faults.ZeroPage(address))
-                        {
-                            zeros++;
-                        }
-                    }
-                }
-            }
-        }, TaskCreationOptions.LongRunning);
+        var holder = new PlainHolder();
+        using var memory = new QemuGuestMemory(link, holder);
+        bool Evict(long gfn) => memory.Evict(gfn, (_, page) => page.ToArray(), holder.Hold);
 
-        bool Evict(long gfn)
+        int evicted = 0;
+        for (long gfn = 0; gfn < link.PageCount; gfn += 2) evicted += Evict(gfn) ? 1 : 0;
+        Assert.Equal(FakeGuest.Pages / 2, evicted);
+        Assert.Equal(evicted, holder.Count);
+        Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+        memory.Settle(); // the guest can answer before the fault thread counts the last page it installed
+        Assert.Equal(0, holder.Count);
+        // Every evicted page came back on a fault.
+        Assert.Equal(evicted, memory.Installs);
+        Assert.Equal(evicted, memory.Faults.Snapshot().Single(f => f.Kind == FaultKind.Decompress).Count);
+
+        // Evictions race the guest's writes.
+        guest.Send("write 20000");
+        for (int round = 0; round < 3; round++)
+            for (long gfn = round; gfn < link.PageCount; gfn += 3) Evict(gfn);
+        Assert.Equal("WROTE 20000", guest.Answer());
+        Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+        Assert.Null(memory.FaultFailure);
+    }
+
+    /// <summary>Held pages restored without a fault are the guest's again, and the guest finds them as they were.</summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void RestoredPagesNeedNoFault()
+    {
+        using var guest = FakeGuest.Start();
+        using var link = QemuLink.Attach(guest.SocketPath);
+        var holder = new PlainHolder();
+        using var memory = new QemuGuestMemory(link, holder);
+        for (long gfn = 1; gfn < link.PageCount; gfn += 4) Assert.True(memory.Evict(gfn, (_, page) => page.ToArray(), holder.Hold));
+        long restored = 0;
+        for (long gfn = 0; gfn < link.PageCount; gfn++) restored += memory.Restore(gfn) ? 1 : 0;
+        Assert.Equal(FakeGuest.Pages / 4, restored);
+        Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+        Assert.Equal(restored, memory.Installs);
+    }
+
+    /// <summary>Pages held as plain copies.</summary>
+    private sealed class PlainHolder : IQemuPageHolder
+    {
+        private readonly ConcurrentDictionary<long, byte[]> pages = new();
+
+        public int Count => pages.Count;
+
+        public void Hold(long gfn, byte[] page) => pages[gfn] = page;
+
+        public FaultKind Fill(long gfn, Span<byte> page)
         {
-            var bytes = new byte[PageSize];
-            lock (gate)
-            {
-                if (held.ContainsKey(gfn)) return false;
-                cancelled[gfn] = false;
-                link.Faults.WriteProtect(link.AddressOf(gfn), PageSize, on: true);
-            }
-            link.ReadPage(gfn, bytes);
-            lock (gate)
-            {
-                if (cancelled[gfn])
-                {
-                    link.Faults.WriteProtect(link.AddressOf(gfn), PageSize, on: false);
-                    return false;
-                }
-                held[gfn] = bytes; // held before the page leaves the guest
-                link.Punch(gfn);
-                return true;
-            }
+            if (!pages.TryGetValue(gfn, out var bytes)) return FaultKind.None;
+            bytes.CopyTo(page);
+            return FaultKind.Decompress;
         }
 
-        try
-        {
-            int evicted = 0;
-            for (long gfn = 0; gfn < link.PageCount; gfn += 2) evicted += Evict(gfn) ? 1 : 0;
-            Assert.Equal(FakeGuest.Pages / 2, evicted);
-            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
-            // Read under the server's lock: a fault's page is installed, and the guest woken, before it is counted.
-            lock (gate) Assert.Equal(evicted, copies);
-
-            // Evictions race the guest's writes.
-            guest.Send("write 20000");
-            for (int round = 0; round < 3; round++)
-                for (long gfn = round; gfn < link.PageCount; gfn += 3) Evict(gfn);
-            Assert.Equal("WROTE 20000", guest.Answer());
-            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
-        }
-        finally
-        {
-            Signal(stop);
-            await server;
-            LinuxNative.Close(stop);
-        }
+        public void Released(long gfn) => pages.TryRemove(gfn, out _);
     }
 }
