@@ -160,10 +160,13 @@ try {
     }
 
     $guestPerVm = ($stats | Measure-Object GuestBytes -Average).Average
+    if ($guestPerVm -le 0) {
+        throw "The VMs measured ($($stats.Domain -join ', ')) hold no guest memory yet: their pages were never written, so there is nothing to estimate from."
+    }
     $usedPerVm = [Math]::Max(1, ($stats | Measure-Object BytesUsed -Average).Average)
     # What the host spends that no domain is charged for (engine metadata, the store's slack) is paid
     # once, not per VM: most of it is tables sized for the host, not for one more VM.
-    $overhead = $hostStats.MetadataBytes + $hostStats.StoreAllocatedBytes - $hostStats.StoreStoredBytes
+    $overhead = $hostStats.MetadataBytes + $hostStats.StoreSlackBytes
     $available = $HostMemory - $Reserve
     $without = [Math]::Floor($available / $guestPerVm)
     $with = [Math]::Max(0, [Math]::Floor(($available - $overhead) / $usedPerVm))

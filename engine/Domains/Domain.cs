@@ -270,6 +270,9 @@ public sealed partial class Domain : IDEDomain
     internal ulong PeekEntry(long gfn) => Volatile.Read(ref _p2m[gfn]);
 
     /// <summary>Installs a loaded page as Private. Used only while the domain is being built.</summary>
+    /// <summary>Marks every page untouched: the state of a new empty domain, whose pages the guest has not populated yet.</summary>
+    internal void MarkUntouched() => Array.Fill(_p2m, PageEntry.Untouched);
+
     internal void InstallLoaded(long gfn, uint frame)
     {
         ulong e = Lock(gfn);
@@ -374,7 +377,7 @@ public sealed partial class Domain : IDEDomain
             hash = state == PageState.Shared ? Host.Frames.Hash(f) : Sharing.PageHasher.Hash(Host.Frames.Span(f));
         }
         var info = new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
-            (e & PageEntry.Modified) != 0, refs, hash, frame);
+            (e & PageEntry.Modified) != 0, refs, hash, frame) { Untouched = PageEntry.IsUntouched(e) };
         switch (state)
         {
             case PageState.Uniform:

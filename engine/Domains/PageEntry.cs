@@ -60,6 +60,17 @@ internal static class PageEntry
 
     public const ulong MaxPayload = (1UL << (64 - PayloadShift)) - 1;
 
+    /// <summary>
+    /// A page the guest never populated: Zero with payload 1 (every page of an empty domain starts so; a write or a load
+    /// gives it a frame, and a page found zero later is Zero with payload 0). It reads as zeros like any Zero page, but it
+    /// is not guest memory, so it is never counted as saved (docs/REPORT-SCHEMA.md, "The numbers").
+    /// </summary>
+    public const ulong Untouched = 1UL << PayloadShift;
+
+    /// <summary>A Zero page the guest never populated (see <see cref="Untouched"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsUntouched(ulong e) => State(e) == PageState.Zero && Payload(e) == 1;
+
     /// <summary>Same flags (but never <see cref="SharedBlob"/>), new state and a 48-bit payload.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong WithPayload(ulong e, PageState state, ulong payload) =>

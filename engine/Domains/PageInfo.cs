@@ -34,6 +34,12 @@ public sealed record PageInfo(
     /// </summary>
     public uint? SharedBlob { get; init; }
 
+    /// <summary>
+    /// A Zero page of an empty domain that the guest never populated: not guest memory, never counted as saved
+    /// (a page written, loaded, or found zero by a scan is not untouched).
+    /// </summary>
+    public bool Untouched { get; init; }
+
     /// <summary>For a Uniform page: the 32-bit word repeated over the page.</summary>
     public uint? UniformWord { get; init; }
 

@@ -42,7 +42,13 @@ public sealed record StatsSample(
     long StoreAllocatedBytes,
     long SwapUsedBytes,
     long Faults,
-    long ScanPasses);
+    long ScanPasses)
+{
+    /// <summary>The sample of <paramref name="stats"/> taken at <paramref name="time"/>.</summary>
+    public static StatsSample From(HostStats stats, DateTimeOffset time) =>
+        new(time, stats.GuestBytes, stats.MemoryUsedBytes, stats.SavedBytes, stats.FramesInUse, stats.StoreAllocatedBytes,
+            stats.SwapUsedBytes, stats.Faults.Sum(f => f.Count), stats.ScanPasses);
+}
 
 /// <summary>What a host gives its background engine: one pass over every domain, and a stats sample.</summary>
 internal interface IEngineService

@@ -90,6 +90,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// <summary>The swap file's path, or null.</summary>
     public string? SwapPath => Reclaimer?.Swap.Storage.Path;
 
+    /// <summary>The swap file's size (0 without one).</summary>
+    public long SwapBytes => (Reclaimer?.Swap.SlotCount ?? 0) * PageGeometry.PageSize;
+
     /// <summary>The memory limit in bytes (frames and store together), or long.MaxValue when unlimited.</summary>
     internal long BudgetBytes => Frames.LimitFrames is long l ? l * PageGeometry.PageSize : long.MaxValue;
 
@@ -147,7 +150,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
     internal SharingIndex SharingIndexFor(string trustGroup) =>
         _sharing.GetOrAdd(trustGroup, static (g, frames) => new SharingIndex(g, frames), Frames);
 
-    /// <summary>Creates an empty domain of <paramref name="sizeBytes"/> (a multiple of 4096): every page Zero, no frame.</summary>
+    /// <summary>
+    /// Creates an empty domain of <paramref name="sizeBytes"/> (a multiple of 4096): every page Zero and untouched, no
+    /// frame; a page becomes guest memory when the guest first writes it.
+    /// </summary>
     public Domain CreateDomain(string name, long sizeBytes, DomainOptions? options = null)
     {
         using var op = EnterOperation();
@@ -155,6 +161,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
                 $"A domain's memory size must be a positive multiple of {PageGeometry.PageSize} bytes; {sizeBytes} was given.", sizeBytes);
         var domain = NewDomain(name, sizeBytes / PageGeometry.PageSize, options, "empty");
+        domain.MarkUntouched();
         Register(domain);
         return domain;
     }
@@ -246,10 +253,23 @@ public sealed partial class DEHost : IDEHost, IEngineService
     }
 
     /// <summary>Per-domain page counts and memory use.</summary>
+    /// <summary>
+    /// The domain's stats as the host's snapshot has them, so that they add up with the other domains'; a domain not in
+    /// the host's list (still loading) is measured alone.
+    /// </summary>
     public DomainPageStats GetPageStats(Domain domain)
     {
+        if (!ReferenceEquals(domain.Host, this)) throw DomainNotFound(domain.Name);
+        if (TakeSnapshot().Find(domain.Id) is { } stats) return stats;
         using var op = EnterOperation();
-        long priv = 0, zero = 0, shared = 0, uniform = 0, swapped = 0;
+        var (alone, charge) = MeasureDomain(domain);
+        return alone with { BytesUsed = (long)Math.Round(charge) };
+    }
+
+    /// <summary>One domain's page counts and its exact charge (a shared frame's users each pay a fraction of it).</summary>
+    private (DomainPageStats Stats, double Charge) MeasureDomain(Domain domain)
+    {
+        long priv = 0, zero = 0, untouched = 0, shared = 0, uniform = 0, swapped = 0;
         double used = 0;
         var enc = new EncodedCounts();
         for (long gfn = 0; gfn < domain.PageCount; gfn++)
@@ -258,6 +278,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             ulong e = domain.PeekEntry(gfn);
             switch (PageEntry.State(e))
             {
+                case PageState.Zero when PageEntry.IsUntouched(e): untouched++; break;
                 case PageState.Zero: zero++; break;
                 case PageState.Uniform: uniform++; break;
                 case PageState.Swapped: swapped++; break;
@@ -274,9 +295,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
             }
         }
         var policy = domain.Policy;
-        return new DomainPageStats(domain.Name, domain.Id, domain.PageCount, priv, zero, shared,
-            domain.SizeBytes, (long)Math.Round(used + enc.Used), policy.TrustGroup, policy.SharingEnabled)
+        var stats = new DomainPageStats(domain.Name, domain.Id, domain.PageCount, priv, zero, shared,
+            (domain.PageCount - untouched) * PageGeometry.PageSize, 0, policy.TrustGroup, policy.SharingEnabled)
         {
+            UntouchedPages = untouched,
             UniformPages = uniform,
             SwappedPages = swapped,
             Status = domain.Status,
@@ -288,6 +310,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             CompressionEnabled = policy.CompressionEnabled,
             CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
         };
+        return (stats, used + enc.Used);
     }
 
     private struct EncodedCounts
@@ -339,19 +362,27 @@ public sealed partial class DEHost : IDEHost, IEngineService
         }
     }
 
-    /// <summary>Host-wide frames, memory, metadata, faults and engine time.</summary>
-    public HostStats GetStats()
+    /// <summary>Host-wide frames, memory, metadata, faults and engine time (from <see cref="TakeSnapshot"/>).</summary>
+    public HostStats GetStats() => TakeSnapshot().Host;
+
+    /// <summary>Every domain's page stats and the host's totals, measured in one walk so that they add up to the byte.</summary>
+    public HostSnapshot TakeSnapshot()
     {
         using var op = EnterOperation();
         var domains = Domains;
-        long guest = domains.Sum(d => d.SizeBytes);
+        var builder = new SnapshotBuilder();
+        foreach (var d in domains)
+        {
+            var (stats, charge) = MeasureDomain(d);
+            builder.Add(stats, charge);
+        }
         long sharedFrames = _sharing.Values.Sum(s => s.Stable.Count);
         var time = Enum.GetValues<Mechanism>()
             .Select(m => new MechanismTime(m.ToString(), Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _mechanismTicks[(int)m])),
                 Interlocked.Read(ref _mechanismPages[(int)m])))
             .ToArray();
-        return new HostStats(Name, domains.Count, MemoryLimitBytes, Frames.FramesInUse, Frames.FramesFree,
-            Frames.FramesAllocated, sharedFrames, guest, MetadataBytes(domains), ScanPasses, Faults.Snapshot(), time)
+        return builder.Build(new HostStats(Name, domains.Count, MemoryLimitBytes, Frames.FramesInUse, Frames.FramesFree,
+            Frames.FramesAllocated, sharedFrames, 0, MetadataBytes(domains), ScanPasses, Faults.Snapshot(), time)
         {
             StoreAllocatedBytes = Store.AllocatedBytes,
             StoreStoredBytes = Store.StoredBytes,
@@ -360,7 +391,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             SharedCompressedFrames = SharedBlobs.Count,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
-            SwapBytes = (Reclaimer?.Swap.SlotCount ?? 0) * PageGeometry.PageSize,
+            SwapBytes = SwapBytes,
             SwapUsedBytes = (Reclaimer?.Swap.SlotsUsed ?? 0) * PageGeometry.PageSize,
             PageOuts = Reclaimer?.PageOuts ?? 0,
             PageOutP50 = Reclaimer?.PageOutLatency.Percentile(50) ?? TimeSpan.Zero,
@@ -369,7 +400,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             LastSwapWriteError = Reclaimer?.LastWriteError,
             ReclaimRuns = Reclaimer?.Runs ?? 0,
             OutOfMemoryEvents = domains.Sum(d => d.OutOfMemoryEvents),
-        };
+        });
     }
 
     /// <summary>Latency histogram of one fault kind (for reports and charts).</summary>

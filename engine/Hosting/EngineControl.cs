@@ -76,9 +76,7 @@ internal sealed class EngineControl
 
     public StatsSample RecordSample()
     {
-        var s = _stats();
-        var sample = new StatsSample(DateTimeOffset.Now, s.GuestBytes, s.MemoryUsedBytes, s.SavedBytes, s.FramesInUse,
-            s.StoreAllocatedBytes, s.SwapUsedBytes, s.Faults.Sum(f => f.Count), s.ScanPasses);
+        var sample = StatsSample.From(_stats(), DateTimeOffset.Now);
         lock (_history)
         {
             _history.Enqueue(sample);

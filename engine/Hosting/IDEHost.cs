@@ -46,7 +46,14 @@ public interface IDEHost : IDisposable
     void SetHostPolicy(int? keys, int? blocksPerKey, int? candidates, int? seed, double? compactionThreshold,
         double? lowWatermark, double? highWatermark);
 
+    /// <summary>The host-wide figures: <see cref="TakeSnapshot"/>'s host part.</summary>
     HostStats GetStats();
+
+    /// <summary>
+    /// Every domain's page stats (on Xen every guest domain: domain 0 is not treated) and the host's totals, measured
+    /// together so that they add up to the byte (docs/REPORT-SCHEMA.md, "The numbers").
+    /// </summary>
+    HostSnapshot TakeSnapshot();
 
     /// <summary>The latency histogram of one kind of fault (on Xen: the page-ins the pager served, by how it rebuilt them).</summary>
     LatencyHistogram FaultHistogram(FaultKind kind);

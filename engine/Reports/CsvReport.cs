@@ -22,6 +22,7 @@ public static class CsvReport
         ("PageCount", s => ReportText.Raw(s.PageCount)),
         ("PrivatePages", s => ReportText.Raw(s.PrivatePages)),
         ("ZeroPages", s => ReportText.Raw(s.ZeroPages)),
+        ("UntouchedPages", s => ReportText.Raw(s.UntouchedPages)),
         ("UniformPages", s => ReportText.Raw(s.UniformPages)),
         ("SharedPages", s => ReportText.Raw(s.SharedPages)),
         ("PatchedPages", s => ReportText.Raw(s.PatchedPages)),

@@ -12,7 +12,7 @@ namespace DifferenceEngine.Reports;
 /// no script, nothing fetched (its Content-Security-Policy forbids it). Every number a test or a script
 /// may want carries its exact value in data-* attributes: <c>&lt;td data-domain="web1"
 /// data-field="SharedPages" data-value="123"&gt;</c> for the domain table (field names as in
-/// Get-DEPageStats), <c>data-field="host.SavedBytes"</c> for the summary. Every name is escaped, and the
+/// Get-DEPageStats), <c>data-field="summary.SavedBytes"</c> for the summary tiles, <c>data-total</c> for the table's totals. Every name is escaped, and the
 /// page is well-formed XML too.
 /// </summary>
 public static class HtmlReport
@@ -61,25 +61,47 @@ public static class HtmlReport
     private static void WriteSummary(TextWriter w, ReportModel m)
     {
         var s = m.HostStats;
+        var sum = m.Summary;
         w.Write("<div class=\"cards\" id=\"summary\">\n");
-        Card(w, "Guest memory", "host.GuestBytes", s.GuestBytes, ReportText.Bytes(s.GuestBytes),
-            $"{Plural(s.Domains, "domain")}, {Plural(s.GuestBytes / PageGeometry.PageSize, "page")}", null);
-        Card(w, "Memory used", "host.MemoryUsedBytes", s.MemoryUsedBytes, ReportText.Bytes(s.MemoryUsedBytes),
-            $"frames {ReportText.Bytes(s.FrameBytes)}, store {ReportText.Bytes(s.StoreAllocatedBytes)}, metadata {ReportText.Bytes(s.MetadataBytes)}", null);
-        Card(w, "Saved", "host.SavedBytes", s.SavedBytes, ReportText.Bytes(s.SavedBytes),
+        string untouched = sum.UntouchedBytes == 0 ? "" : $"; {ReportText.Bytes(sum.UntouchedBytes)} never populated, not counted";
+        Card(w, "Guest memory", "summary.GuestBytes", sum.GuestBytes, ReportText.Bytes(sum.GuestBytes),
+            $"{Plural(m.Domains.Count, "domain")}, {Plural(sum.GuestBytes / PageGeometry.PageSize, "page")}{untouched}", null);
+        Card(w, "Memory used", "summary.MemoryUsedBytes", sum.MemoryUsedBytes, ReportText.Bytes(sum.MemoryUsedBytes),
+            string.Join(", ", sum.Parts.Select(p => $"{PartLabel(p.Part).ToLowerInvariant()} {ReportText.Bytes(p.Bytes)}")), null);
+        Card(w, "Saved", "summary.SavedBytes", sum.SavedBytes, ReportText.Bytes(sum.SavedBytes),
             $"{ReportText.Count(s.SharedFrames)} shared frames, {Plural(s.ScanPasses, "scan pass", "scan passes")}", "good");
-        w.Write($"<div class=\"card good\" data-field=\"host.SavingsPercent\" data-value=\"{ReportText.Raw(s.SavingsPercent)}\">");
-        w.Write($"<div class=\"label\">Savings</div><div class=\"value\">{E(ReportText.Percent(s.SavingsPercent))}</div>");
+        w.Write($"<div class=\"card good\" data-field=\"summary.SavingsPercent\" data-value=\"{ReportText.Raw(sum.SavingsPercent)}\">");
+        w.Write($"<div class=\"label\">Savings</div><div class=\"value\">{E(ReportText.Percent(sum.SavingsPercent))}</div>");
         w.Write("<div class=\"sub\">of guest memory needs no machine memory</div>");
-        double gauge = Math.Clamp(s.SavingsPercent, 0, 100);
+        double gauge = Math.Clamp(sum.SavingsPercent, 0, 100);
         w.Write($"<div class=\"gauge\"><div style=\"width:{gauge.ToString("0.##", C)}%\"></div></div></div>\n");
         w.Write("</div>\n");
         if (!m.AllDomains)
         {
-            w.Write($"<p class=\"scope\" id=\"scope\">This report lists {Plural(m.Domains.Count, "selected domain")} of the host's {s.Domains}; ");
-            w.Write("the summary above, the history and the fault latency cover the whole host.</p>\n");
+            w.Write($"<p class=\"scope\" id=\"scope\">This report lists {Plural(m.Domains.Count, "selected domain")} of the host's {s.Domains}: ");
+            w.Write("the summary above is theirs (the bytes charged to their pages); the host-wide costs (metadata, the store's slack), ");
+            w.Write("the history and the fault latency cover the whole host.</p>\n");
         }
     }
+
+    /// <summary>How the report names a part of memory used.</summary>
+    private static string PartLabel(string part) => part switch
+    {
+        UsedPart.Domains => "Domains",
+        UsedPart.StoreSlack => "Store slack",
+        UsedPart.Metadata => "Metadata",
+        UsedPart.Uncharged => "Uncharged",
+        _ => part,
+    };
+
+    /// <summary>What a host-wide row of the domain table holds.</summary>
+    private static string PartDetail(string part) => part switch
+    {
+        UsedPart.StoreSlack => "the store's slabs not filled by blobs",
+        UsedPart.Metadata => "the engine's tables: P2M, frames, sharing, store, swap",
+        UsedPart.Uncharged => "frames and blobs charged to no page: in flight while the snapshot was taken",
+        _ => "",
+    };
 
     private static void Card(TextWriter w, string label, string field, long value, string shown, string sub, string? cls)
     {
@@ -89,15 +111,18 @@ public static class HtmlReport
 
     private static void WriteDomainTable(TextWriter w, ReportModel m)
     {
+        var states = HtmlStyle.StatesOf(m.Domains);
         Section(w, "domains", "Domains", "Pages per state and the memory each domain uses and saves, as Get-DEPageStats shows them. "
-            + "A shared frame is charged to its users in equal parts; patched and compressed pages are charged their stored bytes.");
+            + "A shared frame is charged to its users in equal parts; patched and compressed pages are charged their stored bytes. "
+            + "Untouched pages were never populated by the guest: not guest memory, never counted as saved."
+            + (m.AllDomains ? " Host-wide costs are charged to no domain and have lines of their own, so the totals are the summary's." : ""));
         if (m.Domains.Count == 0)
         {
             EmptyNote(w, "no-domains", "No domains.", null);
             return;
         }
         w.Write("<div class=\"scroll\"><table id=\"domain-table\">\n<thead><tr><th class=\"text\">Domain</th><th>Pages</th>");
-        foreach (var st in HtmlStyle.States) w.Write($"<th><span class=\"swatch\" style=\"background:{st.Color}\"></span>{st.Label}</th>");
+        foreach (var st in states) w.Write($"<th><span class=\"swatch\" style=\"background:{st.Color}\"></span>{st.Label}</th>");
         w.Write("<th>Guest</th><th>Used</th><th>Saved</th><th>Savings</th><th class=\"text\">Mechanisms</th></tr></thead>\n<tbody>\n");
         foreach (var d in m.Domains)
         {
@@ -110,7 +135,7 @@ public static class HtmlReport
             w.Write($"<span class=\"sub\"><span data-domain=\"{name}\" data-field=\"TrustGroup\" data-value=\"{E(s.TrustGroup)}\" title=\"trust group\">{E(s.TrustGroup)}</span>");
             w.Write($" · <span class=\"{statusClass}\" data-domain=\"{name}\" data-field=\"Status\" data-value=\"{E(s.Status)}\">{E(s.Status)}</span></span></td>");
             CountCell(w, name, "PageCount", s.PageCount);
-            foreach (var st in HtmlStyle.States) CountCell(w, name, st.Field, st.Pages(s));
+            foreach (var st in states) CountCell(w, name, st.Field, st.Pages(s));
             BytesCell(w, name, "GuestBytes", s.GuestBytes, null);
             BytesCell(w, name, "BytesUsed", s.BytesUsed, null);
             BytesCell(w, name, "BytesSaved", s.BytesSaved, "saved");
@@ -124,17 +149,29 @@ public static class HtmlReport
         }
         w.Write("</tbody>\n");
         var t = m.Totals;
-        w.Write($"<tfoot><tr><td class=\"text\">Total ({Plural(t.Domains, "domain")})</td>");
+        var sum = m.Summary;
+        w.Write("<tfoot>");
+        int stateColumns = states.Length;
+        // Host-wide costs charged to no domain, on lines of their own: with them the Used column adds up to the tiles.
+        foreach (var part in sum.Parts.Where(p => p.Part != UsedPart.Domains))
+        {
+            // The name and what it is span the page and guest columns, which a host-wide cost has none of.
+            w.Write($"<tr class=\"part\" data-part=\"{part.Part}\"><td class=\"text part\" colspan=\"{stateColumns + 3}\"><strong>{E(PartLabel(part.Part))}</strong>");
+            w.Write($"<span class=\"sub\">{E(PartDetail(part.Part))}</span></td>");
+            w.Write($"<td data-part=\"{part.Part}\" data-field=\"BytesUsed\" data-value=\"{ReportText.Raw(part.Bytes)}\">{E(ReportText.Bytes(part.Bytes))}</td>");
+            w.Write($"<td data-part=\"{part.Part}\" data-field=\"BytesSaved\" data-value=\"{ReportText.Raw(-part.Bytes)}\">{E(ReportText.Bytes(-part.Bytes))}</td><td colspan=\"2\"></td></tr>\n");
+        }
+        w.Write($"<tr class=\"total\"><td class=\"text\">Total ({Plural(t.Domains, "domain")})</td>");
         TotalCell(w, "PageCount", t.PageCount, ReportText.Count(t.PageCount), null);
-        foreach (var st in HtmlStyle.States)
+        foreach (var st in states)
         {
             long pages = m.Domains.Sum(d => st.Pages(d.Stats));
             TotalCell(w, st.Field, pages, ReportText.Count(pages), pages == 0 ? "zero" : null);
         }
-        TotalCell(w, "GuestBytes", t.GuestBytes, ReportText.Bytes(t.GuestBytes), null);
-        TotalCell(w, "BytesUsed", t.BytesUsed, ReportText.Bytes(t.BytesUsed), null);
-        TotalCell(w, "BytesSaved", t.BytesSaved, ReportText.Bytes(t.BytesSaved), "saved");
-        w.Write($"<td data-total=\"SavingsPercent\" data-value=\"{ReportText.Raw(t.SavingsPercent)}\">{E(ReportText.Percent(t.SavingsPercent))}</td><td></td></tr></tfoot>\n");
+        TotalCell(w, "GuestBytes", sum.GuestBytes, ReportText.Bytes(sum.GuestBytes), null);
+        TotalCell(w, "BytesUsed", sum.MemoryUsedBytes, ReportText.Bytes(sum.MemoryUsedBytes), null);
+        TotalCell(w, "BytesSaved", sum.SavedBytes, ReportText.Bytes(sum.SavedBytes), "saved");
+        w.Write($"<td data-total=\"SavingsPercent\" data-value=\"{ReportText.Raw(sum.SavingsPercent)}\">{E(ReportText.Percent(sum.SavingsPercent))}</td><td></td></tr></tfoot>\n");
         w.Write("</table></div>\n</section>\n");
     }
 
@@ -152,6 +189,7 @@ public static class HtmlReport
 
     private static void WriteStateChart(TextWriter w, ReportModel m)
     {
+        var states = HtmlStyle.StatesOf(m.Domains);
         Section(w, "page-states", "Page states per domain",
             "Where each domain's pages live, as a share of its pages. Only Private pages hold a frame of their own.");
         if (m.Domains.Count == 0)
@@ -160,7 +198,7 @@ public static class HtmlReport
             return;
         }
         w.Write("<div class=\"legend\">");
-        foreach (var st in HtmlStyle.States) w.Write($"<span><span class=\"swatch\" style=\"background:{st.Color}\"></span>{st.Label}</span>");
+        foreach (var st in states) w.Write($"<span><span class=\"swatch\" style=\"background:{st.Color}\"></span>{st.Label}</span>");
         w.Write("</div>\n");
         HtmlCharts.StateBars(w, m.Domains);
         w.Write("</section>\n");
@@ -168,7 +206,8 @@ public static class HtmlReport
 
     private static void WriteHistoryChart(TextWriter w, ReportModel m)
     {
-        Section(w, "history", "Savings over time", "Host-wide, from the stats sample the background engine takes after each pass.");
+        Section(w, "history", "Savings over time", "Host-wide, from the stats sample the background engine takes after each pass; "
+            + "the last point is this report's" + (m.AllDomains ? "." : $" for the whole host ({Plural(m.HostStats.Domains, "domain")}), not the summary's selection."));
         if (m.History.Count < 2)
         {
             EmptyNote(w, "no-history", "No history yet: start the engine.",
@@ -220,6 +259,7 @@ public static class HtmlReport
             ("Frames free", s.MemoryLimitBytes is null ? $"{ReportText.Count(s.FramesFree)} (no limit)" : ReportText.Count(s.FramesFree)),
             ("Shared frames", ReportText.Count(s.SharedFrames)),
             ("Metadata", ReportText.Bytes(s.MetadataBytes)),
+            ("Never populated", ReportText.Bytes(s.UntouchedBytes)),
             ("Out-of-memory events", ReportText.Count(s.OutOfMemoryEvents)),
         ]);
         KeyValues(w, "Store and swap", [
@@ -250,7 +290,7 @@ public static class HtmlReport
         w.Write("<div><h3>Engine time</h3><table id=\"engine-time\"><thead><tr><th class=\"text\">Mechanism</th><th>Busy</th><th>Pages</th><th>Per page</th></tr></thead><tbody>\n");
         foreach (var t in s.EngineTime)
             w.Write($"<tr><td class=\"text\">{E(t.Mechanism)}</td><td>{E(ReportText.Duration(t.BusyTime))}</td><td>{ReportText.Count(t.Pages)}</td>"
-                + $"<td>{E(t.Pages == 0 ? "-" : ReportText.Duration(TimeSpan.FromTicks((long)Math.Round(t.NanosecondsPerPage / 100))))}</td></tr>\n");
+                + $"<td data-field=\"NanosecondsPerPage\" data-value=\"{ReportText.Raw(t.NanosecondsPerPage)}\">{E(t.Pages == 0 ? "-" : ReportText.Nanoseconds(t.NanosecondsPerPage))}</td></tr>\n");
         w.Write("</tbody></table></div>\n");
 
         KeyValues(w, "Host policy", [

@@ -6,11 +6,19 @@ namespace DifferenceEngine.Reports;
 /// <summary>The HTML report's look: its style sheet and the colour of each page state and fault kind.</summary>
 internal static class HtmlStyle
 {
-    /// <summary>A page state as the report shows it: the Get-DEPageStats property, a label, colours, the count.</summary>
-    internal sealed record StateColumn(PageState State, string Field, string Color, string TextColor, Func<DomainPageStats, long> Pages)
+    /// <summary>A page state as the report shows it: a label, the Get-DEPageStats property, colours, the count.</summary>
+    internal sealed record StateColumn(string Label, string Field, string Color, string TextColor, Func<DomainPageStats, long> Pages)
     {
-        public string Label => State.ToString();
+        public StateColumn(PageState state, string field, string color, string textColor, Func<DomainPageStats, long> pages)
+            : this(state.ToString(), field, color, textColor, pages) { }
     }
+
+    /// <summary>
+    /// The page states a report shows: every state, but Untouched only when some domain of the report has such pages
+    /// (most hosts have no empty domains, and the table is wide enough).
+    /// </summary>
+    public static StateColumn[] StatesOf(IReadOnlyList<DomainReport> domains) =>
+        States.Where(st => st.Field != nameof(DomainPageStats.UntouchedPages) || domains.Any(d => d.Stats.UntouchedPages > 0)).ToArray();
 
     /// <summary>The page states in the order of the table's columns and the bars' segments.</summary>
     public static readonly StateColumn[] States =
@@ -22,6 +30,8 @@ internal static class HtmlStyle
         new(PageState.Patched, nameof(DomainPageStats.PatchedPages), "#8b6cc1", "#ffffff", s => s.PatchedPages),
         new(PageState.Compressed, nameof(DomainPageStats.CompressedPages), "#e39a3b", "#ffffff", s => s.CompressedPages),
         new(PageState.Swapped, nameof(DomainPageStats.SwappedPages), "#c8553d", "#ffffff", s => s.SwappedPages),
+        // Zero pages the guest never populated: not guest memory (an empty domain's pages until written).
+        new("Untouched", nameof(DomainPageStats.UntouchedPages), "#eef1f4", "#64748b", s => s.UntouchedPages),
     ];
 
     /// <summary>A fault kind's colour: that of the page state the fault leaves.</summary>
@@ -78,6 +88,8 @@ internal static class HtmlStyle
         td.name .sub { display: block; font-size: 11.5px; color: var(--muted); }
         tbody tr:hover { background: #f4f8fd; }
         tfoot td { font-weight: 650; border-top: 2px solid #d9dee5; border-bottom: none; }
+        tfoot tr.part td { font-weight: 400; border-top: 1px solid #e6e9ee; }
+        tfoot td.part .sub { display: block; font-size: 11.5px; color: var(--muted); }
         td.zero { color: #b3bcc6; }
         td.saved { color: var(--good); font-weight: 600; }
         .chip { display: inline-block; font-size: 10.5px; font-weight: 600; padding: 0 5px; border-radius: 8px; margin-left: 2px;

@@ -6,12 +6,12 @@ namespace DifferenceEngine.Reports;
 
 /// <summary>
 /// Writes a <see cref="ReportModel"/> as JSON, field by field as docs/REPORT-SCHEMA.md lists them
-/// (schemaVersion 1): sizes in bytes, durations in seconds or microseconds as the name says, times in
+/// (schemaVersion 2): sizes in bytes, durations in seconds or microseconds as the name says, times in
 /// ISO 8601 with their offset.
 /// </summary>
 public static class JsonReport
 {
-    public const int SchemaVersion = 1;
+    public const int SchemaVersion = 2;
 
     public static void Write(ReportModel model, TextWriter writer)
     {
@@ -33,6 +33,7 @@ public static class JsonReport
         w.WriteEndObject();
         Field(w, "generatedAt", model.GeneratedAt);
         WriteMachine(w, model.Machine);
+        WriteSummary(w, model.Summary);
         WriteHost(w, model);
         WriteEngine(w, model.Engine);
         WritePolicy(w, model.Policy);
@@ -63,6 +64,28 @@ public static class JsonReport
         w.WriteEndObject();
     }
 
+    private static void WriteSummary(JsonWriter w, ReportSummary s)
+    {
+        w.WritePropertyName("summary");
+        w.WriteStartObject();
+        Field(w, "guestBytes", s.GuestBytes);
+        Field(w, "memoryUsedBytes", s.MemoryUsedBytes);
+        Field(w, "savedBytes", s.SavedBytes);
+        Field(w, "savingsPercent", s.SavingsPercent);
+        Field(w, "untouchedBytes", s.UntouchedBytes);
+        w.WritePropertyName("memoryUsedParts");
+        w.WriteStartArray();
+        foreach (var p in s.Parts)
+        {
+            w.WriteStartObject();
+            Field(w, "part", p.Part);
+            Field(w, "bytes", p.Bytes);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
     private static void WriteHost(JsonWriter w, ReportModel model)
     {
         var s = model.HostStats;
@@ -77,6 +100,10 @@ public static class JsonReport
         Field(w, "memoryUsedBytes", s.MemoryUsedBytes);
         Field(w, "savedBytes", s.SavedBytes);
         Field(w, "savingsPercent", s.SavingsPercent);
+        Field(w, "untouchedBytes", s.UntouchedBytes);
+        Field(w, "domainsUsedBytes", s.DomainsUsedBytes);
+        Field(w, "storeSlackBytes", s.StoreSlackBytes);
+        Field(w, "unchargedBytes", s.UnchargedBytes);
         Field(w, "frameBytes", s.FrameBytes);
         Field(w, "framesInUse", s.FramesInUse);
         Field(w, "framesFree", s.FramesFree);
@@ -188,6 +215,7 @@ public static class JsonReport
         Field(w, "pageCount", s.PageCount);
         Field(w, "privatePages", s.PrivatePages);
         Field(w, "zeroPages", s.ZeroPages);
+        Field(w, "untouchedPages", s.UntouchedPages);
         Field(w, "uniformPages", s.UniformPages);
         Field(w, "sharedPages", s.SharedPages);
         Field(w, "patchedPages", s.PatchedPages);

@@ -43,6 +43,19 @@ public static class ReportText
         return string.Create(C, $"{(int)t.TotalMinutes}m {t.Seconds:00}s");
     }
 
+    /// <summary>
+    /// A time per item in nanoseconds, with the digits that matter below 100 ns ("10.2 ns", "850 ns", "12.3 µs"): the
+    /// clock's few nanoseconds a page are not rounded to 0.
+    /// </summary>
+    public static string Nanoseconds(double ns)
+    {
+        if (!double.IsFinite(ns) || ns <= 0) return "0";
+        if (ns < 10) return ns.ToString("0.00", C) + " ns";
+        if (ns < 100) return ns.ToString("0.0", C) + " ns";
+        if (ns < 1_000) return ns.ToString("0", C) + " ns";
+        return Duration(TimeSpan.FromTicks((long)Math.Round(ns / 100)));
+    }
+
     /// <summary>A number as data (JSON, CSV, data-value attributes): invariant, round-trippable.</summary>
     public static string Raw(long value) => value.ToString(C);
 

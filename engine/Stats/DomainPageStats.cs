@@ -1,9 +1,13 @@
 namespace DifferenceEngine.Stats;
 
 /// <summary>
-/// Pages per state and the memory a domain uses and saves. A shared frame is charged to its users in
-/// equal parts (patches that use it as their reference count as users); a patch or compressed page is
-/// charged its stored bytes, and a compressed shared frame is charged to the pages that name it in equal parts.
+/// Pages per state and the memory a domain uses and saves (docs/REPORT-SCHEMA.md, "The numbers"). The page counts add
+/// up to <see cref="PageCount"/>. Guest memory is the pages the guest populated (<see cref="UntouchedPages"/> are not).
+/// Memory used is the domain's charge: a shared frame is charged to its users in equal parts (patches that use it as
+/// their reference count as users); a patch or compressed page is charged its stored bytes, and a compressed shared
+/// frame is charged to the pages that name it in equal parts. The charges of a host's domains are rounded together so
+/// that they add up to the host's <see cref="HostStats.DomainsUsedBytes"/> to the byte. Saved is guest memory minus
+/// used. Host-wide costs (metadata, the store's slack) are charged to no domain: <see cref="HostStats"/> has them.
 /// </summary>
 public sealed record DomainPageStats(
     string Domain,
@@ -17,6 +21,12 @@ public sealed record DomainPageStats(
     string TrustGroup,
     bool SharingEnabled)
 {
+    /// <summary>
+    /// Pages of an empty domain the guest never populated (never written): zeros to read, but not guest memory, so
+    /// neither used nor saved. Not counted in <see cref="ZeroPages"/>.
+    /// </summary>
+    public long UntouchedPages { get; init; }
+
     /// <summary>Pages that are one repeated non-zero 32-bit word (no frame, no blob).</summary>
     public long UniformPages { get; init; }
     public long PatchedPages { get; init; }

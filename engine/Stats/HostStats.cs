@@ -47,11 +47,29 @@ public sealed record HostStats(
 
     public long FrameBytes => FramesInUse * Memory.PageGeometry.PageSize;
 
+    /// <summary>
+    /// Bytes of domains' pages the guests never populated (an empty domain's untouched pages): not in
+    /// <see cref="GuestBytes"/>, never counted as saved.
+    /// </summary>
+    public long UntouchedBytes { get; init; }
+
+    /// <summary>The sum of every domain's BytesUsed: the frames and stored bytes charged to the domains' pages.</summary>
+    public long DomainsUsedBytes { get; init; }
+
     /// <summary>What the host holds for its guests: frames in use, the store's slabs, and engine metadata.</summary>
     public long MemoryUsedBytes => FrameBytes + StoreAllocatedBytes + MetadataBytes;
 
-    /// <summary>Guest memory minus what holds it: frames and store slabs (fragmentation included).</summary>
-    public long SavedBytes => GuestBytes - FrameBytes - StoreAllocatedBytes;
+    /// <summary>The store's slabs not filled by blobs (what packing loses): allocated minus stored.</summary>
+    public long StoreSlackBytes => StoreAllocatedBytes - StoreStoredBytes;
+
+    /// <summary>
+    /// Frames and stored bytes charged to no domain's page: frames and blobs in flight while a pass or a guest write runs
+    /// during the snapshot. 0 at rest; so memory used = domains' bytes + store slack + metadata + this, to the byte.
+    /// </summary>
+    public long UnchargedBytes => FrameBytes + StoreStoredBytes - DomainsUsedBytes;
+
+    /// <summary>Guest memory minus memory used (metadata included): what the guests have that no machine memory holds.</summary>
+    public long SavedBytes => GuestBytes - MemoryUsedBytes;
 
     public double SavingsPercent => GuestBytes == 0 ? 0 : Math.Round(100.0 * SavedBytes / GuestBytes, 2);
 }

@@ -136,6 +136,9 @@ public sealed partial class XenHost : IDEHost, IEngineService
     /// <summary>The pager's swap file, or null.</summary>
     public string? SwapPath => swap?.Storage.Path;
 
+    /// <summary>The swap file's size (0 without one).</summary>
+    public long SwapBytes => (swap?.SlotCount ?? 0) * PageGeometry.PageSize;
+
     /// <summary>CPU time (user + system, per worker thread) the engine's passes have used.</summary>
     public TimeSpan EngineCpuTime => TimeSpan.FromTicks(Interlocked.Read(ref engineCpuTicks));
 
@@ -345,18 +348,29 @@ public sealed partial class XenHost : IDEHost, IEngineService
         return page;
     }
 
-    /// <summary>Pages per state and memory used and saved, from Xen's counters and what the pager holds.</summary>
+    /// <summary>Pages per state and memory used and saved, from Xen's counters and what the pager holds (as the host's snapshot has them).</summary>
     public DomainPageStats GetPageStats(XenDomain domain)
     {
         CheckOwned(domain);
-        Refresh();
+        if (domain.IsControlDomain)
+        {
+            // Domain 0 is not treated, and not in the snapshot: measured alone.
+            Refresh();
+            var (stats, charge) = MeasureDomain(domain, SharedFrameCharge(out _));
+            return stats with { BytesUsed = (long)Math.Round(charge) };
+        }
+        return TakeSnapshot().Find(domain.Id) ?? throw DEHost.DomainNotFound(domain.Name);
+    }
+
+    /// <summary>A domain's page counts and its exact charge: its own frames, its share of the shared frames, its stored bytes.</summary>
+    private (DomainPageStats Stats, double Charge) MeasureDomain(XenDomain domain, double sharedCharge)
+    {
         var info = domain.Info;
         var held = pager.GetDomainStats(domain.DomainId);
-        double sharedCharge = SharedFrameCharge(out _);
-        long used = (long)info.TotalPages * PageGeometry.PageSize + (long)Math.Round(info.SharedPages * sharedCharge) + held.StoredBytes;
+        double used = (double)info.TotalPages * PageGeometry.PageSize + info.SharedPages * sharedCharge + held.StoredBytes;
         var policy = domain.Policy;
-        return new DomainPageStats(domain.Name, domain.Id, domain.PageCount, (long)info.TotalPages, 0, (long)info.SharedPages,
-            domain.SizeBytes, used, policy.TrustGroup, policy.SharingEnabled)
+        var stats = new DomainPageStats(domain.Name, domain.Id, domain.PageCount, (long)info.TotalPages, 0, (long)info.SharedPages,
+            domain.SizeBytes, 0, policy.TrustGroup, policy.SharingEnabled)
         {
             PatchedPages = held.PatchedPages,
             CompressedPages = held.CompressedPages + held.PlainPages,
@@ -368,24 +382,34 @@ public sealed partial class XenHost : IDEHost, IEngineService
             CompressionEnabled = policy.CompressionEnabled,
             CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
         };
+        return (stats, used);
     }
 
     /// <summary>
     /// Host-wide: guest memory of the domUs, the frames they hold (their own plus the shared frames), what the pager holds,
     /// the engine's metadata, page-ins, engine time.
     /// </summary>
-    public HostStats GetStats()
+    public HostStats GetStats() => TakeSnapshot().Host;
+
+    /// <summary>Every domU's page stats and the host's totals, from one refresh of Xen's counters, adding up to the byte.</summary>
+    public HostSnapshot TakeSnapshot()
     {
+        Refresh();
         var domains = Domains.Where(d => !d.IsControlDomain).ToArray();
-        SharedFrameCharge(out ulong usedFrames);
-        long guest = domains.Sum(d => d.SizeBytes);
+        double sharedCharge = SharedFrameCharge(out ulong usedFrames);
+        var builder = new SnapshotBuilder();
+        foreach (var d in domains)
+        {
+            var (stats, charge) = MeasureDomain(d, sharedCharge);
+            builder.Add(stats, charge);
+        }
         long frames = domains.Sum(d => (long)d.Info.TotalPages) + (long)usedFrames;
         long metadata = domains.Sum(d => d.MetadataBytes) + (swap?.MetadataBytes ?? 0) + ReferenceIndexBytes;
         var time = new[]
         {
             new MechanismTime("Scan", TimeSpan.FromTicks(Interlocked.Read(ref scanTicks)), Interlocked.Read(ref pagesSwept)),
         };
-        return new HostStats(Name, domains.Length, PagerMemoryLimitBytes, frames, 0, frames, (long)usedFrames, guest, metadata,
+        return builder.Build(new HostStats(Name, domains.Length, PagerMemoryLimitBytes, frames, 0, frames, (long)usedFrames, 0, metadata,
             ScanPasses, pager.Faults.Snapshot(), time)
         {
             StoreAllocatedBytes = pager.StoredBytes,
@@ -393,10 +417,10 @@ public sealed partial class XenHost : IDEHost, IEngineService
             StoreBlobs = pager.EvictedPages,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
-            SwapBytes = (swap?.SlotCount ?? 0) * PageGeometry.PageSize,
+            SwapBytes = SwapBytes,
             SwapUsedBytes = (swap?.SlotsUsed ?? 0) * PageGeometry.PageSize,
             PageOuts = pager.SwapOuts,
-        };
+        });
     }
 
     /// <summary>The pager's page-ins of one kind (Unpatch, Decompress, SwapIn), timed from the ring's request to the answer.</summary>

@@ -276,3 +276,48 @@ Describe 'Enums are names in JSON' {
         Get-DEEngine | ConvertTo-Json -Compress | Should -Match '"State":"Stopped"'
     }
 }
+
+Describe 'Table headers are property names' {
+    BeforeDiscovery {
+        Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+        # Every column of every table view of the module, with the type it shows and what fills it.
+        $columns = foreach ($data in Get-FormatData -TypeName 'DifferenceEngine.*' -PowerShellVersion $PSVersionTable.PSVersion) {
+            foreach ($view in $data.FormatViewDefinition | Where-Object { $_.Control -is [System.Management.Automation.TableControl] }) {
+                $headers = $view.Control.Headers
+                $items = $view.Control.Rows[0].Columns
+                for ($i = 0; $i -lt $headers.Count; $i++) {
+                    @{ Type = $data.TypeNames[0]; View = $view.Name; Label = $headers[$i].Label
+                       Kind = "$($items[$i].DisplayEntry.ValueType)"; Value = $items[$i].DisplayEntry.Value }
+                }
+            }
+        }
+    }
+
+    It 'finds the table views' -ForEach @(@{ Found = @($columns).Count }) {
+        # The views of domains, page stats, pages, scans, hosts and policies at least.
+        $Found | Should -BeGreaterThan 60
+    }
+
+    It '<View>: <Label> is a property of <Type>, and the column shows it' -ForEach $columns {
+        $type = $Type -as [type]
+        $type | Should -Not -BeNullOrEmpty -Because "$Type is loaded with the module"
+        $names = @($type.GetProperties().Name) + @((Get-TypeData -TypeName $Type).Members.Keys) +
+            @($type.GetInterfaces() | ForEach-Object { (Get-TypeData -TypeName $_.FullName).Members.Keys })
+        $names | Should -Contain $Label -Because 'Sort-Object, Where-Object and Select-Object take the name the header shows'
+        if ($Kind -eq 'Property') { $Value | Should -BeExactly $Label }
+        else { $Value | Should -Match ('\$_\.' + [regex]::Escape($Label) + '\b') -Because 'the column shows the property it is named after' }
+    }
+
+    It 'shows Get-DEPolicy with the names Set-DEPolicy and Import-Csv use' {
+        $deHost = Connect-DEHost -Name "pester-hdr-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $null = New-DEDomain -Name hdr1 -MemorySize 16KB
+            $table = Get-DEPolicy -Domain hdr1 | Format-Table | Out-String -Width 200
+            $table | Should -Match 'PatchThreshold\s+CompressionThreshold\s+C4Sweeps'
+            $table | Should -Not -Match 'PatchMax|Codec'
+        }
+        finally {
+            $deHost | Disconnect-DEHost -Confirm:$false
+        }
+    }
+}

@@ -69,12 +69,18 @@ Describe 'New-DEDomain' {
         Get-DEDomain | Remove-DEDomain -Confirm:$false
     }
 
-    It 'makes an empty domain whose pages are all Zero' {
+    It 'makes an empty domain whose pages are all untouched: neither guest memory nor saved' {
         $d = New-DEDomain -Name empty1 -MemorySize 4MB
         $d | Should -BeOfType ([DifferenceEngine.Domains.Domain])
         $d.PageCount | Should -Be 1024
         $d.Source | Should -Be 'empty'
-        (Get-DEPageStats -Domain empty1).ZeroPages | Should -Be 1024
+        $stats = Get-DEPageStats -Domain empty1
+        $stats.UntouchedPages | Should -Be 1024
+        $stats.ZeroPages | Should -Be 0
+        $stats.GuestBytes | Should -Be 0
+        $stats.BytesSaved | Should -Be 0
+        $stats.SavingsPercent | Should -Be 0
+        (Get-DEPage -Domain empty1 -Gfn 7).Untouched | Should -BeTrue
     }
 
     It 'sets the trust group, the C4 period and sharing from its parameters' {

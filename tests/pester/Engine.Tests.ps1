@@ -127,7 +127,7 @@ Describe 'The background engine with a workload running' {
     It 'shows the status in a table and a list of 120 columns, and the history in a table' {
         $lines = (Get-DEEngine | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        $lines -join "`n" | Should -Match 'Host\s+State\s+Interval\s+Passes\s+LastPass\s+PassTime\s+Busy\s+Busy%\s+CPU\s+Samples\s+LastError'
+        $lines -join "`n" | Should -Match 'Host\s+State\s+Interval\s+PassesRun\s+LastPass\s+LastPassDuration\s+BusyPercent\s+CpuTime\s+Samples\s+LastError'
         $text = $running | Format-List | Out-String -Width 120
         $text | Should -Match 'State\s*:\s*Running'
         $text | Should -Match 'Interval\s*:\s*200\.0 ms'
@@ -135,7 +135,7 @@ Describe 'The background engine with a workload running' {
         $text | Should -Match 'Busy\s*:\s*\S+ \S+ \([\d.]+% of the time since started\)'
         $lines = (Get-DEEngine -History | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        $lines -join "`n" | Should -Match 'Time\s+Guest\s+Used\s+Saved\s+Frames\s+Store\s+Swap\s+Faults\s+Passes'
+        $lines -join "`n" | Should -Match 'Time\s+GuestBytes\s+MemoryUsedBytes\s+SavedBytes\s+StoreAllocatedBytes\s+SwapUsedBytes\s+Faults\s+ScanPasses'
     }
 }
 
@@ -248,7 +248,7 @@ Describe 'Start-DEEngine and Stop-DEEngine' {
 
     It 'shows the engine state in the Get-DEHost table' {
         Start-DEEngine -Interval 1
-        Get-DEHost -Name $deHost.Name | Format-Table | Out-String -Width 120 | Should -Match 'Swap\s+Engine[\s\S]*none\s+Running'
+        Get-DEHost -Name $deHost.Name | Format-Table | Out-String -Width 120 | Should -Match 'SwapBytes\s+EngineStatus[\s\S]*none\s+Running'
     }
 }
 

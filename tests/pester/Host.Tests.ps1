@@ -178,7 +178,7 @@ Describe 'Hosts by name' {
 
     It 'takes a host by name in -DEHost, not only the current one' {
         (Get-DEDomain -DEHost $lab).Name | Should -Be @('web1', 'web2')
-        (Get-DEHostStats -DEHost $lab.ToUpperInvariant()).GuestBytes | Should -Be 2MB   # names ignore case
+        (Get-DEHostStats -DEHost $lab.ToUpperInvariant()).UntouchedBytes | Should -Be 2MB   # names ignore case
         (Get-DEDomain).Name | Should -Be 'db1'
     }
 
@@ -245,7 +245,9 @@ Describe 'Get-DEHostStats' {
         $stats.Host | Should -Be $deHost.Name
         $stats.Domains | Should -Be 1
         $stats.FramesInUse | Should -Be 3
-        $stats.GuestBytes | Should -Be 1MB
+        $stats.GuestBytes | Should -Be 12KB        # the pages the guest wrote
+        $stats.UntouchedBytes | Should -Be (1MB - 12KB)
+        $stats.GuestBytes | Should -Be ($stats.MemoryUsedBytes + $stats.SavedBytes)
         $stats.MemoryLimitBytes | Should -Be 64MB
         ($stats.Faults | Where-Object Kind -EQ 'ZeroFill').Count | Should -Be 3
         $stats.FaultCount | Should -Be 3

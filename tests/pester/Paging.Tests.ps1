@@ -81,7 +81,8 @@ Describe 'An overcommitted host with a swap file' {
 
     It 'keeps memory used within the limit while the guests hold more' {
         $stats = Get-DEHostStats
-        $stats.GuestBytes | Should -Be 28MB
+        ($stats.GuestBytes + $stats.UntouchedBytes) | Should -Be 28MB
+        $stats.GuestBytes | Should -Be ($stats.MemoryUsedBytes + $stats.SavedBytes)
         ($stats.FrameBytes + $stats.StoreAllocatedBytes) | Should -BeLessOrEqual 8MB
     }
 
@@ -153,7 +154,7 @@ Describe 'An overcommitted host with a swap file' {
         Wait-ReclaimSettled
         foreach ($stats in Get-DEPageStats -Domain loaded, written) {
             $stats.SwappedPages | Should -Be @(Get-DEPage -Domain $stats.Domain -State Swapped).Count
-            ($stats.PrivatePages + $stats.ZeroPages + $stats.UniformPages + $stats.SharedPages + $stats.PatchedPages +
+            ($stats.PrivatePages + $stats.ZeroPages + $stats.UntouchedPages + $stats.UniformPages + $stats.SharedPages + $stats.PatchedPages +
                 $stats.CompressedPages + $stats.SwappedPages) | Should -Be $stats.PageCount
         }
         (Get-DEPageStats).SwappedPages | Measure-Object -Sum | ForEach-Object Sum |
@@ -165,14 +166,14 @@ Describe 'An overcommitted host with a swap file' {
         $lines = (Get-DEPageStats | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $swappedPages = (Get-DEPageStats -Domain written).SwappedPages
-        ($lines | Where-Object { $_ -match '^Domain\s' }) | Should -Match 'Compressed\s+Swapped\s+Used'
+        ($lines | Where-Object { $_ -match '^Domain\s' }) | Should -Match 'CompressedPages\s+SwappedPages\s+BytesUsed'
         ($lines | Where-Object { $_ -match '^written\s' }) | Should -Match ('\s' + [regex]::Escape($swappedPages.ToString('#,0', [cultureinfo]::InvariantCulture)) + '\s+\S+ \S+\s+\S+ \S+\s+[\d.]+%$')
     }
 
     It 'shows the swap size in Get-DEHost and the domains Running in Get-DEDomain' {
         (Get-DEDomain).Status | Should -Be @('Running', 'Running')
         $text = Get-DEHost -Name $deHost.Name | Format-Table | Out-String -Width 120
-        $text | Should -Match 'MemoryLimit\s+Swap\s+Engine'
+        $text | Should -Match 'MemoryLimitBytes\s+SwapBytes\s+EngineStatus'
         $text | Should -Match '8\.00 MiB\s+64\.0 MiB\s+Stopped'
     }
 }

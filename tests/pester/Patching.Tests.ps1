@@ -164,16 +164,16 @@ Describe 'Patching and compression end to end' {
         $lines = (Get-DEPage -Domain e2e | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $text = $lines -join "`n"
-        $text | Should -Match 'Reference\s+Stored\s+Codec'
-        $text | Should -Match '\s1 Patched\s+C4\s+- -\s+\d+\s+e2e:0\s+\d+ Delta'
-        $text | Should -Match '\s9 Compressed\s+C4\s+- -\s+0\s+\d+ Zstd'
-        $text | Should -Match '\s11 Uniform\s+C4\s+- -\s+0 word 00c0ffee'
+        $text | Should -Match 'ReferenceDomain\s+StoredBytes\s+Codec'
+        $text | Should -Match '\s1 Patched\s+C4\s+False\s+False\s+\d+\s+e2e:0\s+\d+ Delta'
+        $text | Should -Match '\s9 Compressed\s+C4\s+False\s+False\s+0\s+\d+ Zstd'
+        $text | Should -Match '\s11 Uniform\s+C4\s+False\s+False\s+0 word 00c0ffee'
     }
 
     It 'fits Get-DEPageStats | Format-Table into 120 columns, with Patched and Compressed counts' {
         $lines = (Get-DEPageStats | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        ($lines | Where-Object { $_ -match '^e2e\s' }) | Should -Match '^e2e\s+16\s+3\s+1\s+1\s+1\s+8\s+2\s'
+        ($lines | Where-Object { $_ -match '^e2e\s' }) | Should -Match '^e2e\s+1\s+1\s+8\s+2\s+0\s'
     }
 
     It 'shows the store and every fault kind in Get-DEHostStats' {
@@ -184,7 +184,7 @@ Describe 'Patching and compression end to end' {
         $host_.MemoryUsedBytes | Should -Be ($host_.FrameBytes + $host_.StoreAllocatedBytes + $host_.MetadataBytes)
         $text = $host_ | Format-List | Out-String -Width 120
         $text | Should -Match 'Store\s*:\s*\S+ \S+ allocated, \S+ \S+ stored in 10 blobs, [\d.]+% fragmentation'
-        $text | Should -Match 'Memory used\s*:.*\(frames .* \+ store .* \+ metadata .*\)'
+        $text | Should -Match 'Memory used\s*:.*\(domains .* \+ store slack .* \+ metadata .*\)'
         foreach ($kind in 'ZeroFill', 'CopyOnWrite', 'PatternFill', 'Unpatch', 'Decompress') {
             $text | Should -Match "$kind\s+\d+\s+p50"
         }
@@ -398,7 +398,7 @@ Describe 'Compressed shared frames' {
 
     It 'shows the blob in Get-DEPage | Format-Table' {
         $text = (Get-DEPage -Domain clone1 | Format-Table | Out-String -Width 120)
-        $text | Should -Match '\s0 Compressed\s+C4\s+- -\s+2\s+shared blob \d+\s+\d+ Zstd'
+        $text | Should -Match '\s0 Compressed\s+C4\s+False\s+False\s+2\s+shared blob \d+\s+\d+ Zstd'
     }
 
     It 'gives a page read by the guest its own frame, with the bytes it had' {
@@ -447,7 +447,7 @@ Describe 'New-DEDomain with patching and compression' {
         $null = New-DEDomain -Name np3 -MemorySize 64KB -EnableSharing -EnablePatching -EnableCompression -CompressionAlgorithm Zstd
         $lines = (Get-DEDomain np3 | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        $lines -join "`n" | Should -Match 'Sharing\s+Patching\s+Compression'
+        $lines -join "`n" | Should -Match 'SharingEnabled\s+PatchingEnabled\s+CompressionEnabled'
         $lines -join "`n" | Should -Match 'np3\s+Running\s+64\.0 KiB\s+default\s+On\s+On\s+Zstd\s+empty'
     }
 }
@@ -534,8 +534,8 @@ Describe 'Get-DEPolicy' {
         $lines = (Get-DEPolicy | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $text = $lines -join "`n"
-        $text | Should -Match 'Domain\s+TrustGroup\s+Sharing\s+Patching\s+Compression\s+Codec\s+PatchMax\s+CompressMax\s+C4Sweeps\s+Detector'
-        $text | Should -Match 'g2\s+tenant\s+On\s+Off\s+Off\s+LZ4\s+2.00 KiB\s+75.0%\s+5 k=2 s=1 c=1'
+        $text | Should -Match 'Domain\s+TrustGroup\s+SharingEnabled\s+PatchingEnabled\s+CompressionEnabled\s+PatchThreshold\s+CompressionThreshold\s+C4Sweeps'
+        $text | Should -Match 'g2\s+tenant\s+On\s+Off\s+Off\s+2.00 KiB\s+75.0%\s+5'
     }
 
     It 'shows the host policy as a list' {

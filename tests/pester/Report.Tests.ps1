@@ -105,7 +105,7 @@ Describe 'Export-DEReport' {
         $path = Join-Path $TestDrive 'numbers.json'
         Export-DEReport -Path $path
         $json = Get-Content -LiteralPath $path -Raw | ConvertFrom-Json
-        $json.schemaVersion | Should -Be 1
+        $json.schemaVersion | Should -Be 2
         $json.allDomains | Should -BeTrue
         $stats = @(Get-DEPageStats)
         @($json.domains).Count | Should -Be $stats.Count
@@ -143,7 +143,7 @@ Describe 'Export-DEReport' {
     It 'takes the format from -Format whatever the extension' {
         $path = Join-Path $TestDrive 'forced.txt'
         Export-DEReport -Path $path -Format Json
-        (Get-Content -LiteralPath $path -Raw | ConvertFrom-Json).schemaVersion | Should -Be 1
+        (Get-Content -LiteralPath $path -Raw | ConvertFrom-Json).schemaVersion | Should -Be 2
     }
 
     It 'outputs the file with -PassThru' {
@@ -362,6 +362,55 @@ Describe 'The HTML report in headless Chromium' {
         $cells.Keys | Should -Contain 'cache <eu> & "hot"|SharedPages' -Because 'the browser decodes the escaped name to the real one'
         ($richStats | Measure-Object PatchedPages -Sum).Sum | Should -BeGreaterThan 0 -Because 'the report shows every mechanism at work'
         ($richStats | Measure-Object CompressedPages -Sum).Sum | Should -BeGreaterThan 0
+    }
+
+    It 'shows, for the Demo''s report, tiles equal to the table''s totals, columns that add up, and used + saved = guest in its JSON' {
+        if (-not $chromium) {
+            Set-ItResult -Skipped -Because 'chromium is not installed (build.ps1 installs it when run as root: apt-packages.txt)'
+            return
+        }
+        # The Demo as the README runs it, its report in the test output folder with a screenshot beside it.
+        $demoHtml = Join-Path $artifacts 'demo/report.html'
+        $demoJson = [IO.Path]::ChangeExtension($demoHtml, '.json')
+        Remove-Item -LiteralPath $demoHtml, $demoJson -ErrorAction Ignore
+        $pwsh = [Environment]::ProcessPath
+        $pwshArgs = @(if ([IO.Path]::GetFileNameWithoutExtension($pwsh) -eq 'dotnet') { Join-Path $PSHOME 'pwsh.dll' })
+        $output = & $pwsh @pwshArgs -NoProfile -NonInteractive -File (Join-Path $repoRoot 'examples/Demo.ps1') `
+            -ModulePath $env:DE_MODULE_PATH -ReportPath $demoHtml 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because ($output -join "`n")
+
+        # What Chromium renders: every td with its data-* attributes.
+        $run = Invoke-Chromium @('--dump-dom', [Uri]::new($demoHtml).AbsoluteUri)
+        $run.ExitCode | Should -Be 0 -Because $run.Error
+        $cells = foreach ($td in [regex]::Matches($run.Output, '<(?:td|div)\s[^>]*data-value="[^"]*"[^>]*>')) {
+            $attributes = @{}
+            foreach ($a in [regex]::Matches($td.Value, '(data-[a-z-]+)="([^"]*)"')) { $attributes[$a.Groups[1].Value] = [Net.WebUtility]::HtmlDecode($a.Groups[2].Value) }
+            [pscustomobject]$attributes
+        }
+        function Tile([string]$Field) { [long]($cells | Where-Object { $_.'data-field' -eq "summary.$Field" }).'data-value' }
+        function Total([string]$Field) { [long]($cells | Where-Object { $_.'data-total' -eq $Field }).'data-value' }
+        Tile GuestBytes | Should -Be (Total GuestBytes)
+        Tile MemoryUsedBytes | Should -Be (Total BytesUsed)
+        Tile SavedBytes | Should -Be (Total BytesSaved)
+        (Tile GuestBytes) | Should -Be ((Tile MemoryUsedBytes) + (Tile SavedBytes))
+        foreach ($field in 'GuestBytes', 'BytesUsed', 'BytesSaved') {
+            $rows = @($cells | Where-Object { $_.'data-field' -eq $field -and ($_.'data-domain' -or $_.'data-part') })
+            ($rows | ForEach-Object { [long]$_.'data-value' } | Measure-Object -Sum).Sum | Should -Be (Total $field) -Because "the $field column adds up"
+        }
+        @($cells | Where-Object 'data-part' -EQ 'Metadata').Count | Should -Be 2 -Because 'metadata has a line of its own'
+
+        $json = Get-Content -LiteralPath $demoJson -Raw | ConvertFrom-Json
+        [long]$json.host.guestBytes | Should -Be ([long]$json.host.memoryUsedBytes + [long]$json.host.savedBytes)
+        [long]$json.summary.guestBytes | Should -Be ([long]$json.summary.memoryUsedBytes + [long]$json.summary.savedBytes)
+        [long]$json.host.memoryUsedBytes | Should -Be ([long]$json.host.domainsUsedBytes + [long]$json.host.storeSlackBytes + [long]$json.host.metadataBytes + [long]$json.host.unchargedBytes)
+        [long]$json.host.savedBytes | Should -Be (Tile SavedBytes) -Because 'the Demo writes both reports with the engine stopped'
+        [long]$json.history[-1].savedBytes | Should -Be ([long]$json.host.savedBytes) -Because 'the history ends at the report'
+
+        $png = Join-Path $artifacts 'demo/report.png'
+        Remove-Item -LiteralPath $png -ErrorAction Ignore
+        $shot = Invoke-Chromium @("--screenshot=$png", '--window-size=1280,1600', '--hide-scrollbars', [Uri]::new($demoHtml).AbsoluteUri)
+        $shot.ExitCode | Should -Be 0 -Because $shot.Error
+        [Convert]::ToHexString([IO.File]::ReadAllBytes($png), 0, 8) | Should -Be '89504E470D0A1A0A' -Because 'it is a PNG'
     }
 
     It 'keeps a screenshot of the report in out/test-results/report.png' {

@@ -138,7 +138,9 @@ Describe 'Sharing random images with planted duplicates and zero pages' {
     It 'finds every zero, shared and private page of <_> that an independent count finds' -ForEach 'a1', 'b1', 'c1', 'idle' {
         $want = $expected.Domains[$_]
         $got = $stats[$_]
-        $got.ZeroPages | Should -Be $want.Zero -Because 'zero pages'
+        # idle was never written: its zero pages are untouched (not guest memory), the others' are zero pages.
+        if ($_ -eq 'idle') { $got.UntouchedPages | Should -Be $want.Zero -Because 'an empty domain''s pages are untouched' }
+        else { $got.ZeroPages | Should -Be $want.Zero -Because 'zero pages' }
         $got.UniformPages | Should -Be $want.Uniform -Because 'pages of one word repeated'
         $got.SharedPages | Should -Be $want.Shared -Because 'shared pages'
         $got.PrivatePages | Should -Be $want.Private -Because 'private pages'
@@ -186,8 +188,8 @@ Describe 'Sharing random images with planted duplicates and zero pages' {
         $lines = (Get-DEPageStats | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $header = $lines | Where-Object { $_ -match '^Domain\s' }
-        $header | Should -Match 'Pages\s+Private\s+Zero\s+Uniform\s+Shared\s+Patched\s+Compressed\s+Swapped\s+Used\s+Saved\s+Saved%'
-        ($lines | Where-Object { $_ -match '^idle\s' }) | Should -Match '256\s+0\s+256\s+0\s+0\s+0\s+0\s+0\s+0 B\s+1\.00 MiB\s+100\.0%'
+        $header | Should -Match 'ZeroPages\s+SharedPages\s+PatchedPages\s+CompressedPages\s+SwappedPages\s+BytesUsed\s+BytesSaved\s+SavingsPercent'
+        ($lines | Where-Object { $_ -match '^idle\s' }) | Should -Match '^idle\s+0\s+0\s+0\s+0\s+0\s+0 B\s+0 B\s+0\.0%'
     }
 }
 
@@ -422,7 +424,7 @@ Describe 'Invoke-DEScan' {
     It 'shows a table that fits 120 columns' {
         $lines = (Invoke-DEScan | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
-        $lines -join "`n" | Should -Match 'Passes\s+Stable\s+Pages\s+Zero\s+Merged\s+Freed\s+Patched\s+Compressed\s+Elapsed\s+Pages/s'
+        $lines -join "`n" | Should -Match 'Passes\s+PagesSwept\s+ZeroPagesFound\s+FramesFreed\s+PagesPatched\s+PagesCompressed\s+Elapsed\s+PagesPerSecond'
     }
 }
 
@@ -448,11 +450,21 @@ Describe 'Get-DEPageStats' {
         $p1 = Get-DEPageStats -Domain p1
         $p1.PageCount | Should -Be 16
         $p1.PrivatePages | Should -Be 2
-        $p1.ZeroPages | Should -Be 14
+        $p1.ZeroPages | Should -Be 0
+        $p1.UntouchedPages | Should -Be 14 -Because 'the guest never wrote them'
+        $p1.GuestBytes | Should -Be (2 * $PageSize)
         $p1.BytesUsed | Should -Be (2 * $PageSize)
-        $p1.BytesSaved | Should -Be (14 * $PageSize)
-        $p1.SavingsPercent | Should -Be 87.5
-        $p1.SavedMiB | Should -Be ([Math]::Round(14 * $PageSize / 1MB, 2))
+        $p1.BytesSaved | Should -Be 0
+        $p1.SavingsPercent | Should -Be 0
+        # Once a scan finds a written page zero, it is guest memory that needs no memory: saved.
+        Write-DEGuestPage -Domain p1 -Gfn 1 -Data ([byte[]]::new(4096))
+        Enable-DESharing -Domain p1
+        $null = Invoke-DEScan -Domain p1 -UntilStable
+        $p1 = Get-DEPageStats -Domain p1
+        $p1.ZeroPages | Should -Be 1
+        $p1.BytesSaved | Should -Be $PageSize
+        $p1.SavingsPercent | Should -Be 50
+        $p1.SavedMiB | Should -Be ([Math]::Round($PageSize / 1MB, 2))
     }
 
     It 'takes domains from the pipeline, as Domain objects and as names' {
@@ -529,6 +541,6 @@ Describe 'Get-DEPage' {
         $lines = (Get-DEPage -Domain q1 -Gfn 3, 5 | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $lines -join "`n" | Should -Match 'Domain: q1'
-        $lines -join "`n" | Should -Match '\s3 Private\s+None\s+R M\s+1 [0-9a-f]{16}'
+        $lines -join "`n" | Should -Match '\s3 Private\s+None\s+True\s+True\s+1 [0-9a-f]{16}'
     }
 }

@@ -169,8 +169,8 @@ Describe 'Connect-DEHost -Xen' -Skip:$fakeMissing {
     It 'is listed by Get-DEHost, in a table of its own' {
         (Get-DEHost -Name xen).Kind | Should -Be 'Xen'
         $text = Get-DEHost -Name xen | Format-Table | Out-String -Width 140
-        $text | Should -Match 'Name\s+Kind\s+Current\s+Domains\s+PagerHolds'
-        $text | Should -Match 'xen\s+Xen\s+Yes\s+6\s'
+        $text | Should -Match 'Name\s+IsCurrent\s+DomainCount\s+PagerStoredBytes'
+        $text | Should -Match 'xen\s+Yes\s+6\s'
     }
 
     It 'refuses a second connection to the local Xen, whatever its name (HostExists)' {
@@ -240,11 +240,11 @@ Describe 'Get-DEDomain on a Xen host' -Skip:$fakeMissing {
         $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.GetDEDomainCommand'
     }
 
-    It 'shows a table with id, name, status, size, shared and paged pages, mechanisms and trust group' {
+    It 'shows a table with id, name, status, size, shared and paged pages and mechanisms' {
         $text = Get-DEDomain | Format-Table | Out-String -Width 140
-        $text | Should -Match 'Id\s+Name\s+Status\s+Pages\s+Size\s+Shared\s+Paged\s+Sharing\s+Patching\s+Compression\s+TrustGroup'
-        $text | Should -Match '0\s+Domain-0\s+Running\s+4\s+16\.0 KiB\s+0\s+0\s+dom0'
-        $text | Should -Match '1\s+web1\s+Running\s+32\s+128 KiB\s+0\s+0\s+Off\s+Off\s+Off\s+default'
+        $text | Should -Match 'Id\s+Name\s+Status\s+SizeBytes\s+SharedPages\s+PagedPages\s+SharingEnabled\s+PatchingEnabled\s+CompressionEnabled'
+        $text | Should -Match '0\s+Domain-0\s+Running\s+16\.0 KiB\s+0\s+0\s+dom0'
+        $text | Should -Match '1\s+web1\s+Running\s+128 KiB\s+0\s+0\s+Off\s+Off\s+Off'
     }
 
     It 'converts names, XenDomain and Domain objects to DomainSelector' {

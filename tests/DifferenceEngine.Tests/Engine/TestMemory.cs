@@ -138,6 +138,31 @@ internal static class TestMemory
             lock (host.SharedBlobs.StripeLock(id))
                 Assert.Equal(names, host.SharedBlobs.ReferencesLocked(id));
         Assert.Equal(stats.FramesInUse * 4096 + stats.StoreAllocatedBytes + stats.MetadataBytes, stats.MemoryUsedBytes);
+        AssertNumbersAddUp(host.TakeSnapshot());
+    }
+
+    /// <summary>
+    /// The identities of docs/REPORT-SCHEMA.md ("The numbers") on a snapshot taken at rest: page counts add up to each
+    /// domain's pages, the domains add up to the host, every frame and stored byte is charged to a page, and
+    /// guest = used + saved to the byte.
+    /// </summary>
+    public static void AssertNumbersAddUp(Stats.HostSnapshot snapshot)
+    {
+        var h = snapshot.Host;
+        foreach (var d in snapshot.Domains)
+        {
+            Assert.Equal(d.PageCount, d.PrivatePages + d.ZeroPages + d.UntouchedPages + d.UniformPages + d.SharedPages
+                + d.PatchedPages + d.CompressedPages + d.SwappedPages);
+            Assert.Equal((d.PageCount - d.UntouchedPages) * 4096, d.GuestBytes);
+            Assert.Equal(d.GuestBytes, d.BytesUsed + d.BytesSaved);
+        }
+        Assert.Equal(snapshot.Domains.Sum(d => d.GuestBytes), h.GuestBytes);
+        Assert.Equal(snapshot.Domains.Sum(d => d.UntouchedPages) * 4096, h.UntouchedBytes);
+        Assert.Equal(snapshot.Domains.Sum(d => d.BytesUsed), h.DomainsUsedBytes);
+        Assert.Equal(snapshot.Domains.Sum(d => d.StoredBytes), h.StoreStoredBytes, 0.5 * snapshot.Domains.Count + 0.5);
+        Assert.Equal(0, h.UnchargedBytes); // every frame and stored byte is some page's
+        Assert.Equal(h.MemoryUsedBytes, h.DomainsUsedBytes + h.StoreSlackBytes + h.MetadataBytes + h.UnchargedBytes);
+        Assert.Equal(h.GuestBytes, h.MemoryUsedBytes + h.SavedBytes);
     }
 
     public static Domain LoadProcess(DEHost host, string name, int pid, DomainOptions? options = null)

@@ -35,10 +35,10 @@ public class HtmlReportTests
         var page = Parse(ReportHosts.Render(ReportModel.FromHost(host), ReportFormat.Html));
         var expected = host.GetStats();
         string Summary(string field) => page.Descendants().Single(e => (string?)e.Attribute("data-field") == field).Attribute("data-value")!.Value;
-        Assert.Equal(expected.GuestBytes.ToString(CultureInfo.InvariantCulture), Summary("host.GuestBytes"));
-        Assert.Equal(expected.MemoryUsedBytes.ToString(CultureInfo.InvariantCulture), Summary("host.MemoryUsedBytes"));
-        Assert.Equal(expected.SavedBytes.ToString(CultureInfo.InvariantCulture), Summary("host.SavedBytes"));
-        Assert.Equal(expected.SavingsPercent, double.Parse(Summary("host.SavingsPercent"), CultureInfo.InvariantCulture));
+        Assert.Equal(expected.GuestBytes.ToString(CultureInfo.InvariantCulture), Summary("summary.GuestBytes"));
+        Assert.Equal(expected.MemoryUsedBytes.ToString(CultureInfo.InvariantCulture), Summary("summary.MemoryUsedBytes"));
+        Assert.Equal(expected.SavedBytes.ToString(CultureInfo.InvariantCulture), Summary("summary.SavedBytes"));
+        Assert.Equal(expected.SavingsPercent, double.Parse(Summary("summary.SavingsPercent"), CultureInfo.InvariantCulture));
     }
 
     [Fact]
@@ -90,16 +90,17 @@ public class HtmlReportTests
         string empty = ReportHosts.Render(ReportModel.FromHost(fresh), ReportFormat.Html);
         Assert.Contains("No history yet: start the engine", empty);
         Assert.DoesNotContain("id=\"history-chart\"", empty);
+        // One sample and the report's own point make a line.
         fresh.RecordSample();
-        Assert.Contains("No history yet", ReportHosts.Render(ReportModel.FromHost(fresh), ReportFormat.Html));
+        Assert.Contains("id=\"history-chart\"", ReportHosts.Render(ReportModel.FromHost(fresh), ReportFormat.Html));
 
-        using var host = ReportHosts.Build(); // two samples
+        using var host = ReportHosts.Build(); // two samples, and the report's
         var page = Parse(ReportHosts.Render(ReportModel.FromHost(host), ReportFormat.Html));
         var chart = page.Descendants().Single(e => (string?)e.Attribute("id") == "history-chart");
         var series = chart.Descendants().Where(e => e.Name.LocalName == "polyline").Select(e => e.Attribute("data-series")!.Value).ToArray();
         Assert.Equal(["GuestBytes", "SavedBytes", "MemoryUsedBytes"], series);
         Assert.All(chart.Descendants().Where(e => e.Name.LocalName == "polyline"),
-            line => Assert.Equal(2, line.Attribute("points")!.Value.Split(' ').Length));
+            line => Assert.Equal(3, line.Attribute("points")!.Value.Split(' ').Length));
     }
 
     [Fact]

@@ -11,7 +11,7 @@ public class JsonReportTests
         using var host = ReportHosts.Build();
         var json = JObject.Parse(ReportHosts.Render(ReportModel.FromHost(host), ReportFormat.Json));
 
-        Assert.Equal(1, (int)json["schemaVersion"]!);
+        Assert.Equal(2, (int)json["schemaVersion"]!);
         Assert.True((bool)json["allDomains"]!);
         var domains = (JArray)json["domains"]!;
         Assert.Equal(host.Domains.Select(d => d.Name), domains.Select(d => (string)d["domain"]!));
@@ -48,8 +48,10 @@ public class JsonReportTests
         var cow = ((JArray)h["faults"]!).Single(f => (string)f["kind"]! == "CopyOnWrite");
         Assert.Equal(1, (long)cow["count"]!);
         Assert.Equal(1, ((JArray)cow["histogram"]!).Sum(b => (long)b["count"]!));
-        Assert.Equal(host.History.Count, ((JArray)json["history"]!).Count);
+        // The host's samples, then the report's own as the last point.
+        Assert.Equal(host.History.Count + 1, ((JArray)json["history"]!).Count);
         Assert.Equal(host.History[^1].SavedBytes, (long)json["history"]![host.History.Count - 1]!["savedBytes"]!);
+        Assert.Equal(expected.SavedBytes, (long)json["history"]![host.History.Count]!["savedBytes"]!);
     }
 
     [Fact]

@@ -23,7 +23,7 @@ public class ReportSchemaDocTests
 
         Assert.Empty(written.Except(documented));
         Assert.Empty(documented.Except(written));
-        Assert.Contains("\"schemaVersion\": 1", doc);
+        Assert.Contains("\"schemaVersion\": 2", doc);
     }
 
     /// <summary>Paths of every field: objects by name, array elements as "[]".</summary>

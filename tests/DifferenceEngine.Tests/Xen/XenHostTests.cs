@@ -172,6 +172,7 @@ public class XenHostTests(ITestOutputHelper output)
         Assert.Equal(["4", "5"], model.Domains.Select(r => r.Stats.Domain.Replace("Domain-", "")).Order().ToArray());
         Assert.Equal(host.GetPageStats(d).CompressedPages, model.Domains.Single(r => r.Stats.DomainId == 4).Stats.CompressedPages);
         Assert.Equal(1, model.Faults.Single(f => f.Kind == Domains.FaultKind.Decompress).Count);
+        Engine.TestMemory.AssertNumbersAddUp(host.TakeSnapshot()); // the same identities as on the embedded host
         var json = Newtonsoft.Json.Linq.JObject.Parse(DifferenceEngine.Tests.Reports.ReportHosts.Render(model, ReportFormat.Json));
         Assert.Equal("Xen", (string?)json["host"]!["kind"]);
         Assert.Contains("Xen dom0 service", DifferenceEngine.Tests.Reports.ReportHosts.Render(model, ReportFormat.Html));
