@@ -217,6 +217,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             Interlocked.Increment(ref _domainsVersion);
         }
         domain.Release();
+        Frames.ReleaseFree();
         return true;
     }
 

@@ -12,6 +12,10 @@ namespace DifferenceEngine.Memory;
 /// the chunk table grows by copying references only, which lets readers index it without a lock.
 /// The free list costs no memory of its own: a free frame's hash slot (unused while it is free) holds
 /// the next free frame, plus one (0 ends the list). It is changed only under the pool's gate.
+/// <para>A freed frame keeps its memory until <see cref="ReleaseFree"/> gives it back to the operating system
+/// (madvise MADV_DONTNEED on Linux; the engine calls it at the end of every pass and after page-outs and removals), so
+/// that the memory the process holds is the frames in use, as the statistics say, not the most it ever held. A
+/// released frame reads as zeros when it is taken again.</para>
 /// </remarks>
 internal sealed unsafe class FramePool : IDisposable
 {
@@ -22,6 +26,7 @@ internal sealed unsafe class FramePool : IDisposable
     private uint _freeHead = NoFrame;
     private long _freeCount;
     private long _inUse;
+    private long _unreleased;
     private bool _disposed;
 
     public FramePool(long? limitFrames)
@@ -54,7 +59,7 @@ internal sealed unsafe class FramePool : IDisposable
         get
         {
             lock (_gate)
-                return (long)_chunkCount * PageGeometry.FramesPerChunk * (sizeof(int) + sizeof(ulong))
+                return (long)_chunkCount * PageGeometry.FramesPerChunk * (sizeof(int) + sizeof(ulong)) + (long)_chunkCount * PageGeometry.FramesPerChunk / 8
                        + (long)_chunks.Length * IntPtr.Size;
         }
     }
@@ -76,6 +81,7 @@ internal sealed unsafe class FramePool : IDisposable
             int slot = (int)(frame & (PageGeometry.FramesPerChunk - 1));
             _freeHead = (uint)(taken.Hashes[slot] - 1);
             taken.Hashes[slot] = 0;
+            if (!taken.TakeReleased(slot)) _unreleased--;
             _freeCount--;
             _inUse++;
         }
@@ -96,7 +102,40 @@ internal sealed unsafe class FramePool : IDisposable
             chunk.Hashes[i] = (ulong)_freeHead + 1;
             _freeHead = frame;
             _freeCount++;
+            _unreleased++;
             _inUse--;
+        }
+    }
+
+    /// <summary>Free frames whose memory the process still holds (freed since the last <see cref="ReleaseFree"/>).</summary>
+    public long FramesUnreleased { get { lock (_gate) return _unreleased; } }
+
+    /// <summary>
+    /// Gives the memory of every free frame not yet given back to the operating system (madvise MADV_DONTNEED over runs
+    /// of neighbouring frames; the kernel zeroes a page before anyone gets it again). Holds the pool's gate throughout,
+    /// so no frame is taken, and written, while its memory is being dropped. Returns the frames released; 0 where the
+    /// system has no madvise (not Linux).
+    /// </summary>
+    public long ReleaseFree()
+    {
+        if (!OperatingSystem.IsLinux()) return 0;
+        lock (_gate)
+        {
+            if (_disposed || _unreleased == 0) return 0;
+            var frames = new List<uint>((int)Math.Min(_unreleased, int.MaxValue));
+            for (uint f = _freeHead; f != NoFrame; f = (uint)(Chunk(f).Hashes[f & (PageGeometry.FramesPerChunk - 1)] - 1))
+                if (Chunk(f).MarkReleased((int)(f & (PageGeometry.FramesPerChunk - 1)))) frames.Add(f);
+            frames.Sort();
+            for (int i = 0; i < frames.Count;)
+            {
+                // A run of neighbouring frames in one chunk: one call.
+                int j = i + 1;
+                while (j < frames.Count && frames[j] == frames[j - 1] + 1 && (frames[j] & (PageGeometry.FramesPerChunk - 1)) != 0) j++;
+                Qemu.LinuxNative.Madvise(Address(frames[i]), (nuint)(j - i) * PageGeometry.PageSize, Qemu.LinuxNative.MADV_DONTNEED);
+                i = j;
+            }
+            _unreleased -= frames.Count;
+            return frames.Count;
         }
     }
 
@@ -130,6 +169,8 @@ internal sealed unsafe class FramePool : IDisposable
         if ((long)(_chunkCount + 1) * PageGeometry.FramesPerChunk > uint.MaxValue)
             throw new InvalidOperationException("Frame numbers exhausted.");
         var data = (byte*)NativeMemory.AlignedAlloc(PageGeometry.ChunkBytes, PageGeometry.PageSize);
+        // No transparent huge pages: khugepaged would fill the frames ReleaseFree gave back with zeros again.
+        if (OperatingSystem.IsLinux()) Qemu.LinuxNative.Madvise(data, PageGeometry.ChunkBytes, Qemu.LinuxNative.MADV_NOHUGEPAGE);
         var chunk = new FrameChunk(data);
         if (_chunkCount == _chunks.Length)
         {
@@ -146,6 +187,8 @@ internal sealed unsafe class FramePool : IDisposable
             chunk.Hashes[i] = (ulong)_freeHead + 1;
             _freeHead = first + (uint)i;
         }
+        // Fresh memory is not resident until touched: count it as released, nothing to give back.
+        chunk.MarkAllReleased();
         _freeCount += PageGeometry.FramesPerChunk;
     }
 
@@ -157,13 +200,17 @@ internal sealed unsafe class FramePool : IDisposable
             _disposed = true;
             for (int i = 0; i < _chunkCount; i++)
             {
-                // Guest memory may hold secrets: wipe before handing it back.
-                NativeMemory.Clear(_chunks[i].Data, PageGeometry.ChunkBytes);
+                // Guest memory may hold secrets: wipe before handing it back (dropping the pages reads back as zeros,
+                // and touches none that were released already).
+                if (!OperatingSystem.IsLinux()
+                    || Qemu.LinuxNative.Madvise(_chunks[i].Data, PageGeometry.ChunkBytes, Qemu.LinuxNative.MADV_DONTNEED) != 0)
+                    NativeMemory.Clear(_chunks[i].Data, PageGeometry.ChunkBytes);
                 NativeMemory.AlignedFree(_chunks[i].Data);
                 _chunks[i] = null!;
             }
             _chunkCount = 0;
             _freeCount = 0;
+            _unreleased = 0;
             _freeHead = NoFrame;
             _inUse = 0;
         }
@@ -174,5 +221,28 @@ internal sealed unsafe class FramePool : IDisposable
         public readonly byte* Data = data;
         public readonly int[] RefCounts = new int[PageGeometry.FramesPerChunk];
         public readonly ulong[] Hashes = new ulong[PageGeometry.FramesPerChunk];
+
+        /// <summary>One bit a frame: free and its memory given back (set only on free frames).</summary>
+        private readonly ulong[] _released = new ulong[PageGeometry.FramesPerChunk / 64];
+
+        /// <summary>Sets the frame's released bit; false when it was set already.</summary>
+        public bool MarkReleased(int slot)
+        {
+            ulong bit = 1UL << (slot & 63);
+            if ((_released[slot >> 6] & bit) != 0) return false;
+            _released[slot >> 6] |= bit;
+            return true;
+        }
+
+        /// <summary>Clears the frame's released bit (it is being taken); whether it was set.</summary>
+        public bool TakeReleased(int slot)
+        {
+            ulong bit = 1UL << (slot & 63);
+            bool was = (_released[slot >> 6] & bit) != 0;
+            _released[slot >> 6] &= ~bit;
+            return was;
+        }
+
+        public void MarkAllReleased() => Array.Fill(_released, ulong.MaxValue);
     }
 }

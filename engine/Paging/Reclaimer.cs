@@ -112,6 +112,7 @@ internal sealed class Reclaimer : IDisposable
                 // Cheapest first: one engine pass (sharing, patching, compression as each domain allows).
                 if (_host.TryReclaimPass()) Interlocked.Increment(ref _enginePasses);
                 ReclaimToHighWatermark();
+                _host.Frames.ReleaseFree();
             }
             catch (DEException ex) when (ex.ErrorId == "HostDisconnected")
             {

@@ -3,8 +3,9 @@ using System.Runtime.InteropServices;
 namespace DifferenceEngine.Qemu;
 
 /// <summary>
-/// The Linux calls the QEMU backend makes itself (libc, no library of ours): the Unix socket to libdeqemu.so with
-/// descriptors passed as SCM_RIGHTS, the userfaultfd ioctls, and reads and hole punches of the guest's memfd. Every
+/// The Linux calls the engine makes itself (libc, no library of ours): for the QEMU backend the Unix socket to
+/// libdeqemu.so with descriptors passed as SCM_RIGHTS, the userfaultfd ioctls, and reads and hole punches of the
+/// guest's memfd; for the frame pool, giving freed frames' memory back (madvise) and asking what is resident (mincore). Every
 /// call returns what libc returns; the errno is <see cref="Marshal.GetLastPInvokeError"/>. x86_64 and arm64 layouts
 /// (LP64) only.
 /// </summary>
@@ -24,6 +25,8 @@ internal static unsafe partial class LinuxNative
     public const int FALLOC_FL_KEEP_SIZE = 1;
     public const int FALLOC_FL_PUNCH_HOLE = 2;
     public const int PROT_READ = 1;
+    public const int MADV_DONTNEED = 4;
+    public const int MADV_NOHUGEPAGE = 15;
     public const int MAP_SHARED = 1;
     public const short POLLIN = 1;
 
@@ -101,6 +104,12 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "fallocate", SetLastError = true)]
     public static partial int Fallocate(int fd, int mode, long offset, long length);
+
+    [LibraryImport(Libc, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int Madvise(void* address, nuint length, int advice);
+
+    [LibraryImport(Libc, EntryPoint = "mincore", SetLastError = true)]
+    public static partial int Mincore(void* address, nuint length, byte* vector);
 
     [LibraryImport(Libc, EntryPoint = "poll", SetLastError = true)]
     public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);

@@ -13,7 +13,9 @@ namespace DifferenceEngine.Sharing;
 internal sealed class HashSlotTable
 {
     private const int StripeBits = 6;
-    private const int InitialCapacity = 256;
+    // Small to start with: a trust group's three tables cost 48 KiB empty (they were 768 KiB at 256 a stripe, more than
+    // a small host's savings); a stripe grows with what it holds and keeps twice the last pass's fill (PassCapacity).
+    private const int InitialCapacity = 16;
     private readonly Stripe[] _stripes = new Stripe[1 << StripeBits];
 
     public HashSlotTable()

@@ -1,0 +1,82 @@
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Qemu;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// Freed frames go back to the operating system, so that the memory the engine's process holds is the frames in use,
+/// as the statistics say, not the most it ever held. Residency is asked of the kernel (mincore), page by page.
+/// </summary>
+public unsafe class FrameReleaseTests
+{
+    [Fact]
+    public void ReleasedFramesAreNoLongerResidentAndReadAsZerosWhenTakenAgain()
+    {
+        using var pool = new FramePool(null);
+        var frames = new uint[1024];
+        for (int i = 0; i < frames.Length; i++)
+        {
+            Assert.True(pool.TryAllocate(out frames[i]));
+            pool.Span(frames[i]).Fill((byte)(i | 1));
+        }
+        Assert.All(frames, f => Assert.True(Resident(pool, f)));
+
+        var freed = frames.Where((_, i) => i % 3 != 0).ToArray();
+        foreach (var f in freed) pool.Free(f);
+        Assert.Equal(freed.Length, pool.FramesUnreleased);
+        Assert.All(freed, f => Assert.True(Resident(pool, f))); // freed, but still held until released
+
+        Assert.Equal(freed.Length, pool.ReleaseFree());
+        Assert.Equal(0, pool.FramesUnreleased);
+        Assert.Equal(0, pool.ReleaseFree()); // nothing left to give back
+        Assert.All(freed, f => Assert.False(Resident(pool, f)));
+        for (int i = 0; i < frames.Length; i += 3)
+        {
+            Assert.True(Resident(pool, frames[i]));
+            Assert.True(pool.Span(frames[i]).IndexOfAnyExcept((byte)(i | 1)) < 0, $"frame {frames[i]} in use kept its bytes");
+        }
+
+        // Taken again, a released frame reads as zeros and is counted as in use, not as unreleased.
+        Assert.True(pool.TryAllocate(out uint again));
+        Assert.Contains(again, freed);
+        Assert.True(pool.Span(again).IndexOfAnyExcept((byte)0) < 0);
+        pool.Free(again);
+        Assert.Equal(1, pool.FramesUnreleased);
+    }
+
+    [Fact]
+    public void AfterAScanTheProcessHoldsExactlyTheFramesInUse()
+    {
+        using var host = new DEHost(new HostOptions());
+        var rng = new Random(3);
+        var library = Enumerable.Range(0, 32).Select(_ => TestMemory.RandomPage(rng)).ToArray();
+        var options = new DomainOptions { SharingEnabled = true };
+        for (int d = 0; d < 3; d++)
+        {
+            var domain = host.CreateDomain($"d{d}", 2048L * 4096, options);
+            for (int g = 0; g < 2048; g++) domain.WritePage(g, g % 4 == 0 ? TestMemory.RandomPage(rng) : library[g % library.Length]);
+        }
+        long before = host.GetStats().FramesInUse;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        var stats = host.GetStats();
+        Assert.True(stats.FramesInUse < before / 2, $"sharing freed frames: {before} -> {stats.FramesInUse}");
+        Assert.Equal(0, host.Frames.FramesUnreleased);
+        Assert.Equal(stats.FramesInUse, ResidentFrames(host.Frames, stats.FramesAllocated));
+    }
+
+    private static bool Resident(FramePool pool, uint frame)
+    {
+        byte v;
+        Assert.Equal(0, LinuxNative.Mincore(pool.Address(frame), 4096, &v));
+        return (v & 1) != 0;
+    }
+
+    private static long ResidentFrames(FramePool pool, long framesAllocated)
+    {
+        long n = 0;
+        for (uint f = 0; f < framesAllocated; f++) if (Resident(pool, f)) n++;
+        return n;
+    }
+}
