@@ -6,8 +6,8 @@
     ModuleVersion        = '0.1.0'
 
     GUID                 = 'b2d1296d-9bf6-4b24-adfb-4c11d55ceb97'
-    Author               = 'DifferenceEngine developers'
-    Copyright            = '(c) DifferenceEngine developers.'
+    Author               = 'The DifferenceEngine authors'
+    Copyright            = '(c) 2026 The DifferenceEngine authors. MIT License (LICENSE in the module folder).'
     Description          = 'Memory sharing, patching and compression for virtual machines after the Difference Engine paper: an embedded host for scripts and tests, the domains of a Xen hypervisor from dom0, and the same cmdlets for both.'
 
     CompatiblePSEditions = @('Core')
@@ -51,6 +51,17 @@
     PrivateData          = @{
         PSData = @{
             Tags = @('Xen', 'Memory', 'Deduplication', 'Compression', 'Virtualization', 'PSEdition_Core', 'Linux')
+            # The project has no public home yet: no ProjectUri, LicenseUri, IconUri or HelpInfoUri rather than empty
+            # or made-up ones. The license and the docs are in the module folder (LICENSE, docs/).
+            ReleaseNotes = @'
+0.1.0
+- The embedded host: guest memory from raw images, ELF cores and live processes; whole-page sharing,
+  zero and one-word pages, sub-page patching, compression (LZ4, Zstd, WKdm) steered by page aging,
+  paging to a swap file under a memory limit; a background engine; reports in HTML, JSON and CSV with
+  figures that add up to the byte (docs/REPORT-SCHEMA.md).
+- Xen (dom0): the same cmdlets over Xen's memory sharing and paging, where Xen is built with them.
+- Not yet: live QEMU/KVM guests are not paged by this version (docs/QEMU.md says what exists).
+'@
         }
     }
 }

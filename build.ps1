@@ -15,7 +15,7 @@
                module under runtimes/linux-<arch>/native; the fake Xen and the shim's C tests
                stay in out/native/fake for the Test task. Without those packages native/ is
                skipped with one line: only Xen hosts need the shim.
-      Test     Build, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
+      Test     Build and Package, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
                (tests/pester, run in a child pwsh against out/DifferenceEngine). Results go to
                out/test-results (xunit.trx, pester.xml). The last line printed is exactly
                "<N> passed, <N> failed, <N> skipped"; the exit code is 1 if anything failed or a runner did
@@ -30,7 +30,9 @@
                KSM then zram side by side where the machine allows (root). Writes out/compare/compare.csv
                and compare.md.
       Clean    Remove out/ and the bin/ and obj/ folders of every project.
-      Package  Build, then zip out/DifferenceEngine into out/DifferenceEngine-<version>.zip.
+      Package  Build, then publish out/DifferenceEngine with Publish-PSResource to the local file
+               repository out/repository (DifferenceEngine.<version>.nupkg), which Install-PSResource
+               installs from once registered (Register-PSResourceRepository -Uri out/repository).
 
     Child processes (Pester, the demo) run under the same pwsh that runs this script, so the
     pinned tool from .config/dotnet-tools.json is used throughout.
@@ -384,14 +386,18 @@ function Invoke-BuildTask {
         }
         Copy-Item -LiteralPath $dll.FullName -Destination $ModuleOut
     }
-    # Our symbols, for line numbers in stack traces.
-    Get-ChildItem -LiteralPath $PublishDir -Filter "$ModuleName.*.pdb" -File |
-        Copy-Item -Destination $ModuleOut
+    # Our symbols are embedded in the dlls (DebugType embedded): no .pdb goes into the module.
     # Native assets of dependencies, if any package brings them.
     $runtimes = Join-Path $PublishDir 'runtimes'
     if (Test-Path -LiteralPath $runtimes) {
         Copy-Item -LiteralPath $runtimes -Destination $ModuleOut -Recurse
     }
+
+    # The license, and the docs that help and errors name (docs/NAME.md, in the module folder as in the repository).
+    Copy-Item -LiteralPath (Join-Path $RepoRoot 'LICENSE') -Destination $ModuleOut
+    $docsOut = Join-Path $ModuleOut 'docs'
+    $null = New-Item -ItemType Directory -Path $docsOut
+    Get-ChildItem -LiteralPath (Join-Path $RepoRoot 'docs') -Filter '*.md' -File | Copy-Item -Destination $docsOut
 
     # Types, formats and help.
     Get-ChildItem -LiteralPath $ModuleSource -Filter '*.ps1xml' -File | Copy-Item -Destination $ModuleOut
@@ -540,6 +546,13 @@ function Invoke-TestTask {
     }
 
     if ($null -eq $buildError) {
+        # The package too: a Pester test installs the module from out/repository as a user would.
+        try {
+            Invoke-PackageTask
+        }
+        catch {
+            & $addProblem "package failed: $_"
+        }
         Write-Step 'xunit: tests/DifferenceEngine.Tests'
         $xunitExit = Invoke-Native -ReturnExitCode {
             dotnet test $XunitProject -c $Configuration --nologo --logger 'trx;LogFileName=xunit.trx' --results-directory $TestResultsDir
@@ -699,14 +712,43 @@ function Invoke-CleanTask {
 function Invoke-PackageTask {
     Invoke-BuildTask
     $version = Get-ModuleVersion
-    $zip = Join-Path $OutDir "$ModuleName-$version.zip"
-    Write-Step "Package: $zip"
-    if (Test-Path -LiteralPath $zip) {
-        Remove-Item -LiteralPath $zip -Force
+    $repository = Join-Path $OutDir 'repository'
+    Write-Step "Package: publish $ModuleName $version to the local repository $repository"
+    $null = New-Item -ItemType Directory -Path $repository -Force
+    $nupkg = Join-Path $repository "$ModuleName.$version.nupkg"
+    if (Test-Path -LiteralPath $nupkg) {
+        Remove-Item -LiteralPath $nupkg -Force
     }
-    # With the folder itself as the root entry, unzipping into a PSModulePath folder installs it.
-    [IO.Compression.ZipFile]::CreateFromDirectory($ModuleOut, $zip, [IO.Compression.CompressionLevel]::Optimal, $true)
-    Write-Host "  $zip"
+    # Publish-PSResource publishes to a registered repository. The registration is made in a child pwsh whose home
+    # (and XDG_DATA_HOME) is a scratch folder, so the user's own list of repositories is never changed.
+    $settings = Join-Path ([IO.Path]::GetTempPath()) "de-package-$([guid]::NewGuid().ToString('n'))"
+    $null = New-Item -ItemType Directory -Path $settings
+    $script = @'
+param([string]$Repository, [string]$Module)
+$ErrorActionPreference = 'Stop'
+Register-PSResourceRepository -Name DifferenceEngineLocal -Uri $Repository -Trusted
+Publish-PSResource -Path $Module -Repository DifferenceEngineLocal
+'@
+    $scriptPath = Join-Path $settings 'publish.ps1'
+    Set-Content -LiteralPath $scriptPath -Value $script
+    $savedData = $env:XDG_DATA_HOME
+    $savedHome = $env:HOME
+    try {
+        $env:XDG_DATA_HOME = $settings
+        $env:HOME = $settings
+        $exitCode = Invoke-ChildPwsh -ScriptPath $scriptPath -ArgumentList @('-Repository', $repository, '-Module', $ModuleOut)
+    }
+    finally {
+        $env:XDG_DATA_HOME = $savedData
+        $env:HOME = $savedHome
+        Remove-Item -LiteralPath $settings -Recurse -Force
+    }
+    if ($exitCode -ne 0 -or -not (Test-Path -LiteralPath $nupkg)) {
+        throw "Package: Publish-PSResource did not write $nupkg (exit code $exitCode)."
+    }
+    Write-Host "  $nupkg"
+    Write-Host "  Install it with: Register-PSResourceRepository -Name DifferenceEngineLocal -Uri $repository -Trusted;"
+    Write-Host "                   Install-PSResource -Name $ModuleName -Repository DifferenceEngineLocal"
 }
 
 $script:ExitCode = 0

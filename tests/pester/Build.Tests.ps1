@@ -60,6 +60,38 @@ Describe 'The built DifferenceEngine module' {
         Join-Path $moduleFolder $_ | Should -Exist
     }
 
+    It 'ships its license, the MIT license, and no .pdb file (symbols are embedded in the dlls)' {
+        Join-Path $moduleFolder 'LICENSE' | Should -Exist
+        Get-Content -LiteralPath (Join-Path $moduleFolder 'LICENSE') -TotalCount 1 | Should -Be 'MIT License'
+        @(Get-ChildItem -LiteralPath $moduleFolder -Recurse -File -Filter '*.pdb') | Should -BeNullOrEmpty
+    }
+
+    It 'ships every docs/NAME.md that its help, its about page and its messages name' {
+        # Help files as text; the dlls' string literals (UTF-16 in the metadata) for messages and error texts.
+        $texts = @(Get-ChildItem -LiteralPath (Join-Path $moduleFolder 'en-US') -File | ForEach-Object { Get-Content -LiteralPath $_.FullName -Raw })
+        foreach ($dll in Get-ChildItem -LiteralPath $moduleFolder -Filter 'DifferenceEngine.*.dll') {
+            $bytes = [IO.File]::ReadAllBytes($dll.FullName)
+            $texts += [Text.Encoding]::Unicode.GetString($bytes)
+            $texts += [Text.Encoding]::Unicode.GetString($bytes, 1, $bytes.Length - 1)
+        }
+        $named = @($texts | ForEach-Object { [regex]::Matches($_, 'docs/([A-Z][A-Z0-9-]*\.md)') } | ForEach-Object { $_.Groups[1].Value } | Sort-Object -Unique)
+        $named | Should -Contain 'REPORT-SCHEMA.md' -Because 'Export-DEReport''s help names it'
+        $named | Should -Contain 'XEN.md'
+        foreach ($doc in $named) { Join-Path $moduleFolder "docs/$doc" | Should -Exist -Because "help or a message names docs/$doc" }
+    }
+
+    It 'has release notes, and no link that is empty or leads nowhere' {
+        $data = $manifest.PrivateData.PSData
+        "$($data.ReleaseNotes)".Trim() | Should -Match '^\d+\.\d+\.\d+\r?\n'
+        foreach ($key in 'ProjectUri', 'LicenseUri', 'IconUri') {
+            $data.Keys | Should -Not -Contain $key -Because 'the project has no public home yet: no link rather than an empty or invented one'
+        }
+        $manifest.Keys | Should -Not -Contain 'HelpInfoURI'
+        Import-Module $moduleFolder -Force
+        $withUri = @(Get-Command -Module DifferenceEngine | Where-Object { $_.HelpUri })
+        $withUri.Name | Should -BeNullOrEmpty -Because 'Get-Help -Online would open a page that does not exist'
+    }
+
     It 'leaves System.Management.Automation.dll to PowerShell' {
         Join-Path $moduleFolder 'System.Management.Automation.dll' | Should -Not -Exist
     }
