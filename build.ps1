@@ -15,7 +15,7 @@
                module under runtimes/linux-<arch>/native; the fake Xen and the shim's C tests
                stay in out/native/fake for the Test task. Without those packages native/ is
                skipped with one line: only Xen hosts need the shim.
-      Test     Build and Package, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
+      Test     Build, Package and Guests, then the xunit tests (tests/DifferenceEngine.Tests) and the Pester suite
                (tests/pester, run in a child pwsh against out/DifferenceEngine). Results go to
                out/test-results (xunit.trx, pester.xml). The last line printed is exactly
                "<N> passed, <N> failed, <N> skipped"; the exit code is 1 if anything failed or a runner did
@@ -30,6 +30,8 @@
                KSM then zram side by side where the machine allows (root). Writes out/compare/compare.csv
                and compare.md.
       Clean    Remove out/ and the bin/ and obj/ folders of every project.
+      Guests   The QEMU test guests in out/guests (Debian's cloud kernel from apt-get download, an initramfs
+               whose /init is tests/guest/deworkload.c); the Test task makes them too.
       Package  Build, then publish out/DifferenceEngine with Publish-PSResource to the local file
                repository out/repository (DifferenceEngine.<version>.nupkg), which Install-PSResource
                installs from once registered (Register-PSResourceRepository -Uri out/repository).
@@ -70,7 +72,7 @@
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Clean', 'Bench', 'Compare', 'Package')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Clean', 'Bench', 'Compare', 'Package', 'Guests')]
     [string[]]$Task = 'Build',
 
     [string]$Configuration = 'Release',
@@ -333,6 +335,124 @@ function Build-Native {
     Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so'), (Join-Path $NativeOut 'libdexen.so') -Destination $Destination
 }
 
+function Write-NewcArchive {
+    <#
+    .SYNOPSIS
+        Writes a gzip-compressed cpio archive in the "newc" format the kernel unpacks as its initramfs.
+    .DESCRIPTION
+        Entries are hashtables: Path (no leading /), Type (Dir, File, Char, Link), Mode (permission bits), and Source
+        (a file, for File), Target (for Link), Major and Minor (for Char). Written here rather than with cpio(1), so the
+        device nodes /dev/console and /dev/null go in without mknod, and nothing but PowerShell is needed.
+    #>
+    param([string]$Path, [hashtable[]]$Entries)
+    $stream = [IO.File]::Create($Path)
+    $gzip = [IO.Compression.GZipStream]::new($stream, [IO.Compression.CompressionLevel]::Optimal)
+    try {
+        $inode = 1
+        $pad = { param([long]$n) $zeros = [byte[]]::new((4 - $n % 4) % 4); $gzip.Write($zeros, 0, $zeros.Length) }
+        foreach ($e in @($Entries) + @(@{ Path = 'TRAILER!!!'; Type = 'End'; Mode = 0 })) {
+            [byte[]]$data = switch ($e.Type) {
+                'File' { [IO.File]::ReadAllBytes($e.Source) }
+                'Link' { [Text.Encoding]::ASCII.GetBytes($e.Target) }
+                default { , [byte[]]@() }
+            }
+            $typeBits = switch ($e.Type) { 'Dir' { 0x4000 } 'File' { 0x8000 } 'Char' { 0x2000 } 'Link' { 0xA000 } default { 0 } }
+            $name = [Text.Encoding]::ASCII.GetBytes($e.Path + [char]0)
+            $ino = if ($e.Type -eq 'End') { 0 } else { $inode }
+            $inode++
+            $fields = @($ino, ($typeBits -bor $e.Mode), 0, 0,
+                $(if ($e.Type -eq 'Dir') { 2 } else { 1 }), 0, $data.Length, 0, 0, [int]$e['Major'], [int]$e['Minor'], $name.Length, 0)
+            $header = [Text.Encoding]::ASCII.GetBytes('070701' + (($fields | ForEach-Object { '{0:x8}' -f $_ }) -join ''))
+            $gzip.Write($header, 0, $header.Length)
+            $gzip.Write($name, 0, $name.Length)
+            & $pad ($header.Length + $name.Length)
+            $gzip.Write($data, 0, $data.Length)
+            & $pad $data.Length
+        }
+    }
+    finally {
+        $gzip.Dispose()
+        $stream.Dispose()
+    }
+}
+
+function Build-Guests {
+    <#
+    .SYNOPSIS
+        Makes the test guests in out/guests: a Debian cloud kernel (vmlinuz) and an initramfs whose /init is the
+        workload of tests/guest/deworkload.c, built static, with busybox beside it. Returns the folder, or $null
+        (having said why in one line) when something it needs is missing.
+    .DESCRIPTION
+        The kernel comes from `apt-get download` of the package linux-image-cloud-amd64 depends on, unpacked with
+        dpkg-deb; it is kept in out/guests and fetched again only when that package's version changes. Nothing
+        prebuilt is in the repository.
+    #>
+    $guests = Join-Path $OutDir 'guests'
+    $missing = @('apt-get', 'apt-cache', 'dpkg-deb', 'gcc', 'busybox', 'qemu-system-x86_64' |
+            Where-Object { -not (Get-Command $_ -CommandType Application -ErrorAction Ignore) })
+    if ([Runtime.InteropServices.RuntimeInformation]::ProcessArchitecture -ne 'X64') { $missing += 'an x86_64 machine' }
+    if ($missing.Count -gt 0) {
+        Write-Host "Guests: skipped, missing $($missing -join ', ') (apt-packages.txt: busybox-static, qemu-system-x86); the QEMU guest tests skip."
+        return $null
+    }
+    Write-Step "Guests: $guests"
+    $null = New-Item -ItemType Directory -Path $guests -Force
+
+    # The kernel: the versioned package the meta-package points to.
+    $package = (& apt-cache depends linux-image-cloud-amd64 2>$null | Select-String -Pattern 'Depends:\s*(linux-image-\S+)' |
+            Select-Object -First 1).Matches.Groups[1].Value
+    $kernel = Join-Path $guests 'vmlinuz'
+    $stamp = Join-Path $guests 'vmlinuz.package'
+    if (-not $package) {
+        Write-Host 'Guests: skipped, apt-cache knows no linux-image-cloud-amd64 (no Debian package lists: apt-get update).'
+        return $null
+    }
+    if (-not (Test-Path -LiteralPath $kernel) -or -not (Test-Path -LiteralPath $stamp) -or (Get-Content -LiteralPath $stamp) -ne $package) {
+        $work = Join-Path $guests 'download'
+        if (Test-Path -LiteralPath $work) { Remove-Item -LiteralPath $work -Recurse -Force }
+        $null = New-Item -ItemType Directory -Path $work
+        Push-Location -LiteralPath $work
+        try {
+            Invoke-Native { apt-get download $package 2>&1 | Where-Object { "$_" -notmatch 'unsandboxed' } }
+        }
+        catch {
+            Write-Host "Guests: skipped, apt-get download $package failed ($_)."
+            return $null
+        }
+        finally {
+            Pop-Location
+        }
+        $deb = Get-ChildItem -LiteralPath $work -Filter '*.deb' | Select-Object -First 1
+        # Only the kernel image, not the 100 MiB of modules (the cloud kernel has what the guests need built in).
+        $root = Join-Path $work 'root'
+        $null = New-Item -ItemType Directory -Path $root
+        Invoke-Native { bash -o pipefail -c "dpkg-deb --fsys-tarfile '$($deb.FullName)' | tar -x -C '$root' --wildcards './boot/vmlinuz-*'" }
+        $vmlinuz = Get-ChildItem -LiteralPath (Join-Path $root 'boot') -Filter 'vmlinuz-*' | Select-Object -First 1
+        Copy-Item -LiteralPath $vmlinuz.FullName -Destination $kernel -Force
+        Set-Content -LiteralPath $stamp -Value $package
+        Remove-Item -LiteralPath $work -Recurse -Force
+        Write-Host "  vmlinuz from $package"
+    }
+
+    # The workload, static (the initramfs has no libc), and the initramfs around it.
+    $workload = Join-Path $guests 'deworkload'
+    Invoke-Native { gcc -static -O2 -Wall -Wextra -Werror -o $workload (Join-Path $RepoRoot 'tests/guest/deworkload.c') }
+    $busybox = (Get-Command busybox -CommandType Application | Select-Object -First 1).Source
+    Write-NewcArchive -Path (Join-Path $guests 'initramfs.cpio.gz') -Entries @(
+        @{ Path = 'dev'; Type = 'Dir'; Mode = 0x1ED }
+        @{ Path = 'dev/console'; Type = 'Char'; Mode = 0x180; Major = 5; Minor = 1 }
+        @{ Path = 'dev/null'; Type = 'Char'; Mode = 0x1B6; Major = 1; Minor = 3 }
+        @{ Path = 'proc'; Type = 'Dir'; Mode = 0x1ED }
+        @{ Path = 'sys'; Type = 'Dir'; Mode = 0x1ED }
+        @{ Path = 'bin'; Type = 'Dir'; Mode = 0x1ED }
+        @{ Path = 'bin/busybox'; Type = 'File'; Mode = 0x1ED; Source = $busybox }
+        @{ Path = 'bin/sh'; Type = 'Link'; Mode = 0x1FF; Target = 'busybox' }
+        @{ Path = 'init'; Type = 'File'; Mode = 0x1ED; Source = $workload }
+    )
+    Write-Host "  initramfs.cpio.gz: /init is tests/guest/deworkload.c, /bin/sh is busybox (rdinit=/bin/sh for a shell)"
+    return $guests
+}
+
 function Invoke-BuildTask {
     if ($script:Built) {
         return
@@ -553,6 +673,13 @@ function Invoke-TestTask {
         catch {
             & $addProblem "package failed: $_"
         }
+        # The QEMU test guests (skipped in one line when a package is missing; their tests then skip).
+        try {
+            $null = Build-Guests
+        }
+        catch {
+            & $addProblem "guests failed: $_"
+        }
         Write-Step 'xunit: tests/DifferenceEngine.Tests'
         $xunitExit = Invoke-Native -ReturnExitCode {
             dotnet test $XunitProject -c $Configuration --nologo --logger 'trx;LogFileName=xunit.trx' --results-directory $TestResultsDir
@@ -763,6 +890,7 @@ try {
             'Bench' { Invoke-BenchTask }
             'Compare' { Invoke-CompareTask }
             'Package' { Invoke-PackageTask }
+            'Guests' { Install-SystemPackage -Scope Test; $null = Build-Guests }
         }
     }
 }

@@ -25,6 +25,12 @@ internal static class Requirement
     /// </summary>
     public const string QemuPager = "qemu-pager";
 
+    /// <summary>
+    /// qemu-system-x86_64 and the test guests build.ps1 makes in out/guests (-Task Guests, or -Task Test): a Debian cloud
+    /// kernel and an initramfs running tests/guest/deworkload.c.
+    /// </summary>
+    public const string QemuGuests = "qemu-guests";
+
     private const string XenHeader = "/usr/include/xenctrl.h";
     private const string UnprivilegedUserfaultfd = "/proc/sys/vm/unprivileged_userfaultfd";
 
@@ -64,6 +70,15 @@ internal static class Requirement
                 !(File.Exists(UnprivilegedUserfaultfd) && File.ReadAllText(UnprivilegedUserfaultfd).Trim() == "1"))
                 missing.Add($"root, or {UnprivilegedUserfaultfd} = 1, for a userfaultfd");
             return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to page guest RAM with userfaultfd";
+        }
+
+        if (need == QemuGuests)
+        {
+            var missing = new List<string>();
+            if (FindProgram("qemu-system-x86_64") is null) missing.Add("qemu-system-x86_64 (package qemu-system-x86)");
+            if (!File.Exists(Qemu.TestGuest.Kernel) || !File.Exists(Qemu.TestGuest.Initramfs))
+                missing.Add($"the test guests in {Path.GetDirectoryName(Qemu.TestGuest.Kernel)} (build.ps1 -Task Guests)");
+            return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to boot QEMU guests";
         }
 
         if (!Packages.TryGetValue(need, out string? package))

@@ -1,0 +1,158 @@
+/*
+ * deworkload: the test guests' workload, run as /init of a tiny initramfs under QEMU.
+ *
+ * It fills de.mem MiB with pages of several kinds (zero pages, pages every guest has, text that compresses, pages
+ * that differ from a shared page by a few bytes, random pages), records a 64-bit checksum of every page, then loops:
+ * verify every page, rewrite a few, print one line a round on the console:
+ *
+ *     deworkload round=N pages=P mismatches=M total=T rewritten=W
+ *     deworkload MISMATCH round=N page=G
+ *     deworkload done rounds=N mismatches=T
+ *
+ * Options (kernel command line; dotted names reach no kernel code and are read from /proc/cmdline):
+ *     de.mem=MiB         memory to fill (default 32)
+ *     de.seed=N          this guest's seed: its random and similar pages (default 1); shared pages do not depend on it
+ *     de.rounds=N        rounds before "done" and power-off; 0 runs until killed (default 3)
+ *     de.rewrite=PERMIL  pages rewritten per round, per thousand (default 10)
+ *     de.selftest=1      after round 1, change one byte of page 7 behind the checksums' back: round 2 must report it
+ *     de.hold=1          after "done", keep the memory as it is and wait (no power-off) until killed
+ *
+ * Everything is deterministic for a seed: no clock, no randomness from the system.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+
+#define PAGE 4096
+
+static uint64_t mix(uint64_t x)
+{
+    /* splitmix64 */
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static uint64_t checksum(const unsigned char *p)
+{
+    /* FNV-1a over 64-bit words, then mixed: any changed byte changes it */
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < PAGE / 8; i++) h = (h ^ w[i]) * 0x100000001b3ULL;
+    return mix(h);
+}
+
+static void fill_random(unsigned char *p, uint64_t seed)
+{
+    uint64_t *w = (uint64_t *)p;
+    for (int i = 0; i < PAGE / 8; i++) w[i] = mix(seed * 4099 + (uint64_t)i);
+}
+
+static void fill_text(unsigned char *p, uint64_t seed)
+{
+    static const char *words[] = { "memory", "page", "guest", "share", "patch", "compress", "kernel", "engine",
+                                   "frame", "clock", "cold", "hot", "delta", "store", "swap", "fault" };
+    int o = 0;
+    uint64_t s = seed;
+    while (o < PAGE) {
+        s = mix(s);
+        const char *word = words[s & 15];
+        int n = snprintf((char *)p + o, (size_t)(PAGE - o), "%s=%u; ", word, (unsigned)((s >> 8) % 1000));
+        if (n <= 0 || n >= PAGE - o) { memset(p + o, ' ', (size_t)(PAGE - o)); break; }
+        o += n;
+    }
+}
+
+/* Page g of a guest with seed `seed`: its kind is chosen by g alone, so every guest has the same layout. */
+static void fill_page(unsigned char *p, uint64_t g, uint64_t seed, uint64_t version)
+{
+    uint64_t kind = mix(g ^ 0x5eedULL) % 10;
+    if (version == 0 && kind < 2) { memset(p, 0, PAGE); return; }              /* zero */
+    if (version == 0 && kind < 4) { fill_random(p, 1000000 + g % 64); return; } /* shared: 64 contents, any seed */
+    if (kind < 6) { fill_text(p, mix(seed) ^ g ^ (version << 40)); return; }     /* compressible text */
+    if (kind < 8) {                                                              /* similar to a shared page */
+        fill_random(p, 1000000 + g % 64);
+        for (int k = 0; k < 4; k++) p[mix(seed + g * 8 + (uint64_t)k + version) % PAGE] ^= (unsigned char)(1 + k);
+        return;
+    }
+    fill_random(p, mix(seed) ^ (g << 20) ^ version);                             /* unique */
+}
+
+static long option(const char *cmdline, const char *name, long fallback)
+{
+    const char *at = cmdline;
+    size_t n = strlen(name);
+    while ((at = strstr(at, name)) != NULL) {
+        if ((at == cmdline || at[-1] == ' ') && at[n] == '=') return strtol(at + n + 1, NULL, 10);
+        at += n;
+    }
+    return fallback;
+}
+
+int main(void)
+{
+    char cmdline[4096] = "";
+    if (getpid() == 1) {
+        mount("proc", "/proc", "proc", 0, NULL);
+        mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+    }
+    int fd = open("/proc/cmdline", O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
+        if (n > 0) cmdline[n] = 0;
+        close(fd);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    long mib = option(cmdline, "de.mem", 32), rounds = option(cmdline, "de.rounds", 3);
+    long rewrite = option(cmdline, "de.rewrite", 10), selftest = option(cmdline, "de.selftest", 0);
+    long hold = option(cmdline, "de.hold", 0);
+    uint64_t seed = (uint64_t)option(cmdline, "de.seed", 1);
+    size_t pages = (size_t)mib * 256;
+    unsigned char *mem = aligned_alloc(PAGE, pages * PAGE);
+    uint64_t *sums = calloc(pages, sizeof *sums);
+    uint64_t *versions = calloc(pages, sizeof *versions);
+    if (!mem || !sums || !versions) { printf("deworkload FAILED no memory for %ld MiB\n", mib); goto end; }
+
+    for (size_t g = 0; g < pages; g++) {
+        fill_page(mem + g * PAGE, g, seed, 0);
+        sums[g] = checksum(mem + g * PAGE);
+    }
+    printf("deworkload ready pages=%zu seed=%llu\n", pages, (unsigned long long)seed);
+
+    long total = 0, round;
+    for (round = 1; rounds == 0 || round <= rounds; round++) {
+        long bad = 0;
+        for (size_t g = 0; g < pages; g++) {
+            if (checksum(mem + g * PAGE) != sums[g]) {
+                if (bad < 20) printf("deworkload MISMATCH round=%ld page=%zu\n", round, g);
+                bad++;
+                sums[g] = checksum(mem + g * PAGE); /* reported once, not every round */
+            }
+        }
+        total += bad;
+        long written = 0;
+        for (size_t g = 0; g < pages; g++) {
+            if (mix(g * 7919 + (uint64_t)round + seed * 104729) % 1000 < (uint64_t)rewrite) {
+                fill_page(mem + g * PAGE, g, seed, ++versions[g]);
+                sums[g] = checksum(mem + g * PAGE);
+                written++;
+            }
+        }
+        if (selftest && round == 1 && pages > 7) mem[7 * PAGE + 123] ^= 0x40; /* the checker must catch this */
+        printf("deworkload round=%ld pages=%zu mismatches=%ld total=%ld rewritten=%ld\n", round, pages, bad, total, written);
+    }
+    printf("deworkload done rounds=%ld mismatches=%ld\n", round - 1, total);
+    if (hold) for (;;) pause();
+end:
+    fflush(stdout);
+    sync();
+    if (getpid() == 1) reboot(RB_POWER_OFF);
+    return 0;
+}
