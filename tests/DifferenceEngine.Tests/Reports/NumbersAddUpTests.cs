@@ -222,10 +222,17 @@ public class NumbersAddUpTests
             for (int i = 200; i < 400; i++)
                 planted[i] = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 700).Select(_ => $"key{rng.Next(40)}=v{rng.Next(9)};"))[..4096]);
             planted[400] = ReportHosts.UniformPage(0xC0FFEE11);
+            // Compressible pages that repeat (here and in the empty domain): shared frames that compression takes whole
+            // once all their sharers are cold, whatever the live process happens to hold.
+            var texts = Enumerable.Range(0, 5)
+                .Select(t => System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 700).Select(i => $"row{t}:{i % 37};"))[..4096]))
+                .ToArray();
+            for (int i = 401; i < 451; i++) planted[i] = texts[i % texts.Length];
             TestMemory.LoadRaw(Host, _dir, "img1", planted, Options());
             TestMemory.LoadRaw(Host, _dir, "img2", TestMemory.PlantedImage(800, 23, library), Options("other"));
             var empty = Host.CreateDomain("empty", 2048 * Page, Options());
             for (int g = 0; g < 64; g++) empty.WritePage(g, library[g % 4]);
+            for (int g = 64; g < 74; g++) empty.WritePage(g, texts[g % texts.Length]);
             Host.RecordSample();
             Host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2 });
             Host.Scan(options: new ScanOptions { Passes = 3, Parallelism = 2 });
