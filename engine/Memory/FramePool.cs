@@ -19,6 +19,16 @@ namespace DifferenceEngine.Memory;
 /// </remarks>
 internal sealed unsafe class FramePool : IDisposable
 {
+    /// <summary>
+    /// Who holds the memory of an external range (<see cref="AddExternal"/>): told when one of its frames stops being in
+    /// use, so that it can let the memory go (a QEMU guest's memfd: punch the page out).
+    /// </summary>
+    internal interface IExternalOwner
+    {
+        /// <summary>The frame at <paramref name="index"/> of the range is no longer in use (called outside the pool's gate).</summary>
+        void Released(long index);
+    }
+
     private readonly object _gate = new();
     private FrameChunk[] _chunks = new FrameChunk[16];
     private int _chunkCount;
@@ -27,6 +37,7 @@ internal sealed unsafe class FramePool : IDisposable
     private long _freeCount;
     private long _inUse;
     private long _unreleased;
+    private int _externalChunks;
     private bool _disposed;
 
     public FramePool(long? limitFrames)
@@ -49,9 +60,9 @@ internal sealed unsafe class FramePool : IDisposable
     private long ReservedFrames => ReservedBytes is { } f ? (f() + PageGeometry.PageMask) >> PageGeometry.PageShift : 0;
 
     /// <summary>Frames backed by native memory (in use or on the free list).</summary>
-    public long FramesAllocated { get { lock (_gate) return (long)_chunkCount * PageGeometry.FramesPerChunk; } }
+    public long FramesAllocated { get { lock (_gate) return (long)(_chunkCount - _externalChunks) * PageGeometry.FramesPerChunk; } }
 
-    public long FramesFree => LimitFrames is long l ? Math.Max(0, l - ReservedFrames - FramesInUse) : FramesAllocated - FramesInUse;
+    public long FramesFree => LimitFrames is long l ? Math.Max(0, l - ReservedFrames - FramesInUse) : Interlocked.Read(ref _freeCount);
 
     /// <summary>Bytes of per-frame bookkeeping (reference counts, hashes, the free list).</summary>
     public long MetadataBytes
@@ -83,19 +94,86 @@ internal sealed unsafe class FramePool : IDisposable
             taken.Hashes[slot] = 0;
             if (!taken.TakeReleased(slot)) _unreleased--;
             _freeCount--;
-            _inUse++;
+            Interlocked.Increment(ref _inUse);
         }
         var chunk = _chunks[frame >> PageGeometry.ChunkShift];
         chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 1;
         return true;
     }
 
-    /// <summary>Returns a frame to the free list; its reference count must already be zero or one.</summary>
+    /// <summary>
+    /// Makes <paramref name="frames"/> frames of memory the pool does not own (at <paramref name="data"/>, page aligned,
+    /// mapped for as long as the pool lives) frames of the pool: numbered from the returned frame on, never handed out
+    /// by <see cref="TryAllocate"/>, in use only between <see cref="TakeExternal"/> and <see cref="Free"/> (which tells
+    /// <paramref name="owner"/>), and never freed or wiped by the pool. Whole chunks are reserved: frames past
+    /// <paramref name="frames"/> in the last one are never used.
+    /// </summary>
+    public uint AddExternal(byte* data, long frames, IExternalOwner owner)
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        if (frames <= 0 || ((nuint)data & PageGeometry.PageMask) != 0) throw new ArgumentOutOfRangeException(nameof(frames));
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            long chunks = (frames + PageGeometry.FramesPerChunk - 1) >> PageGeometry.ChunkShift;
+            if ((_chunkCount + chunks) * PageGeometry.FramesPerChunk > uint.MaxValue)
+                throw new InvalidOperationException("Frame numbers exhausted.");
+            uint first = (uint)(_chunkCount << PageGeometry.ChunkShift);
+            for (long c = 0; c < chunks; c++)
+            {
+                var chunk = new FrameChunk(data + c * PageGeometry.ChunkBytes) { External = owner, ExternalFirst = first };
+                if (_chunkCount == _chunks.Length)
+                {
+                    var grown = new FrameChunk[_chunks.Length * 2];
+                    Array.Copy(_chunks, grown, _chunkCount);
+                    Volatile.Write(ref _chunks, grown);
+                }
+                _chunks[_chunkCount++] = chunk;
+                _externalChunks++;
+            }
+            return first;
+        }
+    }
+
+    /// <summary>An external frame now holds a page (reference count 1, counted in use).</summary>
+    public void TakeExternal(uint frame)
+    {
+        var chunk = Chunk(frame);
+        if (chunk.External is null) throw new InvalidOperationException($"Frame {frame} is not external.");
+        chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 1;
+        Interlocked.Increment(ref _inUse);
+    }
+
+    /// <summary>
+    /// An external frame no longer in use, without telling its owner: the page stays where it is (its domain is let go
+    /// with its memory, as when the engine stops paging a QEMU guest).
+    /// </summary>
+    public void ForgetExternal(uint frame)
+    {
+        var chunk = Chunk(frame);
+        if (chunk.External is null) throw new InvalidOperationException($"Frame {frame} is not external.");
+        chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 0;
+        Interlocked.Decrement(ref _inUse);
+    }
+
+    /// <summary>Whether <paramref name="frame"/> is one of an external range (memory the pool does not own).</summary>
+    public bool IsExternal(uint frame) => Chunk(frame).External is not null;
+
+    /// <summary>
+    /// Returns a frame to the free list; its reference count must already be zero or one. An external frame goes back to
+    /// its owner instead (<see cref="IExternalOwner.Released"/>).
+    /// </summary>
     public void Free(uint frame)
     {
         var chunk = Chunk(frame);
         int i = (int)(frame & (PageGeometry.FramesPerChunk - 1));
         chunk.RefCounts[i] = 0;
+        if (chunk.External is { } owner)
+        {
+            Interlocked.Decrement(ref _inUse);
+            owner.Released(frame - chunk.ExternalFirst);
+            return;
+        }
         lock (_gate)
         {
             if (_disposed) return;
@@ -103,7 +181,7 @@ internal sealed unsafe class FramePool : IDisposable
             _freeHead = frame;
             _freeCount++;
             _unreleased++;
-            _inUse--;
+            Interlocked.Decrement(ref _inUse);
         }
     }
 
@@ -200,6 +278,11 @@ internal sealed unsafe class FramePool : IDisposable
             _disposed = true;
             for (int i = 0; i < _chunkCount; i++)
             {
+                if (_chunks[i].External is not null)
+                {
+                    _chunks[i] = null!; // not ours to wipe or free
+                    continue;
+                }
                 // Guest memory may hold secrets: wipe before handing it back (dropping the pages reads back as zeros,
                 // and touches none that were released already).
                 if (!OperatingSystem.IsLinux()
@@ -211,6 +294,7 @@ internal sealed unsafe class FramePool : IDisposable
             _chunkCount = 0;
             _freeCount = 0;
             _unreleased = 0;
+            _externalChunks = 0;
             _freeHead = NoFrame;
             _inUse = 0;
         }
@@ -219,6 +303,10 @@ internal sealed unsafe class FramePool : IDisposable
     private sealed class FrameChunk(byte* data)
     {
         public readonly byte* Data = data;
+
+        /// <summary>For an external chunk: who holds its memory, and the first frame of its range.</summary>
+        public IExternalOwner? External { get; init; }
+        public uint ExternalFirst { get; init; }
         public readonly int[] RefCounts = new int[PageGeometry.FramesPerChunk];
         public readonly ulong[] Hashes = new ulong[PageGeometry.FramesPerChunk];
 

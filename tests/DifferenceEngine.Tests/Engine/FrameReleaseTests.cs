@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Memory;
 using DifferenceEngine.Qemu;
@@ -78,5 +79,62 @@ public unsafe class FrameReleaseTests
         long n = 0;
         for (uint f = 0; f < framesAllocated; f++) if (Resident(pool, f)) n++;
         return n;
+    }
+}
+
+/// <summary>Frames of memory the pool does not own (a QEMU guest's RAM): numbered like its own, never handed out.</summary>
+public unsafe class ExternalFrameTests
+{
+    private sealed class Owner : FramePool.IExternalOwner
+    {
+        public readonly List<long> Given = [];
+        public void Released(long index) => Given.Add(index);
+    }
+
+    [Fact]
+    public void ExternalFramesAreTheOwnersMemoryInUseOnlyWhenTakenAndGoBackToTheOwner()
+    {
+        const int frames = 700; // more than a chunk, not a whole number of them
+        byte* memory = (byte*)NativeMemory.AlignedAlloc(2 * PageGeometry.ChunkBytes, 4096);
+        try
+        {
+            var owner = new Owner();
+            using (var pool = new FramePool(null))
+            {
+                Assert.True(pool.TryAllocate(out uint own));
+                uint first = pool.AddExternal(memory, frames, owner);
+                Assert.Equal(0, pool.FramesAllocated - PageGeometry.FramesPerChunk); // only the pool's own chunk
+                long freeBefore = pool.FramesFree;
+
+                pool.TakeExternal(first + 600);
+                Assert.True(pool.IsExternal(first + 600));
+                Assert.False(pool.IsExternal(own));
+                Assert.True(pool.IsInUse(first + 600));
+                Assert.Equal(2, pool.FramesInUse);
+                Assert.Equal(freeBefore, pool.FramesFree); // an external frame in use takes none of the pool's own
+                pool.Span(first + 600).Fill(0x5A);
+                Assert.Equal(0x5A, memory[600L * 4096 + 17]); // the frame is the owner's memory, in place
+
+                // The pool hands out only its own frames, however many are taken.
+                for (int i = 0; i < 3 * PageGeometry.FramesPerChunk; i++)
+                {
+                    Assert.True(pool.TryAllocate(out uint f));
+                    Assert.False(pool.IsExternal(f));
+                }
+
+                pool.Free(first + 600);
+                Assert.Equal([600L], owner.Given);
+                Assert.False(pool.IsInUse(first + 600));
+
+                pool.TakeExternal(first + 3);
+                pool.ForgetExternal(first + 3); // let go without telling the owner: the page stays
+                Assert.Equal([600L], owner.Given);
+            }
+            Assert.Equal(0x5A, memory[600L * 4096 + 17]); // disposing the pool neither wipes nor frees the owner's memory
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(memory);
+        }
     }
 }
