@@ -138,6 +138,7 @@ public sealed partial class Domain : IDEDomain
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public FaultKind WritePage(long gfn, ReadOnlySpan<byte> data, int offset = 0)
     {
+        ThrowIfQemu("Writing guest memory from the engine");
         CheckGfn(gfn);
         if (offset < 0 || offset > PageGeometry.PageSize || data.Length > PageGeometry.PageSize - offset)
             throw new DEException("WriteOutsidePage", DEErrorKind.InvalidArgument,
@@ -340,6 +341,11 @@ public sealed partial class Domain : IDEDomain
     internal void Release()
     {
         _removed = true;
+        if (Qemu is not null)
+        {
+            ReleaseQemu();
+            return;
+        }
         for (long gfn = 0; gfn < _p2m.Length; gfn++)
         {
             ulong e = Lock(gfn);

@@ -166,6 +166,42 @@ public sealed partial class DEHost : IDEHost, IEngineService
         return domain;
     }
 
+    /// <summary>
+    /// Attaches to a running QEMU whose library (libdeqemu.so) listens at <paramref name="socketPath"/>, and makes its
+    /// guest a domain: the pages the guest has are Private (its own memory, read in place), the rest Untouched, and the
+    /// engine serves the guest's faults from now on. Removing the domain (or disconnecting the host) hands the guest back
+    /// to QEMU. Taking pages out of the guest is not built yet: the mechanisms refuse with "QemuMechanismNotYetSupported".
+    /// Errors: those of the link ("QemuSocketNotFound", "QemuAttachRefused", ...), and of a domain's name.
+    /// </summary>
+    public Domain AttachQemu(string name, string socketPath, DomainOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(socketPath);
+        using var op = EnterOperation();
+        if (options is { SharingEnabled: true } or { PatchingEnabled: true } or { CompressionEnabled: true })
+            throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
+                $"Sharing, patching and compression are not yet supported on QEMU domains ('{name}'): attach without them (docs/QEMU.md).", name);
+        ValidateName(name);
+        if (_byName.ContainsKey(name)) throw DomainExists(name);
+        var link = Qemu.QemuLink.Attach(socketPath);
+        Qemu.QemuRam? ram = null;
+        Domain? domain = null;
+        try
+        {
+            ram = new Qemu.QemuRam(link, Frames);
+            domain = NewDomain(name, link.PageCount, options, $"qemu pid {link.Pid} ({socketPath})");
+            domain.AttachQemu(ram);
+            Register(domain);
+            return domain;
+        }
+        catch
+        {
+            if (domain?.Qemu is not null) domain.Release(); // forgets its frames, hands the guest back, closes the link
+            else if (ram is not null) ram.Dispose();
+            else link.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Creates a domain holding the pages of <paramref name="source"/> (an image, a core, a process).</summary>
     /// <remarks>Every loaded page gets a frame (Private), as in a running VM; scans find the zero and identical ones.</remarks>
     public Domain LoadDomain(string name, MemorySource source, DomainOptions? options = null, CancellationToken cancellationToken = default) =>
@@ -226,6 +262,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         using var op = EnterOperation();
         CheckOwned(domain);
+        domain.ThrowIfQemu("Sharing");
         domain.Policy.SharingEnabled = true;
     }
 

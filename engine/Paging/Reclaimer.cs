@@ -155,7 +155,7 @@ internal sealed class Reclaimer : IDisposable
                 }
                 if (_domainIndex >= domains.Count) _domainIndex = 0;
                 var d = domains[_domainIndex];
-                if (_gfn >= d.PageCount)
+                if (_gfn >= d.PageCount || d.Qemu is not null) // a QEMU guest's pages are not paged out yet
                 {
                     _domainIndex++;
                     _gfn = 0;

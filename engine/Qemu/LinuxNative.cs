@@ -28,6 +28,9 @@ internal static unsafe partial class LinuxNative
     public const int MADV_DONTNEED = 4;
     public const int MADV_NOHUGEPAGE = 15;
     public const int MAP_SHARED = 1;
+    public const int SEEK_DATA = 3;
+    public const int SEEK_HOLE = 4;
+    public const int ENXIO = 6;
     public const short POLLIN = 1;
 
     public const int ENOENT = 2;
@@ -104,6 +107,15 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "fallocate", SetLastError = true)]
     public static partial int Fallocate(int fd, int mode, long offset, long length);
+
+    [LibraryImport(Libc, EntryPoint = "mmap", SetLastError = true)]
+    public static partial void* Mmap(void* address, nuint length, int protection, int flags, int fd, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "munmap", SetLastError = true)]
+    public static partial int Munmap(void* address, nuint length);
+
+    [LibraryImport(Libc, EntryPoint = "lseek", SetLastError = true)]
+    public static partial long Lseek(int fd, long offset, int whence);
 
     [LibraryImport(Libc, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(void* address, nuint length, int advice);

@@ -188,6 +188,42 @@ internal sealed unsafe class QemuLink : IDisposable
         }
     }
 
+    /// <summary>
+    /// Maps a region's memfd into the engine, read-only and shared: the guest's pages as they are, read in place. Only
+    /// pages the memfd has may be read through it (a read of a hole would fill it behind QEMU's back).
+    /// </summary>
+    public byte* MapRegion(QemuRegion region)
+    {
+        void* at = LinuxNative.Mmap(null, (nuint)region.Length, LinuxNative.PROT_READ, LinuxNative.MAP_SHARED,
+            memfds[region.MemfdIndex], (long)region.FileOffset);
+        if (at == (void*)-1) throw Failure("mmap of guest RAM", LinuxNative.Errno, $"region at gfn {region.FirstGfn}");
+        return (byte*)at;
+    }
+
+    /// <summary>The runs of pages a region's memfd holds (SEEK_DATA, SEEK_HOLE): first gfn and page count of each.</summary>
+    public List<(long Gfn, long Pages)> PresentRuns(QemuRegion region)
+    {
+        var runs = new List<(long, long)>();
+        int fd = memfds[region.MemfdIndex];
+        long start = (long)region.FileOffset, end = start + (long)region.Length;
+        for (long at = start; at < end;)
+        {
+            long data = LinuxNative.Lseek(fd, at, LinuxNative.SEEK_DATA);
+            if (data < 0)
+            {
+                if (LinuxNative.Errno == LinuxNative.ENXIO) break; // no data after this
+                throw Failure("lseek(SEEK_DATA) of guest RAM", LinuxNative.Errno, $"region at gfn {region.FirstGfn}");
+            }
+            if (data >= end) break;
+            long hole = LinuxNative.Lseek(fd, data, LinuxNative.SEEK_HOLE);
+            if (hole < 0) throw Failure("lseek(SEEK_HOLE) of guest RAM", LinuxNative.Errno, $"region at gfn {region.FirstGfn}");
+            hole = Math.Min(hole, end);
+            runs.Add((region.FirstGfn + (data - start) / PageSize, (hole - data + PageSize - 1) / PageSize));
+            at = hole;
+        }
+        return runs;
+    }
+
     /// <summary>Takes a guest page out of the memfd (and so out of QEMU): the guest's next access faults.</summary>
     public void Punch(long gfn)
     {

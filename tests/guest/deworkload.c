@@ -16,6 +16,7 @@
  *     de.rewrite=PERMIL  pages rewritten per round, per thousand (default 10)
  *     de.selftest=1      after round 1, change one byte of page 7 behind the checksums' back: round 2 must report it
  *     de.hold=1          after "done", keep the memory as it is and wait (no power-off) until killed
+ *     de.grow=MiB        before round 3, fill this much more memory, never touched until then ("deworkload grew")
  *
  * Everything is deterministic for a seed: no clock, no randomness from the system.
  */
@@ -112,12 +113,12 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     long mib = option(cmdline, "de.mem", 32), rounds = option(cmdline, "de.rounds", 3);
     long rewrite = option(cmdline, "de.rewrite", 10), selftest = option(cmdline, "de.selftest", 0);
-    long hold = option(cmdline, "de.hold", 0);
+    long hold = option(cmdline, "de.hold", 0), grow = option(cmdline, "de.grow", 0);
     uint64_t seed = (uint64_t)option(cmdline, "de.seed", 1);
-    size_t pages = (size_t)mib * 256;
-    unsigned char *mem = aligned_alloc(PAGE, pages * PAGE);
-    uint64_t *sums = calloc(pages, sizeof *sums);
-    uint64_t *versions = calloc(pages, sizeof *versions);
+    size_t pages = (size_t)mib * 256, most = (size_t)(mib + grow) * 256;
+    unsigned char *mem = aligned_alloc(PAGE, most * PAGE); /* the grown part stays untouched until round 3 */
+    uint64_t *sums = calloc(most, sizeof *sums);
+    uint64_t *versions = calloc(most, sizeof *versions);
     if (!mem || !sums || !versions) { printf("deworkload FAILED no memory for %ld MiB\n", mib); goto end; }
 
     for (size_t g = 0; g < pages; g++) {
@@ -128,6 +129,14 @@ int main(void)
 
     long total = 0, round;
     for (round = 1; rounds == 0 || round <= rounds; round++) {
+        if (round == 3 && most > pages) {
+            for (size_t g = pages; g < most; g++) {
+                fill_page(mem + g * PAGE, g, seed, 0);
+                sums[g] = checksum(mem + g * PAGE);
+            }
+            pages = most;
+            printf("deworkload grew pages=%zu\n", pages);
+        }
         long bad = 0;
         for (size_t g = 0; g < pages; g++) {
             if (checksum(mem + g * PAGE) != sums[g]) {

@@ -30,9 +30,7 @@ public class CodecAllocationTests
         }
 
         Run(Calls);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        Run(Calls);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        long allocated = Allocations.On(() => Run(Calls));
         Assert.Equal(0, allocated);
     }
 

@@ -146,7 +146,11 @@ internal static class TestMemory
     /// domain's pages, the domains add up to the host, every frame and stored byte is charged to a page, and
     /// guest = used + saved to the byte.
     /// </summary>
-    public static void AssertNumbersAddUp(Stats.HostSnapshot snapshot)
+    /// <remarks>
+    /// With <paramref name="atRest"/> false (a live QEMU guest faulting pages in while the snapshot walks), frames may be
+    /// taken between the walk and the count: every identity but "nothing uncharged" must still hold.
+    /// </remarks>
+    public static void AssertNumbersAddUp(Stats.HostSnapshot snapshot, bool atRest = true)
     {
         var h = snapshot.Host;
         foreach (var d in snapshot.Domains)
@@ -160,7 +164,7 @@ internal static class TestMemory
         Assert.Equal(snapshot.Domains.Sum(d => d.UntouchedPages) * 4096, h.UntouchedBytes);
         Assert.Equal(snapshot.Domains.Sum(d => d.BytesUsed), h.DomainsUsedBytes);
         Assert.Equal(snapshot.Domains.Sum(d => d.StoredBytes), h.StoreStoredBytes, 0.5 * snapshot.Domains.Count + 0.5);
-        Assert.Equal(0, h.UnchargedBytes); // every frame and stored byte is some page's
+        if (atRest) Assert.Equal(0, h.UnchargedBytes); // every frame and stored byte is some page's
         Assert.Equal(h.MemoryUsedBytes, h.DomainsUsedBytes + h.StoreSlackBytes + h.MetadataBytes + h.UnchargedBytes);
         Assert.Equal(h.GuestBytes, h.MemoryUsedBytes + h.SavedBytes);
     }

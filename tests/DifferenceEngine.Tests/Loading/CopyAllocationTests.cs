@@ -39,9 +39,7 @@ public sealed class CopyAllocationTests(ITestOutputHelper output) : IDisposable
         using MemorySource source = MemorySource.OpenProcess(child.Id);
         var sink = new CountingSink();
         source.CopyTo(sink);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        source.CopyTo(sink);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        long allocated = Allocations.On(() => source.CopyTo(sink));
         long pages = sink.Count / 2;
         output.WriteLine($"{pages} pages: {allocated} bytes allocated");
         Assert.True(allocated < pages * 8, $"{allocated} bytes allocated for {pages} pages");
@@ -72,9 +70,7 @@ public sealed class CopyAllocationTests(ITestOutputHelper output) : IDisposable
         using MemorySource source = MemorySource.OpenFile(path);
         var sink = new CountingSink();
         source.CopyTo(sink); // warm the buffer pool and the JIT
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        source.CopyTo(sink);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        long allocated = Allocations.On(() => source.CopyTo(sink));
         Assert.Equal(expectedPages * 2, sink.Count);
         return allocated;
     }

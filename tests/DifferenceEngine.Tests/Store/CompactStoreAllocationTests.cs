@@ -28,9 +28,7 @@ public class CompactStoreAllocationTests
         }
         Run(300_000);
         long releasedBefore = store.AllocatedBytes;
-        long allocated = GC.GetAllocatedBytesForCurrentThread();
-        Run(10_000);
-        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+        long allocated = Allocations.On(() => Run(10_000));
         Assert.Equal(0, allocated);
         Assert.True(releasedBefore > 0);
     }
@@ -54,9 +52,7 @@ public class CompactStoreAllocationTests
             }
         }
         Run(5);
-        long allocated = GC.GetAllocatedBytesForCurrentThread();
-        Run(5);
-        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+        long allocated = Allocations.On(() => Run(5));
         Assert.Equal(0, allocated);
         Assert.Equal(0, store.AllocatedBytes);
     }

@@ -1,0 +1,127 @@
+using DifferenceEngine.Memory;
+
+namespace DifferenceEngine.Qemu;
+
+/// <summary>
+/// A running QEMU's guest RAM as frames of the host's pool: each memfd region mapped read-only into the engine and made
+/// a range of external frames (<see cref="FramePool.AddExternal"/>), so a page the guest has is a Private page whose
+/// frame is the guest's own memory, read in place by every pass; a page let go (its frame freed) is punched out of the
+/// memfd. The fault thread hands each of the guest's faults to its domain (<see cref="Domains.Domain"/>), which serves it
+/// under the page's lock like any other access.
+/// </summary>
+internal sealed unsafe class QemuRam : IDisposable
+{
+    private readonly FramePool frames;
+    private readonly Mapped[] mapped;
+    private readonly int stopFd;
+    private Thread? faultThread;
+    private Exception? faultFailure;
+    private bool disposed;
+
+    private sealed class Mapped(QemuLink link, QemuRegion region, byte* data) : FramePool.IExternalOwner
+    {
+        public readonly QemuRegion Region = region;
+        public readonly byte* Data = data;
+        public uint FirstFrame;
+
+        // A frame of the region is no longer the guest's page: the page leaves QEMU's memory.
+        public void Released(long index) => link.Punch(Region.FirstGfn + index);
+    }
+
+    public QemuRam(QemuLink link, FramePool frames)
+    {
+        Link = link;
+        this.frames = frames;
+        mapped = new Mapped[link.Regions.Count];
+        stopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
+        if (stopFd < 0)
+            throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError, $"eventfd failed: {LinuxNative.Describe(LinuxNative.Errno)}.", null);
+        try
+        {
+            for (int i = 0; i < mapped.Length; i++)
+            {
+                var region = link.Regions[i];
+                mapped[i] = new Mapped(link, region, link.MapRegion(region));
+                mapped[i].FirstFrame = frames.AddExternal(mapped[i].Data, region.PageCount, mapped[i]);
+            }
+        }
+        catch
+        {
+            Unmap();
+            LinuxNative.Close(stopFd);
+            throw;
+        }
+    }
+
+    public QemuLink Link { get; }
+
+    /// <summary>The fault thread's failure, if it stopped on one (the guest's faults then wait).</summary>
+    public Exception? FaultFailure => Volatile.Read(ref faultFailure);
+
+    /// <summary>The external frame that is guest page <paramref name="gfn"/>.</summary>
+    public uint FrameOf(long gfn)
+    {
+        foreach (var m in mapped)
+            if (gfn >= m.Region.FirstGfn && gfn < m.Region.FirstGfn + m.Region.PageCount)
+                return m.FirstFrame + (uint)(gfn - m.Region.FirstGfn);
+        throw new ArgumentOutOfRangeException(nameof(gfn));
+    }
+
+    /// <summary>The pages the guest has now (runs of gfns), from the memfds.</summary>
+    public IEnumerable<(long Gfn, long Pages)> PresentRuns() => Link.Regions.SelectMany(Link.PresentRuns);
+
+    /// <summary>
+    /// Starts serving the guest's faults: <paramref name="serve"/> gets the gfn and whether it is a write-protect fault,
+    /// and must answer it (install the page, or lift the protection) so the guest is woken.
+    /// </summary>
+    public void StartFaults(Action<long, bool, long> serve)
+    {
+        // Faults an earlier engine read and never answered wait still: woken, they fault again and reach this one.
+        if (Link.Reattached)
+            foreach (var region in Link.Regions) Link.Faults.Wake(region.HostAddress, region.Length);
+        faultThread = new Thread(() => ServeFaults(serve)) { IsBackground = true, Name = $"de-qemu-faults-{Link.Pid}" };
+        faultThread.Start();
+    }
+
+    private void ServeFaults(Action<long, bool, long> serve)
+    {
+        var messages = new Userfaultfd.Message[32];
+        try
+        {
+            while (Link.Faults.Wait(stopFd))
+            {
+                int n = Link.Faults.ReadMessages(messages);
+                for (int i = 0; i < n; i++)
+                {
+                    if (messages[i].Event != Userfaultfd.EventPageFault) continue;
+                    long started = System.Diagnostics.Stopwatch.GetTimestamp();
+                    long gfn = Link.GfnOf(messages[i].Address & ~(ulong)(Userfaultfd.PageSize - 1));
+                    if (gfn >= 0) serve(gfn, (messages[i].Flags & Userfaultfd.PageFaultFlagWriteProtect) != 0, started);
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Volatile.Write(ref faultFailure, e);
+        }
+    }
+
+    /// <summary>Stops the fault thread (faults then wait for the next engine), unmaps the RAM and closes the link.</summary>
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        ulong one = 1;
+        LinuxNative.Write(stopFd, &one, 8);
+        faultThread?.Join();
+        LinuxNative.Close(stopFd);
+        Unmap();
+        Link.Dispose();
+    }
+
+    private void Unmap()
+    {
+        foreach (var m in mapped)
+            if (m is not null) LinuxNative.Munmap(m.Data, (nuint)m.Region.Length);
+    }
+}

@@ -1,0 +1,99 @@
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Tests.Engine;
+
+namespace DifferenceEngine.Tests.Qemu;
+
+/// <summary>
+/// A running QEMU guest as a domain of the embedded host (DEHost.AttachQemu): its pages are frames of the host read in
+/// place, the engine serves its first-touch faults, and removing the domain hands the guest back, which verifies its
+/// own memory throughout.
+/// </summary>
+public class QemuDomainTests
+{
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void AGuestAttachedAsADomainRunsOnWithItsPagesReadInPlaceAndItsFirstTouchesServed()
+    {
+        using var dir = new TempDir();
+        string socket = Path.Combine(dir.Path, "qemu.sock");
+        var environment = new Dictionary<string, string>
+        {
+            ["LD_PRELOAD"] = Path.Combine(QemuNativeBuild.Folder, "libdeqemu.so"),
+            ["DE_QEMU_SOCKET"] = socket,
+        };
+        // 16 MiB filled at boot, 160 MiB more before round 3: more than the guest kernel has touched and freed by then
+        // (it touches about half of its 256 MiB while booting), so many are pages it first touches with the engine attached.
+        using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 0, options: "de.grow=160", environment: environment);
+        guest.WaitFor(@"^deworkload ready pages=4096 ");
+
+        using var host = new DEHost(new HostOptions { Name = "qemu-test" });
+        var vm = host.AttachQemu("vm1", socket);
+        Assert.Equal(256L * 256, vm.PageCount);
+        Assert.Equal(guest.Pid, vm.QemuPid);
+        var before = host.GetPageStats(vm);
+        Assert.True(before.PrivatePages > 4096, $"the guest has its kernel and the workload's 16 MiB: {before.PrivatePages} pages");
+        Assert.True(before.UntouchedPages > 16 * 256, $"and has never touched most of its 256 MiB: {before.UntouchedPages} pages");
+        Assert.Equal(vm.PageCount, before.PrivatePages + before.UntouchedPages);
+        Assert.Equal(before.PrivatePages * 4096, before.GuestBytes);
+        Assert.Equal(before.PrivatePages * 4096, before.BytesUsed); // nothing taken out yet: the guest's pages are what it uses
+        TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false); // the guest runs meanwhile
+
+        // Pages read in place are the guest's own: the same bytes QEMU's process has at that page. QEMU is stopped
+        // (SIGSTOP) meanwhile, so that the guest writes none of them between the two reads.
+        var page = new byte[4096];
+        long checkedPages = 0;
+        Assert.Equal(0, Kill(guest.Pid, 19 /* SIGSTOP */));
+        try
+        {
+            for (long gfn = 0; gfn < vm.PageCount && checkedPages < 64; gfn += 97)
+            {
+                if (vm.PeekState(gfn) != PageState.Private) continue;
+                vm.ReadPage(gfn, page);
+                Assert.True(page.AsSpan().SequenceEqual(QemuRamPage(guest.Pid, gfn)), $"page {gfn} read in place");
+                checkedPages++;
+            }
+        }
+        finally
+        {
+            Kill(guest.Pid, 18 /* SIGCONT */);
+        }
+        Assert.True(checkedPages > 10);
+
+        // The guest grows into memory it never touched: each first touch is a fault the engine serves with a zero page.
+        guest.WaitFor(@"^deworkload grew pages=45056$");
+        guest.WaitFor(@"^deworkload round=4 pages=45056 mismatches=0 total=0 ");
+        var after = host.GetPageStats(vm);
+        long zeroFills = host.GetStats().Faults.Single(f => f.Kind == FaultKind.ZeroFill).Count;
+        Assert.True(zeroFills >= 16 * 256, $"the grown 16 MiB came through the engine's faults: {zeroFills}; private {before.PrivatePages} -> {after.PrivatePages}, untouched {before.UntouchedPages} -> {after.UntouchedPages}");
+        Assert.True(after.PrivatePages >= before.PrivatePages + 16 * 256);
+        Assert.Equal(vm.PageCount, after.PrivatePages + after.UntouchedPages);
+        TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false); // the guest runs meanwhile
+
+        // What the engine cannot do yet to a guest, it refuses.
+        Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => host.EnableSharing(vm)).ErrorId);
+        Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => vm.WritePage(0, new byte[4096])).ErrorId);
+
+        // Removed, the domain hands the guest back: it goes on, and still finds every page as it left it.
+        host.RemoveDomain(vm);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        var last = guest.WaitFor(@"^deworkload round=(\d+) pages=45056 mismatches=0 total=0 ");
+        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=45056 mismatches=0 total=0 ");
+        Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+
+    /// <summary>Guest page <paramref name="gfn"/> as QEMU's process holds it (its memfd mapping, through /proc/PID/mem).</summary>
+    private static byte[] QemuRamPage(int pid, long gfn)
+    {
+        var ram = File.ReadLines($"/proc/{pid}/maps").Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .First(f => f.Length >= 6 && f[5].StartsWith("/memfd:mem", StringComparison.Ordinal));
+        long start = Convert.ToInt64(ram[0].Split('-')[0], 16);
+        using var mem = new FileStream($"/proc/{pid}/mem", FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        mem.Position = start + gfn * 4096;
+        var page = new byte[4096];
+        mem.ReadExactly(page);
+        return page;
+    }
+}
