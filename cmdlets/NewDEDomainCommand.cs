@@ -8,8 +8,8 @@ using DifferenceEngine.Memory;
 namespace DifferenceEngine.Commands;
 
 /// <summary>
-/// Creates a domain: empty, loaded from a raw image or ELF core (detected by content), or a snapshot
-/// of a live Linux process (New-DEDomain). Embedded hosts only: Xen's domains are made by its toolstack.
+/// Creates a domain: empty, loaded from a raw image or ELF core (detected by content), a snapshot
+/// of a live Linux process, or a running QEMU guest attached through libdeqemu.so (New-DEDomain). Embedded hosts only: Xen's domains are made by its toolstack.
 /// </summary>
 [Cmdlet(VerbsCommon.New, "DEDomain", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = EmptySet)]
@@ -19,6 +19,7 @@ public sealed class NewDEDomainCommand : DECmdlet
     public const string EmptySet = "Empty";
     public const string PathSet = "Path";
     public const string ProcessSet = "Process";
+    public const string QemuSet = "Qemu";
 
     /// <summary>
     /// The new domain's name: 1 to 64 characters, no wildcards or slashes. Loading files, it may be left out: each
@@ -57,6 +58,14 @@ public sealed class NewDEDomainCommand : DECmdlet
     /// <summary>A live Linux process whose readable memory is copied (a snapshot, not a live view).</summary>
     [Parameter(Mandatory = true, ParameterSetName = ProcessSet, ValueFromPipelineByPropertyName = true)]
     public int ProcessId { get; set; }
+
+    /// <summary>
+    /// The socket of a running QEMU that has libdeqemu.so preloaded (its DE_QEMU_SOCKET): its guest becomes the domain,
+    /// paged by this host from then on (docs/QEMU.md says what works yet).
+    /// </summary>
+    [Parameter(Mandatory = true, ParameterSetName = QemuSet, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string QemuSocket { get; set; } = "";
 
     /// <summary>Pages are only ever shared among domains of one trust group ("default" unless given).</summary>
     [Parameter]
@@ -111,6 +120,9 @@ public sealed class NewDEDomainCommand : DECmdlet
         Create(() => ParameterSetName switch
         {
             ProcessSet => FromProcess(host, options),
+            QemuSet => ShouldProcess(Name, $"Attach to the QEMU guest at '{QemuSocket}' and serve its memory")
+                ? host.AttachQemu(Name, GetFileSystemPath(QemuSocket, "QEMU socket", "QemuSocketNotFound"), options)
+                : null,
             _ => ShouldProcess(Name, $"Create an empty domain of {DisplayFormat.Bytes(MemorySize)}")
                 ? host.CreateDomain(Name, MemorySize, options)
                 : null,
@@ -145,7 +157,7 @@ public sealed class NewDEDomainCommand : DECmdlet
     /// </summary>
     private static bool IsBadArgument(DEException ex) =>
         ex.ErrorId is "MemorySizeInvalid" or "DomainNameInvalid" or "ProcessIdInvalid" or "CompressionAlgorithmInvalid"
-            or "CompressionAlgorithmUnknown" || ex.ErrorId.StartsWith("Policy", StringComparison.Ordinal);
+            or "CompressionAlgorithmUnknown" or "QemuSocketPathInvalid" or "QemuMechanismNotYetSupported" || ex.ErrorId.StartsWith("Policy", StringComparison.Ordinal);
 
     /// <summary>
     /// The files to load: -Path as it is when it names a file, or that does not exist and holds no wildcards (then
