@@ -176,7 +176,7 @@ public sealed partial class Domain
     {
         EnsureFramesFor(state, "InsufficientMemoryToRestore", (count, obtainable) =>
             $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
-        return ConvertEvery(state, Rebuild);
+        return ConvertEvery(state, Qemu is null ? Rebuild : (g, e) => QemuInstall(g, Rebuild(g, e)));
     }
 
     /// <summary>

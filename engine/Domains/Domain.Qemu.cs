@@ -5,14 +5,23 @@ namespace DifferenceEngine.Domains;
 
 /// <summary>
 /// A domain whose memory is a running QEMU guest's RAM (<see cref="QemuRam"/>): a Private page is a page the guest has,
-/// its frame the guest's own memory read in place; an Untouched page is a hole of the memfd the guest never filled.
-/// The guest's faults reach <see cref="ServeQemuFault"/> and are served under the page's lock like any access.
+/// its frame the guest's own memory read in place; every other state is a page the engine took out of the guest (its
+/// hole in the memfd faults to the engine); an Untouched page is a hole the guest never filled.
 /// </summary>
 /// <remarks>
-/// What works today: attaching, the page states and every statistic, reading pages in place (Read-DEGuestPage,
-/// Get-DEPage), the clock's sweeps, and first-touch faults (a zero page installed). What does not yet: taking pages out
-/// of the guest (sharing, patching, compression, paging), which needs every pass to write-protect a page before it
-/// reads it; until then the mechanisms and writes from the engine side refuse with "QemuMechanismNotYetSupported".
+/// <para><b>Taking a page out</b>: a pass write-protects a QEMU page (<see cref="QemuProtect"/>) under its lock before it
+/// reads it, and lifts the protection when the page stays. Freeing its frame punches it out of the memfd
+/// (<see cref="QemuRam"/>). A guest write meanwhile faults, and the fault waits for the page's lock: it comes after the
+/// pass, and finds the page either still there (the write goes on) or gone (the guest's retry faults again and the page
+/// is installed before the write lands). No write is lost.</para>
+/// <para><b>Faults</b> (<see cref="ServeQemuFault"/>) are served under the page's lock like any access: the page is
+/// rebuilt in a frame of the engine as on the embedded host (zero, pattern, copy of a shared frame, unpatch,
+/// decompress, swap-in), installed in the guest with UFFDIO_COPY (which wakes it), and the engine's frame freed.</para>
+/// <para><b>The clock</b>: the guest's writes do not pass through the engine, so a sweep marks a page written and
+/// referenced when its content changed since the last sweep (<see cref="QemuNoteWrites"/>).</para>
+/// <para>Built: zero and one-word pages, compression. Not yet: sharing and patching (a QEMU page must never become a
+/// shared frame or a patch reference in place; they need a copy first), and paging to the swap file; these refuse with
+/// "QemuMechanismNotYetSupported", as do writes from the engine's side.</para>
 /// </remarks>
 public sealed partial class Domain
 {
@@ -44,9 +53,9 @@ public sealed partial class Domain
     }
 
     /// <summary>
-    /// Answers one fault of the guest on page <paramref name="gfn"/>, under its lock: a missing page that is Zero or
-    /// untouched gets a zero page (a ZeroFill fault) and becomes Private; a write-protect fault lifts the protection.
-    /// Either way the guest is woken.
+    /// Answers one fault of the guest on page <paramref name="gfn"/>, under its lock, and wakes the guest: a missing page
+    /// is rebuilt and installed (Zero and untouched pages get a zero page); a write-protect fault (the guest wrote a page
+    /// a pass was deciding on) lifts the protection, and marks the page written.
     /// </summary>
     private void ServeQemuFault(long gfn, bool writeProtect, long started)
     {
@@ -57,29 +66,55 @@ public sealed partial class Domain
         {
             if (writeProtect)
             {
+                // After the pass that protected it: the page is still here (protection lifted, the write goes on) or was
+                // taken out (the guest's retry faults as missing). Either way the guest is woken.
                 ram.Link.Faults.WriteProtect(address, Userfaultfd.PageSize, on: false);
-                e |= PageEntry.Referenced | PageEntry.Modified;
+                if (PageEntry.State(e) == PageState.Private) e |= PageEntry.Referenced | PageEntry.Modified;
                 return;
             }
             switch (PageEntry.State(e))
             {
+                case PageState.Private:
+                    // Another vCPU faulted on it too and it is in already.
+                    ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+                    return;
                 case PageState.Zero:
                 {
-                    bool installed = ram.Link.Faults.ZeroPage(address);
+                    ram.Link.Faults.ZeroPage(address);
                     uint frame = ram.FrameOf(gfn);
                     Host.Frames.TakeExternal(frame);
-                    e = PageEntry.With(e, PageState.Private, frame) | PageEntry.Referenced;
-                    if (installed) Host.Faults.Record(FaultKind.ZeroFill, Stopwatch.GetTimestamp() - started);
+                    e = PageEntry.With(e, PageState.Private, frame);
+                    Host.Faults.Record(FaultKind.ZeroFill, Stopwatch.GetTimestamp() - started);
                     break;
                 }
-                case PageState.Private:
-                    // Another vCPU faulted on it too and it is in already: wake the guest.
-                    ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+                case PageState.Uniform:
+                {
+                    uint frame = AllocateFrame(gfn);
+                    FillUniform(Host.Frames.Span(frame), (uint)PageEntry.Payload(e));
+                    e = QemuInstall(gfn, PageEntry.With(e, PageState.Private, frame));
+                    Host.Faults.Record(FaultKind.PatternFill, Stopwatch.GetTimestamp() - started);
+                    break;
+                }
+                case PageState.Shared:
+                    e = QemuInstall(gfn, BreakSharing(gfn, e, copy: true));
+                    Host.Faults.Record(FaultKind.CopyOnWrite, Stopwatch.GetTimestamp() - started);
+                    break;
+                case PageState.Patched:
+                case PageState.Compressed:
+                {
+                    var kind = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
+                    e = QemuInstall(gfn, Rebuild(gfn, e));
+                    // Timed from the fault's message to the guest woken, like every fault of a QEMU guest.
+                    Host.Faults.Record(kind, Stopwatch.GetTimestamp() - started);
+                    break;
+                }
+                case PageState.Swapped:
+                    e = QemuInstall(gfn, BringIn(gfn, e, readBack: true, out _)); // (no page of a guest is paged out yet)
                     break;
                 default:
-                    // No page leaves a QEMU guest yet, so no other state can be met: say so loudly rather than guess.
-                    throw new InvalidOperationException($"QEMU domain {Name} page {gfn} is {PageEntry.State(e)}, which no QEMU page can be yet.");
+                    throw UnsupportedState(gfn, e);
             }
+            e |= PageEntry.Referenced;
         }
         finally
         {
@@ -87,24 +122,100 @@ public sealed partial class Domain
         }
     }
 
-    /// <summary>Refuses what would take pages out of a QEMU guest or change them, until the passes can (see the remarks).</summary>
+    /// <summary>
+    /// Puts a locked page that a rebuild left Private on a frame of the engine into the guest (UFFDIO_COPY, which wakes
+    /// whoever waits on it), frees the engine's frame, and returns the entry on the guest's own frame. Should the guest
+    /// have the page already (QEMU wrote it through a mapping the engine does not watch), the guest's bytes stand.
+    /// </summary>
+    internal ulong QemuInstall(long gfn, ulong e)
+    {
+        var ram = Qemu!;
+        uint frame = PageEntry.Frame(e);
+        if (Host.Frames.IsExternal(frame)) return e;
+        ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
+        Host.Frames.Free(frame);
+        uint own = ram.FrameOf(gfn);
+        Host.Frames.TakeExternal(own);
+        return PageEntry.With(e, PageState.Private, own);
+    }
+
+    /// <summary>Write-protects a locked Private page of the guest before a pass reads it; true when it did.</summary>
+    internal bool QemuProtect(long gfn)
+    {
+        var ram = Qemu!;
+        if (!ram.Link.WriteProtect) return false;
+        ram.Link.Faults.WriteProtect(ram.Link.AddressOf(gfn), Userfaultfd.PageSize, on: true);
+        return true;
+    }
+
+    /// <summary>Lifts the protection of a locked page that stays the guest's (and wakes a write that waited on it).</summary>
+    internal void QemuUnprotect(long gfn)
+    {
+        var ram = Qemu!;
+        ram.Link.Faults.WriteProtect(ram.Link.AddressOf(gfn), Userfaultfd.PageSize, on: false);
+    }
+
+    /// <summary>
+    /// The clock's view of a locked Private page of the guest: written and referenced when its content changed since
+    /// the last sweep (its hash is kept in its frame's hash slot, unused otherwise for a guest frame).
+    /// </summary>
+    internal ulong QemuNoteWrites(ulong e)
+    {
+        uint frame = PageEntry.Frame(e);
+        ulong hash = Sharing.PageHasher.Hash(Host.Frames.Span(frame)) | 1; // never 0: 0 is "not seen yet"
+        ref ulong seen = ref Host.Frames.Hash(frame);
+        if (seen != 0 && seen != hash) e |= PageEntry.Referenced | PageEntry.Modified;
+        seen = hash;
+        return e;
+    }
+
+    /// <summary>Refuses to take pages out of a guest whose kernel gives no write-protect faults on shared memory.</summary>
+    internal void ThrowIfQemuCannotEvict()
+    {
+        if (Qemu is { Link.WriteProtect: false })
+            throw new DEException("QemuWriteProtectUnavailable", DEErrorKind.NotImplemented,
+                $"This kernel gives no write-protect faults on shared memory (Linux 5.19 and later do): pages cannot be taken " +
+                $"out of QEMU domain '{Name}' without risking a write of the guest.", Name);
+    }
+
+    /// <summary>Refuses what QEMU domains cannot do yet (see the remarks).</summary>
     internal void ThrowIfQemu(string what)
     {
         if (Qemu is not null)
             throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"{what} is not yet supported on QEMU domain '{Name}': this version attaches to a QEMU guest, reports its pages " +
-                "and serves its faults, but does not take pages out of it yet (docs/QEMU.md).", Name);
+                $"{what} is not yet supported on QEMU domain '{Name}': this version takes zero, one-word and compressible " +
+                "pages out of a QEMU guest, but does not yet share, patch, page out or write them (docs/QEMU.md).", Name);
     }
 
-    /// <summary>Lets the guest go with every page it has: frames forgotten (never punched), the RAM unmapped, the link closed.</summary>
+    /// <summary>
+    /// Hands the guest back: every page the engine holds goes back into it (a zero page stays a hole, which reads as
+    /// zeros once the library lets go), its frames are forgotten (never punched), the library unregisters the RAM, and
+    /// the RAM is unmapped.
+    /// </summary>
     private void ReleaseQemu()
     {
         var ram = Qemu!;
+        // No fault is served from here on: the guest's faults wait until their page is put back (UFFDIO_COPY wakes them)
+        // or the library unregisters the RAM (which wakes the rest, to find zeros in the holes of zero pages).
+        ram.StopFaults();
         for (long gfn = 0; gfn < PageCount; gfn++)
         {
             ulong e = Lock(gfn);
-            if (PageEntry.State(e) == PageState.Private) Host.Frames.ForgetExternal(PageEntry.Frame(e));
-            Unlock(gfn, 0);
+            try
+            {
+                e = PageEntry.State(e) switch
+                {
+                    PageState.Uniform => QemuInstall(gfn, WithUniformFrame(gfn, e)),
+                    PageState.Shared => QemuInstall(gfn, BreakSharing(gfn, e, copy: true)),
+                    PageState.Patched or PageState.Compressed or PageState.Swapped => QemuInstall(gfn, BringIn(gfn, e, readBack: true, out _)),
+                    _ => e,
+                };
+                if (PageEntry.State(e) == PageState.Private) Host.Frames.ForgetExternal(PageEntry.Frame(e));
+            }
+            finally
+            {
+                Unlock(gfn, 0);
+            }
         }
         try
         {
@@ -116,5 +227,13 @@ public sealed partial class Domain
             // QEMU is gone (or went away meanwhile): nothing waits on this engine.
         }
         ram.Dispose();
+    }
+
+    /// <summary>A locked Uniform page rebuilt in a frame of the engine.</summary>
+    private ulong WithUniformFrame(long gfn, ulong e)
+    {
+        uint frame = AllocateFrame(gfn);
+        FillUniform(Host.Frames.Span(frame), (uint)PageEntry.Payload(e));
+        return PageEntry.With(e, PageState.Private, frame);
     }
 }

@@ -109,6 +109,7 @@ public sealed partial class Domain : IDEDomain
                 case PageState.Swapped:
                     e = BringIn(gfn, e, readBack: true, out fault);
                     Host.Frames.Span(PageEntry.Frame(e)).CopyTo(destination);
+                    if (Qemu is not null) e = QemuInstall(gfn, e); // back in the guest, as its own fault would put it
                     break;
                 default:
                     throw UnsupportedState(gfn, e);

@@ -34,7 +34,7 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        domain.ThrowIfQemu("Compression");
+        domain.ThrowIfQemuCannotEvict();
         bool changed = !domain.Policy.CompressionEnabled || (algorithm is { } b && b != domain.Policy.CompressionAlgorithm);
         if (algorithm is { } a) domain.Policy.CompressionAlgorithm = CheckAlgorithm(a);
         domain.Policy.CompressionEnabled = true;

@@ -171,6 +171,9 @@ public sealed partial class DEHost
         long cpu0 = ThreadCpu.NowTicks();
         long t0 = Stopwatch.GetTimestamp();
         long swept = 0;
+        // A QEMU guest writes its pages without the engine: the sweep sees writes as changed content, and a page is
+        // write-protected while a pass decides on it (Domain.QemuProtect).
+        bool qemu = domain.Qemu is not null;
         for (long gfn = start; gfn < end; gfn++)
         {
             ulong e = domain.Lock(gfn);
@@ -179,6 +182,7 @@ public sealed partial class DEHost
                 domain.Unlock(gfn, e);
                 break;
             }
+            if (qemu && PageEntry.State(e) == PageState.Private) e = domain.QemuNoteWrites(e);
             domain.Unlock(gfn, PageClock.Sweep(e, c4));
             swept++;
         }
@@ -193,6 +197,7 @@ public sealed partial class DEHost
             for (long gfn = start; gfn < end; gfn++)
             {
                 ulong e = domain.Lock(gfn);
+                bool guarded = false;
                 try
                 {
                     if (domain.IsRemoved) break;
@@ -201,6 +206,8 @@ public sealed partial class DEHost
                     if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) continue;
                     if (state == PageState.Private)
                     {
+                        // Without write-protect faults a guest write could race the pass: the page is left alone.
+                        if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
                         bool examinedBefore2 = (e & PageEntry.SharingSeen) != 0;
                         c.PagesExamined++;
                         if (CompressionPass.TryFold(Frames, ref e, ref ec, ref c))
@@ -250,6 +257,8 @@ public sealed partial class DEHost
                 }
                 finally
                 {
+                    // Still the guest's: let it write again (a write that waited on the page lock goes on now).
+                    if (guarded && PageEntry.State(e) == PageState.Private) domain.QemuUnprotect(gfn);
                     domain.Unlock(gfn, e);
                 }
             }

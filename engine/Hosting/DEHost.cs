@@ -177,9 +177,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         ArgumentNullException.ThrowIfNull(socketPath);
         using var op = EnterOperation();
-        if (options is { SharingEnabled: true } or { PatchingEnabled: true } or { CompressionEnabled: true })
+        if (options is { SharingEnabled: true } or { PatchingEnabled: true })
             throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"Sharing, patching and compression are not yet supported on QEMU domains ('{name}'): attach without them (docs/QEMU.md).", name);
+                $"Sharing and patching are not yet supported on QEMU domains ('{name}'): attach without them (docs/QEMU.md).", name);
         ValidateName(name);
         if (_byName.ContainsKey(name)) throw DomainExists(name);
         var link = Qemu.QemuLink.Attach(socketPath);

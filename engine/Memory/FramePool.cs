@@ -141,6 +141,7 @@ internal sealed unsafe class FramePool : IDisposable
         var chunk = Chunk(frame);
         if (chunk.External is null) throw new InvalidOperationException($"Frame {frame} is not external.");
         chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 1;
+        chunk.Hashes[frame & (PageGeometry.FramesPerChunk - 1)] = 0; // no content seen yet (the owner's use of it)
         Interlocked.Increment(ref _inUse);
     }
 

@@ -16,6 +16,7 @@ internal sealed unsafe class QemuRam : IDisposable
     private readonly int stopFd;
     private Thread? faultThread;
     private Exception? faultFailure;
+    private long failedFaults;
     private bool disposed;
 
     private sealed class Mapped(QemuLink link, QemuRegion region, byte* data) : FramePool.IExternalOwner
@@ -55,8 +56,11 @@ internal sealed unsafe class QemuRam : IDisposable
 
     public QemuLink Link { get; }
 
-    /// <summary>The fault thread's failure, if it stopped on one (the guest's faults then wait).</summary>
+    /// <summary>The last fault that could not be served, or what stopped the fault thread (the guest's faults then wait).</summary>
     public Exception? FaultFailure => Volatile.Read(ref faultFailure);
+
+    /// <summary>Faults that could not be served (their guest threads wait).</summary>
+    public long FailedFaults => Interlocked.Read(ref failedFaults);
 
     /// <summary>The external frame that is guest page <paramref name="gfn"/>.</summary>
     public uint FrameOf(long gfn)
@@ -96,7 +100,18 @@ internal sealed unsafe class QemuRam : IDisposable
                     if (messages[i].Event != Userfaultfd.EventPageFault) continue;
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     long gfn = Link.GfnOf(messages[i].Address & ~(ulong)(Userfaultfd.PageSize - 1));
-                    if (gfn >= 0) serve(gfn, (messages[i].Flags & Userfaultfd.PageFaultFlagWriteProtect) != 0, started);
+                    if (gfn < 0) continue;
+                    try
+                    {
+                        serve(gfn, (messages[i].Flags & Userfaultfd.PageFaultFlagWriteProtect) != 0, started);
+                    }
+                    catch (Exception e) when (e is DEException or IOException)
+                    {
+                        // This page could not be served (no memory under the limit, a page that fails its checksum):
+                        // its guest thread waits on it; the others are served on.
+                        Interlocked.Increment(ref failedFaults);
+                        Volatile.Write(ref faultFailure, e);
+                    }
                 }
             }
         }
@@ -106,14 +121,25 @@ internal sealed unsafe class QemuRam : IDisposable
         }
     }
 
+    /// <summary>
+    /// Stops serving faults, once the one being served is answered: the guest's next faults wait (until a page is
+    /// installed, the library lets the RAM go, or a next engine attaches).
+    /// </summary>
+    public void StopFaults()
+    {
+        if (faultThread is null) return;
+        ulong one = 1;
+        LinuxNative.Write(stopFd, &one, 8);
+        faultThread.Join();
+        faultThread = null;
+    }
+
     /// <summary>Stops the fault thread (faults then wait for the next engine), unmaps the RAM and closes the link.</summary>
     public void Dispose()
     {
         if (disposed) return;
         disposed = true;
-        ulong one = 1;
-        LinuxNative.Write(stopFd, &one, 8);
-        faultThread?.Join();
+        StopFaults();
         LinuxNative.Close(stopFd);
         Unmap();
         Link.Dispose();

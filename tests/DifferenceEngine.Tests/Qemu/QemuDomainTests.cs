@@ -9,7 +9,7 @@ namespace DifferenceEngine.Tests.Qemu;
 /// place, the engine serves its first-touch faults, and removing the domain hands the guest back, which verifies its
 /// own memory throughout.
 /// </summary>
-public class QemuDomainTests
+public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
     public void AGuestAttachedAsADomainRunsOnWithItsPagesReadInPlaceAndItsFirstTouchesServed()
@@ -71,6 +71,7 @@ public class QemuDomainTests
 
         // What the engine cannot do yet to a guest, it refuses.
         Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => host.EnableSharing(vm)).ErrorId);
+        Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => host.EnablePatching(vm)).ErrorId);
         Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => vm.WritePage(0, new byte[4096])).ErrorId);
 
         // Removed, the domain hands the guest back: it goes on, and still finds every page as it left it.
@@ -80,6 +81,63 @@ public class QemuDomainTests
         guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=45056 mismatches=0 total=0 ");
         Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
     }
+
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void TheEngineTakesZeroAndCompressiblePagesOutOfARunningGuestThatKeepsVerifyingThem()
+    {
+        using var dir = new TempDir();
+        string socket = Path.Combine(dir.Path, "qemu.sock");
+        using var guest = TestGuest.Boot(workloadMiB: 48, rounds: 0, environment: Preload(socket));
+        guest.WaitFor(@"^deworkload ready pages=12288 ");
+
+        using var host = new DEHost(new HostOptions { Name = "qemu-compress" });
+        var vm = host.AttachQemu("vm1", socket, new DomainOptions { C4Sweeps = 1, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4 });
+        host.EnableCompression(vm);
+        long touched = host.GetPageStats(vm).PrivatePages;
+
+        // Passes while the guest verifies and rewrites its pages: the clock sees its writes, pages are taken out under
+        // write protection, and the guest's reads of them fault back in.
+        var taken = new List<long>();
+        for (int pass = 0; pass < 4; pass++)
+        {
+            host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+            var s = host.GetPageStats(vm);
+            taken.Add(s.ZeroPages + s.UniformPages + s.CompressedPages);
+        }
+        long most = taken.Max();
+        Assert.True(most * 100 >= touched * 30,
+            $"at least 30% of the {touched} pages the guest had were taken out at once: {string.Join(", ", taken)}");
+        var stats = host.GetPageStats(vm);
+        Assert.True(stats.BytesSaved > 0);
+        output.WriteLine($"guest had {touched} pages; taken out after passes 1-4: {string.Join(", ", taken)}; " +
+                         $"now {stats.CompressedPages} compressed, {stats.ZeroPages} zero, {stats.UniformPages} one-word; " +
+                         $"saved {stats.BytesSaved >> 20} MiB of {stats.GuestBytes >> 20} MiB");
+        TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false);
+
+        // The guest reads every page each round: the pages taken out come back through the engine, and match.
+        var now = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 mismatches=0 total=0 ");
+        guest.WaitFor($@"^deworkload round={int.Parse(now.Groups[1].Value) + 1} pages=12288 mismatches=0 total=0 ");
+        var faults = host.GetStats().Faults;
+        Assert.True(faults.Single(f => f.Kind == FaultKind.Decompress).Count > 0, "compressed pages were read back by the guest");
+        Assert.True(faults.Single(f => f.Kind == FaultKind.ZeroFill).Count > 0, "zero pages were read back by the guest");
+        Assert.Null(vm.Qemu!.FaultFailure);
+        foreach (var f in faults.Where(f => f.Count > 0))
+            output.WriteLine($"{f.Kind}: {f.Count} faults, p50 {f.P50.TotalMicroseconds:0.0} us, p99 {f.P99.TotalMicroseconds:0.0} us");
+
+        // Removed, the domain puts back every page it still holds before it lets go: the guest verifies on, clean.
+        host.RemoveDomain(vm);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        Assert.Equal(0, host.GetStats().StoreStoredBytes);
+        var last = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 ");
+        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=12288 mismatches=0 total=0 ");
+        Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+    }
+
+    private static Dictionary<string, string> Preload(string socket) => new()
+    {
+        ["LD_PRELOAD"] = Path.Combine(QemuNativeBuild.Folder, "libdeqemu.so"),
+        ["DE_QEMU_SOCKET"] = socket,
+    };
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static extern int Kill(int pid, int signal);
