@@ -19,9 +19,10 @@ namespace DifferenceEngine.Domains;
 /// decompress, swap-in), installed in the guest with UFFDIO_COPY (which wakes it), and the engine's frame freed.</para>
 /// <para><b>The clock</b>: the guest's writes do not pass through the engine, so a sweep marks a page written and
 /// referenced when its content changed since the last sweep (<see cref="QemuNoteWrites"/>).</para>
-/// <para>Built: zero and one-word pages, compression. Not yet: sharing and patching (a QEMU page must never become a
-/// shared frame or a patch reference in place; they need a copy first), and paging to the swap file; these refuse with
-/// "QemuMechanismNotYetSupported", as do writes from the engine's side.</para>
+/// <para>Built: zero and one-word pages, sharing (a guest's page never becomes the shared frame itself: its bytes are
+/// copied to a frame of the engine and the page taken out, SharingPass), compression. Not yet: patching (a reference
+/// would need the same copy) and paging to the swap file; these refuse with "QemuMechanismNotYetSupported", as do writes
+/// from the engine's side.</para>
 /// </remarks>
 public sealed partial class Domain
 {
@@ -183,8 +184,8 @@ public sealed partial class Domain
     {
         if (Qemu is not null)
             throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"{what} is not yet supported on QEMU domain '{Name}': this version takes zero, one-word and compressible " +
-                "pages out of a QEMU guest, but does not yet share, patch, page out or write them (docs/QEMU.md).", Name);
+                $"{what} is not yet supported on QEMU domain '{Name}': this version shares and compresses a QEMU guest's " +
+                "pages (with its zero and one-word pages), but does not yet patch, page out or write them (docs/QEMU.md).", Name);
     }
 
     /// <summary>

@@ -177,12 +177,19 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         ArgumentNullException.ThrowIfNull(socketPath);
         using var op = EnterOperation();
-        if (options is { SharingEnabled: true } or { PatchingEnabled: true })
+        if (options is { PatchingEnabled: true })
             throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"Sharing and patching are not yet supported on QEMU domains ('{name}'): attach without them (docs/QEMU.md).", name);
+                $"Patching is not yet supported on QEMU domains ('{name}'): attach without it (docs/QEMU.md).", name);
         ValidateName(name);
         if (_byName.ContainsKey(name)) throw DomainExists(name);
         var link = Qemu.QemuLink.Attach(socketPath);
+        if (!link.WriteProtect && options is { SharingEnabled: true } or { CompressionEnabled: true })
+        {
+            link.Dispose();
+            throw new DEException("QemuWriteProtectUnavailable", DEErrorKind.NotImplemented,
+                "This kernel gives no write-protect faults on shared memory (Linux 5.19 and later do): pages cannot be taken " +
+                $"out of QEMU domain '{name}' without risking a write of the guest; attach without sharing and compression.", name);
+        }
         Qemu.QemuRam? ram = null;
         Domain? domain = null;
         try
@@ -262,7 +269,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        domain.ThrowIfQemu("Sharing");
+        domain.ThrowIfQemuCannotEvict();
         domain.Policy.SharingEnabled = true;
     }
 
@@ -287,7 +294,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
             $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
         domain.Policy.SharingEnabled = false;
         return domain.ConvertEvery(SharesSomething, (gfn, e) =>
-            PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e));
+        {
+            e = PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e);
+            return domain.Qemu is null ? e : domain.QemuInstall(gfn, e); // a guest's page goes back into the guest
+        });
     }
 
     /// <summary>Per-domain page counts and memory use.</summary>

@@ -92,10 +92,13 @@ internal static class SharingPass
             c.Contended++;
             return e;
         }
+        bool otherGuarded = false;
         try
         {
             if (other.IsRemoved || PageEntry.State(oe) != PageState.Private || (oe & PageEntry.Modified) != 0
-                || !PageClock.MayShare(PageEntry.Category(oe)))
+                || !PageClock.MayShare(PageEntry.Category(oe))
+                // A QEMU guest's page is write-protected before its bytes are compared (as the pass did with ours).
+                || (other.Qemu is not null && !(otherGuarded = other.QemuProtect(otherGfn))))
             {
                 ReplaceCandidate(index, hash, candidate, domain, gfn);
                 return e;
@@ -129,19 +132,34 @@ internal static class SharingPass
                     oe = PageEntry.Merged(oe, shared);
                     return PageEntry.Merged(e, shared);
                 }
-                // The other page's frame becomes the shared copy; ours is freed.
-                frames.Hash(otherFrame) = hash;
-                frames.RefCount(otherFrame) = 2;
-                index.Stable.Set(hash, otherFrame);
+                // The other page's frame becomes the shared copy; ours is freed. A QEMU guest's own memory never becomes
+                // a shared frame (the guest could write it): its bytes are copied to a frame of the engine, and the
+                // guest's page is taken out like ours.
+                uint sharedFrame = otherFrame;
+                if (frames.IsExternal(otherFrame))
+                {
+                    if (!frames.TryAllocate(out sharedFrame))
+                    {
+                        ReplaceCandidate(index, hash, candidate, domain, gfn);
+                        return e;
+                    }
+                    frames.Span(otherFrame).CopyTo(frames.Span(sharedFrame));
+                    frames.Free(otherFrame);
+                }
+                frames.Hash(sharedFrame) = hash;
+                frames.RefCount(sharedFrame) = 2;
+                index.Stable.Set(hash, sharedFrame);
                 frames.Free(frame);
                 c.PagesMerged += 2;
                 c.FramesFreed++;
-                oe = PageEntry.Merged(oe | PageEntry.SharingSeen, otherFrame);
-                return PageEntry.Merged(e, otherFrame);
+                oe = PageEntry.Merged(oe | PageEntry.SharingSeen, sharedFrame);
+                return PageEntry.Merged(e, sharedFrame);
             }
         }
         finally
         {
+            // Still the guest's: let it write again.
+            if (otherGuarded && PageEntry.State(oe) == PageState.Private) other.QemuUnprotect(otherGfn);
             other.Unlock(otherGfn, oe);
         }
     }

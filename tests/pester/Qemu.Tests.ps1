@@ -32,8 +32,8 @@ Describe 'New-DEDomain -QemuSocket' {
         Get-DEDomain -Name nobody -ErrorAction Ignore | Should -BeNullOrEmpty
     }
 
-    It 'stops with QemuMechanismNotYetSupported when asked to share a guest''s pages' {
-        { New-DEDomain -Name shared -QemuSocket (Join-Path $TestDrive 'x.sock') -EnableSharing -ErrorAction Stop } |
+    It 'stops with QemuMechanismNotYetSupported when asked to patch a guest''s pages' {
+        { New-DEDomain -Name patched -QemuSocket (Join-Path $TestDrive 'x.sock') -EnablePatching -ErrorAction Stop } |
             Should -Throw -ErrorId 'QemuMechanismNotYetSupported,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
@@ -74,7 +74,7 @@ Describe 'New-DEDomain -QemuSocket' {
             $stats.UntouchedPages | Should -BeGreaterThan 0
             ($stats.PrivatePages + $stats.UntouchedPages) | Should -Be $stats.PageCount
             $stats.GuestBytes | Should -Be ($stats.BytesUsed + $stats.BytesSaved)
-            { Enable-DESharing -Domain vm1 -ErrorAction Stop } | Should -Throw -ErrorId 'QemuMechanismNotYetSupported,*'
+            { Enable-DEPatching -Domain vm1 -ErrorAction Stop } | Should -Throw -ErrorId 'QemuMechanismNotYetSupported,*'
             $round = [int](Read-Until 'deworkload round=(\d+) pages=2048 mismatches=0 ')[1]
             Remove-DEDomain -Name vm1 -Confirm:$false
             (Get-DEHostStats).FramesInUse | Should -Be 0

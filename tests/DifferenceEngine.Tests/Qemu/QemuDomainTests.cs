@@ -70,7 +70,6 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false); // the guest runs meanwhile
 
         // What the engine cannot do yet to a guest, it refuses.
-        Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => host.EnableSharing(vm)).ErrorId);
         Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => host.EnablePatching(vm)).ErrorId);
         Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => vm.WritePage(0, new byte[4096])).ErrorId);
 
@@ -131,6 +130,53 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         var last = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 ");
         guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=12288 mismatches=0 total=0 ");
         Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+    }
+
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void TwoRunningGuestsShareTheirIdenticalPagesWhileTheyVerifyThem()
+    {
+        using var dir = new TempDir();
+        string socketA = Path.Combine(dir.Path, "a.sock"), socketB = Path.Combine(dir.Path, "b.sock");
+        // Different seeds, one layout: every guest has the workload's 64 shared contents, besides kernel pages alike.
+        using var a = TestGuest.Boot(workloadMiB: 24, rounds: 0, seed: 1, environment: Preload(socketA));
+        using var b = TestGuest.Boot(workloadMiB: 24, rounds: 0, seed: 2, environment: Preload(socketB));
+        a.WaitFor(@"^deworkload ready pages=6144 ");
+        b.WaitFor(@"^deworkload ready pages=6144 ");
+
+        using var host = new DEHost(new HostOptions { Name = "qemu-share" });
+        var options = new DomainOptions { C4Sweeps = 1, SharingEnabled = true };
+        var vmA = host.AttachQemu("a", socketA, options);
+        var vmB = host.AttachQemu("b", socketB, options);
+        long before = host.GetStats().FramesInUse;
+        for (int pass = 0; pass < 4; pass++) host.Scan([vmA, vmB], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+        var sa = host.GetPageStats(vmA);
+        var sb = host.GetPageStats(vmB);
+        var h = host.GetStats();
+        output.WriteLine($"frames {before} -> {h.FramesInUse}; a: {sa.SharedPages} shared, {sa.ZeroPages} zero; " +
+                         $"b: {sb.SharedPages} shared, {sb.ZeroPages} zero; {h.SharedFrames} shared frames; saved {h.SavedBytes >> 20} MiB");
+        Assert.True(sa.SharedPages > 64 && sb.SharedPages > 64, "both guests' copies of the shared contents are merged");
+        Assert.True(h.SharedFrames < sa.SharedPages + sb.SharedPages, "a shared frame serves several pages");
+        Assert.True(h.FramesInUse < before, "merged pages leave the guests");
+
+        // Both guests read every page each round: shared pages come back through the engine, byte for byte.
+        foreach (var guest in new[] { a, b })
+        {
+            var now = guest.WaitFor(@"^deworkload round=(\d+) pages=6144 mismatches=0 total=0 ");
+            guest.WaitFor($@"^deworkload round={int.Parse(now.Groups[1].Value) + 1} pages=6144 mismatches=0 total=0 ");
+        }
+        Assert.True(host.GetStats().Faults.Single(f => f.Kind == FaultKind.CopyOnWrite).Count > 0);
+        Assert.Null(vmA.Qemu!.FaultFailure);
+        Assert.Null(vmB.Qemu!.FaultFailure);
+
+        host.RemoveDomain(vmA);
+        host.RemoveDomain(vmB);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        foreach (var guest in new[] { a, b })
+        {
+            var last = guest.WaitFor(@"^deworkload round=(\d+) pages=6144 ");
+            guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=6144 mismatches=0 total=0 ");
+            Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+        }
     }
 
     private static Dictionary<string, string> Preload(string socket) => new()
