@@ -20,9 +20,10 @@ namespace DifferenceEngine.Domains;
 /// <para><b>The clock</b>: the guest's writes do not pass through the engine, so a sweep marks a page written and
 /// referenced when its content changed since the last sweep (<see cref="QemuNoteWrites"/>).</para>
 /// <para>Built: zero and one-word pages, sharing (a guest's page never becomes the shared frame itself: its bytes are
-/// copied to a frame of the engine and the page taken out, SharingPass), compression. Not yet: patching (a reference
-/// would need the same copy) and paging to the swap file; these refuse with "QemuMechanismNotYetSupported", as do writes
-/// from the engine's side.</para>
+/// copied to a frame of the engine and the page taken out, SharingPass), compression, and paging to the swap file under
+/// the host's memory limit (the guest's pages count against it; a first touch is never refused, the reclaimer brings the
+/// host back under the limit). Not yet: patching (a reference would need the same copy); it refuses with
+/// "QemuMechanismNotYetSupported", as do writes from the engine's side.</para>
 /// </remarks>
 public sealed partial class Domain
 {
@@ -110,7 +111,7 @@ public sealed partial class Domain
                     break;
                 }
                 case PageState.Swapped:
-                    e = QemuInstall(gfn, BringIn(gfn, e, readBack: true, out _)); // (no page of a guest is paged out yet)
+                    e = QemuInstall(gfn, BringIn(gfn, e, readBack: true, out _)); // SwapIn counts and times the read
                     break;
                 default:
                     throw UnsupportedState(gfn, e);
@@ -184,8 +185,8 @@ public sealed partial class Domain
     {
         if (Qemu is not null)
             throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"{what} is not yet supported on QEMU domain '{Name}': this version shares and compresses a QEMU guest's " +
-                "pages (with its zero and one-word pages), but does not yet patch, page out or write them (docs/QEMU.md).", Name);
+                $"{what} is not yet supported on QEMU domain '{Name}': this version shares, compresses and pages out a QEMU " +
+                "guest's pages (with its zero and one-word pages), but does not yet patch or write them (docs/QEMU.md).", Name);
     }
 
     /// <summary>

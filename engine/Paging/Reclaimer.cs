@@ -155,7 +155,7 @@ internal sealed class Reclaimer : IDisposable
                 }
                 if (_domainIndex >= domains.Count) _domainIndex = 0;
                 var d = domains[_domainIndex];
-                if (_gfn >= d.PageCount || d.Qemu is not null) // a QEMU guest's pages are not paged out yet
+                if (_gfn >= d.PageCount)
                 {
                     _domainIndex++;
                     _gfn = 0;
@@ -166,13 +166,16 @@ internal sealed class Reclaimer : IDisposable
                 ulong peek = d.PeekEntry(gfn);
                 if (PageEntry.State(peek) != PageState.Private || !Accepts(PageEntry.Category(peek)) || d.IsRemoved) continue;
                 if (!d.TryLock(gfn, out ulong e)) continue;
-                if (d.IsRemoved || PageEntry.State(e) != PageState.Private || !Accepts(PageEntry.Category(e)))
+                if (d.IsRemoved || PageEntry.State(e) != PageState.Private || !Accepts(PageEntry.Category(e))
+                    // A QEMU guest's page is write-protected until it is on disk and punched out (a write waits for that).
+                    || (d.Qemu is not null && !d.QemuProtect(gfn)))
                 {
                     d.Unlock(gfn, e);
                     continue;
                 }
                 if (!Swap.TryReserve(out uint slot, exchange))
                 {
+                    if (d.Qemu is not null) d.QemuUnprotect(gfn);
                     d.Unlock(gfn, e);
                     break; // swap full
                 }
@@ -183,6 +186,7 @@ internal sealed class Reclaimer : IDisposable
                 catch (IOException ex)
                 {
                     Swap.Release(slot);
+                    if (d.Qemu is not null) d.QemuUnprotect(gfn);
                     d.Unlock(gfn, e);
                     RecordFailure(ex);
                     stop = true;
@@ -213,6 +217,7 @@ internal sealed class Reclaimer : IDisposable
                 else
                 {
                     Swap.Release(slot);
+                    if (d.Qemu is not null) d.QemuUnprotect(gfn);
                 }
                 d.Unlock(gfn, e);
                 _victims[i] = default;

@@ -1,6 +1,10 @@
 namespace DifferenceEngine.Tests;
 
-/// <summary>Bytes a piece of code allocates on the calling thread, measured exactly.</summary>
+/// <summary>
+/// Bytes a piece of code allocates on the calling thread, measured exactly. Tests that measure run in the serial
+/// collection (Engine.SerialCollection), alone: a no-GC region is the whole process's, and tests running beside one
+/// would both end it (by allocating past its budget) and be unable to start their own.
+/// </summary>
 internal static class Allocations
 {
     /// <summary>

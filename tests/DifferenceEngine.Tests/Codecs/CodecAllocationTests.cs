@@ -3,6 +3,7 @@ using DifferenceEngine.Codecs;
 namespace DifferenceEngine.Tests.Codecs;
 
 /// <summary>Every codec call allocates nothing once warm (Zstd's per-thread contexts are made during warm-up).</summary>
+[Collection(nameof(DifferenceEngine.Tests.Engine.SerialCollection))] // measured alone: see Allocations.On
 public class CodecAllocationTests
 {
     private const int Calls = 1000;

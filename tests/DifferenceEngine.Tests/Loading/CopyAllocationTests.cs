@@ -4,6 +4,7 @@ using Xunit.Abstractions;
 namespace DifferenceEngine.Tests.Loading;
 
 /// <summary>The copy loops touch every page of every VM: what they allocate must not grow with the page count.</summary>
+[Collection(nameof(DifferenceEngine.Tests.Engine.SerialCollection))] // measured alone: see Allocations.On
 public sealed class CopyAllocationTests(ITestOutputHelper output) : IDisposable
 {
     private readonly TempDirectory _temp = new();

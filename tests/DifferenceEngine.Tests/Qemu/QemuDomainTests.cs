@@ -179,6 +179,43 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void AGuestLargerThanTheHostsMemoryLimitIsPagedToSwapAndVerifiesItsMemory()
+    {
+        using var dir = new TempDir();
+        string socket = Path.Combine(dir.Path, "qemu.sock");
+        using var guest = TestGuest.Boot(workloadMiB: 48, rounds: 0, environment: Preload(socket));
+        guest.WaitFor(@"^deworkload ready pages=12288 ");
+
+        // The guest has touched more than the host may hold: its pages count against the limit, and go to swap.
+        const long Limit = 64L << 20;
+        using var host = new DEHost(new HostOptions
+        {
+            Name = "qemu-swap", MemoryLimitBytes = Limit, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 256L << 20,
+        });
+        var vm = host.AttachQemu("vm1", socket, new DomainOptions { C4Sweeps = 1 });
+        long touched = host.GetPageStats(vm).PrivatePages;
+        Assert.True(touched * 4096 > Limit, $"the guest has {touched} pages, more than the limit");
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 }); // the clock learns what is cold
+        host.Reclaimer!.ReclaimToHighWatermark();
+        var stats = host.GetPageStats(vm);
+        output.WriteLine($"guest had {touched} pages; {stats.SwappedPages} swapped, {stats.PrivatePages} in the guest");
+        Assert.True(stats.SwappedPages > 0);
+        Assert.True(host.GetStats().FramesInUse * 4096 <= Limit, "the host is back under its limit");
+
+        // The guest reads every page each round: the swapped ones come back through the engine, and match.
+        var now = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 mismatches=0 total=0 ");
+        guest.WaitFor($@"^deworkload round={int.Parse(now.Groups[1].Value) + 1} pages=12288 mismatches=0 total=0 ");
+        Assert.True(host.GetStats().Faults.Single(f => f.Kind == FaultKind.SwapIn).Count > 0);
+        Assert.Null(vm.Qemu!.FaultFailure);
+
+        host.RemoveDomain(vm);
+        Assert.Equal(0, host.GetStats().SwapUsedBytes);
+        var last = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 ");
+        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=12288 mismatches=0 total=0 ");
+        Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+    }
+
     private static Dictionary<string, string> Preload(string socket) => new()
     {
         ["LD_PRELOAD"] = Path.Combine(QemuNativeBuild.Folder, "libdeqemu.so"),

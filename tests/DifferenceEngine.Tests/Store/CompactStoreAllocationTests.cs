@@ -3,6 +3,7 @@ using DifferenceEngine.Store;
 namespace DifferenceEngine.Tests.Store;
 
 /// <summary>Allocate and free allocate no managed memory once the store has warmed up.</summary>
+[Collection(nameof(DifferenceEngine.Tests.Engine.SerialCollection))] // measured alone: see Allocations.On
 public class CompactStoreAllocationTests
 {
     [Fact]
