@@ -22,8 +22,8 @@ namespace DifferenceEngine.Domains;
 /// <para>Built: zero and one-word pages, sharing (a guest's page never becomes the shared frame itself: its bytes are
 /// copied to a frame of the engine and the page taken out, SharingPass), compression, and paging to the swap file under
 /// the host's memory limit (the guest's pages count against it; a first touch is never refused, the reclaimer brings the
-/// host back under the limit). Not yet: patching (a reference would need the same copy); it refuses with
-/// "QemuMechanismNotYetSupported", as do writes from the engine's side.</para>
+/// host back under the limit), patching (a reference is copied out the same way, PatchPass.MakeReference). Writes from
+/// the engine's side refuse with "QemuMechanismNotYetSupported".</para>
 /// </remarks>
 public sealed partial class Domain
 {
@@ -185,8 +185,8 @@ public sealed partial class Domain
     {
         if (Qemu is not null)
             throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"{what} is not yet supported on QEMU domain '{Name}': this version shares, compresses and pages out a QEMU " +
-                "guest's pages (with its zero and one-word pages), but does not yet patch or write them (docs/QEMU.md).", Name);
+                $"{what} is not yet supported on QEMU domain '{Name}': the guest owns its memory; the engine takes pages out " +
+                "of it and puts them back, but does not write into it (docs/QEMU.md).", Name);
     }
 
     /// <summary>

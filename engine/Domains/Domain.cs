@@ -301,6 +301,14 @@ public sealed partial class Domain : IDEDomain
     internal uint AllocateFrame(long gfn, bool swapIn = false)
     {
         var reclaimer = Host.Reclaimer;
+        // A QEMU guest's page is rebuilt in a frame only to be installed in the guest and the frame freed at once: the
+        // guest's fault is not refused for lack of memory (the guest would hang), and reclaim brings the host back under
+        // its limit afterwards.
+        if (Qemu is not null && Host.Frames.TryAllocate(out uint passing, overLimit: true))
+        {
+            reclaimer?.Poke();
+            return passing;
+        }
         for (int attempt = 0; ; attempt++)
         {
             if (Host.Frames.TryAllocate(out uint frame))

@@ -11,7 +11,7 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        domain.ThrowIfQemu("Patching");
+        domain.ThrowIfQemuCannotEvict();
         domain.Policy.PatchingEnabled = true;
     }
 

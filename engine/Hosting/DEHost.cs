@@ -177,18 +177,15 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         ArgumentNullException.ThrowIfNull(socketPath);
         using var op = EnterOperation();
-        if (options is { PatchingEnabled: true })
-            throw new DEException("QemuMechanismNotYetSupported", DEErrorKind.NotImplemented,
-                $"Patching is not yet supported on QEMU domains ('{name}'): attach without it (docs/QEMU.md).", name);
         ValidateName(name);
         if (_byName.ContainsKey(name)) throw DomainExists(name);
         var link = Qemu.QemuLink.Attach(socketPath);
-        if (!link.WriteProtect && options is { SharingEnabled: true } or { CompressionEnabled: true })
+        if (!link.WriteProtect && options is { SharingEnabled: true } or { PatchingEnabled: true } or { CompressionEnabled: true })
         {
             link.Dispose();
             throw new DEException("QemuWriteProtectUnavailable", DEErrorKind.NotImplemented,
                 "This kernel gives no write-protect faults on shared memory (Linux 5.19 and later do): pages cannot be taken " +
-                $"out of QEMU domain '{name}' without risking a write of the guest; attach without sharing and compression.", name);
+                $"out of QEMU domain '{name}' without risking a write of the guest; attach without sharing, patching and compression.", name);
         }
         Qemu.QemuRam? ram = null;
         Domain? domain = null;
@@ -458,6 +455,20 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         if (_disposed) return;
         StopEngine();
+        // QEMU guests first, while the host still works: every page the engine holds goes back into its guest (through
+        // the store, the swap file, the frames), then the guest is handed back.
+        foreach (var d in Domains.Where(d => d.Qemu is not null).ToArray())
+        {
+            try
+            {
+                Unregister(d);
+            }
+            catch (DEException)
+            {
+                // That guest's pages could not all be put back (its QEMU went away, or a page failed its checksum): the
+                // rest of the host is let go all the same.
+            }
+        }
         _disposed = true;
         // Wait for guest accesses and scans in flight before the frames go away.
         var spin = new SpinWait();

@@ -76,12 +76,18 @@ internal sealed unsafe class FramePool : IDisposable
     }
 
     /// <summary>Takes a frame with reference count 1; false when the limit is reached.</summary>
-    public bool TryAllocate(out uint frame)
+    public bool TryAllocate(out uint frame) => TryAllocate(out frame, overLimit: false);
+
+    /// <summary>
+    /// Takes a frame; with <paramref name="overLimit"/>, even past the limit (for a frame held only for an instant, as
+    /// a QEMU guest's fault holds the page it installs: a guest's fault is never refused for lack of memory).
+    /// </summary>
+    public bool TryAllocate(out uint frame, bool overLimit)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (LimitFrames is long limit && _inUse + ReservedFrames >= limit)
+            if (!overLimit && LimitFrames is long limit && _inUse + ReservedFrames >= limit)
             {
                 frame = 0;
                 return false;
@@ -104,7 +110,7 @@ internal sealed unsafe class FramePool : IDisposable
     /// <summary>
     /// Makes <paramref name="frames"/> frames of memory the pool does not own (at <paramref name="data"/>, page aligned,
     /// mapped for as long as the pool lives) frames of the pool: numbered from the returned frame on, never handed out
-    /// by <see cref="TryAllocate"/>, in use only between <see cref="TakeExternal"/> and <see cref="Free"/> (which tells
+    /// by <see cref="TryAllocate(out uint)"/>, in use only between <see cref="TakeExternal"/> and <see cref="Free"/> (which tells
     /// <paramref name="owner"/>), and never freed or wiped by the pool. Whole chunks are reserved: frames past
     /// <paramref name="frames"/> in the last one are never used.
     /// </summary>

@@ -78,6 +78,7 @@ internal static class PatchPass
         Domain? bestDomain = null;
         long bestGfn = -1;
         ulong bestEntry = 0;
+        bool bestGuarded = false;
         try
         {
             for (int k = 0; k < keys.Length; k++)
@@ -102,7 +103,7 @@ internal static class PatchPass
                         c.Contended++;
                         continue;
                     }
-                    bool keep = false;
+                    bool keep = false, guarded = false;
                     try
                     {
                         var state = PageEntry.State(oe);
@@ -113,6 +114,8 @@ internal static class PatchPass
                             Forget(index, tableKey, packed);
                             continue;
                         }
+                        // A QEMU guest's page is write-protected before its bytes serve as a reference.
+                        if (other.Qemu is not null && state == PageState.Private && !(guarded = other.QemuProtect(otherGfn))) continue;
                         var reference = frames.Span(PageEntry.Frame(oe));
                         // A candidate whose content moved on no longer has this key: stale, never used.
                         if (detector.ComputeKey(reference, k) != keys[k])
@@ -125,18 +128,19 @@ internal static class PatchPass
                         if (DeltaCodec.TryEncode(reference, page, trial.AsSpan(EncodedPage.PatchHeader, limit), out int written))
                         {
                             // Keep the new best locked (a reference must not change before it is committed).
-                            if (bestDomain is not null) bestDomain.Unlock(bestGfn, bestEntry);
+                            if (bestDomain is not null) Release(bestDomain, bestGfn, bestEntry, bestGuarded);
                             (best, trial) = (trial, best);
                             bestLength = written;
                             bestDomain = other;
                             bestGfn = otherGfn;
                             bestEntry = oe;
+                            bestGuarded = guarded;
                             keep = true;
                         }
                     }
                     finally
                     {
-                        if (!keep) other.Unlock(otherGfn, oe);
+                        if (!keep) Release(other, otherGfn, oe, guarded);
                     }
                 }
             }
@@ -145,8 +149,15 @@ internal static class PatchPass
         }
         finally
         {
-            if (bestDomain is not null) bestDomain.Unlock(bestGfn, bestEntry);
+            if (bestDomain is not null) Release(bestDomain, bestGfn, bestEntry, bestGuarded);
         }
+    }
+
+    /// <summary>Unlocks a candidate, lifting the write protection of a guest's page that is still the guest's.</summary>
+    private static void Release(Domain domain, long gfn, ulong e, bool guarded)
+    {
+        if (guarded && PageEntry.State(e) == PageState.Private) domain.QemuUnprotect(gfn);
+        domain.Unlock(gfn, e);
     }
 
     /// <summary>Makes the best candidate a reference, stores the patch and frees the page's frame.</summary>
@@ -179,6 +190,20 @@ internal static class PatchPass
     {
         var frames = host.Frames;
         uint frame = PageEntry.Frame(refEntry);
+        if (PageEntry.State(refEntry) == PageState.Private && frames.IsExternal(frame))
+        {
+            // A QEMU guest's own memory never becomes a reference in place (the guest could write it): its bytes go to a
+            // frame of the engine, and the guest's page is taken out (the page is write-protected and locked).
+            if (!frames.TryAllocate(out uint copy))
+            {
+                referenceFrame = 0;
+                return false;
+            }
+            frames.Span(frame).CopyTo(frames.Span(copy));
+            frames.Free(frame);
+            frame = copy;
+            refEntry = PageEntry.With(refEntry, PageState.Private, copy);
+        }
         if (PageEntry.State(refEntry) == PageState.Shared)
         {
             lock (index.Stable.StripeLock(frames.Hash(frame))) index.AddReferenceLocked(frame);

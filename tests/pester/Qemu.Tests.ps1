@@ -1,4 +1,5 @@
-# A running QEMU guest as a domain, through the module: New-DEDomain -QemuSocket, the stats, Remove-DEDomain.
+# A running QEMU guest as a domain, through the module: New-DEDomain -QemuSocket, the stats, a scan that takes pages
+# out of it while it verifies its memory, Remove-DEDomain.
 # The guest is the build's test guest (build.ps1 -Task Guests makes out/guests); QEMU runs under TCG with the
 # module's own libdeqemu.so preloaded. Run through Invoke-PesterSuite.ps1, which sets $env:DE_MODULE_PATH.
 
@@ -32,9 +33,9 @@ Describe 'New-DEDomain -QemuSocket' {
         Get-DEDomain -Name nobody -ErrorAction Ignore | Should -BeNullOrEmpty
     }
 
-    It 'stops with QemuMechanismNotYetSupported when asked to patch a guest''s pages' {
-        { New-DEDomain -Name patched -QemuSocket (Join-Path $TestDrive 'x.sock') -EnablePatching -ErrorAction Stop } |
-            Should -Throw -ErrorId 'QemuMechanismNotYetSupported,DifferenceEngine.Commands.NewDEDomainCommand'
+    It 'stops with QemuSocketPathInvalid for a path no Unix socket can have' {
+        { New-DEDomain -Name long -QemuSocket (Join-Path $TestDrive ('s' * 120)) -ErrorAction SilentlyContinue } |
+            Should -Throw -ErrorId 'QemuSocketPathInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
     It 'attaches a running guest, shows its pages, and hands it back when the domain is removed' {
@@ -74,7 +75,15 @@ Describe 'New-DEDomain -QemuSocket' {
             $stats.UntouchedPages | Should -BeGreaterThan 0
             ($stats.PrivatePages + $stats.UntouchedPages) | Should -Be $stats.PageCount
             $stats.GuestBytes | Should -Be ($stats.BytesUsed + $stats.BytesSaved)
-            { Enable-DEPatching -Domain vm1 -ErrorAction Stop } | Should -Throw -ErrorId 'QemuMechanismNotYetSupported,*'
+            # The guest owns its memory: the engine takes pages out and puts them back, but never writes into it.
+            { Write-DEGuestPage -Domain vm1 -Gfn 0 -Data ([byte[]](1)) -Confirm:$false -ErrorAction Stop } |
+                Should -Throw -ErrorId 'QemuMechanismNotYetSupported,*'
+            Enable-DESharing -Domain vm1
+            Enable-DECompression -Domain vm1
+            Set-DEPolicy -Domain vm1 -C4Sweeps 1 -Confirm:$false
+            $null = Invoke-DEScan -Domain vm1 -Passes 3
+            $held = Get-DEPageStats -Domain vm1
+            ($held.ZeroPages + $held.SharedPages + $held.CompressedPages) | Should -BeGreaterThan 0 -Because 'the scan took pages out of the running guest'
             $round = [int](Read-Until 'deworkload round=(\d+) pages=2048 mismatches=0 ')[1]
             Remove-DEDomain -Name vm1 -Confirm:$false
             (Get-DEHostStats).FramesInUse | Should -Be 0

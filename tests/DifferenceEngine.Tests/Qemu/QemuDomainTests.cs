@@ -1,5 +1,6 @@
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
+using DifferenceEngine.Stats;
 using DifferenceEngine.Tests.Engine;
 
 namespace DifferenceEngine.Tests.Qemu;
@@ -70,15 +71,12 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false); // the guest runs meanwhile
 
         // What the engine cannot do yet to a guest, it refuses.
-        Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => host.EnablePatching(vm)).ErrorId);
         Assert.Equal("QemuMechanismNotYetSupported", Assert.Throws<DEException>(() => vm.WritePage(0, new byte[4096])).ErrorId);
 
         // Removed, the domain hands the guest back: it goes on, and still finds every page as it left it.
         host.RemoveDomain(vm);
         Assert.Equal(0, host.GetStats().FramesInUse);
-        var last = guest.WaitFor(@"^deworkload round=(\d+) pages=45056 mismatches=0 total=0 ");
-        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=45056 mismatches=0 total=0 ");
-        Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+        VerifiesOn(guest, 45056);
     }
 
     [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
@@ -127,21 +125,16 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         host.RemoveDomain(vm);
         Assert.Equal(0, host.GetStats().FramesInUse);
         Assert.Equal(0, host.GetStats().StoreStoredBytes);
-        var last = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 ");
-        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=12288 mismatches=0 total=0 ");
-        Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+        VerifiesOn(guest, 12288);
     }
 
     [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
     public void TwoRunningGuestsShareTheirIdenticalPagesWhileTheyVerifyThem()
     {
         using var dir = new TempDir();
-        string socketA = Path.Combine(dir.Path, "a.sock"), socketB = Path.Combine(dir.Path, "b.sock");
-        // Different seeds, one layout: every guest has the workload's 64 shared contents, besides kernel pages alike.
-        using var a = TestGuest.Boot(workloadMiB: 24, rounds: 0, seed: 1, environment: Preload(socketA));
-        using var b = TestGuest.Boot(workloadMiB: 24, rounds: 0, seed: 2, environment: Preload(socketB));
-        a.WaitFor(@"^deworkload ready pages=6144 ");
-        b.WaitFor(@"^deworkload ready pages=6144 ");
+        var (a, b, socketA, socketB) = BootPair(dir);
+        using var guestA = a;
+        using var guestB = b;
 
         using var host = new DEHost(new HostOptions { Name = "qemu-share" });
         var options = new DomainOptions { C4Sweeps = 1, SharingEnabled = true };
@@ -171,12 +164,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         host.RemoveDomain(vmA);
         host.RemoveDomain(vmB);
         Assert.Equal(0, host.GetStats().FramesInUse);
-        foreach (var guest in new[] { a, b })
-        {
-            var last = guest.WaitFor(@"^deworkload round=(\d+) pages=6144 ");
-            guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=6144 mismatches=0 total=0 ");
-            Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
-        }
+        VerifiesOn(a, 6144);
+        VerifiesOn(b, 6144);
     }
 
     [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
@@ -211,9 +200,83 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
 
         host.RemoveDomain(vm);
         Assert.Equal(0, host.GetStats().SwapUsedBytes);
-        var last = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 ");
-        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages=12288 mismatches=0 total=0 ");
+        VerifiesOn(guest, 12288);
+    }
+
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void TwoGuestsRunAMinuteUnderTheBackgroundEngineWithEveryMechanismAndLoseNothing()
+    {
+        using var dir = new TempDir();
+        var (a, b, socketA, socketB) = BootPair(dir);
+        using var guestA = a;
+        using var guestB = b;
+
+        // Every mechanism, and less memory than even every mechanism brings the guests down to: paging too.
+        using var host = new DEHost(new HostOptions
+        {
+            Name = "qemu-all", MemoryLimitBytes = 40L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 512L << 20,
+        });
+        var options = new DomainOptions
+        {
+            C4Sweeps = 1, SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true,
+            CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.Zstd,
+        };
+        var vms = new[] { host.AttachQemu("a", socketA, options), host.AttachQemu("b", socketB, options) };
+        long touched = vms.Sum(vm => host.GetPageStats(vm).PrivatePages + host.GetPageStats(vm).ZeroPages);
+        host.Scan(vms, new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+        host.StartEngine(TimeSpan.FromMilliseconds(500));
+
+        // The guests work on (a round verifies every page and rewrites some) for at least a minute of engine passes;
+        // after each round, how much of what they had touched the engine holds.
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        long mostOut = 0;
+        int rounds = 0;
+        while (started.Elapsed < TimeSpan.FromMinutes(1) || rounds < 4)
+        {
+            foreach (var guest in new[] { a, b }) guest.WaitFor(@"^deworkload round=\d+ pages=6144 mismatches=0 total=0 ");
+            rounds++;
+            var snapshot = host.TakeSnapshot();
+            long held = snapshot.Domains.Sum(d => d.ZeroPages + d.UniformPages + d.SharedPages + d.PatchedPages + d.CompressedPages + d.SwappedPages);
+            mostOut = Math.Max(mostOut, held);
+        }
+        var engine = host.StopEngine()!;
+        var stats = host.GetStats();
+        string Count(FaultKind kind) => $"{kind} {stats.Faults.Single(f => f.Kind == kind).Count}";
+        output.WriteLine($"{rounds} rounds each in {started.Elapsed.TotalSeconds:0} s, {engine.PassesRun} background passes; " +
+                         $"touched {touched} pages, at most {mostOut} held by the engine at once; faults: " +
+                         string.Join(", ", FaultCounters.Kinds.Select(Count)));
+        Assert.True(engine.PassesRun >= 10, $"the background engine ran: {engine.PassesRun} passes");
+        Assert.True(mostOut * 100 >= touched * 30, $"at least 30% of the {touched} touched pages were out at once: {mostOut}");
+        foreach (var kind in new[] { FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.Decompress, FaultKind.SwapIn })
+            Assert.True(stats.Faults.Single(f => f.Kind == kind).Count > 0, $"pages came back on demand: {kind}");
+        Assert.All(vms, vm => Assert.Null(vm.Qemu!.FaultFailure));
+
+        foreach (var vm in vms) host.RemoveDomain(vm);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        VerifiesOn(a, 6144);
+        VerifiesOn(b, 6144);
+    }
+
+    /// <summary>The guest, handed back, goes on and finds every page as it left it: two more clean rounds.</summary>
+    private static void VerifiesOn(TestGuest guest, int pages)
+    {
+        var last = guest.WaitFor($@"^deworkload round=(\d+) pages={pages} ");
+        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages={pages} mismatches=0 total=0 ");
         Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Two guests with libdeqemu.so, ready: different seeds, one layout, so both have the workload's 64 shared contents
+    /// (and kernel pages alike), 24 MiB of workload each.
+    /// </summary>
+    private static (TestGuest A, TestGuest B, string SocketA, string SocketB) BootPair(TempDir dir)
+    {
+        string socketA = Path.Combine(dir.Path, "a.sock"), socketB = Path.Combine(dir.Path, "b.sock");
+        var a = TestGuest.Boot(workloadMiB: 24, rounds: 0, seed: 1, environment: Preload(socketA));
+        var b = TestGuest.Boot(workloadMiB: 24, rounds: 0, seed: 2, environment: Preload(socketB));
+        a.WaitFor(@"^deworkload ready pages=6144 ");
+        b.WaitFor(@"^deworkload ready pages=6144 ");
+        return (a, b, socketA, socketB);
     }
 
     private static Dictionary<string, string> Preload(string socket) => new()
