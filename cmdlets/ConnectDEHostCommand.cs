@@ -48,6 +48,15 @@ public sealed class ConnectDEHostCommand : DECmdlet
     [ValidateNotNullOrEmpty]
     public string? SwapPath { get; set; }
 
+    /// <summary>
+    /// The folder for the crash journals of QEMU domains (unnamed files, mode 0600): every page the engine takes out of a
+    /// guest is written there, so that an engine started after this one died serves it. On a disk, not tmpfs. The swap
+    /// file's folder by default, else /var/tmp.
+    /// </summary>
+    [Parameter(ParameterSetName = EmbeddedSet)]
+    [ValidateNotNullOrEmpty]
+    public string? JournalPath { get; set; }
+
     /// <summary>Size of the swap file in bytes, a multiple of 4096 (4GB works); 4 GiB by default. Needs -SwapPath.</summary>
     [Parameter(ParameterSetName = EmbeddedSet)]
     [Parameter(ParameterSetName = XenSet)]
@@ -103,6 +112,7 @@ public sealed class ConnectDEHostCommand : DECmdlet
                 SwapPath = swapPath,
                 SwapSizeBytes = sized ? SwapSize : null,
                 SimilaritySeed = seed,
+                JournalDirectory = JournalPath is null ? null : SessionState.Path.GetUnresolvedProviderPathFromPSPath(JournalPath),
             });
             HostRegistry.Add(host);
         }

@@ -51,7 +51,73 @@ public sealed partial class Domain
                 Unlock(gfn, PageEntry.With(e, PageState.Private, frame));
             }
         }
+        RecoverQemuPages(ram);
         ram.StartFaults(ServeQemuFault);
+    }
+
+    /// <summary>Pages this engine took over from the crash journal of an engine that died (see <see cref="RecoverQemuPages"/>).</summary>
+    public long QemuRecoveredPages { get; private set; }
+
+    /// <summary>
+    /// Takes over the pages an earlier engine held, from the crash journal it deposited with the guest's library: each
+    /// page the journal says was taken out, and that the guest does not have (a page it has is the guest's, newer than any
+    /// record), becomes a page this engine holds: zero, one word, or its compressed blob in the store; one that did not
+    /// compress (or finds the store full) is put back into the guest. Faults waiting on them are woken afterwards.
+    /// </summary>
+    private void RecoverQemuPages(QemuRam ram)
+    {
+        var journal = ram.Journal;
+        foreach (long gfn in journal.HeldGfns())
+        {
+            ulong e = Lock(gfn);
+            try
+            {
+                if (PageEntry.State(e) == PageState.Private)
+                {
+                    journal.Drop(gfn); // in the guest after all (put back before the record of that was written)
+                    continue;
+                }
+                var page = journal.Read(gfn);
+                switch (page.Kind)
+                {
+                    case JournalKind.Zero:
+                        e = PageEntry.With(e, PageState.Zero, 0);
+                        break;
+                    case JournalKind.Uniform:
+                        e = PageEntry.WithPayload(e, PageState.Uniform, page.Word);
+                        break;
+                    case JournalKind.Encoded when Host.Store.TryStore(page.Payload, Sharing.SharingIndex.PackPage(Id, gfn), out ulong handle):
+                        e = PageEntry.WithPayload(e, PageState.Compressed, handle);
+                        break;
+                    default:
+                    {
+                        uint frame = AllocateFrame(gfn);
+                        try
+                        {
+                            var bytes = Host.Frames.Span(frame);
+                            if (page.Kind == JournalKind.Raw) page.Payload.CopyTo(bytes);
+                            else
+                            {
+                                Decompress(gfn, page.Payload, bytes, "its crash journal record");
+                                CheckRebuilt(gfn, bytes, page.Payload, "the bytes rebuilt from its crash journal record");
+                            }
+                        }
+                        catch
+                        {
+                            Host.Frames.Free(frame);
+                            throw;
+                        }
+                        e = QemuInstall(gfn, PageEntry.With(e, PageState.Private, frame));
+                        break;
+                    }
+                }
+                QemuRecoveredPages++;
+            }
+            finally
+            {
+                Unlock(gfn, e);
+            }
+        }
     }
 
     /// <summary>
@@ -83,6 +149,7 @@ public sealed partial class Domain
                 case PageState.Zero:
                 {
                     ram.Link.Faults.ZeroPage(address);
+                    ram.Journal.Drop(gfn);
                     uint frame = ram.FrameOf(gfn);
                     Host.Frames.TakeExternal(frame);
                     e = PageEntry.With(e, PageState.Private, frame);
@@ -135,6 +202,7 @@ public sealed partial class Domain
         uint frame = PageEntry.Frame(e);
         if (Host.Frames.IsExternal(frame)) return e;
         ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
+        ram.Journal.Drop(gfn); // after the page is in: a crash before this leaves a record of a page the guest has
         Host.Frames.Free(frame);
         uint own = ram.FrameOf(gfn);
         Host.Frames.TakeExternal(own);

@@ -135,6 +135,7 @@ public sealed partial class DEHost
         foreach (var d in domains) if (!d.IsRemoved) d.CountSweep();
         TrimIndexes();
         Frames.ReleaseFree(); // the frames this pass freed go back to the system: memory used is what the process holds
+        MaintainJournals();
         var compaction = CompactStoreIfNeeded();
         return new PassResult(pass, swept, sum.PagesExamined, sum.ZeroPagesFound, sum.PagesMerged, sum.FramesFreed,
             sum.HashCollisions, sum.Contended + enc.Contended, Stopwatch.GetElapsedTime(started))

@@ -42,6 +42,12 @@ public sealed partial class DEHost : IDEHost, IEngineService
             limitFrames = limit / PageGeometry.PageSize;
         }
         Name = options.Name;
+        if (options.JournalDirectory is { } wanted && !Directory.Exists(wanted))
+            throw new DEException("JournalDirectoryNotFound", DEErrorKind.ObjectNotFound,
+                $"The folder for crash journals '{wanted}' does not exist.", wanted);
+        JournalDirectory = options.JournalDirectory is { } journals
+            ? Path.GetFullPath(journals)
+            : options.SwapPath is { } swap ? Path.GetDirectoryName(Path.GetFullPath(swap))! : "/var/tmp";
         JitWarmup.Start();
         Frames = new FramePool(limitFrames);
         Store = new Store.CompactStore();
@@ -89,6 +95,19 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     /// <summary>The swap file's path, or null.</summary>
     public string? SwapPath => Reclaimer?.Swap.Storage.Path;
+
+    /// <summary>Where the crash journals of QEMU domains are made (<see cref="HostOptions.JournalDirectory"/>).</summary>
+    public string JournalDirectory { get; }
+
+    /// <summary>
+    /// After a pass or a reclaim: every QEMU domain's crash journal made durable so far, dropped from the page cache, and
+    /// compacted when most of it is dead.
+    /// </summary>
+    internal void MaintainJournals()
+    {
+        foreach (var d in Domains)
+            if (!d.IsRemoved) d.Qemu?.Journal.Maintain();
+    }
 
     /// <summary>The swap file's size (0 without one).</summary>
     public long SwapBytes => (Reclaimer?.Swap.SlotCount ?? 0) * PageGeometry.PageSize;
@@ -191,7 +210,13 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Domain? domain = null;
         try
         {
-            ram = new Qemu.QemuRam(link, Frames);
+            // The crash journal: the one an earlier engine deposited with this QEMU (its pages are served from it), or a
+            // new one deposited before any page is taken out.
+            int state = link.TakeState();
+            var journal = state >= 0
+                ? Qemu.QemuJournal.Open(state, JournalDirectory, link.PageCount, link.Deposit)
+                : Qemu.QemuJournal.Create(JournalDirectory, link.PageCount, link.Deposit);
+            ram = new Qemu.QemuRam(link, Frames, journal);
             domain = NewDomain(name, link.PageCount, options, $"qemu pid {link.Pid} ({socketPath})");
             domain.AttachQemu(ram);
             Register(domain);
@@ -445,6 +470,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
             LastSwapWriteError = Reclaimer?.LastWriteError,
             ReclaimRuns = Reclaimer?.Runs ?? 0,
             OutOfMemoryEvents = domains.Sum(d => d.OutOfMemoryEvents),
+            JournalBytes = domains.Sum(d => d.Qemu?.Journal.FileBytes ?? 0),
+            JournalFailures = domains.Sum(d => d.Qemu?.Journal.Failures ?? 0),
         });
     }
 
@@ -509,7 +536,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
         domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
         + SharedBlobs.MetadataBytes + _coldShared.MetadataBytes
-        + (Reclaimer?.Swap.MetadataBytes ?? 0);
+        + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.Qemu?.Journal.MetadataBytes ?? 0);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
     {

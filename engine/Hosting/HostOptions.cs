@@ -15,6 +15,13 @@ public sealed class HostOptions
     /// </summary>
     public string? SwapPath { get; init; }
 
+    /// <summary>
+    /// The folder for the crash journals of QEMU domains (unnamed files, mode 0600, that only the engine and the guest's
+    /// QEMU hold; docs/QEMU.md, "Crash safety"). Null: the swap file's folder, else /var/tmp. Put it on a disk: on tmpfs
+    /// the journals would hold in memory what the engine takes out of the guests.
+    /// </summary>
+    public string? JournalDirectory { get; init; }
+
     /// <summary>Size of the swap file; 4 GiB when null.</summary>
     public long? SwapSizeBytes { get; init; }
 

@@ -113,6 +113,7 @@ internal sealed class Reclaimer : IDisposable
                 if (_host.TryReclaimPass()) Interlocked.Increment(ref _enginePasses);
                 ReclaimToHighWatermark();
                 _host.Frames.ReleaseFree();
+                _host.MaintainJournals();
             }
             catch (DEException ex) when (ex.ErrorId == "HostDisconnected")
             {

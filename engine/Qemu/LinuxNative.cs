@@ -126,6 +126,38 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "poll", SetLastError = true)]
     public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
 
+    public const int O_RDWR = 2;
+    public const int O_CREAT = 0x40;
+    public const int O_EXCL = 0x80;
+    public const int O_CLOEXEC = 0x80000;
+    public const int O_TMPFILE = 0x410000; // __O_TMPFILE | O_DIRECTORY
+    public const int SEEK_END = 2;
+    public const int POSIX_FADV_DONTNEED = 4;
+    public const int EOPNOTSUPP = 95;
+    public const int EISDIR = 21;
+    public const int ENOSPC = 28;
+
+    [LibraryImport(Libc, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags, uint mode);
+
+    [LibraryImport(Libc, EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Unlink(string path);
+
+    [LibraryImport(Libc, EntryPoint = "dup", SetLastError = true)]
+    public static partial int Dup(int fd);
+
+    [LibraryImport(Libc, EntryPoint = "pwrite", SetLastError = true)]
+    public static partial nint PWrite(int fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "ftruncate", SetLastError = true)]
+    public static partial int Ftruncate(int fd, long length);
+
+    [LibraryImport(Libc, EntryPoint = "fdatasync", SetLastError = true)]
+    public static partial int Fdatasync(int fd);
+
+    [LibraryImport(Libc, EntryPoint = "posix_fadvise")]
+    public static partial int PosixFadvise(int fd, long offset, long length, int advice); // returns the errno itself
+
     [LibraryImport(Libc, EntryPoint = "eventfd", SetLastError = true)]
     public static partial int EventFd(uint initial, int flags);
 

@@ -13,12 +13,13 @@ public sealed record QemuRegion(ulong HostAddress, ulong Length, ulong FileOffse
 /// The engine's connection to one QEMU through libdeqemu.so's socket (native/deqemu.h): the hello that hands over the
 /// userfaultfd, the guest RAM memfds and any state an earlier engine deposited; reading guest pages from the memfd and
 /// punching them out of it; deposit and detach. Guest frame numbers run over the regions in order (region 0's pages
-/// first). Not thread-safe for the socket calls (hello, deposit, detach): one owner calls them.
+/// first). Deposit and detach are serialized (a pass's journal compaction may deposit while the domain is removed).
 /// </summary>
 internal sealed unsafe class QemuLink : IDisposable
 {
     private const int PageSize = Userfaultfd.PageSize;
     private int socket;
+    private readonly object socketGate = new();
     private readonly int[] memfds;
     private int stateFd;
 
@@ -236,8 +237,11 @@ internal sealed unsafe class QemuLink : IDisposable
     /// <summary>Gives the library a descriptor to hold for the next engine (the engine's state); the library keeps its own copy.</summary>
     public void Deposit(int fd)
     {
-        Send(socket, QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
-        ExpectOk("deposit");
+        lock (socketGate)
+        {
+            Send(socket, QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
+            ExpectOk("deposit");
+        }
     }
 
     /// <summary>
@@ -246,8 +250,11 @@ internal sealed unsafe class QemuLink : IDisposable
     /// </summary>
     public void Detach()
     {
-        Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
-        ExpectOk("detach");
+        lock (socketGate)
+        {
+            Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
+            ExpectOk("detach");
+        }
     }
 
     private void ExpectOk(string what)

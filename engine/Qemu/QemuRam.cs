@@ -19,19 +19,26 @@ internal sealed unsafe class QemuRam : IDisposable
     private long failedFaults;
     private bool disposed;
 
-    private sealed class Mapped(QemuLink link, QemuRegion region, byte* data) : FramePool.IExternalOwner
+    private sealed class Mapped(QemuLink link, QemuJournal journal, QemuRegion region, byte* data) : FramePool.IExternalOwner
     {
         public readonly QemuRegion Region = region;
         public readonly byte* Data = data;
         public uint FirstFrame;
 
-        // A frame of the region is no longer the guest's page: the page leaves QEMU's memory.
-        public void Released(long index) => link.Punch(Region.FirstGfn + index);
+        // A frame of the region is no longer the guest's page: the page leaves QEMU's memory, once the crash journal has
+        // it as the guest last wrote it (the page is write-protected). Should the journal fail, the page stays in the guest:
+        // nothing is lost, nothing saved (counted in the journal's failures).
+        public void Released(long index)
+        {
+            long gfn = Region.FirstGfn + index;
+            if (journal.Put(gfn, new ReadOnlySpan<byte>(Data + index * Userfaultfd.PageSize, Userfaultfd.PageSize))) link.Punch(gfn);
+        }
     }
 
-    public QemuRam(QemuLink link, FramePool frames)
+    public QemuRam(QemuLink link, FramePool frames, QemuJournal journal)
     {
         Link = link;
+        Journal = journal;
         this.frames = frames;
         mapped = new Mapped[link.Regions.Count];
         stopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
@@ -42,7 +49,7 @@ internal sealed unsafe class QemuRam : IDisposable
             for (int i = 0; i < mapped.Length; i++)
             {
                 var region = link.Regions[i];
-                mapped[i] = new Mapped(link, region, link.MapRegion(region));
+                mapped[i] = new Mapped(link, journal, region, link.MapRegion(region));
                 mapped[i].FirstFrame = frames.AddExternal(mapped[i].Data, region.PageCount, mapped[i]);
             }
         }
@@ -50,11 +57,15 @@ internal sealed unsafe class QemuRam : IDisposable
         {
             Unmap();
             LinuxNative.Close(stopFd);
+            journal.Dispose();
             throw;
         }
     }
 
     public QemuLink Link { get; }
+
+    /// <summary>The crash journal: every page taken out of the guest, for a next engine should this one die.</summary>
+    public QemuJournal Journal { get; }
 
     /// <summary>The last fault that could not be served, or what stopped the fault thread (the guest's faults then wait).</summary>
     public Exception? FaultFailure => Volatile.Read(ref faultFailure);
@@ -142,6 +153,7 @@ internal sealed unsafe class QemuRam : IDisposable
         StopFaults();
         LinuxNative.Close(stopFd);
         Unmap();
+        Journal.Dispose();
         Link.Dispose();
     }
 

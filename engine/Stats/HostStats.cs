@@ -42,6 +42,13 @@ public sealed record HostStats(
     public long SwapWriteFailures { get; init; }
     public string? LastSwapWriteError { get; init; }
     public long ReclaimRuns { get; init; }
+    /// <summary>
+    /// Bytes of the crash journals of QEMU domains: files on disk (not memory used), holding every page the engine took
+    /// out of a guest so that a restarted engine can serve it (docs/QEMU.md, "Crash safety").
+    /// </summary>
+    public long JournalBytes { get; init; }
+    /// <summary>Journal records that could not be written: each left its page in the guest (nothing lost, nothing saved).</summary>
+    public long JournalFailures { get; init; }
     /// <summary>Accesses or loads that failed because the host was out of memory.</summary>
     public long OutOfMemoryEvents { get; init; }
 

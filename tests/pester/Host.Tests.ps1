@@ -56,6 +56,26 @@ Describe 'Connect-DEHost' {
             Should -Throw -ErrorId 'MemoryLimitInvalid,DifferenceEngine.Commands.ConnectDEHostCommand'
     }
 
+    It 'puts crash journals where -JournalPath says, resolved like other paths, and needs the folder (JournalDirectoryNotFound)' {
+        $journals = New-Item -ItemType Directory -Path (Join-Path $TestDrive 'journals')
+        Push-Location $TestDrive
+        try {
+            $h = Connect-DEHost -Name (New-TestHostName) -JournalPath ./journals -PassThru
+            $h.JournalDirectory | Should -Be $journals.FullName
+            $h | Disconnect-DEHost -Confirm:$false
+        }
+        finally {
+            Pop-Location
+        }
+        $err = { Connect-DEHost -Name (New-TestHostName) -JournalPath (Join-Path $TestDrive 'missing') } |
+            Should -Throw -ErrorId 'JournalDirectoryNotFound,DifferenceEngine.Commands.ConnectDEHostCommand' -PassThru
+        $err.CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        # Without -JournalPath: the swap file's folder, else /var/tmp.
+        $d = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $d.JournalDirectory | Should -Be '/var/tmp'
+        $d | Disconnect-DEHost -Confirm:$false
+    }
+
     It 'connects nothing with -WhatIf' {
         $other = New-TestHostName
         Connect-DEHost -Name $other -WhatIf

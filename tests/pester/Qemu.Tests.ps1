@@ -16,6 +16,31 @@ BeforeAll {
         if (-not (Test-Path -LiteralPath $library)) { 'libdeqemu.so in the module (native/ was not built)' }
         if (-not [Environment]::IsPrivilegedProcess -and (Get-Content /proc/sys/vm/unprivileged_userfaultfd) -ne '1') { 'root, or vm.unprivileged_userfaultfd=1' }
     )
+    # A test guest under TCG with libdeqemu.so preloaded and its socket at $Socket; its console on the process's stdout.
+    function script:Start-TestGuest([string]$Socket, [string]$Append) {
+        $psi = [Diagnostics.ProcessStartInfo]::new($qemu.Source)
+        foreach ($a in '-accel', 'tcg', '-m', '128M', '-nodefaults', '-no-reboot', '-display', 'none', '-serial', 'stdio',
+            '-monitor', 'none', '-nic', 'none', '-object', 'memory-backend-memfd,id=mem,size=128M,share=on', '-machine', 'memory-backend=mem',
+            '-kernel', (Join-Path $guests 'vmlinuz'), '-initrd', (Join-Path $guests 'initramfs.cpio.gz'),
+            '-append', "console=ttyS0 quiet loglevel=0 panic=-1 $Append") { $psi.ArgumentList.Add($a) }
+        $psi.Environment['LD_PRELOAD'] = $library
+        $psi.Environment['DE_QEMU_SOCKET'] = $Socket
+        $psi.RedirectStandardOutput = $true
+        $psi.RedirectStandardInput = $true
+        $psi.UseShellExecute = $false
+        [Diagnostics.Process]::Start($psi)
+    }
+    # Lines are read as they come: the workload says it is ready, then a line a round. The wait for a line is bounded
+    # only to turn a hang into a failure. A MISMATCH line fails at once.
+    function script:Read-GuestLine([Diagnostics.Process]$Guest, [string]$Pattern) {
+        while ($true) {
+            $next = $Guest.StandardOutput.ReadLineAsync()
+            if (-not $next.Wait([TimeSpan]::FromMinutes(3))) { throw "No console line within 3 minutes while waiting for $Pattern" }
+            if ($null -eq $next.Result) { throw "QEMU ended before a line matched $Pattern" }
+            if ($next.Result -cmatch 'deworkload MISMATCH') { throw "The guest found its memory changed: $($next.Result)" }
+            if ($next.Result -match $Pattern) { return $Matches }
+        }
+    }
     $deHost = Connect-DEHost -Name "pester-qemu-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
 }
 
@@ -44,28 +69,9 @@ Describe 'New-DEDomain -QemuSocket' {
             return
         }
         $socket = Join-Path $TestDrive 'vm1.sock'
-        $psi = [Diagnostics.ProcessStartInfo]::new($qemu.Source)
-        foreach ($a in '-accel', 'tcg', '-m', '128M', '-nodefaults', '-no-reboot', '-display', 'none', '-serial', 'stdio',
-            '-monitor', 'none', '-nic', 'none', '-object', 'memory-backend-memfd,id=mem,size=128M,share=on', '-machine', 'memory-backend=mem',
-            '-kernel', (Join-Path $guests 'vmlinuz'), '-initrd', (Join-Path $guests 'initramfs.cpio.gz'),
-            '-append', 'console=ttyS0 quiet loglevel=0 panic=-1 de.mem=8 de.rounds=0') { $psi.ArgumentList.Add($a) }
-        $psi.Environment['LD_PRELOAD'] = $library
-        $psi.Environment['DE_QEMU_SOCKET'] = $socket
-        $psi.RedirectStandardOutput = $true
-        $psi.RedirectStandardInput = $true
-        $psi.UseShellExecute = $false
-        $guest = [Diagnostics.Process]::Start($psi)
+        $guest = Start-TestGuest -Socket $socket -Append 'de.mem=8 de.rounds=0'
         try {
-            # Lines are read as they come: the workload says it is ready, then a line a round. The wait for a line is
-            # bounded only to turn a hang into a failure.
-            function Read-Until([string]$Pattern) {
-                while ($true) {
-                    $next = $guest.StandardOutput.ReadLineAsync()
-                    if (-not $next.Wait([TimeSpan]::FromMinutes(3))) { throw "No console line within 3 minutes while waiting for $Pattern" }
-                    if ($null -eq $next.Result) { throw "QEMU ended before a line matched $Pattern" }
-                    if ($next.Result -match $Pattern) { return $Matches }
-                }
-            }
+            function Read-Until([string]$Pattern) { Read-GuestLine -Guest $guest -Pattern $Pattern }
             $null = Read-Until 'deworkload ready pages=2048'
             $vm = New-DEDomain -Name vm1 -QemuSocket $socket
             $vm.QemuPid | Should -Be $guest.Id
@@ -90,6 +96,87 @@ Describe 'New-DEDomain -QemuSocket' {
             $null = Read-Until "deworkload round=$($round + 2) pages=2048 mismatches=0 total=0 "
         }
         finally {
+            if (-not $guest.HasExited) { $guest.Kill() }
+            $guest.WaitForExit()
+            $guest.Dispose()
+        }
+    }
+}
+
+Describe 'Crash safety: an engine killed with SIGKILL while it holds pages of a running guest' {
+    It 'leaves the guest waiting on them; a new engine attaches, serves them from the crash journal, and the guest verifies on' {
+        if ($missing) {
+            Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
+            return
+        }
+        $socket = Join-Path $TestDrive 'crash.sock'
+        $journals = New-Item -ItemType Directory -Path (Join-Path $TestDrive 'journals')
+        $guest = Start-TestGuest -Socket $socket -Append 'de.mem=24 de.rounds=0 de.rewrite=20'
+        $engine = $null
+        try {
+            $null = Read-GuestLine -Guest $guest -Pattern 'deworkload ready pages=6144'
+            # The engine that dies: another process, every mechanism on, the background engine taking pages out while the
+            # guest verifies and rewrites its memory.
+            $engineScript = Join-Path $TestDrive 'doomed-engine.ps1'
+            Set-Content -LiteralPath $engineScript -Value @'
+param([string]$ModulePath, [string]$Socket, [string]$Journals)
+$ErrorActionPreference = 'Stop'
+Import-Module $ModulePath
+$null = Connect-DEHost -Name doomed -JournalPath $Journals
+$null = New-DEDomain -Name vm1 -QemuSocket $Socket
+Enable-DESharing -Domain vm1
+Enable-DEPatching -Domain vm1
+Enable-DECompression -Domain vm1
+Set-DEPolicy -Domain vm1 -C4Sweeps 1 -Confirm:$false
+$null = Invoke-DEScan -Domain vm1 -Passes 3
+$s = Get-DEPageStats -Domain vm1
+Start-DEEngine -Interval ([TimeSpan]::FromMilliseconds(200))
+"held $($s.PageCount - $s.PrivatePages - $s.UntouchedPages) journal $((Get-DEHostStats).JournalBytes)"
+$null = [Console]::In.ReadLine() # until killed
+'@
+            $pwsh = [Environment]::ProcessPath
+            $psi = [Diagnostics.ProcessStartInfo]::new($pwsh)
+            if ([IO.Path]::GetFileNameWithoutExtension($pwsh) -eq 'dotnet') { $psi.ArgumentList.Add((Join-Path $PSHOME 'pwsh.dll')) }
+            foreach ($a in '-NoProfile', '-NonInteractive', '-File', $engineScript, '-ModulePath', $env:DE_MODULE_PATH,
+                '-Socket', $socket, '-Journals', $journals.FullName) { $psi.ArgumentList.Add($a) }
+            $psi.RedirectStandardOutput = $true
+            $psi.RedirectStandardInput = $true
+            $psi.RedirectStandardError = $true
+            $psi.UseShellExecute = $false
+            $engine = [Diagnostics.Process]::Start($psi)
+            $errors = $engine.StandardError.ReadToEndAsync()
+            $line = $engine.StandardOutput.ReadLineAsync()
+            if (-not $line.Wait([TimeSpan]::FromMinutes(3)) -or $line.Result -notmatch '^held (\d+) journal (\d+)$') {
+                if (-not $engine.HasExited) { $engine.Kill() }
+                throw "The engine process did not report its held pages: '$($line.Result)' $($errors.Result)"
+            }
+            [long]$Matches[1] | Should -BeGreaterThan 1000 -Because 'three passes took pages out of the guest'
+            [long]$Matches[2] | Should -BeGreaterThan 0 -Because 'every page taken out is in the journal'
+            # The guest goes on for a round with that engine serving its faults and the background engine running.
+            $before = [int](Read-GuestLine -Guest $guest -Pattern 'deworkload round=(\d+) pages=6144 mismatches=0 ')[1]
+            $engine.Kill() # SIGKILL: no handler, no cleanup, pages held by the engine stay out of the guest
+            $engine.WaitForExit()
+            $engine.ExitCode | Should -Be 137 -Because 'the engine was killed by SIGKILL (128 + 9)'
+
+            # A new engine (this process) attaches: the library hands it the journal the dead one deposited.
+            $vm = New-DEDomain -Name crashed -QemuSocket $socket
+            $vm.QemuRecoveredPages | Should -BeGreaterThan 0 -Because 'the killed engine held pages of the guest'
+            $stats = Get-DEPageStats -Domain crashed
+            $stats.GuestBytes | Should -Be ($stats.BytesUsed + $stats.BytesSaved)
+            # The guest goes on, its faults on the pages the dead engine held served by this one, and finds every page intact.
+            $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($before + 2) pages=6144 mismatches=0 total=0 "
+            Enable-DECompression -Domain crashed
+            Set-DEPolicy -Domain crashed -C4Sweeps 1 -Confirm:$false
+            $null = Invoke-DEScan -Domain crashed -Passes 2
+            $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($before + 4) pages=6144 mismatches=0 total=0 "
+            Remove-DEDomain -Name crashed -Confirm:$false
+            $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($before + 6) pages=6144 mismatches=0 total=0 "
+        }
+        finally {
+            if ($engine) {
+                if (-not $engine.HasExited) { $engine.Kill() }
+                $engine.Dispose()
+            }
             if (-not $guest.HasExited) { $guest.Kill() }
             $guest.WaitForExit()
             $guest.Dispose()

@@ -1,0 +1,460 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+
+namespace DifferenceEngine.Qemu;
+
+/// <summary>What a journal record says about a guest page.</summary>
+internal enum JournalKind : byte
+{
+    /// <summary>The engine took the page out; it is zeros.</summary>
+    Zero = 1,
+    /// <summary>The engine took the page out; it is one 32-bit word repeated.</summary>
+    Uniform = 2,
+    /// <summary>The engine took the page out; the payload is a compact-store blob (LZ4, with the page's checksum).</summary>
+    Encoded = 3,
+    /// <summary>The engine took the page out; the payload is the page itself (it did not compress).</summary>
+    Raw = 4,
+    /// <summary>The page is the guest's again (installed): no earlier record of it holds.</summary>
+    Drop = 5,
+}
+
+/// <summary>One page the journal says the engine holds: what a restarted engine serves it from.</summary>
+internal readonly record struct JournalPage(long Gfn, JournalKind Kind, uint Word, byte[]? Payload);
+
+/// <summary>
+/// The crash journal of one QEMU domain: every page the engine takes out of the guest is written here, as the guest last
+/// wrote it, before it is punched out of the guest's memory; every page put back is marked dropped after it is in. The
+/// file is deposited with the guest's libdeqemu.so (which keeps a descriptor of it), so when the engine dies, even by
+/// SIGKILL, the next engine that attaches gets it back and serves the pages the dead one held (<see cref="Open"/>).
+/// </summary>
+/// <remarks>
+/// <para>The file is unlinked from the start (O_TMPFILE, mode 0600, in the host's journal folder: a disk, so what it
+/// holds costs disk and, for a while, page cache, not the host's memory): only the engine and the guest's own QEMU hold
+/// it, and it goes away with them. A process kill loses nothing written to it (the kernel's page cache holds it);
+/// <see cref="Maintain"/> makes it durable up to a committed point and drops it from the page cache.</para>
+/// <para>Layout (little endian): a 64-byte header [0] magic "DEQJ", [4] version 1, [8] the guest's page count, [16] the
+/// committed end (every record before it was synced and must be whole), [24] generation, [60] CRC-32 of [0, 60). Then
+/// records at 8-byte boundaries: [0] CRC-32 of [4, 24 + length), [4] kind, [8] payload length, [12] word (Uniform),
+/// [16] gfn, [24] payload. The newest record of a gfn decides; a record that fails its CRC after the committed end is
+/// the end of the journal (the one a crash cut short), before it the journal is corrupt.</para>
+/// <para>Thread-safe: a record is encoded on the caller's thread and appended under one lock, in the order the page's
+/// own lock gave (a page's records are written under its page lock).</para>
+/// </remarks>
+internal sealed unsafe class QemuJournal : IDisposable
+{
+    private const uint Magic = 0x4a514544; // "DEQJ"
+    private const uint Version = 1;
+    private const int HeaderSize = 64;
+    private const int RecordHeader = 24;
+    private const int PageSize = Userfaultfd.PageSize;
+    private const int MaxRecord = RecordHeader + PageSize;
+    /// <summary>Record offsets are kept in 8-byte units in a uint: the journal file stays under 32 GiB.</summary>
+    private const long MaxFileBytes = (long)uint.MaxValue * 8;
+    /// <summary>Dead bytes below which compaction is not worth a rewrite.</summary>
+    private const long CompactionSlack = 4 << 20;
+
+    [ThreadStatic] private static byte[]? t_record;
+
+    private readonly object _gate = new();
+    private readonly string _directory;
+    private readonly Action<int> _deposit;
+    private readonly uint[] _at;      // the live record of each gfn: its offset / 8, 0 for none
+    private readonly ushort[] _size;  // its size in bytes (8-aligned)
+    private int _fd;
+    private long _tail, _committed, _live, _generation;
+    private long _failures;
+    private string? _lastError;
+    private bool _disposed;
+
+    private QemuJournal(string directory, long pageCount, Action<int> deposit, int fd)
+    {
+        _directory = directory;
+        _deposit = deposit;
+        _fd = fd;
+        _at = new uint[pageCount];
+        _size = new ushort[pageCount];
+        _tail = _committed = HeaderSize;
+    }
+
+    /// <summary>Pages in the guest (the journal's gfns are 0 to this - 1).</summary>
+    public long PageCount => _at.LongLength;
+
+    /// <summary>Bytes of the journal file (on disk, not in the host's memory).</summary>
+    public long FileBytes => Volatile.Read(ref _tail);
+
+    /// <summary>Bytes of the records that still decide a page.</summary>
+    public long LiveBytes => Volatile.Read(ref _live);
+
+    /// <summary>The engine's memory for the journal: where each page's record is.</summary>
+    public long MetadataBytes => _at.LongLength * (sizeof(uint) + sizeof(ushort));
+
+    /// <summary>Records that could not be written (the page then stayed in the guest: nothing lost, nothing saved).</summary>
+    public long Failures => Interlocked.Read(ref _failures);
+
+    public string? LastError => Volatile.Read(ref _lastError);
+
+    /// <summary>Which generation this file is (each compaction writes a new one and deposits it).</summary>
+    public long Generation => _generation;
+
+    /// <summary>
+    /// A new, empty journal in <paramref name="directory"/> for a guest of <paramref name="pageCount"/> pages, handed to
+    /// <paramref name="deposit"/> (the guest's library) before it is used.
+    /// </summary>
+    public static QemuJournal Create(string directory, long pageCount, Action<int> deposit)
+    {
+        int fd = NewFile(directory);
+        var journal = new QemuJournal(directory, pageCount, deposit, fd);
+        try
+        {
+            journal.WriteHeader(fd, HeaderSize, 1);
+            journal._generation = 1;
+            deposit(fd);
+            return journal;
+        }
+        catch
+        {
+            journal.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Takes over the journal an earlier engine deposited (<paramref name="fd"/>, owned from here): checks it is a journal
+    /// of this guest and replays it. Errors: "QemuJournalInvalid" (not a journal of a guest this size),
+    /// "QemuJournalCorrupt" (a record before the committed end fails its check).
+    /// </summary>
+    public static QemuJournal Open(int fd, string directory, long pageCount, Action<int> deposit)
+    {
+        var journal = new QemuJournal(directory, pageCount, deposit, fd);
+        try
+        {
+            journal.Replay();
+            return journal;
+        }
+        catch
+        {
+            journal.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The gfns the journal says the engine holds, in order.</summary>
+    public List<long> HeldGfns()
+    {
+        var held = new List<long>();
+        lock (_gate)
+            for (long g = 0; g < _at.LongLength; g++)
+                if (_at[g] != 0) held.Add(g);
+        return held;
+    }
+
+    /// <summary>The record that decides page <paramref name="gfn"/> (which must be held).</summary>
+    public JournalPage Read(long gfn)
+    {
+        byte[] record = new byte[MaxRecord];
+        lock (_gate)
+        {
+            if (_at[gfn] == 0) throw new InvalidOperationException($"gfn {gfn} has no live record");
+            long offset = (long)_at[gfn] * 8;
+            ReadExactly(_fd, record.AsSpan(0, _size[gfn]), offset);
+        }
+        if (!TryParse(record, out var kind, out int length, out uint word, out long g) || g != gfn)
+            throw Corrupt(gfn, "its record changed since it was replayed");
+        return new JournalPage(gfn, kind, word, kind is JournalKind.Encoded or JournalKind.Raw ? record[RecordHeader..(RecordHeader + length)] : null);
+    }
+
+    /// <summary>
+    /// Records that the engine takes page <paramref name="gfn"/> out of the guest with content <paramref name="page"/>.
+    /// Call before the page leaves the guest; false when the record could not be written (then the page must stay).
+    /// </summary>
+    public bool Put(long gfn, ReadOnlySpan<byte> page)
+    {
+        byte[] record = t_record ??= new byte[MaxRecord + 64];
+        var payload = record.AsSpan(RecordHeader);
+        JournalKind kind;
+        uint word = 0;
+        int length = 0;
+        if (Sharing.PageHasher.IsUniform(page, out word)) kind = word == 0 ? JournalKind.Zero : JournalKind.Uniform;
+        else if (PageCompressors.Get(CompressionAlgorithm.LZ4).TryCompress(page,
+                     payload.Slice(EncodedPage.CompressedHeader, PageSize - EncodedPage.CompressedHeader - 8), out int written))
+        {
+            kind = JournalKind.Encoded;
+            EncodedPage.WriteCompressedHeader(payload, page, CompressionAlgorithm.LZ4);
+            length = EncodedPage.CompressedHeader + written;
+        }
+        else
+        {
+            kind = JournalKind.Raw;
+            page.CopyTo(payload);
+            length = PageSize;
+        }
+        return Append(record, kind, gfn, word, length);
+    }
+
+    /// <summary>Records that page <paramref name="gfn"/> is the guest's again. Call after it is back in the guest.</summary>
+    public void Drop(long gfn)
+    {
+        if (Volatile.Read(ref _at[gfn]) == 0) return; // nothing says otherwise
+        byte[] record = t_record ??= new byte[MaxRecord + 64];
+        Append(record, JournalKind.Drop, gfn, 0, 0);
+    }
+
+    /// <summary>Encoded or raw: a blob the engine can take as its own (header and all).</summary>
+    private bool Append(byte[] record, JournalKind kind, long gfn, uint word, int length)
+    {
+        int size = Align8(RecordHeader + length);
+        BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4), (uint)kind);
+        BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(8), (uint)length);
+        BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(12), word);
+        BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(16), gfn);
+        record.AsSpan(RecordHeader + length, size - RecordHeader - length).Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(record, Crc32.HashToUInt32(record.AsSpan(4, RecordHeader - 4 + length)));
+        lock (_gate)
+        {
+            if (_disposed) return Fail("the journal is closed");
+            if (_tail + size > MaxFileBytes) return Fail("the journal file reached its largest size (32 GiB)");
+            try
+            {
+                WriteExactly(_fd, record.AsSpan(0, size), _tail);
+            }
+            catch (DEException e)
+            {
+                return Fail(e.Message);
+            }
+            Index(kind, gfn, _tail, size);
+            Volatile.Write(ref _tail, _tail + size);
+            return true;
+        }
+    }
+
+    /// <summary>The record at <paramref name="offset"/> now decides page <paramref name="gfn"/> (a drop: nothing does).</summary>
+    private void Index(JournalKind kind, long gfn, long offset, int size)
+    {
+        if (_at[gfn] != 0) _live -= _size[gfn];
+        bool drop = kind == JournalKind.Drop;
+        _at[gfn] = drop ? 0 : (uint)(offset / 8);
+        _size[gfn] = drop ? (ushort)0 : (ushort)size;
+        if (!drop) _live += size;
+    }
+
+    private bool Fail(string why)
+    {
+        Interlocked.Increment(ref _failures);
+        Volatile.Write(ref _lastError, why);
+        return false;
+    }
+
+    /// <summary>
+    /// Once a pass or a reclaim is done: makes what was written durable up to here (the committed end), lets the page cache
+    /// drop it, and rewrites the journal with only its live records when most of it is dead (deposited before the old one
+    /// is let go, so some whole generation is always with the guest's library).
+    /// </summary>
+    public void Maintain()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            try
+            {
+                if (_tail - HeaderSize - _live > Math.Max(_live, CompactionSlack)) Compact();
+                if (_tail != _committed)
+                {
+                    if (LinuxNative.Fdatasync(_fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
+                    WriteHeader(_fd, _tail, _generation);
+                    _committed = _tail;
+                    LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
+                }
+            }
+            catch (DEException e)
+            {
+                Fail(e.Message);
+            }
+        }
+    }
+
+    /// <summary>Writes the live records to a new file, deposits it, and lets the old one go (under the lock).</summary>
+    private void Compact()
+    {
+        int fd = NewFile(_directory);
+        var at = new uint[_at.LongLength];
+        byte[] buffer = new byte[1 << 20];
+        try
+        {
+            long tail = HeaderSize;
+            int fill = 0;
+            long bufferAt = tail;
+            for (long g = 0; g < _at.LongLength; g++)
+            {
+                if (_at[g] == 0) continue;
+                int size = _size[g];
+                if (fill + size > buffer.Length)
+                {
+                    WriteExactly(fd, buffer.AsSpan(0, fill), bufferAt);
+                    bufferAt += fill;
+                    fill = 0;
+                }
+                ReadExactly(_fd, buffer.AsSpan(fill, size), (long)_at[g] * 8);
+                at[g] = (uint)(tail / 8);
+                fill += size;
+                tail += size;
+            }
+            WriteExactly(fd, buffer.AsSpan(0, fill), bufferAt);
+            if (LinuxNative.Fdatasync(fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
+            WriteHeader(fd, tail, _generation + 1);
+            _deposit(fd);
+            LinuxNative.Close(_fd);
+            _fd = fd;
+            at.CopyTo(_at, 0);
+            _generation++;
+            Volatile.Write(ref _tail, tail);
+            _committed = tail;
+            LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
+        }
+        catch
+        {
+            LinuxNative.Close(fd);
+            throw;
+        }
+    }
+
+    private void Replay()
+    {
+        Span<byte> header = stackalloc byte[HeaderSize];
+        long end = LinuxNative.Lseek(_fd, 0, LinuxNative.SEEK_END);
+        if (end < HeaderSize) throw Invalid("it is shorter than a journal's header");
+        ReadExactly(_fd, header, 0);
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic || BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) != Version ||
+            BinaryPrimitives.ReadUInt32LittleEndian(header[60..]) != Crc32.HashToUInt32(header[..60]))
+            throw Invalid("it is not a DEQJ version 1 journal");
+        long pages = BinaryPrimitives.ReadInt64LittleEndian(header[8..]);
+        if (pages != _at.LongLength) throw Invalid($"it is the journal of a guest of {pages} pages, this guest has {_at.LongLength}");
+        long committed = BinaryPrimitives.ReadInt64LittleEndian(header[16..]);
+        _generation = BinaryPrimitives.ReadInt64LittleEndian(header[24..]);
+        if (committed < HeaderSize || committed > end) throw Invalid($"its committed end {committed} is outside the file ({end} bytes)");
+        byte[] record = new byte[MaxRecord + 64];
+        long at = HeaderSize;
+        while (at + RecordHeader <= end)
+        {
+            ReadExactly(_fd, record.AsSpan(0, RecordHeader), at);
+            int length = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(8)), (uint)PageSize + 1);
+            int size = Align8(RecordHeader + length);
+            bool whole = length <= PageSize && at + size <= end;
+            if (whole) ReadExactly(_fd, record.AsSpan(RecordHeader, size - RecordHeader), at + RecordHeader);
+            if (!whole || !TryParse(record, out var kind, out _, out _, out long gfn) || (ulong)gfn >= (ulong)_at.LongLength)
+            {
+                if (at < committed)
+                    throw new DEException("QemuJournalCorrupt", DEErrorKind.InvalidData,
+                        $"The crash journal of this QEMU guest is corrupt at byte {at}, before its committed end ({committed}): " +
+                        "the pages an earlier engine held cannot be trusted. The guest's faults on them keep waiting.", at.ToString());
+                break; // the record a crash cut short: the journal ends here
+            }
+            Index(kind, gfn, at, size);
+            at += size;
+        }
+        _tail = at;
+        _committed = Math.Min(committed, at);
+        // Whatever a crash left past the last whole record goes: new records follow the last whole one.
+        if (at != end && LinuxNative.Ftruncate(_fd, at) != 0) throw Failed("ftruncate", LinuxNative.Errno);
+    }
+
+    private static bool TryParse(byte[] record, out JournalKind kind, out int length, out uint word, out long gfn)
+    {
+        kind = (JournalKind)BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(4));
+        length = (int)BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(8));
+        word = BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(12));
+        gfn = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(16));
+        if (length > PageSize || kind is < JournalKind.Zero or > JournalKind.Drop) return false;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(record) != Crc32.HashToUInt32(record.AsSpan(4, RecordHeader - 4 + length))) return false;
+        return kind switch
+        {
+            JournalKind.Encoded => length > EncodedPage.CompressedHeader,
+            JournalKind.Raw => length == PageSize,
+            _ => length == 0,
+        };
+    }
+
+    private void WriteHeader(int fd, long committed, long generation)
+    {
+        Span<byte> header = stackalloc byte[HeaderSize];
+        header.Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(header, Magic);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[4..], Version);
+        BinaryPrimitives.WriteInt64LittleEndian(header[8..], _at.LongLength);
+        BinaryPrimitives.WriteInt64LittleEndian(header[16..], committed);
+        BinaryPrimitives.WriteInt64LittleEndian(header[24..], generation);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[60..], Crc32.HashToUInt32(header[..60]));
+        WriteExactly(fd, header, 0);
+    }
+
+    /// <summary>An unnamed file (mode 0600) in <paramref name="directory"/>: O_TMPFILE, or a named one unlinked at once.</summary>
+    private static int NewFile(string directory)
+    {
+        int fd = LinuxNative.Open(directory, LinuxNative.O_TMPFILE | LinuxNative.O_RDWR | LinuxNative.O_CLOEXEC, 0x180);
+        if (fd >= 0) return fd;
+        int errno = LinuxNative.Errno;
+        if (errno is not (LinuxNative.EOPNOTSUPP or LinuxNative.EISDIR))
+            throw new DEException("QemuJournalFailed", errno == LinuxNative.ENOENT ? DEErrorKind.ObjectNotFound : DEErrorKind.WriteError,
+                $"The crash journal of a QEMU guest cannot be made in '{directory}': {LinuxNative.Describe(errno)} (errno {errno}).", directory);
+        string path = Path.Combine(directory, $".de-journal-{Guid.NewGuid():n}");
+        fd = LinuxNative.Open(path, LinuxNative.O_RDWR | LinuxNative.O_CREAT | LinuxNative.O_EXCL | LinuxNative.O_CLOEXEC, 0x180);
+        if (fd < 0) throw Failed($"open {path}", LinuxNative.Errno);
+        LinuxNative.Unlink(path);
+        return fd;
+    }
+
+    private static void WriteExactly(int fd, ReadOnlySpan<byte> data, long offset)
+    {
+        fixed (byte* p = data)
+        {
+            int done = 0;
+            while (done < data.Length)
+            {
+                nint n = LinuxNative.PWrite(fd, p + done, (nuint)(data.Length - done), offset + done);
+                if (n < 0 && LinuxNative.Errno == LinuxNative.EINTR) continue;
+                if (n <= 0) throw Failed("pwrite", n < 0 ? LinuxNative.Errno : LinuxNative.ENOSPC);
+                done += (int)n;
+            }
+        }
+    }
+
+    private static void ReadExactly(int fd, Span<byte> data, long offset)
+    {
+        fixed (byte* p = data)
+        {
+            int done = 0;
+            while (done < data.Length)
+            {
+                nint n = LinuxNative.PRead(fd, p + done, (nuint)(data.Length - done), offset + done);
+                if (n < 0 && LinuxNative.Errno == LinuxNative.EINTR) continue;
+                if (n <= 0) throw Failed("pread", n < 0 ? LinuxNative.Errno : LinuxNative.EIO);
+                done += (int)n;
+            }
+        }
+    }
+
+    private static int Align8(int n) => (n + 7) & ~7;
+
+    private static DEException Failed(string call, int errno) =>
+        new("QemuJournalFailed", DEErrorKind.WriteError, $"The crash journal of a QEMU guest: {call} failed: {LinuxNative.Describe(errno)} (errno {errno}).", call);
+
+    private static DEException Invalid(string why) =>
+        new("QemuJournalInvalid", DEErrorKind.InvalidData,
+            $"The state this QEMU's library holds is not a crash journal of this guest: {why}. The guest's faults on pages an " +
+            "earlier engine held keep waiting.", why);
+
+    private static DEException Corrupt(long gfn, string why) =>
+        new("QemuJournalCorrupt", DEErrorKind.InvalidData, $"The crash journal record of guest page {gfn} is corrupt: {why}.", gfn.ToString());
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (_fd >= 0) LinuxNative.Close(_fd);
+            _fd = -1;
+        }
+    }
+}

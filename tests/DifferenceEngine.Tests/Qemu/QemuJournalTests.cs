@@ -1,0 +1,202 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Qemu;
+
+namespace DifferenceEngine.Tests.Qemu;
+
+/// <summary>
+/// The crash journal on its own (no QEMU): what a restarted engine reads back is exactly what the dead one last put,
+/// whatever the mix of puts, drops, compactions and a record cut short; a journal that is not this guest's, or corrupt
+/// before its committed end, is refused with a clear error.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed unsafe class QemuJournalTests : IDisposable
+{
+    private const int PageSize = 4096;
+    private readonly string _dir = Directory.CreateTempSubdirectory("de-journal-").FullName;
+    private readonly List<int> _deposited = [];
+
+    public void Dispose()
+    {
+        foreach (int fd in _deposited) LinuxNative.Close(fd);
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    /// <summary>What the guest's library does with a deposit: keeps its own descriptor, the newest replacing the last.</summary>
+    private void Deposit(int fd)
+    {
+        int own = LinuxNative.Dup(fd);
+        Assert.True(own >= 0);
+        foreach (int old in _deposited) LinuxNative.Close(old);
+        _deposited.Clear();
+        _deposited.Add(own);
+    }
+
+    /// <summary>The descriptor the library would hand the next engine (a duplicate: the library keeps its own).</summary>
+    private int Handed() => LinuxNative.Dup(_deposited.Single());
+
+    private static byte[] Page(Random r, int kind)
+    {
+        var page = new byte[PageSize];
+        switch (kind)
+        {
+            case 0: break; // zero
+            case 1: Array.Fill(page, (byte)r.Next(1, 256)); break; // one word
+            case 2: // compressible: text-like runs
+                for (int i = 0; i < PageSize; i++) page[i] = (byte)('a' + (i / 16 + r.Next(3)) % 7);
+                break;
+            default: r.NextBytes(page); break; // does not compress
+        }
+        return page;
+    }
+
+    private static byte[] Rebuild(JournalPage p)
+    {
+        var page = new byte[PageSize];
+        switch (p.Kind)
+        {
+            case JournalKind.Zero: break;
+            case JournalKind.Uniform:
+                for (int i = 0; i < PageSize; i += 4) BitConverter.TryWriteBytes(page.AsSpan(i), p.Word);
+                break;
+            case JournalKind.Encoded:
+                Assert.Equal(CompressionAlgorithm.LZ4, EncodedPage.Algorithm(p.Payload));
+                PageCompressors.Get(CompressionAlgorithm.LZ4).Decompress(p.Payload.AsSpan(EncodedPage.CompressedHeader), page);
+                Assert.Equal(EncodedPage.StoredChecksum(p.Payload), EncodedPage.Checksum(page, p.Payload));
+                break;
+            case JournalKind.Raw:
+                p.Payload!.CopyTo(page, 0);
+                break;
+            default:
+                throw new InvalidOperationException(p.Kind.ToString());
+        }
+        return page;
+    }
+
+    private static void AssertHolds(QemuJournal journal, Dictionary<long, byte[]> shadow)
+    {
+        Assert.Equal(shadow.Keys.Order(), journal.HeldGfns());
+        foreach (var (gfn, bytes) in shadow) Assert.Equal(bytes, Rebuild(journal.Read(gfn)));
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void A_restarted_engine_reads_back_exactly_what_was_put_and_not_dropped(int seed)
+    {
+        var r = new Random(seed);
+        const long pages = 512;
+        var shadow = new Dictionary<long, byte[]>();
+        var journal = QemuJournal.Create(_dir, pages, Deposit);
+        long generationBefore = journal.Generation;
+        for (int step = 0; step < 6000; step++)
+        {
+            long gfn = r.Next((int)pages);
+            if (r.Next(3) == 0)
+            {
+                journal.Drop(gfn);
+                shadow.Remove(gfn);
+            }
+            else
+            {
+                var page = Page(r, r.Next(4));
+                Assert.True(journal.Put(gfn, page));
+                shadow[gfn] = page;
+            }
+            if (step % 500 == 499) journal.Maintain();
+            if (step % 2000 == 1999)
+            {
+                // The engine dies (no more calls); the next one opens what the library holds.
+                int handed = Handed();
+                journal.Dispose();
+                journal = QemuJournal.Open(handed, _dir, pages, Deposit);
+                AssertHolds(journal, shadow);
+            }
+        }
+        Assert.Equal(0, journal.Failures);
+        Assert.True(journal.Generation > generationBefore, "most of the journal went dead: Maintain compacted it into a new generation");
+        Assert.True(journal.FileBytes < 64 + 2 * journal.LiveBytes + (4 << 20) + PageSize * 600);
+        AssertHolds(journal, shadow);
+        journal.Dispose();
+    }
+
+    [Fact]
+    public void A_record_cut_short_by_a_crash_ends_the_journal_and_the_next_records_follow_the_last_whole_one()
+    {
+        var r = new Random(7);
+        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var a = Page(r, 2);
+        var b = Page(r, 3);
+        Assert.True(journal.Put(1, a));
+        journal.Maintain(); // committed up to here
+        long committed = journal.FileBytes;
+        Assert.True(journal.Put(2, b));
+        int handed = Handed();
+        journal.Dispose();
+        // The last record's write was cut short: its end never reached the file.
+        Assert.Equal(0, LinuxNative.Ftruncate(handed, journal.FileBytes - 100));
+        journal = QemuJournal.Open(handed, _dir, 16, Deposit);
+        Assert.Equal(committed, journal.FileBytes);
+        AssertHolds(journal, new Dictionary<long, byte[]> { [1] = a });
+        // The new engine goes on writing where the whole records end.
+        Assert.True(journal.Put(3, b));
+        int again = Handed();
+        journal.Dispose();
+        journal = QemuJournal.Open(again, _dir, 16, Deposit);
+        AssertHolds(journal, new Dictionary<long, byte[]> { [1] = a, [3] = b });
+        journal.Dispose();
+    }
+
+    [Fact]
+    public void A_record_that_fails_its_check_before_the_committed_end_is_an_error_not_a_shorter_journal()
+    {
+        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        Assert.True(journal.Put(1, Page(new Random(1), 2)));
+        Assert.True(journal.Put(2, Page(new Random(2), 2)));
+        journal.Maintain();
+        int handed = Handed();
+        journal.Dispose();
+        byte flipped = 0x5a;
+        Assert.Equal(1, (int)LinuxNative.PWrite(handed, &flipped, 1, 64 + 40)); // inside the first record's payload
+        var e = Assert.Throws<DEException>(() => QemuJournal.Open(handed, _dir, 16, Deposit));
+        Assert.Equal("QemuJournalCorrupt", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Fact]
+    public void The_journal_of_another_guest_or_no_journal_at_all_is_refused()
+    {
+        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        journal.Dispose();
+        var e = Assert.Throws<DEException>(() => QemuJournal.Open(Handed(), _dir, 32, Deposit));
+        Assert.Equal("QemuJournalInvalid", e.ErrorId);
+        Assert.Contains("16 pages", e.Message);
+
+        string path = Path.Combine(_dir, "not-a-journal");
+        File.WriteAllBytes(path, new byte[4096]);
+        int fd = LinuxNative.Open(path, LinuxNative.O_RDWR | LinuxNative.O_CLOEXEC, 0);
+        e = Assert.Throws<DEException>(() => QemuJournal.Open(fd, _dir, 16, Deposit));
+        Assert.Equal("QemuJournalInvalid", e.ErrorId);
+    }
+
+    [Fact]
+    public void The_journal_is_an_unnamed_file_only_its_holders_can_reach_created_0600()
+    {
+        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        Assert.True(journal.Put(0, Page(new Random(3), 3)));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir)); // O_TMPFILE: no name in the folder
+        string link = $"/proc/self/fd/{_deposited.Single()}";
+        var mode = File.GetUnixFileMode(link);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, mode);
+        journal.Dispose();
+    }
+
+    [Fact]
+    public void A_folder_that_does_not_exist_is_a_clear_error()
+    {
+        var e = Assert.Throws<DEException>(() => QemuJournal.Create(Path.Combine(_dir, "missing"), 16, Deposit));
+        Assert.Equal("QemuJournalFailed", e.ErrorId);
+        Assert.Equal(DEErrorKind.ObjectNotFound, e.Kind);
+    }
+}
