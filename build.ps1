@@ -28,7 +28,10 @@
                (or the raw images given with -Path) loaded into fresh hosts, sharing alone, sharing and
                patching, then every mechanism with each codec, each until stable; Linux KSM, zram and
                KSM then zram side by side where the machine allows (root). Writes out/compare/compare.csv
-               and compare.md.
+               and compare.md. With -Guests: live QEMU guests instead (three test guests of different
+               workloads from one image, run with no engine, with the engine as their pager, and with KSM
+               plus zram fed by proactive reclaim): host memory, the guests' pace and the fault round
+               trip in out/compare/guests.md (needs root, QEMU and the Guests task, which it runs).
       Clean    Remove out/ and the bin/ and obj/ folders of every project.
       Guests   The QEMU test guests in out/guests (Debian's cloud kernel from apt-get download, an initramfs
                whose /init is tests/guest/deworkload.c); the Test task makes them too.
@@ -55,6 +58,9 @@
 .PARAMETER Path
     Compare: raw images to load instead of snapshots of live programs.
 
+.PARAMETER Guests
+    Compare: measure live QEMU test guests (see Compare) instead of memory images.
+
 .PARAMETER Quick
     A smoke run for CI: Bench with BenchmarkDotNet's Dry job, Compare on two small inputs and one codec.
 
@@ -80,6 +86,8 @@ param(
     [string[]]$Path = @(),
 
     [switch]$Quick,
+
+    [switch]$Guests,
 
     [switch]$NoInstall
 )
@@ -806,6 +814,18 @@ function Invoke-CompareTask {
     # The PowerShell inputs are more of the pwsh running this script: its pwsh.dll when it is the dotnet tool.
     $pwsh = @(Get-PwshCommand)
     $pwshPath = $pwsh[-1]
+    if ($Guests) {
+        Invoke-BuildTask # libdeqemu.so in the module
+        $guestsDir = Build-Guests
+        $library = Join-Path $ModuleOut 'runtimes/linux-x64/native/libdeqemu.so'
+        if (-not $guestsDir -or -not (Test-Path -LiteralPath $library)) {
+            throw "Compare -Guests needs the test guests and libdeqemu.so (run the Build task as root on Debian with the packages of apt-packages.txt)."
+        }
+        $guestArgs = @('compare', '--guests', $guestsDir, '--deqemu', $library, '--out', $compareOut)
+        if ($Quick) { $guestArgs += '--quick' }
+        Invoke-Native { dotnet run --project $project -c Release -- @guestArgs }
+        return
+    }
     $compareArgs = @('compare', '--out', $compareOut, '--pwsh', $pwshPath)
     if ($Quick) {
         $compareArgs += '--quick'

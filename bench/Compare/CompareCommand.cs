@@ -8,6 +8,7 @@ internal static class CompareCommand
     public static int Run(string[] args)
     {
         var options = new CompareOptions();
+        string? guests = null, library = null, journals = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -21,20 +22,47 @@ internal static class CompareCommand
                 case "--pwsh" when i + 1 < args.Length:
                     options.Pwsh = args[++i];
                     break;
+                case "--guests" when i + 1 < args.Length:
+                    guests = args[++i];
+                    break;
+                case "--deqemu" when i + 1 < args.Length:
+                    library = args[++i];
+                    break;
+                case "--journals" when i + 1 < args.Length:
+                    journals = args[++i];
+                    break;
                 case "--quick":
                     options.Quick = true;
                     break;
                 case "-h" or "--help":
                     Console.WriteLine("usage: compare [--path IMAGE...] [--out DIR] [--quick] [--pwsh PATH]");
+                    Console.WriteLine("       compare --guests DIR --deqemu LIBRARY [--journals DIR] [--out DIR] [--quick]");
                     Console.WriteLine("  --path   raw images to load (default: snapshots of several live programs it starts)");
                     Console.WriteLine("  --out    where compare.csv and compare.md go (default: out/compare)");
                     Console.WriteLine("  --quick  two small inputs, one codec: the CI smoke run (KSM and zram still run where available)");
                     Console.WriteLine("  --pwsh   the pwsh (or pwsh.dll) to start for the PowerShell inputs");
+                    Console.WriteLine("  --guests live QEMU guests instead: the test guests in DIR (vmlinuz, initramfs.cpio.gz) run with no engine,");
+                    Console.WriteLine("           with the engine as their pager (libdeqemu.so at --deqemu), and with KSM + zram; guests.md in --out");
                     return 0;
                 default:
                     Console.Error.WriteLine($"compare: unknown or incomplete argument '{args[i]}' (see --help).");
                     return 2;
             }
+        }
+        if (guests is not null)
+        {
+            foreach (string need in new[] { Path.Combine(guests, "vmlinuz"), Path.Combine(guests, "initramfs.cpio.gz"), library ?? "(--deqemu)" })
+            {
+                if (!File.Exists(need))
+                {
+                    Console.Error.WriteLine($"compare --guests: {need} does not exist (build.ps1 -Task Guests makes the guests; native/ the library).");
+                    return 2;
+                }
+            }
+            return new GuestsRunner(new GuestsOptions
+            {
+                GuestsDir = guests, Library = Path.GetFullPath(library!), OutDir = options.OutDir, Quick = options.Quick, JournalDirectory = journals,
+            }).Run();
         }
         foreach (string path in options.Paths)
         {

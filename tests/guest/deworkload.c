@@ -5,7 +5,7 @@
  * that differ from a shared page by a few bytes, random pages), records a 64-bit checksum of every page, then loops:
  * verify every page, rewrite a few, print one line a round on the console:
  *
- *     deworkload round=N pages=P mismatches=M total=T rewritten=W
+ *     deworkload round=N pages=P mismatches=M total=T rewritten=W checked=C
  *     deworkload MISMATCH round=N page=G
  *     deworkload done rounds=N mismatches=T
  *
@@ -17,6 +17,10 @@
  *     de.selftest=1      after round 1, change one byte of page 7 behind the checksums' back: round 2 must report it
  *     de.hold=1          after "done", keep the memory as it is and wait (no power-off) until killed
  *     de.grow=MiB        before round 3, fill this much more memory, never touched until then ("deworkload grew")
+ *     de.mix=N           the kinds of pages: 0 a mix (default: 20% zero, 20% shared, 20% text, 20% similar, 20% unique),
+ *                        1 mostly text (an application server: 60% text), 2 mostly unique data (a database: 60% unique)
+ *     de.hot=PERCENT     the working set: a round verifies and rewrites only this share of the pages (default 100); the
+ *                        rest stays cold and is verified once after the last round ("deworkload verified ...")
  *
  * Everything is deterministic for a seed: no clock, no randomness from the system.
  */
@@ -71,10 +75,17 @@ static void fill_text(unsigned char *p, uint64_t seed)
     }
 }
 
+/* The mix of page kinds (de.mix): for each, the tenth of pages below which a page is zero, shared, text, similar. */
+static const uint64_t mixes[3][4] = { { 2, 4, 6, 8 }, { 1, 2, 8, 9 }, { 1, 2, 3, 4 } };
+static long page_mix;
+
 /* Page g of a guest with seed `seed`: its kind is chosen by g alone, so every guest has the same layout. */
 static void fill_page(unsigned char *p, uint64_t g, uint64_t seed, uint64_t version)
 {
-    uint64_t kind = mix(g ^ 0x5eedULL) % 10;
+    const uint64_t *t = mixes[page_mix];
+    uint64_t r = mix(g ^ 0x5eedULL) % 10;
+    /* the kind in the default mix's terms: 0-1 zero, 2-3 shared, 4-5 text, 6-7 similar, 8-9 unique */
+    uint64_t kind = r < t[0] ? 0 : r < t[1] ? 2 : r < t[2] ? 4 : r < t[3] ? 6 : 8;
     if (version == 0 && kind < 2) { memset(p, 0, PAGE); return; }              /* zero */
     if (version == 0 && kind < 4) { fill_random(p, 1000000 + g % 64); return; } /* shared: 64 contents, any seed */
     if (kind < 6) { fill_text(p, mix(seed) ^ g ^ (version << 40)); return; }     /* compressible text */
@@ -115,6 +126,10 @@ int main(void)
     long rewrite = option(cmdline, "de.rewrite", 10), selftest = option(cmdline, "de.selftest", 0);
     long hold = option(cmdline, "de.hold", 0), grow = option(cmdline, "de.grow", 0);
     uint64_t seed = (uint64_t)option(cmdline, "de.seed", 1);
+    long hot = option(cmdline, "de.hot", 100);
+    page_mix = option(cmdline, "de.mix", 0);
+    if (page_mix < 0 || page_mix > 2) page_mix = 0;
+    if (hot < 1 || hot > 100) hot = 100;
     size_t pages = (size_t)mib * 256, most = (size_t)(mib + grow) * 256;
     unsigned char *mem = aligned_alloc(PAGE, most * PAGE); /* the grown part stays untouched until round 3 */
     uint64_t *sums = calloc(most, sizeof *sums);
@@ -138,7 +153,10 @@ int main(void)
             printf("deworkload grew pages=%zu\n", pages);
         }
         long bad = 0;
+        size_t checked = 0;
         for (size_t g = 0; g < pages; g++) {
+            if (hot < 100 && mix(g * 31 + seed) % 100 >= (uint64_t)hot) continue; /* cold: left alone */
+            checked++;
             if (checksum(mem + g * PAGE) != sums[g]) {
                 if (bad < 20) printf("deworkload MISMATCH round=%ld page=%zu\n", round, g);
                 bad++;
@@ -148,6 +166,7 @@ int main(void)
         total += bad;
         long written = 0;
         for (size_t g = 0; g < pages; g++) {
+            if (hot < 100 && mix(g * 31 + seed) % 100 >= (uint64_t)hot) continue;
             if (mix(g * 7919 + (uint64_t)round + seed * 104729) % 1000 < (uint64_t)rewrite) {
                 fill_page(mem + g * PAGE, g, seed, ++versions[g]);
                 sums[g] = checksum(mem + g * PAGE);
@@ -155,7 +174,19 @@ int main(void)
             }
         }
         if (selftest && round == 1 && pages > 7) mem[7 * PAGE + 123] ^= 0x40; /* the checker must catch this */
-        printf("deworkload round=%ld pages=%zu mismatches=%ld total=%ld rewritten=%ld\n", round, pages, bad, total, written);
+        printf("deworkload round=%ld pages=%zu mismatches=%ld total=%ld rewritten=%ld checked=%zu\n", round, pages, bad, total,
+               written, checked);
+    }
+    if (hot < 100) {
+        long bad = 0;
+        for (size_t g = 0; g < pages; g++) {
+            if (checksum(mem + g * PAGE) != sums[g]) {
+                if (bad < 20) printf("deworkload MISMATCH round=%ld page=%zu\n", round, g);
+                bad++;
+            }
+        }
+        total += bad;
+        printf("deworkload verified pages=%zu mismatches=%ld total=%ld\n", pages, bad, total);
     }
     printf("deworkload done rounds=%ld mismatches=%ld\n", round - 1, total);
     if (hold) for (;;) pause();

@@ -1,6 +1,5 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Text.RegularExpressions;
+using DifferenceEngine.Qemu;
 
 namespace DifferenceEngine.Tests.Qemu;
 
@@ -23,23 +22,9 @@ internal sealed class TestGuest : IDisposable
     /// <summary>Guards against a hang only: a boot and a few rounds take a few seconds here.</summary>
     public static readonly TimeSpan Patience = TimeSpan.FromMinutes(3);
 
-    /// <summary>The firmware's terminal escapes ("ESC[2J" and the like), which may precede the first line of the guest.</summary>
-    private static readonly Regex TerminalControls = new(@"\x1b\[[0-9;?]*[A-Za-z]|\x1bc", RegexOptions.Compiled);
+    private readonly QemuGuestProcess process;
 
-    private readonly Process process;
-    private readonly BlockingCollection<string> incoming = new();
-    private readonly List<string> lines = [];
-
-    private TestGuest(Process process)
-    {
-        this.process = process;
-        process.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null) incoming.CompleteAdding();
-            else if (!incoming.IsAddingCompleted) incoming.Add(TerminalControls.Replace(e.Data, ""));
-        };
-        process.BeginOutputReadLine();
-    }
+    private TestGuest(QemuGuestProcess process) => this.process = process;
 
     /// <summary>
     /// Boots a guest with <paramref name="memoryMiB"/> of RAM whose workload fills <paramref name="workloadMiB"/> and
@@ -50,86 +35,38 @@ internal sealed class TestGuest : IDisposable
     public static TestGuest Boot(int workloadMiB = 32, int rounds = 3, int seed = 1, int memoryMiB = 256, string options = "",
         IReadOnlyDictionary<string, string>? environment = null, IEnumerable<string>? qemuArguments = null)
     {
-        var start = new ProcessStartInfo("qemu-system-x86_64")
+        environment ??= new Dictionary<string, string>();
+        if (environment.Keys.Except(["LD_PRELOAD", "DE_QEMU_SOCKET"]).FirstOrDefault() is { } other)
+            throw new ArgumentException($"Only LD_PRELOAD and DE_QEMU_SOCKET are passed to QEMU, not {other}.", nameof(environment));
+        return new TestGuest(QemuGuestProcess.Start(new QemuGuestStartInfo
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (string a in new[]
-                 {
-                     "-accel", "tcg", "-m", $"{memoryMiB}M", "-smp", "1", "-nodefaults", "-no-reboot",
-                     "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none",
-                     "-object", $"memory-backend-memfd,id=mem,size={memoryMiB}M,share=on", "-machine", "memory-backend=mem",
-                     "-kernel", Kernel, "-initrd", Initramfs,
-                     // loglevel=0: no kernel message on the console, where it could land in the middle of a workload line (a
-                     // slow TCG guest on a busy machine warns of RCU stalls and clock skew).
-                     "-append", $"console=ttyS0 quiet loglevel=0 panic=-1 de.mem={workloadMiB} de.rounds={rounds} de.seed={seed} {options}".TrimEnd(),
-                 })
-            start.ArgumentList.Add(a);
-        foreach (string a in qemuArguments ?? []) start.ArgumentList.Add(a);
-        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) start.Environment[k] = v;
-        var process = Process.Start(start) ?? throw new InvalidOperationException("qemu-system-x86_64 did not start");
-        process.ErrorDataReceived += (_, _) => { };
-        process.BeginErrorReadLine();
-        return new TestGuest(process);
+            Kernel = Kernel,
+            Initrd = Initramfs,
+            MemoryMiB = memoryMiB,
+            // loglevel=0: no kernel message on the console, where it could land in the middle of a workload line (a slow
+            // TCG guest on a busy machine warns of RCU stalls and clock skew).
+            Append = $"console=ttyS0 quiet loglevel=0 panic=-1 de.mem={workloadMiB} de.rounds={rounds} de.seed={seed} {options}".TrimEnd(),
+            Library = environment.GetValueOrDefault("LD_PRELOAD"),
+            Socket = environment.GetValueOrDefault("DE_QEMU_SOCKET"),
+            ExtraArguments = qemuArguments?.ToArray() ?? [],
+        }));
     }
 
-    public int Pid => process.Id;
+    public int Pid => process.Pid;
 
     /// <summary>Every console line seen so far.</summary>
-    public IReadOnlyList<string> Lines
-    {
-        get { lock (lines) return lines.ToArray(); }
-    }
+    public IReadOnlyList<string> Lines => process.Lines.Select(l => l.Line).ToArray();
 
     /// <summary>
     /// Reads the console until a line matches <paramref name="pattern"/> and returns its match; fails, with the console
     /// so far, when QEMU ends first or <see cref="Patience"/> runs out.
     /// </summary>
-    public Match WaitFor(string pattern)
-    {
-        var regex = new Regex(pattern);
-        using var timeout = new CancellationTokenSource(Patience);
-        try
-        {
-            foreach (string line in incoming.GetConsumingEnumerable(timeout.Token))
-            {
-                lock (lines) lines.Add(line);
-                var m = regex.Match(line);
-                if (m.Success) return m;
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            throw new TimeoutException($"No console line matched /{pattern}/ within {Patience}. Console:\n{string.Join('\n', Lines)}");
-        }
-        throw new InvalidOperationException($"QEMU ended before a console line matched /{pattern}/. Console:\n{string.Join('\n', Lines)}");
-    }
+    public Match WaitFor(string pattern) => process.WaitFor(new Regex(pattern), Patience).Match;
 
     /// <summary>Waits until QEMU has exited (the workload powers the guest off after its last round); its exit code.</summary>
-    public int WaitForExit()
-    {
-        if (!process.WaitForExit(Patience)) throw new TimeoutException($"QEMU still runs after {Patience}.");
-        process.WaitForExit(); // the console is read to its end
-        return process.ExitCode;
-    }
+    public int WaitForExit() => process.WaitForExit(Patience);
 
-    public void Dispose()
-    {
-        try
-        {
-            if (!process.HasExited) process.Kill(entireProcessTree: true);
-            process.WaitForExit();
-        }
-        catch (InvalidOperationException)
-        {
-            // never started
-        }
-        process.Dispose();
-        incoming.Dispose();
-    }
+    public void Dispose() => process.Dispose();
 
     private static string RepoRoot()
     {

@@ -9,11 +9,10 @@ public class TestGuestTests
     [RequiresFact(Requirement.QemuGuests)]
     public void AGuestFillsItsMemoryAndFindsEveryPageAsItLeftIt()
     {
-        using var guest = TestGuest.Boot(workloadMiB: 32, rounds: 3);
+        // de.hold=1: after "done" the guest waits (QEMU lives on) until it is killed, so its maps can be read then.
+        using var guest = TestGuest.Boot(workloadMiB: 32, rounds: 3, options: "de.hold=1");
         var ready = guest.WaitFor(@"^deworkload ready pages=(\d+)");
         Assert.Equal(32 * 256, int.Parse(ready.Groups[1].Value));
-        // Guest RAM is the memfd QEMU shares: the mapping the engine will page.
-        Assert.Contains(File.ReadLines($"/proc/{guest.Pid}/maps"), l => l.Contains("/memfd:mem", StringComparison.Ordinal));
         for (int round = 1; round <= 3; round++)
         {
             var line = guest.WaitFor($@"^deworkload round={round} pages=8192 mismatches=(\d+) total=\d+ rewritten=(\d+)");
@@ -21,7 +20,8 @@ public class TestGuestTests
             Assert.True(int.Parse(line.Groups[2].Value) > 0, "every round rewrites some pages");
         }
         guest.WaitFor(@"^deworkload done rounds=3 mismatches=0$");
-        Assert.Equal(0, guest.WaitForExit());
+        // Guest RAM is the memfd QEMU shares: the mapping the engine will page.
+        Assert.Contains(File.ReadLines($"/proc/{guest.Pid}/maps"), l => l.Contains("/memfd:mem", StringComparison.Ordinal));
         Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
     }
 
@@ -34,6 +34,22 @@ public class TestGuestTests
         guest.WaitFor(@"^deworkload MISMATCH round=2 page=7$");
         guest.WaitFor(@"^deworkload round=2 pages=2048 mismatches=1 total=1 ");
         guest.WaitFor(@"^deworkload done rounds=3 mismatches=1$");
+        Assert.Equal(0, guest.WaitForExit());
+    }
+
+    [RequiresFact(Requirement.QemuGuests)]
+    public void AGuestWithAWorkingSetTouchesOnlyItsHotPagesEachRoundAndVerifiesTheColdOnesAtTheEnd()
+    {
+        // de.hot=20: a round checks about a fifth of the pages; de.mix=2: mostly unique data (the database-like guest).
+        using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 2, options: "de.hot=20 de.mix=2");
+        for (int round = 1; round <= 2; round++)
+        {
+            var line = guest.WaitFor($@"^deworkload round={round} pages=4096 mismatches=0 total=0 rewritten=\d+ checked=(\d+)$");
+            int checkedPages = int.Parse(line.Groups[1].Value);
+            Assert.InRange(checkedPages, 4096 * 15 / 100, 4096 * 25 / 100);
+        }
+        guest.WaitFor(@"^deworkload verified pages=4096 mismatches=0 total=0$");
+        guest.WaitFor(@"^deworkload done rounds=2 mismatches=0$");
         Assert.Equal(0, guest.WaitForExit());
     }
 

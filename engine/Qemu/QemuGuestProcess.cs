@@ -1,0 +1,154 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace DifferenceEngine.Qemu;
+
+/// <summary>How to start a QEMU guest (<see cref="QemuGuestProcess.Start"/>).</summary>
+public sealed record QemuGuestStartInfo
+{
+    /// <summary>The QEMU to run; found on PATH by default.</summary>
+    public string Qemu { get; init; } = "qemu-system-x86_64";
+    public required string Kernel { get; init; }
+    public string? Initrd { get; init; }
+    /// <summary>The kernel command line (the console is ttyS0, the process's standard output).</summary>
+    public string Append { get; init; } = "console=ttyS0";
+    public int MemoryMiB { get; init; } = 256;
+    public int Cpus { get; init; } = 1;
+    /// <summary>
+    /// Guest RAM in a shared memfd (memory-backend-memfd,share=on), the form the engine pages; false: QEMU's default
+    /// private anonymous RAM (which KSM can merge and the kernel can swap, and the engine cannot attach to).
+    /// </summary>
+    public bool SharedMemfd { get; init; } = true;
+    /// <summary>libdeqemu.so, preloaded with <see cref="Socket"/>: the engine can attach (needs <see cref="SharedMemfd"/>).</summary>
+    public string? Library { get; init; }
+    public string? Socket { get; init; }
+    /// <summary>"tcg", or "kvm" where the machine has it.</summary>
+    public string Accelerator { get; init; } = "tcg";
+    public IReadOnlyList<string> ExtraArguments { get; init; } = [];
+}
+
+/// <summary>
+/// A QEMU guest started by the engine's tools (the benchmarks, the test guests): its serial console is read line by line,
+/// each line kept with the time it came, and a caller waits for the line it expects, never for a time. Dispose kills
+/// QEMU.
+/// </summary>
+public sealed class QemuGuestProcess : IDisposable
+{
+    /// <summary>The firmware's terminal escapes ("ESC[2J" and the like), which may precede the guest's first line.</summary>
+    private static readonly Regex TerminalControls = new(@"\x1b\[[0-9;?]*[A-Za-z]|\x1bc", RegexOptions.Compiled);
+
+    private readonly Process _process;
+    private readonly BlockingCollection<(long Ticks, string Line)> _incoming = new();
+    private readonly List<(long Ticks, string Line)> _seen = [];
+
+    private QemuGuestProcess(Process process)
+    {
+        _process = process;
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) _incoming.CompleteAdding();
+            else if (!_incoming.IsAddingCompleted) _incoming.Add((Stopwatch.GetTimestamp(), TerminalControls.Replace(e.Data, "")));
+        };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    /// <summary>Starts QEMU. Errors: "QemuNotFound" when the QEMU or the kernel is not there.</summary>
+    public static QemuGuestProcess Start(QemuGuestStartInfo info)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        if (!File.Exists(info.Kernel))
+            throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound, $"The guest kernel '{info.Kernel}' does not exist.", info.Kernel);
+        var start = new ProcessStartInfo(info.Qemu)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        var args = new List<string>
+        {
+            "-accel", info.Accelerator, "-m", $"{info.MemoryMiB}M", "-smp", info.Cpus.ToString(), "-nodefaults", "-no-reboot",
+            "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none", "-kernel", info.Kernel,
+        };
+        if (info.SharedMemfd)
+            args.AddRange(["-object", $"memory-backend-memfd,id=mem,size={info.MemoryMiB}M,share=on", "-machine", "memory-backend=mem"]);
+        if (info.Initrd is not null) args.AddRange(["-initrd", info.Initrd]);
+        args.AddRange(["-append", info.Append]);
+        args.AddRange(info.ExtraArguments);
+        foreach (string a in args) start.ArgumentList.Add(a);
+        if (info.Library is not null)
+        {
+            start.Environment["LD_PRELOAD"] = info.Library;
+            start.Environment["DE_QEMU_SOCKET"] = info.Socket ?? throw new ArgumentException("A library needs a socket path.", nameof(info));
+        }
+        try
+        {
+            return new QemuGuestProcess(Process.Start(start)!);
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound, $"'{info.Qemu}' could not be started: {e.Message}.", info.Qemu);
+        }
+    }
+
+    public int Pid => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Every console line read so far by <see cref="WaitFor"/>, with its arrival (Stopwatch ticks).</summary>
+    public IReadOnlyList<(long Ticks, string Line)> Lines
+    {
+        get { lock (_seen) return _seen.ToArray(); }
+    }
+
+    /// <summary>
+    /// Reads the console until a line matches <paramref name="pattern"/> and returns its match and arrival; fails, with
+    /// the console so far, when QEMU ends first or <paramref name="patience"/> runs out (a guard against a hang).
+    /// </summary>
+    public (Match Match, long Ticks) WaitFor(Regex pattern, TimeSpan patience)
+    {
+        using var timeout = new CancellationTokenSource(patience);
+        try
+        {
+            foreach (var (ticks, line) in _incoming.GetConsumingEnumerable(timeout.Token))
+            {
+                lock (_seen) _seen.Add((ticks, line));
+                var m = pattern.Match(line);
+                if (m.Success) return (m, ticks);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"No console line of QEMU {Pid} matched /{pattern}/ within {patience}. Console:\n{Console()}");
+        }
+        throw new InvalidOperationException($"QEMU {Pid} ended before a console line matched /{pattern}/. Console:\n{Console()}");
+    }
+
+    private string Console() => string.Join('\n', Lines.Select(l => l.Line).TakeLast(40));
+
+    /// <summary>Waits for QEMU to exit (bounded by <paramref name="patience"/>); its exit code.</summary>
+    public int WaitForExit(TimeSpan patience)
+    {
+        if (!_process.WaitForExit(patience)) throw new TimeoutException($"QEMU {Pid} still runs after {patience}.");
+        _process.WaitForExit();
+        return _process.ExitCode;
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+        }
+        catch (InvalidOperationException)
+        {
+            // never started
+        }
+        _process.Dispose();
+        _incoming.Dispose();
+    }
+}
