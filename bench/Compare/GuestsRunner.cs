@@ -14,8 +14,9 @@ namespace DifferenceEngine.Bench.Compare;
 /// <summary>One test guest of the live comparison: its workload (tests/guest/deworkload.c options).</summary>
 internal sealed record GuestSpec(string Name, string Workload, int Seed, int Mix, int HotPercent, int RewritePermil)
 {
-    public string Options(int workloadMiB, int rounds) =>
-        $"de.mem={workloadMiB} de.rounds={rounds} de.seed={Seed} de.mix={Mix} de.hot={HotPercent} de.rewrite={RewritePermil} de.hold=1";
+    public string Options(int workloadMiB, int rounds, int pauseMs) =>
+        $"de.mem={workloadMiB} de.rounds={rounds} de.seed={Seed} de.mix={Mix} de.hot={HotPercent} de.rewrite={RewritePermil} " +
+        $"de.pause={pauseMs} de.hold=1";
 }
 
 /// <summary>What one way of running the guests cost: host memory at the sample, the guests' pace, what they verified.</summary>
@@ -60,17 +61,18 @@ internal sealed class GuestsRunner(GuestsOptions options)
         new("mixed", "even mix of zero/shared/text/similar/unique, 10% hot, 1% rewritten", Seed: 3, Mix: 0, HotPercent: 10, RewritePermil: 10),
     ];
 
-    private int Rounds => options.Quick ? 40 : 400;
-    private int SampleRound => options.Quick ? 30 : 300;
+    private int Rounds => options.Quick ? 40 : 300;
+    private int SampleRound => options.Quick ? 30 : 250;
     private int WarmupRounds => options.Quick ? 5 : 20;
+    /// <summary>Think time after each round: guests that are not busy all the time, as VMs mostly are.</summary>
+    private const int PauseMs = 100;
 
     public int Run()
     {
         var machine = MachineInfo.Capture();
         Log($"compare --guests: {machine}; load average {MachineInfo.LoadAverage()}");
         Log($"guests: {Guests.Length} x {GuestMiB} MiB RAM, {WorkloadMiB} MiB workload each, {Rounds} rounds, measured at round {SampleRound}");
-        var results = new List<GuestPhaseResult> { NoEngine(), Engine() };
-        results.Add(LinuxPeers(results[1]));
+        var results = new List<GuestPhaseResult> { NoEngine(), Engine(CompressionAlgorithm.LZ4), Engine(CompressionAlgorithm.Zstd), LinuxPeers() };
         var report = Report(machine, results);
         Console.WriteLine();
         Console.WriteLine(report);
@@ -86,7 +88,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
     private GuestPhaseResult NoEngine()
     {
         Log("(a) no engine");
-        using var guests = new Fleet(options, Rounds, sharedMemfd: true, library: false);
+        using var guests = new Fleet(options, Rounds, PauseMs, sharedMemfd: true, library: false);
         guests.WaitAll("ready");
         var paces = guests.Rounds(WarmupRounds, SampleRound);
         long rss = guests.Sum(g => GuestRam.Measure(g.Pid, memfd: true).Rss);
@@ -101,10 +103,10 @@ internal sealed class GuestsRunner(GuestsOptions options)
         };
     }
 
-    private GuestPhaseResult Engine()
+    private GuestPhaseResult Engine(CompressionAlgorithm codec)
     {
-        Log("(b) DifferenceEngine: every mechanism (Zstd), the background engine every " + Interval.TotalSeconds + " s");
-        using var guests = new Fleet(options, Rounds, sharedMemfd: true, library: true);
+        Log($"(b) DifferenceEngine: every mechanism ({codec}), the background engine every {Interval.TotalSeconds} s");
+        using var guests = new Fleet(options, Rounds, PauseMs, sharedMemfd: true, library: true);
         guests.WaitAll("ready");
         using var host = new DEHost(new HostOptions { Name = "compare-guests", JournalDirectory = options.JournalDirectory });
         var domainOptions = new DomainOptions
@@ -112,7 +114,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
             SharingEnabled = true,
             PatchingEnabled = true,
             CompressionEnabled = true,
-            CompressionAlgorithm = CompressionAlgorithm.Zstd,
+            CompressionAlgorithm = codec,
         };
         for (int i = 0; i < guests.Count; i++) host.AttachQemu(Guests[i].Name, guests[i].Socket!, domainOptions);
         host.StartEngine(Interval);
@@ -127,7 +129,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
         long mismatches = guests.Finish(Rounds);
         foreach (var g in Guests) host.RemoveDomain(host.GetDomain(g.Name));
         long engineFrames = s.FrameBytes - qemuRss;
-        return new GuestPhaseResult("DifferenceEngine", null)
+        return new GuestPhaseResult($"DifferenceEngine, {codec}", null)
         {
             HostBytes = s.MemoryUsedBytes,
             TouchedBytes = touched,
@@ -143,7 +145,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
         };
     }
 
-    private GuestPhaseResult LinuxPeers(GuestPhaseResult engine)
+    private GuestPhaseResult LinuxPeers()
     {
         const string name = "KSM + zram (proactive reclaim)";
         string? why = ZramPeer.WhyUnavailable() ?? KsmPeer.WhyUnavailable();
@@ -154,7 +156,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
         Log($"(c) {name}: KSM over the guests' RAM, zram ({algorithm}) as swap, MADV_PAGEOUT of their RAM every {Interval.TotalSeconds} s");
         using var ksm = KsmOn.Start();
         using var zram = ZramSwap.Start(algorithm, 2L * Guests.Length * GuestMiB << 20);
-        using var guests = new Fleet(options, Rounds, sharedMemfd: false, library: false);
+        using var guests = new Fleet(options, Rounds, PauseMs, sharedMemfd: false, library: false);
         guests.WaitAll("ready");
         using var stop = new CancellationTokenSource();
         long pagedOut = 0;
@@ -181,7 +183,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
                           $"holding {Mib(z.OrigDataSize)} ({z.SamePages} same-filled pages)",
             RoundSeconds = paces,
             Mismatches = mismatches,
-            Notes = $"{pagedOut} pages advised out",
+            Notes = $"{pagedOut} pages advised out{(GuestRam.LastError is { } e ? $" (last failure: {e})" : "")}",
         };
     }
 
@@ -219,23 +221,24 @@ internal sealed class GuestsRunner(GuestsOptions options)
         md.AppendLine();
         foreach (var r in results.Where(r => r.Skipped is null))
             md.AppendLine($"- {r.Name}: {r.MemoryParts}{(r.Notes.Length > 0 ? "; " + r.Notes : "")}.");
-        var engine = results[1];
-        md.AppendLine();
-        md.AppendLine($"Fault round trip with the engine (message read to guest woken), all kinds: {engine.FaultCount} faults, " +
-                      $"p50 {Us(engine.FaultP50)}, p99 {Us(engine.FaultP99)} (target p50 <= 20 us: {(engine.FaultP50.TotalMicroseconds <= 20 ? "met" : "not met")}).");
-        md.AppendLine();
-        md.AppendLine("| fault kind | count | p50 | p99 |");
-        md.AppendLine("|---|---:|---:|---:|");
-        foreach (var f in engine.Faults) md.AppendLine($"| {f.Kind} | {f.Count} | {Us(f.P50)} | {Us(f.P99)} |");
-        md.AppendLine();
-        md.AppendLine($"Engine metadata: {Mib(engine.MetadataBytes)} ({100.0 * engine.MetadataBytes / Math.Max(1, engine.TouchedBytes):0.00}% of the guest memory it pages).");
+        foreach (var engine in results.Where(r => r.Skipped is null && r.Name.StartsWith("DifferenceEngine", StringComparison.Ordinal)))
+        {
+            md.AppendLine();
+            md.AppendLine($"{engine.Name}: fault round trip (message read to guest woken), all kinds: {engine.FaultCount} faults, " +
+                          $"p50 {Us(engine.FaultP50)}, p99 {Us(engine.FaultP99)} (target p50 <= 20 us: {(engine.FaultP50.TotalMicroseconds <= 20 ? "met" : "not met")}); " +
+                          $"engine metadata {Mib(engine.MetadataBytes)} ({100.0 * engine.MetadataBytes / Math.Max(1, engine.TouchedBytes):0.00}% of the guest memory it pages).");
+            md.AppendLine();
+            md.AppendLine("| fault kind | count | p50 | p99 |");
+            md.AppendLine("|---|---:|---:|---:|");
+            foreach (var f in engine.Faults) md.AppendLine($"| {f.Kind} | {f.Count} | {Us(f.P50)} | {Us(f.P99)} |");
+        }
         md.AppendLine();
         md.AppendLine("Host memory for guest RAM: (a) QEMU's resident pages of the guests' RAM memfds; (b) the embedded host's " +
                       "memory used (Get-DEHostStats MemoryUsedBytes: the guest pages still in QEMU, the engine's frames, its store " +
                       "and its metadata; the engine process's own runtime is not counted); (c) the PSS of QEMU's guest RAM mapping " +
                       "(KSM's shared pages divided among their users) plus zram's mem_used_total. QEMU's own memory (TCG's code " +
                       "buffer, devices) is left out of all three alike. Pace: the median time of a working-set round of each guest " +
-                      "after the warm-up; 'pace vs no engine' is the mean of the guests' slowdowns.");
+                      "after the warm-up, as the guest measures it (its work alone, not its 100 ms think time between rounds); 'pace vs no engine' is the mean of the guests' slowdowns.");
         return md.ToString();
     }
 
@@ -270,7 +273,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
     /// <summary>The three guests of one way, booted together; Dispose kills them.</summary>
     private sealed class Fleet : List<FleetGuest>, IDisposable
     {
-        public Fleet(GuestsOptions options, int rounds, bool sharedMemfd, bool library)
+        public Fleet(GuestsOptions options, int rounds, int pauseMs, bool sharedMemfd, bool library)
         {
             string sockets = Directory.CreateTempSubdirectory("de-guests-").FullName;
             foreach (var spec in Guests)
@@ -284,7 +287,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
                     SharedMemfd = sharedMemfd,
                     Library = library ? options.Library : null,
                     Socket = socket,
-                    Append = $"console=ttyS0 quiet loglevel=0 panic=-1 {spec.Options(WorkloadMiB, rounds)}",
+                    Append = $"console=ttyS0 quiet loglevel=0 panic=-1 {spec.Options(WorkloadMiB, rounds, pauseMs)}",
                 })));
             }
         }
@@ -294,27 +297,26 @@ internal sealed class GuestsRunner(GuestsOptions options)
             foreach (var g in this) g.Process.WaitFor(new Regex($"^deworkload {what} "), Patience);
         }
 
-        /// <summary>Waits until every guest has done round <paramref name="last"/>; each guest's median round time after <paramref name="warmup"/>.</summary>
+        /// <summary>
+        /// Waits until every guest has done round <paramref name="last"/>; each guest's median work time of a round (its
+        /// own us=, the pause left out) after <paramref name="warmup"/>, in seconds.
+        /// </summary>
         public double[] Rounds(int warmup, int last)
         {
             var paces = new double[Count];
             for (int i = 0; i < Count; i++)
             {
                 var g = this[i];
-                var times = new List<long>();
                 for (int round = g.RoundsSeen + 1; round <= last; round++)
                 {
-                    var (m, ticks) = g.Process.WaitFor(new Regex($@"^deworkload (round={round} |MISMATCH)"), Patience);
+                    var (m, _) = g.Process.WaitFor(new Regex($@"^deworkload (round={round} .* us=(\d+)$|MISMATCH)"), Patience);
                     if (m.Value.Contains("MISMATCH", StringComparison.Ordinal))
                         throw new InvalidOperationException($"guest {g.Spec.Name} found its memory changed");
-                    g.RoundTicks[round] = ticks;
+                    if (round > warmup) g.RoundMicroseconds.Add(long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture));
                     g.RoundsSeen = round;
                 }
-                for (int round = warmup + 1; round <= last; round++)
-                    if (g.RoundTicks.TryGetValue(round, out long t) && g.RoundTicks.TryGetValue(round - 1, out long before))
-                        times.Add(t - before);
-                times.Sort();
-                paces[i] = times.Count == 0 ? 0 : times[times.Count / 2] / (double)Stopwatch.Frequency;
+                var times = g.RoundMicroseconds.Order().ToArray();
+                paces[i] = times.Length == 0 ? 0 : times[times.Length / 2] / 1e6;
             }
             return paces;
         }
@@ -347,7 +349,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
         public QemuGuestProcess Process { get; } = process;
         public int Pid => Process.Pid;
         public int RoundsSeen { get; set; }
-        public Dictionary<int, long> RoundTicks { get; } = [];
+        public List<long> RoundMicroseconds { get; } = [];
     }
 }
 
@@ -412,13 +414,18 @@ internal static partial class GuestRam
             return 0; // QEMU ended
         }
         int pidfd = (int)Syscall(434 /* pidfd_open */, pid, 0);
-        if (pidfd < 0) return 0;
+        if (pidfd < 0)
+        {
+            LastError = $"pidfd_open: {Marshal.GetLastPInvokeErrorMessage()}";
+            return 0;
+        }
         try
         {
             var iov = stackalloc nuint[2];
             iov[0] = (nuint)ram.Start;
             iov[1] = (nuint)(ram.End - ram.Start);
             long n = Syscall(440 /* process_madvise */, pidfd, (long)iov, 1, 21 /* MADV_PAGEOUT */, 0);
+            if (n < 0) LastError = $"process_madvise: {Marshal.GetLastPInvokeErrorMessage()}";
             return n < 0 ? 0 : n / 4096;
         }
         finally
@@ -426,6 +433,9 @@ internal static partial class GuestRam
             LibC.Close(pidfd);
         }
     }
+
+    /// <summary>Why the last page-out did nothing, if it did nothing.</summary>
+    public static string? LastError { get; private set; }
 
     private static long Kib(string line) => long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
 

@@ -40,6 +40,7 @@ public sealed partial class Domain
     internal void AttachQemu(QemuRam ram)
     {
         Qemu = ram;
+        _qemuRefaults = new byte[PageCount];
         MarkUntouched();
         foreach (var (first, pages) in ram.PresentRuns())
         {
@@ -53,6 +54,26 @@ public sealed partial class Domain
         }
         RecoverQemuPages(ram);
         ram.StartFaults(ServeQemuFault);
+    }
+
+    /// <summary>Per page: how often it came back on a fault soon after being taken out (0 to 3), decaying while it stays out.</summary>
+    private byte[]? _qemuRefaults;
+
+    /// <summary>Bytes of the per-page refault counts (engine metadata).</summary>
+    internal long QemuMetadataBytes => (_qemuRefaults?.LongLength ?? 0) + (Qemu?.Journal.MetadataBytes ?? 0);
+
+    /// <summary>
+    /// The sweeps a locked page of this guest must go unwritten before it is cold (C4) and may be taken out: the domain's
+    /// C4Sweeps, doubled for each recent refault (up to 8 times, and the clock's 15 at most). The guest's reads do not
+    /// reach the engine, so a page it only reads looks idle; one that came back on a fault each time it was taken out is
+    /// hot after all, and waits longer. While a page stays out for the clock's longest idle count, it loses one refault.
+    /// </summary>
+    internal ulong QemuSweep(long gfn, ulong e, int c4Sweeps)
+    {
+        ref byte refaults = ref _qemuRefaults![gfn];
+        e = Clock.PageClock.Sweep(e, Math.Min(PageEntry.MaxIdle, c4Sweeps << refaults));
+        if (refaults > 0 && PageEntry.State(e) != PageState.Private && PageEntry.Idle(e) == PageEntry.MaxIdle) refaults--;
+        return e;
     }
 
     /// <summary>Pages this engine took over from the crash journal of an engine that died (see <see cref="RecoverQemuPages"/>).</summary>
@@ -140,6 +161,8 @@ public sealed partial class Domain
                 if (PageEntry.State(e) == PageState.Private) e |= PageEntry.Referenced | PageEntry.Modified;
                 return;
             }
+            // A page the engine took out came back: the guest uses it (the first touch of a page never taken is not that).
+            if (PageEntry.State(e) != PageState.Private && !PageEntry.IsUntouched(e) && _qemuRefaults![gfn] < 3) _qemuRefaults[gfn]++;
             switch (PageEntry.State(e))
             {
                 case PageState.Private:

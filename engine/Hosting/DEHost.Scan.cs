@@ -184,7 +184,7 @@ public sealed partial class DEHost
                 break;
             }
             if (qemu && PageEntry.State(e) == PageState.Private) e = domain.QemuNoteWrites(e);
-            domain.Unlock(gfn, PageClock.Sweep(e, c4));
+            domain.Unlock(gfn, qemu ? domain.QemuSweep(gfn, e, c4) : PageClock.Sweep(e, c4));
             swept++;
         }
         long t1 = Stopwatch.GetTimestamp();
@@ -205,6 +205,8 @@ public sealed partial class DEHost
                     var category = PageEntry.Category(e);
                     var state = PageEntry.State(e);
                     if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) continue;
+                    // Whatever takes a guest's page out costs a fault at its next touch, read or write: cold pages only.
+                    if (qemu && category != PageCategory.C4) continue;
                     if (state == PageState.Private)
                     {
                         // Without write-protect faults a guest write could race the pass: the page is left alone.

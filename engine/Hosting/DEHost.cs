@@ -536,7 +536,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
         domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
         + SharedBlobs.MetadataBytes + _coldShared.MetadataBytes
-        + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.Qemu?.Journal.MetadataBytes ?? 0);
+        + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.QemuMetadataBytes);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
     {

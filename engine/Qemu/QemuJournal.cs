@@ -62,6 +62,8 @@ internal sealed unsafe class QemuJournal : IDisposable
     private readonly Action<int> _deposit;
     private readonly uint[] _at;      // the live record of each gfn: its offset / 8, 0 for none
     private readonly ushort[] _size;  // its size in bytes (8-aligned)
+    private readonly byte[] _drops = new byte[RecordHeader * 2048]; // drop records not yet written
+    private int _dropsLength;
     private int _fd;
     private long _tail, _committed, _live, _generation;
     private long _failures;
@@ -193,16 +195,50 @@ internal sealed unsafe class QemuJournal : IDisposable
         return Append(record, kind, gfn, word, length);
     }
 
-    /// <summary>Records that page <paramref name="gfn"/> is the guest's again. Call after it is back in the guest.</summary>
+    /// <summary>
+    /// Records that page <paramref name="gfn"/> is the guest's again. Call after it is back in the guest. Drops are
+    /// gathered and written together (before the next put, or at <see cref="Maintain"/>): a fault pays no write. One a
+    /// crash loses leaves a record of a page the guest has, which a restarted engine ignores.
+    /// </summary>
     public void Drop(long gfn)
     {
         if (Volatile.Read(ref _at[gfn]) == 0) return; // nothing says otherwise
         byte[] record = t_record ??= new byte[MaxRecord + 64];
-        Append(record, JournalKind.Drop, gfn, 0, 0);
+        Seal(record, JournalKind.Drop, gfn, 0, 0);
+        lock (_gate)
+        {
+            if (_disposed || _at[gfn] == 0) return;
+            if (_dropsLength + RecordHeader > _drops.Length) FlushDrops();
+            record.AsSpan(0, RecordHeader).CopyTo(_drops.AsSpan(_dropsLength));
+            _dropsLength += RecordHeader;
+            Index(JournalKind.Drop, gfn, 0, 0);
+        }
     }
 
-    /// <summary>Encoded or raw: a blob the engine can take as its own (header and all).</summary>
-    private bool Append(byte[] record, JournalKind kind, long gfn, uint word, int length)
+    /// <summary>Writes the gathered drop records (under the lock).</summary>
+    private void FlushDrops()
+    {
+        if (_dropsLength == 0) return;
+        int length = _dropsLength;
+        _dropsLength = 0;
+        if (_tail + length > MaxFileBytes)
+        {
+            Fail("the journal file reached its largest size (32 GiB)");
+            return;
+        }
+        try
+        {
+            WriteExactly(_fd, _drops.AsSpan(0, length), _tail);
+            Volatile.Write(ref _tail, _tail + length);
+        }
+        catch (DEException e)
+        {
+            Fail(e.Message); // lost drops leave records of pages the guest has: ignored on replay
+        }
+    }
+
+    /// <summary>Fills in a record's header and CRC around its payload; its size in the file.</summary>
+    private static int Seal(byte[] record, JournalKind kind, long gfn, uint word, int length)
     {
         int size = Align8(RecordHeader + length);
         BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4), (uint)kind);
@@ -211,9 +247,17 @@ internal sealed unsafe class QemuJournal : IDisposable
         BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(16), gfn);
         record.AsSpan(RecordHeader + length, size - RecordHeader - length).Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(record, Crc32.HashToUInt32(record.AsSpan(4, RecordHeader - 4 + length)));
+        return size;
+    }
+
+    /// <summary>Appends a put record (after the gathered drops, which may be of the same page).</summary>
+    private bool Append(byte[] record, JournalKind kind, long gfn, uint word, int length)
+    {
+        int size = Seal(record, kind, gfn, word, length);
         lock (_gate)
         {
             if (_disposed) return Fail("the journal is closed");
+            FlushDrops();
             if (_tail + size > MaxFileBytes) return Fail("the journal file reached its largest size (32 GiB)");
             try
             {
@@ -258,7 +302,8 @@ internal sealed unsafe class QemuJournal : IDisposable
             if (_disposed) return;
             try
             {
-                if (_tail - HeaderSize - _live > Math.Max(_live, CompactionSlack)) Compact();
+                if (_tail + _dropsLength - HeaderSize - _live > Math.Max(_live, CompactionSlack)) Compact();
+                else FlushDrops();
                 if (_tail != _committed)
                 {
                     if (LinuxNative.Fdatasync(_fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
@@ -304,6 +349,7 @@ internal sealed unsafe class QemuJournal : IDisposable
             if (LinuxNative.Fdatasync(fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
             WriteHeader(fd, tail, _generation + 1);
             _deposit(fd);
+            _dropsLength = 0; // the new generation has no record of the pages they drop
             LinuxNative.Close(_fd);
             _fd = fd;
             at.CopyTo(_at, 0);
@@ -452,6 +498,7 @@ internal sealed unsafe class QemuJournal : IDisposable
         lock (_gate)
         {
             if (_disposed) return;
+            FlushDrops();
             _disposed = true;
             if (_fd >= 0) LinuxNative.Close(_fd);
             _fd = -1;

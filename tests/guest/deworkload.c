@@ -5,7 +5,7 @@
  * that differ from a shared page by a few bytes, random pages), records a 64-bit checksum of every page, then loops:
  * verify every page, rewrite a few, print one line a round on the console:
  *
- *     deworkload round=N pages=P mismatches=M total=T rewritten=W checked=C
+ *     deworkload round=N pages=P mismatches=M total=T rewritten=W checked=C us=U
  *     deworkload MISMATCH round=N page=G
  *     deworkload done rounds=N mismatches=T
  *
@@ -21,6 +21,7 @@
  *                        1 mostly text (an application server: 60% text), 2 mostly unique data (a database: 60% unique)
  *     de.hot=PERCENT     the working set: a round verifies and rewrites only this share of the pages (default 100); the
  *                        rest stays cold and is verified once after the last round ("deworkload verified ...")
+ *     de.pause=MS        sleep this long after each round (think time; default 0); a round's us= is its work alone
  *
  * Everything is deterministic for a seed: no clock, no randomness from the system.
  */
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096
@@ -97,6 +99,13 @@ static void fill_page(unsigned char *p, uint64_t g, uint64_t seed, uint64_t vers
     fill_random(p, mix(seed) ^ (g << 20) ^ version);                             /* unique */
 }
 
+static long now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000L + t.tv_nsec / 1000;
+}
+
 static long option(const char *cmdline, const char *name, long fallback)
 {
     const char *at = cmdline;
@@ -126,7 +135,7 @@ int main(void)
     long rewrite = option(cmdline, "de.rewrite", 10), selftest = option(cmdline, "de.selftest", 0);
     long hold = option(cmdline, "de.hold", 0), grow = option(cmdline, "de.grow", 0);
     uint64_t seed = (uint64_t)option(cmdline, "de.seed", 1);
-    long hot = option(cmdline, "de.hot", 100);
+    long hot = option(cmdline, "de.hot", 100), pause_ms = option(cmdline, "de.pause", 0);
     page_mix = option(cmdline, "de.mix", 0);
     if (page_mix < 0 || page_mix > 2) page_mix = 0;
     if (hot < 1 || hot > 100) hot = 100;
@@ -152,7 +161,7 @@ int main(void)
             pages = most;
             printf("deworkload grew pages=%zu\n", pages);
         }
-        long bad = 0;
+        long bad = 0, started = now_us();
         size_t checked = 0;
         for (size_t g = 0; g < pages; g++) {
             if (hot < 100 && mix(g * 31 + seed) % 100 >= (uint64_t)hot) continue; /* cold: left alone */
@@ -174,8 +183,12 @@ int main(void)
             }
         }
         if (selftest && round == 1 && pages > 7) mem[7 * PAGE + 123] ^= 0x40; /* the checker must catch this */
-        printf("deworkload round=%ld pages=%zu mismatches=%ld total=%ld rewritten=%ld checked=%zu\n", round, pages, bad, total,
-               written, checked);
+        printf("deworkload round=%ld pages=%zu mismatches=%ld total=%ld rewritten=%ld checked=%zu us=%ld\n", round, pages, bad,
+               total, written, checked, now_us() - started);
+        if (pause_ms > 0) {
+            struct timespec pause = { pause_ms / 1000, (pause_ms % 1000) * 1000000L };
+            nanosleep(&pause, NULL);
+        }
     }
     if (hot < 100) {
         long bad = 0;

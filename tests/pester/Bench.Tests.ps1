@@ -31,4 +31,26 @@ Describe 'Benchmarks and Compare (smoke)' -Tag 'Smoke' {
         Read-Knob /sys/kernel/mm/ksm/run | Should -Be $ksmBefore
         Read-Knob /sys/block/zram0/disksize | Should -Be $zramBefore
     }
+
+    It 'runs the live-guest comparison (build.ps1 -Task Compare -Guests -Quick): four ways, no mismatch, KSM, zram and swap put back' {
+        $qemu = Get-Command qemu-system-x86_64 -CommandType Application -ErrorAction Ignore
+        if (-not $qemu -or -not (Get-Command busybox -CommandType Application -ErrorAction Ignore) -or -not [Environment]::IsPrivilegedProcess) {
+            Set-ItResult -Skipped -Because 'needs qemu-system-x86, busybox-static and root'
+            return
+        }
+        $ksmBefore = Read-Knob /sys/kernel/mm/ksm/run
+        $zramBefore = Read-Knob /sys/block/zram0/disksize
+        $swapsBefore = Get-Content /proc/swaps -Raw
+        $out = & $exe @prefix -NoProfile -NonInteractive -File $build -Task Compare -Guests -Quick 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because ($out | Select-Object -Last 30 | Out-String)
+        $md = Get-Content -Raw (Join-Path $repo 'out/compare/guests.md')
+        foreach ($way in 'no engine', 'DifferenceEngine, LZ4', 'DifferenceEngine, Zstd') {
+            $md | Should -Match "(?m)^\| $way \| [0-9.]+ MiB \| [0-9.]+x \| .* \| 0 \|$"
+        }
+        $md | Should -Match '(?m)^\| KSM \+ zram \(proactive reclaim\) \| ([0-9.]+ MiB \| .* \| 0|skipped: .*) \|'
+        $md | Should -Match 'fault round trip'
+        Read-Knob /sys/kernel/mm/ksm/run | Should -Be $ksmBefore
+        Read-Knob /sys/block/zram0/disksize | Should -Be $zramBefore
+        Get-Content /proc/swaps -Raw | Should -Be $swapsBefore
+    }
 }

@@ -44,7 +44,7 @@ public class TestGuestTests
         using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 2, options: "de.hot=20 de.mix=2");
         for (int round = 1; round <= 2; round++)
         {
-            var line = guest.WaitFor($@"^deworkload round={round} pages=4096 mismatches=0 total=0 rewritten=\d+ checked=(\d+)$");
+            var line = guest.WaitFor($@"^deworkload round={round} pages=4096 mismatches=0 total=0 rewritten=\d+ checked=(\d+) us=\d+$");
             int checkedPages = int.Parse(line.Groups[1].Value);
             Assert.InRange(checkedPages, 4096 * 15 / 100, 4096 * 25 / 100);
         }
