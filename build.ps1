@@ -31,7 +31,8 @@
                and compare.md. With -Guests: live QEMU guests instead (three test guests of different
                workloads from one image, run with no engine, with the engine as their pager, and with KSM
                plus zram fed by proactive reclaim): host memory, the guests' pace and the fault round
-               trip in out/compare/guests.md (needs root, QEMU and the Guests task, which it runs).
+               trip in out/compare/guests.md (needs root, QEMU and the Guests task, which it runs);
+               then the whole-run comparison above on the guests' RAM images (out/compare/guest-images).
       Clean    Remove out/ and the bin/ and obj/ folders of every project.
       Guests   The QEMU test guests in out/guests (Debian's cloud kernel from apt-get download, an initramfs
                whose /init is tests/guest/deworkload.c); the Test task makes them too.
@@ -822,8 +823,14 @@ function Invoke-CompareTask {
             throw "Compare -Guests needs the test guests and libdeqemu.so (run the Build task as root on Debian with the packages of apt-packages.txt)."
         }
         $guestArgs = @('compare', '--guests', $guestsDir, '--deqemu', $library, '--out', $compareOut)
-        if ($Quick) { $guestArgs += '--quick' }
+        $images = Join-Path $compareOut 'guest-images'
+        if ($Quick) { $guestArgs += '--quick' } else { $guestArgs += @('--images', $images) }
         Invoke-Native { dotnet run --project $project -c Release -- @guestArgs }
+        if (-not $Quick) {
+            # The same guests' RAM as inputs of the whole-run comparison: real VM memory, not only processes.
+            $imageFiles = @(Get-ChildItem -LiteralPath $images -Filter '*.img' | ForEach-Object FullName)
+            Invoke-Native { dotnet run --project $project -c Release -- compare --out $compareOut --pwsh $pwshPath --path @imageFiles }
+        }
         return
     }
     $compareArgs = @('compare', '--out', $compareOut, '--pwsh', $pwshPath)

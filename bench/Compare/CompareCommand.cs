@@ -8,7 +8,7 @@ internal static class CompareCommand
     public static int Run(string[] args)
     {
         var options = new CompareOptions();
-        string? guests = null, library = null, journals = null;
+        string? guests = null, library = null, journals = null, images = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -28,6 +28,9 @@ internal static class CompareCommand
                 case "--deqemu" when i + 1 < args.Length:
                     library = args[++i];
                     break;
+                case "--images" when i + 1 < args.Length:
+                    images = args[++i];
+                    break;
                 case "--journals" when i + 1 < args.Length:
                     journals = args[++i];
                     break;
@@ -36,13 +39,14 @@ internal static class CompareCommand
                     break;
                 case "-h" or "--help":
                     Console.WriteLine("usage: compare [--path IMAGE...] [--out DIR] [--quick] [--pwsh PATH]");
-                    Console.WriteLine("       compare --guests DIR --deqemu LIBRARY [--journals DIR] [--out DIR] [--quick]");
+                    Console.WriteLine("       compare --guests DIR --deqemu LIBRARY [--images DIR] [--journals DIR] [--out DIR] [--quick]");
                     Console.WriteLine("  --path   raw images to load (default: snapshots of several live programs it starts)");
                     Console.WriteLine("  --out    where compare.csv and compare.md go (default: out/compare)");
                     Console.WriteLine("  --quick  two small inputs, one codec: the CI smoke run (KSM and zram still run where available)");
                     Console.WriteLine("  --pwsh   the pwsh (or pwsh.dll) to start for the PowerShell inputs");
                     Console.WriteLine("  --guests live QEMU guests instead: the test guests in DIR (vmlinuz, initramfs.cpio.gz) run with no engine,");
-                    Console.WriteLine("           with the engine as their pager (libdeqemu.so at --deqemu), and with KSM + zram; guests.md in --out");
+                    Console.WriteLine("           with the engine as their pager (libdeqemu.so at --deqemu), and with KSM + zram; guests.md in --out;");
+                    Console.WriteLine("           --images: where to write the guests' RAM (raw images, for compare --path)");
                     return 0;
                 default:
                     Console.Error.WriteLine($"compare: unknown or incomplete argument '{args[i]}' (see --help).");
@@ -62,6 +66,7 @@ internal static class CompareCommand
             return new GuestsRunner(new GuestsOptions
             {
                 GuestsDir = guests, Library = Path.GetFullPath(library!), OutDir = options.OutDir, Quick = options.Quick, JournalDirectory = journals,
+                ImagesDir = images,
             }).Run();
         }
         foreach (string path in options.Paths)

@@ -64,6 +64,8 @@ internal sealed class GuestsRunner(GuestsOptions options)
     private int Rounds => options.Quick ? 40 : 300;
     private int SampleRound => options.Quick ? 30 : 250;
     private int WarmupRounds => options.Quick ? 5 : 20;
+    private int Repeats => options.Quick ? 1 : 3;
+    private bool _imagesWritten;
     /// <summary>Think time after each round: guests that are not busy all the time, as VMs mostly are.</summary>
     private const int PauseMs = 100;
 
@@ -72,8 +74,15 @@ internal sealed class GuestsRunner(GuestsOptions options)
         var machine = MachineInfo.Capture();
         Log($"compare --guests: {machine}; load average {MachineInfo.LoadAverage()}");
         Log($"guests: {Guests.Length} x {GuestMiB} MiB RAM, {WorkloadMiB} MiB workload each, {Rounds} rounds, measured at round {SampleRound}");
-        var results = new List<GuestPhaseResult> { NoEngine(), Engine(CompressionAlgorithm.LZ4), Engine(CompressionAlgorithm.Zstd), LinuxPeers() };
-        var report = Report(machine, results);
+        // Every way again, in turn, so that the machine's moods fall on all of them: the report takes medians.
+        var all = new List<GuestPhaseResult[]>();
+        for (int r = 1; r <= Repeats; r++)
+        {
+            Log($"repeat {r} of {Repeats}");
+            all.Add([NoEngine(), Engine(CompressionAlgorithm.LZ4), Engine(CompressionAlgorithm.Zstd), LinuxPeers()]);
+        }
+        var results = all.SelectMany(a => a).ToList();
+        var report = Report(machine, all);
         Console.WriteLine();
         Console.WriteLine(report);
         Directory.CreateDirectory(options.OutDir);
@@ -92,6 +101,16 @@ internal sealed class GuestsRunner(GuestsOptions options)
         guests.WaitAll("ready");
         var paces = guests.Rounds(WarmupRounds, SampleRound);
         long rss = guests.Sum(g => GuestRam.Measure(g.Pid, memfd: true).Rss);
+        if (options.ImagesDir is { } images && !_imagesWritten)
+        {
+            // The guests' RAM as it is now, for the whole-run comparison (compare --path): read through the memfd, whose
+            // holes read as zeros without being filled.
+            Directory.CreateDirectory(images);
+            if (OperatingSystem.IsLinux())
+                foreach (var g in guests) GuestRam.WriteImage(g.Pid, Path.Combine(images, g.Spec.Name + ".img"));
+            _imagesWritten = true;
+            Log($"wrote the guests' RAM to {images} ({string.Join(", ", guests.Select(g => g.Spec.Name + ".img"))})");
+        }
         long mismatches = guests.Finish(Rounds);
         return new GuestPhaseResult("no engine", null)
         {
@@ -189,7 +208,7 @@ internal sealed class GuestsRunner(GuestsOptions options)
 
     // ---- the report ----
 
-    private string Report(MachineInfo machine, List<GuestPhaseResult> results)
+    private string Report(MachineInfo machine, List<GuestPhaseResult[]> all)
     {
         var md = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
@@ -198,30 +217,41 @@ internal sealed class GuestsRunner(GuestsOptions options)
         md.AppendLine($"Machine: {machine}. Run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC{(options.Quick ? " (quick)" : "")}.");
         md.AppendLine();
         md.AppendLine($"Guests, booted from one image (Debian cloud kernel + deworkload initramfs), {GuestMiB} MiB RAM each, QEMU TCG, " +
-                      $"{WorkloadMiB} MiB workload each, {Rounds} rounds, measured after round {SampleRound}:");
+                      $"{WorkloadMiB} MiB workload each, {Rounds} rounds, measured after round {SampleRound}; every way run {Repeats} " +
+                      "time(s) in turn, each from fresh boots; the table gives medians (and the range over the repeats):");
         md.AppendLine();
         foreach (var g in Guests) md.AppendLine($"- **{g.Name}**: {g.Workload}.");
         md.AppendLine();
-        var baseline = results[0];
         md.AppendLine("| way | host memory for guest RAM | x no engine | guest pace (round ms: " + string.Join(" / ", Guests.Select(g => g.Name)) +
                       ") | pace vs no engine | mismatches |");
         md.AppendLine("|---|---:|---:|---|---:|---:|");
-        foreach (var r in results)
+        var typical = new List<GuestPhaseResult>();
+        for (int w = 0; w < all[0].Length; w++)
         {
-            if (r.Skipped is not null)
+            var runs = all.Select(a => a[w]).ToArray();
+            if (runs.Any(r => r.Skipped is not null))
             {
-                md.AppendLine($"| {r.Name} | skipped: {r.Skipped} | | | | |");
+                md.AppendLine($"| {runs[0].Name} | skipped: {runs.First(r => r.Skipped is not null).Skipped} | | | | |");
                 continue;
             }
-            string paces = string.Join(" / ", r.RoundSeconds.Select(s => (s * 1000).ToString("0.0", inv)));
-            double slowdown = Slowdown(baseline.RoundSeconds, r.RoundSeconds);
-            md.AppendLine($"| {r.Name} | {Mib(r.HostBytes)} | {(double)r.HostBytes / baseline.HostBytes:0.00}x | {paces} | " +
-                          $"{(slowdown >= 0 ? "+" : "")}{slowdown:0.0}% | {r.Mismatches} |");
+            var ratios = all.Select(a => (double)a[w].HostBytes / a[0].HostBytes).ToArray();
+            var slowdowns = all.Select(a => Slowdown(a[0].RoundSeconds, a[w].RoundSeconds)).ToArray();
+            var byMemory = runs.OrderBy(r => r.HostBytes).ToArray();
+            var median = byMemory[byMemory.Length / 2];
+            typical.Add(median);
+            string paces = string.Join(" / ", Enumerable.Range(0, Guests.Length)
+                .Select(i => (Median(runs.Select(r => r.RoundSeconds[i])) * 1000).ToString("0.0", inv)));
+            string Range(IEnumerable<string> values) => Repeats > 1 ? $" ({string.Join(" to ", values)})" : "";
+            md.AppendLine($"| {median.Name} | {Mib(median.HostBytes)}{Range([Mib(byMemory[0].HostBytes), Mib(byMemory[^1].HostBytes)])} | " +
+                          $"{Median(ratios):0.00}x | {paces} | {Signed(Median(slowdowns))}{Range([Signed(slowdowns.Min()), Signed(slowdowns.Max())])} | " +
+                          $"{runs.Sum(r => r.Mismatches)} |");
         }
         md.AppendLine();
-        foreach (var r in results.Where(r => r.Skipped is null))
+        md.AppendLine("Where the memory is, in the run of each way with the median memory:");
+        md.AppendLine();
+        foreach (var r in typical)
             md.AppendLine($"- {r.Name}: {r.MemoryParts}{(r.Notes.Length > 0 ? "; " + r.Notes : "")}.");
-        foreach (var engine in results.Where(r => r.Skipped is null && r.Name.StartsWith("DifferenceEngine", StringComparison.Ordinal)))
+        foreach (var engine in typical.Where(r => r.Name.StartsWith("DifferenceEngine", StringComparison.Ordinal)))
         {
             md.AppendLine();
             md.AppendLine($"{engine.Name}: fault round trip (message read to guest woken), all kinds: {engine.FaultCount} faults, " +
@@ -232,15 +262,36 @@ internal sealed class GuestsRunner(GuestsOptions options)
             md.AppendLine("|---|---:|---:|---:|");
             foreach (var f in engine.Faults) md.AppendLine($"| {f.Kind} | {f.Count} | {Us(f.P50)} | {Us(f.P99)} |");
         }
+        if (Repeats > 1)
+        {
+            md.AppendLine();
+            md.AppendLine("Every run:");
+            md.AppendLine();
+            md.AppendLine("| repeat | way | host memory | pace vs that repeat's no engine | faults | fault p50 |");
+            md.AppendLine("|---:|---|---:|---:|---:|---:|");
+            for (int i = 0; i < all.Count; i++)
+                foreach (var r in all[i].Where(r => r.Skipped is null))
+                    md.AppendLine($"| {i + 1} | {r.Name} | {Mib(r.HostBytes)} | {Signed(Slowdown(all[i][0].RoundSeconds, r.RoundSeconds))} | " +
+                                  $"{r.FaultCount} | {(r.FaultCount > 0 ? Us(r.FaultP50) : "")} |");
+        }
         md.AppendLine();
         md.AppendLine("Host memory for guest RAM: (a) QEMU's resident pages of the guests' RAM memfds; (b) the embedded host's " +
                       "memory used (Get-DEHostStats MemoryUsedBytes: the guest pages still in QEMU, the engine's frames, its store " +
                       "and its metadata; the engine process's own runtime is not counted); (c) the PSS of QEMU's guest RAM mapping " +
                       "(KSM's shared pages divided among their users) plus zram's mem_used_total. QEMU's own memory (TCG's code " +
                       "buffer, devices) is left out of all three alike. Pace: the median time of a working-set round of each guest " +
-                      "after the warm-up, as the guest measures it (its work alone, not its 100 ms think time between rounds); 'pace vs no engine' is the mean of the guests' slowdowns.");
+                      $"after the warm-up, as the guest measures it (its work alone, not its {PauseMs} ms think time between rounds); " +
+                      "'pace vs no engine' is the mean of the guests' slowdowns against the no-engine run of the same repeat.");
         return md.ToString();
     }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? 0 : sorted[sorted.Length / 2];
+    }
+
+    private static string Signed(double percent) => (percent >= 0 ? "+" : "") + percent.ToString("0.0", CultureInfo.InvariantCulture) + "%";
 
     private static double Slowdown(double[] baseline, double[] run) =>
         baseline.Length == 0 || run.Length != baseline.Length ? 0 : 100 * (run.Zip(baseline, (r, b) => r / b).Average() - 1);
@@ -360,6 +411,8 @@ internal sealed class GuestsOptions
     public string OutDir { get; init; } = Path.Combine("out", "compare");
     public string? JournalDirectory { get; init; }
     public bool Quick { get; init; }
+    /// <summary>Where the guests' RAM images go (raw, 0600), taken in the first no-engine run; null: none.</summary>
+    public string? ImagesDir { get; init; }
 }
 
 /// <summary>A QEMU's guest RAM mapping, from /proc/PID/smaps: resident, proportional and swapped bytes.</summary>
@@ -431,6 +484,31 @@ internal static partial class GuestRam
         finally
         {
             LibC.Close(pidfd);
+        }
+    }
+
+    /// <summary>
+    /// Writes QEMU <paramref name="pid"/>'s guest RAM to a raw image (mode 0600: it holds the guest's secrets), read from
+    /// its memfd (/proc/PID/fd), so that pages the guest never touched read as zeros and stay holes.
+    /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public static void WriteImage(int pid, string path)
+    {
+        string? memfd = Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd")
+            .FirstOrDefault(fd => (new FileInfo(fd).LinkTarget ?? "").Contains("memory-backend-memfd", StringComparison.Ordinal))
+            ?? throw new InvalidOperationException($"QEMU {pid} holds no memory-backend-memfd descriptor");
+        using var source = File.OpenHandle(memfd, FileMode.Open, FileAccess.Read);
+        using var target = new FileStream(path, new FileStreamOptions
+        {
+            Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        });
+        var buffer = new byte[1 << 20];
+        long offset = 0;
+        int n;
+        while (offset < GuestsRunnerSizes.GuestBytes && (n = RandomAccess.Read(source, buffer, offset)) > 0)
+        {
+            target.Write(buffer, 0, n);
+            offset += n;
         }
     }
 
