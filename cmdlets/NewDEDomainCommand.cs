@@ -20,6 +20,7 @@ public sealed class NewDEDomainCommand : DECmdlet
     public const string PathSet = "Path";
     public const string ProcessSet = "Process";
     public const string QemuSet = "Qemu";
+    public const string QemuProcessSet = "QemuProcess";
 
     /// <summary>
     /// The new domain's name: 1 to 64 characters, no wildcards or slashes. Loading files, it may be left out: each
@@ -66,6 +67,13 @@ public sealed class NewDEDomainCommand : DECmdlet
     [Parameter(Mandatory = true, ParameterSetName = QemuSet, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     public string QemuSocket { get; set; } = "";
+
+    /// <summary>
+    /// A running QEMU with libdeqemu.so preloaded, by process id: its socket is the DE_QEMU_SOCKET in its environment.
+    /// </summary>
+    [Parameter(Mandatory = true, ParameterSetName = QemuProcessSet)]
+    [ValidateRange(1, int.MaxValue)]
+    public int QemuProcessId { get; set; }
 
     /// <summary>Pages are only ever shared among domains of one trust group ("default" unless given).</summary>
     [Parameter]
@@ -122,6 +130,9 @@ public sealed class NewDEDomainCommand : DECmdlet
             ProcessSet => FromProcess(host, options),
             QemuSet => ShouldProcess(Name, $"Attach to the QEMU guest at '{QemuSocket}' and serve its memory")
                 ? host.AttachQemu(Name, GetFileSystemPath(QemuSocket, "QEMU socket", "QemuSocketNotFound"), options)
+                : null,
+            QemuProcessSet => ShouldProcess(Name, $"Attach to the guest of QEMU process {QemuProcessId} and serve its memory")
+                ? host.AttachQemu(Name, QemuProcessId, options)
                 : null,
             _ => ShouldProcess(Name, $"Create an empty domain of {DisplayFormat.Bytes(MemorySize)}")
                 ? host.CreateDomain(Name, MemorySize, options)

@@ -186,11 +186,27 @@ public sealed partial class DEHost : IDEHost, IEngineService
     }
 
     /// <summary>
+    /// <see cref="AttachQemu(string, string, DomainOptions?)"/> for running QEMU <paramref name="pid"/>, found through the
+    /// DE_QEMU_SOCKET in its environment (<see cref="Qemu.QemuLink.SocketOf"/>); "QemuProcessMismatch" when another QEMU
+    /// answers on that socket.
+    /// </summary>
+    public Domain AttachQemu(string name, int pid, DomainOptions? options = null)
+    {
+        var domain = AttachQemu(name, Qemu.QemuLink.SocketOf(pid), options);
+        if (domain.QemuPid == pid) return domain;
+        int other = domain.QemuPid;
+        RemoveDomain(domain);
+        throw new DEException("QemuProcessMismatch", DEErrorKind.InvalidArgument,
+            $"The socket in process {pid}'s environment is served by QEMU {other}: the guest of {pid} was not attached.", pid.ToString());
+    }
+
+    /// <summary>
     /// Attaches to a running QEMU whose library (libdeqemu.so) listens at <paramref name="socketPath"/>, and makes its
     /// guest a domain: the pages the guest has are Private (its own memory, read in place), the rest Untouched, and the
-    /// engine serves the guest's faults from now on. Removing the domain (or disconnecting the host) hands the guest back
-    /// to QEMU. Taking pages out of the guest is not built yet: the mechanisms refuse with "QemuMechanismNotYetSupported".
-    /// Errors: those of the link ("QemuSocketNotFound", "QemuAttachRefused", ...), and of a domain's name.
+    /// engine serves the guest's faults from now on; pages an engine before this one held are taken over from the crash
+    /// journal the library kept. Removing the domain (or disconnecting the host) hands the guest back to QEMU.
+    /// Errors: those of the link ("QemuSocketNotFound", "QemuAttachRefused", ...), of the journal ("QemuJournalInvalid",
+    /// "QemuJournalCorrupt", "QemuJournalFailed"), and of a domain's name.
     /// </summary>
     public Domain AttachQemu(string name, string socketPath, DomainOptions? options = null)
     {

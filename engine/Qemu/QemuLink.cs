@@ -147,6 +147,41 @@ internal sealed unsafe class QemuLink : IDisposable
         }
     }
 
+    /// <summary>
+    /// The socket of running QEMU <paramref name="pid"/>: the DE_QEMU_SOCKET in its environment (relative to its working
+    /// folder when relative), checked to have libdeqemu.so loaded. Errors: "QemuProcessNotFound" (no such process, or
+    /// not readable by this user), "QemuLibraryNotLoaded" (it runs without libdeqemu.so or without DE_QEMU_SOCKET).
+    /// </summary>
+    public static string SocketOf(int pid)
+    {
+        string proc = $"/proc/{pid}";
+        byte[] environ;
+        string[] maps;
+        try
+        {
+            environ = File.ReadAllBytes(Path.Combine(proc, "environ"));
+            maps = File.ReadAllLines(Path.Combine(proc, "maps"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DEException("QemuProcessNotFound", DEErrorKind.ObjectNotFound,
+                $"No process {pid} whose environment this user may read ({e.Message}).", pid.ToString());
+        }
+        string? socket = Encoding.UTF8.GetString(environ).Split('\0')
+            .Where(v => v.StartsWith("DE_QEMU_SOCKET=", StringComparison.Ordinal)).Select(v => v["DE_QEMU_SOCKET=".Length..]).LastOrDefault();
+        bool loaded = maps.Any(l => l.EndsWith("/libdeqemu.so", StringComparison.Ordinal));
+        if (string.IsNullOrEmpty(socket) || !loaded)
+            throw new DEException("QemuLibraryNotLoaded", DEErrorKind.InvalidArgument,
+                $"Process {pid} does not run with libdeqemu.so{(loaded ? "" : " loaded")} and DE_QEMU_SOCKET set: start QEMU with " +
+                "LD_PRELOAD=libdeqemu.so and DE_QEMU_SOCKET=<socket path> (docs/QEMU.md).", pid.ToString());
+        if (!Path.IsPathRooted(socket))
+        {
+            string? cwd = new DirectoryInfo(Path.Combine(proc, "cwd")).LinkTarget;
+            socket = Path.Combine(cwd ?? "/", socket);
+        }
+        return socket;
+    }
+
     /// <summary>The region and the page's offset in it, for a guest frame number.</summary>
     public (QemuRegion Region, ulong Offset) Locate(long gfn)
     {

@@ -63,6 +63,37 @@ Describe 'New-DEDomain -QemuSocket' {
             Should -Throw -ErrorId 'QemuSocketPathInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
+    It 'writes QemuLibraryNotLoaded for -QemuProcessId of a process without libdeqemu.so, and QemuProcessNotFound for none' {
+        New-DEDomain -Name notqemu -QemuProcessId $PID -ErrorVariable err -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -Be 'QemuLibraryNotLoaded,DifferenceEngine.Commands.NewDEDomainCommand'
+        $err[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        New-DEDomain -Name gone -QemuProcessId ([int]::MaxValue) -ErrorVariable err -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -Be 'QemuProcessNotFound,DifferenceEngine.Commands.NewDEDomainCommand'
+        $err[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+    }
+
+    It 'attaches a running guest by its process id, through the socket in its environment' {
+        if ($missing) {
+            Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
+            return
+        }
+        $guest = Start-TestGuest -Socket (Join-Path $TestDrive 'bypid.sock') -Append 'de.mem=8 de.rounds=0'
+        try {
+            $null = Read-GuestLine -Guest $guest -Pattern 'deworkload ready pages=2048'
+            $vm = New-DEDomain -Name bypid -QemuProcessId $guest.Id
+            $vm.QemuPid | Should -Be $guest.Id
+            (Get-DEPageStats -Domain bypid).PrivatePages | Should -BeGreaterThan 2048
+            $round = [int](Read-GuestLine -Guest $guest -Pattern 'deworkload round=(\d+) pages=2048 mismatches=0 ')[1]
+            Remove-DEDomain -Name bypid -Confirm:$false
+            $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($round + 1) pages=2048 mismatches=0 total=0 "
+        }
+        finally {
+            if (-not $guest.HasExited) { $guest.Kill() }
+            $guest.WaitForExit()
+            $guest.Dispose()
+        }
+    }
+
     It 'attaches a running guest, shows its pages, and hands it back when the domain is removed' {
         if ($missing) {
             Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
