@@ -29,3 +29,57 @@ public class AllocationTests
         Assert.True(allocated < 16 * 1024, $"a steady-state pass over {pages.Length} pages allocated {allocated} bytes");
     }
 }
+
+/// <summary>patch_page (Table 2) allocates nothing per page once the host's tables and store have grown.</summary>
+[Collection(nameof(SerialCollection))]
+public class PatchAllocationTests
+{
+    [Fact]
+    public void SteadyStatePatchPageAllocatesNothing()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var rng = new Random(11);
+        const int n = 2000;
+        var references = Enumerable.Range(0, n).Select(_ => TestMemory.RandomPage(rng)).ToArray();
+        var similar = references.Select((page, i) =>
+        {
+            var copy = (byte[])page.Clone();
+            var r = new Random(i);
+            for (int k = 0; k < 6; k++) copy[r.Next(4096)] ^= (byte)(1 + r.Next(255));
+            return copy;
+        }).ToArray();
+        var d = TestMemory.LoadRaw(host, dir, "a", [.. references, .. similar],
+            new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1 });
+        var index = host.SharingIndexFor(d.Policy.TrustGroup);
+        for (int i = 0; i < 3; i++) host.Scan(); // references listed and made immutable, the similar pages patched
+        (long Bytes, long Patched) Cycle()
+        {
+            // Every similar page back to Private (a read rebuilds it), then patched again, page by page as a pass does.
+            for (long gfn = n; gfn < 2 * n; gfn++) d.ReadPage(gfn);
+            long patched = 0;
+            long bytes = Allocations.On(() =>
+            {
+                var c = new Patching.EncodeCounters();
+                for (long gfn = n; gfn < 2 * n; gfn++)
+                {
+                    ulong e = d.Lock(gfn);
+                    try
+                    {
+                        e = Patching.PatchPass.TryPatch(host, index, d, gfn, e, ref c);
+                    }
+                    finally
+                    {
+                        d.Unlock(gfn, e);
+                    }
+                }
+                patched = c.PagesPatched;
+            });
+            return (bytes, patched);
+        }
+        var warm = Cycle(); // store slabs and tables grown
+        var (allocated, patched) = Cycle();
+        Assert.True(patched > n * 95 / 100 && patched == warm.Patched, $"{patched} of {n} patched (warm-up: {warm.Patched})");
+        Assert.True(allocated == 0, $"patching {patched} pages in steady state allocated {allocated} bytes ({(double)allocated / patched:0.0} per page)");
+    }
+}
