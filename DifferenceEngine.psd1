@@ -43,6 +43,7 @@
         'Start-DEEngine'
         'Stop-DEEngine'
         'Get-DEEngine'
+        'Start-DEGuest'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

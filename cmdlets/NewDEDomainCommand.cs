@@ -71,7 +71,11 @@ public sealed class NewDEDomainCommand : DECmdlet
     /// <summary>
     /// A running QEMU with libdeqemu.so preloaded, by process id: its socket is the DE_QEMU_SOCKET in its environment.
     /// </summary>
-    [Parameter(Mandatory = true, ParameterSetName = QemuProcessSet)]
+    /// <remarks>
+    /// Taken from the pipeline by property name, as every other set's mandatory parameter is: a set whose mandatory
+    /// parameter could not come from the pipeline would keep PowerShell from choosing among the others for piped files.
+    /// </remarks>
+    [Parameter(Mandatory = true, ParameterSetName = QemuProcessSet, ValueFromPipelineByPropertyName = true)]
     [ValidateRange(1, int.MaxValue)]
     public int QemuProcessId { get; set; }
 

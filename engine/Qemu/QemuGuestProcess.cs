@@ -58,6 +58,13 @@ public sealed class QemuGuestProcess : IDisposable
     /// <summary>Starts QEMU. Errors: "QemuNotFound" when the QEMU or the kernel is not there.</summary>
     public static QemuGuestProcess Start(QemuGuestStartInfo info)
     {
+        var start = StartInfo(info, ["-serial", "stdio", "-nic", "none"]);
+        return new QemuGuestProcess(Launch(start, info));
+    }
+
+    /// <summary>QEMU's command line and environment for <paramref name="info"/>, with <paramref name="console"/> (and more).</summary>
+    private static ProcessStartInfo StartInfo(QemuGuestStartInfo info, IEnumerable<string> console)
+    {
         ArgumentNullException.ThrowIfNull(info);
         if (!File.Exists(info.Kernel))
             throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound, $"The guest kernel '{info.Kernel}' does not exist.", info.Kernel);
@@ -71,8 +78,9 @@ public sealed class QemuGuestProcess : IDisposable
         var args = new List<string>
         {
             "-accel", info.Accelerator, "-m", $"{info.MemoryMiB}M", "-smp", info.Cpus.ToString(), "-nodefaults", "-no-reboot",
-            "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none", "-kernel", info.Kernel,
+            "-display", "none", "-monitor", "none", "-kernel", info.Kernel,
         };
+        args.AddRange(console);
         if (info.SharedMemfd)
             args.AddRange(["-object", $"memory-backend-memfd,id=mem,size={info.MemoryMiB}M,share=on", "-machine", "memory-backend=mem"]);
         if (info.Initrd is not null) args.AddRange(["-initrd", info.Initrd]);
@@ -84,14 +92,61 @@ public sealed class QemuGuestProcess : IDisposable
             start.Environment["LD_PRELOAD"] = info.Library;
             start.Environment["DE_QEMU_SOCKET"] = info.Socket ?? throw new ArgumentException("A library needs a socket path.", nameof(info));
         }
+        return start;
+    }
+
+    private static Process Launch(ProcessStartInfo start, QemuGuestStartInfo info)
+    {
         try
         {
-            return new QemuGuestProcess(Process.Start(start)!);
+            return Process.Start(start)!;
         }
         catch (System.ComponentModel.Win32Exception e)
         {
             throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound, $"'{info.Qemu}' could not be started: {e.Message}.", info.Qemu);
         }
+    }
+
+    /// <summary>
+    /// Starts QEMU detached from this process (QEMU's own -daemonize: it outlives the engine, so that a guest whose
+    /// engine dies waits for the next one), its console written to <paramref name="consolePath"/> (created mode 0600
+    /// first: a console may show what the guest holds). Returns QEMU's pid once QEMU has initialized (and, with a
+    /// library, bound its socket). Errors: "QemuNotFound", "QemuStartFailed" (QEMU's own message included).
+    /// </summary>
+    public static int StartDetached(QemuGuestStartInfo info, string consolePath, TimeSpan patience)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        if (OperatingSystem.IsWindows())
+            throw new DEException("QemuNotFound", DEErrorKind.NotImplemented, "QEMU guests with libdeqemu.so run on Linux only.", info.Qemu);
+        File.Delete(consolePath); // made anew, so that its mode is 0600 whatever an older file had
+        using (new FileStream(consolePath, new FileStreamOptions
+               {
+                   Mode = FileMode.Create, Access = FileAccess.Write,
+                   UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+               })) { }
+        string pidFile = consolePath + ".pid";
+        File.Delete(pidFile);
+        var start = StartInfo(info, ["-serial", $"file:{consolePath}", "-daemonize", "-pidfile", pidFile]);
+        Process parent = Launch(start, info);
+        using (parent)
+        {
+            // QEMU's first process exits once the daemon has initialized the machine (guest RAM mapped, the library's
+            // socket bound), with 0, or with 1 and its reason on standard error.
+            var errors = parent.StandardError.ReadToEndAsync();
+            parent.StandardOutput.ReadToEndAsync();
+            if (!parent.WaitForExit(patience))
+            {
+                parent.Kill(entireProcessTree: true);
+                throw new DEException("QemuStartFailed", DEErrorKind.ResourceUnavailable, $"QEMU did not finish starting within {patience}.", info.Qemu);
+            }
+            parent.WaitForExit();
+            if (parent.ExitCode != 0 || !File.Exists(pidFile))
+                throw new DEException("QemuStartFailed", DEErrorKind.InvalidOperation,
+                    $"QEMU could not start the guest (exit code {parent.ExitCode}): {errors.Result.Trim()}", info.Qemu);
+        }
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        File.Delete(pidFile);
+        return pid;
     }
 
     public int Pid => _process.Id;

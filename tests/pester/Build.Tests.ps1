@@ -18,6 +18,7 @@ Describe 'The built DifferenceEngine module' {
             'Get-DEPageStats', 'Get-DEHostStats', 'Get-DEPage'
             'Export-DEReport'
             'Start-DEEngine', 'Stop-DEEngine', 'Get-DEEngine'
+            'Start-DEGuest'
         ) | Sort-Object
     }
 

@@ -214,3 +214,73 @@ $null = [Console]::In.ReadLine() # until killed
         }
     }
 }
+
+Describe 'Start-DEGuest' {
+    It 'stops with GuestKernelNotFound for a kernel that does not exist, and starts nothing' {
+        { Start-DEGuest -Name nokernel -Kernel (Join-Path $TestDrive 'missing-vmlinuz') -StatePath $TestDrive -ErrorAction Stop } |
+            Should -Throw -ErrorId 'GuestKernelNotFound,DifferenceEngine.Commands.StartDEGuestCommand'
+        Join-Path $TestDrive 'nokernel.sock' | Should -Not -Exist
+    }
+
+    It 'stops with QemuStartFailed, with QEMU''s own reason, when QEMU cannot start the guest' {
+        if ($missing) {
+            Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
+            return
+        }
+        $err = { Start-DEGuest -Name bad -Kernel (Join-Path $guests 'vmlinuz') -StatePath $TestDrive -Accelerator tcg -ArgumentList '-no-such-option' -ErrorAction Stop } |
+            Should -Throw -ErrorId 'QemuStartFailed,DifferenceEngine.Commands.StartDEGuestCommand' -PassThru
+        $err.Exception.Message | Should -Match 'no-such-option'
+    }
+
+    It 'starts nothing with -WhatIf' {
+        if ($missing) {
+            Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
+            return
+        }
+        Start-DEGuest -Name whatif -Kernel (Join-Path $guests 'vmlinuz') -StatePath $TestDrive -WhatIf | Should -BeNullOrEmpty
+        Join-Path $TestDrive 'whatif.console' | Should -Not -Exist
+    }
+
+    It 'starts a detached guest with the library and its socket; piped to New-DEDomain it is attached, paged and handed back' {
+        if ($missing) {
+            Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
+            return
+        }
+        $state = New-Item -ItemType Directory -Path (Join-Path $TestDrive 'state')
+        $g = Start-DEGuest -Name started -Kernel (Join-Path $guests 'vmlinuz') -Initrd (Join-Path $guests 'initramfs.cpio.gz') `
+            -MemorySize 128MB -Accelerator tcg -StatePath $state -Append 'console=ttyS0 quiet loglevel=0 panic=-1 de.mem=8 de.rounds=0 de.pause=50'
+        try {
+            $g.Name | Should -Be 'started'
+            $g.QemuSocket | Should -Be (Join-Path $state.FullName 'started.sock')
+            (Get-Process -Id $g.QemuPid).ProcessName | Should -BeLike 'qemu-system*'
+            [IO.File]::GetUnixFileMode($g.ConsolePath) | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
+            # The console is a file: its lines are read as the guest writes them.
+            $reader = [IO.StreamReader]::new([IO.FileStream]::new($g.ConsolePath, 'Open', 'Read', 'ReadWrite'))
+            function Read-Console([string]$Pattern) {
+                $deadline = [Diagnostics.Stopwatch]::StartNew()
+                while ($deadline.Elapsed -lt [TimeSpan]::FromMinutes(3)) {
+                    $line = $reader.ReadLine()
+                    if ($null -eq $line) { Start-Sleep -Milliseconds 50; continue } # a file has no end to wait on: poll it
+                    if ($line -cmatch 'deworkload MISMATCH') { throw "The guest found its memory changed: $line" }
+                    if ($line -match $Pattern) { return $Matches }
+                }
+                throw "No console line matched $Pattern within 3 minutes"
+            }
+            $null = Read-Console 'deworkload ready pages=2048'
+            $vm = $g | New-DEDomain -EnableCompression -C4Sweeps 1
+            $vm.Name | Should -Be 'started'
+            $vm.QemuPid | Should -Be $g.QemuPid
+            $null = Invoke-DEScan -Domain started -Passes 3
+            (Get-DEPageStats -Domain started).CompressedPages | Should -BeGreaterThan 0
+            $round = [int](Read-Console 'deworkload round=(\d+) pages=2048 mismatches=0 ')[1]
+            Remove-DEDomain -Name started -Confirm:$false
+            $null = Read-Console "deworkload round=$($round + 2) pages=2048 mismatches=0 total=0 "
+            $reader.Dispose()
+            { Start-DEGuest -Name started -Kernel (Join-Path $guests 'vmlinuz') -StatePath $state -ErrorAction Stop } |
+                Should -Throw -ErrorId 'QemuSocketExists,DifferenceEngine.Commands.StartDEGuestCommand'
+        }
+        finally {
+            Stop-Process -Id $g.QemuPid -Force -ErrorAction Ignore
+        }
+    }
+}
