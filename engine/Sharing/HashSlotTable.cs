@@ -157,8 +157,13 @@ internal sealed class HashSlotTable
             Count = 0;
         }
 
-        /// <summary>The capacity for <paramref name="entries"/> entries at half load (a power of two, at least the initial).</summary>
-        private static int CapacityFor(int entries) => Memory.PassCapacity.For(entries, InitialCapacity);
+        /// <summary>
+        /// The capacity for <paramref name="entries"/> entries: the smallest power of two (at least the initial) that holds
+        /// them under the 3/4 load at which <see cref="Set"/> grows, so a pass that fills the stripe alike next time neither
+        /// grows it nor keeps twice the room it needs (the tables are most of the engine's metadata).
+        /// </summary>
+        private static int CapacityFor(int entries) =>
+            (int)Math.Max(InitialCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)(entries + entries / 3 + 2)));
 
         public void ClearAndShrink()
         {
