@@ -221,20 +221,23 @@ internal sealed unsafe class QemuJournal : IDisposable
         if (_dropsLength == 0) return;
         int length = _dropsLength;
         _dropsLength = 0;
-        if (_tail + length > MaxFileBytes)
-        {
-            Fail("the journal file reached its largest size (32 GiB)");
-            return;
-        }
+        WriteAtTail(_drops.AsSpan(0, length)); // drops lost to a failure leave records of pages the guest has: ignored on replay
+    }
+
+    /// <summary>Writes <paramref name="data"/> at the end of the journal and moves the end past it (under the lock); false, counted, when it cannot.</summary>
+    private bool WriteAtTail(ReadOnlySpan<byte> data)
+    {
+        if (_tail + data.Length > MaxFileBytes) return Fail("the journal file reached its largest size (32 GiB)");
         try
         {
-            WriteExactly(_fd, _drops.AsSpan(0, length), _tail);
-            Volatile.Write(ref _tail, _tail + length);
+            WriteExactly(_fd, data, _tail);
         }
         catch (DEException e)
         {
-            Fail(e.Message); // lost drops leave records of pages the guest has: ignored on replay
+            return Fail(e.Message);
         }
+        Volatile.Write(ref _tail, _tail + data.Length);
+        return true;
     }
 
     /// <summary>Fills in a record's header and CRC around its payload; its size in the file.</summary>
@@ -258,17 +261,9 @@ internal sealed unsafe class QemuJournal : IDisposable
         {
             if (_disposed) return Fail("the journal is closed");
             FlushDrops();
-            if (_tail + size > MaxFileBytes) return Fail("the journal file reached its largest size (32 GiB)");
-            try
-            {
-                WriteExactly(_fd, record.AsSpan(0, size), _tail);
-            }
-            catch (DEException e)
-            {
-                return Fail(e.Message);
-            }
-            Index(kind, gfn, _tail, size);
-            Volatile.Write(ref _tail, _tail + size);
+            long at = _tail;
+            if (!WriteAtTail(record.AsSpan(0, size))) return false;
+            Index(kind, gfn, at, size);
             return true;
         }
     }
@@ -452,31 +447,25 @@ internal sealed unsafe class QemuJournal : IDisposable
 
     private static void WriteExactly(int fd, ReadOnlySpan<byte> data, long offset)
     {
-        fixed (byte* p = data)
-        {
-            int done = 0;
-            while (done < data.Length)
-            {
-                nint n = LinuxNative.PWrite(fd, p + done, (nuint)(data.Length - done), offset + done);
-                if (n < 0 && LinuxNative.Errno == LinuxNative.EINTR) continue;
-                if (n <= 0) throw Failed("pwrite", n < 0 ? LinuxNative.Errno : LinuxNative.ENOSPC);
-                done += (int)n;
-            }
-        }
+        fixed (byte* p = data) Transfer(fd, p, data.Length, offset, write: true);
     }
 
     private static void ReadExactly(int fd, Span<byte> data, long offset)
     {
-        fixed (byte* p = data)
+        fixed (byte* p = data) Transfer(fd, p, data.Length, offset, write: false);
+    }
+
+    /// <summary>pwrite or pread of all <paramref name="length"/> bytes, across short transfers and EINTR.</summary>
+    private static void Transfer(int fd, byte* p, int length, long offset, bool write)
+    {
+        for (int done = 0; done < length;)
         {
-            int done = 0;
-            while (done < data.Length)
-            {
-                nint n = LinuxNative.PRead(fd, p + done, (nuint)(data.Length - done), offset + done);
-                if (n < 0 && LinuxNative.Errno == LinuxNative.EINTR) continue;
-                if (n <= 0) throw Failed("pread", n < 0 ? LinuxNative.Errno : LinuxNative.EIO);
-                done += (int)n;
-            }
+            nint n = write
+                ? LinuxNative.PWrite(fd, p + done, (nuint)(length - done), offset + done)
+                : LinuxNative.PRead(fd, p + done, (nuint)(length - done), offset + done);
+            if (n < 0 && LinuxNative.Errno == LinuxNative.EINTR) continue;
+            if (n <= 0) throw Failed(write ? "pwrite" : "pread", n < 0 ? LinuxNative.Errno : write ? LinuxNative.ENOSPC : LinuxNative.EIO);
+            done += (int)n;
         }
     }
 
