@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
+using static DifferenceEngine.Qemu.LinuxNative;
 
 namespace DifferenceEngine.Paging;
 
@@ -25,10 +26,8 @@ internal interface ISwapStorage : IDisposable
 /// disk, opened with O_DIRECT where the file system allows (no page-cache copy of guest memory),
 /// flushed with fdatasync before any frame is released, and removed when closed.
 /// </summary>
-internal sealed partial class SwapFile : ISwapStorage
+internal sealed class SwapFile : ISwapStorage
 {
-    private const int O_RDWR = 0x2, O_CREAT = 0x40, O_EXCL = 0x80, O_DIRECT = 0x4000, O_CLOEXEC = 0x80000;
-    private const int EINVAL = 22;
     private readonly SafeFileHandle _handle;
     private bool _disposed;
 
@@ -74,7 +73,7 @@ internal sealed partial class SwapFile : ISwapStorage
         {
             handle.Dispose();
             TryDelete(path);
-            throw new DEException(rc == 28 ? "SwapDiskFull" : "SwapFileCreateFailed", DEErrorKind.WriteError,
+            throw new DEException(rc == ENOSPC ? "SwapDiskFull" : "SwapFileCreateFailed", DEErrorKind.WriteError,
                 $"Cannot reserve {length} bytes for swap file '{path}': {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc}).", path);
         }
         return new SwapFile(path, handle, length, direct);
@@ -90,7 +89,7 @@ internal sealed partial class SwapFile : ISwapStorage
 
     public void Flush()
     {
-        if (FDataSync(_handle.DangerousGetHandle().ToInt32()) != 0)
+        if (Fdatasync(_handle.DangerousGetHandle().ToInt32()) != 0)
         {
             int errno = Marshal.GetLastPInvokeError();
             throw new IOException($"fdatasync of the swap file failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).");
@@ -109,13 +108,4 @@ internal sealed partial class SwapFile : ISwapStorage
     {
         try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
-
-    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Open(string path, int flags, uint mode);
-
-    [LibraryImport("libc", EntryPoint = "posix_fallocate")]
-    private static partial int PosixFallocate(int fd, long offset, long length);
-
-    [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
-    private static partial int FDataSync(int fd);
 }

@@ -5,7 +5,8 @@ namespace DifferenceEngine.Qemu;
 /// <summary>
 /// The Linux calls the engine makes itself (libc, no library of ours): for the QEMU backend the Unix socket to
 /// libdeqemu.so with descriptors passed as SCM_RIGHTS, the userfaultfd ioctls, and reads and hole punches of the
-/// guest's memfd; for the frame pool, giving freed frames' memory back (madvise) and asking what is resident (mincore). Every
+/// guest's memfd, and the crash journal's file; for the frame pool, giving freed frames' memory back (madvise) and asking
+/// what is resident (mincore); for the swap file, creating and reserving it (open, posix_fallocate, fdatasync). Every
 /// call returns what libc returns; the errno is <see cref="Marshal.GetLastPInvokeError"/>. x86_64 and arm64 layouts
 /// (LP64) only.
 /// </summary>
@@ -130,6 +131,8 @@ internal static unsafe partial class LinuxNative
     public const int O_CREAT = 0x40;
     public const int O_EXCL = 0x80;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_DIRECT = 0x4000;
+    public const int EINVAL = 22;
     public const int O_TMPFILE = 0x410000; // __O_TMPFILE | O_DIRECTORY
     public const int SEEK_END = 2;
     public const int POSIX_FADV_DONTNEED = 4;
@@ -154,6 +157,9 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "fdatasync", SetLastError = true)]
     public static partial int Fdatasync(int fd);
+
+    [LibraryImport(Libc, EntryPoint = "posix_fallocate")]
+    public static partial int PosixFallocate(int fd, long offset, long length); // returns the errno itself
 
     [LibraryImport(Libc, EntryPoint = "posix_fadvise")]
     public static partial int PosixFadvise(int fd, long offset, long length, int advice); // returns the errno itself
