@@ -50,6 +50,7 @@ internal sealed record GuestPhaseResult(string Name, string? Skipped)
 internal sealed class GuestsRunner(GuestsOptions options)
 {
     private const int GuestMiB = 128;
+    internal const long GuestBytes = (long)GuestMiB << 20;
     private const int WorkloadMiB = 64;
     private static readonly TimeSpan Patience = TimeSpan.FromMinutes(10);
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
@@ -174,16 +175,18 @@ internal sealed class GuestsRunner(GuestsOptions options)
         string algorithm = ZramSwap.BestAlgorithm();
         Log($"(c) {name}: KSM over the guests' RAM, zram ({algorithm}) as swap, MADV_PAGEOUT of their RAM every {Interval.TotalSeconds} s");
         using var ksm = KsmOn.Start();
-        using var zram = ZramSwap.Start(algorithm, 2L * Guests.Length * GuestMiB << 20);
+        using var zram = ZramSwap.Start(algorithm, 2L * Guests.Length * GuestBytes);
         using var guests = new Fleet(options, Rounds, PauseMs, sharedMemfd: false, library: false);
         guests.WaitAll("ready");
         using var stop = new CancellationTokenSource();
         long pagedOut = 0;
+        // Where each guest's RAM is does not change while it runs: found once.
+        var mappings = guests.Select(g => (g.Pid, Ram: GuestRam.Measure(g.Pid, memfd: false))).ToArray();
         var reclaim = Task.Run(() =>
         {
             while (!stop.Token.WaitHandle.WaitOne(Interval))
-                foreach (var g in guests)
-                    pagedOut += GuestRam.PageOut(g.Pid);
+                foreach (var (pid, ram) in mappings)
+                    pagedOut += GuestRam.PageOut(pid, ram);
         });
         var paces = guests.Rounds(WarmupRounds, SampleRound);
         var ram = guests.Select(g => GuestRam.Measure(g.Pid, memfd: false)).ToArray();
@@ -441,7 +444,7 @@ internal static partial class GuestRam
                 string perms = head.Groups[3].Value, path = head.Groups[4].Value.Trim();
                 candidate = memfd
                     ? path.Contains("memory-backend-memfd", StringComparison.Ordinal) && found is null
-                    : perms == "rw-p" && path.Length == 0 && end - start == (ulong)GuestsRunnerSizes.GuestBytes && found is null;
+                    : perms == "rw-p" && path.Length == 0 && end - start == (ulong)GuestsRunner.GuestBytes && found is null;
                 rss = pss = swap = 0;
                 continue;
             }
@@ -454,18 +457,9 @@ internal static partial class GuestRam
         return found ?? throw new InvalidOperationException($"QEMU {pid} has no guest RAM mapping in its smaps");
     }
 
-    /// <summary>Asks the kernel to page out QEMU's guest RAM now (process_madvise MADV_PAGEOUT); the bytes advised.</summary>
-    public static unsafe long PageOut(int pid)
+    /// <summary>Asks the kernel to page out QEMU's guest RAM (<paramref name="ram"/>) now (process_madvise MADV_PAGEOUT); the pages advised.</summary>
+    public static unsafe long PageOut(int pid, Usage ram)
     {
-        Usage ram;
-        try
-        {
-            ram = Measure(pid, memfd: false);
-        }
-        catch (IOException)
-        {
-            return 0; // QEMU ended
-        }
         int pidfd = (int)Syscall(434 /* pidfd_open */, pid, 0);
         if (pidfd < 0)
         {
@@ -505,7 +499,7 @@ internal static partial class GuestRam
         var buffer = new byte[1 << 20];
         long offset = 0;
         int n;
-        while (offset < GuestsRunnerSizes.GuestBytes && (n = RandomAccess.Read(source, buffer, offset)) > 0)
+        while (offset < GuestsRunner.GuestBytes && (n = RandomAccess.Read(source, buffer, offset)) > 0)
         {
             target.Write(buffer, 0, n);
             offset += n;
@@ -522,11 +516,6 @@ internal static partial class GuestRam
 
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
     private static partial long Syscall(long number, long a, long b, long c = 0, long d = 0, long e = 0);
-}
-
-internal static class GuestsRunnerSizes
-{
-    public const long GuestBytes = 128L << 20;
 }
 
 /// <summary>KSM on for the run (merging every MADV_MERGEABLE area, which QEMU's private RAM is), unmerged and off after.</summary>
