@@ -488,6 +488,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             OutOfMemoryEvents = domains.Sum(d => d.OutOfMemoryEvents),
             JournalBytes = domains.Sum(d => d.Qemu?.Journal.FileBytes ?? 0),
             JournalFailures = domains.Sum(d => d.Qemu?.Journal.Failures ?? 0),
+            LastJournalError = domains.Select(d => d.Qemu?.Journal.LastError).LastOrDefault(e => e is not null),
         });
     }
 

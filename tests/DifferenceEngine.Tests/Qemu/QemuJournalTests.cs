@@ -193,6 +193,16 @@ public sealed unsafe class QemuJournalTests : IDisposable
     }
 
     [Fact]
+    public void A_record_that_cannot_be_written_says_so_and_is_counted_so_the_page_stays_in_the_guest()
+    {
+        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        journal.Dispose(); // a write after the close fails like one to a full disk: refused, counted, explained
+        Assert.False(journal.Put(3, Page(new Random(5), 2)));
+        Assert.Equal(1, journal.Failures);
+        Assert.Equal("the journal is closed", journal.LastError);
+    }
+
+    [Fact]
     public void A_folder_that_does_not_exist_is_a_clear_error()
     {
         var e = Assert.Throws<DEException>(() => QemuJournal.Create(Path.Combine(_dir, "missing"), 16, Deposit));
