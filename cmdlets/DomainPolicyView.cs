@@ -26,6 +26,12 @@ public sealed class DomainPolicyView
         PatchThreshold = policy.PatchThreshold;
         CompressionThreshold = policy.CompressionThreshold;
         C4Sweeps = policy.C4Sweeps;
+        if (domain.Host is not XenHost)
+        {
+            GroupSize = policy.GroupSize;
+            GroupAfterSweeps = policy.GroupAfterSweeps;
+            GroupAlgorithm = policy.GroupAlgorithm.ToString();
+        }
         SimilarityKeys = hostPolicy.SimilarityKeys;
         SimilarityBlocksPerKey = hostPolicy.SimilarityBlocksPerKey;
         SimilarityCandidates = hostPolicy.SimilarityCandidates;
@@ -55,6 +61,18 @@ public sealed class DomainPolicyView
 
     /// <summary>Sweeps without access after which a page is C4.</summary>
     public int C4Sweeps { get; }
+
+    /// <summary>
+    /// Most pages compressed together in one page group (long-cold compressed pages, in gfn order); 0 when groups are
+    /// off; null on Xen, where every page is compressed alone.
+    /// </summary>
+    public int? GroupSize { get; }
+
+    /// <summary>Sweeps a compressed page stays untouched past C4 before it may be grouped; null on Xen.</summary>
+    public int? GroupAfterSweeps { get; }
+
+    /// <summary>The codec of page groups (Zstd or LZ4); null on Xen.</summary>
+    public string? GroupAlgorithm { get; }
 
     /// <summary>The host's detector: k, keys per page.</summary>
     public int SimilarityKeys { get; }

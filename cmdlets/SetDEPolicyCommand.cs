@@ -49,6 +49,21 @@ public sealed class SetDEPolicyCommand : DECmdlet
     [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public string? TrustGroup { get; set; }
 
+    /// <summary>
+    /// Most pages compressed together in one page group (2 to 32), or 0 for no new groups (groups already made stay until
+    /// their pages are touched). Not on Xen (NotSupportedOnXenHost).
+    /// </summary>
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
+    public int? GroupSize { get; set; }
+
+    /// <summary>Sweeps a compressed page must stay untouched past C4 before it may be grouped (1 to 13).</summary>
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
+    public int? GroupAfterSweeps { get; set; }
+
+    /// <summary>The codec of page groups formed from now on: Zstd or LZ4.</summary>
+    [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
+    public CompressionAlgorithm? GroupAlgorithm { get; set; }
+
     /// <summary>Change the host's policy instead of domains'.</summary>
     [Parameter(Mandatory = true, ParameterSetName = HostSet)]
     [Alias("Host")]
@@ -96,7 +111,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
             ThrowDEError(new DEException("SetDEPolicyNoValue", DEErrorKind.InvalidArgument,
                 ParameterSetName == HostSet
                     ? "Give at least one of -SimilarityKeys, -SimilarityBlocksPerKey, -SimilarityCandidates, -SimilaritySeed, -CompactionThreshold, -LowWatermark, -HighWatermark."
-                    : "Give at least one of -C4Sweeps, -PatchThreshold, -CompressionThreshold, -CompressionAlgorithm, -TrustGroup.",
+                    : "Give at least one of -C4Sweeps, -PatchThreshold, -CompressionThreshold, -CompressionAlgorithm, -TrustGroup, -GroupSize, -GroupAfterSweeps, -GroupAlgorithm.",
                 null));
     }
 
@@ -130,7 +145,8 @@ public sealed class SetDEPolicyCommand : DECmdlet
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try
             {
-                domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup);
+                domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, GroupSize,
+                    GroupAfterSweeps, GroupAlgorithm);
             }
             catch (DEException ex) when (ex.Kind == DEErrorKind.InvalidArgument)
             {
@@ -172,6 +188,9 @@ public sealed class SetDEPolicyCommand : DECmdlet
             Add(nameof(CompressionThreshold), CompressionThreshold);
             Add(nameof(CompressionAlgorithm), CompressionAlgorithm);
             Add(nameof(TrustGroup), TrustGroup is null ? null : $"'{TrustGroup}'");
+            Add(nameof(GroupSize), GroupSize);
+            Add(nameof(GroupAfterSweeps), GroupAfterSweeps);
+            Add(nameof(GroupAlgorithm), GroupAlgorithm);
         }
         return [.. changes];
     }

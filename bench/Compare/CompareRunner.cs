@@ -2,6 +2,7 @@ using System.Diagnostics;
 using DifferenceEngine.Bench.Corpus;
 using DifferenceEngine.Bench.Peers;
 using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
 
 namespace DifferenceEngine.Bench.Compare;
 
@@ -47,8 +48,12 @@ internal sealed class CompareRunner(CompareOptions options)
         PatchPairs? patchPairs = null;
         string? xdelta = XdeltaPeer.Find(out string? xdeltaWhy);
         int maxPairs = options.Quick ? QuickXdeltaPairs : MaxXdeltaPairs;
-        runs.Add(Engine("sharing+patching", inputs, patching: true, codec: null,
-            afterMeasure: xdelta is null ? null : host => patchPairs = PatchPairs.Collect("sharing+patching", host, maxPairs)));
+        var goals = new GoalMeasurements();
+        runs.Add(Engine("sharing+patching", inputs, patching: true, codec: null, afterMeasure: host =>
+        {
+            if (xdelta is not null) patchPairs = PatchPairs.Collect("sharing+patching", host, maxPairs);
+            goals.SteadyPatch = GoalSamples.SteadyPatchAllocation(host);
+        }));
         var peers = new PeerResults();
         if (xdelta is null) peers.Skip("xdelta3", xdeltaWhy!);
         else if (patchPairs is not { Sample.Count: > 0 })
@@ -67,11 +72,20 @@ internal sealed class CompareRunner(CompareOptions options)
         }
         patchPairs = null;
 
-        foreach (var codec in codecs) runs.Add(Engine("all mechanisms", inputs, patching: true, codec));
+        // Every codec alone (each page compressed by itself), then the default setting (LZ4 alone, long-cold pages in Zstd
+        // groups) and Zstd with Zstd groups: the effect of page groups, before and after, in one run.
+        foreach (var codec in codecs)
+            runs.Add(Engine("all mechanisms", inputs, patching: true, codec,
+                afterMeasure: codec == CompressionAlgorithm.Zstd ? host => goals.Faults.AddRange(GoalSamples.Faults(host)) : null));
+        runs.Add(Engine("all mechanisms", inputs, patching: true, DomainPolicy.DefaultAlgorithm, groupSize: DomainPolicy.DefaultGroupSize,
+            afterMeasure: host => goals.Faults.AddRange(GoalSamples.Faults(host))));
+        goals.CompressPageLz4Micros = GoalSamples.CompressPageLz4Micros(inputs);
+        if (!options.Quick)
+            runs.Add(Engine("all mechanisms", inputs, patching: true, CompressionAlgorithm.Zstd, groupSize: DomainPolicy.DefaultGroupSize));
 
         RunPeers(inputs, peers);
         string loadAfter = MachineInfo.LoadAverage();
-        var report = new CompareReport(machine, options.Quick, inputs, runs, peers, loadBefore, loadAfter, total.Elapsed);
+        var report = new CompareReport(machine, options.Quick, inputs, runs, peers, loadBefore, loadAfter, total.Elapsed, goals);
         Console.WriteLine();
         Console.WriteLine(report.ConsoleTable());
         Directory.CreateDirectory(options.OutDir);
@@ -112,10 +126,10 @@ internal sealed class CompareRunner(CompareOptions options)
     }
 
     private static EngineRunResult Engine(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
-        Action<DifferenceEngine.Hosting.DEHost>? afterMeasure = null)
+        Action<DifferenceEngine.Hosting.DEHost>? afterMeasure = null, int groupSize = 0)
     {
-        var r = EngineRun.Run(name, inputs, patching, codec, threads, afterMeasure);
-        Log($"{name}{(codec is null ? "" : $" ({codec})")}, {r.Threads} thread(s): {r.Passes} passes in {r.ScanTime.TotalSeconds:0.000} s " +
+        var r = EngineRun.Run(name, inputs, patching, codec, threads, afterMeasure, groupSize);
+        Log($"{name}{(r.Setting is null ? "" : $" ({r.Setting})")}, {r.Threads} thread(s): {r.Passes} passes in {r.ScanTime.TotalSeconds:0.000} s " +
             $"(first {r.FirstPassTime.TotalSeconds:0.000} s, {r.FirstPassPagesPerSecond:0} pages/s); memory used {r.MemoryUsedBytes / 1048576.0:0.0} MiB " +
             $"of {r.GuestPages * 4096 / 1048576.0:0.0}");
         return r;

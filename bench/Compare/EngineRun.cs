@@ -45,6 +45,14 @@ internal sealed record EngineRunResult(
     /// <summary>Compressed shared frames (distinct blobs those pages name; their bytes are in <see cref="CompressedBytes"/> once).</summary>
     public long SharedCompressedFrames { get; init; }
 
+    /// <summary>Of <see cref="CompressedPages"/>: pages kept in page groups, and the groups (their streams are in <see cref="CompressedBytes"/> once).</summary>
+    public long GroupedPages { get; init; }
+    public long PageGroups { get; init; }
+
+    /// <summary>The page groups the run's policy asked for: most pages in one (0: none), and their codec.</summary>
+    public int GroupSize { get; init; }
+    public string? GroupCodec { get; init; }
+
     /// <summary>
     /// Pages sharing saved: pages mapped to a shared frame, less the frames they map to, and pages naming a compressed
     /// shared frame, less the blobs they name.
@@ -55,6 +63,9 @@ internal sealed record EngineRunResult(
     /// <summary>Distinct page contents compressed (a compressed shared frame once) over the bytes that hold them.</summary>
     public double CompressionRatio => CompressedBytes == 0 ? 0
         : (double)(CompressedPages - SharedCompressedPages + SharedCompressedFrames) * PageGeometry.PageSize / CompressedBytes;
+
+    /// <summary>The codec setting as reports show it: the single-page codec, and the groups' when there are groups.</summary>
+    public string? Setting => Codec is null ? null : GroupSize == 0 ? Codec : $"{Codec}, {GroupCodec} groups of {GroupSize}";
 }
 
 /// <summary>The engine's metadata by part, in bytes.</summary>
@@ -87,7 +98,7 @@ internal static class EngineRun
     /// <param name="afterMeasure">Called with the host once every number of the run is taken, before the host goes away
     /// (to read pages, which may change their state).</param>
     public static EngineRunResult Run(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
-        Action<DEHost>? afterMeasure = null)
+        Action<DEHost>? afterMeasure = null, int groupSize = 0, CompressionAlgorithm groupCodec = CompressionAlgorithm.Zstd)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         var options = new DomainOptions
@@ -97,6 +108,9 @@ internal static class EngineRun
             CompressionEnabled = codec is not null,
             CompressionAlgorithm = codec ?? CompressionAlgorithm.LZ4,
             C4Sweeps = 1,
+            GroupSize = groupSize,
+            GroupAlgorithm = groupCodec,
+            GroupAfterSweeps = 1,
         };
         using var host = new DEHost(new HostOptions { Name = "compare", SimilaritySeed = 20081208 });
         var load = Stopwatch.StartNew();
@@ -115,6 +129,8 @@ internal static class EngineRun
         long zero = 0, uniform = 0, shared = 0, patched = 0, patchBytes = 0, compressed = 0, compressedBytes = 0, sharedCompressed = 0;
         var sharedFrames = new HashSet<uint>();
         var sharedBlobs = new HashSet<uint>();
+        var groups = new HashSet<uint>();
+        long grouped = 0;
         foreach (var domain in host.Domains)
         {
             for (long gfn = 0; gfn < domain.PageCount; gfn++)
@@ -140,6 +156,11 @@ internal static class EngineRun
                             sharedCompressed++;
                             if (!sharedBlobs.Add(blob)) break; // its bytes are counted once
                         }
+                        if (info.Group is uint group)
+                        {
+                            grouped++;
+                            if (!groups.Add(group)) break; // a group's stream is counted once
+                        }
                         compressedBytes += info.StoredBytes ?? 0;
                         break;
                     }
@@ -159,6 +180,10 @@ internal static class EngineRun
             Metadata = parts,
             SharedCompressedPages = sharedCompressed,
             SharedCompressedFrames = sharedBlobs.Count,
+            GroupedPages = grouped,
+            PageGroups = groups.Count,
+            GroupSize = codec is null ? 0 : groupSize,
+            GroupCodec = codec is null || groupSize == 0 ? null : groupCodec.ToString(),
         };
         afterMeasure?.Invoke(host);
         return result;

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using DifferenceEngine.Codecs;
+using DifferenceEngine.Compression;
 using DifferenceEngine.Memory;
 
 namespace DifferenceEngine.Domains;
@@ -43,6 +44,7 @@ public sealed partial class Domain
     internal ulong Rebuild(long gfn, ulong e)
     {
         if (PageEntry.IsSharedBlob(e)) return RebuildShared(gfn, e);
+        if (PageEntry.IsGrouped(e)) return RebuildGrouped(gfn, e);
         var store = Host.Store;
         ulong handle = PageEntry.Payload(e);
         var blob = store.Get(handle);
@@ -77,7 +79,53 @@ public sealed partial class Domain
         }
         store.Free(handle);
         if (PageEntry.State(e) == PageState.Patched) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
+        // On an encoded page the incompressible mark meant "grouping did not pay"; in a frame it would mean "does not compress".
+        return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Private, frame);
+    }
+
+    /// <summary>
+    /// Gives a locked member of a page group a frame with its bytes, decoded from the group as far as its page and
+    /// checked (the stream's checksum, then the page's), then leaves the group (the last member frees it). On any
+    /// failure the page is left exactly as it was and the error names the domain and page.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private ulong RebuildGrouped(long gfn, ulong e)
+    {
+        uint id = PageEntry.GroupId(e);
+        int member = PageEntry.GroupMember(e);
+        uint frame = AllocateFrame(gfn);
+        try
+        {
+            GroupCompression.DecodeMember(Host, Id, gfn, id, member, Host.Frames.Span(frame));
+        }
+        catch (GroupDecodeException ex)
+        {
+            Host.Frames.Free(frame);
+            throw IntegrityError(gfn, ex.Message, ex.InnerException);
+        }
+        catch
+        {
+            Host.Frames.Free(frame);
+            throw;
+        }
+        var table = Host.Groups;
+        lock (table.StripeLock(id)) table.LeaveLocked(id, member, Host.Store);
         return PageEntry.With(e, PageState.Private, frame);
+    }
+
+    /// <summary>Decodes a locked page's single compressed blob into <paramref name="page"/> and checks it; false when it does not rebuild.</summary>
+    internal bool TryDecodeSingle(long gfn, ReadOnlySpan<byte> blob, Span<byte> page)
+    {
+        try
+        {
+            Decompress(gfn, blob, page, "its stored header");
+            CheckRebuilt(gfn, page, blob, "the rebuilt bytes");
+            return true;
+        }
+        catch (DEException)
+        {
+            return false;
+        }
     }
 
     /// <summary>
@@ -133,6 +181,14 @@ public sealed partial class Domain
     /// <summary>Gives back what an encoded page holds (its blob, and for a patch its reference) without rebuilding it.</summary>
     private void DropEncoded(ulong e)
     {
+        if (PageEntry.IsGrouped(e))
+        {
+            uint group = PageEntry.GroupId(e);
+            var groups = Host.Groups;
+            lock (groups.StripeLock(group))
+                if (groups.IsMemberLocked(group, PageEntry.GroupMember(e))) groups.LeaveLocked(group, PageEntry.GroupMember(e), Host.Store);
+            return;
+        }
         if (PageEntry.IsSharedBlob(e))
         {
             uint id = (uint)PageEntry.Payload(e);

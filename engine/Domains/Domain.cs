@@ -47,8 +47,9 @@ public sealed partial class Domain : IDEDomain
     long IDEDomain.DisableCompression(bool restore) => Host.DisableCompression(this, restore);
 
     void IDEDomain.SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold,
-        Codecs.CompressionAlgorithm? algorithm, string? trustGroup) =>
-        Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
+        Codecs.CompressionAlgorithm? algorithm, string? trustGroup, int? groupSize, int? groupAfterSweeps,
+        Codecs.CompressionAlgorithm? groupAlgorithm) =>
+        Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
 
     Stats.DomainPageStats IDEDomain.GetPageStats() => Host.GetPageStats(this);
     public int Id { get; }
@@ -411,6 +412,17 @@ public sealed partial class Domain : IDEDomain
                     ReferenceGfn = refGfn,
                     ReferenceCount = Volatile.Read(ref Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob))),
                 };
+            }
+            case PageState.Compressed when PageEntry.IsGrouped(e):
+            {
+                uint id = PageEntry.GroupId(e);
+                return Host.Groups.Describe(id) is { } group
+                    ? info with
+                    {
+                        StoredBytes = group.Length, Codec = group.Codec.ToString(), ReferenceCount = group.LiveCount, Group = id,
+                        GroupMember = PageEntry.GroupMember(e),
+                    }
+                    : info;
             }
             case PageState.Compressed when PageEntry.IsSharedBlob(e):
             {

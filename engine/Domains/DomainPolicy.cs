@@ -14,7 +14,19 @@ public sealed class DomainPolicy
     /// </summary>
     public const double DefaultCompressionThreshold = 0.75;
 
+    /// <summary>The codec of single compressed pages by default: LZ4, the cheapest to fault in.</summary>
+    public const Codecs.CompressionAlgorithm DefaultAlgorithm = Codecs.CompressionAlgorithm.LZ4;
+
+    /// <summary>Pages a page group holds at most by default (docs/PERFORMANCE.md, "Page groups").</summary>
+    public const int DefaultGroupSize = 8;
+
+    /// <summary>Sweeps past C4 a compressed page stays untouched before it is grouped, by default.</summary>
+    public const int DefaultGroupAfterSweeps = 2;
+
     private int _c4Sweeps = DefaultC4Sweeps;
+    private int _groupSize = DefaultGroupSize;
+    private int _groupAfterSweeps = DefaultGroupAfterSweeps;
+    private Codecs.CompressionAlgorithm _groupAlgorithm = Codecs.CompressionAlgorithm.Zstd;
     private string _trustGroup = DefaultTrustGroup;
     private int _patchThreshold = DefaultPatchThreshold;
     private double _compressionThreshold = DefaultCompressionThreshold;
@@ -29,7 +41,53 @@ public sealed class DomainPolicy
     public bool CompressionEnabled { get; internal set; }
 
     /// <summary>The codec for compressed pages.</summary>
-    public Codecs.CompressionAlgorithm CompressionAlgorithm { get; internal set; } = Codecs.CompressionAlgorithm.LZ4;
+    public Codecs.CompressionAlgorithm CompressionAlgorithm { get; internal set; } = DefaultAlgorithm;
+
+    /// <summary>
+    /// Most pages compressed together in one page group (2 to 32), or 0 for no groups: long-cold compressed pages of
+    /// the domain are then compressed together, in gfn order, with <see cref="GroupAlgorithm"/> (docs/ARCHITECTURE.md,
+    /// "Page groups"). Takes effect only while compression is on.
+    /// </summary>
+    public int GroupSize
+    {
+        get => _groupSize;
+        internal set
+        {
+            if (value != 0 && value is < 2 or > Compression.PageGroupTable.MaxMembers)
+                throw new DEException("PolicyGroupSizeInvalid", DEErrorKind.InvalidArgument,
+                    $"A page group holds between 2 and {Compression.PageGroupTable.MaxMembers} pages (0 turns groups off); {value} was given.", value);
+            _groupSize = value;
+        }
+    }
+
+    /// <summary>
+    /// Sweeps a compressed page must stay untouched past C4 before it may be grouped (1 to 13; the clock counts idle
+    /// sweeps up to 15, so the wait is at most 15 sweeps in all).
+    /// </summary>
+    public int GroupAfterSweeps
+    {
+        get => _groupAfterSweeps;
+        internal set
+        {
+            if (value is < 1 or > 13)
+                throw new DEException("PolicyGroupAfterSweepsInvalid", DEErrorKind.InvalidArgument,
+                    $"The wait before grouping must be between 1 and 13 sweeps past C4; {value} was given.", value);
+            _groupAfterSweeps = value;
+        }
+    }
+
+    /// <summary>The codec of page groups: Zstd (the default) or LZ4.</summary>
+    public Codecs.CompressionAlgorithm GroupAlgorithm
+    {
+        get => _groupAlgorithm;
+        internal set
+        {
+            if (value is not (Codecs.CompressionAlgorithm.Zstd or Codecs.CompressionAlgorithm.LZ4))
+                throw new DEException("PolicyGroupAlgorithmInvalid", DEErrorKind.InvalidArgument,
+                    $"Page groups are compressed with Zstd or LZ4; {value} was given.", value);
+            _groupAlgorithm = value;
+        }
+    }
 
     /// <summary>Largest patch accepted, in bytes (the paper's static study used half a page).</summary>
     public int PatchThreshold
@@ -100,9 +158,13 @@ public sealed class DomainPolicy
     /// value this way before it changes any.
     /// </summary>
     internal DomainPolicy With(int? c4Sweeps, int? patchThreshold, double? compressionThreshold,
-        Codecs.CompressionAlgorithm? algorithm, string? trustGroup)
+        Codecs.CompressionAlgorithm? algorithm, string? trustGroup, int? groupSize = null, int? groupAfterSweeps = null,
+        Codecs.CompressionAlgorithm? groupAlgorithm = null)
     {
         var trial = Clone();
+        if (groupSize is { } gs) trial.GroupSize = gs;
+        if (groupAfterSweeps is { } ga) trial.GroupAfterSweeps = ga;
+        if (groupAlgorithm is { } galg) trial.GroupAlgorithm = galg;
         if (c4Sweeps is { } c4) trial.C4Sweeps = c4;
         if (patchThreshold is { } pt) trial.PatchThreshold = pt;
         if (compressionThreshold is { } ct) trial.CompressionThreshold = ct;
@@ -119,5 +181,8 @@ public sealed class DomainPolicy
         CompressionThreshold = checkedPolicy.CompressionThreshold;
         CompressionAlgorithm = checkedPolicy.CompressionAlgorithm;
         TrustGroup = checkedPolicy.TrustGroup;
+        GroupSize = checkedPolicy.GroupSize;
+        GroupAfterSweeps = checkedPolicy.GroupAfterSweeps;
+        GroupAlgorithm = checkedPolicy.GroupAlgorithm;
     }
 }

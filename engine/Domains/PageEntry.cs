@@ -9,8 +9,10 @@ namespace DifferenceEngine.Domains;
 /// <remarks>
 /// Layout: bits 0-2 state, 3 referenced, 4 modified, 5 lock, 6-8 category, 9-12 idle sweeps,
 /// 13 examined by an engine pass since last modified, 14 shared blob (a Compressed page whose payload is an id in
-/// the host's SharedBlobTable, not a store handle), 15 incompressible (its content did not compress under its domain's
-/// policy; cleared by a write or a change of that policy), 16-63 payload.
+/// the host's SharedBlobTable, not a store handle; with payload bit 47 also set, a member of a page group: group id in
+/// payload bits 0-31, member index in bits 32-37), 15 incompressible (a Private page's content did not compress under
+/// its domain's policy; on a single Compressed page: grouping it did not pay; cleared by a write or a change of that
+/// policy), 16-63 payload.
 /// Every change to an entry is made while holding its lock bit; see <see cref="Domain"/>.
 /// </remarks>
 internal static class PageEntry
@@ -46,7 +48,31 @@ internal static class PageEntry
 
     /// <summary>A Compressed page whose blob it shares with other pages (a compressed shared frame).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool IsSharedBlob(ulong e) => (e & SharedBlob) != 0 && State(e) == PageState.Compressed;
+    public static bool IsSharedBlob(ulong e) => (e & (SharedBlob | GroupedBit)) == SharedBlob && State(e) == PageState.Compressed;
+
+    /// <summary>On a <see cref="SharedBlob"/> entry: the payload names a member of a page group (PageGroupTable), not a shared blob.</summary>
+    private const ulong GroupedBit = 1UL << (PayloadShift + 47);
+
+    /// <summary>A Compressed page kept in a page group: compressed together with other cold pages of its domain.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsGrouped(ulong e) => (e & (SharedBlob | GroupedBit)) == (SharedBlob | GroupedBit) && State(e) == PageState.Compressed;
+
+    /// <summary>A Compressed page with a blob of its own in the store (neither a shared blob nor a group member).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsSingleCompressed(ulong e) => (e & SharedBlob) == 0 && State(e) == PageState.Compressed;
+
+    /// <summary>The group of a grouped page (see <see cref="IsGrouped"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint GroupId(ulong e) => (uint)Payload(e);
+
+    /// <summary>The member index of a grouped page within its group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int GroupMember(ulong e) => (int)((Payload(e) >> 32) & 0x3F);
+
+    /// <summary>Same flags, now a Compressed page kept as member <paramref name="member"/> of group <paramref name="id"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong WithGroup(ulong e, uint id, int member) =>
+        WithPayload(e, PageState.Compressed, id | ((ulong)member << 32) | (1UL << 47)) | SharedBlob;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static PageCategory Category(ulong e) => (PageCategory)((e & CategoryMask) >> CategoryShift);

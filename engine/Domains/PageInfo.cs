@@ -35,6 +35,16 @@ public sealed record PageInfo(
     public uint? SharedBlob { get; init; }
 
     /// <summary>
+    /// For a Compressed page kept in a page group (compressed together with other long-cold pages of its domain): the
+    /// group's id; <see cref="StoredBytes"/> is then the group's whole stream, <see cref="ReferenceCount"/> how many pages
+    /// still live in it, and <see cref="GroupMember"/> this page's place in it. Null for any other page.
+    /// </summary>
+    public uint? Group { get; init; }
+
+    /// <summary>For a page in a page group: its member index in the group.</summary>
+    public int? GroupMember { get; init; }
+
+    /// <summary>
     /// A Zero page of an empty domain that the guest never populated: not guest memory, never counted as saved
     /// (a page written, loaded, or found zero by a scan is not untouched).
     /// </summary>

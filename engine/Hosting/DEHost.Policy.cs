@@ -69,12 +69,13 @@ public sealed partial class DEHost
     /// (its frames are in its old group's index): unshare and restore first.
     /// </summary>
     public void SetPolicy(Domain domain, int? c4Sweeps = null, int? patchThreshold = null,
-        double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null)
+        double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null,
+        int? groupSize = null, int? groupAfterSweeps = null, CompressionAlgorithm? groupAlgorithm = null)
     {
         using var op = EnterOperation();
         CheckOwned(domain);
         var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold,
-            algorithm is { } a ? CheckAlgorithm(a) : null, trustGroup);
+            algorithm is { } a ? CheckAlgorithm(a) : null, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
             for (long gfn = 0; gfn < domain.PageCount; gfn++)
@@ -88,7 +89,8 @@ public sealed partial class DEHost
         }
         bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
                                   || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm
-                                  || trial.TrustGroup != domain.Policy.TrustGroup;
+                                  || trial.TrustGroup != domain.Policy.TrustGroup
+                                  || trial.GroupSize != domain.Policy.GroupSize || trial.GroupAlgorithm != domain.Policy.GroupAlgorithm;
         domain.Policy.TakeTunables(trial);
         if (compressionChanged) ForgetIncompressible(domain);
     }

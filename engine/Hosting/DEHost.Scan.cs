@@ -53,6 +53,9 @@ public sealed partial class DEHost
     /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
     private readonly SharedCandidates _coldShared = new();
 
+    /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
+    private readonly List<uint> _dirtyGroups = new();
+
     /// <summary>Bytes of the buffer <see cref="_coldShared"/> keeps between passes.</summary>
     internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes;
     private long _engineCpuTicks;
@@ -132,6 +135,14 @@ public sealed partial class DEHost
             AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
             Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         }
+        {
+            // Groups that lost members and now hold more than those members alone go back to single pages.
+            long t0 = Stopwatch.GetTimestamp();
+            long cpu0 = ThreadCpu.NowTicks();
+            long moved = GroupCompression.Repack(this, _dirtyGroups, ref enc);
+            if (moved > 0) AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t0, moved);
+            Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+        }
         foreach (var d in domains) if (!d.IsRemoved) d.CountSweep();
         TrimIndexes();
         Frames.ReleaseFree(); // the frames this pass freed go back to the system: memory used is what the process holds
@@ -151,6 +162,14 @@ public sealed partial class DEHost
             BlobsCompacted = compaction.BlobsMoved,
             SimilarityIndexChanges = enc.IndexChanges,
             NewlyExamined = enc.NewlyExamined,
+            GroupsFormed = enc.GroupsFormed,
+            PagesGrouped = enc.PagesGrouped,
+            GroupStreamBytes = enc.GroupStreamBytes,
+            GroupSinglesBytes = enc.GroupSinglesBytes,
+            GroupsRefused = enc.GroupsRefused,
+            GroupsDissolved = enc.GroupsDissolved,
+            PagesUngrouped = enc.PagesUngrouped,
+            PagesAwaitingGroup = enc.PagesAwaitingGroup,
         };
     }
 
@@ -267,6 +286,13 @@ public sealed partial class DEHost
             }
         }
         _coldShared.Add(cold[..coldCount]);
+        // Long-cold compressed pages of this slice, compressed together (page groups).
+        if (compression && policy.GroupSize >= 2 && !domain.IsRemoved)
+        {
+            long g0 = Stopwatch.GetTimestamp();
+            long grouped = GroupCompression.GroupSlice(this, domain, start, end, ref ec);
+            AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - g0, grouped);
+        }
         long t2 = Stopwatch.GetTimestamp();
         AddEngineTime(Mechanism.Clock, t1 - t0, swept);
         AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
@@ -315,13 +341,18 @@ public sealed partial class DEHost
     {
         if (Compression.SharedBlobTable.IsSharedOwner(owner))
             return SharedBlobs.Relocate(Compression.SharedBlobTable.IdOfOwner(owner), oldHandle, newHandle);
+        if (Compression.PageGroupTable.IsGroupOwner(owner))
+        {
+            var (id, piece) = Compression.PageGroupTable.SplitOwner(owner);
+            return Groups.Relocate(id, piece, oldHandle, newHandle);
+        }
         var (domainId, gfn) = SharingIndex.UnpackPage(owner);
         var domain = TryGetDomainById(domainId);
         if (domain is null || domain.IsRemoved || gfn >= domain.PageCount || !domain.TryLock(gfn, out ulong e)) return false;
         bool moved = false;
         try
         {
-            if (PageEntry.State(e) is PageState.Patched or PageState.Compressed && !PageEntry.IsSharedBlob(e)
+            if (PageEntry.State(e) is PageState.Patched or PageState.Compressed && (e & PageEntry.SharedBlob) == 0
                 && PageEntry.Payload(e) == oldHandle)
             {
                 e = PageEntry.WithPayload(e, PageEntry.State(e), newHandle);

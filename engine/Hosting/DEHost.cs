@@ -25,8 +25,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private long _activeOperations;
     private volatile bool _disposed;
     private long _passes;
-    private readonly long[] _mechanismTicks = new long[4];
-    private readonly long[] _mechanismPages = new long[4];
+    private readonly long[] _mechanismTicks = new long[5];
+    private readonly long[] _mechanismPages = new long[5];
 
     public DEHost(HostOptions? options = null)
     {
@@ -86,6 +86,15 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     /// <summary>Compressed shared frames: their blobs' handles and how many pages name each.</summary>
     internal Compression.SharedBlobTable SharedBlobs { get; } = new();
+
+    /// <summary>The page groups of every domain of this host.</summary>
+    internal Compression.PageGroupTable Groups { get; } = new();
+
+    /// <summary>
+    /// Tests only: called with a group's domain and members after the group is compressed and before its members are
+    /// checked and committed, with no lock held (a test writes a member there, as a guest could).
+    /// </summary>
+    internal Action<Domain, long[]>? GroupFormingHook { get; set; }
 
     /// <summary>Host-wide engine settings (similarity detector, compaction, watermarks).</summary>
     public HostPolicy Policy { get; }
@@ -391,6 +400,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             PatchedPages = enc.Patched,
             CompressedPages = enc.Compressed,
             SharedCompressedPages = enc.SharedCompressed,
+            GroupedPages = enc.Grouped,
             StoredBytes = (long)Math.Round(enc.Stored),
             PatchingEnabled = policy.PatchingEnabled,
             CompressionEnabled = policy.CompressionEnabled,
@@ -401,7 +411,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     private struct EncodedCounts
     {
-        public long Patched, Compressed, SharedCompressed;
+        public long Patched, Compressed, SharedCompressed, Grouped;
         public double Stored, Used;
     }
 
@@ -416,6 +426,19 @@ public sealed partial class DEHost : IDEHost, IEngineService
         {
             var st = PageEntry.State(e);
             if (st is not (PageState.Patched or PageState.Compressed)) return false;
+            if (PageEntry.IsGrouped(e))
+            {
+                // A page group's member: charged an equal share of the group's stream among its live members.
+                if (Groups.Describe(PageEntry.GroupId(e)) is { } group)
+                {
+                    double share = (double)group.Length / group.LiveCount;
+                    c.Stored += share;
+                    c.Used += share;
+                }
+                c.Compressed++;
+                c.Grouped++;
+                return true;
+            }
             if (PageEntry.IsSharedBlob(e))
             {
                 // A compressed shared frame: each page that names the blob is charged its share.
@@ -475,6 +498,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             StoreBlobs = Store.LiveBlobs,
             StoreFragmentation = Store.Fragmentation,
             SharedCompressedFrames = SharedBlobs.Count,
+            PageGroups = Groups.Count,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
             SwapBytes = SwapBytes,
@@ -541,7 +565,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         public void Dispose() => Interlocked.Decrement(ref host._activeOperations);
     }
 
-    internal enum Mechanism { Clock, Sharing, Patching, Compression }
+    internal enum Mechanism { Clock, Sharing, Patching, Compression, Grouping }
 
     internal void AddEngineTime(Mechanism mechanism, long ticks, long pages)
     {
@@ -552,7 +576,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
         domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
-        + SharedBlobs.MetadataBytes + _coldShared.MetadataBytes
+        + SharedBlobs.MetadataBytes + Groups.MetadataBytes + _coldShared.MetadataBytes
         + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.QemuMetadataBytes);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
@@ -570,6 +594,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
             CompressionAlgorithm = CheckAlgorithm(options.CompressionAlgorithm),
             PatchThreshold = options.PatchThreshold,
             CompressionThreshold = options.CompressionThreshold,
+            GroupSize = options.GroupSize,
+            GroupAfterSweeps = options.GroupAfterSweeps,
+            GroupAlgorithm = options.GroupAlgorithm,
         };
         // The same bound as for images and processes: the P2M table is one array of 8 bytes a page (128 MiB at the bound).
         if (pageCount <= 0 || pageCount > LoadGeometry.MaxGuestBytes / PageGeometry.PageSize)

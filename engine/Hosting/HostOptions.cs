@@ -43,4 +43,8 @@ public sealed class DomainOptions
     public Codecs.CompressionAlgorithm CompressionAlgorithm { get; init; } = Codecs.CompressionAlgorithm.LZ4;
     public int PatchThreshold { get; init; } = Domains.DomainPolicy.DefaultPatchThreshold;
     public double CompressionThreshold { get; init; } = Domains.DomainPolicy.DefaultCompressionThreshold;
+    /// <summary>Most pages in a page group; 0 for none (see <see cref="Domains.DomainPolicy.GroupSize"/>).</summary>
+    public int GroupSize { get; init; } = Domains.DomainPolicy.DefaultGroupSize;
+    public int GroupAfterSweeps { get; init; } = Domains.DomainPolicy.DefaultGroupAfterSweeps;
+    public Codecs.CompressionAlgorithm GroupAlgorithm { get; init; } = Codecs.CompressionAlgorithm.Zstd;
 }

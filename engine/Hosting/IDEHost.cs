@@ -99,8 +99,12 @@ public interface IDEDomain
 
     long DisableCompression(bool restore);
 
+    /// <summary>
+    /// Changes policy values (null leaves one as it is). The page-group values apply on the embedded host (and its QEMU
+    /// guests); a Xen host refuses them (NotSupportedOnXenHost).
+    /// </summary>
     void SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold, CompressionAlgorithm? algorithm,
-        string? trustGroup);
+        string? trustGroup, int? groupSize = null, int? groupAfterSweeps = null, CompressionAlgorithm? groupAlgorithm = null);
 
     DomainPageStats GetPageStats();
 

@@ -26,9 +26,30 @@ internal struct EncodeCounters
     public long SharedFramesCompressed;
     /// <summary>Pages whose content did not compress within the threshold (marked, so passes do not try them again).</summary>
     public long Incompressible;
+    /// <summary>Page groups formed, and the pages that went into them.</summary>
+    public long GroupsFormed;
+    public long PagesGrouped;
+    /// <summary>Bytes of the groups' streams, and what their pages' single blobs took before.</summary>
+    public long GroupStreamBytes;
+    public long GroupSinglesBytes;
+    /// <summary>Gathered groups that came out no smaller than their pages alone (those pages are marked, not tried again).</summary>
+    public long GroupsRefused;
+    /// <summary>Groups dissolved because they held more than their live members alone, and the pages moved back to single blobs.</summary>
+    public long GroupsDissolved;
+    public long PagesUngrouped;
+    /// <summary>Single compressed pages that become groupable after a few more untouched sweeps.</summary>
+    public long PagesAwaitingGroup;
 
     public void Add(in EncodeCounters o)
     {
+        GroupsFormed += o.GroupsFormed;
+        PagesGrouped += o.PagesGrouped;
+        GroupStreamBytes += o.GroupStreamBytes;
+        GroupSinglesBytes += o.GroupSinglesBytes;
+        GroupsRefused += o.GroupsRefused;
+        GroupsDissolved += o.GroupsDissolved;
+        PagesUngrouped += o.PagesUngrouped;
+        PagesAwaitingGroup += o.PagesAwaitingGroup;
         Incompressible += o.Incompressible;
         SharedFramesCompressed += o.SharedFramesCompressed;
         PagesPatched += o.PagesPatched;

@@ -221,6 +221,7 @@ public static class JsonReport
         Field(w, "patchedPages", s.PatchedPages);
         Field(w, "compressedPages", s.CompressedPages);
         Field(w, "sharedCompressedPages", s.SharedCompressedPages);
+        Field(w, "groupedPages", s.GroupedPages);
         Field(w, "swappedPages", s.SwappedPages);
         Field(w, "guestBytes", s.GuestBytes);
         Field(w, "bytesUsed", s.BytesUsed);

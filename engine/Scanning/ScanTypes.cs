@@ -92,12 +92,26 @@ public sealed record PassResult(
     /// <summary>Blobs the store compaction after the pass moved.</summary>
     public long BlobsCompacted { get; init; }
 
+    /// <summary>Page groups formed this pass (docs/ARCHITECTURE.md, "Page groups"), and the compressed pages that went into them.</summary>
+    public long GroupsFormed { get; init; }
+    public long PagesGrouped { get; init; }
+    /// <summary>Bytes of the streams of the groups formed this pass, and what their pages took as single blobs before.</summary>
+    public long GroupStreamBytes { get; init; }
+    public long GroupSinglesBytes { get; init; }
+    /// <summary>Gathered groups that came out no smaller than their pages alone (their pages are not tried again until written).</summary>
+    public long GroupsRefused { get; init; }
+    /// <summary>Groups dissolved after the pass because they held more than their live members took alone, and the pages so moved back to single blobs.</summary>
+    public long GroupsDissolved { get; init; }
+    public long PagesUngrouped { get; init; }
+    /// <summary>Single compressed pages that will be grouped once they stay untouched a few sweeps more (the policy's GroupAfterSweeps).</summary>
+    public long PagesAwaitingGroup { get; init; }
+
     /// <summary>
     /// True when the pass changed a page, skipped one because it was busy, or gave the similarity index
     /// references it did not have: in each case another pass may still find more.
     /// </summary>
     public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
-        + SimilarityIndexChanges + NewlyExamined > 0;
+        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup > 0;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }
 
@@ -114,5 +128,6 @@ public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<Pas
     public long PagesPatched => PassResults.Sum(p => p.PagesPatched);
     public long PagesCompressed => PassResults.Sum(p => p.PagesCompressed);
     public long SharedFramesCompressed => PassResults.Sum(p => p.SharedFramesCompressed);
+    public long PagesGrouped => PassResults.Sum(p => p.PagesGrouped);
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }

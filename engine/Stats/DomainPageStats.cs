@@ -41,6 +41,12 @@ public sealed record DomainPageStats(
     /// when every page sharing it was cold. Each such page is charged its share of the blob.
     /// </summary>
     public long SharedCompressedPages { get; init; }
+
+    /// <summary>
+    /// Of <see cref="CompressedPages"/>, those kept in a page group: compressed together with other long-cold pages of
+    /// this domain. Each is charged an equal share of its group's stream among the group's live members.
+    /// </summary>
+    public long GroupedPages { get; init; }
     /// <summary>Xen: pages the pager holds as the reference copies patches decode against (embedded references are Shared frames).</summary>
     public long ReferencePages { get; init; }
     public bool PatchingEnabled { get; init; }

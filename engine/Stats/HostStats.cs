@@ -29,6 +29,9 @@ public sealed record HostStats(
     /// </summary>
     public long SharedCompressedFrames { get; init; }
 
+    /// <summary>Page groups that hold at least one live member (their streams are in the store's bytes).</summary>
+    public long PageGroups { get; init; }
+
     /// <summary>CPU time (user + system) all engine passes on this host have used.</summary>
     public TimeSpan EngineCpuTime { get; init; }
     public string? SwapPath { get; init; }

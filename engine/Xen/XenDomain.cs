@@ -33,8 +33,15 @@ public sealed class XenDomain : IDEDomain
     long IDEDomain.DisableCompression(bool restore) => Host.DisableCompression(this, restore);
 
     void IDEDomain.SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold,
-        Codecs.CompressionAlgorithm? algorithm, string? trustGroup) =>
+        Codecs.CompressionAlgorithm? algorithm, string? trustGroup, int? groupSize, int? groupAfterSweeps,
+        Codecs.CompressionAlgorithm? groupAlgorithm)
+    {
+        if (groupSize is not null || groupAfterSweeps is not null || groupAlgorithm is not null)
+            throw new DEException("NotSupportedOnXenHost", DEErrorKind.NotImplemented,
+                $"Page groups are not built for Xen domains (the Xen pager compresses each page alone); domain '{Name}' keeps its pages single.",
+                Name);
         Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
+    }
 
     Stats.DomainPageStats IDEDomain.GetPageStats() => Host.GetPageStats(this);
 

@@ -13,6 +13,8 @@ namespace DifferenceEngine.Tests.Engine;
 /// </summary>
 public class NothingLostPropertyTests(ITestOutputHelper output)
 {
+    private static readonly int[] GroupSizes = [0, 2, 4, DomainPolicy.DefaultGroupSize, 16, 32];
+
     [RequiresTheory(Requirement.Python3)]
     [InlineData(20261126, 100_000, false, 0)]
     [InlineData(7, 30_000, false, 0)]
@@ -39,11 +41,16 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
             CompressionAlgorithm = (CompressionAlgorithm)(1 + rng.Next(3)),
             TrustGroup = group,
             C4Sweeps = 1 + rng.Next(2),
+            // Page groups of every size (none, small, the default, the largest), either codec, soon or a little later.
+            GroupSize = GroupSizes[rng.Next(GroupSizes.Length)],
+            GroupAfterSweeps = 1 + rng.Next(2),
+            GroupAlgorithm = rng.Next(2) == 0 ? CompressionAlgorithm.Zstd : CompressionAlgorithm.LZ4,
         };
         using var dir = new TempDir();
         var shadow = new Dictionary<Domain, byte[][]>();
         var proc = LiveProcess.Python();
-        int added = 0, removed = 0, scans = 0, reads = 0, writes = 0;
+        int added = 0, removed = 0, scans = 0, reads = 0, writes = 0, groupedReads = 0, groupedWrites = 0;
+        long pagesGrouped = 0, pagesUngrouped = 0;
         long sharedFramesCompressed = 0;
         // A pool of page contents that writes copy from, so merges and COW breaks keep happening.
         var library = Enumerable.Range(0, 24).Select(i => TestMemory.RandomPage(new Random(seed + i))).ToArray();
@@ -99,12 +106,14 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                             offset = rng.Next(4096 - data.Length + 1);
                             break;
                     }
+                    if (PageEntry.IsGrouped(d.PeekEntry(gfn))) groupedWrites++;
                     d.WritePage(gfn, data, offset);
                     data.CopyTo(pages[gfn].AsSpan(offset));
                     writes++;
                 }
                 else if (roll < 985)
                 {
+                    if (PageEntry.IsGrouped(d.PeekEntry(gfn))) groupedReads++;
                     d.ReadPage(gfn, buffer);
                     Assert.True(pages[gfn].AsSpan().SequenceEqual(buffer), $"op {op}: {d.Name} page {gfn} differs from the shadow");
                     reads++;
@@ -112,15 +121,21 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 else if (roll < 993)
                 {
                     var subset = rng.Next(3) == 0 ? domains.Where(_ => rng.Next(2) == 0).ToArray() : domains;
-                    sharedFramesCompressed += host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) })
-                        .SharedFramesCompressed;
+                    var scan = host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) });
+                    sharedFramesCompressed += scan.SharedFramesCompressed;
+                    pagesGrouped += scan.PagesGrouped;
+                    pagesUngrouped += scan.PassResults.Sum(p => p.PagesUngrouped);
                     scans++;
                     TestMemory.AssertFrameAccounting(host);
                 }
                 else if (roll < 996)
                 {
-                    switch (rng.Next(allMechanisms ? 6 : 2))
+                    switch (rng.Next(allMechanisms ? 7 : 2))
                     {
+                        case 6:
+                            host.SetPolicy(d, groupSize: GroupSizes[rng.Next(GroupSizes.Length)],
+                                groupAlgorithm: rng.Next(2) == 0 ? CompressionAlgorithm.Zstd : CompressionAlgorithm.LZ4);
+                            break;
                         case 0: host.EnableSharing(d); break;
                         case 1: host.DisableSharing(d, unshare: rng.Next(2) == 0); break;
                         case 2: host.EnablePatching(d); break;
@@ -156,7 +171,9 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     host.EnablePatching(d);
                     host.EnableCompression(d);
                 }
-            sharedFramesCompressed += host.Scan(options: new ScanOptions { UntilStable = true }).SharedFramesCompressed;
+            var last = host.Scan(options: new ScanOptions { UntilStable = true });
+            sharedFramesCompressed += last.SharedFramesCompressed;
+            pagesGrouped += last.PagesGrouped;
             TestMemory.AssertFrameAccounting(host);
             var census = TestMemory.Census(host.Domains); // before the read-back rebuilds encoded pages
             foreach (var (d, pages) in shadow)
@@ -166,7 +183,8 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"final: {d.Name} page {g} differs");
                 }
             var stats = host.GetStats();
-            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all)");
+            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all; {census.Grouped} in {census.GroupMembers.Count} page groups)");
+            output.WriteLine($"page groups: {pagesGrouped} pages grouped, {pagesUngrouped} moved back by re-packing, {groupedReads} reads and {groupedWrites} writes of grouped pages during the run");
             output.WriteLine($"seed {seed}: {reads} reads, {writes} writes, {scans} scans, {added} added, {removed} removed; " +
                              $"{stats.FramesInUse} frames for {stats.GuestBytes / 4096} guest pages; faults " +
                              string.Join(", ", stats.Faults.Select(f => $"{f.Kind}={f.Count}")));
@@ -189,6 +207,8 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 Assert.True(census.Compressed > 0, "compressed pages remain after the final scan");
                 Assert.True(sharedFramesCompressed > 0, "shared frames were compressed during the run");
                 Assert.True(census.Uniform > 0, "uniform pages remain after the final scan");
+                Assert.True(census.Grouped > 0, "grouped pages remain after the final scan (and were all read back above)");
+                Assert.True(groupedReads > 0 && groupedWrites > 0, "grouped pages were read and written during the run");
             }
 
             foreach (var d in host.Domains) host.RemoveDomain(d);

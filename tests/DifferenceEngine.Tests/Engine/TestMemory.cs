@@ -111,7 +111,13 @@ internal static class TestMemory
                         break;
                     case PageState.Compressed:
                         c.Compressed++;
-                        if (PageEntry.IsSharedBlob(e))
+                        if (PageEntry.IsGrouped(e))
+                        {
+                            c.Grouped++;
+                            var members = c.GroupMembers.TryGetValue(PageEntry.GroupId(e), out var m) ? m : c.GroupMembers[PageEntry.GroupId(e)] = new();
+                            Assert.True(members.Add(PageEntry.GroupMember(e)), $"two pages name member {PageEntry.GroupMember(e)} of group {PageEntry.GroupId(e)}");
+                        }
+                        else if (PageEntry.IsSharedBlob(e))
                         {
                             c.SharedCompressed++;
                             blobs[(uint)PageEntry.Payload(e)] = blobs.GetValueOrDefault((uint)PageEntry.Payload(e)) + 1;
@@ -131,7 +137,17 @@ internal static class TestMemory
         var c = Census(host.Domains);
         var stats = host.GetStats();
         Assert.Equal(c.Private + c.DistinctSharedFrames, stats.FramesInUse);
-        Assert.Equal(c.Patched + c.Compressed - c.SharedCompressed + c.SharedBlobNames.Count, stats.StoreBlobs);
+        // Every page group's record says exactly which members pages still name; its pieces are store blobs.
+        long pieces = 0;
+        foreach (var (id, members) in c.GroupMembers)
+        {
+            var record = host.Groups.Describe(id);
+            Assert.True(record is not null, $"pages name page group {id}, which is not live");
+            Assert.Equal(members.Aggregate(0u, (mask, k) => mask | (1u << k)), record!.Value.Live);
+            pieces += record.Value.Pieces;
+        }
+        Assert.Equal(c.GroupMembers.Count, stats.PageGroups);
+        Assert.Equal(c.Patched + c.Compressed - c.SharedCompressed - c.Grouped + c.SharedBlobNames.Count + pieces, stats.StoreBlobs);
         Assert.Equal(c.SharedBlobNames.Count, stats.SharedCompressedFrames);
         // Each shared blob counts exactly the pages that name it.
         foreach (var (id, names) in c.SharedBlobNames)
@@ -180,7 +196,10 @@ internal static class TestMemory
 /// <summary>Pages per state, counted by walking the P2M tables.</summary>
 internal sealed class Census
 {
-    public long Private, Zero, Uniform, Shared, Patched, Compressed, SharedCompressed, DistinctSharedFrames;
+    public long Private, Zero, Uniform, Shared, Patched, Compressed, SharedCompressed, Grouped, DistinctSharedFrames;
+
+    /// <summary>Page group id -> the member indexes pages name (each at most once).</summary>
+    public Dictionary<uint, HashSet<int>> GroupMembers = new();
 
     /// <summary>Shared blob id -> how many pages name it (compressed shared frames).</summary>
     public Dictionary<uint, int> SharedBlobNames = new();

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Bench.Compare;
+
+/// <summary>What the run measured for the per-operation goals (filled as the runs go).</summary>
+internal sealed class GoalMeasurements
+{
+    public List<FaultSample> Faults { get; } = new();
+    public double? CompressPageLz4Micros { get; set; }
+    public (long Pages, double BytesPerPage)? SteadyPatch { get; set; }
+}
+
+/// <summary>Latencies of one kind of fault, timed around Domain.ReadPage (the guest's access, lock and copy included).</summary>
+internal sealed record FaultSample(string Kind, int Pages, double P50Micros, double P90Micros);
+
+/// <summary>
+/// The per-operation goals of docs/PERFORMANCE.md measured inside the whole run, on the run's own pages: faults on pages
+/// compressed alone and on pages kept in groups (read back after a run is measured), LZ4's compress_page on the inputs'
+/// pages, and what re-patching allocates once the engine's tables have grown (a steady-state pass).
+/// </summary>
+internal static class GoalSamples
+{
+    private const int MaxSample = 3000;
+
+    /// <summary>
+    /// Reads back an even sample of the host's compressed pages, single and grouped apart, timing each read (each is a
+    /// Decompress fault). Changes those pages (they get frames again): call only once the run's numbers are taken.
+    /// </summary>
+    public static IReadOnlyList<FaultSample> Faults(DEHost host)
+    {
+        var single = new List<(Domain D, long Gfn)>();
+        var grouped = new List<(Domain D, long Gfn)>();
+        foreach (var d in host.Domains)
+            for (long g = 0; g < d.PageCount; g++)
+            {
+                ulong e = d.PeekEntry(g);
+                if (PageEntry.IsGrouped(e)) grouped.Add((d, g));
+                else if (PageEntry.IsSingleCompressed(e)) single.Add((d, g));
+            }
+        var results = new List<FaultSample>();
+        string codec = host.Domains.FirstOrDefault()?.Policy.CompressionAlgorithm.ToString() ?? "?";
+        if (Time(single, $"page compressed alone ({codec})") is { } s) results.Add(s);
+        // Groups first lose members to this sample in a spread order, like faults that come one at a time.
+        if (Time(grouped, "page in a group") is { } gr) results.Add(gr);
+        return results;
+    }
+
+    private static FaultSample? Time(List<(Domain D, long Gfn)> pages, string kind)
+    {
+        if (pages.Count == 0) return null;
+        int step = Math.Max(1, pages.Count / MaxSample);
+        var buffer = new byte[PageGeometry.PageSize];
+        var micros = new List<double>();
+        for (int i = 0; i < pages.Count; i += step)
+        {
+            var (d, g) = pages[i];
+            long t0 = Stopwatch.GetTimestamp();
+            var fault = d.ReadPage(g, buffer);
+            double us = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+            if (fault == FaultKind.Decompress) micros.Add(us);
+        }
+        if (micros.Count == 0) return null;
+        micros.Sort();
+        return new FaultSample(kind, micros.Count, micros[micros.Count / 2], micros[(int)(micros.Count * 0.9)]);
+    }
+
+    /// <summary>LZ4 compress_page on up to 3000 non-zero pages of the inputs (after a warm-up): the median, in µs.</summary>
+    public static double CompressPageLz4Micros(InputImages inputs)
+    {
+        var lz4 = PageCompressors.Get(CompressionAlgorithm.LZ4);
+        var pages = new List<byte[]>();
+        foreach (var image in inputs.Images)
+        {
+            // Raw images, page after page (a snapshot of a program is raw too).
+            using var file = File.OpenHandle(image.Path);
+            var page = new byte[PageGeometry.PageSize];
+            long count = image.Pages;
+            long step = Math.Max(1, count * inputs.Images.Count / MaxSample);
+            for (long g = 0; g < count && pages.Count < MaxSample; g += step)
+            {
+                if (RandomAccess.Read(file, page, g * PageGeometry.PageSize) != page.Length) break;
+                if (page.AsSpan().IndexOfAnyExcept((byte)0) >= 0) pages.Add((byte[])page.Clone());
+            }
+        }
+        if (pages.Count == 0) return 0;
+        var dest = new byte[PageGeometry.PageSize];
+        foreach (var p in pages) lz4.TryCompress(p, dest, out _); // warm-up
+        var micros = new double[pages.Count];
+        for (int i = 0; i < pages.Count; i++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            lz4.TryCompress(pages[i], dest, out _);
+            micros[i] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+        }
+        Array.Sort(micros);
+        return micros[micros.Length / 2];
+    }
+
+    /// <summary>
+    /// patch_page in steady state on the run's pages: reads back up to 3000 patched pages (each becomes Private), then
+    /// one more pass patches them again with every table already grown; managed bytes allocated in that pass per page
+    /// patched (the whole pass: sweep, sharing lookups and patching). Null when nothing was patched again.
+    /// </summary>
+    public static (long Pages, double BytesPerPage)? SteadyPatchAllocation(DEHost host)
+    {
+        var buffer = new byte[PageGeometry.PageSize];
+        int n = 0;
+        foreach (var d in host.Domains)
+            for (long g = 0; g < d.PageCount && n < MaxSample; g++)
+                if (d.PeekState(g) == PageState.Patched)
+                {
+                    d.ReadPage(g, buffer);
+                    n++;
+                }
+        if (n == 0) return null;
+        var options = new ScanOptions { Passes = 1 };
+        // The pass after the reads finds the pages just read (C2): nothing to do. The next ages them and patches them
+        // again, with every table already grown by the run: that pass is measured.
+        host.Scan(options: options);
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var pass = host.Scan(options: options);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        long patched = pass.PagesPatched;
+        return patched == 0 ? null : (patched, (double)allocated / patched);
+    }
+}

@@ -1,0 +1,121 @@
+using System.Runtime.CompilerServices;
+using K4os.Compression.LZ4;
+using ZstdSharp;
+using ZstdSharp.Unsafe;
+
+namespace DifferenceEngine.Codecs;
+
+/// <summary>
+/// Compresses a page group's payload (its members' checksums and gfns, then their pages) as one stream, and decodes a
+/// prefix of it: a fault on one member decodes only as far as that member's page.
+/// </summary>
+/// <remarks>
+/// <para>Zstd: magic-less frames at <see cref="ZstdLevel"/>, cut into blocks of at most <see cref="ZstdBlockBytes"/>
+/// (zstd's maxBlockSize), so decoding stops within one block past the page wanted; later blocks still refer back to
+/// earlier pages, which is what makes a group smaller than its pages compressed alone. Decoding streams into the
+/// caller's buffer with a per-thread context.</para>
+/// <para>LZ4: one block (K4os) at its fastest level; a prefix is decoded with LZ4's partial decode, which stops once the
+/// output is full.</para>
+/// <para>Corrupt or truncated input throws "CodecCorrupt"; nothing is written outside the output.</para>
+/// </remarks>
+[SkipLocalsInit]
+internal static unsafe class GroupCodec
+{
+    /// <summary>Zstd level for groups (measured in docs/PERFORMANCE.md, "Page groups").</summary>
+    internal const int ZstdLevel = 3;
+
+    /// <summary>Largest zstd block in a group's stream.</summary>
+    internal const int ZstdBlockBytes = 4096;
+
+    // zstd 1.5.6's ZSTD_c_maxBlockSize.
+    private const ZSTD_cParameter MaxBlockSize = ZSTD_cParameter.ZSTD_c_experimentalParam18;
+
+    [ThreadStatic] private static Compressor? t_compressor;
+    [ThreadStatic] private static nint t_dctx;
+
+    /// <summary>Room <see cref="TryCompress"/> wants for a payload of <paramref name="length"/> bytes, whatever the codec.</summary>
+    public static int Bound(int length) => Math.Max(Compressor.GetCompressBound(length), LZ4Codec.MaximumOutputSize(length));
+
+    /// <summary>
+    /// Compresses <paramref name="payload"/> into <paramref name="destination"/>; false when the result would not fit
+    /// (a destination of <see cref="Bound"/> bytes always suffices).
+    /// </summary>
+    public static bool TryCompress(CompressionAlgorithm codec, ReadOnlySpan<byte> payload, Span<byte> destination, out int written)
+    {
+        switch (codec)
+        {
+            case CompressionAlgorithm.Zstd:
+            {
+                var compressor = t_compressor ??= CreateCompressor();
+                return compressor.TryWrap(payload, destination, out written);
+            }
+            case CompressionAlgorithm.LZ4:
+            {
+                int n = LZ4Codec.Encode(payload, destination, LZ4Level.L00_FAST);
+                written = Math.Max(n, 0);
+                return n > 0;
+            }
+            default:
+                throw new DEException("GroupCodecUnsupported", DEErrorKind.InvalidArgument,
+                    $"Page groups are compressed with Zstd or LZ4, not {codec}.", codec);
+        }
+    }
+
+    /// <summary>Decodes exactly the first <paramref name="prefix"/>.Length bytes of the payload <paramref name="stream"/> holds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DecodePrefix(CompressionAlgorithm codec, ReadOnlySpan<byte> stream, Span<byte> prefix)
+    {
+        if (stream.Overlaps(prefix)) throw new ArgumentException("The stream and the output overlap.", nameof(prefix));
+        switch (codec)
+        {
+            case CompressionAlgorithm.Zstd:
+                DecodeZstd(stream, prefix);
+                break;
+            case CompressionAlgorithm.LZ4:
+            {
+                int n = LZ4Codec.PartialDecode(stream, prefix);
+                if (n != prefix.Length)
+                    CodecErrors.ThrowCorrupt("LZ4 group", n < 0 ? "the block is malformed or truncated" : $"it decodes to {n} bytes, fewer than the {prefix.Length} wanted");
+                break;
+            }
+            default:
+                CodecErrors.ThrowCorrupt("group", $"{(byte)codec} is not a group codec");
+                break;
+        }
+    }
+
+    private static void DecodeZstd(ReadOnlySpan<byte> stream, Span<byte> prefix)
+    {
+        var dctx = (ZSTD_DCtx_s*)t_dctx;
+        if (dctx == null)
+        {
+            dctx = Methods.ZSTD_createDCtx();
+            Methods.ZSTD_DCtx_setParameter(dctx, ZSTD_dParameter.ZSTD_d_experimentalParam1, (int)ZSTD_format_e.ZSTD_f_zstd1_magicless);
+            t_dctx = (nint)dctx;
+        }
+        Methods.ZSTD_DCtx_reset(dctx, ZSTD_ResetDirective.ZSTD_reset_session_only);
+        fixed (byte* src = stream)
+        fixed (byte* dst = prefix)
+        {
+            var input = new ZSTD_inBuffer_s { src = src, size = (nuint)stream.Length, pos = 0 };
+            var output = new ZSTD_outBuffer_s { dst = dst, size = (nuint)prefix.Length, pos = 0 };
+            while (output.pos < output.size)
+            {
+                nuint inBefore = input.pos, outBefore = output.pos;
+                nuint r = Methods.ZSTD_decompressStream(dctx, &output, &input);
+                if (Methods.ZSTD_isError(r))
+                    CodecErrors.ThrowCorrupt("Zstd group", new string(Methods.ZSTD_getErrorName(r)));
+                if (output.pos < output.size && (r == 0 || (input.pos == inBefore && output.pos == outBefore)))
+                    CodecErrors.ThrowCorrupt("Zstd group", $"the stream ends after {output.pos} of the {prefix.Length} bytes wanted");
+            }
+        }
+    }
+
+    private static Compressor CreateCompressor()
+    {
+        var compressor = new Compressor(ZstdLevel);
+        compressor.SetParameter(ZSTD_cParameter.ZSTD_c_experimentalParam2, (int)ZSTD_format_e.ZSTD_f_zstd1_magicless);
+        compressor.SetParameter(MaxBlockSize, ZstdBlockBytes);
+        return compressor;
+    }
+}

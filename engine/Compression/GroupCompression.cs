@@ -1,0 +1,337 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Runtime.CompilerServices;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Patching;
+using DifferenceEngine.Sharing;
+using DifferenceEngine.Store;
+
+namespace DifferenceEngine.Compression;
+
+/// <summary>
+/// Page groups (docs/ARCHITECTURE.md, "Page groups"): a pass gathers the long-cold single compressed pages of a slice in
+/// gfn order and compresses them together with the domain's group codec; a fault on a member decodes the group as far
+/// as that page; a group that has lost enough members to hold more than its live members took alone is dissolved back
+/// into single pages, which a later pass groups again with their neighbours.
+/// </summary>
+/// <remarks>
+/// <para>The payload of a group of n pages: n checksums (xxHash3 of each page, seeded with its domain and gfn), n gfns
+/// (8 bytes each, little-endian), then the n pages in member order. The stream (the compressed payload) is cut into
+/// pieces of at most 4096 bytes in the compact store; the group's record (<see cref="PageGroupTable"/>) keeps the
+/// stream's length and an xxHash3 of it, checked before every decode, so a corrupted piece is found before its bytes
+/// are trusted, and every page decoded is checked against its own checksum.</para>
+/// <para>Forming a group never waits on a page: each member is locked in turn to decode its single blob, the group is
+/// compressed with no lock held, then every member is try-locked and must be exactly as it was; a page the guest
+/// touched meanwhile (or one that is busy) abandons the group, and its pieces are freed. Members' single blobs are
+/// freed only once the group is published.</para>
+/// </remarks>
+internal static class GroupCompression
+{
+    /// <summary>Payload bytes per member before the pages: a checksum and a gfn.</summary>
+    public const int HeaderPerMember = 16;
+
+    /// <summary>Largest payload a group has.</summary>
+    public const int MaxPayload = PageGroupTable.MaxMembers * (HeaderPerMember + PageGeometry.PageSize);
+
+    [ThreadStatic] private static byte[]? t_plain;
+    [ThreadStatic] private static byte[]? t_stream;
+
+    /// <summary>Per-thread room for a whole group's payload.</summary>
+    public static byte[] Plain => t_plain ??= new byte[MaxPayload];
+
+    /// <summary>Per-thread room for a group's stream while it is compressed or decoded.</summary>
+    public static byte[] Stream => t_stream ??= new byte[Math.Max(GroupCodec.Bound(MaxPayload), PageGroupTable.MaxStreamBytes)];
+
+    /// <summary>The checksum a member's page is stored with.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong PageChecksum(ReadOnlySpan<byte> page, int domainId, long gfn) =>
+        XxHash3.HashToUInt64(page, (long)(((ulong)domainId << 40) ^ (ulong)gfn ^ 0x67726F7570000000UL));
+
+    /// <summary>The checksum of a group's stream, bound to its domain and id.</summary>
+    public static ulong StreamChecksum(ReadOnlySpan<byte> stream, int domainId, uint id) =>
+        XxHash3.HashToUInt64(stream, (long)(((ulong)(uint)domainId << 32) | id));
+
+    /// <summary>The idle sweeps after which a compressed page of this policy may be grouped.</summary>
+    public static int GroupAfterIdle(DomainPolicy policy) => Math.Min(PageEntry.MaxIdle, policy.C4Sweeps + policy.GroupAfterSweeps);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Eligible(ulong e, int idle) =>
+        PageEntry.IsSingleCompressed(e) && (e & (PageEntry.Incompressible | PageEntry.Modified | PageEntry.Referenced)) == 0
+        && PageEntry.Category(e) == PageCategory.C4 && PageEntry.Idle(e) >= idle;
+
+    /// <summary>Groups the long-cold single compressed pages of one slice of a domain; returns pages grouped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static long GroupSlice(DEHost host, Domain domain, long start, long end, ref EncodeCounters c)
+    {
+        var policy = domain.Policy;
+        int size = policy.GroupSize;
+        if (size < 2 || !policy.CompressionEnabled) return 0;
+        int idle = GroupAfterIdle(policy);
+        var store = host.Store;
+        byte[] plain = Plain;
+        Span<long> gfns = stackalloc long[PageGroupTable.MaxMembers];
+        Span<ulong> entries = stackalloc ulong[PageGroupTable.MaxMembers];
+        int n = 0, singles = 0;
+        long grouped = 0;
+        int pagesAt = size * HeaderPerMember;
+        for (long gfn = start; gfn < end; gfn++)
+        {
+            ulong peek = domain.PeekEntry(gfn);
+            if (!Eligible(peek, idle))
+            {
+                if (Eligible(peek, 0)) c.PagesAwaitingGroup++; // cold and compressed, not idle long enough yet
+                continue;
+            }
+            ulong e = domain.Lock(gfn);
+            if (domain.IsRemoved)
+            {
+                domain.Unlock(gfn, e);
+                return grouped;
+            }
+            if (!Eligible(e, idle))
+            {
+                domain.Unlock(gfn, e);
+                continue;
+            }
+            ulong handle = PageEntry.Payload(e);
+            int length = store.LengthOf(handle);
+            if (n > 0 && singles + length > PageGroupTable.MaxStreamBytes)
+            {
+                // The group has as much as its stream can surely hold: close it and start the next with this page.
+                domain.Unlock(gfn, e);
+                grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref c);
+                n = singles = 0;
+                gfn--;
+                continue;
+            }
+            bool decoded = domain.TryDecodeSingle(gfn, store.Get(handle), plain.AsSpan(pagesAt + n * PageGeometry.PageSize, PageGeometry.PageSize));
+            domain.Unlock(gfn, e);
+            if (!decoded) continue; // a corrupt blob is left for its fault to report
+            gfns[n] = gfn;
+            entries[n] = e;
+            singles += length;
+            if (++n == size)
+            {
+                grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref c);
+                n = singles = 0;
+            }
+        }
+        if (n >= 2) grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref c);
+        return grouped;
+    }
+
+    /// <summary>
+    /// Compresses the gathered pages (at <paramref name="pagesAt"/> in <paramref name="plain"/>) as one group and, when
+    /// every member is still as gathered, makes them its members; returns pages grouped.
+    /// </summary>
+    private static long Form(DEHost host, Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries, byte[] plain,
+        int pagesAt, int singles, ref EncodeCounters c)
+    {
+        int n = gfns.Length;
+        int header = n * HeaderPerMember;
+        // The header goes right before the pages: move the pages down when the group is smaller than planned.
+        if (header != pagesAt) plain.AsSpan(pagesAt, n * PageGeometry.PageSize).CopyTo(plain.AsSpan(header));
+        for (int k = 0; k < n; k++)
+        {
+            var page = plain.AsSpan(header + k * PageGeometry.PageSize, PageGeometry.PageSize);
+            BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(k * 8), PageChecksum(page, domain.Id, gfns[k]));
+            BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(n * 8 + k * 8), (ulong)gfns[k]);
+        }
+        var payload = plain.AsSpan(0, header + n * PageGeometry.PageSize);
+        var codec = domain.Policy.GroupAlgorithm;
+        byte[] stream = Stream;
+        if (!GroupCodec.TryCompress(codec, payload, stream, out int written) || written > PageGroupTable.MaxStreamBytes || written >= singles)
+        {
+            // Not smaller than the pages alone: they stay single, and are not tried again until written.
+            MarkUngroupable(domain, gfns, entries);
+            c.GroupsRefused++;
+            return 0;
+        }
+        host.GroupFormingHook?.Invoke(domain, gfns.ToArray());
+        var table = host.Groups;
+        var store = host.Store;
+        uint id = table.Reserve();
+        ulong hash = StreamChecksum(stream.AsSpan(0, written), domain.Id, id);
+        Span<ulong> pieces = stackalloc ulong[PageGroupTable.MaxPieces];
+        int pieceCount = (written + CompactStore.MaxBlobLength - 1) / CompactStore.MaxBlobLength;
+        for (int p = 0; p < pieceCount; p++)
+        {
+            int at = p * CompactStore.MaxBlobLength;
+            var bytes = stream.AsSpan(at, Math.Min(CompactStore.MaxBlobLength, written - at));
+            if (!store.TryStore(bytes, PageGroupTable.OwnerOf(id, p), out pieces[p]))
+            {
+                for (int q = 0; q < p; q++) store.Free(pieces[q]);
+                table.Abandon(id);
+                c.StoreFull++;
+                return 0;
+            }
+        }
+        // Every member must still be exactly as gathered (a guest access or a busy page abandons the group).
+        int locked = 0;
+        for (; locked < n; locked++)
+        {
+            if (!domain.TryLock(gfns[locked], out ulong now)) break;
+            if (now != entries[locked] || domain.IsRemoved)
+            {
+                domain.Unlock(gfns[locked], now);
+                break;
+            }
+        }
+        if (locked < n)
+        {
+            for (int k = 0; k < locked; k++) domain.Unlock(gfns[k], entries[k]);
+            for (int p = 0; p < pieceCount; p++) store.Free(pieces[p]);
+            table.Abandon(id);
+            c.Contended++;
+            return 0;
+        }
+        table.Publish(id, domain.Id, codec, n, pieces[..pieceCount], written, hash, singles);
+        for (int k = 0; k < n; k++)
+        {
+            store.Free(PageEntry.Payload(entries[k]));
+            domain.Unlock(gfns[k], PageEntry.WithGroup(entries[k], id, k));
+        }
+        c.GroupsFormed++;
+        c.PagesGrouped += n;
+        c.GroupStreamBytes += written;
+        c.GroupSinglesBytes += singles;
+        return n;
+    }
+
+    private static void MarkUngroupable(Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries)
+    {
+        for (int k = 0; k < gfns.Length; k++)
+        {
+            if (!domain.TryLock(gfns[k], out ulong now)) continue;
+            domain.Unlock(gfns[k], now == entries[k] ? now | PageEntry.Incompressible : now);
+        }
+    }
+
+    /// <summary>
+    /// Copies group <paramref name="id"/>'s stream for member <paramref name="member"/> of a page whose lock the caller
+    /// holds, then decodes as far as that page, checks it, and copies it into <paramref name="page"/>. The group is not
+    /// changed (see <see cref="PageGroupTable.LeaveLocked"/>). Throws DEException describing what failed.
+    /// </summary>
+    public static void DecodeMember(DEHost host, int domainId, long gfn, uint id, int member, Span<byte> page)
+    {
+        var table = host.Groups;
+        byte[] stream = Stream;
+        GroupRecord r;
+        int length;
+        lock (table.StripeLock(id))
+        {
+            if (!table.IsMemberLocked(id, member))
+                throw new GroupDecodeException($"its page group {id} does not hold it (member {member})");
+            r = table.RecordLocked(id);
+            length = table.ReadStreamLocked(id, host.Store, stream);
+        }
+        if (r.DomainId != domainId)
+            throw new GroupDecodeException($"its page group {id} belongs to domain id {r.DomainId}");
+        if (length != r.Length || StreamChecksum(stream.AsSpan(0, length), domainId, id) != r.StreamHash)
+            throw new GroupDecodeException($"the stored bytes of its page group {id} do not match their checksum (the group is corrupt)");
+        int header = r.Count * HeaderPerMember;
+        var plain = Plain.AsSpan(0, header + (member + 1) * PageGeometry.PageSize);
+        try
+        {
+            GroupCodec.DecodePrefix(r.Codec, stream.AsSpan(0, length), plain);
+        }
+        catch (DEException ex)
+        {
+            throw new GroupDecodeException($"its page group {id} does not decode ({ex.Message})", ex);
+        }
+        if ((long)BinaryPrimitives.ReadUInt64LittleEndian(plain[(r.Count * 8 + member * 8)..]) != gfn)
+            throw new GroupDecodeException($"member {member} of its page group {id} is another page");
+        var bytes = plain.Slice(header + member * PageGeometry.PageSize, PageGeometry.PageSize);
+        if (PageChecksum(bytes, domainId, gfn) != BinaryPrimitives.ReadUInt64LittleEndian(plain[(member * 8)..]))
+            throw new GroupDecodeException($"the bytes decoded from its page group {id} do not match the stored checksum");
+        bytes.CopyTo(page);
+    }
+
+    /// <summary>
+    /// After a pass: dissolves the groups that lost members and now hold more than their live members took alone. Each
+    /// live member whose page is not busy goes back to a single blob with its domain's codec (so a later pass can group
+    /// it with other neighbours); returns pages so moved.
+    /// </summary>
+    public static long Repack(DEHost host, List<uint> scratch, ref EncodeCounters c)
+    {
+        scratch.Clear();
+        host.Groups.TakeDirty(scratch);
+        long moved = 0;
+        foreach (uint id in scratch) moved += Dissolve(host, id, ref c);
+        scratch.Clear();
+        return moved;
+    }
+
+    private static long Dissolve(DEHost host, uint id, ref EncodeCounters c)
+    {
+        var table = host.Groups;
+        byte[] stream = Stream;
+        GroupRecord r;
+        int length;
+        lock (table.StripeLock(id))
+        {
+            if (!table.IsLiveLocked(id)) return 0;
+            r = table.RecordLocked(id);
+            if (!r.PinsMemory) return 0;
+            length = table.ReadStreamLocked(id, host.Store, stream);
+        }
+        var domain = host.TryGetDomainById(r.DomainId);
+        if (domain is null || domain.IsRemoved) return 0;
+        if (length != r.Length || StreamChecksum(stream.AsSpan(0, length), r.DomainId, id) != r.StreamHash) return 0; // its faults report it
+        int header = r.Count * HeaderPerMember;
+        var plain = Plain.AsSpan(0, header + r.Count * PageGeometry.PageSize);
+        try
+        {
+            GroupCodec.DecodePrefix(r.Codec, stream.AsSpan(0, length), plain);
+        }
+        catch (DEException)
+        {
+            return 0;
+        }
+        long moved = 0;
+        var policy = domain.Policy;
+        var codec = PageCompressors.Get(policy.CompressionAlgorithm);
+        byte[] blob = Scratch.A;
+        for (int k = 0; k < r.Count; k++)
+        {
+            if ((r.Live & (1u << k)) == 0) continue;
+            long gfn = (long)BinaryPrimitives.ReadUInt64LittleEndian(plain[(r.Count * 8 + k * 8)..]);
+            if ((ulong)gfn >= (ulong)domain.PageCount || !domain.TryLock(gfn, out ulong e))
+            {
+                c.Contended++;
+                continue;
+            }
+            try
+            {
+                if (!PageEntry.IsGrouped(e) || PageEntry.GroupId(e) != id || PageEntry.GroupMember(e) != k) continue;
+                var page = plain.Slice(header + k * PageGeometry.PageSize, PageGeometry.PageSize);
+                if (PageChecksum(page, r.DomainId, gfn) != BinaryPrimitives.ReadUInt64LittleEndian(plain[(k * 8)..])) continue;
+                int limit = (int)(PageGeometry.PageSize * policy.CompressionThreshold) - EncodedPage.CompressedHeader;
+                // Stays in the group when it no longer compresses alone or the store is full: the group is judged again.
+                if (limit <= 0 || !codec.TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written)) continue;
+                EncodedPage.WriteCompressedHeader(blob, page, policy.CompressionAlgorithm);
+                if (!host.Store.TryStore(blob.AsSpan(0, EncodedPage.CompressedHeader + written), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
+                {
+                    c.StoreFull++;
+                    continue;
+                }
+                lock (table.StripeLock(id)) table.LeaveLocked(id, k, host.Store);
+                e = PageEntry.WithPayload(e, PageState.Compressed, handle);
+                moved++;
+            }
+            finally
+            {
+                domain.Unlock(gfn, e);
+            }
+        }
+        if (moved > 0) c.GroupsDissolved++;
+        c.PagesUngrouped += moved;
+        return moved;
+    }
+}
+
+/// <summary>Why a group member could not be decoded (the domain turns it into its PageIntegrityError).</summary>
+internal sealed class GroupDecodeException(string why, Exception? inner = null) : Exception(why, inner);

@@ -1,0 +1,92 @@
+namespace DifferenceEngine.Compression;
+
+/// <summary>
+/// Stable ids for records kept in chunks that never move once allocated (shared blobs, page groups): ids are reserved and
+/// recycled under a table-wide gate, a record changes only under its id's stripe lock, and readers index the chunks
+/// without the gate.
+/// </summary>
+/// <remarks>The gate is taken after a stripe lock and never before one. Id 0 is never handed out.</remarks>
+internal abstract class IdSlotTable<TChunk> where TChunk : class
+{
+    private const int StripeCount = 64;
+
+    private readonly object[] _stripes;
+    private readonly Lock _gate = new();
+    private readonly int _chunkShift;
+    private readonly uint _maxId;
+    private readonly Func<TChunk> _newChunk;
+    private TChunk?[] _chunks = new TChunk?[4];
+    private uint[] _freeIds = new uint[16];
+    private int _freeCount;
+    private uint _nextId = 1;
+
+    protected IdSlotTable(int chunkShift, uint maxId, Func<TChunk> newChunk)
+    {
+        _chunkShift = chunkShift;
+        _maxId = maxId;
+        _newChunk = newChunk;
+        _stripes = new object[StripeCount];
+        for (int i = 0; i < StripeCount; i++) _stripes[i] = new object();
+    }
+
+    /// <summary>Records per chunk.</summary>
+    protected int ChunkSize => 1 << _chunkShift;
+
+    public object StripeLock(uint id) => _stripes[id & (StripeCount - 1)];
+
+    /// <summary>A new id whose record the caller fills; given back with <see cref="Recycle"/>.</summary>
+    public uint Reserve()
+    {
+        lock (_gate)
+        {
+            uint id;
+            if (_freeCount > 0) id = _freeIds[--_freeCount];
+            else
+            {
+                if (_nextId >= _maxId) throw new InvalidOperationException($"{GetType().Name}: ids exhausted.");
+                id = _nextId++;
+            }
+            int chunk = (int)(id >> _chunkShift);
+            if (chunk >= _chunks.Length)
+            {
+                var grown = new TChunk?[Math.Max(_chunks.Length * 2, chunk + 1)];
+                Array.Copy(_chunks, grown, _chunks.Length);
+                Volatile.Write(ref _chunks, grown);
+            }
+            _chunks[chunk] ??= _newChunk();
+            return id;
+        }
+    }
+
+    /// <summary>Gives an id back for reuse.</summary>
+    protected void Recycle(uint id)
+    {
+        lock (_gate)
+        {
+            if (_freeCount == _freeIds.Length) Array.Resize(ref _freeIds, _freeIds.Length * 2);
+            _freeIds[_freeCount++] = id;
+        }
+    }
+
+    /// <summary>The chunk holding <paramref name="id"/> and its index there; null when the id was never reserved.</summary>
+    protected TChunk? TryChunk(uint id, out int index)
+    {
+        index = (int)(id & (uint)(ChunkSize - 1));
+        var chunks = Volatile.Read(ref _chunks);
+        return id != 0 && (id >> _chunkShift) < (uint)chunks.Length ? chunks[id >> _chunkShift] : null;
+    }
+
+    protected (TChunk Chunk, int Index) Slot(uint id) =>
+        (TryChunk(id, out int index) ?? throw new InvalidOperationException($"{GetType().Name}: id {id} was never reserved."), index);
+
+    /// <summary>Bytes of the id bookkeeping: the recycled ids and the chunk table, plus <paramref name="chunkBytes"/> for each chunk.</summary>
+    protected long IdMetadataBytes(long chunkBytes)
+    {
+        lock (_gate)
+        {
+            long chunks = 0;
+            foreach (var c in _chunks) if (c is not null) chunks++;
+            return chunks * chunkBytes + (long)_freeIds.Length * sizeof(uint) + (long)_chunks.Length * IntPtr.Size;
+        }
+    }
+}

@@ -1,0 +1,246 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Store;
+
+namespace DifferenceEngine.Compression;
+
+/// <summary>
+/// Page groups: long-cold compressed pages of one domain compressed together into one stream (docs/ARCHITECTURE.md,
+/// "Page groups"). Each member's entry names its group by a stable id and its member index (state Compressed, see
+/// <c>PageEntry.IsGrouped</c>); this table keeps, per id, the store handles of the stream's pieces (the stream is cut into
+/// pieces of at most 4096 bytes, the store's largest blob), the stream's length and checksum, which members still live
+/// in it, and what their single-page blobs took before they were grouped.
+/// </summary>
+/// <remarks>
+/// <para>Threading: a group's record changes, and its pieces are read or freed, only under the id's stripe lock
+/// (<see cref="IdSlotTable{TChunk}.StripeLock"/>); ids are reserved and recycled under a table-wide gate, taken after a stripe lock and never
+/// before one. A page's lock is always taken before a stripe lock, never after. Chunks of records never move once
+/// allocated, so records are indexed without the gate.</para>
+/// <para>Metadata: <see cref="RecordBytes"/> a group (the piece handles dominate) plus 4 bytes for a recycled id;
+/// groups that need re-packing wait in a list of ids.</para>
+/// </remarks>
+internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(ChunkShift, int.MaxValue, static () => new Chunk())
+{
+    /// <summary>The store owner of a group's piece: this bit, the piece index &lt;&lt; 32 and the group id.</summary>
+    public const ulong OwnerTag = 1UL << 62;
+
+    /// <summary>Most members a group holds (its live members are a 32-bit mask).</summary>
+    public const int MaxMembers = 32;
+
+    /// <summary>Most pieces a group's stream is cut into: so a stream is at most 8 x 4096 = 32 KiB.</summary>
+    public const int MaxPieces = 8;
+
+    /// <summary>Longest stream a group may have.</summary>
+    public const int MaxStreamBytes = MaxPieces * CompactStore.MaxBlobLength;
+
+    /// <summary>Managed bytes one group's record takes.</summary>
+    public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 4 * sizeof(int) + 4;
+
+    private const int ChunkShift = 10;
+    private long _live;
+    private long _members;
+    private readonly Lock _dirtyGate = new();
+    private uint[] _dirty = new uint[16];
+    private uint[] _dirtySpare = new uint[16];
+    private int _dirtyCount;
+
+    /// <summary>Groups that still hold a live member.</summary>
+    public long Count => Interlocked.Read(ref _live);
+
+    /// <summary>Pages that live in a group.</summary>
+    public long Members => Interlocked.Read(ref _members);
+
+    public long MetadataBytes
+    {
+        get
+        {
+            long bytes = IdMetadataBytes((long)ChunkSize * RecordBytes);
+            lock (_dirtyGate) bytes += (long)(_dirty.Length + _dirtySpare.Length) * sizeof(uint);
+            return bytes;
+        }
+    }
+
+    public static bool IsGroupOwner(ulong owner) => (owner & (OwnerTag | SharedBlobTable.OwnerTag)) == OwnerTag;
+
+    public static ulong OwnerOf(uint id, int piece) => OwnerTag | ((ulong)piece << 32) | id;
+
+    public static (uint Id, int Piece) SplitOwner(ulong owner) => ((uint)owner, (int)((owner >> 32) & 0xFF));
+
+    /// <summary>Gives back an id that was reserved but never published.</summary>
+    public void Abandon(uint id) => Recycle(id);
+
+    /// <summary>Makes an id reserved with <see cref="IdSlotTable{TChunk}.Reserve"/> a live group of <paramref name="members"/> pages whose stream is in <paramref name="pieces"/>.</summary>
+    public void Publish(uint id, int domainId, CompressionAlgorithm codec, int members, ReadOnlySpan<ulong> pieces,
+        int length, ulong streamHash, int singlesBytes)
+    {
+        if (members is < 1 or > MaxMembers) throw new ArgumentOutOfRangeException(nameof(members));
+        if (pieces.Length is < 1 or > MaxPieces) throw new ArgumentOutOfRangeException(nameof(pieces));
+        lock (StripeLock(id))
+        {
+            var (c, i) = Slot(id);
+            pieces.CopyTo(c.Pieces.AsSpan(i * MaxPieces, MaxPieces));
+            c.PieceCount[i] = (byte)pieces.Length;
+            c.Count[i] = (byte)members;
+            c.Codec[i] = (byte)codec;
+            c.Live[i] = members == 32 ? uint.MaxValue : (1u << members) - 1;
+            c.Length[i] = length;
+            c.Hash[i] = streamHash;
+            c.Singles[i] = singlesBytes;
+            c.Domain[i] = domainId;
+        }
+        Interlocked.Increment(ref _live);
+        Interlocked.Add(ref _members, members);
+    }
+
+    /// <summary>Whether <paramref name="id"/> names a live group; under the stripe lock.</summary>
+    public bool IsLiveLocked(uint id) => TryChunk(id, out int i) is { } c && c.Live[i] != 0;
+
+    /// <summary>Whether <paramref name="id"/> is a live group in which <paramref name="member"/> still lives; under the stripe lock.</summary>
+    public bool IsMemberLocked(uint id, int member) =>
+        TryChunk(id, out int i) is { } c && (uint)member < MaxMembers && (c.Live[i] & (1u << member)) != 0;
+
+    /// <summary>What a live group is; the caller holds the stripe lock and has checked it is live.</summary>
+    public GroupRecord RecordLocked(uint id)
+    {
+        var (c, i) = Slot(id);
+        return new GroupRecord(c.Domain[i], (CompressionAlgorithm)c.Codec[i], c.Count[i], c.Live[i], c.Length[i], c.Hash[i],
+            c.Singles[i], c.PieceCount[i]);
+    }
+
+    /// <summary>The store handle of one piece of a live group's stream; under the stripe lock.</summary>
+    public ulong PieceLocked(uint id, int piece)
+    {
+        var (c, i) = Slot(id);
+        if ((uint)piece >= c.PieceCount[i]) throw new ArgumentOutOfRangeException(nameof(piece));
+        return c.Pieces[i * MaxPieces + piece];
+    }
+
+    /// <summary>A live group's record, read under its stripe lock; null when <paramref name="id"/> names none.</summary>
+    public GroupRecord? Describe(uint id)
+    {
+        lock (StripeLock(id)) return IsLiveLocked(id) ? RecordLocked(id) : null;
+    }
+
+    /// <summary>Copies a live group's stream out of its pieces into <paramref name="destination"/>; under the stripe lock.</summary>
+    public int ReadStreamLocked(uint id, CompactStore store, Span<byte> destination)
+    {
+        var (c, i) = Slot(id);
+        int at = 0;
+        for (int p = 0; p < c.PieceCount[i]; p++)
+        {
+            var piece = store.Get(c.Pieces[i * MaxPieces + p]);
+            piece.CopyTo(destination[at..]);
+            at += piece.Length;
+        }
+        return at;
+    }
+
+    /// <summary>
+    /// Member <paramref name="member"/> leaves the group (its page got its bytes elsewhere). With the last member, the
+    /// pieces are freed and the id recycled; otherwise the group is listed for the next pass to judge whether to re-pack it.
+    /// Under the stripe lock.
+    /// </summary>
+    public void LeaveLocked(uint id, int member, CompactStore store)
+    {
+        var (c, i) = Slot(id);
+        uint bit = 1u << member;
+        if ((c.Live[i] & bit) == 0) throw new InvalidOperationException($"Member {member} of page group {id} left twice.");
+        c.Live[i] &= ~bit;
+        Interlocked.Decrement(ref _members);
+        if (c.Live[i] != 0)
+        {
+            if (c.Dirty[i] == 0)
+            {
+                c.Dirty[i] = 1;
+                lock (_dirtyGate)
+                {
+                    if (_dirtyCount == _dirty.Length) Array.Resize(ref _dirty, _dirty.Length * 2);
+                    _dirty[_dirtyCount++] = id;
+                }
+            }
+            return;
+        }
+        for (int p = 0; p < c.PieceCount[i]; p++)
+        {
+            store.Free(c.Pieces[i * MaxPieces + p]);
+            c.Pieces[i * MaxPieces + p] = 0;
+        }
+        c.PieceCount[i] = 0;
+        c.Length[i] = 0;
+        Interlocked.Decrement(ref _live);
+        if (c.Dirty[i] == 0) Recycle(id); // a listed id is recycled when the list is taken (TakeDirty)
+    }
+
+    /// <summary>
+    /// The groups that lost a member since the last call, to judge whether to re-pack them; ids of groups that died
+    /// meanwhile are recycled here and not returned. Only one caller at a time (the pass).
+    /// </summary>
+    public int TakeDirty(List<uint> into)
+    {
+        uint[] ids;
+        int n;
+        lock (_dirtyGate)
+        {
+            // Two lists in turn: steady passes allocate nothing.
+            n = _dirtyCount;
+            ids = _dirty;
+            _dirty = _dirtySpare.Length >= 16 ? _dirtySpare : new uint[16];
+            _dirtySpare = ids;
+            _dirtyCount = 0;
+        }
+        for (int k = 0; k < n; k++)
+        {
+            uint id = ids[k];
+            lock (StripeLock(id))
+            {
+                var (c, i) = Slot(id);
+                c.Dirty[i] = 0;
+                if (c.Live[i] != 0)
+                {
+                    into.Add(id);
+                    continue;
+                }
+            }
+            Recycle(id);
+        }
+        return n;
+    }
+
+    /// <summary>Store compaction moved piece <paramref name="piece"/> of group <paramref name="id"/>: true when the group named the old handle and now names the new.</summary>
+    public bool Relocate(uint id, int piece, ulong oldHandle, ulong newHandle)
+    {
+        if ((uint)piece >= MaxPieces || TryChunk(id, out int i) is not { } c) return false;
+        lock (StripeLock(id))
+        {
+            if (c.Live[i] == 0 || piece >= c.PieceCount[i] || c.Pieces[i * MaxPieces + piece] != oldHandle) return false;
+            c.Pieces[i * MaxPieces + piece] = newHandle;
+            return true;
+        }
+    }
+
+    internal sealed class Chunk
+    {
+        public readonly ulong[] Pieces = new ulong[(1 << ChunkShift) * MaxPieces];
+        public readonly ulong[] Hash = new ulong[1 << ChunkShift];
+        public readonly uint[] Live = new uint[1 << ChunkShift];
+        public readonly int[] Length = new int[1 << ChunkShift];
+        public readonly int[] Singles = new int[1 << ChunkShift];
+        public readonly int[] Domain = new int[1 << ChunkShift];
+        public readonly byte[] Count = new byte[1 << ChunkShift];
+        public readonly byte[] PieceCount = new byte[1 << ChunkShift];
+        public readonly byte[] Codec = new byte[1 << ChunkShift];
+        public readonly byte[] Dirty = new byte[1 << ChunkShift];
+    }
+}
+
+/// <summary>A live group as its record has it.</summary>
+internal readonly record struct GroupRecord(int DomainId, CompressionAlgorithm Codec, int Count, uint Live, int Length,
+    ulong StreamHash, int SinglesBytes, int Pieces)
+{
+    public int LiveCount => System.Numerics.BitOperations.PopCount(Live);
+
+    /// <summary>
+    /// Whether the group now holds more than its live members took as single pages (estimated as their share of what all
+    /// members took when grouped): then it pins memory single-page compression would have freed, and is re-packed.
+    /// </summary>
+    public bool PinsMemory => (long)Length * Count > (long)SinglesBytes * LiveCount;
+}

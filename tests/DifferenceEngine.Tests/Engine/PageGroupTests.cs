@@ -1,0 +1,223 @@
+using System.Text;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Compression;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// Page groups: long-cold compressed pages compressed together. Every member reads back, a group is smaller than its
+/// pages alone, writes while a group is being formed abandon it, a group that lost members is re-packed so it never
+/// holds more than its live pages alone, and a corrupted group is refused on decode naming the domain and page.
+/// </summary>
+public class PageGroupTests(ITestOutputHelper output)
+{
+    /// <summary>Distinct pages of text-like key=value lines: each compresses alone, and better next to its neighbours.</summary>
+    private static byte[][] TextPages(int count, int seed)
+    {
+        var rng = new Random(seed);
+        var pages = new byte[count][];
+        for (int i = 0; i < count; i++)
+        {
+            var sb = new StringBuilder();
+            while (sb.Length < 4096) sb.Append($"user{rng.Next(400)}.setting{rng.Next(40)}={rng.Next(100000)};\n");
+            pages[i] = Encoding.ASCII.GetBytes(sb.ToString(0, 4096));
+        }
+        return pages;
+    }
+
+    private static DomainOptions Options(CompressionAlgorithm group, int size = 8) => new()
+    {
+        CompressionEnabled = true,
+        CompressionAlgorithm = CompressionAlgorithm.LZ4,
+        C4Sweeps = 1,
+        GroupSize = size,
+        GroupAfterSweeps = 1,
+        GroupAlgorithm = group,
+    };
+
+    [Theory]
+    [InlineData(CompressionAlgorithm.Zstd, 8)]
+    [InlineData(CompressionAlgorithm.LZ4, 8)]
+    [InlineData(CompressionAlgorithm.Zstd, 32)]
+    [InlineData(CompressionAlgorithm.Zstd, 2)]
+    public void EveryMemberOfEveryGroupReadsBackAndGroupsAreSmallerThanTheirPagesAlone(CompressionAlgorithm codec, int size)
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(600, 1);
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, Options(codec, size));
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.True(scan.Stable);
+        long formed = scan.PassResults.Sum(p => p.GroupsFormed);
+        long streams = scan.PassResults.Sum(p => p.GroupStreamBytes), singles = scan.PassResults.Sum(p => p.GroupSinglesBytes);
+        var stats = host.GetPageStats(d);
+        output.WriteLine($"{codec} x{size}: {formed} groups of {scan.PagesGrouped} pages, streams {streams} B for singles of {singles} B; " +
+                         $"{stats.GroupedPages} grouped, store {stats.StoredBytes} B");
+        Assert.Equal(600, stats.CompressedPages);
+        // A group also closes when its pages' single blobs reach what its stream may hold (32 KiB): at most one page is
+        // left over at the end, alone.
+        Assert.True(stats.GroupedPages >= 599, $"{stats.GroupedPages} of 600 pages grouped");
+        Assert.True(formed >= 600 / size && formed <= 600 / 2, $"{formed} groups");
+        var grouped = Enumerable.Range(0, 600).Select(g => d.GetPage(g)).Where(p => p.Group is not null).ToArray();
+        Assert.All(grouped.GroupBy(p => p.Group), g => Assert.InRange(g.Count(), 2, size));
+        Assert.True(streams < singles, $"groups ({streams} B) must be smaller than the same pages alone ({singles} B)");
+        TestMemory.AssertFrameAccounting(host);
+
+        // Read back in a random order: each read decodes one member; the last member of a group frees it.
+        var order = Enumerable.Range(0, 600).OrderBy(_ => Random.Shared.Next()).ToArray();
+        var buffer = new byte[4096];
+        for (int i = 0; i < order.Length; i++)
+        {
+            Assert.Equal(FaultKind.Decompress, d.ReadPage(order[i], buffer));
+            Assert.True(pages[order[i]].AsSpan().SequenceEqual(buffer), $"page {order[i]} differs");
+            if (i % 97 == 0) TestMemory.AssertFrameAccounting(host);
+        }
+        var after = host.GetStats();
+        Assert.Equal(0, after.PageGroups);
+        Assert.Equal(0, after.StoreBlobs);
+        Assert.Equal(600, after.FramesInUse);
+    }
+
+    [Fact]
+    public void AGroupThatLostMembersIsRepackedSoItNeverHoldsMoreThanItsLivePagesAlone()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(256, 2);
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, Options(CompressionAlgorithm.Zstd, 12));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        long groupedAtFirst = host.GetPageStats(d).GroupedPages;
+        Assert.True(groupedAtFirst >= 250, $"{groupedAtFirst} grouped");
+        // Touch members of the first group until it holds more than its live members took alone.
+        var buffer = new byte[4096];
+        uint first = d.GetPage(0).Group!.Value;
+        var members = Enumerable.Range(0, 256).Where(g => d.GetPage(g).Group == first).ToArray();
+        Assert.Equal(12, members.Length);
+        int touched = 0;
+        d.ReadPage(members[touched++], buffer);
+        Assert.False(host.Groups.Describe(first)!.Value.PinsMemory, "one member gone: the group is still smaller than its 11 pages alone");
+        while (!host.Groups.Describe(first)!.Value.PinsMemory) d.ReadPage(members[touched++], buffer);
+        output.WriteLine($"the group pins memory once {touched} of its 12 members left");
+        var pass = host.Scan(options: new ScanOptions { Passes = 1 }).PassResults[0];
+        Assert.Equal(1, pass.GroupsDissolved);
+        Assert.Equal(12 - touched, pass.PagesUngrouped);
+        // No live group holds more than its live members took alone, and every page still reads back.
+        var pinned = Enumerable.Range(0, 256).Select(g => d.GetPage(g).Group).OfType<uint>().Distinct()
+            .Where(id => host.Groups.Describe(id)!.Value.PinsMemory).ToArray();
+        Assert.Empty(pinned);
+        TestMemory.AssertFrameAccounting(host);
+        // The ten moved back to single blobs are grouped again with each other once the clock allows.
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.True(host.GetPageStats(d).GroupedPages >= groupedAtFirst - 1, "the pages are grouped again");
+        for (int g = 0; g < 256; g++)
+        {
+            d.ReadPage(g, buffer);
+            Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"page {g} differs");
+        }
+    }
+
+    [Fact]
+    public void AWriteWhileAGroupIsBeingFormedAbandonsItAndNothingIsLost()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(64, 3);
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, Options(CompressionAlgorithm.Zstd, 8));
+        var written = Encoding.ASCII.GetBytes(new string('w', 4096));
+        int hooked = 0;
+        host.GroupFormingHook = (domain, gfns) =>
+        {
+            // The guest writes the third member of the first group formed, after it was gathered and compressed.
+            if (hooked++ == 0)
+            {
+                domain.WritePage(gfns[2], written);
+                pages[gfns[2]] = written;
+            }
+        };
+        var first = host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.True(hooked > 1);
+        Assert.True(first.PassResults.Sum(p => p.Contended) >= 1, "the group whose member changed was abandoned");
+        TestMemory.AssertFrameAccounting(host);
+        var buffer = new byte[4096];
+        for (int g = 0; g < 64; g++)
+        {
+            d.ReadPage(g, buffer);
+            Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"page {g} differs");
+        }
+    }
+
+    [Theory]
+    [InlineData(CompressionAlgorithm.Zstd)]
+    [InlineData(CompressionAlgorithm.LZ4)]
+    public void ACorruptedGroupIsRefusedOnDecodeNamingTheDomainAndPage(CompressionAlgorithm codec)
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(32, 4);
+        var d = TestMemory.LoadRaw(host, dir, "victim", pages, Options(codec, 8));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        var info = d.GetPage(13);
+        uint id = info.Group!.Value;
+        lock (host.Groups.StripeLock(id)) host.Store.Get(host.Groups.PieceLocked(id, 0))[7] ^= 0x20;
+
+        var ex = Assert.Throws<DEException>(() => d.ReadPage(13));
+        output.WriteLine(ex.Message);
+        Assert.Equal("PageIntegrityError", ex.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, ex.Kind);
+        Assert.Contains("Page 13 of domain 'victim'", ex.Message);
+        Assert.Contains($"page group {id}", ex.Message);
+        // The page is left as it was (still in its group), and pages of other groups read back.
+        Assert.Equal(id, d.GetPage(13).Group);
+        var buffer = new byte[4096];
+        for (int g = 0; g < 32; g++)
+        {
+            if (d.GetPage(g).Group == id) continue;
+            d.ReadPage(g, buffer);
+            Assert.True(pages[g].AsSpan().SequenceEqual(buffer));
+        }
+        // A pass does not dissolve or reuse the corrupt group's bytes.
+        host.Scan(options: new ScanOptions { Passes = 2 });
+        Assert.Throws<DEException>(() => d.ReadPage(13));
+    }
+
+    [Fact]
+    public void GroupPolicyIsCheckedAndZeroFormsNoGroups()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var d = TestMemory.LoadRaw(host, dir, "vm", TextPages(64, 5), Options(CompressionAlgorithm.Zstd, 0));
+        Assert.Equal("PolicyGroupSizeInvalid", Assert.Throws<DEException>(() => host.SetPolicy(d, groupSize: 1)).ErrorId);
+        Assert.Equal("PolicyGroupSizeInvalid", Assert.Throws<DEException>(() => host.SetPolicy(d, groupSize: 33)).ErrorId);
+        Assert.Equal("PolicyGroupAfterSweepsInvalid", Assert.Throws<DEException>(() => host.SetPolicy(d, groupAfterSweeps: 14)).ErrorId);
+        Assert.Equal("PolicyGroupAlgorithmInvalid",
+            Assert.Throws<DEException>(() => host.SetPolicy(d, groupAlgorithm: CompressionAlgorithm.WKdm)).ErrorId);
+        Assert.Equal(0, d.Policy.GroupSize); // nothing changed by the refusals
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(64, host.GetPageStats(d).CompressedPages);
+        Assert.Equal(0, host.GetPageStats(d).GroupedPages);
+        host.SetPolicy(d, groupSize: 4);
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(64, host.GetPageStats(d).GroupedPages);
+    }
+
+    [Fact]
+    public void RemovingADomainFreesItsGroups()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var d = TestMemory.LoadRaw(host, dir, "vm", TextPages(100, 6), Options(CompressionAlgorithm.Zstd, 8));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.True(host.GetStats().PageGroups > 0);
+        d.ReadPage(3);
+        host.RemoveDomain(d);
+        var stats = host.GetStats();
+        Assert.Equal(0, stats.PageGroups);
+        Assert.Equal(0, stats.StoreBlobs);
+        Assert.Equal(0, stats.StoreAllocatedBytes);
+        Assert.Equal(0, host.Groups.Members);
+    }
+}
