@@ -284,6 +284,8 @@ internal sealed class CompareReport(
                 ? $"Fault on a {kind} p50 ≤ {goal:0} µs: not measured (no such pages in the run)."
                 : $"Fault on a {kind} p50 ≤ {goal:0} µs: {f.P50Micros:0.0} µs (p90 {f.P90Micros:0.0} µs, {f.Pages} reads timed around ReadPage): **{(f.P50Micros <= goal ? "met" : "NOT met")}**";
         }
+        if (goals.FirstTouchMicros is { } touch)
+            yield return $"Of each fault above, the kernel's first touch of the new frame (released to the system after the pass) takes {touch:0.0} µs p50 on this machine.";
         if (goals.CompressPageLz4Micros is { } c)
             yield return $"compress_page (LZ4) ≤ 3 µs: median {c:0.00} µs on the inputs' non-zero pages: **{(c <= 3 ? "met" : "NOT met")}**";
         if (goals.SteadyPatch is { } p)

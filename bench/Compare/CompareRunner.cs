@@ -80,6 +80,7 @@ internal sealed class CompareRunner(CompareOptions options)
         runs.Add(Engine("all mechanisms", inputs, patching: true, DomainPolicy.DefaultAlgorithm, groupSize: DomainPolicy.DefaultGroupSize,
             afterMeasure: host => goals.Faults.AddRange(GoalSamples.Faults(host))));
         goals.CompressPageLz4Micros = GoalSamples.CompressPageLz4Micros(inputs);
+        if (OperatingSystem.IsLinux()) goals.FirstTouchMicros = GoalSamples.FirstTouchMicros();
         if (!options.Quick)
             runs.Add(Engine("all mechanisms", inputs, patching: true, CompressionAlgorithm.Zstd, groupSize: DomainPolicy.DefaultGroupSize));
 

@@ -13,6 +13,12 @@ internal sealed class GoalMeasurements
     public List<FaultSample> Faults { get; } = new();
     public double? CompressPageLz4Micros { get; set; }
     public (long Pages, double BytesPerPage)? SteadyPatch { get; set; }
+
+    /// <summary>
+    /// What the kernel takes to give a page back on its first touch after the engine released it (MADV_DONTNEED at
+    /// the end of every pass), the p50 in µs: every fault's new frame pays it once.
+    /// </summary>
+    public double? FirstTouchMicros { get; set; }
 }
 
 /// <summary>Latencies of one kind of fault, timed around Domain.ReadPage (the guest's access, lock and copy included).</summary>
@@ -67,6 +73,32 @@ internal static class GoalSamples
         if (micros.Count == 0) return null;
         micros.Sort();
         return new FaultSample(kind, micros.Count, micros[micros.Count / 2], micros[(int)(micros.Count * 0.9)]);
+    }
+
+    /// <summary>The p50 of touching 2000 pages of anonymous memory the kernel has not yet given this process, in µs.</summary>
+    public static unsafe double FirstTouchMicros()
+    {
+        const int pages = 2000;
+        nuint bytes = (nuint)pages * PageGeometry.PageSize;
+        byte* memory = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(bytes, PageGeometry.PageSize);
+        try
+        {
+            // Given back first, as the frame pool does, so every page is untouched whatever the allocator handed over.
+            DifferenceEngine.Qemu.LinuxNative.Madvise(memory, bytes, DifferenceEngine.Qemu.LinuxNative.MADV_DONTNEED);
+            var micros = new double[pages];
+            for (int i = 0; i < pages; i++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                memory[(nint)i * PageGeometry.PageSize + 100] = 1;
+                micros[i] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+            }
+            Array.Sort(micros);
+            return micros[pages / 2];
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(memory);
+        }
     }
 
     /// <summary>LZ4 compress_page on up to 3000 non-zero pages of the inputs (after a warm-up): the median, in µs.</summary>

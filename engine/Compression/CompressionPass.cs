@@ -21,17 +21,12 @@ internal static class CompressionPass
         var frames = host.Frames;
         uint frame = PageEntry.Frame(e);
         var page = frames.Span(frame);
-        int limit = (int)(PageGeometry.PageSize * policy.CompressionThreshold) - EncodedPage.CompressedHeader;
-        if (limit <= 0) return e;
         byte[] blob = Scratch.A;
-        var compressor = PageCompressors.Get(policy.CompressionAlgorithm);
-        if (!compressor.TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written))
+        if (!TryEncode(policy, page, blob, out int length))
         {
             c.Incompressible++;
             return e | PageEntry.Incompressible; // not tried again until written or the policy changes
         }
-        int length = EncodedPage.CompressedHeader + written;
-        EncodedPage.WriteCompressedHeader(blob, page, policy.CompressionAlgorithm);
         if (!host.Store.TryStore(blob.AsSpan(0, length), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
         {
             c.StoreFull++;
@@ -41,6 +36,33 @@ internal static class CompressionPass
         c.PagesCompressed++;
         c.CompressedBytes += length;
         return PageEntry.WithPayload(e, PageState.Compressed, handle);
+    }
+
+    /// <summary>
+    /// Encodes a page as a single compressed blob (header included) into <paramref name="blob"/> under the policy's
+    /// threshold: with the domain's codec, or, with page groups on, the groups' codec (Zstd by default) when the first
+    /// does not shrink the page enough (it would be grouped with that codec anyway once long cold). False: neither did.
+    /// </summary>
+    public static bool TryEncode(DomainPolicy policy, ReadOnlySpan<byte> page, byte[] blob, out int length) =>
+        TryEncode(policy, policy.CompressionThreshold, page, blob, out length);
+
+    /// <summary>As above, under <paramref name="threshold"/> (a shared frame takes the strictest of its pages' domains).</summary>
+    public static bool TryEncode(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, byte[] blob, out int length)
+    {
+        length = 0;
+        int limit = (int)(PageGeometry.PageSize * threshold) - EncodedPage.CompressedHeader;
+        if (limit <= 0) return false;
+        var algorithm = policy.CompressionAlgorithm;
+        if (!PageCompressors.Get(algorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written))
+        {
+            if (policy.GroupSize < 2 || policy.GroupAlgorithm == algorithm
+                || !PageCompressors.Get(policy.GroupAlgorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out written))
+                return false;
+            algorithm = policy.GroupAlgorithm;
+        }
+        length = EncodedPage.CompressedHeader + written;
+        EncodedPage.WriteCompressedHeader(blob, page, algorithm);
+        return true;
     }
 
     /// <summary>Zero and one-word pages need no frame and no blob: their content fits in the entry.</summary>

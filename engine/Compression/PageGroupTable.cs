@@ -26,14 +26,14 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// <summary>Most members a group holds (its live members are a 32-bit mask).</summary>
     public const int MaxMembers = 32;
 
-    /// <summary>Most pieces a group's stream is cut into: so a stream is at most 8 x 4096 = 32 KiB.</summary>
-    public const int MaxPieces = 8;
+    /// <summary>Most pieces a group's stream is cut into: so a stream is at most 4 x 4096 = 16 KiB.</summary>
+    public const int MaxPieces = 4;
 
     /// <summary>Longest stream a group may have.</summary>
     public const int MaxStreamBytes = MaxPieces * CompactStore.MaxBlobLength;
 
     /// <summary>Managed bytes one group's record takes.</summary>
-    public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 4 * sizeof(int) + 4;
+    public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 2 * sizeof(int) + 2 * sizeof(ushort) + 4;
 
     private const int ChunkShift = 10;
     private long _live;
@@ -82,9 +82,9 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             c.Count[i] = (byte)members;
             c.Codec[i] = (byte)codec;
             c.Live[i] = members == 32 ? uint.MaxValue : (1u << members) - 1;
-            c.Length[i] = length;
+            c.Length[i] = (ushort)length;
             c.Hash[i] = streamHash;
-            c.Singles[i] = singlesBytes;
+            c.Singles[i] = (ushort)Math.Min(singlesBytes, ushort.MaxValue);
             c.Domain[i] = domainId;
         }
         Interlocked.Increment(ref _live);
@@ -222,8 +222,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         public readonly ulong[] Pieces = new ulong[(1 << ChunkShift) * MaxPieces];
         public readonly ulong[] Hash = new ulong[1 << ChunkShift];
         public readonly uint[] Live = new uint[1 << ChunkShift];
-        public readonly int[] Length = new int[1 << ChunkShift];
-        public readonly int[] Singles = new int[1 << ChunkShift];
+        public readonly ushort[] Length = new ushort[1 << ChunkShift];
+        public readonly ushort[] Singles = new ushort[1 << ChunkShift];
         public readonly int[] Domain = new int[1 << ChunkShift];
         public readonly byte[] Count = new byte[1 << ChunkShift];
         public readonly byte[] PieceCount = new byte[1 << ChunkShift];

@@ -67,7 +67,7 @@ internal sealed class SharedCandidates
 /// for the next pass) and checked again, and the frame's reference count is compared with the group's size under the
 /// sharing index's stripe lock, the only place it changes: equal means no page or patch outside the group holds the
 /// frame, and none can take it while the locks are held.</para>
-/// <para>The codec is that of the group's first domain (lowest id) and the threshold the strictest of the group's
+/// <para>The codec is that of the group's first domain (lowest id; with its page groups' codec as the fallback, like single pages) and the threshold the strictest of the group's
 /// domains. A page that names the blob gets a frame of its own again on its next access (a Decompress fault).</para>
 /// <para>Allocates nothing per page: the candidates live in a buffer the host keeps, and groups are found in place.</para>
 /// </remarks>
@@ -158,23 +158,19 @@ internal static class SharedCompression
             var frames = host.Frames;
             var index = host.SharingIndexFor(first.Policy.TrustGroup);
             ulong hash = frames.Hash(frame);
-            int limit = (int)(PageGeometry.PageSize * threshold) - EncodedPage.CompressedHeader;
-            if (limit <= 0) return;
-            var algorithm = first.Policy.CompressionAlgorithm;
             lock (index.Stable.StripeLock(hash))
             {
                 if (frames.RefCount(frame) != count) return;
                 var page = frames.Span(frame);
                 byte[] blob = Scratch.A;
-                if (!PageCompressors.Get(algorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written))
+                // The first domain's codecs (its own, then its groups' as a fallback), under the strictest threshold.
+                if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length))
                 {
                     // Not tried again until one of the pages is written or a domain's compression policy changes.
                     for (int i = 0; i < count; i++) entries[i] |= PageEntry.Incompressible;
                     c.Incompressible += count;
                     return;
                 }
-                int length = EncodedPage.CompressedHeader + written;
-                EncodedPage.WriteCompressedHeader(blob, page, algorithm);
                 var table = host.SharedBlobs;
                 uint id = table.Reserve();
                 if (!host.Store.TryStore(blob.AsSpan(0, length), SharedBlobTable.OwnerTag | id, out ulong handle))

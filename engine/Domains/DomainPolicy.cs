@@ -18,7 +18,7 @@ public sealed class DomainPolicy
     public const Codecs.CompressionAlgorithm DefaultAlgorithm = Codecs.CompressionAlgorithm.LZ4;
 
     /// <summary>Pages a page group holds at most by default (docs/PERFORMANCE.md, "Page groups").</summary>
-    public const int DefaultGroupSize = 8;
+    public const int DefaultGroupSize = 4;
 
     /// <summary>Sweeps past C4 a compressed page stays untouched before it is grouped, by default.</summary>
     public const int DefaultGroupAfterSweeps = 2;

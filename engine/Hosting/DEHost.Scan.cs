@@ -329,10 +329,15 @@ public sealed partial class DEHost
         return d is not null && !d.IsRemoved && gfn < d.PageCount && PageEntry.State(d.PeekEntry(gfn)) is PageState.Private or PageState.Shared;
     }
 
-    /// <summary>Compacts the store when its fragmentation passes the host policy's threshold.</summary>
+    /// <summary>
+    /// Compacts the store when its fragmentation passes the host policy's threshold, or when whole slabs' worth of free
+    /// slots reach 1/32 of it (at least 4 slabs): forming page groups frees single blobs all over the store, which the
+    /// fragmentation threshold alone would leave held.
+    /// </summary>
     private Store.CompactionResult CompactStoreIfNeeded()
     {
-        if (!Store.NeedsCompaction(Policy.CompactionThreshold)) return default;
+        if (!Store.NeedsCompaction(Policy.CompactionThreshold)
+            && Store.ReclaimableBytes < Math.Max(4L * DifferenceEngine.Store.CompactStore.SlabSize, Store.AllocatedBytes / 32)) return default;
         return Store.Compact(RelocateBlob);
     }
 

@@ -6,7 +6,7 @@ namespace DifferenceEngine.Hosting;
 
 /// <summary>
 /// Brings the engine's page-sized hot code to the JIT's optimized tier early, once per process, on a low-priority
-/// background thread: the content hash and checksum (xxHash3), the three codecs and the delta codec.
+/// background thread: the content hash and checksum (xxHash3), the three codecs, the page groups' codecs and the delta codec.
 /// </summary>
 /// <remarks>
 /// <para>Why: the codecs and the hash come from libraries (K4os LZ4, ZstdSharp, System.IO.Hashing) whose methods
@@ -59,6 +59,9 @@ internal static class JitWarmup
             var lz4 = PageCompressors.Get(CompressionAlgorithm.LZ4);
             lz4.TryCompress(text, blob, out int lz4Length);
             byte[] lz4Blob = blob.AsSpan(0, lz4Length).ToArray();
+            // A page group's payload of four pages, and room for its stream and a decoded prefix.
+            byte[] groupPayload = [.. text, .. words, .. near, .. text];
+            byte[] groupStream = new byte[GroupCodec.Bound(groupPayload.Length)], groupBack = new byte[groupPayload.Length];
             var clock = Stopwatch.StartNew();
             // Bursts with pauses until the hash and the LZ4 decoder run at their optimized speed (a tenth and a third of
             // their time in the first burst, or 0.3 and 2 µs): every 20 ms for ten seconds, then every quarter of a
@@ -79,6 +82,10 @@ internal static class JitWarmup
                         }
                     }
                     if (DeltaCodec.TryEncode(text, near, blob, out int patch)) DeltaCodec.Decode(text, blob.AsSpan(0, patch), back);
+                    if (round % 8 == 0)
+                        foreach (var algorithm in (ReadOnlySpan<CompressionAlgorithm>)[CompressionAlgorithm.Zstd, CompressionAlgorithm.LZ4])
+                            if (GroupCodec.TryCompress(algorithm, groupPayload, groupStream, out int n))
+                                GroupCodec.DecodePrefix(algorithm, groupStream.AsSpan(0, n), groupBack.AsSpan(0, 3 * 4096));
                 }
                 double hash = Time(() => PageHasher.Hash(noise));
                 double decode = Time(() => lz4.Decompress(lz4Blob, back));
