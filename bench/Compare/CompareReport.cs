@@ -279,7 +279,8 @@ internal sealed class CompareReport(
 
         foreach (var (kind, goal) in new[] { ("page compressed alone (LZ4)", 2.0), ("page compressed alone (Zstd)", 4.0), ("page in a group", 15.0) })
         {
-            var f = goals.Faults.FirstOrDefault(s => s.Kind == kind);
+            // The run with most such pages (a page kind can occur in the Zstd run and the default one).
+            var f = goals.Faults.Where(s => s.Kind == kind).MaxBy(s => s.Pages);
             yield return f is null
                 ? $"Fault on a {kind} p50 ≤ {goal:0} µs: not measured (no such pages in the run)."
                 : $"Fault on a {kind} p50 ≤ {goal:0} µs: {f.P50Micros:0.0} µs (p90 {f.P90Micros:0.0} µs, {f.Pages} reads timed around ReadPage): **{(f.P50Micros <= goal ? "met" : "NOT met")}**";

@@ -39,18 +39,20 @@ internal static class GoalSamples
     /// </summary>
     public static IReadOnlyList<FaultSample> Faults(DEHost host)
     {
-        var single = new List<(Domain D, long Gfn)>();
+        // Single pages by the codec their blob names (with page groups on, a page LZ4 cannot shrink has Zstd's).
+        var single = new Dictionary<string, List<(Domain D, long Gfn)>>();
         var grouped = new List<(Domain D, long Gfn)>();
         foreach (var d in host.Domains)
             for (long g = 0; g < d.PageCount; g++)
             {
                 ulong e = d.PeekEntry(g);
                 if (PageEntry.IsGrouped(e)) grouped.Add((d, g));
-                else if (PageEntry.IsSingleCompressed(e)) single.Add((d, g));
+                else if (PageEntry.IsSingleCompressed(e) && d.GetPage(g).Codec is { } codec)
+                    (single.TryGetValue(codec, out var list) ? list : single[codec] = new()).Add((d, g));
             }
         var results = new List<FaultSample>();
-        string codec = host.Domains.FirstOrDefault()?.Policy.CompressionAlgorithm.ToString() ?? "?";
-        if (Time(single, $"page compressed alone ({codec})") is { } s) results.Add(s);
+        foreach (var (codec, pages) in single.OrderBy(p => p.Key, StringComparer.Ordinal))
+            if (Time(pages, $"page compressed alone ({codec})") is { } s) results.Add(s);
         // Groups first lose members to this sample in a spread order, like faults that come one at a time.
         if (Time(grouped, "page in a group") is { } gr) results.Add(gr);
         return results;

@@ -46,16 +46,22 @@ internal static class CompressionPass
     public static bool TryEncode(DomainPolicy policy, ReadOnlySpan<byte> page, byte[] blob, out int length) =>
         TryEncode(policy, policy.CompressionThreshold, page, blob, out length);
 
-    /// <summary>As above, under <paramref name="threshold"/> (a shared frame takes the strictest of its pages' domains).</summary>
-    public static bool TryEncode(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, byte[] blob, out int length)
+    /// <summary>
+    /// As above, under <paramref name="threshold"/> (a shared frame takes the strictest of its pages' domains). With
+    /// <paramref name="groupCodecFirst"/> and page groups on, the groups' codec is the one used (a compressed shared frame
+    /// is never grouped, so it gets the groups' codec at once).
+    /// </summary>
+    public static bool TryEncode(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, byte[] blob, out int length,
+        bool groupCodecFirst = false)
     {
         length = 0;
         int limit = (int)(PageGeometry.PageSize * threshold) - EncodedPage.CompressedHeader;
         if (limit <= 0) return false;
-        var algorithm = policy.CompressionAlgorithm;
+        bool groups = policy.GroupSize >= 2;
+        var algorithm = groups && groupCodecFirst ? policy.GroupAlgorithm : policy.CompressionAlgorithm;
         if (!PageCompressors.Get(algorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written))
         {
-            if (policy.GroupSize < 2 || policy.GroupAlgorithm == algorithm
+            if (!groups || policy.GroupAlgorithm == algorithm
                 || !PageCompressors.Get(policy.GroupAlgorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out written))
                 return false;
             algorithm = policy.GroupAlgorithm;

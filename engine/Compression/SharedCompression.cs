@@ -67,7 +67,7 @@ internal sealed class SharedCandidates
 /// for the next pass) and checked again, and the frame's reference count is compared with the group's size under the
 /// sharing index's stripe lock, the only place it changes: equal means no page or patch outside the group holds the
 /// frame, and none can take it while the locks are held.</para>
-/// <para>The codec is that of the group's first domain (lowest id; with its page groups' codec as the fallback, like single pages) and the threshold the strictest of the group's
+/// <para>The codec is that of the group's first domain (lowest id; with page groups on, the groups' codec, Zstd by default: a shared blob is never grouped) and the threshold the strictest of the group's
 /// domains. A page that names the blob gets a frame of its own again on its next access (a Decompress fault).</para>
 /// <para>Allocates nothing per page: the candidates live in a buffer the host keeps, and groups are found in place.</para>
 /// </remarks>
@@ -163,8 +163,9 @@ internal static class SharedCompression
                 if (frames.RefCount(frame) != count) return;
                 var page = frames.Span(frame);
                 byte[] blob = Scratch.A;
-                // The first domain's codecs (its own, then its groups' as a fallback), under the strictest threshold.
-                if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length))
+                // The first domain's codecs (with page groups on, the groups': a shared blob is never grouped; else its own),
+                // under the strictest threshold.
+                if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length, groupCodecFirst: true))
                 {
                     // Not tried again until one of the pages is written or a domain's compression policy changes.
                     for (int i = 0; i < count; i++) entries[i] |= PageEntry.Incompressible;

@@ -12,10 +12,30 @@ namespace DifferenceEngine.Tests.Engine;
 /// </summary>
 public class SharedCompressionTests(ITestOutputHelper output)
 {
-    private static DomainOptions Cold(CompressionAlgorithm algorithm = CompressionAlgorithm.LZ4, string group = "default") => new()
+    /// <summary>Sharing and compression with <paramref name="algorithm"/> alone: no page groups, whose codec shared frames would take.</summary>
+    private static DomainOptions Cold(CompressionAlgorithm algorithm = CompressionAlgorithm.LZ4, string group = "default", int groupSize = 0) => new()
     {
         SharingEnabled = true, CompressionEnabled = true, CompressionAlgorithm = algorithm, C4Sweeps = 1, TrustGroup = group,
+        GroupSize = groupSize,
     };
+
+    [Fact]
+    public void WithPageGroupsOnASharedFrameTakesTheGroupsCodec()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        byte[][] pages = Enumerable.Range(0, 8).Select(Compressible).ToArray();
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, Cold(CompressionAlgorithm.LZ4, groupSize: 4));
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), Cold(CompressionAlgorithm.LZ4, groupSize: 4));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(8, host.GetStats().SharedCompressedFrames);
+        for (long g = 0; g < 8; g++)
+        {
+            // A shared blob is never grouped: it is compressed with the groups' codec (Zstd) at once, not the domain's LZ4.
+            Assert.Equal("Zstd", a.GetPage(g).Codec);
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+    }
 
     /// <summary>A page every codec compresses well (heap-like words), different for each seed.</summary>
     internal static byte[] Compressible(int seed)

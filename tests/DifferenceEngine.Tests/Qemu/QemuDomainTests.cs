@@ -229,7 +229,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         // The guests work on (a round verifies every page and rewrites some) for at least a minute of engine passes;
         // after each round, how much of what they had touched the engine holds.
         var started = System.Diagnostics.Stopwatch.StartNew();
-        long mostOut = 0;
+        long mostOut = 0, mostGrouped = 0;
         int rounds = 0;
         while (started.Elapsed < TimeSpan.FromMinutes(1) || rounds < 4)
         {
@@ -238,15 +238,17 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
             var snapshot = host.TakeSnapshot();
             long held = snapshot.Domains.Sum(d => d.ZeroPages + d.UniformPages + d.SharedPages + d.PatchedPages + d.CompressedPages + d.SwappedPages);
             mostOut = Math.Max(mostOut, held);
+            mostGrouped = Math.Max(mostGrouped, snapshot.Domains.Sum(d => d.GroupedPages));
         }
         var engine = host.StopEngine()!;
         var stats = host.GetStats();
         string Count(FaultKind kind) => $"{kind} {stats.Faults.Single(f => f.Kind == kind).Count}";
         output.WriteLine($"{rounds} rounds each in {started.Elapsed.TotalSeconds:0} s, {engine.PassesRun} background passes; " +
-                         $"touched {touched} pages, at most {mostOut} held by the engine at once; faults: " +
+                         $"touched {touched} pages, at most {mostOut} held by the engine at once ({mostGrouped} in page groups); faults: " +
                          string.Join(", ", FaultCounters.Kinds.Select(Count)));
         Assert.True(engine.PassesRun >= 10, $"the background engine ran: {engine.PassesRun} passes");
         Assert.True(mostOut * 100 >= touched * 30, $"at least 30% of the {touched} touched pages were out at once: {mostOut}");
+        Assert.True(mostGrouped > 0, "long-cold pages of the guests were kept in page groups (the default policy)");
         foreach (var kind in new[] { FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.Decompress, FaultKind.SwapIn })
             Assert.True(stats.Faults.Single(f => f.Kind == kind).Count > 0, $"pages came back on demand: {kind}");
         Assert.All(vms, vm => Assert.Null(vm.Qemu!.FaultFailure));
