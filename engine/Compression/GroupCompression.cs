@@ -5,6 +5,7 @@ using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Memory;
+using DifferenceEngine.Paging;
 using DifferenceEngine.Patching;
 using DifferenceEngine.Sharing;
 using DifferenceEngine.Store;
@@ -37,6 +38,17 @@ internal static class GroupCompression
     public const int MaxPayload = PageGroupTable.MaxMembers * (HeaderPerMember + PageGeometry.PageSize);
 
     [ThreadStatic] private static byte[]? t_plain;
+    [ThreadStatic] private static nint t_bounce;
+
+    /// <summary>A page-aligned page of native memory per thread, for the swap file's direct I/O (never freed; wiped after use).</summary>
+    private static unsafe Span<byte> Bounce
+    {
+        get
+        {
+            if (t_bounce == 0) t_bounce = (nint)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(PageGeometry.PageSize, PageGeometry.PageSize);
+            return new Span<byte>((void*)t_bounce, PageGeometry.PageSize);
+        }
+    }
     [ThreadStatic] private static byte[]? t_stream;
 
     /// <summary>Per-thread room for a whole group's payload.</summary>
@@ -226,7 +238,14 @@ internal static class GroupCompression
             if (!table.IsMemberLocked(id, member))
                 throw new GroupDecodeException($"its page group {id} does not hold it (member {member})");
             r = table.RecordLocked(id);
-            length = table.ReadStreamLocked(id, host.Store, stream);
+            try
+            {
+                length = table.ReadStreamLocked(id, host.Store, host.Reclaimer?.Swap, stream, Bounce);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidDataException)
+            {
+                throw new GroupDecodeException($"its page group {id} cannot be read back from the swap file: {ex.Message}", ex);
+            }
         }
         if (r.DomainId != domainId)
             throw new GroupDecodeException($"its page group {id} belongs to domain id {r.DomainId}");
@@ -283,8 +302,8 @@ internal static class GroupCompression
         {
             if (!table.IsLiveLocked(id)) return 0;
             r = table.RecordLocked(id);
-            if (!r.PinsMemory) return 0;
-            length = table.ReadStreamLocked(id, host.Store, stream);
+            if (!r.PinsMemory) return 0; // (a group in the swap file holds no memory)
+            length = table.ReadStreamLocked(id, host.Store, null, stream, Bounce);
         }
         var domain = host.TryGetDomainById(r.DomainId);
         if (domain is null || domain.IsRemoved) return 0;
@@ -323,7 +342,7 @@ internal static class GroupCompression
                     c.StoreFull++;
                     continue;
                 }
-                lock (table.StripeLock(id)) table.LeaveLocked(id, k, host.Store);
+                lock (table.StripeLock(id)) table.LeaveLocked(id, k, host.Store, null);
                 e = PageEntry.WithPayload(e, PageState.Compressed, handle);
                 moved++;
             }
@@ -334,6 +353,82 @@ internal static class GroupCompression
         }
         if (moved > 0) c.GroupsDissolved++;
         c.PagesUngrouped += moved;
+        return moved;
+    }
+
+    /// <summary>
+    /// Pages groups out to the swap file, coldest first in the sense that every group is long cold (its pages stayed
+    /// untouched past C4 before they were grouped, and a touched member leaves): from <paramref name="hand"/> round the
+    /// ids, each group whose stream is in the store has its pieces written to one slot each (zero-padded), flushed, and
+    /// only then, if the group still has exactly those pieces, the pieces are freed and the group names the slots.
+    /// Stops when <paramref name="wantedBytes"/> of streams have moved, the swap file is full or a write fails (the
+    /// group stays in the store). Returns the stream bytes moved; the store gives back the slabs so emptied once it
+    /// is compacted. Never takes a page lock.
+    /// </summary>
+    public static long PageOut(DEHost host, SwapSpace swap, long wantedBytes, ref uint hand, Action<IOException> failed)
+    {
+        var table = host.Groups;
+        var store = host.Store;
+        uint highest = table.HighestId;
+        Span<ulong> handles = stackalloc ulong[PageGroupTable.MaxPieces];
+        Span<uint> slots = stackalloc uint[PageGroupTable.MaxPieces];
+        var bounce = Bounce;
+        long moved = 0;
+        for (uint looked = 0; looked < highest && moved < wantedBytes; looked++)
+        {
+            uint id = hand = hand >= highest ? 1 : hand + 1;
+            int pieces, length;
+            lock (table.StripeLock(id))
+            {
+                if (!table.IsLiveLocked(id)) continue;
+                pieces = table.PiecesInStoreLocked(id, handles);
+                if (pieces == 0) continue;
+                length = table.RecordLocked(id).Length;
+            }
+            int reserved = 0;
+            while (reserved < pieces && swap.TryReserve(out slots[reserved])) reserved++;
+            if (reserved < pieces)
+            {
+                for (int p = 0; p < reserved; p++) swap.Release(slots[p]);
+                break; // the swap file is full
+            }
+            bool written = false;
+            try
+            {
+                // The pieces are read under the stripe lock (compaction may move them otherwise) and written outside it.
+                for (int p = 0; p < pieces; p++)
+                {
+                    lock (table.StripeLock(id))
+                    {
+                        // Moved or freed meanwhile: the group is tried again on the hand's next round (the commit below
+                        // checks the handles once more).
+                        if (!table.IsLiveLocked(id) || !store.IsLive(handles[p])) break;
+                        var piece = store.Get(handles[p]);
+                        bounce.Clear();
+                        piece.CopyTo(bounce);
+                    }
+                    swap.Write(slots[p], bounce);
+                    if (p == pieces - 1) written = true;
+                }
+                bounce.Clear();
+                if (written) swap.Flush();
+            }
+            catch (IOException ex)
+            {
+                written = false;
+                failed(ex);
+            }
+            bool kept = false;
+            if (written)
+                lock (table.StripeLock(id)) kept = table.MoveToSwapLocked(id, handles[..pieces], slots[..pieces], store);
+            if (!kept)
+            {
+                for (int p = 0; p < pieces; p++) swap.Release(slots[p]);
+                if (!written) break;
+                continue;
+            }
+            moved += length;
+        }
         return moved;
     }
 }

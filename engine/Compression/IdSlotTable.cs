@@ -29,6 +29,15 @@ internal abstract class IdSlotTable<TChunk> where TChunk : class
         for (int i = 0; i < StripeCount; i++) _stripes[i] = new object();
     }
 
+    /// <summary>The highest id reserved so far (0 before the first).</summary>
+    protected uint HighestReserved
+    {
+        get
+        {
+            lock (_gate) return _nextId - 1;
+        }
+    }
+
     /// <summary>Records per chunk.</summary>
     protected int ChunkSize => 1 << _chunkShift;
 

@@ -1,4 +1,6 @@
 using DifferenceEngine.Codecs;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Paging;
 using DifferenceEngine.Store;
 
 namespace DifferenceEngine.Compression;
@@ -33,7 +35,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public const int MaxStreamBytes = MaxPieces * CompactStore.MaxBlobLength;
 
     /// <summary>Managed bytes one group's record takes.</summary>
-    public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 2 * sizeof(int) + 2 * sizeof(ushort) + 4;
+    public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 2 * sizeof(int) + 2 * sizeof(ushort) + 5;
 
     private const int ChunkShift = 10;
     private long _live;
@@ -48,6 +50,14 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
 
     /// <summary>Pages that live in a group.</summary>
     public long Members => Interlocked.Read(ref _members);
+
+    /// <summary>Live groups whose stream is in the swap file, not the store.</summary>
+    public long InSwap => Interlocked.Read(ref _inSwap);
+
+    private long _inSwap;
+
+    /// <summary>The highest id handed out so far (ids run from 1): the range a hand over the groups goes round.</summary>
+    public uint HighestId => HighestReserved;
 
     public long MetadataBytes
     {
@@ -103,7 +113,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     {
         var (c, i) = Slot(id);
         return new GroupRecord(c.Domain[i], (CompressionAlgorithm)c.Codec[i], c.Count[i], c.Live[i], c.Length[i], c.Hash[i],
-            c.Singles[i], c.PieceCount[i]);
+            c.Singles[i], c.PieceCount[i], c.Swapped[i] != 0);
     }
 
     /// <summary>The store handle of one piece of a live group's stream; under the stripe lock.</summary>
@@ -120,18 +130,63 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         lock (StripeLock(id)) return IsLiveLocked(id) ? RecordLocked(id) : null;
     }
 
-    /// <summary>Copies a live group's stream out of its pieces into <paramref name="destination"/>; under the stripe lock.</summary>
-    public int ReadStreamLocked(uint id, CompactStore store, Span<byte> destination)
+    /// <summary>
+    /// Copies a live group's stream out of its pieces (in the store, or in the swap file: one slot a piece, read into
+    /// <paramref name="bounce"/>, a page-aligned page) into <paramref name="destination"/>; under the stripe lock.
+    /// A slot that does not match the checksum it was written with throws InvalidDataException; a failed read IOException.
+    /// </summary>
+    public int ReadStreamLocked(uint id, CompactStore store, SwapSpace? swap, Span<byte> destination, Span<byte> bounce)
     {
         var (c, i) = Slot(id);
         int at = 0;
         for (int p = 0; p < c.PieceCount[i]; p++)
         {
-            var piece = store.Get(c.Pieces[i * MaxPieces + p]);
-            piece.CopyTo(destination[at..]);
-            at += piece.Length;
+            if (c.Swapped[i] == 0)
+            {
+                var piece = store.Get(c.Pieces[i * MaxPieces + p]);
+                piece.CopyTo(destination[at..]);
+                at += piece.Length;
+                continue;
+            }
+            uint slot = (uint)c.Pieces[i * MaxPieces + p];
+            if (swap is null || !swap.TryRead(slot, bounce))
+                throw new InvalidDataException($"swap slot {slot} (piece {p} of page group {id}) does not match its checksum");
+            int n = Math.Min(CompactStore.MaxBlobLength, c.Length[i] - at);
+            bounce[..n].CopyTo(destination[at..]);
+            at += n;
         }
+        bounce.Clear();
         return at;
+    }
+
+    /// <summary>The store handles of a live group's pieces, if its stream is in the store; under the stripe lock.</summary>
+    public int PiecesInStoreLocked(uint id, Span<ulong> handles)
+    {
+        var (c, i) = Slot(id);
+        if (c.Live[i] == 0 || c.Swapped[i] != 0) return 0;
+        for (int p = 0; p < c.PieceCount[i]; p++) handles[p] = c.Pieces[i * MaxPieces + p];
+        return c.PieceCount[i];
+    }
+
+    /// <summary>
+    /// After the pieces were written to <paramref name="slots"/> and flushed: when the group still has exactly the pieces
+    /// <paramref name="handles"/> in the store, frees them and keeps the slots instead (true); otherwise changes nothing
+    /// (false: the caller releases the slots). Under the stripe lock.
+    /// </summary>
+    public bool MoveToSwapLocked(uint id, ReadOnlySpan<ulong> handles, ReadOnlySpan<uint> slots, CompactStore store)
+    {
+        var (c, i) = Slot(id);
+        if (c.Live[i] == 0 || c.Swapped[i] != 0 || c.PieceCount[i] != handles.Length) return false;
+        for (int p = 0; p < handles.Length; p++)
+            if (c.Pieces[i * MaxPieces + p] != handles[p]) return false;
+        for (int p = 0; p < handles.Length; p++)
+        {
+            store.Free(handles[p]);
+            c.Pieces[i * MaxPieces + p] = slots[p];
+        }
+        c.Swapped[i] = 1;
+        Interlocked.Increment(ref _inSwap);
+        return true;
     }
 
     /// <summary>
@@ -139,7 +194,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// pieces are freed and the id recycled; otherwise the group is listed for the next pass to judge whether to re-pack it.
     /// Under the stripe lock.
     /// </summary>
-    public void LeaveLocked(uint id, int member, CompactStore store)
+    public void LeaveLocked(uint id, int member, CompactStore store, SwapSpace? swap)
     {
         var (c, i) = Slot(id);
         uint bit = 1u << member;
@@ -161,9 +216,12 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         }
         for (int p = 0; p < c.PieceCount[i]; p++)
         {
-            store.Free(c.Pieces[i * MaxPieces + p]);
+            if (c.Swapped[i] == 0) store.Free(c.Pieces[i * MaxPieces + p]);
+            else swap?.Release((uint)c.Pieces[i * MaxPieces + p]);
             c.Pieces[i * MaxPieces + p] = 0;
         }
+        if (c.Swapped[i] != 0) Interlocked.Decrement(ref _inSwap);
+        c.Swapped[i] = 0;
         c.PieceCount[i] = 0;
         c.Length[i] = 0;
         Interlocked.Decrement(ref _live);
@@ -211,7 +269,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         if ((uint)piece >= MaxPieces || TryChunk(id, out int i) is not { } c) return false;
         lock (StripeLock(id))
         {
-            if (c.Live[i] == 0 || piece >= c.PieceCount[i] || c.Pieces[i * MaxPieces + piece] != oldHandle) return false;
+            if (c.Live[i] == 0 || c.Swapped[i] != 0 || piece >= c.PieceCount[i] || c.Pieces[i * MaxPieces + piece] != oldHandle) return false;
             c.Pieces[i * MaxPieces + piece] = newHandle;
             return true;
         }
@@ -229,18 +287,23 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         public readonly byte[] PieceCount = new byte[1 << ChunkShift];
         public readonly byte[] Codec = new byte[1 << ChunkShift];
         public readonly byte[] Dirty = new byte[1 << ChunkShift];
+        /// <summary>1 when the stream's pieces are swap slots, not store handles.</summary>
+        public readonly byte[] Swapped = new byte[1 << ChunkShift];
     }
 }
 
 /// <summary>A live group as its record has it.</summary>
 internal readonly record struct GroupRecord(int DomainId, CompressionAlgorithm Codec, int Count, uint Live, int Length,
-    ulong StreamHash, int SinglesBytes, int Pieces)
+    ulong StreamHash, int SinglesBytes, int Pieces, bool InSwap)
 {
+    /// <summary>Bytes the group holds in memory: its stream, unless the stream is in the swap file.</summary>
+    public int MemoryBytes => InSwap ? 0 : Length;
+
     public int LiveCount => System.Numerics.BitOperations.PopCount(Live);
 
     /// <summary>
     /// Whether the group now holds more than its live members took as single pages (estimated as their share of what all
     /// members took when grouped): then it pins memory single-page compression would have freed, and is re-packed.
     /// </summary>
-    public bool PinsMemory => (long)Length * Count > (long)SinglesBytes * LiveCount;
+    public bool PinsMemory => !InSwap && (long)Length * Count > (long)SinglesBytes * LiveCount;
 }

@@ -109,7 +109,7 @@ public sealed partial class Domain
             throw;
         }
         var table = Host.Groups;
-        lock (table.StripeLock(id)) table.LeaveLocked(id, member, Host.Store);
+        lock (table.StripeLock(id)) table.LeaveLocked(id, member, Host.Store, Host.Reclaimer?.Swap);
         return PageEntry.With(e, PageState.Private, frame);
     }
 
@@ -186,7 +186,7 @@ public sealed partial class Domain
             uint group = PageEntry.GroupId(e);
             var groups = Host.Groups;
             lock (groups.StripeLock(group))
-                if (groups.IsMemberLocked(group, PageEntry.GroupMember(e))) groups.LeaveLocked(group, PageEntry.GroupMember(e), Host.Store);
+                if (groups.IsMemberLocked(group, PageEntry.GroupMember(e))) groups.LeaveLocked(group, PageEntry.GroupMember(e), Host.Store, Host.Reclaimer?.Swap);
             return;
         }
         if (PageEntry.IsSharedBlob(e))

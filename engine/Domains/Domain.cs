@@ -419,7 +419,7 @@ public sealed partial class Domain : IDEDomain
                 return Host.Groups.Describe(id) is { } group
                     ? info with
                     {
-                        StoredBytes = group.Length, Codec = group.Codec.ToString(), ReferenceCount = group.LiveCount, Group = id,
+                        StoredBytes = group.MemoryBytes, Codec = group.Codec.ToString(), ReferenceCount = group.LiveCount, Group = id,
                         GroupMember = PageEntry.GroupMember(e),
                     }
                     : info;

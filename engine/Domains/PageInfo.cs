@@ -36,7 +36,7 @@ public sealed record PageInfo(
 
     /// <summary>
     /// For a Compressed page kept in a page group (compressed together with other long-cold pages of its domain): the
-    /// group's id; <see cref="StoredBytes"/> is then the group's whole stream, <see cref="ReferenceCount"/> how many pages
+    /// group's id; <see cref="StoredBytes"/> is then the group's whole stream (0 while it is in the swap file), <see cref="ReferenceCount"/> how many pages
     /// still live in it, and <see cref="GroupMember"/> this page's place in it. Null for any other page.
     /// </summary>
     public uint? Group { get; init; }

@@ -341,6 +341,10 @@ public sealed partial class DEHost
         return Store.Compact(RelocateBlob);
     }
 
+    /// <summary>Compacts the store as far as its free slots allow (after page groups went to swap, say).</summary>
+    internal Store.CompactionResult CompactStoreNow() =>
+        Store.ReclaimableBytes > 0 ? Store.Compact(RelocateBlob) : default;
+
     /// <summary>Moves a page's blob to a new handle when the page still holds it and is not busy.</summary>
     private bool RelocateBlob(ulong owner, ulong oldHandle, ulong newHandle)
     {

@@ -431,7 +431,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 // A page group's member: charged an equal share of the group's stream among its live members.
                 if (Groups.Describe(PageEntry.GroupId(e)) is { } group)
                 {
-                    double share = (double)group.Length / group.LiveCount;
+                    // A group whose stream is in the swap file holds no memory: its pages are charged nothing, like swapped pages.
+                    double share = (double)group.MemoryBytes / group.LiveCount;
                     c.Stored += share;
                     c.Used += share;
                 }
@@ -499,6 +500,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             StoreFragmentation = Store.Fragmentation,
             SharedCompressedFrames = SharedBlobs.Count,
             PageGroups = Groups.Count,
+            PageGroupsInSwap = Groups.InSwap,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
             SwapBytes = SwapBytes,

@@ -111,6 +111,9 @@ internal sealed class Reclaimer : IDisposable
                 Interlocked.Increment(ref _runs);
                 // Cheapest first: one engine pass (sharing, patching, compression as each domain allows).
                 if (_host.TryReclaimPass()) Interlocked.Increment(ref _enginePasses);
+                // Then the coldest memory there is: page groups (pages that stayed untouched long past C4) go to swap
+                // a stream at a time; then private pages by the clock.
+                PageOutGroups();
                 ReclaimToHighWatermark();
                 _host.Frames.ReleaseFree();
                 _host.MaintainJournals();
@@ -244,6 +247,31 @@ internal sealed class Reclaimer : IDisposable
     }
 
     private bool Accepts(PageCategory category) => Array.IndexOf(Levels[_level], category) >= 0;
+
+    private uint _groupHand;
+    private long _groupPageOuts;
+
+    /// <summary>Bytes of page-group streams written to the swap file (and freed from the store) so far.</summary>
+    public long GroupBytesPagedOut => Interlocked.Read(ref _groupPageOuts);
+
+    /// <summary>
+    /// Pages out page groups until free memory would be back at the high watermark (or <paramref name="wantedBytes"/>,
+    /// when given), then compacts the store so the slabs their pieces left empty go back; returns stream bytes moved.
+    /// Not from a fault path: compaction copies blobs.
+    /// </summary>
+    public long PageOutGroups(long? wantedBytes = null)
+    {
+        long wanted = wantedBytes ?? (long)(_host.Policy.HighWatermark * _host.BudgetBytes) - _host.FreeBudgetBytes;
+        if (wanted <= 0 || _host.Groups.Count == _host.Groups.InSwap) return 0;
+        lock (_gate)
+        {
+            long moved = Compression.GroupCompression.PageOut(_host, Swap, wanted, ref _groupHand, RecordFailure);
+            if (moved == 0) return 0;
+            Interlocked.Add(ref _groupPageOuts, moved);
+            _host.CompactStoreNow();
+            return moved;
+        }
+    }
 
     private void RecordFailure(IOException ex)
     {

@@ -29,8 +29,11 @@ public sealed record HostStats(
     /// </summary>
     public long SharedCompressedFrames { get; init; }
 
-    /// <summary>Page groups that hold at least one live member (their streams are in the store's bytes).</summary>
+    /// <summary>Page groups that hold at least one live member (their streams are in the store's bytes, or in the swap file).</summary>
     public long PageGroups { get; init; }
+
+    /// <summary>Of <see cref="PageGroups"/>, those whose stream the reclaimer wrote to the swap file (their pages hold no memory).</summary>
+    public long PageGroupsInSwap { get; init; }
 
     /// <summary>CPU time (user + system) all engine passes on this host have used.</summary>
     public TimeSpan EngineCpuTime { get; init; }

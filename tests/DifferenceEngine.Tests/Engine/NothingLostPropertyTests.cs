@@ -50,7 +50,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
         var shadow = new Dictionary<Domain, byte[][]>();
         var proc = LiveProcess.Python();
         int added = 0, removed = 0, scans = 0, reads = 0, writes = 0, groupedReads = 0, groupedWrites = 0;
-        long pagesGrouped = 0, pagesUngrouped = 0;
+        long pagesGrouped = 0, pagesUngrouped = 0, groupBytesToSwap = 0;
         long sharedFramesCompressed = 0;
         // A pool of page contents that writes copy from, so merges and COW breaks keep happening.
         var library = Enumerable.Range(0, 24).Select(i => TestMemory.RandomPage(new Random(seed + i))).ToArray();
@@ -130,8 +130,12 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 }
                 else if (roll < 996)
                 {
-                    switch (rng.Next(allMechanisms ? 7 : 2))
+                    switch (rng.Next(allMechanisms ? 8 : 2))
                     {
+                        case 7 when host.Reclaimer is { } reclaimer:
+                            // Memory pressure on the coldest memory: every page group's stream to the swap file.
+                            groupBytesToSwap += reclaimer.PageOutGroups(long.MaxValue);
+                            break;
                         case 6:
                             host.SetPolicy(d, groupSize: GroupSizes[rng.Next(GroupSizes.Length)],
                                 groupAlgorithm: rng.Next(2) == 0 ? CompressionAlgorithm.Zstd : CompressionAlgorithm.LZ4);
@@ -184,7 +188,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 }
             var stats = host.GetStats();
             output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all; {census.Grouped} in {census.GroupMembers.Count} page groups)");
-            output.WriteLine($"page groups: {pagesGrouped} pages grouped, {pagesUngrouped} moved back by re-packing, {groupedReads} reads and {groupedWrites} writes of grouped pages during the run");
+            output.WriteLine($"page groups: {pagesGrouped} pages grouped, {pagesUngrouped} moved back by re-packing, {groupedReads} reads and {groupedWrites} writes of grouped pages during the run; {groupBytesToSwap} bytes of group streams paged out on demand, {host.Reclaimer?.GroupBytesPagedOut ?? 0} in all");
             output.WriteLine($"seed {seed}: {reads} reads, {writes} writes, {scans} scans, {added} added, {removed} removed; " +
                              $"{stats.FramesInUse} frames for {stats.GuestBytes / 4096} guest pages; faults " +
                              string.Join(", ", stats.Faults.Select(f => $"{f.Kind}={f.Count}")));
@@ -209,6 +213,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 Assert.True(census.Uniform > 0, "uniform pages remain after the final scan");
                 Assert.True(census.Grouped > 0, "grouped pages remain after the final scan (and were all read back above)");
                 Assert.True(groupedReads > 0 && groupedWrites > 0, "grouped pages were read and written during the run");
+                if (limitPages != 0) Assert.True(host.Reclaimer!.GroupBytesPagedOut > 0, "page groups went to the swap file and were read back");
             }
 
             foreach (var d in host.Domains) host.RemoveDomain(d);

@@ -210,6 +210,54 @@ public class PageGroupTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void GroupsPagedOutToSwapReadBackAndACorruptSlotIsRefused()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost(new HostOptions { MemoryLimitBytes = 64L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 16L << 20 });
+        var pages = TextPages(200, 8);
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, Options(CompressionAlgorithm.Zstd, 4));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        var before = host.GetStats();
+        Assert.Equal(200, host.GetPageStats(d).GroupedPages);
+        long moved = host.Reclaimer!.PageOutGroups(long.MaxValue);
+        var after = host.GetStats();
+        output.WriteLine($"{moved} B of streams to swap; store {before.StoreAllocatedBytes} -> {after.StoreAllocatedBytes} B, swap {after.SwapUsedBytes} B");
+        Assert.Equal(after.PageGroups, after.PageGroupsInSwap);
+        Assert.Equal(0, after.StoreBlobs);
+        Assert.Equal(0, after.StoreAllocatedBytes);
+        Assert.Equal(0, host.GetPageStats(d).StoredBytes); // pages in swap hold no memory
+        Assert.True(after.SwapUsedBytes > 0);
+        TestMemory.AssertFrameAccounting(host);
+
+        // A slot that changed on disk is refused: the page names domain and group, and stays as it was.
+        var info = d.GetPage(5);
+        uint id = info.Group!.Value;
+        uint slot;
+        lock (host.Groups.StripeLock(id)) slot = (uint)host.Groups.PieceLocked(id, 0);
+        using (var file = new FileStream(Path.Combine(dir.Path, "swap"), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        {
+            file.Position = (long)slot * 4096 + 3;
+            file.WriteByte(0x5A);
+        }
+        var ex = Assert.Throws<DEException>(() => d.ReadPage(5));
+        Assert.Equal("PageIntegrityError", ex.ErrorId);
+        Assert.Contains("Page 5 of domain 'vm'", ex.Message);
+        Assert.Contains($"page group {id}", ex.Message);
+        Assert.Equal(id, d.GetPage(5).Group);
+
+        var buffer = new byte[4096];
+        for (int g = 0; g < 200; g++)
+        {
+            if (d.GetPage(g).Group == id) continue;
+            d.ReadPage(g, buffer);
+            Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"page {g} differs");
+        }
+        host.RemoveDomain(d);
+        Assert.Equal(0, host.GetStats().SwapUsedBytes);
+        Assert.Equal(0, host.GetStats().PageGroups);
+    }
+
+    [Fact]
     public void GroupPolicyIsCheckedAndZeroFormsNoGroups()
     {
         using var host = new DEHost();
