@@ -12,7 +12,7 @@ internal sealed class GoalMeasurements
 {
     public List<FaultSample> Faults { get; } = new();
     public double? CompressPageLz4Micros { get; set; }
-    public (long Pages, double BytesPerPage)? SteadyPatch { get; set; }
+    public (long Pages, double BytesPerPage, double WholePassBytesPerPage)? SteadyPatch { get; set; }
 
     /// <summary>
     /// What the kernel takes to give a page back on its first touch after the engine released it (MADV_DONTNEED at
@@ -136,12 +136,22 @@ internal static class GoalSamples
     }
 
     /// <summary>
-    /// patch_page in steady state on the run's pages: reads back up to 3000 patched pages (each becomes Private), then
-    /// one more pass patches them again with every table already grown; managed bytes allocated in that pass per page
-    /// patched (the whole pass: sweep, sharing lookups and patching). Null when nothing was patched again.
+    /// patch_page in steady state on the run's pages: a pass with nothing to patch (the run is stable) is the baseline;
+    /// then up to 3000 patched pages are read back (each becomes Private) and one more pass patches them again with
+    /// every table already grown. Per page patched: what that pass allocated beyond the baseline pass (the pass's own
+    /// fixed allocations, its task and result objects, cancel out), and, for the record, the whole pass's bytes.
+    /// Null when nothing was patched again.
     /// </summary>
-    public static (long Pages, double BytesPerPage)? SteadyPatchAllocation(DEHost host)
+    public static (long Pages, double BytesPerPage, double WholePassBytesPerPage)? SteadyPatchAllocation(DEHost host)
     {
+        var options = new ScanOptions { Passes = 1 };
+        // Passes until one patches nothing (pages read back by an earlier measurement are patched again first).
+        for (int i = 0; i < 8; i++)
+            if (host.Scan(options: options).PassResults[0].PagesPatched == 0 && i > 0) break;
+        long b0 = GC.GetTotalAllocatedBytes(precise: true);
+        var idle = host.Scan(options: options);
+        long baseline = GC.GetTotalAllocatedBytes(precise: true) - b0;
+        if (idle.PassResults[0].PagesPatched != 0) return null;
         var buffer = new byte[PageGeometry.PageSize];
         int n = 0;
         foreach (var d in host.Domains)
@@ -152,7 +162,6 @@ internal static class GoalSamples
                     n++;
                 }
         if (n == 0) return null;
-        var options = new ScanOptions { Passes = 1 };
         // The pass after the reads finds the pages just read (C2): nothing to do. The next ages them and patches them
         // again, with every table already grown by the run: that pass is measured.
         host.Scan(options: options);
@@ -160,6 +169,6 @@ internal static class GoalSamples
         var pass = host.Scan(options: options);
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
         long patched = pass.PagesPatched;
-        return patched == 0 ? null : (patched, (double)allocated / patched);
+        return patched == 0 ? null : (patched, (double)Math.Max(0, allocated - baseline) / patched, (double)allocated / patched);
     }
 }

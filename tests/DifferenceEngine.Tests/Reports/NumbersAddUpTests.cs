@@ -58,7 +58,9 @@ public class NumbersAddUpTests
     {
         using var run = AllMechanismsRun.Start();
         var host = run.Host;
-        var snapshot = host.TakeSnapshot();
+        Stats.HostSnapshot snapshot;
+        // At rest: no background reclaim (an engine pass, page groups to swap, compaction) between the walk and the counts.
+        using (host.Quiesce()) snapshot = host.TakeSnapshot();
         TestMemory.AssertNumbersAddUp(snapshot);
 
         // Every mechanism has pages, so every kind of charge is in the sums.
@@ -202,8 +204,14 @@ public class NumbersAddUpTests
             }
         }
 
+        /// <summary>
+        /// Loads and scans with the host quiesced on this thread: the page-outs the loads need run here, in order, and the
+        /// background reclaim (its engine passes, page groups to swap) cannot interleave, so what ends patched,
+        /// compressed or swapped does not depend on how the threads were scheduled.
+        /// </summary>
         private void Load()
         {
+            using var quiet = Host.Quiesce();
             DomainOptions Options(string group = "default") => new()
             {
                 SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true,
