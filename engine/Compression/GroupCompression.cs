@@ -319,6 +319,7 @@ internal static class GroupCompression
             return 0;
         }
         long moved = 0;
+        bool skipped = false;
         var policy = domain.Policy;
         byte[] blob = Scratch.A;
         for (int k = 0; k < r.Count; k++)
@@ -328,6 +329,7 @@ internal static class GroupCompression
             if ((ulong)gfn >= (ulong)domain.PageCount || !domain.TryLock(gfn, out ulong e))
             {
                 c.Contended++;
+                skipped = true;
                 continue;
             }
             try
@@ -340,9 +342,11 @@ internal static class GroupCompression
                 if (!host.Store.TryStore(blob.AsSpan(0, blobLength), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
                 {
                     c.StoreFull++;
+                    skipped = true;
                     continue;
                 }
-                lock (table.StripeLock(id)) table.LeaveLocked(id, k, host.Store, null);
+                // The reclaimer may have moved the group to swap meanwhile: its last member then releases the slots.
+                lock (table.StripeLock(id)) table.LeaveLocked(id, k, host.Store, host.Reclaimer?.Swap);
                 e = PageEntry.WithPayload(e, PageState.Compressed, handle);
                 moved++;
             }
@@ -353,6 +357,8 @@ internal static class GroupCompression
         }
         if (moved > 0) c.GroupsDissolved++;
         c.PagesUngrouped += moved;
+        // A member left behind (busy, or the store full) keeps the group on the list for the next pass.
+        if (skipped && moved == 0) lock (table.StripeLock(id)) table.RelistLocked(id);
         return moved;
     }
 
@@ -371,6 +377,7 @@ internal static class GroupCompression
         var store = host.Store;
         uint highest = table.HighestId;
         Span<ulong> handles = stackalloc ulong[PageGroupTable.MaxPieces];
+        Span<ulong> current = stackalloc ulong[PageGroupTable.MaxPieces];
         Span<uint> slots = stackalloc uint[PageGroupTable.MaxPieces];
         var bounce = Bounce;
         long moved = 0;
@@ -392,41 +399,47 @@ internal static class GroupCompression
                 for (int p = 0; p < reserved; p++) swap.Release(slots[p]);
                 break; // the swap file is full
             }
-            bool written = false;
+            bool written = false, changed = false, kept = false, ioFailed = false;
             try
             {
-                // The pieces are read under the stripe lock (compaction may move them otherwise) and written outside it.
-                for (int p = 0; p < pieces; p++)
+                // Each piece is copied under the stripe lock, and only while the group still names exactly that handle:
+                // a blob is read only under its owner's lock (compaction frees a moved blob's old copy without it).
+                for (int p = 0; p < pieces && !changed; p++)
                 {
                     lock (table.StripeLock(id))
                     {
-                        // Moved or freed meanwhile: the group is tried again on the hand's next round (the commit below
-                        // checks the handles once more).
-                        if (!table.IsLiveLocked(id) || !store.IsLive(handles[p])) break;
-                        var piece = store.Get(handles[p]);
+                        if (!table.IsLiveLocked(id) || table.PiecesInStoreLocked(id, current) != pieces || current[p] != handles[p])
+                        {
+                            changed = true; // moved or freed meanwhile: tried again on the hand's next round
+                            break;
+                        }
                         bounce.Clear();
-                        piece.CopyTo(bounce);
+                        store.Get(handles[p]).CopyTo(bounce);
                     }
                     swap.Write(slots[p], bounce);
-                    if (p == pieces - 1) written = true;
                 }
                 bounce.Clear();
-                if (written) swap.Flush();
+                if (!changed)
+                {
+                    swap.Flush();
+                    written = true;
+                }
             }
             catch (IOException ex)
             {
-                written = false;
+                ioFailed = true;
                 failed(ex);
             }
-            bool kept = false;
-            if (written)
-                lock (table.StripeLock(id)) kept = table.MoveToSwapLocked(id, handles[..pieces], slots[..pieces], store);
-            if (!kept)
+            finally
             {
-                for (int p = 0; p < pieces; p++) swap.Release(slots[p]);
-                if (!written) break;
-                continue;
+                bounce.Clear();
+                if (written)
+                    lock (table.StripeLock(id)) kept = table.MoveToSwapLocked(id, handles[..pieces], slots[..pieces], store);
+                if (!kept)
+                    for (int p = 0; p < pieces; p++) swap.Release(slots[p]);
             }
+            if (ioFailed) break; // the swap file failed: the rest stays in memory
+            if (!kept) continue;
             moved += length;
         }
         return moved;

@@ -228,6 +228,19 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         if (c.Dirty[i] == 0) Recycle(id); // a listed id is recycled when the list is taken (TakeDirty)
     }
 
+    /// <summary>Lists a live group for the next pass's judgement again (a dissolve that could move none of its members); under the stripe lock.</summary>
+    public void RelistLocked(uint id)
+    {
+        var (c, i) = Slot(id);
+        if (c.Live[i] == 0 || c.Dirty[i] != 0) return;
+        c.Dirty[i] = 1;
+        lock (_dirtyGate)
+        {
+            if (_dirtyCount == _dirty.Length) Array.Resize(ref _dirty, _dirty.Length * 2);
+            _dirty[_dirtyCount++] = id;
+        }
+    }
+
     /// <summary>
     /// The groups that lost a member since the last call, to judge whether to re-pack them; ids of groups that died
     /// meanwhile are recycled here and not returned. Only one caller at a time (the pass).

@@ -286,14 +286,13 @@ public sealed partial class DEHost
             }
         }
         _coldShared.Add(cold[..coldCount]);
-        // Long-cold compressed pages of this slice, compressed together (page groups).
+        long t2 = Stopwatch.GetTimestamp();
+        // Long-cold compressed pages of this slice, compressed together (page groups): timed on their own line.
         if (compression && policy.GroupSize >= 2 && !domain.IsRemoved)
         {
-            long g0 = Stopwatch.GetTimestamp();
             long grouped = GroupCompression.GroupSlice(this, domain, start, end, ref ec);
-            AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - g0, grouped);
+            AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t2, grouped);
         }
-        long t2 = Stopwatch.GetTimestamp();
         AddEngineTime(Mechanism.Clock, t1 - t0, swept);
         AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
         AddEngineTime(Mechanism.Patching, patchTicks, patchTried);
