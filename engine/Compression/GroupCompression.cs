@@ -57,6 +57,17 @@ internal static class GroupCompression
     /// <summary>Per-thread room for a group's stream while it is compressed or decoded.</summary>
     public static byte[] Stream => t_stream ??= new byte[Math.Max(GroupCodec.Bound(MaxPayload), PageGroupTable.MaxStreamBytes)];
 
+    /// <summary>The gfn member <paramref name="k"/> of a group of <paramref name="count"/> was stored with (payload header).</summary>
+    private static long MemberGfn(ReadOnlySpan<byte> payload, int count, int k) =>
+        (long)BinaryPrimitives.ReadUInt64LittleEndian(payload[(count * 8 + k * 8)..]);
+
+    /// <summary>The checksum member <paramref name="k"/>'s page was stored with (payload header).</summary>
+    private static ulong MemberChecksum(ReadOnlySpan<byte> payload, int k) => BinaryPrimitives.ReadUInt64LittleEndian(payload[(k * 8)..]);
+
+    /// <summary>Member <paramref name="k"/>'s page in a group's payload.</summary>
+    private static Span<byte> MemberPage(Span<byte> payload, int count, int k) =>
+        payload.Slice(count * HeaderPerMember + k * PageGeometry.PageSize, PageGeometry.PageSize);
+
     /// <summary>The checksum a member's page is stored with.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong PageChecksum(ReadOnlySpan<byte> page, int domainId, long gfn) =>
@@ -148,8 +159,7 @@ internal static class GroupCompression
         if (header != pagesAt) plain.AsSpan(pagesAt, n * PageGeometry.PageSize).CopyTo(plain.AsSpan(header));
         for (int k = 0; k < n; k++)
         {
-            var page = plain.AsSpan(header + k * PageGeometry.PageSize, PageGeometry.PageSize);
-            BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(k * 8), PageChecksum(page, domain.Id, gfns[k]));
+            BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(k * 8), PageChecksum(MemberPage(plain, n, k), domain.Id, gfns[k]));
             BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(n * 8 + k * 8), (ulong)gfns[k]);
         }
         var payload = plain.AsSpan(0, header + n * PageGeometry.PageSize);
@@ -261,10 +271,9 @@ internal static class GroupCompression
             try
             {
                 GroupCodec.DecodePrefix(r.Codec, stream.AsSpan(0, length), plain);
-                if ((long)BinaryPrimitives.ReadUInt64LittleEndian(plain[(r.Count * 8 + member * 8)..]) != gfn)
+                if (MemberGfn(plain, r.Count, member) != gfn)
                     wrong = $"member {member} decodes as another page";
-                else if (PageChecksum(plain.Slice(header + member * PageGeometry.PageSize, PageGeometry.PageSize), domainId, gfn)
-                         != BinaryPrimitives.ReadUInt64LittleEndian(plain[(member * 8)..]))
+                else if (PageChecksum(MemberPage(plain, r.Count, member), domainId, gfn) != MemberChecksum(plain, member))
                     wrong = "the decoded bytes do not match the page's stored checksum";
             }
             catch (DEException ex)
@@ -274,7 +283,7 @@ internal static class GroupCompression
             }
         }
         if (wrong is not null) throw new GroupDecodeException($"its page group {id} is stored intact but {wrong}", inner);
-        plain.Slice(header + member * PageGeometry.PageSize, PageGeometry.PageSize).CopyTo(page);
+        MemberPage(plain, r.Count, member).CopyTo(page);
     }
 
     /// <summary>
@@ -325,7 +334,7 @@ internal static class GroupCompression
         for (int k = 0; k < r.Count; k++)
         {
             if ((r.Live & (1u << k)) == 0) continue;
-            long gfn = (long)BinaryPrimitives.ReadUInt64LittleEndian(plain[(r.Count * 8 + k * 8)..]);
+            long gfn = MemberGfn(plain, r.Count, k);
             if ((ulong)gfn >= (ulong)domain.PageCount || !domain.TryLock(gfn, out ulong e))
             {
                 c.Contended++;
@@ -335,8 +344,8 @@ internal static class GroupCompression
             try
             {
                 if (!PageEntry.IsGrouped(e) || PageEntry.GroupId(e) != id || PageEntry.GroupMember(e) != k) continue;
-                var page = plain.Slice(header + k * PageGeometry.PageSize, PageGeometry.PageSize);
-                if (PageChecksum(page, r.DomainId, gfn) != BinaryPrimitives.ReadUInt64LittleEndian(plain[(k * 8)..])) continue;
+                var page = MemberPage(plain, r.Count, k);
+                if (PageChecksum(page, r.DomainId, gfn) != MemberChecksum(plain, k)) continue;
                 // Stays in the group when it no longer compresses alone or the store is full: the group is judged again.
                 if (!CompressionPass.TryEncode(policy, page, blob, out int blobLength)) continue;
                 if (!host.Store.TryStore(blob.AsSpan(0, blobLength), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))

@@ -203,15 +203,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         Interlocked.Decrement(ref _members);
         if (c.Live[i] != 0)
         {
-            if (c.Dirty[i] == 0)
-            {
-                c.Dirty[i] = 1;
-                lock (_dirtyGate)
-                {
-                    if (_dirtyCount == _dirty.Length) Array.Resize(ref _dirty, _dirty.Length * 2);
-                    _dirty[_dirtyCount++] = id;
-                }
-            }
+            RelistLocked(id);
             return;
         }
         for (int p = 0; p < c.PieceCount[i]; p++)
@@ -228,7 +220,10 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         if (c.Dirty[i] == 0) Recycle(id); // a listed id is recycled when the list is taken (TakeDirty)
     }
 
-    /// <summary>Lists a live group for the next pass's judgement again (a dissolve that could move none of its members); under the stripe lock.</summary>
+    /// <summary>
+    /// Lists a live group for the next pass to judge (a member left, or a dissolve could move none of its members), once
+    /// until the list is taken; under the stripe lock.
+    /// </summary>
     public void RelistLocked(uint id)
     {
         var (c, i) = Slot(id);
