@@ -44,6 +44,10 @@
         'Stop-DEEngine'
         'Get-DEEngine'
         'Start-DEGuest'
+        'New-DEFleetKey'
+        'Get-DEFingerprint'
+        'Measure-DEColocation'
+        'Get-DEPlacement'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -7,6 +7,8 @@ using DifferenceEngine.Bench.Peers;
 // ksm-hold: (hidden) a child of compare that holds one image in mergeable anonymous memory for KSM.
 // Anything else: BenchmarkDotNet's switcher (--filter '*' runs every benchmark; --job Dry for a smoke run).
 if (args.Length > 0 && args[0] == "compare") return CompareCommand.Run(args[1..]);
+// fleet: the colocation model's predictions against the embedded host, alone, in pairs and in triples (docs/FLEET.md).
+if (args.Length > 0 && args[0] == "fleet") return DifferenceEngine.Bench.Fleet.FleetAccuracy.Run(args[1..]);
 if (args.Length > 0 && args[0] == KsmHold.Verb) return KsmHold.Run(args[1..]);
 
 var config = BenchConfig.Create(args);

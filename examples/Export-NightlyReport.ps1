@@ -1,5 +1,6 @@
 #Requires -Version 7.6
 #Requires -Modules DifferenceEngine
+
 <#
 .SYNOPSIS
     The nightly report: scans the host, writes an HTML and a JSON report with the date in their names

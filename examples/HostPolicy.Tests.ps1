@@ -1,4 +1,5 @@
 #Requires -Modules DifferenceEngine
+
 <#
 .SYNOPSIS
     A Pester test of a host's DifferenceEngine policy: adapt the rules to your site and run it after

@@ -1,5 +1,6 @@
 #Requires -Version 7.6
 #Requires -Modules DifferenceEngine
+
 <#
 .SYNOPSIS
     Consolidation what-if: how many more VMs of this kind would fit in a host's memory with the

@@ -1,5 +1,6 @@
 #Requires -Version 7.6
 #Requires -Modules DifferenceEngine
+
 <#
 .SYNOPSIS
     Sets each domain's DifferenceEngine policy from a CSV file: which mechanisms run, with what settings,

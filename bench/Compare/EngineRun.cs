@@ -49,6 +49,10 @@ internal sealed record EngineRunResult(
     public long GroupedPages { get; init; }
     public long PageGroups { get; init; }
 
+    /// <summary>Over the run: bytes of the groups' streams formed, and of their pages' single blobs before.</summary>
+    public long GroupStreamBytes { get; init; }
+    public long GroupSinglesBytes { get; init; }
+
     /// <summary>The page groups the run's policy asked for: most pages in one (0: none), and their codec.</summary>
     public int GroupSize { get; init; }
     public string? GroupCodec { get; init; }
@@ -98,7 +102,8 @@ internal static class EngineRun
     /// <param name="afterMeasure">Called with the host once every number of the run is taken, before the host goes away
     /// (to read pages, which may change their state).</param>
     public static EngineRunResult Run(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
-        Action<DEHost>? afterMeasure = null, int groupSize = 0, CompressionAlgorithm groupCodec = CompressionAlgorithm.Zstd)
+        Action<DEHost>? afterMeasure = null, int groupSize = 0, CompressionAlgorithm groupCodec = CompressionAlgorithm.Zstd,
+        bool defaultSweeps = false)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         var options = new DomainOptions
@@ -107,10 +112,10 @@ internal static class EngineRun
             PatchingEnabled = patching,
             CompressionEnabled = codec is not null,
             CompressionAlgorithm = codec ?? CompressionAlgorithm.LZ4,
-            C4Sweeps = 1,
+            C4Sweeps = defaultSweeps ? DomainPolicy.DefaultC4Sweeps : 1,
             GroupSize = groupSize,
             GroupAlgorithm = groupCodec,
-            GroupAfterSweeps = 1,
+            GroupAfterSweeps = defaultSweeps ? new DomainPolicy().GroupAfterSweeps : 1,
         };
         using var host = new DEHost(new HostOptions { Name = "compare", SimilaritySeed = 20081208 });
         var load = Stopwatch.StartNew();
@@ -182,6 +187,8 @@ internal static class EngineRun
             SharedCompressedFrames = sharedBlobs.Count,
             GroupedPages = grouped,
             PageGroups = groups.Count,
+            GroupStreamBytes = scan.PassResults.Sum(p => p.GroupStreamBytes),
+            GroupSinglesBytes = scan.PassResults.Sum(p => p.GroupSinglesBytes),
             GroupSize = codec is null ? 0 : groupSize,
             GroupCodec = codec is null || groupSize == 0 ? null : groupCodec.ToString(),
         };

@@ -42,7 +42,7 @@ internal sealed class InputImages : IDisposable
     /// <summary>Where the inputs came from, for the report.</summary>
     public string Origin { get; private init; } = "";
 
-    public static InputImages FromPaths(IReadOnlyList<string> paths)
+    public static InputImages FromPaths(IReadOnlyList<string> paths, IReadOnlyList<string>? labelsGiven = null)
     {
         var list = new List<InputImage>();
         var labels = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
@@ -51,7 +51,7 @@ internal sealed class InputImages : IDisposable
             long length = new FileInfo(path).Length;
             if (length == 0 || length % PageSize != 0)
                 throw new InvalidOperationException($"{path}: {length} bytes is not a raw image of whole 4 KiB pages.");
-            string label = System.IO.Path.GetFileNameWithoutExtension(path);
+            string label = labelsGiven?[list.Count] ?? System.IO.Path.GetFileNameWithoutExtension(path);
             for (int n = 2; !labels.Add(label); n++) label = $"{System.IO.Path.GetFileNameWithoutExtension(path)}-{n}";
             list.Add(new InputImage(label, System.IO.Path.GetFullPath(path), length / PageSize, Owned: false));
         }

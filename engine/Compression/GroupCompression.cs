@@ -41,7 +41,7 @@ internal static class GroupCompression
     [ThreadStatic] private static nint t_bounce;
 
     /// <summary>A page-aligned page of native memory per thread, for the swap file's direct I/O (never freed; wiped after use).</summary>
-    private static unsafe Span<byte> Bounce
+    internal static unsafe Span<byte> Bounce
     {
         get
         {

@@ -43,5 +43,8 @@ internal sealed class ElfCoreSource : MemorySource
         return counters.ToReport(Format);
     }
 
+    internal override bool TryReadPage(long gfn, Span<byte> page) =>
+        gfn >= 0 && gfn < PageCount && ReadFromExtents(_file, _layout.Extents, gfn, page);
+
     private protected override void ReleaseHandles() => _file.Dispose();
 }

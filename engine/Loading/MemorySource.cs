@@ -136,5 +136,37 @@ public abstract class MemorySource : IDisposable
 
     private protected abstract LoadReport CopyPages(IGuestPageSink sink, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Reads one guest page at random (a page no extent holds reads as zero); false when this kind of source cannot (a
+    /// live process, whose pages are only read in one pass). For the fingerprint's few second looks.
+    /// </summary>
+    internal virtual bool TryReadPage(long gfn, Span<byte> page) => false;
+
+    /// <summary>Reads guest page <paramref name="gfn"/> from file <paramref name="extents"/> (sorted by address); the rest of the page is zero.</summary>
+    internal static bool ReadFromExtents(SafeFileHandle file, IReadOnlyList<GuestExtent> extents, long gfn, Span<byte> page)
+    {
+        if (_disposedCheck(file)) return false;
+        page = page[..Memory.PageGeometry.PageSize];
+        page.Clear();
+        long start = gfn * Memory.PageGeometry.PageSize, end = start + Memory.PageGeometry.PageSize;
+        foreach (var x in extents)
+        {
+            long from = Math.Max(start, x.Address), to = Math.Min(end, x.Address + x.FileLength);
+            if (from >= to) continue;
+            var part = page.Slice((int)(from - start), (int)(to - from));
+            long offset = x.FileOffset + (from - x.Address);
+            while (!part.IsEmpty)
+            {
+                int n = RandomAccess.Read(file, part, offset);
+                if (n <= 0) return false;
+                part = part[n..];
+                offset += n;
+            }
+        }
+        return true;
+    }
+
+    private static bool _disposedCheck(SafeFileHandle file) => file.IsClosed || file.IsInvalid;
+
     private protected abstract void ReleaseHandles();
 }

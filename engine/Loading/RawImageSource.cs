@@ -58,5 +58,8 @@ internal sealed class RawImageSource : MemorySource
         return counters.ToReport(Format);
     }
 
+    internal override bool TryReadPage(long gfn, Span<byte> page) =>
+        gfn >= 0 && gfn < PageCount && ReadFromExtents(_file, [new GuestExtent(0, 0, _length)], gfn, page);
+
     private protected override void ReleaseHandles() => _file.Dispose();
 }

@@ -209,6 +209,16 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>Slots of <paramref name="slotSize"/> bytes in one slab.</summary>
     public static int SlotsPerSlab(int slotSize) => SlabSize / slotSize;
 
+    /// <summary>Managed bookkeeping of one slab of the class of <paramref name="slotSize"/> (counted in <see cref="MetadataBytes"/>).</summary>
+    public static long SlabMetadataBytesFor(int slotSize)
+    {
+        int slots = SlotsPerSlab(SlotSizeFor(slotSize));
+        return Slab.OverheadBytes + ArrayBytes(slots, sizeof(uint)) + ArrayBytes(slots, sizeof(ulong)) + ArrayBytes(slots, sizeof(ushort));
+    }
+
+    /// <summary>Managed bookkeeping of the store itself, before any slab: its size classes.</summary>
+    public static long FixedMetadataBytes => (long)SizeClassCount * SizeClass.OverheadBytes;
+
     /// <summary>
     /// Reserves a zero-filled blob of <paramref name="length"/> bytes (1..4096) tagged with
     /// <paramref name="owner"/>; fill it through <see cref="Get"/>. False, with handle 0 and nothing

@@ -19,6 +19,7 @@ Describe 'The built DifferenceEngine module' {
             'Export-DEReport'
             'Start-DEEngine', 'Stop-DEEngine', 'Get-DEEngine'
             'Start-DEGuest'
+            'New-DEFleetKey', 'Get-DEFingerprint', 'Measure-DEColocation', 'Get-DEPlacement'
         ) | Sort-Object
     }
 

@@ -5,8 +5,8 @@
 BeforeDiscovery {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
     $commands = @(Get-Command -Module DifferenceEngine -CommandType Cmdlet | Sort-Object Name | ForEach-Object { @{ Name = $_.Name; Verb = $_.Verb } })
-    $changing = @($commands | Where-Object { $_.Verb -notin 'Get', 'Read' })
-    $reading = @($commands | Where-Object { $_.Verb -in 'Get', 'Read' })
+    $changing = @($commands | Where-Object { $_.Verb -notin 'Get', 'Read', 'Measure' })
+    $reading = @($commands | Where-Object { $_.Verb -in 'Get', 'Read', 'Measure' })
 }
 
 BeforeAll {
@@ -126,7 +126,7 @@ Describe 'Cmdlets that destroy ask first (ConfirmImpact High, as Remove-VM does)
 
     It 'every other cmdlet that changes something asks only when told to (ConfirmImpact below High)' {
         $others = Get-Command -Module DifferenceEngine -CommandType Cmdlet |
-            Where-Object { $_.Verb -notin 'Get', 'Read' -and $_.Name -notin 'Remove-DEDomain', 'Disconnect-DEHost' }
+            Where-Object { $_.Verb -notin 'Get', 'Read', 'Measure' -and $_.Name -notin 'Remove-DEDomain', 'Disconnect-DEHost' }
         foreach ($command in $others) {
             $attribute = $command.ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0]
             $attribute.ConfirmImpact | Should -BeLessThan ([System.Management.Automation.ConfirmImpact]::High) -Because $command.Name

@@ -206,6 +206,128 @@ Describe 'Export-NightlyReport.ps1' {
     }
 }
 
+Describe 'Get-FleetPlacement.ps1' {
+    # The placement part, from fingerprints made here; gathering them over SSH (-Session) is tested in
+    # Fleet.Remoting.Tests.ps1, against real sshd daemons.
+    BeforeAll {
+        $script = Join-Path $Examples 'Get-FleetPlacement.ps1'
+        $keyPath = Join-Path $TestDrive 'fleet.key'
+        $null = New-DEFleetKey -Path $keyPath
+        # Two hosts of two domains each; the four share 40 of their 50 pages, so one host for all saves memory.
+        $hostA = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $hostB = Connect-DEHost -Name (New-TestHostName) -PassThru
+        $domains = @(
+            New-DEDomain -DEHost $hostA -Name a1 -MemorySize 256KB
+            New-DEDomain -DEHost $hostA -Name a2 -MemorySize 256KB
+            New-DEDomain -DEHost $hostB -Name b1 -MemorySize 256KB
+            New-DEDomain -DEHost $hostB -Name b2 -MemorySize 256KB
+        )
+        Initialize-Domains $domains
+        $fingerprints = @(Get-DEFingerprint -DEHost $hostA -FleetKeyPath $keyPath) + @(Get-DEFingerprint -DEHost $hostB -FleetKeyPath $keyPath)
+        $capacity = @{ $hostA.Name = 64MB; $hostB.Name = 64MB }
+        $direct = Get-DEPlacement -Fingerprint $fingerprints -HostCapacity $capacity
+    }
+
+    AfterAll {
+        $hostA, $hostB | Where-Object { $_ } | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'has help: a synopsis, every parameter described, examples' {
+        $help = Get-Help $script -Full
+        "$($help.Synopsis)" | Should -BeLike 'Fleet placement in one call*' -Because 'the comment-based help is the script''s (not the generated syntax)'
+        $parameters = (Get-Command $script).Parameters.Keys | Where-Object { $_ -notin [Management.Automation.PSCmdlet]::CommonParameters }
+        foreach ($name in $parameters) {
+            (@($help.parameters.parameter | Where-Object Name -EQ $name).description.Text -join ' ').Trim() | Should -Not -BeNullOrEmpty -Because "-$name is described"
+        }
+        @($help.examples.example).Count | Should -BeGreaterOrEqual 2
+    }
+
+    It 'places the fingerprints of -Fingerprint: every domain once, all on one host, as Get-DEPlacement does' {
+        $fingerprints.Count | Should -Be 4
+        $placement = & $script -Fingerprint $fingerprints -HostCapacity $capacity
+        $placement.PSObject.TypeNames | Should -Contain 'DifferenceEngine.Fleet.PlacementResult'
+        @($placement.Assignments.Domain | Sort-Object) | Should -Be 'a1', 'a2', 'b1', 'b2'
+        $placement.Unplaced | Should -BeNullOrEmpty
+        $placement.CurrentHostsUsed | Should -Be 2
+        $placement.HostsUsed | Should -Be 1
+        $placement.SavedBytes | Should -BeGreaterThan 0 -Because 'the domains of the two hosts share most of their pages'
+        $placement.PredictedUsedBytes | Should -Be $direct.PredictedUsedBytes
+        @($placement.Assignments | Where-Object Moved).Count | Should -Be 2
+    }
+
+    It 'places fingerprints piped in, also as they come back from JSON' {
+        $piped = $fingerprints | & $script -HostCapacity $capacity -Goal LeastMemory
+        $piped.Goal | Should -Be 'LeastMemory'
+        $piped.Assignments.Count | Should -Be 4
+        $fromJson = $fingerprints | ConvertTo-Json | ConvertFrom-Json | & $script -HostCapacity $capacity
+        @($fromJson.Assignments.Domain | Sort-Object) | Should -Be 'a1', 'a2', 'b1', 'b2'
+        $fromJson.PredictedUsedBytes | Should -Be $direct.PredictedUsedBytes
+    }
+
+    It 'writes a short report with -AsReport: the totals, the moves and the hosts' {
+        $lines = @(& $script -Fingerprint $fingerprints -HostCapacity $capacity -AsReport)
+        foreach ($line in $lines) { $line | Should -BeOfType ([string]) }
+        $text = $lines -join "`n"
+        $text | Should -Match 'Placement \(FewestHosts\) of 4 domains'
+        $text | Should -Match 'hosts used: 1 \(now 2\)'
+        $text | Should -Match 'moves: +2'
+        foreach ($move in $direct.Assignments | Where-Object Moved) {
+            $text | Should -Match ('(?m)^{0}\s+default\s+{1}\s+{2}\s' -f $move.Domain, [regex]::Escape($move.CurrentHostName), [regex]::Escape($move.HostName))
+        }
+        foreach ($h in $capacity.Keys) { $text | Should -Match ('(?m)^{0}\s+\d+\s+64\.0 MiB' -f [regex]::Escape($h)) }
+    }
+
+    It 'writes DomainDoesNotFit for each domain that fits on no host' {
+        $placement = & $script -Fingerprint $fingerprints -HostCapacity @{ $hostA.Name = 4KB } -ErrorVariable err -ErrorAction SilentlyContinue
+        @($err).Count | Should -Be 4
+        foreach ($e in $err) { $e.FullyQualifiedErrorId | Should -BeLike 'DomainDoesNotFit,*' }
+        @($placement.Unplaced | Sort-Object) | Should -Be 'a1', 'a2', 'b1', 'b2'
+        $placement.Assignments | Should -BeNullOrEmpty
+    }
+
+    It 'stops when given nothing to place, saying what to give' {
+        { & $script -HostCapacity $capacity } | Should -Throw -ErrorId 'FleetPlacementNothingToPlace,*' -ExpectedMessage '*-HostName*-Session*-Fingerprint*'
+        # One source of fingerprints: hosts to gather them from, sessions, or fingerprints.
+        { & $script -HostName a -Fingerprint $fingerprints -HostCapacity $capacity } | Should -Throw -ErrorId 'AmbiguousParameterSet,*'
+    }
+
+    It 'writes an error naming each host of -HostName it cannot reach, and stops when none answers' {
+        # Ports of 127.0.0.1 bound but not listening: ssh's connect is refused at once. Needs the ssh client, no server.
+        if (-not (Get-Command ssh -CommandType Application -ErrorAction Ignore)) { Set-ItResult -Skipped -Because 'needs ssh (package openssh-client)'; return }
+        $sockets = @(1..2 | ForEach-Object {
+                $socket = [Net.Sockets.Socket]::new([Net.Sockets.AddressFamily]::InterNetwork, [Net.Sockets.SocketType]::Stream, [Net.Sockets.ProtocolType]::Tcp)
+                $socket.Bind([Net.IPEndPoint]::new([Net.IPAddress]::Loopback, 0))
+                $socket
+            })
+        try {
+            $targets = @($sockets | ForEach-Object { "127.0.0.1:$($_.LocalEndPoint.Port)" })
+            $err = @()
+            $failure = $null
+            try {
+                & $script -HostName $targets -HostCapacity $capacity -SshOption @{ BatchMode = 'yes'; LogLevel = 'QUIET' } -ErrorVariable err -ErrorAction SilentlyContinue
+            }
+            catch {
+                $failure = $_
+            }
+            $failure | Should -Not -BeNullOrEmpty
+            $failure.FullyQualifiedErrorId | Should -BeLike 'FleetPlacementNoFingerprints,*'
+            "$failure" | Should -BeLike '*every host failed*'
+            # One error a host, and nothing else but the terminating error (New-PSSession's own errors do not leak out).
+            $hostErrors = @($err | Where-Object { $_ -is [Management.Automation.ErrorRecord] -and $_.FullyQualifiedErrorId -notlike 'FleetPlacementNoFingerprints,*' })
+            @($err).Count | Should -Be 3
+            $hostErrors.Count | Should -Be 2
+            @($hostErrors.TargetObject | Sort-Object) | Should -Be @($targets | Sort-Object)
+            foreach ($e in $hostErrors) {
+                "$e" | Should -BeLike "Host $($e.TargetObject): *"
+                $e.CategoryInfo.Category | Should -Be 'OpenError'
+            }
+        }
+        finally {
+            $sockets | ForEach-Object { $_.Dispose() }
+        }
+    }
+}
+
 Describe 'HostPolicy.Tests.ps1' {
     BeforeAll {
         $testFile = Join-Path $Examples 'HostPolicy.Tests.ps1'

@@ -1,0 +1,60 @@
+using BenchmarkDotNet.Attributes;
+using DifferenceEngine.Bench.Corpus;
+using DifferenceEngine.Fleet;
+
+namespace DifferenceEngine.Bench.Fleet;
+
+/// <summary>
+/// Get-DEFingerprint's pass, per page, on one core: a memory image held in memory (DE_FINGERPRINT_IMAGE, or the Compare
+/// run's first guest image out/compare/guest-images/app.img when there is one, else the corpus pages 32 times over with
+/// a word changed in each copy) fed page by page to a builder, then its second looks. The goal is at least 1 GiB/s of
+/// guest memory per core: 4096 B / the time per page.
+/// </summary>
+[MemoryDiagnoser]
+public class FingerprintBenchmark
+{
+    private byte[] _image = [];
+    private int _pages;
+    private FleetKey _key = FleetKey.FromSecret(new byte[32]);
+
+    [GlobalSetup]
+    public void Load()
+    {
+        string? path = Environment.GetEnvironmentVariable("DE_FINGERPRINT_IMAGE");
+        if (path is null)
+        {
+            string guest = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "out", "compare", "guest-images", "app.img");
+            if (File.Exists(guest)) path = guest;
+        }
+        if (path is not null)
+        {
+            _image = File.ReadAllBytes(path);
+        }
+        else
+        {
+            var corpus = RealPages.Instance.Pages;
+            _image = new byte[corpus.Length * 32];
+            for (int copy = 0; copy < 32; copy++)
+            {
+                corpus.CopyTo(_image, copy * corpus.Length);
+                for (int p = 0; p < RealPages.Count; p++) _image[copy * corpus.Length + p * RealPages.PageSize + (copy * 8 % 4096)] ^= (byte)(copy + 1);
+            }
+        }
+        _pages = _image.Length / RealPages.PageSize;
+        _key = FleetKey.FromSecret(Enumerable.Range(0, 32).Select(i => (byte)i).ToArray());
+        Console.WriteLine($"// fingerprint input: {path ?? "corpus pages x32"}, {_pages} pages");
+    }
+
+    [Benchmark(Description = "fingerprint (whole image)")]
+    public long Fingerprint()
+    {
+        using var builder = new FingerprintBuilder(_key);
+        for (int p = 0; p < _pages; p++) builder.SetPage(p, _image.AsSpan(p * RealPages.PageSize, RealPages.PageSize));
+        var f = builder.Finish("bench", "bench", "default", _pages, "bench", (gfn, page) =>
+        {
+            _image.AsSpan((int)gfn * RealPages.PageSize, RealPages.PageSize).CopyTo(page);
+            return true;
+        });
+        return f.SketchBytes;
+    }
+}

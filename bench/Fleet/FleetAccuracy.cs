@@ -1,0 +1,175 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using DifferenceEngine.Bench.Compare;
+using DifferenceEngine.Bench.Corpus;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Fleet;
+
+namespace DifferenceEngine.Bench.Fleet;
+
+/// <summary>
+/// fleet [--path IMAGE...] [--programs] [--out DIR] [--pwsh PATH] [--sample N] [--quick]: the colocation model's accuracy.
+/// Every input is fingerprinted; then every input alone, every pair and every triple is loaded into a fresh embedded
+/// host (the default policy: all mechanisms, LZ4 with Zstd groups of four; one scan thread, so the run is repeatable)
+/// and scanned until stable, and the memory it uses is set against the model's prediction from the fingerprints.
+/// Writes fleet.md and fleet.csv (docs/FLEET.md, "Accuracy").
+/// </summary>
+internal static class FleetAccuracy
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    public static int Run(string[] args)
+    {
+        var paths = new List<string>();
+        string outDir = Path.Combine("out", "fleet");
+        string? pwsh = null, keep = null, keyFile = null;
+        bool programs = false, quick = false;
+        int sample = 1 << FingerprintBuilder.DefaultSampleShift;
+        for (int i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--path":
+                    while (i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal)) paths.Add(args[++i]);
+                    break;
+                case "--programs": programs = true; break;
+                case "--quick": quick = true; break;
+                case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
+                case "--pwsh" when i + 1 < args.Length: pwsh = args[++i]; break;
+                case "--keep" when i + 1 < args.Length: keep = args[++i]; break;
+                case "--key" when i + 1 < args.Length: keyFile = args[++i]; break;
+                case "--sample" when i + 1 < args.Length: sample = int.Parse(args[++i], Inv); break;
+                case "-h" or "--help":
+                    Console.WriteLine("usage: fleet [--path IMAGE...] [--programs] [--out DIR] [--pwsh PATH] [--sample N] [--quick]");
+                    Console.WriteLine("  --path      raw images to use as domains; --programs adds snapshots of live programs (the default without --path)");
+                    Console.WriteLine("  --sample N  fingerprints sample one page in N (default 16)");
+                    Console.WriteLine("  --quick     alone and pairs only (no triples)");
+                    Console.WriteLine("  --key FILE  the fleet key file to fingerprint with (default: a new random key)");
+                    Console.WriteLine("  --keep DIR  keep copies of the program snapshots in DIR (to run again on the same memory)");
+                    return 0;
+                default:
+                    Console.Error.WriteLine($"fleet: unknown or incomplete argument '{args[i]}' (see --help).");
+                    return 2;
+            }
+        }
+        if (!System.Numerics.BitOperations.IsPow2(sample) || sample < 4)
+        {
+            Console.Error.WriteLine("fleet: --sample must be a power of two, at least 4.");
+            return 2;
+        }
+        int shift = System.Numerics.BitOperations.Log2((uint)sample);
+        Directory.CreateDirectory(outDir);
+        var started = Stopwatch.StartNew();
+        using var snapshots = programs || paths.Count == 0 ? InputImages.Snapshot(HelperPrograms.Default(pwsh, Log), Log) : null;
+        var inputs = new List<InputImage>();
+        if (snapshots is not null) inputs.AddRange(snapshots.Images);
+        if (keep is not null && snapshots is not null)
+        {
+            // Copies of the snapshots (0600, like them) to run again on the same memory.
+            Directory.CreateDirectory(keep);
+            foreach (var image in snapshots.Images) File.Copy(image.Path, Path.Combine(keep, image.Label + ".img"), overwrite: true);
+        }
+        if (paths.Count > 0)
+        {
+            using var given = InputImages.FromPaths(paths);
+            inputs.AddRange(given.Images);
+        }
+
+        // One key for the run: a new one from the system's random source, or --key FILE to repeat a run exactly (the key
+        // decides which pages are sampled).
+        var key = keyFile is not null ? FleetKey.FromFile(keyFile) : FleetKey.FromSecret(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+        Log($"fleet key {key.KeyId}");
+        var fingerprints = new Dictionary<string, DomainFingerprint>();
+        foreach (var image in inputs)
+        {
+            using var source = EngineRun.OpenRaw(image.Path);
+            var f = FingerprintBuilder.FromSource(source, key, image.Label, "fleet", sampleShift: shift);
+            fingerprints[image.Label] = f;
+            Log($"fingerprint {image.Label,-10} {f.PageCount,7} pages, {f.SketchBytes,8} B sketch ({100.0 * f.SketchBytes / f.GuestBytes:0.000}% of its memory), {f.Seconds:0.000} s ({f.GuestBytes / 1048576.0 / Math.Max(1e-9, f.Seconds):0} MiB/s)");
+        }
+
+        var sets = new List<InputImage[]>();
+        for (int a = 0; a < inputs.Count; a++) sets.Add([inputs[a]]);
+        for (int a = 0; a < inputs.Count; a++)
+            for (int b = a + 1; b < inputs.Count; b++) sets.Add([inputs[a], inputs[b]]);
+        if (!quick)
+            for (int a = 0; a < inputs.Count; a++)
+                for (int b = a + 1; b < inputs.Count; b++)
+                    for (int c = b + 1; c < inputs.Count; c++) sets.Add([inputs[a], inputs[b], inputs[c]]);
+
+        var rows = new List<Row>();
+        foreach (var set in sets)
+        {
+            var prediction = ColocationModel.Predict(set.Select(i => fingerprints[i.Label]).ToArray());
+            using var loaded = InputImages.FromPaths(set.Select(i => i.Path).ToList(), set.Select(i => i.Label).ToList());
+            var actual = EngineRun.Run("fleet", loaded, patching: true, CompressionAlgorithm.LZ4, threads: 1, groupSize: 4, defaultSweeps: true);
+            var row = new Row(string.Join(" + ", set.Select(i => i.Label)), set.Length, actual.GuestPages * 4096L, actual.MemoryUsedBytes,
+                prediction.PredictedUsedBytes, actual.FramesInUse * 4096L, prediction.FrameBytes, actual.StoreAllocatedBytes, prediction.StoreBytes,
+                actual.MetadataBytes, prediction.MetadataBytes, prediction.SeparateUsedBytes)
+            {
+                ActualPatched = actual.PatchedPages, PredictedPatched = prediction.PatchedPages,
+                ActualShared = actual.SavedBySharing, PredictedShared = prediction.SharedPagesSaved,
+            };
+            rows.Add(row);
+            if (Environment.GetEnvironmentVariable("DE_FLEET_DETAIL") is not null)
+                Log($"    engine: compressed {actual.CompressedPages} pages ({actual.SharedCompressedPages} naming {actual.SharedCompressedFrames} shared blobs), grouped {actual.GroupedPages}, blob bytes {Mib(actual.CompressedBytes)} MiB, patches {Mib(actual.PatchBytes)} MiB, shared frames {actual.SharedFrames}; model: shared contents {prediction.SharedContents}, compressed {prediction.CompressedContents}, frames {prediction.FrameContents}+{prediction.ReferencePages} refs");
+            Log($"{row.Set,-40} actual {Mib(row.Actual),7} MiB  predicted {Mib(row.Predicted),7} MiB  {row.ErrorPercent,6:+0.0;-0.0}%  (patched {row.ActualPatched}/{row.PredictedPatched}, shared {row.ActualShared}/{row.PredictedShared})");
+        }
+        Write(outDir, inputs, fingerprints, rows, sample, started.Elapsed);
+        var grouped = rows.Where(r => r.Domains >= 2).ToList();
+        int within = grouped.Count(r => Math.Abs(r.ErrorPercent) <= 5);
+        Log($"pairs and triples within 5%: {within} of {grouped.Count}; largest error {grouped.Select(r => Math.Abs(r.ErrorPercent)).DefaultIfEmpty().Max():0.0}%");
+        Log($"wrote {Path.Combine(outDir, "fleet.md")}");
+        return 0;
+    }
+
+    private sealed record Row(string Set, int Domains, long Guest, long Actual, long Predicted, long ActualFrames, long PredictedFrames,
+        long ActualStore, long PredictedStore, long ActualMetadata, long PredictedMetadata, long PredictedSeparate)
+    {
+        public double ErrorPercent => 100.0 * (Predicted - Actual) / Actual;
+        public long ActualPatched { get; init; }
+        public long PredictedPatched { get; init; }
+        public long ActualShared { get; init; }
+        public long PredictedShared { get; init; }
+    }
+
+    private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.0", Inv);
+
+    private static void Write(string outDir, List<InputImage> inputs, Dictionary<string, DomainFingerprint> fingerprints, List<Row> rows,
+        int sample, TimeSpan elapsed)
+    {
+        var md = new StringBuilder();
+        md.AppendLine("# Fleet: the colocation model against the embedded host");
+        md.AppendLine();
+        md.AppendLine(Inv, $"- Machine: {MachineDescription()}");
+        md.AppendLine(Inv, $"- Run: `fleet`, {elapsed.TotalSeconds:0} s; fingerprints sample one page in {sample}");
+        md.AppendLine("- Actual: a fresh embedded host per row, the default policy (all mechanisms, LZ4, Zstd groups of four), one scan thread, scanned until stable; memory used = frames + store slabs + metadata.");
+        md.AppendLine();
+        md.AppendLine("| domain | pages | sketch (B) | % of memory | fingerprint (s) | MiB/s |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|");
+        foreach (var image in inputs)
+        {
+            var f = fingerprints[image.Label];
+            md.AppendLine(Inv, $"| {image.Label} | {f.PageCount} | {f.SketchBytes} | {100.0 * f.SketchBytes / f.GuestBytes:0.000} | {f.Seconds:0.000} | {f.GuestBytes / 1048576.0 / Math.Max(1e-9, f.Seconds):0} |");
+        }
+        md.AppendLine();
+        md.AppendLine("| domains | guest (MiB) | actual (MiB) | predicted (MiB) | error | frames a/p (MiB) | store a/p (MiB) | metadata a/p (MiB) | pages saved by sharing a/p | patched pages a/p | predicted apart (MiB) |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+            md.AppendLine(Inv, $"| {r.Set} | {Mib(r.Guest)} | {Mib(r.Actual)} | {Mib(r.Predicted)} | {r.ErrorPercent:+0.0;-0.0}% | {Mib(r.ActualFrames)} / {Mib(r.PredictedFrames)} | {Mib(r.ActualStore)} / {Mib(r.PredictedStore)} | {Mib(r.ActualMetadata)} / {Mib(r.PredictedMetadata)} | {r.ActualShared} / {r.PredictedShared} | {r.ActualPatched} / {r.PredictedPatched} | {Mib(r.PredictedSeparate)} |");
+        var grouped = rows.Where(r => r.Domains >= 2).ToList();
+        md.AppendLine();
+        md.AppendLine(Inv, $"Pairs and triples within 5%: **{grouped.Count(r => Math.Abs(r.ErrorPercent) <= 5)} of {grouped.Count}**; largest error {grouped.Select(r => Math.Abs(r.ErrorPercent)).DefaultIfEmpty().Max():0.0}%; mean absolute error {grouped.Select(r => Math.Abs(r.ErrorPercent)).DefaultIfEmpty().Average():0.0}%.");
+        File.WriteAllText(Path.Combine(outDir, "fleet.md"), md.ToString());
+        var csv = new StringBuilder("set,domains,guest_bytes,actual_bytes,predicted_bytes,error_percent,actual_frames,predicted_frames,actual_store,predicted_store,actual_metadata,predicted_metadata\n");
+        foreach (var r in rows)
+            csv.AppendLine(Inv, $"\"{r.Set}\",{r.Domains},{r.Guest},{r.Actual},{r.Predicted},{r.ErrorPercent:0.00},{r.ActualFrames},{r.PredictedFrames},{r.ActualStore},{r.PredictedStore},{r.ActualMetadata},{r.PredictedMetadata}");
+        File.WriteAllText(Path.Combine(outDir, "fleet.csv"), csv.ToString());
+    }
+
+    private static string MachineDescription() =>
+        $"{Environment.ProcessorCount} cores, {Environment.OSVersion}, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC";
+
+    private static void Log(string line) => Console.WriteLine($"[fleet] {line}");
+}

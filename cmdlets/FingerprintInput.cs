@@ -1,0 +1,54 @@
+using System.Collections;
+using System.Management.Automation;
+using DifferenceEngine.Fleet;
+using Newtonsoft.Json.Linq;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// Fingerprints as cmdlets receive them: DomainFingerprint objects, the property bags remoting turns them into
+/// (Deserialized.DifferenceEngine.Fleet.DomainFingerprint), or the objects ConvertFrom-Json makes of their JSON.
+/// </summary>
+internal static class FingerprintInput
+{
+    private static readonly string[] Properties = typeof(DomainFingerprint).GetProperties()
+        .Where(p => p.CanWrite).Select(p => p.Name).ToArray();
+
+    /// <summary>Copies a plain value (a string, number, date or flag); anything else is left out (its default stays).</summary>
+    private static void Copy(JObject json, string name, object? value)
+    {
+        object? v = value is PSObject p ? p.BaseObject : value;
+        if (v is string or bool or int or long or double or float or decimal or DateTime or DateTimeOffset or uint or ulong or short or ushort or byte)
+            json[name] = JToken.FromObject(v);
+    }
+
+    public static DomainFingerprint From(object? value)
+    {
+        object? inner = value is PSObject ps ? ps.BaseObject : value;
+        if (inner is DomainFingerprint fingerprint) return fingerprint;
+        var json = new JObject();
+        if (inner is IDictionary dictionary)
+        {
+            foreach (string name in Properties)
+                if (dictionary.Contains(name)) Copy(json, name, dictionary[name]);
+        }
+        else if (value is PSObject bag)
+        {
+            foreach (string name in Properties) Copy(json, name, bag.Properties[name]?.Value);
+        }
+        if (json["Schema"] is null || json["Sketch"] is null)
+            throw new DEException("FingerprintInvalid", DEErrorKind.InvalidData,
+                $"A {inner?.GetType().Name ?? "null"} is not a fingerprint: it has no Schema and Sketch (pass what Get-DEFingerprint writes, through remoting or JSON).",
+                inner?.GetType().Name);
+        try
+        {
+            var result = json.ToObject<DomainFingerprint>()!;
+            result.GetEntries(); // the sketch decodes, or the fingerprint is refused now
+            return result;
+        }
+        catch (Exception e) when (e is Newtonsoft.Json.JsonException or FormatException or ArgumentException)
+        {
+            throw new DEException("FingerprintInvalid", DEErrorKind.InvalidData, $"The fingerprint cannot be read: {e.Message}", null, e);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+using System.Management.Automation;
+using DifferenceEngine.Fleet;
+using DifferenceEngine.Loading;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>
+/// A compact, fleet-keyed sketch of each domain from one read-only pass over its pages (Get-DEFingerprint): the input of
+/// Measure-DEColocation and Get-DEPlacement. Of the current host's domains, or of memory images and cores given with -Path.
+/// </summary>
+[Cmdlet(VerbsCommon.Get, "DEFingerprint", DefaultParameterSetName = DomainSet)]
+[OutputType(typeof(DomainFingerprint))]
+public sealed class GetDEFingerprintCommand : DECmdlet
+{
+    private const string DomainSet = "Domain";
+    private const string PathSet = "Path";
+    private const int ActivityId = 7;
+    private FleetKey? _key;
+    private int _shift;
+
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default.</summary>
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true, ParameterSetName = DomainSet)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
+    [Alias("Name")]
+    public DomainSelector[]? Domain { get; set; }
+
+    /// <summary>Memory images or ELF cores to fingerprint without loading them (each named by its file name).</summary>
+    [Parameter(Mandatory = true, ParameterSetName = PathSet, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [Alias("FullName", "PSPath", "LiteralPath")]
+    public string[] Path { get; set; } = [];
+
+    /// <summary>-Path: the host the images stand for in the fingerprints (default: this machine's name).</summary>
+    [Parameter(ParameterSetName = PathSet)]
+    [ValidateNotNullOrEmpty]
+    public string? HostName { get; set; }
+
+    /// <summary>-Path: the images' trust group (domains of different trust groups never share).</summary>
+    [Parameter(ParameterSetName = PathSet)]
+    [ValidateNotNullOrEmpty]
+    public string TrustGroup { get; set; } = Domains.DomainPolicy.DefaultTrustGroup;
+
+    /// <summary>The fleet key file (New-DEFleetKey); it must be readable by its owner only.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? FleetKeyPath { get; set; }
+
+    /// <summary>The fleet secret itself, as Get-Secret returns it: a SecureString or a byte[] of at least 16 bytes.</summary>
+    [Parameter]
+    [ValidateNotNull]
+    public object? FleetKey { get; set; }
+
+    /// <summary>One page in this many is sampled (a power of two, 4 to 4096; 16 by default). Every fingerprint combined must use the same.</summary>
+    [Parameter]
+    [ValidateRange(4, 4096)]
+    public int SampleRate { get; set; } = 1 << FingerprintBuilder.DefaultSampleShift;
+
+    protected override void BeginProcessing()
+    {
+        if (!System.Numerics.BitOperations.IsPow2(SampleRate))
+            ThrowDEError(new DEException("FingerprintSampleInvalid", DEErrorKind.InvalidArgument,
+                $"-SampleRate must be a power of two (4, 8, 16, ... 4096); {SampleRate} is not.", SampleRate));
+        _shift = System.Numerics.BitOperations.Log2((uint)SampleRate);
+        try
+        {
+            string? path = FleetKeyPath is null ? null : GetFileSystemPath(FleetKeyPath, "fleet key file", "FleetKeyFileNotFound");
+            _key = FleetKeyParameters.Resolve(path, FleetKey);
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+        }
+    }
+
+    protected override void ProcessRecord()
+    {
+        if (ParameterSetName == PathSet)
+        {
+            foreach (string given in Path) FingerprintFile(given);
+            return;
+        }
+        foreach (var domain in ResolveDomainsOrAll(Domain))
+        {
+            string activity = $"Get-DEFingerprint {domain.Name}";
+            if (TryItem(() => RunWithProgress(ActivityId, activity, report => FingerprintBuilder.FromDomain(domain, _key!, _shift,
+                    (done, total) => report(new ProgressRecord(ActivityId, activity, $"{DisplayFormat.Count(done)} of {DisplayFormat.Count(total)} pages")
+                    {
+                        PercentComplete = (int)(100 * done / Math.Max(1, total)),
+                    }),
+                    StopToken)), out var fingerprint))
+                WriteObject(fingerprint);
+        }
+    }
+
+    private void FingerprintFile(string given)
+    {
+        TryItem(() =>
+        {
+            string path = GetFileSystemPath(given, "memory image", "ImageNotFound");
+            using var source = MemorySource.OpenFile(path);
+            string name = System.IO.Path.GetFileNameWithoutExtension(path);
+            string activity = $"Get-DEFingerprint {name}";
+            var fingerprint = RunWithProgress(ActivityId, activity, _ =>
+                FingerprintBuilder.FromSource(source, _key!, name, HostName ?? Environment.MachineName, TrustGroup, _shift, StopToken));
+            WriteObject(fingerprint);
+        });
+    }
+}

@@ -1,0 +1,34 @@
+using System.Management.Automation;
+using DifferenceEngine.Fleet;
+
+namespace DifferenceEngine.Commands;
+
+/// <summary>Writes a new fleet key file: 32 random bytes, mode 0600 (New-DEFleetKey).</summary>
+[Cmdlet(VerbsCommon.New, "DEFleetKey", SupportsShouldProcess = true)]
+[OutputType(typeof(FileInfo))]
+public sealed class NewDEFleetKeyCommand : DECmdlet
+{
+    /// <summary>Where to write the key file.</summary>
+    [Parameter(Mandatory = true, Position = 0)]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = "";
+
+    /// <summary>Replace an existing key file (every fingerprint made with the old key can no longer be combined with new ones).</summary>
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        string path = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path);
+        if (!ShouldProcess(path, "Write a new fleet key")) return;
+        try
+        {
+            FleetKey.CreateFile(path, Force);
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+        }
+        WriteObject(new FileInfo(path));
+    }
+}

@@ -1,0 +1,330 @@
+using DifferenceEngine.Memory;
+using System.Runtime.InteropServices;
+using DifferenceEngine.Store;
+
+namespace DifferenceEngine.Fleet;
+
+/// <summary>
+/// What a set of domains is predicted to need on one host, all mechanisms on, once stable (docs/FLEET.md, "The model"),
+/// with the same figures for sharing alone and sharing with patching. GuestBytes = PredictedUsedBytes + PredictedSavedBytes.
+/// </summary>
+public sealed record ColocationPrediction(
+    IReadOnlyList<string> Domains,
+    long GuestBytes,
+    long PredictedUsedBytes,
+    long FrameBytes,
+    long StoreBytes,
+    long MetadataBytes,
+    long UsedWithSharingBytes,
+    long UsedWithSharingAndPatchingBytes,
+    long SeparateUsedBytes)
+{
+    /// <summary>Predicted pages by what the engine makes of them (scaled from the sample).</summary>
+    public long PatchedPages { get; init; }
+    public long ReferencePages { get; init; }
+    public long SharedContents { get; init; }
+    public long CompressedContents { get; init; }
+    public long FrameContents { get; init; }
+
+    /// <summary>Pages that need no memory of their own because an identical page does: pages sharing a content, less the contents.</summary>
+    public long SharedPagesSaved { get; init; }
+
+    /// <summary>GuestBytes − PredictedUsedBytes.</summary>
+    public long PredictedSavedBytes => GuestBytes - PredictedUsedBytes;
+
+    /// <summary>What placing the domains together saves against each on a host of its own: Σ of their predictions alone − the prediction together.</summary>
+    public long ColocationSavedBytes => SeparateUsedBytes - PredictedUsedBytes;
+}
+
+/// <summary>
+/// The colocation model: from fingerprints made with one fleet key, the memory the engine needs for a set of domains
+/// loaded together (docs/FLEET.md, "The model"). Every sampled page stands for 2^SampleShift pages; because the sample
+/// is keyed on the similarity key, a sampled content's identical copies and similar pages, in every domain, are in the
+/// sample with it, so the model replays the engine's choices on it: identical contents share one copy; among contents
+/// with the same similarity key the first (domain order, then gfn order) is the reference, kept as a frame, and the
+/// others are patched against it when their patch is under the threshold; the rest are compressed (shared contents as
+/// one Zstd blob, private ones as single blobs, shrunk by the domain's measured group factor), or stay frames.
+/// Domains of different trust groups never share: each trust group is predicted apart and the parts added.
+/// </summary>
+public static class ColocationModel
+{
+    private const int PageSize = PageGeometry.PageSize;
+
+    // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
+    // the frame pool's bookkeeping of the frame it was loaded into (12.125 B); per page left in a frame, its slots in the
+    // similarity and sharing tables (two keys, tables kept between a quarter and a half full: about 120 B); per page kept
+    // in a page group, its share of the group's record (56 B for a group of four); per shared page, its entry in the pass's
+    // buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and generations (14 B a slot).
+    internal const double MetadataPerPage = 8 + 12.125;
+    internal const double MetadataPerFramePage = 120;
+    internal const double MetadataPerGroupedPage = 14;
+    internal const double MetadataPerSharedPage = 24;
+    internal const double StoreFreeFraction = 1.0 / 64;
+    internal const int MinimumGroupSamples = 16;
+
+    public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints)
+    {
+        Check(fingerprints);
+        long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
+        long groupedPages = 0, sharedPages = 0, storeMetadata = 0;
+        long patchedPages = 0, referencePages = 0, sharedContents = 0, compressedContents = 0, frameContents = 0;
+        double metadata = 0;
+        foreach (var trust in fingerprints.GroupBy(f => f.TrustGroup, StringComparer.Ordinal))
+        {
+            var part = PredictTrustGroup(trust.ToList());
+            frames += part.Frames;
+            store += part.Store;
+            sharingOnly += part.SharingOnly;
+            sharingPatching += part.SharingPatching;
+            patchedPages += part.Patched;
+            referencePages += part.References;
+            sharedContents += part.Shared;
+            compressedContents += part.Compressed;
+            frameContents += part.FrameContents;
+            groupedPages += part.Grouped;
+            storeMetadata += part.StoreMetadata;
+            sharedPages += part.SharedPages;
+        }
+        foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
+        metadata += MetadataPerFramePage * (frames / PageSize) + MetadataPerGroupedPage * groupedPages + MetadataPerSharedPage * sharedPages
+                    + storeMetadata + CompactStore.FixedMetadataBytes;
+        long meta = (long)Math.Round(metadata);
+        long guest = fingerprints.Sum(f => f.GuestBytes);
+        long separate = fingerprints.Count == 1 ? frames + store + meta : fingerprints.Sum(f => Predict([f]).PredictedUsedBytes);
+        return new ColocationPrediction(fingerprints.Select(f => f.Domain).ToArray(), guest, frames + store + meta, frames, store, meta,
+            sharingOnly + meta, sharingPatching + meta, separate)
+        {
+            PatchedPages = patchedPages, ReferencePages = referencePages, SharedContents = sharedContents,
+            CompressedContents = compressedContents, FrameContents = frameContents, SharedPagesSaved = sharedPages - sharedContents,
+        };
+    }
+
+    private sealed record Part(long Frames, long Store, long SharingOnly, long SharingPatching)
+    {
+        public long Patched, References, Shared, Compressed, FrameContents, Grouped, SharedPages, StoreMetadata;
+    }
+
+    private sealed class Content
+    {
+        public required FingerprintEntry Entry;
+        public required int Domain;
+        public long Copies;
+        public bool Shared => Copies > 1;
+    }
+
+    private static Part PredictTrustGroup(List<DomainFingerprint> set)
+    {
+        // Distinct contents across the set, in the order the engine meets them (domain order, then gfn order), each
+        // sampled route apart: the content route for every total, the similarity route for patches across domains.
+        var byContent = new Dictionary<ulong, Content>();
+        var bySimilarity = new Dictionary<ulong, Content>();
+        var contentRoute = new List<Content>();
+        var similarityRoute = new List<Content>();
+        var groupFactor = new double[set.Count];
+        for (int d = 0; d < set.Count; d++)
+        {
+            groupFactor[d] = Math.Clamp(set[d].GroupFactor, 0, 1);
+            foreach (var e in set[d].GetEntries())
+            {
+                if ((e.Flags & EntryFlags.ByContent) != 0) Add(byContent, contentRoute, e, d);
+                if ((e.Flags & EntryFlags.BySimilarity) != 0) Add(bySimilarity, similarityRoute, e, d);
+            }
+        }
+
+        // Groups: what grouping saves differs between contents (a domain's unique pages group better than the pages it shares
+        // with others), so the factor applied to a domain's private contents is measured on its sampled contents that stay
+        // private in this set (one in eight carries its own group share); with too few of those, the domain's runs.
+        var groupedSum = new double[set.Count];
+        var singleSum = new double[set.Count];
+        var measured = new int[set.Count];
+        foreach (var c in contentRoute)
+        {
+            var e = c.Entry;
+            if (c.Shared || e.GroupCost == 0 || e.PatchCost > 0 || (e.Flags & EntryFlags.Reference) != 0) continue;
+            groupedSum[c.Domain] += e.GroupCost;
+            singleSum[c.Domain] += e.SingleCost;
+            measured[c.Domain]++;
+        }
+        for (int d = 0; d < set.Count; d++)
+            if (measured[d] >= MinimumGroupSamples) groupFactor[d] = Math.Clamp(groupedSum[d] / singleSum[d], 0, 1);
+
+        double frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
+        var slots = new Dictionary<int, double>(); // slot size -> blobs of the sample in it
+        long patched = 0, references = 0, shared = 0, compressed = 0, frameContents = 0, grouped = 0, sharedPages = 0;
+        foreach (var c in contentRoute)
+        {
+            sharingOnly += PageSize;
+            if (c.Shared)
+            {
+                shared++;
+                sharedPages += c.Copies;
+            }
+            var e = c.Entry;
+            if (!c.Shared && e.PatchCost > 0)
+            {
+                store += e.PatchCost;
+                AddSlot(slots, e.PatchCost, 1);
+                sharingPatching += e.PatchCost;
+                patched++;
+                continue;
+            }
+            sharingPatching += PageSize;
+            if ((e.Flags & EntryFlags.Reference) != 0)
+            {
+                frames += PageSize;
+                references++;
+                continue;
+            }
+            int cost = c.Shared ? e.SharedCost : e.SingleCost;
+            if (cost == 0)
+            {
+                frames += PageSize;
+                frameContents++;
+                continue;
+            }
+            compressed++;
+            if (c.Shared)
+            {
+                store += cost;
+                AddSlot(slots, cost, 1);
+                continue;
+            }
+            store += cost * groupFactor[c.Domain];
+            grouped++;
+            // A group of four's stream is cut into 4 KiB pieces and a remainder, in the remainder's size class.
+            // (Each grouped content is a quarter of a group.)
+            int stream = (int)(4 * cost * groupFactor[c.Domain]);
+            AddSlot(slots, CompactStore.MaxBlobLength, stream / CompactStore.MaxBlobLength / 4.0);
+            if (stream % CompactStore.MaxBlobLength != 0) AddSlot(slots, CompactStore.SlotSizeFor(stream % CompactStore.MaxBlobLength), 0.25);
+        }
+
+        // Patches across domains, from the similarity route: in the engine's order a later domain's first page with a
+        // similarity key finds an earlier domain's first page with it as its reference: the later page is patched (at the
+        // median patch the key's pages had at home), and the earlier one, if nothing patched against it before, becomes a
+        // reference kept as a frame.
+        double crossStore = 0, crossFrames = 0;
+        long crossPatched = 0, crossReferences = 0;
+        var knownPatches = new Dictionary<ulong, List<int>>();
+        foreach (var c in similarityRoute)
+            if (c.Entry.PatchCost > 0)
+            {
+                if (!knownPatches.TryGetValue(c.Entry.Similarity, out var list)) knownPatches[c.Entry.Similarity] = list = new List<int>();
+                list.Add(c.Entry.PatchCost);
+            }
+        var firstOf = new Dictionary<ulong, Content>();
+        var madeReference = new HashSet<ulong>();
+        foreach (var c in similarityRoute)
+        {
+            var e = c.Entry;
+            if (!firstOf.TryGetValue(e.Similarity, out var reference))
+            {
+                firstOf[e.Similarity] = c;
+                continue;
+            }
+            if (reference.Domain == c.Domain || (e.Flags & EntryFlags.ClusterFirst) == 0 || c.Shared || e.PatchCost > 0
+                || reference.Entry.PatchCost > 0 || !knownPatches.TryGetValue(e.Similarity, out var seen))
+                continue;
+            int patch = Median(seen);
+            // What the page cost at home: a frame as a reference (or incompressible), else its blob.
+            bool frameAtHome = (e.Flags & EntryFlags.Reference) != 0 || e.SingleCost == 0;
+            crossStore += patch - (frameAtHome ? 0 : e.SingleCost * groupFactor[c.Domain]);
+            if (frameAtHome) crossFrames -= PageSize;
+            crossPatched++;
+            var r = reference.Entry;
+            if ((r.Flags & EntryFlags.Reference) == 0 && madeReference.Add(e.Similarity))
+            {
+                int rCost = reference.Shared ? r.SharedCost : r.SingleCost;
+                if (rCost > 0)
+                {
+                    crossFrames += PageSize;
+                    crossStore -= reference.Shared ? rCost : rCost * groupFactor[reference.Domain];
+                }
+                crossReferences++;
+            }
+        }
+
+        // Each sampled content stands for 2^shift contents.
+        long scale = 1L << set[0].SampleShift;
+        // The store's slabs: each size class holds its blobs in whole slabs (the last one partly empty), and up to 1/32 of
+        // the store may be free slots before compaction runs (half that on average).
+        double stored = Math.Max(0, (store + crossStore) * scale);
+        var (slabBytes, slabMetadata) = SlabBytes(slots, scale, stored);
+        double slabs = slabBytes + stored * StoreFreeFraction;
+        return new Part((long)Math.Round((frames + crossFrames) * scale / PageSize) * PageSize, (long)Math.Round(slabs),
+            (long)Math.Round(sharingOnly * scale), (long)Math.Round(Math.Max(0, sharingPatching - crossPatched * PageSize) * scale))
+        {
+            Patched = (patched + crossPatched) * scale, References = (references + crossReferences) * scale, Shared = shared * scale,
+            Compressed = (compressed - crossPatched) * scale, FrameContents = frameContents * scale, Grouped = (grouped - crossPatched) * scale,
+            SharedPages = sharedPages * scale, StoreMetadata = (long)Math.Round(slabMetadata),
+        };
+    }
+
+    private static void AddSlot(Dictionary<int, double> slots, int size, double blobs) =>
+        CollectionsMarshal.GetValueRefOrAddDefault(slots, size, out _) += blobs;
+
+    /// <summary>
+    /// The slabs the store allocates for the blobs of the sample scaled up, and their bookkeeping: per size class, its
+    /// blobs' slots in whole 64 KiB slabs. A class between the smallest and the largest the sample holds that the sample
+    /// happens to miss gets half a slab (blob sizes are a continuum: a class a sample of a few hundred blobs misses is as
+    /// likely as not in use). <paramref name="stored"/> (the slots' bytes, patches across domains included) scales the
+    /// sampled slots to it.
+    /// </summary>
+    private static (double Bytes, double Metadata) SlabBytes(Dictionary<int, double> slots, long scale, double stored)
+    {
+        if (slots.Count == 0 || stored <= 0) return (stored, 0);
+        double sampled = slots.Sum(kv => kv.Key * kv.Value) * scale;
+        double adjust = sampled > 0 ? stored / sampled : 1;
+        double bytes = 0, metadata = 0;
+        int max = slots.Keys.Max();
+        for (int size = CompactStore.SlotSizeFor(slots.Keys.Min()); ; size = CompactStore.SlotSizeFor(size + 1))
+        {
+            double blobs = slots.GetValueOrDefault(size) * scale * adjust;
+            double count = blobs > 0 ? Math.Ceiling(blobs / CompactStore.SlotsPerSlab(size)) : 0.5;
+            bytes += count * CompactStore.SlabSize;
+            metadata += count * CompactStore.SlabMetadataBytesFor(size);
+            if (size >= max || size >= CompactStore.MaxBlobLength) break;
+        }
+        return (bytes, metadata);
+    }
+
+    private static void Add(Dictionary<ulong, Content> seen, List<Content> ordered, FingerprintEntry e, int domain)
+    {
+        if (seen.TryGetValue(e.Content, out var known))
+        {
+            known.Copies += e.Copies;
+            return;
+        }
+        var c = new Content { Entry = e, Domain = domain, Copies = e.Copies };
+        seen.Add(e.Content, c);
+        ordered.Add(c);
+    }
+
+    private static int Median(List<int> values)
+    {
+        var sorted = values.ToArray();
+        Array.Sort(sorted);
+        return sorted[sorted.Length / 2];
+    }
+
+    /// <summary>The fingerprints can be combined: at least one, one fleet key, one sample rate, one detector.</summary>
+    internal static void Check(IReadOnlyList<DomainFingerprint> fingerprints)
+    {
+        if (fingerprints is null || fingerprints.Count == 0)
+            throw new DEException("FingerprintNone", DEErrorKind.InvalidArgument, "A prediction needs at least one fingerprint.");
+        var f0 = fingerprints[0];
+        foreach (var f in fingerprints)
+        {
+            if (f.Schema != DomainFingerprint.CurrentSchema)
+                throw new DEException("FingerprintSchemaUnknown", DEErrorKind.InvalidData,
+                    $"The fingerprint of '{f}' is '{f.Schema}'; this module reads '{DomainFingerprint.CurrentSchema}'.", f.ToString());
+            if (f.KeyId != f0.KeyId)
+                throw new DEException("FingerprintKeyMismatch", DEErrorKind.InvalidArgument,
+                    $"The fingerprints of '{f0}' and '{f}' were made with different fleet keys ({f0.KeyId}, {f.KeyId}): their hashes cannot be compared. Fingerprint every domain with the same key.",
+                    f.ToString());
+            if (f.SampleShift != f0.SampleShift || f.DetectorSeed != f0.DetectorSeed)
+                throw new DEException("FingerprintSampleMismatch", DEErrorKind.InvalidArgument,
+                    $"The fingerprints of '{f0}' and '{f}' sample differently (1 in {1L << f0.SampleShift} and 1 in {1L << f.SampleShift}); fingerprint every domain with the same -SampleRate.",
+                    f.ToString());
+        }
+    }
+}

@@ -1,0 +1,607 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Compression;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Loading;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Patching;
+using DifferenceEngine.Sharing;
+using DifferenceEngine.Store;
+
+namespace DifferenceEngine.Fleet;
+
+/// <summary>
+/// Makes a domain's fingerprint in one read-only pass over its pages, in increasing gfn order (docs/FLEET.md). Per page
+/// it tells zero and one-word pages apart and computes the page's similarity key (the engine's detector, one 64-byte
+/// block); a page is sampled when the fleet-keyed value of that key falls below the sample threshold, so every page with
+/// the same key (identical pages among them) is sampled together, in this domain and in every other of the fleet. Of a
+/// sampled page it keeps the keyed content hash and what the engine's codecs make of it: its single blob (LZ4, Zstd
+/// when LZ4 does not shrink it enough), its blob as a shared frame (Zstd), and its patch against the first content of
+/// the domain with the same key. Runs of four pages with a single blob, from one gfn in 512, measure what Zstd groups save.
+/// Not thread-safe: one builder per pass.
+/// </summary>
+public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
+{
+    /// <summary>Sample one similarity key in 2^this (16: one page in 16).</summary>
+    public const int DefaultSampleShift = 4;
+    public const int MinSampleShift = 2;
+    public const int MaxSampleShift = 12;
+
+    /// <summary>The detector the sample is keyed on: the engine's default shape, with this fixed seed, the same on every host.</summary>
+    public const int FleetDetectorSeed = 20081208;
+
+    private const int PageSize = PageGeometry.PageSize;
+    private const int GroupRun = 4;
+    private const int GroupRunEvery = 128;
+
+    private readonly KeyedHasher _hasher;
+    private readonly string _keyId;
+    private readonly int _shift;
+    private readonly ulong _threshold;
+    private readonly SimilarityDetector _detector = new(HostPolicy.DefaultKeys, HostPolicy.DefaultBlocksPerKey, FleetDetectorSeed);
+    private readonly DomainPolicy _policy = new();
+    private readonly Dictionary<ulong, int> _byContent = new();
+    private readonly Dictionary<ulong, int> _firstBySimilarity = new();
+    private readonly List<FingerprintEntry> _entries = new();
+    // Second looks, after the pass: per entry its gfn; per entry and similarity key (the engine's detector has two) the
+    // first page before it with that key (its candidate reference), and, when it is that key's first page, the next page
+    // with the key (which would patch against it).
+    private const int Keys = HostPolicy.DefaultKeys;
+    private readonly List<long> _entryGfn = new();
+    private readonly List<ulong> _entryKeys = new();
+    private readonly Dictionary<ulong, Candidates>[] _candidates = [new(), new()];
+    private readonly Dictionary<ulong, int> _copies = new(); // by the low 64 bits of the content hash
+    private readonly Dictionary<ulong, long>[] _sharedByKey = [new(), new()];
+    private readonly byte[] _blob = new byte[PageSize + 64];
+    private readonly byte[] _patch = new byte[DeltaCodec.MaxPatchSize];
+    private readonly byte[] _run = new byte[GroupRun * (GroupCompression.HeaderPerMember + PageSize)];
+    private readonly byte[] _stream = new byte[GroupCodec.Bound(GroupRun * (GroupCompression.HeaderPerMember + PageSize))];
+    private readonly int[] _runSingles = new int[GroupRun];
+    private bool _runOpen;
+    private readonly int _runEvery;
+    private int _runPages;
+    private long _groupBytes, _groupSinglesBytes;
+    private int _groupRuns;
+    private long _lastGfn = -1;
+    private long _pagesSet, _zeroSet, _uniform, _content, _sampled;
+    private readonly Stopwatch _time = new();
+
+    public FingerprintBuilder(FleetKey key, int sampleShift = DefaultSampleShift, long expectedPages = 0)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (sampleShift is < MinSampleShift or > MaxSampleShift)
+            throw new DEException("FingerprintSampleInvalid", DEErrorKind.InvalidArgument,
+                $"The sample keeps one page in 2^{MinSampleShift} to 2^{MaxSampleShift}; 2^{sampleShift} was given.", sampleShift);
+        _hasher = key.CreateHasher();
+        _keyId = key.KeyId;
+        _shift = sampleShift;
+        _threshold = ulong.MaxValue >> sampleShift;
+        // Sized for the pages to come (the page count of the domain or image): the tables never grow during the pass.
+        int capacity = (int)Math.Clamp(expectedPages, 0, 1 << 26);
+        _runEvery = expectedPages <= 0 ? GroupRun * GroupRunEvery : (int)Math.Clamp(expectedPages / 64, 16, GroupRun * GroupRunEvery);
+        if (capacity > 0)
+        {
+            _copies.EnsureCapacity(capacity);
+            foreach (var table in _candidates) table.EnsureCapacity(capacity);
+        }
+    }
+
+    /// <summary>Takes the next page; gfns must increase (pages never given are zero).</summary>
+    public void SetPage(long gfn, ReadOnlySpan<byte> page)
+    {
+        if (gfn <= _lastGfn)
+            throw new DEException("FingerprintOrder", DEErrorKind.InvalidOperation,
+                $"Pages must come in increasing gfn order; {gfn} came after {_lastGfn}.", gfn);
+        if (page.Length != PageSize)
+            throw new DEException("BufferTooSmall", DEErrorKind.InvalidArgument, $"A page is {PageSize} bytes; {page.Length} were given.", page.Length);
+        _time.Start();
+        _lastGfn = gfn;
+        _pagesSet++;
+        bool content = Classify(gfn, page);
+        if (!_runOpen && RunStartsAt(gfn))
+        {
+            _runOpen = true;
+            _runPages = 0;
+        }
+        if (content && _runOpen) TrackRun(gfn, page, SingleCost(page, out _));
+        _time.Stop();
+    }
+
+    // Pages wait in a batch for their keyed hashes: AES over a whole batch at once costs a fraction of a call per page.
+    private const int Batch = 256;
+    private readonly byte[] _batchPages = new byte[Batch * PageSize];
+    private readonly long[] _batchGfn = new long[Batch];
+    private readonly ulong[] _batchKeys = new ulong[Batch * Keys];
+    private readonly byte[] _similarityBlocks = new byte[Batch * 16];
+    private readonly byte[] _contentBlocks = new byte[Batch * 16];
+    private readonly byte[] _similarityKeyed = new byte[Batch * 16];
+    private readonly byte[] _contentKeyed = new byte[Batch * 16];
+    private int _batched;
+    private long _sharedMeasured, _singleMeasured;
+
+    /// <summary>
+    /// Counts a page and notes what the second looks need (its similarity keys' first pages, shared contents); a page
+    /// with content goes into the batch. False for a page that needs no memory (zero, one repeated word).
+    /// </summary>
+    private bool Classify(long gfn, ReadOnlySpan<byte> page)
+    {
+        if (PageHasher.IsUniform(page, out uint word))
+        {
+            if (word == 0) _zeroSet++;
+            else _uniform++;
+            return false;
+        }
+        _content++;
+        int slot = _batched++;
+        for (int k = 0; k < Keys; k++)
+        {
+            ulong key = _detector.ComputeKey(page, k);
+            _batchKeys[slot * Keys + k] = key;
+            ref var list = ref CollectionsMarshal.GetValueRefOrAddDefault(_candidates[k], key, out bool exists);
+            if (!exists) list = Candidates.Empty;
+            list.Add(gfn);
+        }
+        var hash = XxHash128.HashToUInt128(page);
+        ref int copies = ref CollectionsMarshal.GetValueRefOrAddDefault(_copies, (ulong)hash, out _);
+        if (++copies == 2)
+        {
+            // A content met twice is shared: the first shared page with a key holds the key's slot in the engine's table.
+            for (int k = 0; k < Keys; k++) _sharedByKey[k].TryAdd(_batchKeys[slot * Keys + k], gfn);
+        }
+        _batchGfn[slot] = gfn;
+        page.CopyTo(_batchPages.AsSpan(slot * PageSize, PageSize));
+        BinaryPrimitives.WriteUInt64LittleEndian(_similarityBlocks.AsSpan(slot * 16), _batchKeys[slot * Keys]);
+        BinaryPrimitives.WriteUInt64LittleEndian(_similarityBlocks.AsSpan(slot * 16 + 8), 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(_contentBlocks.AsSpan(slot * 16), (ulong)hash);
+        BinaryPrimitives.WriteUInt64LittleEndian(_contentBlocks.AsSpan(slot * 16 + 8), (ulong)(hash >> 64));
+        if (_batched == Batch) FlushBatch();
+        return true;
+    }
+
+    /// <summary>Keys the batch's hashes (AES, one call per kind) and samples its pages, in gfn order.</summary>
+    private void FlushBatch()
+    {
+        int n = _batched;
+        _batched = 0;
+        if (n == 0) return;
+        _hasher.Similarity(_similarityBlocks.AsSpan(0, n * 16), _similarityKeyed.AsSpan(0, n * 16));
+        _hasher.Content(_contentBlocks.AsSpan(0, n * 16), _contentKeyed.AsSpan(0, n * 16));
+        for (int i = 0; i < n; i++)
+        {
+            ulong keyedSimilarity = BinaryPrimitives.ReadUInt64LittleEndian(_similarityKeyed.AsSpan(i * 16));
+            ulong keyedContent = BinaryPrimitives.ReadUInt64LittleEndian(_contentKeyed.AsSpan(i * 16));
+            var route = (keyedSimilarity <= _threshold ? EntryFlags.BySimilarity : 0) | (keyedContent <= _threshold ? EntryFlags.ByContent : 0);
+            if (route == 0) continue;
+            _sampled++;
+            if (_byContent.TryGetValue(keyedContent, out int existing))
+            {
+                var e = _entries[existing];
+                _entries[existing] = e with { Copies = e.Copies + 1 };
+                continue;
+            }
+            var page = _batchPages.AsSpan(i * PageSize, PageSize);
+            int single = SingleCost(page, out bool fallback);
+            var flags = route | (single == 0 ? EntryFlags.Incompressible : EntryFlags.None);
+            if (fallback) flags |= EntryFlags.FallbackCodec;
+            // The blob as a shared frame (Zstd): known when neither codec shrinks the page (none) or only Zstd does (the
+            // single blob); measured for one compressible content in eight (by its keyed hash), and for the others
+            // estimated at Finish from the measured ones' Zstd-to-LZ4 ratio (Zstd costs five times LZ4's time).
+            int shared = 0;
+            if (fallback) shared = single;
+            else if (single > 0 && (keyedContent & 7) == 0)
+            {
+                shared = SharedCost(page);
+                if (shared > 0)
+                {
+                    _sharedMeasured += shared;
+                    _singleMeasured += single;
+                }
+            }
+            else if (single > 0) flags |= EntryFlags.SharedCostEstimated;
+            int index = _entries.Count;
+            if (_firstBySimilarity.TryAdd(keyedSimilarity, index)) flags |= EntryFlags.ClusterFirst;
+            _byContent[keyedContent] = index;
+            _entryGfn.Add(_batchGfn[i]);
+            for (int k = 0; k < Keys; k++) _entryKeys.Add(_batchKeys[i * Keys + k]);
+            int group = (route & EntryFlags.ByContent) != 0 && single > 0 && (keyedContent & 7) == 0 ? GroupShare(i, page, single) : 0;
+            _entries.Add(new FingerprintEntry(keyedContent, keyedSimilarity, 1, (ushort)single, (ushort)shared, 0, flags) { GroupCost = (ushort)group });
+        }
+        // The batch's last pages, for the groups of the next batch's first pages.
+        int carry = Math.Min(n, GroupRun - 1);
+        for (int c = 0; c < carry; c++)
+            _batchPages.AsSpan((n - carry + c) * PageSize, PageSize).CopyTo(_carry.AsSpan(((_carried + c) % (GroupRun - 1)) * PageSize));
+        _carried = (_carried + carry) % (GroupRun - 1);
+        _carriedCount = Math.Min(GroupRun - 1, _carriedCount + carry);
+    }
+
+    private readonly byte[] _carry = new byte[(GroupRun - 1) * PageSize];
+    private int _carried, _carriedCount;
+
+    /// <summary>
+    /// The page's share of a Zstd group with the (up to three) content pages before it that compress, as the engine
+    /// groups a page with its neighbours: its single blob times the group's stream slots over the members' single blobs.
+    /// </summary>
+    private int GroupShare(int slot, ReadOnlySpan<byte> page, int single)
+    {
+        int members = 0, singles = 0;
+        Span<int> costs = stackalloc int[GroupRun];
+        // Members before it, nearest first: earlier slots of this batch, then the pages carried from the last one.
+        for (int back = 1; back < GroupRun; back++)
+        {
+            ReadOnlySpan<byte> member;
+            if (slot - back >= 0) member = _batchPages.AsSpan((slot - back) * PageSize, PageSize);
+            else
+            {
+                int older = back - slot; // 1: the last page carried
+                if (older > _carriedCount) break;
+                int at = ((_carried - older) % (GroupRun - 1) + (GroupRun - 1)) % (GroupRun - 1);
+                member = _carry.AsSpan(at * PageSize, PageSize);
+            }
+            int cost = SingleCost(member, out _);
+            if (cost == 0) continue;
+            member.CopyTo(_run.AsSpan(GroupRun * GroupCompression.HeaderPerMember + members * PageSize));
+            costs[members++] = cost;
+            singles += cost;
+        }
+        if (members == 0) return 0;
+        page.CopyTo(_run.AsSpan(GroupRun * GroupCompression.HeaderPerMember + members * PageSize));
+        singles += single;
+        members++;
+        int header = members * GroupCompression.HeaderPerMember;
+        var payload = _run.AsSpan(0, header + members * PageSize);
+        if (header != GroupRun * GroupCompression.HeaderPerMember)
+            _run.AsSpan(GroupRun * GroupCompression.HeaderPerMember, members * PageSize).CopyTo(_run.AsSpan(header));
+        payload[..header].Clear();
+        if (!GroupCodec.TryCompress(_policy.GroupAlgorithm, payload, _stream, out int written) || written > PageGroupTable.MaxStreamBytes || written >= singles)
+            return single; // the engine refuses a group that does not pay: the page stays single
+        int slots = 0;
+        for (int at = 0; at < written; at += CompactStore.MaxBlobLength)
+            slots += CompactStore.SlotSizeFor(Math.Min(CompactStore.MaxBlobLength, written - at));
+        return Math.Min(single, (int)Math.Ceiling((double)single * slots / singles));
+    }
+
+    /// <summary>The first pages of the domain with one similarity key, in gfn order (the engine's candidate references).</summary>
+    private struct Candidates
+    {
+        public const int Capacity = 4;
+        public static Candidates Empty
+        {
+            get
+            {
+                var c = new Candidates();
+                ((Span<long>)c._gfns).Fill(-1);
+                return c;
+            }
+        }
+
+        private Gfns _gfns;
+
+        public void Add(long gfn)
+        {
+            Span<long> span = _gfns;
+            int free = span.IndexOf(-1L);
+            if (free >= 0) span[free] = gfn;
+        }
+
+        public readonly long this[int i] => _gfns[i];
+
+        [System.Runtime.CompilerServices.InlineArray(Capacity)]
+        private struct Gfns
+        {
+            private long _first;
+        }
+    }
+
+    /// <summary>The store slot of the page's single blob as the engine encodes it by default (0: it stays a frame).</summary>
+    private int SingleCost(ReadOnlySpan<byte> page, out bool fallback)
+    {
+        fallback = false;
+        int limit = Limit;
+        if (PageCompressors.Get(_policy.CompressionAlgorithm).TryCompress(page, _blob.AsSpan(0, limit), out int written))
+            return CompactStore.SlotSizeFor(EncodedPage.CompressedHeader + written);
+        if (PageCompressors.Get(_policy.GroupAlgorithm).TryCompress(page, _blob.AsSpan(0, limit), out written))
+        {
+            fallback = true;
+            return CompactStore.SlotSizeFor(EncodedPage.CompressedHeader + written);
+        }
+        return 0;
+    }
+
+    /// <summary>The shared-frame blobs not measured: the single blob times the measured Zstd-to-LZ4 ratio, as a slot.</summary>
+    private void EstimateSharedCosts()
+    {
+        double ratio = _singleMeasured > 0 ? (double)_sharedMeasured / _singleMeasured : 1;
+        int limit = Limit + EncodedPage.CompressedHeader;
+        for (int i = 0; i < _entries.Count; i++)
+        {
+            var e = _entries[i];
+            if ((e.Flags & EntryFlags.SharedCostEstimated) == 0) continue;
+            int bytes = (int)Math.Round(e.SingleCost * ratio);
+            _entries[i] = e with { SharedCost = (ushort)(bytes > limit ? 0 : CompactStore.SlotSizeFor(Math.Max(1, bytes))) };
+        }
+    }
+
+    /// <summary>The store slot of the page as a compressed shared frame (the groups' codec), 0 when it does not shrink enough.</summary>
+    private int SharedCost(ReadOnlySpan<byte> page) =>
+        PageCompressors.Get(_policy.GroupAlgorithm).TryCompress(page, _blob.AsSpan(0, Limit), out int written)
+            ? CompactStore.SlotSizeFor(EncodedPage.CompressedHeader + written)
+            : 0;
+
+    private int Limit => (int)(PageSize * _policy.CompressionThreshold) - EncodedPage.CompressedHeader;
+
+    /// <summary>The store slot of the patch the engine would keep against <paramref name="reference"/> (0: none under the threshold).</summary>
+    private int PatchCost(ReadOnlySpan<byte> reference, ReadOnlySpan<byte> page) =>
+        DeltaCodec.TryEncode(reference, page, _patch.AsSpan(0, _policy.PatchThreshold), out int written)
+            ? CompactStore.SlotSizeFor(EncodedPage.PatchHeader + written)
+            : 0;
+
+    /// <summary>Where sampled runs begin: one gfn in 512 (in fewer for a domain under 32 MiB, so that it still gets about 64 runs), at positions spread by a hash of the gfn (aligned gfns would favour what sits at alignment boundaries).</summary>
+    private bool RunStartsAt(long gfn) => XxHash3.HashToUInt64(BitConverter.GetBytes(gfn)) % (ulong)_runEvery == 0;
+
+    /// <summary>
+    /// Groups as the engine gathers them: from one gfn in 512 on, the next four pages that have a single blob (zero,
+    /// one-word and incompressible pages skipped, as the engine skips pages that are not single compressed); their Zstd
+    /// group's stream, cut into the store's pieces, against their single blobs (a group that does not pay is refused).
+    /// </summary>
+    private void TrackRun(long gfn, ReadOnlySpan<byte> page, int single)
+    {
+        if (single <= 0) return;
+        int k = _runPages;
+        page.CopyTo(_run.AsSpan(GroupRun * GroupCompression.HeaderPerMember + k * PageSize));
+        BinaryPrimitives.WriteUInt64LittleEndian(_run.AsSpan(k * 8), XxHash3.HashToUInt64(page, gfn));
+        BinaryPrimitives.WriteUInt64LittleEndian(_run.AsSpan(GroupRun * 8 + k * 8), (ulong)gfn);
+        _runSingles[k] = single;
+        if (++_runPages < GroupRun) return;
+        _runPages = 0;
+        _runOpen = false;
+        int singles = _runSingles.Sum();
+        int grouped = singles;
+        if (GroupCodec.TryCompress(_policy.GroupAlgorithm, _run, _stream, out int written) && written <= PageGroupTable.MaxStreamBytes && written < singles)
+        {
+            int cost = 0;
+            for (int at = 0; at < written; at += CompactStore.MaxBlobLength)
+                cost += CompactStore.SlotSizeFor(Math.Min(CompactStore.MaxBlobLength, written - at));
+            grouped = Math.Min(cost, singles);
+        }
+        _groupBytes += grouped;
+        _groupSinglesBytes += singles;
+        _groupRuns++;
+    }
+
+    /// <summary>
+    /// The second looks: each sampled content's patch against the first page with its second similarity key, and whether
+    /// the next page with that key would patch against it, reading those pages again through <paramref name="readPage"/>
+    /// (false: the page cannot be read; its entry is marked PatchUnknown).
+    /// </summary>
+    private void SecondLooks(Func<long, Span<byte>, bool>? readPage)
+    {
+        const int Depth = 3;
+        var memo = new Dictionary<long, Look>();
+        var known = new Dictionary<long, int>(); // gfn -> entry, whose single cost the pass measured
+        for (int i = 0; i < _entries.Count; i++) known.TryAdd(_entryGfn[i], i);
+        var pages = new byte[Depth + 1][];
+        var others = new byte[Depth + 1][];
+        for (int d = 0; d <= Depth; d++)
+        {
+            pages[d] = new byte[PageSize];
+            others[d] = new byte[PageSize];
+        }
+
+        // Whether the page has a neighbour under one of its keys at all: most pages have none, and need no second look.
+        bool Alone(long gfn, ulong key0, ulong key1)
+        {
+            for (int k = 0; k < Keys; k++)
+            {
+                ulong key = k == 0 ? key0 : key1;
+                if (_sharedByKey[k].TryGetValue(key, out long holder) && holder != gfn) return false;
+                if (_candidates[k].TryGetValue(key, out var list) && (list[0] != gfn || list[1] >= 0)) return false;
+            }
+            return true;
+        }
+
+        bool Incompressible(long gfn, ReadOnlySpan<byte> bytes) =>
+            known.TryGetValue(gfn, out int entry) ? _entries[entry].SingleCost == 0 : SingleCost(bytes, out _) == 0;
+
+        // What the engine makes of page gfn, as far as patching goes. It lists a page under each of its two similarity
+        // keys in the pass before it patches (the first page with a key keeps the slot; a shared page takes it over),
+        // then patches and compresses in one pass in gfn order: a page finds its candidate still in a frame only when the
+        // candidate stays one - shared, or incompressible and not patched itself; a compressible candidate has been
+        // compressed by then (and its slot dropped). So a page is patched against the shared page that holds one of its
+        // keys, or else the first page with the key that stays a frame and comes before it: the smaller patch of the two keys.
+        Look Examine(long gfn, int depth)
+        {
+            if (memo.TryGetValue(gfn, out var seen)) return seen;
+            var bytes = pages[depth];
+            var other = others[depth];
+            if (readPage is null || !readPage(gfn, bytes)) return Look.Unreadable;
+            bool shared = _copies.GetValueOrDefault((ulong)XxHash128.HashToUInt128(bytes)) > 1;
+            int best = 0;
+            bool unknown = false;
+            if (!shared && depth > 0)
+            {
+                for (int k = 0; k < Keys && !unknown; k++)
+                {
+                    ulong key = _detector.ComputeKey(bytes, k);
+                    if (_sharedByKey[k].TryGetValue(key, out long holder) && holder != gfn)
+                    {
+                        if (!readPage(holder, other)) { unknown = true; break; }
+                        int cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes);
+                        if (cost > 0 && (best == 0 || cost < best)) best = cost;
+                        continue;
+                    }
+                    if (!_candidates[k].TryGetValue(key, out var list)) continue;
+                    for (int j = 0; j < Candidates.Capacity && list[j] >= 0 && list[j] < gfn; j++)
+                    {
+                        long cand = list[j];
+                        var look = Examine(cand, depth - 1);
+                        if (look.Unknown) { unknown = true; break; }
+                        if (!look.Stays) continue;
+                        if (!readPage(cand, other)) { unknown = true; break; }
+                        int cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes);
+                        if (cost > 0 && (best == 0 || cost < best)) best = cost;
+                        break;
+                    }
+                }
+            }
+            var result = new Look(shared, shared || (best == 0 && Incompressible(gfn, bytes)), best, unknown);
+            memo[gfn] = result;
+            return result;
+        }
+
+        for (int i = 0; i < _entries.Count; i++)
+        {
+            var e = _entries[i];
+            long gfn = _entryGfn[i];
+            if (Alone(gfn, _entryKeys[i * Keys], _entryKeys[i * Keys + 1])) continue;
+            var look = Examine(gfn, Depth);
+            if (look.Unknown)
+            {
+                _entries[i] = e with { Flags = e.Flags | EntryFlags.PatchUnknown };
+                continue;
+            }
+            if (look.Patch > 0)
+            {
+                _entries[i] = e with { PatchCost = (ushort)look.Patch };
+                continue;
+            }
+            if (!look.Stays) continue;
+            // A page that stays a frame is a reference when a page after it with one of its keys (any page, when it is
+            // shared) patches against it.
+            var page = pages[Depth];
+            var other = others[Depth];
+            if (!readPage!(gfn, page)) continue;
+            bool reference = false;
+            for (int k = 0; k < Keys && !reference; k++)
+            {
+                ulong key = _entryKeys[i * Keys + k];
+                if (_sharedByKey[k].TryGetValue(key, out long holder) && holder != gfn && !look.Shared) continue; // a shared page holds the slot
+                if (!_candidates[k].TryGetValue(key, out var list)) continue;
+                for (int j = 0; j < Candidates.Capacity && list[j] >= 0; j++)
+                {
+                    long r = list[j];
+                    if (r == gfn || (r < gfn && !look.Shared)) continue;
+                    if (!readPage(r, other) || other.AsSpan().SequenceEqual(page)) continue;
+                    if (PatchCost(page, other) > 0)
+                    {
+                        reference = true;
+                        break;
+                    }
+                }
+            }
+            if (reference) _entries[i] = e with { Flags = e.Flags | EntryFlags.Reference };
+        }
+    }
+
+    /// <summary>What the second looks found about one page: shared, stays a frame, its patch (0: none), or could not be read.</summary>
+    private readonly record struct Look(bool Shared, bool Stays, int Patch, bool Unknown)
+    {
+        public static Look Unreadable => new(false, false, 0, true);
+    }
+
+    /// <summary>
+    /// The fingerprint of the pages given, for a domain of <paramref name="pageCount"/> pages. <paramref name="readPage"/>
+    /// reads a page again for the second looks (null: none; the entries that needed one are marked PatchUnknown).
+    /// </summary>
+    public DomainFingerprint Finish(string domain, string hostName, string trustGroup, long pageCount, string source,
+        Func<long, Span<byte>, bool>? readPage)
+    {
+        _time.Start();
+        FlushBatch();
+        EstimateSharedCosts();
+        SecondLooks(readPage);
+        _time.Stop();
+        if (pageCount < _lastGfn + 1)
+            throw new DEException("FingerprintPageCount", DEErrorKind.InvalidArgument,
+                $"The domain has {pageCount} pages but page {_lastGfn} was given.", pageCount);
+        var fp = new DomainFingerprint
+        {
+            Domain = domain,
+            HostName = hostName,
+            TrustGroup = trustGroup,
+            Source = source,
+            Created = DateTimeOffset.UtcNow,
+            KeyId = _keyId,
+            PageCount = pageCount,
+            GuestBytes = pageCount * PageSize,
+            ZeroPages = pageCount - _pagesSet + _zeroSet,
+            UniformPages = _uniform,
+            ContentPages = _content,
+            SampleShift = _shift,
+            SampledPages = _sampled,
+            DetectorSeed = FleetDetectorSeed,
+            GroupFactor = _groupSinglesBytes == 0 ? 1 : (double)_groupBytes / _groupSinglesBytes,
+            GroupRunsSampled = _groupRuns,
+            Seconds = _time.Elapsed.TotalSeconds,
+        };
+        fp.SetEntries(_entries.ToArray());
+        fp.PredictedUsedBytes = ColocationModel.Predict([fp]).PredictedUsedBytes;
+        return fp;
+    }
+
+    /// <summary>A fingerprint of a memory image, core or process, read once (nothing is loaded into a host).</summary>
+    public static DomainFingerprint FromSource(MemorySource source, FleetKey key, string domain, string hostName,
+        string trustGroup = DomainPolicy.DefaultTrustGroup, int sampleShift = DefaultSampleShift, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        using var builder = new FingerprintBuilder(key, sampleShift, source.PageCount);
+        source.CopyTo(builder, cancellationToken);
+        return builder.Finish(domain, hostName, trustGroup, source.PageCount, source.Description, source.TryReadPage);
+    }
+
+    /// <summary>
+    /// A fingerprint of a domain of any host, read once and changing nothing: an embedded or QEMU domain's pages are
+    /// peeked (an encoded page decoded into a buffer, never brought back), a Xen domain's read through read-only
+    /// mappings. <paramref name="progress"/> gets (pages read, pages in all) now and then.
+    /// </summary>
+    public static DomainFingerprint FromDomain(IDEDomain domain, FleetKey key, int sampleShift = DefaultSampleShift,
+        Action<long, long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        Func<long, Span<byte>, bool> read = domain is Domain embedded
+            ? embedded.PeekPage
+            : (gfn, page) =>
+            {
+                try
+                {
+                    domain.ReadPage(gfn).CopyTo(page);
+                    return true;
+                }
+                catch (DEException)
+                {
+                    return false;
+                }
+            };
+        using var builder = new FingerprintBuilder(key, sampleShift, domain.PageCount);
+        var page = new byte[PageSize];
+        long count = domain.PageCount, unreadable = 0;
+        for (long gfn = 0; gfn < count; gfn++)
+        {
+            if ((gfn & 4095) == 0)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                progress?.Invoke(gfn, count);
+            }
+            if (domain.IsRemoved) throw DEHost.DomainNotFound(domain.Name);
+            if (!read(gfn, page))
+            {
+                unreadable++;
+                continue;
+            }
+            builder.SetPage(gfn, page);
+        }
+        progress?.Invoke(count, count);
+        var fp = builder.Finish(domain.Name, domain.Host.Name, domain.Policy.TrustGroup, count, $"domain {domain.Name} on {domain.Host.Kind} host {domain.Host.Name}", read);
+        fp.UnreadablePages = unreadable;
+        fp.ZeroPages -= unreadable; // never given to the builder, yet not zero
+        return fp;
+    }
+
+    public void Dispose()
+    {
+        _hasher.Dispose();
+    }
+}

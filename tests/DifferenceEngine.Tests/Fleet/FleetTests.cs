@@ -1,0 +1,257 @@
+using DifferenceEngine.Domains;
+using DifferenceEngine.Fleet;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Loading;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Stats;
+using DifferenceEngine.Tests.Engine;
+using Xunit;
+
+namespace DifferenceEngine.Tests.Fleet;
+
+/// <summary>Fingerprints: keyed, compact, read-only, the same from any source; the colocation model's rules and refusals.</summary>
+public sealed class FleetTests
+{
+    private const int Page = 4096;
+    private static readonly FleetKey KeyA = FleetKey.FromSecret(Enumerable.Range(1, 32).Select(i => (byte)i).ToArray());
+    private static readonly FleetKey KeyB = FleetKey.FromSecret(Enumerable.Range(101, 32).Select(i => (byte)i).ToArray());
+
+    /// <summary>
+    /// Guest-like memory from real files (this runtime's own libraries): slices of them in page order, some pages
+    /// repeated, some zero, some slightly edited copies of others (patching material). Deterministic for a seed.
+    /// </summary>
+    internal static byte[][] RealImage(int pages, int seed)
+    {
+        var dir = Path.GetDirectoryName(typeof(object).Assembly.Location)!;
+        var files = Directory.GetFiles(dir, "*.dll").OrderBy(f => f, StringComparer.Ordinal).ToArray();
+        var rng = new Random(seed);
+        var image = new byte[pages][];
+        byte[]? file = null;
+        int at = 0;
+        for (int i = 0; i < pages; i++)
+        {
+            int kind = rng.Next(20);
+            if (kind < 3)
+            {
+                image[i] = new byte[Page];
+                continue;
+            }
+            if (kind < 5 && i > 0)
+            {
+                var copy = (byte[])image[rng.Next(i)].Clone();
+                if (kind == 4) for (int k = 0; k < 8; k++) copy[rng.Next(Page)] ^= (byte)(1 + rng.Next(255));
+                image[i] = copy;
+                continue;
+            }
+            if (file is null || at + Page > file.Length)
+            {
+                file = File.ReadAllBytes(files[rng.Next(files.Length)]);
+                at = rng.Next(Math.Max(1, file.Length / Page / 2)) * Page;
+                if (file.Length < Page) { i--; file = null; continue; }
+            }
+            image[i] = file.AsSpan(at, Page).ToArray();
+            at += Page;
+        }
+        return image;
+    }
+
+    private static DomainFingerprint FromPages(byte[][] pages, FleetKey key, string name, TempDir dir, int shift = FingerprintBuilder.DefaultSampleShift)
+    {
+        using var source = MemorySource.OpenFile(TestMemory.WriteRaw(dir, name + ".img", pages));
+        return FingerprintBuilder.FromSource(source, key, name, "test", sampleShift: shift);
+    }
+
+    [Fact]
+    public void Two_fleets_with_different_secrets_share_no_hash_for_the_same_pages()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(4096, 1);
+        var a = FromPages(pages, KeyA, "web", dir);
+        var b = FromPages(pages, KeyB, "web", dir);
+        Assert.NotEqual(a.KeyId, b.KeyId);
+        var ea = a.GetEntries();
+        var eb = b.GetEntries();
+        Assert.True(ea.Count > 100, $"the sample holds {ea.Count} entries");
+        var valuesA = ea.SelectMany(e => new[] { e.Content, e.Similarity }).ToHashSet();
+        var valuesB = eb.SelectMany(e => new[] { e.Content, e.Similarity }).ToHashSet();
+        Assert.Empty(valuesA.Intersect(valuesB));
+        // And the two cannot be combined.
+        var error = Assert.Throws<DEException>(() => ColocationModel.Predict([a, b]));
+        Assert.Equal("FingerprintKeyMismatch", error.ErrorId);
+    }
+
+    [Fact]
+    public void One_secret_gives_the_same_fingerprint_for_the_same_pages_and_hides_the_content_hashes()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(2048, 2);
+        var a = FromPages(pages, KeyA, "one", dir);
+        var b = FromPages(pages, FleetKey.FromSecret(Enumerable.Range(1, 32).Select(i => (byte)i).ToArray()), "two", dir);
+        Assert.Equal(a.Sketch, b.Sketch);
+        Assert.Equal(a.KeyId, b.KeyId);
+        // No value of the sketch is the page's plain content hash (what an outsider could compute from a guessed page).
+        var plain = pages.Select(p => (ulong)System.IO.Hashing.XxHash128.HashToUInt128(p)).Concat(pages.Select(p => System.IO.Hashing.XxHash3.HashToUInt64(p))).ToHashSet();
+        Assert.DoesNotContain(a.GetEntries(), e => plain.Contains(e.Content));
+    }
+
+    [Fact]
+    public void A_fingerprint_is_at_most_a_thousandth_of_the_memory_it_describes()
+    {
+        using var dir = new TempDir();
+        foreach (int pages in new[] { 1024, 8192, 32768 })
+        {
+            var f = FromPages(RealImage(pages, pages), KeyA, $"d{pages}", dir);
+            Assert.True(f.SketchBytes <= f.GuestBytes / 1000, $"{pages} pages: sketch {f.SketchBytes} B of {f.GuestBytes} B");
+            Assert.Equal(f.PageCount, f.ZeroPages + f.UniformPages + f.ContentPages);
+        }
+    }
+
+    [Fact]
+    public void A_domain_fingerprinted_in_any_state_gives_the_fingerprint_of_its_image_and_is_left_as_it_was()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(4096, 3);
+        var fromImage = FromPages(pages, KeyA, "img", dir);
+        using var host = new DEHost(new HostOptions { Name = "fp", SimilaritySeed = 7 });
+        var domain = TestMemory.LoadRaw(host, dir, "img", pages, new DomainOptions
+        {
+            SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 1, GroupAfterSweeps = 1,
+        });
+        Assert.Equal(fromImage.Sketch, FingerprintBuilder.FromDomain(domain, KeyA).Sketch);
+
+        host.Scan(null, new ScanOptions { UntilStable = true, Parallelism = 1 });
+        var stats = host.GetPageStats(domain);
+        Assert.True(stats.CompressedPages > 0 && stats.PatchedPages > 0 && stats.SharedPages > 0,
+            $"the scan left compressed {stats.CompressedPages}, patched {stats.PatchedPages}, shared {stats.SharedPages} pages");
+        Assert.True(stats.GroupedPages > 0, "some pages are in page groups");
+        var states = Enumerable.Range(0, pages.Length).Select(g => domain.GetPage(g)).ToArray();
+        var faults = host.GetStats().Faults.Sum(f => f.Count);
+
+        var fromDomain = FingerprintBuilder.FromDomain(domain, KeyA);
+        Assert.Equal(fromImage.Sketch, fromDomain.Sketch);
+        Assert.Equal(0, fromDomain.UnreadablePages);
+        Assert.Equal(faults, host.GetStats().Faults.Sum(f => f.Count));
+        for (int g = 0; g < pages.Length; g++)
+        {
+            var now = domain.GetPage(g);
+            Assert.Equal(states[g].State, now.State);
+            Assert.Equal(states[g].Category, now.Category);
+        }
+        // Nothing lost: every page still reads back as it was written.
+        for (int g = 0; g < pages.Length; g++) Assert.Equal(pages[g], domain.ReadPage(g));
+    }
+
+    [Fact]
+    public void A_domain_with_pages_in_swap_is_fingerprinted_from_the_swap_file_and_its_pages_stay_there()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(600, 9);
+        var fromImage = FromPages(pages, KeyA, "paged", dir);
+        using var host = new DEHost(new HostOptions { MemoryLimitBytes = 64 * Page, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 8 << 20 });
+        var domain = host.CreateDomain("paged", pages.Length * (long)Page);
+        for (int g = 0; g < pages.Length; g++) domain.WritePage(g, pages[g]);
+        var swapped = Enumerable.Range(0, pages.Length).Where(g => domain.PeekState(g) == PageState.Swapped).ToArray();
+        Assert.True(swapped.Length > 400, $"{swapped.Length} pages in swap");
+        long swapIns = host.GetStats().Faults.Single(f => f.Kind == FaultKind.SwapIn).Count;
+
+        var fromDomain = FingerprintBuilder.FromDomain(domain, KeyA);
+        Assert.Equal(fromImage.Sketch, fromDomain.Sketch);
+        Assert.All(swapped, g => Assert.Equal(PageState.Swapped, domain.PeekState(g)));
+        Assert.Equal(swapIns, host.GetStats().Faults.Single(f => f.Kind == FaultKind.SwapIn).Count);
+    }
+
+    [Fact]
+    public void Identical_domains_together_are_predicted_to_need_less_than_apart_and_the_numbers_add_up()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(4096, 4);
+        var a = FromPages(pages, KeyA, "a", dir);
+        var b = FromPages(pages, KeyA, "b", dir);
+        var other = FromPages(RealImage(4096, 5), KeyA, "c", dir);
+        var alone = ColocationModel.Predict([a]);
+        var twins = ColocationModel.Predict([a, b]);
+        Assert.Equal(twins.GuestBytes, twins.PredictedUsedBytes + twins.PredictedSavedBytes);
+        Assert.Equal(alone.PredictedUsedBytes, a.PredictedUsedBytes);
+        Assert.Equal(2 * alone.PredictedUsedBytes, twins.SeparateUsedBytes);
+        // The second copy costs its page tables and metadata only.
+        Assert.True(twins.PredictedUsedBytes < alone.PredictedUsedBytes * 1.1, $"together {twins.PredictedUsedBytes}, alone {alone.PredictedUsedBytes}");
+        // In different trust groups they share nothing.
+        b.TrustGroup = "other";
+        var apart = ColocationModel.Predict([a, b]);
+        Assert.True(apart.PredictedUsedBytes > twins.PredictedUsedBytes * 1.5);
+        var three = ColocationModel.Predict([a, other]);
+        Assert.True(three.PredictedUsedBytes <= three.SeparateUsedBytes);
+        Assert.True(twins.UsedWithSharingBytes >= twins.UsedWithSharingAndPatchingBytes);
+        Assert.True(twins.UsedWithSharingAndPatchingBytes >= twins.PredictedUsedBytes);
+    }
+
+    [Fact]
+    public void The_prediction_for_real_memory_is_close_to_what_the_embedded_host_uses()
+    {
+        using var dir = new TempDir();
+        var one = RealImage(8192, 6);
+        var two = RealImage(8192, 7);
+        // The second shares a quarter of its pages with the first (the same program in two guests).
+        for (int g = 0; g < two.Length; g += 4) two[g] = (byte[])one[g].Clone();
+        var fa = FromPages(one, KeyA, "one", dir);
+        var fb = FromPages(two, KeyA, "two", dir);
+        var predicted = ColocationModel.Predict([fa, fb]).PredictedUsedBytes;
+        using var host = new DEHost(new HostOptions { Name = "actual" });
+        // The default policy with every mechanism on, as the model predicts.
+        var all = new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true };
+        TestMemory.LoadRaw(host, dir, "one", one, all);
+        TestMemory.LoadRaw(host, dir, "two", two, all);
+        host.Scan(null, new ScanOptions { UntilStable = true, Parallelism = 1 });
+        long actual = host.GetStats().MemoryUsedBytes;
+        double error = (double)(predicted - actual) / actual;
+        Assert.True(Math.Abs(error) < 0.10, $"predicted {predicted} B, the host uses {actual} B ({error:P1})");
+    }
+
+    [Fact]
+    public void Fingerprints_of_different_sample_rates_or_schemas_are_refused_together()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(1024, 8);
+        var a = FromPages(pages, KeyA, "a", dir, 4);
+        var b = FromPages(pages, KeyA, "b", dir, 5);
+        Assert.Equal("FingerprintSampleMismatch", Assert.Throws<DEException>(() => ColocationModel.Predict([a, b])).ErrorId);
+        var c = FromPages(pages, KeyA, "c", dir);
+        c.Schema = "DifferenceEngine.Fingerprint/9";
+        Assert.Equal("FingerprintSchemaUnknown", Assert.Throws<DEException>(() => ColocationModel.Predict([c])).ErrorId);
+        Assert.Equal("FingerprintNone", Assert.Throws<DEException>(() => ColocationModel.Predict([])).ErrorId);
+    }
+
+    [Fact]
+    public void A_damaged_sketch_is_refused_with_a_clear_error()
+    {
+        foreach (string sketch in new[] { "not base64!", Convert.ToBase64String(new byte[] { 1, 2, 3 }), Convert.ToBase64String("DEFP\u0001\u0000\u0005\u0000\u0000\u0000"u8.ToArray()) })
+        {
+            var f = new DomainFingerprint { Sketch = sketch };
+            var error = Assert.Throws<DEException>(() => f.GetEntries());
+            Assert.Equal("FingerprintInvalid", error.ErrorId);
+        }
+    }
+
+    [Fact]
+    public void Key_files_are_the_owners_alone()
+    {
+        if (OperatingSystem.IsWindows()) return; // file modes are a Unix matter
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "fleet.key");
+        FleetKey.CreateFile(path, overwrite: false);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
+        Assert.Equal(32, new FileInfo(path).Length);
+        var key = FleetKey.FromFile(path);
+        Assert.Matches("^[0-9a-f]{16}$", key.KeyId);
+        Assert.Equal("FleetKeyFileExists", Assert.Throws<DEException>(() => FleetKey.CreateFile(path, overwrite: false)).ErrorId);
+        FleetKey.CreateFile(path, overwrite: true);
+        Assert.NotEqual(key.KeyId, FleetKey.FromFile(path).KeyId);
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
+        Assert.Equal("FleetKeyFileInsecure", Assert.Throws<DEException>(() => FleetKey.FromFile(path)).ErrorId);
+        Assert.Equal("FleetKeyFileNotFound", Assert.Throws<DEException>(() => FleetKey.FromFile(path + ".none")).ErrorId);
+        string shortKey = Path.Combine(dir.Path, "short.key");
+        File.WriteAllBytes(shortKey, new byte[8]);
+        File.SetUnixFileMode(shortKey, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        Assert.Equal("FleetKeyTooShort", Assert.Throws<DEException>(() => FleetKey.FromFile(shortKey)).ErrorId);
+    }
+}

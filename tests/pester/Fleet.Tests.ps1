@@ -1,0 +1,222 @@
+# New-DEFleetKey, Get-DEFingerprint, Measure-DEColocation and Get-DEPlacement on one machine (the same cmdlets over real
+# ssh remoting: Fleet.Remoting.Tests.ps1). Run through Invoke-PesterSuite.ps1, which sets $env:DE_MODULE_PATH.
+
+BeforeAll {
+    Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    $deHost = Connect-DEHost -Name "pester-fleet-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+    $dir = Join-Path ([IO.Path]::GetTempPath()) "de-fleet-$([guid]::NewGuid().ToString('n'))"
+    $null = New-Item -ItemType Directory -Path $dir
+    $keyPath = Join-Path $dir 'fleet.key'
+    $null = New-DEFleetKey -Path $keyPath
+
+    # Guest-like images from real files (this runtime's libraries), 4 MiB each: web1 and web2 share most of their
+    # pages, db has its own; zero pages between.
+    $libraries = @(Get-ChildItem -LiteralPath ([IO.Path]::GetDirectoryName([object].Assembly.Location)) -Filter '*.dll' |
+            Sort-Object Length -Descending | Select-Object -First 6)
+    function New-Image([string]$Name, [int[]]$Pick, [int]$Offset) {
+        $path = Join-Path $dir "$Name.img"
+        $out = [IO.File]::Create($path)
+        try {
+            foreach ($i in $Pick) {
+                $bytes = [IO.File]::ReadAllBytes($libraries[$i].FullName)
+                $start = [Math]::Min($Offset * 4096, [Math]::Max(0, $bytes.Length - 1MB))
+                $out.Write($bytes, $start, [Math]::Min(1MB, $bytes.Length - $start))
+                $out.Write([byte[]]::new(64KB), 0, 64KB)
+            }
+            while ($out.Length % 4096) { $out.WriteByte(0) }
+        }
+        finally { $out.Dispose() }
+        $path
+    }
+    $web1Path = New-Image web1 @(0, 1, 2, 3) 0
+    $web2Path = New-Image web2 @(0, 1, 2, 4) 0
+    $dbPath = New-Image db @(5, 4, 3, 1) 40
+    $null = New-DEDomain -Name web1 -Path $web1Path
+    $null = New-DEDomain -Name web2 -Path $web2Path
+    $null = New-DEDomain -Name db -Path $dbPath
+}
+
+AfterAll {
+    $deHost | Disconnect-DEHost -Confirm:$false
+    Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction Ignore
+}
+
+Describe 'New-DEFleetKey' {
+    It 'writes 32 bytes only its owner can read, and never replaces a key unasked' {
+        (Get-Item -LiteralPath $keyPath).Length | Should -Be 32
+        [IO.File]::GetUnixFileMode($keyPath) | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
+        $err = $null
+        try { New-DEFleetKey -Path $keyPath -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'FleetKeyFileExists,DifferenceEngine.Commands.NewDEFleetKeyCommand'
+        $err.CategoryInfo.Category | Should -Be 'ResourceExists'
+    }
+
+    It 'writes nothing with -WhatIf, and replaces a key with -Force' {
+        $other = Join-Path $dir 'other.key'
+        New-DEFleetKey -Path $other -WhatIf
+        Test-Path -LiteralPath $other | Should -BeFalse
+        $null = New-DEFleetKey -Path $other
+        $before = [IO.File]::ReadAllBytes($other)
+        $null = New-DEFleetKey -Path $other -Force
+        [IO.File]::ReadAllBytes($other) | Should -Not -Be $before
+    }
+}
+
+Describe 'Get-DEFingerprint' {
+    BeforeAll {
+        $fingerprints = @(Get-DEFingerprint -FleetKeyPath $keyPath)
+    }
+
+    It 'fingerprints every domain of the host, each a thousandth of its memory at most' {
+        $fingerprints.Domain | Should -Be @('web1', 'web2', 'db')
+        foreach ($f in $fingerprints) {
+            $f | Should -BeOfType ([DifferenceEngine.Fleet.DomainFingerprint])
+            $f.HostName | Should -Be $deHost.Name
+            $f.SketchBytes | Should -BeLessOrEqual ($f.GuestBytes / 1000)
+            $f.PageCount | Should -Be ($f.ZeroPages + $f.UniformPages + $f.ContentPages + $f.UnreadablePages)
+            $f.KeyId | Should -Match '^[0-9a-f]{16}$'
+        }
+    }
+
+    It 'takes domains by name and from the pipeline, and gives an image the fingerprint of its domain' {
+        $byName = Get-DEFingerprint -Name web1 -FleetKeyPath $keyPath
+        $piped = Get-DEDomain web1 | Get-DEFingerprint -FleetKeyPath $keyPath
+        $fromFile = Get-DEFingerprint -Path $web1Path -FleetKeyPath $keyPath -HostName elsewhere
+        $byName.Sketch | Should -Be $fingerprints[0].Sketch
+        $piped.Sketch | Should -Be $fingerprints[0].Sketch
+        $fromFile.Sketch | Should -Be $fingerprints[0].Sketch
+        $fromFile.HostName | Should -Be 'elsewhere'
+    }
+
+    It 'changes nothing: after a scan it reads the pages where they are, and they stay there' {
+        $null = Get-DEDomain | Enable-DESharing
+        $null = Get-DEDomain | Enable-DEPatching
+        $null = Get-DEDomain | Enable-DECompression
+        $null = Invoke-DEScan -UntilStable
+        $before = @(Get-DEPage -Domain web2 | ForEach-Object { "$($_.State)/$($_.Category)" })
+        ($before | Where-Object { $_ -like 'Compressed/*' }).Count | Should -BeGreaterThan 0
+        $after = Get-DEFingerprint -Name web2 -FleetKeyPath $keyPath
+        $after.Sketch | Should -Be $fingerprints[1].Sketch
+        @(Get-DEPage -Domain web2 | ForEach-Object { "$($_.State)/$($_.Category)" }) | Should -Be $before
+    }
+
+    It 'takes the secret itself as a byte array, as SecretManagement returns one' {
+        $bytes = [IO.File]::ReadAllBytes($keyPath)
+        (Get-DEFingerprint -Name db -FleetKey $bytes).Sketch | Should -Be $fingerprints[2].Sketch
+    }
+
+    It 'names a missing domain and goes on with the others' {
+        $found = @(Get-DEFingerprint -Name nosuch, db -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
+        $found.Domain | Should -Be 'db'
+        $failed[0].FullyQualifiedErrorId | Should -BeLike 'DomainNotFound,*'
+    }
+
+    It 'refuses <Case> with <Id>' -ForEach @(
+        @{ Case = 'no key'; Id = 'FleetKeyRequired'; Run = { Get-DEFingerprint -Name db } }
+        @{ Case = 'two keys'; Id = 'FleetKeyAmbiguous'; Run = { Get-DEFingerprint -Name db -FleetKeyPath $keyPath -FleetKey ([byte[]]::new(32)) } }
+        @{ Case = 'a short secret'; Id = 'FleetKeyTooShort'; Run = { Get-DEFingerprint -Name db -FleetKey ([byte[]]::new(8)) } }
+        @{ Case = 'a plain-text secret'; Id = 'FleetKeyInvalid'; Run = { Get-DEFingerprint -Name db -FleetKey 'secret in the history' } }
+        @{ Case = 'a missing key file'; Id = 'FleetKeyFileNotFound'; Run = { Get-DEFingerprint -Name db -FleetKeyPath (Join-Path $dir 'none.key') } }
+        @{ Case = 'a sample rate not a power of two'; Id = 'FingerprintSampleInvalid'; Run = { Get-DEFingerprint -Name db -FleetKeyPath $keyPath -SampleRate 24 } }
+    ) {
+        $err = $null
+        try { & $Run -ErrorAction Stop } catch { $err = $_ }
+        $err | Should -Not -BeNullOrEmpty
+        $err.FullyQualifiedErrorId | Should -Be "$Id,DifferenceEngine.Commands.GetDEFingerprintCommand"
+        $err.CategoryInfo.Category | Should -Not -Be 'NotSpecified'
+    }
+
+    It 'refuses a key file others can read' {
+        $open = Join-Path $dir 'open.key'
+        [IO.File]::WriteAllBytes($open, [byte[]](1..32))
+        [IO.File]::SetUnixFileMode($open, [IO.UnixFileMode]'UserRead, UserWrite, GroupRead, OtherRead')
+        $err = $null
+        try { Get-DEFingerprint -Name db -FleetKeyPath $open -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'FleetKeyFileInsecure,DifferenceEngine.Commands.GetDEFingerprintCommand'
+        $err.CategoryInfo.Category | Should -Be 'PermissionDenied'
+    }
+}
+
+Describe 'Measure-DEColocation' {
+    BeforeAll {
+        $fingerprints = @(Get-DEFingerprint -FleetKeyPath $keyPath)
+    }
+
+    It 'predicts the domains together, with used and saved adding up to their memory' {
+        $p = $fingerprints | Measure-DEColocation
+        $p.Domains | Should -Be @('web1', 'web2', 'db')
+        $p.GuestBytes | Should -Be (($fingerprints | Measure-Object GuestBytes -Sum).Sum)
+        ($p.PredictedUsedBytes + $p.PredictedSavedBytes) | Should -Be $p.GuestBytes
+        ($p.FrameBytes + $p.StoreBytes + $p.MetadataBytes) | Should -Be $p.PredictedUsedBytes
+        $p.UsedWithSharingBytes | Should -BeGreaterOrEqual $p.UsedWithSharingAndPatchingBytes
+        $p.SeparateUsedBytes | Should -Be (($fingerprints | Measure-Object PredictedUsedBytes -Sum).Sum)
+        # web1 and web2 share most of their pages: together they need less than apart.
+        $pair = Measure-DEColocation -Fingerprint $fingerprints[0], $fingerprints[1]
+        $pair.ColocationSavedBytes | Should -BeGreaterThan ($fingerprints[0].GuestBytes / 8)
+    }
+
+    It 'reads fingerprints back from JSON to the same prediction' {
+        $json = $fingerprints | ConvertTo-Json -Depth 3
+        $back = $json | ConvertFrom-Json
+        ($back | Measure-DEColocation).PredictedUsedBytes | Should -Be ($fingerprints | Measure-DEColocation).PredictedUsedBytes
+    }
+
+    It 'refuses a domain given twice, and fingerprints of another fleet' {
+        $err = $null
+        try { Measure-DEColocation -Fingerprint $fingerprints[0], $fingerprints[0] -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'FingerprintDuplicate,DifferenceEngine.Commands.MeasureDEColocationCommand'
+        $otherKey = Join-Path $dir 'fleet2.key'
+        $null = New-DEFleetKey -Path $otherKey -Force
+        $stranger = Get-DEFingerprint -Name db -FleetKeyPath $otherKey
+        $err = $null
+        try { Measure-DEColocation -Fingerprint $fingerprints[0], $stranger -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'FingerprintKeyMismatch,DifferenceEngine.Commands.MeasureDEColocationCommand'
+    }
+
+    It 'writes an error for an object that is no fingerprint and predicts with the rest' {
+        $p = Measure-DEColocation -Fingerprint $fingerprints[0], ([pscustomobject]@{ Name = 'x' }) -ErrorVariable bad -ErrorAction SilentlyContinue
+        $p.Domains | Should -Be @('web1')
+        $bad[0].FullyQualifiedErrorId | Should -Be 'FingerprintInvalid,DifferenceEngine.Commands.MeasureDEColocationCommand'
+        $bad[0].CategoryInfo.Category | Should -Be 'InvalidData'
+    }
+}
+
+Describe 'Get-DEPlacement' {
+    BeforeAll {
+        $fingerprints = @(Get-DEFingerprint -FleetKeyPath $keyPath)
+        # Today: each domain on a host of its own.
+        for ($i = 0; $i -lt $fingerprints.Count; $i++) { $fingerprints[$i].HostName = "today$i" }
+    }
+
+    It 'places every domain once, within each host''s capacity, on fewer hosts than today' {
+        $r = $fingerprints | Get-DEPlacement -HostCapacity @{ a = 64MB; b = 64MB; c = 64MB }
+        $r.Assignments.Count | Should -Be 3
+        ($r.Assignments.Domain | Sort-Object) | Should -Be @('db', 'web1', 'web2')
+        $r.CurrentHostsUsed | Should -Be 3
+        $r.HostsUsed | Should -Be 1
+        foreach ($h in $r.Hosts) { $h.PredictedUsedBytes | Should -BeLessOrEqual $h.CapacityBytes }
+        $r.PredictedUsedBytes | Should -BeLessOrEqual $r.CurrentPredictedUsedBytes
+        $r.Unplaced.Count | Should -Be 0
+    }
+
+    It 'keeps a trust group off a host that does not run it' {
+        $hosts = @([pscustomobject]@{ Name = 'shared'; CapacityBytes = 64MB; TrustGroups = 'default' }
+            [pscustomobject]@{ Name = 'tenant'; CapacityBytes = 64MB; TrustGroups = 'tenant' })
+        $r = $fingerprints | Get-DEPlacement -PlacementHost $hosts
+        ($r.Assignments | Where-Object HostName -eq 'tenant').Count | Should -Be 0
+    }
+
+    It 'writes an error for a domain that fits nowhere and places the others' {
+        $r = $fingerprints | Get-DEPlacement -HostCapacity @{ tiny = 2MB } -ErrorVariable nofit -ErrorAction SilentlyContinue
+        $r.Unplaced.Count | Should -BeGreaterThan 0
+        $nofit.Count | Should -Be $r.Unplaced.Count
+        $nofit[0].FullyQualifiedErrorId | Should -Be 'DomainDoesNotFit,DifferenceEngine.Commands.GetDEPlacementCommand'
+    }
+
+    It 'refuses a capacity that is not a number of bytes' {
+        $err = $null
+        try { $fingerprints | Get-DEPlacement -HostCapacity @{ a = 'lots' } -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'PlacementCapacityInvalid,DifferenceEngine.Commands.GetDEPlacementCommand'
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+    }
+}
