@@ -62,7 +62,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
 
         // The guest grows into memory it never touched: each first touch is a fault the engine serves with a zero page.
         guest.WaitFor(@"^deworkload grew pages=45056$");
-        guest.WaitFor(@"^deworkload round=4 pages=45056 mismatches=0 total=0 ");
+        guest.WaitForCleanRound(45056, round: 4);
         var after = host.GetPageStats(vm);
         long zeroFills = host.GetStats().Faults.Single(f => f.Kind == FaultKind.ZeroFill).Count;
         Assert.True(zeroFills >= 16 * 256, $"the grown 16 MiB came through the engine's faults: {zeroFills}; private {before.PrivatePages} -> {after.PrivatePages}, untouched {before.UntouchedPages} -> {after.UntouchedPages}");
@@ -112,8 +112,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false);
 
         // The guest reads every page each round: the pages taken out come back through the engine, and match.
-        var now = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 mismatches=0 total=0 ");
-        guest.WaitFor($@"^deworkload round={int.Parse(now.Groups[1].Value) + 1} pages=12288 mismatches=0 total=0 ");
+        guest.WaitForCleanRound(12288, round: guest.WaitForCleanRound(12288) + 1);
         var faults = host.GetStats().Faults;
         Assert.True(faults.Single(f => f.Kind == FaultKind.Decompress).Count > 0, "compressed pages were read back by the guest");
         Assert.True(faults.Single(f => f.Kind == FaultKind.ZeroFill).Count > 0, "zero pages were read back by the guest");
@@ -154,8 +153,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         // Both guests read every page each round: shared pages come back through the engine, byte for byte.
         foreach (var guest in new[] { a, b })
         {
-            var now = guest.WaitFor(@"^deworkload round=(\d+) pages=6144 mismatches=0 total=0 ");
-            guest.WaitFor($@"^deworkload round={int.Parse(now.Groups[1].Value) + 1} pages=6144 mismatches=0 total=0 ");
+            guest.WaitForCleanRound(6144, round: guest.WaitForCleanRound(6144) + 1);
         }
         Assert.True(host.GetStats().Faults.Single(f => f.Kind == FaultKind.CopyOnWrite).Count > 0);
         Assert.Null(vmA.Qemu!.FaultFailure);
@@ -193,8 +191,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(host.GetStats().FramesInUse * 4096 <= Limit, "the host is back under its limit");
 
         // The guest reads every page each round: the swapped ones come back through the engine, and match.
-        var now = guest.WaitFor(@"^deworkload round=(\d+) pages=12288 mismatches=0 total=0 ");
-        guest.WaitFor($@"^deworkload round={int.Parse(now.Groups[1].Value) + 1} pages=12288 mismatches=0 total=0 ");
+        guest.WaitForCleanRound(12288, round: guest.WaitForCleanRound(12288) + 1);
         Assert.True(host.GetStats().Faults.Single(f => f.Kind == FaultKind.SwapIn).Count > 0);
         Assert.Null(vm.Qemu!.FaultFailure);
 
@@ -222,6 +219,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
             CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.Zstd,
         };
         var vms = new[] { host.AttachQemu("a", socketA, options), host.AttachQemu("b", socketB, options) };
+        a.Diagnose = () => Diagnosis(host, vms[0]);
+        b.Diagnose = () => Diagnosis(host, vms[1]);
         long touched = vms.Sum(vm => host.GetPageStats(vm).PrivatePages + host.GetPageStats(vm).ZeroPages);
         host.Scan(vms, new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
         host.StartEngine(TimeSpan.FromMilliseconds(500));
@@ -233,7 +232,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         int rounds = 0;
         while (started.Elapsed < TimeSpan.FromMinutes(1) || rounds < 4)
         {
-            foreach (var guest in new[] { a, b }) guest.WaitFor(@"^deworkload round=\d+ pages=6144 mismatches=0 total=0 ");
+            foreach (var guest in new[] { a, b }) guest.WaitForCleanRound(6144);
             rounds++;
             var snapshot = host.TakeSnapshot();
             long held = snapshot.Domains.Sum(d => d.ZeroPages + d.UniformPages + d.SharedPages + d.PatchedPages + d.CompressedPages + d.SwappedPages);
@@ -259,11 +258,20 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         VerifiesOn(b, 6144);
     }
 
+    /// <summary>What the engine knows of a guest that stopped talking: faults it could not serve, its engine, its pages.</summary>
+    private static string Diagnosis(DEHost host, Domain vm)
+    {
+        var engine = host.EngineStatus;
+        var stats = host.GetStats();
+        return $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
+               $"background engine {engine.State}, {engine.PassesRun} passes, last error {engine.LastError ?? "none"}; " +
+               $"host frames {stats.FramesInUse} in use; faults: {string.Join(", ", stats.Faults.Select(f => $"{f.Kind} {f.Count}"))}.";
+    }
+
     /// <summary>The guest, handed back, goes on and finds every page as it left it: two more clean rounds.</summary>
     private static void VerifiesOn(TestGuest guest, int pages)
     {
-        var last = guest.WaitFor($@"^deworkload round=(\d+) pages={pages} ");
-        guest.WaitFor($@"^deworkload round={int.Parse(last.Groups[1].Value) + 2} pages={pages} mismatches=0 total=0 ");
+        guest.WaitForCleanRound(pages, round: guest.WaitForCleanRound(pages) + 2);
         Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
     }
 

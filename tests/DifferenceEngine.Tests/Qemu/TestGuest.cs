@@ -61,7 +61,42 @@ internal sealed class TestGuest : IDisposable
     /// Reads the console until a line matches <paramref name="pattern"/> and returns its match; fails, with the console
     /// so far, when QEMU ends first or <see cref="Patience"/> runs out.
     /// </summary>
-    public Match WaitFor(string pattern) => process.WaitFor(new Regex(pattern), Patience).Match;
+    public Match WaitFor(string pattern)
+    {
+        try
+        {
+            return process.WaitFor(new Regex(pattern), Patience).Match;
+        }
+        catch (TimeoutException e) when (Diagnose?.Invoke() is { } more)
+        {
+            throw new TimeoutException(e.Message + "\n" + more, e);
+        }
+    }
+
+    /// <summary>
+    /// What the engine says when the guest stops talking (a fault it could not serve, what it holds), added to a
+    /// timeout's message: a guest that waits on a fault forever looks like a hang from the console alone.
+    /// </summary>
+    public Func<string?>? Diagnose { get; set; }
+
+    /// <summary>
+    /// Reads the console until the workload reports a round over <paramref name="pages"/> pages (round
+    /// <paramref name="round"/>, or any when null) and returns its number; fails at once, with the console, on a
+    /// MISMATCH line or a round that counts a mismatch: a lost page is a failure to show, not a line to wait past.
+    /// </summary>
+    public int WaitForCleanRound(int pages, int? round = null)
+    {
+        var pattern = $@"^deworkload (?:MISMATCH |round=(\d+) pages={pages} mismatches=(\d+) total=(\d+) )";
+        while (true)
+        {
+            var m = WaitFor(pattern);
+            if (!m.Groups[1].Success || m.Groups[2].Value != "0" || m.Groups[3].Value != "0")
+                throw new Xunit.Sdk.XunitException($"QEMU {Pid}'s guest found a page that is not what it wrote: {m.Value}\nConsole:\n" +
+                                                   string.Join('\n', Lines.TakeLast(40)));
+            int number = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            if (round is null || number >= round) return number;
+        }
+    }
 
     /// <summary>Waits until QEMU has exited (the workload powers the guest off after its last round); its exit code.</summary>
     public int WaitForExit() => process.WaitForExit(Patience);
