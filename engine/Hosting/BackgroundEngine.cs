@@ -136,8 +136,15 @@ internal sealed class BackgroundEngine : IDisposable
             }
             catch (DEException ex)
             {
-                // A failing pass (a domain removed meanwhile, a corrupt page) is recorded; the engine goes on.
+                // A failing pass (a domain removed meanwhile, a corrupt page, a QEMU guest that exited) is recorded; the
+                // engine goes on.
                 lock (_gate) _lastError = $"{ex.ErrorId}: {ex.Message}";
+            }
+            catch (Exception ex)
+            {
+                // Anything else is a bug of the engine, recorded all the same: this thread runs in the admin's shell or
+                // the embedding program, and an exception escaping it would end that process.
+                lock (_gate) _lastError = $"{ex.GetType().Name}: {ex.Message}";
             }
             next += (long)(Interval.TotalSeconds * Stopwatch.Frequency);
             long wait = next - Stopwatch.GetTimestamp();

@@ -111,22 +111,31 @@ public sealed partial class DEHost
         var sumGate = new object();
         _coldShared.Clear();
         long started = Stopwatch.GetTimestamp();
-        Parallel.ForEach(slices,
-            new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct },
-            slice =>
-            {
-                var c = new SharingCounters();
-                var ec = new EncodeCounters();
-                long n = ScanSlice(slice.Domain, slice.Start, slice.End, ref c, ref ec);
-                lock (sumGate)
+        try
+        {
+            Parallel.ForEach(slices,
+                new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct },
+                slice =>
                 {
-                    sum.Add(c);
-                    enc.Add(ec);
-                }
-                Interlocked.Add(ref swept, n);
-                long now = Interlocked.Add(ref done, slice.End - slice.Start);
-                progress?.Invoke(new ScanProgress(pass, now, total));
-            });
+                    var c = new SharingCounters();
+                    var ec = new EncodeCounters();
+                    long n = ScanSlice(slice.Domain, slice.Start, slice.End, ref c, ref ec);
+                    lock (sumGate)
+                    {
+                        sum.Add(c);
+                        enc.Add(ec);
+                    }
+                    Interlocked.Add(ref swept, n);
+                    long now = Interlocked.Add(ref done, slice.End - slice.Start);
+                    progress?.Invoke(new ScanProgress(pass, now, total));
+                });
+        }
+        catch (AggregateException e) when (e.Flatten().InnerExceptions.OfType<DEException>().FirstOrDefault() is { } first)
+        {
+            // The engine's own error (a domain removed meanwhile, a QEMU guest that exited), as the callers know it.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+            throw;
+        }
         if (_coldShared.Count > 0)
         {
             long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();

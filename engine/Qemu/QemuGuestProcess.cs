@@ -153,6 +153,9 @@ public sealed class QemuGuestProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>QEMU's exit code once it has exited (a signal that killed it: 128 + the signal); null while it runs.</summary>
+    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
+
     /// <summary>Every console line read so far by <see cref="WaitFor"/>, with its arrival (Stopwatch ticks).</summary>
     public IReadOnlyList<(long Ticks, string Line)> Lines
     {

@@ -160,8 +160,11 @@ internal sealed unsafe class Userfaultfd : IDisposable
         return true;
     }
 
-    private static DEException Failure(string call, int errno, ulong address = 0) =>
-        new("QemuUserfaultfdFailed", DEErrorKind.ConnectionError,
+    private static DEException Failure(string call, int errno, ulong address = 0) => errno == LinuxNative.ESRCH
+        // The kernel's answer once the process whose memory this is has exited (its mm is gone).
+        ? new("QemuGuestExited", DEErrorKind.ConnectionError,
+            $"{call}{(address != 0 ? $" at 0x{address:x}" : "")} failed: the QEMU process has exited (its memory is gone).", null)
+        : new("QemuUserfaultfdFailed", DEErrorKind.ConnectionError,
             $"{call}{(address != 0 ? $" at 0x{address:x}" : "")} failed: {LinuxNative.Describe(errno)} (errno {errno}).", null);
 
     public void Dispose()

@@ -86,8 +86,8 @@ internal static class SharingPass
             ReplaceCandidate(index, hash, candidate, domain, gfn);
             return e;
         }
-        // Never wait for a second page lock while holding one: try, and leave it for the next pass.
-        if (!other.TryLock(otherGfn, out ulong oe))
+        // Never wait unboundedly for a second page lock while holding one: try a little, then leave it for the next pass.
+        if (!TryLockBriefly(other, otherGfn, out ulong oe))
         {
             c.Contended++;
             return e;
@@ -162,6 +162,23 @@ internal static class SharingPass
             if (otherGuarded && PageEntry.State(oe) == PageState.Private) other.QemuUnprotect(otherGfn);
             other.Unlock(otherGfn, oe);
         }
+    }
+
+    /// <summary>
+    /// Takes the candidate's lock, trying for a moment (spinning, then yielding) when it is busy: its holder is most often
+    /// another worker at the same gfn of a twin domain (clones scan in step), which lists its page, then patches or
+    /// compresses it and lets go within microseconds. Given up at once, the twins would be compressed apart in the next
+    /// pass, each a copy, never to merge. Bounded, so two workers can never wait on each other for good.
+    /// </summary>
+    private static bool TryLockBriefly(Domain other, long gfn, out ulong e)
+    {
+        var spin = new SpinWait();
+        for (int attempt = 0; attempt < 64; attempt++)
+        {
+            if (other.TryLock(gfn, out e)) return true;
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+        return other.TryLock(gfn, out e);
     }
 
     private static void ReplaceCandidate(SharingIndex index, ulong hash, ulong stale, Domain domain, long gfn)

@@ -219,8 +219,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
             CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.Zstd,
         };
         var vms = new[] { host.AttachQemu("a", socketA, options), host.AttachQemu("b", socketB, options) };
-        a.Diagnose = () => Diagnosis(host, vms[0]);
-        b.Diagnose = () => Diagnosis(host, vms[1]);
+        a.Diagnose = () => Diagnosis(host, vms[0], b);
+        b.Diagnose = () => Diagnosis(host, vms[1], a);
         long touched = vms.Sum(vm => host.GetPageStats(vm).PrivatePages + host.GetPageStats(vm).ZeroPages);
         host.Scan(vms, new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
         host.StartEngine(TimeSpan.FromMilliseconds(500));
@@ -259,13 +259,15 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>What the engine knows of a guest that stopped talking: faults it could not serve, its engine, its pages.</summary>
-    private static string Diagnosis(DEHost host, Domain vm)
+    private static string Diagnosis(DEHost host, Domain vm, TestGuest other)
     {
         var engine = host.EngineStatus;
         var stats = host.GetStats();
         return $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
                $"background engine {engine.State}, {engine.PassesRun} passes, last error {engine.LastError ?? "none"}; " +
-               $"host frames {stats.FramesInUse} in use; faults: {string.Join(", ", stats.Faults.Select(f => $"{f.Kind} {f.Count}"))}.";
+               $"host frames {stats.FramesInUse} in use; faults: {string.Join(", ", stats.Faults.Select(f => $"{f.Kind} {f.Count}"))}; " +
+               $"the other guest's QEMU {(other.ExitCode is { } code ? $"exited with {code}" : "runs")}, its console ends: " +
+               string.Join(" | ", other.Lines.TakeLast(5));
     }
 
     /// <summary>The guest, handed back, goes on and finds every page as it left it: two more clean rounds.</summary>

@@ -43,9 +43,10 @@ internal sealed class TestGuest : IDisposable
             Kernel = Kernel,
             Initrd = Initramfs,
             MemoryMiB = memoryMiB,
-            // loglevel=0: no kernel message on the console, where it could land in the middle of a workload line (a slow
-            // TCG guest on a busy machine warns of RCU stalls and clock skew).
-            Append = $"console=ttyS0 quiet loglevel=0 panic=-1 de.mem={workloadMiB} de.rounds={rounds} de.seed={seed} {options}".TrimEnd(),
+            // loglevel=2: only the kernel's emergencies and alerts on the console (a panic, an oops: what a page the
+            // engine got wrong would do to the guest's kernel), no warning that could land in the middle of a workload
+            // line (a slow TCG guest on a busy machine warns of RCU stalls and clock skew).
+            Append = $"console=ttyS0 quiet loglevel=2 panic=-1 de.mem={workloadMiB} de.rounds={rounds} de.seed={seed} {options}".TrimEnd(),
             Library = environment.GetValueOrDefault("LD_PRELOAD"),
             Socket = environment.GetValueOrDefault("DE_QEMU_SOCKET"),
             ExtraArguments = qemuArguments?.ToArray() ?? [],
@@ -53,6 +54,9 @@ internal sealed class TestGuest : IDisposable
     }
 
     public int Pid => process.Pid;
+
+    /// <summary>QEMU's exit code once it has exited; null while it runs.</summary>
+    public int? ExitCode => process.ExitCode;
 
     /// <summary>Every console line seen so far.</summary>
     public IReadOnlyList<string> Lines => process.Lines.Select(l => l.Line).ToArray();
@@ -70,6 +74,10 @@ internal sealed class TestGuest : IDisposable
         catch (TimeoutException e) when (Diagnose?.Invoke() is { } more)
         {
             throw new TimeoutException(e.Message + "\n" + more, e);
+        }
+        catch (InvalidOperationException e) when (Diagnose?.Invoke() is { } more)
+        {
+            throw new InvalidOperationException($"{e.Message}\nQEMU's exit code: {process.ExitCode}.\n{more}", e);
         }
     }
 
