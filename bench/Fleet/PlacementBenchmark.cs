@@ -28,7 +28,27 @@ public class PlacementBenchmark
         var time = Stopwatch.StartNew();
         (_fingerprints, _hosts) = SyntheticFleet.Create(domains: 1000, hosts: 100, seed: 1);
         Console.WriteLine($"// placement input: {_fingerprints.Length} domains ({SyntheticFleet.Describe(_fingerprints)}), {_hosts.Length} hosts, made in {time.Elapsed.TotalSeconds:F1} s");
-        Console.WriteLine("// " + SyntheticFleet.Report(Placement.Recommend(_fingerprints, _hosts, Goal)));
+        var phases = new PhaseTimes();
+        Console.WriteLine("// " + SyntheticFleet.Report(Placement.Recommend(_fingerprints, _hosts, Goal, progress: phases)));
+        Console.WriteLine("// phases: " + phases);
+    }
+
+    /// <summary>When each phase of the search began (its first progress report), seconds from the call.</summary>
+    private sealed class PhaseTimes : IProgress<PlacementProgress>
+    {
+        private readonly Stopwatch _time = Stopwatch.StartNew();
+        private readonly List<(string Phase, double At)> _phases = [];
+
+        public void Report(PlacementProgress value)
+        {
+            lock (_phases)
+                if (_phases.Count == 0 || _phases[^1].Phase != value.Phase) _phases.Add((value.Phase, _time.Elapsed.TotalSeconds));
+        }
+
+        public override string ToString()
+        {
+            lock (_phases) return string.Join(", ", _phases.Select(p => $"{p.Phase} {p.At.ToString("F2", CultureInfo.InvariantCulture)} s"));
+        }
     }
 
     [Benchmark(Description = "placement (1000 domains, 100 hosts)")]

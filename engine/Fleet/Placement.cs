@@ -74,15 +74,19 @@ public readonly record struct PlacementProgress(string Phase, int Done, int Tota
 
 /// <summary>
 /// Recommends which domain goes on which host, from the domains' fingerprints (one fleet key) and the hosts'
-/// capacities. The search scores candidates with an incremental mirror of the colocation model's content route
-/// (<see cref="PlacementSearch"/>); every figure of the answer, and the capacity check of the answer, is the colocation
-/// model's own prediction (<see cref="ColocationModel.Predict"/>) for the domains placed on each host.
-/// <para><see cref="PlacementGoal.FewestHosts"/>: first-fit decreasing (by predicted size alone) where a domain goes to
-/// the open host on which it adds the least memory, a new host (largest first) opened only when it fits on none; then
-/// a bounded local search: hosts emptied by moving their domains (or swapping one for a smaller one) elsewhere, and
-/// single moves that lower the memory in all. <see cref="PlacementGoal.LeastMemory"/>: the same greedy with every host
-/// open, then the moves. When today's placement fits the hosts given and beats the greedy start, the search starts
-/// from it instead. Deterministic: the same fingerprints and hosts, in any order, give the same answer.</para>
+/// capacities. The search scores candidates with an incremental mirror of the colocation model
+/// (<see cref="PlacementSearch"/>: a domain's marginal cost on every host from one walk over the contents and
+/// similarity keys it shares with other domains); every figure of the answer, and the capacity check of the answer, is
+/// the colocation model's own prediction (<see cref="ColocationModel.Predict"/>) for the domains placed on each host.
+/// <para>Starts: hosts filled one at a time, largest first, each seeded with the largest domain left and given the
+/// domains that share most with it for their size (families of domains gather on hosts of their own); for small
+/// fleets also first-fit decreasing, each domain to the open host where it adds least (FewestHosts: a new host, largest
+/// first, only when it fits on none; LeastMemory: any host); and today's placement when it fits. Then a bounded local
+/// search: domains that fit nowhere placed (in place of a smaller one if need be); (FewestHosts) hosts emptied by
+/// moving their domains, or swapping one for a smaller one, to the other used hosts; single moves that lower the memory
+/// in all. Then the model's check: a host over its capacity gives up domains, which are placed again where the model
+/// says they fit, or reported unplaced. The answer is never worse than today's placement when that fits the hosts
+/// given. Deterministic: the same fingerprints and hosts, in any order, give the same answer.</para>
 /// </summary>
 public static class Placement
 {
@@ -126,21 +130,21 @@ public static class Placement
             }
         }
         var background = Task.Run(PredictCurrent, token);
-        PlacementSearch search;
+        int[] hostOf;
         long[] verified;
+        long[] aloneBytes;
         try
         {
             progress?.Report(new PlacementProgress("Reading fingerprints", 0, n));
             var model = PlacementModel.Build(domains, searchItems, ct);
+            aloneBytes = model.AloneBytes;
             ct.ThrowIfCancellationRequested();
 
             // Starts: hosts filled one at a time with the domains that share most with them; for small fleets also the
             // greedy (FewestHosts: first fit decreasing, by least marginal cost among the open hosts; LeastMemory: least
             // marginal cost on any host); and today's placement when it fits the hosts given (by the estimate).
-            Tr("model", time);
-            search = new PlacementSearch(model, hostList, goal, ct, progress);
+            var search = new PlacementSearch(model, hostList, goal, ct, progress);
             search.Fill();
-            Tr("fill " + search.DebugDescribe(), time);
             if ((long)n * hostList.Length <= GreedyPairs)
             {
                 var greedy = new PlacementSearch(model, hostList, goal, ct, progress);
@@ -154,52 +158,60 @@ public static class Placement
                 fromCurrent.ApplyAll(current);
                 if (fromCurrent.Fits() && fromCurrent.IsBetterThan(search)) search = fromCurrent;
             }
-            Tr("starts", time);
             search.Improve();
-            Tr("improve " + search.DebugDescribe(), time);
             verified = Repair(search, domains, hostList, ct, progress);
-            Tr("repair", time);
+            hostOf = search.HostOf;
             PredictCurrent();
             background.GetAwaiter().GetResult();
-            Tr("current", time);
+
+            // Never worse than today, by the model: today's placement when it fits the hosts given and the answer does
+            // not beat it (places fewer domains, or, everything placed, needs more hosts or memory for the goal).
+            if (current is not null && currentGroups.Select((g, i) => currentUsed[i] <= hostList[current[g[0]]].CapacityBytes).All(fits => fits))
+            {
+                int unplaced = hostOf.Count(h => h < 0);
+                int hostsUsed = hostOf.Where(h => h >= 0).Distinct().Count();
+                long used = verified.Sum();
+                bool worse = unplaced > 0
+                             || (goal == PlacementGoal.FewestHosts && (hostsUsed > currentGroups.Length || (hostsUsed == currentGroups.Length && used > currentUsed.Sum())))
+                             || (goal == PlacementGoal.LeastMemory && used > currentUsed.Sum());
+                if (worse)
+                {
+                    hostOf = current;
+                    verified = new long[hostList.Length];
+                    for (int g = 0; g < currentGroups.Length; g++) verified[current[currentGroups[g][0]]] = currentUsed[g];
+                }
+            }
         }
         catch
         {
             stop.Cancel();
             throw;
         }
-        long currentTotal = currentUsed.Sum();
 
         // The answer, by the model.
         var assignments = new List<PlacementAssignment>(n);
-        var unplaced = new List<string>();
+        var unplacedNames = new List<string>();
+        var on = hostList.Select(_ => new List<int>()).ToArray();
         for (int d = 0; d < n; d++)
         {
             var f = domains[d];
-            int h = search.HostOf[d];
+            int h = hostOf[d];
             if (h < 0)
             {
-                unplaced.Add(f.Domain);
+                unplacedNames.Add(f.Domain);
                 continue;
             }
-            assignments.Add(new PlacementAssignment(f.Domain, f.TrustGroup, hostList[h].Name, f.HostName ?? "", f.GuestBytes, search.Model.AloneBytes[d]));
+            on[h].Add(d);
+            assignments.Add(new PlacementAssignment(f.Domain, f.TrustGroup, hostList[h].Name, f.HostName ?? "", f.GuestBytes, aloneBytes[d]));
         }
         var byName = new Dictionary<string, PlacementHostResult>(StringComparer.Ordinal);
         for (int h = 0; h < hostList.Length; h++)
-        {
-            var on = search.DomainsOn(h);
-            byName[hostList[h].Name] = new PlacementHostResult(hostList[h].Name, hostList[h].CapacityBytes, on.Length,
-                on.Sum(d => domains[d].GuestBytes), on.Length == 0 ? 0 : verified[h]);
-        }
+            byName[hostList[h].Name] = new PlacementHostResult(hostList[h].Name, hostList[h].CapacityBytes, on[h].Count,
+                on[h].Sum(d => domains[d].GuestBytes), on[h].Count == 0 ? 0 : verified[h]);
         var hostResults = hosts.Select(h => byName[h.Name]).ToArray(); // in the order given
         progress?.Report(new PlacementProgress("Done", 1, 1));
         return new PlacementResult(goal, assignments, hostResults, hostResults.Count(h => h.Domains > 0), hostResults.Sum(h => h.PredictedUsedBytes),
-            unplaced, currentGroups.Length, currentTotal, time.Elapsed.TotalSeconds);
-    }
-
-    private static void Tr(string what, Stopwatch sw)
-    {
-        if (Environment.GetEnvironmentVariable("DE_PLACEMENT_TRACE") is not null) Console.Error.WriteLine($"  {sw.Elapsed.TotalSeconds:F2}s {what}");
+            unplacedNames, currentGroups.Length, currentUsed.Sum(), time.Elapsed.TotalSeconds);
     }
 
     private static void Validate(IReadOnlyList<DomainFingerprint> fingerprints, IReadOnlyList<PlacementHost> hosts, PlacementGoal goal)
@@ -281,9 +293,16 @@ public static class Placement
             while (verified[h] > hosts[h].CapacityBytes)
             {
                 ct.ThrowIfCancellationRequested();
-                int d = search.PickEviction(h, verified[h] - hosts[h].CapacityBytes);
-                search.Remove(d);
-                pending.Add(d);
+                // Domains off until the estimate saves the excess and a tenth more, then the model again.
+                double excess = (verified[h] - hosts[h].CapacityBytes) * 1.1, saved = 0;
+                do
+                {
+                    var (d, saving) = search.PickEviction(h, excess - saved);
+                    search.Remove(d);
+                    pending.Add(d);
+                    saved += saving;
+                }
+                while (saved < excess && search.DomainsOn(h).Length > 0);
                 var on = search.DomainsOn(h);
                 verified[h] = on.Length == 0 ? 0 : Predict(domains, on);
                 offset[h] = verified[h] - search.HostCost(h);
@@ -321,12 +340,12 @@ public static class Placement
 /// domain holds folded into one aggregate (they cost the same on any host), and those some other domain holds too (the
 /// ones that make colocation pay) kept as items. Similarity route: per domain, its contents with a similarity key some
 /// other domain has too (the patches across domains), as similarity items. Either kind is all of them or, when there
-/// are more than the search's budget, a deterministic subsample by their keyed hash (those with its low bits zero,
-/// weighted by 2^bits).
+/// are more than the search's budget (<see cref="DefaultSearchItems"/> items, an eighth of it similarity items), a
+/// deterministic subsample by their keyed hash (those with its low bits zero, weighted by 2^bits).
 /// </summary>
 internal sealed class PlacementModel
 {
-    internal const int DefaultSearchItems = 1 << 20;
+    internal const int DefaultSearchItems = 1 << 21;
     internal const double MetadataPerPage = ColocationModel.MetadataPerPage;
 
     internal struct Item
@@ -368,11 +387,14 @@ internal sealed class PlacementModel
     public readonly double[] AloneEstimate;
     /// <summary>
     /// Per domain, what the model measures its group factor on when it is alone (its private contents with a group
-    /// share: their shares, their single blobs, how many), its private contents' single blobs that the factor applies
-    /// to, and the factor it falls back to with too few measured (the fingerprint's).
+    /// share: their shares, their single blobs, how many; those the search's items stand for weighted as they are), its
+    /// private contents' single blobs that the factor applies to, and the factor it falls back to with too few measured
+    /// (the fingerprint's).
     /// </summary>
     public readonly (double Group, double Single, double Count, double Grouped)[] GroupAlone;
     public readonly double[] GroupFallback;
+    /// <summary>Per domain, the group factor from <see cref="GroupAlone"/> (the model's alone, but for the subsample).</summary>
+    public readonly double[] GroupReference;
     public readonly int[] ItemStart;
     public readonly Item[] Items;
     /// <summary>Per item, what its content costs alone (the domain's copies, its entry).</summary>
@@ -388,12 +410,13 @@ internal sealed class PlacementModel
     public readonly double Scale;
 
     private PlacementModel(int count, int trustCount, string[] trustNames, int[] trust, long[] pages, double[] groupFactor,
-        (double, double, double, double)[] groupAlone, double[] groupFallback,
+        (double, double, double, double)[] groupAlone, double[] groupFallback, double[] groupReference,
         ContentAggregate[] baseAggregate, long[] alone, double[] aloneEstimate, int[] itemStart, Item[] items, int contentIds, int bits,
         int[] similarStart, SimilarItem[] similar, int similarKeys, int similarBits, double scale)
     {
         GroupAlone = groupAlone;
         GroupFallback = groupFallback;
+        GroupReference = groupReference;
         Count = count;
         TrustCount = trustCount;
         TrustNames = trustNames;
@@ -422,7 +445,7 @@ internal sealed class PlacementModel
         Scale = scale;
     }
 
-    public static PlacementModel Build(DomainFingerprint[] domains, int maxItems, CancellationToken ct)
+    public static PlacementModel Build(DomainFingerprint[] domains, int maxItems, CancellationToken ct, int maxSimilarItems = -1)
     {
         int n = domains.Length;
         var trustNames = domains.Select(f => f.TrustGroup ?? "").Distinct(StringComparer.Ordinal).OrderBy(t => t, StringComparer.Ordinal).ToArray();
@@ -432,6 +455,7 @@ internal sealed class PlacementModel
         var groupFactor = domains.Select(f => Math.Clamp(f.GroupFactor, 0, 1)).ToArray();
         var groupFallback = (double[])groupFactor.Clone();
         var groupAlone = new (double, double, double, double)[n];
+        var groupReference = new double[n];
         double scale = 1L << domains[0].SampleShift;
         var parallel = new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount };
 
@@ -449,26 +473,23 @@ internal sealed class PlacementModel
             contentRoute[d] = Route.Of(all, EntryFlags.ByContent, table);
             similarRoute[d] = Route.Of(all, EntryFlags.BySimilarity, table);
             var route = contentRoute[d];
-            double grouped = 0, single = 0, privateSingles = 0;
+            double grouped = 0, single = 0;
             int measured = 0;
             for (int i = 0; i < route.Index.Length; i++)
             {
                 ref readonly var e = ref all[route.Index[i]];
-                if (route.Copies[i] > 1 || e.PatchCost > 0 || (e.Flags & EntryFlags.Reference) != 0) continue;
-                privateSingles += e.SingleCost;
-                if (e.GroupCost == 0) continue;
+                if (route.Copies[i] > 1 || e.PatchCost > 0 || (e.Flags & EntryFlags.Reference) != 0 || e.GroupCost == 0) continue;
                 grouped += e.GroupCost;
                 single += e.SingleCost;
                 measured++;
             }
-            groupAlone[d] = (grouped, single, measured, privateSingles);
             groupFactor[d] = GroupFactorOf(grouped, single, measured, groupFallback[d]);
             return table;
         }, _ => { });
 
         // Contents and similarity keys more than one domain holds, and the subsample of them the search keeps.
         var (contentIds, bits) = Shared(contentRoute.Select(r => r.Keys).ToArray(), maxItems, parallel);
-        var (similarIds, similarBits) = Shared(similarRoute.Select(r => r.Keys).ToArray(), maxItems / 4, parallel);
+        var (similarIds, similarBits) = Shared(similarRoute.Select(r => r.Keys).ToArray(), maxSimilarItems >= 0 ? maxSimilarItems : maxItems / 8, parallel);
 
         double weight = 1L << bits;
         var baseAggregate = new ContentAggregate[n];
@@ -484,30 +505,38 @@ internal sealed class PlacementModel
             double gf = groupFactor[d];
             var route = contentRoute[d];
             var all = entries[d];
+            var shares = default((double Group, double Single, double Count, double Grouped));
             for (int i = 0; i < route.Index.Length; i++)
             {
                 ref readonly var e = ref all[route.Index[i]];
                 uint copies = route.Copies[i];
                 bool reference = (e.Flags & EntryFlags.Reference) != 0;
-                exact.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, 1, 1);
+                if (bits > 0) exact.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, 1, 1);
+                var item = new Item
+                {
+                    Domain = d, Copies = copies, Single = e.SingleCost, Shared = e.SharedCost, Patch = e.PatchCost, GroupCost = e.GroupCost,
+                    Reference = reference,
+                };
                 if (!contentIds.TryGetValue(e.Content, out int id))
                 {
                     sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, 1, 1);
+                    shares = Add(shares, item.GroupShare, 1);
                     continue;
                 }
                 if (id < 0) continue;
                 sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, weight, 1);
-                items.Add(new Item
-                {
-                    Id = id, Domain = d, Copies = copies, Single = e.SingleCost, Shared = e.SharedCost, Patch = e.PatchCost, GroupCost = e.GroupCost,
-                    Reference = reference,
-                });
+                shares = Add(shares, item.GroupShare, weight);
+                item.Id = id;
+                items.Add(item);
             }
+            // What the search measures the group factor on, alone: as it will take contents off it (the subsample weighted).
+            groupAlone[d] = shares;
+            groupReference[d] = GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d]);
             items.Sort((a, b) => a.Id.CompareTo(b.Id));
             double hostLevel = MetadataPerPage * pages[d] + CompactStore.FixedMetadataBytes;
             baseAggregate[d] = sampled;
-            alone[d] = (long)Math.Round(exact.Cost(null, null, scale) + hostLevel);
             aloneEstimate[d] = sampled.Cost(null, null, scale) + hostLevel;
+            alone[d] = (long)Math.Round(bits > 0 ? exact.Cost(null, null, scale) + hostLevel : aloneEstimate[d]); // every item: the estimate is exact
             itemLists[d] = items.ToArray();
 
             var similar = new List<SimilarItem>();
@@ -527,7 +556,7 @@ internal sealed class PlacementModel
         });
         var itemStart = Offsets(itemLists);
         var similarStart = Offsets(similarLists);
-        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, groupAlone, groupFallback, baseAggregate, alone, aloneEstimate, itemStart,
+        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, groupAlone, groupFallback, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
             Flatten(itemLists, itemStart), contentIds.Count(kv => kv.Value >= 0), bits, similarStart, Flatten(similarLists, similarStart),
             similarIds.Count(kv => kv.Value >= 0), similarBits, scale);
     }
@@ -739,12 +768,13 @@ internal sealed class PlacementModel
         return bytes;
     }
 
+    private static (double, double, double, double) Add(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,
+        double times) => (a.G + times * b.G, a.S + times * b.S, a.C + times * b.C, a.P + times * b.P);
+
     /// <summary>The model's group factor of a domain from what it measures it on in a set (ColocationModel: enough measured, else the fingerprint's).</summary>
     public static double GroupFactorOf(double group, double single, double count, double fallback) =>
         count >= ColocationModel.MinimumGroupSamples - 1e-6 && single > 0 ? Math.Clamp(group / single, 0, 1) : fallback;
 
-    /// <summary>The model's prediction alone less the search's estimate alone (0 but for rounding unless the items are a subsample).</summary>
-    public double AloneEstimateCorrection(int d) => AloneBytes[d] - AloneEstimate[d];
 
     /// <summary>Domain <paramref name="d"/>'s item for content <paramref name="id"/> (an index into <see cref="Items"/>), or -1.</summary>
     public int FindItem(int d, int id)
@@ -979,11 +1009,15 @@ internal sealed class ContentAggregate
 }
 
 /// <summary>
-/// A placement being searched: which host each domain is on, and per host and trust group (a bin) the content route of
-/// its domains, kept up to date as domains come and go: per content some domain shares (an item), the bins that hold
-/// it with its copies there. A domain's marginal cost on every host comes from one walk over its items (and the bins
-/// holding each); its contents no other domain holds cost the same everywhere. The similarity route's patches across
-/// domains are left to the model's check (<see cref="Placement"/>).
+/// A placement being searched: which host each domain is on, and per host and trust group (a bin) what the colocation
+/// model adds up for its domains, kept up to date as domains come and go. Content route: per content some domain
+/// shares (an item), the bins that hold it with its copies, its first holder (the model's domain order) and, while one
+/// domain holds it, which; a domain's contents no other domain holds cost the same everywhere. Group factors: per
+/// domain, what the model measures it on in the set (its contents that stay private), and the change that makes to its
+/// private contents' store. Similarity route: per similarity key some domains share, the bins whose domains have it,
+/// with what the model's patches across them add. A domain's marginal cost on every host comes from one walk over its
+/// items and keys (and the bins holding each). Left out (the model's check sees them): the slab classes of a group's
+/// stream as a set moves the group factor, and the first holder's flags once the first holder leaves.
 /// </summary>
 internal sealed class PlacementSearch
 {
@@ -992,8 +1026,11 @@ internal sealed class PlacementSearch
     private const int SwapHosts = 6;
     private const int SwapDomains = 8;
     /// <summary>Work (item and bin visits) the local search may do, in walks over every item (filling the hosts takes about ten).</summary>
-    private const long ImproveWorkFactor = 12;
+    private const long ImproveWorkFactor = 8;
     private const double MinGainBytes = PageGeometry.PageSize;
+    private const double ExactMargin = 0.005;
+    private const double ContentSubsampleMargin = 0.015;
+    private const double SimilarSubsampleMargin = 0.01;
 
     public readonly PlacementModel Model;
     private readonly PlacementHost[] _hosts;
@@ -1003,6 +1040,12 @@ internal sealed class PlacementSearch
     private readonly int _trusts;
     private readonly bool[] _allowed; // host * trusts + trust
     private readonly double _fixed = CompactStore.FixedMetadataBytes;
+    /// <summary>
+    /// The estimate's error, as a share of a host: with every item, what it leaves out (the slab classes of groups' streams
+    /// in a set, the first holder's flags after it leaves) is a tenth of a percent or so; a subsample of the contents
+    /// adds about a percent and a half (measured: -1.3 % on a family of 70 at 1 in 2), of the similarity keys about one.
+    /// </summary>
+    private readonly double _margin;
 
     public readonly int[] HostOf;
     private readonly int[] _hostDomains;
@@ -1036,6 +1079,9 @@ internal sealed class PlacementSearch
     // less its factor alone, on its private contents' single blobs); and, during an evaluation, the changes to others.
     private readonly (double Group, double Single, double Count, double Grouped)[] _shares;
     private readonly double[] _term;
+    // Per domain, its group factor now: alone, or moved as the estimate of its factor in its bin moved (for the patches
+    // across domains, whose home costs the model takes with the factor in the set).
+    private readonly double[] _groupNow;
     private readonly (double Group, double Single, double Count, double Grouped)[] _sharesDelta;
     private readonly bool[] _deltaTouched;
     private readonly List<int> _deltaDomains = new();
@@ -1071,9 +1117,11 @@ internal sealed class PlacementSearch
         _simHead = new SimilarNode?[model.SimilarKeys];
         _shares = new (double, double, double, double)[model.Count];
         _term = new double[model.Count];
+        _groupNow = (double[])model.GroupFactor.Clone();
         _sharesDelta = new (double, double, double, double)[model.Count];
         _deltaTouched = new bool[model.Count];
         _marginal = new double[hosts.Length];
+        _margin = ExactMargin + (model.SubsampleBits > 0 ? ContentSubsampleMargin : 0) + (model.SimilarSubsampleBits > 0 ? SimilarSubsampleMargin : 0);
     }
 
     /// <summary>The search's estimate of a host's memory (0 when empty).</summary>
@@ -1081,13 +1129,13 @@ internal sealed class PlacementSearch
 
     public int[] DomainsOn(int h) => _members[h].ToArray();
 
-    internal ContentAggregate DebugAggregate(int h, int t) => _bins[_binOf[h * _trusts + t]].Aggregate;
-
-    internal string DebugDescribe() => $"{HostsUsed} hosts, {Total / 1e9:F1} GB, {Unplaced} unplaced, work {_work / 1e6:F1}M";
-
     private bool Allowed(int h, int d) => _allowed[h * _trusts + Model.Trust[d]];
 
-    private double Capacity(int h) => _hosts[h].CapacityBytes;
+    /// <summary>The room the search fills a used host to: its capacity less a margin for the estimate's error.</summary>
+    private double Capacity(int h) => _hosts[h].CapacityBytes * (1 - _margin);
+
+    /// <summary>Whether <paramref name="d"/> fits on an empty host alone (the model's prediction alone is exact).</summary>
+    private bool FitsAlone(int h, int d) => Model.AloneBytes[d] <= _hosts[h].CapacityBytes;
 
     private double Total => _hostCost.Sum();
 
@@ -1107,7 +1155,7 @@ internal sealed class PlacementSearch
     public bool Fits()
     {
         for (int h = 0; h < _hosts.Length; h++)
-            if (_hostCost[h] > Capacity(h)) return false;
+            if (_hostCost[h] > _hosts[h].CapacityBytes) return false;
         return true;
     }
 
@@ -1144,7 +1192,8 @@ internal sealed class PlacementSearch
     /// Hosts filled one at a time, largest first: each seeded with the largest domain left that fits, then given, while
     /// any fits, the domain left that shares the most with it for its size (the contents it holds that are on the host
     /// already, by what they cost alone), among those that share a tenth of themselves at least, checked by its marginal
-    /// cost. Families of domains that share gather on hosts of their own; the local search packs hosts left part empty.
+    /// cost; when none does and the host is more than half empty, the largest domain left seeds it again. Families of
+    /// domains that share gather on hosts of their own; the local search packs hosts left part empty.
     /// </summary>
     public void Fill()
     {
@@ -1161,7 +1210,7 @@ internal sealed class PlacementSearch
             _ct.ThrowIfCancellationRequested();
             _progress?.Report(new PlacementProgress("Placing", n - left.Count, n));
             if (_hostDomains[h] > 0) continue;
-            int seed = left.FirstOrDefault(d => Allowed(h, d) && Model.AloneBytes[d] <= Capacity(h), -1);
+            int seed = left.FirstOrDefault(d => Allowed(h, d) && FitsAlone(h, d), -1);
             if (seed < 0) continue;
             stamp++;
             foreach (int d in left) savings[d] = 0;
@@ -1207,6 +1256,10 @@ internal sealed class PlacementSearch
                             bestRatio = ratio;
                         }
                     }
+                    // None shares, but the host is more than half empty: the largest domain left that fits seeds
+                    // another family here.
+                    if (best < 0 && room >= ReseedRoom * Capacity(h))
+                        best = left.FirstOrDefault(d => tried[d] != stamp && Allowed(h, d) && Model.AloneBytes[d] - _fixed <= room * 1.05, -1);
                     if (best < 0) break;
                     Evaluate(best);
                     if (_hostCost[h] + _marginal[h] <= Capacity(h))
@@ -1229,6 +1282,9 @@ internal sealed class PlacementSearch
     /// <summary>Filling a host takes the domains that would need at most 1 - this of their memory alone there.</summary>
     private const double FillShare = 0.1;
 
+    /// <summary>A host with this share of its room left when no domain shares with it takes another seed.</summary>
+    private const double ReseedRoom = 0.5;
+
     /// <summary>
     /// The host <paramref name="d"/> (not placed, or to be moved) fits on where it adds least; -1 when none. FewestHosts
     /// takes a used host when one fits, else (with <paramref name="openNew"/>) the largest empty host it fits on alone.
@@ -1244,7 +1300,7 @@ internal sealed class PlacementSearch
             if (h == exclude || h == exclude2 || h == HostOf[d] || !Allowed(h, d)) continue;
             if (fewest && _hostDomains[h] == 0) continue;
             double m = _marginal[h];
-            if (_hostCost[h] + m > Capacity(h)) continue;
+            if (_hostDomains[h] == 0 ? !FitsAlone(h, d) : _hostCost[h] + m > Capacity(h)) continue;
             // Ties: the lower index (larger, then by name); LeastMemory: a used host before an empty one.
             if (m < bestCost - 1e-6 || (!fewest && Math.Abs(m - bestCost) <= 1e-6 && _hostDomains[h] > 0 && _hostDomains[best] == 0))
             {
@@ -1254,7 +1310,7 @@ internal sealed class PlacementSearch
         }
         if (best >= 0 || !fewest || !openNew) return best;
         for (int h = 0; h < _hosts.Length; h++) // largest first
-            if (h != exclude && h != exclude2 && _hostDomains[h] == 0 && Allowed(h, d) && _marginal[h] <= Capacity(h))
+            if (h != exclude && h != exclude2 && _hostDomains[h] == 0 && Allowed(h, d) && FitsAlone(h, d))
                 return h;
         return -1;
     }
@@ -1432,7 +1488,7 @@ internal sealed class PlacementSearch
     // ---- The model's check (Placement.Repair) -----------------------------------------------------------------------
 
     /// <summary>The domain of host <paramref name="h"/> to give up when the model finds it <paramref name="excess"/> bytes over capacity: the one saving least among those saving enough, else the one saving most.</summary>
-    public int PickEviction(int h, double excess)
+    public (int Domain, double Saving) PickEviction(int h, double excess)
     {
         int enough = -1, most = -1;
         double enoughSaving = double.MaxValue, mostSaving = double.MinValue;
@@ -1450,7 +1506,7 @@ internal sealed class PlacementSearch
                 mostSaving = s;
             }
         }
-        return enough >= 0 ? enough : most;
+        return enough >= 0 ? (enough, enoughSaving) : (most, mostSaving);
     }
 
     /// <summary>The hosts to try for an unplaced domain, best first, where the estimate (corrected by the model's last check) says it fits within a tolerance.</summary>
@@ -1464,7 +1520,7 @@ internal sealed class PlacementSearch
             if (!Allowed(h, d)) continue;
             bool empty = _hostDomains[h] == 0;
             double after = _hostCost[h] + (empty ? 0 : offset[h]) + _marginal[h];
-            if (after > Capacity(h) * (1 + tolerance)) continue;
+            if (after > _hosts[h].CapacityBytes * (1 + tolerance)) continue;
             list.Add((h, fewest && empty ? 1 : 0, _marginal[h]));
         }
         return list.OrderBy(c => c.Empty).ThenBy(c => c.Marginal).ThenBy(c => c.Host).Select(c => c.Host).ToList();
@@ -1476,7 +1532,10 @@ internal sealed class PlacementSearch
 
     /// <summary>The change domain <paramref name="d"/>'s group factor in a set makes to the store, from what it is measured on there.</summary>
     private double Term(int d, in (double Group, double Single, double Count, double Grouped) s) =>
-        s.Grouped * (PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupFactor[d]);
+        s.Grouped * (PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d]);
+
+    private double GroupNow(int d, in (double Group, double Single, double Count, double Grouped) s) =>
+        Math.Clamp(Model.GroupFactor[d] + PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d], 0, 1);
 
     private static (double, double, double, double) Plus(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,
         double times) => (a.G + times * b.G, a.S + times * b.S, a.C + times * b.C, a.P + times * b.P);
@@ -1512,6 +1571,7 @@ internal sealed class PlacementSearch
         foreach (int o in _deltaDomains)
         {
             _shares[o] = Plus(_shares[o], _sharesDelta[o], 1);
+            _groupNow[o] = GroupNow(o, _shares[o]);
             double term = Term(o, _shares[o]);
             a.Store += term - _term[o];
             _term[o] = term;
@@ -1580,8 +1640,7 @@ internal sealed class PlacementSearch
         AddShareDeltas(o => _bins[_binOf[HostOf[o] * _trusts + Model.Trust[o]]].Scratch);
         _work += Model.ItemStart[d + 1] - Model.ItemStart[d] + 8 * _hosts.Length;
         var baseAggregate = Model.Base[d];
-        double aloneBytes = Model.AloneBytes[d] - _fixed; // the domain's content and pages, without the host's fixed part
-        double correction = Model.AloneEstimateCorrection(d);
+        double aloneBytes = Model.AloneEstimate[d] - _fixed; // the domain's content and pages, without the host's fixed part
         for (int h = 0; h < _hosts.Length; h++)
         {
             int b = _binOf[h * _trusts + t];
@@ -1592,7 +1651,7 @@ internal sealed class PlacementSearch
             }
             var bin = _bins[b];
             _marginal[h] = bin.Aggregate.Cost(baseAggregate, bin.Touched ? bin.Scratch : null, Model.Scale) - bin.Cost + HostLevel(d)
-                           + (_hostDomains[h] == 0 ? _fixed : 0) + correction;
+                           + (_hostDomains[h] == 0 ? _fixed : 0);
         }
         foreach (int b in _touched)
         {
@@ -1649,7 +1708,7 @@ internal sealed class PlacementSearch
         }
         _work += Model.ItemStart[d + 1] - Model.ItemStart[d];
         double after = bin.Domains == 1 ? 0 : bin.Aggregate.Cost(r, null, Model.Scale);
-        return bin.Cost - after + HostLevel(d) + (_hostDomains[h] == 1 ? _fixed : 0) + Model.AloneEstimateCorrection(d);
+        return bin.Cost - after + HostLevel(d) + (_hostDomains[h] == 1 ? _fixed : 0);
     }
 
     private void Contribution(ContentAggregate a, int n, int sign)
@@ -1723,6 +1782,7 @@ internal sealed class PlacementSearch
         }
         _shares[d] = shares;
         _term[d] = Term(d, shares);
+        _groupNow[d] = GroupNow(d, shares);
         agg.Store += _term[d];
         CommitShareDeltas(agg);
         var similar = Model.Similar;
@@ -1793,6 +1853,7 @@ internal sealed class PlacementSearch
         }
         agg.Store -= _term[d];
         _term[d] = 0;
+        _groupNow[d] = Model.GroupFactor[d];
         CommitShareDeltas(agg);
         var similar = Model.Similar;
         for (int i = Model.SimilarStart[d], end = Model.SimilarStart[d + 1]; i < end;)
@@ -1833,7 +1894,6 @@ internal sealed class PlacementSearch
         double cost = PlacementModel.MetadataPerPage * _hostPages[h] + _fixed;
         foreach (int b in _hostBins[h])
             if (_bins[b].Domains > 0) cost += _bins[b].Cost;
-        foreach (int d in _members[h]) cost += Model.AloneEstimateCorrection(d);
         _hostCost[h] = cost;
     }
 
@@ -1924,7 +1984,7 @@ internal sealed class PlacementSearch
     private double HomeOf(in PlacementModel.SimilarItem c, out bool frame)
     {
         frame = (c.Flags & EntryFlags.Reference) != 0 || c.Single == 0;
-        return frame ? 0 : c.Single * Model.GroupFactor[c.Domain];
+        return frame ? 0 : c.Single * _groupNow[c.Domain];
     }
 
     private static bool Patchable(in PlacementModel.SimilarItem c, long copies, int referenceDomain) =>
@@ -2032,7 +2092,7 @@ internal sealed class PlacementSearch
             if (rCost > 0)
             {
                 frames += 1;
-                store -= referenceShared ? rCost : rCost * Model.GroupFactor[r.Domain];
+                store -= referenceShared ? rCost : rCost * _groupNow[r.Domain];
             }
         }
         return new Cross(frames, store, patched);

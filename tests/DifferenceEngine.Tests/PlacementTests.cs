@@ -136,7 +136,8 @@ public sealed class PlacementTests
             Assert.Equal(ColocationModel.Predict([fps[d]]).PredictedUsedBytes, model.AloneBytes[d]);
             Assert.InRange(model.AloneEstimate[d], model.AloneBytes[d] - 1, model.AloneBytes[d] + 1);
         }
-        // A family together, and two families together, as the model predicts them (its patches across domains aside).
+        // A family together, and two families together, about as the model predicts them (what the search leaves out:
+        // the slab classes of groups' streams as the set moves a domain's group factor).
         var search = new PlacementSearch(model, [new PlacementHost("one", long.MaxValue), new PlacementHost("two", long.MaxValue)],
             PlacementGoal.LeastMemory, default, null);
         for (int d = 0; d < 4; d++) search.Apply(d, 0);
@@ -144,13 +145,13 @@ public sealed class PlacementTests
         foreach (int h in new[] { 0, 1 })
         {
             long predicted = ColocationModel.Predict(search.DomainsOn(h).Select(d => fps[d]).ToArray()).PredictedUsedBytes;
-            Assert.InRange(search.HostCost(h), predicted * 0.97, predicted * 1.03);
+            Assert.InRange(search.HostCost(h), predicted * 0.98, predicted * 1.02);
         }
         // Taking domains off again gives back the estimate of what is left.
         search.Remove(0);
         search.Remove(5);
-        Assert.InRange(search.HostCost(0), ColocationModel.Predict([fps[1], fps[2], fps[3]]).PredictedUsedBytes * 0.97,
-            ColocationModel.Predict([fps[1], fps[2], fps[3]]).PredictedUsedBytes * 1.03);
+        long left = ColocationModel.Predict([fps[1], fps[2], fps[3]]).PredictedUsedBytes;
+        Assert.InRange(search.HostCost(0), left * 0.98, left * 1.02);
     }
 
     [Fact]
