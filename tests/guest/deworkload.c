@@ -6,7 +6,9 @@
  * verify every page, rewrite a few, print one line a round on the console:
  *
  *     deworkload round=N pages=P mismatches=M total=T rewritten=W checked=C us=U
- *     deworkload MISMATCH round=N page=G
+ *     deworkload MISMATCH round=N page=G [pfn=F version=V differ=D first=O is=version|zeros|other N]
+ *       (what the page holds instead: its guest-physical frame, the bytes that differ from version V last written and
+ *       the first of them, and whether it is an older version N of the page, zeros, or neither; not with de.selftest)
  *     deworkload done rounds=N mismatches=T
  *
  * Options (kernel command line; dotted names reach no kernel code and are read from /proc/cmdline):
@@ -117,6 +119,42 @@ static long option(const char *cmdline, const char *name, long fallback)
     return fallback;
 }
 
+/* The guest-physical frame of a page of this process (from /proc/self/pagemap; /init runs as root), or -1. */
+static long long frame_of(const void *p)
+{
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0) return -1;
+    uint64_t entry = 0;
+    off_t at = (off_t)((uintptr_t)p / PAGE) * 8;
+    long long pfn = -1;
+    if (pread(fd, &entry, 8, at) == 8 && (entry >> 63)) pfn = (long long)(entry & ((1ULL << 55) - 1));
+    close(fd);
+    return pfn;
+}
+
+/*
+ * What a page that failed its check holds instead, for the MISMATCH line: its frame, how many bytes differ from what
+ * was last written and where the first is, and whether it is an older version of the page (a write lost), zeros, or
+ * neither.
+ */
+static void describe(unsigned char *page, size_t g, uint64_t seed, uint64_t version, char *out, size_t size)
+{
+    static unsigned char expected[PAGE];
+    fill_page(expected, g, seed, version);
+    int differ = 0, first = -1;
+    for (int i = 0; i < PAGE; i++)
+        if (page[i] != expected[i]) { differ++; if (first < 0) first = i; }
+    int zero = 1;
+    for (int i = 0; i < PAGE && zero; i++) zero = page[i] == 0;
+    long long older = -1;
+    for (uint64_t v = version; v-- > 0 && version - v <= 64;) {
+        fill_page(expected, g, seed, v);
+        if (memcmp(expected, page, PAGE) == 0) { older = (long long)v; break; }
+    }
+    snprintf(out, size, " pfn=%lld version=%llu differ=%d first=%d is=%s%lld", frame_of(page), (unsigned long long)version,
+             differ, first, older >= 0 ? "version" : zero ? "zeros" : "other", older >= 0 ? older : 0LL);
+}
+
 int main(void)
 {
     char cmdline[4096] = "";
@@ -167,7 +205,9 @@ int main(void)
             if (hot < 100 && mix(g * 31 + seed) % 100 >= (uint64_t)hot) continue; /* cold: left alone */
             checked++;
             if (checksum(mem + g * PAGE) != sums[g]) {
-                if (bad < 20) printf("deworkload MISMATCH round=%ld page=%zu\n", round, g);
+                char what[160] = "";
+                if (bad < 20 && !selftest) describe(mem + g * PAGE, g, seed, versions[g], what, sizeof what);
+                if (bad < 20) printf("deworkload MISMATCH round=%ld page=%zu%s\n", round, g, what);
                 bad++;
                 sums[g] = checksum(mem + g * PAGE); /* reported once, not every round */
             }

@@ -220,8 +220,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         using (var roomy = new DEHost(new HostOptions { Name = "qemu-all-roomy" }))
         {
             var first = new[] { roomy.AttachQemu("a", socketA, options), roomy.AttachQemu("b", socketB, options) };
-            a.Diagnose = () => Diagnosis(roomy, first[0], b);
-            b.Diagnose = () => Diagnosis(roomy, first[1], a);
+            a.Diagnose = () => Diagnosis(roomy, first[0], a, b);
+            b.Diagnose = () => Diagnosis(roomy, first[1], b, a);
             long grouped = 0;
             for (int pass = 0; pass < 16 && grouped == 0; pass++)
             {
@@ -246,8 +246,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
             Name = "qemu-all", MemoryLimitBytes = 40L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 512L << 20,
         });
         var vms = new[] { host.AttachQemu("a", socketA, options), host.AttachQemu("b", socketB, options) };
-        a.Diagnose = () => Diagnosis(host, vms[0], b);
-        b.Diagnose = () => Diagnosis(host, vms[1], a);
+        a.Diagnose = () => Diagnosis(host, vms[0], a, b);
+        b.Diagnose = () => Diagnosis(host, vms[1], b, a);
         long touched = vms.Sum(vm => host.GetPageStats(vm).PrivatePages + host.GetPageStats(vm).ZeroPages);
         host.Scan(vms, new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
         host.StartEngine(TimeSpan.FromMilliseconds(500));
@@ -285,11 +285,16 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>What the engine knows of a guest that stopped talking: faults it could not serve, its engine, its pages.</summary>
-    private static string Diagnosis(DEHost host, Domain vm, TestGuest other)
+    private static string Diagnosis(DEHost host, Domain vm, TestGuest guest, TestGuest other)
     {
+        // The engine's view of the pages the guest found changed (the MISMATCH line names their guest-physical frame).
+        var frames = guest.Lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"^deworkload MISMATCH .* pfn=(\d+) "))
+            .Where(m => m.Success).Select(m => long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture))
+            .Where(pfn => pfn < vm.PageCount).Distinct().Take(4);
+        string pages = string.Join("; ", frames.Select(pfn => vm.IsRemoved ? $"gfn {pfn}: domain removed" : $"gfn {pfn}: {vm.GetPage(pfn)}"));
         var engine = host.EngineStatus;
         var stats = host.GetStats();
-        return $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
+        return (pages.Length > 0 ? $"Engine, the pages found changed: {pages}.\n" : "") + $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
                $"background engine {engine.State}, {engine.PassesRun} passes, last error {engine.LastError ?? "none"}; " +
                $"host frames {stats.FramesInUse} in use; faults: {string.Join(", ", stats.Faults.Select(f => $"{f.Kind} {f.Count}"))}; " +
                $"the other guest's QEMU {(other.ExitCode is { } code ? $"exited with {code}" : "runs")}, its console ends: " +

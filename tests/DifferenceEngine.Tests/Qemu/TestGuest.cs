@@ -94,13 +94,13 @@ internal sealed class TestGuest : IDisposable
     /// </summary>
     public int WaitForCleanRound(int pages, int? round = null)
     {
-        var pattern = $@"^deworkload (?:MISMATCH |round=(\d+) pages={pages} mismatches=(\d+) total=(\d+) )";
+        var pattern = $@"^deworkload (?:MISMATCH .*|round=(\d+) pages={pages} mismatches=(\d+) total=(\d+) )";
         while (true)
         {
             var m = WaitFor(pattern);
             if (!m.Groups[1].Success || m.Groups[2].Value != "0" || m.Groups[3].Value != "0")
-                throw new Xunit.Sdk.XunitException($"QEMU {Pid}'s guest found a page that is not what it wrote: {m.Value}\nConsole:\n" +
-                                                   string.Join('\n', Lines.TakeLast(40)));
+                throw new Xunit.Sdk.XunitException($"QEMU {Pid}'s guest found a page that is not what it wrote: {m.Value}\n" +
+                                                   $"{Diagnose?.Invoke()}\nConsole:\n" + string.Join('\n', Lines.TakeLast(40)));
             int number = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
             if (round is null || number >= round) return number;
         }
