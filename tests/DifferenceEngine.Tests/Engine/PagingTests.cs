@@ -172,9 +172,11 @@ public class PagingTests
             MemoryLimitBytes = 32 * 4096, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 1 << 20,
             SwapStorageFactory = (p, n) => flaky = new FlakyStorage(SwapFile.Create(p, n)),
         });
+        // Every swap write fails from the start: the background reclaim, woken once free memory runs low, must find no
+        // write that worked either (set after the first pages, it could have paged some out already).
+        flaky!.FailWrites = 1000;
         var d = host.CreateDomain("d", 100 * 4096);
         for (long g = 0; g < 30; g++) d.WritePage(g, PageOf(1, g));
-        flaky!.FailWrites = 1000;
         var ex = Assert.Throws<DEException>(() => { for (long g = 30; g < 100; g++) d.WritePage(g, PageOf(1, g)); });
         Assert.Equal("HostOutOfMemory", ex.ErrorId);
         var stats = host.GetStats();
