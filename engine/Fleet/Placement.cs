@@ -520,12 +520,12 @@ internal sealed class PlacementModel
                 if (!contentIds.TryGetValue(e.Content, out int id))
                 {
                     sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, 1, 1);
-                    shares = Add(shares, item.GroupShare, 1);
+                    shares = PlacementSearch.Plus(shares, item.GroupShare, 1);
                     continue;
                 }
                 if (id < 0) continue;
                 sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, weight, 1);
-                shares = Add(shares, item.GroupShare, weight);
+                shares = PlacementSearch.Plus(shares, item.GroupShare, weight);
                 item.Id = id;
                 items.Add(item);
             }
@@ -768,8 +768,6 @@ internal sealed class PlacementModel
         return bytes;
     }
 
-    private static (double, double, double, double) Add(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,
-        double times) => (a.G + times * b.G, a.S + times * b.S, a.C + times * b.C, a.P + times * b.P);
 
     /// <summary>The model's group factor of a domain from what it measures it on in a set (ColocationModel: enough measured, else the fingerprint's).</summary>
     public static double GroupFactorOf(double group, double single, double count, double fallback) =>
@@ -1537,7 +1535,8 @@ internal sealed class PlacementSearch
     private double GroupNow(int d, in (double Group, double Single, double Count, double Grouped) s) =>
         Math.Clamp(Model.GroupFactor[d] + PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d], 0, 1);
 
-    private static (double, double, double, double) Plus(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,
+    /// <summary>Group shares (group, single, count, grouped) <paramref name="a"/> plus <paramref name="times"/> times <paramref name="b"/>.</summary>
+    internal static (double, double, double, double) Plus(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,
         double times) => (a.G + times * b.G, a.S + times * b.S, a.C + times * b.C, a.P + times * b.P);
 
     /// <summary>Notes, during an evaluation, that domain <paramref name="o"/> would gain (1) or lose (-1) a private content.</summary>

@@ -134,17 +134,12 @@ internal sealed class BackgroundEngine : IDisposable
             {
                 break;
             }
-            catch (DEException ex)
-            {
-                // A failing pass (a domain removed meanwhile, a corrupt page, a QEMU guest that exited) is recorded; the
-                // engine goes on.
-                lock (_gate) _lastError = $"{ex.ErrorId}: {ex.Message}";
-            }
             catch (Exception ex)
             {
-                // Anything else is a bug of the engine, recorded all the same: this thread runs in the admin's shell or
-                // the embedding program, and an exception escaping it would end that process.
-                lock (_gate) _lastError = $"{ex.GetType().Name}: {ex.Message}";
+                // A failing pass (a domain removed meanwhile, a corrupt page, a QEMU guest that exited; or a bug) is
+                // recorded and the engine goes on: this thread runs in the admin's shell or the embedding program, and an
+                // exception escaping it would end that process.
+                lock (_gate) _lastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
             }
             next += (long)(Interval.TotalSeconds * Stopwatch.Frequency);
             long wait = next - Stopwatch.GetTimestamp();

@@ -151,8 +151,9 @@ static void describe(unsigned char *page, size_t g, uint64_t seed, uint64_t vers
         fill_page(expected, g, seed, v);
         if (memcmp(expected, page, PAGE) == 0) { older = (long long)v; break; }
     }
-    snprintf(out, size, " pfn=%lld version=%llu differ=%d first=%d is=%s%lld", frame_of(page), (unsigned long long)version,
-             differ, first, older >= 0 ? "version" : zero ? "zeros" : "other", older >= 0 ? older : 0LL);
+    int n = snprintf(out, size, " pfn=%lld version=%llu differ=%d first=%d is=%s", frame_of(page), (unsigned long long)version,
+                     differ, first, older >= 0 ? "version" : zero ? "zeros" : "other");
+    if (older >= 0 && n > 0 && (size_t)n < size) snprintf(out + n, size - (size_t)n, " %lld", older);
 }
 
 int main(void)
