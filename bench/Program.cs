@@ -9,6 +9,8 @@ using DifferenceEngine.Bench.Peers;
 if (args.Length > 0 && args[0] == "compare") return CompareCommand.Run(args[1..]);
 // fleet: the colocation model's predictions against the embedded host, alone, in pairs and in triples (docs/FLEET.md).
 if (args.Length > 0 && args[0] == "fleet") return DifferenceEngine.Bench.Fleet.FleetAccuracy.Run(args[1..]);
+// fingerprint-loop: (for profiling) fingerprints one image over and over.
+if (args.Length > 0 && args[0] == "fingerprint-loop") return DifferenceEngine.Bench.Fleet.FingerprintBenchmark.Loop(args[1..]);
 if (args.Length > 0 && args[0] == KsmHold.Verb) return KsmHold.Run(args[1..]);
 
 var config = BenchConfig.Create(args);

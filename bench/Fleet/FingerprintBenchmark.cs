@@ -45,6 +45,30 @@ public class FingerprintBenchmark
         Console.WriteLine($"// fingerprint input: {path ?? "corpus pages x32"}, {_pages} pages");
     }
 
+    /// <summary>
+    /// fingerprint-loop IMAGE [N]: fingerprints the image N times (default 20) and prints the rate of each run: a steady
+    /// load to profile (dotnet-trace collect --profile cpu-sampling -- ...), not a measurement (that is this benchmark).
+    /// </summary>
+    public static int Loop(string[] args)
+    {
+        if (args.Length < 1 || !File.Exists(args[0]))
+        {
+            Console.Error.WriteLine("usage: fingerprint-loop IMAGE [RUNS]");
+            return 2;
+        }
+        Environment.SetEnvironmentVariable("DE_FINGERPRINT_IMAGE", Path.GetFullPath(args[0]));
+        var bench = new FingerprintBenchmark();
+        bench.Load();
+        int runs = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20;
+        for (int i = 0; i < runs; i++)
+        {
+            var time = System.Diagnostics.Stopwatch.StartNew();
+            bench.Fingerprint();
+            Console.WriteLine($"run {i + 1}: {bench._image.Length / time.Elapsed.TotalSeconds / (1 << 20):F0} MiB/s");
+        }
+        return 0;
+    }
+
     [Benchmark(Description = "fingerprint (whole image)")]
     public long Fingerprint()
     {

@@ -55,19 +55,47 @@ internal static class CompressionPass
         bool groupCodecFirst = false)
     {
         length = 0;
-        int limit = (int)(PageGeometry.PageSize * threshold) - EncodedPage.CompressedHeader;
-        if (limit <= 0) return false;
-        bool groups = policy.GroupSize >= 2;
-        var algorithm = groups && groupCodecFirst ? policy.GroupAlgorithm : policy.CompressionAlgorithm;
-        if (!PageCompressors.Get(algorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out int written))
-        {
-            if (!groups || policy.GroupAlgorithm == algorithm
-                || !PageCompressors.Get(policy.GroupAlgorithm).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, limit), out written))
-                return false;
-            algorithm = policy.GroupAlgorithm;
-        }
+        if (!TryCompressBody(policy, threshold, page, blob.AsSpan(EncodedPage.CompressedHeader), out int written, out var algorithm, groupCodecFirst))
+            return false;
         length = EncodedPage.CompressedHeader + written;
         EncodedPage.WriteCompressedHeader(blob, page, algorithm);
+        return true;
+    }
+
+    /// <summary>
+    /// The codec's bytes of a single blob (no header) into <paramref name="body"/> (room for a page at least), under
+    /// <paramref name="threshold"/>, and the codec that made them: the domain's codec, or with page groups on the groups'
+    /// codec when the first does not shrink the page enough. One rule, shared by the engine and the fingerprint
+    /// (FingerprintBuilder), so what a fingerprint predicts is what the engine does.
+    /// </summary>
+    /// <remarks>
+    /// A page LZ4 cannot shrink at all (its block would be a page or more: the page has next to no repeated 4-byte
+    /// sequences) is tried with the groups' codec only when its order-0 entropy could bring it under the threshold
+    /// (<see cref="PageEntropy"/>): with no repeats, what Zstd can still save is in coding the bytes' values. On real memory
+    /// that tries about 2% of such pages and still finds 99% of those Zstd shrinks enough, while a Zstd try costs about
+    /// 15 us a page, the most expensive thing a compression pass does on random or encrypted pages (docs/PERFORMANCE.md,
+    /// "The fallback codec's gate").
+    /// </remarks>
+    public static bool TryCompressBody(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, Span<byte> body, out int written,
+        out CompressionAlgorithm algorithm, bool groupCodecFirst = false)
+    {
+        written = 0;
+        int limit = (int)(PageGeometry.PageSize * threshold) - EncodedPage.CompressedHeader;
+        algorithm = policy.CompressionAlgorithm;
+        if (limit <= 0) return false;
+        bool groups = policy.GroupSize >= 2;
+        if (groups && groupCodecFirst) algorithm = policy.GroupAlgorithm;
+        bool fallback = groups && policy.GroupAlgorithm != algorithm;
+        // LZ4 with a fallback gets a page's room, to tell a page it shrank too little from one it could not shrink at all.
+        bool gated = fallback && algorithm == CompressionAlgorithm.LZ4;
+        int room = gated ? Math.Max(limit, Math.Min(PageGeometry.PageSize, body.Length)) : limit;
+        bool shrank = PageCompressors.Get(algorithm).TryCompress(page, body[..room], out written);
+        if (shrank && written <= limit) return true;
+        written = 0;
+        if (!fallback || (gated && !shrank && PageEntropy.Order0Bytes(page) > limit)
+            || !PageCompressors.Get(policy.GroupAlgorithm).TryCompress(page, body[..limit], out written))
+            return false;
+        algorithm = policy.GroupAlgorithm;
         return true;
     }
 

@@ -62,7 +62,13 @@ public static class ColocationModel
     internal const double StoreFreeFraction = 1.0 / 64;
     internal const int MinimumGroupSamples = 16;
 
-    public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints)
+    public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
+
+    /// <summary>
+    /// The prediction, and with <paramref name="separately"/> each domain's alone too (<see cref="ColocationPrediction.SeparateUsedBytes"/>;
+    /// without, that figure is 0: the placement's checks need the set's figure only).
+    /// </summary>
+    internal static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints, bool separately)
     {
         Check(fingerprints);
         long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
@@ -90,7 +96,8 @@ public static class ColocationModel
                     + storeMetadata + CompactStore.FixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
         long guest = fingerprints.Sum(f => f.GuestBytes);
-        long separate = fingerprints.Count == 1 ? frames + store + meta : fingerprints.Sum(f => Predict([f]).PredictedUsedBytes);
+        long separate = fingerprints.Count == 1 ? frames + store + meta
+            : separately ? fingerprints.Sum(f => Predict([f], separately: false).PredictedUsedBytes) : 0;
         return new ColocationPrediction(fingerprints.Select(f => f.Domain).ToArray(), guest, frames + store + meta, frames, store, meta,
             sharingOnly + meta, sharingPatching + meta, separate)
         {
@@ -104,32 +111,85 @@ public static class ColocationModel
         public long Patched, References, Shared, Compressed, FrameContents, Grouped, SharedPages, StoreMetadata;
     }
 
-    private sealed class Content
+    /// <summary>A distinct content of the set, as the engine meets it first: its entry, its domain, its copies in the set.</summary>
+    private struct Content
     {
-        public required FingerprintEntry Entry;
-        public required int Domain;
+        public FingerprintEntry Entry;
+        public int Domain;
         public long Copies;
-        public bool Shared => Copies > 1;
+        public readonly bool Shared => Copies > 1;
     }
+
+    /// <summary>
+    /// One sampled route's distinct contents in the order met, and their index by keyed content hash. Reused per thread
+    /// (the placement predicts thousands of sets), so a prediction allocates next to nothing.
+    /// </summary>
+    private sealed class Route
+    {
+        public readonly Dictionary<ulong, int> Index = new();
+        public Content[] Items = new Content[256];
+        public int Count;
+
+        public void Reset(int capacity)
+        {
+            Index.Clear();
+            Index.EnsureCapacity(capacity);
+            if (Items.Length < capacity) Items = new Content[capacity];
+            Count = 0;
+        }
+
+        public void Add(in FingerprintEntry e, int domain)
+        {
+            ref int at = ref CollectionsMarshal.GetValueRefOrAddDefault(Index, e.Content, out bool known);
+            if (known)
+            {
+                Items[at].Copies += e.Copies;
+                return;
+            }
+            at = Count;
+            Items[Count++] = new Content { Entry = e, Domain = domain, Copies = e.Copies };
+        }
+
+        public ReadOnlySpan<Content> Span => Items.AsSpan(0, Count);
+    }
+
+    /// <summary>A thread's reusable room for one prediction.</summary>
+    private sealed class Scratch
+    {
+        public readonly Route Contents = new(), Similarities = new();
+        public readonly Dictionary<ulong, int> MedianPatch = new(), FirstOf = new();
+        public readonly HashSet<ulong> MadeReference = new();
+        public readonly Dictionary<int, double> Slots = new();
+        public (ulong Similarity, int Cost)[] Patches = new (ulong, int)[256];
+    }
+
+    [ThreadStatic] private static Scratch? t_scratch;
 
     private static Part PredictTrustGroup(List<DomainFingerprint> set)
     {
+        var scratch = t_scratch ??= new Scratch();
         // Distinct contents across the set, in the order the engine meets them (domain order, then gfn order), each
         // sampled route apart: the content route for every total, the similarity route for patches across domains.
-        var byContent = new Dictionary<ulong, Content>();
-        var bySimilarity = new Dictionary<ulong, Content>();
-        var contentRoute = new List<Content>();
-        var similarityRoute = new List<Content>();
+        int entries = 0;
+        foreach (var f in set) entries += f.GetEntries().Count;
+        var contents = scratch.Contents;
+        var similarities = scratch.Similarities;
+        contents.Reset(entries);
+        similarities.Reset(entries);
         var groupFactor = new double[set.Count];
         for (int d = 0; d < set.Count; d++)
         {
             groupFactor[d] = Math.Clamp(set[d].GroupFactor, 0, 1);
-            foreach (var e in set[d].GetEntries())
+            var list = set[d].GetEntries();
+            ReadOnlySpan<FingerprintEntry> all = list is FingerprintEntry[] array ? array : list.ToArray();
+            foreach (ref readonly var e in all)
             {
-                if ((e.Flags & EntryFlags.ByContent) != 0) Add(byContent, contentRoute, e, d);
-                if ((e.Flags & EntryFlags.BySimilarity) != 0) Add(bySimilarity, similarityRoute, e, d);
+                if ((e.Flags & EntryFlags.ByContent) != 0) contents.Add(e, d);
+                if ((e.Flags & EntryFlags.BySimilarity) != 0) similarities.Add(e, d);
             }
         }
+        var contentRoute = contents.Span;
+        var similarityRoute = similarities.Span;
 
         // Groups: what grouping saves differs between contents (a domain's unique pages group better than the pages it shares
         // with others), so the factor applied to a domain's private contents is measured on its sampled contents that stay
@@ -137,7 +197,7 @@ public static class ColocationModel
         var groupedSum = new double[set.Count];
         var singleSum = new double[set.Count];
         var measured = new int[set.Count];
-        foreach (var c in contentRoute)
+        foreach (ref readonly var c in contentRoute)
         {
             var e = c.Entry;
             if (c.Shared || e.GroupCost == 0 || e.PatchCost > 0 || (e.Flags & EntryFlags.Reference) != 0) continue;
@@ -149,9 +209,10 @@ public static class ColocationModel
             if (measured[d] >= MinimumGroupSamples) groupFactor[d] = Math.Clamp(groupedSum[d] / singleSum[d], 0, 1);
 
         double frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
-        var slots = new Dictionary<int, double>(); // slot size -> blobs of the sample in it
+        var slots = scratch.Slots; // slot size -> blobs of the sample in it
+        slots.Clear();
         long patched = 0, references = 0, shared = 0, compressed = 0, frameContents = 0, grouped = 0, sharedPages = 0;
-        foreach (var c in contentRoute)
+        foreach (ref readonly var c in contentRoute)
         {
             sharingOnly += PageSize;
             if (c.Shared)
@@ -204,27 +265,43 @@ public static class ColocationModel
         // reference kept as a frame.
         double crossStore = 0, crossFrames = 0;
         long crossPatched = 0, crossReferences = 0;
-        var knownPatches = new Dictionary<ulong, List<int>>();
-        foreach (var c in similarityRoute)
+        // The median patch of each similarity key's pages at home (of a key's patches in the order met, sorted, the middle one).
+        var medianPatch = scratch.MedianPatch;
+        medianPatch.Clear();
+        int patches = 0;
+        foreach (ref readonly var c in similarityRoute)
             if (c.Entry.PatchCost > 0)
             {
-                if (!knownPatches.TryGetValue(c.Entry.Similarity, out var list)) knownPatches[c.Entry.Similarity] = list = new List<int>();
-                list.Add(c.Entry.PatchCost);
+                if (patches == scratch.Patches.Length) Array.Resize(ref scratch.Patches, patches * 2);
+                scratch.Patches[patches++] = (c.Entry.Similarity, c.Entry.PatchCost);
             }
-        var firstOf = new Dictionary<ulong, Content>();
-        var madeReference = new HashSet<ulong>();
-        foreach (var c in similarityRoute)
+        var byKey = scratch.Patches.AsSpan(0, patches);
+        byKey.Sort();
+        for (int i = 0; i < byKey.Length;)
         {
+            int j = i + 1;
+            while (j < byKey.Length && byKey[j].Similarity == byKey[i].Similarity) j++;
+            medianPatch[byKey[i].Similarity] = byKey[i + (j - i) / 2].Cost;
+            i = j;
+        }
+        var firstOf = scratch.FirstOf; // similarity key -> the first content with it, in the similarity route
+        firstOf.Clear();
+        var madeReference = scratch.MadeReference;
+        madeReference.Clear();
+        for (int i = 0; i < similarityRoute.Length; i++)
+        {
+            ref readonly var c = ref similarityRoute[i];
             var e = c.Entry;
-            if (!firstOf.TryGetValue(e.Similarity, out var reference))
+            ref int first = ref CollectionsMarshal.GetValueRefOrAddDefault(firstOf, e.Similarity, out bool exists);
+            if (!exists)
             {
-                firstOf[e.Similarity] = c;
+                first = i;
                 continue;
             }
+            ref readonly var reference = ref similarityRoute[first];
             if (reference.Domain == c.Domain || (e.Flags & EntryFlags.ClusterFirst) == 0 || c.Shared || e.PatchCost > 0
-                || reference.Entry.PatchCost > 0 || !knownPatches.TryGetValue(e.Similarity, out var seen))
+                || reference.Entry.PatchCost > 0 || !medianPatch.TryGetValue(e.Similarity, out int patch))
                 continue;
-            int patch = Median(seen);
             // What the page cost at home: a frame as a reference (or incompressible), else its blob.
             bool frameAtHome = (e.Flags & EntryFlags.Reference) != 0 || e.SingleCost == 0;
             crossStore += patch - (frameAtHome ? 0 : e.SingleCost * groupFactor[c.Domain]);
@@ -285,25 +362,6 @@ public static class ColocationModel
             if (size >= max || size >= CompactStore.MaxBlobLength) break;
         }
         return (bytes, metadata);
-    }
-
-    private static void Add(Dictionary<ulong, Content> seen, List<Content> ordered, FingerprintEntry e, int domain)
-    {
-        if (seen.TryGetValue(e.Content, out var known))
-        {
-            known.Copies += e.Copies;
-            return;
-        }
-        var c = new Content { Entry = e, Domain = domain, Copies = e.Copies };
-        seen.Add(e.Content, c);
-        ordered.Add(c);
-    }
-
-    private static int Median(List<int> values)
-    {
-        var sorted = values.ToArray();
-        Array.Sort(sorted);
-        return sorted[sorted.Length / 2];
     }
 
     /// <summary>The fingerprints can be combined: at least one, one fleet key, one sample rate, one detector.</summary>

@@ -300,15 +300,10 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     private int SingleCost(ReadOnlySpan<byte> page, out bool fallback)
     {
         fallback = false;
-        int limit = Limit;
-        if (PageCompressors.Get(_policy.CompressionAlgorithm).TryCompress(page, _blob.AsSpan(0, limit), out int written))
-            return CompactStore.SlotSizeFor(EncodedPage.CompressedHeader + written);
-        if (PageCompressors.Get(_policy.GroupAlgorithm).TryCompress(page, _blob.AsSpan(0, limit), out written))
-        {
-            fallback = true;
-            return CompactStore.SlotSizeFor(EncodedPage.CompressedHeader + written);
-        }
-        return 0;
+        if (!CompressionPass.TryCompressBody(_policy, _policy.CompressionThreshold, page, _blob, out int written, out var algorithm))
+            return 0;
+        fallback = algorithm != _policy.CompressionAlgorithm;
+        return CompactStore.SlotSizeFor(EncodedPage.CompressedHeader + written);
     }
 
     /// <summary>The shared-frame blobs not measured: the single blob times the measured Zstd-to-LZ4 ratio, as a slot.</summary>

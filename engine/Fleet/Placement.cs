@@ -77,7 +77,7 @@ public readonly record struct PlacementProgress(string Phase, int Done, int Tota
 /// capacities. The search scores candidates with an incremental mirror of the colocation model
 /// (<see cref="PlacementSearch"/>: a domain's marginal cost on every host from one walk over the contents and
 /// similarity keys it shares with other domains); every figure of the answer, and the capacity check of the answer, is
-/// the colocation model's own prediction (<see cref="ColocationModel.Predict"/>) for the domains placed on each host.
+/// the colocation model's own prediction (<see cref="ColocationModel.Predict(IReadOnlyList{DomainFingerprint})"/>) for the domains placed on each host.
 /// <para>Starts: hosts filled one at a time, largest first, each seeded with the largest domain left and given the
 /// domains that share most with it for their size (families of domains gather on hosts of their own); for small
 /// fleets also first-fit decreasing, each domain to the open host where it adds least (FewestHosts: a new host, largest
@@ -255,7 +255,7 @@ public static class Placement
     }
 
     private static long Predict(DomainFingerprint[] domains, int[] on) =>
-        ColocationModel.Predict(on.Select(d => domains[d]).ToArray()).PredictedUsedBytes;
+        ColocationModel.Predict(on.Select(d => domains[d]).ToArray(), separately: false).PredictedUsedBytes;
 
     /// <summary>Today's placement as host indices, when every domain's host is among those given and runs its trust group (else null).</summary>
     private static int[]? CurrentAssignment(DomainFingerprint[] domains, PlacementHost[] hosts)
