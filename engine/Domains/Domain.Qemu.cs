@@ -283,7 +283,8 @@ public sealed partial class Domain
     /// <summary>
     /// Hands the guest back: every page the engine holds goes back into it (a zero page stays a hole, which reads as
     /// zeros once the library lets go), its frames are forgotten (never punched), the library unregisters the RAM, and
-    /// the RAM is unmapped.
+    /// the RAM is unmapped. Should QEMU have exited (its memory gone with it), what the engine holds is let go instead,
+    /// so a domain whose guest died is removed cleanly.
     /// </summary>
     private void ReleaseQemu()
     {
@@ -291,18 +292,36 @@ public sealed partial class Domain
         // No fault is served from here on: the guest's faults wait until their page is put back (UFFDIO_COPY wakes them)
         // or the library unregisters the RAM (which wakes the rest, to find zeros in the holes of zero pages).
         ram.StopFaults();
+        // Set once QEMU turns out to have exited: its memory is gone, so what the engine holds is only let go.
+        bool gone = false;
         for (long gfn = 0; gfn < PageCount; gfn++)
         {
             ulong e = Lock(gfn);
             try
             {
-                e = PageEntry.State(e) switch
+                if (gone)
                 {
-                    PageState.Uniform => QemuInstall(gfn, WithUniformFrame(gfn, e)),
-                    PageState.Shared => QemuInstall(gfn, BreakSharing(gfn, e, copy: true)),
-                    PageState.Patched or PageState.Compressed or PageState.Swapped => QemuInstall(gfn, BringIn(gfn, e, readBack: true, out _)),
+                    DropHeld(e);
+                    continue;
+                }
+                ulong rebuilt = PageEntry.State(e) switch
+                {
+                    PageState.Uniform => WithUniformFrame(gfn, e),
+                    PageState.Shared => BreakSharing(gfn, e, copy: true),
+                    PageState.Patched or PageState.Compressed or PageState.Swapped => BringIn(gfn, e, readBack: true, out _),
                     _ => e,
                 };
+                try
+                {
+                    e = PageEntry.State(rebuilt) == PageState.Private ? QemuInstall(gfn, rebuilt) : rebuilt;
+                }
+                catch (DEException ex) when (ex.ErrorId == "QemuGuestExited")
+                {
+                    gone = true;
+                    e = rebuilt; // the page rebuilt in a frame of the engine, for nobody: let go below
+                    DropHeld(e);
+                    continue;
+                }
                 if (PageEntry.State(e) == PageState.Private) Host.Frames.ForgetExternal(PageEntry.Frame(e));
             }
             finally

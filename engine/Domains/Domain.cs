@@ -359,23 +359,34 @@ public sealed partial class Domain : IDEDomain
         for (long gfn = 0; gfn < _p2m.Length; gfn++)
         {
             ulong e = Lock(gfn);
-            switch (PageEntry.State(e))
-            {
-                case PageState.Private:
-                    Host.Frames.Free(PageEntry.Frame(e));
-                    break;
-                case PageState.Shared:
-                    Host.SharingIndexFor(Policy.TrustGroup).Release(PageEntry.Frame(e));
-                    break;
-                case PageState.Patched:
-                case PageState.Compressed:
-                    DropEncoded(e);
-                    break;
-                case PageState.Swapped:
-                    Host.Reclaimer?.Swap.Release((uint)PageEntry.Payload(e));
-                    break;
-            }
+            DropHeld(e);
             Unlock(gfn, 0);
+        }
+    }
+
+    /// <summary>
+    /// Lets go of what a locked page holds, for good: its frame (a QEMU guest's own frame is only forgotten: the memory
+    /// is the guest's), its shared frame's reference, its encoding or its swap slot.
+    /// </summary>
+    private void DropHeld(ulong e)
+    {
+        switch (PageEntry.State(e))
+        {
+            case PageState.Private:
+                uint frame = PageEntry.Frame(e);
+                if (Host.Frames.IsExternal(frame)) Host.Frames.ForgetExternal(frame);
+                else Host.Frames.Free(frame);
+                break;
+            case PageState.Shared:
+                Host.SharingIndexFor(Policy.TrustGroup).Release(PageEntry.Frame(e));
+                break;
+            case PageState.Patched:
+            case PageState.Compressed:
+                DropEncoded(e);
+                break;
+            case PageState.Swapped:
+                Host.Reclaimer?.Swap.Release((uint)PageEntry.Payload(e));
+                break;
         }
     }
 

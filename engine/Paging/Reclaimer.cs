@@ -159,54 +159,81 @@ internal sealed class Reclaimer : IDisposable
             int count = 0;
             long looked = 0;
             bool stop = false;
-            while (count < wanted && !stop)
+            // Every page of the batch stays locked (and a guest's write-protected) until it is Swapped or given back: should
+            // anything throw on the way (a QEMU that exited), the pages gathered so far are given back as they were, so no
+            // page lock is ever left held (a pass waiting on it would wait for good).
+            try
             {
-                if (looked >= total)
+                while (count < wanted && !stop)
                 {
-                    if (_level == Levels.Length - 1) break;
-                    _level++;
-                    looked = 0;
+                    if (looked >= total)
+                    {
+                        if (_level == Levels.Length - 1) break;
+                        _level++;
+                        looked = 0;
+                    }
+                    if (_domainIndex >= domains.Count) _domainIndex = 0;
+                    var d = domains[_domainIndex];
+                    if (_gfn >= d.PageCount)
+                    {
+                        _domainIndex++;
+                        _gfn = 0;
+                        continue;
+                    }
+                    long gfn = _gfn++;
+                    looked++;
+                    ulong peek = d.PeekEntry(gfn);
+                    if (PageEntry.State(peek) != PageState.Private || !Accepts(PageEntry.Category(peek)) || d.IsRemoved) continue;
+                    if (!d.TryLock(gfn, out ulong e)) continue;
+                    bool keep;
+                    try
+                    {
+                        keep = !d.IsRemoved && PageEntry.State(e) == PageState.Private && Accepts(PageEntry.Category(e))
+                               // A QEMU guest's page is write-protected until it is on disk and punched out (a write waits for that).
+                               && (d.Qemu is null || d.QemuProtect(gfn));
+                    }
+                    catch
+                    {
+                        d.Unlock(gfn, e); // (a QEMU that exited): the batch so far is given back below
+                        throw;
+                    }
+                    if (!keep)
+                    {
+                        d.Unlock(gfn, e);
+                        continue;
+                    }
+                    bool reserved = false;
+                    uint slot = 0;
+                    try
+                    {
+                        if (!(reserved = Swap.TryReserve(out slot, exchange)))
+                        {
+                            stop = true; // swap full
+                        }
+                        else
+                        {
+                            Swap.Write(slot, frames.Span(PageEntry.Frame(e)));
+                            _victims[count++] = (d, gfn, e, slot);
+                            continue;
+                        }
+                    }
+                    catch (IOException ex)
+                    {
+                        RecordFailure(ex);
+                        stop = true;
+                    }
+                    catch
+                    {
+                        GiveBackOne(d, gfn, e, reserved, slot);
+                        throw;
+                    }
+                    GiveBackOne(d, gfn, e, reserved, slot);
                 }
-                if (_domainIndex >= domains.Count) _domainIndex = 0;
-                var d = domains[_domainIndex];
-                if (_gfn >= d.PageCount)
-                {
-                    _domainIndex++;
-                    _gfn = 0;
-                    continue;
-                }
-                long gfn = _gfn++;
-                looked++;
-                ulong peek = d.PeekEntry(gfn);
-                if (PageEntry.State(peek) != PageState.Private || !Accepts(PageEntry.Category(peek)) || d.IsRemoved) continue;
-                if (!d.TryLock(gfn, out ulong e)) continue;
-                if (d.IsRemoved || PageEntry.State(e) != PageState.Private || !Accepts(PageEntry.Category(e))
-                    // A QEMU guest's page is write-protected until it is on disk and punched out (a write waits for that).
-                    || (d.Qemu is not null && !d.QemuProtect(gfn)))
-                {
-                    d.Unlock(gfn, e);
-                    continue;
-                }
-                if (!Swap.TryReserve(out uint slot, exchange))
-                {
-                    if (d.Qemu is not null) d.QemuUnprotect(gfn);
-                    d.Unlock(gfn, e);
-                    break; // swap full
-                }
-                try
-                {
-                    Swap.Write(slot, frames.Span(PageEntry.Frame(e)));
-                }
-                catch (IOException ex)
-                {
-                    Swap.Release(slot);
-                    if (d.Qemu is not null) d.QemuUnprotect(gfn);
-                    d.Unlock(gfn, e);
-                    RecordFailure(ex);
-                    stop = true;
-                    break;
-                }
-                _victims[count++] = (d, gfn, e, slot);
+            }
+            catch
+            {
+                GiveBack(count);
+                throw;
             }
             if (count == 0) return 0;
             bool durable;
@@ -220,28 +247,65 @@ internal sealed class Reclaimer : IDisposable
                 RecordFailure(ex);
                 durable = false;
             }
+            if (!durable)
+            {
+                GiveBack(count);
+                return 0;
+            }
             for (int i = 0; i < count; i++)
             {
                 var (d, gfn, e, slot) = _victims[i];
-                if (durable)
+                try
                 {
-                    frames.Free(PageEntry.Frame(e));
+                    frames.Free(PageEntry.Frame(e)); // a guest's page: journalled, then punched out of the guest
                     e = PageEntry.WithPayload(e, PageState.Swapped, slot);
                 }
-                else
+                catch
                 {
-                    Swap.Release(slot);
-                    if (d.Qemu is not null) d.QemuUnprotect(gfn);
+                    // Still the guest's (or the frame's): this one and the rest stay as they were.
+                    _victims[i] = (d, gfn, e, slot);
+                    GiveBack(count, from: i);
+                    throw;
                 }
                 d.Unlock(gfn, e);
                 _victims[i] = default;
             }
-            if (!durable) return 0;
             Interlocked.Add(ref _pageOuts, count);
             long perPage = (Stopwatch.GetTimestamp() - started) / count;
             for (int i = 0; i < count; i++) PageOutLatency.RecordTicks(perPage);
             return count;
         }
+    }
+
+    /// <summary>
+    /// Gives back the batch's pages from <paramref name="from"/> on, as they were: slot released, a guest's protection
+    /// lifted (best effort: a QEMU that exited has nothing to lift), unlocked.
+    /// </summary>
+    private void GiveBack(int count, int from = 0)
+    {
+        for (int i = from; i < count; i++)
+        {
+            var (d, gfn, e, slot) = _victims[i];
+            GiveBackOne(d, gfn, e, reserved: true, slot);
+            _victims[i] = default;
+        }
+    }
+
+    private void GiveBackOne(Domain d, long gfn, ulong e, bool reserved, uint slot)
+    {
+        if (reserved) Swap.Release(slot);
+        if (d.Qemu is not null)
+        {
+            try
+            {
+                d.QemuUnprotect(gfn);
+            }
+            catch (DEException)
+            {
+                // The guest is gone: its page has no protection left to lift.
+            }
+        }
+        d.Unlock(gfn, e);
     }
 
     /// <summary>Holds page-outs until disposed (tests and consistent snapshots).</summary>

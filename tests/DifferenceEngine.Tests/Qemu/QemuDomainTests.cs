@@ -201,6 +201,48 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void ADomainWhoseQemuDiedIsRemovedAndEverythingItHeldIsGivenBack()
+    {
+        using var dir = new TempDir();
+        string socket = Path.Combine(dir.Path, "qemu.sock");
+        using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 0, environment: Preload(socket));
+        guest.WaitFor(@"^deworkload ready pages=4096 ");
+        using var host = new DEHost(new HostOptions
+        {
+            Name = "qemu-died", MemoryLimitBytes = 64L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 256L << 20,
+        });
+        var vm = host.AttachQemu("vm1", socket, new DomainOptions
+        {
+            C4Sweeps = 1, SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true,
+        });
+        // Pages held every way the engine holds them: shared, compressed (some grouped), zero, and paged out.
+        for (int pass = 0; pass < 6; pass++) host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+        host.Reclaimer!.ReclaimToHighWatermark();
+        var held = host.GetPageStats(vm);
+        Assert.True(held.CompressedPages > 0 && held.ZeroPages > 0, $"compressed {held.CompressedPages}, zero {held.ZeroPages}");
+
+        // QEMU dies (SIGKILL), its memory with it: removing the domain lets go of everything, and says nothing is lost
+        // that anybody could still read.
+        Assert.Equal(0, Kill(guest.Pid, 9));
+        guest.WaitForExit();
+        // A page-out that meets the dead guest fails, and leaves every page unlocked (a pass would otherwise wait for good).
+        Assert.True(host.GetPageStats(vm).PrivatePages > 0);
+        Assert.Equal("QemuGuestExited", Assert.Throws<DEException>(() => host.Reclaimer.ReclaimForFault()).ErrorId);
+        for (long gfn = 0; gfn < vm.PageCount; gfn++)
+        {
+            Assert.True(vm.TryLock(gfn, out ulong e), $"page {gfn} is left locked");
+            vm.Unlock(gfn, e);
+        }
+        host.RemoveDomain(vm);
+        var stats = host.GetStats();
+        Assert.Equal(0, stats.FramesInUse);
+        Assert.Equal(0, stats.StoreStoredBytes);
+        Assert.Equal(0, stats.SwapUsedBytes);
+        Assert.True(vm.IsRemoved);
+        Assert.Empty(host.Domains);
+    }
+
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
     public void TwoGuestsRunAMinuteUnderTheBackgroundEngineWithEveryMechanismAndLoseNothing()
     {
         using var dir = new TempDir();
