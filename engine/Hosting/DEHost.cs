@@ -510,6 +510,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             PageOutP99 = Reclaimer?.PageOutLatency.Percentile(99) ?? TimeSpan.Zero,
             SwapWriteFailures = Reclaimer?.WriteFailures ?? 0,
             LastSwapWriteError = Reclaimer?.LastWriteError,
+            LastReclaimError = Reclaimer?.LastError,
             ReclaimRuns = Reclaimer?.Runs ?? 0,
             OutOfMemoryEvents = domains.Sum(d => d.OutOfMemoryEvents),
             JournalBytes = domains.Sum(d => d.Qemu?.Journal.FileBytes ?? 0),

@@ -127,12 +127,12 @@ internal sealed class Reclaimer : IDisposable
                 // A pass or page-out that failed (a QEMU guest that exited, a corrupt page; or a bug) is recorded and the
                 // reclaimer goes on: this thread runs in the admin's shell or the embedding program, and an exception
                 // escaping it would end that process.
-                LastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
+                Record(ex);
             }
         }
     }
 
-    /// <summary>What the last background reclaim that failed said (null if none did).</summary>
+    /// <summary>What the last page-out (background or for a fault) or background reclaim run that failed said (null if none did).</summary>
     public string? LastError { get; private set; }
 
     /// <summary>
@@ -140,6 +140,26 @@ internal sealed class Reclaimer : IDisposable
     /// frees their frames and marks them Swapped. A failed write or flush leaves every page as it was.
     /// </summary>
     private int PageOutBatch(int wanted, bool exchange = false)
+    {
+        try
+        {
+            return PageOutBatchCore(wanted, exchange);
+        }
+        catch (Exception ex) when (Record(ex))
+        {
+            throw; // not reached: Record returns false
+        }
+    }
+
+    /// <summary>Notes a page-out's failure as the last error (Get-DEHostStats: LastReclaimError); false, so it propagates.</summary>
+    private bool Record(Exception ex)
+    {
+        if (ex is DEException { ErrorId: "HostDisconnected" }) return false;
+        LastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
+        return false;
+    }
+
+    private int PageOutBatchCore(int wanted, bool exchange)
     {
         wanted = Math.Clamp(wanted, 1, BatchPages);
         lock (_gate)

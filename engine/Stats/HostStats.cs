@@ -55,6 +55,8 @@ public sealed record HostStats(
     public long JournalBytes { get; init; }
     /// <summary>Journal records that could not be written: each left its page in the guest (nothing lost, nothing saved).</summary>
     public long JournalFailures { get; init; }
+    /// <summary>Why the last page-out failed (the swap file is reported apart, in LastSwapWriteError), or null: "ErrorId: message".</summary>
+    public string? LastReclaimError { get; init; }
     /// <summary>Why the last journal record of any QEMU domain could not be written, or null.</summary>
     public string? LastJournalError { get; init; }
     /// <summary>Accesses or loads that failed because the host was out of memory.</summary>

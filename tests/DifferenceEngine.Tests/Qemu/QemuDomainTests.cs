@@ -228,6 +228,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         // A page-out that meets the dead guest fails, and leaves every page unlocked (a pass would otherwise wait for good).
         Assert.True(host.GetPageStats(vm).PrivatePages > 0);
         Assert.Equal("QemuGuestExited", Assert.Throws<DEException>(() => host.Reclaimer.ReclaimForFault()).ErrorId);
+        Assert.StartsWith("QemuGuestExited: ", host.GetStats().LastReclaimError);
         for (long gfn = 0; gfn < vm.PageCount; gfn++)
         {
             Assert.True(vm.TryLock(gfn, out ulong e), $"page {gfn} is left locked");
