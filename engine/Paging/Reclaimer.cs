@@ -145,18 +145,18 @@ internal sealed class Reclaimer : IDisposable
         {
             return PageOutBatchCore(wanted, exchange);
         }
-        catch (Exception ex) when (Record(ex))
+        catch (Exception ex)
         {
-            throw; // not reached: Record returns false
+            Record(ex);
+            throw;
         }
     }
 
-    /// <summary>Notes a page-out's failure as the last error (Get-DEHostStats: LastReclaimError); false, so it propagates.</summary>
-    private bool Record(Exception ex)
+    /// <summary>Notes a failure as the last error (Get-DEHostStats: LastReclaimError); a host disconnected is no failure.</summary>
+    private void Record(Exception ex)
     {
-        if (ex is DEException { ErrorId: "HostDisconnected" }) return false;
+        if (ex is DEException { ErrorId: "HostDisconnected" }) return;
         LastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
-        return false;
     }
 
     private int PageOutBatchCore(int wanted, bool exchange)
@@ -222,32 +222,24 @@ internal sealed class Reclaimer : IDisposable
                         d.Unlock(gfn, e);
                         continue;
                     }
-                    bool reserved = false;
-                    uint slot = 0;
+                    if (!Swap.TryReserve(out uint slot, exchange))
+                    {
+                        GiveBackOne(d, gfn, e, reserved: false, slot);
+                        break; // swap full
+                    }
                     try
                     {
-                        if (!(reserved = Swap.TryReserve(out slot, exchange)))
-                        {
-                            stop = true; // swap full
-                        }
-                        else
-                        {
-                            Swap.Write(slot, frames.Span(PageEntry.Frame(e)));
-                            _victims[count++] = (d, gfn, e, slot);
-                            continue;
-                        }
+                        Swap.Write(slot, frames.Span(PageEntry.Frame(e)));
                     }
-                    catch (IOException ex)
+                    catch (Exception ex)
                     {
-                        RecordFailure(ex);
+                        GiveBackOne(d, gfn, e, reserved: true, slot);
+                        if (ex is not IOException io) throw;
+                        RecordFailure(io);
                         stop = true;
+                        break;
                     }
-                    catch
-                    {
-                        GiveBackOne(d, gfn, e, reserved, slot);
-                        throw;
-                    }
-                    GiveBackOne(d, gfn, e, reserved, slot);
+                    _victims[count++] = (d, gfn, e, slot);
                 }
             }
             catch
