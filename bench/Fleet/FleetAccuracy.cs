@@ -23,7 +23,8 @@ internal static class FleetAccuracy
     {
         var paths = new List<string>();
         string outDir = Path.Combine("out", "fleet");
-        string? pwsh = null, keep = null, keyFile = null;
+        string? pwsh = null, keep = null, keyFile = null, cacheFile = null;
+        HashSet<string>? only = null;
         bool programs = false, quick = false;
         int sample = 1 << FingerprintBuilder.DefaultSampleShift;
         for (int i = 0; i < args.Length; i++)
@@ -39,6 +40,8 @@ internal static class FleetAccuracy
                 case "--pwsh" when i + 1 < args.Length: pwsh = args[++i]; break;
                 case "--keep" when i + 1 < args.Length: keep = args[++i]; break;
                 case "--key" when i + 1 < args.Length: keyFile = args[++i]; break;
+                case "--actuals" when i + 1 < args.Length: cacheFile = args[++i]; break;
+                case "--only" when i + 1 < args.Length: only = [.. args[++i].Split(',')]; break;
                 case "--sample" when i + 1 < args.Length: sample = int.Parse(args[++i], Inv); break;
                 case "-h" or "--help":
                     Console.WriteLine("usage: fleet [--path IMAGE...] [--programs] [--out DIR] [--pwsh PATH] [--sample N] [--quick]");
@@ -47,6 +50,8 @@ internal static class FleetAccuracy
                     Console.WriteLine("  --quick     alone and pairs only (no triples)");
                     Console.WriteLine("  --key FILE  the fleet key file to fingerprint with (default: a new random key)");
                     Console.WriteLine("  --keep DIR  keep copies of the program snapshots in DIR (to run again on the same memory)");
+                    Console.WriteLine("  --actuals FILE  reuse the embedded host's figures for sets already in FILE, add the others (the same images only)");
+                    Console.WriteLine("  --only A+B,C  only these sets (labels joined by +)");
                     return 0;
                 default:
                     Console.Error.WriteLine($"fleet: unknown or incomplete argument '{args[i]}' (see --help).");
@@ -98,22 +103,41 @@ internal static class FleetAccuracy
                 for (int b = a + 1; b < inputs.Count; b++)
                     for (int c = b + 1; c < inputs.Count; c++) sets.Add([inputs[a], inputs[b], inputs[c]]);
 
+        // The embedded host's figures do not depend on the model: --actuals FILE keeps them between runs on the same images.
+        var cached = new Dictionary<string, Actual>(StringComparer.Ordinal);
+        if (cacheFile is not null && File.Exists(cacheFile))
+            foreach (var line in File.ReadLines(cacheFile))
+            {
+                var parts = line.Split('\t');
+                if (parts.Length == 2) cached[parts[0]] = Actual.Parse(parts[1]);
+            }
         var rows = new List<Row>();
         foreach (var set in sets)
         {
+            if (only is not null && !only.Contains(string.Join("+", set.Select(i => i.Label)))) continue;
+            if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null) ColocationModel.Census = s => Console.WriteLine("    model census: " + s);
             var prediction = ColocationModel.Predict(set.Select(i => fingerprints[i.Label]).ToArray());
-            using var loaded = InputImages.FromPaths(set.Select(i => i.Path).ToList(), set.Select(i => i.Label).ToList());
-            var actual = EngineRun.Run("fleet", loaded, patching: true, CompressionAlgorithm.LZ4, threads: 1, groupSize: 4, defaultSweeps: true);
-            var row = new Row(string.Join(" + ", set.Select(i => i.Label)), set.Length, actual.GuestPages * 4096L, actual.MemoryUsedBytes,
-                prediction.PredictedUsedBytes, actual.FramesInUse * 4096L, prediction.FrameBytes, actual.StoreAllocatedBytes, prediction.StoreBytes,
-                actual.MetadataBytes, prediction.MetadataBytes, prediction.SeparateUsedBytes)
+            string name = string.Join(" + ", set.Select(i => i.Label));
+            if (!cached.TryGetValue(name, out var actual))
             {
-                ActualPatched = actual.PatchedPages, PredictedPatched = prediction.PatchedPages,
+                using var loaded = InputImages.FromPaths(set.Select(i => i.Path).ToList(), set.Select(i => i.Label).ToList());
+                var run = EngineRun.Run("fleet", loaded, patching: true, CompressionAlgorithm.LZ4, threads: 1, groupSize: 4, defaultSweeps: true);
+                actual = new Actual(run.GuestPages, run.MemoryUsedBytes, run.FramesInUse, run.StoreAllocatedBytes, run.MetadataBytes,
+                    run.PatchedPages, run.SavedBySharing);
+                cached[name] = actual;
+                if (cacheFile is not null) File.AppendAllText(cacheFile, $"{name}\t{actual}\n");
+                if (Environment.GetEnvironmentVariable("DE_FLEET_DETAIL") is not null)
+                    Log($"    metadata: {run.Metadata}; total {run.MetadataBytes}; groups {run.PageGroups} of {run.GroupedPages} pages");
+                    Log($"    engine: compressed {run.CompressedPages} pages ({run.SharedCompressedPages} naming {run.SharedCompressedFrames} shared blobs), grouped {run.GroupedPages}, blob bytes {Mib(run.CompressedBytes)} MiB, patches {Mib(run.PatchBytes)} MiB, shared frames {run.SharedFrames}; model: shared contents {prediction.SharedContents}, compressed {prediction.CompressedContents}, frames {prediction.FrameContents}+{prediction.ReferencePages} refs");
+            }
+            var row = new Row(name, set.Length, actual.GuestPages * 4096L, actual.MemoryUsed,
+                prediction.PredictedUsedBytes, actual.FramesInUse * 4096L, prediction.FrameBytes, actual.StoreAllocated, prediction.StoreBytes,
+                actual.Metadata, prediction.MetadataBytes, prediction.SeparateUsedBytes)
+            {
+                ActualPatched = actual.Patched, PredictedPatched = prediction.PatchedPages,
                 ActualShared = actual.SavedBySharing, PredictedShared = prediction.SharedPagesSaved,
             };
             rows.Add(row);
-            if (Environment.GetEnvironmentVariable("DE_FLEET_DETAIL") is not null)
-                Log($"    engine: compressed {actual.CompressedPages} pages ({actual.SharedCompressedPages} naming {actual.SharedCompressedFrames} shared blobs), grouped {actual.GroupedPages}, blob bytes {Mib(actual.CompressedBytes)} MiB, patches {Mib(actual.PatchBytes)} MiB, shared frames {actual.SharedFrames}; model: shared contents {prediction.SharedContents}, compressed {prediction.CompressedContents}, frames {prediction.FrameContents}+{prediction.ReferencePages} refs");
             Log($"{row.Set,-40} actual {Mib(row.Actual),7} MiB  predicted {Mib(row.Predicted),7} MiB  {row.ErrorPercent,6:+0.0;-0.0}%  (patched {row.ActualPatched}/{row.PredictedPatched}, shared {row.ActualShared}/{row.PredictedShared})");
         }
         Write(outDir, inputs, fingerprints, rows, sample, started.Elapsed);
@@ -122,6 +146,17 @@ internal static class FleetAccuracy
         Log($"pairs and triples within 5%: {within} of {grouped.Count}; largest error {grouped.Select(r => Math.Abs(r.ErrorPercent)).DefaultIfEmpty().Max():0.0}%");
         Log($"wrote {Path.Combine(outDir, "fleet.md")}");
         return 0;
+    }
+
+    private sealed record Actual(long GuestPages, long MemoryUsed, long FramesInUse, long StoreAllocated, long Metadata, long Patched, long SavedBySharing)
+    {
+        public override string ToString() => string.Join(' ', GuestPages, MemoryUsed, FramesInUse, StoreAllocated, Metadata, Patched, SavedBySharing);
+
+        public static Actual Parse(string text)
+        {
+            var v = text.Split(' ').Select(t => long.Parse(t, Inv)).ToArray();
+            return new Actual(v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+        }
     }
 
     private sealed record Row(string Set, int Domains, long Guest, long Actual, long Predicted, long ActualFrames, long PredictedFrames,

@@ -60,7 +60,10 @@ public static class ColocationModel
     internal const double MetadataPerGroupedPage = 14;
     internal const double MetadataPerSharedPage = 24;
     internal const double StoreFreeFraction = 1.0 / 64;
-    internal const int MinimumGroupSamples = 16;
+    internal const int GroupPrior = 32;
+    private static readonly long EmptyTablesBytes = 3 * new DifferenceEngine.Sharing.HashSlotTable().MetadataBytes;
+    private static readonly long EmptySharedBlobsBytes = new DifferenceEngine.Compression.SharedBlobTable().MetadataBytes + new DifferenceEngine.Compression.SharedCandidates().MetadataBytes;
+
 
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
 
@@ -74,10 +77,11 @@ public static class ColocationModel
         long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
         long groupedPages = 0, sharedPages = 0, storeMetadata = 0;
         long patchedPages = 0, referencePages = 0, sharedContents = 0, compressedContents = 0, frameContents = 0;
-        double metadata = 0;
+        double metadata = 0, tables = 0;
         foreach (var trust in fingerprints.GroupBy(f => f.TrustGroup, StringComparer.Ordinal))
         {
             var part = PredictTrustGroup(trust.ToList());
+            tables += TablesBytes(part.Frames / PageSize);
             frames += part.Frames;
             store += part.Store;
             sharingOnly += part.SharingOnly;
@@ -92,8 +96,10 @@ public static class ColocationModel
             sharedPages += part.SharedPages;
         }
         foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
-        metadata += MetadataPerFramePage * (frames / PageSize) + MetadataPerGroupedPage * groupedPages + MetadataPerSharedPage * sharedPages
-                    + storeMetadata + CompactStore.FixedMetadataBytes;
+        // The similarity and sharing tables (three per trust group) are never under their empty size, which is most of a
+        // small host's; the shared blobs' table and the cold shared pages' buffer have a size when empty too.
+        metadata += tables + MetadataPerGroupedPage * groupedPages + MetadataPerSharedPage * sharedPages
+                    + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
         long guest = fingerprints.Sum(f => f.GuestBytes);
         long separate = fingerprints.Count == 1 ? frames + store + meta
@@ -205,66 +211,77 @@ public static class ColocationModel
             singleSum[c.Domain] += e.SingleCost;
             measured[c.Domain]++;
         }
-        for (int d = 0; d < set.Count; d++)
-            if (measured[d] >= MinimumGroupSamples) groupFactor[d] = Math.Clamp(groupedSum[d] / singleSum[d], 0, 1);
+        // The measured contents' ratio, drawn toward the domain's runs as if those were GroupPrior more contents of the
+        // same mean size (a few dozen measured contents alone draw too widely).
+        for (int d = 0; d < set.Count; d++) groupFactor[d] = GroupFactorOf(groupedSum[d], singleSum[d], measured[d], groupFactor[d]);
 
+        // The sample's draw: a domain's sampled contents are one in 2^shift of its distinct contents on average, more or
+        // fewer in a given sample (a small domain has a few hundred). Where the pass counted the distinct contents, each
+        // of the domain's sampled contents stands for its share of them (a ratio estimate), not 2^shift.
+        var weight = new double[set.Count];
+        for (int d = 0; d < set.Count; d++) weight[d] = RatioWeight(set[d]);
+
+        if (Census is not null)
+            for (int d = 0; d < set.Count; d++)
+                Census($"{set[d].Domain}: weight {weight[d]:0.000} group factor {groupFactor[d]:0.000} (measured {measured[d]}, runs {set[d].GroupFactor:0.000} on {set[d].GroupRunsSampled}), sampled {set[d].ContentSampled} of {set[d].DistinctContents}");
         double frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
         var slots = scratch.Slots; // slot size -> blobs of the sample in it
         slots.Clear();
-        long patched = 0, references = 0, shared = 0, compressed = 0, frameContents = 0, grouped = 0, sharedPages = 0;
+        double patched = 0, references = 0, shared = 0, compressed = 0, frameContents = 0, grouped = 0, sharedPages = 0;
         foreach (ref readonly var c in contentRoute)
         {
-            sharingOnly += PageSize;
+            // Each content counts for its domain's weight: 1 sampled content stands for weight · 2^shift.
+            double w = weight[c.Domain];
+            sharingOnly += w * PageSize;
             if (c.Shared)
             {
-                shared++;
-                sharedPages += c.Copies;
+                shared += w;
+                sharedPages += w * c.Copies;
             }
             var e = c.Entry;
             if (!c.Shared && e.PatchCost > 0)
             {
-                store += e.PatchCost;
-                AddSlot(slots, e.PatchCost, 1);
-                sharingPatching += e.PatchCost;
-                patched++;
+                store += w * e.PatchCost;
+                AddSlot(slots, e.PatchCost, w);
+                sharingPatching += w * e.PatchCost;
+                patched += w;
                 continue;
             }
-            sharingPatching += PageSize;
+            sharingPatching += w * PageSize;
             if ((e.Flags & EntryFlags.Reference) != 0)
             {
-                frames += PageSize;
-                references++;
+                frames += w * PageSize;
+                references += w;
                 continue;
             }
             int cost = c.Shared ? e.SharedCost : e.SingleCost;
             if (cost == 0)
             {
-                frames += PageSize;
-                frameContents++;
+                frames += w * PageSize;
+                frameContents += w;
                 continue;
             }
-            compressed++;
+            compressed += w;
             if (c.Shared)
             {
-                store += cost;
-                AddSlot(slots, cost, 1);
+                store += w * cost;
+                AddSlot(slots, cost, w);
                 continue;
             }
-            store += cost * groupFactor[c.Domain];
-            grouped++;
+            store += w * cost * groupFactor[c.Domain];
+            grouped += w;
             // A group of four's stream is cut into 4 KiB pieces and a remainder, in the remainder's size class.
             // (Each grouped content is a quarter of a group.)
             int stream = (int)(4 * cost * groupFactor[c.Domain]);
-            AddSlot(slots, CompactStore.MaxBlobLength, stream / CompactStore.MaxBlobLength / 4.0);
-            if (stream % CompactStore.MaxBlobLength != 0) AddSlot(slots, CompactStore.SlotSizeFor(stream % CompactStore.MaxBlobLength), 0.25);
+            AddSlot(slots, CompactStore.MaxBlobLength, w * (stream / CompactStore.MaxBlobLength) / 4.0);
+            if (stream % CompactStore.MaxBlobLength != 0) AddSlot(slots, CompactStore.SlotSizeFor(stream % CompactStore.MaxBlobLength), w * 0.25);
         }
 
         // Patches across domains, from the similarity route: in the engine's order a later domain's first page with a
         // similarity key finds an earlier domain's first page with it as its reference: the later page is patched (at the
         // median patch the key's pages had at home), and the earlier one, if nothing patched against it before, becomes a
         // reference kept as a frame.
-        double crossStore = 0, crossFrames = 0;
-        long crossPatched = 0, crossReferences = 0;
+        double crossStore = 0, crossFrames = 0, crossPatched = 0, crossReferences = 0;
         // The median patch of each similarity key's pages at home (of a key's patches in the order met, sorted, the middle one).
         var medianPatch = scratch.MedianPatch;
         medianPatch.Clear();
@@ -304,19 +321,21 @@ public static class ColocationModel
                 continue;
             // What the page cost at home: a frame as a reference (or incompressible), else its blob.
             bool frameAtHome = (e.Flags & EntryFlags.Reference) != 0 || e.SingleCost == 0;
-            crossStore += patch - (frameAtHome ? 0 : e.SingleCost * groupFactor[c.Domain]);
-            if (frameAtHome) crossFrames -= PageSize;
-            crossPatched++;
+            double w = weight[c.Domain];
+            crossStore += w * (patch - (frameAtHome ? 0 : e.SingleCost * groupFactor[c.Domain]));
+            if (frameAtHome) crossFrames -= w * PageSize;
+            crossPatched += w;
             var r = reference.Entry;
             if ((r.Flags & EntryFlags.Reference) == 0 && madeReference.Add(e.Similarity))
             {
                 int rCost = reference.Shared ? r.SharedCost : r.SingleCost;
+                double wr = weight[reference.Domain];
                 if (rCost > 0)
                 {
-                    crossFrames += PageSize;
-                    crossStore -= reference.Shared ? rCost : rCost * groupFactor[reference.Domain];
+                    crossFrames += wr * PageSize;
+                    crossStore -= wr * (reference.Shared ? rCost : rCost * groupFactor[reference.Domain]);
                 }
-                crossReferences++;
+                crossReferences += wr;
             }
         }
 
@@ -330,10 +349,24 @@ public static class ColocationModel
         return new Part((long)Math.Round((frames + crossFrames) * scale / PageSize) * PageSize, (long)Math.Round(slabs),
             (long)Math.Round(sharingOnly * scale), (long)Math.Round(Math.Max(0, sharingPatching - crossPatched * PageSize) * scale))
         {
-            Patched = (patched + crossPatched) * scale, References = (references + crossReferences) * scale, Shared = shared * scale,
-            Compressed = (compressed - crossPatched) * scale, FrameContents = frameContents * scale, Grouped = (grouped - crossPatched) * scale,
-            SharedPages = sharedPages * scale, StoreMetadata = (long)Math.Round(slabMetadata),
+            Patched = Scaled(patched + crossPatched), References = Scaled(references + crossReferences), Shared = Scaled(shared),
+            Compressed = Scaled(compressed - crossPatched), FrameContents = Scaled(frameContents), Grouped = Scaled(grouped - crossPatched),
+            SharedPages = Scaled(sharedPages), StoreMetadata = (long)Math.Round(slabMetadata),
         };
+
+        long Scaled(double sampledCount) => (long)Math.Round(sampledCount * scale);
+    }
+
+    /// <summary>
+    /// A domain's group factor in a set: its measured contents' group shares over their single blobs (<paramref name="group"/>,
+    /// <paramref name="single"/>, of <paramref name="count"/> contents), drawn toward <paramref name="runs"/> (the fingerprint's
+    /// factor, from its runs) as if that were <see cref="GroupPrior"/> more contents of the same mean size.
+    /// </summary>
+    internal static double GroupFactorOf(double group, double single, double count, double runs)
+    {
+        if (count <= 0 || single <= 0) return runs;
+        double prior = GroupPrior * single / count;
+        return Math.Clamp((group + prior * runs) / (single + prior), 0, 1);
     }
 
     private static void AddSlot(Dictionary<int, double> slots, int size, double blobs) =>
@@ -341,28 +374,101 @@ public static class ColocationModel
 
     /// <summary>
     /// The slabs the store allocates for the blobs of the sample scaled up, and their bookkeeping: per size class, its
-    /// blobs' slots in whole 64 KiB slabs. A class between the smallest and the largest the sample holds that the sample
-    /// happens to miss gets half a slab (blob sizes are a continuum: a class a sample of a few hundred blobs misses is as
-    /// likely as not in use). <paramref name="stored"/> (the slots' bytes, patches across domains included) scales the
-    /// sampled slots to it.
+    /// blobs' slots in whole 64 KiB slabs. <paramref name="stored"/> (the slots' bytes, patches across domains included)
+    /// scales the sampled slots to it. A class the sample holds blobs of is in use: its blobs scaled up, in whole slabs. A
+    /// class the sample misses may still be in use (blob sizes are a continuum, and a class of a small host holds a few
+    /// blobs, each sampled with probability 1/scale): its blobs are taken as Poisson with the mean of its neighbours'
+    /// (three classes each side), thinned by the sample having missed them all, so it is in use (one slab) with
+    /// probability 1 − exp(−mean · (1 − 1/scale)).
     /// </summary>
     private static (double Bytes, double Metadata) SlabBytes(Dictionary<int, double> slots, long scale, double stored)
     {
         if (slots.Count == 0 || stored <= 0) return (stored, 0);
         double sampled = slots.Sum(kv => kv.Key * kv.Value) * scale;
         double adjust = sampled > 0 ? stored / sampled : 1;
-        double bytes = 0, metadata = 0;
-        int max = slots.Keys.Max();
-        for (int size = CompactStore.SlotSizeFor(slots.Keys.Min()); ; size = CompactStore.SlotSizeFor(size + 1))
+        Span<double> blobs = stackalloc double[ClassSizes.Length];
+        for (int c = 0; c < ClassSizes.Length; c++) blobs[c] = slots.GetValueOrDefault(ClassSizes[c]) * scale * adjust;
+        var (bytes, metadata) = Slabs(blobs, scale);
+        if (Census is not null)
+            Census(string.Join(' ', slots.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}:{kv.Value * scale * adjust:0.#}")));
+        return (bytes, metadata);
+    }
+
+    /// <summary>
+    /// The slabs for <paramref name="blobs"/> per size class (the sample's, scaled up; in <see cref="ClassSizes"/> order)
+    /// and their bookkeeping, as <see cref="SlabBytes"/> says. The placement's estimate uses it as it is.
+    /// </summary>
+    internal static (double Bytes, double Metadata) Slabs(ReadOnlySpan<double> blobs, double scale)
+    {
+        var size = ClassSizes;
+        double bytes = 0, metadata = 0, unseen = 1 - 1.0 / scale;
+        // Blob sizes run between the smallest and the largest the sample holds (the whole pieces of groups apart): no
+        // class outside them is taken to be in use (a shared or single blob is never over the compression threshold).
+        int first = -1, last = -1;
+        for (int c = 0; c < size.Length - 1; c++)
+            if (blobs[c] > Seen)
+            {
+                if (first < 0) first = c;
+                last = c;
+            }
+        for (int c = 0; c < size.Length; c++)
         {
-            double blobs = slots.GetValueOrDefault(size) * scale * adjust;
-            double count = blobs > 0 ? Math.Ceiling(blobs / CompactStore.SlotsPerSlab(size)) : 0.5;
+            double count;
+            if (blobs[c] > Seen) count = Math.Ceiling(blobs[c] / CompactStore.SlotsPerSlab(size[c]) - 1e-9);
+            else if (c < first || c > last) count = 0;
+            else
+            {
+                // The blobs per class around it: the nearest classes each side, widened until they hold Neighbours
+                // classes the sample has blobs of (not the whole 4 KiB pieces of groups: those are no part of the continuum).
+                double sum = 0;
+                int seen = 0, lo = c, hi = c, top = size.Length - 2;
+                while (seen < Neighbours && (lo > 0 || hi < top))
+                {
+                    if (lo > 0 && blobs[--lo] > Seen)
+                    {
+                        sum += blobs[lo];
+                        seen++;
+                    }
+                    if (hi < top && blobs[++hi] > Seen)
+                    {
+                        sum += blobs[hi];
+                        seen++;
+                    }
+                }
+                count = hi > lo ? 1 - Math.Exp(-sum / (hi - lo) * unseen) : 0;
+            }
             bytes += count * CompactStore.SlabSize;
-            metadata += count * CompactStore.SlabMetadataBytesFor(size);
-            if (size >= max || size >= CompactStore.MaxBlobLength) break;
+            metadata += count * CompactStore.SlabMetadataBytesFor(size[c]);
         }
         return (bytes, metadata);
     }
+
+    /// <summary>Blobs of a class below this are none (sums of the placement's estimate leave rounding behind).</summary>
+    private const double Seen = 1e-6;
+
+    private const int Neighbours = 4;
+
+    /// <summary>Metadata a host has whatever it holds: the store's size classes, the shared blobs' table and the cold shared pages' buffer, empty.</summary>
+    internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes + EmptySharedBlobsBytes;
+
+    /// <summary>The similarity and sharing tables of a trust group: 120 B per page left in a frame, never under their empty size.</summary>
+    internal static double TablesBytes(double framePages) => Math.Max(MetadataPerFramePage * framePages, EmptyTablesBytes);
+
+    /// <summary>
+    /// The ratio weight of a domain's sampled contents: each stands for its share of the distinct contents the pass counted
+    /// (1 where it did not count them).
+    /// </summary>
+    internal static double RatioWeight(DomainFingerprint f)
+    {
+        long sampled = f.ContentSampled;
+        return f.DistinctContents > 0 && sampled > 0 ? Math.Clamp(f.DistinctContents / (double)(sampled << f.SampleShift), 0.5, 2) : 1;
+    }
+
+    /// <summary>The store's slot sizes, smallest first.</summary>
+    private static readonly int[] ClassSizes = Enumerable.Range(1, CompactStore.MaxBlobLength).Select(CompactStore.SlotSizeFor).Distinct().ToArray();
+
+    /// <summary>Diagnostics: given the predicted blobs per slot size of each trust group.</summary>
+    internal static Action<string>? Census;
 
     /// <summary>The fingerprints can be combined: at least one, one fleet key, one sample rate, one detector.</summary>
     internal static void Check(IReadOnlyList<DomainFingerprint> fingerprints)

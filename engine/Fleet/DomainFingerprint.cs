@@ -75,6 +75,9 @@ public sealed class DomainFingerprint
     /// <summary>The other pages: those whose content needs memory.</summary>
     public long ContentPages { get; set; }
 
+    /// <summary>Distinct contents among the content pages, counted over every page (0: not known, a fingerprint made before it was counted).</summary>
+    public long DistinctContents { get; set; }
+
     /// <summary>Pages whose stored bytes could not be read back during the pass (left out of every figure; their next guest access reports why).</summary>
     public long UnreadablePages { get; set; }
 
@@ -104,12 +107,29 @@ public sealed class DomainFingerprint
     /// <summary>The entries the sketch holds, in the order the pass met them.</summary>
     public IReadOnlyList<FingerprintEntry> GetEntries() => _entries ??= Decode(Sketch);
 
+    private int _contentSampled = -1;
+
+    /// <summary>Entries sampled by their content hash (the content route): the domain's distinct contents in the sample.</summary>
+    internal int ContentSampled
+    {
+        get
+        {
+            if (_contentSampled >= 0) return _contentSampled;
+            int n = 0;
+            foreach (var e in GetEntries())
+                if ((e.Flags & EntryFlags.ByContent) != 0) n++;
+            return _contentSampled = n;
+        }
+    }
+
     internal void SetEntries(FingerprintEntry[] entries)
     {
-        _entries = entries;
+        _contentSampled = -1;
         byte[] bytes = Encode(entries);
         SketchBytes = bytes.Length;
         Sketch = Convert.ToBase64String(bytes);
+        // What the sketch holds (costs in its units), so the fingerprint predicts exactly as one read back from JSON.
+        _entries = Decode(Sketch);
     }
 
     private static readonly byte[] Magic = "DEFP"u8.ToArray();

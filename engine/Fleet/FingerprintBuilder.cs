@@ -525,6 +525,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             ZeroPages = pageCount - _pagesSet + _zeroSet,
             UniformPages = _uniform,
             ContentPages = _content,
+            DistinctContents = _copies.Count,
             SampleShift = _shift,
             SampledPages = _sampled,
             DetectorSeed = FleetDetectorSeed,

@@ -380,6 +380,8 @@ internal sealed class PlacementModel
     public readonly string[] TrustNames;
     public readonly long[] Pages;
     public readonly double[] GroupFactor;
+    /// <summary>Per domain, what each of its sampled contents stands for, in the sample's contents (ColocationModel.RatioWeight).</summary>
+    public readonly double[] Ratio;
     /// <summary>Per domain: its unique contents, and its items each as if alone (weighted).</summary>
     public readonly ContentAggregate[] Base;
     /// <summary>Per domain: the model's prediction alone (exact, from every entry), and the search's estimate alone.</summary>
@@ -409,7 +411,7 @@ internal sealed class PlacementModel
     public readonly double SimilarWeight;
     public readonly double Scale;
 
-    private PlacementModel(int count, int trustCount, string[] trustNames, int[] trust, long[] pages, double[] groupFactor,
+    private PlacementModel(int count, int trustCount, string[] trustNames, int[] trust, long[] pages, double[] groupFactor, double[] ratio,
         (double, double, double, double)[] groupAlone, double[] groupFallback, double[] groupReference,
         ContentAggregate[] baseAggregate, long[] alone, double[] aloneEstimate, int[] itemStart, Item[] items, int contentIds, int bits,
         int[] similarStart, SimilarItem[] similar, int similarKeys, int similarBits, double scale)
@@ -423,6 +425,7 @@ internal sealed class PlacementModel
         Trust = trust;
         Pages = pages;
         GroupFactor = groupFactor;
+        Ratio = ratio;
         Base = baseAggregate;
         AloneBytes = alone;
         AloneEstimate = aloneEstimate;
@@ -453,6 +456,7 @@ internal sealed class PlacementModel
         var trust = domains.Select(f => trustIndex[f.TrustGroup ?? ""]).ToArray();
         var pages = domains.Select(f => f.PageCount).ToArray();
         var groupFactor = domains.Select(f => Math.Clamp(f.GroupFactor, 0, 1)).ToArray();
+        var ratio = domains.Select(ColocationModel.RatioWeight).ToArray();
         var groupFallback = (double[])groupFactor.Clone();
         var groupAlone = new (double, double, double, double)[n];
         var groupReference = new double[n];
@@ -500,7 +504,6 @@ internal sealed class PlacementModel
         Parallel.For(0, n, parallel, d =>
         {
             var sampled = new ContentAggregate();
-            var exact = new ContentAggregate();
             var items = new List<Item>();
             double gf = groupFactor[d];
             var route = contentRoute[d];
@@ -511,7 +514,6 @@ internal sealed class PlacementModel
                 ref readonly var e = ref all[route.Index[i]];
                 uint copies = route.Copies[i];
                 bool reference = (e.Flags & EntryFlags.Reference) != 0;
-                if (bits > 0) exact.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, 1, 1);
                 var item = new Item
                 {
                     Domain = d, Copies = copies, Single = e.SingleCost, Shared = e.SharedCost, Patch = e.PatchCost, GroupCost = e.GroupCost,
@@ -519,12 +521,12 @@ internal sealed class PlacementModel
                 };
                 if (!contentIds.TryGetValue(e.Content, out int id))
                 {
-                    sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, 1, 1);
+                    sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, ratio[d], 1);
                     shares = PlacementSearch.Plus(shares, item.GroupShare, 1);
                     continue;
                 }
                 if (id < 0) continue;
-                sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, weight, 1);
+                sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, weight * ratio[d], 1);
                 shares = PlacementSearch.Plus(shares, item.GroupShare, weight);
                 item.Id = id;
                 items.Add(item);
@@ -533,10 +535,10 @@ internal sealed class PlacementModel
             groupAlone[d] = shares;
             groupReference[d] = GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d]);
             items.Sort((a, b) => a.Id.CompareTo(b.Id));
-            double hostLevel = MetadataPerPage * pages[d] + CompactStore.FixedMetadataBytes;
+            double hostLevel = MetadataPerPage * pages[d] + ColocationModel.HostFixedMetadataBytes;
             baseAggregate[d] = sampled;
             aloneEstimate[d] = sampled.Cost(null, null, scale) + hostLevel;
-            alone[d] = (long)Math.Round(bits > 0 ? exact.Cost(null, null, scale) + hostLevel : aloneEstimate[d]); // every item: the estimate is exact
+            alone[d] = ColocationModel.Predict([domains[d]], separately: false).PredictedUsedBytes; // the estimate is within a byte of it, but for the subsample
             itemLists[d] = items.ToArray();
 
             var similar = new List<SimilarItem>();
@@ -556,7 +558,7 @@ internal sealed class PlacementModel
         });
         var itemStart = Offsets(itemLists);
         var similarStart = Offsets(similarLists);
-        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, groupAlone, groupFallback, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
+        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, ratio, groupAlone, groupFallback, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
             Flatten(itemLists, itemStart), contentIds.Count(kv => kv.Value >= 0), bits, similarStart, Flatten(similarLists, similarStart),
             similarIds.Count(kv => kv.Value >= 0), similarBits, scale);
     }
@@ -763,15 +765,15 @@ internal sealed class PlacementModel
             double b = a.Store * (1 + ColocationModel.StoreFreeFraction);
             if (a.Kind == 1) b += PageGeometry.PageSize + ColocationModel.MetadataPerFramePage;
             else if (a.Kind == 2) b += ColocationModel.MetadataPerGroupedPage;
-            bytes[i] = b * Weight * Scale;
+            bytes[i] = b * Weight * Ratio[Items[i].Domain] * Scale;
         }
         return bytes;
     }
 
 
-    /// <summary>The model's group factor of a domain from what it measures it on in a set (ColocationModel: enough measured, else the fingerprint's).</summary>
+    /// <summary>The model's group factor of a domain from what it measures it on in a set (ColocationModel.GroupFactorOf).</summary>
     public static double GroupFactorOf(double group, double single, double count, double fallback) =>
-        count >= ColocationModel.MinimumGroupSamples - 1e-6 && single > 0 ? Math.Clamp(group / single, 0, 1) : fallback;
+        ColocationModel.GroupFactorOf(group, single, count, fallback);
 
 
     /// <summary>Domain <paramref name="d"/>'s item for content <paramref name="id"/> (an index into <see cref="Items"/>), or -1.</summary>
@@ -801,8 +803,6 @@ internal sealed class ContentAggregate
     internal static readonly int Classes = CompactStore.SizeClassCount;
     private static readonly int[] ClassOfLength;
     private static readonly int[] SizeOfClass;
-    private static readonly int[] SlotsOfClass;
-    private static readonly double[] SlabMetadataOfClass;
     private static readonly int FullClass;
 
     static ContentAggregate()
@@ -817,8 +817,6 @@ internal sealed class ContentAggregate
         }
         Classes = sizes.Count;
         SizeOfClass = sizes.ToArray();
-        SlotsOfClass = sizes.Select(CompactStore.SlotsPerSlab).ToArray();
-        SlabMetadataOfClass = sizes.Select(s => (double)CompactStore.SlabMetadataBytesFor(s)).ToArray();
         FullClass = ClassOfLength[CompactStore.MaxBlobLength];
     }
 
@@ -986,19 +984,15 @@ internal sealed class ContentAggregate
             for (int c = min; c <= max; c++)
                 if (KeysAt(c, a, b) > 0) sampled += SizeOfClass[c] * SlotsAt(c, a, b) * scale;
             double adjust = sampled > 0 ? stored / sampled : 1;
-            slabBytes = 0;
-            for (int c = min; c <= max; c++)
-            {
-                double blobs = KeysAt(c, a, b) > 0 ? SlotsAt(c, a, b) * scale * adjust : 0;
-                double count = blobs > 1e-6 ? Math.Ceiling(blobs / SlotsOfClass[c] - 1e-9) : 0.5;
-                slabBytes += count * CompactStore.SlabSize;
-                slabMetadata += count * SlabMetadataOfClass[c];
-            }
+            Span<double> blobs = stackalloc double[Classes];
+            for (int c = min; c <= max; c++) blobs[c] = KeysAt(c, a, b) > 0 ? SlotsAt(c, a, b) * scale * adjust : 0;
+            (slabBytes, slabMetadata) = ColocationModel.Slabs(blobs, scale);
         }
-        frames *= scale;
+        // Pages, as the model counts them: whole (a sampled content stands for a fraction of a page's worth once weighted).
+        frames = Math.Round(frames * scale);
         return frames * PageSize + slabBytes + stored * ColocationModel.StoreFreeFraction
-               + ColocationModel.MetadataPerFramePage * frames + ColocationModel.MetadataPerGroupedPage * grouped * scale
-               + ColocationModel.MetadataPerSharedPage * shared * scale + slabMetadata;
+               + ColocationModel.TablesBytes(frames) + ColocationModel.MetadataPerGroupedPage * Math.Round(grouped * scale)
+               + ColocationModel.MetadataPerSharedPage * Math.Round(shared * scale) + slabMetadata;
     }
 
     private int KeysAt(int c, ContentAggregate? a, ContentAggregate? b) => Keys[c] + (a?.Keys[c] ?? 0) + (b?.Keys[c] ?? 0);
@@ -1037,7 +1031,7 @@ internal sealed class PlacementSearch
     private readonly IProgress<PlacementProgress>? _progress;
     private readonly int _trusts;
     private readonly bool[] _allowed; // host * trusts + trust
-    private readonly double _fixed = CompactStore.FixedMetadataBytes;
+    private readonly double _fixed = ColocationModel.HostFixedMetadataBytes;
     /// <summary>
     /// The estimate's error, as a share of a host: with every item, what it leaves out (the slab classes of groups' streams
     /// in a set, the first holder's flags after it leaves) is a tenth of a percent or so; a subsample of the contents
@@ -1530,7 +1524,7 @@ internal sealed class PlacementSearch
 
     /// <summary>The change domain <paramref name="d"/>'s group factor in a set makes to the store, from what it is measured on there.</summary>
     private double Term(int d, in (double Group, double Single, double Count, double Grouped) s) =>
-        s.Grouped * (PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d]);
+        Model.Ratio[d] * s.Grouped * (PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d]);
 
     private double GroupNow(int d, in (double Group, double Single, double Count, double Grouped) s) =>
         Math.Clamp(Model.GroupFactor[d] + PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d], 0, 1);
@@ -1605,14 +1599,14 @@ internal sealed class PlacementSearch
                 // Not private here: out of what d's group factor is measured on; and the one holder's, if private, too.
                 bin.Shares = Plus(bin.Shares, x.GroupShare, w);
                 if (copies == 1) ShareDelta(o.Domain, o, -1);
-                if (copies > 1 && d > o.Domain) scratch.SharedPages += w * x.Copies; // shared already: one more holder
+                if (copies > 1 && d > o.Domain) scratch.SharedPages += w * Model.Ratio[o.Domain] * x.Copies; // shared already: one more holder
                 else
                 {
                     ref readonly var after = ref d < o.Domain ? ref x : ref o;
-                    scratch.Contribute(after.Single, after.Shared, after.Patch, after.Reference, Model.GroupFactor[after.Domain], copies + x.Copies, w, 1);
-                    scratch.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], copies, w, -1);
+                    scratch.Contribute(after.Single, after.Shared, after.Patch, after.Reference, Model.GroupFactor[after.Domain], copies + x.Copies, w * Model.Ratio[after.Domain], 1);
+                    scratch.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], copies, w * Model.Ratio[o.Domain], -1);
                 }
-                scratch.Add(alone[i], -w);
+                scratch.Add(alone[i], -w * Model.Ratio[d]);
             }
         }
         var similar = Model.Similar;
@@ -1685,14 +1679,14 @@ internal sealed class PlacementSearch
         {
             ref readonly var x = ref items[i];
             int n = FindNode(x.Id, b);
-            r.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w, 1);
+            r.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.Ratio[d], 1);
             Contribution(r, n, -1);
             int domains = _nodeDomains[n] - 1;
             if (domains == 0) continue;
             int owner = domains == 1 ? Model.FindItem(_nodeXor[n] ^ d, x.Id) : _nodeOwner[n];
             ref readonly var o = ref items[owner];
             long left = _nodeCopies[n] - x.Copies;
-            r.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], left, w, 1);
+            r.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], left, w * Model.Ratio[o.Domain], 1);
             if (domains == 1 && left == 1) ShareDelta(o.Domain, o, 1); // private again to the one left
         }
         r.Store -= _term[d];
@@ -1713,7 +1707,7 @@ internal sealed class PlacementSearch
     private void Contribution(ContentAggregate a, int n, int sign)
     {
         ref readonly var o = ref Model.Items[_nodeOwner[n]];
-        a.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], _nodeCopies[n], Model.Weight, sign);
+        a.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], _nodeCopies[n], Model.Weight * Model.Ratio[o.Domain], sign);
     }
 
     private int FindNode(int id, int bin)
@@ -1769,7 +1763,7 @@ internal sealed class PlacementSearch
                 _head[x.Id] = n;
                 continue; // its cost alone is in the domain's base
             }
-            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w, -1);
+            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.Ratio[d], -1);
             Contribution(agg, n, -1);
             if (_nodeCopies[n] == 1) ShareDelta(items[_nodeOwner[n]].Domain, items[_nodeOwner[n]], -1); // its one holder's no longer private
             shares = Plus(shares, x.GroupShare, -w);
@@ -1832,7 +1826,7 @@ internal sealed class PlacementSearch
                 prev = n;
                 n = _nodeNext[n];
             }
-            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w, 1);
+            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.Ratio[d], 1);
             Contribution(agg, n, -1);
             if (--_nodeDomains[n] == 0)
             {

@@ -153,6 +153,13 @@ public sealed unsafe class CompactStore : IDisposable
         }
     }
 
+    /// <summary>Per size class in use: its slot size, slabs and live blobs (diagnostics; not synchronised).</summary>
+    internal IEnumerable<(int SlotSize, int Slabs, long Live)> Census()
+    {
+        foreach (var c in _classes)
+            if (c.SlabCount > 0) yield return (c.SlotSize, c.SlabCount, Volatile.Read(ref c.Live));
+    }
+
     /// <summary>Native bytes held but not holding blob bytes: slot rounding, slab tails, free slots.</summary>
     public long FragmentationBytes => AllocatedBytes - StoredBytes;
 
