@@ -111,11 +111,11 @@ internal static class FleetAccuracy
                 var parts = line.Split('\t');
                 if (parts.Length == 2) cached[parts[0]] = Actual.Parse(parts[1]);
             }
+        if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null) ColocationModel.Census = s => Console.WriteLine("    model census: " + s);
         var rows = new List<Row>();
         foreach (var set in sets)
         {
             if (only is not null && !only.Contains(string.Join("+", set.Select(i => i.Label)))) continue;
-            if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null) ColocationModel.Census = s => Console.WriteLine("    model census: " + s);
             var prediction = ColocationModel.Predict(set.Select(i => fingerprints[i.Label]).ToArray());
             string name = string.Join(" + ", set.Select(i => i.Label));
             if (!cached.TryGetValue(name, out var actual))
@@ -127,8 +127,10 @@ internal static class FleetAccuracy
                 cached[name] = actual;
                 if (cacheFile is not null) File.AppendAllText(cacheFile, $"{name}\t{actual}\n");
                 if (Environment.GetEnvironmentVariable("DE_FLEET_DETAIL") is not null)
+                {
                     Log($"    metadata: {run.Metadata}; total {run.MetadataBytes}; groups {run.PageGroups} of {run.GroupedPages} pages");
                     Log($"    engine: compressed {run.CompressedPages} pages ({run.SharedCompressedPages} naming {run.SharedCompressedFrames} shared blobs), grouped {run.GroupedPages}, blob bytes {Mib(run.CompressedBytes)} MiB, patches {Mib(run.PatchBytes)} MiB, shared frames {run.SharedFrames}; model: shared contents {prediction.SharedContents}, compressed {prediction.CompressedContents}, frames {prediction.FrameContents}+{prediction.ReferencePages} refs");
+                }
             }
             var row = new Row(name, set.Length, actual.GuestPages * 4096L, actual.MemoryUsed,
                 prediction.PredictedUsedBytes, actual.FramesInUse * 4096L, prediction.FrameBytes, actual.StoreAllocated, prediction.StoreBytes,

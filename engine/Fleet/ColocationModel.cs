@@ -60,7 +60,7 @@ public static class ColocationModel
     internal const double MetadataPerGroupedPage = 14;
     internal const double MetadataPerSharedPage = 24;
     internal const double StoreFreeFraction = 1.0 / 64;
-    internal const int GroupPrior = 32;
+    private const int GroupPrior = 32;
     private static readonly long EmptyTablesBytes = 3 * new DifferenceEngine.Sharing.HashSlotTable().MetadataBytes;
     private static readonly long EmptySharedBlobsBytes = new DifferenceEngine.Compression.SharedBlobTable().MetadataBytes + new DifferenceEngine.Compression.SharedCandidates().MetadataBytes;
 
@@ -376,10 +376,10 @@ public static class ColocationModel
     /// The slabs the store allocates for the blobs of the sample scaled up, and their bookkeeping: per size class, its
     /// blobs' slots in whole 64 KiB slabs. <paramref name="stored"/> (the slots' bytes, patches across domains included)
     /// scales the sampled slots to it. A class the sample holds blobs of is in use: its blobs scaled up, in whole slabs. A
-    /// class the sample misses may still be in use (blob sizes are a continuum, and a class of a small host holds a few
-    /// blobs, each sampled with probability 1/scale): its blobs are taken as Poisson with the mean of its neighbours'
-    /// (three classes each side), thinned by the sample having missed them all, so it is in use (one slab) with
-    /// probability 1 − exp(−mean · (1 − 1/scale)).
+    /// class the sample misses between the smallest and the largest blob it holds may still be in use (blob sizes are a
+    /// continuum, and a class of a small host holds a few blobs, each sampled with probability 1/scale): its blobs are
+    /// taken as Poisson with the mean per class of the nearest classes each side that hold four sampled classes, thinned
+    /// by the sample having missed them all, so it is in use (one slab) with probability 1 − exp(−mean · (1 − 1/scale)).
     /// </summary>
     private static (double Bytes, double Metadata) SlabBytes(Dictionary<int, double> slots, long scale, double stored)
     {
@@ -414,7 +414,7 @@ public static class ColocationModel
         for (int c = 0; c < size.Length; c++)
         {
             double count;
-            if (blobs[c] > Seen) count = Math.Ceiling(blobs[c] / CompactStore.SlotsPerSlab(size[c]) - 1e-9);
+            if (blobs[c] > Seen) count = Math.Ceiling(blobs[c] / SlotsOfClass[c] - 1e-9);
             else if (c < first || c > last) count = 0;
             else
             {
@@ -438,7 +438,7 @@ public static class ColocationModel
                 count = hi > lo ? 1 - Math.Exp(-sum / (hi - lo) * unseen) : 0;
             }
             bytes += count * CompactStore.SlabSize;
-            metadata += count * CompactStore.SlabMetadataBytesFor(size[c]);
+            metadata += count * SlabMetadataOfClass[c];
         }
         return (bytes, metadata);
     }
@@ -465,7 +465,11 @@ public static class ColocationModel
     }
 
     /// <summary>The store's slot sizes, smallest first.</summary>
-    private static readonly int[] ClassSizes = Enumerable.Range(1, CompactStore.MaxBlobLength).Select(CompactStore.SlotSizeFor).Distinct().ToArray();
+    internal static readonly int[] ClassSizes = Enumerable.Range(1, CompactStore.MaxBlobLength).Select(CompactStore.SlotSizeFor).Distinct().ToArray();
+
+    /// <summary>Per size class (in <see cref="ClassSizes"/> order): slots in a slab, and a slab's bookkeeping.</summary>
+    private static readonly int[] SlotsOfClass = ClassSizes.Select(CompactStore.SlotsPerSlab).ToArray();
+    private static readonly double[] SlabMetadataOfClass = ClassSizes.Select(s => (double)CompactStore.SlabMetadataBytesFor(s)).ToArray();
 
     /// <summary>Diagnostics: given the predicted blobs per slot size of each trust group.</summary>
     internal static Action<string>? Census;

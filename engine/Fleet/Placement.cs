@@ -807,16 +807,12 @@ internal sealed class ContentAggregate
 
     static ContentAggregate()
     {
+        // The model's size classes, and each length's.
+        SizeOfClass = ColocationModel.ClassSizes;
+        Classes = SizeOfClass.Length;
         ClassOfLength = new int[CompactStore.MaxBlobLength + 1];
-        var sizes = new List<int>();
         for (int length = 1; length <= CompactStore.MaxBlobLength; length++)
-        {
-            int size = CompactStore.SlotSizeFor(length);
-            if (sizes.Count == 0 || sizes[^1] != size) sizes.Add(size);
-            ClassOfLength[length] = sizes.Count - 1;
-        }
-        Classes = sizes.Count;
-        SizeOfClass = sizes.ToArray();
+            ClassOfLength[length] = Array.BinarySearch(SizeOfClass, CompactStore.SlotSizeFor(length));
         FullClass = ClassOfLength[CompactStore.MaxBlobLength];
     }
 
