@@ -77,11 +77,12 @@ public static class ColocationModel
         long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
         long groupedPages = 0, sharedPages = 0, storeMetadata = 0;
         long patchedPages = 0, referencePages = 0, sharedContents = 0, compressedContents = 0, frameContents = 0;
-        double metadata = 0, tables = 0;
+        double metadata = 0, tables = 0, sharingTables = 0;
         foreach (var trust in fingerprints.GroupBy(f => f.TrustGroup, StringComparer.Ordinal))
         {
             var part = PredictTrustGroup(trust.ToList());
             tables += TablesBytes(part.Frames / PageSize);
+            sharingTables += TablesBytes(part.SharingOnly / PageSize);
             frames += part.Frames;
             store += part.Store;
             sharingOnly += part.SharingOnly;
@@ -101,11 +102,14 @@ public static class ColocationModel
         metadata += tables + MetadataPerGroupedPage * groupedPages + MetadataPerSharedPage * sharedPages
                     + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
+        // With sharing alone every distinct content stays a frame in the tables, and nothing is in the store.
+        long sharingMeta = (long)Math.Round(fingerprints.Sum(f => MetadataPerPage * f.PageCount) + sharingTables
+                                            + MetadataPerSharedPage * sharedPages + HostFixedMetadataBytes);
         long guest = fingerprints.Sum(f => f.GuestBytes);
         long separate = fingerprints.Count == 1 ? frames + store + meta
             : separately ? fingerprints.Sum(f => Predict([f], separately: false).PredictedUsedBytes) : 0;
         return new ColocationPrediction(fingerprints.Select(f => f.Domain).ToArray(), guest, frames + store + meta, frames, store, meta,
-            sharingOnly + meta, sharingPatching + meta, separate)
+            sharingOnly + sharingMeta, sharingPatching + meta, separate)
         {
             PatchedPages = patchedPages, ReferencePages = referencePages, SharedContents = sharedContents,
             CompressedContents = compressedContents, FrameContents = frameContents, SharedPagesSaved = sharedPages - sharedContents,
