@@ -185,6 +185,16 @@ public sealed class QemuGuestProcess : IDisposable
         throw new InvalidOperationException($"QEMU {Pid} ended before a console line matched /{pattern}/. Console:\n{Console()}");
     }
 
+    /// <summary>
+    /// Types <paramref name="text"/> on the guest's serial console (QEMU's standard input): how a caller answers a guest
+    /// that waits for the host (the test workload's de.gate). Errors: an IOException when QEMU has ended.
+    /// </summary>
+    public void Type(string text)
+    {
+        _process.StandardInput.Write(text);
+        _process.StandardInput.Flush();
+    }
+
     private string Console() => string.Join('\n', Lines.Select(l => l.Line).TakeLast(40));
 
     /// <summary>Waits for QEMU to exit (bounded by <paramref name="patience"/>); its exit code.</summary>

@@ -19,6 +19,8 @@
  *     de.selftest=1      after round 1, change one byte of page 7 behind the checksums' back: round 2 must report it
  *     de.hold=1          after "done", keep the memory as it is and wait (no power-off) until killed
  *     de.grow=MiB        before round 3, fill this much more memory, never touched until then ("deworkload grew")
+ *     de.gate=1          before that growth, print "deworkload waiting to grow" and wait for one byte on the console (the
+ *                        host's go-ahead: a test attaches first, however slowly it runs next to the guest)
  *     de.mix=N           the kinds of pages: 0 a mix (default: 20% zero, 20% shared, 20% text, 20% similar, 20% unique),
  *                        1 mostly text (an application server: 60% text), 2 mostly unique data (a database: 60% unique)
  *     de.hot=PERCENT     the working set: a round verifies and rewrites only this share of the pages (default 100); the
@@ -28,6 +30,7 @@
  * Everything is deterministic for a seed: no clock, no randomness from the system.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +160,26 @@ static void describe(unsigned char *page, size_t g, uint64_t seed, uint64_t vers
     if (older >= 0 && n > 0 && (size_t)n < size) snprintf(out + n, size - (size_t)n, " %lld", older);
 }
 
+/*
+ * Waits for one byte on the console (fd 0, the serial port): the host's go-ahead. The console is put in raw mode without
+ * echo first, so that the byte needs no newline and never appears among the workload's lines. False when it closes.
+ */
+static int wait_for_host(void)
+{
+    struct termios mode;
+    if (tcgetattr(0, &mode) == 0) {
+        mode.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        mode.c_cc[VMIN] = 1;
+        mode.c_cc[VTIME] = 0;
+        tcsetattr(0, TCSANOW, &mode);
+    }
+    printf("deworkload waiting to grow\n");
+    char byte;
+    ssize_t n;
+    do n = read(0, &byte, 1); while (n < 0 && errno == EINTR);
+    return n == 1;
+}
+
 int main(void)
 {
     char cmdline[4096] = "";
@@ -172,7 +196,7 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     long mib = option(cmdline, "de.mem", 32), rounds = option(cmdline, "de.rounds", 3);
     long rewrite = option(cmdline, "de.rewrite", 10), selftest = option(cmdline, "de.selftest", 0);
-    long hold = option(cmdline, "de.hold", 0), grow = option(cmdline, "de.grow", 0);
+    long hold = option(cmdline, "de.hold", 0), grow = option(cmdline, "de.grow", 0), gate = option(cmdline, "de.gate", 0);
     uint64_t seed = (uint64_t)option(cmdline, "de.seed", 1);
     long hot = option(cmdline, "de.hot", 100), pause_ms = option(cmdline, "de.pause", 0);
     page_mix = option(cmdline, "de.mix", 0);
@@ -193,6 +217,7 @@ int main(void)
     long total = 0, round;
     for (round = 1; rounds == 0 || round <= rounds; round++) {
         if (round == 3 && most > pages) {
+            if (gate && !wait_for_host()) { printf("deworkload FAILED the console closed before the go-ahead\n"); goto end; }
             for (size_t g = pages; g < most; g++) {
                 fill_page(mem + g * PAGE, g, seed, 0);
                 sums[g] = checksum(mem + g * PAGE);

@@ -24,7 +24,8 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         };
         // 16 MiB filled at boot, 160 MiB more before round 3: more than the guest kernel has touched and freed by then
         // (it touches about half of its 256 MiB while booting), so many are pages it first touches with the engine attached.
-        using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 0, options: "de.grow=160", environment: environment);
+        // de.gate=1: the guest grows only when the test lets it, after the engine has attached and counted.
+        using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 0, options: "de.grow=160 de.gate=1", environment: environment);
         guest.WaitFor(@"^deworkload ready pages=4096 ");
 
         using var host = new DEHost(new HostOptions { Name = "qemu-test" });

@@ -106,6 +106,16 @@ internal sealed class TestGuest : IDisposable
         }
     }
 
+    /// <summary>
+    /// Lets a guest booted with de.gate=1 go on: waits for its "deworkload waiting to grow" and types the byte it reads.
+    /// The test decides when the guest grows, however the two run side by side.
+    /// </summary>
+    public void LetGrow()
+    {
+        WaitFor("^deworkload waiting to grow$");
+        process.Type("g");
+    }
+
     /// <summary>Waits until QEMU has exited (the workload powers the guest off after its last round); its exit code.</summary>
     public int WaitForExit() => process.WaitForExit(Patience);
 
