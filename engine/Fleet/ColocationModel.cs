@@ -378,12 +378,11 @@ public static class ColocationModel
 
     /// <summary>
     /// The slabs the store allocates for the blobs of the sample scaled up, and their bookkeeping: per size class, its
-    /// blobs' slots in whole 64 KiB slabs. <paramref name="stored"/> (the slots' bytes, patches across domains included)
-    /// scales the sampled slots to it. A class the sample holds blobs of is in use: its blobs scaled up, in whole slabs. A
-    /// class the sample misses between the smallest and the largest blob it holds may still be in use (blob sizes are a
-    /// continuum, and a class of a small host holds a few blobs, each sampled with probability 1/scale): its blobs are
-    /// taken as Poisson with the mean per class of the nearest classes each side that hold four sampled classes, thinned
-    /// by the sample having missed them all, so it is in use (one slab) with probability 1 − exp(−mean · (1 − 1/scale)).
+    /// blobs' slots in the slabs the store would make for them (4, 8, 16, 32 KiB, then 64 KiB each:
+    /// <see cref="CompactStore.SlabsFor"/>). <paramref name="stored"/> (the slots' bytes, patches across domains included)
+    /// scales the sampled slots to it. Between the smallest and the largest blob the sample holds, blob sizes are a
+    /// continuum the sample sees a few points of: each class's count is smoothed over its neighbours and taken as Poisson
+    /// (<see cref="Slabs"/>); the 4 KiB class (groups' whole pieces) is counted as it is.
     /// </summary>
     private static (double Bytes, double Metadata) SlabBytes(Dictionary<int, double> slots, long scale, double stored)
     {
@@ -405,52 +404,52 @@ public static class ColocationModel
     internal static (double Bytes, double Metadata) Slabs(ReadOnlySpan<double> blobs, double scale)
     {
         var size = ClassSizes;
-        double bytes = 0, metadata = 0, unseen = 1 - 1.0 / scale;
-        // Blob sizes run between the smallest and the largest the sample holds (the whole pieces of groups apart): no
-        // class outside them is taken to be in use (a shared or single blob is never over the compression threshold).
+        int whole = size.Length - 1; // the 4 KiB class: groups' whole pieces and pages no codec shrank, no part of the continuum
+        double bytes = 0, metadata = 0;
+        if (blobs[whole] > Seen) (bytes, metadata) = ExpectedSlabs(whole, blobs[whole], inUse: true);
+        // Blob sizes run between the smallest and the largest the sample holds: no class outside them is taken to be in
+        // use (a shared or single blob is never over the compression threshold).
         int first = -1, last = -1;
-        for (int c = 0; c < size.Length - 1; c++)
+        for (int c = 0; c < whole; c++)
             if (blobs[c] > Seen)
             {
                 if (first < 0) first = c;
                 last = c;
             }
-        for (int c = 0; c < size.Length; c++)
+        if (first < 0) return (bytes, metadata);
+        // Between them, sizes are a continuum the sample sees a few points of (a class holds one sampled blob or none, in a
+        // store whose every class holds some): each class gets the triangle-weighted mean of the classes within Spread of
+        // it, the bytes kept as the sample has them, and its count is taken as Poisson with that mean.
+        Span<double> smooth = stackalloc double[whole];
+        double sampled = 0, spread = 0;
+        for (int c = first; c <= last; c++)
         {
-            double count;
-            if (blobs[c] > Seen) count = Math.Ceiling(blobs[c] / SlotsOfClass[c] - 1e-9);
-            else if (c < first || c > last) count = 0;
-            else
+            double weights = 0, sum = 0;
+            for (int j = Math.Max(first, c - Spread); j <= Math.Min(last, c + Spread); j++)
             {
-                // The blobs per class around it: the nearest classes each side, widened until they hold Neighbours
-                // classes the sample has blobs of (not the whole 4 KiB pieces of groups: those are no part of the continuum).
-                double sum = 0;
-                int seen = 0, lo = c, hi = c, top = size.Length - 2;
-                while (seen < Neighbours && (lo > 0 || hi < top))
-                {
-                    if (lo > 0 && blobs[--lo] > Seen)
-                    {
-                        sum += blobs[lo];
-                        seen++;
-                    }
-                    if (hi < top && blobs[++hi] > Seen)
-                    {
-                        sum += blobs[hi];
-                        seen++;
-                    }
-                }
-                count = hi > lo ? 1 - Math.Exp(-sum / (hi - lo) * unseen) : 0;
+                double k = Spread + 1 - Math.Abs(c - j);
+                weights += k;
+                sum += k * blobs[j];
             }
-            bytes += count * CompactStore.SlabSize;
-            metadata += count * SlabMetadataOfClass[c];
+            smooth[c] = sum / weights;
+            sampled += blobs[c] * size[c];
+            spread += smooth[c] * size[c];
+        }
+        double keep = spread > 0 ? sampled / spread : 0;
+        for (int c = first; c <= last; c++)
+        {
+            var (b, m) = ExpectedSlabs(c, smooth[c] * keep, inUse: false);
+            bytes += b;
+            metadata += m;
         }
         return (bytes, metadata);
     }
 
+    /// <summary>Classes each side whose blobs a class's smoothed count draws on.</summary>
+    private const int Spread = 4;
+
     /// <summary>Blobs of a class below this are none (sums of the placement's estimate leave rounding behind).</summary>
     private const double Seen = 1e-6;
-
-    private const int Neighbours = 4;
 
     /// <summary>Metadata a host has whatever it holds: the store's size classes, the shared blobs' table and the cold shared pages' buffer, empty.</summary>
     internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes + EmptySharedBlobsBytes;
@@ -472,8 +471,39 @@ public static class ColocationModel
     internal static readonly int[] ClassSizes = Enumerable.Range(1, CompactStore.MaxBlobLength).Select(CompactStore.SlotSizeFor).Distinct().ToArray();
 
     /// <summary>Per size class (in <see cref="ClassSizes"/> order): slots in a slab, and a slab's bookkeeping.</summary>
-    private static readonly int[] SlotsOfClass = ClassSizes.Select(CompactStore.SlotsPerSlab).ToArray();
-    private static readonly double[] SlabMetadataOfClass = ClassSizes.Select(s => (double)CompactStore.SlabMetadataBytesFor(s)).ToArray();
+    /// <summary>
+    /// The slabs of class <paramref name="c"/> for a number of blobs that is Poisson with mean <paramref name="mean"/>
+    /// (given that the class is in use when <paramref name="inUse"/>), in expectation: a class's slabs grow from a page, so a
+    /// class of a few blobs costs what its blobs happen to need, not one slab whatever they are. Over
+    /// <see cref="PoissonLimit"/> blobs the count is taken as it is (its spread no longer changes the slabs much).
+    /// </summary>
+    private static (double Bytes, double Metadata) ExpectedSlabs(int c, double mean, bool inUse)
+    {
+        if (mean > PoissonLimit)
+        {
+            var (b, m) = CompactStore.SlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
+            return (b, m);
+        }
+        if (mean <= 0) return (0, 0);
+        var table = SmallSlabs[c];
+        double p = Math.Exp(-mean), bytes = 0, metadata = 0, mass = 0;
+        int top = Math.Min(table.Length - 1, (int)(mean + 8 * Math.Sqrt(mean) + 8));
+        for (int n = 1; n <= top; n++)
+        {
+            p *= mean / n;
+            bytes += p * table[n].Bytes;
+            metadata += p * table[n].Metadata;
+            mass += p;
+        }
+        if (inUse && mass > 0) return (bytes / mass, metadata / mass);
+        return (bytes, metadata);
+    }
+
+    private const int PoissonLimit = 48;
+
+    /// <summary>Per size class, the store's slabs for 0 to 2·<see cref="PoissonLimit"/> blobs (bytes and bookkeeping).</summary>
+    private static readonly (long Bytes, long Metadata)[][] SmallSlabs =
+        ClassSizes.Select(s => Enumerable.Range(0, 2 * PoissonLimit + 1).Select(n => CompactStore.SlabsFor(s, n)).ToArray()).ToArray();
 
     /// <summary>Diagnostics: given the predicted blobs per slot size of each trust group.</summary>
     internal static Action<string>? Census;

@@ -17,10 +17,14 @@ namespace DifferenceEngine.Store;
 /// to 1 KiB and 63 above (under 6.2% for any blob over 512 bytes); tiny blobs waste relatively more
 /// (a 33-byte patch takes a 64-byte slot). Fewer, coarser classes would waste more per blob; more,
 /// finer classes would leave more slabs partly empty (each class in use keeps at least one partly
-/// filled slab: at most 80 x 64 KiB = 5 MiB in the worst case, whatever the store's size).</para>
-/// <para><b>Slabs.</b> Every slab is <see cref="SlabSize"/> (64 KiB) of page-aligned native memory
-/// holding the slots of one class; the tail that no whole slot fits in (at most 5.4%, for
-/// 3648-byte slots) is counted as fragmentation. A class allocates from its fullest partly filled
+/// filled slab).</para>
+/// <para><b>Slabs.</b> A slab is page-aligned native memory holding the slots of one class. A class's
+/// slabs grow as it fills: its first is 4 KiB, the next 8, 16 and 32 KiB, and every one after that
+/// <see cref="SlabSize"/> (64 KiB) (<see cref="SlabBytesAt"/>), so a class holding a few blobs costs
+/// a page or two, not 64 KiB: a small host's 80 classes no longer need 5 MiB of mostly empty slabs,
+/// and a large store's classes fill 64 KiB slabs as before. The tail that no whole slot fits in
+/// (at most 5.4% of a 64 KiB slab, for 3648-byte slots; more of a small slab of a large class,
+/// whose one or two blobs would otherwise take 64 KiB) is counted as fragmentation. A class allocates from its fullest partly filled
 /// slab (slabs sit in eight occupancy buckets), so sparse slabs drain by themselves; a slab whose last blob is freed is wiped
 /// and returned to the OS at once, so <see cref="AllocatedBytes"/> falls as blobs go. Each slot's
 /// exact length, generation and owner live in managed per-slab arrays (14 bytes a slot, counted in
@@ -52,8 +56,14 @@ namespace DifferenceEngine.Store;
 /// </remarks>
 public sealed unsafe class CompactStore : IDisposable
 {
-    /// <summary>Native bytes of one slab.</summary>
+    /// <summary>Native bytes of a full-size slab: every slab of a class after its first four (<see cref="SlabBytesAt"/>).</summary>
     public const int SlabSize = 64 * 1024;
+
+    /// <summary>Native bytes of a class's first slab: one page.</summary>
+    public const int FirstSlabSize = 4096;
+
+    /// <summary>Slabs of a class before its slabs are full-size: 4, 8, 16 and 32 KiB.</summary>
+    private const int GrowingSlabs = 4;
 
     /// <summary>Longest blob the store holds (one page).</summary>
     public const int MaxBlobLength = 4096;
@@ -118,7 +128,7 @@ public sealed unsafe class CompactStore : IDisposable
     /// </summary>
     public Func<long, bool>? GrowthGate { get; set; }
 
-    /// <summary>Native bytes held in slabs: a multiple of <see cref="SlabSize"/>.</summary>
+    /// <summary>Native bytes held in slabs: a multiple of <see cref="FirstSlabSize"/> (a page).</summary>
     public long AllocatedBytes => Volatile.Read(ref _allocated);
 
     /// <summary>Sum of the exact lengths of the live blobs.</summary>
@@ -174,18 +184,26 @@ public sealed unsafe class CompactStore : IDisposable
         }
     }
 
-    /// <summary>Native bytes compaction could release at best: per class, whole slabs' worth of free slots.</summary>
+    /// <summary>
+    /// Native bytes compaction could release at best: per class, the sparsest slabs whose blobs the free slots of the
+    /// class's other slabs could take (what <see cref="Compact"/> plans, with no occupancy threshold).
+    /// </summary>
     public long ReclaimableBytes
     {
         get
         {
-            long slabs = 0;
+            long bytes = 0;
+            var scratch = new List<Slab>();
             foreach (var c in _classes)
             {
-                long free = (long)Volatile.Read(ref c.SlabCount) * c.SlotCount - Volatile.Read(ref c.Live);
-                if (free > 0) slabs += free / c.SlotCount;
+                if (Volatile.Read(ref c.SlabCount) < 2) continue;
+                lock (c.Gate)
+                {
+                    if (_disposed) return 0;
+                    foreach (var s in Drainable(c, 1, scratch)) bytes += s.Bytes;
+                }
             }
-            return slabs * SlabSize;
+            return bytes;
         }
     }
 
@@ -213,14 +231,41 @@ public sealed unsafe class CompactStore : IDisposable
         return SlotSizeOfClass(ClassOf(length));
     }
 
-    /// <summary>Slots of <paramref name="slotSize"/> bytes in one slab.</summary>
+    /// <summary>Slots of <paramref name="slotSize"/> bytes in a full-size slab (<see cref="SlabSize"/>).</summary>
     public static int SlotsPerSlab(int slotSize) => SlabSize / slotSize;
 
-    /// <summary>Managed bookkeeping of one slab of the class of <paramref name="slotSize"/> (counted in <see cref="MetadataBytes"/>).</summary>
-    public static long SlabMetadataBytesFor(int slotSize)
+    /// <summary>Native bytes of a class's next slab when it holds <paramref name="slabs"/>: 4, 8, 16, 32 KiB, then 64 KiB.</summary>
+    public static int SlabBytesAt(int slabs) => slabs >= GrowingSlabs ? SlabSize : FirstSlabSize << Math.Max(0, slabs);
+
+    /// <summary>Managed bookkeeping of one slab of <paramref name="slots"/> slots (counted in <see cref="MetadataBytes"/>).</summary>
+    private static long SlabMetadataBytes(int slots) =>
+        Slab.OverheadBytes + ArrayBytes(slots, sizeof(uint)) + ArrayBytes(slots, sizeof(ulong)) + ArrayBytes(slots, sizeof(ushort));
+
+    /// <summary>
+    /// The slabs a class of <paramref name="slotSize"/>-byte slots allocates for <paramref name="blobs"/> blobs stored one
+    /// after another with none freed (each new slab once the others are full, sized by <see cref="SlabBytesAt"/>): their
+    /// native bytes and their bookkeeping (what <see cref="AllocatedBytes"/> and <see cref="MetadataBytes"/> grow by).
+    /// The fleet's model sizes a predicted store with it.
+    /// </summary>
+    public static (long Bytes, long Metadata) SlabsFor(int slotSize, long blobs)
     {
-        int slots = SlotsPerSlab(SlotSizeFor(slotSize));
-        return Slab.OverheadBytes + ArrayBytes(slots, sizeof(uint)) + ArrayBytes(slots, sizeof(ulong)) + ArrayBytes(slots, sizeof(ushort));
+        int slot = SlotSizeFor(slotSize);
+        long bytes = 0, metadata = 0;
+        for (int n = 0; blobs > 0 && n < GrowingSlabs; n++)
+        {
+            int size = SlabBytesAt(n), slots = size / slot;
+            bytes += size;
+            metadata += SlabMetadataBytes(slots);
+            blobs -= slots;
+        }
+        if (blobs > 0)
+        {
+            int slots = SlabSize / slot;
+            long full = (blobs + slots - 1) / slots;
+            bytes += full * SlabSize;
+            metadata += full * SlabMetadataBytes(slots);
+        }
+        return (bytes, metadata);
     }
 
     /// <summary>Managed bookkeeping of the store itself, before any slab: its size classes.</summary>
@@ -333,7 +378,7 @@ public sealed unsafe class CompactStore : IDisposable
             var sources = new List<(Slab Slab, int Incarnation)>();
             var scratch = new List<Slab>();
             int drained = 0, released = 0;
-            long moved = 0, refused = 0, bytesMoved = 0;
+            long moved = 0, refused = 0, bytesMoved = 0, releasedBytes = 0;
             foreach (var cls in _classes)
             {
                 if (Volatile.Read(ref cls.SlabCount) < 2) continue;
@@ -343,14 +388,14 @@ public sealed unsafe class CompactStore : IDisposable
                 drained += sources.Count;
                 try
                 {
-                    DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released);
+                    DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released, ref releasedBytes);
                 }
                 finally
                 {
                     Undrain(cls, sources);
                 }
             }
-            return new CompactionResult(drained, moved, refused, bytesMoved, released, before, AllocatedBytes);
+            return new CompactionResult(drained, moved, refused, bytesMoved, released, releasedBytes, before, AllocatedBytes);
         }
     }
 
@@ -381,7 +426,7 @@ public sealed unsafe class CompactStore : IDisposable
                     Array.Clear(slab.Meta);
                     Array.Clear(slab.Owners);
                     // Guest memory may hold secrets: wipe before handing it back.
-                    NativeMemory.Clear(data, SlabSize);
+                    NativeMemory.Clear(data, (nuint)slab.Bytes);
                     NativeMemory.AlignedFree(data);
                 }
             }
@@ -491,9 +536,10 @@ public sealed unsafe class CompactStore : IDisposable
         return MakeHandle(s.Id, slot, generation);
     }
 
-    private bool TryFree(ulong handle, out bool slabReleased)
+    /// <summary>Frees a live blob; <paramref name="slabReleased"/> is the bytes of the slab it left empty and released, or 0.</summary>
+    private bool TryFree(ulong handle, out int slabReleased)
     {
-        slabReleased = false;
+        slabReleased = 0;
         if (!TryResolve(handle, out var s, out int slot, out _)) return false;
         var cls = s.Class;
         int id = (int)(handle >> SlabIdShift);
@@ -502,7 +548,8 @@ public sealed unsafe class CompactStore : IDisposable
             if (_disposed || s.Id != id || s.Data == null) return false;
             uint meta = s.Meta[slot];
             if (meta == 0 || meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
-            slabReleased = FreeSlot(cls, s, slot, meta);
+            int bytes = s.Bytes;
+            if (FreeSlot(cls, s, slot, meta)) slabReleased = bytes;
         }
         return true;
     }
@@ -518,7 +565,7 @@ public sealed unsafe class CompactStore : IDisposable
         s.FreeSlots[s.FreeCount++] = (ushort)slot;
         Volatile.Write(ref cls.Live, cls.Live - 1);
         Volatile.Write(ref cls.Stored, cls.Stored - length);
-        if (s.FreeCount == cls.SlotCount)
+        if (s.FreeCount == s.SlotCount)
         {
             ReleaseSlab(cls, s);
             return true;
@@ -531,10 +578,11 @@ public sealed unsafe class CompactStore : IDisposable
 
     private Slab? NewSlab(SizeClass cls)
     {
+        int size = SlabBytesAt(cls.SlabCount), slots = size / cls.SlotSize;
         while (true)
         {
             long current = Volatile.Read(ref _allocated);
-            long next = current + SlabSize;
+            long next = current + size;
             if (LimitBytes is long limit && next > limit) return null;
             if (GrowthGate is { } gate && !gate(next)) return null;
             if (Interlocked.CompareExchange(ref _allocated, next, current) == current) break;
@@ -542,25 +590,21 @@ public sealed unsafe class CompactStore : IDisposable
         byte* data;
         try
         {
-            data = (byte*)NativeMemory.AlignedAlloc(SlabSize, SlabAlignment);
+            data = (byte*)NativeMemory.AlignedAlloc((nuint)size, SlabAlignment);
         }
         catch
         {
-            Interlocked.Add(ref _allocated, -SlabSize);
+            Interlocked.Add(ref _allocated, -size);
             throw;
         }
-        NativeMemory.Clear(data, SlabSize);
-        Slab slab;
-        if (cls.CacheCount > 0)
+        NativeMemory.Clear(data, (nuint)size);
+        var slab = Cached(cls, slots);
+        if (slab is null)
         {
-            slab = cls.Cache[--cls.CacheCount]!;
-            cls.Cache[cls.CacheCount] = null;
+            slab = new Slab(cls, slots);
+            Interlocked.Add(ref _slabMetadata, SlabMetadataBytes(slots));
         }
-        else
-        {
-            slab = new Slab(cls);
-            Interlocked.Add(ref _slabMetadata, cls.SlabMetadataBytes);
-        }
+        slab.Bytes = size;
         lock (_tableGate)
         {
             int id;
@@ -570,7 +614,7 @@ public sealed unsafe class CompactStore : IDisposable
             if (id == 0)
             {
                 NativeMemory.AlignedFree(data);
-                Interlocked.Add(ref _allocated, -SlabSize);
+                Interlocked.Add(ref _allocated, -size);
                 CacheSlab(cls, slab);
                 return null;
             }
@@ -586,9 +630,9 @@ public sealed unsafe class CompactStore : IDisposable
             slab.Id = id;
             slab.NextGeneration = _generations[id] == 0 ? 1 : _generations[id];
             slab.Data = data;
-            slab.FreeCount = cls.SlotCount;
+            slab.FreeCount = slots;
             // Pushed in reverse so the lowest slots are handed out first.
-            for (int i = 0; i < cls.SlotCount; i++) slab.FreeSlots[i] = (ushort)(cls.SlotCount - 1 - i);
+            for (int i = 0; i < slots; i++) slab.FreeSlots[i] = (ushort)(slots - 1 - i);
             slab.Draining = false;
             slab.Bucket = -1;
             Volatile.Write(ref _slabs[id], slab);
@@ -612,9 +656,9 @@ public sealed unsafe class CompactStore : IDisposable
         }
         s.Id = 0;
         // Freed slots are wiped as they go; wipe the whole slab anyway before the OS gets it back.
-        NativeMemory.Clear(data, SlabSize);
+        NativeMemory.Clear(data, (nuint)s.Bytes);
         NativeMemory.AlignedFree(data);
-        Interlocked.Add(ref _allocated, -SlabSize);
+        Interlocked.Add(ref _allocated, -s.Bytes);
         Volatile.Write(ref cls.SlabCount, cls.SlabCount - 1);
         CacheSlab(cls, s);
     }
@@ -622,7 +666,21 @@ public sealed unsafe class CompactStore : IDisposable
     private void CacheSlab(SizeClass cls, Slab s)
     {
         if (cls.CacheCount < SlabCacheLimit) cls.Cache[cls.CacheCount++] = s;
-        else Interlocked.Add(ref _slabMetadata, -cls.SlabMetadataBytes);
+        else Interlocked.Add(ref _slabMetadata, -SlabMetadataBytes(s.SlotCount));
+    }
+
+    /// <summary>A released slab's bookkeeping of <paramref name="slots"/> slots, taken out of the class's cache; null when none.</summary>
+    private static Slab? Cached(SizeClass cls, int slots)
+    {
+        for (int i = cls.CacheCount - 1; i >= 0; i--)
+        {
+            var s = cls.Cache[i]!;
+            if (s.SlotCount != slots) continue;
+            cls.Cache[i] = cls.Cache[--cls.CacheCount];
+            cls.Cache[cls.CacheCount] = null;
+            return s;
+        }
+        return null;
     }
 
     private static Slab? FullestPartial(SizeClass cls) =>
@@ -631,7 +689,7 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>Files a slab under its occupancy bucket; full and draining slabs are in no bucket.</summary>
     private static void Rebucket(SizeClass cls, Slab s)
     {
-        int bucket = s.Draining || s.FreeCount == 0 ? -1 : (int)((long)(cls.SlotCount - s.FreeCount) * Buckets / cls.SlotCount);
+        int bucket = s.Draining || s.FreeCount == 0 ? -1 : (int)((long)(s.SlotCount - s.FreeCount) * Buckets / s.SlotCount);
         if (bucket == s.Bucket) return;
         if (s.Bucket >= 0) Unlink(cls, s);
         if (bucket >= 0) Link(cls, s, bucket);
@@ -666,22 +724,8 @@ public sealed unsafe class CompactStore : IDisposable
         lock (cls.Gate)
         {
             if (_disposed) return;
-            scratch.Clear();
-            long free = 0;
-            for (int b = 0; b < Buckets; b++)
-                for (var s = cls.Heads[b]; s is not null; s = s.Next)
-                {
-                    scratch.Add(s);
-                    free += s.FreeCount;
-                }
-            // Emptying k slabs into the rest needs k whole slabs' worth of free slots among them all.
-            long canEmpty = free / cls.SlotCount;
-            if (canEmpty == 0) return;
-            scratch.Sort(static (a, b) => b.FreeCount.CompareTo(a.FreeCount));
-            foreach (var s in scratch)
+            foreach (var s in Drainable(cls, threshold, scratch))
             {
-                if (sources.Count >= canEmpty) break;
-                if (cls.SlotCount - s.FreeCount >= threshold * cls.SlotCount) break;
                 Unlink(cls, s);
                 s.Draining = true;
                 sources.Add((s, s.Incarnation));
@@ -690,12 +734,49 @@ public sealed unsafe class CompactStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// The partly filled slabs of a class that compaction can empty (class lock held): the sparsest first, each less than
+    /// <paramref name="threshold"/> full, as long as the free slots of the slabs not chosen can take the blobs of those
+    /// chosen. Listed in <paramref name="scratch"/>, which it returns.
+    /// </summary>
+    private static List<Slab> Drainable(SizeClass cls, double threshold, List<Slab> scratch)
+    {
+        scratch.Clear();
+        long free = 0;
+        for (int b = 0; b < Buckets; b++)
+            for (var s = cls.Heads[b]; s is not null; s = s.Next)
+            {
+                scratch.Add(s);
+                free += s.FreeCount;
+            }
+        // Sparsest first (fewest live blobs; of two alike, the larger slab, which gives back more).
+        scratch.Sort(static (a, b) =>
+        {
+            int order = (a.SlotCount - a.FreeCount).CompareTo(b.SlotCount - b.FreeCount);
+            return order != 0 ? order : b.SlotCount.CompareTo(a.SlotCount);
+        });
+        int chosen = 0;
+        long live = 0;
+        foreach (var s in scratch)
+        {
+            int used = s.SlotCount - s.FreeCount;
+            if (used >= threshold * s.SlotCount) break;
+            // Emptied, the slab's own free slots are gone, and its blobs need room in the slabs left.
+            if (live + used > free - s.FreeCount) break;
+            free -= s.FreeCount;
+            live += used;
+            chosen++;
+        }
+        scratch.RemoveRange(chosen, scratch.Count - chosen);
+        return scratch;
+    }
+
     private void DrainClass(SizeClass cls, List<(Slab Slab, int Incarnation)> sources, RelocateCallback relocate,
-        ref long moved, ref long refused, ref long bytesMoved, ref int released)
+        ref long moved, ref long refused, ref long bytesMoved, ref int released, ref long releasedBytes)
     {
         foreach (var (source, incarnation) in sources)
         {
-            for (int slot = 0; slot < cls.SlotCount; slot++)
+            for (int slot = 0; slot < source.SlotCount; slot++)
             {
                 ulong owner, oldHandle, newHandle;
                 int length;
@@ -719,20 +800,20 @@ public sealed unsafe class CompactStore : IDisposable
                 if (accepted)
                 {
                     // The owner now refers to the new blob and, by contract, will not free the old one.
-                    if (!TryFree(oldHandle, out bool releasedSlab))
+                    if (!TryFree(oldHandle, out int releasedSlab))
                     {
                         if (_disposed) return;
                         throw InvalidHandle(oldHandle);
                     }
                     moved++;
                     bytesMoved += length;
-                    if (releasedSlab) released++;
+                    if (releasedSlab > 0) (released, releasedBytes) = (released + 1, releasedBytes + releasedSlab);
                 }
                 else
                 {
-                    TryFree(newHandle, out bool releasedSlab);
+                    TryFree(newHandle, out int releasedSlab);
                     refused++;
-                    if (releasedSlab) released++;
+                    if (releasedSlab > 0) (released, releasedBytes) = (released + 1, releasedBytes + releasedSlab);
                 }
             }
         }
@@ -759,19 +840,10 @@ public sealed unsafe class CompactStore : IDisposable
         // Object header, fields and the bucket and cache arrays.
         public const int OverheadBytes = 16 + 96 + 24 + Buckets * 8 + 24 + SlabCacheLimit * 8;
 
-        public SizeClass(int index)
-        {
-            SlotSize = SlotSizeOfClass(index);
-            SlotCount = SlabSize / SlotSize;
-            SlabMetadataBytes = Slab.OverheadBytes
-                                + ArrayBytes(SlotCount, sizeof(uint)) + ArrayBytes(SlotCount, sizeof(ulong))
-                                + ArrayBytes(SlotCount, sizeof(ushort));
-        }
+        public SizeClass(int index) => SlotSize = SlotSizeOfClass(index);
 
         public readonly Lock Gate = new();
         public readonly int SlotSize;
-        public readonly int SlotCount;
-        public readonly long SlabMetadataBytes;
         /// <summary>Partly filled, non-draining slabs by occupancy bucket (doubly linked).</summary>
         public readonly Slab?[] Heads = new Slab?[Buckets];
         /// <summary>Bit b set when bucket b is not empty.</summary>
@@ -784,16 +856,20 @@ public sealed unsafe class CompactStore : IDisposable
         public int CacheCount;
     }
 
-    private sealed class Slab(SizeClass cls)
+    private sealed class Slab(SizeClass cls, int slots)
     {
         // Object header and fields.
-        public const int OverheadBytes = 16 + 80;
+        public const int OverheadBytes = 16 + 88;
 
         public readonly SizeClass Class = cls;
+        /// <summary>Slots of the slab (its bytes over the class's slot size, rounded down).</summary>
+        public readonly int SlotCount = slots;
+        /// <summary>Native bytes of the slab while it holds memory (<see cref="SlabBytesAt"/> when it was made).</summary>
+        public int Bytes;
         /// <summary>Per slot: 0 when free, else generation &lt;&lt; 16 | exact length.</summary>
-        public readonly uint[] Meta = new uint[cls.SlotCount];
-        public readonly ulong[] Owners = new ulong[cls.SlotCount];
-        public readonly ushort[] FreeSlots = new ushort[cls.SlotCount];
+        public readonly uint[] Meta = new uint[slots];
+        public readonly ulong[] Owners = new ulong[slots];
+        public readonly ushort[] FreeSlots = new ushort[slots];
         public int FreeCount;
         public byte* Data;
         public int Id;

@@ -23,6 +23,7 @@ public delegate bool RelocateCallback(ulong owner, ulong oldHandle, ulong newHan
 /// <param name="BlobsRefused">Blobs whose owner refused the move; they stay where they were, intact.</param>
 /// <param name="BytesMoved">Sum of the lengths of the moved blobs.</param>
 /// <param name="SlabsReleased">Slabs returned to the OS because compaction emptied them.</param>
+/// <param name="BytesReleased">Native bytes of those slabs (slabs differ in size: <see cref="CompactStore.SlabBytesAt"/>).</param>
 /// <param name="AllocatedBytesBefore">The store's <see cref="CompactStore.AllocatedBytes"/> when compaction began.</param>
 /// <param name="AllocatedBytesAfter">The same when it ended (concurrent allocations and frees count too).</param>
 public readonly record struct CompactionResult(
@@ -31,9 +32,6 @@ public readonly record struct CompactionResult(
     long BlobsRefused,
     long BytesMoved,
     int SlabsReleased,
+    long BytesReleased,
     long AllocatedBytesBefore,
-    long AllocatedBytesAfter)
-{
-    /// <summary>Native bytes returned to the OS by slabs this compaction emptied.</summary>
-    public long BytesReleased => (long)SlabsReleased * CompactStore.SlabSize;
-}
+    long AllocatedBytesAfter);

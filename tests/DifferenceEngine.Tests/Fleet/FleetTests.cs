@@ -174,8 +174,10 @@ public sealed class FleetTests
         Assert.Equal(twins.GuestBytes, twins.PredictedUsedBytes + twins.PredictedSavedBytes);
         Assert.Equal(alone.PredictedUsedBytes, a.PredictedUsedBytes);
         Assert.Equal(2 * alone.PredictedUsedBytes, twins.SeparateUsedBytes);
-        // The second copy costs its page tables and metadata only.
-        Assert.True(twins.PredictedUsedBytes < alone.PredictedUsedBytes * 1.1, $"together {twins.PredictedUsedBytes}, alone {alone.PredictedUsedBytes}");
+        // The second copy costs little: its page tables and metadata, and what grouping no longer saves (shared contents
+        // are compressed as shared frames, one page at a time, never in the groups a domain's private pages go to).
+        Assert.True(twins.PredictedUsedBytes < alone.PredictedUsedBytes * 1.15, $"together {twins.PredictedUsedBytes}, alone {alone.PredictedUsedBytes}");
+        Assert.True(twins.PredictedUsedBytes < twins.SeparateUsedBytes * 0.6, $"together {twins.PredictedUsedBytes}, apart {twins.SeparateUsedBytes}");
         // In different trust groups they share nothing.
         b.TrustGroup = "other";
         var apart = ColocationModel.Predict([a, b]);

@@ -106,14 +106,19 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
     public void OnlySlabsBelowTheThresholdAreDrained()
     {
         using var store = new CompactStore();
-        // 4096-byte class, 16 slots a slab: slab A keeps 12 blobs (75%), slab B keeps 2 (12.5%).
+        // 4096-byte class: its first four slabs (4, 8, 16 and 32 KiB) take 15 blobs and stay full; then full-size slabs
+        // of 16 slots: slab A keeps 12 blobs (75%), slab B keeps 2 (12.5%).
+        for (int i = 0; i < 15; i++) Assert.True(store.TryAllocate(4096, 1000 + (ulong)i, out _));
+        long growing = store.AllocatedBytes;
+        Assert.Equal(CompactStore.SlabsFor(4096, 15).Bytes, growing);
+        Assert.Equal(60L * 1024, growing);
         var a = new ulong[16];
         var b = new ulong[16];
         for (int i = 0; i < 16; i++) Assert.True(store.TryAllocate(4096, (ulong)i, out a[i]));
         for (int i = 0; i < 16; i++) Assert.True(store.TryAllocate(4096, 100 + (ulong)i, out b[i]));
         for (int i = 0; i < 4; i++) store.Free(a[i]);
         for (int i = 0; i < 14; i++) store.Free(b[i]);
-        Assert.Equal(2L * CompactStore.SlabSize, store.AllocatedBytes);
+        Assert.Equal(growing + 2L * CompactStore.SlabSize, store.AllocatedBytes);
 
         var none = store.Compact((_, _, _) => throw new InvalidOperationException("nothing to move"), 0.1);
         Assert.Equal(0, none.SlabsDrained);
@@ -123,8 +128,9 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         Assert.Equal(1, r.SlabsDrained);
         Assert.Equal(new ulong[] { 114, 115 }, moves.Order().ToArray());
         Assert.Equal(1, r.SlabsReleased);
-        Assert.Equal(CompactStore.SlabSize, store.AllocatedBytes);
-        Assert.Equal(14, store.LiveBlobs);
+        Assert.Equal(CompactStore.SlabSize, r.BytesReleased);
+        Assert.Equal(growing + CompactStore.SlabSize, store.AllocatedBytes);
+        Assert.Equal(15 + 14, store.LiveBlobs);
     }
 
     [Fact]

@@ -82,7 +82,8 @@ public class CompactStoreHandleTests
         }
         Assert.Equal(old >> (CompactStore.GenerationBits + CompactStore.SlotBits), handles[0] >> (CompactStore.GenerationBits + CompactStore.SlotBits));
         AssertAllInvalid(store, old);
-        foreach (var h in handles) store.Free(h);
+        // Freed last to first, so that the first slab (the old handle's id) is the last released and the next one reused.
+        foreach (var h in Enumerable.Reverse(handles)) store.Free(h);
         Assert.Equal(0, store.AllocatedBytes);
         // And back to the first class, same slab id and slot: the generation carried on.
         Assert.True(store.TryAllocate(4096, 2, out ulong again));
@@ -98,7 +99,7 @@ public class CompactStoreHandleTests
         using var store = new CompactStore();
         var rng = new Random(5);
         var seen = new HashSet<ulong>();
-        // 40k tiny blobs span 20 slabs of the smallest class; a round of frees and reallocations wraps generations.
+        // 40k tiny blobs span 23 slabs of the smallest class; a round of frees and reallocations wraps generations.
         var handles = new List<ulong>();
         for (int i = 0; i < 40_000; i++)
         {
@@ -123,16 +124,16 @@ public class CompactStoreHandleTests
     [Fact]
     public void TheLimitStopsAllocationAndChangesNothing()
     {
-        using var store = new CompactStore(2L * CompactStore.SlabSize + 1000);
+        // 4096-byte slots: the class's first four slabs (4, 8, 16 and 32 KiB) hold 15 and fit the limit; a page more would not.
+        using var store = new CompactStore(60L * 1024 + 1000);
         var handles = new List<ulong>();
-        // 4096-byte slots: 16 per slab, two slabs fit the limit.
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < 15; i++)
         {
             Assert.True(store.TryAllocate(4096, (ulong)i, out ulong h));
             handles.Add(h);
         }
         long allocated = store.AllocatedBytes, stored = store.StoredBytes, live = store.LiveBlobs, slots = store.SlotBytes;
-        Assert.Equal(2L * CompactStore.SlabSize, allocated);
+        Assert.Equal(60L * 1024, allocated);
         Assert.False(store.TryAllocate(4096, 99, out ulong none));
         Assert.Equal(0UL, none);
         Assert.False(store.TryStore(new byte[100], 99, out none));
@@ -145,16 +146,16 @@ public class CompactStoreHandleTests
         Assert.Equal(slots, store.SlotBytes);
         foreach (var h in handles) Assert.Equal(4096, store.LengthOf(h));
 
-        // A free slot in an existing slab is still usable at the limit.
-        store.Free(handles[0]);
-        Assert.True(store.TryAllocate(4090, 100, out ulong h2));
+        // A free slot in an existing slab is still usable at the limit (handles 1 and 2 share the 8 KiB slab).
+        store.Free(handles[1]);
+        Assert.True(store.TryAllocate(4090, 100, out _));
         Assert.Equal(allocated, store.AllocatedBytes);
         Assert.False(store.TryAllocate(4090, 101, out _));
-        // Releasing a whole slab makes room for another class.
-        for (int i = 1; i < 16; i++) store.Free(handles[i]);
-        store.Free(h2);
-        Assert.Equal(CompactStore.SlabSize, store.AllocatedBytes);
+        // Releasing a whole slab (the first, 4 KiB, of one blob) makes room for another class's first slab.
+        store.Free(handles[0]);
+        Assert.Equal(56L * 1024, store.AllocatedBytes);
         Assert.True(store.TryAllocate(1, 102, out _));
+        Assert.Equal(allocated, store.AllocatedBytes);
     }
 
     [Fact]

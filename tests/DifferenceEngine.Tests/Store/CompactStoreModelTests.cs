@@ -106,6 +106,57 @@ public class CompactStoreModelTests
         Assert.Equal(0, store.Fragmentation);
     }
 
+    [Fact]
+    public void AClassSlabsGrowFromAPageSoASmallStoreHoldsLittleMoreThanItsBlobs()
+    {
+        using var store = new CompactStore();
+        // One blob in each of the 80 classes: 80 first slabs of a page (320 KiB), where 64 KiB slabs took 5 MiB.
+        var handles = new List<ulong>();
+        for (int c = 0; c < CompactStore.SizeClassCount; c++)
+        {
+            int slot = c < 32 ? (c + 1) * 32 : 1024 + (c - 31) * 64;
+            Assert.True(store.TryAllocate(slot, (ulong)c, out ulong h));
+            handles.Add(h);
+        }
+        Assert.Equal(CompactStore.SizeClassCount * 4096L, store.AllocatedBytes);
+        foreach (var h in handles) store.Free(h);
+        Assert.Equal(0, store.AllocatedBytes);
+        Assert.Equal(new[] { 4096, 8192, 16384, 32768, 65536, 65536 }, Enumerable.Range(0, 6).Select(CompactStore.SlabBytesAt));
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(17)]
+    public void SlabsForIsWhatTheStoreAllocatesAndCountsForBlobsStoredWithNoneFreed(int seed)
+    {
+        // The fleet's model sizes a store with SlabsFor: it must be what the store itself does, bytes and bookkeeping.
+        var rng = new Random(seed);
+        using var store = new CompactStore();
+        long metadataEmpty = store.MetadataBytes;
+        var counts = new Dictionary<int, long>();
+        for (int i = 0; i < 20_000; i++)
+        {
+            int length = RandomLength(rng);
+            // Most blobs in a few classes (many slabs), a few in the rest (one or two small slabs).
+            if (rng.Next(4) != 0) length = 1 + rng.Next(3) * 1500;
+            Assert.True(store.TryAllocate(length, (ulong)i, out _));
+            int slot = CompactStore.SlotSizeFor(length);
+            counts[slot] = counts.GetValueOrDefault(slot) + 1;
+        }
+        long bytes = 0, metadata = 0;
+        foreach (var (slot, count) in counts)
+        {
+            var (b, m) = CompactStore.SlabsFor(slot, count);
+            bytes += b;
+            metadata += m;
+        }
+        Assert.Equal(bytes, store.AllocatedBytes);
+        Assert.Equal(0, store.FragmentationBytes - (bytes - store.StoredBytes));
+        // The slab table grows with the slab ids in use; the rest of the bookkeeping is the slabs'.
+        long table = store.MetadataBytes - metadataEmpty - metadata;
+        Assert.InRange(table, 0, 64 * 1024);
+    }
+
     internal static int RandomLength(Random rng) => rng.Next(4) switch
     {
         0 => rng.Next(1, 129),           // small patches
@@ -132,7 +183,7 @@ public class CompactStoreModelTests
         long allocated = store.AllocatedBytes;
         Assert.True(allocated >= store.SlotBytes, $"allocated {allocated} < slot bytes {store.SlotBytes}");
         Assert.True(store.SlotBytes >= store.StoredBytes);
-        Assert.Equal(0, allocated % CompactStore.SlabSize);
+        Assert.Equal(0, allocated % CompactStore.FirstSlabSize);
         Assert.Equal(allocated - stored, store.FragmentationBytes);
         Assert.True(store.MetadataBytes > 0);
         if (count == 0) Assert.Equal(0, allocated);
