@@ -62,6 +62,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(checkedPages > 10);
 
         // The guest grows into memory it never touched: each first touch is a fault the engine serves with a zero page.
+        guest.LetGrow();
         guest.WaitFor(@"^deworkload grew pages=45056$");
         guest.WaitForCleanRound(45056, round: 4);
         var after = host.GetPageStats(vm);
