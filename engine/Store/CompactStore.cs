@@ -186,7 +186,8 @@ public sealed unsafe class CompactStore : IDisposable
 
     /// <summary>
     /// Native bytes compaction could release at best: per class, the sparsest slabs whose blobs the free slots of the
-    /// class's other slabs could take (what <see cref="Compact"/> plans, with no occupancy threshold).
+    /// class's other slabs could take, or, when there are none, what moving all its blobs into one smaller slab would
+    /// give back (what <see cref="Compact"/> plans, with no occupancy threshold).
     /// </summary>
     public long ReclaimableBytes
     {
@@ -196,11 +197,14 @@ public sealed unsafe class CompactStore : IDisposable
             var scratch = new List<Slab>();
             foreach (var c in _classes)
             {
-                if (Volatile.Read(ref c.SlabCount) < 2) continue;
+                if (Volatile.Read(ref c.SlabCount) < 1) continue;
                 lock (c.Gate)
                 {
                     if (_disposed) return 0;
-                    foreach (var s in Drainable(c, 1, scratch)) bytes += s.Bytes;
+                    long drainable = 0;
+                    foreach (var s in Drainable(c, 1, scratch)) drainable += s.Bytes;
+                    int resize = drainable == 0 ? ResizeTarget(c, 1) : 0;
+                    bytes += resize > 0 ? c.Bytes - resize : drainable;
                 }
             }
             return bytes;
@@ -353,7 +357,9 @@ public sealed unsafe class CompactStore : IDisposable
 
     /// <summary>
     /// Moves blobs out of slabs less than <paramref name="occupancyThreshold"/> full (0 &lt; t &lt;= 1)
-    /// into fuller slabs of the same class and releases the slabs so emptied. For each blob: a new
+    /// into fuller slabs of the same class and releases the slabs so emptied. A class none of whose slabs can be drained
+    /// that way, less than the threshold full as a whole, whose blobs fit in one slab smaller than its slabs, has them
+    /// moved into a new slab of that size (a class's slabs are sized when made, for what it held then). For each blob: a new
     /// slot is taken and the bytes copied under the class lock; then, with no store lock held,
     /// <paramref name="relocate"/>(owner, old, new) is called; true frees the old blob, false frees
     /// the new one and leaves the old intact. Per class, only as many of the sparsest slabs are
@@ -378,24 +384,36 @@ public sealed unsafe class CompactStore : IDisposable
             var sources = new List<(Slab Slab, int Incarnation)>();
             var scratch = new List<Slab>();
             int drained = 0, released = 0;
-            long moved = 0, refused = 0, bytesMoved = 0, releasedBytes = 0;
+            long moved = 0, refused = 0, bytesMoved = 0, releasedBytes = 0, madeBytes = 0;
             foreach (var cls in _classes)
             {
-                if (Volatile.Read(ref cls.SlabCount) < 2) continue;
-                sources.Clear();
-                PlanDrain(cls, occupancyThreshold, sources, scratch);
-                if (sources.Count == 0) continue;
-                drained += sources.Count;
-                try
+                // First into the class's other slabs; then, with what is left, into one slab of the size it needs.
+                for (int phase = 0; phase < 2; phase++)
                 {
-                    DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released, ref releasedBytes);
-                }
-                finally
-                {
-                    Undrain(cls, sources);
+                    if (Volatile.Read(ref cls.SlabCount) < 1) break;
+                    sources.Clear();
+                    (Slab Slab, int Incarnation)? resized = null;
+                    if (phase == 0)
+                    {
+                        if (Volatile.Read(ref cls.SlabCount) < 2) continue;
+                        PlanDrain(cls, occupancyThreshold, sources, scratch);
+                    }
+                    else resized = PlanResize(cls, occupancyThreshold, sources);
+                    if (sources.Count == 0 && resized is null) continue;
+                    if (resized is { } slab) madeBytes += slab.Slab.Bytes;
+                    drained += sources.Count;
+                    try
+                    {
+                        DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released, ref releasedBytes);
+                    }
+                    finally
+                    {
+                        Undrain(cls, sources);
+                        if (resized is { } made && ReleaseIfEmpty(cls, made.Slab, made.Incarnation, out int bytes)) madeBytes -= bytes;
+                    }
                 }
             }
-            return new CompactionResult(drained, moved, refused, bytesMoved, released, releasedBytes, before, AllocatedBytes);
+            return new CompactionResult(drained, moved, refused, bytesMoved, released, releasedBytes, madeBytes, before, AllocatedBytes);
         }
     }
 
@@ -437,6 +455,7 @@ public sealed unsafe class CompactStore : IDisposable
                 Array.Clear(cls.Cache);
                 cls.CacheCount = 0;
                 Volatile.Write(ref cls.SlabCount, 0);
+                cls.Bytes = 0;
                 Volatile.Write(ref cls.Live, 0);
                 Volatile.Write(ref cls.Stored, 0);
             }
@@ -576,9 +595,11 @@ public sealed unsafe class CompactStore : IDisposable
 
     // ---- slabs (class lock held) ----
 
-    private Slab? NewSlab(SizeClass cls)
+    private Slab? NewSlab(SizeClass cls) => NewSlab(cls, SlabBytesAt(cls.SlabCount));
+
+    private Slab? NewSlab(SizeClass cls, int size)
     {
-        int size = SlabBytesAt(cls.SlabCount), slots = size / cls.SlotSize;
+        int slots = size / cls.SlotSize;
         while (true)
         {
             long current = Volatile.Read(ref _allocated);
@@ -638,6 +659,7 @@ public sealed unsafe class CompactStore : IDisposable
             Volatile.Write(ref _slabs[id], slab);
         }
         Volatile.Write(ref cls.SlabCount, cls.SlabCount + 1);
+        cls.Bytes += size;
         return slab;
     }
 
@@ -660,6 +682,7 @@ public sealed unsafe class CompactStore : IDisposable
         NativeMemory.AlignedFree(data);
         Interlocked.Add(ref _allocated, -s.Bytes);
         Volatile.Write(ref cls.SlabCount, cls.SlabCount - 1);
+        cls.Bytes -= s.Bytes;
         CacheSlab(cls, s);
     }
 
@@ -732,6 +755,64 @@ public sealed unsafe class CompactStore : IDisposable
             }
             scratch.Clear();
         }
+    }
+
+    /// <summary>
+    /// When no slab of a class can be drained into the others but the class as a whole is less than
+    /// <paramref name="threshold"/> full and its blobs fit in one slab smaller than what it holds (its slabs were made when
+    /// it held more: single blobs a pass freed once it grouped their pages), makes that slab and marks every other slab of
+    /// the class as draining into it.
+    /// </summary>
+    private (Slab, int)? PlanResize(SizeClass cls, double threshold, List<(Slab, int)> sources)
+    {
+        lock (cls.Gate)
+        {
+            if (_disposed) return null;
+            int size = ResizeTarget(cls, threshold);
+            if (size == 0) return null;
+            var target = NewSlab(cls, size);
+            if (target is null) return null;
+            Rebucket(cls, target);
+            lock (_tableGate)
+            {
+                for (int id = 1; id < _nextId; id++)
+                {
+                    var s = _slabs[id];
+                    if (s is null || s == target || s.Class != cls || s.Data == null) continue;
+                    if (s.Bucket >= 0) Unlink(cls, s);
+                    s.Draining = true;
+                    sources.Add((s, s.Incarnation));
+                }
+            }
+            return (target, target.Incarnation);
+        }
+    }
+
+    /// <summary>Releases the slab a resize made when it still holds no blob (its blobs' owners freed them all first, say).</summary>
+    private bool ReleaseIfEmpty(SizeClass cls, Slab slab, int incarnation, out int bytes)
+    {
+        bytes = 0;
+        lock (cls.Gate)
+        {
+            if (_disposed || slab.Incarnation != incarnation || slab.Data == null || slab.FreeCount != slab.SlotCount) return false;
+            bytes = slab.Bytes;
+            ReleaseSlab(cls, slab);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The bytes of the one slab a class's blobs would move to (class lock held): the smallest size a class's slab can have
+    /// (a page, doubled up to <see cref="SlabSize"/>) that holds them all, when that is less than the class holds and the
+    /// class is less than <paramref name="threshold"/> full; else 0.
+    /// </summary>
+    private static int ResizeTarget(SizeClass cls, double threshold)
+    {
+        long live = cls.Live;
+        if (live == 0 || live > SlabSize / cls.SlotSize || live * cls.SlotSize >= threshold * cls.Bytes) return 0;
+        int size = FirstSlabSize;
+        while (size / cls.SlotSize < live) size <<= 1;
+        return size < cls.Bytes ? size : 0;
     }
 
     /// <summary>
@@ -849,6 +930,8 @@ public sealed unsafe class CompactStore : IDisposable
         /// <summary>Bit b set when bucket b is not empty.</summary>
         public uint NonEmpty;
         public int SlabCount;
+        /// <summary>Native bytes of the class's slabs (class lock held to change).</summary>
+        public long Bytes;
         public long Live;
         public long Stored;
         /// <summary>Released slabs whose managed arrays are kept for reuse.</summary>

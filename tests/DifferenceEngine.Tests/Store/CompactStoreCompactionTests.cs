@@ -74,7 +74,7 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         Assert.True(result.SlabsReleased > 0);
         Assert.Equal(before, result.AllocatedBytesBefore);
         Assert.Equal(store.AllocatedBytes, result.AllocatedBytesAfter);
-        Assert.Equal(before - result.BytesReleased, store.AllocatedBytes);
+        Assert.Equal(before - result.BytesReleased + result.BytesMade, store.AllocatedBytes);
         VerifyAll(store, handles, bytes);
         for (int owner = 0; owner < handles.Length; owner += 5)
             Assert.Equal(original[owner], handles[owner]); // refused: left where it was, intact
@@ -131,6 +131,55 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         Assert.Equal(CompactStore.SlabSize, r.BytesReleased);
         Assert.Equal(growing + CompactStore.SlabSize, store.AllocatedBytes);
         Assert.Equal(15 + 14, store.LiveBlobs);
+    }
+
+    [Fact]
+    public void AClassWhoseFewBlobsSitInBigSlabsMovesThemIntoOneSlabOfTheirSize()
+    {
+        using var store = new CompactStore();
+        // 40 blobs of 3200 bytes: slabs of 4, 8, 16, 32 and 64 KiB (1, 2, 5, 10, 20 slots) and a second 64 KiB one.
+        var handles = new ulong[40];
+        var bytes = new byte[40][];
+        var rng = new Random(11);
+        for (int i = 0; i < 40; i++)
+        {
+            bytes[i] = new byte[3200];
+            rng.NextBytes(bytes[i]);
+            Assert.True(store.TryStore(bytes[i], (ulong)i, out handles[i]));
+        }
+        Assert.Equal((4 + 8 + 16 + 32 + 64 + 64) * 1024L, store.AllocatedBytes);
+        // Three are left, in the two 64 KiB slabs: the smaller slabs empty and go back at once.
+        int[] kept = [20, 30, 39];
+        for (int i = 0; i < 40; i++)
+            if (!kept.Contains(i)) store.Free(handles[i]);
+        Assert.Equal(2 * 64 * 1024L, store.AllocatedBytes);
+
+        bool Move(ulong owner, ulong oldHandle, ulong newHandle)
+        {
+            Assert.Equal(oldHandle, handles[owner]);
+            handles[owner] = newHandle;
+            return true;
+        }
+        // Before: the sparser 64 KiB slab can drain into the other (what ReclaimableBytes counts first).
+        Assert.Equal(64 * 1024L, store.ReclaimableBytes);
+        // One compaction does both: first into the other slab, then into a 16 KiB slab (five slots: the smallest of a page
+        // doubled that holds three).
+        var result = store.Compact(Move);
+        Assert.Equal(16 * 1024L, store.AllocatedBytes);
+        Assert.Equal(2, result.SlabsReleased);
+        Assert.Equal(2 * 64 * 1024L, result.BytesReleased);
+        Assert.Equal(16 * 1024L, result.BytesMade);
+        Assert.Equal(1 + 3, result.BlobsMoved); // one into the other slab, then the three into the new one
+        Assert.Equal(0, store.ReclaimableBytes);
+        foreach (int i in kept)
+        {
+            Assert.True(store.Get(handles[i]).SequenceEqual(bytes[i]), $"blob {i} moved intact");
+            Assert.Equal((ulong)i, store.OwnerOf(handles[i]));
+        }
+        // Nothing left to gain: a third compaction moves nothing.
+        Assert.Equal(0, store.Compact(Move).BlobsMoved);
+        foreach (int i in kept) store.Free(handles[i]);
+        Assert.Equal(0, store.AllocatedBytes);
     }
 
     [Fact]
