@@ -42,7 +42,10 @@ namespace DifferenceEngine.Store;
 /// published. Under that contract the store never frees a blob under a reader, and compaction may
 /// rely on the owner not freeing the old handle while its relocation is being decided.</para>
 /// <para><b>Compaction.</b> <see cref="Compact"/> empties the sparsest slabs of each class, only as
-/// many as the free slots of the class's other slabs can absorb, so it never needs a new slab. It
+/// many as the free slots of the class's other slabs can absorb; then a class whose few blobs sit in
+/// bigger slabs than they need gets one slab of their size and they move there (the one time
+/// compaction makes a slab: subject to the limit and the growth gate like any other, and skipped when
+/// refused). It
 /// copies each blob under the class lock and calls the <see cref="RelocateCallback"/> with no store
 /// lock held, so the callback may take page locks without a lock-order deadlock. A blob filled
 /// through <see cref="Get"/> after <see cref="TryAllocate"/> could be copied while it is still being
@@ -686,10 +689,20 @@ public sealed unsafe class CompactStore : IDisposable
         CacheSlab(cls, s);
     }
 
+    /// <summary>
+    /// Keeps a released slab's bookkeeping for reuse; with the cache full, the oldest kept goes (a class cycling between
+    /// none and one small slab then reuses its own, whatever sizes the cache held before).
+    /// </summary>
     private void CacheSlab(SizeClass cls, Slab s)
     {
-        if (cls.CacheCount < SlabCacheLimit) cls.Cache[cls.CacheCount++] = s;
-        else Interlocked.Add(ref _slabMetadata, -SlabMetadataBytes(s.SlotCount));
+        if (cls.CacheCount == SlabCacheLimit)
+        {
+            var oldest = cls.Cache[0]!;
+            Array.Copy(cls.Cache, 1, cls.Cache, 0, SlabCacheLimit - 1);
+            cls.CacheCount--;
+            Interlocked.Add(ref _slabMetadata, -SlabMetadataBytes(oldest.SlotCount));
+        }
+        cls.Cache[cls.CacheCount++] = s;
     }
 
     /// <summary>A released slab's bookkeeping of <paramref name="slots"/> slots, taken out of the class's cache; null when none.</summary>
@@ -830,10 +843,11 @@ public sealed unsafe class CompactStore : IDisposable
                 scratch.Add(s);
                 free += s.FreeCount;
             }
-        // Sparsest first (fewest live blobs; of two alike, the larger slab, which gives back more).
+        // Sparsest first: the least full for its size (so the threshold stops the walk: every slab after is fuller), and
+        // of two alike the larger, which gives back more.
         scratch.Sort(static (a, b) =>
         {
-            int order = (a.SlotCount - a.FreeCount).CompareTo(b.SlotCount - b.FreeCount);
+            int order = ((long)(a.SlotCount - a.FreeCount) * b.SlotCount).CompareTo((long)(b.SlotCount - b.FreeCount) * a.SlotCount);
             return order != 0 ? order : b.SlotCount.CompareTo(a.SlotCount);
         });
         int chosen = 0;
@@ -843,7 +857,7 @@ public sealed unsafe class CompactStore : IDisposable
             int used = s.SlotCount - s.FreeCount;
             if (used >= threshold * s.SlotCount) break;
             // Emptied, the slab's own free slots are gone, and its blobs need room in the slabs left.
-            if (live + used > free - s.FreeCount) break;
+            if (live + used > free - s.FreeCount) continue;
             free -= s.FreeCount;
             live += used;
             chosen++;

@@ -24,9 +24,10 @@ public delegate bool RelocateCallback(ulong owner, ulong oldHandle, ulong newHan
 /// <param name="BytesMoved">Sum of the lengths of the moved blobs.</param>
 /// <param name="SlabsReleased">Slabs returned to the OS because compaction emptied them.</param>
 /// <param name="BytesReleased">Native bytes of those slabs (slabs differ in size: <see cref="CompactStore.SlabBytesAt"/>).</param>
-/// <param name="BytesMade">Native bytes of the slabs compaction made and kept: a class whose few blobs sat in bigger slabs
-/// gets one slab of the size they need (so the store holds AllocatedBytesBefore − BytesReleased + BytesMade, less and more
-/// what other threads allocated and freed meanwhile).</param>
+/// <param name="BytesMade">Native bytes of the slabs compaction made: a class whose few blobs sat in bigger slabs gets one
+/// slab of the size they need. One that went back in the same compaction (its owners refused every move, say) is counted
+/// in BytesReleased too, or left out of both when it never took a blob; so the store holds AllocatedBytesBefore −
+/// BytesReleased + BytesMade, less and more what other threads allocated and freed meanwhile.</param>
 /// <param name="AllocatedBytesBefore">The store's <see cref="CompactStore.AllocatedBytes"/> when compaction began.</param>
 /// <param name="AllocatedBytesAfter">The same when it ended (concurrent allocations and frees count too).</param>
 public readonly record struct CompactionResult(

@@ -134,6 +134,29 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ASparseLargeSlabIsDrainedThoughASmallerSlabHoldsFewerBlobs()
+    {
+        using var store = new CompactStore();
+        // 32-byte slots: slabs of 128, 256, 512, 1024, 2048 and 2048 slots (4 KiB to 64 KiB), 6016 blobs.
+        var handles = new ulong[6016];
+        for (int i = 0; i < handles.Length; i++) Assert.True(store.TryStore(BitConverter.GetBytes(i), (ulong)i, out handles[i]));
+        Assert.Equal((4 + 8 + 16 + 32 + 64 + 64) * 1024L, store.AllocatedBytes);
+        // The 4 KiB slab keeps 70 (55% full), the first 64 KiB slab 100 (5%), the second 1800 (88%).
+        var kept = new HashSet<int>(Enumerable.Range(0, 70).Concat(Enumerable.Range(128, 896 + 1024 - 128))
+            .Concat(Enumerable.Range(1920, 100)).Concat(Enumerable.Range(3968, 1800)));
+        for (int i = 0; i < handles.Length; i++)
+            if (!kept.Contains(i)) store.Free(handles[i]);
+        long before = store.AllocatedBytes;
+        // Least full for its size first: the 64 KiB slab at 5% goes, though the 4 KiB slab holds fewer blobs (70).
+        var result = store.Compact((owner, _, newHandle) => { handles[owner] = newHandle; return true; });
+        Assert.Equal(1, result.SlabsReleased);
+        Assert.Equal(64 * 1024L, result.BytesReleased);
+        Assert.Equal(100, result.BlobsMoved);
+        Assert.Equal(before - 64 * 1024L, store.AllocatedBytes);
+        foreach (int i in kept) Assert.Equal(i, BitConverter.ToInt32(store.Get(handles[i])));
+    }
+
+    [Fact]
     public void AClassWhoseFewBlobsSitInBigSlabsMovesThemIntoOneSlabOfTheirSize()
     {
         using var store = new CompactStore();
