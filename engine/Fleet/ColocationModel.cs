@@ -64,7 +64,6 @@ public static class ColocationModel
     private static readonly long EmptyTablesBytes = 3 * new DifferenceEngine.Sharing.HashSlotTable().MetadataBytes;
     private static readonly long EmptySharedBlobsBytes = new DifferenceEngine.Compression.SharedBlobTable().MetadataBytes + new DifferenceEngine.Compression.SharedCandidates().MetadataBytes;
 
-
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
 
     /// <summary>
@@ -391,7 +390,7 @@ public static class ColocationModel
         double adjust = sampled > 0 ? stored / sampled : 1;
         Span<double> blobs = stackalloc double[ClassSizes.Length];
         for (int c = 0; c < ClassSizes.Length; c++) blobs[c] = slots.GetValueOrDefault(ClassSizes[c]) * scale * adjust;
-        var (bytes, metadata) = Slabs(blobs, scale);
+        var (bytes, metadata) = Slabs(blobs);
         if (Census is not null)
             Census(string.Join(' ', slots.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}:{kv.Value * scale * adjust:0.#}")));
         return (bytes, metadata);
@@ -401,7 +400,7 @@ public static class ColocationModel
     /// The slabs for <paramref name="blobs"/> per size class (the sample's, scaled up; in <see cref="ClassSizes"/> order)
     /// and their bookkeeping, as <see cref="SlabBytes"/> says. The placement's estimate uses it as it is.
     /// </summary>
-    internal static (double Bytes, double Metadata) Slabs(ReadOnlySpan<double> blobs, double scale)
+    internal static (double Bytes, double Metadata) Slabs(ReadOnlySpan<double> blobs)
     {
         var size = ClassSizes;
         int whole = size.Length - 1; // the 4 KiB class: groups' whole pieces and pages no codec shrank, no part of the continuum
@@ -470,7 +469,6 @@ public static class ColocationModel
     /// <summary>The store's slot sizes, smallest first.</summary>
     internal static readonly int[] ClassSizes = Enumerable.Range(1, CompactStore.MaxBlobLength).Select(CompactStore.SlotSizeFor).Distinct().ToArray();
 
-    /// <summary>Per size class (in <see cref="ClassSizes"/> order): slots in a slab, and a slab's bookkeeping.</summary>
     /// <summary>
     /// The slabs of class <paramref name="c"/> for a number of blobs that is Poisson with mean <paramref name="mean"/>
     /// (given that the class is in use when <paramref name="inUse"/>), in expectation: a class's slabs grow from a page, so a
@@ -479,11 +477,7 @@ public static class ColocationModel
     /// </summary>
     private static (double Bytes, double Metadata) ExpectedSlabs(int c, double mean, bool inUse)
     {
-        if (mean > PoissonLimit)
-        {
-            var (b, m) = CompactStore.SlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
-            return (b, m);
-        }
+        if (mean > PoissonLimit) return CompactStore.SlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
         if (mean <= 0) return (0, 0);
         var table = SmallSlabs[c];
         double p = Math.Exp(-mean), bytes = 0, metadata = 0, mass = 0;

@@ -487,7 +487,7 @@ internal sealed class PlacementModel
                 single += e.SingleCost;
                 measured++;
             }
-            groupFactor[d] = GroupFactorOf(grouped, single, measured, groupFallback[d]);
+            groupFactor[d] = ColocationModel.GroupFactorOf(grouped, single, measured, groupFallback[d]);
             return table;
         }, _ => { });
 
@@ -533,7 +533,7 @@ internal sealed class PlacementModel
             }
             // What the search measures the group factor on, alone: as it will take contents off it (the subsample weighted).
             groupAlone[d] = shares;
-            groupReference[d] = GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d]);
+            groupReference[d] = ColocationModel.GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d]);
             items.Sort((a, b) => a.Id.CompareTo(b.Id));
             double hostLevel = MetadataPerPage * pages[d] + ColocationModel.HostFixedMetadataBytes;
             baseAggregate[d] = sampled;
@@ -771,11 +771,6 @@ internal sealed class PlacementModel
     }
 
 
-    /// <summary>The model's group factor of a domain from what it measures it on in a set (ColocationModel.GroupFactorOf).</summary>
-    public static double GroupFactorOf(double group, double single, double count, double fallback) =>
-        ColocationModel.GroupFactorOf(group, single, count, fallback);
-
-
     /// <summary>Domain <paramref name="d"/>'s item for content <paramref name="id"/> (an index into <see cref="Items"/>), or -1.</summary>
     public int FindItem(int d, int id)
     {
@@ -800,7 +795,7 @@ internal sealed class PlacementModel
 internal sealed class ContentAggregate
 {
     private const int PageSize = PageGeometry.PageSize;
-    internal static readonly int Classes = CompactStore.SizeClassCount;
+    internal static readonly int Classes;
     private static readonly int[] ClassOfLength;
     private static readonly int[] SizeOfClass;
     private static readonly int FullClass;
@@ -982,7 +977,7 @@ internal sealed class ContentAggregate
             double adjust = sampled > 0 ? stored / sampled : 1;
             Span<double> blobs = stackalloc double[Classes];
             for (int c = min; c <= max; c++) blobs[c] = KeysAt(c, a, b) > 0 ? SlotsAt(c, a, b) * scale * adjust : 0;
-            (slabBytes, slabMetadata) = ColocationModel.Slabs(blobs, scale);
+            (slabBytes, slabMetadata) = ColocationModel.Slabs(blobs);
         }
         // Pages, as the model counts them: whole (a sampled content stands for a fraction of a page's worth once weighted).
         frames = Math.Round(frames * scale);
@@ -1520,10 +1515,10 @@ internal sealed class PlacementSearch
 
     /// <summary>The change domain <paramref name="d"/>'s group factor in a set makes to the store, from what it is measured on there.</summary>
     private double Term(int d, in (double Group, double Single, double Count, double Grouped) s) =>
-        Model.Ratio[d] * s.Grouped * (PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d]);
+        Model.Ratio[d] * s.Grouped * (ColocationModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d]);
 
     private double GroupNow(int d, in (double Group, double Single, double Count, double Grouped) s) =>
-        Math.Clamp(Model.GroupFactor[d] + PlacementModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d], 0, 1);
+        Math.Clamp(Model.GroupFactor[d] + ColocationModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) - Model.GroupReference[d], 0, 1);
 
     /// <summary>Group shares (group, single, count, grouped) <paramref name="a"/> plus <paramref name="times"/> times <paramref name="b"/>.</summary>
     internal static (double, double, double, double) Plus(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,

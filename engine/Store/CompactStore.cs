@@ -197,7 +197,7 @@ public sealed unsafe class CompactStore : IDisposable
         get
         {
             long bytes = 0;
-            var scratch = new List<Slab>();
+            var scratch = t_reclaimScratch ??= new List<Slab>(); // read every pass: no allocation each time
             foreach (var c in _classes)
             {
                 if (Volatile.Read(ref c.SlabCount) < 1) continue;
@@ -206,6 +206,7 @@ public sealed unsafe class CompactStore : IDisposable
                     if (_disposed) return 0;
                     long drainable = 0;
                     foreach (var s in Drainable(c, 1, scratch)) drainable += s.Bytes;
+                    scratch.Clear(); // holds no slab past the call (the list outlives this store)
                     int resize = drainable == 0 ? ResizeTarget(c, 1) : 0;
                     bytes += resize > 0 ? c.Bytes - resize : drainable;
                 }
@@ -237,6 +238,8 @@ public sealed unsafe class CompactStore : IDisposable
         CheckLength(length);
         return SlotSizeOfClass(ClassOf(length));
     }
+
+    [ThreadStatic] private static List<Slab>? t_reclaimScratch;
 
     /// <summary>Slots of <paramref name="slotSize"/> bytes in a full-size slab (<see cref="SlabSize"/>).</summary>
     public static int SlotsPerSlab(int slotSize) => SlabSize / slotSize;
@@ -391,32 +394,36 @@ public sealed unsafe class CompactStore : IDisposable
             foreach (var cls in _classes)
             {
                 // First into the class's other slabs; then, with what is left, into one slab of the size it needs.
-                for (int phase = 0; phase < 2; phase++)
+                if (Volatile.Read(ref cls.SlabCount) >= 2)
                 {
-                    if (Volatile.Read(ref cls.SlabCount) < 1) break;
                     sources.Clear();
-                    (Slab Slab, int Incarnation)? resized = null;
-                    if (phase == 0)
-                    {
-                        if (Volatile.Read(ref cls.SlabCount) < 2) continue;
-                        PlanDrain(cls, occupancyThreshold, sources, scratch);
-                    }
-                    else resized = PlanResize(cls, occupancyThreshold, sources);
-                    if (sources.Count == 0 && resized is null) continue;
-                    if (resized is { } slab) madeBytes += slab.Slab.Bytes;
-                    drained += sources.Count;
-                    try
-                    {
-                        DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released, ref releasedBytes);
-                    }
-                    finally
-                    {
-                        Undrain(cls, sources);
-                        if (resized is { } made && ReleaseIfEmpty(cls, made.Slab, made.Incarnation, out int bytes)) madeBytes -= bytes;
-                    }
+                    PlanDrain(cls, occupancyThreshold, sources, scratch);
+                    Drain(cls, null);
+                }
+                if (Volatile.Read(ref cls.SlabCount) >= 1)
+                {
+                    sources.Clear();
+                    Drain(cls, PlanResize(cls, occupancyThreshold, sources));
                 }
             }
             return new CompactionResult(drained, moved, refused, bytesMoved, released, releasedBytes, madeBytes, before, AllocatedBytes);
+
+            // Moves the blobs of the planned sources (into the slab a resize made, when it did), then gives the slabs left back.
+            void Drain(SizeClass cls, (Slab Slab, int Incarnation)? resized)
+            {
+                if (sources.Count == 0 && resized is null) return;
+                if (resized is { } made) madeBytes += made.Slab.Bytes;
+                drained += sources.Count;
+                try
+                {
+                    DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released, ref releasedBytes);
+                }
+                finally
+                {
+                    Undrain(cls, sources);
+                    if (resized is { } kept && ReleaseIfEmpty(cls, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
+                }
+            }
         }
     }
 
@@ -823,9 +830,9 @@ public sealed unsafe class CompactStore : IDisposable
     {
         long live = cls.Live;
         if (live == 0 || live > SlabSize / cls.SlotSize || live * cls.SlotSize >= threshold * cls.Bytes) return 0;
-        int size = FirstSlabSize;
-        while (size / cls.SlotSize < live) size <<= 1;
-        return size < cls.Bytes ? size : 0;
+        int n = 0;
+        while (SlabBytesAt(n) / cls.SlotSize < live) n++;
+        return SlabBytesAt(n) < cls.Bytes ? SlabBytesAt(n) : 0;
     }
 
     /// <summary>
