@@ -103,7 +103,7 @@ internal static class EngineRun
     /// (to read pages, which may change their state).</param>
     public static EngineRunResult Run(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
         Action<DEHost>? afterMeasure = null, int groupSize = 0, CompressionAlgorithm groupCodec = CompressionAlgorithm.Zstd,
-        bool defaultSweeps = false)
+        bool defaultSweeps = false, int similaritySeed = 20081208)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         var options = new DomainOptions
@@ -117,7 +117,7 @@ internal static class EngineRun
             GroupAlgorithm = groupCodec,
             GroupAfterSweeps = defaultSweeps ? new DomainPolicy().GroupAfterSweeps : 1,
         };
-        using var host = new DEHost(new HostOptions { Name = "compare", SimilaritySeed = 20081208 });
+        using var host = new DEHost(new HostOptions { Name = "compare", SimilaritySeed = similaritySeed });
         var load = Stopwatch.StartNew();
         foreach (var image in inputs.Images)
         {

@@ -15,8 +15,10 @@ internal abstract class IdSlotTable<TChunk> where TChunk : class
     private readonly int _chunkShift;
     private readonly uint _maxId;
     private readonly Func<TChunk> _newChunk;
-    private TChunk?[] _chunks = new TChunk?[4];
-    private uint[] _freeIds = new uint[16];
+    private const int InitialChunks = 4;
+    private const int InitialFreeIds = 16;
+    private TChunk?[] _chunks = new TChunk?[InitialChunks];
+    private uint[] _freeIds = new uint[InitialFreeIds];
     private int _freeCount;
     private uint _nextId = 1;
 
@@ -97,5 +99,19 @@ internal abstract class IdSlotTable<TChunk> where TChunk : class
             foreach (var c in _chunks) if (c is not null) chunks++;
             return chunks * chunkBytes + (long)_freeIds.Length * sizeof(uint) + (long)_chunks.Length * IntPtr.Size;
         }
+    }
+
+    /// <summary>
+    /// What <see cref="IdMetadataBytes"/> comes to for a table that handed out ids 1 to <paramref name="ids"/> and recycled
+    /// none (the colocation model's figure for a table it predicts): the chunks they fill, the chunk table grown to hold
+    /// them (4 entries, doubling), the recycled ids' first array.
+    /// </summary>
+    protected static long IdMetadataBytesFor(long ids, int chunkShift, long chunkBytes)
+    {
+        if (ids <= 0) return InitialFreeIds * sizeof(uint) + InitialChunks * IntPtr.Size;
+        long chunks = (ids >> chunkShift) + 1; // ids start at 1: id >> chunkShift is its chunk
+        long table = InitialChunks;
+        while (table < chunks) table *= 2;
+        return chunks * chunkBytes + InitialFreeIds * sizeof(uint) + table * IntPtr.Size;
     }
 }

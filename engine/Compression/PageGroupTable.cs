@@ -17,8 +17,8 @@ namespace DifferenceEngine.Compression;
 /// (<see cref="IdSlotTable{TChunk}.StripeLock"/>); ids are reserved and recycled under a table-wide gate, taken after a stripe lock and never
 /// before one. A page's lock is always taken before a stripe lock, never after. Chunks of records never move once
 /// allocated, so records are indexed without the gate.</para>
-/// <para>Metadata: <see cref="RecordBytes"/> a group (the piece handles dominate) plus 4 bytes for a recycled id;
-/// groups that need re-packing wait in a list of ids.</para>
+/// <para>Metadata: <see cref="RecordBytes"/> a group (the piece handles dominate), in chunks of 128, plus 4 bytes for a
+/// recycled id; groups that need re-packing wait in a list of ids.</para>
 /// </remarks>
 internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(ChunkShift, int.MaxValue, static () => new Chunk())
 {
@@ -37,7 +37,20 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// <summary>Managed bytes one group's record takes.</summary>
     public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 2 * sizeof(int) + 2 * sizeof(ushort) + 5;
 
-    private const int ChunkShift = 10;
+    /// <summary>
+    /// 128 records a chunk (7.3 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
+    /// of 2 MiB; the chunk table grows by one pointer per 512 grouped pages.
+    /// </summary>
+    private const int ChunkShift = 7;
+
+    /// <summary>A chunk's arrays' object headers (11 arrays) and the chunk object's.</summary>
+    private const int ChunkOverheadBytes = 11 * 24 + 16;
+
+    /// <summary>Managed bytes of one chunk of records.</summary>
+    public const int ChunkBytes = (1 << ChunkShift) * RecordBytes + ChunkOverheadBytes;
+
+    /// <summary>Records a chunk holds.</summary>
+    public const int RecordsPerChunk = 1 << ChunkShift;
     private long _live;
     private long _members;
     private readonly Lock _dirtyGate = new();
@@ -63,11 +76,15 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     {
         get
         {
-            long bytes = IdMetadataBytes((long)ChunkSize * RecordBytes);
+            long bytes = IdMetadataBytes(ChunkBytes);
             lock (_dirtyGate) bytes += (long)(_dirty.Length + _dirtySpare.Length) * sizeof(uint);
             return bytes;
         }
     }
+
+    /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="groups"/> groups (ids never recycled; nothing dirty).</summary>
+    public static long MetadataBytesFor(long groups) =>
+        IdMetadataBytesFor(groups, ChunkShift, ChunkBytes) + 2 * 16 * sizeof(uint);
 
     public static bool IsGroupOwner(ulong owner) => (owner & (OwnerTag | SharedBlobTable.OwnerTag)) == OwnerTag;
 

@@ -18,20 +18,29 @@ namespace DifferenceEngine.Compression;
 /// stripe lock (<see cref="IdSlotTable{TChunk}.StripeLock"/>): so a read never races the blob's move or free. Ids are allocated and
 /// recycled under a table-wide gate, taken after a stripe lock and never before one. Chunks of slots never move
 /// once allocated, so a slot is read without the gate.</para>
-/// <para>Metadata: 12 bytes a slot (handle and count) plus 4 for a recycled id.</para>
+/// <para>Metadata: 12 bytes a slot (handle and count), in chunks of 256, plus 4 for a recycled id.</para>
 /// </remarks>
 internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(ChunkShift, uint.MaxValue, static () => new Chunk())
 {
     /// <summary>The store owner of a shared blob is this bit with its id; a page's owner (domain id &lt;&lt; 40 | gfn) never has it.</summary>
     public const ulong OwnerTag = 1UL << 63;
 
-    private const int ChunkShift = 12;
+    /// <summary>256 slots a chunk (3 KiB): a chunk of 4,096 (48 KiB) was most of a small host's shared-blob bookkeeping.</summary>
+    private const int ChunkShift = 8;
+
+    /// <summary>A chunk's two arrays' object headers and the chunk object's.</summary>
+    private const int ChunkOverheadBytes = 2 * 24 + 16;
     private long _live;
 
     /// <summary>Shared blobs that pages still name.</summary>
     public long Count => Interlocked.Read(ref _live);
 
-    public long MetadataBytes => IdMetadataBytes((long)ChunkSize * (sizeof(ulong) + sizeof(int)));
+    public long MetadataBytes => IdMetadataBytes((long)ChunkSize * SlotBytes + ChunkOverheadBytes);
+
+    private const int SlotBytes = sizeof(ulong) + sizeof(int);
+
+    /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="blobs"/> blobs (ids never recycled).</summary>
+    public static long MetadataBytesFor(long blobs) => IdMetadataBytesFor(blobs, ChunkShift, (1L << ChunkShift) * SlotBytes + ChunkOverheadBytes);
 
     public static bool IsSharedOwner(ulong owner) => (owner & OwnerTag) != 0;
 

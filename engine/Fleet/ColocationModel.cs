@@ -1,6 +1,8 @@
 using DifferenceEngine.Memory;
 using System.Runtime.InteropServices;
 using DifferenceEngine.Store;
+using DifferenceEngine.Compression;
+using DifferenceEngine.Domains;
 
 namespace DifferenceEngine.Fleet;
 
@@ -53,16 +55,18 @@ public static class ColocationModel
     // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
     // the frame pool's bookkeeping of the frame it was loaded into (12.125 B); per page left in a frame, its slots in the
     // similarity and sharing tables (two keys, tables kept between a quarter and a half full: about 120 B); per page kept
-    // in a page group, its share of the group's record (56 B for a group of four); per shared page, its entry in the pass's
-    // buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and generations (14 B a slot).
+    // in a page group, its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table,
+    // counted in whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256); per shared page,
+    // its entry in the pass's buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and
+    // generations (14 B a slot). The placement's search counts grouped pages at a chunk's bytes per page it serves.
     internal const double MetadataPerPage = 8 + 12.125;
     internal const double MetadataPerFramePage = 120;
-    internal const double MetadataPerGroupedPage = 14;
+    internal const double MetadataPerGroupedPage = (double)PageGroupTable.ChunkBytes / (PageGroupTable.RecordsPerChunk * DomainPolicy.DefaultGroupSize);
     internal const double MetadataPerSharedPage = 24;
     internal const double StoreFreeFraction = 1.0 / 64;
     private const int GroupPrior = 32;
     private static readonly long EmptyTablesBytes = 3 * new DifferenceEngine.Sharing.HashSlotTable().MetadataBytes;
-    private static readonly long EmptySharedBlobsBytes = new DifferenceEngine.Compression.SharedBlobTable().MetadataBytes + new DifferenceEngine.Compression.SharedCandidates().MetadataBytes;
+    private static readonly long EmptySharedCandidatesBytes = new SharedCandidates().MetadataBytes;
 
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
 
@@ -74,7 +78,7 @@ public static class ColocationModel
     {
         Check(fingerprints);
         long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
-        long groupedPages = 0, sharedPages = 0, storeMetadata = 0;
+        long groupedPages = 0, sharedPages = 0, storeMetadata = 0, sharedBlobs = 0;
         long patchedPages = 0, referencePages = 0, sharedContents = 0, compressedContents = 0, frameContents = 0;
         double metadata = 0, tables = 0, sharingTables = 0;
         foreach (var trust in fingerprints.GroupBy(f => f.TrustGroup, StringComparer.Ordinal))
@@ -92,18 +96,20 @@ public static class ColocationModel
             compressedContents += part.Compressed;
             frameContents += part.FrameContents;
             groupedPages += part.Grouped;
+            sharedBlobs += part.SharedBlobs;
             storeMetadata += part.StoreMetadata;
             sharedPages += part.SharedPages;
         }
         foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
         // The similarity and sharing tables (three per trust group) are never under their empty size, which is most of a
         // small host's; the shared blobs' table and the cold shared pages' buffer have a size when empty too.
-        metadata += tables + MetadataPerGroupedPage * groupedPages + MetadataPerSharedPage * sharedPages
-                    + storeMetadata + HostFixedMetadataBytes;
+        metadata += tables + GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
+                    + MetadataPerSharedPage * sharedPages + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
         // With sharing alone every distinct content stays a frame in the tables, and nothing is in the store.
         long sharingMeta = (long)Math.Round(fingerprints.Sum(f => MetadataPerPage * f.PageCount) + sharingTables
-                                            + MetadataPerSharedPage * sharedPages + HostFixedMetadataBytes);
+                                            + MetadataPerSharedPage * sharedPages + HostFixedMetadataBytes
+                                            + GroupTableBytes(0) + SharedBlobTable.MetadataBytesFor(0));
         long guest = fingerprints.Sum(f => f.GuestBytes);
         long separate = fingerprints.Count == 1 ? frames + store + meta
             : separately ? fingerprints.Sum(f => Predict([f], separately: false).PredictedUsedBytes) : 0;
@@ -117,7 +123,7 @@ public static class ColocationModel
 
     private sealed record Part(long Frames, long Store, long SharingOnly, long SharingPatching)
     {
-        public long Patched, References, Shared, Compressed, FrameContents, Grouped, SharedPages, StoreMetadata;
+        public long Patched, References, Shared, Compressed, FrameContents, Grouped, SharedPages, StoreMetadata, SharedBlobs;
     }
 
     /// <summary>A distinct content of the set, as the engine meets it first: its entry, its domain, its copies in the set.</summary>
@@ -230,7 +236,7 @@ public static class ColocationModel
         double frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
         var slots = scratch.Slots; // slot size -> blobs of the sample in it
         slots.Clear();
-        double patched = 0, references = 0, shared = 0, compressed = 0, frameContents = 0, grouped = 0, sharedPages = 0;
+        double patched = 0, references = 0, shared = 0, compressed = 0, frameContents = 0, grouped = 0, sharedPages = 0, sharedBlobs = 0;
         foreach (ref readonly var c in contentRoute)
         {
             // Each content counts for its domain's weight: 1 sampled content stands for weight · 2^shift.
@@ -269,6 +275,7 @@ public static class ColocationModel
             {
                 store += w * cost;
                 AddSlot(slots, cost, w);
+                sharedBlobs += w;
                 continue;
             }
             store += w * cost * groupFactor[c.Domain];
@@ -354,7 +361,7 @@ public static class ColocationModel
         {
             Patched = Scaled(patched + crossPatched), References = Scaled(references + crossReferences), Shared = Scaled(shared),
             Compressed = Scaled(compressed - crossPatched), FrameContents = Scaled(frameContents), Grouped = Scaled(grouped - crossPatched),
-            SharedPages = Scaled(sharedPages), StoreMetadata = (long)Math.Round(slabMetadata),
+            SharedPages = Scaled(sharedPages), StoreMetadata = (long)Math.Round(slabMetadata), SharedBlobs = Scaled(sharedBlobs),
         };
 
         long Scaled(double sampledCount) => (long)Math.Round(sampledCount * scale);
@@ -451,7 +458,11 @@ public static class ColocationModel
     private const double Seen = 1e-6;
 
     /// <summary>Metadata a host has whatever it holds: the store's size classes, the shared blobs' table and the cold shared pages' buffer, empty.</summary>
-    internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes + EmptySharedBlobsBytes;
+    internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes + EmptySharedCandidatesBytes;
+
+    /// <summary>The host's page group table holding the groups of <paramref name="groupedPages"/> pages (groups of the default size), in whole chunks.</summary>
+    internal static long GroupTableBytes(long groupedPages) =>
+        PageGroupTable.MetadataBytesFor((groupedPages + DomainPolicy.DefaultGroupSize - 1) / DomainPolicy.DefaultGroupSize);
 
     /// <summary>The similarity and sharing tables of a trust group: 120 B per page left in a frame, never under their empty size.</summary>
     internal static double TablesBytes(double framePages) => Math.Max(MetadataPerFramePage * framePages, EmptyTablesBytes);

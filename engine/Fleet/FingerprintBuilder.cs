@@ -415,6 +415,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             if (readPage is null || !readPage(gfn, bytes)) return Look.Unreadable;
             bool shared = _copies.GetValueOrDefault((ulong)XxHash128.HashToUInt128(bytes)) > 1;
             int best = 0;
+            long against = -1;
             bool unknown = false;
             if (!shared && depth > 0)
             {
@@ -425,7 +426,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                     {
                         if (!readPage(holder, other)) { unknown = true; break; }
                         int cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes);
-                        if (cost > 0 && (best == 0 || cost < best)) best = cost;
+                        if (cost > 0 && (best == 0 || cost < best)) (best, against) = (cost, holder);
                         continue;
                     }
                     if (!_candidates[k].TryGetValue(key, out var list)) continue;
@@ -437,12 +438,12 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                         if (!look.Stays) continue;
                         if (!readPage(cand, other)) { unknown = true; break; }
                         int cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes);
-                        if (cost > 0 && (best == 0 || cost < best)) best = cost;
+                        if (cost > 0 && (best == 0 || cost < best)) (best, against) = (cost, cand);
                         break;
                     }
                 }
             }
-            var result = new Look(shared, shared || (best == 0 && Incompressible(gfn, bytes)), best, unknown);
+            var result = new Look(shared, shared || (best == 0 && Incompressible(gfn, bytes)), best, unknown) { Against = against };
             memo[gfn] = result;
             return result;
         }
@@ -464,11 +465,8 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 continue;
             }
             if (!look.Stays) continue;
-            // A page that stays a frame is a reference when a page after it with one of its keys (any page, when it is
-            // shared) patches against it.
-            var page = pages[Depth];
-            var other = others[Depth];
-            if (!readPage!(gfn, page)) continue;
+            // A page that stays a frame is a reference when a page with one of its keys is patched against it, as the
+            // engine patches that page (the second looks above, for it): after it, or anywhere when it is shared.
             bool reference = false;
             for (int k = 0; k < Keys && !reference; k++)
             {
@@ -479,8 +477,8 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 {
                     long r = list[j];
                     if (r == gfn || (r < gfn && !look.Shared)) continue;
-                    if (!readPage(r, other) || other.AsSpan().SequenceEqual(page)) continue;
-                    if (PatchCost(page, other) > 0)
+                    var patched = Examine(r, Depth - 1);
+                    if (patched.Patch > 0 && patched.Against == gfn)
                     {
                         reference = true;
                         break;
@@ -494,6 +492,9 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     /// <summary>What the second looks found about one page: shared, stays a frame, its patch (0: none), or could not be read.</summary>
     private readonly record struct Look(bool Shared, bool Stays, int Patch, bool Unknown)
     {
+        /// <summary>The page the patch is against (-1: none).</summary>
+        public long Against { get; init; }
+
         public static Look Unreadable => new(false, false, 0, true);
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using DifferenceEngine.Memory;
 using DifferenceEngine.Store;
+using DifferenceEngine.Compression;
 
 namespace DifferenceEngine.Fleet;
 
@@ -811,13 +812,13 @@ internal sealed class ContentAggregate
         FullClass = ClassOfLength[CompactStore.MaxBlobLength];
     }
 
-    public double Frames, Store, Grouped, SharedPages;
+    public double Frames, Store, Grouped, SharedPages, SharedBlobs;
     public readonly double[] Slots = new double[Classes];
     public readonly int[] Keys = new int[Classes];
 
     public void Clear()
     {
-        Frames = Store = Grouped = SharedPages = 0;
+        Frames = Store = Grouped = SharedPages = SharedBlobs = 0;
         Array.Clear(Slots);
         Array.Clear(Keys);
     }
@@ -828,6 +829,7 @@ internal sealed class ContentAggregate
         Store += sign * other.Store;
         Grouped += sign * other.Grouped;
         SharedPages += sign * other.SharedPages;
+        SharedBlobs += sign * other.SharedBlobs;
         for (int c = 0; c < Slots.Length; c++)
         {
             if (other.Keys[c] == 0 && other.Slots[c] == 0) continue;
@@ -866,6 +868,7 @@ internal sealed class ContentAggregate
         {
             Store += s * cost;
             Slot(cost, s, sign);
+            SharedBlobs += s;
             return;
         }
         Store += s * (cost * groupFactor);
@@ -882,7 +885,7 @@ internal sealed class ContentAggregate
     {
         public float Store, Blobs1, Blobs2;
         public uint SharedCopies;
-        public byte Class1, Class2, Kind; // classes: 255 for none; kind: 1 a frame, 2 grouped
+        public byte Class1, Class2, Kind; // classes: 255 for none; kind: 1 a frame, 2 grouped, 3 a shared blob
     }
 
     public static Delta DeltaOf(ushort single, ushort shared, ushort patch, bool reference, double groupFactor, long copies)
@@ -908,6 +911,7 @@ internal sealed class ContentAggregate
             a.Store = cost;
             a.Class1 = (byte)ClassOfLength[cost];
             a.Blobs1 = 1;
+            a.Kind = 3;
             return a;
         }
         a.Store = (float)(cost * groupFactor);
@@ -930,6 +934,7 @@ internal sealed class ContentAggregate
         Store += weight * delta.Store;
         if (delta.Kind == 1) Frames += weight;
         else if (delta.Kind == 2) Grouped += weight;
+        else if (delta.Kind == 3) SharedBlobs += weight;
         SharedPages += weight * delta.SharedCopies;
         if (delta.Class1 != 255)
         {
@@ -960,6 +965,7 @@ internal sealed class ContentAggregate
         double store = Store + (a?.Store ?? 0) + (b?.Store ?? 0);
         double grouped = Grouped + (a?.Grouped ?? 0) + (b?.Grouped ?? 0);
         double shared = SharedPages + (a?.SharedPages ?? 0) + (b?.SharedPages ?? 0);
+        double sharedBlobs = SharedBlobs + (a?.SharedBlobs ?? 0) + (b?.SharedBlobs ?? 0);
         int min = -1, max = -1;
         for (int c = 0; c < Keys.Length; c++)
         {
@@ -982,7 +988,8 @@ internal sealed class ContentAggregate
         // Pages, as the model counts them: whole (a sampled content stands for a fraction of a page's worth once weighted).
         frames = Math.Round(frames * scale);
         return frames * PageSize + slabBytes + stored * ColocationModel.StoreFreeFraction
-               + ColocationModel.TablesBytes(frames) + ColocationModel.MetadataPerGroupedPage * Math.Round(grouped * scale)
+               + ColocationModel.TablesBytes(frames) + ColocationModel.GroupTableBytes((long)Math.Round(grouped * scale))
+               + SharedBlobTable.MetadataBytesFor((long)Math.Round(sharedBlobs * scale))
                + ColocationModel.MetadataPerSharedPage * Math.Round(shared * scale) + slabMetadata;
     }
 

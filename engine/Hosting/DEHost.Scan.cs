@@ -157,6 +157,7 @@ public sealed partial class DEHost
         Frames.ReleaseFree(); // the frames this pass freed go back to the system: memory used is what the process holds
         MaintainJournals();
         var compaction = CompactStoreIfNeeded();
+        Store.TrimSlabCache(); // what the pass kept of released slabs for reuse
         return new PassResult(pass, swept, sum.PagesExamined, sum.ZeroPagesFound, sum.PagesMerged, sum.FramesFreed,
             sum.HashCollisions, sum.Contended + enc.Contended, Stopwatch.GetElapsedTime(started))
         {

@@ -698,7 +698,8 @@ public sealed unsafe class CompactStore : IDisposable
 
     /// <summary>
     /// Keeps a released slab's bookkeeping for reuse; with the cache full, the oldest kept goes (a class cycling between
-    /// none and one small slab then reuses its own, whatever sizes the cache held before).
+    /// none and one small slab then reuses its own, whatever sizes the cache held before). The cache serves churn within
+    /// a pass: <see cref="TrimSlabCache"/> empties it when the pass ends.
     /// </summary>
     private void CacheSlab(SizeClass cls, Slab s)
     {
@@ -710,6 +711,33 @@ public sealed unsafe class CompactStore : IDisposable
             Interlocked.Add(ref _slabMetadata, -SlabMetadataBytes(oldest.SlotCount));
         }
         cls.Cache[cls.CacheCount++] = s;
+    }
+
+    /// <summary>
+    /// Drops the bookkeeping kept for released slabs (<see cref="MetadataBytes"/> falls by it) and returns its bytes. The
+    /// engine calls it at the end of each pass: the cache saves allocations while a pass frees and makes slabs, and kept
+    /// any longer it holds memory for slabs that no longer exist (on a small host it was a quarter of the store's
+    /// bookkeeping once stable).
+    /// </summary>
+    public long TrimSlabCache()
+    {
+        long dropped = 0;
+        if (_disposed) return 0;
+        foreach (var cls in _classes)
+        {
+            if (Volatile.Read(ref cls.CacheCount) == 0) continue;
+            lock (cls.Gate)
+            {
+                for (int i = 0; i < cls.CacheCount; i++)
+                {
+                    dropped += SlabMetadataBytes(cls.Cache[i]!.SlotCount);
+                    cls.Cache[i] = null;
+                }
+                cls.CacheCount = 0;
+            }
+        }
+        if (dropped > 0) Interlocked.Add(ref _slabMetadata, -dropped);
+        return dropped;
     }
 
     /// <summary>A released slab's bookkeeping of <paramref name="slots"/> slots, taken out of the class's cache; null when none.</summary>

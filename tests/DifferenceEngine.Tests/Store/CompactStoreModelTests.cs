@@ -157,6 +157,44 @@ public class CompactStoreModelTests
         Assert.InRange(table, 0, 64 * 1024);
     }
 
+    [Fact]
+    public void TrimSlabCacheDropsTheBookkeepingOfReleasedSlabsAndNothingElse()
+    {
+        using var store = new CompactStore();
+        long empty = store.MetadataBytes;
+        // Blobs of 40 lengths, three each; then all freed but the first length's, so every other class's slab is
+        // released and its bookkeeping waits in the class's cache.
+        var handles = new List<ulong>();
+        var perSlot = new Dictionary<int, int>();
+        for (int c = 0; c < 40; c++)
+        {
+            int length = 64 + c * 96;
+            perSlot[CompactStore.SlotSizeFor(length)] = perSlot.GetValueOrDefault(CompactStore.SlotSizeFor(length)) + 3;
+            for (int i = 0; i < 3; i++)
+            {
+                Assert.True(store.TryAllocate(length, (ulong)(c * 10 + i + 1), out ulong h));
+                handles.Add(h);
+            }
+        }
+        int kept = CompactStore.SlotSizeFor(64);
+        long released = perSlot.Where(kv => kv.Key != kept).Sum(kv => CompactStore.SlabsFor(kv.Key, kv.Value).Metadata);
+        long full = store.MetadataBytes;
+        for (int i = 3; i < handles.Count; i++) store.Free(handles[i]);
+        Assert.Equal(CompactStore.FirstSlabSize, store.AllocatedBytes);
+        Assert.Equal(full, store.MetadataBytes); // released slabs' arrays are still held, and counted
+
+        Assert.Equal(released, store.TrimSlabCache());
+        Assert.Equal(full - released, store.MetadataBytes);
+        // What is left: the empty store's, the live slab's bookkeeping and the slab table grown for the ids used.
+        Assert.InRange(store.MetadataBytes - empty - CompactStore.SlabsFor(kept, 3).Metadata, 0, 1024);
+        Assert.Equal(0, store.TrimSlabCache());
+        // The blobs still in the store read back; a class whose cache was dropped makes a new slab as before.
+        Assert.Equal(64, store.LengthOf(handles[0]));
+        Assert.True(store.TryAllocate(1000, 999, out ulong again));
+        Assert.Equal(1000, store.LengthOf(again));
+        Assert.Equal(full - released + CompactStore.SlabsFor(CompactStore.SlotSizeFor(1000), 1).Metadata, store.MetadataBytes);
+    }
+
     internal static int RandomLength(Random rng) => rng.Next(4) switch
     {
         0 => rng.Next(1, 129),           // small patches
