@@ -763,7 +763,7 @@ internal sealed class PlacementModel
         for (int i = 0; i < Items.Length; i++)
         {
             ref readonly var a = ref AloneItems[i];
-            double b = a.Store * (1 + ColocationModel.StoreFreeFraction);
+            double b = a.Store;
             if (a.Kind == 1) b += PageGeometry.PageSize + ColocationModel.MetadataPerFramePage;
             else if (a.Kind == 2) b += ColocationModel.MetadataPerGroupedPage;
             bytes[i] = b * Weight * Ratio[Items[i].Domain] * Scale;
@@ -956,7 +956,7 @@ internal sealed class ContentAggregate
     }
 
     /// <summary>
-    /// The bytes the model predicts for this trust group's part (frames, slabs with their free slack, and the metadata
+    /// The bytes the model predicts for this trust group's part (frames, slabs as the store fills them, and the metadata
     /// of frames, grouped and shared pages and slabs), with up to two changes added (null: none).
     /// </summary>
     public double Cost(ContentAggregate? a, ContentAggregate? b, double scale)
@@ -987,7 +987,7 @@ internal sealed class ContentAggregate
         }
         // Pages, as the model counts them: whole (a sampled content stands for a fraction of a page's worth once weighted).
         frames = Math.Round(frames * scale);
-        return frames * PageSize + slabBytes + stored * ColocationModel.StoreFreeFraction
+        return frames * PageSize + slabBytes
                + ColocationModel.TablesBytes(frames) + ColocationModel.GroupTableBytes((long)Math.Round(grouped * scale))
                + SharedBlobTable.MetadataBytesFor((long)Math.Round(sharedBlobs * scale))
                + ColocationModel.MetadataPerSharedPage * Math.Round(shared * scale) + slabMetadata;
