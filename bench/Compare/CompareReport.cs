@@ -250,8 +250,10 @@ internal sealed class CompareReport(
         // Against KSM then zram with the best algorithm the kernel offers here (the least memory of them).
         var zram = peers.KsmThenZram.MinBy(z => z.MemUsedTotal);
         var all = runs.Where(r => r.Name == "all mechanisms").ToList();
-        var byDefault = all.FirstOrDefault(r => r.Codec == DomainPolicy.DefaultAlgorithm.ToString() && r.GroupSize == DomainPolicy.DefaultGroupSize);
-        var fast = all.FirstOrDefault(r => r.Codec == "LZ4" && r.GroupSize == 0);
+        var byDefault = all.FirstOrDefault(r => r.Codec == DomainPolicy.DefaultAlgorithm.ToString() && r.GroupSize == DomainPolicy.DefaultGroupSize
+                                                && r.GroupCodec == DomainPolicy.DefaultGroupAlgorithm.ToString());
+        // The fast setting: LZ4 for single pages and for groups (LZ4 decodes every page a fault brings back).
+        var fast = all.FirstOrDefault(r => r.Codec == "LZ4" && r.GroupSize == DomainPolicy.DefaultGroupSize && r.GroupCodec == "LZ4");
         if (zram is not null && all.Count > 0)
         {
             string Ratio(EngineRunResult r, double goal, string what)

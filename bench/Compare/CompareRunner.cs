@@ -73,7 +73,8 @@ internal sealed class CompareRunner(CompareOptions options)
         patchPairs = null;
 
         // Every codec alone (each page compressed by itself), then the default setting (LZ4 alone, long-cold pages in Zstd
-        // groups) and Zstd with Zstd groups: the effect of page groups, before and after, in one run.
+        // groups), the fast setting (LZ4 with LZ4 groups: LZ4 decodes every page) and Zstd with Zstd groups: the effect of
+        // page groups, before and after, in one run.
         foreach (var codec in codecs)
             runs.Add(Engine("all mechanisms", inputs, patching: true, codec,
                 afterMeasure: codec == CompressionAlgorithm.Zstd ? host => goals.Faults.AddRange(GoalSamples.Faults(host)) : null));
@@ -81,6 +82,8 @@ internal sealed class CompareRunner(CompareOptions options)
             afterMeasure: host => goals.Faults.AddRange(GoalSamples.Faults(host))));
         goals.CompressPageLz4Micros = GoalSamples.CompressPageLz4Micros(inputs);
         if (OperatingSystem.IsLinux()) goals.FirstTouchMicros = GoalSamples.FirstTouchMicros();
+        runs.Add(Engine("all mechanisms", inputs, patching: true, CompressionAlgorithm.LZ4, groupSize: DomainPolicy.DefaultGroupSize,
+            groupCodec: CompressionAlgorithm.LZ4));
         if (!options.Quick)
             runs.Add(Engine("all mechanisms", inputs, patching: true, CompressionAlgorithm.Zstd, groupSize: DomainPolicy.DefaultGroupSize));
 
@@ -127,9 +130,9 @@ internal sealed class CompareRunner(CompareOptions options)
     }
 
     private static EngineRunResult Engine(string name, InputImages inputs, bool patching, CompressionAlgorithm? codec, int threads = 0,
-        Action<DifferenceEngine.Hosting.DEHost>? afterMeasure = null, int groupSize = 0)
+        Action<DifferenceEngine.Hosting.DEHost>? afterMeasure = null, int groupSize = 0, CompressionAlgorithm groupCodec = CompressionAlgorithm.Zstd)
     {
-        var r = EngineRun.Run(name, inputs, patching, codec, threads, afterMeasure, groupSize);
+        var r = EngineRun.Run(name, inputs, patching, codec, threads, afterMeasure, groupSize, groupCodec);
         Log($"{name}{(r.Setting is null ? "" : $" ({r.Setting})")}, {r.Threads} thread(s): {r.Passes} passes in {r.ScanTime.TotalSeconds:0.000} s " +
             $"(first {r.FirstPassTime.TotalSeconds:0.000} s, {r.FirstPassPagesPerSecond:0} pages/s); memory used {r.MemoryUsedBytes / 1048576.0:0.0} MiB " +
             $"of {r.GuestPages * 4096 / 1048576.0:0.0}");

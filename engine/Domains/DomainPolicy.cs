@@ -26,7 +26,10 @@ public sealed class DomainPolicy
     private int _c4Sweeps = DefaultC4Sweeps;
     private int _groupSize = DefaultGroupSize;
     private int _groupAfterSweeps = DefaultGroupAfterSweeps;
-    private Codecs.CompressionAlgorithm _groupAlgorithm = Codecs.CompressionAlgorithm.Zstd;
+    /// <summary>The codec of page groups unless the policy says otherwise.</summary>
+    public const Codecs.CompressionAlgorithm DefaultGroupAlgorithm = Codecs.CompressionAlgorithm.Zstd;
+
+    private Codecs.CompressionAlgorithm _groupAlgorithm = DefaultGroupAlgorithm;
     private string _trustGroup = DefaultTrustGroup;
     private int _patchThreshold = DefaultPatchThreshold;
     private double _compressionThreshold = DefaultCompressionThreshold;
@@ -76,7 +79,7 @@ public sealed class DomainPolicy
         }
     }
 
-    /// <summary>The codec of page groups: Zstd (the default) or LZ4.</summary>
+    /// <summary>The codec of page groups: Zstd (the default) or LZ4 (at a high-compression level; decoded as fast as any LZ4).</summary>
     public Codecs.CompressionAlgorithm GroupAlgorithm
     {
         get => _groupAlgorithm;
