@@ -46,16 +46,19 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// <summary>A chunk's arrays' object headers (11 arrays) and the chunk object's.</summary>
     private const int ChunkOverheadBytes = 11 * 24 + 16;
 
-    /// <summary>Managed bytes of one chunk of records.</summary>
-    public const int ChunkBytes = (1 << ChunkShift) * RecordBytes + ChunkOverheadBytes;
-
     /// <summary>Records a chunk holds.</summary>
     public const int RecordsPerChunk = 1 << ChunkShift;
+
+    /// <summary>Managed bytes of one chunk of records.</summary>
+    public const int ChunkBytes = RecordsPerChunk * RecordBytes + ChunkOverheadBytes;
+
+    /// <summary>Length of the two lists of groups waiting to be re-packed when nothing has grown them.</summary>
+    private const int InitialDirty = 16;
     private long _live;
     private long _members;
     private readonly Lock _dirtyGate = new();
-    private uint[] _dirty = new uint[16];
-    private uint[] _dirtySpare = new uint[16];
+    private uint[] _dirty = new uint[InitialDirty];
+    private uint[] _dirtySpare = new uint[InitialDirty];
     private int _dirtyCount;
 
     /// <summary>Groups that still hold a live member.</summary>
@@ -84,7 +87,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
 
     /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="groups"/> groups (ids never recycled; nothing dirty).</summary>
     public static long MetadataBytesFor(long groups) =>
-        IdMetadataBytesFor(groups, ChunkShift, ChunkBytes) + 2 * 16 * sizeof(uint);
+        IdMetadataBytesFor(groups, ChunkShift, ChunkBytes) + 2 * InitialDirty * sizeof(uint);
 
     public static bool IsGroupOwner(ulong owner) => (owner & (OwnerTag | SharedBlobTable.OwnerTag)) == OwnerTag;
 
@@ -266,7 +269,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             // Two lists in turn: steady passes allocate nothing.
             n = _dirtyCount;
             ids = _dirty;
-            _dirty = _dirtySpare.Length >= 16 ? _dirtySpare : new uint[16];
+            _dirty = _dirtySpare.Length >= InitialDirty ? _dirtySpare : new uint[InitialDirty];
             _dirtySpare = ids;
             _dirtyCount = 0;
         }

@@ -30,17 +30,18 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
 
     /// <summary>A chunk's two arrays' object headers and the chunk object's.</summary>
     private const int ChunkOverheadBytes = 2 * 24 + 16;
+
+    /// <summary>Managed bytes of one chunk of slots: per slot its handle and count.</summary>
+    private const int ChunkBytes = (1 << ChunkShift) * (sizeof(ulong) + sizeof(int)) + ChunkOverheadBytes;
     private long _live;
 
     /// <summary>Shared blobs that pages still name.</summary>
     public long Count => Interlocked.Read(ref _live);
 
-    public long MetadataBytes => IdMetadataBytes((long)ChunkSize * SlotBytes + ChunkOverheadBytes);
-
-    private const int SlotBytes = sizeof(ulong) + sizeof(int);
+    public long MetadataBytes => IdMetadataBytes(ChunkBytes);
 
     /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="blobs"/> blobs (ids never recycled).</summary>
-    public static long MetadataBytesFor(long blobs) => IdMetadataBytesFor(blobs, ChunkShift, (1L << ChunkShift) * SlotBytes + ChunkOverheadBytes);
+    public static long MetadataBytesFor(long blobs) => IdMetadataBytesFor(blobs, ChunkShift, ChunkBytes);
 
     public static bool IsSharedOwner(ulong owner) => (owner & OwnerTag) != 0;
 

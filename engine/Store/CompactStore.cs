@@ -721,8 +721,8 @@ public sealed unsafe class CompactStore : IDisposable
     /// </summary>
     public long TrimSlabCache()
     {
-        long dropped = 0;
         if (_disposed) return 0;
+        long dropped = 0;
         foreach (var cls in _classes)
         {
             if (Volatile.Read(ref cls.CacheCount) == 0) continue;
