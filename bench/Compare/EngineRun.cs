@@ -173,7 +173,7 @@ internal static class EngineRun
             }
         }
         if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null)
-            Console.WriteLine("    store census: " + string.Join(' ', host.Store.Census().Select(c => $"{c.SlotSize}:{c.Live}/{c.Slabs}")));
+            Console.WriteLine("    store census: " + string.Join(' ', host.Store.Census().Select(c => $"{c.SlotSize}:{c.Live}/{c.Slabs}/{c.Bytes}")));
         var first = scan.PassResults[0];
         var index = host.SharingIndexFor(DomainPolicy.DefaultTrustGroup);
         var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,

@@ -15,6 +15,7 @@ public class FingerprintBenchmark
 {
     private byte[] _image = [];
     private int _pages;
+    private int _shift = FingerprintBuilder.DefaultSampleShift;
     private FleetKey _key = FleetKey.FromSecret(new byte[32]);
 
     [GlobalSetup]
@@ -46,20 +47,22 @@ public class FingerprintBenchmark
     }
 
     /// <summary>
-    /// fingerprint-loop IMAGE [N]: fingerprints the image N times (default 20) and prints the rate of each run: a steady
+    /// fingerprint-loop IMAGE [N [SHIFT]]: fingerprints the image N times (default 20; sampling one page in 2^SHIFT,
+    /// default the builder's) and prints the rate of each run: a steady
     /// load to profile (dotnet-trace collect --profile cpu-sampling -- ...), not a measurement (that is this benchmark).
     /// </summary>
     public static int Loop(string[] args)
     {
         if (args.Length < 1 || !File.Exists(args[0]))
         {
-            Console.Error.WriteLine("usage: fingerprint-loop IMAGE [RUNS]");
+            Console.Error.WriteLine("usage: fingerprint-loop IMAGE [RUNS [SAMPLE-SHIFT]]");
             return 2;
         }
         Environment.SetEnvironmentVariable("DE_FINGERPRINT_IMAGE", Path.GetFullPath(args[0]));
         var bench = new FingerprintBenchmark();
         bench.Load();
         int runs = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20;
+        if (args.Length > 2) bench._shift = int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
         for (int i = 0; i < runs; i++)
         {
             var time = System.Diagnostics.Stopwatch.StartNew();
@@ -72,7 +75,7 @@ public class FingerprintBenchmark
     [Benchmark(Description = "fingerprint (whole image)")]
     public long Fingerprint()
     {
-        using var builder = new FingerprintBuilder(_key, expectedPages: _pages); // as Get-DEFingerprint makes it: tables sized for the pages
+        using var builder = new FingerprintBuilder(_key, _shift, expectedPages: _pages); // as Get-DEFingerprint makes it: tables sized for the pages
         for (int p = 0; p < _pages; p++) builder.SetPage(p, _image.AsSpan(p * RealPages.PageSize, RealPages.PageSize));
         var f = builder.Finish("bench", "bench", "default", _pages, "bench", (gfn, page) =>
         {

@@ -310,6 +310,9 @@ public static class ColocationModel
             medianPatch[byKey[i].Similarity] = byKey[i + (j - i) / 2].Cost;
             i = j;
         }
+        // The similarity route is sampled apart, more sparsely: each of its entries stands for 2^(SimilarityShift - SampleShift)
+        // of the content route's.
+        double similarityScale = 1L << (set[0].SimilaritySampleShift - set[0].SampleShift);
         var firstOf = scratch.FirstOf; // similarity key -> the first content with it, in the similarity route
         firstOf.Clear();
         var madeReference = scratch.MadeReference;
@@ -330,7 +333,7 @@ public static class ColocationModel
                 continue;
             // What the page cost at home: a frame as a reference (or incompressible), else its blob.
             bool frameAtHome = (e.Flags & EntryFlags.Reference) != 0 || e.SingleCost == 0;
-            double w = weight[c.Domain];
+            double w = weight[c.Domain] * similarityScale;
             crossStore += w * (patch - (frameAtHome ? 0 : e.SingleCost * groupFactor[c.Domain]));
             if (frameAtHome) crossFrames -= w * PageSize;
             crossPatched += w;
@@ -338,7 +341,7 @@ public static class ColocationModel
             if ((r.Flags & EntryFlags.Reference) == 0 && madeReference.Add(e.Similarity))
             {
                 int rCost = reference.Shared ? r.SharedCost : r.SingleCost;
-                double wr = weight[reference.Domain];
+                double wr = weight[reference.Domain] * similarityScale;
                 if (rCost > 0)
                 {
                     crossFrames += wr * PageSize;
@@ -513,6 +516,9 @@ public static class ColocationModel
     /// <summary>Diagnostics: given the predicted blobs per slot size of each trust group.</summary>
     internal static Action<string>? Census;
 
+    private static string SampleText(DomainFingerprint f) =>
+        $"contents 1 in {1L << f.SampleShift}, similarity keys 1 in {1L << f.SimilaritySampleShift}, detector seed {f.DetectorSeed}";
+
     /// <summary>The fingerprints can be combined: at least one, one fleet key, one sample rate, one detector.</summary>
     internal static void Check(IReadOnlyList<DomainFingerprint> fingerprints)
     {
@@ -528,9 +534,9 @@ public static class ColocationModel
                 throw new DEException("FingerprintKeyMismatch", DEErrorKind.InvalidArgument,
                     $"The fingerprints of '{f0}' and '{f}' were made with different fleet keys ({f0.KeyId}, {f.KeyId}): their hashes cannot be compared. Fingerprint every domain with the same key.",
                     f.ToString());
-            if (f.SampleShift != f0.SampleShift || f.DetectorSeed != f0.DetectorSeed)
+            if (f.SampleShift != f0.SampleShift || f.SimilaritySampleShift != f0.SimilaritySampleShift || f.DetectorSeed != f0.DetectorSeed)
                 throw new DEException("FingerprintSampleMismatch", DEErrorKind.InvalidArgument,
-                    $"The fingerprints of '{f0}' and '{f}' sample differently (1 in {1L << f0.SampleShift} and 1 in {1L << f.SampleShift}); fingerprint every domain with the same -SampleRate.",
+                    $"The fingerprints of '{f0}' and '{f}' sample differently ({SampleText(f0)}; {SampleText(f)}); fingerprint every domain with the same -SampleRate and module version.",
                     f.ToString());
         }
     }

@@ -81,8 +81,20 @@ public sealed class DomainFingerprint
     /// <summary>Pages whose stored bytes could not be read back during the pass (left out of every figure; their next guest access reports why).</summary>
     public long UnreadablePages { get; set; }
 
-    /// <summary>Pages sampled: those whose keyed similarity key falls below 2^64 / 2^<see cref="SampleShift"/>.</summary>
+    /// <summary>
+    /// The sample: a content is sampled (the content route) when its keyed content hash falls below 2^64 / 2^<see cref="SampleShift"/>,
+    /// and with its similarity key (the similarity route) when its keyed similarity key falls below 2^64 / 2^<see cref="SimilarityShift"/>.
+    /// </summary>
     public int SampleShift { get; set; }
+
+    /// <summary>
+    /// The similarity route's shift: <see cref="SampleShift"/> + 2 (<see cref="FingerprintBuilder.SimilarityShiftExtra"/>);
+    /// 0 in a fingerprint made before the routes were sampled apart, whose similarity route has <see cref="SampleShift"/>.
+    /// </summary>
+    public int SimilarityShift { get; set; }
+
+    /// <summary>The similarity route's shift as it was sampled (<see cref="SampleShift"/> for a fingerprint that does not say).</summary>
+    internal int SimilaritySampleShift => SimilarityShift > 0 ? SimilarityShift : SampleShift;
     public long SampledPages { get; set; }
 
     /// <summary>The similarity detector's seed and block the sample is keyed on (one 64-byte block, the engine's default k=1 key).</summary>

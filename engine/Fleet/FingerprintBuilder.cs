@@ -28,6 +28,13 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
 {
     /// <summary>Sample one similarity key in 2^this (16: one page in 16).</summary>
     public const int DefaultSampleShift = 4;
+
+    /// <summary>
+    /// The similarity route samples keys this many powers of two more sparsely than the content route (one key in 64 by
+    /// default): it serves only the patches across domains, under 1% of any prediction on the fleet bench, while its
+    /// entries' codec work was a fifth of the pass (docs/FLEET.md, "Speed").
+    /// </summary>
+    public const int SimilarityShiftExtra = 2;
     public const int MinSampleShift = 2;
     public const int MaxSampleShift = 12;
 
@@ -41,7 +48,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     private readonly KeyedHasher _hasher;
     private readonly string _keyId;
     private readonly int _shift;
-    private readonly ulong _threshold;
+    private readonly ulong _threshold, _similarityThreshold;
     private readonly SimilarityDetector _detector = new(HostPolicy.DefaultKeys, HostPolicy.DefaultBlocksPerKey, FleetDetectorSeed);
     private readonly DomainPolicy _policy = new();
     private readonly Dictionary<ulong, int> _byContent = new();
@@ -63,6 +70,9 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     private readonly int[] _runSingles = new int[GroupRun];
     private bool _runOpen;
     private readonly int _runEvery;
+    // Which sampled contents have their shared-frame blob measured: the low bits of their keyed content hash under this
+    // mask are zero (see MeasureMask).
+    private readonly ulong _sharedCostMask;
     private int _runPages;
     private long _groupBytes, _groupSinglesBytes;
     private int _groupRuns;
@@ -80,14 +90,34 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         _keyId = key.KeyId;
         _shift = sampleShift;
         _threshold = ulong.MaxValue >> sampleShift;
+        _similarityThreshold = ulong.MaxValue >> (sampleShift + SimilarityShiftExtra);
         // Sized for the pages to come (the page count of the domain or image): the tables never grow during the pass.
         int capacity = (int)Math.Clamp(expectedPages, 0, 1 << 26);
         _runEvery = expectedPages <= 0 ? GroupRun * GroupRunEvery : (int)Math.Clamp(expectedPages / 64, 16, GroupRun * GroupRunEvery);
+        _sharedCostMask = MeasureMask(2 * (expectedPages >> sampleShift), SharedCostsWanted);
         if (capacity > 0)
         {
             _copies.EnsureCapacity(capacity);
             foreach (var table in _candidates) table.EnsureCapacity(capacity);
         }
+    }
+
+    // The shared-frame blobs measured go into one ratio (Zstd's blob to LZ4's, for the contents not measured), whose
+    // precision depends on how many contents are measured, not on what fraction of the domain they are: one sampled
+    // content in 8 is measured, or fewer in a large domain, as long as about this many are expected to be.
+    private const int SharedCostsWanted = 64;
+    private const int MinMeasureShift = 3, MaxMeasureShift = 10;
+
+    /// <summary>
+    /// The mask on the keyed content hash that selects one sampled content in 2^s for a measurement: s the largest from 3
+    /// to 10 that still leaves at least <paramref name="wanted"/> of the <paramref name="expected"/> contents (3 when the
+    /// pages to come are not known).
+    /// </summary>
+    internal static ulong MeasureMask(long expected, int wanted)
+    {
+        int s = MinMeasureShift;
+        while (s < MaxMeasureShift && expected >> (s + 1) >= wanted) s++;
+        return (1UL << s) - 1;
     }
 
     /// <summary>Takes the next page; gfns must increase (pages never given are zero).</summary>
@@ -98,7 +128,9 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 $"Pages must come in increasing gfn order; {gfn} came after {_lastGfn}.", gfn);
         if (page.Length != PageSize)
             throw new DEException("BufferTooSmall", DEErrorKind.InvalidArgument, $"A page is {PageSize} bytes; {page.Length} were given.", page.Length);
-        _time.Start();
+        // The pass's time runs from the first page to the end of Finish (the caller's reads included): two clock reads a
+        // page cost 2% of the pass.
+        if (!_time.IsRunning) _time.Start();
         _lastGfn = gfn;
         _pagesSet++;
         bool content = Classify(gfn, page);
@@ -108,7 +140,6 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             _runPages = 0;
         }
         if (content && _runOpen) TrackRun(gfn, page, SingleCost(page, out _));
-        _time.Stop();
     }
 
     // Pages wait in a batch for their keyed hashes: AES over a whole batch at once costs a fraction of a call per page.
@@ -174,7 +205,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         {
             ulong keyedSimilarity = BinaryPrimitives.ReadUInt64LittleEndian(_similarityKeyed.AsSpan(i * 16));
             ulong keyedContent = BinaryPrimitives.ReadUInt64LittleEndian(_contentKeyed.AsSpan(i * 16));
-            var route = (keyedSimilarity <= _threshold ? EntryFlags.BySimilarity : 0) | (keyedContent <= _threshold ? EntryFlags.ByContent : 0);
+            var route = (keyedSimilarity <= _similarityThreshold ? EntryFlags.BySimilarity : 0) | (keyedContent <= _threshold ? EntryFlags.ByContent : 0);
             if (route == 0) continue;
             _sampled++;
             if (_byContent.TryGetValue(keyedContent, out int existing))
@@ -188,11 +219,12 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             var flags = route | (single == 0 ? EntryFlags.Incompressible : EntryFlags.None);
             if (fallback) flags |= EntryFlags.FallbackCodec;
             // The blob as a shared frame (Zstd): known when neither codec shrinks the page (none) or only Zstd does (the
-            // single blob); measured for one compressible content in eight (by its keyed hash), and for the others
-            // estimated at Finish from the measured ones' Zstd-to-LZ4 ratio (Zstd costs five times LZ4's time).
+            // single blob); measured for one compressible content in eight, or fewer in a large domain (MeasureMask, by
+            // its keyed hash), and for the others estimated at Finish from the measured ones' Zstd-to-LZ4 ratio (Zstd
+            // costs five times LZ4's time).
             int shared = 0;
             if (fallback) shared = single;
-            else if (single > 0 && (keyedContent & 7) == 0)
+            else if (single > 0 && (keyedContent & _sharedCostMask) == 0)
             {
                 shared = SharedCost(page);
                 if (shared > 0)
@@ -505,7 +537,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     public DomainFingerprint Finish(string domain, string hostName, string trustGroup, long pageCount, string source,
         Func<long, Span<byte>, bool>? readPage)
     {
-        _time.Start();
+        if (!_time.IsRunning) _time.Start();
         FlushBatch();
         EstimateSharedCosts();
         SecondLooks(readPage);
@@ -528,6 +560,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             ContentPages = _content,
             DistinctContents = _copies.Count,
             SampleShift = _shift,
+            SimilarityShift = _shift + SimilarityShiftExtra,
             SampledPages = _sampled,
             DetectorSeed = FleetDetectorSeed,
             GroupFactor = _groupSinglesBytes == 0 ? 1 : (double)_groupBytes / _groupSinglesBytes,

@@ -415,7 +415,7 @@ internal sealed class PlacementModel
     private PlacementModel(int count, int trustCount, string[] trustNames, int[] trust, long[] pages, double[] groupFactor, double[] ratio,
         (double, double, double, double)[] groupAlone, double[] groupFallback, double[] groupReference,
         ContentAggregate[] baseAggregate, long[] alone, double[] aloneEstimate, int[] itemStart, Item[] items, int contentIds, int bits,
-        int[] similarStart, SimilarItem[] similar, int similarKeys, int similarBits, double scale)
+        int[] similarStart, SimilarItem[] similar, int similarKeys, int similarBits, double scale, double similarityScale)
     {
         GroupAlone = groupAlone;
         GroupFallback = groupFallback;
@@ -445,7 +445,9 @@ internal sealed class PlacementModel
         Similar = similar;
         SimilarKeys = similarKeys;
         SimilarSubsampleBits = similarBits;
-        SimilarWeight = 1L << similarBits;
+        // Each similarity item the search keeps stands for 2^similarBits of the route's, each of those for
+        // 2^(SimilarityShift - SampleShift) of the content route's (the routes are sampled apart).
+        SimilarWeight = (double)(1L << similarBits) * similarityScale;
         Scale = scale;
     }
 
@@ -462,6 +464,7 @@ internal sealed class PlacementModel
         var groupAlone = new (double, double, double, double)[n];
         var groupReference = new double[n];
         double scale = 1L << domains[0].SampleShift;
+        double similarityScale = 1L << (domains[0].SimilaritySampleShift - domains[0].SampleShift);
         var parallel = new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount };
 
         // Each domain's routes, one entry per content (the first met, copies summed, as the model merges them): the
@@ -561,7 +564,7 @@ internal sealed class PlacementModel
         var similarStart = Offsets(similarLists);
         return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, ratio, groupAlone, groupFallback, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
             Flatten(itemLists, itemStart), contentIds.Count(kv => kv.Value >= 0), bits, similarStart, Flatten(similarLists, similarStart),
-            similarIds.Count(kv => kv.Value >= 0), similarBits, scale);
+            similarIds.Count(kv => kv.Value >= 0), similarBits, scale, similarityScale);
     }
 
     /// <summary>

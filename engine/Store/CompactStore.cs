@@ -167,10 +167,10 @@ public sealed unsafe class CompactStore : IDisposable
     }
 
     /// <summary>Per size class in use: its slot size, slabs and live blobs (diagnostics; not synchronised).</summary>
-    internal IEnumerable<(int SlotSize, int Slabs, long Live)> Census()
+    internal IEnumerable<(int SlotSize, int Slabs, long Live, long Bytes)> Census()
     {
         foreach (var c in _classes)
-            if (c.SlabCount > 0) yield return (c.SlotSize, c.SlabCount, Volatile.Read(ref c.Live));
+            if (c.SlabCount > 0) yield return (c.SlotSize, c.SlabCount, Volatile.Read(ref c.Live), Volatile.Read(ref c.Bytes));
     }
 
     /// <summary>Native bytes held but not holding blob bytes: slot rounding, slab tails, free slots.</summary>

@@ -231,6 +231,68 @@ public sealed class FleetTests
     }
 
     [Fact]
+    public void The_similarity_route_is_sampled_four_times_more_sparsely_and_its_rate_must_match_too()
+    {
+        using var dir = new TempDir();
+        var pages = RealImage(4096, 12);
+        var f = FromPages(pages, KeyA, "a", dir);
+        Assert.Equal(f.SampleShift + FingerprintBuilder.SimilarityShiftExtra, f.SimilarityShift);
+        var entries = f.GetEntries();
+        // Each route holds exactly the distinct contents whose keyed value is under its own threshold: the keyed values
+        // of every page, computed here as the builder does (the first similarity key, the xxHash128, each under AES).
+        var detector = new DifferenceEngine.Patching.SimilarityDetector(HostPolicy.DefaultKeys, HostPolicy.DefaultBlocksPerKey, FingerprintBuilder.FleetDetectorSeed);
+        using var hasher = KeyA.CreateHasher();
+        var expectContent = new HashSet<ulong>();
+        var expectSimilarity = new HashSet<ulong>();
+        var block = new byte[16];
+        var keyed = new byte[16];
+        foreach (var page in pages)
+        {
+            if (DifferenceEngine.Sharing.PageHasher.IsUniform(page, out _)) continue;
+            var hash = System.IO.Hashing.XxHash128.HashToUInt128(page);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(block, (ulong)hash);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(block.AsSpan(8), (ulong)(hash >> 64));
+            hasher.Content(block, keyed);
+            ulong content = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(keyed);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(block, detector.ComputeKey(page, 0));
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(block.AsSpan(8), 0);
+            hasher.Similarity(block, keyed);
+            ulong similarity = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(keyed);
+            if (content <= ulong.MaxValue >> f.SampleShift) expectContent.Add(content);
+            if (similarity <= ulong.MaxValue >> f.SimilarityShift) expectSimilarity.Add(content);
+        }
+        Assert.Equal(expectContent.Order(), entries.Where(e => (e.Flags & EntryFlags.ByContent) != 0).Select(e => e.Content).Order());
+        Assert.Equal(expectSimilarity.Order(), entries.Where(e => (e.Flags & EntryFlags.BySimilarity) != 0).Select(e => e.Content).Order());
+        Assert.True(expectContent.Count > 0 && expectSimilarity.Count > 0 && expectSimilarity.Count < expectContent.Count,
+            $"{expectContent.Count} by content, {expectSimilarity.Count} by similarity");
+
+        // A fingerprint made before the routes were sampled apart (no SimilarityShift) had one rate for both: it is not
+        // combined with one that samples keys more sparsely, and the error says both rates.
+        var old = FromPages(pages, KeyA, "old", dir);
+        old.SimilarityShift = 0;
+        var error = Assert.Throws<DEException>(() => ColocationModel.Predict([f, old]));
+        Assert.Equal("FingerprintSampleMismatch", error.ErrorId);
+        Assert.Contains($"similarity keys 1 in {1 << f.SimilarityShift}", error.Message);
+        Assert.Contains($"similarity keys 1 in {1 << f.SampleShift}", error.Message);
+        // Alone (no patches across domains) it predicts what the new one does, and two old ones still combine.
+        Assert.Equal(ColocationModel.Predict([f]).PredictedUsedBytes, ColocationModel.Predict([old]).PredictedUsedBytes);
+        var old2 = FromPages(RealImage(2048, 13), KeyA, "old2", dir);
+        old2.SimilarityShift = 0;
+        Assert.True(ColocationModel.Predict([old, old2]).PredictedUsedBytes > 0);
+    }
+
+    [Theory]
+    [InlineData(0, 64, 7)]          // pages to come not known: one in 8
+    [InlineData(1000, 64, 7)]       // a small domain: one in 8 (the most measured)
+    [InlineData(1024, 64, 15)]      // 1024 >> 4 = 64: one in 16 still leaves 64
+    [InlineData(4096, 64, 63)]
+    [InlineData(1L << 40, 64, 1023)] // capped at one in 1024
+    public void Measurements_keep_a_count_not_a_share(long expected, int wanted, ulong mask)
+    {
+        Assert.Equal(mask, FingerprintBuilder.MeasureMask(expected, wanted));
+    }
+
+    [Fact]
     public void A_damaged_sketch_is_refused_with_a_clear_error()
     {
         foreach (string sketch in new[] { "not base64!", Convert.ToBase64String(new byte[] { 1, 2, 3 }), Convert.ToBase64String("DEFP\u0001\u0000\u0005\u0000\u0000\u0000"u8.ToArray()) })
