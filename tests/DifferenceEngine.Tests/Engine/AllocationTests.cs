@@ -20,13 +20,24 @@ public class AllocationTests
         var pages = TestMemory.PlantedImage(40_000, 77);
         TestMemory.LoadRaw(host, dir, "a", pages, new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true });
         var options = new ScanOptions { Passes = 1, Parallelism = 2 };
-        for (int i = 0; i < 4; i++) host.Scan(options: options); // tables grown, pages encoded: steady state
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        var r = host.Scan(options: options);
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
-        Assert.True(r.PassResults[0].PagesExamined > 10_000, $"{r.PassResults[0].PagesExamined} pages examined");
+        // Tables grown, pages encoded: passes until one changes nothing.
+        var warm = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2 });
+        Assert.True(warm.Stable, $"not stable after {warm.Passes} passes");
+        // Then three passes, the least a pass allocated: an allocation per page shows in every pass (40,000 pages: at
+        // least 40 KB each), while the runtime's own do not recur. Measured passes that changed no page allocated 3.7 KB
+        // on the calling thread every time, and up to 39 KB more on other threads now and then (the fifth pass of a
+        // CI run: 39.5 KB in all); with DOTNET_TieredCompilation=0 every pass after the fourth allocated 3,744 bytes, so
+        // the extra is tiered JIT's background work, which no number of warm-up passes rules out.
+        long least = long.MaxValue;
+        for (int i = 0; i < 3; i++)
+        {
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            var r = host.Scan(options: options);
+            least = Math.Min(least, GC.GetTotalAllocatedBytes(precise: true) - before);
+            Assert.True(r.PassResults[0].PagesExamined > 10_000, $"{r.PassResults[0].PagesExamined} pages examined");
+        }
         // A few objects per pass and per slice (5 slices here) are fine; one per page would be >= 40 KB.
-        Assert.True(allocated < 16 * 1024, $"a steady-state pass over {pages.Length} pages allocated {allocated} bytes");
+        Assert.True(least < 16 * 1024, $"a steady-state pass over {pages.Length} pages allocated {least} bytes at least");
     }
 }
 
