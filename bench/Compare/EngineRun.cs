@@ -179,6 +179,8 @@ internal static class EngineRun
         var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,
             index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes,
             host.SharedBlobs.MetadataBytes + host.ColdSharedMetadataBytes);
+        if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null)
+            Console.WriteLine($"    metadata census: {parts} groups {host.Groups.MetadataBytes} total {stats.MetadataBytes}");
         var result = new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,
             zero, uniform, shared, sharedFrames.Count, patched, patchBytes, compressed, compressedBytes,
             stats.FramesInUse, stats.StoreAllocatedBytes, stats.MetadataBytes, stats.MemoryUsedBytes,

@@ -64,6 +64,7 @@ public static class ColocationModel
     internal const double MetadataPerGroupedPage = (double)PageGroupTable.ChunkBytes / (PageGroupTable.RecordsPerChunk * DomainPolicy.DefaultGroupSize);
     internal const double MetadataPerSharedPage = 24;
     private const int GroupPrior = 32;
+
     private static readonly long EmptyTablesBytes = 3 * new DifferenceEngine.Sharing.HashSlotTable().MetadataBytes;
     private static readonly long EmptySharedCandidatesBytes = new SharedCandidates().MetadataBytes;
 
@@ -221,13 +222,14 @@ public static class ColocationModel
         }
         // The measured contents' ratio, drawn toward the domain's runs as if those were GroupPrior more contents of the
         // same mean size (a few dozen measured contents alone draw too widely).
-        for (int d = 0; d < set.Count; d++) groupFactor[d] = GroupFactorOf(groupedSum[d], singleSum[d], measured[d], groupFactor[d]);
+        for (int d = 0; d < set.Count; d++) groupFactor[d] = GroupFactorOf(groupedSum[d], singleSum[d], measured[d], groupFactor[d]) * SinglesFactor(set[d]);
 
         // The sample's draw: a domain's sampled contents are one in 2^shift of its distinct contents on average, more or
         // fewer in a given sample (a small domain has a few hundred). Where the pass counted the distinct contents, each
         // of the domain's sampled contents stands for its share of them (a ratio estimate), not 2^shift.
         var weight = new double[set.Count];
         for (int d = 0; d < set.Count; d++) weight[d] = RatioWeight(set[d]);
+
 
         if (Census is not null)
             for (int d = 0; d < set.Count; d++)
@@ -474,6 +476,14 @@ public static class ColocationModel
     /// The ratio weight of a domain's sampled contents: each stands for its share of the distinct contents the pass counted
     /// (1 where it did not count them).
     /// </summary>
+    /// <summary>
+    /// The domain's mean single blob over the sample's, where the pass measured every one (a small domain: 1 where not),
+    /// within 1/2 and 2. A private content's grouped blob is its single blob times the domain's group factor times this
+    /// (a ratio estimate): the sample's few hundred contents put a small domain's store off by several percent.
+    /// </summary>
+    internal static double SinglesFactor(DomainFingerprint f) =>
+        f.SinglesMean > 0 && f.SampledSinglesMean > 0 ? Math.Clamp(f.SinglesMean / f.SampledSinglesMean, 0.5, 2) : 1;
+
     internal static double RatioWeight(DomainFingerprint f)
     {
         long sampled = f.ContentSampled;
@@ -491,7 +501,7 @@ public static class ColocationModel
     /// </summary>
     private static (double Bytes, double Metadata) ExpectedSlabs(int c, double mean, bool inUse)
     {
-        if (mean > PoissonLimit) return CompactStore.SlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
+        if (mean > PoissonLimit) return CompactStore.SettledSlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
         if (mean <= 0) return (0, 0);
         var table = SmallSlabs[c];
         double p = Math.Exp(-mean), bytes = 0, metadata = 0, mass = 0;
@@ -511,7 +521,7 @@ public static class ColocationModel
 
     /// <summary>Per size class, the store's slabs for 0 to 2·<see cref="PoissonLimit"/> blobs (bytes and bookkeeping).</summary>
     private static readonly (long Bytes, long Metadata)[][] SmallSlabs =
-        ClassSizes.Select(s => Enumerable.Range(0, 2 * PoissonLimit + 1).Select(n => CompactStore.SlabsFor(s, n)).ToArray()).ToArray();
+        ClassSizes.Select(s => Enumerable.Range(0, 2 * PoissonLimit + 1).Select(n => CompactStore.SettledSlabsFor(s, n)).ToArray()).ToArray();
 
     /// <summary>Diagnostics: given the predicted blobs per slot size of each trust group.</summary>
     internal static Action<string>? Census;

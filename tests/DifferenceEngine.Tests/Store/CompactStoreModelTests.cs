@@ -157,6 +157,30 @@ public class CompactStoreModelTests
         Assert.InRange(table, 0, 64 * 1024);
     }
 
+    [Theory]
+    [InlineData(1024, 20)]   // 20 KiB of blobs: one 32 KiB slab
+    [InlineData(1024, 3)]    // one 4 KiB slab
+    [InlineData(3200, 17)]   // 17 of 3,200 bytes: 64 KiB holds 20
+    [InlineData(96, 600)]    // 600 of 96 bytes: 64 KiB
+    public void SettledSlabsForIsWhatCompactionLeavesAClassThatFitsInOneSlab(int slot, int kept)
+    {
+        // The fleet's model sizes a stable store with SettledSlabsFor: a class that held many blobs, most freed (single
+        // blobs whose pages were grouped), is resized by compaction into one slab of the smallest size that holds the rest.
+        using var store = new CompactStore();
+        int made = 8 * CompactStore.SlotsPerSlab(slot);
+        var handles = new ulong[made];
+        for (int i = 0; i < made; i++) Assert.True(store.TryAllocate(slot, (ulong)i, out handles[i]));
+        Assert.Equal(CompactStore.SlabsFor(slot, made).Bytes, store.AllocatedBytes);
+        var rng = new Random(slot + kept);
+        var keep = Enumerable.Range(0, made).OrderBy(_ => rng.Next()).Take(kept).ToHashSet();
+        for (int i = 0; i < made; i++)
+            if (!keep.Contains(i)) store.Free(handles[i]);
+        store.Compact((_, _, _) => true);
+        Assert.Equal(kept, store.LiveBlobs);
+        Assert.Equal(CompactStore.SettledSlabsFor(slot, kept).Bytes, store.AllocatedBytes);
+        Assert.True(CompactStore.SettledSlabsFor(slot, kept).Bytes <= CompactStore.SlabsFor(slot, kept).Bytes + CompactStore.SlabSize);
+    }
+
     [Fact]
     public void TrimSlabCacheDropsTheBookkeepingOfReleasedSlabsAndNothingElse()
     {
