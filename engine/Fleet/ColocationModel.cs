@@ -65,6 +65,13 @@ public static class ColocationModel
     internal const double MetadataPerSharedPage = 24;
     private const int GroupPrior = 32;
 
+    /// <summary>
+    /// How many measured contents a domain's runs count for against its group shares: <see cref="GroupPrior"/>; for a
+    /// domain grouped whole (a small one, FingerprintBuilder.ExactSinglesPages) as many as its runs, whose factor is then
+    /// its groups' own (session 14: perl's 22 group shares at 0.56 had drawn its exact 0.631 down to 0.598).
+    /// </summary>
+    internal static double GroupPriorOf(DomainFingerprint f) => f.SinglesMean > 0 ? Math.Max(GroupPrior, f.GroupRunsSampled) : GroupPrior;
+
     private static readonly long EmptyTablesBytes = 3 * new DifferenceEngine.Sharing.HashSlotTable().MetadataBytes;
     private static readonly long EmptySharedCandidatesBytes = new SharedCandidates().MetadataBytes;
 
@@ -222,7 +229,7 @@ public static class ColocationModel
         }
         // The measured contents' ratio, drawn toward the domain's runs as if those were GroupPrior more contents of the
         // same mean size (a few dozen measured contents alone draw too widely).
-        for (int d = 0; d < set.Count; d++) groupFactor[d] = GroupFactorOf(groupedSum[d], singleSum[d], measured[d], groupFactor[d]) * SinglesFactor(set[d]);
+        for (int d = 0; d < set.Count; d++) groupFactor[d] = GroupFactorOf(groupedSum[d], singleSum[d], measured[d], groupFactor[d], GroupPriorOf(set[d])) * SinglesFactor(set[d]);
 
         // The sample's draw: a domain's sampled contents are one in 2^shift of its distinct contents on average, more or
         // fewer in a given sample (a small domain has a few hundred). Where the pass counted the distinct contents, each
@@ -375,12 +382,13 @@ public static class ColocationModel
     /// <summary>
     /// A domain's group factor in a set: its measured contents' group shares over their single blobs (<paramref name="group"/>,
     /// <paramref name="single"/>, of <paramref name="count"/> contents), drawn toward <paramref name="runs"/> (the fingerprint's
-    /// factor, from its runs) as if that were <see cref="GroupPrior"/> more contents of the same mean size.
+    /// factor, from its runs) as if that were <paramref name="priorContents"/> more contents of the same mean size
+    /// (<see cref="GroupPriorOf"/>).
     /// </summary>
-    internal static double GroupFactorOf(double group, double single, double count, double runs)
+    internal static double GroupFactorOf(double group, double single, double count, double runs, double priorContents)
     {
         if (count <= 0 || single <= 0) return runs;
-        double prior = GroupPrior * single / count;
+        double prior = priorContents * single / count;
         return Math.Clamp((group + prior * runs) / (single + prior), 0, 1);
     }
 

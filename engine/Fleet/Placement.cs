@@ -399,6 +399,9 @@ internal sealed class PlacementModel
 
     /// <summary>Per domain, what its group factor is multiplied by (ColocationModel.SinglesFactor).</summary>
     public readonly double[] SinglesFactor;
+
+    /// <summary>Per domain, how many measured contents its runs count for (ColocationModel.GroupPriorOf).</summary>
+    public readonly double[] GroupPrior;
     /// <summary>Per domain, the group factor from <see cref="GroupAlone"/> (the model's alone, but for the subsample).</summary>
     public readonly double[] GroupReference;
     public readonly int[] ItemStart;
@@ -416,13 +419,14 @@ internal sealed class PlacementModel
     public readonly double Scale;
 
     private PlacementModel(int count, int trustCount, string[] trustNames, int[] trust, long[] pages, double[] groupFactor, double[] ratio,
-        (double, double, double, double)[] groupAlone, double[] groupFallback, double[] singlesFactor, double[] groupReference,
+        (double, double, double, double)[] groupAlone, double[] groupFallback, double[] singlesFactor, double[] groupPrior, double[] groupReference,
         ContentAggregate[] baseAggregate, long[] alone, double[] aloneEstimate, int[] itemStart, Item[] items, int contentIds, int bits,
         int[] similarStart, SimilarItem[] similar, int similarKeys, int similarBits, double scale, double similarityScale)
     {
         GroupAlone = groupAlone;
         GroupFallback = groupFallback;
         SinglesFactor = singlesFactor;
+        GroupPrior = groupPrior;
         GroupReference = groupReference;
         Count = count;
         TrustCount = trustCount;
@@ -466,6 +470,7 @@ internal sealed class PlacementModel
         var ratio = domains.Select(ColocationModel.RatioWeight).ToArray();
         var groupFallback = (double[])groupFactor.Clone();
         var singlesFactor = domains.Select(ColocationModel.SinglesFactor).ToArray();
+        var groupPrior = domains.Select(ColocationModel.GroupPriorOf).ToArray();
         var groupAlone = new (double, double, double, double)[n];
         var groupReference = new double[n];
         double scale = 1L << domains[0].SampleShift;
@@ -496,7 +501,7 @@ internal sealed class PlacementModel
                 single += e.SingleCost;
                 measured++;
             }
-            groupFactor[d] = ColocationModel.GroupFactorOf(grouped, single, measured, groupFallback[d]) * singlesFactor[d];
+            groupFactor[d] = ColocationModel.GroupFactorOf(grouped, single, measured, groupFallback[d], groupPrior[d]) * singlesFactor[d];
             return table;
         }, _ => { });
 
@@ -542,7 +547,7 @@ internal sealed class PlacementModel
             }
             // What the search measures the group factor on, alone: as it will take contents off it (the subsample weighted).
             groupAlone[d] = shares;
-            groupReference[d] = ColocationModel.GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d]) * singlesFactor[d];
+            groupReference[d] = ColocationModel.GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d], groupPrior[d]) * singlesFactor[d];
             items.Sort((a, b) => a.Id.CompareTo(b.Id));
             double hostLevel = MetadataPerPage * pages[d] + ColocationModel.HostFixedMetadataBytes;
             baseAggregate[d] = sampled;
@@ -567,7 +572,7 @@ internal sealed class PlacementModel
         });
         var itemStart = Offsets(itemLists);
         var similarStart = Offsets(similarLists);
-        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, ratio, groupAlone, groupFallback, singlesFactor, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
+        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, ratio, groupAlone, groupFallback, singlesFactor, groupPrior, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
             Flatten(itemLists, itemStart), contentIds.Count(kv => kv.Value >= 0), bits, similarStart, Flatten(similarLists, similarStart),
             similarIds.Count(kv => kv.Value >= 0), similarBits, scale, similarityScale);
     }
@@ -1530,10 +1535,10 @@ internal sealed class PlacementSearch
 
     /// <summary>The change domain <paramref name="d"/>'s group factor in a set makes to the store, from what it is measured on there.</summary>
     private double Term(int d, in (double Group, double Single, double Count, double Grouped) s) =>
-        Model.Ratio[d] * s.Grouped * (ColocationModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) * Model.SinglesFactor[d] - Model.GroupReference[d]);
+        Model.Ratio[d] * s.Grouped * (ColocationModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d], Model.GroupPrior[d]) * Model.SinglesFactor[d] - Model.GroupReference[d]);
 
     private double GroupNow(int d, in (double Group, double Single, double Count, double Grouped) s) =>
-        Math.Clamp(Model.GroupFactor[d] + ColocationModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d]) * Model.SinglesFactor[d] - Model.GroupReference[d], 0, 2);
+        Math.Clamp(Model.GroupFactor[d] + ColocationModel.GroupFactorOf(s.Group, s.Single, s.Count, Model.GroupFallback[d], Model.GroupPrior[d]) * Model.SinglesFactor[d] - Model.GroupReference[d], 0, 2);
 
     /// <summary>Group shares (group, single, count, grouped) <paramref name="a"/> plus <paramref name="times"/> times <paramref name="b"/>.</summary>
     internal static (double, double, double, double) Plus(in (double G, double S, double C, double P) a, in (double G, double S, double C, double P) b,
