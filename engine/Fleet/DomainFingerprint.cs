@@ -113,6 +113,28 @@ public sealed class DomainFingerprint
     public double SinglesMean { get; set; }
     public double SampledSinglesMean { get; set; }
 
+    /// <summary>
+    /// A small domain's distinct contents no codec shrinks to the threshold, counted over all of them (they stay frames);
+    /// meaningful where <see cref="SinglesMean"/> is not 0. The model weighs the sample's incompressible contents and
+    /// its others apart, each to its exact count (a stratified estimate).
+    /// </summary>
+    public long IncompressibleContents { get; set; }
+
+    private int _incompressibleSampled = -1;
+
+    /// <summary>Content-route entries no codec shrinks.</summary>
+    internal int IncompressibleSampled
+    {
+        get
+        {
+            if (_incompressibleSampled >= 0) return _incompressibleSampled;
+            int n = 0;
+            foreach (var e in GetEntries())
+                if ((e.Flags & EntryFlags.ByContent) != 0 && e.SingleCost == 0) n++;
+            return _incompressibleSampled = n;
+        }
+    }
+
     /// <summary>The memory the domain needs alone on an embedded host, all mechanisms, once stable: the model's prediction.</summary>
     public long PredictedUsedBytes { get; set; }
 

@@ -80,7 +80,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     // over the content route's sample, for the model's ratio estimate of the store.
     private readonly bool _allSingles;
     private readonly int[]? _singleByGfn; // a small domain's single blobs by gfn (-1: not measured), for its groups after the pass
-    private long _singlesSum, _singlesContents, _sampledSinglesSum, _sampledSinglesContents;
+    private long _singlesSum, _singlesContents, _sampledSinglesSum, _sampledSinglesContents, _incompressibleContents;
     private long _lastGfn = -1;
     private long _pagesSet, _zeroSet, _uniform, _content, _sampled;
     private readonly Stopwatch _time = new();
@@ -202,8 +202,12 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             if (_allSingles)
             {
                 int single = SingleCost(page, out _);
-                _singlesSum += single;
-                _singlesContents++;
+                if (single == 0) _incompressibleContents++;
+                else
+                {
+                    _singlesSum += single;
+                    _singlesContents++;
+                }
                 if (gfn < _singleByGfn!.Length) _singleByGfn[gfn] = single;
             }
         }
@@ -245,7 +249,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             }
             var page = _batchPages.AsSpan(i * PageSize, PageSize);
             int single = SingleCost(page, out bool fallback);
-            if ((route & EntryFlags.ByContent) != 0)
+            if ((route & EntryFlags.ByContent) != 0 && single > 0)
             {
                 _sampledSinglesSum += single;
                 _sampledSinglesContents++;
@@ -633,6 +637,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             GroupFactor = _groupSinglesBytes == 0 ? 1 : (double)_groupBytes / _groupSinglesBytes,
             GroupRunsSampled = _groupRuns,
             SinglesMean = _singlesContents == 0 ? 0 : (double)_singlesSum / _singlesContents,
+            IncompressibleContents = _incompressibleContents,
             SampledSinglesMean = _sampledSinglesContents == 0 ? 0 : (double)_sampledSinglesSum / _sampledSinglesContents,
             Seconds = _time.Elapsed.TotalSeconds,
         };

@@ -400,6 +400,12 @@ internal sealed class PlacementModel
     /// <summary>Per domain, what its group factor is multiplied by (ColocationModel.SinglesFactor).</summary>
     public readonly double[] SinglesFactor;
 
+    /// <summary>Per domain, the weight of its incompressible sampled contents (ColocationModel.StrataOf; <see cref="Ratio"/> the others').</summary>
+    public readonly double[] IncompressibleRatio;
+
+    /// <summary>The weight of a sampled content of domain <paramref name="d"/> with single blob <paramref name="single"/>.</summary>
+    public double RatioOf(int d, ushort single) => single == 0 ? IncompressibleRatio[d] : Ratio[d];
+
     /// <summary>Per domain, how many measured contents its runs count for (ColocationModel.GroupPriorOf).</summary>
     public readonly double[] GroupPrior;
     /// <summary>Per domain, the group factor from <see cref="GroupAlone"/> (the model's alone, but for the subsample).</summary>
@@ -419,13 +425,14 @@ internal sealed class PlacementModel
     public readonly double Scale;
 
     private PlacementModel(int count, int trustCount, string[] trustNames, int[] trust, long[] pages, double[] groupFactor, double[] ratio,
-        (double, double, double, double)[] groupAlone, double[] groupFallback, double[] singlesFactor, double[] groupPrior, double[] groupReference,
+        (double, double, double, double)[] groupAlone, double[] groupFallback, double[] singlesFactor, double[] incompressibleRatio, double[] groupPrior, double[] groupReference,
         ContentAggregate[] baseAggregate, long[] alone, double[] aloneEstimate, int[] itemStart, Item[] items, int contentIds, int bits,
         int[] similarStart, SimilarItem[] similar, int similarKeys, int similarBits, double scale, double similarityScale)
     {
         GroupAlone = groupAlone;
         GroupFallback = groupFallback;
         SinglesFactor = singlesFactor;
+        IncompressibleRatio = incompressibleRatio;
         GroupPrior = groupPrior;
         GroupReference = groupReference;
         Count = count;
@@ -467,7 +474,9 @@ internal sealed class PlacementModel
         var trust = domains.Select(f => trustIndex[f.TrustGroup ?? ""]).ToArray();
         var pages = domains.Select(f => f.PageCount).ToArray();
         var groupFactor = domains.Select(f => Math.Clamp(f.GroupFactor, 0, 1)).ToArray();
-        var ratio = domains.Select(ColocationModel.RatioWeight).ToArray();
+        var strata = domains.Select(ColocationModel.StrataOf).ToArray();
+        var ratio = strata.Select(s => s.Other).ToArray();
+        var incompressibleRatio = strata.Select(s => s.Incompressible).ToArray();
         var groupFallback = (double[])groupFactor.Clone();
         var singlesFactor = domains.Select(ColocationModel.SinglesFactor).ToArray();
         var groupPrior = domains.Select(ColocationModel.GroupPriorOf).ToArray();
@@ -535,16 +544,17 @@ internal sealed class PlacementModel
                 };
                 if (!contentIds.TryGetValue(e.Content, out int id))
                 {
-                    sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, ratio[d], 1);
+                    sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, e.SingleCost == 0 ? incompressibleRatio[d] : ratio[d], 1);
                     shares = PlacementSearch.Plus(shares, item.GroupShare, 1);
                     continue;
                 }
                 if (id < 0) continue;
-                sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, weight * ratio[d], 1);
+                sampled.Contribute(e.SingleCost, e.SharedCost, e.PatchCost, reference, gf, copies, weight * (e.SingleCost == 0 ? incompressibleRatio[d] : ratio[d]), 1);
                 shares = PlacementSearch.Plus(shares, item.GroupShare, weight);
                 item.Id = id;
                 items.Add(item);
             }
+            sampled.Frames += strata[d].UnsampledFrames; // a small domain's incompressible contents the sample missed
             // What the search measures the group factor on, alone: as it will take contents off it (the subsample weighted).
             groupAlone[d] = shares;
             groupReference[d] = ColocationModel.GroupFactorOf(shares.Group, shares.Single, shares.Count, groupFallback[d], groupPrior[d]) * singlesFactor[d];
@@ -572,7 +582,7 @@ internal sealed class PlacementModel
         });
         var itemStart = Offsets(itemLists);
         var similarStart = Offsets(similarLists);
-        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, ratio, groupAlone, groupFallback, singlesFactor, groupPrior, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
+        return new PlacementModel(n, trustNames.Length, trustNames, trust, pages, groupFactor, ratio, groupAlone, groupFallback, singlesFactor, incompressibleRatio, groupPrior, groupReference, baseAggregate, alone, aloneEstimate, itemStart,
             Flatten(itemLists, itemStart), contentIds.Count(kv => kv.Value >= 0), bits, similarStart, Flatten(similarLists, similarStart),
             similarIds.Count(kv => kv.Value >= 0), similarBits, scale, similarityScale);
     }
@@ -1610,14 +1620,14 @@ internal sealed class PlacementSearch
                 // Not private here: out of what d's group factor is measured on; and the one holder's, if private, too.
                 bin.Shares = Plus(bin.Shares, x.GroupShare, w);
                 if (copies == 1) ShareDelta(o.Domain, o, -1);
-                if (copies > 1 && d > o.Domain) scratch.SharedPages += w * Model.Ratio[o.Domain] * x.Copies; // shared already: one more holder
+                if (copies > 1 && d > o.Domain) scratch.SharedPages += w * Model.RatioOf(o.Domain, o.Single) * x.Copies; // shared already: one more holder
                 else
                 {
                     ref readonly var after = ref d < o.Domain ? ref x : ref o;
-                    scratch.Contribute(after.Single, after.Shared, after.Patch, after.Reference, Model.GroupFactor[after.Domain], copies + x.Copies, w * Model.Ratio[after.Domain], 1);
-                    scratch.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], copies, w * Model.Ratio[o.Domain], -1);
+                    scratch.Contribute(after.Single, after.Shared, after.Patch, after.Reference, Model.GroupFactor[after.Domain], copies + x.Copies, w * Model.RatioOf(after.Domain, after.Single), 1);
+                    scratch.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], copies, w * Model.RatioOf(o.Domain, o.Single), -1);
                 }
-                scratch.Add(alone[i], -w * Model.Ratio[d]);
+                scratch.Add(alone[i], -w * Model.RatioOf(d, x.Single));
             }
         }
         var similar = Model.Similar;
@@ -1690,14 +1700,14 @@ internal sealed class PlacementSearch
         {
             ref readonly var x = ref items[i];
             int n = FindNode(x.Id, b);
-            r.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.Ratio[d], 1);
+            r.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.RatioOf(d, x.Single), 1);
             Contribution(r, n, -1);
             int domains = _nodeDomains[n] - 1;
             if (domains == 0) continue;
             int owner = domains == 1 ? Model.FindItem(_nodeXor[n] ^ d, x.Id) : _nodeOwner[n];
             ref readonly var o = ref items[owner];
             long left = _nodeCopies[n] - x.Copies;
-            r.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], left, w * Model.Ratio[o.Domain], 1);
+            r.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], left, w * Model.RatioOf(o.Domain, o.Single), 1);
             if (domains == 1 && left == 1) ShareDelta(o.Domain, o, 1); // private again to the one left
         }
         r.Store -= _term[d];
@@ -1718,7 +1728,7 @@ internal sealed class PlacementSearch
     private void Contribution(ContentAggregate a, int n, int sign)
     {
         ref readonly var o = ref Model.Items[_nodeOwner[n]];
-        a.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], _nodeCopies[n], Model.Weight * Model.Ratio[o.Domain], sign);
+        a.Contribute(o.Single, o.Shared, o.Patch, o.Reference, Model.GroupFactor[o.Domain], _nodeCopies[n], Model.Weight * Model.RatioOf(o.Domain, o.Single), sign);
     }
 
     private int FindNode(int id, int bin)
@@ -1774,7 +1784,7 @@ internal sealed class PlacementSearch
                 _head[x.Id] = n;
                 continue; // its cost alone is in the domain's base
             }
-            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.Ratio[d], -1);
+            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.RatioOf(d, x.Single), -1);
             Contribution(agg, n, -1);
             if (_nodeCopies[n] == 1) ShareDelta(items[_nodeOwner[n]].Domain, items[_nodeOwner[n]], -1); // its one holder's no longer private
             shares = Plus(shares, x.GroupShare, -w);
@@ -1837,7 +1847,7 @@ internal sealed class PlacementSearch
                 prev = n;
                 n = _nodeNext[n];
             }
-            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.Ratio[d], 1);
+            agg.Contribute(x.Single, x.Shared, x.Patch, x.Reference, gf, x.Copies, w * Model.RatioOf(d, x.Single), 1);
             Contribution(agg, n, -1);
             if (--_nodeDomains[n] == 0)
             {

@@ -287,19 +287,32 @@ public sealed class FleetTests
         using var dir = new TempDir();
         var pages = RealImage(2048, 21);
         var f = FromPages(pages, KeyA, "small", dir);
-        // The mean single blob over every distinct content, as the engine's codecs make it.
+        // The mean single blob over every distinct content a codec shrinks, as the engine's codecs make it, and how many
+        // no codec shrinks.
         var policy = new DomainPolicy();
         var blob = new byte[Page + 64];
         var seen = new HashSet<UInt128>();
-        long sum = 0, contents = 0;
+        long sum = 0, compressible = 0, incompressible = 0;
         foreach (var page in pages)
         {
             if (DifferenceEngine.Sharing.PageHasher.IsUniform(page, out _) || !seen.Add(System.IO.Hashing.XxHash128.HashToUInt128(page))) continue;
-            contents++;
             if (DifferenceEngine.Compression.CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, blob, out int written, out _))
+            {
                 sum += DifferenceEngine.Store.CompactStore.SlotSizeFor(DifferenceEngine.Domains.EncodedPage.CompressedHeader + written);
+                compressible++;
+            }
+            else incompressible++;
         }
-        Assert.Equal((double)sum / contents, f.SinglesMean, 6);
+        Assert.Equal((double)sum / compressible, f.SinglesMean, 6);
+        Assert.Equal(incompressible, f.IncompressibleContents);
+        // Each stratum of the sample is weighed to its exact count.
+        var strata = ColocationModel.StrataOf(f);
+        int sampledIncompressible = f.GetEntries().Count(e => (e.Flags & EntryFlags.ByContent) != 0 && e.SingleCost == 0);
+        int sampledOther = f.GetEntries().Count(e => (e.Flags & EntryFlags.ByContent) != 0 && e.SingleCost > 0);
+        Assert.Equal(f.DistinctContents - incompressible, strata.Other * sampledOther * (1 << f.SampleShift), 6);
+        Assert.Equal(incompressible, sampledIncompressible > 0
+            ? strata.Incompressible * sampledIncompressible * (1 << f.SampleShift)
+            : strata.UnsampledFrames * (1 << f.SampleShift), 6);
         Assert.True(f.SampledSinglesMean > 0);
         // Grouped whole: runs of four back to back (191 here), far more than the 64 a large domain samples.
         Assert.True(f.GroupRunsSampled > 128, $"{f.GroupRunsSampled} runs");
