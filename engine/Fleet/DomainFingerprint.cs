@@ -123,17 +123,7 @@ public sealed class DomainFingerprint
     private int _incompressibleSampled = -1;
 
     /// <summary>Content-route entries no codec shrinks.</summary>
-    internal int IncompressibleSampled
-    {
-        get
-        {
-            if (_incompressibleSampled >= 0) return _incompressibleSampled;
-            int n = 0;
-            foreach (var e in GetEntries())
-                if ((e.Flags & EntryFlags.ByContent) != 0 && e.SingleCost == 0) n++;
-            return _incompressibleSampled = n;
-        }
-    }
+    internal int IncompressibleSampled => Counted(ref _incompressibleSampled, static e => (e.Flags & EntryFlags.ByContent) != 0 && e.SingleCost == 0);
 
     /// <summary>The memory the domain needs alone on an embedded host, all mechanisms, once stable: the model's prediction.</summary>
     public long PredictedUsedBytes { get; set; }
@@ -153,21 +143,22 @@ public sealed class DomainFingerprint
     private int _contentSampled = -1;
 
     /// <summary>Entries sampled by their content hash (the content route): the domain's distinct contents in the sample.</summary>
-    internal int ContentSampled
+    internal int ContentSampled => Counted(ref _contentSampled, static e => (e.Flags & EntryFlags.ByContent) != 0);
+
+    /// <summary>Entries that <paramref name="match"/>, counted once (the counts are reset with the entries).</summary>
+    private int Counted(ref int cache, Func<FingerprintEntry, bool> match)
     {
-        get
-        {
-            if (_contentSampled >= 0) return _contentSampled;
-            int n = 0;
-            foreach (var e in GetEntries())
-                if ((e.Flags & EntryFlags.ByContent) != 0) n++;
-            return _contentSampled = n;
-        }
+        if (cache >= 0) return cache;
+        int n = 0;
+        foreach (var e in GetEntries())
+            if (match(e)) n++;
+        return cache = n;
     }
 
     internal void SetEntries(FingerprintEntry[] entries)
     {
         _contentSampled = -1;
+        _incompressibleSampled = -1;
         byte[] bytes = Encode(entries);
         SketchBytes = bytes.Length;
         Sketch = Convert.ToBase64String(bytes);
