@@ -224,10 +224,13 @@ public sealed partial class Domain
         var ram = Qemu!;
         uint frame = PageEntry.Frame(e);
         if (Host.Frames.IsExternal(frame)) return e;
-        ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
+        bool installed = ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
         ram.Journal.Drop(gfn); // after the page is in: a crash before this leaves a record of a page the guest has
-        Host.Frames.Free(frame);
         uint own = ram.FrameOf(gfn);
+        // Refused: the page is there (so reading it through the engine's mapping allocates nothing); the guest's bytes stand.
+        if (!installed && !Host.Frames.Span(own).SequenceEqual(Host.Frames.Span(frame)))
+            ram.NoteInstallConflict(gfn, Host.Frames.Span(frame), Host.Frames.Span(own));
+        Host.Frames.Free(frame);
         Host.Frames.TakeExternal(own);
         return PageEntry.With(e, PageState.Private, own);
     }

@@ -70,6 +70,27 @@ internal sealed unsafe class QemuRam : IDisposable
     /// <summary>The last fault that could not be served, or what stopped the fault thread (the guest's faults then wait).</summary>
     public Exception? FaultFailure => Volatile.Read(ref faultFailure);
 
+    private long installConflicts;
+    private string? lastInstallConflict;
+
+    /// <summary>
+    /// Pages the engine put back into the guest but found there already with other bytes (UFFDIO_COPY refused: the page
+    /// was present): the guest's stood. Only a write through a mapping the engine does not watch, or a read of the hole
+    /// through the engine's own mapping (which makes the memfd allocate a zero page), puts a page there; the second would
+    /// be a bug of the engine. Counted, with the last one described, to tell the two apart (session 14: a guest once found
+    /// a page of zeros, under heavy load, without this evidence).
+    /// </summary>
+    public long InstallConflicts => Interlocked.Read(ref installConflicts);
+    public string? LastInstallConflict => Volatile.Read(ref lastInstallConflict);
+
+    internal void NoteInstallConflict(long gfn, ReadOnlySpan<byte> held, ReadOnlySpan<byte> present)
+    {
+        Interlocked.Increment(ref installConflicts);
+        bool zeros = !present.ContainsAnyExcept((byte)0);
+        Volatile.Write(ref lastInstallConflict,
+            $"gfn {gfn}: the guest had {(zeros ? "a page of zeros" : "other bytes")}, the engine's copy differed at byte {held.CommonPrefixLength(present)}");
+    }
+
     /// <summary>Faults that could not be served (their guest threads wait).</summary>
     public long FailedFaults => Interlocked.Read(ref failedFaults);
 

@@ -340,6 +340,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         var engine = host.EngineStatus;
         var stats = host.GetStats();
         return (pages.Length > 0 ? $"Engine, the pages found changed: {pages}.\n" : "") + $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
+               $"{vm.Qemu?.InstallConflicts} pages put back found there with other bytes (last: {vm.Qemu?.LastInstallConflict ?? "none"}); " +
                $"background engine {engine.State}, {engine.PassesRun} passes, last error {engine.LastError ?? "none"}; " +
                $"host frames {stats.FramesInUse} in use; faults: {string.Join(", ", stats.Faults.Select(f => $"{f.Kind} {f.Count}"))}; " +
                $"the other guest's QEMU {(other.ExitCode is { } code ? $"exited with {code}" : "runs")}, its console ends: " +
