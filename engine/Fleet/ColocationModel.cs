@@ -227,8 +227,9 @@ public static class ColocationModel
             singleSum[c.Domain] += e.SingleCost;
             measured[c.Domain]++;
         }
-        // The measured contents' ratio, drawn toward the domain's runs as if those were GroupPrior more contents of the
-        // same mean size (a few dozen measured contents alone draw too widely).
+        // The measured contents' ratio, drawn toward the domain's runs as if those were GroupPriorOf more contents of the
+        // same mean size (a few dozen measured contents alone draw too widely); for a small domain measured whole, times
+        // its mean single blob over the sample's.
         for (int d = 0; d < set.Count; d++) groupFactor[d] = GroupFactorOf(groupedSum[d], singleSum[d], measured[d], groupFactor[d], GroupPriorOf(set[d])) * SinglesFactor(set[d]);
 
         // The sample's draw: a domain's sampled contents are one in 2^shift of its distinct contents on average, more or
@@ -243,7 +244,6 @@ public static class ColocationModel
             (weight[d], incompressibleWeight[d]) = (strata.Other, strata.Incompressible);
             unsampledFrames += strata.UnsampledFrames;
         }
-
 
         if (Census is not null)
             for (int d = 0; d < set.Count; d++)

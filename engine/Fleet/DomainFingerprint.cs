@@ -105,10 +105,10 @@ public sealed class DomainFingerprint
     public int GroupRunsSampled { get; set; }
 
     /// <summary>
-    /// A small domain's mean single blob (store slot bytes; 0 for a content no codec shrinks) over all its distinct
-    /// contents, and the same mean over the contents the content route sampled: the model scales the sample's store by
-    /// their ratio (<see cref="FingerprintBuilder.ExactSinglesPages"/>). 0: not measured (a larger domain, or a
-    /// fingerprint made before session 14).
+    /// A small domain's mean single blob (store slot bytes) over all its distinct contents a codec shrinks, and the same
+    /// mean over those the content route sampled: the model scales its group factor by their ratio
+    /// (<see cref="FingerprintBuilder.ExactSinglesPages"/>). 0: not measured (a larger domain, or a fingerprint made
+    /// before session 14).
     /// </summary>
     public double SinglesMean { get; set; }
     public double SampledSinglesMean { get; set; }

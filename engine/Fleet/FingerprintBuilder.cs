@@ -76,10 +76,10 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     private readonly ulong _sharedCostMask;
     private long _groupBytes, _groupSinglesBytes;
     private int _groupRuns;
-    // A small domain's single blobs, all of them (ExactSinglesPages): their sum over its distinct contents, and the same
-    // over the content route's sample, for the model's ratio estimate of the store.
-    private readonly bool _allSingles;
-    private readonly int[]? _singleByGfn; // a small domain's single blobs by gfn (-1: not measured), for its groups after the pass
+    // A small domain's single blobs, all of them (ExactSinglesPages; null for a larger one): by gfn, packed with their
+    // fallback mark (KnownSingle; -1: not measured), for its sampled entries and its groups after the pass; their sum over
+    // its distinct contents, and the same over the content route's sample, for the model's ratio estimate of the store.
+    private readonly int[]? _singleByGfn;
     private long _singlesSum, _singlesContents, _sampledSinglesSum, _sampledSinglesContents, _incompressibleContents;
     private long _lastGfn = -1;
     private long _pagesSet, _zeroSet, _uniform, _content, _sampled;
@@ -104,8 +104,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         // the gfns, not the key): perl's factor 0.606 from 64 runs, 0.622 from 185, 0.627 over all its pages.
         int runs = (int)Math.Max(MinRuns, GroupMeasurementsWanted - expectedPages / 128);
         _runEvery = expectedPages <= 0 ? GroupRun * GroupRunEvery : (int)Math.Clamp(expectedPages / runs, GroupRun + 1, GroupRun * GroupRunEvery);
-        _allSingles = expectedPages > 0 && expectedPages <= ExactSinglesPages;
-        if (_allSingles)
+        if (expectedPages > 0 && expectedPages <= ExactSinglesPages)
         {
             _singleByGfn = new int[expectedPages];
             Array.Fill(_singleByGfn, -1);
@@ -140,7 +139,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     /// A domain of up to this many pages (32 MiB) has every distinct content's single blob measured in the pass: its
     /// sample holds a few hundred contents at most, whose mean blob is off by several percent one way or the other
     /// (bash, 754 contents: -8% to +5% over seven keys), and the model scales the sample's store by the true mean.
-    /// It costs a small domain up to about 0.1 s; a larger one's sample is large enough.
+    /// With its groups, also measured whole, it costs a small domain up to about 0.3 s; a larger one's sample is large enough.
     /// </summary>
     public const int ExactSinglesPages = 8192;
 
@@ -158,7 +157,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         _lastGfn = gfn;
         _pagesSet++;
         Classify(gfn, page);
-        if (RunStartsAt(gfn)) _runStarts.Add(gfn);
+        if (_singleByGfn is null && RunStartsAt(gfn)) _runStarts.Add(gfn); // a small domain is grouped whole instead
     }
 
     // Pages wait in a batch for their keyed hashes: AES over a whole batch at once costs a fraction of a call per page.
@@ -199,16 +198,16 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         ref int copies = ref CollectionsMarshal.GetValueRefOrAddDefault(_copies, (ulong)hash, out _);
         if (++copies == 1)
         {
-            if (_allSingles)
+            if (_singleByGfn is not null)
             {
-                int single = SingleCost(page, out _);
+                int single = SingleCost(page, out bool fallback);
                 if (single == 0) _incompressibleContents++;
                 else
                 {
                     _singlesSum += single;
                     _singlesContents++;
                 }
-                if (gfn < _singleByGfn!.Length) _singleByGfn[gfn] = single;
+                if (gfn < _singleByGfn.Length) _singleByGfn[gfn] = single | (fallback ? FallbackBit : 0);
             }
         }
         else if (copies == 2)
@@ -248,7 +247,8 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 continue;
             }
             var page = _batchPages.AsSpan(i * PageSize, PageSize);
-            int single = SingleCost(page, out bool fallback);
+            // A small domain's pass measured it already (the page in the batch is its first with this content).
+            int single = KnownSingle(_batchGfn[i], out bool fallback) ?? SingleCost(page, out fallback);
             if ((route & EntryFlags.ByContent) != 0 && single > 0)
             {
                 _sampledSinglesSum += single;
@@ -317,6 +317,18 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         {
             private long _first;
         }
+    }
+
+    private const int FallbackBit = 1 << 16;
+
+    /// <summary>The single blob the pass measured for page <paramref name="gfn"/> of a small domain (null: none measured).</summary>
+    private int? KnownSingle(long gfn, out bool fallback)
+    {
+        fallback = false;
+        if (_singleByGfn is null || gfn >= _singleByGfn.Length || _singleByGfn[gfn] < 0) return null;
+        int known = _singleByGfn[gfn];
+        fallback = (known & FallbackBit) != 0;
+        return known & (FallbackBit - 1);
     }
 
     /// <summary>The store slot of the page's single blob as the engine encodes it by default (0: it stays a frame).</summary>
@@ -487,7 +499,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             // The engine groups a page it keeps as a private single blob: not zero or one word, not shared, compressible,
             // not patched (a compressible private page never stays a frame, so it is no reference either).
             if (PageHasher.IsUniform(bytes, out _) || _copies.GetValueOrDefault((ulong)XxHash128.HashToUInt128(bytes)) > 1) return 0;
-            int single = _singleByGfn is { } known && gfn < known.Length && known[gfn] >= 0 ? known[gfn] : SingleCost(bytes, out _);
+            int single = KnownSingle(gfn, out _) ?? SingleCost(bytes, out _);
             if (single == 0) return 0;
             ulong key0 = _detector.ComputeKey(bytes, 0), key1 = _detector.ComputeKey(bytes, 1);
             if (Alone(gfn, key0, key1)) return single;
@@ -540,16 +552,10 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             return Math.Min(slots, singlesSum);
         }
 
-        // A small domain is grouped whole, as the engine groups it: runs back to back from its first page.
-        IEnumerable<long> starts = _allSingles ? [0] : _runStarts;
-        long next = 0;
-        foreach (long first in starts)
+        // One run from start on, its members found before limit: the gfn after its last member, or -1 for too few.
+        long Run(long start, long limit)
         {
-          for (long start = first; start <= _lastGfn; start = next)
-          {
-            if (start < next) break;
             int count = 0, sum = 0;
-            long limit = ReferenceEquals(starts, _runStarts) ? start + RunWalk : _lastGfn + 1;
             for (long g = start; g <= _lastGfn && g < limit && count < GroupRun; g++)
             {
                 int single = Take(g, count);
@@ -557,14 +563,24 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 gfns[count++] = g;
                 sum += single;
             }
-            if (count < GroupRun) break;
-            next = gfns[count - 1] + 1;
+            if (count < GroupRun) return -1;
             int slots = GroupSlots(count, sum);
             _groupBytes += slots > 0 ? slots : sum;
             _groupSinglesBytes += sum;
             _groupRuns++;
-            if (ReferenceEquals(starts, _runStarts)) break;
-          }
+            return gfns[count - 1] + 1;
+        }
+
+        if (_singleByGfn is not null)
+        {
+            // A small domain is grouped whole, as the engine groups it: runs back to back from its first page.
+            for (long start = 0; start >= 0 && start <= _lastGfn;) start = Run(start, _lastGfn + 1);
+        }
+        else
+        {
+            long next = 0;
+            foreach (long start in _runStarts)
+                if (start >= next) next = Math.Max(next, Run(start, start + RunWalk));
         }
 
         foreach (int index in _groupShares)
