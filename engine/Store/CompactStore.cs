@@ -291,9 +291,16 @@ public sealed unsafe class CompactStore : IDisposable
         int slot = SlotSizeFor(slotSize);
         if (blobs <= 0) return (0, 0);
         if (blobs > SlabSize / slot) return SlabsFor(slotSize, blobs);
+        int bytes = SmallestSlabFor(slot, blobs);
+        return (bytes, SlabMetadataBytes(bytes / slot));
+    }
+
+    /// <summary>The bytes of the smallest slab (<see cref="SlabBytesAt"/>) that holds <paramref name="blobs"/> slots of <paramref name="slot"/> bytes (at most a full-size slab's).</summary>
+    private static int SmallestSlabFor(int slot, long blobs)
+    {
         int n = 0;
         while (SlabBytesAt(n) / slot < blobs) n++;
-        return (SlabBytesAt(n), SlabMetadataBytes(SlabBytesAt(n) / slot));
+        return SlabBytesAt(n);
     }
 
     /// <summary>Managed bookkeeping of the store itself, before any slab: its size classes.</summary>
@@ -876,9 +883,8 @@ public sealed unsafe class CompactStore : IDisposable
     {
         long live = cls.Live;
         if (live == 0 || live > SlabSize / cls.SlotSize || live * cls.SlotSize >= threshold * cls.Bytes) return 0;
-        int n = 0;
-        while (SlabBytesAt(n) / cls.SlotSize < live) n++;
-        return SlabBytesAt(n) < cls.Bytes ? SlabBytesAt(n) : 0;
+        int size = SmallestSlabFor(cls.SlotSize, live);
+        return size < cls.Bytes ? size : 0;
     }
 
     /// <summary>
