@@ -232,7 +232,7 @@ public sealed partial class Domain
     {
         EnsureFramesFor(state, "InsufficientMemoryToRestore", (count, obtainable) =>
             $"Restoring the {count} {state} pages of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
-        return ConvertEvery(state, Qemu is null ? Rebuild : (g, e) => QemuInstall(g, Rebuild(g, e)));
+        return ConvertEvery(state, Rebuild);
     }
 
     /// <summary>
@@ -252,7 +252,11 @@ public sealed partial class Domain
             throw new DEException(errorId, DEErrorKind.ResourceUnavailable, message(count, obtainable), this);
     }
 
-    /// <summary>Applies <paramref name="convert"/> to every page in <paramref name="state"/>, each under its lock; returns how many.</summary>
+    /// <summary>
+    /// Applies <paramref name="convert"/> to every page in <paramref name="state"/>, each under its lock; returns how many.
+    /// A QEMU guest's page that it leaves Private in a frame of the engine goes back into the guest, as its own fault would
+    /// put it (should that fail, the page stays in the engine's frame, never naming what the conversion let go).
+    /// </summary>
     internal long ConvertEvery(PageState state, Func<long, ulong, ulong> convert) =>
         ConvertEvery(e => PageEntry.State(e) == state, convert);
 
@@ -269,6 +273,7 @@ public sealed partial class Domain
                 if (match(e))
                 {
                     e = convert(gfn, e);
+                    if (Qemu is not null && PageEntry.State(e) == PageState.Private) e = QemuInstall(gfn, e);
                     converted++;
                 }
             }

@@ -165,6 +165,10 @@ public sealed partial class Domain
             if (PageEntry.State(e) != PageState.Private && !PageEntry.IsUntouched(e) && _qemuRefaults![gfn] < 3) _qemuRefaults[gfn]++;
             switch (PageEntry.State(e))
             {
+                case PageState.Private when !Host.Frames.IsExternal(PageEntry.Frame(e)):
+                    // Rebuilt by an earlier fault whose install failed: the bytes are in a frame of the engine still.
+                    e = QemuInstall(gfn, e);
+                    break;
                 case PageState.Private:
                     // Another vCPU faulted on it too and it is in already.
                     ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
@@ -181,27 +185,32 @@ public sealed partial class Domain
                 }
                 case PageState.Uniform:
                 {
-                    uint frame = AllocateFrame(gfn);
-                    FillUniform(Host.Frames.Span(frame), (uint)PageEntry.Payload(e));
-                    e = QemuInstall(gfn, PageEntry.With(e, PageState.Private, frame));
+                    e = WithUniformFrame(gfn, e);
+                    e = QemuInstall(gfn, e);
                     Host.Faults.Record(FaultKind.PatternFill, Stopwatch.GetTimestamp() - started);
                     break;
                 }
+                // Each rebuild lets go of what held the page (its blob, reference or swap slot) and returns it Private in a
+                // frame of the engine; the entry says so before the install, so that an install that fails (QEMU exited)
+                // leaves the page in that frame, never naming what was let go (which DropHeld would let go twice).
                 case PageState.Shared:
-                    e = QemuInstall(gfn, BreakSharing(gfn, e, copy: true));
+                    e = BreakSharing(gfn, e, copy: true);
+                    e = QemuInstall(gfn, e);
                     Host.Faults.Record(FaultKind.CopyOnWrite, Stopwatch.GetTimestamp() - started);
                     break;
                 case PageState.Patched:
                 case PageState.Compressed:
                 {
                     var kind = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
-                    e = QemuInstall(gfn, Rebuild(gfn, e));
+                    e = Rebuild(gfn, e);
+                    e = QemuInstall(gfn, e);
                     // Timed from the fault's message to the guest woken, like every fault of a QEMU guest.
                     Host.Faults.Record(kind, Stopwatch.GetTimestamp() - started);
                     break;
                 }
                 case PageState.Swapped:
-                    e = QemuInstall(gfn, BringIn(gfn, e, readBack: true, out _)); // SwapIn counts and times the read
+                    e = BringIn(gfn, e, readBack: true, out _); // SwapIn counts and times the read
+                    e = QemuInstall(gfn, e);
                     break;
                 default:
                     throw UnsupportedState(gfn, e);

@@ -340,11 +340,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
         domain.EnsureFramesFor(SharesSomething, "InsufficientMemoryToUnshare", (shared, obtainable) =>
             $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
         domain.Policy.SharingEnabled = false;
+        // (a guest's page goes back into the guest: ConvertEvery)
         return domain.ConvertEvery(SharesSomething, (gfn, e) =>
-        {
-            e = PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e);
-            return domain.Qemu is null ? e : domain.QemuInstall(gfn, e); // a guest's page goes back into the guest
-        });
+            PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e));
     }
 
     /// <summary>Per-domain page counts and memory use.</summary>

@@ -169,7 +169,12 @@ Describe 'SSH hosts for the fleet tests' {
             $answering = @($sshHosts[0], $sshHosts[2])
             $more = @(New-PSSession -SSHConnection $answering[0].SSHConnection, $bogus, $answering[1].SSHConnection -ErrorVariable err -ErrorAction SilentlyContinue)
             $err.Count | Should -Be 1
-            $err[0].Exception | Should -BeOfType ([Management.Automation.Remoting.PSRemotingTransportException])
+            # PowerShell's SSH transport reports the refused connection one of two ways, depending on whether it sees ssh
+            # exit before or after it starts reading the (empty) reply: a transport error, or "a remote session might have
+            # ended" (PSRemotingDataStructureException; seen on a loaded machine). Either way one OpenError for that host.
+            $err[0].Exception.GetType().FullName | Should -BeIn @(
+                'System.Management.Automation.Remoting.PSRemotingTransportException',
+                'System.Management.Automation.Remoting.PSRemotingDataStructureException')
             $err[0].CategoryInfo.Category | Should -Be 'OpenError'
             $more.Count | Should -Be 2
             $more.State | Should -Be 'Opened', 'Opened'
