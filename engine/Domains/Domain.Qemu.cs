@@ -274,6 +274,55 @@ public sealed partial class Domain
         return e;
     }
 
+    /// <summary>
+    /// For diagnosis: the pages whose state disagrees with the guest's memory, each checked under its lock (busy pages are
+    /// skipped): a page the engine says the guest has (Private on the guest's frame) that is a hole in the memfd, and a page
+    /// the engine holds (any other state) that the memfd has, with whether that page is all zeros. Either is a bug: the
+    /// first makes the guest's next touch find zeros once nothing pages the guest, the second lets the guest read bytes
+    /// the engine did not put there.
+    /// </summary>
+    internal string QemuConsistency(int examples = 4)
+    {
+        var ram = Qemu!;
+        var present = new bool[PageCount];
+        foreach (var (first, pages) in ram.PresentRuns())
+            for (long g = first; g < first + pages && g < PageCount; g++) present[g] = true;
+        long holes = 0, held = 0, heldZeros = 0;
+        var seen = new List<string>();
+        for (long gfn = 0; gfn < PageCount && !IsRemoved; gfn++)
+        {
+            ulong peek = PeekEntry(gfn);
+            bool guestOwn = PageEntry.State(peek) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(peek));
+            if (present[gfn] == guestOwn || !TryLock(gfn, out ulong e)) continue;
+            try
+            {
+                guestOwn = PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e));
+                bool isPresent = ram.IsPresent(gfn);
+                if (guestOwn == isPresent) continue;
+                if (guestOwn)
+                {
+                    holes++;
+                    if (seen.Count < examples) seen.Add($"gfn {gfn} Private but a hole");
+                }
+                else
+                {
+                    bool zeros = !Host.Frames.Span(ram.FrameOf(gfn)).ContainsAnyExcept((byte)0); // present: reading allocates nothing
+                    held++;
+                    if (zeros) heldZeros++;
+                    if (seen.Count < examples) seen.Add($"gfn {gfn} {PageEntry.State(e)} but present{(zeros ? " (zeros)" : "")}");
+                }
+            }
+            finally
+            {
+                Unlock(gfn, e);
+            }
+        }
+        return holes + held == 0
+            ? "every page's state agrees with the guest's memory"
+            : $"{holes} pages the engine says the guest has are holes, {held} pages the engine holds are in the guest's memory ({heldZeros} of them zeros): " +
+              string.Join("; ", seen);
+    }
+
     /// <summary>Refuses to take pages out of a guest whose kernel gives no write-protect faults on shared memory.</summary>
     internal void ThrowIfQemuCannotEvict()
     {

@@ -260,6 +260,15 @@ internal sealed unsafe class QemuLink : IDisposable
         return runs;
     }
 
+    /// <summary>Whether the memfd has guest page <paramref name="gfn"/> (the next data at or after it is it).</summary>
+    public bool IsPresent(long gfn)
+    {
+        var (region, offset) = Locate(gfn);
+        long at = (long)(region.FileOffset + offset);
+        long data = LinuxNative.Lseek(memfds[region.MemfdIndex], at, LinuxNative.SEEK_DATA);
+        return data == at;
+    }
+
     /// <summary>Takes a guest page out of the memfd (and so out of QEMU): the guest's next access faults.</summary>
     public void Punch(long gfn)
     {

@@ -103,6 +103,9 @@ internal sealed unsafe class QemuRam : IDisposable
         throw new ArgumentOutOfRangeException(nameof(gfn));
     }
 
+    /// <summary>Whether the memfd has guest page <paramref name="gfn"/> (SEEK_DATA from it lands on it).</summary>
+    public bool IsPresent(long gfn) => Link.IsPresent(gfn);
+
     /// <summary>The pages the guest has now (runs of gfns), from the memfds.</summary>
     public IEnumerable<(long Gfn, long Pages)> PresentRuns() => Link.Regions.SelectMany(Link.PresentRuns);
 

@@ -281,6 +281,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
             foreach (var kind in new[] { FaultKind.CopyOnWrite, FaultKind.Decompress })
                 Assert.True(roomyStats.Faults.Single(f => f.Kind == kind).Count > 0, $"pages came back on demand: {kind}");
             Assert.All(first, vm => Assert.Null(vm.Qemu!.FaultFailure));
+            Assert.All(first, vm => Assert.Equal(StatesAgree, vm.QemuConsistency()));
             foreach (var vm in first) roomy.RemoveDomain(vm);
         }
 
@@ -322,12 +323,16 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(mostOut * 100 >= touched * 30, $"at least 30% of the {touched} touched pages were out at once: {mostOut}");
         Assert.True(stats.Faults.Single(f => f.Kind == FaultKind.SwapIn).Count > 0, "pages came back on demand: SwapIn");
         Assert.All(vms, vm => Assert.Null(vm.Qemu!.FaultFailure));
+        Assert.All(vms, vm => Assert.Equal(StatesAgree, vm.QemuConsistency()));
 
         foreach (var vm in vms) host.RemoveDomain(vm);
         Assert.Equal(0, host.GetStats().FramesInUse);
         VerifiesOn(a, 6144);
         VerifiesOn(b, 6144);
     }
+
+    /// <summary>What <see cref="Domain.QemuConsistency"/> says when every page's state agrees with the guest's memory.</summary>
+    private const string StatesAgree = "every page's state agrees with the guest's memory";
 
     /// <summary>What the engine knows of a guest that stopped talking: faults it could not serve, its engine, its pages.</summary>
     private static string Diagnosis(DEHost host, Domain vm, TestGuest guest, TestGuest other)
@@ -339,7 +344,9 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         string pages = string.Join("; ", frames.Select(pfn => vm.IsRemoved ? $"gfn {pfn}: domain removed" : $"gfn {pfn}: {vm.GetPage(pfn)}"));
         var engine = host.EngineStatus;
         var stats = host.GetStats();
-        return (pages.Length > 0 ? $"Engine, the pages found changed: {pages}.\n" : "") + $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
+        string consistency = vm.IsRemoved || vm.Qemu is null ? "domain removed" : vm.QemuConsistency();
+        return (pages.Length > 0 ? $"Engine, the pages found changed: {pages}.\n" : "") + $"Engine's states against the guest's memory: {consistency}.\n" +
+               $"Engine: {vm.Qemu?.FailedFaults} faults of '{vm.Name}' not served (last: {vm.Qemu?.FaultFailure?.ToString() ?? "none"}); " +
                $"{vm.Qemu?.InstallConflicts} pages put back found there with other bytes (last: {vm.Qemu?.LastInstallConflict ?? "none"}); " +
                $"background engine {engine.State}, {engine.PassesRun} passes, last error {engine.LastError ?? "none"}; " +
                $"host frames {stats.FramesInUse} in use; faults: {string.Join(", ", stats.Faults.Select(f => $"{f.Kind} {f.Count}"))}; " +
