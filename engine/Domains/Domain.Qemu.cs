@@ -289,14 +289,14 @@ public sealed partial class Domain
             for (long g = first; g < first + pages && g < PageCount; g++) present[g] = true;
         long holes = 0, held = 0, heldZeros = 0;
         var seen = new List<string>();
+        // The guest has the page: Private on its own (external) frame.
+        bool GuestHas(ulong entry) => PageEntry.State(entry) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(entry));
         for (long gfn = 0; gfn < PageCount && !IsRemoved; gfn++)
         {
-            ulong peek = PeekEntry(gfn);
-            bool guestOwn = PageEntry.State(peek) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(peek));
-            if (present[gfn] == guestOwn || !TryLock(gfn, out ulong e)) continue;
+            if (present[gfn] == GuestHas(PeekEntry(gfn)) || !TryLock(gfn, out ulong e)) continue;
             try
             {
-                guestOwn = PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e));
+                bool guestOwn = GuestHas(e); // again under the lock: the peek may be stale
                 bool isPresent = ram.IsPresent(gfn);
                 if (guestOwn == isPresent) continue;
                 if (guestOwn)
