@@ -261,6 +261,23 @@ public sealed partial class Domain
     }
 
     /// <summary>
+    /// Unlocks a page a pass protected (<paramref name="guarded"/>: <see cref="QemuProtect"/> said so), lifting the
+    /// protection first when the page stays the guest's. The page is unlocked even when lifting fails (QEMU exited):
+    /// a lock left held would stop every later pass, fault and the domain's removal at this page for good.
+    /// </summary>
+    internal void QemuUnlock(long gfn, ulong e, bool guarded)
+    {
+        try
+        {
+            if (guarded && PageEntry.State(e) == PageState.Private) QemuUnprotect(gfn);
+        }
+        finally
+        {
+            Unlock(gfn, e);
+        }
+    }
+
+    /// <summary>
     /// The clock's view of a locked Private page of the guest: written and referenced when its content changed since
     /// the last sweep (its hash is kept in its frame's hash slot, unused otherwise for a guest frame).
     /// </summary>

@@ -290,8 +290,7 @@ public sealed partial class DEHost
                 finally
                 {
                     // Still the guest's: let it write again (a write that waited on the page lock goes on now).
-                    if (guarded && PageEntry.State(e) == PageState.Private) domain.QemuUnprotect(gfn);
-                    domain.Unlock(gfn, e);
+                    domain.QemuUnlock(gfn, e, guarded);
                 }
             }
         }

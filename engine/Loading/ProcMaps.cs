@@ -2,8 +2,11 @@ using System.Globalization;
 
 namespace DifferenceEngine.Loading;
 
-/// <summary>One line of /proc/PID/maps: a mapping's address range, whether it is readable, and its name.</summary>
-internal readonly record struct MapsRegion(ulong Start, ulong End, bool Readable, string Name)
+/// <summary>
+/// One line of /proc/PID/maps: a mapping's address range, whether it is readable, its name, whether it is shared
+/// (MAP_SHARED: writes reach the file, and a page read through it is the file's page) and where in the file it starts.
+/// </summary>
+internal readonly record struct MapsRegion(ulong Start, ulong End, bool Readable, string Name, bool Shared = false, ulong FileOffset = 0)
 {
     public ulong Length => End - Start;
 
@@ -47,12 +50,15 @@ internal static class ProcMaps
         }
 
         // offset, dev and inode come before the name; the name itself may contain spaces.
-        for (int i = 0; i < 3; i++)
+        NextField(ref rest, out ReadOnlySpan<char> offsetField);
+        ulong.TryParse(offsetField, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong offset);
+        for (int i = 0; i < 2; i++)
         {
             NextField(ref rest, out _);
         }
 
-        region = new MapsRegion(start, end, perms.Length > 0 && perms[0] == 'r', rest.Trim().ToString());
+        region = new MapsRegion(start, end, perms.Length > 0 && perms[0] == 'r', rest.Trim().ToString(),
+            Shared: perms.Length > 3 && perms[3] == 's', FileOffset: offset);
         return true;
     }
 

@@ -7,7 +7,9 @@ using static DifferenceEngine.Loading.LoadGeometry;
 namespace DifferenceEngine.Loading;
 
 /// <summary>
-/// A snapshot of a live Linux process, read through /proc/PID/mem. Its guest-physical space holds only the pages that
+/// A snapshot of a live Linux process, read through /proc/PID/mem, and its shared mappings of regular files (shared
+/// memory: tmpfs, memfd, SysV, shared anonymous) through /proc/PID/map_files, so a page that has left the file since the
+/// layout reads as zeros without the read allocating it there (the snapshot never changes the process). Its guest-physical space holds only the pages that
 /// were resident (present or swapped, per /proc/PID/pagemap) when it was opened: the resident runs of the readable
 /// mappings, in address order, on consecutive gfns. Pages the process never touched are not laid out at all (they are
 /// counted in <see cref="LoadReport.PagesNotResident"/>). When pagemap cannot be read, every page of every readable
@@ -320,10 +322,45 @@ internal sealed class ProcessSource : MemorySource
             return;
         }
 
-        long unreadable = 0;
-        foreach (Run run in runs)
+        // A shared mapping's pages are its file's. Read through the process, a page that left the file after the layout
+        // was made (punched out, truncated) would be allocated anew, as zeros, in shared memory (tmpfs, memfd, SysV,
+        // shared anonymous): the snapshot would change the process it reads, and a userfaultfd pager of that memory
+        // (the engine's own QEMU backend keeps guest RAM mapped like this) would find the page filled behind its back.
+        // Read through the file, a hole reads as zeros and stays a hole.
+        SafeFileHandle source = _mem;
+        long delta = 0;
+        SafeFileHandle? file = null;
+        if (region.Shared)
         {
-            unreadable += CopyRun(run, buffer, sink, counters, cancellationToken);
+            file = OpenMappedFile(region, out string? why);
+            if (why is not null)
+            {
+                if (laidOut > 0)
+                {
+                    counters.Skip($"{region}: {why}", laidOut);
+                }
+
+                return;
+            }
+
+            if (file is not null)
+            {
+                source = file;
+                delta = (long)region.FileOffset - (long)region.Start;
+            }
+        }
+
+        long unreadable = 0;
+        try
+        {
+            foreach (Run run in runs)
+            {
+                unreadable += CopyRun(run, source, delta, file is not null, buffer, sink, counters, cancellationToken);
+            }
+        }
+        finally
+        {
+            file?.Dispose();
         }
 
         if (unreadable > 0)
@@ -336,8 +373,50 @@ internal sealed class ProcessSource : MemorySource
         }
     }
 
-    /// <summary>Copies a run a chunk at a time; a page that fails to read is left out. Returns the unreadable bytes.</summary>
-    private long CopyRun(Run run, byte[] buffer, IGuestPageSink sink, LoadCounters counters, CancellationToken cancellationToken)
+    /// <summary>
+    /// Opens the file behind a shared mapping (/proc/PID/map_files) when it is a regular file, whose holes a read
+    /// through the mapping would fill; null with <paramref name="why"/> null for any other kind (a device's memory: read
+    /// through the process as before, nothing to fill); null with the reason to skip the mapping when its file cannot
+    /// be reached.
+    /// </summary>
+    private unsafe SafeFileHandle? OpenMappedFile(MapsRegion region, out string? why)
+    {
+        why = null;
+        string path = $"/proc/{_pid}/map_files/{region.Start:x}-{region.End:x}";
+        byte* stat = stackalloc byte[Qemu.LinuxNative.StatxBufferSize];
+        if (Qemu.LinuxNative.Statx(Qemu.LinuxNative.AT_FDCWD, path, 0, Qemu.LinuxNative.STATX_TYPE, stat) != 0)
+        {
+            int errno = Qemu.LinuxNative.Errno;
+            why = errno is Qemu.LinuxNative.EPERM or Qemu.LinuxNative.EACCES
+                ? "shared memory, which is read through its file, and /proc/PID/map_files needs root (CAP_CHECKPOINT_RESTORE); " +
+                  "read through the process, a page punched out meanwhile would be filled with zeros in the process's memory"
+                : $"unmapped since the snapshot was opened ({Qemu.LinuxNative.Describe(errno)})";
+            return null;
+        }
+
+        if ((*(ushort*)(stat + Qemu.LinuxNative.StatxModeOffset) & Qemu.LinuxNative.S_IFMT) != Qemu.LinuxNative.S_IFREG)
+        {
+            return null;
+        }
+
+        try
+        {
+            return File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            why = $"its file cannot be opened ({e.Message})";
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Copies a run a chunk at a time, from <paramref name="source"/> at the run's address plus <paramref name="delta"/>
+    /// (/proc/PID/mem, or a shared mapping's file); a page that fails to read, or lies past the file's end, is left out.
+    /// Returns the unreadable bytes.
+    /// </summary>
+    private long CopyRun(Run run, SafeFileHandle source, long delta, bool isFile, byte[] buffer, IGuestPageSink sink,
+        LoadCounters counters, CancellationToken cancellationToken)
     {
         long unreadable = 0;
         long page = 0;
@@ -348,7 +427,8 @@ internal sealed class ProcessSource : MemorySource
             // One read per chunk; after a failure (EIO, e.g. [vvar] or a page unmapped since the open) go on past the failing page.
             int count = (int)Math.Min(ChunkPages, run.Pages - page);
             Span<byte> chunk = buffer.AsSpan(0, count << PageShift);
-            int whole = ReadUntilFailure(_pid, _mem, chunk, (long)(run.Start + ((ulong)page << PageShift))) >> PageShift;
+            long offset = (long)(run.Start + ((ulong)page << PageShift)) + delta;
+            int whole = ReadUntilFailure(_pid, source, chunk, offset, isFile) >> PageShift;
             for (int k = 0; k < whole; k++)
             {
                 sink.SetPage(run.FirstGfn + page + k, chunk.Slice(k << PageShift, PageSize));
@@ -366,8 +446,11 @@ internal sealed class ProcessSource : MemorySource
         return unreadable;
     }
 
-    /// <summary>Reads until the buffer is full or a read fails; returns the bytes read before the failure.</summary>
-    private static int ReadUntilFailure(int pid, SafeFileHandle file, Span<byte> buffer, long offset)
+    /// <summary>
+    /// Reads until the buffer is full or a read fails; returns the bytes read before the failure. <paramref name="file"/>
+    /// is /proc/PID/mem, or with <paramref name="isFile"/> a shared mapping's file, whose end ends the read.
+    /// </summary>
+    private static int ReadUntilFailure(int pid, SafeFileHandle file, Span<byte> buffer, long offset, bool isFile = false)
     {
         int done = 0;
         while (done < buffer.Length)
@@ -380,6 +463,15 @@ internal sealed class ProcessSource : MemorySource
             catch (IOException)
             {
                 return done;
+            }
+
+            if (n == 0 && isFile)
+            {
+                // The file ends here. Its last page reads, through the mapping, as the file's bytes and zeros after them;
+                // pages wholly past the end are no longer the mapping's (truncated since the layout was made).
+                int whole = (done + PageSize - 1) & ~(PageSize - 1);
+                buffer[done..whole].Clear();
+                return whole;
             }
 
             if (n == 0)

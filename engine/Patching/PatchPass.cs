@@ -175,11 +175,7 @@ internal static class PatchPass
     }
 
     /// <summary>Unlocks a candidate, lifting the write protection of a guest's page that is still the guest's.</summary>
-    private static void Release(Domain domain, long gfn, ulong e, bool guarded)
-    {
-        if (guarded && PageEntry.State(e) == PageState.Private) domain.QemuUnprotect(gfn);
-        domain.Unlock(gfn, e);
-    }
+    private static void Release(Domain domain, long gfn, ulong e, bool guarded) => domain.QemuUnlock(gfn, e, guarded);
 
     /// <summary>Makes the best candidate a reference, stores the patch and frees the page's frame.</summary>
     private static ulong Commit(DEHost host, SharingIndex index, Domain domain, long gfn, ulong e,

@@ -28,6 +28,7 @@ internal static unsafe partial class LinuxNative
     public const int PROT_READ = 1;
     public const int MADV_DONTNEED = 4;
     public const int MADV_NOHUGEPAGE = 15;
+    public const int MADV_DONTDUMP = 16;
     public const int MAP_SHARED = 1;
     public const int SEEK_DATA = 3;
     public const int SEEK_HOLE = 4;
@@ -120,6 +121,18 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(void* address, nuint length, int advice);
+
+    /// <summary>statx(2); its buffer (256 bytes) has one layout on every architecture: the mode is the u16 at <see cref="StatxModeOffset"/>.</summary>
+    [LibraryImport(Libc, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Statx(int directoryFd, string path, int flags, uint mask, byte* buffer);
+
+    public const int AT_FDCWD = -100;
+    public const uint STATX_TYPE = 1;
+    public const int StatxModeOffset = 28;
+    public const int StatxBufferSize = 256;
+    public const int S_IFMT = 0xF000;
+    public const int S_IFREG = 0x8000;
+    public const int EPERM = 1;
 
     [LibraryImport(Libc, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Mincore(void* address, nuint length, byte* vector);

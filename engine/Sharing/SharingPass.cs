@@ -159,8 +159,7 @@ internal static class SharingPass
         finally
         {
             // Still the guest's: let it write again.
-            if (otherGuarded && PageEntry.State(oe) == PageState.Private) other.QemuUnprotect(otherGfn);
-            other.Unlock(otherGfn, oe);
+            other.QemuUnlock(otherGfn, oe, otherGuarded);
         }
     }
 
