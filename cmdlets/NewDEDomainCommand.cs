@@ -152,6 +152,9 @@ public sealed class NewDEDomainCommand : DECmdlet
             Domain? domain = create();
             if (domain is null) return;
             if (domain.LoadReport is { } report) WriteVerbose($"Domain '{domain.Name}': {report}");
+            if (domain.QemuUnguardedReason is { } unguarded)
+                WriteWarning($"Domain '{domain.Name}': the engine's mapping of the guest's RAM is not guarded ({unguarded}): " +
+                             "do not read this process's memory with other tools while it serves the guest (about_DifferenceEngine).");
             if (domain.LoadReport is { RegionsSkipped: > 0 } skipped)
                 foreach (string region in skipped.SkippedRegions) WriteVerbose($"Skipped {region}");
             WriteObject(domain);

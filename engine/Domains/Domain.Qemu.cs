@@ -34,6 +34,13 @@ public sealed partial class Domain
     public int QemuPid => Qemu?.Link.Pid ?? 0;
 
     /// <summary>
+    /// For a QEMU domain whose RAM the engine could not guard against reads of its holes, why (null when guarded, and
+    /// for an embedded domain). Unguarded, anything reading the engine process's memory where it maps a page the engine
+    /// holds (a debugger, /proc/PID/mem) puts zeros in the guest's page (docs/QEMU.md).
+    /// </summary>
+    public string? QemuUnguardedReason => Qemu?.UnguardedReason;
+
+    /// <summary>
     /// Takes over <paramref name="ram"/>: every page the guest has becomes Private on its own (external) frame, every
     /// hole Untouched; then the guest's faults are served. Called once, before the domain is registered.
     /// </summary>

@@ -134,6 +134,10 @@ internal static unsafe partial class LinuxNative
     public const int S_IFREG = 0x8000;
     public const int EPERM = 1;
 
+    /// <summary>syscall(2) with one argument (for calls libc has no wrapper for, such as userfaultfd).</summary>
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    public static partial long Syscall(long number, long argument);
+
     [LibraryImport(Libc, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Mincore(void* address, nuint length, byte* vector);
 

@@ -234,8 +234,8 @@ internal sealed unsafe class QemuLink : IDisposable
             memfds[region.MemfdIndex], (long)region.FileOffset);
         if (at == (void*)-1) throw Failure("mmap of guest RAM", LinuxNative.Errno, $"region at gfn {region.FirstGfn}");
         // Not in the engine's core dumps: they would hold the guest's memory (its secrets), and dumping a page the engine
-        // holds reads the hole through this mapping, which allocates it in the memfd as zeros: a guest page lost. (The
-        // same goes for any reader of this process's memory, /proc/PID/mem or process_vm_readv: see docs/QEMU.md.)
+        // holds reads the hole through this mapping, which allocates it in the memfd as zeros: a guest page lost. (Any
+        // reader of this process's memory would do the same; QemuRam guards the mapping against that: docs/QEMU.md.)
         LinuxNative.Madvise(at, (nuint)region.Length, LinuxNative.MADV_DONTDUMP);
         return (byte*)at;
     }

@@ -6,7 +6,8 @@ namespace DifferenceEngine.Qemu;
 /// A running QEMU's guest RAM as frames of the host's pool: each memfd region mapped read-only into the engine and made
 /// a range of external frames (<see cref="FramePool.AddExternal"/>), so a page the guest has is a Private page whose
 /// frame is the guest's own memory, read in place by every pass; a page let go (its frame freed) is punched out of the
-/// memfd. The fault thread hands each of the guest's faults to its domain (<see cref="Domains.Domain"/>), which serves it
+/// memfd. The mappings are guarded (<see cref="UnguardedReason"/>): a read of a hole through them fails instead of
+/// allocating the page as zeros. The fault thread hands each of the guest's faults to its domain (<see cref="Domains.Domain"/>), which serves it
 /// under the page's lock like any other access.
 /// </summary>
 internal sealed unsafe class QemuRam : IDisposable
@@ -14,6 +15,7 @@ internal sealed unsafe class QemuRam : IDisposable
     private readonly FramePool frames;
     private readonly Mapped[] mapped;
     private readonly int stopFd;
+    private readonly Userfaultfd? readGuard;
     private Thread? faultThread;
     private Exception? faultFailure;
     private long failedFaults;
@@ -44,18 +46,22 @@ internal sealed unsafe class QemuRam : IDisposable
         stopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
         if (stopFd < 0)
             throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError, $"eventfd failed: {LinuxNative.Describe(LinuxNative.Errno)}.", null);
+        readGuard = Userfaultfd.CreateReadGuard(out string? unguarded);
         try
         {
             for (int i = 0; i < mapped.Length; i++)
             {
                 var region = link.Regions[i];
                 mapped[i] = new Mapped(link, journal, region, link.MapRegion(region));
+                unguarded ??= readGuard!.GuardReads(mapped[i].Data, (ulong)region.Length);
                 mapped[i].FirstFrame = frames.AddExternal(mapped[i].Data, region.PageCount, mapped[i]);
             }
+            UnguardedReason = unguarded;
         }
         catch
         {
             Unmap();
+            readGuard?.Dispose();
             LinuxNative.Close(stopFd);
             journal.Dispose();
             throw;
@@ -63,6 +69,14 @@ internal sealed unsafe class QemuRam : IDisposable
     }
 
     public QemuLink Link { get; }
+
+    /// <summary>
+    /// Why the engine's own mappings of the guest's RAM are not guarded against reads of holes, or null when they are.
+    /// Guarded, a read of a page the engine took out (by anyone reading this process's memory: /proc/PID/mem,
+    /// process_vm_readv, a debugger) fails, where unguarded it would allocate the page in the memfd as zeros, and the
+    /// guest would find zeros where the engine holds its page (docs/QEMU.md).
+    /// </summary>
+    public string? UnguardedReason { get; }
 
     /// <summary>The crash journal: every page taken out of the guest, for a next engine should this one die.</summary>
     public QemuJournal Journal { get; }
@@ -177,6 +191,7 @@ internal sealed unsafe class QemuRam : IDisposable
         StopFaults();
         LinuxNative.Close(stopFd);
         Unmap();
+        readGuard?.Dispose(); // after the unmap: closing it first would leave the mappings unguarded for a moment
         Journal.Dispose();
         Link.Dispose();
     }

@@ -167,6 +167,70 @@ internal sealed unsafe class Userfaultfd : IDisposable
         : new("QemuUserfaultfdFailed", DEErrorKind.ConnectionError,
             $"{call}{(address != 0 ? $" at 0x{address:x}" : "")} failed: {LinuxNative.Describe(errno)} (errno {errno}).", null);
 
+    private const nuint UFFDIO_API = 0xC018AA3F;
+    private const nuint UFFDIO_REGISTER = 0xC020AA00;
+    private const ulong UFFD_API = 0xAA;
+    private const ulong UFFD_FEATURE_MISSING_SHMEM = 1 << 5;
+    private const ulong UFFD_FEATURE_SIGBUS = 1 << 7;
+    private const ulong UFFDIO_REGISTER_MODE_MISSING = 1;
+    private const long UFFD_USER_MODE_ONLY = 1;
+
+    /// <summary>
+    /// A userfaultfd of this process that makes a read of a hole in the engine's own mappings of guest RAM fail instead of
+    /// allocating the page (<see cref="GuardReads"/>), or null with the reason it could not be made.
+    /// </summary>
+    public static Userfaultfd? CreateReadGuard(out string? failure)
+    {
+        failure = null;
+        long number = RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 => 323,
+            Architecture.Arm64 => 282,
+            _ => -1,
+        };
+        if (number < 0)
+        {
+            failure = $"no userfaultfd system call number known for {RuntimeInformation.ProcessArchitecture}";
+            return null;
+        }
+        // User-mode faults only: what the kernel reads on another's behalf (/proc/PID/mem, process_vm_readv) fails at once,
+        // and no privilege is needed (vm.unprivileged_userfaultfd stays as it is).
+        int fd = (int)LinuxNative.Syscall(number, LinuxNative.O_CLOEXEC | 0x800 /* O_NONBLOCK */ | UFFD_USER_MODE_ONLY);
+        if (fd < 0)
+        {
+            failure = $"userfaultfd: {LinuxNative.Describe(LinuxNative.Errno)}";
+            return null;
+        }
+        // SIGBUS instead of a fault message: nobody serves this descriptor, and a thread of the engine that read a hole
+        // (a bug) stops there rather than waiting for good or reading zeros.
+        var api = stackalloc ulong[3];
+        api[0] = UFFD_API;
+        api[1] = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_SIGBUS;
+        api[2] = 0;
+        if (LinuxNative.Ioctl(fd, UFFDIO_API, api) != 0)
+        {
+            failure = $"UFFDIO_API (shared memory, SIGBUS): {LinuxNative.Describe(LinuxNative.Errno)}";
+            LinuxNative.Close(fd);
+            return null;
+        }
+        return new Userfaultfd(fd);
+    }
+
+    /// <summary>
+    /// Registers a mapping of this process for missing faults on a <see cref="CreateReadGuard"/> descriptor: a read of a
+    /// page the memfd does not have fails (SIGBUS; EIO through /proc/PID/mem) and the page stays a hole. Present pages
+    /// read as before. Returns the error message, or null.
+    /// </summary>
+    public string? GuardReads(void* address, ulong length)
+    {
+        var register = stackalloc ulong[4];
+        register[0] = (ulong)address;
+        register[1] = length;
+        register[2] = UFFDIO_REGISTER_MODE_MISSING;
+        register[3] = 0;
+        return LinuxNative.Ioctl(fd, UFFDIO_REGISTER, register) == 0 ? null : $"UFFDIO_REGISTER: {LinuxNative.Describe(LinuxNative.Errno)}";
+    }
+
     public void Dispose()
     {
         if (fd >= 0) LinuxNative.Close(fd);
