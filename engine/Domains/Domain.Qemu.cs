@@ -347,6 +347,49 @@ public sealed partial class Domain
               string.Join("; ", seen);
     }
 
+    /// <summary>
+    /// Makes the guest's again every page whose take-out the crash journal refused (a full disk, a journal closed): the
+    /// page stayed in the guest's memfd while the operation that let it go recorded it as held (Zero, Shared, Compressed,
+    /// ...). Each becomes Private on its own frame, written as far as the clock knows, and what the engine made of it is
+    /// let go; the guest's bytes are the page (a write since went through a write-protect fault). Called after every pass
+    /// and reclaim (<see cref="Hosting.DEHost.MaintainJournals"/>). Returns how many it made the guest's.
+    /// </summary>
+    internal int QemuReconcile()
+    {
+        var ram = Qemu;
+        if (ram is null) return 0;
+        int made = 0;
+        while (ram.TryTakeKeptInGuest(out long gfn))
+        {
+            if (IsRemoved) continue;
+            ulong e = Lock(gfn);
+            try
+            {
+                // The guest's already, or taken out after all by a later operation (the page is a hole): nothing to mend.
+                if ((PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e))) || !ram.IsPresent(gfn)) continue;
+                DropHeld(e);
+                uint frame = ram.FrameOf(gfn);
+                Host.Frames.TakeExternal(frame);
+                e = PageEntry.With(e, PageState.Private, frame) | PageEntry.Referenced | PageEntry.Modified;
+                ram.NoteKeptInGuest();
+                made++;
+                try
+                {
+                    QemuUnprotect(gfn);
+                }
+                catch (DEException)
+                {
+                    // QEMU exited: nothing left to lift.
+                }
+            }
+            finally
+            {
+                Unlock(gfn, e);
+            }
+        }
+        return made;
+    }
+
     /// <summary>Refuses to take pages out of a guest whose kernel gives no write-protect faults on shared memory.</summary>
     internal void ThrowIfQemuCannotEvict()
     {

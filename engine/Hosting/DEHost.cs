@@ -110,12 +110,17 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     /// <summary>
     /// After a pass or a reclaim: every QEMU domain's crash journal made durable so far, dropped from the page cache, and
-    /// compacted when most of it is dead.
+    /// compacted when most of it is dead; the pages whose take-out the journal refused made the guest's again
+    /// (<see cref="Domain.QemuReconcile"/>).
     /// </summary>
     internal void MaintainJournals()
     {
         foreach (var d in Domains)
-            if (!d.IsRemoved) d.Qemu?.Journal.Maintain();
+        {
+            if (d.IsRemoved || d.Qemu is null) continue;
+            d.QemuReconcile();
+            d.Qemu.Journal.Maintain();
+        }
     }
 
     /// <summary>The swap file's size (0 without one).</summary>

@@ -16,12 +16,15 @@ internal sealed unsafe class QemuRam : IDisposable
     private readonly Mapped[] mapped;
     private readonly int stopFd;
     private readonly Userfaultfd? readGuard;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<long> keptInGuest = new();
+    private long reconciled;
     private Thread? faultThread;
     private Exception? faultFailure;
     private long failedFaults;
     private bool disposed;
 
-    private sealed class Mapped(QemuLink link, QemuJournal journal, QemuRegion region, byte* data) : FramePool.IExternalOwner
+    private sealed class Mapped(QemuLink link, QemuJournal journal, QemuRegion region, byte* data,
+        System.Collections.Concurrent.ConcurrentQueue<long> kept) : FramePool.IExternalOwner
     {
         public readonly QemuRegion Region = region;
         public readonly byte* Data = data;
@@ -29,11 +32,13 @@ internal sealed unsafe class QemuRam : IDisposable
 
         // A frame of the region is no longer the guest's page: the page leaves QEMU's memory, once the crash journal has
         // it as the guest last wrote it (the page is write-protected). Should the journal fail, the page stays in the guest:
-        // nothing is lost, nothing saved (counted in the journal's failures).
+        // nothing is lost, nothing saved (counted in the journal's failures), and its domain makes it the guest's again
+        // once the operation that let it go is done (Domain.QemuReconcile: its entry says held until then).
         public void Released(long index)
         {
             long gfn = Region.FirstGfn + index;
             if (journal.Put(gfn, new ReadOnlySpan<byte>(Data + index * Userfaultfd.PageSize, Userfaultfd.PageSize))) link.Punch(gfn);
+            else kept.Enqueue(gfn);
         }
     }
 
@@ -52,7 +57,7 @@ internal sealed unsafe class QemuRam : IDisposable
             for (int i = 0; i < mapped.Length; i++)
             {
                 var region = link.Regions[i];
-                mapped[i] = new Mapped(link, journal, region, link.MapRegion(region));
+                mapped[i] = new Mapped(link, journal, region, link.MapRegion(region), keptInGuest);
                 unguarded ??= readGuard!.GuardReads(mapped[i].Data, (ulong)region.Length);
                 mapped[i].FirstFrame = frames.AddExternal(mapped[i].Data, region.PageCount, mapped[i]);
             }
@@ -104,6 +109,17 @@ internal sealed unsafe class QemuRam : IDisposable
         Volatile.Write(ref lastInstallConflict,
             $"gfn {gfn}: the guest had {(zeros ? "a page of zeros" : "other bytes")}, the engine's copy differed at byte {held.CommonPrefixLength(present)}");
     }
+
+    /// <summary>
+    /// The next page whose take-out the crash journal refused, so it stayed in the guest while its entry says the engine
+    /// holds it (<see cref="Domains.Domain.QemuReconcile"/> makes it the guest's again); false when there is none.
+    /// </summary>
+    internal bool TryTakeKeptInGuest(out long gfn) => keptInGuest.TryDequeue(out gfn);
+
+    /// <summary>Pages made the guest's again after the journal refused their take-out (see <see cref="TryTakeKeptInGuest"/>).</summary>
+    public long KeptInGuest => Interlocked.Read(ref reconciled);
+
+    internal void NoteKeptInGuest() => Interlocked.Increment(ref reconciled);
 
     /// <summary>Faults that could not be served (their guest threads wait).</summary>
     public long FailedFaults => Interlocked.Read(ref failedFaults);

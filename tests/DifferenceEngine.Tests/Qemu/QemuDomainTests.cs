@@ -85,9 +85,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     public void TheEngineTakesZeroAndCompressiblePagesOutOfARunningGuestThatKeepsVerifyingThem()
     {
         using var dir = new TempDir();
-        string socket = Path.Combine(dir.Path, "qemu.sock");
-        using var guest = TestGuest.Boot(workloadMiB: 48, rounds: 0, environment: Preload(socket));
-        guest.WaitFor(@"^deworkload ready pages=12288 ");
+        using var guest = BootReady(dir, 48, out string socket);
 
         using var host = new DEHost(new HostOptions { Name = "qemu-compress" });
         var vm = host.AttachQemu("vm1", socket, new DomainOptions { C4Sweeps = 1, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4 });
@@ -128,6 +126,43 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(0, host.GetStats().FramesInUse);
         Assert.Equal(0, host.GetStats().StoreStoredBytes);
         VerifiesOn(guest, 12288);
+    }
+
+    /// <summary>
+    /// A crash journal that refuses every record (closed: each write fails as on a full disk) keeps every page the passes
+    /// would take out in the guest: each is made the guest's again after the pass (Domain.QemuReconcile), so the engine
+    /// holds nothing it does not have, its figures say nothing is saved, and the guest verifies on.
+    /// </summary>
+    [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
+    public void PagesTheCrashJournalCannotRecordStayTheGuestsAndNothingIsCountedAsSaved()
+    {
+        using var dir = new TempDir();
+        using var guest = BootReady(dir, 16, out string socket);
+
+        using var host = new DEHost(new HostOptions { Name = "qemu-journal-refuses" });
+        var vm = host.AttachQemu("vm1", socket, new DomainOptions
+        {
+            C4Sweeps = 1, SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true,
+        });
+        long had = host.GetPageStats(vm).PrivatePages;
+        vm.Qemu!.Journal.Dispose();
+        for (int pass = 0; pass < 4; pass++) host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+
+        var stats = host.GetStats();
+        var pages = host.GetPageStats(vm);
+        output.WriteLine($"journal failures {stats.JournalFailures}, made the guest's again {vm.Qemu.KeptInGuest}; " +
+                         $"private {pages.PrivatePages} of {had} at attach; {stats.LastJournalError}");
+        Assert.True(stats.JournalFailures > 100, $"the passes tried to take pages out: {stats.JournalFailures} refused");
+        Assert.Equal(stats.JournalFailures, vm.Qemu.KeptInGuest);
+        Assert.Equal(0, pages.SharedPages + pages.PatchedPages + pages.CompressedPages + pages.SwappedPages + pages.UniformPages);
+        Assert.True(pages.PrivatePages >= had, $"every page the guest had is still Private: {pages.PrivatePages} of {had}");
+        Assert.Equal(StatesAgree, vm.QemuConsistency());
+        TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false);
+
+        guest.WaitForCleanRound(4096, round: guest.WaitForCleanRound(4096) + 1);
+        host.RemoveDomain(vm);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        VerifiesOn(guest, 4096);
     }
 
     [RequiresFact(Requirement.QemuGuests, Requirement.QemuPager)]
@@ -173,9 +208,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     public void AGuestLargerThanTheHostsMemoryLimitIsPagedToSwapAndVerifiesItsMemory()
     {
         using var dir = new TempDir();
-        string socket = Path.Combine(dir.Path, "qemu.sock");
-        using var guest = TestGuest.Boot(workloadMiB: 48, rounds: 0, environment: Preload(socket));
-        guest.WaitFor(@"^deworkload ready pages=12288 ");
+        using var guest = BootReady(dir, 48, out string socket);
 
         // The guest has touched more than the host may hold: its pages count against the limit, and go to swap.
         const long Limit = 64L << 20;
@@ -207,9 +240,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     public void ADomainWhoseQemuDiedIsRemovedAndEverythingItHeldIsGivenBack()
     {
         using var dir = new TempDir();
-        string socket = Path.Combine(dir.Path, "qemu.sock");
-        using var guest = TestGuest.Boot(workloadMiB: 16, rounds: 0, environment: Preload(socket));
-        guest.WaitFor(@"^deworkload ready pages=4096 ");
+        using var guest = BootReady(dir, 16, out string socket);
         using var host = new DEHost(new HostOptions
         {
             Name = "qemu-died", MemoryLimitBytes = 64L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 256L << 20,
@@ -395,6 +426,23 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         guest.WaitForCleanRound(pages, round: guest.WaitForCleanRound(pages) + 2);
         Assert.DoesNotContain(guest.Lines, l => l.Contains("MISMATCH", StringComparison.Ordinal));
+    }
+
+    /// <summary>One guest with libdeqemu.so and a workload of <paramref name="workloadMiB"/>, ready; its socket in <paramref name="dir"/>.</summary>
+    private static TestGuest BootReady(TempDir dir, int workloadMiB, out string socket)
+    {
+        socket = Path.Combine(dir.Path, "qemu.sock");
+        var guest = TestGuest.Boot(workloadMiB: workloadMiB, rounds: 0, environment: Preload(socket));
+        try
+        {
+            guest.WaitFor($@"^deworkload ready pages={workloadMiB * 256} ");
+            return guest;
+        }
+        catch
+        {
+            guest.Dispose(); // its QEMU stopped, not left running
+            throw;
+        }
     }
 
     /// <summary>
