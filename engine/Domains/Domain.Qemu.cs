@@ -365,12 +365,14 @@ public sealed partial class Domain
             ulong e = Lock(gfn);
             try
             {
-                // The guest's already, or taken out after all by a later operation (the page is a hole): nothing to mend.
-                if ((PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e))) || !ram.IsPresent(gfn)) continue;
+                // Removed meanwhile (its removal handles each page under its lock, as this does), the guest's already, or
+                // taken out after all by a later operation (the page is a hole): nothing to mend.
+                if (IsRemoved || (PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e))) || !ram.IsPresent(gfn)) continue;
                 DropHeld(e);
                 uint frame = ram.FrameOf(gfn);
                 Host.Frames.TakeExternal(frame);
-                e = PageEntry.With(e, PageState.Private, frame) | PageEntry.Referenced | PageEntry.Modified;
+                // Written as far as the clock knows; "does not compress" was said of the held copy, not of the guest's page.
+                e = (PageEntry.With(e, PageState.Private, frame) | PageEntry.Referenced | PageEntry.Modified) & ~PageEntry.Incompressible;
                 ram.NoteKeptInGuest();
                 made++;
                 try

@@ -148,8 +148,14 @@ internal static class PatchPass
                         if (limit <= 0) continue;
                         if (DeltaCodec.TryEncode(reference, page, trial.AsSpan(EncodedPage.PatchHeader, limit), out int written))
                         {
-                            // Keep the new best locked (a reference must not change before it is committed).
-                            if (bestDomain is not null) Release(bestDomain, bestGfn, bestEntry, bestGuarded);
+                            // Keep the new best locked (a reference must not change before it is committed). The old
+                            // best is forgotten before it is released: should lifting its protection throw (QEMU exited),
+                            // the finally below must not unlock it a second time.
+                            if (bestDomain is { } previous)
+                            {
+                                bestDomain = null;
+                                Release(previous, bestGfn, bestEntry, bestGuarded);
+                            }
                             (best, trial) = (trial, best);
                             bestLength = written;
                             bestDomain = other;
