@@ -267,6 +267,19 @@ public sealed partial class Domain
         ram.Link.Faults.WriteProtect(ram.Link.AddressOf(gfn), Userfaultfd.PageSize, on: false);
     }
 
+    /// <summary>Lifts a locked page's protection, unless the guest is gone (then its page has no protection left to lift).</summary>
+    internal void QemuUnprotectIfAlive(long gfn)
+    {
+        try
+        {
+            QemuUnprotect(gfn);
+        }
+        catch (DEException)
+        {
+            // QEMU exited.
+        }
+    }
+
     /// <summary>
     /// Unlocks a page a pass protected (<paramref name="guarded"/>: <see cref="QemuProtect"/> said so), lifting the
     /// protection first when the page stays the guest's. The page is unlocked even when lifting fails (QEMU exited):
@@ -375,14 +388,7 @@ public sealed partial class Domain
                 e = (PageEntry.With(e, PageState.Private, frame) | PageEntry.Referenced | PageEntry.Modified) & ~PageEntry.Incompressible;
                 ram.NoteKeptInGuest();
                 made++;
-                try
-                {
-                    QemuUnprotect(gfn);
-                }
-                catch (DEException)
-                {
-                    // QEMU exited: nothing left to lift.
-                }
+                QemuUnprotectIfAlive(gfn);
             }
             finally
             {

@@ -306,17 +306,7 @@ internal sealed class Reclaimer : IDisposable
     private void GiveBackOne(Domain d, long gfn, ulong e, bool reserved, uint slot)
     {
         if (reserved) Swap.Release(slot);
-        if (d.Qemu is not null)
-        {
-            try
-            {
-                d.QemuUnprotect(gfn);
-            }
-            catch (DEException)
-            {
-                // The guest is gone: its page has no protection left to lift.
-            }
-        }
+        if (d.Qemu is not null) d.QemuUnprotectIfAlive(gfn);
         d.Unlock(gfn, e);
     }
 

@@ -148,6 +148,7 @@ internal static unsafe partial class LinuxNative
     public const int O_CREAT = 0x40;
     public const int O_EXCL = 0x80;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_NONBLOCK = 0x800;
     public const int O_DIRECT = 0x4000;
     public const int EINVAL = 22;
     public const int O_TMPFILE = 0x410000; // __O_TMPFILE | O_DIRECTORY

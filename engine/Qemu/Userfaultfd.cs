@@ -195,7 +195,7 @@ internal sealed unsafe class Userfaultfd : IDisposable
         }
         // User-mode faults only: what the kernel reads on another's behalf (/proc/PID/mem, process_vm_readv) fails at once,
         // and no privilege is needed (vm.unprivileged_userfaultfd stays as it is).
-        int fd = (int)LinuxNative.Syscall(number, LinuxNative.O_CLOEXEC | 0x800 /* O_NONBLOCK */ | UFFD_USER_MODE_ONLY);
+        int fd = (int)LinuxNative.Syscall(number, LinuxNative.O_CLOEXEC | LinuxNative.O_NONBLOCK | UFFD_USER_MODE_ONLY);
         if (fd < 0)
         {
             failure = $"userfaultfd: {LinuxNative.Describe(LinuxNative.Errno)}";
