@@ -541,7 +541,7 @@ public static class ColocationModel
     /// </summary>
     private static (double Bytes, double Metadata) ExpectedSlabs(int c, double mean, bool inUse)
     {
-        if (mean > PoissonLimit) return CompactStore.SettledSlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
+        if (mean > PoissonLimit) return CompactStore.LeastSlabsFor(ClassSizes[c], (long)Math.Ceiling(mean - 1e-9));
         if (mean <= 0) return (0, 0);
         var table = SmallSlabs[c];
         double p = Math.Exp(-mean), bytes = 0, metadata = 0, mass = 0;
@@ -561,7 +561,7 @@ public static class ColocationModel
 
     /// <summary>Per size class, the store's slabs for 0 to 2·<see cref="PoissonLimit"/> blobs (bytes and bookkeeping).</summary>
     private static readonly (long Bytes, long Metadata)[][] SmallSlabs =
-        ClassSizes.Select(s => Enumerable.Range(0, 2 * PoissonLimit + 1).Select(n => CompactStore.SettledSlabsFor(s, n)).ToArray()).ToArray();
+        ClassSizes.Select(s => Enumerable.Range(0, 2 * PoissonLimit + 1).Select(n => CompactStore.LeastSlabsFor(s, n)).ToArray()).ToArray();
 
     /// <summary>Diagnostics: given the predicted blobs per slot size of each trust group.</summary>
     internal static Action<string>? Census;

@@ -190,7 +190,8 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>
     /// Native bytes compaction could release at best: per class, the sparsest slabs whose blobs the free slots of the
     /// class's other slabs could take, or, when there are none, what moving all its blobs into one smaller slab would
-    /// give back (what <see cref="Compact"/> plans, with no occupancy threshold).
+    /// give back (what <see cref="Compact"/> plans, with no occupancy threshold). <see cref="UnsettledBytes"/> is what
+    /// <see cref="Settle"/> would.
     /// </summary>
     public long ReclaimableBytes
     {
@@ -279,20 +280,58 @@ public sealed unsafe class CompactStore : IDisposable
     }
 
     /// <summary>
-    /// The slabs a class of <paramref name="slotSize"/>-byte slots holds <paramref name="blobs"/> blobs in once compaction
-    /// has settled it after blobs came and went (single blobs freed as their pages were grouped, say): blobs that fit in
-    /// one full-size slab end in one slab of the smallest size that holds them (compaction resizes a class less than half
-    /// full into it); more stay in the slabs <see cref="SlabsFor"/> counts. On the fleet bench's snapshots (every
-    /// mechanism, stable), from the store's own blob counts: python 7.40 MiB by this, 7.23 MiB allocated, 7.70 MiB by
-    /// <see cref="SlabsFor"/>; pwsh 36.42, 36.13 and 36.59 MiB; perl 5.25, 5.08 and 5.39 MiB; bash 1.64, 1.66 and 1.72 MiB.
+    /// The fewest slabs a class of <paramref name="slotSize"/>-byte slots can hold <paramref name="blobs"/> blobs in, and
+    /// their bookkeeping: full-size slabs for as many blobs as fill them, and for the rest the slabs of 4, 8, 16 and 32 KiB
+    /// (each once at most) or the one full-size slab that hold them in the fewest bytes (<see cref="LeastTail"/>).
+    /// <see cref="Settle"/> puts every class into these slabs, so a settled store is exactly this for its
+    /// blob counts once <see cref="Settle"/> has run; the fleet's model sizes a predicted store with it. Session 17: before, a class kept the slabs it had
+    /// grown (4, 8, 16, 32 KiB, then 64 KiB each) and its last one's free room, about 12 KiB a class on the fleet bench's
+    /// small programs (0.94 MiB of perl's 5.3 MiB store), and the room left depended on the order blobs came and went.
     /// </summary>
-    public static (long Bytes, long Metadata) SettledSlabsFor(int slotSize, long blobs)
+    public static (long Bytes, long Metadata) LeastSlabsFor(int slotSize, long blobs)
     {
         int slot = SlotSizeFor(slotSize);
         if (blobs <= 0) return (0, 0);
-        if (blobs > SlabSize / slot) return SlabsFor(slotSize, blobs);
-        int bytes = SmallestSlabFor(slot, blobs);
-        return (bytes, SlabMetadataBytes(bytes / slot));
+        int perSlab = SlabSize / slot;
+        long full = blobs / perSlab;
+        long bytes = full * SlabSize, metadata = full * SlabMetadataBytes(perSlab);
+        int tail = LeastTail(slot, blobs - full * perSlab);
+        for (int i = 0; i < TailSizes.Length; i++)
+            if ((tail & (1 << i)) != 0)
+            {
+                bytes += TailSizes[i];
+                metadata += SlabMetadataBytes(TailSizes[i] / slot);
+            }
+        return (bytes, metadata);
+    }
+
+    /// <summary>The slab sizes a class's last blobs (those that fill no full-size slab) may take: one of each at most.</summary>
+    private static readonly int[] TailSizes = [FirstSlabSize, 2 * FirstSlabSize, 4 * FirstSlabSize, 8 * FirstSlabSize, SlabSize];
+
+    /// <summary>
+    /// The slabs for <paramref name="rest"/> blobs of <paramref name="slot"/> bytes (fewer than a full-size slab holds), as
+    /// a mask over <see cref="TailSizes"/>: of the sets of 4, 8, 16 and 32 KiB slabs (each once at most) and the one
+    /// full-size slab, the one that holds them in the fewest bytes, then in the fewest slabs; 0 for none.
+    /// </summary>
+    private static int LeastTail(int slot, long rest)
+    {
+        if (rest <= 0) return 0;
+        int best = 1 << (TailSizes.Length - 1), bestCount = 1;
+        long bestBytes = SlabSize;
+        for (int mask = 1; mask < 1 << (TailSizes.Length - 1); mask++)
+        {
+            long slots = 0, bytes = 0;
+            for (int i = 0; i < TailSizes.Length - 1; i++)
+                if ((mask & (1 << i)) != 0)
+                {
+                    slots += TailSizes[i] / slot;
+                    bytes += TailSizes[i];
+                }
+            int count = BitOperations.PopCount((uint)mask);
+            if (slots < rest || bytes > bestBytes || (bytes == bestBytes && count >= bestCount)) continue;
+            (best, bestBytes, bestCount) = (mask, bytes, count);
+        }
+        return best;
     }
 
     /// <summary>The bytes of the smallest slab (<see cref="SlabBytesAt"/>) that holds <paramref name="blobs"/> slots of <paramref name="slot"/> bytes (at most a full-size slab's).</summary>
@@ -401,10 +440,44 @@ public sealed unsafe class CompactStore : IDisposable
     /// </summary>
     public CompactionResult Compact(RelocateCallback relocate, double occupancyThreshold = DefaultOccupancyThreshold)
     {
-        ArgumentNullException.ThrowIfNull(relocate);
         if (!(occupancyThreshold is > 0 and <= 1))
             throw new DEException("StoreThresholdInvalid", DEErrorKind.InvalidArgument,
                 $"An occupancy threshold is a share above 0 and at most 1, not {occupancyThreshold}.", occupancyThreshold);
+        return Rearrange(relocate, occupancyThreshold, settle: false);
+    }
+
+    /// <summary>
+    /// Settles every class that holds a page or more beyond the fewest slabs its blobs need (<see cref="LeastSlabsFor"/>,
+    /// <see cref="UnsettledBytes"/>) into those slabs: for each slab size they have, the class's fullest slab of that size
+    /// is kept, the sizes it has none of are made, and every other slab is drained into them, blob by blob as
+    /// <see cref="Compact"/> moves them (the same callback, the same contract). Once every owner accepts, the store holds
+    /// exactly <see cref="LeastSlabsFor"/> of each class's blob count; a slab that cannot be made (the limit, the growth
+    /// gate) leaves its class as it is.
+    /// </summary>
+    public CompactionResult Settle(RelocateCallback relocate) => Rearrange(relocate, 1, settle: true);
+
+    /// <summary>Bytes <see cref="Settle"/> would give back: per class, what it holds beyond <see cref="LeastSlabsFor"/>, when a page or more.</summary>
+    public long UnsettledBytes
+    {
+        get
+        {
+            long bytes = 0;
+            foreach (var c in _classes)
+            {
+                if (Volatile.Read(ref c.SlabCount) < 1) continue;
+                lock (c.Gate)
+                {
+                    if (_disposed) return 0;
+                    bytes += Unsettled(c);
+                }
+            }
+            return bytes;
+        }
+    }
+
+    private CompactionResult Rearrange(RelocateCallback relocate, double occupancyThreshold, bool settle)
+    {
+        ArgumentNullException.ThrowIfNull(relocate);
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_compactGate.IsHeldByCurrentThread)
             throw new DEException("StoreCompactionReentrant", DEErrorKind.InvalidOperation,
@@ -418,6 +491,16 @@ public sealed unsafe class CompactStore : IDisposable
             long moved = 0, refused = 0, bytesMoved = 0, releasedBytes = 0, madeBytes = 0;
             foreach (var cls in _classes)
             {
+                if (settle)
+                {
+                    // Into the fewest slabs that hold its blobs (LeastSlabsFor).
+                    if (Volatile.Read(ref cls.SlabCount) >= 1)
+                    {
+                        sources.Clear();
+                        Drain(cls, PlanSettle(cls, sources));
+                    }
+                    continue;
+                }
                 // First into the class's other slabs; then, with what is left, into one slab of the size it needs.
                 if (Volatile.Read(ref cls.SlabCount) >= 2)
                 {
@@ -428,16 +511,19 @@ public sealed unsafe class CompactStore : IDisposable
                 if (Volatile.Read(ref cls.SlabCount) >= 1)
                 {
                     sources.Clear();
-                    Drain(cls, PlanResize(cls, occupancyThreshold, sources));
+                    var resized = PlanResize(cls, occupancyThreshold, sources);
+                    Drain(cls, resized is { } one ? [one] : null);
                 }
             }
             return new CompactionResult(drained, moved, refused, bytesMoved, released, releasedBytes, madeBytes, before, AllocatedBytes);
 
-            // Moves the blobs of the planned sources (into the slab a resize made, when it did), then gives the slabs left back.
-            void Drain(SizeClass cls, (Slab Slab, int Incarnation)? resized)
+            // Moves the blobs of the planned sources (into the slabs a resize or a settle made, when it did), then gives the
+            // slabs left back.
+            void Drain(SizeClass cls, List<(Slab Slab, int Incarnation)>? made)
             {
-                if (sources.Count == 0 && resized is null) return;
-                if (resized is { } made) madeBytes += made.Slab.Bytes;
+                if (sources.Count == 0 && made is null) return;
+                if (made is not null)
+                    foreach (var m in made) madeBytes += m.Slab.Bytes;
                 drained += sources.Count;
                 try
                 {
@@ -446,7 +532,9 @@ public sealed unsafe class CompactStore : IDisposable
                 finally
                 {
                     Undrain(cls, sources);
-                    if (resized is { } kept && ReleaseIfEmpty(cls, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
+                    if (made is not null)
+                        foreach (var kept in made)
+                            if (ReleaseIfEmpty(cls, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
                 }
             }
         }
@@ -859,6 +947,82 @@ public sealed unsafe class CompactStore : IDisposable
             }
             return (target, target.Incarnation);
         }
+    }
+
+    /// <summary>
+    /// When a class holds at least a page more than the fewest slabs its blobs need (<see cref="LeastSlabsFor"/>), makes
+    /// those slabs (class lock held): keeps, for each slab size they have, the fullest slab of that size the class has,
+    /// makes the sizes it has none of, and marks every other slab as draining into them. Null when there is nothing to
+    /// settle, or a slab cannot be made (the store's limit or growth gate; none is made then).
+    /// </summary>
+    private List<(Slab Slab, int Incarnation)>? PlanSettle(SizeClass cls, List<(Slab, int)> sources)
+    {
+        lock (cls.Gate)
+        {
+            if (_disposed) return null;
+            long live = cls.Live;
+            if (live == 0 || cls.Bytes - LeastSlabsFor(cls.SlotSize, live).Bytes < FirstSlabSize) return null;
+            int slot = cls.SlotSize, perSlab = SlabSize / slot;
+            long full = live / perSlab;
+            int tail = LeastTail(slot, live - full * perSlab);
+            var slabs = new List<Slab>();
+            lock (_tableGate)
+            {
+                for (int id = 1; id < _nextId; id++)
+                {
+                    var s = _slabs[id];
+                    if (s is not null && s.Class == cls && s.Data != null && !s.Draining) slabs.Add(s);
+                }
+            }
+            // Fullest first: the slabs kept are those with the most blobs already in place.
+            slabs.Sort((a, b) => (b.SlotCount - b.FreeCount).CompareTo(a.SlotCount - a.FreeCount));
+            var keep = new bool[slabs.Count];
+            var missing = new List<int>();
+            void Want(int size)
+            {
+                int at = -1;
+                for (int i = 0; i < slabs.Count && at < 0; i++)
+                    if (!keep[i] && slabs[i].Bytes == size) at = i;
+                if (at >= 0) keep[at] = true;
+                else missing.Add(size);
+            }
+            for (long f = 0; f < full; f++) Want(SlabSize);
+            for (int i = 0; i < TailSizes.Length; i++)
+                if ((tail & (1 << i)) != 0) Want(TailSizes[i]);
+            long draining = 0, making = 0;
+            for (int i = 0; i < slabs.Count; i++)
+                if (!keep[i]) draining += slabs[i].Bytes;
+            foreach (int size in missing) making += size;
+            if (draining - making < FirstSlabSize) return null;
+            var made = new List<(Slab Slab, int Incarnation)>(missing.Count);
+            foreach (int size in missing)
+            {
+                var slab = NewSlab(cls, size);
+                if (slab is null)
+                {
+                    foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                    return null;
+                }
+                Rebucket(cls, slab);
+                made.Add((slab, slab.Incarnation));
+            }
+            for (int i = 0; i < slabs.Count; i++)
+            {
+                if (keep[i]) continue;
+                var s = slabs[i];
+                if (s.Bucket >= 0) Unlink(cls, s);
+                s.Draining = true;
+                sources.Add((s, s.Incarnation));
+            }
+            return made;
+        }
+    }
+
+    /// <summary>The bytes a class holds beyond the fewest slabs its blobs need, when that is a page or more (class lock held).</summary>
+    private static long Unsettled(SizeClass cls)
+    {
+        long extra = cls.Live == 0 ? 0 : cls.Bytes - LeastSlabsFor(cls.SlotSize, cls.Live).Bytes;
+        return extra >= FirstSlabSize ? extra : 0;
     }
 
     /// <summary>Releases the slab a resize made when it still holds no blob (its blobs' owners freed them all first, say).</summary>

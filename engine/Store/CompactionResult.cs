@@ -17,7 +17,7 @@ namespace DifferenceEngine.Store;
 /// </remarks>
 public delegate bool RelocateCallback(ulong owner, ulong oldHandle, ulong newHandle);
 
-/// <summary>What one <see cref="CompactStore.Compact"/> call did.</summary>
+/// <summary>What one <see cref="CompactStore.Compact"/> or <see cref="CompactStore.Settle"/> call did.</summary>
 /// <param name="SlabsDrained">Slabs chosen to be emptied (sparse enough, and room for their blobs elsewhere).</param>
 /// <param name="BlobsMoved">Blobs copied to a new slot whose owner accepted the new handle.</param>
 /// <param name="BlobsRefused">Blobs whose owner refused the move; they stay where they were, intact.</param>
@@ -25,7 +25,7 @@ public delegate bool RelocateCallback(ulong owner, ulong oldHandle, ulong newHan
 /// <param name="SlabsReleased">Slabs returned to the OS because compaction emptied them.</param>
 /// <param name="BytesReleased">Native bytes of those slabs (slabs differ in size: <see cref="CompactStore.SlabBytesAt"/>).</param>
 /// <param name="BytesMade">Native bytes of the slabs compaction made: a class whose few blobs sat in bigger slabs gets one
-/// slab of the size they need. One that went back in the same compaction (its owners refused every move, say) is counted
+/// slab of the size they need, a class settled gets the sizes of its fewest slabs it had none of. One that went back in the same compaction (its owners refused every move, say) is counted
 /// in BytesReleased too, or left out of both when it never took a blob; so the store holds AllocatedBytesBefore −
 /// BytesReleased + BytesMade, less and more what other threads allocated and freed meanwhile.</param>
 /// <param name="AllocatedBytesBefore">The store's <see cref="CompactStore.AllocatedBytes"/> when compaction began.</param>
@@ -39,4 +39,11 @@ public readonly record struct CompactionResult(
     long BytesReleased,
     long BytesMade,
     long AllocatedBytesBefore,
-    long AllocatedBytesAfter);
+    long AllocatedBytesAfter)
+{
+    /// <summary>This compaction followed by <paramref name="next"/>, as one: counts added, from this one's start to the next one's end.</summary>
+    public CompactionResult Then(CompactionResult next) => this == default ? next : next == default ? this
+        : new(SlabsDrained + next.SlabsDrained, BlobsMoved + next.BlobsMoved, BlobsRefused + next.BlobsRefused, BytesMoved + next.BytesMoved,
+            SlabsReleased + next.SlabsReleased, BytesReleased + next.BytesReleased, BytesMade + next.BytesMade, AllocatedBytesBefore,
+            next.AllocatedBytesAfter);
+}

@@ -295,8 +295,10 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         Assert.Equal("StoreCompactionReentrant", inner?.ErrorId);
     }
 
-    [Fact]
-    public void CompactionRunsSafelyAlongsideOwnersAllocatingFreeingAndReading()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // each compaction followed by settling (CompactStore.Settle), as the engine does
+    public void CompactionRunsSafelyAlongsideOwnersAllocatingFreeingAndReading(bool settle)
     {
         const int workers = 4;
         const int ownersPerWorker = 3000;
@@ -355,6 +357,7 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
                 while (!stop.IsCancellationRequested)
                 {
                     var r = store.Compact(Relocate, 0.75);
+                    if (settle) r = r.Then(store.Settle(Relocate));
                     racing.Set(); // a first pass without both holds the owners up no longer: the assertions say what it lacked
                     moved += r.BlobsMoved;
                     refused += r.BlobsRefused;
@@ -412,6 +415,7 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
         for (int i = 0; i < 3 && errors.IsEmpty; i++)
         {
             var r = store.Compact(Relocate, 0.75);
+            if (settle) r = r.Then(store.Settle(Relocate));
             moved += r.BlobsMoved;
             refused += r.BlobsRefused;
             compactions++;

@@ -158,14 +158,15 @@ public class CompactStoreModelTests
     }
 
     [Theory]
-    [InlineData(1024, 20)]   // 20 KiB of blobs: one 32 KiB slab
+    [InlineData(1024, 20)]   // 20 KiB of blobs: 16 + 4 KiB (a 32 KiB slab before session 17)
     [InlineData(1024, 3)]    // one 4 KiB slab
-    [InlineData(3200, 17)]   // 17 of 3,200 bytes: 64 KiB holds 20
+    [InlineData(3200, 17)]   // 17 of 3,200 bytes: 64 KiB holds 20; 32 + 16 + 8 + 4 KiB hold 18 in 60 KiB
     [InlineData(96, 600)]    // 600 of 96 bytes: 64 KiB
-    public void SettledSlabsForIsWhatCompactionLeavesAClassThatFitsInOneSlab(int slot, int kept)
+    [InlineData(96, 2000)]   // two full-size slabs (682 each), and 32 + 16 + 8 + 4 KiB for the other 636
+    public void LeastSlabsForIsWhatCompactionLeavesAClass(int slot, int kept)
     {
-        // The fleet's model sizes a stable store with SettledSlabsFor: a class that held many blobs, most freed (single
-        // blobs whose pages were grouped), is resized by compaction into one slab of the smallest size that holds the rest.
+        // The fleet's model sizes a stable store with LeastSlabsFor: a class that held many blobs, most freed (single
+        // blobs whose pages were grouped), is settled into the fewest slabs that hold the rest.
         using var store = new CompactStore();
         int made = 8 * CompactStore.SlotsPerSlab(slot);
         var handles = new ulong[made];
@@ -176,9 +177,94 @@ public class CompactStoreModelTests
         for (int i = 0; i < made; i++)
             if (!keep.Contains(i)) store.Free(handles[i]);
         store.Compact((_, _, _) => true);
+        Assert.Equal(store.AllocatedBytes - CompactStore.LeastSlabsFor(slot, kept).Bytes, store.UnsettledBytes);
+        store.Settle((_, _, _) => true);
         Assert.Equal(kept, store.LiveBlobs);
-        Assert.Equal(CompactStore.SettledSlabsFor(slot, kept).Bytes, store.AllocatedBytes);
-        Assert.True(CompactStore.SettledSlabsFor(slot, kept).Bytes <= CompactStore.SlabsFor(slot, kept).Bytes + CompactStore.SlabSize);
+        Assert.Equal(CompactStore.LeastSlabsFor(slot, kept).Bytes, store.AllocatedBytes);
+        Assert.Equal(0, store.UnsettledBytes);
+        Assert.True(CompactStore.LeastSlabsFor(slot, kept).Bytes <= CompactStore.SlabsFor(slot, kept).Bytes);
+        // Settling again finds nothing to do.
+        var again = store.Settle((_, _, _) => throw new InvalidOperationException("nothing to move"));
+        Assert.Equal(0, again.BlobsMoved);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void CompactionSettlesEveryClassIntoItsFewestSlabsAndEveryBlobReadsBack(int seed)
+    {
+        // Blobs of every size come and go in random order; settling, with every move accepted, then leaves each class in
+        // exactly LeastSlabsFor of its blob count, with every blob's bytes where its owner now finds them.
+        var rng = new Random(seed);
+        using var store = new CompactStore();
+        var live = new Dictionary<ulong, (ulong Handle, byte[] Bytes)>();
+        ulong next = 1;
+        for (int round = 0; round < 6; round++)
+        {
+            for (int i = 0; i < 4000; i++)
+            {
+                int length = CompactStoreModelTests.RandomLength(rng);
+                var bytes = new byte[length];
+                rng.NextBytes(bytes);
+                Assert.True(store.TryStore(bytes, next, out ulong h));
+                live[next++] = (h, bytes);
+            }
+            foreach (var owner in live.Keys.Where(_ => rng.Next(3) == 0).ToList())
+            {
+                store.Free(live[owner].Handle);
+                live.Remove(owner);
+            }
+        }
+        long expected = live.Values.GroupBy(v => CompactStore.SlotSizeFor(v.Bytes.Length))
+            .Sum(g => CompactStore.LeastSlabsFor(g.Key, g.Count()).Bytes);
+        long before = store.AllocatedBytes;
+        Assert.True(store.UnsettledBytes > 0 && store.UnsettledBytes <= before - expected);
+        var result = store.Settle((owner, old, moved) =>
+        {
+            Assert.Equal(live[owner].Handle, old);
+            live[owner] = (moved, live[owner].Bytes);
+            return true;
+        });
+        Assert.True(result.BlobsMoved > 0);
+        Assert.Equal(before - result.BytesReleased + result.BytesMade, store.AllocatedBytes);
+        Assert.Equal(expected, store.AllocatedBytes);
+        Assert.Equal(0, store.UnsettledBytes);
+        foreach (var (handle, bytes) in live.Values) Assert.True(store.Get(handle).SequenceEqual(bytes));
+    }
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(1088)]
+    [InlineData(2752)]
+    [InlineData(3648)]
+    [InlineData(4096)]
+    public void LeastSlabsForIsTheFewestBytesOfAnyMixOfSlabSizes(int slot)
+    {
+        // Against every way of holding the blobs in slabs of 4, 8, 16, 32 and 64 KiB (up to three of each small size,
+        // any number of full-size ones): none holds them in fewer bytes.
+        int[] sizes = [4096, 8192, 16384, 32768];
+        int perSlab = CompactStore.SlotsPerSlab(slot);
+        foreach (long blobs in new long[] { 1, 2, 3, 5, 7, 11, perSlab - 1, perSlab, perSlab + 1, 3L * perSlab + perSlab / 3 })
+        {
+            if (blobs <= 0) continue;
+            long least = CompactStore.LeastSlabsFor(slot, blobs).Bytes;
+            long best = long.MaxValue;
+            for (int code = 0; code < 256; code++)
+            {
+                long slots = 0, bytes = 0;
+                for (int i = 0; i < 4; i++)
+                {
+                    int n = (code >> (2 * i)) & 3;
+                    slots += n * (sizes[i] / slot);
+                    bytes += n * sizes[i];
+                }
+                long rest = Math.Max(0, blobs - slots);
+                long full = (rest + perSlab - 1) / perSlab;
+                best = Math.Min(best, bytes + full * CompactStore.SlabSize);
+            }
+            Assert.Equal(best, least);
+        }
     }
 
     [Fact]
