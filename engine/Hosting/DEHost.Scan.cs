@@ -340,19 +340,21 @@ public sealed partial class DEHost
     /// <summary>
     /// Compacts the store when its fragmentation passes the host policy's threshold, or when whole slabs' worth of free
     /// slots reach 1/32 of it (at least 4 slabs): forming page groups frees single blobs all over the store, which the
-    /// fragmentation threshold alone would leave held. Then settles its classes into the fewest slabs their blobs need
-    /// (CompactStore.Settle) when that gives back 1/64 of it or more (at least 16 pages): session 17, the slabs a class had
+    /// fragmentation threshold alone would leave held. Before that, settles its classes into the fewest slabs their blobs
+    /// need (CompactStore.Settle) when that gives back 1/64 of it or more (at least 16 pages): session 17, the slabs a class had
     /// grown kept 0.1 to 0.7 MiB of a small program's 1.7 to 7.6 MiB store free, and how much depended on the order blobs
     /// came and went, which the fleet's model could not know.
     /// </summary>
     private Store.CompactionResult CompactStoreIfNeeded()
     {
         Store.CompactionResult result = default;
+        // Settling first: it leaves nothing for compaction to do when every move is accepted (and compaction first would
+        // move some blobs twice); compaction still runs when settling could not (no room for the slabs it makes, say).
+        if (Store.UnsettledBytes >= Math.Max(16L * DifferenceEngine.Store.CompactStore.FirstSlabSize, Store.AllocatedBytes / 64))
+            result = Store.Settle(RelocateBlob);
         if (Store.NeedsCompaction(Policy.CompactionThreshold)
             || Store.ReclaimableBytes >= Math.Max(4L * DifferenceEngine.Store.CompactStore.SlabSize, Store.AllocatedBytes / 32))
-            result = Store.Compact(RelocateBlob);
-        if (Store.UnsettledBytes >= Math.Max(16L * DifferenceEngine.Store.CompactStore.FirstSlabSize, Store.AllocatedBytes / 64))
-            result = result.Then(Store.Settle(RelocateBlob));
+            result = result.Then(Store.Compact(RelocateBlob));
         return result;
     }
 

@@ -974,39 +974,61 @@ public sealed unsafe class CompactStore : IDisposable
                     if (s is not null && s.Class == cls && s.Data != null && !s.Draining) slabs.Add(s);
                 }
             }
-            // Fullest first: the slabs kept are those with the most blobs already in place.
+            // Fullest first: the slabs kept are those with the most blobs already in place. One walk: per size, the
+            // first slabs of that size are kept, as many as the fewest slabs have of it.
             slabs.Sort((a, b) => (b.SlotCount - b.FreeCount).CompareTo(a.SlotCount - a.FreeCount));
             var keep = new bool[slabs.Count];
-            var missing = new List<int>();
-            void Want(int size)
+            long fullWanted = full;
+            int tailWanted = tail;
+            for (int i = 0; i < slabs.Count; i++)
             {
-                int at = -1;
-                for (int i = 0; i < slabs.Count && at < 0; i++)
-                    if (!keep[i] && slabs[i].Bytes == size) at = i;
-                if (at >= 0) keep[at] = true;
-                else missing.Add(size);
+                int bytes = slabs[i].Bytes;
+                if (bytes == SlabSize && fullWanted > 0)
+                {
+                    keep[i] = true;
+                    fullWanted--;
+                    continue;
+                }
+                int bit = Array.IndexOf(TailSizes, bytes);
+                if (bit >= 0 && (tailWanted & (1 << bit)) != 0)
+                {
+                    keep[i] = true;
+                    tailWanted &= ~(1 << bit);
+                }
             }
-            for (long f = 0; f < full; f++) Want(SlabSize);
+            var missing = new List<int>();
+            for (long f = 0; f < fullWanted; f++) missing.Add(SlabSize);
             for (int i = 0; i < TailSizes.Length; i++)
-                if ((tail & (1 << i)) != 0) Want(TailSizes[i]);
+                if ((tailWanted & (1 << i)) != 0) missing.Add(TailSizes[i]);
             long draining = 0, making = 0;
             for (int i = 0; i < slabs.Count; i++)
                 if (!keep[i]) draining += slabs[i].Bytes;
             foreach (int size in missing) making += size;
             if (draining - making < FirstSlabSize) return null;
             var made = new List<(Slab Slab, int Incarnation)>(missing.Count);
-            foreach (int size in missing)
+            try
             {
-                var slab = NewSlab(cls, size);
-                if (slab is null)
+                foreach (int size in missing)
                 {
-                    foreach (var m in made) ReleaseSlab(cls, m.Slab);
-                    return null;
+                    var slab = NewSlab(cls, size);
+                    if (slab is null)
+                    {
+                        foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                        return null;
+                    }
+                    Rebucket(cls, slab);
+                    made.Add((slab, slab.Incarnation));
                 }
-                Rebucket(cls, slab);
-                made.Add((slab, slab.Incarnation));
             }
-            for (int i = 0; i < slabs.Count; i++)
+            catch
+            {
+                // Native memory refused (AlignedAlloc): the slabs made so far are empty; none is left behind.
+                foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                throw;
+            }
+            // Sparsest first: a drain cut short (owners refusing, concurrent allocations taking the room) has then
+            // emptied, and released, as many slabs as its moves could.
+            for (int i = slabs.Count - 1; i >= 0; i--)
             {
                 if (keep[i]) continue;
                 var s = slabs[i];
