@@ -965,7 +965,9 @@ public sealed unsafe class CompactStore : IDisposable
             int slot = cls.SlotSize, perSlab = SlabSize / slot;
             long full = live / perSlab;
             int tail = LeastTail(slot, live - full * perSlab);
-            var slabs = new List<Slab>();
+            // Scratch kept between calls (compaction's gate is held): a settle of every class allocates next to nothing.
+            var slabs = _settleSlabs;
+            slabs.Clear();
             lock (_tableGate)
             {
                 for (int id = 1; id < _nextId; id++)
@@ -977,7 +979,9 @@ public sealed unsafe class CompactStore : IDisposable
             // Fullest first: the slabs kept are those with the most blobs already in place. One walk: per size, the
             // first slabs of that size are kept, as many as the fewest slabs have of it.
             slabs.Sort((a, b) => (b.SlotCount - b.FreeCount).CompareTo(a.SlotCount - a.FreeCount));
-            var keep = new bool[slabs.Count];
+            if (_settleKeep.Length < slabs.Count) _settleKeep = new bool[Math.Max(slabs.Count, 2 * _settleKeep.Length)];
+            var keep = _settleKeep;
+            Array.Clear(keep, 0, slabs.Count);
             long fullWanted = full;
             int tailWanted = tail;
             for (int i = 0; i < slabs.Count; i++)
@@ -996,7 +1000,8 @@ public sealed unsafe class CompactStore : IDisposable
                     tailWanted &= ~(1 << bit);
                 }
             }
-            var missing = new List<int>();
+            var missing = _settleMissing;
+            missing.Clear();
             for (long f = 0; f < fullWanted; f++) missing.Add(SlabSize);
             for (int i = 0; i < TailSizes.Length; i++)
                 if ((tailWanted & (1 << i)) != 0) missing.Add(TailSizes[i]);
@@ -1004,7 +1009,11 @@ public sealed unsafe class CompactStore : IDisposable
             for (int i = 0; i < slabs.Count; i++)
                 if (!keep[i]) draining += slabs[i].Bytes;
             foreach (int size in missing) making += size;
-            if (draining - making < FirstSlabSize) return null;
+            if (draining - making < FirstSlabSize)
+            {
+                slabs.Clear(); // holds no slab past the call
+                return null;
+            }
             var made = new List<(Slab Slab, int Incarnation)>(missing.Count);
             try
             {
@@ -1014,6 +1023,7 @@ public sealed unsafe class CompactStore : IDisposable
                     if (slab is null)
                     {
                         foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                        slabs.Clear();
                         return null;
                     }
                     Rebucket(cls, slab);
@@ -1024,6 +1034,7 @@ public sealed unsafe class CompactStore : IDisposable
             {
                 // Native memory refused (AlignedAlloc): the slabs made so far are empty; none is left behind.
                 foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                slabs.Clear();
                 throw;
             }
             // Sparsest first: a drain cut short (owners refusing, concurrent allocations taking the room) has then
@@ -1036,9 +1047,14 @@ public sealed unsafe class CompactStore : IDisposable
                 s.Draining = true;
                 sources.Add((s, s.Incarnation));
             }
+            slabs.Clear();
             return made;
         }
     }
+
+    private readonly List<Slab> _settleSlabs = new();
+    private readonly List<int> _settleMissing = new();
+    private bool[] _settleKeep = new bool[16];
 
     /// <summary>The bytes a class holds beyond the fewest slabs its blobs need, when that is a page or more (class lock held).</summary>
     private static long Unsettled(SizeClass cls)
