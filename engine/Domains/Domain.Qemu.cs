@@ -60,7 +60,19 @@ public sealed partial class Domain
             }
         }
         RecoverQemuPages(ram);
+        ram.StartGuard(QemuGuestHas);
         ram.StartFaults(ServeQemuFault);
+    }
+
+    /// <summary>Pages the guest had that QEMU let go itself and that read as zeros since (<see cref="QemuRam.HolesFilled"/>).</summary>
+    public long QemuHolesFilled => Qemu?.HolesFilled ?? 0;
+
+    /// <summary>Whether the guest has page <paramref name="gfn"/> (Private on its own frame), read without its lock (the read guard's question).</summary>
+    private bool QemuGuestHas(long gfn)
+    {
+        if (gfn >= PageCount) return false;
+        ulong e = PeekEntry(gfn);
+        return PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e));
     }
 
     /// <summary>Per page: how often it came back on a fault soon after being taken out (0 to 3), decaying while it stays out.</summary>
@@ -177,9 +189,16 @@ public sealed partial class Domain
                     e = QemuInstall(gfn, e);
                     break;
                 case PageState.Private:
-                    // Another vCPU faulted on it too and it is in already.
-                    ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
-                    return;
+                    // Another vCPU faulted on it too and it is in already (the zero page is refused: woken); or QEMU let
+                    // the page go itself (a balloon, free page reporting, a discard), and it reads as zeros, as a page
+                    // let go does. Woken without a page it would fault again, for good.
+                    if (ram.Link.Faults.ZeroPage(address))
+                    {
+                        ram.NoteHoleFilled();
+                        e |= PageEntry.Modified;
+                    }
+                    else ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+                    break;
                 case PageState.Zero:
                 {
                     ram.Link.Faults.ZeroPage(address);

@@ -6,8 +6,8 @@ namespace DifferenceEngine.Qemu;
 /// A running QEMU's guest RAM as frames of the host's pool: each memfd region mapped read-only into the engine and made
 /// a range of external frames (<see cref="FramePool.AddExternal"/>), so a page the guest has is a Private page whose
 /// frame is the guest's own memory, read in place by every pass; a page let go (its frame freed) is punched out of the
-/// memfd. The mappings are guarded (<see cref="UnguardedReason"/>): a read of a hole through them fails instead of
-/// allocating the page as zeros. The fault thread hands each of the guest's faults to its domain (<see cref="Domains.Domain"/>), which serves it
+/// memfd. The mappings are guarded (<see cref="UnguardedReason"/>): a read of a hole through them is answered by the guard
+/// thread (<see cref="StartGuard"/>) instead of allocating the page as zeros. The fault thread hands each of the guest's faults to its domain (<see cref="Domains.Domain"/>), which serves it
 /// under the page's lock like any other access.
 /// </summary>
 internal sealed unsafe class QemuRam : IDisposable
@@ -19,6 +19,9 @@ internal sealed unsafe class QemuRam : IDisposable
     private readonly System.Collections.Concurrent.ConcurrentQueue<long> keptInGuest = new();
     private long reconciled;
     private Thread? faultThread;
+    private Thread? guardThread;
+    private int guardStopFd = -1;
+    private long holesFilled;
     private Exception? faultFailure;
     private long failedFaults;
     private bool disposed;
@@ -187,17 +190,98 @@ internal sealed unsafe class QemuRam : IDisposable
     }
 
     /// <summary>
+    /// Pages the guest had (Private on its own frame) that were found missing from its memory, and got a zero page at
+    /// their next read, the guest's or the engine's: QEMU let them go itself (a virtio-balloon, free page reporting,
+    /// virtio-mem, a discard), and a page let go reads as zeros. The next passes take such a page out as a zero page.
+    /// </summary>
+    public long HolesFilled => Interlocked.Read(ref holesFilled);
+
+    internal void NoteHoleFilled() => Interlocked.Increment(ref holesFilled);
+
+    /// <summary>
+    /// Serves the engine's own reads of holes in its mappings (the read guard): where <paramref name="guestHas"/> says the
+    /// guest has the page (QEMU let it go itself), a zero page is installed, as any reader of a discarded page sees; where
+    /// the engine holds the page, the read is a bug of the engine, and the process stops with the reason rather than read
+    /// zeros or wait for good. Must not take a page lock (the reading thread may hold it).
+    /// </summary>
+    public void StartGuard(Func<long, bool> guestHas)
+    {
+        if (readGuard is null || guardThread is not null) return;
+        guardStopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
+        if (guardStopFd < 0)
+            throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError, $"eventfd failed: {LinuxNative.Describe(LinuxNative.Errno)}.", null);
+        guardThread = new Thread(() => ServeGuard(guestHas)) { IsBackground = true, Name = $"de-qemu-guard-{Link.Pid}" };
+        guardThread.Start();
+    }
+
+    private void ServeGuard(Func<long, bool> guestHas)
+    {
+        var messages = new Userfaultfd.Message[16];
+        var guard = readGuard!;
+        try
+        {
+            while (guard.Wait(guardStopFd))
+            {
+                int n = guard.ReadMessages(messages);
+                for (int i = 0; i < n; i++)
+                {
+                    if (messages[i].Event != Userfaultfd.EventPageFault) continue;
+                    ulong address = messages[i].Address & ~(ulong)(Userfaultfd.PageSize - 1);
+                    long gfn = GfnOfMapped(address);
+                    if (gfn >= 0 && guestHas(gfn))
+                    {
+                        if (guard.ZeroPage(address)) NoteHoleFilled();
+                        else guard.Wake(address, Userfaultfd.PageSize); // filled meanwhile (the guest faulted on it too)
+                        continue;
+                    }
+                    Environment.FailFast(gfn < 0
+                        ? $"DifferenceEngine: a read of 0x{address:x} faulted on the guard of QEMU {Link.Pid}'s RAM, outside its mappings."
+                        : $"DifferenceEngine: the engine read guest page {gfn} of QEMU {Link.Pid} through its mapping while it holds that page "
+                          + "(the page is a hole in the guest's memory): a bug of the engine. Stopping rather than reading zeros; the crash journal keeps the pages it held.");
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            // Reads of holes would wait for good: nothing may go on.
+            Environment.FailFast($"DifferenceEngine: the read guard of QEMU {Link.Pid}'s RAM failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>The gfn the engine's mapping maps at <paramref name="address"/>, or -1.</summary>
+    private long GfnOfMapped(ulong address)
+    {
+        foreach (var m in mapped)
+        {
+            ulong start = (ulong)m.Data;
+            if (address >= start && address < start + (ulong)m.Region.Length) return m.Region.FirstGfn + (long)((address - start) / Userfaultfd.PageSize);
+        }
+        return -1;
+    }
+
+    private void StopGuard()
+    {
+        if (!Stop(ref guardThread, guardStopFd)) return;
+        LinuxNative.Close(guardStopFd);
+        guardStopFd = -1;
+    }
+
+    /// <summary>Signals <paramref name="stop"/> and waits for <paramref name="thread"/> to end; false when it was not running.</summary>
+    private static bool Stop(ref Thread? thread, int stop)
+    {
+        if (thread is null) return false;
+        ulong one = 1;
+        LinuxNative.Write(stop, &one, 8);
+        thread.Join();
+        thread = null;
+        return true;
+    }
+
+    /// <summary>
     /// Stops serving faults, once the one being served is answered: the guest's next faults wait (until a page is
     /// installed, the library lets the RAM go, or a next engine attaches).
     /// </summary>
-    public void StopFaults()
-    {
-        if (faultThread is null) return;
-        ulong one = 1;
-        LinuxNative.Write(stopFd, &one, 8);
-        faultThread.Join();
-        faultThread = null;
-    }
+    public void StopFaults() => Stop(ref faultThread, stopFd);
 
     /// <summary>Stops the fault thread (faults then wait for the next engine), unmaps the RAM and closes the link.</summary>
     public void Dispose()
@@ -207,6 +291,7 @@ internal sealed unsafe class QemuRam : IDisposable
         StopFaults();
         LinuxNative.Close(stopFd);
         Unmap();
+        StopGuard(); // after the unmap: nothing reads the mappings any more
         readGuard?.Dispose(); // after the unmap: closing it first would leave the mappings unguarded for a moment
         Journal.Dispose();
         Link.Dispose();

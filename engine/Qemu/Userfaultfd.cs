@@ -171,13 +171,12 @@ internal sealed unsafe class Userfaultfd : IDisposable
     private const nuint UFFDIO_REGISTER = 0xC020AA00;
     private const ulong UFFD_API = 0xAA;
     private const ulong UFFD_FEATURE_MISSING_SHMEM = 1 << 5;
-    private const ulong UFFD_FEATURE_SIGBUS = 1 << 7;
     private const ulong UFFDIO_REGISTER_MODE_MISSING = 1;
     private const long UFFD_USER_MODE_ONLY = 1;
 
     /// <summary>
-    /// A userfaultfd of this process that makes a read of a hole in the engine's own mappings of guest RAM fail instead of
-    /// allocating the page (<see cref="GuardReads"/>), or null with the reason it could not be made.
+    /// A userfaultfd of this process on which a read of a hole in the engine's own mappings of guest RAM is a fault message
+    /// instead of a page allocated as zeros (<see cref="GuardReads"/>), or null with the reason it could not be made.
     /// </summary>
     public static Userfaultfd? CreateReadGuard(out string? failure)
     {
@@ -201,15 +200,16 @@ internal sealed unsafe class Userfaultfd : IDisposable
             failure = $"userfaultfd: {LinuxNative.Describe(LinuxNative.Errno)}";
             return null;
         }
-        // SIGBUS instead of a fault message: nobody serves this descriptor, and a thread of the engine that read a hole
-        // (a bug) stops there rather than waiting for good or reading zeros.
+        // Fault messages, served by QemuRam's guard thread: a hole the engine reads where the guest has the page (QEMU let
+        // it go itself: a balloon, free page reporting) gets a zero page, as any reader of a discarded page does; a
+        // hole where the engine holds the page is a bug of the engine, which stops there rather than read zeros.
         var api = stackalloc ulong[3];
         api[0] = UFFD_API;
-        api[1] = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_SIGBUS;
+        api[1] = UFFD_FEATURE_MISSING_SHMEM;
         api[2] = 0;
         if (LinuxNative.Ioctl(fd, UFFDIO_API, api) != 0)
         {
-            failure = $"UFFDIO_API (shared memory, SIGBUS): {LinuxNative.Describe(LinuxNative.Errno)}";
+            failure = $"UFFDIO_API (shared memory): {LinuxNative.Describe(LinuxNative.Errno)}";
             LinuxNative.Close(fd);
             return null;
         }
@@ -218,8 +218,8 @@ internal sealed unsafe class Userfaultfd : IDisposable
 
     /// <summary>
     /// Registers a mapping of this process for missing faults on a <see cref="CreateReadGuard"/> descriptor: a read of a
-    /// page the memfd does not have fails (SIGBUS; EIO through /proc/PID/mem) and the page stays a hole. Present pages
-    /// read as before. Returns the error message, or null.
+    /// page the memfd does not have waits for the guard's answer (QemuRam's guard thread), and one through /proc/PID/mem
+    /// fails with EIO at once, the page staying a hole. Present pages read as before. Returns the error message, or null.
     /// </summary>
     public string? GuardReads(void* address, ulong length)
     {

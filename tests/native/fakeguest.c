@@ -6,6 +6,9 @@
  * commands on stdin, one a line:
  *     write N     rewrites N pages (chosen by a seeded generator), answering "WROTE N"
  *     verify      reads every page and answers "VERIFY mismatches=M" (M pages differ from what it last wrote)
+ *     discard A N lets pages A to A+N-1 go as QEMU's ram_block_discard_range does for a memfd (a virtio-balloon, free
+ *                 page reporting): the hole punched, then the range dropped from its mapping; they read as zeros since.
+ *                 Answers "DISCARDED N"
  *     quit        exits 0
  * It says "READY <pid> <pages>" once its RAM is mapped and filled. Usage: fakeguest <pages> <seed>
  */
@@ -14,10 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #define PAGE 4096u
+#define DISCARDED UINT32_MAX /* a page's version once let go: it reads as zeros */
 
 static uint8_t *ram;
 static uint32_t *version;
@@ -39,7 +45,7 @@ static uint64_t mix(uint64_t x)
 static void content(uint64_t i, uint32_t v, uint8_t *out)
 {
     uint64_t key;
-    if (v == 0 && i % 4 == 0) {
+    if ((v == 0 && i % 4 == 0) || v == DISCARDED) {
         memset(out, 0, PAGE);
         return;
     }
@@ -79,12 +85,21 @@ int main(int argc, char **argv)
     uint64_t rng = mix(seed + 77);
     char line[128];
     while (fgets(line, sizeof line, stdin) != NULL) {
-        unsigned long long n;
-        if (sscanf(line, "write %llu", &n) == 1) {
+        unsigned long long n, a;
+        if (sscanf(line, "discard %llu %llu", &a, &n) == 2) {
+            if (a + n > pages || fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(a * PAGE), (off_t)(n * PAGE)) != 0
+                || madvise(ram + a * PAGE, n * PAGE, MADV_DONTNEED) != 0) {
+                printf("FAILED discard\n");
+            } else {
+                for (unsigned long long k = 0; k < n; k++) version[a + k] = DISCARDED;
+                printf("DISCARDED %llu\n", n);
+            }
+        } else if (sscanf(line, "write %llu", &n) == 1) {
             for (unsigned long long k = 0; k < n; k++) {
                 rng = mix(rng + k);
                 uint64_t i = rng % pages;
-                content(i, ++version[i], expected);
+                version[i] = version[i] == DISCARDED ? 1 : version[i] + 1;
+                content(i, version[i], expected);
                 memcpy(ram + i * PAGE, expected, PAGE);
             }
             printf("WROTE %llu\n", n);

@@ -129,6 +129,68 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Pages QEMU lets go itself (a virtio-balloon, free page reporting: the fake QEMU punches them out of its memfd and
+    /// drops them from its mapping, as ram_block_discard_range does) while the engine has them as the guest's read as
+    /// zeros, whoever reads them first: the engine's next sweep (through its guarded mapping, whose guard thread gives
+    /// the hole a zero page; before, the read got SIGBUS and the engine died), or the guest (whose fault gets a zero page;
+    /// before, it was woken without one and faulted again, for good). The passes then take them out as zero pages,
+    /// reads of held pages through /proc/self/mem still fail, and the guest verifies throughout.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void PagesQemuLetsGoItselfReadAsZerosWhetherTheEngineOrTheGuestReadsThemFirst()
+    {
+        using var guest = FakeGuest.Start();
+        using var host = new DEHost(new HostOptions { Name = "qemu-discard" });
+        var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions
+        {
+            C4Sweeps = 1, SharingEnabled = true, CompressionEnabled = true, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4,
+        });
+        Assert.Null(vm.QemuUnguardedReason);
+        Assert.Equal(FakeGuest.Pages, host.GetPageStats(vm).PrivatePages); // the fake guest wrote every page
+
+        // The engine reads first: 64 pages let go, then a pass, whose sweep reads every page the guest has.
+        Assert.Equal("DISCARDED 64", guest.Ask("discard 100 64"));
+        for (long gfn = 100; gfn < 164; gfn++) Assert.False(vm.Qemu!.IsPresent(gfn));
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+        Assert.Equal(64, vm.QemuHolesFilled);
+        Assert.Equal("VERIFY mismatches=0", VerifyWithin(guest));
+
+        // The guest reads first: 64 pages it still has, let go, then read by its verify (each a fault).
+        var mine = Enumerable.Range(200, FakeGuest.Pages - 200).Where(g => vm.PeekState(g) == PageState.Private).Take(64).ToArray();
+        Assert.Equal(64, mine.Length);
+        foreach (int gfn in mine) Assert.Equal("DISCARDED 1", guest.Ask($"discard {gfn} 1"));
+        Assert.Equal("VERIFY mismatches=0", VerifyWithin(guest));
+        Assert.Equal(128, vm.QemuHolesFilled);
+        Assert.Null(vm.Qemu!.FaultFailure);
+        Assert.Equal(StatesAgree, vm.QemuConsistency());
+
+        // Zero now, they are taken out as zero pages; nothing else changed; reads of held pages still fail.
+        for (int pass = 0; pass < 4; pass++) host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+        foreach (long gfn in Enumerable.Range(100, 64).Concat(mine))
+            Assert.True(vm.PeekState(gfn) == PageState.Zero, $"gfn {gfn}: {vm.PeekState(gfn)}");
+        Assert.Equal(128, vm.QemuHolesFilled);
+        ReadsOfHeldPagesThroughTheEnginesMappingFail(host, vm);
+        TestMemory.AssertNumbersAddUp(host.TakeSnapshot(), atRest: false);
+        Assert.Equal("WROTE 300", guest.Ask("write 300")); // some of them written again
+        Assert.Equal("VERIFY mismatches=0", VerifyWithin(guest));
+
+        host.RemoveDomain(vm);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        Assert.Equal("VERIFY mismatches=0", VerifyWithin(guest));
+    }
+
+    /// <summary>
+    /// The fake guest's verify, given a minute: a fault left unanswered would make it wait for good, and the test says so
+    /// instead of hanging (a failure detector only: a verify takes milliseconds).
+    /// </summary>
+    private static string VerifyWithin(FakeGuest guest)
+    {
+        var verify = Task.Run(() => guest.Ask("verify"));
+        Assert.True(verify.Wait(TimeSpan.FromMinutes(1)), "the fake guest's verify did not finish: a fault of its was not answered");
+        return verify.Result;
+    }
+
+    /// <summary>
     /// A crash journal that refuses every record (closed: each write fails as on a full disk) keeps every page the passes
     /// would take out in the guest: each is made the guest's again after the pass (Domain.QemuReconcile), so the engine
     /// holds nothing it does not have, its figures say nothing is saved, and the guest verifies on.
