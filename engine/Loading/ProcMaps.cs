@@ -6,9 +6,17 @@ namespace DifferenceEngine.Loading;
 /// One line of /proc/PID/maps: a mapping's address range, whether it is readable, its name, whether it is shared
 /// (MAP_SHARED: writes reach the file, and a page read through it is the file's page) and where in the file it starts.
 /// </summary>
-internal readonly record struct MapsRegion(ulong Start, ulong End, bool Readable, string Name, bool Shared = false, ulong FileOffset = 0)
+internal readonly record struct MapsRegion(ulong Start, ulong End, bool Readable, string Name, bool Shared = false, ulong FileOffset = 0,
+    uint DeviceMajor = 0)
 {
     public ulong Length => End - Start;
+
+    /// <summary>
+    /// Whether its file is on a file system with no device of its own (device major 0): shared memory (tmpfs, memfd,
+    /// SysV, shared anonymous), hugetlbfs, and the like, whose holes a read through the mapping fills; also btrfs,
+    /// overlayfs and NFS, taken as such to be safe. A file on a disk's file system is left unchanged by a read.
+    /// </summary>
+    public bool OnDevicelessFileSystem => DeviceMajor == 0;
 
     /// <summary>Short form for reports, e.g. "7ffd1000-7ffd5000 [vvar]".</summary>
     public override string ToString() => $"{Start:x}-{End:x} {(Name.Length == 0 ? "[anon]" : Name)}";
@@ -52,13 +60,13 @@ internal static class ProcMaps
         // offset, dev and inode come before the name; the name itself may contain spaces.
         NextField(ref rest, out ReadOnlySpan<char> offsetField);
         ulong.TryParse(offsetField, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong offset);
-        for (int i = 0; i < 2; i++)
-        {
-            NextField(ref rest, out _);
-        }
+        NextField(ref rest, out ReadOnlySpan<char> device);
+        int colon = device.IndexOf(':');
+        uint.TryParse(colon > 0 ? device[..colon] : default, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out uint major);
+        NextField(ref rest, out _);
 
         region = new MapsRegion(start, end, perms.Length > 0 && perms[0] == 'r', rest.Trim().ToString(),
-            Shared: perms.Length > 3 && perms[3] == 's', FileOffset: offset);
+            Shared: perms.Length > 3 && perms[3] == 's', FileOffset: offset, DeviceMajor: major);
         return true;
     }
 

@@ -387,9 +387,7 @@ internal sealed class ProcessSource : MemorySource
         if (Qemu.LinuxNative.Statx(Qemu.LinuxNative.AT_FDCWD, path, 0, Qemu.LinuxNative.STATX_TYPE, stat) != 0)
         {
             int errno = Qemu.LinuxNative.Errno;
-            why = errno is Qemu.LinuxNative.EPERM or Qemu.LinuxNative.EACCES
-                ? "shared memory, which is read through its file, and /proc/PID/map_files needs root (CAP_CHECKPOINT_RESTORE); " +
-                  "read through the process, a page punched out meanwhile would be filled with zeros in the process's memory"
+            why = errno is Qemu.LinuxNative.EPERM or Qemu.LinuxNative.EACCES ? WhyNotWithoutMapFiles(region)
                 : $"unmapped since the snapshot was opened ({Qemu.LinuxNative.Describe(errno)})";
             return null;
         }
@@ -409,6 +407,19 @@ internal sealed class ProcessSource : MemorySource
             return null;
         }
     }
+
+    /// <summary>
+    /// Without the right to open /proc/PID/map_files (root's, CAP_CHECKPOINT_RESTORE): why a shared mapping is left out,
+    /// or null to read it through the process. A file on a disk's file system is read through the process as any mapping
+    /// (a hole of it reads as zeros there and stays a hole in the file); shared memory, and any file with no device of
+    /// its own (<see cref="MapsRegion.OnDevicelessFileSystem"/>), is left out: read through the process, a page punched
+    /// out of it meanwhile would be filled with zeros in the process's memory.
+    /// </summary>
+    internal static string? WhyNotWithoutMapFiles(MapsRegion region) => region.OnDevicelessFileSystem
+        ? "shared memory (or a file on a file system with no device of its own), which is read through its file, and " +
+          "/proc/PID/map_files needs root (CAP_CHECKPOINT_RESTORE); read through the process, a page punched out meanwhile " +
+          "would be filled with zeros in the process's memory"
+        : null;
 
     /// <summary>
     /// Copies a run a chunk at a time, from <paramref name="source"/> at the run's address plus <paramref name="delta"/>

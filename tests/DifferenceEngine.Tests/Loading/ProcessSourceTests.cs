@@ -286,6 +286,71 @@ public sealed class ProcessSourceTests(ITestOutputHelper output)
         Assert.False(ProcMaps.TryParseLine("garbage", out _));
     }
 
+    [Fact]
+    public void WithoutMapFilesOnlySharedMemoryIsLeftOutAndADisksFileIsReadThroughTheProcess()
+    {
+        // The device's major number, in hex as maps writes it: 0 for shared memory and other file systems with no device.
+        Assert.True(ProcMaps.TryParseLine("7f0000000000-7f0000040000 rw-s 00000000 00:01 4242   /memfd:guest (deleted)", out MapsRegion memfd));
+        Assert.Equal(0u, memfd.DeviceMajor);
+        Assert.True(ProcMaps.TryParseLine("7f0000000000-7f0000002000 rw-s 00001000 08:01 1234   /tmp/my file", out MapsRegion sda));
+        Assert.Equal(8u, sda.DeviceMajor);
+        Assert.True(ProcMaps.TryParseLine("7f0000000000-7f0000002000 rw-s 00000000 103:02 77   /data/db", out MapsRegion nvme));
+        Assert.Equal(0x103u, nvme.DeviceMajor);
+        Assert.True(ProcMaps.TryParseLine("7f0000000000-7f0000002000 rw-s 00000000 00:05 32768   /SYSV00000000 (deleted)", out MapsRegion sysv));
+
+        // Without /proc/PID/map_files: shared memory is left out, with the reason; a disk's file is read through the process.
+        Assert.Contains("map_files", ProcessSource.WhyNotWithoutMapFiles(memfd), StringComparison.Ordinal);
+        Assert.Contains("map_files", ProcessSource.WhyNotWithoutMapFiles(sysv), StringComparison.Ordinal);
+        Assert.Null(ProcessSource.WhyNotWithoutMapFiles(sda));
+        Assert.Null(ProcessSource.WhyNotWithoutMapFiles(nvme));
+    }
+
+    [Fact]
+    public unsafe void MapsNamesTheDeviceOfAMappedFileAsItsFileSystemDoes()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // This process's own shared mappings: a memfd (shared memory: no device) and a file where tests make theirs,
+        // whose device major in maps is the one the file system gives the file.
+        int fd = MemfdCreate("de-maps-device-test", 1 /* MFD_CLOEXEC */);
+        Assert.True(fd >= 0, $"memfd_create: {Marshal.GetLastPInvokeError()}");
+        string path = Path.Combine(Path.GetTempPath(), $"de-maps-device-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        byte* shm = null, disk = null;
+        try
+        {
+            Assert.Equal(0, LinuxNative.Ftruncate(fd, 4096));
+            File.WriteAllBytes(path, new byte[4096]);
+            using var file = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+            shm = (byte*)LinuxNative.Mmap(null, 4096, LinuxNative.PROT_READ, LinuxNative.MAP_SHARED, fd, 0);
+            disk = (byte*)LinuxNative.Mmap(null, 4096, LinuxNative.PROT_READ, LinuxNative.MAP_SHARED, (int)file.DangerousGetHandle(), 0);
+            Assert.True(shm != (byte*)-1 && disk != (byte*)-1, $"mmap: {Marshal.GetLastPInvokeError()}");
+            var maps = ProcMaps.Parse(new StringReader(File.ReadAllText("/proc/self/maps")));
+            var ours = maps.Single(r => r.Start == (ulong)shm);
+            var theirs = maps.Single(r => r.Start == (ulong)disk);
+            Assert.True(ours.Shared && theirs.Shared);
+            Assert.Equal(0u, ours.DeviceMajor);
+            Assert.NotNull(ProcessSource.WhyNotWithoutMapFiles(ours));
+            byte* stat = stackalloc byte[LinuxNative.StatxBufferSize];
+            Assert.Equal(0, LinuxNative.Statx(LinuxNative.AT_FDCWD, path, 0, LinuxNative.STATX_TYPE, stat));
+            uint major = *(uint*)(stat + StatxDevMajorOffset);
+            Assert.Equal(major, theirs.DeviceMajor);
+            Assert.Equal(major == 0, ProcessSource.WhyNotWithoutMapFiles(theirs) is not null);
+        }
+        finally
+        {
+            if (shm != null && shm != (byte*)-1) LinuxNative.Munmap(shm, 4096);
+            if (disk != null && disk != (byte*)-1) LinuxNative.Munmap(disk, 4096);
+            LinuxNative.Close(fd);
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>struct statx: stx_dev_major (after stx_rdev_major and stx_rdev_minor, at 128 and 132).</summary>
+    private const int StatxDevMajorOffset = 136;
+
     /// <summary>Pages of the readable mappings in /proc/PID/maps: the size of a layout without pagemap.</summary>
     private static long ReadableMappedPages(int pid)
     {
