@@ -206,14 +206,18 @@ public sealed partial class DEHost
         bool qemu = domain.Qemu is not null;
         for (long gfn = start; gfn < end; gfn++)
         {
-            ulong e = domain.Lock(gfn);
-            if (domain.IsRemoved)
+            ulong e = domain.Lock(gfn), after = e;
+            try
             {
-                domain.Unlock(gfn, e);
-                break;
+                if (domain.IsRemoved) break;
+                if (qemu && PageEntry.State(e) == PageState.Private) after = domain.QemuNoteWrites(e);
+                after = qemu ? domain.QemuSweep(gfn, after, c4) : PageClock.Sweep(after, c4);
             }
-            if (qemu && PageEntry.State(e) == PageState.Private) e = domain.QemuNoteWrites(e);
-            domain.Unlock(gfn, qemu ? domain.QemuSweep(gfn, e, c4) : PageClock.Sweep(e, c4));
+            finally
+            {
+                // Whatever the sweep of this page did, it is unlocked (as it was, should the sweep have thrown).
+                domain.Unlock(gfn, after);
+            }
             swept++;
         }
         long t1 = Stopwatch.GetTimestamp();
