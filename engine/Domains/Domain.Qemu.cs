@@ -48,6 +48,8 @@ public sealed partial class Domain
     {
         Qemu = ram;
         _qemuRefaults = new byte[PageCount];
+        // The guard first: from here on the engine reads the guest's pages through its mappings.
+        ram.StartGuard(QemuGuestHas);
         MarkUntouched();
         foreach (var (first, pages) in ram.PresentRuns())
         {
@@ -60,7 +62,6 @@ public sealed partial class Domain
             }
         }
         RecoverQemuPages(ram);
-        ram.StartGuard(QemuGuestHas);
         ram.StartFaults(ServeQemuFault);
     }
 
@@ -205,6 +206,7 @@ public sealed partial class Domain
                     ram.Journal.Drop(gfn);
                     uint frame = ram.FrameOf(gfn);
                     Host.Frames.TakeExternal(frame);
+                    ram.NoteGuestHas(gfn);
                     e = PageEntry.With(e, PageState.Private, frame);
                     Host.Faults.Record(FaultKind.ZeroFill, Stopwatch.GetTimestamp() - started);
                     break;
@@ -262,11 +264,17 @@ public sealed partial class Domain
         bool installed = ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
         ram.Journal.Drop(gfn); // after the page is in: a crash before this leaves a record of a page the guest has
         uint own = ram.FrameOf(gfn);
-        // Refused: the page is there (so reading it through the engine's mapping allocates nothing); the guest's bytes stand.
-        if (!installed && !Host.Frames.Span(own).SequenceEqual(Host.Frames.Span(frame)))
-            ram.NoteInstallConflict(gfn, Host.Frames.Span(frame), Host.Frames.Span(own));
+        if (!installed)
+        {
+            // Refused: the page is there, and the guest's bytes stand. They are read through the memfd, not the engine's
+            // mapping: QEMU may let the page go again meanwhile, and the entry still says the engine holds it.
+            Span<byte> present = stackalloc byte[Userfaultfd.PageSize];
+            ram.Link.ReadPage(gfn, present);
+            if (!present.SequenceEqual(Host.Frames.Span(frame))) ram.NoteInstallConflict(gfn, Host.Frames.Span(frame), present);
+        }
         Host.Frames.Free(frame);
         Host.Frames.TakeExternal(own);
+        ram.NoteGuestHas(gfn);
         return PageEntry.With(e, PageState.Private, own);
     }
 
@@ -345,6 +353,7 @@ public sealed partial class Domain
             for (long g = first; g < first + pages && g < PageCount; g++) present[g] = true;
         long holes = 0, held = 0, heldZeros = 0;
         var seen = new List<string>();
+        var bytes = new byte[Userfaultfd.PageSize];
         // The guest has the page: Private on its own (external) frame.
         bool GuestHas(ulong entry) => PageEntry.State(entry) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(entry));
         for (long gfn = 0; gfn < PageCount && !IsRemoved; gfn++)
@@ -362,7 +371,9 @@ public sealed partial class Domain
                 }
                 else
                 {
-                    bool zeros = !Host.Frames.Span(ram.FrameOf(gfn)).ContainsAnyExcept((byte)0); // present: reading allocates nothing
+                    // Through the memfd: QEMU may let the page go between the check and the read.
+                    ram.Link.ReadPage(gfn, bytes);
+                    bool zeros = !bytes.ContainsAnyExcept((byte)0);
                     held++;
                     if (zeros) heldZeros++;
                     if (seen.Count < examples) seen.Add($"gfn {gfn} {PageEntry.State(e)} but present{(zeros ? " (zeros)" : "")}");

@@ -229,7 +229,18 @@ internal sealed class Reclaimer : IDisposable
                     }
                     try
                     {
-                        Swap.Write(slot, frames.Span(PageEntry.Frame(e)));
+                        uint frame = PageEntry.Frame(e);
+                        var bytes = frames.Span(frame);
+                        if (frames.IsExternal(frame))
+                        {
+                            // A QEMU guest's page is read here, in user mode, before the write: should QEMU have let it go
+                            // since the last sweep, the read guard gives the hole a zero page (a write from the mapping
+                            // itself would fail with EFAULT, the kernel's own read of a hole).
+                            var bounce = Compression.GroupCompression.Bounce;
+                            bytes.CopyTo(bounce);
+                            bytes = bounce;
+                        }
+                        Swap.Write(slot, bytes);
                     }
                     catch (Exception ex)
                     {

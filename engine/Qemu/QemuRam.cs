@@ -22,12 +22,14 @@ internal sealed unsafe class QemuRam : IDisposable
     private Thread? guardThread;
     private int guardStopFd = -1;
     private long holesFilled;
+    // Per gfn: the engine punched the page out of the memfd and it is not the guest's again yet (NoteGuestHas).
+    private readonly long[] punched;
     private Exception? faultFailure;
     private long failedFaults;
     private bool disposed;
 
     private sealed class Mapped(QemuLink link, QemuJournal journal, QemuRegion region, byte* data,
-        System.Collections.Concurrent.ConcurrentQueue<long> kept) : FramePool.IExternalOwner
+        System.Collections.Concurrent.ConcurrentQueue<long> kept, long[] punched) : FramePool.IExternalOwner
     {
         public readonly QemuRegion Region = region;
         public readonly byte* Data = data;
@@ -40,7 +42,13 @@ internal sealed unsafe class QemuRam : IDisposable
         public void Released(long index)
         {
             long gfn = Region.FirstGfn + index;
-            if (journal.Put(gfn, new ReadOnlySpan<byte>(Data + index * Userfaultfd.PageSize, Userfaultfd.PageSize))) link.Punch(gfn);
+            if (journal.Put(gfn, new ReadOnlySpan<byte>(Data + index * Userfaultfd.PageSize, Userfaultfd.PageSize)))
+            {
+                // Marked before the punch: from then until the page is the guest's again, a read of its hole by the engine
+                // is a bug of the engine (the read guard stops the process), never a page QEMU let go.
+                Interlocked.Or(ref punched[gfn >> 6], 1L << (int)(gfn & 63));
+                link.Punch(gfn);
+            }
             else kept.Enqueue(gfn);
         }
     }
@@ -51,6 +59,7 @@ internal sealed unsafe class QemuRam : IDisposable
         Journal = journal;
         this.frames = frames;
         mapped = new Mapped[link.Regions.Count];
+        punched = new long[(link.PageCount + 63) / 64];
         stopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
         if (stopFd < 0)
             throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError, $"eventfd failed: {LinuxNative.Describe(LinuxNative.Errno)}.", null);
@@ -60,7 +69,7 @@ internal sealed unsafe class QemuRam : IDisposable
             for (int i = 0; i < mapped.Length; i++)
             {
                 var region = link.Regions[i];
-                mapped[i] = new Mapped(link, journal, region, link.MapRegion(region), keptInGuest);
+                mapped[i] = new Mapped(link, journal, region, link.MapRegion(region), keptInGuest, punched);
                 unguarded ??= readGuard!.GuardReads(mapped[i].Data, (ulong)region.Length);
                 mapped[i].FirstFrame = frames.AddExternal(mapped[i].Data, region.PageCount, mapped[i]);
             }
@@ -198,6 +207,14 @@ internal sealed unsafe class QemuRam : IDisposable
 
     internal void NoteHoleFilled() => Interlocked.Increment(ref holesFilled);
 
+    /// <summary>Page <paramref name="gfn"/> is the guest's again (installed, or given a zero page): a hole there later is QEMU's doing.</summary>
+    internal void NoteGuestHas(long gfn)
+    {
+        if (gfn >= 0 && gfn >> 6 < punched.Length) Interlocked.And(ref punched[gfn >> 6], ~(1L << (int)(gfn & 63)));
+    }
+
+    private bool PunchedByEngine(long gfn) => gfn >= 0 && gfn >> 6 < punched.Length && (Volatile.Read(ref punched[gfn >> 6]) & (1L << (int)(gfn & 63))) != 0;
+
     /// <summary>
     /// Serves the engine's own reads of holes in its mappings (the read guard): where <paramref name="guestHas"/> says the
     /// guest has the page (QEMU let it go itself), a zero page is installed, as any reader of a discarded page sees; where
@@ -228,7 +245,7 @@ internal sealed unsafe class QemuRam : IDisposable
                     if (messages[i].Event != Userfaultfd.EventPageFault) continue;
                     ulong address = messages[i].Address & ~(ulong)(Userfaultfd.PageSize - 1);
                     long gfn = GfnOfMapped(address);
-                    if (gfn >= 0 && guestHas(gfn))
+                    if (gfn >= 0 && !PunchedByEngine(gfn) && guestHas(gfn))
                     {
                         if (guard.ZeroPage(address)) NoteHoleFilled();
                         else guard.Wake(address, Userfaultfd.PageSize); // filled meanwhile (the guest faulted on it too)
