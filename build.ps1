@@ -299,13 +299,15 @@ function Install-SystemPackage {
 function Build-Native {
     <#
     .SYNOPSIS
-        Builds native/ with make: libdeqemu.so (the library QEMU runs with) and libdexen.so (the Xen shim, against
-        Xen 4.17's libraries), and the test build in out/native/fake.
+        Builds native/ with make: libdeqemu.so (the library QEMU runs with), libdeguard.so (the engine's read guard of
+        its mappings of a QEMU guest's RAM) and libdexen.so (the Xen shim, against Xen 4.17's libraries), and the test
+        build in out/native/fake.
     .DESCRIPTION
-        out/native/libdeqemu.so and libdexen.so are what the module ships; they are copied to <Destination>, the
+        out/native/libdeqemu.so, libdeguard.so and libdexen.so are what the module ships; they are copied to <Destination>, the
         publish folder's runtimes/linux-<arch>/native, which the module layout carries over. out/native/fake holds the
         fake Xen (libfakexen.so), the same shim source linked against it, and the C tests; xunit runs those (never
-        shipped). libdeqemu.so needs a C compiler and make; the Xen shim also libxen-dev's headers (apt-packages.txt).
+        shipped). libdeqemu.so and libdeguard.so need a C compiler and make; the Xen shim also libxen-dev's headers
+        (apt-packages.txt).
         What cannot be built is said in one line and left out: the module works without either except on QEMU and
         Xen hosts, and their tests skip.
     #>
@@ -331,17 +333,17 @@ function Build-Native {
     $null = New-Item -ItemType Directory -Path $Destination -Force
     if (-not (Test-Path -LiteralPath $XenHeader)) {
         Remove-Item -LiteralPath (Join-Path $NativeOut 'libdexen.so'), $NativeFakeOut -Recurse -Force -ErrorAction Ignore
-        Write-Step 'Native: native/ (libdeqemu.so)'
+        Write-Step 'Native: native/ (libdeqemu.so, libdeguard.so)'
         Invoke-Native { make -C $NativeSource "O=$NativeOut" libdeqemu }
-        Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so') -Destination $Destination
+        Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so'), (Join-Path $NativeOut 'libdeguard.so') -Destination $Destination
         Write-Host ("Native: skipped the Xen shim (only Xen hosts need it, and the Xen tests skip): missing Xen's " +
             "headers ($XenHeader). To build it: apt-get install libxen-dev, or run this script as root.") -ForegroundColor Yellow
         return
     }
-    Write-Step 'Native: native/ (libdeqemu.so, libdexen.so) and tests/native/ (fake Xen, C tests)'
+    Write-Step 'Native: native/ (libdeqemu.so, libdeguard.so, libdexen.so) and tests/native/ (fake Xen, C tests)'
     Invoke-Native { make -C $NativeSource "O=$NativeOut" }
     Invoke-Native { make -C $NativeTestSource "O=$NativeFakeOut" }
-    Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so'), (Join-Path $NativeOut 'libdexen.so') -Destination $Destination
+    Copy-Item -LiteralPath (Join-Path $NativeOut 'libdeqemu.so'), (Join-Path $NativeOut 'libdeguard.so'), (Join-Path $NativeOut 'libdexen.so') -Destination $Destination
 }
 
 function Write-NewcArchive {

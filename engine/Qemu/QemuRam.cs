@@ -22,14 +22,17 @@ internal sealed unsafe class QemuRam : IDisposable
     private Thread? guardThread;
     private int guardStopFd = -1;
     private long holesFilled;
-    // Per gfn: the engine punched the page out of the memfd and it is not the guest's again yet (NoteGuestHas).
-    private readonly long[] punched;
+    // Per gfn: the engine punched the page out of the memfd (or held it at attach) and it is not the guest's again yet
+    // (NoteGuestHas). Native memory: the native guard reads it.
+    private readonly ulong* punched;
+    private readonly long punchedWords;
+    private NativeGuard? nativeGuard;
     private Exception? faultFailure;
     private long failedFaults;
     private bool disposed;
 
     private sealed class Mapped(QemuLink link, QemuJournal journal, QemuRegion region, byte* data,
-        System.Collections.Concurrent.ConcurrentQueue<long> kept, long[] punched) : FramePool.IExternalOwner
+        System.Collections.Concurrent.ConcurrentQueue<long> kept, ulong* punched) : FramePool.IExternalOwner
     {
         public readonly QemuRegion Region = region;
         public readonly byte* Data = data;
@@ -46,7 +49,7 @@ internal sealed unsafe class QemuRam : IDisposable
             {
                 // Marked before the punch: from then until the page is the guest's again, a read of its hole by the engine
                 // is a bug of the engine (the read guard stops the process), never a page QEMU let go.
-                Interlocked.Or(ref punched[gfn >> 6], 1L << (int)(gfn & 63));
+                Interlocked.Or(ref punched[gfn >> 6], 1UL << (int)(gfn & 63));
                 link.Punch(gfn);
             }
             else kept.Enqueue(gfn);
@@ -59,10 +62,11 @@ internal sealed unsafe class QemuRam : IDisposable
         Journal = journal;
         this.frames = frames;
         mapped = new Mapped[link.Regions.Count];
-        punched = new long[(link.PageCount + 63) / 64];
         stopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
         if (stopFd < 0)
             throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError, $"eventfd failed: {LinuxNative.Describe(LinuxNative.Errno)}.", null);
+        punchedWords = (link.PageCount + 63) / 64;
+        punched = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)punchedWords, sizeof(ulong));
         readGuard = Userfaultfd.CreateReadGuard(out string? unguarded);
         try
         {
@@ -80,6 +84,7 @@ internal sealed unsafe class QemuRam : IDisposable
             Unmap();
             readGuard?.Dispose();
             LinuxNative.Close(stopFd);
+            System.Runtime.InteropServices.NativeMemory.Free(punched);
             journal.Dispose();
             throw;
         }
@@ -203,17 +208,21 @@ internal sealed unsafe class QemuRam : IDisposable
     /// their next read, the guest's or the engine's: QEMU let them go itself (a virtio-balloon, free page reporting,
     /// virtio-mem, a discard), and a page let go reads as zeros. The next passes take such a page out as a zero page.
     /// </summary>
-    public long HolesFilled => Interlocked.Read(ref holesFilled);
+    public long HolesFilled => Interlocked.Read(ref holesFilled) + (nativeGuard?.Filled ?? 0);
 
     internal void NoteHoleFilled() => Interlocked.Increment(ref holesFilled);
 
     /// <summary>Page <paramref name="gfn"/> is the guest's again (installed, or given a zero page): a hole there later is QEMU's doing.</summary>
     internal void NoteGuestHas(long gfn)
     {
-        if (gfn >= 0 && gfn >> 6 < punched.Length) Interlocked.And(ref punched[gfn >> 6], ~(1L << (int)(gfn & 63)));
+        if (gfn >= 0 && gfn >> 6 < punchedWords) Interlocked.And(ref punched[gfn >> 6], ~(1UL << (int)(gfn & 63)));
     }
 
-    private bool PunchedByEngine(long gfn) => gfn >= 0 && gfn >> 6 < punched.Length && (Volatile.Read(ref punched[gfn >> 6]) & (1L << (int)(gfn & 63))) != 0;
+    private bool PunchedByEngine(long gfn) => gfn >= 0 && gfn >> 6 < punchedWords && (Volatile.Read(ref punched[gfn >> 6]) & (1UL << (int)(gfn & 63))) != 0;
+
+    /// <summary>Whether the read guard is served by the native thread (libdeguard.so), not a managed one; and why not.</summary>
+    public bool GuardIsNative => nativeGuard is not null;
+    public string? ManagedGuardReason { get; private set; }
 
     /// <summary>
     /// Serves the engine's own reads of holes in its mappings (the read guard): where <paramref name="guestHas"/> says the
@@ -223,10 +232,19 @@ internal sealed unsafe class QemuRam : IDisposable
     /// </summary>
     public void StartGuard(Func<long, bool> guestHas)
     {
-        if (readGuard is null || guardThread is not null) return;
+        if (readGuard is null || guardThread is not null || nativeGuard is not null) return;
         guardStopFd = LinuxNative.EventFd(0, 0x80000 /* EFD_CLOEXEC */);
         if (guardStopFd < 0)
             throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError, $"eventfd failed: {LinuxNative.Describe(LinuxNative.Errno)}.", null);
+        // Every page the guest does not have now is the engine's (a zero page, untouched, or held by an engine before):
+        // marked as punched by the engine until it is the guest's, so a read of its hole stops the process.
+        for (long w = 0; w < punchedWords; w++) punched[w] = ulong.MaxValue;
+        foreach (var (first, pages) in PresentRuns())
+            for (long g = first; g < first + pages; g++) NoteGuestHas(g);
+        var regions = mapped.Select(m => new NativeGuard.Region { Start = (ulong)m.Data, Length = (ulong)m.Region.Length, FirstGfn = m.Region.FirstGfn }).ToArray();
+        nativeGuard = NativeGuard.TryStart(readGuard.Handle, guardStopFd, regions, punched, Link.PageCount, Link.Pid, out string? why);
+        if (nativeGuard is not null) return;
+        ManagedGuardReason = why;
         guardThread = new Thread(() => ServeGuard(guestHas)) { IsBackground = true, Name = $"de-qemu-guard-{Link.Pid}" };
         guardThread.Start();
     }
@@ -278,7 +296,15 @@ internal sealed unsafe class QemuRam : IDisposable
 
     private void StopGuard()
     {
-        if (!Stop(ref guardThread, guardStopFd)) return;
+        if (nativeGuard is not null)
+        {
+            ulong one = 1;
+            LinuxNative.Write(guardStopFd, &one, 8);
+            Interlocked.Add(ref holesFilled, nativeGuard.Filled);
+            nativeGuard.Dispose();
+            nativeGuard = null;
+        }
+        else if (!Stop(ref guardThread, guardStopFd)) return;
         LinuxNative.Close(guardStopFd);
         guardStopFd = -1;
     }
@@ -310,6 +336,7 @@ internal sealed unsafe class QemuRam : IDisposable
         Unmap();
         StopGuard(); // after the unmap: nothing reads the mappings any more
         readGuard?.Dispose(); // after the unmap: closing it first would leave the mappings unguarded for a moment
+        System.Runtime.InteropServices.NativeMemory.Free(punched);
         Journal.Dispose();
         Link.Dispose();
     }

@@ -67,13 +67,18 @@ internal sealed class FakeGuest : IDisposable
 }
 
 /// <summary>
-/// out/native/qemu (libdeqemu.so, fakeguest, test_deqemu), built once per test run by make -C tests/native qemu: tests
+/// out/native/qemu (libdeqemu.so, libdeguard.so, fakeguest, test_deqemu), built once per test run by make -C tests/native qemu: tests
 /// running in parallel must not run make on the same files at once.
 /// </summary>
 internal static class QemuNativeBuild
 {
-    private static readonly Lazy<string> Built =
-        new(() => NativeBuild.Make("qemu", Path.Combine(NativeBuild.RepoRoot, "out", "native", "qemu")));
+    private static readonly Lazy<string> Built = new(() =>
+    {
+        string folder = NativeBuild.Make("qemu", Path.Combine(NativeBuild.RepoRoot, "out", "native", "qemu"));
+        // The engine's native read guard, from the same build (what the module ships next to the engine).
+        Environment.SetEnvironmentVariable(DifferenceEngine.Qemu.NativeGuard.PathVariable, Path.Combine(folder, DifferenceEngine.Qemu.NativeGuard.FileName));
+        return folder;
+    });
 
     public static string Folder => Built.Value;
 }

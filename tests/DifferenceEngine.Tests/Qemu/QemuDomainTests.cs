@@ -146,6 +146,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
             C4Sweeps = 1, SharingEnabled = true, CompressionEnabled = true, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4,
         });
         Assert.Null(vm.QemuUnguardedReason);
+        Assert.True(vm.Qemu!.GuardIsNative, $"the read guard is libdeguard.so's thread: {vm.Qemu.ManagedGuardReason}");
         Assert.Equal(FakeGuest.Pages, host.GetPageStats(vm).PrivatePages); // the fake guest wrote every page
 
         // The engine reads first: 64 pages let go, then a pass, whose sweep reads every page the guest has.
