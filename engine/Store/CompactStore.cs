@@ -283,8 +283,8 @@ public sealed unsafe class CompactStore : IDisposable
     /// The fewest slabs a class of <paramref name="slotSize"/>-byte slots can hold <paramref name="blobs"/> blobs in, and
     /// their bookkeeping: full-size slabs for as many blobs as fill them, and for the rest the slabs of 4, 8, 16 and 32 KiB
     /// (each once at most) or the one full-size slab that hold them in the fewest bytes (<see cref="LeastTail"/>).
-    /// <see cref="Settle"/> puts every class into these slabs, so a settled store is exactly this for its
-    /// blob counts once <see cref="Settle"/> has run; the fleet's model sizes a predicted store with it. Session 17: before, a class kept the slabs it had
+    /// <see cref="Settle"/> puts every class into these slabs, so a settled store is exactly this for its blob counts; the
+    /// fleet's model sizes a predicted store with it. Session 17: before, a class kept the slabs it had
     /// grown (4, 8, 16, 32 KiB, then 64 KiB each) and its last one's free room, about 12 KiB a class on the fleet bench's
     /// small programs (0.94 MiB of perl's 5.3 MiB store), and the room left depended on the order blobs came and went.
     /// </summary>
@@ -292,10 +292,8 @@ public sealed unsafe class CompactStore : IDisposable
     {
         int slot = SlotSizeFor(slotSize);
         if (blobs <= 0) return (0, 0);
-        int perSlab = SlabSize / slot;
-        long full = blobs / perSlab;
-        long bytes = full * SlabSize, metadata = full * SlabMetadataBytes(perSlab);
-        int tail = LeastTail(slot, blobs - full * perSlab);
+        var (full, tail) = LeastLayout(slot, blobs);
+        long bytes = full * SlabSize, metadata = full * SlabMetadataBytes(SlabSize / slot);
         for (int i = 0; i < TailSizes.Length; i++)
             if ((tail & (1 << i)) != 0)
             {
@@ -303,6 +301,17 @@ public sealed unsafe class CompactStore : IDisposable
                 metadata += SlabMetadataBytes(TailSizes[i] / slot);
             }
         return (bytes, metadata);
+    }
+
+    /// <summary>
+    /// The fewest slabs for <paramref name="blobs"/> blobs in <paramref name="slot"/>-byte slots: how many full-size slabs,
+    /// and the rest's slabs as a mask over <see cref="TailSizes"/> (<see cref="LeastTail"/>).
+    /// </summary>
+    private static (long Full, int Tail) LeastLayout(int slot, long blobs)
+    {
+        int perSlab = SlabSize / slot;
+        long full = blobs / perSlab;
+        return (full, LeastTail(slot, blobs - full * perSlab));
     }
 
     /// <summary>The slab sizes a class's last blobs (those that fill no full-size slab) may take: one of each at most.</summary>
@@ -960,11 +969,8 @@ public sealed unsafe class CompactStore : IDisposable
         lock (cls.Gate)
         {
             if (_disposed) return null;
-            long live = cls.Live;
-            if (live == 0 || cls.Bytes - LeastSlabsFor(cls.SlotSize, live).Bytes < FirstSlabSize) return null;
-            int slot = cls.SlotSize, perSlab = SlabSize / slot;
-            long full = live / perSlab;
-            int tail = LeastTail(slot, live - full * perSlab);
+            if (Unsettled(cls) == 0) return null;
+            var (full, tail) = LeastLayout(cls.SlotSize, cls.Live);
             // Scratch kept between calls (compaction's gate is held): a settle of every class allocates next to nothing.
             var slabs = _settleSlabs;
             slabs.Clear();
