@@ -58,21 +58,19 @@ static void answer(struct deguard *g, uint64_t address)
     if (punched(g, gfn))
         stop_process(g, "the engine read a page it punched out of the guest's memory and holds (a bug of the engine; "
                         "the crash journal keeps the pages it held)", address, gfn, 0);
-    struct uffdio_zeropage zero = { .range = { .start = address, .len = PAGE }, .mode = 0 };
+    /* Installed without waking, counted, then woken: a reader woken by the fill sees it counted. */
+    struct uffdio_zeropage zero = { .range = { .start = address, .len = PAGE }, .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE };
     for (;;) {
         if (ioctl(g->uffd, UFFDIO_ZEROPAGE, &zero) == 0) {
-            __atomic_add_fetch(&g->filled, 1, __ATOMIC_RELAXED);
-            return;
+            __atomic_add_fetch(&g->filled, 1, __ATOMIC_RELEASE);
+            break;
         }
         if (errno == EINTR || errno == EAGAIN) continue; /* EAGAIN: the memory map changed under the call */
-        if (errno == EEXIST) {
-            /* Filled meanwhile (the guest faulted on it too): the reader only needs waking. */
-            struct uffdio_range range = { .start = address, .len = PAGE };
-            if (ioctl(g->uffd, UFFDIO_WAKE, &range) != 0) stop_process(g, "UFFDIO_WAKE failed", address, gfn, errno);
-            return;
-        }
+        if (errno == EEXIST) break;                      /* filled meanwhile (the guest faulted on it too) */
         stop_process(g, "UFFDIO_ZEROPAGE failed", address, gfn, errno);
     }
+    struct uffdio_range range = { .start = address, .len = PAGE };
+    if (ioctl(g->uffd, UFFDIO_WAKE, &range) != 0) stop_process(g, "UFFDIO_WAKE failed", address, gfn, errno);
 }
 
 static void *serve(void *arg)
@@ -128,7 +126,7 @@ int deguard_start(int uffd, int stopfd, const struct deguard_region *regions, in
 __attribute__((visibility("default")))
 uint64_t deguard_filled(const struct deguard *g)
 {
-    return g == NULL ? 0 : __atomic_load_n(&g->filled, __ATOMIC_RELAXED);
+    return g == NULL ? 0 : __atomic_load_n(&g->filled, __ATOMIC_ACQUIRE);
 }
 
 __attribute__((visibility("default")))

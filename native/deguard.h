@@ -27,7 +27,7 @@ struct deguard;
 int deguard_start(int uffd, int stopfd, const struct deguard_region *regions, int count, const uint64_t *punched,
                   uint64_t pages, int32_t pid, struct deguard **out);
 
-/* Holes given a zero page so far. */
+/* Holes given a zero page so far; each counted before its reader is woken. */
 uint64_t deguard_filled(const struct deguard *guard);
 
 /* Waits for the thread (after stopfd was written) and frees the guard. */

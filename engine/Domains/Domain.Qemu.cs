@@ -193,12 +193,13 @@ public sealed partial class Domain
                     // Another vCPU faulted on it too and it is in already (the zero page is refused: woken); or QEMU let
                     // the page go itself (a balloon, free page reporting, a discard), and it reads as zeros, as a page
                     // let go does. Woken without a page it would fault again, for good.
-                    if (ram.Link.Faults.ZeroPage(address))
+                    // Counted before the guest is woken, so what it tells afterwards finds the count.
+                    if (ram.Link.Faults.ZeroPage(address, wake: false))
                     {
                         ram.NoteHoleFilled();
                         e |= PageEntry.Modified;
                     }
-                    else ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+                    ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
                     break;
                 case PageState.Zero:
                 {

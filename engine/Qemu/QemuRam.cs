@@ -265,8 +265,10 @@ internal sealed unsafe class QemuRam : IDisposable
                     long gfn = GfnOfMapped(address);
                     if (gfn >= 0 && !PunchedByEngine(gfn) && guestHas(gfn))
                     {
-                        if (guard.ZeroPage(address)) NoteHoleFilled();
-                        else guard.Wake(address, Userfaultfd.PageSize); // filled meanwhile (the guest faulted on it too)
+                        // Counted before the reader is woken, so whoever it is sees the count; filled meanwhile (the
+                        // guest faulted on it too): only woken.
+                        if (guard.ZeroPage(address, wake: false)) NoteHoleFilled();
+                        guard.Wake(address, Userfaultfd.PageSize);
                         continue;
                     }
                     Environment.FailFast(gfn < 0

@@ -15,6 +15,7 @@ internal sealed unsafe class Userfaultfd : IDisposable
     private const nuint UFFDIO_WAKE = 0x8010AA02;
     private const nuint UFFDIO_COPY = 0xC028AA03;
     private const nuint UFFDIO_ZEROPAGE = 0xC020AA04;
+    private const ulong UFFDIO_ZEROPAGE_MODE_DONTWAKE = 1;
     private const nuint UFFDIO_WRITEPROTECT = 0xC018AA06;
     private const ulong UFFDIO_WRITEPROTECT_MODE_WP = 1;
 
@@ -119,10 +120,14 @@ internal sealed unsafe class Userfaultfd : IDisposable
         }
     }
 
-    /// <summary>Installs a zero page at <paramref name="address"/> and wakes its waiters. False: a page is there already.</summary>
-    public bool ZeroPage(ulong address)
+    /// <summary>
+    /// Installs a zero page at <paramref name="address"/> and wakes its waiters, unless <paramref name="wake"/> is false
+    /// (then <see cref="Wake"/> does, once the caller has counted it: a woken reader sees the count). False: a page is
+    /// there already (nothing is woken either way).
+    /// </summary>
+    public bool ZeroPage(ulong address, bool wake = true)
     {
-        var args = new ZeroPageArgs { Range = new Range { Start = address, Length = PageSize } };
+        var args = new ZeroPageArgs { Range = new Range { Start = address, Length = PageSize }, Mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE };
         return Resolve(UFFDIO_ZEROPAGE, &args, "UFFDIO_ZEROPAGE", address);
     }
 
