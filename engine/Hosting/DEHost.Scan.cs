@@ -98,7 +98,7 @@ public sealed partial class DEHost
 
     private PassResult RunPass(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
-        foreach (var index in _sharing.Values) index.Unstable.Clear();
+        foreach (var index in _sharing.Values) index.Unstable.BeginPass();
         _anyPatching = Domains.Any(d => d.Policy.PatchingEnabled);
         var slices = new List<(Domain Domain, long Start, long End)>();
         foreach (var d in domains)
@@ -324,7 +324,7 @@ public sealed partial class DEHost
     {
         foreach (var index in _sharing.Values)
         {
-            index.Unstable.ClearAndShrink();
+            index.Unstable.EndPass(); // held only during a pass: a host between passes has none of it
             index.Similar.Trim(_mayBeReference ??= MayBeReference);
             index.Stable.Trim();
         }

@@ -551,6 +551,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         foreach (var d in _byId.Values) d.Release();
         _byId.Clear();
         _byName.Clear();
+        foreach (var index in _sharing.Values) index.Dispose();
         Frames.Dispose();
         Store.Dispose();
     }

@@ -1,27 +1,45 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace DifferenceEngine.Sharing;
 
 /// <summary>
 /// A map from 64-bit content hash to a 64-bit value, split into independently locked stripes of
-/// open-addressed (linear probing) arrays, so lookups and inserts allocate nothing once grown.
+/// open-addressed (linear probing) slots, so lookups and inserts allocate nothing once grown.
 /// </summary>
 /// <remarks>
 /// Callers hold <see cref="StripeLock"/> of the key around every call: the lock is exposed
 /// because a merge must make "look up, compare, insert or add a reference" one atomic step.
+/// <para>A persistent table (the stable and similarity tables) keeps its slots in pinned arrays the GC frees. A
+/// <b>pass table</b> (the unstable table, emptied at every pass's start and end, as KSM's unstable tree) holds memory
+/// only during a pass: <see cref="BeginPass"/> allocates, in one native block, room for what each stripe held at its
+/// peak in the pass before, and <see cref="EndPass"/> gives all of it back, so a host between passes holds none of it
+/// (session 18: 0.5 MiB of a guest-image host's metadata at rest, 2 MiB with sharing alone) and a pass filled alike
+/// still allocates nothing on the managed heap. A stripe of a pass table that outgrows its room moves to native memory
+/// of its own until the pass ends.</para>
 /// </remarks>
-internal sealed class HashSlotTable
+internal sealed unsafe class HashSlotTable : IDisposable
 {
     private const int StripeBits = 6;
-    // Small to start with: a trust group's three tables cost 48 KiB empty (they were 768 KiB at 256 a stripe, more than
-    // a small host's savings); a stripe grows with what it holds and keeps twice the last pass's fill (PassCapacity).
+    // Small to start with: a trust group's tables cost 16 KiB each empty (they were 256 KiB at 256 a stripe, more than
+    // a small host's savings); a stripe grows with what it holds.
     private const int InitialCapacity = 16;
     private readonly Stripe[] _stripes = new Stripe[1 << StripeBits];
+    private byte* _block;
+    private bool _disposed;
 
-    public HashSlotTable()
+    /// <param name="passTable">A table that holds memory only between <see cref="BeginPass"/> and <see cref="EndPass"/>
+    /// (used outside them it works all the same, on native memory it gives back at the next <see cref="EndPass"/>).</param>
+    public HashSlotTable(bool passTable = false)
     {
-        for (int i = 0; i < _stripes.Length; i++) _stripes[i] = new Stripe();
+        IsPassTable = passTable;
+        for (int i = 0; i < _stripes.Length; i++) _stripes[i] = new Stripe(passTable);
     }
+
+    public bool IsPassTable { get; }
+
+    /// <summary>Bytes of an empty persistent table.</summary>
+    public static long EmptyMetadataBytes => (1L << StripeBits) * InitialCapacity * 2 * sizeof(ulong);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public object StripeLock(ulong key) => StripeOf(key);
@@ -40,22 +58,48 @@ internal sealed class HashSlotTable
     }
 
     /// <summary>
-    /// Empties the table and gives back the room the last fill did not need: a stripe keeps a capacity of twice what it
-    /// held (at least the initial one), so a table filled alike every pass allocates nothing, and one whose fill fell
-    /// away shrinks.
+    /// A pass table's start of a pass: empties it and gives every stripe, in one native block, room for what it held at
+    /// its peak in the pass before (at least the initial room), so a pass filled alike grows nothing.
     /// </summary>
-    public void ClearAndShrink()
+    public void BeginPass()
     {
+        if (!IsPassTable) throw new InvalidOperationException("BeginPass is for a pass table.");
+        EndPass();
+        long slots = 0;
+        foreach (var s in _stripes) slots += s.Planned;
+        byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(slots * Stripe.SlotBytes));
+        _block = block;
         foreach (var s in _stripes)
-            lock (s) s.ClearAndShrink();
+            lock (s)
+            {
+                s.Adopt((ulong*)block, s.Planned);
+                block += (long)s.Planned * Stripe.SlotBytes;
+            }
+    }
+
+    /// <summary>
+    /// A pass table's end of a pass: empties it and frees all its memory, keeping for the next <see cref="BeginPass"/>
+    /// each stripe's room for the most it held (entries also leave during a pass).
+    /// </summary>
+    public void EndPass()
+    {
+        if (!IsPassTable) throw new InvalidOperationException("EndPass is for a pass table.");
+        foreach (var s in _stripes)
+            lock (s) s.Release();
+        if (_block != null)
+        {
+            NativeMemory.Free(_block);
+            _block = null;
+        }
     }
 
     /// <summary>
     /// Drops the entries <paramref name="keep"/> refuses (when more than half of a stripe's are) and shrinks stripes
-    /// that hold less than a quarter of their capacity. Allocates only for the stripes it rebuilds.
+    /// that hold less than a quarter of their capacity. Allocates only for the stripes it rebuilds. Persistent tables.
     /// </summary>
     public void Trim(Func<ulong, ulong, bool>? keep = null)
     {
+        if (IsPassTable) throw new InvalidOperationException("A pass table is emptied at every pass's end, not trimmed.");
         foreach (var s in _stripes)
             lock (s) s.Trim(keep);
     }
@@ -65,9 +109,18 @@ internal sealed class HashSlotTable
         get { long n = 0; foreach (var s in _stripes) lock (s) n += s.Count; return n; }
     }
 
+    /// <summary>Bytes of slots the table holds now (a pass table between passes: none).</summary>
     public long MetadataBytes
     {
-        get { long n = 0; foreach (var s in _stripes) lock (s) n += s.Capacity * 2L * sizeof(ulong); return n; }
+        get { long n = 0; foreach (var s in _stripes) lock (s) n += (long)s.Capacity * Stripe.SlotBytes; return n; }
+    }
+
+    /// <summary>Frees a pass table's native memory (a persistent table's is the GC's).</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        if (IsPassTable) EndPass();
     }
 
     // Key 0 marks an empty slot; hash 0 is folded onto 1 (the bytes are compared anyway).
@@ -77,25 +130,47 @@ internal sealed class HashSlotTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Stripe StripeOf(ulong key) => _stripes[Normalize(key) >> (64 - StripeBits)];
 
+    /// <summary>
+    /// One stripe: <see cref="Capacity"/> slots (a power of two) of key then value, at <c>_slots</c>: a pinned array
+    /// (<c>_pinned</c>, persistent tables), a part of its pass table's block, or native memory of its own (<c>_owned</c>).
+    /// </summary>
     private sealed class Stripe
     {
-        private ulong[] _keys = new ulong[InitialCapacity];
-        private ulong[] _values = new ulong[InitialCapacity];
+        public const int SlotBytes = 2 * sizeof(ulong);
+
+        private readonly bool _passTable;
+        private ulong[]? _pinned;
+        private ulong* _slots;
+        private bool _owned;
+        public int Capacity;
         public int Count;
 
-        /// <summary>The most entries held since the last <see cref="ClearAndShrink"/> (entries also leave during a pass).</summary>
+        /// <summary>The most entries held since the last <see cref="Release"/> (entries also leave during a pass).</summary>
         private int _peak;
 
-        public int Capacity => _keys.Length;
+        /// <summary>A pass table's room for its next pass.</summary>
+        public int Planned = InitialCapacity;
+
+        public Stripe(bool passTable)
+        {
+            _passTable = passTable;
+            if (!passTable) Replace(InitialCapacity);
+        }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool TryGet(ulong key, out ulong value)
         {
-            int mask = _keys.Length - 1;
+            int mask = Capacity - 1;
+            if (mask < 0)
+            {
+                value = 0;
+                return false;
+            }
+            ulong* slots = _slots;
             for (int i = (int)key & mask; ; i = (i + 1) & mask)
             {
-                ulong k = _keys[i];
-                if (k == key) { value = _values[i]; return true; }
+                ulong k = slots[2 * i];
+                if (k == key) { value = slots[2 * i + 1]; return true; }
                 if (k == 0) { value = 0; return false; }
             }
         }
@@ -103,16 +178,17 @@ internal sealed class HashSlotTable
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Set(ulong key, ulong value)
         {
-            if ((Count + 1) * 4 > _keys.Length * 3) Grow();
-            int mask = _keys.Length - 1;
+            if ((Count + 1) * 4 > Capacity * 3) Grow();
+            int mask = Capacity - 1;
+            ulong* slots = _slots;
             for (int i = (int)key & mask; ; i = (i + 1) & mask)
             {
-                ulong k = _keys[i];
-                if (k == key) { _values[i] = value; return; }
+                ulong k = slots[2 * i];
+                if (k == key) { slots[2 * i + 1] = value; return; }
                 if (k == 0)
                 {
-                    _keys[i] = key;
-                    _values[i] = value;
+                    slots[2 * i] = key;
+                    slots[2 * i + 1] = value;
                     if (++Count > _peak) _peak = Count;
                     return;
                 }
@@ -122,38 +198,39 @@ internal sealed class HashSlotTable
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool RemoveIf(ulong key, ulong expected)
         {
-            int mask = _keys.Length - 1;
+            int mask = Capacity - 1;
+            if (mask < 0) return false;
+            ulong* slots = _slots;
             int i = (int)key & mask;
             for (; ; i = (i + 1) & mask)
             {
-                ulong k = _keys[i];
+                ulong k = slots[2 * i];
                 if (k == 0) return false;
                 if (k == key) break;
             }
-            if (_values[i] != expected) return false;
+            if (slots[2 * i + 1] != expected) return false;
             // Backward-shift deletion keeps every probe chain unbroken without tombstones.
             int hole = i;
-            for (int j = (i + 1) & mask; _keys[j] != 0; j = (j + 1) & mask)
+            for (int j = (i + 1) & mask; slots[2 * j] != 0; j = (j + 1) & mask)
             {
-                int home = (int)_keys[j] & mask;
+                int home = (int)slots[2 * j] & mask;
                 bool movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
                 if (movable)
                 {
-                    _keys[hole] = _keys[j];
-                    _values[hole] = _values[j];
+                    slots[2 * hole] = slots[2 * j];
+                    slots[2 * hole + 1] = slots[2 * j + 1];
                     hole = j;
                 }
             }
-            _keys[hole] = 0;
-            _values[hole] = 0;
+            slots[2 * hole] = 0;
+            slots[2 * hole + 1] = 0;
             Count--;
             return true;
         }
 
         public void Clear()
         {
-            Array.Clear(_keys);
-            Array.Clear(_values);
+            if (Capacity > 0) NativeMemory.Clear(_slots, (nuint)((long)Capacity * SlotBytes));
             Count = 0;
         }
 
@@ -165,17 +242,24 @@ internal sealed class HashSlotTable
         private static int CapacityFor(int entries) =>
             (int)Math.Max(InitialCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)(entries + entries / 3 + 2)));
 
-        public void ClearAndShrink()
+        /// <summary>A pass table's stripe takes <paramref name="capacity"/> zeroed slots of its table's block.</summary>
+        public void Adopt(ulong* slots, int capacity)
         {
-            int target = CapacityFor(_peak);
+            Release();
+            _slots = slots;
+            Capacity = capacity;
+        }
+
+        /// <summary>A pass table's stripe lets its slots go, and plans its next pass's room from its peak.</summary>
+        public void Release()
+        {
+            if (_peak > 0 || Capacity > 0) Planned = CapacityFor(_peak);
             _peak = 0;
-            if (_keys.Length >= target * 2)
-            {
-                _keys = new ulong[target];
-                _values = new ulong[target];
-                Count = 0;
-            }
-            else Clear();
+            if (_owned) NativeMemory.Free(_slots);
+            _owned = false;
+            _slots = null;
+            Capacity = 0;
+            Count = 0;
         }
 
         public void Trim(Func<ulong, ulong, bool>? keep)
@@ -184,32 +268,47 @@ internal sealed class HashSlotTable
             if (keep is not null)
             {
                 live = 0;
-                for (int i = 0; i < _keys.Length; i++)
-                    if (_keys[i] != 0 && keep(_keys[i], _values[i])) live++;
+                for (int i = 0; i < Capacity; i++)
+                    if (_slots[2 * i] != 0 && keep(_slots[2 * i], _slots[2 * i + 1])) live++;
             }
             int target = CapacityFor(live);
-            bool shrink = _keys.Length >= target * 4;
+            bool shrink = Capacity >= target * 4;
             bool purge = (Count - live) * 2 > Count;
             if (!shrink && !purge) return;
-            var oldKeys = _keys;
-            var oldValues = _values;
-            int capacity = shrink ? target : _keys.Length;
-            _keys = new ulong[capacity];
-            _values = new ulong[capacity];
-            Count = 0;
-            for (int i = 0; i < oldKeys.Length; i++)
-                if (oldKeys[i] != 0 && (keep is null || keep(oldKeys[i], oldValues[i]))) Set(oldKeys[i], oldValues[i]);
+            Rebuild(shrink ? target : Capacity, keep);
         }
 
-        private void Grow()
+        private void Grow() => Rebuild(Math.Max(InitialCapacity, Capacity * 2), null);
+
+        /// <summary>Moves the entries <paramref name="keep"/> accepts into <paramref name="capacity"/> new slots.</summary>
+        private void Rebuild(int capacity, Func<ulong, ulong, bool>? keep)
         {
-            var oldKeys = _keys;
-            var oldValues = _values;
-            _keys = new ulong[oldKeys.Length * 2];
-            _values = new ulong[oldKeys.Length * 2];
+            ulong[]? oldPinned = _pinned;
+            ulong* old = _slots;
+            int oldCapacity = Capacity;
+            bool oldOwned = _owned;
+            Replace(capacity);
             Count = 0;
-            for (int i = 0; i < oldKeys.Length; i++)
-                if (oldKeys[i] != 0) Set(oldKeys[i], oldValues[i]);
+            for (int i = 0; i < oldCapacity; i++)
+                if (old[2 * i] != 0 && (keep is null || keep(old[2 * i], old[2 * i + 1]))) Set(old[2 * i], old[2 * i + 1]);
+            if (oldOwned) NativeMemory.Free(old);
+            GC.KeepAlive(oldPinned);
+        }
+
+        /// <summary>New empty slots: pinned for a persistent table, native of the stripe's own for a pass table.</summary>
+        private void Replace(int capacity)
+        {
+            if (_passTable)
+            {
+                _slots = (ulong*)NativeMemory.AllocZeroed((nuint)((long)capacity * SlotBytes));
+                _owned = true;
+            }
+            else
+            {
+                _pinned = GC.AllocateArray<ulong>(2 * capacity, pinned: true);
+                _slots = (ulong*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_pinned));
+            }
+            Capacity = capacity;
         }
     }
 }

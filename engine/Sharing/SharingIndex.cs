@@ -5,22 +5,26 @@ namespace DifferenceEngine.Sharing;
 /// <summary>
 /// The sharing state of one trust group: a stable table (content hash -> shared frame) that lives
 /// as long as its frames do, and an unstable table (content hash -> a private page seen this pass)
-/// that is emptied at the start of every pass, as in KSM.
+/// that exists only during a pass, as KSM's unstable tree is rebuilt every scan (a pass table: its memory is given
+/// back when each pass ends).
 /// </summary>
 /// <remarks>
 /// A shared frame's reference count only changes under the stable table's stripe lock of its
 /// hash, so "find it and add a reference" can never race with "drop the last reference and free it".
 /// </remarks>
-internal sealed class SharingIndex(string trustGroup, FramePool frames)
+internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDisposable
 {
     public string TrustGroup { get; } = trustGroup;
     public HashSlotTable Stable { get; } = new();
-    public HashSlotTable Unstable { get; } = new();
+    public HashSlotTable Unstable { get; } = new(passTable: true);
 
     /// <summary>Similarity key (salted with the candidate slot) -> a page that may serve as a patch reference. Kept across passes.</summary>
     public HashSlotTable Similar { get; } = new();
 
     public long MetadataBytes => Stable.MetadataBytes + Unstable.MetadataBytes + Similar.MetadataBytes;
+
+    /// <summary>Frees the unstable table's native memory, should the host go away during a pass.</summary>
+    public void Dispose() => Unstable.Dispose();
 
     /// <summary>The table key of candidate slot <paramref name="slot"/> of a similarity key.</summary>
     public static ulong SimilarSlotKey(ulong key, int slot) => key ^ ((ulong)(slot + 1) * 0xC2B2AE3D27D4EB4FUL);

@@ -8,24 +8,41 @@ public class HashSlotTableTests
     private static ulong Key(Random rng) => (ulong)rng.NextInt64() | 1;
 
     [Fact]
-    public void ClearAndShrinkKeepsRoomForAnAlikeFillAndGivesBackTheRest()
+    public void APassTableHoldsMemoryOnlyDuringAPassAndGrowsNothingForAnAlikeFill()
     {
-        var table = new HashSlotTable();
+        using var table = new HashSlotTable(passTable: true);
+        Assert.Equal(0, table.MetadataBytes); // nothing before the first pass
         var rng = new Random(1);
         var pass = Enumerable.Range(0, 100_000).Select(_ => Key(rng)).ToArray();
+        table.BeginPass();
+        Assert.Equal(HashSlotTable.EmptyMetadataBytes, table.MetadataBytes); // the initial room, in one block
         foreach (ulong k in pass) table.Set(k, k);
         long full = table.MetadataBytes;
-        table.ClearAndShrink();
+        Assert.True(full > 100_000 * 16, $"{full} bytes for 100,000 entries");
+        table.EndPass();
         Assert.Equal(0, table.Count);
+        Assert.Equal(0, table.MetadataBytes); // between passes: none
+        Assert.False(table.TryGet(pass[0], out _));
+        Assert.False(table.RemoveIf(pass[0], pass[0]));
+
+        table.BeginPass(); // room for what each stripe held at its peak: the same fill grows nothing
         Assert.Equal(full, table.MetadataBytes);
-        foreach (ulong k in pass) table.Set(k, k); // the same pages next pass: nothing reallocated
+        foreach (ulong k in pass) table.Set(k, k);
         Assert.Equal(full, table.MetadataBytes);
-        table.ClearAndShrink(); // this fill was large: still kept
+        foreach (ulong k in pass.Take(1000))
+        {
+            Assert.True(table.TryGet(k, out var v));
+            Assert.Equal(k, v);
+        }
+        table.EndPass();
+
+        table.BeginPass(); // a small fill this pass...
         for (int i = 0; i < 1_000; i++) table.Set(Key(rng), (ulong)i);
-        table.ClearAndShrink(); // this one was small: the room goes
-        Assert.True(table.MetadataBytes < full / 8, $"{table.MetadataBytes} bytes kept of {full}");
+        table.EndPass();
+        table.BeginPass(); // ...and the next pass gets room for that only
+        Assert.True(table.MetadataBytes < full / 8, $"{table.MetadataBytes} bytes planned of {full}");
         var left = new Dictionary<ulong, ulong>();
-        for (int i = 0; i < 5_000; i++)
+        for (int i = 0; i < 5_000; i++) // outgrows its room: the stripes move to memory of their own
         {
             ulong k = Key(rng);
             table.Set(k, (ulong)i);
@@ -36,6 +53,17 @@ public class HashSlotTableTests
             Assert.True(table.TryGet(k, out var got));
             Assert.Equal(v, got);
         }
+        table.EndPass();
+        Assert.Equal(0, table.MetadataBytes);
+
+        // Used outside a pass it works as well, on memory the next pass's end gives back.
+        table.Set(pass[1], 7);
+        Assert.True(table.TryGet(pass[1], out var seven) && seven == 7);
+        Assert.True(table.MetadataBytes > 0);
+        table.EndPass();
+        Assert.Equal(0, table.MetadataBytes);
+        Assert.Throws<InvalidOperationException>(() => table.Trim());
+        Assert.Throws<InvalidOperationException>(() => new HashSlotTable().BeginPass());
     }
 
     [Fact]
@@ -66,10 +94,13 @@ public class HashSlotTableTests
         Assert.Equal(count, table.Count);
     }
 
-    [Fact]
-    public void BehavesLikeADictionaryUnderRandomInsertsAndRemovals()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BehavesLikeADictionaryUnderRandomInsertsAndRemovals(bool passTable)
     {
-        var table = new HashSlotTable();
+        using var table = new HashSlotTable(passTable);
+        if (passTable) table.BeginPass();
         var model = new Dictionary<ulong, ulong>();
         var rng = new Random(42);
         // Few distinct keys with clustered low bits force long probe chains and backward shifts.
