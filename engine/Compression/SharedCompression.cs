@@ -157,7 +157,7 @@ internal static class SharedCompression
             }
             var frames = host.Frames;
             var index = host.SharingIndexFor(first.Policy.TrustGroup);
-            ulong hash = frames.Hash(frame);
+            ulong hash = index.HashOf(frame);
             lock (index.Stable.StripeLock(hash))
             {
                 if (frames.RefCount(frame) != count) return;

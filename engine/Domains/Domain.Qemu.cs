@@ -327,13 +327,15 @@ public sealed partial class Domain
 
     /// <summary>
     /// The clock's view of a locked Private page of the guest: written and referenced when its content changed since
-    /// the last sweep (its hash is kept in its frame's hash slot, unused otherwise for a guest frame).
+    /// the last sweep (its hash is kept in its frame's seen-content slot, which only external frames have).
     /// </summary>
     internal ulong QemuNoteWrites(ulong e)
     {
         uint frame = PageEntry.Frame(e);
+        // A page rebuilt in a frame of the engine (an install the kernel refused) is not the guest's to write.
+        if (!Host.Frames.IsExternal(frame)) return e;
         ulong hash = Sharing.PageHasher.Hash(Host.Frames.Span(frame)) | 1; // never 0: 0 is "not seen yet"
-        ref ulong seen = ref Host.Frames.Hash(frame);
+        ref ulong seen = ref Host.Frames.SeenHash(frame);
         if (seen != 0 && seen != hash) e |= PageEntry.Referenced | PageEntry.Modified;
         seen = hash;
         return e;

@@ -401,7 +401,7 @@ public sealed partial class Domain : IDEDomain
             uint f = PageEntry.Frame(e);
             frame = f;
             refs = Volatile.Read(ref Host.Frames.RefCount(f));
-            hash = state == PageState.Shared ? Host.Frames.Hash(f) : Sharing.PageHasher.Hash(Host.Frames.Span(f));
+            hash = Sharing.PageHasher.Hash(Host.Frames.Span(f)); // a shared frame's is its stable table key too
         }
         var info = new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
             (e & PageEntry.Modified) != 0, refs, hash, frame) { Untouched = PageEntry.IsUntouched(e) };

@@ -5,13 +5,16 @@ namespace DifferenceEngine.Memory;
 
 /// <summary>
 /// Machine memory of the embedded host: 4 KiB frames in page-aligned native chunks, a free list,
-/// a per-frame reference count and content hash, and an optional limit on frames in use.
+/// a per-frame reference count, and an optional limit on frames in use.
 /// </summary>
 /// <remarks>
 /// Chunks are never moved once allocated, so a frame's address is stable for the pool's lifetime;
 /// the chunk table grows by copying references only, which lets readers index it without a lock.
-/// The free list costs no memory of its own: a free frame's hash slot (unused while it is free) holds
-/// the next free frame, plus one (0 ends the list). It is changed only under the pool's gate.
+/// The free list costs no memory of its own: a free frame's reference count slot holds the next free frame, encoded
+/// negative (<see cref="FreeLink"/>; -1 ends the list), so a free frame never reads as in use. It is changed only under
+/// the pool's gate. Frames hold no content hash: a shared frame's (its stable table key) is computed again from its
+/// bytes, which never change while it is shared (session 18: 12 B of bookkeeping a frame became 4). External frames (a
+/// QEMU guest's) keep one, the hash of the content the last sweep saw (<see cref="SeenHash"/>).
 /// <para>A freed frame keeps its memory until <see cref="ReleaseFree"/> gives it back to the operating system
 /// (madvise MADV_DONTNEED on Linux; the engine calls it at the end of every pass and after page-outs and removals), so
 /// that the memory the process holds is the frames in use, as the statistics say, not the most it ever held. A
@@ -64,16 +67,30 @@ internal sealed unsafe class FramePool : IDisposable
 
     public long FramesFree => LimitFrames is long l ? Math.Max(0, l - ReservedFrames - FramesInUse) : Interlocked.Read(ref _freeCount);
 
-    /// <summary>Bytes of per-frame bookkeeping (reference counts, hashes, the free list).</summary>
+    /// <summary>Bytes of per-frame bookkeeping (reference counts with the free list in them, released bits; an external
+    /// frame's seen-content hash).</summary>
     public long MetadataBytes
     {
         get
         {
             lock (_gate)
-                return (long)_chunkCount * PageGeometry.FramesPerChunk * (sizeof(int) + sizeof(ulong)) + (long)_chunkCount * PageGeometry.FramesPerChunk / 8
-                       + (long)_chunks.Length * IntPtr.Size;
+                return (long)_chunkCount * PageGeometry.FramesPerChunk * sizeof(int) + (long)_chunkCount * PageGeometry.FramesPerChunk / 8
+                       + (long)_externalChunks * PageGeometry.FramesPerChunk * sizeof(ulong) + (long)_chunks.Length * IntPtr.Size;
         }
     }
+
+    /// <summary>Bookkeeping bytes per frame of a chunk the pool owns: its reference count and released bit.</summary>
+    public const double MetadataBytesPerFrame = sizeof(int) + 1.0 / 8;
+
+    /// <summary>A free frame's reference count: the next free frame, negative (-1 ends the list).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int FreeLink(uint next) => next == NoFrame ? -1 : -2 - (int)next;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint NextFree(int link) => link == -1 ? NoFrame : (uint)(-2 - link);
+
+    /// <summary>Frame numbers stay below this, so that a free frame's link fits its reference count.</summary>
+    private const long MaxFrames = int.MaxValue - 1;
 
     /// <summary>Takes a frame with reference count 1; false when the limit is reached.</summary>
     public bool TryAllocate(out uint frame) => TryAllocate(out frame, overLimit: false);
@@ -96,14 +113,12 @@ internal sealed unsafe class FramePool : IDisposable
             frame = _freeHead;
             var taken = _chunks[frame >> PageGeometry.ChunkShift];
             int slot = (int)(frame & (PageGeometry.FramesPerChunk - 1));
-            _freeHead = (uint)(taken.Hashes[slot] - 1);
-            taken.Hashes[slot] = 0;
+            _freeHead = NextFree(taken.RefCounts[slot]);
+            Volatile.Write(ref taken.RefCounts[slot], 1);
             if (!taken.TakeReleased(slot)) _unreleased--;
             _freeCount--;
             Interlocked.Increment(ref _inUse);
         }
-        var chunk = _chunks[frame >> PageGeometry.ChunkShift];
-        chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 1;
         return true;
     }
 
@@ -122,12 +137,12 @@ internal sealed unsafe class FramePool : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             long chunks = (frames + PageGeometry.FramesPerChunk - 1) >> PageGeometry.ChunkShift;
-            if ((_chunkCount + chunks) * PageGeometry.FramesPerChunk > uint.MaxValue)
+            if ((_chunkCount + chunks) * PageGeometry.FramesPerChunk > MaxFrames)
                 throw new InvalidOperationException("Frame numbers exhausted.");
             uint first = (uint)(_chunkCount << PageGeometry.ChunkShift);
             for (long c = 0; c < chunks; c++)
             {
-                var chunk = new FrameChunk(data + c * PageGeometry.ChunkBytes) { External = owner, ExternalFirst = first };
+                var chunk = new FrameChunk(data + c * PageGeometry.ChunkBytes, owner) { ExternalFirst = first };
                 if (_chunkCount == _chunks.Length)
                 {
                     var grown = new FrameChunk[_chunks.Length * 2];
@@ -147,7 +162,7 @@ internal sealed unsafe class FramePool : IDisposable
         var chunk = Chunk(frame);
         if (chunk.External is null) throw new InvalidOperationException($"Frame {frame} is not external.");
         chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 1;
-        chunk.Hashes[frame & (PageGeometry.FramesPerChunk - 1)] = 0; // no content seen yet (the owner's use of it)
+        chunk.SeenHashes![frame & (PageGeometry.FramesPerChunk - 1)] = 0; // no content seen yet (the owner's use of it)
         Interlocked.Increment(ref _inUse);
     }
 
@@ -184,7 +199,7 @@ internal sealed unsafe class FramePool : IDisposable
         lock (_gate)
         {
             if (_disposed) return;
-            chunk.Hashes[i] = (ulong)_freeHead + 1;
+            chunk.RefCounts[i] = FreeLink(_freeHead);
             _freeHead = frame;
             _freeCount++;
             _unreleased++;
@@ -208,7 +223,7 @@ internal sealed unsafe class FramePool : IDisposable
         {
             if (_disposed || _unreleased == 0) return 0;
             var frames = new List<uint>((int)Math.Min(_unreleased, int.MaxValue));
-            for (uint f = _freeHead; f != NoFrame; f = (uint)(Chunk(f).Hashes[f & (PageGeometry.FramesPerChunk - 1)] - 1))
+            for (uint f = _freeHead; f != NoFrame; f = NextFree(Chunk(f).RefCounts[f & (PageGeometry.FramesPerChunk - 1)]))
                 if (Chunk(f).MarkReleased((int)(f & (PageGeometry.FramesPerChunk - 1)))) frames.Add(f);
             frames.Sort();
             for (int i = 0; i < frames.Count;)
@@ -243,20 +258,25 @@ internal sealed unsafe class FramePool : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref int RefCount(uint frame) => ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)];
 
+    /// <summary>
+    /// An external frame's hash slot: the content its owner saw last (a QEMU guest's page, at the last sweep; 0 for not
+    /// yet). Frames the pool owns have none.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref ulong Hash(uint frame) => ref Chunk(frame).Hashes[frame & (PageGeometry.FramesPerChunk - 1)];
+    public ref ulong SeenHash(uint frame) =>
+        ref (Chunk(frame).SeenHashes ?? throw new InvalidOperationException($"Frame {frame} is not external."))[frame & (PageGeometry.FramesPerChunk - 1)];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private FrameChunk Chunk(uint frame) => Volatile.Read(ref _chunks)[frame >> PageGeometry.ChunkShift];
 
     private void AddChunk()
     {
-        if ((long)(_chunkCount + 1) * PageGeometry.FramesPerChunk > uint.MaxValue)
+        if ((long)(_chunkCount + 1) * PageGeometry.FramesPerChunk > MaxFrames)
             throw new InvalidOperationException("Frame numbers exhausted.");
         var data = (byte*)NativeMemory.AlignedAlloc(PageGeometry.ChunkBytes, PageGeometry.PageSize);
         // No transparent huge pages: khugepaged would fill the frames ReleaseFree gave back with zeros again.
         if (OperatingSystem.IsLinux()) Qemu.LinuxNative.Madvise(data, PageGeometry.ChunkBytes, Qemu.LinuxNative.MADV_NOHUGEPAGE);
-        var chunk = new FrameChunk(data);
+        var chunk = new FrameChunk(data, null);
         if (_chunkCount == _chunks.Length)
         {
             var grown = new FrameChunk[_chunks.Length * 2];
@@ -269,7 +289,7 @@ internal sealed unsafe class FramePool : IDisposable
         // Linked in order, ahead of the list, so the lowest frame numbers of the new chunk are handed out first.
         for (int i = PageGeometry.FramesPerChunk - 1; i >= 0; i--)
         {
-            chunk.Hashes[i] = (ulong)_freeHead + 1;
+            chunk.RefCounts[i] = FreeLink(_freeHead);
             _freeHead = first + (uint)i;
         }
         // Fresh memory is not resident until touched: count it as released, nothing to give back.
@@ -307,15 +327,19 @@ internal sealed unsafe class FramePool : IDisposable
         }
     }
 
-    private sealed class FrameChunk(byte* data)
+    private sealed class FrameChunk(byte* data, IExternalOwner? external)
     {
         public readonly byte* Data = data;
 
         /// <summary>For an external chunk: who holds its memory, and the first frame of its range.</summary>
-        public IExternalOwner? External { get; init; }
+        public IExternalOwner? External { get; } = external;
         public uint ExternalFirst { get; init; }
+
+        /// <summary>Per frame: its references when in use; when free (a chunk the pool owns), the free list's link.</summary>
         public readonly int[] RefCounts = new int[PageGeometry.FramesPerChunk];
-        public readonly ulong[] Hashes = new ulong[PageGeometry.FramesPerChunk];
+
+        /// <summary>An external chunk's seen-content hashes (<see cref="SeenHash"/>); null for a chunk the pool owns.</summary>
+        public readonly ulong[]? SeenHashes = external is null ? null : new ulong[PageGeometry.FramesPerChunk];
 
         /// <summary>One bit a frame: free and its memory given back (set only on free frames).</summary>
         private readonly ulong[] _released = new ulong[PageGeometry.FramesPerChunk / 64];

@@ -229,7 +229,7 @@ internal static class PatchPass
         }
         if (PageEntry.State(refEntry) == PageState.Shared)
         {
-            lock (index.Stable.StripeLock(frames.Hash(frame))) index.AddReferenceLocked(frame);
+            lock (index.Stable.StripeLock(index.HashOf(frame))) index.AddReferenceLocked(frame);
             referenceFrame = frame;
             return true;
         }
@@ -243,7 +243,6 @@ internal static class PatchPass
                 if (!frames.Span(frame).SequenceEqual(frames.Span(shared)))
                 {
                     // Same hash, other bytes: this frame cannot be listed; it is shared unlisted.
-                    frames.Hash(frame) = hash;
                     frames.RefCount(frame) = 2;
                     referenceFrame = frame;
                     refEntry = PageEntry.With(refEntry | PageEntry.SharingSeen, PageState.Shared, frame);
@@ -258,7 +257,6 @@ internal static class PatchPass
             }
             else
             {
-                frames.Hash(frame) = hash;
                 frames.RefCount(frame) = 2;
                 index.Stable.Set(hash, frame);
                 referenceFrame = frame;

@@ -29,10 +29,16 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// <summary>The table key of candidate slot <paramref name="slot"/> of a similarity key.</summary>
     public static ulong SimilarSlotKey(ulong key, int slot) => key ^ ((ulong)(slot + 1) * 0xC2B2AE3D27D4EB4FUL);
 
+    /// <summary>
+    /// A shared frame's content hash, its stable table key: computed from its bytes, which do not change while it is
+    /// shared (a write copies the page first), so it is the hash it was listed under. Frames keep no hash of their own.
+    /// </summary>
+    public ulong HashOf(uint frame) => PageHasher.Hash(frames.Span(frame));
+
     /// <summary>Drops one reference to a shared frame and frees it when none are left.</summary>
     public void Release(uint frame)
     {
-        ulong hash = frames.Hash(frame);
+        ulong hash = HashOf(frame);
         bool free;
         lock (Stable.StripeLock(hash))
         {
@@ -50,12 +56,11 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// </summary>
     public bool TryTakeSole(uint frame)
     {
-        ulong hash = frames.Hash(frame);
+        ulong hash = HashOf(frame);
         lock (Stable.StripeLock(hash))
         {
             if (frames.RefCount(frame) != 1) return false;
             Stable.RemoveIf(hash, frame);
-            frames.Hash(frame) = 0;
             return true;
         }
     }

@@ -146,7 +146,6 @@ internal static class SharingPass
                     frames.Span(otherFrame).CopyTo(frames.Span(sharedFrame));
                     frames.Free(otherFrame);
                 }
-                frames.Hash(sharedFrame) = hash;
                 frames.RefCount(sharedFrame) = 2;
                 index.Stable.Set(hash, sharedFrame);
                 frames.Free(frame);
