@@ -55,14 +55,15 @@ public static class ColocationModel
     // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
     // the frame pool's bookkeeping of the frame it was loaded into (4.125 B; 12.125 B until session 18, when frames stopped
     // keeping a content hash); per page left in a frame, its slots in the
-    // similarity and sharing tables (two keys, tables kept between a quarter and a half full: about 89 B; 120 B until
-    // session 18, when the unstable table, 31 B of it, came to hold memory only during a pass); per page kept
+    // similarity and sharing tables (two keys, tables kept 44% to 75% full: about 60 B; 120 B until session 18, when the
+    // unstable table, 31 B of it, came to hold memory only during a pass and the tables stopped rounding their room up to
+    // a power of two); per page kept
     // in a page group, its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table,
     // counted in whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256); per shared page,
     // its entry in the pass's buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and
     // generations (14 B a slot). The placement's search counts grouped pages at a chunk's bytes per page it serves.
     internal const double MetadataPerPage = 8 + FramePool.MetadataBytesPerFrame;
-    internal const double MetadataPerFramePage = 89;
+    internal const double MetadataPerFramePage = 60;
     internal const double MetadataPerGroupedPage = (double)PageGroupTable.ChunkBytes / (PageGroupTable.RecordsPerChunk * DomainPolicy.DefaultGroupSize);
     internal const double MetadataPerSharedPage = 24;
     private const int GroupPrior = 32;
@@ -492,7 +493,7 @@ public static class ColocationModel
     internal static long GroupTableBytes(long groupedPages) =>
         PageGroupTable.MetadataBytesFor((groupedPages + DomainPolicy.DefaultGroupSize - 1) / DomainPolicy.DefaultGroupSize);
 
-    /// <summary>The similarity and sharing tables of a trust group: 89 B per page left in a frame, never under their empty size.</summary>
+    /// <summary>The similarity and sharing tables of a trust group: 60 B per page left in a frame, never under their empty size.</summary>
     internal static double TablesBytes(double framePages) => Math.Max(MetadataPerFramePage * framePages, EmptyTablesBytes);
 
     /// <summary>
