@@ -55,7 +55,7 @@ public static class ColocationModel
     // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
     // the frame pool's bookkeeping of the frame it was loaded into (4.125 B; 12.125 B until session 18, when frames stopped
     // keeping a content hash); per page left in a frame, its slots in the
-    // similarity and sharing tables (two keys, tables kept 44% to 75% full: about 60 B; 120 B until session 18, when the
+    // similarity and sharing tables (two keys, tables kept 5/9 to 3/4 full: about 60 B; 120 B until session 18, when the
     // unstable table, 31 B of it, came to hold memory only during a pass and the tables stopped rounding their room up to
     // a power of two); per page kept
     // in a page group, its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table,
@@ -91,12 +91,13 @@ public static class ColocationModel
         long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
         long groupedPages = 0, sharedPages = 0, storeMetadata = 0, sharedBlobs = 0;
         long patchedPages = 0, referencePages = 0, sharedContents = 0, compressedContents = 0, frameContents = 0;
-        double metadata = 0, tables = 0, sharingTables = 0;
+        double metadata = 0, tables = 0, sharingTables = 0, patchingTables = 0;
         foreach (var trust in fingerprints.GroupBy(f => f.TrustGroup, StringComparer.Ordinal))
         {
             var part = PredictTrustGroup(trust.ToList());
             tables += TablesBytes(part.Frames / PageSize);
             sharingTables += TablesBytes(part.SharingOnly / PageSize);
+            patchingTables += TablesBytes(part.SharingPatching / PageSize);
             frames += part.Frames;
             store += part.Store;
             sharingOnly += part.SharingOnly;
@@ -117,15 +118,19 @@ public static class ColocationModel
         metadata += tables + GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
                     + MetadataPerSharedPage * sharedPages + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
-        // With sharing alone every distinct content stays a frame in the tables, and nothing is in the store.
-        long sharingMeta = (long)Math.Round(fingerprints.Sum(f => MetadataPerPage * f.PageCount) + sharingTables
-                                            + MetadataPerSharedPage * sharedPages + HostFixedMetadataBytes
-                                            + GroupTableBytes(0) + SharedBlobTable.MetadataBytesFor(0));
+        // With sharing alone every distinct content stays a frame in the tables, and nothing is in the store; with sharing and
+        // patching, the tables serve the frames patching leaves (the patches' bytes counted as frames: a bound), and there
+        // are no groups or compressed shared frames (session 18: that figure took all mechanisms' metadata, and came out
+        // above sharing alone's once the tables cost less).
+        double mechanismsMeta = fingerprints.Sum(f => MetadataPerPage * f.PageCount) + MetadataPerSharedPage * sharedPages
+                                + HostFixedMetadataBytes + GroupTableBytes(0) + SharedBlobTable.MetadataBytesFor(0);
+        long sharingMeta = (long)Math.Round(mechanismsMeta + sharingTables);
+        long patchingMeta = (long)Math.Round(mechanismsMeta + patchingTables);
         long guest = fingerprints.Sum(f => f.GuestBytes);
         long separate = fingerprints.Count == 1 ? frames + store + meta
             : separately ? fingerprints.Sum(f => Predict([f], separately: false).PredictedUsedBytes) : 0;
         return new ColocationPrediction(fingerprints.Select(f => f.Domain).ToArray(), guest, frames + store + meta, frames, store, meta,
-            sharingOnly + sharingMeta, sharingPatching + meta, separate)
+            sharingOnly + sharingMeta, sharingPatching + patchingMeta, separate)
         {
             PatchedPages = patchedPages, ReferencePages = referencePages, SharedContents = sharedContents,
             CompressedContents = compressedContents, FrameContents = frameContents, SharedPagesSaved = sharedPages - sharedContents,

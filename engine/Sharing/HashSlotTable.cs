@@ -95,7 +95,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
 
     /// <summary>
     /// Drops the entries <paramref name="keep"/> refuses (when more than a quarter of a stripe's are) and shrinks stripes
-    /// that are less than 4/9 full to 2/3 full. Allocates only for the stripes it rebuilds. Persistent tables.
+    /// that are less than 5/9 full to 2/3 full. Allocates only for the stripes it rebuilds. Persistent tables.
     /// </summary>
     public void Trim(Func<ulong, ulong, bool>? keep = null)
     {
@@ -276,11 +276,11 @@ internal sealed unsafe class HashSlotTable : IDisposable
                 for (int i = 0; i < Capacity; i++)
                     if (_slots[2 * i] != 0 && keep(_slots[2 * i], _slots[2 * i + 1])) live++;
             }
-            // Rebuilt when a quarter of its entries are refused (they go), or when what it keeps would fit in a third
-            // less room (what growth leaves, half full, is kept).
+            // Rebuilt when a quarter of its entries are refused (they go), or when what it keeps would fit in a sixth
+            // less room (under 5/9 full: what growth leaves, half full, too).
             bool purge = (Count - live) * 4 > Count;
             int target = CapacityFor(purge ? live : Count);
-            bool shrink = Capacity >= target + target / 2;
+            bool shrink = (long)Capacity * 5 > (long)target * 6;
             if (!shrink && !purge) return;
             Rebuild(shrink ? target : Capacity, purge ? keep : null);
         }

@@ -76,7 +76,11 @@ public class HashSlotTableTests
         var rng = new Random(2);
         var keys = Enumerable.Range(0, 50_000).Select(_ => Key(rng)).Distinct().ToArray();
         for (int i = 0; i < keys.Length; i++) table.Set(keys[i], (ulong)i);
+        long grown = table.MetadataBytes;
+        table.Trim(); // stripes growth left under 5/9 full are rebuilt 2/3 full; none is dropped
         long full = table.MetadataBytes;
+        Assert.True(full <= grown && full < keys.Length * 16 * 16 / 10, $"{full} bytes for {keys.Length} entries (grown: {grown})");
+        Assert.Equal(keys.Length, table.Count);
         // A fifth refused: under a quarter of any stripe, nothing changes.
         table.Trim((_, v) => v % 5 != 0);
         Assert.Equal(keys.Length, table.Count);
