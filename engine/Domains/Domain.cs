@@ -287,10 +287,11 @@ public sealed partial class Domain : IDEDomain
     {
         uint shared = PageEntry.Frame(e);
         var index = Host.SharingIndexFor(Policy.TrustGroup);
-        if (index.TryTakeSole(shared)) return PageEntry.With(e, PageState.Private, shared);
+        ulong hash = index.HashOf(shared); // once for both (a copy-on-write fault's cost)
+        if (index.TryTakeSole(shared, hash)) return PageEntry.With(e, PageState.Private, shared);
         uint frame = AllocateFrame(gfn);
         if (copy) Host.Frames.Span(shared).CopyTo(Host.Frames.Span(frame));
-        index.Release(shared);
+        index.Release(shared, hash);
         return PageEntry.With(e, PageState.Private, frame);
     }
 

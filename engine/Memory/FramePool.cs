@@ -189,6 +189,9 @@ internal sealed unsafe class FramePool : IDisposable
     {
         var chunk = Chunk(frame);
         int i = (int)(frame & (PageGeometry.FramesPerChunk - 1));
+        // A free frame's count is its free-list link (negative): freeing it again would lose the rest of the list.
+        if (chunk.External is null && Volatile.Read(ref chunk.RefCounts[i]) < 0)
+            throw new InvalidOperationException($"Frame {frame} freed twice.");
         chunk.RefCounts[i] = 0;
         if (chunk.External is { } owner)
         {

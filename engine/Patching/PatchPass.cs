@@ -237,9 +237,8 @@ internal static class PatchPass
         uint toFree = uint.MaxValue;
         lock (index.Stable.StripeLock(hash))
         {
-            if (index.Stable.TryGet(hash, out ulong listed) && (uint)listed != frame)
+            if (index.TryGetListedLocked(hash, out uint shared) && shared != frame)
             {
-                uint shared = (uint)listed;
                 if (!frames.Span(frame).SequenceEqual(frames.Span(shared)))
                 {
                     // Same hash, other bytes: this frame cannot be listed; it is shared unlisted.

@@ -72,8 +72,9 @@ internal sealed unsafe class HashSlotTable : IDisposable
         foreach (var s in _stripes)
             lock (s)
             {
-                s.Adopt((ulong*)block, s.Planned);
-                block += (long)s.Planned * Stripe.SlotBytes;
+                int planned = s.Planned; // what the block was sized with, whatever Adopt does to the plan
+                s.Adopt((ulong*)block, planned);
+                block += (long)planned * Stripe.SlotBytes;
             }
     }
 

@@ -36,9 +36,11 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     public ulong HashOf(uint frame) => PageHasher.Hash(frames.Span(frame));
 
     /// <summary>Drops one reference to a shared frame and frees it when none are left.</summary>
-    public void Release(uint frame)
+    public void Release(uint frame) => Release(frame, HashOf(frame));
+
+    /// <summary>As <see cref="Release(uint)"/>, with the frame's <see cref="HashOf"/> already computed.</summary>
+    public void Release(uint frame, ulong hash)
     {
-        ulong hash = HashOf(frame);
         bool free;
         lock (Stable.StripeLock(hash))
         {
@@ -54,15 +56,33 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// When the caller's page is the frame's only user, unlists the frame so it can become that
     /// page's private frame without a copy; false when others still share it.
     /// </summary>
-    public bool TryTakeSole(uint frame)
+    /// <param name="hash">The frame's <see cref="HashOf"/>.</param>
+    public bool TryTakeSole(uint frame, ulong hash)
     {
-        ulong hash = HashOf(frame);
         lock (Stable.StripeLock(hash))
         {
             if (frames.RefCount(frame) != 1) return false;
             Stable.RemoveIf(hash, frame);
             return true;
         }
+    }
+
+    /// <summary>
+    /// The frame listed under <paramref name="hash"/>; the caller holds the stripe lock. A listed frame no longer in use
+    /// (which only a bug could leave: a frame is unlisted under its hash, recomputed from its bytes, before it is freed)
+    /// is unlisted and not returned, so no page is ever merged onto a free or reused frame.
+    /// </summary>
+    public bool TryGetListedLocked(ulong hash, out uint frame)
+    {
+        frame = 0;
+        if (!Stable.TryGet(hash, out ulong listed)) return false;
+        if (frames.RefCount((uint)listed) <= 0)
+        {
+            Stable.RemoveIf(hash, listed);
+            return false;
+        }
+        frame = (uint)listed;
+        return true;
     }
 
     /// <summary>Adds a reference to a listed shared frame; the caller holds the stripe lock.</summary>

@@ -52,9 +52,8 @@ internal static class SharingPass
         // 1. An existing shared frame with this content?
         lock (index.Stable.StripeLock(hash))
         {
-            if (index.Stable.TryGet(hash, out ulong sharedValue))
+            if (index.TryGetListedLocked(hash, out uint shared))
             {
-                uint shared = (uint)sharedValue;
                 if (!bytes.SequenceEqual(frames.Span(shared)))
                 {
                     c.HashCollisions++;
@@ -114,10 +113,9 @@ internal static class SharingPass
             lock (index.Unstable.StripeLock(hash)) index.Unstable.RemoveIf(hash, candidate);
             lock (index.Stable.StripeLock(hash))
             {
-                if (index.Stable.TryGet(hash, out ulong raced))
+                if (index.TryGetListedLocked(hash, out uint shared))
                 {
                     // Another worker listed this content meanwhile: join its frame with both pages.
-                    uint shared = (uint)raced;
                     if (!bytes.SequenceEqual(frames.Span(shared)))
                     {
                         c.HashCollisions++;
@@ -144,6 +142,14 @@ internal static class SharingPass
                         return e;
                     }
                     frames.Span(otherFrame).CopyTo(frames.Span(sharedFrame));
+                    // QEMU itself may write guest memory where no write-protect fault tells the engine: the copy is
+                    // listed under this hash only if it still has these bytes (a frame listed under another content's
+                    // hash could never be unlisted, its hash being computed again from its bytes).
+                    if (!bytes.SequenceEqual(frames.Span(sharedFrame)))
+                    {
+                        frames.Free(sharedFrame);
+                        return e;
+                    }
                     frames.Free(otherFrame);
                 }
                 frames.RefCount(sharedFrame) = 2;

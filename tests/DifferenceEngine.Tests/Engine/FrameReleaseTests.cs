@@ -48,6 +48,34 @@ public unsafe class FrameReleaseTests
     }
 
     [Fact]
+    public void TheFreeListLivesInFreeFramesCountsAndSurvivesNoDoubleFree()
+    {
+        using var pool = new FramePool(null);
+        var frames = new uint[3000]; // more than a chunk's 512: the list crosses chunks
+        for (int i = 0; i < frames.Length; i++)
+        {
+            Assert.True(pool.TryAllocate(out frames[i]));
+            Assert.True(pool.IsInUse(frames[i]));
+            Assert.Equal(1, pool.RefCount(frames[i]));
+        }
+        Assert.Equal(frames.Length, frames.Distinct().Count());
+        foreach (uint f in frames.Where((_, i) => i % 2 == 0)) pool.Free(f);
+        foreach (uint f in frames.Where((_, i) => i % 2 == 0)) Assert.False(pool.IsInUse(f)); // a free frame never reads as in use
+        Assert.Throws<InvalidOperationException>(() => pool.Free(frames[0])); // the list would lose its tail
+        Assert.Equal(frames.Length / 2, pool.FramesInUse);
+        // Every freed frame comes back, once, before the pool grows.
+        long allocated = pool.FramesAllocated;
+        var again = new HashSet<uint>();
+        for (int i = 0; i < frames.Length / 2; i++)
+        {
+            Assert.True(pool.TryAllocate(out uint f));
+            Assert.True(again.Add(f));
+        }
+        Assert.True(again.SetEquals(frames.Where((_, i) => i % 2 == 0)));
+        Assert.Equal(allocated, pool.FramesAllocated);
+    }
+
+    [Fact]
     public void AfterAScanTheProcessHoldsExactlyTheFramesInUse()
     {
         using var host = new DEHost(new HostOptions());
