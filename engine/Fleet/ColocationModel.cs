@@ -54,12 +54,11 @@ public static class ColocationModel
 
     // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
     // the frame pool's bookkeeping of the frame it was loaded into (4.125 B; 12.125 B until session 18, when frames stopped
-    // keeping a content hash); per page left in a frame, its slots in the
-    // similarity and sharing tables (two keys, tables kept 5/9 to 3/4 full: about 60 B; 120 B until session 18, when the
-    // unstable table, 31 B of it, came to hold memory only during a pass and the tables stopped rounding their room up to
-    // a power of two); per page kept
-    // in a page group, its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table,
-    // counted in whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256); per shared page,
+    // keeping a content hash); per page left in a frame, its slots in the similarity and sharing tables (two keys, tables
+    // kept 5/9 to 3/4 full: about 60 B; 120 B until session 18, when the unstable table, 31 B of it, came to hold memory
+    // only during a pass and the tables stopped rounding their room up to a power of two); per page kept in a page group,
+    // its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table, counted in
+    // whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256); per shared page,
     // its entry in the pass's buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and
     // generations (14 B a slot). The placement's search counts grouped pages at a chunk's bytes per page it serves.
     internal const double MetadataPerPage = 8 + FramePool.MetadataBytesPerFrame;

@@ -74,12 +74,13 @@ internal sealed unsafe class FramePool : IDisposable
         get
         {
             lock (_gate)
-                return (long)_chunkCount * PageGeometry.FramesPerChunk * sizeof(int) + (long)_chunkCount * PageGeometry.FramesPerChunk / 8
+                return (long)(_chunkCount * PageGeometry.FramesPerChunk * MetadataBytesPerFrame)
                        + (long)_externalChunks * PageGeometry.FramesPerChunk * sizeof(ulong) + (long)_chunks.Length * IntPtr.Size;
         }
     }
 
-    /// <summary>Bookkeeping bytes per frame of a chunk the pool owns: its reference count and released bit.</summary>
+    /// <summary>Bookkeeping bytes per frame of any chunk: its reference count and released bit (external frames also keep
+    /// a seen-content hash). The fleet's model counts the same.</summary>
     public const double MetadataBytesPerFrame = sizeof(int) + 1.0 / 8;
 
     /// <summary>A free frame's reference count: the next free frame, negative (-1 ends the list).</summary>

@@ -163,6 +163,10 @@ internal sealed unsafe class HashSlotTable : IDisposable
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static int Home(ulong key, int capacity) => (int)(((key * 0x9E3779B97F4A7C15UL) >> 32) * (uint)capacity >> 32);
 
+        /// <summary>The slot after <paramref name="i"/>, wrapping at the capacity.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static int Next(int i, int capacity) => i + 1 == capacity ? 0 : i + 1;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool TryGet(ulong key, out ulong value)
         {
@@ -173,7 +177,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
                 return false;
             }
             ulong* slots = _slots;
-            for (int i = Home(key, capacity); ; i = i + 1 == capacity ? 0 : i + 1)
+            for (int i = Home(key, capacity); ; i = Next(i, capacity))
             {
                 ulong k = slots[2 * i];
                 if (k == key) { value = slots[2 * i + 1]; return true; }
@@ -187,7 +191,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
             if ((Count + 1) * 4 > Capacity * 3) Grow();
             int capacity = Capacity;
             ulong* slots = _slots;
-            for (int i = Home(key, capacity); ; i = i + 1 == capacity ? 0 : i + 1)
+            for (int i = Home(key, capacity); ; i = Next(i, capacity))
             {
                 ulong k = slots[2 * i];
                 if (k == key) { slots[2 * i + 1] = value; return; }
@@ -208,7 +212,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
             if (capacity == 0) return false;
             ulong* slots = _slots;
             int i = Home(key, capacity);
-            for (; ; i = i + 1 == capacity ? 0 : i + 1)
+            for (; ; i = Next(i, capacity))
             {
                 ulong k = slots[2 * i];
                 if (k == 0) return false;
@@ -217,7 +221,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
             if (slots[2 * i + 1] != expected) return false;
             // Backward-shift deletion keeps every probe chain unbroken without tombstones.
             int hole = i;
-            for (int j = i + 1 == capacity ? 0 : i + 1; slots[2 * j] != 0; j = j + 1 == capacity ? 0 : j + 1)
+            for (int j = Next(i, capacity); slots[2 * j] != 0; j = Next(j, capacity))
             {
                 int home = Home(slots[2 * j], capacity);
                 bool movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
