@@ -80,7 +80,12 @@ internal sealed class CompareRunner(CompareOptions options)
                 afterMeasure: codec == CompressionAlgorithm.Zstd ? host => goals.Faults.AddRange(GoalSamples.Faults(host)) : null));
         runs.Add(Engine("all mechanisms", inputs, patching: true, DomainPolicy.DefaultAlgorithm, groupSize: DomainPolicy.DefaultGroupSize,
             afterMeasure: host => goals.Faults.AddRange(GoalSamples.Faults(host))));
-        goals.CompressPageLz4Micros = GoalSamples.CompressPageLz4Micros(inputs);
+        var sample = GoalSamples.SamplePages(inputs);
+        goals.CompressPageLz4Micros = GoalSamples.CompressPageLz4Micros(sample);
+        goals.CompressPageFloor = CodecReference.Lz4Compress(sample);
+        Log(CodecReference.Unavailable is { } noReference
+            ? $"codec floors: not timed ({noReference})"
+            : $"codec floors: {CodecReference.Versions}, against the engine's .NET codecs on the same input");
         if (OperatingSystem.IsLinux()) goals.FirstTouchMicros = GoalSamples.FirstTouchMicros();
         runs.Add(Engine("all mechanisms", inputs, patching: true, CompressionAlgorithm.LZ4, groupSize: DomainPolicy.DefaultGroupSize,
             groupCodec: CompressionAlgorithm.LZ4));
