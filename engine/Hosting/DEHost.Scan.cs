@@ -99,6 +99,22 @@ public sealed partial class DEHost
     private PassResult RunPass(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
         foreach (var index in _sharing.Values) index.Unstable.BeginPass();
+        try
+        {
+            return RunPassBody(pass, domains, options, progress, ct);
+        }
+        catch
+        {
+            // A pass that fails or is cancelled gives back what a finished pass gives back: the unstable tables' block
+            // (held only during a pass) and the memory of the frames it freed; the next pass starts as after any other.
+            foreach (var index in _sharing.Values) index.Unstable.EndPass();
+            Frames.ReleaseFree();
+            throw;
+        }
+    }
+
+    private PassResult RunPassBody(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
+    {
         _anyPatching = Domains.Any(d => d.Policy.PatchingEnabled);
         var slices = new List<(Domain Domain, long Start, long End)>();
         foreach (var d in domains)

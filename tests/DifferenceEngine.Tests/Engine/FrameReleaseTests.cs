@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Memory;
 using DifferenceEngine.Qemu;
@@ -93,6 +94,43 @@ public unsafe class FrameReleaseTests
         Assert.True(stats.FramesInUse < before / 2, $"sharing freed frames: {before} -> {stats.FramesInUse}");
         Assert.Equal(0, host.Frames.FramesUnreleased);
         Assert.Equal(stats.FramesInUse, ResidentFrames(host.Frames, stats.FramesAllocated));
+    }
+
+    /// <summary>
+    /// A cancelled pass gives back what a finished one does: the unstable table's block, held only during a pass, and the
+    /// memory of the frames it freed (until session 19 both stayed held until the next pass, or for good).
+    /// </summary>
+    [Fact]
+    public void ACancelledPassGivesBackTheUnstableTableAndTheFramesItFreed()
+    {
+        using var host = new DEHost(new HostOptions());
+        using var dir = new TempDir();
+        var rng = new Random(5);
+        // Slices of 64 pages: every other page of the first slices is zero (merged, its frame freed), the rest distinct.
+        var pages = Enumerable.Range(0, 1024).Select(i => i % 2 == 0 && i < 256 ? new byte[4096] : TestMemory.RandomPage(rng)).ToArray();
+        var d = TestMemory.LoadRaw(host, dir, "a", pages, new DomainOptions { SharingEnabled = true });
+        var index = host.SharingIndexFor(d.Policy.TrustGroup);
+        using var cts = new CancellationTokenSource();
+        long unstableDuring = -1, unreleasedDuring = -1;
+        Assert.ThrowsAny<OperationCanceledException>(() => host.Scan(options: new ScanOptions { SliceSize = 64, Parallelism = 1 },
+            progress: p =>
+            {
+                if (p.PagesDone < 128 || cts.IsCancellationRequested) return;
+                unstableDuring = index.Unstable.MetadataBytes;
+                unreleasedDuring = host.Frames.FramesUnreleased;
+                cts.Cancel();
+            },
+            cancellationToken: cts.Token));
+        Assert.True(unstableDuring > 0, $"the unstable table held {unstableDuring} bytes during the pass");
+        Assert.True(unreleasedDuring > 0, $"{unreleasedDuring} frames freed and held during the pass");
+        Assert.Equal(0, index.Unstable.MetadataBytes);
+        Assert.Equal(0, host.Frames.FramesUnreleased);
+        // The next pass runs as after any other: every zero page found, the frames add up, no page changed.
+        host.Scan();
+        Assert.Equal(128, TestMemory.Census([d]).Zero);
+        TestMemory.AssertFrameAccounting(host);
+        var back = TestMemory.ReadAll(d);
+        for (int i = 0; i < pages.Length; i++) Assert.True(back[i].AsSpan().SequenceEqual(pages[i]), $"page {i} changed");
     }
 
     private static bool Resident(FramePool pool, uint frame)
