@@ -750,6 +750,9 @@ public sealed unsafe class CompactStore : IDisposable
             Interlocked.Add(ref _allocated, -size);
             throw;
         }
+        // Written before it is cleared: the clear reads its first byte first (a null check), which for memory the kernel
+        // has not given yet maps the shared zero page and makes the clear's first write fault a second time (FramePool).
+        *data = 0;
         NativeMemory.Clear(data, (nuint)size);
         var slab = Cached(cls, slots);
         if (slab is null)
