@@ -54,6 +54,16 @@ internal static class GroupCompression
     /// <summary>Per-thread room for a whole group's payload.</summary>
     public static byte[] Plain => t_plain ??= new byte[MaxPayload];
 
+    [ThreadStatic] private static byte[]? t_faultPlain;
+    [ThreadStatic] private static DecodedGroup t_decoded;
+
+    /// <summary>
+    /// The group whose payload this thread's last group fault decoded, still in <see cref="t_faultPlain"/>: its table's
+    /// serial (one table per host), id, stream checksum and length (which name its bytes: a group's stream never changes
+    /// while it lives, and an id used again names another stream), and how many payload bytes are decoded.
+    /// </summary>
+    private readonly record struct DecodedGroup(long Table, uint Id, ulong StreamHash, int Length, int Decoded);
+
     /// <summary>Per-thread room for a group's stream while it is compressed or decoded.</summary>
     public static byte[] Stream => t_stream ??= new byte[Math.Max(GroupCodec.Bound(MaxPayload), PageGroupTable.MaxStreamBytes)];
 
@@ -234,55 +244,78 @@ internal static class GroupCompression
 
     /// <summary>
     /// Copies group <paramref name="id"/>'s stream for member <paramref name="member"/> of a page whose lock the caller
-    /// holds, then decodes as far as that page, checks it, and copies it into <paramref name="page"/>. The group is not
-    /// changed (see <see cref="PageGroupTable.LeaveLocked"/>). Throws DEException describing what failed.
+    /// holds, checks the stream, decodes it (a Zstd group whole, an LZ4 group as far as that page), checks the page, and
+    /// copies it into <paramref name="page"/>. The group is not changed (see <see cref="PageGroupTable.LeaveLocked"/>).
+    /// The decoded payload stays in a per-thread buffer: a fault on a neighbour that is still a member takes its page
+    /// from there (its checksum checked again) without reading or decoding the stream, which cannot have changed.
+    /// Throws DEException describing what failed.
     /// </summary>
     public static void DecodeMember(DEHost host, int domainId, long gfn, uint id, int member, Span<byte> page)
     {
         var table = host.Groups;
         byte[] stream = Stream;
+        byte[] buffer = t_faultPlain ??= new byte[MaxPayload];
         GroupRecord r;
-        int length;
+        int length = 0;
+        bool kept;
         lock (table.StripeLock(id))
         {
             if (!table.IsMemberLocked(id, member))
                 throw new GroupDecodeException($"its page group {id} does not hold it (member {member})");
             r = table.RecordLocked(id);
-            try
+            // A neighbour of the page this thread's last group fault decoded: its bytes are already decoded.
+            var last = t_decoded;
+            kept = last.Table == table.Serial && last.Id == id && last.StreamHash == r.StreamHash && last.Length == r.Length
+                && last.Decoded >= r.Count * HeaderPerMember + (member + 1) * PageGeometry.PageSize;
+            if (!kept)
             {
-                length = table.ReadStreamLocked(id, host.Store, host.Reclaimer?.Swap, stream, Bounce);
-            }
-            catch (Exception ex) when (ex is IOException or InvalidDataException)
-            {
-                throw new GroupDecodeException($"its page group {id} cannot be read back from the swap file: {ex.Message}", ex);
+                try
+                {
+                    length = table.ReadStreamLocked(id, host.Store, host.Reclaimer?.Swap, stream, Bounce);
+                }
+                catch (Exception ex) when (ex is IOException or InvalidDataException)
+                {
+                    throw new GroupDecodeException($"its page group {id} cannot be read back from the swap file: {ex.Message}", ex);
+                }
             }
         }
         if (r.DomainId != domainId)
             throw new GroupDecodeException($"its page group {id} belongs to domain id {r.DomainId}");
-        // The stream's checksum first: a corrupt group is refused whichever member is asked for, before its bytes are
-        // decoded (about a microsecond for a 16 KiB stream); then the page's own checksum vouches for the decoding.
-        if (length != r.Length || StreamChecksum(stream.AsSpan(0, length), domainId, id) != r.StreamHash)
-            throw new GroupDecodeException($"the stored bytes of its page group {id} do not match their checksum (the group is corrupt)");
-        string? wrong = null;
         int header = r.Count * HeaderPerMember;
-        var plain = Plain.AsSpan(0, header + (member + 1) * PageGeometry.PageSize);
-        Exception? inner = null;
+        int decoded = t_decoded.Decoded;
+        if (!kept)
         {
-            try
-            {
-                GroupCodec.DecodePrefix(r.Codec, stream.AsSpan(0, length), plain);
-                if (MemberGfn(plain, r.Count, member) != gfn)
-                    wrong = $"member {member} decodes as another page";
-                else if (PageChecksum(MemberPage(plain, r.Count, member), domainId, gfn) != MemberChecksum(plain, member))
-                    wrong = "the decoded bytes do not match the page's stored checksum";
-            }
-            catch (DEException ex)
-            {
-                wrong = $"it does not decode ({ex.Message})";
-                inner = ex;
-            }
+            t_decoded = default; // the buffer is about to hold another group
+            // The stream's checksum first: a corrupt group is refused whichever member is asked for, before its bytes are
+            // decoded (about a microsecond for a 16 KiB stream); then the page's own checksum vouches for the decoding.
+            if (length != r.Length || StreamChecksum(stream.AsSpan(0, length), domainId, id) != r.StreamHash)
+                throw new GroupDecodeException($"the stored bytes of its page group {id} do not match their checksum (the group is corrupt)");
+            // Zstd decodes a group as one block, so a prefix costs what the whole payload does: all of it is decoded and
+            // kept for the neighbours' faults. LZ4 stops at the page wanted.
+            decoded = header + (r.Codec == CompressionAlgorithm.Zstd ? r.Count : member + 1) * PageGeometry.PageSize;
         }
-        if (wrong is not null) throw new GroupDecodeException($"its page group {id} is stored intact but {wrong}", inner);
+        var plain = buffer.AsSpan(0, decoded);
+        string? wrong = null;
+        Exception? inner = null;
+        try
+        {
+            if (!kept) GroupCodec.DecodePrefix(r.Codec, stream.AsSpan(0, length), plain);
+            if (MemberGfn(plain, r.Count, member) != gfn)
+                wrong = $"member {member} decodes as another page";
+            else if (PageChecksum(MemberPage(plain, r.Count, member), domainId, gfn) != MemberChecksum(plain, member))
+                wrong = "the decoded bytes do not match the page's stored checksum";
+        }
+        catch (DEException ex)
+        {
+            wrong = $"it does not decode ({ex.Message})";
+            inner = ex;
+        }
+        if (wrong is not null)
+        {
+            t_decoded = default;
+            throw new GroupDecodeException($"its page group {id} is stored intact but {wrong}", inner);
+        }
+        if (!kept) t_decoded = new DecodedGroup(table.Serial, id, r.StreamHash, r.Length, decoded);
         MemberPage(plain, r.Count, member).CopyTo(page);
     }
 

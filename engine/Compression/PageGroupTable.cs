@@ -22,6 +22,12 @@ namespace DifferenceEngine.Compression;
 /// </remarks>
 internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(ChunkShift, int.MaxValue, static () => new Chunk())
 {
+    private static long s_tables;
+
+    /// <summary>A number no other table of this process has: what a thread's decoded group names its table by (a
+    /// reference would keep a removed host's table alive).</summary>
+    public long Serial { get; } = Interlocked.Increment(ref s_tables);
+
     /// <summary>The store owner of a group's piece: this bit, the piece index &lt;&lt; 32 and the group id.</summary>
     public const ulong OwnerTag = 1UL << 62;
 

@@ -209,6 +209,54 @@ public class PageGroupTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A fault keeps its group's decoded payload (per thread): a neighbour's fault then takes its page from it, checked
+    /// against the page's own checksum, without reading or decoding the stream (a Zstd group is decoded whole; an LZ4
+    /// group only as far as the page asked for). Shown by corrupting the stored stream after the first fault: the
+    /// decoded copy still gives the neighbour its exact bytes, and once this thread has decoded another group, the
+    /// corrupt stream is refused again.
+    /// </summary>
+    [Theory]
+    [InlineData(CompressionAlgorithm.Zstd)]
+    [InlineData(CompressionAlgorithm.LZ4)]
+    public void ANeighboursFaultTakesItsPageFromTheDecodedGroupAndACorruptStreamIsStillRefused(CompressionAlgorithm codec)
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(64, 9);
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, Options(codec, 8));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        uint id = d.GetPage(8).Group!.Value;
+        var members = Enumerable.Range(0, 64).Where(g => d.GetPage(g).Group == id).ToArray();
+        Assert.True(members.Length >= 4, $"{members.Length} members");
+        int other = Enumerable.Range(0, 64).First(g => d.GetPage(g).Group is { } o && o != id);
+        var buffer = new byte[4096];
+
+        Assert.Equal(FaultKind.Decompress, d.ReadPage(members[0], buffer));
+        Assert.True(pages[members[0]].AsSpan().SequenceEqual(buffer));
+        lock (host.Groups.StripeLock(id)) host.Store.Get(host.Groups.PieceLocked(id, 0))[7] ^= 0x20;
+
+        if (codec == CompressionAlgorithm.Zstd)
+        {
+            // Decoded whole by the first fault: the last member comes from that copy, exact.
+            Assert.Equal(FaultKind.Decompress, d.ReadPage(members[^1], buffer));
+            Assert.True(pages[members[^1]].AsSpan().SequenceEqual(buffer), "the kept copy gave other bytes");
+        }
+        else
+        {
+            // Decoded only as far as the first member: the next one needs the stream, which is refused.
+            var ex = Assert.Throws<DEException>(() => d.ReadPage(members[1], buffer));
+            Assert.Equal("PageIntegrityError", ex.ErrorId);
+        }
+        // Another group's fault takes the thread's copy: the corrupt stream is refused again, the page left as it was.
+        Assert.Equal(FaultKind.Decompress, d.ReadPage(other, buffer));
+        Assert.True(pages[other].AsSpan().SequenceEqual(buffer));
+        var refused = Assert.Throws<DEException>(() => d.ReadPage(members[2], buffer));
+        Assert.Equal("PageIntegrityError", refused.ErrorId);
+        Assert.Contains($"page group {id}", refused.Message);
+        Assert.Equal(id, d.GetPage(members[2]).Group);
+    }
+
     [Fact]
     public void GroupsPagedOutToSwapReadBackAndACorruptSlotIsRefused()
     {
