@@ -77,7 +77,7 @@ internal sealed class CompareRunner(CompareOptions options)
         // page groups, before and after, in one run.
         foreach (var codec in codecs)
             runs.Add(Engine("all mechanisms", inputs, patching: true, codec,
-                afterMeasure: codec == CompressionAlgorithm.Zstd ? host => goals.Faults.AddRange(GoalSamples.Faults(host)) : null));
+                afterMeasure: codec is CompressionAlgorithm.Zstd or CompressionAlgorithm.LZ4 ? host => goals.Faults.AddRange(GoalSamples.Faults(host)) : null));
         runs.Add(Engine("all mechanisms", inputs, patching: true, DomainPolicy.DefaultAlgorithm, groupSize: DomainPolicy.DefaultGroupSize,
             afterMeasure: host => goals.Faults.AddRange(GoalSamples.Faults(host))));
         var sample = GoalSamples.SamplePages(inputs);
