@@ -73,14 +73,16 @@ internal static class GoalSamples
     /// fault on a group decodes it, and its neighbours' faults find it decoded (a Zstd group is decoded whole and kept
     /// per thread). Null when no group is left whole.
     /// </summary>
-    private static FaultSample? InOrder(DEHost host, List<(Domain D, long Gfn)> grouped)
+    private static FaultSample? InOrder(DEHost host, List<(Domain D, long Gfn)> grouped) =>
+        TimeReads(grouped.Where(p => PageEntry.IsGrouped(p.D.PeekEntry(p.Gfn))).Take(MaxSample).ToList(), GroupInOrder, null);
+
+    /// <summary>Reads each page once, timing the reads that were Decompress faults: their p50 and p90; null when none was.</summary>
+    private static FaultSample? TimeReads(List<(Domain D, long Gfn)> pages, string kind, CodecTiming? floor)
     {
         var buffer = new byte[PageGeometry.PageSize];
         var micros = new List<double>();
-        foreach (var (d, g) in grouped)
+        foreach (var (d, g) in pages)
         {
-            if (micros.Count >= MaxSample) break;
-            if (!PageEntry.IsGrouped(d.PeekEntry(g))) continue;
             long t0 = Stopwatch.GetTimestamp();
             var fault = d.ReadPage(g, buffer);
             double us = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
@@ -88,7 +90,7 @@ internal static class GoalSamples
         }
         if (micros.Count == 0) return null;
         micros.Sort();
-        return new FaultSample(GroupInOrder, micros.Count, micros[micros.Count / 2], micros[(int)(micros.Count * 0.9)]);
+        return new FaultSample(kind, micros.Count, micros[micros.Count / 2], micros[(int)(micros.Count * 0.9)], floor);
     }
 
     private static FaultSample? Time(DEHost host, List<(Domain D, long Gfn)> pages, string kind)
@@ -125,18 +127,7 @@ internal static class GoalSamples
             });
             floor = CodecReference.Decode(kind, used, inputs, size);
         }
-        var buffer = new byte[PageGeometry.PageSize];
-        var micros = new List<double>();
-        foreach (var (d, g) in sample)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            var fault = d.ReadPage(g, buffer);
-            double us = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
-            if (fault == FaultKind.Decompress) micros.Add(us);
-        }
-        if (micros.Count == 0) return null;
-        micros.Sort();
-        return new FaultSample(kind, micros.Count, micros[micros.Count / 2], micros[(int)(micros.Count * 0.9)], floor);
+        return TimeReads(sample, kind, floor);
     }
 
     /// <summary>
