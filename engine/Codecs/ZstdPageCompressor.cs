@@ -19,6 +19,18 @@ internal sealed class ZstdPageCompressor : IPageCompressor
     /// </summary>
     internal const int Level = 3;
 
+    /// <summary>
+    /// The level of <see cref="PageCompressors.Fallback"/>: level 1, for a page LZ4 could not shrink enough when page
+    /// groups are on. Such a page usually joins a group later (compressed again there); level 3 took as much of a pass's
+    /// single-page compression time as LZ4 did for every page (perf, session 19).
+    /// </summary>
+    internal const int FastLevel = 1;
+
+    private readonly bool _fast;
+
+    /// <param name="fast">Compress at <see cref="FastLevel"/> instead of <see cref="Level"/> (decoding is the same).</param>
+    internal ZstdPageCompressor(bool fast = false) => _fast = fast;
+
     private const string Name = "Zstd";
 
     /// <summary>ZSTD_COMPRESSBOUND(4096): 4096 + 4096 / 256 + (128 KiB - 4096) / 2048.</summary>
@@ -26,6 +38,9 @@ internal sealed class ZstdPageCompressor : IPageCompressor
 
     [ThreadStatic]
     private static Compressor? t_compressor;
+
+    [ThreadStatic]
+    private static Compressor? t_fastCompressor;
 
     [ThreadStatic]
     private static Decompressor? t_decompressor;
@@ -36,7 +51,7 @@ internal sealed class ZstdPageCompressor : IPageCompressor
     {
         CodecErrors.CheckPage(page.Length, nameof(page));
         CodecErrors.CheckDisjoint(page, destination, nameof(page));
-        Compressor compressor = t_compressor ??= CreateCompressor();
+        Compressor compressor = _fast ? t_fastCompressor ??= CreateCompressor(FastLevel) : t_compressor ??= CreateCompressor(Level);
 
         // zstd wants room for its worst case while it works, more than it may finally need: compress into a scratch
         // page of that size, then copy if the result fits.
@@ -78,9 +93,9 @@ internal sealed class ZstdPageCompressor : IPageCompressor
         }
     }
 
-    private static Compressor CreateCompressor()
+    private static Compressor CreateCompressor(int level)
     {
-        var compressor = new Compressor(Level);
+        var compressor = new Compressor(level);
         compressor.SetParameter(ZSTD_cParameter.ZSTD_c_experimentalParam2, (int)ZSTD_format_e.ZSTD_f_zstd1_magicless);
         return compressor;
     }

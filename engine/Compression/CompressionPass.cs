@@ -93,7 +93,7 @@ internal static class CompressionPass
         if (shrank && written <= limit) return true;
         written = 0;
         if (!fallback || (gated && !shrank && PageEntropy.Order0Bytes(page) > limit)
-            || !PageCompressors.Get(policy.GroupAlgorithm).TryCompress(page, body[..limit], out written))
+            || !PageCompressors.Fallback(policy.GroupAlgorithm).TryCompress(page, body[..limit], out written))
             return false;
         algorithm = policy.GroupAlgorithm;
         return true;
