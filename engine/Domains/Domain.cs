@@ -259,6 +259,21 @@ public sealed partial class Domain : IDEDomain
         }
     }
 
+    /// <summary>
+    /// <see cref="TryLock"/>, retried for a moment (64 spins, no sleep): for a second page's lock taken while holding
+    /// one, where waiting unboundedly could deadlock but another engine worker usually holds it for microseconds.
+    /// </summary>
+    internal bool TryLockBriefly(long gfn, out ulong e)
+    {
+        var spin = new SpinWait();
+        for (int attempt = 0; attempt < 64; attempt++)
+        {
+            if (TryLock(gfn, out e)) return true;
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+        return TryLock(gfn, out e);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryLock(long gfn, out ulong e)
     {

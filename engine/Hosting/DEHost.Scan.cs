@@ -187,6 +187,7 @@ public sealed partial class DEHost
             StoreFull = enc.StoreFull,
             BlobsCompacted = compaction.BlobsMoved,
             SimilarityIndexChanges = enc.IndexChanges,
+            ReferencesBusy = enc.ReferencesBusy,
             NewlyExamined = enc.NewlyExamined,
             GroupsFormed = enc.GroupsFormed,
             PagesGrouped = enc.PagesGrouped,

@@ -17,6 +17,11 @@ internal struct EncodeCounters
     public long CompressedBytes;
     public long UniformPagesFound;
     public long Contended;
+    /// <summary>
+    /// Reference candidates another worker held past a brief wait: the page was examined and stays eligible, so later
+    /// passes try it again; not a reason for another pass by itself (<see cref="Scanning.PassResult.Changed"/>).
+    /// </summary>
+    public long ReferencesBusy;
     public long StoreFull;
     /// <summary>Similarity slots filled or taken over: the next pass may find references it could not before.</summary>
     public long IndexChanges;
@@ -58,6 +63,7 @@ internal struct EncodeCounters
         CompressedBytes += o.CompressedBytes;
         UniformPagesFound += o.UniformPagesFound;
         Contended += o.Contended;
+        ReferencesBusy += o.ReferencesBusy;
         StoreFull += o.StoreFull;
         IndexChanges += o.IndexChanges;
         NewlyExamined += o.NewlyExamined;
@@ -119,9 +125,10 @@ internal static class PatchPass
                         Forget(index, tableKey, packed);
                         continue;
                     }
-                    if (!other.TryLock(otherGfn, out ulong oe))
+                    // Another worker usually holds a candidate for microseconds: wait that long, no more (we hold a lock).
+                    if (!other.TryLockBriefly(otherGfn, out ulong oe))
                     {
-                        c.Contended++;
+                        c.ReferencesBusy++;
                         continue;
                     }
                     bool keep = false, guarded = false;

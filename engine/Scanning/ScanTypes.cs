@@ -89,6 +89,13 @@ public sealed record PassResult(
     public long SimilarityIndexChanges { get; init; }
     /// <summary>Pages examined for the first time with patching or compression on: the next pass may encode them.</summary>
     public long NewlyExamined { get; init; }
+    /// <summary>
+    /// Patch reference candidates another engine worker held past a brief wait. The page they were for was examined and
+    /// stays eligible, so a later pass tries again; unlike <see cref="Contended"/> (pages passed over), these do not make
+    /// <see cref="Changed"/> true: on a stable host with two workers, one in a few thousand candidates was busy in
+    /// nearly every pass, and scans until stable ran to their pass limit.
+    /// </summary>
+    public long ReferencesBusy { get; init; }
     /// <summary>Blobs the store compaction after the pass moved.</summary>
     public long BlobsCompacted { get; init; }
 

@@ -86,7 +86,7 @@ internal static class SharingPass
             return e;
         }
         // Never wait unboundedly for a second page lock while holding one: try a little, then leave it for the next pass.
-        if (!TryLockBriefly(other, otherGfn, out ulong oe))
+        if (!other.TryLockBriefly(otherGfn, out ulong oe))
         {
             c.Contended++;
             return e;
@@ -174,17 +174,6 @@ internal static class SharingPass
     /// compresses it and lets go within microseconds. Given up at once, the twins would be compressed apart in the next
     /// pass, each a copy, never to merge. Bounded, so two workers can never wait on each other for good.
     /// </summary>
-    private static bool TryLockBriefly(Domain other, long gfn, out ulong e)
-    {
-        var spin = new SpinWait();
-        for (int attempt = 0; attempt < 64; attempt++)
-        {
-            if (other.TryLock(gfn, out e)) return true;
-            spin.SpinOnce(sleep1Threshold: -1);
-        }
-        return other.TryLock(gfn, out e);
-    }
-
     private static void ReplaceCandidate(SharingIndex index, ulong hash, ulong stale, Domain domain, long gfn)
     {
         lock (index.Unstable.StripeLock(hash))

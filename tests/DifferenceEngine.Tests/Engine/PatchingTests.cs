@@ -17,6 +17,50 @@ public class PatchingTests
         return copy;
     }
 
+    /// <summary>
+    /// A reference candidate another worker holds is not waited for long and is not a reason for another pass: the pass
+    /// counts it (ReferencesBusy), changes nothing, and the page stays eligible, patched by the pass after. Until session
+    /// 19 such a candidate counted as Contended, and on a stable host with two workers one in a few thousand was busy in
+    /// nearly every pass: scans until stable ran to their pass limit.
+    /// </summary>
+    [Fact]
+    public void ABusyReferenceCandidateIsRetriedLaterAndIsNotAChange()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(3));
+        var options = new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1 };
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], options);
+        host.Scan([a], new ScanOptions { Passes = 2 }); // listed under its similarity keys, and cold
+        var b = TestMemory.LoadRaw(host, dir, "b", [Similar(reference, 4, 5)], options);
+        host.Scan([b], new ScanOptions { Passes = 1, Parallelism = 1 }); // examined: eligible from the next pass
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+
+        // The test holds the candidate's lock (as a worker examining it would) through b's next pass.
+        Assert.True(a.TryLock(0, out ulong held));
+        PassResult busy;
+        try
+        {
+            busy = host.Scan([b], new ScanOptions { Passes = 1, Parallelism = 1 }).PassResults[0];
+        }
+        finally
+        {
+            a.Unlock(0, held);
+        }
+        Assert.InRange(busy.ReferencesBusy, 1, host.Policy.Detector.Keys); // once for each similarity key that names it
+        Assert.Equal(0, busy.Contended);
+        Assert.Equal(0, busy.PagesPatched);
+        Assert.False(busy.Changed);
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+
+        var next = host.Scan([b], new ScanOptions { Passes = 1, Parallelism = 1 }).PassResults[0];
+        Assert.Equal(1, next.PagesPatched);
+        Assert.Equal(0, next.ReferencesBusy);
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        Assert.Equal("a", b.GetPage(0).ReferenceDomain);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
     [Fact]
     public void SimilarPageIsPatchedAgainstAReferenceAndReadsBackExactly()
     {
