@@ -6,7 +6,8 @@ using ZstdSharp.Unsafe;
 namespace DifferenceEngine.Codecs;
 
 /// <summary>
-/// Zstandard (ZstdSharp.Port) at level 3, in the magic-less frame format (4 bytes shorter: the store knows the codec).
+/// Zstandard (ZstdSharp.Port) at level 3 (or 1: <see cref="PageCompressors.Fallback"/>), in the magic-less frame format
+/// (4 bytes shorter: the store knows the codec).
 /// A compression and a decompression context per thread, made on first use and kept for the thread's life.
 /// </summary>
 [SkipLocalsInit]

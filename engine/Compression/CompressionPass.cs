@@ -92,9 +92,18 @@ internal static class CompressionPass
         bool shrank = PageCompressors.Get(algorithm).TryCompress(page, body[..room], out written);
         if (shrank && written <= limit) return true;
         written = 0;
-        if (!fallback || (gated && !shrank && PageEntropy.Order0Bytes(page) > limit)
-            || !PageCompressors.Fallback(policy.GroupAlgorithm).TryCompress(page, body[..limit], out written))
+        if (!fallback || (gated && !shrank && PageEntropy.Order0Bytes(page) > limit)) return false;
+        // The fallback codec's fast level first, given a page's room to tell how far it missed; a page it brings to within
+        // an eighth of the threshold is tried at the codec's usual level too, which may fit it (a page refused here is
+        // marked incompressible and never grouped, so a near miss would cost more than the second try).
+        var fast = PageCompressors.Fallback(policy.GroupAlgorithm);
+        var usual = PageCompressors.Get(policy.GroupAlgorithm);
+        if (!fast.TryCompress(page, body[..Math.Max(limit, Math.Min(PageGeometry.PageSize, body.Length))], out written)
+            || (written > limit && (fast == usual || written > limit + limit / 8 || !usual.TryCompress(page, body[..limit], out written))))
+        {
+            written = 0;
             return false;
+        }
         algorithm = policy.GroupAlgorithm;
         return true;
     }

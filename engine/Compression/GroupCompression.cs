@@ -59,10 +59,12 @@ internal static class GroupCompression
 
     /// <summary>
     /// The group whose payload this thread's last group fault decoded, still in <see cref="t_faultPlain"/>: its table's
-    /// serial (one table per host), id, stream checksum and length (which name its bytes: a group's stream never changes
-    /// while it lives, and an id used again names another stream), and how many payload bytes are decoded.
+    /// serial (one table per host), id, the 64-bit checksum and length of its stream (which name its bytes: a group's
+    /// stream never changes while it lives, and an id used again names another stream, whose checksum is seeded with the
+    /// domain and id), codec and member count, and how many payload bytes are decoded.
     /// </summary>
-    private readonly record struct DecodedGroup(long Table, uint Id, ulong StreamHash, int Length, int Decoded);
+    private readonly record struct DecodedGroup(long Table, uint Id, ulong StreamHash, int Length, CompressionAlgorithm Codec, int Count,
+        int Decoded);
 
     /// <summary>Per-thread room for a group's stream while it is compressed or decoded.</summary>
     public static byte[] Stream => t_stream ??= new byte[Math.Max(GroupCodec.Bound(MaxPayload), PageGroupTable.MaxStreamBytes)];
@@ -247,7 +249,9 @@ internal static class GroupCompression
     /// holds, checks the stream, decodes it (a Zstd group whole, an LZ4 group as far as that page), checks the page, and
     /// copies it into <paramref name="page"/>. The group is not changed (see <see cref="PageGroupTable.LeaveLocked"/>).
     /// The decoded payload stays in a per-thread buffer: a fault on a neighbour that is still a member takes its page
-    /// from there (its checksum checked again) without reading or decoding the stream, which cannot have changed.
+    /// from there without reading or decoding the stream, which cannot have changed (the buffer is named by the stream's
+    /// checksum and length; the page's gfn and checksum, from the same payload, are checked again, which guards the copy
+    /// out, not the payload).
     /// Throws DEException describing what failed.
     /// </summary>
     public static void DecodeMember(DEHost host, int domainId, long gfn, uint id, int member, Span<byte> page)
@@ -266,7 +270,7 @@ internal static class GroupCompression
             // A neighbour of the page this thread's last group fault decoded: its bytes are already decoded.
             var last = t_decoded;
             kept = last.Table == table.Serial && last.Id == id && last.StreamHash == r.StreamHash && last.Length == r.Length
-                && last.Decoded >= r.Count * HeaderPerMember + (member + 1) * PageGeometry.PageSize;
+                && last.Codec == r.Codec && last.Count == r.Count && last.Decoded >= r.Count * HeaderPerMember + (member + 1) * PageGeometry.PageSize;
             if (!kept)
             {
                 try
@@ -315,7 +319,7 @@ internal static class GroupCompression
             t_decoded = default;
             throw new GroupDecodeException($"its page group {id} is stored intact but {wrong}", inner);
         }
-        if (!kept) t_decoded = new DecodedGroup(table.Serial, id, r.StreamHash, r.Length, decoded);
+        if (!kept) t_decoded = new DecodedGroup(table.Serial, id, r.StreamHash, r.Length, r.Codec, r.Count, decoded);
         MemberPage(plain, r.Count, member).CopyTo(page);
     }
 

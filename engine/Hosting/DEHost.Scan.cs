@@ -105,10 +105,17 @@ public sealed partial class DEHost
         }
         catch
         {
-            // A pass that fails or is cancelled gives back what a finished pass gives back: the unstable tables' block
-            // (held only during a pass) and the memory of the frames it freed; the next pass starts as after any other.
-            foreach (var index in _sharing.Values) index.Unstable.EndPass();
-            Frames.ReleaseFree();
+            // A pass that fails or is cancelled gives back the memory a pass holds only while it runs: the unstable
+            // tables' block and the frames it freed. A failure of that must not hide the pass's own exception.
+            try
+            {
+                foreach (var index in _sharing.Values) index.Unstable.EndPass(complete: false);
+                Frames.ReleaseFree();
+            }
+            catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
+            {
+                System.Diagnostics.Trace.TraceWarning($"DifferenceEngine: cleaning up after a failed pass failed too: {cleanup.Message}");
+            }
             throw;
         }
     }

@@ -126,7 +126,11 @@ internal static class PatchPass
                         continue;
                     }
                     // Another worker usually holds a candidate for microseconds: wait that long, no more (we hold a lock).
-                    if (!other.TryLockBriefly(otherGfn, out ulong oe))
+                    // Only for a candidate that sorts after this page: two workers each holding the page the other wants
+                    // as a reference would otherwise both wait in vain; this way one gives up at once and the other
+                    // gets its candidate as soon as that page is let go.
+                    bool mayWait = otherId > domain.Id || (otherId == domain.Id && otherGfn > gfn);
+                    if (!(mayWait ? other.TryLockBriefly(otherGfn, out ulong oe) : other.TryLock(otherGfn, out oe)))
                     {
                         c.ReferencesBusy++;
                         continue;

@@ -80,13 +80,14 @@ internal sealed unsafe class HashSlotTable : IDisposable
 
     /// <summary>
     /// A pass table's end of a pass: empties it and frees all its memory, keeping for the next <see cref="BeginPass"/>
-    /// each stripe's room for the most it held (entries also leave during a pass).
+    /// each stripe's room for the most it held (entries also leave during a pass). A pass that did not finish
+    /// (<paramref name="complete"/> false: cancelled or failed) saw only part of its pages, so a stripe's room only grows.
     /// </summary>
-    public void EndPass()
+    public void EndPass(bool complete = true)
     {
         if (!IsPassTable) throw new InvalidOperationException("EndPass is for a pass table.");
         foreach (var s in _stripes)
-            lock (s) s.Release();
+            lock (s) s.Release(complete);
         if (_block != null)
         {
             NativeMemory.Free(_block);
@@ -260,10 +261,13 @@ internal sealed unsafe class HashSlotTable : IDisposable
             Capacity = capacity;
         }
 
-        /// <summary>A pass table's stripe lets its slots go, and plans its next pass's room from its peak.</summary>
-        public void Release()
+        /// <summary>
+        /// A pass table's stripe lets its slots go, and plans its next pass's room from its peak (after a pass that did
+        /// not finish, from its peak only where that is more than planned).
+        /// </summary>
+        public void Release(bool complete = true)
         {
-            if (_peak > 0 || Capacity > 0) Planned = CapacityFor(_peak);
+            if (_peak > 0 || Capacity > 0) Planned = complete ? CapacityFor(_peak) : Math.Max(Planned, CapacityFor(_peak));
             _peak = 0;
             if (_owned) NativeMemory.Free(_slots);
             _owned = false;

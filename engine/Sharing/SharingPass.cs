@@ -86,6 +86,9 @@ internal static class SharingPass
             return e;
         }
         // Never wait unboundedly for a second page lock while holding one: try a little, then leave it for the next pass.
+        // Its holder is most often another worker at the same gfn of a twin domain (clones scan in step), which lists its
+        // page, then patches or compresses it and lets go within microseconds. Given up at once, the twins would be
+        // compressed apart in the next pass, each a copy, never to merge.
         if (!other.TryLockBriefly(otherGfn, out ulong oe))
         {
             c.Contended++;
@@ -168,12 +171,6 @@ internal static class SharingPass
         }
     }
 
-    /// <summary>
-    /// Takes the candidate's lock, trying for a moment (spinning, then yielding) when it is busy: its holder is most often
-    /// another worker at the same gfn of a twin domain (clones scan in step), which lists its page, then patches or
-    /// compresses it and lets go within microseconds. Given up at once, the twins would be compressed apart in the next
-    /// pass, each a copy, never to merge. Bounded, so two workers can never wait on each other for good.
-    /// </summary>
     private static void ReplaceCandidate(SharingIndex index, ulong hash, ulong stale, Domain domain, long gfn)
     {
         lock (index.Unstable.StripeLock(hash))
