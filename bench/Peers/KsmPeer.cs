@@ -19,6 +19,12 @@ internal sealed record KsmResult(
 {
     /// <summary>Pages KSM freed: pages mapped to another's copy, and zero pages mapped to the kernel's zero page.</summary>
     public long PagesSaved => PagesSharing + ZeroPages;
+
+    /// <summary>How many times KSM was run; this is the run with the median convergence time.</summary>
+    public int Repeats { get; init; } = 1;
+
+    /// <summary>" (median of N runs: a, b, c s)" when KSM was run more than once, else empty.</summary>
+    public string RepeatsNote { get; init; } = "";
 }
 
 /// <summary>
