@@ -88,7 +88,8 @@ internal static class CompressionPass
         bool fallback = groups && policy.GroupAlgorithm != algorithm;
         // LZ4 with a fallback gets a page's room, to tell a page it shrank too little from one it could not shrink at all.
         bool gated = fallback && algorithm == CompressionAlgorithm.LZ4;
-        int room = gated ? Math.Max(limit, Math.Min(PageGeometry.PageSize, body.Length)) : limit;
+        int pageRoom = Math.Max(limit, Math.Min(PageGeometry.PageSize, body.Length));
+        int room = gated ? pageRoom : limit;
         bool shrank = PageCompressors.Get(algorithm).TryCompress(page, body[..room], out written);
         if (shrank && written <= limit) return true;
         written = 0;
@@ -97,12 +98,19 @@ internal static class CompressionPass
         // an eighth of the threshold is tried at the codec's usual level too, which may fit it (a page refused here is
         // marked incompressible and never grouped, so a near miss would cost more than the second try).
         var fast = PageCompressors.Fallback(policy.GroupAlgorithm);
-        var usual = PageCompressors.Get(policy.GroupAlgorithm);
-        if (!fast.TryCompress(page, body[..Math.Max(limit, Math.Min(PageGeometry.PageSize, body.Length))], out written)
-            || (written > limit && (fast == usual || written > limit + limit / 8 || !usual.TryCompress(page, body[..limit], out written))))
+        if (!fast.TryCompress(page, body[..pageRoom], out written))
         {
             written = 0;
             return false;
+        }
+        if (written > limit)
+        {
+            var usual = PageCompressors.Get(policy.GroupAlgorithm);
+            if (fast == usual || written > limit + limit / 8 || !usual.TryCompress(page, body[..limit], out written))
+            {
+                written = 0;
+                return false;
+            }
         }
         algorithm = policy.GroupAlgorithm;
         return true;

@@ -262,13 +262,13 @@ internal static class GroupCompression
         GroupRecord r;
         int length = 0;
         bool kept;
+        var last = t_decoded;
         lock (table.StripeLock(id))
         {
             if (!table.IsMemberLocked(id, member))
                 throw new GroupDecodeException($"its page group {id} does not hold it (member {member})");
             r = table.RecordLocked(id);
             // A neighbour of the page this thread's last group fault decoded: its bytes are already decoded.
-            var last = t_decoded;
             kept = last.Table == table.Serial && last.Id == id && last.StreamHash == r.StreamHash && last.Length == r.Length
                 && last.Codec == r.Codec && last.Count == r.Count && last.Decoded >= r.Count * HeaderPerMember + (member + 1) * PageGeometry.PageSize;
             if (!kept)
@@ -286,7 +286,7 @@ internal static class GroupCompression
         if (r.DomainId != domainId)
             throw new GroupDecodeException($"its page group {id} belongs to domain id {r.DomainId}");
         int header = r.Count * HeaderPerMember;
-        int decoded = t_decoded.Decoded;
+        int decoded = last.Decoded;
         if (!kept)
         {
             t_decoded = default; // the buffer is about to hold another group

@@ -260,8 +260,9 @@ public sealed partial class Domain : IDEDomain
     }
 
     /// <summary>
-    /// <see cref="TryLock"/>, retried for a moment (64 spins, no sleep): for a second page's lock taken while holding
-    /// one, where waiting unboundedly could deadlock but another engine worker usually holds it for microseconds.
+    /// <see cref="TryLock"/>, retried for a moment (64 rounds of spinning, then yielding, never sleeping): for a second
+    /// page's lock taken while holding one, where waiting unboundedly could deadlock but another engine worker usually
+    /// holds it for microseconds.
     /// </summary>
     internal bool TryLockBriefly(long gfn, out ulong e)
     {
