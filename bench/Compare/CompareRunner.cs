@@ -83,7 +83,7 @@ internal sealed class CompareRunner(CompareOptions options)
             afterMeasure: host => goals.Faults.AddRange(GoalSamples.Faults(host))));
         var sample = GoalSamples.SamplePages(inputs);
         goals.CompressPageLz4Micros = GoalSamples.CompressPageLz4Micros(sample);
-        goals.CompressPageFloor = CodecReference.Lz4Compress(sample);
+        goals.CompressPageFloor = CodecReference.Lz4Compress(sample, goals.CompressPageLz4Micros.Value);
         Log(CodecReference.Unavailable is { } noReference
             ? $"codec floors: not timed ({noReference})"
             : $"codec floors: {CodecReference.Versions}, against the engine's .NET codecs on the same input");

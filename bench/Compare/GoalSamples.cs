@@ -67,7 +67,7 @@ internal static class GoalSamples
         {
             ulong e = d.PeekEntry(g);
             uint id = PageEntry.GroupId(e);
-            if (PageEntry.GroupMember(e) == seen.Count % 4 && seen.Add((d.Id, id))) oneEach.Add((d, g));
+            if (PageEntry.GroupMember(e) == seen.Count % d.Policy.GroupSize && seen.Add((d.Id, id))) oneEach.Add((d, g));
         }
         if (Time(host, oneEach, "page in a group") is { } gr) results.Add(gr);
         if (InOrder(host, grouped) is { } seq) results.Add(seq);
@@ -111,13 +111,14 @@ internal static class GoalSamples
         // codec, which were 2-5x slower in some runs), then the C library and the engine's codec are timed on exactly these.
         var sample = new List<(Domain D, long Gfn)>();
         var inputs = new List<byte[]>();
+        var stream = new byte[GroupCodec.Bound(GroupCompression.MaxPayload)];
         CompressionAlgorithm? codec = null;
         int size = 0;
         for (int i = 0; i < pages.Count; i += step)
         {
             var (d, g) = pages[i];
             sample.Add((d, g));
-            var input = CodecInput(host, d.PeekEntry(g), out var inputCodec, out int inputSize);
+            var input = CodecInput(host, d.PeekEntry(g), stream, out var inputCodec, out int inputSize);
             // One codec and output size per floor (a sample is one codec's pages, or groups of one size).
             if (input is null || (codec is { } c && (c != inputCodec || size != inputSize))) continue;
             codec = inputCodec;
@@ -164,9 +165,9 @@ internal static class GoalSamples
     /// <summary>
     /// A copy of what a read of a page in entry <paramref name="e"/> decodes: a single page's compressed bytes (its
     /// blob past the header), or its group's whole stream (zstd decodes a group of 4 as one block whichever member is
-    /// wanted); null for other pages (a shared compressed copy).
+    /// wanted, read through <paramref name="stream"/>); null for other pages (a shared compressed copy).
     /// </summary>
-    private static byte[]? CodecInput(DEHost host, ulong e, out CompressionAlgorithm codec, out int size)
+    private static byte[]? CodecInput(DEHost host, ulong e, byte[] stream, out CompressionAlgorithm codec, out int size)
     {
         codec = default;
         size = PageGeometry.PageSize;
@@ -174,7 +175,6 @@ internal static class GoalSamples
         {
             uint id = PageEntry.GroupId(e);
             var table = host.Groups;
-            var stream = new byte[GroupCodec.Bound(GroupCompression.MaxPayload)];
             lock (table.StripeLock(id))
             {
                 var r = table.RecordLocked(id);
@@ -239,19 +239,10 @@ internal static class GoalSamples
     /// <summary>LZ4 compress_page (the engine's compressor) on the sample pages, after a warm-up: the median, in µs.</summary>
     public static double CompressPageLz4Micros(IReadOnlyList<byte[]> pages)
     {
-        var lz4 = PageCompressors.Get(CompressionAlgorithm.LZ4);
         if (pages.Count == 0) return 0;
+        var lz4 = PageCompressors.Get(CompressionAlgorithm.LZ4);
         var dest = new byte[PageGeometry.PageSize];
-        foreach (var p in pages) lz4.TryCompress(p, dest, out _); // warm-up
-        var micros = new double[pages.Count];
-        for (int i = 0; i < pages.Count; i++)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            lz4.TryCompress(pages[i], dest, out _);
-            micros[i] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
-        }
-        Array.Sort(micros);
-        return micros[micros.Length / 2];
+        return CodecReference.Median(pages, p => lz4.TryCompress(p, dest, out int n) ? n : 0);
     }
 
     /// <summary>
