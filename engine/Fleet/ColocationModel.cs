@@ -54,15 +54,15 @@ public static class ColocationModel
 
     // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
     // the frame pool's bookkeeping of the frame it was loaded into (4.125 B; 12.125 B until session 18, when frames stopped
-    // keeping a content hash); per page left in a frame, its slots in the similarity and sharing tables (two keys, tables
-    // kept 5/9 to 3/4 full: about 60 B; 120 B until session 18, when the unstable table, 31 B of it, came to hold memory
-    // only during a pass and the tables stopped rounding their room up to a power of two); per page kept in a page group,
+    // keeping a content hash); per page left in a frame, its share of the stable table (a slot of 16 B for each shared
+    // frame listed, tables kept 5/9 to 3/4 full: about 3 B a frame page on the guest images; 60 B until session 20, when
+    // the similarity table came to hold memory only during a pass as the unstable table had in session 18); per page kept in a page group,
     // its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table, counted in
     // whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256); per shared page,
     // its entry in the pass's buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and
     // generations (14 B a slot). The placement's search counts grouped pages at a chunk's bytes per page it serves.
     internal const double MetadataPerPage = 8 + FramePool.MetadataBytesPerFrame;
-    internal const double MetadataPerFramePage = 60;
+    internal const double MetadataPerFramePage = 3;
     internal const double MetadataPerGroupedPage = (double)PageGroupTable.ChunkBytes / (PageGroupTable.RecordsPerChunk * DomainPolicy.DefaultGroupSize);
     internal const double MetadataPerSharedPage = 24;
     private const int GroupPrior = 32;
@@ -74,8 +74,8 @@ public static class ColocationModel
     /// </summary>
     internal static double GroupPriorOf(DomainFingerprint f) => f.SinglesMean > 0 ? Math.Max(GroupPrior, f.GroupRunsSampled) : GroupPrior;
 
-    // The stable and similarity tables; the unstable table holds memory only during a pass.
-    private static readonly long EmptyTablesBytes = 2 * DifferenceEngine.Sharing.HashSlotTable.EmptyMetadataBytes;
+    // The stable table; the unstable and similarity tables hold memory only during a pass.
+    private static readonly long EmptyTablesBytes = DifferenceEngine.Sharing.HashSlotTable.EmptyMetadataBytes;
     private static readonly long EmptySharedCandidatesBytes = new SharedCandidates().MetadataBytes;
 
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
@@ -112,7 +112,7 @@ public static class ColocationModel
             sharedPages += part.SharedPages;
         }
         foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
-        // The similarity and sharing tables (three per trust group) are never under their empty size, which is most of a
+        // The stable table (one per trust group) is never under its empty size, which is most of a
         // small host's; the shared blobs' table and the cold shared pages' buffer have a size when empty too.
         metadata += tables + GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
                     + MetadataPerSharedPage * sharedPages + storeMetadata + HostFixedMetadataBytes;

@@ -121,8 +121,8 @@ public sealed partial class DEHost
             detector = new SimilarityDetector(keys ?? old.Keys, blocksPerKey ?? old.BlocksPerKey, seed ?? old.Seed);
         lock (_scanGate)
         {
-            if (detector is not null || (candidates is { } c && c != Policy.SimilarityCandidates))
-                foreach (var index in _sharing.Values) index.Similar.Clear();
+            // The similarity tables hold nothing between passes (under the scan gate): the next pass lists references
+            // with the new detector and candidates.
             if (detector is not null) Policy.Detector = detector;
             if (candidates is { } cc) Policy.SimilarityCandidates = cc;
             if (compactionThreshold is { } ct) Policy.CompactionThreshold = ct;

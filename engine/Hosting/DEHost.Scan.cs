@@ -98,7 +98,11 @@ public sealed partial class DEHost
 
     private PassResult RunPass(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
-        foreach (var index in _sharing.Values) index.Unstable.BeginPass();
+        foreach (var index in _sharing.Values)
+        {
+            index.Unstable.BeginPass();
+            index.Similar.BeginPass();
+        }
         try
         {
             return RunPassBody(pass, domains, options, progress, ct);
@@ -109,7 +113,11 @@ public sealed partial class DEHost
             // tables' block and the frames it freed. A failure of that must not hide the pass's own exception.
             try
             {
-                foreach (var index in _sharing.Values) index.Unstable.EndPass(complete: false);
+                foreach (var index in _sharing.Values)
+                {
+                    index.Unstable.EndPass(complete: false);
+                    index.Similar.EndPass(complete: false);
+                }
                 Frames.ReleaseFree();
             }
             catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
@@ -128,30 +136,52 @@ public sealed partial class DEHost
             for (long s = 0; s < d.PageCount; s += options.SliceSize)
                 slices.Add((d, s, Math.Min(d.PageCount, s + options.SliceSize)));
         long total = domains.Sum(d => d.PageCount);
+        // The domains this pass does not scan still serve as references to those it does (same trust group): their pages
+        // are listed, not swept (a scan of one domain patches against the others as it did with a table kept across passes).
+        // Listed first: a key's slot goes to the first page listed, and a page of a domain not scanned can only be a
+        // reference, never patched.
+        var sweepSlices = new List<(Domain Domain, long Start, long End, bool Sweep)>();
+        if (_anyPatching)
+        {
+            var groups = domains.Select(d => d.Policy.TrustGroup).ToHashSet(StringComparer.Ordinal);
+            foreach (var d in Domains)
+                if (!d.IsRemoved && (d.Policy.SharingEnabled || d.Policy.PatchingEnabled) && Array.IndexOf(domains, d) < 0
+                    && groups.Contains(d.Policy.TrustGroup))
+                    for (long s = 0; s < d.PageCount; s += options.SliceSize)
+                        sweepSlices.Add((d, s, Math.Min(d.PageCount, s + options.SliceSize), false));
+        }
+        sweepSlices.AddRange(slices.Select(x => (x.Domain, x.Start, x.End, true)));
         long done = 0, swept = 0;
         var sum = new SharingCounters();
         var enc = new EncodeCounters();
         var sumGate = new object();
         _coldShared.Clear();
         long started = Stopwatch.GetTimestamp();
+        long listed = 0;
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct };
         try
         {
-            Parallel.ForEach(slices,
-                new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct },
-                slice =>
+            // Two phases: every slice swept (its references listed in the pass's similarity table), then every slice's
+            // mechanisms, so a page finds the references of the whole pass, not only of the pages swept before it.
+            Parallel.ForEach(sweepSlices, parallel, slice =>
+            {
+                var ec = new EncodeCounters();
+                Interlocked.Add(ref swept, SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep, ref ec));
+                Interlocked.Add(ref listed, ec.IndexChanges);
+            });
+            Parallel.ForEach(slices, parallel, slice =>
+            {
+                var c = new SharingCounters();
+                var ec = new EncodeCounters();
+                ScanSlice(slice.Domain, slice.Start, slice.End, ref c, ref ec);
+                lock (sumGate)
                 {
-                    var c = new SharingCounters();
-                    var ec = new EncodeCounters();
-                    long n = ScanSlice(slice.Domain, slice.Start, slice.End, ref c, ref ec);
-                    lock (sumGate)
-                    {
-                        sum.Add(c);
-                        enc.Add(ec);
-                    }
-                    Interlocked.Add(ref swept, n);
-                    long now = Interlocked.Add(ref done, slice.End - slice.Start);
-                    progress?.Invoke(new ScanProgress(pass, now, total));
-                });
+                    sum.Add(c);
+                    enc.Add(ec);
+                }
+                long now = Interlocked.Add(ref done, slice.End - slice.Start);
+                progress?.Invoke(new ScanProgress(pass, now, total));
+            });
         }
         catch (AggregateException e) when (e.Flatten().InnerExceptions.OfType<DEException>().FirstOrDefault() is { } first)
         {
@@ -193,7 +223,7 @@ public sealed partial class DEHost
             PagesIncompressible = enc.Incompressible,
             StoreFull = enc.StoreFull,
             BlobsCompacted = compaction.BlobsMoved,
-            SimilarityIndexChanges = enc.IndexChanges,
+            ReferencesListed = listed,
             ReferencesBusy = enc.ReferencesBusy,
             NewlyExamined = enc.NewlyExamined,
             GroupsFormed = enc.GroupsFormed,
@@ -208,47 +238,88 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// Sweeps the clock over a slice, then runs the domain's mechanisms on each eligible page in the
-    /// paper's order: zero and one-word pages folded, identical pages shared (C2-C4), similar pages
-    /// patched (C3-C4), and cold pages (C4) that an earlier pass already examined compressed.
-    /// Returns pages swept.
+    /// The pass's first phase over a slice: sweeps the clock (ages every page; not with <paramref name="sweep"/> false,
+    /// for a domain the pass does not scan), and lists each page that may serve as a patch reference under its
+    /// similarity keys in the pass's similarity table, so that in the second phase (<see cref="ScanSlice"/>) a page finds
+    /// every reference of the pass, wherever it lies. Returns pages swept.
     /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private long ScanSlice(Domain domain, long start, long end, ref SharingCounters c, ref EncodeCounters ec)
+    private long SweepSlice(Domain domain, long start, long end, bool sweep, ref EncodeCounters ec)
     {
-        // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
-        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
-        int coldCount = 0;
         var policy = domain.Policy;
         int c4 = policy.C4Sweeps;
         long cpu0 = ThreadCpu.NowTicks();
         long t0 = Stopwatch.GetTimestamp();
-        long swept = 0;
+        long swept = 0, listTicks = 0;
         // A QEMU guest writes its pages without the engine: the sweep sees writes as changed content, and a page is
         // write-protected while a pass decides on it (Domain.QemuProtect).
         bool qemu = domain.Qemu is not null;
+        // References are listed only while some domain patches (else the table is pure cost).
+        bool list = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled);
+        var index = list ? SharingIndexFor(policy.TrustGroup) : null;
         for (long gfn = start; gfn < end; gfn++)
         {
-            ulong e = domain.Lock(gfn), after = e;
+            // A page of a domain this pass does not scan is listed only when free: the pass never waits on it.
+            ulong e, after;
+            if (sweep) e = domain.Lock(gfn);
+            else if (!domain.TryLock(gfn, out e)) continue;
+            after = e;
             try
             {
                 if (domain.IsRemoved) break;
-                if (qemu && PageEntry.State(e) == PageState.Private) after = domain.QemuNoteWrites(e);
-                after = qemu ? domain.QemuSweep(gfn, after, c4) : PageClock.Sweep(after, c4);
+                if (sweep)
+                {
+                    if (qemu && PageEntry.State(e) == PageState.Private) after = domain.QemuNoteWrites(e);
+                    after = qemu ? domain.QemuSweep(gfn, after, c4) : PageClock.Sweep(after, c4);
+                }
+                else if ((e & PageEntry.Modified) != 0) continue; // written since its last sweep: not a reference now
+                var category = PageEntry.Category(after);
+                // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
+                // phase would patch against it: a guest's page only when cold, as only those are taken out (its bytes
+                // are checked again, write-protected, before they serve).
+                if (index is not null && PageEntry.State(after) is PageState.Private or PageState.Shared
+                    && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4))
+                {
+                    long l0 = Stopwatch.GetTimestamp();
+                    ec.IndexChanges += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(after)),
+                        PageEntry.State(after) == PageState.Shared);
+                    listTicks += Stopwatch.GetTimestamp() - l0;
+                }
             }
             finally
             {
                 // Whatever the sweep of this page did, it is unlocked (as it was, should the sweep have thrown).
                 domain.Unlock(gfn, after);
             }
-            swept++;
+            if (sweep) swept++;
         }
+        AddEngineTime(Mechanism.Clock, Stopwatch.GetTimestamp() - t0 - listTicks, swept);
+        AddEngineTime(Mechanism.Patching, listTicks, 0);
+        Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+        return swept;
+    }
+
+    /// <summary>
+    /// Runs the domain's mechanisms on each eligible page of a slice the pass has swept, in the paper's order: zero and
+    /// one-word pages folded, identical pages shared (C2-C4), similar pages patched (C3-C4) against the references the
+    /// sweep listed, and cold pages (C4) that an earlier pass already examined compressed; then the slice's long-cold
+    /// compressed pages grouped.
+    /// </summary>
+    /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ScanSlice(Domain domain, long start, long end, ref SharingCounters c, ref EncodeCounters ec)
+    {
+        // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
+        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
+        int coldCount = 0;
+        var policy = domain.Policy;
+        long cpu0 = ThreadCpu.NowTicks();
+        bool qemu = domain.Qemu is not null;
         long t1 = Stopwatch.GetTimestamp();
         long examinedBefore = c.PagesExamined;
         long patchTicks = 0, compressTicks = 0, patchTried = 0, compressTried = 0;
         bool sharing = policy.SharingEnabled, patching = policy.PatchingEnabled, compression = policy.CompressionEnabled;
-        bool anyPatching = _anyPatching;
         if ((sharing || patching || compression) && !domain.IsRemoved)
         {
             var index = SharingIndexFor(policy.TrustGroup);
@@ -298,7 +369,6 @@ public sealed partial class DEHost
                         // A page examined for the first time may be patched or compressed next pass.
                         if (!examinedBefore2 && (patching || compression) && PageEntry.State(e) == PageState.Private) ec.NewlyExamined++;
                         e |= PageEntry.SharingSeen;
-                        state = PageEntry.State(e);
                     }
                     else if (state == PageState.Shared && compression && (e & PageEntry.Incompressible) == 0
                              && PageClock.MayCompressOrSwap(category))
@@ -311,9 +381,6 @@ public sealed partial class DEHost
                         }
                         cold[coldCount++] = new SharedCandidate(PageEntry.Frame(e), domain.Id, gfn);
                     }
-                    // References are listed only while some domain patches (else the table is pure cost).
-                    if (anyPatching && (sharing || patching) && state is PageState.Private or PageState.Shared && PageClock.MayBeReference(category))
-                        ec.IndexChanges += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(e)), state == PageState.Shared);
                 }
                 finally
                 {
@@ -330,39 +397,26 @@ public sealed partial class DEHost
             long grouped = GroupCompression.GroupSlice(this, domain, start, end, ref ec);
             AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t2, grouped);
         }
-        AddEngineTime(Mechanism.Clock, t1 - t0, swept);
         AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
         AddEngineTime(Mechanism.Patching, patchTicks, patchTried);
         AddEngineTime(Mechanism.Compression, compressTicks, compressTried);
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
-        return swept;
     }
 
     /// <summary>
-    /// After a pass, gives back index memory nobody needs until the next one: the unstable tables are emptied (the next
-    /// pass starts them afresh) and shrink when this pass filled them little; the similarity tables drop entries whose
-    /// page can no longer be a reference (not Private or Shared, or gone) once they are most of a stripe; stable tables
-    /// and the cold-shared buffer shrink when mostly empty. Steady passes allocate nothing here.
+    /// After a pass, gives back index memory nobody needs until the next one: the unstable and similarity tables are
+    /// emptied and their memory freed (the next pass starts them afresh, sized by this one's peaks); stable tables and
+    /// the cold-shared buffer shrink when mostly empty. Steady passes allocate nothing on the managed heap here.
     /// </summary>
     private void TrimIndexes()
     {
         foreach (var index in _sharing.Values)
         {
             index.Unstable.EndPass(); // held only during a pass: a host between passes has none of it
-            index.Similar.Trim(_mayBeReference ??= MayBeReference);
+            index.Similar.EndPass(); // likewise: the next pass lists its references afresh
             index.Stable.Trim();
         }
         _coldShared.Shrink();
-    }
-
-    private Func<ulong, ulong, bool>? _mayBeReference;
-
-    /// <summary>Whether a similarity entry's page could still serve as a reference (the check a lookup makes, less the key).</summary>
-    private bool MayBeReference(ulong key, ulong packed)
-    {
-        var (id, gfn) = SharingIndex.UnpackPage(packed);
-        var d = TryGetDomainById(id);
-        return d is not null && !d.IsRemoved && gfn < d.PageCount && PageEntry.State(d.PeekEntry(gfn)) is PageState.Private or PageState.Shared;
     }
 
     /// <summary>

@@ -85,8 +85,17 @@ public sealed record PassResult(
     public long PagesIncompressible { get; init; }
     /// <summary>Encodings dropped because the compact store had no room.</summary>
     public long StoreFull { get; init; }
-    /// <summary>Similarity slots filled or taken over by a shared page (references the next pass may use).</summary>
+    /// <summary>
+    /// Xen hosts: similarity slots filled or taken over by a shared page (references the next pass may use; that
+    /// backend's table is kept across passes). Always 0 on the embedded host and QEMU guests, whose similarity table
+    /// holds only one pass's references (<see cref="ReferencesListed"/>).
+    /// </summary>
     public long SimilarityIndexChanges { get; init; }
+    /// <summary>
+    /// Embedded host and QEMU guests: similarity slots filled at this pass's start with the pages that may serve as patch
+    /// references (the table is made afresh each pass and freed at its end; the same pages listed again are no change).
+    /// </summary>
+    public long ReferencesListed { get; init; }
     /// <summary>Pages examined for the first time with patching or compression on: the next pass may encode them.</summary>
     public long NewlyExamined { get; init; }
     /// <summary>

@@ -10,8 +10,8 @@ namespace DifferenceEngine.Sharing;
 /// <remarks>
 /// Callers hold <see cref="StripeLock"/> of the key around every call: the lock is exposed
 /// because a merge must make "look up, compare, insert or add a reference" one atomic step.
-/// <para>A persistent table (the stable and similarity tables) keeps its slots in pinned arrays the GC frees. A
-/// <b>pass table</b> (the unstable table, emptied at every pass's start and end, as KSM's unstable tree) holds memory
+/// <para>A persistent table (the stable table) keeps its slots in pinned arrays the GC frees. A
+/// <b>pass table</b> (the unstable and similarity tables, emptied at every pass's start and end, as KSM's unstable tree) holds memory
 /// only during a pass: <see cref="BeginPass"/> allocates, in one native block, room for what each stripe held at its
 /// peak in the pass before, and <see cref="EndPass"/> gives all of it back, so a host between passes holds none of it
 /// (session 18: 0.5 MiB of a guest-image host's metadata at rest, 2 MiB with sharing alone) and a pass filled alike

@@ -63,11 +63,25 @@ public class PatchAllocationTests
         var d = TestMemory.LoadRaw(host, dir, "a", [.. references, .. similar],
             new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1 });
         var index = host.SharingIndexFor(d.Policy.TrustGroup);
-        for (int i = 0; i < 3; i++) host.Scan(); // references listed and made immutable, the similar pages patched
+        for (int i = 0; i < 3; i++) host.Scan(); // references made immutable, the similar pages patched
         (long Bytes, long Patched) Cycle()
         {
-            // Every similar page back to Private (a read rebuilds it), then patched again, page by page as a pass does.
+            // Every similar page back to Private (a read rebuilds it), then patched again, page by page as a pass does:
+            // the references listed in the pass's similarity table first, as a pass's sweep lists them.
             for (long gfn = n; gfn < 2 * n; gfn++) d.ReadPage(gfn);
+            index.Similar.BeginPass();
+            for (long gfn = 0; gfn < n; gfn++)
+            {
+                ulong e = d.Lock(gfn);
+                try
+                {
+                    Patching.PatchPass.Remember(host, index, d, gfn, host.Frames.Span(Domains.PageEntry.Frame(e)), Domains.PageEntry.State(e) == Domains.PageState.Shared);
+                }
+                finally
+                {
+                    d.Unlock(gfn, e);
+                }
+            }
             long patched = 0;
             long bytes = Allocations.On(() =>
             {
@@ -86,6 +100,7 @@ public class PatchAllocationTests
                 }
                 patched = c.PagesPatched;
             });
+            index.Similar.EndPass();
             return (bytes, patched);
         }
         var warm = Cycle(); // store slabs and tables grown

@@ -36,22 +36,52 @@ public class PatchingTests
         host.Scan([b], new ScanOptions { Passes = 1, Parallelism = 1 }); // examined: eligible from the next pass
         Assert.Equal(PageState.Private, b.GetPage(0).State);
 
-        // The test holds the candidate's lock (as a worker examining it would) through b's next pass.
-        Assert.True(a.TryLock(0, out ulong held));
-        PassResult busy;
+        // As a pass does: a's page listed under its similarity keys (the sweep), then b's page tried (the second phase),
+        // with the candidate's lock held by the test in between, as another worker examining it would.
+        var index = host.SharingIndexFor(a.Policy.TrustGroup);
+        index.Similar.BeginPass();
+        var c = new Patching.EncodeCounters();
         try
         {
-            busy = host.Scan([b], new ScanOptions { Passes = 1, Parallelism = 1 }).PassResults[0];
+            ulong ae = a.Lock(0);
+            try
+            {
+                Assert.True(Patching.PatchPass.Remember(host, index, a, 0, host.Frames.Span(Domains.PageEntry.Frame(ae)),
+                    Domains.PageEntry.State(ae) == PageState.Shared) > 0);
+            }
+            finally
+            {
+                a.Unlock(0, ae);
+            }
+            Assert.True(a.TryLock(0, out ulong held));
+            try
+            {
+                ulong be = b.Lock(0);
+                try
+                {
+                    be = Patching.PatchPass.TryPatch(host, index, b, 0, be, ref c);
+                }
+                finally
+                {
+                    b.Unlock(0, be);
+                }
+            }
+            finally
+            {
+                a.Unlock(0, held);
+            }
         }
         finally
         {
-            a.Unlock(0, held);
+            index.Similar.EndPass();
         }
-        Assert.InRange(busy.ReferencesBusy, 1, host.Policy.Detector.Keys); // once for each similarity key that names it
-        Assert.Equal(0, busy.Contended);
-        Assert.Equal(0, busy.PagesPatched);
-        Assert.False(busy.Changed);
+        Assert.InRange(c.ReferencesBusy, 1, host.Policy.Detector.Keys); // once for each similarity key that names it
+        Assert.Equal(0, c.Contended);
+        Assert.Equal(0, c.PagesPatched);
         Assert.Equal(PageState.Private, b.GetPage(0).State);
+        // A pass with only busy references changed nothing.
+        var busy = new PassResult(1, 1, 1, 0, 0, 0, 0, c.Contended, TimeSpan.Zero) { ReferencesBusy = c.ReferencesBusy };
+        Assert.False(busy.Changed);
 
         var next = host.Scan([b], new ScanOptions { Passes = 1, Parallelism = 1 }).PassResults[0];
         Assert.Equal(1, next.PagesPatched);
