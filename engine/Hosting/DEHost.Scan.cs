@@ -109,8 +109,8 @@ public sealed partial class DEHost
         }
         catch
         {
-            // A pass that fails or is cancelled gives back the memory a pass holds only while it runs: the unstable
-            // tables' block and the frames it freed. A failure of that must not hide the pass's own exception.
+            // A pass that fails or is cancelled gives back the memory a pass holds only while it runs: the unstable and
+            // similarity tables' blocks and the frames it freed. A failure of that must not hide the pass's own exception.
             try
             {
                 foreach (var index in _sharing.Values)
@@ -165,9 +165,9 @@ public sealed partial class DEHost
             // mechanisms, so a page finds the references of the whole pass, not only of the pages swept before it.
             Parallel.ForEach(sweepSlices, parallel, slice =>
             {
-                var ec = new EncodeCounters();
-                Interlocked.Add(ref swept, SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep, ref ec));
-                Interlocked.Add(ref listed, ec.IndexChanges);
+                long n = SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep, out long listedHere);
+                Interlocked.Add(ref swept, n);
+                Interlocked.Add(ref listed, listedHere);
             });
             Parallel.ForEach(slices, parallel, slice =>
             {
@@ -241,12 +241,13 @@ public sealed partial class DEHost
     /// The pass's first phase over a slice: sweeps the clock (ages every page; not with <paramref name="sweep"/> false,
     /// for a domain the pass does not scan), and lists each page that may serve as a patch reference under its
     /// similarity keys in the pass's similarity table, so that in the second phase (<see cref="ScanSlice"/>) a page finds
-    /// every reference of the pass, wherever it lies. Returns pages swept.
+    /// every reference of the pass, wherever it lies. Returns pages swept; <paramref name="listed"/>: similarity slots filled.
     /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private long SweepSlice(Domain domain, long start, long end, bool sweep, ref EncodeCounters ec)
+    private long SweepSlice(Domain domain, long start, long end, bool sweep, out long listed)
     {
+        listed = 0;
         var policy = domain.Policy;
         int c4 = policy.C4Sweeps;
         long cpu0 = ThreadCpu.NowTicks();
@@ -282,7 +283,7 @@ public sealed partial class DEHost
                     && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4))
                 {
                     long l0 = Stopwatch.GetTimestamp();
-                    ec.IndexChanges += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(after)),
+                    listed += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(after)),
                         PageEntry.State(after) == PageState.Shared);
                     listTicks += Stopwatch.GetTimestamp() - l0;
                 }

@@ -23,8 +23,6 @@ internal struct EncodeCounters
     /// </summary>
     public long ReferencesBusy;
     public long StoreFull;
-    /// <summary>Similarity slots filled or taken over: the next pass may find references it could not before.</summary>
-    public long IndexChanges;
     /// <summary>Private pages examined for the first time while patching or compression is on (eligible next pass).</summary>
     public long NewlyExamined;
     /// <summary>Shared frames compressed into one blob for all their pages (those pages are in <see cref="PagesCompressed"/>).</summary>
@@ -65,7 +63,6 @@ internal struct EncodeCounters
         Contended += o.Contended;
         ReferencesBusy += o.ReferencesBusy;
         StoreFull += o.StoreFull;
-        IndexChanges += o.IndexChanges;
         NewlyExamined += o.NewlyExamined;
     }
 }

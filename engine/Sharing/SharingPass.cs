@@ -86,8 +86,8 @@ internal static class SharingPass
             return e;
         }
         // Never wait unboundedly for a second page lock while holding one: try a little, then leave it for the next pass.
-        // Its holder is most often another worker at the same gfn of a twin domain (clones scan in step), which lists its
-        // page, then patches or compresses it and lets go within microseconds. Given up at once, the twins would be
+        // Its holder is most often another worker at the same gfn of a twin domain (clones scan in step), which shares,
+        // patches or compresses its page and lets go within microseconds. Given up at once, the twins would be
         // compressed apart in the next pass, each a copy, never to merge.
         if (!other.TryLockBriefly(otherGfn, out ulong oe))
         {

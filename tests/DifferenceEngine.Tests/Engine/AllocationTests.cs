@@ -70,18 +70,7 @@ public class PatchAllocationTests
             // the references listed in the pass's similarity table first, as a pass's sweep lists them.
             for (long gfn = n; gfn < 2 * n; gfn++) d.ReadPage(gfn);
             index.Similar.BeginPass();
-            for (long gfn = 0; gfn < n; gfn++)
-            {
-                ulong e = d.Lock(gfn);
-                try
-                {
-                    Patching.PatchPass.Remember(host, index, d, gfn, host.Frames.Span(Domains.PageEntry.Frame(e)), Domains.PageEntry.State(e) == Domains.PageState.Shared);
-                }
-                finally
-                {
-                    d.Unlock(gfn, e);
-                }
-            }
+            for (long gfn = 0; gfn < n; gfn++) TestMemory.ListAsReference(host, index, d, gfn);
             long patched = 0;
             long bytes = Allocations.On(() =>
             {

@@ -43,16 +43,7 @@ public class PatchingTests
         var c = new Patching.EncodeCounters();
         try
         {
-            ulong ae = a.Lock(0);
-            try
-            {
-                Assert.True(Patching.PatchPass.Remember(host, index, a, 0, host.Frames.Span(Domains.PageEntry.Frame(ae)),
-                    Domains.PageEntry.State(ae) == PageState.Shared) > 0);
-            }
-            finally
-            {
-                a.Unlock(0, ae);
-            }
+            Assert.True(TestMemory.ListAsReference(host, index, a, 0) > 0);
             Assert.True(a.TryLock(0, out ulong held));
             try
             {

@@ -130,6 +130,23 @@ internal static class TestMemory
         return c;
     }
 
+    /// <summary>
+    /// Lists a page under its similarity keys in its trust group's similarity table, as a pass's sweep does (under the
+    /// page's lock); the table holds entries only between its BeginPass and EndPass. Returns the slots filled.
+    /// </summary>
+    public static int ListAsReference(DEHost host, Sharing.SharingIndex index, Domain domain, long gfn)
+    {
+        ulong e = domain.Lock(gfn);
+        try
+        {
+            return Patching.PatchPass.Remember(host, index, domain, gfn, host.Frames.Span(PageEntry.Frame(e)), PageEntry.State(e) == PageState.Shared);
+        }
+        finally
+        {
+            domain.Unlock(gfn, e);
+        }
+    }
+
     /// <summary>Frames in use must be exactly the private pages plus the distinct shared and reference frames.</summary>
     public static void AssertFrameAccounting(DEHost host)
     {
