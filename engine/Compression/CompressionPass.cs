@@ -27,7 +27,7 @@ internal static class CompressionPass
             c.Incompressible++;
             return e | PageEntry.Incompressible; // not tried again until written or the policy changes
         }
-        if (!host.Store.TryStore(blob.AsSpan(0, length), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
+        if (!host.Store.TryStore(blob.AsSpan(0, length), out ulong handle))
         {
             c.StoreFull++;
             return e;

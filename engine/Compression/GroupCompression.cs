@@ -195,7 +195,7 @@ internal static class GroupCompression
         {
             int at = p * CompactStore.MaxBlobLength;
             var bytes = stream.AsSpan(at, Math.Min(CompactStore.MaxBlobLength, written - at));
-            if (!store.TryStore(bytes, PageGroupTable.OwnerOf(id, p), out pieces[p]))
+            if (!store.TryStore(bytes, out pieces[p]))
             {
                 for (int q = 0; q < p; q++) store.Free(pieces[q]);
                 table.Abandon(id);
@@ -385,7 +385,7 @@ internal static class GroupCompression
                 if (PageChecksum(page, r.DomainId, gfn) != MemberChecksum(plain, k)) continue;
                 // Stays in the group when it no longer compresses alone or the store is full: the group is judged again.
                 if (!CompressionPass.TryEncode(policy, page, blob, out int blobLength)) continue;
-                if (!host.Store.TryStore(blob.AsSpan(0, blobLength), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
+                if (!host.Store.TryStore(blob.AsSpan(0, blobLength), out ulong handle))
                 {
                     c.StoreFull++;
                     skipped = true;

@@ -28,9 +28,6 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// reference would keep a removed host's table alive).</summary>
     public long Serial { get; } = Interlocked.Increment(ref s_tables);
 
-    /// <summary>The store owner of a group's piece: this bit, the piece index &lt;&lt; 32 and the group id.</summary>
-    public const ulong OwnerTag = 1UL << 62;
-
     /// <summary>Most members a group holds (its live members are a 32-bit mask).</summary>
     public const int MaxMembers = 32;
 
@@ -94,12 +91,6 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="groups"/> groups (ids never recycled; nothing dirty).</summary>
     public static long MetadataBytesFor(long groups) =>
         IdMetadataBytesFor(groups, ChunkShift, ChunkBytes) + 2 * InitialDirty * sizeof(uint);
-
-    public static bool IsGroupOwner(ulong owner) => (owner & (OwnerTag | SharedBlobTable.OwnerTag)) == OwnerTag;
-
-    public static ulong OwnerOf(uint id, int piece) => OwnerTag | ((ulong)piece << 32) | id;
-
-    public static (uint Id, int Piece) SplitOwner(ulong owner) => ((uint)owner, (int)((owner >> 32) & 0xFF));
 
     /// <summary>Gives back an id that was reserved but never published.</summary>
     public void Abandon(uint id) => Recycle(id);
@@ -297,15 +288,29 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         return n;
     }
 
-    /// <summary>Store compaction moved piece <paramref name="piece"/> of group <paramref name="id"/>: true when the group named the old handle and now names the new.</summary>
-    public bool Relocate(uint id, int piece, ulong oldHandle, ulong newHandle)
+    /// <summary>
+    /// A store compaction's walk over the groups (<see cref="Store.BlobWalk"/>): each live group's pieces in the store,
+    /// handed to the mover under the group's stripe lock, and the handles it returns kept.
+    /// </summary>
+    public void MoveBlobs(Store.BlobMover mover)
     {
-        if ((uint)piece >= MaxPieces || TryChunk(id, out int i) is not { } c) return false;
-        lock (StripeLock(id))
+        uint highest = HighestId;
+        for (uint id = 1; id <= highest && id != 0; id++)
         {
-            if (c.Live[i] == 0 || c.Swapped[i] != 0 || piece >= c.PieceCount[i] || c.Pieces[i * MaxPieces + piece] != oldHandle) return false;
-            c.Pieces[i * MaxPieces + piece] = newHandle;
-            return true;
+            if (TryChunk(id, out int i) is not { } c) continue;
+            // Read without the lock first, a hint: most groups hold nothing the compaction moves.
+            bool wanted = false;
+            for (int p = 0; p < MaxPieces && !wanted; p++) wanted = mover.Wants(Volatile.Read(ref c.Pieces[i * MaxPieces + p]));
+            if (!wanted) continue;
+            lock (StripeLock(id))
+            {
+                if (c.Live[i] == 0 || c.Swapped[i] != 0) continue;
+                for (int p = 0; p < c.PieceCount[i]; p++)
+                {
+                    ref ulong piece = ref c.Pieces[i * MaxPieces + p];
+                    if (mover.Wants(piece)) piece = mover.Move(piece);
+                }
+            }
         }
     }
 

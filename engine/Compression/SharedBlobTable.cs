@@ -13,7 +13,7 @@ namespace DifferenceEngine.Compression;
 /// <remarks>
 /// <para>Why an id and not the handle: store compaction moves blobs, and a moved blob's new handle would have to be
 /// written into every entry that names it, which no reverse map records. The id never changes; compaction updates
-/// the one handle here (<see cref="Relocate"/>). The blob's store owner is <see cref="OwnerTag"/> | id.</para>
+/// the one handle here (<see cref="MoveBlobs"/>).</para>
 /// <para>Threading: an id's handle and reference count change, and its blob is read or freed, only under the id's
 /// stripe lock (<see cref="IdSlotTable{TChunk}.StripeLock"/>): so a read never races the blob's move or free. Ids are allocated and
 /// recycled under a table-wide gate, taken after a stripe lock and never before one. Chunks of slots never move
@@ -22,9 +22,6 @@ namespace DifferenceEngine.Compression;
 /// </remarks>
 internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(ChunkShift, uint.MaxValue, static () => new Chunk())
 {
-    /// <summary>The store owner of a shared blob is this bit with its id; a page's owner (domain id &lt;&lt; 40 | gfn) never has it.</summary>
-    public const ulong OwnerTag = 1UL << 63;
-
     /// <summary>256 slots a chunk (3 KiB): a chunk of 4,096 (48 KiB) was most of a small host's shared-blob bookkeeping.</summary>
     private const int ChunkShift = 8;
 
@@ -42,10 +39,6 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
 
     /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="blobs"/> blobs (ids never recycled).</summary>
     public static long MetadataBytesFor(long blobs) => IdMetadataBytesFor(blobs, ChunkShift, ChunkBytes);
-
-    public static bool IsSharedOwner(ulong owner) => (owner & OwnerTag) != 0;
-
-    public static uint IdOfOwner(ulong owner) => (uint)(owner & ~OwnerTag);
 
     /// <summary>Gives a reserved id (<see cref="IdSlotTable{TChunk}.Reserve"/>) its blob and the number of pages that name it.</summary>
     public void Publish(uint id, ulong handle, int references)
@@ -98,15 +91,21 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
         Recycle(id);
     }
 
-    /// <summary>Store compaction moved the blob of <paramref name="id"/>: true when the table named the old handle and now names the new.</summary>
-    public bool Relocate(uint id, ulong oldHandle, ulong newHandle)
+    /// <summary>
+    /// A store compaction's walk over the shared blobs (<see cref="Store.BlobWalk"/>): each live blob handed to the mover
+    /// under its id's stripe lock, and the handle it returns kept.
+    /// </summary>
+    public void MoveBlobs(Store.BlobMover mover)
     {
-        if (TryChunk(id, out int i) is not { } c) return false;
-        lock (StripeLock(id))
+        uint highest = HighestReserved;
+        for (uint id = 1; id <= highest && id != 0; id++)
         {
-            if (c.Refs[i] <= 0 || c.Handles[i] != oldHandle) return false;
-            c.Handles[i] = newHandle;
-            return true;
+            if (TryChunk(id, out int i) is not { } c || !mover.Wants(Volatile.Read(ref c.Handles[i]))) continue;
+            lock (StripeLock(id))
+            {
+                if (c.Refs[i] <= 0) continue;
+                c.Handles[i] = mover.Move(c.Handles[i]);
+            }
         }
     }
 

@@ -11,29 +11,42 @@ namespace DifferenceEngine.Compression;
 internal readonly record struct SharedCandidate(uint Frame, int DomainId, long Gfn);
 
 /// <summary>
-/// The cold Shared pages one pass collects, appended from the pass's workers. The buffer is kept from pass to pass
-/// (so a steady-state pass allocates nothing for it) and counted in the engine's metadata.
+/// The cold Shared pages one pass collects, appended from the pass's workers. The buffer holds memory only during a
+/// pass: it is native memory taken at the first append (room for what the pass before collected, so a pass like the
+/// last one does not grow it) and given back by <see cref="EndPass"/>, so a host between passes holds none of it. It is
+/// counted in the engine's metadata while it exists.
 /// </summary>
-internal sealed class SharedCandidates
+/// <remarks>Session 21: kept between passes it was the shared blobs' line's largest part (190-290 KB at rest on
+/// Compare's inputs, room for twice the last pass's candidates).</remarks>
+internal sealed unsafe class SharedCandidates : IDisposable
 {
+    /// <summary>Least room the buffer takes when it is made.</summary>
+    private const int MinimumCapacity = 256;
+
     private readonly Lock _gate = new();
-    private SharedCandidate[] _items = new SharedCandidate[256];
+    private SharedCandidate* _items;
+    private int _capacity;
     private int _count;
+    private int _nextCapacity = MinimumCapacity;
 
     public int Count => _count;
 
-    public long MetadataBytes => (long)Volatile.Read(ref _items).Length * 16;
+    /// <summary>Bytes the buffer holds now: none between passes.</summary>
+    public long MetadataBytes
+    {
+        get { lock (_gate) return (long)_capacity * sizeof(SharedCandidate); }
+    }
 
+    /// <summary>Empties the buffer (a pass's start), keeping whatever memory it holds.</summary>
     public void Clear() => _count = 0;
 
-    /// <summary>After a pass: keeps room for twice what this pass collected (at least 256), so alike passes allocate nothing.</summary>
-    public void Shrink()
+    /// <summary>A pass's end (or failure): empties the buffer and frees its memory; the next pass's buffer starts with room for this one's candidates.</summary>
+    public void EndPass()
     {
         lock (_gate)
         {
-            int target = PassCapacity.For(_count, 256);
-            if (_items.Length >= target * 2) _items = new SharedCandidate[target];
-            _count = 0;
+            if (_count > 0) _nextCapacity = (int)Math.Max(MinimumCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_count));
+            Free();
         }
     }
 
@@ -43,15 +56,32 @@ internal sealed class SharedCandidates
         if (batch.IsEmpty) return;
         lock (_gate)
         {
-            if (_count + batch.Length > _items.Length)
-                Array.Resize(ref _items, Math.Max(_items.Length * 2, _count + batch.Length));
-            batch.CopyTo(_items.AsSpan(_count));
+            if (_count + batch.Length > _capacity)
+            {
+                int capacity = Math.Max(Math.Max(_nextCapacity, _capacity * 2), _count + batch.Length);
+                _items = (SharedCandidate*)System.Runtime.InteropServices.NativeMemory.Realloc(_items, (nuint)capacity * (nuint)sizeof(SharedCandidate));
+                _capacity = capacity;
+            }
+            batch.CopyTo(new Span<SharedCandidate>(_items + _count, batch.Length));
             _count += batch.Length;
         }
     }
 
     /// <summary>The pass's candidates; only while no worker appends.</summary>
-    public Span<SharedCandidate> Items => _items.AsSpan(0, _count);
+    public Span<SharedCandidate> Items => new(_items, _count);
+
+    public void Dispose()
+    {
+        lock (_gate) Free();
+    }
+
+    private void Free()
+    {
+        System.Runtime.InteropServices.NativeMemory.Free(_items);
+        _items = null;
+        _capacity = 0;
+        _count = 0;
+    }
 }
 
 /// <summary>
@@ -102,7 +132,7 @@ internal static class SharedCompression
                 int j = i + 1;
                 while (j < items.Length && items[j].Frame == items[i].Frame) j++;
                 // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
-                if (Volatile.Read(ref host.Frames.RefCount(items[i].Frame)) == j - i)
+                if (host.Frames.RefCount(items[i].Frame) == j - i)
                     TryCompressGroup(host, items.Slice(i, j - i), ref c);
                 i = j;
             }
@@ -174,7 +204,7 @@ internal static class SharedCompression
                 }
                 var table = host.SharedBlobs;
                 uint id = table.Reserve();
-                if (!host.Store.TryStore(blob.AsSpan(0, length), SharedBlobTable.OwnerTag | id, out ulong handle))
+                if (!host.Store.TryStore(blob.AsSpan(0, length), out ulong handle))
                 {
                     table.Abandon(id);
                     c.StoreFull++;

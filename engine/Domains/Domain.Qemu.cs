@@ -127,7 +127,7 @@ public sealed partial class Domain
                     case JournalKind.Uniform:
                         e = PageEntry.WithPayload(e, PageState.Uniform, page.Word);
                         break;
-                    case JournalKind.Encoded when Host.Store.TryStore(page.Payload, Sharing.SharingIndex.PackPage(Id, gfn), out ulong handle):
+                    case JournalKind.Encoded when Host.Store.TryStore(page.Payload, out ulong handle):
                         e = PageEntry.WithPayload(e, PageState.Compressed, handle);
                         break;
                     default:

@@ -417,7 +417,7 @@ public sealed partial class Domain : IDEDomain
         {
             uint f = PageEntry.Frame(e);
             frame = f;
-            refs = Volatile.Read(ref Host.Frames.RefCount(f));
+            refs = Host.Frames.RefCount(f);
             hash = Sharing.PageHasher.Hash(Host.Frames.Span(f)); // a shared frame's is its stable table key too
         }
         var info = new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
@@ -438,7 +438,7 @@ public sealed partial class Domain : IDEDomain
                     Codec = "Delta",
                     ReferenceDomain = Host.TryGetDomainById(refDomain)?.Name ?? $"(removed domain {refDomain})",
                     ReferenceGfn = refGfn,
-                    ReferenceCount = Volatile.Read(ref Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob))),
+                    ReferenceCount = Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob)),
                 };
             }
             case PageState.Compressed when PageEntry.IsGrouped(e):

@@ -58,13 +58,13 @@ public static class ColocationModel
     // frame listed, tables kept 5/9 to 3/4 full: about 3 B a frame page on the guest images; 60 B until session 20, when
     // the similarity table came to hold memory only during a pass as the unstable table had in session 18); per page kept in a page group,
     // its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table, counted in
-    // whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256); per shared page,
-    // its entry in the pass's buffer of cold shared pages (24 B); per slab of the store, its slots' lengths, owners and
-    // generations (14 B a slot). The placement's search counts grouped pages at a chunk's bytes per page it serves.
+    // whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256) (per shared page, its
+    // entry in the pass's buffer of cold shared pages, 24 B, until session 21, when that buffer came to hold memory only
+    // during a pass); per slab of the store, its slots' lengths, owners and
+    // generations (12 B a slot; 14 until session 21, when the free list moved into the lengths). The placement's search counts grouped pages at a chunk's bytes per page it serves.
     internal const double MetadataPerPage = 8 + FramePool.MetadataBytesPerFrame;
     internal const double MetadataPerFramePage = 3;
     internal const double MetadataPerGroupedPage = (double)PageGroupTable.ChunkBytes / (PageGroupTable.RecordsPerChunk * DomainPolicy.DefaultGroupSize);
-    internal const double MetadataPerSharedPage = 24;
     private const int GroupPrior = 32;
 
     /// <summary>
@@ -76,7 +76,6 @@ public static class ColocationModel
 
     // The stable table; the unstable and similarity tables hold memory only during a pass.
     private static readonly long EmptyTablesBytes = DifferenceEngine.Sharing.HashSlotTable.EmptyMetadataBytes;
-    private static readonly long EmptySharedCandidatesBytes = new SharedCandidates().MetadataBytes;
 
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
 
@@ -113,15 +112,15 @@ public static class ColocationModel
         }
         foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
         // The stable table (one per trust group) is never under its empty size, which is most of a
-        // small host's; the shared blobs' table and the cold shared pages' buffer have a size when empty too.
+        // small host's; the shared blobs' table has a size when empty too.
         metadata += tables + GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
-                    + MetadataPerSharedPage * sharedPages + storeMetadata + HostFixedMetadataBytes;
+                    + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
         // With sharing alone every distinct content stays a frame in the tables, and nothing is in the store; with sharing and
         // patching, the tables serve the frames patching leaves (the patches' bytes counted as frames: a bound), and there
         // are no groups or compressed shared frames (session 18: that figure took all mechanisms' metadata, and came out
         // above sharing alone's once the tables cost less).
-        double mechanismsMeta = fingerprints.Sum(f => MetadataPerPage * f.PageCount) + MetadataPerSharedPage * sharedPages
+        double mechanismsMeta = fingerprints.Sum(f => MetadataPerPage * f.PageCount)
                                 + HostFixedMetadataBytes + GroupTableBytes(0) + SharedBlobTable.MetadataBytesFor(0);
         long sharingMeta = (long)Math.Round(mechanismsMeta + sharingTables);
         long patchingMeta = (long)Math.Round(mechanismsMeta + patchingTables);
@@ -490,8 +489,8 @@ public static class ColocationModel
     /// <summary>Blobs of a class below this are none (sums of the placement's estimate leave rounding behind).</summary>
     private const double Seen = 1e-6;
 
-    /// <summary>Metadata a host has whatever it holds: the store's size classes, the shared blobs' table and the cold shared pages' buffer, empty.</summary>
-    internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes + EmptySharedCandidatesBytes;
+    /// <summary>Metadata a host has whatever it holds: the store's size classes.</summary>
+    internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes;
 
     /// <summary>The host's page group table holding the groups of <paramref name="groupedPages"/> pages (groups of the default size), in whole chunks.</summary>
     internal static long GroupTableBytes(long groupedPages) =>

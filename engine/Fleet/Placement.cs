@@ -835,13 +835,13 @@ internal sealed class ContentAggregate
         FullClass = ClassOfLength[CompactStore.MaxBlobLength];
     }
 
-    public double Frames, Store, Grouped, SharedPages, SharedBlobs;
+    public double Frames, Store, Grouped, SharedBlobs;
     public readonly double[] Slots = new double[Classes];
     public readonly int[] Keys = new int[Classes];
 
     public void Clear()
     {
-        Frames = Store = Grouped = SharedPages = SharedBlobs = 0;
+        Frames = Store = Grouped = SharedBlobs = 0;
         Array.Clear(Slots);
         Array.Clear(Keys);
     }
@@ -851,7 +851,6 @@ internal sealed class ContentAggregate
         Frames += sign * other.Frames;
         Store += sign * other.Store;
         Grouped += sign * other.Grouped;
-        SharedPages += sign * other.SharedPages;
         SharedBlobs += sign * other.SharedBlobs;
         for (int c = 0; c < Slots.Length; c++)
         {
@@ -869,7 +868,6 @@ internal sealed class ContentAggregate
     {
         double s = sign * weight;
         bool isShared = copies > 1;
-        if (isShared) SharedPages += s * copies;
         if (!isShared && patch > 0)
         {
             Store += s * patch;
@@ -907,7 +905,6 @@ internal sealed class ContentAggregate
     internal struct Delta
     {
         public float Store, Blobs1, Blobs2;
-        public uint SharedCopies;
         public byte Class1, Class2, Kind; // classes: 255 for none; kind: 1 a frame, 2 grouped, 3 a shared blob
     }
 
@@ -915,7 +912,6 @@ internal sealed class ContentAggregate
     {
         var a = new Delta { Class1 = 255, Class2 = 255 };
         bool isShared = copies > 1;
-        if (isShared) a.SharedCopies = (uint)Math.Min(copies, uint.MaxValue);
         if (!isShared && patch > 0)
         {
             a.Store = patch;
@@ -958,7 +954,6 @@ internal sealed class ContentAggregate
         if (delta.Kind == 1) Frames += weight;
         else if (delta.Kind == 2) Grouped += weight;
         else if (delta.Kind == 3) SharedBlobs += weight;
-        SharedPages += weight * delta.SharedCopies;
         if (delta.Class1 != 255)
         {
             Slots[delta.Class1] += weight * delta.Blobs1;
@@ -980,14 +975,13 @@ internal sealed class ContentAggregate
 
     /// <summary>
     /// The bytes the model predicts for this trust group's part (frames, slabs as the store fills them, and the metadata
-    /// of frames, grouped and shared pages and slabs), with up to two changes added (null: none).
+    /// of frames, grouped pages, shared blobs and slabs), with up to two changes added (null: none).
     /// </summary>
     public double Cost(ContentAggregate? a, ContentAggregate? b, double scale)
     {
         double frames = Frames + (a?.Frames ?? 0) + (b?.Frames ?? 0);
         double store = Store + (a?.Store ?? 0) + (b?.Store ?? 0);
         double grouped = Grouped + (a?.Grouped ?? 0) + (b?.Grouped ?? 0);
-        double shared = SharedPages + (a?.SharedPages ?? 0) + (b?.SharedPages ?? 0);
         double sharedBlobs = SharedBlobs + (a?.SharedBlobs ?? 0) + (b?.SharedBlobs ?? 0);
         int min = -1, max = -1;
         for (int c = 0; c < Keys.Length; c++)
@@ -1012,8 +1006,7 @@ internal sealed class ContentAggregate
         frames = Math.Round(frames * scale);
         return frames * PageSize + slabBytes
                + ColocationModel.TablesBytes(frames) + ColocationModel.GroupTableBytes((long)Math.Round(grouped * scale))
-               + SharedBlobTable.MetadataBytesFor((long)Math.Round(sharedBlobs * scale))
-               + ColocationModel.MetadataPerSharedPage * Math.Round(shared * scale) + slabMetadata;
+               + SharedBlobTable.MetadataBytesFor((long)Math.Round(sharedBlobs * scale)) + slabMetadata;
     }
 
     private int KeysAt(int c, ContentAggregate? a, ContentAggregate? b) => Keys[c] + (a?.Keys[c] ?? 0) + (b?.Keys[c] ?? 0);
@@ -1620,8 +1613,8 @@ internal sealed class PlacementSearch
                 // Not private here: out of what d's group factor is measured on; and the one holder's, if private, too.
                 bin.Shares = Plus(bin.Shares, x.GroupShare, w);
                 if (copies == 1) ShareDelta(o.Domain, o, -1);
-                if (copies > 1 && d > o.Domain) scratch.SharedPages += w * Model.RatioOf(o.Domain, o.Single) * x.Copies; // shared already: one more holder
-                else
+                // Shared already (copies > 1, and this holder not the one its cost is counted for): one more holder costs nothing.
+                if (copies <= 1 || d <= o.Domain)
                 {
                     ref readonly var after = ref d < o.Domain ? ref x : ref o;
                     scratch.Contribute(after.Single, after.Shared, after.Patch, after.Reference, Model.GroupFactor[after.Domain], copies + x.Copies, w * Model.RatioOf(after.Domain, after.Single), 1);

@@ -56,7 +56,7 @@ public sealed partial class DEHost
     /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
     private readonly List<uint> _dirtyGroups = new();
 
-    /// <summary>Bytes of the buffer <see cref="_coldShared"/> keeps between passes.</summary>
+    /// <summary>Bytes of the buffer <see cref="_coldShared"/> holds (only during a pass).</summary>
     internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes;
     private long _engineCpuTicks;
 
@@ -118,6 +118,7 @@ public sealed partial class DEHost
                     index.Unstable.EndPass(complete: false);
                     index.Similar.EndPass(complete: false);
                 }
+                _coldShared.EndPass();
                 Frames.ReleaseFree();
             }
             catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
@@ -405,9 +406,9 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// After a pass, gives back index memory nobody needs until the next one: the unstable and similarity tables are
-    /// emptied and their memory freed (the next pass starts them afresh, sized by this one's peaks); stable tables and
-    /// the cold-shared buffer shrink when mostly empty. Steady passes allocate nothing on the managed heap here.
+    /// After a pass, gives back index memory nobody needs until the next one: the unstable and similarity tables and
+    /// the cold-shared buffer are emptied and their memory freed (the next pass starts them afresh, sized by this one's
+    /// peaks); stable tables shrink when mostly empty. Steady passes allocate nothing on the managed heap here.
     /// </summary>
     private void TrimIndexes()
     {
@@ -417,7 +418,7 @@ public sealed partial class DEHost
             index.Similar.EndPass(); // likewise: the next pass lists its references afresh
             index.Stable.Trim();
         }
-        _coldShared.Shrink();
+        _coldShared.EndPass(); // likewise held only during a pass
     }
 
     /// <summary>
@@ -434,44 +435,49 @@ public sealed partial class DEHost
         // Settling first: it leaves nothing for compaction to do when every move is accepted (and compaction first would
         // move some blobs twice); compaction still runs when settling could not (no room for the slabs it makes, say).
         if (Store.UnsettledBytes >= Math.Max(16L * DifferenceEngine.Store.CompactStore.FirstSlabSize, Store.AllocatedBytes / 64))
-            result = Store.Settle(RelocateBlob);
+            result = Store.Settle(MoveBlobs);
         if (Store.NeedsCompaction(Policy.CompactionThreshold)
             || Store.ReclaimableBytes >= Math.Max(4L * DifferenceEngine.Store.CompactStore.SlabSize, Store.AllocatedBytes / 32))
-            result = result.Then(Store.Compact(RelocateBlob));
+            result = result.Then(Store.Compact(MoveBlobs));
         return result;
     }
 
     /// <summary>Compacts the store as far as its free slots allow (after page groups went to swap, say).</summary>
     internal Store.CompactionResult CompactStoreNow() =>
-        Store.ReclaimableBytes > 0 ? Store.Compact(RelocateBlob) : default;
+        Store.ReclaimableBytes > 0 ? Store.Compact(MoveBlobs) : default;
 
-    /// <summary>Moves a page's blob to a new handle when the page still holds it and is not busy.</summary>
-    private bool RelocateBlob(ulong owner, ulong oldHandle, ulong newHandle)
+    /// <summary>
+    /// The host's walk of its blobs for a compaction (<see cref="Store.BlobWalk"/>): every page that holds a blob of its
+    /// own (patched, or compressed alone), each group's pieces in the store and each shared blob, handed to the mover under
+    /// the lock that guards it. A busy page is passed over (its blob stays, and so does its slab).
+    /// </summary>
+    private void MoveBlobs(Store.BlobMover mover)
     {
-        if (Compression.SharedBlobTable.IsSharedOwner(owner))
-            return SharedBlobs.Relocate(Compression.SharedBlobTable.IdOfOwner(owner), oldHandle, newHandle);
-        if (Compression.PageGroupTable.IsGroupOwner(owner))
+        foreach (var domain in Domains)
         {
-            var (id, piece) = Compression.PageGroupTable.SplitOwner(owner);
-            return Groups.Relocate(id, piece, oldHandle, newHandle);
-        }
-        var (domainId, gfn) = SharingIndex.UnpackPage(owner);
-        var domain = TryGetDomainById(domainId);
-        if (domain is null || domain.IsRemoved || gfn >= domain.PageCount || !domain.TryLock(gfn, out ulong e)) return false;
-        bool moved = false;
-        try
-        {
-            if (PageEntry.State(e) is PageState.Patched or PageState.Compressed && (e & PageEntry.SharedBlob) == 0
-                && PageEntry.Payload(e) == oldHandle)
+            if (domain.IsRemoved) continue;
+            long pages = domain.PageCount;
+            for (long gfn = 0; gfn < pages; gfn++)
             {
-                e = PageEntry.WithPayload(e, PageEntry.State(e), newHandle);
-                moved = true;
+                ulong peek = domain.PeekEntry(gfn);
+                if (!HoldsOwnBlob(peek) || !mover.Wants(PageEntry.Payload(peek))) continue;
+                if (!domain.TryLock(gfn, out ulong e)) continue;
+                try
+                {
+                    if (!domain.IsRemoved && HoldsOwnBlob(e))
+                        e = PageEntry.WithPayload(e, PageEntry.State(e), mover.Move(PageEntry.Payload(e)));
+                }
+                finally
+                {
+                    domain.Unlock(gfn, e);
+                }
             }
         }
-        finally
-        {
-            domain.Unlock(gfn, e);
-        }
-        return moved;
+        Groups.MoveBlobs(mover);
+        SharedBlobs.MoveBlobs(mover);
     }
+
+    /// <summary>Whether a page's entry names a blob of the store that is the page's alone (not a shared blob or a group).</summary>
+    private static bool HoldsOwnBlob(ulong e) =>
+        PageEntry.State(e) is PageState.Patched or PageState.Compressed && (e & PageEntry.SharedBlob) == 0;
 }

@@ -383,7 +383,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 case PageState.Private: priv++; used += PageGeometry.PageSize; break;
                 case PageState.Shared:
                     shared++;
-                    used += (double)PageGeometry.PageSize / Math.Max(1, Volatile.Read(ref Frames.RefCount(PageEntry.Frame(e))));
+                    used += (double)PageGeometry.PageSize / Math.Max(1, Frames.RefCount(PageEntry.Frame(e)));
                     break;
                 case PageState.Patched:
                 case PageState.Compressed:
@@ -464,7 +464,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 c.Patched++;
                 uint reference = EncodedPage.ReferenceFrame(blob);
                 if (Frames.IsInUse(reference))
-                    c.Used += (double)PageGeometry.PageSize / Math.Max(1, Volatile.Read(ref Frames.RefCount(reference)));
+                    c.Used += (double)PageGeometry.PageSize / Math.Max(1, Frames.RefCount(reference));
             }
             else c.Compressed++;
             return true;
@@ -552,6 +552,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         _byId.Clear();
         _byName.Clear();
         foreach (var index in _sharing.Values) index.Dispose();
+        _coldShared.Dispose();
         Frames.Dispose();
         Store.Dispose();
     }

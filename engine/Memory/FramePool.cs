@@ -10,9 +10,11 @@ namespace DifferenceEngine.Memory;
 /// <remarks>
 /// Chunks are never moved once allocated, so a frame's address is stable for the pool's lifetime;
 /// the chunk table grows by copying references only, which lets readers index it without a lock.
-/// The free list costs no memory of its own: a free frame's reference count slot holds the next free frame, encoded
-/// negative (<see cref="FreeLink"/>; -1 ends the list), so a free frame never reads as in use. It is changed only under
-/// the pool's gate. Frames hold no content hash: a shared frame's (its stable table key) is computed again from its
+/// Bookkeeping is 1.25 bytes a frame (session 21; 4.125 before): a one-byte reference count (255 says the count is kept
+/// in a small side table, for the rare frame shared that widely) and two bits, free and released (given back to the
+/// system), in per-chunk bitmaps changed only under the pool's gate. A frame is taken from the free frames whose memory
+/// the process still holds first (no page fault on its first write), lowest number first, then from the released ones;
+/// two hints (the lowest bitmap word that may hold such a frame) keep the search amortized constant. Frames hold no content hash: a shared frame's (its stable table key) is computed again from its
 /// bytes, which never change while it is shared (session 18: 12 B of bookkeeping a frame became 4). External frames (a
 /// QEMU guest's) keep one, the hash of the content the last sweep saw (<see cref="SeenHash"/>).
 /// <para>A freed frame keeps its memory until <see cref="ReleaseFree"/> gives it back to the operating system
@@ -35,9 +37,12 @@ internal sealed unsafe class FramePool : IDisposable
     private readonly object _gate = new();
     private FrameChunk[] _chunks = new FrameChunk[16];
     private int _chunkCount;
-    private const uint NoFrame = uint.MaxValue;
-    private uint _freeHead = NoFrame;
+    // The lowest bitmap words (frame / 64) that may hold a free frame still resident, and a released free frame.
+    private long _hintUnreleased, _hintReleased;
     private long _freeCount;
+    // Reference counts of 255 and more (a frame's byte reads 255), under their own lock.
+    private readonly Dictionary<uint, int> _wide = new();
+    private readonly Lock _wideGate = new();
     private long _inUse;
     private long _unreleased;
     private int _externalChunks;
@@ -74,23 +79,28 @@ internal sealed unsafe class FramePool : IDisposable
         get
         {
             lock (_gate)
+            {
+                long wide;
+                lock (_wideGate) wide = _wide.Count;
                 return (long)(_chunkCount * PageGeometry.FramesPerChunk * MetadataBytesPerFrame)
-                       + (long)_externalChunks * PageGeometry.FramesPerChunk * sizeof(ulong) + (long)_chunks.Length * IntPtr.Size;
+                       + (long)_externalChunks * PageGeometry.FramesPerChunk * sizeof(ulong) + (long)_chunks.Length * IntPtr.Size
+                       + wide * WideEntryBytes;
+            }
         }
     }
 
-    /// <summary>Bookkeeping bytes per frame of any chunk: its reference count and released bit (external frames also keep
-    /// a seen-content hash). The fleet's model counts the same.</summary>
-    public const double MetadataBytesPerFrame = sizeof(int) + 1.0 / 8;
+    /// <summary>Bookkeeping bytes per frame of any chunk: its reference count and free and released bits (external frames
+    /// also keep a seen-content hash; a frame with 255 references or more an entry in the side table). The fleet's model
+    /// counts the same.</summary>
+    public const double MetadataBytesPerFrame = sizeof(byte) + 2.0 / 8;
 
-    /// <summary>A free frame's reference count: the next free frame, negative (-1 ends the list).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int FreeLink(uint next) => next == NoFrame ? -1 : -2 - (int)next;
+    /// <summary>Bytes counted for a reference count kept in the side table (a dictionary entry and its bucket).</summary>
+    private const int WideEntryBytes = 24;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint NextFree(int link) => link == -1 ? NoFrame : (uint)(-2 - link);
+    /// <summary>A reference count byte of this value: the count is in the side table.</summary>
+    private const byte Wide = byte.MaxValue;
 
-    /// <summary>Frame numbers stay below this, so that a free frame's link fits its reference count.</summary>
+    /// <summary>Frame numbers stay below this (chunk counts are ints).</summary>
     private const long MaxFrames = int.MaxValue - 1;
 
     /// <summary>Takes a frame with reference count 1; false when the limit is reached.</summary>
@@ -112,12 +122,8 @@ internal sealed unsafe class FramePool : IDisposable
                 return false;
             }
             if (_freeCount == 0) AddChunk();
-            frame = _freeHead;
-            var taken = _chunks[frame >> PageGeometry.ChunkShift];
-            int slot = (int)(frame & (PageGeometry.FramesPerChunk - 1));
-            _freeHead = NextFree(taken.RefCounts[slot]);
-            Volatile.Write(ref taken.RefCounts[slot], 1);
-            released = taken.TakeReleased(slot);
+            released = _unreleased == 0;
+            frame = released ? TakeFree(ref _hintReleased, released: true) : TakeFree(ref _hintUnreleased, released: false);
             if (!released) _unreleased--;
             _freeCount--;
             Interlocked.Increment(ref _inUse);
@@ -129,6 +135,35 @@ internal sealed unsafe class FramePool : IDisposable
         // group faults, about a quarter of a fault's kernel time.
         if (released) Volatile.Write(ref *Address(frame), (byte)0);
         return true;
+    }
+
+    /// <summary>
+    /// The lowest free frame (released or not, as asked) at or after the hint's word, taken (reference count 1, its bits
+    /// cleared); the hint moves to its word. Under the gate, with such a frame known to exist.
+    /// </summary>
+    private uint TakeFree(ref long hint, bool released)
+    {
+        long words = (long)_chunkCount * FrameChunk.Words;
+        for (long w = hint; w < words; w++)
+        {
+            var chunk = _chunks[w / FrameChunk.Words];
+            if (chunk.External is not null)
+            {
+                w += FrameChunk.Words - 1 - w % FrameChunk.Words; // never free: the whole chunk skipped
+                continue;
+            }
+            int k = (int)(w % FrameChunk.Words);
+            ulong bits = chunk.Free[k] & (released ? chunk.Released[k] : ~chunk.Released[k]);
+            if (bits == 0) continue;
+            hint = w;
+            int slot = k * 64 + System.Numerics.BitOperations.TrailingZeroCount(bits);
+            ulong bit = 1UL << (slot & 63);
+            chunk.Free[k] &= ~bit;
+            chunk.Released[k] &= ~bit;
+            Volatile.Write(ref chunk.RefCounts[slot], 1);
+            return (uint)(w / FrameChunk.Words * PageGeometry.FramesPerChunk + slot);
+        }
+        throw new InvalidOperationException($"The frame pool lost count of its free frames (no {(released ? "released" : "resident")} free frame found).");
     }
 
     /// <summary>
@@ -191,19 +226,17 @@ internal sealed unsafe class FramePool : IDisposable
     public bool IsExternal(uint frame) => Chunk(frame).External is not null;
 
     /// <summary>
-    /// Returns a frame to the free list; its reference count must already be zero or one. An external frame goes back to
+    /// Returns a frame to the free frames; its reference count must already be zero or one. An external frame goes back to
     /// its owner instead (<see cref="IExternalOwner.Released"/>).
     /// </summary>
     public void Free(uint frame)
     {
         var chunk = Chunk(frame);
         int i = (int)(frame & (PageGeometry.FramesPerChunk - 1));
-        // A free frame's count is its free-list link (negative): freeing it again would lose the rest of the list.
-        if (chunk.External is null && Volatile.Read(ref chunk.RefCounts[i]) < 0)
-            throw new InvalidOperationException($"Frame {frame} freed twice.");
-        chunk.RefCounts[i] = 0;
         if (chunk.External is { } owner)
         {
+            if (chunk.RefCounts[i] == Wide) lock (_wideGate) _wide.Remove(frame);
+            chunk.RefCounts[i] = 0;
             Interlocked.Decrement(ref _inUse);
             owner.Released(frame - chunk.ExternalFirst);
             return;
@@ -211,8 +244,12 @@ internal sealed unsafe class FramePool : IDisposable
         lock (_gate)
         {
             if (_disposed) return;
-            chunk.RefCounts[i] = FreeLink(_freeHead);
-            _freeHead = frame;
+            ulong bit = 1UL << (i & 63);
+            if ((chunk.Free[i >> 6] & bit) != 0) throw new InvalidOperationException($"Frame {frame} freed twice.");
+            if (chunk.RefCounts[i] == Wide) lock (_wideGate) _wide.Remove(frame);
+            chunk.RefCounts[i] = 0;
+            chunk.Free[i >> 6] |= bit;
+            _hintUnreleased = Math.Min(_hintUnreleased, frame >> 6);
             _freeCount++;
             _unreleased++;
             Interlocked.Decrement(ref _inUse);
@@ -234,22 +271,51 @@ internal sealed unsafe class FramePool : IDisposable
         lock (_gate)
         {
             if (_disposed || _unreleased == 0) return 0;
-            var frames = new List<uint>((int)Math.Min(_unreleased, int.MaxValue));
-            for (uint f = _freeHead; f != NoFrame; f = NextFree(Chunk(f).RefCounts[f & (PageGeometry.FramesPerChunk - 1)]))
-                if (Chunk(f).MarkReleased((int)(f & (PageGeometry.FramesPerChunk - 1)))) frames.Add(f);
-            frames.Sort();
-            for (int i = 0; i < frames.Count;)
+            // Every free frame not yet released, from the lowest word that may hold one: a run of neighbours in one chunk
+            // is one call.
+            long released = 0;
+            uint runStart = 0, runLength = 0;
+            long words = (long)_chunkCount * FrameChunk.Words;
+            for (long w = _hintUnreleased; w < words && released < _unreleased; w++)
             {
-                // A run of neighbouring frames in one chunk: one call.
-                int j = i + 1;
-                while (j < frames.Count && frames[j] == frames[j - 1] + 1 && (frames[j] & (PageGeometry.FramesPerChunk - 1)) != 0) j++;
-                Qemu.LinuxNative.Madvise(Address(frames[i]), (nuint)(j - i) * PageGeometry.PageSize, Qemu.LinuxNative.MADV_DONTNEED);
-                i = j;
+                var chunk = _chunks[w / FrameChunk.Words];
+                int k = (int)(w % FrameChunk.Words);
+                if (chunk.External is not null) continue;
+                ulong bits = chunk.Free[k] & ~chunk.Released[k];
+                if (bits == 0) continue;
+                chunk.Released[k] |= bits;
+                _hintReleased = Math.Min(_hintReleased, w);
+                released += System.Numerics.BitOperations.PopCount(bits);
+                uint first = (uint)(w / FrameChunk.Words * PageGeometry.FramesPerChunk + k * 64);
+                while (bits != 0)
+                {
+                    int start = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                    int run = System.Numerics.BitOperations.TrailingZeroCount(~(bits >> start));
+                    if (run == 64 - start) bits = 0;
+                    else bits &= ~(((1UL << run) - 1) << start);
+                    uint at = first + (uint)start;
+                    if (runLength > 0 && at == runStart + runLength && (at & (PageGeometry.FramesPerChunk - 1)) != 0)
+                    {
+                        runLength += (uint)run;
+                        continue;
+                    }
+                    if (runLength > 0) DropMemory(runStart, runLength);
+                    runStart = at;
+                    runLength = (uint)run;
+                }
             }
-            _unreleased -= frames.Count;
-            return frames.Count;
+            if (runLength > 0) DropMemory(runStart, runLength);
+            if (released != _unreleased)
+                throw new InvalidOperationException($"The frame pool lost count of its resident free frames ({released} found, {_unreleased} counted).");
+            _unreleased = 0;
+            _hintUnreleased = words;
+            return released;
         }
     }
+
+    /// <summary>Gives the memory of <paramref name="count"/> neighbouring frames of one chunk back to the system.</summary>
+    private void DropMemory(uint first, uint count) =>
+        Qemu.LinuxNative.Madvise(Address(first), (nuint)count * PageGeometry.PageSize, Qemu.LinuxNative.MADV_DONTNEED);
 
     /// <summary>Whether <paramref name="frame"/> names an allocated frame that is in use (a guard before trusting a stored frame number).</summary>
     public bool IsInUse(uint frame)
@@ -260,15 +326,64 @@ internal sealed unsafe class FramePool : IDisposable
                && Volatile.Read(ref c.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)]) > 0;
     }
 
+    /// <summary>The frame's reference count (read without a lock: exact when the caller holds what guards the frame's
+    /// count, the stripe lock of its hash, or owns the frame alone).</summary>
+    public int RefCount(uint frame)
+    {
+        byte b = Volatile.Read(ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)]);
+        if (b != Wide) return b;
+        // Read racing a count that is coming down from the side table: the byte said 255 a moment ago.
+        lock (_wideGate) return _wide.TryGetValue(frame, out int n) ? n : Wide - 1;
+    }
+
+    /// <summary>Sets the reference count of a frame in use; the caller guards the frame's count (see <see cref="RefCount"/>).</summary>
+    public void SetRefCount(uint frame, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
+        ref byte b = ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)];
+        if (count >= Wide)
+        {
+            // The side table first, then the byte that sends readers there.
+            lock (_wideGate) _wide[frame] = count;
+            Volatile.Write(ref b, Wide);
+            return;
+        }
+        bool wasWide = b == Wide;
+        Volatile.Write(ref b, (byte)count);
+        if (wasWide) lock (_wideGate) _wide.Remove(frame);
+    }
+
+    /// <summary>Adds a reference to a frame in use; returns the new count. The caller guards the frame's count.</summary>
+    public int AddReference(uint frame)
+    {
+        int count = RefCount(frame) + 1;
+        SetRefCount(frame, count);
+        return count;
+    }
+
+    /// <summary>
+    /// Drops a reference from a frame in use; returns the new count (at 0 the caller frees the frame). The caller guards
+    /// the frame's count. Throws when the frame has none.
+    /// </summary>
+    public int DropReference(uint frame)
+    {
+        int count = RefCount(frame);
+        if (count <= 0) throw new InvalidOperationException($"Frame {frame} released with reference count {count}.");
+        if (count == 1)
+        {
+            Volatile.Write(ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)], (byte)0);
+            return 0;
+        }
+        SetRefCount(frame, count - 1);
+        return count - 1;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Address(uint frame) =>
         Chunk(frame).Data + ((long)(frame & (PageGeometry.FramesPerChunk - 1)) << PageGeometry.PageShift);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Span<byte> Span(uint frame) => new(Address(frame), PageGeometry.PageSize);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref int RefCount(uint frame) => ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)];
 
     /// <summary>
     /// An external frame's hash slot: the content its owner saw last (a QEMU guest's page, at the last sweep; 0 for not
@@ -296,16 +411,11 @@ internal sealed unsafe class FramePool : IDisposable
             Volatile.Write(ref _chunks, grown);
         }
         _chunks[_chunkCount] = chunk;
-        uint first = (uint)(_chunkCount << PageGeometry.ChunkShift);
+        // Fresh memory is not resident until touched: every frame free and released, nothing to give back.
+        Array.Fill(chunk.Free, ulong.MaxValue);
+        Array.Fill(chunk.Released, ulong.MaxValue);
+        _hintReleased = Math.Min(_hintReleased, (long)_chunkCount * FrameChunk.Words);
         _chunkCount++;
-        // Linked in order, ahead of the list, so the lowest frame numbers of the new chunk are handed out first.
-        for (int i = PageGeometry.FramesPerChunk - 1; i >= 0; i--)
-        {
-            chunk.RefCounts[i] = FreeLink(_freeHead);
-            _freeHead = first + (uint)i;
-        }
-        // Fresh memory is not resident until touched: count it as released, nothing to give back.
-        chunk.MarkAllReleased();
         _freeCount += PageGeometry.FramesPerChunk;
     }
 
@@ -334,7 +444,7 @@ internal sealed unsafe class FramePool : IDisposable
             _freeCount = 0;
             _unreleased = 0;
             _externalChunks = 0;
-            _freeHead = NoFrame;
+            _hintUnreleased = _hintReleased = 0;
             _inUse = 0;
         }
     }
@@ -347,33 +457,19 @@ internal sealed unsafe class FramePool : IDisposable
         public IExternalOwner? External { get; } = external;
         public uint ExternalFirst { get; init; }
 
-        /// <summary>Per frame: its references when in use; when free (a chunk the pool owns), the free list's link.</summary>
-        public readonly int[] RefCounts = new int[PageGeometry.FramesPerChunk];
+        /// <summary>Bitmap words a chunk has per bit kind.</summary>
+        public const int Words = PageGeometry.FramesPerChunk / 64;
+
+        /// <summary>Per frame: its references when in use (255: in the pool's side table); 0 when free.</summary>
+        public readonly byte[] RefCounts = new byte[PageGeometry.FramesPerChunk];
 
         /// <summary>An external chunk's seen-content hashes (<see cref="SeenHash"/>); null for a chunk the pool owns.</summary>
         public readonly ulong[]? SeenHashes = external is null ? null : new ulong[PageGeometry.FramesPerChunk];
 
-        /// <summary>One bit a frame: free and its memory given back (set only on free frames).</summary>
-        private readonly ulong[] _released = new ulong[PageGeometry.FramesPerChunk / 64];
+        /// <summary>One bit a frame: free (a chunk the pool owns; never set in an external chunk).</summary>
+        public readonly ulong[] Free = new ulong[Words];
 
-        /// <summary>Sets the frame's released bit; false when it was set already.</summary>
-        public bool MarkReleased(int slot)
-        {
-            ulong bit = 1UL << (slot & 63);
-            if ((_released[slot >> 6] & bit) != 0) return false;
-            _released[slot >> 6] |= bit;
-            return true;
-        }
-
-        /// <summary>Clears the frame's released bit (it is being taken); whether it was set.</summary>
-        public bool TakeReleased(int slot)
-        {
-            ulong bit = 1UL << (slot & 63);
-            bool was = (_released[slot >> 6] & bit) != 0;
-            _released[slot >> 6] &= ~bit;
-            return was;
-        }
-
-        public void MarkAllReleased() => Array.Fill(_released, ulong.MaxValue);
+        /// <summary>One bit a frame: free and its memory given back (set only with the free bit).</summary>
+        public readonly ulong[] Released = new ulong[Words];
     }
 }

@@ -200,7 +200,7 @@ internal static class PatchPass
         uint frame = PageEntry.Frame(e);
         int length = EncodedPage.PatchHeader + patchLength;
         EncodedPage.WritePatchHeader(blob, frames.Span(frame), referenceFrame, SharingIndex.PackPage(refDomain.Id, refGfn));
-        if (!host.Store.TryStore(blob.AsSpan(0, length), SharingIndex.PackPage(domain.Id, gfn), out ulong handle))
+        if (!host.Store.TryStore(blob.AsSpan(0, length), out ulong handle))
         {
             index.Release(referenceFrame);
             c.StoreFull++;
@@ -250,7 +250,7 @@ internal static class PatchPass
                 if (!frames.Span(frame).SequenceEqual(frames.Span(shared)))
                 {
                     // Same hash, other bytes: this frame cannot be listed; it is shared unlisted.
-                    frames.RefCount(frame) = 2;
+                    frames.SetRefCount(frame, 2);
                     referenceFrame = frame;
                     refEntry = PageEntry.With(refEntry | PageEntry.SharingSeen, PageState.Shared, frame);
                     return true;
@@ -264,7 +264,7 @@ internal static class PatchPass
             }
             else
             {
-                frames.RefCount(frame) = 2;
+                frames.SetRefCount(frame, 2);
                 index.Stable.Set(hash, frame);
                 referenceFrame = frame;
                 refEntry = PageEntry.With(refEntry | PageEntry.SharingSeen, PageState.Shared, frame);

@@ -52,9 +52,7 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
         bool free;
         lock (Stable.StripeLock(hash))
         {
-            ref int refs = ref frames.RefCount(frame);
-            if (refs <= 0) throw new InvalidOperationException($"Shared frame {frame} released with reference count {refs}.");
-            free = --refs == 0;
+            free = frames.DropReference(frame) == 0;
             if (free) Stable.RemoveIf(hash, frame);
         }
         if (free) frames.Free(frame);
@@ -94,7 +92,7 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     }
 
     /// <summary>Adds a reference to a listed shared frame; the caller holds the stripe lock.</summary>
-    public void AddReferenceLocked(uint frame) => frames.RefCount(frame)++;
+    public void AddReferenceLocked(uint frame) => frames.AddReference(frame);
 
     public static ulong PackPage(int domainId, long gfn) => ((ulong)(uint)domainId << 40) | (ulong)gfn;
 

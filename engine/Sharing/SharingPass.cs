@@ -155,7 +155,7 @@ internal static class SharingPass
                     }
                     frames.Free(otherFrame);
                 }
-                frames.RefCount(sharedFrame) = 2;
+                frames.SetRefCount(sharedFrame, 2);
                 index.Stable.Set(hash, sharedFrame);
                 frames.Free(frame);
                 c.PagesMerged += 2;

@@ -27,30 +27,36 @@ namespace DifferenceEngine.Store;
 /// whose one or two blobs would otherwise take 64 KiB) is counted as fragmentation. A class allocates from its fullest partly filled
 /// slab (slabs sit in eight occupancy buckets), so sparse slabs drain by themselves; a slab whose last blob is freed is wiped
 /// and returned to the OS at once, so <see cref="AllocatedBytes"/> falls as blobs go. Each slot's
-/// exact length, generation and owner live in managed per-slab arrays (14 bytes a slot, counted in
-/// <see cref="MetadataBytes"/>), never in the blob bytes.</para>
+/// exact length and generation live in a managed per-slab array (4 bytes a slot, counted in
+/// <see cref="MetadataBytes"/>), never in the blob bytes; a free slot's length field holds the next free slot (its
+/// generation field 0, which no handle has), so the free list costs nothing of its own. The store keeps no owner of a
+/// blob: compaction asks the store's user to walk its references (session 21; an owner and a free list of their own
+/// were 10 bytes a slot more).</para>
 /// <para><b>Handles.</b> A handle fits in 48 bits: slab id (24 bits, ids from 1; up to 1 TiB of
 /// slabs), slot (11 bits) and generation (13 bits, never 0), so 0 is never a handle. Generations
 /// count on per slab id, also across a slab being released and its id reused, so a freed or moved
 /// handle is rejected ("StoreHandleInvalid") unless 8192 further allocations happened to land on
 /// the very same slab id and slot generation.</para>
 /// <para><b>Threading.</b> Allocation and free take one lock per size class (and, only when a slab
-/// is created or released, a store-wide lock for the slab table); <see cref="Get"/>,
-/// <see cref="LengthOf"/> and <see cref="OwnerOf"/> take no lock. The engine's contract: it calls
-/// Get and Free for a handle only while holding that blob owner's lock, never frees a handle while
-/// another thread may still use it, and does not change a blob's bytes once the handle is
-/// published. Under that contract the store never frees a blob under a reader, and compaction may
-/// rely on the owner not freeing the old handle while its relocation is being decided.</para>
+/// is created or released, a store-wide lock for the slab table); <see cref="Get"/> and
+/// <see cref="LengthOf"/> take no lock. The engine's contract: it calls Get and Free for a handle
+/// only while holding the lock that guards the reference (a page's, a group's), never frees a
+/// handle while another thread may still use it, and does not change a blob's bytes once the
+/// handle is published. Under that contract the store never frees a blob under a reader, and
+/// compaction, which moves a blob only when the reference's holder hands it over under that same
+/// lock, never moves one under a reader either.</para>
 /// <para><b>Compaction.</b> <see cref="Compact"/> empties the sparsest slabs of each class, only as
 /// many as the free slots of the class's other slabs can absorb; then a class whose few blobs sit in
 /// bigger slabs than they need gets one slab of their size and they move there (the one time
 /// compaction makes a slab: subject to the limit and the growth gate like any other, and skipped when
-/// refused). It
-/// copies each blob under the class lock and calls the <see cref="RelocateCallback"/> with no store
-/// lock held, so the callback may take page locks without a lock-order deadlock. A blob filled
-/// through <see cref="Get"/> after <see cref="TryAllocate"/> could be copied while it is still being
-/// written; when compaction may run concurrently use <see cref="TryStore"/>, which writes the bytes
-/// under the class lock.</para>
+/// refused). Once the slabs to empty are chosen (and take no new blobs), the caller's
+/// <see cref="BlobWalk"/> visits every reference it holds, each under the lock that guards it, and
+/// hands each to the <see cref="BlobMover"/>: a blob in a slab being emptied is copied to a slot of
+/// the class's fullest other slab under the class lock, the old slot freed, and the new handle
+/// returned for the caller to keep. A reference the walk does not hand over (busy, say) leaves its
+/// slab in place. A blob filled through <see cref="Get"/> after <see cref="TryAllocate"/> must be
+/// fully written before its reference is published; <see cref="TryStore"/> writes the bytes under
+/// the class lock.</para>
 /// <para><b>Secrets.</b> Blobs hold guest memory: a slot is wiped when freed (so a new blob always
 /// starts zeroed), slabs are wiped before they are returned to the OS, and <see cref="Dispose"/>
 /// wipes everything.</para>
@@ -217,8 +223,8 @@ public sealed unsafe class CompactStore : IDisposable
     }
 
     /// <summary>
-    /// Managed bookkeeping bytes (estimated from array and object sizes): per-slot length, generation,
-    /// owner and free-list arrays of every slab (live or cached for reuse), the slab table and the
+    /// Managed bookkeeping bytes (estimated from array and object sizes): per-slot length and generation
+    /// (with the free list in them) of every slab (live or cached for reuse), the slab table and the
     /// size classes.
     /// </summary>
     public long MetadataBytes
@@ -249,8 +255,15 @@ public sealed unsafe class CompactStore : IDisposable
     public static int SlabBytesAt(int slabs) => slabs >= GrowingSlabs ? SlabSize : FirstSlabSize << Math.Max(0, slabs);
 
     /// <summary>Managed bookkeeping of one slab of <paramref name="slots"/> slots (counted in <see cref="MetadataBytes"/>).</summary>
-    private static long SlabMetadataBytes(int slots) =>
-        Slab.OverheadBytes + ArrayBytes(slots, sizeof(uint)) + ArrayBytes(slots, sizeof(ulong)) + ArrayBytes(slots, sizeof(ushort));
+    private static long SlabMetadataBytes(int slots) => Slab.OverheadBytes + ArrayBytes(slots, sizeof(uint));
+
+    /// <summary>A free slot's <c>Meta</c>: generation 0, and the next free slot + 1 where a live one keeps its length (0: none).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint FreeSlotMeta(int nextFree) => (uint)(nextFree + 1);
+
+    /// <summary>The next free slot a free slot's <c>Meta</c> names; -1 for none.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int NextFreeSlot(uint meta) => (int)(meta & LengthMask) - 1;
 
     /// <summary>
     /// The slabs a class of <paramref name="slotSize"/>-byte slots allocates for <paramref name="blobs"/> blobs stored one
@@ -355,33 +368,32 @@ public sealed unsafe class CompactStore : IDisposable
     public static long FixedMetadataBytes => (long)SizeClassCount * SizeClass.OverheadBytes;
 
     /// <summary>
-    /// Reserves a zero-filled blob of <paramref name="length"/> bytes (1..4096) tagged with
-    /// <paramref name="owner"/>; fill it through <see cref="Get"/>. False, with handle 0 and nothing
-    /// changed, when a new slab is needed and the limit would be exceeded.
+    /// Reserves a zero-filled blob of <paramref name="length"/> bytes (1..4096); fill it through
+    /// <see cref="Get"/>. False, with handle 0 and nothing changed, when a new slab is needed and the
+    /// limit would be exceeded.
     /// </summary>
-    public bool TryAllocate(int length, ulong owner, out ulong handle)
+    public bool TryAllocate(int length, out ulong handle)
     {
         CheckLength(length);
         var cls = _classes[ClassOf(length)];
         lock (cls.Gate)
         {
-            if (!TryAllocateLocked(cls, length, owner, out handle, out _, out _)) return false;
+            if (!TryAllocateLocked(cls, length, out handle, out _, out _)) return false;
         }
         return true;
     }
 
     /// <summary>
-    /// Stores a copy of <paramref name="bytes"/> (1..4096 bytes) tagged with <paramref name="owner"/>.
-    /// The bytes are written under the store's lock, so a concurrent <see cref="Compact"/> never sees
-    /// the blob partly written. False, with handle 0, when the limit would be exceeded.
+    /// Stores a copy of <paramref name="bytes"/> (1..4096 bytes). The bytes are written under the
+    /// store's lock. False, with handle 0, when the limit would be exceeded.
     /// </summary>
-    public bool TryStore(ReadOnlySpan<byte> bytes, ulong owner, out ulong handle)
+    public bool TryStore(ReadOnlySpan<byte> bytes, out ulong handle)
     {
         CheckLength(bytes.Length);
         var cls = _classes[ClassOf(bytes.Length)];
         lock (cls.Gate)
         {
-            if (!TryAllocateLocked(cls, bytes.Length, owner, out handle, out var slab, out int slot)) return false;
+            if (!TryAllocateLocked(cls, bytes.Length, out handle, out var slab, out int slot)) return false;
             bytes.CopyTo(new Span<byte>(SlotAddress(slab, slot), bytes.Length));
         }
         return true;
@@ -400,12 +412,6 @@ public sealed unsafe class CompactStore : IDisposable
     {
         Resolve(handle, out _, out uint meta);
         return (int)(meta & LengthMask);
-    }
-
-    public ulong OwnerOf(ulong handle)
-    {
-        var slab = Resolve(handle, out int slot, out _);
-        return slab.Owners[slot];
     }
 
     /// <summary>True when the handle names a live blob of this store.</summary>
@@ -438,32 +444,30 @@ public sealed unsafe class CompactStore : IDisposable
     /// Moves blobs out of slabs less than <paramref name="occupancyThreshold"/> full (0 &lt; t &lt;= 1)
     /// into fuller slabs of the same class and releases the slabs so emptied. A class none of whose slabs can be drained
     /// that way, less than the threshold full as a whole, whose blobs fit in one slab smaller than its slabs, has them
-    /// moved into a new slab of that size (a class's slabs are sized when made, for what it held then). For each blob: a new
-    /// slot is taken and the bytes copied under the class lock; then, with no store lock held,
-    /// <paramref name="relocate"/>(owner, old, new) is called; true frees the old blob, false frees
-    /// the new one and leaves the old intact. Per class, only as many of the sparsest slabs are
-    /// drained as the other slabs' free slots can absorb, and drained slabs take no new blobs.
-    /// Safe alongside Allocate, Free and Get on other blobs; one compaction runs at a time.
-    /// If <paramref name="relocate"/> throws, both copies of that blob are kept (the store cannot
-    /// tell whether the owner swapped) and the exception propagates.
+    /// moved into a new slab of that size (a class's slabs are sized when made, for what it held then). Per class, only as
+    /// many of the sparsest slabs are drained as the other slabs' free slots can absorb, and drained slabs take no new
+    /// blobs. The blobs move as <paramref name="walk"/> hands their references to the <see cref="BlobMover"/> (at most
+    /// twice per compaction: once for the drains, once for the resizes). Safe alongside Allocate, Free and Get on other
+    /// blobs; one compaction runs at a time. If <paramref name="walk"/> throws, the blobs moved so far stay moved, the
+    /// rest stay where they were, and the exception propagates.
     /// </summary>
-    public CompactionResult Compact(RelocateCallback relocate, double occupancyThreshold = DefaultOccupancyThreshold)
+    public CompactionResult Compact(BlobWalk walk, double occupancyThreshold = DefaultOccupancyThreshold)
     {
         if (!(occupancyThreshold is > 0 and <= 1))
             throw new DEException("StoreThresholdInvalid", DEErrorKind.InvalidArgument,
                 $"An occupancy threshold is a share above 0 and at most 1, not {occupancyThreshold}.", occupancyThreshold);
-        return Rearrange(relocate, occupancyThreshold, settle: false);
+        return Rearrange(walk, occupancyThreshold, settle: false);
     }
 
     /// <summary>
     /// Settles every class that holds a page or more beyond the fewest slabs its blobs need (<see cref="LeastSlabsFor"/>,
     /// <see cref="UnsettledBytes"/>) into those slabs: for each slab size they have, the class's fullest slab of that size
     /// is kept, the sizes it has none of are made, and every other slab is drained into them, blob by blob as
-    /// <see cref="Compact"/> moves them (the same callback, the same contract). Once every owner accepts, the store holds
-    /// exactly <see cref="LeastSlabsFor"/> of each class's blob count; a slab that cannot be made (the limit, the growth
-    /// gate) leaves its class as it is.
+    /// <see cref="Compact"/> moves them (one walk, the same contract). Once every reference is handed over, the store
+    /// holds exactly <see cref="LeastSlabsFor"/> of each class's blob count; a slab that cannot be made (the limit, the
+    /// growth gate) leaves its class as it is.
     /// </summary>
-    public CompactionResult Settle(RelocateCallback relocate) => Rearrange(relocate, 1, settle: true);
+    public CompactionResult Settle(BlobWalk walk) => Rearrange(walk, 1, settle: true);
 
     /// <summary>Bytes <see cref="Settle"/> would give back: per class, what it holds beyond <see cref="LeastSlabsFor"/>, when a page or more.</summary>
     public long UnsettledBytes
@@ -484,74 +488,137 @@ public sealed unsafe class CompactStore : IDisposable
         }
     }
 
-    private CompactionResult Rearrange(RelocateCallback relocate, double occupancyThreshold, bool settle)
+    private CompactionResult Rearrange(BlobWalk walk, double occupancyThreshold, bool settle)
     {
-        ArgumentNullException.ThrowIfNull(relocate);
+        ArgumentNullException.ThrowIfNull(walk);
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_compactGate.IsHeldByCurrentThread)
             throw new DEException("StoreCompactionReentrant", DEErrorKind.InvalidOperation,
-                "Compact was called from inside its own relocate callback.");
+                "Compact was called from inside its own blob walk.");
         lock (_compactGate)
         {
             long before = AllocatedBytes;
-            var sources = new List<(Slab Slab, int Incarnation)>();
+            var plans = new List<DrainPlan>();
             var scratch = new List<Slab>();
-            int drained = 0, released = 0;
-            long moved = 0, refused = 0, bytesMoved = 0, releasedBytes = 0, madeBytes = 0;
-            foreach (var cls in _classes)
+            var mover = new BlobMover(this);
+            int drained = 0;
+            long refused = 0, madeBytes = 0;
+            if (settle)
             {
-                if (settle)
+                // Into the fewest slabs that hold its blobs (LeastSlabsFor).
+                foreach (var cls in _classes)
                 {
-                    // Into the fewest slabs that hold its blobs (LeastSlabsFor).
-                    if (Volatile.Read(ref cls.SlabCount) >= 1)
-                    {
-                        sources.Clear();
-                        Drain(cls, PlanSettle(cls, sources));
-                    }
-                    continue;
+                    if (Volatile.Read(ref cls.SlabCount) < 1) continue;
+                    var sources = new List<(Slab, int)>();
+                    var made = PlanSettle(cls, sources);
+                    if (sources.Count > 0 || made is not null) plans.Add(new DrainPlan(cls, sources, made));
                 }
-                // First into the class's other slabs; then, with what is left, into one slab of the size it needs.
-                if (Volatile.Read(ref cls.SlabCount) >= 2)
-                {
-                    sources.Clear();
-                    PlanDrain(cls, occupancyThreshold, sources, scratch);
-                    Drain(cls, null);
-                }
-                if (Volatile.Read(ref cls.SlabCount) >= 1)
-                {
-                    sources.Clear();
-                    var resized = PlanResize(cls, occupancyThreshold, sources);
-                    Drain(cls, resized is { } one ? [one] : null);
-                }
+                Drain();
             }
-            return new CompactionResult(drained, moved, refused, bytesMoved, released, releasedBytes, madeBytes, before, AllocatedBytes);
-
-            // Moves the blobs of the planned sources (into the slabs a resize or a settle made, when it did), then gives the
-            // slabs left back.
-            void Drain(SizeClass cls, List<(Slab Slab, int Incarnation)>? made)
+            else
             {
-                if (sources.Count == 0 && made is null) return;
-                if (made is not null)
-                    foreach (var m in made) madeBytes += m.Slab.Bytes;
-                drained += sources.Count;
+                // First into the classes' other slabs; then, with what is left, into one slab of the size each needs.
+                foreach (var cls in _classes)
+                {
+                    if (Volatile.Read(ref cls.SlabCount) < 2) continue;
+                    var sources = new List<(Slab, int)>();
+                    PlanDrain(cls, occupancyThreshold, sources, scratch);
+                    if (sources.Count > 0) plans.Add(new DrainPlan(cls, sources, null));
+                }
+                Drain();
+                plans.Clear();
+                foreach (var cls in _classes)
+                {
+                    if (Volatile.Read(ref cls.SlabCount) < 1) continue;
+                    var sources = new List<(Slab, int)>();
+                    var resized = PlanResize(cls, occupancyThreshold, sources);
+                    if (resized is { } one) plans.Add(new DrainPlan(cls, sources, [one]));
+                }
+                Drain();
+            }
+            mover.Close();
+            return new CompactionResult(drained, mover.Moved, refused, mover.BytesMoved, mover.Released, mover.BytesReleased, madeBytes,
+                before, AllocatedBytes);
+
+            // One walk moves the blobs of every planned source (into the slabs a resize or a settle made, when it did); then
+            // the slabs made and left empty go back, and what stayed in a source is counted as refused.
+            void Drain()
+            {
+                if (plans.Count == 0) return;
+                foreach (var plan in plans)
+                {
+                    drained += plan.Sources.Count;
+                    if (plan.Made is not null)
+                        foreach (var m in plan.Made) madeBytes += m.Slab.Bytes;
+                }
                 try
                 {
-                    DrainClass(cls, sources, relocate, ref moved, ref refused, ref bytesMoved, ref released, ref releasedBytes);
+                    walk(mover);
                 }
                 finally
                 {
-                    Undrain(cls, sources);
-                    if (made is not null)
-                        foreach (var kept in made)
-                            if (ReleaseIfEmpty(cls, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
+                    foreach (var plan in plans)
+                    {
+                        refused += Undrain(plan.Class, plan.Sources);
+                        if (plan.Made is not null)
+                            foreach (var kept in plan.Made)
+                                if (ReleaseIfEmpty(plan.Class, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
+                    }
                 }
             }
         }
     }
 
+    /// <summary>The slabs a compaction empties in one class, and the slabs it made for their blobs (null: none).</summary>
+    private sealed record DrainPlan(SizeClass Class, List<(Slab Slab, int Incarnation)> Sources, List<(Slab Slab, int Incarnation)>? Made);
+
+    /// <summary>
+    /// The blob <paramref name="handle"/> names, moved out of a slab this compaction empties when it is in one and the class
+    /// has room: copied to the fullest other slab of its class under the class lock, the old slot freed (its slab released
+    /// when that was its last blob); the new handle. Otherwise the handle itself. Called by <see cref="BlobMover.Move"/>.
+    /// </summary>
+    internal ulong MoveOut(ulong handle, BlobMover mover)
+    {
+        if (!TryResolve(handle, out var slab, out _, out _))
+        {
+            if (_disposed) return handle;
+            throw InvalidHandle(handle);
+        }
+        if (!Volatile.Read(ref slab.Draining)) return handle;
+        var cls = slab.Class;
+        int id = (int)(handle >> SlabIdShift);
+        lock (cls.Gate)
+        {
+            if (_disposed) return handle;
+            // Under the class lock: the handle is still live (the caller holds its reference's lock, so it cannot be freed
+            // meanwhile; checked all the same), and its slab still drains.
+            if (!TryResolve(handle, out var s, out int slot, out uint meta) || s != slab || s.Id != id || s.Data == null)
+                throw InvalidHandle(handle);
+            if (!s.Draining) return handle;
+            var target = FullestPartial(cls);
+            if (target is null) return handle; // concurrent allocations took the room planned for it: it stays
+            int length = (int)(meta & LengthMask);
+            ulong moved = TakeSlot(cls, target, length, out int newSlot);
+            Buffer.MemoryCopy(SlotAddress(s, slot), SlotAddress(target, newSlot), length, length);
+            int bytes = s.Bytes;
+            bool released = FreeSlot(cls, s, slot, meta);
+            mover.Count(length, released ? bytes : 0);
+            return moved;
+        }
+    }
+
+    /// <summary>Whether the handle names a blob of a slab this compaction empties (no lock: a hint to skip by).</summary>
+    internal bool InDrainingSlab(ulong handle)
+    {
+        if (handle == 0 || handle >> HandleBits != 0) return false;
+        int id = (int)(handle >> SlabIdShift);
+        var table = Volatile.Read(ref _slabs);
+        return (uint)id < (uint)table.Length && Volatile.Read(ref table[id]) is { } s && Volatile.Read(ref s.Draining);
+    }
+
     /// <summary>
     /// Test hook: true when the calling thread holds a lock that allocation, free or lookup may take (the slab table's or a
-    /// size class's); a relocate callback must run with none, or an owner working on another thread would deadlock.
+    /// size class's); a blob walk must run with none, or a page's holder working on another thread would deadlock.
     /// </summary>
     internal bool HoldsAllocationLockForTest() =>
         _tableGate.IsHeldByCurrentThread || Array.Exists(_classes, c => c.Gate.IsHeldByCurrentThread);
@@ -574,7 +641,6 @@ public sealed unsafe class CompactStore : IDisposable
                     byte* data = slab.Data;
                     slab.Data = null;
                     Array.Clear(slab.Meta);
-                    Array.Clear(slab.Owners);
                     // Guest memory may hold secrets: wipe before handing it back.
                     NativeMemory.Clear(data, (nuint)slab.Bytes);
                     NativeMemory.AlignedFree(data);
@@ -651,14 +717,15 @@ public sealed unsafe class CompactStore : IDisposable
         var s = Volatile.Read(ref table[id]);
         if (s is null || slot >= s.Meta.Length) return false;
         meta = Volatile.Read(ref s.Meta[slot]);
-        if (meta == 0 || meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
+        // A free slot's generation field is 0, which no handle has.
+        if (meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
         slab = s;
         return true;
     }
 
     // ---- allocation and free (class lock held) ----
 
-    private bool TryAllocateLocked(SizeClass cls, int length, ulong owner, out ulong handle, out Slab slab, out int slot)
+    private bool TryAllocateLocked(SizeClass cls, int length, out ulong handle, out Slab slab, out int slot)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var s = FullestPartial(cls) ?? NewSlab(cls);
@@ -669,17 +736,18 @@ public sealed unsafe class CompactStore : IDisposable
             slot = 0;
             return false;
         }
-        handle = TakeSlot(cls, s, length, owner, out slot);
+        handle = TakeSlot(cls, s, length, out slot);
         slab = s;
         return true;
     }
 
-    private static ulong TakeSlot(SizeClass cls, Slab s, int length, ulong owner, out int slot)
+    private static ulong TakeSlot(SizeClass cls, Slab s, int length, out int slot)
     {
-        slot = s.FreeSlots[--s.FreeCount];
+        slot = s.FreeHead;
+        s.FreeHead = NextFreeSlot(s.Meta[slot]);
+        s.FreeCount--;
         int generation = s.NextGeneration;
         s.NextGeneration = generation == MaxGeneration ? 1 : generation + 1;
-        s.Owners[slot] = owner;
         Volatile.Write(ref s.Meta[slot], ((uint)generation << GenerationShift) | (uint)length);
         Volatile.Write(ref cls.Live, cls.Live + 1);
         Volatile.Write(ref cls.Stored, cls.Stored + length);
@@ -698,7 +766,7 @@ public sealed unsafe class CompactStore : IDisposable
         {
             if (_disposed || s.Id != id || s.Data == null) return false;
             uint meta = s.Meta[slot];
-            if (meta == 0 || meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
+            if (meta >> GenerationShift != (uint)(handle & MaxGeneration)) return false;
             int bytes = s.Bytes;
             if (FreeSlot(cls, s, slot, meta)) slabReleased = bytes;
         }
@@ -709,11 +777,11 @@ public sealed unsafe class CompactStore : IDisposable
     private bool FreeSlot(SizeClass cls, Slab s, int slot, uint meta)
     {
         int length = (int)(meta & LengthMask);
-        Volatile.Write(ref s.Meta[slot], 0);
-        s.Owners[slot] = 0;
+        Volatile.Write(ref s.Meta[slot], FreeSlotMeta(s.FreeHead));
+        s.FreeHead = slot;
+        s.FreeCount++;
         // Only the blob's bytes were ever exposed; the rest of the slot is still zero.
         NativeMemory.Clear(SlotAddress(s, slot), (nuint)length);
-        s.FreeSlots[s.FreeCount++] = (ushort)slot;
         Volatile.Write(ref cls.Live, cls.Live - 1);
         Volatile.Write(ref cls.Stored, cls.Stored - length);
         if (s.FreeCount == s.SlotCount)
@@ -787,8 +855,9 @@ public sealed unsafe class CompactStore : IDisposable
             slab.NextGeneration = _generations[id] == 0 ? 1 : _generations[id];
             slab.Data = data;
             slab.FreeCount = slots;
-            // Pushed in reverse so the lowest slots are handed out first.
-            for (int i = 0; i < slots; i++) slab.FreeSlots[i] = (ushort)(slots - 1 - i);
+            // Chained in order so the lowest slots are handed out first.
+            for (int i = 0; i < slots; i++) slab.Meta[i] = FreeSlotMeta(i + 1 < slots ? i + 1 : -1);
+            slab.FreeHead = 0;
             slab.Draining = false;
             slab.Bucket = -1;
             Volatile.Write(ref _slabs[id], slab);
@@ -1122,80 +1191,40 @@ public sealed unsafe class CompactStore : IDisposable
         });
         int chosen = 0;
         long live = 0;
-        foreach (var s in scratch)
+        for (int k = 0; k < scratch.Count; k++)
         {
+            var s = scratch[k];
             int used = s.SlotCount - s.FreeCount;
             if (used >= threshold * s.SlotCount) break;
             // Emptied, the slab's own free slots are gone, and its blobs need room in the slabs left.
             if (live + used > free - s.FreeCount) continue;
             free -= s.FreeCount;
             live += used;
-            chosen++;
+            // The chosen gathered at the front: one passed over (too full for the room left) stays out of the list
+            // (session 21: keeping the first `chosen` of the list drained a slab passed over, and the room planned for
+            // the blobs ran out: the drain then stopped with blobs left in slabs meant to empty).
+            scratch[chosen++] = s;
         }
         scratch.RemoveRange(chosen, scratch.Count - chosen);
         return scratch;
     }
 
-    private void DrainClass(SizeClass cls, List<(Slab Slab, int Incarnation)> sources, RelocateCallback relocate,
-        ref long moved, ref long refused, ref long bytesMoved, ref int released, ref long releasedBytes)
+    /// <summary>Lets the sources still held take blobs again; returns the blobs they still hold.</summary>
+    private long Undrain(SizeClass cls, List<(Slab Slab, int Incarnation)> sources)
     {
-        foreach (var (source, incarnation) in sources)
-        {
-            for (int slot = 0; slot < source.SlotCount; slot++)
-            {
-                ulong owner, oldHandle, newHandle;
-                int length;
-                lock (cls.Gate)
-                {
-                    // Released meanwhile: its owners freed every blob.
-                    if (_disposed || source.Incarnation != incarnation) break;
-                    uint meta = source.Meta[slot];
-                    if (meta == 0) continue;
-                    // Concurrent allocations took the room planned for these blobs: stop this class.
-                    var target = FullestPartial(cls);
-                    if (target is null) return;
-                    length = (int)(meta & LengthMask);
-                    owner = source.Owners[slot];
-                    oldHandle = MakeHandle(source.Id, slot, (int)(meta >> GenerationShift));
-                    newHandle = TakeSlot(cls, target, length, owner, out int newSlot);
-                    Buffer.MemoryCopy(SlotAddress(source, slot), SlotAddress(target, newSlot), length, length);
-                }
-                // No store lock held: the callback takes the owner's lock.
-                bool accepted = relocate(owner, oldHandle, newHandle);
-                if (accepted)
-                {
-                    // The owner now refers to the new blob and, by contract, will not free the old one.
-                    if (!TryFree(oldHandle, out int releasedSlab))
-                    {
-                        if (_disposed) return;
-                        throw InvalidHandle(oldHandle);
-                    }
-                    moved++;
-                    bytesMoved += length;
-                    if (releasedSlab > 0) (released, releasedBytes) = (released + 1, releasedBytes + releasedSlab);
-                }
-                else
-                {
-                    TryFree(newHandle, out int releasedSlab);
-                    refused++;
-                    if (releasedSlab > 0) (released, releasedBytes) = (released + 1, releasedBytes + releasedSlab);
-                }
-            }
-        }
-    }
-
-    private void Undrain(SizeClass cls, List<(Slab Slab, int Incarnation)> sources)
-    {
+        long left = 0;
         lock (cls.Gate)
         {
-            if (_disposed) return;
+            if (_disposed) return 0;
             foreach (var (slab, incarnation) in sources)
             {
                 if (slab.Incarnation != incarnation || !slab.Draining) continue;
-                slab.Draining = false;
+                left += slab.SlotCount - slab.FreeCount;
+                Volatile.Write(ref slab.Draining, false);
                 Rebucket(cls, slab);
             }
         }
+        return left;
     }
 
     // ---- bookkeeping types ----
@@ -1226,17 +1255,17 @@ public sealed unsafe class CompactStore : IDisposable
     private sealed class Slab(SizeClass cls, int slots)
     {
         // Object header and fields.
-        public const int OverheadBytes = 16 + 88;
+        public const int OverheadBytes = 16 + 76;
 
         public readonly SizeClass Class = cls;
         /// <summary>Slots of the slab (its bytes over the class's slot size, rounded down).</summary>
         public readonly int SlotCount = slots;
         /// <summary>Native bytes of the slab while it holds memory (<see cref="SlabBytesAt"/> when it was made).</summary>
         public int Bytes;
-        /// <summary>Per slot: 0 when free, else generation &lt;&lt; 16 | exact length.</summary>
+        /// <summary>Per slot: generation &lt;&lt; 16 | exact length; when free, generation 0 and the next free slot + 1 (<see cref="FreeSlotMeta"/>).</summary>
         public readonly uint[] Meta = new uint[slots];
-        public readonly ulong[] Owners = new ulong[slots];
-        public readonly ushort[] FreeSlots = new ushort[slots];
+        /// <summary>The first free slot; -1 when none.</summary>
+        public int FreeHead = -1;
         public int FreeCount;
         public byte* Data;
         public int Id;

@@ -1,31 +1,71 @@
 namespace DifferenceEngine.Store;
 
 /// <summary>
-/// Asks the owner of a blob to swap its reference from <paramref name="oldHandle"/> to
-/// <paramref name="newHandle"/>, whose bytes are already an exact copy of the old blob.
+/// The store's user visits every reference to a blob it holds, for one compaction: for each, while holding the lock that
+/// guards that reference (the lock it takes to read or free the blob), it calls <see cref="BlobMover.Move"/> with the
+/// handle and keeps the handle returned in place of the old one. <see cref="BlobMover.Wants"/> is a lock-free test it may
+/// skip references by before taking their locks.
 /// </summary>
-/// <returns>
-/// True when the owner now refers to <paramref name="newHandle"/> (the store then frees the old
-/// blob); false when the owner no longer refers to <paramref name="oldHandle"/> or is busy (the store
-/// then frees the new blob and leaves the old one where it is).
-/// </returns>
 /// <remarks>
-/// The store calls this without holding any of its locks, so the callback may take the owner's lock
-/// (a page lock) and may call <see cref="CompactStore.Get"/>, <see cref="CompactStore.Free"/> and
-/// <see cref="CompactStore.TryAllocate"/> on other blobs. It must not call
-/// <see cref="CompactStore.Compact"/>.
+/// Called with none of the store's locks held, so the walk may take page locks; it may call <see cref="CompactStore.Get"/>,
+/// <see cref="CompactStore.Free"/> and <see cref="CompactStore.TryStore"/>, but not <see cref="CompactStore.Compact"/> or
+/// <see cref="CompactStore.Settle"/>. A reference it does not hand over (a busy page, a blob not yet published) keeps its
+/// blob where it is, and that blob's slab is not released.
 /// </remarks>
-public delegate bool RelocateCallback(ulong owner, ulong oldHandle, ulong newHandle);
+public delegate void BlobWalk(BlobMover mover);
+
+/// <summary>What a <see cref="BlobWalk"/> hands references to during one compaction.</summary>
+public sealed class BlobMover
+{
+    private readonly CompactStore _store;
+    private long _moved, _bytesMoved, _released, _bytesReleased;
+    private volatile bool _closed;
+
+    internal BlobMover(CompactStore store) => _store = store;
+
+    /// <summary>Whether the blob may move: its slab is being emptied (no lock taken; the walk may skip a reference by it).</summary>
+    public bool Wants(ulong handle) => !_closed && _store.InDrainingSlab(handle);
+
+    /// <summary>
+    /// The handle to keep for the blob <paramref name="handle"/> names: a new one when the blob was moved (the old handle is
+    /// then freed and must not be used again), else the same. The caller holds the lock that guards the reference.
+    /// "StoreHandleInvalid" when the handle is not live.
+    /// </summary>
+    public ulong Move(ulong handle)
+    {
+        ObjectDisposedException.ThrowIf(_closed, this);
+        return _store.MoveOut(handle, this);
+    }
+
+    internal long Moved => Interlocked.Read(ref _moved);
+    internal long BytesMoved => Interlocked.Read(ref _bytesMoved);
+    internal int Released => (int)Interlocked.Read(ref _released);
+    internal long BytesReleased => Interlocked.Read(ref _bytesReleased);
+
+    /// <summary>A blob of <paramref name="length"/> bytes moved; <paramref name="slabReleased"/> the bytes of the slab it left empty, or 0.</summary>
+    internal void Count(int length, int slabReleased)
+    {
+        Interlocked.Increment(ref _moved);
+        Interlocked.Add(ref _bytesMoved, length);
+        if (slabReleased <= 0) return;
+        Interlocked.Increment(ref _released);
+        Interlocked.Add(ref _bytesReleased, slabReleased);
+    }
+
+    /// <summary>The compaction is over: a mover kept past it moves nothing.</summary>
+    internal void Close() => _closed = true;
+}
 
 /// <summary>What one <see cref="CompactStore.Compact"/> or <see cref="CompactStore.Settle"/> call did.</summary>
 /// <param name="SlabsDrained">Slabs chosen to be emptied (sparse enough, and room for their blobs elsewhere).</param>
-/// <param name="BlobsMoved">Blobs copied to a new slot whose owner accepted the new handle.</param>
-/// <param name="BlobsRefused">Blobs whose owner refused the move; they stay where they were, intact.</param>
+/// <param name="BlobsMoved">Blobs moved to a new slot when the walk handed their reference over.</param>
+/// <param name="BlobsRefused">Blobs left in a slab being emptied: the walk did not hand their reference over (busy, or not
+/// yet published), or their class had no room left; they stay where they were, intact.</param>
 /// <param name="BytesMoved">Sum of the lengths of the moved blobs.</param>
 /// <param name="SlabsReleased">Slabs returned to the OS because compaction emptied them.</param>
 /// <param name="BytesReleased">Native bytes of those slabs (slabs differ in size: <see cref="CompactStore.SlabBytesAt"/>).</param>
 /// <param name="BytesMade">Native bytes of the slabs compaction made: a class whose few blobs sat in bigger slabs gets one
-/// slab of the size they need, a class settled gets the sizes of its fewest slabs it had none of. One that went back in the same compaction (its owners refused every move, say) is counted
+/// slab of the size they need, a class settled gets the sizes of its fewest slabs it had none of. One that went back in the same compaction (no blob was handed over, say) is counted
 /// in BytesReleased too, or left out of both when it never took a blob; so the store holds AllocatedBytesBefore −
 /// BytesReleased + BytesMade, less and more what other threads allocated and freed meanwhile.</param>
 /// <param name="AllocatedBytesBefore">The store's <see cref="CompactStore.AllocatedBytes"/> when compaction began.</param>

@@ -49,7 +49,7 @@ public unsafe class FrameReleaseTests
     }
 
     [Fact]
-    public void TheFreeListLivesInFreeFramesCountsAndSurvivesNoDoubleFree()
+    public void EveryFreedFrameComesBackOnceAndADoubleFreeIsRefused()
     {
         using var pool = new FramePool(null);
         var frames = new uint[3000]; // more than a chunk's 512: the list crosses chunks
@@ -62,7 +62,7 @@ public unsafe class FrameReleaseTests
         Assert.Equal(frames.Length, frames.Distinct().Count());
         foreach (uint f in frames.Where((_, i) => i % 2 == 0)) pool.Free(f);
         foreach (uint f in frames.Where((_, i) => i % 2 == 0)) Assert.False(pool.IsInUse(f)); // a free frame never reads as in use
-        Assert.Throws<InvalidOperationException>(() => pool.Free(frames[0])); // the list would lose its tail
+        Assert.Throws<InvalidOperationException>(() => pool.Free(frames[0])); // it would be handed out twice
         Assert.Equal(frames.Length / 2, pool.FramesInUse);
         // Every freed frame comes back, once, before the pool grows.
         long allocated = pool.FramesAllocated;
@@ -74,6 +74,122 @@ public unsafe class FrameReleaseTests
         }
         Assert.True(again.SetEquals(frames.Where((_, i) => i % 2 == 0)));
         Assert.Equal(allocated, pool.FramesAllocated);
+    }
+
+    [Fact]
+    public void AFrameTakesItsReferenceCountPast255AndBackThroughTheSideTable()
+    {
+        using var pool = new FramePool(null);
+        Assert.True(pool.TryAllocate(out uint frame));
+        Assert.True(pool.TryAllocate(out uint other));
+        long metadata = pool.MetadataBytes;
+        for (int n = 2; n <= 600; n++) Assert.Equal(n, pool.AddReference(frame));
+        Assert.Equal(600, pool.RefCount(frame));
+        Assert.Equal(1, pool.RefCount(other)); // its neighbour's byte untouched
+        Assert.True(pool.MetadataBytes > metadata, "a count in the side table is counted");
+        for (int n = 599; n >= 1; n--) Assert.Equal(n, pool.DropReference(frame));
+        Assert.Equal(metadata, pool.MetadataBytes); // back in its byte: the side table's entry is gone
+        pool.SetRefCount(frame, 1000);
+        Assert.Equal(1000, pool.RefCount(frame));
+        pool.SetRefCount(frame, 3);
+        Assert.Equal(3, pool.RefCount(frame));
+        Assert.Equal(metadata, pool.MetadataBytes);
+        pool.SetRefCount(frame, 255);
+        Assert.Equal(255, pool.RefCount(frame));
+        pool.Free(frame); // freed with a wide count: its entry goes too, and its next life starts at 1
+        Assert.Equal(metadata, pool.MetadataBytes);
+        Assert.True(pool.TryAllocate(out uint again));
+        Assert.Equal(frame, again);
+        Assert.Equal(1, pool.RefCount(again));
+        Assert.Equal(0, pool.DropReference(again));
+        Assert.Throws<InvalidOperationException>(() => pool.DropReference(again));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.SetRefCount(other, 0));
+    }
+
+    [Fact]
+    public void FramesStillHeldAreTakenFirstLowestNumberFirstThenReleasedOnes()
+    {
+        using var pool = new FramePool(null);
+        var frames = new uint[1200];
+        for (int i = 0; i < frames.Length; i++) Assert.True(pool.TryAllocate(out frames[i]));
+        Assert.Equal(Enumerable.Range(0, frames.Length).Select(i => (uint)i), frames); // a fresh pool hands out 0, 1, 2...
+        foreach (uint f in new uint[] { 700, 5, 1100, 64, 63 }) pool.Free(f);
+        Assert.True(pool.ReleaseFree() == 5 || !OperatingSystem.IsLinux());
+        foreach (uint f in new uint[] { 900, 3 }) pool.Free(f); // still held: these come first, lowest first
+        var taken = new uint[7];
+        for (int i = 0; i < taken.Length; i++) Assert.True(pool.TryAllocate(out taken[i]));
+        uint[] expected = OperatingSystem.IsLinux() ? [3, 900, 5, 63, 64, 700, 1100] : [3, 5, 63, 64, 700, 900, 1100];
+        Assert.Equal(expected, taken);
+        Assert.Equal(0, pool.FramesUnreleased);
+        Assert.True(pool.TryAllocate(out uint next));
+        Assert.Equal((uint)frames.Length, next); // then the rest of the last chunk
+    }
+
+    /// <summary>
+    /// Random takes, frees, reference changes and releases against a model of the pool: every frame handed out is one the
+    /// model has free, the counts agree after every step, and no frame in use is ever given back to the system (its bytes,
+    /// a pattern of its own, survive every release).
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void ThePoolAgreesWithAModelThroughRandomTakesFreesAndReleases(int seed)
+    {
+        using var pool = new FramePool(null);
+        var rng = new Random(seed);
+        var inUse = new Dictionary<uint, int>(); // frame -> reference count
+        long unreleased = 0;
+        for (int step = 0; step < 20_000; step++)
+        {
+            int op = rng.Next(100);
+            if (op < 45 || inUse.Count == 0)
+            {
+                Assert.True(pool.TryAllocate(out uint f));
+                Assert.False(inUse.ContainsKey(f), $"frame {f} handed out while in use");
+                if (unreleased > 0) unreleased--; // a frame still held is taken before any released one
+                inUse[f] = 1;
+                pool.Span(f).Fill((byte)(f * 7 + 1));
+            }
+            else if (op < 80)
+            {
+                uint f = inUse.Keys.ElementAt(rng.Next(inUse.Count));
+                if (rng.Next(4) == 0)
+                {
+                    int n = inUse[f] + rng.Next(1, 300);
+                    pool.SetRefCount(f, n);
+                    inUse[f] = n;
+                }
+                else if (inUse[f] > 1) inUse[f] = pool.DropReference(f);
+                else
+                {
+                    Assert.Equal(0, pool.DropReference(f));
+                    pool.Free(f);
+                    inUse.Remove(f);
+                    unreleased++;
+                }
+            }
+            else if (op < 83)
+            {
+                long released = pool.ReleaseFree();
+                Assert.Equal(OperatingSystem.IsLinux() ? unreleased : 0, released);
+                if (OperatingSystem.IsLinux()) unreleased = 0;
+            }
+            else
+            {
+                uint f = inUse.Keys.ElementAt(rng.Next(inUse.Count));
+                Assert.Equal(inUse[f], pool.RefCount(f));
+            }
+            Assert.Equal(inUse.Count, pool.FramesInUse);
+            Assert.Equal(unreleased, pool.FramesUnreleased);
+        }
+        pool.ReleaseFree();
+        foreach (var (f, n) in inUse)
+        {
+            Assert.Equal(n, pool.RefCount(f));
+            Assert.True(pool.IsInUse(f));
+            Assert.True(pool.Span(f).IndexOfAnyExcept((byte)(f * 7 + 1)) < 0, $"frame {f} in use lost its bytes");
+        }
     }
 
     [Fact]

@@ -305,9 +305,8 @@ public class SharedCompressionTests(ITestOutputHelper output)
                 b.ReadPage(g);
             }
         var ids = Enumerable.Range(0, n).Where(g => g % 8 == 0).ToDictionary(g => g, g => a.GetPage(g).SharedBlob);
-        var result = host.Store.Compact((owner, oldHandle, newHandle) =>
-            Compression.SharedBlobTable.IsSharedOwner(owner)
-            && host.SharedBlobs.Relocate(Compression.SharedBlobTable.IdOfOwner(owner), oldHandle, newHandle), 0.9);
+        // The shared blobs' table's own walk: the store's blobs here are all shared blobs.
+        var result = host.Store.Compact(host.SharedBlobs.MoveBlobs, 0.9);
         Assert.True(result.BlobsMoved > 0, "compaction moved no shared blob");
         TestMemory.AssertFrameAccounting(host);
         foreach (var (g, id) in ids)

@@ -22,7 +22,7 @@ public class CompactStoreAllocationTests
             {
                 ref ulong slot = ref ring[next % window];
                 if (slot != 0) store.Free(slot);
-                if (!store.TryAllocate(lengths[next & (lengths.Length - 1)], (ulong)next, out slot))
+                if (!store.TryAllocate(lengths[next & (lengths.Length - 1)], out slot))
                     throw new InvalidOperationException("allocation failed");
                 store.Get(slot)[0] = 1;
             }
@@ -46,7 +46,7 @@ public class CompactStoreAllocationTests
             for (int r = 0; r < rounds; r++)
             {
                 for (int i = 0; i < handles.Length; i++)
-                    if (!store.TryStore(payload.AsSpan(0, 1 + (i * 37 + r) % 4096), (ulong)i, out handles[i]))
+                    if (!store.TryStore(payload.AsSpan(0, 1 + (i * 37 + r) % 4096), out handles[i]))
                         throw new InvalidOperationException("allocation failed");
                 // Everything goes: every slab is released and comes back from the cache next round.
                 for (int i = 0; i < handles.Length; i++) store.Free(handles[i]);

@@ -17,7 +17,6 @@ public class CompactStoreHandleTests
         Assert.False(store.IsLive(handle));
         AssertInvalid(() => store.Get(handle));
         AssertInvalid(() => store.LengthOf(handle));
-        AssertInvalid(() => store.OwnerOf(handle));
         AssertInvalid(() => store.Free(handle));
     }
 
@@ -25,22 +24,21 @@ public class CompactStoreHandleTests
     public void InvalidHandlesAreRejected()
     {
         using var store = new CompactStore();
-        Assert.True(store.TryAllocate(100, 7, out ulong live));
+        Assert.True(store.TryAllocate(100, out ulong live));
         foreach (ulong bad in new[] { 0UL, 1UL, ulong.MaxValue, 1UL << 48, live | 1UL << 48, live + 1, live ^ (1UL << 13),
                      live + (1UL << 24), 0xFFFF_FFFF_FFFFUL, CompactStore.MakeHandle(CompactStore.MaxSlabId, 0, 1) })
             AssertAllInvalid(store, bad);
         // Nothing changed.
         Assert.Equal(1, store.LiveBlobs);
         Assert.Equal(100, store.LengthOf(live));
-        Assert.Equal(7UL, store.OwnerOf(live));
     }
 
     [Fact]
     public void DoubleFreeIsRejected()
     {
         using var store = new CompactStore();
-        Assert.True(store.TryAllocate(10, 1, out ulong a));
-        Assert.True(store.TryAllocate(10, 2, out ulong b));
+        Assert.True(store.TryAllocate(10, out ulong a));
+        Assert.True(store.TryAllocate(10, out ulong b));
         store.Free(a);
         AssertAllInvalid(store, a);
         Assert.Equal(1, store.LiveBlobs);
@@ -52,16 +50,15 @@ public class CompactStoreHandleTests
     public void StaleHandleToAReusedSlotIsRejected()
     {
         using var store = new CompactStore();
-        Assert.True(store.TryAllocate(50, 1, out ulong keep));
-        Assert.True(store.TryStore(new byte[] { 1, 2, 3 }, 2, out ulong old));
+        Assert.True(store.TryAllocate(50, out ulong keep));
+        Assert.True(store.TryStore(new byte[] { 1, 2, 3 }, out ulong old));
         store.Free(old);
-        Assert.True(store.TryStore(new byte[] { 9, 9 }, 3, out ulong reused));
+        Assert.True(store.TryStore(new byte[] { 9, 9 }, out ulong reused));
         // Same slab and slot, new generation.
         Assert.Equal(old >> CompactStore.GenerationBits, reused >> CompactStore.GenerationBits);
         Assert.NotEqual(old, reused);
         AssertAllInvalid(store, old);
         Assert.Equal(new byte[] { 9, 9 }, store.Get(reused).ToArray());
-        Assert.Equal(3UL, store.OwnerOf(reused));
         Assert.True(store.IsLive(keep));
     }
 
@@ -69,7 +66,7 @@ public class CompactStoreHandleTests
     public void StaleHandleToAReleasedAndReusedSlabIsRejected()
     {
         using var store = new CompactStore();
-        Assert.True(store.TryAllocate(4096, 1, out ulong old));
+        Assert.True(store.TryAllocate(4096, out ulong old));
         store.Free(old);
         Assert.Equal(0, store.AllocatedBytes);
         AssertAllInvalid(store, old);
@@ -77,7 +74,7 @@ public class CompactStoreHandleTests
         var handles = new List<ulong>();
         for (int i = 0; i < 2000; i++)
         {
-            Assert.True(store.TryAllocate(32, (ulong)i, out ulong h));
+            Assert.True(store.TryAllocate(32, out ulong h));
             handles.Add(h);
         }
         Assert.Equal(old >> (CompactStore.GenerationBits + CompactStore.SlotBits), handles[0] >> (CompactStore.GenerationBits + CompactStore.SlotBits));
@@ -86,7 +83,7 @@ public class CompactStoreHandleTests
         foreach (var h in Enumerable.Reverse(handles)) store.Free(h);
         Assert.Equal(0, store.AllocatedBytes);
         // And back to the first class, same slab id and slot: the generation carried on.
-        Assert.True(store.TryAllocate(4096, 2, out ulong again));
+        Assert.True(store.TryAllocate(4096, out ulong again));
         Assert.Equal(old >> CompactStore.GenerationBits, again >> CompactStore.GenerationBits);
         Assert.NotEqual(old, again);
         AssertAllInvalid(store, old);
@@ -103,7 +100,7 @@ public class CompactStoreHandleTests
         var handles = new List<ulong>();
         for (int i = 0; i < 40_000; i++)
         {
-            Assert.True(store.TryAllocate(rng.Next(1, 33), (ulong)i, out ulong h));
+            Assert.True(store.TryAllocate(rng.Next(1, 33), out ulong h));
             Assert.InRange(h, 1UL, (1UL << 48) - 1);
             Assert.True(seen.Add(h));
             handles.Add(h);
@@ -112,7 +109,7 @@ public class CompactStoreHandleTests
             for (int i = 0; i < handles.Count; i++)
             {
                 store.Free(handles[i]);
-                Assert.True(store.TryAllocate(rng.Next(1, CompactStore.MaxBlobLength + 1), (ulong)i, out ulong h));
+                Assert.True(store.TryAllocate(rng.Next(1, CompactStore.MaxBlobLength + 1), out ulong h));
                 Assert.InRange(h, 1UL, (1UL << 48) - 1);
                 handles[i] = h;
             }
@@ -129,16 +126,16 @@ public class CompactStoreHandleTests
         var handles = new List<ulong>();
         for (int i = 0; i < 15; i++)
         {
-            Assert.True(store.TryAllocate(4096, (ulong)i, out ulong h));
+            Assert.True(store.TryAllocate(4096, out ulong h));
             handles.Add(h);
         }
         long allocated = store.AllocatedBytes, stored = store.StoredBytes, live = store.LiveBlobs, slots = store.SlotBytes;
         Assert.Equal(60L * 1024, allocated);
-        Assert.False(store.TryAllocate(4096, 99, out ulong none));
+        Assert.False(store.TryAllocate(4096, out ulong none));
         Assert.Equal(0UL, none);
-        Assert.False(store.TryStore(new byte[100], 99, out none));
+        Assert.False(store.TryStore(new byte[100], out none));
         Assert.Equal(0UL, none);
-        Assert.False(store.TryAllocate(1, 99, out none));
+        Assert.False(store.TryAllocate(1, out none));
         Assert.Equal(0UL, none);
         Assert.Equal(allocated, store.AllocatedBytes);
         Assert.Equal(stored, store.StoredBytes);
@@ -148,13 +145,13 @@ public class CompactStoreHandleTests
 
         // A free slot in an existing slab is still usable at the limit (handles 1 and 2 share the 8 KiB slab).
         store.Free(handles[1]);
-        Assert.True(store.TryAllocate(4090, 100, out _));
+        Assert.True(store.TryAllocate(4090, out _));
         Assert.Equal(allocated, store.AllocatedBytes);
-        Assert.False(store.TryAllocate(4090, 101, out _));
+        Assert.False(store.TryAllocate(4090, out _));
         // Releasing a whole slab (the first, 4 KiB, of one blob) makes room for another class's first slab.
         store.Free(handles[0]);
         Assert.Equal(56L * 1024, store.AllocatedBytes);
-        Assert.True(store.TryAllocate(1, 102, out _));
+        Assert.True(store.TryAllocate(1, out _));
         Assert.Equal(allocated, store.AllocatedBytes);
     }
 
@@ -164,16 +161,16 @@ public class CompactStoreHandleTests
         using var store = new CompactStore();
         foreach (int bad in new[] { 0, -1, 4097, int.MaxValue, int.MinValue })
         {
-            var e = Assert.Throws<DEException>(() => store.TryAllocate(bad, 1, out _));
+            var e = Assert.Throws<DEException>(() => store.TryAllocate(bad, out _));
             Assert.Equal("StoreBlobLengthInvalid", e.ErrorId);
         }
-        Assert.Equal("StoreBlobLengthInvalid", Assert.Throws<DEException>(() => store.TryStore(ReadOnlySpan<byte>.Empty, 1, out _)).ErrorId);
-        Assert.Equal("StoreBlobLengthInvalid", Assert.Throws<DEException>(() => store.TryStore(new byte[4097], 1, out _)).ErrorId);
+        Assert.Equal("StoreBlobLengthInvalid", Assert.Throws<DEException>(() => store.TryStore(ReadOnlySpan<byte>.Empty, out _)).ErrorId);
+        Assert.Equal("StoreBlobLengthInvalid", Assert.Throws<DEException>(() => store.TryStore(new byte[4097], out _)).ErrorId);
         Assert.Equal(0, store.AllocatedBytes);
         Assert.Equal("StoreLimitInvalid", Assert.Throws<DEException>(() => new CompactStore(0)).ErrorId);
         Assert.Equal("StoreThresholdInvalid", Assert.Throws<DEException>(() => store.NeedsCompaction(double.NaN)).ErrorId);
-        Assert.Equal("StoreThresholdInvalid", Assert.Throws<DEException>(() => store.Compact((_, _, _) => true, 0)).ErrorId);
-        Assert.Equal("StoreThresholdInvalid", Assert.Throws<DEException>(() => store.Compact((_, _, _) => true, 1.5)).ErrorId);
+        Assert.Equal("StoreThresholdInvalid", Assert.Throws<DEException>(() => store.Compact(_ => { }, 0)).ErrorId);
+        Assert.Equal("StoreThresholdInvalid", Assert.Throws<DEException>(() => store.Compact(_ => { }, 1.5)).ErrorId);
     }
 
     [Fact]
@@ -208,13 +205,12 @@ public class CompactStoreHandleTests
         {
             var bytes = new byte[length];
             bytes.AsSpan().Fill((byte)length);
-            Assert.True(store.TryStore(bytes, ulong.MaxValue - (ulong)length, out handles[length - 1]));
+            Assert.True(store.TryStore(bytes, out handles[length - 1]));
         }
         for (int length = 1; length <= 4096; length++)
         {
             ulong h = handles[length - 1];
             Assert.Equal(length, store.LengthOf(h));
-            Assert.Equal(ulong.MaxValue - (ulong)length, store.OwnerOf(h));
             var span = store.Get(h);
             Assert.Equal(length, span.Length);
             Assert.True(span.IndexOfAnyExcept((byte)length) < 0);
@@ -226,11 +222,11 @@ public class CompactStoreHandleTests
     public void FreedSlotsAreWipedBeforeReuse()
     {
         using var store = new CompactStore();
-        Assert.True(store.TryAllocate(64, 1, out ulong keep));
+        Assert.True(store.TryAllocate(64, out ulong keep));
         var secret = Enumerable.Repeat((byte)0xA5, 64).ToArray();
-        Assert.True(store.TryStore(secret, 2, out ulong h));
+        Assert.True(store.TryStore(secret, out ulong h));
         store.Free(h);
-        Assert.True(store.TryAllocate(64, 3, out ulong again));
+        Assert.True(store.TryAllocate(64, out ulong again));
         Assert.Equal(h >> CompactStore.GenerationBits, again >> CompactStore.GenerationBits);
         Assert.True(store.Get(again).IndexOfAnyExcept((byte)0) < 0);
         store.Free(keep);
@@ -240,12 +236,12 @@ public class CompactStoreHandleTests
     public void DisposeReleasesEverything()
     {
         var store = new CompactStore();
-        Assert.True(store.TryAllocate(1000, 1, out ulong h));
+        Assert.True(store.TryAllocate(1000, out ulong h));
         store.Dispose();
         Assert.Equal(0, store.AllocatedBytes);
         Assert.Equal(0, store.LiveBlobs);
         Assert.Throws<ObjectDisposedException>(() => store.Get(h));
-        Assert.Throws<ObjectDisposedException>(() => store.TryAllocate(1, 1, out _));
+        Assert.Throws<ObjectDisposedException>(() => store.TryAllocate(1, out _));
         store.Free(h); // a no-op once disposed
         store.Dispose();
     }

@@ -38,7 +38,7 @@ public class CompactStoreModelTests
                 ulong handle;
                 if (rng.Next(2) == 0)
                 {
-                    Assert.True(store.TryAllocate(length, owner, out handle));
+                    Assert.True(store.TryAllocate(length, out handle));
                     var span = store.Get(handle);
                     Assert.Equal(length, span.Length);
                     Assert.True(span.IndexOfAnyExcept((byte)0) < 0, "a new blob must start zeroed");
@@ -46,7 +46,7 @@ public class CompactStoreModelTests
                 }
                 else
                 {
-                    Assert.True(store.TryStore(bytes, owner, out handle));
+                    Assert.True(store.TryStore(bytes, out handle));
                 }
                 Assert.NotEqual(0UL, handle);
                 Assert.True(handle < 1UL << 48, $"handle 0x{handle:X} does not fit in 48 bits");
@@ -73,20 +73,17 @@ public class CompactStoreModelTests
                 var blob = model[owner];
                 Assert.True(store.Get(blob.Handle).SequenceEqual(blob.Bytes), $"blob of owner {owner} read back wrong");
                 Assert.Equal(blob.Bytes.Length, store.LengthOf(blob.Handle));
-                Assert.Equal(owner, store.OwnerOf(blob.Handle));
             }
 
             if (op % 7 == 0) CheckCounters(store, model.Count, modelStored, modelSlots);
             if (op % 10_000 == 0) CheckCounters(store, model);
             if (op % 50_000 == 49_999)
             {
-                // Compaction in the middle of the run: every owner accepts.
-                var result = store.Compact((owner, oldHandle, newHandle) =>
+                // Compaction in the middle of the run: every blob handed over.
+                var result = store.Compact(mover =>
                 {
-                    var blob = model[owner];
-                    Assert.Equal(blob.Handle, oldHandle);
-                    blob.Handle = newHandle;
-                    return true;
+                    foreach (var blob in model.Values)
+                        if (mover.Wants(blob.Handle)) blob.Handle = mover.Move(blob.Handle);
                 }, 1.0);
                 Assert.Equal(0, result.BlobsRefused);
                 CheckCounters(store, model);
@@ -115,7 +112,7 @@ public class CompactStoreModelTests
         for (int c = 0; c < CompactStore.SizeClassCount; c++)
         {
             int slot = c < 32 ? (c + 1) * 32 : 1024 + (c - 31) * 64;
-            Assert.True(store.TryAllocate(slot, (ulong)c, out ulong h));
+            Assert.True(store.TryAllocate(slot, out ulong h));
             handles.Add(h);
         }
         Assert.Equal(CompactStore.SizeClassCount * 4096L, store.AllocatedBytes);
@@ -139,7 +136,7 @@ public class CompactStoreModelTests
             int length = RandomLength(rng);
             // Most blobs in a few classes (many slabs), a few in the rest (one or two small slabs).
             if (rng.Next(4) != 0) length = 1 + rng.Next(3) * 1500;
-            Assert.True(store.TryAllocate(length, (ulong)i, out _));
+            Assert.True(store.TryAllocate(length, out _));
             int slot = CompactStore.SlotSizeFor(length);
             counts[slot] = counts.GetValueOrDefault(slot) + 1;
         }
@@ -170,21 +167,25 @@ public class CompactStoreModelTests
         using var store = new CompactStore();
         int made = 8 * CompactStore.SlotsPerSlab(slot);
         var handles = new ulong[made];
-        for (int i = 0; i < made; i++) Assert.True(store.TryAllocate(slot, (ulong)i, out handles[i]));
+        for (int i = 0; i < made; i++) Assert.True(store.TryAllocate(slot, out handles[i]));
         Assert.Equal(CompactStore.SlabsFor(slot, made).Bytes, store.AllocatedBytes);
         var rng = new Random(slot + kept);
         var keep = Enumerable.Range(0, made).OrderBy(_ => rng.Next()).Take(kept).ToHashSet();
         for (int i = 0; i < made; i++)
-            if (!keep.Contains(i)) store.Free(handles[i]);
-        store.Compact((_, _, _) => true);
+            if (!keep.Contains(i))
+            {
+                store.Free(handles[i]);
+                handles[i] = 0;
+            }
+        store.Compact(StoreWalks.All(handles));
         Assert.Equal(store.AllocatedBytes - CompactStore.LeastSlabsFor(slot, kept).Bytes, store.UnsettledBytes);
-        store.Settle((_, _, _) => true);
+        store.Settle(StoreWalks.All(handles));
         Assert.Equal(kept, store.LiveBlobs);
         Assert.Equal(CompactStore.LeastSlabsFor(slot, kept).Bytes, store.AllocatedBytes);
         Assert.Equal(0, store.UnsettledBytes);
         Assert.True(CompactStore.LeastSlabsFor(slot, kept).Bytes <= CompactStore.SlabsFor(slot, kept).Bytes);
         // Settling again finds nothing to do.
-        var again = store.Settle((_, _, _) => throw new InvalidOperationException("nothing to move"));
+        var again = store.Settle(StoreWalks.Never);
         Assert.Equal(0, again.BlobsMoved);
     }
 
@@ -207,7 +208,7 @@ public class CompactStoreModelTests
                 int length = CompactStoreModelTests.RandomLength(rng);
                 var bytes = new byte[length];
                 rng.NextBytes(bytes);
-                Assert.True(store.TryStore(bytes, next, out ulong h));
+                Assert.True(store.TryStore(bytes, out ulong h));
                 live[next++] = (h, bytes);
             }
             foreach (var owner in live.Keys.Where(_ => rng.Next(3) == 0).ToList())
@@ -220,11 +221,10 @@ public class CompactStoreModelTests
             .Sum(g => CompactStore.LeastSlabsFor(g.Key, g.Count()).Bytes);
         long before = store.AllocatedBytes;
         Assert.True(store.UnsettledBytes > 0 && store.UnsettledBytes <= before - expected);
-        var result = store.Settle((owner, old, moved) =>
+        var result = store.Settle(mover =>
         {
-            Assert.Equal(live[owner].Handle, old);
-            live[owner] = (moved, live[owner].Bytes);
-            return true;
+            foreach (var owner in live.Keys.ToList())
+                if (mover.Wants(live[owner].Handle)) live[owner] = (mover.Move(live[owner].Handle), live[owner].Bytes);
         });
         Assert.True(result.BlobsMoved > 0);
         Assert.Equal(before - result.BytesReleased + result.BytesMade, store.AllocatedBytes);
@@ -282,7 +282,7 @@ public class CompactStoreModelTests
             perSlot[CompactStore.SlotSizeFor(length)] = perSlot.GetValueOrDefault(CompactStore.SlotSizeFor(length)) + 3;
             for (int i = 0; i < 3; i++)
             {
-                Assert.True(store.TryAllocate(length, (ulong)(c * 10 + i + 1), out ulong h));
+                Assert.True(store.TryAllocate(length, out ulong h));
                 handles.Add(h);
             }
         }
@@ -300,7 +300,7 @@ public class CompactStoreModelTests
         Assert.Equal(0, store.TrimSlabCache());
         // The blobs still in the store read back; a class whose cache was dropped makes a new slab as before.
         Assert.Equal(64, store.LengthOf(handles[0]));
-        Assert.True(store.TryAllocate(1000, 999, out ulong again));
+        Assert.True(store.TryAllocate(1000, out ulong again));
         Assert.Equal(1000, store.LengthOf(again));
         Assert.Equal(full - released + CompactStore.SlabsFor(CompactStore.SlotSizeFor(1000), 1).Metadata, store.MetadataBytes);
     }
@@ -342,7 +342,6 @@ public class CompactStoreModelTests
         foreach (var (owner, blob) in model)
         {
             Assert.True(store.Get(blob.Handle).SequenceEqual(blob.Bytes), $"blob of owner {owner} read back wrong");
-            Assert.Equal(owner, store.OwnerOf(blob.Handle));
         }
     }
 }
