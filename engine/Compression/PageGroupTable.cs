@@ -37,17 +37,21 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// <summary>Longest stream a group may have.</summary>
     public const int MaxStreamBytes = MaxPieces * CompactStore.MaxBlobLength;
 
-    /// <summary>Managed bytes one group's record takes.</summary>
-    public const int RecordBytes = MaxPieces * sizeof(ulong) + sizeof(ulong) + 2 * sizeof(int) + 2 * sizeof(ushort) + 5;
+    /// <summary>
+    /// Managed bytes one group's record takes: four piece handles of 6 bytes (a store handle fits 48 bits, a swap slot 32),
+    /// the stream's checksum, the live-member mask, the stream's and the singles' lengths, the domain, and the member
+    /// count, piece count, codec and two flags in 2 bytes (57 bytes until session 21).
+    /// </summary>
+    public const int RecordBytes = MaxPieces * 6 + sizeof(ulong) + 2 * sizeof(int) + 3 * sizeof(ushort);
 
     /// <summary>
-    /// 128 records a chunk (7.3 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
+    /// 128 records a chunk (5.9 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
     /// of 2 MiB; the chunk table grows by one pointer per 512 grouped pages.
     /// </summary>
     private const int ChunkShift = 7;
 
-    /// <summary>A chunk's arrays' object headers (11 arrays) and the chunk object's.</summary>
-    private const int ChunkOverheadBytes = 11 * 24 + 16;
+    /// <summary>A chunk's arrays' object headers (8 arrays) and the chunk object's.</summary>
+    private const int ChunkOverheadBytes = 8 * 24 + 16;
 
     /// <summary>Records a chunk holds.</summary>
     public const int RecordsPerChunk = 1 << ChunkShift;
@@ -104,10 +108,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         lock (StripeLock(id))
         {
             var (c, i) = Slot(id);
-            pieces.CopyTo(c.Pieces.AsSpan(i * MaxPieces, MaxPieces));
-            c.PieceCount[i] = (byte)pieces.Length;
-            c.Count[i] = (byte)members;
-            c.Codec[i] = (byte)codec;
+            for (int p = 0; p < pieces.Length; p++) c.SetPiece(i, p, pieces[p]);
+            c.SetShape(i, members, pieces.Length, codec);
             c.Live[i] = members == 32 ? uint.MaxValue : (1u << members) - 1;
             c.Length[i] = (ushort)length;
             c.Hash[i] = streamHash;
@@ -129,16 +131,16 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public GroupRecord RecordLocked(uint id)
     {
         var (c, i) = Slot(id);
-        return new GroupRecord(c.Domain[i], (CompressionAlgorithm)c.Codec[i], c.Count[i], c.Live[i], c.Length[i], c.Hash[i],
-            c.Singles[i], c.PieceCount[i], c.Swapped[i] != 0);
+        return new GroupRecord(c.Domain[i], c.Codec(i), c.Count(i), c.Live[i], c.Length[i], c.Hash[i],
+            c.Singles[i], c.PieceCount(i), c.Swapped(i));
     }
 
     /// <summary>The store handle of one piece of a live group's stream; under the stripe lock.</summary>
     public ulong PieceLocked(uint id, int piece)
     {
         var (c, i) = Slot(id);
-        if ((uint)piece >= c.PieceCount[i]) throw new ArgumentOutOfRangeException(nameof(piece));
-        return c.Pieces[i * MaxPieces + piece];
+        if ((uint)piece >= c.PieceCount(i)) throw new ArgumentOutOfRangeException(nameof(piece));
+        return c.Piece(i, piece);
     }
 
     /// <summary>A live group's record, read under its stripe lock; null when <paramref name="id"/> names none.</summary>
@@ -156,16 +158,16 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     {
         var (c, i) = Slot(id);
         int at = 0;
-        for (int p = 0; p < c.PieceCount[i]; p++)
+        for (int p = 0; p < c.PieceCount(i); p++)
         {
-            if (c.Swapped[i] == 0)
+            if (!c.Swapped(i))
             {
-                var piece = store.Get(c.Pieces[i * MaxPieces + p]);
+                var piece = store.Get(c.Piece(i, p));
                 piece.CopyTo(destination[at..]);
                 at += piece.Length;
                 continue;
             }
-            uint slot = (uint)c.Pieces[i * MaxPieces + p];
+            uint slot = (uint)c.Piece(i, p);
             if (swap is null || !swap.TryRead(slot, bounce))
                 throw new InvalidDataException($"swap slot {slot} (piece {p} of page group {id}) does not match its checksum");
             int n = Math.Min(CompactStore.MaxBlobLength, c.Length[i] - at);
@@ -180,9 +182,9 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public int PiecesInStoreLocked(uint id, Span<ulong> handles)
     {
         var (c, i) = Slot(id);
-        if (c.Live[i] == 0 || c.Swapped[i] != 0) return 0;
-        for (int p = 0; p < c.PieceCount[i]; p++) handles[p] = c.Pieces[i * MaxPieces + p];
-        return c.PieceCount[i];
+        if (c.Live[i] == 0 || c.Swapped(i)) return 0;
+        for (int p = 0; p < c.PieceCount(i); p++) handles[p] = c.Piece(i, p);
+        return c.PieceCount(i);
     }
 
     /// <summary>
@@ -193,15 +195,15 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public bool MoveToSwapLocked(uint id, ReadOnlySpan<ulong> handles, ReadOnlySpan<uint> slots, CompactStore store)
     {
         var (c, i) = Slot(id);
-        if (c.Live[i] == 0 || c.Swapped[i] != 0 || c.PieceCount[i] != handles.Length) return false;
+        if (c.Live[i] == 0 || c.Swapped(i) || c.PieceCount(i) != handles.Length) return false;
         for (int p = 0; p < handles.Length; p++)
-            if (c.Pieces[i * MaxPieces + p] != handles[p]) return false;
+            if (c.Piece(i, p) != handles[p]) return false;
         for (int p = 0; p < handles.Length; p++)
         {
             store.Free(handles[p]);
-            c.Pieces[i * MaxPieces + p] = slots[p];
+            c.SetPiece(i, p, slots[p]);
         }
-        c.Swapped[i] = 1;
+        c.SetSwapped(i, true);
         Interlocked.Increment(ref _inSwap);
         return true;
     }
@@ -223,18 +225,20 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             RelistLocked(id);
             return;
         }
-        for (int p = 0; p < c.PieceCount[i]; p++)
+        bool swapped = c.Swapped(i);
+        for (int p = 0; p < c.PieceCount(i); p++)
         {
-            if (c.Swapped[i] == 0) store.Free(c.Pieces[i * MaxPieces + p]);
-            else swap?.Release((uint)c.Pieces[i * MaxPieces + p]);
-            c.Pieces[i * MaxPieces + p] = 0;
+            if (!swapped) store.Free(c.Piece(i, p));
+            else swap?.Release((uint)c.Piece(i, p));
+            c.SetPiece(i, p, 0);
         }
-        if (c.Swapped[i] != 0) Interlocked.Decrement(ref _inSwap);
-        c.Swapped[i] = 0;
-        c.PieceCount[i] = 0;
+        if (swapped) Interlocked.Decrement(ref _inSwap);
+        bool dirty = c.Dirty(i);
+        c.SetShape(i, 0, 0, default);
+        c.SetDirty(i, dirty); // a listed id is recycled when the list is taken (TakeDirty)
         c.Length[i] = 0;
         Interlocked.Decrement(ref _live);
-        if (c.Dirty[i] == 0) Recycle(id); // a listed id is recycled when the list is taken (TakeDirty)
+        if (!dirty) Recycle(id); // a listed id is recycled when the list is taken (TakeDirty)
     }
 
     /// <summary>
@@ -244,8 +248,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public void RelistLocked(uint id)
     {
         var (c, i) = Slot(id);
-        if (c.Live[i] == 0 || c.Dirty[i] != 0) return;
-        c.Dirty[i] = 1;
+        if (c.Live[i] == 0 || c.Dirty(i)) return;
+        c.SetDirty(i, true);
         lock (_dirtyGate)
         {
             if (_dirtyCount == _dirty.Length) Array.Resize(ref _dirty, _dirty.Length * 2);
@@ -276,7 +280,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             lock (StripeLock(id))
             {
                 var (c, i) = Slot(id);
-                c.Dirty[i] = 0;
+                c.SetDirty(i, false);
                 if (c.Live[i] != 0)
                 {
                     into.Add(id);
@@ -300,15 +304,15 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             if (TryChunk(id, out int i) is not { } c) continue;
             // Read without the lock first, a hint: most groups hold nothing the compaction moves.
             bool wanted = false;
-            for (int p = 0; p < MaxPieces && !wanted; p++) wanted = mover.Wants(Volatile.Read(ref c.Pieces[i * MaxPieces + p]));
+            for (int p = 0; p < MaxPieces && !wanted; p++) wanted = mover.Wants(c.Piece(i, p));
             if (!wanted) continue;
             lock (StripeLock(id))
             {
-                if (c.Live[i] == 0 || c.Swapped[i] != 0) continue;
-                for (int p = 0; p < c.PieceCount[i]; p++)
+                if (c.Live[i] == 0 || c.Swapped(i)) continue;
+                for (int p = 0; p < c.PieceCount(i); p++)
                 {
-                    ref ulong piece = ref c.Pieces[i * MaxPieces + p];
-                    if (mover.Wants(piece)) piece = mover.Move(piece);
+                    ulong piece = c.Piece(i, p);
+                    if (mover.Wants(piece)) c.SetPiece(i, p, mover.Move(piece));
                 }
             }
         }
@@ -316,18 +320,43 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
 
     internal sealed class Chunk
     {
-        public readonly ulong[] Pieces = new ulong[(1 << ChunkShift) * MaxPieces];
+        // Flags: member count (bits 0-5), piece count (6-8), codec (9-12), listed dirty (13), stream in swap (14).
+        private const int PiecesShift = 6, CodecShift = 9;
+        private const ushort DirtyBit = 1 << 13, SwappedBit = 1 << 14;
+
+        /// <summary>Per piece, its handle's low 32 bits (a swap slot whole) and its high 16 bits.</summary>
+        private readonly uint[] _piecesLow = new uint[(1 << ChunkShift) * MaxPieces];
+        private readonly ushort[] _piecesHigh = new ushort[(1 << ChunkShift) * MaxPieces];
         public readonly ulong[] Hash = new ulong[1 << ChunkShift];
         public readonly uint[] Live = new uint[1 << ChunkShift];
         public readonly ushort[] Length = new ushort[1 << ChunkShift];
         public readonly ushort[] Singles = new ushort[1 << ChunkShift];
         public readonly int[] Domain = new int[1 << ChunkShift];
-        public readonly byte[] Count = new byte[1 << ChunkShift];
-        public readonly byte[] PieceCount = new byte[1 << ChunkShift];
-        public readonly byte[] Codec = new byte[1 << ChunkShift];
-        public readonly byte[] Dirty = new byte[1 << ChunkShift];
-        /// <summary>1 when the stream's pieces are swap slots, not store handles.</summary>
-        public readonly byte[] Swapped = new byte[1 << ChunkShift];
+        private readonly ushort[] _flags = new ushort[1 << ChunkShift];
+
+        /// <summary>Piece <paramref name="p"/> of record <paramref name="i"/>: a store handle, or a swap slot.</summary>
+        public ulong Piece(int i, int p) =>
+            Volatile.Read(ref _piecesLow[i * MaxPieces + p]) | ((ulong)Volatile.Read(ref _piecesHigh[i * MaxPieces + p]) << 32);
+
+        public void SetPiece(int i, int p, ulong handle)
+        {
+            if (handle >> 48 != 0) throw new InvalidOperationException($"A piece handle of 0x{handle:X} does not fit the group record's 48 bits.");
+            _piecesLow[i * MaxPieces + p] = (uint)handle;
+            _piecesHigh[i * MaxPieces + p] = (ushort)(handle >> 32);
+        }
+
+        public int Count(int i) => _flags[i] & 0x3F;
+        public int PieceCount(int i) => (_flags[i] >> PiecesShift) & 0x7;
+        public CompressionAlgorithm Codec(int i) => (CompressionAlgorithm)((_flags[i] >> CodecShift) & 0xF);
+        public bool Dirty(int i) => (_flags[i] & DirtyBit) != 0;
+        public bool Swapped(int i) => (_flags[i] & SwappedBit) != 0;
+
+        /// <summary>Sets member count, piece count and codec, and clears both flags.</summary>
+        public void SetShape(int i, int members, int pieces, CompressionAlgorithm codec) =>
+            _flags[i] = (ushort)(members | (pieces << PiecesShift) | ((int)codec << CodecShift));
+
+        public void SetDirty(int i, bool on) => _flags[i] = (ushort)(on ? _flags[i] | DirtyBit : _flags[i] & ~DirtyBit);
+        public void SetSwapped(int i, bool on) => _flags[i] = (ushort)(on ? _flags[i] | SwappedBit : _flags[i] & ~SwappedBit);
     }
 }
 

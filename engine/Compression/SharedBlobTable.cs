@@ -18,18 +18,19 @@ namespace DifferenceEngine.Compression;
 /// stripe lock (<see cref="IdSlotTable{TChunk}.StripeLock"/>): so a read never races the blob's move or free. Ids are allocated and
 /// recycled under a table-wide gate, taken after a stripe lock and never before one. Chunks of slots never move
 /// once allocated, so a slot is read without the gate.</para>
-/// <para>Metadata: 12 bytes a slot (handle and count), in chunks of 256, plus 4 for a recycled id.</para>
+/// <para>Metadata: 10 bytes a slot (a 48-bit handle and the count; 12 until session 21), in chunks of 256, plus 4 for a
+/// recycled id.</para>
 /// </remarks>
 internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(ChunkShift, uint.MaxValue, static () => new Chunk())
 {
-    /// <summary>256 slots a chunk (3 KiB): a chunk of 4,096 (48 KiB) was most of a small host's shared-blob bookkeeping.</summary>
+    /// <summary>256 slots a chunk (2.6 KiB): a chunk of 4,096 (48 KiB) was most of a small host's shared-blob bookkeeping.</summary>
     private const int ChunkShift = 8;
 
-    /// <summary>A chunk's two arrays' object headers and the chunk object's.</summary>
-    private const int ChunkOverheadBytes = 2 * 24 + 16;
+    /// <summary>A chunk's three arrays' object headers and the chunk object's.</summary>
+    private const int ChunkOverheadBytes = 3 * 24 + 16;
 
-    /// <summary>Managed bytes of one chunk of slots: per slot its handle and count.</summary>
-    private const int ChunkBytes = (1 << ChunkShift) * (sizeof(ulong) + sizeof(int)) + ChunkOverheadBytes;
+    /// <summary>Managed bytes of one chunk of slots: per slot its handle (6 bytes) and count.</summary>
+    private const int ChunkBytes = (1 << ChunkShift) * (6 + sizeof(int)) + ChunkOverheadBytes;
     private long _live;
 
     /// <summary>Shared blobs that pages still name.</summary>
@@ -47,7 +48,7 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
         lock (StripeLock(id))
         {
             var (c, i) = Slot(id);
-            c.Handles[i] = handle;
+            c.SetHandle(i, handle);
             c.Refs[i] = references;
         }
         Interlocked.Increment(ref _live);
@@ -60,7 +61,7 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     public ulong HandleLocked(uint id)
     {
         var (c, i) = Slot(id);
-        return c.Handles[i];
+        return c.Handle(i);
     }
 
     /// <summary>Pages that still name the blob; the caller holds the id's stripe lock.</summary>
@@ -84,9 +85,9 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
             return;
         }
         // The last name: the blob goes first, so a store that refuses the handle leaves the reference as it was.
-        store.Free(c.Handles[i]);
+        store.Free(c.Handle(i));
         c.Refs[i] = 0;
-        c.Handles[i] = 0;
+        c.SetHandle(i, 0);
         Interlocked.Decrement(ref _live);
         Recycle(id);
     }
@@ -100,11 +101,11 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
         uint highest = HighestReserved;
         for (uint id = 1; id <= highest && id != 0; id++)
         {
-            if (TryChunk(id, out int i) is not { } c || !mover.Wants(Volatile.Read(ref c.Handles[i]))) continue;
+            if (TryChunk(id, out int i) is not { } c || !mover.Wants(c.Handle(i))) continue;
             lock (StripeLock(id))
             {
                 if (c.Refs[i] <= 0) continue;
-                c.Handles[i] = mover.Move(c.Handles[i]);
+                c.SetHandle(i, mover.Move(c.Handle(i)));
             }
         }
     }
@@ -128,7 +129,19 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
 
     internal sealed class Chunk
     {
-        public readonly ulong[] Handles = new ulong[1 << ChunkShift];
+        /// <summary>Per slot, its store handle's low 32 and high 16 bits (a handle fits 48).</summary>
+        private readonly uint[] _handlesLow = new uint[1 << ChunkShift];
+        private readonly ushort[] _handlesHigh = new ushort[1 << ChunkShift];
         public readonly int[] Refs = new int[1 << ChunkShift];
+
+        /// <summary>The slot's handle (read without the stripe lock, a torn value is only ever a hint).</summary>
+        public ulong Handle(int i) => Volatile.Read(ref _handlesLow[i]) | ((ulong)Volatile.Read(ref _handlesHigh[i]) << 32);
+
+        public void SetHandle(int i, ulong handle)
+        {
+            if (handle >> 48 != 0) throw new InvalidOperationException($"A store handle of 0x{handle:X} does not fit the shared blob table's 48 bits.");
+            _handlesLow[i] = (uint)handle;
+            _handlesHigh[i] = (ushort)(handle >> 32);
+        }
     }
 }

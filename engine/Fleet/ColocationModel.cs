@@ -57,8 +57,9 @@ public static class ColocationModel
     // keeping a content hash); per page left in a frame, its share of the stable table (a slot of 16 B for each shared
     // frame listed, tables kept 5/9 to 3/4 full: about 3 B a frame page on the guest images; 60 B until session 20, when
     // the similarity table came to hold memory only during a pass as the unstable table had in session 18); per page kept in a page group,
-    // its share of the group's record (57 B for a group of four, in chunks of 128 records: the host's table, counted in
-    // whole chunks); per shared blob, its slot in the shared blobs' table (12 B, in chunks of 256) (per shared page, its
+    // its share of the group's record (46 B for a group of four, 57 B until session 21, in chunks of 128 records: the
+    // host's table, counted in whole chunks); per shared blob, its slot in the shared blobs' table (10 B, 12 B until
+    // session 21, in chunks of 256) (per shared page, its
     // entry in the pass's buffer of cold shared pages, 24 B, until session 21, when that buffer came to hold memory only
     // during a pass); per slab of the store, its slots' lengths, owners and
     // generations (12 B a slot; 14 until session 21, when the free list moved into the lengths). The placement's search counts grouped pages at a chunk's bytes per page it serves.

@@ -37,6 +37,6 @@ public class IdTableMetadataTests
         var table = new SharedBlobTable();
         for (int i = 0; i < blobs; i++) table.Reserve();
         Assert.Equal(SharedBlobTable.MetadataBytesFor(blobs), table.MetadataBytes);
-        Assert.InRange(table.MetadataBytes, blobs * 12L, blobs * 12L + 12L * 256 + 2048);
+        Assert.InRange(table.MetadataBytes, blobs * 10L, blobs * 10L + 10L * 256 + 2048); // 10 bytes a blob (a 48-bit handle and a count)
     }
 }
