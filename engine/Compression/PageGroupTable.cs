@@ -38,11 +38,24 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public const int MaxStreamBytes = MaxPieces * CompactStore.MaxBlobLength;
 
     /// <summary>
-    /// Managed bytes one group's record takes: four piece handles of 6 bytes (a store handle fits 48 bits, a swap slot 32),
-    /// the stream's checksum, the live-member mask, the stream's and the singles' lengths, the domain, and the member
-    /// count, piece count, codec and two flags in 2 bytes (57 bytes until session 21).
+    /// Pieces a record holds itself; a fourth lives in a side table. A group of four at the default threshold (single
+    /// blobs of at most 3,072 bytes, a stream smaller than their sum) never has more than three.
     /// </summary>
-    public const int RecordBytes = MaxPieces * 6 + sizeof(ulong) + 2 * sizeof(int) + 3 * sizeof(ushort);
+    public const int InlinePieces = 3;
+
+    /// <summary>
+    /// Managed bytes one group's record takes: three piece handles of 6 bytes (a store handle fits 48 bits, a swap slot 32),
+    /// the stream's checksum, the live-member mask, the stream's and the singles' lengths, the domain, and the member
+    /// count, piece count, codec and two flags in 2 bytes (57 bytes until session 21, then 46 with four pieces inline).
+    /// </summary>
+    public const int RecordBytes = InlinePieces * 6 + sizeof(ulong) + 2 * sizeof(int) + 3 * sizeof(ushort);
+
+    /// <summary>Bytes counted for a fourth piece in the side table (a dictionary entry and its bucket).</summary>
+    private const int FourthPieceBytes = 24;
+
+    // Fourth pieces, by group id; changed under the id's stripe lock and this gate.
+    private readonly Dictionary<uint, ulong> _fourth = new();
+    private readonly Lock _fourthGate = new();
 
     /// <summary>
     /// 128 records a chunk (5.9 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
@@ -88,6 +101,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         {
             long bytes = IdMetadataBytes(ChunkBytes);
             lock (_dirtyGate) bytes += (long)(_dirty.Length + _dirtySpare.Length) * sizeof(uint);
+            lock (_fourthGate) bytes += (long)_fourth.Count * FourthPieceBytes;
             return bytes;
         }
     }
@@ -108,7 +122,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         lock (StripeLock(id))
         {
             var (c, i) = Slot(id);
-            for (int p = 0; p < pieces.Length; p++) c.SetPiece(i, p, pieces[p]);
+            for (int p = 0; p < pieces.Length; p++) SetPiece(id, c, i, p, pieces[p]);
             c.SetShape(i, members, pieces.Length, codec);
             c.Live[i] = members == 32 ? uint.MaxValue : (1u << members) - 1;
             c.Length[i] = (ushort)length;
@@ -140,7 +154,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     {
         var (c, i) = Slot(id);
         if ((uint)piece >= c.PieceCount(i)) throw new ArgumentOutOfRangeException(nameof(piece));
-        return c.Piece(i, piece);
+        return Piece(id, c, i, piece);
     }
 
     /// <summary>A live group's record, read under its stripe lock; null when <paramref name="id"/> names none.</summary>
@@ -162,12 +176,12 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         {
             if (!c.Swapped(i))
             {
-                var piece = store.Get(c.Piece(i, p));
+                var piece = store.Get(Piece(id, c, i, p));
                 piece.CopyTo(destination[at..]);
                 at += piece.Length;
                 continue;
             }
-            uint slot = (uint)c.Piece(i, p);
+            uint slot = (uint)Piece(id, c, i, p);
             if (swap is null || !swap.TryRead(slot, bounce))
                 throw new InvalidDataException($"swap slot {slot} (piece {p} of page group {id}) does not match its checksum");
             int n = Math.Min(CompactStore.MaxBlobLength, c.Length[i] - at);
@@ -183,7 +197,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     {
         var (c, i) = Slot(id);
         if (c.Live[i] == 0 || c.Swapped(i)) return 0;
-        for (int p = 0; p < c.PieceCount(i); p++) handles[p] = c.Piece(i, p);
+        for (int p = 0; p < c.PieceCount(i); p++) handles[p] = Piece(id, c, i, p);
         return c.PieceCount(i);
     }
 
@@ -197,11 +211,11 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         var (c, i) = Slot(id);
         if (c.Live[i] == 0 || c.Swapped(i) || c.PieceCount(i) != handles.Length) return false;
         for (int p = 0; p < handles.Length; p++)
-            if (c.Piece(i, p) != handles[p]) return false;
+            if (Piece(id, c, i, p) != handles[p]) return false;
         for (int p = 0; p < handles.Length; p++)
         {
             store.Free(handles[p]);
-            c.SetPiece(i, p, slots[p]);
+            SetPiece(id, c, i, p, slots[p]);
         }
         c.SetSwapped(i, true);
         Interlocked.Increment(ref _inSwap);
@@ -228,9 +242,9 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         bool swapped = c.Swapped(i);
         for (int p = 0; p < c.PieceCount(i); p++)
         {
-            if (!swapped) store.Free(c.Piece(i, p));
-            else swap?.Release((uint)c.Piece(i, p));
-            c.SetPiece(i, p, 0);
+            if (!swapped) store.Free(Piece(id, c, i, p));
+            else swap?.Release((uint)Piece(id, c, i, p));
+            SetPiece(id, c, i, p, 0);
         }
         if (swapped) Interlocked.Decrement(ref _inSwap);
         bool dirty = c.Dirty(i);
@@ -304,17 +318,39 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             if (TryChunk(id, out int i) is not { } c) continue;
             // Read without the lock first, a hint: most groups hold nothing the compaction moves.
             bool wanted = false;
-            for (int p = 0; p < MaxPieces && !wanted; p++) wanted = mover.Wants(c.Piece(i, p));
+            for (int p = 0; p < InlinePieces && !wanted; p++) wanted = mover.Wants(c.Piece(i, p));
+            lock (_fourthGate) wanted |= _fourth.TryGetValue(id, out ulong fourth) && mover.Wants(fourth);
             if (!wanted) continue;
             lock (StripeLock(id))
             {
                 if (c.Live[i] == 0 || c.Swapped(i)) continue;
                 for (int p = 0; p < c.PieceCount(i); p++)
                 {
-                    ulong piece = c.Piece(i, p);
-                    if (mover.Wants(piece)) c.SetPiece(i, p, mover.Move(piece));
+                    ulong piece = Piece(id, c, i, p);
+                    if (mover.Wants(piece)) SetPiece(id, c, i, p, mover.Move(piece));
                 }
             }
+        }
+    }
+
+    /// <summary>Piece <paramref name="p"/> of group <paramref name="id"/> (record <paramref name="i"/> of chunk <paramref name="c"/>): a store handle or a swap slot; 0 for none.</summary>
+    private ulong Piece(uint id, Chunk c, int i, int p)
+    {
+        if (p < InlinePieces) return c.Piece(i, p);
+        lock (_fourthGate) return _fourth.TryGetValue(id, out ulong h) ? h : 0;
+    }
+
+    private void SetPiece(uint id, Chunk c, int i, int p, ulong handle)
+    {
+        if (p < InlinePieces)
+        {
+            c.SetPiece(i, p, handle);
+            return;
+        }
+        lock (_fourthGate)
+        {
+            if (handle == 0) _fourth.Remove(id);
+            else _fourth[id] = handle;
         }
     }
 
@@ -325,8 +361,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         private const ushort DirtyBit = 1 << 13, SwappedBit = 1 << 14;
 
         /// <summary>Per piece, its handle's low 32 bits (a swap slot whole) and its high 16 bits.</summary>
-        private readonly uint[] _piecesLow = new uint[(1 << ChunkShift) * MaxPieces];
-        private readonly ushort[] _piecesHigh = new ushort[(1 << ChunkShift) * MaxPieces];
+        private readonly uint[] _piecesLow = new uint[(1 << ChunkShift) * InlinePieces];
+        private readonly ushort[] _piecesHigh = new ushort[(1 << ChunkShift) * InlinePieces];
         public readonly ulong[] Hash = new ulong[1 << ChunkShift];
         public readonly uint[] Live = new uint[1 << ChunkShift];
         public readonly ushort[] Length = new ushort[1 << ChunkShift];
@@ -336,13 +372,13 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
 
         /// <summary>Piece <paramref name="p"/> of record <paramref name="i"/>: a store handle, or a swap slot.</summary>
         public ulong Piece(int i, int p) =>
-            Volatile.Read(ref _piecesLow[i * MaxPieces + p]) | ((ulong)Volatile.Read(ref _piecesHigh[i * MaxPieces + p]) << 32);
+            Volatile.Read(ref _piecesLow[i * InlinePieces + p]) | ((ulong)Volatile.Read(ref _piecesHigh[i * InlinePieces + p]) << 32);
 
         public void SetPiece(int i, int p, ulong handle)
         {
             if (handle >> 48 != 0) throw new InvalidOperationException($"A piece handle of 0x{handle:X} does not fit the group record's 48 bits.");
-            _piecesLow[i * MaxPieces + p] = (uint)handle;
-            _piecesHigh[i * MaxPieces + p] = (ushort)(handle >> 32);
+            _piecesLow[i * InlinePieces + p] = (uint)handle;
+            _piecesHigh[i * InlinePieces + p] = (ushort)(handle >> 32);
         }
 
         public int Count(int i) => _flags[i] & 0x3F;

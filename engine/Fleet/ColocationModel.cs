@@ -52,19 +52,16 @@ public static class ColocationModel
 {
     private const int PageSize = PageGeometry.PageSize;
 
-    // Engine metadata, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry (8 B) and
-    // the frame pool's bookkeeping of the frame it was loaded into (4.125 B; 12.125 B until session 18, when frames stopped
-    // keeping a content hash); per page left in a frame, its share of the stable table (a slot of 16 B for each shared
-    // frame listed, tables kept 5/9 to 3/4 full: about 3 B a frame page on the guest images; 60 B until session 20, when
-    // the similarity table came to hold memory only during a pass as the unstable table had in session 18); per page kept in a page group,
-    // its share of the group's record (46 B for a group of four, 57 B until session 21, in chunks of 128 records: the
-    // host's table, counted in whole chunks); per shared blob, its slot in the shared blobs' table (10 B, 12 B until
-    // session 21, in chunks of 256) (per shared page, its
-    // entry in the pass's buffer of cold shared pages, 24 B, until session 21, when that buffer came to hold memory only
-    // during a pass); per slab of the store, its slots' lengths, owners and
-    // generations (12 B a slot; 14 until session 21, when the free list moved into the lengths). The placement's search counts grouped pages at a chunk's bytes per page it serves.
+    // Engine metadata at rest, by the structures that hold it (docs/FLEET.md, "Metadata"): per guest page its P2M entry
+    // (8 B) and the frame pool's bookkeeping of the frame it was loaded into (1.25 B; 12.125 B until session 18, 4.125 B
+    // until session 21); per page kept in a page group, its share of the group's record (40 B for a group of four, in
+    // chunks of 128 records: the host's table, counted in whole chunks); per shared blob, its slot in the shared blobs'
+    // table (10 B, in chunks of 256); per slab of the store, its slots' lengths and generations (4 B a slot, and the
+    // slab's own bookkeeping). The sharing index's tables (stable since session 21, unstable since 18, similarity since
+    // 20) and the pass's buffer of cold shared pages (since 21) hold memory only during a pass, so nothing of them is
+    // counted; before, the tables were 3 to 120 B a page left in a frame, the buffer 24 B a shared page. The placement's
+    // search counts grouped pages at a chunk's bytes per page it serves.
     internal const double MetadataPerPage = 8 + FramePool.MetadataBytesPerFrame;
-    internal const double MetadataPerFramePage = 3;
     internal const double MetadataPerGroupedPage = (double)PageGroupTable.ChunkBytes / (PageGroupTable.RecordsPerChunk * DomainPolicy.DefaultGroupSize);
     private const int GroupPrior = 32;
 
@@ -76,7 +73,6 @@ public static class ColocationModel
     internal static double GroupPriorOf(DomainFingerprint f) => f.SinglesMean > 0 ? Math.Max(GroupPrior, f.GroupRunsSampled) : GroupPrior;
 
     // The stable table; the unstable and similarity tables hold memory only during a pass.
-    private static readonly long EmptyTablesBytes = DifferenceEngine.Sharing.HashSlotTable.EmptyMetadataBytes;
 
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
 
@@ -90,13 +86,10 @@ public static class ColocationModel
         long frames = 0, store = 0, sharingOnly = 0, sharingPatching = 0;
         long groupedPages = 0, sharedPages = 0, storeMetadata = 0, sharedBlobs = 0;
         long patchedPages = 0, referencePages = 0, sharedContents = 0, compressedContents = 0, frameContents = 0;
-        double metadata = 0, tables = 0, sharingTables = 0, patchingTables = 0;
+        double metadata = 0;
         foreach (var trust in fingerprints.GroupBy(f => f.TrustGroup, StringComparer.Ordinal))
         {
             var part = PredictTrustGroup(trust.ToList());
-            tables += TablesBytes(part.Frames / PageSize);
-            sharingTables += TablesBytes(part.SharingOnly / PageSize);
-            patchingTables += TablesBytes(part.SharingPatching / PageSize);
             frames += part.Frames;
             store += part.Store;
             sharingOnly += part.SharingOnly;
@@ -112,19 +105,17 @@ public static class ColocationModel
             sharedPages += part.SharedPages;
         }
         foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
-        // The stable table (one per trust group) is never under its empty size, which is most of a
-        // small host's; the shared blobs' table has a size when empty too.
-        metadata += tables + GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
+        // The shared blobs' table has a size when empty. The sharing index's tables hold memory only during a pass.
+        metadata += GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
                     + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
-        // With sharing alone every distinct content stays a frame in the tables, and nothing is in the store; with sharing and
-        // patching, the tables serve the frames patching leaves (the patches' bytes counted as frames: a bound), and there
-        // are no groups or compressed shared frames (session 18: that figure took all mechanisms' metadata, and came out
-        // above sharing alone's once the tables cost less).
+        // With sharing alone, or sharing and patching, nothing is in the store, and there are no groups or compressed shared
+        // frames (session 18: that figure took all mechanisms' metadata, and came out above sharing alone's once the
+        // tables cost less).
         double mechanismsMeta = fingerprints.Sum(f => MetadataPerPage * f.PageCount)
                                 + HostFixedMetadataBytes + GroupTableBytes(0) + SharedBlobTable.MetadataBytesFor(0);
-        long sharingMeta = (long)Math.Round(mechanismsMeta + sharingTables);
-        long patchingMeta = (long)Math.Round(mechanismsMeta + patchingTables);
+        long sharingMeta = (long)Math.Round(mechanismsMeta);
+        long patchingMeta = sharingMeta;
         long guest = fingerprints.Sum(f => f.GuestBytes);
         long separate = fingerprints.Count == 1 ? frames + store + meta
             : separately ? fingerprints.Sum(f => Predict([f], separately: false).PredictedUsedBytes) : 0;
@@ -497,8 +488,6 @@ public static class ColocationModel
     internal static long GroupTableBytes(long groupedPages) =>
         PageGroupTable.MetadataBytesFor((groupedPages + DomainPolicy.DefaultGroupSize - 1) / DomainPolicy.DefaultGroupSize);
 
-    /// <summary>The similarity and sharing tables of a trust group: 60 B per page left in a frame, never under their empty size.</summary>
-    internal static double TablesBytes(double framePages) => Math.Max(MetadataPerFramePage * framePages, EmptyTablesBytes);
 
     /// <summary>
     /// The ratio weight of a domain's sampled contents: each stands for its share of the distinct contents the pass counted

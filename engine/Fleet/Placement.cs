@@ -787,7 +787,7 @@ internal sealed class PlacementModel
         {
             ref readonly var a = ref AloneItems[i];
             double b = a.Store;
-            if (a.Kind == 1) b += PageGeometry.PageSize + ColocationModel.MetadataPerFramePage;
+            if (a.Kind == 1) b += PageGeometry.PageSize;
             else if (a.Kind == 2) b += ColocationModel.MetadataPerGroupedPage;
             bytes[i] = b * Weight * Ratio[Items[i].Domain] * Scale;
         }
@@ -1005,7 +1005,7 @@ internal sealed class ContentAggregate
         // Pages, as the model counts them: whole (a sampled content stands for a fraction of a page's worth once weighted).
         frames = Math.Round(frames * scale);
         return frames * PageSize + slabBytes
-               + ColocationModel.TablesBytes(frames) + ColocationModel.GroupTableBytes((long)Math.Round(grouped * scale))
+               + ColocationModel.GroupTableBytes((long)Math.Round(grouped * scale))
                + SharedBlobTable.MetadataBytesFor((long)Math.Round(sharedBlobs * scale)) + slabMetadata;
     }
 

@@ -50,6 +50,45 @@ public sealed partial class DEHost
     /// </summary>
     private volatile bool _anyPatching;
 
+    // The pass's bitmap of frames its sweep listed in their trust group's stable table (one bit a frame number below
+    // _listedLimit), so each shared frame is hashed once a pass however many pages share it; native, freed when the pass ends.
+    private unsafe ulong* _listedFrames;
+    private uint _listedLimit;
+
+    /// <summary>Makes the pass's bitmap of listed frames, for the frame numbers the pool has now.</summary>
+    private unsafe void AllocateListedFrames()
+    {
+        FreeListedFrames();
+        long limit = Frames.FrameNumberLimit;
+        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)((limit + 63) / 64 * sizeof(ulong)));
+        _listedLimit = (uint)limit;
+    }
+
+    private unsafe void FreeListedFrames()
+    {
+        System.Runtime.InteropServices.NativeMemory.Free(_listedFrames);
+        _listedFrames = null;
+        _listedLimit = 0;
+    }
+
+    /// <summary>
+    /// Lists a shared frame, or a patch's reference, in the stable table of its trust group, once a pass: under the
+    /// stripe lock of its hash, unless a frame is listed under that hash already (two frames of one content, or a
+    /// collision: the first one swept serves, as the first one listed did when the table was kept across passes).
+    /// </summary>
+    private unsafe void ListStable(SharingIndex index, uint frame)
+    {
+        if (frame >= _listedLimit || _listedFrames == null) return; // a frame newer than the pass's sweep
+        ulong bit = 1UL << (int)(frame & 63);
+        if ((Interlocked.Or(ref _listedFrames[frame >> 6], bit) & bit) != 0) return;
+        ulong hash = index.HashOf(frame);
+        lock (index.Stable.StripeLock(hash))
+        {
+            if (!Frames.IsInUse(frame)) return;
+            if (!index.Stable.TryGet(hash, out _)) index.Stable.Set(hash, frame);
+        }
+    }
+
     /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
     private readonly SharedCandidates _coldShared = new();
 
@@ -100,6 +139,7 @@ public sealed partial class DEHost
     {
         foreach (var index in _sharing.Values)
         {
+            index.Stable.BeginPass();
             index.Unstable.BeginPass();
             index.Similar.BeginPass();
         }
@@ -115,9 +155,11 @@ public sealed partial class DEHost
             {
                 foreach (var index in _sharing.Values)
                 {
+                    index.Stable.EndPass(complete: false);
                     index.Unstable.EndPass(complete: false);
                     index.Similar.EndPass(complete: false);
                 }
+                FreeListedFrames();
                 _coldShared.EndPass();
                 Frames.ReleaseFree();
             }
@@ -138,20 +180,23 @@ public sealed partial class DEHost
                 slices.Add((d, s, Math.Min(d.PageCount, s + options.SliceSize)));
         long total = domains.Sum(d => d.PageCount);
         // The domains this pass does not scan still serve as references to those it does (same trust group): their pages
-        // are listed, not swept (a scan of one domain patches against the others as it did with a table kept across passes).
+        // are listed, not swept (a scan of one domain patches against the others, and merges into their shared frames, as
+        // it did with tables kept across passes).
         // Listed first: a key's slot goes to the first page listed, and a page of a domain not scanned can only be a
         // reference, never patched.
         var sweepSlices = new List<(Domain Domain, long Start, long End, bool Sweep)>();
-        if (_anyPatching)
+        if (domains.Any(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled))
         {
-            var groups = domains.Select(d => d.Policy.TrustGroup).ToHashSet(StringComparer.Ordinal);
+            // Their shared frames too, whatever their own policy: the stable table holds every shared frame of the group.
+            var groups = domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled).Select(d => d.Policy.TrustGroup)
+                .ToHashSet(StringComparer.Ordinal);
             foreach (var d in Domains)
-                if (!d.IsRemoved && (d.Policy.SharingEnabled || d.Policy.PatchingEnabled) && Array.IndexOf(domains, d) < 0
-                    && groups.Contains(d.Policy.TrustGroup))
+                if (!d.IsRemoved && Array.IndexOf(domains, d) < 0 && groups.Contains(d.Policy.TrustGroup))
                     for (long s = 0; s < d.PageCount; s += options.SliceSize)
                         sweepSlices.Add((d, s, Math.Min(d.PageCount, s + options.SliceSize), false));
         }
         sweepSlices.AddRange(slices.Select(x => (x.Domain, x.Start, x.End, true)));
+        AllocateListedFrames();
         long done = 0, swept = 0;
         var sum = new SharingCounters();
         var enc = new EncodeCounters();
@@ -253,13 +298,14 @@ public sealed partial class DEHost
         int c4 = policy.C4Sweeps;
         long cpu0 = ThreadCpu.NowTicks();
         long t0 = Stopwatch.GetTimestamp();
-        long swept = 0, listTicks = 0;
+        long swept = 0, listTicks = 0, stableTicks = 0;
         // A QEMU guest writes its pages without the engine: the sweep sees writes as changed content, and a page is
         // write-protected while a pass decides on it (Domain.QemuProtect).
         bool qemu = domain.Qemu is not null;
-        // References are listed only while some domain patches (else the table is pure cost).
+        // References are listed only while some domain patches (else the table is pure cost); shared frames always.
         bool list = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled);
-        var index = list ? SharingIndexFor(policy.TrustGroup) : null;
+        var stable = SharingIndexFor(policy.TrustGroup);
+        var index = list ? stable : null;
         for (long gfn = start; gfn < end; gfn++)
         {
             // A page of a domain this pass does not scan is listed only when free: the pass never waits on it.
@@ -277,6 +323,14 @@ public sealed partial class DEHost
                 }
                 else if ((e & PageEntry.Modified) != 0) continue; // written since its last sweep: not a reference now
                 var category = PageEntry.Category(after);
+                // Every shared frame, and every patch's reference, goes back into the stable table (a pass table).
+                var state = PageEntry.State(after);
+                if (state is PageState.Shared or PageState.Patched)
+                {
+                    long s0 = Stopwatch.GetTimestamp();
+                    ListStable(stable, state == PageState.Shared ? PageEntry.Frame(after) : EncodedPage.ReferenceFrame(Store.Get(PageEntry.Payload(after))));
+                    stableTicks += Stopwatch.GetTimestamp() - s0;
+                }
                 // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
                 // phase would patch against it: a guest's page only when cold, as only those are taken out (its bytes
                 // are checked again, write-protected, before they serve).
@@ -296,8 +350,9 @@ public sealed partial class DEHost
             }
             if (sweep) swept++;
         }
-        AddEngineTime(Mechanism.Clock, Stopwatch.GetTimestamp() - t0 - listTicks, swept);
+        AddEngineTime(Mechanism.Clock, Stopwatch.GetTimestamp() - t0 - listTicks - stableTicks, swept);
         AddEngineTime(Mechanism.Patching, listTicks, 0);
+        AddEngineTime(Mechanism.Sharing, stableTicks, 0);
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         return swept;
     }
@@ -406,19 +461,20 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// After a pass, gives back index memory nobody needs until the next one: the unstable and similarity tables and
-    /// the cold-shared buffer are emptied and their memory freed (the next pass starts them afresh, sized by this one's
-    /// peaks); stable tables shrink when mostly empty. Steady passes allocate nothing on the managed heap here.
+    /// After a pass, gives back index memory nobody needs until the next one: the stable, unstable and similarity tables,
+    /// the cold-shared buffer and the sweep's bitmap of listed frames are emptied and their memory freed (the next pass
+    /// starts them afresh, sized by this one's peaks). Steady passes allocate nothing on the managed heap here.
     /// </summary>
     private void TrimIndexes()
     {
         foreach (var index in _sharing.Values)
         {
-            index.Unstable.EndPass(); // held only during a pass: a host between passes has none of it
+            index.Stable.EndPass(); // held only during a pass: the next pass's sweep lists the shared frames afresh
+            index.Unstable.EndPass(); // likewise: a host between passes has none of it
             index.Similar.EndPass(); // likewise: the next pass lists its references afresh
-            index.Stable.Trim();
         }
         _coldShared.EndPass(); // likewise held only during a pass
+        FreeListedFrames();
     }
 
     /// <summary>

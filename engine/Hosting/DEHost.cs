@@ -365,7 +365,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
     }
 
     /// <summary>One domain's page counts and its exact charge (a shared frame's users each pay a fraction of it).</summary>
-    private (DomainPageStats Stats, double Charge) MeasureDomain(Domain domain)
+    /// <param name="sharedFrames">When given, a bitmap over frame numbers in which the frame of every shared page is set.</param>
+    private (DomainPageStats Stats, double Charge) MeasureDomain(Domain domain, ulong[]? sharedFrames = null)
     {
         long priv = 0, zero = 0, untouched = 0, shared = 0, uniform = 0, swapped = 0;
         double used = 0;
@@ -383,7 +384,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 case PageState.Private: priv++; used += PageGeometry.PageSize; break;
                 case PageState.Shared:
                     shared++;
-                    used += (double)PageGeometry.PageSize / Math.Max(1, Frames.RefCount(PageEntry.Frame(e)));
+                    uint frame = PageEntry.Frame(e);
+                    used += (double)PageGeometry.PageSize / Math.Max(1, Frames.RefCount(frame));
+                    if (sharedFrames is not null && frame >> 6 < (uint)sharedFrames.Length) sharedFrames[frame >> 6] |= 1UL << (int)(frame & 63);
                     break;
                 case PageState.Patched:
                 case PageState.Compressed:
@@ -484,12 +487,15 @@ public sealed partial class DEHost : IDEHost, IEngineService
         using var op = EnterOperation();
         var domains = Domains;
         var builder = new SnapshotBuilder();
+        // Shared frames: the frames shared pages map to, each counted once (the stable table exists only during a pass).
+        var sharedBits = new ulong[(Frames.FrameNumberLimit + 63) / 64];
         foreach (var d in domains)
         {
-            var (stats, charge) = MeasureDomain(d);
+            var (stats, charge) = MeasureDomain(d, sharedBits);
             builder.Add(stats, charge);
         }
-        long sharedFrames = _sharing.Values.Sum(s => s.Stable.Count);
+        long sharedFrames = 0;
+        foreach (ulong word in sharedBits) sharedFrames += System.Numerics.BitOperations.PopCount(word);
         var time = Enum.GetValues<Mechanism>()
             .Select(m => new MechanismTime(m.ToString(), Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _mechanismTicks[(int)m])),
                 Interlocked.Read(ref _mechanismPages[(int)m])))

@@ -67,6 +67,9 @@ internal sealed unsafe class FramePool : IDisposable
 
     private long ReservedFrames => ReservedBytes is { } f ? (f() + PageGeometry.PageMask) >> PageGeometry.PageShift : 0;
 
+    /// <summary>One more than the highest frame number the pool has now (its own and external frames).</summary>
+    public long FrameNumberLimit { get { lock (_gate) return (long)_chunkCount * PageGeometry.FramesPerChunk; } }
+
     /// <summary>Frames backed by native memory (in use or on the free list).</summary>
     public long FramesAllocated { get { lock (_gate) return (long)(_chunkCount - _externalChunks) * PageGeometry.FramesPerChunk; } }
 

@@ -3,10 +3,10 @@ using DifferenceEngine.Memory;
 namespace DifferenceEngine.Sharing;
 
 /// <summary>
-/// The sharing state of one trust group: a stable table (content hash -> shared frame) that lives
-/// as long as its frames do, and an unstable table (content hash -> a private page seen this pass) and a similarity
-/// table (patch references) that exist only during a pass, as KSM's unstable tree is rebuilt every scan (pass tables:
-/// their memory is given back when each pass ends).
+/// The sharing state of one trust group: a stable table (content hash -> shared frame), an unstable table (content
+/// hash -> a private page seen this pass) and a similarity table (patch references). All three exist only during a
+/// pass, as KSM's unstable tree is rebuilt every scan (pass tables: their memory is given back when each pass ends);
+/// the stable table is filled again by each pass's sweep with the frames its shared and patched pages use.
 /// </summary>
 /// <remarks>
 /// A shared frame's reference count only changes under the stable table's stripe lock of its
@@ -15,7 +15,12 @@ namespace DifferenceEngine.Sharing;
 internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDisposable
 {
     public string TrustGroup { get; } = trustGroup;
-    public HashSlotTable Stable { get; } = new();
+    /// <summary>
+    /// Content hash -> shared frame: a pass table since session 21, filled by the pass's sweep with the frame of every
+    /// shared page and every patch's reference (kept across passes it was 16 B a slot for every shared frame at rest,
+    /// up to 0.37 MiB of a host's metadata with sharing alone).
+    /// </summary>
+    public HashSlotTable Stable { get; } = new(passTable: true);
     public HashSlotTable Unstable { get; } = new(passTable: true);
 
     /// <summary>
@@ -30,6 +35,7 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// <summary>Frees the pass tables' native memory, should the host go away during a pass.</summary>
     public void Dispose()
     {
+        Stable.Dispose();
         Unstable.Dispose();
         Similar.Dispose();
     }

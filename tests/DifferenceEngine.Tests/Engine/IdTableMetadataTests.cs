@@ -40,3 +40,69 @@ public class IdTableMetadataTests
         Assert.InRange(table.MetadataBytes, blobs * 10L, blobs * 10L + 10L * 256 + 2048); // 10 bytes a blob (a 48-bit handle and a count)
     }
 }
+
+/// <summary>A group record keeps three pieces itself and a fourth in a side table, through every change a record sees.</summary>
+public class PageGroupRecordTests
+{
+    [Fact]
+    public void AFourthPieceLivesInTheSideTableThroughMovesSwapAndTheGroupsEnd()
+    {
+        using var store = new DifferenceEngine.Store.CompactStore();
+        var table = new PageGroupTable();
+        var bytes = Enumerable.Range(0, 4).Select(p => Enumerable.Repeat((byte)(p + 1), p == 3 ? 100 : 4096).ToArray()).ToArray();
+        var pieces = new ulong[4];
+        for (int p = 0; p < 4; p++) Assert.True(store.TryStore(bytes[p], out pieces[p]));
+        var three = new ulong[3];
+        for (int p = 0; p < 3; p++) Assert.True(store.TryStore(bytes[p], out three[p]));
+        long empty = table.MetadataBytes;
+        uint id = table.Reserve(), other = table.Reserve();
+        table.Publish(id, 7, DifferenceEngine.Codecs.CompressionAlgorithm.Zstd, 4, pieces, 3 * 4096 + 100, 42, 4 * 3072);
+        table.Publish(other, 7, DifferenceEngine.Codecs.CompressionAlgorithm.Zstd, 4, three, 3 * 4096, 43, 4 * 3072);
+        Assert.True(table.MetadataBytes > empty, "the fourth piece is counted");
+        long withFourth = table.MetadataBytes;
+        var stream = new byte[PageGroupTable.MaxStreamBytes];
+        lock (table.StripeLock(id))
+        {
+            Assert.Equal(4, table.RecordLocked(id).Pieces);
+            Assert.Equal(pieces[3], table.PieceLocked(id, 3));
+            Assert.Equal(3 * 4096 + 100, table.ReadStreamLocked(id, store, null, stream, new byte[4096]));
+        }
+        Assert.True(stream.AsSpan(3 * 4096, 100).IndexOfAnyExcept((byte)4) < 0, "the stream's tail comes from the fourth piece");
+        lock (table.StripeLock(other)) Assert.Throws<ArgumentOutOfRangeException>(() => table.PieceLocked(other, 3)); // three pieces: none in the side table
+
+        // A compaction that moves the fourth piece: the side table follows. Its slab (the 128-byte class's first, 32 slots)
+        // is filled, the next slab (64 slots) half, then the first emptied but for the piece: it drains into the second.
+        var filler = new List<ulong>();
+        for (int i = 0; i < 31 + 32; i++)
+        {
+            Assert.True(store.TryStore(new byte[100], out ulong h));
+            filler.Add(h);
+        }
+        for (int i = 0; i < 31; i++) store.Free(filler[i]);
+        var kept = filler.Skip(31).ToArray();
+        ulong fourthBefore;
+        lock (table.StripeLock(id)) fourthBefore = table.PieceLocked(id, 3);
+        var moved = store.Compact(mover =>
+        {
+            table.MoveBlobs(mover);
+            for (int k = 0; k < kept.Length; k++)
+                if (mover.Wants(kept[k])) kept[k] = mover.Move(kept[k]);
+        });
+        Assert.Equal(1, moved.BlobsMoved);
+        lock (table.StripeLock(id))
+        {
+            Assert.NotEqual(fourthBefore, table.PieceLocked(id, 3));
+            Assert.Equal(3 * 4096 + 100, table.ReadStreamLocked(id, store, null, stream, new byte[4096]));
+        }
+        Assert.True(stream.AsSpan(3 * 4096, 100).IndexOfAnyExcept((byte)4) < 0);
+        foreach (var h in kept) store.Free(h);
+
+        // The group's last member leaves: every piece freed, the side table's entry gone.
+        lock (table.StripeLock(id))
+            for (int m = 0; m < 4; m++) table.LeaveLocked(id, m, store, null);
+        Assert.Equal(withFourth - 24, table.MetadataBytes);
+        lock (table.StripeLock(other))
+            for (int m = 0; m < 4; m++) table.LeaveLocked(other, m, store, null);
+        Assert.Equal(0, store.LiveBlobs);
+    }
+}
