@@ -99,7 +99,8 @@ internal sealed unsafe class SharedCandidates : IDisposable
 /// frame, and none can take it while the locks are held.</para>
 /// <para>The codec is that of the group's first domain (lowest id; with page groups on, the groups' codec, Zstd by default: a shared blob is never grouped) and the threshold the strictest of the group's
 /// domains. A page that names the blob gets a frame of its own again on its next access (a Decompress fault).</para>
-/// <para>Allocates nothing per page: the candidates live in a buffer the host keeps, and groups are found in place.</para>
+/// <para>Allocates nothing per page: the candidates live in the pass's buffer (native memory, freed when the pass ends),
+/// and groups are found in place.</para>
 /// </remarks>
 internal static class SharedCompression
 {

@@ -49,6 +49,8 @@ public sealed partial class DEHost
     /// caller can look at every page table at one instant. Guest accesses by other threads still run.
     /// </summary>
     private volatile bool _anyPatching;
+    // Some domain shares or patches: only then does a pass list the shared frames in the stable tables.
+    private volatile bool _anyIndexing;
 
     // The pass's bitmap of frames its sweep listed in their trust group's stable table (one bit a frame number below
     // _listedLimit), so each shared frame is hashed once a pass however many pages share it; native, freed when the pass ends.
@@ -174,6 +176,7 @@ public sealed partial class DEHost
     private PassResult RunPassBody(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
         _anyPatching = Domains.Any(d => d.Policy.PatchingEnabled);
+        _anyIndexing = Domains.Any(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled);
         var slices = new List<(Domain Domain, long Start, long End)>();
         foreach (var d in domains)
             for (long s = 0; s < d.PageCount; s += options.SliceSize)
@@ -304,7 +307,7 @@ public sealed partial class DEHost
         bool qemu = domain.Qemu is not null;
         // References are listed only while some domain patches (else the table is pure cost); shared frames always.
         bool list = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled);
-        var stable = SharingIndexFor(policy.TrustGroup);
+        var stable = _anyIndexing ? SharingIndexFor(policy.TrustGroup) : null;
         var index = list ? stable : null;
         for (long gfn = start; gfn < end; gfn++)
         {
@@ -325,7 +328,7 @@ public sealed partial class DEHost
                 var category = PageEntry.Category(after);
                 // Every shared frame, and every patch's reference, goes back into the stable table (a pass table).
                 var state = PageEntry.State(after);
-                if (state is PageState.Shared or PageState.Patched)
+                if (stable is not null && state is PageState.Shared or PageState.Patched)
                 {
                     long s0 = Stopwatch.GetTimestamp();
                     ListStable(stable, state == PageState.Shared ? PageEntry.Frame(after) : EncodedPage.ReferenceFrame(Store.Get(PageEntry.Payload(after))));

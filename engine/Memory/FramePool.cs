@@ -70,13 +70,13 @@ internal sealed unsafe class FramePool : IDisposable
     /// <summary>One more than the highest frame number the pool has now (its own and external frames).</summary>
     public long FrameNumberLimit { get { lock (_gate) return (long)_chunkCount * PageGeometry.FramesPerChunk; } }
 
-    /// <summary>Frames backed by native memory (in use or on the free list).</summary>
+    /// <summary>Frames backed by native memory (in use or free).</summary>
     public long FramesAllocated { get { lock (_gate) return (long)(_chunkCount - _externalChunks) * PageGeometry.FramesPerChunk; } }
 
     public long FramesFree => LimitFrames is long l ? Math.Max(0, l - ReservedFrames - FramesInUse) : Interlocked.Read(ref _freeCount);
 
-    /// <summary>Bytes of per-frame bookkeeping (reference counts with the free list in them, released bits; an external
-    /// frame's seen-content hash).</summary>
+    /// <summary>Bytes of per-frame bookkeeping (reference counts, free and released bits, counts kept in the side table; an
+    /// external frame's seen-content hash).</summary>
     public long MetadataBytes
     {
         get
@@ -221,6 +221,7 @@ internal sealed unsafe class FramePool : IDisposable
     {
         var chunk = Chunk(frame);
         if (chunk.External is null) throw new InvalidOperationException($"Frame {frame} is not external.");
+        if (chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] == Wide) lock (_wideGate) _wide.Remove(frame);
         chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 0;
         Interlocked.Decrement(ref _inUse);
     }

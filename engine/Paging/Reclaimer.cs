@@ -350,14 +350,17 @@ internal sealed class Reclaimer : IDisposable
     {
         long wanted = wantedBytes ?? (long)(_host.Policy.HighWatermark * _host.BudgetBytes) - _host.FreeBudgetBytes;
         if (wanted <= 0 || _host.Groups.Count == _host.Groups.InSwap) return 0;
+        long moved;
         lock (_gate)
         {
-            long moved = Compression.GroupCompression.PageOut(_host, Swap, wanted, ref _groupHand, RecordFailure);
+            moved = Compression.GroupCompression.PageOut(_host, Swap, wanted, ref _groupHand, RecordFailure);
             if (moved == 0) return 0;
             Interlocked.Add(ref _groupPageOuts, moved);
-            _host.CompactStoreNow();
-            return moved;
         }
+        // Outside the gate: a compaction walks every page entry (DEHost.MoveBlobs), and faults that need a frame under the
+        // limit wait on the gate; compaction is safe alongside them.
+        _host.CompactStoreNow();
+        return moved;
     }
 
     private void RecordFailure(IOException ex)

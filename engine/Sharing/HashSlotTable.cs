@@ -10,9 +10,9 @@ namespace DifferenceEngine.Sharing;
 /// <remarks>
 /// Callers hold <see cref="StripeLock"/> of the key around every call: the lock is exposed
 /// because a merge must make "look up, compare, insert or add a reference" one atomic step.
-/// <para>A persistent table (the stable table) keeps its slots in pinned arrays the GC frees. A
-/// <b>pass table</b> (the unstable and similarity tables, emptied at every pass's start and end, as KSM's unstable tree) holds memory
-/// only during a pass: <see cref="BeginPass"/> allocates, in one native block, room for what each stripe held at its
+/// <para>Every table is a <b>pass table</b> (the stable, unstable and similarity tables, emptied at every pass's start
+/// and end, as KSM's unstable tree; the stable table since session 21, when tables kept across passes, in pinned arrays,
+/// went): it holds memory only during a pass: <see cref="BeginPass"/> allocates, in one native block, room for what each stripe held at its
 /// peak in the pass before, and <see cref="EndPass"/> gives all of it back, so a host between passes holds none of it
 /// (session 18: 0.5 MiB of a guest-image host's metadata at rest, 2 MiB with sharing alone) and a pass filled alike
 /// still allocates nothing on the managed heap. A stripe of a pass table that outgrows its room moves to native memory
@@ -28,17 +28,14 @@ internal sealed unsafe class HashSlotTable : IDisposable
     private byte* _block;
     private bool _disposed;
 
-    /// <param name="passTable">A table that holds memory only between <see cref="BeginPass"/> and <see cref="EndPass"/>
-    /// (used outside them it works all the same, on native memory it gives back at the next <see cref="EndPass"/>).</param>
-    public HashSlotTable(bool passTable = false)
+    /// <summary>A table that holds memory only between <see cref="BeginPass"/> and <see cref="EndPass"/> (used outside
+    /// them it works all the same, on native memory it gives back at the next <see cref="EndPass"/>).</summary>
+    public HashSlotTable()
     {
-        IsPassTable = passTable;
-        for (int i = 0; i < _stripes.Length; i++) _stripes[i] = new Stripe(passTable);
+        for (int i = 0; i < _stripes.Length; i++) _stripes[i] = new Stripe();
     }
 
-    public bool IsPassTable { get; }
-
-    /// <summary>Bytes of an empty persistent table.</summary>
+    /// <summary>Bytes of a new table's first pass: every stripe's initial room.</summary>
     public static long EmptyMetadataBytes => (1L << StripeBits) * InitialCapacity * 2 * sizeof(ulong);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -63,7 +60,6 @@ internal sealed unsafe class HashSlotTable : IDisposable
     /// </summary>
     public void BeginPass()
     {
-        if (!IsPassTable) throw new InvalidOperationException("BeginPass is for a pass table.");
         EndPass();
         long slots = 0;
         foreach (var s in _stripes) slots += s.Planned;
@@ -85,7 +81,6 @@ internal sealed unsafe class HashSlotTable : IDisposable
     /// </summary>
     public void EndPass(bool complete = true)
     {
-        if (!IsPassTable) throw new InvalidOperationException("EndPass is for a pass table.");
         foreach (var s in _stripes)
             lock (s) s.Release(complete);
         if (_block != null)
@@ -93,17 +88,6 @@ internal sealed unsafe class HashSlotTable : IDisposable
             NativeMemory.Free(_block);
             _block = null;
         }
-    }
-
-    /// <summary>
-    /// Drops the entries <paramref name="keep"/> refuses (when more than a quarter of a stripe's are) and shrinks stripes
-    /// that are less than 5/9 full to 2/3 full. Allocates only for the stripes it rebuilds. Persistent tables.
-    /// </summary>
-    public void Trim(Func<ulong, ulong, bool>? keep = null)
-    {
-        if (IsPassTable) throw new InvalidOperationException("A pass table is emptied at every pass's end, not trimmed.");
-        foreach (var s in _stripes)
-            lock (s) s.Trim(keep);
     }
 
     public long Count
@@ -117,12 +101,12 @@ internal sealed unsafe class HashSlotTable : IDisposable
         get { long n = 0; foreach (var s in _stripes) lock (s) n += (long)s.Capacity * Stripe.SlotBytes; return n; }
     }
 
-    /// <summary>Frees a pass table's native memory (a persistent table's is the GC's).</summary>
+    /// <summary>Frees the table's native memory.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        if (IsPassTable) EndPass();
+        EndPass();
     }
 
     // Key 0 marks an empty slot; hash 0 is folded onto 1 (the bytes are compared anyway).
@@ -134,15 +118,12 @@ internal sealed unsafe class HashSlotTable : IDisposable
 
     /// <summary>
     /// One stripe: <see cref="Capacity"/> slots (any number: a key's home slot is its Fibonacci hash scaled to it) of key
-    /// then value, at <c>_slots</c>: a pinned array
-    /// (<c>_pinned</c>, persistent tables), a part of its pass table's block, or native memory of its own (<c>_owned</c>).
+    /// then value, at <c>_slots</c>: a part of its table's block, or native memory of its own (<c>_owned</c>).
     /// </summary>
     private sealed class Stripe
     {
         public const int SlotBytes = 2 * sizeof(ulong);
 
-        private readonly bool _passTable;
-        private ulong[]? _pinned;
         private ulong* _slots;
         private bool _owned;
         public int Capacity;
@@ -151,14 +132,8 @@ internal sealed unsafe class HashSlotTable : IDisposable
         /// <summary>The most entries held since the last <see cref="Release"/> (entries also leave during a pass).</summary>
         private int _peak;
 
-        /// <summary>A pass table's room for its next pass.</summary>
+        /// <summary>The room for its next pass.</summary>
         public int Planned = InitialCapacity;
-
-        public Stripe(bool passTable)
-        {
-            _passTable = passTable;
-            if (!passTable) Replace(InitialCapacity);
-        }
 
         /// <summary>The slot a key's probe starts at: its Fibonacci hash (the stripe took the top bits) scaled to the capacity.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -253,7 +228,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
         /// </summary>
         private static int CapacityFor(int entries) => Math.Max(InitialCapacity, entries + entries / 2 + 2);
 
-        /// <summary>A pass table's stripe takes <paramref name="capacity"/> zeroed slots of its table's block.</summary>
+        /// <summary>The stripe takes <paramref name="capacity"/> zeroed slots of its table's block.</summary>
         public void Adopt(ulong* slots, int capacity)
         {
             Release();
@@ -262,7 +237,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
         }
 
         /// <summary>
-        /// A pass table's stripe lets its slots go, and plans its next pass's room from its peak (after a pass that did
+        /// The stripe lets its slots go, and plans its next pass's room from its peak (after a pass that did
         /// not finish, from its peak only where that is more than planned).
         /// </summary>
         public void Release(bool complete = true)
@@ -276,55 +251,20 @@ internal sealed unsafe class HashSlotTable : IDisposable
             Count = 0;
         }
 
-        public void Trim(Func<ulong, ulong, bool>? keep)
+        /// <summary>Grows by half into native memory of the stripe's own (the block's part, if it had one, is left).</summary>
+        private void Grow()
         {
-            int live = Count;
-            if (keep is not null)
-            {
-                live = 0;
-                for (int i = 0; i < Capacity; i++)
-                    if (_slots[2 * i] != 0 && keep(_slots[2 * i], _slots[2 * i + 1])) live++;
-            }
-            // Rebuilt when a quarter of its entries are refused (they go), or when what it keeps would fit in a sixth
-            // less room (under 5/9 full: what growth leaves, half full, too).
-            bool purge = (Count - live) * 4 > Count;
-            int target = CapacityFor(purge ? live : Count);
-            bool shrink = (long)Capacity * 5 > (long)target * 6;
-            if (!shrink && !purge) return;
-            Rebuild(shrink ? target : Capacity, purge ? keep : null);
-        }
-
-        private void Grow() => Rebuild(Math.Max(InitialCapacity, Capacity + Capacity / 2), null);
-
-        /// <summary>Moves the entries <paramref name="keep"/> accepts into <paramref name="capacity"/> new slots.</summary>
-        private void Rebuild(int capacity, Func<ulong, ulong, bool>? keep)
-        {
-            ulong[]? oldPinned = _pinned;
             ulong* old = _slots;
             int oldCapacity = Capacity;
             bool oldOwned = _owned;
-            Replace(capacity);
+            int capacity = Math.Max(InitialCapacity, Capacity + Capacity / 2);
+            _slots = (ulong*)NativeMemory.AllocZeroed((nuint)((long)capacity * SlotBytes));
+            _owned = true;
+            Capacity = capacity;
             Count = 0;
             for (int i = 0; i < oldCapacity; i++)
-                if (old[2 * i] != 0 && (keep is null || keep(old[2 * i], old[2 * i + 1]))) Set(old[2 * i], old[2 * i + 1]);
+                if (old[2 * i] != 0) Set(old[2 * i], old[2 * i + 1]);
             if (oldOwned) NativeMemory.Free(old);
-            GC.KeepAlive(oldPinned);
-        }
-
-        /// <summary>New empty slots: pinned for a persistent table, native of the stripe's own for a pass table.</summary>
-        private void Replace(int capacity)
-        {
-            if (_passTable)
-            {
-                _slots = (ulong*)NativeMemory.AllocZeroed((nuint)((long)capacity * SlotBytes));
-                _owned = true;
-            }
-            else
-            {
-                _pinned = GC.AllocateArray<ulong>(2 * capacity, pinned: true);
-                _slots = (ulong*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_pinned));
-            }
-            Capacity = capacity;
         }
     }
 }

@@ -20,15 +20,15 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// shared page and every patch's reference (kept across passes it was 16 B a slot for every shared frame at rest,
     /// up to 0.37 MiB of a host's metadata with sharing alone).
     /// </summary>
-    public HashSlotTable Stable { get; } = new(passTable: true);
-    public HashSlotTable Unstable { get; } = new(passTable: true);
+    public HashSlotTable Stable { get; } = new();
+    public HashSlotTable Unstable { get; } = new();
 
     /// <summary>
     /// Similarity key (salted with the candidate slot) -> a page that may serve as a patch reference: a pass table,
     /// filled by the pass's sweep with every page that may serve and freed when the pass ends (session 20: kept across
     /// passes it was the largest part of the metadata at rest, 2.3 MiB of 384 MiB of guests with sharing and patching).
     /// </summary>
-    public HashSlotTable Similar { get; } = new(passTable: true);
+    public HashSlotTable Similar { get; } = new();
 
     public long MetadataBytes => Stable.MetadataBytes + Unstable.MetadataBytes + Similar.MetadataBytes;
 

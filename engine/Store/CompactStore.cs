@@ -501,47 +501,58 @@ public sealed unsafe class CompactStore : IDisposable
             var plans = new List<DrainPlan>();
             var scratch = new List<Slab>();
             var mover = new BlobMover(this);
+            // Blobs left behind, by source slab: a slab refused in the drains and planned again by a resize counts once.
+            var left = new Dictionary<(Slab, int), long>();
             int drained = 0;
-            long refused = 0, madeBytes = 0;
-            if (settle)
+            long madeBytes = 0;
+            try
             {
-                // Into the fewest slabs that hold its blobs (LeastSlabsFor).
-                foreach (var cls in _classes)
+                if (settle)
                 {
-                    if (Volatile.Read(ref cls.SlabCount) < 1) continue;
-                    var sources = new List<(Slab, int)>();
-                    var made = PlanSettle(cls, sources);
-                    if (sources.Count > 0 || made is not null) plans.Add(new DrainPlan(cls, sources, made));
+                    // Into the fewest slabs that hold its blobs (LeastSlabsFor).
+                    foreach (var cls in _classes)
+                    {
+                        if (Volatile.Read(ref cls.SlabCount) < 1) continue;
+                        var sources = new List<(Slab, int)>();
+                        var made = PlanSettle(cls, sources);
+                        if (sources.Count > 0 || made is not null) plans.Add(new DrainPlan(cls, sources, made));
+                    }
+                    Drain();
                 }
-                Drain();
+                else
+                {
+                    // First into the classes' other slabs; then, with what is left, into one slab of the size each needs.
+                    foreach (var cls in _classes)
+                    {
+                        if (Volatile.Read(ref cls.SlabCount) < 2) continue;
+                        var sources = new List<(Slab, int)>();
+                        PlanDrain(cls, occupancyThreshold, sources, scratch);
+                        if (sources.Count > 0) plans.Add(new DrainPlan(cls, sources, null));
+                    }
+                    Drain();
+                    foreach (var cls in _classes)
+                    {
+                        if (Volatile.Read(ref cls.SlabCount) < 1) continue;
+                        var sources = new List<(Slab, int)>();
+                        var resized = PlanResize(cls, occupancyThreshold, sources);
+                        if (resized is { } one) plans.Add(new DrainPlan(cls, sources, [one]));
+                    }
+                    Drain();
+                }
             }
-            else
+            finally
             {
-                // First into the classes' other slabs; then, with what is left, into one slab of the size each needs.
-                foreach (var cls in _classes)
-                {
-                    if (Volatile.Read(ref cls.SlabCount) < 2) continue;
-                    var sources = new List<(Slab, int)>();
-                    PlanDrain(cls, occupancyThreshold, sources, scratch);
-                    if (sources.Count > 0) plans.Add(new DrainPlan(cls, sources, null));
-                }
-                Drain();
-                plans.Clear();
-                foreach (var cls in _classes)
-                {
-                    if (Volatile.Read(ref cls.SlabCount) < 1) continue;
-                    var sources = new List<(Slab, int)>();
-                    var resized = PlanResize(cls, occupancyThreshold, sources);
-                    if (resized is { } one) plans.Add(new DrainPlan(cls, sources, [one]));
-                }
-                Drain();
+                // Planning that failed part way (a slab refused by native memory, say) leaves no slab draining for good.
+                Conclude();
+                mover.Close();
             }
-            mover.Close();
+            long refused = 0;
+            foreach (long n in left.Values) refused += n;
             return new CompactionResult(drained, mover.Moved, refused, mover.BytesMoved, mover.Released, mover.BytesReleased, madeBytes,
                 before, AllocatedBytes);
 
             // One walk moves the blobs of every planned source (into the slabs a resize or a settle made, when it did); then
-            // the slabs made and left empty go back, and what stayed in a source is counted as refused.
+            // the plans are settled.
             void Drain()
             {
                 if (plans.Count == 0) return;
@@ -557,14 +568,21 @@ public sealed unsafe class CompactStore : IDisposable
                 }
                 finally
                 {
-                    foreach (var plan in plans)
-                    {
-                        refused += Undrain(plan.Class, plan.Sources);
-                        if (plan.Made is not null)
-                            foreach (var kept in plan.Made)
-                                if (ReleaseIfEmpty(plan.Class, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
-                    }
+                    Conclude();
                 }
+            }
+
+            // The planned sources take blobs again, what stayed in each is noted, and the slabs made and left empty go back.
+            void Conclude()
+            {
+                foreach (var plan in plans)
+                {
+                    Undrain(plan.Class, plan.Sources, left);
+                    if (plan.Made is not null)
+                        foreach (var kept in plan.Made)
+                            if (ReleaseIfEmpty(plan.Class, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
+                }
+                plans.Clear();
             }
         }
     }
@@ -1209,22 +1227,20 @@ public sealed unsafe class CompactStore : IDisposable
         return scratch;
     }
 
-    /// <summary>Lets the sources still held take blobs again; returns the blobs they still hold.</summary>
-    private long Undrain(SizeClass cls, List<(Slab Slab, int Incarnation)> sources)
+    /// <summary>Lets the sources still held take blobs again, noting in <paramref name="left"/> the blobs each still holds.</summary>
+    private void Undrain(SizeClass cls, List<(Slab Slab, int Incarnation)> sources, Dictionary<(Slab, int), long> left)
     {
-        long left = 0;
         lock (cls.Gate)
         {
-            if (_disposed) return 0;
+            if (_disposed) return;
             foreach (var (slab, incarnation) in sources)
             {
                 if (slab.Incarnation != incarnation || !slab.Draining) continue;
-                left += slab.SlotCount - slab.FreeCount;
+                left[(slab, incarnation)] = slab.SlotCount - slab.FreeCount;
                 Volatile.Write(ref slab.Draining, false);
                 Rebucket(cls, slab);
             }
         }
-        return left;
     }
 
     // ---- bookkeeping types ----
