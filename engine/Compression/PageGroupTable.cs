@@ -58,7 +58,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     private readonly Lock _fourthGate = new();
 
     /// <summary>
-    /// 128 records a chunk (5.9 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
+    /// 128 records a chunk (5.2 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
     /// of 2 MiB; the chunk table grows by one pointer per 512 grouped pages.
     /// </summary>
     private const int ChunkShift = 7;
