@@ -510,7 +510,7 @@ public sealed partial class DEHost
     /// own (patched, or compressed alone), each group's pieces in the store and each shared blob, handed to the mover under
     /// the lock that guards it. A busy page is passed over (its blob stays, and so does its slab).
     /// </summary>
-    private void MoveBlobs(Store.BlobMover mover)
+    internal void MoveBlobs(Store.BlobMover mover)
     {
         foreach (var domain in Domains)
         {

@@ -15,19 +15,7 @@ namespace DifferenceEngine.Tests.Engine;
 /// </summary>
 public class PageGroupTests(ITestOutputHelper output)
 {
-    /// <summary>Distinct pages of text-like key=value lines: each compresses alone, and better next to its neighbours.</summary>
-    private static byte[][] TextPages(int count, int seed)
-    {
-        var rng = new Random(seed);
-        var pages = new byte[count][];
-        for (int i = 0; i < count; i++)
-        {
-            var sb = new StringBuilder();
-            while (sb.Length < 4096) sb.Append($"user{rng.Next(400)}.setting{rng.Next(40)}={rng.Next(100000)};\n");
-            pages[i] = Encoding.ASCII.GetBytes(sb.ToString(0, 4096));
-        }
-        return pages;
-    }
+    private static byte[][] TextPages(int count, int seed) => TestMemory.TextPages(count, seed);
 
     private static DomainOptions Options(CompressionAlgorithm group, int size = 8) => new()
     {

@@ -48,6 +48,20 @@ internal static class TestMemory
         return path;
     }
 
+    /// <summary>Distinct pages of text-like key=value lines: each compresses alone, and better next to its neighbours.</summary>
+    public static byte[][] TextPages(int count, int seed)
+    {
+        var rng = new Random(seed);
+        var pages = new byte[count][];
+        for (int i = 0; i < count; i++)
+        {
+            var sb = new System.Text.StringBuilder();
+            while (sb.Length < 4096) sb.Append($"user{rng.Next(400)}.setting{rng.Next(40)}={rng.Next(100000)};\n");
+            pages[i] = System.Text.Encoding.ASCII.GetBytes(sb.ToString(0, 4096));
+        }
+        return pages;
+    }
+
     public static Domain LoadRaw(DEHost host, TempDir dir, string name, byte[][] pages, DomainOptions? options = null)
     {
         using var src = MemorySource.OpenFile(WriteRaw(dir, name + ".img", pages));
