@@ -18,8 +18,8 @@ namespace DifferenceEngine.Compression;
 /// stripe lock (<see cref="IdSlotTable{TChunk}.StripeLock"/>): so a read never races the blob's move or free. Ids are allocated and
 /// recycled under a table-wide gate, taken after a stripe lock and never before one. Chunks of slots never move
 /// once allocated, so a slot is read without the gate.</para>
-/// <para>Metadata: 10 bytes a slot (a 48-bit handle and the count; 12 until session 21), in chunks of 256, plus 4 for a
-/// recycled id.</para>
+/// <para>Metadata: 8 bytes a slot (a 48-bit handle and a 16-bit count; a count of 65,535 or more lives in a side
+/// table; 12 bytes until session 21), in chunks of 256, plus 4 for a recycled id.</para>
 /// </remarks>
 internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(ChunkShift, uint.MaxValue, static () => new Chunk())
 {
@@ -29,14 +29,32 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     /// <summary>A chunk's three arrays' object headers and the chunk object's.</summary>
     private const int ChunkOverheadBytes = 3 * 24 + 16;
 
-    /// <summary>Managed bytes of one chunk of slots: per slot its handle (6 bytes) and count.</summary>
-    private const int ChunkBytes = (1 << ChunkShift) * (6 + sizeof(int)) + ChunkOverheadBytes;
+    /// <summary>Managed bytes of one chunk of slots: per slot its handle (6 bytes) and count (2).</summary>
+    private const int ChunkBytes = (1 << ChunkShift) * (6 + sizeof(ushort)) + ChunkOverheadBytes;
+
+    /// <summary>A slot's count of this value: the count is in the side table.</summary>
+    private const ushort Wide = ushort.MaxValue;
+
+    /// <summary>Bytes counted for a count in the side table (a dictionary entry and its bucket).</summary>
+    private const int WideEntryBytes = 24;
+
+    // Counts of 65,535 and more, by id; changed under the id's stripe lock and this gate.
+    private readonly Dictionary<uint, int> _wide = new();
+    private readonly Lock _wideGate = new();
     private long _live;
 
     /// <summary>Shared blobs that pages still name.</summary>
     public long Count => Interlocked.Read(ref _live);
 
-    public long MetadataBytes => IdMetadataBytes(ChunkBytes);
+    public long MetadataBytes
+    {
+        get
+        {
+            long wide;
+            lock (_wideGate) wide = _wide.Count;
+            return IdMetadataBytes(ChunkBytes) + wide * WideEntryBytes;
+        }
+    }
 
     /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="blobs"/> blobs (ids never recycled).</summary>
     public static long MetadataBytesFor(long blobs) => IdMetadataBytesFor(blobs, ChunkShift, ChunkBytes);
@@ -49,7 +67,7 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
         {
             var (c, i) = Slot(id);
             c.SetHandle(i, handle);
-            c.Refs[i] = references;
+            SetReferences(id, c, i, references);
         }
         Interlocked.Increment(ref _live);
     }
@@ -68,7 +86,7 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     public int ReferencesLocked(uint id)
     {
         var (c, i) = Slot(id);
-        return c.Refs[i];
+        return References(id, c, i);
     }
 
     /// <summary>
@@ -78,15 +96,16 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     public void ReleaseLocked(uint id, CompactStore store)
     {
         var (c, i) = Slot(id);
-        if (c.Refs[i] <= 0) throw new InvalidOperationException($"Shared blob {id} released with reference count {c.Refs[i]}.");
-        if (c.Refs[i] > 1)
+        int refs = References(id, c, i);
+        if (refs <= 0) throw new InvalidOperationException($"Shared blob {id} released with reference count {refs}.");
+        if (refs > 1)
         {
-            c.Refs[i]--;
+            SetReferences(id, c, i, refs - 1);
             return;
         }
         // The last name: the blob goes first, so a store that refuses the handle leaves the reference as it was.
         store.Free(c.Handle(i));
-        c.Refs[i] = 0;
+        SetReferences(id, c, i, 0);
         c.SetHandle(i, 0);
         Interlocked.Decrement(ref _live);
         Recycle(id);
@@ -104,7 +123,7 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
             if (TryChunk(id, out int i) is not { } c || !mover.Wants(c.Handle(i))) continue;
             lock (StripeLock(id))
             {
-                if (c.Refs[i] <= 0) continue;
+                if (c.Refs[i] == 0) continue;
                 c.SetHandle(i, mover.Move(c.Handle(i)));
             }
         }
@@ -125,14 +144,36 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     }
 
     /// <summary>Whether <paramref name="id"/> names a live blob (a guard before trusting an id read from an entry).</summary>
-    public bool IsLiveLocked(uint id) => TryChunk(id, out int i) is { } c && c.Refs[i] > 0;
+    public bool IsLiveLocked(uint id) => TryChunk(id, out int i) is { } c && c.Refs[i] != 0;
+
+    /// <summary>The pages that name blob <paramref name="id"/> (slot <paramref name="i"/> of <paramref name="c"/>); under its stripe lock.</summary>
+    private int References(uint id, Chunk c, int i)
+    {
+        ushort n = c.Refs[i];
+        if (n != Wide) return n;
+        lock (_wideGate) return _wide[id];
+    }
+
+    /// <summary>Sets the count of blob <paramref name="id"/>; under its stripe lock.</summary>
+    private void SetReferences(uint id, Chunk c, int i, int references)
+    {
+        if (references >= Wide)
+        {
+            lock (_wideGate) _wide[id] = references;
+            c.Refs[i] = Wide;
+            return;
+        }
+        if (c.Refs[i] == Wide) lock (_wideGate) _wide.Remove(id);
+        c.Refs[i] = (ushort)references;
+    }
 
     internal sealed class Chunk
     {
         /// <summary>Per slot, its store handle's low 32 and high 16 bits (a handle fits 48).</summary>
         private readonly uint[] _handlesLow = new uint[1 << ChunkShift];
         private readonly ushort[] _handlesHigh = new ushort[1 << ChunkShift];
-        public readonly int[] Refs = new int[1 << ChunkShift];
+        /// <summary>Per slot, the pages that name its blob (<see cref="Wide"/>: the count is in the side table).</summary>
+        public readonly ushort[] Refs = new ushort[1 << ChunkShift];
 
         /// <summary>The slot's handle (read without the stripe lock, a torn value is only ever a hint).</summary>
         public ulong Handle(int i) => Volatile.Read(ref _handlesLow[i]) | ((ulong)Volatile.Read(ref _handlesHigh[i]) << 32);

@@ -56,7 +56,7 @@ public static class ColocationModel
     // (8 B) and the frame pool's bookkeeping of the frame it was loaded into (1.25 B; 12.125 B until session 18, 4.125 B
     // until session 21); per page kept in a page group, its share of the group's record (40 B for a group of four, in
     // chunks of 128 records: the host's table, counted in whole chunks); per shared blob, its slot in the shared blobs'
-    // table (10 B, in chunks of 256); per slab of the store, its slots' lengths and generations (4 B a slot, and the
+    // table (8 B, in chunks of 256); per slab of the store, its slots' lengths and generations (4 B a slot, and the
     // slab's own bookkeeping). The sharing index's tables (stable since session 21, unstable since 18, similarity since
     // 20) and the pass's buffer of cold shared pages (since 21) hold memory only during a pass, so nothing of them is
     // counted; before, the tables were 3 to 120 B a page left in a frame, the buffer 24 B a shared page. The placement's

@@ -37,7 +37,7 @@ public class IdTableMetadataTests
         var table = new SharedBlobTable();
         for (int i = 0; i < blobs; i++) table.Reserve();
         Assert.Equal(SharedBlobTable.MetadataBytesFor(blobs), table.MetadataBytes);
-        Assert.InRange(table.MetadataBytes, blobs * 10L, blobs * 10L + 10L * 256 + 2048); // 10 bytes a blob (a 48-bit handle and a count)
+        Assert.InRange(table.MetadataBytes, blobs * 8L, blobs * 8L + 8L * 256 + 2048); // 8 bytes a blob (a 48-bit handle and a 16-bit count)
     }
 }
 
@@ -103,6 +103,41 @@ public class PageGroupRecordTests
         Assert.Equal(withFourth - 24, table.MetadataBytes);
         lock (table.StripeLock(other))
             for (int m = 0; m < 4; m++) table.LeaveLocked(other, m, store, null);
+        Assert.Equal(0, store.LiveBlobs);
+    }
+}
+
+/// <summary>A shared blob's count of pages fits 16 bits; a larger one lives in a side table, counted, and comes back.</summary>
+public class SharedBlobCountTests
+{
+    [Fact]
+    public void ACountOf65535OrMoreLivesInTheSideTableUntilItFallsBack()
+    {
+        using var store = new DifferenceEngine.Store.CompactStore();
+        var table = new SharedBlobTable();
+        Assert.True(store.TryStore(new byte[] { 1, 2, 3 }, out ulong handle));
+        uint id = table.Reserve();
+        long before = table.MetadataBytes;
+        table.Publish(id, handle, 65_536);
+        Assert.Equal(before + 24, table.MetadataBytes); // the side table's entry is counted
+        lock (table.StripeLock(id))
+        {
+            Assert.Equal(65_536, table.ReferencesLocked(id));
+            table.ReleaseLocked(id, store);
+            Assert.Equal(65_535, table.ReferencesLocked(id));
+            table.ReleaseLocked(id, store);
+            Assert.Equal(65_534, table.ReferencesLocked(id));
+        }
+        Assert.Equal(before, table.MetadataBytes); // back in its 16 bits
+        lock (table.StripeLock(id))
+        {
+            for (int n = 65_534; n > 1; n--) table.ReleaseLocked(id, store);
+            Assert.True(table.IsLiveLocked(id));
+            Assert.Equal(1, table.ReferencesLocked(id));
+            table.ReleaseLocked(id, store); // the last name frees the blob
+            Assert.False(table.IsLiveLocked(id));
+            Assert.Throws<InvalidOperationException>(() => table.ReleaseLocked(id, store));
+        }
         Assert.Equal(0, store.LiveBlobs);
     }
 }
