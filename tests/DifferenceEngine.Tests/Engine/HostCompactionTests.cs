@@ -48,35 +48,30 @@ public class HostCompactionTests(ITestOutputHelper output)
                     Assert.Equal(expected[d][gfn], d.ReadPage(gfn));
         long before = host.Store.AllocatedBytes;
 
-        // One page still compressed alone, whose blob sits in a slab the compaction empties, is busy while the host's walk
-        // runs (another thread would hold its lock): the walk passes it over, and its blob stays where it is.
+        // One page still compressed alone, whose blob sits in a slab the compaction empties, is busy from the walk that
+        // finds it to the compaction's end (another thread would hold its lock): every walk passes it over, and its blob
+        // stays where it is.
         long busy = -1;
         ulong held = 0;
-        var result = host.Store.Compact(mover =>
+        DifferenceEngine.Store.CompactionResult result;
+        try
         {
-            long candidate = -1;
-            if (busy < 0)
-                for (long gfn = 0; gfn < c.PageCount && candidate < 0; gfn += 4)
+            result = host.Store.Compact(mover =>
+            {
+                for (long gfn = 0; gfn < c.PageCount && busy < 0; gfn += 4)
                 {
                     ulong e = c.PeekEntry(gfn);
-                    if (PageEntry.IsSingleCompressed(e) && mover.Wants(PageEntry.Payload(e))) candidate = gfn;
+                    if (!PageEntry.IsSingleCompressed(e) || !mover.Wants(PageEntry.Payload(e))) continue;
+                    held = c.Lock(gfn);
+                    busy = gfn;
                 }
-            if (candidate < 0)
-            {
                 host.MoveBlobs(mover);
-                return;
-            }
-            busy = candidate;
-            held = c.Lock(busy);
-            try
-            {
-                host.MoveBlobs(mover);
-            }
-            finally
-            {
-                c.Unlock(busy, held);
-            }
-        });
+            });
+        }
+        finally
+        {
+            if (busy >= 0) c.Unlock(busy, held);
+        }
         Assert.True(busy >= 0, "no single page's blob was in a slab to empty");
         output.WriteLine($"store {before} -> {host.Store.AllocatedBytes} bytes: {result}");
         Assert.True(result.BlobsMoved > 0, "nothing moved");
