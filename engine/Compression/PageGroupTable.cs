@@ -50,12 +50,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// </summary>
     public const int RecordBytes = InlinePieces * 6 + sizeof(ulong) + 2 * sizeof(int) + 3 * sizeof(ushort);
 
-    /// <summary>Bytes counted for a fourth piece in the side table (a dictionary entry and its bucket).</summary>
-    private const int FourthPieceBytes = 24;
-
-    // Fourth pieces, by group id; changed under the id's stripe lock and this gate.
-    private readonly Dictionary<uint, ulong> _fourth = new();
-    private readonly Lock _fourthGate = new();
+    // Fourth pieces, by group id; changed under the id's stripe lock.
+    private readonly SideTable<ulong> _fourth = new();
 
     /// <summary>
     /// 128 records a chunk (5.2 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
@@ -101,7 +97,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         {
             long bytes = IdMetadataBytes(ChunkBytes);
             lock (_dirtyGate) bytes += (long)(_dirty.Length + _dirtySpare.Length) * sizeof(uint);
-            lock (_fourthGate) bytes += (long)_fourth.Count * FourthPieceBytes;
+            bytes += _fourth.MetadataBytes;
             return bytes;
         }
     }
@@ -319,7 +315,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             // Read without the lock first, a hint: most groups hold nothing the compaction moves.
             bool wanted = false;
             for (int p = 0; p < InlinePieces && !wanted; p++) wanted = mover.Wants(c.Piece(i, p));
-            lock (_fourthGate) wanted |= _fourth.TryGetValue(id, out ulong fourth) && mover.Wants(fourth);
+            wanted |= _fourth.TryGet(id, out ulong fourth) && mover.Wants(fourth);
             if (!wanted) continue;
             lock (StripeLock(id))
             {
@@ -337,7 +333,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     private ulong Piece(uint id, Chunk c, int i, int p)
     {
         if (p < InlinePieces) return c.Piece(i, p);
-        lock (_fourthGate) return _fourth.TryGetValue(id, out ulong h) ? h : 0;
+        return _fourth.TryGet(id, out ulong h) ? h : 0;
     }
 
     private void SetPiece(uint id, Chunk c, int i, int p, ulong handle)
@@ -347,11 +343,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             c.SetPiece(i, p, handle);
             return;
         }
-        lock (_fourthGate)
-        {
-            if (handle == 0) _fourth.Remove(id);
-            else _fourth[id] = handle;
-        }
+        if (handle == 0) _fourth.Remove(id);
+        else _fourth.Set(id, handle);
     }
 
     internal sealed class Chunk

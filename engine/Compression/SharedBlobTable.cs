@@ -1,5 +1,6 @@
 using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
+using DifferenceEngine.Memory;
 using DifferenceEngine.Store;
 
 namespace DifferenceEngine.Compression;
@@ -35,26 +36,14 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     /// <summary>A slot's count of this value: the count is in the side table.</summary>
     private const ushort Wide = ushort.MaxValue;
 
-    /// <summary>Bytes counted for a count in the side table (a dictionary entry and its bucket).</summary>
-    private const int WideEntryBytes = 24;
-
-    // Counts of 65,535 and more, by id; changed under the id's stripe lock and this gate.
-    private readonly Dictionary<uint, int> _wide = new();
-    private readonly Lock _wideGate = new();
+    // Counts of 65,535 and more, by id; changed under the id's stripe lock.
+    private readonly SideTable<int> _wide = new();
     private long _live;
 
     /// <summary>Shared blobs that pages still name.</summary>
     public long Count => Interlocked.Read(ref _live);
 
-    public long MetadataBytes
-    {
-        get
-        {
-            long wide;
-            lock (_wideGate) wide = _wide.Count;
-            return IdMetadataBytes(ChunkBytes) + wide * WideEntryBytes;
-        }
-    }
+    public long MetadataBytes => IdMetadataBytes(ChunkBytes) + _wide.MetadataBytes;
 
     /// <summary>The table's <see cref="MetadataBytes"/> when it holds <paramref name="blobs"/> blobs (ids never recycled).</summary>
     public static long MetadataBytesFor(long blobs) => IdMetadataBytesFor(blobs, ChunkShift, ChunkBytes);
@@ -151,7 +140,7 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     {
         ushort n = c.Refs[i];
         if (n != Wide) return n;
-        lock (_wideGate) return _wide[id];
+        return _wide.TryGet(id, out int wide) ? wide : throw new InvalidOperationException($"Shared blob {id}'s count is missing from its side table.");
     }
 
     /// <summary>Sets the count of blob <paramref name="id"/>; under its stripe lock.</summary>
@@ -159,11 +148,11 @@ internal sealed class SharedBlobTable() : IdSlotTable<SharedBlobTable.Chunk>(Chu
     {
         if (references >= Wide)
         {
-            lock (_wideGate) _wide[id] = references;
+            _wide.Set(id, references);
             c.Refs[i] = Wide;
             return;
         }
-        if (c.Refs[i] == Wide) lock (_wideGate) _wide.Remove(id);
+        if (c.Refs[i] == Wide) _wide.Remove(id);
         c.Refs[i] = (ushort)references;
     }
 

@@ -114,13 +114,12 @@ public static class ColocationModel
         // tables cost less).
         double mechanismsMeta = fingerprints.Sum(f => MetadataPerPage * f.PageCount)
                                 + HostFixedMetadataBytes + GroupTableBytes(0) + SharedBlobTable.MetadataBytesFor(0);
-        long sharingMeta = (long)Math.Round(mechanismsMeta);
-        long patchingMeta = sharingMeta;
+        long mechanismsMetaBytes = (long)Math.Round(mechanismsMeta);
         long guest = fingerprints.Sum(f => f.GuestBytes);
         long separate = fingerprints.Count == 1 ? frames + store + meta
             : separately ? fingerprints.Sum(f => Predict([f], separately: false).PredictedUsedBytes) : 0;
         return new ColocationPrediction(fingerprints.Select(f => f.Domain).ToArray(), guest, frames + store + meta, frames, store, meta,
-            sharingOnly + sharingMeta, sharingPatching + patchingMeta, separate)
+            sharingOnly + mechanismsMetaBytes, sharingPatching + mechanismsMetaBytes, separate)
         {
             PatchedPages = patchedPages, ReferencePages = referencePages, SharedContents = sharedContents,
             CompressedContents = compressedContents, FrameContents = frameContents, SharedPagesSaved = sharedPages - sharedContents,

@@ -188,11 +188,11 @@ public sealed partial class DEHost
         // Listed first: a key's slot goes to the first page listed, and a page of a domain not scanned can only be a
         // reference, never patched.
         var sweepSlices = new List<(Domain Domain, long Start, long End, bool Sweep)>();
-        if (domains.Any(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled))
+        // Their shared frames too, whatever their own policy: the stable table holds every shared frame of the group.
+        var groups = domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled).Select(d => d.Policy.TrustGroup)
+            .ToHashSet(StringComparer.Ordinal);
+        if (groups.Count > 0)
         {
-            // Their shared frames too, whatever their own policy: the stable table holds every shared frame of the group.
-            var groups = domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled).Select(d => d.Policy.TrustGroup)
-                .ToHashSet(StringComparer.Ordinal);
             foreach (var d in Domains)
                 if (!d.IsRemoved && Array.IndexOf(domains, d) < 0 && groups.Contains(d.Policy.TrustGroup))
                     for (long s = 0; s < d.PageCount; s += options.SliceSize)
@@ -337,12 +337,11 @@ public sealed partial class DEHost
                 // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
                 // phase would patch against it: a guest's page only when cold, as only those are taken out (its bytes
                 // are checked again, write-protected, before they serve).
-                if (index is not null && PageEntry.State(after) is PageState.Private or PageState.Shared
+                if (index is not null && state is PageState.Private or PageState.Shared
                     && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4))
                 {
                     long l0 = Stopwatch.GetTimestamp();
-                    listed += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(after)),
-                        PageEntry.State(after) == PageState.Shared);
+                    listed += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(after)), state == PageState.Shared);
                     listTicks += Stopwatch.GetTimestamp() - l0;
                 }
             }

@@ -40,9 +40,8 @@ internal sealed unsafe class FramePool : IDisposable
     // The lowest bitmap words (frame / 64) that may hold a free frame still resident, and a released free frame.
     private long _hintUnreleased, _hintReleased;
     private long _freeCount;
-    // Reference counts of 255 and more (a frame's byte reads 255), under their own lock.
-    private readonly Dictionary<uint, int> _wide = new();
-    private readonly Lock _wideGate = new();
+    // Reference counts of 255 and more (a frame's byte reads 255).
+    private readonly SideTable<int> _wide = new();
     private long _inUse;
     private long _unreleased;
     private int _externalChunks;
@@ -82,13 +81,9 @@ internal sealed unsafe class FramePool : IDisposable
         get
         {
             lock (_gate)
-            {
-                long wide;
-                lock (_wideGate) wide = _wide.Count;
                 return (long)(_chunkCount * PageGeometry.FramesPerChunk * MetadataBytesPerFrame)
                        + (long)_externalChunks * PageGeometry.FramesPerChunk * sizeof(ulong) + (long)_chunks.Length * IntPtr.Size
-                       + wide * WideEntryBytes;
-            }
+                       + _wide.MetadataBytes;
         }
     }
 
@@ -96,9 +91,6 @@ internal sealed unsafe class FramePool : IDisposable
     /// also keep a seen-content hash; a frame with 255 references or more an entry in the side table). The fleet's model
     /// counts the same.</summary>
     public const double MetadataBytesPerFrame = sizeof(byte) + 2.0 / 8;
-
-    /// <summary>Bytes counted for a reference count kept in the side table (a dictionary entry and its bucket).</summary>
-    private const int WideEntryBytes = 24;
 
     /// <summary>A reference count byte of this value: the count is in the side table.</summary>
     private const byte Wide = byte.MaxValue;
@@ -221,8 +213,7 @@ internal sealed unsafe class FramePool : IDisposable
     {
         var chunk = Chunk(frame);
         if (chunk.External is null) throw new InvalidOperationException($"Frame {frame} is not external.");
-        if (chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] == Wide) lock (_wideGate) _wide.Remove(frame);
-        chunk.RefCounts[frame & (PageGeometry.FramesPerChunk - 1)] = 0;
+        ClearCount(chunk, (int)(frame & (PageGeometry.FramesPerChunk - 1)), frame);
         Interlocked.Decrement(ref _inUse);
     }
 
@@ -239,8 +230,7 @@ internal sealed unsafe class FramePool : IDisposable
         int i = (int)(frame & (PageGeometry.FramesPerChunk - 1));
         if (chunk.External is { } owner)
         {
-            if (chunk.RefCounts[i] == Wide) lock (_wideGate) _wide.Remove(frame);
-            chunk.RefCounts[i] = 0;
+            ClearCount(chunk, i, frame);
             Interlocked.Decrement(ref _inUse);
             owner.Released(frame - chunk.ExternalFirst);
             return;
@@ -250,8 +240,7 @@ internal sealed unsafe class FramePool : IDisposable
             if (_disposed) return;
             ulong bit = 1UL << (i & 63);
             if ((chunk.Free[i >> 6] & bit) != 0) throw new InvalidOperationException($"Frame {frame} freed twice.");
-            if (chunk.RefCounts[i] == Wide) lock (_wideGate) _wide.Remove(frame);
-            chunk.RefCounts[i] = 0;
+            ClearCount(chunk, i, frame);
             chunk.Free[i >> 6] |= bit;
             _hintUnreleased = Math.Min(_hintUnreleased, frame >> 6);
             _freeCount++;
@@ -317,6 +306,13 @@ internal sealed unsafe class FramePool : IDisposable
         }
     }
 
+    /// <summary>A frame's reference count to 0 (a frame no longer in use), its side-table entry gone if it had one.</summary>
+    private void ClearCount(FrameChunk chunk, int slot, uint frame)
+    {
+        if (chunk.RefCounts[slot] == Wide) _wide.Remove(frame);
+        chunk.RefCounts[slot] = 0;
+    }
+
     /// <summary>Gives the memory of <paramref name="count"/> neighbouring frames of one chunk back to the system.</summary>
     private void DropMemory(uint first, uint count) =>
         Qemu.LinuxNative.Madvise(Address(first), (nuint)count * PageGeometry.PageSize, Qemu.LinuxNative.MADV_DONTNEED);
@@ -337,7 +333,7 @@ internal sealed unsafe class FramePool : IDisposable
         byte b = Volatile.Read(ref Chunk(frame).RefCounts[frame & (PageGeometry.FramesPerChunk - 1)]);
         if (b != Wide) return b;
         // Read racing a count that is coming down from the side table: the byte said 255 a moment ago.
-        lock (_wideGate) return _wide.TryGetValue(frame, out int n) ? n : Wide - 1;
+        return _wide.TryGet(frame, out int n) ? n : Wide - 1;
     }
 
     /// <summary>Sets the reference count of a frame in use; the caller guards the frame's count (see <see cref="RefCount"/>).</summary>
@@ -348,13 +344,13 @@ internal sealed unsafe class FramePool : IDisposable
         if (count >= Wide)
         {
             // The side table first, then the byte that sends readers there.
-            lock (_wideGate) _wide[frame] = count;
+            _wide.Set(frame, count);
             Volatile.Write(ref b, Wide);
             return;
         }
         bool wasWide = b == Wide;
         Volatile.Write(ref b, (byte)count);
-        if (wasWide) lock (_wideGate) _wide.Remove(frame);
+        if (wasWide) _wide.Remove(frame);
     }
 
     /// <summary>Adds a reference to a frame in use; returns the new count. The caller guards the frame's count.</summary>

@@ -85,8 +85,7 @@ public class PageGroupRecordTests
         var moved = store.Compact(mover =>
         {
             table.MoveBlobs(mover);
-            for (int k = 0; k < kept.Length; k++)
-                if (mover.Wants(kept[k])) kept[k] = mover.Move(kept[k]);
+            DifferenceEngine.Tests.Store.StoreWalks.All(kept)(mover);
         });
         Assert.Equal(1, moved.BlobsMoved);
         lock (table.StripeLock(id))
