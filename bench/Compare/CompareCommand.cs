@@ -37,13 +37,17 @@ internal static class CompareCommand
                 case "--quick":
                     options.Quick = true;
                     break;
+                case "--keep" when i + 1 < args.Length:
+                    options.Keep = args[++i];
+                    break;
                 case "-h" or "--help":
-                    Console.WriteLine("usage: compare [--path IMAGE...] [--out DIR] [--quick] [--pwsh PATH]");
+                    Console.WriteLine("usage: compare [--path IMAGE...] [--out DIR] [--quick] [--pwsh PATH] [--keep DIR]");
                     Console.WriteLine("       compare --guests DIR --deqemu LIBRARY [--images DIR] [--journals DIR] [--out DIR] [--quick]");
                     Console.WriteLine("  --path   raw images to load (default: snapshots of several live programs it starts)");
                     Console.WriteLine("  --out    where compare.csv and compare.md go (default: out/compare)");
                     Console.WriteLine("  --quick  two small inputs, one codec: the CI smoke run (KSM and zram still run where available)");
                     Console.WriteLine("  --pwsh   the pwsh (or pwsh.dll) to start for the PowerShell inputs");
+                    Console.WriteLine("  --keep   keep the program snapshots in DIR (raw images, 0600), to compare two builds on the same memory with --path");
                     Console.WriteLine("  --guests live QEMU guests instead: the test guests in DIR (vmlinuz, initramfs.cpio.gz) run with no engine,");
                     Console.WriteLine("           with the engine as their pager (libdeqemu.so at --deqemu), and with KSM + zram; guests.md in --out;");
                     Console.WriteLine("           --images: where to write the guests' RAM (raw images, for compare --path)");
@@ -87,4 +91,7 @@ internal sealed class CompareOptions
     public string OutDir { get; set; } = Path.Combine("out", "compare");
     public bool Quick { get; set; }
     public string? Pwsh { get; set; }
+
+    /// <summary>Where to keep the program snapshots (raw images, 0600) for later runs with --path; null: deleted after the run.</summary>
+    public string? Keep { get; set; }
 }

@@ -118,7 +118,21 @@ internal sealed class CompareRunner(CompareOptions options)
             var small = programs.Where(p => p.Small).ToList();
             programs = (small.Count >= 2 ? small : programs).Take(2).ToList();
         }
-        return InputImages.Snapshot(programs, Log);
+        var inputs = InputImages.Snapshot(programs, Log);
+        if (options.Keep is { } keep)
+        {
+            try
+            {
+                inputs.CopyTo(keep);
+                Log($"kept the snapshots in {keep} (for --path)");
+            }
+            catch
+            {
+                inputs.Dispose();
+                throw;
+            }
+        }
+        return inputs;
     }
 
     /// <summary>The engine's code jitted once on the smallest input, so no run's first pass pays for it.</summary>

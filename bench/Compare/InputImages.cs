@@ -115,6 +115,28 @@ internal sealed class InputImages : IDisposable
         return set;
     }
 
+    /// <summary>
+    /// Copies every image to <paramref name="dir"/> (made owner-only when new) as LABEL.img, created 0600: snapshots of
+    /// live programs hold what those programs hold.
+    /// </summary>
+    public void CopyTo(string dir)
+    {
+        if (!Directory.Exists(dir))
+        {
+            if (OperatingSystem.IsWindows()) Directory.CreateDirectory(dir);
+            else Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        foreach (var image in Images)
+        {
+            string target = System.IO.Path.Combine(dir, image.Label + ".img");
+            var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            using var source = File.OpenRead(image.Path);
+            using var destination = new FileStream(target, options);
+            source.CopyTo(destination);
+        }
+    }
+
     /// <summary>Reads every page of every image, in order, and hands it to <paramref name="visit"/>.</summary>
     public void ForEachPage(Action<InputImage, long, ReadOnlySpan<byte>> visit)
     {

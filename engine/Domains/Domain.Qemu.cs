@@ -279,11 +279,14 @@ public sealed partial class Domain
         return PageEntry.With(e, PageState.Private, own);
     }
 
+    /// <summary>Whether the guest's link can write-protect its pages: without it a pass leaves every private page alone.</summary>
+    internal bool QemuCanProtect => Qemu!.Link.WriteProtect;
+
     /// <summary>Write-protects a locked Private page of the guest before a pass reads it; true when it did.</summary>
     internal bool QemuProtect(long gfn)
     {
         var ram = Qemu!;
-        if (!ram.Link.WriteProtect) return false;
+        if (!QemuCanProtect) return false;
         ram.Link.Faults.WriteProtect(ram.Link.AddressOf(gfn), Userfaultfd.PageSize, on: true);
         return true;
     }

@@ -363,11 +363,15 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
 
     private int Limit => (int)(PageSize * _policy.CompressionThreshold) - EncodedPage.CompressedHeader;
 
-    /// <summary>The store slot of the patch the engine would keep against <paramref name="reference"/> (0: none under the threshold).</summary>
-    private int PatchCost(ReadOnlySpan<byte> reference, ReadOnlySpan<byte> page) =>
-        DeltaCodec.TryEncode(reference, page, _patch.AsSpan(0, _policy.PatchThreshold), out int written)
-            ? CompactStore.SlotSizeFor(EncodedPage.PatchHeader + written)
-            : 0;
+    /// <summary>The store slot of the patch the engine would keep against <paramref name="reference"/> (0: none under the
+    /// threshold), and the patch's length without its header.</summary>
+    private int PatchCost(ReadOnlySpan<byte> reference, ReadOnlySpan<byte> page, out int length)
+    {
+        if (DeltaCodec.TryEncode(reference, page, _patch.AsSpan(0, _policy.PatchThreshold), out length))
+            return CompactStore.SlotSizeFor(EncodedPage.PatchHeader + length);
+        length = 0;
+        return 0;
+    }
 
     /// <summary>Where sampled runs begin: one gfn in 512, or more often (see the constructor), at positions spread by a hash of the gfn (aligned gfns would favour what sits at alignment boundaries).</summary>
     private bool RunStartsAt(long gfn) => XxHash3.HashToUInt64(BitConverter.GetBytes(gfn)) % (ulong)_runEvery == 0;
@@ -403,15 +407,15 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             return true;
         }
 
-        bool Incompressible(long gfn, ReadOnlySpan<byte> bytes) =>
-            known.TryGetValue(gfn, out int entry) ? _entries[entry].SingleCost == 0 : SingleCost(bytes, out _) == 0;
-
         // What the engine makes of page gfn, as far as patching goes. It lists a page under each of its two similarity
         // keys in the pass before it patches (the first page with a key keeps the slot; a shared page takes it over),
-        // then patches and compresses in one pass in gfn order: a page finds its candidate still in a frame only when the
-        // candidate stays one - shared, or incompressible and not patched itself; a compressible candidate has been
-        // compressed by then (and its slot dropped). So a page is patched against the shared page that holds one of its
-        // keys, or else the first page with the key that stays a frame and comes before it: the smaller patch of the two keys.
+        // then patches every page it can in gfn order, and compresses only after that: a page finds its candidate still
+        // in a frame unless the candidate was patched itself. Of the page's two keys the smaller patch is kept (against
+        // the shared page that holds a key, or else the first earlier page with it that is not patched), and made only
+        // when it pays against compression (PatchPass.PaysAgainstCompression): the patch, plus what keeping its reference
+        // whole costs unless it serves a patch already, must come to less than the page compressed alone. A compressible
+        // page that serves as a reference stays a whole frame.
+        var references = new HashSet<long>(); // pages a patch was found to be made against, as the pass met them
         Look Examine(long gfn, int depth)
         {
             if (memo.TryGetValue(gfn, out var seen)) return seen;
@@ -419,7 +423,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             var other = others[depth];
             if (readPage is null || !readPage(gfn, bytes)) return Look.Unreadable;
             bool shared = _copies.GetValueOrDefault((ulong)XxHash128.HashToUInt128(bytes)) > 1;
-            int best = 0;
+            int best = 0, bestLength = 0, bestReferenceCost = 0;
             long against = -1;
             bool unknown = false;
             if (!shared && depth > 0)
@@ -430,8 +434,9 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                     if (_sharedByKey[k].TryGetValue(key, out long holder) && holder != gfn)
                     {
                         if (!readPage(holder, other)) { unknown = true; break; }
-                        int cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes);
-                        if (cost > 0 && (best == 0 || cost < best)) (best, against) = (cost, holder);
+                        int length = 0, cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes, out length);
+                        if (cost > 0 && (best == 0 || cost < best))
+                            (best, bestLength, against, bestReferenceCost) = (cost, length, holder, ReferenceCostOf(holder, other));
                         continue;
                     }
                     if (!_candidates[k].TryGetValue(key, out var list)) continue;
@@ -440,18 +445,27 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                         long cand = list[j];
                         var look = Examine(cand, depth - 1);
                         if (look.Unknown) { unknown = true; break; }
-                        if (!look.Stays) continue;
+                        if (look.Patch > 0) continue; // patched itself: no frame to patch against
                         if (!readPage(cand, other)) { unknown = true; break; }
-                        int cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes);
-                        if (cost > 0 && (best == 0 || cost < best)) (best, against) = (cost, cand);
+                        int length = 0, cost = other.AsSpan().SequenceEqual(bytes) ? 0 : PatchCost(other, bytes, out length);
+                        if (cost > 0 && (best == 0 || cost < best))
+                            (best, bestLength, against, bestReferenceCost) = (cost, length, cand, ReferenceCostOf(cand, other));
                         break;
                     }
                 }
             }
-            var result = new Look(shared, shared || (best == 0 && Incompressible(gfn, bytes)), best, unknown) { Against = against };
+            if (best > 0 && !unknown && !(PatchPass.MayPay(bestLength, bestReferenceCost)
+                                          && PatchPass.Pays(bestLength, bestReferenceCost, PatchPass.EstimatedSize(_policy, bytes))))
+                (best, against) = (0, -1); // declined: compressing both takes less
+            if (best > 0 && !unknown) references.Add(against);
+            var result = new Look(shared, best, unknown) { Against = against };
             memo[gfn] = result;
             return result;
         }
+
+        // What keeping the page a whole frame costs over compressing it: nothing once it serves a patch.
+        int ReferenceCostOf(long gfn, ReadOnlySpan<byte> bytes) =>
+            references.Contains(gfn) ? 0 : PatchPass.ReferenceCost(_policy, bytes);
 
         for (int i = 0; i < _entries.Count; i++)
         {
@@ -469,12 +483,12 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 _entries[i] = e with { PatchCost = (ushort)look.Patch };
                 continue;
             }
-            if (!look.Stays) continue;
             if (Referenced(gfn, _entryKeys[i * Keys], _entryKeys[i * Keys + 1], look)) _entries[i] = e with { Flags = e.Flags | EntryFlags.Reference };
         }
 
-        // A page that stays a frame is a reference when a page with one of its keys is patched against it, as the engine
-        // patches that page (the second looks above, for it): after it, or anywhere when it is shared.
+        // A page not patched itself is a reference when a page with one of its keys is patched against it, as the engine
+        // patches that page (the second looks above, for it): after it, or anywhere when it is shared. It stays a whole
+        // frame, compressible or not.
         bool Referenced(long gfn, ulong key0, ulong key1, Look look)
         {
             for (int k = 0; k < Keys; k++)
@@ -497,14 +511,14 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         GroupsAfterPass(readPage, (gfn, bytes) =>
         {
             // The engine groups a page it keeps as a private single blob: not zero or one word, not shared, compressible,
-            // not patched (a compressible private page never stays a frame, so it is no reference either).
+            // not patched, and no patch's reference (a reference stays a whole frame).
             if (PageHasher.IsUniform(bytes, out _) || _copies.GetValueOrDefault((ulong)XxHash128.HashToUInt128(bytes)) > 1) return 0;
             int single = KnownSingle(gfn, out _) ?? SingleCost(bytes, out _);
             if (single == 0) return 0;
             ulong key0 = _detector.ComputeKey(bytes, 0), key1 = _detector.ComputeKey(bytes, 1);
             if (Alone(gfn, key0, key1)) return single;
             var look = Examine(gfn, Depth);
-            return look.Unknown || look.Patch > 0 ? 0 : single;
+            return look.Unknown || look.Patch > 0 || Referenced(gfn, key0, key1, look) ? 0 : single;
         });
     }
 
@@ -608,13 +622,13 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         }
     }
 
-    /// <summary>What the second looks found about one page: shared, stays a frame, its patch (0: none), or could not be read.</summary>
-    private readonly record struct Look(bool Shared, bool Stays, int Patch, bool Unknown)
+    /// <summary>What the second looks found about one page: shared, its patch (0: none, or declined), or could not be read.</summary>
+    private readonly record struct Look(bool Shared, int Patch, bool Unknown)
     {
         /// <summary>The page the patch is against (-1: none).</summary>
         public long Against { get; init; }
 
-        public static Look Unreadable => new(false, false, 0, true);
+        public static Look Unreadable => new(false, 0, true);
     }
 
     /// <summary>

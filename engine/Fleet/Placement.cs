@@ -162,6 +162,14 @@ public static class Placement
             search.Improve();
             verified = Repair(search, domains, hostList, ct, progress);
             hostOf = search.HostOf;
+            // Small fleets (FewestHosts): never worse than first fit by the model itself, each domain in the order given
+            // to the first host it fits on with those already there (session 22: after the model's numbers moved, the
+            // search, which works on the model's estimates, used three hosts where this used two).
+            if (goal == PlacementGoal.FewestHosts && (long)n * hostList.Length <= GreedyPairs)
+            {
+                var (ffHostOf, ffVerified) = FirstFit(domains, hostList, ct);
+                if (IsBetterForFewestHosts(ffHostOf, ffVerified, hostOf, verified)) (hostOf, verified) = (ffHostOf, ffVerified);
+            }
             PredictCurrent();
             background.GetAwaiter().GetResult();
 
@@ -253,6 +261,47 @@ public static class Placement
         Parallel.ForEach(order, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount },
             g => used[g] = groups[g].Length == 0 ? 0 : Predict(domains, groups[g]));
         return used;
+    }
+
+    /// <summary>
+    /// First fit by the model: each domain in the order given to the first host (in the order given, its trust group
+    /// allowed) where the model predicts it fits with the domains already there. Returns each domain's host (-1: fits on
+    /// none) and each host's prediction.
+    /// </summary>
+    private static (int[] HostOf, long[] Verified) FirstFit(DomainFingerprint[] domains, PlacementHost[] hosts, CancellationToken ct)
+    {
+        var hostOf = new int[domains.Length];
+        var on = hosts.Select(_ => new List<int>()).ToArray();
+        var verified = new long[hosts.Length];
+        for (int d = 0; d < domains.Length; d++)
+        {
+            hostOf[d] = -1;
+            for (int h = 0; h < hosts.Length; h++)
+            {
+                ct.ThrowIfCancellationRequested();
+                if (!hosts[h].Allows(domains[d].TrustGroup ?? "")) continue;
+                on[h].Add(d);
+                long used = Predict(domains, on[h].ToArray());
+                if (used <= hosts[h].CapacityBytes)
+                {
+                    hostOf[d] = h;
+                    verified[h] = used;
+                    break;
+                }
+                on[h].RemoveAt(on[h].Count - 1);
+            }
+        }
+        return (hostOf, verified);
+    }
+
+    /// <summary>Whether placement <paramref name="a"/> beats <paramref name="b"/> for FewestHosts: fewer unplaced, then fewer hosts, then less memory.</summary>
+    private static bool IsBetterForFewestHosts(int[] a, long[] aVerified, int[] b, long[] bVerified)
+    {
+        int unplacedA = a.Count(h => h < 0), unplacedB = b.Count(h => h < 0);
+        if (unplacedA != unplacedB) return unplacedA < unplacedB;
+        int hostsA = a.Where(h => h >= 0).Distinct().Count(), hostsB = b.Where(h => h >= 0).Distinct().Count();
+        if (hostsA != hostsB) return hostsA < hostsB;
+        return aVerified.Sum() < bVerified.Sum();
     }
 
     private static long Predict(DomainFingerprint[] domains, int[] on) =>

@@ -55,14 +55,19 @@ public sealed partial class DEHost
     // The pass's bitmap of frames its sweep listed in their trust group's stable table (one bit a frame number below
     // _listedLimit), so each shared frame is hashed once a pass however many pages share it; native, freed when the pass ends.
     private unsafe ulong* _listedFrames;
+    // In the same allocation, after the listed frames' words: frames known to serve a patch as its reference (marked by the
+    // sweep for every patched page it sees, and by each patch the pass makes), so a new patch against one adds no frame.
+    private unsafe ulong* _referenceFrames;
     private uint _listedLimit;
 
-    /// <summary>Makes the pass's bitmap of listed frames, for the frame numbers the pool has now.</summary>
+    /// <summary>Makes the pass's bitmaps of listed and reference frames, for the frame numbers the pool has now.</summary>
     private unsafe void AllocateListedFrames()
     {
         FreeListedFrames();
         long limit = Frames.FrameNumberLimit;
-        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)((limit + 63) / 64 * sizeof(ulong)));
+        long words = (limit + 63) / 64;
+        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(2 * words * sizeof(ulong)));
+        _referenceFrames = _listedFrames + words;
         _listedLimit = (uint)limit;
     }
 
@@ -70,8 +75,20 @@ public sealed partial class DEHost
     {
         System.Runtime.InteropServices.NativeMemory.Free(_listedFrames);
         _listedFrames = null;
+        _referenceFrames = null;
         _listedLimit = 0;
     }
+
+    /// <summary>Notes, for the running pass, that <paramref name="frame"/> serves a patch as its reference.</summary>
+    internal unsafe void MarkReference(uint frame)
+    {
+        if (frame >= _listedLimit || _referenceFrames == null) return; // a frame newer than the pass's sweep: not noted
+        Interlocked.Or(ref _referenceFrames[frame >> 6], 1UL << (int)(frame & 63));
+    }
+
+    /// <summary>Whether the running pass knows <paramref name="frame"/> to serve a patch as its reference already.</summary>
+    internal unsafe bool IsKnownReference(uint frame) =>
+        frame < _listedLimit && _referenceFrames != null && (Volatile.Read(ref _referenceFrames[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
 
     /// <summary>
     /// Lists a shared frame, or a patch's reference, in the stable table of its trust group, once a pass: under the
@@ -90,6 +107,13 @@ public sealed partial class DEHost
             if (!index.Stable.TryGet(hash, out _)) index.Stable.Set(hash, frame);
         }
     }
+
+    /// <summary>
+    /// Whether the pass's sweep listed <paramref name="frame"/>: it was shared (or a patch's reference) when the pass began,
+    /// not made by the pass's own merges.
+    /// </summary>
+    private unsafe bool IsListed(uint frame) =>
+        frame < _listedLimit && _listedFrames != null && (Volatile.Read(ref _listedFrames[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
 
     /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
     private readonly SharedCandidates _coldShared = new();
@@ -210,8 +234,9 @@ public sealed partial class DEHost
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct };
         try
         {
-            // Two phases: every slice swept (its references listed in the pass's similarity table), then every slice's
-            // mechanisms, so a page finds the references of the whole pass, not only of the pages swept before it.
+            // Three phases: every slice swept (its references listed in the pass's similarity table), then every slice's
+            // sharing and patching, so a page finds the references of the whole pass, not only of the pages swept before
+            // it, then every slice's compression.
             Parallel.ForEach(sweepSlices, parallel, slice =>
             {
                 long n = SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep, out long listedHere);
@@ -228,6 +253,14 @@ public sealed partial class DEHost
                     sum.Add(c);
                     enc.Add(ec);
                 }
+            });
+            // Then compression, once every page has been shared or patched where it could be: a page compressed in the
+            // second phase could no longer be the reference of a similar page later in the pass.
+            Parallel.ForEach(slices, parallel, slice =>
+            {
+                var ec = new EncodeCounters();
+                CompressSlice(slice.Domain, slice.Start, slice.End, ref ec);
+                lock (sumGate) enc.Add(ec);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
                 progress?.Invoke(new ScanProgress(pass, now, total));
             });
@@ -275,6 +308,7 @@ public sealed partial class DEHost
             ReferencesListed = listed,
             ReferencesBusy = enc.ReferencesBusy,
             NewlyExamined = enc.NewlyExamined,
+            PatchesDeclined = enc.PatchesNotWorthIt,
             GroupsFormed = enc.GroupsFormed,
             PagesGrouped = enc.PagesGrouped,
             GroupStreamBytes = enc.GroupStreamBytes,
@@ -331,7 +365,9 @@ public sealed partial class DEHost
                 if (stable is not null && state is PageState.Shared or PageState.Patched)
                 {
                     long s0 = Stopwatch.GetTimestamp();
-                    ListStable(stable, state == PageState.Shared ? PageEntry.Frame(after) : EncodedPage.ReferenceFrame(Store.Get(PageEntry.Payload(after))));
+                    uint listedFrame = state == PageState.Shared ? PageEntry.Frame(after) : EncodedPage.ReferenceFrame(Store.Get(PageEntry.Payload(after)));
+                    ListStable(stable, listedFrame);
+                    if (state == PageState.Patched) MarkReference(listedFrame);
                     stableTicks += Stopwatch.GetTimestamp() - s0;
                 }
                 // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
@@ -360,26 +396,24 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// Runs the domain's mechanisms on each eligible page of a slice the pass has swept, in the paper's order: zero and
-    /// one-word pages folded, identical pages shared (C2-C4), similar pages patched (C3-C4) against the references the
-    /// sweep listed, and cold pages (C4) that an earlier pass already examined compressed; then the slice's long-cold
-    /// compressed pages grouped.
+    /// The pass's second phase over a slice the pass has swept: the domain's mechanisms that find a page's bytes elsewhere,
+    /// in the paper's order: zero and one-word pages folded, identical pages shared (C2-C4), similar pages patched (C3-C4)
+    /// against the references the sweep listed. Compression waits for the third phase (<see cref="CompressSlice"/>), once
+    /// every slice has had this one: a page compressed here could no longer serve as the reference of a similar page later
+    /// in the pass.
     /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ScanSlice(Domain domain, long start, long end, ref SharingCounters c, ref EncodeCounters ec)
     {
-        // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
-        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
-        int coldCount = 0;
         var policy = domain.Policy;
         long cpu0 = ThreadCpu.NowTicks();
         bool qemu = domain.Qemu is not null;
         long t1 = Stopwatch.GetTimestamp();
         long examinedBefore = c.PagesExamined;
-        long patchTicks = 0, compressTicks = 0, patchTried = 0, compressTried = 0;
-        bool sharing = policy.SharingEnabled, patching = policy.PatchingEnabled, compression = policy.CompressionEnabled;
-        if ((sharing || patching || compression) && !domain.IsRemoved)
+        long patchTicks = 0, patchTried = 0;
+        bool sharing = policy.SharingEnabled, patching = policy.PatchingEnabled;
+        if ((sharing || patching || policy.CompressionEnabled) && !domain.IsRemoved)
         {
             var index = SharingIndexFor(policy.TrustGroup);
             for (long gfn = start; gfn < end; gfn++)
@@ -390,49 +424,104 @@ public sealed partial class DEHost
                 {
                     if (domain.IsRemoved) break;
                     var category = PageEntry.Category(e);
-                    var state = PageEntry.State(e);
                     if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) continue;
                     // Whatever takes a guest's page out costs a fault at its next touch, read or write: cold pages only.
                     if (qemu && category != PageCategory.C4) continue;
+                    if (PageEntry.State(e) != PageState.Private) continue;
+                    // Without write-protect faults a guest write could race the pass: the page is left alone.
+                    if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
+                    bool examinedBefore2 = (e & PageEntry.SharingSeen) != 0;
+                    c.PagesExamined++;
+                    if (CompressionPass.TryFold(Frames, ref e, ref ec, ref c))
+                    {
+                        e |= PageEntry.SharingSeen;
+                        continue;
+                    }
+                    if (sharing && PageClock.MayShare(category))
+                        e = SharingPass.SharePage(this, index, domain, gfn, e, ref c);
+                    // Like compression, patching waits for a page an earlier pass already examined: a
+                    // whole sharing cycle first, so a page is never patched while its identical twin,
+                    // later in the same pass, could have shared it.
+                    if (patching && examinedBefore2 && PageEntry.State(e) == PageState.Private && PageClock.MayPatch(category))
+                    {
+                        long p0 = Stopwatch.GetTimestamp();
+                        e = PatchPass.TryPatch(this, index, domain, gfn, e, ref ec);
+                        patchTicks += Stopwatch.GetTimestamp() - p0;
+                        patchTried++;
+                    }
+                    // A page still private is marked examined by the third phase, which tells a page examined for the
+                    // first time (not compressed until the next pass) by the mark's absence.
+                    if (PageEntry.State(e) == PageState.Private && !examinedBefore2) e &= ~PageEntry.SharingSeen;
+                    else e |= PageEntry.SharingSeen;
+                }
+                finally
+                {
+                    // Still the guest's: let it write again (a write that waited on the page lock goes on now).
+                    domain.QemuUnlock(gfn, e, guarded);
+                }
+            }
+        }
+        AddEngineTime(Mechanism.Sharing, Stopwatch.GetTimestamp() - t1 - patchTicks, c.PagesExamined - examinedBefore);
+        AddEngineTime(Mechanism.Patching, patchTicks, patchTried);
+        Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+    }
+
+    /// <summary>
+    /// The pass's third phase over a slice, after every slice's second (<see cref="ScanSlice"/>): cold (C4) private pages
+    /// that an earlier pass already examined are compressed, the cold shared pages listed for SharedCompression, a page
+    /// examined for the first time marked so, and the slice's long-cold compressed pages grouped.
+    /// </summary>
+    /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void CompressSlice(Domain domain, long start, long end, ref EncodeCounters ec)
+    {
+        // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
+        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
+        int coldCount = 0;
+        var policy = domain.Policy;
+        long cpu0 = ThreadCpu.NowTicks();
+        bool qemu = domain.Qemu is not null;
+        long t1 = Stopwatch.GetTimestamp();
+        long compressTried = 0;
+        bool compression = policy.CompressionEnabled;
+        bool examining = policy.PatchingEnabled || compression;
+        if ((policy.SharingEnabled || examining) && !domain.IsRemoved)
+        {
+            for (long gfn = start; gfn < end; gfn++)
+            {
+                // Most pages have nothing to do here: looked at unlocked first, checked again under the lock.
+                if (!MayCompressPhase(domain.PeekEntry(gfn), compression, qemu)) continue;
+                ulong e = domain.Lock(gfn);
+                bool guarded = false;
+                try
+                {
+                    if (domain.IsRemoved) break;
+                    if (!MayCompressPhase(e, compression, qemu)) continue;
+                    var category = PageEntry.Category(e);
+                    var state = PageEntry.State(e);
                     if (state == PageState.Private)
                     {
-                        // Without write-protect faults a guest write could race the pass: the page is left alone.
-                        if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
-                        bool examinedBefore2 = (e & PageEntry.SharingSeen) != 0;
-                        c.PagesExamined++;
-                        if (CompressionPass.TryFold(Frames, ref e, ref ec, ref c))
+                        // A guest's page the second phase could not protect was not examined there, nor is it here.
+                        if (qemu && !domain.QemuCanProtect) continue;
+                        if ((e & PageEntry.SharingSeen) == 0)
                         {
+                            // Examined for the first time this pass: patched or compressed from the next one on.
+                            if (examining) ec.NewlyExamined++;
                             e |= PageEntry.SharingSeen;
                             continue;
                         }
-                        if (sharing && PageClock.MayShare(category))
-                            e = SharingPass.SharePage(this, index, domain, gfn, e, ref c);
-                        // Like compression, patching waits for a page an earlier pass already examined: a
-                        // whole sharing cycle first, so a page is never patched while its identical twin,
-                        // later in the same pass, could have shared it.
-                        if (patching && examinedBefore2 && PageEntry.State(e) == PageState.Private && PageClock.MayPatch(category))
+                        if (compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category))
                         {
-                            long p0 = Stopwatch.GetTimestamp();
-                            e = PatchPass.TryPatch(this, index, domain, gfn, e, ref ec);
-                            patchTicks += Stopwatch.GetTimestamp() - p0;
-                            patchTried++;
-                        }
-                        if (compression && examinedBefore2 && PageEntry.State(e) == PageState.Private
-                            && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category))
-                        {
-                            long p0 = Stopwatch.GetTimestamp();
+                            if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
                             e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
-                            compressTicks += Stopwatch.GetTimestamp() - p0;
                             compressTried++;
                         }
-                        // A page examined for the first time may be patched or compressed next pass.
-                        if (!examinedBefore2 && (patching || compression) && PageEntry.State(e) == PageState.Private) ec.NewlyExamined++;
-                        e |= PageEntry.SharingSeen;
                     }
-                    else if (state == PageState.Shared && compression && (e & PageEntry.Incompressible) == 0
-                             && PageClock.MayCompressOrSwap(category))
+                    else if (state == PageState.Shared && IsListed(PageEntry.Frame(e)))
                     {
                         // Compressed after the sweep, when every page sharing the frame turned out cold (SharedCompression).
+                        // Only a frame shared when the pass began: one the pass's own merges made may yet gain sharers in the
+                        // next (a compressed frame takes no more), as a private page waits a pass before it is compressed.
                         if (coldCount == cold.Length)
                         {
                             _coldShared.Add(cold);
@@ -450,16 +539,32 @@ public sealed partial class DEHost
         }
         _coldShared.Add(cold[..coldCount]);
         long t2 = Stopwatch.GetTimestamp();
+        AddEngineTime(Mechanism.Compression, t2 - t1, compressTried);
         // Long-cold compressed pages of this slice, compressed together (page groups): timed on their own line.
         if (compression && policy.GroupSize >= 2 && !domain.IsRemoved)
         {
             long grouped = GroupCompression.GroupSlice(this, domain, start, end, ref ec);
             AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t2, grouped);
         }
-        AddEngineTime(Mechanism.Sharing, t2 - t1 - patchTicks - compressTicks, c.PagesExamined - examinedBefore);
-        AddEngineTime(Mechanism.Patching, patchTicks, patchTried);
-        AddEngineTime(Mechanism.Compression, compressTicks, compressTried);
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+    }
+
+    /// <summary>
+    /// Whether the third phase has anything to do with a page (<see cref="CompressSlice"/>): an eligible private page (to
+    /// compress, or to mark examined), or, with compression on, a cold shared page that may be compressed.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool MayCompressPhase(ulong e, bool compression, bool qemu)
+    {
+        var category = PageEntry.Category(e);
+        if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) return false;
+        if (qemu && category != PageCategory.C4) return false;
+        return PageEntry.State(e) switch
+        {
+            PageState.Private => true,
+            PageState.Shared => compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category),
+            _ => false,
+        };
     }
 
     /// <summary>

@@ -96,6 +96,12 @@ public sealed record PassResult(
     /// references (the table is made afresh each pass and freed at its end; the same pages listed again are no change).
     /// </summary>
     public long ReferencesListed { get; init; }
+    /// <summary>
+    /// Patches found but not made because compression saves more: the page's domain compresses, and the patch plus what
+    /// keeping its reference whole costs (a compressible page that serves no patch yet) came to no less than the page
+    /// compressed (docs/ARCHITECTURE.md, "Patching or compression"). The page is compressed instead.
+    /// </summary>
+    public long PatchesDeclined { get; init; }
     /// <summary>Pages examined for the first time with patching or compression on: the next pass may encode them.</summary>
     public long NewlyExamined { get; init; }
     /// <summary>

@@ -9,6 +9,10 @@ public class PatchingTests
 {
     private static readonly DomainOptions All = new() { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true };
 
+    /// <summary>Every mechanism, a page turning cold (C4) after <paramref name="sweeps"/> sweeps.</summary>
+    private static DomainOptions AllCold(int sweeps) =>
+        new() { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = sweeps };
+
     private static byte[] Similar(byte[] page, int seed, int changes)
     {
         var rng = new Random(seed);
@@ -106,6 +110,105 @@ public class PatchingTests
         Assert.Equal(PageState.Private, b.GetPage(0).State);
         Assert.Equal(1, host.GetStats().Faults.Single(f => f.Kind == FaultKind.Unpatch).Count);
         TestMemory.AssertFrameAccounting(host);
+    }
+
+    /// <summary>A page LZ4 shrinks to about two thirds (2,560 seeded random bytes, then zeros): under the default threshold, but not far.</summary>
+    private static byte[] PartlyRandom(int seed)
+    {
+        var page = new byte[4096];
+        new Random(seed).NextBytes(page.AsSpan(0, 2560));
+        return page;
+    }
+
+    /// <summary>A page every codec shrinks to a fraction (heap-like words), different for each seed.</summary>
+    private static byte[] HeapLike(int seed) => SharedCompressionTests.Compressible(seed);
+
+    /// <summary>Whether LZ4 shrinks <paramref name="page"/> under the default threshold (3,072 bytes).</summary>
+    private static bool Lz4Admits(byte[] page) =>
+        PageCompressors.Get(CompressionAlgorithm.LZ4).TryCompress(page, new byte[3072], out _);
+
+    /// <summary>
+    /// A pass patches every page it can before it compresses any: a page of a domain that does not patch, compressed
+    /// earlier in the same pass, could no longer serve as the reference of a similar page later in it (until session 22
+    /// each page was compressed as the pass reached it, and half the patches on the guest images were lost so).
+    /// </summary>
+    [Fact]
+    public void PatchingComesBeforeCompressionInAPass()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = PartlyRandom(7);
+        Assert.True(Lz4Admits(reference)); // it would be compressed, were it not a reference
+        var similar = Similar(reference, 8, 5);
+        // a's domain shares and compresses but does not patch: its page can only serve as a reference. It comes first in
+        // the pass (lower id, one worker), both turn cold in the same sweep.
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference],
+            new DomainOptions { SharingEnabled = true, CompressionEnabled = true, C4Sweeps = 1 });
+        var b = TestMemory.LoadRaw(host, dir, "b", [similar], AllCold(1));
+        var result = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 1 });
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        Assert.Equal("a", b.GetPage(0).ReferenceDomain);
+        Assert.Equal(PageState.Shared, a.GetPage(0).State);
+        Assert.Equal(2, a.GetPage(0).ReferenceCount);
+        Assert.Equal(0, result.PassResults.Sum(p => p.PatchesDeclined));
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(reference, a.ReadPage(0));
+    }
+
+    /// <summary>
+    /// A patch against a reference that would otherwise be compressed keeps that reference's whole frame: when the two
+    /// pages compressed take less than the patch and the frame, the patch is declined and both are compressed.
+    /// </summary>
+    [Fact]
+    public void APatchIsDeclinedWhenCompressingBothPagesTakesLess()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = HeapLike(5);
+        var similar = Similar(reference, 6, 5);
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], AllCold(1));
+        var b = TestMemory.LoadRaw(host, dir, "b", [similar], AllCold(1));
+        var result = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 1 });
+        Assert.True(result.PassResults.Sum(p => p.PatchesDeclined) > 0);
+        Assert.Equal(0, result.PassResults.Sum(p => p.PagesPatched));
+        Assert.Equal(PageState.Compressed, a.GetPage(0).State);
+        Assert.Equal(PageState.Compressed, b.GetPage(0).State);
+        Assert.True(a.GetPage(0).StoredBytes + b.GetPage(0).StoredBytes < 4096);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(reference, a.ReadPage(0));
+    }
+
+    /// <summary>
+    /// The same two pages when the similar page's domain does not compress: there is nothing to weigh the patch against,
+    /// and it is made. The reference, now serving a patch, costs nothing more to a third similar page of a domain that
+    /// compresses: that one is patched against it too.
+    /// </summary>
+    [Fact]
+    public void AReferenceAlreadyServingAPatchTakesMorePatchesEvenFromDomainsThatCompress()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var reference = HeapLike(5);
+        var similar = Similar(reference, 6, 5);
+        var third = Similar(reference, 9, 5);
+        var a = TestMemory.LoadRaw(host, dir, "a", [reference], AllCold(6));
+        host.Scan([a]); // a's page is listed first: it serves as the reference
+        var b = TestMemory.LoadRaw(host, dir, "b", [similar], new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1 });
+        host.Scan(options: new ScanOptions { Passes = 3, Parallelism = 1 });
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        Assert.Equal("a", b.GetPage(0).ReferenceDomain);
+        var c = TestMemory.LoadRaw(host, dir, "c", [third], AllCold(1));
+        var result = host.Scan(options: new ScanOptions { Passes = 3, Parallelism = 1 });
+        Assert.Equal(PageState.Patched, c.GetPage(0).State);
+        Assert.Equal("a", c.GetPage(0).ReferenceDomain);
+        Assert.Equal(0, result.PassResults.Sum(p => p.PatchesDeclined));
+        Assert.Equal(3, a.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(third, c.ReadPage(0));
+        Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(reference, a.ReadPage(0));
     }
 
     [Theory]
