@@ -216,6 +216,48 @@ public sealed class FleetTests
         Assert.True(Math.Abs(error) < 0.10, $"predicted {predicted} B, the host uses {actual} B ({error:P1})");
     }
 
+    /// <summary>
+    /// The fingerprint patches as the engine does since session 22: a similar page whose patch, with its reference kept
+    /// whole, costs more than the two pages compressed (heap-like pages) is compressed, one that compresses poorly (seeded
+    /// random bytes, then zeros) is patched. Before, the fingerprint patched either kind at home.
+    /// </summary>
+    [Fact]
+    public void The_fingerprint_patches_only_where_the_engine_finds_it_pays_against_compression()
+    {
+        using var dir = new TempDir();
+        var pages = new List<byte[]>();
+        for (int i = 0; i < 64; i++)
+        {
+            var heap = Engine.SharedCompressionTests.Compressible(1000 + i);
+            var poor = new byte[Page];
+            new Random(i).NextBytes(poor.AsSpan(0, 2560));
+            pages.Add(heap);
+            pages.Add(Edited(heap, i));
+            pages.Add(poor);
+            pages.Add(Edited(poor, i));
+        }
+        var image = pages.ToArray();
+        using var host = new DEHost(new HostOptions { Name = "actual", SimilaritySeed = 5 });
+        var domain = TestMemory.LoadRaw(host, dir, "d", image, new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true });
+        host.Scan(null, new ScanOptions { UntilStable = true, Parallelism = 1 });
+        long patched = host.GetPageStats(domain).PatchedPages;
+        // Every poorly compressing pair patched, no heap-like one.
+        Assert.Equal(64, patched);
+        var predicted = ColocationModel.Predict([FromPages(image, KeyA, "d", dir)]);
+        Assert.InRange(predicted.PatchedPages, 48, 80);
+        long actual = host.GetStats().MemoryUsedBytes;
+        double error = (double)(predicted.PredictedUsedBytes - actual) / actual;
+        Assert.True(Math.Abs(error) < 0.10, $"predicted {predicted.PredictedUsedBytes} B, the host uses {actual} B ({error:P1})");
+
+        static byte[] Edited(byte[] page, int seed)
+        {
+            var copy = (byte[])page.Clone();
+            var rng = new Random(seed + 77);
+            for (int k = 0; k < 5; k++) copy[rng.Next(Page)] ^= (byte)(1 + rng.Next(255));
+            return copy;
+        }
+    }
+
     [Fact]
     public void Fingerprints_of_different_sample_rates_or_schemas_are_refused_together()
     {
