@@ -94,6 +94,12 @@ public static class Placement
     private const int RepairTries = 8;
     /// <summary>Up to this many domains times hosts, the greedy start is tried too (beyond, its cost grows with how the domains spread).</summary>
     private const long GreedyPairs = 20_000;
+
+    /// <summary>
+    /// Fleets up to this many domain-host pairs are also placed by first fit by the model: each try is a whole prediction
+    /// of a host's domains, one after another, so it is kept to fleets where that takes a few seconds at most.
+    /// </summary>
+    private const long FirstFitPairs = 2_000;
     private const double RepairTolerance = 0.02;
 
     public static PlacementResult Recommend(IReadOnlyList<DomainFingerprint> fingerprints, IReadOnlyList<PlacementHost> hosts, PlacementGoal goal,
@@ -165,7 +171,7 @@ public static class Placement
             // Small fleets (FewestHosts): never worse than first fit by the model itself, each domain in the order given
             // to the first host it fits on with those already there (session 22: after the model's numbers moved, the
             // search, which works on the model's estimates, used three hosts where this used two).
-            if (goal == PlacementGoal.FewestHosts && (long)n * hostList.Length <= GreedyPairs)
+            if (goal == PlacementGoal.FewestHosts && (long)n * hostList.Length <= FirstFitPairs)
             {
                 var (ffHostOf, ffVerified) = FirstFit(domains, hostList, ct);
                 if (IsBetterForFewestHosts(ffHostOf, ffVerified, hostOf, verified)) (hostOf, verified) = (ffHostOf, ffVerified);

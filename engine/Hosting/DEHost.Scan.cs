@@ -485,6 +485,9 @@ public sealed partial class DEHost
         long compressTried = 0;
         bool compression = policy.CompressionEnabled;
         bool examining = policy.PatchingEnabled || compression;
+        // The sweep listed every frame shared when the pass began only when some domain shares or patches; when none does,
+        // no page was merged this pass, and every shared page's frame is an old one.
+        bool listing = _anyIndexing;
         if ((policy.SharingEnabled || examining) && !domain.IsRemoved)
         {
             for (long gfn = start; gfn < end; gfn++)
@@ -517,11 +520,12 @@ public sealed partial class DEHost
                             compressTried++;
                         }
                     }
-                    else if (state == PageState.Shared && IsListed(PageEntry.Frame(e)))
+                    else if (state == PageState.Shared && (!listing || IsListed(PageEntry.Frame(e))))
                     {
                         // Compressed after the sweep, when every page sharing the frame turned out cold (SharedCompression).
-                        // Only a frame shared when the pass began: one the pass's own merges made may yet gain sharers in the
-                        // next (a compressed frame takes no more), as a private page waits a pass before it is compressed.
+                        // Only a frame shared when the pass began (the sweep listed it): one the pass's own merges made may
+                        // yet gain sharers in the next (a compressed frame takes no more), as a private page waits a pass
+                        // before it is compressed.
                         if (coldCount == cold.Length)
                         {
                             _coldShared.Add(cold);
@@ -539,7 +543,7 @@ public sealed partial class DEHost
         }
         _coldShared.Add(cold[..coldCount]);
         long t2 = Stopwatch.GetTimestamp();
-        AddEngineTime(Mechanism.Compression, t2 - t1, compressTried);
+        AddEngineTime(compression ? Mechanism.Compression : Mechanism.Sharing, t2 - t1, compressTried);
         // Long-cold compressed pages of this slice, compressed together (page groups): timed on their own line.
         if (compression && policy.GroupSize >= 2 && !domain.IsRemoved)
         {
@@ -550,8 +554,9 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// Whether the third phase has anything to do with a page (<see cref="CompressSlice"/>): an eligible private page (to
-    /// compress, or to mark examined), or, with compression on, a cold shared page that may be compressed.
+    /// Whether the third phase has anything to do with a page (<see cref="CompressSlice"/>): an eligible private page to
+    /// mark examined, or, with compression on, a cold private or shared page that may be compressed (not one found
+    /// incompressible: most pages of a stable host are passed over on a peek, without their lock).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool MayCompressPhase(ulong e, bool compression, bool qemu)
@@ -559,10 +564,12 @@ public sealed partial class DEHost
         var category = PageEntry.Category(e);
         if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) return false;
         if (qemu && category != PageCategory.C4) return false;
+        bool compressible = compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category);
         return PageEntry.State(e) switch
         {
-            PageState.Private => true,
-            PageState.Shared => compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category),
+            // To mark examined, or to compress.
+            PageState.Private => (e & PageEntry.SharingSeen) == 0 || compressible,
+            PageState.Shared => compressible,
             _ => false,
         };
     }

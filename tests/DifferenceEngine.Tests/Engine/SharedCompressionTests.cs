@@ -193,6 +193,33 @@ public class SharedCompressionTests(ITestOutputHelper output)
         Assert.Equal(pages[0], b.ReadPage(0));
     }
 
+    /// <summary>
+    /// Frames shared before every domain stopped sharing (without unsharing) are still compressed once cold: no pass
+    /// lists shared frames then (nothing shares or patches), and none merges, so every shared frame is an old one.
+    /// </summary>
+    [Fact]
+    public void FramesSharedBeforeSharingWasTurnedOffAreStillCompressed()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        byte[][] pages = [Compressible(1), Compressible(2)];
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, new DomainOptions { SharingEnabled = true, C4Sweeps = 1 });
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), new DomainOptions { SharingEnabled = true, C4Sweeps = 1 });
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(PageState.Shared, a.GetPage(0).State);
+        Assert.Equal(0, host.GetStats().SharedCompressedFrames);
+        foreach (var d in new[] { a, b })
+        {
+            host.DisableSharing(d, unshare: false);
+            host.EnableCompression(d);
+        }
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(PageState.Compressed, a.GetPage(1).State);
+        Assert.Equal(pages[1], b.ReadPage(1));
+        TestMemory.AssertFrameAccounting(host);
+    }
+
     [Fact]
     public void AFrameThatServesAsAPatchReferenceStaysInMemory()
     {
