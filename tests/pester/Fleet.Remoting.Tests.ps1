@@ -62,6 +62,8 @@ BeforeAll {
     $allDomains = @($plan.Values | ForEach-Object { $_ } | ForEach-Object Name | Sort-Object)
 
     $sshHosts = @(Start-DETestSshHost -Count 3)
+    # A set-up that fails says what the daemons and the remote pwsh processes saw (their logs go with the run directory).
+    trap { Write-DETestSshLog -SshHost $sshHosts; break }
     $sessions = @(New-PSSession -SSHConnection $sshHosts.SSHConnection -ErrorAction Stop)
     # Which daemon each session went through, from the remote side: the server port sshd puts in SSH_CONNECTION.
     $hostOfSession = @{}

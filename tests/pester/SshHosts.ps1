@@ -210,7 +210,8 @@ export DOTNET_ROOT='$dotnetRoot'
 export DOTNET_CLI_TELEMETRY_OPTOUT=1
 export DOTNET_NOLOGO=1
 export PATH='$(Split-Path -Parent $pwsh[0]):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-exec $quoted
+# Its standard error (not part of the protocol, which is stdin and stdout) goes to a log of its own, for Write-DETestSshLog.
+exec $quoted 2>>'$run/subsystem-'`$`$.err
 "@
 
         for ($i = 1; $i -le $Count; $i++) {
@@ -310,6 +311,29 @@ Subsystem powershell $Wrapper
         # met before it, and a hashtable's key order differs from one process to the next.
         SSHConnection = @{ HostName = "root@127.0.0.1:$port"; KeyFilePath = $ClientKey; Options = $options.Clone(); ConnectingTimeout = $script:DESshConnectingTimeoutMs }
         Process       = $process
+    }
+}
+
+<#
+.SYNOPSIS
+    Writes the end of each daemon's log (sshd.err) and every powershell subsystem's standard error of the run to the
+    host, so that a failure of a test's set-up (a session whose SSH transport ended, say) says what sshd and the remote
+    pwsh saw. Best effort: what cannot be read is skipped.
+#>
+function Write-DETestSshLog {
+    param([object[]]$SshHost = @(), [int]$Tail = 40)
+    foreach ($h in $SshHost | Where-Object { $_ }) {
+        if (Test-Path -LiteralPath $h.LogPath) {
+            Write-Host "---- $($h.Name) sshd log (last $Tail lines): $($h.LogPath)"
+            Get-Content -LiteralPath $h.LogPath -Tail $Tail -ErrorAction Ignore | ForEach-Object { Write-Host "  $_" }
+        }
+    }
+    foreach ($run in @($SshHost | Where-Object { $_ } | ForEach-Object RunDirectory | Select-Object -Unique)) {
+        foreach ($err in Get-ChildItem -LiteralPath $run -Filter 'subsystem-*.err' -File -ErrorAction Ignore) {
+            if ($err.Length -eq 0) { continue }
+            Write-Host "---- powershell subsystem standard error: $($err.Name)"
+            Get-Content -LiteralPath $err.FullName -Tail $Tail -ErrorAction Ignore | ForEach-Object { Write-Host "  $_" }
+        }
     }
 }
 
