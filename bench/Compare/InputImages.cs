@@ -1,6 +1,7 @@
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
 using DifferenceEngine.Bench.Corpus;
+using DifferenceEngine.Loading;
 using DifferenceEngine.Memory;
 
 namespace DifferenceEngine.Bench.Compare;
@@ -129,11 +130,11 @@ internal sealed class InputImages : IDisposable
         foreach (var image in Images)
         {
             string target = System.IO.Path.Combine(dir, image.Label + ".img");
-            var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
-            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            using var source = File.OpenRead(image.Path);
-            using var destination = new FileStream(target, options);
-            source.CopyTo(destination);
+            // A new file each time (RawImageWriter creates it 0600): one left by an earlier run keeps its mode if overwritten.
+            File.Delete(target);
+            using var source = MemorySource.OpenFile(image.Path, MemorySourceFormat.RawImage); // a snapshot may begin with ELF bytes
+            using var writer = RawImageWriter.Create(target, source.PageCount);
+            source.CopyTo(writer);
         }
     }
 

@@ -454,8 +454,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                     }
                 }
             }
-            if (best > 0 && !unknown && !(PatchPass.MayPay(bestLength, bestReferenceCost)
-                                          && PatchPass.Pays(bestLength, bestReferenceCost, PatchPass.EstimatedSize(_policy, bytes))))
+            if (best > 0 && !unknown && !PatchPass.Pays(bestLength, bestReferenceCost, _policy, bytes, incompressible: false))
                 (best, against) = (0, -1); // declined: compressing both takes less
             if (best > 0 && !unknown) references.Add(against);
             var result = new Look(shared, best, unknown) { Against = against };

@@ -79,16 +79,26 @@ public sealed partial class DEHost
         _listedLimit = 0;
     }
 
-    /// <summary>Notes, for the running pass, that <paramref name="frame"/> serves a patch as its reference.</summary>
-    internal unsafe void MarkReference(uint frame)
+    /// <summary>
+    /// Sets <paramref name="frame"/>'s bit in one of the pass's frame bitmaps; false when the bit was set already, or when
+    /// there is no such bit (no pass runs, or a frame newer than the pass's sweep).
+    /// </summary>
+    private unsafe bool SetFrameBit(ulong* bitmap, uint frame)
     {
-        if (frame >= _listedLimit || _referenceFrames == null) return; // a frame newer than the pass's sweep: not noted
-        Interlocked.Or(ref _referenceFrames[frame >> 6], 1UL << (int)(frame & 63));
+        if (frame >= _listedLimit || bitmap == null) return false;
+        ulong bit = 1UL << (int)(frame & 63);
+        return (Interlocked.Or(ref bitmap[frame >> 6], bit) & bit) == 0;
     }
 
+    /// <summary>Whether <paramref name="frame"/>'s bit is set in one of the pass's frame bitmaps.</summary>
+    private unsafe bool HasFrameBit(ulong* bitmap, uint frame) =>
+        frame < _listedLimit && bitmap != null && (Volatile.Read(ref bitmap[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
+
+    /// <summary>Notes, for the running pass, that <paramref name="frame"/> serves a patch as its reference.</summary>
+    internal unsafe void MarkReference(uint frame) => SetFrameBit(_referenceFrames, frame);
+
     /// <summary>Whether the running pass knows <paramref name="frame"/> to serve a patch as its reference already.</summary>
-    internal unsafe bool IsKnownReference(uint frame) =>
-        frame < _listedLimit && _referenceFrames != null && (Volatile.Read(ref _referenceFrames[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
+    internal unsafe bool IsKnownReference(uint frame) => HasFrameBit(_referenceFrames, frame);
 
     /// <summary>
     /// Lists a shared frame, or a patch's reference, in the stable table of its trust group, once a pass: under the
@@ -97,9 +107,7 @@ public sealed partial class DEHost
     /// </summary>
     private unsafe void ListStable(SharingIndex index, uint frame)
     {
-        if (frame >= _listedLimit || _listedFrames == null) return; // a frame newer than the pass's sweep
-        ulong bit = 1UL << (int)(frame & 63);
-        if ((Interlocked.Or(ref _listedFrames[frame >> 6], bit) & bit) != 0) return;
+        if (!SetFrameBit(_listedFrames, frame)) return; // listed already, or a frame newer than the pass's sweep
         ulong hash = index.HashOf(frame);
         lock (index.Stable.StripeLock(hash))
         {
@@ -112,8 +120,7 @@ public sealed partial class DEHost
     /// Whether the pass's sweep listed <paramref name="frame"/>: it was shared (or a patch's reference) when the pass began,
     /// not made by the pass's own merges.
     /// </summary>
-    private unsafe bool IsListed(uint frame) =>
-        frame < _listedLimit && _listedFrames != null && (Volatile.Read(ref _listedFrames[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
+    private unsafe bool IsListed(uint frame) => HasFrameBit(_listedFrames, frame);
 
     /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
     private readonly SharedCandidates _coldShared = new();
@@ -424,10 +431,7 @@ public sealed partial class DEHost
                 {
                     if (domain.IsRemoved) break;
                     var category = PageEntry.Category(e);
-                    if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) continue;
-                    // Whatever takes a guest's page out costs a fault at its next touch, read or write: cold pages only.
-                    if (qemu && category != PageCategory.C4) continue;
-                    if (PageEntry.State(e) != PageState.Private) continue;
+                    if (!MayTakeOut(e, qemu) || PageEntry.State(e) != PageState.Private) continue;
                     // Without write-protect faults a guest write could race the pass: the page is left alone.
                     if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
                     bool examinedBefore2 = (e & PageEntry.SharingSeen) != 0;
@@ -500,7 +504,6 @@ public sealed partial class DEHost
                 {
                     if (domain.IsRemoved) break;
                     if (!MayCompressPhase(e, compression, qemu)) continue;
-                    var category = PageEntry.Category(e);
                     var state = PageEntry.State(e);
                     if (state == PageState.Private)
                     {
@@ -513,12 +516,10 @@ public sealed partial class DEHost
                             e |= PageEntry.SharingSeen;
                             continue;
                         }
-                        if (compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category))
-                        {
-                            if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
-                            e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
-                            compressTried++;
-                        }
+                        // Examined before, and cold enough to compress (MayCompressPhase lets no other private page through).
+                        if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
+                        e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
+                        compressTried++;
                     }
                     else if (state == PageState.Shared && (!listing || IsListed(PageEntry.Frame(e))))
                     {
@@ -554,6 +555,19 @@ public sealed partial class DEHost
     }
 
     /// <summary>
+    /// Whether a pass's mechanisms may look at a page at all: not written since the sweep, seen by a sweep and not recently
+    /// modified (C2-C4), and for a guest's page cold (C4): whatever takes a guest's page out costs a fault at its next
+    /// touch, read or write.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool MayTakeOut(ulong e, bool qemu)
+    {
+        var category = PageEntry.Category(e);
+        return (e & PageEntry.Modified) == 0 && category is not (PageCategory.None or PageCategory.C1)
+               && (!qemu || category == PageCategory.C4);
+    }
+
+    /// <summary>
     /// Whether the third phase has anything to do with a page (<see cref="CompressSlice"/>): an eligible private page to
     /// mark examined, or, with compression on, a cold private or shared page that may be compressed (not one found
     /// incompressible: most pages of a stable host are passed over on a peek, without their lock).
@@ -561,10 +575,8 @@ public sealed partial class DEHost
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool MayCompressPhase(ulong e, bool compression, bool qemu)
     {
-        var category = PageEntry.Category(e);
-        if ((e & PageEntry.Modified) != 0 || category is PageCategory.None or PageCategory.C1) return false;
-        if (qemu && category != PageCategory.C4) return false;
-        bool compressible = compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(category);
+        if (!MayTakeOut(e, qemu)) return false;
+        bool compressible = compression && (e & PageEntry.Incompressible) == 0 && PageClock.MayCompressOrSwap(PageEntry.Category(e));
         return PageEntry.State(e) switch
         {
             // To mark examined, or to compress.

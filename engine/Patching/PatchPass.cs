@@ -223,22 +223,21 @@ internal static class PatchPass
             || (PageEntry.State(refEntry) == PageState.Shared && host.IsKnownReference(refFrame))
             ? 0
             : ReferenceCost(refDomain.Policy, host.Frames.Span(refFrame));
-        return MayPay(patchLength, referenceCost)
-               && Pays(patchLength, referenceCost, (e & PageEntry.Incompressible) != 0 ? PageGeometry.PageSize : EstimatedSize(domain.Policy, page));
+        return Pays(patchLength, referenceCost, domain.Policy, page, incompressible: (e & PageEntry.Incompressible) != 0);
     }
 
     /// <summary>
     /// The rule of <see cref="PaysAgainstCompression"/>, shared with the fleet's fingerprints: a patch of
     /// <paramref name="patchLength"/> bytes (its header not counted) against a reference that costs
-    /// <paramref name="referenceCost"/> to keep whole pays when both come to less than the page compressed alone
-    /// (<paramref name="alone"/>, a whole page when the codec cannot shrink it).
+    /// <paramref name="referenceCost"/> to keep whole pays when both come to less than <paramref name="page"/> compressed
+    /// alone with <paramref name="policy"/>'s codec (a whole page when the codec cannot shrink it, or when the page is
+    /// known <paramref name="incompressible"/>). The page is compressed only when the patch could pay at all.
     /// </summary>
-    internal static bool Pays(int patchLength, int referenceCost, int alone) =>
-        EncodedPage.PatchHeader + patchLength + referenceCost < alone;
-
-    /// <summary>Whether the patch could pay at all (less than a whole page with its reference's cost): when not, the page
-    /// need not be compressed to tell.</summary>
-    internal static bool MayPay(int patchLength, int referenceCost) => Pays(patchLength, referenceCost, PageGeometry.PageSize);
+    internal static bool Pays(int patchLength, int referenceCost, DomainPolicy policy, ReadOnlySpan<byte> page, bool incompressible)
+    {
+        int cost = EncodedPage.PatchHeader + patchLength + referenceCost;
+        return cost < PageGeometry.PageSize && (incompressible || cost < EstimatedSize(policy, page));
+    }
 
     /// <summary>What keeping a page whole as a reference costs over compressing it (0 for a page the codec cannot shrink).</summary>
     internal static int ReferenceCost(DomainPolicy policy, ReadOnlySpan<byte> reference) =>
