@@ -21,12 +21,21 @@ namespace DifferenceEngine.Codecs;
 internal static unsafe class GroupCodec
 {
     /// <summary>
-    /// Zstd level for groups. Session 18, on the guest images' 35,949 distinct pages LZ4 admits, in groups of 4 (one
-    /// thread, docs/PERFORMANCE.md, "The group codec's level and blocks"): level 1 in one block compresses in 11.7 us a page
-    /// to 32.85 MiB, where level 3 in 4 KiB blocks (the codec until then) took 17.2-20.0 us to 33.73 MiB; decoding a
-    /// member costs the same at the median (17.7-17.9 us against 10.3-20.9 us by member).
+    /// Zstd level of the first of the two parameter sets a group may be compressed with (<see cref="GroupCodecChoice"/>):
+    /// level 3, whose parameters for a group of 4 (a payload just over 16 KiB) are zstd's "double fast" strategy with
+    /// matches of 5 bytes or more. Session 23, every page the default setting had grouped on the guest images (33,043
+    /// pages) and the program snapshots (36,709), groups of 4 in gfn order with their 16-byte member headers, one
+    /// thread: level 1 29.61 / 34.63 MiB at 12 us a page; level 3 29.71 / 33.71 MiB at 13.6 us; level 1's "fast"
+    /// strategy with matches of 7 bytes or more 28.50 / 35.27 MiB at 11-13 us; the smaller of the two for every group
+    /// 28.10 / 33.65 MiB. Level 5 and up (lazy strategies) 27.4-28.0 / 32.8-33.1 MiB at 38-72 us a page.
     /// </summary>
-    internal const int ZstdLevel = 1;
+    internal const int ZstdLevel = 3;
+
+    /// <summary>The second parameter set's level (<see cref="GroupCodecChoice"/>): zstd's "fast" strategy ...</summary>
+    internal const int ZstdLongMatchLevel = 1;
+
+    /// <summary>... with no match shorter than 7 bytes: on the guest images' structured data, short matches cost more than they save.</summary>
+    internal const int ZstdLongMatchMinMatch = 7;
 
     /// <summary>
     /// LZ4 level for groups: HC level 3. Groups hold long-cold pages and are compressed off the fault path, and the
@@ -37,9 +46,11 @@ internal static unsafe class GroupCodec
     internal const LZ4Level Lz4Level = LZ4Level.L03_HC;
 
     [ThreadStatic] private static Compressor? t_compressor;
+    [ThreadStatic] private static Compressor? t_longMatchCompressor;
+    [ThreadStatic] private static byte[]? t_other;
     [ThreadStatic] private static nint t_dctx;
 
-    /// <summary>Room <see cref="TryCompress"/> wants for a payload of <paramref name="length"/> bytes, whatever the codec.</summary>
+    /// <summary>Room <see cref="TryCompress(CompressionAlgorithm, ReadOnlySpan{byte}, Span{byte}, out int)"/> wants for a payload of <paramref name="length"/> bytes, whatever the codec.</summary>
     public static int Bound(int length) => Math.Max(Compressor.GetCompressBound(length), LZ4Codec.MaximumOutputSize(length));
 
     /// <summary>
@@ -48,12 +59,37 @@ internal static unsafe class GroupCodec
     /// </summary>
     public static bool TryCompress(CompressionAlgorithm codec, ReadOnlySpan<byte> payload, Span<byte> destination, out int written)
     {
+        var choice = new GroupCodecChoice();
+        return TryCompress(codec, payload, destination, ref choice, int.MaxValue, out written);
+    }
+
+    /// <summary>
+    /// <see cref="TryCompress(CompressionAlgorithm, ReadOnlySpan{byte}, Span{byte}, out int)"/> for one of a run of groups
+    /// whose Zstd parameter set <paramref name="choice"/> picks, trying both on some groups (<see cref="GroupCodecChoice"/>),
+    /// and on any group whose stream from the set chosen is not shorter than <paramref name="wanted"/> bytes (what the group
+    /// must come under to be kept).
+    /// </summary>
+    public static bool TryCompress(CompressionAlgorithm codec, ReadOnlySpan<byte> payload, Span<byte> destination, ref GroupCodecChoice choice,
+        int wanted, out int written)
+    {
         switch (codec)
         {
             case CompressionAlgorithm.Zstd:
             {
-                var compressor = t_compressor ??= CreateCompressor();
-                return compressor.TryWrap(payload, destination, out written);
+                var dense = t_compressor ??= CreateCompressor(ZstdLevel, 0);
+                var longMatch = t_longMatchCompressor ??= CreateCompressor(ZstdLongMatchLevel, ZstdLongMatchMinMatch);
+                bool both = choice.TriesBoth;
+                choice.Groups++;
+                if (!both && (choice.PrefersLongMatches ? longMatch : dense).TryWrap(payload, destination, out written) && written < wanted)
+                    return true;
+                bool a = dense.TryWrap(payload, destination, out written);
+                var other = t_other ??= new byte[Compressor.GetCompressBound(Compression.GroupCompression.MaxPayload)];
+                if (payload.Length > Compression.GroupCompression.MaxPayload || !longMatch.TryWrap(payload, other, out int w2)) return a;
+                if (a && both) choice.Tried(written, w2);
+                if ((a && w2 >= written) || w2 > destination.Length) return a;
+                other.AsSpan(0, w2).CopyTo(destination);
+                written = w2;
+                return true;
             }
             case CompressionAlgorithm.LZ4:
             {
@@ -117,10 +153,48 @@ internal static unsafe class GroupCodec
         }
     }
 
-    private static Compressor CreateCompressor()
+    private static Compressor CreateCompressor(int level, int minMatch)
     {
-        var compressor = new Compressor(ZstdLevel);
+        var compressor = new Compressor(level);
         compressor.SetParameter(ZSTD_cParameter.ZSTD_c_experimentalParam2, (int)ZSTD_format_e.ZSTD_f_zstd1_magicless);
+        if (minMatch != 0) compressor.SetParameter(ZSTD_cParameter.ZSTD_c_minMatch, minMatch);
         return compressor;
+    }
+}
+
+/// <summary>
+/// Which of the Zstd group codec's two parameter sets a run of groups gets (a pass keeps one per slice, the fingerprint
+/// one per domain): the first <see cref="FirstTried"/> groups and every <see cref="TryEvery"/>th after are compressed
+/// with both and keep the smaller stream; the others get the set that made fewer bytes on the groups tried with both.
+/// </summary>
+/// <remarks>
+/// Which set wins depends on the memory: on the guest images the long-match set won 4,630 of 7,083 groups and made 4%
+/// less than level 3, on the program snapshots level 3 won 6,136 of 9,180 and made 4.6% less (session 23). Trying both on
+/// every group made 0.1-0.2% less again than the better set, for twice the CPU. The choice depends only on the groups a
+/// run has compressed, in order, so a slice compressed again the same way makes the same streams.
+/// </remarks>
+internal struct GroupCodecChoice
+{
+    /// <summary>Groups compressed with both sets before the choice follows the bytes.</summary>
+    public const int FirstTried = 8;
+
+    /// <summary>After those, one group in this many is compressed with both.</summary>
+    public const int TryEvery = 16;
+
+    private long _denseBytes, _longMatchBytes;
+
+    /// <summary>Groups of the run compressed so far.</summary>
+    public int Groups { get; internal set; }
+
+    /// <summary>Whether the next group is compressed with both sets.</summary>
+    public readonly bool TriesBoth => Groups < FirstTried || Groups % TryEvery == 0;
+
+    /// <summary>Whether the long-match set made fewer bytes than level 3 on the groups tried with both.</summary>
+    public readonly bool PrefersLongMatches => _longMatchBytes < _denseBytes;
+
+    internal void Tried(int dense, int longMatch)
+    {
+        _denseBytes += dense;
+        _longMatchBytes += longMatch;
     }
 }

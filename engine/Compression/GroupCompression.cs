@@ -112,6 +112,7 @@ internal static class GroupCompression
         int n = 0, singles = 0;
         long grouped = 0;
         int pagesAt = size * HeaderPerMember;
+        var choice = new GroupCodecChoice();
         for (long gfn = start; gfn < end; gfn++)
         {
             ulong peek = domain.PeekEntry(gfn);
@@ -137,7 +138,7 @@ internal static class GroupCompression
             {
                 // The group has as much as its stream can surely hold: close it and start the next with this page.
                 domain.Unlock(gfn, e);
-                grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref c);
+                grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref choice, ref c);
                 n = singles = 0;
                 gfn--;
                 continue;
@@ -150,11 +151,11 @@ internal static class GroupCompression
             singles += length;
             if (++n == size)
             {
-                grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref c);
+                grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref choice, ref c);
                 n = singles = 0;
             }
         }
-        if (n >= 2) grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref c);
+        if (n >= 2) grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref choice, ref c);
         return grouped;
     }
 
@@ -163,7 +164,7 @@ internal static class GroupCompression
     /// every member is still as gathered, makes them its members; returns pages grouped.
     /// </summary>
     private static long Form(DEHost host, Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries, byte[] plain,
-        int pagesAt, int singles, ref EncodeCounters c)
+        int pagesAt, int singles, ref GroupCodecChoice choice, ref EncodeCounters c)
     {
         int n = gfns.Length;
         int header = n * HeaderPerMember;
@@ -177,7 +178,7 @@ internal static class GroupCompression
         var payload = plain.AsSpan(0, header + n * PageGeometry.PageSize);
         var codec = domain.Policy.GroupAlgorithm;
         byte[] stream = Stream;
-        if (!GroupCodec.TryCompress(codec, payload, stream, out int written) || written > PageGroupTable.MaxStreamBytes || written >= singles)
+        if (!GroupCodec.TryCompress(codec, payload, stream, ref choice, Math.Min(singles, PageGroupTable.MaxStreamBytes + 1), out int written) || written > PageGroupTable.MaxStreamBytes || written >= singles)
         {
             // Not smaller than the pages alone: they stay single, and are not tried again until written.
             MarkUngroupable(domain, gfns, entries);

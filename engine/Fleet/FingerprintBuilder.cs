@@ -69,6 +69,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     private readonly byte[] _blob = new byte[PageSize + 64];
     private readonly byte[] _patch = new byte[DeltaCodec.MaxPatchSize];
     private readonly byte[] _run = new byte[GroupRun * (GroupCompression.HeaderPerMember + PageSize)];
+    private GroupCodecChoice _groupChoice; // the Zstd groups' parameter set, learnt over the domain's sampled runs as a pass learns it per slice
     private readonly byte[] _stream = new byte[GroupCodec.Bound(GroupRun * (GroupCompression.HeaderPerMember + PageSize))];
     private readonly int _runEvery;
     // Which sampled contents have their shared-frame blob measured: the low bits of their keyed content hash under this
@@ -557,7 +558,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 BinaryPrimitives.WriteUInt64LittleEndian(payload[(count * 8 + m * 8)..], (ulong)gfns[m]);
                 members[m].CopyTo(payload[(header + m * PageSize)..]);
             }
-            if (!GroupCodec.TryCompress(_policy.GroupAlgorithm, payload, _stream, out int written) || written > PageGroupTable.MaxStreamBytes || written >= singlesSum)
+            if (!GroupCodec.TryCompress(_policy.GroupAlgorithm, payload, _stream, ref _groupChoice, Math.Min(singlesSum, PageGroupTable.MaxStreamBytes + 1), out int written) || written > PageGroupTable.MaxStreamBytes || written >= singlesSum)
                 return 0;
             int slots = 0;
             for (int at = 0; at < written; at += CompactStore.MaxBlobLength)
