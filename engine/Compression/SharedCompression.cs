@@ -4,11 +4,25 @@ using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Memory;
 using DifferenceEngine.Patching;
+using DifferenceEngine.Store;
 
 namespace DifferenceEngine.Compression;
 
-/// <summary>A cold Shared page a pass saw, with the frame it shares (16 bytes).</summary>
-internal readonly record struct SharedCandidate(uint Frame, int DomainId, long Gfn);
+/// <summary>
+/// A cold Shared page a pass saw, with the frame it shares, or a cold Patched page with its reference frame (16 bytes;
+/// a patch's gfn is kept complemented, <see cref="ForPatch"/>).
+/// </summary>
+internal readonly record struct SharedCandidate(uint Frame, int DomainId, long Gfn)
+{
+    /// <summary>A cold patch whose reference is <paramref name="frame"/>.</summary>
+    public static SharedCandidate ForPatch(uint frame, int domainId, long gfn) => new(frame, domainId, ~gfn);
+
+    /// <summary>Whether the candidate is a patch holding the frame as its reference, not a page sharing it.</summary>
+    public bool IsPatch => Gfn < 0;
+
+    /// <summary>The candidate's page.</summary>
+    public long Page => Gfn < 0 ? ~Gfn : Gfn;
+}
 
 /// <summary>
 /// The cold Shared pages one pass collects, appended from the pass's workers. The buffer holds memory only during a
@@ -88,8 +102,10 @@ internal sealed unsafe class SharedCandidates : IDisposable
 /// Compression of cold shared frames, run once per pass after the pages are swept. A shared frame is compressed when
 /// every reference it has is a page the pass saw cold (C4, unmodified) in a domain with compression on: then the
 /// frame is compressed once into a blob of the compact store, each of those pages names the blob
-/// (<see cref="SharedBlobTable"/>), and the frame is freed. A frame that serves a patch as its reference has a
-/// reference that is not a page, so it is never compressed.
+/// (<see cref="SharedBlobTable"/>), and the frame is freed. A frame that serves patches as their reference is compressed
+/// the same way when those patches are cold too (the pass collects them with their reference frame): each gets a new
+/// blob naming the shared blob instead of the frame (<see cref="EncodedPage.ReferenceInSharedBlob"/>), checked against
+/// the frame before anything changes, and the blob counts them among its names.
 /// </summary>
 /// <remarks>
 /// <para>The engine keeps no reverse map from frames to the pages that share them; the pass's sweep is that map for
@@ -106,13 +122,14 @@ internal static class SharedCompression
 {
     [ThreadStatic] private static ulong[]? t_entries;
     [ThreadStatic] private static Domain?[]? t_domains;
+    [ThreadStatic] private static ulong[]? t_patches;
 
     private static readonly Comparison<SharedCandidate> ByFrameThenPage = static (a, b) =>
         a.Frame != b.Frame ? a.Frame.CompareTo(b.Frame)
         : a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId)
         : a.Gfn.CompareTo(b.Gfn);
 
-    /// <summary>Compresses the frames whose every sharer is among <paramref name="candidates"/> (sorted in place).</summary>
+    /// <summary>Compresses the frames whose every sharer and patch is among <paramref name="candidates"/> (sorted in place).</summary>
     public static EncodeCounters Run(DEHost host, SharedCandidates candidates, int parallelism)
     {
         var total = new EncodeCounters();
@@ -156,18 +173,20 @@ internal static class SharedCompression
         {
             t_entries = new ulong[Math.Max(count, 64)];
             t_domains = new Domain?[Math.Max(count, 64)];
+            t_patches = new ulong[Math.Max(count, 64)];
         }
         var entries = t_entries;
         var domains = t_domains!;
+        var patches = t_patches!;
         int taken = 0;
         try
         {
             for (; taken < count; taken++)
             {
                 var d = host.TryGetDomainById(group[taken].DomainId);
-                if (d is null || d.IsRemoved || group[taken].Gfn >= d.PageCount) return;
+                if (d is null || d.IsRemoved || group[taken].Page >= d.PageCount) return;
                 domains[taken] = d;
-                if (!d.TryLock(group[taken].Gfn, out entries[taken]))
+                if (!d.TryLock(group[taken].Page, out entries[taken]))
                 {
                     c.Contended++;
                     return;
@@ -175,15 +194,27 @@ internal static class SharedCompression
             }
             uint frame = group[0].Frame;
             var first = domains[0]!;
+            var store = host.Store;
             double threshold = double.MaxValue;
+            int patchCount = 0;
             for (int i = 0; i < count; i++)
             {
                 var d = domains[i]!;
                 ulong e = entries[i];
                 if (d.IsRemoved || !d.Policy.CompressionEnabled || d.Policy.TrustGroup != first.Policy.TrustGroup
-                    || PageEntry.State(e) != PageState.Shared || PageEntry.Frame(e) != frame
                     || (e & (PageEntry.Modified | PageEntry.Referenced)) != 0 || !PageClock.MayCompressOrSwap(PageEntry.Category(e)))
                     return;
+                if (group[i].IsPatch)
+                {
+                    // Still a patch against this very frame (the engine rewrites no patch but here, under these locks).
+                    if (PageEntry.State(e) != PageState.Patched) return;
+                    var patch = store.Get(PageEntry.Payload(e));
+                    if (patch.Length < EncodedPage.PatchHeader || EncodedPage.Kind(patch) != EncodedKind.Patch
+                        || EncodedPage.ReferenceIsSharedBlob(patch) || EncodedPage.ReferenceFrame(patch) != frame)
+                        return;
+                    patchCount++;
+                }
+                else if (PageEntry.State(e) != PageState.Shared || PageEntry.Frame(e) != frame) return;
                 threshold = Math.Min(threshold, d.Policy.CompressionThreshold);
             }
             var frames = host.Frames;
@@ -198,33 +229,82 @@ internal static class SharedCompression
                 // under the strictest threshold.
                 if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length, groupCodecFirst: true))
                 {
-                    // Not tried again until one of the pages is written or a domain's compression policy changes.
+                    // Not tried again until one of the pages is written (a patch: rebuilt) or a domain's compression policy changes.
                     for (int i = 0; i < count; i++) entries[i] |= PageEntry.Incompressible;
-                    c.Incompressible += count;
+                    c.Incompressible += count - patchCount;
                     return;
                 }
                 var table = host.SharedBlobs;
                 uint id = table.Reserve();
-                if (!host.Store.TryStore(blob.AsSpan(0, length), out ulong handle))
+                // Each patch gets a new blob naming the shared blob, made before anything changes: its old one is decoded
+                // against the frame and checked first (one that does not hold is left for its own fault to report).
+                int made = 0;
+                bool rewritten = true;
+                for (int i = 0; i < count && rewritten; i++)
                 {
+                    if (!group[i].IsPatch) continue;
+                    rewritten = TryRewritePatch(store, page, store.Get(PageEntry.Payload(entries[i])), id, out patches[i], ref c);
+                    if (rewritten) made = i + 1;
+                }
+                if (!rewritten || !store.TryStore(blob.AsSpan(0, length), out ulong handle))
+                {
+                    for (int i = 0; i < made; i++)
+                        if (group[i].IsPatch) store.Free(patches[i]);
                     table.Abandon(id);
-                    c.StoreFull++;
+                    if (rewritten) c.StoreFull++;
                     return;
                 }
+                // Every page and every patch that holds the frame now names the blob instead.
                 table.Publish(id, handle, count);
                 index.Stable.RemoveIf(hash, frame);
                 frames.Free(frame);
-                for (int i = 0; i < count; i++) entries[i] = PageEntry.WithSharedBlob(entries[i], id);
+                for (int i = 0; i < count; i++)
+                {
+                    if (group[i].IsPatch)
+                    {
+                        store.Free(PageEntry.Payload(entries[i]));
+                        entries[i] = PageEntry.WithPayload(entries[i], PageState.Patched, patches[i]);
+                    }
+                    else entries[i] = PageEntry.WithSharedBlob(entries[i], id);
+                }
                 c.SharedFramesCompressed++;
-                c.PagesCompressed += count;
+                c.PagesCompressed += count - patchCount;
+                c.PatchesOnCompressedReferences += patchCount;
                 c.CompressedBytes += length;
             }
         }
         finally
         {
-            for (int i = 0; i < taken; i++) domains[i]!.Unlock(group[i].Gfn, entries[i]);
+            for (int i = 0; i < taken; i++) domains[i]!.Unlock(group[i].Page, entries[i]);
             // The one whose lock failed too: the thread-static array must not keep a removed domain alive.
             Array.Clear(domains, 0, Math.Min(taken + 1, count));
         }
+    }
+
+    /// <summary>
+    /// A copy of <paramref name="patch"/> (a patch against <paramref name="reference"/>, the frame being compressed) that
+    /// names shared blob <paramref name="id"/> instead, stored under a new handle; false, storing nothing, when the patch
+    /// does not rebuild its page against the frame or the store is full.
+    /// </summary>
+    private static bool TryRewritePatch(CompactStore store, ReadOnlySpan<byte> reference, ReadOnlySpan<byte> patch, uint id, out ulong handle,
+        ref EncodeCounters c)
+    {
+        handle = 0;
+        var plain = Scratch.C;
+        try
+        {
+            DeltaCodec.Decode(reference, patch[EncodedPage.PatchHeader..], plain);
+        }
+        catch (DEException)
+        {
+            return false;
+        }
+        if (EncodedPage.Checksum(plain, patch) != EncodedPage.StoredChecksum(patch)) return false;
+        var copy = Scratch.B.AsSpan(0, patch.Length);
+        patch.CopyTo(copy);
+        EncodedPage.WritePatchHeader(copy, plain, id, EncodedPage.ReferencePage(patch), EncodedPage.ReferenceInSharedBlob);
+        if (store.TryStore(copy, out handle)) return true;
+        c.StoreFull++;
+        return false;
     }
 }

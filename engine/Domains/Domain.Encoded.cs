@@ -51,19 +51,16 @@ public sealed partial class Domain
         uint frame = AllocateFrame(gfn);
         var page = Host.Frames.Span(frame);
         uint reference = 0;
+        bool referenceInBlob = false;
         try
         {
             if (blob.Length < EncodedPage.CompressedHeader)
                 throw IntegrityError(gfn, "its stored header is truncated");
-            var kind = EncodedPage.Kind(blob);
             if (PageEntry.State(e) == PageState.Patched)
             {
-                if (kind != EncodedKind.Patch || blob.Length < EncodedPage.PatchHeader)
-                    throw IntegrityError(gfn, "its stored header does not describe a patch");
+                DecodePatch(gfn, blob, page);
                 reference = EncodedPage.ReferenceFrame(blob);
-                if (!Host.Frames.IsInUse(reference))
-                    throw IntegrityError(gfn, $"its reference frame {reference} is not in use");
-                DeltaCodec.Decode(Host.Frames.Span(reference), blob[EncodedPage.PatchHeader..], page);
+                referenceInBlob = EncodedPage.ReferenceIsSharedBlob(blob);
             }
             else
             {
@@ -78,9 +75,64 @@ public sealed partial class Domain
             throw;
         }
         store.Free(handle);
-        if (PageEntry.State(e) == PageState.Patched) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
+        if (PageEntry.State(e) == PageState.Patched) ReleasePatchReference(reference, referenceInBlob);
         // On an encoded page the incompressible mark meant "grouping did not pay"; in a frame it would mean "does not compress".
         return PageEntry.With(e & ~PageEntry.Incompressible, PageState.Private, frame);
+    }
+
+    [ThreadStatic] private static byte[]? t_reference;
+
+    /// <summary>
+    /// Decodes a locked Patched page's patch <paramref name="blob"/> into <paramref name="page"/> (not yet checked against
+    /// the page's checksum): against its reference frame, or, once that frame was compressed (a shared blob the patch
+    /// holds a reference of), against the blob decoded into a per-thread page and checked first. Throws
+    /// "PageIntegrityError" naming this page when the patch or its reference does not hold.
+    /// </summary>
+    private void DecodePatch(long gfn, ReadOnlySpan<byte> blob, Span<byte> page)
+    {
+        if (blob.Length < EncodedPage.PatchHeader || EncodedPage.Kind(blob) != EncodedKind.Patch)
+            throw IntegrityError(gfn, "its stored header does not describe a patch");
+        uint reference = EncodedPage.ReferenceFrame(blob);
+        if (!EncodedPage.ReferenceIsSharedBlob(blob))
+        {
+            if (blob[9] != EncodedPage.ReferenceInFrame)
+                throw IntegrityError(gfn, $"its stored header names no known place for its reference ({blob[9]})");
+            if (!Host.Frames.IsInUse(reference))
+                throw IntegrityError(gfn, $"its reference frame {reference} is not in use");
+            DeltaCodec.Decode(Host.Frames.Span(reference), blob[EncodedPage.PatchHeader..], page);
+            return;
+        }
+        var plain = t_reference ??= new byte[PageGeometry.PageSize];
+        var table = Host.SharedBlobs;
+        lock (table.StripeLock(reference))
+        {
+            if (!table.IsLiveLocked(reference))
+                throw IntegrityError(gfn, $"its reference's compressed copy {reference} does not exist");
+            var shared = Host.Store.Get(table.HandleLocked(reference));
+            try
+            {
+                Decompress(gfn, shared, plain, $"the stored header of its reference's compressed copy {reference}");
+            }
+            catch (DEException de) when (de.ErrorId != "PageIntegrityError")
+            {
+                throw IntegrityError(gfn, $"its reference's compressed copy {reference} does not decode ({de.Message})", de);
+            }
+            CheckRebuilt(gfn, plain, shared, $"the bytes rebuilt from its reference's compressed copy {reference}");
+        }
+        DeltaCodec.Decode(plain, blob[EncodedPage.PatchHeader..], page);
+    }
+
+    /// <summary>Drops a patch's hold on its reference: the frame's reference count, or the shared blob's (the last frees it).</summary>
+    private void ReleasePatchReference(uint reference, bool inSharedBlob)
+    {
+        if (!inSharedBlob)
+        {
+            if (Host.Frames.IsInUse(reference)) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
+            return;
+        }
+        var table = Host.SharedBlobs;
+        lock (table.StripeLock(reference))
+            if (table.IsLiveLocked(reference)) table.ReleaseLocked(reference, Host.Store);
     }
 
     /// <summary>
@@ -200,8 +252,8 @@ public sealed partial class Domain
         ulong handle = PageEntry.Payload(e);
         if (PageEntry.State(e) == PageState.Patched)
         {
-            uint reference = EncodedPage.ReferenceFrame(Host.Store.Get(handle));
-            if (Host.Frames.IsInUse(reference)) Host.SharingIndexFor(Policy.TrustGroup).Release(reference);
+            var patch = Host.Store.Get(handle);
+            ReleasePatchReference(EncodedPage.ReferenceFrame(patch), EncodedPage.ReferenceIsSharedBlob(patch));
         }
         Host.Store.Free(handle);
     }

@@ -97,10 +97,7 @@ public sealed partial class Domain
             if (blob.Length < EncodedPage.CompressedHeader) return false;
             if (PageEntry.State(e) == PageState.Patched)
             {
-                if (EncodedPage.Kind(blob) != EncodedKind.Patch || blob.Length < EncodedPage.PatchHeader) return false;
-                uint reference = EncodedPage.ReferenceFrame(blob);
-                if (!Host.Frames.IsInUse(reference)) return false;
-                DeltaCodec.Decode(Host.Frames.Span(reference), blob[EncodedPage.PatchHeader..], page);
+                DecodePatch(gfn, blob, page);
             }
             else
             {

@@ -438,7 +438,10 @@ public sealed partial class Domain : IDEDomain
                     Codec = "Delta",
                     ReferenceDomain = Host.TryGetDomainById(refDomain)?.Name ?? $"(removed domain {refDomain})",
                     ReferenceGfn = refGfn,
-                    ReferenceCount = Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob)),
+                    ReferenceCount = EncodedPage.ReferenceIsSharedBlob(blob)
+                        ? Host.SharedBlobs.Describe(EncodedPage.ReferenceFrame(blob), Host.Store)?.References ?? 0
+                        : Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob)),
+                    SharedBlob = EncodedPage.ReferenceIsSharedBlob(blob) ? EncodedPage.ReferenceFrame(blob) : null,
                 };
             }
             case PageState.Compressed when PageEntry.IsGrouped(e):

@@ -16,8 +16,9 @@ internal enum EncodedKind : byte
 /// (xxHash3), checked on every rebuild, and what is needed to rebuild it.
 /// </summary>
 /// <remarks>
-/// Layout (little-endian): [0..8) checksum; [8] kind; [9] codec (0 for a patch);
-/// patch: [10..14) reference frame, [14..22) the reference page when patched (domain id &lt;&lt; 40 | gfn);
+/// Layout (little-endian): [0..8) checksum; [8] kind; [9] codec, or for a patch where its reference is
+/// (<see cref="ReferenceInFrame"/>, or <see cref="ReferenceInSharedBlob"/> once the reference frame was compressed);
+/// patch: [10..14) reference frame (or shared blob id), [14..22) the reference page when patched (domain id &lt;&lt; 40 | gfn);
 /// then the encoded bytes. The checksum is xxHash3 of the plain page seeded with the header fields,
 /// so a flipped bit in the header is caught like one in the page (the rebuild changes nothing until
 /// the checksum holds).
@@ -26,6 +27,15 @@ internal static class EncodedPage
 {
     public const int CompressedHeader = 10;
     public const int PatchHeader = 22;
+
+    /// <summary>A patch's byte 9: its reference is a frame, field [10..14).</summary>
+    public const byte ReferenceInFrame = 0;
+
+    /// <summary>
+    /// A patch's byte 9: its reference frame was compressed (<see cref="Compression.SharedCompression"/>), and field
+    /// [10..14) is the shared blob's id (<see cref="Compression.SharedBlobTable"/>), which counts the patch as one of its references.
+    /// </summary>
+    public const byte ReferenceInSharedBlob = 1;
 
     /// <summary>The checksum of a plain page under the header fields of its blob.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -41,10 +51,11 @@ internal static class EncodedPage
     }
 
     /// <summary>Writes the header fields (the checksum last, since it depends on them).</summary>
-    public static void WritePatchHeader(Span<byte> blob, ReadOnlySpan<byte> plain, uint referenceFrame, ulong referencePage)
+    public static void WritePatchHeader(Span<byte> blob, ReadOnlySpan<byte> plain, uint referenceFrame, ulong referencePage,
+        byte referenceIn = ReferenceInFrame)
     {
         blob[8] = (byte)EncodedKind.Patch;
-        blob[9] = 0;
+        blob[9] = referenceIn;
         BinaryPrimitives.WriteUInt32LittleEndian(blob[10..], referenceFrame);
         BinaryPrimitives.WriteUInt64LittleEndian(blob[14..], referencePage);
         BinaryPrimitives.WriteUInt64LittleEndian(blob, Checksum(plain, blob));
@@ -63,7 +74,11 @@ internal static class EncodedPage
 
     public static CompressionAlgorithm Algorithm(ReadOnlySpan<byte> blob) => (CompressionAlgorithm)blob[9];
 
+    /// <summary>A patch's reference: a frame, or a shared blob's id when <see cref="ReferenceIsSharedBlob"/>.</summary>
     public static uint ReferenceFrame(ReadOnlySpan<byte> blob) => BinaryPrimitives.ReadUInt32LittleEndian(blob[10..]);
+
+    /// <summary>Whether a patch's reference is a compressed shared blob rather than a frame.</summary>
+    public static bool ReferenceIsSharedBlob(ReadOnlySpan<byte> blob) => blob[9] == ReferenceInSharedBlob;
 
     public static ulong ReferencePage(ReadOnlySpan<byte> blob) => BinaryPrimitives.ReadUInt64LittleEndian(blob[14..]);
 }

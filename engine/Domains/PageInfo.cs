@@ -30,7 +30,8 @@ public sealed record PageInfo(
     /// <summary>
     /// For a Compressed page whose blob other pages share (a compressed shared frame): the blob's id, the same for
     /// every page that names it; <see cref="ReferenceCount"/> is then how many pages name it, and
-    /// <see cref="StoredBytes"/> the whole blob. Null for any other page.
+    /// <see cref="StoredBytes"/> the whole blob. For a Patched page whose reference frame was compressed since: that blob's
+    /// id, and <see cref="ReferenceCount"/> how many pages and patches name it. Null for any other page.
     /// </summary>
     public uint? SharedBlob { get; init; }
 

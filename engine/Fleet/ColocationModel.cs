@@ -273,8 +273,15 @@ public static class ColocationModel
             sharingPatching += w * PageSize;
             if ((e.Flags & EntryFlags.Reference) != 0)
             {
-                frames += w * PageSize;
+                // Compressed with its pages and patches once they are all cold (SharedCompression): a shared blob.
                 references += w;
+                if (e.SharedCost > 0)
+                {
+                    store += w * e.SharedCost;
+                    AddSlot(slots, e.SharedCost, w);
+                    sharedBlobs += w;
+                }
+                else frames += w * PageSize;
                 continue;
             }
             int cost = c.Shared ? e.SharedCost : e.SingleCost;
@@ -385,8 +392,10 @@ public static class ColocationModel
                 double wr = weight[reference.Domain] * similarityScale;
                 if (rCost > 0)
                 {
-                    crossFrames += wr * PageSize;
+                    // Its blob goes for a compressed shared frame when that compresses (SharedCompression), else a frame.
                     crossStore -= wr * rCost;
+                    if (r.SharedCost > 0) crossStore += wr * r.SharedCost;
+                    else crossFrames += wr * PageSize;
                 }
                 crossReferences += wr;
             }

@@ -414,9 +414,10 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         // in a frame unless the candidate was patched itself. Of the page's two keys the smaller patch is kept (against
         // the shared page that holds a key, or else the first earlier page with it that is not patched), and made only
         // when it pays against compression (PatchPass.PaysAgainstCompression): the patch, plus what keeping its reference
-        // whole costs unless it serves a patch already, must come to less than the page compressed alone. A compressible
-        // page that serves as a reference stays a whole frame.
+        // whole costs unless it serves a patch already, must come to less than the page compressed alone. A page that
+        // serves as a reference is not grouped (a shared blob once cold, when it compresses: AsReference below).
         var references = new HashSet<long>(); // pages a patch was found to be made against, as the pass met them
+        var referenceBytes = new byte[PageSize];
         Look Examine(long gfn, int depth)
         {
             if (memo.TryGetValue(gfn, out var seen)) return seen;
@@ -483,12 +484,22 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 _entries[i] = e with { PatchCost = (ushort)look.Patch };
                 continue;
             }
-            if (Referenced(gfn, _entryKeys[i * Keys], _entryKeys[i * Keys + 1], look)) _entries[i] = e with { Flags = e.Flags | EntryFlags.Reference };
+            if (Referenced(gfn, _entryKeys[i * Keys], _entryKeys[i * Keys + 1], look)) _entries[i] = AsReference(e, gfn);
+        }
+
+        // A reference is compressed with the pages and patches that hold it once they are all cold (SharedCompression),
+        // as a shared blob: its blob is measured, not estimated from its single one (a reference's content is often code,
+        // whose Zstd-to-LZ4 ratio is not the domain's).
+        FingerprintEntry AsReference(FingerprintEntry e, long gfn)
+        {
+            e = e with { Flags = e.Flags | EntryFlags.Reference };
+            if ((e.Flags & EntryFlags.SharedCostEstimated) == 0 || readPage is null || !readPage(gfn, referenceBytes)) return e;
+            return e with { SharedCost = (ushort)SharedCost(referenceBytes), Flags = e.Flags & ~EntryFlags.SharedCostEstimated };
         }
 
         // A page not patched itself is a reference when a page with one of its keys is patched against it, as the engine
-        // patches that page (the second looks above, for it): after it, or anywhere when it is shared. It stays a whole
-        // frame, compressible or not.
+        // patches that page (the second looks above, for it): after it, or anywhere when it is shared. It is not grouped:
+        // it stays a frame until it and every patch against it are cold, then becomes a shared blob when it compresses.
         bool Referenced(long gfn, ulong key0, ulong key1, Look look)
         {
             for (int k = 0; k < Keys; k++)

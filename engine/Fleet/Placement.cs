@@ -931,7 +931,14 @@ internal sealed class ContentAggregate
         }
         if (reference)
         {
-            Frames += s;
+            // Compressed with its pages and patches once they are all cold (SharedCompression): a shared blob.
+            if (shared > 0)
+            {
+                Store += s * shared;
+                Slot(shared, s, sign);
+                SharedBlobs += s;
+            }
+            else Frames += s;
             return;
         }
         int cost = isShared ? shared : single;
@@ -974,13 +981,14 @@ internal sealed class ContentAggregate
             a.Blobs1 = 1;
             return a;
         }
-        int cost = isShared ? shared : single;
-        if (reference || cost == 0)
+        int cost = reference ? shared : isShared ? shared : single;
+        if (cost == 0)
         {
             a.Kind = 1;
             return a;
         }
-        if (isShared)
+        // A reference is compressed with its pages and patches once they are all cold (SharedCompression): a shared blob.
+        if (isShared || reference)
         {
             a.Store = cost;
             a.Class1 = (byte)ClassOfLength[cost];
@@ -2153,8 +2161,10 @@ internal sealed class PlacementSearch
             int rCost = referenceShared ? r.Shared : r.Single;
             if (rCost > 0)
             {
-                frames += 1;
+                // The reference leaves its blob (or its group) for a compressed shared frame when that compresses, else a frame.
                 store -= referenceShared ? rCost : rCost * _groupNow[r.Domain];
+                if (r.Shared > 0) store += r.Shared;
+                else frames += 1;
             }
         }
         return new Cross(frames, store, patched);

@@ -309,6 +309,7 @@ public sealed partial class DEHost
             PagesCompressed = enc.PagesCompressed,
             CompressedBytes = enc.CompressedBytes,
             SharedFramesCompressed = enc.SharedFramesCompressed,
+            PatchesOnCompressedReferences = enc.PatchesOnCompressedReferences,
             PagesIncompressible = enc.Incompressible,
             StoreFull = enc.StoreFull,
             BlobsCompacted = compaction.BlobsMoved,
@@ -372,9 +373,18 @@ public sealed partial class DEHost
                 if (stable is not null && state is PageState.Shared or PageState.Patched)
                 {
                     long s0 = Stopwatch.GetTimestamp();
-                    uint listedFrame = state == PageState.Shared ? PageEntry.Frame(after) : EncodedPage.ReferenceFrame(Store.Get(PageEntry.Payload(after)));
-                    ListStable(stable, listedFrame);
-                    if (state == PageState.Patched) MarkReference(listedFrame);
+                    if (state == PageState.Shared) ListStable(stable, PageEntry.Frame(after));
+                    else
+                    {
+                        // A patch whose reference was compressed (a shared blob) lists no frame.
+                        var patch = Store.Get(PageEntry.Payload(after));
+                        if (!EncodedPage.ReferenceIsSharedBlob(patch))
+                        {
+                            uint reference = EncodedPage.ReferenceFrame(patch);
+                            ListStable(stable, reference);
+                            MarkReference(reference);
+                        }
+                    }
                     stableTicks += Stopwatch.GetTimestamp() - s0;
                 }
                 // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
@@ -534,6 +544,21 @@ public sealed partial class DEHost
                         }
                         cold[coldCount++] = new SharedCandidate(PageEntry.Frame(e), domain.Id, gfn);
                     }
+                    else if (state == PageState.Patched)
+                    {
+                        // A cold patch holds its reference frame as a shared page does: listed with the frame's sharers, the
+                        // frame may be compressed when all of them are cold, the patch then naming the compressed copy.
+                        var patch = Store.Get(PageEntry.Payload(e));
+                        if (EncodedPage.ReferenceIsSharedBlob(patch)) continue;
+                        uint reference = EncodedPage.ReferenceFrame(patch);
+                        if (listing && !IsListed(reference)) continue;
+                        if (coldCount == cold.Length)
+                        {
+                            _coldShared.Add(cold);
+                            coldCount = 0;
+                        }
+                        cold[coldCount++] = SharedCandidate.ForPatch(reference, domain.Id, gfn);
+                    }
                 }
                 finally
                 {
@@ -581,7 +606,8 @@ public sealed partial class DEHost
         {
             // To mark examined, or to compress.
             PageState.Private => (e & PageEntry.SharingSeen) == 0 || compressible,
-            PageState.Shared => compressible,
+            // Cold shared pages, and cold patches (their reference frame may be compressed: SharedCompression).
+            PageState.Shared or PageState.Patched => compressible,
             _ => false,
         };
     }
@@ -607,16 +633,19 @@ public sealed partial class DEHost
     /// Compacts the store when its fragmentation passes the host policy's threshold, or when whole slabs' worth of free
     /// slots reach 1/32 of it (at least 4 slabs): forming page groups frees single blobs all over the store, which the
     /// fragmentation threshold alone would leave held. Before that, settles its classes into the fewest slabs their blobs
-    /// need (CompactStore.Settle) when that gives back 1/64 of it or more (at least 16 pages): session 17, the slabs a class had
+    /// need (CompactStore.Settle) when that gives back 1/256 of it or more (at least 16 pages): session 17, the slabs a class had
     /// grown kept 0.1 to 0.7 MiB of a small program's 1.7 to 7.6 MiB store free, and how much depended on the order blobs
-    /// came and went, which the fleet's model could not know.
+    /// came and went, which the fleet's model could not know. Session 23: with 1/64, a last pass that stored a few dozen
+    /// blobs after the store had settled (compressed patch references) left the new full-size slabs they took, 0.5 MiB of
+    /// the program snapshots' 63 MiB store, under the threshold; at 1/256 (or 1/1024) it settles them, for no more CPU a
+    /// pass measured.
     /// </summary>
     private Store.CompactionResult CompactStoreIfNeeded()
     {
         Store.CompactionResult result = default;
         // Settling first: it leaves nothing for compaction to do when every move is accepted (and compaction first would
         // move some blobs twice); compaction still runs when settling could not (no room for the slabs it makes, say).
-        if (Store.UnsettledBytes >= Math.Max(16L * DifferenceEngine.Store.CompactStore.FirstSlabSize, Store.AllocatedBytes / 64))
+        if (Store.UnsettledBytes >= Math.Max(16L * DifferenceEngine.Store.CompactStore.FirstSlabSize, Store.AllocatedBytes / 256))
             result = Store.Settle(MoveBlobs);
         if (Store.NeedsCompaction(Policy.CompactionThreshold)
             || Store.ReclaimableBytes >= Math.Max(4L * DifferenceEngine.Store.CompactStore.SlabSize, Store.AllocatedBytes / 32))

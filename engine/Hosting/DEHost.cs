@@ -466,7 +466,17 @@ public sealed partial class DEHost : IDEHost, IEngineService
             {
                 c.Patched++;
                 uint reference = EncodedPage.ReferenceFrame(blob);
-                if (Frames.IsInUse(reference))
+                if (EncodedPage.ReferenceIsSharedBlob(blob))
+                {
+                    // A reference compressed since: the patch is charged its share of the blob, as each page naming it is.
+                    if (SharedBlobs.Describe(reference, Store) is { } shared)
+                    {
+                        double share = (double)shared.Length / shared.References;
+                        c.Stored += share;
+                        c.Used += share;
+                    }
+                }
+                else if (Frames.IsInUse(reference))
                     c.Used += (double)PageGeometry.PageSize / Math.Max(1, Frames.RefCount(reference));
             }
             else c.Compressed++;

@@ -79,6 +79,11 @@ public sealed record PassResult(
     /// <summary>Shared frames compressed this pass: every page sharing one was cold, so the frame became one blob they all name.</summary>
     public long SharedFramesCompressed { get; init; }
     /// <summary>
+    /// Patches whose reference frame was compressed this pass (with the pages sharing it: every one of them, and every
+    /// patch against it, was cold): they stay patches, now against the frame's compressed copy.
+    /// </summary>
+    public long PatchesOnCompressedReferences { get; init; }
+    /// <summary>
     /// Pages tried for compression this pass whose content did not compress within the threshold: marked, they are not
     /// tried again until written or until their domain's compression policy changes.
     /// </summary>
@@ -133,7 +138,7 @@ public sealed record PassResult(
     /// references it did not have: in each case another pass may still find more.
     /// </summary>
     public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
-        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup > 0;
+        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup + PatchesOnCompressedReferences > 0;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }
 

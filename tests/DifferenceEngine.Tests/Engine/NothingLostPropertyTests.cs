@@ -51,7 +51,22 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
         var proc = LiveProcess.Python();
         int added = 0, removed = 0, scans = 0, reads = 0, writes = 0, groupedReads = 0, groupedWrites = 0;
         long pagesGrouped = 0, pagesUngrouped = 0, groupBytesToSwap = 0;
-        long sharedFramesCompressed = 0;
+        long sharedFramesCompressed = 0, patchesOnCompressedReferences = 0, onCompressedReference = 0;
+        // Whether a page is a patch whose reference frame was compressed (read without its lock: only a count for the test).
+        bool OnCompressedReference(Domain d, long gfn)
+        {
+            ulong e = d.PeekEntry(gfn);
+            if (PageEntry.State(e) != PageState.Patched) return false;
+            ulong locked = d.Lock(gfn);
+            try
+            {
+                return PageEntry.State(locked) == PageState.Patched && EncodedPage.ReferenceIsSharedBlob(host.Store.Get(PageEntry.Payload(locked)));
+            }
+            finally
+            {
+                d.Unlock(gfn, locked);
+            }
+        }
         // A pool of page contents that writes copy from, so merges and COW breaks keep happening.
         var library = Enumerable.Range(0, 24).Select(i => TestMemory.RandomPage(new Random(seed + i))).ToArray();
         try
@@ -107,6 +122,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                             break;
                     }
                     if (PageEntry.IsGrouped(d.PeekEntry(gfn))) groupedWrites++;
+                    if (OnCompressedReference(d, gfn)) onCompressedReference++;
                     d.WritePage(gfn, data, offset);
                     data.CopyTo(pages[gfn].AsSpan(offset));
                     writes++;
@@ -114,6 +130,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 else if (roll < 985)
                 {
                     if (PageEntry.IsGrouped(d.PeekEntry(gfn))) groupedReads++;
+                    if (OnCompressedReference(d, gfn)) onCompressedReference++;
                     d.ReadPage(gfn, buffer);
                     Assert.True(pages[gfn].AsSpan().SequenceEqual(buffer), $"op {op}: {d.Name} page {gfn} differs from the shadow");
                     reads++;
@@ -123,6 +140,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     var subset = rng.Next(3) == 0 ? domains.Where(_ => rng.Next(2) == 0).ToArray() : domains;
                     var scan = host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) });
                     sharedFramesCompressed += scan.SharedFramesCompressed;
+                    patchesOnCompressedReferences += scan.PassResults.Sum(p => p.PatchesOnCompressedReferences);
                     pagesGrouped += scan.PagesGrouped;
                     pagesUngrouped += scan.PassResults.Sum(p => p.PagesUngrouped);
                     scans++;
@@ -187,7 +205,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"final: {d.Name} page {g} differs");
                 }
             var stats = host.GetStats();
-            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all; {census.Grouped} in {census.GroupMembers.Count} page groups)");
+            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all; {census.PatchesOnSharedBlobs} patches on compressed references now, {patchesOnCompressedReferences} in all, {onCompressedReference} read or written; {census.Grouped} in {census.GroupMembers.Count} page groups)");
             output.WriteLine($"page groups: {pagesGrouped} pages grouped, {pagesUngrouped} moved back by re-packing, {groupedReads} reads and {groupedWrites} writes of grouped pages during the run; {groupBytesToSwap} bytes of group streams paged out on demand, {host.Reclaimer?.GroupBytesPagedOut ?? 0} in all");
             output.WriteLine($"seed {seed}: {reads} reads, {writes} writes, {scans} scans, {added} added, {removed} removed; " +
                              $"{stats.FramesInUse} frames for {stats.GuestBytes / 4096} guest pages; faults " +
@@ -210,6 +228,8 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 Assert.True(census.Patched > 0, "patched pages remain after the final scan");
                 Assert.True(census.Compressed > 0, "compressed pages remain after the final scan");
                 Assert.True(sharedFramesCompressed > 0, "shared frames were compressed during the run");
+                Assert.True(patchesOnCompressedReferences > 0 && onCompressedReference > 0,
+                    $"reference frames were compressed ({patchesOnCompressedReferences} patches moved onto them) and such patches read or written ({onCompressedReference})");
                 Assert.True(census.Uniform > 0, "uniform pages remain after the final scan");
                 Assert.True(census.Grouped > 0, "grouped pages remain after the final scan (and were all read back above)");
                 Assert.True(groupedReads > 0 && groupedWrites > 0, "grouped pages were read and written during the run");

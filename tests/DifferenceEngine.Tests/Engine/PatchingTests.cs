@@ -148,8 +148,12 @@ public class PatchingTests
         var result = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 1 });
         Assert.Equal(PageState.Patched, b.GetPage(0).State);
         Assert.Equal("a", b.GetPage(0).ReferenceDomain);
-        Assert.Equal(PageState.Shared, a.GetPage(0).State);
+        // Both cold, the reference frame was then compressed for a's page and b's patch (SharedCompression).
+        Assert.Equal(PageState.Compressed, a.GetPage(0).State);
+        Assert.NotNull(a.GetPage(0).SharedBlob);
+        Assert.Equal(a.GetPage(0).SharedBlob, b.GetPage(0).SharedBlob);
         Assert.Equal(2, a.GetPage(0).ReferenceCount);
+        Assert.Equal(1, result.PassResults.Sum(p => p.PatchesOnCompressedReferences));
         Assert.Equal(0, result.PassResults.Sum(p => p.PatchesDeclined));
         TestMemory.AssertFrameAccounting(host);
         Assert.Equal(similar, b.ReadPage(0));

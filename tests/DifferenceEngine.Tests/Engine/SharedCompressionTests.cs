@@ -220,11 +220,14 @@ public class SharedCompressionTests(ITestOutputHelper output)
         TestMemory.AssertFrameAccounting(host);
     }
 
-    [Fact]
-    public void AFrameThatServesAsAPatchReferenceStaysInMemory()
+    /// <summary>
+    /// A page of <paramref name="a"/>'s turned reference of a patch in <paramref name="b"/>: a's page goes cold (C4) only
+    /// after <paramref name="c4Sweeps"/> sweeps, so it is not compressed alone before b's page patches against it.
+    /// </summary>
+    private static ReferenceCase PatchedAgainst(int c4Sweeps, int passes = 10)
     {
-        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
-        using var dir = new TempDir();
+        var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        var dir = new TempDir();
         // A page LZ4 shrinks to about two thirds: compressed were it not a reference, and poorly enough that the patch
         // pays for keeping its frame whole (a heap-like page compresses so well that both pages compressed take less).
         var reference = new byte[4096];
@@ -232,21 +235,142 @@ public class SharedCompressionTests(ITestOutputHelper output)
         Assert.True(PageCompressors.Get(CompressionAlgorithm.LZ4).TryCompress(reference, new byte[3072], out _));
         var similar = (byte[])reference.Clone();
         similar[77] ^= 0x5A;
-        // a's page turns cold (C4) only after 6 sweeps, so it is not compressed alone before b's page patches against it.
         var a = TestMemory.LoadRaw(host, dir, "a", [reference],
-            new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 6 });
+            new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = c4Sweeps });
         host.Scan([a]);
         var b = TestMemory.LoadRaw(host, dir, "b", [similar],
             new DomainOptions { SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 1 });
-        host.Scan(options: new ScanOptions { Passes = 10, Parallelism = 1 });
+        host.Scan(options: new ScanOptions { Passes = passes, Parallelism = 1 });
+        return new ReferenceCase(host, dir, a, b, reference, similar);
+    }
+
+    /// <summary>A host with a page of a and its patch in b (<see cref="PatchedAgainst"/>); disposing drops the host and its folder.</summary>
+    private sealed record ReferenceCase(DEHost Host, TempDir Dir, Domain A, Domain B, byte[] Reference, byte[] Similar) : IDisposable
+    {
+        /// <summary>Both pages read back as loaded (b's first: its patch decodes against whatever holds a's bytes), the frames accounted after each.</summary>
+        public void AssertReadsBack()
+        {
+            Assert.Equal(Similar, B.ReadPage(0));
+            TestMemory.AssertFrameAccounting(Host);
+            Assert.Equal(Reference, A.ReadPage(0));
+            TestMemory.AssertFrameAccounting(Host);
+        }
+
+        public void Dispose()
+        {
+            Host.Dispose();
+            Dir.Dispose();
+        }
+    }
+
+    [Fact]
+    public void AReferenceFrameStaysInMemoryWhileAPageSharingItIsNotCold()
+    {
+        using var p = PatchedAgainst(c4Sweeps: 15);
+        var (host, _, a, b, reference, similar) = p;
         Assert.Equal(PageState.Patched, b.GetPage(0).State);
-        // a's page is the reference: a cold Shared page whose frame also has the patch's reference, so it is never compressed.
+        Assert.Null(b.GetPage(0).SharedBlob);
+        // a's page is the reference: a Shared page not yet cold, whose frame also has the patch's reference.
         Assert.Equal(PageState.Shared, a.GetPage(0).State);
-        Assert.Equal(PageCategory.C4, a.GetPage(0).Category);
+        Assert.NotEqual(PageCategory.C4, a.GetPage(0).Category);
         Assert.Equal(2, a.GetPage(0).ReferenceCount);
         Assert.Equal(0, host.GetStats().SharedCompressedFrames);
+        p.AssertReadsBack();
+    }
+
+    [Fact]
+    public void AColdReferenceFrameIsCompressedAndItsPatchNamesTheCompressedCopy()
+    {
+        using var p = PatchedAgainst(c4Sweeps: 6);
+        var (host, _, a, b, reference, similar) = p;
+        // Once a's page is cold too, the frame is compressed for both: a's page names the blob, b's patch names it too.
+        var ia = a.GetPage(0);
+        var ib = b.GetPage(0);
+        Assert.Equal(PageState.Compressed, ia.State);
+        Assert.Equal(PageState.Patched, ib.State);
+        Assert.NotNull(ia.SharedBlob);
+        Assert.Equal(ia.SharedBlob, ib.SharedBlob);
+        Assert.Equal(2, ia.ReferenceCount);
+        Assert.Equal(2, ib.ReferenceCount);
+        Assert.Equal("a", ib.ReferenceDomain);
+        var stats = host.GetStats();
+        Assert.Equal(1, stats.SharedCompressedFrames);
+        Assert.Equal(0, stats.FramesInUse);
+        TestMemory.AssertFrameAccounting(host);
+        // Peeking changes nothing; the patched page's fault decodes the blob, then the patch, and drops its name.
+        var peeked = new byte[4096];
+        Assert.True(b.PeekPage(0, peeked));
+        Assert.Equal(similar, peeked);
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
         Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+        Assert.Equal(1, a.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
         Assert.Equal(reference, a.ReadPage(0));
+        Assert.Equal(0, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(0, host.GetStats().StoreBlobs);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void AReferenceOnlyPatchesHoldIsCompressedAndTheLastPatchFreesIt()
+    {
+        using var p = PatchedAgainst(c4Sweeps: 15, passes: 3);
+        var (host, _, a, b, reference, similar) = p;
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        // a's page is written: it gets a frame of its own, and only b's patch holds the old one.
+        a.WritePage(0, [1, 2, 3], 100);
+        Assert.Equal(PageState.Private, a.GetPage(0).State);
+        var scan = host.Scan([b], new ScanOptions { UntilStable = true, Parallelism = 1 });
+        Assert.Equal(1, scan.PassResults.Sum(p => p.PatchesOnCompressedReferences));
+        Assert.Equal(1, scan.SharedFramesCompressed);
+        var ib = b.GetPage(0);
+        Assert.Equal(PageState.Patched, ib.State);
+        Assert.NotNull(ib.SharedBlob);
+        Assert.Equal(1, ib.ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(similar, b.ReadPage(0));
+        Assert.Equal(0, host.GetStats().SharedCompressedFrames);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void AFlippedBitInAPatchsCompressedReferenceIsDetectedNamingThePatchedPage()
+    {
+        using var p = PatchedAgainst(c4Sweeps: 6);
+        var (host, _, a, b, reference, similar) = p;
+        uint id = b.GetPage(0).SharedBlob!.Value;
+        Span<byte> blob;
+        lock (host.SharedBlobs.StripeLock(id)) blob = host.Store.Get(host.SharedBlobs.HandleLocked(id));
+        blob[^1] ^= 0x20;
+        var e = Assert.Throws<DEException>(() => b.ReadPage(0));
+        Assert.Equal("PageIntegrityError", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+        Assert.Contains("'b'", e.Message);
+        Assert.Contains("Page 0 ", e.Message);
+        Assert.True(e.Message.Contains($"reference's compressed copy {id}"), e.Message);
+        Assert.Equal(PageState.Patched, b.GetPage(0).State);
+        Assert.Equal(2, b.GetPage(0).ReferenceCount); // the patch kept its name
+        TestMemory.AssertFrameAccounting(host);
+        blob[^1] ^= 0x20;
+        p.AssertReadsBack();
+    }
+
+    [Fact]
+    public void RemovingADomainWhosePatchNamesACompressedReferenceDropsItsName()
+    {
+        using var p = PatchedAgainst(c4Sweeps: 6);
+        var (host, _, a, b, reference, similar) = p;
+        Assert.Equal(2, a.GetPage(0).ReferenceCount);
+        host.RemoveDomain(b);
+        Assert.Equal(1, a.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(reference, a.ReadPage(0));
+        host.RemoveDomain(a);
+        var stats = host.GetStats();
+        Assert.Equal(0, stats.StoreBlobs);
+        Assert.Equal(0, stats.SharedCompressedFrames);
+        Assert.Equal(0, stats.StoreAllocatedBytes);
     }
 
     [Fact]

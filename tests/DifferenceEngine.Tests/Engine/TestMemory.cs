@@ -120,9 +120,19 @@ internal static class TestMemory
                     case PageState.Uniform: c.Uniform++; break;
                     case PageState.Shared: c.Shared++; frames.Add(PageEntry.Frame(e)); break;
                     case PageState.Patched:
+                    {
                         c.Patched++;
-                        frames.Add(EncodedPage.ReferenceFrame(d.Host.Store.Get(PageEntry.Payload(e))));
+                        var patch = d.Host.Store.Get(PageEntry.Payload(e));
+                        uint reference = EncodedPage.ReferenceFrame(patch);
+                        if (!EncodedPage.ReferenceIsSharedBlob(patch)) frames.Add(reference);
+                        else
+                        {
+                            // A patch whose reference frame was compressed names that shared blob, as its pages do.
+                            c.PatchesOnSharedBlobs++;
+                            blobs[reference] = blobs.GetValueOrDefault(reference) + 1;
+                        }
                         break;
+                    }
                     case PageState.Compressed:
                         c.Compressed++;
                         if (PageEntry.IsGrouped(e))
@@ -229,10 +239,13 @@ internal sealed class Census
 {
     public long Private, Zero, Uniform, Shared, Patched, Compressed, SharedCompressed, Grouped, DistinctSharedFrames;
 
+    /// <summary>Patched pages whose reference is a compressed shared frame (they name its blob).</summary>
+    public long PatchesOnSharedBlobs;
+
     /// <summary>Page group id -> the member indexes pages name (each at most once).</summary>
     public Dictionary<uint, HashSet<int>> GroupMembers = new();
 
-    /// <summary>Shared blob id -> how many pages name it (compressed shared frames).</summary>
+    /// <summary>Shared blob id -> how many pages and patches name it (compressed shared frames).</summary>
     public Dictionary<uint, int> SharedBlobNames = new();
 }
 

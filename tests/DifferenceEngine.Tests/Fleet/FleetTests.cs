@@ -247,7 +247,8 @@ public sealed class FleetTests
         Assert.InRange(predicted.PatchedPages, 48, 80);
         long actual = host.GetStats().MemoryUsedBytes;
         double error = (double)(predicted.PredictedUsedBytes - actual) / actual;
-        Assert.True(Math.Abs(error) < 0.10, $"predicted {predicted.PredictedUsedBytes} B, the host uses {actual} B ({error:P1})");
+        var st = host.GetStats();
+        Assert.True(Math.Abs(error) < 0.10, $"predicted {predicted.PredictedUsedBytes} B, the host uses {actual} B ({error:P1}); predicted frames {predicted.FrameBytes} store {predicted.StoreBytes} meta {predicted.MetadataBytes} refs {predicted.ReferencePages} patched {predicted.PatchedPages} compressed {predicted.CompressedContents} frames {predicted.FrameContents}; actual frames {st.FramesInUse * 4096} store {st.StoreAllocatedBytes} meta {st.MetadataBytes}");
 
         static byte[] Edited(byte[] page, int seed)
         {
