@@ -7,7 +7,7 @@ namespace DifferenceEngine.Commands;
 
 /// <summary>
 /// Stops scans from compressing a domain's pages; with -Restore also decompresses every Compressed
-/// page into a frame of its own, or changes nothing when the host's memory limit leaves too few
+/// page into a frame of its own (and rebuilds every patch whose reference frame was compressed), or changes nothing when the host's memory limit leaves too few
 /// frames (Disable-DECompression). On Xen -Restore loads the pages the pager holds compressed back into the guest.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Disable, "DECompression", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]

@@ -149,9 +149,16 @@ internal static class EngineRun
                         if (domain.GetPage(gfn).Frame is uint f) sharedFrames.Add(f);
                         break;
                     case PageState.Patched:
+                    {
                         patched++;
-                        patchBytes += domain.GetPage(gfn).StoredBytes ?? 0;
+                        var info = domain.GetPage(gfn);
+                        patchBytes += info.StoredBytes ?? 0;
+                        // A patch against a compressed reference: the reference's blob is counted once, with the
+                        // compressed pages that name it (a blob only patches name is counted here).
+                        if (info.SharedBlob is uint blob && sharedBlobs.Add(blob) && host.SharedBlobs.Describe(blob, host.Store) is { } referenceBlob)
+                            compressedBytes += referenceBlob.Length;
                         break;
+                    }
                     case PageState.Compressed:
                     {
                         compressed++;

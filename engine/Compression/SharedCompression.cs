@@ -256,17 +256,17 @@ internal static class SharedCompression
                 }
                 // Every page and every patch that holds the frame now names the blob instead.
                 table.Publish(id, handle, count);
-                index.Stable.RemoveIf(hash, frame);
-                frames.Free(frame);
+                // Every entry names its new blob before the frame and the old patches go.
                 for (int i = 0; i < count; i++)
                 {
                     if (group[i].IsPatch)
-                    {
-                        store.Free(PageEntry.Payload(entries[i]));
-                        entries[i] = PageEntry.WithPayload(entries[i], PageState.Patched, patches[i]);
-                    }
+                        (entries[i], patches[i]) = (PageEntry.WithPayload(entries[i], PageState.Patched, patches[i]), PageEntry.Payload(entries[i]));
                     else entries[i] = PageEntry.WithSharedBlob(entries[i], id);
                 }
+                index.Stable.RemoveIf(hash, frame);
+                frames.Free(frame);
+                for (int i = 0; i < count; i++)
+                    if (group[i].IsPatch) store.Free(patches[i]); // the old patch blob
                 c.SharedFramesCompressed++;
                 c.PagesCompressed += count - patchCount;
                 c.PatchesOnCompressedReferences += patchCount;

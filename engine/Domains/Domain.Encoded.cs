@@ -288,6 +288,46 @@ public sealed partial class Domain
     }
 
     /// <summary>
+    /// Rebuilds every Compressed page of this domain into a frame, and every patch whose reference frame was compressed
+    /// since (it decodes through a shared blob): what <c>Disable-DECompression -Restore</c> promises, that nothing of
+    /// the domain is left decoding through compression. Fails before anything changes when the frames cannot be had.
+    /// </summary>
+    internal long RestoreAllCompressed()
+    {
+        long count = 0;
+        for (long gfn = 0; gfn < PageCount; gfn++)
+        {
+            ulong peek = PeekEntry(gfn);
+            if (PageEntry.State(peek) == PageState.Compressed) count++;
+            else if (PageEntry.State(peek) == PageState.Patched)
+            {
+                // A patch's blob is read only under its page's lock.
+                ulong e = Lock(gfn);
+                try
+                {
+                    if (IsPatchOnCompressedReference(e)) count++;
+                }
+                finally
+                {
+                    Unlock(gfn, e);
+                }
+            }
+        }
+        if (Host.ObtainableFrames is long obtainable && count > obtainable)
+            throw new DEException("InsufficientMemoryToRestore", DEErrorKind.ResourceUnavailable,
+                $"Restoring the {count} Compressed pages (and patches on compressed references) of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.", this);
+        return ConvertEvery(e => PageEntry.State(e) == PageState.Compressed || IsPatchOnCompressedReference(e), Rebuild);
+    }
+
+    /// <summary>Whether a locked page is a patch whose reference frame was compressed (a shared blob) since it was made.</summary>
+    private bool IsPatchOnCompressedReference(ulong e)
+    {
+        if (PageEntry.State(e) != PageState.Patched) return false;
+        var patch = Host.Store.Get(PageEntry.Payload(e));
+        return patch.Length >= EncodedPage.PatchHeader && EncodedPage.ReferenceIsSharedBlob(patch);
+    }
+
+    /// <summary>
     /// Fails with <paramref name="errorId"/> before anything changes when the host cannot give a frame to
     /// every page of this domain in <paramref name="state"/> (free, or freed by paging out).
     /// </summary>

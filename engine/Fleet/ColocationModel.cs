@@ -381,10 +381,12 @@ public static class ColocationModel
             bool referenceWhole = (r.Flags & EntryFlags.Reference) != 0 || rCost == 0 || madeReference.Contains(e.Similarity);
             int referenceCost = referenceWhole ? 0 : PageSize - rCost;
             if (patch + referenceCost >= (e.SingleCost == 0 ? PageSize : e.SingleCost)) continue;
-            // What the page cost at home: a frame as a reference (or incompressible), else its blob.
-            bool frameAtHome = (e.Flags & EntryFlags.Reference) != 0 || e.SingleCost == 0;
+            // What the page cost at home: as a reference a compressed shared frame (or a frame when that does not compress),
+            // else its blob (or a frame when incompressible).
+            bool referenceAtHome = (e.Flags & EntryFlags.Reference) != 0;
+            bool frameAtHome = referenceAtHome ? e.SharedCost == 0 : e.SingleCost == 0;
             double w = weight[c.Domain] * similarityScale;
-            crossStore += w * (patch - (frameAtHome ? 0 : e.SingleCost));
+            crossStore += w * (patch - (frameAtHome ? 0 : referenceAtHome ? e.SharedCost : e.SingleCost));
             if (frameAtHome) crossFrames -= w * PageSize;
             crossPatched += w;
             if ((r.Flags & EntryFlags.Reference) == 0 && madeReference.Add(e.Similarity))
@@ -396,6 +398,12 @@ public static class ColocationModel
                     crossStore -= wr * rCost;
                     if (r.SharedCost > 0) crossStore += wr * r.SharedCost;
                     else crossFrames += wr * PageSize;
+                }
+                else if (r.SharedCost > 0 && !reference.Shared)
+                {
+                    // A frame at home (its single blob did not fit) that the groups' codec compresses as a shared frame.
+                    crossFrames -= wr * PageSize;
+                    crossStore += wr * r.SharedCost;
                 }
                 crossReferences += wr;
             }

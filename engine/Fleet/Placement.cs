@@ -2053,8 +2053,10 @@ internal sealed class PlacementSearch
     /// <summary>The home cost of a content patched across domains, and whether it was a frame at home.</summary>
     private double HomeOf(in PlacementModel.SimilarItem c, out bool frame)
     {
-        frame = (c.Flags & EntryFlags.Reference) != 0 || c.Single == 0;
-        return frame ? 0 : c.Single * _groupNow[c.Domain];
+        // As a reference a compressed shared frame (a frame when that does not compress), else its blob in a group.
+        bool reference = (c.Flags & EntryFlags.Reference) != 0;
+        frame = reference ? c.Shared == 0 : c.Single == 0;
+        return frame ? 0 : reference ? c.Shared : c.Single * _groupNow[c.Domain];
     }
 
     private static bool Patchable(in PlacementModel.SimilarItem c, long copies, int referenceDomain) =>
@@ -2165,6 +2167,12 @@ internal sealed class PlacementSearch
                 store -= referenceShared ? rCost : rCost * _groupNow[r.Domain];
                 if (r.Shared > 0) store += r.Shared;
                 else frames += 1;
+            }
+            else if (r.Shared > 0 && !referenceShared)
+            {
+                // A frame at home (its single blob did not fit) that the groups' codec compresses as a shared frame.
+                frames -= 1;
+                store += r.Shared;
             }
         }
         return new Cross(frames, store, patched);

@@ -52,13 +52,16 @@ public sealed partial class DEHost
             if (d == domain || d.Policy.TrustGroup == group) d.ForgetIncompressible();
     }
 
-    /// <summary>Stops compressing this domain's pages; with <paramref name="restore"/>, decompresses them into frames.</summary>
+    /// <summary>
+    /// Stops compressing this domain's pages; with <paramref name="restore"/>, decompresses them into frames, and rebuilds
+    /// its patches whose reference frame was compressed (they would decode through a compressed copy).
+    /// </summary>
     /// <returns>Pages rebuilt.</returns>
     public long DisableCompression(Domain domain, bool restore)
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        long restored = restore ? domain.RestoreAll(PageState.Compressed) : 0;
+        long restored = restore ? domain.RestoreAllCompressed() : 0;
         domain.Policy.CompressionEnabled = false;
         return restored;
     }

@@ -378,7 +378,8 @@ public sealed partial class DEHost
                     {
                         // A patch whose reference was compressed (a shared blob) lists no frame.
                         var patch = Store.Get(PageEntry.Payload(after));
-                        if (!EncodedPage.ReferenceIsSharedBlob(patch))
+                        // A truncated patch is left for its own fault to report.
+                        if (patch.Length >= EncodedPage.PatchHeader && !EncodedPage.ReferenceIsSharedBlob(patch))
                         {
                             uint reference = EncodedPage.ReferenceFrame(patch);
                             ListStable(stable, reference);
@@ -549,7 +550,7 @@ public sealed partial class DEHost
                         // A cold patch holds its reference frame as a shared page does: listed with the frame's sharers, the
                         // frame may be compressed when all of them are cold, the patch then naming the compressed copy.
                         var patch = Store.Get(PageEntry.Payload(e));
-                        if (EncodedPage.ReferenceIsSharedBlob(patch)) continue;
+                        if (patch.Length < EncodedPage.PatchHeader || EncodedPage.ReferenceIsSharedBlob(patch)) continue;
                         uint reference = EncodedPage.ReferenceFrame(patch);
                         if (listing && !IsListed(reference)) continue;
                         if (coldCount == cold.Length)

@@ -357,6 +357,21 @@ public class SharedCompressionTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void DisableCompressionRestoreRebuildsPatchesOnCompressedReferencesToo()
+    {
+        using var p = PatchedAgainst(c4Sweeps: 6);
+        var (host, _, a, b, reference, similar) = p;
+        Assert.NotNull(b.GetPage(0).SharedBlob);
+        // b's only encoded page is a patch against a compressed copy: -Restore rebuilds it, a's page keeps the blob.
+        Assert.Equal(1, host.DisableCompression(b, restore: true));
+        Assert.Equal(PageState.Private, b.GetPage(0).State);
+        Assert.Equal(PageState.Compressed, a.GetPage(0).State);
+        Assert.Equal(1, a.GetPage(0).ReferenceCount);
+        TestMemory.AssertFrameAccounting(host);
+        p.AssertReadsBack();
+    }
+
+    [Fact]
     public void RemovingADomainWhosePatchNamesACompressedReferenceDropsItsName()
     {
         using var p = PatchedAgainst(c4Sweeps: 6);
