@@ -80,11 +80,13 @@ internal static unsafe class GroupCodec
                 var longMatch = t_longMatchCompressor ??= CreateCompressor(ZstdLongMatchLevel, ZstdLongMatchMinMatch);
                 bool both = choice.TriesBoth;
                 choice.Groups++;
-                if (!both && (choice.PrefersLongMatches ? longMatch : dense).TryWrap(payload, destination, out written) && written < wanted)
-                    return true;
-                bool a = dense.TryWrap(payload, destination, out written);
+                // The chosen set first (level 3 when both are tried); the other only when both are tried, or when the
+                // chosen one's stream is not under what the group must come to. The smaller stream is kept.
+                var (first, second) = !both && choice.PrefersLongMatches ? (longMatch, dense) : (dense, longMatch);
+                bool a = first.TryWrap(payload, destination, out written);
+                if (!both && a && written < wanted) return true;
                 var other = t_other ??= new byte[Compressor.GetCompressBound(Compression.GroupCompression.MaxPayload)];
-                if (payload.Length > Compression.GroupCompression.MaxPayload || !longMatch.TryWrap(payload, other, out int w2)) return a;
+                if (payload.Length > Compression.GroupCompression.MaxPayload || !second.TryWrap(payload, other, out int w2)) return a;
                 if (a && both) choice.Tried(written, w2);
                 if ((a && w2 >= written) || w2 > destination.Length) return a;
                 other.AsSpan(0, w2).CopyTo(destination);

@@ -103,23 +103,31 @@ public sealed partial class Domain
             return;
         }
         var plain = t_reference ??= new byte[PageGeometry.PageSize];
-        var table = Host.SharedBlobs;
-        lock (table.StripeLock(reference))
-        {
-            if (!table.IsLiveLocked(reference))
-                throw IntegrityError(gfn, $"its reference's compressed copy {reference} does not exist");
-            var shared = Host.Store.Get(table.HandleLocked(reference));
-            try
-            {
-                Decompress(gfn, shared, plain, $"the stored header of its reference's compressed copy {reference}");
-            }
-            catch (DEException de) when (de.ErrorId != "PageIntegrityError")
-            {
-                throw IntegrityError(gfn, $"its reference's compressed copy {reference} does not decode ({de.Message})", de);
-            }
-            CheckRebuilt(gfn, plain, shared, $"the bytes rebuilt from its reference's compressed copy {reference}");
-        }
+        lock (Host.SharedBlobs.StripeLock(reference))
+            DecodeSharedBlobLocked(gfn, reference, plain, "its reference's compressed copy");
         DeltaCodec.Decode(plain, blob[EncodedPage.PatchHeader..], page);
+    }
+
+    /// <summary>
+    /// Decodes shared blob <paramref name="id"/>, which page <paramref name="gfn"/> names (<paramref name="what"/>: what
+    /// the error calls it), into <paramref name="page"/> and checks it; the caller holds the id's stripe lock. Throws
+    /// "PageIntegrityError" naming the page when the blob is gone, does not decode or does not hold.
+    /// </summary>
+    private void DecodeSharedBlobLocked(long gfn, uint id, Span<byte> page, string what)
+    {
+        var table = Host.SharedBlobs;
+        if (!table.IsLiveLocked(id))
+            throw IntegrityError(gfn, $"{what} {id} does not exist");
+        var blob = Host.Store.Get(table.HandleLocked(id));
+        try
+        {
+            Decompress(gfn, blob, page, $"the stored header of {what} {id}");
+        }
+        catch (DEException de) when (de.ErrorId != "PageIntegrityError")
+        {
+            throw IntegrityError(gfn, $"{what} {id} does not decode ({de.Message})", de);
+        }
+        CheckRebuilt(gfn, page, blob, $"the bytes rebuilt from {what} {id}");
     }
 
     /// <summary>Drops a patch's hold on its reference: the frame's reference count, or the shared blob's (the last frees it).</summary>
@@ -197,11 +205,7 @@ public sealed partial class Domain
         {
             lock (table.StripeLock(id))
             {
-                if (!table.IsLiveLocked(id))
-                    throw IntegrityError(gfn, $"its shared compressed copy {id} does not exist");
-                var blob = Host.Store.Get(table.HandleLocked(id));
-                Decompress(gfn, blob, page, $"the stored header of its shared compressed copy {id}");
-                CheckRebuilt(gfn, page, blob, $"the bytes rebuilt from its shared compressed copy {id}");
+                DecodeSharedBlobLocked(gfn, id, page, "its shared compressed copy");
                 table.ReleaseLocked(id, Host.Store);
             }
         }
@@ -313,19 +317,14 @@ public sealed partial class Domain
                 }
             }
         }
-        if (Host.ObtainableFrames is long obtainable && count > obtainable)
-            throw new DEException("InsufficientMemoryToRestore", DEErrorKind.ResourceUnavailable,
-                $"Restoring the {count} Compressed pages (and patches on compressed references) of domain '{Name}' needs {count} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.", this);
+        EnsureFrames(count, "InsufficientMemoryToRestore", (n, obtainable) =>
+            $"Restoring the {n} Compressed pages (and patches on compressed references) of domain '{Name}' needs {n} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
         return ConvertEvery(e => PageEntry.State(e) == PageState.Compressed || IsPatchOnCompressedReference(e), Rebuild);
     }
 
     /// <summary>Whether a locked page is a patch whose reference frame was compressed (a shared blob) since it was made.</summary>
-    private bool IsPatchOnCompressedReference(ulong e)
-    {
-        if (PageEntry.State(e) != PageState.Patched) return false;
-        var patch = Host.Store.Get(PageEntry.Payload(e));
-        return patch.Length >= EncodedPage.PatchHeader && EncodedPage.ReferenceIsSharedBlob(patch);
-    }
+    private bool IsPatchOnCompressedReference(ulong e) =>
+        PageEntry.State(e) == PageState.Patched && EncodedPage.NamesSharedBlob(Host.Store.Get(PageEntry.Payload(e)));
 
     /// <summary>
     /// Fails with <paramref name="errorId"/> before anything changes when the host cannot give a frame to
@@ -340,6 +339,12 @@ public sealed partial class Domain
         long count = 0;
         for (long gfn = 0; gfn < PageCount; gfn++)
             if (match(PeekEntry(gfn))) count++;
+        EnsureFrames(count, errorId, message);
+    }
+
+    /// <summary>Fails with <paramref name="errorId"/> when the host cannot give <paramref name="count"/> frames (free, or freed by paging out).</summary>
+    private void EnsureFrames(long count, string errorId, Func<long, long, string> message)
+    {
         if (Host.ObtainableFrames is long obtainable && count > obtainable)
             throw new DEException(errorId, DEErrorKind.ResourceUnavailable, message(count, obtainable), this);
     }

@@ -82,15 +82,9 @@ public sealed partial class Domain
             }
             if (PageEntry.IsSharedBlob(e))
             {
-                var table = Host.SharedBlobs;
                 uint id = (uint)PageEntry.Payload(e);
-                lock (table.StripeLock(id))
-                {
-                    if (!table.IsLiveLocked(id)) return false;
-                    var shared = Host.Store.Get(table.HandleLocked(id));
-                    Decompress(gfn, shared, page, "the stored header of its shared compressed copy");
-                    CheckRebuilt(gfn, page, shared, "the bytes rebuilt from its shared compressed copy");
-                }
+                lock (Host.SharedBlobs.StripeLock(id))
+                    DecodeSharedBlobLocked(gfn, id, page, "its shared compressed copy");
                 return true;
             }
             var blob = Host.Store.Get(PageEntry.Payload(e));

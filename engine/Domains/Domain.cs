@@ -432,16 +432,16 @@ public sealed partial class Domain : IDEDomain
             {
                 var blob = Host.Store.Get(PageEntry.Payload(e));
                 var (refDomain, refGfn) = SharingIndex.UnpackPage(EncodedPage.ReferencePage(blob));
+                uint reference = EncodedPage.ReferenceFrame(blob);
+                bool inBlob = EncodedPage.ReferenceIsSharedBlob(blob);
                 return info with
                 {
                     StoredBytes = blob.Length,
                     Codec = "Delta",
                     ReferenceDomain = Host.TryGetDomainById(refDomain)?.Name ?? $"(removed domain {refDomain})",
                     ReferenceGfn = refGfn,
-                    ReferenceCount = EncodedPage.ReferenceIsSharedBlob(blob)
-                        ? Host.SharedBlobs.Describe(EncodedPage.ReferenceFrame(blob), Host.Store)?.References ?? 0
-                        : Host.Frames.RefCount(EncodedPage.ReferenceFrame(blob)),
-                    SharedBlob = EncodedPage.ReferenceIsSharedBlob(blob) ? EncodedPage.ReferenceFrame(blob) : null,
+                    ReferenceCount = inBlob ? Host.SharedBlobs.Describe(reference, Host.Store)?.References ?? 0 : Host.Frames.RefCount(reference),
+                    SharedBlob = inBlob ? reference : null,
                 };
             }
             case PageState.Compressed when PageEntry.IsGrouped(e):

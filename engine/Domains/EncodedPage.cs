@@ -80,5 +80,19 @@ internal static class EncodedPage
     /// <summary>Whether a patch's reference is a compressed shared blob rather than a frame.</summary>
     public static bool ReferenceIsSharedBlob(ReadOnlySpan<byte> blob) => blob[9] == ReferenceInSharedBlob;
 
+    /// <summary>
+    /// The frame a patch holds as its reference; false for a patch whose reference is a compressed shared blob, or whose
+    /// header is truncated (read without rebuilding the page: left for its own fault to report).
+    /// </summary>
+    public static bool TryReferenceFrame(ReadOnlySpan<byte> patch, out uint frame)
+    {
+        bool inFrame = patch.Length >= PatchHeader && !ReferenceIsSharedBlob(patch);
+        frame = inFrame ? ReferenceFrame(patch) : 0;
+        return inFrame;
+    }
+
+    /// <summary>Whether a patch (header not truncated) names a compressed shared blob as its reference.</summary>
+    public static bool NamesSharedBlob(ReadOnlySpan<byte> patch) => patch.Length >= PatchHeader && ReferenceIsSharedBlob(patch);
+
     public static ulong ReferencePage(ReadOnlySpan<byte> blob) => BinaryPrimitives.ReadUInt64LittleEndian(blob[14..]);
 }

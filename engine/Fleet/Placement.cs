@@ -929,25 +929,14 @@ internal sealed class ContentAggregate
             Slot(patch, s, sign);
             return;
         }
-        if (reference)
-        {
-            // Compressed with its pages and patches once they are all cold (SharedCompression): a shared blob.
-            if (shared > 0)
-            {
-                Store += s * shared;
-                Slot(shared, s, sign);
-                SharedBlobs += s;
-            }
-            else Frames += s;
-            return;
-        }
-        int cost = isShared ? shared : single;
+        int cost = reference || isShared ? shared : single;
         if (cost == 0)
         {
             Frames += s;
             return;
         }
-        if (isShared)
+        // A reference is compressed with its pages and patches once they are all cold (SharedCompression): a shared blob.
+        if (isShared || reference)
         {
             Store += s * cost;
             Slot(cost, s, sign);
@@ -981,7 +970,7 @@ internal sealed class ContentAggregate
             a.Blobs1 = 1;
             return a;
         }
-        int cost = reference ? shared : isShared ? shared : single;
+        int cost = reference || isShared ? shared : single;
         if (cost == 0)
         {
             a.Kind = 1;

@@ -374,17 +374,11 @@ public sealed partial class DEHost
                 {
                     long s0 = Stopwatch.GetTimestamp();
                     if (state == PageState.Shared) ListStable(stable, PageEntry.Frame(after));
-                    else
+                    // A patch whose reference was compressed (a shared blob) lists no frame.
+                    else if (EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(after)), out uint reference))
                     {
-                        // A patch whose reference was compressed (a shared blob) lists no frame.
-                        var patch = Store.Get(PageEntry.Payload(after));
-                        // A truncated patch is left for its own fault to report.
-                        if (patch.Length >= EncodedPage.PatchHeader && !EncodedPage.ReferenceIsSharedBlob(patch))
-                        {
-                            uint reference = EncodedPage.ReferenceFrame(patch);
-                            ListStable(stable, reference);
-                            MarkReference(reference);
-                        }
+                        ListStable(stable, reference);
+                        MarkReference(reference);
                     }
                     stableTicks += Stopwatch.GetTimestamp() - s0;
                 }
@@ -532,33 +526,24 @@ public sealed partial class DEHost
                         e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
                         compressTried++;
                     }
-                    else if (state == PageState.Shared && (!listing || IsListed(PageEntry.Frame(e))))
+                    else
                     {
-                        // Compressed after the sweep, when every page sharing the frame turned out cold (SharedCompression).
-                        // Only a frame shared when the pass began (the sweep listed it): one the pass's own merges made may
-                        // yet gain sharers in the next (a compressed frame takes no more), as a private page waits a pass
-                        // before it is compressed.
+                        // A cold Shared page, or a cold patch (which holds its reference frame as a shared page does): its
+                        // frame is compressed after the sweep when every page and patch holding it turned out cold
+                        // (SharedCompression; the patch then names the compressed copy). Only a frame shared when the pass
+                        // began (the sweep listed it): one the pass's own merges made may yet gain sharers in the next (a
+                        // compressed frame takes no more), as a private page waits a pass before it is compressed.
+                        bool patch = state == PageState.Patched; // else Shared: MayCompressPhase lets no other state through
+                        uint frame;
+                        if (!patch) frame = PageEntry.Frame(e);
+                        else if (!EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame)) continue;
+                        if (listing && !IsListed(frame)) continue;
                         if (coldCount == cold.Length)
                         {
                             _coldShared.Add(cold);
                             coldCount = 0;
                         }
-                        cold[coldCount++] = new SharedCandidate(PageEntry.Frame(e), domain.Id, gfn);
-                    }
-                    else if (state == PageState.Patched)
-                    {
-                        // A cold patch holds its reference frame as a shared page does: listed with the frame's sharers, the
-                        // frame may be compressed when all of them are cold, the patch then naming the compressed copy.
-                        var patch = Store.Get(PageEntry.Payload(e));
-                        if (patch.Length < EncodedPage.PatchHeader || EncodedPage.ReferenceIsSharedBlob(patch)) continue;
-                        uint reference = EncodedPage.ReferenceFrame(patch);
-                        if (listing && !IsListed(reference)) continue;
-                        if (coldCount == cold.Length)
-                        {
-                            _coldShared.Add(cold);
-                            coldCount = 0;
-                        }
-                        cold[coldCount++] = SharedCandidate.ForPatch(reference, domain.Id, gfn);
+                        cold[coldCount++] = patch ? SharedCandidate.ForPatch(frame, domain.Id, gfn) : new SharedCandidate(frame, domain.Id, gfn);
                     }
                 }
                 finally

@@ -449,12 +449,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             if (PageEntry.IsSharedBlob(e))
             {
                 // A compressed shared frame: each page that names the blob is charged its share.
-                if (SharedBlobs.Describe((uint)PageEntry.Payload(e), Store) is { } shared)
-                {
-                    double share = (double)shared.Length / shared.References;
-                    c.Stored += share;
-                    c.Used += share;
-                }
+                ChargeSharedBlob((uint)PageEntry.Payload(e), ref c);
                 c.Compressed++;
                 c.SharedCompressed++;
                 return true;
@@ -466,16 +461,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
             {
                 c.Patched++;
                 uint reference = EncodedPage.ReferenceFrame(blob);
-                if (EncodedPage.ReferenceIsSharedBlob(blob))
-                {
-                    // A reference compressed since: the patch is charged its share of the blob, as each page naming it is.
-                    if (SharedBlobs.Describe(reference, Store) is { } shared)
-                    {
-                        double share = (double)shared.Length / shared.References;
-                        c.Stored += share;
-                        c.Used += share;
-                    }
-                }
+                // A reference compressed since: the patch is charged its share of the blob, as each page naming it is.
+                if (EncodedPage.ReferenceIsSharedBlob(blob)) ChargeSharedBlob(reference, ref c);
                 else if (Frames.IsInUse(reference))
                     c.Used += (double)PageGeometry.PageSize / Math.Max(1, Frames.RefCount(reference));
             }
@@ -486,6 +473,15 @@ public sealed partial class DEHost : IDEHost, IEngineService
         {
             domain.Unlock(gfn, e);
         }
+    }
+
+    /// <summary>Charges one name of shared blob <paramref name="id"/> (a page or a patch) its share of the blob.</summary>
+    private void ChargeSharedBlob(uint id, ref EncodedCounts c)
+    {
+        if (SharedBlobs.Describe(id, Store) is not { } shared) return;
+        double share = (double)shared.Length / shared.References;
+        c.Stored += share;
+        c.Used += share;
     }
 
     /// <summary>Host-wide frames, memory, metadata, faults and engine time (from <see cref="TakeSnapshot"/>).</summary>
