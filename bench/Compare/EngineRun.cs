@@ -155,8 +155,8 @@ internal static class EngineRun
                         patchBytes += info.StoredBytes ?? 0;
                         // A patch against a compressed reference: the reference's blob is counted once, with the
                         // compressed pages that name it (a blob only patches name is counted here).
-                        if (info.SharedBlob is uint blob && sharedBlobs.Add(blob) && host.SharedBlobs.Describe(blob, host.Store) is { } referenceBlob)
-                            compressedBytes += referenceBlob.Length;
+                        if (info.SharedBlob is uint blob && sharedBlobs.Add(blob) && host.SharedBlobs.Describe(blob, host.Store, host.Groups) is { } referenceBlob)
+                            compressedBytes += referenceBlob.Group is uint g ? (groups.Add(g) ? host.Groups.Describe(g)?.MemoryBytes ?? 0 : 0) : (long)referenceBlob.Length;
                         break;
                     }
                     case PageState.Compressed:
@@ -167,6 +167,12 @@ internal static class EngineRun
                         {
                             sharedCompressed++;
                             if (!sharedBlobs.Add(blob)) break; // its bytes are counted once
+                            if (info.Group is uint sharedGroup)
+                            {
+                                // A blob kept in a group of shared blobs: the group's stream is counted once.
+                                if (groups.Add(sharedGroup)) compressedBytes += host.Groups.Describe(sharedGroup)?.MemoryBytes ?? 0;
+                                break;
+                            }
                         }
                         if (info.Group is uint group)
                         {

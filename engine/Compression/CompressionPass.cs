@@ -49,7 +49,7 @@ internal static class CompressionPass
     /// <summary>
     /// As above, under <paramref name="threshold"/> (a shared frame takes the strictest of its pages' domains). With
     /// <paramref name="groupCodecFirst"/> and page groups on, the groups' codec is the one used (a compressed shared frame
-    /// is never grouped, so it gets the groups' codec at once).
+    /// gets the groups' codec at once: it stays a blob of its own until it is grouped with other shared blobs, if ever).
     /// </summary>
     public static bool TryEncode(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, byte[] blob, out int length,
         bool groupCodecFirst = false)

@@ -19,8 +19,8 @@ namespace DifferenceEngine.Compression;
 /// into single pages, which a later pass groups again with their neighbours.
 /// </summary>
 /// <remarks>
-/// <para>The payload of a group of n pages: n checksums (xxHash3 of each page, seeded with its domain and gfn), n gfns
-/// (8 bytes each, little-endian), then the n pages in member order. The stream (the compressed payload) is cut into
+/// <para>The payload of a group of n pages: n checksums (32 bits of xxHash3 of each page, seeded with its domain and
+/// gfn), n gfns (8 bytes each, little-endian), then the n pages in member order. The stream (the compressed payload) is cut into
 /// pieces of at most 4096 bytes in the compact store; the group's record (<see cref="PageGroupTable"/>) keeps the
 /// stream's length and an xxHash3 of it, checked before every decode, so a corrupted piece is found before its bytes
 /// are trusted, and every page decoded is checked against its own checksum.</para>
@@ -31,8 +31,18 @@ namespace DifferenceEngine.Compression;
 /// </remarks>
 internal static class GroupCompression
 {
-    /// <summary>Payload bytes per member before the pages: a checksum and a gfn.</summary>
-    public const int HeaderPerMember = 16;
+    /// <summary>
+    /// The domain id a group of shared blobs is recorded under (<see cref="SharedGrouping"/>): no domain has it (ids run
+    /// from 1), and its members are named by blob id where a page group's are named by gfn.
+    /// </summary>
+    public const int SharedBlobsDomain = 0;
+
+    /// <summary>
+    /// Payload bytes per member before the pages: a 32-bit checksum and a gfn (8 bytes). The checksums come first, then
+    /// the gfns (<see cref="WriteMemberHeader"/>); 16 bytes until session 24, when the checksum went from 64 to 32 bits:
+    /// checksums do not compress, and 4 bytes a member were 0.16 MiB of the guest images' store.
+    /// </summary>
+    public const int HeaderPerMember = 12;
 
     /// <summary>Largest payload a group has.</summary>
     public const int MaxPayload = PageGroupTable.MaxMembers * (HeaderPerMember + PageGeometry.PageSize);
@@ -59,35 +69,46 @@ internal static class GroupCompression
 
     /// <summary>
     /// The group whose payload this thread's last group fault decoded, still in <see cref="t_faultPlain"/>: its table's
-    /// serial (one table per host), id, the 64-bit checksum and length of its stream (which name its bytes: a group's
-    /// stream never changes while it lives, and an id used again names another stream, whose checksum is seeded with the
-    /// domain and id), codec and member count, and how many payload bytes are decoded.
+    /// serial (one table per host), id, the checksum and length of its stream and the handle of its first piece (which
+    /// name its bytes: a group's stream never changes while it lives, and an id used again names another stream, whose
+    /// checksum is seeded with the domain and id, in pieces whose store handles carry their slots' generations), codec
+    /// and member count, and how many payload bytes are decoded.
     /// </summary>
-    private readonly record struct DecodedGroup(long Table, uint Id, ulong StreamHash, int Length, CompressionAlgorithm Codec, int Count,
-        int Decoded);
+    private readonly record struct DecodedGroup(long Table, uint Id, uint StreamHash, int Length, ulong FirstPiece, bool InSwap,
+        CompressionAlgorithm Codec, int Count, int Decoded);
 
     /// <summary>Per-thread room for a group's stream while it is compressed or decoded.</summary>
     public static byte[] Stream => t_stream ??= new byte[Math.Max(GroupCodec.Bound(MaxPayload), PageGroupTable.MaxStreamBytes)];
 
-    /// <summary>The gfn member <paramref name="k"/> of a group of <paramref name="count"/> was stored with (payload header).</summary>
-    private static long MemberGfn(ReadOnlySpan<byte> payload, int count, int k) =>
-        (long)BinaryPrimitives.ReadUInt64LittleEndian(payload[(count * 8 + k * 8)..]);
+    /// <summary>The gfn (for a group of shared blobs, the blob id) member <paramref name="k"/> of a group of <paramref name="count"/> was stored with (payload header).</summary>
+    internal static long MemberGfn(ReadOnlySpan<byte> payload, int count, int k) =>
+        (long)BinaryPrimitives.ReadUInt64LittleEndian(payload[(count * 4 + k * 8)..]);
 
     /// <summary>The checksum member <paramref name="k"/>'s page was stored with (payload header).</summary>
-    private static ulong MemberChecksum(ReadOnlySpan<byte> payload, int k) => BinaryPrimitives.ReadUInt64LittleEndian(payload[(k * 8)..]);
+    internal static uint MemberChecksum(ReadOnlySpan<byte> payload, int k) => BinaryPrimitives.ReadUInt32LittleEndian(payload[(k * 4)..]);
+
+    /// <summary>Writes member <paramref name="k"/>'s checksum and gfn into the header of a group of <paramref name="count"/>.</summary>
+    internal static void WriteMemberHeader(Span<byte> payload, int count, int k, uint checksum, long gfn)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(payload[(k * 4)..], checksum);
+        BinaryPrimitives.WriteUInt64LittleEndian(payload[(count * 4 + k * 8)..], (ulong)gfn);
+    }
 
     /// <summary>Member <paramref name="k"/>'s page in a group's payload.</summary>
     private static Span<byte> MemberPage(Span<byte> payload, int count, int k) =>
         payload.Slice(count * HeaderPerMember + k * PageGeometry.PageSize, PageGeometry.PageSize);
 
-    /// <summary>The checksum a member's page is stored with.</summary>
+    /// <summary>The checksum a member's page is stored with: 32 bits of xxHash3 seeded with its domain and gfn.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong PageChecksum(ReadOnlySpan<byte> page, int domainId, long gfn) =>
-        XxHash3.HashToUInt64(page, (long)(((ulong)domainId << 40) ^ (ulong)gfn ^ 0x67726F7570000000UL));
+    public static uint PageChecksum(ReadOnlySpan<byte> page, int domainId, long gfn) =>
+        (uint)XxHash3.HashToUInt64(page, (long)(((ulong)domainId << 40) ^ (ulong)gfn ^ 0x67726F7570000000UL));
 
-    /// <summary>The checksum of a group's stream, bound to its domain and id.</summary>
-    public static ulong StreamChecksum(ReadOnlySpan<byte> stream, int domainId, uint id) =>
-        XxHash3.HashToUInt64(stream, (long)(((ulong)(uint)domainId << 32) | id));
+    /// <summary>
+    /// The checksum of a group's stream, bound to its domain and id: 32 bits of xxHash3 (a corrupt stream that slipped
+    /// past it would still fail each decoded page's own 64-bit checksum; 4 bytes a group, session 24).
+    /// </summary>
+    public static uint StreamChecksum(ReadOnlySpan<byte> stream, int domainId, uint id) =>
+        (uint)XxHash3.HashToUInt64(stream, (long)(((ulong)(uint)domainId << 32) | id));
 
     /// <summary>The idle sweeps after which a compressed page of this policy may be grouped.</summary>
     public static int GroupAfterIdle(DomainPolicy policy) => Math.Min(PageEntry.MaxIdle, policy.C4Sweeps + policy.GroupAfterSweeps);
@@ -113,12 +134,29 @@ internal static class GroupCompression
         long grouped = 0;
         int pagesAt = size * HeaderPerMember;
         var choice = new GroupCodecChoice();
+        Span<ulong> nominated = stackalloc ulong[64];
+        int nominations = 0;
         for (long gfn = start; gfn < end; gfn++)
         {
             ulong peek = domain.PeekEntry(gfn);
             if (!Eligible(peek, idle))
             {
                 if (Eligible(peek, 0)) c.PagesAwaitingGroup++; // cold and compressed, not idle long enough yet
+                else if (SharedGrouping.AwaitsGroup(host, peek))
+                {
+                    if (PageEntry.Idle(peek) < idle)
+                    {
+                        c.PagesAwaitingGroup++;
+                        continue;
+                    }
+                    // Its shared blob, as long cold: grouped with other such blobs after the sweep (SharedGrouping).
+                    if (nominations == nominated.Length)
+                    {
+                        host.NominateSharedBlobs(nominated);
+                        nominations = 0;
+                    }
+                    nominated[nominations++] = SharedGrouping.Nomination(domain.Id, (uint)PageEntry.Payload(peek));
+                }
                 continue;
             }
             ulong e = domain.Lock(gfn);
@@ -156,6 +194,7 @@ internal static class GroupCompression
             }
         }
         if (n >= 2) grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref choice, ref c);
+        host.NominateSharedBlobs(nominated[..nominations]);
         return grouped;
     }
 
@@ -172,8 +211,7 @@ internal static class GroupCompression
         if (header != pagesAt) plain.AsSpan(pagesAt, n * PageGeometry.PageSize).CopyTo(plain.AsSpan(header));
         for (int k = 0; k < n; k++)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(k * 8), PageChecksum(MemberPage(plain, n, k), domain.Id, gfns[k]));
-            BinaryPrimitives.WriteUInt64LittleEndian(plain.AsSpan(n * 8 + k * 8), (ulong)gfns[k]);
+            WriteMemberHeader(plain, n, k, PageChecksum(MemberPage(plain, n, k), domain.Id, gfns[k]), gfns[k]);
         }
         var payload = plain.AsSpan(0, header + n * PageGeometry.PageSize);
         var codec = domain.Policy.GroupAlgorithm;
@@ -189,7 +227,7 @@ internal static class GroupCompression
         var table = host.Groups;
         var store = host.Store;
         uint id = table.Reserve();
-        ulong hash = StreamChecksum(stream.AsSpan(0, written), domain.Id, id);
+        uint hash = StreamChecksum(stream.AsSpan(0, written), domain.Id, id);
         Span<ulong> pieces = stackalloc ulong[PageGroupTable.MaxPieces];
         int pieceCount = (written + CompactStore.MaxBlobLength - 1) / CompactStore.MaxBlobLength;
         for (int p = 0; p < pieceCount; p++)
@@ -263,14 +301,17 @@ internal static class GroupCompression
         GroupRecord r;
         int length = 0;
         bool kept;
+        ulong firstPiece;
         var last = t_decoded;
         lock (table.StripeLock(id))
         {
             if (!table.IsMemberLocked(id, member))
                 throw new GroupDecodeException($"its page group {id} does not hold it (member {member})");
             r = table.RecordLocked(id);
+            firstPiece = table.PieceLocked(id, 0);
             // A neighbour of the page this thread's last group fault decoded: its bytes are already decoded.
             kept = last.Table == table.Serial && last.Id == id && last.StreamHash == r.StreamHash && last.Length == r.Length
+                && last.FirstPiece == firstPiece && last.InSwap == r.InSwap
                 && last.Codec == r.Codec && last.Count == r.Count && last.Decoded >= r.Count * HeaderPerMember + (member + 1) * PageGeometry.PageSize;
             if (!kept)
             {
@@ -320,7 +361,7 @@ internal static class GroupCompression
             t_decoded = default;
             throw new GroupDecodeException($"its page group {id} is stored intact but {wrong}", inner);
         }
-        if (!kept) t_decoded = new DecodedGroup(table.Serial, id, r.StreamHash, r.Length, r.Codec, r.Count, decoded);
+        if (!kept) t_decoded = new DecodedGroup(table.Serial, id, r.StreamHash, r.Length, firstPiece, r.InSwap, r.Codec, r.Count, decoded);
         MemberPage(plain, r.Count, member).CopyTo(page);
     }
 
@@ -352,8 +393,8 @@ internal static class GroupCompression
             if (!r.PinsMemory) return 0; // (a group in the swap file holds no memory)
             length = table.ReadStreamLocked(id, host.Store, null, stream, Bounce);
         }
-        var domain = host.TryGetDomainById(r.DomainId);
-        if (domain is null || domain.IsRemoved) return 0;
+        var domain = r.DomainId == SharedBlobsDomain ? null : host.TryGetDomainById(r.DomainId);
+        if (r.DomainId != SharedBlobsDomain && (domain is null || domain.IsRemoved)) return 0;
         if (length != r.Length || StreamChecksum(stream.AsSpan(0, length), r.DomainId, id) != r.StreamHash) return 0; // its faults report it
         int header = r.Count * HeaderPerMember;
         var plain = Plain.AsSpan(0, header + r.Count * PageGeometry.PageSize);
@@ -365,6 +406,7 @@ internal static class GroupCompression
         {
             return 0;
         }
+        if (domain is null) return SharedGrouping.Dissolve(host, id, r, plain, ref c); // a group of shared blobs
         long moved = 0;
         bool skipped = false;
         var policy = domain.Policy;

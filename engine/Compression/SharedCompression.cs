@@ -113,7 +113,8 @@ internal sealed unsafe class SharedCandidates : IDisposable
 /// for the next pass) and checked again, and the frame's reference count is compared with the group's size under the
 /// sharing index's stripe lock, the only place it changes: equal means no page or patch outside the group holds the
 /// frame, and none can take it while the locks are held.</para>
-/// <para>The codec is that of the group's first domain (lowest id; with page groups on, the groups' codec, Zstd by default: a shared blob is never grouped) and the threshold the strictest of the group's
+/// <para>The codec is that of the group's first domain (lowest id; with page groups on, the groups' codec, Zstd by default: a shared blob
+/// joins a group only after more idle sweeps, <see cref="SharedGrouping"/>, and is never a single LZ4 blob first) and the threshold the strictest of the group's
 /// domains. A page that names the blob gets a frame of its own again on its next access (a Decompress fault).</para>
 /// <para>Allocates nothing per page: the candidates live in the pass's buffer (native memory, freed when the pass ends),
 /// and groups are found in place.</para>
@@ -225,7 +226,7 @@ internal static class SharedCompression
                 if (frames.RefCount(frame) != count) return;
                 var page = frames.Span(frame);
                 byte[] blob = Scratch.A;
-                // The first domain's codecs (with page groups on, the groups': a shared blob is never grouped; else its own),
+                // The first domain's codecs (with page groups on, the groups', which a shared blob keeps until it is grouped; else its own),
                 // under the strictest threshold.
                 if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length, groupCodecFirst: true))
                 {

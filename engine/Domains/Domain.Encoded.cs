@@ -118,6 +118,20 @@ public sealed partial class Domain
         var table = Host.SharedBlobs;
         if (!table.IsLiveLocked(id))
             throw IntegrityError(gfn, $"{what} {id} does not exist");
+        if (table.TryGroupLocked(id, out uint group, out int member))
+        {
+            // Kept in a page group of shared blobs (SharedGrouping): decoded from the group, its stream and its member's
+            // checksum checked (the member names the blob, seeded with the blob's id), under the group's stripe lock.
+            try
+            {
+                GroupCompression.DecodeMember(Host, GroupCompression.SharedBlobsDomain, id, group, member, page);
+            }
+            catch (GroupDecodeException ex)
+            {
+                throw IntegrityError(gfn, $"{what} {id} cannot be decoded from its page group: {ex.Message}", ex.InnerException);
+            }
+            return;
+        }
         var blob = Host.Store.Get(table.HandleLocked(id));
         try
         {
@@ -140,7 +154,7 @@ public sealed partial class Domain
         }
         var table = Host.SharedBlobs;
         lock (table.StripeLock(reference))
-            if (table.IsLiveLocked(reference)) table.ReleaseLocked(reference, Host.Store);
+            if (table.IsLiveLocked(reference)) table.ReleaseLocked(reference, Host.Store, Host.Groups, Host.Reclaimer?.Swap);
     }
 
     /// <summary>
@@ -206,7 +220,7 @@ public sealed partial class Domain
             lock (table.StripeLock(id))
             {
                 DecodeSharedBlobLocked(gfn, id, page, "its shared compressed copy");
-                table.ReleaseLocked(id, Host.Store);
+                table.ReleaseLocked(id, Host.Store, Host.Groups, Host.Reclaimer?.Swap);
             }
         }
         catch (Exception ex)
@@ -250,7 +264,7 @@ public sealed partial class Domain
             uint id = (uint)PageEntry.Payload(e);
             var table = Host.SharedBlobs;
             lock (table.StripeLock(id))
-                if (table.IsLiveLocked(id)) table.ReleaseLocked(id, Host.Store);
+                if (table.IsLiveLocked(id)) table.ReleaseLocked(id, Host.Store, Host.Groups, Host.Reclaimer?.Swap);
             return;
         }
         ulong handle = PageEntry.Payload(e);

@@ -440,7 +440,7 @@ public sealed partial class Domain : IDEDomain
                     Codec = "Delta",
                     ReferenceDomain = Host.TryGetDomainById(refDomain)?.Name ?? $"(removed domain {refDomain})",
                     ReferenceGfn = refGfn,
-                    ReferenceCount = inBlob ? Host.SharedBlobs.Describe(reference, Host.Store)?.References ?? 0 : Host.Frames.RefCount(reference),
+                    ReferenceCount = inBlob ? Host.SharedBlobs.Describe(reference, Host.Store, Host.Groups)?.References ?? 0 : Host.Frames.RefCount(reference),
                     SharedBlob = inBlob ? reference : null,
                 };
             }
@@ -458,8 +458,12 @@ public sealed partial class Domain : IDEDomain
             case PageState.Compressed when PageEntry.IsSharedBlob(e):
             {
                 uint id = (uint)PageEntry.Payload(e);
-                return Host.SharedBlobs.Describe(id, Host.Store) is { } blob
-                    ? info with { StoredBytes = blob.Length, Codec = blob.Codec.ToString(), ReferenceCount = blob.References, SharedBlob = id }
+                return Host.SharedBlobs.Describe(id, Host.Store, Host.Groups) is { } blob
+                    ? info with
+                    {
+                        StoredBytes = (int)Math.Round(blob.Length), Codec = blob.Codec.ToString(), ReferenceCount = blob.References, SharedBlob = id,
+                        Group = blob.Group, GroupMember = blob.GroupMember,
+                    }
                     : info;
             }
             case PageState.Compressed:

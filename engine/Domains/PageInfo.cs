@@ -30,19 +30,23 @@ public sealed record PageInfo(
     /// <summary>
     /// For a Compressed page whose blob other pages share (a compressed shared frame): the blob's id, the same for
     /// every page that names it; <see cref="ReferenceCount"/> is then how many pages name it, and
-    /// <see cref="StoredBytes"/> the whole blob. For a Patched page whose reference frame was compressed since: that blob's
-    /// id, and <see cref="ReferenceCount"/> how many pages and patches name it. Null for any other page.
+    /// <see cref="StoredBytes"/> the whole blob (for a blob kept in a page group of shared blobs, see <see cref="Group"/>,
+    /// its equal share of the group's stream among the group's live members). For a Patched page whose reference frame was
+    /// compressed since: that blob's id, and <see cref="ReferenceCount"/> how many pages and patches name it. Null for any
+    /// other page.
     /// </summary>
     public uint? SharedBlob { get; init; }
 
     /// <summary>
     /// For a Compressed page kept in a page group (compressed together with other long-cold pages of its domain): the
     /// group's id; <see cref="StoredBytes"/> is then the group's whole stream (0 while it is in the swap file), <see cref="ReferenceCount"/> how many pages
-    /// still live in it, and <see cref="GroupMember"/> this page's place in it. Null for any other page.
+    /// still live in it, and <see cref="GroupMember"/> this page's place in it. For a Compressed page that names a shared
+    /// blob kept in a page group of shared blobs (cold shared frames compressed together): that group, and the blob's place
+    /// in it. Null for any other page.
     /// </summary>
     public uint? Group { get; init; }
 
-    /// <summary>For a page in a page group: its member index in the group.</summary>
+    /// <summary>For a page in a page group (or naming a shared blob kept in one): its (the blob's) member index in the group.</summary>
     public int? GroupMember { get; init; }
 
     /// <summary>

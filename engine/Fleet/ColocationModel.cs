@@ -105,8 +105,9 @@ public static class ColocationModel
             sharedPages += part.SharedPages;
         }
         foreach (var f in fingerprints) metadata += MetadataPerPage * f.PageCount;
-        // The shared blobs' table has a size when empty. The sharing index's tables hold memory only during a pass.
-        metadata += GroupTableBytes(groupedPages) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
+        // The shared blobs' table has a size when empty. The sharing index's tables hold memory only during a pass. Shared
+        // blobs are kept in groups of shared blobs, which take records in the group table as page groups do.
+        metadata += GroupTableBytes(groupedPages + sharedBlobs) + SharedBlobTable.MetadataBytesFor(sharedBlobs)
                     + storeMetadata + HostFixedMetadataBytes;
         long meta = (long)Math.Round(metadata);
         // With sharing alone, or sharing and patching, nothing is in the store, and there are no groups or compressed shared
@@ -522,7 +523,7 @@ public static class ColocationModel
     /// <summary>Metadata a host has whatever it holds: the store's size classes.</summary>
     internal static double HostFixedMetadataBytes => CompactStore.FixedMetadataBytes;
 
-    /// <summary>The host's page group table holding the groups of <paramref name="groupedPages"/> pages (groups of the default size), in whole chunks.</summary>
+    /// <summary>The host's page group table holding the groups of <paramref name="groupedPages"/> pages or shared blobs (groups of the default size), in whole chunks.</summary>
     internal static long GroupTableBytes(long groupedPages) =>
         PageGroupTable.MetadataBytesFor((groupedPages + DomainPolicy.DefaultGroupSize - 1) / DomainPolicy.DefaultGroupSize);
 

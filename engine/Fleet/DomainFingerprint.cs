@@ -105,6 +105,14 @@ public sealed class DomainFingerprint
     public int GroupRunsSampled { get; set; }
 
     /// <summary>
+    /// Groups of shared blobs: bytes of a group's stream for every byte of its members' shared blobs alone, on sampled runs
+    /// of four pages that compress as shared blobs (1: no grouping, page groups off, or none sampled). The entries' shared
+    /// costs already include it (each is the content's share of such a group).
+    /// </summary>
+    public double SharedGroupFactor { get; set; } = 1;
+    public int SharedGroupRunsSampled { get; set; }
+
+    /// <summary>
     /// A small domain's mean single blob (store slot bytes) over all its distinct contents a codec shrinks, and the same
     /// mean over those the content route sampled: the model scales its group factor by their ratio
     /// (<see cref="FingerprintBuilder.ExactSinglesPages"/>). 0: not measured (a larger domain, or a fingerprint made

@@ -77,6 +77,16 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     private readonly ulong _sharedCostMask;
     private long _groupBytes, _groupSinglesBytes;
     private int _groupRuns;
+    private long _sharedGroupBytes, _sharedGroupSinglesBytes;
+    private int _sharedGroupRuns;
+    // Per class of shared blob size (SharedBucket), members' shares of their groups and their blobs alone, and how many.
+    private readonly double[] _sharedShare = new double[SharedBuckets], _sharedAlone = new double[SharedBuckets];
+    private readonly int[] _sharedMembers = new int[SharedBuckets];
+
+    /// <summary>Classes of shared blob size the shared group factor is measured in: under 1 KiB, under 2 KiB, larger.</summary>
+    private const int SharedBuckets = 3;
+
+    private static int SharedBucket(int blob) => Math.Min(SharedBuckets - 1, blob / 1024);
     // A small domain's single blobs, all of them (ExactSinglesPages; null for a larger one): by gfn, packed with their
     // fallback mark (KnownSingle; -1: not measured), for its sampled entries and its groups after the pass; their sum over
     // its distinct contents, and the same over the content route's sample, for the model's ratio estimate of the store.
@@ -356,6 +366,26 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         }
     }
 
+    /// <summary>
+    /// With page groups on, a shared blob is kept in a group of shared blobs once cold (SharedGrouping): each content's
+    /// shared cost becomes its share of such a group, as a slot: the blob times the factor measured on the domain's runs
+    /// for blobs of its size class (members' shares over their blobs; none when fewer than 8 members were measured).
+    /// </summary>
+    private void GroupSharedCosts()
+    {
+        Span<double> factor = stackalloc double[SharedBuckets];
+        for (int b = 0; b < SharedBuckets; b++)
+            factor[b] = _sharedMembers[b] < 8 || _sharedAlone[b] == 0 ? 1 : Math.Min(1, _sharedShare[b] / _sharedAlone[b]);
+        for (int i = 0; i < _entries.Count; i++)
+        {
+            var e = _entries[i];
+            if (e.SharedCost == 0) continue;
+            double f = factor[SharedBucket(e.SharedCost)];
+            if (f >= 1) continue;
+            _entries[i] = e with { SharedCost = (ushort)CompactStore.SlotSizeFor(Math.Max(1, (int)Math.Round(e.SharedCost * f))) };
+        }
+    }
+
     /// <summary>The store slot of the page as a compressed shared frame (the groups' codec), 0 when it does not shrink enough.</summary>
     private int SharedCost(ReadOnlySpan<byte> page) =>
         PageCompressors.Get(_policy.GroupAlgorithm).TryCompress(page, _blob.AsSpan(0, Limit), out int written)
@@ -565,8 +595,7 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             var payload = _run.AsSpan(0, header + count * PageSize);
             for (int m = 0; m < count; m++)
             {
-                BinaryPrimitives.WriteUInt64LittleEndian(payload[(m * 8)..], XxHash3.HashToUInt64(members[m], gfns[m]));
-                BinaryPrimitives.WriteUInt64LittleEndian(payload[(count * 8 + m * 8)..], (ulong)gfns[m]);
+                GroupCompression.WriteMemberHeader(payload, count, m, (uint)XxHash3.HashToUInt64(members[m], gfns[m]), gfns[m]);
                 members[m].CopyTo(payload[(header + m * PageSize)..]);
             }
             if (!GroupCodec.TryCompress(_policy.GroupAlgorithm, payload, _stream, ref _groupChoice, Math.Min(singlesSum, PageGroupTable.MaxStreamBytes + 1), out int written) || written > PageGroupTable.MaxStreamBytes || written >= singlesSum)
@@ -631,6 +660,68 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             int share = slots == 0 ? e.SingleCost : Math.Min(e.SingleCost, (int)Math.Ceiling((double)e.SingleCost * slots / sum));
             _entries[index] = e with { GroupCost = (ushort)share };
         }
+
+        // Groups of shared blobs (SharedGrouping): the engine compresses the blobs of cold shared frames together, in the
+        // order of their first domain's pages. Measured last (the page groups' measures above keep their codec choice's
+        // order), on the same run starts: the next four pages the engine would group, each as the shared blob it would be
+        // (the groups' codec alone), as one group, against those blobs.
+        if (_policy.GroupSize >= 2)
+        {
+            long sharedNext = 0;
+            Span<int> blobs = stackalloc int[GroupRun];
+            Span<double> added = stackalloc double[GroupRun];
+            // A small domain (measured whole for page groups): up to 128 run starts spread evenly over it.
+            long small = _singleByGfn is not null ? Math.Min(128, (_lastGfn + 1) / GroupRun) : 0;
+            var starts = _singleByGfn is not null
+                ? Enumerable.Range(0, (int)small).Select(k => k * (_lastGfn + 1) / Math.Max(1, small))
+                : _runStarts;
+            foreach (long start in starts)
+            {
+                if (start < sharedNext) continue;
+                int count = 0, sum = 0;
+                long limit = start + RunWalk;
+                for (long g = start; g <= _lastGfn && g < limit && count < GroupRun; g++)
+                {
+                    // Pages the engine would keep as single blobs (not shared, patched or a reference here): the content
+                    // a domain's pages share with other domains' is of their kind (code, mostly), and the pages shared
+                    // or patched within the domain are near copies of each other, which a run would make look free.
+                    if (Take(g, count) == 0) continue;
+                    int blob = SharedCost(members[count]);
+                    if (blob == 0) continue;
+                    blobs[count] = blob;
+                    gfns[count++] = g;
+                    sum += blob;
+                }
+                if (count < GroupRun) continue;
+                sharedNext = gfns[count - 1] + 1;
+                int slots = GroupSlots(count, sum);
+                _sharedGroupBytes += slots > 0 ? slots : sum;
+                _sharedGroupSinglesBytes += sum;
+                _sharedGroupRuns++;
+                // Each member's share of the group: the group's slots split as what the group takes without it says it
+                // adds (a page much like its neighbours adds little, a random one nearly its whole blob). Measured per
+                // class of blob size, so the heap-like pages of a run do not lend their gains to the code beside them.
+                double addedSum = 0;
+                for (int m = 0; m < count && slots > 0; m++)
+                {
+                    (members[m], members[count - 1]) = (members[count - 1], members[m]);
+                    (gfns[m], gfns[count - 1]) = (gfns[count - 1], gfns[m]);
+                    int without = GroupSlots(count - 1, sum - blobs[m]);
+                    (members[m], members[count - 1]) = (members[count - 1], members[m]);
+                    (gfns[m], gfns[count - 1]) = (gfns[count - 1], gfns[m]);
+                    added[m] = Math.Max(0, slots - (without > 0 ? without : sum - blobs[m]));
+                    addedSum += added[m];
+                }
+                for (int m = 0; m < count; m++)
+                {
+                    double share = slots == 0 ? blobs[m] : addedSum > 0 ? slots * added[m] / addedSum : (double)slots / count;
+                    int b = SharedBucket(blobs[m]);
+                    _sharedShare[b] += Math.Min(share, blobs[m]);
+                    _sharedAlone[b] += blobs[m];
+                    _sharedMembers[b]++;
+                }
+            }
+        }
     }
 
     /// <summary>What the second looks found about one page: shared, its patch (0: none, or declined), or could not be read.</summary>
@@ -653,6 +744,8 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         FlushBatch();
         EstimateSharedCosts();
         SecondLooks(readPage);
+        double sharedGroupFactor = _sharedGroupSinglesBytes == 0 ? 1 : Math.Min(1, (double)_sharedGroupBytes / _sharedGroupSinglesBytes);
+        GroupSharedCosts();
         _time.Stop();
         if (pageCount < _lastGfn + 1)
             throw new DEException("FingerprintPageCount", DEErrorKind.InvalidArgument,
@@ -677,6 +770,8 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             DetectorSeed = FleetDetectorSeed,
             GroupFactor = _groupSinglesBytes == 0 ? 1 : (double)_groupBytes / _groupSinglesBytes,
             GroupRunsSampled = _groupRuns,
+            SharedGroupFactor = sharedGroupFactor,
+            SharedGroupRunsSampled = _sharedGroupRuns,
             SinglesMean = _singlesContents == 0 ? 0 : (double)_singlesSum / _singlesContents,
             IncompressibleContents = _incompressibleContents,
             SampledSinglesMean = _sampledSinglesContents == 0 ? 0 : (double)_sampledSinglesSum / _sampledSinglesContents,

@@ -1057,7 +1057,7 @@ internal sealed class ContentAggregate
         // Pages, as the model counts them: whole (a sampled content stands for a fraction of a page's worth once weighted).
         frames = Math.Round(frames * scale);
         return frames * PageSize + slabBytes
-               + ColocationModel.GroupTableBytes((long)Math.Round(grouped * scale))
+               + ColocationModel.GroupTableBytes((long)Math.Round((grouped + sharedBlobs) * scale))
                + SharedBlobTable.MetadataBytesFor((long)Math.Round(sharedBlobs * scale)) + slabMetadata;
     }
 

@@ -128,6 +128,18 @@ public sealed partial class DEHost
     /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
     private readonly List<uint> _dirtyGroups = new();
 
+    // Shared blobs a pass's page grouping nominated for groups of shared blobs (SharedGrouping.Nomination), grouped after
+    // the sweep; kept between passes so its array is grown once.
+    private readonly List<ulong> _sharedNominations = new();
+    private readonly Lock _nominationGate = new();
+
+    /// <summary>Adds the shared blobs a slice nominated for groups (<see cref="Compression.SharedGrouping"/>).</summary>
+    internal void NominateSharedBlobs(ReadOnlySpan<ulong> nominations)
+    {
+        if (nominations.IsEmpty) return;
+        lock (_nominationGate) _sharedNominations.AddRange(nominations);
+    }
+
     /// <summary>Bytes of the buffer <see cref="_coldShared"/> holds (only during a pass).</summary>
     internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes;
     private long _engineCpuTicks;
@@ -286,6 +298,15 @@ public sealed partial class DEHost
             AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
             Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         }
+        if (_sharedNominations.Count > 0)
+        {
+            // Long-cold shared blobs compressed together, once the sweep has nominated them.
+            long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
+            var shared = SharedGrouping.Run(this, _sharedNominations, options.Parallelism);
+            enc.Add(shared);
+            AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t0, shared.SharedBlobsGrouped);
+            Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+        }
         {
             // Groups that lost members and now hold more than those members alone go back to single pages.
             long t0 = Stopwatch.GetTimestamp();
@@ -325,6 +346,9 @@ public sealed partial class DEHost
             GroupsDissolved = enc.GroupsDissolved,
             PagesUngrouped = enc.PagesUngrouped,
             PagesAwaitingGroup = enc.PagesAwaitingGroup,
+            SharedBlobGroupsFormed = enc.SharedGroupsFormed,
+            SharedBlobsGrouped = enc.SharedBlobsGrouped,
+            SharedBlobsUngrouped = enc.SharedBlobsUngrouped,
         };
     }
 

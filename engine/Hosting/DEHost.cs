@@ -478,8 +478,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// <summary>Charges one name of shared blob <paramref name="id"/> (a page or a patch) its share of the blob.</summary>
     private void ChargeSharedBlob(uint id, ref EncodedCounts c)
     {
-        if (SharedBlobs.Describe(id, Store) is not { } shared) return;
-        double share = (double)shared.Length / shared.References;
+        if (SharedBlobs.Describe(id, Store, Groups) is not { } shared) return;
+        double share = shared.Length / shared.References;
         c.Stored += share;
         c.Used += share;
     }
@@ -515,6 +515,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             StoreFragmentation = Store.Fragmentation,
             SharedCompressedFrames = SharedBlobs.Count,
             PageGroups = Groups.Count,
+            SharedBlobGroups = Groups.SharedCount,
             PageGroupsInSwap = Groups.InSwap,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,

@@ -46,6 +46,10 @@ internal struct EncodeCounters
     public long PagesUngrouped;
     /// <summary>Single compressed pages that become groupable after a few more untouched sweeps.</summary>
     public long PagesAwaitingGroup;
+    /// <summary>Groups of shared blobs formed (SharedGrouping), the blobs moved into them, and the blobs moved back out of dissolved ones.</summary>
+    public long SharedGroupsFormed;
+    public long SharedBlobsGrouped;
+    public long SharedBlobsUngrouped;
 
     public void Add(in EncodeCounters o)
     {
@@ -57,6 +61,9 @@ internal struct EncodeCounters
         GroupsDissolved += o.GroupsDissolved;
         PagesUngrouped += o.PagesUngrouped;
         PagesAwaitingGroup += o.PagesAwaitingGroup;
+        SharedGroupsFormed += o.SharedGroupsFormed;
+        SharedBlobsGrouped += o.SharedBlobsGrouped;
+        SharedBlobsUngrouped += o.SharedBlobsUngrouped;
         Incompressible += o.Incompressible;
         SharedFramesCompressed += o.SharedFramesCompressed;
         PatchesOnCompressedReferences += o.PatchesOnCompressedReferences;

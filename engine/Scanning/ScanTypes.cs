@@ -125,20 +125,34 @@ public sealed record PassResult(
     /// <summary>Bytes of the streams of the groups formed this pass, and what their pages took as single blobs before.</summary>
     public long GroupStreamBytes { get; init; }
     public long GroupSinglesBytes { get; init; }
-    /// <summary>Gathered groups that came out no smaller than their pages alone (their pages are not tried again until written).</summary>
+    /// <summary>Gathered groups (of pages, or of shared blobs) that came out no smaller than their members alone (those members are marked and not tried again: a page until written, a blob for its life).</summary>
     public long GroupsRefused { get; init; }
     /// <summary>Groups dissolved after the pass because they held more than their live members took alone, and the pages so moved back to single blobs.</summary>
     public long GroupsDissolved { get; init; }
     public long PagesUngrouped { get; init; }
-    /// <summary>Single compressed pages that will be grouped once they stay untouched a few sweeps more (the policy's GroupAfterSweeps).</summary>
+    /// <summary>
+    /// Single compressed pages that will be grouped once they stay untouched a few sweeps more (the policy's
+    /// GroupAfterSweeps), and pages naming a shared blob not in a group yet that will be grouped with other such blobs then.
+    /// </summary>
     public long PagesAwaitingGroup { get; init; }
+
+    /// <summary>
+    /// Groups of shared blobs formed this pass (docs/ARCHITECTURE.md, "Page groups"): compressed shared frames whose pages
+    /// stayed untouched as long as a page must before it is grouped, compressed together; and the blobs moved into them
+    /// (their <see cref="GroupStreamBytes"/> and <see cref="GroupSinglesBytes"/> are counted with the page groups').
+    /// </summary>
+    public long SharedBlobGroupsFormed { get; init; }
+    public long SharedBlobsGrouped { get; init; }
+    /// <summary>Shared blobs moved back to blobs of their own from groups of shared blobs dissolved after the pass (counted in <see cref="GroupsDissolved"/>).</summary>
+    public long SharedBlobsUngrouped { get; init; }
 
     /// <summary>
     /// True when the pass changed a page, skipped one because it was busy, or gave the similarity index
     /// references it did not have: in each case another pass may still find more.
     /// </summary>
     public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
-        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup + PatchesOnCompressedReferences > 0;
+        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup + PatchesOnCompressedReferences
+        + SharedBlobsGrouped + SharedBlobsUngrouped > 0;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }
 

@@ -29,8 +29,17 @@ public sealed record HostStats(
     /// </summary>
     public long SharedCompressedFrames { get; init; }
 
-    /// <summary>Page groups that hold at least one live member (their streams are in the store's bytes, or in the swap file).</summary>
+    /// <summary>
+    /// Page groups that hold at least one live member (their streams are in the store's bytes, or in the swap file): groups
+    /// of long-cold pages of one domain, and groups of shared blobs (<see cref="SharedBlobGroups"/>).
+    /// </summary>
     public long PageGroups { get; init; }
+
+    /// <summary>
+    /// Of <see cref="PageGroups"/>, those whose members are shared blobs (compressed shared frames, see
+    /// <see cref="SharedCompressedFrames"/>) compressed together once their pages stayed cold.
+    /// </summary>
+    public long SharedBlobGroups { get; init; }
 
     /// <summary>Of <see cref="PageGroups"/>, those whose stream the reclaimer wrote to the swap file (their pages hold no memory).</summary>
     public long PageGroupsInSwap { get; init; }

@@ -45,7 +45,7 @@ public class IdTableMetadataTests
 public class PageGroupRecordTests
 {
     [Fact]
-    public void AFourthPieceLivesInTheSideTableThroughMovesSwapAndTheGroupsEnd()
+    public void PiecesPastTheSecondLiveInSideTablesThroughMovesSwapAndTheGroupsEnd()
     {
         using var store = new DifferenceEngine.Store.CompactStore();
         var table = new PageGroupTable();
@@ -58,17 +58,22 @@ public class PageGroupRecordTests
         uint id = table.Reserve(), other = table.Reserve();
         table.Publish(id, 7, DifferenceEngine.Codecs.CompressionAlgorithm.Zstd, 4, pieces, 3 * 4096 + 100, 42, 4 * 3072);
         table.Publish(other, 7, DifferenceEngine.Codecs.CompressionAlgorithm.Zstd, 4, three, 3 * 4096, 43, 4 * 3072);
-        Assert.True(table.MetadataBytes > empty, "the fourth piece is counted");
+        Assert.True(table.MetadataBytes > empty, "the third and fourth pieces are counted");
         long withFourth = table.MetadataBytes;
         var stream = new byte[PageGroupTable.MaxStreamBytes];
         lock (table.StripeLock(id))
         {
             Assert.Equal(4, table.RecordLocked(id).Pieces);
+            Assert.Equal(pieces[2], table.PieceLocked(id, 2));
             Assert.Equal(pieces[3], table.PieceLocked(id, 3));
             Assert.Equal(3 * 4096 + 100, table.ReadStreamLocked(id, store, null, stream, new byte[4096]));
         }
         Assert.True(stream.AsSpan(3 * 4096, 100).IndexOfAnyExcept((byte)4) < 0, "the stream's tail comes from the fourth piece");
-        lock (table.StripeLock(other)) Assert.Throws<ArgumentOutOfRangeException>(() => table.PieceLocked(other, 3)); // three pieces: none in the side table
+        lock (table.StripeLock(other))
+        {
+            Assert.Equal(three[2], table.PieceLocked(other, 2)); // its third piece in the side table
+            Assert.Throws<ArgumentOutOfRangeException>(() => table.PieceLocked(other, 3)); // three pieces: no fourth
+        }
 
         // A compaction that moves the fourth piece: the side table follows. Its slab (the 128-byte class's first, 32 slots)
         // is filled, the next slab (64 slots) half, then the first emptied but for the piece: it drains into the second.
@@ -96,12 +101,13 @@ public class PageGroupRecordTests
         Assert.True(stream.AsSpan(3 * 4096, 100).IndexOfAnyExcept((byte)4) < 0);
         foreach (var h in kept) store.Free(h);
 
-        // The group's last member leaves: every piece freed, the side table's entry gone.
+        // The group's last member leaves: every piece freed, the side tables' entries gone.
         lock (table.StripeLock(id))
             for (int m = 0; m < 4; m++) table.LeaveLocked(id, m, store, null);
-        Assert.Equal(withFourth - 24, table.MetadataBytes);
+        Assert.Equal(withFourth - 2 * 24, table.MetadataBytes);
         lock (table.StripeLock(other))
             for (int m = 0; m < 4; m++) table.LeaveLocked(other, m, store, null);
+        Assert.Equal(withFourth - 3 * 24, table.MetadataBytes);
         Assert.Equal(0, store.LiveBlobs);
     }
 }

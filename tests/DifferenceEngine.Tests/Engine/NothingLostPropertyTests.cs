@@ -51,8 +51,11 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
         var proc = LiveProcess.Python();
         int added = 0, removed = 0, scans = 0, reads = 0, writes = 0, groupedReads = 0, groupedWrites = 0;
         long pagesGrouped = 0, pagesUngrouped = 0, groupBytesToSwap = 0;
-        long sharedFramesCompressed = 0, patchesOnCompressedReferences = 0, onCompressedReference = 0;
+        long sharedFramesCompressed = 0, patchesOnCompressedReferences = 0, onCompressedReference = 0, sharedBlobsGrouped = 0, onSharedGroup = 0;
         // Whether a page is a patch whose reference frame was compressed (read without its lock: only a count for the test).
+        // A page that names a shared blob kept in a group of shared blobs (its read decodes the group).
+        bool InSharedGroup(Domain d, long gfn) =>
+            PageEntry.IsSharedBlob(d.PeekEntry(gfn)) && d.GetPage(gfn) is { SharedBlob: not null, Group: not null };
         bool OnCompressedReference(Domain d, long gfn)
         {
             ulong e = d.PeekEntry(gfn);
@@ -123,6 +126,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     }
                     if (PageEntry.IsGrouped(d.PeekEntry(gfn))) groupedWrites++;
                     if (OnCompressedReference(d, gfn)) onCompressedReference++;
+                    if (InSharedGroup(d, gfn)) onSharedGroup++;
                     d.WritePage(gfn, data, offset);
                     data.CopyTo(pages[gfn].AsSpan(offset));
                     writes++;
@@ -131,6 +135,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 {
                     if (PageEntry.IsGrouped(d.PeekEntry(gfn))) groupedReads++;
                     if (OnCompressedReference(d, gfn)) onCompressedReference++;
+                    if (InSharedGroup(d, gfn)) onSharedGroup++;
                     d.ReadPage(gfn, buffer);
                     Assert.True(pages[gfn].AsSpan().SequenceEqual(buffer), $"op {op}: {d.Name} page {gfn} differs from the shadow");
                     reads++;
@@ -141,6 +146,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     var scan = host.Scan(subset, new ScanOptions { Passes = 1 + rng.Next(2), SliceSize = 64 + rng.Next(512) });
                     sharedFramesCompressed += scan.SharedFramesCompressed;
                     patchesOnCompressedReferences += scan.PassResults.Sum(p => p.PatchesOnCompressedReferences);
+                    sharedBlobsGrouped += scan.PassResults.Sum(p => p.SharedBlobsGrouped);
                     pagesGrouped += scan.PagesGrouped;
                     pagesUngrouped += scan.PassResults.Sum(p => p.PagesUngrouped);
                     scans++;
@@ -195,6 +201,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 }
             var last = host.Scan(options: new ScanOptions { UntilStable = true });
             sharedFramesCompressed += last.SharedFramesCompressed;
+            sharedBlobsGrouped += last.PassResults.Sum(p => p.SharedBlobsGrouped);
             pagesGrouped += last.PagesGrouped;
             TestMemory.AssertFrameAccounting(host);
             var census = TestMemory.Census(host.Domains); // before the read-back rebuilds encoded pages
@@ -205,7 +212,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                     Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"final: {d.Name} page {g} differs");
                 }
             var stats = host.GetStats();
-            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all; {census.PatchesOnSharedBlobs} patches on compressed references now, {patchesOnCompressedReferences} in all, {onCompressedReference} read or written; {census.Grouped} in {census.GroupMembers.Count} page groups)");
+            output.WriteLine($"census: {census.Private} private, {census.Zero} zero, {census.Uniform} uniform, {census.Shared} shared, {census.Patched} patched, {census.Compressed} compressed ({census.SharedCompressed} naming {census.SharedBlobNames.Count} shared blobs; {sharedFramesCompressed} shared frames compressed in all; {census.PatchesOnSharedBlobs} patches on compressed references now, {patchesOnCompressedReferences} in all, {onCompressedReference} read or written; {census.Grouped} in {census.GroupMembers.Count} page groups; {sharedBlobsGrouped} shared blobs grouped in all, {stats.SharedBlobGroups} groups of them now, {onSharedGroup} pages naming one read or written)");
             output.WriteLine($"page groups: {pagesGrouped} pages grouped, {pagesUngrouped} moved back by re-packing, {groupedReads} reads and {groupedWrites} writes of grouped pages during the run; {groupBytesToSwap} bytes of group streams paged out on demand, {host.Reclaimer?.GroupBytesPagedOut ?? 0} in all");
             output.WriteLine($"seed {seed}: {reads} reads, {writes} writes, {scans} scans, {added} added, {removed} removed; " +
                              $"{stats.FramesInUse} frames for {stats.GuestBytes / 4096} guest pages; faults " +
@@ -230,6 +237,8 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
                 Assert.True(sharedFramesCompressed > 0, "shared frames were compressed during the run");
                 Assert.True(patchesOnCompressedReferences > 0 && onCompressedReference > 0,
                     $"reference frames were compressed ({patchesOnCompressedReferences} patches moved onto them) and such patches read or written ({onCompressedReference})");
+                Assert.True(sharedBlobsGrouped > 0 && onSharedGroup > 0,
+                    $"shared blobs were grouped ({sharedBlobsGrouped}) and pages naming them read or written ({onSharedGroup})");
                 Assert.True(census.Uniform > 0, "uniform pages remain after the final scan");
                 Assert.True(census.Grouped > 0, "grouped pages remain after the final scan (and were all read back above)");
                 Assert.True(groupedReads > 0 && groupedWrites > 0, "grouped pages were read and written during the run");

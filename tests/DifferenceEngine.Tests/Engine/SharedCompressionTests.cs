@@ -31,7 +31,8 @@ public class SharedCompressionTests(ITestOutputHelper output)
         Assert.Equal(8, host.GetStats().SharedCompressedFrames);
         for (long g = 0; g < 8; g++)
         {
-            // A shared blob is never grouped: it is compressed with the groups' codec (Zstd) at once, not the domain's LZ4.
+            // A shared blob is compressed with the groups' codec (Zstd) at once, not the domain's LZ4 (and may later join a
+            // group of shared blobs, which decodes with the same codec).
             Assert.Equal("Zstd", a.GetPage(g).Codec);
             Assert.Equal(pages[g], b.ReadPage(g));
         }

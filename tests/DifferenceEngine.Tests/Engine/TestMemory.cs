@@ -187,13 +187,35 @@ internal static class TestMemory
             Assert.Equal(members.Aggregate(0u, (mask, k) => mask | (1u << k)), record!.Value.Live);
             if (!record.Value.InSwap) pieces += record.Value.Pieces; // a group in the swap file holds slots, not blobs
         }
-        Assert.Equal(c.GroupMembers.Count, stats.PageGroups);
-        Assert.Equal(c.Patched + c.Compressed - c.SharedCompressed - c.Grouped + c.SharedBlobNames.Count + pieces, stats.StoreBlobs);
-        Assert.Equal(c.SharedBlobNames.Count, stats.SharedCompressedFrames);
-        // Each shared blob counts exactly the pages that name it.
+        // Each shared blob counts exactly the pages that name it; a blob kept in a group of shared blobs is a member its
+        // group's record says is live, and no other blob is the same member.
+        var sharedGroups = new Dictionary<uint, HashSet<int>>();
+        long singleBlobs = 0;
         foreach (var (id, names) in c.SharedBlobNames)
             lock (host.SharedBlobs.StripeLock(id))
+            {
                 Assert.Equal(names, host.SharedBlobs.ReferencesLocked(id));
+                if (!host.SharedBlobs.TryGroupLocked(id, out uint group, out int member))
+                {
+                    singleBlobs++;
+                    continue;
+                }
+                var members = sharedGroups.TryGetValue(group, out var m) ? m : sharedGroups[group] = new();
+                Assert.True(members.Add(member), $"two shared blobs are member {member} of group {group}");
+            }
+        foreach (var (id, members) in sharedGroups)
+        {
+            Assert.False(c.GroupMembers.ContainsKey(id), $"group {id} holds pages and shared blobs");
+            var record = host.Groups.Describe(id);
+            Assert.True(record is not null, $"shared blobs name page group {id}, which is not live");
+            Assert.Equal(0, record!.Value.DomainId);
+            Assert.Equal(members.Aggregate(0u, (mask, k) => mask | (1u << k)), record.Value.Live);
+            if (!record.Value.InSwap) pieces += record.Value.Pieces;
+        }
+        Assert.Equal(c.GroupMembers.Count + sharedGroups.Count, stats.PageGroups);
+        Assert.Equal(sharedGroups.Count, stats.SharedBlobGroups);
+        Assert.Equal(c.Patched + c.Compressed - c.SharedCompressed - c.Grouped + singleBlobs + pieces, stats.StoreBlobs);
+        Assert.Equal(c.SharedBlobNames.Count, stats.SharedCompressedFrames);
         Assert.Equal(stats.FramesInUse * 4096 + stats.StoreAllocatedBytes + stats.MetadataBytes, stats.MemoryUsedBytes);
         AssertNumbersAddUp(host.TakeSnapshot());
     }

@@ -1,0 +1,260 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Memory;
+using DifferenceEngine.Patching;
+using DifferenceEngine.Store;
+
+namespace DifferenceEngine.Compression;
+
+/// <summary>
+/// Page groups of shared blobs (docs/ARCHITECTURE.md, "Page groups"): the compressed copies of cold shared frames
+/// (<see cref="SharedCompression"/>) compressed together, as long-cold pages of one domain are. A page that names a shared
+/// blob keeps naming it by its id; only the blob's slot in <see cref="SharedBlobTable"/> changes, from a store handle to
+/// a member of a group in <see cref="PageGroupTable"/> (the group's domain is <see cref="GroupCompression.SharedBlobsDomain"/>,
+/// and each member is named by its blob id where a page group names a gfn). A fault on such a page decodes the group as
+/// far as that blob (GroupCompression.DecodeMember) and checks it as any group member is checked.
+/// </summary>
+/// <remarks>
+/// <para>When: a pass's page grouping (GroupSlice) nominates each single shared blob that one of its pages names once that
+/// page has stayed untouched as long as a page must before it is grouped (the domain's policy: C4Sweeps +
+/// GroupAfterSweeps sweeps); after the pass's sweep the nominated blobs are grouped in id order, per nominating domain
+/// (the lowest such domain; its policy gives the group size and codec: every page naming a blob is in one trust group, as
+/// sharing never crosses one).</para>
+/// <para>Forming a group takes no page lock: each blob is decoded and checked under its id's stripe lock, the group is
+/// compressed with no lock held and published, then each blob is moved into it under its stripe lock only if it still has
+/// the very handle it was read from (a blob released or moved meanwhile leaves the group at once instead); the blobs'
+/// own copies are freed only then. Lock order: a page's, then a blob's stripe, then a group's stripe.</para>
+/// <para>A group that loses enough members (their last pages and patches gone) to hold more than those members took alone
+/// is dissolved after a pass like any group (<see cref="Dissolve"/>): each live member becomes a store blob of its own
+/// again, which a later pass may group with others.</para>
+/// </remarks>
+internal static class SharedGrouping
+{
+    /// <summary>Packs a nomination: the nominating domain's id (high 32 bits) and the blob's id.</summary>
+    public static ulong Nomination(int domainId, uint blobId) => ((ulong)(uint)domainId << 32) | blobId;
+
+    /// <summary>
+    /// Whether a page's entry names a single shared blob (not in a group yet, nor found not to pay in one, as far as an
+    /// unlocked look tells) that is cold:
+    /// then its blob is a candidate for a group once the page's idle sweeps reach the policy's (see the remarks).
+    /// </summary>
+    public static bool AwaitsGroup(DEHost host, ulong e) =>
+        PageEntry.IsSharedBlob(e) && (e & (PageEntry.Modified | PageEntry.Referenced)) == 0
+        && PageEntry.Category(e) == PageCategory.C4 && host.SharedBlobs.IsGroupableHint((uint)PageEntry.Payload(e));
+
+    /// <summary>
+    /// Groups the nominated blobs (<paramref name="nominations"/>, sorted in place and cleared); each blob once, under
+    /// its lowest nominating domain, in runs of that domain's group size in blob id order.
+    /// </summary>
+    public static EncodeCounters Run(DEHost host, List<ulong> nominations, int parallelism)
+    {
+        var total = new EncodeCounters();
+        try
+        {
+            if (nominations.Count < 2) return total;
+            // By blob, the lowest domain first, each blob once; then by domain and blob.
+            nominations.Sort(static (a, b) => ((uint)a).CompareTo((uint)b) is var byBlob and not 0 ? byBlob : a.CompareTo(b));
+            int unique = 0;
+            for (int i = 0; i < nominations.Count; i++)
+                if (unique == 0 || (uint)nominations[unique - 1] != (uint)nominations[i]) nominations[unique++] = nominations[i];
+            nominations.RemoveRange(unique, nominations.Count - unique);
+            nominations.Sort();
+            // Runs of one domain, cut into groups.
+            var runs = new List<(int Start, int Count, Domain Domain)>();
+            for (int i = 0; i < nominations.Count;)
+            {
+                int domainId = (int)(nominations[i] >> 32);
+                int j = i + 1;
+                while (j < nominations.Count && (int)(nominations[j] >> 32) == domainId) j++;
+                var domain = host.TryGetDomainById(domainId);
+                int size = domain?.Policy.GroupSize ?? 0;
+                if (domain is { IsRemoved: false } && size >= 2 && domain.Policy.CompressionEnabled)
+                    for (int k = i; k < j; k += size)
+                        if (Math.Min(size, j - k) >= 2) runs.Add((k, Math.Min(size, j - k), domain));
+                i = j;
+            }
+            if (runs.Count == 0) return total;
+            var gate = new object();
+            int chunks = Math.Max(1, Math.Min(parallelism * 4, runs.Count / 8));
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, k =>
+            {
+                var c = new EncodeCounters();
+                var choice = new GroupCodecChoice();
+                Span<uint> ids = stackalloc uint[PageGroupTable.MaxMembers];
+                for (int r = (int)((long)k * runs.Count / chunks); r < (int)((long)(k + 1) * runs.Count / chunks); r++)
+                {
+                    var (start, count, domain) = runs[r];
+                    for (int m = 0; m < count; m++) ids[m] = (uint)nominations[start + m];
+                    Form(host, domain.Policy, ids[..count], ref choice, ref c);
+                }
+                lock (gate) total.Add(c);
+            });
+            return total;
+        }
+        finally
+        {
+            nominations.Clear();
+        }
+    }
+
+    /// <summary>Compresses blobs <paramref name="candidates"/> together and moves those still as read into the group.</summary>
+    private static void Form(DEHost host, DomainPolicy policy, ReadOnlySpan<uint> candidates, ref GroupCodecChoice choice, ref EncodeCounters c)
+    {
+        var blobs = host.SharedBlobs;
+        var groups = host.Groups;
+        var store = host.Store;
+        int planned = candidates.Length;
+        int pagesAt = planned * GroupCompression.HeaderPerMember;
+        byte[] plain = GroupCompression.Plain;
+        Span<uint> ids = stackalloc uint[PageGroupTable.MaxMembers];
+        Span<ulong> handles = stackalloc ulong[PageGroupTable.MaxMembers];
+        int n = 0, singles = 0;
+        foreach (uint id in candidates)
+        {
+            lock (blobs.StripeLock(id))
+            {
+                if (!blobs.IsLiveLocked(id) || blobs.TryGroupLocked(id, out _, out _) || blobs.IsUngroupableLocked(id)) continue;
+                ulong handle = blobs.HandleLocked(id);
+                var blob = store.Get(handle);
+                if (singles + blob.Length > PageGroupTable.MaxStreamBytes) break;
+                if (!TryDecode(blob, plain.AsSpan(pagesAt + n * PageGeometry.PageSize, PageGeometry.PageSize))) continue; // left for its faults to report
+                ids[n] = id;
+                handles[n] = handle;
+                singles += blob.Length;
+                n++;
+            }
+        }
+        if (n < 2) return;
+        int header = n * GroupCompression.HeaderPerMember;
+        if (header != pagesAt) plain.AsSpan(pagesAt, n * PageGeometry.PageSize).CopyTo(plain.AsSpan(header));
+        for (int k = 0; k < n; k++)
+        {
+            var page = plain.AsSpan(header + k * PageGeometry.PageSize, PageGeometry.PageSize);
+            GroupCompression.WriteMemberHeader(plain, n, k, GroupCompression.PageChecksum(page, GroupCompression.SharedBlobsDomain, ids[k]), ids[k]);
+        }
+        var payload = plain.AsSpan(0, header + n * PageGeometry.PageSize);
+        var codec = policy.GroupAlgorithm;
+        byte[] stream = GroupCompression.Stream;
+        if (!GroupCodec.TryCompress(codec, payload, stream, ref choice, Math.Min(singles, PageGroupTable.MaxStreamBytes + 1), out int written)
+            || written > PageGroupTable.MaxStreamBytes || written >= singles)
+        {
+            // Not smaller than the blobs alone: they stay as they are, and are not nominated again.
+            for (int k = 0; k < n; k++)
+                lock (blobs.StripeLock(ids[k]))
+                    if (blobs.IsLiveLocked(ids[k]) && !blobs.TryGroupLocked(ids[k], out _, out _) && blobs.HandleLocked(ids[k]) == handles[k])
+                        blobs.MarkUngroupableLocked(ids[k]);
+            c.GroupsRefused++;
+            return;
+        }
+        uint group = groups.Reserve();
+        if (group > SharedBlobTable.MaxGroupId)
+        {
+            groups.Abandon(group); // an id a blob's slot cannot name: the blobs stay as they are
+            return;
+        }
+        uint hash = GroupCompression.StreamChecksum(stream.AsSpan(0, written), GroupCompression.SharedBlobsDomain, group);
+        Span<ulong> pieces = stackalloc ulong[PageGroupTable.MaxPieces];
+        int pieceCount = (written + CompactStore.MaxBlobLength - 1) / CompactStore.MaxBlobLength;
+        for (int p = 0; p < pieceCount; p++)
+        {
+            int at = p * CompactStore.MaxBlobLength;
+            if (!store.TryStore(stream.AsSpan(at, Math.Min(CompactStore.MaxBlobLength, written - at)), out pieces[p]))
+            {
+                for (int q = 0; q < p; q++) store.Free(pieces[q]);
+                groups.Abandon(group);
+                c.StoreFull++;
+                return;
+            }
+        }
+        groups.Publish(group, GroupCompression.SharedBlobsDomain, codec, n, pieces[..pieceCount], written, hash, singles);
+        int moved = 0;
+        for (int k = 0; k < n; k++)
+        {
+            lock (blobs.StripeLock(ids[k]))
+            {
+                if (blobs.IsLiveLocked(ids[k]) && !blobs.TryGroupLocked(ids[k], out _, out _) && blobs.HandleLocked(ids[k]) == handles[k])
+                {
+                    blobs.MoveToGroupLocked(ids[k], group, k);
+                    store.Free(handles[k]);
+                    moved++;
+                    continue;
+                }
+                // Released (or moved) since it was read: it was never the group's.
+                lock (groups.StripeLock(group)) groups.LeaveLocked(group, k, store, host.Reclaimer?.Swap);
+            }
+        }
+        if (moved == 0) return;
+        c.SharedGroupsFormed++;
+        c.SharedBlobsGrouped += moved;
+        c.GroupStreamBytes += written;
+        c.GroupSinglesBytes += singles;
+    }
+
+    /// <summary>Decodes a shared blob's bytes into <paramref name="page"/> and checks them against its stored checksum.</summary>
+    private static bool TryDecode(ReadOnlySpan<byte> blob, Span<byte> page)
+    {
+        if (blob.Length < EncodedPage.CompressedHeader || EncodedPage.Kind(blob) != EncodedKind.Compressed || !Enum.IsDefined(EncodedPage.Algorithm(blob)))
+            return false;
+        try
+        {
+            PageCompressors.Get(EncodedPage.Algorithm(blob)).Decompress(blob[EncodedPage.CompressedHeader..], page);
+        }
+        catch (DEException)
+        {
+            return false;
+        }
+        return EncodedPage.Checksum(page, blob) == EncodedPage.StoredChecksum(blob);
+    }
+
+    /// <summary>
+    /// Dissolves a group of shared blobs whose decoded, checked payload is in <paramref name="plain"/>: each live member
+    /// whose blob still names it gets a store blob of its own again (the group's codec, alone), then leaves the group.
+    /// Returns the blobs so moved; a member that cannot be moved (it no longer compresses alone, the store is full) keeps
+    /// the group listed for the next pass.
+    /// </summary>
+    public static long Dissolve(DEHost host, uint group, in GroupRecord r, ReadOnlySpan<byte> plain, ref EncodeCounters c)
+    {
+        var blobs = host.SharedBlobs;
+        var groups = host.Groups;
+        var store = host.Store;
+        int header = r.Count * GroupCompression.HeaderPerMember;
+        byte[] blob = Scratch.A;
+        long moved = 0;
+        bool skipped = false;
+        for (int k = 0; k < r.Count; k++)
+        {
+            if ((r.Live & (1u << k)) == 0) continue;
+            long named = GroupCompression.MemberGfn(plain, r.Count, k);
+            if (named is <= 0 or > uint.MaxValue) continue;
+            uint id = (uint)named;
+            var page = plain.Slice(header + k * PageGeometry.PageSize, PageGeometry.PageSize);
+            if (GroupCompression.PageChecksum(page, GroupCompression.SharedBlobsDomain, id) != GroupCompression.MemberChecksum(plain, k))
+                continue;
+            lock (blobs.StripeLock(id))
+            {
+                if (!blobs.IsLiveLocked(id) || !blobs.TryGroupLocked(id, out uint g, out int m) || g != group || m != k) continue;
+                int room = PageGeometry.PageSize - EncodedPage.CompressedHeader - 1;
+                if (!PageCompressors.Get(r.Codec).TryCompress(page, blob.AsSpan(EncodedPage.CompressedHeader, room), out int written))
+                {
+                    skipped = true;
+                    continue;
+                }
+                EncodedPage.WriteCompressedHeader(blob, page, r.Codec);
+                if (!store.TryStore(blob.AsSpan(0, EncodedPage.CompressedHeader + written), out ulong handle))
+                {
+                    c.StoreFull++;
+                    skipped = true;
+                    continue;
+                }
+                blobs.MoveOutOfGroupLocked(id, handle);
+                lock (groups.StripeLock(group)) groups.LeaveLocked(group, k, store, host.Reclaimer?.Swap);
+                moved++;
+            }
+        }
+        if (moved > 0) c.GroupsDissolved++;
+        c.SharedBlobsUngrouped += moved;
+        if (skipped && moved == 0) lock (groups.StripeLock(group)) groups.RelistLocked(group);
+        return moved;
+    }
+}

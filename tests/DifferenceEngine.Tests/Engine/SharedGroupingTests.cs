@@ -1,0 +1,297 @@
+using DifferenceEngine.Codecs;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// Groups of shared blobs: compressed shared frames whose pages stay cold as long as a page must before it is grouped are
+/// compressed together; their pages keep naming their blobs, read back through the group, and a group that loses members
+/// goes back to blobs of their own.
+/// </summary>
+public class SharedGroupingTests(ITestOutputHelper output)
+{
+    private static DomainOptions Options(int groupSize = 4, int groupAfterSweeps = 1, CompressionAlgorithm codec = CompressionAlgorithm.Zstd) => new()
+    {
+        SharingEnabled = true, CompressionEnabled = true, C4Sweeps = 1, GroupSize = groupSize, GroupAfterSweeps = groupAfterSweeps,
+        GroupAlgorithm = codec,
+    };
+
+    /// <summary>Two clones of <paramref name="count"/> compressible pages (so each page's frame is shared by both).</summary>
+    private static (Domain A, Domain B, byte[][] Pages) Clones(DEHost host, TempDir dir, int count, DomainOptions options)
+    {
+        var pages = Enumerable.Range(0, count).Select(SharedCompressionTests.Compressible).ToArray();
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, options);
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), options);
+        return (a, b, pages);
+    }
+
+    [Fact]
+    public void ColdSharedBlobsAreGroupedAndReadBackThroughTheirGroup()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var (a, b, pages) = Clones(host, dir, 16, Options());
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true });
+        foreach (var p in scan.PassResults)
+            output.WriteLine($"pass {p.Pass}: shared frames compressed {p.SharedFramesCompressed}, shared blob groups {p.SharedBlobGroupsFormed} ({p.SharedBlobsGrouped} blobs), awaiting {p.PagesAwaitingGroup}");
+        var stats = host.GetStats();
+        Assert.Equal(16, stats.SharedCompressedFrames);
+        Assert.Equal(4, stats.SharedBlobGroups);
+        Assert.Equal(4, stats.PageGroups);
+        Assert.Equal(16, scan.PassResults.Sum(p => p.SharedBlobsGrouped));
+        // The blobs were grouped only once their pages had stayed untouched as long as a page must before grouping.
+        int made = scan.PassResults.ToList().FindIndex(p => p.SharedFramesCompressed > 0);
+        int grouped = scan.PassResults.ToList().FindIndex(p => p.SharedBlobsGrouped > 0);
+        Assert.True(grouped > made, $"grouped in pass {grouped}, made in pass {made}");
+        Assert.True(scan.PassResults[made].PagesAwaitingGroup == 0 || grouped > made);
+        TestMemory.AssertFrameAccounting(host);
+
+        var seen = new HashSet<(uint, int)>();
+        for (long g = 0; g < 16; g++)
+        {
+            var info = a.GetPage(g);
+            Assert.Equal(PageState.Compressed, info.State);
+            Assert.NotNull(info.SharedBlob);
+            Assert.NotNull(info.Group);
+            Assert.True(seen.Add((info.Group!.Value, info.GroupMember!.Value)), "two blobs share a member of a group");
+            Assert.Equal(info.SharedBlob, b.GetPage(g).SharedBlob);
+            Assert.Equal(2, info.ReferenceCount);
+            Assert.True(info.StoredBytes > 0);
+        }
+        // The group's stream took less than the blobs alone did.
+        Assert.True(scan.PassResults.Sum(p => p.GroupStreamBytes) < scan.PassResults.Sum(p => p.GroupSinglesBytes));
+
+        // Every page reads back (a's first: b's page still names the blob, now named once, until it too is read).
+        for (long g = 0; g < 16; g++)
+        {
+            Assert.Equal(pages[g], a.ReadPage(g));
+            TestMemory.AssertFrameAccounting(host);
+        }
+        for (long g = 0; g < 16; g++) Assert.Equal(pages[g], b.ReadPage(g));
+        stats = host.GetStats();
+        Assert.Equal(0, stats.SharedCompressedFrames);
+        Assert.Equal(0, stats.PageGroups);
+        Assert.Equal(0, stats.StoreBlobs);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void BlobsAreNotGroupedBeforeTheirPagesWereIdleLongEnough()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var (a, _, _) = Clones(host, dir, 8, Options(groupAfterSweeps: 6));
+        // Enough passes to compress the shared frames, not enough for their pages to reach C4Sweeps + 6 idle sweeps.
+        var early = host.Scan(options: new ScanOptions { Passes = 4 });
+        Assert.Equal(8, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(0, host.GetStats().SharedBlobGroups);
+        Assert.True(early.PassResults[^1].PagesAwaitingGroup >= 8, "pages naming blobs that await a group keep the passes going");
+        Assert.Null(a.GetPage(0).Group);
+        var rest = host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.GetStats().SharedBlobGroups);
+        Assert.Equal(0, rest.PassResults[^1].PagesAwaitingGroup);
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void WithoutPageGroupsSharedBlobsStayAlone()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var (a, _, pages) = Clones(host, dir, 8, Options(groupSize: 0));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(8, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(0, host.GetStats().PageGroups);
+        Assert.Null(a.GetPage(3).Group);
+        Assert.Equal(pages[3], a.ReadPage(3));
+    }
+
+    [Fact]
+    public void AGroupThatLostMostOfItsBlobsGoesBackToBlobsOfTheirOwn()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var (a, b, pages) = Clones(host, dir, 4, Options());
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(1, host.GetStats().SharedBlobGroups);
+        uint group = a.GetPage(0).Group!.Value;
+        uint survivor = a.GetPage(3).SharedBlob!.Value;
+        // Blobs 0-2 lose both their pages (written): their members leave; the group now holds more than blob 3 alone.
+        for (long g = 0; g < 3; g++)
+        {
+            a.WritePage(g, new byte[] { 1 }, 10);
+            b.WritePage(g, new byte[] { 2 }, 20);
+        }
+        Assert.Equal(group, a.GetPage(3).Group);
+        TestMemory.AssertFrameAccounting(host);
+        var pass = host.Scan(options: new ScanOptions { Passes = 1 });
+        Assert.Equal(1, pass.PassResults[0].SharedBlobsUngrouped);
+        Assert.Equal(1, pass.PassResults[0].GroupsDissolved);
+        var info = a.GetPage(3);
+        Assert.Equal(survivor, info.SharedBlob);
+        Assert.Null(info.Group);
+        Assert.Equal(0, host.GetStats().PageGroups);
+        TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(pages[3], a.ReadPage(3));
+        Assert.Equal(pages[3], b.ReadPage(3));
+        var expected = (byte[])pages[1].Clone();
+        expected[10] = 1;
+        Assert.Equal(expected, a.ReadPage(1));
+    }
+
+    [Theory]
+    [InlineData(CompressionAlgorithm.Zstd)]
+    [InlineData(CompressionAlgorithm.LZ4)]
+    public void ACorruptedGroupOfSharedBlobsIsRefusedNamingThePage(CompressionAlgorithm codec)
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var (a, b, pages) = Clones(host, dir, 8, Options(codec: codec));
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        var info = b.GetPage(5);
+        uint group = info.Group!.Value;
+        lock (host.Groups.StripeLock(group)) host.Store.Get(host.Groups.PieceLocked(group, 0))[9] ^= 0x10;
+
+        var ex = Assert.Throws<DEException>(() => b.ReadPage(5));
+        output.WriteLine(ex.Message);
+        Assert.Equal("PageIntegrityError", ex.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, ex.Kind);
+        Assert.Contains("Page 5 of domain 'b'", ex.Message);
+        Assert.Contains($"page group {group}", ex.Message);
+        // Left as it was, and so is the other page that names the blob; pages of other groups read back.
+        Assert.Equal(group, b.GetPage(5).Group);
+        Assert.Throws<DEException>(() => a.ReadPage(5));
+        for (long g = 0; g < 8; g++)
+        {
+            if (a.GetPage(g).Group == group) continue;
+            Assert.Equal(pages[g], a.ReadPage(g));
+        }
+        // A pass neither dissolves nor reuses the corrupt group.
+        host.Scan(options: new ScanOptions { Passes = 2 });
+        Assert.Throws<DEException>(() => b.ReadPage(5));
+    }
+
+    [Fact]
+    public void GroupsOfSharedBlobsPagedOutToSwapReadBack()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost(new HostOptions { MemoryLimitBytes = 64L << 20, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 16L << 20 });
+        var (a, b, pages) = Clones(host, dir, 12, Options());
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(3, host.GetStats().SharedBlobGroups);
+        Assert.True(host.Reclaimer!.PageOutGroups(long.MaxValue) > 0);
+        var stats = host.GetStats();
+        Assert.Equal(3, stats.PageGroupsInSwap);
+        Assert.Equal(0, stats.StoreBlobs);
+        Assert.Equal(0, a.GetPage(0).StoredBytes); // a blob whose group is in the swap file holds no memory
+        TestMemory.AssertFrameAccounting(host);
+        for (long g = 0; g < 12; g++)
+        {
+            Assert.Equal(pages[g], b.ReadPage(g));
+            Assert.Equal(pages[g], a.ReadPage(g));
+        }
+        Assert.Equal(0, host.GetStats().SwapUsedBytes);
+        Assert.Equal(0, host.GetStats().PageGroups);
+    }
+
+    [Fact]
+    public void RemovingTheDomainsReleasesTheGroups()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var (a, b, _) = Clones(host, dir, 8, Options());
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(2, host.GetStats().SharedBlobGroups);
+        host.RemoveDomain(a);
+        Assert.Equal(2, host.GetStats().SharedBlobGroups); // b's pages still name every blob
+        TestMemory.AssertFrameAccounting(host);
+        host.RemoveDomain(b);
+        var stats = host.GetStats();
+        Assert.Equal(0, stats.PageGroups);
+        Assert.Equal(0, stats.SharedCompressedFrames);
+        Assert.Equal(0, stats.StoreBlobs);
+    }
+
+    [Fact]
+    public void BlobsThatDoNotPayInAGroupAreMarkedAndNotTriedAgain()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        // Random bytes over 16 symbols, a different 16 for each page: Zstd codes one page alone in 4 bits a byte, while a
+        // group of four (one block, one code for all 64 symbols) needs 6: the group is larger than its blobs alone.
+        var rng = new Random(3);
+        var pages = Enumerable.Range(0, 8).Select(k =>
+        {
+            var p = new byte[4096];
+            for (int i = 0; i < p.Length; i++) p[i] = (byte)(16 * k + rng.Next(16));
+            return p;
+        }).ToArray();
+        var options = Options();
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, options);
+        var b = TestMemory.LoadRaw(host, dir, "b", pages.Select(p => (byte[])p.Clone()).ToArray(), options);
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true, MaxPasses = 12 });
+        foreach (var p in scan.PassResults)
+            output.WriteLine($"pass {p.Pass}: shared frames compressed {p.SharedFramesCompressed}, groups refused {p.GroupsRefused}, awaiting {p.PagesAwaitingGroup}");
+        Assert.True(scan.Stable, "the scan came to rest");
+        Assert.Equal(8, host.GetStats().SharedCompressedFrames);
+        Assert.Equal(0, host.GetStats().PageGroups);
+        Assert.Equal(2, scan.PassResults.Sum(p => p.GroupsRefused));
+        Assert.Equal(0, scan.PassResults[^1].PagesAwaitingGroup);
+        Assert.Equal(pages[2], b.ReadPage(2));
+        Assert.Equal(pages[2], a.ReadPage(2));
+    }
+
+    [Fact]
+    public void APatchAgainstAGroupedReferenceReadsBack()
+    {
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        using var dir = new TempDir();
+        var options = new DomainOptions
+        {
+            SharingEnabled = true, PatchingEnabled = true, CompressionEnabled = true, C4Sweeps = 1, GroupSize = 4, GroupAfterSweeps = 1,
+        };
+        // Four references, each shared by a and b and patched against by c; a page LZ4 takes to about two thirds, so the
+        // patch pays for keeping its reference whole until all are cold.
+        var rng = new Random(5);
+        var references = Enumerable.Range(0, 4).Select(_ =>
+        {
+            var p = new byte[4096];
+            rng.NextBytes(p.AsSpan(0, 2560));
+            return p;
+        }).ToArray();
+        var similar = references.Select((p, i) =>
+        {
+            var s = (byte[])p.Clone();
+            s[77 + i] ^= 0x5A;
+            return s;
+        }).ToArray();
+        var a = TestMemory.LoadRaw(host, dir, "a", references, options);
+        var b = TestMemory.LoadRaw(host, dir, "b", references.Select(p => (byte[])p.Clone()).ToArray(), options);
+        var c = TestMemory.LoadRaw(host, dir, "c", similar, options);
+        host.Scan(options: new ScanOptions { UntilStable = true, MaxPasses = 20 });
+        TestMemory.AssertFrameAccounting(host);
+        int onGroupedReference = 0;
+        for (long g = 0; g < 4; g++)
+        {
+            var info = c.GetPage(g);
+            output.WriteLine($"c:{g} {info.State} blob {info.SharedBlob}; a:{g} {a.GetPage(g).State} group {a.GetPage(g).Group}");
+            if (info.State == PageState.Patched && info.SharedBlob is uint blob && a.GetPage(g) is { SharedBlob: var named, Group: not null } && named == blob)
+                onGroupedReference++;
+        }
+        Assert.True(onGroupedReference > 0, "a patch's reference blob was grouped");
+        for (long g = 0; g < 4; g++)
+        {
+            Assert.Equal(similar[g], c.ReadPage(g));
+            TestMemory.AssertFrameAccounting(host);
+        }
+        for (long g = 0; g < 4; g++)
+        {
+            Assert.Equal(references[g], a.ReadPage(g));
+            Assert.Equal(references[g], b.ReadPage(g));
+        }
+        Assert.Equal(0, host.GetStats().PageGroups);
+    }
+}
