@@ -268,6 +268,12 @@ internal static class SharedCompression
                 frames.Free(frame);
                 for (int i = 0; i < count; i++)
                     if (group[i].IsPatch) store.Free(patches[i]); // the old patch blob
+                // Its pages and patches already idle as long as a page must before grouping: nominated at once, so the
+                // pass groups it with the other blobs it makes (SharedGrouping) instead of a pass later.
+                bool idle = first.Policy.GroupSize >= 2;
+                for (int i = 0; i < count && idle; i++)
+                    idle = PageEntry.Idle(entries[i]) >= GroupCompression.GroupAfterIdle(domains[i]!.Policy);
+                if (idle) host.NominateSharedBlobs([SharedGrouping.Nomination(first.Id, id)]);
                 c.SharedFramesCompressed++;
                 c.PagesCompressed += count - patchCount;
                 c.PatchesOnCompressedReferences += patchCount;

@@ -18,7 +18,8 @@ namespace DifferenceEngine.Compression;
 /// <remarks>
 /// <para>When: a pass's page grouping (GroupSlice) nominates each single shared blob that one of its pages names once that
 /// page has stayed untouched as long as a page must before it is grouped (the domain's policy: C4Sweeps +
-/// GroupAfterSweeps sweeps); after the pass's sweep the nominated blobs are grouped in id order, per nominating domain
+/// GroupAfterSweeps sweeps), or SharedCompression nominates it as it makes it when its pages and patches are that idle
+/// already; after the pass's sweep the nominated blobs are grouped in id order, per nominating domain
 /// (the lowest such domain; its policy gives the group size and codec: every page naming a blob is in one trust group, as
 /// sharing never crosses one).</para>
 /// <para>Forming a group takes no page lock: each blob is decoded and checked under its id's stripe lock, the group is
