@@ -72,7 +72,8 @@ internal static class GroupCompression
     /// serial (one table per host), id, the checksum and length of its stream and the handle of its first piece (which
     /// name its bytes: a group's stream never changes while it lives, and an id used again names another stream, whose
     /// checksum is seeded with the domain and id, in pieces whose store handles carry their slots' generations), codec
-    /// and member count, and how many payload bytes are decoded.
+    /// and member count, and how many payload bytes are decoded. A group whose stream is in the swap file is decoded
+    /// afresh every time (a swap slot has no generation).
     /// </summary>
     private readonly record struct DecodedGroup(long Table, uint Id, uint StreamHash, int Length, ulong FirstPiece, bool InSwap,
         CompressionAlgorithm Codec, int Count, int Decoded);
@@ -105,7 +106,7 @@ internal static class GroupCompression
 
     /// <summary>
     /// The checksum of a group's stream, bound to its domain and id: 32 bits of xxHash3 (a corrupt stream that slipped
-    /// past it would still fail each decoded page's own 64-bit checksum; 4 bytes a group, session 24).
+    /// past it would still have to pass each decoded page's own 32-bit checksum; 4 bytes a group, session 24).
     /// </summary>
     public static uint StreamChecksum(ReadOnlySpan<byte> stream, int domainId, uint id) =>
         (uint)XxHash3.HashToUInt64(stream, (long)(((ulong)(uint)domainId << 32) | id));
@@ -311,7 +312,7 @@ internal static class GroupCompression
             firstPiece = table.PieceLocked(id, 0);
             // A neighbour of the page this thread's last group fault decoded: its bytes are already decoded.
             kept = last.Table == table.Serial && last.Id == id && last.StreamHash == r.StreamHash && last.Length == r.Length
-                && last.FirstPiece == firstPiece && last.InSwap == r.InSwap
+                && last.FirstPiece == firstPiece && !r.InSwap && !last.InSwap
                 && last.Codec == r.Codec && last.Count == r.Count && last.Decoded >= r.Count * HeaderPerMember + (member + 1) * PageGeometry.PageSize;
             if (!kept)
             {

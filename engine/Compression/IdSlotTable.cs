@@ -21,6 +21,10 @@ internal abstract class IdSlotTable<TChunk> where TChunk : class
     private uint[] _freeIds = new uint[InitialFreeIds];
     private int _freeCount;
     private uint _nextId = 1;
+    // Ids given back while held (HoldRecycled): reused only once ReleaseHeld puts them back.
+    private uint[] _heldIds = [];
+    private int _heldCount;
+    private bool _holding;
 
     protected IdSlotTable(int chunkShift, uint maxId, Func<TChunk> newChunk)
     {
@@ -69,13 +73,44 @@ internal abstract class IdSlotTable<TChunk> where TChunk : class
         }
     }
 
-    /// <summary>Gives an id back for reuse.</summary>
+    /// <summary>Gives an id back for reuse (after <see cref="ReleaseHeld"/> when ids are held).</summary>
     protected void Recycle(uint id)
     {
         lock (_gate)
         {
+            if (_holding)
+            {
+                if (_heldCount == _heldIds.Length) Array.Resize(ref _heldIds, Math.Max(InitialFreeIds, _heldIds.Length * 2));
+                _heldIds[_heldCount++] = id;
+                return;
+            }
             if (_freeCount == _freeIds.Length) Array.Resize(ref _freeIds, _freeIds.Length * 2);
             _freeIds[_freeCount++] = id;
+        }
+    }
+
+    /// <summary>
+    /// From now until <see cref="ReleaseHeld"/>, an id given back is not handed out again: so an id a caller read before
+    /// (a pass's nomination of a shared blob, say) cannot come to name another record meanwhile.
+    /// </summary>
+    public void HoldRecycled()
+    {
+        lock (_gate) _holding = true;
+    }
+
+    /// <summary>Makes the ids given back since <see cref="HoldRecycled"/> reusable again.</summary>
+    public void ReleaseHeld()
+    {
+        lock (_gate)
+        {
+            _holding = false;
+            for (int i = 0; i < _heldCount; i++)
+            {
+                if (_freeCount == _freeIds.Length) Array.Resize(ref _freeIds, _freeIds.Length * 2);
+                _freeIds[_freeCount++] = _heldIds[i];
+            }
+            _heldCount = 0;
+            if (_heldIds.Length > 4 * InitialFreeIds) _heldIds = []; // a burst's room is not kept
         }
     }
 
@@ -97,7 +132,7 @@ internal abstract class IdSlotTable<TChunk> where TChunk : class
         {
             long chunks = 0;
             foreach (var c in _chunks) if (c is not null) chunks++;
-            return chunks * chunkBytes + (long)_freeIds.Length * sizeof(uint) + (long)_chunks.Length * IntPtr.Size;
+            return chunks * chunkBytes + (long)(_freeIds.Length + _heldIds.Length) * sizeof(uint) + (long)_chunks.Length * IntPtr.Size;
         }
     }
 

@@ -7,7 +7,8 @@ namespace DifferenceEngine.Compression;
 
 /// <summary>
 /// Page groups: long-cold compressed pages of one domain compressed together into one stream (docs/ARCHITECTURE.md,
-/// "Page groups"). Each member's entry names its group by a stable id and its member index (state Compressed, see
+/// "Page groups"), or shared blobs compressed together (domain <see cref="GroupCompression.SharedBlobsDomain"/>, each
+/// member a blob whose slot names the group: <see cref="SharedGrouping"/>). Each member's entry names its group by a stable id and its member index (state Compressed, see
 /// <c>PageEntry.IsGrouped</c>); this table keeps, per id, the store handles of the stream's pieces (the stream is cut into
 /// pieces of at most 4096 bytes, the store's largest blob), the stream's length and checksum, which members still live
 /// in it, and what their single-page blobs took before they were grouped.

@@ -9,7 +9,8 @@ namespace DifferenceEngine.Compression;
 /// Compressed copies of shared frames. When every page that shares a frame is cold, the frame is compressed once
 /// into one blob of the compact store and freed; each of those pages' entries then names the blob by a stable id in
 /// this table (state Compressed with <c>PageEntry.SharedBlob</c> set), and the table keeps the blob's current store
-/// handle and how many pages still name it.
+/// handle (or, once the blob was grouped with other shared blobs, its page group and member: <see cref="SharedGrouping"/>)
+/// and how many pages still name it.
 /// </summary>
 /// <remarks>
 /// <para>Why an id and not the handle: store compaction moves blobs, and a moved blob's new handle would have to be

@@ -22,6 +22,9 @@ namespace DifferenceEngine.Compression;
 /// already; after the pass's sweep the nominated blobs are grouped in id order, per nominating domain
 /// (the lowest such domain; its policy gives the group size and codec: every page naming a blob is in one trust group, as
 /// sharing never crosses one).</para>
+/// <para>A nomination is read without the blob's lock: the host holds shared blob ids given back during a pass
+/// (<see cref="IdSlotTable{TChunk}.HoldRecycled"/>) until the pass ends, so a nominated id that lost its last name meanwhile
+/// is not live when it is grouped, and never names another trust group's blob.</para>
 /// <para>Forming a group takes no page lock: each blob is decoded and checked under its id's stripe lock, the group is
 /// compressed with no lock held and published, then each blob is moved into it under its stripe lock only if it still has
 /// the very handle it was read from (a blob released or moved meanwhile leaves the group at once instead); the blobs'
@@ -53,6 +56,9 @@ internal static class SharedGrouping
         var total = new EncodeCounters();
         try
         {
+            // Nominations of domains that are gone or no longer group are dropped first, so another domain's stands.
+            nominations.RemoveAll(n => host.TryGetDomainById((int)(n >> 32)) is not { IsRemoved: false } d
+                                       || d.Policy.GroupSize < 2 || !d.Policy.CompressionEnabled);
             if (nominations.Count < 2) return total;
             // By blob, the lowest domain first, each blob once; then by domain and blob.
             nominations.Sort(static (a, b) => ((uint)a).CompareTo((uint)b) is var byBlob and not 0 ? byBlob : a.CompareTo(b));

@@ -188,6 +188,10 @@ public sealed partial class DEHost
             index.Unstable.BeginPass();
             index.Similar.BeginPass();
         }
+        // Shared blob ids given back during the pass are not handed out again before its end: the pass's nominations for
+        // groups of shared blobs (read without the blobs' locks) can never come to name another trust group's blob.
+        lock (_nominationGate) _sharedNominations.Clear();
+        SharedBlobs.HoldRecycled();
         try
         {
             return RunPassBody(pass, domains, options, progress, ct);
@@ -213,6 +217,11 @@ public sealed partial class DEHost
                 System.Diagnostics.Trace.TraceWarning($"DifferenceEngine: cleaning up after a failed pass failed too: {cleanup.Message}");
             }
             throw;
+        }
+        finally
+        {
+            lock (_nominationGate) _sharedNominations.Clear();
+            SharedBlobs.ReleaseHeld();
         }
     }
 

@@ -98,6 +98,55 @@ public class SharedGroupingTests(ITestOutputHelper output)
         TestMemory.AssertFrameAccounting(host);
     }
 
+    /// <summary>
+    /// An id given back during a pass is not handed out again before the pass ends (HoldRecycled): a nomination read
+    /// earlier in the pass can never come to name another trust group's blob.
+    /// </summary>
+    [Fact]
+    public void IdsGivenBackWhileHeldAreNotReusedUntilReleased()
+    {
+        using var store = new DifferenceEngine.Store.CompactStore();
+        var table = new DifferenceEngine.Compression.SharedBlobTable();
+        Assert.True(store.TryStore(new byte[] { 1, 2, 3 }, out ulong h1));
+        uint first = table.Reserve();
+        table.Publish(first, h1, 1);
+        table.HoldRecycled();
+        lock (table.StripeLock(first)) table.ReleaseLocked(first, store);
+        uint during = table.Reserve();
+        Assert.NotEqual(first, during);
+        table.Abandon(during); // held too
+        Assert.NotEqual(first, table.Reserve());
+        table.ReleaseHeld();
+        var after = new[] { table.Reserve(), table.Reserve() };
+        Assert.Contains(first, after);
+        Assert.Contains(during, after);
+    }
+
+    /// <summary>Two trust groups with the same cold shared content: each groups its own blobs, never the other's.</summary>
+    [Fact]
+    public void GroupsOfSharedBlobsNeverMixTrustGroups()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = Enumerable.Range(0, 12).Select(SharedCompressionTests.Compressible).ToArray();
+        DomainOptions In(string trust) => new()
+        {
+            SharingEnabled = true, CompressionEnabled = true, C4Sweeps = 1, GroupSize = 4, GroupAfterSweeps = 1, TrustGroup = trust,
+        };
+        var domains = new[] { ("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b") }
+            .Select(x => TestMemory.LoadRaw(host, dir, x.Item1, pages.Select(p => (byte[])p.Clone()).ToArray(), In(x.Item2))).ToArray();
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(24, host.GetStats().SharedCompressedFrames); // each trust group its own 12
+        Assert.Equal(6, host.GetStats().SharedBlobGroups);
+        var groupsOf = domains.Select(d => Enumerable.Range(0, 12).Select(g => d.GetPage(g).Group!.Value).ToHashSet()).ToArray();
+        Assert.Equal(groupsOf[0], groupsOf[2]);
+        Assert.Equal(groupsOf[1], groupsOf[3]);
+        Assert.Empty(groupsOf[0].Intersect(groupsOf[1]));
+        TestMemory.AssertFrameAccounting(host); // the census checks every group's blobs come from one trust group
+        foreach (var d in domains)
+            for (long g = 0; g < 12; g++) Assert.Equal(pages[g], d.ReadPage(g));
+    }
+
     [Fact]
     public void WithoutPageGroupsSharedBlobsStayAlone()
     {

@@ -130,6 +130,7 @@ internal static class TestMemory
                             // A patch whose reference frame was compressed names that shared blob, as its pages do.
                             c.PatchesOnSharedBlobs++;
                             blobs[reference] = blobs.GetValueOrDefault(reference) + 1;
+                            (c.SharedBlobTrust.TryGetValue(reference, out var trust) ? trust : c.SharedBlobTrust[reference] = new()).Add(d.Policy.TrustGroup);
                         }
                         break;
                     }
@@ -145,6 +146,8 @@ internal static class TestMemory
                         {
                             c.SharedCompressed++;
                             blobs[(uint)PageEntry.Payload(e)] = blobs.GetValueOrDefault((uint)PageEntry.Payload(e)) + 1;
+                            uint named = (uint)PageEntry.Payload(e);
+                            (c.SharedBlobTrust.TryGetValue(named, out var trust) ? trust : c.SharedBlobTrust[named] = new()).Add(d.Policy.TrustGroup);
                         }
                         break;
                 }
@@ -190,6 +193,7 @@ internal static class TestMemory
         // Each shared blob counts exactly the pages that name it; a blob kept in a group of shared blobs is a member its
         // group's record says is live, and no other blob is the same member.
         var sharedGroups = new Dictionary<uint, HashSet<int>>();
+        var groupTrust = new Dictionary<uint, string>();
         long singleBlobs = 0;
         foreach (var (id, names) in c.SharedBlobNames)
             lock (host.SharedBlobs.StripeLock(id))
@@ -202,6 +206,12 @@ internal static class TestMemory
                 }
                 var members = sharedGroups.TryGetValue(group, out var m) ? m : sharedGroups[group] = new();
                 Assert.True(members.Add(member), $"two shared blobs are member {member} of group {group}");
+                // Sharing never crosses trust groups, and so neither does a group of shared blobs.
+                var trust = c.SharedBlobTrust[id];
+                Assert.True(trust.Count == 1, $"shared blob {id} is named from trust groups {string.Join(", ", trust)}");
+                if (groupTrust.TryGetValue(group, out string? was))
+                    Assert.True(was == trust.First(), $"group {group} holds blobs of trust groups {was} and {trust.First()}");
+                else groupTrust[group] = trust.First();
             }
         foreach (var (id, members) in sharedGroups)
         {
@@ -269,6 +279,8 @@ internal sealed class Census
 
     /// <summary>Shared blob id -> how many pages and patches name it (compressed shared frames).</summary>
     public Dictionary<uint, int> SharedBlobNames = new();
+    /// <summary>Per shared blob, the trust groups of the domains whose pages or patches name it.</summary>
+    public Dictionary<uint, HashSet<string>> SharedBlobTrust = new();
 }
 
 /// <summary>A private temp directory removed on dispose.</summary>
