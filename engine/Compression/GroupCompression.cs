@@ -230,18 +230,11 @@ internal static class GroupCompression
         uint id = table.Reserve();
         uint hash = StreamChecksum(stream.AsSpan(0, written), domain.Id, id);
         Span<ulong> pieces = stackalloc ulong[PageGroupTable.MaxPieces];
-        int pieceCount = (written + CompactStore.MaxBlobLength - 1) / CompactStore.MaxBlobLength;
-        for (int p = 0; p < pieceCount; p++)
+        if (!TryStorePieces(store, stream.AsSpan(0, written), pieces, out int pieceCount))
         {
-            int at = p * CompactStore.MaxBlobLength;
-            var bytes = stream.AsSpan(at, Math.Min(CompactStore.MaxBlobLength, written - at));
-            if (!store.TryStore(bytes, out pieces[p]))
-            {
-                for (int q = 0; q < p; q++) store.Free(pieces[q]);
-                table.Abandon(id);
-                c.StoreFull++;
-                return 0;
-            }
+            table.Abandon(id);
+            c.StoreFull++;
+            return 0;
         }
         // Every member must still be exactly as gathered (a guest access or a busy page abandons the group).
         int locked = 0;
@@ -273,6 +266,23 @@ internal static class GroupCompression
         c.GroupStreamBytes += written;
         c.GroupSinglesBytes += singles;
         return n;
+    }
+
+    /// <summary>
+    /// Stores a group's stream cut into pieces of at most 4096 bytes (the store's largest blob) into
+    /// <paramref name="pieces"/>; false, storing nothing, when the store is full.
+    /// </summary>
+    internal static bool TryStorePieces(CompactStore store, ReadOnlySpan<byte> stream, Span<ulong> pieces, out int count)
+    {
+        count = (stream.Length + CompactStore.MaxBlobLength - 1) / CompactStore.MaxBlobLength;
+        for (int p = 0; p < count; p++)
+        {
+            int at = p * CompactStore.MaxBlobLength;
+            if (store.TryStore(stream.Slice(at, Math.Min(CompactStore.MaxBlobLength, stream.Length - at)), out pieces[p])) continue;
+            for (int q = 0; q < p; q++) store.Free(pieces[q]);
+            return false;
+        }
+        return true;
     }
 
     private static void MarkUngroupable(Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries)

@@ -149,8 +149,7 @@ internal static class SharedGrouping
             // Not smaller than the blobs alone: they stay as they are, and are not nominated again.
             for (int k = 0; k < n; k++)
                 lock (blobs.StripeLock(ids[k]))
-                    if (blobs.IsLiveLocked(ids[k]) && !blobs.TryGroupLocked(ids[k], out _, out _) && blobs.HandleLocked(ids[k]) == handles[k])
-                        blobs.MarkUngroupableLocked(ids[k]);
+                    if (StillAsRead(blobs, ids[k], handles[k])) blobs.MarkUngroupableLocked(ids[k]);
             c.GroupsRefused++;
             return;
         }
@@ -162,17 +161,11 @@ internal static class SharedGrouping
         }
         uint hash = GroupCompression.StreamChecksum(stream.AsSpan(0, written), GroupCompression.SharedBlobsDomain, group);
         Span<ulong> pieces = stackalloc ulong[PageGroupTable.MaxPieces];
-        int pieceCount = (written + CompactStore.MaxBlobLength - 1) / CompactStore.MaxBlobLength;
-        for (int p = 0; p < pieceCount; p++)
+        if (!GroupCompression.TryStorePieces(store, stream.AsSpan(0, written), pieces, out int pieceCount))
         {
-            int at = p * CompactStore.MaxBlobLength;
-            if (!store.TryStore(stream.AsSpan(at, Math.Min(CompactStore.MaxBlobLength, written - at)), out pieces[p]))
-            {
-                for (int q = 0; q < p; q++) store.Free(pieces[q]);
-                groups.Abandon(group);
-                c.StoreFull++;
-                return;
-            }
+            groups.Abandon(group);
+            c.StoreFull++;
+            return;
         }
         groups.Publish(group, GroupCompression.SharedBlobsDomain, codec, n, pieces[..pieceCount], written, hash, singles);
         int moved = 0;
@@ -180,7 +173,7 @@ internal static class SharedGrouping
         {
             lock (blobs.StripeLock(ids[k]))
             {
-                if (blobs.IsLiveLocked(ids[k]) && !blobs.TryGroupLocked(ids[k], out _, out _) && blobs.HandleLocked(ids[k]) == handles[k])
+                if (StillAsRead(blobs, ids[k], handles[k]))
                 {
                     blobs.MoveToGroupLocked(ids[k], group, k);
                     store.Free(handles[k]);
@@ -197,6 +190,10 @@ internal static class SharedGrouping
         c.GroupStreamBytes += written;
         c.GroupSinglesBytes += singles;
     }
+
+    /// <summary>Whether blob <paramref name="id"/> is live, single and still has <paramref name="handle"/>; under its stripe lock.</summary>
+    private static bool StillAsRead(SharedBlobTable blobs, uint id, ulong handle) =>
+        blobs.IsLiveLocked(id) && !blobs.TryGroupLocked(id, out _, out _) && blobs.HandleLocked(id) == handle;
 
     /// <summary>Decodes a shared blob's bytes into <paramref name="page"/> and checks them against its stored checksum.</summary>
     private static bool TryDecode(ReadOnlySpan<byte> blob, Span<byte> page)
