@@ -665,16 +665,19 @@ public sealed partial class DEHost
         // Settling first: it leaves nothing for compaction to do when every move is accepted (and compaction first would
         // move some blobs twice); compaction still runs when settling could not (no room for the slabs it makes, say).
         if (Store.UnsettledBytes >= Math.Max(16L * DifferenceEngine.Store.CompactStore.FirstSlabSize, Store.AllocatedBytes / 256))
-            result = Store.Settle(MoveBlobs);
+            result = Store.Settle(_moveBlobs ??= MoveBlobs);
         if (Store.NeedsCompaction(Policy.CompactionThreshold)
             || Store.ReclaimableBytes >= Math.Max(4L * DifferenceEngine.Store.CompactStore.SlabSize, Store.AllocatedBytes / 32))
-            result = result.Then(Store.Compact(MoveBlobs));
+            result = result.Then(Store.Compact(_moveBlobs ??= MoveBlobs));
         return result;
     }
 
+    /// <summary><see cref="MoveBlobs"/> as the store's walk, made once (a method group makes a new delegate each time).</summary>
+    private Store.BlobWalk? _moveBlobs;
+
     /// <summary>Compacts the store as far as its free slots allow (after page groups went to swap, say).</summary>
     internal Store.CompactionResult CompactStoreNow() =>
-        Store.ReclaimableBytes > 0 ? Store.Compact(MoveBlobs) : default;
+        Store.ReclaimableBytes > 0 ? Store.Compact(_moveBlobs ??= MoveBlobs) : default;
 
     /// <summary>
     /// The host's walk of its blobs for a compaction (<see cref="Store.BlobWalk"/>): every page that holds a blob of its

@@ -61,7 +61,11 @@ namespace DifferenceEngine.Store;
 /// starts zeroed), slabs are wiped before they are returned to the OS, and <see cref="Dispose"/>
 /// wipes everything.</para>
 /// <para>Steady-state allocate and free allocate no managed memory: released slabs keep their
-/// managed bookkeeping in a small per-class cache for reuse.</para>
+/// managed bookkeeping in a small per-class cache for reuse (a new slab takes the kept bookkeeping of the size nearest
+/// its own, at that size), until the end of the pass after the one that released them (<see cref="TrimSlabCache"/>),
+/// and compaction keeps its work lists from one compaction to the next the same way. What is kept counts in
+/// <see cref="MetadataBytes"/>, and a stable pass (which releases no slab) leaves none. What still allocates: a compaction
+/// that makes a slab of a size no released slab had (a settle's fewest-slabs layout).</para>
 /// </remarks>
 public sealed unsafe class CompactStore : IDisposable
 {
@@ -231,7 +235,7 @@ public sealed unsafe class CompactStore : IDisposable
     {
         get
         {
-            long bytes = Volatile.Read(ref _slabMetadata) + (long)SizeClassCount * SizeClass.OverheadBytes;
+            long bytes = Volatile.Read(ref _slabMetadata) + (long)SizeClassCount * SizeClass.OverheadBytes + Volatile.Read(ref _compactionBytes);
             lock (_tableGate)
                 bytes += ArrayBytes(_slabs.Length, IntPtr.Size) + ArrayBytes(_generations.Length, sizeof(ushort))
                          + ArrayBytes(_freeIds.Length, sizeof(int));
@@ -498,13 +502,14 @@ public sealed unsafe class CompactStore : IDisposable
         lock (_compactGate)
         {
             long before = AllocatedBytes;
-            var plans = new List<DrainPlan>();
-            var scratch = new List<Slab>();
-            var mover = new BlobMover(this);
-            // Blobs left behind, by source slab: a slab refused in the drains and planned again by a resize counts once.
-            var left = new Dictionary<(Slab, int), long>();
+            // Kept from one compaction to the next (TrimSlabCache drops it when a pass made none): a compaction in steady
+            // state allocates nothing.
+            var w = _compaction ??= new CompactionScratch(this);
+            _compactionUsed = true;
+            w.Mover.Open();
             int drained = 0;
             long madeBytes = 0;
+            bool done = false;
             try
             {
                 if (settle)
@@ -513,9 +518,8 @@ public sealed unsafe class CompactStore : IDisposable
                     foreach (var cls in _classes)
                     {
                         if (Volatile.Read(ref cls.SlabCount) < 1) continue;
-                        var sources = new List<(Slab, int)>();
-                        var made = PlanSettle(cls, sources);
-                        if (sources.Count > 0 || made is not null) plans.Add(new DrainPlan(cls, sources, made));
+                        int sources = w.Sources.Count, made = w.Made.Count;
+                        if (PlanSettle(cls, w)) w.Plans.Add(new DrainPlan(cls, sources, w.Sources.Count, made, w.Made.Count));
                     }
                     Drain();
                 }
@@ -525,29 +529,37 @@ public sealed unsafe class CompactStore : IDisposable
                     foreach (var cls in _classes)
                     {
                         if (Volatile.Read(ref cls.SlabCount) < 2) continue;
-                        var sources = new List<(Slab, int)>();
-                        PlanDrain(cls, occupancyThreshold, sources, scratch);
-                        if (sources.Count > 0) plans.Add(new DrainPlan(cls, sources, null));
+                        int sources = w.Sources.Count;
+                        PlanDrain(cls, occupancyThreshold, w.Sources, w.Slabs);
+                        if (w.Sources.Count > sources) w.Plans.Add(new DrainPlan(cls, sources, w.Sources.Count, 0, 0));
                     }
                     Drain();
                     foreach (var cls in _classes)
                     {
                         if (Volatile.Read(ref cls.SlabCount) < 1) continue;
-                        var sources = new List<(Slab, int)>();
-                        var resized = PlanResize(cls, occupancyThreshold, sources);
-                        if (resized is { } one) plans.Add(new DrainPlan(cls, sources, [one]));
+                        int sources = w.Sources.Count, made = w.Made.Count;
+                        if (PlanResize(cls, occupancyThreshold, w.Sources) is { } one)
+                        {
+                            w.Made.Add(one);
+                            w.Plans.Add(new DrainPlan(cls, sources, w.Sources.Count, made, w.Made.Count));
+                        }
                     }
                     Drain();
                 }
+                done = true;
             }
             finally
             {
                 // Planning that failed part way (a slab refused by native memory, say) leaves no slab draining for good.
                 Conclude();
-                mover.Close();
+                w.Mover.Close();
+                if (!done) w.Left.Clear();
             }
             long refused = 0;
-            foreach (long n in left.Values) refused += n;
+            foreach (long n in w.Left.Values) refused += n;
+            w.Left.Clear(); // holds no slab past the call
+            Volatile.Write(ref _compactionBytes, w.Bytes);
+            var mover = w.Mover;
             return new CompactionResult(drained, mover.Moved, refused, mover.BytesMoved, mover.Released, mover.BytesReleased, madeBytes,
                 before, AllocatedBytes);
 
@@ -555,16 +567,12 @@ public sealed unsafe class CompactStore : IDisposable
             // the plans are settled.
             void Drain()
             {
-                if (plans.Count == 0) return;
-                foreach (var plan in plans)
-                {
-                    drained += plan.Sources.Count;
-                    if (plan.Made is not null)
-                        foreach (var m in plan.Made) madeBytes += m.Slab.Bytes;
-                }
+                if (w.Plans.Count == 0) return;
+                drained += w.Sources.Count;
+                foreach (var m in w.Made) madeBytes += m.Slab.Bytes;
                 try
                 {
-                    walk(mover);
+                    walk(w.Mover);
                 }
                 finally
                 {
@@ -575,20 +583,59 @@ public sealed unsafe class CompactStore : IDisposable
             // The planned sources take blobs again, what stayed in each is noted, and the slabs made and left empty go back.
             void Conclude()
             {
-                foreach (var plan in plans)
+                var sources = CollectionsMarshal.AsSpan(w.Sources);
+                var made = CollectionsMarshal.AsSpan(w.Made);
+                foreach (var plan in w.Plans)
                 {
-                    Undrain(plan.Class, plan.Sources, left);
-                    if (plan.Made is not null)
-                        foreach (var kept in plan.Made)
-                            if (ReleaseIfEmpty(plan.Class, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
+                    Undrain(plan.Class, sources[plan.SourceStart..plan.SourceEnd], w.Left);
+                    foreach (var kept in made[plan.MadeStart..plan.MadeEnd])
+                        if (ReleaseIfEmpty(plan.Class, kept.Slab, kept.Incarnation, out int bytes)) madeBytes -= bytes;
                 }
-                plans.Clear();
+                w.Plans.Clear();
+                w.Sources.Clear();
+                w.Made.Clear();
             }
         }
     }
 
-    /// <summary>The slabs a compaction empties in one class, and the slabs it made for their blobs (null: none).</summary>
-    private sealed record DrainPlan(SizeClass Class, List<(Slab Slab, int Incarnation)> Sources, List<(Slab Slab, int Incarnation)>? Made);
+    /// <summary>
+    /// The slabs a compaction empties in one class (<see cref="CompactionScratch.Sources"/> from SourceStart up to
+    /// SourceEnd), and the slabs it made for their blobs (<see cref="CompactionScratch.Made"/> from MadeStart up to MadeEnd).
+    /// </summary>
+    private readonly record struct DrainPlan(SizeClass Class, int SourceStart, int SourceEnd, int MadeStart, int MadeEnd);
+
+    /// <summary>
+    /// What a compaction works in, kept between compactions (under the compaction gate) so that one in steady state
+    /// allocates nothing; every list is emptied when a compaction ends, so it holds no slab in between.
+    /// <see cref="TrimSlabCache"/> drops it when no compaction used it since the trim before, and
+    /// <see cref="MetadataBytes"/> counts it while it is held.
+    /// </summary>
+    private sealed class CompactionScratch(CompactStore store)
+    {
+        public readonly List<DrainPlan> Plans = new();
+        public readonly List<(Slab Slab, int Incarnation)> Sources = new();
+        public readonly List<(Slab Slab, int Incarnation)> Made = new();
+        /// <summary>Blobs left behind, by source slab: a slab refused in the drains and planned again by a resize counts once.</summary>
+        public readonly Dictionary<(Slab, int), long> Left = new();
+        /// <summary>A class's slabs, as planning sorts them.</summary>
+        public readonly List<Slab> Slabs = new();
+        /// <summary>Slab sizes a settle makes.</summary>
+        public readonly List<int> Missing = new();
+        /// <summary>Per slab of <see cref="Slabs"/>: kept by a settle.</summary>
+        public bool[] Keep = new bool[16];
+        public readonly BlobMover Mover = new(store);
+
+        /// <summary>Managed bytes held: the objects and their arrays as they have grown.</summary>
+        public long Bytes =>
+            6 * 40 + 48 + 56
+            + ArrayBytes(Plans.Capacity, 32) + ArrayBytes(Sources.Capacity, 16) + ArrayBytes(Made.Capacity, 16)
+            + ArrayBytes(Slabs.Capacity, IntPtr.Size) + ArrayBytes(Missing.Capacity, sizeof(int)) + ArrayBytes(Keep.Length, 1)
+            + Left.EnsureCapacity(0) * (16 + 24 + 8);
+    }
+
+    private CompactionScratch? _compaction;
+    private bool _compactionUsed;
+    private long _compactionBytes;
 
     /// <summary>
     /// The blob <paramref name="handle"/> names, moved out of a slab this compaction empties when it is in one and the class
@@ -813,7 +860,23 @@ public sealed unsafe class CompactStore : IDisposable
 
     // ---- slabs (class lock held) ----
 
-    private Slab? NewSlab(SizeClass cls) => NewSlab(cls, SlabBytesAt(cls.SlabCount));
+    /// <summary>
+    /// A new slab of the size <see cref="SlabBytesAt"/> gives the class's next slab; or, when the class keeps a released
+    /// slab's bookkeeping of that size or smaller, of the biggest such size, so the bookkeeping serves again (slabs are
+    /// released in any order, so what is kept seldom matches the next size the schedule gives; a smaller slab only
+    /// means one more slab).
+    /// </summary>
+    private Slab? NewSlab(SizeClass cls)
+    {
+        int size = SlabBytesAt(cls.SlabCount), below = 0, above = int.MaxValue;
+        for (int i = 0; i < cls.CacheCount; i++)
+        {
+            int bytes = cls.Cache[i]!.Bytes;
+            if (bytes <= size) below = Math.Max(below, bytes);
+            else above = Math.Min(above, bytes);
+        }
+        return NewSlab(cls, below > 0 ? below : above < int.MaxValue ? above : size);
+    }
 
     private Slab? NewSlab(SizeClass cls, int size)
     {
@@ -911,7 +974,7 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>
     /// Keeps a released slab's bookkeeping for reuse; with the cache full, the oldest kept goes (a class cycling between
     /// none and one small slab then reuses its own, whatever sizes the cache held before). The cache serves churn within
-    /// a pass: <see cref="TrimSlabCache"/> empties it when the pass ends.
+    /// a pass and from one pass to the next: <see cref="TrimSlabCache"/> drops what it kept through a whole pass unused.
     /// </summary>
     private void CacheSlab(SizeClass cls, Slab s)
     {
@@ -922,16 +985,22 @@ public sealed unsafe class CompactStore : IDisposable
             cls.CacheCount--;
             Interlocked.Add(ref _slabMetadata, -SlabMetadataBytes(oldest.SlotCount));
         }
+        s.KeptThroughTrim = false;
         cls.Cache[cls.CacheCount++] = s;
     }
 
     /// <summary>
-    /// Drops the bookkeeping kept for released slabs (<see cref="MetadataBytes"/> falls by it) and returns its bytes. The
-    /// engine calls it at the end of each pass: the cache saves allocations while a pass frees and makes slabs, and kept
-    /// any longer it holds memory for slabs that no longer exist (on a small host it was a quarter of the store's
-    /// bookkeeping once stable).
+    /// Drops the bookkeeping kept for released slabs, and what compaction works in (<see cref="MetadataBytes"/> falls by
+    /// it) and returns its bytes: with <paramref name="all"/>, everything kept; otherwise what was already kept at the
+    /// previous trim and has not been reused since (compaction's work lists when no compaction ran since), while what was
+    /// released since the previous trim is kept until the next one. The engine calls
+    /// it at the end of each pass: slabs that guest reads emptied between two passes serve the next pass that
+    /// compresses or patches those pages again (without a slab's bookkeeping being made anew: patch_page allocates
+    /// nothing), and a pass that releases no slab (every stable pass) leaves nothing kept. Kept any longer, the cache
+    /// would hold memory for slabs that no longer exist (on a small host it was a quarter of the store's bookkeeping
+    /// once stable).
     /// </summary>
-    public long TrimSlabCache()
+    public long TrimSlabCache(bool all = false)
     {
         if (_disposed) return 0;
         long dropped = 0;
@@ -940,15 +1009,33 @@ public sealed unsafe class CompactStore : IDisposable
             if (Volatile.Read(ref cls.CacheCount) == 0) continue;
             lock (cls.Gate)
             {
+                int kept = 0;
                 for (int i = 0; i < cls.CacheCount; i++)
                 {
-                    dropped += SlabMetadataBytes(cls.Cache[i]!.SlotCount);
+                    var s = cls.Cache[i]!;
                     cls.Cache[i] = null;
+                    if (!all && !s.KeptThroughTrim)
+                    {
+                        s.KeptThroughTrim = true;
+                        cls.Cache[kept++] = s; // order kept: the oldest stays first
+                        continue;
+                    }
+                    dropped += SlabMetadataBytes(s.SlotCount);
                 }
-                cls.CacheCount = 0;
+                cls.CacheCount = kept;
             }
         }
         if (dropped > 0) Interlocked.Add(ref _slabMetadata, -dropped);
+        lock (_compactGate)
+        {
+            if (all || !_compactionUsed)
+            {
+                dropped += _compactionBytes;
+                _compaction = null;
+                Volatile.Write(ref _compactionBytes, 0);
+            }
+            _compactionUsed = false;
+        }
         return dropped;
     }
 
@@ -1054,15 +1141,15 @@ public sealed unsafe class CompactStore : IDisposable
     /// makes the sizes it has none of, and marks every other slab as draining into them. Null when there is nothing to
     /// settle, or a slab cannot be made (the store's limit or growth gate; none is made then).
     /// </summary>
-    private List<(Slab Slab, int Incarnation)>? PlanSettle(SizeClass cls, List<(Slab, int)> sources)
+    private bool PlanSettle(SizeClass cls, CompactionScratch w)
     {
+        var sources = w.Sources;
         lock (cls.Gate)
         {
-            if (_disposed) return null;
-            if (Unsettled(cls) == 0) return null;
+            if (_disposed) return false;
+            if (Unsettled(cls) == 0) return false;
             var (full, tail) = LeastLayout(cls.SlotSize, cls.Live);
-            // Scratch kept between calls (compaction's gate is held): a settle of every class allocates next to nothing.
-            var slabs = _settleSlabs;
+            var slabs = w.Slabs;
             slabs.Clear();
             lock (_tableGate)
             {
@@ -1075,8 +1162,8 @@ public sealed unsafe class CompactStore : IDisposable
             // Fullest first: the slabs kept are those with the most blobs already in place. One walk: per size, the
             // first slabs of that size are kept, as many as the fewest slabs have of it.
             slabs.Sort((a, b) => (b.SlotCount - b.FreeCount).CompareTo(a.SlotCount - a.FreeCount));
-            if (_settleKeep.Length < slabs.Count) _settleKeep = new bool[Math.Max(slabs.Count, 2 * _settleKeep.Length)];
-            var keep = _settleKeep;
+            if (w.Keep.Length < slabs.Count) w.Keep = new bool[Math.Max(slabs.Count, 2 * w.Keep.Length)];
+            var keep = w.Keep;
             Array.Clear(keep, 0, slabs.Count);
             long fullWanted = full;
             int tailWanted = tail;
@@ -1096,7 +1183,7 @@ public sealed unsafe class CompactStore : IDisposable
                     tailWanted &= ~(1 << bit);
                 }
             }
-            var missing = _settleMissing;
+            var missing = w.Missing;
             missing.Clear();
             for (long f = 0; f < fullWanted; f++) missing.Add(SlabSize);
             for (int i = 0; i < TailSizes.Length; i++)
@@ -1108,9 +1195,10 @@ public sealed unsafe class CompactStore : IDisposable
             if (draining - making < FirstSlabSize)
             {
                 slabs.Clear(); // holds no slab past the call
-                return null;
+                return false;
             }
-            var made = new List<(Slab Slab, int Incarnation)>(missing.Count);
+            var made = w.Made;
+            int first = made.Count;
             try
             {
                 foreach (int size in missing)
@@ -1118,9 +1206,9 @@ public sealed unsafe class CompactStore : IDisposable
                     var slab = NewSlab(cls, size);
                     if (slab is null)
                     {
-                        foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                        ReleaseMade(cls, made, first);
                         slabs.Clear();
-                        return null;
+                        return false;
                     }
                     Rebucket(cls, slab);
                     made.Add((slab, slab.Incarnation));
@@ -1129,7 +1217,7 @@ public sealed unsafe class CompactStore : IDisposable
             catch
             {
                 // Native memory refused (AlignedAlloc): the slabs made so far are empty; none is left behind.
-                foreach (var m in made) ReleaseSlab(cls, m.Slab);
+                ReleaseMade(cls, made, first);
                 slabs.Clear();
                 throw;
             }
@@ -1144,13 +1232,17 @@ public sealed unsafe class CompactStore : IDisposable
                 sources.Add((s, s.Incarnation));
             }
             slabs.Clear();
-            return made;
+            return true;
         }
     }
 
-    private readonly List<Slab> _settleSlabs = new();
-    private readonly List<int> _settleMissing = new();
-    private bool[] _settleKeep = new bool[16];
+    /// <summary>Releases the slabs a failed settle of one class made (class lock held), from <paramref name="first"/> on.</summary>
+    private void ReleaseMade(SizeClass cls, List<(Slab Slab, int Incarnation)> made, int first)
+    {
+        for (int i = first; i < made.Count; i++) ReleaseSlab(cls, made[i].Slab);
+        made.RemoveRange(first, made.Count - first);
+    }
+
 
     /// <summary>The bytes a class holds beyond the fewest slabs its blobs need, when that is a page or more (class lock held).</summary>
     private static long Unsettled(SizeClass cls)
@@ -1228,7 +1320,7 @@ public sealed unsafe class CompactStore : IDisposable
     }
 
     /// <summary>Lets the sources still held take blobs again, noting in <paramref name="left"/> the blobs each still holds.</summary>
-    private void Undrain(SizeClass cls, List<(Slab Slab, int Incarnation)> sources, Dictionary<(Slab, int), long> left)
+    private void Undrain(SizeClass cls, ReadOnlySpan<(Slab Slab, int Incarnation)> sources, Dictionary<(Slab, int), long> left)
     {
         lock (cls.Gate)
         {
@@ -1280,6 +1372,8 @@ public sealed unsafe class CompactStore : IDisposable
         public int Id;
         /// <summary>Bumped when the slab is released, so compaction notices its slab went away.</summary>
         public int Incarnation;
+        /// <summary>Cached (released) and already through one <see cref="TrimSlabCache"/>: the next drops it.</summary>
+        public bool KeptThroughTrim;
         private readonly ushort _slotCount = (ushort)slots;
         private ushort _freeHead = ushort.MaxValue, _freeCount, _nextGeneration;
         private byte _pages;

@@ -52,8 +52,16 @@ public sealed class BlobMover
         Interlocked.Add(ref _bytesReleased, slabReleased);
     }
 
-    /// <summary>The compaction is over: a mover kept past it moves nothing.</summary>
+    /// <summary>The compaction is over: a mover kept past it moves nothing (until the store's next compaction, which
+    /// hands out the same mover again).</summary>
     internal void Close() => _closed = true;
+
+    /// <summary>A compaction begins: the mover counts from zero and moves blobs until <see cref="Close"/>.</summary>
+    internal void Open()
+    {
+        _moved = _bytesMoved = _released = _bytesReleased = 0;
+        _closed = false;
+    }
 }
 
 /// <summary>What one <see cref="CompactStore.Compact"/> or <see cref="CompactStore.Settle"/> call did.</summary>

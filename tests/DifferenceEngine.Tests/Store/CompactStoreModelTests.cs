@@ -293,6 +293,9 @@ public class CompactStoreModelTests
         Assert.Equal(CompactStore.FirstSlabSize, store.AllocatedBytes);
         Assert.Equal(full, store.MetadataBytes); // released slabs' arrays are still held, and counted
 
+        // The first trim keeps what was released since the last one (for the next pass); the second drops it.
+        Assert.Equal(0, store.TrimSlabCache());
+        Assert.Equal(full, store.MetadataBytes);
         Assert.Equal(released, store.TrimSlabCache());
         Assert.Equal(full - released, store.MetadataBytes);
         // What is left: the empty store's, the live slab's bookkeeping and the slab table grown for the ids used.
@@ -303,6 +306,40 @@ public class CompactStoreModelTests
         Assert.True(store.TryAllocate(1000, out ulong again));
         Assert.Equal(1000, store.LengthOf(again));
         Assert.Equal(full - released + CompactStore.SlabsFor(CompactStore.SlotSizeFor(1000), 1).Metadata, store.MetadataBytes);
+    }
+
+    [Fact]
+    public void ReleasedSlabsServeTheNextPassWithoutNewBookkeepingAndAFullTrimDropsThem()
+    {
+        using var store = new CompactStore();
+        long empty = store.MetadataBytes;
+        var lengths = new[] { 48, 300, 1000, 2500 };
+        var handles = new List<ulong>();
+        foreach (int length in lengths)
+            for (int i = 0; i < 40; i++)
+            {
+                Assert.True(store.TryAllocate(length, out ulong h));
+                handles.Add(h);
+            }
+        long full = store.MetadataBytes;
+        foreach (ulong h in handles) store.Free(h); // guest reads between two passes empty every slab
+        Assert.Equal(0, store.AllocatedBytes);
+        Assert.Equal(0, store.TrimSlabCache());      // the pass after the reads keeps them
+        handles.Clear();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (int length in lengths)              // the next pass stores as many blobs again
+            for (int i = 0; i < 40; i++)
+            {
+                Assert.True(store.TryAllocate(length, out ulong h));
+                handles.Add(h);
+            }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(full, store.MetadataBytes);
+        Assert.Equal(0, store.TrimSlabCache());      // nothing was left over to drop
+        foreach (ulong h in handles) store.Free(h);
+        Assert.True(store.TrimSlabCache(all: true) > 0);
+        Assert.Equal(0, store.TrimSlabCache(all: true));
+        Assert.InRange(store.MetadataBytes - empty, 0, 1024); // the slab table grown for the ids used
     }
 
     internal static int RandomLength(Random rng) => rng.Next(4) switch
