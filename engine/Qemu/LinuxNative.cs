@@ -5,8 +5,8 @@ namespace DifferenceEngine.Qemu;
 /// <summary>
 /// The Linux calls the engine makes itself (libc, no library of ours): for the QEMU backend the Unix socket to
 /// libdeqemu.so with descriptors passed as SCM_RIGHTS, the userfaultfd ioctls, and reads and hole punches of the
-/// guest's memfd, and the crash journal's file; for the frame pool, giving freed frames' memory back (madvise) and asking
-/// what is resident (mincore); for the swap file, creating and reserving it (open, posix_fallocate, fdatasync). Every
+/// guest's memfd, and the crash journal's file; for the frame pool, giving freed frames' memory back (madvise, or
+/// process_madvise on its own pidfd for many ranges at once) and asking what is resident (mincore); for the swap file, creating and reserving it (open, posix_fallocate, fdatasync). Every
 /// call returns what libc returns; the errno is <see cref="Marshal.GetLastPInvokeError"/>. x86_64 and arm64 layouts
 /// (LP64) only.
 /// </summary>
@@ -137,6 +137,18 @@ internal static unsafe partial class LinuxNative
     /// <summary>syscall(2) with one argument (for calls libc has no wrapper for, such as userfaultfd).</summary>
     [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
     public static partial long Syscall(long number, long argument);
+
+    /// <summary>syscall(2) with five arguments (process_madvise).</summary>
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    public static partial long Syscall(long number, long a1, long a2, long a3, long a4, long a5);
+
+    /// <summary>pidfd_open(2) and process_madvise(2): the same number on x86_64 and arm64 (the generic table).</summary>
+    public const long SYS_pidfd_open = 434;
+    public const long SYS_process_madvise = 440;
+    public const int ENOSYS = 38;
+
+    [LibraryImport(Libc, EntryPoint = "getpid")]
+    public static partial int Getpid();
 
     [LibraryImport(Libc, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Mincore(void* address, nuint length, byte* vector);

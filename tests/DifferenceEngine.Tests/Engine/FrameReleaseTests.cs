@@ -48,6 +48,54 @@ public unsafe class FrameReleaseTests
         Assert.Equal(1, pool.FramesUnreleased);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ScatteredFramesAcrossChunksAreReleasedInBatchesAndFramesInUseKeepTheirBytes(bool vectored)
+    {
+        // 6,000 frames over 12 chunks, about half freed in runs of 1 to 7: thousands of ranges, many batches of ranges.
+        bool? before = FramePool.VectoredRelease;
+        if (!vectored) FramePool.VectoredRelease = false;
+        try
+        {
+            using var pool = new FramePool(null);
+            var frames = new uint[6000];
+            for (int i = 0; i < frames.Length; i++)
+            {
+                Assert.True(pool.TryAllocate(out frames[i]));
+                pool.Span(frames[i]).Fill((byte)(i * 7 | 1));
+            }
+            var rng = new Random(25);
+            var freed = new bool[frames.Length];
+            for (int i = 0; i < frames.Length;)
+            {
+                int run = rng.Next(1, 8);
+                bool free = rng.Next(2) == 0;
+                for (int k = i; k < Math.Min(frames.Length, i + run); k++) freed[k] = free;
+                i += run;
+            }
+            for (int i = 0; i < frames.Length; i++) if (freed[i]) pool.Free(frames[i]);
+            int count = freed.Count(f => f);
+            Assert.True(count > 2000);
+            Assert.Equal(OperatingSystem.IsLinux() ? count : 0, pool.ReleaseFree());
+            // Whether this kernel takes MADV_DONTNEED through process_madvise or not, the pool has found out (or was told).
+            if (OperatingSystem.IsLinux()) Assert.True(vectored ? FramePool.VectoredRelease is not null : FramePool.VectoredRelease == false);
+            for (int i = 0; i < frames.Length; i++)
+            {
+                if (freed[i]) Assert.False(Resident(pool, frames[i]) && OperatingSystem.IsLinux(), $"freed frame {frames[i]} still resident");
+                else
+                {
+                    Assert.True(Resident(pool, frames[i]));
+                    Assert.True(pool.Span(frames[i]).IndexOfAnyExcept((byte)(i * 7 | 1)) < 0, $"frame {frames[i]} in use lost its bytes");
+                }
+            }
+        }
+        finally
+        {
+            FramePool.VectoredRelease = before;
+        }
+    }
+
     [Fact]
     public void EveryFreedFrameComesBackOnceAndADoubleFreeIsRefused()
     {
