@@ -119,7 +119,31 @@ internal static class GroupCompression
         PageEntry.IsSingleCompressed(e) && (e & (PageEntry.Incompressible | PageEntry.Modified | PageEntry.Referenced)) == 0
         && PageEntry.Category(e) == PageCategory.C4 && PageEntry.Idle(e) >= idle;
 
-    /// <summary>Groups the long-cold single compressed pages of one slice of a domain; returns pages grouped.</summary>
+    /// <summary>
+    /// Whether a private page goes into a group straight from its frame, not through a single blob first: a page the
+    /// compression phase would compress now (examined by an earlier pass, cold, not marked incompressible) that has
+    /// already stayed untouched as long as a compressed page must before it is grouped (<see cref="GroupAfterIdle"/>;
+    /// so with C4Sweeps and GroupAfterSweeps of 1, every page a pass compresses). Compressing it alone would be undone
+    /// in the same slice: the single blob made, decoded again and freed. Not for a QEMU guest's page (its writes do not
+    /// go through the page's lock, so a group could not tell a page written while it was compressed; those pages are
+    /// compressed alone first, under write-protection, as before), nor without page groups.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool GoesStraightToGroup(DomainPolicy policy, bool qemu, ulong e) =>
+        !qemu && policy.GroupSize >= 2 && policy.CompressionEnabled && FrameEligible(e, GroupAfterIdle(policy));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool FrameEligible(ulong e, int idle) =>
+        PageEntry.State(e) == PageState.Private
+        && (e & (PageEntry.Incompressible | PageEntry.Modified | PageEntry.Referenced | PageEntry.SharingSeen)) == PageEntry.SharingSeen
+        && PageEntry.Category(e) == PageCategory.C4 && PageEntry.Idle(e) >= idle;
+
+    /// <summary>
+    /// Groups the long-cold single compressed pages of one slice of a domain, and the private pages that go into a group
+    /// straight from their frames (<see cref="GoesStraightToGroup"/>: the compression phase left them for this); returns
+    /// pages grouped. A page from a frame that ends up in no group (the last of the slice, or a group refused) is
+    /// compressed alone here, as the compression phase would have.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static long GroupSlice(DEHost host, Domain domain, long start, long end, ref EncodeCounters c)
     {
@@ -127,6 +151,7 @@ internal static class GroupCompression
         int size = policy.GroupSize;
         if (size < 2 || !policy.CompressionEnabled) return 0;
         int idle = GroupAfterIdle(policy);
+        bool direct = domain.Qemu is null;
         var store = host.Store;
         byte[] plain = Plain;
         Span<long> gfns = stackalloc long[PageGroupTable.MaxMembers];
@@ -140,7 +165,8 @@ internal static class GroupCompression
         for (long gfn = start; gfn < end; gfn++)
         {
             ulong peek = domain.PeekEntry(gfn);
-            if (!Eligible(peek, idle))
+            bool fromFrame = direct && FrameEligible(peek, idle);
+            if (!fromFrame && !Eligible(peek, idle))
             {
                 if (Eligible(peek, 0)) c.PagesAwaitingGroup++; // cold and compressed, not idle long enough yet
                 else if (SharedGrouping.AwaitsGroup(host, peek))
@@ -166,13 +192,26 @@ internal static class GroupCompression
                 domain.Unlock(gfn, e);
                 return grouped;
             }
-            if (!Eligible(e, idle))
+            if (fromFrame ? !FrameEligible(e, idle) : !Eligible(e, idle))
             {
                 domain.Unlock(gfn, e);
                 continue;
             }
-            ulong handle = PageEntry.Payload(e);
-            int length = store.LengthOf(handle);
+            var member = plain.AsSpan(pagesAt + n * PageGeometry.PageSize, PageGeometry.PageSize);
+            int length;
+            if (fromFrame)
+            {
+                // What the page would take alone, as far as the single codec's own try tells (no blob is kept).
+                var page = host.Frames.Span(PageEntry.Frame(e));
+                length = CompressionPass.SingleEstimate(policy, page, out bool incompressible);
+                if (incompressible)
+                {
+                    c.Incompressible++;
+                    domain.Unlock(gfn, e | PageEntry.Incompressible); // as the compression phase marks it
+                    continue;
+                }
+            }
+            else length = store.LengthOf(PageEntry.Payload(e));
             if (n > 0 && singles + length > PageGroupTable.MaxStreamBytes)
             {
                 // The group has as much as its stream can surely hold: close it and start the next with this page.
@@ -182,9 +221,15 @@ internal static class GroupCompression
                 gfn--;
                 continue;
             }
-            bool decoded = domain.TryDecodeSingle(gfn, store.Get(handle), plain.AsSpan(pagesAt + n * PageGeometry.PageSize, PageGeometry.PageSize));
+            bool read;
+            if (fromFrame)
+            {
+                host.Frames.Span(PageEntry.Frame(e)).CopyTo(member);
+                read = true;
+            }
+            else read = domain.TryDecodeSingle(gfn, store.Get(PageEntry.Payload(e)), member);
             domain.Unlock(gfn, e);
-            if (!decoded) continue; // a corrupt blob is left for its fault to report
+            if (!read) continue; // a corrupt blob is left for its fault to report
             gfns[n] = gfn;
             entries[n] = e;
             singles += length;
@@ -195,8 +240,32 @@ internal static class GroupCompression
             }
         }
         if (n >= 2) grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref choice, ref c);
+        else if (n == 1) CompressAlone(host, domain, gfns[..1], entries[..1], ungroupable: false, ref c);
         host.NominateSharedBlobs(nominated[..nominations]);
         return grouped;
+    }
+
+    /// <summary>
+    /// The members gathered from frames (private entries) that are still exactly as gathered, compressed alone as the
+    /// compression phase would have (single blob, or marked incompressible); with <paramref name="ungroupable"/> (their
+    /// group was refused) also marked not to be grouped again until written, as <see cref="MarkUngroupable"/> marks a
+    /// single. Members that were single blobs are left to the caller.
+    /// </summary>
+    private static void CompressAlone(DEHost host, Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries, bool ungroupable,
+        ref EncodeCounters c)
+    {
+        for (int k = 0; k < gfns.Length; k++)
+        {
+            if (PageEntry.State(entries[k]) != PageState.Private || !domain.TryLock(gfns[k], out ulong now)) continue;
+            if (now != entries[k] || domain.IsRemoved)
+            {
+                domain.Unlock(gfns[k], now);
+                continue;
+            }
+            ulong after = CompressionPass.TryCompress(host, domain, gfns[k], now, ref c);
+            if (ungroupable && PageEntry.IsSingleCompressed(after)) after |= PageEntry.Incompressible;
+            domain.Unlock(gfns[k], after);
+        }
     }
 
     /// <summary>
@@ -219,8 +288,10 @@ internal static class GroupCompression
         byte[] stream = Stream;
         if (!GroupCodec.TryCompress(codec, payload, stream, ref choice, Math.Min(singles, PageGroupTable.MaxStreamBytes + 1), out int written) || written > PageGroupTable.MaxStreamBytes || written >= singles)
         {
-            // Not smaller than the pages alone: they stay single, and are not tried again until written.
+            // Not smaller than the pages alone: they stay single (those from frames are compressed alone now), and are not
+            // tried again until written.
             MarkUngroupable(domain, gfns, entries);
+            CompressAlone(host, domain, gfns, entries, ungroupable: true, ref c);
             c.GroupsRefused++;
             return 0;
         }
@@ -258,7 +329,12 @@ internal static class GroupCompression
         table.Publish(id, domain.Id, codec, n, pieces[..pieceCount], written, hash, singles);
         for (int k = 0; k < n; k++)
         {
-            store.Free(PageEntry.Payload(entries[k]));
+            if (PageEntry.State(entries[k]) == PageState.Private)
+            {
+                host.Frames.Free(PageEntry.Frame(entries[k])); // straight from its frame: compressed in this group
+                c.PagesCompressed++;
+            }
+            else store.Free(PageEntry.Payload(entries[k]));
             domain.Unlock(gfns[k], PageEntry.WithGroup(entries[k], id, k));
         }
         c.GroupsFormed++;
@@ -289,7 +365,7 @@ internal static class GroupCompression
     {
         for (int k = 0; k < gfns.Length; k++)
         {
-            if (!domain.TryLock(gfns[k], out ulong now)) continue;
+            if (!PageEntry.IsSingleCompressed(entries[k]) || !domain.TryLock(gfns[k], out ulong now)) continue;
             domain.Unlock(gfns[k], now == entries[k] ? now | PageEntry.Incompressible : now);
         }
     }

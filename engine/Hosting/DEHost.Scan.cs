@@ -555,6 +555,9 @@ public sealed partial class DEHost
                             continue;
                         }
                         // Examined before, and cold enough to compress (MayCompressPhase lets no other private page through).
+                        // One already idle as long as a page must be before grouping goes into a group straight from its
+                        // frame: left to this slice's grouping below (GroupCompression.GroupSlice).
+                        if (GroupCompression.GoesStraightToGroup(policy, qemu, e)) continue;
                         if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
                         e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
                         compressTried++;

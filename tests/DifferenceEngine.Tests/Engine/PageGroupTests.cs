@@ -71,6 +71,67 @@ public class PageGroupTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void PagesAlreadyIdleLongEnoughGoStraightFromTheirFramesIntoGroupsAndIncompressibleOnesStayFrames()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        // 200 text pages, and every tenth a page of random bytes, which no codec shrinks.
+        var rng = new Random(14);
+        var pages = TextPages(200, 4);
+        for (int g = 5; g < pages.Length; g += 10) rng.NextBytes(pages[g]);
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, Options(CompressionAlgorithm.Zstd, 4));
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true });
+        // With C4Sweeps and GroupAfterSweeps 1, the pass that compresses finds every page idle long enough to be grouped:
+        // no single blob is made for a page that ends up in a group (at most one page, the slice's last, is left alone).
+        var compressing = scan.PassResults.Single(p => p.PagesCompressed > 0);
+        Assert.Equal(180, compressing.PagesCompressed);
+        Assert.True(compressing.PagesGrouped >= 179, $"{compressing.PagesGrouped} grouped");
+        Assert.True(compressing.CompressedBytes <= 4096, $"{compressing.CompressedBytes} B of single blobs made");
+        Assert.Equal(20, compressing.PagesIncompressible);
+        var stats = host.GetPageStats(d);
+        Assert.Equal(180, stats.CompressedPages);
+        Assert.Equal(20, stats.PrivatePages);
+        TestMemory.AssertFrameAccounting(host);
+        AssertReadsBack(d, pages);
+    }
+
+    [Fact]
+    public void WithTheDefaultSweepsPagesAreCompressedAloneFirstAndGroupedWhenLongCold()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(64, 5);
+        var options = new DomainOptions
+        {
+            CompressionEnabled = true,
+            CompressionAlgorithm = CompressionAlgorithm.LZ4,
+            C4Sweeps = DomainPolicy.DefaultC4Sweeps,
+            GroupSize = 4,
+            GroupAfterSweeps = DomainPolicy.DefaultGroupAfterSweeps,
+            GroupAlgorithm = CompressionAlgorithm.Zstd,
+        };
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, options);
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true });
+        var compressing = scan.PassResults.First(p => p.PagesCompressed > 0);
+        Assert.Equal(64, compressing.PagesCompressed);
+        Assert.Equal(0, compressing.PagesGrouped);
+        Assert.True(compressing.CompressedBytes > 64 * 512, "single blobs made");
+        Assert.Equal(64, scan.PagesGrouped);
+        AssertReadsBack(d, pages);
+    }
+
+    /// <summary>Every page of <paramref name="d"/> reads back as <paramref name="pages"/> holds it.</summary>
+    private static void AssertReadsBack(Domain d, byte[][] pages)
+    {
+        var buffer = new byte[4096];
+        for (int g = 0; g < pages.Length; g++)
+        {
+            d.ReadPage(g, buffer);
+            Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"page {g} differs");
+        }
+    }
+
+    [Fact]
     public void AGroupThatLostMembersIsRepackedSoItNeverHoldsMoreThanItsLivePagesAlone()
     {
         using var host = new DEHost();
