@@ -116,36 +116,6 @@ internal static class CompressionPass
         return true;
     }
 
-    /// <summary>
-    /// The bytes a page's single blob would take (its header included), for a page that goes into a group straight from
-    /// its frame (<see cref="GroupCompression.GoesStraightToGroup"/>), from the domain's codec alone: its blob's length
-    /// when that codec shrinks the page under the threshold; otherwise the codec's output, or a page when it could not
-    /// shrink the page at all: more than what the fallback codec would make (LZ4's output is never smaller than Zstd's on a
-    /// page), so a group is measured against at most what its pages alone would take. <paramref name="incompressible"/>:
-    /// the page would be refused alone without the fallback being tried (<see cref="TryCompressBody"/>'s gate; or there is
-    /// no fallback and the codec missed the threshold), and is marked so as the compression phase marks it.
-    /// </summary>
-    public static int SingleEstimate(DomainPolicy policy, ReadOnlySpan<byte> page, out bool incompressible)
-    {
-        incompressible = false;
-        int limit = (int)(PageGeometry.PageSize * policy.CompressionThreshold) - EncodedPage.CompressedHeader;
-        if (limit <= 0)
-        {
-            incompressible = true;
-            return PageGeometry.PageSize;
-        }
-        var algorithm = policy.CompressionAlgorithm;
-        bool fallback = policy.GroupSize >= 2 && policy.GroupAlgorithm != algorithm;
-        bool shrank = PageCompressors.Get(algorithm).TryCompress(page, Scratch.C, out int written);
-        if (shrank && written <= limit) return EncodedPage.CompressedHeader + written;
-        if (!fallback || (algorithm == CompressionAlgorithm.LZ4 && !shrank && PageEntropy.Order0Bytes(page) > limit))
-        {
-            incompressible = true;
-            return PageGeometry.PageSize;
-        }
-        return shrank ? Math.Min(PageGeometry.PageSize, EncodedPage.CompressedHeader + written) : PageGeometry.PageSize;
-    }
-
     /// <summary>Zero and one-word pages need no frame and no blob: their content fits in the entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryFold(FramePool frames, ref ulong e, ref EncodeCounters c, ref SharingCounters s)

@@ -121,16 +121,34 @@ internal static class GroupCompression
 
     /// <summary>
     /// Whether a private page goes into a group straight from its frame, not through a single blob first: a page the
-    /// compression phase would compress now (examined by an earlier pass, cold, not marked incompressible) that has
+    /// compression phase is about to compress (examined by an earlier pass, cold, not marked incompressible) that has
     /// already stayed untouched as long as a compressed page must before it is grouped (<see cref="GroupAfterIdle"/>;
     /// so with C4Sweeps and GroupAfterSweeps of 1, every page a pass compresses). Compressing it alone would be undone
-    /// in the same slice: the single blob made, decoded again and freed. Not for a QEMU guest's page (its writes do not
-    /// go through the page's lock, so a group could not tell a page written while it was compressed; those pages are
-    /// compressed alone first, under write-protection, as before), nor without page groups.
+    /// in the same slice: the single blob stored, decoded again and freed. The compression phase marks such pages in its slice's
+    /// bitmap (<see cref="Deferred"/>) and leaves them to <see cref="GroupSlice"/>. Not for
+    /// a QEMU guest's page (its writes do not go through the page's lock, so a group could not tell a page written while
+    /// it was compressed; those pages are compressed alone first, under write-protection, as before), nor without page
+    /// groups.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool GoesStraightToGroup(DomainPolicy policy, bool qemu, ulong e) =>
         !qemu && policy.GroupSize >= 2 && policy.CompressionEnabled && FrameEligible(e, GroupAfterIdle(policy));
+
+    [ThreadStatic] private static ulong[]? t_deferred;
+
+    /// <summary>
+    /// This thread's bitmap of the pages of a slice of <paramref name="pages"/> pages that the compression phase left to
+    /// the slice's grouping (bit gfn - start), cleared. Only those go into groups from their frames: a page the same
+    /// phase examined for the first time (and so waits a pass, for sharing) never does.
+    /// </summary>
+    public static Span<ulong> Deferred(long pages)
+    {
+        int words = (int)((pages + 63) / 64);
+        if (t_deferred is null || t_deferred.Length < words) t_deferred = new ulong[Math.Max(words, 128)];
+        var bits = t_deferred.AsSpan(0, words);
+        bits.Clear();
+        return bits;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool FrameEligible(ulong e, int idle) =>
@@ -145,13 +163,16 @@ internal static class GroupCompression
     /// compressed alone here, as the compression phase would have.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static long GroupSlice(DEHost host, Domain domain, long start, long end, ref EncodeCounters c)
+    public static long GroupSlice(DEHost host, Domain domain, DomainPolicy policy, long start, long end, ReadOnlySpan<ulong> deferred,
+        ref EncodeCounters c)
     {
-        var policy = domain.Policy;
         int size = policy.GroupSize;
-        if (size < 2 || !policy.CompressionEnabled) return 0;
         int idle = GroupAfterIdle(policy);
-        bool direct = domain.Qemu is null;
+        if (size < 2 || !policy.CompressionEnabled)
+        {
+            // The compression phase deferred nothing then (the same policy): nothing to compress alone either.
+            return 0;
+        }
         var store = host.Store;
         byte[] plain = Plain;
         Span<long> gfns = stackalloc long[PageGroupTable.MaxMembers];
@@ -165,7 +186,8 @@ internal static class GroupCompression
         for (long gfn = start; gfn < end; gfn++)
         {
             ulong peek = domain.PeekEntry(gfn);
-            bool fromFrame = direct && FrameEligible(peek, idle);
+            long bit = gfn - start;
+            bool fromFrame = (deferred[(int)(bit >> 6)] & (1UL << (int)(bit & 63))) != 0;
             if (!fromFrame && !Eligible(peek, idle))
             {
                 if (Eligible(peek, 0)) c.PagesAwaitingGroup++; // cold and compressed, not idle long enough yet
@@ -201,15 +223,16 @@ internal static class GroupCompression
             int length;
             if (fromFrame)
             {
-                // What the page would take alone, as far as the single codec's own try tells (no blob is kept).
+                // What the page takes alone, by the compression phase's own rule (the fallback codec included); no blob
+                // is kept. A page that rule refuses is marked incompressible and stays a frame, as that phase leaves it.
                 var page = host.Frames.Span(PageEntry.Frame(e));
-                length = CompressionPass.SingleEstimate(policy, page, out bool incompressible);
-                if (incompressible)
+                if (!CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, Patching.Scratch.C, out int written, out _))
                 {
                     c.Incompressible++;
-                    domain.Unlock(gfn, e | PageEntry.Incompressible); // as the compression phase marks it
+                    domain.Unlock(gfn, e | PageEntry.Incompressible);
                     continue;
                 }
+                length = EncodedPage.CompressedHeader + written;
             }
             else length = store.LengthOf(PageEntry.Payload(e));
             if (n > 0 && singles + length > PageGroupTable.MaxStreamBytes)
@@ -256,7 +279,8 @@ internal static class GroupCompression
     {
         for (int k = 0; k < gfns.Length; k++)
         {
-            if (PageEntry.State(entries[k]) != PageState.Private || !domain.TryLock(gfns[k], out ulong now)) continue;
+            if (PageEntry.State(entries[k]) != PageState.Private) continue;
+            ulong now = domain.Lock(gfns[k]); // waits, as the compression phase does
             if (now != entries[k] || domain.IsRemoved)
             {
                 domain.Unlock(gfns[k], now);
@@ -305,6 +329,7 @@ internal static class GroupCompression
         {
             table.Abandon(id);
             c.StoreFull++;
+            CompressAlone(host, domain, gfns, entries, ungroupable: false, ref c); // as they would have been: the store decides
             return 0;
         }
         // Every member must still be exactly as gathered (a guest access or a busy page abandons the group).
@@ -324,6 +349,9 @@ internal static class GroupCompression
             for (int p = 0; p < pieceCount; p++) store.Free(pieces[p]);
             table.Abandon(id);
             c.Contended++;
+            // Those from frames still as gathered are compressed alone, as the compression phase would have (a page the
+            // guest touched meanwhile is no longer as gathered, and is left as it is now).
+            CompressAlone(host, domain, gfns, entries, ungroupable: false, ref c);
             return 0;
         }
         table.Publish(id, domain.Id, codec, n, pieces[..pieceCount], written, hash, singles);
@@ -331,7 +359,9 @@ internal static class GroupCompression
         {
             if (PageEntry.State(entries[k]) == PageState.Private)
             {
-                host.Frames.Free(PageEntry.Frame(entries[k])); // straight from its frame: compressed in this group
+                // Straight from its frame: compressed in this group (counted as compressed; its bytes are the group's, in
+                // GroupStreamBytes, not CompressedBytes, which counts single blobs).
+                host.Frames.Free(PageEntry.Frame(entries[k]));
                 c.PagesCompressed++;
             }
             else store.Free(PageEntry.Payload(entries[k]));

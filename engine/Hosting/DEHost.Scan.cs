@@ -530,6 +530,8 @@ public sealed partial class DEHost
         // The sweep listed every frame shared when the pass began only when some domain shares or patches; when none does,
         // no page was merged this pass, and every shared page's frame is an old one.
         bool listing = _anyIndexing;
+        // Pages left to this slice's grouping, to go into groups straight from their frames.
+        var deferred = GroupCompression.Deferred(end - start);
         if ((policy.SharingEnabled || examining) && !domain.IsRemoved)
         {
             for (long gfn = start; gfn < end; gfn++)
@@ -557,7 +559,12 @@ public sealed partial class DEHost
                         // Examined before, and cold enough to compress (MayCompressPhase lets no other private page through).
                         // One already idle as long as a page must be before grouping goes into a group straight from its
                         // frame: left to this slice's grouping below (GroupCompression.GroupSlice).
-                        if (GroupCompression.GoesStraightToGroup(policy, qemu, e)) continue;
+                        if (GroupCompression.GoesStraightToGroup(policy, qemu, e))
+                        {
+                            long bit = gfn - start;
+                            deferred[(int)(bit >> 6)] |= 1UL << (int)(bit & 63);
+                            continue;
+                        }
                         if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;
                         e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
                         compressTried++;
@@ -595,7 +602,7 @@ public sealed partial class DEHost
         // Long-cold compressed pages of this slice, compressed together (page groups): timed on their own line.
         if (compression && policy.GroupSize >= 2 && !domain.IsRemoved)
         {
-            long grouped = GroupCompression.GroupSlice(this, domain, start, end, ref ec);
+            long grouped = GroupCompression.GroupSlice(this, domain, policy, start, end, deferred, ref ec);
             AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t2, grouped);
         }
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);

@@ -120,6 +120,59 @@ public class PageGroupTests(ITestOutputHelper output)
         AssertReadsBack(d, pages);
     }
 
+    [Fact]
+    public void APageNoCodecBringsUnderTheThresholdAloneStaysAFrameAndIsNeverGroupedStraightFromIt()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(64, 6);
+        var options = new DomainOptions
+        {
+            CompressionEnabled = true,
+            CompressionAlgorithm = CompressionAlgorithm.LZ4,
+            CompressionThreshold = 0.2, // text compresses to about half a page: no codec brings it to a fifth alone
+            C4Sweeps = 1,
+            GroupSize = 4,
+            GroupAfterSweeps = 1,
+            GroupAlgorithm = CompressionAlgorithm.Zstd,
+        };
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, options);
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(0, scan.PagesGrouped);
+        Assert.Equal(64, scan.PassResults.Sum(p => p.PagesIncompressible));
+        Assert.Equal(64, host.GetPageStats(d).PrivatePages);
+        AssertReadsBack(d, pages);
+    }
+
+    [Fact]
+    public void APageExaminedForTheFirstTimeWaitsAPassEvenWhenLongIdle()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TextPages(64, 7);
+        var options = new DomainOptions
+        {
+            C4Sweeps = DomainPolicy.DefaultC4Sweeps,
+            GroupSize = 4,
+            GroupAfterSweeps = DomainPolicy.DefaultGroupAfterSweeps,
+            GroupAlgorithm = CompressionAlgorithm.Zstd,
+        };
+        // Nothing on: the clock ages the pages for six passes, and no mechanism examines them.
+        var d = TestMemory.LoadRaw(host, dir, "vm", pages, options);
+        host.Scan(options: new ScanOptions { Passes = 6 });
+        host.EnableCompression(d, CompressionAlgorithm.LZ4);
+        var first = host.Scan(options: new ScanOptions { Passes = 1 }).PassResults[0];
+        Assert.Equal(64, first.NewlyExamined);
+        Assert.Equal(0, first.PagesCompressed);
+        Assert.Equal(0, first.PagesGrouped);
+        // The next pass compresses them, long idle by now: straight from their frames into groups.
+        var second = host.Scan(options: new ScanOptions { Passes = 1 }).PassResults[0];
+        Assert.Equal(64, second.PagesCompressed);
+        Assert.Equal(64, second.PagesGrouped);
+        Assert.Equal(0, second.CompressedBytes);
+        AssertReadsBack(d, pages);
+    }
+
     /// <summary>Every page of <paramref name="d"/> reads back as <paramref name="pages"/> holds it.</summary>
     private static void AssertReadsBack(Domain d, byte[][] pages)
     {
