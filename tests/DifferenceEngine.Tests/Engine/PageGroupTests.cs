@@ -17,13 +17,15 @@ public class PageGroupTests(ITestOutputHelper output)
 {
     private static byte[][] TextPages(int count, int seed) => TestMemory.TextPages(count, seed);
 
-    private static DomainOptions Options(CompressionAlgorithm group, int size = 8) => new()
+    private static DomainOptions Options(CompressionAlgorithm group, int size = 8, int sweeps = 1, bool compression = true,
+        double threshold = DomainPolicy.DefaultCompressionThreshold) => new()
     {
-        CompressionEnabled = true,
+        CompressionEnabled = compression,
         CompressionAlgorithm = CompressionAlgorithm.LZ4,
-        C4Sweeps = 1,
+        CompressionThreshold = threshold,
+        C4Sweeps = sweeps,
         GroupSize = size,
-        GroupAfterSweeps = 1,
+        GroupAfterSweeps = sweeps,
         GroupAlgorithm = group,
     };
 
@@ -101,15 +103,7 @@ public class PageGroupTests(ITestOutputHelper output)
         using var host = new DEHost();
         using var dir = new TempDir();
         var pages = TextPages(64, 5);
-        var options = new DomainOptions
-        {
-            CompressionEnabled = true,
-            CompressionAlgorithm = CompressionAlgorithm.LZ4,
-            C4Sweeps = DomainPolicy.DefaultC4Sweeps,
-            GroupSize = 4,
-            GroupAfterSweeps = DomainPolicy.DefaultGroupAfterSweeps,
-            GroupAlgorithm = CompressionAlgorithm.Zstd,
-        };
+        var options = Options(CompressionAlgorithm.Zstd, 4, sweeps: DomainPolicy.DefaultC4Sweeps);
         var d = TestMemory.LoadRaw(host, dir, "vm", pages, options);
         var scan = host.Scan(options: new ScanOptions { UntilStable = true });
         var compressing = scan.PassResults.First(p => p.PagesCompressed > 0);
@@ -126,16 +120,8 @@ public class PageGroupTests(ITestOutputHelper output)
         using var host = new DEHost();
         using var dir = new TempDir();
         var pages = TextPages(64, 6);
-        var options = new DomainOptions
-        {
-            CompressionEnabled = true,
-            CompressionAlgorithm = CompressionAlgorithm.LZ4,
-            CompressionThreshold = 0.2, // text compresses to about half a page: no codec brings it to a fifth alone
-            C4Sweeps = 1,
-            GroupSize = 4,
-            GroupAfterSweeps = 1,
-            GroupAlgorithm = CompressionAlgorithm.Zstd,
-        };
+        // Text compresses to about half a page: no codec brings it to a fifth alone.
+        var options = Options(CompressionAlgorithm.Zstd, 4, threshold: 0.2);
         var d = TestMemory.LoadRaw(host, dir, "vm", pages, options);
         var scan = host.Scan(options: new ScanOptions { UntilStable = true });
         Assert.Equal(0, scan.PagesGrouped);
@@ -150,13 +136,7 @@ public class PageGroupTests(ITestOutputHelper output)
         using var host = new DEHost();
         using var dir = new TempDir();
         var pages = TextPages(64, 7);
-        var options = new DomainOptions
-        {
-            C4Sweeps = DomainPolicy.DefaultC4Sweeps,
-            GroupSize = 4,
-            GroupAfterSweeps = DomainPolicy.DefaultGroupAfterSweeps,
-            GroupAlgorithm = CompressionAlgorithm.Zstd,
-        };
+        var options = Options(CompressionAlgorithm.Zstd, 4, sweeps: DomainPolicy.DefaultC4Sweeps, compression: false);
         // Nothing on: the clock ages the pages for six passes, and no mechanism examines them.
         var d = TestMemory.LoadRaw(host, dir, "vm", pages, options);
         host.Scan(options: new ScanOptions { Passes = 6 });
