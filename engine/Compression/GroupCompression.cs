@@ -150,6 +150,13 @@ internal static class GroupCompression
         return bits;
     }
 
+    /// <summary>Marks page <paramref name="index"/> of its slice (gfn - start) in a <see cref="Deferred"/> bitmap.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Defer(Span<ulong> deferred, long index) => deferred[(int)(index >> 6)] |= 1UL << (int)(index & 63);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsDeferred(ReadOnlySpan<ulong> deferred, long index) => (deferred[(int)(index >> 6)] & (1UL << (int)(index & 63))) != 0;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool FrameEligible(ulong e, int idle) =>
         PageEntry.State(e) == PageState.Private
@@ -167,12 +174,9 @@ internal static class GroupCompression
         ref EncodeCounters c)
     {
         int size = policy.GroupSize;
+        // Without groups the compression phase deferred nothing (the same policy): nothing to compress alone either.
+        if (size < 2 || !policy.CompressionEnabled) return 0;
         int idle = GroupAfterIdle(policy);
-        if (size < 2 || !policy.CompressionEnabled)
-        {
-            // The compression phase deferred nothing then (the same policy): nothing to compress alone either.
-            return 0;
-        }
         var store = host.Store;
         byte[] plain = Plain;
         Span<long> gfns = stackalloc long[PageGroupTable.MaxMembers];
@@ -186,8 +190,7 @@ internal static class GroupCompression
         for (long gfn = start; gfn < end; gfn++)
         {
             ulong peek = domain.PeekEntry(gfn);
-            long bit = gfn - start;
-            bool fromFrame = (deferred[(int)(bit >> 6)] & (1UL << (int)(bit & 63))) != 0;
+            bool fromFrame = IsDeferred(deferred, gfn - start);
             if (!fromFrame && !Eligible(peek, idle))
             {
                 if (Eligible(peek, 0)) c.PagesAwaitingGroup++; // cold and compressed, not idle long enough yet
@@ -220,12 +223,12 @@ internal static class GroupCompression
                 continue;
             }
             var member = plain.AsSpan(pagesAt + n * PageGeometry.PageSize, PageGeometry.PageSize);
+            var page = fromFrame ? host.Frames.Span(PageEntry.Frame(e)) : default;
             int length;
             if (fromFrame)
             {
                 // What the page takes alone, by the compression phase's own rule (the fallback codec included); no blob
                 // is kept. A page that rule refuses is marked incompressible and stays a frame, as that phase leaves it.
-                var page = host.Frames.Span(PageEntry.Frame(e));
                 if (!CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, Patching.Scratch.C, out int written, out _))
                 {
                     c.Incompressible++;
@@ -244,13 +247,7 @@ internal static class GroupCompression
                 gfn--;
                 continue;
             }
-            bool read;
-            if (fromFrame)
-            {
-                host.Frames.Span(PageEntry.Frame(e)).CopyTo(member);
-                read = true;
-            }
-            else read = domain.TryDecodeSingle(gfn, store.Get(PageEntry.Payload(e)), member);
+            bool read = fromFrame ? page.TryCopyTo(member) : domain.TryDecodeSingle(gfn, store.Get(PageEntry.Payload(e)), member);
             domain.Unlock(gfn, e);
             if (!read) continue; // a corrupt blob is left for its fault to report
             gfns[n] = gfn;
@@ -263,31 +260,37 @@ internal static class GroupCompression
             }
         }
         if (n >= 2) grouped += Form(host, domain, gfns[..n], entries[..n], plain, pagesAt, singles, ref choice, ref c);
-        else if (n == 1) CompressAlone(host, domain, gfns[..1], entries[..1], ungroupable: false, ref c);
+        else if (n == 1) LeaveSingle(host, domain, gfns[..1], entries[..1], refused: false, ref c);
         host.NominateSharedBlobs(nominated[..nominations]);
         return grouped;
     }
 
     /// <summary>
-    /// The members gathered from frames (private entries) that are still exactly as gathered, compressed alone as the
-    /// compression phase would have (single blob, or marked incompressible); with <paramref name="ungroupable"/> (their
-    /// group was refused) also marked not to be grouped again until written, as <see cref="MarkUngroupable"/> marks a
-    /// single. Members that were single blobs are left to the caller.
+    /// Gathered members left out of a group, each as the compression phase would leave it: one gathered from its frame
+    /// (a private entry) and still exactly as gathered is compressed alone (single blob, or marked incompressible),
+    /// waiting for its lock as that phase does. With <paramref name="refused"/> (the group was no smaller than its pages
+    /// alone) every member that is then a single blob is also marked not to be grouped again until written (bit 15); a
+    /// member that was a single blob already is marked only if it is free and unchanged.
     /// </summary>
-    private static void CompressAlone(DEHost host, Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries, bool ungroupable,
+    private static void LeaveSingle(DEHost host, Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries, bool refused,
         ref EncodeCounters c)
     {
         for (int k = 0; k < gfns.Length; k++)
         {
-            if (PageEntry.State(entries[k]) != PageState.Private) continue;
-            ulong now = domain.Lock(gfns[k]); // waits, as the compression phase does
+            if (PageEntry.State(entries[k]) != PageState.Private)
+            {
+                if (refused && domain.TryLock(gfns[k], out ulong single))
+                    domain.Unlock(gfns[k], single == entries[k] ? single | PageEntry.Incompressible : single);
+                continue;
+            }
+            ulong now = domain.Lock(gfns[k]);
             if (now != entries[k] || domain.IsRemoved)
             {
                 domain.Unlock(gfns[k], now);
                 continue;
             }
             ulong after = CompressionPass.TryCompress(host, domain, gfns[k], now, ref c);
-            if (ungroupable && PageEntry.IsSingleCompressed(after)) after |= PageEntry.Incompressible;
+            if (refused && PageEntry.IsSingleCompressed(after)) after |= PageEntry.Incompressible;
             domain.Unlock(gfns[k], after);
         }
     }
@@ -314,8 +317,7 @@ internal static class GroupCompression
         {
             // Not smaller than the pages alone: they stay single (those from frames are compressed alone now), and are not
             // tried again until written.
-            MarkUngroupable(domain, gfns, entries);
-            CompressAlone(host, domain, gfns, entries, ungroupable: true, ref c);
+            LeaveSingle(host, domain, gfns, entries, refused: true, ref c);
             c.GroupsRefused++;
             return 0;
         }
@@ -329,7 +331,7 @@ internal static class GroupCompression
         {
             table.Abandon(id);
             c.StoreFull++;
-            CompressAlone(host, domain, gfns, entries, ungroupable: false, ref c); // as they would have been: the store decides
+            LeaveSingle(host, domain, gfns, entries, refused: false, ref c); // as they would have been: the store decides
             return 0;
         }
         // Every member must still be exactly as gathered (a guest access or a busy page abandons the group).
@@ -351,7 +353,7 @@ internal static class GroupCompression
             c.Contended++;
             // Those from frames still as gathered are compressed alone, as the compression phase would have (a page the
             // guest touched meanwhile is no longer as gathered, and is left as it is now).
-            CompressAlone(host, domain, gfns, entries, ungroupable: false, ref c);
+            LeaveSingle(host, domain, gfns, entries, refused: false, ref c);
             return 0;
         }
         table.Publish(id, domain.Id, codec, n, pieces[..pieceCount], written, hash, singles);
@@ -389,15 +391,6 @@ internal static class GroupCompression
             return false;
         }
         return true;
-    }
-
-    private static void MarkUngroupable(Domain domain, ReadOnlySpan<long> gfns, ReadOnlySpan<ulong> entries)
-    {
-        for (int k = 0; k < gfns.Length; k++)
-        {
-            if (!PageEntry.IsSingleCompressed(entries[k]) || !domain.TryLock(gfns[k], out ulong now)) continue;
-            domain.Unlock(gfns[k], now == entries[k] ? now | PageEntry.Incompressible : now);
-        }
     }
 
     /// <summary>

@@ -561,8 +561,7 @@ public sealed partial class DEHost
                         // frame: left to this slice's grouping below (GroupCompression.GroupSlice).
                         if (GroupCompression.GoesStraightToGroup(policy, qemu, e))
                         {
-                            long bit = gfn - start;
-                            deferred[(int)(bit >> 6)] |= 1UL << (int)(bit & 63);
+                            GroupCompression.Defer(deferred, gfn - start);
                             continue;
                         }
                         if (qemu && !(guarded = domain.QemuProtect(gfn))) continue;

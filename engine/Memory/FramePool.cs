@@ -381,7 +381,7 @@ internal sealed unsafe class FramePool : IDisposable
     private bool OpenSelfPidfd()
     {
         if (s_vectoredRelease == false) return false;
-        long fd = Qemu.LinuxNative.Syscall(Qemu.LinuxNative.SYS_pidfd_open, Qemu.LinuxNative.Getpid(), 0, 0, 0, 0);
+        long fd = Qemu.LinuxNative.Syscall(Qemu.LinuxNative.SYS_pidfd_open, Environment.ProcessId, 0, 0, 0, 0);
         if (fd < 0)
         {
             if (Marshal.GetLastPInvokeError() == Qemu.LinuxNative.ENOSYS) s_vectoredRelease = false;

@@ -147,9 +147,6 @@ internal static unsafe partial class LinuxNative
     public const long SYS_process_madvise = 440;
     public const int ENOSYS = 38;
 
-    [LibraryImport(Libc, EntryPoint = "getpid")]
-    public static partial int Getpid();
-
     [LibraryImport(Libc, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Mincore(void* address, nuint length, byte* vector);
 

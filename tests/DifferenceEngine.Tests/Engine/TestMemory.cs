@@ -129,8 +129,7 @@ internal static class TestMemory
                         {
                             // A patch whose reference frame was compressed names that shared blob, as its pages do.
                             c.PatchesOnSharedBlobs++;
-                            blobs[reference] = blobs.GetValueOrDefault(reference) + 1;
-                            (c.SharedBlobTrust.TryGetValue(reference, out var trust) ? trust : c.SharedBlobTrust[reference] = new()).Add(d.Policy.TrustGroup);
+                            Name(reference, d);
                         }
                         break;
                     }
@@ -145,9 +144,7 @@ internal static class TestMemory
                         else if (PageEntry.IsSharedBlob(e))
                         {
                             c.SharedCompressed++;
-                            blobs[(uint)PageEntry.Payload(e)] = blobs.GetValueOrDefault((uint)PageEntry.Payload(e)) + 1;
-                            uint named = (uint)PageEntry.Payload(e);
-                            (c.SharedBlobTrust.TryGetValue(named, out var trust) ? trust : c.SharedBlobTrust[named] = new()).Add(d.Policy.TrustGroup);
+                            Name((uint)PageEntry.Payload(e), d);
                         }
                         break;
                 }
@@ -155,6 +152,13 @@ internal static class TestMemory
         c.DistinctSharedFrames = frames.Count;
         c.SharedBlobNames = blobs;
         return c;
+
+        // A page or patch of d names shared blob `blob`: counted, with d's trust group.
+        void Name(uint blob, Domain d)
+        {
+            blobs[blob] = blobs.GetValueOrDefault(blob) + 1;
+            (c.SharedBlobTrust.TryGetValue(blob, out var trust) ? trust : c.SharedBlobTrust[blob] = new()).Add(d.Policy.TrustGroup);
+        }
     }
 
     /// <summary>
