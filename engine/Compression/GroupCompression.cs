@@ -185,7 +185,7 @@ internal static class GroupCompression
         long grouped = 0;
         int pagesAt = size * HeaderPerMember;
         var choice = new GroupCodecChoice();
-        Span<ulong> nominated = stackalloc ulong[64];
+        Span<SharedNomination> nominated = stackalloc SharedNomination[64];
         int nominations = 0;
         for (long gfn = start; gfn < end; gfn++)
         {
@@ -207,7 +207,7 @@ internal static class GroupCompression
                         host.NominateSharedBlobs(nominated);
                         nominations = 0;
                     }
-                    nominated[nominations++] = SharedGrouping.Nomination(domain.Id, (uint)PageEntry.Payload(peek));
+                    nominated[nominations++] = SharedGrouping.Nomination(domain.Id, gfn, (uint)PageEntry.Payload(peek));
                 }
                 continue;
             }

@@ -25,80 +25,6 @@ internal readonly record struct SharedCandidate(uint Frame, int DomainId, long G
 }
 
 /// <summary>
-/// The cold Shared pages one pass collects, appended from the pass's workers. The buffer holds memory only during a
-/// pass: it is native memory taken at the first append (room for what the pass before collected, so a pass like the
-/// last one does not grow it) and given back by <see cref="EndPass"/>, so a host between passes holds none of it. It is
-/// counted in the engine's metadata while it exists.
-/// </summary>
-/// <remarks>Session 21: kept between passes it was the shared blobs' line's largest part (190-290 KB at rest on
-/// Compare's inputs, room for twice the last pass's candidates).</remarks>
-internal sealed unsafe class SharedCandidates : IDisposable
-{
-    /// <summary>Least room the buffer takes when it is made.</summary>
-    private const int MinimumCapacity = 256;
-
-    private readonly Lock _gate = new();
-    private SharedCandidate* _items;
-    private int _capacity;
-    private int _count;
-    private int _nextCapacity = MinimumCapacity;
-
-    public int Count => _count;
-
-    /// <summary>Bytes the buffer holds now: none between passes.</summary>
-    public long MetadataBytes
-    {
-        get { lock (_gate) return (long)_capacity * sizeof(SharedCandidate); }
-    }
-
-    /// <summary>Empties the buffer (a pass's start), keeping whatever memory it holds.</summary>
-    public void Clear() => _count = 0;
-
-    /// <summary>A pass's end (or failure): empties the buffer and frees its memory; the next pass's buffer starts with room for this one's candidates.</summary>
-    public void EndPass()
-    {
-        lock (_gate)
-        {
-            if (_count > 0) _nextCapacity = (int)Math.Max(MinimumCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_count));
-            Free();
-        }
-    }
-
-    /// <summary>Appends a worker's batch.</summary>
-    public void Add(ReadOnlySpan<SharedCandidate> batch)
-    {
-        if (batch.IsEmpty) return;
-        lock (_gate)
-        {
-            if (_count + batch.Length > _capacity)
-            {
-                int capacity = Math.Max(Math.Max(_nextCapacity, _capacity * 2), _count + batch.Length);
-                _items = (SharedCandidate*)System.Runtime.InteropServices.NativeMemory.Realloc(_items, (nuint)capacity * (nuint)sizeof(SharedCandidate));
-                _capacity = capacity;
-            }
-            batch.CopyTo(new Span<SharedCandidate>(_items + _count, batch.Length));
-            _count += batch.Length;
-        }
-    }
-
-    /// <summary>The pass's candidates; only while no worker appends.</summary>
-    public Span<SharedCandidate> Items => new(_items, _count);
-
-    public void Dispose()
-    {
-        lock (_gate) Free();
-    }
-
-    private void Free()
-    {
-        System.Runtime.InteropServices.NativeMemory.Free(_items);
-        _items = null;
-        _capacity = 0;
-        _count = 0;
-    }
-}
-
-/// <summary>
 /// Compression of cold shared frames, run once per pass after the pages are swept. A shared frame is compressed when
 /// every reference it has is a page the pass saw cold (C4, unmodified) in a domain with compression on: then the
 /// frame is compressed once into a blob of the compact store, each of those pages names the blob
@@ -125,19 +51,25 @@ internal static class SharedCompression
     [ThreadStatic] private static Domain?[]? t_domains;
     [ThreadStatic] private static ulong[]? t_patches;
 
+    /// <summary>Chunks of the sorted candidates per worker (<see cref="Run"/>).</summary>
+    private const int ChunksPerWorker = 32;
+
     private static readonly Comparison<SharedCandidate> ByFrameThenPage = static (a, b) =>
         a.Frame != b.Frame ? a.Frame.CompareTo(b.Frame)
         : a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId)
         : a.Gfn.CompareTo(b.Gfn);
 
     /// <summary>Compresses the frames whose every sharer and patch is among <paramref name="candidates"/> (sorted in place).</summary>
-    public static EncodeCounters Run(DEHost host, SharedCandidates candidates, int parallelism)
+    public static EncodeCounters Run(DEHost host, PassBuffer<SharedCandidate> candidates, int parallelism)
     {
         var total = new EncodeCounters();
         int n = candidates.Count;
         if (n == 0) return total;
         candidates.Items.Sort(ByFrameThenPage);
-        int chunks = Math.Max(1, Math.Min(parallelism * 4, n / 64));
+        // Many more chunks than workers: frames differ widely in work (a frame with many patches rewrites each), and with a
+        // few chunks a worker was left with the last heavy one (session 26, the guest images: 4 per worker left the
+        // phase at 1.3 workers busy on average; 32 per worker cut its time by a fifth).
+        int chunks = Math.Max(1, Math.Min(parallelism * ChunksPerWorker, n / 64));
         var gate = new object();
         Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, k =>
         {
@@ -273,7 +205,14 @@ internal static class SharedCompression
                 bool idle = first.Policy.GroupSize >= 2;
                 for (int i = 0; i < count && idle; i++)
                     idle = PageEntry.Idle(entries[i]) >= GroupCompression.GroupAfterIdle(domains[i]!.Policy);
-                if (idle) host.NominateSharedBlobs([SharedGrouping.Nomination(first.Id, id)]);
+                if (idle)
+                {
+                    // In the name of the frame's first sharing page (the lowest domain and page: a patch's page sorts first
+                    // in its domain), where its neighbours in the guest are: a frame only patches hold is named by the first.
+                    int by = 0;
+                    while (by < count - 1 && group[by].IsPatch) by++;
+                    host.NominateSharedBlobs([SharedGrouping.Nomination(group[by].DomainId, group[by].Page, id)]);
+                }
                 c.SharedFramesCompressed++;
                 c.PagesCompressed += count - patchCount;
                 c.PatchesOnCompressedReferences += patchCount;

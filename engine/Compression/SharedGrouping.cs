@@ -19,9 +19,11 @@ namespace DifferenceEngine.Compression;
 /// <para>When: a pass's page grouping (GroupSlice) nominates each single shared blob that one of its pages names once that
 /// page has stayed untouched as long as a page must before it is grouped (the domain's policy: C4Sweeps +
 /// GroupAfterSweeps sweeps), or SharedCompression nominates it as it makes it when its pages and patches are that idle
-/// already; after the pass's sweep the nominated blobs are grouped in id order, per nominating domain
-/// (the lowest such domain; its policy gives the group size and codec: every page naming a blob is in one trust group, as
-/// sharing never crosses one).</para>
+/// already, in the name of the frame's first sharing page; after the pass's sweep the nominated blobs are grouped in
+/// the order of the page that nominated them (of several, the lowest domain and page), per that domain (its policy gives
+/// the group size and codec: every page naming a blob is in one trust group, as sharing never crosses one). Neighbours
+/// in a guest's memory are most alike: on Compare's inputs, groups in that order came out 3-4% smaller than in blob id
+/// order, which follows the order the pass's workers compressed the frames in (session 26).</para>
 /// <para>A nomination is read without the blob's lock: the host holds shared blob ids given back during a pass
 /// (<see cref="IdSlotTable{TChunk}.HoldRecycled"/>) until the pass ends, so a nominated id that lost its last name meanwhile
 /// is not live when it is grouped, and never names another trust group's blob.</para>
@@ -35,8 +37,15 @@ namespace DifferenceEngine.Compression;
 /// </remarks>
 internal static class SharedGrouping
 {
-    /// <summary>Packs a nomination: the nominating domain's id (high 32 bits) and the blob's id.</summary>
-    public static ulong Nomination(int domainId, uint blobId) => ((ulong)(uint)domainId << 32) | blobId;
+    /// <summary>A nomination of blob <paramref name="blobId"/> by page <paramref name="gfn"/> of domain <paramref name="domainId"/>, which names it.</summary>
+    public static SharedNomination Nomination(int domainId, long gfn, uint blobId) => new(domainId, blobId, gfn);
+
+    private static readonly Comparison<SharedNomination> ByPage = static (a, b) =>
+        a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId) : a.Gfn.CompareTo(b.Gfn);
+
+    // After ByPage, which it calls: static fields are set in the order they are written.
+    private static readonly Comparison<SharedNomination> ByBlobThenPage = static (a, b) =>
+        a.Blob != b.Blob ? a.Blob.CompareTo(b.Blob) : ByPage(a, b);
 
     /// <summary>
     /// Whether a page's entry names a single shared blob (not in a group yet, nor found not to pay in one, as far as an
@@ -49,31 +58,36 @@ internal static class SharedGrouping
 
     /// <summary>
     /// Groups the nominated blobs (<paramref name="nominations"/>, sorted in place and cleared); each blob once, under
-    /// its lowest nominating domain, in runs of that domain's group size in blob id order.
+    /// its lowest nominating domain and page, in runs of that domain's group size in the order of those pages.
     /// </summary>
-    public static EncodeCounters Run(DEHost host, List<ulong> nominations, int parallelism)
+    public static EncodeCounters Run(DEHost host, PassBuffer<SharedNomination> nominations, int parallelism)
     {
         var total = new EncodeCounters();
         try
         {
             // Nominations of domains that are gone or no longer group are dropped first, so another domain's stands.
-            nominations.RemoveAll(n => host.TryGetDomainById((int)(n >> 32)) is not { IsRemoved: false } d
-                                       || d.Policy.GroupSize < 2 || !d.Policy.CompressionEnabled);
-            if (nominations.Count < 2) return total;
-            // By blob, the lowest domain first, each blob once; then by domain and blob.
-            nominations.Sort(static (a, b) => ((uint)a).CompareTo((uint)b) is var byBlob and not 0 ? byBlob : a.CompareTo(b));
+            var all = nominations.Items;
+            int kept = 0;
+            foreach (var n in all)
+                if (host.TryGetDomainById(n.DomainId) is { IsRemoved: false } d && d.Policy.GroupSize >= 2 && d.Policy.CompressionEnabled)
+                    all[kept++] = n;
+            if (kept < 2) return total;
+            // By blob, the lowest domain and page first, each blob once; then by domain and page.
+            var items = all[..kept];
+            items.Sort(ByBlobThenPage);
             int unique = 0;
-            for (int i = 0; i < nominations.Count; i++)
-                if (unique == 0 || (uint)nominations[unique - 1] != (uint)nominations[i]) nominations[unique++] = nominations[i];
-            nominations.RemoveRange(unique, nominations.Count - unique);
-            nominations.Sort();
+            for (int i = 0; i < items.Length; i++)
+                if (unique == 0 || items[unique - 1].Blob != items[i].Blob) items[unique++] = items[i];
+            items = items[..unique];
+            items.Sort(ByPage);
+            nominations.Truncate(unique);
             // Runs of one domain, cut into groups.
             var runs = new List<(int Start, int Count, Domain Domain)>();
-            for (int i = 0; i < nominations.Count;)
+            for (int i = 0; i < items.Length;)
             {
-                int domainId = (int)(nominations[i] >> 32);
+                int domainId = items[i].DomainId;
                 int j = i + 1;
-                while (j < nominations.Count && (int)(nominations[j] >> 32) == domainId) j++;
+                while (j < items.Length && items[j].DomainId == domainId) j++;
                 var domain = host.TryGetDomainById(domainId);
                 int size = domain?.Policy.GroupSize ?? 0;
                 if (domain is { IsRemoved: false } && size >= 2 && domain.Policy.CompressionEnabled)
@@ -89,10 +103,11 @@ internal static class SharedGrouping
                 var c = new EncodeCounters();
                 var choice = new GroupCodecChoice();
                 Span<uint> ids = stackalloc uint[PageGroupTable.MaxMembers];
+                var sorted = nominations.Items;
                 for (int r = (int)((long)k * runs.Count / chunks); r < (int)((long)(k + 1) * runs.Count / chunks); r++)
                 {
                     var (start, count, domain) = runs[r];
-                    for (int m = 0; m < count; m++) ids[m] = (uint)nominations[start + m];
+                    for (int m = 0; m < count; m++) ids[m] = sorted[start + m].Blob;
                     Form(host, domain.Policy, ids[..count], ref choice, ref c);
                 }
                 lock (gate) total.Add(c);
@@ -262,3 +277,9 @@ internal static class SharedGrouping
         return moved;
     }
 }
+
+/// <summary>
+/// A shared blob nominated for a group of shared blobs (<see cref="SharedGrouping"/>) by a page that names it: page
+/// <see cref="Gfn"/> of domain <see cref="DomainId"/> (whose policy groups it), which orders the groups. 16 bytes.
+/// </summary>
+internal readonly record struct SharedNomination(int DomainId, uint Blob, long Gfn);

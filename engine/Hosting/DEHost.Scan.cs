@@ -123,25 +123,24 @@ public sealed partial class DEHost
     private unsafe bool IsListed(uint frame) => HasFrameBit(_listedFrames, frame);
 
     /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
-    private readonly SharedCandidates _coldShared = new();
+    private readonly PassBuffer<SharedCandidate> _coldShared = new();
 
     /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
     private readonly List<uint> _dirtyGroups = new();
 
     // Shared blobs a pass's page grouping nominated for groups of shared blobs (SharedGrouping.Nomination), grouped after
-    // the sweep; kept between passes so its array is grown once.
-    private readonly List<ulong> _sharedNominations = new();
-    private readonly Lock _nominationGate = new();
+    // the sweep; held only during a pass, as the cold shared pages are.
+    private readonly PassBuffer<SharedNomination> _sharedNominations = new();
 
     /// <summary>Adds the shared blobs a slice nominated for groups (<see cref="Compression.SharedGrouping"/>).</summary>
-    internal void NominateSharedBlobs(ReadOnlySpan<ulong> nominations)
+    internal void NominateSharedBlobs(ReadOnlySpan<SharedNomination> nominations)
     {
         if (nominations.IsEmpty) return;
-        lock (_nominationGate) _sharedNominations.AddRange(nominations);
+        _sharedNominations.Add(nominations);
     }
 
-    /// <summary>Bytes of the buffer <see cref="_coldShared"/> holds (only during a pass).</summary>
-    internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes;
+    /// <summary>Bytes the buffers of cold shared pages and of nominations hold (only during a pass).</summary>
+    internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes + _sharedNominations.MetadataBytes;
     private long _engineCpuTicks;
 
     /// <summary>CPU time (user + system, getrusage per worker thread) that engine passes have used on this host.</summary>
@@ -190,7 +189,7 @@ public sealed partial class DEHost
         }
         // Shared blob ids given back during the pass are not handed out again before its end: the pass's nominations for
         // groups of shared blobs (read without the blobs' locks) can never come to name another trust group's blob.
-        lock (_nominationGate) _sharedNominations.Clear();
+        _sharedNominations.Clear();
         SharedBlobs.HoldRecycled();
         try
         {
@@ -210,6 +209,7 @@ public sealed partial class DEHost
                 }
                 FreeListedFrames();
                 _coldShared.EndPass();
+                _sharedNominations.EndPass();
                 Frames.ReleaseFree();
             }
             catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
@@ -220,7 +220,7 @@ public sealed partial class DEHost
         }
         finally
         {
-            lock (_nominationGate) _sharedNominations.Clear();
+            _sharedNominations.EndPass();
             SharedBlobs.ReleaseHeld();
         }
     }
@@ -654,6 +654,7 @@ public sealed partial class DEHost
             index.Similar.EndPass(); // likewise: the next pass lists its references afresh
         }
         _coldShared.EndPass(); // likewise held only during a pass
+        _sharedNominations.EndPass(); // likewise (grouped already, after the sweep)
         FreeListedFrames();
     }
 

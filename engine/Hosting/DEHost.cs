@@ -566,6 +566,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         _byName.Clear();
         foreach (var index in _sharing.Values) index.Dispose();
         _coldShared.Dispose();
+        _sharedNominations.Dispose();
         Frames.Dispose();
         Store.Dispose();
     }
@@ -597,7 +598,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
         domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
-        + SharedBlobs.MetadataBytes + Groups.MetadataBytes + _coldShared.MetadataBytes
+        + SharedBlobs.MetadataBytes + Groups.MetadataBytes + ColdSharedMetadataBytes
         + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.QemuMetadataBytes);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)

@@ -29,6 +29,51 @@ public class SharedGroupingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void GroupsOfSharedBlobsFollowTheirFirstSharingPagesNotTheOrderTheBlobsWereMade()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        // Grouped only once a's pages have stayed untouched for 9 sweeps: long after both rounds of blobs below are made.
+        var (a, b, pages) = Clones(host, dir, 16, Options(groupAfterSweeps: 8));
+        var one = new ScanOptions { Passes = 1, Parallelism = 1 };
+        // Round one: the frames of pages 2-9 are compressed while b's copies of the others are read after every pass
+        // (a frame is compressed only once every page sharing it is cold); round two: the others, a pass or more later.
+        long[] late = [0, 1, 10, 11, 12, 13, 14, 15];
+        for (int pass = 0; pass < 12 && a.GetPage(2).SharedBlob is null; pass++)
+        {
+            host.Scan(options: one);
+            foreach (long g in late) b.ReadPage(g);
+        }
+        Assert.NotNull(a.GetPage(9).SharedBlob);
+        Assert.Null(a.GetPage(0).SharedBlob);
+        Assert.Null(a.GetPage(2).Group);
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 1 });
+        foreach (var p in scan.PassResults)
+            output.WriteLine($"pass {p.Pass}: shared frames compressed {p.SharedFramesCompressed}, shared blob groups {p.SharedBlobGroupsFormed} ({p.SharedBlobsGrouped} blobs)");
+        // The blobs of the second round have the later ids: in id order, pages 2-5 would have made the first group.
+        Assert.True(a.GetPage(0).SharedBlob > a.GetPage(9).SharedBlob, "the blobs' ids follow the pages' order: the test shows nothing");
+        Assert.Equal(4, host.GetStats().SharedBlobGroups);
+        // Grouped in the order of a's pages, which nominated them all in one pass: 0-3, 4-7, 8-11, 12-15, each in page order.
+        for (int k = 0; k < 4; k++)
+        {
+            var first = a.GetPage(4 * k);
+            Assert.NotNull(first.Group);
+            for (int m = 0; m < 4; m++)
+            {
+                var info = a.GetPage(4 * k + m);
+                Assert.Equal(first.Group, info.Group);
+                Assert.Equal(m, info.GroupMember);
+            }
+        }
+        for (long g = 0; g < 16; g++)
+        {
+            Assert.Equal(pages[g], a.ReadPage(g));
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
     public void ColdSharedBlobsAreGroupedAndReadBackThroughTheirGroup()
     {
         using var host = new DEHost();
@@ -49,6 +94,7 @@ public class SharedGroupingTests(ITestOutputHelper output)
         Assert.Equal(made, grouped);
         Assert.Equal(made + 2, scan.PassResults.Count); // then one pass that changes nothing
         TestMemory.AssertFrameAccounting(host);
+        Assert.Equal(0, host.ColdSharedMetadataBytes); // the pass's cold shared pages and nominations are gone with it
 
         var seen = new HashSet<(uint, int)>();
         for (long g = 0; g < 16; g++)

@@ -1,0 +1,49 @@
+using DifferenceEngine.Compression;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// The buffers a pass collects into (cold shared pages, nominations for groups of shared blobs): appended from several
+/// workers, counted while they hold memory, and holding none between passes.
+/// </summary>
+public class PassBufferTests
+{
+    [Fact]
+    public void BatchesFromSeveralWorkersAreAllKeptAndTheMemoryIsCountedOnlyDuringAPass()
+    {
+        using var buffer = new PassBuffer<SharedNomination>();
+        Assert.Equal(0, buffer.MetadataBytes);
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 4 }, worker =>
+        {
+            Span<SharedNomination> batch = stackalloc SharedNomination[100];
+            for (int round = 0; round < 10; round++)
+            {
+                for (int i = 0; i < batch.Length; i++) batch[i] = new SharedNomination(worker, (uint)(worker * 1000 + round * 100 + i), round * 100 + i);
+                buffer.Add(batch);
+            }
+        });
+        Assert.Equal(8000, buffer.Count);
+        // Every item once, none torn.
+        var blobs = buffer.Items.ToArray().Select(n => n.Blob).ToHashSet();
+        Assert.Equal(8000, blobs.Count);
+        Assert.All(buffer.Items.ToArray(), n => Assert.Equal((uint)(n.DomainId * 1000 + n.Gfn), n.Blob));
+        long held = buffer.MetadataBytes;
+        Assert.True(held >= 8000 * 16, $"{held} bytes counted for 8,000 nominations of 16 bytes");
+
+        buffer.EndPass();
+        Assert.Equal(0, buffer.Count);
+        Assert.Equal(0, buffer.MetadataBytes);
+        // The next pass's first append takes room for what this pass collected (8,000 rounded up), so it does not grow.
+        buffer.Add([new SharedNomination(1, 2, 3), new SharedNomination(4, 5, 6)]);
+        Assert.Equal(8192L * 16, buffer.MetadataBytes);
+        Assert.Equal(new SharedNomination(1, 2, 3), buffer.Items[0]);
+
+        // A consumer that compacted the items in place keeps the first ones; the memory stays until the pass ends.
+        buffer.Truncate(1);
+        Assert.Equal(1, buffer.Count);
+        Assert.Equal(new SharedNomination(1, 2, 3), buffer.Items[0]);
+        Assert.Equal(8192L * 16, buffer.MetadataBytes);
+        buffer.EndPass();
+        Assert.Equal(0, buffer.MetadataBytes);
+    }
+}
