@@ -48,14 +48,24 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
 
     /// <summary>
     /// Managed bytes one group's record takes: two piece handles of 6 bytes (a store handle fits 48 bits, a swap slot 32),
-    /// the stream's 32-bit checksum, the live-member mask, the stream's and the singles' lengths, the domain, and the member
-    /// count, piece count, codec and two flags in 2 bytes (57 bytes until session 21, then 46 with four pieces inline, 40
-    /// with three and a 64-bit checksum).
+    /// the stream's 32-bit checksum, the live-member mask, the stream's and the singles' lengths, the domain in 2 bytes
+    /// (<see cref="WideDomain"/>), and the member count, piece count, codec and two flags in 2 bytes (57 bytes until
+    /// session 21, then 46 with four pieces inline, 40 with three and a 64-bit checksum, 30 with two; 28 since session 26).
     /// </summary>
-    public const int RecordBytes = InlinePieces * 6 + sizeof(uint) + 2 * sizeof(int) + 3 * sizeof(ushort);
+    public const int RecordBytes = InlinePieces * 6 + sizeof(uint) + sizeof(uint) + 4 * sizeof(ushort);
+
+    /// <summary>
+    /// A record's domain of this value: the domain's id is in a side table. Domain ids are never reused, so a host that
+    /// has loaded 65,535 domains over its life has larger ones (session 26: 4 bytes a record, 48 KB of the program
+    /// snapshots' metadata, for ids no host on Compare's inputs comes near).
+    /// </summary>
+    internal const ushort WideDomain = ushort.MaxValue;
 
     // Pieces past the inline ones (the third, the fourth), by group id; changed under the id's stripe lock.
     private readonly SideTable<ulong>[] _beyond = [new(), new()];
+
+    // Domain ids of WideDomain and up, by group id; changed under the id's stripe lock.
+    private readonly SideTable<int> _wideDomains = new();
 
     /// <summary>
     /// 128 records a chunk (4 KiB): a small host holds a few hundred groups, and a chunk of 1,024 (57 KiB) was 3% of one
@@ -107,7 +117,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             long bytes = IdMetadataBytes(ChunkBytes);
             lock (_dirtyGate) bytes += (long)(_dirty.Length + _dirtySpare.Length) * sizeof(uint);
             foreach (var side in _beyond) bytes += side.MetadataBytes;
-            return bytes;
+            return bytes + _wideDomains.MetadataBytes;
         }
     }
 
@@ -133,7 +143,12 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             c.Length[i] = (ushort)length;
             c.Hash[i] = streamHash;
             c.Singles[i] = (ushort)Math.Min(singlesBytes, ushort.MaxValue);
-            c.Domain[i] = domainId;
+            if ((uint)domainId < WideDomain) c.Domain[i] = (ushort)domainId;
+            else
+            {
+                c.Domain[i] = WideDomain;
+                _wideDomains.Set(id, domainId);
+            }
         }
         Interlocked.Increment(ref _live);
         Interlocked.Add(ref _members, members);
@@ -151,9 +166,15 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     public GroupRecord RecordLocked(uint id)
     {
         var (c, i) = Slot(id);
-        return new GroupRecord(c.Domain[i], c.Codec(i), c.Count(i), c.Live[i], c.Length[i], c.Hash[i],
+        return new GroupRecord(DomainOf(id, c, i), c.Codec(i), c.Count(i), c.Live[i], c.Length[i], c.Hash[i],
             c.Singles[i], c.PieceCount(i), c.Swapped(i));
     }
+
+    /// <summary>Record <paramref name="i"/>'s domain id (group <paramref name="id"/>); under the stripe lock.</summary>
+    private int DomainOf(uint id, Chunk c, int i) =>
+        c.Domain[i] != WideDomain ? c.Domain[i]
+        : _wideDomains.TryGet(id, out int domainId) ? domainId
+        : throw new InvalidOperationException($"Page group {id}'s domain is missing from its side table.");
 
     /// <summary>The store handle of one piece of a live group's stream; under the stripe lock.</summary>
     public ulong PieceLocked(uint id, int piece)
@@ -254,6 +275,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         }
         if (swapped) Interlocked.Decrement(ref _inSwap);
         if (c.Domain[i] == GroupCompression.SharedBlobsDomain) Interlocked.Decrement(ref _shared);
+        if (c.Domain[i] == WideDomain) _wideDomains.Remove(id);
+        c.Domain[i] = 0;
         bool dirty = c.Dirty(i);
         c.SetShape(i, 0, 0, default);
         c.SetDirty(i, dirty); // a listed id is recycled when the list is taken (TakeDirty)
@@ -372,7 +395,8 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         public readonly uint[] Live = new uint[1 << ChunkShift];
         public readonly ushort[] Length = new ushort[1 << ChunkShift];
         public readonly ushort[] Singles = new ushort[1 << ChunkShift];
-        public readonly int[] Domain = new int[1 << ChunkShift];
+        /// <summary>Per record, its domain's id (<see cref="WideDomain"/>: the id is in the side table).</summary>
+        public readonly ushort[] Domain = new ushort[1 << ChunkShift];
         private readonly ushort[] _flags = new ushort[1 << ChunkShift];
 
         /// <summary>Piece <paramref name="p"/> of record <paramref name="i"/>: a store handle, or a swap slot.</summary>

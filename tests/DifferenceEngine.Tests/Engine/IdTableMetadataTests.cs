@@ -110,6 +110,33 @@ public class PageGroupRecordTests
         Assert.Equal(withFourth - 3 * 24, table.MetadataBytes);
         Assert.Equal(0, store.LiveBlobs);
     }
+
+    [Theory]
+    [InlineData(65_534, false)] // the largest id a record holds itself
+    [InlineData(65_535, true)]
+    [InlineData(int.MaxValue, true)]
+    public void ADomainIdPastTwoBytesLivesInASideTableUntilItsGroupEnds(int domainId, bool wide)
+    {
+        using var store = new DifferenceEngine.Store.CompactStore();
+        var table = new PageGroupTable();
+        Assert.True(store.TryStore(new byte[1000], out ulong piece));
+        long empty = table.MetadataBytes;
+        uint id = table.Reserve();
+        long reserved = table.MetadataBytes;
+        table.Publish(id, domainId, DifferenceEngine.Codecs.CompressionAlgorithm.Zstd, 2, [piece], 1000, 42, 2 * 3072);
+        Assert.Equal(reserved + (wide ? 24 : 0), table.MetadataBytes);
+        lock (table.StripeLock(id))
+        {
+            Assert.Equal(domainId, table.RecordLocked(id).DomainId);
+            table.LeaveLocked(id, 0, store, null);
+            Assert.Equal(domainId, table.RecordLocked(id).DomainId);
+            table.LeaveLocked(id, 1, store, null);
+        }
+        // The group's end takes the side table's entry with it.
+        Assert.Equal(reserved, table.MetadataBytes);
+        Assert.True(empty <= reserved);
+        Assert.Equal(0, store.LiveBlobs);
+    }
 }
 
 /// <summary>A shared blob's count of pages fits 16 bits; a larger one lives in a side table, counted, and comes back.</summary>
