@@ -191,7 +191,7 @@ internal static class EngineRun
         var index = host.SharingIndexFor(DomainPolicy.DefaultTrustGroup);
         var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,
             index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes,
-            host.SharedBlobs.MetadataBytes + host.ColdSharedMetadataBytes);
+            host.SharedBlobs.MetadataBytes + host.PassBuffersMetadataBytes);
         if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null)
             Console.WriteLine($"    metadata census: {parts} groups {host.Groups.MetadataBytes} total {stats.MetadataBytes}");
         var result = new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,

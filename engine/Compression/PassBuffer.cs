@@ -21,6 +21,8 @@ internal sealed unsafe class PassBuffer<T> : IDisposable where T : unmanaged
     private T* _items;
     private int _capacity;
     private int _count;
+    // The most the buffer held during this pass (a consumer may truncate or clear it before the pass ends).
+    private int _peak;
     private int _nextCapacity = MinimumCapacity;
 
     public int Count => _count;
@@ -40,12 +42,16 @@ internal sealed unsafe class PassBuffer<T> : IDisposable where T : unmanaged
     /// </summary>
     public void Truncate(int count) => _count = Math.Clamp(count, 0, _count);
 
-    /// <summary>A pass's end (or failure): empties the buffer and frees its memory; the next pass's buffer starts with room for this one's items.</summary>
+    /// <summary>
+    /// A pass's end (or failure): empties the buffer and frees its memory; the next pass's buffer starts with room for the
+    /// most this one held (whatever a consumer truncated or cleared since).
+    /// </summary>
     public void EndPass()
     {
         lock (_gate)
         {
-            if (_count > 0) _nextCapacity = (int)Math.Max(MinimumCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_count));
+            if (_peak > 0) _nextCapacity = (int)Math.Max(MinimumCapacity, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_peak));
+            _peak = 0;
             Free();
         }
     }
@@ -64,6 +70,7 @@ internal sealed unsafe class PassBuffer<T> : IDisposable where T : unmanaged
             }
             batch.CopyTo(new Span<T>(_items + _count, batch.Length));
             _count += batch.Length;
+            _peak = Math.Max(_peak, _count);
         }
     }
 

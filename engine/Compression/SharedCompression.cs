@@ -201,18 +201,17 @@ internal static class SharedCompression
                 for (int i = 0; i < count; i++)
                     if (group[i].IsPatch) store.Free(patches[i]); // the old patch blob
                 // Its pages and patches already idle as long as a page must before grouping: nominated at once, so the
-                // pass groups it with the other blobs it makes (SharedGrouping) instead of a pass later.
-                bool idle = first.Policy.GroupSize >= 2;
+                // pass groups it with the other blobs it makes (SharedGrouping) instead of a pass later. In the name of
+                // the frame's first sharing page (the lowest domain and page; a patch's page sorts first in its domain),
+                // where its neighbours in the guest are, when that page's domain groups; else, as a frame only patches
+                // hold, in the name of the first entry's (its domain the lowest).
+                int by = 0;
+                while (by < count && group[by].IsPatch) by++;
+                if (by == count || domains[by]!.Policy.GroupSize < 2) by = 0;
+                bool idle = domains[by]!.Policy.GroupSize >= 2;
                 for (int i = 0; i < count && idle; i++)
                     idle = PageEntry.Idle(entries[i]) >= GroupCompression.GroupAfterIdle(domains[i]!.Policy);
-                if (idle)
-                {
-                    // In the name of the frame's first sharing page (the lowest domain and page: a patch's page sorts first
-                    // in its domain), where its neighbours in the guest are: a frame only patches hold is named by the first.
-                    int by = 0;
-                    while (by < count - 1 && group[by].IsPatch) by++;
-                    host.NominateSharedBlobs([SharedGrouping.Nomination(group[by].DomainId, group[by].Page, id)]);
-                }
+                if (idle) host.NominateSharedBlobs([SharedGrouping.Nomination(group[by].DomainId, group[by].Page, id)]);
                 c.SharedFramesCompressed++;
                 c.PagesCompressed += count - patchCount;
                 c.PatchesOnCompressedReferences += patchCount;

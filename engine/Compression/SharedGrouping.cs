@@ -43,7 +43,6 @@ internal static class SharedGrouping
     private static readonly Comparison<SharedNomination> ByPage = static (a, b) =>
         a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId) : a.Gfn.CompareTo(b.Gfn);
 
-    // After ByPage, which it calls: static fields are set in the order they are written.
     private static readonly Comparison<SharedNomination> ByBlobThenPage = static (a, b) =>
         a.Blob != b.Blob ? a.Blob.CompareTo(b.Blob) : ByPage(a, b);
 

@@ -140,7 +140,7 @@ public sealed partial class DEHost
     }
 
     /// <summary>Bytes the buffers of cold shared pages and of nominations hold (only during a pass).</summary>
-    internal long ColdSharedMetadataBytes => _coldShared.MetadataBytes + _sharedNominations.MetadataBytes;
+    internal long PassBuffersMetadataBytes => _coldShared.MetadataBytes + _sharedNominations.MetadataBytes;
     private long _engineCpuTicks;
 
     /// <summary>CPU time (user + system, getrusage per worker thread) that engine passes have used on this host.</summary>

@@ -598,7 +598,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     private long MetadataBytes(IReadOnlyList<Domain> domains) =>
         domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
-        + SharedBlobs.MetadataBytes + Groups.MetadataBytes + ColdSharedMetadataBytes
+        + SharedBlobs.MetadataBytes + Groups.MetadataBytes + PassBuffersMetadataBytes
         + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.QemuMetadataBytes);
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)

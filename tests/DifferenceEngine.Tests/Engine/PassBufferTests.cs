@@ -46,4 +46,20 @@ public class PassBufferTests
         buffer.EndPass();
         Assert.Equal(0, buffer.MetadataBytes);
     }
+
+    [Fact]
+    public void TheNextPassTakesRoomForTheMostThisPassHeldThoughAConsumerEmptiedItBeforeTheEnd()
+    {
+        using var buffer = new PassBuffer<SharedNomination>();
+        var batch = new SharedNomination[3000];
+        for (int i = 0; i < 3; i++) buffer.Add(batch); // 9,000
+        buffer.Truncate(100); // a consumer that compacted them in place (SharedGrouping keeps each blob once)
+        buffer.Clear();       // and emptied the buffer when done
+        buffer.EndPass();
+        buffer.Add(batch.AsSpan(0, 1));
+        Assert.Equal(16384L * 16, buffer.MetadataBytes); // 9,000 rounded up: a pass like the last grows it no more
+        buffer.EndPass();     // a pass that held one item: the next takes the least room again
+        buffer.Add(batch.AsSpan(0, 1));
+        Assert.Equal(256L * 16, buffer.MetadataBytes);
+    }
 }

@@ -94,7 +94,7 @@ public class SharedGroupingTests(ITestOutputHelper output)
         Assert.Equal(made, grouped);
         Assert.Equal(made + 2, scan.PassResults.Count); // then one pass that changes nothing
         TestMemory.AssertFrameAccounting(host);
-        Assert.Equal(0, host.ColdSharedMetadataBytes); // the pass's cold shared pages and nominations are gone with it
+        Assert.Equal(0, host.PassBuffersMetadataBytes); // the pass's cold shared pages and nominations are gone with it
 
         var seen = new HashSet<(uint, int)>();
         for (long g = 0; g < 16; g++)
