@@ -52,10 +52,10 @@ internal static class CompressionPass
     /// gets the groups' codec at once: it stays a blob of its own until it is grouped with other shared blobs, if ever).
     /// </summary>
     public static bool TryEncode(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, byte[] blob, out int length,
-        bool groupCodecFirst = false)
+        bool groupCodecFirst = false, bool groupFast = false)
     {
         length = 0;
-        if (!TryCompressBody(policy, threshold, page, blob.AsSpan(EncodedPage.CompressedHeader), out int written, out var algorithm, groupCodecFirst))
+        if (!TryCompressBody(policy, threshold, page, blob.AsSpan(EncodedPage.CompressedHeader), out int written, out var algorithm, groupCodecFirst, groupFast))
             return false;
         length = EncodedPage.CompressedHeader + written;
         EncodedPage.WriteCompressedHeader(blob, page, algorithm);
@@ -76,8 +76,11 @@ internal static class CompressionPass
     /// 15 us a page, the most expensive thing a compression pass does on random or encrypted pages (docs/PERFORMANCE.md,
     /// "The fallback codec's gate").
     /// </remarks>
+    /// <param name="groupFast">With <paramref name="groupCodecFirst"/>: the groups' codec at its fast level first, its usual
+    /// level only for a near miss, as the fallback below (a shared blob grouped in the pass that makes it: its single
+    /// copy is kept only until then).</param>
     public static bool TryCompressBody(DomainPolicy policy, double threshold, ReadOnlySpan<byte> page, Span<byte> body, out int written,
-        out CompressionAlgorithm algorithm, bool groupCodecFirst = false)
+        out CompressionAlgorithm algorithm, bool groupCodecFirst = false, bool groupFast = false)
     {
         written = 0;
         int limit = (int)(PageGeometry.PageSize * threshold) - EncodedPage.CompressedHeader;
@@ -89,11 +92,14 @@ internal static class CompressionPass
         // LZ4 with a fallback gets a page's room, to tell a page it shrank too little from one it could not shrink at all.
         bool gated = fallback && algorithm == CompressionAlgorithm.LZ4;
         int pageRoom = Math.Max(limit, Math.Min(PageGeometry.PageSize, body.Length));
-        int room = gated ? pageRoom : limit;
-        bool shrank = PageCompressors.Get(algorithm).TryCompress(page, body[..room], out written);
-        if (shrank && written <= limit) return true;
-        written = 0;
-        if (!fallback || (gated && !shrank && PageEntropy.Order0Bytes(page) > limit)) return false;
+        if (!(groups && groupCodecFirst && groupFast))
+        {
+            int room = gated ? pageRoom : limit;
+            bool shrank = PageCompressors.Get(algorithm).TryCompress(page, body[..room], out written);
+            if (shrank && written <= limit) return true;
+            written = 0;
+            if (!fallback || (gated && !shrank && PageEntropy.Order0Bytes(page) > limit)) return false;
+        }
         // The fallback codec's fast level first, given a page's room to tell how far it missed; a page it brings to within
         // an eighth of the threshold is tried at the codec's usual level too, which may fit it (a page refused here is
         // marked incompressible and never grouped, so a near miss would cost more than the second try).

@@ -150,6 +150,17 @@ internal static class SharedCompression
                 else if (PageEntry.State(e) != PageState.Shared || PageEntry.Frame(e) != frame) return;
                 threshold = Math.Min(threshold, d.Policy.CompressionThreshold);
             }
+            // Its pages and patches already idle as long as a page must before grouping: nominated at once, so the pass
+            // groups it with the other blobs it makes (SharedGrouping) instead of a pass later. In the name of the frame's
+            // first sharing page (the lowest domain and page; a patch's page sorts first in its domain), where its
+            // neighbours in the guest are, when that page's domain groups; else, as a frame only patches hold, in the
+            // name of the first entry's (its domain the lowest).
+            int by = 0;
+            while (by < count && group[by].IsPatch) by++;
+            if (by == count || domains[by]!.Policy.GroupSize < 2) by = 0;
+            bool atOnce = domains[by]!.Policy.GroupSize >= 2;
+            for (int i = 0; i < count && atOnce; i++)
+                atOnce = PageEntry.Idle(entries[i]) >= GroupCompression.GroupAfterIdle(domains[i]!.Policy);
             var frames = host.Frames;
             var index = host.SharingIndexFor(first.Policy.TrustGroup);
             ulong hash = index.HashOf(frame);
@@ -159,8 +170,9 @@ internal static class SharedCompression
                 var page = frames.Span(frame);
                 byte[] blob = Scratch.A;
                 // The first domain's codecs (with page groups on, the groups', which a shared blob keeps until it is grouped; else its own),
-                // under the strictest threshold.
-                if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length, groupCodecFirst: true))
+                // under the strictest threshold. A blob grouped in this very pass keeps its single copy only until then:
+                // the groups' codec at its fast level, its usual one only for a near miss (as the fallback for a private page).
+                if (!CompressionPass.TryEncode(first.Policy, threshold, page, blob, out int length, groupCodecFirst: true, groupFast: atOnce))
                 {
                     // Not tried again until one of the pages is written (a patch: rebuilt) or a domain's compression policy changes.
                     for (int i = 0; i < count; i++) entries[i] |= PageEntry.Incompressible;
@@ -200,18 +212,7 @@ internal static class SharedCompression
                 frames.Free(frame);
                 for (int i = 0; i < count; i++)
                     if (group[i].IsPatch) store.Free(patches[i]); // the old patch blob
-                // Its pages and patches already idle as long as a page must before grouping: nominated at once, so the
-                // pass groups it with the other blobs it makes (SharedGrouping) instead of a pass later. In the name of
-                // the frame's first sharing page (the lowest domain and page; a patch's page sorts first in its domain),
-                // where its neighbours in the guest are, when that page's domain groups; else, as a frame only patches
-                // hold, in the name of the first entry's (its domain the lowest).
-                int by = 0;
-                while (by < count && group[by].IsPatch) by++;
-                if (by == count || domains[by]!.Policy.GroupSize < 2) by = 0;
-                bool idle = domains[by]!.Policy.GroupSize >= 2;
-                for (int i = 0; i < count && idle; i++)
-                    idle = PageEntry.Idle(entries[i]) >= GroupCompression.GroupAfterIdle(domains[i]!.Policy);
-                if (idle) host.NominateSharedBlobs([SharedGrouping.Nomination(group[by].DomainId, group[by].Page, id)]);
+                if (atOnce) host.NominateSharedBlobs([SharedGrouping.Nomination(group[by].DomainId, group[by].Page, id)]);
                 c.SharedFramesCompressed++;
                 c.PagesCompressed += count - patchCount;
                 c.PatchesOnCompressedReferences += patchCount;

@@ -59,4 +59,54 @@ public class FallbackGateTests
         Assert.True(CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, body, out written, out algorithm));
         Assert.Equal(CompressionAlgorithm.Zstd, algorithm);
     }
+
+    [Fact]
+    public void AGroupFastSingleTakesTheGroupsCodecAtItsFastLevelAndItsUsualOneOnlyForANearMiss()
+    {
+        var policy = new DomainPolicy(); // LZ4, groups of four with Zstd
+        var body = new byte[4096 + 64];
+        var back = new byte[4096];
+        int limit = (int)(4096 * policy.CompressionThreshold) - EncodedPage.CompressedHeader;
+        var rng = new Random(5);
+        var fast = PageCompressors.Fallback(CompressionAlgorithm.Zstd);
+        var usual = PageCompressors.Get(CompressionAlgorithm.Zstd);
+        var scratch = new byte[8192];
+        int seen = 0, nearMisses = 0;
+        // Pages of words (4 to 7 bytes) drawn from vocabularies of different sizes, with a share of random bytes between
+        // them: from easy to just past the threshold, where the usual level's longer search finds repeats the fast one
+        // misses.
+        for (int vocabulary = 16; vocabulary <= 600 && seen < 60; vocabulary += 8)
+        {
+            var words = Enumerable.Range(0, vocabulary).Select(_ => Enumerable.Range(0, 4 + rng.Next(4)).Select(_ => (byte)rng.Next(256)).ToArray()).ToArray();
+            var page = new byte[4096];
+            for (int at = 0; at < page.Length;)
+            {
+                if (rng.Next(4) == 0) page[at++] = (byte)rng.Next(256);
+                else
+                {
+                    var word = words[rng.Next(vocabulary)];
+                    int n = Math.Min(word.Length, page.Length - at);
+                    word.AsSpan(0, n).CopyTo(page.AsSpan(at));
+                    at += n;
+                }
+            }
+            Assert.True(fast.TryCompress(page, scratch, out int fastSize));
+            bool fitsFast = fastSize <= limit;
+            bool nearMiss = !fitsFast && fastSize <= limit + limit / 8;
+            bool fitsUsual = usual.TryCompress(page, scratch, out int usualSize) && usualSize <= limit;
+            bool ok = CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, body, out int written, out var algorithm,
+                groupCodecFirst: true, groupFast: true);
+            // Fits at the fast level: that blob; a near miss: the usual level's, if it fits; else refused.
+            Assert.Equal(fitsFast || (nearMiss && fitsUsual), ok);
+            if (!ok) continue;
+            seen++;
+            if (!fitsFast) nearMisses++;
+            Assert.Equal(CompressionAlgorithm.Zstd, algorithm);
+            Assert.Equal(fitsFast ? fastSize : usualSize, written);
+            usual.Decompress(body.AsSpan(0, written), back);
+            Assert.Equal(page, back);
+        }
+        Assert.True(seen >= 10, $"only {seen} pages fitted");
+        Assert.True(nearMisses >= 1, $"no near miss among {seen} pages: the usual level was never tried");
+    }
 }
