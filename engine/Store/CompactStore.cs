@@ -554,11 +554,13 @@ public sealed unsafe class CompactStore : IDisposable
                 Conclude();
                 w.Mover.Close();
                 if (!done) w.Left.Clear();
+                // What the work lists hold now, counted whether or not the compaction completed (a walk that threw has
+                // grown them as much).
+                Volatile.Write(ref _compactionBytes, w.Bytes);
             }
             long refused = 0;
             foreach (long n in w.Left.Values) refused += n;
             w.Left.Clear(); // holds no slab past the call
-            Volatile.Write(ref _compactionBytes, w.Bytes);
             var mover = w.Mover;
             return new CompactionResult(drained, mover.Moved, refused, mover.BytesMoved, mover.Released, mover.BytesReleased, madeBytes,
                 before, AllocatedBytes);
@@ -636,6 +638,9 @@ public sealed unsafe class CompactStore : IDisposable
     private CompactionScratch? _compaction;
     private bool _compactionUsed;
     private long _compactionBytes;
+
+    /// <summary>The bytes of compaction's work lists counted in <see cref="MetadataBytes"/> (tests).</summary>
+    internal long CompactionScratchBytes => Volatile.Read(ref _compactionBytes);
 
     /// <summary>
     /// The blob <paramref name="handle"/> names, moved out of a slab this compaction empties when it is in one and the class
