@@ -122,7 +122,7 @@ public sealed partial class DEHost
     /// </summary>
     private unsafe bool IsListed(uint frame) => HasFrameBit(_listedFrames, frame);
 
-    /// <summary>The cold Shared pages of the running pass (kept between passes, counted in the metadata).</summary>
+    /// <summary>The cold Shared pages of the running pass (held only during a pass, counted in the metadata meanwhile).</summary>
     private readonly PassBuffer<SharedCandidate> _coldShared = new();
 
     /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
@@ -189,7 +189,6 @@ public sealed partial class DEHost
         }
         // Shared blob ids given back during the pass are not handed out again before its end: the pass's nominations for
         // groups of shared blobs (read without the blobs' locks) can never come to name another trust group's blob.
-        _sharedNominations.Clear();
         SharedBlobs.HoldRecycled();
         try
         {
@@ -208,8 +207,6 @@ public sealed partial class DEHost
                     index.Similar.EndPass(complete: false);
                 }
                 FreeListedFrames();
-                _coldShared.EndPass();
-                _sharedNominations.EndPass();
                 Frames.ReleaseFree();
             }
             catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
@@ -220,6 +217,8 @@ public sealed partial class DEHost
         }
         finally
         {
+            // The pass's buffers, whether it completed or not: empty between passes, their memory freed.
+            _coldShared.EndPass();
             _sharedNominations.EndPass();
             SharedBlobs.ReleaseHeld();
         }
@@ -256,7 +255,6 @@ public sealed partial class DEHost
         var sum = new SharingCounters();
         var enc = new EncodeCounters();
         var sumGate = new object();
-        _coldShared.Clear();
         long started = Stopwatch.GetTimestamp();
         long listed = 0;
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct };
@@ -641,9 +639,10 @@ public sealed partial class DEHost
     }
 
     /// <summary>
-    /// After a pass, gives back index memory nobody needs until the next one: the stable, unstable and similarity tables,
-    /// the cold-shared buffer and the sweep's bitmap of listed frames are emptied and their memory freed (the next pass
-    /// starts them afresh, sized by this one's peaks). Steady passes allocate nothing on the managed heap here.
+    /// After a pass, gives back index memory nobody needs until the next one: the stable, unstable and similarity tables
+    /// and the sweep's bitmap of listed frames are emptied and their memory freed (the next pass starts them afresh, sized
+    /// by this one's peaks; the pass's buffers of cold shared pages and nominations go in RunPass's finally). Steady passes
+    /// allocate nothing on the managed heap here.
     /// </summary>
     private void TrimIndexes()
     {
@@ -653,8 +652,6 @@ public sealed partial class DEHost
             index.Unstable.EndPass(); // likewise: a host between passes has none of it
             index.Similar.EndPass(); // likewise: the next pass lists its references afresh
         }
-        _coldShared.EndPass(); // likewise held only during a pass
-        _sharedNominations.EndPass(); // likewise (grouped already, after the sweep)
         FreeListedFrames();
     }
 
