@@ -246,13 +246,14 @@ internal static class GoalSamples
     }
 
     /// <summary>
-    /// patch_page in steady state on the run's pages: a pass with nothing to patch (the run is stable) is the baseline;
+    /// patch_page in steady state on the run's pages: the second of two passes in a row with nothing to patch is the baseline;
     /// then up to 3000 patched pages are read back (each becomes Private) and one more pass patches them again with
     /// every table already grown. Per page patched: what that pass allocated beyond the baseline pass (the pass's own
     /// fixed allocations, its task and result objects, cancel out), and, for the record, the whole pass's bytes. The
     /// cycle runs twice and the second is the figure: the first is the process's first such cycle, and what it makes
     /// once (code paths run for the first time, lists grown to the cycle's size: 5-7 KB in all on this machine, session
-    /// 26) is no cost of a page; its figure is kept as <c>FirstCycleBytesPerPage</c>. Null when nothing was patched again.
+    /// 26) is no cost of a page; its figure is kept as <c>FirstCycleBytesPerPage</c>. Null when nothing was patched again,
+    /// or when no two passes in a row out of 12 patched nothing.
     /// </summary>
     public static (long Pages, double BytesPerPage, double WholePassBytesPerPage, double FirstCycleBytesPerPage)? SteadyPatchAllocation(DEHost host)
     {
@@ -265,13 +266,20 @@ internal static class GoalSamples
     /// <summary>One read-and-re-patch cycle of <see cref="SteadyPatchAllocation"/>.</summary>
     private static (long Pages, double BytesPerPage, double WholePassBytesPerPage)? PatchCycle(DEHost host, ScanOptions options)
     {
-        // Passes until one patches nothing (pages read back by an earlier measurement or cycle are patched again first).
-        for (int i = 0; i < 8; i++)
-            if (host.Scan(options: options).PassResults[0].PagesPatched == 0 && i > 0) break;
-        long b0 = GC.GetTotalAllocatedBytes(precise: true);
-        var idle = host.Scan(options: options);
-        long baseline = GC.GetTotalAllocatedBytes(precise: true) - b0;
-        if (idle.PassResults[0].PagesPatched != 0) return null;
+        // Passes until two in a row patch nothing (pages read back by an earlier measurement or cycle are patched again
+        // first); the second is the baseline. A page can still be patched a pass after a pass that patched nothing: its
+        // reference candidate was busy with the other worker then (PassResult.ReferencesBusy, not a change).
+        long baseline = -1;
+        bool idleBefore = false;
+        for (int i = 0; i < 12 && baseline < 0; i++)
+        {
+            long b0 = GC.GetTotalAllocatedBytes(precise: true);
+            bool idle = host.Scan(options: options).PassResults[0].PagesPatched == 0;
+            long bytes = GC.GetTotalAllocatedBytes(precise: true) - b0;
+            if (idle && idleBefore) baseline = bytes;
+            idleBefore = idle;
+        }
+        if (baseline < 0) return null;
         var buffer = new byte[PageGeometry.PageSize];
         int n = 0;
         foreach (var d in host.Domains)
