@@ -159,17 +159,20 @@ internal sealed class CompareReport(
         }
         md.AppendLine();
 
-        md.AppendLine("Engine metadata by part (MiB): P2M entries, frame pool bookkeeping (reference counts, hashes, free list), the " +
-                      "sharing index's stable, unstable and similarity tables (capacity kept after a pass), the store's slab headers, " +
-                      "the table of compressed shared frames with the pass's buffer of cold shared pages.");
+        md.AppendLine("Engine metadata by part (MiB, from the same snapshot as the run's metadata, so each row adds up to its total to " +
+                      "the byte; docs/ARCHITECTURE.md, \"Metadata\"): P2M entries, frame pool bookkeeping (reference counts, free list, " +
+                      "frame table), the sharing index's stable and unstable tables and the similarity table (each held only during a " +
+                      "pass), the store's slab bookkeeping, the table of compressed shared frames, the page group table, the pass's " +
+                      "buffers (held only during a pass), and the swap file's and QEMU guests' tables.");
         md.AppendLine();
-        md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store | shared blobs |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store | shared blobs | page groups | pass buffers | swap + QEMU | total |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in runs)
         {
             var m = r.Metadata;
-            md.AppendLine(Inv, $"| {RunName(r)} | {m.P2M / MiB:0.00} | {m.Frames / MiB:0.00} | {m.Stable / MiB:0.00} | {m.Unstable / MiB:0.00} | " +
-                               $"{m.Similar / MiB:0.00} | {m.Store / MiB:0.00} | {m.SharedBlobs / MiB:0.00} |");
+            md.AppendLine(Inv, $"| {RunName(r)} | {m.P2M / MiB:0.00} | {m.Frames / MiB:0.00} | {m.SharingStable / MiB:0.00} | " +
+                               $"{m.SharingUnstable / MiB:0.00} | {m.Similarity / MiB:0.00} | {m.Store / MiB:0.00} | {m.SharedBlobs / MiB:0.00} | " +
+                               $"{m.PageGroups / MiB:0.00} | {m.PassBuffers / MiB:0.00} | {(m.Swap + m.Qemu) / MiB:0.00} | {m.Total / MiB:0.00} |");
         }
         md.AppendLine();
 

@@ -5,6 +5,7 @@ using DifferenceEngine.Hosting;
 using DifferenceEngine.Loading;
 using DifferenceEngine.Memory;
 using DifferenceEngine.Scanning;
+using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Bench.Compare;
 
@@ -33,8 +34,8 @@ internal sealed record EngineRunResult(
     double FirstPassPagesPerSecond,
     TimeSpan LoadTime)
 {
-    /// <summary>Where the metadata goes: P2M tables, frame pool bookkeeping, the sharing index's three tables, the store, the shared blob table.</summary>
-    public MetadataParts Metadata { get; init; } = new(0, 0, 0, 0, 0, 0, 0);
+    /// <summary>Where the metadata goes, part by part, from the same snapshot as <c>MetadataBytes</c> (the parts add up to it).</summary>
+    public MetadataParts Metadata { get; init; } = MetadataParts.None;
 
     /// <summary>How many times the run was repeated; this is the one with the median first-pass time.</summary>
     public int Repeats { get; init; } = 1;
@@ -71,9 +72,6 @@ internal sealed record EngineRunResult(
     /// <summary>The codec setting as reports show it: the single-page codec, and the groups' when there are groups.</summary>
     public string? Setting => Codec is null ? null : GroupSize == 0 ? Codec : $"{Codec}, {GroupCodec} groups of {GroupSize}";
 }
-
-/// <summary>The engine's metadata by part, in bytes.</summary>
-internal sealed record MetadataParts(long P2M, long Frames, long Stable, long Unstable, long Similar, long Store, long SharedBlobs);
 
 /// <summary>
 /// One run: a fresh host, every input loaded as a domain (every page a frame, as in a running VM), the chosen
@@ -188,18 +186,14 @@ internal static class EngineRun
         if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null)
             Console.WriteLine("    store census: " + string.Join(' ', host.Store.Census().Select(c => $"{c.SlotSize}:{c.Live}/{c.Slabs}/{c.Bytes}")));
         var first = scan.PassResults[0];
-        var index = host.SharingIndexFor(DomainPolicy.DefaultTrustGroup);
-        var parts = new MetadataParts(host.Domains.Sum(d => d.P2MBytes), host.Frames.MetadataBytes, index.Stable.MetadataBytes,
-            index.Unstable.MetadataBytes, index.Similar.MetadataBytes, host.Store.MetadataBytes,
-            host.SharedBlobs.MetadataBytes + host.PassBuffersMetadataBytes);
         if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null)
-            Console.WriteLine($"    metadata census: {parts} groups {host.Groups.MetadataBytes} total {stats.MetadataBytes}");
+            Console.WriteLine($"    metadata census: {stats.Metadata} total {stats.MetadataBytes}");
         var result = new EngineRunResult(name, codec?.ToString(), threads, stats.GuestBytes / PageGeometry.PageSize,
             zero, uniform, shared, sharedFrames.Count, patched, patchBytes, compressed, compressedBytes,
             stats.FramesInUse, stats.StoreAllocatedBytes, stats.MetadataBytes, stats.MemoryUsedBytes,
             scan.Passes, scan.Stable, scan.Elapsed, first.Elapsed, first.PagesPerSecond, load.Elapsed)
         {
-            Metadata = parts,
+            Metadata = stats.Metadata,
             SharedCompressedPages = sharedCompressed,
             SharedCompressedFrames = sharedBlobs.Count,
             GroupedPages = grouped,

@@ -506,9 +506,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
             .Select(m => new MechanismTime(m.ToString(), Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _mechanismTicks[(int)m])),
                 Interlocked.Read(ref _mechanismPages[(int)m])))
             .ToArray();
+        var metadata = MeasureMetadata(domains);
         return builder.Build(new HostStats(Name, domains.Count, MemoryLimitBytes, Frames.FramesInUse, Frames.FramesFree,
-            Frames.FramesAllocated, sharedFrames, 0, MetadataBytes(domains), ScanPasses, Faults.Snapshot(), time)
+            Frames.FramesAllocated, sharedFrames, 0, metadata.Total, ScanPasses, Faults.Snapshot(), time)
         {
+            Metadata = metadata,
             StoreAllocatedBytes = Store.AllocatedBytes,
             StoreStoredBytes = Store.StoredBytes,
             StoreBlobs = Store.LiveBlobs,
@@ -596,10 +598,23 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Interlocked.Add(ref _mechanismPages[(int)mechanism], pages);
     }
 
-    private long MetadataBytes(IReadOnlyList<Domain> domains) =>
-        domains.Sum(d => d.P2MBytes) + Frames.MetadataBytes + _sharing.Values.Sum(s => s.MetadataBytes) + Store.MetadataBytes
-        + SharedBlobs.MetadataBytes + Groups.MetadataBytes + PassBuffersMetadataBytes
-        + (Reclaimer?.Swap.MetadataBytes ?? 0) + domains.Sum(d => d.QemuMetadataBytes);
+    /// <summary>The engine's metadata, part by part (<see cref="HostStats.Metadata"/>; their sum is <see cref="HostStats.MetadataBytes"/>).</summary>
+    private MetadataParts MeasureMetadata(IReadOnlyList<Domain> domains)
+    {
+        var indexes = _sharing.Values.ToArray();
+        return new MetadataParts(
+            P2M: domains.Sum(d => d.P2MBytes),
+            Frames: Frames.MetadataBytes,
+            SharingStable: indexes.Sum(s => s.Stable.MetadataBytes),
+            SharingUnstable: indexes.Sum(s => s.Unstable.MetadataBytes),
+            Similarity: indexes.Sum(s => s.Similar.MetadataBytes),
+            Store: Store.MetadataBytes,
+            SharedBlobs: SharedBlobs.MetadataBytes,
+            PageGroups: Groups.MetadataBytes,
+            PassBuffers: PassBuffersMetadataBytes,
+            Swap: Reclaimer?.Swap.MetadataBytes ?? 0,
+            Qemu: domains.Sum(d => d.QemuMetadataBytes));
+    }
 
     private Domain NewDomain(string name, long pageCount, DomainOptions? options, string source)
     {

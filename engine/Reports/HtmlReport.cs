@@ -262,6 +262,8 @@ public static class HtmlReport
             ("Never populated", ReportText.Bytes(s.UntouchedBytes)),
             ("Out-of-memory events", ReportText.Count(s.OutOfMemoryEvents)),
         ]);
+        KeyValues(w, "Metadata by part", [.. s.Metadata.Named().Select(p => (MetadataPartLabel(p.Part), ReportText.Bytes(p.Bytes))),
+            ("Total", ReportText.Bytes(s.MetadataBytes))]);
         KeyValues(w, "Store and swap", [
             ("Store allocated", ReportText.Bytes(s.StoreAllocatedBytes)),
             ("Store holds", $"{ReportText.Bytes(s.StoreStoredBytes)} in {Plural(s.StoreBlobs, "blob")}"),
@@ -322,6 +324,23 @@ public static class HtmlReport
             w.Write($"<tr><td>{E(key)}</td><td{(value.Length > 28 ? " class=\"long\"" : "")}>{E(value)}</td></tr>\n");
         w.Write("</tbody></table></div>\n");
     }
+
+    /// <summary>A <see cref="Stats.MetadataParts"/> part's name as the report shows it.</summary>
+    private static string MetadataPartLabel(string part) => part switch
+    {
+        "P2M" => "P2M entries",
+        "Frames" => "Frame pool",
+        "SharingStable" => "Sharing index, stable",
+        "SharingUnstable" => "Sharing index, unstable",
+        "Similarity" => "Similarity table",
+        "Store" => "Store bookkeeping",
+        "SharedBlobs" => "Compressed shared frames",
+        "PageGroups" => "Page groups",
+        "PassBuffers" => "Pass buffers",
+        "Swap" => "Swap slots",
+        "Qemu" => "QEMU journals' index",
+        _ => part,
+    };
 
     private static string Plural(long n, string one, string? many = null) =>
         $"{ReportText.Count(n)} {(n == 1 ? one : many ?? one + "s")}";

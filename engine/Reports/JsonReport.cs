@@ -110,6 +110,12 @@ public static class JsonReport
         Field(w, "framesAllocated", s.FramesAllocated);
         Field(w, "sharedFrames", s.SharedFrames);
         Field(w, "metadataBytes", s.MetadataBytes);
+        w.WritePropertyName("metadataParts");
+        w.WriteStartObject();
+        // Each part under its name in camel case (P2M: p2m), in MetadataParts' order.
+        foreach (var (part, bytes) in s.Metadata.Named())
+            Field(w, part == "P2M" ? "p2m" : char.ToLowerInvariant(part[0]) + part[1..], bytes);
+        w.WriteEndObject();
         Field(w, "scanPasses", s.ScanPasses);
         Field(w, "outOfMemoryEvents", s.OutOfMemoryEvents);
 

@@ -15,6 +15,9 @@ public sealed record HostStats(
     IReadOnlyList<FaultStats> Faults,
     IReadOnlyList<MechanismTime> EngineTime)
 {
+    /// <summary>What <see cref="MetadataBytes"/> is made of, measured with it: the parts add up to it to the byte.</summary>
+    public MetadataParts Metadata { get; init; } = MetadataParts.None;
+
     /// <summary>Native bytes the compact store holds in slabs (patches and compressed pages, with their slack).</summary>
     public long StoreAllocatedBytes { get; init; }
     /// <summary>Bytes of the blobs themselves.</summary>

@@ -404,14 +404,22 @@ public sealed partial class XenHost : IDEHost, IEngineService
             builder.Add(stats, charge);
         }
         long frames = domains.Sum(d => (long)d.Info.TotalPages) + (long)usedFrames;
-        long metadata = domains.Sum(d => d.MetadataBytes) + (swap?.MetadataBytes ?? 0) + ReferenceIndexBytes;
+        // The same parts as an embedded host's, where Xen has them: each domU's page table here is the pager's hash and age
+        // of every page, and its similarity table the references patches were made against.
+        var metadata = MetadataParts.None with
+        {
+            P2M = domains.Sum(d => d.MetadataBytes),
+            Similarity = ReferenceIndexBytes,
+            Swap = swap?.MetadataBytes ?? 0,
+        };
         var time = new[]
         {
             new MechanismTime("Scan", TimeSpan.FromTicks(Interlocked.Read(ref scanTicks)), Interlocked.Read(ref pagesSwept)),
         };
-        return builder.Build(new HostStats(Name, domains.Length, PagerMemoryLimitBytes, frames, 0, frames, (long)usedFrames, 0, metadata,
+        return builder.Build(new HostStats(Name, domains.Length, PagerMemoryLimitBytes, frames, 0, frames, (long)usedFrames, 0, metadata.Total,
             ScanPasses, pager.Faults.Snapshot(), time)
         {
+            Metadata = metadata,
             StoreAllocatedBytes = pager.StoredBytes,
             StoreStoredBytes = pager.StoredBytes,
             StoreBlobs = pager.EvictedPages,

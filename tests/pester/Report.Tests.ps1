@@ -403,6 +403,7 @@ Describe 'The HTML report in headless Chromium' {
         [long]$json.host.guestBytes | Should -Be ([long]$json.host.memoryUsedBytes + [long]$json.host.savedBytes)
         [long]$json.summary.guestBytes | Should -Be ([long]$json.summary.memoryUsedBytes + [long]$json.summary.savedBytes)
         [long]$json.host.memoryUsedBytes | Should -Be ([long]$json.host.domainsUsedBytes + [long]$json.host.storeSlackBytes + [long]$json.host.metadataBytes + [long]$json.host.unchargedBytes)
+        ($json.host.metadataParts.PSObject.Properties.Value | ForEach-Object { [long]$_ } | Measure-Object -Sum).Sum | Should -Be ([long]$json.host.metadataBytes) -Because 'the metadata is its parts'
         [long]$json.host.savedBytes | Should -Be (Tile SavedBytes) -Because 'the Demo writes both reports with the engine stopped'
         [long]$json.history[-1].savedBytes | Should -Be ([long]$json.host.savedBytes) -Because 'the history ends at the report'
 

@@ -260,6 +260,10 @@ internal static class TestMemory
         if (atRest) Assert.Equal(snapshot.Domains.Sum(d => d.StoredBytes), h.StoreStoredBytes, 0.5 * snapshot.Domains.Count + 0.5);
         if (atRest) Assert.Equal(0, h.UnchargedBytes); // every frame and stored byte is some page's
         Assert.Equal(h.MemoryUsedBytes, h.DomainsUsedBytes + h.StoreSlackBytes + h.MetadataBytes + h.UnchargedBytes);
+        // The metadata, part by part, is the metadata (docs/ARCHITECTURE.md, "Metadata").
+        Assert.Equal(h.MetadataBytes, h.Metadata.Total);
+        Assert.Equal(h.MetadataBytes, h.Metadata.Named().Sum(p => p.Bytes));
+        Assert.All(h.Metadata.Named(), p => Assert.True(p.Bytes >= 0, $"{p.Part}: {p.Bytes}"));
         Assert.Equal(h.GuestBytes, h.MemoryUsedBytes + h.SavedBytes);
     }
 

@@ -74,6 +74,13 @@ public class NumbersAddUpTests
         Assert.True(Sum(d => d.SharedCompressedPages) > 0, "compressed shared frames");
         Assert.True(Sum(d => d.SwappedPages) > 0, "swapped");
 
+        // Metadata by part: each part the run has holds bytes; what exists only during a pass is given back at rest.
+        var m = snapshot.Host.Metadata;
+        Assert.Equal(host.Domains.Sum(d => d.PageCount) * sizeof(ulong), m.P2M);
+        Assert.True(m.Frames > 0 && m.Store > 0 && m.SharedBlobs > 0 && m.Swap > 0, m.ToString());
+        Assert.Equal(0, m.PassBuffers);
+        Assert.Equal(0, m.Qemu);
+
         // Get-DEPageStats of one domain is its line of the host's snapshot.
         foreach (var d in host.Domains) Assert.Equal(snapshot.Find(d.Id), host.GetPageStats(d));
     }
