@@ -75,13 +75,32 @@ internal static class CompareCommand
         }
         foreach (string path in options.Paths)
         {
-            if (!File.Exists(path))
+            if (BadImage(path) is { } why)
             {
-                Console.Error.WriteLine($"compare: {path} does not exist.");
+                Console.Error.WriteLine($"compare: {path}: {why}");
                 return 2;
             }
         }
         return new CompareRunner(options).Run();
+    }
+
+    /// <summary>Why <paramref name="path"/> cannot be an input (a raw image of whole 4 KiB pages, readable); null when it can.</summary>
+    internal static string? BadImage(string path)
+    {
+        if (Directory.Exists(path)) return "a directory, not a raw image.";
+        if (!File.Exists(path)) return "does not exist.";
+        try
+        {
+            using var file = File.OpenHandle(path);
+            long length = RandomAccess.GetLength(file);
+            return length == 0 || length % Memory.PageGeometry.PageSize != 0
+                ? $"{length} bytes is not a raw image of whole 4 KiB pages."
+                : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"cannot be read: {e.Message}";
+        }
     }
 }
 

@@ -98,7 +98,7 @@ public static class HtmlReport
     private static string PartDetail(string part) => part switch
     {
         UsedPart.StoreSlack => "the store's slabs not filled by blobs",
-        UsedPart.Metadata => "the engine's tables: P2M, frames, sharing, store, swap, crash-journal index",
+        UsedPart.Metadata => "the engine's tables: P2M, frames, sharing, store, shared blobs, page groups, swap, crash-journal index (by part under Host details)",
         UsedPart.Uncharged => "frames and blobs charged to no page: in flight while the snapshot was taken",
         _ => "",
     };

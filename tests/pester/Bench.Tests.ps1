@@ -32,6 +32,17 @@ Describe 'Benchmarks and Compare (smoke)' -Tag 'Smoke' {
         Read-Knob /sys/block/zram0/disksize | Should -Be $zramBefore
     }
 
+    It 'refuses an input that is not a raw image of whole pages in one line, without a stack trace' {
+        $bad = Join-Path $TestDrive 'three-bytes.img'
+        [IO.File]::WriteAllBytes($bad, [byte[]](1, 2, 3))
+        foreach ($case in @(@{ Path = $bad; Why = '3 bytes is not a raw image of whole 4 KiB pages' }, @{ Path = $TestDrive; Why = 'a directory, not a raw image' })) {
+            $out = & $exe @prefix -NoProfile -NonInteractive -File $build -Task Compare -Path $case.Path 2>&1 | Out-String
+            $LASTEXITCODE | Should -Not -Be 0
+            $out | Should -Match ([regex]::Escape("compare: $($case.Path): $($case.Why)"))
+            $out | Should -Not -Match 'Unhandled exception'
+        }
+    }
+
     It 'runs the live-guest comparison (build.ps1 -Task Compare -Guests -Quick): four ways, no mismatch, KSM, zram and swap put back' {
         $qemu = Get-Command qemu-system-x86_64 -CommandType Application -ErrorAction Ignore
         if (-not $qemu -or -not (Get-Command busybox -CommandType Application -ErrorAction Ignore) -or -not [Environment]::IsPrivilegedProcess) {
