@@ -45,7 +45,9 @@ internal static class FleetAccuracy
                 case "--key" when i + 1 < args.Length: keyFile = args[++i]; break;
                 case "--actuals" when i + 1 < args.Length: cacheFile = args[++i]; break;
                 case "--only" when i + 1 < args.Length: only = [.. args[++i].Split(',')]; break;
-                case "--sample" when i + 1 < args.Length: sample = int.Parse(args[++i], Inv); break;
+                case "--sample" when i + 1 < args.Length:
+                    if (!int.TryParse(args[++i], NumberStyles.None, Inv, out sample)) sample = 0; // refused below
+                    break;
                 case "-h" or "--help":
                     Console.WriteLine("usage: fleet [--path IMAGE...] [--programs] [--out DIR] [--pwsh PATH] [--sample N] [--quick]");
                     Console.WriteLine("  --path      raw images to use as domains; --programs adds snapshots of live programs (the default without --path)");
@@ -67,6 +69,43 @@ internal static class FleetAccuracy
             return 2;
         }
         int shift = System.Numerics.BitOperations.Log2((uint)sample);
+        foreach (string path in paths)
+        {
+            if (CompareCommand.BadImage(path) is { } why)
+            {
+                Console.Error.WriteLine($"fleet: {path}: {why}");
+                return 2;
+            }
+        }
+        // One key for the run: a new one from the system's random source, or --key FILE to repeat a run exactly (the key
+        // decides which pages are sampled).
+        FleetKey key;
+        try
+        {
+            key = keyFile is not null ? FleetKey.FromFile(keyFile) : FleetKey.FromSecret(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+        }
+        catch (DEException e)
+        {
+            Console.Error.WriteLine($"fleet: {e.Message}");
+            return 2;
+        }
+        // The embedded host's figures do not depend on the model: --actuals FILE keeps them between runs on the same images.
+        var cached = new Dictionary<string, Actual>(StringComparer.Ordinal);
+        if (cacheFile is not null && File.Exists(cacheFile))
+        {
+            int number = 0;
+            foreach (var line in File.ReadLines(cacheFile))
+            {
+                number++;
+                var parts = line.Split('\t');
+                if (parts.Length != 2 || Actual.TryParse(parts[1]) is not { } actual)
+                {
+                    Console.Error.WriteLine($"fleet: {cacheFile}, line {number}: not a set's actuals (its labels, a tab, seven whole numbers).");
+                    return 2;
+                }
+                cached[parts[0]] = actual;
+            }
+        }
         Directory.CreateDirectory(outDir);
         var started = Stopwatch.StartNew();
         using var snapshots = programs || paths.Count == 0 ? InputImages.Snapshot(HelperPrograms.Default(pwsh, Log), Log) : null;
@@ -84,9 +123,6 @@ internal static class FleetAccuracy
             inputs.AddRange(given.Images);
         }
 
-        // One key for the run: a new one from the system's random source, or --key FILE to repeat a run exactly (the key
-        // decides which pages are sampled).
-        var key = keyFile is not null ? FleetKey.FromFile(keyFile) : FleetKey.FromSecret(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
         Log($"fleet key {key.KeyId}");
         var fingerprints = new Dictionary<string, DomainFingerprint>();
         foreach (var image in inputs)
@@ -106,14 +142,6 @@ internal static class FleetAccuracy
                 for (int b = a + 1; b < inputs.Count; b++)
                     for (int c = b + 1; c < inputs.Count; c++) sets.Add([inputs[a], inputs[b], inputs[c]]);
 
-        // The embedded host's figures do not depend on the model: --actuals FILE keeps them between runs on the same images.
-        var cached = new Dictionary<string, Actual>(StringComparer.Ordinal);
-        if (cacheFile is not null && File.Exists(cacheFile))
-            foreach (var line in File.ReadLines(cacheFile))
-            {
-                var parts = line.Split('\t');
-                if (parts.Length == 2) cached[parts[0]] = Actual.Parse(parts[1]);
-            }
         if (Environment.GetEnvironmentVariable("DE_STORE_CENSUS") is not null) ColocationModel.Census = s => Console.WriteLine("    model census: " + s);
         var rows = new List<Row>();
         foreach (var set in sets)
@@ -160,9 +188,14 @@ internal static class FleetAccuracy
     {
         public override string ToString() => string.Join(' ', GuestPages, MemoryUsed, FramesInUse, StoreAllocated, Metadata, Patched, SavedBySharing);
 
-        public static Actual Parse(string text)
+        /// <summary>The seven figures <see cref="ToString"/> writes; null when <paramref name="text"/> is not that.</summary>
+        public static Actual? TryParse(string text)
         {
-            var v = text.Split(' ').Select(t => long.Parse(t, Inv)).ToArray();
+            var t = text.Split(' ');
+            var v = new long[7];
+            if (t.Length != v.Length) return null;
+            for (int i = 0; i < v.Length; i++)
+                if (!long.TryParse(t[i], NumberStyles.AllowLeadingSign, Inv, out v[i])) return null;
             return new Actual(v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
         }
     }
