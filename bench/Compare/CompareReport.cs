@@ -160,10 +160,11 @@ internal sealed class CompareReport(
         md.AppendLine();
 
         md.AppendLine("Engine metadata by part (MiB, from the same snapshot as the run's metadata, so each row adds up to its total to " +
-                      "the byte; docs/ARCHITECTURE.md, \"Metadata\"): P2M entries, frame pool bookkeeping (reference counts, free list, " +
-                      "frame table), the sharing index's stable and unstable tables and the similarity table (each held only during a " +
-                      "pass), the store's slab bookkeeping, the table of compressed shared frames, the page group table, the pass's " +
-                      "buffers (held only during a pass), and the swap file's and QEMU guests' tables.");
+                      "the byte; docs/ARCHITECTURE.md, \"Metadata\"): P2M entries, frame pool bookkeeping (reference counts, free and " +
+                      "released bits, chunk table), the sharing index's stable and unstable tables and the similarity table, the " +
+                      "store's size classes and slab bookkeeping, the table of compressed shared frames, the page group table, the " +
+                      "pass's buffers, and the swap file's and QEMU guests' tables. The sharing tables and the pass's buffers are held " +
+                      "only during a pass: 0 here, as each run is measured at rest.");
         md.AppendLine();
         md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store | shared blobs | page groups | pass buffers | swap + QEMU | total |");
         md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -98,7 +98,7 @@ public static class HtmlReport
     private static string PartDetail(string part) => part switch
     {
         UsedPart.StoreSlack => "the store's slabs not filled by blobs",
-        UsedPart.Metadata => "the engine's tables: P2M, frames, sharing, store, shared blobs, page groups, swap, crash-journal index (by part under Host details)",
+        UsedPart.Metadata => "the engine's tables: P2M, frames, sharing and similarity, store, shared blobs, page groups, pass buffers, swap, crash-journal index (by part under Host details)",
         UsedPart.Uncharged => "frames and blobs charged to no page: in flight while the snapshot was taken",
         _ => "",
     };
@@ -338,7 +338,7 @@ public static class HtmlReport
         "PageGroups" => "Page groups",
         "PassBuffers" => "Pass buffers",
         "Swap" => "Swap slots",
-        "Qemu" => "QEMU journals' index",
+        "Qemu" => "QEMU journal index, refault counts",
         _ => part,
     };
 

@@ -5,20 +5,23 @@ namespace DifferenceEngine.Stats;
 /// part's bytes, and <see cref="Total"/>, their sum, which is the host's metadata to the byte. docs/ARCHITECTURE.md,
 /// "Metadata", says what each part holds and when it is held.
 /// </summary>
-/// <param name="P2M">Every domain's page table: one 8-byte entry a guest page.</param>
-/// <param name="Frames">The frame pool's bookkeeping: reference counts, the free list, the frame table.</param>
+/// <param name="P2M">Every domain's page table: one 8-byte entry a guest page (on a Xen host, the pager's hash and age of
+/// each page, 9 bytes).</param>
+/// <param name="Frames">The frame pool's bookkeeping: reference counts, free and released bits, the chunk table, and a
+/// live QEMU guest's frames' seen-content hashes (8 bytes a frame).</param>
 /// <param name="SharingStable">The sharing index's stable table (held only during a pass), every trust group's.</param>
 /// <param name="SharingUnstable">The sharing index's unstable table (held only during a pass), every trust group's.</param>
-/// <param name="Similarity">The patch similarity table (held only during a pass), every trust group's.</param>
-/// <param name="Store">The compact store's slab headers and per-slot words, bookkeeping kept of released slabs, and
-/// compaction's work lists while kept.</param>
+/// <param name="Similarity">The patch similarity table (held only during a pass), every trust group's; on a Xen host the
+/// references patches were made against, kept while they serve.</param>
+/// <param name="Store">The compact store's size classes and slab table, its slabs' headers and per-slot words,
+/// bookkeeping kept of released slabs, and compaction's work lists while kept.</param>
 /// <param name="SharedBlobs">The table of compressed shared frames (one slot a blob).</param>
 /// <param name="PageGroups">The page group table (one record a group, with its members).</param>
 /// <param name="PassBuffers">The pass's buffers of cold shared pages and of shared blobs nominated for groups (native;
 /// held only during a pass).</param>
 /// <param name="Swap">The swap file's slot table (where each paged-out page or group is), when a swap file is set.</param>
-/// <param name="Qemu">For live QEMU guests: each page's crash-journal position and refault count, and the journals'
-/// indexes (the journal files themselves are on disk: <see cref="HostStats.JournalBytes"/>).</param>
+/// <param name="Qemu">For live QEMU guests: where each page's crash-journal record is and its refault count (the journal
+/// files themselves are on disk: <see cref="HostStats.JournalBytes"/>).</param>
 public sealed record MetadataParts(
     long P2M,
     long Frames,
@@ -39,7 +42,7 @@ public sealed record MetadataParts(
     public long Total => P2M + Frames + SharingStable + SharingUnstable + Similarity + Store + SharedBlobs + PageGroups
                          + PassBuffers + Swap + Qemu;
 
-    /// <summary>The parts in a fixed order, named as in reports (JSON <c>summary.metadataParts</c>, the HTML report).</summary>
+    /// <summary>The parts in a fixed order, by their names here (the JSON report's <c>host.metadataParts</c> has them in camel case).</summary>
     public IEnumerable<(string Part, long Bytes)> Named()
     {
         yield return (nameof(P2M), P2M);

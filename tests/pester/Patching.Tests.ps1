@@ -186,7 +186,7 @@ Describe 'Patching and compression end to end' {
         $text | Should -Match 'Store\s*:\s*\S+ \S+ allocated, \S+ \S+ stored in 10 blobs, [\d.]+% fragmentation'
         $text | Should -Match 'Memory used\s*:.*\(domains .* \+ store slack .* \+ metadata .*\)'
         $host_.Metadata.Total | Should -Be $host_.MetadataBytes
-        $host_.Metadata.Store | Should -BeGreaterThan 0 -Because 'ten blobs are stored'
+        $host_.Metadata.Store | Should -BeGreaterThan ([DifferenceEngine.Store.CompactStore]::FixedMetadataBytes) -Because 'ten blobs are stored: slabs beyond the empty store''s size classes'
         $text | Should -Match 'Metadata\s*:\s*\S+ \S+ \(P2M \S+ \S+ \+ Frames .*\+ Store '
         foreach ($kind in 'ZeroFill', 'CopyOnWrite', 'PatternFill', 'Unpatch', 'Decompress') {
             $text | Should -Match "$kind\s+\d+\s+p50"
