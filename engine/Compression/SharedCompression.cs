@@ -24,6 +24,9 @@ internal readonly record struct SharedCandidate(uint Frame, int DomainId, long G
     public long Page => Gfn < 0 ? ~Gfn : Gfn;
 }
 
+/// <summary>A frame's run of <see cref="SharedCandidate"/>s (from <see cref="Start"/>), by its first sharing page: 16 bytes.</summary>
+internal readonly record struct SharedRun(int DomainId, long Gfn, int Start);
+
 /// <summary>
 /// Compression of cold shared frames, run once per pass after the pages are swept. A shared frame is compressed when
 /// every reference it has is a page the pass saw cold (C4, unmodified) in a domain with compression on: then the
@@ -42,8 +45,12 @@ internal readonly record struct SharedCandidate(uint Frame, int DomainId, long G
 /// <para>The codec is that of the group's first domain (lowest id; with page groups on, the groups' codec, Zstd by default: a shared blob
 /// joins a group only after more idle sweeps, <see cref="SharedGrouping"/>, and is never a single LZ4 blob first) and the threshold the strictest of the group's
 /// domains. A page that names the blob gets a frame of its own again on its next access (a Decompress fault).</para>
-/// <para>Allocates nothing per page: the candidates live in the pass's buffer (native memory, freed when the pass ends),
-/// and groups are found in place.</para>
+/// <para>Frames are taken in the order of their first sharing page (<see cref="SharedRun"/>), and a blob whose pages and
+/// patches are already idle as long as a page must before grouping is grouped by the worker that made it, with its
+/// neighbours in that order, from the frames' bytes (<see cref="AtOnceGroup"/>): the same groups the pass's grouping of
+/// nominations would form, without decoding the blobs just made (docs/ARCHITECTURE.md, "Groups of shared blobs").</para>
+/// <para>Allocates nothing per page: the candidates and their runs live in the pass's buffers (native memory, freed when
+/// the pass ends), groups are found in place, and each worker thread's gathering buffers are made once.</para>
 /// </remarks>
 internal static class SharedCompression
 {
@@ -59,47 +66,201 @@ internal static class SharedCompression
         : a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId)
         : a.Gfn.CompareTo(b.Gfn);
 
-    /// <summary>Compresses the frames whose every sharer and patch is among <paramref name="candidates"/> (sorted in place).</summary>
-    public static EncodeCounters Run(DEHost host, PassBuffer<SharedCandidate> candidates, int parallelism)
+    private static readonly Comparison<SharedRun> ByFirstPage = static (a, b) =>
+        a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId) : a.Gfn.CompareTo(b.Gfn);
+
+    /// <summary>
+    /// Compresses the frames whose every sharer and patch is among <paramref name="candidates"/> (sorted in place), in
+    /// the order of each frame's first sharing page (<paramref name="runs"/>, the pass's buffer for that order).
+    /// </summary>
+    public static EncodeCounters Run(DEHost host, PassBuffer<SharedCandidate> candidates, PassBuffer<SharedRun> runs, int parallelism)
     {
         var total = new EncodeCounters();
         int n = candidates.Count;
         if (n == 0) return total;
         candidates.Items.Sort(ByFrameThenPage);
+        // Each frame's run of candidates, in the order of its first sharing page (a frame only patches hold: its first
+        // patch's page), where its neighbours in the guest are: the blobs grouped at once (below) come out of each chunk
+        // in that order, as SharedGrouping orders nominations.
+        {
+            var items = candidates.Items;
+            Span<SharedRun> batch = stackalloc SharedRun[128];
+            int b = 0;
+            for (int i = 0; i < n;)
+            {
+                int j = i + 1;
+                while (j < n && items[j].Frame == items[i].Frame) j++;
+                int first = i;
+                while (first < j && items[first].IsPatch) first++;
+                if (first == j) first = i;
+                batch[b++] = new SharedRun(items[first].DomainId, items[first].Page, i);
+                if (b == batch.Length)
+                {
+                    runs.Add(batch);
+                    b = 0;
+                }
+                i = j;
+            }
+            runs.Add(batch[..b]);
+            runs.Items.Sort(ByFirstPage);
+        }
+        int m = runs.Count;
         // Many more chunks than workers: frames differ widely in work (a frame with many patches rewrites each), and with a
         // few chunks a worker was left with the last heavy one (session 26, the guest images: 4 per worker left the
         // phase at 1.3 workers busy on average; 32 per worker cut its time by a fifth).
-        int chunks = Math.Max(1, Math.Min(parallelism * ChunksPerWorker, n / 64));
+        int chunks = Math.Max(1, Math.Min(parallelism * ChunksPerWorker, m / 64));
+        // Each worker takes the chunks of its own segment from the front, in order, so that the blobs it gathers for a group
+        // carry from one chunk to the next; when its segment is done it takes chunks from the back of the others', in
+        // reverse order, each backward (the balance the many chunks are for). A group is cut only where a worker's run of
+        // chunks ends, about once per segment: cut at every chunk's end (Parallel.For hands the two workers alternate
+        // chunks), the partial groups and lone blobs cost 0.2-0.25 MiB on the program snapshots (session 27).
+        int segments = Math.Max(1, Math.Min(parallelism, chunks));
+        var cursors = new long[segments]; // per segment: the next chunk from the front << 32 | one past the last from the back
+        for (int g = 0; g < segments; g++) cursors[g] = ((long)(g * chunks / segments) << 32) | (uint)((g + 1) * chunks / segments);
         var gate = new object();
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, k =>
+        Parallel.For(0, segments, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, own =>
         {
-            var items = candidates.Items;
-            // Chunk k takes the groups that start in [k n / chunks, (k + 1) n / chunks).
-            int start = GroupStart(items, (int)((long)k * n / chunks));
-            int end = GroupStart(items, (int)((long)(k + 1) * n / chunks));
-            var c = new EncodeCounters();
-            for (int i = start; i < end;)
+            var atOnce = (t_atOnce ??= new AtOnceGroup()).Begin();
+            try
             {
-                int j = i + 1;
-                while (j < items.Length && items[j].Frame == items[i].Frame) j++;
-                // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
-                if (host.Frames.RefCount(items[i].Frame) == j - i)
-                    TryCompressGroup(host, items.Slice(i, j - i), ref c);
-                i = j;
+                for (int v = 0; v < segments; v++)
+                {
+                    int segment = (own + v) % segments;
+                    atOnce.Flush(host); // another segment: not next to the last chunk taken
+                    bool forward = v == 0;
+                    while (Take(cursors, segment, fromFront: forward, out int k))
+                    {
+                        // Its own chunks forward, the others' from the back backward: either way one after another.
+                        if (atOnce.LastChunk != (forward ? k - 1 : k + 1)) atOnce.Flush(host);
+                        atOnce.LastChunk = k;
+                        var items = candidates.Items;
+                        var order = runs.Items;
+                        int first = (int)((long)k * m / chunks), end = (int)((long)(k + 1) * m / chunks);
+                        for (int x = first; x < end; x++)
+                        {
+                            int r = forward ? x : end - 1 - (x - first);
+                            int i = order[r].Start, j = i + 1;
+                            while (j < n && items[j].Frame == items[i].Frame) j++;
+                            // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
+                            if (host.Frames.RefCount(items[i].Frame) == j - i
+                                && TryCompressGroup(host, items.Slice(i, j - i), atOnce.Staging, ref atOnce.Counters) is { } made)
+                                atOnce.Add(host, made);
+                        }
+                    }
+                }
+                atOnce.Flush(host);
             }
-            lock (gate) total.Add(c);
+            finally
+            {
+                var c = atOnce.Counters;
+                atOnce.Reset();
+                lock (gate) total.Add(c);
+            }
         });
         return total;
     }
 
-    /// <summary>The first index at or after <paramref name="i"/> where a group (a run of one frame) begins.</summary>
-    private static int GroupStart(Span<SharedCandidate> items, int i)
+    /// <summary>Takes a chunk of <paramref name="segment"/>: its next from the front, or its last from the back; false when none is left.</summary>
+    internal static bool Take(long[] cursors, int segment, bool fromFront, out int chunk)
     {
-        while (i > 0 && i < items.Length && items[i].Frame == items[i - 1].Frame) i++;
-        return i;
+        while (true)
+        {
+            long current = Volatile.Read(ref cursors[segment]);
+            int front = (int)(current >> 32), back = (int)(uint)current;
+            if (front >= back)
+            {
+                chunk = -1;
+                return false;
+            }
+            chunk = fromFront ? front : back - 1;
+            long next = fromFront ? ((long)(front + 1) << 32) | (uint)back : ((long)front << 32) | (uint)(back - 1);
+            if (Interlocked.CompareExchange(ref cursors[segment], next, current) == current) return true;
+        }
     }
 
-    private static void TryCompressGroup(DEHost host, Span<SharedCandidate> group, ref EncodeCounters c)
+    [ThreadStatic] private static AtOnceGroup? t_atOnce;
+
+    /// <summary>A shared blob made to be grouped at once: its id, handle and the page (domain, gfn) it is named after.</summary>
+    private readonly record struct AtOnceBlob(uint Id, ulong Handle, Domain Domain, long Gfn);
+
+    /// <summary>
+    /// The blobs a worker made, in its chunk's order, to be grouped at once (their pages and patches already idle as long
+    /// as a page must before grouping): gathered with their frames' bytes, copied before the frames were freed, and
+    /// grouped by the worker as soon as the naming domain's group size is reached, with no decode
+    /// (<see cref="SharedGrouping.FormKnown"/>). A blob left alone at a chunk's end, or by a change of domain, is nominated
+    /// for SharedGrouping instead, which groups it with the pass's other nominations. One per worker thread.
+    /// </summary>
+    private sealed class AtOnceGroup
+    {
+        private readonly AtOnceBlob[] _blobs = new AtOnceBlob[PageGroupTable.MaxMembers];
+        private readonly uint[] _ids = new uint[PageGroupTable.MaxMembers];
+        private readonly ulong[] _handles = new ulong[PageGroupTable.MaxMembers];
+        private readonly byte[] _pages = new byte[PageGroupTable.MaxMembers * PageGeometry.PageSize];
+        private GroupCodecChoice _choice;
+        private int _count;
+
+        /// <summary>What the worker's chunks did (<see cref="Reset"/> starts it again).</summary>
+        public EncodeCounters Counters;
+
+        /// <summary>The chunk the worker took last; -2 before its first.</summary>
+        public int LastChunk = -2;
+
+        /// <summary>A worker's start in a pass: nothing gathered, no chunk taken.</summary>
+        public AtOnceGroup Begin()
+        {
+            Reset();
+            return this;
+        }
+
+        /// <summary>Where <see cref="TryCompressGroup"/> copies the page of a blob made to be grouped at once.</summary>
+        public byte[] Staging { get; } = new byte[PageGeometry.PageSize];
+
+        /// <summary>Adds the blob whose page is in <see cref="Staging"/>; groups what is gathered once it is a whole group.</summary>
+        public void Add(DEHost host, AtOnceBlob blob)
+        {
+            if (_count > 0 && _blobs[0].Domain != blob.Domain) Flush(host);
+            Staging.CopyTo(_pages.AsSpan(_count * PageGeometry.PageSize));
+            _blobs[_count++] = blob;
+            if (_count >= Math.Min(blob.Domain.Policy.GroupSize, PageGroupTable.MaxMembers)) Flush(host);
+        }
+
+        /// <summary>Groups what is gathered (two or more), or nominates a blob left alone; then starts again.</summary>
+        public void Flush(DEHost host)
+        {
+            int count = _count;
+            _count = 0;
+            if (count == 1) host.NominateSharedBlobs([SharedGrouping.Nomination(_blobs[0].Domain.Id, _blobs[0].Gfn, _blobs[0].Id)]);
+            else if (count >= 2)
+            {
+                for (int k = 0; k < count; k++)
+                {
+                    _ids[k] = _blobs[k].Id;
+                    _handles[k] = _blobs[k].Handle;
+                }
+                SharedGrouping.FormKnown(host, _blobs[0].Domain.Policy, _ids.AsSpan(0, count), _handles.AsSpan(0, count),
+                    _pages.AsSpan(0, count * PageGeometry.PageSize), ref _choice, ref Counters);
+            }
+            Array.Clear(_blobs, 0, count); // no domain kept alive by a thread-static
+        }
+
+        /// <summary>Forgets what is gathered (a chunk's end, or a failure), and wipes the pages: they hold guest memory.</summary>
+        public void Reset()
+        {
+            Array.Clear(_blobs);
+            _count = 0;
+            _choice = default; // each worker's pass chooses afresh, from its own groups (GroupCodecChoice)
+            Counters = default;
+            LastChunk = -2;
+            Array.Clear(_pages);
+            Array.Clear(Staging);
+        }
+    }
+
+    /// <summary>
+    /// Compresses the frame <paramref name="group"/> all holds, when it still may be; returns the blob when it was made to be
+    /// grouped at once, its frame's bytes then copied into <paramref name="staging"/>; null otherwise.
+    /// </summary>
+    private static AtOnceBlob? TryCompressGroup(DEHost host, Span<SharedCandidate> group, byte[] staging, ref EncodeCounters c)
     {
         int count = group.Length;
         if (t_entries is null || t_entries.Length < count)
@@ -117,12 +278,12 @@ internal static class SharedCompression
             for (; taken < count; taken++)
             {
                 var d = host.TryGetDomainById(group[taken].DomainId);
-                if (d is null || d.IsRemoved || group[taken].Page >= d.PageCount) return;
+                if (d is null || d.IsRemoved || group[taken].Page >= d.PageCount) return null;
                 domains[taken] = d;
                 if (!d.TryLock(group[taken].Page, out entries[taken]))
                 {
                     c.Contended++;
-                    return;
+                    return null;
                 }
             }
             uint frame = group[0].Frame;
@@ -136,18 +297,18 @@ internal static class SharedCompression
                 ulong e = entries[i];
                 if (d.IsRemoved || !d.Policy.CompressionEnabled || d.Policy.TrustGroup != first.Policy.TrustGroup
                     || (e & (PageEntry.Modified | PageEntry.Referenced)) != 0 || !PageClock.MayCompressOrSwap(PageEntry.Category(e)))
-                    return;
+                    return null;
                 if (group[i].IsPatch)
                 {
                     // Still a patch against this very frame (the engine rewrites no patch but here, under these locks).
-                    if (PageEntry.State(e) != PageState.Patched) return;
+                    if (PageEntry.State(e) != PageState.Patched) return null;
                     var patch = store.Get(PageEntry.Payload(e));
                     if (patch.Length < EncodedPage.PatchHeader || EncodedPage.Kind(patch) != EncodedKind.Patch
                         || EncodedPage.ReferenceIsSharedBlob(patch) || EncodedPage.ReferenceFrame(patch) != frame)
-                        return;
+                        return null;
                     patchCount++;
                 }
-                else if (PageEntry.State(e) != PageState.Shared || PageEntry.Frame(e) != frame) return;
+                else if (PageEntry.State(e) != PageState.Shared || PageEntry.Frame(e) != frame) return null;
                 threshold = Math.Min(threshold, d.Policy.CompressionThreshold);
             }
             // Its pages and patches already idle as long as a page must before grouping: nominated at once, so the pass
@@ -166,7 +327,7 @@ internal static class SharedCompression
             ulong hash = index.HashOf(frame);
             lock (index.Stable.StripeLock(hash))
             {
-                if (frames.RefCount(frame) != count) return;
+                if (frames.RefCount(frame) != count) return null;
                 var page = frames.Span(frame);
                 byte[] blob = Scratch.A;
                 // The first domain's codecs (with page groups on, the groups', which a shared blob keeps until it is grouped; else its own),
@@ -177,7 +338,7 @@ internal static class SharedCompression
                     // Not tried again until one of the pages is written (a patch: rebuilt) or a domain's compression policy changes.
                     for (int i = 0; i < count; i++) entries[i] |= PageEntry.Incompressible;
                     c.Incompressible += count - patchCount;
-                    return;
+                    return null;
                 }
                 var table = host.SharedBlobs;
                 uint id = table.Reserve();
@@ -197,7 +358,7 @@ internal static class SharedCompression
                         if (group[i].IsPatch) store.Free(patches[i]);
                     table.Abandon(id);
                     if (rewritten) c.StoreFull++;
-                    return;
+                    return null;
                 }
                 // Every page and every patch that holds the frame now names the blob instead.
                 table.Publish(id, handle, count);
@@ -209,14 +370,16 @@ internal static class SharedCompression
                     else entries[i] = PageEntry.WithSharedBlob(entries[i], id);
                 }
                 index.Stable.RemoveIf(hash, frame);
+                // The frame's bytes, for the group the worker forms at once (no decode of the blob just made from them).
+                if (atOnce) page.CopyTo(staging);
                 frames.Free(frame);
                 for (int i = 0; i < count; i++)
                     if (group[i].IsPatch) store.Free(patches[i]); // the old patch blob
-                if (atOnce) host.NominateSharedBlobs([SharedGrouping.Nomination(group[by].DomainId, group[by].Page, id)]);
                 c.SharedFramesCompressed++;
                 c.PagesCompressed += count - patchCount;
                 c.PatchesOnCompressedReferences += patchCount;
                 c.CompressedBytes += length;
+                return atOnce ? new AtOnceBlob(id, handle, domains[by]!, group[by].Page) : null;
             }
         }
         finally

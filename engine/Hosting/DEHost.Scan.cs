@@ -125,6 +125,9 @@ public sealed partial class DEHost
     /// <summary>The cold Shared pages of the running pass (held only during a pass, counted in the metadata meanwhile).</summary>
     private readonly PassBuffer<SharedCandidate> _coldShared = new();
 
+    /// <summary>The frames' runs of cold shared pages in the order SharedCompression takes them (only during a pass).</summary>
+    private readonly PassBuffer<SharedRun> _sharedRuns = new();
+
     /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
     private readonly List<uint> _dirtyGroups = new();
 
@@ -139,8 +142,8 @@ public sealed partial class DEHost
         _sharedNominations.Add(nominations);
     }
 
-    /// <summary>Bytes the buffers of cold shared pages and of nominations hold (only during a pass).</summary>
-    internal long PassBuffersMetadataBytes => _coldShared.MetadataBytes + _sharedNominations.MetadataBytes;
+    /// <summary>Bytes the buffers of cold shared pages, their runs and nominations hold (only during a pass).</summary>
+    internal long PassBuffersMetadataBytes => _coldShared.MetadataBytes + _sharedRuns.MetadataBytes + _sharedNominations.MetadataBytes;
     private long _engineCpuTicks;
 
     /// <summary>CPU time (user + system, getrusage per worker thread) that engine passes have used on this host.</summary>
@@ -219,6 +222,7 @@ public sealed partial class DEHost
         {
             // The pass's buffers, whether it completed or not: empty between passes, their memory freed.
             _coldShared.EndPass();
+            _sharedRuns.EndPass();
             _sharedNominations.EndPass();
             SharedBlobs.ReleaseHeld();
         }
@@ -301,7 +305,7 @@ public sealed partial class DEHost
         {
             long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
             int candidates = _coldShared.Count;
-            enc.Add(SharedCompression.Run(this, _coldShared, options.Parallelism));
+            enc.Add(SharedCompression.Run(this, _coldShared, _sharedRuns, options.Parallelism));
             AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
             Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         }

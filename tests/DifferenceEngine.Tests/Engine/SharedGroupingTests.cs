@@ -74,6 +74,70 @@ public class SharedGroupingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void SharedFramesGroupedAtOnceByTwoWorkersFollowPageOrderAndReadBack()
+    {
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        // Enough frames for SharedCompression to cut them into many chunks for its two workers; their pages are idle long
+        // enough by the pass that compresses the frames for the workers to group the blobs at once, from the frames' bytes.
+        const int count = 2048;
+        var (a, b, pages) = Clones(host, dir, count, Options());
+        var scan = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2 });
+        foreach (var p in scan.PassResults)
+            output.WriteLine($"pass {p.Pass}: shared frames compressed {p.SharedFramesCompressed}, shared blob groups {p.SharedBlobGroupsFormed} ({p.SharedBlobsGrouped} blobs)");
+        // Every frame compressed in one pass, and every blob grouped in that same pass.
+        var compressing = Assert.Single(scan.PassResults, p => p.SharedFramesCompressed > 0);
+        Assert.Equal(count, compressing.SharedFramesCompressed);
+        Assert.Equal(count, compressing.SharedBlobsGrouped);
+        // Groups of 4 pages that follow one another in a's memory (a worker that takes another's chunks from the back groups
+        // them backward), but where a worker's run of chunks ends: a group cut short there and the blobs so left alone,
+        // whatever the two workers took.
+        var members = new Dictionary<uint, List<long>>();
+        for (long g = 0; g < count; g++)
+        {
+            var info = a.GetPage(g);
+            Assert.NotNull(info.Group);
+            if (!members.TryGetValue(info.Group.Value, out var list)) members[info.Group.Value] = list = [];
+            list.Add(g);
+        }
+        int groups = members.Count, consecutive = members.Values.Count(l => l.Count == 4 && l.Max() - l.Min() == 3);
+        output.WriteLine($"{groups} groups, {consecutive} of 4 consecutive pages");
+        Assert.True(consecutive >= 4 * groups / 5, $"{consecutive} of {groups} groups hold 4 consecutive pages");
+        for (long g = 0; g < count; g++)
+        {
+            Assert.Equal(pages[g], a.ReadPage(g));
+            Assert.Equal(pages[g], b.ReadPage(g));
+        }
+        TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void EachChunkOfSharedCompressionIsTakenOnceAndEachSegmentFromTheFrontInOrder()
+    {
+        const int segments = 4, chunks = 997;
+        var cursors = new long[segments];
+        for (int s = 0; s < segments; s++) cursors[s] = ((long)(s * chunks / segments) << 32) | (uint)((s + 1) * chunks / segments);
+        var taken = new int[chunks];
+        var fronts = new List<int>[segments];
+        Parallel.For(0, segments, new ParallelOptions { MaxDegreeOfParallelism = segments }, own =>
+        {
+            fronts[own] = new List<int>();
+            for (int v = 0; v < segments; v++)
+                while (Compression.SharedCompression.Take(cursors, (own + v) % segments, fromFront: v == 0, out int k))
+                {
+                    Interlocked.Increment(ref taken[k]);
+                    if (v == 0) fronts[own].Add(k);
+                }
+        });
+        Assert.All(taken, t => Assert.Equal(1, t));
+        for (int s = 0; s < segments; s++)
+        {
+            // The owner's chunks: its segment's first ones, one after another (the rest went to the others, from the back).
+            Assert.Equal(Enumerable.Range(s * chunks / segments, fronts[s].Count), fronts[s]);
+        }
+    }
+
+    [Fact]
     public void ColdSharedBlobsAreGroupedAndReadBackThroughTheirGroup()
     {
         using var host = new DEHost();
