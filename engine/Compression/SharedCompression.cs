@@ -58,7 +58,7 @@ internal static class SharedCompression
     [ThreadStatic] private static Domain?[]? t_domains;
     [ThreadStatic] private static ulong[]? t_patches;
 
-    /// <summary>Chunks of the sorted candidates per worker (<see cref="Run"/>).</summary>
+    /// <summary>Chunks of the frames' runs per worker (<see cref="Run"/>).</summary>
     private const int ChunksPerWorker = 32;
 
     private static readonly Comparison<SharedCandidate> ByFrameThenPage = static (a, b) =>
@@ -80,8 +80,9 @@ internal static class SharedCompression
         if (n == 0) return total;
         candidates.Items.Sort(ByFrameThenPage);
         // Each frame's run of candidates, in the order of its first sharing page (a frame only patches hold: its first
-        // patch's page), where its neighbours in the guest are: the blobs grouped at once (below) come out of each chunk
+        // patch's page), where its neighbours in the guest are: the blobs grouped at once (below) come out of each worker
         // in that order, as SharedGrouping orders nominations.
+        runs.Clear();
         {
             var items = candidates.Items;
             Span<SharedRun> batch = stackalloc SharedRun[128];
@@ -105,49 +106,27 @@ internal static class SharedCompression
             runs.Items.Sort(ByFirstPage);
         }
         int m = runs.Count;
-        // Many more chunks than workers: frames differ widely in work (a frame with many patches rewrites each), and with a
-        // few chunks a worker was left with the last heavy one (session 26, the guest images: 4 per worker left the
-        // phase at 1.3 workers busy on average; 32 per worker cut its time by a fifth).
-        int chunks = Math.Max(1, Math.Min(parallelism * ChunksPerWorker, m / 64));
-        // Each worker takes the chunks of its own segment from the front, in order, so that the blobs it gathers for a group
-        // carry from one chunk to the next; when its segment is done it takes chunks from the back of the others', in
-        // reverse order, each backward (the balance the many chunks are for). A group is cut only where a worker's run of
-        // chunks ends, about once per segment: cut at every chunk's end (Parallel.For hands the two workers alternate
-        // chunks), the partial groups and lone blobs cost 0.2-0.25 MiB on the program snapshots (session 27).
+        int chunks = ChunkCount(m, parallelism);
         int segments = Math.Max(1, Math.Min(parallelism, chunks));
-        var cursors = new long[segments]; // per segment: the next chunk from the front << 32 | one past the last from the back
-        for (int g = 0; g < segments; g++) cursors[g] = ((long)(g * chunks / segments) << 32) | (uint)((g + 1) * chunks / segments);
+        var cursors = Cursors(chunks, segments);
         var gate = new object();
         Parallel.For(0, segments, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, own =>
         {
             var atOnce = (t_atOnce ??= new AtOnceGroup()).Begin();
             try
             {
-                for (int v = 0; v < segments; v++)
+                Traverse(cursors, own, m, chunks, (r, cut) =>
                 {
-                    int segment = (own + v) % segments;
-                    atOnce.Flush(host); // another segment: not next to the last chunk taken
-                    bool forward = v == 0;
-                    while (Take(cursors, segment, fromFront: forward, out int k))
-                    {
-                        // Its own chunks forward, the others' from the back backward: either way one after another.
-                        if (atOnce.LastChunk != (forward ? k - 1 : k + 1)) atOnce.Flush(host);
-                        atOnce.LastChunk = k;
-                        var items = candidates.Items;
-                        var order = runs.Items;
-                        int first = (int)((long)k * m / chunks), end = (int)((long)(k + 1) * m / chunks);
-                        for (int x = first; x < end; x++)
-                        {
-                            int r = forward ? x : end - 1 - (x - first);
-                            int i = order[r].Start, j = i + 1;
-                            while (j < n && items[j].Frame == items[i].Frame) j++;
-                            // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
-                            if (host.Frames.RefCount(items[i].Frame) == j - i
-                                && TryCompressGroup(host, items.Slice(i, j - i), atOnce.Staging, ref atOnce.Counters) is { } made)
-                                atOnce.Add(host, made);
-                        }
-                    }
-                }
+                    // The blobs gathered so far are not this run's neighbours: grouped (or nominated) first.
+                    if (cut) atOnce.Flush(host);
+                    var items = candidates.Items;
+                    int i = runs.Items[r].Start, j = i + 1;
+                    while (j < n && items[j].Frame == items[i].Frame) j++;
+                    // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
+                    if (host.Frames.RefCount(items[i].Frame) == j - i
+                        && TryCompressGroup(host, items.Slice(i, j - i), atOnce.Staging, ref atOnce.Counters) is { } made)
+                        atOnce.Add(host, made);
+                });
                 atOnce.Flush(host);
             }
             finally
@@ -158,6 +137,55 @@ internal static class SharedCompression
             }
         });
         return total;
+    }
+
+    /// <summary>
+    /// Chunks of <paramref name="runs"/> frames' runs for <paramref name="parallelism"/> workers: many more chunks than
+    /// workers, as frames differ widely in work (a frame with many patches rewrites each), and with a few chunks a worker
+    /// was left with the last heavy one (session 26, the guest images: 4 per worker left the phase at 1.3 workers busy on
+    /// average; 32 per worker cut its time by a fifth). At least one; about 64 runs each at least.
+    /// </summary>
+    internal static int ChunkCount(int runs, int parallelism) => Math.Max(1, Math.Min(parallelism * ChunksPerWorker, runs / 64));
+
+    /// <summary>
+    /// Per segment (one a worker, at most one a chunk), the next chunk to take from the front &lt;&lt; 32 | one past the last
+    /// to take from the back: segment g owns chunks [g chunks / segments, (g + 1) chunks / segments).
+    /// </summary>
+    internal static long[] Cursors(int chunks, int segments)
+    {
+        var cursors = new long[segments];
+        for (int g = 0; g < segments; g++) cursors[g] = ((long)g * chunks / segments << 32) | (uint)((long)(g + 1) * chunks / segments);
+        return cursors;
+    }
+
+    /// <summary>
+    /// The runs worker <paramref name="own"/> takes, in the order it takes them, each with whether it does not follow the
+    /// worker's last run in page order (<c>cut</c>): first its own segment's chunks from the front, each forward, then
+    /// the others' chunks from the back, each backward, so that a worker's runs follow one another (the gathering for a
+    /// group carries across its chunks) and are cut only where it changes segment or another worker took the chunk next
+    /// to its last. Cut at every chunk's end instead (Parallel.For over the chunks hands two workers alternate ones), the
+    /// partial groups and lone blobs cost 0.2-0.25 MiB on the program snapshots (session 27). Chunk k holds runs
+    /// [k m / chunks, (k + 1) m / chunks).
+    /// </summary>
+    internal static void Traverse(long[] cursors, int own, int m, int chunks, Action<int, bool> visit)
+    {
+        int segments = cursors.Length, last = -2;
+        for (int v = 0; v < segments; v++)
+        {
+            bool forward = v == 0, newSegment = true;
+            while (Take(cursors, (own + v) % segments, fromFront: forward, out int k))
+            {
+                bool cut = newSegment || last != (forward ? k - 1 : k + 1);
+                newSegment = false;
+                last = k;
+                int first = (int)((long)k * m / chunks), end = (int)((long)(k + 1) * m / chunks);
+                for (int x = first; x < end; x++)
+                {
+                    visit(forward ? x : end - 1 - (x - first), cut);
+                    cut = false;
+                }
+            }
+        }
     }
 
     /// <summary>Takes a chunk of <paramref name="segment"/>: its next from the front, or its last from the back; false when none is left.</summary>
@@ -184,28 +212,29 @@ internal static class SharedCompression
     private readonly record struct AtOnceBlob(uint Id, ulong Handle, Domain Domain, long Gfn);
 
     /// <summary>
-    /// The blobs a worker made, in its chunk's order, to be grouped at once (their pages and patches already idle as long
-    /// as a page must before grouping): gathered with their frames' bytes, copied before the frames were freed, and
-    /// grouped by the worker as soon as the naming domain's group size is reached, with no decode
-    /// (<see cref="SharedGrouping.FormKnown"/>). A blob left alone at a chunk's end, or by a change of domain, is nominated
-    /// for SharedGrouping instead, which groups it with the pass's other nominations. One per worker thread.
+    /// The blobs a worker made, in the order it takes the frames (<see cref="Traverse"/>), to be grouped at once (their
+    /// pages and patches already idle as long as a page must before grouping): gathered with their frames' bytes, copied
+    /// before the frames were freed, and grouped by the worker once the naming domain's group size is reached, with no
+    /// decode (<see cref="SharedGrouping.FormKnown"/>). Blobs gathered when the worker's run of frames is cut, or the
+    /// domain changes, are fewer than a group: they are nominated for SharedGrouping instead, which groups them with the
+    /// pass's other nominations in page order (the other side of a cut among them). One per worker thread.
     /// </summary>
     private sealed class AtOnceGroup
     {
         private readonly AtOnceBlob[] _blobs = new AtOnceBlob[PageGroupTable.MaxMembers];
         private readonly uint[] _ids = new uint[PageGroupTable.MaxMembers];
         private readonly ulong[] _handles = new ulong[PageGroupTable.MaxMembers];
-        private readonly byte[] _pages = new byte[PageGroupTable.MaxMembers * PageGeometry.PageSize];
+        private readonly SharedNomination[] _nominations = new SharedNomination[PageGroupTable.MaxMembers];
+        // The gathered blobs' pages: grown to the largest group size met (4 pages by default), wiped up to the most used.
+        private byte[] _pages = new byte[4 * PageGeometry.PageSize];
+        private int _pagesUsed;
         private GroupCodecChoice _choice;
         private int _count;
 
-        /// <summary>What the worker's chunks did (<see cref="Reset"/> starts it again).</summary>
+        /// <summary>What the worker's frames did (<see cref="Reset"/> starts it again).</summary>
         public EncodeCounters Counters;
 
-        /// <summary>The chunk the worker took last; -2 before its first.</summary>
-        public int LastChunk = -2;
-
-        /// <summary>A worker's start in a pass: nothing gathered, no chunk taken.</summary>
+        /// <summary>A worker's start in a pass: nothing gathered.</summary>
         public AtOnceGroup Begin()
         {
             Reset();
@@ -219,39 +248,65 @@ internal static class SharedCompression
         public void Add(DEHost host, AtOnceBlob blob)
         {
             if (_count > 0 && _blobs[0].Domain != blob.Domain) Flush(host);
-            Staging.CopyTo(_pages.AsSpan(_count * PageGeometry.PageSize));
+            int at = _count * PageGeometry.PageSize;
+            if (_pages.Length < at + PageGeometry.PageSize)
+            {
+                var pages = new byte[Math.Min(2 * _pages.Length, PageGroupTable.MaxMembers * PageGeometry.PageSize)];
+                _pages.AsSpan(0, at).CopyTo(pages);
+                Array.Clear(_pages); // guest memory
+                _pages = pages;
+            }
+            Staging.CopyTo(_pages.AsSpan(at));
+            _pagesUsed = Math.Max(_pagesUsed, at + PageGeometry.PageSize);
             _blobs[_count++] = blob;
-            if (_count >= Math.Min(blob.Domain.Policy.GroupSize, PageGroupTable.MaxMembers)) Flush(host);
+            if (_count >= GroupSizeOf(blob.Domain)) Flush(host);
         }
 
-        /// <summary>Groups what is gathered (two or more), or nominates a blob left alone; then starts again.</summary>
+        /// <summary>
+        /// Groups what is gathered when it is a whole group of a domain that still groups; nominates fewer (see the class);
+        /// drops blobs of a domain removed meanwhile or that no longer groups (SharedGrouping would drop them too: they stay
+        /// single blobs). Then starts again.
+        /// </summary>
         public void Flush(DEHost host)
         {
             int count = _count;
             _count = 0;
-            if (count == 1) host.NominateSharedBlobs([SharedGrouping.Nomination(_blobs[0].Domain.Id, _blobs[0].Gfn, _blobs[0].Id)]);
-            else if (count >= 2)
+            if (count == 0) return;
+            try
             {
+                var domain = _blobs[0].Domain;
+                if (domain.IsRemoved || !domain.Policy.CompressionEnabled || GroupSizeOf(domain) < 2) return;
+                if (count < GroupSizeOf(domain))
+                {
+                    for (int k = 0; k < count; k++) _nominations[k] = SharedGrouping.Nomination(domain.Id, _blobs[k].Gfn, _blobs[k].Id);
+                    host.NominateSharedBlobs(_nominations.AsSpan(0, count));
+                    return;
+                }
                 for (int k = 0; k < count; k++)
                 {
                     _ids[k] = _blobs[k].Id;
                     _handles[k] = _blobs[k].Handle;
                 }
-                SharedGrouping.FormKnown(host, _blobs[0].Domain.Policy, _ids.AsSpan(0, count), _handles.AsSpan(0, count),
+                SharedGrouping.FormKnown(host, domain.Policy, _ids.AsSpan(0, count), _handles.AsSpan(0, count),
                     _pages.AsSpan(0, count * PageGeometry.PageSize), ref _choice, ref Counters);
             }
-            Array.Clear(_blobs, 0, count); // no domain kept alive by a thread-static
+            finally
+            {
+                Array.Clear(_blobs, 0, count); // no domain kept alive by a thread-static
+            }
         }
 
-        /// <summary>Forgets what is gathered (a chunk's end, or a failure), and wipes the pages: they hold guest memory.</summary>
+        private static int GroupSizeOf(Domain domain) => Math.Min(domain.Policy.GroupSize, PageGroupTable.MaxMembers);
+
+        /// <summary>Forgets what is gathered (a worker's start and end in a pass), and wipes the pages: they hold guest memory.</summary>
         public void Reset()
         {
             Array.Clear(_blobs);
             _count = 0;
             _choice = default; // each worker's pass chooses afresh, from its own groups (GroupCodecChoice)
             Counters = default;
-            LastChunk = -2;
-            Array.Clear(_pages);
+            Array.Clear(_pages, 0, _pagesUsed);
+            _pagesUsed = 0;
             Array.Clear(Staging);
         }
     }
@@ -311,8 +366,8 @@ internal static class SharedCompression
                 else if (PageEntry.State(e) != PageState.Shared || PageEntry.Frame(e) != frame) return null;
                 threshold = Math.Min(threshold, d.Policy.CompressionThreshold);
             }
-            // Its pages and patches already idle as long as a page must before grouping: nominated at once, so the pass
-            // groups it with the other blobs it makes (SharedGrouping) instead of a pass later. In the name of the frame's
+            // Its pages and patches already idle as long as a page must before grouping: grouped at once, by this worker with
+            // the blobs it makes next (AtOnceGroup), instead of a pass later. In the name of the frame's
             // first sharing page (the lowest domain and page; a patch's page sorts first in its domain), where its
             // neighbours in the guest are, when that page's domain groups; else, as a frame only patches hold, in the
             // name of the first entry's (its domain the lowest).

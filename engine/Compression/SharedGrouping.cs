@@ -18,9 +18,9 @@ namespace DifferenceEngine.Compression;
 /// <remarks>
 /// <para>When: a pass's page grouping (GroupSlice) nominates each single shared blob that one of its pages names once that
 /// page has stayed untouched as long as a page must before it is grouped (the domain's policy: C4Sweeps +
-/// GroupAfterSweeps sweeps), or SharedCompression nominates one it made when its pages and patches were that idle
-/// already but it was left alone where a worker's run of chunks ended (the others it groups itself, from the frames'
-/// bytes: <see cref="FormKnown"/>), in the name of the frame's first sharing page; after the pass's sweep the nominated blobs are grouped in
+/// GroupAfterSweeps sweeps), or SharedCompression nominates those it made when their pages and patches were that idle
+/// already but that came fewer than a group where a worker's run of frames was cut (the others it groups itself, from the
+/// frames' bytes: <see cref="FormKnown"/>), in the name of the frame's first sharing page; after the pass's sweep the nominated blobs are grouped in
 /// the order of the page that nominated them (of several, the lowest domain and page), per that domain (its policy gives
 /// the group size and codec: every page naming a blob is in one trust group, as sharing never crosses one). Neighbours
 /// in a guest's memory are most alike: on Compare's inputs, groups in that order came out 3-4% smaller than in blob id
@@ -167,6 +167,7 @@ internal static class SharedGrouping
                 }
                 else
                 {
+                    if (blob.Length < EncodedPage.CompressedHeader || EncodedPage.Kind(blob) != EncodedKind.Compressed) continue;
                     knownPages.Slice(i * PageGeometry.PageSize, PageGeometry.PageSize).CopyTo(page);
                     if (EncodedPage.Checksum(page, blob) != EncodedPage.StoredChecksum(blob)) continue;
                 }

@@ -568,6 +568,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         _byName.Clear();
         foreach (var index in _sharing.Values) index.Dispose();
         _coldShared.Dispose();
+        _sharedRuns.Dispose();
         _sharedNominations.Dispose();
         Frames.Dispose();
         Store.Dispose();

@@ -82,13 +82,17 @@ public class SharedGroupingTests(ITestOutputHelper output)
         // enough by the pass that compresses the frames for the workers to group the blobs at once, from the frames' bytes.
         const int count = 2048;
         var (a, b, pages) = Clones(host, dir, count, Options());
+        long GroupedAfterThePhase() => host.GetStats().EngineTime.Single(t => t.Mechanism == "Grouping").Pages;
         var scan = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2 });
         foreach (var p in scan.PassResults)
             output.WriteLine($"pass {p.Pass}: shared frames compressed {p.SharedFramesCompressed}, shared blob groups {p.SharedBlobGroupsFormed} ({p.SharedBlobsGrouped} blobs)");
-        // Every frame compressed in one pass, and every blob grouped in that same pass.
+        // Every frame compressed in one pass, and every blob grouped in that same pass: by the workers that compressed them,
+        // none nominated and grouped after the phase (the chunks hold a multiple of 4 runs here, so no run of a worker is
+        // cut inside a group).
         var compressing = Assert.Single(scan.PassResults, p => p.SharedFramesCompressed > 0);
         Assert.Equal(count, compressing.SharedFramesCompressed);
         Assert.Equal(count, compressing.SharedBlobsGrouped);
+        Assert.Equal(0, GroupedAfterThePhase());
         // Groups of 4 pages that follow one another in a's memory (a worker that takes another's chunks from the back groups
         // them backward), but where a worker's run of chunks ends: a group cut short there and the blobs so left alone,
         // whatever the two workers took.
@@ -111,29 +115,55 @@ public class SharedGroupingTests(ITestOutputHelper output)
         TestMemory.AssertFrameAccounting(host);
     }
 
-    [Fact]
-    public void EachChunkOfSharedCompressionIsTakenOnceAndEachSegmentFromTheFrontInOrder()
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(63, 2)]
+    [InlineData(64, 2)]
+    [InlineData(1000, 1)]
+    [InlineData(1000, 2)]
+    [InlineData(1000, 3)]
+    [InlineData(5000, 8)]
+    public void SharedCompressionsWorkersTakeEveryRunOnceEachRunOfThemInPageOrder(int runs, int parallelism)
     {
-        const int segments = 4, chunks = 997;
-        var cursors = new long[segments];
-        for (int s = 0; s < segments; s++) cursors[s] = ((long)(s * chunks / segments) << 32) | (uint)((s + 1) * chunks / segments);
-        var taken = new int[chunks];
-        var fronts = new List<int>[segments];
+        int chunks = Compression.SharedCompression.ChunkCount(runs, parallelism);
+        int segments = Math.Min(parallelism, chunks);
+        var cursors = Compression.SharedCompression.Cursors(chunks, segments);
+        var visited = new int[runs];
+        var taken = new List<(int Run, bool Cut)>[segments];
         Parallel.For(0, segments, new ParallelOptions { MaxDegreeOfParallelism = segments }, own =>
         {
-            fronts[own] = new List<int>();
-            for (int v = 0; v < segments; v++)
-                while (Compression.SharedCompression.Take(cursors, (own + v) % segments, fromFront: v == 0, out int k))
-                {
-                    Interlocked.Increment(ref taken[k]);
-                    if (v == 0) fronts[own].Add(k);
-                }
+            var mine = taken[own] = [];
+            Compression.SharedCompression.Traverse(cursors, own, runs, chunks, (r, cut) =>
+            {
+                Interlocked.Increment(ref visited[r]);
+                mine.Add((r, cut));
+            });
         });
-        Assert.All(taken, t => Assert.Equal(1, t));
-        for (int s = 0; s < segments; s++)
+        Assert.All(visited, v => Assert.Equal(1, v));
+        // Chunk k holds runs [k runs / chunks, (k + 1) runs / chunks): a worker is cut only at a chunk's first run (taken
+        // forward) or last (backward), and never inside its own segment, which it takes forward from its first chunk.
+        var chunkEdges = new HashSet<int>();
+        for (int k = 0; k < chunks; k++)
         {
-            // The owner's chunks: its segment's first ones, one after another (the rest went to the others, from the back).
-            Assert.Equal(Enumerable.Range(s * chunks / segments, fronts[s].Count), fronts[s]);
+            chunkEdges.Add((int)((long)k * runs / chunks));
+            chunkEdges.Add((int)((long)(k + 1) * runs / chunks) - 1);
+        }
+        for (int own = 0; own < segments; own++)
+        {
+            var mine = taken[own];
+            if (mine.Count == 0) continue;
+            Assert.True(mine[0].Cut);
+            for (int i = 1; i < mine.Count; i++)
+            {
+                // Between two cuts the runs follow one another, forward or backward.
+                if (!mine[i].Cut) Assert.Equal(1, Math.Abs(mine[i].Run - mine[i - 1].Run));
+                else Assert.Contains(mine[i].Run, chunkEdges);
+            }
+            int ownFirst = (int)((long)(own * chunks / segments) * runs / chunks);
+            int ownEnd = (int)((long)((own + 1) * chunks / segments) * runs / chunks);
+            int prefix = 0;
+            while (prefix < mine.Count && mine[prefix].Run >= ownFirst && mine[prefix].Run < ownEnd) prefix++;
+            if (prefix > 0) Assert.Equal(1, mine.Take(prefix).Count(t => t.Cut));
         }
     }
 
