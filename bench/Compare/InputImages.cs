@@ -49,9 +49,8 @@ internal sealed class InputImages : IDisposable
         var labels = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (string path in paths)
         {
+            if (CompareCommand.BadImage(path) is { } why) throw new InvalidOperationException($"{path}: {why}");
             long length = new FileInfo(path).Length;
-            if (length == 0 || length % PageSize != 0)
-                throw new InvalidOperationException($"{path}: {length} bytes is not a raw image of whole 4 KiB pages.");
             string label = labelsGiven?[list.Count] ?? System.IO.Path.GetFileNameWithoutExtension(path);
             for (int n = 2; !labels.Add(label); n++) label = $"{System.IO.Path.GetFileNameWithoutExtension(path)}-{n}";
             list.Add(new InputImage(label, System.IO.Path.GetFullPath(path), length / PageSize, Owned: false));

@@ -259,7 +259,7 @@ internal static class SharedCompression
             Staging.CopyTo(_pages.AsSpan(at));
             _pagesUsed = Math.Max(_pagesUsed, at + PageGeometry.PageSize);
             _blobs[_count++] = blob;
-            if (_count >= GroupSizeOf(blob.Domain)) Flush(host);
+            if (_count >= blob.Domain.Policy.GroupSize) Flush(host);
         }
 
         /// <summary>
@@ -275,8 +275,8 @@ internal static class SharedCompression
             try
             {
                 var domain = _blobs[0].Domain;
-                if (domain.IsRemoved || !domain.Policy.CompressionEnabled || GroupSizeOf(domain) < 2) return;
-                if (count < GroupSizeOf(domain))
+                if (!SharedGrouping.GroupsFor(domain)) return;
+                if (count < domain.Policy.GroupSize)
                 {
                     for (int k = 0; k < count; k++) _nominations[k] = SharedGrouping.Nomination(domain.Id, _blobs[k].Gfn, _blobs[k].Id);
                     host.NominateSharedBlobs(_nominations.AsSpan(0, count));
@@ -295,8 +295,6 @@ internal static class SharedCompression
                 Array.Clear(_blobs, 0, count); // no domain kept alive by a thread-static
             }
         }
-
-        private static int GroupSizeOf(Domain domain) => Math.Min(domain.Policy.GroupSize, PageGroupTable.MaxMembers);
 
         /// <summary>Forgets what is gathered (a worker's start and end in a pass), and wipes the pages: they hold guest memory.</summary>
         public void Reset()

@@ -38,6 +38,13 @@ namespace DifferenceEngine.Compression;
 /// </remarks>
 internal static class SharedGrouping
 {
+    /// <summary>
+    /// Whether <paramref name="domain"/> still groups the shared blobs nominated in its name: not removed, compressing,
+    /// with page groups on (its group size, at most <see cref="PageGroupTable.MaxMembers"/> by the policy's own check).
+    /// </summary>
+    internal static bool GroupsFor([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] Domain? domain) =>
+        domain is { IsRemoved: false } && domain.Policy.GroupSize >= 2 && domain.Policy.CompressionEnabled;
+
     /// <summary>A nomination of blob <paramref name="blobId"/> by page <paramref name="gfn"/> of domain <paramref name="domainId"/>, which names it.</summary>
     public static SharedNomination Nomination(int domainId, long gfn, uint blobId) => new(domainId, blobId, gfn);
 
@@ -69,8 +76,7 @@ internal static class SharedGrouping
             var all = nominations.Items;
             int kept = 0;
             foreach (var n in all)
-                if (host.TryGetDomainById(n.DomainId) is { IsRemoved: false } d && d.Policy.GroupSize >= 2 && d.Policy.CompressionEnabled)
-                    all[kept++] = n;
+                if (GroupsFor(host.TryGetDomainById(n.DomainId))) all[kept++] = n;
             if (kept < 2) return total;
             // By blob, the lowest domain and page first, each blob once; then by domain and page.
             var items = all[..kept];
@@ -90,7 +96,7 @@ internal static class SharedGrouping
                 while (j < items.Length && items[j].DomainId == domainId) j++;
                 var domain = host.TryGetDomainById(domainId);
                 int size = domain?.Policy.GroupSize ?? 0;
-                if (domain is { IsRemoved: false } && size >= 2 && domain.Policy.CompressionEnabled)
+                if (GroupsFor(domain))
                     for (int k = i; k < j; k += size)
                         if (Math.Min(size, j - k) >= 2) runs.Add((k, Math.Min(size, j - k), domain));
                 i = j;
