@@ -300,7 +300,12 @@ internal sealed class CompareReport(
             yield return $"Faults on the pages of whole groups read in gfn order (a fault decodes a Zstd group whole and keeps it for its " +
                          $"neighbours): p50 {inOrder.P50Micros:0.0} µs (p90 {inOrder.P90Micros:0.0} µs, {inOrder.Pages} reads).";
         if (goals.FirstTouchMicros is { } touch)
-            yield return $"Of each fault above, the kernel's first touch of the new frame (released to the system after the pass) takes {touch:0.0} µs p50 on this machine.";
+            yield return touch.BatchedP50 is { } batched
+                ? $"Of each fault above, the kernel's part in its new frame (released to the system after the pass): the frame pool maps released frames " +
+                  $"{FramePool.PopulateBatch} at a time, {touch.BatchMapPerPage:0.00} µs a frame, and the first write to a frame so mapped takes " +
+                  $"{batched:0.0} µs p50 on this machine (a page given back and written alone: {touch.AloneP50:0.0} µs)."
+                : $"Of each fault above, the kernel's first touch of the new frame (released to the system after the pass) takes {touch.AloneP50:0.0} µs p50 on this machine " +
+                  "(this kernel cannot map frames in batches).";
         if (goals.CompressPageLz4Micros is { } c)
             yield return $"compress_page (LZ4) ≤ 3 µs: median {c:0.00} µs on the inputs' non-zero pages{Floor(goals.CompressPageFloor, "liblz4 takes")}: " +
                          $"**{(c <= 3 ? "met" : "NOT met")}**";

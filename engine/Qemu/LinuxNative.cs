@@ -29,6 +29,7 @@ internal static unsafe partial class LinuxNative
     public const int MADV_DONTNEED = 4;
     public const int MADV_NOHUGEPAGE = 15;
     public const int MADV_DONTDUMP = 16;
+    public const int MADV_POPULATE_WRITE = 23;
     public const int MAP_SHARED = 1;
     public const int SEEK_DATA = 3;
     public const int SEEK_HOLE = 4;

@@ -40,12 +40,83 @@ public unsafe class FrameReleaseTests
             Assert.True(pool.Span(frames[i]).IndexOfAnyExcept((byte)(i | 1)) < 0, $"frame {frames[i]} in use kept its bytes");
         }
 
-        // Taken again, a released frame reads as zeros and is counted as in use, not as unreleased.
+        // Taken again, a released frame reads as zeros and is counted as in use, not as unreleased. Its free neighbour
+        // after it (frames 1 and 2 are both freed, 3 is in use) is mapped with it: resident, free, reading as zeros.
         Assert.True(pool.TryAllocate(out uint again));
-        Assert.Contains(again, freed);
+        Assert.Equal(frames[1], again);
         Assert.True(pool.Span(again).IndexOfAnyExcept((byte)0) < 0);
+        int mapped = FramePool.PopulateSupported == true ? 1 : 0;
+        Assert.Equal(mapped, pool.FramesUnreleased);
+        Assert.Equal(mapped == 1, Resident(pool, frames[2]));
+        Assert.True(pool.Span(frames[2]).IndexOfAnyExcept((byte)0) < 0);
         pool.Free(again);
-        Assert.Equal(1, pool.FramesUnreleased);
+        Assert.Equal(mapped + 1, pool.FramesUnreleased);
+    }
+
+    /// <summary>
+    /// A released frame is mapped together with the released free frames right after it in its chunk (one
+    /// MADV_POPULATE_WRITE for up to 64 frames, docs/PERFORMANCE.md, "Faults"): those stay free, now resident, and are
+    /// taken next, without another call; the batch stops at a frame in use, at the chunk's end, and at what the limit
+    /// leaves room for; the next release gives back what was mapped and not taken. Turned off, nothing is mapped ahead.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ATakenReleasedFrameIsMappedWithUpTo63FreeNeighboursTakenNext(bool batches)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var pool = new FramePool(null) { PopulateBatches = batches };
+        // A fresh pool: every frame released. The first take maps frames 0-63.
+        Assert.True(pool.TryAllocate(out uint first));
+        Assert.Equal(0u, first);
+        bool on = batches && FramePool.PopulateSupported == true;
+        Assert.Equal(on ? 63 : 0, pool.FramesUnreleased);
+        for (uint f = 1; f < 64; f++) Assert.Equal(on, Resident(pool, f));
+        Assert.False(Resident(pool, 64));
+        // The next 63 takes are those frames, lowest first; the 65th maps 64-127.
+        for (uint f = 1; f <= 64; f++)
+        {
+            Assert.True(pool.TryAllocate(out uint next));
+            Assert.Equal(f, next);
+            pool.Span(next).Fill((byte)(f | 1));
+        }
+        Assert.Equal(on ? 63 : 0, pool.FramesUnreleased);
+        Assert.Equal(on ? 63 : 0, pool.ReleaseFree());
+
+        // A frame in use stops the batch: the rest of the chunk taken, 200-299 freed but for 250, released, 200 taken.
+        for (int i = 65; i < PageGeometry.FramesPerChunk; i++) Assert.True(pool.TryAllocate(out _));
+        Assert.Equal(0, pool.FramesUnreleased);
+        for (uint f = 200; f < 300; f++) if (f != 250) pool.Free(f);
+        Assert.Equal(99, pool.ReleaseFree());
+        Assert.True(pool.TryAllocate(out uint at200));
+        Assert.Equal(200u, at200);
+        Assert.Equal(on ? 49 : 0, pool.FramesUnreleased);
+        for (uint f = 201; f < 250; f++) Assert.Equal(on, Resident(pool, f));
+        for (int i = 0; i < 49; i++) Assert.True(pool.TryAllocate(out _)); // 201-249 (or, off, the same frames one at a time)
+        Assert.Equal(0, pool.FramesUnreleased);
+
+        // The chunk's end stops it too: frames 500-520 freed over two chunks, 500 taken, 501-511 mapped, not 512-520.
+        for (int i = 0; i < PageGeometry.FramesPerChunk + 49; i++) Assert.True(pool.TryAllocate(out _)); // 251-299, then chunk 1
+        Assert.Equal(2 * PageGeometry.FramesPerChunk, pool.FramesInUse + pool.FramesFree);
+        pool.ReleaseFree();
+        for (uint f = 500; f <= 520; f++) pool.Free(f);
+        Assert.Equal(21, pool.ReleaseFree());
+        Assert.True(pool.TryAllocate(out uint at500));
+        Assert.Equal(500u, at500);
+        Assert.Equal(on ? 11 : 0, pool.FramesUnreleased);
+        Assert.False(Resident(pool, 512));
+    }
+
+    [Fact]
+    public void TheBatchMapsNoMoreFramesThanTheLimitLeavesRoomFor()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var pool = new FramePool(10);
+        Assert.True(pool.TryAllocate(out uint first));
+        Assert.Equal(FramePool.PopulateSupported == true ? 9 : 0, pool.FramesUnreleased); // 10 in all: the 9 the limit still allows
+        for (int i = 1; i < 10; i++) Assert.True(pool.TryAllocate(out _));
+        Assert.False(pool.TryAllocate(out _));
+        Assert.Equal(0, pool.FramesUnreleased);
     }
 
     [Theory]
@@ -65,6 +136,7 @@ public unsafe class FrameReleaseTests
                 Assert.True(pool.TryAllocate(out frames[i]));
                 pool.Span(frames[i]).Fill((byte)(i * 7 | 1));
             }
+            pool.ReleaseFree(); // the frames the last take mapped ahead of it, free
             var rng = new Random(25);
             var freed = new bool[frames.Length];
             for (int i = 0; i < frames.Length;)
@@ -161,6 +233,7 @@ public unsafe class FrameReleaseTests
         var frames = new uint[1200];
         for (int i = 0; i < frames.Length; i++) Assert.True(pool.TryAllocate(out frames[i]));
         Assert.Equal(Enumerable.Range(0, frames.Length).Select(i => (uint)i), frames); // a fresh pool hands out 0, 1, 2...
+        pool.ReleaseFree(); // the frames the last take mapped ahead of it (1200-1215), free
         foreach (uint f in new uint[] { 700, 5, 1100, 64, 63 }) pool.Free(f);
         Assert.True(pool.ReleaseFree() == 5 || !OperatingSystem.IsLinux());
         foreach (uint f in new uint[] { 900, 3 }) pool.Free(f); // still held: these come first, lowest first
@@ -174,20 +247,23 @@ public unsafe class FrameReleaseTests
     }
 
     /// <summary>
-    /// Random takes, frees, reference changes and releases against a model of the pool: every frame handed out is one the
-    /// model has free, the counts agree after every step, and no frame in use is ever given back to the system (its bytes,
-    /// a pattern of its own, survive every release).
+    /// Random takes, frees, reference changes and releases against a model of the pool: every frame handed out is the one
+    /// the model says (the lowest free frame still held, else the lowest released one, mapped with up to 63 released free
+    /// neighbours after it in its chunk, which are then held), the counts agree after every step, and no frame in use is
+    /// ever given back to the system (its bytes, a pattern of its own, survive every release).
     /// </summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void ThePoolAgreesWithAModelThroughRandomTakesFreesAndReleases(int seed)
+    [InlineData(1, true)]
+    [InlineData(2, true)]
+    [InlineData(3, false)]
+    public void ThePoolAgreesWithAModelThroughRandomTakesFreesAndReleases(int seed, bool batches)
     {
-        using var pool = new FramePool(null);
+        using var pool = new FramePool(null) { PopulateBatches = batches };
         var rng = new Random(seed);
         var inUse = new Dictionary<uint, int>(); // frame -> reference count
-        long unreleased = 0;
+        var held = new SortedSet<uint>(); // free frames whose memory the process holds
+        var released = new SortedSet<uint>(); // free frames given back (or never touched)
+        uint frames = 0;
         for (int step = 0; step < 20_000; step++)
         {
             int op = rng.Next(100);
@@ -195,7 +271,17 @@ public unsafe class FrameReleaseTests
             {
                 Assert.True(pool.TryAllocate(out uint f));
                 Assert.False(inUse.ContainsKey(f), $"frame {f} handed out while in use");
-                if (unreleased > 0) unreleased--; // a frame still held is taken before any released one
+                if (held.Count > 0) Assert.Equal(held.Min, f); // a frame still held is taken before any released one
+                else
+                {
+                    if (released.Count == 0) // a new chunk, every frame of it released
+                        for (int k = 0; k < PageGeometry.FramesPerChunk; k++) released.Add(frames++);
+                    Assert.Equal(released.Min, f);
+                    if (OperatingSystem.IsLinux() && batches && FramePool.PopulateSupported == true)
+                        for (uint n = f + 1; n <= f + 63 && n % PageGeometry.FramesPerChunk != 0 && released.Remove(n);) held.Add(n++);
+                }
+                held.Remove(f);
+                released.Remove(f);
                 inUse[f] = 1;
                 pool.Span(f).Fill((byte)(f * 7 + 1));
             }
@@ -214,14 +300,18 @@ public unsafe class FrameReleaseTests
                     Assert.Equal(0, pool.DropReference(f));
                     pool.Free(f);
                     inUse.Remove(f);
-                    unreleased++;
+                    held.Add(f);
                 }
             }
             else if (op < 83)
             {
-                long released = pool.ReleaseFree();
-                Assert.Equal(OperatingSystem.IsLinux() ? unreleased : 0, released);
-                if (OperatingSystem.IsLinux()) unreleased = 0;
+                long given = pool.ReleaseFree();
+                Assert.Equal(OperatingSystem.IsLinux() ? held.Count : 0, given);
+                if (OperatingSystem.IsLinux())
+                {
+                    released.UnionWith(held);
+                    held.Clear();
+                }
             }
             else
             {
@@ -229,7 +319,7 @@ public unsafe class FrameReleaseTests
                 Assert.Equal(inUse[f], pool.RefCount(f));
             }
             Assert.Equal(inUse.Count, pool.FramesInUse);
-            Assert.Equal(unreleased, pool.FramesUnreleased);
+            Assert.Equal(held.Count, pool.FramesUnreleased);
         }
         pool.ReleaseFree();
         foreach (var (f, n) in inUse)
