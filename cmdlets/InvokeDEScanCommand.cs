@@ -102,6 +102,8 @@ public sealed class InvokeDEScanCommand : DECmdlet
                         CurrentOperation = UntilStable ? $"until stable, at most {MaxPasses} passes" : $"pass {p.Pass} of {Passes}",
                     }),
                     StopToken));
+                if (result.WarmUpWait > TimeSpan.Zero)
+                    WriteVerbose($"Waited {result.WarmUpWait.TotalMilliseconds:N0} ms before the first pass for the engine's code to be optimized (the warm-up of a new session; at most 2 s).");
                 WriteObject(result);
             }
             catch (DEException ex)

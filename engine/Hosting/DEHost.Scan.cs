@@ -26,6 +26,7 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
         foreach (var d in chosen) CheckOwned(d);
+        var warmUpWait = PassLoop.WaitForWarmUp();
         List<PassResult> results;
         bool stable;
         lock (_scanGate)
@@ -37,7 +38,7 @@ public sealed partial class DEHost
                 return result;
             }, cancellationToken);
         }
-        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable);
+        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
     }
 
     /// <summary>

@@ -17,13 +17,38 @@ namespace DifferenceEngine.Hosting;
 /// 3.1 µs) against 2.8 µs with the code optimized; our own methods carry
 /// <c>MethodImplOptions.AggressiveOptimization</c>, the libraries' cannot.</para>
 /// <para>The thread calls each of those on a few synthetic pages (never guest memory) in short bursts with pauses,
-/// which is what lets the runtime promote them, until the hash and the LZ4 decoder have reached their optimized speed
-/// (bursts every 20 ms for ten seconds, then every quarter second, for at most two minutes), then ends. It touches no
-/// host state.</para>
+/// which is what lets the runtime promote them, until the hash, the LZ4 decoder and the Zstd group compressor have
+/// reached their optimized speed (bursts every 20 ms for ten seconds, then every quarter second, for at most two
+/// minutes), then ends. It touches no host state.</para>
+/// <para>A scan waits for it, at most <see cref="MaxScanWait"/> (<see cref="WaitUntilWarm"/>, ScanResult.WarmUpWait):
+/// the runtime promotes a method only once the process has gone 100 ms without compiling new ones, which a PowerShell
+/// session loading guests, and then the scan's own first calls, may put off for seconds. In PowerShell, the first two
+/// scans of the program snapshots right after their load (sharing, then every mechanism) took 3.4-4.8 s in about half
+/// of the runs, where the scan and the warm-up ran unoptimized together, and 1.7-2.3 s in the others; with the wait,
+/// 1.5-2.7 s in every run, the wait included (docs/PERFORMANCE.md, session 28).</para>
 /// </remarks>
 internal static class JitWarmup
 {
     private static int s_started;
+    private static readonly ManualResetEventSlim s_warm = new(false);
+
+    /// <summary>The longest a scan waits for the warm-up (<see cref="WaitUntilWarm"/>).</summary>
+    public static readonly TimeSpan MaxScanWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>Whether the warm-up has ended (its code optimized, or it gave up) or run for ten seconds, or never started.</summary>
+    public static bool IsWarm => Volatile.Read(ref s_started) == 0 || s_warm.IsSet;
+
+    /// <summary>
+    /// Waits until the warm-up has ended, at most <paramref name="max"/>, and returns how long it waited: zero once it has
+    /// ended (every scan after the first few) or when it never started.
+    /// </summary>
+    public static TimeSpan WaitUntilWarm(TimeSpan max)
+    {
+        if (IsWarm) return TimeSpan.Zero;
+        long start = Stopwatch.GetTimestamp();
+        s_warm.Wait(max);
+        return Stopwatch.GetElapsedTime(start);
+    }
 
     /// <summary>Starts the warm-up unless it has run in this process; returns at once.</summary>
     public static void Start()
@@ -33,12 +58,12 @@ internal static class JitWarmup
         thread.Start();
     }
 
-    /// <summary>Microseconds per call of <paramref name="call"/>, the mean of 50.</summary>
-    private static double Time(Action call)
+    /// <summary>Microseconds per call of <paramref name="call"/>, the mean of <paramref name="calls"/>.</summary>
+    private static double Time(Action call, int calls)
     {
         long start = Stopwatch.GetTimestamp();
-        for (int i = 0; i < 50; i++) call();
-        return Stopwatch.GetElapsedTime(start).TotalMicroseconds / 50;
+        for (int i = 0; i < calls; i++) call();
+        return Stopwatch.GetElapsedTime(start).TotalMicroseconds / calls;
     }
 
     private static void Run()
@@ -60,13 +85,16 @@ internal static class JitWarmup
             lz4.TryCompress(text, blob, out int lz4Length);
             byte[] lz4Blob = blob.AsSpan(0, lz4Length).ToArray();
             // A page group's payload of four pages, and room for its stream and a decoded prefix.
-            byte[] groupPayload = [.. text, .. words, .. near, .. text];
+            byte[] groupPayload = [.. text, .. words, .. near, .. noise];
             byte[] groupStream = new byte[GroupCodec.Bound(groupPayload.Length)], groupBack = new byte[groupPayload.Length];
             var clock = Stopwatch.StartNew();
-            // Bursts with pauses until the hash and the LZ4 decoder run at their optimized speed (a tenth and a third of
-            // their time in the first burst, or 0.3 and 2 µs): every 20 ms for ten seconds, then every quarter of a
-            // second (a busy process, loading guests, may hold promotion back that long), for at most two minutes.
-            double hashFirst = 0, decodeFirst = 0;
+            var zstdFast = PageCompressors.Fallback(CompressionAlgorithm.Zstd);
+            // Bursts with pauses until the hash, the LZ4 decoder and the Zstd group compressor run at their optimized
+            // speed (a tenth, a third and a third of their time in the first burst, or 0.3 and 2 µs for the first two),
+            // after three bursts at least: every 20 ms for ten seconds, then every quarter of a second (a busy process,
+            // loading guests, may hold promotion back that long), for at most two minutes. Scans stop waiting for it
+            // (WaitUntilWarm) once it has ended or ten seconds have passed, whichever is first.
+            var first = new double[3];
             for (int burst = 0; clock.Elapsed < TimeSpan.FromMinutes(2); burst++)
             {
                 for (int round = 0; round < 40; round++)
@@ -80,6 +108,8 @@ internal static class JitWarmup
                             var codec = PageCompressors.Get(algorithm);
                             if (codec.TryCompress(page, blob, out int n)) codec.Decompress(blob.AsSpan(0, n), back);
                         }
+                        zstdFast.TryCompress(page, blob, out _);
+                        PageEntropy.Order0Bytes(page);
                     }
                     if (DeltaCodec.TryEncode(text, near, blob, out int patch)) DeltaCodec.Decode(text, blob.AsSpan(0, patch), back);
                     if (round % 8 == 0)
@@ -87,17 +117,19 @@ internal static class JitWarmup
                             if (GroupCodec.TryCompress(algorithm, groupPayload, groupStream, out int n))
                                 GroupCodec.DecodePrefix(algorithm, groupStream.AsSpan(0, n), groupBack.AsSpan(0, 3 * 4096));
                 }
-                double hash = Time(() => PageHasher.Hash(noise));
-                double decode = Time(() => lz4.Decompress(lz4Blob, back));
-                if (burst == 0)
-                {
-                    hashFirst = hash;
-                    decodeFirst = decode;
-                }
-                else if (burst >= 10 && (hash < hashFirst / 10 || hash < 0.3) && (decode < decodeFirst / 3 || decode < 2.0))
+                double[] now =
+                [
+                    Time(() => PageHasher.Hash(noise), 50),
+                    Time(() => lz4.Decompress(lz4Blob, back), 50),
+                    Time(() => GroupCodec.TryCompress(CompressionAlgorithm.Zstd, groupPayload, groupStream, out _), 4),
+                ];
+                if (burst == 0) now.CopyTo(first, 0);
+                else if (burst >= 3 && (now[0] < first[0] / 10 || now[0] < 0.3) && (now[1] < first[1] / 3 || now[1] < 2.0)
+                    && now[2] < first[2] / 3)
                 {
                     break;
                 }
+                if (clock.Elapsed >= TimeSpan.FromSeconds(10)) s_warm.Set(); // scans wait no longer; the bursts go on
                 // Quiet moments are when the runtime promotes what was called.
                 Thread.Sleep(clock.Elapsed < TimeSpan.FromSeconds(10) ? 20 : 250);
             }
@@ -105,6 +137,10 @@ internal static class JitWarmup
         catch (Exception)
         {
             // Only ever an optimization: a failure here changes nothing the engine does.
+        }
+        finally
+        {
+            s_warm.Set();
         }
     }
 }

@@ -21,6 +21,12 @@ public sealed class ScanOptions
 /// <summary>The pass loop every host's Scan runs: checks the options, runs passes, stops when asked and stable.</summary>
 internal static class PassLoop
 {
+    /// <summary>
+    /// Before a scan's first pass (outside its host's scan lock): waits for the engine's JIT warm-up to end, at most
+    /// <see cref="Hosting.JitWarmup.MaxScanWait"/>; returns the wait (<see cref="ScanResult.WarmUpWait"/>).
+    /// </summary>
+    public static TimeSpan WaitForWarmUp() => Hosting.JitWarmup.WaitUntilWarm(Hosting.JitWarmup.MaxScanWait);
+
     public static void Check(ScanOptions options)
     {
         if (options.Passes < 1 || options.MaxPasses < 1 || options.Parallelism < 1 || options.SliceSize < 1)
@@ -159,6 +165,13 @@ public sealed record PassResult(
 /// <summary>The result of <c>Invoke-DEScan</c>: every pass, the totals, and whether the last pass changed nothing.</summary>
 public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<PassResult> PassResults, bool Stable)
 {
+    /// <summary>
+    /// How long the scan waited before its first pass for the engine's code to be optimized (the JIT warm-up a host
+    /// starts when it is made; docs/ARCHITECTURE.md, "JIT warm-up"): zero for every scan once the warm-up has ended, at most
+    /// 2 s. Not part of <see cref="Elapsed"/>, which is the passes' time.
+    /// </summary>
+    public TimeSpan WarmUpWait { get; init; }
+
     public int Passes => PassResults.Count;
     public TimeSpan Elapsed => TimeSpan.FromTicks(PassResults.Sum(p => p.Elapsed.Ticks));
     public long PagesSwept => PassResults.Sum(p => p.PagesSwept);

@@ -60,6 +60,7 @@ public sealed partial class XenHost
                 }
             }
         }
+        var warmUpWait = PassLoop.WaitForWarmUp();
         List<PassResult> results;
         bool stable;
         lock (scanGate)
@@ -77,7 +78,7 @@ public sealed partial class XenHost
                 return result;
             }, cancellationToken);
         }
-        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable);
+        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
     }
 
     private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys, bool Incompressible);
