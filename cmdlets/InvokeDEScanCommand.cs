@@ -102,8 +102,9 @@ public sealed class InvokeDEScanCommand : DECmdlet
                         CurrentOperation = UntilStable ? $"until stable, at most {MaxPasses} passes" : $"pass {p.Pass} of {Passes}",
                     }),
                     StopToken));
-                if (result.WarmUpWait > TimeSpan.Zero)
-                    WriteVerbose($"Waited {result.WarmUpWait.TotalMilliseconds:N0} ms before the first pass for the engine's code to be optimized (the warm-up of a new session; at most 2 s).");
+                if (result.WarmUpWait >= TimeSpan.FromMilliseconds(1))
+                    WriteVerbose($"Waited {result.WarmUpWait.TotalMilliseconds:N0} ms before the first pass for the engine's code to be optimized " +
+                                 $"(the warm-up of a new session; at most {DifferenceEngine.Hosting.DEHost.MaxWarmUpWait.TotalSeconds:0} s).");
                 WriteObject(result);
             }
             catch (DEException ex)

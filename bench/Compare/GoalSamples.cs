@@ -199,7 +199,7 @@ internal static class GoalSamples
     }
 
     /// <summary>
-    /// What the kernel takes to give this process a page back, on 2,000 pages of anonymous memory it has not yet given
+    /// What the kernel takes to give this process a page back, on 2,048 pages of anonymous memory it has not yet given
     /// it: the p50 of a first write to such a page alone, then, as the frame pool takes released frames (64 mapped in one
     /// MADV_POPULATE_WRITE), the p50 of the first write to a page so mapped and the mapping call's time per page (mean).
     /// </summary>

@@ -58,7 +58,8 @@ internal interface IEngineService
     /// <summary>CPU time the host's engine passes have used so far.</summary>
     TimeSpan EngineCpuTime { get; }
 
-    void RunEnginePass(CancellationToken cancellationToken);
+    /// <returns>How long the pass waited for the JIT warm-up before it began (ScanResult.WarmUpWait): not busy time.</returns>
+    TimeSpan RunEnginePass(CancellationToken cancellationToken);
 
     StatsSample RecordSample();
 }
@@ -115,8 +116,10 @@ internal sealed class BackgroundEngine : IDisposable
             try
             {
                 long started = Stopwatch.GetTimestamp();
-                _host.RunEnginePass(token);
+                var waited = _host.RunEnginePass(token);
                 long ended = Stopwatch.GetTimestamp();
+                // The first passes of a process may wait for the JIT warm-up: idle, so not busy time.
+                started = Math.Min(ended, started + (long)(waited.TotalSeconds * Stopwatch.Frequency));
                 lock (_gate)
                 {
                     _passes++;

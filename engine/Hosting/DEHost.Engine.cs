@@ -30,8 +30,8 @@ public sealed partial class DEHost
     /// <summary>Stats samples taken by the engine (oldest first), at most <see cref="BackgroundEngine.MaxSamples"/>.</summary>
     public IReadOnlyList<StatsSample> History => EngineControl.History;
 
-    void IEngineService.RunEnginePass(CancellationToken cancellationToken) =>
-        Scan(options: new Scanning.ScanOptions { Passes = 1 }, cancellationToken: cancellationToken);
+    TimeSpan IEngineService.RunEnginePass(CancellationToken cancellationToken) =>
+        Scan(options: new Scanning.ScanOptions { Passes = 1 }, cancellationToken: cancellationToken).WarmUpWait;
 
     /// <summary>Adds a sample of the host's stats now (the engine does after every pass).</summary>
     public StatsSample RecordSample() => EngineControl.RecordSample();

@@ -26,7 +26,7 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
         foreach (var d in chosen) CheckOwned(d);
-        var warmUpWait = PassLoop.WaitForWarmUp();
+        var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, cancellationToken);
         List<PassResult> results;
         bool stable;
         lock (_scanGate)

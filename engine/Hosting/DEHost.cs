@@ -69,6 +69,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Connected = DateTimeOffset.Now;
     }
 
+    /// <summary>The longest a scan waits before its first pass for the engine's JIT warm-up (ScanResult.WarmUpWait).</summary>
+    public static TimeSpan MaxWarmUpWait => JitWarmup.MaxScanWait;
+
     public string Name { get; }
     public string Kind => "Embedded";
     public DateTimeOffset Connected { get; }

@@ -6,7 +6,8 @@ namespace DifferenceEngine.Hosting;
 
 /// <summary>
 /// Brings the engine's page-sized hot code to the JIT's optimized tier early, once per process, on a low-priority
-/// background thread: the content hash and checksum (xxHash3), the three codecs, the page groups' codecs and the delta codec.
+/// background thread: the content hash and checksum (xxHash3), the three codecs (Zstd at both of its levels), the page
+/// groups' codecs, the order-0 entropy and the delta codec.
 /// </summary>
 /// <remarks>
 /// <para>Why: the codecs and the hash come from libraries (K4os LZ4, ZstdSharp, System.IO.Hashing) whose methods
@@ -20,7 +21,8 @@ namespace DifferenceEngine.Hosting;
 /// which is what lets the runtime promote them, until the hash, the LZ4 decoder and the Zstd group compressor have
 /// reached their optimized speed (bursts every 20 ms for ten seconds, then every quarter second, for at most two
 /// minutes), then ends. It touches no host state.</para>
-/// <para>A scan waits for it, at most <see cref="MaxScanWait"/> (<see cref="WaitUntilWarm"/>, ScanResult.WarmUpWait):
+/// <para>A scan waits for it, at most <see cref="MaxScanWait"/>, and only in the first ten seconds of the warm-up
+/// (<see cref="WaitUntilWarm"/>, ScanResult.WarmUpWait):
 /// the runtime promotes a method only once the process has gone 100 ms without compiling new ones, which a PowerShell
 /// session loading guests, and then the scan's own first calls, may put off for seconds. In PowerShell, the first two
 /// scans of the program snapshots right after their load (sharing, then every mechanism) took 3.4-4.8 s in about half
@@ -39,14 +41,19 @@ internal static class JitWarmup
     public static bool IsWarm => Volatile.Read(ref s_started) == 0 || s_warm.IsSet;
 
     /// <summary>
-    /// Waits until the warm-up has ended, at most <paramref name="max"/>, and returns how long it waited: zero once it has
-    /// ended (every scan after the first few) or when it never started.
+    /// Waits until the warm-up has ended, at most <paramref name="max"/> (or until <paramref name="cancellationToken"/> is
+    /// cancelled: OperationCanceledException), and returns how long it waited: zero once it has ended (every scan after
+    /// the first few) or when it never started.
     /// </summary>
-    public static TimeSpan WaitUntilWarm(TimeSpan max)
+    public static TimeSpan WaitUntilWarm(TimeSpan max, CancellationToken cancellationToken = default) =>
+        IsWarm ? TimeSpan.Zero : WaitFor(s_warm, max, cancellationToken);
+
+    /// <summary>The wait of <see cref="WaitUntilWarm"/> on <paramref name="signal"/> (tests give their own).</summary>
+    internal static TimeSpan WaitFor(ManualResetEventSlim signal, TimeSpan max, CancellationToken cancellationToken)
     {
-        if (IsWarm) return TimeSpan.Zero;
+        if (signal.IsSet) return TimeSpan.Zero;
         long start = Stopwatch.GetTimestamp();
-        s_warm.Wait(max);
+        signal.Wait(max, cancellationToken);
         return Stopwatch.GetElapsedTime(start);
     }
 
@@ -54,8 +61,16 @@ internal static class JitWarmup
     public static void Start()
     {
         if (Interlocked.Exchange(ref s_started, 1) != 0) return;
-        var thread = new Thread(Run) { IsBackground = true, Priority = ThreadPriority.BelowNormal, Name = "DifferenceEngine JIT warm-up" };
-        thread.Start();
+        try
+        {
+            var thread = new Thread(Run) { IsBackground = true, Priority = ThreadPriority.BelowNormal, Name = "DifferenceEngine JIT warm-up" };
+            thread.Start();
+        }
+        catch
+        {
+            s_warm.Set(); // no warm-up to wait for
+            throw;
+        }
     }
 
     /// <summary>Microseconds per call of <paramref name="call"/>, the mean of <paramref name="calls"/>.</summary>
@@ -90,8 +105,10 @@ internal static class JitWarmup
             var clock = Stopwatch.StartNew();
             var zstdFast = PageCompressors.Fallback(CompressionAlgorithm.Zstd);
             // Bursts with pauses until the hash, the LZ4 decoder and the Zstd group compressor run at their optimized
-            // speed (a tenth, a third and a third of their time in the first burst, or 0.3 and 2 µs for the first two),
-            // after three bursts at least: every 20 ms for ten seconds, then every quarter of a second (a busy process,
+            // speed (a tenth, a third and a third of their time in the first burst, which sets the baseline, or 0.3, 2
+            // and 100 µs: a process whose code was optimized from the start), from the fourth burst on (the group
+            // compressor, both parameter sets: 200-350 µs unoptimized here, 55-60 optimized, and 55-60 from the start
+            // with DOTNET_TieredCompilation=0): every 20 ms for ten seconds, then every quarter of a second (a busy process,
             // loading guests, may hold promotion back that long), for at most two minutes. Scans stop waiting for it
             // (WaitUntilWarm) once it has ended or ten seconds have passed, whichever is first.
             var first = new double[3];
@@ -125,7 +142,7 @@ internal static class JitWarmup
                 ];
                 if (burst == 0) now.CopyTo(first, 0);
                 else if (burst >= 3 && (now[0] < first[0] / 10 || now[0] < 0.3) && (now[1] < first[1] / 3 || now[1] < 2.0)
-                    && now[2] < first[2] / 3)
+                    && (now[2] < first[2] / 3 || now[2] < 100))
                 {
                     break;
                 }

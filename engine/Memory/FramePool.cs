@@ -108,6 +108,7 @@ internal sealed unsafe class FramePool : IDisposable
     public bool TryAllocate(out uint frame, bool overLimit)
     {
         bool released;
+        int batch = 0;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -122,8 +123,14 @@ internal sealed unsafe class FramePool : IDisposable
             if (!released) _unreleased--;
             _freeCount--;
             Interlocked.Increment(ref _inUse);
-            if (released && PopulateWith(frame)) return true;
+            // Not for a frame held only for an instant (overLimit: a QEMU guest's fault frees it at once and takes the
+            // same frame next time, so its neighbours would never be used).
+            if (released && !overLimit) batch = ReserveBatch(frame);
         }
+        // The batch is mapped outside the gate (about 1 µs a frame on this project's VM): other threads take and free
+        // frames meanwhile, and may take one of the batch, which the call leaves as it is.
+        if (batch > 0 && Qemu.LinuxNative.Madvise(Address(frame), (nuint)(batch + 1) * PageGeometry.PageSize, Qemu.LinuxNative.MADV_POPULATE_WRITE) == 0)
+            return true;
         // A frame given back to the system is first touched here, by a write, outside the gate: the kernel maps a new
         // zeroed page at once. Its first access would otherwise often be a read (.NET's copy and fill routines read a
         // byte of their destination first, as a null check), which maps the shared zero page, and the write right after
@@ -133,34 +140,47 @@ internal sealed unsafe class FramePool : IDisposable
         return true;
     }
 
-    /// <summary>Frames a taken released frame is mapped with, itself included (<see cref="PopulateWith"/>).</summary>
+    /// <summary>Frames a taken released frame is mapped with, itself included (<see cref="ReserveBatch"/>).</summary>
     public const int PopulateBatch = 64;
 
-    // Whether the kernel takes MADV_POPULATE_WRITE (Linux 5.14 and later; null until tried).
-    private static bool? s_populate;
+    /// <summary>Whether this kernel maps frames in batches (MADV_POPULATE_WRITE, Linux 5.14 and later), asked once per process.</summary>
+    internal static bool PopulateSupported { get; } = ProbePopulate();
 
-    /// <summary>Whether this kernel maps frames in batches (MADV_POPULATE_WRITE; null: not tried yet).</summary>
-    internal static bool? PopulateSupported => s_populate;
+    private static bool ProbePopulate()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        void* page = NativeMemory.AlignedAlloc(PageGeometry.PageSize, PageGeometry.PageSize);
+        try
+        {
+            return Qemu.LinuxNative.Madvise(page, PageGeometry.PageSize, Qemu.LinuxNative.MADV_POPULATE_WRITE) == 0;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(page);
+        }
+    }
 
-    /// <summary>Whether a taken released frame is mapped with its free neighbours (<see cref="PopulateWith"/>); tests turn it off to take one frame at a time.</summary>
+    /// <summary>Whether a taken released frame is mapped with its free neighbours (<see cref="ReserveBatch"/>); tests turn it off to take one frame at a time.</summary>
     internal bool PopulateBatches { get; set; } = true;
 
     /// <summary>
-    /// Maps <paramref name="frame"/>, a released frame just taken, together with the released free frames right after it
-    /// in its chunk (up to <see cref="PopulateBatch"/> in all, and no more than the limit leaves room for), in one
-    /// MADV_POPULATE_WRITE; those stay free, now resident (unreleased: taken first from now on, given back by the next
-    /// <see cref="ReleaseFree"/>). Gate held. False, mapping nothing, where the kernel does not take it.
+    /// For <paramref name="frame"/>, a released frame just taken: the released free frames right after it in its chunk
+    /// (up to <see cref="PopulateBatch"/> - 1, and no more than the limit leaves room for), marked resident (unreleased:
+    /// taken first from now on, given back by the next <see cref="ReleaseFree"/>), to be mapped together with it in one
+    /// MADV_POPULATE_WRITE once the gate is left; returns how many (0: the frame is touched alone, as before). Gate held.
     /// </summary>
     /// <remarks>
-    /// A released frame's first write costs the kernel a page fault; on this project's VM (a Firecracker guest with
-    /// free page reporting) the hypervisor maps the page then, 10 µs a page, which was most of every fault goal's
-    /// figure. Populating 64 pages in one call cost 0.54-0.64 µs a page there (docs/PERFORMANCE.md, "Faults"), so a
-    /// run of faults (or a domain's load) pays that once for 64 frames. At most 63 free frames are held beyond what
-    /// pages use, until the end of the pass (ReleaseFree), as every frame freed during a pass is.
+    /// <para>A released frame's first write costs the kernel a page fault; on this project's VM (a Firecracker guest with
+    /// free page reporting) the hypervisor maps the page then: 10-14 µs, most of every fault goal's figure. Mapped 64 at a
+    /// time, about 1 µs a frame, and the first write to a frame so mapped about 5 µs (docs/PERFORMANCE.md, session 28),
+    /// so a run of faults (or a domain's load) pays the call once for 64 frames. At most 63 free frames are held beyond
+    /// what pages use, until frames are next given back (the end of every pass, page-outs, removals).</para>
+    /// <para>They are marked before they are mapped: should the call fail (memory short, say), they are counted
+    /// resident and are not, which only makes the next release give back pages it did not need to.</para>
     /// </remarks>
-    private bool PopulateWith(uint frame)
+    private int ReserveBatch(uint frame)
     {
-        if (!PopulateBatches || s_populate == false || !OperatingSystem.IsLinux()) return false;
+        if (!PopulateBatches || !PopulateSupported) return 0;
         var chunk = Chunk(frame);
         int first = (int)(frame & (PageGeometry.FramesPerChunk - 1));
         int room = PopulateBatch - 1;
@@ -171,17 +191,10 @@ internal sealed unsafe class FramePool : IDisposable
             ulong bit = 1UL << (slot & 63);
             if ((chunk.Free[slot >> 6] & chunk.Released[slot >> 6] & bit) == 0) break;
         }
-        if (Qemu.LinuxNative.Madvise(Address(frame), (nuint)(run + 1) * PageGeometry.PageSize, Qemu.LinuxNative.MADV_POPULATE_WRITE) != 0)
-        {
-            // EINVAL: a kernel without it; anything else (ENOMEM, say): not this time, the frame is touched as before.
-            if (Marshal.GetLastPInvokeError() == Qemu.LinuxNative.EINVAL) s_populate = false;
-            return false;
-        }
-        s_populate = true;
         for (int slot = first + 1; slot <= first + run; slot++) chunk.Released[slot >> 6] &= ~(1UL << (slot & 63));
         _unreleased += run;
-        _hintUnreleased = Math.Min(_hintUnreleased, (frame + 1L) / 64);
-        return true;
+        if (run > 0) _hintUnreleased = Math.Min(_hintUnreleased, (frame + 1L) / 64);
+        return run;
     }
 
     /// <summary>

@@ -23,9 +23,11 @@ internal static class PassLoop
 {
     /// <summary>
     /// Before a scan's first pass (outside its host's scan lock): waits for the engine's JIT warm-up to end, at most
-    /// <see cref="Hosting.JitWarmup.MaxScanWait"/>; returns the wait (<see cref="ScanResult.WarmUpWait"/>).
+    /// <see cref="Hosting.JitWarmup.MaxScanWait"/>, and not at all when there is nothing to scan; returns the wait
+    /// (<see cref="ScanResult.WarmUpWait"/>). A cancelled scan stops waiting (OperationCanceledException).
     /// </summary>
-    public static TimeSpan WaitForWarmUp() => Hosting.JitWarmup.WaitUntilWarm(Hosting.JitWarmup.MaxScanWait);
+    public static TimeSpan WaitForWarmUp(int domains, CancellationToken cancellationToken) =>
+        domains == 0 ? TimeSpan.Zero : Hosting.JitWarmup.WaitUntilWarm(Hosting.JitWarmup.MaxScanWait, cancellationToken);
 
     public static void Check(ScanOptions options)
     {
@@ -168,7 +170,7 @@ public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<Pas
     /// <summary>
     /// How long the scan waited before its first pass for the engine's code to be optimized (the JIT warm-up a host
     /// starts when it is made; docs/ARCHITECTURE.md, "JIT warm-up"): zero for every scan once the warm-up has ended, at most
-    /// 2 s. Not part of <see cref="Elapsed"/>, which is the passes' time.
+    /// about 2 s. Not part of <see cref="Elapsed"/>, which is the passes' time.
     /// </summary>
     public TimeSpan WarmUpWait { get; init; }
 

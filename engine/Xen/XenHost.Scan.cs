@@ -60,7 +60,8 @@ public sealed partial class XenHost
                 }
             }
         }
-        var warmUpWait = PassLoop.WaitForWarmUp();
+        CheckConnected();
+        var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, cancellationToken);
         List<PassResult> results;
         bool stable;
         lock (scanGate)

@@ -558,6 +558,6 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
     }
 
-    void IEngineService.RunEnginePass(CancellationToken cancellationToken) =>
-        Scan(options: new Scanning.ScanOptions { Passes = 1 }, cancellationToken: cancellationToken);
+    TimeSpan IEngineService.RunEnginePass(CancellationToken cancellationToken) =>
+        Scan(options: new Scanning.ScanOptions { Passes = 1 }, cancellationToken: cancellationToken).WarmUpWait;
 }

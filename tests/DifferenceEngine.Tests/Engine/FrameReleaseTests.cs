@@ -45,7 +45,7 @@ public unsafe class FrameReleaseTests
         Assert.True(pool.TryAllocate(out uint again));
         Assert.Equal(frames[1], again);
         Assert.True(pool.Span(again).IndexOfAnyExcept((byte)0) < 0);
-        int mapped = FramePool.PopulateSupported == true ? 1 : 0;
+        int mapped = FramePool.PopulateSupported ? 1 : 0;
         Assert.Equal(mapped, pool.FramesUnreleased);
         Assert.Equal(mapped == 1, Resident(pool, frames[2]));
         Assert.True(pool.Span(frames[2]).IndexOfAnyExcept((byte)0) < 0);
@@ -66,13 +66,14 @@ public unsafe class FrameReleaseTests
     {
         if (!OperatingSystem.IsLinux()) return;
         using var pool = new FramePool(null) { PopulateBatches = batches };
-        // A fresh pool: every frame released. The first take maps frames 0-63.
+        // A fresh pool: every frame counted released. The first take maps frames 0-63. (A fresh chunk's memory may have
+        // been touched before it was the pool's, by whatever the allocator gave it to earlier: only what is mapped is
+        // checked here, not what is not.)
         Assert.True(pool.TryAllocate(out uint first));
         Assert.Equal(0u, first);
-        bool on = batches && FramePool.PopulateSupported == true;
+        bool on = batches && FramePool.PopulateSupported;
         Assert.Equal(on ? 63 : 0, pool.FramesUnreleased);
-        for (uint f = 1; f < 64; f++) Assert.Equal(on, Resident(pool, f));
-        Assert.False(Resident(pool, 64));
+        if (on) for (uint f = 1; f < 64; f++) Assert.True(Resident(pool, f), $"frame {f} not mapped with frame 0");
         // The next 63 takes are those frames, lowest first; the 65th maps 64-127.
         for (uint f = 1; f <= 64; f++)
         {
@@ -113,7 +114,7 @@ public unsafe class FrameReleaseTests
         if (!OperatingSystem.IsLinux()) return;
         using var pool = new FramePool(10);
         Assert.True(pool.TryAllocate(out uint first));
-        Assert.Equal(FramePool.PopulateSupported == true ? 9 : 0, pool.FramesUnreleased); // 10 in all: the 9 the limit still allows
+        Assert.Equal(FramePool.PopulateSupported ? 9 : 0, pool.FramesUnreleased); // 10 in all: the 9 the limit still allows
         for (int i = 1; i < 10; i++) Assert.True(pool.TryAllocate(out _));
         Assert.False(pool.TryAllocate(out _));
         Assert.Equal(0, pool.FramesUnreleased);
@@ -277,7 +278,7 @@ public unsafe class FrameReleaseTests
                     if (released.Count == 0) // a new chunk, every frame of it released
                         for (int k = 0; k < PageGeometry.FramesPerChunk; k++) released.Add(frames++);
                     Assert.Equal(released.Min, f);
-                    if (OperatingSystem.IsLinux() && batches && FramePool.PopulateSupported == true)
+                    if (batches && FramePool.PopulateSupported)
                         for (uint n = f + 1; n <= f + 63 && n % PageGeometry.FramesPerChunk != 0 && released.Remove(n);) held.Add(n++);
                 }
                 held.Remove(f);

@@ -29,4 +29,18 @@ public class WarmUpTests
         Assert.Equal(32, scan.PagesMerged); // the 32 copies now share one frame
         Assert.Equal(31, scan.FramesFreed);
     }
+
+    [Fact]
+    public void TheWaitEndsAtOnceOnASignalAlreadyGivenAndOnACancelledScan()
+    {
+        using var given = new ManualResetEventSlim(true);
+        Assert.Equal(TimeSpan.Zero, JitWarmup.WaitFor(given, TimeSpan.FromMinutes(10), CancellationToken.None));
+        // Not given, and the scan cancelled: the wait ends with the cancellation, whatever its limit.
+        using var pending = new ManualResetEventSlim(false);
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => JitWarmup.WaitFor(pending, TimeSpan.FromMinutes(10), cancelled.Token));
+        // Not given and not cancelled: it waits out its limit (here none) and says how long it waited.
+        Assert.True(JitWarmup.WaitFor(pending, TimeSpan.Zero, CancellationToken.None) >= TimeSpan.Zero);
+    }
 }
