@@ -319,58 +319,101 @@ internal sealed unsafe class FramePool : IDisposable
 
     /// <summary>
     /// Gives the memory of every free frame not yet given back to the operating system (madvise MADV_DONTNEED over runs
-    /// of neighbouring frames; the kernel zeroes a page before anyone gets it again). Holds the pool's gate throughout,
-    /// so no frame is taken, and written, while its memory is being dropped. Returns the frames released; 0 where the
+    /// of neighbouring frames; the kernel zeroes a page before anyone gets it again), in slices of at most
+    /// <see cref="ReleaseSliceFrames"/> frames and <see cref="ReleaseBatch"/> ranges. Each slice's frames are taken out
+    /// of the free frames under the pool's gate (neither free nor in use: no thread can take one, and write it, while its
+    /// memory is dropped), dropped with the gate left, and put back, free and released, under it again. Other threads
+    /// take and free frames meanwhile: a fault waits for a few bitmap words, not for the release (60,000 frames took
+    /// 64-77 ms here, all of it under the gate until session 28). A frame freed meanwhile ahead of the slices is given
+    /// back with them; one freed behind them waits for the next release. Returns the frames released; 0 where the
     /// system has no madvise (not Linux).
     /// </summary>
     public long ReleaseFree()
     {
         if (!OperatingSystem.IsLinux()) return 0;
-        lock (_gate)
+        long total = 0;
+        long cursor = -1;
+        Span<Qemu.LinuxNative.IoVec> batch = stackalloc Qemu.LinuxNative.IoVec[ReleaseBatch];
+        Span<long> sliceWords = stackalloc long[ReleaseSliceWords];
+        Span<ulong> sliceBits = stackalloc ulong[ReleaseSliceWords];
+        while (true)
         {
-            if (_disposed || _unreleased == 0) return 0;
-            // Every free frame not yet released, from the lowest word that may hold one: a run of neighbours in one chunk
-            // is one range, and up to ReleaseBatch ranges one call.
-            long released = 0;
-            uint runStart = 0, runLength = 0;
-            Span<Qemu.LinuxNative.IoVec> batch = stackalloc Qemu.LinuxNative.IoVec[ReleaseBatch];
-            int batched = 0;
-            long words = (long)_chunkCount * FrameChunk.Words;
-            for (long w = _hintUnreleased; w < words && released < _unreleased; w++)
+            int batched = 0, touched = 0;
+            long taken = 0;
+            lock (_gate)
             {
-                var chunk = _chunks[w / FrameChunk.Words];
-                int k = (int)(w % FrameChunk.Words);
-                if (chunk.External is not null) continue;
-                ulong bits = chunk.Free[k] & ~chunk.Released[k];
-                if (bits == 0) continue;
-                chunk.Released[k] |= bits;
-                _hintReleased = Math.Min(_hintReleased, w);
-                released += System.Numerics.BitOperations.PopCount(bits);
-                uint first = (uint)(w / FrameChunk.Words * PageGeometry.FramesPerChunk + k * 64);
-                while (bits != 0)
+                if (_disposed || _unreleased == 0) return total;
+                if (cursor < 0) cursor = _hintUnreleased;
+                long words = (long)_chunkCount * FrameChunk.Words;
+                if (cursor >= words) return total;
+                if (s_vectoredRelease != false && _selfPidfd < 0) OpenSelfPidfd(); // opened (and closed) under the gate only
+                // Every free frame not yet released, from the cursor on: a run of neighbours in one chunk is one range.
+                uint runStart = 0, runLength = 0;
+                long w = cursor;
+                for (; w < words && touched < ReleaseSliceWords && batched < ReleaseBatch - 64 && taken < ReleaseSliceFrames; w++)
                 {
-                    int start = System.Numerics.BitOperations.TrailingZeroCount(bits);
-                    int run = System.Numerics.BitOperations.TrailingZeroCount(~(bits >> start));
-                    if (run == 64 - start) bits = 0;
-                    else bits &= ~(((1UL << run) - 1) << start);
-                    uint at = first + (uint)start;
-                    if (runLength > 0 && at == runStart + runLength && (at & (PageGeometry.FramesPerChunk - 1)) != 0)
+                    var chunk = _chunks[w / FrameChunk.Words];
+                    int k = (int)(w % FrameChunk.Words);
+                    if (chunk.External is not null) continue;
+                    ulong bits = chunk.Free[k] & ~chunk.Released[k];
+                    if (bits == 0) continue;
+                    chunk.Free[k] &= ~bits; // out of the free frames until dropped
+                    sliceWords[touched] = w;
+                    sliceBits[touched++] = bits;
+                    taken += System.Numerics.BitOperations.PopCount(bits);
+                    uint first = (uint)(w / FrameChunk.Words * PageGeometry.FramesPerChunk + k * 64);
+                    while (bits != 0)
                     {
-                        runLength += (uint)run;
-                        continue;
+                        int start = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                        int run = System.Numerics.BitOperations.TrailingZeroCount(~(bits >> start));
+                        if (run == 64 - start) bits = 0;
+                        else bits &= ~(((1UL << run) - 1) << start);
+                        uint at = first + (uint)start;
+                        if (runLength > 0 && at == runStart + runLength && (at & (PageGeometry.FramesPerChunk - 1)) != 0)
+                        {
+                            runLength += (uint)run;
+                            continue;
+                        }
+                        if (runLength > 0) batch[batched++] = Range(runStart, runLength);
+                        runStart = at;
+                        runLength = (uint)run;
                     }
-                    if (runLength > 0) Queue(batch, ref batched, runStart, runLength);
-                    runStart = at;
-                    runLength = (uint)run;
+                }
+                if (runLength > 0) batch[batched++] = Range(runStart, runLength);
+                if (taken > _unreleased)
+                    throw new InvalidOperationException($"The frame pool lost count of its resident free frames ({taken} found, {_unreleased} counted).");
+                _unreleased -= taken;
+                _freeCount -= taken;
+                // The hint moves past the slice unless a frame was freed behind it since the last slice (Free lowered it).
+                if (_hintUnreleased >= cursor) _hintUnreleased = _unreleased == 0 ? words : w;
+                cursor = w;
+                _dropsInFlight++;
+            }
+            try
+            {
+                DropMemory(batch[..batched]);
+            }
+            finally
+            {
+                lock (_gate)
+                {
+                    if (!_disposed)
+                    {
+                        for (int i = 0; i < touched; i++)
+                        {
+                            long w = sliceWords[i];
+                            var chunk = _chunks[w / FrameChunk.Words];
+                            int k = (int)(w % FrameChunk.Words);
+                            chunk.Free[k] |= sliceBits[i];
+                            chunk.Released[k] |= sliceBits[i];
+                        }
+                        if (touched > 0) _hintReleased = Math.Min(_hintReleased, sliceWords[0]);
+                        _freeCount += taken;
+                    }
+                    total += taken;
+                    if (--_dropsInFlight == 0) Monitor.PulseAll(_gate);
                 }
             }
-            if (runLength > 0) Queue(batch, ref batched, runStart, runLength);
-            DropMemory(batch[..batched]);
-            if (released != _unreleased)
-                throw new InvalidOperationException($"The frame pool lost count of its resident free frames ({released} found, {_unreleased} counted).");
-            _unreleased = 0;
-            _hintUnreleased = words;
-            return released;
         }
     }
 
@@ -384,14 +427,19 @@ internal sealed unsafe class FramePool : IDisposable
     /// <summary>Ranges <see cref="ReleaseFree"/> gives back in one call (the kernel takes up to 1,024).</summary>
     private const int ReleaseBatch = 256;
 
-    /// <summary>Adds <paramref name="count"/> neighbouring frames of one chunk to the batch, giving the batch back when full.</summary>
-    private void Queue(Span<Qemu.LinuxNative.IoVec> batch, ref int batched, uint first, uint count)
-    {
-        batch[batched++] = new Qemu.LinuxNative.IoVec { Base = Address(first), Length = (nuint)count * PageGeometry.PageSize };
-        if (batched < batch.Length) return;
-        DropMemory(batch);
-        batched = 0;
-    }
+    /// <summary>The range of <paramref name="count"/> neighbouring frames of one chunk from <paramref name="first"/>.</summary>
+    private Qemu.LinuxNative.IoVec Range(uint first, uint count) =>
+        new() { Base = Address(first), Length = (nuint)count * PageGeometry.PageSize };
+
+    /// <summary>Frames <see cref="ReleaseFree"/> drops in one slice at most.</summary>
+    internal const int ReleaseSliceFrames = 4096;
+
+    /// <summary>Bitmap words <see cref="ReleaseFree"/> takes frames from in one slice at most (its record of them is on the stack).</summary>
+    private const int ReleaseSliceWords = 128;
+
+    // Slices of ReleaseFree whose frames are out of the free frames while their memory is dropped (gate left); Dispose
+    // waits for them before it frees the chunks.
+    private int _dropsInFlight;
 
     // This process's pidfd for process_madvise (opened at the first batch, closed by Dispose; -1: none), and whether the
     // kernel takes MADV_DONTNEED that way (Linux 6.13 and later; null until tried).
@@ -406,7 +454,8 @@ internal sealed unsafe class FramePool : IDisposable
     }
 
     /// <summary>
-    /// Gives the memory of the batched ranges back to the system (gate held). One process_madvise call over the batch where
+    /// Gives the memory of the batched ranges back to the system (frames no thread can take meanwhile; the gate left, or
+    /// held). One process_madvise call over the batch where
     /// the kernel has it for MADV_DONTNEED: the kernel then flushes the TLB once per call, not once per range, which on
     /// this project's VM took a scattered page from 6-7 µs to about 1 µs (docs/PERFORMANCE.md, session 25). Otherwise, and
     /// for whatever the call did not cover, one madvise per range.
@@ -415,13 +464,14 @@ internal sealed unsafe class FramePool : IDisposable
     {
         if (ranges.Length == 0) return;
         int done = 0;
-        if (ranges.Length > 1 && s_vectoredRelease != false && (_selfPidfd >= 0 || OpenSelfPidfd()))
+        int pidfd = _selfPidfd; // opened by ReleaseFree under the gate, closed only by Dispose once no drop is in flight
+        if (ranges.Length > 1 && s_vectoredRelease != false && pidfd >= 0)
         {
             nuint total = 0;
             foreach (var r in ranges) total += r.Length;
             long advised;
             fixed (Qemu.LinuxNative.IoVec* v = ranges)
-                advised = Qemu.LinuxNative.Syscall(Qemu.LinuxNative.SYS_process_madvise, _selfPidfd, (long)v, ranges.Length,
+                advised = Qemu.LinuxNative.Syscall(Qemu.LinuxNative.SYS_process_madvise, pidfd, (long)v, ranges.Length,
                     Qemu.LinuxNative.MADV_DONTNEED, 0);
             if (advised < 0)
             {
@@ -564,6 +614,8 @@ internal sealed unsafe class FramePool : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
+            // A release dropping a slice's memory with the gate left: its pages must not be freed under it.
+            while (_dropsInFlight > 0) Monitor.Wait(_gate);
             for (int i = 0; i < _chunkCount; i++)
             {
                 if (_chunks[i].External is not null)

@@ -169,6 +169,80 @@ public unsafe class FrameReleaseTests
         }
     }
 
+    /// <summary>
+    /// A release of more frames than one slice (<see cref="FramePool.ReleaseSliceFrames"/>) gives them all back, and
+    /// while it runs other threads take, write and free frames between its slices: every frame in use keeps its bytes,
+    /// the counts add up, and a release with nothing else running gives back every free frame still held.
+    /// </summary>
+    [Fact]
+    public void ReleasesInSlicesLetOtherThreadsTakeAndFreeFramesBetweenThemAndLoseNothing()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var pool = new FramePool(null) { PopulateBatches = false };
+        const int count = 3 * FramePool.ReleaseSliceFrames + 100;
+        var frames = new uint[count];
+        for (int i = 0; i < count; i++) Assert.True(pool.TryAllocate(out frames[i]));
+        for (int i = 0; i < count; i++) if (i % 7 != 0) pool.Free(frames[i]);
+        var kept = new List<uint>();
+        for (int i = 0; i < count; i += 7) { pool.Span(frames[i]).Fill((byte)(frames[i] * 13 + 1)); kept.Add(frames[i]); }
+        long freed = count - (count + 6) / 7;
+        Assert.Equal(freed, pool.ReleaseFree()); // single-threaded: every slice, all of them
+        Assert.Equal(0, pool.FramesUnreleased);
+
+        // Again, with a second thread taking, writing and freeing frames all the while (20,000 takes and frees of its
+        // own, whatever the machine's speed: the releases go on until it has done them).
+        for (int i = 0; i < count; i++)
+        {
+            Assert.True(pool.TryAllocate(out uint f));
+            if (i % 3 == 0) { pool.Span(f).Fill((byte)(f * 13 + 1)); kept.Add(f); }
+            else pool.Free(f);
+        }
+        using var stop = new CancellationTokenSource();
+        var churned = new List<uint>();
+        Exception? failed = null;
+        int operations = 0;
+        var churn = new Thread(() =>
+        {
+            try
+            {
+                var mine = new Queue<uint>();
+                var rng = new Random(28);
+                while (!stop.IsCancellationRequested)
+                {
+                    Interlocked.Increment(ref operations);
+                    if (mine.Count < 200 || rng.Next(2) == 0)
+                    {
+                        if (!pool.TryAllocate(out uint f)) continue;
+                        pool.Span(f).Fill((byte)(f * 13 + 1));
+                        mine.Enqueue(f);
+                    }
+                    else
+                    {
+                        uint f = mine.Dequeue();
+                        if (pool.Span(f).IndexOfAnyExcept((byte)(f * 13 + 1)) >= 0) throw new InvalidOperationException($"frame {f} in use lost its bytes");
+                        pool.Free(f);
+                    }
+                }
+                churned.AddRange(mine);
+            }
+            catch (Exception ex)
+            {
+                failed = ex;
+            }
+        });
+        churn.Start();
+        while (Volatile.Read(ref operations) < 20_000 && churn.IsAlive) pool.ReleaseFree();
+        stop.Cancel();
+        churn.Join();
+        Assert.Null(failed);
+        foreach (uint f in kept.Concat(churned))
+            Assert.True(pool.Span(f).IndexOfAnyExcept((byte)(f * 13 + 1)) < 0, $"frame {f} in use lost its bytes");
+        Assert.Equal(kept.Count + churned.Count, pool.FramesInUse);
+        pool.ReleaseFree();
+        Assert.Equal(0, pool.FramesUnreleased);
+        Assert.Equal(pool.FramesInUse, ResidentFrames(pool, pool.FramesAllocated));
+    }
+
     [Fact]
     public void EveryFreedFrameComesBackOnceAndADoubleFreeIsRefused()
     {
