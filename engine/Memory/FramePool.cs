@@ -117,6 +117,10 @@ internal sealed unsafe class FramePool : IDisposable
                 frame = 0;
                 return false;
             }
+            // Free frames being given back (ReleaseFree's slice in flight) come back in a moment: wait for them rather
+            // than grow the pool for good.
+            while (_freeCount == 0 && _dropsInFlight > 0) Monitor.Wait(_gate);
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_freeCount == 0) AddChunk();
             released = _unreleased == 0;
             frame = released ? TakeFree(ref _hintReleased, released: true) : TakeFree(ref _hintUnreleased, released: false);
@@ -304,7 +308,8 @@ internal sealed unsafe class FramePool : IDisposable
         {
             if (_disposed) return;
             ulong bit = 1UL << (i & 63);
-            if ((chunk.Free[i >> 6] & bit) != 0) throw new InvalidOperationException($"Frame {frame} freed twice.");
+            // Free, or being given back by ReleaseFree (released, not free): not a frame in use either way.
+            if (((chunk.Free[i >> 6] | chunk.Released[i >> 6]) & bit) != 0) throw new InvalidOperationException($"Frame {frame} freed twice.");
             ClearCount(chunk, i, frame);
             chunk.Free[i >> 6] |= bit;
             _hintUnreleased = Math.Min(_hintUnreleased, frame >> 6);
@@ -320,13 +325,14 @@ internal sealed unsafe class FramePool : IDisposable
     /// <summary>
     /// Gives the memory of every free frame not yet given back to the operating system (madvise MADV_DONTNEED over runs
     /// of neighbouring frames; the kernel zeroes a page before anyone gets it again), in slices of at most
-    /// <see cref="ReleaseSliceFrames"/> frames and <see cref="ReleaseBatch"/> ranges. Each slice's frames are taken out
-    /// of the free frames under the pool's gate (neither free nor in use: no thread can take one, and write it, while its
-    /// memory is dropped), dropped with the gate left, and put back, free and released, under it again. Other threads
-    /// take and free frames meanwhile: a fault waits for a few bitmap words, not for the release (60,000 frames took
-    /// 64-77 ms here, all of it under the gate until session 28). A frame freed meanwhile ahead of the slices is given
-    /// back with them; one freed behind them waits for the next release. Returns the frames released; 0 where the
-    /// system has no madvise (not Linux).
+    /// <see cref="ReleaseSliceFrames"/> frames (a slice ends with the bitmap word that reaches it) and
+    /// <see cref="ReleaseBatch"/> ranges. Each slice's frames are taken out of the free frames under the pool's gate
+    /// (marked released but not free: no thread can take one, and write it, while its memory is dropped, and a double free
+    /// of one is still refused), dropped with the gate left, and put back free under it again. Other threads take and
+    /// free frames meanwhile: a fault waits for one slice's bookkeeping, not for the release (60,000 frames took 64-77 ms
+    /// here, all of it under the gate until session 28); one that finds no free frame but those in flight waits for them
+    /// rather than grow the pool. A frame freed meanwhile ahead of the slices is given back with them; one freed behind
+    /// them waits for the next release. Returns the frames released; 0 where the system has no madvise (not Linux).
     /// </summary>
     public long ReleaseFree()
     {
@@ -350,14 +356,15 @@ internal sealed unsafe class FramePool : IDisposable
                 // Every free frame not yet released, from the cursor on: a run of neighbours in one chunk is one range.
                 uint runStart = 0, runLength = 0;
                 long w = cursor;
-                for (; w < words && touched < ReleaseSliceWords && batched < ReleaseBatch - 64 && taken < ReleaseSliceFrames; w++)
+                for (; w < words && taken < _unreleased && touched < ReleaseSliceWords && batched < ReleaseBatch - 64 && taken < ReleaseSliceFrames; w++)
                 {
                     var chunk = _chunks[w / FrameChunk.Words];
                     int k = (int)(w % FrameChunk.Words);
                     if (chunk.External is not null) continue;
                     ulong bits = chunk.Free[k] & ~chunk.Released[k];
                     if (bits == 0) continue;
-                    chunk.Free[k] &= ~bits; // out of the free frames until dropped
+                    chunk.Free[k] &= ~bits; // out of the free frames until dropped: released, not free
+                    chunk.Released[k] |= bits;
                     sliceWords[touched] = w;
                     sliceBits[touched++] = bits;
                     taken += System.Numerics.BitOperations.PopCount(bits);
@@ -405,7 +412,6 @@ internal sealed unsafe class FramePool : IDisposable
                             var chunk = _chunks[w / FrameChunk.Words];
                             int k = (int)(w % FrameChunk.Words);
                             chunk.Free[k] |= sliceBits[i];
-                            chunk.Released[k] |= sliceBits[i];
                         }
                         if (touched > 0) _hintReleased = Math.Min(_hintReleased, sliceWords[0]);
                         _freeCount += taken;
@@ -431,7 +437,7 @@ internal sealed unsafe class FramePool : IDisposable
     private Qemu.LinuxNative.IoVec Range(uint first, uint count) =>
         new() { Base = Address(first), Length = (nuint)count * PageGeometry.PageSize };
 
-    /// <summary>Frames <see cref="ReleaseFree"/> drops in one slice at most.</summary>
+    /// <summary>Frames after which <see cref="ReleaseFree"/> ends a slice (at the end of the bitmap word that reaches it: up to 63 more).</summary>
     internal const int ReleaseSliceFrames = 4096;
 
     /// <summary>Bitmap words <see cref="ReleaseFree"/> takes frames from in one slice at most (its record of them is on the stack).</summary>
@@ -441,7 +447,8 @@ internal sealed unsafe class FramePool : IDisposable
     // waits for them before it frees the chunks.
     private int _dropsInFlight;
 
-    // This process's pidfd for process_madvise (opened at the first batch, closed by Dispose; -1: none), and whether the
+    // This process's pidfd for process_madvise (opened by ReleaseFree under the gate, closed by Dispose once no slice is
+    // in flight; -1: none), and whether the
     // kernel takes MADV_DONTNEED that way (Linux 6.13 and later; null until tried).
     private int _selfPidfd = -1;
     private static bool? s_vectoredRelease;
@@ -665,7 +672,10 @@ internal sealed unsafe class FramePool : IDisposable
         /// <summary>One bit a frame: free (a chunk the pool owns; never set in an external chunk).</summary>
         public readonly ulong[] Free = new ulong[Words];
 
-        /// <summary>One bit a frame: free and its memory given back (set only with the free bit).</summary>
+        /// <summary>
+        /// One bit a frame: free and its memory given back (with the free bit); without the free bit, a frame
+        /// <see cref="ReleaseFree"/> is giving back (neither free nor in use until it is done).
+        /// </summary>
         public readonly ulong[] Released = new ulong[Words];
     }
 }

@@ -184,19 +184,21 @@ public unsafe class FrameReleaseTests
         for (int i = 0; i < count; i++) Assert.True(pool.TryAllocate(out frames[i]));
         for (int i = 0; i < count; i++) if (i % 7 != 0) pool.Free(frames[i]);
         var kept = new List<uint>();
-        for (int i = 0; i < count; i += 7) { pool.Span(frames[i]).Fill((byte)(frames[i] * 13 + 1)); kept.Add(frames[i]); }
+        for (int i = 0; i < count; i += 7) { pool.Span(frames[i]).Fill(Mark(frames[i])); kept.Add(frames[i]); }
         long freed = count - (count + 6) / 7;
         Assert.Equal(freed, pool.ReleaseFree()); // single-threaded: every slice, all of them
         Assert.Equal(0, pool.FramesUnreleased);
 
-        // Again, with a second thread taking, writing and freeing frames all the while (20,000 takes and frees of its
-        // own, whatever the machine's speed: the releases go on until it has done them).
+        // Again, with frames held free over several slices and a second thread taking, writing and freeing frames all the
+        // while (20,000 takes and frees of its own, whatever the machine's speed: the releases go on until it has done them).
+        var again = new uint[count];
+        for (int i = 0; i < count; i++) Assert.True(pool.TryAllocate(out again[i]));
         for (int i = 0; i < count; i++)
         {
-            Assert.True(pool.TryAllocate(out uint f));
-            if (i % 3 == 0) { pool.Span(f).Fill((byte)(f * 13 + 1)); kept.Add(f); }
-            else pool.Free(f);
+            if (i % 3 == 0) { pool.Span(again[i]).Fill(Mark(again[i])); kept.Add(again[i]); }
+            else pool.Free(again[i]);
         }
+        Assert.True(pool.FramesUnreleased > 2 * FramePool.ReleaseSliceFrames);
         using var stop = new CancellationTokenSource();
         var churned = new List<uint>();
         Exception? failed = null;
@@ -213,13 +215,13 @@ public unsafe class FrameReleaseTests
                     if (mine.Count < 200 || rng.Next(2) == 0)
                     {
                         if (!pool.TryAllocate(out uint f)) continue;
-                        pool.Span(f).Fill((byte)(f * 13 + 1));
+                        pool.Span(f).Fill(Mark(f));
                         mine.Enqueue(f);
                     }
                     else
                     {
                         uint f = mine.Dequeue();
-                        if (pool.Span(f).IndexOfAnyExcept((byte)(f * 13 + 1)) >= 0) throw new InvalidOperationException($"frame {f} in use lost its bytes");
+                        if (pool.Span(f).IndexOfAnyExcept(Mark(f)) >= 0) throw new InvalidOperationException($"frame {f} in use lost its bytes");
                         pool.Free(f);
                     }
                 }
@@ -236,12 +238,16 @@ public unsafe class FrameReleaseTests
         churn.Join();
         Assert.Null(failed);
         foreach (uint f in kept.Concat(churned))
-            Assert.True(pool.Span(f).IndexOfAnyExcept((byte)(f * 13 + 1)) < 0, $"frame {f} in use lost its bytes");
+            Assert.True(pool.Span(f).IndexOfAnyExcept(Mark(f)) < 0, $"frame {f} in use lost its bytes");
         Assert.Equal(kept.Count + churned.Count, pool.FramesInUse);
         pool.ReleaseFree();
         Assert.Equal(0, pool.FramesUnreleased);
         Assert.Equal(pool.FramesInUse, ResidentFrames(pool, pool.FramesAllocated));
     }
+
+    /// <summary>A frame's own fill byte, never zero (a page given back reads as zeros).</summary>
+    private static byte Mark(uint frame) => (byte)(frame * 13 | 1);
+
 
     [Fact]
     public void EveryFreedFrameComesBackOnceAndADoubleFreeIsRefused()
