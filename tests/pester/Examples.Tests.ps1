@@ -292,15 +292,14 @@ Describe 'Get-FleetPlacement.ps1' {
     }
 
     It 'writes an error naming each host of -HostName it cannot reach, and stops when none answers' {
-        # Ports of 127.0.0.1 bound but not listening: ssh's connect is refused at once. Needs the ssh client, no server.
-        if (-not (Get-Command ssh -CommandType Application -ErrorAction Ignore)) { Set-ItResult -Skipped -Because 'needs ssh (package openssh-client)'; return }
-        $sockets = @(1..2 | ForEach-Object {
-                $socket = [Net.Sockets.Socket]::new([Net.Sockets.AddressFamily]::InterNetwork, [Net.Sockets.SocketType]::Stream, [Net.Sockets.ProtocolType]::Tcp)
-                $socket.Bind([Net.IPEndPoint]::new([Net.IPAddress]::Loopback, 0))
-                $socket
-            })
+        # Two ports of 127.0.0.1 bound but not listening, and ssh a stand-in that is refused on them after reading
+        # PowerShell's first packet (not the real ssh: see Enable-DETestRefusingSsh in SshHosts.ps1 for PowerShell's race).
+        . (Join-Path $PSScriptRoot 'SshHosts.ps1')
+        $refusing = @(1..2 | ForEach-Object { New-DETestRefusingPort })
+        $standIn = $null
         try {
-            $targets = @($sockets | ForEach-Object { "127.0.0.1:$($_.LocalEndPoint.Port)" })
+            $standIn = Enable-DETestRefusingSsh -Port $refusing.Port
+            $targets = @($refusing | ForEach-Object { "127.0.0.1:$($_.Port)" })
             $err = @()
             $failure = $null
             try {
@@ -321,9 +320,11 @@ Describe 'Get-FleetPlacement.ps1' {
                 "$e" | Should -BeLike "Host $($e.TargetObject): *"
                 $e.CategoryInfo.Category | Should -Be 'OpenError'
             }
+            foreach ($r in $refusing) { Test-DETestSshRefused -StandIn $standIn -Port $r.Port | Should -BeTrue }
         }
         finally {
-            $sockets | ForEach-Object { $_.Dispose() }
+            Disable-DETestRefusingSsh $standIn
+            $refusing.Socket | ForEach-Object { $_.Dispose() }
         }
     }
 }

@@ -163,11 +163,15 @@ Describe 'SSH hosts for the fleet tests' {
         if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
         $refusing = New-DETestRefusingPort
         $more = @()
+        $standIn = $null
         try {
+            # ssh to the refusing port is a stand-in that is refused after reading PowerShell's first packet; the other
+            # hosts get the real ssh (Enable-DETestRefusingSsh says why: a race in PowerShell's SSH transport).
+            $standIn = Enable-DETestRefusingSsh -Port $refusing.Port
             $bogus = $sshHosts[0].SSHConnection.Clone()
             $bogus.HostName = "root@127.0.0.1:$($refusing.Port)"
             $bogus.Options = $bogus.Options.Clone()
-            $bogus.Options.LogLevel = 'QUIET' # ssh's own "Connection refused" line would only be noise in the test log
+            $bogus.Options.LogLevel = 'QUIET' # as a real ssh would be told: its "Connection refused" line is only noise
             $answering = @($sshHosts[0], $sshHosts[2])
             $more = @(New-PSSession -SSHConnection $answering[0].SSHConnection, $bogus, $answering[1].SSHConnection -ErrorVariable err -ErrorAction SilentlyContinue)
             $err.Count | Should -Be 1
@@ -182,8 +186,10 @@ Describe 'SSH hosts for the fleet tests' {
             $more.State | Should -Be 'Opened', 'Opened'
             $ports = Invoke-Command -Session $more -ErrorAction Stop -ScriptBlock { [int]($env:SSH_CONNECTION -split ' ')[3] }
             @($ports | Sort-Object) | Should -Be @($answering.Port | Sort-Object)
+            Test-DETestSshRefused -StandIn $standIn -Port $refusing.Port | Should -BeTrue
         }
         finally {
+            Disable-DETestRefusingSsh $standIn
             if ($more) { $more | Remove-PSSession }
             $refusing.Socket.Dispose()
         }

@@ -81,6 +81,54 @@ function New-DETestRefusingPort {
     [pscustomobject]@{ Port = $socket.LocalEndPoint.Port; Socket = $socket }
 }
 
+# A stand-in `ssh`, first on PATH until Disable-DETestRefusingSsh, for "a host whose port refuses": for each of -Port it
+# reads PowerShell's first packet from its stdin, then exits 255 with nothing on stderr (as ssh -o LogLevel=QUIET does when
+# the connection is refused) and leaves a file refused-<port> in its directory (so a test can check that it was used);
+# a connection to any other port runs the real ssh with the same arguments.
+# Why not the real ssh: PowerShell 7.6's SSH transport can kill its own process when ssh exits while PowerShell is still
+# writing the session's first packet to ssh's stdin. Its error thread (ssh's stderr at end) disposes the stdin writer,
+# whose flush of the half-written packet fails with EPIPE, unhandled on that thread. A refused connect makes ssh exit
+# within a millisecond or two, racing that first write: 1 pwsh in 10 crashed here in 40 sessions to refused ports each.
+# PowerShell writes that packet whole (one line) and then waits for the server's answer before it writes again, so ssh
+# exiting only after reading it leaves nothing to flush: 0 crashes in 24 such runs.
+function Enable-DETestRefusingSsh([Parameter(Mandatory)][int[]]$Port) {
+    $realSsh = Get-Command ssh -CommandType Application -ErrorAction Ignore | Select-Object -First 1
+    $directory = New-DETestPrivateDirectory (Join-Path ([IO.Path]::GetTempPath()) "de-refusing-ssh-$PID-$([guid]::NewGuid().ToString('n').Substring(0, 8))")
+    $passThrough = if ($realSsh) { "exec '$($realSsh.Source)' `"`$@`"" } else { 'echo "ssh: not installed (stand-in for refused ports only)" >&2; exit 255' }
+    Write-DETestFile -Path (Join-Path $directory 'ssh') -Mode 'UserRead, UserWrite, UserExecute' -Text @"
+#!/bin/bash
+# Stand-in ssh of a Pester test (Enable-DETestRefusingSsh in tests/pester/SshHosts.ps1).
+port=22 previous=
+for argument in "`$@"; do
+    if [ "`$previous" = -p ]; then port=`$argument; fi
+    previous=`$argument
+done
+case " $($Port -join ' ') " in
+    *" `$port "*)
+        # PowerShell's first packet: one line. The bound only keeps a broken test from hanging; it is never waited for.
+        IFS= read -r -t 600 packet
+        : > '$directory/refused-'"`$port"
+        exit 255 ;;
+esac
+$passThrough
+"@
+    $previousPath = $env:PATH
+    $env:PATH = "$directory$([IO.Path]::PathSeparator)$previousPath"
+    [pscustomobject]@{ Directory = $directory; PreviousPath = $previousPath; Port = $Port }
+}
+
+# Whether the stand-in of Enable-DETestRefusingSsh refused a connection to the port.
+function Test-DETestSshRefused([Parameter(Mandatory)][pscustomobject]$StandIn, [Parameter(Mandatory)][int]$Port) {
+    Test-Path -LiteralPath (Join-Path $StandIn.Directory "refused-$Port")
+}
+
+# PATH as it was before Enable-DETestRefusingSsh, and the stand-in's directory removed.
+function Disable-DETestRefusingSsh([pscustomobject]$StandIn) {
+    if (-not $StandIn) { return }
+    $env:PATH = $StandIn.PreviousPath
+    Remove-Item -LiteralPath $StandIn.Directory -Recurse -Force -ErrorAction SilentlyContinue
+}
+
 # Whether an SSH server answers on the port: a TCP connect, and its first line is an SSH banner.
 function Test-DETestSshBanner([int]$Port) {
     $client = [Net.Sockets.TcpClient]::new()
