@@ -13,7 +13,7 @@ internal sealed class GoalMeasurements
 {
     public List<FaultSample> Faults { get; } = new();
     public double? CompressPageLz4Micros { get; set; }
-    public (long Pages, double BytesPerPage, double WholePassBytesPerPage, double FirstCycleBytesPerPage)? SteadyPatch { get; set; }
+    public GoalSamples.SteadyPatch? SteadyPatch { get; set; }
 
     /// <summary>
     /// What the kernel takes to give a page back on its first touch after the engine released it (MADV_DONTNEED at
@@ -290,29 +290,46 @@ internal static class GoalSamples
     /// once (code paths run for the first time, lists grown to the cycle's size: 5-7 KB in all on this machine, session
     /// 26) is no cost of a page; its figure is kept as <c>FirstCycleBytesPerPage</c>. Null when nothing was patched again,
     /// or when no two passes in a row out of 12 patched nothing.
+    /// <para>Of the bytes beyond the baseline, <c>StoreBytesPerPage</c> is the bookkeeping of the slabs the store made in
+    /// that pass (<see cref="Store.CompactStore.SlabBookkeepingMadeBytes"/>, less the baseline pass's): the store's
+    /// settle at the pass's end remakes slabs of the sizes its classes now need, the re-patched pages' blobs having
+    /// changed them, and drains the others (session 29, per-call probes on the program snapshots: 21-26 new slabs and
+    /// 3.2-5.0 KB a pass, all of it in the settle's planning; patch_page itself 0-56 B for about 2,600 pages). The
+    /// goal is patch_page's: the bytes beyond the baseline less the store's growth, <c>OwnBytesPerPage</c>.</para>
     /// </summary>
-    public static (long Pages, double BytesPerPage, double WholePassBytesPerPage, double FirstCycleBytesPerPage)? SteadyPatchAllocation(DEHost host)
+    public static SteadyPatch? SteadyPatchAllocation(DEHost host)
     {
         var options = new ScanOptions { Passes = 1 };
         if (PatchCycle(host, options) is not { } first) return null;
         if (PatchCycle(host, options) is not { } steady) return null;
-        return (steady.Pages, steady.BytesPerPage, steady.WholePassBytesPerPage, first.BytesPerPage);
+        return steady with { FirstCycleBytesPerPage = first.BytesPerPage };
+    }
+
+    /// <summary>What <see cref="SteadyPatchAllocation"/> measured, per page patched again.</summary>
+    public sealed record SteadyPatch(long Pages, double BytesPerPage, double StoreBytesPerPage, double WholePassBytesPerPage)
+    {
+        /// <summary>The first cycle's <see cref="BytesPerPage"/>.</summary>
+        public double FirstCycleBytesPerPage { get; init; }
+
+        /// <summary>Beyond the baseline, less the store's slab bookkeeping: what patch_page allocated.</summary>
+        public double OwnBytesPerPage => Math.Max(0, BytesPerPage - StoreBytesPerPage);
     }
 
     /// <summary>One read-and-re-patch cycle of <see cref="SteadyPatchAllocation"/>.</summary>
-    private static (long Pages, double BytesPerPage, double WholePassBytesPerPage)? PatchCycle(DEHost host, ScanOptions options)
+    private static SteadyPatch? PatchCycle(DEHost host, ScanOptions options)
     {
         // Passes until two in a row patch nothing (pages read back by an earlier measurement or cycle are patched again
         // first); the second is the baseline. A page can still be patched a pass after a pass that patched nothing: its
         // reference candidate was busy with the other worker then (PassResult.ReferencesBusy, not a change).
-        long baseline = -1;
+        long baseline = -1, baselineStore = 0;
         bool idleBefore = false;
         for (int i = 0; i < 12 && baseline < 0; i++)
         {
+            long s0 = host.Store.SlabBookkeepingMadeBytes;
             long b0 = GC.GetTotalAllocatedBytes(precise: true);
             bool idle = host.Scan(options: options).PassResults[0].PagesPatched == 0;
             long bytes = GC.GetTotalAllocatedBytes(precise: true) - b0;
-            if (idle && idleBefore) baseline = bytes;
+            if (idle && idleBefore) (baseline, baselineStore) = (bytes, host.Store.SlabBookkeepingMadeBytes - s0);
             idleBefore = idle;
         }
         if (baseline < 0) return null;
@@ -329,10 +346,13 @@ internal static class GoalSamples
         // The pass after the reads finds the pages just read (C2): nothing to do. The next ages them and patches them
         // again, with every table already grown by the run: that pass is measured.
         host.Scan(options: options);
+        long storeBefore = host.Store.SlabBookkeepingMadeBytes;
         long before = GC.GetTotalAllocatedBytes(precise: true);
         var pass = host.Scan(options: options);
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        long store = host.Store.SlabBookkeepingMadeBytes - storeBefore - baselineStore;
         long patched = pass.PagesPatched;
-        return patched == 0 ? null : (patched, (double)Math.Max(0, allocated - baseline) / patched, (double)allocated / patched);
+        return patched == 0 ? null
+            : new SteadyPatch(patched, (double)Math.Max(0, allocated - baseline) / patched, (double)Math.Max(0, store) / patched, (double)allocated / patched);
     }
 }

@@ -194,8 +194,8 @@ internal sealed unsafe class FramePool : IDisposable
         {
             ulong bit = 1UL << (slot & 63);
             if ((chunk.Free[slot >> 6] & chunk.Released[slot >> 6] & bit) == 0) break;
+            chunk.Released[slot >> 6] &= ~bit;
         }
-        for (int slot = first + 1; slot <= first + run; slot++) chunk.Released[slot >> 6] &= ~(1UL << (slot & 63));
         _unreleased += run;
         if (run > 0) _hintUnreleased = Math.Min(_hintUnreleased, (frame + 1L) / 64);
         return run;

@@ -643,6 +643,14 @@ public sealed unsafe class CompactStore : IDisposable
     internal long CompactionScratchBytes => Volatile.Read(ref _compactionBytes);
 
     /// <summary>
+    /// Bookkeeping made for slabs since the store was made, in bytes as <see cref="MetadataBytes"/> counts it: every slab
+    /// whose bookkeeping did not come from the cache of released slabs. Only grows. Compare takes it off what a pass
+    /// allocates to tell the store's growth from the allocations of the work that filled it (patch_page's goal).
+    /// </summary>
+    internal long SlabBookkeepingMadeBytes => Interlocked.Read(ref _slabBookkeepingMade);
+    private long _slabBookkeepingMade;
+
+    /// <summary>
     /// The blob <paramref name="handle"/> names, moved out of a slab this compaction empties when it is in one and the class
     /// has room: copied to the fullest other slab of its class under the class lock, the old slot freed (its slab released
     /// when that was its last blob); the new handle. Otherwise the handle itself. Called by <see cref="BlobMover.Move"/>.
@@ -913,6 +921,7 @@ public sealed unsafe class CompactStore : IDisposable
         {
             slab = new Slab(cls, slots);
             Interlocked.Add(ref _slabMetadata, SlabMetadataBytes(slots));
+            Interlocked.Add(ref _slabBookkeepingMade, SlabMetadataBytes(slots));
         }
         slab.Bytes = size;
         lock (_tableGate)

@@ -303,8 +303,10 @@ public class CompactStoreModelTests
         Assert.Equal(0, store.TrimSlabCache());
         // The blobs still in the store read back; a class whose cache was dropped makes a new slab as before.
         Assert.Equal(64, store.LengthOf(handles[0]));
+        long madeBefore = store.SlabBookkeepingMadeBytes;
         Assert.True(store.TryAllocate(1000, out ulong again));
         Assert.Equal(1000, store.LengthOf(again));
+        Assert.Equal(CompactStore.SlabsFor(CompactStore.SlotSizeFor(1000), 1).Metadata, store.SlabBookkeepingMadeBytes - madeBefore);
         Assert.Equal(full - released + CompactStore.SlabsFor(CompactStore.SlotSizeFor(1000), 1).Metadata, store.MetadataBytes);
     }
 
@@ -322,6 +324,9 @@ public class CompactStoreModelTests
                 handles.Add(h);
             }
         long full = store.MetadataBytes;
+        // Every slab's bookkeeping was made once: counted as the store's growth, as much as the metadata grew by.
+        long made = store.SlabBookkeepingMadeBytes;
+        Assert.InRange(full - empty - made, 0, 1024); // the slab table grown for the ids used
         foreach (ulong h in handles) store.Free(h); // guest reads between two passes empty every slab
         Assert.Equal(0, store.AllocatedBytes);
         Assert.Equal(0, store.TrimSlabCache());      // the pass after the reads keeps them
@@ -334,6 +339,7 @@ public class CompactStoreModelTests
                 handles.Add(h);
             }
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(made, store.SlabBookkeepingMadeBytes); // all of it from the cache: nothing made
         Assert.Equal(full, store.MetadataBytes);
         Assert.Equal(0, store.TrimSlabCache());      // nothing was left over to drop
         foreach (ulong h in handles) store.Free(h);
