@@ -320,7 +320,8 @@ internal sealed class CompareReport(
         if (goals.SteadyPatch is { } p)
             yield return $"patch_page allocates 0 B per page (steady state): a pass re-patching {p.Pages} pages, in the second of two read-and-re-patch cycles, allocated {p.BytesPerPage:0.0} B per page patched " +
                          $"beyond a pass that patched nothing ({p.WholePassBytesPerPage:0.0} B per page with the pass's own fixed allocations; the first cycle, which also makes what is made once, {p.FirstCycleBytesPerPage:0.0} B); " +
-                         $"of that, {p.StoreBytesPerPage:0.0} B the bookkeeping of slabs the store made (its settle at the pass's end), so patch_page {p.OwnBytesPerPage:0.0} B: " +
+                         $"of that, {p.StoreBytesPerPage:0.0} B the bookkeeping of slabs the store made new in that pass (its growth: session 29's probes found it in the store's settle at the pass's end), " +
+                         $"so patch_page {p.OwnBytesPerPage:0.0} B: " +
                          $"**{(p.OwnBytesPerPage < 1 ? "met" : "NOT met")}**";
         else yield return "patch_page allocates 0 B per page: not measured (no page was patched again).";
     }

@@ -154,8 +154,8 @@ internal sealed class CompareRunner(CompareOptions options)
     {
         var r = EngineRun.Run(name, inputs, patching, codec, threads, afterMeasure, groupSize, groupCodec);
         Log($"{name}{(r.Setting is null ? "" : $" ({r.Setting})")}, {r.Threads} thread(s): {r.Passes} passes in {r.ScanTime.TotalSeconds:0.000} s " +
-            $"(converged {r.ConvergeTime.TotalSeconds:0.000} s; passes {string.Join(" + ", r.PassTimes.Select(t => t.TotalSeconds.ToString("0.000")))}) " +
-            $"(first {r.FirstPassTime.TotalSeconds:0.000} s, {r.FirstPassPagesPerSecond:0} pages/s); memory used {r.MemoryUsedBytes / 1048576.0:0.0} MiB " +
+            $"(converged {r.ConvergeTime.TotalSeconds:0.000} s; passes {string.Join(" + ", r.PassTimes.Select(t => t.TotalSeconds.ToString("0.000", System.Globalization.CultureInfo.InvariantCulture)))}; " +
+            $"first {r.FirstPassTime.TotalSeconds:0.000} s, {r.FirstPassPagesPerSecond:0} pages/s); memory used {r.MemoryUsedBytes / 1048576.0:0.0} MiB " +
             $"of {r.GuestPages * 4096 / 1048576.0:0.0}");
         return r;
     }

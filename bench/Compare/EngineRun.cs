@@ -38,8 +38,9 @@ internal sealed record EngineRunResult(
     public MetadataParts Metadata { get; init; } = MetadataParts.None;
 
     /// <summary>
-    /// From the first pass to the end of the last pass that changed anything (what KSM's <c>TimeToConverge</c> is for KSM:
-    /// the full scan its counters last moved in); <see cref="ScanTime"/> adds the pass that found nothing left to do.
+    /// From the first pass to the end of the last pass that changed anything (<see cref="ScanResult.ConvergedElapsed"/>; what
+    /// KSM's <c>TimeToConverge</c> is for KSM: the full scan its counters last moved in); <see cref="ScanTime"/> adds the
+    /// pass that found nothing left to do.
     /// </summary>
     public TimeSpan ConvergeTime { get; init; }
 
@@ -209,25 +210,12 @@ internal static class EngineRun
             PageGroups = groups.Count,
             GroupStreamBytes = scan.PassResults.Sum(p => p.GroupStreamBytes),
             GroupSinglesBytes = scan.PassResults.Sum(p => p.GroupSinglesBytes),
-            ConvergeTime = ConvergeTime(scan),
+            ConvergeTime = scan.ConvergedElapsed,
             PassTimes = scan.PassResults.Select(p => p.Elapsed).ToList(),
             GroupSize = codec is null ? 0 : groupSize,
             GroupCodec = codec is null || groupSize == 0 ? null : groupCodec.ToString(),
         };
         afterMeasure?.Invoke(host);
         return result;
-    }
-
-    /// <summary>
-    /// The scan's time less the passes after the last one that changed anything (with UntilStable, the one pass that
-    /// found the host stable): from the start to the end of the last pass that did work. A scan that never became
-    /// stable has no such passes to take off.
-    /// </summary>
-    internal static TimeSpan ConvergeTime(ScanResult scan)
-    {
-        var time = scan.Elapsed;
-        if (!scan.Stable) return time;
-        for (int i = scan.PassResults.Count - 1; i > 0 && !scan.PassResults[i].Changed; i--) time -= scan.PassResults[i].Elapsed;
-        return time;
     }
 }

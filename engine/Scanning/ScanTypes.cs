@@ -176,6 +176,24 @@ public sealed record ScanResult(IReadOnlyList<string> Domains, IReadOnlyList<Pas
 
     public int Passes => PassResults.Count;
     public TimeSpan Elapsed => TimeSpan.FromTicks(PassResults.Sum(p => p.Elapsed.Ticks));
+
+    /// <summary>
+    /// The passes' time up to the end of the last one that changed anything (<see cref="PassResult.Changed"/>): a scan
+    /// that became stable ends with passes that found nothing left to do, and they are left out (the first pass always
+    /// counts). For a scan that did not become stable, <see cref="Elapsed"/>. Compare sets it against KSM's convergence,
+    /// which is likewise the full scan its counters last moved in.
+    /// </summary>
+    public TimeSpan ConvergedElapsed
+    {
+        get
+        {
+            int last = PassResults.Count;
+            if (Stable) while (last > 1 && !PassResults[last - 1].Changed) last--;
+            long ticks = 0;
+            for (int i = 0; i < last; i++) ticks += PassResults[i].Elapsed.Ticks;
+            return TimeSpan.FromTicks(ticks);
+        }
+    }
     public long PagesSwept => PassResults.Sum(p => p.PagesSwept);
     public long ZeroPagesFound => PassResults.Sum(p => p.ZeroPagesFound);
     public long PagesMerged => PassResults.Sum(p => p.PagesMerged);

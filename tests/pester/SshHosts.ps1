@@ -83,7 +83,8 @@ function New-DETestRefusingPort {
 
 # A stand-in `ssh`, first on PATH until Disable-DETestRefusingSsh, for "a host whose port refuses": for each of -Port it
 # reads PowerShell's first packet from its stdin, then exits 255 with nothing on stderr (as ssh -o LogLevel=QUIET does when
-# the connection is refused) and leaves a file refused-<port> in its directory (so a test can check that it was used);
+# the connection is refused) and, when it did read a packet, leaves a file refused-<port> in its directory (so a test can
+# check that it was used);
 # a connection to any other port runs the real ssh with the same arguments.
 # Why not the real ssh: PowerShell 7.6's SSH transport can kill its own process when ssh exits while PowerShell is still
 # writing the session's first packet to ssh's stdin. Its error thread (ssh's stderr at end) disposes the stdin writer,
@@ -94,8 +95,12 @@ function New-DETestRefusingPort {
 function Enable-DETestRefusingSsh([Parameter(Mandatory)][int[]]$Port) {
     $realSsh = Get-Command ssh -CommandType Application -ErrorAction Ignore | Select-Object -First 1
     $directory = New-DETestPrivateDirectory (Join-Path ([IO.Path]::GetTempPath()) "de-refusing-ssh-$PID-$([guid]::NewGuid().ToString('n').Substring(0, 8))")
-    $passThrough = if ($realSsh) { "exec '$($realSsh.Source)' `"`$@`"" } else { 'echo "ssh: not installed (stand-in for refused ports only)" >&2; exit 255' }
-    Write-DETestFile -Path (Join-Path $directory 'ssh') -Mode 'UserRead, UserWrite, UserExecute' -Text @"
+    # Paths in single quotes for bash, a quote in them written as '\''.
+    function Quote([string]$Text) { "'" + $Text.Replace("'", "'\''") + "'" }
+    $passThrough = if ($realSsh) { "exec $(Quote $realSsh.Source) `"`$@`"" } else { 'echo "ssh: not installed (stand-in for refused ports only)" >&2; exit 255' }
+    $marker = Quote (Join-Path $directory 'refused-')
+    try {
+        Write-DETestFile -Path (Join-Path $directory 'ssh') -Mode 'UserRead, UserWrite, UserExecute' -Text @"
 #!/bin/bash
 # Stand-in ssh of a Pester test (Enable-DETestRefusingSsh in tests/pester/SshHosts.ps1).
 port=22 previous=
@@ -106,12 +111,16 @@ done
 case " $($Port -join ' ') " in
     *" `$port "*)
         # PowerShell's first packet: one line. The bound only keeps a broken test from hanging; it is never waited for.
-        IFS= read -r -t 600 packet
-        : > '$directory/refused-'"`$port"
+        if IFS= read -r -t 600 packet; then : > $marker"`$port"; fi
         exit 255 ;;
 esac
 $passThrough
 "@
+    }
+    catch {
+        Remove-Item -LiteralPath $directory -Recurse -Force -ErrorAction SilentlyContinue
+        throw
+    }
     $previousPath = $env:PATH
     $env:PATH = "$directory$([IO.Path]::PathSeparator)$previousPath"
     [pscustomobject]@{ Directory = $directory; PreviousPath = $previousPath; Port = $Port }
