@@ -101,13 +101,25 @@ public sealed class XenDomain : IDEDomain
     /// </summary>
     internal const byte IncompressibleFlag = 0x40;
 
+    /// <summary>
+    /// On an age: Xen refused to nominate the page for sharing (<see cref="XenShareOutcome.Unshareable"/>), so passes do
+    /// not offer it again while its content stays; a change of content resets the age, and with it this flag. Without it,
+    /// every pass met the same refusal, counted it as contention, and a scan until stable ran to its pass limit.
+    /// </summary>
+    internal const byte UnshareableFlag = 0x20;
+
     /// <summary>Lets passes try every page again (the compression policy changed); the caller holds the host's scan lock.</summary>
-    internal void ForgetIncompressible()
+    internal void ForgetIncompressible() => Forget(IncompressibleFlag);
+
+    /// <summary>Lets passes offer every page for sharing again (sharing was turned on); the caller holds the host's scan lock.</summary>
+    internal void ForgetUnshareable() => Forget(UnshareableFlag);
+
+    private void Forget(byte flag)
     {
         var ages = Ages;
         for (int i = 0; i < ages.Length; i++)
         {
-            if (ages[i] != NeverSeen) ages[i] &= unchecked((byte)~IncompressibleFlag);
+            if (ages[i] != NeverSeen) ages[i] &= unchecked((byte)~flag);
         }
     }
     internal ulong[] Hashes = [];

@@ -102,6 +102,7 @@ public sealed partial class XenHost
         byte[] buffer = new byte[Batch * PageGeometry.PageSize];
         int[] errors = new int[Batch];
         var bounds = chosen.Select(d => connection.GetMaxGpfn(d.DomainId)).ToArray();
+        var chosenById = chosen.ToDictionary(d => d.DomainId);
         long total = bounds.Sum(b => (long)b + 1), done = 0;
 
         // 1. Read and age every page; collect sharing candidates and pages old enough to encode.
@@ -135,7 +136,7 @@ public sealed partial class XenHost
                     ulong hash = PageHasher.Hash(bytes);
                     c.Swept++;
                     byte age = domain.Ages[g];
-                    bool incompressible = false;
+                    bool incompressible = false, unshareable = false;
                     if (age == XenDomain.NeverSeen)
                     {
                         age = 0;
@@ -144,6 +145,7 @@ public sealed partial class XenHost
                     else if (hash == domain.Hashes[g])
                     {
                         incompressible = (age & XenDomain.IncompressibleFlag) != 0;
+                        unshareable = (age & XenDomain.UnshareableFlag) != 0;
                         age = (byte)Math.Min((age & XenDomain.AgeMask) + 1, XenDomain.MaxAge);
                     }
                     else
@@ -151,9 +153,12 @@ public sealed partial class XenHost
                         age = 0; // changed: young again, and worth a new try at compression
                     }
                     domain.Hashes[g] = hash;
-                    domain.Ages[g] = (byte)(age | (incompressible ? XenDomain.IncompressibleFlag : 0));
-                    if (PageHasher.IsZero(bytes)) c.Zero++;
-                    if (seen is not null)
+                    domain.Ages[g] = (byte)(age | (incompressible ? XenDomain.IncompressibleFlag : 0) | (unshareable ? XenDomain.UnshareableFlag : 0));
+                    // Found: new to the engine or written since the last pass (age 0). Xen keeps a zero page as a guest
+                    // page (memshr shares it with its twins), so counting every one read would make every pass look
+                    // like a change, and -UntilStable run to its pass limit on any guest with a zero page.
+                    if (age == 0 && PageHasher.IsZero(bytes)) c.Zero++;
+                    if (seen is not null && !unshareable)
                     {
                         c.Examined++;
                         var page = new XenPageRef(domain.DomainId, g);
@@ -194,11 +199,16 @@ public sealed partial class XenHost
         foreach (var (source, client) in pairs)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            switch (XenSharing.TryShare(connection, pager, source, client, a, b))
+            switch (XenSharing.TryShare(connection, pager, source, client, a, b, out var unshareable))
             {
                 case XenShareOutcome.Shared: c.Merged++; break;
                 case XenShareOutcome.Changed: c.Collisions++; break;
                 case XenShareOutcome.Refused: c.Contended++; break;
+                case XenShareOutcome.Unshareable:
+                    // Not offered again until its content changes (its twins pair with another page meanwhile).
+                    if (chosenById.TryGetValue(unshareable.DomainId, out var owner) && unshareable.Gfn < (ulong)owner.Ages.Length)
+                        owner.Ages[unshareable.Gfn] |= XenDomain.UnshareableFlag;
+                    break;
             }
         }
 

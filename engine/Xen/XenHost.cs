@@ -191,6 +191,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         CheckTreatable(domain, "sharing");
         connection.EnableSharing(domain.DomainId);
         domain.Policy.SharingEnabled = true;
+        lock (scanGate) domain.ForgetUnshareable();
     }
 
     /// <summary>

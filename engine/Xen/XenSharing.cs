@@ -24,7 +24,13 @@ internal enum XenShareOutcome
     Shared,
     AlreadyShared,
     Changed,
+    /// <summary>Not now: a page is held by the pager, or Xen is busy with it (EBUSY); a later pass may share it.</summary>
     Refused,
+    /// <summary>
+    /// Xen refuses to nominate one of the pages for a reason its content does not change (EINVAL, E2BIG, ENOENT: a guest
+    /// frame not populated or not in a usable state for sharing); the page is named by TryShare's out parameter.
+    /// </summary>
+    Unshareable,
 }
 
 /// <summary>
@@ -115,12 +121,30 @@ public sealed class XenSharing
     // Nominate both first: from then on a write invalidates the handle, so bytes compared equal after the nominations are
     // the bytes Xen shares, or the share fails.
     internal static XenShareOutcome TryShare(XenConnection connection, XenPager? pager, XenPageRef source, XenPageRef client,
-        byte[] a, byte[] b)
+        byte[] a, byte[] b) => TryShare(connection, pager, source, client, a, b, out _);
+
+    /// <param name="unshareable">With <see cref="XenShareOutcome.Unshareable"/>: the page Xen would not nominate.</param>
+    internal static XenShareOutcome TryShare(XenConnection connection, XenPager? pager, XenPageRef source, XenPageRef client,
+        byte[] a, byte[] b, out XenPageRef unshareable)
     {
-        if (IsHeld(pager, source) || IsHeld(pager, client)
-            || !TryNominate(connection, source, out ulong sourceHandle) || !TryNominate(connection, client, out ulong clientHandle))
+        unshareable = default;
+        if (IsHeld(pager, source) || IsHeld(pager, client))
         {
             return XenShareOutcome.Refused;
+        }
+        ulong clientHandle = 0;
+        var last = source; // the page nominated last: the one refused, if either is
+        var nominated = TryNominate(connection, source, out ulong sourceHandle);
+        if (nominated == Nomination.Nominated)
+        {
+            last = client;
+            nominated = TryNominate(connection, client, out clientHandle);
+        }
+        if (nominated == Nomination.Busy) return XenShareOutcome.Refused;
+        if (nominated == Nomination.Refused)
+        {
+            unshareable = last;
+            return XenShareOutcome.Unshareable;
         }
         if (sourceHandle == clientHandle)
         {
@@ -134,18 +158,21 @@ public sealed class XenSharing
         return connection.Share(source, sourceHandle, client, clientHandle) ? XenShareOutcome.Shared : XenShareOutcome.Changed;
     }
 
-    // Pages Xen will not share right now (paging states, held by another subsystem) are skipped; anything else is an error.
-    private static bool TryNominate(XenConnection connection, XenPageRef page, out ulong handle)
+    private enum Nomination { Nominated, Busy, Refused }
+
+    // Pages Xen will not share are skipped: for now (EBUSY: held by another subsystem), or while their content stays
+    // (EINVAL, E2BIG, ENOENT: not populated, or not in a state sharing takes); anything else is an error.
+    private static Nomination TryNominate(XenConnection connection, XenPageRef page, out ulong handle)
     {
         try
         {
             handle = connection.NominateForSharing(page.DomainId, page.Gfn);
-            return true;
+            return Nomination.Nominated;
         }
         catch (XenException e) when (e.Errno is Errno.EINVAL or Errno.E2BIG or Errno.EBUSY or Errno.ENOENT)
         {
             handle = 0;
-            return false;
+            return e.Errno == Errno.EBUSY ? Nomination.Busy : Nomination.Refused;
         }
     }
 
