@@ -64,8 +64,12 @@
   zero and one-word pages, sub-page patching, compression (LZ4, Zstd, WKdm) steered by page aging,
   paging to a swap file under a memory limit; a background engine; reports in HTML, JSON and CSV with
   figures that add up to the byte (docs/REPORT-SCHEMA.md).
+- Page groups: long-cold compressed pages compressed again together (Zstd by default), a fault decoding only as far
+  as its page.
 - Xen (dom0): the same cmdlets over Xen's memory sharing and paging, where Xen is built with them.
-- Not yet: live QEMU/KVM guests are not paged by this version (docs/QEMU.md says what exists).
+- Live QEMU/KVM guests (Start-DEGuest, New-DEDomain -QemuSocket): the engine as their pager through libdeqemu.so and
+  userfaultfd, every mechanism, with a crash journal (docs/QEMU.md). Not yet: writes into a guest from the engine.
+- The fleet: fingerprints, co-location predictions and placement over PowerShell remoting (docs/FLEET.md).
 '@
         }
     }

@@ -236,6 +236,16 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
             while (!done.WaitOne(100)) WriteLatest(queue);
             WriteLatest(queue);
         }
+        catch
+        {
+            // Writing the progress failed (-ProgressAction Stop, or the pipeline stopping before StopProcessing ran): the
+            // work must not go on behind the error, nor outlive what it uses (a source the caller disposes). It is
+            // cancelled and waited for, and its own end (cancelled, most likely) is not what the caller sees.
+            _stopping.Cancel();
+            done.WaitOne();
+            _ = task.Exception;
+            throw;
+        }
         finally
         {
             var completed = new ProgressRecord(activityId, activity, "Done") { RecordType = ProgressRecordType.Completed };

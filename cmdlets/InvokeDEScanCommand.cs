@@ -56,7 +56,8 @@ public sealed class InvokeDEScanCommand : DECmdlet
 
     protected override void EndProcessing()
     {
-        bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && _selectors.Count == 0;
+        // Piped input that turned out empty (Get-DEDomain nomatch* | Invoke-DEScan) scans nothing, not every domain.
+        bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && _selectors.Count == 0 && !MyInvocation.ExpectingInput;
         // Domain objects carry their host; a scan runs on one host, so objects from several make several scans.
         // A Xen host's default is its own: every domU with a mechanism on (domain 0 is never scanned).
         List<(IDEHost Host, IDEDomain[]? Domains)> scans = all

@@ -60,7 +60,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
     [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public int? GroupAfterSweeps { get; set; }
 
-    /// <summary>The codec of page groups formed from now on: Zstd (level 1) or LZ4 (high-compression level 3, LZ4's decode speed).</summary>
+    /// <summary>The codec of page groups formed from now on: Zstd (level 3, or level 1 with no match under 7 bytes, chosen per slice of a pass) or LZ4 (high-compression level 3, LZ4's decode speed).</summary>
     [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public CompressionAlgorithm? GroupAlgorithm { get; set; }
 

@@ -21,6 +21,14 @@ public sealed class StartDEEngineCommand : EngineControlCmdlet
 
     protected override void ProcessRecord()
     {
+        try
+        {
+            DifferenceEngine.Hosting.DEHost.CheckEngineInterval(Interval); // before -WhatIf or -Confirm says it would start
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+        }
         var host = TargetHost;
         if (!ShouldProcess(host.Name, $"Start the background engine: a pass over every domain every {DisplayFormat.Duration(Interval)}")) return;
         EngineStatus status;

@@ -88,7 +88,7 @@ public sealed class StartDEGuestCommand : PSCmdlet
                 throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
                     $"A guest's memory is a whole number of MiB; {MemorySize} bytes was given.", MemorySize);
             string kernel = Resolve(Kernel, "GuestKernelNotFound", "guest kernel");
-            string? initrd = Initrd is null ? null : Resolve(Initrd, "GuestKernelNotFound", "initramfs");
+            string? initrd = Initrd is null ? null : Resolve(Initrd, "GuestInitrdNotFound", "initramfs");
             string library = Path.Combine(Path.GetDirectoryName(typeof(StartDEGuestCommand).Assembly.Location)!,
                 "runtimes", "linux-x64", "native", "libdeqemu.so");
             if (!File.Exists(library))

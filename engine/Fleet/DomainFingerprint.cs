@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 
 namespace DifferenceEngine.Fleet;
 
-/// <summary>What a fingerprint entry says about one sampled distinct page content (docs/FLEET.md, "The sketch").</summary>
+/// <summary>What a fingerprint entry says about one sampled distinct page content (docs/FLEET.md, "The fingerprint").</summary>
 [Flags]
 [Newtonsoft.Json.JsonConverter(typeof(Newtonsoft.Json.Converters.StringEnumConverter))] // names, not numbers, in ConvertTo-Json
 public enum EntryFlags : byte
@@ -140,7 +140,7 @@ public sealed class DomainFingerprint
     public int SketchBytes { get; set; }
     public double Seconds { get; set; }
 
-    /// <summary>The sampled entries: base64 of the binary sketch (docs/FLEET.md, "The sketch").</summary>
+    /// <summary>The sampled entries: base64 of the binary sketch (docs/FLEET.md, "The fingerprint").</summary>
     public string Sketch { get; set; } = "";
 
     private FingerprintEntry[]? _entries;

@@ -8,6 +8,9 @@ public sealed partial class DEHost
 
     private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref _engineControl, () => new EngineControl(this, GetStats));
 
+    /// <summary>"EngineIntervalInvalid" unless <paramref name="interval"/> is 100 ms to 24 h, the range every host's engine takes.</summary>
+    public static void CheckEngineInterval(TimeSpan interval) => EngineControl.CheckInterval(interval);
+
     /// <summary>
     /// Starts the background engine: one pass over all domains every <paramref name="interval"/> (at
     /// least 100 ms), and a stats sample after each pass. Fails with "EngineAlreadyRunning" if it runs.

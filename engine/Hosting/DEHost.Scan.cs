@@ -26,29 +26,31 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
         foreach (var d in chosen) CheckOwned(d);
-        var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, cancellationToken);
-        List<PassResult> results;
-        bool stable;
-        lock (_scanGate)
+        // The caller's cancellation, or the host's disconnection (Dispose), whichever comes first.
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
+        var ct = linked.Token;
+        try
         {
-            (results, stable) = PassLoop.Run(options, pass =>
+            var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, ct);
+            List<PassResult> results;
+            bool stable;
+            lock (_scanGate)
             {
-                var result = RunPass(pass, chosen, options, progress, cancellationToken);
-                Interlocked.Increment(ref _passes);
-                return result;
-            }, cancellationToken);
+                (results, stable) = PassLoop.Run(options, pass =>
+                {
+                    var result = RunPass(pass, chosen, options, progress, ct);
+                    Interlocked.Increment(ref _passes);
+                    return result;
+                }, ct);
+            }
+            return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
         }
-        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
+        catch (OperationCanceledException) when (_closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw HostDisconnected(Name);
+        }
     }
 
-    /// <summary>
-    /// One engine pass for background reclaim, over the domains that have a mechanism on; skipped
-    /// (false) when a scan is already running or no domain has one.
-    /// </summary>
-    /// <summary>
-    /// Stops the engine's own activity (scans, background and on-demand page-outs) until disposed, so a
-    /// caller can look at every page table at one instant. Guest accesses by other threads still run.
-    /// </summary>
     private volatile bool _anyPatching;
     // Some domain shares or patches: only then does a pass list the shared frames in the stable tables.
     private volatile bool _anyIndexing;
@@ -166,6 +168,10 @@ public sealed partial class DEHost
         }
     }
 
+    /// <summary>
+    /// One engine pass for background reclaim, over the domains that have a mechanism on; skipped
+    /// (false) when a scan is already running or no domain has one.
+    /// </summary>
     internal bool TryReclaimPass()
     {
         using var op = EnterOperation();

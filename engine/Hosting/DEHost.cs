@@ -24,6 +24,13 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private int _nextDomainId;
     private long _activeOperations;
     private volatile bool _disposed;
+    // Set by the first Dispose (a second one, even concurrent, returns at once); cancelled by it, so that scans in flight
+    // stop at their next check and end with HostDisconnected instead of holding the disconnect up until they are done.
+    private int _disposeStarted;
+    private readonly CancellationTokenSource _closing = new();
+
+    /// <summary>Whether Dispose has begun (tests).</summary>
+    internal bool IsClosing => _closing.IsCancellationRequested;
     private long _passes;
     private readonly long[] _mechanismTicks = new long[5];
     private readonly long[] _mechanismPages = new long[5];
@@ -545,7 +552,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     public void Dispose()
     {
-        if (_disposed) return;
+        if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return;
+        _closing.Cancel(); // scans in flight end at their next check (Scan turns that into HostDisconnected)
         StopEngine();
         // QEMU guests first, while the host still works: every page the engine holds goes back into its guest (through
         // the store, the swap file, the frames), then the guest is handed back.
@@ -575,6 +583,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         _sharedNominations.Dispose();
         Frames.Dispose();
         Store.Dispose();
+        _closing.Dispose();
     }
 
     internal OperationScope EnterOperation()

@@ -20,11 +20,17 @@ internal sealed class EngineControl
         _stats = stats;
     }
 
-    public EngineStatus Start(TimeSpan interval)
+    /// <summary>"EngineIntervalInvalid" unless <paramref name="interval"/> is 100 ms to 24 h (Start-DEEngine checks it before it asks to go on).</summary>
+    public static void CheckInterval(TimeSpan interval)
     {
         if (interval < TimeSpan.FromMilliseconds(100) || interval > TimeSpan.FromHours(24))
             throw new DEException("EngineIntervalInvalid", DEErrorKind.InvalidArgument,
                 $"The engine's interval must be between 100 ms and 24 h; {interval} was given.", interval);
+    }
+
+    public EngineStatus Start(TimeSpan interval)
+    {
+        CheckInterval(interval);
         lock (_gate)
         {
             if (_engine is not null)

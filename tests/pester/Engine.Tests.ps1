@@ -186,6 +186,8 @@ Describe 'Start-DEEngine and Stop-DEEngine' {
 
     It 'refuses an interval under 100 ms or over a day (EngineIntervalInvalid)' -ForEach @(0.05, 0, -1, 86401) {
         { Start-DEEngine -Interval $_ } | Should -Throw -ErrorId 'EngineIntervalInvalid,DifferenceEngine.Commands.StartDEEngineCommand'
+        # Checked before -WhatIf says it would start, too.
+        { Start-DEEngine -Interval $_ -WhatIf } | Should -Throw -ErrorId 'EngineIntervalInvalid,DifferenceEngine.Commands.StartDEEngineCommand'
         (Get-DEEngine).State | Should -Be 'Stopped'
     }
 

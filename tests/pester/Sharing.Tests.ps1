@@ -368,6 +368,13 @@ Describe 'Invoke-DEScan' {
         ('gamma', 'alpha' | Invoke-DEScan).Domains | Should -Be @('alpha', 'gamma')
     }
 
+    It 'scans nothing, not every domain, when the pipeline brings no domain' {
+        $passes = (Get-DEHostStats).ScanPasses
+        Get-DEDomain nomatch* | Invoke-DEScan | Should -BeNullOrEmpty
+        @() | Invoke-DEScan | Should -BeNullOrEmpty
+        (Get-DEHostStats).ScanPasses | Should -Be $passes
+    }
+
     It 'scans every domain by default, until stable with -UntilStable' {
         $result = Invoke-DEScan -UntilStable -MaxPasses 10
         $result.Domains | Should -Be @('alpha', 'beta', 'gamma')
@@ -397,6 +404,14 @@ Describe 'Invoke-DEScan' {
 
     It 'does not take -Passes and -UntilStable together' {
         { Invoke-DEScan -Passes 2 -UntilStable } | Should -Throw -ErrorId 'AmbiguousParameterSet,DifferenceEngine.Commands.InvokeDEScanCommand'
+    }
+
+    It 'stops its scan with it when its progress cannot be written (-ProgressAction Stop)' {
+        { Invoke-DEScan -UntilStable -ProgressAction Stop -ErrorAction Stop } | Should -Throw -ErrorId 'ActionPreferenceStop,DifferenceEngine.Commands.InvokeDEScanCommand'
+        # Nothing of that scan runs on behind the error: the next scan's one pass is the only one added.
+        $passes = (Get-DEHostStats).ScanPasses
+        $null = Invoke-DEScan -Passes 1
+        (Get-DEHostStats).ScanPasses | Should -Be ($passes + 1)
     }
 
     It 'writes progress from the pipeline thread and ends it with a Completed record' {
