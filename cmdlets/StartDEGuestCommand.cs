@@ -27,7 +27,7 @@ public sealed class DEGuest
 /// </summary>
 [Cmdlet(VerbsLifecycle.Start, "DEGuest", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(DEGuest))]
-public sealed class StartDEGuestCommand : PSCmdlet
+public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
 {
     /// <summary>The guest's name: names its socket and console file, and the domain New-DEDomain makes of it.</summary>
     [Parameter(Mandatory = true, Position = 0)]
@@ -94,13 +94,14 @@ public sealed class StartDEGuestCommand : PSCmdlet
             if (!File.Exists(library))
                 throw new DEException("QemuLibraryNotFound", DEErrorKind.ObjectNotFound,
                     $"The module has no libdeqemu.so at {library} (it is built on Linux with a C compiler: build.ps1).", library);
-            string folder = StateFolder();
+            string folder = StateFolderPath();
             string socket = Path.Combine(folder, Name + ".sock"), console = Path.Combine(folder, Name + ".console");
             if (File.Exists(socket))
                 throw new DEException("QemuSocketExists", DEErrorKind.ResourceExists,
                     $"{socket} exists: another guest named '{Name}' may be running (remove the socket if it is not).", socket);
             string accelerator = Accelerator ?? (CanOpen("/dev/kvm") ? "kvm" : "tcg");
             if (!ShouldProcess(Name, $"Start a QEMU guest ({accelerator}, {MemorySize >> 20} MiB) from {kernel}")) return;
+            CreateStateFolder(folder); // only now: -WhatIf makes nothing
             int pid = QemuGuestProcess.StartDetached(new QemuGuestStartInfo
             {
                 Qemu = QemuPath,
@@ -113,7 +114,7 @@ public sealed class StartDEGuestCommand : PSCmdlet
                 Library = library,
                 Socket = socket,
                 ExtraArguments = ArgumentList,
-            }, console, TimeSpan.FromMinutes(2));
+            }, console, TimeSpan.FromMinutes(2), _stopping.Token);
             WriteObject(new DEGuest
             {
                 Name = Name, QemuPid = pid, QemuSocket = socket, ConsolePath = console, MemoryBytes = MemorySize,
@@ -124,7 +125,17 @@ public sealed class StartDEGuestCommand : PSCmdlet
         {
             ThrowTerminatingError(DECmdlet.ToErrorRecord(ex));
         }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException(); // Ctrl-C while QEMU was starting: it was killed
+        }
     }
+
+    private readonly CancellationTokenSource _stopping = new();
+
+    protected override void StopProcessing() => _stopping.Cancel();
+
+    public void Dispose() => _stopping.Dispose();
 
     private string Resolve(string path, string errorId, string what)
     {
@@ -134,19 +145,29 @@ public sealed class StartDEGuestCommand : PSCmdlet
         return full;
     }
 
-    private string StateFolder()
-    {
-        string folder = StatePath is not null
+    private string StateFolderPath() =>
+        StatePath is not null
             ? SessionState.Path.GetUnresolvedProviderPathFromPSPath(StatePath)
             : Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } runtime
                 ? Path.Combine(runtime, "difference-engine")
                 : Environment.IsPrivilegedProcess
                     ? "/run/difference-engine"
                     : Path.Combine(Path.GetTempPath(), $"difference-engine-{Environment.UserName}");
-        if (!OperatingSystem.IsWindows())
-            Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        else Directory.CreateDirectory(folder);
-        return folder;
+
+    // Made owner-only (0700) when it does not exist; "GuestStatePathFailed" when it cannot be made.
+    private static void CreateStateFolder(string folder)
+    {
+        try
+        {
+            if (!OperatingSystem.IsWindows())
+                Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            else Directory.CreateDirectory(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DEException("GuestStatePathFailed", e is UnauthorizedAccessException ? DEErrorKind.PermissionDenied : DEErrorKind.WriteError,
+                $"The guest's state folder '{folder}' could not be made: {e.Message}", folder);
+        }
     }
 
     private static bool CanOpen(string path)

@@ -113,7 +113,9 @@ public sealed class QemuGuestProcess : IDisposable
     /// first: a console may show what the guest holds). Returns QEMU's pid once QEMU has initialized (and, with a
     /// library, bound its socket). Errors: "QemuNotFound", "QemuStartFailed" (QEMU's own message included).
     /// </summary>
-    public static int StartDetached(QemuGuestStartInfo info, string consolePath, TimeSpan patience)
+    /// <param name="cancellationToken">Stops the wait for QEMU to come up: the half-started QEMU is killed, and the call
+    /// ends with OperationCanceledException.</param>
+    public static int StartDetached(QemuGuestStartInfo info, string consolePath, TimeSpan patience, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(info);
         if (OperatingSystem.IsWindows())
@@ -134,10 +136,19 @@ public sealed class QemuGuestProcess : IDisposable
             // socket bound), with 0, or with 1 and its reason on standard error.
             var errors = parent.StandardError.ReadToEndAsync();
             parent.StandardOutput.ReadToEndAsync();
-            if (!parent.WaitForExit(patience))
+            using (var waiting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
             {
-                parent.Kill(entireProcessTree: true);
-                throw new DEException("QemuStartFailed", DEErrorKind.ResourceUnavailable, $"QEMU did not finish starting within {patience}.", info.Qemu);
+                waiting.CancelAfter(patience);
+                try
+                {
+                    parent.WaitForExitAsync(waiting.Token).GetAwaiter().GetResult();
+                }
+                catch (OperationCanceledException)
+                {
+                    parent.Kill(entireProcessTree: true);
+                    cancellationToken.ThrowIfCancellationRequested();
+                    throw new DEException("QemuStartFailed", DEErrorKind.ResourceUnavailable, $"QEMU did not finish starting within {patience}.", info.Qemu);
+                }
             }
             parent.WaitForExit();
             if (parent.ExitCode != 0 || !File.Exists(pidFile))

@@ -239,6 +239,19 @@ Describe 'Start-DEGuest' {
         }
         Start-DEGuest -Name whatif -Kernel (Join-Path $guests 'vmlinuz') -StatePath $TestDrive -WhatIf | Should -BeNullOrEmpty
         Join-Path $TestDrive 'whatif.console' | Should -Not -Exist
+        # Nor a state folder.
+        $folder = Join-Path $TestDrive 'whatif-state'
+        Start-DEGuest -Name whatif -Kernel (Join-Path $guests 'vmlinuz') -StatePath $folder -WhatIf | Should -BeNullOrEmpty
+        $folder | Should -Not -Exist
+    }
+
+    It 'stops with GuestInitrdNotFound for an initramfs that does not exist' {
+        if ($missing) {
+            Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
+            return
+        }
+        { Start-DEGuest -Name noinitrd -Kernel (Join-Path $guests 'vmlinuz') -Initrd (Join-Path $TestDrive 'missing.cpio.gz') -StatePath $TestDrive -ErrorAction Stop } |
+            Should -Throw -ErrorId 'GuestInitrdNotFound,DifferenceEngine.Commands.StartDEGuestCommand'
     }
 
     It 'starts a detached guest with the library and its socket; piped to New-DEDomain it is attached, paged and handed back' {
