@@ -458,6 +458,14 @@ public sealed partial class Domain
     /// the RAM is unmapped. Should QEMU have exited (its memory gone with it), what the engine holds is let go instead,
     /// so a domain whose guest died is removed cleanly.
     /// </summary>
+    /// <remarks>
+    /// A page the engine cannot rebuild from its own copy (a blob that fails its checksum, a swap slot that cannot be
+    /// read, no frame to rebuild it in) is put back from the crash journal's copy, written when the page was taken out,
+    /// and the engine's copy is let go; the other pages go on being put back either way. Should the journal's copy fail
+    /// too, the page keeps its journal record, the library is not told to unregister the RAM (its holes would then read
+    /// as zeros), and the call ends with "QemuPagesNotReturned" naming the pages: the guest's faults on them wait, as
+    /// after an engine crash, for the next engine attached to it, which serves them from the journal.
+    /// </remarks>
     private void ReleaseQemu()
     {
         var ram = Qemu!;
@@ -466,6 +474,8 @@ public sealed partial class Domain
         ram.StopFaults();
         // Set once QEMU turns out to have exited: its memory is gone, so what the engine holds is only let go.
         bool gone = false;
+        var notReturned = new List<long>();
+        DEException? firstFailure = null;
         for (long gfn = 0; gfn < PageCount; gfn++)
         {
             ulong e = Lock(gfn);
@@ -476,22 +486,30 @@ public sealed partial class Domain
                     DropHeld(e);
                     continue;
                 }
-                ulong rebuilt = PageEntry.State(e) switch
-                {
-                    PageState.Uniform => WithUniformFrame(gfn, e),
-                    PageState.Shared => BreakSharing(gfn, e, copy: true),
-                    PageState.Patched or PageState.Compressed or PageState.Swapped => BringIn(gfn, e, readBack: true, out _),
-                    _ => e,
-                };
+                ulong rebuilt = e;
                 try
                 {
+                    rebuilt = PageEntry.State(e) switch
+                    {
+                        PageState.Uniform => WithUniformFrame(gfn, e),
+                        PageState.Shared => BreakSharing(gfn, e, copy: true),
+                        PageState.Patched or PageState.Compressed or PageState.Swapped => BringIn(gfn, e, readBack: true, out _),
+                        _ => e,
+                    };
                     e = PageEntry.State(rebuilt) == PageState.Private ? QemuInstall(gfn, rebuilt) : rebuilt;
                 }
                 catch (DEException ex) when (ex.ErrorId == "QemuGuestExited")
                 {
                     gone = true;
-                    e = rebuilt; // the page rebuilt in a frame of the engine, for nobody: let go below
-                    DropHeld(e);
+                    DropHeld(rebuilt); // rebuilt in a frame of the engine (or not yet), for nobody: let go
+                    continue;
+                }
+                catch (DEException ex)
+                {
+                    firstFailure ??= ex;
+                    DropHeld(rebuilt); // the engine's copy, or the frame it was being rebuilt in
+                    e = 0;
+                    if (!TryInstallFromJournal(gfn, ram)) notReturned.Add(gfn);
                     continue;
                 }
                 if (PageEntry.State(e) == PageState.Private) Host.Frames.ForgetExternal(PageEntry.Frame(e));
@@ -500,6 +518,15 @@ public sealed partial class Domain
             {
                 Unlock(gfn, 0);
             }
+        }
+        if (notReturned.Count > 0)
+        {
+            ram.Dispose(); // the link closes without unregistering: to the library, as if this engine had died
+            string pages = string.Join(", ", notReturned.Take(8)) + (notReturned.Count > 8 ? $" and {notReturned.Count - 8} more" : "");
+            throw new DEException("QemuPagesNotReturned", DEErrorKind.ReadError,
+                $"{notReturned.Count} page(s) of domain '{Name}' could not be put back into the guest (gfn {pages}): {firstFailure!.Message} " +
+                "Nor could the crash journal's copy. The guest's accesses to them wait for the next engine attached to it " +
+                "(New-DEDomain -QemuSocket), which serves them from the journal.", Name);
         }
         try
         {
@@ -511,6 +538,46 @@ public sealed partial class Domain
             // QEMU is gone (or went away meanwhile): nothing waits on this engine.
         }
         ram.Dispose();
+    }
+
+    /// <summary>
+    /// Puts page <paramref name="gfn"/> back into the guest from its crash journal record (page lock held; the engine's
+    /// own copy already let go): a zero page stays a hole; any other is rebuilt in a frame of the engine, checked,
+    /// installed, and the frame freed. False when there is no record or it cannot be used.
+    /// </summary>
+    private bool TryInstallFromJournal(long gfn, QemuRam ram)
+    {
+        uint frame = 0;
+        try
+        {
+            if (!ram.Journal.HeldGfns().Contains(gfn)) return false;
+            var page = ram.Journal.Read(gfn);
+            if (page.Kind == JournalKind.Zero) return true;
+            frame = AllocateFrame(gfn);
+            var bytes = Host.Frames.Span(frame);
+            switch (page.Kind)
+            {
+                case JournalKind.Uniform:
+                    FillUniform(bytes, page.Word);
+                    break;
+                case JournalKind.Raw:
+                    page.Payload.CopyTo(bytes);
+                    break;
+                default:
+                    Decompress(gfn, page.Payload, bytes, "its crash journal record");
+                    CheckRebuilt(gfn, bytes, page.Payload, "the bytes rebuilt from its crash journal record");
+                    break;
+            }
+            ulong e = QemuInstall(gfn, PageEntry.With(0, PageState.Private, frame));
+            frame = 0; // installed: QemuInstall freed it
+            Host.Frames.ForgetExternal(PageEntry.Frame(e)); // the guest's own frame, forgotten as every page put back is
+            return true;
+        }
+        catch (Exception ex) when (ex is DEException or IOException or InvalidOperationException)
+        {
+            if (frame != 0) Host.Frames.Free(frame);
+            return false;
+        }
     }
 
     /// <summary>A locked Uniform page rebuilt in a frame of the engine.</summary>
