@@ -88,8 +88,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         using var guest = BootReady(dir, 48, out string socket);
 
         using var host = new DEHost(new HostOptions { Name = "qemu-compress" });
-        var vm = host.AttachQemu("vm1", socket, new DomainOptions { C4Sweeps = 1, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4 });
-        host.EnableCompression(vm);
+        var vm = AttachCompressing(host, socket);
         long touched = host.GetPageStats(vm).PrivatePages;
 
         // Passes while the guest verifies and rewrites its pages: the clock sees its writes, pages are taken out under
@@ -139,8 +138,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         using var dir = new TempDir();
         using var guest = BootReady(dir, 48, out string socket);
         using var host = new DEHost(new HostOptions { Name = "qemu-journal-back" });
-        var vm = host.AttachQemu("vm1", socket, new DomainOptions { C4Sweeps = 1, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4 });
-        host.EnableCompression(vm);
+        var vm = AttachCompressing(host, socket);
         for (int pass = 0; pass < 3; pass++) host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
         // Two pages compressed alone, their blobs damaged (one near the start, one near the end of the guest's memory).
         var damaged = new List<long>();
@@ -526,6 +524,14 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>The guest, handed back, goes on and finds every page as it left it: two more clean rounds.</summary>
+    /// <summary>The guest behind <paramref name="socket"/> attached as "vm1", compressing with LZ4 from its first C4 sweep.</summary>
+    private static Domain AttachCompressing(DEHost host, string socket)
+    {
+        var vm = host.AttachQemu("vm1", socket, new DomainOptions { C4Sweeps = 1, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4 });
+        host.EnableCompression(vm);
+        return vm;
+    }
+
     private static void VerifiesOn(TestGuest guest, int pages)
     {
         guest.WaitForCleanRound(pages, round: guest.WaitForCleanRound(pages) + 2);
