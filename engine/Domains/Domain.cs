@@ -288,13 +288,23 @@ public sealed partial class Domain : IDEDomain
 
     internal ulong PeekEntry(long gfn) => Volatile.Read(ref _p2m[gfn]);
 
-    /// <summary>Installs a loaded page as Private. Used only while the domain is being built.</summary>
     /// <summary>Marks every page untouched: the state of a new empty domain, whose pages the guest has not populated yet.</summary>
     internal void MarkUntouched() => Array.Fill(_p2m, PageEntry.Untouched);
 
+    /// <summary>
+    /// Installs a loaded page as Private. Used only while the domain is being built; a domain removed meanwhile (its
+    /// release may have passed this page already) gets no frame: it is freed, and the load ends with DomainRemoved, as
+    /// the loader's own check before each page does.
+    /// </summary>
     internal void InstallLoaded(long gfn, uint frame)
     {
         ulong e = Lock(gfn);
+        if (IsRemoved)
+        {
+            Unlock(gfn, e);
+            Host.Frames.Free(frame);
+            ThrowIfRemoved();
+        }
         Unlock(gfn, PageEntry.With(e, PageState.Private, frame));
     }
 

@@ -557,7 +557,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
         StopEngine();
         // QEMU guests first, while the host still works: every page the engine holds goes back into its guest (through
         // the store, the swap file, the frames), then the guest is handed back.
-        foreach (var d in Domains.Where(d => d.Qemu is not null).ToArray())
+        // Taken under the domains' lock, after _disposeStarted is set: a domain registering meanwhile is either in it or
+        // refused (Register).
+        Domain[] guests;
+        lock (_domainGate) guests = _byId.Values.Where(d => d.Qemu is not null).ToArray();
+        foreach (var d in guests)
         {
             try
             {
@@ -660,6 +664,12 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         lock (_domainGate)
         {
+            if (Volatile.Read(ref _disposeStarted) != 0)
+            {
+                // Disconnecting: a domain registered now would be missed by Dispose's hand-back of QEMU guests.
+                domain.Release();
+                throw HostDisconnected(Name);
+            }
             if (!_byName.TryAdd(domain.Name, domain))
             {
                 domain.Release();

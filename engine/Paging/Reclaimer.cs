@@ -212,9 +212,21 @@ internal sealed class Reclaimer : IDisposable
                                // A QEMU guest's page is write-protected until it is on disk and punched out (a write waits for that).
                                && (d.Qemu is null || d.QemuProtect(gfn));
                     }
+                    catch (DEException ex) when (ex.ErrorId == "QemuGuestExited")
+                    {
+                        // A guest whose QEMU exited (its domain not removed yet) has nothing to page out: its error is
+                        // recorded (LastReclaimError) and the rest of its pages skipped this time round, so that the other
+                        // domains' faults and the host's limit are not held hostage by it.
+                        d.Unlock(gfn, e);
+                        Record(ex);
+                        looked += d.PageCount - _gfn;
+                        _domainIndex++;
+                        _gfn = 0;
+                        continue;
+                    }
                     catch
                     {
-                        d.Unlock(gfn, e); // (a QEMU that exited): the batch so far is given back below
+                        d.Unlock(gfn, e); // the batch so far is given back below
                         throw;
                     }
                     if (!keep)

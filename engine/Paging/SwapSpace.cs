@@ -18,15 +18,18 @@ internal sealed class SwapSpace : IDisposable
     {
         Storage = storage;
         long slots = storage.Length / PageGeometry.PageSize;
-        if (slots is < 1 or > uint.MaxValue)
+        if (slots < 1 || slots > MaxSlots)
             throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
-                $"A swap file must hold between 1 and {uint.MaxValue} pages; {storage.Length} bytes were given.", storage.Length);
+                $"A swap file must hold between 1 and {MaxSlots} pages; {storage.Length} bytes were given.", storage.Length);
         SlotCount = slots;
         _checksums = new ulong[slots];
         _free = new uint[slots];
         for (long i = 0; i < slots; i++) _free[i] = (uint)(slots - 1 - i); // lowest slots first
         _freeCount = (int)slots;
     }
+
+    /// <summary>The most pages a swap file holds: the slot tables are arrays of one entry a slot (about 8 TiB of swap).</summary>
+    public const long MaxSlots = 0x7FFFFFC7; // Array.MaxLength
 
     /// <summary>Default swap file size: 4 GiB.</summary>
     public const long DefaultSizeBytes = 4L << 30;
@@ -38,9 +41,9 @@ internal sealed class SwapSpace : IDisposable
     public static SwapSpace Create(string path, long? sizeBytes, Func<string, long, ISwapStorage>? factory = null)
     {
         long size = sizeBytes ?? DefaultSizeBytes;
-        if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0)
+        if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0 || size / PageGeometry.PageSize > MaxSlots)
             throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,
-                $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes; {size} was given.", size);
+                $"The swap size must be a positive multiple of {PageGeometry.PageSize} bytes, at most {MaxSlots} pages; {size} was given.", size);
         var storage = factory?.Invoke(path, size) ?? SwapFile.Create(path, size);
         try
         {

@@ -73,6 +73,11 @@ public class PagingTests
             new DEHost(new HostOptions { MemoryLimitBytes = 1 << 20, SwapPath = Path.Combine(dir.Path, "no", "swap") })).ErrorId);
         Assert.Equal("SwapSizeInvalid", Assert.Throws<DEException>(() =>
             new DEHost(new HostOptions { MemoryLimitBytes = 1 << 20, SwapPath = Path.Combine(dir.Path, "s2"), SwapSizeBytes = 100 })).ErrorId);
+        // More pages than the slot tables can have: refused before any file is made (not an OutOfMemoryException after it).
+        string huge = Path.Combine(dir.Path, "s3");
+        Assert.Equal("SwapSizeInvalid", Assert.Throws<DEException>(() =>
+            new DEHost(new HostOptions { MemoryLimitBytes = 1 << 20, SwapPath = huge, SwapSizeBytes = (DifferenceEngine.Paging.SwapSpace.MaxSlots + 1) * 4096 })).ErrorId);
+        Assert.False(File.Exists(huge));
     }
 
     [Fact]
