@@ -56,6 +56,8 @@ public sealed class InvokeDEScanCommand : DECmdlet
 
     protected override void EndProcessing()
     {
+        // -Domain given with a pipeline that brought nothing (@() | Invoke-DEScan -Domain b): ProcessRecord never ran.
+        if (_selectors.Count == 0 && Domain is not null) _selectors.AddRange(Domain);
         // Piped input that turned out empty (Get-DEDomain nomatch* | Invoke-DEScan) scans nothing, not every domain.
         bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && _selectors.Count == 0 && !MyInvocation.ExpectingInput;
         // Domain objects carry their host; a scan runs on one host, so objects from several make several scans.

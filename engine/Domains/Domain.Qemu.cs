@@ -509,7 +509,14 @@ public sealed partial class Domain
                     firstFailure ??= ex;
                     DropHeld(rebuilt); // the engine's copy, or the frame it was being rebuilt in
                     e = 0;
-                    if (!TryInstallFromJournal(gfn, ram)) notReturned.Add(gfn);
+                    try
+                    {
+                        if (!TryInstallFromJournal(gfn, ram)) notReturned.Add(gfn);
+                    }
+                    catch (DEException exited) when (exited.ErrorId == "QemuGuestExited")
+                    {
+                        gone = true; // nothing to put back any more: the rest is only let go
+                    }
                     continue;
                 }
                 if (PageEntry.State(e) == PageState.Private) Host.Frames.ForgetExternal(PageEntry.Frame(e));
@@ -543,14 +550,15 @@ public sealed partial class Domain
     /// <summary>
     /// Puts page <paramref name="gfn"/> back into the guest from its crash journal record (page lock held; the engine's
     /// own copy already let go): a zero page stays a hole; any other is rebuilt in a frame of the engine, checked,
-    /// installed, and the frame freed. False when there is no record or it cannot be used.
+    /// installed, and the frame freed. False when there is no record or it cannot be used; QemuGuestExited (the guest is
+    /// gone, so there is nothing to put back) is thrown on.
     /// </summary>
     private bool TryInstallFromJournal(long gfn, QemuRam ram)
     {
         uint frame = 0;
         try
         {
-            if (!ram.Journal.HeldGfns().Contains(gfn)) return false;
+            if (!ram.Journal.IsHeld(gfn)) return false;
             var page = ram.Journal.Read(gfn);
             if (page.Kind == JournalKind.Zero) return true;
             frame = AllocateFrame(gfn);
@@ -576,6 +584,7 @@ public sealed partial class Domain
         catch (Exception ex) when (ex is DEException or IOException or InvalidOperationException)
         {
             if (frame != 0) Host.Frames.Free(frame);
+            if (ex is DEException { ErrorId: "QemuGuestExited" }) throw;
             return false;
         }
     }

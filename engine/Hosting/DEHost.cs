@@ -561,6 +561,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
         // refused (Register).
         Domain[] guests;
         lock (_domainGate) guests = _byId.Values.Where(d => d.Qemu is not null).ToArray();
+        // A failure of the engine's own (not a DEException) is thrown once everything else is let go: a host half disposed
+        // could not be disposed again (_disposeStarted), and would keep its frames, store, swap file and threads.
+        Exception? unexpected = null;
         foreach (var d in guests)
         {
             try
@@ -571,6 +574,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
             {
                 // That guest's pages could not all be put back (its QEMU went away, or a page failed its checksum): the
                 // rest of the host is let go all the same.
+            }
+            catch (Exception ex)
+            {
+                unexpected ??= ex;
             }
         }
         _disposed = true;
@@ -588,6 +595,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Frames.Dispose();
         Store.Dispose();
         _closing.Dispose();
+        if (unexpected is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(unexpected);
     }
 
     internal OperationScope EnterOperation()

@@ -146,6 +146,10 @@ public sealed class QemuGuestProcess : IDisposable
                 catch (OperationCanceledException)
                 {
                     parent.Kill(entireProcessTree: true);
+                    // -daemonize forks twice and the daemon is no child of the first process any more: it is found by the
+                    // pid file it writes once it has daemonized, and killed too; its socket goes with it.
+                    KillDaemon(pidFile);
+                    if (info.Socket is { } socket) File.Delete(socket);
                     cancellationToken.ThrowIfCancellationRequested();
                     throw new DEException("QemuStartFailed", DEErrorKind.ResourceUnavailable, $"QEMU did not finish starting within {patience}.", info.Qemu);
                 }
@@ -158,6 +162,26 @@ public sealed class QemuGuestProcess : IDisposable
         int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
         File.Delete(pidFile);
         return pid;
+    }
+
+    // The daemon a cancelled or timed-out start left (its pid file, when it got that far), killed; nothing when none.
+    private static void KillDaemon(string pidFile)
+    {
+        try
+        {
+            if (!File.Exists(pidFile)) return;
+            if (int.TryParse(File.ReadAllText(pidFile).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid))
+            {
+                using var daemon = Process.GetProcessById(pid);
+                daemon.Kill();
+                daemon.WaitForExit(TimeSpan.FromSeconds(10));
+            }
+            File.Delete(pidFile);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception or UnauthorizedAccessException)
+        {
+            // Gone already, or not ours to kill: nothing more to do.
+        }
     }
 
     public int Pid => _process.Id;

@@ -152,6 +152,9 @@ internal sealed unsafe class QemuJournal : IDisposable
         return held;
     }
 
+    /// <summary>Whether the journal holds a live record of page <paramref name="gfn"/> (the engine took it out).</summary>
+    public bool IsHeld(long gfn) => (ulong)gfn < (ulong)_at.LongLength && Volatile.Read(ref _at[gfn]) != 0;
+
     /// <summary>The record that decides page <paramref name="gfn"/> (which must be held).</summary>
     public JournalPage Read(long gfn)
     {

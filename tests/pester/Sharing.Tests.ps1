@@ -373,6 +373,8 @@ Describe 'Invoke-DEScan' {
         Get-DEDomain nomatch* | Invoke-DEScan | Should -BeNullOrEmpty
         @() | Invoke-DEScan | Should -BeNullOrEmpty
         (Get-DEHostStats).ScanPasses | Should -Be $passes
+        # -Domain given with an empty pipeline still scans that domain.
+        (@() | Invoke-DEScan -Domain alpha).Domains | Should -Be 'alpha'
     }
 
     It 'scans every domain by default, until stable with -UntilStable' {

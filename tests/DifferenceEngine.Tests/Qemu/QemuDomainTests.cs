@@ -368,9 +368,17 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.False(host.Reclaimer.ReclaimForFault());
         Assert.Equal(swapped, host.GetPageStats(vm).SwappedPages);
         Assert.StartsWith("QemuGuestExited: ", host.GetStats().LastReclaimError);
+        // The first page held as a blob of its own, damaged: a dead guest gets nothing back, so its removal does not report
+        // pages not returned (the journal's copy meets the dead guest too).
+        long firstHeld = -1;
         for (long gfn = 0; gfn < vm.PageCount; gfn++)
         {
             Assert.True(vm.TryLock(gfn, out ulong e), $"page {gfn} is left locked");
+            if (firstHeld < 0 && PageEntry.State(e) is not (PageState.Private or PageState.Zero))
+            {
+                firstHeld = gfn;
+                if (PageEntry.IsSingleCompressed(e) && !PageEntry.IsGrouped(e)) host.Store.Get(PageEntry.Payload(e))[^1] ^= 0x5A;
+            }
             vm.Unlock(gfn, e);
         }
         host.RemoveDomain(vm);
