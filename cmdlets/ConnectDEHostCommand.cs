@@ -83,10 +83,11 @@ public sealed class ConnectDEHostCommand : DECmdlet
         if (sized && SwapPath is null)
             ThrowDEError(new DEException("ConnectDEHostSwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
                 "-SwapSize sizes the swap file: give -SwapPath too.", SwapSize));
-        string? swapPath = null;
+        string? swapPath = null, journalPath = null;
         try
         {
             if (SwapPath is not null) swapPath = GetFileSystemPath(SwapPath, "swap file", "SwapDirectoryNotFound");
+            if (JournalPath is not null) journalPath = GetFileSystemPath(JournalPath, "journal folder", "JournalDirectoryNotFound");
         }
         catch (DEException ex)
         {
@@ -112,7 +113,7 @@ public sealed class ConnectDEHostCommand : DECmdlet
                 SwapPath = swapPath,
                 SwapSizeBytes = sized ? SwapSize : null,
                 SimilaritySeed = seed,
-                JournalDirectory = JournalPath is null ? null : SessionState.Path.GetUnresolvedProviderPathFromPSPath(JournalPath),
+                JournalDirectory = journalPath,
             });
             HostRegistry.Add(host);
         }

@@ -19,7 +19,15 @@ public sealed class NewDEFleetKeyCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
-        string path = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path);
+        string path = "";
+        try
+        {
+            path = GetFileSystemPath(Path, "fleet key file", "FleetKeyPathInvalid");
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+        }
         if (!ShouldProcess(path, "Write a new fleet key")) return;
         try
         {

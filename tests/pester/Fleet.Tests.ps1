@@ -60,6 +60,13 @@ Describe 'New-DEFleetKey' {
         $null = New-DEFleetKey -Path $other -Force
         [IO.File]::ReadAllBytes($other) | Should -Not -Be $before
     }
+
+    It 'writes only to the file system: a path on another provider is PathNotFileSystem, and nothing is written' {
+        $inCwd = Join-Path (Get-Location).ProviderPath 'DE_TEST_FLEET_KEY'
+        { New-DEFleetKey -Path 'Env:\DE_TEST_FLEET_KEY' } | Should -Throw -ErrorId 'PathNotFileSystem,DifferenceEngine.Commands.NewDEFleetKeyCommand'
+        Test-Path -LiteralPath $inCwd | Should -BeFalse
+        Test-Path Env:\DE_TEST_FLEET_KEY | Should -BeFalse
+    }
 }
 
 Describe 'Get-DEFingerprint' {
