@@ -131,26 +131,8 @@ public sealed partial class Domain
                         e = PageEntry.WithPayload(e, PageState.Compressed, handle);
                         break;
                     default:
-                    {
-                        uint frame = AllocateFrame(gfn);
-                        try
-                        {
-                            var bytes = Host.Frames.Span(frame);
-                            if (page.Kind == JournalKind.Raw) page.Payload.CopyTo(bytes);
-                            else
-                            {
-                                Decompress(gfn, page.Payload, bytes, "its crash journal record");
-                                CheckRebuilt(gfn, bytes, page.Payload, "the bytes rebuilt from its crash journal record");
-                            }
-                        }
-                        catch
-                        {
-                            Host.Frames.Free(frame);
-                            throw;
-                        }
-                        e = QemuInstall(gfn, PageEntry.With(e, PageState.Private, frame));
+                        e = QemuInstall(gfn, PageEntry.With(e, PageState.Private, FrameFromJournal(gfn, page)));
                         break;
-                    }
                 }
                 QemuRecoveredPages++;
             }
@@ -561,7 +543,29 @@ public sealed partial class Domain
             if (!ram.Journal.IsHeld(gfn)) return false;
             var page = ram.Journal.Read(gfn);
             if (page.Kind == JournalKind.Zero) return true;
-            frame = AllocateFrame(gfn);
+            frame = FrameFromJournal(gfn, page);
+            ulong e = QemuInstall(gfn, PageEntry.With(0, PageState.Private, frame));
+            frame = 0; // installed: QemuInstall freed it
+            Host.Frames.ForgetExternal(PageEntry.Frame(e)); // the guest's own frame, forgotten as every page put back is
+            return true;
+        }
+        catch (Exception ex) when (ex is DEException or IOException or InvalidOperationException)
+        {
+            if (frame != 0) Host.Frames.Free(frame);
+            if (ex is DEException { ErrorId: "QemuGuestExited" }) throw;
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Page <paramref name="gfn"/> rebuilt from its crash journal record (one word, the page itself, or a blob that is
+    /// decoded and checked) in a new frame of the engine; the frame is freed again if that fails.
+    /// </summary>
+    private uint FrameFromJournal(long gfn, JournalPage page)
+    {
+        uint frame = AllocateFrame(gfn);
+        try
+        {
             var bytes = Host.Frames.Span(frame);
             switch (page.Kind)
             {
@@ -576,16 +580,12 @@ public sealed partial class Domain
                     CheckRebuilt(gfn, bytes, page.Payload, "the bytes rebuilt from its crash journal record");
                     break;
             }
-            ulong e = QemuInstall(gfn, PageEntry.With(0, PageState.Private, frame));
-            frame = 0; // installed: QemuInstall freed it
-            Host.Frames.ForgetExternal(PageEntry.Frame(e)); // the guest's own frame, forgotten as every page put back is
-            return true;
+            return frame;
         }
-        catch (Exception ex) when (ex is DEException or IOException or InvalidOperationException)
+        catch
         {
-            if (frame != 0) Host.Frames.Free(frame);
-            if (ex is DEException { ErrorId: "QemuGuestExited" }) throw;
-            return false;
+            Host.Frames.Free(frame);
+            throw;
         }
     }
 
