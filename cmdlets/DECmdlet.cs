@@ -20,6 +20,18 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     [ArgumentCompleter(typeof(HostNameCompleter))]
     public virtual IDEHost? DEHost { get; set; }
 
+    /// <summary>
+    /// The Host property of a piped object: the name of the host a page, page stats, a policy or a domain came from, so that
+    /// <c>Get-DEPage -DEHost lab web1 | Write-DEGuestPage ...</c> names web1 on "lab", whatever host is current. -DEHost,
+    /// when given, wins. A name, not a host: binding a name to -DEHost itself would make an unknown name (a host since
+    /// disconnected) fail to bind, which PowerShell ignores for a piped property, and the record would act on the current
+    /// host. As a name it always binds, and an unknown one is "HostNotFound" for that record. Hidden: -DEHost is the
+    /// parameter to type.
+    /// </summary>
+    [Parameter(ValueFromPipelineByPropertyName = true, DontShow = true)]
+    [Alias("Host")]
+    public string? InputHost { get; set; }
+
     /// <summary>Cancelled when the pipeline stops (Ctrl-C, Select-Object -First).</summary>
     protected CancellationToken StopToken => _stopping.Token;
 
@@ -46,10 +58,39 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         }
     }
 
-    /// <summary>-DEHost when given, else the current host, connected or not; terminates with "NoHostConnected" when there is none.</summary>
-    protected IDEHost GivenOrCurrentHost =>
-        DEHost ?? HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
-            "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
+    /// <summary>
+    /// -DEHost when given, else the host a piped object names (<see cref="InputHost"/>), else the current host, connected or
+    /// not; terminates with "NoHostConnected" when there is none, and with "HostNotFound" when the piped object names a host
+    /// that is not connected.
+    /// </summary>
+    protected IDEHost GivenOrCurrentHost
+    {
+        get
+        {
+            if (DEHost is not null) return DEHost;
+            if (!string.IsNullOrEmpty(InputHost))
+                return HostRegistry.Find(InputHost) ?? throw Terminate(InputHostNotFound(InputHost));
+            return HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
+                "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
+        }
+    }
+
+    /// <summary>"HostNotFound" (ObjectNotFound): a piped object's Host names no connected host.</summary>
+    private static DEException InputHostNotFound(string name) =>
+        new("HostNotFound", DEErrorKind.ObjectNotFound,
+            $"No connected host is named '{name}' (the Host of the piped object). Get-DEHost lists the connected hosts; " +
+            "Connect-DEHost connects one.", name);
+
+    /// <summary>
+    /// False, after writing "HostNotFound" for this record, when a piped object names a host that is not connected and
+    /// -DEHost was not given: the record is skipped and the next goes on.
+    /// </summary>
+    private bool InputHostConnected()
+    {
+        if (DEHost is not null || string.IsNullOrEmpty(InputHost) || HostRegistry.Find(InputHost) is not null) return true;
+        WriteDEError(InputHostNotFound(InputHost));
+        return false;
+    }
 
     /// <summary>
     /// The target host for a cmdlet that exists only on the embedded host (New-DEDomain, Get-DEPage, ...): terminates
@@ -74,9 +115,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// <summary>
     /// The domains that <paramref name="selectors"/> name, in order and without repeats. A name without
     /// wildcards that matches nothing writes "DomainNotFound" and the rest go on; a pattern that matches
-    /// nothing is not an error. On a Xen host a domain id ("3") names a domain too. A domain object of a disconnected
-    /// host is "HostDisconnected"; one that was removed, or belongs to another host than an explicit -DEHost, is
-    /// "DomainNotFound" too.
+    /// nothing is not an error. On a Xen host a domain id ("3") names a domain too. Names are looked up on
+    /// <see cref="GivenOrCurrentHost"/>: a piped object's own host when it has one, where an unknown host is "HostNotFound"
+    /// and the rest go on. A domain object of a disconnected host is "HostDisconnected"; one that was removed, or belongs
+    /// to another host than an explicit -DEHost, is "DomainNotFound" too.
     /// </summary>
     protected IReadOnlyList<IDEDomain> ResolveDomains(IEnumerable<DomainSelector> selectors) =>
         ResolveDomains(selectors, embeddedOnly: null);
@@ -91,8 +133,38 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
 
     private IReadOnlyList<IDEDomain> ResolveDomains(IEnumerable<DomainSelector> selectors, string? embeddedOnly)
     {
-        var found = new List<IDEDomain>();
-        var seen = new HashSet<IDEDomain>(ReferenceEqualityComparer.Instance);
+        var gathered = new GatheredDomains();
+        Gather(gathered, selectors, embeddedOnly);
+        return gathered.Found;
+    }
+
+    /// <summary>
+    /// The domains a cmdlet that acts once at the end (Invoke-DEScan, Invoke-DEWorkload, Export-DEReport) gathers record by
+    /// record, in order and without repeats.
+    /// </summary>
+    protected sealed class GatheredDomains
+    {
+        internal List<IDEDomain> Found { get; } = [];
+        internal HashSet<IDEDomain> Seen { get; } = new(ReferenceEqualityComparer.Instance);
+
+        /// <summary>Whether any record (or -Domain itself) brought selectors, found or not.</summary>
+        public bool Selected { get; internal set; }
+
+        public IReadOnlyList<IDEDomain> Domains => Found;
+    }
+
+    /// <summary>
+    /// Resolves one record's <paramref name="selectors"/> into <paramref name="into"/> as
+    /// <see cref="ResolveDomains(IEnumerable{DomainSelector})"/> does, now, while -DEHost is this record's: a piped page or
+    /// policy names its domain on its own host (its Host property binds -DEHost), so gathering the selectors to resolve them
+    /// at the end would look every name up on the last record's host. <paramref name="embeddedOnly"/> as for
+    /// <see cref="ResolveEmbeddedDomains"/>.
+    /// </summary>
+    protected void Gather(GatheredDomains into, IEnumerable<DomainSelector> selectors, string? embeddedOnly = null)
+    {
+        into.Selected = true;
+        var found = into.Found;
+        var seen = into.Seen;
         foreach (var selector in selectors)
         {
             if (selector.Domain is { } given)
@@ -107,6 +179,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                     found.Add(given);
                 continue;
             }
+            if (!InputHostConnected()) continue;
             IDEHost host = embeddedOnly is null ? TargetHost : EmbeddedHost(embeddedOnly);
             if (WildcardPattern.ContainsWildcardCharacters(selector.Name))
             {
@@ -124,12 +197,11 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                 WriteDEError(DomainNotFound(selector.Name));
             }
         }
-        return found;
     }
 
     /// <summary>The domains of <paramref name="selectors"/>, or every domain of the target host when none are given.</summary>
     protected IReadOnlyList<IDEDomain> ResolveDomainsOrAll(DomainSelector[]? selectors) =>
-        selectors is null ? DomainsOf(TargetHost) : ResolveDomains(selectors);
+        selectors is not null ? ResolveDomains(selectors) : InputHostConnected() ? DomainsOf(TargetHost) : [];
 
     /// <summary>Every domain of <paramref name="host"/>; an engine error (a disconnected Xen host) stops the cmdlet.</summary>
     protected IReadOnlyList<IDEDomain> DomainsOf(IDEHost host) => Terminating(() => host.Domains);

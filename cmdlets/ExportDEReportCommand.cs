@@ -44,13 +44,16 @@ public sealed class ExportDEReportCommand : DECmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    private readonly List<DomainSelector> _selectors = [];
+    private readonly GatheredDomains _domains = new();
+    private bool _hostGiven;
     private string _fullPath = "";
     private ReportFormat _format;
 
     /// <summary>A bad path, format or an existing file stops the cmdlet before it reads any input.</summary>
     protected override void BeginProcessing()
     {
+        // Only -DEHost given on the command line is bound yet; piped objects' Host binds it record by record.
+        _hostGiven = DEHost is not null;
         try
         {
             _fullPath = ResolvePath();
@@ -65,15 +68,18 @@ public sealed class ExportDEReportCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
-        if (Domain is not null) _selectors.AddRange(Domain);
+        if (Domain is not null) Gather(_domains, Domain);
     }
 
     protected override void EndProcessing()
     {
+        // -Domain given with a pipeline that brought nothing: ProcessRecord never ran.
+        if (!_domains.Selected && Domain is not null) Gather(_domains, Domain);
         // Piped input that turned out empty (Get-DEDomain nomatch* | ...) is an empty selection, not "all".
-        bool selected = _selectors.Count > 0 || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain));
-        IReadOnlyList<IDEDomain>? domains = selected ? ResolveDomains(_selectors) : null;
-        var host = DEHost is null && domains is { Count: > 0 } ? domains[0].Host : TargetHost;
+        bool selected = _domains.Selected || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain));
+        IReadOnlyList<IDEDomain>? domains = selected ? _domains.Domains : null;
+        // The report's host: -DEHost as given, else the first domain's, else the last record's host or the current one.
+        var host = !_hostGiven && domains is { Count: > 0 } ? domains[0].Host : TargetHost;
         if (domains is not null)
         {
             // One report, one host: domain objects of another host are not found on this one.

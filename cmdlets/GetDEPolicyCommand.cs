@@ -22,7 +22,6 @@ public sealed class GetDEPolicyCommand : DECmdlet
 
     /// <summary>Get the host's policy (similarity detector; store compaction and watermarks on embedded hosts) instead of the domains'.</summary>
     [Parameter(Mandatory = true, ParameterSetName = HostSet)]
-    [Alias("Host")]
     public SwitchParameter HostPolicy { get; set; }
 
     protected override void ProcessRecord()

@@ -19,7 +19,7 @@ public sealed class InvokeDEScanCommand : DECmdlet
     public const string PassesSet = "Passes";
     public const string UntilStableSet = "UntilStable";
     private const int ActivityId = 0x0DE2;
-    private readonly List<DomainSelector> _selectors = [];
+    private readonly GatheredDomains _domains = new();
 
     /// <summary>
     /// The domains to scan (names, patterns, Domain or XenDomain objects); by default every domain of an embedded host, and
@@ -51,20 +51,20 @@ public sealed class InvokeDEScanCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
-        if (Domain is not null) _selectors.AddRange(Domain);
+        if (Domain is not null) Gather(_domains, Domain);
     }
 
     protected override void EndProcessing()
     {
         // -Domain given with a pipeline that brought nothing (@() | Invoke-DEScan -Domain b): ProcessRecord never ran.
-        if (_selectors.Count == 0 && Domain is not null) _selectors.AddRange(Domain);
+        if (!_domains.Selected && Domain is not null) Gather(_domains, Domain);
         // Piped input that turned out empty (Get-DEDomain nomatch* | Invoke-DEScan) scans nothing, not every domain.
-        bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && _selectors.Count == 0 && !MyInvocation.ExpectingInput;
+        bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && !_domains.Selected && !MyInvocation.ExpectingInput;
         // Domain objects carry their host; a scan runs on one host, so objects from several make several scans.
         // A Xen host's default is its own: every domU with a mechanism on (domain 0 is never scanned).
         List<(IDEHost Host, IDEDomain[]? Domains)> scans = all
             ? [(TargetHost, TargetHost is XenHost ? null : DomainsOf(TargetHost).ToArray())]
-            : ResolveDomains(_selectors).GroupBy(d => d.Host)
+            : _domains.Domains.GroupBy(d => d.Host)
                 .Select(g => (Host: g.Key, Domains: (IDEDomain[]?)g.ToArray())).ToList();
         var options = new ScanOptions
         {

@@ -14,7 +14,7 @@ namespace DifferenceEngine.Commands;
 public sealed class InvokeDEWorkloadCommand : DECmdlet
 {
     private const int ActivityId = 0x0DE1;
-    private readonly List<DomainSelector> _selectors = [];
+    private readonly GatheredDomains _domains = new();
 
     /// <summary>The domains to run on (names, patterns or Domain objects).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
@@ -58,12 +58,12 @@ public sealed class InvokeDEWorkloadCommand : DECmdlet
     internal const string XenInstead =
         "Xen's guests run their own workloads; Start-DEEngine keeps the engine's passes going while they do, and Get-DEHostStats counts the page-ins.";
 
-    protected override void ProcessRecord() => _selectors.AddRange(Domain);
+    protected override void ProcessRecord() => Gather(_domains, Domain, XenInstead);
 
     protected override void EndProcessing()
     {
-        var domains = ResolveEmbeddedDomains(_selectors, XenInstead);
-        if (domains.Count == 0) return;
+        var domains = _domains.Domains.Cast<Domain>().ToArray();
+        if (domains.Length == 0) return;
         string names = string.Join(", ", domains.Select(d => d.Name));
         if (!ShouldProcess(names, $"Run {Operations} guest accesses ({WriteFraction:P0} writes, {Pattern})")) return;
         var options = new WorkloadOptions

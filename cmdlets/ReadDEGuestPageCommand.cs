@@ -22,7 +22,7 @@ public sealed class ReadDEGuestPageCommand : GuestPageCmdlet
         {
             if (!TryItem(() => domain.ReadPage(gfn), out byte[] bytes)) continue;
             if (Raw) WriteObject(bytes, enumerateCollection: false);
-            else WriteObject(new GuestPage(domain.Name, gfn, bytes));
+            else WriteObject(new GuestPage(domain.Host.Name, domain.Name, gfn, bytes));
         }
     }
 }

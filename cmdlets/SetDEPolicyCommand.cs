@@ -66,7 +66,6 @@ public sealed class SetDEPolicyCommand : DECmdlet
 
     /// <summary>Change the host's policy instead of domains'.</summary>
     [Parameter(Mandatory = true, ParameterSetName = HostSet)]
-    [Alias("Host")]
     public SwitchParameter HostPolicy { get; set; }
 
     /// <summary>k: similarity keys per page (1 to 8). Changing k, s or the seed empties the similarity tables.</summary>
@@ -101,6 +100,34 @@ public sealed class SetDEPolicyCommand : DECmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    private HashSet<string> _commandLine = [];
+
+    /// <summary>Notes the parameters given on the command line: only they are bound before the first record.</summary>
+    protected override void BeginProcessing() =>
+        _commandLine = new HashSet<string>(MyInvocation.BoundParameters.Keys, StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// A piped Domain or XenDomain object names its domain only. Its own properties that share a name with a value
+    /// parameter (TrustGroup and CompressionAlgorithm, shown on every domain) bind to it by property name, which would set
+    /// each domain's current values back and make <c>Get-DEDomain web1 | Set-DEPolicy</c> without a value succeed doing
+    /// nothing. Those values are dropped; values given on the command line, and those of piped Get-DEPolicy rows (whose
+    /// Domain is a name), are kept.
+    /// </summary>
+    private void DropValuesOfPipedDomainObjects()
+    {
+        if (_commandLine.Contains(nameof(Domain)) || Domain.FirstOrDefault(s => s.Domain is not null)?.Domain is not { } piped) return;
+        var properties = PSObject.AsPSObject(piped).Properties;
+        bool FromObject(string name) => !_commandLine.Contains(name) && properties[name] is not null;
+        if (FromObject(nameof(C4Sweeps))) C4Sweeps = null;
+        if (FromObject(nameof(PatchThreshold))) PatchThreshold = null;
+        if (FromObject(nameof(CompressionThreshold))) CompressionThreshold = null;
+        if (FromObject(nameof(CompressionAlgorithm))) CompressionAlgorithm = null;
+        if (FromObject(nameof(TrustGroup))) TrustGroup = null;
+        if (FromObject(nameof(GroupSize))) GroupSize = null;
+        if (FromObject(nameof(GroupAfterSweeps))) GroupAfterSweeps = null;
+        if (FromObject(nameof(GroupAlgorithm))) GroupAlgorithm = null;
+    }
+
     /// <summary>
     /// Without pipeline input a call with no value to change is refused before anything runs; with it, values may come
     /// from each piped object's properties (Get-DEPolicy output, or a CSV of it through Import-Csv), so each record is checked.
@@ -117,6 +144,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
 
     protected override void ProcessRecord()
     {
+        if (ParameterSetName == DomainSet) DropValuesOfPipedDomainObjects();
         RequireAValue();
         string changes = string.Join(", ", Changes());
         if (ParameterSetName == HostSet)

@@ -36,7 +36,7 @@ public sealed class WriteDEGuestPageCommand : GuestPageCmdlet
         {
             if (!ShouldProcess($"{domain.Name} page {gfn}", $"Write {Data.Length} bytes at offset {Offset}")) continue;
             if (!TryItem(() => domain.WritePage(gfn, Data, Offset), out FaultKind fault)) continue;
-            if (PassThru) WriteObject(new GuestPageWrite(domain.Name, gfn, Offset, Data.Length, fault));
+            if (PassThru) WriteObject(new GuestPageWrite(domain.Host.Name, domain.Name, gfn, Offset, Data.Length, fault));
         }
     }
 }

@@ -431,7 +431,7 @@ public sealed partial class Domain : IDEDomain
             hash = Sharing.PageHasher.Hash(Host.Frames.Span(f)); // a shared frame's is its stable table key too
         }
         var info = new PageInfo(Name, gfn, state, PageEntry.Category(e), (e & PageEntry.Referenced) != 0,
-            (e & PageEntry.Modified) != 0, refs, hash, frame) { Untouched = PageEntry.IsUntouched(e) };
+            (e & PageEntry.Modified) != 0, refs, hash, frame) { Host = Host.Name, Untouched = PageEntry.IsUntouched(e) };
         switch (state)
         {
             case PageState.Uniform:

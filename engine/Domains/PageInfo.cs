@@ -12,6 +12,12 @@ public sealed record PageInfo(
     ulong? Hash,
     uint? Frame)
 {
+    /// <summary>
+    /// The name of the domain's host. Piped to a cmdlet it binds to -DEHost (alias -Host), so the page is addressed on its
+    /// own host, not on the current one.
+    /// </summary>
+    public string Host { get; init; } = "";
+
     /// <summary>For a Patched page: the domain whose page served as the reference (at patch time).</summary>
     public string? ReferenceDomain { get; init; }
 

@@ -409,6 +409,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         var stats = new DomainPageStats(domain.Name, domain.Id, domain.PageCount, priv, zero, shared,
             (domain.PageCount - untouched) * PageGeometry.PageSize, 0, policy.TrustGroup, policy.SharingEnabled)
         {
+            Host = Name,
             UntouchedPages = untouched,
             UniformPages = uniform,
             SwappedPages = swapped,

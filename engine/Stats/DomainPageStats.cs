@@ -22,6 +22,12 @@ public sealed record DomainPageStats(
     bool SharingEnabled)
 {
     /// <summary>
+    /// The name of the domain's host. Piped to a cmdlet it binds to -DEHost (alias -Host), so the domain is found on its
+    /// own host, not on the current one.
+    /// </summary>
+    public string Host { get; init; } = "";
+
+    /// <summary>
     /// Pages of an empty domain the guest never populated (never written): zeros to read, but not guest memory, so
     /// neither used nor saved. Not counted in <see cref="ZeroPages"/>.
     /// </summary>

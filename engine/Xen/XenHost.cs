@@ -373,6 +373,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         var stats = new DomainPageStats(domain.Name, domain.Id, domain.PageCount, (long)info.TotalPages, 0, (long)info.SharedPages,
             domain.SizeBytes, 0, policy.TrustGroup, policy.SharingEnabled)
         {
+            Host = Name,
             PatchedPages = held.PatchedPages,
             CompressedPages = held.CompressedPages + held.PlainPages,
             SwappedPages = held.SwappedPages,

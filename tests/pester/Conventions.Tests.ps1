@@ -13,6 +13,11 @@ BeforeAll {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
     # Common parameters need no entry of their own; -WhatIf and -Confirm have the standard one.
     $commonParameters = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
+    # A parameter hidden from the syntax and from completion in every parameter set (DontShow).
+    function Test-Hidden([System.Management.Automation.ParameterMetadata] $Parameter) {
+        $sets = @($Parameter.Attributes | Where-Object { $_ -is [System.Management.Automation.ParameterAttribute] })
+        $sets.Count -gt 0 -and @($sets | Where-Object { -not $_.DontShow }).Count -eq 0
+    }
 }
 
 Describe 'Help for <Name>' -ForEach $commands {
@@ -49,13 +54,24 @@ Describe 'Help for <Name>' -ForEach $commands {
         }
     }
 
-    It 'describes every parameter' {
-        $undescribed = foreach ($parameter in $command.Parameters.Keys | Where-Object { $_ -notin $commonParameters }) {
+    It 'describes every parameter it shows' {
+        # Hidden parameters (DontShow: not in the syntax, not completed) are left out; the next test names them.
+        $shown = $command.Parameters.Values | Where-Object { $_.Name -notin $commonParameters -and -not (Test-Hidden $_) }
+        $undescribed = foreach ($parameter in $shown.Name) {
             $entry = Get-Help -Name $Name -Parameter $parameter -ErrorAction SilentlyContinue
             $text = (@($entry.description) | ForEach-Object Text) -join ' '
             if ([string]::IsNullOrWhiteSpace($text)) { $parameter }
         }
         $undescribed | Should -BeNullOrEmpty
+    }
+
+    It 'hides only InputHost, the Host property of piped objects, which about_DifferenceEngine explains' {
+        @($command.Parameters.Values | Where-Object { Test-Hidden $_ }).Name | Where-Object { $_ -ne 'InputHost' } | Should -BeNullOrEmpty
+        if ($command.Parameters.ContainsKey('InputHost')) {
+            Test-Hidden $command.Parameters.InputHost | Should -BeTrue
+            $command.Parameters.InputHost.Aliases | Should -Be @('Host')
+        }
+        Get-Help about_DifferenceEngine | Out-String | Should -Match 'PIPED OBJECTS AND THEIR HOST'
     }
 
     It 'describes no parameter the cmdlet does not have' {

@@ -248,6 +248,95 @@ Describe 'Hosts by name' {
     }
 }
 
+Describe 'Piped objects carry their host' {
+    # Two hosts with a domain of the same name: an object piped from one must act on that one, not on the current host.
+    BeforeAll {
+        $script:lab = New-TestHostName
+        $script:other = New-TestHostName
+        $null = Connect-DEHost -Name $lab
+        $null = New-DEDomain -Name web1 -MemorySize 64KB
+        $null = Connect-DEHost -Name $other   # current from here on
+        $null = New-DEDomain -Name web1 -MemorySize 128KB
+        function Get-FirstByte([string] $OnHost, [long] $Gfn) { (Read-DEGuestPage -DEHost $OnHost -Domain web1 -Gfn $Gfn).Bytes[0] }
+    }
+    AfterAll {
+        Get-DEHost -Name $lab, $other -ErrorAction Ignore | Disconnect-DEHost -Confirm:$false
+    }
+
+    It 'writes a page read from one host back on that host' {
+        (Get-DEHost -Current).Name | Should -Be $other
+        $page = Read-DEGuestPage -DEHost $lab -Domain web1 -Gfn 3
+        $page.Host | Should -Be $lab
+        $page.Bytes[0] = 7
+        $written = $page | Write-DEGuestPage -PassThru
+        $written.Host | Should -Be $lab
+        $written.Fault | Should -Be 'ZeroFill'
+        Get-FirstByte $lab 3 | Should -Be 7
+        Get-FirstByte $other 3 | Should -Be 0 -Because 'the current host''s web1 was not written'
+    }
+
+    It 'writes the pages Get-DEPage lists on their own host' {
+        $pages = Get-DEPage -DEHost $lab -Domain web1 -Gfn 4, 5
+        $pages.Host | Should -Be @($lab, $lab)
+        $pages | Write-DEGuestPage -Data ([byte[]](9)) -ErrorVariable errors
+        $errors | Should -BeNullOrEmpty
+        Get-FirstByte $lab 4 | Should -Be 9
+        Get-FirstByte $lab 5 | Should -Be 9
+        Get-FirstByte $other 4 | Should -Be 0
+    }
+
+    It 'finds piped page stats, policies and domains on their own host' {
+        $stats = Get-DEPageStats -DEHost $lab -Domain web1
+        $stats.Host | Should -Be $lab
+        ($stats | Get-DEPageStats).PageCount | Should -Be 16 -Because 'lab''s web1 has 16 pages, the current host''s 32'
+        ($stats | Invoke-DEScan).PagesSwept | Should -Be 16
+        (Get-DEPolicy -DEHost $lab -Domain web1 | Set-DEPolicy -C4Sweeps 6 -PassThru).Host | Should -Be $lab
+        (Get-DEPolicy -DEHost $lab -Domain web1).C4Sweeps | Should -Be 6
+        (Get-DEPolicy -DEHost $other -Domain web1).C4Sweeps | Should -Not -Be 6
+        (Get-DEDomain -DEHost $lab -Name web1 | Get-DEPageStats).PageCount | Should -Be 16
+    }
+
+    It 'runs a workload and writes a report on the piped objects'' host' {
+        $untouched = (Get-DEPageStats -DEHost $lab -Domain web1).UntouchedPages
+        (Get-DEPageStats -DEHost $lab -Domain web1 | Invoke-DEWorkload -Operations 64 -WriteFraction 1).Operations | Should -Be 64
+        (Get-DEPageStats -DEHost $lab -Domain web1).UntouchedPages | Should -BeLessThan $untouched -Because 'the workload wrote lab''s web1'
+        (Get-DEPageStats -DEHost $other -Domain web1).UntouchedPages | Should -Be 32 -Because 'the current host''s web1 was never written'
+        $json = Join-Path $TestDrive 'lab.json'
+        Get-DEPageStats -DEHost $lab -Domain web1 | Export-DEReport -Path $json
+        $report = Get-Content -LiteralPath $json -Raw | ConvertFrom-Json
+        $report.host.name | Should -Be $lab
+        $report.domains.pageCount | Should -Be 16
+    }
+
+    It 'uses the current host for objects without a Host, also after one with a Host' {
+        $rows = @(
+            [pscustomobject]@{ Host = $lab; Domain = 'web1'; Gfn = 10 }
+            [pscustomobject]@{ Domain = 'web1'; Gfn = 11 }
+        )
+        ($rows | Read-DEGuestPage).Host | Should -Be @($lab, $other)
+    }
+
+    It 'gives -DEHost precedence over the piped objects'' Host' {
+        (Get-DEPage -DEHost $lab -Domain web1 -Gfn 12 | Write-DEGuestPage -DEHost $other -Data ([byte[]](5)) -PassThru).Host | Should -Be $other
+        Get-FirstByte $other 12 | Should -Be 5
+        Get-FirstByte $lab 12 | Should -Be 0
+    }
+
+    It 'writes HostNotFound for an object of a host not connected, and goes on with the next' {
+        $rows = @(
+            [pscustomobject]@{ Host = 'pester-no-such-host'; Domain = 'web1'; Gfn = 1 }
+            [pscustomobject]@{ Host = $lab; Domain = 'web1'; Gfn = 1 }
+        )
+        $read = $rows | Read-DEGuestPage -ErrorVariable errors -ErrorAction SilentlyContinue
+        $read.Host | Should -Be $lab
+        $errors | Should -HaveCount 1
+        $errors[0].FullyQualifiedErrorId | Should -Be 'HostNotFound,DifferenceEngine.Commands.ReadDEGuestPageCommand'
+        $errors[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $errors[0].Exception.Message | Should -BeLike "*'pester-no-such-host'*Get-DEHost lists*"
+        { $rows[0] | Get-DEPageStats -ErrorAction Stop } | Should -Throw -ErrorId 'HostNotFound,DifferenceEngine.Commands.GetDEPageStatsCommand'
+    }
+}
+
 Describe 'Get-DEHostStats' {
     BeforeAll {
         $deHost = Connect-DEHost -Name (New-TestHostName) -MemoryLimit 64MB -PassThru

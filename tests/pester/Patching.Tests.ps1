@@ -496,7 +496,7 @@ Describe 'Get-DEPolicy' {
         $g1.CompactionThreshold | Should -Be 0.25
     }
 
-    It 'gives the host''s policy with -HostPolicy (or -Host)' {
+    It 'gives the host''s policy with -HostPolicy' {
         $hp = Get-DEPolicy -HostPolicy
         $hp | Should -BeOfType ([DifferenceEngine.Commands.HostPolicyView])
         $hp.Host | Should -Be $deHost.Name
@@ -507,7 +507,7 @@ Describe 'Get-DEPolicy' {
         $hp.SimilarityOffsets | Should -HaveCount 2
         $hp.SimilarityOffsets | ForEach-Object { $_ | Should -BeLessOrEqual ($PageSize - 64) }
         $hp.CompactionThreshold | Should -Be 0.25
-        (Get-DEPolicy -Host).SimilarityOffsets | Should -Be $hp.SimilarityOffsets
+        (Get-DEPolicy -HostP).SimilarityOffsets | Should -Be $hp.SimilarityOffsets -Because 'a prefix names it'
     }
 
     It 'draws the same block offsets from the same seed' {
@@ -613,6 +613,7 @@ Describe 'Set-DEPolicy' {
         $out[0] | Should -BeOfType ([DifferenceEngine.Commands.DomainPolicyView])
         $out.C4Sweeps | Should -Be @(6, 6)
         (Get-DEDomain t1 | Set-DEPolicy -C4Sweeps 7 -PassThru).C4Sweeps | Should -Be 7
+        (Get-DEDomain t1 | Set-DEPolicy -TrustGroup green -PassThru).TrustGroup | Should -Be 'green' -Because 'a value given on the command line is kept'
         ('s2', 't1' | Set-DEPolicy -PatchThreshold 300 -PassThru).Domain | Should -Be @('s2', 't1')
         (Get-DEPolicy -Domain s2, t1 | Set-DEPolicy -CompressionThreshold 0.4 -PassThru).CompressionThreshold | Should -Be @(0.4, 0.4)
     }
@@ -644,6 +645,8 @@ Describe 'Set-DEPolicy' {
 
     It 'stops with SetDEPolicyNoValue when no value is given' {
         { Set-DEPolicy -Domain s1 } | Should -Throw -ErrorId 'SetDEPolicyNoValue,DifferenceEngine.Commands.SetDEPolicyCommand'
+        # A piped domain's own TrustGroup and CompressionAlgorithm are not values to set.
+        { Get-DEDomain s1 | Set-DEPolicy } | Should -Throw -ErrorId 'SetDEPolicyNoValue,DifferenceEngine.Commands.SetDEPolicyCommand'
         { Set-DEPolicy -HostPolicy } | Should -Throw -ErrorId 'SetDEPolicyNoValue,DifferenceEngine.Commands.SetDEPolicyCommand'
     }
 
@@ -657,7 +660,7 @@ Describe 'Set-DEPolicy' {
         $hp.SimilarityOffsets | Should -HaveCount 6
         $hp.CompactionThreshold | Should -Be 0.4
         (Get-DEPolicy -Domain s1).SimilarityKeys | Should -Be 3
-        (Set-DEPolicy -Host -SimilarityCandidates 1 -PassThru).SimilarityKeys | Should -Be 3 -Because 'values not given stay'
+        (Set-DEPolicy -HostPolicy -SimilarityCandidates 1 -PassThru).SimilarityKeys | Should -Be 3 -Because 'values not given stay'
     }
 
     It 'stops with <Id> for host <Name> = <Value>, changing nothing' -ForEach @(

@@ -31,6 +31,19 @@ public class ClockTests
     }
 
     [Fact]
+    public void PagesAndPageStatsNameTheirHost()
+    {
+        // The cmdlets bind a piped object's Host, so a page or stats object piped on is found on its own host.
+        using var host = new DEHost(new HostOptions { Name = "lab" });
+        var d = host.CreateDomain("a", 4 * 4096, new DomainOptions());
+        d.WritePage(1, [1]);
+        Assert.Equal("lab", d.GetPage(0).Host);
+        Assert.Equal("lab", d.GetPage(1).Host);
+        Assert.Equal("lab", host.GetPageStats(d).Host);
+        Assert.All(host.TakeSnapshot().Domains, s => Assert.Equal("lab", s.Host));
+    }
+
+    [Fact]
     public void DefaultExtendedPeriodIsTwoSweeps()
     {
         using var host = new DEHost();

@@ -72,6 +72,7 @@ public class XenHostTests(ITestOutputHelper output)
         Assert.Equal(before - 8, fake.FrameCount);
         var s1 = host.GetPageStats(d1);
         var s3 = host.GetPageStats(d3);
+        Assert.Equal(host.Name, s1.Host); // piped on, the stats name their host
         Assert.Equal(8, s1.SharedPages + host.GetPageStats(d2).SharedPages - 8); // 8 gfns of each of 1 and 2 on 8 frames
         Assert.Equal(0, s3.SharedPages);
         Assert.True(s1.BytesSaved > 0, "sharing saved nothing in the stats");
