@@ -225,13 +225,17 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// for a file that need not exist yet. A drive or parent that cannot be found is <paramref name="notFoundErrorId"/>;
     /// a path on another provider (Env:, Function:) is "PathNotFileSystem".
     /// </summary>
-    protected string GetFileSystemPath(string path, string what, string notFoundErrorId)
+    protected string GetFileSystemPath(string path, string what, string notFoundErrorId) =>
+        GetFileSystemPath(SessionState, path, what, notFoundErrorId);
+
+    /// <summary><see cref="GetFileSystemPath(string, string, string)"/> for any cmdlet, through its session state.</summary>
+    internal static string GetFileSystemPath(SessionState session, string path, string what, string notFoundErrorId)
     {
         string resolved;
         ProviderInfo provider;
         try
         {
-            resolved = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path, out provider, out _);
+            resolved = session.Path.GetUnresolvedProviderPathFromPSPath(path, out provider, out _);
         }
         catch (Exception ex) when (ex is System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or ItemNotFoundException)
         {

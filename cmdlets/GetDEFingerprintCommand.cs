@@ -97,7 +97,7 @@ public sealed class GetDEFingerprintCommand : DECmdlet
     {
         TryItem(() =>
         {
-            string path = GetFileSystemPath(given, "memory image", "ImageNotFound");
+            string path = GetFileSystemPath(given, "memory image", "FileNotFound");
             using var source = MemorySource.OpenFile(path);
             string name = System.IO.Path.GetFileNameWithoutExtension(path);
             string activity = $"Get-DEFingerprint {name}";

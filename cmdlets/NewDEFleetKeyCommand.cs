@@ -28,7 +28,10 @@ public sealed class NewDEFleetKeyCommand : DECmdlet
         {
             ThrowDEError(ex);
         }
-        if (!ShouldProcess(path, "Write a new fleet key")) return;
+        string action = Force && File.Exists(path)
+            ? "Replace the fleet key (fingerprints made with the old key can no longer be combined with new ones)"
+            : "Write a new fleet key";
+        if (!ShouldProcess(path, action)) return;
         try
         {
             FleetKey.CreateFile(path, Force);

@@ -89,12 +89,12 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
                     $"A guest's memory is a whole number of MiB; {MemorySize} bytes was given.", MemorySize);
             string kernel = Resolve(Kernel, "GuestKernelNotFound", "guest kernel");
             string? initrd = Initrd is null ? null : Resolve(Initrd, "GuestInitrdNotFound", "initramfs");
+            string folder = StateFolderPath();
             string library = Path.Combine(Path.GetDirectoryName(typeof(StartDEGuestCommand).Assembly.Location)!,
                 "runtimes", "linux-x64", "native", "libdeqemu.so");
             if (!File.Exists(library))
                 throw new DEException("QemuLibraryNotFound", DEErrorKind.ObjectNotFound,
                     $"The module has no libdeqemu.so at {library} (it is built on Linux with a C compiler: build.ps1).", library);
-            string folder = StateFolderPath();
             string socket = Path.Combine(folder, Name + ".sock"), console = Path.Combine(folder, Name + ".console");
             if (File.Exists(socket))
                 throw new DEException("QemuSocketExists", DEErrorKind.ResourceExists,
@@ -139,7 +139,7 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
 
     private string Resolve(string path, string errorId, string what)
     {
-        string full = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
+        string full = DECmdlet.GetFileSystemPath(SessionState, path, what, errorId);
         if (!File.Exists(full))
             throw new DEException(errorId, DEErrorKind.ObjectNotFound, $"The {what} '{full}' does not exist.", full);
         return full;
@@ -147,7 +147,7 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
 
     private string StateFolderPath() =>
         StatePath is not null
-            ? SessionState.Path.GetUnresolvedProviderPathFromPSPath(StatePath)
+            ? DECmdlet.GetFileSystemPath(SessionState, StatePath, "guest state folder", "GuestStatePathFailed")
             : Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } runtime
                 ? Path.Combine(runtime, "difference-engine")
                 : Environment.IsPrivilegedProcess

@@ -112,6 +112,15 @@ Describe 'Get-DEFingerprint' {
         (Get-DEFingerprint -Name db -FleetKey $bytes).Sketch | Should -Be $fingerprints[2].Sketch
     }
 
+    It 'names a missing image, on a missing drive too, with FileNotFound and goes on with the others' {
+        $paths = (Join-Path $TestDrive 'none.img'), 'NoSuchDrive:\x.img', $web1Path
+        $found = @(Get-DEFingerprint -Path $paths -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
+        $found.Domain | Should -Be ([IO.Path]::GetFileNameWithoutExtension($web1Path))
+        $failed | Should -HaveCount 2
+        $failed.FullyQualifiedErrorId | Should -Be @('FileNotFound,DifferenceEngine.Commands.GetDEFingerprintCommand', 'FileNotFound,DifferenceEngine.Commands.GetDEFingerprintCommand')
+        $failed.CategoryInfo.Category | Should -Be @('ObjectNotFound', 'ObjectNotFound')
+    }
+
     It 'names a missing domain and goes on with the others' {
         $found = @(Get-DEFingerprint -Name nosuch, db -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
         $found.Domain | Should -Be 'db'

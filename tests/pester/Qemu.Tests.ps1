@@ -222,6 +222,17 @@ Describe 'Start-DEGuest' {
         Join-Path $TestDrive 'nokernel.sock' | Should -Not -Exist
     }
 
+    It 'stops with <Id> for a <Case>, before it looks for QEMU' -ForEach @(
+        @{ Case = 'kernel on a drive that does not exist'; Id = 'GuestKernelNotFound'; Arguments = @{ Kernel = 'NoSuchDrive:\vmlinuz' } }
+        @{ Case = 'kernel on another provider'; Id = 'PathNotFileSystem'; Arguments = @{ Kernel = 'Env:\HOME' } }
+        @{ Case = 'state folder on another provider'; Id = 'PathNotFileSystem'; Arguments = @{ Kernel = $PSCommandPath; StatePath = 'Function:\x' } }
+        @{ Case = 'state folder on a drive that does not exist'; Id = 'GuestStatePathFailed'; Arguments = @{ Kernel = $PSCommandPath; StatePath = 'NoSuchDrive:\state' } }
+    ) {
+        $err = { Start-DEGuest -Name paths @Arguments -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -Be "$Id,DifferenceEngine.Commands.StartDEGuestCommand"
+        $err.CategoryInfo.Category | Should -Not -Be 'NotSpecified'
+    }
+
     It 'stops with QemuStartFailed, with QEMU''s own reason, when QEMU cannot start the guest' {
         if ($missing) {
             Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
