@@ -81,15 +81,28 @@ public sealed partial class DEHost
             algorithm is { } a ? CheckAlgorithm(a) : null, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
-            for (long gfn = 0; gfn < domain.PageCount; gfn++)
+            // Checked and changed with no pass running. Only passes make pages Shared or Patched, and a pass reads each
+            // domain's trust group once: one running between the check and the change could still share this domain's pages,
+            // or patch against them, within the old group, and the next pass would list those frames in the new one.
+            lock (_scanGate)
             {
-                ulong e = domain.PeekEntry(gfn);
-                if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
-                    throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
-                        $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
-                        "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+                for (long gfn = 0; gfn < domain.PageCount; gfn++)
+                {
+                    ulong e = domain.PeekEntry(gfn);
+                    if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
+                        throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
+                            $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
+                            "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+                }
+                TakeTunables(domain, trial);
             }
+            return;
         }
+        TakeTunables(domain, trial);
+    }
+
+    private void TakeTunables(Domain domain, DomainPolicy trial)
+    {
         bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
                                   || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm
                                   || trial.TrustGroup != domain.Policy.TrustGroup

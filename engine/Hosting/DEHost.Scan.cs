@@ -299,7 +299,7 @@ public sealed partial class DEHost
                 CompressSlice(slice.Domain, slice.Start, slice.End, ref ec);
                 lock (sumGate) enc.Add(ec);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
-                progress?.Invoke(new ScanProgress(pass, now, total));
+                HostCallbacks.Invoke(this, progress, new ScanProgress(pass, now, total));
             });
         }
         catch (AggregateException e) when (e.Flatten().InnerExceptions.OfType<DEException>().FirstOrDefault() is { } first)

@@ -293,7 +293,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         try
         {
             domain.LoadReport = source.CopyTo(new LoadSink(this, domain, progress), cancellationToken);
-            progress?.Invoke(domain.PageCount);
+            HostCallbacks.Invoke(this, progress, domain.PageCount);
             domain.Loading = false;
             return domain;
         }
@@ -553,6 +553,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     public void Dispose()
     {
+        HostCallbacks.ThrowIfInCallbackOf(this, Name);
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return;
         _closing.Cancel(); // scans in flight end at their next check (Scan turns that into HostDisconnected)
         StopEngine();
@@ -728,7 +729,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             if (progress is not null && gfn >= _nextReport)
             {
                 // Pages come in increasing gfn order; the gfn says how much of the domain is laid out.
-                progress(gfn);
+                HostCallbacks.Invoke(host, progress, gfn);
                 _nextReport = gfn + LoadProgressPages;
             }
 

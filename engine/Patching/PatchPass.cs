@@ -156,7 +156,10 @@ internal static class PatchPass
                         var state = PageEntry.State(oe);
                         if (other.IsRemoved || state is not (PageState.Private or PageState.Shared)
                             || (oe & PageEntry.Modified) != 0 || !PageClock.MayBeReference(PageEntry.Category(oe))
-                            || !(other.Policy.SharingEnabled || other.Policy.PatchingEnabled))
+                            || !(other.Policy.SharingEnabled || other.Policy.PatchingEnabled)
+                            // Never across trust groups (a trust group changes only with no pass running: this is the
+                            // second line of defence).
+                            || other.Policy.TrustGroup != index.TrustGroup)
                         {
                             Forget(index, tableKey, packed);
                             continue;

@@ -99,6 +99,8 @@ internal static class SharingPass
         {
             if (other.IsRemoved || PageEntry.State(oe) != PageState.Private || (oe & PageEntry.Modified) != 0
                 || !PageClock.MayShare(PageEntry.Category(oe))
+                // Never across trust groups (a trust group changes only with no pass running: a second line of defence).
+                || other.Policy.TrustGroup != index.TrustGroup
                 // A QEMU guest's page is write-protected before its bytes are compared (as the pass did with ours).
                 || (other.Qemu is not null && !(otherGuarded = other.QemuProtect(otherGfn))))
             {

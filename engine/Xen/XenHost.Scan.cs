@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using DifferenceEngine.Codecs;
+using DifferenceEngine.Hosting;
 using DifferenceEngine.Memory;
 using DifferenceEngine.Patching;
 using DifferenceEngine.Scanning;
@@ -190,7 +191,7 @@ public sealed partial class XenHost
                 }
                 gfn += (ulong)run;
                 done += run;
-                progress?.Invoke(new ScanProgress(pass, done, total));
+                HostCallbacks.Invoke(this, progress, new ScanProgress(pass, done, total));
             }
         }
 

@@ -289,20 +289,22 @@ public sealed partial class XenHost : IDEHost, IEngineService
             PageCompressors.Get(a);
         }
         var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
-        if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
-        {
-            Refresh();
-            var held = pager.GetDomainStats(domain.DomainId);
-            if (domain.Info.SharedPages > 0 || held.PatchedPages + held.ReferencePages > 0)
-            {
-                throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
-                    $"Domain '{domain.Name}' still has shared pages ({domain.Info.SharedPages}) or patches and references " +
-                    $"({held.PatchedPages + held.ReferencePages}) from trust group '{domain.Policy.TrustGroup}'. Shared pages on Xen " +
-                    "stay shared until written; restore patches with Disable-DEPatching -Restore.", domain.Name);
-            }
-        }
+        // Checked and changed with no pass running: a pass reads each domain's trust group once, and one that ran between the
+        // check and the change could still share or patch this domain's pages within its old group.
         lock (scanGate)
         {
+            if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
+            {
+                Refresh();
+                var held = pager.GetDomainStats(domain.DomainId);
+                if (domain.Info.SharedPages > 0 || held.PatchedPages + held.ReferencePages > 0)
+                {
+                    throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
+                        $"Domain '{domain.Name}' still has shared pages ({domain.Info.SharedPages}) or patches and references " +
+                        $"({held.PatchedPages + held.ReferencePages}) from trust group '{domain.Policy.TrustGroup}'. Shared pages on Xen " +
+                        "stay shared until written; restore patches with Disable-DEPatching -Restore.", domain.Name);
+                }
+            }
             bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
                                       || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm;
             domain.Policy.TakeTunables(trial);
@@ -439,6 +441,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
     /// <summary>Loads every page the pager holds back into its guest, hands paging back to Xen and closes the connection.</summary>
     public void Dispose()
     {
+        HostCallbacks.ThrowIfInCallbackOf(this, Name);
         if (disposed)
         {
             return;

@@ -1,3 +1,4 @@
+using DifferenceEngine.Loading;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Scanning;
@@ -214,6 +215,25 @@ public class DomainAccessTests
         Assert.Equal("HostDisconnected", Assert.IsType<DEException>(failure).ErrorId);
         Assert.False(host.IsConnected);
         host.Dispose(); // a second Dispose returns at once
+    }
+
+    [Fact]
+    public void DisposingAHostFromItsOwnScansOrLoadsProgressFailsInsteadOfWaitingForever()
+    {
+        // Before: the scan waited for its worker, the worker (in the callback) for Dispose, and Dispose for the scan.
+        var host = new DEHost();
+        using var dir = new TempDir();
+        var d = TestMemory.LoadRaw(host, dir, "a", TestMemory.TextPages(256, 5), new DomainOptions { SharingEnabled = true });
+        var scanFailure = Record.Exception(() => host.Scan([d], new ScanOptions { Parallelism = 2, SliceSize = 64 }, _ => host.Dispose()));
+        Assert.IsType<InvalidOperationException>(Assert.IsType<AggregateException>(scanFailure).Flatten().InnerExceptions[0]);
+        Assert.True(host.IsConnected); // refused before anything was let go
+        string image = TestMemory.WriteRaw(dir, "b.img", TestMemory.TextPages(2 * DEHost.LoadProgressPages, 6));
+        using (var source = MemorySource.OpenFile(image))
+            Assert.Throws<InvalidOperationException>(() => host.LoadDomain("b", source, null, _ => host.Dispose()));
+        Assert.True(host.IsConnected);
+        Assert.Equal(d.PageCount, host.Scan([d]).PassResults[0].PagesSwept); // the host still works
+        host.Dispose(); // and is disposed from outside its calls
+        Assert.False(host.IsConnected);
     }
 
     [Fact]

@@ -390,4 +390,38 @@ public class PatchingTests
         Assert.Equal(4, host.Policy.SimilarityKeys);
         Assert.Equal(8, host.Policy.SimilarityOffsets.Count);
     }
+
+    [Fact]
+    public void ATrustGroupChangesOnlyBetweenPasses()
+    {
+        // A pass reads each domain's trust group once: a change in the middle of one could let it share or patch the
+        // domain's pages within the old group. The change waits for the pass, and then finds what the pass shared.
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var pages = TestMemory.TextPages(256, 11);
+        var a = TestMemory.LoadRaw(host, dir, "a", pages, new DomainOptions { SharingEnabled = true });
+        var b = TestMemory.LoadRaw(host, dir, "b", pages, new DomainOptions { SharingEnabled = true });
+        using var holding = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var scan = new Thread(() => host.Scan([a, b], new ScanOptions { Parallelism = 1, SliceSize = 64 }, _ =>
+        {
+            if (holding.IsSet) return;
+            holding.Set();
+            release.Wait();
+        }));
+        scan.Start();
+        holding.Wait(); // the pass is in flight (in its compression phase, after it shared a's pages with b's)
+        Exception? refused = null;
+        var change = new Thread(() => refused = Record.Exception(() => host.SetPolicy(a, trustGroup: "tenant")));
+        change.Start();
+        // The change blocks on the pass (or, without the pass's lock, would finish at once).
+        SpinWait.SpinUntil(() => (change.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+        Assert.True(change.IsAlive, "the trust group change did not wait for the pass in flight");
+        release.Set();
+        scan.Join();
+        change.Join();
+        Assert.Equal("TrustGroupChangeNeedsUnshare", Assert.IsType<DEException>(refused).ErrorId);
+        Assert.Equal("default", a.Policy.TrustGroup);
+        Assert.True(host.GetPageStats(a).SharedPages > 0);
+    }
 }

@@ -1,0 +1,39 @@
+namespace DifferenceEngine.Hosting;
+
+/// <summary>
+/// Runs a caller's callback (a scan's or a load's progress) marked as running inside a call of its host, so that the
+/// host's Dispose, called from there, fails at once instead of waiting for the very call that waits for the callback.
+/// </summary>
+internal static class HostCallbacks
+{
+    [ThreadStatic] private static object? t_host;
+
+    /// <summary>Calls <paramref name="callback"/> (when there is one) with <paramref name="value"/>, marked as <paramref name="host"/>'s.</summary>
+    public static void Invoke<T>(object host, Action<T>? callback, T value)
+    {
+        if (callback is null) return;
+        var outer = t_host;
+        t_host = host;
+        try
+        {
+            callback(value);
+        }
+        finally
+        {
+            t_host = outer;
+        }
+    }
+
+    /// <summary>
+    /// Throws when this thread is running a callback of <paramref name="host"/>'s: disposing it there would wait forever for
+    /// the call the callback is part of.
+    /// </summary>
+    public static void ThrowIfInCallbackOf(object host, string hostName)
+    {
+        if (ReferenceEquals(t_host, host))
+            throw new InvalidOperationException(
+                $"Host '{hostName}' cannot be disposed from within a callback of its own call (a scan's or a load's progress): " +
+                "the call waits for the callback, and disposal would wait for the call. Cancel the call's token in the callback, " +
+                "and dispose of the host once the call has returned.");
+    }
+}
