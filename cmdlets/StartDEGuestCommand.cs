@@ -101,7 +101,7 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
                     $"{socket} exists: another guest named '{Name}' may be running (remove the socket if it is not).", socket);
             string accelerator = Accelerator ?? (CanOpen("/dev/kvm") ? "kvm" : "tcg");
             if (!ShouldProcess(Name, $"Start a QEMU guest ({accelerator}, {MemorySize >> 20} MiB) from {kernel}")) return;
-            CreateStateFolder(folder); // only now: -WhatIf makes nothing
+            QemuGuestProcess.CreatePrivateFolder(folder); // only now: -WhatIf makes nothing
             int pid = QemuGuestProcess.StartDetached(new QemuGuestStartInfo
             {
                 Qemu = QemuPath,
@@ -153,22 +153,6 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
                 : Environment.IsPrivilegedProcess
                     ? "/run/difference-engine"
                     : Path.Combine(Path.GetTempPath(), $"difference-engine-{Environment.UserName}");
-
-    // Made owner-only (0700) when it does not exist; "GuestStatePathFailed" when it cannot be made.
-    private static void CreateStateFolder(string folder)
-    {
-        try
-        {
-            if (!OperatingSystem.IsWindows())
-                Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            else Directory.CreateDirectory(folder);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new DEException("GuestStatePathFailed", e is UnauthorizedAccessException ? DEErrorKind.PermissionDenied : DEErrorKind.WriteError,
-                $"The guest's state folder '{folder}' could not be made: {e.Message}", folder);
-        }
-    }
 
     private static bool CanOpen(string path)
     {

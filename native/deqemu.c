@@ -197,10 +197,17 @@ static void hello(int sock)
  * lose the answer that says why. */
 #define MAX_REFUSED 4
 
+static int peer_allowed(int sock);
+
 static void refuse(int *refused, int listener)
 {
     int other = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (other < 0) return;
+    if (!peer_allowed(other)) {
+        /* Not even told that an engine is attached. */
+        close(other);
+        return;
+    }
     reply(other, DE_QEMU_ERROR, EBUSY);
     shutdown(other, SHUT_WR);
     if (refused[MAX_REFUSED - 1] >= 0) close(refused[MAX_REFUSED - 1]);
@@ -317,15 +324,26 @@ static int listen_socket(void)
         }
         unlink(socket_path);
     }
-    /* Owner-only from the start: the umask is the process's, so the mode is set on the path right after bind, and
-     * a connection is let in only with the right peer credentials anyway. */
-    if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 || chmod(socket_path, 0600) != 0 ||
-        listen(listener, 4) != 0) {
+    /* Owner-only from the start: Linux makes the path with the socket's own mode less the umask, so the mode is set on
+     * the socket before bind (no moment with the umask's mode, and the process's umask is left alone), and on the path
+     * again after it. A connection is let in only with the right peer credentials anyway. */
+    if (fchmod(listener, 0600) != 0 || bind(listener, (struct sockaddr *)&address, sizeof address) != 0 ||
+        chmod(socket_path, 0600) != 0 || listen(listener, 4) != 0) {
         say("%s: %s", socket_path, strerror(errno));
         close(listener);
         return -1;
     }
     return listener;
+}
+
+/* Only root or this process's own user may talk to the socket (a refused one is said so on stderr). */
+static int peer_allowed(int sock)
+{
+    struct ucred peer = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+    socklen_t size = sizeof peer;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &size) == 0 && (peer.uid == 0 || peer.uid == geteuid())) return 1;
+    say("refused a connection from uid %u: only root or uid %u may attach", (unsigned)peer.uid, (unsigned)geteuid());
+    return 0;
 }
 
 static void *serve(void *arg)
@@ -337,11 +355,7 @@ static void *serve(void *arg)
             if (errno != EINTR && errno != ECONNABORTED) say("accept: %s", strerror(errno));
             continue;
         }
-        struct ucred peer;
-        socklen_t size = sizeof peer;
-        if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || (peer.uid != 0 && peer.uid != geteuid())) {
-            say("refused a connection from uid %u: only root or uid %u may attach", (unsigned)peer.uid,
-                (unsigned)geteuid());
+        if (!peer_allowed(sock)) {
             reply(sock, DE_QEMU_ERROR, EACCES);
             close(sock);
             continue;

@@ -1,6 +1,10 @@
 namespace DifferenceEngine.Domains;
 
-/// <summary>A snapshot of one guest page's P2M entry, as shown by Get-DEPage. Never holds page bytes.</summary>
+/// <summary>
+/// A snapshot of one guest page's P2M entry, as shown by Get-DEPage. Never holds page bytes, but its <see cref="Hash"/>
+/// (unkeyed) and <see cref="UniformWord"/> (the whole page of a Uniform page) are derived from the content: treat it as
+/// the memory it describes, not as something that may leave the host (fingerprints are made for that).
+/// </summary>
 public sealed record PageInfo(
     string Domain,
     long Gfn,

@@ -128,8 +128,16 @@ internal static unsafe partial class LinuxNative
     public static partial int Statx(int directoryFd, string path, int flags, uint mask, byte* buffer);
 
     public const int AT_FDCWD = -100;
+    public const int AT_SYMLINK_NOFOLLOW = 0x100;
     public const uint STATX_TYPE = 1;
+    public const uint STATX_MODE = 2;
+    public const uint STATX_UID = 8;
+    public const int StatxUidOffset = 20;
     public const int StatxModeOffset = 28;
+    public const int S_IFDIR = 0x4000;
+
+    [LibraryImport(Libc, EntryPoint = "geteuid")]
+    public static partial uint GetEuid();
     public const int StatxBufferSize = 256;
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;

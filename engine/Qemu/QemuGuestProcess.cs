@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 
 namespace DifferenceEngine.Qemu;
@@ -105,6 +106,44 @@ public sealed class QemuGuestProcess : IDisposable
         {
             throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound, $"'{info.Qemu}' could not be started: {e.Message}.", info.Qemu);
         }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="folder"/> for a guest's socket, console and pid file (mode 0700 when it is new) and checks that
+    /// it is private: a directory, not a symbolic link, owned by this process's user and writable by no one else. Another
+    /// user who could write there could put a symbolic link where the console is written, swap the pid file (which names
+    /// the process a cancelled start kills) or the socket the engine attaches to. "GuestStatePathFailed" when it cannot be
+    /// made, "GuestStatePathUnsafe" (PermissionDenied) when it is not private.
+    /// </summary>
+    public static unsafe void CreatePrivateFolder(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        try
+        {
+            if (OperatingSystem.IsWindows()) Directory.CreateDirectory(folder);
+            else Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DEException("GuestStatePathFailed", e is UnauthorizedAccessException ? DEErrorKind.PermissionDenied : DEErrorKind.WriteError,
+                $"The guest's state folder '{folder}' could not be made: {e.Message}", folder);
+        }
+        if (OperatingSystem.IsWindows()) return;
+        byte* stat = stackalloc byte[LinuxNative.StatxBufferSize];
+        if (LinuxNative.Statx(LinuxNative.AT_FDCWD, folder, LinuxNative.AT_SYMLINK_NOFOLLOW,
+                LinuxNative.STATX_TYPE | LinuxNative.STATX_MODE | LinuxNative.STATX_UID, stat) != 0)
+            throw new DEException("GuestStatePathFailed", DEErrorKind.ReadError,
+                $"The guest's state folder '{folder}' could not be checked: {Marshal.GetLastPInvokeErrorMessage()}", folder);
+        int mode = *(ushort*)(stat + LinuxNative.StatxModeOffset);
+        uint owner = *(uint*)(stat + LinuxNative.StatxUidOffset), self = LinuxNative.GetEuid();
+        string? why = (mode & LinuxNative.S_IFMT) != LinuxNative.S_IFDIR ? "is not a directory (a symbolic link is not followed)"
+            : owner != self ? $"belongs to uid {owner}, not to this process's uid {self}"
+            : (mode & 0x12) != 0 ? $"is writable by others (mode {Convert.ToString(mode & 0x1FF, 8)})"
+            : null;
+        if (why is not null)
+            throw new DEException("GuestStatePathUnsafe", DEErrorKind.PermissionDenied,
+                $"The guest's state folder '{folder}' {why}: another user could replace the guest's socket, console or pid file " +
+                "there. Use a folder of your own that only you can write (chmod go-w), or give one with -StatePath.", folder);
     }
 
     /// <summary>
