@@ -33,7 +33,8 @@ Set-StrictMode -Version Latest
 Import-Module $ModulePath -Force
 
 function Start-Program {
-    # Starts a program that waits, so its memory can be snapshotted; returns the process.
+    # Starts a program that says "ready" once it has started and then waits on its standard input, so its memory can be
+    # snapshotted; returns once it is ready (not after some time: a loaded machine only takes longer).
     param([string]$Label, [string]$FilePath, [string[]]$Arguments)
     $psi = [System.Diagnostics.ProcessStartInfo]::new($FilePath)
     foreach ($a in $Arguments) { $psi.ArgumentList.Add($a) }
@@ -41,23 +42,27 @@ function Start-Program {
     $psi.RedirectStandardOutput = $true
     $psi.RedirectStandardInput = $true
     $p = [System.Diagnostics.Process]::Start($psi)
+    $line = $p.StandardOutput.ReadLine()
+    if ($line -ne 'ready') {
+        try { $p.Kill() } catch { Write-Verbose "${Label}: $_" }
+        throw "$Label ($FilePath) did not start: it said '$line' instead of 'ready'."
+    }
     [pscustomobject]@{ Label = $Label; Process = $p }
 }
 
 # The pwsh running this script is the pinned .NET tool: start more of the same (dotnet + pwsh.dll).
 $pwshHost = [Environment]::ProcessPath
 $pwshArgs = @(if ($pwshHost -like '*dotnet') { "$PSHOME/pwsh.dll" })
-$wait = 'Import-Module Microsoft.PowerShell.Utility; $null = [Console]::In.ReadLine()'
+$wait = 'Import-Module Microsoft.PowerShell.Utility; [Console]::Out.WriteLine(''ready''); [Console]::Out.Flush(); $null = [Console]::In.ReadLine()'
 
 $programs = [System.Collections.Generic.List[object]]::new()
 $programs.Add((Start-Program 'pwsh-a' $pwshHost ($pwshArgs + @('-NoProfile', '-NonInteractive', '-Command', $wait))))
 $programs.Add((Start-Program 'pwsh-b' $pwshHost ($pwshArgs + @('-NoProfile', '-NonInteractive', '-Command', "Get-ChildItem / | Out-Null; $wait"))))
-$programs.Add((Start-Program 'perl' 'perl' @('-MPOSIX', '-MData::Dumper', '-MFile::Find', '-e', 'my %h = map { $_ => "x" x 64 } 1..20000; <STDIN>;')))
-$programs.Add((Start-Program 'bash' 'bash' @('-c', 'read line')))
+$programs.Add((Start-Program 'perl' 'perl' @('-MPOSIX', '-MData::Dumper', '-MFile::Find', '-e', 'my %h = map { $_ => "x" x 64 } 1..20000; $| = 1; print "ready\n"; <STDIN>;')))
+$programs.Add((Start-Program 'bash' 'bash' @('-c', 'echo ready; read line')))
 if (Get-Command python3 -CommandType Application -ErrorAction Ignore) {
-    $programs.Add((Start-Program 'python' 'python3' @('-c', 'import json, decimal, email, http.client, sqlite3, sys; sys.stdin.readline()')))
+    $programs.Add((Start-Program 'python' 'python3' @('-c', 'import json, decimal, email, http.client, sqlite3, sys; print("ready", flush=True); sys.stdin.readline()')))
 }
-Start-Sleep -Seconds 3   # let the interpreters finish starting
 
 
 Connect-DEHost -Name demo
