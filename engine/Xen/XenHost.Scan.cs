@@ -62,25 +62,35 @@ public sealed partial class XenHost
             }
         }
         CheckConnected();
-        var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, cancellationToken);
-        List<PassResult> results;
-        bool stable;
-        lock (scanGate)
+        // The caller's cancellation, or the host's disconnection (Dispose), whichever comes first.
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closing.Token);
+        var ct = linked.Token;
+        try
         {
-            CheckConnected();
-            (results, stable) = PassLoop.Run(options, pass =>
+            var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, ct);
+            List<PassResult> results;
+            bool stable;
+            lock (scanGate)
             {
-                long cpu = ThreadCpu.NowTicks();
-                long started = Stopwatch.GetTimestamp();
-                var result = RunPass(pass, chosen, progress, cancellationToken);
-                Interlocked.Add(ref scanTicks, Stopwatch.GetTimestamp() - started);
-                Interlocked.Add(ref engineCpuTicks, ThreadCpu.NowTicks() - cpu);
-                Interlocked.Add(ref pagesSwept, result.PagesSwept);
-                Interlocked.Increment(ref passes);
-                return result;
-            }, cancellationToken);
+                CheckConnected();
+                (results, stable) = PassLoop.Run(options, pass =>
+                {
+                    long cpu = ThreadCpu.NowTicks();
+                    long started = Stopwatch.GetTimestamp();
+                    var result = RunPass(pass, chosen, progress, ct);
+                    Interlocked.Add(ref scanTicks, Stopwatch.GetTimestamp() - started);
+                    Interlocked.Add(ref engineCpuTicks, ThreadCpu.NowTicks() - cpu);
+                    Interlocked.Add(ref pagesSwept, result.PagesSwept);
+                    Interlocked.Increment(ref passes);
+                    return result;
+                }, ct);
+            }
+            return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
         }
-        return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
+        catch (OperationCanceledException) when (closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw DEHost.HostDisconnected(Name);
+        }
     }
 
     private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys, bool Incompressible);

@@ -28,7 +28,13 @@ public sealed partial class XenHost : IDEHost, IEngineService
     private readonly Lock domainGate = new();
     private readonly Lock scanGate = new();
     private volatile bool disposed;
+    // Cancelled when the host is disposed: scans in flight stop at their next check and end with HostDisconnected instead of
+    // holding the disconnection up until they are done (as on the embedded host).
+    private readonly CancellationTokenSource closing = new();
     private long passes;
+
+    /// <summary>Whether disposal has begun (scans in flight are being stopped).</summary>
+    internal bool IsClosing => closing.IsCancellationRequested;
     private long engineCpuTicks;
 
     private XenHost(XenConnection connection, XenHostOptions options)
@@ -446,6 +452,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         {
             return;
         }
+        closing.Cancel();
         StopEngine();
         lock (scanGate)
         {

@@ -50,6 +50,41 @@ public class XenHostTests(ITestOutputHelper output)
     }
 
     [RequiresFact(Requirement.XenBuild)]
+    public void DisconnectingEndsAScanInFlightAndRefusesDisposalFromItsOwnProgress()
+    {
+        var fake = FakeXen.Get();
+        fake.CreateDomain(6, 64, seed: 5);
+        var host = Connect(new XenHostOptions { Name = "x-closing" });
+        var d = host.GetDomain("6");
+        host.EnableSharing(d);
+        // From the scan's own progress: refused at once (disposal would wait for the scan, the scan for the callback).
+        var inCallback = Record.Exception(() => host.Scan([d], OnePass, _ => host.Dispose()));
+        Assert.IsType<InvalidOperationException>(inCallback);
+        Assert.True(host.IsConnected);
+        // From another thread while a scan is held in its progress: the scan ends with HostDisconnected, not after its
+        // 64 passes.
+        using var scanning = new ManualResetEventSlim();
+        using var closing = new ManualResetEventSlim();
+        Exception? failure = null;
+        var scan = new Thread(() => failure = Record.Exception(() => host.Scan([d], new ScanOptions { UntilStable = true }, _ =>
+        {
+            if (scanning.IsSet) return;
+            scanning.Set();
+            closing.Wait();
+        })));
+        scan.Start();
+        scanning.Wait();
+        var dispose = new Thread(host.Dispose);
+        dispose.Start();
+        SpinWait.SpinUntil(() => host.IsClosing);
+        closing.Set();
+        dispose.Join();
+        scan.Join();
+        Assert.Equal("HostDisconnected", Assert.IsType<DEException>(failure).ErrorId);
+        Assert.False(host.IsConnected);
+    }
+
+    [RequiresFact(Requirement.XenBuild)]
     public void SharingPassesShareIdenticalPagesWithinATrustGroupOnly()
     {
         var fake = FakeXen.Get();
