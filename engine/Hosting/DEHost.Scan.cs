@@ -26,29 +26,15 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
         foreach (var d in chosen) CheckOwned(d);
-        // The caller's cancellation, or the host's disconnection (Dispose), whichever comes first.
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
-        var ct = linked.Token;
-        try
+        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, body =>
         {
-            var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, ct);
-            List<PassResult> results;
-            bool stable;
-            lock (_scanGate)
-            {
-                (results, stable) = PassLoop.Run(options, pass =>
-                {
-                    var result = RunPass(pass, chosen, options, progress, ct);
-                    Interlocked.Increment(ref _passes);
-                    return result;
-                }, ct);
-            }
-            return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
-        }
-        catch (OperationCanceledException) when (_closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            lock (_scanGate) body();
+        }, (pass, ct) =>
         {
-            throw HostDisconnected(Name);
-        }
+            var result = RunPass(pass, chosen, options, progress, ct);
+            Interlocked.Increment(ref _passes);
+            return result;
+        }, cancellationToken, _closing.Token);
     }
 
     private volatile bool _anyPatching;

@@ -37,6 +37,31 @@ internal static class PassLoop
     }
 
     /// <summary>
+    /// A whole scan as every host runs it: the warm-up wait, then <see cref="Run"/> inside the host's scan lock
+    /// (<paramref name="locked"/> runs its argument under it), on a token that is the caller's or the host's disconnection
+    /// (<paramref name="closing"/>), whichever comes first. A scan the disconnection stopped ends with "HostDisconnected".
+    /// </summary>
+    public static ScanResult Scan(string hostName, IEnumerable<string> domainNames, int domainCount, ScanOptions options,
+        Action<Action> locked, Func<int, CancellationToken, PassResult> runPass, CancellationToken cancellationToken,
+        CancellationToken closing)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closing);
+        var ct = linked.Token;
+        try
+        {
+            var warmUpWait = WaitForWarmUp(domainCount, ct);
+            List<PassResult> results = [];
+            bool stable = false;
+            locked(() => (results, stable) = Run(options, pass => runPass(pass, ct), ct));
+            return new ScanResult(domainNames.ToArray(), results, stable) { WarmUpWait = warmUpWait };
+        }
+        catch (OperationCanceledException) when (closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw Hosting.DEHost.HostDisconnected(hostName);
+        }
+    }
+
+    /// <summary>
     /// Runs <paramref name="runPass"/> for passes 1, 2, ...: options.Passes of them, or until a pass after the first
     /// changes nothing (at most MaxPasses) with UntilStable. Returns every pass and whether the last one was stable.
     /// </summary>

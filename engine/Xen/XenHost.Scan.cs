@@ -62,35 +62,24 @@ public sealed partial class XenHost
             }
         }
         CheckConnected();
-        // The caller's cancellation, or the host's disconnection (Dispose), whichever comes first.
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closing.Token);
-        var ct = linked.Token;
-        try
+        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, body =>
         {
-            var warmUpWait = PassLoop.WaitForWarmUp(chosen.Length, ct);
-            List<PassResult> results;
-            bool stable;
             lock (scanGate)
             {
                 CheckConnected();
-                (results, stable) = PassLoop.Run(options, pass =>
-                {
-                    long cpu = ThreadCpu.NowTicks();
-                    long started = Stopwatch.GetTimestamp();
-                    var result = RunPass(pass, chosen, progress, ct);
-                    Interlocked.Add(ref scanTicks, Stopwatch.GetTimestamp() - started);
-                    Interlocked.Add(ref engineCpuTicks, ThreadCpu.NowTicks() - cpu);
-                    Interlocked.Add(ref pagesSwept, result.PagesSwept);
-                    Interlocked.Increment(ref passes);
-                    return result;
-                }, ct);
+                body();
             }
-            return new ScanResult(chosen.Select(d => d.Name).ToArray(), results, stable) { WarmUpWait = warmUpWait };
-        }
-        catch (OperationCanceledException) when (closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        }, (pass, ct) =>
         {
-            throw DEHost.HostDisconnected(Name);
-        }
+            long cpu = ThreadCpu.NowTicks();
+            long started = Stopwatch.GetTimestamp();
+            var result = RunPass(pass, chosen, progress, ct);
+            Interlocked.Add(ref scanTicks, Stopwatch.GetTimestamp() - started);
+            Interlocked.Add(ref engineCpuTicks, ThreadCpu.NowTicks() - cpu);
+            Interlocked.Add(ref pagesSwept, result.PagesSwept);
+            Interlocked.Increment(ref passes);
+            return result;
+        }, cancellationToken, closing.Token);
     }
 
     private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys, bool Incompressible);

@@ -183,35 +183,9 @@ public class DomainAccessTests
         var host = new DEHost();
         using var dir = new TempDir();
         var d = TestMemory.LoadRaw(host, dir, "a", TestMemory.TextPages(512, 3), new DomainOptions { SharingEnabled = true });
-        using var scanning = new ManualResetEventSlim();
-        using var closing = new ManualResetEventSlim();
-        Exception? failure = null;
-        var scan = new Thread(() =>
-        {
-            try
-            {
-                // The first progress report holds its worker until Dispose has begun: the scan is then in flight.
-                host.Scan([d], new ScanOptions { UntilStable = true, Parallelism = 1, SliceSize = 64 }, p =>
-                {
-                    if (scanning.IsSet) return;
-                    scanning.Set();
-                    closing.Wait();
-                });
-            }
-            catch (Exception e)
-            {
-                failure = e;
-            }
-        });
-        scan.Start();
-        scanning.Wait();
-        var dispose = new Thread(host.Dispose);
-        dispose.Start();
-        // Dispose cancels scans before it waits for them; let the held worker go once it has.
-        SpinWait.SpinUntil(() => host.IsClosing);
-        closing.Set();
-        dispose.Join();
-        scan.Join();
+        var failure = HeldScan.DisposeDuring(
+            progress => host.Scan([d], new ScanOptions { UntilStable = true, Parallelism = 1, SliceSize = 64 }, progress),
+            host.Dispose, () => host.IsClosing);
         Assert.Equal("HostDisconnected", Assert.IsType<DEException>(failure).ErrorId);
         Assert.False(host.IsConnected);
         host.Dispose(); // a second Dispose returns at once

@@ -63,23 +63,8 @@ public class XenHostTests(ITestOutputHelper output)
         Assert.True(host.IsConnected);
         // From another thread while a scan is held in its progress: the scan ends with HostDisconnected, not after its
         // 64 passes.
-        using var scanning = new ManualResetEventSlim();
-        using var closing = new ManualResetEventSlim();
-        Exception? failure = null;
-        var scan = new Thread(() => failure = Record.Exception(() => host.Scan([d], new ScanOptions { UntilStable = true }, _ =>
-        {
-            if (scanning.IsSet) return;
-            scanning.Set();
-            closing.Wait();
-        })));
-        scan.Start();
-        scanning.Wait();
-        var dispose = new Thread(host.Dispose);
-        dispose.Start();
-        SpinWait.SpinUntil(() => host.IsClosing);
-        closing.Set();
-        dispose.Join();
-        scan.Join();
+        var failure = DifferenceEngine.Tests.Engine.HeldScan.DisposeDuring(
+            progress => host.Scan([d], new ScanOptions { UntilStable = true }, progress), host.Dispose, () => host.IsClosing);
         Assert.Equal("HostDisconnected", Assert.IsType<DEException>(failure).ErrorId);
         Assert.False(host.IsConnected);
     }
