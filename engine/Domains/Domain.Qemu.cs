@@ -471,6 +471,19 @@ public sealed partial class Domain
                 ulong rebuilt = e;
                 try
                 {
+                    if (PageEntry.State(e) == PageState.Zero && ram.Journal.IsHeld(gfn))
+                    {
+                        // A page the journal holds that this engine does not: one an attach that failed part-way through
+                        // its recovery had not reached yet (a zero page's record is Zero, which stays a hole). Its content is
+                        // the journal's; put back from there, not left a hole that would read as zeros.
+                        if (!TryInstallFromJournal(gfn, ram))
+                        {
+                            notReturned.Add(gfn);
+                            firstFailure ??= new DEException("QemuJournalRecordUnusable", DEErrorKind.ReadError,
+                                $"The crash journal record of gfn {gfn}, a page this engine had not yet taken over, could not be used.", Name);
+                        }
+                        continue;
+                    }
                     rebuilt = PageEntry.State(e) switch
                     {
                         PageState.Uniform => WithUniformFrame(gfn, e),

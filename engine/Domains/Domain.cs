@@ -395,7 +395,7 @@ public sealed partial class Domain : IDEDomain
     /// Lets go of what a locked page holds, for good: its frame (a QEMU guest's own frame is only forgotten: the memory
     /// is the guest's), its shared frame's reference, its encoding or its swap slot.
     /// </summary>
-    private void DropHeld(ulong e)
+    internal void DropHeld(ulong e)
     {
         switch (PageEntry.State(e))
         {

@@ -168,6 +168,40 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A page the crash journal holds but the engine does not (what an attach leaves when its recovery of a dead engine's
+    /// pages fails part-way: the pages not yet reached are Zero in its table) is put back from the journal when the domain
+    /// is let go. Before, such a page was taken for a zero page and left a hole: the guest read zeros. The state is made
+    /// directly: the fake guest's duplicate pages shared (taken out of it), then the engine's hold on each dropped and its
+    /// entry zeroed, its journal record kept. The fake guest reads only when told to, so its verify sees every such page.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void APageOnlyTheCrashJournalHoldsIsPutBackFromItNotLeftAHole()
+    {
+        using var guest = FakeGuest.Start();
+        using var host = new DEHost(new HostOptions { Name = "qemu-journal-only" });
+        var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1, SharingEnabled = true });
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+        var forgotten = new List<long>();
+        for (long g = 0; g < vm.PageCount; g++)
+        {
+            ulong e = vm.Lock(g);
+            bool take = PageEntry.State(e) == PageState.Shared && vm.Qemu!.Journal.IsHeld(g);
+            if (take)
+            {
+                vm.DropHeld(e);
+                forgotten.Add(g);
+            }
+            vm.Unlock(g, take ? 0 : e);
+        }
+        Assert.True(forgotten.Count >= 64, $"only {forgotten.Count} of the fake guest's duplicate pages were shared");
+        output.WriteLine($"the engine forgot {forgotten.Count} shared pages; the journal still holds them");
+
+        host.RemoveDomain(vm); // no error: every one came back from the journal
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        Assert.Equal("VERIFY mismatches=0", VerifyWithin(guest));
+    }
+
+    /// <summary>
     /// Pages QEMU lets go itself (a virtio-balloon, free page reporting: the fake QEMU punches them out of its memfd and
     /// drops them from its mapping, as ram_block_discard_range does) while the engine has them as the guest's read as
     /// zeros, whoever reads them first: the engine's next sweep (through its guarded mapping, whose guard thread gives
