@@ -43,6 +43,9 @@ internal sealed class SwapFile : ISwapStorage
     public long Length { get; }
     public bool DirectIo { get; }
 
+    /// <summary>The open file's descriptor (its flags are in /proc/self/fdinfo).</summary>
+    internal int Descriptor => (int)_handle.DangerousGetHandle();
+
     public static SwapFile Create(string path, long length)
     {
         if (!OperatingSystem.IsLinux())
@@ -53,13 +56,15 @@ internal sealed class SwapFile : ISwapStorage
         string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is null || !Directory.Exists(dir))
             throw new DEException("SwapDirectoryNotFound", DEErrorKind.ObjectNotFound, $"The folder of swap file '{path}' does not exist.", path);
-        bool direct = true;
-        int fd = Open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0x180 /* 0600 */);
-        if (fd < 0 && Marshal.GetLastPInvokeError() == EINVAL)
+        // Created without O_DIRECT, which is then asked for: a file system that refuses it (tmpfs before Linux 6.6, and
+        // some others) refuses it to open(2) only after creating the file, so a second open with O_EXCL would meet the
+        // file the first one made. fcntl(F_SETFL) refuses it with no such effect: buffered I/O with fdatasync then.
+        int fd = Open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0x180 /* 0600 */);
+        bool direct = false;
+        if (fd >= 0)
         {
-            // tmpfs and some others refuse O_DIRECT: fall back to buffered I/O with fdatasync.
-            direct = false;
-            fd = Open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0x180);
+            int flags = Fcntl(fd, F_GETFL, 0);
+            direct = flags >= 0 && Fcntl(fd, F_SETFL, flags | O_DIRECT) == 0;
         }
         if (fd < 0)
         {

@@ -179,6 +179,13 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Open(string path, int flags, uint mode);
 
+    /// <summary>fcntl(2) with an int argument (F_GETFL, F_SETFL).</summary>
+    [LibraryImport(Libc, EntryPoint = "fcntl", SetLastError = true)]
+    public static partial int Fcntl(int fd, int command, int argument);
+
+    public const int F_GETFL = 3;
+    public const int F_SETFL = 4;
+
     [LibraryImport(Libc, EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Unlink(string path);
 
