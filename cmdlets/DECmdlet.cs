@@ -21,16 +21,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     public virtual IDEHost? DEHost { get; set; }
 
     /// <summary>
-    /// The Host property of a piped object: the name of the host a page, page stats, a policy or a domain came from, so that
-    /// <c>Get-DEPage -DEHost lab web1 | Write-DEGuestPage ...</c> names web1 on "lab", whatever host is current. -DEHost,
-    /// when given, wins. A name, not a host: binding a name to -DEHost itself would make an unknown name (a host since
-    /// disconnected) fail to bind, which PowerShell ignores for a piped property, and the record would act on the current
-    /// host. As a name it always binds, and an unknown one is "HostNotFound" for that record. Hidden: -DEHost is the
-    /// parameter to type.
+    /// The name of the host a piped object came from (its Host property), for the cmdlets that take domains from the
+    /// pipeline (<see cref="PipedDomainCmdlet.InputHost"/>); null for the others, which work on hosts.
     /// </summary>
-    [Parameter(ValueFromPipelineByPropertyName = true, DontShow = true)]
-    [Alias("Host")]
-    public string? InputHost { get; set; }
+    protected virtual string? PipedHost => null;
 
     /// <summary>Cancelled when the pipeline stops (Ctrl-C, Select-Object -First).</summary>
     protected CancellationToken StopToken => _stopping.Token;
@@ -59,7 +53,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     }
 
     /// <summary>
-    /// -DEHost when given, else the host a piped object names (<see cref="InputHost"/>), else the current host, connected or
+    /// -DEHost when given, else the host a piped object names (<see cref="PipedHost"/>), else the current host, connected or
     /// not; terminates with "NoHostConnected" when there is none, and with "HostNotFound" when the piped object names a host
     /// that is not connected.
     /// </summary>
@@ -68,8 +62,8 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
         get
         {
             if (DEHost is not null) return DEHost;
-            if (!string.IsNullOrEmpty(InputHost))
-                return HostRegistry.Find(InputHost) ?? throw Terminate(InputHostNotFound(InputHost));
+            if (PipedHost is { Length: > 0 } piped)
+                return HostRegistry.Find(piped) ?? throw Terminate(InputHostNotFound(piped));
             return HostRegistry.Current ?? throw Terminate(new DEException("NoHostConnected", DEErrorKind.ConnectionError,
                 "No DifferenceEngine host is connected. Run Connect-DEHost first, or pass one with -DEHost.", null));
         }
@@ -85,10 +79,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// False, after writing "HostNotFound" for this record, when a piped object names a host that is not connected and
     /// -DEHost was not given: the record is skipped and the next goes on.
     /// </summary>
-    private bool InputHostConnected()
+    protected bool InputHostConnected()
     {
-        if (DEHost is not null || string.IsNullOrEmpty(InputHost) || HostRegistry.Find(InputHost) is not null) return true;
-        WriteDEError(InputHostNotFound(InputHost));
+        if (DEHost is not null || PipedHost is not { Length: > 0 } piped || HostRegistry.Find(piped) is not null) return true;
+        WriteDEError(InputHostNotFound(piped));
         return false;
     }
 

@@ -8,7 +8,7 @@ namespace DifferenceEngine.Commands;
 /// -DEPatching, -DECompression) on either kind of host: -Domain from the pipeline, ShouldProcess per domain, a failure on
 /// one domain written and the next one done, -PassThru.
 /// </summary>
-public abstract class DomainMechanismCmdlet : DECmdlet
+public abstract class DomainMechanismCmdlet : PipedDomainCmdlet
 {
     /// <summary>The domains (names, patterns, Domain or XenDomain objects; on a Xen host also domain ids).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]

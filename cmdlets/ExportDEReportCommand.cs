@@ -14,7 +14,7 @@ namespace DifferenceEngine.Commands;
 /// </summary>
 [Cmdlet(VerbsData.Export, "DEReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(FileInfo))]
-public sealed class ExportDEReportCommand : DECmdlet
+public sealed class ExportDEReportCommand : PipedDomainCmdlet
 {
     /// <summary>The report file; taken literally (no wildcards). Its folder must exist.</summary>
     [Parameter(Mandatory = true, Position = 0)]
@@ -45,6 +45,8 @@ public sealed class ExportDEReportCommand : DECmdlet
     public SwitchParameter PassThru { get; set; }
 
     private readonly GatheredDomains _domains = new();
+    // The host of the first piped object without domains (Get-DEHostStats output, a host policy): a report of all of it.
+    private IDEHost? _wholeHost;
     private bool _hostGiven;
     private string _fullPath = "";
     private ReportFormat _format;
@@ -69,17 +71,21 @@ public sealed class ExportDEReportCommand : DECmdlet
     protected override void ProcessRecord()
     {
         if (Domain is not null) Gather(_domains, Domain);
+        else if (InputHost is { Length: > 0 } && _wholeHost is null && InputHostConnected()) _wholeHost = TargetHost;
     }
 
     protected override void EndProcessing()
     {
         // -Domain given with a pipeline that brought nothing: ProcessRecord never ran.
         if (!_domains.Selected && Domain is not null) Gather(_domains, Domain);
-        // Piped input that turned out empty (Get-DEDomain nomatch* | ...) is an empty selection, not "all".
-        bool selected = _domains.Selected || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain));
+        InputHost = null; // each record's host was used as it came; what follows is the whole report's
+        // A piped object without domains asks for all of its host. Otherwise piped input that turned out empty
+        // (Get-DEDomain nomatch* | ...) is an empty selection, not "all".
+        bool whole = _wholeHost is not null && !_domains.Selected;
+        bool selected = !whole && (_domains.Selected || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain)));
         IReadOnlyList<IDEDomain>? domains = selected ? _domains.Domains : null;
-        // The report's host: -DEHost as given, else the first domain's, else the last record's host or the current one.
-        var host = !_hostGiven && domains is { Count: > 0 } ? domains[0].Host : TargetHost;
+        // The report's host: -DEHost as given, else the first domain's, else the piped host's, else the current one.
+        var host = _hostGiven ? TargetHost : domains is { Count: > 0 } ? domains[0].Host : _wholeHost ?? TargetHost;
         if (domains is not null)
         {
             // One report, one host: domain objects of another host are not found on this one.

@@ -9,7 +9,7 @@ namespace DifferenceEngine.Commands;
 /// </summary>
 [Cmdlet(VerbsCommon.Get, "DEPage")]
 [OutputType(typeof(PageInfo))]
-public sealed class GetDEPageCommand : DECmdlet
+public sealed class GetDEPageCommand : PipedDomainCmdlet
 {
     /// <summary>The domains (names, patterns or Domain objects), listed one after the other.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]

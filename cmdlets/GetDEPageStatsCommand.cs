@@ -6,7 +6,7 @@ namespace DifferenceEngine.Commands;
 /// <summary>Pages per state and the memory each domain uses and saves, one object per domain (Get-DEPageStats).</summary>
 [Cmdlet(VerbsCommon.Get, "DEPageStats")]
 [OutputType(typeof(DomainPageStats))]
-public sealed class GetDEPageStatsCommand : DECmdlet
+public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
 {
     /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]

@@ -9,7 +9,7 @@ namespace DifferenceEngine.Commands;
 [Cmdlet(VerbsCommon.Get, "DEPolicy", DefaultParameterSetName = DomainSet)]
 [OutputType(typeof(DomainPolicyView), ParameterSetName = [DomainSet])]
 [OutputType(typeof(HostPolicyView), ParameterSetName = [HostSet])]
-public sealed class GetDEPolicyCommand : DECmdlet
+public sealed class GetDEPolicyCommand : PipedDomainCmdlet
 {
     public const string DomainSet = "Domain";
     public const string HostSet = "HostPolicy";
@@ -28,7 +28,7 @@ public sealed class GetDEPolicyCommand : DECmdlet
     {
         if (ParameterSetName == HostSet)
         {
-            WriteObject(new HostPolicyView(TargetHost));
+            if (InputHostConnected()) WriteObject(new HostPolicyView(TargetHost));
             return;
         }
         foreach (var domain in ResolveDomainsOrAll(Domain))

@@ -3,7 +3,7 @@ namespace DifferenceEngine.Commands;
 /// <summary>The bytes of one guest page as Read-DEGuestPage returns them.</summary>
 public sealed class GuestPage(string host, string domain, long gfn, byte[] bytes)
 {
-    /// <summary>The name of the domain's host; piped on, it binds to -DEHost (alias -Host), so the page is written where it was read.</summary>
+    /// <summary>The name of the domain's host; piped on, it names the host (PipedDomainCmdlet.InputHost, alias -Host), so the page is written where it was read.</summary>
     public string Host { get; } = host;
 
     public string Domain { get; } = domain;

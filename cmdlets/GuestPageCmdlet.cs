@@ -5,7 +5,7 @@ using DifferenceEngine.Hosting;
 namespace DifferenceEngine.Commands;
 
 /// <summary>What Read-DEGuestPage and Write-DEGuestPage share: the domain and the pages they address.</summary>
-public abstract class GuestPageCmdlet : DECmdlet
+public abstract class GuestPageCmdlet : PipedDomainCmdlet
 {
     /// <summary>The domains (names, patterns, Domain or XenDomain objects; on a Xen host also domain ids): each is addressed in turn.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]

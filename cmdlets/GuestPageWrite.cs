@@ -5,7 +5,7 @@ namespace DifferenceEngine.Commands;
 /// <summary>What one Write-DEGuestPage did: where it wrote, how much, and the fault the write took.</summary>
 public sealed class GuestPageWrite(string host, string domain, long gfn, int offset, int length, FaultKind fault)
 {
-    /// <summary>The name of the domain's host; piped on, it binds to -DEHost (alias -Host).</summary>
+    /// <summary>The name of the domain's host; piped on, it names the host (PipedDomainCmdlet.InputHost, alias -Host).</summary>
     public string Host { get; } = host;
 
     public string Domain { get; } = domain;

@@ -14,12 +14,14 @@ namespace DifferenceEngine.Commands;
 [Cmdlet(VerbsLifecycle.Invoke, "DEScan", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = PassesSet)]
 [OutputType(typeof(ScanResult))]
-public sealed class InvokeDEScanCommand : DECmdlet
+public sealed class InvokeDEScanCommand : PipedDomainCmdlet
 {
     public const string PassesSet = "Passes";
     public const string UntilStableSet = "UntilStable";
     private const int ActivityId = 0x0DE2;
     private readonly GatheredDomains _domains = new();
+    // Hosts a piped object without domains named (Get-DEHostStats output, a host policy): every domain of each is scanned.
+    private readonly List<IDEHost> _wholeHosts = [];
 
     /// <summary>
     /// The domains to scan (names, patterns, Domain or XenDomain objects); by default every domain of an embedded host, and
@@ -52,20 +54,24 @@ public sealed class InvokeDEScanCommand : DECmdlet
     protected override void ProcessRecord()
     {
         if (Domain is not null) Gather(_domains, Domain);
+        else if (InputHost is { Length: > 0 } && InputHostConnected() && !_wholeHosts.Contains(TargetHost)) _wholeHosts.Add(TargetHost);
     }
 
     protected override void EndProcessing()
     {
         // -Domain given with a pipeline that brought nothing (@() | Invoke-DEScan -Domain b): ProcessRecord never ran.
         if (!_domains.Selected && Domain is not null) Gather(_domains, Domain);
+        InputHost = null; // each record's host was used as it came; what follows is the whole scan's
         // Piped input that turned out empty (Get-DEDomain nomatch* | Invoke-DEScan) scans nothing, not every domain.
-        bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && !_domains.Selected && !MyInvocation.ExpectingInput;
-        // Domain objects carry their host; a scan runs on one host, so objects from several make several scans.
-        // A Xen host's default is its own: every domU with a mechanism on (domain 0 is never scanned).
-        List<(IDEHost Host, IDEDomain[]? Domains)> scans = all
-            ? [(TargetHost, TargetHost is XenHost ? null : DomainsOf(TargetHost).ToArray())]
-            : _domains.Domains.GroupBy(d => d.Host)
-                .Select(g => (Host: g.Key, Domains: (IDEDomain[]?)g.ToArray())).ToList();
+        bool all = !MyInvocation.BoundParameters.ContainsKey(nameof(Domain)) && !_domains.Selected && _wholeHosts.Count == 0
+                   && !MyInvocation.ExpectingInput;
+        if (all) _wholeHosts.Add(TargetHost);
+        // Domain objects carry their host; a scan runs on one host, so objects from several make several scans. A whole
+        // host is every domain of an embedded host, and a Xen host's own default: every domU with a mechanism on (domain 0
+        // is never scanned).
+        var whole = _wholeHosts.Select(h => (Host: h, Domains: h is XenHost ? null : (IDEDomain[]?)DomainsOf(h).ToArray()));
+        List<(IDEHost Host, IDEDomain[]? Domains)> scans = [.. whole, .. _domains.Domains.Where(d => !_wholeHosts.Contains(d.Host))
+            .GroupBy(d => d.Host).Select(g => (Host: g.Key, Domains: (IDEDomain[]?)g.ToArray()))];
         var options = new ScanOptions
         {
             Passes = Passes,
@@ -78,7 +84,7 @@ public sealed class InvokeDEScanCommand : DECmdlet
         {
             var domains = given;
             string target = domains is null ? $"every domain with a mechanism on of Xen host '{host.Name}'"
-                : all ? $"all {domains.Length} domain(s) of host '{host.Name}'"
+                : _wholeHosts.Contains(host) ? $"all {domains.Length} domain(s) of host '{host.Name}'"
                 : string.Join(", ", domains.Select(d => d.Name));
             if (!ShouldProcess(target, $"Scan: {passes}")) continue;
             if (domains is not null && host is XenHost)

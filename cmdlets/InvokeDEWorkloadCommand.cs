@@ -11,7 +11,7 @@ namespace DifferenceEngine.Commands;
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "DEWorkload", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(WorkloadResult))]
-public sealed class InvokeDEWorkloadCommand : DECmdlet
+public sealed class InvokeDEWorkloadCommand : PipedDomainCmdlet
 {
     private const int ActivityId = 0x0DE1;
     private readonly GatheredDomains _domains = new();
@@ -62,6 +62,7 @@ public sealed class InvokeDEWorkloadCommand : DECmdlet
 
     protected override void EndProcessing()
     {
+        InputHost = null; // each record's host was used as it came
         var domains = _domains.Domains.Cast<Domain>().ToArray();
         if (domains.Length == 0) return;
         string names = string.Join(", ", domains.Select(d => d.Name));

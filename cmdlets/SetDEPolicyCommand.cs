@@ -15,7 +15,7 @@ namespace DifferenceEngine.Commands;
     DefaultParameterSetName = DomainSet)]
 [OutputType(typeof(DomainPolicyView), ParameterSetName = [DomainSet])]
 [OutputType(typeof(HostPolicyView), ParameterSetName = [HostSet])]
-public sealed class SetDEPolicyCommand : DECmdlet
+public sealed class SetDEPolicyCommand : PipedDomainCmdlet
 {
     public const string DomainSet = "Domain";
     public const string HostSet = "HostPolicy";
@@ -149,6 +149,7 @@ public sealed class SetDEPolicyCommand : DECmdlet
         string changes = string.Join(", ", Changes());
         if (ParameterSetName == HostSet)
         {
+            if (!InputHostConnected()) return; // a piped host policy of a host not connected: written, the next goes on
             var host = TargetHost;
             if (host is XenHost && (CompactionThreshold is not null || LowWatermark is not null || HighWatermark is not null))
                 ThrowDEError(NotSupportedOnXenHost(host.Name,

@@ -30,6 +30,9 @@ public sealed class DomainPolicy
     public const Codecs.CompressionAlgorithm DefaultGroupAlgorithm = Codecs.CompressionAlgorithm.Zstd;
 
     private Codecs.CompressionAlgorithm _groupAlgorithm = DefaultGroupAlgorithm;
+    /// <summary>Held while a policy change is checked and taken (SetPolicy), so two changes at once do not undo each other.</summary>
+    internal readonly Lock ChangeGate = new();
+
     private string _trustGroup = DefaultTrustGroup;
     private int _patchThreshold = DefaultPatchThreshold;
     private double _compressionThreshold = DefaultCompressionThreshold;

@@ -17,7 +17,7 @@ public sealed record PageInfo(
     uint? Frame)
 {
     /// <summary>
-    /// The name of the domain's host. Piped to a cmdlet it binds to -DEHost (alias -Host), so the page is addressed on its
+    /// The name of the domain's host. Piped to a cmdlet that takes domains, it names the host (the hidden -InputHost, alias -Host), so the page is addressed on its
     /// own host, not on the current one.
     /// </summary>
     public string Host { get; init; } = "";

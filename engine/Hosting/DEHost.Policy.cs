@@ -77,28 +77,40 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold,
-            algorithm is { } a ? CheckAlgorithm(a) : null, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
+        var checkedAlgorithm = algorithm is { } a ? CheckAlgorithm(a) : (CompressionAlgorithm?)null;
+        // Every value checked first (the trial is made again below, from the policy as it is then).
+        domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, checkedAlgorithm, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
+        void Change(bool checkPages)
+        {
+            // Made and taken under the policy's gate: a change made meanwhile by another caller is not undone.
+            lock (domain.Policy.ChangeGate)
+            {
+                var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, checkedAlgorithm, trustGroup,
+                    groupSize, groupAfterSweeps, groupAlgorithm);
+                if (checkPages && trial.TrustGroup != domain.Policy.TrustGroup)
+                {
+                    for (long gfn = 0; gfn < domain.PageCount; gfn++)
+                    {
+                        ulong e = domain.PeekEntry(gfn);
+                        if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
+                            throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
+                                $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
+                                "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+                    }
+                }
+                TakeTunables(domain, trial);
+            }
+        }
         if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
         {
             // Checked and changed with no pass running. Only passes make pages Shared or Patched, and a pass reads each
             // domain's trust group once: one running between the check and the change could still share this domain's pages,
             // or patch against them, within the old group, and the next pass would list those frames in the new one.
-            lock (_scanGate)
-            {
-                for (long gfn = 0; gfn < domain.PageCount; gfn++)
-                {
-                    ulong e = domain.PeekEntry(gfn);
-                    if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
-                        throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
-                            $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
-                            "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
-                }
-                TakeTunables(domain, trial);
-            }
+            HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
+            lock (_scanGate) Change(checkPages: true);
             return;
         }
-        TakeTunables(domain, trial);
+        Change(checkPages: false);
     }
 
     private void TakeTunables(Domain domain, DomainPolicy trial)

@@ -553,7 +553,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     public void Dispose()
     {
-        HostCallbacks.ThrowIfInCallbackOf(this, Name);
+        if (Volatile.Read(ref _disposeStarted) != 0) return;
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "dispose of the host");
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return;
         _closing.Cancel(); // scans in flight end at their next check (Scan turns that into HostDisconnected)
         StopEngine();

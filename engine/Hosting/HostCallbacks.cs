@@ -25,15 +25,16 @@ internal static class HostCallbacks
     }
 
     /// <summary>
-    /// Throws when this thread is running a callback of <paramref name="host"/>'s: disposing it there would wait forever for
-    /// the call the callback is part of.
+    /// Throws when this thread is running a callback of <paramref name="host"/>'s: <paramref name="what"/> ("dispose of the
+    /// host", "change a domain's trust group") waits for the host's scans, so done there it would wait forever for the call
+    /// the callback is part of.
     /// </summary>
-    public static void ThrowIfInCallbackOf(object host, string hostName)
+    public static void ThrowIfInCallbackOf(object host, string hostName, string what)
     {
         if (ReferenceEquals(t_host, host))
             throw new InvalidOperationException(
-                $"Host '{hostName}' cannot be disposed from within a callback of its own call (a scan's or a load's progress): " +
-                "the call waits for the callback, and disposal would wait for the call. Cancel the call's token in the callback, " +
-                "and dispose of the host once the call has returned.");
+                $"Cannot {what} from within a callback of host '{hostName}''s own call (a scan's or a load's progress): the call " +
+                $"waits for the callback, and this would wait for the call. Cancel the call's token in the callback, and " +
+                $"{what} once the call has returned.");
     }
 }

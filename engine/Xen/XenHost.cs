@@ -294,11 +294,16 @@ public sealed partial class XenHost : IDEHost, IEngineService
         {
             PageCompressors.Get(a);
         }
-        var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
+        // Every value checked first (the trial is made again below, from the policy as it is then).
+        domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
+        if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
+            HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
         // Checked and changed with no pass running: a pass reads each domain's trust group once, and one that ran between the
-        // check and the change could still share or patch this domain's pages within its old group.
+        // check and the change could still share or patch this domain's pages within its old group. Made under the lock
+        // too, so that a change made meanwhile by another caller is not undone.
         lock (scanGate)
         {
+            var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
             if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
             {
                 Refresh();
@@ -447,11 +452,11 @@ public sealed partial class XenHost : IDEHost, IEngineService
     /// <summary>Loads every page the pager holds back into its guest, hands paging back to Xen and closes the connection.</summary>
     public void Dispose()
     {
-        HostCallbacks.ThrowIfInCallbackOf(this, Name);
         if (disposed)
         {
             return;
         }
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "dispose of the host");
         closing.Cancel();
         StopEngine();
         lock (scanGate)

@@ -93,6 +93,8 @@ Describe 'Get-DEFingerprint' {
         $piped.Sketch | Should -Be $fingerprints[0].Sketch
         $fromFile.Sketch | Should -Be $fingerprints[0].Sketch
         $fromFile.HostName | Should -Be 'elsewhere'
+        # -Host is still short for -HostName here (the piped-host parameter is only on cmdlets that take domains).
+        (Get-DEFingerprint -Path $web1Path -FleetKeyPath $keyPath -Host hostB).HostName | Should -Be 'hostB'
     }
 
     It 'changes nothing: after a scan it reads the pages where they are, and they stay there' {

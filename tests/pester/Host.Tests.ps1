@@ -322,6 +322,32 @@ Describe 'Piped objects carry their host' {
         Get-FirstByte $lab 12 | Should -Be 0
     }
 
+    It 'takes an object with a Host but no domain as every domain of its host' {
+        $stats = Get-DEHostStats -DEHost $lab
+        $stats.Host | Should -Be $lab
+        ($stats | Invoke-DEScan).PagesSwept | Should -Be 16 -Because 'lab has one domain of 16 pages'
+        $json = Join-Path $TestDrive 'whole-lab.json'
+        $stats | Export-DEReport -Path $json
+        $report = Get-Content -LiteralPath $json -Raw | ConvertFrom-Json
+        $report.host.name | Should -Be $lab
+        @($report.domains).Count | Should -Be 1
+    }
+
+    It 'is taken by the cmdlets that take domains only, not by those that work on hosts' {
+        foreach ($name in 'Get-DEPage', 'Get-DEPageStats', 'Get-DEPolicy', 'Set-DEPolicy', 'Read-DEGuestPage', 'Write-DEGuestPage',
+            'Invoke-DEScan', 'Invoke-DEWorkload', 'Export-DEReport', 'Enable-DESharing', 'Disable-DECompression') {
+            (Get-Command $name).Parameters.ContainsKey('InputHost') | Should -BeTrue -Because $name
+        }
+        foreach ($name in 'Connect-DEHost', 'Disconnect-DEHost', 'Get-DEHost', 'Get-DEHostStats', 'Get-DEEngine', 'Start-DEEngine',
+            'Stop-DEEngine', 'New-DEDomain', 'Remove-DEDomain', 'Get-DEDomain', 'Get-DEFingerprint', 'Get-DEPlacement',
+            'Measure-DEColocation', 'New-DEFleetKey', 'Start-DEGuest') {
+            (Get-Command $name).Parameters.ContainsKey('InputHost') | Should -BeFalse -Because $name
+        }
+        # So a domain piped to a host cmdlet is still refused, not taken as its host.
+        { Get-DEDomain -DEHost $lab | Disconnect-DEHost -Confirm:$false -ErrorAction Stop } | Should -Throw
+        Get-DEHost -Name $lab | Should -Not -BeNullOrEmpty
+    }
+
     It 'writes HostNotFound for an object of a host not connected, and goes on with the next' {
         $rows = @(
             [pscustomobject]@{ Host = 'pester-no-such-host'; Domain = 'web1'; Gfn = 1 }

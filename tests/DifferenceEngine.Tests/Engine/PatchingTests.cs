@@ -424,4 +424,34 @@ public class PatchingTests
         Assert.Equal("default", a.Policy.TrustGroup);
         Assert.True(host.GetPageStats(a).SharedPages > 0);
     }
+
+    [Fact]
+    public void ATrustGroupChangeWaitingForAPassDoesNotUndoAChangeMadeMeanwhile()
+    {
+        // The change is made from the policy as it is once the pass is over, not as it was when the call began.
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var a = TestMemory.LoadRaw(host, dir, "a", TestMemory.TextPages(128, 12), new DomainOptions { C4Sweeps = 2 });
+        using var holding = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var scan = new Thread(() => host.Scan([a], new ScanOptions { Parallelism = 1, SliceSize = 64 }, _ =>
+        {
+            if (holding.IsSet) return;
+            holding.Set();
+            release.Wait();
+        }));
+        scan.Start();
+        holding.Wait();
+        var change = new Thread(() => host.SetPolicy(a, trustGroup: "tenant"));
+        change.Start();
+        SpinWait.SpinUntil(() => (change.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+        Assert.True(change.IsAlive, "the trust group change did not wait for the pass in flight");
+        host.SetPolicy(a, c4Sweeps: 6); // no trust group: made at once, while the other waits
+        Assert.Equal(6, a.Policy.C4Sweeps);
+        release.Set();
+        scan.Join();
+        change.Join();
+        Assert.Equal("tenant", a.Policy.TrustGroup);
+        Assert.Equal(6, a.Policy.C4Sweeps); // not set back to 2 by the trust group change
+    }
 }
