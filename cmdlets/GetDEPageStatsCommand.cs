@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using DifferenceEngine.Hosting;
 using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Commands;
@@ -16,7 +17,17 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
 
     protected override void ProcessRecord()
     {
+        // One snapshot per host for all the domains asked for at once, so that their rows add up with each other and with
+        // Get-DEHostStats to the byte (docs/REPORT-SCHEMA.md): measured one by one, with the engine running, each row would
+        // be of another moment, and a page merged in between would be charged twice. A domain the snapshot does not have
+        // (one still loading) is measured alone.
+        var snapshots = new Dictionary<IDEHost, HostSnapshot?>(ReferenceEqualityComparer.Instance);
         foreach (var domain in ResolveDomainsOrAll(Domain))
-            if (TryItem(() => domain.GetPageStats(), out var stats)) WriteObject(stats);
+        {
+            if (!snapshots.TryGetValue(domain.Host, out var snapshot))
+                snapshots[domain.Host] = snapshot = TryItem(domain.Host.TakeSnapshot, out var taken) ? taken : null;
+            if (snapshot?.Find(domain.Id) is { } row) WriteObject(row);
+            else if (snapshot is not null && TryItem(domain.GetPageStats, out var alone)) WriteObject(alone);
+        }
     }
 }

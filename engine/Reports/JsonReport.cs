@@ -229,6 +229,7 @@ public static class JsonReport
         Field(w, "sharedCompressedPages", s.SharedCompressedPages);
         Field(w, "groupedPages", s.GroupedPages);
         Field(w, "swappedPages", s.SwappedPages);
+        Field(w, "referencePages", s.ReferencePages);
         Field(w, "guestBytes", s.GuestBytes);
         Field(w, "bytesUsed", s.BytesUsed);
         Field(w, "bytesSaved", s.BytesSaved);
