@@ -127,6 +127,31 @@ $script:Built = $false
 # The packages of apt-packages.txt already checked in this run: each is checked, and reported missing, once.
 $script:PackagesChecked = [System.Collections.Generic.HashSet[string]]::new()
 
+function Test-CCompiler {
+    <#
+    .SYNOPSIS
+        Whether the C compiler can build and link a program (-Static: a static one), that is whether the C library's
+        headers and crt files (libc6-dev; libc.a for -Static) are there: gcc only recommends libc6-dev, so a machine can
+        have cc and make and still build nothing.
+    #>
+    param([string]$Compiler = 'cc', [switch]$Static)
+    $probe = Join-Path ([IO.Path]::GetTempPath()) "de-cc-probe-$PID"
+    $null = New-Item -ItemType Directory -Path $probe -Force
+    try {
+        $source = Join-Path $probe 'probe.c'
+        Set-Content -LiteralPath $source -Value "#include <stdio.h>`nint main(void) { return puts(`"`") < 0; }"
+        $arguments = @(if ($Static) { '-static' }) + @('-o', (Join-Path $probe 'probe'), $source)
+        & $Compiler @arguments *> $null
+        return $LASTEXITCODE -eq 0
+    }
+    catch {
+        return $false
+    }
+    finally {
+        Remove-Item -LiteralPath $probe -Recurse -Force -ErrorAction Ignore
+    }
+}
+
 function Invoke-Native {
     <#
     .SYNOPSIS
@@ -320,6 +345,7 @@ function Build-Native {
             if (-not (Get-Command $tool -CommandType Application -ErrorAction Ignore)) { $tool }
         }
     )
+    if ($tools.Count -eq 0 -and -not (Test-CCompiler)) { $tools = @("the C library's headers (libc6-dev)") }
     if ($tools.Count -gt 0) {
         # What an older run built would be stale: the tests must not find it.
         if (Test-Path -LiteralPath $NativeOut) {
@@ -327,7 +353,7 @@ function Build-Native {
         }
         Write-Host ("Native: skipped native/ (libdeqemu.so for QEMU hosts, libdexen.so for Xen hosts; the module " +
             "works without them elsewhere, and their tests skip): missing $($tools -join ', '). To build it: " +
-            'apt-get install gcc make libxen-dev, or run this script as root.') -ForegroundColor Yellow
+            'apt-get install gcc libc6-dev make libxen-dev, or run this script as root.') -ForegroundColor Yellow
         return
     }
     $null = New-Item -ItemType Directory -Path $Destination -Force
@@ -402,6 +428,7 @@ function Build-Guests {
     $missing = @('apt-get', 'apt-cache', 'dpkg-deb', 'gcc', 'busybox', 'qemu-system-x86_64' |
             Where-Object { -not (Get-Command $_ -CommandType Application -ErrorAction Ignore) })
     if ([Runtime.InteropServices.RuntimeInformation]::ProcessArchitecture -ne 'X64') { $missing += 'an x86_64 machine' }
+    if ($missing -notcontains 'gcc' -and -not (Test-CCompiler -Compiler gcc -Static)) { $missing += "the static C library (libc6-dev)" }
     if ($missing.Count -gt 0) {
         Write-Host "Guests: skipped, missing $($missing -join ', ') (apt-packages.txt: busybox-static, qemu-system-x86); the QEMU guest tests skip."
         return $null
@@ -662,12 +689,12 @@ function Invoke-TestTask {
         Remove-Item -LiteralPath $TestResultsDir -Recurse -Force
     }
     $null = New-Item -ItemType Directory -Path $TestResultsDir -Force
-    Install-SystemPackage -Scope Test
     $trxPath = Join-Path $TestResultsDir 'xunit.trx'
     $pesterPath = Join-Path $TestResultsDir 'pester.xml'
 
     $buildError = $null
     try {
+        Install-SystemPackage -Scope Test
         Invoke-BuildTask
     }
     catch {
@@ -696,9 +723,14 @@ function Invoke-TestTask {
             dotnet test $XunitProject -c $Configuration --nologo --logger 'trx;LogFileName=xunit.trx' --results-directory $TestResultsDir
         }
         if (Test-Path -LiteralPath $trxPath) {
-            $xunit = Get-TrxCounts $trxPath
-            if ($xunitExit -ne 0 -and $xunit.Failed -eq 0) {
-                & $addProblem "xunit: dotnet test exited with $xunitExit but reported no failed test"
+            try {
+                $xunit = Get-TrxCounts $trxPath
+                if ($xunitExit -ne 0 -and $xunit.Failed -eq 0) {
+                    & $addProblem "xunit: dotnet test exited with $xunitExit but reported no failed test"
+                }
+            }
+            catch {
+                & $addProblem "xunit's results could not be read (dotnet test exited with $xunitExit): $_"
             }
         }
         else {
@@ -717,12 +749,17 @@ function Invoke-TestTask {
             Write-Host "Pester could not start: $_" -ForegroundColor Red
         }
         if (Test-Path -LiteralPath $pesterPath) {
-            $pester = Get-PesterCounts $pesterPath
-            # The runner's exit code, like Pester's own, also counts test files that failed to
-            # load and failed BeforeAll/AfterAll blocks, which the NUnit file has no test case for.
-            if ($pesterExit -gt $pester.Failed) {
-                $extra = $pesterExit - $pester.Failed
-                & $addProblem "Pester: $extra failed test file(s) or BeforeAll/AfterAll block(s); see the log above" $extra
+            try {
+                $pester = Get-PesterCounts $pesterPath
+                # The runner's exit code, like Pester's own, also counts test files that failed to
+                # load and failed BeforeAll/AfterAll blocks, which the NUnit file has no test case for.
+                if ($pesterExit -gt $pester.Failed) {
+                    $extra = $pesterExit - $pester.Failed
+                    & $addProblem "Pester: $extra failed test file(s) or BeforeAll/AfterAll block(s); see the log above" $extra
+                }
+            }
+            catch {
+                & $addProblem "Pester's results could not be read (the runner exited with $pesterExit): $_"
             }
         }
         else {

@@ -58,7 +58,9 @@ $wait = 'Import-Module Microsoft.PowerShell.Utility; [Console]::Out.WriteLine(''
 $programs = [System.Collections.Generic.List[object]]::new()
 $programs.Add((Start-Program 'pwsh-a' $pwshHost ($pwshArgs + @('-NoProfile', '-NonInteractive', '-Command', $wait))))
 $programs.Add((Start-Program 'pwsh-b' $pwshHost ($pwshArgs + @('-NoProfile', '-NonInteractive', '-Command', "Get-ChildItem / | Out-Null; $wait"))))
-$programs.Add((Start-Program 'perl' 'perl' @('-MPOSIX', '-MData::Dumper', '-MFile::Find', '-e', 'my %h = map { $_ => "x" x 64 } 1..20000; $| = 1; print "ready\n"; <STDIN>;')))
+if (Get-Command perl -CommandType Application -ErrorAction Ignore) {
+    $programs.Add((Start-Program 'perl' 'perl' @('-MPOSIX', '-MData::Dumper', '-MFile::Find', '-e', 'my %h = map { $_ => "x" x 64 } 1..20000; $| = 1; print "ready\n"; <STDIN>;')))
+}
 $programs.Add((Start-Program 'bash' 'bash' @('-c', 'echo ready; read line')))
 if (Get-Command python3 -CommandType Application -ErrorAction Ignore) {
     $programs.Add((Start-Program 'python' 'python3' @('-c', 'import json, decimal, email, http.client, sqlite3, sys; print("ready", flush=True); sys.stdin.readline()')))

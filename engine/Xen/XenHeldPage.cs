@@ -82,5 +82,12 @@ public sealed record XenPagerDomainStats(
     long SwappedPages,
     long StoredBytes)
 {
+    /// <summary>
+    /// This domain's share of the references whose own page the guest has back (no longer held for it) but that patches
+    /// still decode against: each such reference's 4096 bytes charged to its patches in equal parts, as a shared frame is
+    /// charged to its users. Without it those bytes would be stored but charged to no domain.
+    /// </summary>
+    public double OrphanReferenceBytes { get; init; }
+
     public long HeldPages => PlainPages + CompressedPages + PatchedPages + ReferencePages + SwappedPages;
 }

@@ -381,7 +381,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
     {
         var info = domain.Info;
         var held = pager.GetDomainStats(domain.DomainId);
-        double used = (double)info.TotalPages * PageGeometry.PageSize + info.SharedPages * sharedCharge + held.StoredBytes;
+        double used = (double)info.TotalPages * PageGeometry.PageSize + info.SharedPages * sharedCharge + held.StoredBytes
+                      + held.OrphanReferenceBytes;
         var policy = domain.Policy;
         var stats = new DomainPageStats(domain.Name, domain.Id, domain.PageCount, (long)info.TotalPages, 0, (long)info.SharedPages,
             domain.SizeBytes, 0, policy.TrustGroup, policy.SharingEnabled)

@@ -263,8 +263,16 @@ public sealed class XenPager : IDisposable
     internal XenPagerDomainStats GetDomainStats(uint domainId)
     {
         long plain = 0, compressed = 0, patched = 0, reference = 0, swapped = 0, bytes = 0;
+        // References no longer held for their own page: (this domain's patches on it, all patches on it).
+        Dictionary<XenReference, (int Mine, int All)>? orphans = null;
         foreach (var (key, held) in pages)
         {
+            if (held.Kind == XenHeldKind.Patched && held.Reference is { HeldBySource: false, Released: false } orphan)
+            {
+                orphans ??= new(ReferenceEqualityComparer.Instance);
+                var (mine, all) = orphans.GetValueOrDefault(orphan);
+                orphans[orphan] = (mine + (key.DomainId == domainId ? 1 : 0), all + 1);
+            }
             if (key.DomainId != domainId)
             {
                 continue;
@@ -279,7 +287,8 @@ public sealed class XenPager : IDisposable
             }
             bytes += held.MemoryBytes;
         }
-        return new XenPagerDomainStats(domainId, plain, compressed, patched, reference, swapped, bytes);
+        double orphanBytes = orphans?.Values.Sum(o => (double)PageGeometry.PageSize * o.Mine / o.All) ?? 0;
+        return new XenPagerDomainStats(domainId, plain, compressed, patched, reference, swapped, bytes) { OrphanReferenceBytes = orphanBytes };
     }
 
     /// <summary>The plain bytes of a page the pager holds, without loading it back; false when it does not hold it.</summary>

@@ -161,9 +161,13 @@ public class XenHostTests(ITestOutputHelper output)
         Assert.True(stats.BytesSaved > (Pages - 2) * PageSize, $"patching saved only {stats.BytesSaved} bytes");
         // Reading through the engine does not page in; a guest read does, and gets its bytes.
         Assert.Equal(expected[3], host.ReadPage(d, 3));
+        Assert.Equal(0, host.GetStats().UnchargedBytes);
         for (int g = 0; g < Pages; g++)
         {
             Assert.Equal(expected[g], fake.GuestRead(9, (ulong)g));
+            // Once the reference's own page is back, the pager keeps its copy for the patches still held: those patches
+            // are charged it, so every byte the pager holds is still some domain's.
+            Assert.Equal(0, host.GetStats().UnchargedBytes);
         }
         Assert.Equal(0, host.GetPageStats(d).PatchedPages);
         Assert.True(host.Pager.PageIns >= Pages, $"{host.Pager.PageIns} page-ins");
