@@ -177,7 +177,7 @@ try {
         VMs             = $stats.Count
         GuestBytesPerVM = [long][Math]::Round($guestPerVm)
         BytesUsedPerVM  = [long][Math]::Round($usedPerVm)
-        SavingsPercent  = [Math]::Round(100 * (1 - $usedPerVm / $guestPerVm), 1)
+        SavingsPercent  = [Math]::Round(100 * (1 - $usedPerVm / $guestPerVm), 2) # rounded as Get-DEPageStats rounds it; host-wide costs apart, as there
         HostOverhead    = [long]$overhead
         HostMemory      = $HostMemory
         Reserve         = $Reserve

@@ -69,7 +69,9 @@ public static class HtmlReport
         Card(w, "Memory used", "summary.MemoryUsedBytes", sum.MemoryUsedBytes, ReportText.Bytes(sum.MemoryUsedBytes),
             string.Join(", ", sum.Parts.Select(p => $"{PartLabel(p.Part).ToLowerInvariant()} {ReportText.Bytes(p.Bytes)}")), null);
         Card(w, "Saved", "summary.SavedBytes", sum.SavedBytes, ReportText.Bytes(sum.SavedBytes),
-            $"{ReportText.Count(s.SharedFrames)} shared frames, {Plural(s.ScanPasses, "scan pass", "scan passes")}", "good");
+            // Host-wide counts: on a report of some domains they are said to be the host's, not the selection's.
+            $"{ReportText.Count(s.SharedFrames)} shared frames, {Plural(s.ScanPasses, "scan pass", "scan passes")}" +
+            (m.AllDomains ? "" : " (host-wide)"), "good");
         w.Write($"<div class=\"card good\" data-field=\"summary.SavingsPercent\" data-value=\"{ReportText.Raw(sum.SavingsPercent)}\">");
         w.Write($"<div class=\"label\">Savings</div><div class=\"value\">{E(ReportText.Percent(sum.SavingsPercent))}</div>");
         w.Write("<div class=\"sub\">of guest memory needs no machine memory</div>");

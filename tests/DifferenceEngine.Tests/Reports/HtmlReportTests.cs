@@ -130,6 +130,11 @@ public class HtmlReportTests
         var page = Parse(ReportHosts.Render(ReportModel.FromHost(host, [host.GetDomain("web1")]), ReportFormat.Html));
         Assert.Equal(["web1"], DomainCells(page).Keys.Select(k => k.Domain).Distinct());
         Assert.NotNull(page.Descendants().SingleOrDefault(e => (string?)e.Attribute("id") == "scope"));
+        // The Saved card's shared frames and passes are the host's, and say so under a selection's figures.
+        string SavedSub(XDocument p) => p.Descendants().Single(e => (string?)e.Attribute("data-field") == "summary.SavedBytes")
+            .Descendants().Single(e => (string?)e.Attribute("class") == "sub").Value;
+        Assert.EndsWith("(host-wide)", SavedSub(page));
+        Assert.DoesNotContain("host-wide", SavedSub(Parse(ReportHosts.Render(ReportModel.FromHost(host), ReportFormat.Html))));
     }
 
     /// <summary>The page as XML: the report is written to be well-formed, which also proves its escaping.</summary>
