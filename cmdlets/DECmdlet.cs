@@ -149,9 +149,9 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
 
     /// <summary>
     /// Resolves one record's <paramref name="selectors"/> into <paramref name="into"/> as
-    /// <see cref="ResolveDomains(IEnumerable{DomainSelector})"/> does, now, while -DEHost is this record's: a piped page or
-    /// policy names its domain on its own host (its Host property binds -DEHost), so gathering the selectors to resolve them
-    /// at the end would look every name up on the last record's host. <paramref name="embeddedOnly"/> as for
+    /// <see cref="ResolveDomains(IEnumerable{DomainSelector})"/> does, now, while the piped host is this record's: a piped
+    /// page or policy names its domain on its own host (its Host property, <see cref="PipedHost"/>), so gathering the
+    /// selectors to resolve them at the end would look every name up on the last record's host. <paramref name="embeddedOnly"/> as for
     /// <see cref="ResolveEmbeddedDomains"/>.
     /// </summary>
     protected void Gather(GatheredDomains into, IEnumerable<DomainSelector> selectors, string? embeddedOnly = null)

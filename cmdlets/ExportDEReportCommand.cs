@@ -47,15 +47,12 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
     private readonly GatheredDomains _domains = new();
     // The host of the first piped object without domains (Get-DEHostStats output, a host policy): a report of all of it.
     private IDEHost? _wholeHost;
-    private bool _hostGiven;
     private string _fullPath = "";
     private ReportFormat _format;
 
     /// <summary>A bad path, format or an existing file stops the cmdlet before it reads any input.</summary>
     protected override void BeginProcessing()
     {
-        // Only -DEHost given on the command line is bound yet; piped objects' Host binds it record by record.
-        _hostGiven = DEHost is not null;
         try
         {
             _fullPath = ResolvePath();
@@ -71,7 +68,7 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
     protected override void ProcessRecord()
     {
         if (Domain is not null) Gather(_domains, Domain);
-        else if (InputHost is { Length: > 0 } && _wholeHost is null && InputHostConnected()) _wholeHost = TargetHost;
+        else _wholeHost ??= HostOfRecordWithoutDomains();
     }
 
     protected override void EndProcessing()
@@ -85,7 +82,7 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         bool selected = !whole && (_domains.Selected || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain)));
         IReadOnlyList<IDEDomain>? domains = selected ? _domains.Domains : null;
         // The report's host: -DEHost as given, else the first domain's, else the piped host's, else the current one.
-        var host = _hostGiven ? TargetHost : domains is { Count: > 0 } ? domains[0].Host : _wholeHost ?? TargetHost;
+        var host = DEHost is not null ? TargetHost : domains is { Count: > 0 } ? domains[0].Host : _wholeHost ?? TargetHost;
         if (domains is not null)
         {
             // One report, one host: domain objects of another host are not found on this one.

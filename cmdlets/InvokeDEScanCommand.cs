@@ -54,7 +54,7 @@ public sealed class InvokeDEScanCommand : PipedDomainCmdlet
     protected override void ProcessRecord()
     {
         if (Domain is not null) Gather(_domains, Domain);
-        else if (InputHost is { Length: > 0 } && InputHostConnected() && !_wholeHosts.Contains(TargetHost)) _wholeHosts.Add(TargetHost);
+        else if (HostOfRecordWithoutDomains() is { } whole && !_wholeHosts.Contains(whole)) _wholeHosts.Add(whole);
     }
 
     protected override void EndProcessing()

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using DifferenceEngine.Hosting;
 
 namespace DifferenceEngine.Commands;
 
@@ -22,4 +23,11 @@ public abstract class PipedDomainCmdlet : DECmdlet
     public string? InputHost { get; set; }
 
     protected override string? PipedHost => InputHost;
+
+    /// <summary>
+    /// The host of a piped record that has a Host but names no domain (Get-DEHostStats output, a host policy), which stands
+    /// for every domain of it; null for any other record, and for one whose host is not connected ("HostNotFound" written).
+    /// </summary>
+    protected IDEHost? HostOfRecordWithoutDomains() =>
+        InputHost is { Length: > 0 } && InputHostConnected() ? TargetHost : null;
 }
