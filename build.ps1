@@ -110,6 +110,11 @@ $CmdletsProject = Join-Path $RepoRoot 'cmdlets/DifferenceEngine.Commands.csproj'
 $XunitProject = Join-Path $RepoRoot 'tests/DifferenceEngine.Tests/DifferenceEngine.Tests.csproj'
 $PesterRestoreProject = Join-Path $RepoRoot 'tests/pester/PesterRestore.csproj'
 $PesterRunner = Join-Path $RepoRoot 'tests/pester/Invoke-PesterSuite.ps1'
+# Hang guards of the Test task, so a test that never returns fails the run with its name instead of holding CI:
+# no xunit test may run longer than this (VSTest's blame collector then ends the test host and names the test)...
+$XunitHangTimeout = '10m'
+# ...and the whole Pester suite (about 5 minutes here) is ended after this many minutes.
+$PesterTimeoutMinutes = 20
 $ModuleSource = Join-Path $RepoRoot 'module'
 $DemoScript = Join-Path $RepoRoot 'examples/Demo.ps1'
 $BenchDir = Join-Path $RepoRoot 'bench'
@@ -222,7 +227,9 @@ function Invoke-ChildPwsh {
     #>
     param(
         [Parameter(Mandatory)][string]$ScriptPath,
-        [string[]]$ArgumentList = @()
+        [string[]]$ArgumentList = @(),
+        # Ends the child (and its children) and throws when it runs longer; 0 waits as long as it takes.
+        [double]$TimeoutMinutes = 0
     )
 
     $pwsh = @(Get-PwshCommand)
@@ -233,7 +240,28 @@ function Invoke-ChildPwsh {
     try {
         $env:DE_MODULE_PATH = $ModuleOut
         $env:PSModulePath = $OutDir + [IO.Path]::PathSeparator + $env:PSModulePath
-        return Invoke-Native -ReturnExitCode { & $exe @prefix -NoProfile -NonInteractive -File $ScriptPath @ArgumentList }
+        if ($TimeoutMinutes -le 0) {
+            return Invoke-Native -ReturnExitCode { & $exe @prefix -NoProfile -NonInteractive -File $ScriptPath @ArgumentList }
+        }
+        # Started directly, its output going straight to ours, so that it can be ended with its children.
+        $start = [Diagnostics.ProcessStartInfo]::new($exe)
+        foreach ($argument in @($prefix) + @('-NoProfile', '-NonInteractive', '-File', $ScriptPath) + @($ArgumentList)) {
+            $start.ArgumentList.Add([string]$argument)
+        }
+        $start.UseShellExecute = $false
+        $process = [Diagnostics.Process]::Start($start)
+        try {
+            if (-not $process.WaitForExit([int][TimeSpan]::FromMinutes($TimeoutMinutes).TotalMilliseconds)) {
+                $process.Kill($true)
+                $process.WaitForExit()
+                throw "$ScriptPath did not finish in $TimeoutMinutes minutes and was ended with its child processes; the test it was running is the last one named in the log above."
+            }
+            $process.WaitForExit()
+            return $process.ExitCode
+        }
+        finally {
+            $process.Dispose()
+        }
     }
     finally {
         $env:DE_MODULE_PATH = $savedModulePath
@@ -628,6 +656,34 @@ function Get-TrxCounts([string]$Path) {
     }
 }
 
+function Get-XunitAbort([string]$ResultsDir, [string]$TrxPath) {
+    # What ended an xunit run early: the trx's run errors, and each test the blame collector's sequence files show
+    # started and not completed (the one that hung or was running when the test host died). Nothing for a whole run.
+    $reasons = @()
+    if (Test-Path -LiteralPath $TrxPath) {
+        $xml = [xml](Get-Content -LiteralPath $TrxPath -Raw)
+        foreach ($info in $xml.SelectNodes("//*[local-name()='RunInfo'][@outcome='Error']")) {
+            $reasons += $info.InnerText.Trim()
+        }
+    }
+    $unfinished = foreach ($file in Get-ChildItem -LiteralPath $ResultsDir -Recurse -File -Filter 'Sequence_*.xml') {
+        $sequence = [xml](Get-Content -LiteralPath $file.FullName -Raw)
+        foreach ($test in $sequence.SelectNodes("//Test[@Completed='False']")) {
+            $test.GetAttribute('DisplayName')
+        }
+    }
+    # The collector writes each sequence file twice (its own folder and the attachments').
+    $unfinished = @($unfinished | Select-Object -Unique)
+    if ($reasons.Count -eq 0 -and $unfinished.Count -eq 0) {
+        return
+    }
+    $text = if ($reasons.Count -gt 0) { $reasons -join '; ' } else { 'the run was aborted' }
+    foreach ($name in $unfinished) {
+        $text += "; not finished: $name"
+    }
+    return $text
+}
+
 function Format-FailedTest([string]$Name, [string]$Message) {
     $first = if ($Message) { ($Message.Trim() -split '\r?\n', 2)[0] } else { '' }
     if ($first.Length -gt 200) { $first = $first.Substring(0, 200) + '...' }
@@ -720,12 +776,17 @@ function Invoke-TestTask {
         }
         Write-Step 'xunit: tests/DifferenceEngine.Tests'
         $xunitExit = Invoke-Native -ReturnExitCode {
-            dotnet test $XunitProject -c $Configuration --nologo --logger 'trx;LogFileName=xunit.trx' --results-directory $TestResultsDir
+            dotnet test $XunitProject -c $Configuration --nologo --logger 'trx;LogFileName=xunit.trx' --results-directory $TestResultsDir --blame-hang-timeout $XunitHangTimeout --blame-hang-dump-type none
+        }
+        # A run the blame collector ended (a test ran past $XunitHangTimeout) or whose test host died: named, and a failure.
+        $xunitAborts = @(Get-XunitAbort $TestResultsDir $trxPath)
+        foreach ($abort in $xunitAborts) {
+            & $addProblem "xunit: $abort"
         }
         if (Test-Path -LiteralPath $trxPath) {
             try {
                 $xunit = Get-TrxCounts $trxPath
-                if ($xunitExit -ne 0 -and $xunit.Failed -eq 0) {
+                if ($xunitExit -ne 0 -and $xunit.Failed -eq 0 -and $xunitAborts.Count -eq 0) {
                     & $addProblem "xunit: dotnet test exited with $xunitExit but reported no failed test"
                 }
             }
@@ -739,14 +800,16 @@ function Invoke-TestTask {
 
         Write-Step 'Pester: tests/pester'
         $pesterExit = 1
+        $pesterError = $null
         try {
             # Fetches the pinned Pester into the NuGet package cache.
             Invoke-Native { dotnet restore $PesterRestoreProject --nologo }
-            $pesterExit = Invoke-ChildPwsh -ScriptPath $PesterRunner -ArgumentList @(
+            $pesterExit = Invoke-ChildPwsh -ScriptPath $PesterRunner -TimeoutMinutes $PesterTimeoutMinutes -ArgumentList @(
                 '-ModulePath', $ModuleOut, '-ResultPath', $pesterPath)
         }
         catch {
-            Write-Host "Pester could not start: $_" -ForegroundColor Red
+            $pesterError = $_
+            Write-Host "Pester could not start or did not finish: $_" -ForegroundColor Red
         }
         if (Test-Path -LiteralPath $pesterPath) {
             try {
@@ -761,6 +824,9 @@ function Invoke-TestTask {
             catch {
                 & $addProblem "Pester's results could not be read (the runner exited with $pesterExit): $_"
             }
+        }
+        elseif ($null -ne $pesterError) {
+            & $addProblem "Pester did not run or finish: $pesterError"
         }
         else {
             & $addProblem "Pester did not run: the runner exited with $pesterExit and wrote no $pesterPath"
