@@ -152,6 +152,9 @@ public sealed class NewDEDomainCommand : DECmdlet
             Domain? domain = create();
             if (domain is null) return;
             if (domain.LoadReport is { } report) WriteVerbose($"Domain '{domain.Name}': {report}");
+            if (domain.LoadReport is { PagesZeroFilled: > 0 } zeroFilled)
+                WriteWarning($"Domain '{domain.Name}': {zeroFilled.PagesZeroFilled:N0} of its pages have no bytes in the core (PT_LOAD " +
+                             "segments whose memory, p_memsz, goes past their file bytes, p_filesz) and read as zeros: the dump left them out.");
             if (domain.QemuUnguardedReason is { } unguarded)
                 WriteWarning($"Domain '{domain.Name}': the engine's mapping of the guest's RAM is not guarded ({unguarded}): " +
                              "do not read this process's memory with other tools while it serves the guest (about_DifferenceEngine).");

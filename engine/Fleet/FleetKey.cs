@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using DifferenceEngine.Qemu;
 
 namespace DifferenceEngine.Fleet;
 
@@ -54,6 +55,10 @@ public sealed class FleetKey
         try
         {
             info = new FileInfo(path);
+            // A directory is not a missing file, and opening a FIFO would wait for a writer.
+            if (LinuxNative.NotRegularFile(path) is { } what)
+                throw new DEException("FleetKeyFileInvalid", DEErrorKind.InvalidData,
+                    $"The fleet key file '{path}' is {what}, not a file holding a fleet secret.", path);
             if (!info.Exists)
                 throw new DEException("FleetKeyFileNotFound", DEErrorKind.ObjectNotFound,
                     $"The fleet key file '{path}' does not exist. Make one with New-DEFleetKey -Path '{path}'.", path);
@@ -86,6 +91,9 @@ public sealed class FleetKey
         }
         try
         {
+            if (secret.Length < MinimumSecretBytes)
+                throw new DEException("FleetKeyFileInvalid", DEErrorKind.InvalidData,
+                    $"The fleet key file '{path}' holds {secret.Length} bytes; a key file holds a secret of {MinimumSecretBytes} to {MaximumSecretBytes} bytes. Make one with New-DEFleetKey.", path);
             return FromSecret(secret);
         }
         finally
@@ -105,10 +113,14 @@ public sealed class FleetKey
         if (File.Exists(path) && !overwrite)
             throw new DEException("FleetKeyFileExists", DEErrorKind.ResourceExists,
                 $"The fleet key file '{path}' already exists; replacing it would orphan every fingerprint made with it. Give -Force to replace it.", path);
+        if (LinuxNative.NotRegularFile(path) is { } what)
+            throw new DEException("FleetKeyFileUnwritable", DEErrorKind.WriteError,
+                $"The fleet key file '{path}' cannot be written: it is {what}.", path);
         byte[] secret = RandomNumberGenerator.GetBytes(32);
+        string temp = path + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+        bool moved = false;
         try
         {
-            string temp = path + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
             var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
             if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
             using (var stream = new FileStream(temp, options))
@@ -117,6 +129,7 @@ public sealed class FleetKey
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, path, overwrite);
+            moved = true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
@@ -125,6 +138,11 @@ public sealed class FleetKey
         finally
         {
             CryptographicOperations.ZeroMemory(secret);
+            // A failed write or rename (the path is a directory, say) leaves no copy of the secret behind.
+            if (!moved)
+            {
+                try { File.Delete(temp); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            }
         }
     }
 

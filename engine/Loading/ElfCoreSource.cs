@@ -38,6 +38,7 @@ internal sealed class ElfCoreSource : MemorySource
         {
             PagesLoaded = loaded,
             PagesNotResident = _layout.PagesWithMemory - loaded + _layout.PagesNotDumped,
+            PagesZeroFilled = _layout.ProcessLayout ? 0 : _layout.PagesWithMemory - loaded,
             RegionsRead = _layout.Extents.Length,
         };
         return counters.ToReport(Format);

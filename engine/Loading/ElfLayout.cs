@@ -55,6 +55,9 @@ internal sealed class ElfLayout
         return processLayout ? Packed(loads, path) : Physical(loads, path);
     }
 
+    /// <summary>Most address space a Linux process can have (5-level paging: 57-bit virtual addresses).</summary>
+    private const ulong MaxProcessAddressSpace = 1UL << 57;
+
     private static ElfLayout Packed(IReadOnlyList<ElfProgramHeader> loads, string path)
     {
         // Only dumped bytes are laid out: a process reserves far more address space than it fills, and memory
@@ -63,6 +66,14 @@ internal sealed class ElfLayout
         long cursor = 0, notDumped = 0;
         foreach (ElfProgramHeader ph in loads)
         {
+            // No process has more address space than 5-level paging gives (2^57 bytes): a larger p_memsz is damage.
+            if (ph.MemorySize > MaxProcessAddressSpace)
+            {
+                throw new DEException("ElfSegmentInvalid", DEErrorKind.InvalidData,
+                    $"ELF core '{path}': PT_LOAD segment {ph.Index} claims 0x{ph.MemorySize:x} bytes of memory (p_memsz), more than any process's address space (0x{MaxProcessAddressSpace:x}).",
+                    path);
+            }
+
             long filePages = PagesFor((long)ph.FileSize);
             ulong missing = PagesFor(ph.MemorySize) - Math.Min(PagesFor(ph.MemorySize), (ulong)filePages);
             notDumped = (long)Math.Min((ulong)long.MaxValue, (ulong)notDumped + missing);

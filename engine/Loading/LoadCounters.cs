@@ -5,6 +5,7 @@ internal sealed class LoadCounters
 {
     public long PagesLoaded;
     public long PagesNotResident;
+    public long PagesZeroFilled;
     public int RegionsRead;
     public int RegionsSkipped;
     public long BytesSkipped;
@@ -18,5 +19,5 @@ internal sealed class LoadCounters
     }
 
     public LoadReport ToReport(MemorySourceFormat format) =>
-        new(format, PagesLoaded, PagesNotResident, RegionsRead, RegionsSkipped, BytesSkipped, SkippedRegions.AsReadOnly());
+        new(format, PagesLoaded, PagesNotResident, RegionsRead, RegionsSkipped, BytesSkipped, SkippedRegions.AsReadOnly(), PagesZeroFilled);
 }

@@ -10,8 +10,10 @@ public sealed class LoadReport
         int regionsRead,
         int regionsSkipped,
         long bytesSkipped,
-        IReadOnlyList<string> skippedRegions)
+        IReadOnlyList<string> skippedRegions,
+        long pagesZeroFilled = 0)
     {
+        PagesZeroFilled = pagesZeroFilled;
         Format = format;
         PagesLoaded = pagesLoaded;
         PagesNotResident = pagesNotResident;
@@ -32,6 +34,13 @@ public sealed class LoadReport
     /// process's mapped pages that were not resident when it was opened (left out of the layout).
     /// </summary>
     public long PagesNotResident { get; }
+
+    /// <summary>
+    /// Of <see cref="PagesNotResident"/>, the pages inside the domain that therefore read as zeros: a machine core's
+    /// segment tails past p_filesz (a dump that left memory out). A process's pages left out are outside its layout,
+    /// so they are never counted here. New-DEDomain warns when this is not 0.
+    /// </summary>
+    public long PagesZeroFilled { get; }
 
     /// <summary>Regions (the image, PT_LOAD segments with data, process mappings) read without any failure.</summary>
     public int RegionsRead { get; }

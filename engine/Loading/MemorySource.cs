@@ -157,7 +157,15 @@ public abstract class MemorySource : IDisposable
             long offset = x.FileOffset + (from - x.Address);
             while (!part.IsEmpty)
             {
-                int n = RandomAccess.Read(file, part, offset);
+                int n;
+                try
+                {
+                    n = RandomAccess.Read(file, part, offset);
+                }
+                catch (IOException)
+                {
+                    return false; // an I/O error on a second look: the page is unreadable, as when the file ended
+                }
                 if (n <= 0) return false;
                 part = part[n..];
                 offset += n;

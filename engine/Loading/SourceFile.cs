@@ -1,3 +1,4 @@
+using DifferenceEngine.Qemu;
 using Microsoft.Win32.SafeHandles;
 
 namespace DifferenceEngine.Loading;
@@ -7,11 +8,11 @@ internal static class SourceFile
 {
     public static SafeFileHandle OpenRead(string path)
     {
-        // A directory opens on some platforms and fails on others; say what it is either way.
-        if (Directory.Exists(path))
+        // A directory opens on some platforms and fails on others, and opening a FIFO waits for a writer: say what it is.
+        if (LinuxNative.NotRegularFile(path) is { } what)
         {
             throw new DEException("FileUnreadable", DEErrorKind.ReadError,
-                $"'{path}' is a directory, not a memory image or core file.", path);
+                $"'{path}' is {what}, not a memory image or core file.", path);
         }
 
         try

@@ -141,6 +141,32 @@ internal static unsafe partial class LinuxNative
     public const int StatxBufferSize = 256;
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
+    public const int S_IFIFO = 0x1000;
+    public const int S_IFCHR = 0x2000;
+    public const int S_IFBLK = 0x6000;
+    public const int S_IFSOCK = 0xC000;
+
+    /// <summary>
+    /// What <paramref name="path"/> is (symbolic links followed) when it is not a regular file: "a directory", "a FIFO
+    /// (named pipe)", ...; null for a regular file, or when it cannot be looked at (opening it then gives the reason).
+    /// Checked before a file is opened to be read: opening a FIFO waits for a writer, which may never come.
+    /// </summary>
+    public static string? NotRegularFile(string path)
+    {
+        if (OperatingSystem.IsWindows()) return Directory.Exists(path) ? "a directory" : null;
+        byte* stat = stackalloc byte[StatxBufferSize];
+        if (Statx(AT_FDCWD, path, 0, STATX_TYPE, stat) != 0) return null;
+        return (*(ushort*)(stat + StatxModeOffset) & S_IFMT) switch
+        {
+            S_IFREG => null,
+            S_IFDIR => "a directory",
+            S_IFIFO => "a FIFO (named pipe)",
+            S_IFCHR => "a character device",
+            S_IFBLK => "a block device",
+            S_IFSOCK => "a socket",
+            _ => "not a regular file",
+        };
+    }
     public const int EPERM = 1;
 
     /// <summary>syscall(2) with one argument (for calls libc has no wrapper for, such as userfaultfd).</summary>

@@ -414,6 +414,6 @@ public sealed class FleetTests
         string shortKey = Path.Combine(dir.Path, "short.key");
         File.WriteAllBytes(shortKey, new byte[8]);
         File.SetUnixFileMode(shortKey, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        Assert.Equal("FleetKeyTooShort", Assert.Throws<DEException>(() => FleetKey.FromFile(shortKey)).ErrorId);
+        Assert.Equal("FleetKeyFileInvalid", Assert.Throws<DEException>(() => FleetKey.FromFile(shortKey)).ErrorId);
     }
 }

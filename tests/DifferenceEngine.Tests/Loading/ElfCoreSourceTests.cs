@@ -38,6 +38,7 @@ public sealed class ElfCoreSourceTests : IDisposable
         Assert.Equal([0, 1, 2, 3, 4, 5, 0x10, 0x20], sink.Pages.Keys.Order());
         Assert.Equal(8, report.PagesLoaded);
         Assert.Equal(2, report.PagesNotResident); // the zero tail of the third segment
+        Assert.Equal(2, report.PagesZeroFilled); // inside the domain, read as zeros: New-DEDomain warns
         Assert.Equal(4, report.RegionsRead);
         Assert.Equal(0, report.RegionsSkipped);
     }
@@ -84,6 +85,7 @@ public sealed class ElfCoreSourceTests : IDisposable
 
         Assert.Equal(5, report.PagesLoaded);
         Assert.Equal(6, report.PagesNotResident);
+        Assert.Equal(0, report.PagesZeroFilled); // a process's pages left out are outside its layout
         Assert.Equal(3, report.RegionsRead);
     }
 

@@ -28,6 +28,31 @@ public sealed class MemorySourceErrorTests : IDisposable
         Assert.Equal(DEErrorKind.ReadError, e.Kind);
     }
 
+    /// <summary>Opening a FIFO waits for a writer: it is refused before it is opened, as any file that is not regular.</summary>
+    [Fact]
+    public void FifoIsFileUnreadableWithoutWaitingForAWriter()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        string path = _temp.File("pipe.img");
+        Assert.Equal(0, MakeFifo(path, 0x180));
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path));
+        Assert.Equal("FileUnreadable", e.ErrorId);
+        Assert.Equal(DEErrorKind.ReadError, e.Kind);
+        Assert.Contains("FIFO", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void CharacterDeviceIsFileUnreadableNotAnEmptyImage()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile("/dev/zero"));
+        Assert.Equal("FileUnreadable", e.ErrorId);
+        Assert.Contains("character device", e.Message, StringComparison.Ordinal);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mkfifo", SetLastError = true)]
+    private static extern int MakeFifo(string path, uint mode);
+
     [Fact]
     public void PermissionDeniedIsFileUnreadable()
     {
@@ -94,6 +119,16 @@ public sealed class MemorySourceErrorTests : IDisposable
         var writer = new ElfCoreWriter().Add(0, new byte[4096]).Add(64UL << 30, new byte[4096]);
         string path = _temp.Write("far.core", writer.Build());
         Assert.Equal("ImageTooLarge", Assert.Throws<DEException>(() => MemorySource.OpenFile(path)).ErrorId);
+    }
+
+    [Fact]
+    public void ProcessCoreSegmentLargerThanAnyAddressSpaceIsElfSegmentInvalid()
+    {
+        var writer = new ElfCoreWriter().Add(0, new byte[4096]).Add(0, new byte[4096], memorySize: ulong.MaxValue);
+        string path = _temp.Write("huge-process.core", writer.Build());
+        DEException e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path));
+        Assert.Equal("ElfSegmentInvalid", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
     }
 
     [Fact]
