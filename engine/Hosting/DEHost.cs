@@ -246,6 +246,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 "This kernel gives no write-protect faults on shared memory (Linux 5.19 and later do): pages cannot be taken " +
                 $"out of QEMU domain '{name}' without risking a write of the guest; attach without sharing, patching and compression.", name);
         }
+        Qemu.QemuJournal? journal = null;
         Qemu.QemuRam? ram = null;
         Domain? domain = null;
         try
@@ -253,7 +254,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             // The crash journal: the one an earlier engine deposited with this QEMU (its pages are served from it), or a
             // new one deposited before any page is taken out.
             int state = link.TakeState();
-            var journal = state >= 0
+            journal = state >= 0
                 ? Qemu.QemuJournal.Open(state, JournalDirectory, link.PageCount, link.Deposit)
                 : Qemu.QemuJournal.Create(JournalDirectory, link.PageCount, link.Deposit);
             ram = new Qemu.QemuRam(link, Frames, journal);
@@ -266,7 +267,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
         {
             if (domain?.Qemu is not null) domain.Release(); // forgets its frames, hands the guest back, closes the link
             else if (ram is not null) ram.Dispose();
-            else link.Dispose();
+            else
+            {
+                journal?.Dispose();
+                link.Dispose();
+            }
             throw;
         }
     }

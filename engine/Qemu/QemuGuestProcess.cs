@@ -198,7 +198,10 @@ public sealed class QemuGuestProcess : IDisposable
                 throw new DEException("QemuStartFailed", DEErrorKind.InvalidOperation,
                     $"QEMU could not start the guest (exit code {parent.ExitCode}): {errors.Result.Trim()}", info.Qemu);
         }
-        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        string pidText = File.ReadAllText(pidFile).Trim();
+        if (!int.TryParse(pidText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) || pid <= 0)
+            throw new DEException("QemuStartFailed", DEErrorKind.InvalidData,
+                $"QEMU started but its pid file '{pidFile}' holds '{pidText}', not a process id.", info.Qemu);
         File.Delete(pidFile);
         return pid;
     }

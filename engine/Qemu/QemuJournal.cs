@@ -107,12 +107,33 @@ internal sealed unsafe class QemuJournal : IDisposable
     public static QemuJournal Create(string directory, long pageCount, Action<int> deposit)
     {
         int fd = NewFile(directory);
-        var journal = new QemuJournal(directory, pageCount, deposit, fd);
-        try
+        return Prepared(directory, pageCount, deposit, fd, journal =>
         {
             journal.WriteHeader(fd, HeaderSize, 1);
             journal._generation = 1;
             deposit(fd);
+        });
+    }
+
+    /// <summary>
+    /// A journal on <paramref name="fd"/> (owned from here) once <paramref name="prepare"/> has run on it; whatever
+    /// fails, the descriptor is closed (a leaked one would keep the file and a guest's pages on disk).
+    /// </summary>
+    private static QemuJournal Prepared(string directory, long pageCount, Action<int> deposit, int fd, Action<QemuJournal> prepare)
+    {
+        QemuJournal journal;
+        try
+        {
+            journal = new QemuJournal(directory, pageCount, deposit, fd);
+        }
+        catch
+        {
+            LinuxNative.Close(fd);
+            throw;
+        }
+        try
+        {
+            prepare(journal);
             return journal;
         }
         catch
@@ -127,20 +148,8 @@ internal sealed unsafe class QemuJournal : IDisposable
     /// of this guest and replays it. Errors: "QemuJournalInvalid" (not a journal of a guest this size),
     /// "QemuJournalCorrupt" (a record before the committed end fails its check).
     /// </summary>
-    public static QemuJournal Open(int fd, string directory, long pageCount, Action<int> deposit)
-    {
-        var journal = new QemuJournal(directory, pageCount, deposit, fd);
-        try
-        {
-            journal.Replay();
-            return journal;
-        }
-        catch
-        {
-            journal.Dispose();
-            throw;
-        }
-    }
+    public static QemuJournal Open(int fd, string directory, long pageCount, Action<int> deposit) =>
+        Prepared(directory, pageCount, deposit, fd, journal => journal.Replay());
 
     /// <summary>The gfns the journal says the engine holds, in order.</summary>
     public List<long> HeldGfns()

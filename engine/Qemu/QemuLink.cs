@@ -77,7 +77,15 @@ internal sealed unsafe class QemuLink : IDisposable
     /// at the path, or nothing listening), "QemuAttachRefused" (another engine is attached, or this user may not),
     /// "QemuProtocolError".
     /// </summary>
-    public static QemuLink Attach(string socketPath)
+    public static QemuLink Attach(string socketPath) => Attach(socketPath, HelloPatience);
+
+    /// <summary>How long the library may take to answer the hello (it answers at once): a peer that says nothing is not one.</summary>
+    internal static readonly TimeSpan HelloPatience = TimeSpan.FromSeconds(10);
+
+    /// <summary>Most guest RAM a QEMU domain may have: a domain's bound (its tables are sized by it).</summary>
+    private const ulong MaxGuestBytes = (ulong)Loading.LoadGeometry.MaxGuestBytes;
+
+    internal static QemuLink Attach(string socketPath, TimeSpan helloPatience)
     {
         byte[] path = Encoding.UTF8.GetBytes(socketPath);
         if (path.Length == 0 || path.Length > 107)
@@ -107,7 +115,8 @@ internal sealed unsafe class QemuLink : IDisposable
             int sendErrno = TrySend(s, QemuProtocol.Message.For(QemuProtocol.Hello), -1);
             var fds = new int[QemuProtocol.MaxRegions + 2];
             QemuProtocol.HelloReply hello;
-            int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath);
+            int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath,
+                (int)Math.Min(int.MaxValue, helloPatience.TotalMilliseconds));
             if (received == sizeof(QemuProtocol.Message) && hello.Magic == QemuProtocol.Magic && hello.Op == QemuProtocol.Error)
             {
                 CloseAll(fds.AsSpan(0, fdCount));
@@ -130,6 +139,12 @@ internal sealed unsafe class QemuLink : IDisposable
                 CloseAll(fds.AsSpan(0, fdCount));
                 throw ProtocolError(socketPath, "the reply to hello is not a DEQM version 1 hello");
             }
+            if (BadRegions(hello) is { } bad)
+            {
+                CloseAll(fds.AsSpan(0, fdCount));
+                throw bad.Id == "QemuProtocolError" ? ProtocolError(socketPath, bad.Why)
+                    : new DEException(bad.Id, DEErrorKind.InvalidArgument, $"The QEMU guest at {socketPath} {bad.Why}.", socketPath);
+            }
             uint files = 0;
             for (int i = 0; i < hello.RegionCount; i++) files = Math.Max(files, hello.RegionAt(i).MemfdIndex + 1);
             if (fdCount != 1 + files + (hasState ? 1 : 0))
@@ -145,6 +160,32 @@ internal sealed unsafe class QemuLink : IDisposable
         {
             if (s >= 0) LinuxNative.Close(s);
         }
+    }
+
+    /// <summary>
+    /// What is wrong with the hello's regions, or null: each must be a non-empty whole number of pages at page-aligned
+    /// addresses and offsets, in one of the descriptors sent (at most one per region), with no address or offset
+    /// overflowing; all of them together at most a domain's bound ("MemorySizeInvalid": a real guest that is too large).
+    /// </summary>
+    private static (string Id, string Why)? BadRegions(in QemuProtocol.HelloReply hello)
+    {
+        ulong total = 0;
+        for (int i = 0; i < hello.RegionCount; i++)
+        {
+            var r = hello.RegionAt(i);
+            string? why = r.MemfdIndex >= QemuProtocol.MaxRegions ? $"names descriptor {r.MemfdIndex} (at most {QemuProtocol.MaxRegions} are sent)"
+                : r.Length == 0 ? "is empty"
+                : (r.Length | r.HostAddress | r.FileOffset) % PageSize != 0 ? "is not page-aligned"
+                : r.HostAddress > ulong.MaxValue - r.Length || r.FileOffset > long.MaxValue - r.Length ? "runs past the end of the address space"
+                : null;
+            if (why is not null)
+                return ("QemuProtocolError", $"guest RAM region {i} of the hello (0x{r.Length:x} bytes at 0x{r.HostAddress:x}, " +
+                                             $"offset 0x{r.FileOffset:x} of descriptor {r.MemfdIndex}) {why}");
+            total += Math.Min(r.Length, MaxGuestBytes + 1);
+            if (total > MaxGuestBytes)
+                return ("MemorySizeInvalid", $"has more than {MaxGuestBytes >> 30} GiB of RAM, the most a domain may have");
+        }
+        return null;
     }
 
     /// <summary>
@@ -344,15 +385,25 @@ internal sealed unsafe class QemuLink : IDisposable
         return sent == sizeof(QemuProtocol.Message) ? 0 : sent < 0 ? LinuxNative.Errno : LinuxNative.EIO;
     }
 
-    private static int Receive(int socket, void* buffer, int size, Span<int> fds, out int fdCount, string what)
+    private static int Receive(int socket, void* buffer, int size, Span<int> fds, out int fdCount, string what, int patienceMs = -1)
     {
+        fdCount = 0;
+        if (patienceMs >= 0)
+        {
+            // Waits for the reply at most that long (poll's time counts again after a signal: at most a few times as long).
+            var poll = new LinuxNative.PollFd { Fd = socket, Events = LinuxNative.POLLIN };
+            int ready;
+            while ((ready = LinuxNative.Poll(&poll, 1, patienceMs)) < 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
+            if (ready < 0) throw Failure($"poll ({what})", LinuxNative.Errno, what);
+            if (ready == 0)
+                throw ProtocolError(what, $"no reply within {patienceMs / 1000.0:0.#} s; is this the socket of a QEMU running libdeqemu.so");
+        }
         int space = LinuxNative.ControlSpace(fds.Length);
         byte* control = stackalloc byte[space];
         var iov = new LinuxNative.IoVec { Base = buffer, Length = (nuint)size };
         var header = new LinuxNative.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)space };
         nint n;
         while ((n = LinuxNative.RecvMsg(socket, &header, LinuxNative.MSG_CMSG_CLOEXEC)) < 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
-        fdCount = 0;
         if (n < 0) throw Failure($"receive ({what})", LinuxNative.Errno, what);
         // The library sends at most one SCM_RIGHTS message with a reply.
         var c = (LinuxNative.CmsgHdr*)control;

@@ -1,0 +1,134 @@
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using DifferenceEngine.Qemu;
+using DifferenceEngine.Tests.Engine;
+
+namespace DifferenceEngine.Tests.Qemu;
+
+/// <summary>
+/// A peer on the socket that is not a well-behaved libdeqemu.so: a hello reply whose regions no QEMU would send, or no
+/// reply at all. Each is a clear error, not an exception of the runtime or a wait without end. The peer is a
+/// SOCK_SEQPACKET socket of this test, answering with the bytes given.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class QemuHelloValidationTests
+{
+    private static QemuProtocol.Region Region(ulong length, uint memfd = 0, ulong address = 0x7f0000000000, ulong offset = 0) =>
+        new() { HostAddress = address, Length = length, FileOffset = offset, MemfdIndex = memfd };
+
+    private static readonly Dictionary<string, (QemuProtocol.Region[] Regions, string ErrorId)> Cases = new()
+    {
+        ["a descriptor index past those sent"] = ([Region(1 << 20, memfd: uint.MaxValue)], "QemuProtocolError"),
+        ["an empty region"] = ([Region(0)], "QemuProtocolError"),
+        ["a length that is not whole pages"] = ([Region((1 << 20) + 100)], "QemuProtocolError"),
+        ["an address that is not page-aligned"] = ([Region(1 << 20, address: 0x7f0000000010)], "QemuProtocolError"),
+        ["an offset past the end of a file"] = ([Region(1 << 20, offset: long.MaxValue - 4095)], "QemuProtocolError"),
+        ["an address range that wraps"] = ([Region(1UL << 40, address: ulong.MaxValue - 4095)], "QemuProtocolError"),
+        ["2^60 bytes of RAM"] = ([Region(1UL << 60)], "MemorySizeInvalid"),
+        ["two regions of 2^63 bytes"] = ([Region(1UL << 63), Region(1UL << 63, memfd: 1, address: 0x1000)], "MemorySizeInvalid"),
+        ["more RAM than a domain may have, by a page"] = ([Region(32UL << 30), Region((32UL << 30) + 4096, memfd: 1)], "MemorySizeInvalid"),
+    };
+
+    public static TheoryData<string> BadReplies() => new(Cases.Keys);
+
+    [Theory]
+    [MemberData(nameof(BadReplies))]
+    public async Task AHelloWhoseRegionsNoQemuWouldSendIsRefused(string what)
+    {
+        var (regions, errorId) = Cases[what];
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "peer.sock");
+        using var listener = Listen(path);
+        var peer = Task.Run(() =>
+        {
+            using Socket engine = listener.Accept();
+            var hello = new byte[Marshal.SizeOf<QemuProtocol.Message>()];
+            engine.Receive(hello);
+            // With as many descriptors as the engine counts for these regions (its count wraps as an unchecked one
+            // would), so that the reply is refused for its regions and not for a descriptor count.
+            uint files = 0;
+            foreach (var r in regions) files = Math.Max(files, unchecked(r.MemfdIndex + 1));
+            SendWithDescriptors(engine, Reply(regions), (int)Math.Min(1 + files, 8));
+        });
+        var e = Assert.Throws<DEException>(() => QemuLink.Attach(path));
+        await peer;
+        Assert.True(e.ErrorId == errorId, $"{what}: {e.ErrorId}: {e.Message}");
+        Assert.Equal(errorId == "MemorySizeInvalid" ? DEErrorKind.InvalidArgument : DEErrorKind.InvalidData, e.Kind);
+    }
+
+    [Fact]
+    public async Task APeerThatNeverAnswersTheHelloIsAProtocolErrorOnceItsPatienceRunsOut()
+    {
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "silent.sock");
+        using var listener = Listen(path);
+        using var stop = new ManualResetEventSlim();
+        var peer = Task.Run(() =>
+        {
+            using Socket engine = listener.Accept();
+            stop.Wait(); // says nothing until the engine has given up
+        });
+        try
+        {
+            var e = Assert.Throws<DEException>(() => QemuLink.Attach(path, TimeSpan.FromMilliseconds(50)));
+            Assert.Equal("QemuProtocolError", e.ErrorId);
+            Assert.Contains("no reply", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            stop.Set();
+            await peer;
+        }
+    }
+
+    private static Socket Listen(string path)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Seqpacket, ProtocolType.Unspecified);
+        socket.Bind(new UnixDomainSocketEndPoint(path));
+        socket.Listen(1);
+        return socket;
+    }
+
+    /// <summary>Sends <paramref name="bytes"/> with <paramref name="count"/> descriptors of /dev/null (SCM_RIGHTS).</summary>
+    private static unsafe void SendWithDescriptors(Socket socket, byte[] bytes, int count)
+    {
+        var files = Enumerable.Range(0, count).Select(_ => File.OpenHandle("/dev/null")).ToArray();
+        try
+        {
+            int space = LinuxNative.ControlSpace(count);
+            byte* control = stackalloc byte[space];
+            new Span<byte>(control, space).Clear();
+            var c = (LinuxNative.CmsgHdr*)control;
+            c->Length = (nuint)LinuxNative.ControlLength(count);
+            c->Level = LinuxNative.SOL_SOCKET;
+            c->Type = LinuxNative.SCM_RIGHTS;
+            for (int i = 0; i < count; i++) ((int*)(c + 1))[i] = (int)files[i].DangerousGetHandle();
+            fixed (byte* data = bytes)
+            {
+                var iov = new LinuxNative.IoVec { Base = data, Length = (nuint)bytes.Length };
+                var header = new LinuxNative.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)space };
+                Assert.Equal(bytes.Length, (int)LinuxNative.SendMsg((int)socket.Handle, &header, LinuxNative.MSG_NOSIGNAL));
+            }
+        }
+        finally
+        {
+            foreach (var f in files) f.Dispose();
+        }
+    }
+
+    private static unsafe byte[] Reply(QemuProtocol.Region[] regions)
+    {
+        var reply = new QemuProtocol.HelloReply
+        {
+            Magic = QemuProtocol.Magic,
+            Version = QemuProtocol.Version,
+            Op = QemuProtocol.Ok,
+            Flags = QemuProtocol.HelloWriteProtect,
+            Pid = 1,
+            RegionCount = (uint)regions.Length,
+        };
+        var placed = (QemuProtocol.Region*)reply.Regions;
+        for (int i = 0; i < regions.Length; i++) placed[i] = regions[i];
+        return new ReadOnlySpan<byte>(&reply, sizeof(QemuProtocol.HelloReply)).ToArray();
+    }
+}
