@@ -6,11 +6,59 @@ namespace DifferenceEngine.Commands;
 /// <summary>
 /// The hosts connected in this process (embedded hosts and the local Xen) and the one connected last, which
 /// every cmdlet uses unless given -DEHost. Process-wide on purpose: runspaces of one process share the hosts.
+/// When the process ends (the shell's exit, SIGTERM, SIGHUP), hosts still connected are disconnected as by
+/// Disconnect-DEHost: QEMU guests get their pages back and Xen's pager loads its pages back into the guests, rather
+/// than waiting for the next engine.
 /// </summary>
 public static class HostRegistry
 {
     private static readonly object Gate = new();
     private static readonly List<IDEHost> ConnectedHosts = [];
+
+    // PowerShell ends on SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) without raising ProcessExit: the
+    // hosts are disconnected first, then the signal does what it would have done. Kept here so they stay registered.
+    private static readonly List<System.Runtime.InteropServices.PosixSignalRegistration> EndingSignals = [];
+
+    static HostRegistry()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => DisconnectAll();
+        foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGHUP })
+        {
+            try
+            {
+                EndingSignals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, _ => DisconnectAll()));
+            }
+            catch (PlatformNotSupportedException)
+            {
+                // Not on this platform: ProcessExit is then the only hook.
+            }
+        }
+    }
+
+    /// <summary>
+    /// Disconnects every host still connected, the newest first; nothing is written (the process is ending). A host whose
+    /// disconnect fails is left as it is: a QEMU guest then waits for the next engine, which serves it from the journal.
+    /// </summary>
+    internal static void DisconnectAll()
+    {
+        IDEHost[] hosts;
+        lock (Gate)
+        {
+            hosts = [.. ConnectedHosts];
+            ConnectedHosts.Clear();
+        }
+        for (int i = hosts.Length - 1; i >= 0; i--)
+        {
+            try
+            {
+                hosts[i].Dispose();
+            }
+            catch (Exception)
+            {
+                // Nowhere to report it at exit; the next host is still disconnected.
+            }
+        }
+    }
 
     /// <summary>The host connected last that is still connected; null when none is.</summary>
     public static IDEHost? Current

@@ -10,8 +10,9 @@ public sealed class HostOptions
     public long? MemoryLimitBytes { get; init; }
 
     /// <summary>
-    /// A new file to page guest memory out to when the limit is reached (created 0600, removed on
-    /// disconnect). Needs <see cref="MemoryLimitBytes"/>.
+    /// A new file to page guest memory out to when the limit is reached (created 0600, its name removed as soon as it
+    /// is reserved: nothing stays on disk when the process ends; its space is given back on disconnect). Needs
+    /// <see cref="MemoryLimitBytes"/>.
     /// </summary>
     public string? SwapPath { get; init; }
 

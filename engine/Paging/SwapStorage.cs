@@ -24,21 +24,28 @@ internal interface ISwapStorage : IDisposable
 /// <summary>
 /// The swap file: created private (0600) and exclusively, preallocated so a write never meets a full
 /// disk, opened with O_DIRECT where the file system allows (no page-cache copy of guest memory),
-/// flushed with fdatasync before any frame is released, and removed when closed.
+/// flushed with fdatasync before any frame is released. Its name is removed as soon as it is reserved: the open
+/// descriptor keeps it, so nothing of it (guest memory) stays on disk when the process ends, however it ends; its
+/// space is given back when it is closed. Nothing needs it after the process: a QEMU guest's pages are in its crash
+/// journal, and the other backends' guests live in the engine's process.
 /// </summary>
 internal sealed class SwapFile : ISwapStorage
 {
     private readonly SafeFileHandle _handle;
     private bool _disposed;
 
-    private SwapFile(string path, SafeFileHandle handle, long length, bool direct)
+    private bool _named;
+
+    private SwapFile(string path, SafeFileHandle handle, long length, bool direct, bool named)
     {
         Path = path;
+        _named = named;
         _handle = handle;
         Length = length;
         DirectIo = direct;
     }
 
+    /// <summary>The path it was made at (no longer its name: see the class).</summary>
     public string Path { get; }
     public long Length { get; }
     public bool DirectIo { get; }
@@ -52,7 +59,7 @@ internal sealed class SwapFile : ISwapStorage
             throw new DEException("SwapUnsupported", DEErrorKind.NotImplemented, "Hypervisor paging to a swap file is built for Linux only.", path);
         if (File.Exists(path) || Directory.Exists(path))
             throw new DEException("SwapFileExists", DEErrorKind.ResourceExists,
-                $"'{path}' already exists; the swap file must be a new file (it is removed on disconnect).", path);
+                $"'{path}' already exists; the swap file must be a new file (its name is removed once it is made).", path);
         string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is null || !Directory.Exists(dir))
             throw new DEException("SwapDirectoryNotFound", DEErrorKind.ObjectNotFound, $"The folder of swap file '{path}' does not exist.", path);
@@ -81,7 +88,9 @@ internal sealed class SwapFile : ISwapStorage
             throw new DEException(rc == ENOSPC ? "SwapDiskFull" : "SwapFileCreateFailed", DEErrorKind.WriteError,
                 $"Cannot reserve {length} bytes for swap file '{path}': {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc}).", path);
         }
-        return new SwapFile(path, handle, length, direct);
+        // Unnamed from now on; should the unlink fail, the name goes when the file is closed.
+        bool named = Unlink(path) != 0;
+        return new SwapFile(path, handle, length, direct, named);
     }
 
     public void Write(long offset, ReadOnlySpan<byte> page) => RandomAccess.Write(_handle, page, offset);
@@ -106,7 +115,8 @@ internal sealed class SwapFile : ISwapStorage
         if (_disposed) return;
         _disposed = true;
         _handle.Dispose();
-        TryDelete(Path);
+        if (_named) TryDelete(Path);
+        _named = false;
     }
 
     private static void TryDelete(string path)

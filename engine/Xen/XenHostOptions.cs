@@ -11,7 +11,7 @@ public sealed class XenHostOptions
     /// </summary>
     public long? PagerMemoryLimitBytes { get; init; }
 
-    /// <summary>A new swap file for the pager (created 0600, preallocated, removed on disconnect); none by default.</summary>
+    /// <summary>A new swap file for the pager (created 0600, preallocated, its name removed once made, closed on disconnect); none by default.</summary>
     public string? SwapPath { get; init; }
 
     /// <summary>Size of the swap file, a multiple of 4096; 4 GiB by default.</summary>

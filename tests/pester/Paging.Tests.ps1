@@ -5,6 +5,7 @@
 
 BeforeAll {
     Import-Module $env:DE_MODULE_PATH -ErrorAction Stop
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
     $PageSize = 4096
 
     function New-TestHostName { "pester-paging-$([guid]::NewGuid().ToString('n').Substring(0, 8))" }
@@ -72,10 +73,13 @@ Describe 'An overcommitted host with a swap file' {
         $deHost | Disconnect-DEHost -Confirm:$false
     }
 
-    It 'creates the swap file private to its owner (mode 0600) at the size given' {
-        $file = Get-Item -LiteralPath $swapPath
-        $file.UnixFileMode | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
-        $file.Length | Should -Be 64MB
+    It 'creates the swap file private to its owner (mode 0600) at the size given, its name removed at once' {
+        # Only this process's descriptor has it: nothing of it stays on disk when the process ends, however it ends.
+        Test-Path -LiteralPath $swapPath | Should -BeFalse
+        $open = @(Get-SwapDescriptor $swapPath)
+        $open.Count | Should -Be 1
+        $open[0].Mode | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
+        $open[0].Length | Should -Be 64MB
         $deHost.SwapPath | Should -Be $swapPath
     }
 
@@ -179,12 +183,28 @@ Describe 'An overcommitted host with a swap file' {
 }
 
 Describe 'The swap file' {
-    It 'is removed by Disconnect-DEHost' {
+    It 'has no name once made, and is closed by Disconnect-DEHost' {
         $path = Join-Path $TestDrive 'gone'
         $h = Connect-DEHost -Name (New-TestHostName) -MemoryLimit 1MB -SwapPath $path -SwapSize 1MB -PassThru
-        $path | Should -Exist
-        $h | Disconnect-DEHost -Confirm:$false
         $path | Should -Not -Exist
+        @(Get-SwapDescriptor $path).Count | Should -Be 1
+        $h | Disconnect-DEHost -Confirm:$false
+        @(Get-SwapDescriptor $path).Count | Should -Be 0
+        $path | Should -Not -Exist
+    }
+
+    It 'leaves nothing on disk when the shell ends without Disconnect-DEHost' {
+        $path = Join-Path $TestDrive 'left'
+        $script = "Import-Module '$env:DE_MODULE_PATH'; `$null = Connect-DEHost -Name left -MemoryLimit 1MB -SwapPath '$path' -SwapSize 1MB; " +
+            "@(Get-ChildItem /proc/`$PID/fd | Where-Object LinkTarget -EQ '$path (deleted)').Count"
+        $pwsh = [Environment]::ProcessPath
+        $arguments = @(if ([IO.Path]::GetFileNameWithoutExtension($pwsh) -eq 'dotnet') { Join-Path $PSHOME 'pwsh.dll' }) +
+            @('-NoProfile', '-NonInteractive', '-Command', $script)
+        $output = & $pwsh @arguments
+        $LASTEXITCODE | Should -Be 0
+        $output | Should -Be 1 -Because 'the other shell had the swap file open'
+        $path | Should -Not -Exist
+        Get-ChildItem -LiteralPath $TestDrive -Filter 'left*' | Should -BeNullOrEmpty
     }
 
     It 'is resolved relative to the current location' {
@@ -192,7 +212,7 @@ Describe 'The swap file' {
         try {
             $h = Connect-DEHost -Name (New-TestHostName) -MemoryLimit 1MB -SwapPath ./relative -SwapSize 1MB -PassThru
             $h.SwapPath | Should -Be (Join-Path $TestDrive 'relative')
-            Join-Path $TestDrive 'relative' | Should -Exist
+            @(Get-SwapDescriptor (Join-Path $TestDrive 'relative')).Count | Should -Be 1
         }
         finally {
             Pop-Location
@@ -204,7 +224,7 @@ Describe 'The swap file' {
         $path = Join-Path $TestDrive 'sized'
         $h = Connect-DEHost -Name (New-TestHostName) -MemoryLimit 1MB -SwapPath $path -SwapSize 2MB -PassThru
         try {
-            (Get-Item -LiteralPath $path).Length | Should -Be 2MB
+            (Get-SwapDescriptor $path).Length | Should -Be 2MB
             (Get-DEHostStats -DEHost $h).SwapBytes | Should -Be 2MB
         }
         finally {

@@ -41,6 +41,46 @@ BeforeAll {
             if ($next.Result -match $Pattern) { return $Matches }
         }
     }
+    # An engine in another process attached to the guest at $Socket: every mechanism on, three passes, the background
+    # engine taking pages out while the guest verifies; it says "held <pages> journal <bytes>", then waits for its stdin.
+    function script:Start-EngineProcess([string]$Socket, [string]$Journals) {
+        $engineScript = Join-Path $TestDrive 'engine.ps1'
+        Set-Content -LiteralPath $engineScript -Value @'
+param([string]$ModulePath, [string]$Socket, [string]$Journals)
+$ErrorActionPreference = 'Stop'
+Import-Module $ModulePath
+$null = Connect-DEHost -Name other -JournalPath $Journals
+$null = New-DEDomain -Name vm1 -QemuSocket $Socket
+Enable-DESharing -Domain vm1
+Enable-DEPatching -Domain vm1
+Enable-DECompression -Domain vm1
+Set-DEPolicy -Domain vm1 -C4Sweeps 1 -Confirm:$false
+$null = Invoke-DEScan -Domain vm1 -Passes 3
+$s = Get-DEPageStats -Domain vm1
+Start-DEEngine -Interval ([TimeSpan]::FromMilliseconds(200))
+"held $($s.PageCount - $s.PrivatePages - $s.UntouchedPages) journal $((Get-DEHostStats).JournalBytes)"
+$null = [Console]::In.ReadLine() # until its stdin closes (then the script ends, and with it the process) or a signal
+'@
+        $pwsh = [Environment]::ProcessPath
+        $psi = [Diagnostics.ProcessStartInfo]::new($pwsh)
+        if ([IO.Path]::GetFileNameWithoutExtension($pwsh) -eq 'dotnet') { $psi.ArgumentList.Add((Join-Path $PSHOME 'pwsh.dll')) }
+        foreach ($a in '-NoProfile', '-NonInteractive', '-File', $engineScript, '-ModulePath', $env:DE_MODULE_PATH,
+            '-Socket', $Socket, '-Journals', $Journals) { $psi.ArgumentList.Add($a) }
+        $psi.RedirectStandardOutput = $true
+        $psi.RedirectStandardInput = $true
+        $psi.RedirectStandardError = $true
+        $psi.UseShellExecute = $false
+        $engine = [Diagnostics.Process]::Start($psi)
+        $errors = $engine.StandardError.ReadToEndAsync()
+        $line = $engine.StandardOutput.ReadLineAsync()
+        if (-not $line.Wait([TimeSpan]::FromMinutes(3)) -or $line.Result -notmatch '^held (\d+) journal (\d+)$') {
+            if (-not $engine.HasExited) { $engine.Kill() }
+            throw "The engine process did not report its held pages: '$($line.Result)' $($errors.Result)"
+        }
+        [long]$Matches[1] | Should -BeGreaterThan 1000 -Because 'three passes took pages out of the guest'
+        [long]$Matches[2] | Should -BeGreaterThan 0 -Because 'every page taken out is in the journal'
+        $engine
+    }
     $deHost = Connect-DEHost -Name "pester-qemu-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
 }
 
@@ -134,83 +174,71 @@ Describe 'New-DEDomain -QemuSocket' {
     }
 }
 
-Describe 'Crash safety: an engine killed with SIGKILL while it holds pages of a running guest' {
-    It 'leaves the guest waiting on them; a new engine attaches, serves them from the crash journal, and the guest verifies on' {
+# An engine in another process holds thousands of pages of a running guest (every mechanism, the background engine on),
+# and its process ends without Disconnect-DEHost. Killed (SIGKILL: no handler, no cleanup), it leaves them out of the
+# guest, whose faults wait; a new engine attaches, gets the journal the dead one deposited with the library, and serves
+# them. Ended any other way (its script's end, SIGTERM, SIGHUP: the module's exit handlers), it hands them back first,
+# and the next engine finds nothing to recover. Either way the guest verifies every page, round after round.
+Describe 'An engine whose process ends while it holds pages of a running guest' {
+    It 'ended by <How>: <Outcome>; a new engine attaches and the guest verifies on' -ForEach @(
+        @{ How = 'SIGKILL'; Signal = 'KILL'; Recovers = $true; Outcome = 'the guest waits, the new engine serves its pages from the crash journal' }
+        @{ How = 'the end of its script'; Signal = $null; Recovers = $false; Outcome = 'it hands the pages back first' }
+        @{ How = 'SIGTERM'; Signal = 'TERM'; Recovers = $false; Outcome = 'it hands the pages back first' }
+        @{ How = 'SIGHUP (its terminal closed)'; Signal = 'HUP'; Recovers = $false; Outcome = 'it hands the pages back first' }
+    ) {
         if ($missing) {
             Set-ItResult -Skipped -Because "needs $($missing -join ', ')"
             return
         }
-        $socket = Join-Path $TestDrive 'crash.sock'
-        $journals = New-Item -ItemType Directory -Path (Join-Path $TestDrive 'journals')
+        $id = [guid]::NewGuid().ToString('n').Substring(0, 8)
+        $socket = Join-Path $TestDrive "guest-$id.sock"
+        $journals = New-Item -ItemType Directory -Path (Join-Path $TestDrive "journals-$id")
         $guest = Start-TestGuest -Socket $socket -Append 'de.mem=24 de.rounds=0 de.rewrite=20'
         $engine = $null
         try {
             $null = Read-GuestLine -Guest $guest -Pattern 'deworkload ready pages=6144'
-            # The engine that dies: another process, every mechanism on, the background engine taking pages out while the
-            # guest verifies and rewrites its memory.
-            $engineScript = Join-Path $TestDrive 'doomed-engine.ps1'
-            Set-Content -LiteralPath $engineScript -Value @'
-param([string]$ModulePath, [string]$Socket, [string]$Journals)
-$ErrorActionPreference = 'Stop'
-Import-Module $ModulePath
-$null = Connect-DEHost -Name doomed -JournalPath $Journals
-$null = New-DEDomain -Name vm1 -QemuSocket $Socket
-Enable-DESharing -Domain vm1
-Enable-DEPatching -Domain vm1
-Enable-DECompression -Domain vm1
-Set-DEPolicy -Domain vm1 -C4Sweeps 1 -Confirm:$false
-$null = Invoke-DEScan -Domain vm1 -Passes 3
-$s = Get-DEPageStats -Domain vm1
-Start-DEEngine -Interval ([TimeSpan]::FromMilliseconds(200))
-"held $($s.PageCount - $s.PrivatePages - $s.UntouchedPages) journal $((Get-DEHostStats).JournalBytes)"
-$null = [Console]::In.ReadLine() # until killed
-'@
-            $pwsh = [Environment]::ProcessPath
-            $psi = [Diagnostics.ProcessStartInfo]::new($pwsh)
-            if ([IO.Path]::GetFileNameWithoutExtension($pwsh) -eq 'dotnet') { $psi.ArgumentList.Add((Join-Path $PSHOME 'pwsh.dll')) }
-            foreach ($a in '-NoProfile', '-NonInteractive', '-File', $engineScript, '-ModulePath', $env:DE_MODULE_PATH,
-                '-Socket', $socket, '-Journals', $journals.FullName) { $psi.ArgumentList.Add($a) }
-            $psi.RedirectStandardOutput = $true
-            $psi.RedirectStandardInput = $true
-            $psi.RedirectStandardError = $true
-            $psi.UseShellExecute = $false
-            $engine = [Diagnostics.Process]::Start($psi)
-            $errors = $engine.StandardError.ReadToEndAsync()
-            $line = $engine.StandardOutput.ReadLineAsync()
-            if (-not $line.Wait([TimeSpan]::FromMinutes(3)) -or $line.Result -notmatch '^held (\d+) journal (\d+)$') {
-                if (-not $engine.HasExited) { $engine.Kill() }
-                throw "The engine process did not report its held pages: '$($line.Result)' $($errors.Result)"
-            }
-            [long]$Matches[1] | Should -BeGreaterThan 1000 -Because 'three passes took pages out of the guest'
-            [long]$Matches[2] | Should -BeGreaterThan 0 -Because 'every page taken out is in the journal'
+            $engine = Start-EngineProcess -Socket $socket -Journals $journals.FullName
             # The guest goes on for a round with that engine serving its faults and the background engine running.
             $before = [int](Read-GuestLine -Guest $guest -Pattern 'deworkload round=(\d+) pages=6144 mismatches=0 ')[1]
-            $engine.Kill() # SIGKILL: no handler, no cleanup, pages held by the engine stay out of the guest
+            if ($Signal -eq 'KILL') {
+                $engine.Kill()
+            }
+            elseif ($Signal) {
+                & kill -s $Signal $engine.Id
+                $LASTEXITCODE | Should -Be 0
+            }
+            else {
+                $engine.StandardInput.Close() # its script ends; the shell exits without Disconnect-DEHost
+            }
             $engine.WaitForExit()
-            $engine.ExitCode | Should -Be 137 -Because 'the engine was killed by SIGKILL (128 + 9)'
+            if ($Signal -eq 'KILL') {
+                $engine.ExitCode | Should -Be 137 -Because 'the engine was killed by SIGKILL (128 + 9)'
+            }
 
-            # A new engine (this process) attaches: the library hands it the journal the dead one deposited.
-            $vm = New-DEDomain -Name crashed -QemuSocket $socket
-            $vm.QemuRecoveredPages | Should -BeGreaterThan 0 -Because 'the killed engine held pages of the guest'
-            $stats = Get-DEPageStats -Domain crashed
+            # A new engine (this process) attaches. What the library hands it tells what the ended one left: a journal of
+            # the pages it held, or nothing (in a run with the exit handlers stubbed out, 24,388 pages left to recover).
+            $vm = New-DEDomain -Name ended -QemuSocket $socket
+            if ($Recovers) {
+                $vm.QemuRecoveredPages | Should -BeGreaterThan 0 -Because 'the killed engine held pages of the guest'
+            }
+            else {
+                $vm.QemuRecoveredPages | Should -Be 0 -Because 'the engine handed every page back as its process ended'
+                (Get-DEPageStats -Domain ended).PrivatePages + (Get-DEPageStats -Domain ended).UntouchedPages | Should -Be 32768
+            }
+            $stats = Get-DEPageStats -Domain ended
             $stats.GuestBytes | Should -Be ($stats.BytesUsed + $stats.BytesSaved)
-            # The guest goes on, its faults on the pages the dead engine held served by this one, and finds every page intact.
+            # The guest goes on, its faults served by this engine, and finds every page intact; also after this engine
+            # takes pages out again and hands the guest back.
             $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($before + 2) pages=6144 mismatches=0 total=0 "
-            Enable-DECompression -Domain crashed
-            Set-DEPolicy -Domain crashed -C4Sweeps 1 -Confirm:$false
-            $null = Invoke-DEScan -Domain crashed -Passes 2
+            Enable-DECompression -Domain ended
+            Set-DEPolicy -Domain ended -C4Sweeps 1 -Confirm:$false
+            $null = Invoke-DEScan -Domain ended -Passes 2
             $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($before + 4) pages=6144 mismatches=0 total=0 "
-            Remove-DEDomain -Name crashed -Confirm:$false
+            Remove-DEDomain -Name ended -Confirm:$false
             $null = Read-GuestLine -Guest $guest -Pattern "deworkload round=$($before + 6) pages=6144 mismatches=0 total=0 "
         }
         finally {
-            if ($engine) {
-                if (-not $engine.HasExited) { $engine.Kill() }
-                $engine.Dispose()
-            }
-            if (-not $guest.HasExited) { $guest.Kill() }
-            $guest.WaitForExit()
-            $guest.Dispose()
+            Stop-ReadyProcess $engine, $guest
         }
     }
 }

@@ -17,7 +17,7 @@ function Start-ReadyProcess {
     $process
 }
 
-# Ends processes from Start-ReadyProcess and waits until they are gone.
+# Ends processes (from Start-ReadyProcess, or any other; none for $null) and waits until they are gone.
 function Stop-ReadyProcess([Diagnostics.Process[]]$Process) {
     foreach ($p in $Process) {
         if (-not $p) { continue }
@@ -75,5 +75,21 @@ function Wait-FirstProgress([powershell]$PowerShell) {
         Unregister-Event -SourceIdentifier $progressEvent
         Unregister-Event -SourceIdentifier $stateEvent
         foreach ($source in $progressEvent, $stateEvent) { Get-Event -SourceIdentifier $source -ErrorAction Ignore | Remove-Event }
+    }
+}
+
+# The swap file made at $Path, as this process holds it: its name is removed once it is made, so it is found among the
+# process's descriptors ("<path> (deleted)"). One object per descriptor (none once the host is disconnected), with the
+# file's Mode and Length read through the descriptor.
+function Get-SwapDescriptor([string]$Path) {
+    foreach ($entry in Get-ChildItem -LiteralPath "/proc/$PID/fd" -ErrorAction Ignore) {
+        if ($entry.LinkTarget -ne "$Path (deleted)") { continue }
+        $file = [IO.File]::OpenHandle($entry.FullName)
+        try {
+            [pscustomobject]@{ Descriptor = $entry.FullName; Mode = [IO.File]::GetUnixFileMode($file); Length = [IO.RandomAccess]::GetLength($file) }
+        }
+        finally {
+            $file.Dispose()
+        }
     }
 }

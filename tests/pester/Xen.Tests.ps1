@@ -190,7 +190,7 @@ Describe 'Connect-DEHost -Xen' -Skip:$fakeMissing {
         }
     }
 
-    It 'takes the pager''s memory limit and swap file, and removes the swap file on disconnect' {
+    It 'takes the pager''s memory limit and swap file, unnamed once made and closed on disconnect' {
         Get-DEHost -Name xen | Disconnect-DEHost -Confirm:$false
         $swap = Join-Path ([IO.Path]::GetTempPath()) "de-xen-$([guid]::NewGuid().ToString('n')).swap"
         try {
@@ -198,9 +198,13 @@ Describe 'Connect-DEHost -Xen' -Skip:$fakeMissing {
             $limited.Name | Should -Be 'xen-swap'
             $limited.PagerMemoryLimitBytes | Should -Be 64KB
             $limited.SwapPath | Should -Be $swap
-            (Get-Item -LiteralPath $swap).Length | Should -Be 1MB
+            Test-Path -LiteralPath $swap | Should -BeFalse
+            $open = @(Get-SwapDescriptor $swap)
+            $open.Count | Should -Be 1
+            $open[0].Length | Should -Be 1MB
             (Get-DEHostStats).SwapBytes | Should -Be 1MB
             $limited | Disconnect-DEHost -Confirm:$false
+            @(Get-SwapDescriptor $swap).Count | Should -Be 0
             Test-Path -LiteralPath $swap | Should -BeFalse
         }
         finally {

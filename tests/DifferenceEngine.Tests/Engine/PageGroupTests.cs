@@ -367,7 +367,7 @@ public class PageGroupTests(ITestOutputHelper output)
         uint id = info.Group!.Value;
         uint slot;
         lock (host.Groups.StripeLock(id)) slot = (uint)host.Groups.PieceLocked(id, 0);
-        using (var file = new FileStream(Path.Combine(dir.Path, "swap"), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        using (var file = OpenSwapFile.Open(Path.Combine(dir.Path, "swap")))
         {
             file.Position = (long)slot * 4096 + 3;
             file.WriteByte(0x5A);

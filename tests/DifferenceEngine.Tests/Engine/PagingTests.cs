@@ -48,15 +48,19 @@ public class PagingTests
     }
 
     [Fact]
-    public void SwapFileIsPrivateAndRemovedOnDisconnect()
+    public void SwapFileIsPrivateUnnamedAndClosedOnDisconnect()
     {
         using var dir = new TempDir();
         string path = Path.Combine(dir.Path, "swap");
         var host = new DEHost(new HostOptions { MemoryLimitBytes = 64 * 4096, SwapPath = path, SwapSizeBytes = 1 << 20 });
-        Assert.True(File.Exists(path));
-        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
-        Assert.Equal(1 << 20, new FileInfo(path).Length);
+        Assert.False(File.Exists(path)); // only the engine's descriptor has it
+        using (var file = OpenSwapFile.Open(path))
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file.SafeFileHandle));
+            Assert.Equal(1 << 20, file.Length);
+        }
         host.Dispose();
+        Assert.Null(OpenSwapFile.Descriptor(path));
         Assert.False(File.Exists(path));
     }
 
@@ -229,7 +233,7 @@ public class PagingTests
         for (long g = 0; g < 64; g++) d.WritePage(g, PageOf(1, g));
         var victim = Enumerable.Range(0, 64).Select(g => d.GetPage(g)).First(p => p.State == PageState.Swapped);
         // Flip a bit in the file behind the engine's back (O_DIRECT writes have reached the file).
-        using (var f = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        using (var f = OpenSwapFile.Open(path))
         {
             f.Position = victim.SwapSlot!.Value * 4096 + 100;
             int b = f.ReadByte();

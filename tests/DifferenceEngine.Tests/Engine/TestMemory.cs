@@ -307,3 +307,20 @@ internal sealed class TempDir : IDisposable
         try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
     }
 }
+
+/// <summary>
+/// The swap file a host made at a path, as this process holds it: its name is removed once it is made, so it is found
+/// among the process's descriptors ("path (deleted)") and opened again through /proc/self/fd.
+/// </summary>
+internal static class OpenSwapFile
+{
+    /// <summary>"/proc/self/fd/N" of the swap file made at <paramref name="path"/>, or null when none is open.</summary>
+    public static string? Descriptor(string path) =>
+        Directory.EnumerateFileSystemEntries("/proc/self/fd")
+            .FirstOrDefault(fd => new FileInfo(fd).LinkTarget == path + " (deleted)");
+
+    /// <summary>The swap file made at <paramref name="path"/>, opened again to read and write it behind the engine's back.</summary>
+    public static FileStream Open(string path) =>
+        new(Descriptor(path) ?? throw new FileNotFoundException("No swap file made at this path is open.", path),
+            FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+}

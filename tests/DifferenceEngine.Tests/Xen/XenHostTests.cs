@@ -1,6 +1,7 @@
 using DifferenceEngine.Codecs;
 using DifferenceEngine.Reports;
 using DifferenceEngine.Scanning;
+using DifferenceEngine.Tests.Engine;
 using DifferenceEngine.Xen;
 using Xunit.Abstractions;
 
@@ -289,7 +290,9 @@ public class XenHostTests(ITestOutputHelper output)
         string swapPath = Path.Combine(Path.GetTempPath(), $"de-xen-swap-{Guid.NewGuid():N}");
         using (var host = Connect(new XenHostOptions { PagerMemoryLimitBytes = 8 * 1024, SwapPath = swapPath, SwapSizeBytes = 1 << 20 }))
         {
-            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(swapPath));
+            Assert.False(File.Exists(swapPath)); // only the pager's descriptor has it
+            using (var file = OpenSwapFile.Open(swapPath))
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file.SafeFileHandle));
             var d = host.GetDomain("6");
             host.EnableCompression(d);
             host.SetPolicy(d, c4Sweeps: 1);
@@ -309,7 +312,8 @@ public class XenHostTests(ITestOutputHelper output)
             Assert.True(host.GetStats().Faults.Single(f => f.Kind == Domains.FaultKind.SwapIn).Count > 0);
             Assert.Equal(0, host.GetStats().SwapUsedBytes);
         }
-        Assert.False(File.Exists(swapPath), "the swap file outlived the host");
+        Assert.Null(OpenSwapFile.Descriptor(swapPath)); // closed with the host
+        Assert.False(File.Exists(swapPath));
     }
 
     [RequiresFact(Requirement.XenBuild)]
@@ -333,7 +337,7 @@ public class XenHostTests(ITestOutputHelper output)
         host.Scan(options: new ScanOptions { Passes = 2 });
         Assert.True(host.GetPageStats(d).SwappedPages > 0);
         // Flip a byte of every slot in the file behind the pager's back.
-        using (var file = new FileStream(swapPath, FileMode.Open, FileAccess.ReadWrite))
+        using (var file = OpenSwapFile.Open(swapPath))
         {
             for (long offset = 0; offset < file.Length; offset += PageSize)
             {
