@@ -25,7 +25,11 @@ internal static class FingerprintInput
     public static DomainFingerprint From(object? value)
     {
         object? inner = value is PSObject ps ? ps.BaseObject : value;
-        if (inner is DomainFingerprint fingerprint) return fingerprint;
+        if (inner is DomainFingerprint fingerprint)
+        {
+            fingerprint.Validate(); // its properties can be set like any object's
+            return fingerprint;
+        }
         var json = new JObject();
         if (inner is IDictionary dictionary)
         {
@@ -43,12 +47,13 @@ internal static class FingerprintInput
         try
         {
             var result = json.ToObject<DomainFingerprint>()!;
-            result.GetEntries(); // the sketch decodes, or the fingerprint is refused now
+            result.Validate(); // the sketch decodes and every field is in range, or the fingerprint is refused now
             return result;
         }
-        catch (Exception e) when (e is Newtonsoft.Json.JsonException or FormatException or ArgumentException)
+        catch (Exception e) when (e is Newtonsoft.Json.JsonException or FormatException or ArgumentException or OverflowException or InvalidCastException)
         {
-            throw new DEException("FingerprintInvalid", DEErrorKind.InvalidData, $"The fingerprint cannot be read: {e.Message}", null, e);
+            throw new DEException("FingerprintInvalid", DEErrorKind.InvalidData,
+                $"The fingerprint of domain '{json["Domain"]}' of host '{json["HostName"]}' cannot be read: {e.Message}", $"{json["HostName"]}/{json["Domain"]}", e);
         }
     }
 }

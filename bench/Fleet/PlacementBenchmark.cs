@@ -128,7 +128,7 @@ internal static class SyntheticFleet
                 ContentPages = (long)(pages * contentShare),
                 ZeroPages = pages - (long)(pages * contentShare),
                 SampleShift = SampleShift,
-                SampledPages = entries.Count,
+                SampledPages = entries.Sum(e => (long)e.Copies), // the pages its entries hold, as Validate checks
                 DetectorSeed = FingerprintBuilder.FleetDetectorSeed,
                 GroupFactor = 0.75 + 0.2 * r.NextDouble(),
                 GroupRunsSampled = (int)(pages / 256),

@@ -605,17 +605,37 @@ public static class ColocationModel
     private static string SampleText(DomainFingerprint f) =>
         $"contents 1 in {1L << f.SampleShift}, similarity keys 1 in {1L << f.SimilaritySampleShift}, detector seed {f.DetectorSeed}";
 
-    /// <summary>The fingerprints can be combined: at least one, one fleet key, one sample rate, one detector.</summary>
+    /// <summary>
+    /// The most pages a set of fingerprints may describe together: 2^48 (1 EiB of guest memory). With at most
+    /// <see cref="int.MaxValue"/> sampled entries in all (the model's tables are indexed by int), no figure of the model
+    /// comes near 2^63: a sampled content stands for at most 2^13 contents (2^SampleShift, at most 2^12, times a ratio
+    /// weight of 2 at most; a small domain's strata weight, for at most its 8,192 pages), and adds at most a few pages'
+    /// bytes times the similarity route's 4 to any figure (about 2^29 bytes an entry, 2^60 for them all) and its copies
+    /// (at most the set's 2^48 pages) to the shared pages (2^61 at most); the guest bytes and the metadata are under
+    /// 2^61 for 2^48 pages.
+    /// </summary>
+    internal const long MaxSetPages = 1L << 48;
+
+    /// <summary>
+    /// The fingerprints can be combined: at least one, each valid (<see cref="DomainFingerprint.Validate"/>), together
+    /// within <see cref="MaxSetPages"/>, one fleet key, one sample rate, one detector.
+    /// </summary>
     internal static void Check(IReadOnlyList<DomainFingerprint> fingerprints)
     {
         if (fingerprints is null || fingerprints.Count == 0)
             throw new DEException("FingerprintNone", DEErrorKind.InvalidArgument, "A prediction needs at least one fingerprint.");
         var f0 = fingerprints[0];
+        long pages = 0, entries = 0;
         foreach (var f in fingerprints)
         {
-            if (f.Schema != DomainFingerprint.CurrentSchema)
-                throw new DEException("FingerprintSchemaUnknown", DEErrorKind.InvalidData,
-                    $"The fingerprint of '{f}' is '{f.Schema}'; this module reads '{DomainFingerprint.CurrentSchema}'.", f.ToString());
+            f.Validate();
+            // Each is 2^40 pages at most, so the sums stop far from overflowing.
+            pages += f.PageCount;
+            entries += f.GetEntries().Count;
+            if (pages > MaxSetPages || entries > int.MaxValue)
+                throw new DEException("FingerprintSetTooLarge", DEErrorKind.InvalidArgument,
+                    $"The fingerprints up to '{f}' describe {pages} pages and {entries} sampled entries; a prediction or placement takes at most {MaxSetPages} pages (2^48, 1 EiB) and {int.MaxValue} entries in all.",
+                    f.ToString());
             if (f.KeyId != f0.KeyId)
                 throw new DEException("FingerprintKeyMismatch", DEErrorKind.InvalidArgument,
                     $"The fingerprints of '{f0}' and '{f}' were made with different fleet keys ({f0.KeyId}, {f.KeyId}): their hashes cannot be compared. Fingerprint every domain with the same key.",

@@ -52,7 +52,7 @@ public readonly record struct FingerprintEntry(
 /// names the secret); it holds no page bytes and nothing from which a page's content can be checked without the secret.
 /// All properties are plain values, so the object survives PowerShell remoting and JSON as it is.
 /// </summary>
-public sealed class DomainFingerprint
+public sealed partial class DomainFingerprint
 {
     public const string CurrentSchema = "DifferenceEngine.Fingerprint/1";
 
@@ -141,12 +141,26 @@ public sealed class DomainFingerprint
     public double Seconds { get; set; }
 
     /// <summary>The sampled entries: base64 of the binary sketch (docs/FLEET.md, "The fingerprint").</summary>
-    public string Sketch { get; set; } = "";
+    public string Sketch
+    {
+        get => _sketch;
+        set
+        {
+            // What was read from the old sketch no longer holds (a fingerprint altered after it was read is checked anew).
+            _sketch = value;
+            _entries = null;
+            ResetCounts();
+        }
+    }
 
+    private string _sketch = "";
     private FingerprintEntry[]? _entries;
 
+    /// <summary>Bytes of the sketch as decoded (what <see cref="SketchBytes"/> must say).</summary>
+    private int _sketchLength;
+
     /// <summary>The entries the sketch holds, in the order the pass met them.</summary>
-    public IReadOnlyList<FingerprintEntry> GetEntries() => _entries ??= Decode(Sketch);
+    public IReadOnlyList<FingerprintEntry> GetEntries() => _entries ??= Decode(Sketch, out _sketchLength);
 
     private int _contentSampled = -1;
 
@@ -163,15 +177,20 @@ public sealed class DomainFingerprint
         return cache = n;
     }
 
-    internal void SetEntries(FingerprintEntry[] entries)
+    private void ResetCounts()
     {
         _contentSampled = -1;
         _incompressibleSampled = -1;
+        _sampledCopies = -1;
+    }
+
+    internal void SetEntries(FingerprintEntry[] entries)
+    {
         byte[] bytes = Encode(entries);
         SketchBytes = bytes.Length;
         Sketch = Convert.ToBase64String(bytes);
         // What the sketch holds (costs in its units), so the fingerprint predicts exactly as one read back from JSON.
-        _entries = Decode(Sketch);
+        _entries = Decode(Sketch, out _sketchLength);
     }
 
     private static readonly byte[] Magic = "DEFP"u8.ToArray();
@@ -225,7 +244,7 @@ public sealed class DomainFingerprint
         return (byte)(bytes / SlotUnit);
     }
 
-    private static FingerprintEntry[] Decode(string sketch)
+    private FingerprintEntry[] Decode(string sketch, out int length)
     {
         byte[] bytes;
         try
@@ -236,6 +255,7 @@ public sealed class DomainFingerprint
         {
             throw Invalid("its sketch is not base64", e);
         }
+        length = bytes.Length;
         if (bytes.Length < HeaderBytes || !bytes.AsSpan(0, 4).SequenceEqual(Magic))
             throw Invalid("its sketch does not begin with the sketch header");
         if (BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(4)) != FormatVersion)
@@ -279,8 +299,8 @@ public sealed class DomainFingerprint
         return entries;
     }
 
-    internal static DEException Invalid(string why, Exception? inner = null) =>
-        new("FingerprintInvalid", DEErrorKind.InvalidData, $"The fingerprint cannot be read: {why}.", null, inner);
+    private DEException Invalid(string why, Exception? inner = null) =>
+        new("FingerprintInvalid", DEErrorKind.InvalidData, $"The fingerprint of {Naming} cannot be read: {why}.", ToString(), inner);
 
     public override string ToString() => $"{HostName}/{Domain}";
 }

@@ -197,6 +197,31 @@ Describe 'Measure-DEColocation' {
         $bad[0].FullyQualifiedErrorId | Should -Be 'FingerprintInvalid,DifferenceEngine.Commands.MeasureDEColocationCommand'
         $bad[0].CategoryInfo.Category | Should -Be 'InvalidData'
     }
+
+    It 'writes FingerprintInvalid for a fingerprint whose <Field> was set to <Value> among valid ones, and predicts with the rest' -ForEach @(
+        @{ Field = 'SampleShift'; Value = 70 }
+        @{ Field = 'SampleShift'; Value = -1 }
+        @{ Field = 'PageCount'; Value = [long]::MaxValue }
+        @{ Field = 'GuestBytes'; Value = -20480 }
+        @{ Field = 'SampledPages'; Value = 130 }
+    ) {
+        $tampered = $fingerprints[2] | ConvertTo-Json -Depth 3 | ConvertFrom-Json
+        $tampered.$Field = $Value
+        $p = Measure-DEColocation -Fingerprint $fingerprints[0], $tampered, $fingerprints[1] -ErrorVariable bad -ErrorAction SilentlyContinue
+        $p.Domains | Should -Be @('web1', 'web2')
+        $bad | Should -HaveCount 1
+        $bad[0].FullyQualifiedErrorId | Should -Be 'FingerprintInvalid,DifferenceEngine.Commands.MeasureDEColocationCommand'
+        $bad[0].CategoryInfo.Category | Should -Be 'InvalidData'
+        $bad[0].Exception.Message | Should -BeLike "*domain 'db'*$Field is $Value;*"
+    }
+
+    It 'checks a fingerprint object altered in place as it checks one read from JSON' {
+        $altered = Get-DEFingerprint -Name db -FleetKeyPath $keyPath
+        $altered.GuestBytes = 12345
+        $p = $fingerprints[0], $altered | Measure-DEColocation -ErrorVariable bad -ErrorAction SilentlyContinue
+        $p.Domains | Should -Be @('web1')
+        $bad[0].FullyQualifiedErrorId | Should -Be 'FingerprintInvalid,DifferenceEngine.Commands.MeasureDEColocationCommand'
+    }
 }
 
 Describe 'Get-DEPlacement' {
@@ -229,6 +254,19 @@ Describe 'Get-DEPlacement' {
         $r.Unplaced.Count | Should -BeGreaterThan 0
         $nofit.Count | Should -Be $r.Unplaced.Count
         $nofit[0].FullyQualifiedErrorId | Should -Be 'DomainDoesNotFit,DifferenceEngine.Commands.GetDEPlacementCommand'
+    }
+
+    It 'writes FingerprintInvalid for a domain of an impossible size and places the others' {
+        $huge = $fingerprints[2] | ConvertTo-Json -Depth 3 | ConvertFrom-Json
+        # 2^50 pages, 2^62 bytes: consistent, and more than any guest (Get-DEPlacement had put 2^63 bytes on 1 GiB).
+        $huge.PageCount = [long]1 -shl 50
+        $huge.GuestBytes = [long]1 -shl 62
+        $r = $fingerprints[0], $huge | Get-DEPlacement -HostCapacity @{ h1 = 1GB } -ErrorVariable bad -ErrorAction SilentlyContinue
+        $r.Assignments.Domain | Should -Be @('web1')
+        $r.Hosts[0].FreeBytes | Should -BeGreaterThan 0
+        $bad[0].FullyQualifiedErrorId | Should -Be 'FingerprintInvalid,DifferenceEngine.Commands.GetDEPlacementCommand'
+        $bad[0].CategoryInfo.Category | Should -Be 'InvalidData'
+        $bad[0].Exception.Message | Should -BeLike "*domain 'db'*PageCount is 1125899906842624;*"
     }
 
     It 'refuses a capacity that is not a number of bytes' {
