@@ -592,7 +592,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         // Wait for guest accesses and scans in flight before the frames go away.
         var spin = new SpinWait();
         while (Interlocked.Read(ref _activeOperations) != 0) spin.SpinOnce();
-        Reclaimer?.Dispose(); // stops the background thread, closes and removes the swap file
+        Reclaimer?.Dispose(); // stops the background thread, closes the swap file (unnamed since it was made)
         foreach (var d in _byId.Values) d.Release();
         _byId.Clear();
         _byName.Clear();
