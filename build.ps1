@@ -811,12 +811,16 @@ function Invoke-TestTask {
             $pesterError = $_
             Write-Host "Pester could not start or did not finish: $_" -ForegroundColor Red
         }
+        # Ended or failed to start: said as such, whatever results it wrote (it may hang after writing them, at exit).
+        if ($null -ne $pesterError) {
+            & $addProblem "Pester did not run or finish: $pesterError"
+        }
         if (Test-Path -LiteralPath $pesterPath) {
             try {
                 $pester = Get-PesterCounts $pesterPath
                 # The runner's exit code, like Pester's own, also counts test files that failed to
                 # load and failed BeforeAll/AfterAll blocks, which the NUnit file has no test case for.
-                if ($pesterExit -gt $pester.Failed) {
+                if ($null -eq $pesterError -and $pesterExit -gt $pester.Failed) {
                     $extra = $pesterExit - $pester.Failed
                     & $addProblem "Pester: $extra failed test file(s) or BeforeAll/AfterAll block(s); see the log above" $extra
                 }
@@ -825,10 +829,7 @@ function Invoke-TestTask {
                 & $addProblem "Pester's results could not be read (the runner exited with $pesterExit): $_"
             }
         }
-        elseif ($null -ne $pesterError) {
-            & $addProblem "Pester did not run or finish: $pesterError"
-        }
-        else {
+        elseif ($null -eq $pesterError) {
             & $addProblem "Pester did not run: the runner exited with $pesterExit and wrote no $pesterPath"
         }
     }

@@ -15,20 +15,32 @@ public static class HostRegistry
     private static readonly object Gate = new();
     private static readonly List<IDEHost> ConnectedHosts = [];
 
-    // PowerShell ends on SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) without raising ProcessExit: the
-    // hosts are disconnected first, then the signal does what it would have done. Kept here so they stay registered.
+    // PowerShell ends on SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) without raising ProcessExit (seen:
+    // a ProcessExit handler in pwsh did not run on either): the hosts are disconnected first, then the signal does what
+    // it would have done. Kept here so they stay registered.
     private static readonly List<System.Runtime.InteropServices.PosixSignalRegistration> EndingSignals = [];
+
+    // Disconnects under way (Disconnect-DEHost on some thread): the process's end waits for them too, or it would cut
+    // one short (a Xen pager half-way through loading its pages back).
+    private static readonly List<Task> Disconnecting = [];
+
+    // The one disconnect of everything at the process's end, whichever of ProcessExit and the signals comes first (a
+    // second SIGTERM waits for the same one).
+    private static Task? _ending;
+
+    /// <summary>How long the process's end waits for its hosts to be disconnected; past it the process ends all the same.</summary>
+    internal static readonly TimeSpan EndingPatience = TimeSpan.FromSeconds(30);
 
     static HostRegistry()
     {
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => DisconnectAll();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => DisconnectAllAtEnd();
         foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGHUP })
         {
             try
             {
-                EndingSignals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, _ => DisconnectAll()));
+                EndingSignals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, _ => DisconnectAllAtEnd()));
             }
-            catch (PlatformNotSupportedException)
+            catch (Exception e) when (e is PlatformNotSupportedException or IOException)
             {
                 // Not on this platform: ProcessExit is then the only hook.
             }
@@ -36,16 +48,38 @@ public static class HostRegistry
     }
 
     /// <summary>
-    /// Disconnects every host still connected, the newest first; nothing is written (the process is ending). A host whose
-    /// disconnect fails is left as it is: a QEMU guest then waits for the next engine, which serves it from the journal.
+    /// At the process's end: disconnects every host still connected (once, however many times it is called) and waits
+    /// for that and for any disconnect under way, at most <see cref="EndingPatience"/>: a host that cannot be
+    /// disconnected in that time (a QEMU that does not answer) must not keep the shell from exiting. A QEMU guest whose
+    /// pages were not handed back then waits for the next engine, which serves them from its crash journal.
+    /// </summary>
+    private static void DisconnectAllAtEnd()
+    {
+        Task ending;
+        lock (Gate) ending = _ending ??= Task.Run(DisconnectAll);
+        try
+        {
+            ending.Wait(EndingPatience);
+        }
+        catch (AggregateException)
+        {
+            // DisconnectAll reports nothing; nothing to report to at exit.
+        }
+    }
+
+    /// <summary>
+    /// Disconnects every host still connected, the newest first, then waits for the disconnects under way; nothing is
+    /// written (the process is ending). A host whose disconnect fails is left as it is.
     /// </summary>
     internal static void DisconnectAll()
     {
         IDEHost[] hosts;
+        Task[] underWay;
         lock (Gate)
         {
             hosts = [.. ConnectedHosts];
             ConnectedHosts.Clear();
+            underWay = [.. Disconnecting];
         }
         for (int i = hosts.Length - 1; i >= 0; i--)
         {
@@ -58,6 +92,7 @@ public static class HostRegistry
                 // Nowhere to report it at exit; the next host is still disconnected.
             }
         }
+        Task.WaitAll(underWay);
     }
 
     /// <summary>The host connected last that is still connected; null when none is.</summary>
@@ -121,8 +156,21 @@ public static class HostRegistry
     /// </summary>
     internal static void Remove(IDEHost host)
     {
-        lock (Gate) ConnectedHosts.Remove(host);
-        host.Dispose();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (Gate)
+        {
+            ConnectedHosts.Remove(host);
+            Disconnecting.Add(done.Task);
+        }
+        try
+        {
+            host.Dispose();
+        }
+        finally
+        {
+            lock (Gate) Disconnecting.Remove(done.Task);
+            done.SetResult();
+        }
     }
 
     private static void CheckFreeLocked(string name, bool xen)

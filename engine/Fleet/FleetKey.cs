@@ -141,7 +141,7 @@ public sealed class FleetKey
             // A failed write or rename (the path is a directory, say) leaves no copy of the secret behind.
             if (!moved)
             {
-                try { File.Delete(temp); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+                try { File.Delete(temp); } catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException) { }
             }
         }
     }

@@ -241,6 +241,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         var link = Qemu.QemuLink.Attach(socketPath);
         if (!link.WriteProtect && options is { SharingEnabled: true } or { PatchingEnabled: true } or { CompressionEnabled: true })
         {
+            if (link.StateFd < 0) link.TryDetach(); // the guest is not left waiting for an engine (see below)
             link.Dispose();
             throw new DEException("QemuWriteProtectUnavailable", DEErrorKind.NotImplemented,
                 "This kernel gives no write-protect faults on shared memory (Linux 5.19 and later do): pages cannot be taken " +
@@ -249,11 +250,12 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Qemu.QemuJournal? journal = null;
         Qemu.QemuRam? ram = null;
         Domain? domain = null;
+        int state = -1;
         try
         {
             // The crash journal: the one an earlier engine deposited with this QEMU (its pages are served from it), or a
             // new one deposited before any page is taken out.
-            int state = link.TakeState();
+            state = link.TakeState();
             journal = state >= 0
                 ? Qemu.QemuJournal.Open(state, JournalDirectory, link.PageCount, link.Deposit)
                 : Qemu.QemuJournal.Create(JournalDirectory, link.PageCount, link.Deposit);
@@ -265,12 +267,21 @@ public sealed partial class DEHost : IDEHost, IEngineService
         }
         catch
         {
-            if (domain?.Qemu is not null) domain.Release(); // forgets its frames, hands the guest back, closes the link
-            else if (ram is not null) ram.Dispose();
+            if (domain?.Qemu is not null)
+            {
+                domain.Release(); // forgets its frames, hands the guest back, closes the link
+            }
             else
             {
-                journal?.Dispose();
-                link.Dispose();
+                // No page was taken out yet: the guest is handed back, unless an earlier engine's journal (its pages) is
+                // with the library, which then keeps the guest waiting for an engine that can serve them.
+                if (state < 0) link.TryDetach();
+                if (ram is not null) ram.Dispose();
+                else
+                {
+                    journal?.Dispose();
+                    link.Dispose();
+                }
             }
             throw;
         }

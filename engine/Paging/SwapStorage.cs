@@ -80,16 +80,18 @@ internal sealed class SwapFile : ISwapStorage
                 $"Cannot create swap file '{path}': {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).", path);
         }
         var handle = new SafeFileHandle(fd, ownsHandle: true);
+        // Unnamed at once, before the reservation (which glibc may emulate by writing every block: seconds for a large
+        // file, a window in which a killed process would leave the name behind); should the unlink fail, the name goes
+        // when the file is closed.
+        bool named = Unlink(path) != 0;
         int rc = PosixFallocate(fd, 0, length);
         if (rc != 0)
         {
             handle.Dispose();
-            TryDelete(path);
+            if (named) TryDelete(path);
             throw new DEException(rc == ENOSPC ? "SwapDiskFull" : "SwapFileCreateFailed", DEErrorKind.WriteError,
                 $"Cannot reserve {length} bytes for swap file '{path}': {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc}).", path);
         }
-        // Unnamed from now on; should the unlink fail, the name goes when the file is closed.
-        bool named = Unlink(path) != 0;
         return new SwapFile(path, handle, length, direct, named);
     }
 

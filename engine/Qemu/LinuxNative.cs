@@ -155,7 +155,14 @@ internal static unsafe partial class LinuxNative
     {
         if (OperatingSystem.IsWindows()) return Directory.Exists(path) ? "a directory" : null;
         byte* stat = stackalloc byte[StatxBufferSize];
-        if (Statx(AT_FDCWD, path, 0, STATX_TYPE, stat) != 0) return null;
+        try
+        {
+            if (Statx(AT_FDCWD, path, 0, STATX_TYPE, stat) != 0) return null;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return Directory.Exists(path) ? "a directory" : null; // a C library without statx (glibc before 2.28)
+        }
         return (*(ushort*)(stat + StatxModeOffset) & S_IFMT) switch
         {
             S_IFREG => null,

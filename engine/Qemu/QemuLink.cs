@@ -115,8 +115,8 @@ internal sealed unsafe class QemuLink : IDisposable
             int sendErrno = TrySend(s, QemuProtocol.Message.For(QemuProtocol.Hello), -1);
             var fds = new int[QemuProtocol.MaxRegions + 2];
             QemuProtocol.HelloReply hello;
-            int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath,
-                (int)Math.Min(int.MaxValue, helloPatience.TotalMilliseconds));
+            int patienceMs = (int)Math.Min(int.MaxValue, helloPatience.TotalMilliseconds);
+            int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath, patienceMs);
             if (received == sizeof(QemuProtocol.Message) && hello.Magic == QemuProtocol.Magic && hello.Op == QemuProtocol.Error)
             {
                 CloseAll(fds.AsSpan(0, fdCount));
@@ -142,6 +142,7 @@ internal sealed unsafe class QemuLink : IDisposable
             if (BadRegions(hello) is { } bad)
             {
                 CloseAll(fds.AsSpan(0, fdCount));
+                if (!hasState) TryDetach(s, patienceMs);
                 throw bad.Id == "QemuProtocolError" ? ProtocolError(socketPath, bad.Why)
                     : new DEException(bad.Id, DEErrorKind.InvalidArgument, $"The QEMU guest at {socketPath} {bad.Why}.", socketPath);
             }
@@ -150,6 +151,7 @@ internal sealed unsafe class QemuLink : IDisposable
             if (fdCount != 1 + files + (hasState ? 1 : 0))
             {
                 CloseAll(fds.AsSpan(0, fdCount));
+                if (!hasState) TryDetach(s, patienceMs);
                 throw ProtocolError(socketPath, $"the hello came with {fdCount} descriptors, not {1 + files + (hasState ? 1 : 0)}");
             }
             var link = new QemuLink(s, hello, fds[..fdCount]);
@@ -343,6 +345,30 @@ internal sealed unsafe class QemuLink : IDisposable
         {
             Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
             ExpectOk("detach");
+        }
+    }
+
+    /// <summary>
+    /// Hands the guest back when the engine will not serve it after all (its attach failed after the hello, which had the
+    /// library register the guest's RAM with the userfaultfd): DETACH, so that its faults do not wait for a next engine.
+    /// Only where no earlier engine left a journal with the library: detaching drops it, and its pages with it. Failures
+    /// are ignored (the engine is refusing already); the reply is awaited at most the hello's patience.
+    /// </summary>
+    public void TryDetach() => TryDetach(socket, (int)HelloPatience.TotalMilliseconds);
+
+    private static void TryDetach(int socket, int patienceMs)
+    {
+        if (socket < 0 || TrySend(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1) != 0) return;
+        QemuProtocol.Message reply;
+        Span<int> none = stackalloc int[4];
+        try
+        {
+            Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int fdCount, "detach", patienceMs);
+            CloseAll(none[..fdCount]);
+        }
+        catch (DEException)
+        {
+            // No answer, or a broken one: the attach fails all the same.
         }
     }
 

@@ -31,29 +31,62 @@ public sealed class QemuHelloValidationTests
 
     public static TheoryData<string> BadReplies() => new(Cases.Keys);
 
+    /// <summary>
+    /// Each refused; and since the hello had the library register the guest's RAM, the engine detaches before it hangs
+    /// up, so that the guest's faults do not wait for a next engine.
+    /// </summary>
     [Theory]
     [MemberData(nameof(BadReplies))]
-    public async Task AHelloWhoseRegionsNoQemuWouldSendIsRefused(string what)
+    public async Task AHelloWhoseRegionsNoQemuWouldSendIsRefusedAndTheGuestHandedBack(string what)
     {
         var (regions, errorId) = Cases[what];
+        var (e, detached) = await Refused(regions, withState: false);
+        Assert.True(e.ErrorId == errorId, $"{what}: {e.ErrorId}: {e.Message}");
+        Assert.Equal(errorId == "MemorySizeInvalid" ? DEErrorKind.InvalidArgument : DEErrorKind.InvalidData, e.Kind);
+        Assert.True(detached, $"{what}: the engine hung up without DETACH");
+    }
+
+    /// <summary>With an earlier engine's journal at the library (its pages), a refusal does not detach: that would drop them.</summary>
+    [Fact]
+    public async Task ARefusedHelloThatCameWithAnEarlierEnginesJournalLeavesItThere()
+    {
+        var (e, detached) = await Refused(Cases["an empty region"].Regions, withState: true);
+        Assert.Equal("QemuProtocolError", e.ErrorId);
+        Assert.False(detached);
+    }
+
+    /// <summary>
+    /// Attaches to a peer that answers the hello with <paramref name="regions"/> (and, <paramref name="withState"/>, an
+    /// earlier engine's state); returns the engine's error and whether it sent DETACH before hanging up.
+    /// </summary>
+    private static async Task<(DEException Error, bool Detached)> Refused(QemuProtocol.Region[] regions, bool withState)
+    {
         using var dir = new TempDir();
         string path = Path.Combine(dir.Path, "peer.sock");
         using var listener = Listen(path);
         var peer = Task.Run(() =>
         {
             using Socket engine = listener.Accept();
-            var hello = new byte[Marshal.SizeOf<QemuProtocol.Message>()];
-            engine.Receive(hello);
+            var message = new byte[Marshal.SizeOf<QemuProtocol.Message>()];
+            engine.Receive(message);
             // With as many descriptors as the engine counts for these regions (its count wraps as an unchecked one
             // would), so that the reply is refused for its regions and not for a descriptor count.
             uint files = 0;
             foreach (var r in regions) files = Math.Max(files, unchecked(r.MemfdIndex + 1));
-            SendWithDescriptors(engine, Reply(regions), (int)Math.Min(1 + files, 8));
+            SendWithDescriptors(engine, Reply(regions, withState), (int)Math.Min(1 + files + (withState ? 1u : 0u), 8));
+            // What the engine does next: DETACH (answered OK), or hang up (0 bytes).
+            int n = engine.Receive(message);
+            bool detached = n == message.Length && BitConverter.ToUInt32(message, 8) == QemuProtocol.Detach;
+            if (detached)
+            {
+                var ok = QemuProtocol.Message.For(QemuProtocol.Ok);
+                engine.Send(MemoryMarshal.AsBytes(new ReadOnlySpan<QemuProtocol.Message>(ref ok)));
+                Assert.Equal(0, engine.Receive(message)); // then it hangs up
+            }
+            return detached;
         });
         var e = Assert.Throws<DEException>(() => QemuLink.Attach(path));
-        await peer;
-        Assert.True(e.ErrorId == errorId, $"{what}: {e.ErrorId}: {e.Message}");
-        Assert.Equal(errorId == "MemorySizeInvalid" ? DEErrorKind.InvalidArgument : DEErrorKind.InvalidData, e.Kind);
+        return (e, await peer);
     }
 
     [Fact]
@@ -116,14 +149,14 @@ public sealed class QemuHelloValidationTests
         }
     }
 
-    private static unsafe byte[] Reply(QemuProtocol.Region[] regions)
+    private static unsafe byte[] Reply(QemuProtocol.Region[] regions, bool withState)
     {
         var reply = new QemuProtocol.HelloReply
         {
             Magic = QemuProtocol.Magic,
             Version = QemuProtocol.Version,
             Op = QemuProtocol.Ok,
-            Flags = QemuProtocol.HelloWriteProtect,
+            Flags = QemuProtocol.HelloWriteProtect | (withState ? QemuProtocol.HelloState | QemuProtocol.HelloReattach : 0),
             Pid = 1,
             RegionCount = (uint)regions.Length,
         };
