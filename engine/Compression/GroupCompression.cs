@@ -225,19 +225,29 @@ internal static class GroupCompression
             var member = plain.AsSpan(pagesAt + n * PageGeometry.PageSize, PageGeometry.PageSize);
             var page = fromFrame ? host.Frames.Span(PageEntry.Frame(e)) : default;
             int length;
-            if (fromFrame)
+            bool compresses = true;
+            try
             {
                 // What the page takes alone, by the compression phase's own rule (the fallback codec included); no blob
                 // is kept. A page that rule refuses is marked incompressible and stays a frame, as that phase leaves it.
-                if (!CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, Patching.Scratch.C, out int written, out _))
+                if (fromFrame)
                 {
-                    c.Incompressible++;
-                    domain.Unlock(gfn, e | PageEntry.Incompressible);
-                    continue;
+                    compresses = CompressionPass.TryCompressBody(policy, policy.CompressionThreshold, page, Patching.Scratch.C, out int written, out _);
+                    length = EncodedPage.CompressedHeader + written;
                 }
-                length = EncodedPage.CompressedHeader + written;
+                else length = store.LengthOf(PageEntry.Payload(e));
             }
-            else length = store.LengthOf(PageEntry.Payload(e));
+            catch
+            {
+                domain.Unlock(gfn, e); // an unexpected failure (a bug) leaves the page as it was, and not locked for good
+                throw;
+            }
+            if (!compresses)
+            {
+                c.Incompressible++;
+                domain.Unlock(gfn, e | PageEntry.Incompressible);
+                continue;
+            }
             if (n > 0 && singles + length > PageGroupTable.MaxStreamBytes)
             {
                 // The group has as much as its stream can surely hold: close it and start the next with this page.
@@ -247,8 +257,15 @@ internal static class GroupCompression
                 gfn--;
                 continue;
             }
-            bool read = fromFrame ? page.TryCopyTo(member) : domain.TryDecodeSingle(gfn, store.Get(PageEntry.Payload(e)), member);
-            domain.Unlock(gfn, e);
+            bool read;
+            try
+            {
+                read = fromFrame ? page.TryCopyTo(member) : domain.TryDecodeSingle(gfn, store.Get(PageEntry.Payload(e)), member);
+            }
+            finally
+            {
+                domain.Unlock(gfn, e);
+            }
             if (!read) continue; // a corrupt blob is left for its fault to report
             gfns[n] = gfn;
             entries[n] = e;
@@ -289,7 +306,16 @@ internal static class GroupCompression
                 domain.Unlock(gfns[k], now);
                 continue;
             }
-            ulong after = CompressionPass.TryCompress(host, domain, gfns[k], now, ref c);
+            ulong after;
+            try
+            {
+                after = CompressionPass.TryCompress(host, domain, gfns[k], now, ref c);
+            }
+            catch
+            {
+                domain.Unlock(gfns[k], now); // an unexpected failure (a bug) leaves the page as it was, and not locked for good
+                throw;
+            }
             if (refused && PageEntry.IsSingleCompressed(after)) after |= PageEntry.Incompressible;
             domain.Unlock(gfns[k], after);
         }

@@ -20,6 +20,7 @@ internal sealed unsafe class QemuLink : IDisposable
     private const int PageSize = Userfaultfd.PageSize;
     private int socket;
     private readonly object socketGate = new();
+    private bool broken; // a reply did not come in time (under socketGate)
     private readonly int[] memfds;
     private int stateFd;
 
@@ -77,10 +78,14 @@ internal sealed unsafe class QemuLink : IDisposable
     /// at the path, or nothing listening), "QemuAttachRefused" (another engine is attached, or this user may not),
     /// "QemuProtocolError".
     /// </summary>
-    public static QemuLink Attach(string socketPath) => Attach(socketPath, HelloPatience);
+    public static QemuLink Attach(string socketPath) => Attach(socketPath, ReplyPatience);
 
-    /// <summary>How long the library may take to answer the hello (it answers at once): a peer that says nothing is not one.</summary>
-    internal static readonly TimeSpan HelloPatience = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// How long the library may take to answer a request (it answers at once, from a thread of its own): a peer that says
+    /// nothing to a hello is not one, and a QEMU that does not answer a deposit or a detach (stopped, say) fails that
+    /// request rather than hold the engine (Remove-DEDomain, a pass's journal compaction) for good.
+    /// </summary>
+    internal static readonly TimeSpan ReplyPatience = TimeSpan.FromSeconds(10);
 
     /// <summary>Most guest RAM a QEMU domain may have: a domain's bound (its tables are sized by it).</summary>
     private const ulong MaxGuestBytes = (ulong)Loading.LoadGeometry.MaxGuestBytes;
@@ -330,7 +335,7 @@ internal sealed unsafe class QemuLink : IDisposable
     {
         lock (socketGate)
         {
-            Send(socket, QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
+            Send(QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
             ExpectOk("deposit");
         }
     }
@@ -343,7 +348,7 @@ internal sealed unsafe class QemuLink : IDisposable
     {
         lock (socketGate)
         {
-            Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
+            Send(QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
             ExpectOk("detach");
         }
     }
@@ -354,7 +359,11 @@ internal sealed unsafe class QemuLink : IDisposable
     /// Only where no earlier engine left a journal with the library: detaching drops it, and its pages with it. Failures
     /// are ignored (the engine is refusing already); the reply is awaited at most the hello's patience.
     /// </summary>
-    public void TryDetach() => TryDetach(socket, (int)HelloPatience.TotalMilliseconds);
+    public void TryDetach()
+    {
+        lock (socketGate)
+            if (!broken) TryDetach(socket, (int)ReplyPatience.TotalMilliseconds);
+    }
 
     private static void TryDetach(int socket, int patienceMs)
     {
@@ -376,10 +385,26 @@ internal sealed unsafe class QemuLink : IDisposable
     {
         QemuProtocol.Message reply;
         Span<int> none = stackalloc int[4];
-        int n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int fdCount, what);
-        CloseAll(none[..fdCount]);
+        int n;
+        try
+        {
+            n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int received, what, (int)ReplyPatience.TotalMilliseconds);
+            CloseAll(none[..received]);
+        }
+        catch (DEException)
+        {
+            // A reply that comes late would be taken for the next request's: nothing more is sent on this link.
+            broken = true;
+            throw;
+        }
         if (n != sizeof(QemuProtocol.Message) || reply.Magic != QemuProtocol.Magic || reply.Op != QemuProtocol.Ok)
             throw ProtocolError(what, reply.Op == QemuProtocol.Error ? $"refused ({LinuxNative.Describe((int)reply.Arg0)})" : "no OK");
+    }
+
+    private void Send(QemuProtocol.Message message, int fd, string what)
+    {
+        if (broken) throw ProtocolError(what, "an earlier request's reply never came, so this link takes no more requests");
+        Send(socket, message, fd, what);
     }
 
     private static void Send(int socket, QemuProtocol.Message message, int fd, string what)
@@ -422,7 +447,7 @@ internal sealed unsafe class QemuLink : IDisposable
             while ((ready = LinuxNative.Poll(&poll, 1, patienceMs)) < 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
             if (ready < 0) throw Failure($"poll ({what})", LinuxNative.Errno, what);
             if (ready == 0)
-                throw ProtocolError(what, $"no reply within {patienceMs / 1000.0:0.#} s; is this the socket of a QEMU running libdeqemu.so");
+                throw ProtocolError(what, $"no reply within {patienceMs / 1000.0:0.#} s (is it a QEMU running libdeqemu.so, and is it running?)");
         }
         int space = LinuxNative.ControlSpace(fds.Length);
         byte* control = stackalloc byte[space];
