@@ -21,6 +21,9 @@ internal sealed unsafe class QemuLink : IDisposable
     private int socket;
     private readonly object socketGate = new();
     private bool broken; // a reply did not come in time (under socketGate)
+
+    /// <summary>How long this link waits for a reply (<see cref="ReplyPatience"/>; tests shorten it).</summary>
+    internal TimeSpan Patience { get; set; } = ReplyPatience;
     private readonly int[] memfds;
     private int stateFd;
 
@@ -362,7 +365,7 @@ internal sealed unsafe class QemuLink : IDisposable
     public void TryDetach()
     {
         lock (socketGate)
-            if (!broken) TryDetach(socket, (int)ReplyPatience.TotalMilliseconds);
+            if (!broken) TryDetach(socket, (int)Patience.TotalMilliseconds);
     }
 
     private static void TryDetach(int socket, int patienceMs)
@@ -388,7 +391,7 @@ internal sealed unsafe class QemuLink : IDisposable
         int n;
         try
         {
-            n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int received, what, (int)ReplyPatience.TotalMilliseconds);
+            n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int received, what, (int)Patience.TotalMilliseconds);
             CloseAll(none[..received]);
         }
         catch (DEException)

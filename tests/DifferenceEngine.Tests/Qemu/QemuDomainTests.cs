@@ -254,6 +254,38 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A QEMU that stops answering (SIGSTOP) while the engine holds its pages: removing the domain still puts every page
+    /// back into the guest (the kernel does that, not QEMU) and ends although the library never answers the detach (its
+    /// reply is awaited for the link's patience, here 100 ms, then given up: before, for good). Resumed, the guest's
+    /// library takes the detach it had queued, and the guest verifies its memory with no engine.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void RemovingTheDomainOfAStoppedQemuHandsItsPagesBackWithoutWaitingForItsAnswer()
+    {
+        using var guest = FakeGuest.Start();
+        using var host = new DEHost(new HostOptions { Name = "qemu-stopped" });
+        var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions
+        {
+            C4Sweeps = 1, SharingEnabled = true, CompressionEnabled = true, CompressionAlgorithm = DifferenceEngine.Codecs.CompressionAlgorithm.LZ4,
+        });
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 3 });
+        long held = FakeGuest.Pages - host.GetPageStats(vm).PrivatePages;
+        Assert.True(held > 100, $"the passes took {held} pages out of the guest");
+        vm.Qemu!.Link.Patience = TimeSpan.FromMilliseconds(100);
+        Assert.Equal(0, Kill(guest.Pid, 19 /* SIGSTOP */));
+        try
+        {
+            host.RemoveDomain(vm);
+        }
+        finally
+        {
+            Assert.Equal(0, Kill(guest.Pid, 18 /* SIGCONT */));
+        }
+        Assert.Equal(0, host.GetStats().FramesInUse);
+        Assert.Equal("VERIFY mismatches=0", VerifyWithin(guest));
+    }
+
+    /// <summary>
     /// The fake guest's verify, given a minute: a fault left unanswered would make it wait for good, and the test says so
     /// instead of hanging (a failure detector only: a verify takes milliseconds).
     /// </summary>
