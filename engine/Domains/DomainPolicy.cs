@@ -151,9 +151,9 @@ public sealed class DomainPolicy
 
     internal static string ValidateTrustGroup(string? value)
     {
-        if (string.IsNullOrWhiteSpace(value) || value.Length > 64)
+        if (string.IsNullOrWhiteSpace(value) || value.Length > 64 || Hosting.NameRules.Unprintable(value) is not null)
             throw new DEException("PolicyTrustGroupInvalid", DEErrorKind.InvalidArgument,
-                "A trust group is a non-empty name of at most 64 characters.", value);
+                $"A trust group is a non-empty name of at most 64 printable characters{Hosting.NameRules.Why(value ?? "")}.", value);
         return value;
     }
 

@@ -787,6 +787,9 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         string trustGroup = DomainPolicy.DefaultTrustGroup, int sampleShift = DefaultSampleShift, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(source);
+        // Names a domain of a host could have: a fingerprint of a file stands for such a domain.
+        Hosting.NameRules.CheckHostName(hostName);
+        DomainPolicy.ValidateTrustGroup(trustGroup);
         using var builder = new FingerprintBuilder(key, sampleShift, source.PageCount);
         source.CopyTo(builder, cancellationToken);
         return builder.Finish(domain, hostName, trustGroup, source.PageCount, source.Description, source.TryReadPage);

@@ -38,8 +38,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public DEHost(HostOptions? options = null)
     {
         options ??= new HostOptions();
-        if (string.IsNullOrWhiteSpace(options.Name))
-            throw new DEException("HostNameInvalid", DEErrorKind.InvalidArgument, "A host needs a non-empty name.", options.Name);
+        NameRules.CheckHostName(options.Name);
         long? limitFrames = null;
         if (options.MemoryLimitBytes is long limit)
         {
@@ -716,9 +715,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private static void ValidateName(string name)
     {
         if (string.IsNullOrWhiteSpace(name) || name.Length > 64 || name.IndexOfAny(['*', '?', '[', ']', '/', '\\']) >= 0
-            || name.Trim() != name)
+            || name.Trim() != name || NameRules.Unprintable(name) is not null)
             throw new DEException("DomainNameInvalid", DEErrorKind.InvalidArgument,
-                $"'{name}' is not a valid domain name: use 1 to 64 characters, no wildcards (* ? [ ]), slashes or surrounding spaces.", name);
+                $"'{name}' is not a valid domain name: use 1 to 64 printable characters, no wildcards (* ? [ ]), slashes or surrounding spaces{NameRules.Why(name ?? "")}.", name);
     }
 
     /// <summary>The "DomainNotFound" error (engine and cmdlets raise the same one).</summary>

@@ -154,17 +154,9 @@ internal static unsafe partial class LinuxNative
     public static string? NotRegularFile(string path)
     {
         if (OperatingSystem.IsWindows()) return Directory.Exists(path) ? "a directory" : null;
-        byte* stat = stackalloc byte[StatxBufferSize];
-        try
+        return FileType(path) switch
         {
-            if (Statx(AT_FDCWD, path, 0, STATX_TYPE, stat) != 0) return null;
-        }
-        catch (EntryPointNotFoundException)
-        {
-            return Directory.Exists(path) ? "a directory" : null; // a C library without statx (glibc before 2.28)
-        }
-        return (*(ushort*)(stat + StatxModeOffset) & S_IFMT) switch
-        {
+            -1 => null,
             S_IFREG => null,
             S_IFDIR => "a directory",
             S_IFIFO => "a FIFO (named pipe)",
@@ -173,6 +165,27 @@ internal static unsafe partial class LinuxNative
             S_IFSOCK => "a socket",
             _ => "not a regular file",
         };
+    }
+
+    /// <summary>
+    /// The type bits (S_IFMT) of what <paramref name="path"/> names, symbolic links followed; -1 when it cannot be looked
+    /// at (it does not exist, say). On Windows, and with a C library without statx, only a directory is told apart.
+    /// </summary>
+    public static int FileType(string path)
+    {
+        if (!OperatingSystem.IsWindows())
+        {
+            byte* stat = stackalloc byte[StatxBufferSize];
+            try
+            {
+                return Statx(AT_FDCWD, path, 0, STATX_TYPE, stat) == 0 ? *(ushort*)(stat + StatxModeOffset) & S_IFMT : -1;
+            }
+            catch (EntryPointNotFoundException)
+            {
+                // glibc before 2.28: as on Windows.
+            }
+        }
+        return Directory.Exists(path) ? S_IFDIR : File.Exists(path) ? S_IFREG : -1;
     }
     public const int EPERM = 1;
 

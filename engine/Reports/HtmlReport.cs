@@ -348,18 +348,37 @@ public static class HtmlReport
         $"{ReportText.Count(n)} {(n == 1 ? one : many ?? one + "s")}";
 
     /// <summary>
-    /// Text for HTML content and attribute values alike: &lt; &gt; &amp; and both quotes escaped, control
-    /// characters (which neither HTML nor XML allows) replaced by U+FFFD.
+    /// Text for HTML content and attribute values alike: &lt; &gt; &amp; and both quotes escaped; tab, line feed and
+    /// carriage return as character references (in an attribute a parser would make them spaces); characters neither
+    /// HTML nor XML allows (other C0 controls, U+FFFE and U+FFFF, lone surrogates) replaced by U+FFFD. The names the
+    /// engine keeps hold none of these (NameRules); text from elsewhere (a Xen domain's name, a machine's) may.
     /// </summary>
     internal static string E(string? text)
     {
         if (string.IsNullOrEmpty(text)) return "";
-        if (text.AsSpan().IndexOfAnyInRange('\0', '\u001f') >= 0)
+        var html = new StringBuilder(text.Length + 16);
+        int run = 0; // start of the run of characters HtmlEncode takes as they are
+        for (int i = 0; i < text.Length; i++)
         {
-            var clean = new StringBuilder(text.Length);
-            foreach (char ch in text) clean.Append(ch < ' ' && ch is not ('\t' or '\n' or '\r') ? '\uFFFD' : ch);
-            text = clean.ToString();
+            char ch = text[i];
+            if (char.IsHighSurrogate(ch) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                i++; // a pair: one character, left to HtmlEncode
+                continue;
+            }
+            string? instead = ch switch
+            {
+                '\t' => "&#9;",
+                '\n' => "&#10;",
+                '\r' => "&#13;",
+                < ' ' or '\uFFFE' or '\uFFFF' => "\uFFFD",
+                _ when char.IsSurrogate(ch) => "\uFFFD",
+                _ => null,
+            };
+            if (instead is null) continue;
+            html.Append(WebUtility.HtmlEncode(text[run..i])).Append(instead);
+            run = i + 1;
         }
-        return WebUtility.HtmlEncode(text);
+        return html.Append(WebUtility.HtmlEncode(text[run..])).ToString();
     }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using DifferenceEngine.Qemu;
 
 namespace DifferenceEngine.Reports;
 
@@ -87,7 +88,28 @@ public static class ReportFile
     {
         ArgumentNullException.ThrowIfNull(model);
         string full = Path.GetFullPath(path);
+        try
+        {
+            // A symbolic link is written through, as Export-Csv writes: its final target is the report file (replaced
+            // there, the link left as it is), not the link itself.
+            if (new FileInfo(full).LinkTarget is not null && File.ResolveLinkTarget(full, returnFinalTarget: true) is { } target)
+                full = target.FullName;
+        }
+        catch (IOException ex)
+        {
+            throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{full}': {ex.Message}", full, ex);
+        }
         CheckTarget(full, overwrite, replaceReadOnly);
+        switch (LinuxNative.FileType(full))
+        {
+            case LinuxNative.S_IFCHR or LinuxNative.S_IFIFO:
+                // A character device (/dev/null, a terminal) or a FIFO is written into, never replaced: it is not a file
+                // this report makes, so nothing is renamed over it and its mode is left alone.
+                return WriteInto(model, full, format);
+            case LinuxNative.S_IFBLK or LinuxNative.S_IFSOCK:
+                throw new DEException("ReportPathNotAFile", DEErrorKind.InvalidArgument,
+                    $"'{full}' is a {(LinuxNative.FileType(full) == LinuxNative.S_IFBLK ? "block device" : "socket")}, not a file a report can be written to.", full);
+        }
         string folder = Path.GetDirectoryName(full)!;
         string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
@@ -115,6 +137,21 @@ public static class ReportFile
         finally
         {
             TryDelete(temp); // still there only when something failed before the rename
+        }
+    }
+
+    private static FileInfo WriteInto(ReportModel model, string path, ReportFormat format)
+    {
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+            Write(model, format, stream);
+            stream.Flush();
+            return new FileInfo(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{path}': {ex.Message}", path, ex);
         }
     }
 

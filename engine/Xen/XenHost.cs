@@ -98,10 +98,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
 
     private static void Validate(XenHostOptions options)
     {
-        if (string.IsNullOrWhiteSpace(options.Name))
-        {
-            throw new DEException("HostNameInvalid", DEErrorKind.InvalidArgument, "A host needs a non-empty name.", options.Name);
-        }
+        NameRules.CheckHostName(options.Name);
         if (options.PagerMemoryLimitBytes is { } limit && limit < PageGeometry.PageSize)
         {
             throw new DEException("MemoryLimitInvalid", DEErrorKind.InvalidArgument,

@@ -147,6 +147,18 @@ public class DomainAccessTests
         Assert.Equal("DomainExists", Assert.Throws<DEException>(() => host.CreateDomain("WEB1", 4096)).ErrorId);
         Assert.Equal("DomainNameInvalid", Assert.Throws<DEException>(() => host.CreateDomain("web*", 4096)).ErrorId);
         Assert.Equal("DomainNameInvalid", Assert.Throws<DEException>(() => host.CreateDomain(" ", 4096)).ErrorId);
+        // Characters no report can carry as they are (two such names would come out the same).
+        foreach (string unprintable in new[] { "ctl\u0001x", "tab\tx", "del\u007fx", "c1\u0085x", "non\uFFFEx", "non\uFDD0x", "lone" + (char)0xD800 })
+        {
+            var e = Assert.Throws<DEException>(() => host.CreateDomain(unprintable, 4096));
+            Assert.Equal("DomainNameInvalid", e.ErrorId);
+            Assert.Contains("U+", e.Message, StringComparison.Ordinal);
+            Assert.Equal("PolicyTrustGroupInvalid", Assert.Throws<DEException>(() => host.CreateDomain("ok", 4096, new DomainOptions { TrustGroup = unprintable })).ErrorId);
+            Assert.Equal("HostNameInvalid", Assert.Throws<DEException>(() => new DEHost(new HostOptions { Name = unprintable })).ErrorId);
+        }
+        foreach (string badHost in new[] { "a*b", "lab?", "[x]", " lab", "" })
+            Assert.Equal("HostNameInvalid", Assert.Throws<DEException>(() => new DEHost(new HostOptions { Name = badHost })).ErrorId);
+        host.CreateDomain("\u00e9t\u00e9 \U0001F600 <b> & 'q'", 4096); // printable, however unusual
         Assert.Equal("MemorySizeInvalid", Assert.Throws<DEException>(() => host.CreateDomain("x", 4097)).ErrorId);
         Assert.Equal("MemorySizeInvalid", Assert.Throws<DEException>(() => host.CreateDomain("x", 0)).ErrorId);
         Assert.Equal("DomainNotFound", Assert.Throws<DEException>(() => host.GetDomain("nope")).ErrorId);

@@ -23,6 +23,19 @@ public sealed class FingerprintValidationTests
         return FingerprintBuilder.FromSource(source, Key, "real", "host1");
     });
 
+    /// <summary>A file's fingerprint stands for a domain of a host: it takes only a trust group and host name one could have.</summary>
+    [Theory]
+    [InlineData(" ", "host1", "PolicyTrustGroupInvalid")]
+    [InlineData("tenant\u0001", "host1", "PolicyTrustGroupInvalid")]
+    [InlineData("default", " ", "HostNameInvalid")]
+    [InlineData("default", "h*", "HostNameInvalid")]
+    public void AFilesFingerprintTakesOnlyNamesADomainCouldHave(string trustGroup, string hostName, string errorId)
+    {
+        using var dir = new TempDir();
+        using var source = MemorySource.OpenFile(TestMemory.WriteRaw(dir, "named.img", FleetTests.RealImage(64, 33)));
+        Assert.Equal(errorId, Assert.Throws<DEException>(() => FingerprintBuilder.FromSource(source, Key, "d", hostName, trustGroup)).ErrorId);
+    }
+
     /// <summary>A copy of the real fingerprint, as one read back from its JSON.</summary>
     private static DomainFingerprint Copy(string domain = "real")
     {

@@ -71,6 +71,61 @@ public class ReportFileTests
         Assert.Equal("ReportPathIsDirectory", folder.ErrorId);
     }
 
+    /// <summary>A symbolic link at the path is written through: its target is the report, the link stays a link.</summary>
+    [Fact]
+    public void ASymbolicLinkIsWrittenThroughNotReplaced()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        string target = dir.Write("target.json", "old"u8.ToArray());
+        string link = dir.File("link.json");
+        File.CreateSymbolicLink(link, target);
+        var file = ReportFile.WriteFile(ReportModel.FromHost(host), link, ReportFormat.Json, overwrite: true);
+        Assert.Equal(target, file.FullName);
+        Assert.Equal(target, new FileInfo(link).LinkTarget);
+        Assert.StartsWith("{", File.ReadAllText(target));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(target));
+    }
+
+    /// <summary>
+    /// A FIFO (as a character device, /dev/null, would be) is written into, never replaced by a file of the report: as
+    /// root, a report to /dev/null once replaced the system's /dev/null with a regular file.
+    /// </summary>
+    [Fact]
+    public async Task AFifoIsWrittenIntoAndStaysAFifo()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        string fifo = dir.File("pipe.json");
+        Assert.Equal(0, MakeFifo(fifo, 0x1A4 /* 0644 */));
+        var reader = Task.Run(() => File.ReadAllText(fifo)); // opening blocks until the report opens it to write
+        ReportFile.WriteFile(ReportModel.FromHost(host), fifo, ReportFormat.Json, overwrite: true);
+        Assert.StartsWith("{", await reader);
+        Assert.Equal(DifferenceEngine.Qemu.LinuxNative.S_IFIFO, DifferenceEngine.Qemu.LinuxNative.FileType(fifo));
+        Assert.Equal((UnixFileMode)0x1A4, File.GetUnixFileMode(fifo)); // its mode left alone
+        Assert.Equal(["pipe.json"], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName)); // no temporary file
+    }
+
+    [Fact]
+    public void ASocketIsNotAReportFile()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        string path = dir.File("socket.json");
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        socket.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        var ex = Assert.Throws<DEException>(() => ReportFile.WriteFile(ReportModel.FromHost(host), path, ReportFormat.Json, overwrite: true));
+        Assert.Equal("ReportPathNotAFile", ex.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidArgument, ex.Kind);
+        Assert.Equal(DifferenceEngine.Qemu.LinuxNative.S_IFSOCK, DifferenceEngine.Qemu.LinuxNative.FileType(path));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mkfifo", SetLastError = true)]
+    private static extern int MakeFifo(string path, uint mode);
+
     [Fact]
     public void ARemovedDomainIsNotFound()
     {
