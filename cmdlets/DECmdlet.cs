@@ -167,8 +167,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                     ThrowDEError(NotSupportedOnXenHost(given.Host.Name, embeddedOnly));
                 if (!given.Host.IsConnected)
                     WriteDEError(Hosting.DEHost.HostDisconnected(given.Host.Name));
-                else if (given.IsRemoved || (DEHost is not null && !ReferenceEquals(given.Host, DEHost)))
+                else if (given.IsRemoved)
                     WriteDEError(DomainNotFound(given.Name));
+                else if (DEHost is not null && !ReferenceEquals(given.Host, DEHost))
+                    WriteDEError(DomainOfAnotherHost(given, DEHost, " (given with -DEHost)"));
                 else if (seen.Add(given))
                     found.Add(given);
                 continue;
@@ -290,6 +292,14 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     };
 
     protected static DEException DomainNotFound(string name) => Hosting.DEHost.DomainNotFound(name);
+
+    /// <summary>
+    /// "DomainNotFound" for a domain object of another host than the one a cmdlet works on, saying whose it is (the host
+    /// has no such domain, or one of that name that is another domain).
+    /// </summary>
+    protected static DEException DomainOfAnotherHost(IDEDomain domain, IDEHost host, string? why = null) =>
+        new("DomainNotFound", DEErrorKind.ObjectNotFound,
+            $"Domain '{domain.Name}' belongs to host '{domain.Host.Name}', not to host '{host.Name}'{why}.", domain.Name);
 
     /// <summary>
     /// Runs <paramref name="work"/> on a worker task while this (the pipeline) thread writes the progress

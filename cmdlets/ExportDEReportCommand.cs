@@ -86,7 +86,8 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         if (domains is not null)
         {
             // One report, one host: domain objects of another host are not found on this one.
-            foreach (var stray in domains.Where(d => !ReferenceEquals(d.Host, host))) WriteDEError(DomainNotFound(stray.Name));
+            foreach (var stray in domains.Where(d => !ReferenceEquals(d.Host, host)))
+                WriteDEError(DomainOfAnotherHost(stray, host, ": a report covers one host; export each host's domains to a file of its own"));
             domains = domains.Where(d => ReferenceEquals(d.Host, host)).ToArray();
         }
         string scope = domains is null ? "every domain" : domains.Count == 1 ? "1 domain" : $"{domains.Count} domains";

@@ -50,7 +50,7 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
 
     /// <summary>Guest RAM in bytes, a whole number of MiB (512MB by default).</summary>
     [Parameter]
-    [ValidateRange(1L << 20, 1L << 44)]
+    [ValidateRange(1L << 20, Loading.MemorySource.MaxGuestBytes)]
     public long MemorySize { get; set; } = 512L << 20;
 
     /// <summary>Virtual CPUs.</summary>
@@ -101,6 +101,7 @@ public sealed class StartDEGuestCommand : PSCmdlet, IDisposable
                     $"{socket} exists: another guest named '{Name}' may be running (remove the socket if it is not).", socket);
             string accelerator = Accelerator ?? (CanOpen("/dev/kvm") ? "kvm" : "tcg");
             if (!ShouldProcess(Name, $"Start a QEMU guest ({accelerator}, {MemorySize >> 20} MiB) from {kernel}")) return;
+            QemuGuestProcess.CheckQemu(QemuPath); // before anything is made: a failed start leaves no folder behind
             QemuGuestProcess.CreatePrivateFolder(folder); // only now: -WhatIf makes nothing
             int pid = QemuGuestProcess.StartDetached(new QemuGuestStartInfo
             {

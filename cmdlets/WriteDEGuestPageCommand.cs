@@ -20,7 +20,7 @@ public sealed class WriteDEGuestPageCommand : GuestPageCmdlet
 
     /// <summary>Where in the page the data goes.</summary>
     [Parameter]
-    [ValidateRange(0, 4096)]
+    [ValidateRange(0, 4095)]
     public int Offset { get; set; }
 
     /// <summary>Output a GuestPageWrite per page, with the fault the write took.</summary>
@@ -32,6 +32,11 @@ public sealed class WriteDEGuestPageCommand : GuestPageCmdlet
 
     protected override void ProcessRecord()
     {
+        // Data that does not fit in a page from Offset is wrong for every page: one terminating error, before any is touched.
+        if (Offset + Data.Length > Memory.PageGeometry.PageSize)
+            ThrowDEError(new DEException("WriteOutsidePage", DEErrorKind.InvalidArgument,
+                $"{Data.Length} bytes at offset {Offset} go past the end of a page ({Memory.PageGeometry.PageSize} bytes): give at most {Memory.PageGeometry.PageSize - Offset} bytes.",
+                Data.Length));
         foreach (var (domain, gfn) in EmbeddedPages(XenInstead))
         {
             if (!ShouldProcess($"{domain.Name} page {gfn}", $"Write {Data.Length} bytes at offset {Offset}")) continue;

@@ -116,6 +116,10 @@ public sealed class FleetKey
         if (LinuxNative.NotRegularFile(path) is { } what)
             throw new DEException("FleetKeyFileUnwritable", DEErrorKind.WriteError,
                 $"The fleet key file '{path}' cannot be written: it is {what}.", path);
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (folder is null || !Directory.Exists(folder))
+            throw new DEException("FleetKeyDirectoryNotFound", DEErrorKind.ObjectNotFound,
+                $"The folder of the fleet key file '{path}' does not exist; create it first.", path);
         byte[] secret = RandomNumberGenerator.GetBytes(32);
         string temp = path + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         bool moved = false;

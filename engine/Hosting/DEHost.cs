@@ -49,8 +49,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
         }
         Name = options.Name;
         if (options.JournalDirectory is { } wanted && !Directory.Exists(wanted))
-            throw new DEException("JournalDirectoryNotFound", DEErrorKind.ObjectNotFound,
-                $"The folder for crash journals '{wanted}' does not exist.", wanted);
+            throw File.Exists(wanted)
+                ? new DEException("JournalPathNotDirectory", DEErrorKind.InvalidArgument,
+                    $"'{wanted}' is a file; the crash journals go into a folder: give the path of one.", wanted)
+                : new DEException("JournalDirectoryNotFound", DEErrorKind.ObjectNotFound,
+                    $"The folder for crash journals '{wanted}' does not exist.", wanted);
         JournalDirectory = options.JournalDirectory is { } journals
             ? Path.GetFullPath(journals)
             : options.SwapPath is { } swap ? Path.GetDirectoryName(Path.GetFullPath(swap))! : "/var/tmp";

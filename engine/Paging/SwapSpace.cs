@@ -40,6 +40,9 @@ internal sealed class SwapSpace : IDisposable
     /// </summary>
     public static SwapSpace Create(string path, long? sizeBytes, Func<string, long, ISwapStorage>? factory = null)
     {
+        if (string.IsNullOrWhiteSpace(path) || Path.GetFileName(path).Trim().Length == 0)
+            throw new DEException("SwapPathInvalid", DEErrorKind.InvalidArgument,
+                $"'{path}' cannot name a swap file: give the path of a new file.", path);
         long size = sizeBytes ?? DefaultSizeBytes;
         if (size < PageGeometry.PageSize || (size & PageGeometry.PageMask) != 0 || size / PageGeometry.PageSize > MaxSlots)
             throw new DEException("SwapSizeInvalid", DEErrorKind.InvalidArgument,

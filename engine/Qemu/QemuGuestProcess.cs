@@ -56,6 +56,23 @@ public sealed class QemuGuestProcess : IDisposable
         process.BeginErrorReadLine();
     }
 
+    /// <summary>
+    /// "QemuNotFound" unless <paramref name="qemu"/> names an executable file: a path (with a slash) as it is, a bare name
+    /// in a folder of PATH, as starting it would find it. Checked before anything is made for a guest.
+    /// </summary>
+    public static void CheckQemu(string qemu)
+    {
+        static bool Runnable(string path) =>
+            File.Exists(path) && (OperatingSystem.IsWindows() || (File.GetUnixFileMode(path) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0);
+        bool found = qemu.Contains('/') || Path.IsPathRooted(qemu)
+            ? Runnable(qemu)
+            : (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+                .Any(folder => Runnable(Path.Combine(folder, qemu)));
+        if (!found)
+            throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound,
+                $"'{qemu}' is not an executable file{(qemu.Contains('/') ? "" : " in any folder of PATH")}: install QEMU (qemu-system-x86) or give -QemuPath.", qemu);
+    }
+
     /// <summary>Starts QEMU. Errors: "QemuNotFound" when the QEMU or the kernel is not there.</summary>
     public static QemuGuestProcess Start(QemuGuestStartInfo info)
     {

@@ -108,9 +108,18 @@ Describe 'Write-DEGuestPage and Read-DEGuestPage' {
             Should -Throw -ErrorId 'GfnOutOfRange,DifferenceEngine.Commands.WriteDEGuestPageCommand'
     }
 
-    It 'refuses a write past the end of the page (WriteOutsidePage)' {
+    It 'refuses a write past the end of the page (WriteOutsidePage), once for the call, before any page is written' {
+        $before = (Read-DEGuestPage -Domain g1 -Gfn 20).Bytes
         { Write-DEGuestPage -Domain g1 -Gfn 0 -Data ([byte[]]::new(100)) -Offset 4000 -ErrorAction Stop } |
             Should -Throw -ErrorId 'WriteOutsidePage,DifferenceEngine.Commands.WriteDEGuestPageCommand'
+        # Without -ErrorAction Stop too: terminating (one error, not one a page), and page 20 (after 0..19) untouched.
+        $caught = $null
+        try { Write-DEGuestPage -Domain g1 -Gfn (0..20) -Data ([byte[]](1) * 4097) -ErrorVariable written -ErrorAction SilentlyContinue } catch { $caught = $_ }
+        $caught.FullyQualifiedErrorId | Should -Be 'WriteOutsidePage,DifferenceEngine.Commands.WriteDEGuestPageCommand'
+        @($written | Where-Object { $_ -is [Management.Automation.ErrorRecord] -and $_ -ne $caught -and $_.Exception -ne $caught.Exception }).Count | Should -Be 0
+        (Read-DEGuestPage -Domain g1 -Gfn 20).Bytes | Should -Be $before
+        # An offset at the page's end cannot take any byte: refused as an argument.
+        { Write-DEGuestPage -Domain g1 -Gfn 0 -Data ([byte[]](1)) -Offset 4096 } | Should -Throw -ErrorId 'ParameterArgumentValidationError,DifferenceEngine.Commands.WriteDEGuestPageCommand'
     }
 
     It 'writes DomainNotFound for an unknown domain' {

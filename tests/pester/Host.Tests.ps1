@@ -56,6 +56,24 @@ Describe 'Connect-DEHost' {
             Should -Throw -ErrorId 'MemoryLimitInvalid,DifferenceEngine.Commands.ConnectDEHostCommand'
     }
 
+    It 'refuses a swap path of spaces (SwapPathInvalid), creating nothing' {
+        Push-Location $TestDrive
+        try {
+            { Connect-DEHost -Name (New-TestHostName) -MemoryLimit 1MB -SwapPath ' ' } |
+                Should -Throw -ErrorId 'SwapPathInvalid,DifferenceEngine.Commands.ConnectDEHostCommand'
+            Get-ChildItem -LiteralPath $TestDrive -Force | Where-Object Name -Match '^\s+$' | Should -BeNullOrEmpty
+        }
+        finally {
+            Pop-Location
+        }
+    }
+
+    It 'refuses host names with wildcards, surrounding spaces or control characters (HostNameInvalid)' -ForEach @(
+        @{ Name = 'a*b' }, @{ Name = 'lab?' }, @{ Name = ' lab' }, @{ Name = "la`tb" }
+    ) {
+        { Connect-DEHost -Name $Name } | Should -Throw -ErrorId 'HostNameInvalid,DifferenceEngine.Commands.ConnectDEHostCommand'
+    }
+
     It 'puts crash journals where -JournalPath says, resolved like other paths, and needs the folder (JournalDirectoryNotFound)' {
         $journals = New-Item -ItemType Directory -Path (Join-Path $TestDrive 'journals')
         Push-Location $TestDrive
@@ -70,6 +88,11 @@ Describe 'Connect-DEHost' {
         $err = { Connect-DEHost -Name (New-TestHostName) -JournalPath (Join-Path $TestDrive 'missing') } |
             Should -Throw -ErrorId 'JournalDirectoryNotFound,DifferenceEngine.Commands.ConnectDEHostCommand' -PassThru
         $err.CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        # A file is not a folder that is missing.
+        $file = New-Item -ItemType File -Path (Join-Path $TestDrive 'a-file')
+        $err = { Connect-DEHost -Name (New-TestHostName) -JournalPath $file.FullName } |
+            Should -Throw -ErrorId 'JournalPathNotDirectory,DifferenceEngine.Commands.ConnectDEHostCommand' -PassThru
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
         # Without -JournalPath: the swap file's folder, else /var/tmp.
         $d = Connect-DEHost -Name (New-TestHostName) -PassThru
         $d.JournalDirectory | Should -Be '/var/tmp'

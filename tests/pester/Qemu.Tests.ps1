@@ -284,6 +284,26 @@ Describe 'Start-DEGuest' {
         $folder | Should -Not -Exist
     }
 
+    It 'stops with QemuNotFound for a QEMU that is not there, before it makes the state folder' {
+        if (-not (Test-Path -LiteralPath $library)) {
+            Set-ItResult -Skipped -Because 'needs libdeqemu.so in the module (native/ was not built)'
+            return
+        }
+        $folder = Join-Path $TestDrive 'noqemu-state/deeper'
+        $err = { Start-DEGuest -Name noqemu -Kernel $PSCommandPath -StatePath $folder -QemuPath (Join-Path $TestDrive 'no-qemu') -ErrorAction Stop } |
+            Should -Throw -ErrorId 'QemuNotFound,DifferenceEngine.Commands.StartDEGuestCommand' -PassThru
+        $err.CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        Join-Path $TestDrive 'noqemu-state' | Should -Not -Exist
+        { Start-DEGuest -Name noqemu -Kernel $PSCommandPath -StatePath $folder -QemuPath 'no-such-qemu-on-path' -ErrorAction Stop } |
+            Should -Throw -ErrorId 'QemuNotFound,DifferenceEngine.Commands.StartDEGuestCommand'
+        Join-Path $TestDrive 'noqemu-state' | Should -Not -Exist
+    }
+
+    It 'refuses more memory than a domain may have (64 GiB) before it starts anything' {
+        { Start-DEGuest -Name huge -Kernel $PSCommandPath -MemorySize 65GB -StatePath $TestDrive -QemuPath (Join-Path $TestDrive 'no-qemu') } |
+            Should -Throw -ErrorId 'ParameterArgumentValidationError,DifferenceEngine.Commands.StartDEGuestCommand'
+    }
+
     It 'stops with GuestInitrdNotFound for an initramfs that does not exist' {
         if ($missing) {
             Set-ItResult -Skipped -Because "needs $($missing -join ', ')"

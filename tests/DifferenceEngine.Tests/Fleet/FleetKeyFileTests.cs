@@ -60,6 +60,15 @@ public sealed class FleetKeyFileTests
         Assert.Equal(["key.dir"], Directory.EnumerateFileSystemEntries(dir.Path).Select(Path.GetFileName));
     }
 
+    [Fact]
+    public void AKeyFileInAMissingFolderIsDirectoryNotFound()
+    {
+        using var dir = new TempDir();
+        var e = Assert.Throws<DEException>(() => FleetKey.CreateFile(Path.Combine(dir.Path, "no", "fleet.key"), overwrite: false));
+        Assert.Equal("FleetKeyDirectoryNotFound", e.ErrorId);
+        Assert.Equal(DEErrorKind.ObjectNotFound, e.Kind);
+    }
+
     /// <summary>A rename that fails after the secret was written (a dangling symbolic link holds the name): the temporary file goes too.</summary>
     [Fact]
     public void AFailedRenameLeavesNoSecretBehind()
