@@ -45,12 +45,13 @@ public sealed record ReportModel(
             .Select(d => DomainReport.From(snapshot.Find(d.Id) ?? d.GetPageStats(), d.Policy))
             .ToArray();
         var time = now ?? DateTimeOffset.Now;
-        var history = host.History;
-        // The last point is the report's: the tiles and the chart agree.
-        if (history.Count > 0) history = [.. history, StatsSample.From(snapshot.Host, time)];
         var faults = FaultCounters.Kinds
             .Select(kind => FaultDistribution.From(kind, host.FaultHistogram(kind)))
             .ToArray();
+        var history = host.History;
+        // The last point is the report's: the tiles and the chart agree. Its faults are the report's own counts (read
+        // from the histograms just now; faults taken since the snapshot count there too, as they would in the tiles).
+        if (history.Count > 0) history = [.. history, StatsSample.From(snapshot.Host, time) with { Faults = faults.Sum(f => f.Count) }];
         return new ReportModel(
             time,
             GeneratorVersionOf(typeof(ReportModel).Assembly),
