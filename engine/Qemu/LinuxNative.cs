@@ -138,6 +138,20 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "geteuid")]
     public static partial uint GetEuid();
+
+    [LibraryImport(Libc, EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(int socket, int level, int option, void* value, ref uint length);
+
+    public const int SO_PEERCRED = 17;
+
+    /// <summary>struct ucred: the credentials of a Unix socket's peer (SO_PEERCRED).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct UCred
+    {
+        public int Pid;
+        public uint Uid;
+        public uint Gid;
+    }
     public const int StatxBufferSize = 256;
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;

@@ -118,6 +118,15 @@ internal sealed unsafe class QemuLink : IDisposable
                         ? Refused(socketPath, "this user may not connect to the socket (it is owner-only)")
                         : Failure("connect", errno, socketPath);
             }
+            // The peer must be this user's or root's, as the library checks the engine: a socket another user serves
+            // could hand this engine a guest of theirs, whose pages would then be shared and patched with this user's.
+            var peer = new LinuxNative.UCred();
+            uint peerLength = (uint)sizeof(LinuxNative.UCred);
+            if (LinuxNative.GetSockOpt(s, LinuxNative.SOL_SOCKET, LinuxNative.SO_PEERCRED, &peer, ref peerLength) != 0)
+                throw Failure("getsockopt(SO_PEERCRED)", LinuxNative.Errno, socketPath);
+            uint self = LinuxNative.GetEuid();
+            if (peer.Uid != self && peer.Uid != 0)
+                throw Refused(socketPath, $"the process serving it (pid {peer.Pid}) runs as uid {peer.Uid}, neither this user (uid {self}) nor root");
             // A library that refuses (another engine is attached) answers at once and hangs up, maybe before the hello is
             // sent: its answer is read even when the send failed.
             int sendErrno = TrySend(s, QemuProtocol.Message.For(QemuProtocol.Hello), -1);

@@ -31,6 +31,15 @@ internal static class Requirement
     /// </summary>
     public const string QemuGuests = "qemu-guests";
 
+    /// <summary>
+    /// Root, setpriv (util-linux) and the system's /usr/bin/python3 (one another user can run, unlike one under root's
+    /// home): a small server can be run as another user (nobody, uid 65534).
+    /// </summary>
+    public const string OtherUser = "other-user";
+
+    /// <summary>The Python the other user runs (<see cref="OtherUser"/>).</summary>
+    public const string SystemPython = "/usr/bin/python3";
+
     private const string XenHeader = "/usr/include/xenctrl.h";
     private const string UnprivilegedUserfaultfd = "/proc/sys/vm/unprivileged_userfaultfd";
 
@@ -70,6 +79,15 @@ internal static class Requirement
                 !(File.Exists(UnprivilegedUserfaultfd) && File.ReadAllText(UnprivilegedUserfaultfd).Trim() == "1"))
                 missing.Add($"root, or {UnprivilegedUserfaultfd} = 1, for a userfaultfd");
             return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to page guest RAM with userfaultfd";
+        }
+
+        if (need == OtherUser)
+        {
+            var missing = new List<string>();
+            if (!Environment.IsPrivilegedProcess) missing.Add("root");
+            if (FindProgram("setpriv") is null) missing.Add("setpriv (util-linux)");
+            if (!File.Exists(SystemPython)) missing.Add($"{SystemPython} (package python3)");
+            return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to run a helper as another user";
         }
 
         if (need == QemuGuests)

@@ -89,6 +89,44 @@ public sealed class QemuHelloValidationTests
         return (e, await peer);
     }
 
+    /// <summary>
+    /// A socket served by another user (nobody) is refused before the hello: its guest's pages would otherwise be shared
+    /// and patched with this user's. The library checks the engine's credentials the same way.
+    /// </summary>
+    [RequiresFact(Requirement.OtherUser)]
+    public void ASocketServedByAnotherUserIsRefused()
+    {
+        using var dir = new TempDir();
+        File.SetUnixFileMode(dir.Path, (UnixFileMode)0x1FF); // nobody may make its socket there
+        string path = Path.Combine(dir.Path, "theirs.sock");
+        var start = new System.Diagnostics.ProcessStartInfo("setpriv")
+        {
+            ArgumentList =
+            {
+                "--reuid=65534", "--regid=65534", "--clear-groups", Requirement.SystemPython, "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\ns.bind(sys.argv[1])\ns.listen(1)\n" +
+                "print('ready',flush=True)\nc,_=s.accept()\nsys.stdin.read()",
+                path,
+            },
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+        };
+        using var server = System.Diagnostics.Process.Start(start)!;
+        try
+        {
+            Assert.Equal("ready", server.StandardOutput.ReadLine());
+            var e = Assert.Throws<DEException>(() => QemuLink.Attach(path));
+            Assert.Equal("QemuAttachRefused", e.ErrorId);
+            Assert.Equal(DEErrorKind.PermissionDenied, e.Kind);
+            Assert.Contains("uid 65534", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            server.Kill();
+            server.WaitForExit();
+        }
+    }
+
     [Fact]
     public async Task APeerThatNeverAnswersTheHelloIsAProtocolErrorOnceItsPatienceRunsOut()
     {
