@@ -84,9 +84,9 @@ internal sealed unsafe class QemuLink : IDisposable
     public static QemuLink Attach(string socketPath) => Attach(socketPath, ReplyPatience);
 
     /// <summary>
-    /// How long the library may take to answer a request (it answers at once, from a thread of its own): a peer that says
-    /// nothing to a hello is not one, and a QEMU that does not answer a deposit or a detach (stopped, say) fails that
-    /// request rather than hold the engine (Remove-DEDomain, a pass's journal compaction) for good.
+    /// How long the library may take to answer a hello or a detach (it answers at once, from a thread of its own): a peer
+    /// that says nothing to a hello is not one, and a QEMU that does not answer a detach (stopped, say) does not hold
+    /// Remove-DEDomain for good. A deposit is awaited without limit (see <see cref="Deposit"/>).
     /// </summary>
     internal static readonly TimeSpan ReplyPatience = TimeSpan.FromSeconds(10);
 
@@ -342,13 +342,18 @@ internal sealed unsafe class QemuLink : IDisposable
             throw Failure("fallocate(PUNCH_HOLE) of guest RAM", LinuxNative.Errno, $"gfn {gfn}");
     }
 
-    /// <summary>Gives the library a descriptor to hold for the next engine (the engine's state); the library keeps its own copy.</summary>
+    /// <summary>
+    /// Gives the library a descriptor to hold for the next engine (the engine's state); the library keeps its own copy.
+    /// Its reply is awaited for as long as it takes: a deposit the library takes after the engine gave up on it would leave
+    /// it holding a journal the engine no longer writes (a compaction's new file), and the pages taken out after that would
+    /// be missing from what a next engine replays.
+    /// </summary>
     public void Deposit(int fd)
     {
         lock (socketGate)
         {
             Send(QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
-            ExpectOk("deposit");
+            ExpectOk("deposit", patienceMs: -1);
         }
     }
 
@@ -361,7 +366,7 @@ internal sealed unsafe class QemuLink : IDisposable
         lock (socketGate)
         {
             Send(QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
-            ExpectOk("detach");
+            ExpectOk("detach", PatienceMs);
         }
     }
 
@@ -374,7 +379,7 @@ internal sealed unsafe class QemuLink : IDisposable
     public void TryDetach()
     {
         lock (socketGate)
-            if (!broken) TryDetach(socket, (int)Patience.TotalMilliseconds);
+            if (!broken) TryDetach(socket, PatienceMs);
     }
 
     private static void TryDetach(int socket, int patienceMs)
@@ -393,14 +398,16 @@ internal sealed unsafe class QemuLink : IDisposable
         }
     }
 
-    private void ExpectOk(string what)
+    private int PatienceMs => (int)Math.Min(int.MaxValue, Patience.TotalMilliseconds);
+
+    private void ExpectOk(string what, int patienceMs)
     {
         QemuProtocol.Message reply;
         Span<int> none = stackalloc int[4];
         int n;
         try
         {
-            n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int received, what, (int)Patience.TotalMilliseconds);
+            n = Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int received, what, patienceMs);
             CloseAll(none[..received]);
         }
         catch (DEException)

@@ -54,8 +54,8 @@ public static class ReportFile
     /// <summary>A file that nobody may write (Unix), or that has the read-only attribute (Windows).</summary>
     private static bool IsReadOnly(string path)
     {
-        if (!File.Exists(path)) return false;
-        if (OperatingSystem.IsWindows()) return File.GetAttributes(path).HasFlag(FileAttributes.ReadOnly);
+        if (OperatingSystem.IsWindows()) return File.Exists(path) && File.GetAttributes(path).HasFlag(FileAttributes.ReadOnly);
+        if (LinuxNative.FileType(path) != LinuxNative.S_IFREG) return false; // nothing there yet (a dangling link too), or not a file
         return (File.GetUnixFileMode(path) & (UnixFileMode.UserWrite | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) == 0;
     }
 
@@ -88,28 +88,23 @@ public static class ReportFile
     {
         ArgumentNullException.ThrowIfNull(model);
         string full = Path.GetFullPath(path);
-        try
-        {
-            // A symbolic link is written through, as Export-Csv writes: its final target is the report file (replaced
-            // there, the link left as it is), not the link itself.
-            if (new FileInfo(full).LinkTarget is not null && File.ResolveLinkTarget(full, returnFinalTarget: true) is { } target)
-                full = target.FullName;
-        }
-        catch (IOException ex)
-        {
-            throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{full}': {ex.Message}", full, ex);
-        }
         CheckTarget(full, overwrite, replaceReadOnly);
+        // What the path names, as the kernel resolves it (links followed by the kernel, never by this code: the kernel's
+        // link protections apply, and a relative target's '..' means what it means to the kernel).
         switch (LinuxNative.FileType(full))
         {
             case LinuxNative.S_IFCHR or LinuxNative.S_IFIFO:
-                // A character device (/dev/null, a terminal) or a FIFO is written into, never replaced: it is not a file
-                // this report makes, so nothing is renamed over it and its mode is left alone.
-                return WriteInto(model, full, format);
+                // A character device (/dev/null, a terminal, /dev/stdout) or a FIFO is written into, never replaced: it
+                // is not a file this report makes, so nothing is renamed over it and its mode is left alone.
+                return WriteInto(model, full, format, FileMode.Open);
             case LinuxNative.S_IFBLK or LinuxNative.S_IFSOCK:
                 throw new DEException("ReportPathNotAFile", DEErrorKind.InvalidArgument,
                     $"'{full}' is a {(LinuxNative.FileType(full) == LinuxNative.S_IFBLK ? "block device" : "socket")}, not a file a report can be written to.", full);
         }
+        // A symbolic link is written through, as Export-Csv writes: the file it leads to is truncated and written (made
+        // with mode 0600 when the link dangles; -NoClobber then refuses, as the kernel does), the link left as it is.
+        if (!OperatingSystem.IsWindows() && new FileInfo(full).LinkTarget is not null)
+            return WriteInto(model, full, format, overwrite ? FileMode.Create : FileMode.CreateNew);
         string folder = Path.GetDirectoryName(full)!;
         string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
@@ -140,14 +135,27 @@ public static class ReportFile
         }
     }
 
-    private static FileInfo WriteInto(ReportModel model, string path, ReportFormat format)
+    /// <summary>
+    /// Writes the report into what <paramref name="path"/> leads to, opened by the kernel with <paramref name="mode"/>:
+    /// a device or FIFO as it is (<see cref="FileMode.Open"/>), or the file at the end of a symbolic link (truncated or
+    /// made; then mode 0600, set on the open file).
+    /// </summary>
+    private static FileInfo WriteInto(ReportModel model, string path, ReportFormat format, FileMode mode)
     {
         try
         {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+            var options = new FileStreamOptions { Mode = mode, Access = FileAccess.Write, Share = FileShare.ReadWrite };
+            bool makes = mode != FileMode.Open;
+            if (makes && !OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnly;
+            using var stream = new FileStream(path, options);
+            if (makes && !OperatingSystem.IsWindows()) File.SetUnixFileMode(stream.SafeFileHandle, OwnerOnly);
             Write(model, format, stream);
-            stream.Flush();
+            stream.Flush(flushToDisk: mode != FileMode.Open);
             return new FileInfo(path);
+        }
+        catch (IOException) when (mode == FileMode.CreateNew)
+        {
+            throw FileExists(path); // a dangling link: the kernel will not make its target under -NoClobber
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

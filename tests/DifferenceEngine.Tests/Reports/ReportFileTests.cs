@@ -71,21 +71,38 @@ public class ReportFileTests
         Assert.Equal("ReportPathIsDirectory", folder.ErrorId);
     }
 
-    /// <summary>A symbolic link at the path is written through: its target is the report, the link stays a link.</summary>
+    /// <summary>
+    /// A symbolic link at the path is written through, the kernel following it: the file it leads to is the report
+    /// (mode 0600), the link stays a link; a relative target's '..' is the kernel's (from the link's real folder, not
+    /// its path's text); with -NoClobber a dangling link is refused.
+    /// </summary>
     [Fact]
-    public void ASymbolicLinkIsWrittenThroughNotReplaced()
+    public void ASymbolicLinkIsWrittenThroughAsTheKernelFollowsIt()
     {
         if (OperatingSystem.IsWindows()) return;
         using var host = ReportHosts.Build();
         using var dir = new TempDirectory();
+        var model = ReportModel.FromHost(host);
         string target = dir.Write("target.json", "old"u8.ToArray());
         string link = dir.File("link.json");
         File.CreateSymbolicLink(link, target);
-        var file = ReportFile.WriteFile(ReportModel.FromHost(host), link, ReportFormat.Json, overwrite: true);
-        Assert.Equal(target, file.FullName);
+        var file = ReportFile.WriteFile(model, link, ReportFormat.Json, overwrite: true);
+        Assert.Equal(link, file.FullName);
         Assert.Equal(target, new FileInfo(link).LinkTarget);
         Assert.StartsWith("{", File.ReadAllText(target));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(target));
+
+        // cur -> a/b, and cur/r.json -> ../latest.json: the kernel means a/latest.json, the text cur/.. the folder itself.
+        Directory.CreateDirectory(dir.File("a/b"));
+        File.CreateSymbolicLink(dir.File("cur"), "a/b");
+        File.CreateSymbolicLink(dir.File("a/b/r.json"), "../latest.json");
+        ReportFile.WriteFile(model, dir.File("cur/r.json"), ReportFormat.Json, overwrite: true);
+        Assert.StartsWith("{", File.ReadAllText(dir.File("a/latest.json")));
+        Assert.False(File.Exists(dir.File("latest.json")));
+
+        File.CreateSymbolicLink(dir.File("dangling.json"), dir.File("made-by-no-one.json"));
+        Assert.Equal("ReportFileExists", Assert.Throws<DEException>(() => ReportFile.WriteFile(model, dir.File("dangling.json"), ReportFormat.Json, overwrite: false)).ErrorId);
+        Assert.False(File.Exists(dir.File("made-by-no-one.json")));
     }
 
     /// <summary>
@@ -106,6 +123,14 @@ public class ReportFileTests
         Assert.Equal(DifferenceEngine.Qemu.LinuxNative.S_IFIFO, DifferenceEngine.Qemu.LinuxNative.FileType(fifo));
         Assert.Equal((UnixFileMode)0x1A4, File.GetUnixFileMode(fifo)); // its mode left alone
         Assert.Equal(["pipe.json"], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName)); // no temporary file
+        // Through a link too (as /dev/stdout leads to a pipe): the kernel's answer for what it leads to decides.
+        string link = dir.File("stdout.json");
+        File.CreateSymbolicLink(link, fifo);
+        reader = Task.Run(() => File.ReadAllText(fifo));
+        ReportFile.WriteFile(ReportModel.FromHost(host), link, ReportFormat.Json, overwrite: true);
+        Assert.StartsWith("{", await reader);
+        Assert.Equal(fifo, new FileInfo(link).LinkTarget);
+        Assert.Equal(DifferenceEngine.Qemu.LinuxNative.S_IFIFO, DifferenceEngine.Qemu.LinuxNative.FileType(fifo));
     }
 
     [Fact]
