@@ -64,6 +64,8 @@ public sealed class GetDEFingerprintCommand : DECmdlet
         _shift = System.Numerics.BitOperations.Log2((uint)SampleRate);
         try
         {
+            // Wrong for every file: one terminating error before any is read.
+            if (ParameterSetName == PathSet) FingerprintBuilder.CheckNames(HostName ?? Environment.MachineName, TrustGroup);
             string? path = FleetKeyPath is null ? null : GetFileSystemPath(FleetKeyPath, "fleet key file", "FleetKeyFileNotFound");
             _key = FleetKeyParameters.Resolve(path, FleetKey);
         }

@@ -783,13 +783,21 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
     }
 
     /// <summary>A fingerprint of a memory image, core or process, read once (nothing is loaded into a host).</summary>
+    /// <summary>
+    /// "HostNameInvalid" or "PolicyTrustGroupInvalid" unless a domain of a host could have these names: a fingerprint of
+    /// a file stands for such a domain (Get-DEFingerprint -Path checks them once, before any file is read).
+    /// </summary>
+    public static void CheckNames(string hostName, string trustGroup)
+    {
+        Hosting.NameRules.CheckHostName(hostName);
+        DomainPolicy.ValidateTrustGroup(trustGroup);
+    }
+
     public static DomainFingerprint FromSource(MemorySource source, FleetKey key, string domain, string hostName,
         string trustGroup = DomainPolicy.DefaultTrustGroup, int sampleShift = DefaultSampleShift, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(source);
-        // Names a domain of a host could have: a fingerprint of a file stands for such a domain.
-        Hosting.NameRules.CheckHostName(hostName);
-        DomainPolicy.ValidateTrustGroup(trustGroup);
+        CheckNames(hostName, trustGroup);
         using var builder = new FingerprintBuilder(key, sampleShift, source.PageCount);
         source.CopyTo(builder, cancellationToken);
         return builder.Finish(domain, hostName, trustGroup, source.PageCount, source.Description, source.TryReadPage);

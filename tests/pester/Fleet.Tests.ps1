@@ -97,6 +97,16 @@ Describe 'Get-DEFingerprint' {
         (Get-DEFingerprint -Path $web1Path -FleetKeyPath $keyPath -Host hostB).HostName | Should -Be 'hostB'
     }
 
+    It 'stops with <Id> for a -<Parameter> no domain could have, before it reads any file' -ForEach @(
+        @{ Parameter = 'TrustGroup'; Value = ' '; Id = 'PolicyTrustGroupInvalid' }
+        @{ Parameter = 'HostName'; Value = 'h*'; Id = 'HostNameInvalid' }
+    ) {
+        $arguments = @{ $Parameter = $Value }
+        $err = { Get-DEFingerprint -Path $web1Path, $web1Path -FleetKeyPath $keyPath @arguments -ErrorAction SilentlyContinue } |
+            Should -Throw -ErrorId "$Id,DifferenceEngine.Commands.GetDEFingerprintCommand" -PassThru
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+    }
+
     It 'changes nothing: after a scan it reads the pages where they are, and they stay there' {
         $null = Get-DEDomain | Enable-DESharing
         $null = Get-DEDomain | Enable-DEPatching
