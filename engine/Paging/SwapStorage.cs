@@ -34,7 +34,7 @@ internal sealed class SwapFile : ISwapStorage
     private readonly SafeFileHandle _handle;
     private bool _disposed;
 
-    private bool _named;
+    private readonly bool _named;
 
     private SwapFile(string path, SafeFileHandle handle, long length, bool direct, bool named)
     {
@@ -118,7 +118,6 @@ internal sealed class SwapFile : ISwapStorage
         _disposed = true;
         _handle.Dispose();
         if (_named) TryDelete(Path);
-        _named = false;
     }
 
     private static void TryDelete(string path)

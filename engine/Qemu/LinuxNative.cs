@@ -167,7 +167,6 @@ internal static unsafe partial class LinuxNative
     /// </summary>
     public static string? NotRegularFile(string path)
     {
-        if (OperatingSystem.IsWindows()) return Directory.Exists(path) ? "a directory" : null;
         return FileType(path) switch
         {
             -1 => null,

@@ -93,7 +93,8 @@ internal sealed unsafe class QemuLink : IDisposable
     /// <summary>Most guest RAM a QEMU domain may have: a domain's bound (its tables are sized by it).</summary>
     private const ulong MaxGuestBytes = (ulong)Loading.LoadGeometry.MaxGuestBytes;
 
-    internal static QemuLink Attach(string socketPath, TimeSpan helloPatience)
+    /// <summary>As <see cref="Attach(string)"/>, the link waiting <paramref name="patience"/> for the hello's reply and a detach's.</summary>
+    internal static QemuLink Attach(string socketPath, TimeSpan patience)
     {
         byte[] path = Encoding.UTF8.GetBytes(socketPath);
         if (path.Length == 0 || path.Length > 107)
@@ -132,7 +133,7 @@ internal sealed unsafe class QemuLink : IDisposable
             int sendErrno = TrySend(s, QemuProtocol.Message.For(QemuProtocol.Hello), -1);
             var fds = new int[QemuProtocol.MaxRegions + 2];
             QemuProtocol.HelloReply hello;
-            int patienceMs = (int)Math.Min(int.MaxValue, helloPatience.TotalMilliseconds);
+            int patienceMs = Milliseconds(patience);
             int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath, patienceMs);
             if (received == sizeof(QemuProtocol.Message) && hello.Magic == QemuProtocol.Magic && hello.Op == QemuProtocol.Error)
             {
@@ -171,7 +172,7 @@ internal sealed unsafe class QemuLink : IDisposable
                 if (!hasState) TryDetach(s, patienceMs);
                 throw ProtocolError(socketPath, $"the hello came with {fdCount} descriptors, not {1 + files + (hasState ? 1 : 0)}");
             }
-            var link = new QemuLink(s, hello, fds[..fdCount]);
+            var link = new QemuLink(s, hello, fds[..fdCount]) { Patience = patience };
             s = -1;
             return link;
         }
@@ -398,7 +399,9 @@ internal sealed unsafe class QemuLink : IDisposable
         }
     }
 
-    private int PatienceMs => (int)Math.Min(int.MaxValue, Patience.TotalMilliseconds);
+    private int PatienceMs => Milliseconds(Patience);
+
+    private static int Milliseconds(TimeSpan patience) => (int)Math.Min(int.MaxValue, patience.TotalMilliseconds);
 
     private void ExpectOk(string what, int patienceMs)
     {

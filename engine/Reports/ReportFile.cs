@@ -93,13 +93,13 @@ public static class ReportFile
         // link protections apply, and a relative target's '..' means what it means to the kernel).
         switch (LinuxNative.FileType(full))
         {
+            case var type and (LinuxNative.S_IFBLK or LinuxNative.S_IFSOCK):
+                throw new DEException("ReportPathNotAFile", DEErrorKind.InvalidArgument,
+                    $"'{full}' is a {(type == LinuxNative.S_IFBLK ? "block device" : "socket")}, not a file a report can be written to.", full);
             case LinuxNative.S_IFCHR or LinuxNative.S_IFIFO:
                 // A character device (/dev/null, a terminal, /dev/stdout) or a FIFO is written into, never replaced: it
                 // is not a file this report makes, so nothing is renamed over it and its mode is left alone.
                 return WriteInto(model, full, format, FileMode.Open);
-            case LinuxNative.S_IFBLK or LinuxNative.S_IFSOCK:
-                throw new DEException("ReportPathNotAFile", DEErrorKind.InvalidArgument,
-                    $"'{full}' is a {(LinuxNative.FileType(full) == LinuxNative.S_IFBLK ? "block device" : "socket")}, not a file a report can be written to.", full);
         }
         // A symbolic link is written through, as Export-Csv writes: the file it leads to is truncated and written (made
         // with mode 0600 when the link dangles; -NoClobber then refuses, as the kernel does), the link left as it is.
