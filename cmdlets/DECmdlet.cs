@@ -70,7 +70,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     }
 
     /// <summary>"HostNotFound" (ObjectNotFound): a piped object's Host names no connected host.</summary>
-    private static DEException InputHostNotFound(string name) =>
+    protected static DEException InputHostNotFound(string name) =>
         new("HostNotFound", DEErrorKind.ObjectNotFound,
             $"No connected host is named '{name}' (the Host of the piped object). Get-DEHost lists the connected hosts; " +
             "Connect-DEHost connects one.", name);

@@ -20,7 +20,8 @@ public sealed class RemoveDEDomainCommand : DECmdlet
     public string[] Name { get; set; } = [];
 
     /// <summary>
-    /// Domain objects to remove, e.g. from Get-DEDomain; a XenDomain is refused (NotSupportedOnXenHost). Typed object[]
+    /// Domain objects to remove, e.g. from Get-DEDomain, or the page stats and policies of domains (Get-DEPageStats,
+    /// Get-DEPolicy), each naming its domain on its own host; a XenDomain is refused (NotSupportedOnXenHost). Typed object[]
     /// because PowerShell binds piped objects to an interface-typed array only by converting them, after it has tried
     /// -Name, which would turn a Xen domain into its name and act on whatever domain of the current host has that name.
     /// </summary>
@@ -44,13 +45,55 @@ public sealed class RemoveDEDomainCommand : DECmdlet
         }
     }
 
-    /// <summary>A domain object as a selector; anything else is written as "InputObjectNotDomain" and skipped.</summary>
+    /// <summary>
+    /// A domain object, or a domain's page stats or policy, as a selector; anything else is written as "InputObjectNotDomain"
+    /// and skipped.
+    /// </summary>
     private DomainSelector? ToSelector(object item)
     {
         object value = item is PSObject ps ? ps.BaseObject : item;
-        if (value is IDEDomain domain) return DomainSelector.For(domain);
+        switch (value)
+        {
+            case IDEDomain domain:
+                return DomainSelector.For(domain);
+            case Stats.DomainPageStats stats:
+                return RecordedDomain(stats.Host, stats.Domain, stats.DomainId);
+            case DomainPolicyView policy:
+                return RecordedDomain(policy.Host, policy.Domain, policy.DomainId);
+        }
         WriteDEError(new DEException("InputObjectNotDomain", DEErrorKind.InvalidArgument,
-            $"-InputObject takes domain objects (Get-DEDomain output); '{value}' is a {value.GetType().Name}. Give names to -Name.", value));
+            $"-InputObject takes domain objects (Get-DEDomain output), or the page stats or policies of domains (Get-DEPageStats, " +
+            $"Get-DEPolicy); '{value}' is a {value.GetType().Name}. Give names to -Name.", value));
+        return null;
+    }
+
+    /// <summary>
+    /// The domain a page-stats or policy record was taken of: by its name on its own host (-DEHost, when given, wins, as for
+    /// every piped record), and only while it is the same domain (its id): a record of a domain since removed and made again
+    /// under the same name does not remove the new one. Errors (HostNotFound, DomainNotFound) are written and null returned.
+    /// </summary>
+    private DomainSelector? RecordedDomain(string hostName, string name, int id)
+    {
+        var host = DEHost ?? HostRegistry.Find(hostName);
+        if (host is null)
+        {
+            WriteDEError(InputHostNotFound(hostName));
+            return null;
+        }
+        if (!host.IsConnected)
+        {
+            WriteDEError(Hosting.DEHost.HostDisconnected(host.Name));
+            return null;
+        }
+        if (!TryItem(() => host.TryGetDomain(name), out var domain)) return null;
+        // Ids are a host's own: the record's id says something only of the record's host.
+        bool recordsHost = string.Equals(host.Name, hostName, StringComparison.OrdinalIgnoreCase);
+        if (domain is not null && (!recordsHost || domain.Id == id)) return DomainSelector.For(domain);
+        WriteDEError(domain is null
+            ? DomainNotFound(name)
+            : new DEException("DomainNotFound", DEErrorKind.ObjectNotFound,
+                $"The domain '{name}' that the piped record was taken of (id {id}) has been removed; the domain of that name on " +
+                $"host '{host.Name}' now is another (id {domain.Id}). Get it again (Get-DEPageStats, Get-DEPolicy) to remove it.", name));
         return null;
     }
 }

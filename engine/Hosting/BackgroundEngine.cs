@@ -151,6 +151,9 @@ internal sealed class BackgroundEngine : IDisposable
         }
     }
 
+    /// <summary>From now on <see cref="Status"/> says Stopping (before <see cref="Dispose"/> waits for the pass).</summary>
+    public void MarkStopping() => _stopping = true;
+
     /// <summary>Cancels the pass in progress and waits for the thread; returns within a slice of work.</summary>
     public void Dispose()
     {

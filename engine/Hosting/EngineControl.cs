@@ -12,6 +12,7 @@ internal sealed class EngineControl
     private readonly object _gate = new();
     private readonly Queue<StatsSample> _history = new();
     private BackgroundEngine? _engine;
+    private BackgroundEngine? _stoppingEngine; // stopped by Stop and still ending its pass: Status says Stopping
     private EngineStatus? _lastRun;
 
     public EngineControl(IEngineService host, Func<HostStats> stats)
@@ -36,6 +37,10 @@ internal sealed class EngineControl
             if (_engine is not null)
                 throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
                     $"The engine of host '{_host.Name}' is already running (interval {_engine.Interval}).", _host.Name);
+            if (_stoppingEngine is not null)
+                throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
+                    $"The engine of host '{_host.Name}' is still stopping (its pass is ending); start it again when Stop-DEEngine has returned.",
+                    _host.Name);
             RecordSample();
             _engine = new BackgroundEngine(_host, interval);
             return _engine.Status(HistoryCount);
@@ -50,11 +55,24 @@ internal sealed class EngineControl
         {
             engine = _engine;
             _engine = null;
+            if (engine is null) return null;
+            engine.MarkStopping();
+            _stoppingEngine = engine;
         }
-        if (engine is null) return null;
-        engine.Dispose();
-        var final = engine.Status(HistoryCount) with { State = EngineState.Stopped };
-        lock (_gate) _lastRun = final;
+        EngineStatus final;
+        try
+        {
+            engine.Dispose();
+        }
+        finally
+        {
+            final = engine.Status(HistoryCount) with { State = EngineState.Stopped };
+            lock (_gate)
+            {
+                _lastRun = final;
+                _stoppingEngine = null;
+            }
+        }
         if (sample) RecordSample();
         return final;
     }
@@ -65,6 +83,7 @@ internal sealed class EngineControl
         {
             lock (_gate)
                 return _engine?.Status(HistoryCount)
+                       ?? _stoppingEngine?.Status(HistoryCount)
                        ?? (_lastRun is { } last ? last with { Samples = HistoryCount } : null)
                        ?? new EngineStatus(_host.Name, EngineState.Stopped, TimeSpan.Zero, null, 0, null, TimeSpan.Zero, TimeSpan.Zero, HistoryCount, null);
         }

@@ -387,6 +387,49 @@ Describe 'Remove-DEDomain' {
         (Get-DEDomain).Name | Should -Be @('web1', 'db1')
     }
 
+    It 'removes the domains of page stats and policies from the pipeline, each on its own host' {
+        Get-DEPageStats | Where-Object Domain -Like 'web*' | Remove-DEDomain -Confirm:$false
+        (Get-DEDomain).Name | Should -Be 'db1'
+        Get-DEPolicy -Domain db1 | Remove-DEDomain -Confirm:$false
+        Get-DEDomain | Should -BeNullOrEmpty
+        $other = Connect-DEHost -Name "pester-remove-other-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $null = New-DEDomain -Name web1 -MemorySize 1MB -DEHost $other
+            $null = New-DEDomain -Name web1 -MemorySize 1MB -DEHost $deHost
+            # The other host is current now; the record names its own host, so web1 of $deHost goes, the other's stays.
+            Get-DEPageStats -DEHost $deHost | Remove-DEDomain -Confirm:$false
+            Get-DEDomain -DEHost $deHost | Should -BeNullOrEmpty
+            (Get-DEDomain -DEHost $other).Name | Should -Be 'web1'
+        }
+        finally {
+            $other | Disconnect-DEHost -Confirm:$false
+        }
+    }
+
+    It 'does not remove a domain made again under the name of a piped record' {
+        $old = Get-DEPageStats -Domain web1
+        Remove-DEDomain web1 -Confirm:$false
+        $null = New-DEDomain -Name web1 -MemorySize 1MB
+        $old | Remove-DEDomain -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+        $err[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $err[0].Exception.Message | Should -Match 'has been removed'
+        (Get-DEDomain).Name | Should -Contain 'web1'
+    }
+
+    It 'writes HostNotFound for a record of a host no longer connected, and InputObjectNotDomain for anything else' {
+        $other = Connect-DEHost -Name "pester-remove-gone-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        $null = New-DEDomain -Name gone -MemorySize 1MB -DEHost $other
+        $record = Get-DEPageStats -DEHost $other
+        $other | Disconnect-DEHost -Confirm:$false
+        $record, [pscustomobject]@{ Domain = 'web1' }, (Get-DEDomain db1) |
+            Remove-DEDomain -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+        $err.FullyQualifiedErrorId | Should -Be @('HostNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand',
+            'InputObjectNotDomain,DifferenceEngine.Commands.RemoveDEDomainCommand')
+        (Get-DEDomain).Name | Should -Be @('web1', 'web2')
+    }
+
     It 'writes DomainNotFound for an unknown name and removes the others' {
         Remove-DEDomain -Name 'nope', 'db1' -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
