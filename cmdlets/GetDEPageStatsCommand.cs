@@ -20,7 +20,7 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
         // One snapshot per host for all the domains asked for at once, so that their rows add up with each other and with
         // Get-DEHostStats to the byte (docs/REPORT-SCHEMA.md): measured one by one, with the engine running, each row would
         // be of another moment, and a page merged in between would be charged twice. A domain the snapshot does not have
-        // (one still loading) is measured alone.
+        // (one made after it was taken) is measured alone; one removed meanwhile is DomainNotFound.
         var snapshots = new Dictionary<IDEHost, HostSnapshot?>(ReferenceEqualityComparer.Instance);
         foreach (var domain in ResolveDomainsOrAll(Domain))
         {

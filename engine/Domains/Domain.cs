@@ -292,6 +292,21 @@ public sealed partial class Domain : IDEDomain
     internal void MarkUntouched() => Array.Fill(_p2m, PageEntry.Untouched);
 
     /// <summary>
+    /// At the end of a load: the pages the source did not give (zeros in the image, or left out of a core) are the guest's
+    /// zero pages, guest memory like any other, no longer untouched. A loading domain's pages are untouched until laid out,
+    /// so that the host's figures taken meanwhile count only what is loaded (not the rest as zeros saved).
+    /// </summary>
+    internal void MarkLoadedZeros()
+    {
+        for (long gfn = 0; gfn < PageCount; gfn++)
+        {
+            if (!PageEntry.IsUntouched(PeekEntry(gfn))) continue;
+            ulong e = Lock(gfn);
+            Unlock(gfn, PageEntry.IsUntouched(e) ? PageEntry.WithPayload(e, PageState.Zero, 0) : e);
+        }
+    }
+
+    /// <summary>
     /// Installs a loaded page as Private. Used only while the domain is being built; a domain removed meanwhile (its
     /// release may have passed this page already) gets no frame: it is freed, and the load ends with DomainRemoved, as
     /// the loader's own check before each page does.

@@ -30,6 +30,9 @@ public sealed record EngineStatus(
 {
     /// <summary>CPU time (user + system) the engine's passes used since it started, measured per worker thread.</summary>
     public TimeSpan CpuTime { get; init; }
+
+    /// <summary>When the engine stopped (Stop-DEEngine, Disconnect-DEHost); null while it runs and before it ever ran.</summary>
+    public DateTimeOffset? Stopped { get; init; }
 }
 
 /// <summary>One point of the host's history: what the guests hold and what it costs, for reports over time.</summary>

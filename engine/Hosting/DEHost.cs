@@ -305,12 +305,15 @@ public sealed partial class DEHost : IDEHost, IEngineService
         ArgumentNullException.ThrowIfNull(source);
         using var op = EnterOperation();
         var domain = NewDomain(name, source.PageCount, options, source.Description);
-        // Registered while loading, so that under a memory limit its own pages can be paged out too.
+        // Registered while loading, so that under a memory limit its own pages can be paged out too. Its pages are untouched
+        // until laid out: the host's figures meanwhile count what is loaded, not the rest as zero pages saved.
         domain.Loading = true;
+        domain.MarkUntouched();
         Register(domain);
         try
         {
             domain.LoadReport = source.CopyTo(new LoadSink(this, domain, progress), cancellationToken);
+            domain.MarkLoadedZeros();
             HostCallbacks.Invoke(this, progress, domain.PageCount);
             domain.Loading = false;
             return domain;
@@ -378,17 +381,18 @@ public sealed partial class DEHost : IDEHost, IEngineService
             PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e));
     }
 
-    /// <summary>Per-domain page counts and memory use.</summary>
     /// <summary>
-    /// The domain's stats as the host's snapshot has them, so that they add up with the other domains'; a domain not in
-    /// the host's list (still loading) is measured alone.
+    /// The domain's stats as the host's snapshot has them, so that they add up with the other domains'; a domain registered
+    /// after the snapshot was taken is measured alone. A removed domain is DomainNotFound (its pages are gone, not saved).
     /// </summary>
     public DomainPageStats GetPageStats(Domain domain)
     {
-        if (!ReferenceEquals(domain.Host, this)) throw DomainNotFound(domain.Name);
+        if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved) throw DomainNotFound(domain.Name);
         if (TakeSnapshot().Find(domain.Id) is { } stats) return stats;
         using var op = EnterOperation();
         var (alone, charge) = MeasureDomain(domain);
+        // Removed while it was measured (its release empties the pages after it marks the domain): not zeros saved.
+        if (domain.IsRemoved) throw DomainNotFound(domain.Name);
         return alone with { BytesUsed = (long)Math.Round(charge) };
     }
 

@@ -66,7 +66,7 @@ internal sealed class EngineControl
         }
         finally
         {
-            final = engine.Status(HistoryCount) with { State = EngineState.Stopped };
+            final = engine.Status(HistoryCount) with { State = EngineState.Stopped, Stopped = DateTimeOffset.Now };
             lock (_gate)
             {
                 _lastRun = final;

@@ -280,7 +280,7 @@ public static class HtmlReport
             ("Passes (background)", ReportText.Count(e.PassesRun)),
             ("Scan passes (all)", ReportText.Count(s.ScanPasses)),
             ("Last pass", e.LastPass is { } lp ? $"{lp.ToString("HH:mm:ss", C)}, took {ReportText.Duration(e.LastPassDuration)}" : "-"),
-            ("Samples", ReportText.Count(m.History.Count)),
+            ("Samples", ReportText.Count(e.Samples)), // the engine's own (JSON's engine.samples), not the chart's points
             ("Last error", e.LastError ?? "none"),
         ]);
         w.Write("</div>\n<div class=\"grid\" style=\"margin-top:18px\">\n");

@@ -187,6 +187,7 @@ public static class JsonReport
         Field(w, "state", e.State.ToString());
         Field(w, "intervalSeconds", e.Interval.TotalSeconds);
         Field(w, "startedAt", e.Started);
+        Field(w, "stoppedAt", e.Stopped);
         Field(w, "passesRun", e.PassesRun);
         Field(w, "lastPassAt", e.LastPass);
         Field(w, "lastPassSeconds", e.LastPassDuration.TotalSeconds);

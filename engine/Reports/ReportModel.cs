@@ -26,7 +26,8 @@ public sealed record ReportModel(
     /// <summary>
     /// Takes a report's data from <paramref name="host"/>, embedded or Xen, in one snapshot: the given domains (in that
     /// order), or, when <paramref name="domains"/> is null, every domain of the host (on Xen every guest domain: domain 0
-    /// is not treated). <see cref="HostStats"/> covers the whole host; <see cref="Summary"/> the domains reported. The
+    /// is not treated). <see cref="HostStats"/> covers the whole host; <see cref="Summary"/> the domains reported (the host's
+    /// figures when they are every domain of the snapshot, however they were given). The
     /// history ends with a sample of this snapshot, so its last point is the report's own. A domain removed or of
     /// another host is "DomainNotFound".
     /// </summary>
@@ -61,7 +62,8 @@ public sealed record ReportModel(
             snapshot.Host,
             host.EngineStatus,
             PolicySnapshot.From(host.Policy),
-            domains is null,
+            // Every domain, however asked for (-Domain *, Get-DEDomain piped): the same headline as a report of the host.
+            chosen.Select(d => d.Id).ToHashSet().SetEquals(snapshot.Domains.Select(d => d.DomainId)),
             domainReports,
             history,
             faults)

@@ -133,6 +133,11 @@ Describe 'The background engine with a workload running' {
         $text | Should -Match 'Interval\s*:\s*200\.0 ms'
         $text | Should -Match ('Passes run\s*:\s*' + $running.PassesRun.ToString('#,0', [cultureinfo]::InvariantCulture))
         $text | Should -Match 'Busy\s*:\s*\S+ \S+ \([\d.]+% of the time since started\)'
+        # Once stopped, the share is of the time it ran: it stays what it was, however long ago that was.
+        $stoppedText = $stopped | Format-List | Out-String -Width 120
+        $stoppedText | Should -Match 'Busy\s*:\s*\S+ \S+ \([\d.]+% of the time it ran\)'
+        $stopped.Stopped | Should -BeGreaterOrEqual $stopped.Started
+        $stopped.BusyPercent | Should -Be ([Math]::Round(100.0 * $stopped.BusyTime.TotalSeconds / ($stopped.Stopped - $stopped.Started).TotalSeconds, 1))
         $lines = (Get-DEEngine -History | Format-Table | Out-String -Width 120) -split '\r?\n'
         $lines | Where-Object { $_.Length -gt 120 } | Should -BeNullOrEmpty
         $lines -join "`n" | Should -Match 'Time\s+GuestBytes\s+MemoryUsedBytes\s+SavedBytes\s+StoreAllocatedBytes\s+SwapUsedBytes\s+Faults\s+ScanPasses'

@@ -36,7 +36,9 @@ public class EngineControlTests
         var host = new HeldPassHost();
         var control = new EngineControl(host, NoGuests);
         Assert.Equal(EngineState.Stopped, control.Status.State);
-        Assert.Equal(EngineState.Running, control.Start(TimeSpan.FromSeconds(1)).State);
+        var running = control.Start(TimeSpan.FromSeconds(1));
+        Assert.Equal(EngineState.Running, running.State);
+        Assert.Null(running.Stopped);
         Assert.True(host.PassEntered.Wait(TimeSpan.FromMinutes(1)), "the engine's first pass never began");
 
         var stop = Task.Run(() => control.Stop(sample: false));
@@ -52,6 +54,8 @@ public class EngineControlTests
         var final = await stop.WaitAsync(TimeSpan.FromMinutes(1));
         Assert.NotNull(final);
         Assert.Equal(EngineState.Stopped, final!.State);
+        Assert.NotNull(final.Stopped);
+        Assert.True(final.Stopped >= final.Started);
         Assert.Equal(EngineState.Stopped, control.Status.State);
 
         // Stopped for good: it starts again.

@@ -127,6 +127,12 @@ public class HtmlReportTests
         Assert.Equal(["GuestBytes", "SavedBytes", "MemoryUsedBytes"], series);
         Assert.All(chart.Descendants().Where(e => e.Name.LocalName == "polyline"),
             line => Assert.Equal(3, line.Attribute("points")!.Value.Split(' ').Length));
+        // The Samples row is the engine's own count, as Get-DEEngine and JSON's engine.samples give it: the chart's third
+        // point is the report's, not a sample.
+        var samples = page.Descendants().Where(e => e.Name.LocalName == "tr")
+            .Single(tr => tr.Elements().First().Value == "Samples").Elements().Last().Value;
+        Assert.Equal(host.EngineStatus.Samples.ToString(), samples);
+        Assert.Equal(2, host.EngineStatus.Samples);
     }
 
     [Fact]

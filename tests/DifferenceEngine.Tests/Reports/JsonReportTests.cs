@@ -72,4 +72,18 @@ public class JsonReportTests
         Assert.Equal(["web2"], json["domains"]!.Select(d => (string)d["domain"]!));
         Assert.Equal(3, (int)json["host"]!["domains"]!); // host-wide numbers stay host-wide
     }
+
+    [Fact]
+    public void EveryDomainGivenOneByOneIsAReportOfTheHost()
+    {
+        using var host = ReportHosts.Build();
+        var whole = ReportModel.FromHost(host);
+        var given = ReportModel.FromHost(host, host.Domains.Reverse().ToArray());
+        Assert.True(given.AllDomains);
+        // The same headline as the host's: metadata and the store's slack are in it, not only the domains' charges.
+        Assert.Equal(whole.Summary.Parts.Select(p => p.Part), given.Summary.Parts.Select(p => p.Part));
+        Assert.Equal(given.HostStats.MemoryUsedBytes, given.Summary.MemoryUsedBytes);
+        Assert.Equal(given.HostStats.SavedBytes, given.Summary.SavedBytes);
+        Assert.False(ReportModel.FromHost(host, host.Domains.Skip(1).ToArray()).AllDomains);
+    }
 }
