@@ -105,6 +105,10 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
     /// <summary>Live groups whose stream is in the swap file, not the store.</summary>
     public long InSwap => Interlocked.Read(ref _inSwap);
 
+    /// <summary>Swap slots the streams of the groups in <see cref="InSwap"/> take (a stream's pieces, a slot each).</summary>
+    public long SlotsInSwap => Interlocked.Read(ref _slotsInSwap);
+    private long _slotsInSwap;
+
     private long _inSwap;
 
     /// <summary>The highest id handed out so far (ids run from 1): the range a hand over the groups goes round.</summary>
@@ -246,6 +250,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         }
         c.SetSwapped(i, true);
         Interlocked.Increment(ref _inSwap);
+        Interlocked.Add(ref _slotsInSwap, handles.Length);
         return true;
     }
 
@@ -267,6 +272,7 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
             return;
         }
         bool swapped = c.Swapped(i);
+        if (swapped) Interlocked.Add(ref _slotsInSwap, -c.PieceCount(i));
         for (int p = 0; p < c.PieceCount(i); p++)
         {
             if (!swapped) store.Free(Piece(id, c, i, p));

@@ -64,7 +64,11 @@ internal interface IEngineService
     /// <returns>How long the pass waited for the JIT warm-up before it began (ScanResult.WarmUpWait): not busy time.</returns>
     TimeSpan RunEnginePass(CancellationToken cancellationToken);
 
-    StatsSample RecordSample();
+    /// <summary>
+    /// Records a sample after an engine pass, without waiting for another scan's pass (null then: the next pass records
+    /// one), so that stopping the engine never waits for a scan it does not run.
+    /// </summary>
+    StatsSample? RecordSampleAfterPass();
 }
 
 /// <summary>
@@ -130,7 +134,7 @@ internal sealed class BackgroundEngine : IDisposable
                     _lastPass = DateTimeOffset.Now;
                     _lastDuration = Stopwatch.GetElapsedTime(started, ended);
                 }
-                _host.RecordSample();
+                _host.RecordSampleAfterPass();
             }
             catch (OperationCanceledException)
             {

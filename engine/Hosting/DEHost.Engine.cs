@@ -6,7 +6,7 @@ public sealed partial class DEHost
 {
     private EngineControl? _engineControl;
 
-    private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref _engineControl, () => new EngineControl(this, GetStats));
+    private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref _engineControl, () => new EngineControl(this, GetStats, () => TryTakeSnapshot()?.Host));
 
     /// <summary>"EngineIntervalInvalid" unless <paramref name="interval"/> is 100 ms to 24 h, the range every host's engine takes.</summary>
     public static void CheckEngineInterval(TimeSpan interval) => EngineControl.CheckInterval(interval);
@@ -38,4 +38,6 @@ public sealed partial class DEHost
 
     /// <summary>Adds a sample of the host's stats now (the engine does after every pass).</summary>
     public StatsSample RecordSample() => EngineControl.RecordSample();
+
+    StatsSample? IEngineService.RecordSampleAfterPass() => EngineControl.TryRecordSample();
 }

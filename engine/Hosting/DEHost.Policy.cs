@@ -24,9 +24,37 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        long restored = restore ? domain.RestoreAll(PageState.Patched) : 0;
-        domain.Policy.PatchingEnabled = false;
-        return restored;
+        return TurnOff(domain, restore, "restore a domain's patched pages", p => p.PatchingEnabled, (p, on) => p.PatchingEnabled = on,
+            () => domain.RestoreAll(PageState.Patched));
+    }
+
+    /// <summary>
+    /// Turns a mechanism of <paramref name="domain"/> off, and with <paramref name="restore"/> rebuilds its pages: the flag
+    /// goes off first, then every pass running is waited for (one that began with the mechanism on could encode pages again
+    /// behind the rebuild's walk, and nothing would rebuild them after), then <paramref name="rebuild"/> runs, passes going
+    /// on meanwhile without the mechanism. When the rebuild fails before changing anything (too few frames), the flag is
+    /// put back as it was.
+    /// </summary>
+    private long TurnOff(Domain domain, bool restore, string what, Func<DomainPolicy, bool> get, Action<DomainPolicy, bool> set,
+        Func<long> rebuild)
+    {
+        if (restore) HostCallbacks.ThrowIfInCallbackOf(this, Name, what);
+        bool was = get(domain.Policy);
+        set(domain.Policy, false);
+        if (!restore) return 0;
+        lock (_scanGate)
+        {
+            // Nothing: a pass that read the flag before it went off has ended.
+        }
+        try
+        {
+            return rebuild();
+        }
+        catch (DEException ex) when (ex.ErrorId.StartsWith("InsufficientMemoryTo", StringComparison.Ordinal))
+        {
+            set(domain.Policy, was);
+            throw;
+        }
     }
 
     /// <summary>Lets scans compress this domain's cold pages, with <paramref name="algorithm"/> when given.</summary>
@@ -61,9 +89,8 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        long restored = restore ? domain.RestoreAllCompressed() : 0;
-        domain.Policy.CompressionEnabled = false;
-        return restored;
+        return TurnOff(domain, restore, "restore a domain's compressed pages", p => p.CompressionEnabled,
+            (p, on) => p.CompressionEnabled = on, domain.RestoreAllCompressed);
     }
 
     /// <summary>

@@ -26,12 +26,10 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
         foreach (var d in chosen) CheckOwned(d);
-        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, body =>
+        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, _scanGate, null, (pass, ct) =>
         {
-            lock (_scanGate) body();
-        }, (pass, ct) =>
-        {
-            var result = RunPass(pass, chosen, options, progress, ct);
+            PassResult result;
+            lock (_passGate) result = RunPass(pass, chosen, options, progress, ct);
             Interlocked.Increment(ref _passes);
             return result;
         }, cancellationToken, _closing.Token);
@@ -140,7 +138,7 @@ public sealed partial class DEHost
 
     internal IDisposable Quiesce()
     {
-        Monitor.Enter(_scanGate);
+        _scanGate.Enter();
         var paused = Reclaimer?.Pause();
         return new QuiesceScope(this, paused);
     }
@@ -150,7 +148,7 @@ public sealed partial class DEHost
         public void Dispose()
         {
             paused?.Dispose();
-            Monitor.Exit(host._scanGate);
+            host._scanGate.Exit();
         }
     }
 
@@ -162,16 +160,16 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         var domains = Domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled || d.Policy.CompressionEnabled).ToArray();
-        if (domains.Length == 0 || !Monitor.TryEnter(_scanGate)) return false;
+        if (domains.Length == 0 || !_scanGate.TryEnter()) return false;
         try
         {
-            RunPass(0, domains, new ScanOptions(), null, CancellationToken.None);
+            lock (_passGate) RunPass(0, domains, new ScanOptions(), null, CancellationToken.None);
             Interlocked.Increment(ref _passes);
             return true;
         }
         finally
         {
-            Monitor.Exit(_scanGate);
+            _scanGate.Exit();
         }
     }
 

@@ -19,7 +19,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private readonly ConcurrentDictionary<string, Domain> _byName = new(StringComparer.OrdinalIgnoreCase);
     private readonly ConcurrentDictionary<int, Domain> _byId = new();
     private readonly ConcurrentDictionary<string, SharingIndex> _sharing = new(StringComparer.Ordinal);
-    private readonly object _scanGate = new();
+    private readonly Lock _scanGate = new();
+    // Held through each pass (inside the scan gate, which a scan holds through all its passes): a snapshot waits for the
+    // pass in progress only, and its figures are of a moment between passes.
+    private readonly Lock _passGate = new();
     private readonly object _domainGate = new();
     private int _nextDomainId;
     private long _activeOperations;
@@ -366,19 +369,16 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         using var op = EnterOperation();
         CheckOwned(domain);
-        if (!unshare)
-        {
-            domain.Policy.SharingEnabled = false;
-            return 0;
-        }
         // A page that names a compressed shared frame shares too: it gets its own frame back, decompressed.
         static bool SharesSomething(ulong e) => PageEntry.State(e) == PageState.Shared || PageEntry.IsSharedBlob(e);
-        domain.EnsureFramesFor(SharesSomething, "InsufficientMemoryToUnshare", (shared, obtainable) =>
-            $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
-        domain.Policy.SharingEnabled = false;
-        // (a guest's page goes back into the guest: ConvertEvery)
-        return domain.ConvertEvery(SharesSomething, (gfn, e) =>
-            PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e));
+        return TurnOff(domain, unshare, "unshare a domain's pages", p => p.SharingEnabled, (p, on) => p.SharingEnabled = on, () =>
+        {
+            domain.EnsureFramesFor(SharesSomething, "InsufficientMemoryToUnshare", (shared, obtainable) =>
+                $"Unsharing domain '{domain.Name}' needs up to {shared} frames but only {obtainable} can be had under the host's limit (free, or freed by paging out); nothing was changed.");
+            // (a guest's page goes back into the guest: ConvertEvery)
+            return domain.ConvertEvery(SharesSomething, (gfn, e) =>
+                PageEntry.State(e) == PageState.Shared ? domain.BreakSharing(gfn, e, copy: true) : domain.Rebuild(gfn, e));
+        });
     }
 
     /// <summary>
@@ -524,6 +524,40 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public HostSnapshot TakeSnapshot()
     {
         using var op = EnterOperation();
+        // Between passes: a pass that compressed or merged pages already measured, and freed their frames before the frames
+        // in use were read, would leave the domains charged for more than the host holds (an audit saw "Uncharged" at
+        // -10 MB with the engine running). Guest faults meanwhile only add frames: in flight, never negative. A progress
+        // callback of this host's own call does not wait (its pass waits for it).
+        bool gated = !HostCallbacks.InCallbackOf(this);
+        if (gated) _passGate.Enter();
+        try
+        {
+            return MeasureHost();
+        }
+        finally
+        {
+            if (gated) _passGate.Exit();
+        }
+    }
+
+    /// <summary><see cref="TakeSnapshot"/> when no pass is in progress; null, at once, when one is.</summary>
+    internal HostSnapshot? TryTakeSnapshot()
+    {
+        using var op = EnterOperation();
+        if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
+        if (!_passGate.TryEnter()) return null;
+        try
+        {
+            return MeasureHost();
+        }
+        finally
+        {
+            _passGate.Exit();
+        }
+    }
+
+    private HostSnapshot MeasureHost()
+    {
         var domains = Domains;
         var builder = new SnapshotBuilder();
         // Shared frames: the frames shared pages map to, each counted once (the stable table exists only during a pass).
@@ -552,6 +586,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             PageGroups = Groups.Count,
             SharedBlobGroups = Groups.SharedCount,
             PageGroupsInSwap = Groups.InSwap,
+            SwapGroupBytes = Groups.SlotsInSwap * PageGeometry.PageSize,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
             SwapBytes = SwapBytes,

@@ -9,16 +9,22 @@ internal sealed class EngineControl
 {
     private readonly IEngineService _host;
     private readonly Func<HostStats> _stats;
+    private readonly Func<HostStats?> _statsNow;
     private readonly object _gate = new();
     private readonly Queue<StatsSample> _history = new();
     private BackgroundEngine? _engine;
     private BackgroundEngine? _stoppingEngine; // stopped by Stop and still ending its pass: Status says Stopping
     private EngineStatus? _lastRun;
 
-    public EngineControl(IEngineService host, Func<HostStats> stats)
+    /// <param name="statsNow">
+    /// The stats for the sample a stop records, or null when they cannot be had at once (another scan's pass is in
+    /// progress: the stop does not wait for it, and records no sample); <paramref name="stats"/> when not given.
+    /// </param>
+    public EngineControl(IEngineService host, Func<HostStats> stats, Func<HostStats?>? statsNow = null)
     {
         _host = host;
         _stats = stats;
+        _statsNow = statsNow ?? stats;
     }
 
     /// <summary>"EngineIntervalInvalid" unless <paramref name="interval"/> is 100 ms to 24 h (Start-DEEngine checks it before it asks to go on).</summary>
@@ -41,7 +47,7 @@ internal sealed class EngineControl
                 throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
                     $"The engine of host '{_host.Name}' is still stopping (its pass is ending); start it again when Stop-DEEngine has returned.",
                     _host.Name);
-            RecordSample();
+            TryRecordSample(); // the history's first point, unless a scan's pass is in progress (the engine's first pass records one)
             _engine = new BackgroundEngine(_host, interval);
             return _engine.Status(HistoryCount);
         }
@@ -73,7 +79,7 @@ internal sealed class EngineControl
                 _stoppingEngine = null;
             }
         }
-        if (sample) RecordSample();
+        if (sample) TryRecordSample();
         return final;
     }
 
@@ -99,9 +105,13 @@ internal sealed class EngineControl
         get { lock (_history) return _history.Count; }
     }
 
-    public StatsSample RecordSample()
+    public StatsSample RecordSample() => Record(StatsSample.From(_stats(), DateTimeOffset.Now));
+
+    /// <summary>A sample now, or null (none recorded) when the stats cannot be had without waiting for a pass.</summary>
+    public StatsSample? TryRecordSample() => _statsNow() is { } now ? Record(StatsSample.From(now, DateTimeOffset.Now)) : null;
+
+    private StatsSample Record(StatsSample sample)
     {
-        var sample = StatsSample.From(_stats(), DateTimeOffset.Now);
         lock (_history)
         {
             _history.Enqueue(sample);

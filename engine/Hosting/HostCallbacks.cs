@@ -24,6 +24,9 @@ internal static class HostCallbacks
         }
     }
 
+    /// <summary>Whether this thread is running a callback of <paramref name="host"/>'s (a scan's or a load's progress).</summary>
+    public static bool InCallbackOf(object host) => ReferenceEquals(t_host, host);
+
     /// <summary>
     /// Throws when this thread is running a callback of <paramref name="host"/>'s: <paramref name="what"/> ("dispose of the
     /// host", "change a domain's trust group") waits for the host's scans, so done there it would wait forever for the call

@@ -132,6 +132,7 @@ public static class JsonReport
         Field(w, "path", s.SwapPath);
         Field(w, "sizeBytes", s.SwapBytes);
         Field(w, "usedBytes", s.SwapUsedBytes);
+        Field(w, "groupBytes", s.SwapGroupBytes);
         Field(w, "pageOuts", s.PageOuts);
         Field(w, "pageOutP50Microseconds", s.PageOutP50.TotalMicroseconds);
         Field(w, "pageOutP99Microseconds", s.PageOutP99.TotalMicroseconds);

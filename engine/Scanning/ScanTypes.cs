@@ -38,11 +38,12 @@ internal static class PassLoop
 
     /// <summary>
     /// A whole scan as every host runs it: the warm-up wait, then <see cref="Run"/> inside the host's scan lock
-    /// (<paramref name="locked"/> runs its argument under it), on a token that is the caller's or the host's disconnection
+    /// (<paramref name="gate"/>, waited for as long as the token allows: <see cref="EnterGate"/>), with
+    /// <paramref name="underGate"/> first (a host's own checks), on a token that is the caller's or the host's disconnection
     /// (<paramref name="closing"/>), whichever comes first. A scan the disconnection stopped ends with "HostDisconnected".
     /// </summary>
     public static ScanResult Scan(string hostName, IEnumerable<string> domainNames, int domainCount, ScanOptions options,
-        Action<Action> locked, Func<int, CancellationToken, PassResult> runPass, CancellationToken cancellationToken,
+        Lock gate, Action? underGate, Func<int, CancellationToken, PassResult> runPass, CancellationToken cancellationToken,
         CancellationToken closing)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closing);
@@ -52,7 +53,16 @@ internal static class PassLoop
             var warmUpWait = WaitForWarmUp(domainCount, ct);
             List<PassResult> results = [];
             bool stable = false;
-            locked(() => (results, stable) = Run(options, pass => runPass(pass, ct), ct));
+            EnterGate(gate, ct);
+            try
+            {
+                underGate?.Invoke();
+                (results, stable) = Run(options, pass => runPass(pass, ct), ct);
+            }
+            finally
+            {
+                gate.Exit();
+            }
             return new ScanResult(domainNames.ToArray(), results, stable) { WarmUpWait = warmUpWait };
         }
         catch (OperationCanceledException) when (closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
@@ -60,6 +70,20 @@ internal static class PassLoop
             throw Hosting.DEHost.HostDisconnected(hostName);
         }
     }
+
+    /// <summary>
+    /// Takes a host's scan lock, waiting while another scan holds it, for as long as <paramref name="cancellationToken"/>
+    /// allows: Ctrl-C on a waiting Invoke-DEScan, Stop-DEEngine of an engine whose pass waits, and a disconnection end the
+    /// wait (OperationCanceledException) instead of waiting for the other scan's every pass. Re-entrant, as the lock is.
+    /// </summary>
+    public static void EnterGate(Lock gate, CancellationToken cancellationToken)
+    {
+        // The lock has no wait that a token ends: each try waits a slice, and a cancellation is seen at the next try.
+        while (!gate.TryEnter(GateSlice))
+            cancellationToken.ThrowIfCancellationRequested();
+    }
+
+    private static readonly TimeSpan GateSlice = TimeSpan.FromMilliseconds(20);
 
     /// <summary>
     /// Runs <paramref name="runPass"/> for passes 1, 2, ...: options.Passes of them, or until a pass after the first
@@ -96,6 +120,7 @@ public sealed record PassResult(
     long PagesExamined,
     long ZeroPagesFound,
     long PagesMerged,
+    // Frames sharing gave back: merged pages, zero and uniform pages (patching and compression free theirs too, counted as PagesPatched and PagesCompressed).
     long FramesFreed,
     long HashCollisions,
     long Contended,

@@ -51,7 +51,14 @@ public sealed record HostStats(
     public TimeSpan EngineCpuTime { get; init; }
     public string? SwapPath { get; init; }
     public long SwapBytes { get; init; }
+    /// <summary>
+    /// Bytes of the swap file in use: the pages paged out one by one (<see cref="DomainPageStats.SwappedPages"/>, 4096 bytes
+    /// each) and the slots of the page groups' streams written there (<see cref="SwapGroupBytes"/>).
+    /// </summary>
     public long SwapUsedBytes { get; init; }
+
+    /// <summary>Of <see cref="SwapUsedBytes"/>, the slots that hold page groups' streams (<see cref="PageGroupsInSwap"/>).</summary>
+    public long SwapGroupBytes { get; init; }
     /// <summary>Pages written to swap (page-in faults are counted under Faults as SwapIn).</summary>
     public long PageOuts { get; init; }
     /// <summary>Page-out cost per page (write + fdatasync of its batch, divided over the batch).</summary>

@@ -24,4 +24,6 @@ public sealed partial class XenHost
     public IReadOnlyList<StatsSample> History => EngineControl.History;
 
     public StatsSample RecordSample() => EngineControl.RecordSample();
+
+    StatsSample? IEngineService.RecordSampleAfterPass() => EngineControl.TryRecordSample();
 }

@@ -62,14 +62,7 @@ public sealed partial class XenHost
             }
         }
         CheckConnected();
-        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, body =>
-        {
-            lock (scanGate)
-            {
-                CheckConnected();
-                body();
-            }
-        }, (pass, ct) =>
+        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, scanGate, CheckConnected, (pass, ct) =>
         {
             long cpu = ThreadCpu.NowTicks();
             long started = Stopwatch.GetTimestamp();

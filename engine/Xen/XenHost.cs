@@ -261,6 +261,14 @@ public sealed partial class XenHost : IDEHost, IEngineService
     {
         CheckOwned(domain);
         off(domain.Policy);
+        if (restore)
+        {
+            // The flag is off; a pass that read it before is waited for, or it could evict pages again behind the restore.
+            HostCallbacks.ThrowIfInCallbackOf(this, Name, "restore a domain's pages");
+            lock (scanGate)
+            {
+            }
+        }
         long restored = restore ? pager.Restore(domain.DomainId, kinds) : 0;
         if (!domain.Policy.PatchingEnabled && !domain.Policy.CompressionEnabled && pager.IsAttached(domain.DomainId)
             && pager.GetDomainStats(domain.DomainId).HeldPages == 0)

@@ -156,6 +156,10 @@ public class DomainAccessTests
             Assert.Equal("PolicyTrustGroupInvalid", Assert.Throws<DEException>(() => host.CreateDomain("ok", 4096, new DomainOptions { TrustGroup = unprintable })).ErrorId);
             Assert.Equal("HostNameInvalid", Assert.Throws<DEException>(() => new DEHost(new HostOptions { Name = unprintable })).ErrorId);
         }
+        // ',' and ';' separate trust groups in a placement host's list: 'tenant a,b' would be read as two groups.
+        foreach (string listed in new[] { "a,b", "tenant;x" })
+            Assert.Equal("PolicyTrustGroupInvalid", Assert.Throws<DEException>(() => host.CreateDomain("ok", 4096, new DomainOptions { TrustGroup = listed })).ErrorId);
+        host.CreateDomain("spaced", 4096, new DomainOptions { TrustGroup = "tenant a" }); // a space is part of a name
         foreach (string badHost in new[] { "a*b", "lab?", "[x]", " lab", "" })
             Assert.Equal("HostNameInvalid", Assert.Throws<DEException>(() => new DEHost(new HostOptions { Name = badHost })).ErrorId);
         host.CreateDomain("\u00e9t\u00e9 \U0001F600 <b> & 'q'", 4096); // printable, however unusual

@@ -25,7 +25,7 @@ public class EngineControlTests
             return TimeSpan.Zero;
         }
 
-        public StatsSample RecordSample() => new(DateTimeOffset.Now, 0, 0, 0, 0, 0, 0, 0, 0);
+        public StatsSample? RecordSampleAfterPass() => new(DateTimeOffset.Now, 0, 0, 0, 0, 0, 0, 0, 0);
     }
 
     private static HostStats NoGuests() => new("held", 0, null, 0, 0, 0, 0, 0, 0, 0, [], []);

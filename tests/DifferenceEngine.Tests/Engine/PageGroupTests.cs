@@ -356,6 +356,9 @@ public class PageGroupTests(ITestOutputHelper output)
         var after = host.GetStats();
         output.WriteLine($"{moved} B of streams to swap; store {before.StoreAllocatedBytes} -> {after.StoreAllocatedBytes} B, swap {after.SwapUsedBytes} B");
         Assert.Equal(after.PageGroups, after.PageGroupsInSwap);
+        // The swap in use is the groups' slots and the pages paged out alone, to the byte.
+        Assert.True(after.SwapGroupBytes > 0);
+        Assert.Equal(host.GetPageStats(d).SwappedPages * 4096 + after.SwapGroupBytes, after.SwapUsedBytes);
         Assert.Equal(0, after.StoreBlobs);
         Assert.Equal(0, after.StoreAllocatedBytes);
         Assert.Equal(0, host.GetPageStats(d).StoredBytes); // pages in swap hold no memory
@@ -385,8 +388,12 @@ public class PageGroupTests(ITestOutputHelper output)
             d.ReadPage(g, buffer);
             Assert.True(pages[g].AsSpan().SequenceEqual(buffer), $"page {g} differs");
         }
+        var read = host.GetStats(); // only the corrupt group is left in swap
+        Assert.Equal(1, read.PageGroupsInSwap);
+        Assert.Equal(host.GetPageStats(d).SwappedPages * 4096 + read.SwapGroupBytes, read.SwapUsedBytes);
         host.RemoveDomain(d);
         Assert.Equal(0, host.GetStats().SwapUsedBytes);
+        Assert.Equal(0, host.GetStats().SwapGroupBytes);
         Assert.Equal(0, host.GetStats().PageGroups);
     }
 

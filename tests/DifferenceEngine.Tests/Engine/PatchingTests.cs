@@ -368,6 +368,103 @@ public class PatchingTests
         TestMemory.AssertFrameAccounting(host);
     }
 
+    public enum Mechanism { Patching, Compression, Sharing }
+
+    [Theory]
+    [InlineData(Mechanism.Patching)]
+    [InlineData(Mechanism.Compression)]
+    [InlineData(Mechanism.Sharing)]
+    public void ARestoreWaitsForThePassInFlightAndLeavesNothingEncoded(Mechanism mechanism)
+    {
+        // The flag goes off first, then the restore waits for the pass in flight: a pass that began with the mechanism on
+        // would otherwise encode pages again behind the restore's walk (an audit found thousands left Patched or Compressed
+        // after Disable-DEPatching -Restore returned, with the background engine running), and nothing would rebuild them.
+        using var dir = new TempDir();
+        var reference = TestMemory.RandomPage(new Random(1));
+        var pages = mechanism == Mechanism.Patching
+            ? Enumerable.Range(0, 40).Select(i => Similar(reference, i, 3)).Prepend(reference).ToArray()
+            : TestMemory.TextPages(128, 21);
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        var options = mechanism switch
+        {
+            Mechanism.Patching => new DomainOptions { PatchingEnabled = true },
+            Mechanism.Compression => new DomainOptions { CompressionEnabled = true, C4Sweeps = 1 },
+            _ => new DomainOptions { SharingEnabled = true },
+        };
+        var d = TestMemory.LoadRaw(host, dir, "d", pages, options);
+        var twin = mechanism == Mechanism.Sharing ? TestMemory.LoadRaw(host, dir, "twin", pages, options) : null;
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        // Counted from the page table itself: a snapshot waits for the pass in progress, which the test holds.
+        long Encoded()
+        {
+            long n = 0;
+            for (long g = 0; g < d.PageCount; g++)
+            {
+                ulong e = d.PeekEntry(g);
+                var state = PageEntry.State(e);
+                if (mechanism switch
+                    {
+                        Mechanism.Patching => state == PageState.Patched,
+                        Mechanism.Compression => state == PageState.Compressed && !PageEntry.IsSharedBlob(e),
+                        _ => state == PageState.Shared || PageEntry.IsSharedBlob(e),
+                    }) n++;
+            }
+            return n;
+        }
+        bool Enabled() => mechanism switch
+        {
+            Mechanism.Patching => d.Policy.PatchingEnabled,
+            Mechanism.Compression => d.Policy.CompressionEnabled,
+            _ => d.Policy.SharingEnabled,
+        };
+        long encoded = Encoded();
+        Assert.True(encoded >= 20, $"{encoded} pages {mechanism}");
+
+        using var holding = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var scan = new Thread(() => host.Scan(null, new ScanOptions { Parallelism = 1, SliceSize = 16 }, _ =>
+        {
+            if (holding.IsSet) return;
+            holding.Set();
+            release.Wait();
+        }));
+        scan.Start();
+        holding.Wait();
+        long restored = -1;
+        var restore = new Thread(() => restored = mechanism switch
+        {
+            Mechanism.Patching => host.DisablePatching(d, restore: true),
+            Mechanism.Compression => host.DisableCompression(d, restore: true),
+            _ => host.DisableSharing(d, unshare: true),
+        });
+        restore.Start();
+        long whileHeld;
+        bool waited;
+        try
+        {
+            SpinWait.SpinUntil(() => !Enabled());
+            whileHeld = Encoded();
+            waited = restore.IsAlive;
+        }
+        finally
+        {
+            release.Set();
+            scan.Join();
+            restore.Join();
+        }
+        // Off, and waiting for the pass: nothing rebuilt yet (before the fix the flag went off only after the walk).
+        Assert.Equal(encoded, whileHeld);
+        Assert.True(waited, "the restore did not wait for the pass in flight");
+        Assert.Equal(encoded, restored);
+        Assert.Equal(0, Encoded());
+        Assert.False(Enabled());
+        // Passes after it leave the domain alone.
+        host.Scan(options: new ScanOptions { Passes = 3 });
+        Assert.Equal(0, Encoded());
+        for (int g = 0; g < pages.Length; g++) Assert.Equal(pages[g], d.ReadPage(g));
+        TestMemory.AssertFrameAccounting(host);
+    }
+
     [Fact]
     public void TrustGroupChangeNeedsUnsharedPagesAndPolicyValuesAreChecked()
     {

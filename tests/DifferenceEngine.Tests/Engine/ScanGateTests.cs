@@ -1,0 +1,127 @@
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// Scans of one host run one at a time, and waiting for the scan lock ends when the waiter is cancelled: Ctrl-C on an
+/// Invoke-DEScan that waits, and Stop-DEEngine of an engine whose pass waits, return while the other scan goes on (an
+/// audit measured Stop-DEEngine waiting two seconds for a 600-pass scan in another runspace). The scan in the lock is
+/// held by its progress callback until the test lets it go: events only, no clock.
+/// </summary>
+public class ScanGateTests
+{
+    private static (DEHost Host, Domain Domain) NewHost(TempDir dir)
+    {
+        var host = new DEHost();
+        var d = TestMemory.LoadRaw(host, dir, "d", TestMemory.TextPages(64, 5), new DomainOptions { SharingEnabled = true });
+        return (host, d);
+    }
+
+    /// <summary>Runs <paramref name="whileHeld"/> while a scan holds the host's scan lock, then lets the scan finish.</summary>
+    private static void WhileAScanIsHeld(DEHost host, Action whileHeld)
+    {
+        using var holding = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var held = new Thread(() => host.Scan(options: new ScanOptions { Parallelism = 1, SliceSize = 16 }, progress: _ =>
+        {
+            if (holding.IsSet) return;
+            holding.Set();
+            release.Wait();
+        }));
+        held.Start();
+        holding.Wait();
+        try
+        {
+            whileHeld();
+        }
+        finally
+        {
+            release.Set();
+            held.Join();
+        }
+    }
+
+    [Fact]
+    public void AScanWaitingForTheLockEndsWhenCancelled()
+    {
+        using var dir = new TempDir();
+        var (host, _) = NewHost(dir);
+        using var _host = host;
+        Exception? waiterFailure = null;
+        bool ended = false;
+        WhileAScanIsHeld(host, () =>
+        {
+            using var cancel = new CancellationTokenSource();
+            var waiter = new Thread(() => waiterFailure = Record.Exception(() => host.Scan(cancellationToken: cancel.Token)));
+            waiter.Start();
+            SpinWait.SpinUntil(() => (waiter.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+            Assert.True(waiter.IsAlive, "the second scan did not wait for the first");
+            cancel.Cancel();
+            ended = waiter.Join(TimeSpan.FromMinutes(1)); // a bound for the failure only: it ends at once, or never
+        });
+        Assert.True(ended, "the cancelled scan went on waiting for the lock");
+        Assert.IsType<OperationCanceledException>(waiterFailure, exactMatch: false);
+    }
+
+    [Fact]
+    public void StoppingAnEngineWhosePassWaitsForTheLockReturnsWhileTheOtherScanGoesOn()
+    {
+        using var dir = new TempDir();
+        var (host, _) = NewHost(dir);
+        using var _host = host;
+        long scanPassesBefore = host.GetStats().ScanPasses;
+        EngineStatus? final = null;
+        WhileAScanIsHeld(host, () =>
+        {
+            host.StartEngine(TimeSpan.FromMilliseconds(100));
+            var stop = new Thread(() => final = host.StopEngine());
+            stop.Start();
+            bool stopped = stop.Join(TimeSpan.FromMinutes(1)); // a bound for the failure only
+            Assert.True(stopped, "Stop-DEEngine waited for another scan to end");
+        });
+        Assert.NotNull(final);
+        Assert.Equal(EngineState.Stopped, final!.State);
+        Assert.Equal(0, final.PassesRun);
+        Assert.Equal(scanPassesBefore + 1, host.GetStats().ScanPasses); // the held scan's pass only
+    }
+
+    [Fact]
+    public void ASnapshotIsOfAMomentBetweenPasses()
+    {
+        // A pass that freed frames of pages the snapshot had measured left the domains charged for more than the host
+        // held ("Uncharged" negative, -10 MB in an audit): the snapshot waits for the pass in progress.
+        using var dir = new TempDir();
+        var (host, _) = NewHost(dir);
+        using var _host = host;
+        Stats.HostSnapshot? taken = null;
+        bool waited = false;
+        var snapshot = new Thread(() => taken = host.TakeSnapshot());
+        WhileAScanIsHeld(host, () =>
+        {
+            snapshot.Start();
+            SpinWait.SpinUntil(() => (snapshot.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+            waited = snapshot.IsAlive && taken is null;
+        });
+        snapshot.Join();
+        Assert.True(waited, "the snapshot did not wait for the pass in progress");
+        Assert.NotNull(taken);
+        Assert.Equal(0, taken!.Host.UnchargedBytes);
+    }
+
+    [Fact]
+    public void ASnapshotTakenInAScansOwnProgressCallbackDoesNotWaitForIt()
+    {
+        using var dir = new TempDir();
+        var (host, _) = NewHost(dir);
+        using var _host = host;
+        int taken = 0;
+        host.Scan(options: new ScanOptions { Parallelism = 2, SliceSize = 8 }, progress: _ =>
+        {
+            host.TakeSnapshot();
+            Interlocked.Increment(ref taken);
+        });
+        Assert.True(taken > 0);
+    }
+}
