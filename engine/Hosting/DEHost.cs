@@ -644,6 +644,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
         // Wait for guest accesses and scans in flight before the frames go away.
         var spin = new SpinWait();
         while (Interlocked.Read(ref _activeOperations) != 0) spin.SpinOnce();
+        // An engine that a Start-DEEngine in flight started after the first stop: its thread has ended (its pass found the
+        // host disconnected); stopped here, it does not stay listed as Running.
+        StopEngine();
         Reclaimer?.Dispose(); // stops the background thread, closes the swap file (unnamed since it was made)
         foreach (var d in _byId.Values) d.Release();
         _byId.Clear();

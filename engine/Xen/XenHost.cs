@@ -352,6 +352,13 @@ public sealed partial class XenHost : IDEHost, IEngineService
     /// A guest page's bytes as the guest would read them, without disturbing it: through a read-only foreign mapping, or from
     /// the pager's copy when the pager holds it (so reading does not page it back in).
     /// </summary>
+    /// <summary>The domain's highest gfn (its physmap may have holes below it: an HVM guest's MMIO hole).</summary>
+    internal long MaxGfn(XenDomain domain)
+    {
+        CheckOwned(domain);
+        return (long)connection.GetMaxGpfn(domain.DomainId);
+    }
+
     public byte[] ReadPage(XenDomain domain, long gfn)
     {
         CheckOwned(domain);
@@ -469,6 +476,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         {
             disposed = true;
         }
+        StopEngine(); // one a Start-DEEngine in flight started after the first stop (its pass finds the host disconnected)
         try
         {
             pager.Dispose();

@@ -24,6 +24,7 @@ internal sealed unsafe class FakeXen
     private readonly delegate* unmanaged<uint, ulong> requestsPosted;
     private readonly delegate* unmanaged<uint, uint, uint, int> setKind;
     private readonly delegate* unmanaged<uint, byte*, int> setName;
+    private readonly delegate* unmanaged<uint, ulong, ulong, int> removePages;
 
     private FakeXen(string folder)
     {
@@ -38,7 +39,12 @@ internal sealed unsafe class FakeXen
         requestsPosted = (delegate* unmanaged<uint, ulong>)NativeLibrary.GetExport(lib, "fakexen_requests_posted");
         setKind = (delegate* unmanaged<uint, uint, uint, int>)NativeLibrary.GetExport(lib, "fakexen_set_domain_kind");
         setName = (delegate* unmanaged<uint, byte*, int>)NativeLibrary.GetExport(lib, "fakexen_set_domain_name");
+        removePages = (delegate* unmanaged<uint, ulong, ulong, int>)NativeLibrary.GetExport(lib, "fakexen_remove_pages");
     }
+
+    /// <summary>Takes gfns <paramref name="first"/> .. + <paramref name="count"/> - 1 out of the guest's physmap (an MMIO hole).</summary>
+    public void RemovePages(uint domainId, ulong first, ulong count) =>
+        Check(removePages(domainId, first, count), $"remove pages {first}+{count} of domain {domainId}");
 
     /// <summary>
     /// The fake, reset. A paused vCPU waits for the pager's answer on a condition the answer signals; the 10 s time-out on

@@ -1141,6 +1141,29 @@ FX_EXPORT int32_t fakexen_drop_ring_page(uint32_t domid)
     return fx_unlock(0);
 }
 
+FX_EXPORT int32_t fakexen_remove_pages(uint32_t domid, uint64_t first, uint64_t count)
+{
+    struct fx_domain *d;
+
+    fx_lock();
+    if ((d = fx_domain(domid)) == NULL)
+        return fx_unlock(-ESRCH);
+    if (first >= d->pages || count > d->pages - first)
+        return fx_unlock(-EINVAL);
+    for (uint64_t g = first; g < first + count; g++)
+        if (d->p2m[g].state != FX_RAM && d->p2m[g].state != FX_ABSENT)
+            return fx_unlock(-EBUSY);
+    for (uint64_t g = first; g < first + count; g++) {
+        if (d->p2m[g].state == FX_ABSENT)
+            continue;
+        fx_frame_put(d->p2m[g].frame);
+        d->p2m[g].frame = NULL;
+        d->p2m[g].state = FX_ABSENT;
+        d->tot_pages--;
+    }
+    return fx_unlock(0);
+}
+
 FX_EXPORT int32_t fakexen_guest_read(uint32_t domid, uint64_t gfn, uint8_t *page)
 {
     return fx_guest(domid, gfn, page, NULL);

@@ -41,6 +41,11 @@ int32_t fakexen_set_domain_kind(uint32_t domid, uint32_t hvm, uint32_t hap);
 /* Takes the ring page out of the domain's physmap, so the shim must populate it before mapping. */
 int32_t fakexen_drop_ring_page(uint32_t domid);
 
+/* Takes gfns first .. first + count - 1 out of the domain's physmap, as an HVM guest's MMIO hole below 4 GiB is: no page
+ * there, tot_pages that much less, the highest gfn unchanged (mapping one fails with EINVAL). ESRCH: no such domain;
+ * EINVAL: a gfn out of the guest's pages; EBUSY: one of them is shared or paged (only plain RAM pages are taken). */
+int32_t fakexen_remove_pages(uint32_t domid, uint64_t first, uint64_t count);
+
 /* A vCPU of the guest reads gfn into page (4096 bytes). On a paging gfn the vCPU is paused: the fake posts
  * a request on the paging ring, signals the event channel and blocks until the pager's response resumes
  * it, then retries. EINVAL: bad gfn; ETIMEDOUT: no answer in time; ENXIO: paged out and no pager. */
