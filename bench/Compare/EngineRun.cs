@@ -75,9 +75,15 @@ internal sealed record EngineRunResult(
     public long SavedBySharing => SharedPages - SharedFrames + SharedCompressedPages - SharedCompressedFrames;
     public double AveragePatchBytes => PatchedPages == 0 ? 0 : (double)PatchBytes / PatchedPages;
 
+    /// <summary>
+    /// Compressed shared frames that only patches name (their pages gone since): compressed references, counted in
+    /// <see cref="CompressedBytes"/> but not in <see cref="SharedCompressedFrames"/>, which pages name.
+    /// </summary>
+    public long ReferenceOnlyBlobs { get; init; }
+
     /// <summary>Distinct page contents compressed (a compressed shared frame once) over the bytes that hold them.</summary>
     public double CompressionRatio => CompressedBytes == 0 ? 0
-        : (double)(CompressedPages - SharedCompressedPages + SharedCompressedFrames) * PageGeometry.PageSize / CompressedBytes;
+        : (double)(CompressedPages - SharedCompressedPages + SharedCompressedFrames + ReferenceOnlyBlobs) * PageGeometry.PageSize / CompressedBytes;
 
     /// <summary>The codec setting as reports show it: the single-page codec, and the groups' when there are groups.</summary>
     public string? Setting => Codec is null ? null : GroupSize == 0 ? Codec : $"{Codec}, {GroupCodec} groups of {GroupSize}";
@@ -141,7 +147,8 @@ internal static class EngineRun
         var stats = host.GetStats();
         long zero = 0, uniform = 0, shared = 0, patched = 0, patchBytes = 0, compressed = 0, compressedBytes = 0, sharedCompressed = 0;
         var sharedFrames = new HashSet<uint>();
-        var sharedBlobs = new HashSet<uint>();
+        var sharedBlobs = new HashSet<uint>(); // every compressed shared frame whose bytes are counted
+        var namedByPages = new HashSet<uint>(); // of them, those compressed pages name (the others only patches)
         var groups = new HashSet<uint>();
         long grouped = 0;
         foreach (var domain in host.Domains)
@@ -174,6 +181,7 @@ internal static class EngineRun
                         if (info.SharedBlob is uint blob)
                         {
                             sharedCompressed++;
+                            namedByPages.Add(blob);
                             if (!sharedBlobs.Add(blob)) break; // its bytes are counted once
                             if (info.Group is uint sharedGroup)
                             {
@@ -205,7 +213,8 @@ internal static class EngineRun
         {
             Metadata = stats.Metadata,
             SharedCompressedPages = sharedCompressed,
-            SharedCompressedFrames = sharedBlobs.Count,
+            SharedCompressedFrames = namedByPages.Count,
+            ReferenceOnlyBlobs = sharedBlobs.Count - namedByPages.Count,
             GroupedPages = grouped,
             PageGroups = groups.Count,
             GroupStreamBytes = scan.PassResults.Sum(p => p.GroupStreamBytes),
