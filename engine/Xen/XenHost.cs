@@ -488,7 +488,9 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
     }
 
-    // What one shared gfn costs in frames: Xen's shared frames over the shared gfns of all domains (1 when none).
+    // What one shared gfn costs in frames: Xen's shared frames over the shared gfns of the guest domains (1 when none).
+    // Domain 0 is left out as it is of the host's frames: were it to share pages (the engine never offers its pages), its
+    // part would be charged to no domain, and "uncharged" would not be 0 at rest.
     private double SharedFrameCharge(out ulong usedFrames)
     {
         var (_, used) = connection.GetSharingTotals();
@@ -496,7 +498,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         ulong sharedGfns = 0;
         foreach (var d in byId.Values)
         {
-            if (!d.IsRemoved)
+            if (!d.IsRemoved && !d.IsControlDomain)
             {
                 sharedGfns += d.Info.SharedPages;
             }
