@@ -60,17 +60,24 @@ public sealed class QemuGuestProcess : IDisposable
     /// "QemuNotFound" unless <paramref name="qemu"/> names an executable file: a path (with a slash) as it is, a bare name
     /// in a folder of PATH, as starting it would find it. Checked before anything is made for a guest.
     /// </summary>
-    public static void CheckQemu(string qemu)
+    public static void CheckQemu(string qemu) => ResolveQemu(qemu);
+
+    /// <summary>
+    /// The QEMU executable <paramref name="qemu"/> names: a path as it is, a bare name looked up in PATH only (the first
+    /// folder that has it runnable), so that the file checked is the file started: Process.Start would also look in the
+    /// working folder and the program's own. "QemuNotFound" when there is none.
+    /// </summary>
+    internal static string ResolveQemu(string qemu, string? searchPath = null)
     {
         static bool Runnable(string path) =>
             File.Exists(path) && (OperatingSystem.IsWindows() || (File.GetUnixFileMode(path) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0);
-        bool found = qemu.Contains('/') || Path.IsPathRooted(qemu)
-            ? Runnable(qemu)
-            : (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
-                .Any(folder => Runnable(Path.Combine(folder, qemu)));
-        if (!found)
-            throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound,
-                $"'{qemu}' is not an executable file{(qemu.Contains('/') ? "" : " in any folder of PATH")}: install QEMU (qemu-system-x86) or give -QemuPath.", qemu);
+        string? found = qemu.Contains('/') || Path.IsPathRooted(qemu)
+            ? Runnable(qemu) ? qemu : null
+            : (searchPath ?? Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+                .Where(Path.IsPathRooted) // a relative PATH entry means the working folder, which is not looked in
+                .Select(folder => Path.Combine(folder, qemu)).FirstOrDefault(Runnable);
+        return found ?? throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound,
+            $"'{qemu}' is not an executable file{(qemu.Contains('/') ? "" : " in any folder of PATH")}: install QEMU (qemu-system-x86) or give -QemuPath.", qemu);
     }
 
     /// <summary>Starts QEMU. Errors: "QemuNotFound" when the QEMU or the kernel is not there.</summary>
@@ -86,7 +93,7 @@ public sealed class QemuGuestProcess : IDisposable
         ArgumentNullException.ThrowIfNull(info);
         if (!File.Exists(info.Kernel))
             throw new DEException("QemuNotFound", DEErrorKind.ObjectNotFound, $"The guest kernel '{info.Kernel}' does not exist.", info.Kernel);
-        var start = new ProcessStartInfo(info.Qemu)
+        var start = new ProcessStartInfo(ResolveQemu(info.Qemu))
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
