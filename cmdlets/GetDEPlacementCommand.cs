@@ -67,9 +67,9 @@ public sealed class GetDEPlacementCommand : DECmdlet
             ThrowDEError(ex);
             return;
         }
-        foreach (string domain in result.Unplaced)
+        foreach (string domain in result.Unplaced) // "host/domain": the host it runs on today, and its name
             WriteDEError(new DEException("DomainDoesNotFit", DEErrorKind.ResourceUnavailable,
-                $"Domain '{domain}' fits on none of the hosts given (too large for the room left, or no host runs its trust group); it is left out of the placement.",
+                $"Domain '{domain}' (host/domain) fits on none of the hosts given (too large for the room left, or no host runs its trust group); it is left out of the placement.",
                 domain));
         WriteObject(result);
     }
