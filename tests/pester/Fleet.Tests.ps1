@@ -279,10 +279,51 @@ Describe 'Get-DEPlacement' {
         $bad[0].Exception.Message | Should -BeLike "*domain 'db'*PageCount is 1125899906842624;*"
     }
 
-    It 'refuses a capacity that is not a number of bytes' {
+    It 'refuses a capacity that is not a number of bytes: <Value>' -ForEach @(
+        @{ Value = 'lots' }, @{ Value = '64XB' }, @{ Value = '1.5' }, @{ Value = '0.1KB' }, @{ Value = '-64GB' }, @{ Value = '9999999PB' }
+    ) {
         $err = $null
-        try { $fingerprints | Get-DEPlacement -HostCapacity @{ a = 'lots' } -ErrorAction Stop } catch { $err = $_ }
+        try { $fingerprints | Get-DEPlacement -HostCapacity @{ a = $Value } -ErrorAction Stop } catch { $err = $_ }
         $err.FullyQualifiedErrorId | Should -Be 'PlacementCapacityInvalid,DifferenceEngine.Commands.GetDEPlacementCommand'
         $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+        "$err" | Should -BeLike "*host 'a'*KB, MB, GB, TB or PB*"
+    }
+
+    It 'takes a capacity as a string with a unit, as PowerShell means it (<Value>), from CSV, objects and hashtables' -ForEach @(
+        @{ Value = '64GB'; Bytes = 64GB }, @{ Value = '64 gb'; Bytes = 64GB }, @{ Value = '1.5TB'; Bytes = 1.5TB }, @{ Value = '67108864'; Bytes = 64MB }
+    ) {
+        $r = $fingerprints | Get-DEPlacement -HostCapacity @{ a = $Value }
+        $r.Hosts[0].CapacityBytes | Should -Be $Bytes
+        $csv = "Name,CapacityBytes`nb,`"$Value`"" | ConvertFrom-Csv
+        ($fingerprints | Get-DEPlacement -PlacementHost $csv).Hosts[0].CapacityBytes | Should -Be $Bytes
+        ($fingerprints | Get-DEPlacement -PlacementHost @{ Name = 'c'; CapacityBytes = $Value }).Hosts[0].CapacityBytes | Should -Be $Bytes
+    }
+
+    It 'takes hosts as hashtables, keys in any case, and refuses one without a Name' {
+        $hosts = @{ Name = 'h1'; CapacityBytes = 64MB; TrustGroups = 'default' }, @{ name = 'h2'; capacitybytes = 64MB; trustgroups = 'tenant' }
+        $r = $fingerprints | Get-DEPlacement -PlacementHost $hosts
+        $r.Hosts.HostName | Should -Be 'h1', 'h2'
+        ($r.Assignments | Where-Object HostName -eq 'h2').Count | Should -Be 0
+        $r.Assignments.Count | Should -Be 3
+        $err = $null
+        try { $fingerprints | Get-DEPlacement -PlacementHost @{ CapacityBytes = 64MB } -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'PlacementHostInvalid,DifferenceEngine.Commands.GetDEPlacementCommand'
+    }
+
+    It 'splits a host''s TrustGroups string on commas and semicolons only: a trust group name may hold spaces' {
+        $a = Get-DEFingerprint -Path $web1Path -HostName today9 -TrustGroup 'a' -FleetKeyPath $keyPath
+        $tenantA = Get-DEFingerprint -Path $dbPath -HostName today9 -TrustGroup 'tenant a' -FleetKeyPath $keyPath
+        $csv = "Name,CapacityBytes,TrustGroups`nsecure,67108864,tenant a`nother,67108864,`"zzz; b ,c`"" | ConvertFrom-Csv
+        foreach ($hosts in @($csv, @([pscustomobject]@{ Name = 'secure'; CapacityBytes = 64MB; TrustGroups = 'tenant a' }
+                    [pscustomobject]@{ Name = 'other'; CapacityBytes = 64MB; TrustGroups = 'zzz; b ,c' }))) {
+            $r = $a, $tenantA | Get-DEPlacement -PlacementHost $hosts -ErrorVariable nofit -ErrorAction SilentlyContinue
+            # Trust group 'a' is not 'tenant a': no host runs it.
+            $r.Unplaced | Should -Be 'today9/web1'
+            $nofit.Count | Should -Be 1
+            $nofit[0].FullyQualifiedErrorId | Should -Be 'DomainDoesNotFit,DifferenceEngine.Commands.GetDEPlacementCommand'
+            $nofit[0].TargetObject | Should -Be 'today9/web1'
+            $r.Assignments.Domain | Should -Be 'db'
+            $r.Assignments.HostName | Should -Be 'secure'
+        }
     }
 }
