@@ -45,7 +45,9 @@ public sealed class GetDEPlacementCommand : DECmdlet
 
     protected override void EndProcessing()
     {
-        if (_fingerprints.Count == 0) return; // each refused input was written as its own error
+        // Of another fleet key or sample rate than most: each its own error, the rest placed.
+        var fingerprints = FingerprintInput.Combinable(_fingerprints, WriteDEError);
+        if (fingerprints.Count == 0) return; // each refused input was written as its own error
         IReadOnlyList<PlacementHost> hosts;
         try
         {
@@ -60,7 +62,7 @@ public sealed class GetDEPlacementCommand : DECmdlet
         try
         {
             const string activity = "Get-DEPlacement";
-            result = RunWithProgress(ActivityId, activity, _ => Placement.Recommend(_fingerprints, hosts, Goal, StopToken));
+            result = RunWithProgress(ActivityId, activity, _ => Placement.Recommend(fingerprints, hosts, Goal, StopToken));
         }
         catch (DEException ex)
         {
