@@ -347,6 +347,28 @@ Describe 'Fleet fingerprints gathered over SSH' {
         $placement.HostsUsed | Should -BeGreaterOrEqual 2
     }
 
+    It 'returns a placement made on a host with its assignments and hosts as objects (SerializationDepth 2)' {
+        if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+        $session = $sessions | Where-Object { $hostOfSession[$_.InstanceId].SshHost.Name -eq 'host1' }
+        $remote = Invoke-Command -Session $session -ErrorAction Stop -ScriptBlock {
+            Get-DEDomain | Get-DEFingerprint -FleetKeyPath ($using:hostKeys)[$global:DETestHostName] |
+                Get-DEPlacement -HostCapacity @{ host1 = 64MB; other = 64MB }
+        }
+        $remote.PSObject.TypeNames | Should -Contain 'Deserialized.DifferenceEngine.Fleet.PlacementResult'
+        @($remote.Assignments).Count | Should -Be $plan.host1.Count
+        foreach ($a in $remote.Assignments) {
+            $a.PSObject.TypeNames | Should -Contain 'Deserialized.DifferenceEngine.Fleet.PlacementAssignment'
+            $a.Domain | Should -BeIn $plan.host1.Name
+            $a.CurrentHostName | Should -Be 'host1'
+            $a.HostName | Should -BeIn 'host1', 'other'
+        }
+        @($remote.Hosts).Count | Should -Be 2
+        foreach ($h in $remote.Hosts) {
+            $h.PSObject.TypeNames | Should -Contain 'Deserialized.DifferenceEngine.Fleet.PlacementHostResult'
+            $h.CapacityBytes | Should -Be 64MB
+        }
+    }
+
     It 'gets the fingerprints of the other hosts, and one error naming its session, when the script of one host throws' {
         if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
         $failing = $sessions | Where-Object { $hostOfSession[$_.InstanceId].SshHost.Name -eq 'host2' }
