@@ -22,6 +22,17 @@ internal static class FingerprintInput
             json[name] = JToken.FromObject(v);
     }
 
+    /// <summary>
+    /// The fingerprints a cmdlet goes on with: those of the fleet key and sampling most of them have
+    /// (<see cref="ColocationModel.KeepCombinable"/>); each other one is written as its own error.
+    /// </summary>
+    public static List<DomainFingerprint> Combinable(IReadOnlyList<DomainFingerprint> fingerprints, Action<DEException> writeError)
+    {
+        var (kept, refused) = ColocationModel.KeepCombinable(fingerprints);
+        foreach (var error in refused) writeError(error);
+        return kept;
+    }
+
     public static DomainFingerprint From(object? value)
     {
         object? inner = value is PSObject ps ? ps.BaseObject : value;

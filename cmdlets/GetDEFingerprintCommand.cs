@@ -18,7 +18,7 @@ public sealed class GetDEFingerprintCommand : DECmdlet
     private FleetKey? _key;
     private int _shift;
 
-    /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default.</summary>
+    /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default (on Xen, domain 0 only when given).</summary>
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true, ParameterSetName = DomainSet)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -82,7 +82,7 @@ public sealed class GetDEFingerprintCommand : DECmdlet
             foreach (string given in Path) FingerprintFile(given);
             return;
         }
-        foreach (var domain in ResolveDomainsOrAll(Domain))
+        foreach (var domain in DomainsToFingerprint())
         {
             string activity = $"Get-DEFingerprint {domain.Name}";
             if (TryItem(() => RunWithProgress(ActivityId, activity, report => FingerprintBuilder.FromDomain(domain, _key!, _shift,
@@ -94,6 +94,13 @@ public sealed class GetDEFingerprintCommand : DECmdlet
                 WriteObject(fingerprint);
         }
     }
+
+    /// <summary>
+    /// The domains given, or every domain of the host but a Xen host's domain 0 (it runs the engine and the toolstack,
+    /// and no placement moves it: reports and scans leave it out too); named, by name, id or object, it is fingerprinted.
+    /// </summary>
+    private IEnumerable<Hosting.IDEDomain> DomainsToFingerprint() =>
+        Domain is not null ? ResolveDomainsOrAll(Domain) : ResolveDomainsOrAll(null).Where(d => d is not Xen.XenDomain { IsControlDomain: true });
 
     private void FingerprintFile(string given)
     {

@@ -26,15 +26,21 @@ public sealed class MeasureDEColocationCommand : DECmdlet
 
     protected override void EndProcessing()
     {
-        if (_fingerprints.Count == 0) return; // each refused input was written as its own error
-        var duplicate = _fingerprints.GroupBy(f => (f.HostName, f.Domain)).FirstOrDefault(g => g.Count() > 1);
+        // Of another fleet key or sample rate than most: each its own error, the rest predicted.
+        var fingerprints = FingerprintInput.Combinable(_fingerprints, WriteDEError);
+        if (fingerprints.Count == 0) return; // each refused input was written as its own error
+        // The same domain of the same host (its name in any case, as every fleet cmdlet compares host names).
+        var duplicate = fingerprints.GroupBy(f => ((f.HostName ?? "").ToUpperInvariant(), f.Domain)).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null)
             ThrowDEError(new DEException("FingerprintDuplicate", DEErrorKind.InvalidArgument,
-                $"Domain '{duplicate.Key.Domain}' of host '{duplicate.Key.HostName}' was given {duplicate.Count()} times; each domain counts once.",
-                $"{duplicate.Key.HostName}/{duplicate.Key.Domain}"));
+                $"Domain '{duplicate.First().Domain}' of host '{duplicate.First().HostName}' was given {duplicate.Count()} times; each domain counts once.",
+                duplicate.First().ToString()));
         try
         {
-            WriteObject(ColocationModel.Predict(_fingerprints));
+            // One order whatever the order given (remoting returns hosts as they answer): by domain, then host, as
+            // Get-DEPlacement predicts each host's domains.
+            var ordered = fingerprints.OrderBy(f => f.Domain, StringComparer.Ordinal).ThenBy(f => f.HostName, StringComparer.Ordinal).ToArray();
+            WriteObject(ColocationModel.Predict(ordered));
         }
         catch (DEException ex)
         {

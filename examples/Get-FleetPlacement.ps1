@@ -17,8 +17,11 @@
     A host that fails (it cannot be reached, has no key file, or its fingerprints fail) is written as a
     non-terminating error naming the host (the error's TargetObject is its name, as "name" or
     "name:port" for an SSH port other than 22), and the other hosts' fingerprints are still placed: the
-    domains of a failed host are not in the placement. When no host sends a fingerprint the script
-    stops.
+    domains of a failed host are not in the placement. A failed host that sent no fingerprint is also
+    left out of -HostCapacity (a warning, and a line of the report, say so): its real domains were never
+    seen, so nothing may be placed on it as if it were empty. It is matched to -HostCapacity by the name
+    its session was connected to (its ComputerName, or that name's first DNS label), ignoring case. When
+    no host sends a fingerprint the script stops.
 
     The fleet key file must be on every host, at the same -FleetKeyPath, mode 0600 (New-DEFleetKey; copy
     it with scp -p). Get-DEFingerprint on each host uses the DifferenceEngine host current in the session;
@@ -172,18 +175,35 @@ begin {
         if ($p -and $p -ne 22) { "$($Info.ComputerName):$p" } else { $Info.ComputerName }
     }
 
-    function Get-SessionLabel([System.Management.Automation.Runspaces.PSSession]$S) { Get-ConnectionLabel $S.Runspace.ConnectionInfo }
+    # A host as errors and -HostCapacity know it: Label (its name and port, for errors and progress) and ComputerName
+    # (the name it was connected to, which -HostCapacity is matched against when it fails).
+    function Get-ConnectionHost([System.Management.Automation.Runspaces.RunspaceConnectionInfo]$Info) {
+        [pscustomobject]@{ Label = Get-ConnectionLabel $Info; ComputerName = $Info.ComputerName }
+    }
 
-    # The host an error of New-PSSession or Invoke-Command is about.
+    # The host an error of New-PSSession or Invoke-Command is about (a Label and a ComputerName).
     function Get-ErrorHost([System.Management.Automation.ErrorRecord]$Record, [hashtable]$ByRunspace) {
         $origin = if ($Record -is [System.Management.Automation.Runspaces.RemotingErrorRecord]) { $Record.OriginInfo }
         if ($origin -and $ByRunspace.ContainsKey($origin.RunspaceID)) { return $ByRunspace[$origin.RunspaceID] }
-        if ($origin) { return $origin.PSComputerName }
+        if ($origin) { return [pscustomobject]@{ Label = $origin.PSComputerName; ComputerName = $origin.PSComputerName } }
         $target = $Record.TargetObject
-        if ($target -is [System.Management.Automation.Runspaces.PSSession]) { return Get-SessionLabel $target }
-        if ($target -is [System.Management.Automation.Runspaces.Runspace]) { return Get-ConnectionLabel $target.ConnectionInfo }
-        if ($target -is [string] -and $target) { return $target }
-        'an unknown host'
+        if ($target -is [System.Management.Automation.Runspaces.PSSession]) { return Get-ConnectionHost $target.Runspace.ConnectionInfo }
+        if ($target -is [System.Management.Automation.Runspaces.Runspace]) { return Get-ConnectionHost $target.ConnectionInfo }
+        if ($target -is [string] -and $target) { return [pscustomobject]@{ Label = $target; ComputerName = $target } }
+        [pscustomobject]@{ Label = 'an unknown host'; ComputerName = $null }
+    }
+
+    # The -HostCapacity names of the hosts that failed without sending a fingerprint: their domains were never seen, so
+    # nothing may be placed on them as if they were empty. A name matches a failed host's ComputerName, or its first
+    # DNS label (h1 for h1.example.com), ignoring case.
+    function Get-FailedCapacityName([hashtable]$Capacity, [object[]]$Failed) {
+        foreach ($name in @($Capacity.Keys)) {
+            foreach ($f in $Failed) {
+                $computer = "$($f.ComputerName)"
+                $short = if ($computer -as [ipaddress]) { $computer } else { $computer.Split('.')[0] }
+                if ($computer -and ("$name" -eq $computer -or "$name" -eq $short)) { $name; break }
+            }
+        }
     }
 
     # A host's failure, as an error of this script: the host is its target and starts its message; the id, category
@@ -237,6 +257,9 @@ end {
     $opened = [System.Collections.Generic.List[System.Management.Automation.Runspaces.PSSession]]::new()
     $fingerprints = [System.Collections.Generic.List[object]]::new()
     $failedHosts = [System.Collections.Generic.List[string]]::new()
+    # The hosts that failed (Label, ComputerName, and the session's runspace, if any) and the fingerprints each session sent.
+    $failed = [System.Collections.Generic.List[object]]::new()
+    $sentBy = @{}
     $total = 0
     try {
         if ($PSCmdlet.ParameterSetName -eq 'Fingerprint') {
@@ -258,9 +281,10 @@ end {
                     # writes, naming their hosts, reach the caller's -ErrorVariable.
                     New-PSSession -HostName $batch @ssh -ErrorAction Continue 2>&1 | ForEach-Object {
                         if ($_ -is [System.Management.Automation.ErrorRecord]) {
-                            $name = Get-ErrorHost $_ @{}
-                            $failedHosts.Add($name)
-                            Write-HostError $_ $name
+                            $where = Get-ErrorHost $_ @{}
+                            $failedHosts.Add($where.Label)
+                            $failed.Add([pscustomobject]@{ Label = $where.Label; ComputerName = $where.ComputerName; RunspaceId = $null })
+                            Write-HostError $_ $where.Label
                         }
                         else {
                             $opened.Add($_)
@@ -275,25 +299,31 @@ end {
             }
 
             $byRunspace = @{}
-            foreach ($s in $sessions) { $byRunspace[$s.InstanceId] = Get-SessionLabel $s }
+            foreach ($s in $sessions) { $byRunspace[$s.InstanceId] = Get-ConnectionHost $s.Runspace.ConnectionInfo }
             $answered = $failedHosts.Count
             if ($sessions) {
                 Write-Progress -Activity $activity -Status "$answered of $total hosts answered" -PercentComplete (100 * $answered / $total)
                 Invoke-Command -Session $sessions -ThrottleLimit $ThrottleLimit -ScriptBlock $gather -ArgumentList $FleetKeyPath, $doneType `
                     -ErrorAction Continue 2>&1 | ForEach-Object {
                     if ($_ -is [System.Management.Automation.ErrorRecord]) {
-                        $name = Get-ErrorHost $_ $byRunspace
+                        $where = Get-ErrorHost $_ $byRunspace
+                        $name = $where.Label
                         Write-HostError $_ $name
-                        if ($name -notin $failedHosts) { $failedHosts.Add($name) }
+                        if ($name -notin $failedHosts) {
+                            $failedHosts.Add($name)
+                            $runspace = @($byRunspace.Keys | Where-Object { $byRunspace[$_].Label -eq $name }) | Select-Object -First 1
+                            $failed.Add([pscustomobject]@{ Label = $name; ComputerName = $where.ComputerName; RunspaceId = $runspace })
+                        }
                         # An error of the host's own script is followed by its "done"; one of the connection is all there is.
                         if ($_ -isnot [System.Management.Automation.Runspaces.RemotingErrorRecord]) { $answered++ }
                     }
                     elseif ($_.PSObject.TypeNames -contains "Deserialized.$doneType") {
                         $answered++
-                        Write-Verbose "$($byRunspace[$_.RunspaceId]): $($_.Fingerprints) fingerprints$(if ($_.Failed) { ', then failed' })"
+                        Write-Verbose "$($byRunspace[$_.RunspaceId].Label): $($_.Fingerprints) fingerprints$(if ($_.Failed) { ', then failed' })"
                     }
                     else {
                         $fingerprints.Add($_)
+                        $sentBy[$_.RunspaceId] = 1 + [int]$sentBy[$_.RunspaceId]
                         return
                     }
                     Write-Progress -Activity $activity -Status "$answered of $total hosts answered, $($fingerprints.Count) fingerprints" `
@@ -314,10 +344,24 @@ end {
         $PSCmdlet.ThrowTerminatingError((New-ErrorRecord 'FleetPlacementNoFingerprints' ObjectNotFound "No fingerprints to place: $why." $null))
     }
 
+    # A host that failed and sent no fingerprint is left out of the capacities: its domains were never seen, and it must
+    # not take others as if it were empty.
+    $capacity = $HostCapacity.Clone()
+    $silent = @($failed | Where-Object { -not ($_.RunspaceId -and $sentBy[$_.RunspaceId]) })
+    $leftOut = @(Get-FailedCapacityName $capacity $silent)
+    foreach ($name in $leftOut) { $capacity.Remove($name) }
+    if ($leftOut) {
+        Write-Warning "Left out of -HostCapacity, as they sent no fingerprints (their domains are unknown): $($leftOut -join ', '). Nothing is placed on them."
+    }
+    if ($capacity.Count -eq 0) {
+        $PSCmdlet.ThrowTerminatingError((New-ErrorRecord 'FleetPlacementNoHosts' InvalidArgument `
+                    "No host to place on: every host of -HostCapacity failed ($($leftOut -join ', '))." $null))
+    }
+
     # DomainDoesNotFit (a domain placed nowhere) and FingerprintInvalid pass through as they are; what stops
     # Get-DEPlacement stops the script.
     try {
-        $placement = Get-DEPlacement -Fingerprint $fingerprints.ToArray() -HostCapacity $HostCapacity -Goal $Goal
+        $placement = Get-DEPlacement -Fingerprint $fingerprints.ToArray() -HostCapacity $capacity -Goal $Goal
     }
     catch {
         $PSCmdlet.ThrowTerminatingError($_)
@@ -338,6 +382,7 @@ end {
         "  moves:      $($moves.Count)"
         if ($placement.Unplaced.Count) { "  unplaced:   $($placement.Unplaced -join ', ')" }
         if ($failedHosts.Count) { "  errors:     $($failedHosts -join ', ') (their domains are placed only as far as they sent fingerprints)" }
+        if ($leftOut) { "  left out:   $($leftOut -join ', ') (failed, no fingerprints: not placed on)" }
         ''
         if ($moves) {
             ($moves | Sort-Object Domain | Format-Table Domain, TrustGroup, CurrentHostName, HostName,

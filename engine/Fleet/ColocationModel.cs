@@ -617,6 +617,59 @@ public static class ColocationModel
     internal const long MaxSetPages = 1L << 48;
 
     /// <summary>
+    /// The fingerprints that can be combined, for a cmdlet that takes a fleet's fingerprints as they come: those of the
+    /// fleet key most of them have, then of the sampling (sample rates and detector) most of those have; a tie goes to
+    /// the one seen first. Each other fingerprint is returned as its error (FingerprintKeyMismatch or
+    /// FingerprintSampleMismatch, InvalidData, its target "host/domain"), so that one stale fingerprint does not stop
+    /// the rest, nor is the blame put on whichever arrived first.
+    /// </summary>
+    public static (List<DomainFingerprint> Kept, List<DEException> Refused) KeepCombinable(IReadOnlyList<DomainFingerprint> fingerprints)
+    {
+        var refused = new List<DEException>();
+        string key = MostCommon(fingerprints, f => f.KeyId ?? "");
+        var sameKey = new List<DomainFingerprint>();
+        int keyCount = fingerprints.Count(f => (f.KeyId ?? "") == key);
+        foreach (var f in fingerprints)
+            if ((f.KeyId ?? "") == key) sameKey.Add(f);
+            else
+                refused.Add(new DEException("FingerprintKeyMismatch", DEErrorKind.InvalidData,
+                    $"The fingerprint of domain '{f.Domain}' of host '{f.HostName}' was made with fleet key {f.KeyId}, and {keyCount} of the {fingerprints.Count} fingerprints given with key {key}: their hashes cannot be compared, so it is left out. Fingerprint every domain with the same key.",
+                    f.ToString()));
+        var sampling = MostCommon(sameKey, f => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed));
+        var kept = new List<DomainFingerprint>();
+        var model = sameKey.FirstOrDefault(f => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed) == sampling);
+        int sampleCount = sameKey.Count(f => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed) == sampling);
+        foreach (var f in sameKey)
+            if ((f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed) == sampling) kept.Add(f);
+            else
+                refused.Add(new DEException("FingerprintSampleMismatch", DEErrorKind.InvalidData,
+                    $"The fingerprint of domain '{f.Domain}' of host '{f.HostName}' samples differently ({SampleText(f)}) from {sampleCount} of the {sameKey.Count} fingerprints of its key ({SampleText(model!)}), so it is left out; fingerprint every domain with the same -SampleRate and module version.",
+                    f.ToString()));
+        return (kept, refused);
+    }
+
+    /// <summary>The value most of the items have; of values as common, the one seen first.</summary>
+    private static T MostCommon<TItem, T>(IReadOnlyList<TItem> items, Func<TItem, T> value) where T : notnull
+    {
+        var counts = new Dictionary<T, int>();
+        var order = new List<T>();
+        foreach (var item in items)
+        {
+            var v = value(item);
+            if (counts.TryGetValue(v, out int c)) counts[v] = c + 1;
+            else
+            {
+                counts[v] = 1;
+                order.Add(v);
+            }
+        }
+        T best = order.Count > 0 ? order[0] : default!;
+        foreach (var v in order)
+            if (counts[v] > counts[best]) best = v;
+        return best;
+    }
+
+    /// <summary>
     /// The fingerprints can be combined: at least one, each valid (<see cref="DomainFingerprint.Validate"/>), together
     /// within <see cref="MaxSetPages"/>, one fleet key, one sample rate, one detector.
     /// </summary>

@@ -39,8 +39,8 @@ public sealed record PlacementAssignment(
     long GuestBytes,
     long PredictedAloneBytes)
 {
-    /// <summary>The domain goes to another host than the one it runs on today.</summary>
-    public bool Moved => !string.Equals(HostName, CurrentHostName, StringComparison.Ordinal);
+    /// <summary>The domain goes to another host than the one it runs on today (host names compared ignoring case, as DNS does).</summary>
+    public bool Moved => !string.Equals(HostName, CurrentHostName, StringComparison.OrdinalIgnoreCase);
 }
 
 /// <summary>One host of a placement: the domains placed on it and the memory the colocation model predicts they need together.</summary>
@@ -51,9 +51,10 @@ public sealed record PlacementHostResult(string HostName, long CapacityBytes, in
 
 /// <summary>
 /// A recommended placement: each domain's host, every host given (used or not) with the model's prediction for the
-/// domains placed on it, the domains that fit nowhere, and the same figures for today's placement (the fingerprints
-/// grouped by their HostName). Unplaced domains are in no figure of the placement (nor in <see cref="SavedBytes"/>'s
-/// first term), but they are in today's.
+/// domains placed on it, the domains that fit nowhere (each as "host/domain", its host today), and the same figures for
+/// today's placement (the fingerprints grouped by their HostName). Unplaced domains are in no figure of the placement,
+/// but they are in today's (<see cref="CurrentHostsUsed"/>, <see cref="CurrentPredictedUsedBytes"/>);
+/// <see cref="SavedBytes"/> compares the placed domains only.
 /// </summary>
 public sealed record PlacementResult(
     PlacementGoal Goal,
@@ -66,8 +67,11 @@ public sealed record PlacementResult(
     long CurrentPredictedUsedBytes,
     double Seconds)
 {
-    /// <summary>Today's predicted memory less the placement's.</summary>
-    public long SavedBytes => CurrentPredictedUsedBytes - PredictedUsedBytes;
+    /// <summary>Today's predicted memory for the domains placed (each of today's hosts with the unplaced domains left out); <see cref="CurrentPredictedUsedBytes"/> when every domain is placed.</summary>
+    public long CurrentPlacedUsedBytes { get; init; } = CurrentPredictedUsedBytes;
+
+    /// <summary>What the placement saves against today for the same domains: <see cref="CurrentPlacedUsedBytes"/> less <see cref="PredictedUsedBytes"/> (a domain that could not be placed counts in neither).</summary>
+    public long SavedBytes => CurrentPlacedUsedBytes - PredictedUsedBytes;
 }
 
 /// <summary>How far a placement has got: its phase, and items of the phase done out of all.</summary>
@@ -102,6 +106,9 @@ public static class Placement
     private const long FirstFitPairs = 2_000;
     private const double RepairTolerance = 0.02;
 
+    /// <summary>Host names are compared ignoring case everywhere in a placement, as DNS and -HostCapacity do.</summary>
+    internal static readonly StringComparer HostNames = StringComparer.OrdinalIgnoreCase;
+
     public static PlacementResult Recommend(IReadOnlyList<DomainFingerprint> fingerprints, IReadOnlyList<PlacementHost> hosts, PlacementGoal goal,
         CancellationToken ct = default, IProgress<PlacementProgress>? progress = null) =>
         Recommend(fingerprints, hosts, goal, PlacementModel.DefaultSearchItems, ct, progress);
@@ -120,8 +127,8 @@ public static class Placement
 
         // Today's placement, by the model: on one core alongside the search (each group once, largest first); whatever
         // is left when the search is done is shared out.
-        var currentGroups = Enumerable.Range(0, n).GroupBy(d => domains[d].HostName ?? "", StringComparer.Ordinal)
-            .OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => g.ToArray()).ToArray();
+        var currentGroups = Enumerable.Range(0, n).GroupBy(d => domains[d].HostName ?? "", HostNames)
+            .OrderBy(g => g.Key, HostNames).Select(g => g.ToArray()).ToArray();
         var currentOrder = Enumerable.Range(0, currentGroups.Length).OrderByDescending(g => currentGroups[g].Length).ThenBy(g => g).ToArray();
         var currentUsed = new long[currentGroups.Length];
         int currentNext = -1;
@@ -150,20 +157,22 @@ public static class Placement
             // Starts: hosts filled one at a time with the domains that share most with them; for small fleets also the
             // greedy (FewestHosts: first fit decreasing, by least marginal cost among the open hosts; LeastMemory: least
             // marginal cost on any host); and today's placement when it fits the hosts given (by the estimate).
-            var search = new PlacementSearch(model, hostList, goal, ct, progress);
+            // Ties, here and in the search, go to the host a domain runs on today: nothing moves for no gain.
+            int[] today = TodaysHosts(domains, hostList);
+            var search = new PlacementSearch(model, hostList, goal, ct, progress) { Today = today };
             search.Fill();
             if ((long)n * hostList.Length <= GreedyPairs)
             {
-                var greedy = new PlacementSearch(model, hostList, goal, ct, progress);
+                var greedy = new PlacementSearch(model, hostList, goal, ct, progress) { Today = today };
                 greedy.Greedy();
                 if (greedy.IsBetterThan(search)) search = greedy;
             }
-            int[]? current = CurrentAssignment(domains, hostList);
+            int[]? current = CurrentAssignment(domains, hostList, today);
             if (current is not null)
             {
-                var fromCurrent = new PlacementSearch(model, hostList, goal, ct, progress);
+                var fromCurrent = new PlacementSearch(model, hostList, goal, ct, progress) { Today = today };
                 fromCurrent.ApplyAll(current);
-                if (fromCurrent.Fits() && fromCurrent.IsBetterThan(search)) search = fromCurrent;
+                if (fromCurrent.Fits() && !search.IsBetterThan(fromCurrent)) search = fromCurrent;
             }
             search.Improve();
             verified = Repair(search, domains, hostList, ct, progress);
@@ -179,17 +188,19 @@ public static class Placement
             PredictCurrent();
             background.GetAwaiter().GetResult();
 
-            // Never worse than today, by the model: today's placement when it fits the hosts given and the answer does
-            // not beat it (places fewer domains, or, everything placed, needs more hosts or memory for the goal).
+            // Never worse than today, by the model: today's placement when it fits the hosts given, unless the answer is
+            // strictly better (everything placed, and fewer hosts, or as many and less memory, for FewestHosts; less
+            // memory for LeastMemory). On a tie nothing moves.
             if (current is not null && currentGroups.Select((g, i) => currentUsed[i] <= hostList[current[g[0]]].CapacityBytes).All(fits => fits))
             {
                 int unplaced = hostOf.Count(h => h < 0);
                 int hostsUsed = hostOf.Where(h => h >= 0).Distinct().Count();
                 long used = verified.Sum();
-                bool worse = unplaced > 0
-                             || (goal == PlacementGoal.FewestHosts && (hostsUsed > currentGroups.Length || (hostsUsed == currentGroups.Length && used > currentUsed.Sum())))
-                             || (goal == PlacementGoal.LeastMemory && used > currentUsed.Sum());
-                if (worse)
+                bool better = unplaced == 0
+                              && (goal == PlacementGoal.FewestHosts
+                                  ? hostsUsed < currentGroups.Length || (hostsUsed == currentGroups.Length && used < currentUsed.Sum())
+                                  : used < currentUsed.Sum());
+                if (!better)
                 {
                     hostOf = current;
                     verified = new long[hostList.Length];
@@ -213,20 +224,27 @@ public static class Placement
             int h = hostOf[d];
             if (h < 0)
             {
-                unplacedNames.Add(f.Domain);
+                unplacedNames.Add($"{f.HostName}/{f.Domain}");
                 continue;
             }
             on[h].Add(d);
             assignments.Add(new PlacementAssignment(f.Domain, f.TrustGroup, hostList[h].Name, f.HostName ?? "", f.GuestBytes, aloneBytes[d]));
         }
-        var byName = new Dictionary<string, PlacementHostResult>(StringComparer.Ordinal);
+        var byName = new Dictionary<string, PlacementHostResult>(HostNames);
         for (int h = 0; h < hostList.Length; h++)
             byName[hostList[h].Name] = new PlacementHostResult(hostList[h].Name, hostList[h].CapacityBytes, on[h].Count,
                 on[h].Sum(d => domains[d].GuestBytes), on[h].Count == 0 ? 0 : verified[h]);
         var hostResults = hosts.Select(h => byName[h.Name]).ToArray(); // in the order given
+        // Today's figure for the domains placed: each of today's hosts predicted again without its unplaced domains.
+        long currentPlaced = currentUsed.Sum();
+        if (unplacedNames.Count > 0)
+        {
+            var placedGroups = currentGroups.Select(g => g.Where(d => hostOf[d] >= 0).ToArray()).ToArray();
+            currentPlaced = PredictAll(domains, placedGroups, ct).Sum();
+        }
         progress?.Report(new PlacementProgress("Done", 1, 1));
         return new PlacementResult(goal, assignments, hostResults, hostResults.Count(h => h.Domains > 0), hostResults.Sum(h => h.PredictedUsedBytes),
-            unplacedNames, currentGroups.Length, currentUsed.Sum(), time.Elapsed.TotalSeconds);
+            unplacedNames, currentGroups.Length, currentUsed.Sum(), time.Elapsed.TotalSeconds) { CurrentPlacedUsedBytes = currentPlaced };
     }
 
     private static void Validate(IReadOnlyList<DomainFingerprint> fingerprints, IReadOnlyList<PlacementHost> hosts, PlacementGoal goal)
@@ -236,16 +254,16 @@ public static class Placement
                 if (f is null)
                     throw new DEException("FingerprintNone", DEErrorKind.InvalidArgument, "A placement needs fingerprints; one given is null.");
         ColocationModel.Check(fingerprints!);
-        var seen = new HashSet<(string, string)>();
+        var seen = new Dictionary<string, HashSet<string>>(HostNames);
         foreach (var f in fingerprints!)
-            if (!seen.Add((f.HostName ?? "", f.Domain ?? "")))
+            if (!(seen.TryGetValue(f.HostName ?? "", out var onHost) ? onHost : seen[f.HostName ?? ""] = new(StringComparer.Ordinal)).Add(f.Domain ?? ""))
                 throw new DEException("PlacementDomainDuplicate", DEErrorKind.InvalidArgument,
                     $"Domain '{f.Domain}' of host '{f.HostName}' is given twice: give each domain's fingerprint once.", f.ToString());
         if (!Enum.IsDefined(goal))
             throw new DEException("PlacementGoalInvalid", DEErrorKind.InvalidArgument, $"'{goal}' is not a placement goal.", goal);
         if (hosts is null || hosts.Count == 0)
             throw new DEException("PlacementNoHosts", DEErrorKind.InvalidArgument, "A placement needs at least one host to place the domains on.");
-        var names = new HashSet<string>(StringComparer.Ordinal);
+        var names = new HashSet<string>(HostNames);
         foreach (var h in hosts)
         {
             if (h is null || string.IsNullOrWhiteSpace(h.Name))
@@ -313,19 +331,20 @@ public static class Placement
     private static long Predict(DomainFingerprint[] domains, int[] on) =>
         ColocationModel.Predict(on.Select(d => domains[d]).ToArray(), separately: false).PredictedUsedBytes;
 
-    /// <summary>Today's placement as host indices, when every domain's host is among those given and runs its trust group (else null).</summary>
-    private static int[]? CurrentAssignment(DomainFingerprint[] domains, PlacementHost[] hosts)
+    /// <summary>Each domain's host today as an index into <paramref name="hosts"/>: -1 when it is not among them or does not run the domain's trust group.</summary>
+    private static int[] TodaysHosts(DomainFingerprint[] domains, PlacementHost[] hosts)
     {
-        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        var index = new Dictionary<string, int>(HostNames);
         for (int h = 0; h < hosts.Length; h++) index[hosts[h].Name] = h;
-        var assignment = new int[domains.Length];
+        var today = new int[domains.Length];
         for (int d = 0; d < domains.Length; d++)
-        {
-            if (!index.TryGetValue(domains[d].HostName ?? "", out int h) || !hosts[h].Allows(domains[d].TrustGroup ?? "")) return null;
-            assignment[d] = h;
-        }
-        return assignment;
+            today[d] = index.TryGetValue(domains[d].HostName ?? "", out int h) && hosts[h].Allows(domains[d].TrustGroup ?? "") ? h : -1;
+        return today;
     }
+
+    /// <summary>Today's placement as host indices, when every domain's host is among those given and runs its trust group (else null).</summary>
+    private static int[]? CurrentAssignment(DomainFingerprint[] domains, PlacementHost[] hosts, int[] today) =>
+        today.All(h => h >= 0) ? today : null;
 
     /// <summary>
     /// The model's check of the search's answer: every host's domains predicted together; a host over its capacity gives
@@ -1201,13 +1220,25 @@ internal sealed class PlacementSearch
 
     private int Unplaced => HostOf.Count(h => h < 0);
 
-    /// <summary>Whether this placement beats <paramref name="other"/> for the goal: fewer unplaced, then fewer hosts (FewestHosts), then less memory.</summary>
+    /// <summary>
+    /// Whether this placement beats <paramref name="other"/> for the goal: fewer unplaced, then fewer hosts (FewestHosts),
+    /// then less memory, then (the memory the same to within <see cref="MinGainBytes"/>) fewer domains off the host they run on today.
+    /// </summary>
     public bool IsBetterThan(PlacementSearch other)
     {
         if (Unplaced != other.Unplaced) return Unplaced < other.Unplaced;
         if (_goal == PlacementGoal.FewestHosts && HostsUsed != other.HostsUsed) return HostsUsed < other.HostsUsed;
-        return Total < other.Total - MinGainBytes;
+        if (Math.Abs(Total - other.Total) > MinGainBytes) return Total < other.Total;
+        return Moves < other.Moves;
     }
+
+    /// <summary>Each domain's host today (an index into the hosts, -1: none of them): ties go to it.</summary>
+    public int[]? Today { get; init; }
+
+    private bool IsToday(int d, int h) => Today is not null && Today[d] == h;
+
+    /// <summary>Domains placed elsewhere than on the host they run on today.</summary>
+    private int Moves => Today is null ? 0 : HostOf.Where((h, d) => h >= 0 && h != Today[d]).Count();
 
     /// <summary>Every host within its capacity, by the estimate.</summary>
     public bool Fits()
@@ -1359,18 +1390,27 @@ internal sealed class PlacementSearch
             if (fewest && _hostDomains[h] == 0) continue;
             double m = _marginal[h];
             if (_hostDomains[h] == 0 ? !FitsAlone(h, d) : _hostCost[h] + m > Capacity(h)) continue;
-            // Ties: the lower index (larger, then by name); LeastMemory: a used host before an empty one.
-            if (m < bestCost - 1e-6 || (!fewest && Math.Abs(m - bestCost) <= 1e-6 && _hostDomains[h] > 0 && _hostDomains[best] == 0))
+            // Ties: the domain's host today; then LeastMemory: a used host before an empty one; then the lower index
+            // (larger, then by name).
+            bool tie = best >= 0 && Math.Abs(m - bestCost) <= 1e-6;
+            if (m < bestCost - 1e-6
+                || (tie && IsToday(d, h))
+                || (tie && !IsToday(d, best) && !fewest && _hostDomains[h] > 0 && _hostDomains[best] == 0))
             {
                 best = h;
                 bestCost = m;
             }
         }
         if (best >= 0 || !fewest || !openNew) return best;
-        for (int h = 0; h < _hosts.Length; h++) // largest first
+        int open = -1;
+        for (int h = 0; h < _hosts.Length; h++) // largest first; of hosts as large, the domain's host today
             if (h != exclude && h != exclude2 && _hostDomains[h] == 0 && Allowed(h, d) && FitsAlone(h, d))
-                return h;
-        return -1;
+            {
+                if (open < 0) open = h;
+                else if (_hosts[h].CapacityBytes < _hosts[open].CapacityBytes) break;
+                if (IsToday(d, h)) return h;
+            }
+        return open;
     }
 
     // ---- Local search -----------------------------------------------------------------------------------------------

@@ -91,8 +91,8 @@ public sealed class PlacementTests
     private static void AssertSound(PlacementResult r, IReadOnlyList<DomainFingerprint> fps, IReadOnlyList<PlacementHost> hosts)
     {
         Assert.Equal(fps.Count, r.Assignments.Count + r.Unplaced.Count);
-        Assert.Equal(fps.Select(f => f.Domain).OrderBy(d => d, StringComparer.Ordinal),
-            r.Assignments.Select(a => a.Domain).Concat(r.Unplaced).OrderBy(d => d, StringComparer.Ordinal));
+        Assert.Equal(fps.Select(f => $"{f.HostName}/{f.Domain}").OrderBy(d => d, StringComparer.Ordinal),
+            r.Assignments.Select(a => $"{a.CurrentHostName}/{a.Domain}").Concat(r.Unplaced).OrderBy(d => d, StringComparer.Ordinal));
         Assert.Equal(hosts.Select(h => h.Name), r.Hosts.Select(h => h.HostName));
         long total = 0;
         foreach (var h in r.Hosts)
@@ -112,14 +112,19 @@ public sealed class PlacementTests
         }
         Assert.Equal(total, r.PredictedUsedBytes);
         Assert.Equal(r.Hosts.Count(h => h.Domains > 0), r.HostsUsed);
-        Assert.Equal(r.CurrentPredictedUsedBytes - r.PredictedUsedBytes, r.SavedBytes);
+        // Saved: today's figure for the placed domains only (each of today's hosts without its unplaced domains).
+        var placedToday = r.Assignments.Select(a => fps.Single(f => f.Domain == a.Domain && f.HostName == a.CurrentHostName))
+            .GroupBy(f => f.HostName, StringComparer.OrdinalIgnoreCase).Sum(g => Predict(g));
+        Assert.Equal(placedToday, r.CurrentPlacedUsedBytes);
+        Assert.Equal(placedToday - r.PredictedUsedBytes, r.SavedBytes);
+        if (r.Unplaced.Count == 0) Assert.Equal(r.CurrentPredictedUsedBytes, r.CurrentPlacedUsedBytes);
         foreach (var a in r.Assignments)
         {
             var f = fps.Single(x => x.Domain == a.Domain && x.HostName == a.CurrentHostName);
             Assert.Equal(f.TrustGroup, a.TrustGroup);
             Assert.Equal(f.GuestBytes, a.GuestBytes);
             Assert.Equal(Predict([f]), a.PredictedAloneBytes);
-            Assert.Equal(a.HostName != a.CurrentHostName, a.Moved);
+            Assert.Equal(!string.Equals(a.HostName, a.CurrentHostName, StringComparison.OrdinalIgnoreCase), a.Moved);
         }
     }
 
@@ -241,7 +246,7 @@ public sealed class PlacementTests
         {
             var r = Placement.Recommend(fps, hosts, goal);
             AssertSound(r, fps, hosts);
-            Assert.Equal(["c0"], r.Unplaced);
+            Assert.Equal(["now/c0"], r.Unplaced);
             Assert.DoesNotContain(r.Assignments, a => a.HostName == "onlyA" && a.TrustGroup != "a");
             Assert.DoesNotContain(r.Assignments, a => a.HostName == "onlyB" && a.TrustGroup != "b");
             Assert.Equal(6, r.Assignments.Count);
@@ -259,11 +264,15 @@ public sealed class PlacementTests
         var hosts = Hosts(2, capacity);
         var r = Placement.Recommend(fps, hosts, PlacementGoal.FewestHosts);
         AssertSound(r, fps, hosts);
-        Assert.Equal(["big"], r.Unplaced);
+        Assert.Equal(["now/big"], r.Unplaced); // host/domain: domains of different hosts may have one name
         Assert.Equal(3, r.Assignments.Count);
         Assert.Equal(1, r.HostsUsed);
-        // Today's figures still count it: it runs today.
+        // Today's figures still count it: it runs today. What the placement saves does not: it compares the domains
+        // placed with the same domains today (before, the big domain's memory counted as saved).
         Assert.Equal(Predict(fps), r.CurrentPredictedUsedBytes);
+        Assert.Equal(Predict(small), r.CurrentPlacedUsedBytes);
+        Assert.Equal(Predict(small) - r.PredictedUsedBytes, r.SavedBytes);
+        Assert.True(r.SavedBytes < Predict([big]), $"saved {r.SavedBytes}");
     }
 
     [Fact]
@@ -316,7 +325,7 @@ public sealed class PlacementTests
         var groups = fps.GroupBy(f => f.HostName).ToArray();
         Assert.Equal(groups.Length, r.CurrentHostsUsed);
         Assert.Equal(groups.Sum(g => Predict(g)), r.CurrentPredictedUsedBytes);
-        Assert.Equal(r.CurrentPredictedUsedBytes - r.PredictedUsedBytes, r.SavedBytes);
+        Assert.Equal(r.CurrentPlacedUsedBytes - r.PredictedUsedBytes, r.SavedBytes);
         // None of hosts h0..h4 runs a domain today: every domain moves.
         Assert.All(r.Assignments, a => Assert.True(a.Moved));
         // A domain left on the host it runs on has not moved.
@@ -363,6 +372,63 @@ public sealed class PlacementTests
         Assert.Equal(2, r.Assignments.Count);
         Assert.Equal(["east", "west"], r.Assignments.Select(a => a.CurrentHostName).Order(StringComparer.Ordinal));
         Assert.Equal(2, r.CurrentHostsUsed);
+    }
+
+    [Fact]
+    public void On_a_tie_with_today_nothing_moves()
+    {
+        // Two domains that share nothing, each on a host of its own today, hosts with room for one each: any placement
+        // needs both hosts and the same memory. The search's order (largest domain to the first host) swaps them; today's
+        // placement must win the tie, for both goals.
+        var a = Fingerprint("a", "y", new Guest(400, 2048, -1, 0));
+        var b = Fingerprint("b", "x", new Guest(401, 1024, -1, 0));
+        var fps = new[] { a, b };
+        long capacity = Predict([a]) + Page * 64;
+        Assert.True(Predict(fps) > capacity, "the test needs hosts too small for both domains");
+        var hosts = new[] { new PlacementHost("x", capacity), new PlacementHost("y", capacity) };
+        foreach (var goal in new[] { PlacementGoal.FewestHosts, PlacementGoal.LeastMemory })
+        {
+            var r = Placement.Recommend(fps, hosts, goal);
+            AssertSound(r, fps, hosts);
+            Assert.All(r.Assignments, x => Assert.False(x.Moved, $"{goal}: {x.Domain} moved from {x.CurrentHostName} to {x.HostName}"));
+            Assert.Equal(0, r.SavedBytes);
+        }
+        // Today's placement does not fit the hosts given (c's host is not among them): the domains that can stay still stay
+        // (c, the smallest, is placed last).
+        var c = Fingerprint("c", "gone", new Guest(402, 512, -1, 0));
+        var three = new[] { a, b, c };
+        var hosts3 = new[] { new PlacementHost("x", capacity), new PlacementHost("y", capacity), new PlacementHost("z", capacity) };
+        var r3 = Placement.Recommend(three, hosts3, PlacementGoal.FewestHosts);
+        AssertSound(r3, three, hosts3);
+        Assert.Empty(r3.Unplaced);
+        Assert.Equal(["c"], r3.Assignments.Where(x => x.Moved).Select(x => x.Domain));
+    }
+
+    [Fact]
+    public void Host_names_are_compared_ignoring_case()
+    {
+        // Today: web1 and web2 on "Web-01", db on "DB-01"; the hosts given in lower case, as DNS names often are.
+        var web1 = Fingerprint("web1", "Web-01", new Guest(500, 1024, 9, 0.5));
+        var web2 = Fingerprint("web2", "web-01", new Guest(501, 1024, 9, 0.5));
+        var db = Fingerprint("db", "DB-01", new Guest(502, 1024, -1, 0));
+        var fps = new[] { web1, web2, db };
+        var hosts = new[] { new PlacementHost("web-01", Predict(fps) * 2), new PlacementHost("db-01", Predict(fps) * 2) };
+        var r = Placement.Recommend(fps, hosts, PlacementGoal.LeastMemory);
+        AssertSound(r, fps, hosts);
+        // "Web-01" and "web-01" are one host today, and today's placement is found among the hosts given.
+        Assert.Equal(2, r.CurrentHostsUsed);
+        Assert.Equal(Predict([web1, web2]) + Predict([db]), r.CurrentPredictedUsedBytes);
+        var web1Placed = r.Assignments.Single(x => x.Domain == "web1");
+        Assert.Equal(!string.Equals(web1Placed.HostName, "web-01", StringComparison.OrdinalIgnoreCase), web1Placed.Moved);
+        // Room for everything on each host, and today fits: FewestHosts packs them on one host, so only one host's domains move.
+        var fewest = Placement.Recommend(fps, hosts, PlacementGoal.FewestHosts);
+        AssertSound(fewest, fps, hosts);
+        Assert.Equal(1, fewest.HostsUsed);
+        string used = fewest.Hosts.Single(h => h.Domains > 0).HostName;
+        Assert.Equal(fps.Count(f => !string.Equals(f.HostName, used, StringComparison.OrdinalIgnoreCase)), fewest.Assignments.Count(x => x.Moved));
+        // A host given twice in different cases is one host given twice.
+        var twice = Assert.Throws<DEException>(() => Placement.Recommend(fps, [new PlacementHost("h", 1L << 30), new PlacementHost("H", 1L << 30)], PlacementGoal.FewestHosts));
+        Assert.Equal("PlacementHostDuplicate", twice.ErrorId);
     }
 
     // ---- Refusals ---------------------------------------------------------------------------------------------------

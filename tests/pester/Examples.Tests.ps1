@@ -281,7 +281,9 @@ Describe 'Get-FleetPlacement.ps1' {
         $placement = & $script -Fingerprint $fingerprints -HostCapacity @{ $hostA.Name = 4KB } -ErrorVariable err -ErrorAction SilentlyContinue
         @($err).Count | Should -Be 4
         foreach ($e in $err) { $e.FullyQualifiedErrorId | Should -BeLike 'DomainDoesNotFit,*' }
-        @($placement.Unplaced | Sort-Object) | Should -Be 'a1', 'a2', 'b1', 'b2'
+        # Each as host/domain: the host it runs on today, and its name.
+        @($placement.Unplaced | Sort-Object) | Should -Be @("$($hostA.Name)/a1", "$($hostA.Name)/a2", "$($hostB.Name)/b1", "$($hostB.Name)/b2" | Sort-Object)
+        @($err.TargetObject | Sort-Object) | Should -Be @($placement.Unplaced | Sort-Object)
         $placement.Assignments | Should -BeNullOrEmpty
     }
 

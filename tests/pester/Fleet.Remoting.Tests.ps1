@@ -182,6 +182,10 @@ Describe 'SSH hosts for the fleet tests' {
                 'System.Management.Automation.Remoting.PSRemotingTransportException',
                 'System.Management.Automation.Remoting.PSRemotingDataStructureException')
             $err[0].CategoryInfo.Category | Should -Be 'OpenError'
+            # docs/FLEET.md's error loop names such a host by the runspace New-PSSession could not open.
+            $err[0].OriginInfo | Should -BeNullOrEmpty
+            $err[0].TargetObject.ConnectionInfo.ComputerName | Should -Be '127.0.0.1'
+            $err[0].TargetObject.ConnectionInfo.Port | Should -Be $refusing.Port
             $more.Count | Should -Be 2
             $more.State | Should -Be 'Opened', 'Opened'
             $ports = Invoke-Command -Session $more -ErrorAction Stop -ScriptBlock { [int]($env:SSH_CONNECTION -split ' ')[3] }
@@ -343,6 +347,28 @@ Describe 'Fleet fingerprints gathered over SSH' {
         $placement.HostsUsed | Should -BeGreaterOrEqual 2
     }
 
+    It 'returns a placement made on a host with its assignments and hosts as objects (SerializationDepth 2)' {
+        if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+        $session = $sessions | Where-Object { $hostOfSession[$_.InstanceId].SshHost.Name -eq 'host1' }
+        $remote = Invoke-Command -Session $session -ErrorAction Stop -ScriptBlock {
+            Get-DEDomain | Get-DEFingerprint -FleetKeyPath ($using:hostKeys)[$global:DETestHostName] |
+                Get-DEPlacement -HostCapacity @{ host1 = 64MB; other = 64MB }
+        }
+        $remote.PSObject.TypeNames | Should -Contain 'Deserialized.DifferenceEngine.Fleet.PlacementResult'
+        @($remote.Assignments).Count | Should -Be $plan.host1.Count
+        foreach ($a in $remote.Assignments) {
+            $a.PSObject.TypeNames | Should -Contain 'Deserialized.DifferenceEngine.Fleet.PlacementAssignment'
+            $a.Domain | Should -BeIn $plan.host1.Name
+            $a.CurrentHostName | Should -Be 'host1'
+            $a.HostName | Should -BeIn 'host1', 'other'
+        }
+        @($remote.Hosts).Count | Should -Be 2
+        foreach ($h in $remote.Hosts) {
+            $h.PSObject.TypeNames | Should -Contain 'Deserialized.DifferenceEngine.Fleet.PlacementHostResult'
+            $h.CapacityBytes | Should -Be 64MB
+        }
+    }
+
     It 'gets the fingerprints of the other hosts, and one error naming its session, when the script of one host throws' {
         if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
         $failing = $sessions | Where-Object { $hostOfSession[$_.InstanceId].SshHost.Name -eq 'host2' }
@@ -352,6 +378,9 @@ Describe 'Fleet fingerprints gathered over SSH' {
             })
         $err.Count | Should -Be 1
         $err[0].OriginInfo.RunspaceID | Should -Be $failing.InstanceId
+        # docs/FLEET.md's error loop names the host of an Invoke-Command error by its OriginInfo (its TargetObject is no name).
+        $err[0].OriginInfo.PSComputerName | Should -Be $failing.ComputerName
+        $err[0].TargetObject | Should -Not -Be $failing.ComputerName
         $err[0].Exception.Message | Should -BeLike '*host2 fails on purpose*'
         $byHost = Group-ByHost $result
         @($byHost.Keys | Sort-Object) | Should -Be 'host1', 'host3'
@@ -379,6 +408,11 @@ Describe 'Fleet fingerprints gathered over SSH' {
         $capacity = @{ host1 = 64MB; host2 = 64MB; host3 = 64MB }
         try {
             $placement = & $script -Session $sessions -FleetKeyPath fleet.key -HostCapacity $capacity -ThrottleLimit 3 -ErrorVariable err -ErrorAction SilentlyContinue
+            # A host that fails without a fingerprint is left out of -HostCapacity as well, matched by the name its session
+            # was connected to (127.0.0.1 here, host2's ComputerName; in a fleet, the host's own name): its domains were
+            # never seen, so nothing goes on it. Here it is the largest host, where everything would have gone.
+            $report = & $script -Session $sessions -FleetKeyPath fleet.key -HostCapacity ($capacity + @{ '127.0.0.1' = 256MB }) -ThrottleLimit 3 -AsReport `
+                -ErrorAction SilentlyContinue -WarningVariable leftOut -WarningAction SilentlyContinue
         }
         finally {
             Invoke-Command -Session $sessions -ErrorAction Stop -ScriptBlock { Pop-Location }
@@ -402,6 +436,11 @@ Describe 'Fleet fingerprints gathered over SSH' {
         $direct = Get-DEPlacement -Fingerprint @($fingerprints | Where-Object Domain -In $answered) -HostCapacity $capacity
         $placement.PredictedUsedBytes | Should -Be $direct.PredictedUsedBytes
         $placement.HostsUsed | Should -Be $direct.HostsUsed
+        @($leftOut).Count | Should -Be 1
+        "$($leftOut[0])" | Should -BeLike '*sent no fingerprints*: 127.0.0.1.*'
+        $report | Should -Contain '  left out:   127.0.0.1 (failed, no fingerprints: not placed on)'
+        @($report | Where-Object { $_ -match '^127\.0\.0\.1\s' }) | Should -BeNullOrEmpty -Because 'the host left out is not in the table of hosts'
+        @($report | Where-Object { $_ -match '^host1\s' }) | Should -HaveCount 1
         # The sessions are the caller's: left open, and host2 answers the next call.
         $sessions.State | Should -Be 'Opened', 'Opened', 'Opened'
         (Invoke-Command -Session ($sessions | Where-Object { $hostOfSession[$_.InstanceId].SshHost.Name -eq 'host2' }) -ErrorAction Stop -ScriptBlock { @(Get-DEDomain).Count }) |

@@ -276,6 +276,22 @@ Describe 'Get-DEDomain on a Xen host' -Skip:$fakeMissing {
     }
 }
 
+Describe 'Get-DEFingerprint on a Xen host' -Skip:$fakeMissing {
+    It 'fingerprints every guest domain, and domain 0 only when it is given' {
+        $keyPath = Join-Path $TestDrive 'fleet.key'
+        $null = New-DEFleetKey -Path $keyPath
+        $guests = @(Get-DEDomain | Where-Object { -not $_.IsControlDomain } | ForEach-Object Name)
+        $guests | Should -Not -Contain 'Domain-0'
+        # Every domain by default: the guests, as reports and scans take them; domain 0 runs the engine and stays put.
+        $all = @(Get-DEFingerprint -FleetKeyPath $keyPath)
+        $all.Domain | Should -Be $guests
+        $all | ForEach-Object { $_.HostName | Should -Be 'xen' }
+        # Named (by name, id or object), it is fingerprinted.
+        (Get-DEFingerprint -Domain Domain-0 -FleetKeyPath $keyPath).Domain | Should -Be 'Domain-0'
+        (Get-DEDomain 0 | Get-DEFingerprint -FleetKeyPath $keyPath).PageCount | Should -Be 4
+    }
+}
+
 Describe 'Sharing on a Xen host' -Skip:$fakeMissing {
     BeforeAll {
         $framesBefore = [DETests.FakeXen]::fakexen_frame_count()
