@@ -412,6 +412,19 @@ Describe 'Get-DEHostStats' {
         $stats.EngineTime.Mechanism | Should -Contain 'Sharing'
     }
 
+    It 'keeps its faults, engine time and metadata parts as objects when serialized, as remoting does' {
+        $stats = Get-DEHostStats
+        $back = [Management.Automation.PSSerializer]::Deserialize([Management.Automation.PSSerializer]::Serialize($stats))
+        $back.PSObject.TypeNames[0] | Should -Be 'Deserialized.DifferenceEngine.Stats.HostStats'
+        ($back.Faults | Where-Object Kind -EQ 'ZeroFill').Count | Should -Be 3
+        $back.EngineTime.Mechanism | Should -Contain 'Sharing'
+        $back.Metadata.P2M | Should -Be $stats.Metadata.P2M
+        $text = $back | Format-List | Out-String -Width 120
+        $text | Should -Match 'Metadata\s*:\s*\S+ \S+ \(P2M \S+ \S+ \+'
+        $text | Should -Match 'ZeroFill\s+3\s+p50'
+        $text | Should -Match 'Engine time\s*:\s*Clock'
+    }
+
     It 'takes the host from the pipeline and from -DEHost' {
         ($deHost | Get-DEHostStats).Host | Should -Be $deHost.Name
         (Get-DEHostStats -DEHost $deHost).Host | Should -Be $deHost.Name
