@@ -33,6 +33,12 @@ public sealed class DomainPolicy
     /// <summary>Held while a policy change is checked and taken (SetPolicy), so two changes at once do not undo each other.</summary>
     internal readonly Lock ChangeGate = new();
 
+    /// <summary>
+    /// Counts the changes of the mechanism flags made through the host (enable, disable), under <see cref="ChangeGate"/>:
+    /// a restore that fails puts its flag back only when no other change came in between.
+    /// </summary>
+    internal int MechanismChanges;
+
     private string _trustGroup = DefaultTrustGroup;
     private int _patchThreshold = DefaultPatchThreshold;
     private double _compressionThreshold = DefaultCompressionThreshold;

@@ -12,7 +12,17 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         CheckOwned(domain);
         domain.ThrowIfQemuCannotEvict();
-        domain.Policy.PatchingEnabled = true;
+        ChangeMechanism(domain, p => p.PatchingEnabled = true);
+    }
+
+    /// <summary>Changes a mechanism flag of <paramref name="domain"/>'s, counted (<see cref="DomainPolicy.MechanismChanges"/>).</summary>
+    internal static int ChangeMechanism(Domain domain, Action<DomainPolicy> change)
+    {
+        lock (domain.Policy.ChangeGate)
+        {
+            change(domain.Policy);
+            return ++domain.Policy.MechanismChanges;
+        }
     }
 
     /// <summary>
@@ -30,29 +40,37 @@ public sealed partial class DEHost
 
     /// <summary>
     /// Turns a mechanism of <paramref name="domain"/> off, and with <paramref name="restore"/> rebuilds its pages: the flag
-    /// goes off first, then every pass running is waited for (one that began with the mechanism on could encode pages again
-    /// behind the rebuild's walk, and nothing would rebuild them after), then <paramref name="rebuild"/> runs, passes going
-    /// on meanwhile without the mechanism. When the rebuild fails before changing anything (too few frames), the flag is
-    /// put back as it was.
+    /// goes off first, then the pass in progress is waited for (it may have read the flag on, and encode pages again behind
+    /// the rebuild's walk, which nothing would rebuild after; later passes, even of the same scan, read it off), then
+    /// <paramref name="rebuild"/> runs, passes going on meanwhile without the mechanism. When the rebuild fails before
+    /// changing anything (too few frames), the flag is put back as it was, unless another call changed a flag meanwhile.
     /// </summary>
     private long TurnOff(Domain domain, bool restore, string what, Func<DomainPolicy, bool> get, Action<DomainPolicy, bool> set,
         Func<long> rebuild)
     {
         if (restore) HostCallbacks.ThrowIfInCallbackOf(this, Name, what);
-        bool was = get(domain.Policy);
-        set(domain.Policy, false);
-        if (!restore) return 0;
-        lock (_scanGate)
+        bool was = false;
+        int change = ChangeMechanism(domain, p =>
         {
-            // Nothing: a pass that read the flag before it went off has ended.
-        }
+            was = get(p);
+            set(p, false);
+        });
+        if (!restore) return 0;
+        WaitForPassInProgress();
         try
         {
             return rebuild();
         }
         catch (DEException ex) when (ex.ErrorId.StartsWith("InsufficientMemoryTo", StringComparison.Ordinal))
         {
-            set(domain.Policy, was);
+            lock (domain.Policy.ChangeGate)
+            {
+                if (was && domain.Policy.MechanismChanges == change)
+                {
+                    set(domain.Policy, true);
+                    domain.Policy.MechanismChanges++;
+                }
+            }
             throw;
         }
     }
@@ -63,9 +81,14 @@ public sealed partial class DEHost
         using var op = EnterOperation();
         CheckOwned(domain);
         domain.ThrowIfQemuCannotEvict();
-        bool changed = !domain.Policy.CompressionEnabled || (algorithm is { } b && b != domain.Policy.CompressionAlgorithm);
-        if (algorithm is { } a) domain.Policy.CompressionAlgorithm = CheckAlgorithm(a);
-        domain.Policy.CompressionEnabled = true;
+        var checkedAlgorithm = algorithm is { } a ? CheckAlgorithm(a) : (CompressionAlgorithm?)null;
+        bool changed = false;
+        ChangeMechanism(domain, p =>
+        {
+            changed = !p.CompressionEnabled || (checkedAlgorithm is { } b && b != p.CompressionAlgorithm);
+            if (checkedAlgorithm is { } c) p.CompressionAlgorithm = c;
+            p.CompressionEnabled = true;
+        });
         if (changed) ForgetIncompressible(domain);
     }
 

@@ -17,7 +17,11 @@ public sealed partial class DEHost
     /// page slices: each pass sweeps the clock over every page, then merges the zero and identical
     /// pages of domains that have sharing on. Scans of one host run one at a time.
     /// </summary>
-    /// <param name="progress">Called from worker threads; must be thread-safe and quick.</param>
+    /// <param name="progress">
+    /// Called from worker threads; must be thread-safe and quick. It may take the host's stats, on the thread it is called
+    /// on; a snapshot taken on another thread waits for the pass in progress, so a callback that hands one to another
+    /// thread and waits for it waits for ever.
+    /// </param>
     public ScanResult Scan(IEnumerable<Domain>? domains = null, ScanOptions? options = null,
         Action<ScanProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -28,8 +32,7 @@ public sealed partial class DEHost
         foreach (var d in chosen) CheckOwned(d);
         return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, _scanGate, null, (pass, ct) =>
         {
-            PassResult result;
-            lock (_passGate) result = RunPass(pass, chosen, options, progress, ct);
+            var result = AsPass(() => RunPass(pass, chosen, options, progress, ct));
             Interlocked.Increment(ref _passes);
             return result;
         }, cancellationToken, _closing.Token);
@@ -163,7 +166,7 @@ public sealed partial class DEHost
         if (domains.Length == 0 || !_scanGate.TryEnter()) return false;
         try
         {
-            lock (_passGate) RunPass(0, domains, new ScanOptions(), null, CancellationToken.None);
+            AsPass(() => RunPass(0, domains, new ScanOptions(), null, CancellationToken.None));
             Interlocked.Increment(ref _passes);
             return true;
         }

@@ -20,9 +20,52 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private readonly ConcurrentDictionary<int, Domain> _byId = new();
     private readonly ConcurrentDictionary<string, SharingIndex> _sharing = new(StringComparer.Ordinal);
     private readonly Lock _scanGate = new();
-    // Held through each pass (inside the scan gate, which a scan holds through all its passes): a snapshot waits for the
-    // pass in progress only, and its figures are of a moment between passes.
-    private readonly Lock _passGate = new();
+    // Written through each pass (inside the scan gate, which a scan holds through all its passes), read by snapshots and by
+    // restores waiting for the pass in progress: they wait for that pass only, and snapshots do not wait for each other.
+    private readonly ReaderWriterLockSlim _passGate = new(LockRecursionPolicy.SupportsRecursion);
+
+    /// <summary>Runs <paramref name="pass"/> as the host's pass in progress (the pass gate written).</summary>
+    private T AsPass<T>(Func<T> pass)
+    {
+        // Snapshots and restores waiting for the last pass go first: between a scan's passes the gate is free for an
+        // instant only, and this thread would otherwise take it again before they wake (they would wait for the whole scan).
+        // No pass holds the gate here (passes run one at a time, under the scan gate): they take it at once.
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _passGateWaiters) > 0) spin.SpinOnce();
+        _passGate.EnterWriteLock();
+        try
+        {
+            return pass();
+        }
+        finally
+        {
+            _passGate.ExitWriteLock();
+        }
+    }
+
+    // Snapshots and restores waiting for the pass gate (counted from before they ask: the next pass lets them in first).
+    private int _passGateWaiters;
+
+    /// <summary>Takes the pass gate to read: once the pass in progress, if any, has ended (not the rest of its scan).</summary>
+    private void EnterPassGateToRead()
+    {
+        Interlocked.Increment(ref _passGateWaiters);
+        try
+        {
+            _passGate.EnterReadLock();
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _passGateWaiters);
+        }
+    }
+
+    /// <summary>Waits for the pass in progress, if any, to end (not for the rest of its scan).</summary>
+    private void WaitForPassInProgress()
+    {
+        EnterPassGateToRead();
+        _passGate.ExitReadLock();
+    }
     private readonly object _domainGate = new();
     private int _nextDomainId;
     private long _activeOperations;
@@ -356,7 +399,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         using var op = EnterOperation();
         CheckOwned(domain);
         domain.ThrowIfQemuCannotEvict();
-        domain.Policy.SharingEnabled = true;
+        ChangeMechanism(domain, p => p.SharingEnabled = true);
     }
 
     /// <summary>
@@ -529,14 +572,14 @@ public sealed partial class DEHost : IDEHost, IEngineService
         // -10 MB with the engine running). Guest faults meanwhile only add frames: in flight, never negative. A progress
         // callback of this host's own call does not wait (its pass waits for it).
         bool gated = !HostCallbacks.InCallbackOf(this);
-        if (gated) _passGate.Enter();
+        if (gated) EnterPassGateToRead();
         try
         {
             return MeasureHost();
         }
         finally
         {
-            if (gated) _passGate.Exit();
+            if (gated) _passGate.ExitReadLock();
         }
     }
 
@@ -545,14 +588,14 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         using var op = EnterOperation();
         if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
-        if (!_passGate.TryEnter()) return null;
+        if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
         try
         {
             return MeasureHost();
         }
         finally
         {
-            _passGate.Exit();
+            _passGate.ExitReadLock();
         }
     }
 
@@ -614,7 +657,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "dispose of the host");
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return;
         _closing.Cancel(); // scans in flight end at their next check (Scan turns that into HostDisconnected)
-        StopEngine();
+        EngineControl.Close(sample: true); // and no Start-DEEngine in flight starts one after
         // QEMU guests first, while the host still works: every page the engine holds goes back into its guest (through
         // the store, the swap file, the frames), then the guest is handed back.
         // Taken under the domains' lock, after _disposeStarted is set: a domain registering meanwhile is either in it or
@@ -644,9 +687,6 @@ public sealed partial class DEHost : IDEHost, IEngineService
         // Wait for guest accesses and scans in flight before the frames go away.
         var spin = new SpinWait();
         while (Interlocked.Read(ref _activeOperations) != 0) spin.SpinOnce();
-        // An engine that a Start-DEEngine in flight started after the first stop: its thread has ended (its pass found the
-        // host disconnected); stopped here, it does not stay listed as Running.
-        StopEngine();
         Reclaimer?.Dispose(); // stops the background thread, closes the swap file (unnamed since it was made)
         foreach (var d in _byId.Values) d.Release();
         _byId.Clear();

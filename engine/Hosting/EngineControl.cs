@@ -15,6 +15,7 @@ internal sealed class EngineControl
     private BackgroundEngine? _engine;
     private BackgroundEngine? _stoppingEngine; // stopped by Stop and still ending its pass: Status says Stopping
     private EngineStatus? _lastRun;
+    private bool _closed; // the host is being disconnected: no engine starts any more
 
     /// <param name="statsNow">
     /// The stats for the sample a stop records, or null when they cannot be had at once (another scan's pass is in
@@ -40,6 +41,7 @@ internal sealed class EngineControl
         CheckInterval(interval);
         lock (_gate)
         {
+            if (_closed) throw DEHost.HostDisconnected(_host.Name);
             if (_engine is not null)
                 throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
                     $"The engine of host '{_host.Name}' is already running (interval {_engine.Interval}).", _host.Name);
@@ -51,6 +53,16 @@ internal sealed class EngineControl
             _engine = new BackgroundEngine(_host, interval);
             return _engine.Status(HistoryCount);
         }
+    }
+
+    /// <summary>
+    /// For the host's disconnection: no engine starts from now on (HostDisconnected), and the one running is stopped. A
+    /// Start-DEEngine racing the disconnection either started before (and is stopped here) or is refused.
+    /// </summary>
+    public void Close(bool sample)
+    {
+        lock (_gate) _closed = true;
+        Stop(sample);
     }
 
     /// <summary>Stops the engine and returns its final status; null when it was not running.</summary>

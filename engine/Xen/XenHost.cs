@@ -260,11 +260,12 @@ public sealed partial class XenHost : IDEHost, IEngineService
     private long Disable(XenDomain domain, Action<Domains.DomainPolicy> off, bool restore, params XenHeldKind[] kinds)
     {
         CheckOwned(domain);
+        if (restore) HostCallbacks.ThrowIfInCallbackOf(this, Name, "restore a domain's pages");
         off(domain.Policy);
         if (restore)
         {
-            // The flag is off; a pass that read it before is waited for, or it could evict pages again behind the restore.
-            HostCallbacks.ThrowIfInCallbackOf(this, Name, "restore a domain's pages");
+            // The flag is off; the scan in progress (a Xen scan reads the policies once a pass) is waited for, or it could
+            // evict pages again behind the restore.
             lock (scanGate)
             {
             }
@@ -348,10 +349,6 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
     }
 
-    /// <summary>
-    /// A guest page's bytes as the guest would read them, without disturbing it: through a read-only foreign mapping, or from
-    /// the pager's copy when the pager holds it (so reading does not page it back in).
-    /// </summary>
     /// <summary>The domain's highest gfn (its physmap may have holes below it: an HVM guest's MMIO hole).</summary>
     internal long MaxGfn(XenDomain domain)
     {
@@ -359,6 +356,10 @@ public sealed partial class XenHost : IDEHost, IEngineService
         return (long)connection.GetMaxGpfn(domain.DomainId);
     }
 
+    /// <summary>
+    /// A guest page's bytes as the guest would read them, without disturbing it: through a read-only foreign mapping, or from
+    /// the pager's copy when the pager holds it (so reading does not page it back in).
+    /// </summary>
     public byte[] ReadPage(XenDomain domain, long gfn)
     {
         CheckOwned(domain);
@@ -471,12 +472,11 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "dispose of the host");
         closing.Cancel();
-        StopEngine();
+        EngineControl.Close(sample: true); // and no Start-DEEngine in flight starts one after
         lock (scanGate)
         {
             disposed = true;
         }
-        StopEngine(); // one a Start-DEEngine in flight started after the first stop (its pass finds the host disconnected)
         try
         {
             pager.Dispose();

@@ -33,3 +33,34 @@ internal static class HeldScan
         return failure;
     }
 }
+
+/// <summary>
+/// A scan started on a thread of its own and held in its first progress report (inside its first pass, holding the
+/// host's scan and pass gates) until disposed, which lets it go and waits for it to end. Events only, never time.
+/// </summary>
+internal sealed class HeldPass : IDisposable
+{
+    private readonly ManualResetEventSlim _holding = new();
+    private readonly ManualResetEventSlim _release = new();
+    private readonly Thread _scan;
+
+    public HeldPass(Hosting.DEHost host, IEnumerable<Domains.Domain>? domains = null, int sliceSize = 16)
+    {
+        _scan = new Thread(() => host.Scan(domains, new ScanOptions { Parallelism = 1, SliceSize = sliceSize }, _ =>
+        {
+            if (_holding.IsSet) return;
+            _holding.Set();
+            _release.Wait();
+        }));
+        _scan.Start();
+        _holding.Wait();
+    }
+
+    public void Dispose()
+    {
+        _release.Set();
+        _scan.Join();
+        _holding.Dispose();
+        _release.Dispose();
+    }
+}

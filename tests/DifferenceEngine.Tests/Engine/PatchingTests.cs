@@ -341,16 +341,26 @@ public class PatchingTests
         Assert.Equal(PageState.Private, a.GetPage(0).State);
     }
 
+    /// <summary>
+    /// A domain of a reference and 20 pages like it, patched, on a host whose limit leaves room for the reference, the pages
+    /// and a few 64 KiB store slabs, not for rebuilding everything once a filler takes the rest.
+    /// </summary>
+    private static (DEHost Host, Domain Domain, byte[][] Pages) PatchedOnATightHost(TempDir dir)
+    {
+        var reference = TestMemory.RandomPage(new Random(1));
+        var pages = Enumerable.Range(0, 20).Select(i => Similar(reference, i, 3)).Prepend(reference).ToArray();
+        var host = new DEHost(new HostOptions { SimilaritySeed = 1, MemoryLimitBytes = 200 * 4096 });
+        var d = TestMemory.LoadRaw(host, dir, "p", pages, All);
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        return (host, d, pages);
+    }
+
     [Fact]
     public void RestoreRebuildsEveryEncodedPageAndChecksMemoryFirst()
     {
         using var dir = new TempDir();
-        var reference = TestMemory.RandomPage(new Random(1));
-        var pages = Enumerable.Range(0, 20).Select(i => Similar(reference, i, 3)).Prepend(reference).ToArray();
-        // Room for the reference, the pages and a few 64 KiB store slabs, not for rebuilding everything with the filler in.
-        using var host = new DEHost(new HostOptions { SimilaritySeed = 1, MemoryLimitBytes = 200 * 4096 });
-        var d = TestMemory.LoadRaw(host, dir, "p", pages, All);
-        host.Scan(options: new ScanOptions { UntilStable = true });
+        var (host, d, pages) = PatchedOnATightHost(dir);
+        using var _host = host;
         long patched = host.GetPageStats(d).PatchedPages;
         Assert.True(patched >= 15, $"{patched} pages patched");
         var filler = host.CreateDomain("filler", 256 * 4096);
@@ -420,16 +430,7 @@ public class PatchingTests
         long encoded = Encoded();
         Assert.True(encoded >= 20, $"{encoded} pages {mechanism}");
 
-        using var holding = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
-        var scan = new Thread(() => host.Scan(null, new ScanOptions { Parallelism = 1, SliceSize = 16 }, _ =>
-        {
-            if (holding.IsSet) return;
-            holding.Set();
-            release.Wait();
-        }));
-        scan.Start();
-        holding.Wait();
+        var held = new HeldPass(host);
         long restored = -1;
         var restore = new Thread(() => restored = mechanism switch
         {
@@ -443,13 +444,14 @@ public class PatchingTests
         try
         {
             SpinWait.SpinUntil(() => !Enabled());
+            // Off; now blocked (waiting for the held pass), or done (before the fix: it had rebuilt under the pass).
+            SpinWait.SpinUntil(() => (restore.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
             whileHeld = Encoded();
             waited = restore.IsAlive;
         }
         finally
         {
-            release.Set();
-            scan.Join();
+            held.Dispose();
             restore.Join();
         }
         // Off, and waiting for the pass: nothing rebuilt yet (before the fix the flag went off only after the walk).
@@ -463,6 +465,93 @@ public class PatchingTests
         Assert.Equal(0, Encoded());
         for (int g = 0; g < pages.Length; g++) Assert.Equal(pages[g], d.ReadPage(g));
         TestMemory.AssertFrameAccounting(host);
+    }
+
+    [Fact]
+    public void ARestoreWaitsForThePassInProgressNotForTheRestOfTheScan()
+    {
+        // Later passes of the same scan read the flag off: the restore need not wait for them (an Invoke-DEScan -Passes 100
+        // in another runspace would otherwise hold it for every pass).
+        using var dir = new TempDir();
+        var pages = TestMemory.TextPages(128, 22);
+        using var host = new DEHost();
+        var d = TestMemory.LoadRaw(host, dir, "d", pages, new DomainOptions { CompressionEnabled = true, C4Sweeps = 1 });
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        long compressed = host.GetPageStats(d).CompressedPages;
+        Assert.True(compressed >= 64, $"{compressed} pages compressed");
+
+        using var heldFirst = new ManualResetEventSlim();
+        using var releaseFirst = new ManualResetEventSlim();
+        using var heldSecond = new ManualResetEventSlim();
+        using var releaseSecond = new ManualResetEventSlim();
+        var scan = new Thread(() => host.Scan(null, new ScanOptions { Passes = 3, Parallelism = 1, SliceSize = 16 }, p =>
+        {
+            if (p.Pass == 1 && !heldFirst.IsSet)
+            {
+                heldFirst.Set();
+                releaseFirst.Wait();
+            }
+            else if (p.Pass == 2 && !heldSecond.IsSet)
+            {
+                heldSecond.Set();
+                releaseSecond.Wait();
+            }
+        }));
+        scan.Start();
+        heldFirst.Wait();
+        long restored = -1;
+        var restore = new Thread(() => restored = host.DisableCompression(d, restore: true));
+        bool doneDuringSecond;
+        try
+        {
+            restore.Start();
+            SpinWait.SpinUntil(() => (restore.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+            Assert.True(restore.IsAlive, "the restore did not wait for the pass in progress");
+            releaseFirst.Set();
+            heldSecond.Wait();
+            doneDuringSecond = restore.Join(TimeSpan.FromMinutes(1)); // a bound for the failure only
+        }
+        finally
+        {
+            releaseFirst.Set();
+            releaseSecond.Set();
+            scan.Join();
+            restore.Join();
+        }
+        Assert.True(doneDuringSecond, "the restore waited for the scan's next pass too");
+        Assert.Equal(compressed, restored);
+        Assert.Equal(0, host.GetPageStats(d).CompressedPages);
+        for (int g = 0; g < pages.Length; g++) Assert.Equal(pages[g], d.ReadPage(g));
+    }
+
+    [Fact]
+    public void AFailedRestorePutsTheFlagBackOnlyWhenNothingChangedItMeanwhile()
+    {
+        using var dir = new TempDir();
+        var (host, d, _) = PatchedOnATightHost(dir);
+        using var _host = host;
+        var filler = host.CreateDomain("filler", 256 * 4096);
+        long free = host.GetStats().FramesFree;
+        for (int g = 0; g < free - 2; g++) filler.WritePage(g, [1]);
+
+        // A plain disable that comes in while the restore waits for the pass stays: the failed restore does not turn
+        // patching back on.
+        Exception? failure = null;
+        var restore = new Thread(() => failure = Record.Exception(() => host.DisablePatching(d, restore: true)));
+        using (new HeldPass(host, [filler]))
+        {
+            restore.Start();
+            SpinWait.SpinUntil(() => (restore.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+            host.DisablePatching(d, restore: false);
+        }
+        restore.Join();
+        Assert.Equal("InsufficientMemoryToRestore", Assert.IsType<DEException>(failure).ErrorId);
+        Assert.False(d.Policy.PatchingEnabled);
+
+        // With nothing in between, it is put back as it was.
+        host.EnablePatching(d);
+        Assert.Equal("InsufficientMemoryToRestore", Assert.Throws<DEException>(() => host.DisablePatching(d, restore: true)).ErrorId);
+        Assert.True(d.Policy.PatchingEnabled);
     }
 
     [Fact]

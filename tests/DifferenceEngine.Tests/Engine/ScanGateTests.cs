@@ -14,6 +14,9 @@ public class ScanGateTests
 {
     private static (DEHost Host, Domain Domain) NewHost(TempDir dir)
     {
+        // A scan's first wait is for the JIT warm-up (cancellable too): past it, the only wait left is the lock's.
+        JitWarmup.Start();
+        JitWarmup.WaitUntilWarm(Timeout.InfiniteTimeSpan);
         var host = new DEHost();
         var d = TestMemory.LoadRaw(host, dir, "d", TestMemory.TextPages(64, 5), new DomainOptions { SharingEnabled = true });
         return (host, d);
@@ -22,25 +25,8 @@ public class ScanGateTests
     /// <summary>Runs <paramref name="whileHeld"/> while a scan holds the host's scan lock, then lets the scan finish.</summary>
     private static void WhileAScanIsHeld(DEHost host, Action whileHeld)
     {
-        using var holding = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
-        var held = new Thread(() => host.Scan(options: new ScanOptions { Parallelism = 1, SliceSize = 16 }, progress: _ =>
-        {
-            if (holding.IsSet) return;
-            holding.Set();
-            release.Wait();
-        }));
-        held.Start();
-        holding.Wait();
-        try
-        {
-            whileHeld();
-        }
-        finally
-        {
-            release.Set();
-            held.Join();
-        }
+        using var held = new HeldPass(host);
+        whileHeld();
     }
 
     [Fact]
@@ -111,17 +97,31 @@ public class ScanGateTests
     }
 
     [Fact]
-    public void ASnapshotTakenInAScansOwnProgressCallbackDoesNotWaitForIt()
+    public void ASnapshotTakenInAProgressCallbackOnAnotherWorkerDoesNotWaitForThePass()
     {
+        // Callbacks run on the pass's workers: one on the scanning thread (which holds the pass gate, and may take it
+        // again), the others on pool threads, which would wait for the pass they are part of. The scanning thread's first
+        // callback waits until another worker's callback has taken its snapshot.
         using var dir = new TempDir();
         var (host, _) = NewHost(dir);
         using var _host = host;
-        int taken = 0;
-        host.Scan(options: new ScanOptions { Parallelism = 2, SliceSize = 8 }, progress: _ =>
+        using var foreignTook = new ManualResetEventSlim();
+        int scanThread = 0;
+        bool sawForeign = false;
+        var scan = new Thread(() => host.Scan(options: new ScanOptions { Parallelism = 2, SliceSize = 4 }, progress: _ =>
         {
+            if (Environment.CurrentManagedThreadId == scanThread)
+            {
+                sawForeign |= foreignTook.Wait(TimeSpan.FromMinutes(1)); // a bound for the failure only
+                return;
+            }
+            if (foreignTook.IsSet) return;
             host.TakeSnapshot();
-            Interlocked.Increment(ref taken);
-        });
-        Assert.True(taken > 0);
+            foreignTook.Set();
+        }));
+        scanThread = scan.ManagedThreadId;
+        scan.Start();
+        scan.Join();
+        Assert.True(sawForeign, "no snapshot was taken in a callback on another worker (it waited for the pass)");
     }
 }
