@@ -249,11 +249,16 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
             }
 
             foreach (var d in host.Domains) host.RemoveDomain(d);
-            Assert.Equal(0, host.GetStats().FramesInUse);
-            Assert.Equal(0, host.GetStats().SharedFrames);
-            Assert.Equal(0, host.GetStats().StoreBlobs);
-            Assert.Equal(0, host.GetStats().StoreAllocatedBytes);
-            Assert.Equal(0, host.GetStats().SwapUsedBytes);
+            // The background reclaimer may have begun writing a page group to swap before the last domain went: it holds the
+            // slots it reserved until it finds the group gone and gives them back (a CI run read one such slot, 4096 bytes,
+            // with the store already empty). Waited for, nothing may be left.
+            using var quiet = host.Quiesce();
+            var left = host.GetStats();
+            Assert.Equal(0, left.FramesInUse);
+            Assert.Equal(0, left.SharedFrames);
+            Assert.Equal(0, left.StoreBlobs);
+            Assert.Equal(0, left.StoreAllocatedBytes);
+            Assert.Equal(0, left.SwapUsedBytes);
         }
         finally
         {
