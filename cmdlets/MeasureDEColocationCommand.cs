@@ -37,10 +37,8 @@ public sealed class MeasureDEColocationCommand : DECmdlet
                 duplicate.First().ToString()));
         try
         {
-            // One order whatever the order given (remoting returns hosts as they answer): by domain, then host, as
-            // Get-DEPlacement predicts each host's domains.
-            var ordered = fingerprints.OrderBy(f => f.Domain, StringComparer.Ordinal).ThenBy(f => f.HostName, StringComparer.Ordinal).ToArray();
-            WriteObject(ColocationModel.Predict(ordered));
+            // One order whatever the order given, as Get-DEPlacement predicts each host's domains.
+            WriteObject(ColocationModel.Predict(ColocationModel.InModelOrder(fingerprints)));
         }
         catch (DEException ex)
         {

@@ -77,6 +77,13 @@ public static class ColocationModel
     public static ColocationPrediction Predict(IReadOnlyList<DomainFingerprint> fingerprints) => Predict(fingerprints, separately: true);
 
     /// <summary>
+    /// Fingerprints in the one order the fleet cmdlets predict in, whatever the order given (remoting returns hosts as
+    /// they answer, and the model's sums depend on the order): by domain name, then by the host it runs on.
+    /// </summary>
+    public static DomainFingerprint[] InModelOrder(IEnumerable<DomainFingerprint> fingerprints) =>
+        fingerprints.OrderBy(f => f.Domain, StringComparer.Ordinal).ThenBy(f => f.HostName, StringComparer.Ordinal).ToArray();
+
+    /// <summary>
     /// The prediction, and with <paramref name="separately"/> each domain's alone too (<see cref="ColocationPrediction.SeparateUsedBytes"/>;
     /// without, that figure is 0: the placement's checks need the set's figure only).
     /// </summary>
@@ -625,26 +632,18 @@ public static class ColocationModel
     /// </summary>
     public static (List<DomainFingerprint> Kept, List<DEException> Refused) KeepCombinable(IReadOnlyList<DomainFingerprint> fingerprints)
     {
-        var refused = new List<DEException>();
-        string key = MostCommon(fingerprints, f => f.KeyId ?? "");
-        var sameKey = new List<DomainFingerprint>();
-        int keyCount = fingerprints.Count(f => (f.KeyId ?? "") == key);
-        foreach (var f in fingerprints)
-            if ((f.KeyId ?? "") == key) sameKey.Add(f);
-            else
-                refused.Add(new DEException("FingerprintKeyMismatch", DEErrorKind.InvalidData,
-                    $"The fingerprint of domain '{f.Domain}' of host '{f.HostName}' was made with fleet key {f.KeyId}, and {keyCount} of the {fingerprints.Count} fingerprints given with key {key}: their hashes cannot be compared, so it is left out. Fingerprint every domain with the same key.",
-                    f.ToString()));
-        var sampling = MostCommon(sameKey, f => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed));
-        var kept = new List<DomainFingerprint>();
-        var model = sameKey.FirstOrDefault(f => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed) == sampling);
-        int sampleCount = sameKey.Count(f => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed) == sampling);
-        foreach (var f in sameKey)
-            if ((f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed) == sampling) kept.Add(f);
-            else
-                refused.Add(new DEException("FingerprintSampleMismatch", DEErrorKind.InvalidData,
-                    $"The fingerprint of domain '{f.Domain}' of host '{f.HostName}' samples differently ({SampleText(f)}) from {sampleCount} of the {sameKey.Count} fingerprints of its key ({SampleText(model!)}), so it is left out; fingerprint every domain with the same -SampleRate and module version.",
-                    f.ToString()));
+        static string KeyOf(DomainFingerprint f) => f.KeyId ?? "";
+        static (int, int, int) SamplingOf(DomainFingerprint f) => (f.SampleShift, f.SimilaritySampleShift, f.DetectorSeed);
+        string key = MostCommon(fingerprints, KeyOf);
+        var sameKey = fingerprints.Where(f => KeyOf(f) == key).ToList();
+        var refused = fingerprints.Where(f => KeyOf(f) != key).Select(f => new DEException("FingerprintKeyMismatch", DEErrorKind.InvalidData,
+                $"The fingerprint of domain '{f.Domain}' of host '{f.HostName}' was made with fleet key {f.KeyId}, and {sameKey.Count} of the {fingerprints.Count} fingerprints given with key {key}: their hashes cannot be compared, so it is left out. Fingerprint every domain with the same key.",
+                f.ToString())).ToList();
+        var sampling = MostCommon(sameKey, SamplingOf);
+        var kept = sameKey.Where(f => SamplingOf(f) == sampling).ToList();
+        refused.AddRange(sameKey.Where(f => SamplingOf(f) != sampling).Select(f => new DEException("FingerprintSampleMismatch", DEErrorKind.InvalidData,
+            $"The fingerprint of domain '{f.Domain}' of host '{f.HostName}' samples differently ({SampleText(f)}) from {kept.Count} of the {sameKey.Count} fingerprints of its key ({SampleText(kept[0])}), so it is left out; fingerprint every domain with the same -SampleRate and module version.",
+            f.ToString())));
         return (kept, refused);
     }
 

@@ -828,48 +828,33 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
             };
         using var builder = new FingerprintBuilder(key, sampleShift, domain.PageCount);
         var page = new byte[PageSize];
-        long count = domain.PageCount, unreadable = 0;
-        if (domain is Xen.XenDomain xen)
+        long count = domain.PageCount;
+        // Xen counts the pages a guest holds, which need not be gfns 0 to count - 1: an HVM guest's physmap has a hole below
+        // 4 GiB (its RAM goes on above), and special pages after. There every gfn up to the highest is tried, and the pages
+        // found are taken in gfn order as pages 0, 1, ... of a guest of count pages (what the placement sizes), up to count
+        // of them; elsewhere gfn g is page g. Either way the pages counted but not read are the unreadable ones.
+        var xen = domain as Xen.XenDomain;
+        long last = xen is not null ? xen.Host.MaxGfn(xen) : count - 1;
+        var gfns = xen is not null ? new List<long>((int)Math.Min(count, 1 << 26)) : null; // page index -> gfn
+        long taken = 0;
+        for (long gfn = 0; gfn <= last && taken < count; gfn++)
         {
-            // Xen counts the pages a guest holds, which need not be gfns 0 to count - 1: an HVM guest's physmap has a hole
-            // below 4 GiB (its RAM goes on above), and special pages after. Every gfn up to the highest is tried; the pages
-            // there are taken in gfn order, as a guest of count pages, up to count of them (what the placement sizes);
-            // the pages Xen counts but that could not be read are the unreadable ones.
-            long last = xen.Host.MaxGfn(xen);
-            var gfns = new List<long>((int)Math.Min(count, 1 << 26));
-            for (long gfn = 0; gfn <= last && gfns.Count < count; gfn++)
+            if ((gfn & 4095) == 0)
             {
-                if ((gfn & 4095) == 0)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    progress?.Invoke(Math.Min(gfn, count), count);
-                }
-                if (domain.IsRemoved) throw DEHost.DomainNotFound(domain.Name);
-                if (!read(gfn, page)) continue; // a hole in the physmap, or a page that cannot be read (counted below)
-                builder.SetPage(gfns.Count, page);
-                gfns.Add(gfn);
+                cancellationToken.ThrowIfCancellationRequested();
+                progress?.Invoke(Math.Min(gfn, count), count);
             }
-            unreadable = count - gfns.Count;
-            var readPlaced = read;
-            read = (index, buffer) => index >= 0 && index < gfns.Count && readPlaced(gfns[(int)index], buffer);
+            if (domain.IsRemoved) throw DEHost.DomainNotFound(domain.Name);
+            if (!read(gfn, page)) continue; // unreadable, or (Xen) a hole in the physmap
+            builder.SetPage(gfns is null ? gfn : taken, page);
+            gfns?.Add(gfn);
+            taken++;
         }
-        else
+        long unreadable = count - taken;
+        if (gfns is not null)
         {
-            for (long gfn = 0; gfn < count; gfn++)
-            {
-                if ((gfn & 4095) == 0)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    progress?.Invoke(gfn, count);
-                }
-                if (domain.IsRemoved) throw DEHost.DomainNotFound(domain.Name);
-                if (!read(gfn, page))
-                {
-                    unreadable++;
-                    continue;
-                }
-                builder.SetPage(gfn, page);
-            }
+            var readAtGfn = read;
+            read = (index, buffer) => index >= 0 && index < gfns.Count && readAtGfn(gfns[(int)index], buffer);
         }
         progress?.Invoke(count, count);
         var fp = builder.Finish(domain.Name, domain.Host.Name, domain.Policy.TrustGroup, count, $"domain {domain.Name} on {domain.Host.Kind} host {domain.Host.Name}", read);

@@ -121,7 +121,7 @@ public static class Placement
         Validate(fingerprints, hosts, goal);
         // One order for everything, whatever the order given: domains by name (then current host), hosts by capacity,
         // largest first (then name).
-        var domains = fingerprints.OrderBy(f => f.Domain, StringComparer.Ordinal).ThenBy(f => f.HostName, StringComparer.Ordinal).ToArray();
+        var domains = ColocationModel.InModelOrder(fingerprints);
         var hostList = hosts.OrderByDescending(h => h.CapacityBytes).ThenBy(h => h.Name, StringComparer.Ordinal).ToArray();
         int n = domains.Length;
 

@@ -564,31 +564,24 @@ public sealed partial class DEHost : IDEHost, IEngineService
     public HostStats GetStats() => TakeSnapshot().Host;
 
     /// <summary>Every domain's page stats and the host's totals, measured in one walk so that they add up to the byte.</summary>
-    public HostSnapshot TakeSnapshot()
-    {
-        using var op = EnterOperation();
-        // Between passes: a pass that compressed or merged pages already measured, and freed their frames before the frames
-        // in use were read, would leave the domains charged for more than the host holds (an audit saw "Uncharged" at
-        // -10 MB with the engine running). Guest faults meanwhile only add frames: in flight, never negative. A progress
-        // callback of this host's own call does not wait (its pass waits for it).
-        bool gated = !HostCallbacks.InCallbackOf(this);
-        if (gated) EnterPassGateToRead();
-        try
-        {
-            return MeasureHost();
-        }
-        finally
-        {
-            if (gated) _passGate.ExitReadLock();
-        }
-    }
+    public HostSnapshot TakeSnapshot() => Snapshot(waitForPass: true)!;
 
     /// <summary><see cref="TakeSnapshot"/> when no pass is in progress; null, at once, when one is.</summary>
-    internal HostSnapshot? TryTakeSnapshot()
+    internal HostSnapshot? TryTakeSnapshot() => Snapshot(waitForPass: false);
+
+    /// <summary>
+    /// The snapshot, taken between passes: a pass that compressed or merged pages already measured, and freed their frames
+    /// before the frames in use were read, would leave the domains charged for more than the host holds (an audit saw
+    /// "Uncharged" at -10 MB with the engine running). Guest faults meanwhile only add frames: in flight, never negative.
+    /// A progress callback of this host's own call does not wait (its pass waits for it). Null when a pass is in progress
+    /// and <paramref name="waitForPass"/> is false.
+    /// </summary>
+    private HostSnapshot? Snapshot(bool waitForPass)
     {
         using var op = EnterOperation();
         if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
-        if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
+        if (waitForPass) EnterPassGateToRead();
+        else if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
         try
         {
             return MeasureHost();
