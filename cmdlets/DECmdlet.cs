@@ -260,6 +260,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
             result = default!;
             return false;
         }
+        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException(); // Ctrl-C while the call waited (a snapshot waits for a pass in progress)
+        }
     }
 
     /// <summary>Writes a failure of one item as a non-terminating error; the cmdlet goes on with the next.</summary>

@@ -95,13 +95,17 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         FileInfo file;
         try
         {
-            var model = ReportModel.FromHost(host, domains);
+            var model = ReportModel.FromHost(host, domains, cancellationToken: StopToken);
             file = ReportFile.WriteFile(model, _fullPath, _format, overwrite: !NoClobber, replaceReadOnly: Force);
         }
         catch (DEException ex)
         {
             WriteDEError(ex);
             return;
+        }
+        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException(); // Ctrl-C while the snapshot waited for a pass in progress: nothing written
         }
         WriteVerbose($"Wrote {file.FullName} ({DisplayFormat.Bytes(file.Length)}).");
         // Through the provider, so the FileInfo has PSPath and the rest, as Get-Item gives it.

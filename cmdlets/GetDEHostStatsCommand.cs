@@ -21,6 +21,6 @@ public sealed class GetDEHostStatsCommand : DECmdlet
     protected override void ProcessRecord()
     {
         var host = TargetHost;
-        if (TryItem(host.GetStats, out var stats)) WriteObject(stats);
+        if (TryItem(() => host.GetStats(StopToken), out var stats)) WriteObject(stats);
     }
 }

@@ -25,9 +25,9 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
         foreach (var domain in ResolveDomainsOrAll(Domain))
         {
             if (!snapshots.TryGetValue(domain.Host, out var snapshot))
-                snapshots[domain.Host] = snapshot = TryItem(domain.Host.TakeSnapshot, out var taken) ? taken : null;
+                snapshots[domain.Host] = snapshot = TryItem(() => domain.Host.TakeSnapshot(StopToken), out var taken) ? taken : null;
             if (snapshot?.Find(domain.Id) is { } row) WriteObject(row);
-            else if (snapshot is not null && TryItem(domain.GetPageStats, out var alone)) WriteObject(alone);
+            else if (snapshot is not null && TryItem(() => domain.GetPageStats(StopToken), out var alone)) WriteObject(alone);
         }
     }
 }

@@ -30,11 +30,10 @@ public sealed class MeasureDEColocationCommand : DECmdlet
         var fingerprints = FingerprintInput.Combinable(_fingerprints, WriteDEError);
         if (fingerprints.Count == 0) return; // each refused input was written as its own error
         // The same domain of the same host (its name in any case, as every fleet cmdlet compares host names).
-        var duplicate = fingerprints.GroupBy(f => ((f.HostName ?? "").ToUpperInvariant(), f.Domain)).FirstOrDefault(g => g.Count() > 1);
-        if (duplicate is not null)
+        if (DomainFingerprint.FirstDuplicate(fingerprints) is var (duplicate, count))
             ThrowDEError(new DEException("FingerprintDuplicate", DEErrorKind.InvalidArgument,
-                $"Domain '{duplicate.First().Domain}' of host '{duplicate.First().HostName}' was given {duplicate.Count()} times; each domain counts once.",
-                duplicate.First().ToString()));
+                $"Domain '{duplicate.Domain}' of host '{duplicate.HostName}' was given {count} times; each domain counts once.",
+                duplicate.ToString()));
         try
         {
             // One order whatever the order given, as Get-DEPlacement predicts each host's domains.

@@ -51,7 +51,8 @@ public sealed partial class Domain : IDEDomain
         Codecs.CompressionAlgorithm? groupAlgorithm) =>
         Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
 
-    Stats.DomainPageStats IDEDomain.GetPageStats() => Host.GetPageStats(this);
+    Stats.DomainPageStats IDEDomain.GetPageStats(CancellationToken cancellationToken) => Host.GetPageStats(this, cancellationToken);
+    /// <summary>The domain's id: unique in the process (never given again, by any host), in the order domains were made.</summary>
     public int Id { get; }
     public string Name { get; }
     public long PageCount { get; }

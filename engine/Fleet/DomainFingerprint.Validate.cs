@@ -14,6 +14,32 @@ public sealed partial class DomainFingerprint
 
     private const int PageSize = PageGeometry.PageSize;
 
+    /// <summary>
+    /// The first domain given more than once among <paramref name="fingerprints"/> and how many times it is given, or null
+    /// when each is given once. A domain is its host's name in any case (as every fleet cmdlet compares host names,
+    /// <see cref="Placement.HostNames"/>) and its own name as written.
+    /// </summary>
+    public static (DomainFingerprint Fingerprint, int Count)? FirstDuplicate(IEnumerable<DomainFingerprint> fingerprints)
+    {
+        ArgumentNullException.ThrowIfNull(fingerprints);
+        var seen = new Dictionary<string, Dictionary<string, (DomainFingerprint First, int Count)>>(Placement.HostNames);
+        var order = new List<(string Host, string Domain)>();
+        foreach (var f in fingerprints)
+        {
+            string host = f.HostName ?? "", domain = f.Domain ?? "";
+            if (!seen.TryGetValue(host, out var onHost)) seen[host] = onHost = new(StringComparer.Ordinal);
+            if (onHost.TryGetValue(domain, out var known)) onHost[domain] = (known.First, known.Count + 1);
+            else
+            {
+                onHost[domain] = (f, 1);
+                order.Add((host, domain));
+            }
+        }
+        foreach (var (host, domain) in order)
+            if (seen[host][domain] is { Count: > 1 } d) return (d.First, d.Count);
+        return null;
+    }
+
     private long _sampledCopies = -1;
 
     /// <summary>Pages the sketch's entries stand for: the sum of their copies (what <see cref="SampledPages"/> must say).</summary>

@@ -254,11 +254,9 @@ public static class Placement
                 if (f is null)
                     throw new DEException("FingerprintNone", DEErrorKind.InvalidArgument, "A placement needs fingerprints; one given is null.");
         ColocationModel.Check(fingerprints!);
-        var seen = new Dictionary<string, HashSet<string>>(HostNames);
-        foreach (var f in fingerprints!)
-            if (!(seen.TryGetValue(f.HostName ?? "", out var onHost) ? onHost : seen[f.HostName ?? ""] = new(StringComparer.Ordinal)).Add(f.Domain ?? ""))
-                throw new DEException("PlacementDomainDuplicate", DEErrorKind.InvalidArgument,
-                    $"Domain '{f.Domain}' of host '{f.HostName}' is given twice: give each domain's fingerprint once.", f.ToString());
+        if (DomainFingerprint.FirstDuplicate(fingerprints!) is var (duplicate, count))
+            throw new DEException("PlacementDomainDuplicate", DEErrorKind.InvalidArgument,
+                $"Domain '{duplicate.Domain}' of host '{duplicate.HostName}' is given {count} times: give each domain's fingerprint once.", duplicate.ToString());
         if (!Enum.IsDefined(goal))
             throw new DEException("PlacementGoalInvalid", DEErrorKind.InvalidArgument, $"'{goal}' is not a placement goal.", goal);
         if (hosts is null || hosts.Count == 0)

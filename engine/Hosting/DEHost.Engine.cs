@@ -6,7 +6,7 @@ public sealed partial class DEHost
 {
     private EngineControl? _engineControl;
 
-    private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref _engineControl, () => new EngineControl(this, GetStats, () => TryTakeSnapshot()?.Host));
+    private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref _engineControl, () => new EngineControl(this, () => GetStats(), () => TryTakeSnapshot()?.Host));
 
     /// <summary>"EngineIntervalInvalid" unless <paramref name="interval"/> is 100 ms to 24 h, the range every host's engine takes.</summary>
     public static void CheckEngineInterval(TimeSpan interval) => EngineControl.CheckInterval(interval);

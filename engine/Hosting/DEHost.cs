@@ -46,13 +46,19 @@ public sealed partial class DEHost : IDEHost, IEngineService
     // Snapshots and restores waiting for the pass gate (counted from before they ask: the next pass lets them in first).
     private int _passGateWaiters;
 
-    /// <summary>Takes the pass gate to read: once the pass in progress, if any, has ended (not the rest of its scan).</summary>
-    private void EnterPassGateToRead()
+    /// <summary>
+    /// Takes the pass gate to read: once the pass in progress, if any, has ended (not the rest of its scan). A cancellable
+    /// wait checks <paramref name="cancellationToken"/> every 20 ms (the gate has no wait on a token) and throws
+    /// OperationCanceledException without the gate.
+    /// </summary>
+    private void EnterPassGateToRead(CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         Interlocked.Increment(ref _passGateWaiters);
         try
         {
-            _passGate.EnterReadLock();
+            if (!cancellationToken.CanBeCanceled) _passGate.EnterReadLock();
+            else while (!_passGate.TryEnterReadLock(20)) cancellationToken.ThrowIfCancellationRequested();
         }
         finally
         {
@@ -67,7 +73,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
         _passGate.ExitReadLock();
     }
     private readonly object _domainGate = new();
-    private int _nextDomainId;
+    // Domain ids are the process's, not a host's: never given twice, so that a record of a domain (its page stats, its
+    // policy) names no other domain, even one of the same name on a host disconnected and connected again.
+    private static int s_nextDomainId;
     private long _activeOperations;
     private volatile bool _disposed;
     // Set by the first Dispose (a second one, even concurrent, returns at once); cancelled by it, so that scans in flight
@@ -428,10 +436,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// The domain's stats as the host's snapshot has them, so that they add up with the other domains'; a domain registered
     /// after the snapshot was taken is measured alone. A removed domain is DomainNotFound (its pages are gone, not saved).
     /// </summary>
-    public DomainPageStats GetPageStats(Domain domain)
+    public DomainPageStats GetPageStats(Domain domain, CancellationToken cancellationToken = default)
     {
         if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved) throw DomainNotFound(domain.Name);
-        if (TakeSnapshot().Find(domain.Id) is { } stats) return stats;
+        if (TakeSnapshot(cancellationToken).Find(domain.Id) is { } stats) return stats;
         using var op = EnterOperation();
         var (alone, charge) = MeasureDomain(domain);
         // Removed while it was measured (its release empties the pages after it marks the domain): not zeros saved.
@@ -561,10 +569,14 @@ public sealed partial class DEHost : IDEHost, IEngineService
     }
 
     /// <summary>Host-wide frames, memory, metadata, faults and engine time (from <see cref="TakeSnapshot"/>).</summary>
-    public HostStats GetStats() => TakeSnapshot().Host;
+    public HostStats GetStats(CancellationToken cancellationToken = default) => TakeSnapshot(cancellationToken).Host;
 
-    /// <summary>Every domain's page stats and the host's totals, measured in one walk so that they add up to the byte.</summary>
-    public HostSnapshot TakeSnapshot() => Snapshot(waitForPass: true)!;
+    /// <summary>
+    /// Every domain's page stats and the host's totals, measured in one walk so that they add up to the byte, between two
+    /// passes: it waits for the pass in progress, if any, and <paramref name="cancellationToken"/> ends that wait
+    /// (OperationCanceledException).
+    /// </summary>
+    public HostSnapshot TakeSnapshot(CancellationToken cancellationToken = default) => Snapshot(waitForPass: true, cancellationToken)!;
 
     /// <summary><see cref="TakeSnapshot"/> when no pass is in progress; null, at once, when one is.</summary>
     internal HostSnapshot? TryTakeSnapshot() => Snapshot(waitForPass: false);
@@ -576,11 +588,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// A progress callback of this host's own call does not wait (its pass waits for it). Null when a pass is in progress
     /// and <paramref name="waitForPass"/> is false.
     /// </summary>
-    private HostSnapshot? Snapshot(bool waitForPass)
+    private HostSnapshot? Snapshot(bool waitForPass, CancellationToken cancellationToken = default)
     {
         using var op = EnterOperation();
         if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
-        if (waitForPass) EnterPassGateToRead();
+        if (waitForPass) EnterPassGateToRead(cancellationToken);
         else if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
         try
         {
@@ -761,7 +773,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             throw new DEException("MemorySizeInvalid", DEErrorKind.InvalidArgument,
                 $"A domain must have between 1 page and {LoadGeometry.MaxGuestBytes >> 30} GiB of memory " +
                 $"({LoadGeometry.MaxGuestBytes / PageGeometry.PageSize} pages); {pageCount} pages were asked for.", pageCount);
-        return new Domain(this, Interlocked.Increment(ref _nextDomainId), name, pageCount, policy, source);
+        return new Domain(this, Interlocked.Increment(ref s_nextDomainId), name, pageCount, policy, source);
     }
 
     private void Register(Domain domain)

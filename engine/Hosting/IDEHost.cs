@@ -47,13 +47,17 @@ public interface IDEHost : IDisposable
         double? lowWatermark, double? highWatermark);
 
     /// <summary>The host-wide figures: <see cref="TakeSnapshot"/>'s host part.</summary>
-    HostStats GetStats();
+    HostStats GetStats(CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Every domain's page stats (on Xen every guest domain: domain 0 is not treated) and the host's totals, measured
     /// together so that they add up to the byte (docs/REPORT-SCHEMA.md, "The numbers").
     /// </summary>
-    HostSnapshot TakeSnapshot();
+    /// <remarks>
+    /// An embedded host measures between two passes: with the engine or a scan running it waits for the pass in progress
+    /// (one pass at most), and <paramref name="cancellationToken"/> ends that wait with OperationCanceledException.
+    /// </remarks>
+    HostSnapshot TakeSnapshot(CancellationToken cancellationToken = default);
 
     /// <summary>The latency histogram of one kind of fault (on Xen: the page-ins the pager served, by how it rebuilt them).</summary>
     LatencyHistogram FaultHistogram(FaultKind kind);
@@ -72,6 +76,10 @@ public interface IDEDomain
 {
     string Name { get; }
 
+    /// <summary>
+    /// An embedded domain's id is unique in the process (never given again, even by another host of the same name); a Xen
+    /// domain's is Xen's domain id.
+    /// </summary>
     int Id { get; }
 
     IDEHost Host { get; }
@@ -106,7 +114,9 @@ public interface IDEDomain
     void SetPolicy(int? c4Sweeps, int? patchThreshold, double? compressionThreshold, CompressionAlgorithm? algorithm,
         string? trustGroup, int? groupSize = null, int? groupAfterSweeps = null, CompressionAlgorithm? groupAlgorithm = null);
 
-    DomainPageStats GetPageStats();
+    /// <summary>The domain's page stats as the host's snapshot has them (<see cref="IDEHost.TakeSnapshot"/>, whose wait
+    /// <paramref name="cancellationToken"/> ends).</summary>
+    DomainPageStats GetPageStats(CancellationToken cancellationToken = default);
 
     /// <summary>
     /// A guest page's bytes: as the guest reads it (embedded), or without disturbing the guest (Xen: a read-only mapping, or

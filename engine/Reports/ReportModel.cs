@@ -31,7 +31,8 @@ public sealed record ReportModel(
     /// history ends with a sample of this snapshot, so its last point is the report's own. A domain removed or of
     /// another host is "DomainNotFound".
     /// </summary>
-    public static ReportModel FromHost(IDEHost host, IEnumerable<IDEDomain>? domains = null, DateTimeOffset? now = null)
+    public static ReportModel FromHost(IDEHost host, IEnumerable<IDEDomain>? domains = null, DateTimeOffset? now = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(host);
         var chosen = domains?.ToArray() ?? host.Domains.Where(d => d is not Xen.XenDomain { IsControlDomain: true }).ToArray();
@@ -40,10 +41,10 @@ public sealed record ReportModel(
             ArgumentNullException.ThrowIfNull(d);
             if (!ReferenceEquals(d.Host, host) || d.IsRemoved) throw DEHost.DomainNotFound(d.Name);
         }
-        var snapshot = host.TakeSnapshot();
+        var snapshot = host.TakeSnapshot(cancellationToken);
         var domainReports = chosen
             // A domain the snapshot leaves out (Xen's domain 0, named) is measured alone.
-            .Select(d => DomainReport.From(snapshot.Find(d.Id) ?? d.GetPageStats(), d.Policy))
+            .Select(d => DomainReport.From(snapshot.Find(d.Id) ?? d.GetPageStats(cancellationToken), d.Policy))
             .ToArray();
         var time = now ?? DateTimeOffset.Now;
         var faults = FaultCounters.Kinds

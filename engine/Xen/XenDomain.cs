@@ -43,7 +43,7 @@ public sealed class XenDomain : IDEDomain
         Host.SetPolicy(this, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
     }
 
-    Stats.DomainPageStats IDEDomain.GetPageStats() => Host.GetPageStats(this);
+    Stats.DomainPageStats IDEDomain.GetPageStats(CancellationToken cancellationToken) => Host.GetPageStats(this, cancellationToken);
 
     /// <summary>The page's bytes without disturbing the guest (see <see cref="XenHost.ReadPage"/>).</summary>
     byte[] IDEDomain.ReadPage(long gfn) => Host.ReadPage(this, gfn);

@@ -7,7 +7,7 @@ public sealed partial class XenHost
 {
     private EngineControl? engineControl;
 
-    private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref engineControl, () => new EngineControl(this, GetStats));
+    private EngineControl EngineControl => LazyInitializer.EnsureInitialized(ref engineControl, () => new EngineControl(this, () => GetStats()));
 
     /// <summary>Starts the background engine: one pass over every treated domain each <paramref name="interval"/>, and a stats sample.</summary>
     public EngineStatus StartEngine(TimeSpan interval)

@@ -376,9 +376,10 @@ public sealed partial class XenHost : IDEHost, IEngineService
     }
 
     /// <summary>Pages per state and memory used and saved, from Xen's counters and what the pager holds (as the host's snapshot has them).</summary>
-    public DomainPageStats GetPageStats(XenDomain domain)
+    public DomainPageStats GetPageStats(XenDomain domain, CancellationToken cancellationToken = default)
     {
         CheckOwned(domain);
+        cancellationToken.ThrowIfCancellationRequested();
         if (domain.IsControlDomain)
         {
             // Domain 0 is not treated, and not in the snapshot: measured alone.
@@ -386,7 +387,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
             var (stats, charge) = MeasureDomain(domain, SharedFrameCharge(out _));
             return stats with { BytesUsed = (long)Math.Round(charge) };
         }
-        return TakeSnapshot().Find(domain.Id) ?? throw DEHost.DomainNotFound(domain.Name);
+        return TakeSnapshot(cancellationToken).Find(domain.Id) ?? throw DEHost.DomainNotFound(domain.Name);
     }
 
     /// <summary>A domain's page counts and its exact charge: its own frames, its share of the shared frames, its stored bytes.</summary>
@@ -418,11 +419,13 @@ public sealed partial class XenHost : IDEHost, IEngineService
     /// Host-wide: guest memory of the domUs, the frames they hold (their own plus the shared frames), what the pager holds,
     /// the engine's metadata, page-ins, engine time.
     /// </summary>
-    public HostStats GetStats() => TakeSnapshot().Host;
+    public HostStats GetStats(CancellationToken cancellationToken = default) => TakeSnapshot(cancellationToken).Host;
 
     /// <summary>Every domU's page stats and the host's totals, from one refresh of Xen's counters, adding up to the byte.</summary>
-    public HostSnapshot TakeSnapshot()
+    /// <remarks>Xen's counters are read at once (no pass to wait for): <paramref name="cancellationToken"/> is checked before.</remarks>
+    public HostSnapshot TakeSnapshot(CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         Refresh();
         var domains = Domains.Where(d => !d.IsControlDomain).ToArray();
         double sharedCharge = SharedFrameCharge(out ulong usedFrames);

@@ -418,6 +418,27 @@ Describe 'Remove-DEDomain' {
         (Get-DEDomain).Name | Should -Contain 'web1'
     }
 
+    It 'does not remove a domain of a host connected again under the name of the record''s host' {
+        # Domain ids are the process's: the new host's first domain does not take the id the old host's had.
+        $name = "pester-remove-again-$([guid]::NewGuid().ToString('n').Substring(0, 8))"
+        $first = Connect-DEHost -Name $name -PassThru
+        $null = New-DEDomain -Name d -MemorySize 1MB -DEHost $first
+        $old = Get-DEPageStats -DEHost $first
+        $first | Disconnect-DEHost -Confirm:$false
+        $again = Connect-DEHost -Name $name -PassThru
+        try {
+            $null = New-DEDomain -Name d -MemorySize 1MB -DEHost $again
+            (Get-DEDomain -DEHost $again).Id | Should -Not -Be $old.DomainId
+            $old | Remove-DEDomain -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err.Count | Should -Be 1
+            $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+            (Get-DEDomain -DEHost $again).Name | Should -Be 'd'
+        }
+        finally {
+            $again | Disconnect-DEHost -Confirm:$false
+        }
+    }
+
     It 'writes HostNotFound for a record of a host no longer connected, and InputObjectNotDomain for anything else' {
         $other = Connect-DEHost -Name "pester-remove-gone-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
         $null = New-DEDomain -Name gone -MemorySize 1MB -DEHost $other
@@ -508,6 +529,21 @@ Describe 'New-DEDomain -Path with wildcards, -LiteralPath, and progress' {
         [IO.File]::WriteAllBytes($odd, [byte[]]::new(4096))
         (New-DEDomain -DEHost $h -Name odd -Path $odd).PageCount | Should -Be 1
         Remove-DEDomain -DEHost $h -Name odd -Confirm:$false
+    }
+
+    It 'writes DomainNameInvalid for a file whose name no domain can have, and loads the files after it' {
+        # Named after its file, the name is not the caller's argument: one file's failure, not the cmdlet's.
+        $named = Join-Path $TestDrive 'named'
+        $null = New-Item -ItemType Directory -Path $named
+        foreach ($n in 'x-a.img', 'x[b].img', 'x-c.img') { [IO.File]::WriteAllBytes((Join-Path $named $n), [byte[]]::new(4096)) }
+        $made = @(New-DEDomain -DEHost $h -Path (Join-Path $named '*.img') -ErrorVariable err -ErrorAction SilentlyContinue)
+        $made.Name | Should -Be @('x-a.img', 'x-c.img')
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainNameInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
+        $made | Remove-DEDomain -Confirm:$false
+        # A -Name the caller gave is an argument still: it stops the cmdlet.
+        { New-DEDomain -DEHost $h -Name 'bad*' -Path (Join-Path $named 'x-a.img') -ErrorAction Stop } |
+            Should -Throw -ErrorId 'DomainNameInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
     It 'needs -Name for an empty domain (NewDEDomainNameRequired)' {

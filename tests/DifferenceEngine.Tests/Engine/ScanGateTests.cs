@@ -97,6 +97,45 @@ public class ScanGateTests
     }
 
     [Fact]
+    public void ASnapshotWaitingForThePassInProgressEndsWhenCancelled()
+    {
+        // Ctrl-C on a Get-DEHostStats, Get-DEPageStats or Export-DEReport waiting for a pass (a review found it could not
+        // be stopped): the wait checks the token; the pass goes on, and a snapshot after it is taken as usual.
+        using var dir = new TempDir();
+        var (host, domain) = NewHost(dir);
+        using var _host = host;
+        var failures = new Exception?[3];
+        bool[] ended = new bool[3];
+        Action<CancellationToken>[] waits =
+        [
+            ct => host.TakeSnapshot(ct),
+            ct => host.GetStats(ct),
+            ct => DifferenceEngine.Reports.ReportModel.FromHost(host, [domain], cancellationToken: ct),
+        ];
+        WhileAScanIsHeld(host, () =>
+        {
+            for (int i = 0; i < waits.Length; i++)
+            {
+                int k = i;
+                using var cancel = new CancellationTokenSource();
+                var waiter = new Thread(() => failures[k] = Record.Exception(() => waits[k](cancel.Token)));
+                waiter.Start();
+                SpinWait.SpinUntil(() => (waiter.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+                Assert.True(waiter.IsAlive, $"wait {k} did not wait for the pass in progress");
+                cancel.Cancel();
+                ended[k] = waiter.Join(TimeSpan.FromMinutes(1)); // a bound for the failure only: it ends at once, or never
+            }
+        });
+        for (int i = 0; i < waits.Length; i++)
+        {
+            Assert.True(ended[i], $"wait {i} went on waiting for the pass after it was cancelled");
+            Assert.IsType<OperationCanceledException>(failures[i], exactMatch: false);
+        }
+        Assert.Equal(0, host.TakeSnapshot(CancellationToken.None).Host.UnchargedBytes);
+        Assert.Throws<OperationCanceledException>(() => host.TakeSnapshot(new CancellationToken(canceled: true)));
+    }
+
+    [Fact]
     public void ASnapshotTakenInAProgressCallbackOnAnotherWorkerDoesNotWaitForThePass()
     {
         // Callbacks run on the pass's workers: one on the scanning thread (which holds the pass gate, and may take it

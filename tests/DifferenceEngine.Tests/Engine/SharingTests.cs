@@ -39,7 +39,7 @@ public class SharingTests
         Assert.Equal(all.Count, back.Count);
         for (int i = 0; i < all.Count; i++) Assert.True(all[i].AsSpan().SequenceEqual(back[i]), $"page {i} differs");
 
-        var stats = host.Domains.Select(host.GetPageStats).ToArray();
+        var stats = host.Domains.Select(d => host.GetPageStats(d)).ToArray();
         Assert.Equal(expected.Shared, stats.Sum(s => s.SharedPages));
         Assert.Equal(expected.Zero, stats.Sum(s => s.ZeroPages));
         Assert.True(host.GetStats().SavedBytes > 0);
