@@ -126,7 +126,9 @@ public sealed class NewDEDomainCommand : DECmdlet
                 "Give the new domain a -Name: only domains loaded from files are named after them.", null));
         if (ParameterSetName == PathSet)
         {
-            foreach (string file in ImageFiles()) Create(() => FromFile(host, options, file));
+            // A domain named after its file: a file name no domain can have is that file's failure, not a bad argument.
+            bool named = MyInvocation.BoundParameters.ContainsKey(nameof(Name));
+            foreach (string file in ImageFiles()) Create(() => FromFile(host, options, file), nameGiven: named);
             return;
         }
         Create(() => ParameterSetName switch
@@ -144,8 +146,11 @@ public sealed class NewDEDomainCommand : DECmdlet
         });
     }
 
-    /// <summary>Creates one domain; its failure is written and the next one goes on.</summary>
-    private void Create(Func<Domain?> create)
+    /// <summary>
+    /// Creates one domain; its failure is written and the next one goes on, but a bad argument stops the cmdlet (a
+    /// DomainNameInvalid only when the name was given, not taken from a file's name).
+    /// </summary>
+    private void Create(Func<Domain?> create, bool nameGiven = true)
     {
         try
         {
@@ -162,13 +167,17 @@ public sealed class NewDEDomainCommand : DECmdlet
                 foreach (string region in skipped.SkippedRegions) WriteVerbose($"Skipped {region}");
             WriteObject(domain);
         }
-        catch (DEException ex) when (IsBadArgument(ex))
+        catch (DEException ex) when (IsBadArgument(ex) && (nameGiven || ex.ErrorId != "DomainNameInvalid"))
         {
             ThrowDEError(ex);
         }
         catch (DEException ex)
         {
             WriteDEError(ex);
+        }
+        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException(); // Ctrl-C while a source was opened (a process's page map, a core's headers)
         }
     }
 
@@ -223,14 +232,14 @@ public sealed class NewDEDomainCommand : DECmdlet
             ImageFormat.Raw => MemorySourceFormat.RawImage,
             ImageFormat.ElfCore => MemorySourceFormat.ElfCore,
             _ => null,
-        });
+        }, StopToken);
         return Load(host, name, source, options);
     }
 
     private Domain? FromProcess(DEHost host, DomainOptions options)
     {
         if (!ShouldProcess(Name, $"Create a domain from a snapshot of process {ProcessId}")) return null;
-        using var source = MemorySource.OpenProcess(ProcessId);
+        using var source = MemorySource.OpenProcess(ProcessId, StopToken);
         return Load(host, Name, source, options);
     }
 

@@ -24,10 +24,10 @@ internal sealed class ElfCoreSource : MemorySource
 
     public override long PageCount => _layout.PageCount;
 
-    public static ElfCoreSource Open(SafeFileHandle file, string path, long length)
+    public static ElfCoreSource Open(SafeFileHandle file, string path, long length, CancellationToken cancellationToken = default)
     {
         ElfHeaders headers = ElfHeaders.Read(file, path, length);
-        List<ElfProgramHeader> loads = headers.ReadLoadSegments(file, path);
+        List<ElfProgramHeader> loads = headers.ReadLoadSegments(file, path, cancellationToken);
         return new ElfCoreSource(file, path, headers, ElfLayout.Build(loads, path, length));
     }
 

@@ -78,7 +78,8 @@ internal sealed class ElfHeaders
         int magicBytes = Math.Min(header.Length, Magic.Length);
         if (magicBytes < Magic.Length || !header[..Magic.Length].SequenceEqual(Magic))
         {
-            throw BadMagic(path, $"it starts with 0x{Convert.ToHexString(header[..magicBytes])} instead of the ELF magic 0x7F454C46");
+            // Not the bytes it starts with: those of a raw image are the guest's first page.
+            throw BadMagic(path, "it does not start with the ELF magic 0x7F454C46 ('\\x7fELF')");
         }
 
         if (header.Length < IdentSize)
@@ -155,8 +156,11 @@ internal sealed class ElfHeaders
         return new ElfHeaders(is64, phOffset, phEntrySize, phCount);
     }
 
-    /// <summary>The PT_LOAD entries of the program header table, in file order.</summary>
-    public List<ElfProgramHeader> ReadLoadSegments(SafeFileHandle file, string path)
+    /// <summary>
+    /// The PT_LOAD entries of the program header table, in file order. A table of up to 2^32 - 1 entries (PN_XNUM) in a
+    /// sparse file takes minutes to read: <paramref name="cancellationToken"/> is checked between its pieces.
+    /// </summary>
+    public List<ElfProgramHeader> ReadLoadSegments(SafeFileHandle file, string path, CancellationToken cancellationToken = default)
     {
         var loads = new List<ElfProgramHeader>();
         if (ProgramHeaderCount == 0)
@@ -171,6 +175,7 @@ internal sealed class ElfHeaders
         {
             for (ulong first = 0; first < ProgramHeaderCount; first += (ulong)perRead)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 int count = (int)Math.Min((ulong)perRead, ProgramHeaderCount - first);
                 Span<byte> table = buffer.AsSpan(0, count * ProgramHeaderEntrySize);
                 long offset = checked((long)(ProgramHeaderOffset + first * (ulong)ProgramHeaderEntrySize));
@@ -234,7 +239,7 @@ internal sealed class ElfHeaders
     };
 
     private static DEException BadMagic(string path, string why) =>
-        new("ElfBadMagic", DEErrorKind.InvalidData, $"'{path}' looks like an ELF file but is not a valid one: {why}.", path);
+        new("ElfBadMagic", DEErrorKind.InvalidData, $"'{path}' is not a valid ELF file: {why}.", path);
 
     private static DEException Truncated(string path, string why) =>
         new("ElfTruncated", DEErrorKind.InvalidData, $"ELF core '{path}' is truncated: {why}.", path);

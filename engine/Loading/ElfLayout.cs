@@ -91,6 +91,13 @@ internal sealed class ElfLayout
         }
 
         long pages = cursor >> PageShift;
+        if (pages == 0)
+        {
+            // Memory in every segment, and none of it dumped: nothing to load (a domain cannot have 0 pages).
+            throw new DEException("ImageEmpty", DEErrorKind.InvalidData,
+                $"ELF core '{path}' is a process core whose dumper left every segment's memory out (p_filesz 0): it holds no page.", path);
+        }
+
         return new ElfLayout([.. extents], pages, pages, notDumped, processLayout: true);
     }
 

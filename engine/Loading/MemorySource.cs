@@ -60,7 +60,14 @@ public abstract class MemorySource : IDisposable
     /// executable's, a shared object's or an object file's ELF header included (a raw snapshot of a process begins
     /// with its executable's header), as a raw image. A core that cannot be read names the raw format in its error.
     /// </summary>
-    public static MemorySource OpenFile(string path, MemorySourceFormat? format)
+    public static MemorySource OpenFile(string path, MemorySourceFormat? format) => OpenFile(path, format, CancellationToken.None);
+
+    /// <summary>
+    /// <see cref="OpenFile(string, MemorySourceFormat?)"/>, ended by <paramref name="cancellationToken"/>
+    /// (OperationCanceledException) while a core's program header table is read (a crafted sparse core can hold billions
+    /// of entries).
+    /// </summary>
+    public static MemorySource OpenFile(string path, MemorySourceFormat? format, CancellationToken cancellationToken)
     {
         if (format == MemorySourceFormat.Process)
         {
@@ -85,7 +92,7 @@ public abstract class MemorySource : IDisposable
                 MemorySourceFormat.ElfCore => true,
                 _ => ElfHeaders.IsCore(head[..n]),
             };
-            return core ? OpenCore(file, path, length) : RawImageSource.Open(file, path, length);
+            return core ? OpenCore(file, path, length, cancellationToken) : RawImageSource.Open(file, path, length);
         }
         catch
         {
@@ -94,11 +101,11 @@ public abstract class MemorySource : IDisposable
         }
     }
 
-    private static ElfCoreSource OpenCore(SafeFileHandle file, string path, long length)
+    private static ElfCoreSource OpenCore(SafeFileHandle file, string path, long length, CancellationToken cancellationToken)
     {
         try
         {
-            return ElfCoreSource.Open(file, path, length);
+            return ElfCoreSource.Open(file, path, length, cancellationToken);
         }
         catch (DEException e) when (e.ErrorId.StartsWith("Elf", StringComparison.Ordinal))
         {
@@ -115,10 +122,19 @@ public abstract class MemorySource : IDisposable
     /// Opens a live Linux process: the resident pages of its readable mappings (per /proc/PID/pagemap),
     /// one after another in address order; every mapped page when pagemap cannot be read.
     /// </summary>
-    public static MemorySource OpenProcess(int processId) => OpenProcess(processId, OperatingSystem.IsLinux());
+    public static MemorySource OpenProcess(int processId) => OpenProcess(processId, CancellationToken.None);
+
+    /// <summary>
+    /// <see cref="OpenProcess(int)"/>, ended by <paramref name="cancellationToken"/> (OperationCanceledException) while
+    /// the process's page map is read: 8 bytes for every page of every readable mapping, about 1.5 s a TiB of address
+    /// space (a sanitizer's shadow memory reserves many).
+    /// </summary>
+    public static MemorySource OpenProcess(int processId, CancellationToken cancellationToken) =>
+        OpenProcess(processId, OperatingSystem.IsLinux(), cancellationToken);
 
     // The platform is a parameter so the not-on-Linux refusal can be tested on Linux.
-    internal static MemorySource OpenProcess(int processId, bool onLinux) => ProcessSource.Open(processId, onLinux);
+    internal static MemorySource OpenProcess(int processId, bool onLinux, CancellationToken cancellationToken = default) =>
+        ProcessSource.Open(processId, onLinux, cancellationToken: cancellationToken);
 
     public override string ToString() => Description;
 

@@ -63,7 +63,8 @@ internal sealed class ProcessSource : MemorySource
     /// <param name="pid">The process.</param>
     /// <param name="onLinux">Whether /proc can be trusted to be Linux's.</param>
     /// <param name="usePageMap">Off only in tests, to lay out every page and meet the regions that fail (pagemap hides [vvar]).</param>
-    public static ProcessSource Open(int pid, bool onLinux, bool usePageMap = true)
+    /// <param name="cancellationToken">Checked while pagemap is read (a piece of 8 bytes per page at a time).</param>
+    public static ProcessSource Open(int pid, bool onLinux, bool usePageMap = true, CancellationToken cancellationToken = default)
     {
         if (pid <= 0)
         {
@@ -116,7 +117,7 @@ internal sealed class ProcessSource : MemorySource
             }
             else
             {
-                layout = TryResidentLayout(pid, name, regions);
+                layout = TryResidentLayout(pid, name, regions, cancellationToken);
                 fallback = layout is null ? "pagemap unreadable" : null;
             }
 
@@ -187,7 +188,7 @@ internal sealed class ProcessSource : MemorySource
     }
 
     /// <summary>The resident runs of every readable region, per pagemap; null when pagemap cannot be read.</summary>
-    private static Layout? TryResidentLayout(int pid, string name, MapsRegion[] regions)
+    private static Layout? TryResidentLayout(int pid, string name, MapsRegion[] regions, CancellationToken cancellationToken = default)
     {
         SafeFileHandle? pageMap = TryOpenProcFile(pid, "pagemap");
         if (pageMap is null)
@@ -206,11 +207,20 @@ internal sealed class ProcessSource : MemorySource
             {
                 firstRun[i] = runs.Count;
                 MapsRegion region = regions[i];
+                if (region.End > long.MaxValue)
+                {
+                    // Above the user address space ([vsyscall], readable on kernels booted with vsyscall=emulate): pagemap
+                    // has no entries there (a read gives 0 bytes, which would mean the process is gone), and no page of
+                    // it is read (CopyRegion).
+                    continue;
+                }
+
                 ulong regionPages = PagesFor(region.Length);
                 ulong runStart = 0;
                 long runPages = 0;
                 for (ulong first = 0; first < regionPages; first += PageMapChunkEntries)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     int count = (int)Math.Min(PageMapChunkEntries, regionPages - first);
                     ulong address = region.Start + (first << PageShift);
                     Span<byte> bytes = buffer.AsSpan(0, count * sizeof(ulong));

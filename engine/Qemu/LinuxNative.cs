@@ -180,6 +180,48 @@ internal static unsafe partial class LinuxNative
         };
     }
 
+    public const int AT_EMPTY_PATH = 0x1000;
+    public const int S_IFLNK = 0xA000;
+    public const int S_ISVTX = 0x200;
+
+    /// <summary>The type and permission bits (st_mode) and the owner of a file, as statx(2) gives them.</summary>
+    public readonly record struct FileStatus(int Mode, uint Owner)
+    {
+        public int Type => Mode & S_IFMT;
+    }
+
+    /// <summary>
+    /// What <paramref name="path"/> names (the link itself unless <paramref name="followLinks"/>); null when it cannot be
+    /// looked at (it does not exist, say) or on Windows.
+    /// </summary>
+    public static FileStatus? StatusOf(string path, bool followLinks)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        byte* stat = stackalloc byte[StatxBufferSize];
+        return Statx(AT_FDCWD, path, followLinks ? 0 : AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MODE | STATX_UID, stat) == 0
+            ? new FileStatus(*(ushort*)(stat + StatxModeOffset), *(uint*)(stat + StatxUidOffset))
+            : null;
+    }
+
+    /// <summary>What the open file <paramref name="handle"/> is; null when it cannot be looked at or on Windows.</summary>
+    public static FileStatus? StatusOf(SafeHandle handle)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            byte* stat = stackalloc byte[StatxBufferSize];
+            return Statx((int)handle.DangerousGetHandle(), "", AT_EMPTY_PATH, STATX_TYPE | STATX_MODE | STATX_UID, stat) == 0
+                ? new FileStatus(*(ushort*)(stat + StatxModeOffset), *(uint*)(stat + StatxUidOffset))
+                : null;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
     /// <summary>
     /// The type bits (S_IFMT) of what <paramref name="path"/> names, symbolic links followed; -1 when it cannot be looked
     /// at (it does not exist, say). On Windows, and with a C library without statx, only a directory is told apart.

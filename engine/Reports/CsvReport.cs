@@ -15,10 +15,10 @@ public static class CsvReport
     /// <summary>The columns, in order, and how each is read from a domain's stats.</summary>
     private static readonly (string Name, Func<DomainPageStats, string> Value)[] Columns =
     [
-        ("Domain", s => s.Domain),
+        ("Domain", s => Inert(s.Domain)),
         ("DomainId", s => ReportText.Raw(s.DomainId)),
         ("Status", s => s.Status),
-        ("TrustGroup", s => s.TrustGroup),
+        ("TrustGroup", s => Inert(s.TrustGroup)),
         ("PageCount", s => ReportText.Raw(s.PageCount)),
         ("PrivatePages", s => ReportText.Raw(s.PrivatePages)),
         ("ZeroPages", s => ReportText.Raw(s.ZeroPages)),
@@ -42,7 +42,7 @@ public static class CsvReport
     /// <summary>The columns after the page stats: the same on every row of a report.</summary>
     private static readonly (string Name, Func<ReportModel, string> Value)[] ReportColumns =
     [
-        ("Host", m => m.HostName),
+        ("Host", m => Inert(m.HostName)),
         ("Time", m => m.GeneratedAt.ToString("o", System.Globalization.CultureInfo.InvariantCulture)),
     ];
 
@@ -58,6 +58,13 @@ public static class CsvReport
         foreach (var d in model.Domains) WriteRow(writer, Columns.Select(c => c.Value(d.Stats)).Concat(reportValues));
         writer.Flush();
     }
+
+    /// <summary>
+    /// A name as a spreadsheet shows it, never runs it: one that begins with = + - @, a tab or a carriage return gets a
+    /// leading apostrophe (OWASP's advice against CSV injection). Names only: numbers are the engine's own.
+    /// </summary>
+    public static string Inert(string name) =>
+        name.Length > 0 && name[0] is '=' or '+' or '-' or '@' or '\t' or '\r' ? "'" + name : name;
 
     /// <summary>A field as RFC 4180 wants it: as is, or in quotes with its quotes doubled.</summary>
     public static string Quote(string field) =>

@@ -258,7 +258,13 @@ internal static class HtmlCharts
     private static string Compact(double v) =>
         v >= 1e6 ? (v / 1e6).ToString("0.#", C) + "M" : v >= 1e4 ? (v / 1e3).ToString("0.#", C) + "k" : v.ToString("#,0", C);
 
-    private static string Shorten(string s, int max) => s.Length <= max ? s : s[..(max - 1)] + "…";
+    /// <summary>At most <paramref name="max"/> characters as a reader counts them (text elements: a surrogate pair or a
+    /// letter with its accents is never cut in two), the last an ellipsis when cut.</summary>
+    private static string Shorten(string s, int max)
+    {
+        var text = new System.Globalization.StringInfo(s);
+        return text.LengthInTextElements <= max ? s : text.SubstringByTextElements(0, max - 1) + "…";
+    }
 
     /// <summary>A coordinate: invariant, at most two decimals.</summary>
     private static string N(double v) => v.ToString("0.##", C);

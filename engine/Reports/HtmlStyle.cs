@@ -14,11 +14,13 @@ internal static class HtmlStyle
     }
 
     /// <summary>
-    /// The page states a report shows: every state, but Untouched only when some domain of the report has such pages
-    /// (most hosts have no empty domains, and the table is wide enough).
+    /// The page states a report shows: every state, but Untouched and References (Xen's pages that patches were made
+    /// against) only when some domain of the report has such pages (most hosts have neither, and the table is wide
+    /// enough).
     /// </summary>
     public static StateColumn[] StatesOf(IReadOnlyList<DomainReport> domains) =>
-        States.Where(st => st.Field != nameof(DomainPageStats.UntouchedPages) || domains.Any(d => d.Stats.UntouchedPages > 0)).ToArray();
+        States.Where(st => st.Field is not (nameof(DomainPageStats.UntouchedPages) or nameof(DomainPageStats.ReferencePages))
+            || domains.Any(d => st.Pages(d.Stats) > 0)).ToArray();
 
     /// <summary>The page states in the order of the table's columns and the bars' segments.</summary>
     public static readonly StateColumn[] States =
@@ -30,6 +32,9 @@ internal static class HtmlStyle
         new(PageState.Patched, nameof(DomainPageStats.PatchedPages), "#8b6cc1", "#ffffff", s => s.PatchedPages),
         new(PageState.Compressed, nameof(DomainPageStats.CompressedPages), "#e39a3b", "#ffffff", s => s.CompressedPages),
         new(PageState.Swapped, nameof(DomainPageStats.SwappedPages), "#c8553d", "#ffffff", s => s.SwappedPages),
+        // A Xen domain's pages that patches were made against, held by the pager as they are: the page counts add up to
+        // Pages with them (docs/REPORT-SCHEMA.md).
+        new("References", nameof(DomainPageStats.ReferencePages), "#6b7fa3", "#ffffff", s => s.ReferencePages),
         // Zero pages the guest never populated: not guest memory (an empty domain's pages until written).
         new("Untouched", nameof(DomainPageStats.UntouchedPages), "#eef1f4", "#64748b", s => s.UntouchedPages),
     ];

@@ -89,6 +89,7 @@ public static class ReportFile
         ArgumentNullException.ThrowIfNull(model);
         string full = Path.GetFullPath(path);
         CheckTarget(full, overwrite, replaceReadOnly);
+        CheckNotPlanted(full);
         // What the path names, as the kernel resolves it (links followed by the kernel, never by this code: the kernel's
         // link protections apply, and a relative target's '..' means what it means to the kernel).
         switch (LinuxNative.FileType(full))
@@ -102,11 +103,13 @@ public static class ReportFile
                 return WriteInto(model, full, format, FileMode.Open);
         }
         // A symbolic link is written through, as Export-Csv writes: the file it leads to is truncated and written (made
-        // with mode 0600 when the link dangles; -NoClobber then refuses, as the kernel does), the link left as it is.
+        // with mode 0600 when the link dangles; -NoClobber then refuses, as the kernel does), the link left as it is; but
+        // only a link the kernel's fs.protected_symlinks would follow, and only into a file of this user's own.
         if (!OperatingSystem.IsWindows() && new FileInfo(full).LinkTarget is not null)
-            return WriteInto(model, full, format, overwrite ? FileMode.Create : FileMode.CreateNew);
+            return WriteInto(model, full, format, overwrite ? FileMode.OpenOrCreate : FileMode.CreateNew);
         string folder = Path.GetDirectoryName(full)!;
-        string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        // Not named after the report: a name of up to 255 bytes must leave room for what a temporary name adds.
+        string temp = Path.Combine(folder, $".de-report-{Guid.NewGuid():N}.tmp");
         try
         {
             var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
@@ -137,8 +140,9 @@ public static class ReportFile
 
     /// <summary>
     /// Writes the report into what <paramref name="path"/> leads to, opened by the kernel with <paramref name="mode"/>:
-    /// a device or FIFO as it is (<see cref="FileMode.Open"/>), or the file at the end of a symbolic link (truncated or
-    /// made; then mode 0600, set on the open file).
+    /// a device or FIFO as it is (<see cref="FileMode.Open"/>), or the file at the end of a symbolic link (made, or
+    /// truncated once it is found to be this user's own ("ReportLinkTargetNotOwned" when not); then mode 0600, set on the
+    /// open file).
     /// </summary>
     private static FileInfo WriteInto(ReportModel model, string path, ReportFormat format, FileMode mode)
     {
@@ -148,9 +152,26 @@ public static class ReportFile
             bool makes = mode != FileMode.Open;
             if (makes && !OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnly;
             using var stream = new FileStream(path, options);
-            if (makes && !OperatingSystem.IsWindows()) File.SetUnixFileMode(stream.SafeFileHandle, OwnerOnly);
+            bool file = false;
+            if (makes && !OperatingSystem.IsWindows() && LinuxNative.StatusOf(stream.SafeFileHandle) is { } status)
+            {
+                // A link may lead anywhere the kernel lets this user write: as root, into another user's file, which
+                // would keep its owner and so be theirs to read. Nothing is written into it (it was opened, not truncated).
+                file = status.Type == LinuxNative.S_IFREG;
+                uint self = LinuxNative.GetEuid();
+                if (file && status.Owner != self)
+                    throw new DEException("ReportLinkTargetNotOwned", DEErrorKind.PermissionDenied,
+                        $"'{path}' is a symbolic link to '{new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName}', " +
+                        $"a file of uid {status.Owner}, not of this process's uid {self}: the report, written into it, would be " +
+                        "theirs to read. Give the path of a file of your own, or remove the link.", path);
+                if (file)
+                {
+                    File.SetUnixFileMode(stream.SafeFileHandle, OwnerOnly);
+                    stream.SetLength(0);
+                }
+            }
             Write(model, format, stream);
-            stream.Flush(flushToDisk: mode != FileMode.Open);
+            stream.Flush(flushToDisk: file);
             return new FileInfo(path);
         }
         catch (IOException) when (mode == FileMode.CreateNew)
@@ -161,6 +182,25 @@ public static class ReportFile
         {
             throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{path}': {ex.Message}", path, ex);
         }
+    }
+
+    /// <summary>
+    /// Refuses ("ReportPathUntrusted") a symbolic link or a FIFO that another user may have planted where the report is
+    /// to go: in a folder that everyone may write and that has the sticky bit (/tmp), and made by neither this process's
+    /// user nor the folder's owner. The report would go where they chose (a link into a file of theirs), or to them (their
+    /// FIFO). The kernel's fs.protected_symlinks and fs.protected_fifos refuse the like, when the system turns them on.
+    /// </summary>
+    private static void CheckNotPlanted(string path)
+    {
+        if (LinuxNative.StatusOf(path, followLinks: false) is not { Type: LinuxNative.S_IFLNK or LinuxNative.S_IFIFO } entry) return;
+        string folder = Path.GetDirectoryName(path)!;
+        if (LinuxNative.StatusOf(folder, followLinks: true) is not { } parent) return;
+        bool everyones = (parent.Mode & LinuxNative.S_ISVTX) != 0 && (parent.Mode & 0x2) != 0;
+        uint self = LinuxNative.GetEuid();
+        if (everyones && entry.Owner != self && entry.Owner != parent.Owner)
+            throw new DEException("ReportPathUntrusted", DEErrorKind.PermissionDenied,
+                $"'{path}' is a {(entry.Type == LinuxNative.S_IFLNK ? "symbolic link" : "FIFO")} of uid {entry.Owner} in '{folder}', " +
+                "a folder anyone may write: another user may have put it there to have the report. Write the report to a folder of your own.", path);
     }
 
     private static void TryDelete(string path)

@@ -9,7 +9,7 @@ public enum ReportFormat
 {
     /// <summary>A self-contained page: inline CSS and SVG charts, no scripts, nothing fetched.</summary>
     Html,
-    /// <summary>The whole model, as described in docs/REPORT-SCHEMA.md (schemaVersion 1).</summary>
+    /// <summary>The whole model, as described in docs/REPORT-SCHEMA.md (its schemaVersion: <see cref="JsonReport.SchemaVersion"/>).</summary>
     Json,
     /// <summary>One row per domain, with a header row (RFC 4180).</summary>
     Csv,

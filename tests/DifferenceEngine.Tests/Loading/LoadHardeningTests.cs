@@ -1,0 +1,98 @@
+using System.Reflection;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Loading;
+
+namespace DifferenceEngine.Tests.Loading;
+
+/// <summary>
+/// What a read-only audit of loading found (session 33): a process core with nothing dumped, a readable [vsyscall], an
+/// error message that quoted an image's bytes, and opens that Ctrl-C could not stop.
+/// </summary>
+public sealed class LoadHardeningTests : IDisposable
+{
+    private readonly TempDirectory _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    /// <summary>
+    /// A process core (two or more PT_LOADs, all p_paddr 0) whose every segment the dumper left out (p_filesz 0, p_memsz
+    /// above 0) opened with 0 pages, and its load failed with MemorySizeInvalid, a bad argument that stopped New-DEDomain.
+    /// </summary>
+    [Fact]
+    public void AProcessCoreWithNothingDumpedIsImageEmpty()
+    {
+        var writer = new ElfCoreWriter()
+            .Add(0, [], memorySize: 0x1000, virtualAddress: 0x400000)
+            .Add(0, [], memorySize: 0x2000, virtualAddress: 0x600000);
+        string path = _temp.Write("nodump.core", writer.Build());
+        var e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path));
+        Assert.Equal("ImageEmpty", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidData, e.Kind);
+    }
+
+    /// <summary>
+    /// On a kernel booted with vsyscall=emulate, /proc/PID/maps has a readable [vsyscall] above the user address space,
+    /// where pagemap gives 0 bytes: that read as "the process is gone", and every snapshot failed with ProcessNotFound.
+    /// This kernel has it execute-only, so the line is given by hand.
+    /// </summary>
+    [Fact]
+    public void AReadableVsyscallRegionDoesNotMakeALiveProcessNotFound()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var child = LiveProcess.Cat();
+        List<MapsRegion> maps;
+        using (var reader = new StreamReader($"/proc/{child.Id}/maps")) maps = ProcMaps.Parse(reader);
+        Assert.True(ProcMaps.TryParseLine("ffffffffff600000-ffffffffff601000 r-xp 00000000 00:00 0                  [vsyscall]", out MapsRegion vsyscall));
+        MapsRegion[] regions = [.. maps.Where(r => r.Readable && r.End <= long.MaxValue), vsyscall];
+        MethodInfo layout = typeof(ProcessSource).GetMethod("TryResidentLayout", BindingFlags.NonPublic | BindingFlags.Static)!;
+        object? laidOut;
+        try
+        {
+            laidOut = layout.Invoke(null, [child.Id, "cat", regions, CancellationToken.None]);
+        }
+        catch (TargetInvocationException e) when (e.InnerException is DEException de)
+        {
+            throw new Xunit.Sdk.XunitException($"{de.ErrorId}: {de.Message}");
+        }
+        Assert.NotNull(laidOut); // pagemap read, the region above the user address space left out
+        Assert.False(child.HasExited);
+    }
+
+    /// <summary>-Format ElfCore on a raw image: ElfBadMagic's message quoted the file's first bytes, the guest's page 0.</summary>
+    [Fact]
+    public void ElfBadMagicHoldsNoBytesOfTheImage()
+    {
+        byte[] image = new byte[4096];
+        "SECRET"u8.CopyTo(image);
+        string path = _temp.Write("secret.img", image);
+        var e = Assert.Throws<DEException>(() => MemorySource.OpenFile(path, MemorySourceFormat.ElfCore));
+        Assert.Equal("ElfBadMagic", e.ErrorId);
+        Assert.DoesNotContain("53454352", e.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("SECR", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Opening a process reads 8 bytes of pagemap for every page of its readable mappings (minutes for a sanitizer's
+    /// terabytes of shadow), and a core's program header table may hold billions of entries in a sparse file: both
+    /// opens check the token between the pieces they read. A token cancelled before the first piece shows the check.
+    /// </summary>
+    [Fact]
+    public void OpeningAProcessOrACoreEndsWhenCancelled()
+    {
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        if (OperatingSystem.IsLinux())
+        {
+            using var child = LiveProcess.Cat();
+            Assert.Throws<OperationCanceledException>(() => MemorySource.OpenProcess(child.Id, cancelled.Token));
+            using var whole = MemorySource.OpenProcess(child.Id, CancellationToken.None);
+            Assert.True(whole.PageCount > 0);
+        }
+        string core = _temp.Write("p.core", new ElfCoreWriter()
+            .Add(0, new byte[4096], virtualAddress: 0x400000)
+            .Add(0, new byte[4096], virtualAddress: 0x600000).Build());
+        Assert.Throws<OperationCanceledException>(() => MemorySource.OpenFile(core, null, cancelled.Token));
+        using var opened = MemorySource.OpenFile(core, null, CancellationToken.None);
+        Assert.Equal(2, opened.PageCount);
+    }
+}
