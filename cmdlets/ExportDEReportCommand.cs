@@ -96,7 +96,7 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         try
         {
             var model = ReportModel.FromHost(host, domains, cancellationToken: StopToken);
-            file = ReportFile.WriteFile(model, _fullPath, _format, overwrite: !NoClobber, replaceReadOnly: Force);
+            file = ReportFile.WriteFile(model, _fullPath, _format, overwrite: !NoClobber, replaceReadOnly: Force, cancellationToken: StopToken);
         }
         catch (DEException ex)
         {
@@ -105,7 +105,7 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         }
         catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
         {
-            throw new PipelineStoppedException(); // Ctrl-C while the snapshot waited for a pass in progress: nothing written
+            throw new PipelineStoppedException(); // Ctrl-C while the snapshot waited for a pass, or a FIFO for its reader: nothing written
         }
         WriteVerbose($"Wrote {file.FullName} ({DisplayFormat.Bytes(file.Length)}).");
         // Through the provider, so the FileInfo has PSPath and the rest, as Get-Item gives it.

@@ -121,7 +121,8 @@ public sealed class FleetKey
             throw new DEException("FleetKeyDirectoryNotFound", DEErrorKind.ObjectNotFound,
                 $"The folder of the fleet key file '{path}' does not exist; create it first.", path);
         byte[] secret = RandomNumberGenerator.GetBytes(32);
-        string temp = path + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+        // Not named after the key file: a name of up to 255 bytes must leave room for what a temporary name adds.
+        string temp = Path.Combine(folder, ".de-fleet-key-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)) + ".tmp");
         bool moved = false;
         try
         {

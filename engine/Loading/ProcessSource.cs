@@ -538,7 +538,13 @@ internal sealed class ProcessSource : MemorySource
     {
         try
         {
-            return File.ReadAllText(dir + "/comm").TrimEnd('\n');
+            // The process sets its own name (prctl PR_SET_NAME): a control character in it (a terminal's escape) would
+            // reach the progress bar, verbose lines and errors as it is.
+            string comm = File.ReadAllText(dir + "/comm").TrimEnd('\n');
+            return string.Create(comm.Length, comm, (chars, from) =>
+            {
+                for (int i = 0; i < chars.Length; i++) chars[i] = char.IsControl(from[i]) ? '?' : from[i];
+            });
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

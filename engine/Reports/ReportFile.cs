@@ -84,7 +84,10 @@ public static class ReportFile
     /// <paramref name="replaceReadOnly"/> too. Errors: those of <see cref="CheckTarget"/>, and
     /// "ReportWriteFailed" when the file system refuses.
     /// </summary>
-    public static FileInfo WriteFile(ReportModel model, string path, ReportFormat format, bool overwrite, bool replaceReadOnly = false)
+    /// <param name="cancellationToken">Ends (OperationCanceledException) the wait for a reader of a FIFO, before anything
+    /// is written: opening a FIFO to write waits until some process opens it to read.</param>
+    public static FileInfo WriteFile(ReportModel model, string path, ReportFormat format, bool overwrite, bool replaceReadOnly = false,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         string full = Path.GetFullPath(path);
@@ -97,7 +100,10 @@ public static class ReportFile
             case var type and (LinuxNative.S_IFBLK or LinuxNative.S_IFSOCK):
                 throw new DEException("ReportPathNotAFile", DEErrorKind.InvalidArgument,
                     $"'{full}' is a {(type == LinuxNative.S_IFBLK ? "block device" : "socket")}, not a file a report can be written to.", full);
-            case LinuxNative.S_IFCHR or LinuxNative.S_IFIFO:
+            case LinuxNative.S_IFIFO:
+                // Written into, never replaced (below); its open waits for a reader, as long as the caller lets it.
+                return WriteIntoFifo(model, full, format, cancellationToken);
+            case LinuxNative.S_IFCHR:
                 // A character device (/dev/null, a terminal, /dev/stdout) or a FIFO is written into, never replaced: it
                 // is not a file this report makes, so nothing is renamed over it and its mode is left alone.
                 return WriteInto(model, full, format, FileMode.Open);
@@ -179,6 +185,42 @@ public static class ReportFile
             throw FileExists(path); // a dangling link: the kernel will not make its target under -NoClobber
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{path}': {ex.Message}", path, ex);
+        }
+    }
+
+    /// <summary>
+    /// Writes the report into the FIFO at <paramref name="path"/> once a reader has it open: the open is tried without
+    /// waiting (ENXIO while no process reads it) every 20 ms until one does or <paramref name="cancellationToken"/> is
+    /// cancelled; a plain open would wait in the kernel, where Ctrl-C cannot reach it.
+    /// </summary>
+    private static FileInfo WriteIntoFifo(ReportModel model, string path, ReportFormat format, CancellationToken cancellationToken)
+    {
+        if (OperatingSystem.IsWindows()) return WriteInto(model, path, format, FileMode.Open);
+        const int WriteOnly = 1;
+        int fd;
+        while ((fd = LinuxNative.Open(path, WriteOnly | LinuxNative.O_NONBLOCK | LinuxNative.O_CLOEXEC, 0)) < 0)
+        {
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (errno != LinuxNative.ENXIO)
+                throw new DEException("ReportWriteFailed", DEErrorKind.WriteError,
+                    $"Could not write the report '{path}': {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}", path);
+            cancellationToken.WaitHandle.WaitOne(20);
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+        using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        // Writes wait for the reader again (a full pipe), as any writer of a FIFO does.
+        int flags = LinuxNative.Fcntl(fd, LinuxNative.F_GETFL, 0);
+        if (flags >= 0) LinuxNative.Fcntl(fd, LinuxNative.F_SETFL, flags & ~LinuxNative.O_NONBLOCK);
+        try
+        {
+            using var stream = new FileStream(handle, FileAccess.Write);
+            Write(model, format, stream);
+            stream.Flush();
+            return new FileInfo(path);
+        }
+        catch (IOException ex)
         {
             throw new DEException("ReportWriteFailed", DEErrorKind.WriteError, $"Could not write the report '{path}': {ex.Message}", path, ex);
         }

@@ -58,6 +58,29 @@ public sealed class LoadHardeningTests : IDisposable
         Assert.False(child.HasExited);
     }
 
+    /// <summary>
+    /// A process names itself (prctl PR_SET_NAME): an escape character in its name reached progress, verbose lines and
+    /// errors as it was. The name is read with control characters as '?'. The test renames its own main thread (the
+    /// name /proc/PID/comm gives), and puts the name back.
+    /// </summary>
+    [Fact]
+    public void AProcessNameIsReadWithoutControlCharacters()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string comm = $"/proc/self/task/{Environment.ProcessId}/comm";
+        string before = File.ReadAllText(comm).TrimEnd('\n');
+        MethodInfo readName = typeof(ProcessSource).GetMethod("ReadName", BindingFlags.NonPublic | BindingFlags.Static)!;
+        try
+        {
+            File.WriteAllText(comm, "de\u001b[31mx\u0007");
+            Assert.Equal("de?[31mx?", readName.Invoke(null, ["/proc/self"]));
+        }
+        finally
+        {
+            File.WriteAllText(comm, before);
+        }
+    }
+
     /// <summary>-Format ElfCore on a raw image: ElfBadMagic's message quoted the file's first bytes, the guest's page 0.</summary>
     [Fact]
     public void ElfBadMagicHoldsNoBytesOfTheImage()

@@ -255,6 +255,25 @@ public class ReportHardeningTests(ITestOutputHelper output)
         Assert.StartsWith("{", File.ReadAllText(mine));
     }
 
+    /// <summary>
+    /// A FIFO no process reads: its open waited in the kernel for good, and Ctrl-C could not stop Export-DEReport. The
+    /// wait now ends with the token, and nothing is written.
+    /// </summary>
+    [Fact]
+    public void AFifoNobodyReadsEndsTheWaitWhenCancelled()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        using var host = ReportHosts.Build();
+        using var dir = new TempDirectory();
+        string fifo = dir.File("p.json");
+        Assert.Equal(0, MakeFifo(fifo, 0x180));
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.Throws<OperationCanceledException>(() =>
+            ReportFile.WriteFile(ReportModel.FromHost(host), fifo, ReportFormat.Json, overwrite: true, cancellationToken: cancelled.Token));
+        Assert.Equal(["p.json"], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName));
+    }
+
     [Fact]
     public void AnotherUsersPlainFileIsReplacedByOurOwn()
     {
