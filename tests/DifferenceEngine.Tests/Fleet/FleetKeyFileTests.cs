@@ -22,6 +22,18 @@ public sealed class FleetKeyFileTests
         Assert.Contains("FIFO", e.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>A key file name the file system takes (255 bytes at most) is written: the temporary name, which added 13
+    /// bytes to it, is short now.</summary>
+    [Fact]
+    public void ALongButValidKeyFileNameIsWritten()
+    {
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, new string('k', 250) + ".key"); // 254 bytes
+        FleetKey.CreateFile(path, overwrite: false);
+        Assert.Equal(32, new FileInfo(path).Length);
+        Assert.Equal([Path.GetFileName(path)], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName));
+    }
+
     [Fact]
     public void ADirectoryIsNotAKeyFileNorAMissingOne()
     {
