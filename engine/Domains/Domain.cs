@@ -203,7 +203,7 @@ public sealed partial class Domain : IDEDomain
         }
     }
 
-    /// <summary>A snapshot of one page's entry (state, category, reference count, hash).</summary>
+    /// <summary>A snapshot of one page's entry (state, category, reference count, hash); DomainRemoved once removed.</summary>
     public PageInfo GetPage(long gfn)
     {
         CheckGfn(gfn);
@@ -211,6 +211,7 @@ public sealed partial class Domain : IDEDomain
         ulong e = Lock(gfn);
         try
         {
+            ThrowIfRemoved(); // its pages are gone, not zeros
             return DescribeLocked(gfn, e);
         }
         finally
@@ -219,17 +220,30 @@ public sealed partial class Domain : IDEDomain
         }
     }
 
-    /// <summary>Snapshots of every page in [<paramref name="first"/>, <paramref name="first"/>+<paramref name="count"/>).</summary>
+    /// <summary>
+    /// Snapshots of every page in [<paramref name="first"/>, <paramref name="first"/>+<paramref name="count"/>), cut at the
+    /// domain's end; its arguments are checked at the call ("GfnOutOfRange" for a <paramref name="first"/> outside 0 to
+    /// PageCount, ArgumentOutOfRangeException for a negative <paramref name="count"/>), each page as it is enumerated.
+    /// </summary>
     public IEnumerable<PageInfo> GetPages(long first = 0, long count = long.MaxValue)
     {
+        if (first != PageCount) CheckGfn(first);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ThrowIfRemoved();
         long end = count >= PageCount - first ? PageCount : first + count;
+        return Pages(first, end);
+    }
+
+    private IEnumerable<PageInfo> Pages(long first, long end)
+    {
         for (long gfn = first; gfn < end; gfn++) yield return GetPage(gfn);
     }
 
-    /// <summary>The state of a page without locking it (a racy hint, for filters).</summary>
+    /// <summary>The state of a page without locking it (a racy hint, for filters); DomainRemoved once removed.</summary>
     public PageState PeekState(long gfn)
     {
         CheckGfn(gfn);
+        ThrowIfRemoved();
         return PageEntry.State(Volatile.Read(ref _p2m[gfn]));
     }
 

@@ -155,15 +155,17 @@ public sealed class DomainPolicy
         internal set => _trustGroup = ValidateTrustGroup(value);
     }
 
+    private static readonly char[] Separators = [',', ';'];
+
     /// <summary>Characters that separate trust groups in a list (a placement host's TrustGroups in a CSV cell): no name holds them.</summary>
-    public static readonly char[] TrustGroupSeparators = [',', ';'];
+    public static IReadOnlyList<char> TrustGroupSeparators { get; } = Array.AsReadOnly(Separators);
 
     internal static string ValidateTrustGroup(string? value)
     {
         if (string.IsNullOrWhiteSpace(value) || value.Length > 64 || Hosting.NameRules.Unprintable(value) is not null)
             throw new DEException("PolicyTrustGroupInvalid", DEErrorKind.InvalidArgument,
                 $"A trust group is a non-empty name of at most 64 printable characters{Hosting.NameRules.Why(value ?? "")}.", value);
-        if (value.IndexOfAny(TrustGroupSeparators) >= 0)
+        if (value.IndexOfAny(Separators) >= 0)
             throw new DEException("PolicyTrustGroupInvalid", DEErrorKind.InvalidArgument,
                 $"A trust group's name may not hold ',' or ';': they separate trust groups in lists (Get-DEPlacement's " +
                 $"-PlacementHost TrustGroups); '{value}' was given.", value);

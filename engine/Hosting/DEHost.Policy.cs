@@ -182,6 +182,7 @@ public sealed partial class DEHost
         double? compactionThreshold = null, double? lowWatermark = null, double? highWatermark = null)
     {
         using var op = EnterOperation();
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "change the host's policy"); // it waits for the scan lock
         double low = lowWatermark ?? Policy.LowWatermark, high = highWatermark ?? Policy.HighWatermark;
         if (double.IsNaN(low) || double.IsNaN(high) || low <= 0 || high >= 1 || low >= high)
             throw new DEException("PolicyWatermarksInvalid", DEErrorKind.InvalidArgument,

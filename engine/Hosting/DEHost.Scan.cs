@@ -28,8 +28,10 @@ public sealed partial class DEHost
         options ??= new ScanOptions();
         PassLoop.Check(options);
         using var op = EnterOperation();
-        var chosen = (domains ?? Domains).Distinct().OrderBy(d => d.Id).ToArray();
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "scan");
+        var chosen = (domains ?? Domains).Distinct().ToArray();
         foreach (var d in chosen) CheckOwned(d);
+        Array.Sort(chosen, (a, b) => a.Id.CompareTo(b.Id));
         return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, _scanGate, null, (pass, ct) =>
         {
             var result = AsPass(() => RunPass(pass, chosen, options, progress, ct));
@@ -289,10 +291,14 @@ public sealed partial class DEHost
                 HostCallbacks.Invoke(this, progress, new ScanProgress(pass, now, total));
             });
         }
-        catch (AggregateException e) when (e.Flatten().InnerExceptions.OfType<DEException>().FirstOrDefault() is { } first)
+        catch (AggregateException e)
         {
-            // The engine's own error (a domain removed meanwhile, a QEMU guest that exited), as the callers know it.
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+            // The engine's own error (a domain removed meanwhile, a QEMU guest that exited) as the callers know it, else
+            // the first worker's (a progress callback's own exception, an OperationCanceledException it throws to stop
+            // the scan): not wrapped in the workers' AggregateException, as a scan on one worker would throw it.
+            var inner = e.Flatten().InnerExceptions;
+            var first = inner.OfType<DEException>().FirstOrDefault() ?? inner.FirstOrDefault();
+            if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
             throw;
         }
         if (_coldShared.Count > 0)

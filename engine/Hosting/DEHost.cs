@@ -122,6 +122,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
             Frames.ReservedBytes = () => Store.AllocatedBytes;
             Store.GrowthGate = next => next + Frames.FramesInUse * PageGeometry.PageSize <= budget;
         }
+        if (options.SwapSizeBytes is { } size && options.SwapPath is null)
+            throw new DEException("SwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
+                $"A swap size ({size} bytes) sizes the swap file: give its path (SwapPath) too.", size);
         if (options.SwapPath is { } swapPath)
         {
             if (limitFrames is null)
@@ -242,7 +245,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
         double? lowWatermark, double? highWatermark) =>
         SetHostPolicy(keys, blocksPerKey, candidates, seed, compactionThreshold, lowWatermark, highWatermark);
 
-    public Domain GetDomain(string name) => TryGetDomain(name) ?? throw DomainNotFound(name);
+    /// <summary>The domain named <paramref name="name"/>: DomainNotFound when there is none, HostDisconnected once disposed.</summary>
+    public Domain GetDomain(string name) =>
+        IsClosing ? throw HostDisconnected(Name) : TryGetDomain(name) ?? throw DomainNotFound(name);
 
     internal Domain? TryGetDomainById(int id) => _byId.TryGetValue(id, out var d) ? d : null;
 
@@ -364,13 +369,21 @@ public sealed partial class DEHost : IDEHost, IEngineService
         domain.Loading = true;
         domain.MarkUntouched();
         Register(domain);
+        // A disconnect (Dispose) ends the load at its next check, as it ends scans, instead of waiting for all of it.
+        using var ends = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
         try
         {
-            domain.LoadReport = source.CopyTo(new LoadSink(this, domain, progress), cancellationToken);
+            domain.LoadReport = source.CopyTo(new LoadSink(this, domain, progress), ends.Token);
             domain.MarkLoadedZeros();
             HostCallbacks.Invoke(this, progress, domain.PageCount);
             domain.Loading = false;
+            if (_closing.IsCancellationRequested) throw HostDisconnected(Name); // disconnected at the very end: removed with it
             return domain;
+        }
+        catch (OperationCanceledException) when (_closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            Unregister(domain);
+            throw HostDisconnected(Name);
         }
         catch
         {
@@ -438,6 +451,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// </summary>
     public DomainPageStats GetPageStats(Domain domain, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (IsClosing) throw HostDisconnected(Name); // its domains went with it: not "not found"
         if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved) throw DomainNotFound(domain.Name);
         if (TakeSnapshot(cancellationToken).Find(domain.Id) is { } stats) return stats;
         using var op = EnterOperation();
@@ -654,7 +669,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
     }
 
     /// <summary>Latency histogram of one fault kind (for reports and charts).</summary>
-    public LatencyHistogram FaultHistogram(FaultKind kind) => Faults[kind];
+    /// <summary>A copy of the latency histogram of one kind of fault (the host's own goes on recording).</summary>
+    public LatencyHistogram FaultHistogram(FaultKind kind) => Faults[kind].Copy();
 
     public void Dispose()
     {

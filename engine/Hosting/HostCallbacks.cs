@@ -28,16 +28,17 @@ internal static class HostCallbacks
     public static bool InCallbackOf(object host) => ReferenceEquals(t_host, host);
 
     /// <summary>
-    /// Throws when this thread is running a callback of <paramref name="host"/>'s: <paramref name="what"/> ("dispose of the
-    /// host", "change a domain's trust group") waits for the host's scans, so done there it would wait forever for the call
-    /// the callback is part of.
+    /// Throws "CalledFromCallback" (InvalidOperation) when this thread is running a callback of <paramref name="host"/>'s:
+    /// <paramref name="what"/> ("dispose of the host", "scan", "change a domain's trust group") waits for the host's scans,
+    /// so done there it would wait forever for the call the callback is part of (on the call's own thread it would get in,
+    /// the scan lock being its own: refused there too, so that the outcome does not depend on the thread a callback runs on).
     /// </summary>
     public static void ThrowIfInCallbackOf(object host, string hostName, string what)
     {
         if (ReferenceEquals(t_host, host))
-            throw new InvalidOperationException(
+            throw new DEException("CalledFromCallback", DEErrorKind.InvalidOperation,
                 $"Cannot {what} from within a callback of host '{hostName}''s own call (a scan's or a load's progress): the call " +
                 $"waits for the callback, and this would wait for the call. Cancel the call's token in the callback, and " +
-                $"{what} once the call has returned.");
+                $"{what} once the call has returned.", hostName);
     }
 }

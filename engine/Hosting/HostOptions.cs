@@ -6,7 +6,10 @@ public sealed class HostOptions
     /// <summary>A name for the host, shown by Get-DEHost.</summary>
     public string Name { get; init; } = "embedded";
 
-    /// <summary>The most machine memory (frames) the host may use for guest pages; null for no limit.</summary>
+    /// <summary>
+    /// The most machine memory (frames and the store) the host may use for guest pages, in whole pages (rounded down to a
+    /// multiple of 4096 bytes; at least one page, else "MemoryLimitInvalid"); null for no limit.
+    /// </summary>
     public long? MemoryLimitBytes { get; init; }
 
     /// <summary>
@@ -23,7 +26,8 @@ public sealed class HostOptions
     /// </summary>
     public string? JournalDirectory { get; init; }
 
-    /// <summary>Size of the swap file; 4 GiB when null.</summary>
+    /// <summary>Size of the swap file, a positive multiple of 4096 bytes; 4 GiB when null. Needs <see cref="SwapPath"/>
+    /// ("SwapSizeNeedsSwapPath").</summary>
     public long? SwapSizeBytes { get; init; }
 
     /// <summary>Tests only: makes the swap storage (to inject failing writes and reads).</summary>

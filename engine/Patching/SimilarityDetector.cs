@@ -40,7 +40,7 @@ public sealed class SimilarityDetector
     public int Seed { get; }
 
     /// <summary>The block offsets in use (fixed for the detector's life).</summary>
-    public IReadOnlyList<int> Offsets => _offsets;
+    public IReadOnlyList<int> Offsets => Array.AsReadOnly(_offsets);
 
     /// <summary>Writes the page's k keys into <paramref name="keys"/>; key i is salted with i so groups never collide.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -6,7 +6,8 @@ namespace DifferenceEngine.Stats;
 public sealed class FaultCounters
 {
     /// <summary>The fault kinds the engine services.</summary>
-    public static readonly FaultKind[] Kinds = [FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.PatternFill, FaultKind.Unpatch, FaultKind.Decompress, FaultKind.SwapIn];
+    public static IReadOnlyList<FaultKind> Kinds { get; } = Array.AsReadOnly(
+        [FaultKind.ZeroFill, FaultKind.CopyOnWrite, FaultKind.PatternFill, FaultKind.Unpatch, FaultKind.Decompress, FaultKind.SwapIn]);
 
     private readonly LatencyHistogram[] _byKind;
 
@@ -18,7 +19,9 @@ public sealed class FaultCounters
 
     public void Record(FaultKind kind, long stopwatchTicks) => _byKind[(int)kind].RecordTicks(stopwatchTicks);
 
-    public LatencyHistogram this[FaultKind kind] => _byKind[(int)kind];
+    public LatencyHistogram this[FaultKind kind] =>
+        (uint)kind < (uint)_byKind.Length ? _byKind[(int)kind]
+        : throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a fault kind.");
 
     public IReadOnlyList<FaultStats> Snapshot() =>
         Kinds.Select(k => new FaultStats(k, this[k].Count, this[k].Percentile(50), this[k].Percentile(99), this[k].Mean)).ToArray();

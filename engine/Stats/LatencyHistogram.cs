@@ -17,6 +17,19 @@ public sealed class LatencyHistogram
 
     public long Count => Interlocked.Read(ref _count);
 
+    /// <summary>
+    /// A copy of the samples recorded so far, for a caller to read (or add to) without touching this one: a host hands out
+    /// copies of its fault histograms. Taken while others record, its count and buckets may be a sample or two apart.
+    /// </summary>
+    public LatencyHistogram Copy()
+    {
+        var copy = new LatencyHistogram();
+        for (int i = 0; i < _buckets.Length; i++) copy._buckets[i] = Interlocked.Read(ref _buckets[i]);
+        copy._sumNs = Interlocked.Read(ref _sumNs);
+        copy._count = copy._buckets.Sum();
+        return copy;
+    }
+
     public void RecordTicks(long stopwatchTicks)
     {
         long ns = (long)(stopwatchTicks * (1_000_000_000.0 / Stopwatch.Frequency));
@@ -34,7 +47,8 @@ public sealed class LatencyHistogram
     /// <summary>The duration below which <paramref name="percentile"/> percent of samples fall; zero when empty.</summary>
     public TimeSpan Percentile(double percentile)
     {
-        if (percentile is < 0 or > 100) throw new ArgumentOutOfRangeException(nameof(percentile));
+        if (double.IsNaN(percentile) || percentile is < 0 or > 100)
+            throw new ArgumentOutOfRangeException(nameof(percentile), percentile, "A percentile is between 0 and 100.");
         long total = Count;
         if (total == 0) return TimeSpan.Zero;
         long rank = Math.Max(1, (long)Math.Ceiling(total * percentile / 100.0));

@@ -42,6 +42,7 @@ public sealed partial class XenHost
     {
         options ??= new ScanOptions();
         PassLoop.Check(options);
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "scan");
         XenDomain[] chosen;
         if (domains is null)
         {
@@ -50,7 +51,7 @@ public sealed partial class XenHost
         }
         else
         {
-            chosen = domains.Distinct().OrderBy(d => d.DomainId).ToArray();
+            chosen = domains.Distinct().ToArray();
             foreach (var d in chosen)
             {
                 CheckOwned(d);
@@ -60,6 +61,7 @@ public sealed partial class XenHost
                         "Domain 0 runs the engine itself: scans are only for guest domains (domUs).", d.Name);
                 }
             }
+            Array.Sort(chosen, (a, b) => a.DomainId.CompareTo(b.DomainId));
         }
         CheckConnected();
         return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, scanGate, CheckConnected, (pass, ct) =>

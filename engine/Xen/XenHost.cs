@@ -464,7 +464,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
     }
 
     /// <summary>The pager's page-ins of one kind (Unpatch, Decompress, SwapIn), timed from the ring's request to the answer.</summary>
-    public LatencyHistogram FaultHistogram(FaultKind kind) => pager.Faults[kind];
+    /// <summary>A copy of the latency histogram of one kind of page-in (the pager's own goes on recording).</summary>
+    public LatencyHistogram FaultHistogram(FaultKind kind) => pager.Faults[kind].Copy();
 
     /// <summary>Loads every page the pager holds back into its guest, hands paging back to Xen and closes the connection.</summary>
     public void Dispose()

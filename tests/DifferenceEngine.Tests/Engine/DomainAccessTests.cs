@@ -215,11 +215,11 @@ public class DomainAccessTests
         using var dir = new TempDir();
         var d = TestMemory.LoadRaw(host, dir, "a", TestMemory.TextPages(256, 5), new DomainOptions { SharingEnabled = true });
         var scanFailure = Record.Exception(() => host.Scan([d], new ScanOptions { Parallelism = 2, SliceSize = 64 }, _ => host.Dispose()));
-        Assert.IsType<InvalidOperationException>(Assert.IsType<AggregateException>(scanFailure).Flatten().InnerExceptions[0]);
+        Assert.Equal("CalledFromCallback", Assert.IsType<DEException>(scanFailure).ErrorId); // the callback's own, unwrapped
         Assert.True(host.IsConnected); // refused before anything was let go
         string image = TestMemory.WriteRaw(dir, "b.img", TestMemory.TextPages(2 * DEHost.LoadProgressPages, 6));
         using (var source = MemorySource.OpenFile(image))
-            Assert.Throws<InvalidOperationException>(() => host.LoadDomain("b", source, null, _ => host.Dispose()));
+            Assert.Equal("CalledFromCallback", Assert.Throws<DEException>(() => host.LoadDomain("b", source, null, _ => host.Dispose())).ErrorId);
         Assert.True(host.IsConnected);
         Assert.Equal(d.PageCount, host.Scan([d]).PassResults[0].PagesSwept); // the host still works
         host.Dispose(); // and is disposed from outside its calls

@@ -31,7 +31,7 @@ public class NothingLostPropertyTests(ITestOutputHelper output)
             SimilaritySeed = seed,
             MemoryLimitBytes = limitPages == 0 ? null : limitPages * 4096L,
             SwapPath = limitPages == 0 ? null : Path.Combine(swapDir.Path, "swap"),
-            SwapSizeBytes = 256L << 20,
+            SwapSizeBytes = limitPages == 0 ? null : 256L << 20,
         });
         DomainOptions Options(string group = "default", bool sharing = true) => new()
         {

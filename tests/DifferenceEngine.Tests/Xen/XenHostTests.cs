@@ -89,7 +89,7 @@ public class XenHostTests(ITestOutputHelper output)
         host.EnableSharing(d);
         // From the scan's own progress: refused at once (disposal would wait for the scan, the scan for the callback).
         var inCallback = Record.Exception(() => host.Scan([d], OnePass, _ => host.Dispose()));
-        Assert.IsType<InvalidOperationException>(inCallback);
+        Assert.Equal("CalledFromCallback", Assert.IsType<DEException>(inCallback).ErrorId);
         Assert.True(host.IsConnected);
         // From another thread while a scan is held in its progress: the scan ends with HostDisconnected, not after its
         // 64 passes.
