@@ -363,6 +363,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     {
         ArgumentNullException.ThrowIfNull(source);
         using var op = EnterOperation();
+        CheckMachineHasRoomFor(name, source);
         var domain = NewDomain(name, source.PageCount, options, source.Description);
         // Registered while loading, so that under a memory limit its own pages can be paged out too. Its pages are untouched
         // until laid out: the host's figures meanwhile count what is loaded, not the rest as zero pages saved.
@@ -390,6 +391,48 @@ public sealed partial class DEHost : IDEHost, IEngineService
             Unregister(domain);
             throw;
         }
+    }
+
+    /// <summary>
+    /// "InsufficientMemoryToLoad" (ResourceUnavailable) when a load would clearly take more memory than the machine has:
+    /// every loaded page gets a frame until a scan merges or compresses it, and a host without a memory limit (or with one
+    /// above what the machine has) would otherwise have the process killed by the kernel part way (a 64 GiB sparse
+    /// image on a 24 GiB machine). The machine's room is /proc/meminfo's MemAvailable plus SwapFree, as the kernel sees
+    /// it when the load begins (a container's own memory limit is not read: the guard is against a clear shortfall).
+    /// </summary>
+    private void CheckMachineHasRoomFor(string name, MemorySource source)
+    {
+        long bytes = source.PageCount * PageGeometry.PageSize;
+        // Under a memory limit the host holds at most that much (it pages the rest out, or refuses the load).
+        long needed = Frames.LimitFrames is long limit ? Math.Min(bytes, limit * PageGeometry.PageSize) : bytes;
+        if (MachineRoomBytes() is not long room || needed <= room) return;
+        throw new DEException("InsufficientMemoryToLoad", DEErrorKind.ResourceUnavailable,
+            $"Loading '{name}' ({source.Description}) takes {needed / (1 << 20):N0} MiB: every page gets a frame until a scan " +
+            $"merges or compresses it, and this machine has {room / (1 << 20):N0} MiB available (memory and swap). Connect the " +
+            "host with a memory limit and a swap file (Connect-DEHost -MemoryLimit -SwapPath), or load a smaller source.", name);
+    }
+
+    /// <summary>MemAvailable + SwapFree from /proc/meminfo, in bytes; null where it cannot be read.</summary>
+    internal static long? MachineRoomBytes()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        long? available = null, swapFree = null;
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/meminfo"))
+            {
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)) available = KiB(line);
+                else if (line.StartsWith("SwapFree:", StringComparison.Ordinal)) swapFree = KiB(line);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+        return available is long a ? a + (swapFree ?? 0) : null;
+
+        static long? KiB(string line) =>
+            long.TryParse(line.AsSpan(line.IndexOf(':') + 1).Trim().TrimEnd("kB").Trim(), out long kib) ? kib * 1024 : null;
     }
 
     /// <summary>Removes a domain and gives back its frames; shared frames go when their last user goes.</summary>

@@ -119,3 +119,30 @@ public sealed class LoadHardeningTests : IDisposable
         Assert.Equal(2, opened.PageCount);
     }
 }
+
+/// <summary>A load larger than the machine's memory and swap, on a host without a memory limit.</summary>
+public sealed class LoadRoomTests
+{
+    /// <summary>
+    /// Every loaded page gets a frame: a sparse image larger than the machine's memory (an audit's 64 GiB on 24 GiB) had
+    /// the kernel kill the process part way through the load. It is refused before a page is laid out; under a memory
+    /// limit the machine can hold, the same load is the limit's business (paged out, or refused by the limit).
+    /// </summary>
+    [Fact]
+    public void ALoadLargerThanTheMachineIsRefusedBeforeItBegins()
+    {
+        if (DEHost.MachineRoomBytes() is not long room) return; // not Linux
+        long bytes = (room / 4096 + 262_144) * 4096; // 1 GiB more than the machine has
+        if (bytes > 64L << 30) return; // a machine with more than 63 GiB free: no image can be too large for it
+        using var dir = new TempDirectory();
+        string path = dir.File("huge.img");
+        using (var f = File.Create(path)) f.SetLength(bytes); // sparse: nothing on disk
+        using var source = MemorySource.OpenFile(path);
+        using var host = new DEHost();
+        var e = Assert.Throws<DEException>(() => host.LoadDomain("huge", source));
+        Assert.Equal("InsufficientMemoryToLoad", e.ErrorId);
+        Assert.Equal(DEErrorKind.ResourceUnavailable, e.Kind);
+        Assert.Empty(host.Domains);
+        Assert.Equal(0, host.GetStats().FramesInUse);
+    }
+}
