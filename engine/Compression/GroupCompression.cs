@@ -604,6 +604,7 @@ internal static class GroupCompression
         Span<ulong> handles = stackalloc ulong[PageGroupTable.MaxPieces];
         Span<ulong> current = stackalloc ulong[PageGroupTable.MaxPieces];
         Span<uint> slots = stackalloc uint[PageGroupTable.MaxPieces];
+        Span<ulong> sums = stackalloc ulong[PageGroupTable.MaxPieces];
         var bounce = Bounce;
         long moved = 0;
         for (uint looked = 0; looked < highest && moved < wantedBytes; looked++)
@@ -639,7 +640,9 @@ internal static class GroupCompression
                             break;
                         }
                         bounce.Clear();
-                        store.Get(handles[p]).CopyTo(bounce);
+                        var piece = store.Get(handles[p]);
+                        piece.CopyTo(bounce);
+                        sums[p] = System.IO.Hashing.XxHash3.HashToUInt64(piece);
                     }
                     swap.Write(slots[p], bounce);
                 }
@@ -659,7 +662,7 @@ internal static class GroupCompression
             {
                 bounce.Clear();
                 if (written)
-                    lock (table.StripeLock(id)) kept = table.MoveToSwapLocked(id, handles[..pieces], slots[..pieces], store);
+                    lock (table.StripeLock(id)) kept = table.MoveToSwapLocked(id, handles[..pieces], slots[..pieces], sums[..pieces], store);
                 if (!kept)
                     for (int p = 0; p < pieces; p++) swap.Release(slots[p]);
             }

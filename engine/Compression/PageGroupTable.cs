@@ -223,6 +223,13 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
         return at;
     }
 
+    /// <summary>Whether group <paramref name="id"/>'s stream is in the swap file: a hint, read without the stripe lock.</summary>
+    public bool IsInSwap(uint id)
+    {
+        var (c, i) = Slot(id);
+        return c.Swapped(i);
+    }
+
     /// <summary>The store handles of a live group's pieces, if its stream is in the store; under the stripe lock.</summary>
     public int PiecesInStoreLocked(uint id, Span<ulong> handles)
     {
@@ -234,15 +241,19 @@ internal sealed class PageGroupTable() : IdSlotTable<PageGroupTable.Chunk>(Chunk
 
     /// <summary>
     /// After the pieces were written to <paramref name="slots"/> and flushed: when the group still has exactly the pieces
-    /// <paramref name="handles"/> in the store, frees them and keeps the slots instead (true); otherwise changes nothing
-    /// (false: the caller releases the slots). Under the stripe lock.
+    /// <paramref name="handles"/> in the store, and they still hold the bytes written (<paramref name="written"/>, each
+    /// piece's XxHash3), frees them and keeps the slots instead (true); otherwise changes nothing (false: the caller
+    /// releases the slots). Under the stripe lock. The bytes are compared, not only the id and handles: while the write
+    /// was flushed the group could end, its id be reused, and a handle of the same slab come round again (13 bits of
+    /// generation), naming a new group's stream that the slots do not hold.
     /// </summary>
-    public bool MoveToSwapLocked(uint id, ReadOnlySpan<ulong> handles, ReadOnlySpan<uint> slots, CompactStore store)
+    public bool MoveToSwapLocked(uint id, ReadOnlySpan<ulong> handles, ReadOnlySpan<uint> slots, ReadOnlySpan<ulong> written,
+        CompactStore store)
     {
         var (c, i) = Slot(id);
         if (c.Live[i] == 0 || c.Swapped(i) || c.PieceCount(i) != handles.Length) return false;
         for (int p = 0; p < handles.Length; p++)
-            if (Piece(id, c, i, p) != handles[p]) return false;
+            if (Piece(id, c, i, p) != handles[p] || System.IO.Hashing.XxHash3.HashToUInt64(store.Get(handles[p])) != written[p]) return false;
         for (int p = 0; p < handles.Length; p++)
         {
             store.Free(handles[p]);

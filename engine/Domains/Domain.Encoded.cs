@@ -167,7 +167,9 @@ public sealed partial class Domain
     {
         uint id = PageEntry.GroupId(e);
         int member = PageEntry.GroupMember(e);
-        uint frame = AllocateFrame(gfn);
+        // A group in the swap file is paged-out memory: on a full host its page comes back through the exchange, as a
+        // swapped page does (docs/PAGING.md).
+        uint frame = AllocateFrame(gfn, swapIn: Host.Groups.IsInSwap(id));
         try
         {
             GroupCompression.DecodeMember(Host, Id, gfn, id, member, Host.Frames.Span(frame));

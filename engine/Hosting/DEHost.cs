@@ -121,6 +121,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             long budget = lf * PageGeometry.PageSize;
             Frames.ReservedBytes = () => Store.AllocatedBytes;
             Store.GrowthGate = next => next + Frames.FramesInUse * PageGeometry.PageSize <= budget;
+            Store.GrowthLock = Frames.BudgetGate;
         }
         if (options.SwapSizeBytes is { } size && options.SwapPath is null)
             throw new DEException("SwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
@@ -649,17 +650,29 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private HostSnapshot? Snapshot(bool waitForPass, CancellationToken cancellationToken = default)
     {
         using var op = EnterOperation();
-        if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
+        if (HostCallbacks.InCallbackOf(this)) return MeasureBetweenPageOuts(wait: true);
         if (waitForPass) EnterPassGateToRead(cancellationToken);
         else if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
         try
         {
-            return MeasureHost();
+            return MeasureBetweenPageOuts(waitForPass);
         }
         finally
         {
             _passGate.ExitReadLock();
         }
+    }
+
+    /// <summary>
+    /// <see cref="MeasureHost"/> with page-outs held (they run outside passes, under the reclaimer's lock): a batch in
+    /// flight holds swap slots for pages still Private, and frees their frames as it ends, so the swap used and the frames
+    /// would not add up with the pages measured. Without <paramref name="wait"/>, null at once when a page-out is in flight.
+    /// </summary>
+    private HostSnapshot? MeasureBetweenPageOuts(bool wait)
+    {
+        if (Reclaimer is not { } reclaimer) return MeasureHost();
+        using var paused = wait ? reclaimer.Pause() : reclaimer.TryPause();
+        return paused is null ? null : MeasureHost();
     }
 
     private HostSnapshot MeasureHost()

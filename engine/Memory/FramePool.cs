@@ -35,6 +35,13 @@ internal sealed unsafe class FramePool : IDisposable
     }
 
     private readonly object _gate = new();
+
+    /// <summary>
+    /// The lock frames are taken under (against the limit): a store sharing the limit grows under it too
+    /// (<see cref="Store.CompactStore.GrowthLock"/>), so that a frame and a slab cannot both take the last room. A leaf
+    /// lock: nothing else is locked while it is held.
+    /// </summary>
+    internal object BudgetGate => _gate;
     private FrameChunk[] _chunks = new FrameChunk[16];
     private int _chunkCount;
     // The lowest bitmap words (frame / 64) that may hold a free frame still resident, and a released free frame.

@@ -141,6 +141,12 @@ public sealed unsafe class CompactStore : IDisposable
     /// </summary>
     public Func<long, bool>? GrowthGate { get; set; }
 
+    /// <summary>
+    /// Held while <see cref="GrowthGate"/> is asked and the growth counted, when set: the lock under which whatever else
+    /// shares the budget (the host's frames) checks and takes its part, so that the two cannot both pass on the same room.
+    /// </summary>
+    public object? GrowthLock { get; set; }
+
     /// <summary>Native bytes held in slabs: a multiple of <see cref="FirstSlabSize"/> (a page).</summary>
     public long AllocatedBytes => Volatile.Read(ref _allocated);
 
@@ -891,17 +897,28 @@ public sealed unsafe class CompactStore : IDisposable
         return NewSlab(cls, below > 0 ? below : above < int.MaxValue ? above : size);
     }
 
-    private Slab? NewSlab(SizeClass cls, int size)
+    /// <summary>Counts <paramref name="size"/> more bytes of slabs when the limit and the growth gate allow it.</summary>
+    private bool TryCount(int size)
     {
-        int slots = size / cls.SlotSize;
         while (true)
         {
             long current = Volatile.Read(ref _allocated);
             long next = current + size;
-            if (LimitBytes is long limit && next > limit) return null;
-            if (GrowthGate is { } gate && !gate(next)) return null;
-            if (Interlocked.CompareExchange(ref _allocated, next, current) == current) break;
+            if (LimitBytes is long limit && next > limit) return false;
+            if (GrowthGate is { } gate && !gate(next)) return false;
+            if (Interlocked.CompareExchange(ref _allocated, next, current) == current) return true;
         }
+    }
+
+    private Slab? NewSlab(SizeClass cls, int size)
+    {
+        int slots = size / cls.SlotSize;
+        if (GrowthLock is { } budget)
+        {
+            lock (budget)
+                if (!TryCount(size)) return null;
+        }
+        else if (!TryCount(size)) return null;
         byte* data;
         try
         {
