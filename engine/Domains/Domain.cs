@@ -376,9 +376,16 @@ public sealed partial class Domain : IDEDomain
                 return frame;
             }
             if (reclaimer is null || attempt >= 64) break;
+            if (reclaimer.ReclaimForFault()) continue;
+            if (swapIn && reclaimer.ExchangeForFault(out uint handed))
+            {
+                if (handed == Paging.Reclaimer.NoFrame) continue; // a QEMU guest's frame was freed: take one from the pool
+                // The victim's frame, straight from its page-out: no other fault can take it in between.
+                _outOfMemory = false;
+                return handed;
+            }
             // Nothing paged out by us may still mean another thread's reclaim freed frames meanwhile.
-            if (!reclaimer.ReclaimForFault() && !(swapIn && reclaimer.ReclaimForFault(exchange: true))
-                && Host.Frames.FramesFree == 0) break;
+            if (Host.Frames.FramesFree == 0) break;
         }
         Interlocked.Increment(ref _outOfMemoryEvents);
         LastOutOfMemory = DateTimeOffset.Now;

@@ -74,8 +74,24 @@ internal sealed class Reclaimer : IDisposable
     public bool ReclaimForFault(bool exchange = false)
     {
         _wake.Set();
-        return exchange ? PageOutBatch(1, exchange: true) > 0 : PageOutBatch(Math.Max(1, PagesToHighWatermark())) > 0;
+        return exchange ? PageOutBatch(1, exchange: true, out _) > 0 : PageOutBatch(Math.Max(1, PagesToHighWatermark()), false, out _) > 0;
     }
+
+    /// <summary>
+    /// For a swap-in on a full host: pages one victim out into the exchange reserve and hands its frame to the caller
+    /// (<paramref name="frame"/>, its reference count 1, its bytes the victim's: the caller overwrites the whole page),
+    /// so that no other fault takes the room between the page-out and the swap-in, which would leave the reserve slot
+    /// used for nothing. A QEMU guest's victim frame is its guest's memory: freed as usual (<paramref name="frame"/> is
+    /// <see cref="NoFrame"/>; the caller takes a frame from the pool). False when nothing could be paged out.
+    /// </summary>
+    public bool ExchangeForFault(out uint frame)
+    {
+        _wake.Set();
+        return PageOutBatch(1, exchange: true, out frame, handOver: true) > 0;
+    }
+
+    /// <summary>No frame handed over (<see cref="ExchangeForFault"/>).</summary>
+    public const uint NoFrame = uint.MaxValue;
 
     /// <summary>Pages to write before free memory is back at the high watermark.</summary>
     private int PagesToHighWatermark()
@@ -92,7 +108,7 @@ internal sealed class Reclaimer : IDisposable
         {
             int wanted = PagesToHighWatermark();
             if (wanted == 0) break;
-            int n = PageOutBatch(wanted);
+            int n = PageOutBatch(wanted, false, out _);
             if (n == 0) break;
             total += n;
         }
@@ -139,11 +155,11 @@ internal sealed class Reclaimer : IDisposable
     /// Writes up to <paramref name="wanted"/> (at most <see cref="BatchPages"/>) of the coldest Private pages to swap, flushes, and only then
     /// frees their frames and marks them Swapped. A failed write or flush leaves every page as it was.
     /// </summary>
-    private int PageOutBatch(int wanted, bool exchange = false)
+    private int PageOutBatch(int wanted, bool exchange, out uint handed, bool handOver = false)
     {
         try
         {
-            return PageOutBatchCore(wanted, exchange);
+            return PageOutBatchCore(wanted, exchange, handOver, out handed);
         }
         catch (Exception ex)
         {
@@ -159,8 +175,9 @@ internal sealed class Reclaimer : IDisposable
         LastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
     }
 
-    private int PageOutBatchCore(int wanted, bool exchange)
+    private int PageOutBatchCore(int wanted, bool exchange, bool handOver, out uint handed)
     {
+        handed = NoFrame;
         wanted = Math.Clamp(wanted, 1, BatchPages);
         lock (_gate)
         {
@@ -292,7 +309,9 @@ internal sealed class Reclaimer : IDisposable
                 var (d, gfn, e, slot) = _victims[i];
                 try
                 {
-                    frames.Free(PageEntry.Frame(e)); // a guest's page: journalled, then punched out of the guest
+                    uint victim = PageEntry.Frame(e);
+                    if (handOver && handed == NoFrame && !frames.IsExternal(victim)) handed = victim; // the caller's now
+                    else frames.Free(victim); // a guest's page: journalled, then punched out of the guest
                     e = PageEntry.WithPayload(e, PageState.Swapped, slot);
                 }
                 catch
