@@ -213,14 +213,28 @@ public sealed partial class Domain
                 case PageState.Compressed:
                 {
                     var kind = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
-                    e = Rebuild(gfn, e);
+                    try
+                    {
+                        e = Rebuild(gfn, e);
+                    }
+                    catch (DEException ex) when (IsDamage(ex))
+                    {
+                        if (!TryRebuildFromJournal(gfn, ref e, ex)) throw;
+                    }
                     e = QemuInstall(gfn, e);
                     // Timed from the fault's message to the guest woken, like every fault of a QEMU guest.
                     Host.Faults.Record(kind, Stopwatch.GetTimestamp() - started);
                     break;
                 }
                 case PageState.Swapped:
-                    e = BringIn(gfn, e, readBack: true, out _); // SwapIn counts and times the read
+                    try
+                    {
+                        e = BringIn(gfn, e, readBack: true, out _); // SwapIn counts and times the read
+                    }
+                    catch (DEException ex) when (IsDamage(ex))
+                    {
+                        if (!TryRebuildFromJournal(gfn, ref e, ex)) throw;
+                    }
                     e = QemuInstall(gfn, e);
                     break;
                 default:
@@ -451,6 +465,9 @@ public sealed partial class Domain
     private void ReleaseQemu()
     {
         var ram = Qemu!;
+        // A journal compaction whose deposit waits for a stopped QEMU would hold the journal, which every page put back
+        // below drops from: it gives up now.
+        ram.Link.BeginLeaving();
         // No fault is served from here on: the guest's faults wait until their page is put back (UFFDIO_COPY wakes them)
         // or the library unregisters the RAM (which wakes the rest, to find zeros in the holes of zero pages).
         ram.StopFaults();
@@ -540,6 +557,40 @@ public sealed partial class Domain
             // QEMU is gone (or went away meanwhile): nothing waits on this engine.
         }
         ram.Dispose();
+    }
+
+    /// <summary>A copy of a page the engine holds that cannot be read back: a stored blob or swap slot damaged, a swap read failed.</summary>
+    private static bool IsDamage(DEException ex) => ex.ErrorId is "PageIntegrityError" or "SwapIntegrityError" or "SwapReadError";
+
+    /// <summary>
+    /// A fault on a locked page whose copy in the engine is damaged (<paramref name="damage"/>): when the crash journal
+    /// holds the page (it does for every page taken out of the guest), the page is rebuilt from it in a frame of the
+    /// engine, the damaged copy is let go, and <paramref name="e"/> says Private on that frame (true): the fault is
+    /// served, instead of its guest thread waiting for good. False when the journal cannot give it.
+    /// </summary>
+    private bool TryRebuildFromJournal(long gfn, ref ulong e, DEException damage)
+    {
+        var ram = Qemu!;
+        uint frame;
+        try
+        {
+            if (!ram.Journal.IsHeld(gfn)) return false;
+            var page = ram.Journal.Read(gfn);
+            if (page.Kind == JournalKind.Zero)
+            {
+                frame = AllocateFrame(gfn);
+                Host.Frames.Span(frame).Clear();
+            }
+            else frame = FrameFromJournal(gfn, page);
+        }
+        catch (Exception ex) when (ex is DEException or IOException or InvalidOperationException)
+        {
+            return false;
+        }
+        DropHeld(e); // the damaged blob or slot
+        e = PageEntry.With(e, PageState.Private, frame);
+        ram.NoteRepairedFromJournal(gfn, damage);
+        return true;
     }
 
     /// <summary>

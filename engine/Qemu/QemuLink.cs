@@ -349,14 +349,44 @@ internal sealed unsafe class QemuLink : IDisposable
     /// it holding a journal the engine no longer writes (a compaction's new file), and the pages taken out after that would
     /// be missing from what a next engine replays.
     /// </summary>
+    /// <remarks>
+    /// Once the engine leaves the guest (<see cref="BeginLeaving"/>: its domain is being removed, and no page is taken out
+    /// any more) the wait gives up ("QemuDepositAbandoned"; the link takes no more requests): a QEMU stopped (SIGSTOP, a
+    /// frozen cgroup) in a compaction's deposit would otherwise hold the journal, and the removal behind it, until it
+    /// resumes. Should the library take the deposit later, it holds a copy of the journal as it was (nothing was written
+    /// while the compaction held it), and the pages the removal puts back are present, which a replay leaves as they are.
+    /// </remarks>
     public void Deposit(int fd)
     {
         lock (socketGate)
         {
             Send(QemuProtocol.Message.For(QemuProtocol.Deposit), fd, "deposit");
+            Interlocked.Increment(ref depositsSent);
+            var poll = new LinuxNative.PollFd { Fd = socket, Events = LinuxNative.POLLIN };
+            int ready;
+            while ((ready = LinuxNative.Poll(&poll, 1, 100)) == 0 || (ready < 0 && LinuxNative.Errno == LinuxNative.EINTR))
+            {
+                if (ready == 0 && leaving)
+                {
+                    broken = true; // its reply, should it come, would be taken for another request's
+                    throw new DEException("QemuDepositAbandoned", DEErrorKind.ConnectionError,
+                        "The guest's library did not take the crash journal's new generation before the engine left the guest " +
+                        "(is its QEMU stopped?): the link takes no more requests.", "deposit");
+                }
+            }
+            if (ready < 0) throw Failure("poll (deposit)", LinuxNative.Errno, "deposit");
             ExpectOk("deposit", patienceMs: -1);
         }
     }
+
+    private volatile bool leaving;
+    private long depositsSent;
+
+    /// <summary>Deposits sent to the library (tests: a compaction's deposit is waiting for its reply).</summary>
+    internal long DepositsSent => Interlocked.Read(ref depositsSent);
+
+    /// <summary>The engine leaves the guest (its domain is being removed): a deposit in flight stops waiting (see <see cref="Deposit"/>).</summary>
+    public void BeginLeaving() => leaving = true;
 
     /// <summary>
     /// Tells the library the engine leaves for good: it unregisters and closes the userfaultfd. Load every page back

@@ -138,8 +138,29 @@ internal sealed unsafe class QemuRam : IDisposable
 
     internal void NoteKeptInGuest() => Interlocked.Increment(ref reconciled);
 
+    private long faultsRead;
+
+    /// <summary>Fault messages read from the guest, counted before each is served (tests: a fault is in the engine's hands).</summary>
+    internal long FaultsRead => Interlocked.Read(ref faultsRead);
+
     /// <summary>Faults that could not be served (their guest threads wait).</summary>
     public long FailedFaults => Interlocked.Read(ref failedFaults);
+
+    private long repairedFromJournal;
+    private string? lastRepair;
+
+    /// <summary>
+    /// Faults on pages whose copy in the engine was damaged (a stored blob or swap slot that failed its checksum, a swap
+    /// read that failed), served from the crash journal's copy instead; the last one described.
+    /// </summary>
+    public long RepairedFromJournal => Interlocked.Read(ref repairedFromJournal);
+    public string? LastRepair => Volatile.Read(ref lastRepair);
+
+    internal void NoteRepairedFromJournal(long gfn, DEException damage)
+    {
+        Interlocked.Increment(ref repairedFromJournal);
+        Volatile.Write(ref lastRepair, $"gfn {gfn}: {damage.ErrorId}: {damage.Message}");
+    }
 
     /// <summary>The external frame that is guest page <paramref name="gfn"/>.</summary>
     public uint FrameOf(long gfn)
@@ -183,6 +204,7 @@ internal sealed unsafe class QemuRam : IDisposable
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     long gfn = Link.GfnOf(messages[i].Address & ~(ulong)(Userfaultfd.PageSize - 1));
                     if (gfn < 0) continue;
+                    Interlocked.Increment(ref faultsRead);
                     try
                     {
                         serve(gfn, (messages[i].Flags & Userfaultfd.PageFaultFlagWriteProtect) != 0, started);

@@ -110,25 +110,34 @@ internal sealed unsafe class Userfaultfd : IDisposable
         return fds[1].Returned == 0;
     }
 
-    /// <summary>Installs <paramref name="page"/> at <paramref name="address"/> and wakes its waiters. False: a page is there already.</summary>
+    /// <summary>
+    /// Installs <paramref name="page"/> at <paramref name="address"/> and wakes its waiters. False: a page is there
+    /// already; its waiters are woken all the same (the kernel wakes them only for a page installed, and a thread that
+    /// faulted before the page came by another way would otherwise sleep for good).
+    /// </summary>
     public bool Copy(ulong address, ReadOnlySpan<byte> page)
     {
+        bool installed;
         fixed (byte* source = page)
         {
             var args = new CopyArgs { Destination = address, Source = (ulong)source, Length = PageSize };
-            return Resolve(UFFDIO_COPY, &args, "UFFDIO_COPY", address);
+            installed = Resolve(UFFDIO_COPY, &args, "UFFDIO_COPY", address);
         }
+        if (!installed) Wake(address, PageSize);
+        return installed;
     }
 
     /// <summary>
     /// Installs a zero page at <paramref name="address"/> and wakes its waiters, unless <paramref name="wake"/> is false
     /// (then <see cref="Wake"/> does, once the caller has counted it: a woken reader sees the count). False: a page is
-    /// there already (nothing is woken either way).
+    /// there already; with <paramref name="wake"/> its waiters are woken all the same, as <see cref="Copy"/> does.
     /// </summary>
     public bool ZeroPage(ulong address, bool wake = true)
     {
         var args = new ZeroPageArgs { Range = new Range { Start = address, Length = PageSize }, Mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE };
-        return Resolve(UFFDIO_ZEROPAGE, &args, "UFFDIO_ZEROPAGE", address);
+        bool installed = Resolve(UFFDIO_ZEROPAGE, &args, "UFFDIO_ZEROPAGE", address);
+        if (!installed && wake) Wake(address, PageSize);
+        return installed;
     }
 
     /// <summary>Write-protects the page at <paramref name="address"/> (on), or lifts that and wakes writers waiting on it.</summary>

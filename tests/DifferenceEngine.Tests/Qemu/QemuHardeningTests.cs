@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Tests.Engine;
+
+namespace DifferenceEngine.Tests.Qemu;
+
+/// <summary>
+/// What a read-only audit of the QEMU backend found (session 33), with the fake guest (tests/native/fakeguest, RAM in a
+/// memfd, libdeqemu.so preloaded): a fault on a page whose copy in the engine is damaged, a fault whose page turns out
+/// present, and a removal behind a journal compaction waiting for a stopped QEMU. Each left a guest thread, or the
+/// removal, waiting for good. The waits on time are bounds for the failure only.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    /// <summary>
+    /// A guest fault on a page whose engine copy cannot be rebuilt (its swap slot fails its checksum) is never answered:
+    /// the guest thread waits for good, although the crash journal holds a good copy of the page (the very copy
+    /// ReleaseQemu falls back to). Standard: never a hang; nothing is lost. Expected: the fault is served from the
+    /// journal (or at least retried), and the guest's verify finishes with zero mismatches.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void AFaultOnAPageWhoseSwapSlotIsDamagedIsServedFromTheJournalNotLeftWaiting()
+    {
+        using var dir = new TempDir();
+        string swap = Path.Combine(dir.Path, "swap");
+        using var guest = FakeGuest.Start();
+        using var host = new DEHost(new HostOptions
+        {
+            Name = "audit-bad-slot", MemoryLimitBytes = 2L << 20, SwapPath = swap, SwapSizeBytes = 64L << 20,
+        });
+        var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1 });
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+        host.Reclaimer!.ReclaimToHighWatermark();
+        long swapped = host.GetPageStats(vm).SwappedPages;
+        output.WriteLine($"{swapped} pages swapped; journal holds gfn 1: {vm.Qemu!.Journal.IsHeld(1)}");
+        Assert.True(swapped > 100, $"only {swapped} pages were paged out");
+        // The swap file damaged (as a bad disk sector would be): every slot fails its checksum.
+        // (The swap file is unlinked once open: reached through this process's descriptor of it.)
+        string open = Directory.GetFiles("/proc/self/fd").First(l => new FileInfo(l).LinkTarget is { } t && t.StartsWith(swap, StringComparison.Ordinal));
+        using (var f = new FileStream(open, FileMode.Open, FileAccess.Write))
+        {
+            var junk = new byte[1 << 20];
+            Array.Fill(junk, (byte)0xA5);
+            for (long at = 0; at < Math.Min(f.Length, 16L << 20); at += junk.Length) f.Write(junk);
+        }
+
+        var verify = Task.Run(() => guest.Ask("verify"));
+        bool finished = verify.Wait(TimeSpan.FromSeconds(20));
+        output.WriteLine($"verify finished within 20 s: {finished}; failed faults {vm.Qemu.FailedFaults}; " +
+                         $"fault failure: {vm.Qemu.FaultFailure?.Message}");
+        try
+        {
+            Assert.True(finished, $"a guest fault was never answered (FailedFaults={vm.Qemu.FailedFaults}: " +
+                                  $"{vm.Qemu.FaultFailure?.Message}); the crash journal held a good copy of every such page");
+            Assert.Equal("VERIFY mismatches=0", verify.Result);
+            Assert.True(vm.Qemu.RepairedFromJournal > 0);
+            Assert.Contains("SwapIntegrityError", vm.Qemu.LastRepair, StringComparison.Ordinal);
+        }
+        finally
+        {
+            // Unblocks the guest: the removal puts each page back, from the journal where the slot fails.
+            try { host.RemoveDomain(vm); } catch (DEException e) { output.WriteLine($"removal: {e.ErrorId}: {e.Message}"); }
+            output.WriteLine(verify.Wait(TimeSpan.FromSeconds(30)) ? $"after removal the guest says: {verify.Result}" : "still waiting after removal");
+        }
+    }
+
+    /// <summary>
+    /// QemuInstall and the Zero-page branch of ServeQemuFault are documented to let "the guest's bytes stand" when the page
+    /// turns out present (UFFDIO_COPY / UFFDIO_ZEROPAGE refused with EEXIST: QEMU, or anything else, filled the hole through a
+    /// path the engine does not watch). But the kernel wakes a fault's waiters only when the ioctl installs the page; on
+    /// EEXIST nothing is woken, and neither path calls UFFDIO_WAKE (the Private branch does). The guest thread whose fault
+    /// was being served waits for good. Made here: the guest faults on a held page while the test holds its lock, the hole
+    /// is filled with the page's own bytes through the memfd (pwrite), then the lock is released.
+    /// </summary>
+    [RequiresTheory(Requirement.QemuPager)]
+    [InlineData("Zero")]
+    [InlineData("Shared")]
+    public void AFaultWhosePageTurnsOutPresentIsWokenNotLeftWaiting(string state)
+    {
+        using var guest = FakeGuest.Start();
+        using var host = new DEHost(new HostOptions { Name = "audit-eexist" });
+        var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1, SharingEnabled = true });
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 3 });
+        var want = Enum.Parse<PageState>(state);
+        long gfn = Enumerable.Range(0, (int)vm.PageCount).First(g => vm.PeekState(g) == want);
+        // Every page before it the guest's again, so the verify's first fault is on this page.
+        var bytes = new byte[4096];
+        for (long g = 0; g <= gfn; g++) vm.ReadPage(g, bytes); // Zero pages stay held; held others are put back
+        Assert.Equal(want, vm.PeekState(gfn));
+        output.WriteLine($"gfn {gfn} is {vm.PeekState(gfn)}; its bytes are all zero: {!bytes.AsSpan().ContainsAnyExcept((byte)0)}");
+        string memfd = Directory.GetFiles($"/proc/{guest.Pid}/fd")
+            .First(l => new FileInfo(l).LinkTarget is { } t && t.Contains("memory-backend-memfd", StringComparison.Ordinal));
+
+        ulong e = vm.Lock(gfn);
+        Task<string> verify;
+        try
+        {
+            long read = vm.Qemu!.FaultsRead;
+            verify = Task.Run(() => guest.Ask("verify"));
+            // The guest faults on gfn, and the fault thread, having read the fault, waits for the page's lock.
+            SpinWait.SpinUntil(() => vm.Qemu.FaultsRead > read);
+            Assert.False(verify.IsCompleted);
+            using var f = new FileStream(memfd, FileMode.Open, FileAccess.Write);
+            f.Position = gfn * 4096;
+            f.Write(bytes); // the page's own bytes: nothing changes for the guest but that the hole is filled
+            f.Flush();
+        }
+        finally
+        {
+            vm.Unlock(gfn, e);
+        }
+        bool finished = verify.Wait(TimeSpan.FromSeconds(15));
+        output.WriteLine($"verify finished within 15 s: {finished}; gfn {gfn} now {vm.PeekState(gfn)}; " +
+                         $"install conflicts {vm.Qemu!.InstallConflicts}; fault failure {vm.Qemu.FaultFailure?.Message}");
+        try
+        {
+            Assert.True(finished, $"the guest's fault on gfn {gfn} ({state}) was never woken after UFFDIO_* found the page present");
+            Assert.Equal("VERIFY mismatches=0", verify.Result);
+        }
+        finally
+        {
+            host.RemoveDomain(vm); // unregistering wakes every waiter
+            output.WriteLine(verify.Wait(TimeSpan.FromSeconds(15)) ? $"after removal: {verify.Result}" : "still waiting after removal");
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+
+    /// <summary>
+    /// A compaction of the crash journal deposits the new file with the library and awaits its answer without limit
+    /// (QemuLink.Deposit, patience -1), holding the journal's lock (QemuJournal.Compact, called under _gate by Maintain).
+    /// With QEMU stopped (SIGSTOP, a frozen cgroup) at that moment, every journal operation waits behind it: a fault's
+    /// drop record, and Remove-DEDomain, whose puts go through Journal.Drop. Removing the domain of a stopped QEMU is
+    /// documented and tested to end without waiting for QEMU's answer (the link's patience); with a compaction in flight it
+    /// never ends. Expected: the removal ends (as it does with no compaction in flight).
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void RemovingTheDomainOfAStoppedQemuEndsEvenWithAJournalCompactionInFlight()
+    {
+        using var dir = new TempDir();
+        string socket = Path.Combine(dir.Path, "guest.sock");
+        string folder = QemuNativeBuild.Folder;
+        using var guest = Process.Start(new ProcessStartInfo(Path.Combine(folder, "fakeguest"))
+        {
+            ArgumentList = { "8192", "5" }, RedirectStandardInput = true, RedirectStandardOutput = true,
+            Environment = { ["LD_PRELOAD"] = Path.Combine(folder, "libdeqemu.so"), ["DE_QEMU_SOCKET"] = socket },
+        })!;
+        bool stopped = false;
+        try
+        {
+            Assert.StartsWith("READY ", guest.StandardOutput.ReadLine());
+            using var host = new DEHost(new HostOptions { Name = "audit-compaction" });
+            var vm = host.AttachQemu("fake", socket, new DomainOptions { C4Sweeps = 1, SharingEnabled = true });
+            host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+            var journal = vm.Qemu!.Journal;
+            output.WriteLine($"after the passes: shared {host.GetPageStats(vm).SharedPages}, journal {journal.FileBytes >> 10} KiB, live {journal.LiveBytes >> 10} KiB");
+            guest.StandardInput.WriteLine("verify"); // every shared page faults back: its record is dead
+            guest.StandardInput.Flush();
+            Assert.Equal("VERIFY mismatches=0", guest.StandardOutput.ReadLine());
+            long generation = journal.Generation;
+            output.WriteLine($"after the verify: journal {journal.FileBytes >> 10} KiB, live {journal.LiveBytes >> 10} KiB, generation {generation}");
+
+            vm.Qemu.Link.Patience = TimeSpan.FromMilliseconds(100);
+            Assert.Equal(0, Kill(guest.Id, 19 /* SIGSTOP */));
+            stopped = true;
+            long deposits = vm.Qemu.Link.DepositsSent;
+            var maintain = Task.Run(journal.Maintain); // what the end of a pass or a reclaim does: compacts, deposits
+            SpinWait.SpinUntil(() => vm.Qemu.Link.DepositsSent > deposits || maintain.IsCompleted); // its deposit waits for QEMU
+            Assert.False(maintain.IsCompleted, "the journal was not compacted (nothing to show)");
+            var remove = Task.Run(() => host.RemoveDomain(vm));
+            bool removed = remove.Wait(TimeSpan.FromSeconds(10));
+            output.WriteLine($"removal finished within 10 s: {removed}");
+            Kill(guest.Id, 18 /* SIGCONT */);
+            stopped = false;
+            output.WriteLine($"after SIGCONT: maintain {maintain.Wait(TimeSpan.FromSeconds(10))}, removal {remove.Wait(TimeSpan.FromSeconds(10))}, generation {journal.Generation}");
+            Assert.True(removed, "Remove-DEDomain of a stopped QEMU waited for good behind the journal compaction's deposit");
+            Assert.Equal(generation, journal.Generation); // the compaction was given up: the journal stays as it was
+        }
+        finally
+        {
+            if (stopped) Kill(guest.Id, 18);
+            if (!guest.HasExited) guest.Kill();
+            guest.WaitForExit();
+        }
+    }
+}
