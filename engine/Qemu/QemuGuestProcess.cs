@@ -183,6 +183,10 @@ public sealed class QemuGuestProcess : IDisposable
         ArgumentNullException.ThrowIfNull(info);
         if (OperatingSystem.IsWindows())
             throw new DEException("QemuNotFound", DEErrorKind.NotImplemented, "QEMU guests with libdeqemu.so run on Linux only.", info.Qemu);
+        // The library could not bind a longer path, and would say so only on QEMU's standard error, gone with -daemonize.
+        if (info.Socket is { } wanted && System.Text.Encoding.UTF8.GetByteCount(wanted) is 0 or > 107)
+            throw new DEException("QemuSocketPathInvalid", DEErrorKind.InvalidArgument,
+                $"'{wanted}' cannot be a Unix socket path (1 to 107 bytes): give a shorter -StatePath.", wanted);
         File.Delete(consolePath); // made anew, so that its mode is 0600 whatever an older file had
         using (new FileStream(consolePath, new FileStreamOptions
                {
@@ -227,6 +231,15 @@ public sealed class QemuGuestProcess : IDisposable
             throw new DEException("QemuStartFailed", DEErrorKind.InvalidData,
                 $"QEMU started but its pid file '{pidFile}' holds '{pidText}', not a process id.", info.Qemu);
         File.Delete(pidFile);
+        // The library binds its socket while QEMU initializes, before the daemon lets its parent go: no socket means it
+        // could not (its reason went to QEMU's standard error, closed by -daemonize), and no engine could attach.
+        if (info.Socket is { } bound && info.Library is not null && LinuxNative.FileType(bound) != LinuxNative.S_IFSOCK)
+        {
+            try { Process.GetProcessById(pid).Kill(); } catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception) { }
+            throw new DEException("QemuStartFailed", DEErrorKind.InvalidOperation,
+                $"QEMU started (pid {pid}) but its libdeqemu.so does not listen at '{bound}', so no engine could serve the guest; " +
+                "QEMU was stopped. Is the library of this build, and is its socket path writable?", info.Qemu);
+        }
         return pid;
     }
 

@@ -186,4 +186,45 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
             guest.WaitForExit();
         }
     }
+
+    /// <summary>
+    /// Start-DEGuest returned once QEMU's first process exited, without checking the library listened: a library that
+    /// could not bind its socket (it says so on QEMU's standard error, closed by -daemonize) left a guest no engine could
+    /// attach, and the cmdlet said it had started. A script stands in for QEMU: it daemonizes a sleep, writes its pid file
+    /// and exits 0, binding no socket. A socket path no Unix socket can have is refused before anything starts.
+    /// </summary>
+    [Fact]
+    public void StartingAGuestWhoseLibraryDoesNotListenFails()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var dir = new TempDir();
+        string script = Path.Combine(dir.Path, "qemu-system-x86_64");
+        File.WriteAllText(script, "#!/bin/sh\npidfile=\"\"\nwhile [ $# -gt 0 ]; do [ \"$1\" = \"-pidfile\" ] && pidfile=\"$2\"; shift; done\n" +
+                                  "sleep 600 </dev/null >/dev/null 2>&1 &\necho $! > \"$pidfile\"\nexit 0\n");
+        File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string kernel = Path.Combine(dir.Path, "vmlinuz");
+        File.WriteAllText(kernel, "not a kernel");
+        DifferenceEngine.Qemu.QemuGuestStartInfo Info(string socket) => new()
+        {
+            Qemu = script, Kernel = kernel, Library = Path.Combine(dir.Path, "no-such-libdeqemu.so"), Socket = socket,
+        };
+        string console = Path.Combine(dir.Path, "console");
+        var e = Assert.Throws<DEException>(() => DifferenceEngine.Qemu.QemuGuestProcess.StartDetached(Info(Path.Combine(dir.Path, "g.sock")), console, TimeSpan.FromMinutes(1)));
+        Assert.Equal("QemuStartFailed", e.ErrorId);
+        Assert.Contains("does not listen", e.Message, StringComparison.Ordinal);
+        int pid = int.Parse(System.Text.RegularExpressions.Regex.Match(e.Message, @"\(pid (\d+)\)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        bool ended = true;
+        try
+        {
+            using var daemon = Process.GetProcessById(pid);
+            ended = daemon.WaitForExit(TimeSpan.FromMinutes(1)); // a bound for the failure only: it was killed
+        }
+        catch (ArgumentException)
+        {
+            // gone already
+        }
+        Assert.True(ended, "the daemon was left running");
+        var tooLong = Assert.Throws<DEException>(() => DifferenceEngine.Qemu.QemuGuestProcess.StartDetached(Info(Path.Combine(dir.Path, new string('s', 120) + ".sock")), console, TimeSpan.FromMinutes(1)));
+        Assert.Equal("QemuSocketPathInvalid", tooLong.ErrorId);
+    }
 }
