@@ -393,7 +393,7 @@ public sealed partial class Domain : IDEDomain
         throw new DEException("HostOutOfMemory", DEErrorKind.ResourceUnavailable,
             $"The host is out of memory: domain '{Name}' needs a frame for page {gfn}, the limit of {Host.Frames.LimitFrames} frames " +
             $"(frames and store together) is reached, and {(reclaimer is null ? "the host has no swap file" : "nothing more can be paged out (swap full or every page busy)")}." +
-            (reclaimer?.LastWriteError is { } swapError ? $" The last swap write failed: {swapError}" : ""),
+            (reclaimer is { WritesFailing: true, LastWriteError: { } swapError } ? $" The last swap write failed: {swapError}" : ""),
             this);
     }
 

@@ -293,6 +293,7 @@ internal sealed class Reclaimer : IDisposable
             {
                 Swap.Flush();
                 durable = true;
+                _writesFailing = false;
             }
             catch (IOException ex)
             {
@@ -387,8 +388,10 @@ internal sealed class Reclaimer : IDisposable
         long moved;
         lock (_gate)
         {
+            long failuresBefore = Interlocked.Read(ref _writeFailures);
             moved = Compression.GroupCompression.PageOut(_host, Swap, wanted, ref _groupHand, RecordFailure);
             if (moved == 0) return 0;
+            if (Interlocked.Read(ref _writeFailures) == failuresBefore) _writesFailing = false; // written and flushed, none failed
             Interlocked.Add(ref _groupPageOuts, moved);
         }
         // Outside the gate: a compaction walks every page entry (DEHost.MoveBlobs), and faults that need a frame under the
@@ -401,7 +404,16 @@ internal sealed class Reclaimer : IDisposable
     {
         Interlocked.Increment(ref _writeFailures);
         LastWriteError = ex.Message;
+        _writesFailing = true;
     }
+
+    private volatile bool _writesFailing;
+
+    /// <summary>
+    /// Whether the swap file's last write (or flush) failed, with no page-out written since: what a HostOutOfMemory
+    /// names as its cause (<see cref="LastWriteError"/> keeps the last failure for good, as history).
+    /// </summary>
+    public bool WritesFailing => _writesFailing;
 
     public void Dispose()
     {

@@ -218,6 +218,33 @@ public class PagingTests
         Assert.True(before >= 2, $"{before} failures recorded: the injected writes and the injected flush");
     }
 
+    /// <summary>
+    /// A HostOutOfMemory named the last failed swap write as its cause for good, even once writes worked again and the
+    /// swap file was simply full: only a failure no page-out has succeeded since is named (LastSwapWriteError keeps it).
+    /// </summary>
+    [Fact]
+    public void AnOutOfMemoryNamesASwapWriteFailureOnlyWhileWritesFail()
+    {
+        using var dir = new TempDir();
+        FlakyStorage? flaky = null;
+        using var host = new DEHost(new HostOptions
+        {
+            MemoryLimitBytes = 32 * 4096, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 64 * 4096,
+            SwapStorageFactory = (p, n) => flaky = new FlakyStorage(SwapFile.Create(p, n)),
+        });
+        flaky!.FailWrites = 1000;
+        var d = host.CreateDomain("d", 200 * 4096);
+        long g = 0;
+        var failing = Assert.Throws<DEException>(() => { for (; g < 200; g++) d.WritePage(g, PageOf(2, g)); });
+        Assert.Equal("HostOutOfMemory", failing.ErrorId);
+        Assert.Contains("The last swap write failed: injected", failing.Message);
+        flaky.FailWrites = 0;
+        var full = Assert.Throws<DEException>(() => { for (; g < 200; g++) d.WritePage(g, PageOf(2, g)); });
+        Assert.Equal("HostOutOfMemory", full.ErrorId);
+        Assert.DoesNotContain("swap write failed", full.Message);
+        Assert.Contains("injected", host.GetStats().LastSwapWriteError); // kept as history
+    }
+
     [Fact]
     public void ACorruptedOrUnreadableSwapSlotIsAClearErrorNeverWrongBytes()
     {
