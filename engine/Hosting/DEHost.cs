@@ -403,7 +403,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// </summary>
     private void CheckMachineHasRoomFor(string name, MemorySource source)
     {
-        long bytes = source.PageCount * PageGeometry.PageSize;
+        long bytes = Math.Min(source.PagesWithData, source.PageCount) * PageGeometry.PageSize; // a core's holes take no frame
         // Under a memory limit the host holds at most that much (it pages the rest out, or refuses the load).
         long needed = Frames.LimitFrames is long limit ? Math.Min(bytes, limit * PageGeometry.PageSize) : bytes;
         if (MachineRoomBytes() is not long room || needed <= room) return;
@@ -650,12 +650,12 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private HostSnapshot? Snapshot(bool waitForPass, CancellationToken cancellationToken = default)
     {
         using var op = EnterOperation();
-        if (HostCallbacks.InCallbackOf(this)) return MeasureBetweenPageOuts(wait: true);
+        if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
         if (waitForPass) EnterPassGateToRead(cancellationToken);
         else if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
         try
         {
-            return MeasureBetweenPageOuts(waitForPass);
+            return MeasureHost();
         }
         finally
         {
@@ -663,17 +663,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         }
     }
 
-    /// <summary>
-    /// <see cref="MeasureHost"/> with page-outs held (they run outside passes, under the reclaimer's lock): a batch in
-    /// flight holds swap slots for pages still Private, and frees their frames as it ends, so the swap used and the frames
-    /// would not add up with the pages measured. Without <paramref name="wait"/>, null at once when a page-out is in flight.
-    /// </summary>
-    private HostSnapshot? MeasureBetweenPageOuts(bool wait)
-    {
-        if (Reclaimer is not { } reclaimer) return MeasureHost();
-        using var paused = wait ? reclaimer.Pause() : reclaimer.TryPause();
-        return paused is null ? null : MeasureHost();
-    }
+
 
     private HostSnapshot MeasureHost()
     {
@@ -681,11 +671,14 @@ public sealed partial class DEHost : IDEHost, IEngineService
         var builder = new SnapshotBuilder();
         // Shared frames: the frames shared pages map to, each counted once (the stable table exists only during a pass).
         var sharedBits = new ulong[(Frames.FrameNumberLimit + 63) / 64];
+        long swappedPages = 0;
         foreach (var d in domains)
         {
             var (stats, charge) = MeasureDomain(d, sharedBits);
             builder.Add(stats, charge);
+            swappedPages += stats.SwappedPages;
         }
+        long groupSlotBytes = Groups.SlotsInSwap * PageGeometry.PageSize;
         long sharedFrames = 0;
         foreach (ulong word in sharedBits) sharedFrames += System.Numerics.BitOperations.PopCount(word);
         var time = Enum.GetValues<Mechanism>()
@@ -705,11 +698,13 @@ public sealed partial class DEHost : IDEHost, IEngineService
             PageGroups = Groups.Count,
             SharedBlobGroups = Groups.SharedCount,
             PageGroupsInSwap = Groups.InSwap,
-            SwapGroupBytes = Groups.SlotsInSwap * PageGeometry.PageSize,
+            SwapGroupBytes = groupSlotBytes,
             EngineCpuTime = EngineCpuTime,
             SwapPath = SwapPath,
             SwapBytes = SwapBytes,
-            SwapUsedBytes = (Reclaimer?.Swap.SlotsUsed ?? 0) * PageGeometry.PageSize,
+            // What the swap file holds, by its definition: the swapped pages measured and the page groups' slots (the
+            // slots a page-out in flight has reserved hold nothing yet; their pages are still in frames, and counted there).
+            SwapUsedBytes = swappedPages * PageGeometry.PageSize + groupSlotBytes,
             PageOuts = Reclaimer?.PageOuts ?? 0,
             PageOutP50 = Reclaimer?.PageOutLatency.Percentile(50) ?? TimeSpan.Zero,
             PageOutP99 = Reclaimer?.PageOutLatency.Percentile(99) ?? TimeSpan.Zero,

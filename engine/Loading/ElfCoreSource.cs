@@ -24,6 +24,10 @@ internal sealed class ElfCoreSource : MemorySource
 
     public override long PageCount => _layout.PageCount;
 
+    /// <summary>The pages the segments' file bytes touch (each extent's first and last page in full: an upper bound).</summary>
+    public override long PagesWithData => _layout.Extents.Sum(x =>
+        ((x.Address + x.FileLength + Memory.PageGeometry.PageMask) >> Memory.PageGeometry.PageShift) - (x.Address >> Memory.PageGeometry.PageShift));
+
     public static ElfCoreSource Open(SafeFileHandle file, string path, long length, CancellationToken cancellationToken = default)
     {
         ElfHeaders headers = ElfHeaders.Read(file, path, length);

@@ -27,6 +27,12 @@ public abstract class MemorySource : IDisposable
     public abstract long PageCount { get; }
 
     /// <summary>
+    /// At most how many pages a load passes to its sink (each gets a frame): every page of a raw image or a process, only
+    /// the pages a core's segments have file bytes for (the rest of its address space, holes included, stays zero).
+    /// </summary>
+    public virtual long PagesWithData => PageCount;
+
+    /// <summary>
     /// Passes every page that has data to <paramref name="sink"/>, each gfn at most once, in increasing gfn order.
     /// Pages not passed are zero. Can be called more than once; each call reads the source again.
     /// </summary>

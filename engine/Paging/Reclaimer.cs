@@ -360,9 +360,6 @@ internal sealed class Reclaimer : IDisposable
         return new Released(() => Monitor.Exit(_gate));
     }
 
-    /// <summary><see cref="Pause"/> when no page-out is in flight; null, at once, when one is.</summary>
-    internal IDisposable? TryPause() => Monitor.TryEnter(_gate) ? new Released(() => Monitor.Exit(_gate)) : null;
-
     private sealed class Released(Action release) : IDisposable
     {
         public void Dispose() => release();

@@ -351,7 +351,8 @@ internal sealed unsafe class QemuLink : IDisposable
     /// </summary>
     /// <remarks>
     /// Once the engine leaves the guest (<see cref="BeginLeaving"/>: its domain is being removed, and no page is taken out
-    /// any more) the wait gives up ("QemuDepositAbandoned"; the link takes no more requests): a QEMU stopped (SIGSTOP, a
+    /// any more) the wait goes on for the link's patience (as a detach's), then gives up ("QemuDepositAbandoned"; the link
+    /// takes no more requests): a QEMU stopped (SIGSTOP, a
     /// frozen cgroup) in a compaction's deposit would otherwise hold the journal, and the removal behind it, until it
     /// resumes. Should the library take the deposit later, it holds a copy of the journal as it was (nothing was written
     /// while the compaction held it), and the pages the removal puts back are present, which a replay leaves as they are.
@@ -364,9 +365,10 @@ internal sealed unsafe class QemuLink : IDisposable
             Interlocked.Increment(ref depositsSent);
             var poll = new LinuxNative.PollFd { Fd = socket, Events = LinuxNative.POLLIN };
             int ready;
+            long waitedLeaving = 0; // ms waited since the engine began to leave: as long as a detach's patience, then no more
             while ((ready = LinuxNative.Poll(&poll, 1, 100)) == 0 || (ready < 0 && LinuxNative.Errno == LinuxNative.EINTR))
             {
-                if (ready == 0 && leaving)
+                if (ready == 0 && leaving && (waitedLeaving += 100) >= PatienceMs)
                 {
                     broken = true; // its reply, should it come, would be taken for another request's
                     throw new DEException("QemuDepositAbandoned", DEErrorKind.ConnectionError,

@@ -159,20 +159,27 @@ public static class ReportFile
             if (makes && !OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnly;
             using var stream = new FileStream(path, options);
             bool file = false;
-            if (makes && !OperatingSystem.IsWindows() && LinuxNative.StatusOf(stream.SafeFileHandle) is { } status)
+            var status = makes && !OperatingSystem.IsWindows() ? LinuxNative.StatusOf(stream.SafeFileHandle) : null;
+            if (makes && status is null)
+            {
+                // Not to be looked at (a C library without statx; Windows): a file is at least emptied before it is written.
+                file = stream.CanSeek;
+                if (file) stream.SetLength(0);
+            }
+            else if (status is { } found)
             {
                 // A link may lead anywhere the kernel lets this user write: as root, into another user's file, which
                 // would keep its owner and so be theirs to read. Nothing is written into it (it was opened, not truncated).
-                file = status.Type == LinuxNative.S_IFREG;
+                file = found.Type == LinuxNative.S_IFREG;
                 uint self = LinuxNative.GetEuid();
-                if (file && status.Owner != self)
+                if (file && found.Owner != self)
                     throw new DEException("ReportLinkTargetNotOwned", DEErrorKind.PermissionDenied,
                         $"'{path}' is a symbolic link to '{new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName}', " +
-                        $"a file of uid {status.Owner}, not of this process's uid {self}: the report, written into it, would be " +
+                        $"a file of uid {found.Owner}, not of this process's uid {self}: the report, written into it, would be " +
                         "theirs to read. Give the path of a file of your own, or remove the link.", path);
                 if (file)
                 {
-                    File.SetUnixFileMode(stream.SafeFileHandle, OwnerOnly);
+                    if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(stream.SafeFileHandle, OwnerOnly);
                     stream.SetLength(0);
                 }
             }

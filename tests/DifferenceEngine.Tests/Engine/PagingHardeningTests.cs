@@ -115,8 +115,8 @@ public class PagingHardeningTests(ITestOutputHelper output)
 
     /// <summary>
     /// While a batch of pages was being written (slots reserved, fdatasync not returned), a snapshot's swap figures did
-    /// not add up: SwapUsedBytes counted the reserved slots while the pages were still Private. A snapshot now waits for
-    /// the page-out in flight (page-outs run outside passes), and its figures add up.
+    /// not add up: SwapUsedBytes counted the reserved slots while the pages were still Private. It is now counted from the
+    /// pages measured (swapped pages and group slots), and adds up while a page-out is in flight.
     /// </summary>
     [Fact]
     public void SwapUsedAddsUpWhileAPageOutIsInFlight()
@@ -134,17 +134,11 @@ public class PagingHardeningTests(ITestOutputHelper output)
         var writer = new Thread(() => { for (long g = 12; g < 40; g++) d.WritePage(g, PageOf(1, g)); });
         writer.Start();
         Assert.True(storage.FlushEntered.Wait(TimeSpan.FromSeconds(60)), "no page-out reached its flush");
-        Stats.HostSnapshot? snapshot = null;
-        var measure = new Thread(() => snapshot = host.TakeSnapshot());
-        measure.Start();
-        SpinWait.SpinUntil(() => (measure.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
-        bool waited = measure.IsAlive && snapshot is null;
+        var snapshot = host.TakeSnapshot(); // the page-out's slots are reserved, its pages still in frames
         storage.HoldFlush = false;
         storage.FlushRelease.Set();
-        measure.Join();
         writer.Join();
-        Assert.True(waited, "the snapshot did not wait for the page-out in flight");
-        var s = snapshot!.Host;
+        var s = snapshot.Host;
         long swapped = snapshot.Domains.Sum(x => x.SwappedPages);
         output.WriteLine($"in flight: SwapUsedBytes {s.SwapUsedBytes}, SwappedPages {swapped}, SwapGroupBytes {s.SwapGroupBytes}, FramesInUse {s.FramesInUse}");
         Assert.Equal(swapped * 4096 + s.SwapGroupBytes, s.SwapUsedBytes);
@@ -283,5 +277,97 @@ public class PagingHardeningTests(ITestOutputHelper output)
         output.WriteLine($"dispose: {disposeError}; writer2: {(writer2Error as DEException)?.ErrorId ?? writer2Error?.GetType().Name}");
         Assert.Null(disposeError);
         Assert.True(writer2Error is null or DEException { ErrorId: "HostDisconnected" }, writer2Error?.ToString());
+    }
+
+    private static byte[] Random4K(int seed)
+    {
+        var p = new byte[4096];
+        new Random(seed).NextBytes(p);
+        return p;
+    }
+
+    /// <summary>Stops the reclaimer's background thread (without disposing it), so only the test's threads take its lock.</summary>
+    private static void StopBackground(Reclaimer r)
+    {
+        var t = typeof(Reclaimer);
+        t.GetField("_stopping", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.SetValue(r, true);
+        ((AutoResetEvent)t.GetField("_wake", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(r)!).Set();
+        ((Thread)t.GetField("_thread", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(r)!).Join();
+    }
+
+    /// <summary>
+    /// A review of this session's first fix for the swap figures: a snapshot that held the reclaimer's lock while it
+    /// measured (and measuring locks every Patched/Compressed page) deadlocked with a fault on a compressed page on a full
+    /// host, which holds its page's lock and waits for the reclaimer's (AllocateFrame, ReclaimForFault). Snapshots hold no
+    /// reclaimer lock now (the swap used is counted from the pages measured). Page 0's lock is held by the test to put the
+    /// snapshot's walk at page 0 while the fault takes page 1; both must end.
+    /// </summary>
+    [Fact]
+    public void SnapshotAndAFaultOnACompressedPageOnAFullHostDoNotDeadlock()
+    {
+        using var dir = new TempDir();
+        var host = new DEHost(new HostOptions
+        {
+            MemoryLimitBytes = 32 * 4096, SwapPath = Path.Combine(dir.Path, "swap"), SwapSizeBytes = 16 * 4096,
+        });
+        var d = host.CreateDomain("d", 256 * 4096, new DomainOptions
+        {
+            CompressionEnabled = true, CompressionAlgorithm = CompressionAlgorithm.LZ4, C4Sweeps = 1,
+        });
+        void Log(string m) => output.WriteLine(m);
+        Log("start");
+        var text = TestMemory.TextPages(2, 7);
+        d.WritePage(0, text[0]);
+        d.WritePage(1, text[1]);
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        Assert.Equal(PageState.Compressed, d.GetPage(0).State);
+        Assert.Equal(PageState.Compressed, d.GetPage(1).State);
+        Log("compressed");
+        d.Policy.CompressionEnabled = false; // the background reclaimer's engine pass then has nothing to do
+        var reclaimer = host.Reclaimer!;
+        StopBackground(reclaimer);
+        Log("background stopped");
+        // Fill the host: frames to the limit, the swap file to its reserve.
+        int written = 0;
+        for (long g = 2; g < d.PageCount; g++)
+        {
+            try
+            {
+                d.WritePage(g, Random4K((int)g));
+                written++;
+            }
+            catch (DEException ex) when (ex.ErrorId == "HostOutOfMemory")
+            {
+                break;
+            }
+        }
+        output.WriteLine($"wrote {written} pages; frames free {host.Frames.FramesFree}, in use {host.Frames.FramesInUse}");
+        Log($"filled {written}, free {host.Frames.FramesFree}");
+        Assert.Equal(0, host.Frames.FramesFree);
+
+        // Order the threads: the test holds page 0, so the snapshot stops at page 0 holding the reclaimer's lock.
+        ulong e0 = d.Lock(0);
+        Exception? snapError = null, faultError = null;
+        var snap = new Thread(() => snapError = Record.Exception(() => host.TakeSnapshot())) { IsBackground = true };
+        snap.Start();
+        // A fault on compressed page 1: locks it, needs a frame, the host is full.
+        var fault = new Thread(() => faultError = Record.Exception(() => d.ReadPage(1))) { IsBackground = true };
+        fault.Start();
+        Assert.True(SpinWait.SpinUntil(() =>
+        {
+            if (!fault.IsAlive) return true;
+            if (!d.TryLock(1, out ulong e1)) return true; // the fault holds page 1
+            d.Unlock(1, e1);
+            return false;
+        }, TimeSpan.FromSeconds(60)));
+        Log($"fault holds page 1 (alive {fault.IsAlive})");
+        d.Unlock(0, e0);
+        bool snapEnded = snap.Join(TimeSpan.FromSeconds(30));
+        bool faultEnded = fault.Join(TimeSpan.FromSeconds(30));
+        Log($"snapshot ended {snapEnded} {snapError?.Message}, fault ended {faultEnded} {faultError?.Message}");
+        if (snapEnded && faultEnded) host.Dispose(); // else its Dispose would wait for the stuck threads
+        output.WriteLine($"snapshot ended {snapEnded} ({snapError?.Message ?? "ok"}), fault ended {faultEnded} ({faultError?.Message ?? "ok"})");
+        Assert.True(snapEnded && faultEnded,
+            $"deadlock: snapshot ended {snapEnded}, fault ended {faultEnded} (snapshot holds the reclaimer's lock and waits for page 1's lock; the fault holds page 1 and waits for the reclaimer's lock)");
     }
 }

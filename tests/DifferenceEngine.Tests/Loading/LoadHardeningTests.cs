@@ -145,4 +145,36 @@ public sealed class LoadRoomTests
         Assert.Empty(host.Domains);
         Assert.Equal(0, host.GetStats().FramesInUse);
     }
+    /// <summary>
+    /// The guard charged a source's PageCount, but a machine core (physical layout) gets frames only for its segments'
+    /// file bytes: the span between segments (and p_memsz past p_filesz) stays zero. A core with two one-page segments
+    /// far apart, which needs 2 frames, was refused as larger than the machine (a review's finding).
+    /// </summary>
+    [Fact]
+    public void ASparseMachineCoreNeedingTwoFramesIsNotRefusedAsLargerThanTheMachine()
+    {
+        if (DEHost.MachineRoomBytes() is not long room) return; // not Linux
+        long far = ((room + (1L << 30)) >> 12) << 12; // past what the machine has, inside the 64 GiB a guest may have
+        if (far >= (64L << 30) - 4096) return; // a machine with more than 63 GiB free: no core can be too large for it
+        using var dir = new TempDirectory();
+        var core = new DifferenceEngine.Tests.Loading.ElfCoreWriter()
+            .Add(0, Page(1))
+            .Add((ulong)far, Page(2))
+            .Build();
+        string path = dir.File("sparse.core");
+        File.WriteAllBytes(path, core);
+        using var host = new DEHost(new HostOptions());
+        using var src = DifferenceEngine.Loading.MemorySource.OpenFile(path, DifferenceEngine.Loading.MemorySourceFormat.ElfCore);
+        _ = ($"room {room >> 20} MiB, core span {src.PageCount} pages ({(src.PageCount * 4096) >> 20} MiB), file {core.Length} B");
+        var error = Record.Exception(() => host.LoadDomain("sparse", src));
+        _ = (error is null ? $"loaded: frames in use {host.Frames.FramesInUse}" : $"{(error as DEException)?.ErrorId}: {error.Message}");
+        Assert.Null(error);
+    }
+
+    private static byte[] Page(int seed)
+    {
+        var p = new byte[4096];
+        new Random(seed).NextBytes(p);
+        return p;
+    }
 }
