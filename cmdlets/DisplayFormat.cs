@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Management.Automation;
 
 namespace DifferenceEngine.Commands;
 
@@ -6,6 +7,20 @@ namespace DifferenceEngine.Commands;
 public static class DisplayFormat
 {
     /// <summary>Bytes in binary units with three significant digits, e.g. "12.5 MiB" (the engine's report formatting).</summary>
+    /// <summary>
+    /// A moment in local time as <paramref name="format"/> gives it, from a DateTimeOffset or DateTime, or from the
+    /// string one arrives as after a trip through remoting (CLIXML keeps no DateTimeOffset: its invariant text); "-" for
+    /// null or text that is no time.
+    /// </summary>
+    public static string Time(object? value, string format) => (value is PSObject ps ? ps.BaseObject : value) switch
+    {
+        DateTimeOffset t => t.ToLocalTime().ToString(format, CultureInfo.CurrentCulture),
+        DateTime t => t.ToLocalTime().ToString(format, CultureInfo.CurrentCulture),
+        string text when DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.None, out var t) =>
+            t.ToLocalTime().ToString(format, CultureInfo.CurrentCulture),
+        _ => "-",
+    };
+
     public static string Bytes(long bytes) => Reports.ReportText.Bytes(bytes);
 
     /// <summary>Bytes in binary units, or "none" for a null limit.</summary>

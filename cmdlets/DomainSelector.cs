@@ -29,6 +29,15 @@ public sealed class DomainSelector
         Name = domain.Name;
     }
 
+    /// <summary>A deserialized Domain or XenDomain (a domain object that came back through remoting), by its name.</summary>
+    internal DomainSelector(string name, System.Management.Automation.PSObject deserialized) : this(name)
+    {
+        Deserialized = deserialized;
+    }
+
+    /// <summary>The deserialized domain object given (a property bag); null otherwise.</summary>
+    internal System.Management.Automation.PSObject? Deserialized { get; }
+
     /// <summary>The name or pattern given, or the name of the domain object given.</summary>
     public string Name { get; }
 

@@ -12,12 +12,15 @@ namespace DifferenceEngine.Commands;
 /// </summary>
 public sealed class HostNameConverter : PSTypeConverter
 {
+    // A host that came back through remoting (a property bag) names a host of the machine it came from.
+    private static readonly string[] HostTypes = ["Deserialized.DifferenceEngine.Hosting.DEHost", "Deserialized.DifferenceEngine.Xen.XenHost"];
+
     public override bool CanConvertFrom(object sourceValue, Type destinationType) =>
-        Unwrap(sourceValue) is string && destinationType == typeof(IDEHost);
+        destinationType == typeof(IDEHost) && (Unwrap(sourceValue) is string || Deserialized.NameOf(sourceValue, HostTypes) is not null);
 
     public override object ConvertFrom(object sourceValue, Type destinationType, IFormatProvider formatProvider, bool ignoreCase)
     {
-        string name = (string)Unwrap(sourceValue)!;
+        string name = Unwrap(sourceValue) as string ?? Deserialized.NameOf(sourceValue, HostTypes)!;
         return HostRegistry.Find(name) ?? throw new PSArgumentException(
             $"No connected host is named '{name}'. Get-DEHost lists the connected hosts; Connect-DEHost connects one.");
     }
@@ -55,4 +58,42 @@ internal static class CompletionText
     /// <summary>A name as it can be typed: in single quotes when it holds a character PowerShell would read otherwise.</summary>
     public static string Quote(string name) =>
         name.IndexOfAny(NeedQuotes) >= 0 ? "'" + name.Replace("'", "''") + "'" : name;
+}
+
+/// <summary>
+/// Brings domain objects that came back through remoting (CLIXML: property bags whose type names begin with
+/// "Deserialized.") back to what every -Domain takes, by name: a deserialized Domain or XenDomain converts to a
+/// <see cref="DomainSelector"/> of its name, on the host its Host property names (the piping cmdlets bind that too).
+/// Registered for DomainSelector in DifferenceEngine.types.ps1xml; no other object converts through it, so
+/// <c>Invoke-Command -ArgumentList $domain { param($d) $d | Get-DEPageStats }</c> gives that domain's stats on the
+/// machine it came from, where it used to bind no domain and give every domain of the host.
+/// </summary>
+public sealed class DomainSelectorConverter : PSTypeConverter
+{
+    private static readonly string[] DomainTypes =
+        ["Deserialized.DifferenceEngine.Domains.Domain", "Deserialized.DifferenceEngine.Xen.XenDomain"];
+
+    public override bool CanConvertFrom(object sourceValue, Type destinationType) =>
+        destinationType == typeof(DomainSelector) && Deserialized.NameOf(sourceValue, DomainTypes) is not null;
+
+    public override object ConvertFrom(object sourceValue, Type destinationType, IFormatProvider formatProvider, bool ignoreCase) =>
+        new DomainSelector(Deserialized.NameOf(sourceValue, DomainTypes)
+                           ?? throw new PSInvalidCastException("Only a deserialized Domain or XenDomain converts to a domain selector."),
+            (PSObject)sourceValue);
+
+    public override bool CanConvertTo(object sourceValue, Type destinationType) => false;
+
+    public override object ConvertTo(object sourceValue, Type destinationType, IFormatProvider formatProvider, bool ignoreCase) =>
+        throw new PSInvalidCastException($"A domain selector converts to no {destinationType}.");
+}
+
+/// <summary>What a module object that came back through remoting (a property bag) is, by its type names.</summary>
+internal static class Deserialized
+{
+    /// <summary>The Name of <paramref name="value"/> when it is a deserialized object of one of <paramref name="types"/>; else null.</summary>
+    public static string? NameOf(object? value, IReadOnlyList<string> types) =>
+        value is PSObject ps && types.Any(ps.TypeNames.Contains) ? ps.Properties["Name"]?.Value as string : null;
+
+    /// <summary>Whether <paramref name="value"/> is a deserialized object of <paramref name="type"/> (its full .NET name).</summary>
+    public static bool Is(object? value, string type) => value is PSObject ps && ps.TypeNames.Contains("Deserialized." + type);
 }

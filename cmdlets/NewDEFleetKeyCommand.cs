@@ -40,6 +40,7 @@ public sealed class NewDEFleetKeyCommand : DECmdlet
         {
             ThrowDEError(ex);
         }
-        WriteObject(new FileInfo(path));
+        // Through the provider, so the FileInfo has PSPath, UnixMode and the rest, as Get-Item gives it.
+        WriteObject(InvokeProvider.Item.Get([path], force: true, literalPath: true), enumerateCollection: true);
     }
 }

@@ -61,10 +61,29 @@ public sealed class RemoveDEDomainCommand : DECmdlet
             case DomainPolicyView policy:
                 return RecordedDomain(policy.Host, policy.Domain, policy.DomainId);
         }
+        // The same objects after a trip through remoting (property bags): by their host, name and id, as above.
+        if (item is PSObject bag)
+        {
+            if (Deserialized.Is(bag, typeof(Stats.DomainPageStats).FullName!) || Deserialized.Is(bag, typeof(DomainPolicyView).FullName!))
+                return Recorded(bag, "Domain", "DomainId");
+            if (Deserialized.Is(bag, typeof(Domains.Domain).FullName!) || Deserialized.Is(bag, typeof(Xen.XenDomain).FullName!))
+                return Recorded(bag, "Name", "Id");
+        }
+        string type = item is PSObject { TypeNames.Count: > 0 } named ? named.TypeNames[0] : value.GetType().FullName!;
         WriteDEError(new DEException("InputObjectNotDomain", DEErrorKind.InvalidArgument,
             $"-InputObject takes domain objects (Get-DEDomain output), or the page stats or policies of domains (Get-DEPageStats, " +
-            $"Get-DEPolicy); '{value}' is a {value.GetType().Name}. Give names to -Name.", value));
+            $"Get-DEPolicy); a {type} was given. Give names to -Name.", value));
         return null;
+    }
+
+    /// <summary>A deserialized record's domain (<see cref="RecordedDomain"/>), from its Host, name and id properties.</summary>
+    private DomainSelector? Recorded(PSObject bag, string nameProperty, string idProperty)
+    {
+        object? host = bag.Properties["Host"]?.Value;
+        string hostName = host is PSObject h && h.Properties["Name"]?.Value is string n ? n : host?.ToString() ?? "";
+        string name = bag.Properties[nameProperty]?.Value as string ?? "";
+        int id = bag.Properties[idProperty]?.Value is int i ? i : -1;
+        return RecordedDomain(hostName, name, id);
     }
 
     /// <summary>

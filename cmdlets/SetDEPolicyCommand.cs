@@ -115,8 +115,9 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
     /// </summary>
     private void DropValuesOfPipedDomainObjects()
     {
-        if (_commandLine.Contains(nameof(Domain)) || Domain.FirstOrDefault(s => s.Domain is not null)?.Domain is not { } piped) return;
-        var properties = PSObject.AsPSObject(piped).Properties;
+        // A domain object piped, or one that came back through remoting: its own policy values are not changes.
+        if (_commandLine.Contains(nameof(Domain)) || Domain.FirstOrDefault(s => s.Domain is not null || s.Deserialized is not null) is not { } selector) return;
+        var properties = (selector.Deserialized ?? PSObject.AsPSObject(selector.Domain!)).Properties;
         bool FromObject(string name) => !_commandLine.Contains(name) && properties[name] is not null;
         if (FromObject(nameof(C4Sweeps))) C4Sweeps = null;
         if (FromObject(nameof(PatchThreshold))) PatchThreshold = null;

@@ -255,7 +255,7 @@ Describe 'Start-DEEngine and Stop-DEEngine' {
 
     It 'shows the engine state in the Get-DEHost table' {
         Start-DEEngine -Interval 1
-        Get-DEHost -Name $deHost.Name | Format-Table | Out-String -Width 120 | Should -Match 'SwapBytes\s+EngineStatus[\s\S]*none\s+Running'
+        Get-DEHost -Name $deHost.Name | Format-Table | Out-String -Width 120 | Should -Match 'SwapBytes\s+EngineState[\s\S]*none\s+Running'
     }
 }
 

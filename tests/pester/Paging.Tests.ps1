@@ -177,7 +177,7 @@ Describe 'An overcommitted host with a swap file' {
     It 'shows the swap size in Get-DEHost and the domains Running in Get-DEDomain' {
         (Get-DEDomain).Status | Should -Be @('Running', 'Running')
         $text = Get-DEHost -Name $deHost.Name | Format-Table | Out-String -Width 120
-        $text | Should -Match 'MemoryLimitBytes\s+SwapBytes\s+EngineStatus'
+        $text | Should -Match 'MemoryLimitBytes\s+SwapBytes\s+EngineState'
         $text | Should -Match '8\.00 MiB\s+64\.0 MiB\s+Stopped'
     }
 }
