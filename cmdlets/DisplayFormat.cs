@@ -6,7 +6,6 @@ namespace DifferenceEngine.Commands;
 /// <summary>Human-readable sizes and durations for the format views (called from DifferenceEngine.format.ps1xml).</summary>
 public static class DisplayFormat
 {
-    /// <summary>Bytes in binary units with three significant digits, e.g. "12.5 MiB" (the engine's report formatting).</summary>
     /// <summary>
     /// A moment in local time as <paramref name="format"/> gives it, from a DateTimeOffset or DateTime, or from the
     /// string one arrives as after a trip through remoting (CLIXML keeps no DateTimeOffset: its invariant text); "-" for
@@ -21,6 +20,7 @@ public static class DisplayFormat
         _ => "-",
     };
 
+    /// <summary>Bytes in binary units with three significant digits, e.g. "12.5 MiB" (the engine's report formatting).</summary>
     public static string Bytes(long bytes) => Reports.ReportText.Bytes(bytes);
 
     /// <summary>Bytes in binary units, or "none" for a null limit.</summary>

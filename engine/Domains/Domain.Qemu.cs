@@ -213,28 +213,14 @@ public sealed partial class Domain
                 case PageState.Compressed:
                 {
                     var kind = PageEntry.State(e) == PageState.Patched ? FaultKind.Unpatch : FaultKind.Decompress;
-                    try
-                    {
-                        e = Rebuild(gfn, e);
-                    }
-                    catch (DEException ex) when (IsDamage(ex))
-                    {
-                        if (!TryRebuildFromJournal(gfn, ref e, ex)) throw;
-                    }
+                    e = RebuildOrFromJournal(gfn, e);
                     e = QemuInstall(gfn, e);
                     // Timed from the fault's message to the guest woken, like every fault of a QEMU guest.
                     Host.Faults.Record(kind, Stopwatch.GetTimestamp() - started);
                     break;
                 }
                 case PageState.Swapped:
-                    try
-                    {
-                        e = BringIn(gfn, e, readBack: true, out _); // SwapIn counts and times the read
-                    }
-                    catch (DEException ex) when (IsDamage(ex))
-                    {
-                        if (!TryRebuildFromJournal(gfn, ref e, ex)) throw;
-                    }
+                    e = RebuildOrFromJournal(gfn, e); // SwapIn counts and times the read
                     e = QemuInstall(gfn, e);
                     break;
                 default:
@@ -561,6 +547,23 @@ public sealed partial class Domain
 
     /// <summary>A copy of a page the engine holds that cannot be read back: a stored blob or swap slot damaged, a swap read failed.</summary>
     private static bool IsDamage(DEException ex) => ex.ErrorId is "PageIntegrityError" or "SwapIntegrityError" or "SwapReadError";
+
+    /// <summary>
+    /// A locked Patched, Compressed or Swapped page rebuilt in a frame of the engine for a fault; from the crash journal when
+    /// the engine's own copy is damaged (<see cref="TryRebuildFromJournal"/>), which otherwise is the fault's error.
+    /// </summary>
+    private ulong RebuildOrFromJournal(long gfn, ulong e)
+    {
+        try
+        {
+            return PageEntry.State(e) == PageState.Swapped ? BringIn(gfn, e, readBack: true, out _) : Rebuild(gfn, e);
+        }
+        catch (DEException ex) when (IsDamage(ex))
+        {
+            if (!TryRebuildFromJournal(gfn, ref e, ex)) throw;
+            return e;
+        }
+    }
 
     /// <summary>
     /// A fault on a locked page whose copy in the engine is damaged (<paramref name="damage"/>): when the crash journal

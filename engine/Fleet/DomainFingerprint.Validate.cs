@@ -22,22 +22,22 @@ public sealed partial class DomainFingerprint
     public static (DomainFingerprint Fingerprint, int Count)? FirstDuplicate(IEnumerable<DomainFingerprint> fingerprints)
     {
         ArgumentNullException.ThrowIfNull(fingerprints);
-        var seen = new Dictionary<string, Dictionary<string, (DomainFingerprint First, int Count)>>(Placement.HostNames);
-        var order = new List<(string Host, string Domain)>();
-        foreach (var f in fingerprints)
-        {
-            string host = f.HostName ?? "", domain = f.Domain ?? "";
-            if (!seen.TryGetValue(host, out var onHost)) seen[host] = onHost = new(StringComparer.Ordinal);
-            if (onHost.TryGetValue(domain, out var known)) onHost[domain] = (known.First, known.Count + 1);
-            else
-            {
-                onHost[domain] = (f, 1);
-                order.Add((host, domain));
-            }
-        }
-        foreach (var (host, domain) in order)
-            if (seen[host][domain] is { Count: > 1 } d) return (d.First, d.Count);
-        return null;
+        // Groups come in the order of their first fingerprints.
+        return fingerprints.GroupBy(f => f, SameDomain.Instance).FirstOrDefault(g => g.Count() > 1) is { } twice
+            ? (twice.First(), twice.Count())
+            : null;
+    }
+
+    /// <summary>Fingerprints of the same domain: its host's name in any case, its own name as written.</summary>
+    private sealed class SameDomain : IEqualityComparer<DomainFingerprint>
+    {
+        public static readonly SameDomain Instance = new();
+
+        public bool Equals(DomainFingerprint? x, DomainFingerprint? y) =>
+            Placement.HostNames.Equals(x?.HostName ?? "", y?.HostName ?? "") && string.Equals(x?.Domain ?? "", y?.Domain ?? "", StringComparison.Ordinal);
+
+        public int GetHashCode(DomainFingerprint f) =>
+            HashCode.Combine(Placement.HostNames.GetHashCode(f.HostName ?? ""), StringComparer.Ordinal.GetHashCode(f.Domain ?? ""));
     }
 
     private long _sampledCopies = -1;

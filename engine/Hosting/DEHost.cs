@@ -663,8 +663,6 @@ public sealed partial class DEHost : IDEHost, IEngineService
         }
     }
 
-
-
     private HostSnapshot MeasureHost()
     {
         var domains = Domains;
@@ -719,8 +717,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         });
     }
 
-    /// <summary>Latency histogram of one fault kind (for reports and charts).</summary>
-    /// <summary>A copy of the latency histogram of one kind of fault (the host's own goes on recording).</summary>
+    /// <summary>A copy of the latency histogram of one kind of fault, for reports and charts (the host's own goes on recording).</summary>
     public LatencyHistogram FaultHistogram(FaultKind kind) => Faults[kind].Copy();
 
     public void Dispose()

@@ -139,7 +139,7 @@ public sealed class QemuGuestProcess : IDisposable
     /// the process a cancelled start kills) or the socket the engine attaches to. "GuestStatePathFailed" when it cannot be
     /// made, "GuestStatePathUnsafe" (PermissionDenied) when it is not private.
     /// </summary>
-    public static unsafe void CreatePrivateFolder(string folder)
+    public static void CreatePrivateFolder(string folder)
     {
         ArgumentNullException.ThrowIfNull(folder);
         try
@@ -153,14 +153,12 @@ public sealed class QemuGuestProcess : IDisposable
                 $"The guest's state folder '{folder}' could not be made: {e.Message}", folder);
         }
         if (OperatingSystem.IsWindows()) return;
-        byte* stat = stackalloc byte[LinuxNative.StatxBufferSize];
-        if (LinuxNative.Statx(LinuxNative.AT_FDCWD, folder, LinuxNative.AT_SYMLINK_NOFOLLOW,
-                LinuxNative.STATX_TYPE | LinuxNative.STATX_MODE | LinuxNative.STATX_UID, stat) != 0)
+        if (LinuxNative.StatusOf(folder, followLinks: false) is not { } status)
             throw new DEException("GuestStatePathFailed", DEErrorKind.ReadError,
                 $"The guest's state folder '{folder}' could not be checked: {Marshal.GetLastPInvokeErrorMessage()}", folder);
-        int mode = *(ushort*)(stat + LinuxNative.StatxModeOffset);
-        uint owner = *(uint*)(stat + LinuxNative.StatxUidOffset), self = LinuxNative.GetEuid();
-        string? why = (mode & LinuxNative.S_IFMT) != LinuxNative.S_IFDIR ? "is not a directory (a symbolic link is not followed)"
+        int mode = status.Mode;
+        uint owner = status.Owner, self = LinuxNative.GetEuid();
+        string? why = status.Type != LinuxNative.S_IFDIR ? "is not a directory (a symbolic link is not followed)"
             : owner != self ? $"belongs to uid {owner}, not to this process's uid {self}"
             : (mode & 0x12) != 0 ? $"is writable by others (mode {Convert.ToString(mode & 0x1FF, 8)})"
             : null;

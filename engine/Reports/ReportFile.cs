@@ -104,7 +104,7 @@ public static class ReportFile
                 // Written into, never replaced (below); its open waits for a reader, as long as the caller lets it.
                 return WriteIntoFifo(model, full, format, cancellationToken);
             case LinuxNative.S_IFCHR:
-                // A character device (/dev/null, a terminal, /dev/stdout) or a FIFO is written into, never replaced: it
+                // A character device (/dev/null, a terminal, /dev/stdout), as a FIFO, is written into, never replaced: it
                 // is not a file this report makes, so nothing is renamed over it and its mode is left alone.
                 return WriteInto(model, full, format, FileMode.Open);
         }
