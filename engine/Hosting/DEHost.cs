@@ -399,22 +399,42 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// every loaded page gets a frame until a scan merges or compresses it, and a host without a memory limit (or with one
     /// above what the machine has) would otherwise have the process killed by the kernel part way (a 64 GiB sparse
     /// image on a 24 GiB machine). The machine's room is /proc/meminfo's MemAvailable plus SwapFree, as the kernel sees
-    /// it when the load begins (a container's own memory limit is not read: the guard is against a clear shortfall).
+    /// it when the load begins, and no more than the engine's memory cgroup and those above it leave (a container's limit:
+    /// the kernel kills at the cgroup's limit whatever the machine has free). The guard is against a clear shortfall.
     /// </summary>
     private void CheckMachineHasRoomFor(string name, MemorySource source)
     {
         long bytes = Math.Min(source.PagesWithData, source.PageCount) * PageGeometry.PageSize; // a core's holes take no frame
         // Under a memory limit the host holds at most that much (it pages the rest out, or refuses the load).
         long needed = Frames.LimitFrames is long limit ? Math.Min(bytes, limit * PageGeometry.PageSize) : bytes;
-        if (MachineRoomBytes() is not long room || needed <= room) return;
+        if (MachineRoom() is not (long room, var cgroup) || needed <= room) return;
+        string where = cgroup is null
+            ? "this machine has"
+            : $"the memory cgroup this process runs in ({cgroup}, or one above it) leaves";
         throw new DEException("InsufficientMemoryToLoad", DEErrorKind.ResourceUnavailable,
             $"Loading '{name}' ({source.Description}) takes {needed / (1 << 20):N0} MiB: every page gets a frame until a scan " +
-            $"merges or compresses it, and this machine has {room / (1 << 20):N0} MiB available (memory and swap). Connect the " +
+            $"merges or compresses it, and {where} {room / (1 << 20):N0} MiB available (memory and swap). Connect the " +
             "host with a memory limit and a swap file (Connect-DEHost -MemoryLimit -SwapPath), or load a smaller source.", name);
     }
 
-    /// <summary>MemAvailable + SwapFree from /proc/meminfo, in bytes; null where it cannot be read.</summary>
-    internal static long? MachineRoomBytes()
+    /// <summary>What <see cref="MachineRoom"/> leaves, in bytes; null where it cannot be read.</summary>
+    internal static long? MachineRoomBytes() => MachineRoom()?.Bytes;
+
+    /// <summary>
+    /// MemAvailable + SwapFree from /proc/meminfo, in bytes, bounded by what this process's memory cgroups leave
+    /// (<see cref="CgroupMemory"/>; Cgroup names the cgroup when it is the tighter bound); null where meminfo cannot be read.
+    /// </summary>
+    internal static (long Bytes, string? Cgroup)? MachineRoom()
+    {
+        if (MemInfoRoom() is not (long available, long swapFree)) return null;
+        long machine = available + swapFree;
+        if (CgroupMemory.Read() is { } cg && cg.TotalBytes(swapFree) is long limited && limited < machine)
+            return (limited, cg.Cgroup);
+        return (machine, null);
+    }
+
+    /// <summary>MemAvailable and SwapFree from /proc/meminfo, in bytes; null where it cannot be read.</summary>
+    private static (long Available, long SwapFree)? MemInfoRoom()
     {
         if (!OperatingSystem.IsLinux()) return null;
         long? available = null, swapFree = null;
@@ -430,7 +450,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
         {
             return null;
         }
-        return available is long a ? a + (swapFree ?? 0) : null;
+        return available is long a ? (a, swapFree ?? 0) : null;
 
         static long? KiB(string line) =>
             long.TryParse(line.AsSpan(line.IndexOf(':') + 1).Trim().TrimEnd("kB").Trim(), out long kib) ? kib * 1024 : null;

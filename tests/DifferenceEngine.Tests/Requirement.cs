@@ -37,6 +37,12 @@ internal static class Requirement
     /// </summary>
     public const string OtherUser = "other-user";
 
+    /// <summary>
+    /// Root and a memory controller under this process's cgroup that a child cgroup with its own limit can be made in
+    /// (cgroup v1's memory hierarchy, or v2 with memory in the cgroup's subtree_control).
+    /// </summary>
+    public const string MemoryCgroup = "memory-cgroup";
+
     /// <summary>The Python the other user runs (<see cref="OtherUser"/>).</summary>
     public const string SystemPython = "/usr/bin/python3";
 
@@ -88,6 +94,17 @@ internal static class Requirement
             if (FindProgram("setpriv") is null) missing.Add("setpriv (util-linux)");
             if (!File.Exists(SystemPython)) missing.Add($"{SystemPython} (package python3)");
             return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to run a helper as another user";
+        }
+
+        if (need == MemoryCgroup)
+        {
+            if (!Environment.IsPrivilegedProcess) return "needs root to make a memory cgroup";
+            if (DifferenceEngine.Hosting.CgroupMemory.Locate() is not { } at)
+                return "needs a memory cgroup controller (cgroup v1 memory or cgroup v2) mounted";
+            if (!at.V1 && !(File.Exists(Path.Join(at.Directory, "cgroup.subtree_control")) &&
+                            File.ReadAllText(Path.Join(at.Directory, "cgroup.subtree_control")).Split(' ', '\n').Contains("memory")))
+                return $"needs the memory controller in {at.Directory}/cgroup.subtree_control to give a child cgroup a limit";
+            return null;
         }
 
         if (need == QemuGuests)

@@ -255,6 +255,50 @@ Describe 'New-DEDomain with bad input' {
         $Error[0].Exception.Message | Should -Match 'kernel thread'
     }
 
+    It 'refuses a load larger than its memory cgroup leaves, though the machine has room (InsufficientMemoryToLoad)' {
+        # A container's limit kills the process at the limit whatever the machine has free. A child pwsh runs in a new
+        # memory cgroup under this one, limited to 768 MiB, and loads a sparse 2 GiB image the machine has room for.
+        $v1 = Test-Path -LiteralPath /sys/fs/cgroup/memory/cgroup.procs
+        $line = Get-Content /proc/self/cgroup | Where-Object { if ($v1) { $_ -match '^\d+:([^:]*,)?memory(,[^:]*)?:' } else { $_ -like '0::*' } }
+        $own = if ($v1) { '/sys/fs/cgroup/memory' + ($line -split ':', 3)[2] } else { '/sys/fs/cgroup' + ($line -split ':', 3)[2] }
+        $usable = [Environment]::IsPrivilegedProcess -and $line -and (Test-Path -LiteralPath $own) -and
+            ($v1 -or ((Get-Content -LiteralPath (Join-Path $own cgroup.subtree_control) -ErrorAction Ignore) -split ' ' -contains 'memory'))
+        if (-not $usable) {
+            Set-ItResult -Skipped -Because 'it needs root and a memory cgroup (v1, or v2 with memory in this cgroup''s subtree_control) to make a child in'
+            return
+        }
+        $room = [long]((Get-Content /proc/meminfo | Where-Object { $_ -like 'MemAvailable:*' }) -replace '\D', '') * 1KB
+        if ($room -lt 3GB) { Set-ItResult -Skipped -Because 'the machine itself has under 3 GiB available'; return }
+        $image = Join-Path $TestDrive 'sparse-2g.img'
+        $f = [IO.File]::Create($image); $f.SetLength(2GB); $f.Dispose()
+        $child = Join-Path $own "de-pester-$([guid]::NewGuid().ToString('n').Substring(0, 12))"
+        $null = New-Item -ItemType Directory -Path $child
+        try {
+            Set-Content -LiteralPath (Join-Path $child $(if ($v1) { 'memory.limit_in_bytes' } else { 'memory.max' })) -Value (768MB)
+            $probe = Join-Path $TestDrive 'load-in-cgroup.ps1'
+            Set-Content -LiteralPath $probe -Value @'
+param($ModulePath, $Image)
+Import-Module $ModulePath -ErrorAction Stop
+$null = Connect-DEHost -Name cgroup-probe -ErrorAction Stop
+$d = New-DEDomain -Path $Image -ErrorVariable err -ErrorAction SilentlyContinue
+"loaded: $([bool]$d)"
+foreach ($e in $err) { "error: $($e.FullyQualifiedErrorId) | $($e.CategoryInfo.Category) | $($e.Exception.Message)" }
+'@
+            $pwsh = [Environment]::ProcessPath
+            $pwshArgs = @(if ([IO.Path]::GetFileNameWithoutExtension($pwsh) -eq 'dotnet') { Join-Path $PSHOME 'pwsh.dll' })
+            # The shell moves itself into the cgroup, then becomes pwsh: every page pwsh takes is charged there.
+            $output = @(& sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh $child $pwsh @pwshArgs -NoProfile -NonInteractive `
+                    -File $probe -ModulePath $env:DE_MODULE_PATH -Image $image 2>&1 | ForEach-Object { "$_" })
+            $output | Should -Contain 'loaded: False' -Because ($output -join [Environment]::NewLine)
+            $errorLine = $output | Where-Object { $_ -like 'error: *' } | Select-Object -First 1
+            $errorLine | Should -BeLike 'error: InsufficientMemoryToLoad,DifferenceEngine.Commands.NewDEDomainCommand | ResourceUnavailable | *'
+            $errorLine | Should -BeLike "*memory cgroup this process runs in ($child,*"
+        }
+        finally {
+            [IO.Directory]::Delete($child) # rmdir: a cgroup goes once its processes have (the child pwsh has exited)
+        }
+    }
+
     It 'refuses a name already in use (DomainExists)' {
         { New-DEDomain -Name taken -MemorySize 1MB -ErrorAction Stop } |
             Should -Throw -ErrorId 'DomainExists,DifferenceEngine.Commands.NewDEDomainCommand'
