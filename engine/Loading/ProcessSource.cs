@@ -83,6 +83,10 @@ internal sealed class ProcessSource : MemorySource
             throw NotFound(pid, "does not exist");
         }
 
+        // The files below are opened by pid one after another; a process that exits and is reaped in between leaves its pid
+        // to the next process made, whose memory would be read through the first one's maps. The pidfd names this process
+        // whatever becomes of its pid: if it is still alive once everything is open, every file opened was its own.
+        using SafeFileHandle? pidFd = Qemu.LinuxNative.OpenPidFd(pid);
         string name = ReadName(dir);
         List<MapsRegion> maps;
         try
@@ -95,6 +99,7 @@ internal sealed class ProcessSource : MemorySource
             throw OpenFailure(pid, "maps", e);
         }
 
+        OpenStage?.Invoke(pid, "maps");
         SafeFileHandle mem = OpenProcFile(pid, "mem");
         try
         {
@@ -122,6 +127,12 @@ internal sealed class ProcessSource : MemorySource
             }
 
             layout ??= MappedLayout(pid, name, regions);
+            OpenStage?.Invoke(pid, "opened");
+            if (pidFd is not null && Qemu.LinuxNative.HasExited(pidFd))
+            {
+                throw NotFound(pid, "exited while being opened");
+            }
+
             string description = fallback is null ? $"pid {pid} ({name})" : $"pid {pid} ({name}), all mapped pages: {fallback}";
             return new ProcessSource(pid, description, mem, layout);
         }
@@ -132,11 +143,19 @@ internal sealed class ProcessSource : MemorySource
         }
     }
 
+    /// <summary>
+    /// Tests only: runs with the pid after the maps are read ("maps") and once every file is open, before the pidfd's
+    /// check ("opened"): a test's process exits there.
+    /// </summary>
+    internal static Action<int, string>? OpenStage;
+
     /// <summary>Maps the exceptions of opening a /proc file to the loader's error ids.</summary>
     internal static DEException OpenFailure(int pid, string file, Exception e) => e switch
     {
         FileNotFoundException or DirectoryNotFoundException => NotFound(pid, "exited while being opened"),
         _ when !Directory.Exists($"/proc/{pid}") => NotFound(pid, "exited while being opened"),
+        // A zombie has no memory either (and no VmSize line, which is how a kernel thread is told).
+        _ when HasExited(pid) => NotFound(pid, "exited while being opened"),
         // A kernel thread is alive but has no user memory: opening its mem file fails with ESRCH as root and EACCES
         // for anyone else. Either way that is the reason to give, not a permission the caller could get.
         _ when IsKernelThread(pid) => new DEException("ProcessUnreadable", DEErrorKind.ReadError,

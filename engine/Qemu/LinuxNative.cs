@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace DifferenceEngine.Qemu;
 
@@ -256,6 +257,37 @@ internal static unsafe partial class LinuxNative
     public const long SYS_pidfd_open = 434;
     public const long SYS_process_madvise = 440;
     public const int ENOSYS = 38;
+
+    /// <summary>
+    /// A pidfd for process <paramref name="pid"/> (pidfd_open, close-on-exec), or null where the kernel or a seccomp filter
+    /// refuses the call, or the process is gone. It names that process for as long as it is held, even after its pid is
+    /// given to another (<see cref="HasExited"/>).
+    /// </summary>
+    public static SafeFileHandle? OpenPidFd(int pid)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        long fd = Syscall(SYS_pidfd_open, pid, 0, 0, 0, 0);
+        return fd < 0 ? null : new SafeFileHandle((nint)fd, ownsHandle: true);
+    }
+
+    /// <summary>Whether the process of a pidfd has exited (a pidfd polls readable once it has: zombie or reaped).</summary>
+    public static bool HasExited(SafeFileHandle pidFd)
+    {
+        bool added = false;
+        try
+        {
+            pidFd.DangerousAddRef(ref added);
+            var poll = new PollFd { Fd = (int)pidFd.DangerousGetHandle(), Events = POLLIN };
+            int n;
+            do n = Poll(&poll, 1, 0);
+            while (n < 0 && Marshal.GetLastPInvokeError() == EINTR);
+            return n > 0 && (poll.Returned & POLLIN) != 0;
+        }
+        finally
+        {
+            if (added) pidFd.DangerousRelease();
+        }
+    }
 
     [LibraryImport(Libc, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Mincore(void* address, nuint length, byte* vector);

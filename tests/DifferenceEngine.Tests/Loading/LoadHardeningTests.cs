@@ -178,3 +178,74 @@ public sealed class LoadRoomTests
         return p;
     }
 }
+
+/// <summary>A process that exits while it is being opened: its pid may be another process's by the time mem is opened.</summary>
+public sealed class ProcessExitWhileOpeningTests
+{
+    /// <summary>
+    /// The maps, mem and pagemap files are opened by pid one after another. A process that exited and was reaped between
+    /// two of them left its pid to the next process made, whose memory was then read through the first one's maps. The
+    /// opening holds a pidfd and refuses a process that has exited once every file is open: if it has not, every file
+    /// opened was its own. (A pid's reuse cannot be brought about on demand; the process here exits at that check, and
+    /// stays a zombie since its parent, `cat`, never reaps it. Before, the opening went through.)
+    /// </summary>
+    [Fact]
+    public void AProcessThatHasExitedOnceItsFilesAreOpenIsRefused()
+    {
+        var e = OpenWhileExiting("opened");
+        Assert.Equal("ProcessNotFound", e.ErrorId);
+        Assert.Equal(DEErrorKind.ObjectNotFound, e.Kind);
+        Assert.Contains("exited while being opened", e.Message);
+    }
+
+    /// <summary>
+    /// A process that exits after its maps are read, and stays a zombie, cannot have its mem file opened: that was told
+    /// as a kernel thread ("it is a kernel thread, which has no user memory", ProcessUnreadable), since a zombie's status
+    /// has no VmSize line either.
+    /// </summary>
+    [Fact]
+    public void AProcessThatExitsBeforeItsMemoryIsOpenedIsNotFoundNotAKernelThread()
+    {
+        var e = OpenWhileExiting("maps");
+        Assert.Equal("ProcessNotFound", e.ErrorId);
+        Assert.Contains("exited while being opened", e.Message);
+        Assert.DoesNotContain("kernel thread", e.Message);
+    }
+
+    /// <summary>Opens a process that is killed at <paramref name="stage"/> of the opening and stays a zombie.</summary>
+    private static DEException OpenWhileExiting(string stage)
+    {
+        using var parent = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("sh", ["-c", "sleep 1000 & echo $!; exec cat"])
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+        })!;
+        int child = int.Parse(parent.StandardOutput.ReadLine()!, System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            using var pidFd = DifferenceEngine.Qemu.LinuxNative.OpenPidFd(child);
+            Assert.NotNull(pidFd);
+            ProcessSource.OpenStage = (pid, at) =>
+            {
+                if (pid != child || at != stage) return; // another test's process, or another stage
+                System.Diagnostics.Process.GetProcessById(child).Kill();
+                WaitForExit(pidFd);
+            };
+            return Assert.Throws<DEException>(() => MemorySource.OpenProcess(child).Dispose());
+        }
+        finally
+        {
+            ProcessSource.OpenStage = null;
+            parent.Kill(); // its zombie child goes to init, which reaps it
+            parent.WaitForExit();
+        }
+    }
+
+    /// <summary>Blocks until the pidfd's process has exited: a pidfd polls readable then.</summary>
+    private static unsafe void WaitForExit(Microsoft.Win32.SafeHandles.SafeFileHandle pidFd)
+    {
+        var poll = new DifferenceEngine.Qemu.LinuxNative.PollFd { Fd = (int)pidFd.DangerousGetHandle(), Events = DifferenceEngine.Qemu.LinuxNative.POLLIN };
+        while (DifferenceEngine.Qemu.LinuxNative.Poll(&poll, 1, -1) < 0) { }
+    }
+}
