@@ -300,9 +300,19 @@ internal static unsafe partial class LinuxNative
     public const int O_EXCL = 0x80;
     public const int O_CLOEXEC = 0x80000;
     public const int O_NONBLOCK = 0x800;
-    public const int O_DIRECT = 0x4000;
     public const int EINVAL = 22;
-    public const int O_TMPFILE = 0x410000; // __O_TMPFILE | O_DIRECTORY
+
+    /// <summary>
+    /// O_DIRECT and O_DIRECTORY are swapped between x86 and Arm (asm/fcntl.h): 0x4000 and 0x10000 on x86, 0x10000 and
+    /// 0x4000 on arm and arm64. With x86's values on arm64 O_TMPFILE asked for O_DIRECT instead of a directory (EINVAL:
+    /// no crash journal) and the swap file's O_DIRECT was O_DIRECTORY, which F_SETFL ignores (pages through the page cache).
+    /// </summary>
+    private static readonly bool ArmFlags =
+        RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm;
+
+    public static readonly int O_DIRECT = ArmFlags ? 0x10000 : 0x4000;
+    public static readonly int O_DIRECTORY = ArmFlags ? 0x4000 : 0x10000;
+    public static readonly int O_TMPFILE = 0x400000 | O_DIRECTORY; // __O_TMPFILE | O_DIRECTORY
     public const int SEEK_END = 2;
     public const int POSIX_FADV_DONTNEED = 4;
     public const int EOPNOTSUPP = 95;
