@@ -746,6 +746,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "dispose of the host");
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return;
         _closing.Cancel(); // scans in flight end at their next check (Scan turns that into HostDisconnected)
+        // Every QEMU guest is being left: a background pass whose journal compaction deposits with a stopped QEMU (SIGSTOP,
+        // a frozen cgroup) would otherwise hold the engine's thread, and this behind it, until that QEMU resumes. The
+        // deposit gives up after the link's patience (the journal stays as it was); the guest is detached below.
+        lock (_domainGate)
+            foreach (var d in _byId.Values) d.Qemu?.Link.BeginLeaving();
         EngineControl.Close(sample: true); // and no Start-DEEngine in flight starts one after
         // QEMU guests first, while the host still works: every page the engine holds goes back into its guest (through
         // the store, the swap file, the frames), then the guest is handed back.

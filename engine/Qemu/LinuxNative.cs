@@ -140,6 +140,20 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "geteuid")]
     public static partial uint GetEuid();
 
+    [LibraryImport(Libc, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(int socket, int level, int option, void* value, uint length);
+
+    /// <summary>struct timeval (64-bit Linux).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TimeVal
+    {
+        public long Seconds;
+        public long Microseconds;
+    }
+
+    /// <summary>SO_SNDTIMEO for 64-bit time (the plain value on x86-64 and arm64).</summary>
+    public const int SO_SNDTIMEO = 21;
+
     [LibraryImport(Libc, EntryPoint = "getsockopt", SetLastError = true)]
     public static partial int GetSockOpt(int socket, int level, int option, void* value, ref uint length);
 

@@ -108,9 +108,20 @@ internal sealed unsafe class QemuLink : IDisposable
             new Span<byte>(address, 110).Clear();
             *(ushort*)address = LinuxNative.AF_UNIX;
             path.CopyTo(new Span<byte>(address + 2, 108));
-            if (LinuxNative.Connect(s, address, 110) != 0)
+            // A Unix socket's connect waits while the listener's queue is full, which a stopped QEMU's is once a few engines
+            // have given up on it (each attempt that gave up stays queued until the library hangs up on it): the wait is
+            // the patience's, as the hello's reply (SO_SNDTIMEO bounds connect on Unix sockets; put back to none after).
+            int patienceMs = Milliseconds(patience);
+            SetSendTimeout(s, patienceMs, socketPath);
+            int connected;
+            while ((connected = LinuxNative.Connect(s, address, 110)) != 0 && LinuxNative.Errno == LinuxNative.EINTR) { }
+            if (connected != 0)
             {
                 int errno = LinuxNative.Errno;
+                if (errno == LinuxNative.EAGAIN)
+                    throw new DEException("QemuLinkFailed", DEErrorKind.ConnectionError,
+                        $"QEMU at {socketPath} took no connection within {patienceMs / 1000.0:0.#} s: its library's queue of " +
+                        "connections is full (is its QEMU stopped?).", socketPath);
                 throw errno is LinuxNative.ENOENT or LinuxNative.ECONNREFUSED
                     ? new DEException("QemuSocketNotFound", DEErrorKind.ObjectNotFound,
                         $"No QEMU listens at {socketPath}: start QEMU with LD_PRELOAD=libdeqemu.so and DE_QEMU_SOCKET={socketPath}, " +
@@ -119,6 +130,7 @@ internal sealed unsafe class QemuLink : IDisposable
                         ? Refused(socketPath, "this user may not connect to the socket (it is owner-only)")
                         : Failure("connect", errno, socketPath);
             }
+            SetSendTimeout(s, 0, socketPath);
             // The peer must be this user's or root's, as the library checks the engine: a socket another user serves
             // could hand this engine a guest of theirs, whose pages would then be shared and patched with this user's.
             var peer = new LinuxNative.UCred();
@@ -133,7 +145,6 @@ internal sealed unsafe class QemuLink : IDisposable
             int sendErrno = TrySend(s, QemuProtocol.Message.For(QemuProtocol.Hello), -1);
             var fds = new int[QemuProtocol.MaxRegions + 2];
             QemuProtocol.HelloReply hello;
-            int patienceMs = Milliseconds(patience);
             int received = Receive(s, &hello, sizeof(QemuProtocol.HelloReply), fds, out int fdCount, socketPath, patienceMs);
             if (received == sizeof(QemuProtocol.Message) && hello.Magic == QemuProtocol.Magic && hello.Op == QemuProtocol.Error)
             {
@@ -180,6 +191,15 @@ internal sealed unsafe class QemuLink : IDisposable
         {
             if (s >= 0) LinuxNative.Close(s);
         }
+    }
+
+    /// <summary>Sets SO_SNDTIMEO (0: none), which bounds a blocking connect on a Unix socket.</summary>
+    private static void SetSendTimeout(int socket, int milliseconds, string socketPath)
+    {
+        milliseconds = Math.Max(0, milliseconds); // an infinite patience: no bound
+        var timeout = new LinuxNative.TimeVal { Seconds = milliseconds / 1000, Microseconds = milliseconds % 1000 * 1000 };
+        if (LinuxNative.SetSockOpt(socket, LinuxNative.SOL_SOCKET, LinuxNative.SO_SNDTIMEO, &timeout, (uint)sizeof(LinuxNative.TimeVal)) != 0)
+            throw Failure("setsockopt(SO_SNDTIMEO)", LinuxNative.Errno, socketPath);
     }
 
     /// <summary>
@@ -394,10 +414,22 @@ internal sealed unsafe class QemuLink : IDisposable
     /// Tells the library the engine leaves for good: it unregisters and closes the userfaultfd. Load every page back
     /// first: a page still out of QEMU reads as zeros afterwards.
     /// </summary>
+    /// <remarks>
+    /// On a link that takes no more requests (a deposit given up while QEMU was stopped, a reply that never came) the
+    /// DETACH is still sent, and no reply awaited: the library serves requests in order, so once QEMU runs again it takes
+    /// what is queued before (the late deposit), then this, which unregisters the RAM. Not sent, the userfaultfd stayed
+    /// registered with no engine behind it, and the guest's next touch of a hole (a zero page, one QEMU let go) waited for
+    /// good. Its reply, and the late deposit's, go unread: the link is closed after this.
+    /// </remarks>
     public void Detach()
     {
         lock (socketGate)
         {
+            if (broken)
+            {
+                Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
+                return;
+            }
             Send(QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
             ExpectOk("detach", PatienceMs);
         }

@@ -16,13 +16,13 @@ internal sealed class FakeGuest : IDisposable
     private readonly Process process;
     private readonly TempDir dir = new();
 
-    private FakeGuest()
+    private FakeGuest(int pages)
     {
         string folder = QemuNativeBuild.Folder;
         SocketPath = Path.Combine(dir.Path, "guest.sock");
         var start = new ProcessStartInfo(Path.Combine(folder, "fakeguest"))
         {
-            ArgumentList = { Pages.ToString(), "5" },
+            ArgumentList = { pages.ToString(), "5" },
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
             Environment = { ["LD_PRELOAD"] = Path.Combine(folder, "libdeqemu.so"), ["DE_QEMU_SOCKET"] = SocketPath },
@@ -33,7 +33,10 @@ internal sealed class FakeGuest : IDisposable
             throw new InvalidOperationException($"fakeguest did not start: '{ready}'");
     }
 
-    public static FakeGuest Start() => new();
+    public static FakeGuest Start() => new(Pages);
+
+    /// <summary>A fake guest of <paramref name="pages"/> pages (the journal compacts only past 4 MiB of dead records).</summary>
+    public static FakeGuest Start(int pages) => new(pages);
 
     public string SocketPath { get; }
 

@@ -44,7 +44,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         // (SIGSTOP) meanwhile, so that the guest writes none of them between the two reads.
         var page = new byte[4096];
         long checkedPages = 0;
-        Assert.Equal(0, Kill(guest.Pid, 19 /* SIGSTOP */));
+        StoppedProcess.Stop(guest.Pid);
         try
         {
             for (long gfn = 0; gfn < vm.PageCount && checkedPages < 64; gfn += 97)
@@ -277,7 +277,7 @@ public class QemuDomainTests(Xunit.Abstractions.ITestOutputHelper output)
         long held = FakeGuest.Pages - host.GetPageStats(vm).PrivatePages;
         Assert.True(held > 100, $"the passes took {held} pages out of the guest");
         vm.Qemu!.Link.Patience = TimeSpan.FromMilliseconds(100);
-        Assert.Equal(0, Kill(guest.Pid, 19 /* SIGSTOP */));
+        StoppedProcess.Stop(guest.Pid);
         try
         {
             host.RemoveDomain(vm);

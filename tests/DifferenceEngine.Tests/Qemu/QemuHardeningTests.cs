@@ -164,7 +164,7 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
             output.WriteLine($"after the verify: journal {journal.FileBytes >> 10} KiB, live {journal.LiveBytes >> 10} KiB, generation {generation}");
 
             vm.Qemu.Link.Patience = TimeSpan.FromMilliseconds(100);
-            Assert.Equal(0, Kill(guest.Id, 19 /* SIGSTOP */));
+            StoppedProcess.Stop(guest.Id);
             stopped = true;
             long deposits = vm.Qemu.Link.DepositsSent;
             var maintain = Task.Run(journal.Maintain); // what the end of a pass or a reclaim does: compacts, deposits
@@ -178,6 +178,16 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
             output.WriteLine($"after SIGCONT: maintain {maintain.Wait(TimeSpan.FromSeconds(10))}, removal {remove.Wait(TimeSpan.FromSeconds(10))}, generation {journal.Generation}");
             Assert.True(removed, "Remove-DEDomain of a stopped QEMU waited for good behind the journal compaction's deposit");
             Assert.Equal(generation, journal.Generation); // the compaction was given up: the journal stays as it was
+
+            // The guest runs on without an engine. The given-up deposit had left the link taking no requests, so the DETACH
+            // was not sent: the userfaultfd stayed registered with nobody serving it, and the guest's next touch of a hole
+            // (QEMU lets two pages go, as a balloon does; zero pages are holes too) waited for good (a read-only audit).
+            guest.StandardInput.WriteLine("discard 0 2");
+            guest.StandardInput.Flush();
+            Assert.Equal("DISCARDED 2", guest.StandardOutput.ReadLine());
+            guest.StandardInput.WriteLine("verify");
+            guest.StandardInput.Flush();
+            Assert.Equal("VERIFY mismatches=0", guest.StandardOutput.ReadLine());
         }
         finally
         {
@@ -185,6 +195,80 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
             if (!guest.HasExited) guest.Kill();
             guest.WaitForExit();
         }
+    }
+
+    /// <summary>
+    /// Disconnect-DEHost (DEHost.Dispose; also what the module runs on SIGTERM, SIGHUP and exit) stops the background engine
+    /// first and waits for its thread. A pass of it whose journal compaction deposits with a stopped QEMU waited without
+    /// limit (the engine began leaving the guest only after that wait), so one stopped guest held the hand-back of every
+    /// guest of the host until it resumed (a read-only audit). Every guest is now left before the engine is stopped: the
+    /// deposit gives up after the link's patience, and the guest, detached, runs on by itself once it resumes.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void DisconnectingWhileTheBackgroundEnginesCompactionWaitsForAStoppedQemuEnds()
+    {
+        using var guest = FakeGuest.Start(8192);
+        bool stopped = false;
+        try
+        {
+            var host = new DEHost(new HostOptions { Name = "disconnect-compaction" });
+            var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1, SharingEnabled = true });
+            host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify")); // every page taken out comes back: its record is dead
+            host.DisableSharing(vm, unshare: false); // the engine's passes take nothing more out; the next compacts the journal
+            vm.Qemu!.Link.Patience = TimeSpan.FromMilliseconds(100);
+            StoppedProcess.Stop(guest.Pid);
+            stopped = true;
+            long deposits = vm.Qemu.Link.DepositsSent;
+            host.StartEngine(TimeSpan.FromMilliseconds(100));
+            SpinWait.SpinUntil(() => vm.Qemu.Link.DepositsSent > deposits || host.EngineStatus.State != EngineState.Running);
+            Assert.True(vm.Qemu.Link.DepositsSent > deposits, $"no compaction: the engine is {host.EngineStatus.State} ({host.EngineStatus.LastError})");
+
+            host.Dispose(); // waited for good, until SIGCONT
+
+            Assert.Equal(0, Kill(guest.Pid, 18 /* SIGCONT */));
+            stopped = false;
+            Assert.Equal("DISCARDED 2", guest.Ask("discard 0 2")); // detached: QEMU's holes fill on touch again, with no engine
+            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+        }
+        finally
+        {
+            if (stopped) Kill(guest.Pid, 18);
+        }
+    }
+
+    /// <summary>
+    /// An attach to a stopped QEMU gives up on the hello's reply after the link's patience, but its connection stays in the
+    /// library's queue (listen backlog 4) until the library hangs up on it: once the queue was full, the next attach's
+    /// connect waited for good, where it did not wait at all before (a read-only audit: the seventh attempt). The connect
+    /// now waits the patience too, and says the queue is full.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void AttachingAgainAndAgainToAStoppedQemuNeverWaitsForGood()
+    {
+        using var guest = FakeGuest.Start();
+        StoppedProcess.Stop(guest.Pid);
+        var errors = new List<string>();
+        try
+        {
+            for (int attempt = 0; attempt < 10; attempt++)
+            {
+                var e = Assert.Throws<DEException>(() => DifferenceEngine.Qemu.QemuLink.Attach(guest.SocketPath, TimeSpan.FromMilliseconds(50)));
+                errors.Add($"{e.ErrorId}: {e.Message}");
+            }
+        }
+        finally
+        {
+            Kill(guest.Pid, 18 /* SIGCONT */);
+        }
+        output.WriteLine(string.Join(Environment.NewLine, errors));
+        Assert.StartsWith("QemuProtocolError: ", errors[0]); // connected, no reply to the hello
+        Assert.Contains(errors, e => e.StartsWith("QemuLinkFailed: ", StringComparison.Ordinal) && e.Contains("queue of connections is full"));
+        // Running again, the library hangs up on every engine it did not answer, and serves the next.
+        using var host = new DEHost(new HostOptions { Name = "attach-after-stop" });
+        var vm = host.AttachQemu("fake", guest.SocketPath);
+        Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+        host.RemoveDomain(vm);
     }
 
     /// <summary>
