@@ -51,10 +51,13 @@ static de_qemu_region regions[DE_QEMU_MAX_REGIONS];
 static uint32_t region_count;
 static int server_started;
 
-/* Owned by the server thread alone. */
-static int uffd = -1;          /* registered over every region while an engine may use it */
+/* Owned by the server thread alone (and those about regions read and written under the lock, with regions[]). */
+static int uffd = -1;          /* registered over the regions it took while an engine may use it */
 static int uffd_wp;            /* it takes write-protect faults */
 static int uffd_sent;          /* an engine has had it: faults may wait that nobody answers */
+static uint32_t regions_tried; /* regions[0 .. regions_tried - 1] were registered on uffd, or failed to be */
+static int region_error[DE_QEMU_MAX_REGIONS]; /* of those: 0 when registered (only those are advertised), else why not */
+static uint8_t region_said[DE_QEMU_MAX_REGIONS]; /* a failure to register it was said on stderr */
 static int state_fd = -1;      /* deposited by an engine */
 static atomic_uint attached;
 
@@ -113,45 +116,101 @@ static void reply(int sock, uint32_t op, uint64_t arg0)
     (void)send_packet(sock, &m, sizeof m, NULL, 0);
 }
 
-/* A userfaultfd of this process registered over every region: missing faults, and write-protect faults where the
- * kernel offers them for shared memory (Linux 5.19 and later). Returns the fd, or -errno. */
-static int make_uffd(int *wp)
+/* A new userfaultfd of this process: missing faults on shared memory, and write-protect faults too when wp (the
+ * kernel offers them for shared memory from Linux 5.19, and only when built with PTE markers: it may take the API and
+ * leave the feature out of what it answers). Returns the fd, or -errno. */
+static int new_uffd(int wp)
 {
-    for (int want_wp = 1; want_wp >= 0; want_wp--) {
-        int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0) return -errno;
-        struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
-        if (want_wp) api.features |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
-        int err = 0;
-        if (ioctl(fd, UFFDIO_API, &api) != 0) err = errno;
-        pthread_mutex_lock(&lock);
-        for (uint32_t i = 0; err == 0 && i < region_count; i++) {
-            struct uffdio_register reg = {
-                .range = { .start = regions[i].host_address, .len = regions[i].length },
-                .mode = UFFDIO_REGISTER_MODE_MISSING | (want_wp ? UFFDIO_REGISTER_MODE_WP : 0),
-            };
-            if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) err = errno;
-        }
-        pthread_mutex_unlock(&lock);
-        if (err == 0) {
-            *wp = want_wp;
-            return fd;
-        }
-        close(fd); /* closing unregisters whatever was registered */
-        if (!want_wp) return -err;
-        say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -errno;
+    uint64_t want = UFFD_FEATURE_MISSING_SHMEM | (wp ? UFFD_FEATURE_WP_HUGETLBFS_SHMEM : 0);
+    struct uffdio_api api = { .api = UFFD_API, .features = want };
+    int err = ioctl(fd, UFFDIO_API, &api) != 0 ? errno : (api.features & want) != want ? EINVAL : 0;
+    if (err == 0) return fd;
+    close(fd);
+    return -err;
+}
+
+/* Registers on uffd, in its mode, the regions mapped since it last did (QEMU maps a second backend, or hot-plugged
+ * memory, after an engine attached): a later hello reuses the userfaultfd, and a region it advertises that is not
+ * registered would read as zeros, with no fault, once the engine punched a page out of it. Caller holds the lock.
+ * Returns how many registered; *err is the errno of the last that did not. */
+static uint32_t register_new_regions(int *err)
+{
+    uint32_t registered = 0;
+    for (; regions_tried < region_count; regions_tried++) {
+        uint32_t i = regions_tried;
+        struct uffdio_register reg = {
+            .range = { .start = regions[i].host_address, .len = regions[i].length },
+            .mode = UFFDIO_REGISTER_MODE_MISSING | (uffd_wp ? UFFDIO_REGISTER_MODE_WP : 0),
+        };
+        region_error[i] = ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+        if (region_error[i] == 0) registered++;
+        else *err = region_error[i];
     }
-    return -EINVAL;
+    return registered;
+}
+
+/* Makes the userfaultfd if there is none (with write-protect faults where the kernel offers them for shared memory),
+ * and registers on it the regions that are new since. Caller holds the lock, and keeps holding it while it copies the
+ * reply: what the hello advertises is exactly what is registered. Returns 0 when some region is registered, else
+ * -errno (said why). */
+static int attach_regions(void)
+{
+    int err = EINVAL;
+    if (uffd >= 0) {
+        (void)register_new_regions(&err);
+    } else {
+        for (int wp = 1; wp >= 0 && uffd < 0; wp--) {
+            int fd = new_uffd(wp);
+            if (fd < 0) {
+                err = -fd;
+            } else {
+                uffd = fd;
+                uffd_wp = wp;
+                regions_tried = 0;
+                /* Not one region takes write-protect: the kernel does not have it for this memory after all. */
+                if (register_new_regions(&err) == 0 && wp) {
+                    close(fd); /* closing unregisters whatever was registered */
+                    uffd = -1;
+                }
+            }
+            if (uffd < 0 && wp) say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+        }
+        if (uffd < 0) {
+            say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(err));
+            return -err;
+        }
+    }
+    uint32_t registered = 0;
+    for (uint32_t i = 0; i < regions_tried; i++) {
+        if (region_error[i] == 0) {
+            registered++;
+        } else if (!region_said[i]) {
+            region_said[i] = 1;
+            say("guest RAM mapping of %llu bytes at 0x%llx: userfaultfd registration failed (%s); not offered to the engine",
+                (unsigned long long)regions[i].length, (unsigned long long)regions[i].host_address,
+                strerror(region_error[i]));
+        }
+    }
+    if (registered > 0) return 0;
+    /* Nothing to page (QEMU unmapped what it had): no engine had this one, and the next hello tries afresh. */
+    close(uffd);
+    uffd = -1;
+    regions_tried = 0;
+    return -err;
 }
 
 static void drop_uffd(void)
 {
     if (uffd < 0) return;
     pthread_mutex_lock(&lock);
-    for (uint32_t i = 0; i < region_count; i++) {
+    for (uint32_t i = 0; i < regions_tried; i++) {
+        if (region_error[i] != 0) continue;
         struct uffdio_range range = { .start = regions[i].host_address, .len = regions[i].length };
         (void)ioctl(uffd, UFFDIO_UNREGISTER, &range);
     }
+    regions_tried = 0;
     pthread_mutex_unlock(&lock);
     close(uffd);
     uffd = -1;
@@ -160,15 +219,6 @@ static void drop_uffd(void)
 
 static void hello(int sock)
 {
-    if (uffd < 0) {
-        int fd = make_uffd(&uffd_wp);
-        if (fd < 0) {
-            say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(-fd));
-            reply(sock, DE_QEMU_ERROR, (uint64_t)-fd);
-            return;
-        }
-        uffd = fd;
-    }
     de_qemu_hello h;
     memset(&h, 0, sizeof h);
     h.magic = DE_QEMU_MAGIC;
@@ -177,12 +227,21 @@ static void hello(int sock)
     h.pid = (uint32_t)getpid();
     int fds[DE_QEMU_MAX_REGIONS + 2];
     uint32_t n = 0;
-    fds[n++] = uffd;
     pthread_mutex_lock(&lock);
-    h.region_count = region_count;
-    memcpy(h.regions, regions, sizeof(de_qemu_region) * region_count);
-    for (uint32_t i = 0; i < file_count; i++) fds[n++] = files[i].own_fd;
+    int err = attach_regions();
+    if (err == 0) {
+        fds[n++] = uffd;
+        for (uint32_t i = 0; i < regions_tried; i++) {
+            if (region_error[i] != 0) continue;
+            h.regions[h.region_count++] = regions[i];
+        }
+        for (uint32_t i = 0; i < file_count; i++) fds[n++] = files[i].own_fd;
+    }
     pthread_mutex_unlock(&lock);
+    if (err != 0) {
+        reply(sock, DE_QEMU_ERROR, (uint64_t)-err);
+        return;
+    }
     if (uffd_wp) h.flags |= DE_QEMU_HELLO_WP;
     if (uffd_sent) h.flags |= DE_QEMU_HELLO_REATTACH;
     if (state_fd >= 0) {
