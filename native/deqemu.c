@@ -230,12 +230,24 @@ static void hello(int sock)
     pthread_mutex_lock(&lock);
     int err = attach_regions();
     if (err == 0) {
+        /* Only the memfds the advertised regions are in, numbered 0 .. k-1 in the order they were made: the engine
+         * takes exactly 1 + (the largest memfd_index + 1) (+ state) descriptors, and a memfd with no region (a
+         * share=off backend QEMU maps private, or one not mapped yet) would be one too many. */
+        int renumbered[DE_QEMU_MAX_REGIONS];
+        for (uint32_t f = 0; f < file_count; f++) renumbered[f] = -1;
+        for (uint32_t i = 0; i < regions_tried; i++)
+            if (region_error[i] == 0) renumbered[regions[i].memfd_index] = 0;
         fds[n++] = uffd;
+        for (uint32_t f = 0; f < file_count; f++) {
+            if (renumbered[f] < 0) continue;
+            renumbered[f] = (int)n - 1;
+            fds[n++] = files[f].own_fd;
+        }
         for (uint32_t i = 0; i < regions_tried; i++) {
             if (region_error[i] != 0) continue;
-            h.regions[h.region_count++] = regions[i];
+            h.regions[h.region_count] = regions[i];
+            h.regions[h.region_count++].memfd_index = (uint32_t)renumbered[regions[i].memfd_index];
         }
-        for (uint32_t i = 0; i < file_count; i++) fds[n++] = files[i].own_fd;
     }
     pthread_mutex_unlock(&lock);
     if (err != 0) {
