@@ -14,13 +14,18 @@
  *                 "MAPPED <pages in all>"
  *     private N   makes a guest RAM memfd of N pages and maps it private, as a memory-backend-memfd with share=off is:
  *                 no region of the library's (and no part of what verify checks). Answers "PRIVATE N"
- *     exhaust     lowers its soft RLIMIT_NOFILE to 3 (and takes any of descriptors 0 to 2 that is free): no new descriptor
- *                 can be made, not even in place of one closed later, so the library's accept() fails with EMFILE.
- *                 Answers "EXHAUSTED <descriptors taken>"
- *     release     gives them back and restores the limit. Answers "RELEASED <descriptors given back>"
+ *     exhaust     takes every free descriptor below 64 and lowers its soft RLIMIT_NOFILE to 64: no new descriptor can be
+ *                 made, not even in place of one of 64 or more the library closes, so its accept() fails with EMFILE.
+ *                 (A lower limit would fail the library's poll() too: EINVAL when it polls more descriptors than the
+ *                 limit.) Answers "EXHAUSTED <descriptors taken in all>"
+ *     release     gives back the descriptors taken and restores the limit. Answers "RELEASED <descriptors given back>"
  *     quit        exits 0
- * It says "READY <pid> <pages>" once its RAM is mapped and filled. Usage: fakeguest <pages> <seed> [private-first]
- * (private-first: a share=off memfd of 16 pages is made, as "private 16", before the guest RAM's).
+ * It says "READY <pid> <pages>" once its RAM is mapped and filled. Usage: fakeguest <pages> <seed> [option], option:
+ *     private-first  a share=off memfd of 16 pages is made, as "private 16", before the guest RAM's
+ *     fill-first     every free descriptor below 64 is taken (as "exhaust" does, with the limit left alone) before the
+ *                    guest RAM is mapped, so that every descriptor the library makes is 64 or more: one it closes later
+ *                    is above the limit "exhaust" sets, and cannot be made again. (A blocked accept() holds the
+ *                    descriptor it will return from the moment it blocks: the library's first holds one from its start.)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,9 +54,11 @@ static uint32_t *version;
 static uint64_t pages;
 static uint64_t seed;
 
-static int spare[3]; /* descriptors taken by "exhaust" */
+#define FD_FLOOR 64
+static int spare[FD_FLOOR]; /* descriptors taken by fill-first and "exhaust" */
 static int spare_count;
 static struct rlimit saved_limit;
+static int limited;
 
 static uint64_t mix(uint64_t x)
 {
@@ -124,44 +131,60 @@ static int map_private(uint64_t n)
     return 0;
 }
 
+/* Takes every free descriptor below FD_FLOOR. */
+static void fill(void)
+{
+    int fd;
+    while (spare_count < FD_FLOOR && (fd = dup(0)) >= 0) {
+        if (fd >= FD_FLOOR) {
+            close(fd);
+            break;
+        }
+        spare[spare_count++] = fd;
+    }
+}
+
 static void exhaust(void)
 {
     struct rlimit low;
-    if (getrlimit(RLIMIT_NOFILE, &saved_limit) != 0) {
+    if (!limited && getrlimit(RLIMIT_NOFILE, &saved_limit) != 0) {
         printf("FAILED exhaust\n");
         return;
     }
-    /* Under the lowest descriptor the library has: taking every free one would not do, as one the library closes (an
-     * engine's connection) would be free for its next accept. */
     low = saved_limit;
-    low.rlim_cur = 3;
-    int fd;
+    low.rlim_cur = FD_FLOOR;
     if (setrlimit(RLIMIT_NOFILE, &low) != 0) {
         printf("FAILED exhaust\n");
         return;
     }
-    while (spare_count < (int)(sizeof spare / sizeof spare[0]) && (fd = dup(0)) >= 0) spare[spare_count++] = fd;
-    if (errno != EMFILE) printf("FAILED exhaust\n");
-    else printf("EXHAUSTED %d\n", spare_count);
+    limited = 1;
+    fill();
+    printf("EXHAUSTED %d\n", spare_count);
 }
 
 static void release(void)
 {
     int n = spare_count;
     while (spare_count > 0) close(spare[--spare_count]);
-    if (setrlimit(RLIMIT_NOFILE, &saved_limit) != 0) printf("FAILED release\n");
-    else printf("RELEASED %d\n", n);
+    if (limited && setrlimit(RLIMIT_NOFILE, &saved_limit) != 0) {
+        printf("FAILED release\n");
+        return;
+    }
+    limited = 0;
+    printf("RELEASED %d\n", n);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "private-first") == 0)) {
-        fprintf(stderr, "usage: fakeguest <pages> <seed> [private-first]\n");
+    const char *option = argc == 4 ? argv[3] : "";
+    if (argc != 3 && !(argc == 4 && (strcmp(option, "private-first") == 0 || strcmp(option, "fill-first") == 0))) {
+        fprintf(stderr, "usage: fakeguest <pages> <seed> [private-first | fill-first]\n");
         return 2;
     }
     uint64_t initial = strtoull(argv[1], NULL, 10);
     seed = strtoull(argv[2], NULL, 10);
-    if (argc == 4 && map_private(16) != 0) {
+    if (strcmp(option, "fill-first") == 0) fill();
+    if (strcmp(option, "private-first") == 0 && map_private(16) != 0) {
         perror("fakeguest: private memfd");
         return 1;
     }
@@ -180,7 +203,8 @@ int main(int argc, char **argv)
         if (sscanf(line, "discard %llu %llu", &a, &n) == 2) {
             struct ram *r = ram_of(a);
             if (r == NULL || a + n > r->first + r->pages
-                || fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)((a - r->first) * PAGE), (off_t)(n * PAGE)) != 0
+                || fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)((a - r->first) * PAGE),
+                             (off_t)(n * PAGE)) != 0
                 || madvise(page(a), n * PAGE, MADV_DONTNEED) != 0) {
                 printf("FAILED discard\n");
             } else {
