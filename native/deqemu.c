@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -51,14 +52,16 @@ static de_qemu_region regions[DE_QEMU_MAX_REGIONS];
 static uint32_t region_count;
 static int server_started;
 
-/* Owned by the server thread alone (and those about regions read and written under the lock, with regions[]). */
+/* Owned by the server thread alone; regions_tried, region_error and region_said, which go with regions[], are used
+ * under the lock too. */
 static int uffd = -1;          /* registered over the regions it took while an engine may use it */
 static int uffd_wp;            /* it takes write-protect faults */
 static int uffd_sent;          /* an engine has had it: faults may wait that nobody answers */
 static uint32_t regions_tried; /* regions[0 .. regions_tried - 1] were registered on uffd, or failed to be */
-static int region_error[DE_QEMU_MAX_REGIONS]; /* of those: 0 when registered (only those are advertised), else why not */
+static int region_error[DE_QEMU_MAX_REGIONS]; /* of those: 0 if registered (only those are advertised), else errno */
 static uint8_t region_said[DE_QEMU_MAX_REGIONS]; /* a failure to register it was said on stderr */
 static int state_fd = -1;      /* deposited by an engine */
+static int accept_failing;     /* accept has failed since it last worked (its error was said) */
 static atomic_uint attached;
 
 static void say(const char *format, ...)
@@ -175,7 +178,8 @@ static int attach_regions(void)
                     uffd = -1;
                 }
             }
-            if (uffd < 0 && wp) say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+            if (uffd < 0 && wp)
+                say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
         }
         if (uffd < 0) {
             say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(err));
@@ -188,7 +192,7 @@ static int attach_regions(void)
             registered++;
         } else if (!region_said[i]) {
             region_said[i] = 1;
-            say("guest RAM mapping of %llu bytes at 0x%llx: userfaultfd registration failed (%s); not offered to the engine",
+            say("guest RAM mapping of %llu bytes at 0x%llx: UFFDIO_REGISTER failed (%s); not offered to the engine",
                 (unsigned long long)regions[i].length, (unsigned long long)regions[i].host_address,
                 strerror(region_error[i]));
         }
@@ -268,22 +272,53 @@ static void hello(int sock)
  * lose the answer that says why. */
 #define MAX_REFUSED 4
 
+/* An accept that fails for want of descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) leaves the connection in
+ * the queue, and the listener polls ready again at once: the thread waits this long before it tries again, instead of
+ * spinning on it (and saying so once a turn) until QEMU has descriptors again. */
+#define ACCEPT_BACKOFF_MS 100
+
+/* Accepts a connection on the listener. Returns the socket; -1 when there is nothing to do but try again (EINTR, the
+ * connection went away first); -2 when accept failed otherwise, and the caller waits ACCEPT_BACKOFF_MS before it
+ * tries again. The error is said once per streak of failures. */
+static int accept_connection(int listener, int flags)
+{
+    int sock = accept4(listener, NULL, NULL, flags);
+    if (sock >= 0) {
+        accept_failing = 0;
+        return sock;
+    }
+    if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) return -1;
+    if (!accept_failing)
+        say("accept: %s (trying again every %d ms; said once until it works)", strerror(errno), ACCEPT_BACKOFF_MS);
+    accept_failing = 1;
+    return -2;
+}
+
+static long monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 static int peer_allowed(int sock);
 
-static void refuse(int *refused, int listener)
+/* Returns 1 when accept failed and the listener is to be left alone for ACCEPT_BACKOFF_MS. */
+static int refuse(int *refused, int listener)
 {
-    int other = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (other < 0) return;
+    int other = accept_connection(listener, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (other < 0) return other == -2;
     if (!peer_allowed(other)) {
         /* Not even told that an engine is attached. */
         close(other);
-        return;
+        return 0;
     }
     reply(other, DE_QEMU_ERROR, EBUSY);
     shutdown(other, SHUT_WR);
     if (refused[MAX_REFUSED - 1] >= 0) close(refused[MAX_REFUSED - 1]);
     memmove(refused + 1, refused, sizeof(int) * (MAX_REFUSED - 1));
     refused[0] = other;
+    return 0;
 }
 
 static void drain_refused(int *refused, const struct pollfd *p)
@@ -303,10 +338,21 @@ static void drain_refused(int *refused, const struct pollfd *p)
 static void serve_engine(int sock, int listener)
 {
     int refused[MAX_REFUSED] = { -1, -1, -1, -1 };
+    long listener_resumes = 0; /* after a failed accept, the listener is not polled before this (monotonic ms) */
     for (;;) {
         struct pollfd p[2 + MAX_REFUSED] = { { .fd = sock, .events = POLLIN }, { .fd = listener, .events = POLLIN } };
         for (int i = 0; i < MAX_REFUSED; i++) p[2 + i] = (struct pollfd){ .fd = refused[i], .events = POLLIN };
-        if (poll(p, 2 + MAX_REFUSED, -1) < 0) {
+        int timeout = -1;
+        if (listener_resumes != 0) {
+            long left = listener_resumes - monotonic_ms();
+            if (left > 0) {
+                p[1].fd = -1; /* poll skips it */
+                timeout = (int)left;
+            } else {
+                listener_resumes = 0;
+            }
+        }
+        if (poll(p, 2 + MAX_REFUSED, timeout) < 0) {
             if (errno == EINTR) continue;
             break;
         }
@@ -314,7 +360,8 @@ static void serve_engine(int sock, int listener)
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             /* Another engine while this one is attached (its requests, and its hang-up, are taken first: an engine
              * that closed before another connected is gone by now): one pager per guest. */
-            if (p[1].revents & POLLIN) refuse(refused, listener);
+            if ((p[1].revents & POLLIN) && refuse(refused, listener))
+                listener_resumes = monotonic_ms() + ACCEPT_BACKOFF_MS;
             continue;
         }
 
@@ -421,11 +468,9 @@ static void *serve(void *arg)
 {
     int listener = (int)(intptr_t)arg;
     for (;;) {
-        int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-        if (sock < 0) {
-            if (errno != EINTR && errno != ECONNABORTED) say("accept: %s", strerror(errno));
-            continue;
-        }
+        int sock = accept_connection(listener, SOCK_CLOEXEC);
+        if (sock == -2) (void)poll(NULL, 0, ACCEPT_BACKOFF_MS);
+        if (sock < 0) continue;
         if (!peer_allowed(sock)) {
             reply(sock, DE_QEMU_ERROR, EACCES);
             close(sock);
