@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -51,11 +52,16 @@ static de_qemu_region regions[DE_QEMU_MAX_REGIONS];
 static uint32_t region_count;
 static int server_started;
 
-/* Owned by the server thread alone. */
-static int uffd = -1;          /* registered over every region while an engine may use it */
+/* Owned by the server thread alone; regions_tried, region_error and region_said, which go with regions[], are used
+ * under the lock too. */
+static int uffd = -1;          /* registered over the regions it took while an engine may use it */
 static int uffd_wp;            /* it takes write-protect faults */
 static int uffd_sent;          /* an engine has had it: faults may wait that nobody answers */
+static uint32_t regions_tried; /* regions[0 .. regions_tried - 1] were registered on uffd, or failed to be */
+static int region_error[DE_QEMU_MAX_REGIONS]; /* of those: 0 if registered (only those are advertised), else errno */
+static uint8_t region_said[DE_QEMU_MAX_REGIONS]; /* a failure to register it was said on stderr */
 static int state_fd = -1;      /* deposited by an engine */
+static int accept_failing;     /* accept has failed since it last worked (its error was said) */
 static atomic_uint attached;
 
 static void say(const char *format, ...)
@@ -113,45 +119,102 @@ static void reply(int sock, uint32_t op, uint64_t arg0)
     (void)send_packet(sock, &m, sizeof m, NULL, 0);
 }
 
-/* A userfaultfd of this process registered over every region: missing faults, and write-protect faults where the
- * kernel offers them for shared memory (Linux 5.19 and later). Returns the fd, or -errno. */
-static int make_uffd(int *wp)
+/* A new userfaultfd of this process: missing faults on shared memory, and write-protect faults too when wp (the
+ * kernel offers them for shared memory from Linux 5.19, and only when built with PTE markers: it may take the API and
+ * leave the feature out of what it answers). Returns the fd, or -errno. */
+static int new_uffd(int wp)
 {
-    for (int want_wp = 1; want_wp >= 0; want_wp--) {
-        int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0) return -errno;
-        struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
-        if (want_wp) api.features |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
-        int err = 0;
-        if (ioctl(fd, UFFDIO_API, &api) != 0) err = errno;
-        pthread_mutex_lock(&lock);
-        for (uint32_t i = 0; err == 0 && i < region_count; i++) {
-            struct uffdio_register reg = {
-                .range = { .start = regions[i].host_address, .len = regions[i].length },
-                .mode = UFFDIO_REGISTER_MODE_MISSING | (want_wp ? UFFDIO_REGISTER_MODE_WP : 0),
-            };
-            if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) err = errno;
-        }
-        pthread_mutex_unlock(&lock);
-        if (err == 0) {
-            *wp = want_wp;
-            return fd;
-        }
-        close(fd); /* closing unregisters whatever was registered */
-        if (!want_wp) return -err;
-        say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -errno;
+    uint64_t want = UFFD_FEATURE_MISSING_SHMEM | (wp ? UFFD_FEATURE_WP_HUGETLBFS_SHMEM : 0);
+    struct uffdio_api api = { .api = UFFD_API, .features = want };
+    int err = ioctl(fd, UFFDIO_API, &api) != 0 ? errno : (api.features & want) != want ? EINVAL : 0;
+    if (err == 0) return fd;
+    close(fd);
+    return -err;
+}
+
+/* Registers on uffd, in its mode, the regions mapped since it last did (QEMU maps a second backend, or hot-plugged
+ * memory, after an engine attached): a later hello reuses the userfaultfd, and a region it advertises that is not
+ * registered would read as zeros, with no fault, once the engine punched a page out of it. Caller holds the lock.
+ * Returns how many registered; *err is the errno of the last that did not. */
+static uint32_t register_new_regions(int *err)
+{
+    uint32_t registered = 0;
+    for (; regions_tried < region_count; regions_tried++) {
+        uint32_t i = regions_tried;
+        struct uffdio_register reg = {
+            .range = { .start = regions[i].host_address, .len = regions[i].length },
+            .mode = UFFDIO_REGISTER_MODE_MISSING | (uffd_wp ? UFFDIO_REGISTER_MODE_WP : 0),
+        };
+        region_error[i] = ioctl(uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+        if (region_error[i] == 0) registered++;
+        else *err = region_error[i];
     }
-    return -EINVAL;
+    return registered;
+}
+
+/* Makes the userfaultfd if there is none (with write-protect faults where the kernel offers them for shared memory),
+ * and registers on it the regions that are new since. Caller holds the lock, and keeps holding it while it copies the
+ * reply: what the hello advertises is exactly what is registered. Returns 0 when some region is registered, else
+ * -errno (said why). */
+static int attach_regions(void)
+{
+    int err = EINVAL;
+    if (uffd >= 0) {
+        (void)register_new_regions(&err);
+    } else {
+        for (int wp = 1; wp >= 0 && uffd < 0; wp--) {
+            int fd = new_uffd(wp);
+            if (fd < 0) {
+                err = -fd;
+            } else {
+                uffd = fd;
+                uffd_wp = wp;
+                regions_tried = 0;
+                /* Not one region takes write-protect: the kernel does not have it for this memory after all. */
+                if (register_new_regions(&err) == 0 && wp) {
+                    close(fd); /* closing unregisters whatever was registered */
+                    uffd = -1;
+                }
+            }
+            if (uffd < 0 && wp)
+                say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+        }
+        if (uffd < 0) {
+            say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(err));
+            return -err;
+        }
+    }
+    uint32_t registered = 0;
+    for (uint32_t i = 0; i < regions_tried; i++) {
+        if (region_error[i] == 0) {
+            registered++;
+        } else if (!region_said[i]) {
+            region_said[i] = 1;
+            say("guest RAM mapping of %llu bytes at 0x%llx: UFFDIO_REGISTER failed (%s); not offered to the engine",
+                (unsigned long long)regions[i].length, (unsigned long long)regions[i].host_address,
+                strerror(region_error[i]));
+        }
+    }
+    if (registered > 0) return 0;
+    /* Nothing to page (QEMU unmapped what it had): no engine had this one, and the next hello tries afresh. */
+    close(uffd);
+    uffd = -1;
+    regions_tried = 0;
+    return -err;
 }
 
 static void drop_uffd(void)
 {
     if (uffd < 0) return;
     pthread_mutex_lock(&lock);
-    for (uint32_t i = 0; i < region_count; i++) {
+    for (uint32_t i = 0; i < regions_tried; i++) {
+        if (region_error[i] != 0) continue;
         struct uffdio_range range = { .start = regions[i].host_address, .len = regions[i].length };
         (void)ioctl(uffd, UFFDIO_UNREGISTER, &range);
     }
+    regions_tried = 0;
     pthread_mutex_unlock(&lock);
     close(uffd);
     uffd = -1;
@@ -160,15 +223,6 @@ static void drop_uffd(void)
 
 static void hello(int sock)
 {
-    if (uffd < 0) {
-        int fd = make_uffd(&uffd_wp);
-        if (fd < 0) {
-            say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(-fd));
-            reply(sock, DE_QEMU_ERROR, (uint64_t)-fd);
-            return;
-        }
-        uffd = fd;
-    }
     de_qemu_hello h;
     memset(&h, 0, sizeof h);
     h.magic = DE_QEMU_MAGIC;
@@ -177,12 +231,33 @@ static void hello(int sock)
     h.pid = (uint32_t)getpid();
     int fds[DE_QEMU_MAX_REGIONS + 2];
     uint32_t n = 0;
-    fds[n++] = uffd;
     pthread_mutex_lock(&lock);
-    h.region_count = region_count;
-    memcpy(h.regions, regions, sizeof(de_qemu_region) * region_count);
-    for (uint32_t i = 0; i < file_count; i++) fds[n++] = files[i].own_fd;
+    int err = attach_regions();
+    if (err == 0) {
+        /* Only the memfds the advertised regions are in, numbered 0 .. k-1 in the order they were made: the engine
+         * takes exactly 1 + (the largest memfd_index + 1) (+ state) descriptors, and a memfd with no region (a
+         * share=off backend QEMU maps private, or one not mapped yet) would be one too many. */
+        int renumbered[DE_QEMU_MAX_REGIONS];
+        for (uint32_t f = 0; f < file_count; f++) renumbered[f] = -1;
+        for (uint32_t i = 0; i < regions_tried; i++)
+            if (region_error[i] == 0) renumbered[regions[i].memfd_index] = 0;
+        fds[n++] = uffd;
+        for (uint32_t f = 0; f < file_count; f++) {
+            if (renumbered[f] < 0) continue;
+            renumbered[f] = (int)n - 1;
+            fds[n++] = files[f].own_fd;
+        }
+        for (uint32_t i = 0; i < regions_tried; i++) {
+            if (region_error[i] != 0) continue;
+            h.regions[h.region_count] = regions[i];
+            h.regions[h.region_count++].memfd_index = (uint32_t)renumbered[regions[i].memfd_index];
+        }
+    }
     pthread_mutex_unlock(&lock);
+    if (err != 0) {
+        reply(sock, DE_QEMU_ERROR, (uint64_t)-err);
+        return;
+    }
     if (uffd_wp) h.flags |= DE_QEMU_HELLO_WP;
     if (uffd_sent) h.flags |= DE_QEMU_HELLO_REATTACH;
     if (state_fd >= 0) {
@@ -197,22 +272,53 @@ static void hello(int sock)
  * lose the answer that says why. */
 #define MAX_REFUSED 4
 
+/* An accept that fails for want of descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) leaves the connection in
+ * the queue, and the listener polls ready again at once: the thread waits this long before it tries again, instead of
+ * spinning on it (and saying so once a turn) until QEMU has descriptors again. */
+#define ACCEPT_BACKOFF_MS 100
+
+/* Accepts a connection on the listener. Returns the socket; -1 when there is nothing to do but try again (EINTR, the
+ * connection went away first); -2 when accept failed otherwise, and the caller waits ACCEPT_BACKOFF_MS before it
+ * tries again. The error is said once per streak of failures. */
+static int accept_connection(int listener, int flags)
+{
+    int sock = accept4(listener, NULL, NULL, flags);
+    if (sock >= 0) {
+        accept_failing = 0;
+        return sock;
+    }
+    if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) return -1;
+    if (!accept_failing)
+        say("accept: %s (trying again every %d ms; said once until it works)", strerror(errno), ACCEPT_BACKOFF_MS);
+    accept_failing = 1;
+    return -2;
+}
+
+static long monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 static int peer_allowed(int sock);
 
-static void refuse(int *refused, int listener)
+/* Returns 1 when accept failed and the listener is to be left alone for ACCEPT_BACKOFF_MS. */
+static int refuse(int *refused, int listener)
 {
-    int other = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (other < 0) return;
+    int other = accept_connection(listener, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (other < 0) return other == -2;
     if (!peer_allowed(other)) {
         /* Not even told that an engine is attached. */
         close(other);
-        return;
+        return 0;
     }
     reply(other, DE_QEMU_ERROR, EBUSY);
     shutdown(other, SHUT_WR);
     if (refused[MAX_REFUSED - 1] >= 0) close(refused[MAX_REFUSED - 1]);
     memmove(refused + 1, refused, sizeof(int) * (MAX_REFUSED - 1));
     refused[0] = other;
+    return 0;
 }
 
 static void drain_refused(int *refused, const struct pollfd *p)
@@ -232,10 +338,21 @@ static void drain_refused(int *refused, const struct pollfd *p)
 static void serve_engine(int sock, int listener)
 {
     int refused[MAX_REFUSED] = { -1, -1, -1, -1 };
+    long listener_resumes = 0; /* after a failed accept, the listener is not polled before this (monotonic ms) */
     for (;;) {
         struct pollfd p[2 + MAX_REFUSED] = { { .fd = sock, .events = POLLIN }, { .fd = listener, .events = POLLIN } };
         for (int i = 0; i < MAX_REFUSED; i++) p[2 + i] = (struct pollfd){ .fd = refused[i], .events = POLLIN };
-        if (poll(p, 2 + MAX_REFUSED, -1) < 0) {
+        int timeout = -1;
+        if (listener_resumes != 0) {
+            long left = listener_resumes - monotonic_ms();
+            if (left > 0) {
+                p[1].fd = -1; /* poll skips it */
+                timeout = (int)left;
+            } else {
+                listener_resumes = 0;
+            }
+        }
+        if (poll(p, 2 + MAX_REFUSED, timeout) < 0) {
             if (errno == EINTR) continue;
             break;
         }
@@ -243,7 +360,8 @@ static void serve_engine(int sock, int listener)
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             /* Another engine while this one is attached (its requests, and its hang-up, are taken first: an engine
              * that closed before another connected is gone by now): one pager per guest. */
-            if (p[1].revents & POLLIN) refuse(refused, listener);
+            if ((p[1].revents & POLLIN) && refuse(refused, listener))
+                listener_resumes = monotonic_ms() + ACCEPT_BACKOFF_MS;
             continue;
         }
 
@@ -350,11 +468,9 @@ static void *serve(void *arg)
 {
     int listener = (int)(intptr_t)arg;
     for (;;) {
-        int sock = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-        if (sock < 0) {
-            if (errno != EINTR && errno != ECONNABORTED) say("accept: %s", strerror(errno));
-            continue;
-        }
+        int sock = accept_connection(listener, SOCK_CLOEXEC);
+        if (sock == -2) (void)poll(NULL, 0, ACCEPT_BACKOFF_MS);
+        if (sock < 0) continue;
         if (!peer_allowed(sock)) {
             reply(sock, DE_QEMU_ERROR, EACCES);
             close(sock);
