@@ -140,6 +140,19 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "geteuid")]
     public static partial uint GetEuid();
 
+    [LibraryImport(Libc, EntryPoint = "fstatfs", SetLastError = true)]
+    private static partial int FStatFs(int fd, byte* buffer);
+
+    /// <summary>hugetlbfs's f_type (linux/magic.h).</summary>
+    public const long HUGETLBFS_MAGIC = 0x958458f6;
+
+    /// <summary>The f_type of the file system a descriptor's file is on (fstatfs); -1 with errno set when it fails.</summary>
+    public static long FileSystemType(int fd)
+    {
+        byte* buffer = stackalloc byte[256]; // struct statfs is 120 bytes on 64-bit Linux; f_type comes first
+        return FStatFs(fd, buffer) == 0 ? *(long*)buffer : -1;
+    }
+
     [LibraryImport(Libc, EntryPoint = "setsockopt", SetLastError = true)]
     public static partial int SetSockOpt(int socket, int level, int option, void* value, uint length);
 

@@ -183,6 +183,20 @@ internal sealed unsafe class QemuLink : IDisposable
                 if (!hasState) TryDetach(s, patienceMs);
                 throw ProtocolError(socketPath, $"the hello came with {fdCount} descriptors, not {1 + files + (hasState ? 1 : 0)}");
             }
+            // Guest RAM in huge pages of hugetlbfs (memory-backend-memfd,hugetlb=on, or a file under /dev/hugepages):
+            // a 4 KiB hole punched there only zeroes the bytes in place, the huge page staying, so the guest would read
+            // zeros where the engine expects a fault to give its page back. (Transparent huge pages of shmem are split
+            // by the punch and by write protection, and fault as the engine expects: docs/QEMU.md.)
+            for (int i = 1; i <= files; i++)
+            {
+                if (LinuxNative.FileSystemType(fds[i]) != LinuxNative.HUGETLBFS_MAGIC) continue;
+                CloseAll(fds.AsSpan(0, fdCount));
+                if (!hasState) TryDetach(s, patienceMs);
+                throw new DEException("QemuHugePagesUnsupported", DEErrorKind.NotImplemented,
+                    $"The QEMU guest at {socketPath} has its RAM in hugetlbfs huge pages (hugetlb=on, or a file under " +
+                    "/dev/hugepages): the engine takes pages out 4 KiB at a time, which hugetlbfs does not allow. Give the " +
+                    "guest memory-backend-memfd,share=on without hugetlb.", socketPath);
+            }
             var link = new QemuLink(s, hello, fds[..fdCount]) { Patience = patience };
             s = -1;
             return link;

@@ -46,6 +46,30 @@ public sealed class QemuHelloValidationTests
         Assert.True(detached, $"{what}: the engine hung up without DETACH");
     }
 
+    /// <summary>
+    /// Guest RAM in hugetlbfs (memory-backend-memfd,hugetlb=on): a 4 KiB hole punched there only zeroes the bytes, the
+    /// huge page staying, so the guest would read zeros where the engine counts on a fault to give its page back. It was
+    /// attached as any memfd; it is refused, and the guest handed back.
+    /// </summary>
+    [Fact]
+    public async Task AGuestWhoseRamIsInHugetlbfsIsRefusedAndHandedBack()
+    {
+        const uint MFD_HUGETLB = 4, MFD_CLOEXEC = 1;
+        var (e, detached) = await Refused([Region(2 << 20)], withState: false, memfd: () =>
+        {
+            int fd = MemfdCreate("guest-ram", MFD_HUGETLB | MFD_CLOEXEC);
+            Assert.True(fd >= 0, $"memfd_create(MFD_HUGETLB): errno {Marshal.GetLastPInvokeError()}");
+            Assert.Equal(LinuxNative.HUGETLBFS_MAGIC, LinuxNative.FileSystemType(fd));
+            return new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        });
+        Assert.Equal("QemuHugePagesUnsupported", e.ErrorId);
+        Assert.Equal(DEErrorKind.NotImplemented, e.Kind);
+        Assert.True(detached, "the engine hung up without DETACH");
+    }
+
+    [DllImport("libc", EntryPoint = "memfd_create", SetLastError = true)]
+    private static extern int MemfdCreate(string name, uint flags);
+
     /// <summary>With an earlier engine's journal at the library (its pages), a refusal does not detach: that would drop them.</summary>
     [Fact]
     public async Task ARefusedHelloThatCameWithAnEarlierEnginesJournalLeavesItThere()
@@ -59,7 +83,8 @@ public sealed class QemuHelloValidationTests
     /// Attaches to a peer that answers the hello with <paramref name="regions"/> (and, <paramref name="withState"/>, an
     /// earlier engine's state); returns the engine's error and whether it sent DETACH before hanging up.
     /// </summary>
-    private static async Task<(DEException Error, bool Detached)> Refused(QemuProtocol.Region[] regions, bool withState)
+    private static async Task<(DEException Error, bool Detached)> Refused(QemuProtocol.Region[] regions, bool withState,
+        Func<SafeHandle>? memfd = null)
     {
         using var dir = new TempDir();
         string path = Path.Combine(dir.Path, "peer.sock");
@@ -73,7 +98,7 @@ public sealed class QemuHelloValidationTests
             // would), so that the reply is refused for its regions and not for a descriptor count.
             uint files = 0;
             foreach (var r in regions) files = Math.Max(files, unchecked(r.MemfdIndex + 1));
-            SendWithDescriptors(engine, Reply(regions, withState), (int)Math.Min(1 + files + (withState ? 1u : 0u), 8));
+            SendWithDescriptors(engine, Reply(regions, withState), (int)Math.Min(1 + files + (withState ? 1u : 0u), 8), memfd);
             // What the engine does next: DETACH (answered OK), or hang up (0 bytes).
             int n = engine.Receive(message);
             bool detached = n == message.Length && BitConverter.ToUInt32(message, 8) == QemuProtocol.Detach;
@@ -160,10 +185,14 @@ public sealed class QemuHelloValidationTests
         return socket;
     }
 
-    /// <summary>Sends <paramref name="bytes"/> with <paramref name="count"/> descriptors of /dev/null (SCM_RIGHTS).</summary>
-    private static unsafe void SendWithDescriptors(Socket socket, byte[] bytes, int count)
+    /// <summary>
+    /// Sends <paramref name="bytes"/> with <paramref name="count"/> descriptors (SCM_RIGHTS): of /dev/null, or for the
+    /// memfds (every one after the first, the userfaultfd's place) what <paramref name="memfd"/> makes.
+    /// </summary>
+    private static unsafe void SendWithDescriptors(Socket socket, byte[] bytes, int count, Func<SafeHandle>? memfd = null)
     {
-        var files = Enumerable.Range(0, count).Select(_ => File.OpenHandle("/dev/null")).ToArray();
+        var files = Enumerable.Range(0, count)
+            .Select(i => i > 0 && memfd is not null ? memfd() : (SafeHandle)File.OpenHandle("/dev/null")).ToArray();
         try
         {
             int space = LinuxNative.ControlSpace(count);
