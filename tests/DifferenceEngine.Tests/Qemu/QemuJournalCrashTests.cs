@@ -1,0 +1,199 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.IO.Hashing;
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Qemu;
+using Xunit.Abstractions;
+
+namespace DifferenceEngine.Tests.Qemu;
+
+/// <summary>
+/// The crash journal when things go wrong around it: the engine killed right after a page came back and QEMU let it go,
+/// a disk that fills up part-way through a write. After each, what the next engine replays must match what the guest has:
+/// no page the guest let go comes back with old bytes, no page the engine took out is forgotten.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposable
+{
+    private const int PageSize = 4096;
+    private readonly List<int> _deposited = [];
+
+    public void Dispose()
+    {
+        foreach (int fd in _deposited) LinuxNative.Close(fd);
+        _deposited.Clear();
+    }
+
+    /// <summary>What the guest's library does with a deposit: keeps its own descriptor, the newest replacing the last.</summary>
+    private void Deposit(int fd)
+    {
+        int own = LinuxNative.Dup(fd);
+        Assert.True(own >= 0);
+        foreach (int old in _deposited) LinuxNative.Close(old);
+        _deposited.Clear();
+        _deposited.Add(own);
+    }
+
+    /// <summary>The descriptor the library would hand the next engine (a duplicate: the library keeps its own).</summary>
+    private int Handed() => LinuxNative.Dup(_deposited.Single());
+
+    /// <summary>
+    /// A page that came back to the guest on a fault and that QEMU then let go (a balloon, free page reporting: it reads
+    /// as zeros since) must not come back with its old bytes when the engine is killed and the next one replays the
+    /// journal. Before: the drop record was only gathered in memory (written before the next put, or at Maintain), so the
+    /// kill lost it; the next engine found the page a hole with a live record, took it over and put the stale copy back.
+    /// The kill is the engine's fault thread stopped and its link closed (the library sees the engine gone) with its
+    /// journal left as it is.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void APageQemuLetGoAfterItCameBackIsNotResurrectedByTheNextEngine()
+    {
+        var guest = FakeGuest.Start();
+        var dead = new DEHost(new HostOptions { Name = "journal-crash-1" });
+        try
+        {
+            var vm = dead.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1, SharingEnabled = true });
+            dead.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+            Assert.True(vm.Qemu!.Journal.IsHeld(1), "page 1 was not taken out: nothing to show");
+            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify")); // every page faults back, page 1 among them
+            Assert.False(vm.Qemu.Journal.IsHeld(1));
+            Assert.Equal("DISCARDED 1", guest.Ask("discard 1 1")); // QEMU lets page 1 go: it reads as zeros from now on
+            // The engine is killed here: nothing more of it runs.
+            vm.Qemu.StopFaults();
+            vm.Qemu.Link.Dispose();
+
+            using var next = new DEHost(new HostOptions { Name = "journal-crash-2" });
+            var vm2 = next.AttachQemu("fake", guest.SocketPath);
+            output.WriteLine($"recovered {vm2.QemuRecoveredPages}; page 1 {vm2.PeekState(1)}");
+            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+            next.RemoveDomain(vm2);
+        }
+        finally
+        {
+            guest.Dispose(); // the guest first: the dead engine's host, let go now, finds no QEMU to hand pages to
+            try { dead.Dispose(); } catch (DEException) { }
+        }
+    }
+
+    /// <summary>
+    /// A drop the full disk refuses to append marks the page's record dead where it is (its bytes are allocated already),
+    /// so the next engine does not take over a page the guest has. Before: the drop was gathered in memory and lost when
+    /// its write failed (the failure was ignored); the file went on saying the engine held the page, and a kill after QEMU
+    /// let the page go would have resurrected its old bytes.
+    /// </summary>
+    [RequiresFact(Requirement.TmpfsMount)]
+    public void ADropTheFullDiskRefusesIsWrittenOverThePagesRecordInPlace()
+    {
+        using var disk = new SmallTmpfs(64 << 10);
+        var journal = QemuJournal.Create(disk.Path, 1024, Deposit);
+        try
+        {
+            // 168 zero pages: 64 + 168 * 24 = 4096, the file ends on a page boundary, so the next record needs a new page.
+            for (long g = 0; g < 168; g++) Assert.True(journal.Put(g, new byte[PageSize]));
+            Assert.Equal(PageSize, journal.FileBytes);
+            disk.Fill();
+            journal.Drop(5); // the guest has page 5 again
+            Assert.False(journal.IsHeld(5));
+            output.WriteLine($"failures {journal.Failures}: {journal.LastError}; file {journal.FileBytes} bytes");
+
+            using var next = QemuJournal.Open(Handed(), disk.Path, 1024, Deposit);
+            Assert.False(next.IsHeld(5), "the next engine takes over page 5 from a record the failed drop left live");
+            Assert.Equal(Enumerable.Range(0, 168).Where(g => g != 5).Select(g => (long)g), next.HeldGfns());
+        }
+        finally
+        {
+            journal.Dispose();
+            Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A page taken out, put back, and taken out again after the disk filled up is still held after a replay. Before:
+    /// the gathered drops were written together before the put; the full disk cut that write short, leaving whole drop
+    /// records past the tail; the put's record, smaller, went into space the cut-short write had allocated, and the
+    /// replay read on past it into the stale drops, one of which undid it: the page, punched out of the guest, was lost.
+    /// </summary>
+    [RequiresFact(Requirement.TmpfsMount)]
+    public void APutAfterTheDiskFilledUpIsNotUndoneByEarlierDropsOnReplay()
+    {
+        using var disk = new SmallTmpfs(64 << 10);
+        var journal = QemuJournal.Create(disk.Path, 4096, Deposit);
+        try
+        {
+            var zeros = new byte[PageSize];
+            var uniform = new byte[PageSize];
+            Array.Fill(uniform, (byte)0xAB);
+            for (long g = 100; g < 200; g++) Assert.True(journal.Put(g, zeros));
+            Assert.True(journal.Put(7, uniform));
+            journal.Drop(100); // the guest faults them back: page 7's drop among the first
+            journal.Drop(7);
+            for (long g = 101; g < 200; g++) journal.Drop(g);
+            disk.Fill();
+            bool put = journal.Put(7, uniform); // taken out again
+            output.WriteLine($"put {put}; failures {journal.Failures}: {journal.LastError}; file {journal.FileBytes} bytes");
+            Assert.True(put); // room enough in the file's last page
+            Assert.True(journal.IsHeld(7)); // the engine punches it out of the guest now
+
+            using var next = QemuJournal.Open(Handed(), disk.Path, 4096, Deposit);
+            Assert.True(next.IsHeld(7), "the replay undid the newer record of page 7 with a stale drop left past the tail");
+            Assert.Equal([7L], next.HeldGfns());
+        }
+        finally
+        {
+            journal.Dispose();
+            Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A tmpfs of a few pages mounted on a folder of its own under /tmp (root), to be filled up; unmounted and removed on
+    /// dispose (every descriptor of a file in it must be closed by then, or it is detached lazily).
+    /// </summary>
+    private sealed class SmallTmpfs : IDisposable
+    {
+        public SmallTmpfs(int bytes)
+        {
+            Path = Directory.CreateTempSubdirectory("de-journal-tmpfs-").FullName;
+            if (Run("mount", "-t", "tmpfs", "-o", $"size={bytes},mode=0700", "tmpfs", Path) != 0)
+            {
+                Directory.Delete(Path);
+                throw new InvalidOperationException($"could not mount a tmpfs on {Path}");
+            }
+        }
+
+        public string Path { get; }
+
+        /// <summary>Writes a file of whole pages until the tmpfs is full.</summary>
+        public void Fill()
+        {
+            using var filler = new FileStream(System.IO.Path.Combine(Path, "filler"), FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 0);
+            var chunk = new byte[PageSize];
+            try
+            {
+                while (true)
+                {
+                    filler.Write(chunk);
+                    filler.Flush();
+                }
+            }
+            catch (IOException) { }
+        }
+
+        public void Dispose()
+        {
+            if (Run("umount", Path) != 0) Run("umount", "-l", Path);
+            Directory.Delete(Path);
+        }
+
+        private static int Run(string file, params string[] args)
+        {
+            var start = new ProcessStartInfo(file) { RedirectStandardError = true };
+            foreach (string a in args) start.ArgumentList.Add(a);
+            using var p = Process.Start(start)!;
+            p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            return p.ExitCode;
+        }
+    }
+}
