@@ -286,6 +286,7 @@ internal sealed unsafe class QemuJournal : IDisposable
             catch (DEException e)
             {
                 failure = e.Message;
+                CutBackToTail();
             }
         if (failure is not null)
         {
@@ -295,6 +296,23 @@ internal sealed unsafe class QemuJournal : IDisposable
         }
         Volatile.Write(ref _tail, _tail + data.Length);
         return true;
+    }
+
+    /// <summary>
+    /// After a write at the tail failed (under the lock): whatever part of it the disk took goes, so the file ends at the
+    /// tail again. Left there, the next record, if smaller, would be written into the space that part allocated (even on
+    /// a full disk) and a replay would read on past it into the rest: whole records, or bytes of a page the guest wrote,
+    /// which may look like records. Should the cut fail, the journal refuses puts until a compaction writes a new file;
+    /// drops are then written in place, so nothing is appended after those remains (a replay stops at them: they end
+    /// in a record cut short).
+    /// </summary>
+    private void CutBackToTail()
+    {
+        if (LinuxNative.Ftruncate(_fd, _tail) == 0) return;
+        int errno = LinuxNative.Errno;
+        _refusing ??= $"what a write cut short left past the end of the journal could not be cut off (ftruncate: " +
+                      $"{LinuxNative.Describe(errno)}, errno {errno}): the journal takes no more records until it is " +
+                      "compacted into a new file";
     }
 
     /// <summary>Fills in a record's header and CRC around its payload; its size in the file.</summary>

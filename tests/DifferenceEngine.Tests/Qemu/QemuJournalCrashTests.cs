@@ -147,6 +147,47 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     }
 
     /// <summary>
+    /// What a write the full disk cut short left past the journal's end is cut off, so a replay never reads on into it.
+    /// Before: it stayed; the next, smaller record went into the space it had allocated (so it was written, on the full
+    /// disk), and a replay read on past that record into the rest of the cut-short one. Here that rest is a page the guest
+    /// wrote (stored raw: it does not compress) that looks like a drop record of page 7: the replay undid the put of page
+    /// 7 written before it, and the page the engine had punched out was lost. (The same with whole drop records, when
+    /// drops were written together.)
+    /// </summary>
+    [RequiresFact(Requirement.TmpfsMount)]
+    public void TheRemainsOfAWriteTheFullDiskCutShortAreNotReplayedAfterTheNextRecord()
+    {
+        using var disk = new SmallTmpfs(64 << 10);
+        var journal = QemuJournal.Create(disk.Path, 64, Deposit);
+        try
+        {
+            // A page whose first 24 bytes are a whole drop record of page 7; the rest random (it stays raw).
+            var page = new byte[PageSize];
+            new Random(11).NextBytes(page);
+            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), 5); // Drop
+            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(8), 0);
+            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(12), 0);
+            BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(16), 7);
+            BinaryPrimitives.WriteUInt32LittleEndian(page, Crc32.HashToUInt32(page.AsSpan(4, 20)));
+            disk.Fill(); // the journal has its first page (the header's); its record needs the next one
+            long failures = journal.Failures;
+            Assert.False(journal.Put(9, page)); // cut short: what fits in the first page is written
+            Assert.Equal(failures + 1, journal.Failures);
+            Assert.True(journal.Put(7, new byte[PageSize])); // 24 bytes, in the first page
+            Assert.True(journal.IsHeld(7)); // the engine punches it out of the guest now
+
+            using var next = QemuJournal.Open(Handed(), disk.Path, 64, Deposit);
+            Assert.True(next.IsHeld(7), "the replay read on past page 7's record into the remains of the write cut short");
+            Assert.Equal([7L], next.HeldGfns());
+        }
+        finally
+        {
+            journal.Dispose();
+            Dispose();
+        }
+    }
+
+    /// <summary>
     /// A tmpfs of a few pages mounted on a folder of its own under /tmp (root), to be filled up; unmounted and removed on
     /// dispose (every descriptor of a file in it must be closed by then, or it is detached lazily).
     /// </summary>
