@@ -370,16 +370,25 @@ internal sealed unsafe class QemuJournal : IDisposable
         lock (_gate)
         {
             if (_disposed) return;
+            if (_refusing is not null || _tail - HeaderSize - _live > Math.Max(_live, CompactionSlack))
+                try
+                {
+                    Compact();
+                }
+                catch (DEException e)
+                {
+                    // Most often a disk too full for a second copy of the live records. The file in use goes on, and is
+                    // synced and committed all the same: else, the compaction being tried again at every call, it never
+                    // would be again.
+                    Fail(e.Message);
+                }
+            if (_tail == _committed) return;
             try
             {
-                if (_refusing is not null || _tail - HeaderSize - _live > Math.Max(_live, CompactionSlack)) Compact();
-                if (_tail != _committed)
-                {
-                    if (LinuxNative.Fdatasync(_fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
-                    WriteHeader(_fd, _tail, _generation);
-                    _committed = _tail;
-                    LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
-                }
+                if (LinuxNative.Fdatasync(_fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
+                WriteHeader(_fd, _tail, _generation);
+                _committed = _tail;
+                LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
             }
             catch (DEException e)
             {

@@ -4,6 +4,7 @@ using System.IO.Hashing;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Qemu;
+using DifferenceEngine.Tests.Engine;
 using Xunit.Abstractions;
 
 namespace DifferenceEngine.Tests.Qemu;
@@ -185,6 +186,55 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
             journal.Dispose();
             Dispose();
         }
+    }
+
+    /// <summary>
+    /// A compaction that fails (here its new file cannot be made: the journal's folder is gone; in life, most often, a
+    /// disk too full for a second copy of the live records) still leaves the journal synced, its committed end moved up
+    /// and its pages let go of the page cache, at this and every later Maintain. Before: the failure skipped all that,
+    /// and as the compaction was tried again at every Maintain, the journal was never committed again.
+    /// </summary>
+    [Fact]
+    public void AFailedCompactionStillLeavesTheJournalSyncedAndCommitted()
+    {
+        using var dir = new TempDir();
+        string folder = Path.Combine(dir.Path, "journals");
+        Directory.CreateDirectory(folder);
+        var journal = QemuJournal.Create(folder, 16, Deposit);
+        try
+        {
+            var r = new Random(3);
+            var page = new byte[PageSize];
+            for (int i = 0; i < 1100; i++) // over 4 MiB of records of page 0, all but the last dead: worth a compaction
+            {
+                r.NextBytes(page);
+                Assert.True(journal.Put(0, page));
+            }
+            Directory.Delete(folder); // the journal's own file has no name there (O_TMPFILE): it goes on
+            for (int pass = 1; pass <= 2; pass++)
+            {
+                Assert.True(journal.Put(1, page));
+                journal.Maintain();
+                output.WriteLine($"pass {pass}: failures {journal.Failures}: {journal.LastError}");
+                Assert.Equal(pass, journal.Failures); // the compaction, each time
+                Assert.Equal(1, journal.Generation);
+                Assert.Equal(journal.FileBytes, CommittedEnd());
+            }
+        }
+        finally
+        {
+            journal.Dispose();
+            Dispose();
+        }
+    }
+
+    /// <summary>The committed end the header of the deposited file records.</summary>
+    private long CommittedEnd()
+    {
+        using var file = new Microsoft.Win32.SafeHandles.SafeFileHandle(_deposited.Single(), ownsHandle: false);
+        var header = new byte[64];
+        Assert.Equal(64, RandomAccess.Read(file, header, 0));
+        return BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(16));
     }
 
     /// <summary>
