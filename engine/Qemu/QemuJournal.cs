@@ -71,7 +71,11 @@ internal sealed unsafe class QemuJournal : IDisposable
     private long _tail, _committed, _live, _generation;
     private long _failures;
     private string? _lastError;
-    /// <summary>Why puts are refused until a compaction writes a new file (<see cref="Maintain"/> tries at each call); null: they are not.</summary>
+    /// <summary>
+    /// Why puts are refused, drops written only in place and the file no longer committed, until a compaction writes a
+    /// new file (<see cref="Maintain"/> tries at each call): a drop that could not be written, remains of a cut-short
+    /// write that could not be cut off, a failed fdatasync. Null: none of that.
+    /// </summary>
     private string? _refusing;
     private bool _disposed;
 
@@ -104,6 +108,9 @@ internal sealed unsafe class QemuJournal : IDisposable
 
     /// <summary>Which generation this file is (each compaction writes a new one and deposits it).</summary>
     public long Generation => _generation;
+
+    /// <summary>fdatasync of a descriptor: 0, or the errno it failed with. Tests put a failing one in its place.</summary>
+    internal Func<int, int> SyncData { get; set; } = static fd => LinuxNative.Fdatasync(fd) == 0 ? 0 : LinuxNative.Errno;
 
     /// <summary>
     /// A new, empty journal in <paramref name="directory"/> for a guest of <paramref name="pageCount"/> pages, handed to
@@ -363,7 +370,7 @@ internal sealed unsafe class QemuJournal : IDisposable
     /// <summary>
     /// Once a pass or a reclaim is done: makes what was written durable up to here (the committed end), lets the page cache
     /// drop it, and rewrites the journal with only its live records when most of it is dead (deposited before the old one
-    /// is let go, so some whole generation is always with the guest's library).
+    /// is let go, so some whole generation is always with the guest's library), or when it refuses records.
     /// </summary>
     public void Maintain()
     {
@@ -382,10 +389,21 @@ internal sealed unsafe class QemuJournal : IDisposable
                     // would be again.
                     Fail(e.Message);
                 }
-            if (_tail == _committed) return;
+            // A file that refuses records is not committed: above all not one whose fdatasync failed (below).
+            if (_tail == _committed || _refusing is not null) return;
             try
             {
-                if (LinuxNative.Fdatasync(_fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
+                if (SyncData(_fd) is int errno and not 0)
+                {
+                    // What was written may never reach the disk, and the page cache may drop it (that is what
+                    // FADV_DONTNEED would do at once); another fdatasync would say 0 (the kernel tells an error once), and
+                    // a committed end written then would vouch for records that may be gone. So no more records go into
+                    // this file, and it is never committed again: the next calls compact it into a new one, from the
+                    // page cache while it still has the records.
+                    _refusing = $"fdatasync of the journal failed ({LinuxNative.Describe(errno)}, errno {errno}): the " +
+                                "journal takes no more records until it is compacted into a new file";
+                    throw Failed("fdatasync", errno);
+                }
                 WriteHeader(_fd, _tail, _generation);
                 _committed = _tail;
                 LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
@@ -424,7 +442,7 @@ internal sealed unsafe class QemuJournal : IDisposable
                 tail += size;
             }
             WriteExactly(fd, buffer.AsSpan(0, fill), bufferAt);
-            if (LinuxNative.Fdatasync(fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
+            if (SyncData(fd) is int errno and not 0) throw Failed("fdatasync", errno);
             WriteHeader(fd, tail, _generation + 1);
             _deposit(fd);
             _refusing = null; // a new file, with none of the old one's troubles

@@ -228,6 +228,52 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
         }
     }
 
+    /// <summary>
+    /// After a failed fdatasync the journal takes no more puts (their pages stay in the guest), still records drops, and
+    /// is not committed: the next Maintain compacts it into a new file, and then it takes puts again. Before: puts went
+    /// on into a file whose writes may not reach the disk, and the next Maintain's fdatasync, which returns 0 as the
+    /// kernel tells an error only once, wrote a committed end vouching for them and let the page cache drop them.
+    /// </summary>
+    [Fact]
+    public void AfterAFailedSyncTheJournalTakesNoPutsAndIsNotCommittedUntilCompactedIntoANewFile()
+    {
+        using var dir = new TempDir();
+        var journal = QemuJournal.Create(dir.Path, 16, Deposit);
+        try
+        {
+            var r = new Random(5);
+            var page = new byte[PageSize];
+            r.NextBytes(page);
+            Assert.True(journal.Put(1, page));
+            journal.Maintain();
+            Assert.True(journal.Put(2, page));
+            long committed = CommittedEnd();
+            int failing = 1;
+            var sync = journal.SyncData;
+            journal.SyncData = fd => failing-- > 0 ? LinuxNative.EIO : sync(fd);
+            journal.Maintain(); // the fdatasync fails
+            Assert.Equal(1, journal.Failures);
+            Assert.Equal(committed, CommittedEnd());
+            Assert.False(journal.Put(3, page), "a put after a failed fdatasync went into the same file");
+            Assert.Contains("fdatasync", journal.LastError);
+            journal.Drop(1); // the guest has page 1 again: still recorded
+            Assert.False(journal.IsHeld(1));
+
+            journal.Maintain(); // compacted into a new file, which is synced and committed
+            output.WriteLine($"generation {journal.Generation}; failures {journal.Failures}: {journal.LastError}");
+            Assert.Equal(2, journal.Generation);
+            Assert.Equal(journal.FileBytes, CommittedEnd());
+            Assert.True(journal.Put(3, page));
+            using var next = QemuJournal.Open(Handed(), dir.Path, 16, Deposit);
+            Assert.Equal([2L, 3L], next.HeldGfns());
+        }
+        finally
+        {
+            journal.Dispose();
+            Dispose();
+        }
+    }
+
     /// <summary>The committed end the header of the deposited file records.</summary>
     private long CommittedEnd()
     {
