@@ -185,8 +185,11 @@ public sealed partial class Domain
                     break;
                 case PageState.Zero:
                 {
-                    ram.Link.Faults.ZeroPage(address);
+                    // Woken only once the drop is written: before that, the guest cannot use the page, let it go, and
+                    // have QEMU discard it, for a killed engine's journal to resurrect (see QemuJournal.Drop).
+                    ram.Link.Faults.ZeroPage(address, wake: false);
                     ram.Journal.Drop(gfn);
+                    ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
                     uint frame = ram.FrameOf(gfn);
                     Host.Frames.TakeExternal(frame);
                     ram.NoteGuestHas(gfn);
@@ -245,7 +248,9 @@ public sealed partial class Domain
         uint frame = PageEntry.Frame(e);
         if (Host.Frames.IsExternal(frame)) return e;
         bool installed = ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
-        ram.Journal.Drop(gfn); // after the page is in: a crash before this leaves a record of a page the guest has
+        // After the page is in: a crash before this leaves a record of a page the guest has. UFFDIO_COPY has woken the
+        // guest already: a kill before this write, of a page QEMU let go in those microseconds, is the window left.
+        ram.Journal.Drop(gfn);
         uint own = ram.FrameOf(gfn);
         if (!installed)
         {

@@ -16,7 +16,11 @@ internal enum JournalKind : byte
     Encoded = 3,
     /// <summary>The engine took the page out; the payload is the page itself (it did not compress).</summary>
     Raw = 4,
-    /// <summary>The page is the guest's again (installed): no earlier record of it holds.</summary>
+    /// <summary>
+    /// The page is the guest's again (installed): no earlier record of it holds. Appended with no payload; or written over
+    /// the page's own record where it is, when the drop could not be appended (<see cref="QemuJournal.Drop"/>): then it
+    /// keeps that record's length, and its payload, which nothing reads.
+    /// </summary>
     Drop = 5,
 }
 
@@ -38,7 +42,8 @@ internal readonly record struct JournalPage(long Gfn, JournalKind Kind, uint Wor
 /// committed end (every record before it was synced and must be whole), [24] generation, [60] CRC-32 of [0, 60). Then
 /// records at 8-byte boundaries: [0] CRC-32 of [4, 24 + length), [4] kind, [8] payload length, [12] word (Uniform),
 /// [16] gfn, [24] payload. The newest record of a gfn decides; a record that fails its CRC after the committed end is
-/// the end of the journal (the one a crash cut short), before it the journal is corrupt.</para>
+/// the end of the journal (the one a crash cut short), before it the journal is corrupt. A drop is a record with no
+/// payload, or a put record whose kind was made Drop in place (its CRC and kind, the first 8 bytes, rewritten).</para>
 /// <para>Thread-safe: a record is encoded on the caller's thread and appended under one lock, in the order the page's
 /// own lock gave (a page's records are written under its page lock).</para>
 /// </remarks>
@@ -62,12 +67,16 @@ internal sealed unsafe class QemuJournal : IDisposable
     private readonly Action<int> _deposit;
     private readonly uint[] _at;      // the live record of each gfn: its offset / 8, 0 for none
     private readonly ushort[] _size;  // its size in bytes (8-aligned)
-    private readonly byte[] _drops = new byte[RecordHeader * 2048]; // drop records not yet written
-    private int _dropsLength;
     private int _fd;
     private long _tail, _committed, _live, _generation;
     private long _failures;
     private string? _lastError;
+    /// <summary>
+    /// Why puts are refused, drops written only in place and the file no longer committed, until a compaction writes a
+    /// new file (<see cref="Maintain"/> tries at each call): a drop that could not be written, remains of a cut-short
+    /// write that could not be cut off, a failed fdatasync. Null: none of that.
+    /// </summary>
+    private string? _refusing;
     private bool _disposed;
 
     private QemuJournal(string directory, long pageCount, Action<int> deposit, int fd)
@@ -99,6 +108,9 @@ internal sealed unsafe class QemuJournal : IDisposable
 
     /// <summary>Which generation this file is (each compaction writes a new one and deposits it).</summary>
     public long Generation => _generation;
+
+    /// <summary>fdatasync of a descriptor: 0, or the errno it failed with. Tests put a failing one in its place.</summary>
+    internal Func<int, int> SyncData { get; set; } = static fd => LinuxNative.Fdatasync(fd) == 0 ? 0 : LinuxNative.Errno;
 
     /// <summary>
     /// A new, empty journal in <paramref name="directory"/> for a guest of <paramref name="pageCount"/> pages, handed to
@@ -208,10 +220,26 @@ internal sealed unsafe class QemuJournal : IDisposable
     }
 
     /// <summary>
-    /// Records that page <paramref name="gfn"/> is the guest's again. Call after it is back in the guest. Drops are
-    /// gathered and written together (before the next put, or at <see cref="Maintain"/>): a fault pays no write. One a
-    /// crash loses leaves a record of a page the guest has, which a restarted engine ignores.
+    /// Records that page <paramref name="gfn"/> is the guest's again: a 24-byte drop record is written at once (in the
+    /// page cache: a process kill loses nothing written). Call after the page is in the guest and before the guest is
+    /// woken, where the caller can (UFFDIO_ZEROPAGE with DONTWAKE, then UFFDIO_WAKE). Never throws.
     /// </summary>
+    /// <remarks>
+    /// <para>Why at once: once the guest has the page back, QEMU may let it go (a balloon, free page reporting, a
+    /// discard): it is a hole again, and reads as zeros. Were the drop still unwritten when the engine is killed, the next
+    /// engine would find a hole with a live record, take it over as a page the dead engine held, and put the old bytes
+    /// back. Why after the install: a drop written before it, and a kill between the two, leaves a hole with no record:
+    /// the page is lost. After the install, a kill before the drop leaves a record of a page the guest has, which the next
+    /// engine sees present and drops (the guest's page is newer). The one window left is a kill between the install and
+    /// this write in which QEMU also let the page go: the guest would have to use the page, free it and have QEMU discard
+    /// it, all within those microseconds; with the guest woken only after this write (as a zero-page fault is), not even
+    /// the faulting vCPU has run on it by then.</para>
+    /// <para>When the drop cannot be appended (the disk is full, the journal refuses records), the page's live record is
+    /// made a drop where it is: its kind and CRC, its first 8 bytes, are rewritten in bytes the file has already
+    /// allocated (so no ENOSPC on a filesystem that overwrites in place: not a copy-on-write one such as btrfs), in one
+    /// 8-aligned write that no page boundary splits (a kill cannot tear it). Only if that fails too is the drop lost: the
+    /// failure is counted and the journal refuses puts until a compaction writes it anew without that record.</para>
+    /// </remarks>
     public void Drop(long gfn)
     {
         if (Volatile.Read(ref _at[gfn]) == 0) return; // nothing says otherwise
@@ -220,36 +248,78 @@ internal sealed unsafe class QemuJournal : IDisposable
         lock (_gate)
         {
             if (_disposed || _at[gfn] == 0) return;
-            if (_dropsLength + RecordHeader > _drops.Length) FlushDrops();
-            record.AsSpan(0, RecordHeader).CopyTo(_drops.AsSpan(_dropsLength));
-            _dropsLength += RecordHeader;
+            if (_refusing is not null || !WriteAtTail(record.AsSpan(0, RecordHeader), count: false))
+                if (!DropInPlace(gfn))
+                    _refusing ??= $"the drop record of page {gfn} could not be written ({_lastError}): the journal takes no " +
+                                  "more records until it is compacted into a new file";
             Index(JournalKind.Drop, gfn, 0, 0);
         }
     }
 
-    /// <summary>Writes the gathered drop records (under the lock).</summary>
-    private void FlushDrops()
+    /// <summary>Makes page <paramref name="gfn"/>'s live record a drop where it is (under the lock); false, counted, when it cannot.</summary>
+    private bool DropInPlace(long gfn)
     {
-        if (_dropsLength == 0) return;
-        int length = _dropsLength;
-        _dropsLength = 0;
-        WriteAtTail(_drops.AsSpan(0, length)); // drops lost to a failure leave records of pages the guest has: ignored on replay
-    }
-
-    /// <summary>Writes <paramref name="data"/> at the end of the journal and moves the end past it (under the lock); false, counted, when it cannot.</summary>
-    private bool WriteAtTail(ReadOnlySpan<byte> data)
-    {
-        if (_tail + data.Length > MaxFileBytes) return Fail("the journal file reached its largest size (32 GiB)");
+        long offset = (long)_at[gfn] * 8;
+        byte[] record = new byte[MaxRecord];
         try
         {
-            WriteExactly(_fd, data, _tail);
+            ReadExactly(_fd, record.AsSpan(0, _size[gfn]), offset);
+            if (!TryParse(record, out _, out int length, out _, out long g) || g != gfn)
+                return Fail($"the record of page {gfn} changed since it was written");
+            BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4), (uint)JournalKind.Drop);
+            BinaryPrimitives.WriteUInt32LittleEndian(record, Crc32.HashToUInt32(record.AsSpan(4, RecordHeader - 4 + length)));
+            WriteExactly(_fd, record.AsSpan(0, 8), offset);
+            return true;
         }
         catch (DEException e)
         {
             return Fail(e.Message);
         }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="data"/> at the end of the journal and moves the end past it (under the lock); false when it
+    /// cannot (counted as a failure when <paramref name="count"/>; the reason is the last error either way).
+    /// </summary>
+    private bool WriteAtTail(ReadOnlySpan<byte> data, bool count = true)
+    {
+        string? failure = null;
+        if (_tail + data.Length > MaxFileBytes) failure = "the journal file reached its largest size (32 GiB)";
+        else
+            try
+            {
+                WriteExactly(_fd, data, _tail);
+            }
+            catch (DEException e)
+            {
+                failure = e.Message;
+                CutBackToTail();
+            }
+        if (failure is not null)
+        {
+            if (count) return Fail(failure);
+            Volatile.Write(ref _lastError, failure);
+            return false;
+        }
         Volatile.Write(ref _tail, _tail + data.Length);
         return true;
+    }
+
+    /// <summary>
+    /// After a write at the tail failed (under the lock): whatever part of it the disk took goes, so the file ends at the
+    /// tail again. Left there, the next record, if smaller, would be written into the space that part allocated (even on
+    /// a full disk) and a replay would read on past it into the rest: whole records, or bytes of a page the guest wrote,
+    /// which may look like records. Should the cut fail, the journal refuses puts until a compaction writes a new file;
+    /// drops are then written in place, so nothing is appended after those remains (a replay stops at them: they end
+    /// in a record cut short).
+    /// </summary>
+    private void CutBackToTail()
+    {
+        if (LinuxNative.Ftruncate(_fd, _tail) == 0) return;
+        int errno = LinuxNative.Errno;
+        _refusing ??= $"what a write cut short left past the end of the journal could not be cut off (ftruncate: " +
+                      $"{LinuxNative.Describe(errno)}, errno {errno}): the journal takes no more records until it is " +
+                      "compacted into a new file";
     }
 
     /// <summary>Fills in a record's header and CRC around its payload; its size in the file.</summary>
@@ -265,14 +335,14 @@ internal sealed unsafe class QemuJournal : IDisposable
         return size;
     }
 
-    /// <summary>Appends a put record (after the gathered drops, which may be of the same page).</summary>
+    /// <summary>Appends a put record.</summary>
     private bool Append(byte[] record, JournalKind kind, long gfn, uint word, int length)
     {
         int size = Seal(record, kind, gfn, word, length);
         lock (_gate)
         {
             if (_disposed) return Fail("the journal is closed");
-            FlushDrops();
+            if (_refusing is { } why) return Fail(why);
             long at = _tail;
             if (!WriteAtTail(record.AsSpan(0, size))) return false;
             Index(kind, gfn, at, size);
@@ -300,24 +370,43 @@ internal sealed unsafe class QemuJournal : IDisposable
     /// <summary>
     /// Once a pass or a reclaim is done: makes what was written durable up to here (the committed end), lets the page cache
     /// drop it, and rewrites the journal with only its live records when most of it is dead (deposited before the old one
-    /// is let go, so some whole generation is always with the guest's library).
+    /// is let go, so some whole generation is always with the guest's library), or when it refuses records.
     /// </summary>
     public void Maintain()
     {
         lock (_gate)
         {
             if (_disposed) return;
+            if (_refusing is not null || _tail - HeaderSize - _live > Math.Max(_live, CompactionSlack))
+                try
+                {
+                    Compact();
+                }
+                catch (DEException e)
+                {
+                    // Most often a disk too full for a second copy of the live records. The file in use goes on, and is
+                    // synced and committed all the same: else, the compaction being tried again at every call, it never
+                    // would be again.
+                    Fail(e.Message);
+                }
+            // A file that refuses records is not committed: above all not one whose fdatasync failed (below).
+            if (_tail == _committed || _refusing is not null) return;
             try
             {
-                if (_tail + _dropsLength - HeaderSize - _live > Math.Max(_live, CompactionSlack)) Compact();
-                else FlushDrops();
-                if (_tail != _committed)
+                if (SyncData(_fd) is int errno and not 0)
                 {
-                    if (LinuxNative.Fdatasync(_fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
-                    WriteHeader(_fd, _tail, _generation);
-                    _committed = _tail;
-                    LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
+                    // What was written may never reach the disk, and the page cache may drop it (that is what
+                    // FADV_DONTNEED would do at once); another fdatasync would say 0 (the kernel tells an error once), and
+                    // a committed end written then would vouch for records that may be gone. So no more records go into
+                    // this file, and it is never committed again: the next calls compact it into a new one, from the
+                    // page cache while it still has the records.
+                    _refusing = $"fdatasync of the journal failed ({LinuxNative.Describe(errno)}, errno {errno}): the " +
+                                "journal takes no more records until it is compacted into a new file";
+                    throw Failed("fdatasync", errno);
                 }
+                WriteHeader(_fd, _tail, _generation);
+                _committed = _tail;
+                LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
             }
             catch (DEException e)
             {
@@ -353,10 +442,10 @@ internal sealed unsafe class QemuJournal : IDisposable
                 tail += size;
             }
             WriteExactly(fd, buffer.AsSpan(0, fill), bufferAt);
-            if (LinuxNative.Fdatasync(fd) != 0) throw Failed("fdatasync", LinuxNative.Errno);
+            if (SyncData(fd) is int errno and not 0) throw Failed("fdatasync", errno);
             WriteHeader(fd, tail, _generation + 1);
             _deposit(fd);
-            _dropsLength = 0; // the new generation has no record of the pages they drop
+            _refusing = null; // a new file, with none of the old one's troubles
             LinuxNative.Close(_fd);
             _fd = fd;
             at.CopyTo(_at, 0);
@@ -424,6 +513,7 @@ internal sealed unsafe class QemuJournal : IDisposable
         {
             JournalKind.Encoded => length > EncodedPage.CompressedHeader,
             JournalKind.Raw => length == PageSize,
+            JournalKind.Drop => true, // with no payload, or the payload of the put it was written over
             _ => length == 0,
         };
     }
@@ -499,7 +589,6 @@ internal sealed unsafe class QemuJournal : IDisposable
         lock (_gate)
         {
             if (_disposed) return;
-            FlushDrops();
             _disposed = true;
             if (_fd >= 0) LinuxNative.Close(_fd);
             _fd = -1;

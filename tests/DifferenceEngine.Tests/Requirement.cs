@@ -43,6 +43,9 @@ internal static class Requirement
     /// </summary>
     public const string MemoryCgroup = "memory-cgroup";
 
+    /// <summary>Root, mount and umount (util-linux): a small tmpfs can be mounted, a disk that is easily filled up.</summary>
+    public const string TmpfsMount = "tmpfs-mount";
+
     /// <summary>The Python the other user runs (<see cref="OtherUser"/>).</summary>
     public const string SystemPython = "/usr/bin/python3";
 
@@ -94,6 +97,15 @@ internal static class Requirement
             if (FindProgram("setpriv") is null) missing.Add("setpriv (util-linux)");
             if (!File.Exists(SystemPython)) missing.Add($"{SystemPython} (package python3)");
             return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to run a helper as another user";
+        }
+
+        if (need == TmpfsMount)
+        {
+            var missing = new List<string>();
+            if (!Environment.IsPrivilegedProcess) missing.Add("root");
+            if (FindProgram("mount") is null) missing.Add("mount (util-linux)");
+            if (FindProgram("umount") is null) missing.Add("umount (util-linux)");
+            return missing.Count == 0 ? null : $"needs {string.Join(", ", missing)} to mount a small tmpfs";
         }
 
         if (need == MemoryCgroup)
