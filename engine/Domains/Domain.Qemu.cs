@@ -188,8 +188,14 @@ public sealed partial class Domain
                     // Woken only once the drop is written: before that, the guest cannot use the page, let it go, and
                     // have QEMU discard it, for a killed engine's journal to resurrect (see QemuJournal.Drop).
                     ram.Link.Faults.ZeroPage(address, wake: false);
-                    ram.Journal.Drop(gfn);
-                    ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+                    try
+                    {
+                        ram.Journal.Drop(gfn);
+                    }
+                    finally
+                    {
+                        ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+                    }
                     uint frame = ram.FrameOf(gfn);
                     Host.Frames.TakeExternal(frame);
                     ram.NoteGuestHas(gfn);
@@ -238,8 +244,8 @@ public sealed partial class Domain
     }
 
     /// <summary>
-    /// Puts a locked page that a rebuild left Private on a frame of the engine into the guest (UFFDIO_COPY, which wakes
-    /// whoever waits on it), frees the engine's frame, and returns the entry on the guest's own frame. Should the guest
+    /// Puts a locked page that a rebuild left Private on a frame of the engine into the guest (UFFDIO_COPY; whoever waits
+    /// on it is woken once the crash journal's drop record is written), frees the engine's frame, and returns the entry on the guest's own frame. Should the guest
     /// have the page already (QEMU wrote it through a mapping the engine does not watch), the guest's bytes stand.
     /// </summary>
     internal ulong QemuInstall(long gfn, ulong e)
@@ -247,10 +253,19 @@ public sealed partial class Domain
         var ram = Qemu!;
         uint frame = PageEntry.Frame(e);
         if (Host.Frames.IsExternal(frame)) return e;
-        bool installed = ram.Link.Faults.Copy(ram.Link.AddressOf(gfn), Host.Frames.Span(frame));
-        // After the page is in: a crash before this leaves a record of a page the guest has. UFFDIO_COPY has woken the
-        // guest already: a kill before this write, of a page QEMU let go in those microseconds, is the window left.
-        ram.Journal.Drop(gfn);
+        ulong address = ram.Link.AddressOf(gfn);
+        bool installed = ram.Link.Faults.Copy(address, Host.Frames.Span(frame), wake: false);
+        // After the page is in: a crash before this leaves a record of a page the guest has. The faulting threads are woken
+        // only once it is written, as for a zero page: before that they cannot use the page, let it go, and have QEMU
+        // discard it, for a killed engine's journal to resurrect.
+        try
+        {
+            ram.Journal.Drop(gfn);
+        }
+        finally
+        {
+            ram.Link.Faults.Wake(address, Userfaultfd.PageSize); // whatever became of the record: nobody waits for good
+        }
         uint own = ram.FrameOf(gfn);
         if (!installed)
         {

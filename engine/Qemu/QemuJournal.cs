@@ -231,9 +231,8 @@ internal sealed unsafe class QemuJournal : IDisposable
     /// back. Why after the install: a drop written before it, and a kill between the two, leaves a hole with no record:
     /// the page is lost. After the install, a kill before the drop leaves a record of a page the guest has, which the next
     /// engine sees present and drops (the guest's page is newer). The one window left is a kill between the install and
-    /// this write in which QEMU also let the page go: the guest would have to use the page, free it and have QEMU discard
-    /// it, all within those microseconds; with the guest woken only after this write (as a zero-page fault is), not even
-    /// the faulting vCPU has run on it by then.</para>
+    /// this write in which QEMU also let the page go: with the guest woken only after this write (every fault is installed
+    /// with DONTWAKE), not even the faulting vCPU has run on it by then; another vCPU would have to let it go untouched.</para>
     /// <para>When the drop cannot be appended (the disk is full, the journal refuses records), the page's live record is
     /// made a drop where it is: its kind and CRC, its first 8 bytes, are rewritten in bytes the file has already
     /// allocated (so no ENOSPC on a filesystem that overwrites in place: not a copy-on-write one such as btrfs), in one

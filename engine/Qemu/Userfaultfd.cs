@@ -16,6 +16,7 @@ internal sealed unsafe class Userfaultfd : IDisposable
     private const nuint UFFDIO_COPY = 0xC028AA03;
     private const nuint UFFDIO_ZEROPAGE = 0xC020AA04;
     private const ulong UFFDIO_ZEROPAGE_MODE_DONTWAKE = 1;
+    private const ulong UFFDIO_COPY_MODE_DONTWAKE = 1;
     private const nuint UFFDIO_WRITEPROTECT = 0xC018AA06;
     private const ulong UFFDIO_WRITEPROTECT_MODE_WP = 1;
 
@@ -115,15 +116,22 @@ internal sealed unsafe class Userfaultfd : IDisposable
     /// already; its waiters are woken all the same (the kernel wakes them only for a page installed, and a thread that
     /// faulted before the page came by another way would otherwise sleep for good).
     /// </summary>
-    public bool Copy(ulong address, ReadOnlySpan<byte> page)
+    /// <remarks>
+    /// With <paramref name="wake"/> false nobody is woken, installed or not: the caller wakes them (<see cref="Wake"/>)
+    /// once it has done what must come first (the crash journal's drop record).
+    /// </remarks>
+    public bool Copy(ulong address, ReadOnlySpan<byte> page, bool wake = true)
     {
         bool installed;
         fixed (byte* source = page)
         {
-            var args = new CopyArgs { Destination = address, Source = (ulong)source, Length = PageSize };
+            var args = new CopyArgs
+            {
+                Destination = address, Source = (ulong)source, Length = PageSize, Mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+            };
             installed = Resolve(UFFDIO_COPY, &args, "UFFDIO_COPY", address);
         }
-        if (!installed) Wake(address, PageSize);
+        if (!installed && wake) Wake(address, PageSize);
         return installed;
     }
 
