@@ -240,6 +240,9 @@ public sealed partial class Domain : IDEDomain
     }
 
     /// <summary>The state of a page without locking it (a racy hint, for filters); DomainRemoved once removed.</summary>
+    /// <summary>Whether the guest has never touched the page (neither guest memory nor saved), read without its lock.</summary>
+    internal bool PeekUntouched(long gfn) => PageEntry.IsUntouched(PeekEntry(gfn));
+
     public PageState PeekState(long gfn)
     {
         CheckGfn(gfn);

@@ -80,15 +80,17 @@ public sealed partial class DomainFingerprint
 
         // The pages, by kind, adding up to the domain.
         Count(nameof(PageCount), PageCount, MaxPageCount, "2^40");
-        if (GuestBytes != PageCount * PageSize)
-            throw FieldInvalid(nameof(GuestBytes), GuestBytes, $"PageCount × {PageSize} ({PageCount * PageSize})");
+        Count(nameof(UntouchedPages), UntouchedPages, PageCount, nameof(PageCount));
+        if (GuestBytes != (PageCount - UntouchedPages) * PageSize)
+            throw FieldInvalid(nameof(GuestBytes), GuestBytes,
+                $"(PageCount − UntouchedPages) × {PageSize} ({(PageCount - UntouchedPages) * PageSize})");
         Count(nameof(ZeroPages), ZeroPages, PageCount, nameof(PageCount));
         Count(nameof(UniformPages), UniformPages, PageCount, nameof(PageCount));
         Count(nameof(ContentPages), ContentPages, PageCount, nameof(PageCount));
         Count(nameof(UnreadablePages), UnreadablePages, PageCount, nameof(PageCount));
-        long kinds = ZeroPages + UniformPages + ContentPages + UnreadablePages;
+        long kinds = ZeroPages + UniformPages + ContentPages + UnreadablePages + UntouchedPages;
         if (kinds != PageCount)
-            throw FieldInvalid("ZeroPages + UniformPages + ContentPages + UnreadablePages", kinds, $"PageCount ({PageCount})");
+            throw FieldInvalid("ZeroPages + UniformPages + ContentPages + UnreadablePages + UntouchedPages", kinds, $"PageCount ({PageCount})");
         Count(nameof(DistinctContents), DistinctContents, ContentPages, nameof(ContentPages));
 
         // The sketch, and the counts that describe it: each entry is a distinct content, its copies the sampled pages.

@@ -64,11 +64,23 @@ public sealed partial class DomainFingerprint
     public DateTimeOffset Created { get; set; }
     public string KeyId { get; set; } = "";
 
-    /// <summary>Guest pages (4 KiB each), and their bytes.</summary>
+    /// <summary>Guest pages (4 KiB each), untouched ones included.</summary>
     public long PageCount { get; set; }
+
+    /// <summary>
+    /// The domain's guest memory as Get-DEHostStats and Get-DEPageStats define it: (PageCount − UntouchedPages) × 4096.
+    /// Untouched pages are neither guest memory nor saved.
+    /// </summary>
     public long GuestBytes { get; set; }
 
-    /// <summary>Pages of nothing but zero bytes (untouched pages included), and non-zero pages of one repeated 32-bit word: neither needs memory.</summary>
+    /// <summary>
+    /// Pages the guest has never touched (a QEMU guest's holes, an empty domain's pages): left out of GuestBytes and of every
+    /// other count. 0 for a file or process fingerprinted from its source (it has no untouched pages) and in fingerprints
+    /// made before it was counted.
+    /// </summary>
+    public long UntouchedPages { get; set; }
+
+    /// <summary>Pages of nothing but zero bytes, and non-zero pages of one repeated 32-bit word: neither needs memory.</summary>
     public long ZeroPages { get; set; }
     public long UniformPages { get; set; }
 

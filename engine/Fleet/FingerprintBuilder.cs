@@ -834,6 +834,10 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         // found are taken in gfn order as pages 0, 1, ... of a guest of count pages (what the placement sizes), up to count
         // of them; elsewhere gfn g is page g. Either way the pages counted but not read are the unreadable ones.
         var xen = domain as Xen.XenDomain;
+        // Pages the guest never touched are neither guest memory nor saved (Get-DEHostStats' definition): not read, and
+        // counted apart. Embedded and QEMU domains know them; a Xen guest's pages are all its own.
+        var untouchedOf = domain as Domain;
+        long untouched = 0;
         long last = xen is not null ? xen.Host.MaxGfn(xen) : count - 1;
         var gfns = xen is not null ? new List<long>((int)Math.Min(count, 1 << 26)) : null; // page index -> gfn
         long taken = 0;
@@ -845,12 +849,18 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
                 progress?.Invoke(Math.Min(gfn, count), count);
             }
             if (domain.IsRemoved) throw DEHost.DomainNotFound(domain.Name);
+            if (untouchedOf is not null && untouchedOf.PeekUntouched(gfn))
+            {
+                untouched++;
+                taken++; // counted, not read
+                continue;
+            }
             if (!read(gfn, page)) continue; // unreadable, or (Xen) a hole in the physmap
             builder.SetPage(gfns is null ? gfn : taken, page);
             gfns?.Add(gfn);
             taken++;
         }
-        long unreadable = count - taken;
+        long unreadable = count - taken; // taken counts the untouched pages: they are not unreadable
         if (gfns is not null)
         {
             var readAtGfn = read;
@@ -859,7 +869,9 @@ public sealed class FingerprintBuilder : IGuestPageSink, IDisposable
         progress?.Invoke(count, count);
         var fp = builder.Finish(domain.Name, domain.Host.Name, domain.Policy.TrustGroup, count, $"domain {domain.Name} on {domain.Host.Kind} host {domain.Host.Name}", read);
         fp.UnreadablePages = unreadable;
-        fp.ZeroPages -= unreadable; // never given to the builder, yet not zero
+        fp.UntouchedPages = untouched;
+        fp.ZeroPages -= unreadable + untouched; // never given to the builder, yet not zero pages of the guest's
+        fp.GuestBytes = (count - untouched) * PageSize;
         return fp;
     }
 

@@ -142,6 +142,38 @@ public sealed class FleetTests
         for (int g = 0; g < pages.Length; g++) Assert.Equal(pages[g], domain.ReadPage(g));
     }
 
+    /// <summary>
+    /// A fingerprint's GuestBytes was the domain's size, untouched pages counted as zero pages: for a mostly empty domain
+    /// (a QEMU guest's holes) it predicted its untouched pages as saved, where Get-DEPageStats counts them as neither guest
+    /// memory nor saved (a read-only audit of the docs: 1,022,848 bytes "saved" for a 1 MiB domain with one page
+    /// written). Untouched pages are counted apart, and GuestBytes is Get-DEPageStats' to the byte.
+    /// </summary>
+    [Fact]
+    public void A_domains_untouched_pages_are_neither_guest_memory_nor_saved_in_its_fingerprint()
+    {
+        using var host = new DEHost(new HostOptions { Name = "untouched" });
+        var domain = host.CreateDomain("mostly-empty", 256L * Page);
+        var page = new byte[Page];
+        new Random(3).NextBytes(page);
+        domain.WritePage(5, page);
+        domain.WritePage(9, new byte[Page]); // written with zeros: touched, a zero page of the guest's
+        var stats = host.GetPageStats(domain);
+
+        var fp = FingerprintBuilder.FromDomain(domain, KeyA);
+
+        Assert.Equal(254, fp.UntouchedPages);
+        Assert.Equal(stats.UntouchedPages, fp.UntouchedPages);
+        Assert.Equal(stats.GuestBytes, fp.GuestBytes);
+        Assert.Equal(2L * Page, fp.GuestBytes);
+        Assert.Equal(1, fp.ZeroPages);
+        Assert.Equal(1, fp.ContentPages);
+        Assert.Equal(0, fp.UnreadablePages);
+        fp.Validate();
+        var p = ColocationModel.Predict([fp]);
+        Assert.Equal(2L * Page, p.GuestBytes);
+        Assert.InRange(p.PredictedSavedBytes, long.MinValue, Page); // at most the zero page: no untouched page counts as saved
+    }
+
     [Fact]
     public void A_domain_with_pages_in_swap_is_fingerprinted_from_the_swap_file_and_its_pages_stay_there()
     {
