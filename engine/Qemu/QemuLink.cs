@@ -238,6 +238,20 @@ internal sealed unsafe class QemuLink : IDisposable
             total += Math.Min(r.Length, MaxGuestBytes + 1);
             if (total > MaxGuestBytes)
                 return ("MemorySizeInvalid", $"has more than {MaxGuestBytes >> 30} GiB of RAM, the most a domain may have");
+            // Two regions over the same addresses, or the same bytes of one memfd (QEMU mapping a backend again over
+            // itself, MAP_FIXED, as after a hardware memory error): two gfns would be one page, and a hole punched
+            // through one would empty the other.
+            for (int j = 0; j < i; j++)
+            {
+                var o = hello.RegionAt(j);
+                bool sameAddresses = r.HostAddress < o.HostAddress + o.Length && o.HostAddress < r.HostAddress + r.Length;
+                bool sameBytes = r.MemfdIndex == o.MemfdIndex &&
+                                 r.FileOffset < o.FileOffset + o.Length && o.FileOffset < r.FileOffset + r.Length;
+                if (sameAddresses || sameBytes)
+                    return ("QemuProtocolError", $"guest RAM regions {j} and {i} of the hello overlap (" +
+                                                 (sameAddresses ? "the same addresses" : $"the same bytes of descriptor {r.MemfdIndex}") +
+                                                 "): two guest pages would be one");
+            }
         }
         return null;
     }

@@ -26,6 +26,8 @@ public sealed class QemuHelloValidationTests
         ["an address range that wraps"] = ([Region(1UL << 40, address: ulong.MaxValue - 4095)], "QemuProtocolError"),
         ["2^60 bytes of RAM"] = ([Region(1UL << 60)], "MemorySizeInvalid"),
         ["two regions of 2^63 bytes"] = ([Region(1UL << 63), Region(1UL << 63, memfd: 1, address: 0x1000)], "MemorySizeInvalid"),
+        ["two regions at overlapping addresses"] = ([Region(1 << 20), Region(1 << 20, memfd: 1, address: 0x7f0000000000 + (512 << 10))], "QemuProtocolError"),
+        ["two regions over the same bytes of one memfd"] = ([Region(1 << 20), Region(1 << 20, address: 0x7f0000200000, offset: 4096)], "QemuProtocolError"),
         ["more RAM than a domain may have, by a page"] = ([Region(32UL << 30), Region((32UL << 30) + 4096, memfd: 1)], "MemorySizeInvalid"),
     };
 
