@@ -371,7 +371,10 @@ static void serve_engine(int sock, int listener)
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
         ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
         if (got <= 0) {
-            if (got < 0 && errno == EINTR) continue;
+            /* An engine that closed its end with a reply of ours unread (a DEPOSIT it gave up on, then its DETACH, sent
+             * without waiting) resets the connection: the kernel reports ECONNRESET once, before the requests still
+             * queued. They are taken (the DETACH among them), then the end of the connection. */
+            if (got < 0 && (errno == EINTR || errno == ECONNRESET)) continue;
             break; /* the engine is gone; the userfaultfd stays, and faults wait for the next one */
         }
         int fd = -1;

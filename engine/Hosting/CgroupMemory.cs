@@ -77,18 +77,24 @@ internal static class CgroupMemory
             if (id == "0" && controllers.Length == 0) v2Path = path;
             else if (controllers.Split(',').Contains("memory")) v1Path = path;
         }
-        Mount? v2Mount = null, v1Mount = null;
+        var v2Mounts = new List<Mount>();
+        var v1Mounts = new List<Mount>();
         foreach (string line in mountLines)
         {
             if (Mount.Parse(line) is not Mount m) continue;
-            if (m.FsType == "cgroup2") v2Mount ??= m;
-            else if (m.FsType == "cgroup" && m.SuperOptions.Split(',').Contains("memory")) v1Mount ??= m;
+            if (m.FsType == "cgroup2") v2Mounts.Add(m);
+            else if (m.FsType == "cgroup" && m.SuperOptions.Split(',').Contains("memory")) v1Mounts.Add(m);
         }
         // The v1 memory controller, where mounted, is the one that limits: on a hybrid system cgroup2 holds no controller.
-        if (v1Path is not null && v1Mount is Mount v1 && Resolve(v1, v1Path, fsRoot) is string v1Dir)
-            return new Location(v1Dir, Path.Join(fsRoot, v1.MountPoint), V1: true);
-        if (v2Path is not null && v2Mount is Mount v2 && Resolve(v2, v2Path, fsRoot) is string v2Dir)
-            return new Location(v2Dir, Path.Join(fsRoot, v2.MountPoint), V1: false);
+        // A hierarchy may be mounted more than once (bind mounts of parts of it): the first mount that shows the cgroup.
+        if (v1Path is not null)
+            foreach (var v1 in v1Mounts)
+                if (Resolve(v1, v1Path, fsRoot) is string v1Dir && Directory.Exists(v1Dir))
+                    return new Location(v1Dir, Path.Join(fsRoot, v1.MountPoint), V1: true);
+        if (v2Path is not null)
+            foreach (var v2 in v2Mounts)
+                if (Resolve(v2, v2Path, fsRoot) is string v2Dir && Directory.Exists(v2Dir))
+                    return new Location(v2Dir, Path.Join(fsRoot, v2.MountPoint), V1: false);
         return null;
     }
 

@@ -50,7 +50,12 @@ internal readonly record struct JournalPage(long Gfn, JournalKind Kind, uint Wor
 internal sealed unsafe class QemuJournal : IDisposable
 {
     private const uint Magic = 0x4a514544; // "DEQJ"
-    private const uint Version = 1;
+    /// <summary>
+    /// 2 since a drop record may carry the payload of the put it was written over (in place, when the disk refused an
+    /// append): an engine of version 1 would take such a record for damage. Version 1 journals are read (they hold no such
+    /// record); the header says 2 from the next commit on.
+    /// </summary>
+    private const uint Version = 2;
     private const int HeaderSize = 64;
     private const int RecordHeader = 24;
     private const int PageSize = Userfaultfd.PageSize;
@@ -466,11 +471,14 @@ internal sealed unsafe class QemuJournal : IDisposable
         long end = LinuxNative.Lseek(_fd, 0, LinuxNative.SEEK_END);
         if (end < HeaderSize) throw Invalid("it is shorter than a journal's header");
         ReadExactly(_fd, header, 0);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic || BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) != Version ||
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic || BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) is not (1 or Version) ||
             BinaryPrimitives.ReadUInt32LittleEndian(header[60..]) != Crc32.HashToUInt32(header[..60]))
-            throw Invalid("it is not a DEQJ version 1 journal");
+            throw Invalid($"it is not a DEQJ version 1 or {Version} journal");
         long pages = BinaryPrimitives.ReadInt64LittleEndian(header[8..]);
-        if (pages != _at.LongLength) throw Invalid($"it is the journal of a guest of {pages} pages, this guest has {_at.LongLength}");
+        // A guest may have more pages than its journal: RAM mapped after the engine that wrote it attached (hot-plugged
+        // memory) comes after the RAM it had, whose pages keep their numbers while the library keeps its userfaultfd.
+        if (pages < 1 || pages > _at.LongLength)
+            throw Invalid($"it is the journal of a guest of {pages} pages, this guest has {_at.LongLength}");
         long committed = BinaryPrimitives.ReadInt64LittleEndian(header[16..]);
         _generation = BinaryPrimitives.ReadInt64LittleEndian(header[24..]);
         if (committed < HeaderSize || committed > end) throw Invalid($"its committed end {committed} is outside the file ({end} bytes)");
@@ -483,7 +491,7 @@ internal sealed unsafe class QemuJournal : IDisposable
             int size = Align8(RecordHeader + length);
             bool whole = length <= PageSize && at + size <= end;
             if (whole) ReadExactly(_fd, record.AsSpan(RecordHeader, size - RecordHeader), at + RecordHeader);
-            if (!whole || !TryParse(record, out var kind, out _, out _, out long gfn) || (ulong)gfn >= (ulong)_at.LongLength)
+            if (!whole || !TryParse(record, out var kind, out _, out _, out long gfn) || (ulong)gfn >= (ulong)pages)
             {
                 if (at < committed)
                     throw new DEException("QemuJournalCorrupt", DEErrorKind.InvalidData,

@@ -456,6 +456,10 @@ internal sealed unsafe class QemuLink : IDisposable
             if (broken)
             {
                 Send(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
+                // The replies still to come (the request given up on, and this one) are read within the patience: closing
+                // with one unread resets the connection, and a library built before it took ECONNRESET as the engine gone,
+                // leaving the DETACH queued behind it unread.
+                DrainReplies(2, PatienceMs);
                 return;
             }
             Send(QemuProtocol.Message.For(QemuProtocol.Detach), -1, "detach");
@@ -473,6 +477,27 @@ internal sealed unsafe class QemuLink : IDisposable
     {
         lock (socketGate)
             if (!broken) TryDetach(socket, PatienceMs);
+    }
+
+    /// <summary>Reads up to <paramref name="count"/> replies within <paramref name="patienceMs"/> in all; errors end it.</summary>
+    private void DrainReplies(int count, int patienceMs)
+    {
+        QemuProtocol.Message reply;
+        Span<int> none = stackalloc int[4];
+        long started = Environment.TickCount64;
+        for (int i = 0; i < count; i++)
+        {
+            int left = (int)Math.Max(0, patienceMs - (Environment.TickCount64 - started));
+            try
+            {
+                Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int fdCount, "detach", left);
+                CloseAll(none[..fdCount]);
+            }
+            catch (DEException)
+            {
+                return; // no reply within the patience (QEMU still stopped), or the library hung up
+            }
+        }
     }
 
     private static void TryDetach(int socket, int patienceMs)

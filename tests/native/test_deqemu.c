@@ -651,6 +651,33 @@ static int test_hello_sends_only_the_memfds_of_its_regions(void)
     return 1;
 }
 
+/* An engine whose link broke (a deposit given up while QEMU was stopped) sends DETACH without waiting and closes with
+ * the late deposit's reply unread. Closing a socket with unread data resets the connection: the library's next recvmsg
+ * fails with ECONNRESET before the requests still queued, and the library took that as the engine gone, leaving the
+ * DETACH unread: the userfaultfd stayed registered with nobody serving it, and the deposit stayed. */
+static int test_a_detach_queued_behind_an_unread_reply_is_taken(void)
+{
+    CHECK(start_guest_with(&own, NULL, -1));
+    engine e;
+    CHECK(attach(&e));
+    CHECK(request(e.sock, DE_QEMU_DEPOSIT, e.state_fd));
+    struct pollfd answered = { .fd = e.sock, .events = POLLIN };
+    CHECK(poll(&answered, 1, -1) == 1); /* the deposit's reply is in: it stays unread */
+    /* QEMU stopped, as when the engine gave the deposit up: the DETACH is still queued when the engine closes. */
+    int status;
+    CHECK(kill(own.pid, SIGSTOP) == 0 && waitpid(own.pid, &status, WUNTRACED) == own.pid && WIFSTOPPED(status));
+    CHECK(request(e.sock, DE_QEMU_DETACH, -1));
+    leave(&e); /* closes the socket with the reply unread */
+    CHECK(kill(own.pid, SIGCONT) == 0);
+    engine f;
+    CHECK(attach(&f)); /* served once the first connection is done with: its requests are taken first */
+    CHECK(!(f.hello.flags & (DE_QEMU_HELLO_STATE | DE_QEMU_HELLO_REATTACH)));
+    leave(&f);
+    CHECK(verified(&own));
+    CHECK(stop_guest(&own));
+    return 1;
+}
+
 /* The CPU time (clock ticks) the guest's threads but its main one have used: the library's socket thread. */
 static long library_ticks(pid_t pid)
 {
@@ -801,6 +828,7 @@ static int run_own_guests(void)
     run("a region mapped after a hello is registered and advertised", test_a_region_mapped_after_a_hello_is_registered);
     run("hello sends only the memfds of its regions", test_hello_sends_only_the_memfds_of_its_regions);
     run("accept failing backs off", test_accept_failing_backs_off);
+    run("a detach queued behind an unread reply is taken", test_a_detach_queued_behind_an_unread_reply_is_taken);
     printf("# %d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
 }

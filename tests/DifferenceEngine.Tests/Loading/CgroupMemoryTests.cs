@@ -121,6 +121,19 @@ public sealed class CgroupMemoryTests
     }
 
     [Fact]
+    public void AHierarchyMountedTwiceIsReadThroughTheMountThatShowsTheCgroup()
+    {
+        using var dir = new TempDirectory();
+        // First a bind mount of another part of the hierarchy (it does not show /a), then the whole of it.
+        string part = "41 23 0:26 /other /mnt/other rw,relatime - cgroup2 cgroup2 rw";
+        Tree(dir, "mnt/other");
+        string a = Tree(dir, "sys/fs/cgroup/a");
+        Put(a, "memory.max", $"{50 * MiB}");
+        Put(a, "memory.current", $"{10 * MiB}");
+        Assert.Equal(40 * MiB, CgroupMemory.Read(["0::/a"], [part, V2Mount], dir.Path)?.MemoryBytes);
+    }
+
+    [Fact]
     public void AMountPointWithASpaceIsUnescaped()
     {
         using var dir = new TempDirectory();

@@ -167,17 +167,37 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void The_journal_of_another_guest_or_no_journal_at_all_is_refused()
     {
-        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var journal = QemuJournal.Create(_dir, 32, Deposit);
         journal.Dispose();
-        var e = Assert.Throws<DEException>(() => QemuJournal.Open(Handed(), _dir, 32, Deposit));
+        var e = Assert.Throws<DEException>(() => QemuJournal.Open(Handed(), _dir, 16, Deposit));
         Assert.Equal("QemuJournalInvalid", e.ErrorId);
-        Assert.Contains("16 pages", e.Message);
+        Assert.Contains("32 pages", e.Message);
 
         string path = Path.Combine(_dir, "not-a-journal");
         File.WriteAllBytes(path, new byte[4096]);
         int fd = LinuxNative.Open(path, LinuxNative.O_RDWR | LinuxNative.O_CLOEXEC, 0);
         e = Assert.Throws<DEException>(() => QemuJournal.Open(fd, _dir, 16, Deposit));
         Assert.Equal("QemuJournalInvalid", e.ErrorId);
+    }
+
+    /// <summary>
+    /// Memory hot-plugged after the engine that wrote the journal attached comes after the guest's RAM, whose pages keep
+    /// their numbers: the journal of the smaller guest is replayed (it was QemuJournalInvalid, and the dead engine's pages
+    /// were never served, a review's finding).
+    /// </summary>
+    [Fact]
+    public void The_journal_of_the_guest_before_memory_was_added_is_replayed()
+    {
+        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var page = Page(new Random(4), 9);
+        Assert.True(journal.Put(9, page));
+        journal.Maintain();
+        var grown = QemuJournal.Open(Handed(), _dir, 24, Deposit);
+        Assert.True(grown.IsHeld(9));
+        Assert.Equal(24, grown.PageCount);
+        Assert.Equal([9L], grown.HeldGfns());
+        grown.Dispose();
+        journal.Dispose();
     }
 
     [Fact]

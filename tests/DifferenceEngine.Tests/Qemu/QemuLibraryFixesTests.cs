@@ -8,7 +8,8 @@ namespace DifferenceEngine.Tests.Qemu;
 /// The C tests of libdeqemu.so that start a guest of their own (test_deqemu ... own-guests, tests/native/test_deqemu.c):
 /// a region mapped after an engine's hello is registered on the userfaultfd before a hello advertises it; a hello sends
 /// only the memfds its regions are in (a share=off memfd has none), so the engine's descriptor count holds; an accept()
-/// failing for want of descriptors backs off instead of spinning, and says so once. Run here so they count in the totals.
+/// failing for want of descriptors backs off instead of spinning, and says so once; a DETACH queued behind a reply the
+/// engine left unread (the connection reset) is still taken. Run here so they count in the totals.
 /// </summary>
 public class QemuLibraryFixesTests(ITestOutputHelper output)
 {
@@ -20,6 +21,6 @@ public class QemuLibraryFixesTests(ITestOutputHelper output)
         {
             ArgumentList = { Path.Combine(folder, "libdeqemu.so"), Path.Combine(folder, "fakeguest"), "own-guests" },
         }, output);
-        Assert.Contains("# 3 passed, 0 failed", stdout);
+        Assert.Contains("# 4 passed, 0 failed", stdout);
     }
 }
