@@ -536,6 +536,24 @@ Describe 'Get-DEHostStats on a Xen host' -Skip:$fakeMissing {
         $stats.SharedFrames | Should -BeGreaterThan 0
         Get-DEHostStats | Format-List | Out-String -Width 140 | Should -Match 'Host\s*:\s*xen'
     }
+
+    It 'has Get-DEPageStats rows, domain 0 left out, that add up to its figures to the byte' {
+        $stats = Get-DEHostStats
+        $rows = @(Get-DEPageStats)
+        $rows.Domain | Should -Not -Contain 'Domain-0'
+        $rows.Count | Should -Be $stats.Domains
+        # Shared frames split between their users: the rows' shares are rounded together.
+        ($rows | Measure-Object -Property SharedPages -Sum).Sum | Should -BeGreaterThan 0
+        ($rows | Measure-Object -Property BytesUsed -Sum).Sum | Should -Be $stats.DomainsUsedBytes
+        ($rows | Measure-Object -Property GuestBytes -Sum).Sum | Should -Be $stats.GuestBytes
+        ($rows | Measure-Object -Property BytesSaved -Sum).Sum | Should -Be ($stats.GuestBytes - $stats.DomainsUsedBytes)
+    }
+
+    It 'gives domain 0 a row, measured alone, only when it is named' {
+        (Get-DEPageStats -Domain Domain-0).PageCount | Should -Be 4
+        (Get-DEPageStats 0).Domain | Should -Be 'Domain-0'
+        (Get-DEDomain 0 | Get-DEPageStats).Domain | Should -Be 'Domain-0'
+    }
 }
 
 Describe 'Export-DEReport on a Xen host' -Skip:$fakeMissing {
