@@ -574,6 +574,12 @@ Describe 'Export-DEReport on a Xen host' -Skip:$fakeMissing {
         $cold.compressedPages | Should -Be (Get-DEPageStats -Domain cold).CompressedPages
         $cold.compressedPages | Should -BeGreaterThan 0
         @($json.host.faults.kind) | Should -Contain 'Decompress'
+        # The host policy as Get-DEPolicy -HostPolicy shows it: no watermarks and no compaction threshold on Xen.
+        $json.hostPolicy.similaritySeed | Should -Be (Get-DEPolicy -HostPolicy).SimilaritySeed
+        foreach ($field in 'lowWatermark', 'highWatermark', 'compactionThreshold') {
+            $json.hostPolicy.PSObject.Properties.Name | Should -Contain $field
+            $json.hostPolicy.$field | Should -BeNullOrEmpty -Because "$field does not apply on Xen"
+        }
         (Get-Item -LiteralPath $path).UnixFileMode | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
     }
 
@@ -590,6 +596,8 @@ Describe 'Export-DEReport on a Xen host' -Skip:$fakeMissing {
         $html = Get-Content -LiteralPath $path -Raw
         $html | Should -Match 'id="host-kind">Xen dom0 service<'
         $html | Should -Match 'Host xen'
+        $html | Should -Match 'Reclaim watermarks</t[dh]>\s*<td[^>]*>n/a on Xen'
+        $html | Should -Match 'Compaction above</t[dh]>\s*<td[^>]*>n/a on Xen'
     }
 }
 
