@@ -38,7 +38,10 @@ public sealed record DomainPageStats(
     public long PatchedPages { get; init; }
     /// <summary>Pages paged out to the swap file (they use disk, not memory).</summary>
     public long SwappedPages { get; init; }
-    /// <summary>"Running", "Loading", "OutOfMemory" or "Removed".</summary>
+    /// <summary>
+    /// Embedded: "Running", "Loading", "OutOfMemory" or "Removed". Xen: as Xen reports it (<see cref="Xen.XenDomain.Status"/>):
+    /// "Running", "Blocked", "Paused", "Shutdown" or "Dying".
+    /// </summary>
     public string Status { get; init; } = "Running";
     public long CompressedPages { get; init; }
 
