@@ -460,6 +460,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
             SwapBytes = SwapBytes,
             SwapUsedBytes = (swap?.SlotsUsed ?? 0) * PageGeometry.PageSize,
             PageOuts = pager.SwapOuts,
+            PagerFailures = pager.FailureCount,
+            LastPagerError = pager.LastFailure,
         });
     }
 

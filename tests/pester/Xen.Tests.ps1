@@ -635,3 +635,46 @@ Describe 'Disconnect-DEHost from a Xen host' -Skip:$fakeMissing {
         }
     }
 }
+
+Describe 'A corrupt copy in the pager on a Xen host' -Skip:$fakeMissing {
+    It 'is never loaded, and Get-DEHostStats shows it (PagerFailures, LastPagerError: XenPageCorrupt)' {
+        New-FakeDomain 6 (New-TextPages 8) 'corrupt'
+        $xen = Connect-DEHost -Xen -Name xen-corrupt -PassThru
+        Assert-Fake ([DETests.FakeXen]::fakexen_set_timeout_ms(500)) 'set the timeout'
+        try {
+            (Get-DEHostStats).PagerFailures | Should -Be 0
+            (Get-DEHostStats).LastPagerError | Should -BeNullOrEmpty
+            Get-DEHostStats | Format-List | Out-String -Width 200 | Should -Not -Match 'Pager failures'
+            Set-DEPolicy -Domain corrupt -C4Sweeps 1
+            Enable-DECompression -Domain corrupt
+            $null = Invoke-DEScan -Domain corrupt -Passes 2
+            (Get-DEPageStats -Domain corrupt).CompressedPages | Should -Be 8
+            # The test hook flips a bit of the pager's copy of gfn 2 (internal: reached by reflection).
+            $flags = [Reflection.BindingFlags]'Instance, NonPublic'
+            $xen.Pager.GetType().GetMethod('CorruptForTest', $flags).Invoke($xen.Pager, @([uint32]6, [uint64]2)) | Should -BeTrue
+            # The guest's read waits on the page: the fake gives up after its timeout (ETIMEDOUT), the vCPU stays paused.
+            [DETests.FakeXen]::fakexen_guest_read(6, 2, [byte[]]::new(4096)) | Should -Be -110
+            $deadline = [DateTime]::UtcNow.AddSeconds(10)
+            while ((Get-DEHostStats).PagerFailures -eq 0 -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            $stats = Get-DEHostStats
+            $stats.PagerFailures | Should -Be 1
+            $stats.LastPagerError | Should -Match '^XenPageCorrupt: .*domain 6 gfn 0x2'
+            $stats | Format-List | Out-String -Width 300 | Should -Match 'Pager failures\s*:\s*1, the last: XenPageCorrupt'
+            # Asked for by a cmdlet, the same copy is that cmdlet's error.
+            $e = Get-DEError { Read-DEGuestPage -Domain corrupt -Gfn 2 }
+            $e.Id | Should -Be 'XenPageCorrupt'
+            $e.Category | Should -Be 'InvalidData'
+            $e = Get-DEError { Disable-DECompression -Domain corrupt -Restore }
+            $e.Id | Should -Be 'XenPageCorrupt'
+            $e.Category | Should -Be 'InvalidData'
+        }
+        finally {
+            Assert-Fake ([DETests.FakeXen]::fakexen_set_timeout_ms(10000)) 'set the timeout'
+            # The corrupt page cannot go back: the disconnection says so (XenPagerRestoreFailed) and happens all the same.
+            $xen | Disconnect-DEHost -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err.Count | Should -Be 1
+            $err[0].FullyQualifiedErrorId | Should -Match '^XenPagerRestoreFailed,'
+            $xen.IsConnected | Should -BeFalse
+        }
+    }
+}
