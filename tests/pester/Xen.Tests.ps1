@@ -458,12 +458,34 @@ Describe 'Errors on a Xen host' -Skip:$fakeMissing {
         @{ Name = 'Get-DEPage'; Command = { Get-DEPage -Domain web1 } }
         @{ Name = 'Set-DEPolicy -LowWatermark'; Command = { Set-DEPolicy -HostPolicy -LowWatermark 0.2 } }
         @{ Name = 'Set-DEPolicy -CompactionThreshold'; Command = { Set-DEPolicy -HostPolicy -CompactionThreshold 0.5 } }
+        @{ Name = 'Set-DEPolicy -GroupSize'; Command = { Set-DEPolicy -Domain web1 -GroupSize 4 } }
+        @{ Name = 'Set-DEPolicy -GroupAfterSweeps'; Command = { Set-DEPolicy -Domain web1 -GroupAfterSweeps 2 } }
+        @{ Name = 'Set-DEPolicy -GroupAlgorithm'; Command = { Get-DEDomain web1 | Set-DEPolicy -GroupAlgorithm LZ4 } }
     ) {
         $e = Get-DEError $Command
         $e.Id | Should -Be 'NotSupportedOnXenHost'
         $e.Category | Should -Be 'NotImplemented'
         $e.Message | Should -Match "host 'xen' is a Xen host"
         (Get-DEDomain web1).Name | Should -Be 'web1'
+    }
+
+    It 'stops Set-DEPolicy with page-group values once, a bad argument for the call, before any domain changes' {
+        $before = (Get-DEPolicy -Domain web1, web2).C4Sweeps
+        $threw = $null
+        try {
+            Set-DEPolicy -Domain web1, web2 -C4Sweeps 5 -GroupSize 4 -ErrorAction SilentlyContinue -ErrorVariable err
+        }
+        catch {
+            $threw = $_
+        }
+        $threw | Should -Not -BeNullOrEmpty -Because '-ErrorAction does not silence a bad argument'
+        $threw.FullyQualifiedErrorId | Should -Be 'NotSupportedOnXenHost,DifferenceEngine.Commands.SetDEPolicyCommand'
+        "$($threw.CategoryInfo.Category)" | Should -Be 'NotImplemented'
+        # One error for the call (-ErrorVariable holds the terminating one), none per domain.
+        @($err).Count | Should -Be 1
+        $record = if ($err[0] -is [Management.Automation.ErrorRecord]) { $err[0] } else { $err[0].ErrorRecord }
+        $record.FullyQualifiedErrorId | Should -Be 'NotSupportedOnXenHost,DifferenceEngine.Commands.SetDEPolicyCommand'
+        (Get-DEPolicy -Domain web1, web2).C4Sweeps | Should -Be $before
     }
 
     It 'refuses a Xen domain given to a cmdlet of the embedded host, even when an embedded host is current' {
