@@ -62,7 +62,12 @@ public sealed record DomainPageStats(
     public bool CompressionEnabled { get; init; }
     public string? CompressionAlgorithm { get; init; }
 
-    /// <summary>Bytes this domain's Patched and Compressed pages hold in the compact store.</summary>
+    /// <summary>
+    /// This domain's share of the store's stored bytes (<see cref="HostStats.StoreStoredBytes"/>; on Xen, of what the pager
+    /// holds): a page's own blob whole, 1/n of a shared blob named by n pages and patches, an equal share of a page group's
+    /// stream among its live members. Rounded together with the other domains' (largest remainder) in a host's snapshot,
+    /// so the domains' add up to the host's to the byte (docs/REPORT-SCHEMA.md, domains[].storedBytes).
+    /// </summary>
     public long StoredBytes { get; init; }
 
     public long BytesSaved => GuestBytes - BytesUsed;
