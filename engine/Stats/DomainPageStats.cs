@@ -52,8 +52,9 @@ public sealed record DomainPageStats(
     public long SharedCompressedPages { get; init; }
 
     /// <summary>
-    /// Of <see cref="CompressedPages"/>, those kept in a page group: compressed together with other long-cold pages of
-    /// this domain. Each is charged an equal share of its group's stream among the group's live members.
+    /// Of <see cref="CompressedPages"/>, those kept in a page group themselves: compressed together with other long-cold
+    /// pages of this domain. Each is charged an equal share of its group's stream among the group's live members. A page
+    /// naming a shared blob kept in a group of shared blobs is counted in <see cref="SharedCompressedPages"/>, not here.
     /// </summary>
     public long GroupedPages { get; init; }
     /// <summary>Xen: pages the pager holds as the reference copies patches decode against (embedded references are Shared frames).</summary>
