@@ -36,9 +36,11 @@ public sealed class GetDEFingerprintCommand : DECmdlet
     [ValidateNotNullOrEmpty]
     public string? HostName { get; set; }
 
-    /// <summary>-Path: the images' trust group (domains of different trust groups never share).</summary>
+    /// <summary>
+    /// -Path: the images' trust group (domains of different trust groups never share). An empty one is PolicyTrustGroupInvalid,
+    /// as New-DEDomain's and Set-DEPolicy's are (no [ValidateNotNullOrEmpty], whose binding error would say otherwise).
+    /// </summary>
     [Parameter(ParameterSetName = PathSet)]
-    [ValidateNotNullOrEmpty]
     public string TrustGroup { get; set; } = Domains.DomainPolicy.DefaultTrustGroup;
 
     /// <summary>The fleet key file (New-DEFleetKey); it must be readable by its owner only.</summary>

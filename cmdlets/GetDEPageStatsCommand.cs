@@ -9,7 +9,11 @@ namespace DifferenceEngine.Commands;
 [OutputType(typeof(DomainPageStats))]
 public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
 {
-    /// <summary>The domains (names, patterns, Domain or XenDomain objects); every domain of the host by default.</summary>
+    /// <summary>
+    /// The domains (names, patterns, Domain or XenDomain objects, domain ids on Xen); by default every domain of the host
+    /// but a Xen host's domain 0, which is not treated and not in the host's figures (Get-DEHostStats, reports), so that the
+    /// rows add up to them. Given (by name, id, pattern or object), domain 0 gets a row too, measured alone.
+    /// </summary>
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(DomainNameCompleter))]
@@ -22,7 +26,9 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
         // be of another moment, and a page merged in between would be charged twice. A domain the snapshot does not have
         // (one made after it was taken) is measured alone; one removed meanwhile is DomainNotFound.
         var snapshots = new Dictionary<IDEHost, HostSnapshot?>(ReferenceEqualityComparer.Instance);
-        foreach (var domain in ResolveDomainsOrAll(Domain))
+        var domains = Domain is not null ? ResolveDomainsOrAll(Domain)
+            : ResolveDomainsOrAll(null).Where(d => d is not Xen.XenDomain { IsControlDomain: true });
+        foreach (var domain in domains)
         {
             if (!snapshots.TryGetValue(domain.Host, out var snapshot))
                 snapshots[domain.Host] = snapshot = TryItem(() => domain.Host.TakeSnapshot(StopToken), out var taken) ? taken : null;

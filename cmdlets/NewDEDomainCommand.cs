@@ -79,9 +79,11 @@ public sealed class NewDEDomainCommand : DECmdlet
     [ValidateRange(1, int.MaxValue)]
     public int QemuProcessId { get; set; }
 
-    /// <summary>Pages are only ever shared among domains of one trust group ("default" unless given).</summary>
+    /// <summary>
+    /// Pages are only ever shared among domains of one trust group ("default" unless given). Not [ValidateNotNullOrEmpty]:
+    /// an empty name is the engine's PolicyTrustGroupInvalid, as every other name no trust group may have.
+    /// </summary>
     [Parameter]
-    [ValidateNotNullOrEmpty]
     public string TrustGroup { get; set; } = DomainPolicy.DefaultTrustGroup;
 
     /// <summary>Sweeps without access after which a page counts as C4 (1 to 15).</summary>

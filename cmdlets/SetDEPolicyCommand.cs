@@ -9,7 +9,7 @@ namespace DifferenceEngine.Commands;
 /// Changes domains' policy values (C4 period, patch and compression thresholds, codec, trust group), or
 /// with -HostPolicy the host's similarity detector and store compaction threshold; values not given stay
 /// as they are (Set-DEPolicy). A value out of range stops the cmdlet before anything changes. On a Xen host the
-/// compaction threshold and watermarks do not exist (NotSupportedOnXenHost).
+/// compaction threshold, the watermarks and page groups do not exist: given, they stop it the same way (NotSupportedOnXenHost).
 /// </summary>
 [Cmdlet(VerbsCommon.Set, "DEPolicy", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low,
     DefaultParameterSetName = DomainSet)]
@@ -170,7 +170,16 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (PassThru) WriteObject(new HostPolicyView(host));
             return;
         }
-        foreach (var domain in ResolveDomains(Domain))
+        var domains = ResolveDomains(Domain);
+        // Page groups are not built for Xen domains: like the host policy's values Xen has no use for, a bad argument for the
+        // call, which stops once before any domain is changed (not an error per domain, the others changed).
+        if ((GroupSize is not null || GroupAfterSweeps is not null || GroupAlgorithm is not null)
+            && domains.Select(d => d.Host).OfType<XenHost>().FirstOrDefault() is { } xen)
+            ThrowDEError(NotSupportedOnXenHost(xen.Name,
+                "Page groups are not built for Xen domains: the Xen pager compresses each page alone. Of the domain policy, the " +
+                "other values apply there.",
+                "Set-DEPolicy with -GroupSize, -GroupAfterSweeps or -GroupAlgorithm"));
+        foreach (var domain in domains)
         {
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try

@@ -520,15 +520,18 @@ public sealed partial class DEHost : IDEHost, IEngineService
         if (!ReferenceEquals(domain.Host, this) || domain.IsRemoved) throw DomainNotFound(domain.Name);
         if (TakeSnapshot(cancellationToken).Find(domain.Id) is { } stats) return stats;
         using var op = EnterOperation();
-        var (alone, charge) = MeasureDomain(domain);
+        var (alone, charge, _) = MeasureDomain(domain);
         // Removed while it was measured (its release empties the pages after it marks the domain): not zeros saved.
         if (domain.IsRemoved) throw DomainNotFound(domain.Name);
         return alone with { BytesUsed = (long)Math.Round(charge) };
     }
 
-    /// <summary>One domain's page counts and its exact charge (a shared frame's users each pay a fraction of it).</summary>
+    /// <summary>
+    /// One domain's page counts, its exact charge (a shared frame's users each pay a fraction of it) and its exact share of
+    /// the store's bytes (a shared blob's names each a fraction of it), the stats' StoredBytes rounded alone.
+    /// </summary>
     /// <param name="sharedFrames">When given, a bitmap over frame numbers in which the frame of every shared page is set.</param>
-    private (DomainPageStats Stats, double Charge) MeasureDomain(Domain domain, ulong[]? sharedFrames = null)
+    private (DomainPageStats Stats, double Charge, double Stored) MeasureDomain(Domain domain, ulong[]? sharedFrames = null)
     {
         long priv = 0, zero = 0, untouched = 0, shared = 0, uniform = 0, swapped = 0;
         double used = 0;
@@ -575,7 +578,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
             CompressionEnabled = policy.CompressionEnabled,
             CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
         };
-        return (stats, used + enc.Used);
+        return (stats, used + enc.Used, enc.Stored);
     }
 
     private struct EncodedCounts
@@ -692,8 +695,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
         long swappedPages = 0;
         foreach (var d in domains)
         {
-            var (stats, charge) = MeasureDomain(d, sharedBits);
-            builder.Add(stats, charge);
+            var (stats, charge, stored) = MeasureDomain(d, sharedBits);
+            builder.Add(stats, charge, stored);
             swappedPages += stats.SwappedPages;
         }
         long groupSlotBytes = Groups.SlotsInSwap * PageGeometry.PageSize;

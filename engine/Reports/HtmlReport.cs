@@ -302,8 +302,12 @@ public static class HtmlReport
             ("Blocks per key (s)", p.SimilarityBlocksPerKey.ToString(C)),
             ("Candidates (c)", p.SimilarityCandidates.ToString(C)),
             ("Similarity seed", p.SimilaritySeed.ToString(C)),
-            ("Reclaim watermarks", $"{ReportText.Percent(100 * p.LowWatermark)} to {ReportText.Percent(100 * p.HighWatermark)} free"),
-            ("Compaction above", ReportText.Percent(100 * p.CompactionThreshold) + " fragmentation"),
+            ("Reclaim watermarks", p.LowWatermark is { } low && p.HighWatermark is { } high
+                ? $"{ReportText.Percent(100 * low)} to {ReportText.Percent(100 * high)} free"
+                : "n/a on Xen (the pager writes to swap over its memory limit)"),
+            ("Compaction above", p.CompactionThreshold is { } compaction
+                ? ReportText.Percent(100 * compaction) + " fragmentation"
+                : "n/a on Xen (the pager has no slab store)"),
         ]);
         w.Write("</div>\n</section>\n");
     }

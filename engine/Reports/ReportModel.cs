@@ -62,7 +62,7 @@ public sealed record ReportModel(
             host.Connected,
             snapshot.Host,
             host.EngineStatus,
-            PolicySnapshot.From(host.Policy),
+            PolicySnapshot.From(host),
             // Every domain, however asked for (-Domain *, Get-DEDomain piped): the same headline as a report of the host.
             chosen.Select(d => d.Id).ToHashSet().SetEquals(snapshot.Domains.Select(d => d.DomainId)),
             domainReports,
@@ -166,12 +166,21 @@ public sealed record DomainTotals(
     }
 }
 
-/// <summary>The host-wide engine settings at report time (a copy: <see cref="HostPolicy"/> changes).</summary>
+/// <summary>
+/// The host-wide engine settings at report time (a copy: <see cref="HostPolicy"/> changes), as Get-DEPolicy -HostPolicy
+/// shows them: on a Xen host the watermarks and the compaction threshold do not apply (the pager has no slab store and no
+/// frames of its own to keep free), and are null.
+/// </summary>
 public sealed record PolicySnapshot(
     int SimilarityKeys, int SimilarityBlocksPerKey, int SimilarityCandidates, int SimilaritySeed,
-    double LowWatermark, double HighWatermark, double CompactionThreshold)
+    double? LowWatermark, double? HighWatermark, double? CompactionThreshold)
 {
-    public static PolicySnapshot From(HostPolicy policy) =>
-        new(policy.SimilarityKeys, policy.SimilarityBlocksPerKey, policy.SimilarityCandidates, policy.SimilaritySeed,
-            policy.LowWatermark, policy.HighWatermark, policy.CompactionThreshold);
+    /// <summary>The settings of <paramref name="host"/>'s policy; without the embedded host's own on a Xen host.</summary>
+    public static PolicySnapshot From(IDEHost host)
+    {
+        var policy = host.Policy;
+        bool embedded = host is not Xen.XenHost;
+        return new(policy.SimilarityKeys, policy.SimilarityBlocksPerKey, policy.SimilarityCandidates, policy.SimilaritySeed,
+            embedded ? policy.LowWatermark : null, embedded ? policy.HighWatermark : null, embedded ? policy.CompactionThreshold : null);
+    }
 }

@@ -38,7 +38,10 @@ public sealed record DomainPageStats(
     public long PatchedPages { get; init; }
     /// <summary>Pages paged out to the swap file (they use disk, not memory).</summary>
     public long SwappedPages { get; init; }
-    /// <summary>"Running", "Loading", "OutOfMemory" or "Removed".</summary>
+    /// <summary>
+    /// Embedded: "Running", "Loading", "OutOfMemory" or "Removed". Xen: as Xen reports it (<see cref="Xen.XenDomain.Status"/>):
+    /// "Running", "Blocked", "Paused", "Shutdown" or "Dying".
+    /// </summary>
     public string Status { get; init; } = "Running";
     public long CompressedPages { get; init; }
 
@@ -49,8 +52,9 @@ public sealed record DomainPageStats(
     public long SharedCompressedPages { get; init; }
 
     /// <summary>
-    /// Of <see cref="CompressedPages"/>, those kept in a page group: compressed together with other long-cold pages of
-    /// this domain. Each is charged an equal share of its group's stream among the group's live members.
+    /// Of <see cref="CompressedPages"/>, those kept in a page group themselves: compressed together with other long-cold
+    /// pages of this domain. Each is charged an equal share of its group's stream among the group's live members. A page
+    /// naming a shared blob kept in a group of shared blobs is counted in <see cref="SharedCompressedPages"/>, not here.
     /// </summary>
     public long GroupedPages { get; init; }
     /// <summary>Xen: pages the pager holds as the reference copies patches decode against (embedded references are Shared frames).</summary>
@@ -59,7 +63,12 @@ public sealed record DomainPageStats(
     public bool CompressionEnabled { get; init; }
     public string? CompressionAlgorithm { get; init; }
 
-    /// <summary>Bytes this domain's Patched and Compressed pages hold in the compact store.</summary>
+    /// <summary>
+    /// This domain's share of the store's stored bytes (<see cref="HostStats.StoreStoredBytes"/>; on Xen, of what the pager
+    /// holds): a page's own blob whole, 1/n of a shared blob named by n pages and patches, an equal share of a page group's
+    /// stream among its live members. Rounded together with the other domains' (largest remainder) in a host's snapshot,
+    /// so the domains' add up to the host's to the byte (docs/REPORT-SCHEMA.md, domains[].storedBytes).
+    /// </summary>
     public long StoredBytes { get; init; }
 
     public long BytesSaved => GuestBytes - BytesUsed;

@@ -15,24 +15,31 @@ public sealed record HostSnapshot(HostStats Host, IReadOnlyList<DomainPageStats>
 /// Builds a <see cref="HostSnapshot"/> from each domain's page stats and its exact charge, the same for every kind of
 /// host: a shared frame's 4096 bytes split between n users is a fraction each, and rounding each domain on its own would
 /// let the domains' bytes drift a few bytes from the host's frames and store. The charges are rounded together instead
-/// (largest remainder), so they sum exactly to the rounded whole.
+/// (largest remainder), so they sum exactly to the rounded whole; so are the domains' shares of the store
+/// (<see cref="DomainPageStats.StoredBytes"/>: a blob named by pages of n domains is a fraction each), which sum to the
+/// store's stored bytes.
 /// </summary>
 internal sealed class SnapshotBuilder
 {
-    private readonly List<(DomainPageStats Stats, double Charge)> _domains = [];
-
-    /// <summary>A domain's stats (its BytesUsed is replaced) and its exact charge in bytes.</summary>
-    public void Add(DomainPageStats stats, double charge) => _domains.Add((stats, charge));
+    private readonly List<(DomainPageStats Stats, double Charge, double Stored)> _domains = [];
 
     /// <summary>
-    /// The snapshot: every domain with its rounded charge as BytesUsed, and <paramref name="host"/> with its guest memory,
-    /// untouched bytes and domains' bytes set to the sums over the domains.
+    /// A domain's stats (its BytesUsed and StoredBytes are replaced), its exact charge in bytes and its exact share of the
+    /// store's (or the Xen pager's) stored bytes.
+    /// </summary>
+    public void Add(DomainPageStats stats, double charge, double stored) => _domains.Add((stats, charge, stored));
+
+    /// <summary>
+    /// The snapshot: every domain with its rounded charge as BytesUsed and its rounded share of the store as StoredBytes
+    /// (each rounded together with the other domains'), and <paramref name="host"/> with its guest memory, untouched bytes
+    /// and domains' bytes set to the sums over the domains.
     /// </summary>
     public HostSnapshot Build(HostStats host)
     {
         long[] used = Apportion(_domains.Select(d => d.Charge).ToArray());
+        long[] stored = Apportion(_domains.Select(d => d.Stored).ToArray());
         var domains = new DomainPageStats[_domains.Count];
-        for (int i = 0; i < domains.Length; i++) domains[i] = _domains[i].Stats with { BytesUsed = used[i] };
+        for (int i = 0; i < domains.Length; i++) domains[i] = _domains[i].Stats with { BytesUsed = used[i], StoredBytes = stored[i] };
         return new HostSnapshot(host with
         {
             GuestBytes = domains.Sum(d => d.GuestBytes),

@@ -78,6 +78,15 @@ public sealed record HostStats(
     public string? LastReclaimError { get; init; }
     /// <summary>Why the last journal record of any QEMU domain could not be written, or null.</summary>
     public string? LastJournalError { get; init; }
+    /// <summary>
+    /// Xen: errors the pager's service thread met while it served the guests' page-ins, since the host was connected. Each
+    /// left a guest's request unanswered, so that vCPU stays paused on the page (a copy that fails its checksum:
+    /// XenPageCorrupt; a load Xen refused), or kept the thread from the ring for a moment; the other requests go on
+    /// being served. 0 on an embedded host, where a failed access fails the call or the Invoke-DEWorkload worker that made it.
+    /// </summary>
+    public long PagerFailures { get; init; }
+    /// <summary>The last of <see cref="PagerFailures"/> as "ErrorId: message" (naming the domain and gfn), or null.</summary>
+    public string? LastPagerError { get; init; }
     /// <summary>Accesses or loads that failed because the host was out of memory.</summary>
     public long OutOfMemoryEvents { get; init; }
 

@@ -384,19 +384,23 @@ public sealed partial class XenHost : IDEHost, IEngineService
         {
             // Domain 0 is not treated, and not in the snapshot: measured alone.
             Refresh();
-            var (stats, charge) = MeasureDomain(domain, SharedFrameCharge(out _));
-            return stats with { BytesUsed = (long)Math.Round(charge) };
+            var (stats, charge, stored) = MeasureDomain(domain, SharedFrameCharge(out _));
+            return stats with { BytesUsed = (long)Math.Round(charge), StoredBytes = (long)Math.Round(stored) };
         }
         return TakeSnapshot(cancellationToken).Find(domain.Id) ?? throw DEHost.DomainNotFound(domain.Name);
     }
 
-    /// <summary>A domain's page counts and its exact charge: its own frames, its share of the shared frames, its stored bytes.</summary>
-    private (DomainPageStats Stats, double Charge) MeasureDomain(XenDomain domain, double sharedCharge)
+    /// <summary>
+    /// A domain's page counts, its exact charge (its own frames, its share of the shared frames, its stored bytes) and its
+    /// exact stored bytes: what the pager holds for it, and its patches' share of the reference pages the pager keeps for
+    /// patches only (their own page went back to its guest), so that the domains' stored bytes add up to the pager's.
+    /// </summary>
+    private (DomainPageStats Stats, double Charge, double Stored) MeasureDomain(XenDomain domain, double sharedCharge)
     {
         var info = domain.Info;
         var held = pager.GetDomainStats(domain.DomainId);
-        double used = (double)info.TotalPages * PageGeometry.PageSize + info.SharedPages * sharedCharge + held.StoredBytes
-                      + held.OrphanReferenceBytes;
+        double stored = held.StoredBytes + held.OrphanReferenceBytes;
+        double used = (double)info.TotalPages * PageGeometry.PageSize + info.SharedPages * sharedCharge + stored;
         var policy = domain.Policy;
         var stats = new DomainPageStats(domain.Name, domain.Id, domain.PageCount, (long)info.TotalPages, 0, (long)info.SharedPages,
             domain.SizeBytes, 0, policy.TrustGroup, policy.SharingEnabled)
@@ -412,7 +416,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
             CompressionEnabled = policy.CompressionEnabled,
             CompressionAlgorithm = policy.CompressionAlgorithm.ToString(),
         };
-        return (stats, used);
+        return (stats, used, stored);
     }
 
     /// <summary>
@@ -432,8 +436,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
         var builder = new SnapshotBuilder();
         foreach (var d in domains)
         {
-            var (stats, charge) = MeasureDomain(d, sharedCharge);
-            builder.Add(stats, charge);
+            var (stats, charge, stored) = MeasureDomain(d, sharedCharge);
+            builder.Add(stats, charge, stored);
         }
         long frames = domains.Sum(d => (long)d.Info.TotalPages) + (long)usedFrames;
         // The same parts as an embedded host's, where Xen has them: each domU's page table here is the pager's hash and age
@@ -460,6 +464,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
             SwapBytes = SwapBytes,
             SwapUsedBytes = (swap?.SlotsUsed ?? 0) * PageGeometry.PageSize,
             PageOuts = pager.SwapOuts,
+            PagerFailures = pager.FailureCount,
+            LastPagerError = pager.LastFailure,
         });
     }
 

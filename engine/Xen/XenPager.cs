@@ -41,6 +41,8 @@ public sealed class XenPager : IDisposable
     private long sequence;
     private long swapOuts;
     private long liveReferences;
+    private long failureCount;
+    private string? lastFailure;
     private SwapSpace? swap;
     private long memoryLimit = long.MaxValue;
 
@@ -70,8 +72,17 @@ public sealed class XenPager : IDisposable
     /// <summary>Reference pages alive (each 4 KiB of <see cref="StoredBytes"/>).</summary>
     public long ReferencePages => Interlocked.Read(ref liveReferences);
 
-    /// <summary>Errors the service thread met (a corrupt copy, a failed load); it keeps serving other requests.</summary>
+    /// <summary>Errors the service thread met (a corrupt copy, a failed load); it keeps serving other requests. The last 100.</summary>
     public IReadOnlyCollection<DEException> Failures => failures.ToArray();
+
+    /// <summary>
+    /// How many errors the service thread has met since the pager started (<see cref="Failures"/> keeps only the last 100):
+    /// each left a request unanswered, or the ring unread for a moment. Get-DEHostStats: PagerFailures.
+    /// </summary>
+    public long FailureCount => Interlocked.Read(ref failureCount);
+
+    /// <summary>The last of them as "ErrorId: message" ("XenPageCorrupt: The pager's copy of ..."), or null. Get-DEHostStats: LastPagerError.</summary>
+    public string? LastFailure => Volatile.Read(ref lastFailure);
 
     /// <summary>The domains whose paging this pager serves.</summary>
     public IReadOnlyCollection<uint> Domains => domains.Keys.ToArray();
@@ -666,6 +677,8 @@ public sealed class XenPager : IDisposable
 
     private void Record(DEException e)
     {
+        Volatile.Write(ref lastFailure, $"{e.ErrorId}: {e.Message}");
+        Interlocked.Increment(ref failureCount);
         failures.Enqueue(e);
         while (failures.Count > 100 && failures.TryDequeue(out _))
         {

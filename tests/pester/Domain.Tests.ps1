@@ -329,6 +329,20 @@ foreach ($e in $err) { "error: $($e.FullyQualifiedErrorId) | $($e.CategoryInfo.C
             Should -Throw -ErrorId 'DomainNameInvalid,DifferenceEngine.Commands.NewDEDomainCommand'
     }
 
+    It 'refuses a trust group no domain may have, a bad argument (PolicyTrustGroupInvalid, InvalidArgument): <Label>' -ForEach @(
+        @{ Label = 'empty'; Group = '' }
+        @{ Label = 'only spaces'; Group = '   ' }
+        @{ Label = 'a comma'; Group = 'a,b' }
+        @{ Label = 'a semicolon'; Group = 'a;b' }
+        @{ Label = '65 characters'; Group = 'g' * 65 }
+    ) {
+        # -ErrorAction SilentlyContinue does not silence a bad argument; and no binding error comes before the module's id.
+        $err = { New-DEDomain -Name tg1 -MemorySize 1MB -TrustGroup $Group -ErrorAction SilentlyContinue } |
+            Should -Throw -ErrorId 'PolicyTrustGroupInvalid,DifferenceEngine.Commands.NewDEDomainCommand' -PassThru
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+        Get-DEDomain -Name tg1 -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+    }
+
     It 'writes the error and goes on with the next item of the pipeline' {
         $items = @(
             [pscustomobject]@{ Name = 'taken'; MemorySize = 1MB }

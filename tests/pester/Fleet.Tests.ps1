@@ -99,6 +99,8 @@ Describe 'Get-DEFingerprint' {
 
     It 'stops with <Id> for a -<Parameter> no domain could have, before it reads any file' -ForEach @(
         @{ Parameter = 'TrustGroup'; Value = ' '; Id = 'PolicyTrustGroupInvalid' }
+        @{ Parameter = 'TrustGroup'; Value = ''; Id = 'PolicyTrustGroupInvalid' }
+        @{ Parameter = 'TrustGroup'; Value = 'a,b'; Id = 'PolicyTrustGroupInvalid' }
         @{ Parameter = 'HostName'; Value = 'h*'; Id = 'HostNameInvalid' }
     ) {
         $arguments = @{ $Parameter = $Value }

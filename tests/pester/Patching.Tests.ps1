@@ -633,6 +633,8 @@ Describe 'Set-DEPolicy' {
         @{ Name = 'PatchThreshold'; Value = 8; Id = 'PolicyPatchThresholdInvalid' }
         @{ Name = 'CompressionThreshold'; Value = 2.0; Id = 'PolicyCompressionThresholdInvalid' }
         @{ Name = 'TrustGroup'; Value = ' '; Id = 'PolicyTrustGroupInvalid' }
+        @{ Name = 'TrustGroup'; Value = ''; Id = 'PolicyTrustGroupInvalid' }
+        @{ Name = 'TrustGroup'; Value = 'a;b'; Id = 'PolicyTrustGroupInvalid' }
     ) {
         $before = Get-DEPolicy | ConvertTo-Json
         # A good value beside the bad one: it must not be applied either.

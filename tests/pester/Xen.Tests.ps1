@@ -458,12 +458,34 @@ Describe 'Errors on a Xen host' -Skip:$fakeMissing {
         @{ Name = 'Get-DEPage'; Command = { Get-DEPage -Domain web1 } }
         @{ Name = 'Set-DEPolicy -LowWatermark'; Command = { Set-DEPolicy -HostPolicy -LowWatermark 0.2 } }
         @{ Name = 'Set-DEPolicy -CompactionThreshold'; Command = { Set-DEPolicy -HostPolicy -CompactionThreshold 0.5 } }
+        @{ Name = 'Set-DEPolicy -GroupSize'; Command = { Set-DEPolicy -Domain web1 -GroupSize 4 } }
+        @{ Name = 'Set-DEPolicy -GroupAfterSweeps'; Command = { Set-DEPolicy -Domain web1 -GroupAfterSweeps 2 } }
+        @{ Name = 'Set-DEPolicy -GroupAlgorithm'; Command = { Get-DEDomain web1 | Set-DEPolicy -GroupAlgorithm LZ4 } }
     ) {
         $e = Get-DEError $Command
         $e.Id | Should -Be 'NotSupportedOnXenHost'
         $e.Category | Should -Be 'NotImplemented'
         $e.Message | Should -Match "host 'xen' is a Xen host"
         (Get-DEDomain web1).Name | Should -Be 'web1'
+    }
+
+    It 'stops Set-DEPolicy with page-group values once, a bad argument for the call, before any domain changes' {
+        $before = (Get-DEPolicy -Domain web1, web2).C4Sweeps
+        $threw = $null
+        try {
+            Set-DEPolicy -Domain web1, web2 -C4Sweeps 5 -GroupSize 4 -ErrorAction SilentlyContinue -ErrorVariable err
+        }
+        catch {
+            $threw = $_
+        }
+        $threw | Should -Not -BeNullOrEmpty -Because '-ErrorAction does not silence a bad argument'
+        $threw.FullyQualifiedErrorId | Should -Be 'NotSupportedOnXenHost,DifferenceEngine.Commands.SetDEPolicyCommand'
+        "$($threw.CategoryInfo.Category)" | Should -Be 'NotImplemented'
+        # One error for the call (-ErrorVariable holds the terminating one), none per domain.
+        @($err).Count | Should -Be 1
+        $record = if ($err[0] -is [Management.Automation.ErrorRecord]) { $err[0] } else { $err[0].ErrorRecord }
+        $record.FullyQualifiedErrorId | Should -Be 'NotSupportedOnXenHost,DifferenceEngine.Commands.SetDEPolicyCommand'
+        (Get-DEPolicy -Domain web1, web2).C4Sweeps | Should -Be $before
     }
 
     It 'refuses a Xen domain given to a cmdlet of the embedded host, even when an embedded host is current' {
@@ -536,6 +558,24 @@ Describe 'Get-DEHostStats on a Xen host' -Skip:$fakeMissing {
         $stats.SharedFrames | Should -BeGreaterThan 0
         Get-DEHostStats | Format-List | Out-String -Width 140 | Should -Match 'Host\s*:\s*xen'
     }
+
+    It 'has Get-DEPageStats rows, domain 0 left out, that add up to its figures to the byte' {
+        $stats = Get-DEHostStats
+        $rows = @(Get-DEPageStats)
+        $rows.Domain | Should -Not -Contain 'Domain-0'
+        $rows.Count | Should -Be $stats.Domains
+        # Shared frames split between their users: the rows' shares are rounded together.
+        ($rows | Measure-Object -Property SharedPages -Sum).Sum | Should -BeGreaterThan 0
+        ($rows | Measure-Object -Property BytesUsed -Sum).Sum | Should -Be $stats.DomainsUsedBytes
+        ($rows | Measure-Object -Property GuestBytes -Sum).Sum | Should -Be $stats.GuestBytes
+        ($rows | Measure-Object -Property BytesSaved -Sum).Sum | Should -Be ($stats.GuestBytes - $stats.DomainsUsedBytes)
+    }
+
+    It 'gives domain 0 a row, measured alone, only when it is named' {
+        (Get-DEPageStats -Domain Domain-0).PageCount | Should -Be 4
+        (Get-DEPageStats 0).Domain | Should -Be 'Domain-0'
+        (Get-DEDomain 0 | Get-DEPageStats).Domain | Should -Be 'Domain-0'
+    }
 }
 
 Describe 'Export-DEReport on a Xen host' -Skip:$fakeMissing {
@@ -556,6 +596,12 @@ Describe 'Export-DEReport on a Xen host' -Skip:$fakeMissing {
         $cold.compressedPages | Should -Be (Get-DEPageStats -Domain cold).CompressedPages
         $cold.compressedPages | Should -BeGreaterThan 0
         @($json.host.faults.kind) | Should -Contain 'Decompress'
+        # The host policy as Get-DEPolicy -HostPolicy shows it: no watermarks and no compaction threshold on Xen.
+        $json.hostPolicy.similaritySeed | Should -Be (Get-DEPolicy -HostPolicy).SimilaritySeed
+        foreach ($field in 'lowWatermark', 'highWatermark', 'compactionThreshold') {
+            $json.hostPolicy.PSObject.Properties.Name | Should -Contain $field
+            $json.hostPolicy.$field | Should -BeNullOrEmpty -Because "$field does not apply on Xen"
+        }
         (Get-Item -LiteralPath $path).UnixFileMode | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite')
     }
 
@@ -572,6 +618,8 @@ Describe 'Export-DEReport on a Xen host' -Skip:$fakeMissing {
         $html = Get-Content -LiteralPath $path -Raw
         $html | Should -Match 'id="host-kind">Xen dom0 service<'
         $html | Should -Match 'Host xen'
+        $html | Should -Match 'Reclaim watermarks</t[dh]>\s*<td[^>]*>n/a on Xen'
+        $html | Should -Match 'Compaction above</t[dh]>\s*<td[^>]*>n/a on Xen'
     }
 }
 
@@ -606,6 +654,49 @@ Describe 'Disconnect-DEHost from a Xen host' -Skip:$fakeMissing {
         }
         finally {
             $again | Disconnect-DEHost -Confirm:$false
+        }
+    }
+}
+
+Describe 'A corrupt copy in the pager on a Xen host' -Skip:$fakeMissing {
+    It 'is never loaded, and Get-DEHostStats shows it (PagerFailures, LastPagerError: XenPageCorrupt)' {
+        New-FakeDomain 6 (New-TextPages 8) 'corrupt'
+        $xen = Connect-DEHost -Xen -Name xen-corrupt -PassThru
+        Assert-Fake ([DETests.FakeXen]::fakexen_set_timeout_ms(500)) 'set the timeout'
+        try {
+            (Get-DEHostStats).PagerFailures | Should -Be 0
+            (Get-DEHostStats).LastPagerError | Should -BeNullOrEmpty
+            Get-DEHostStats | Format-List | Out-String -Width 200 | Should -Not -Match 'Pager failures'
+            Set-DEPolicy -Domain corrupt -C4Sweeps 1
+            Enable-DECompression -Domain corrupt
+            $null = Invoke-DEScan -Domain corrupt -Passes 2
+            (Get-DEPageStats -Domain corrupt).CompressedPages | Should -Be 8
+            # The test hook flips a bit of the pager's copy of gfn 2 (internal: reached by reflection).
+            $flags = [Reflection.BindingFlags]'Instance, NonPublic'
+            $xen.Pager.GetType().GetMethod('CorruptForTest', $flags).Invoke($xen.Pager, @([uint32]6, [uint64]2)) | Should -BeTrue
+            # The guest's read waits on the page: the fake gives up after its timeout (ETIMEDOUT), the vCPU stays paused.
+            [DETests.FakeXen]::fakexen_guest_read(6, 2, [byte[]]::new(4096)) | Should -Be -110
+            $deadline = [DateTime]::UtcNow.AddSeconds(10)
+            while ((Get-DEHostStats).PagerFailures -eq 0 -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            $stats = Get-DEHostStats
+            $stats.PagerFailures | Should -Be 1
+            $stats.LastPagerError | Should -Match '^XenPageCorrupt: .*domain 6 gfn 0x2'
+            $stats | Format-List | Out-String -Width 300 | Should -Match 'Pager failures\s*:\s*1, the last: XenPageCorrupt'
+            # Asked for by a cmdlet, the same copy is that cmdlet's error.
+            $e = Get-DEError { Read-DEGuestPage -Domain corrupt -Gfn 2 }
+            $e.Id | Should -Be 'XenPageCorrupt'
+            $e.Category | Should -Be 'InvalidData'
+            $e = Get-DEError { Disable-DECompression -Domain corrupt -Restore }
+            $e.Id | Should -Be 'XenPageCorrupt'
+            $e.Category | Should -Be 'InvalidData'
+        }
+        finally {
+            Assert-Fake ([DETests.FakeXen]::fakexen_set_timeout_ms(10000)) 'set the timeout'
+            # The corrupt page cannot go back: the disconnection says so (XenPagerRestoreFailed) and happens all the same.
+            $xen | Disconnect-DEHost -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err.Count | Should -Be 1
+            $err[0].FullyQualifiedErrorId | Should -Match '^XenPagerRestoreFailed,'
+            $xen.IsConnected | Should -BeFalse
         }
     }
 }

@@ -382,6 +382,11 @@ public class XenHostTests(ITestOutputHelper output)
         failed.Wait();
         var failure = Assert.Single(host.Pager.Failures);
         Assert.Equal("XenPageCorrupt", failure.ErrorId);
+        // Where an admin sees it: Get-DEHostStats.
+        var stats = host.GetStats();
+        Assert.Equal(1, stats.PagerFailures);
+        Assert.StartsWith("XenPageCorrupt: ", stats.LastPagerError);
+        Assert.Contains($"domain 6 gfn 0x{swapped:x}", stats.LastPagerError);
         var e = Assert.Throws<DEException>(() => host.Dispose());
         Assert.Equal("XenPagerRestoreFailed", e.ErrorId);
     }
