@@ -33,8 +33,7 @@ public sealed class GetDEFingerprintCommand : DECmdlet
 
     /// <summary>-Path: the host the images stand for in the fingerprints (default: this machine's name).</summary>
     [Parameter(ParameterSetName = PathSet)]
-    [ValidateNotNullOrEmpty]
-    public string? HostName { get; set; }
+    public string? HostName { get; set; } // an empty one is HostNameInvalid, as the help says (no binding error)
 
     /// <summary>
     /// -Path: the images' trust group (domains of different trust groups never share). An empty one is PolicyTrustGroupInvalid,

@@ -102,6 +102,7 @@ Describe 'Get-DEFingerprint' {
         @{ Parameter = 'TrustGroup'; Value = ''; Id = 'PolicyTrustGroupInvalid' }
         @{ Parameter = 'TrustGroup'; Value = 'a,b'; Id = 'PolicyTrustGroupInvalid' }
         @{ Parameter = 'HostName'; Value = 'h*'; Id = 'HostNameInvalid' }
+        @{ Parameter = 'HostName'; Value = ''; Id = 'HostNameInvalid' }
     ) {
         $arguments = @{ $Parameter = $Value }
         $err = { Get-DEFingerprint -Path $web1Path, $web1Path -FleetKeyPath $keyPath @arguments -ErrorAction SilentlyContinue } |
