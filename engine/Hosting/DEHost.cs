@@ -737,6 +737,14 @@ public sealed partial class DEHost : IDEHost, IEngineService
             JournalBytes = domains.Sum(d => d.Qemu?.Journal.FileBytes ?? 0),
             JournalFailures = domains.Sum(d => d.Qemu?.Journal.Failures ?? 0),
             LastJournalError = domains.Select(d => d.Qemu?.Journal.LastError).LastOrDefault(e => e is not null),
+            // QEMU guests' faults the engine could not serve: the guest thread waits on its page (no call to fail).
+            PagerFailures = domains.Sum(d => d.Qemu?.FailedFaults ?? 0),
+            LastPagerError = domains.Select(d => d.Qemu?.FaultFailure).LastOrDefault(e => e is not null) switch
+            {
+                null => null,
+                DEException de => $"{de.ErrorId}: {de.Message}",
+                var other => $"{other.GetType().Name}: {other.Message}",
+            },
         });
     }
 

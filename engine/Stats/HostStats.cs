@@ -82,7 +82,9 @@ public sealed record HostStats(
     /// Xen: errors the pager's service thread met while it served the guests' page-ins, since the host was connected. Each
     /// left a guest's request unanswered, so that vCPU stays paused on the page (a copy that fails its checksum:
     /// XenPageCorrupt; a load Xen refused), or kept the thread from the ring for a moment; the other requests go on
-    /// being served. 0 on an embedded host, where a failed access fails the call or the Invoke-DEWorkload worker that made it.
+    /// being served. On an embedded host, the faults of its QEMU guests the engine could not serve (a page whose copy and
+    /// crash journal record both fail their checksums, no memory under the limit): that guest thread waits on the page, the
+    /// others are served on; any other access that fails fails the call or the Invoke-DEWorkload worker that made it.
     /// </summary>
     public long PagerFailures { get; init; }
     /// <summary>The last of <see cref="PagerFailures"/> as "ErrorId: message" (naming the domain and gfn), or null.</summary>

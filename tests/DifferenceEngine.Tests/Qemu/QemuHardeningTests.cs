@@ -24,27 +24,9 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void AFaultOnAPageWhoseSwapSlotIsDamagedIsServedFromTheJournalNotLeftWaiting()
     {
         using var dir = new TempDir();
-        string swap = Path.Combine(dir.Path, "swap");
         using var guest = FakeGuest.Start();
-        using var host = new DEHost(new HostOptions
-        {
-            Name = "audit-bad-slot", MemoryLimitBytes = 2L << 20, SwapPath = swap, SwapSizeBytes = 64L << 20,
-        });
-        var vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1 });
-        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
-        host.Reclaimer!.ReclaimToHighWatermark();
-        long swapped = host.GetPageStats(vm).SwappedPages;
-        output.WriteLine($"{swapped} pages swapped; journal holds gfn 1: {vm.Qemu!.Journal.IsHeld(1)}");
-        Assert.True(swapped > 100, $"only {swapped} pages were paged out");
-        // The swap file damaged (as a bad disk sector would be): every slot fails its checksum.
-        // (The swap file is unlinked once open: reached through this process's descriptor of it.)
-        string open = Directory.GetFiles("/proc/self/fd").First(l => new FileInfo(l).LinkTarget is { } t && t.StartsWith(swap, StringComparison.Ordinal));
-        using (var f = new FileStream(open, FileMode.Open, FileAccess.Write))
-        {
-            var junk = new byte[1 << 20];
-            Array.Fill(junk, (byte)0xA5);
-            for (long at = 0; at < Math.Min(f.Length, 16L << 20); at += junk.Length) f.Write(junk);
-        }
+        using var host = SwappedOut(dir, guest, "audit-bad-slot", out var vm);
+        output.WriteLine($"journal holds gfn 1: {vm.Qemu!.Journal.IsHeld(1)}");
 
         var verify = Task.Run(() => guest.Ask("verify"));
         bool finished = verify.Wait(TimeSpan.FromSeconds(20));
@@ -64,6 +46,30 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
             try { host.RemoveDomain(vm); } catch (DEException e) { output.WriteLine($"removal: {e.ErrorId}: {e.Message}"); }
             output.WriteLine(verify.Wait(TimeSpan.FromSeconds(30)) ? $"after removal the guest says: {verify.Result}" : "still waiting after removal");
         }
+    }
+
+    /// <summary>
+    /// A QEMU guest's fault the engine cannot serve (its copy fails its checksum, and the crash journal cannot give its
+    /// copy either) leaves that guest thread waiting; it was counted in QemuRam.FailedFaults, which nothing showed.
+    /// Get-DEHostStats counts it in PagerFailures with the last in LastPagerError, as the Xen pager's (a docs audit).
+    /// Made here: a page compressed alone, its blob damaged, and the journal closed under the engine.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void AGuestFaultTheEngineCannotServeIsCountedInTheHostsPagerFailures()
+    {
+        using var dir = new TempDir();
+        using var guest = FakeGuest.Start();
+        using var host = SwappedOut(dir, guest, "qemu-failed-fault", out var vm);
+        Assert.Equal(0, host.GetStats().PagerFailures);
+        Assert.Null(host.GetStats().LastPagerError);
+        vm.Qemu!.Journal.Dispose(); // with every swap slot damaged, no copy of a swapped page can be read
+
+        guest.Send("verify"); // its thread waits on the first swapped page it reads, for good
+        SpinWait.SpinUntil(() => vm.Qemu.FailedFaults > 0 || vm.Qemu.FaultFailure is not null);
+        var stats = host.GetStats();
+        output.WriteLine($"{stats.PagerFailures}: {stats.LastPagerError}");
+        Assert.Equal(1, stats.PagerFailures);
+        Assert.StartsWith("SwapIntegrityError: ", stats.LastPagerError);
     }
 
     /// <summary>
@@ -124,6 +130,28 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
             host.RemoveDomain(vm); // unregistering wakes every waiter
             output.WriteLine(verify.Wait(TimeSpan.FromSeconds(15)) ? $"after removal: {verify.Result}" : "still waiting after removal");
         }
+    }
+
+    /// <summary>
+    /// A host under a 2 MiB limit with a swap file, the fake guest attached and paged out, then every swap slot damaged (as
+    /// a bad disk would: each fails its checksum; the unlinked file reached through this process's descriptor of it).
+    /// </summary>
+    private DEHost SwappedOut(TempDir dir, FakeGuest guest, string name, out Domain vm)
+    {
+        string swap = Path.Combine(dir.Path, "swap");
+        var host = new DEHost(new HostOptions { Name = name, MemoryLimitBytes = 2L << 20, SwapPath = swap, SwapSizeBytes = 64L << 20 });
+        vm = host.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1 });
+        host.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 2 });
+        host.Reclaimer!.ReclaimToHighWatermark();
+        long swapped = host.GetPageStats(vm).SwappedPages;
+        output.WriteLine($"{swapped} pages swapped");
+        Assert.True(swapped > 100, $"only {swapped} pages were paged out");
+        string open = Directory.GetFiles("/proc/self/fd").First(l => new FileInfo(l).LinkTarget is { } t && t.StartsWith(swap, StringComparison.Ordinal));
+        using var f = new FileStream(open, FileMode.Open, FileAccess.Write);
+        var junk = new byte[1 << 20];
+        Array.Fill(junk, (byte)0xA5);
+        for (long at = 0; at < Math.Min(f.Length, 16L << 20); at += junk.Length) f.Write(junk);
+        return host;
     }
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
