@@ -229,6 +229,7 @@ internal static class SharedCompression
         private byte[] _pages = new byte[4 * PageGeometry.PageSize];
         private int _pagesUsed;
         private GroupCodecChoice _choice;
+        private string? _choiceGroup; // the trust group _choice learnt from: another's starts it afresh
         private int _count;
 
         /// <summary>What the worker's frames did (<see cref="Reset"/> starts it again).</summary>
@@ -287,6 +288,11 @@ internal static class SharedCompression
                     _ids[k] = _blobs[k].Id;
                     _handles[k] = _blobs[k].Handle;
                 }
+                if (!string.Equals(_choiceGroup, domain.Policy.TrustGroup, StringComparison.Ordinal))
+                {
+                    _choice = default;
+                    _choiceGroup = domain.Policy.TrustGroup;
+                }
                 SharedGrouping.FormKnown(host, domain.Policy, _ids.AsSpan(0, count), _handles.AsSpan(0, count),
                     _pages.AsSpan(0, count * PageGeometry.PageSize), ref _choice, ref Counters);
             }
@@ -302,6 +308,7 @@ internal static class SharedCompression
             Array.Clear(_blobs);
             _count = 0;
             _choice = default; // each worker's pass chooses afresh, from its own groups (GroupCodecChoice)
+            _choiceGroup = null;
             Counters = default;
             Array.Clear(_pages, 0, _pagesUsed);
             _pagesUsed = 0;

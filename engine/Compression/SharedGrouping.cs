@@ -108,11 +108,19 @@ internal static class SharedGrouping
             {
                 var c = new EncodeCounters();
                 var choice = new GroupCodecChoice();
+                string? choiceGroup = null;
                 Span<uint> ids = stackalloc uint[PageGroupTable.MaxMembers];
                 var sorted = nominations.Items;
                 for (int r = (int)((long)k * runs.Count / chunks); r < (int)((long)(k + 1) * runs.Count / chunks); r++)
                 {
                     var (start, count, domain) = runs[r];
+                    // The parameter set follows what earlier groups made: those of the same trust group only, or one
+                    // group's streams would depend on another's content (a security audit).
+                    if (!string.Equals(choiceGroup, domain.Policy.TrustGroup, StringComparison.Ordinal))
+                    {
+                        choice = new GroupCodecChoice();
+                        choiceGroup = domain.Policy.TrustGroup;
+                    }
                     for (int m = 0; m < count; m++) ids[m] = sorted[start + m].Blob;
                     Form(host, domain.Policy, ids[..count], ref choice, ref c);
                 }

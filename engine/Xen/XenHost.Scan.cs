@@ -92,7 +92,10 @@ public sealed partial class XenHost
         var detector = Policy.Detector;
         var firstSeen = new Dictionary<string, Dictionary<ulong, XenPageRef>>(StringComparer.Ordinal);
         var pairs = new List<(XenPageRef Source, XenPageRef Client)>();
-        var duplicated = new HashSet<ulong>();
+        // Contents held twice within a trust group (pages for sharing, left alone by patching and compression): by group,
+        // as the pairs are. A set of hashes alone let one group's duplicates keep another group's page of the same content
+        // from being paged out, which that group's guest could tell by its faults (a probe of the other's memory).
+        var duplicated = new HashSet<(string TrustGroup, ulong Hash)>();
         var cold = new List<ColdPage>();
         byte[] buffer = new byte[Batch * PageGeometry.PageSize];
         int[] errors = new int[Batch];
@@ -161,7 +164,7 @@ public sealed partial class XenHost
                         if (exists)
                         {
                             pairs.Add((source, page));
-                            duplicated.Add(hash);
+                            duplicated.Add((domain.Policy.TrustGroup, hash));
                         }
                         else
                         {
@@ -212,7 +215,7 @@ public sealed partial class XenHost
         foreach (var page in cold.OrderByDescending(p => p.Age))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (duplicated.Contains(page.Hash) && page.Domain.Policy.SharingEnabled)
+            if (duplicated.Contains((page.Domain.Policy.TrustGroup, page.Hash)) && page.Domain.Policy.SharingEnabled)
             {
                 continue;
             }

@@ -9,7 +9,7 @@ namespace DifferenceEngine.Xen;
 /// candidate pairs (same hash as an earlier page), and per pair: shared now, on one frame already, changed since the
 /// scan (or a hash collision), refused by Xen (not sharable right now).
 /// </summary>
-public sealed record XenSharingResult(
+internal sealed record XenSharingResult(
     long PagesScanned,
     long PagesSkipped,
     long Candidates,
@@ -38,7 +38,7 @@ internal enum XenShareOutcome
 /// matches an earlier one nominates both, compares their bytes and has Xen share them. Xen keeps shared frames
 /// copy-on-write. Choose domains that may share (one trust group): the pass shares any identical pages among them.
 /// </summary>
-public sealed class XenSharing
+internal sealed class XenSharing
 {
     private const int Batch = 256;
 
