@@ -140,6 +140,31 @@ internal static unsafe partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "geteuid")]
     public static partial uint GetEuid();
 
+    [LibraryImport(Libc, EntryPoint = "malloc_trim")]
+    private static partial int MallocTrim(nuint pad);
+
+    private static volatile bool s_noMallocTrim = OperatingSystem.IsWindows();
+
+    /// <summary>
+    /// glibc's malloc_trim(0): gives the memory its heaps hold free back to the system (free pages in the middle of a heap
+    /// too). Native memory the process freed otherwise stays resident in the C library's heaps. False where the C library
+    /// has no such call (musl, Windows).
+    /// </summary>
+    public static bool TryMallocTrim()
+    {
+        if (s_noMallocTrim) return false;
+        try
+        {
+            MallocTrim(0);
+            return true;
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            s_noMallocTrim = true;
+            return false;
+        }
+    }
+
     [LibraryImport(Libc, EntryPoint = "fstatfs", SetLastError = true)]
     private static partial int FStatFs(int fd, byte* buffer);
 

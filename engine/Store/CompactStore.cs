@@ -479,6 +479,29 @@ public sealed unsafe class CompactStore : IDisposable
     /// </summary>
     public CompactionResult Settle(BlobWalk walk) => Rearrange(walk, 1, settle: true);
 
+    /// <summary>Slab bytes freed since the C library's heaps were last trimmed (<see cref="TrimIfFreed"/>).</summary>
+    private long _freedSinceTrim;
+    private long _trims;
+
+    /// <summary>
+    /// Slabs come from the C library's heaps (NativeMemory.AlignedAlloc), which keep what is freed for the next allocation:
+    /// resident, but counted nowhere (a Compare audit: 7-10 MiB over 60 MiB of memory used, freed by malloc_trim). After a
+    /// compaction or a settle (the end of a pass) that followed at least <see cref="TrimThresholdBytes"/> of slabs freed,
+    /// the heaps are trimmed, so that memory used is what the process holds.
+    /// </summary>
+    private void TrimIfFreed()
+    {
+        if (Interlocked.Read(ref _freedSinceTrim) < TrimThresholdBytes) return;
+        Interlocked.Exchange(ref _freedSinceTrim, 0);
+        if (Qemu.LinuxNative.TryMallocTrim()) Interlocked.Increment(ref _trims);
+    }
+
+    /// <summary>Freed slab bytes after which the end of a compaction or settle trims the C library's heaps (1 MiB).</summary>
+    internal const long TrimThresholdBytes = 1 << 20;
+
+    /// <summary>How many times the C library's heaps were trimmed (tests).</summary>
+    internal long Trims => Interlocked.Read(ref _trims);
+
     /// <summary>Bytes <see cref="Settle"/> would give back: per class, what it holds beyond <see cref="LeastSlabsFor"/>, when a page or more.</summary>
     public long UnsettledBytes
     {
@@ -568,6 +591,7 @@ public sealed unsafe class CompactStore : IDisposable
             foreach (long n in w.Left.Values) refused += n;
             w.Left.Clear(); // holds no slab past the call
             var mover = w.Mover;
+            TrimIfFreed();
             return new CompactionResult(drained, mover.Moved, refused, mover.BytesMoved, mover.Released, mover.BytesReleased, madeBytes,
                 before, AllocatedBytes);
 
@@ -997,6 +1021,7 @@ public sealed unsafe class CompactStore : IDisposable
         NativeMemory.Clear(data, (nuint)s.Bytes);
         NativeMemory.AlignedFree(data);
         Interlocked.Add(ref _allocated, -s.Bytes);
+        Interlocked.Add(ref _freedSinceTrim, s.Bytes);
         Volatile.Write(ref cls.SlabCount, cls.SlabCount - 1);
         cls.Bytes -= s.Bytes;
         CacheSlab(cls, s);
