@@ -88,7 +88,23 @@ __attribute__((constructor)) static void deqemu_init(void)
             sizeof socket_path - 1);
         return;
     }
-    strcpy(socket_path, path);
+    /* A relative path is made absolute now: QEMU may change its folder before it maps guest RAM, when the socket is bound
+     * (-daemonize goes to /), and an engine finding the socket from QEMU's pid reads the bound path
+     * (/proc/PID/net/unix). */
+    if (path[0] != '/') {
+        char cwd[sizeof socket_path];
+        if (getcwd(cwd, sizeof cwd) == NULL || strlen(cwd) + 1 + strlen(path) >= sizeof socket_path) {
+            say("DE_QEMU_SOCKET (%s) made absolute from this folder is longer than a Unix socket path may be; the engine "
+                "cannot attach", path);
+            return;
+        }
+        size_t at = strcmp(cwd, "/") == 0 ? 0 : strlen(cwd); /* lengths checked above */
+        memcpy(socket_path, cwd, at);
+        socket_path[at] = '/';
+        memcpy(socket_path + at + 1, path, strlen(path) + 1);
+    } else {
+        strcpy(socket_path, path);
+    }
     active = 1;
 }
 

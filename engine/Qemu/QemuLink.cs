@@ -285,10 +285,47 @@ internal sealed unsafe class QemuLink : IDisposable
                 "LD_PRELOAD=libdeqemu.so and DE_QEMU_SOCKET=<socket path> (docs/QEMU.md).", pid.ToString());
         if (!Path.IsPathRooted(socket))
         {
+            // The library binds it made absolute from the folder QEMU started in, which QEMU may have left since
+            // (-daemonize goes to /): the path it bound, among the sockets it listens on, before its folder now.
+            if (ListeningSocketEndingWith(pid, socket) is string bound) return bound;
             string? cwd = new DirectoryInfo(Path.Combine(proc, "cwd")).LinkTarget;
             socket = Path.Combine(cwd ?? "/", socket);
         }
         return socket;
+    }
+
+    /// <summary>
+    /// The one Unix socket process <paramref name="pid"/> listens on whose bound path is <paramref name="relative"/> or
+    /// ends with "/" + it (/proc/PID/net/unix, the sockets matched by inode to the process's descriptors); null when there
+    /// is none, several, or they cannot be read.
+    /// </summary>
+    internal static string? ListeningSocketEndingWith(int pid, string relative)
+    {
+        const int AcceptingConnections = 0x10000; // __SO_ACCEPTCON in the Flags column
+        try
+        {
+            var inodes = new HashSet<string>(StringComparer.Ordinal);
+            foreach (string fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+            {
+                string? target = new FileInfo(fd).LinkTarget;
+                if (target is not null && target.StartsWith("socket:[", StringComparison.Ordinal)) inodes.Add(target[8..^1]);
+            }
+            string want = relative.StartsWith("./", StringComparison.Ordinal) ? relative[2..] : relative;
+            var found = new List<string>();
+            foreach (string line in File.ReadLines($"/proc/{pid}/net/unix").Skip(1))
+            {
+                string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f.Length < 8 || !inodes.Contains(f[6])) continue;
+                if (!int.TryParse(f[3], System.Globalization.NumberStyles.HexNumber, null, out int flags) || (flags & AcceptingConnections) == 0) continue;
+                string path = string.Join(' ', f[7..]);
+                if (path == relative || path.EndsWith("/" + want, StringComparison.Ordinal)) found.Add(path);
+            }
+            return found.Count == 1 ? found[0] : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>The region and the page's offset in it, for a guest frame number.</summary>

@@ -19,6 +19,7 @@
  *                 (A lower limit would fail the library's poll() too: EINVAL when it polls more descriptors than the
  *                 limit.) Answers "EXHAUSTED <descriptors taken in all>"
  *     release     gives back the descriptors taken and restores the limit. Answers "RELEASED <descriptors given back>"
+ *     chdir /     changes its folder to /, as QEMU -daemonize does after it made guest RAM. Answers "CHDIR /"
  *     quit        exits 0
  * It says "READY <pid> <pages>" once its RAM is mapped and filled. Usage: fakeguest <pages> <seed> [option], option:
  *     private-first  a share=off memfd of 16 pages is made, as "private 16", before the guest RAM's
@@ -200,7 +201,10 @@ int main(int argc, char **argv)
     char line[128];
     while (fgets(line, sizeof line, stdin) != NULL) {
         unsigned long long n, a;
-        if (sscanf(line, "discard %llu %llu", &a, &n) == 2) {
+        if (strncmp(line, "chdir /", 7) == 0) {
+            /* As QEMU -daemonize does once its machine (and guest RAM) is made. */
+            printf(chdir("/") == 0 ? "CHDIR /\n" : "FAILED chdir\n");
+        } else if (sscanf(line, "discard %llu %llu", &a, &n) == 2) {
             struct ram *r = ram_of(a);
             if (r == NULL || a + n > r->first + r->pages
                 || fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)((a - r->first) * PAGE),

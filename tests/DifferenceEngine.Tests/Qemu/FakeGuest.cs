@@ -16,7 +16,7 @@ internal sealed class FakeGuest : IDisposable
     private readonly Process process;
     private readonly TempDir dir = new();
 
-    private FakeGuest(int pages)
+    private FakeGuest(int pages, bool relativeSocket = false)
     {
         string folder = QemuNativeBuild.Folder;
         SocketPath = Path.Combine(dir.Path, "guest.sock");
@@ -25,7 +25,13 @@ internal sealed class FakeGuest : IDisposable
             ArgumentList = { pages.ToString(), "5" },
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
-            Environment = { ["LD_PRELOAD"] = Path.Combine(folder, "libdeqemu.so"), ["DE_QEMU_SOCKET"] = SocketPath },
+            // Relative: DE_QEMU_SOCKET names the socket in the folder it starts in (its own temporary folder).
+            WorkingDirectory = relativeSocket ? dir.Path : "",
+            Environment =
+            {
+                ["LD_PRELOAD"] = Path.Combine(folder, "libdeqemu.so"),
+                ["DE_QEMU_SOCKET"] = relativeSocket ? "guest.sock" : SocketPath,
+            },
         };
         process = Process.Start(start)!;
         string? ready = process.StandardOutput.ReadLine();
@@ -37,6 +43,9 @@ internal sealed class FakeGuest : IDisposable
 
     /// <summary>A fake guest of <paramref name="pages"/> pages (the journal compacts only past 4 MiB of dead records).</summary>
     public static FakeGuest Start(int pages) => new(pages);
+
+    /// <summary>A fake guest started in its folder with DE_QEMU_SOCKET=guest.sock, a path relative to it.</summary>
+    public static FakeGuest StartWithRelativeSocket() => new(Pages, relativeSocket: true);
 
     public string SocketPath { get; }
 

@@ -266,6 +266,24 @@ public class QemuHardeningTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>
+    /// New-DEDomain -QemuProcessId finds the socket from QEMU's environment. A relative DE_QEMU_SOCKET was bound in the
+    /// folder QEMU started in and looked for in its folder now: QEMU -daemonize goes to / after it made guest RAM, so the
+    /// engine looked for /guest.sock (QemuSocketNotFound; a native audit's suspicion). The library binds it made absolute,
+    /// and the engine finds the path bound among the sockets the process listens on.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public void ARelativeSocketIsFoundAfterQemuLeftTheFolderItStartedIn()
+    {
+        using var guest = FakeGuest.StartWithRelativeSocket();
+        Assert.Equal("CHDIR /", guest.Ask("chdir /"));
+        Assert.Equal(guest.SocketPath, DifferenceEngine.Qemu.QemuLink.SocketOf(guest.Pid));
+        using var host = new DEHost(new HostOptions { Name = "relative-socket" });
+        var vm = host.AttachQemu("fake", DifferenceEngine.Qemu.QemuLink.SocketOf(guest.Pid));
+        Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+        host.RemoveDomain(vm);
+    }
+
+    /// <summary>
     /// An attach to a stopped QEMU gives up on the hello's reply after the link's patience, but its connection stays in the
     /// library's queue (listen backlog 4) until the library hangs up on it: once the queue was full, the next attach's
     /// connect waited for good, where it did not wait at all before (a read-only audit: the seventh attempt). The connect
