@@ -283,7 +283,7 @@ internal sealed class CompareReport(
             yield return $"Time from first pass to stable, every mechanism (the default codecs{SweepsNote(byDefault)}) ≤ KSM's convergence: {byDefault.ConvergeTime.TotalSeconds:0.000} s " +
                          $"to the end of the last pass that changed anything ({byDefault.Passes} passes, {byDefault.Threads} threads; the pass that found nothing left to do ends at " +
                          $"{byDefault.ScanTime.TotalSeconds:0.000} s) vs KSM {ksm.TimeToConverge.TotalSeconds:0.000} s to the full scan its counters last moved in{ksm.RepeatsNote} " +
-                         $"(confirmed at {ksm.TimeConfirmed.TotalSeconds:0.000} s): " +
+                         $"(confirmed at {ksm.TimeConfirmed.TotalSeconds:0.000} s); {Runs(byDefault.Repeats, "engine")} against {Runs(ksm.Repeats, "KSM")}: " +
                          $"**{(byDefault.ConvergeTime <= ksm.TimeToConverge ? "met" : "NOT met")}**";
         else yield return "Time from first pass to stable ≤ KSM's convergence: not measured (KSM skipped).";
 
@@ -331,6 +331,9 @@ internal sealed class CompareReport(
                          $"and the first cycle, which also makes what is made once, {p.FirstCycleBytesPerPage:0.0} B.";
         else yield return "patch_page allocates 0 B per page: not measured (no page was patched again).";
     }
+
+    /// <summary>"one engine run", "the median of 3 KSM runs".</summary>
+    private static string Runs(int repeats, string what) => repeats > 1 ? $"the median of {repeats} {what} runs" : $"one {what} run";
 
     /// <summary>Says when a run's sweeps are not the policy's defaults: the goals name the default setting, Compare runs at 1/1.</summary>
     private static string SweepsNote(EngineRunResult r) => r.DefaultSweeps ? ""
