@@ -19,7 +19,6 @@ internal sealed class CompareReport(
     GoalMeasurements goals)
 {
     private const double MiB = 1048576.0;
-    private const string TargetZram = "lzo-rle";
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
     private long GuestBytes => inputs.TotalBytes;
