@@ -73,8 +73,8 @@ internal sealed class CompareRunner(CompareOptions options)
         }
         patchPairs = null;
 
-        // Every codec alone (each page compressed by itself), then the default setting (LZ4 alone, long-cold pages in Zstd
-        // groups), the fast setting (LZ4 with LZ4 groups: LZ4 decodes every page) and Zstd with Zstd groups: the effect of
+        // Every codec alone (each page compressed by itself), then the default codecs (LZ4 alone, long-cold pages in Zstd
+        // groups; every run at sweeps 1/1, not the policy's default 2/2, and named so), the fast setting (LZ4 with LZ4 groups: LZ4 decodes every page) and Zstd with Zstd groups: the effect of
         // page groups, before and after, in one run.
         foreach (var codec in codecs)
             runs.Add(Engine("all mechanisms", inputs, patching: true, codec,

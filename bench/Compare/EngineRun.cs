@@ -85,8 +85,19 @@ internal sealed record EngineRunResult(
     public double CompressionRatio => CompressedBytes == 0 ? 0
         : (double)(CompressedPages - SharedCompressedPages + SharedCompressedFrames + ReferenceOnlyBlobs) * PageGeometry.PageSize / CompressedBytes;
 
-    /// <summary>The codec setting as reports show it: the single-page codec, and the groups' when there are groups.</summary>
-    public string? Setting => Codec is null ? null : GroupSize == 0 ? Codec : $"{Codec}, {GroupCodec} groups of {GroupSize}";
+    /// <summary>Sweeps a page must stay idle before it is compressed (the policy's C4Sweeps), and before it is grouped (GroupAfterSweeps).</summary>
+    public int C4Sweeps { get; init; } = DomainPolicy.DefaultC4Sweeps;
+    public int GroupAfterSweeps { get; init; } = DomainPolicy.DefaultGroupAfterSweeps;
+
+    /// <summary>Whether the run's sweeps are the policy's defaults (Compare's runs use 1: every untouched page eligible at once).</summary>
+    public bool DefaultSweeps => C4Sweeps == DomainPolicy.DefaultC4Sweeps && (GroupSize == 0 || GroupAfterSweeps == DomainPolicy.DefaultGroupAfterSweeps);
+
+    /// <summary>
+    /// The setting as reports show it: the single-page codec, the groups' when there are groups, and the sweeps ("sweeps
+    /// 1/1": compressed after 1 idle sweep, grouped after 1; "sweeps 1" without groups).
+    /// </summary>
+    public string? Setting => Codec is null ? null
+        : (GroupSize == 0 ? $"{Codec}, sweeps {C4Sweeps}" : $"{Codec}, {GroupCodec} groups of {GroupSize}, sweeps {C4Sweeps}/{GroupAfterSweeps}");
 }
 
 /// <summary>
@@ -221,6 +232,8 @@ internal static class EngineRun
             GroupSinglesBytes = scan.PassResults.Sum(p => p.GroupSinglesBytes),
             ConvergeTime = scan.ConvergedElapsed,
             PassTimes = scan.PassResults.Select(p => p.Elapsed).ToList(),
+            C4Sweeps = options.C4Sweeps,
+            GroupAfterSweeps = options.GroupAfterSweeps,
             GroupSize = codec is null ? 0 : groupSize,
             GroupCodec = codec is null || groupSize == 0 ? null : groupCodec.ToString(),
         };

@@ -272,7 +272,12 @@ internal static class GoalSamples
         return pages;
     }
 
-    /// <summary>LZ4 compress_page (the engine's compressor) on the sample pages, after a warm-up: the median, in µs.</summary>
+    /// <summary>
+    /// LZ4 compress_page (the engine's compressor) on the sample pages, after a warm-up: the median, in µs. LZ4 is given a
+    /// page's room, as the engine's compression pass gives it in the default setting (page groups on: LZ4 with a Zstd
+    /// fallback, CompressionPass.TryCompressBody); the micro-benchmark's compress_page stops at the 0.75 threshold, as the
+    /// engine does for a codec without page groups.
+    /// </summary>
     public static double CompressPageLz4Micros(IReadOnlyList<byte[]> pages)
     {
         if (pages.Count == 0) return 0;
@@ -290,13 +295,13 @@ internal static class GoalSamples
     /// once (code paths run for the first time, lists grown to the cycle's size: 5-7 KB in all on this machine, session
     /// 26) is no cost of a page; its figure is kept as <c>FirstCycleBytesPerPage</c>. Null when nothing was patched again,
     /// or when no two passes in a row out of 12 patched nothing.
-    /// <para>Of the bytes beyond the baseline, <c>StoreBytesPerPage</c> is the bookkeeping of the slabs the store made in
-    /// that pass (<see cref="Store.CompactStore.SlabBookkeepingMadeBytes"/>, less the baseline pass's): the store's
-    /// settle at the pass's end remakes slabs of the sizes its classes now need, the re-patched pages' blobs having
-    /// changed them, and drains the others (session 29, per-call probes on the program snapshots: 21-26 new slabs and
-    /// 2.6-5.3 KB a pass, nearly all of it in the settle's planning of those slabs; patch_page itself 0-56 B for about
-    /// 2,600 pages). The counter takes every slab made new in the pass, whatever made it. The goal is patch_page's: the
-    /// bytes beyond the baseline less the store's growth, <c>OwnBytesPerPage</c>.</para>
+    /// <para>The goal is judged on the bytes beyond the baseline, all of them (<see cref="SteadyPatch.Met"/>). Of them,
+    /// <c>StoreBytesPerPage</c> is the bookkeeping of the slabs the store made in that pass
+    /// (<see cref="Store.CompactStore.SlabBookkeepingMadeBytes"/>, less the baseline pass's), printed beside it as
+    /// information only: the store's settle at the pass's end remakes slabs of the sizes its classes now need, the
+    /// re-patched pages' blobs having changed them (session 29's per-call probes: 21-26 new slabs and 2.6-5.3 KB a
+    /// pass). Those slabs are made because patches are stored: they are part of what patching a page costs, and
+    /// session 34's audit found the goal judged met only with them taken off.</para>
     /// </summary>
     public static SteadyPatch? SteadyPatchAllocation(DEHost host)
     {
@@ -316,15 +321,20 @@ internal static class GoalSamples
         /// <summary>The first cycle's <see cref="BytesPerPage"/>.</summary>
         public double FirstCycleBytesPerPage { get; init; }
 
+        /// <summary>What the measured pass allocated beyond the baseline pass, per page patched (0 when it allocated less).</summary>
         public double BytesPerPage => Math.Max(0, ExtraBytes) / (double)Pages;
         public double StoreBytesPerPage => Math.Max(0, StoreExtraBytes) / (double)Pages;
         public double WholePassBytesPerPage => WholePassBytes / (double)Pages;
 
         /// <summary>
-        /// What patch_page allocated: each pass's bytes less the slab bookkeeping the store made in it, the measured
-        /// pass's beyond the baseline's (the two differences taken before either is clamped).
+        /// The goal is 0 B per page and Compare prints the figure to one decimal: met only when the bytes beyond the
+        /// baseline, the store's new slabs included, print as 0.0 B (under 0.05 B per page: for 3,000 pages, under 150 B
+        /// in the whole pass).
         /// </summary>
-        public double OwnBytesPerPage => Math.Max(0, ExtraBytes - StoreExtraBytes) / (double)Pages;
+        public bool Met => BytesPerPage < MetBelow;
+
+        /// <summary>The tolerance of <see cref="Met"/>: what rounds to 0.0 at the one decimal printed.</summary>
+        public const double MetBelow = 0.05;
     }
 
     /// <summary>One read-and-re-patch cycle of <see cref="SteadyPatchAllocation"/>.</summary>

@@ -530,20 +530,22 @@ internal sealed class KsmOn : IDisposable
         _pages = Sysfs.Read(Path.Combine(Dir, "pages_to_scan"));
         _sleep = Sysfs.Read(Path.Combine(Dir, "sleep_millisecs"));
         _guard = PeerGuard.Register("ksm", Restore);
-        Sysfs.Write(Path.Combine(Dir, "pages_to_scan"), 4000);
-        Sysfs.Write(Path.Combine(Dir, "sleep_millisecs"), 20);
-        Sysfs.Write(Path.Combine(Dir, "run"), 1);
+        RestoreSteps.SetUpOrRestore(_guard, () =>
+        {
+            Sysfs.Write(Path.Combine(Dir, "pages_to_scan"), 4000);
+            Sysfs.Write(Path.Combine(Dir, "sleep_millisecs"), 20);
+            Sysfs.Write(Path.Combine(Dir, "run"), 1);
+        });
     }
 
     public static KsmOn Start() => new();
 
-    private void Restore()
-    {
-        Sysfs.Write(Path.Combine(Dir, "run"), 2); // unmerge
-        Sysfs.Write(Path.Combine(Dir, "run"), 0);
-        Sysfs.Write(Path.Combine(Dir, "pages_to_scan"), _pages);
-        Sysfs.Write(Path.Combine(Dir, "sleep_millisecs"), _sleep);
-    }
+    /// <summary>Each step on its own: a knob that cannot be written does not keep KSM running or the others unrestored.</summary>
+    private void Restore() => RestoreSteps.Run("KSM",
+        ("unmerge (run=2)", () => Sysfs.Write(Path.Combine(Dir, "run"), 2)),
+        ("stop (run=0)", () => Sysfs.Write(Path.Combine(Dir, "run"), 0)),
+        ($"restore pages_to_scan={_pages}", () => Sysfs.Write(Path.Combine(Dir, "pages_to_scan"), _pages)),
+        ($"restore sleep_millisecs={_sleep}", () => Sysfs.Write(Path.Combine(Dir, "sleep_millisecs"), _sleep)));
 
     public void Dispose() => _guard.Dispose();
 }
@@ -559,10 +561,14 @@ internal sealed class ZramSwap : IDisposable
     {
         _saved = Sysfs.Selected(Sysfs.Read(Path.Combine(Dir, "comp_algorithm")));
         _guard = PeerGuard.Register("zram swap", Restore);
-        Sysfs.Write(Path.Combine(Dir, "comp_algorithm"), algorithm);
-        Sysfs.Write(Path.Combine(Dir, "disksize"), bytes);
-        Run("mkswap", "/dev/zram0");
-        Run("swapon", "-p", "32767", "/dev/zram0");
+        // If a step fails (mkswap or swapon included), zram0 is reset now, not left initialized for the next run to skip.
+        RestoreSteps.SetUpOrRestore(_guard, () =>
+        {
+            Sysfs.Write(Path.Combine(Dir, "comp_algorithm"), algorithm);
+            Sysfs.Write(Path.Combine(Dir, "disksize"), bytes);
+            Run("mkswap", "/dev/zram0");
+            Run("swapon", "-p", "32767", "/dev/zram0");
+        });
     }
 
     /// <summary>The codec of zram's that keeps the most: zstd where offered, else lzo-rle, else the kernel's default.</summary>
@@ -580,12 +586,17 @@ internal sealed class ZramSwap : IDisposable
         return (f[0], f[1], f[2], f[5]);
     }
 
-    private void Restore()
-    {
-        Run("swapoff", "/dev/zram0");
-        Sysfs.Write(Path.Combine(Dir, "reset"), 1);
-        Sysfs.Write(Path.Combine(Dir, "comp_algorithm"), _saved);
-    }
+    /// <summary>
+    /// swapoff only when zram0 is swap (a setup that failed before swapon left it not), then reset and the saved codec, each
+    /// step on its own: reset runs even when swapoff fails.
+    /// </summary>
+    private void Restore() => RestoreSteps.Run("zram swap",
+        ("swapoff /dev/zram0", () =>
+        {
+            if (File.ReadAllText("/proc/swaps").Contains("/dev/zram0", StringComparison.Ordinal)) Run("swapoff", "/dev/zram0");
+        }),
+        ("reset zram0", () => Sysfs.Write(Path.Combine(Dir, "reset"), 1)),
+        ($"restore comp_algorithm={_saved}", () => Sysfs.Write(Path.Combine(Dir, "comp_algorithm"), _saved)));
 
     private static void Run(string file, params string[] args)
     {

@@ -129,9 +129,7 @@ internal sealed unsafe class ZramPeer : IDisposable
         NativeMemory.AlignedFree(_buffer);
     }
 
-    private void Restore()
-    {
-        Sysfs.Write(Path.Combine(Dir, "reset"), "1");
-        Sysfs.Write(Path.Combine(Dir, "comp_algorithm"), _savedAlgorithm);
-    }
+    private void Restore() => RestoreSteps.Run("zram",
+        ("reset zram0", () => Sysfs.Write(Path.Combine(Dir, "reset"), "1")),
+        ($"restore comp_algorithm={_savedAlgorithm}", () => Sysfs.Write(Path.Combine(Dir, "comp_algorithm"), _savedAlgorithm)));
 }
