@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DifferenceEngine.Clock;
 using DifferenceEngine.Codecs;
 using DifferenceEngine.Domains;
@@ -228,8 +229,8 @@ internal static class SharedCompression
         // The gathered blobs' pages: grown to the largest group size met (4 pages by default), wiped up to the most used.
         private byte[] _pages = new byte[4 * PageGeometry.PageSize];
         private int _pagesUsed;
-        private GroupCodecChoice _choice;
-        private string? _choiceGroup; // the trust group _choice learnt from: another's starts it afresh
+        // One codec choice per trust group in a worker's pass: what one learnt from its groups never steers another's.
+        private readonly Dictionary<string, GroupCodecChoice> _choices = new(StringComparer.Ordinal);
         private int _count;
 
         /// <summary>What the worker's frames did (<see cref="Reset"/> starts it again).</summary>
@@ -288,13 +289,9 @@ internal static class SharedCompression
                     _ids[k] = _blobs[k].Id;
                     _handles[k] = _blobs[k].Handle;
                 }
-                if (!string.Equals(_choiceGroup, domain.Policy.TrustGroup, StringComparison.Ordinal))
-                {
-                    _choice = default;
-                    _choiceGroup = domain.Policy.TrustGroup;
-                }
+                ref var choice = ref CollectionsMarshal.GetValueRefOrAddDefault(_choices, domain.Policy.TrustGroup, out _);
                 SharedGrouping.FormKnown(host, domain.Policy, _ids.AsSpan(0, count), _handles.AsSpan(0, count),
-                    _pages.AsSpan(0, count * PageGeometry.PageSize), ref _choice, ref Counters);
+                    _pages.AsSpan(0, count * PageGeometry.PageSize), ref choice, ref Counters);
             }
             finally
             {
@@ -307,8 +304,7 @@ internal static class SharedCompression
         {
             Array.Clear(_blobs);
             _count = 0;
-            _choice = default; // each worker's pass chooses afresh, from its own groups (GroupCodecChoice)
-            _choiceGroup = null;
+            _choices.Clear(); // each worker's pass chooses afresh, from its own groups (GroupCodecChoice)
             Counters = default;
             Array.Clear(_pages, 0, _pagesUsed);
             _pagesUsed = 0;

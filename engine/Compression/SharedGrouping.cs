@@ -102,25 +102,31 @@ internal static class SharedGrouping
                 i = j;
             }
             if (runs.Count == 0) return total;
+            // Cut into chunks per trust group, each chunk one trust group's runs: a chunk's codec choice learns from the
+            // groups it made (GroupCodecChoice), and neither which runs a chunk holds nor what it learnt may depend on
+            // another trust group's pages (a security audit: one group's stored streams followed another's content).
+            var chunkList = new List<ArraySegment<int>>();
+            foreach (var trust in runs.Select((r, index) => (r.Domain.Policy.TrustGroup, index))
+                                      .GroupBy(t => t.TrustGroup, StringComparer.Ordinal))
+            {
+                int[] indexes = [.. trust.Select(t => t.index)]; // its runs, by domain and page, wherever other groups' fall
+                int pieces = Math.Max(1, Math.Min(parallelism * 4, indexes.Length / 8));
+                for (int p = 0; p < pieces; p++)
+                {
+                    int from = (int)((long)p * indexes.Length / pieces), to = (int)((long)(p + 1) * indexes.Length / pieces);
+                    chunkList.Add(new ArraySegment<int>(indexes, from, to - from));
+                }
+            }
             var gate = new object();
-            int chunks = Math.Max(1, Math.Min(parallelism * 4, runs.Count / 8));
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, k =>
+            Parallel.For(0, chunkList.Count, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, k =>
             {
                 var c = new EncodeCounters();
                 var choice = new GroupCodecChoice();
-                string? choiceGroup = null;
                 Span<uint> ids = stackalloc uint[PageGroupTable.MaxMembers];
                 var sorted = nominations.Items;
-                for (int r = (int)((long)k * runs.Count / chunks); r < (int)((long)(k + 1) * runs.Count / chunks); r++)
+                foreach (int r in chunkList[k])
                 {
                     var (start, count, domain) = runs[r];
-                    // The parameter set follows what earlier groups made: those of the same trust group only, or one
-                    // group's streams would depend on another's content (a security audit).
-                    if (!string.Equals(choiceGroup, domain.Policy.TrustGroup, StringComparison.Ordinal))
-                    {
-                        choice = new GroupCodecChoice();
-                        choiceGroup = domain.Policy.TrustGroup;
-                    }
                     for (int m = 0; m < count; m++) ids[m] = sorted[start + m].Blob;
                     Form(host, domain.Policy, ids[..count], ref choice, ref c);
                 }

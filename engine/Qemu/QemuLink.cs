@@ -314,11 +314,14 @@ internal sealed unsafe class QemuLink : IDisposable
             var found = new List<string>();
             foreach (string line in File.ReadLines($"/proc/{pid}/net/unix").Skip(1))
             {
-                string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                // "Num RefCount Protocol Flags Type St Inode Path": the path is the rest of the line, spaces and all.
+                string[] f = line.Split(' ', 8, StringSplitOptions.RemoveEmptyEntries);
                 if (f.Length < 8 || !inodes.Contains(f[6])) continue;
                 if (!int.TryParse(f[3], System.Globalization.NumberStyles.HexNumber, null, out int flags) || (flags & AcceptingConnections) == 0) continue;
-                string path = string.Join(' ', f[7..]);
-                if (path == relative || path.EndsWith("/" + want, StringComparison.Ordinal)) found.Add(path);
+                string path = f[7];
+                // Absolute only: a library of an earlier build bound the relative path as given (in QEMU's folder then),
+                // which the caller joins with QEMU's folder as before.
+                if (path.StartsWith('/') && path.EndsWith("/" + want, StringComparison.Ordinal)) found.Add(path);
             }
             return found.Count == 1 ? found[0] : null;
         }

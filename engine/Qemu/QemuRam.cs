@@ -221,6 +221,9 @@ internal sealed unsafe class QemuRam : IDisposable
         }
         catch (Exception e)
         {
+            // The fault thread itself stopped: every later fault of the guest waits. Counted as a failed fault, so that
+            // Get-DEHostStats' PagerFailures shows it with the error.
+            Interlocked.Increment(ref failedFaults);
             Volatile.Write(ref faultFailure, e);
         }
     }

@@ -466,7 +466,9 @@ public sealed unsafe class CompactStore : IDisposable
         if (!(occupancyThreshold is > 0 and <= 1))
             throw new DEException("StoreThresholdInvalid", DEErrorKind.InvalidArgument,
                 $"An occupancy threshold is a share above 0 and at most 1, not {occupancyThreshold}.", occupancyThreshold);
-        return Rearrange(walk, occupancyThreshold, settle: false);
+        var result = Rearrange(walk, occupancyThreshold, settle: false);
+        TrimIfFreed();
+        return result;
     }
 
     /// <summary>
@@ -477,7 +479,12 @@ public sealed unsafe class CompactStore : IDisposable
     /// holds exactly <see cref="LeastSlabsFor"/> of each class's blob count; a slab that cannot be made (the limit, the
     /// growth gate) leaves its class as it is.
     /// </summary>
-    public CompactionResult Settle(BlobWalk walk) => Rearrange(walk, 1, settle: true);
+    public CompactionResult Settle(BlobWalk walk)
+    {
+        var result = Rearrange(walk, 1, settle: true);
+        TrimIfFreed(); // with the compaction's lock left: other threads' allocations wait on glibc's arena lock only
+        return result;
+    }
 
     /// <summary>Slab bytes freed since the C library's heaps were last trimmed (<see cref="TrimIfFreed"/>).</summary>
     private long _freedSinceTrim;
@@ -492,7 +499,12 @@ public sealed unsafe class CompactStore : IDisposable
     private void TrimIfFreed()
     {
         if (Interlocked.Read(ref _freedSinceTrim) < TrimThresholdBytes) return;
-        Interlocked.Exchange(ref _freedSinceTrim, 0);
+        long freed = Interlocked.Exchange(ref _freedSinceTrim, 0);
+        if (freed < TrimThresholdBytes)
+        {
+            Interlocked.Add(ref _freedSinceTrim, freed); // another thread's trim took it meanwhile: counted for the next
+            return;
+        }
         if (Qemu.LinuxNative.TryMallocTrim()) Interlocked.Increment(ref _trims);
     }
 
@@ -591,7 +603,6 @@ public sealed unsafe class CompactStore : IDisposable
             foreach (long n in w.Left.Values) refused += n;
             w.Left.Clear(); // holds no slab past the call
             var mover = w.Mover;
-            TrimIfFreed();
             return new CompactionResult(drained, mover.Moved, refused, mover.BytesMoved, mover.Released, mover.BytesReleased, madeBytes,
                 before, AllocatedBytes);
 

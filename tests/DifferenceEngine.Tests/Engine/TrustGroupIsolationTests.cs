@@ -37,13 +37,23 @@ public class TrustGroupIsolationTests(ITestOutputHelper output)
         {
             var afterLong = StreamsOfY(longFamily.Page, s => yFamily.Page(500 + s));
             var afterDense = StreamsOfY(denseFamily.Page, s => yFamily.Page(500 + s));
-            output.WriteLine($"y {yFamily.Name}: [{string.Join(", ", afterLong)}] / [{string.Join(", ", afterDense)}]");
+            // x's domains between y's (interleaved ids), and x with few pages or many (its runs on either side of how
+            // a pass cuts runs into chunks): y's streams the same still.
+            var between = StreamsOfY(longFamily.Page, s => yFamily.Page(500 + s), xPages: 8, interleaved: true);
+            var betweenMany = StreamsOfY(denseFamily.Page, s => yFamily.Page(500 + s), xPages: 120, interleaved: true);
+            output.WriteLine($"y {yFamily.Name}: [{string.Join(", ", afterLong)}] / [{string.Join(", ", afterDense)}] / " +
+                             $"[{string.Join(", ", between)}] / [{string.Join(", ", betweenMany)}]");
             Assert.Equal(afterLong, afterDense);
+            Assert.Equal(between, betweenMany); // (y's own order and the workers differ from the first two runs')
         }
     }
 
-    /// <summary>Trust group x (two domains of 40 pages) and y (two of 16), all shared, grouped; y's group streams' lengths.</summary>
-    private static int[] StreamsOfY(Func<int, byte[]> xPage, Func<int, byte[]> yPage)
+    /// <summary>
+    /// Trust group x (two domains of <paramref name="xPages"/> pages) and y (two of 16), all shared, grouped; y's group
+    /// streams' lengths. <paramref name="interleaved"/>: loaded y1, x1, x2, y2 (x's domain ids between y's).
+    /// </summary>
+    private static int[] StreamsOfY(Func<int, byte[]> xPage, Func<int, byte[]> yPage, int xPages = 40, bool interleaved = false,
+        int parallelism = 1)
     {
         using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
         using var dir = new TempDir();
@@ -51,13 +61,15 @@ public class TrustGroupIsolationTests(ITestOutputHelper output)
         {
             SharingEnabled = true, CompressionEnabled = true, C4Sweeps = 1, GroupSize = 4, GroupAfterSweeps = 1, TrustGroup = trust,
         };
-        var xPages = Enumerable.Range(0, 40).Select(xPage).ToArray();
+        var xContent = Enumerable.Range(0, xPages).Select(xPage).ToArray();
         var yPages = Enumerable.Range(0, 16).Select(yPage).ToArray();
-        TestMemory.LoadRaw(host, dir, "x1", xPages, Options("x"));
-        TestMemory.LoadRaw(host, dir, "x2", xPages.Select(p => (byte[])p.Clone()).ToArray(), Options("x"));
-        var y1 = TestMemory.LoadRaw(host, dir, "y1", yPages, Options("y"));
+        Domain? y1 = null;
+        if (interleaved) y1 = TestMemory.LoadRaw(host, dir, "y1", yPages, Options("y"));
+        TestMemory.LoadRaw(host, dir, "x1", xContent, Options("x"));
+        TestMemory.LoadRaw(host, dir, "x2", xContent.Select(p => (byte[])p.Clone()).ToArray(), Options("x"));
+        y1 ??= TestMemory.LoadRaw(host, dir, "y1", yPages, Options("y"));
         TestMemory.LoadRaw(host, dir, "y2", yPages.Select(p => (byte[])p.Clone()).ToArray(), Options("y"));
-        host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 1 });
+        host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = parallelism });
         var groups = Enumerable.Range(0, 16).Select(g => y1.GetPage(g).Group).ToArray();
         Assert.All(groups, g => Assert.NotNull(g));
         for (long g = 0; g < 16; g++) Assert.Equal(yPages[g], y1.ReadPage(g));
