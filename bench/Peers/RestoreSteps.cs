@@ -27,8 +27,16 @@ internal static class RestoreSteps
         return failed;
     }
 
-    /// <summary><see cref="Run(string, TextWriter, (string, Action)[])"/>, failures reported on standard error.</summary>
-    public static IReadOnlyList<string> Run(string what, params (string Step, Action Action)[] steps) => Run(what, Console.Error, steps);
+    /// <summary>
+    /// <see cref="Run(string, TextWriter, (string, Action)[])"/>, failures reported on standard error; then, if any step
+    /// failed, throws: every step has run, and the comparison does not go on as if the kernel were put back.
+    /// </summary>
+    public static void Run(string what, params (string Step, Action Action)[] steps)
+    {
+        var failed = Run(what, Console.Error, steps);
+        if (failed.Count > 0)
+            throw new InvalidOperationException($"{what} not put back: could not {string.Join("; ", failed)} (every other step ran).");
+    }
 
     /// <summary>
     /// Runs <paramref name="setUp"/>; if it throws, puts everything back at once through <paramref name="guard"/> (the

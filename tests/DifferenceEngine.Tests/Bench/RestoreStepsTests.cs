@@ -64,4 +64,16 @@ public class RestoreStepsTests
         public int Disposed { get; private set; }
         public void Dispose() => Disposed++;
     }
+
+    /// <summary>Restores that fail say so to the caller once every step has run: the comparison does not go on.</summary>
+    [Fact]
+    public void TheRestoreThrowsOnceEveryStepHasRunWhenOneFailed()
+    {
+        var ran = new List<string>();
+        var e = Assert.Throws<InvalidOperationException>(() => RestoreSteps.Run("zram",
+            ("reset zram0", () => { ran.Add("reset"); throw new IOException("Device or resource busy"); }),
+            ("restore comp_algorithm=lzo-rle", () => ran.Add("algorithm"))));
+        Assert.Equal(["reset", "algorithm"], ran);
+        Assert.Contains("reset zram0", e.Message);
+    }
 }
