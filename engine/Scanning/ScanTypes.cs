@@ -87,7 +87,8 @@ internal static class PassLoop
 
     /// <summary>
     /// Runs <paramref name="runPass"/> for passes 1, 2, ...: options.Passes of them, or until a pass after the first
-    /// changes nothing (at most MaxPasses) with UntilStable. Returns every pass and whether the last one was stable.
+    /// changes nothing (at most MaxPasses) with UntilStable. Returns every pass and whether the last one was stable: it
+    /// changed nothing, and was not the first (a pass after passes that changed something may change something again).
     /// </summary>
     public static (List<PassResult> Results, bool Stable) Run(ScanOptions options, Func<int, PassResult> runPass,
         CancellationToken cancellationToken)
@@ -100,11 +101,9 @@ internal static class PassLoop
             cancellationToken.ThrowIfCancellationRequested();
             var result = runPass(pass);
             results.Add(result);
-            if (!result.Changed && pass > 1)
-            {
-                stable = true;
-                if (options.UntilStable) break;
-            }
+            // Whether the latest pass changed nothing: a pass that changes something after a stable one ends that.
+            stable = !result.Changed && pass > 1;
+            if (stable && options.UntilStable) break;
         }
         return (results, stable);
     }

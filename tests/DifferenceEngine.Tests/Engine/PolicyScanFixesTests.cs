@@ -52,4 +52,21 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
         Assert.Equal(32, scan.PassResults.Sum(p => p.PagesIncompressible));
         Assert.Equal(0, scan.PassResults[^1].PagesAwaitingCompression);
     }
+
+    private static PassResult Pass(int pass, long merged) => new(pass, 1, 1, 0, merged, merged, 0, 0, TimeSpan.Zero);
+
+    [Fact]
+    public void StableIsFalseWhenTheLastPassChangedSomething()
+    {
+        // Pass 2 changes nothing, pass 3 does: a scan of 3 passes did not end stable.
+        long[] merged = [5, 0, 3];
+        var (results, stable) = PassLoop.Run(new ScanOptions { Passes = 3 }, p => Pass(p, merged[p - 1]), CancellationToken.None);
+        Assert.Equal(3, results.Count);
+        Assert.False(stable);
+        // Its last pass changing nothing: stable.
+        long[] settled = [5, 3, 0];
+        Assert.True(PassLoop.Run(new ScanOptions { Passes = 3 }, p => Pass(p, settled[p - 1]), CancellationToken.None).Stable);
+        // A single pass is never stable (nothing to compare it with), whatever it did.
+        Assert.False(PassLoop.Run(new ScanOptions { Passes = 1 }, p => Pass(p, 0), CancellationToken.None).Stable);
+    }
 }
