@@ -43,8 +43,8 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
     public CompressionAlgorithm? CompressionAlgorithm { get; set; }
 
     /// <summary>
-    /// A new trust group; only for a domain without Shared or Patched pages (run Disable-DESharing
-    /// -Unshare and Disable-DEPatching -Restore first).
+    /// A new trust group; only for a domain without Shared or Patched pages (run Disable-DEPatching -Restore and then
+    /// Disable-DESharing -Unshare first).
     /// </summary>
     [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public string? TrustGroup { get; set; }

@@ -145,7 +145,8 @@ public sealed partial class DEHost
                         if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
                             throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
                                 $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
-                                "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+                                "Run Disable-DEPatching -Restore and then Disable-DESharing -Unshare first (with both off, no pass gives " +
+                                "the domain Shared or Patched pages again), and change its trust group before turning them on again.", domain);
                     }
                 }
                 TakeTunables(domain, trial);

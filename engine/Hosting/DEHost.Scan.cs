@@ -423,8 +423,9 @@ public sealed partial class DEHost
                 }
                 // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
                 // phase would patch against it: a guest's page only when cold, as only those are taken out (its bytes
-                // are checked again, write-protected, before they serve).
-                if (index is not null && state is PageState.Private or PageState.Shared
+                // are checked again, write-protected, before they serve). A Private page only in a domain that shares:
+                // serving makes it Shared (PatchPass.MakeReference), and a domain with sharing off gets no Shared page.
+                if (index is not null && (state == PageState.Shared || (state == PageState.Private && policy.SharingEnabled))
                     && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4))
                 {
                     long l0 = Stopwatch.GetTimestamp();

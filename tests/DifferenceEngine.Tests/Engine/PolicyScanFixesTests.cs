@@ -69,4 +69,78 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
         // A single pass is never stable (nothing to compare it with), whatever it did.
         Assert.False(PassLoop.Run(new ScanOptions { Passes = 1 }, p => Pass(p, 0), CancellationToken.None).Stable);
     }
+
+    private static byte[] NearCopy(byte[] page, int seed)
+    {
+        var rng = new Random(seed);
+        var copy = (byte[])page.Clone();
+        for (int i = 0; i < 3; i++) copy[rng.Next(4096)] ^= (byte)(1 + rng.Next(255));
+        return copy;
+    }
+
+    /// <summary>Pages of a domain in a state, read from its page table (no pass runs meanwhile here).</summary>
+    private static long Count(Domain d, Func<ulong, bool> match)
+    {
+        long n = 0;
+        for (long g = 0; g < d.PageCount; g++) if (match(d.PeekEntry(g))) n++;
+        return n;
+    }
+
+    private static bool SharedOrPatched(ulong e) =>
+        PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e);
+
+    [Fact]
+    public void ADomainThatDoesNotShareGetsNoSharedPagesAndItsTrustGroupChangesAfterTheDocumentedSteps()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
+        var both = new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1, TrustGroup = "g" };
+        // a holds random pages; c, loaded later, near-copies of them: the only references c's pages find at first are a's.
+        var originals = Enumerable.Range(0, 16).Select(i => TestMemory.RandomPage(new Random(100 + i))).ToArray();
+        var a = TestMemory.LoadRaw(host, dir, "a", originals, both);
+        var passes = new ScanOptions { Passes = 4, Parallelism = 1 };
+        host.Scan(options: passes);
+        // The documented steps, with passes between them as the background engine would run them.
+        host.DisableSharing(a, unshare: true);
+        Assert.Equal(0, Count(a, e => PageEntry.State(e) == PageState.Shared || PageEntry.IsSharedBlob(e)));
+        var c = TestMemory.LoadRaw(host, dir, "c", originals.SelectMany((p, i) => new[] { NearCopy(p, i), NearCopy(p, 50 + i) }).ToArray(), both);
+        host.Scan(options: passes);
+        output.WriteLine($"a: {Count(a, e => PageEntry.State(e) == PageState.Shared)} shared; c: {Count(c, e => PageEntry.State(e) == PageState.Patched)} patched");
+        Assert.False(a.Policy.SharingEnabled);
+        Assert.Equal(0, Count(a, e => PageEntry.State(e) == PageState.Shared || PageEntry.IsSharedBlob(e)));
+        // c still patches: against its own pages, which it shares.
+        Assert.True(Count(c, e => PageEntry.State(e) == PageState.Patched) >= 8);
+        host.DisablePatching(a, restore: true);
+        host.Scan(options: passes);
+        Assert.Equal(0, Count(a, SharedOrPatched));
+        host.SetPolicy(a, trustGroup: "h");
+        Assert.Equal("h", a.Policy.TrustGroup);
+    }
+
+    [Fact]
+    public void TheTrustGroupChangeErrorGivesStepsThatWork()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost();
+        var sharing = new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1 };
+        var page = TestMemory.RandomPage(new Random(3));
+        var a = TestMemory.LoadRaw(host, dir, "a", [page, page], sharing);
+        host.Scan(options: new ScanOptions { Passes = 3, Parallelism = 1 });
+        var ex = Assert.Throws<DEException>(() => host.SetPolicy(a, trustGroup: "h"));
+        Assert.Equal("TrustGroupChangeNeedsUnshare", ex.ErrorId);
+        output.WriteLine(ex.Message);
+        // The steps the message gives, in its order, with passes between them: then the change succeeds.
+        int restore = ex.Message.IndexOf("Disable-DEPatching -Restore", StringComparison.Ordinal);
+        int unshare = ex.Message.IndexOf("Disable-DESharing -Unshare", StringComparison.Ordinal);
+        Assert.True(restore >= 0 && unshare >= 0, ex.Message);
+        var steps = new List<Action> { () => host.DisablePatching(a, restore: true), () => host.DisableSharing(a, unshare: true) };
+        if (unshare < restore) steps.Reverse();
+        foreach (var step in steps)
+        {
+            step();
+            host.Scan(options: new ScanOptions { Passes = 3, Parallelism = 1 });
+        }
+        host.SetPolicy(a, trustGroup: "h");
+        Assert.Equal("h", a.Policy.TrustGroup);
+    }
 }
