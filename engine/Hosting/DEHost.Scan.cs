@@ -29,15 +29,39 @@ public sealed partial class DEHost
         PassLoop.Check(options);
         using var op = EnterOperation();
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "scan");
+        bool all = domains is null;
         var chosen = (domains ?? Domains).Distinct().ToArray();
-        foreach (var d in chosen) CheckOwned(d);
+        // A scan over every domain (the background engine's pass, Invoke-DEScan without -Domain) skips the domains
+        // removed meanwhile: here, once it holds the scan lock (it takes the domains as they are then), and at each
+        // pass; a removal during a pass is seen by the pass itself (Domain.IsRemoved). Only domains named explicitly
+        // are refused when removed (DomainNotFound), and only here: the scan's result still names them.
+        if (all) chosen = Live(chosen);
+        else foreach (var d in chosen) CheckOwned(d);
         Array.Sort(chosen, (a, b) => a.Id.CompareTo(b.Id));
-        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, _scanGate, null, (pass, ct) =>
+        IEnumerable<string> Names()
         {
+            foreach (var d in chosen)
+                if (!all || !d.IsRemoved) yield return d.Name;
+        }
+        return PassLoop.Scan(Name, Names(), chosen.Length, options, _scanGate, all ? () => chosen = Live(Domains) : null, (pass, ct) =>
+        {
+            if (all) chosen = Live(chosen);
             var result = AsPass(() => RunPass(pass, chosen, options, progress, ct));
             Interlocked.Increment(ref _passes);
             return result;
         }, cancellationToken, _closing.Token);
+    }
+
+    /// <summary>The domains of <paramref name="domains"/> not removed (in their order), as an array of their own.</summary>
+    private static Domain[] Live(IReadOnlyList<Domain> domains)
+    {
+        int live = 0;
+        foreach (var d in domains) if (!d.IsRemoved) live++;
+        if (live == domains.Count && domains is Domain[] same) return same;
+        var result = new Domain[live];
+        int i = 0;
+        foreach (var d in domains) if (!d.IsRemoved) result[i++] = d;
+        return result;
     }
 
     private volatile bool _anyPatching;

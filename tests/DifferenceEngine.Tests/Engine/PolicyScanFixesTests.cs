@@ -143,4 +143,69 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
         host.SetPolicy(a, trustGroup: "h");
         Assert.Equal("h", a.Policy.TrustGroup);
     }
+
+    [Fact]
+    public void AScanOverEveryDomainSkipsADomainRemovedWhileItWaited()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost();
+        var sharing = new DomainOptions { SharingEnabled = true };
+        var a = TestMemory.LoadRaw(host, dir, "a", TestMemory.PlantedImage(64, 1), sharing);
+        var b = TestMemory.LoadRaw(host, dir, "b", TestMemory.PlantedImage(64, 2), sharing);
+        ScanResult? result = null;
+        Exception? failure = null;
+        Thread scan;
+        using (new HeldPass(host, [a]))
+        {
+            // A scan over every domain, started while another holds the scan lock: it has read the domains and waits.
+            scan = new Thread(() => failure = Record.Exception(() => result = host.Scan(options: new ScanOptions { Passes = 2, Parallelism = 1 })));
+            scan.Start();
+            SpinWait.SpinUntil(() => (scan.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+            host.RemoveDomain(b);
+        }
+        scan.Join();
+        Assert.Null(failure);
+        Assert.Equal(["a"], result!.Domains);
+        // Named explicitly, a removed domain is still refused.
+        Assert.Equal("DomainNotFound", Assert.Throws<DEException>(() => host.Scan([a, b])).ErrorId);
+    }
+
+    private sealed class FailingOncePassHost : IEngineService
+    {
+        public readonly ManualResetEventSlim SecondPassDone = new();
+        private int _passes;
+        public string Name => "failing";
+        public TimeSpan EngineCpuTime => TimeSpan.Zero;
+
+        public TimeSpan RunEnginePass(CancellationToken cancellationToken)
+        {
+            int pass = Interlocked.Increment(ref _passes);
+            if (pass == 1) throw new DEException("QemuGuestExited", DEErrorKind.ConnectionError, "The guest exited.", null);
+            return TimeSpan.Zero;
+        }
+
+        public StatsSample? RecordSampleAfterPass()
+        {
+            if (Volatile.Read(ref _passes) >= 2) SecondPassDone.Set();
+            return null;
+        }
+    }
+
+    [Fact]
+    public void TheEnginesLastErrorHasItsTime()
+    {
+        var host = new FailingOncePassHost();
+        var control = new EngineControl(host, () => new Stats.HostStats("failing", 0, null, 0, 0, 0, 0, 0, 0, 0, [], []));
+        Assert.Null(control.Status.LastErrorTime);
+        control.Start(TimeSpan.FromMilliseconds(100)); // the shortest interval
+        Assert.True(host.SecondPassDone.Wait(TimeSpan.FromMinutes(1)), "the engine's second pass never ended");
+        var status = control.Status;
+        control.Stop(sample: false);
+        Assert.StartsWith("QemuGuestExited: ", status.LastError);
+        Assert.NotNull(status.LastErrorTime);
+        Assert.True(status.LastErrorTime >= status.Started);
+        // A pass succeeded after the failure: its time is later.
+        Assert.True(status.LastPass >= status.LastErrorTime, $"{status.LastPass:o} {status.LastErrorTime:o}");
+        Assert.Equal(status.LastErrorTime, control.Status.LastErrorTime); // kept once stopped
+    }
 }
