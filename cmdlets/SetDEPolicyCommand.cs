@@ -160,12 +160,21 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (!ShouldProcess(host.Name, $"Set host policy: {changes}")) return;
             try
             {
-                host.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, CompactionThreshold,
-                    LowWatermark, HighWatermark);
+                // The embedded host waits for the pass in progress, if any: Ctrl-C ends that wait.
+                if (host is Hosting.DEHost embedded)
+                    embedded.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed,
+                        CompactionThreshold, LowWatermark, HighWatermark, StopToken);
+                else
+                    host.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, CompactionThreshold,
+                        LowWatermark, HighWatermark);
             }
             catch (DEException ex)
             {
                 ThrowDEError(ex);
+            }
+            catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+            {
+                throw new PipelineStoppedException(); // Ctrl-C while the change waited for the pass in progress
             }
             if (PassThru) WriteObject(new HostPolicyView(host));
             return;
@@ -184,8 +193,17 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try
             {
-                domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, GroupSize,
-                    GroupAfterSweeps, GroupAlgorithm);
+                // A trust group change on the embedded host waits for the pass in progress, if any: Ctrl-C ends that wait.
+                if (domain is Domains.Domain embedded)
+                    embedded.Host.SetPolicy(embedded, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup,
+                        GroupSize, GroupAfterSweeps, GroupAlgorithm, StopToken);
+                else
+                    domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, GroupSize,
+                        GroupAfterSweeps, GroupAlgorithm);
+            }
+            catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+            {
+                throw new PipelineStoppedException(); // Ctrl-C while the change waited for the pass in progress
             }
             catch (DEException ex) when (ex.Kind == DEErrorKind.InvalidArgument)
             {

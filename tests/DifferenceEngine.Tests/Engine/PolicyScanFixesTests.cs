@@ -208,4 +208,78 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
         Assert.True(status.LastPass >= status.LastErrorTime, $"{status.LastPass:o} {status.LastErrorTime:o}");
         Assert.Equal(status.LastErrorTime, control.Status.LastErrorTime); // kept once stopped
     }
+
+    [Fact]
+    public void TrustGroupAndHostPolicyChangesWaitForThePassInProgressNotTheWholeScan()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost();
+        var a = TestMemory.LoadRaw(host, dir, "a", TestMemory.PlantedImage(16, 1), new DomainOptions { CompressionEnabled = true });
+        var b = TestMemory.LoadRaw(host, dir, "b", TestMemory.PlantedImage(16, 2), new DomainOptions { SharingEnabled = true });
+        using var inPass1 = new ManualResetEventSlim();
+        using var go = new ManualResetEventSlim();
+        using var trustChanged = new ManualResetEventSlim();
+        using var hostChanged = new ManualResetEventSlim();
+        var seenAt = new Dictionary<int, bool>();
+        // A scan of b, 10 passes: pass 1 is held until the changes wait for it; passes 2 and 3 each go on only once a
+        // change is made (a change that waited for the whole scan would never let them: a safety timeout ends the wait).
+        var scan = new Thread(() => host.Scan([b], new ScanOptions { Passes = 10, Parallelism = 1 }, p =>
+        {
+            if (p.Pass == 1 && !inPass1.IsSet)
+            {
+                inPass1.Set();
+                go.Wait();
+            }
+            else if (p.Pass is 2 or 3 && !seenAt.ContainsKey(p.Pass))
+                seenAt[p.Pass] = (p.Pass == 2 ? trustChanged : hostChanged).Wait(TimeSpan.FromMinutes(1));
+        }));
+        scan.Start();
+        inPass1.Wait();
+        var changer = new Thread(() =>
+        {
+            host.SetPolicy(a, trustGroup: "tenant");
+            trustChanged.Set();
+            host.SetHostPolicy(compactionThreshold: 0.4);
+            hostChanged.Set();
+        });
+        changer.Start();
+        SpinWait.SpinUntil(() => (changer.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+        go.Set();
+        scan.Join();
+        changer.Join();
+        Assert.True(seenAt[2], "the trust group change waited past pass 2");
+        Assert.True(seenAt[3], "the host policy change waited past pass 3");
+        Assert.Equal("tenant", a.Policy.TrustGroup);
+        Assert.Equal(0.4, host.Policy.CompactionThreshold);
+    }
+
+    [Fact]
+    public void ATrustGroupOrHostPolicyChangeWaitingForAPassEndsWhenCancelled()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost();
+        var a = TestMemory.LoadRaw(host, dir, "a", TestMemory.PlantedImage(16, 1));
+        var b = TestMemory.LoadRaw(host, dir, "b", TestMemory.PlantedImage(16, 2), new DomainOptions { SharingEnabled = true });
+        double threshold = host.Policy.CompactionThreshold;
+        using (new HeldPass(host, [b]))
+        {
+            foreach (var change in new Action<CancellationToken>[]
+                     {
+                         ct => host.SetPolicy(a, trustGroup: "tenant", cancellationToken: ct),
+                         ct => host.SetHostPolicy(compactionThreshold: 0.4, cancellationToken: ct),
+                     })
+            {
+                using var cts = new CancellationTokenSource();
+                Exception? failure = null;
+                var changer = new Thread(() => failure = Record.Exception(() => change(cts.Token)));
+                changer.Start();
+                SpinWait.SpinUntil(() => (changer.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+                cts.Cancel();
+                changer.Join();
+                Assert.IsAssignableFrom<OperationCanceledException>(failure);
+            }
+        }
+        Assert.Equal(DomainPolicy.DefaultTrustGroup, a.Policy.TrustGroup);
+        Assert.Equal(threshold, host.Policy.CompactionThreshold);
+    }
 }
