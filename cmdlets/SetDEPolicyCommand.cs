@@ -179,6 +179,17 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (PassThru) WriteObject(new HostPolicyView(host));
             return;
         }
+        // Values out of range stop the cmdlet before -WhatIf and -Confirm, and before this record changes any domain (a
+        // piped row's bad value stops it at that row: the rows before it stay changed).
+        try
+        {
+            Hosting.DEHost.CheckPolicyValues(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup,
+                GroupSize, GroupAfterSweeps, GroupAlgorithm);
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
+        }
         var domains = ResolveDomains(Domain);
         // Page groups are not built for Xen domains: like the host policy's values Xen has no use for, a bad argument for the
         // call, which stops once before any domain is changed (not an error per domain, the others changed).

@@ -177,6 +177,18 @@ public sealed partial class DEHost
         Change(checkPages: false);
     }
 
+    /// <summary>
+    /// Checks domain policy values as <see cref="SetPolicy"/> does, changing nothing: the same errors (PolicyC4SweepsInvalid
+    /// and the like, InvalidArgument). Set-DEPolicy checks them before -WhatIf and -Confirm.
+    /// </summary>
+    public static void CheckPolicyValues(int? c4Sweeps = null, int? patchThreshold = null, double? compressionThreshold = null,
+        CompressionAlgorithm? algorithm = null, string? trustGroup = null, int? groupSize = null, int? groupAfterSweeps = null,
+        CompressionAlgorithm? groupAlgorithm = null)
+    {
+        var checkedAlgorithm = algorithm is { } a ? CheckAlgorithm(a) : (CompressionAlgorithm?)null;
+        new DomainPolicy().With(c4Sweeps, patchThreshold, compressionThreshold, checkedAlgorithm, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
+    }
+
     private void TakeTunables(Domain domain, DomainPolicy trial)
     {
         bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
