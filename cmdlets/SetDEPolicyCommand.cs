@@ -43,8 +43,8 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
     public CompressionAlgorithm? CompressionAlgorithm { get; set; }
 
     /// <summary>
-    /// A new trust group; only for a domain without Shared or Patched pages (run Disable-DESharing
-    /// -Unshare and Disable-DEPatching -Restore first).
+    /// A new trust group; only for a domain without Shared or Patched pages (run Disable-DEPatching -Restore and then
+    /// Disable-DESharing -Unshare first).
     /// </summary>
     [Parameter(ParameterSetName = DomainSet, ValueFromPipelineByPropertyName = true)]
     public string? TrustGroup { get; set; }
@@ -160,15 +160,35 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (!ShouldProcess(host.Name, $"Set host policy: {changes}")) return;
             try
             {
-                host.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, CompactionThreshold,
-                    LowWatermark, HighWatermark);
+                // The embedded host waits for the pass in progress, if any: Ctrl-C ends that wait.
+                if (host is Hosting.DEHost embedded)
+                    embedded.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed,
+                        CompactionThreshold, LowWatermark, HighWatermark, StopToken);
+                else
+                    host.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, CompactionThreshold,
+                        LowWatermark, HighWatermark);
             }
             catch (DEException ex)
             {
                 ThrowDEError(ex);
             }
+            catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+            {
+                throw new PipelineStoppedException(); // Ctrl-C while the change waited for the pass in progress
+            }
             if (PassThru) WriteObject(new HostPolicyView(host));
             return;
+        }
+        // Values out of range stop the cmdlet before -WhatIf and -Confirm, and before this record changes any domain (a
+        // piped row's bad value stops it at that row: the rows before it stay changed).
+        try
+        {
+            Hosting.DEHost.CheckPolicyValues(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup,
+                GroupSize, GroupAfterSweeps, GroupAlgorithm);
+        }
+        catch (DEException ex)
+        {
+            ThrowDEError(ex);
         }
         var domains = ResolveDomains(Domain);
         // Page groups are not built for Xen domains: like the host policy's values Xen has no use for, a bad argument for the
@@ -184,8 +204,17 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try
             {
-                domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, GroupSize,
-                    GroupAfterSweeps, GroupAlgorithm);
+                // A trust group change on the embedded host waits for the pass in progress, if any: Ctrl-C ends that wait.
+                if (domain is Domains.Domain embedded)
+                    embedded.Host.SetPolicy(embedded, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup,
+                        GroupSize, GroupAfterSweeps, GroupAlgorithm, StopToken);
+                else
+                    domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, GroupSize,
+                        GroupAfterSweeps, GroupAlgorithm);
+            }
+            catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+            {
+                throw new PipelineStoppedException(); // Ctrl-C while the change waited for the pass in progress
             }
             catch (DEException ex) when (ex.Kind == DEErrorKind.InvalidArgument)
             {

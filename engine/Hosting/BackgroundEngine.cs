@@ -33,6 +33,13 @@ public sealed record EngineStatus(
 
     /// <summary>When the engine stopped (Stop-DEEngine, Disconnect-DEHost); null while it runs and before it ever ran.</summary>
     public DateTimeOffset? Stopped { get; init; }
+
+    /// <summary>
+    /// When the pass that failed with <see cref="LastError"/> ended; null when no pass of this run failed. LastError is
+    /// kept after later passes succeed (a failure now and then stays visible): a LastErrorTime before
+    /// <see cref="LastPass"/> means passes have succeeded since.
+    /// </summary>
+    public DateTimeOffset? LastErrorTime { get; init; }
 }
 
 /// <summary>One point of the host's history: what the guests hold and what it costs, for reports over time.</summary>
@@ -88,6 +95,7 @@ internal sealed class BackgroundEngine : IDisposable
     private DateTimeOffset? _lastPass;
     private TimeSpan _lastDuration;
     private string? _lastError;
+    private DateTimeOffset? _lastErrorTime;
     private volatile bool _stopping;
     private readonly TimeSpan _cpuAtStart;
 
@@ -111,6 +119,7 @@ internal sealed class BackgroundEngine : IDisposable
                 _passes, _lastPass, _lastDuration, Stopwatch.GetElapsedTime(0, _busyTicks), samples, _lastError)
             {
                 CpuTime = _host.EngineCpuTime - _cpuAtStart,
+                LastErrorTime = _lastErrorTime,
             };
     }
 
@@ -146,10 +155,14 @@ internal sealed class BackgroundEngine : IDisposable
             }
             catch (Exception ex)
             {
-                // A failing pass (a domain removed meanwhile, a corrupt page, a QEMU guest that exited; or a bug) is
-                // recorded and the engine goes on: this thread runs in the admin's shell or the embedding program, and an
+                // A failing pass (a corrupt page, a QEMU guest that exited; or a bug: a domain removed meanwhile is
+                // skipped, DEHost.Scan) is recorded, with its time, and the engine goes on: this thread runs in the admin's shell or the embedding program, and an
                 // exception escaping it would end that process.
-                lock (_gate) _lastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
+                lock (_gate)
+                {
+                    _lastError = ex is DEException de ? $"{de.ErrorId}: {de.Message}" : $"{ex.GetType().Name}: {ex.Message}";
+                    _lastErrorTime = DateTimeOffset.Now;
+                }
             }
             next += (long)(Interval.TotalSeconds * Stopwatch.Frequency);
             long wait = next - Stopwatch.GetTimestamp();

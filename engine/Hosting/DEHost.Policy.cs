@@ -119,11 +119,14 @@ public sealed partial class DEHost
     /// <summary>
     /// Changes a domain's policy values; null leaves a value as it is. Every value is checked before
     /// any is changed. A domain's trust group can change only while it has no Shared or Patched pages
-    /// (its frames are in its old group's index): unshare and restore first.
+    /// (its frames are in its old group's index): restore and unshare first. A trust group change waits for the pass in
+    /// progress, if any (not for the rest of its scan), as long as <paramref name="cancellationToken"/> allows
+    /// (OperationCanceledException, nothing changed).
     /// </summary>
     public void SetPolicy(Domain domain, int? c4Sweeps = null, int? patchThreshold = null,
         double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null,
-        int? groupSize = null, int? groupAfterSweeps = null, CompressionAlgorithm? groupAlgorithm = null)
+        int? groupSize = null, int? groupAfterSweeps = null, CompressionAlgorithm? groupAlgorithm = null,
+        CancellationToken cancellationToken = default)
     {
         using var op = EnterOperation();
         CheckOwned(domain);
@@ -145,7 +148,8 @@ public sealed partial class DEHost
                         if (PageEntry.State(e) is PageState.Shared or PageState.Patched || PageEntry.IsSharedBlob(e))
                             throw new DEException("TrustGroupChangeNeedsUnshare", DEErrorKind.InvalidOperation,
                                 $"Domain '{domain.Name}' still has Shared, shared-compressed or Patched pages in trust group '{domain.Policy.TrustGroup}'. " +
-                                "Run Disable-DESharing -Unshare and Disable-DEPatching -Restore first.", domain);
+                                "Run Disable-DEPatching -Restore and then Disable-DESharing -Unshare first (with both off, no pass gives " +
+                                "the domain Shared or Patched pages again), and change its trust group before turning them on again.", domain);
                     }
                 }
                 TakeTunables(domain, trial);
@@ -156,11 +160,33 @@ public sealed partial class DEHost
             // Checked and changed with no pass running. Only passes make pages Shared or Patched, and a pass reads each
             // domain's trust group once: one running between the check and the change could still share this domain's pages,
             // or patch against them, within the old group, and the next pass would list those frames in the new one.
+            // Between two passes is enough (the pass gate, read): not the scan lock, which a scan holds through all its
+            // passes (an audit saw the change wait for a whole scan of many passes, past Ctrl-C).
             HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
-            lock (_scanGate) Change(checkPages: true);
+            EnterPassGateToRead(cancellationToken);
+            try
+            {
+                Change(checkPages: true);
+            }
+            finally
+            {
+                _passGate.ExitReadLock();
+            }
             return;
         }
         Change(checkPages: false);
+    }
+
+    /// <summary>
+    /// Checks domain policy values as <see cref="SetPolicy"/> does, changing nothing: the same errors (PolicyC4SweepsInvalid
+    /// and the like, InvalidArgument). Set-DEPolicy checks them before -WhatIf and -Confirm.
+    /// </summary>
+    public static void CheckPolicyValues(int? c4Sweeps = null, int? patchThreshold = null, double? compressionThreshold = null,
+        CompressionAlgorithm? algorithm = null, string? trustGroup = null, int? groupSize = null, int? groupAfterSweeps = null,
+        CompressionAlgorithm? groupAlgorithm = null)
+    {
+        var checkedAlgorithm = algorithm is { } a ? CheckAlgorithm(a) : (CompressionAlgorithm?)null;
+        new DomainPolicy().With(c4Sweeps, patchThreshold, compressionThreshold, checkedAlgorithm, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
     }
 
     private void TakeTunables(Domain domain, DomainPolicy trial)
@@ -176,13 +202,15 @@ public sealed partial class DEHost
     /// <summary>
     /// Changes the host's similarity detector (k keys of s blocks, c candidates per key, the seed), the
     /// compaction threshold and the paging watermarks. A new detector empties the similarity tables: keys of the old one mean
-    /// nothing to the new one.
+    /// nothing to the new one. Waits for the pass in progress, if any (not for the rest of its scan), as long as
+    /// <paramref name="cancellationToken"/> allows (OperationCanceledException, nothing changed).
     /// </summary>
     public void SetHostPolicy(int? keys = null, int? blocksPerKey = null, int? candidates = null, int? seed = null,
-        double? compactionThreshold = null, double? lowWatermark = null, double? highWatermark = null)
+        double? compactionThreshold = null, double? lowWatermark = null, double? highWatermark = null,
+        CancellationToken cancellationToken = default)
     {
         using var op = EnterOperation();
-        HostCallbacks.ThrowIfInCallbackOf(this, Name, "change the host's policy"); // it waits for the scan lock
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "change the host's policy"); // it waits for the pass in progress
         double low = lowWatermark ?? Policy.LowWatermark, high = highWatermark ?? Policy.HighWatermark;
         if (double.IsNaN(low) || double.IsNaN(high) || low <= 0 || high >= 1 || low >= high)
             throw new DEException("PolicyWatermarksInvalid", DEErrorKind.InvalidArgument,
@@ -198,15 +226,20 @@ public sealed partial class DEHost
         SimilarityDetector? detector = null;
         if ((keys ?? old.Keys) != old.Keys || (blocksPerKey ?? old.BlocksPerKey) != old.BlocksPerKey || (seed ?? old.Seed) != old.Seed)
             detector = new SimilarityDetector(keys ?? old.Keys, blocksPerKey ?? old.BlocksPerKey, seed ?? old.Seed);
-        lock (_scanGate)
+        EnterPassGateToRead(cancellationToken);
+        try
         {
-            // The similarity tables hold nothing between passes (under the scan gate): the next pass lists references
-            // with the new detector and candidates.
+            // The similarity tables hold nothing between passes (each pass frees them at its end): the next pass lists
+            // references with the new detector and candidates. Between two passes of a scan is enough.
             if (detector is not null) Policy.Detector = detector;
             if (candidates is { } cc) Policy.SimilarityCandidates = cc;
             if (compactionThreshold is { } ct) Policy.CompactionThreshold = ct;
             Policy.LowWatermark = low;
             Policy.HighWatermark = high;
+        }
+        finally
+        {
+            _passGate.ExitReadLock();
         }
     }
 

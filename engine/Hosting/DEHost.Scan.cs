@@ -29,15 +29,39 @@ public sealed partial class DEHost
         PassLoop.Check(options);
         using var op = EnterOperation();
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "scan");
+        bool all = domains is null;
         var chosen = (domains ?? Domains).Distinct().ToArray();
-        foreach (var d in chosen) CheckOwned(d);
+        // A scan over every domain (the background engine's pass, Invoke-DEScan without -Domain) skips the domains
+        // removed meanwhile: here, once it holds the scan lock (it takes the domains as they are then), and at each
+        // pass; a removal during a pass is seen by the pass itself (Domain.IsRemoved). Only domains named explicitly
+        // are refused when removed (DomainNotFound), and only here: the scan's result still names them.
+        if (all) chosen = Live(chosen);
+        else foreach (var d in chosen) CheckOwned(d);
         Array.Sort(chosen, (a, b) => a.Id.CompareTo(b.Id));
-        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, _scanGate, null, (pass, ct) =>
+        IEnumerable<string> Names()
         {
+            foreach (var d in chosen)
+                if (!all || !d.IsRemoved) yield return d.Name;
+        }
+        return PassLoop.Scan(Name, Names(), chosen.Length, options, _scanGate, all ? () => chosen = Live(Domains) : null, (pass, ct) =>
+        {
+            if (all) chosen = Live(chosen);
             var result = AsPass(() => RunPass(pass, chosen, options, progress, ct));
             Interlocked.Increment(ref _passes);
             return result;
         }, cancellationToken, _closing.Token);
+    }
+
+    /// <summary>The domains of <paramref name="domains"/> not removed (in their order), as an array of their own.</summary>
+    private static Domain[] Live(IReadOnlyList<Domain> domains)
+    {
+        int live = 0;
+        foreach (var d in domains) if (!d.IsRemoved) live++;
+        if (live == domains.Count && domains is Domain[] same) return same;
+        var result = new Domain[live];
+        int i = 0;
+        foreach (var d in domains) if (!d.IsRemoved) result[i++] = d;
+        return result;
     }
 
     private volatile bool _anyPatching;
@@ -256,7 +280,7 @@ public sealed partial class DEHost
         var enc = new EncodeCounters();
         var sumGate = new object();
         long started = Stopwatch.GetTimestamp();
-        long listed = 0;
+        long listed = 0, awaitingCompression = 0;
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct };
         try
         {
@@ -285,8 +309,10 @@ public sealed partial class DEHost
             Parallel.ForEach(slices, parallel, slice =>
             {
                 var ec = new EncodeCounters();
-                CompressSlice(slice.Domain, slice.Start, slice.End, ref ec);
+                long waiting = 0;
+                CompressSlice(slice.Domain, slice.Start, slice.End, ref ec, ref waiting);
                 lock (sumGate) enc.Add(ec);
+                if (waiting > 0) Interlocked.Add(ref awaitingCompression, waiting);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
                 HostCallbacks.Invoke(this, progress, new ScanProgress(pass, now, total));
             });
@@ -358,6 +384,7 @@ public sealed partial class DEHost
             GroupsDissolved = enc.GroupsDissolved,
             PagesUngrouped = enc.PagesUngrouped,
             PagesAwaitingGroup = enc.PagesAwaitingGroup,
+            PagesAwaitingCompression = awaitingCompression,
             SharedBlobGroupsFormed = enc.SharedGroupsFormed,
             SharedBlobsGrouped = enc.SharedBlobsGrouped,
             SharedBlobsUngrouped = enc.SharedBlobsUngrouped,
@@ -420,8 +447,9 @@ public sealed partial class DEHost
                 }
                 // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
                 // phase would patch against it: a guest's page only when cold, as only those are taken out (its bytes
-                // are checked again, write-protected, before they serve).
-                if (index is not null && state is PageState.Private or PageState.Shared
+                // are checked again, write-protected, before they serve). A Private page only in a domain that shares:
+                // serving makes it Shared (PatchPass.MakeReference), and a domain with sharing off gets no Shared page.
+                if (index is not null && (state == PageState.Shared || (state == PageState.Private && policy.SharingEnabled))
                     && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4))
                 {
                     long l0 = Stopwatch.GetTimestamp();
@@ -514,11 +542,12 @@ public sealed partial class DEHost
     /// <summary>
     /// The pass's third phase over a slice, after every slice's second (<see cref="ScanSlice"/>): cold (C4) private pages
     /// that an earlier pass already examined are compressed, the cold shared pages listed for SharedCompression, a page
-    /// examined for the first time marked so, and the slice's long-cold compressed pages grouped.
+    /// examined for the first time marked so, and the slice's long-cold compressed pages grouped. <paramref name="awaiting"/>
+    /// counts the examined private pages still aging toward C4 that will be compressed then (<see cref="AwaitsCompression"/>).
     /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void CompressSlice(Domain domain, long start, long end, ref EncodeCounters ec)
+    private void CompressSlice(Domain domain, long start, long end, ref EncodeCounters ec, ref long awaiting)
     {
         // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
         Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
@@ -540,7 +569,12 @@ public sealed partial class DEHost
             for (long gfn = start; gfn < end; gfn++)
             {
                 // Most pages have nothing to do here: looked at unlocked first, checked again under the lock.
-                if (!MayCompressPhase(domain.PeekEntry(gfn), compression, qemu)) continue;
+                ulong peek = domain.PeekEntry(gfn);
+                if (!MayCompressPhase(peek, compression, qemu))
+                {
+                    if (compression && AwaitsCompression(peek)) awaiting++;
+                    continue;
+                }
                 ulong e = domain.Lock(gfn);
                 bool guarded = false;
                 try
@@ -642,6 +676,17 @@ public sealed partial class DEHost
             _ => false,
         };
     }
+
+    /// <summary>
+    /// Whether a page (of a domain that compresses) is one a later pass compresses if it stays untouched: private, examined
+    /// already, not written since the sweep nor marked incompressible, and aging toward C4 (C3: idle for the last sweep,
+    /// fewer sweeps than C4Sweeps so far). A page read in the last sweep's interval (C2) or written (C1) is in use, and not
+    /// waited for: a scan until stable must still end while a guest keeps using pages.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool AwaitsCompression(ulong e) =>
+        PageEntry.State(e) == PageState.Private && PageEntry.Category(e) == PageCategory.C3
+        && (e & (PageEntry.SharingSeen | PageEntry.Incompressible | PageEntry.Modified)) == PageEntry.SharingSeen;
 
     /// <summary>
     /// After a pass, gives back index memory nobody needs until the next one: the stable, unstable and similarity tables

@@ -157,6 +157,11 @@ internal static class PatchPass
                         if (other.IsRemoved || state is not (PageState.Private or PageState.Shared)
                             || (oe & PageEntry.Modified) != 0 || !PageClock.MayBeReference(PageEntry.Category(oe))
                             || !(other.Policy.SharingEnabled || other.Policy.PatchingEnabled)
+                            // A Private page becomes Shared to serve (MakeReference): only in a domain that shares. A
+                            // domain with sharing off gets no Shared page by any mechanism (after Disable-DESharing
+                            // -Unshare, patches against its pages would have made them Shared again, and its trust group
+                            // could not change).
+                            || (state == PageState.Private && !other.Policy.SharingEnabled)
                             // Never across trust groups (a trust group changes only with no pass running: this is the
                             // second line of defence).
                             || other.Policy.TrustGroup != index.TrustGroup)
@@ -292,7 +297,8 @@ internal static class PatchPass
     /// <summary>
     /// Takes a reference on a locked page's frame for a patch. A Private page becomes Shared first
     /// (listed by its hash when it can be), so a later guest write goes copy-on-write and the frame
-    /// the patch depends on never changes.
+    /// the patch depends on never changes: so a Private page serves only in a domain with sharing on (TryPatch's
+    /// candidates, and the sweep's listing, leave out the others').
     /// </summary>
     internal static bool MakeReference(DEHost host, SharingIndex index, ref ulong refEntry, out uint referenceFrame)
     {

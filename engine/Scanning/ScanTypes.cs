@@ -87,7 +87,8 @@ internal static class PassLoop
 
     /// <summary>
     /// Runs <paramref name="runPass"/> for passes 1, 2, ...: options.Passes of them, or until a pass after the first
-    /// changes nothing (at most MaxPasses) with UntilStable. Returns every pass and whether the last one was stable.
+    /// changes nothing (at most MaxPasses) with UntilStable. Returns every pass and whether the last one was stable: it
+    /// changed nothing, and was not the first (a pass after passes that changed something may change something again).
     /// </summary>
     public static (List<PassResult> Results, bool Stable) Run(ScanOptions options, Func<int, PassResult> runPass,
         CancellationToken cancellationToken)
@@ -100,11 +101,9 @@ internal static class PassLoop
             cancellationToken.ThrowIfCancellationRequested();
             var result = runPass(pass);
             results.Add(result);
-            if (!result.Changed && pass > 1)
-            {
-                stable = true;
-                if (options.UntilStable) break;
-            }
+            // Whether the latest pass changed nothing: a pass that changes something after a stable one ends that.
+            stable = !result.Changed && pass > 1;
+            if (stable && options.UntilStable) break;
         }
         return (results, stable);
     }
@@ -195,6 +194,16 @@ public sealed record PassResult(
     public long PagesAwaitingGroup { get; init; }
 
     /// <summary>
+    /// Private pages examined already, in a domain that compresses, that are aging toward C4 (C3: untouched for the last
+    /// sweep, fewer than the policy's C4Sweeps so far) and not marked incompressible: each will be compressed once it
+    /// reaches C4 if it stays untouched. Like <see cref="PagesAwaitingGroup"/>, they make the pass <see cref="Changed"/>, so
+    /// a scan until stable does not stop before compression starts when C4Sweeps is above 2. Pages the guest keeps reading
+    /// stay C2 and are not counted (nor are written pages, C1), so a scan until stable still ends; a page touched now and
+    /// then while the scan runs can keep it going up to its pass limit, as a written page's new examination does.
+    /// </summary>
+    public long PagesAwaitingCompression { get; init; }
+
+    /// <summary>
     /// Groups of shared blobs formed this pass (docs/ARCHITECTURE.md, "Page groups"): compressed shared frames whose pages
     /// stayed untouched as long as a page must before it is grouped, compressed together; and the blobs moved into them
     /// (their <see cref="GroupStreamBytes"/> and <see cref="GroupSinglesBytes"/> are counted with the page groups').
@@ -205,11 +214,13 @@ public sealed record PassResult(
     public long SharedBlobsUngrouped { get; init; }
 
     /// <summary>
-    /// True when the pass changed a page, skipped one because it was busy, or gave the similarity index
-    /// references it did not have: in each case another pass may still find more.
+    /// True when the pass changed a page, skipped one because it was busy, gave the similarity index references it did
+    /// not have, or saw pages that later passes will compress or group once they have aged enough
+    /// (<see cref="PagesAwaitingCompression"/>, <see cref="PagesAwaitingGroup"/>): in each case another pass may still find more.
     /// </summary>
     public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
-        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup + PatchesOnCompressedReferences
+        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup + PagesAwaitingCompression
+        + PatchesOnCompressedReferences
         + SharedBlobsGrouped + SharedBlobsUngrouped > 0;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }

@@ -397,7 +397,8 @@ public class PatchingTests
         using var host = new DEHost(new HostOptions { SimilaritySeed = 1 });
         var options = mechanism switch
         {
-            Mechanism.Patching => new DomainOptions { PatchingEnabled = true },
+            // A Private page serves as a reference only in a domain that shares (it becomes Shared).
+            Mechanism.Patching => new DomainOptions { PatchingEnabled = true, SharingEnabled = true },
             Mechanism.Compression => new DomainOptions { CompressionEnabled = true, C4Sweeps = 1 },
             _ => new DomainOptions { SharingEnabled = true },
         };
