@@ -96,13 +96,18 @@ internal static class PassLoop
         int passCount = options.UntilStable ? options.MaxPasses : options.Passes;
         var results = new List<PassResult>();
         bool stable = false;
+        int aging = 0; // passes in a row whose only change was pages still aging toward C4 or their group
         for (int pass = 1; pass <= passCount; pass++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var result = runPass(pass);
             results.Add(result);
-            // Whether the latest pass changed nothing: a pass that changes something after a stable one ends that.
-            stable = !result.Changed && pass > 1;
+            aging = result.OnlyAging ? aging + 1 : 0;
+            // Whether the latest pass changed nothing: a pass that changes something after a stable one ends that. Pages
+            // still aging keep it going as long as a page left alone can take to reach C4 and its group (the clock's most
+            // idle sweeps) and no longer: pages a live guest touches now and then age again and again, and would
+            // otherwise keep a scan until stable going to its pass limit (a review's finding).
+            stable = pass > 1 && (!result.Changed || aging > Domains.PageEntry.MaxIdle);
             if (stable && options.UntilStable) break;
         }
         return (results, stable);
@@ -218,10 +223,14 @@ public sealed record PassResult(
     /// not have, or saw pages that later passes will compress or group once they have aged enough
     /// (<see cref="PagesAwaitingCompression"/>, <see cref="PagesAwaitingGroup"/>): in each case another pass may still find more.
     /// </summary>
-    public bool Changed => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
-        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PagesAwaitingGroup + PagesAwaitingCompression
-        + PatchesOnCompressedReferences
-        + SharedBlobsGrouped + SharedBlobsUngrouped > 0;
+    public bool Changed => ChangedPages + PagesAwaitingGroup + PagesAwaitingCompression > 0;
+
+    /// <summary>True when the pass's only change was pages still aging (<see cref="PagesAwaitingCompression"/>, <see cref="PagesAwaitingGroup"/>).</summary>
+    public bool OnlyAging => ChangedPages == 0 && PagesAwaitingGroup + PagesAwaitingCompression > 0;
+
+    private long ChangedPages => ZeroPagesFound + UniformPagesFound + PagesMerged + PagesPatched + PagesCompressed + Contended
+        + SimilarityIndexChanges + NewlyExamined + PagesGrouped + PagesUngrouped + PatchesOnCompressedReferences
+        + SharedBlobsGrouped + SharedBlobsUngrouped;
     public double PagesPerSecond => Elapsed.TotalSeconds == 0 ? 0 : PagesSwept / Elapsed.TotalSeconds;
 }
 

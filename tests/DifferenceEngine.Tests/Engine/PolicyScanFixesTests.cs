@@ -70,6 +70,26 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
         Assert.False(PassLoop.Run(new ScanOptions { Passes = 1 }, p => Pass(p, 0), CancellationToken.None).Stable);
     }
 
+    /// <summary>
+    /// Pages still aging keep a scan until stable going (PagesAwaitingCompression), but a live guest touches some pages
+    /// now and then and they age again and again: a scan until stable ran to its pass limit (a review's finding). Passes
+    /// whose only change is aging pages stop keeping it going after as many as a page left alone can need (the clock's
+    /// most idle sweeps); a pass that changes a page starts that count again.
+    /// </summary>
+    [Fact]
+    public void PagesThatKeepAgingKeepAScanUntilStableGoingOnlyAsLongAsAPageCanAge()
+    {
+        PassResult Aging(int pass) => Pass(pass, pass == 1 ? 5 : 0) with { PagesAwaitingCompression = 7 };
+        var (results, stable) = PassLoop.Run(new ScanOptions { UntilStable = true, MaxPasses = 64 }, Aging, CancellationToken.None);
+        Assert.True(stable);
+        Assert.Equal(1 + PageEntry.MaxIdle + 1, results.Count); // the first pass, then MaxIdle + 1 of only aging pages
+        // A page changed in between starts the count again.
+        PassResult AgingThenMerge(int pass) => Pass(pass, pass is 1 or 10 ? 5 : 0) with { PagesAwaitingCompression = 7 };
+        Assert.Equal(10 + PageEntry.MaxIdle + 1, PassLoop.Run(new ScanOptions { UntilStable = true, MaxPasses = 64 }, AgingThenMerge, CancellationToken.None).Results.Count);
+        // Aging pages alone for fewer passes than that: not stable yet.
+        Assert.False(PassLoop.Run(new ScanOptions { Passes = 5 }, Aging, CancellationToken.None).Stable);
+    }
+
     private static byte[] NearCopy(byte[] page, int seed)
     {
         var rng = new Random(seed);
