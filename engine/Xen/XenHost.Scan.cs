@@ -82,7 +82,7 @@ public sealed partial class XenHost
     private sealed class PassCounters
     {
         public long Swept, Examined, Zero, Merged, Collisions, Contended, Patched, PatchBytes, Compressed, CompressedBytes;
-        public long Newly, IndexChanges, StoreFull, Incompressible;
+        public long Newly, IndexChanges, StoreFull, Incompressible, Awaiting;
     }
 
     private PassResult RunPass(int pass, XenDomain[] chosen, Action<ScanProgress>? progress, CancellationToken cancellationToken)
@@ -180,6 +180,9 @@ public sealed partial class XenHost
                             detector.ComputeKeys(bytes, keys);
                         }
                         cold.Add(new ColdPage(domain, g, hash, age, keys, incompressible));
+                        // Aging toward C4, where it will be compressed: a scan until stable goes on for it (PassLoop caps
+                        // how long pages that only age can keep it going).
+                        if (policy.CompressionEnabled && age < policy.C4Sweeps && !incompressible) c.Awaiting++;
                     }
                     else if (policy.CompressionEnabled && age >= 1 && age < policy.C4Sweeps)
                     {
@@ -240,6 +243,7 @@ public sealed partial class XenHost
             CompressedBytes = c.CompressedBytes,
             SimilarityIndexChanges = c.IndexChanges,
             NewlyExamined = c.Newly,
+            PagesAwaitingCompression = c.Awaiting,
             StoreFull = c.StoreFull,
             PagesIncompressible = c.Incompressible,
         };
