@@ -18,26 +18,9 @@ namespace DifferenceEngine.Tests.Qemu;
 public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposable
 {
     private const int PageSize = 4096;
-    private readonly List<int> _deposited = [];
+    private readonly LibraryDeposits _library = new();
 
-    public void Dispose()
-    {
-        foreach (int fd in _deposited) LinuxNative.Close(fd);
-        _deposited.Clear();
-    }
-
-    /// <summary>What the guest's library does with a deposit: keeps its own descriptor, the newest replacing the last.</summary>
-    private void Deposit(int fd)
-    {
-        int own = LinuxNative.Dup(fd);
-        Assert.True(own >= 0);
-        foreach (int old in _deposited) LinuxNative.Close(old);
-        _deposited.Clear();
-        _deposited.Add(own);
-    }
-
-    /// <summary>The descriptor the library would hand the next engine (a duplicate: the library keeps its own).</summary>
-    private int Handed() => LinuxNative.Dup(_deposited.Single());
+    public void Dispose() => _library.Dispose();
 
     /// <summary>
     /// A page that came back to the guest on a fault and that QEMU then let go (a balloon, free page reporting: it reads
@@ -87,7 +70,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     public void ADropTheFullDiskRefusesIsWrittenOverThePagesRecordInPlace()
     {
         using var disk = new SmallTmpfs(64 << 10);
-        var journal = QemuJournal.Create(disk.Path, 1024, Deposit);
+        var journal = QemuJournal.Create(disk.Path, 1024, _library.Deposit);
         try
         {
             // 168 zero pages: 64 + 168 * 24 = 4096, the file ends on a page boundary, so the next record needs a new page.
@@ -98,7 +81,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
             Assert.False(journal.IsHeld(5));
             output.WriteLine($"failures {journal.Failures}: {journal.LastError}; file {journal.FileBytes} bytes");
 
-            using var next = QemuJournal.Open(Handed(), disk.Path, 1024, Deposit);
+            using var next = QemuJournal.Open(_library.Handed(), disk.Path, 1024, _library.Deposit);
             Assert.False(next.IsHeld(5), "the next engine takes over page 5 from a record the failed drop left live");
             Assert.Equal(Enumerable.Range(0, 168).Where(g => g != 5).Select(g => (long)g), next.HeldGfns());
         }
@@ -119,7 +102,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     public void APutAfterTheDiskFilledUpIsNotUndoneByEarlierDropsOnReplay()
     {
         using var disk = new SmallTmpfs(64 << 10);
-        var journal = QemuJournal.Create(disk.Path, 4096, Deposit);
+        var journal = QemuJournal.Create(disk.Path, 4096, _library.Deposit);
         try
         {
             var zeros = new byte[PageSize];
@@ -136,7 +119,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
             Assert.True(put); // room enough in the file's last page
             Assert.True(journal.IsHeld(7)); // the engine punches it out of the guest now
 
-            using var next = QemuJournal.Open(Handed(), disk.Path, 4096, Deposit);
+            using var next = QemuJournal.Open(_library.Handed(), disk.Path, 4096, _library.Deposit);
             Assert.True(next.IsHeld(7), "the replay undid the newer record of page 7 with a stale drop left past the tail");
             Assert.Equal([7L], next.HeldGfns());
         }
@@ -159,7 +142,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     public void TheRemainsOfAWriteTheFullDiskCutShortAreNotReplayedAfterTheNextRecord()
     {
         using var disk = new SmallTmpfs(64 << 10);
-        var journal = QemuJournal.Create(disk.Path, 64, Deposit);
+        var journal = QemuJournal.Create(disk.Path, 64, _library.Deposit);
         try
         {
             // A page whose first 24 bytes are a whole drop record of page 7; the rest random (it stays raw).
@@ -177,7 +160,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
             Assert.True(journal.Put(7, new byte[PageSize])); // 24 bytes, in the first page
             Assert.True(journal.IsHeld(7)); // the engine punches it out of the guest now
 
-            using var next = QemuJournal.Open(Handed(), disk.Path, 64, Deposit);
+            using var next = QemuJournal.Open(_library.Handed(), disk.Path, 64, _library.Deposit);
             Assert.True(next.IsHeld(7), "the replay read on past page 7's record into the remains of the write cut short");
             Assert.Equal([7L], next.HeldGfns());
         }
@@ -200,7 +183,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
         using var dir = new TempDir();
         string folder = Path.Combine(dir.Path, "journals");
         Directory.CreateDirectory(folder);
-        var journal = QemuJournal.Create(folder, 16, Deposit);
+        var journal = QemuJournal.Create(folder, 16, _library.Deposit);
         try
         {
             var r = new Random(3);
@@ -238,7 +221,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     public void AfterAFailedSyncTheJournalTakesNoPutsAndIsNotCommittedUntilCompactedIntoANewFile()
     {
         using var dir = new TempDir();
-        var journal = QemuJournal.Create(dir.Path, 16, Deposit);
+        var journal = QemuJournal.Create(dir.Path, 16, _library.Deposit);
         try
         {
             var r = new Random(5);
@@ -264,7 +247,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
             Assert.Equal(2, journal.Generation);
             Assert.Equal(journal.FileBytes, CommittedEnd());
             Assert.True(journal.Put(3, page));
-            using var next = QemuJournal.Open(Handed(), dir.Path, 16, Deposit);
+            using var next = QemuJournal.Open(_library.Handed(), dir.Path, 16, _library.Deposit);
             Assert.Equal([2L, 3L], next.HeldGfns());
         }
         finally
@@ -277,7 +260,7 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     /// <summary>The committed end the header of the deposited file records.</summary>
     private long CommittedEnd()
     {
-        using var file = new Microsoft.Win32.SafeHandles.SafeFileHandle(_deposited.Single(), ownsHandle: false);
+        using var file = new Microsoft.Win32.SafeHandles.SafeFileHandle(_library.Held, ownsHandle: false);
         var header = new byte[64];
         Assert.Equal(64, RandomAccess.Read(file, header, 0));
         return BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(16));

@@ -14,26 +14,13 @@ public sealed unsafe class QemuJournalTests : IDisposable
 {
     private const int PageSize = 4096;
     private readonly string _dir = Directory.CreateTempSubdirectory("de-journal-").FullName;
-    private readonly List<int> _deposited = [];
+    private readonly LibraryDeposits _library = new();
 
     public void Dispose()
     {
-        foreach (int fd in _deposited) LinuxNative.Close(fd);
+        _library.Dispose();
         Directory.Delete(_dir, recursive: true);
     }
-
-    /// <summary>What the guest's library does with a deposit: keeps its own descriptor, the newest replacing the last.</summary>
-    private void Deposit(int fd)
-    {
-        int own = LinuxNative.Dup(fd);
-        Assert.True(own >= 0);
-        foreach (int old in _deposited) LinuxNative.Close(old);
-        _deposited.Clear();
-        _deposited.Add(own);
-    }
-
-    /// <summary>The descriptor the library would hand the next engine (a duplicate: the library keeps its own).</summary>
-    private int Handed() => LinuxNative.Dup(_deposited.Single());
 
     private static byte[] Page(Random r, int kind)
     {
@@ -88,7 +75,7 @@ public sealed unsafe class QemuJournalTests : IDisposable
         var r = new Random(seed);
         const long pages = 512;
         var shadow = new Dictionary<long, byte[]>();
-        var journal = QemuJournal.Create(_dir, pages, Deposit);
+        var journal = QemuJournal.Create(_dir, pages, _library.Deposit);
         long generationBefore = journal.Generation;
         for (int step = 0; step < 6000; step++)
         {
@@ -108,9 +95,9 @@ public sealed unsafe class QemuJournalTests : IDisposable
             if (step % 2000 == 1999)
             {
                 // The engine dies (no more calls); the next one opens what the library holds.
-                int handed = Handed();
+                int handed = _library.Handed();
                 journal.Dispose();
-                journal = QemuJournal.Open(handed, _dir, pages, Deposit);
+                journal = QemuJournal.Open(handed, _dir, pages, _library.Deposit);
                 AssertHolds(journal, shadow);
             }
         }
@@ -125,25 +112,25 @@ public sealed unsafe class QemuJournalTests : IDisposable
     public void A_record_cut_short_by_a_crash_ends_the_journal_and_the_next_records_follow_the_last_whole_one()
     {
         var r = new Random(7);
-        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var journal = QemuJournal.Create(_dir, 16, _library.Deposit);
         var a = Page(r, 2);
         var b = Page(r, 3);
         Assert.True(journal.Put(1, a));
         journal.Maintain(); // committed up to here
         long committed = journal.FileBytes;
         Assert.True(journal.Put(2, b));
-        int handed = Handed();
+        int handed = _library.Handed();
         journal.Dispose();
         // The last record's write was cut short: its end never reached the file.
         Assert.Equal(0, LinuxNative.Ftruncate(handed, journal.FileBytes - 100));
-        journal = QemuJournal.Open(handed, _dir, 16, Deposit);
+        journal = QemuJournal.Open(handed, _dir, 16, _library.Deposit);
         Assert.Equal(committed, journal.FileBytes);
         AssertHolds(journal, new Dictionary<long, byte[]> { [1] = a });
         // The new engine goes on writing where the whole records end.
         Assert.True(journal.Put(3, b));
-        int again = Handed();
+        int again = _library.Handed();
         journal.Dispose();
-        journal = QemuJournal.Open(again, _dir, 16, Deposit);
+        journal = QemuJournal.Open(again, _dir, 16, _library.Deposit);
         AssertHolds(journal, new Dictionary<long, byte[]> { [1] = a, [3] = b });
         journal.Dispose();
     }
@@ -151,15 +138,15 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void A_record_that_fails_its_check_before_the_committed_end_is_an_error_not_a_shorter_journal()
     {
-        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var journal = QemuJournal.Create(_dir, 16, _library.Deposit);
         Assert.True(journal.Put(1, Page(new Random(1), 2)));
         Assert.True(journal.Put(2, Page(new Random(2), 2)));
         journal.Maintain();
-        int handed = Handed();
+        int handed = _library.Handed();
         journal.Dispose();
         byte flipped = 0x5a;
         Assert.Equal(1, (int)LinuxNative.PWrite(handed, &flipped, 1, 64 + 40)); // inside the first record's payload
-        var e = Assert.Throws<DEException>(() => QemuJournal.Open(handed, _dir, 16, Deposit));
+        var e = Assert.Throws<DEException>(() => QemuJournal.Open(handed, _dir, 16, _library.Deposit));
         Assert.Equal("QemuJournalCorrupt", e.ErrorId);
         Assert.Equal(DEErrorKind.InvalidData, e.Kind);
     }
@@ -167,16 +154,16 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void The_journal_of_another_guest_or_no_journal_at_all_is_refused()
     {
-        var journal = QemuJournal.Create(_dir, 32, Deposit);
+        var journal = QemuJournal.Create(_dir, 32, _library.Deposit);
         journal.Dispose();
-        var e = Assert.Throws<DEException>(() => QemuJournal.Open(Handed(), _dir, 16, Deposit));
+        var e = Assert.Throws<DEException>(() => QemuJournal.Open(_library.Handed(), _dir, 16, _library.Deposit));
         Assert.Equal("QemuJournalInvalid", e.ErrorId);
         Assert.Contains("32 pages", e.Message);
 
         string path = Path.Combine(_dir, "not-a-journal");
         File.WriteAllBytes(path, new byte[4096]);
         int fd = LinuxNative.Open(path, LinuxNative.O_RDWR | LinuxNative.O_CLOEXEC, 0);
-        e = Assert.Throws<DEException>(() => QemuJournal.Open(fd, _dir, 16, Deposit));
+        e = Assert.Throws<DEException>(() => QemuJournal.Open(fd, _dir, 16, _library.Deposit));
         Assert.Equal("QemuJournalInvalid", e.ErrorId);
     }
 
@@ -188,11 +175,11 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void The_journal_of_the_guest_before_memory_was_added_is_replayed()
     {
-        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var journal = QemuJournal.Create(_dir, 16, _library.Deposit);
         var page = Page(new Random(4), 9);
         Assert.True(journal.Put(9, page));
         journal.Maintain();
-        var grown = QemuJournal.Open(Handed(), _dir, 24, Deposit);
+        var grown = QemuJournal.Open(_library.Handed(), _dir, 24, _library.Deposit);
         Assert.True(grown.IsHeld(9));
         Assert.Equal(24, grown.PageCount);
         Assert.Equal([9L], grown.HeldGfns());
@@ -203,10 +190,10 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void The_journal_is_an_unnamed_file_only_its_holders_can_reach_created_0600()
     {
-        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var journal = QemuJournal.Create(_dir, 16, _library.Deposit);
         Assert.True(journal.Put(0, Page(new Random(3), 3)));
         Assert.Empty(Directory.EnumerateFileSystemEntries(_dir)); // O_TMPFILE: no name in the folder
-        string link = $"/proc/self/fd/{_deposited.Single()}";
+        string link = $"/proc/self/fd/{_library.Held}";
         var mode = File.GetUnixFileMode(link);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, mode);
         journal.Dispose();
@@ -215,7 +202,7 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void A_record_that_cannot_be_written_says_so_and_is_counted_so_the_page_stays_in_the_guest()
     {
-        var journal = QemuJournal.Create(_dir, 16, Deposit);
+        var journal = QemuJournal.Create(_dir, 16, _library.Deposit);
         journal.Dispose(); // a write after the close fails like one to a full disk: refused, counted, explained
         Assert.False(journal.Put(3, Page(new Random(5), 2)));
         Assert.Equal(1, journal.Failures);
@@ -225,7 +212,7 @@ public sealed unsafe class QemuJournalTests : IDisposable
     [Fact]
     public void A_folder_that_does_not_exist_is_a_clear_error()
     {
-        var e = Assert.Throws<DEException>(() => QemuJournal.Create(Path.Combine(_dir, "missing"), 16, Deposit));
+        var e = Assert.Throws<DEException>(() => QemuJournal.Create(Path.Combine(_dir, "missing"), 16, _library.Deposit));
         Assert.Equal("QemuJournalFailed", e.ErrorId);
         Assert.Equal(DEErrorKind.ObjectNotFound, e.Kind);
     }
