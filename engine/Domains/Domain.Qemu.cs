@@ -185,17 +185,8 @@ public sealed partial class Domain
                     break;
                 case PageState.Zero:
                 {
-                    // Woken only once the drop is written: before that, the guest cannot use the page, let it go, and
-                    // have QEMU discard it, for a killed engine's journal to resurrect (see QemuJournal.Drop).
                     ram.Link.Faults.ZeroPage(address, wake: false);
-                    try
-                    {
-                        ram.Journal.Drop(gfn);
-                    }
-                    finally
-                    {
-                        ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
-                    }
+                    DropThenWake(ram, gfn, address);
                     uint frame = ram.FrameOf(gfn);
                     Host.Frames.TakeExternal(frame);
                     ram.NoteGuestHas(gfn);
@@ -255,17 +246,7 @@ public sealed partial class Domain
         if (Host.Frames.IsExternal(frame)) return e;
         ulong address = ram.Link.AddressOf(gfn);
         bool installed = ram.Link.Faults.Copy(address, Host.Frames.Span(frame), wake: false);
-        // After the page is in: a crash before this leaves a record of a page the guest has. The faulting threads are woken
-        // only once it is written, as for a zero page: before that they cannot use the page, let it go, and have QEMU
-        // discard it, for a killed engine's journal to resurrect.
-        try
-        {
-            ram.Journal.Drop(gfn);
-        }
-        finally
-        {
-            ram.Link.Faults.Wake(address, Userfaultfd.PageSize); // whatever became of the record: nobody waits for good
-        }
+        DropThenWake(ram, gfn, address);
         uint own = ram.FrameOf(gfn);
         if (!installed)
         {
@@ -279,6 +260,24 @@ public sealed partial class Domain
         Host.Frames.TakeExternal(own);
         ram.NoteGuestHas(gfn);
         return PageEntry.With(e, PageState.Private, own);
+    }
+
+    /// <summary>
+    /// After page <paramref name="gfn"/> was installed without waking its faulting threads (DONTWAKE): its crash journal
+    /// drop record, then the wake. A crash before the drop leaves a record of a page the guest has (the guest's page
+    /// stands); woken only once it is written, the guest cannot use the page, let it go and have QEMU discard it for a
+    /// killed engine's journal to resurrect (see QemuJournal.Drop). Woken whatever became of the record: nobody waits for good.
+    /// </summary>
+    private static void DropThenWake(QemuRam ram, long gfn, ulong address)
+    {
+        try
+        {
+            ram.Journal.Drop(gfn);
+        }
+        finally
+        {
+            ram.Link.Faults.Wake(address, Userfaultfd.PageSize);
+        }
     }
 
     /// <summary>Whether the guest's link can write-protect its pages: without it a pass leaves every private page alone.</summary>

@@ -522,37 +522,31 @@ internal sealed unsafe class QemuLink : IDisposable
     /// <summary>Reads up to <paramref name="count"/> replies within <paramref name="patienceMs"/> in all; errors end it.</summary>
     private void DrainReplies(int count, int patienceMs)
     {
-        QemuProtocol.Message reply;
-        Span<int> none = stackalloc int[4];
         long started = Environment.TickCount64;
         for (int i = 0; i < count; i++)
-        {
-            int left = (int)Math.Max(0, patienceMs - (Environment.TickCount64 - started));
-            try
-            {
-                Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int fdCount, "detach", left);
-                CloseAll(none[..fdCount]);
-            }
-            catch (DEException)
-            {
-                return; // no reply within the patience (QEMU still stopped), or the library hung up
-            }
-        }
+            if (!TryReceiveReply(socket, (int)Math.Max(0, patienceMs - (Environment.TickCount64 - started)))) return;
     }
 
     private static void TryDetach(int socket, int patienceMs)
     {
         if (socket < 0 || TrySend(socket, QemuProtocol.Message.For(QemuProtocol.Detach), -1) != 0) return;
+        TryReceiveReply(socket, patienceMs); // no answer, or a broken one: the attach fails all the same
+    }
+
+    /// <summary>Reads one reply, waiting at most <paramref name="patienceMs"/>, and lets it go; false when none came or it broke.</summary>
+    private static bool TryReceiveReply(int socket, int patienceMs)
+    {
         QemuProtocol.Message reply;
         Span<int> none = stackalloc int[4];
         try
         {
             Receive(socket, &reply, sizeof(QemuProtocol.Message), none, out int fdCount, "detach", patienceMs);
             CloseAll(none[..fdCount]);
+            return true;
         }
         catch (DEException)
         {
-            // No answer, or a broken one: the attach fails all the same.
+            return false; // no reply within the patience (QEMU still stopped), or the library hung up
         }
     }
 
