@@ -150,13 +150,8 @@ internal static class CgroupMemory
     }
 
     /// <summary>A limit file's value; null for none ("max", v1's unlimited), a missing or unreadable file.</summary>
-    private static long? Limit(string file, bool v1)
-    {
-        string? text = ReadText(file);
-        if (text is null || text == "max") return null;
-        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long value)) return null;
-        return v1 && value >= V1Unlimited ? null : value;
-    }
+    private static long? Limit(string file, bool v1) =>
+        Number(file) is long value && !(v1 && value >= V1Unlimited) ? value : null; // "max" is no number either
 
     private static long? Number(string file) =>
         ReadText(file) is string text && long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long v) ? v : null;
