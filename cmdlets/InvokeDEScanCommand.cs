@@ -69,6 +69,8 @@ public sealed class InvokeDEScanCommand : PipedDomainCmdlet
         // Domain objects carry their host; a scan runs on one host, so objects from several make several scans. A whole
         // host is every domain of an embedded host, and a Xen host's own default: every domU with a mechanism on (domain 0
         // is never scanned).
+        // A whole host is scanned as "every domain" (null), not as the list of its domains now: the host takes its domains
+        // once the scan holds its lock, so a domain removed while this scan waits for another is left out, not an error.
         var whole = _wholeHosts.Select(h => (Host: h, Domains: h is XenHost ? null : (IDEDomain[]?)DomainsOf(h).ToArray()));
         List<(IDEHost Host, IDEDomain[]? Domains)> scans = [.. whole, .. _domains.Domains.Where(d => !_wholeHosts.Contains(d.Host))
             .GroupBy(d => d.Host).Select(g => (Host: g.Key, Domains: (IDEDomain[]?)g.ToArray()))];
@@ -101,15 +103,19 @@ public sealed class InvokeDEScanCommand : PipedDomainCmdlet
             const string activity = "Invoke-DEScan";
             try
             {
-                var result = RunWithProgress(ActivityId, activity, report => host.Scan(domains, options,
-                    p => report(new ProgressRecord(ActivityId, activity,
-                        $"Pass {p.Pass}: {DisplayFormat.Count(p.PagesDone)} of {DisplayFormat.Count(p.PagesTotal)} pages")
-                    {
-                        PercentComplete = UntilStable
-                            ? (int)(100 * p.PagesDone / Math.Max(1, p.PagesTotal))
-                            : Percent(p, known > 0 ? known : p.PagesTotal),
-                        CurrentOperation = UntilStable ? $"until stable, at most {MaxPasses} passes" : $"pass {p.Pass} of {Passes}",
-                    }),
+                var scanned = _wholeHosts.Contains(host) ? null : domains;
+                var result = RunWithProgress(ActivityId, activity, report => host.Scan(scanned, options,
+                    p => report(p.WaitingForOtherScan
+                        ? new ProgressRecord(ActivityId, activity,
+                            $"Waiting for another scan of host '{host.Name}' to end (another Invoke-DEScan, or the engine's background pass)")
+                        : new ProgressRecord(ActivityId, activity,
+                            $"Pass {p.Pass}: {DisplayFormat.Count(p.PagesDone)} of {DisplayFormat.Count(p.PagesTotal)} pages")
+                        {
+                            PercentComplete = UntilStable
+                                ? (int)(100 * p.PagesDone / Math.Max(1, p.PagesTotal))
+                                : Percent(p, known > 0 ? known : p.PagesTotal),
+                            CurrentOperation = UntilStable ? $"until stable, at most {MaxPasses} passes" : $"pass {p.Pass} of {Passes}",
+                        }),
                     StopToken));
                 if (result.WarmUpWait >= TimeSpan.FromMilliseconds(1))
                     WriteVerbose($"Waited {result.WarmUpWait.TotalMilliseconds:N0} ms before the first pass for the engine's code to be optimized " +

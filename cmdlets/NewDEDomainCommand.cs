@@ -165,6 +165,7 @@ public sealed class NewDEDomainCommand : DECmdlet
             if (domain.QemuUnguardedReason is { } unguarded)
                 WriteWarning($"Domain '{domain.Name}': the engine's mapping of the guest's RAM is not guarded ({unguarded}): " +
                              "do not read this process's memory with other tools while it serves the guest (about_DifferenceEngine).");
+            if (EnableDEPatchingCommand.WithoutReferences(domain) is { } withoutReferences) WriteWarning(withoutReferences);
             if (domain.LoadReport is { RegionsSkipped: > 0 } skipped)
                 foreach (string region in skipped.SkippedRegions) WriteVerbose($"Skipped {region}");
             WriteObject(domain);

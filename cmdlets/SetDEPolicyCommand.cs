@@ -157,6 +157,19 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
                     "On Xen the pager keeps no slab store to compact and no frames of its own to keep free: its memory is bounded " +
                     "by Connect-DEHost -Xen -MemoryLimit. Of the host policy, the similarity detector's values apply there.",
                     "Set-DEPolicy -HostPolicy with -CompactionThreshold, -LowWatermark or -HighWatermark"));
+            // Values out of range stop the cmdlet before -WhatIf and -Confirm, as the domain values do.
+            try
+            {
+                if (host is Hosting.DEHost checkedHost)
+                    checkedHost.CheckHostPolicyValues(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, CompactionThreshold,
+                        LowWatermark, HighWatermark);
+                else
+                    Hosting.DEHost.CheckSimilarityValues(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates);
+            }
+            catch (DEException ex)
+            {
+                ThrowDEError(ex);
+            }
             if (!ShouldProcess(host.Name, $"Set host policy: {changes}")) return;
             try
             {

@@ -200,6 +200,34 @@ public sealed partial class DEHost
     }
 
     /// <summary>
+    /// Refuses host policy values out of range (InvalidArgument), as <see cref="SetHostPolicy"/> would, without changing
+    /// anything: what Set-DEPolicy -HostPolicy checks before -WhatIf and -Confirm. A watermark not given is taken as this
+    /// host's (the two must satisfy 0 &lt; low &lt; high &lt; 1 together).
+    /// </summary>
+    public void CheckHostPolicyValues(int? keys = null, int? blocksPerKey = null, int? candidates = null,
+        double? compactionThreshold = null, double? lowWatermark = null, double? highWatermark = null)
+    {
+        double low = lowWatermark ?? Policy.LowWatermark, high = highWatermark ?? Policy.HighWatermark;
+        if (double.IsNaN(low) || double.IsNaN(high) || low <= 0 || high >= 1 || low >= high)
+            throw new DEException("PolicyWatermarksInvalid", DEErrorKind.InvalidArgument,
+                $"The watermarks must satisfy 0 < low < high < 1 (fractions of the memory limit); low {low} and high {high} were given.",
+                lowWatermark ?? highWatermark);
+        CheckSimilarityValues(keys, blocksPerKey, candidates);
+        if (compactionThreshold is { } t && (double.IsNaN(t) || t is < 0.01 or > 0.99))
+            throw new DEException("PolicyCompactionThresholdInvalid", DEErrorKind.InvalidArgument,
+                $"The compaction threshold must be a fraction between 0.01 and 0.99; {t} was given.", t);
+    }
+
+    /// <summary>Refuses the similarity detector's k, s or c out of range (InvalidArgument); every host's check of them.</summary>
+    public static void CheckSimilarityValues(int? keys, int? blocksPerKey, int? candidates)
+    {
+        Patching.SimilarityDetector.Check(keys, blocksPerKey);
+        if (candidates is < 1 or > 8)
+            throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
+                $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
+    }
+
+    /// <summary>
     /// Changes the host's similarity detector (k keys of s blocks, c candidates per key, the seed), the
     /// compaction threshold and the paging watermarks. A new detector empties the similarity tables: keys of the old one mean
     /// nothing to the new one. Waits for the pass in progress, if any (not for the rest of its scan), as long as
@@ -211,17 +239,8 @@ public sealed partial class DEHost
     {
         using var op = EnterOperation();
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "change the host's policy"); // it waits for the pass in progress
+        CheckHostPolicyValues(keys, blocksPerKey, candidates, compactionThreshold, lowWatermark, highWatermark);
         double low = lowWatermark ?? Policy.LowWatermark, high = highWatermark ?? Policy.HighWatermark;
-        if (double.IsNaN(low) || double.IsNaN(high) || low <= 0 || high >= 1 || low >= high)
-            throw new DEException("PolicyWatermarksInvalid", DEErrorKind.InvalidArgument,
-                $"The watermarks must satisfy 0 < low < high < 1 (fractions of the memory limit); low {low} and high {high} were given.",
-                lowWatermark ?? highWatermark);
-        if (candidates is < 1 or > 8)
-            throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
-                $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
-        if (compactionThreshold is { } t && (double.IsNaN(t) || t is < 0.01 or > 0.99))
-            throw new DEException("PolicyCompactionThresholdInvalid", DEErrorKind.InvalidArgument,
-                $"The compaction threshold must be a fraction between 0.01 and 0.99; {t} was given.", t);
         var old = Policy.Detector;
         SimilarityDetector? detector = null;
         if ((keys ?? old.Keys) != old.Keys || (blocksPerKey ?? old.BlocksPerKey) != old.BlocksPerKey || (seed ?? old.Seed) != old.Seed)

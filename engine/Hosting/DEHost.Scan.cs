@@ -49,7 +49,8 @@ public sealed partial class DEHost
             var result = AsPass(() => RunPass(pass, chosen, options, progress, ct));
             Interlocked.Increment(ref _passes);
             return result;
-        }, cancellationToken, _closing.Token);
+        }, cancellationToken, _closing.Token,
+            progress is null ? null : () => HostCallbacks.Invoke(this, progress, new ScanProgress(0, 0, 0) { WaitingForOtherScan = true }));
     }
 
     /// <summary>The domains of <paramref name="domains"/> not removed (in their order), as an array of their own.</summary>

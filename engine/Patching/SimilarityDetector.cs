@@ -17,18 +17,24 @@ public sealed class SimilarityDetector
 
     public SimilarityDetector(int keys, int blocksPerKey, int seed)
     {
-        if (keys is < 1 or > MaxKeys)
-            throw new DEException("PolicySimilarityKeysInvalid", DEErrorKind.InvalidArgument,
-                $"The detector's k (keys per page) must be between 1 and {MaxKeys}; {keys} was given.", keys);
-        if (blocksPerKey is < 1 or > 8)
-            throw new DEException("PolicySimilarityBlocksInvalid", DEErrorKind.InvalidArgument,
-                $"The detector's s (blocks per key) must be between 1 and 8; {blocksPerKey} was given.", blocksPerKey);
+        Check(keys, blocksPerKey);
         Keys = keys;
         BlocksPerKey = blocksPerKey;
         Seed = seed;
         var rng = new Random(seed);
         _offsets = new int[keys * blocksPerKey];
         for (int i = 0; i < _offsets.Length; i++) _offsets[i] = rng.Next(PageGeometry.PageSize - BlockSize + 1);
+    }
+
+    /// <summary>Refuses a k or s out of range (InvalidArgument); null is not checked.</summary>
+    public static void Check(int? keys, int? blocksPerKey)
+    {
+        if (keys is < 1 or > MaxKeys)
+            throw new DEException("PolicySimilarityKeysInvalid", DEErrorKind.InvalidArgument,
+                $"The detector's k (keys per page) must be between 1 and {MaxKeys}; {keys} was given.", keys);
+        if (blocksPerKey is < 1 or > 8)
+            throw new DEException("PolicySimilarityBlocksInvalid", DEErrorKind.InvalidArgument,
+                $"The detector's s (blocks per key) must be between 1 and 8; {blocksPerKey} was given.", blocksPerKey);
     }
 
     /// <summary>k: keys per page.</summary>

@@ -41,10 +41,12 @@ internal static class PassLoop
     /// (<paramref name="gate"/>, waited for as long as the token allows: <see cref="EnterGate"/>), with
     /// <paramref name="underGate"/> first (a host's own checks), on a token that is the caller's or the host's disconnection
     /// (<paramref name="closing"/>), whichever comes first. A scan the disconnection stopped ends with "HostDisconnected".
+    /// <paramref name="waiting"/> is called once when another scan holds the lock, before this one waits for it (the
+    /// cmdlet's progress says what it waits for).
     /// </summary>
     public static ScanResult Scan(string hostName, IEnumerable<string> domainNames, int domainCount, ScanOptions options,
         Lock gate, Action? underGate, Func<int, CancellationToken, PassResult> runPass, CancellationToken cancellationToken,
-        CancellationToken closing)
+        CancellationToken closing, Action? waiting = null)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closing);
         var ct = linked.Token;
@@ -53,7 +55,7 @@ internal static class PassLoop
             var warmUpWait = WaitForWarmUp(domainCount, ct);
             List<PassResult> results = [];
             bool stable = false;
-            EnterGate(gate, ct);
+            EnterGate(gate, ct, waiting);
             try
             {
                 underGate?.Invoke();
@@ -75,9 +77,12 @@ internal static class PassLoop
     /// Takes a host's scan lock, waiting while another scan holds it, for as long as <paramref name="cancellationToken"/>
     /// allows: Ctrl-C on a waiting Invoke-DEScan, Stop-DEEngine of an engine whose pass waits, and a disconnection end the
     /// wait (OperationCanceledException) instead of waiting for the other scan's every pass. Re-entrant, as the lock is.
+    /// <paramref name="waiting"/>, when given, is called once, before the first wait, when the lock is held.
     /// </summary>
-    public static void EnterGate(Lock gate, CancellationToken cancellationToken)
+    public static void EnterGate(Lock gate, CancellationToken cancellationToken, Action? waiting = null)
     {
+        if (gate.TryEnter()) return;
+        waiting?.Invoke();
         // The lock has no wait that a token ends: each try waits a slice, and a cancellation is seen at the next try.
         while (!gate.TryEnter(GateSlice))
             cancellationToken.ThrowIfCancellationRequested();
@@ -115,7 +120,14 @@ internal static class PassLoop
 }
 
 /// <summary>Progress of a running scan, reported from worker threads.</summary>
-public readonly record struct ScanProgress(int Pass, long PagesDone, long PagesTotal);
+public readonly record struct ScanProgress(int Pass, long PagesDone, long PagesTotal)
+{
+    /// <summary>
+    /// The scan has not begun: another scan of the host (another Invoke-DEScan, or the background engine's pass) holds
+    /// the host's scan lock, and this one waits for it to end. Reported once, with <see cref="Pass"/> 0, before the wait.
+    /// </summary>
+    public bool WaitingForOtherScan { get; init; }
+}
 
 /// <summary>What one pass over the chosen domains did.</summary>
 public sealed record PassResult(
