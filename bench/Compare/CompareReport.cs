@@ -323,10 +323,11 @@ internal sealed class CompareReport(
                          "against K4os.Compression.LZ4 and ZstdSharp, the engine's codecs; a fault adds the first touch, the checksums and the bookkeeping to a decode.";
         else yield return $"The C codec libraries were not timed ({CodecReference.Unavailable}): the goals above have no codec floor for this machine.";
         if (goals.SteadyPatch is { } p)
-            yield return $"patch_page allocates 0 B per page (steady state): a pass re-patching {p.Pages} pages, in the second of two read-and-re-patch cycles, allocated {p.BytesPerPage:0.0} B per page patched " +
-                         $"beyond a pass that patched nothing, judged whole (met only when it prints as 0.0 B, under {GoalSamples.SteadyPatch.MetBelow:0.00} B): " +
+            yield return $"patch_page allocates 0 B per page (steady state): a pass re-patching {p.Pages} pages on one worker, in the second of two read-and-re-patch cycles, allocated {p.BytesPerPage:0.0} B per page patched " +
+                         $"beyond a pass that patched nothing, counted on the pass's thread and judged whole (met only when it prints as 0.0 B, under {GoalSamples.SteadyPatch.MetBelow:0.00} B): " +
                          $"**{(p.Met ? "met" : "NOT met")}**; for information, {p.StoreBytesPerPage:0.0} B of it the bookkeeping of slabs the store made new in that pass " +
                          $"(its settle at the pass's end, remaking slabs for the patches stored), {p.WholePassBytesPerPage:0.0} B per page with the pass's own fixed allocations, " +
+                         $"{p.ProcessBytesPerPage:0.0} B by the process's counter (every thread's, the runtime's own included: noise of about a kilobyte a pass), " +
                          $"and the first cycle, which also makes what is made once, {p.FirstCycleBytesPerPage:0.0} B.";
         else yield return "patch_page allocates 0 B per page: not measured (no page was patched again).";
     }
