@@ -3,6 +3,7 @@ using System.Text;
 using DifferenceEngine.Bench.Peers;
 using DifferenceEngine.Domains;
 using DifferenceEngine.Memory;
+using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Bench.Compare;
 
@@ -59,22 +60,23 @@ internal sealed class CompareReport(
         sb.AppendLine("approach,codec,threads,guest_pages,memory_used_bytes,memory_pct_of_guest,time_s,zero_pages,uniform_pages,shared_pages," +
                       "shared_frames,pages_saved_by_sharing,patched_pages,patch_bytes,avg_patch_bytes,compressed_pages,compressed_bytes," +
                       "compression_ratio,frames_in_use,store_allocated_bytes,metadata_bytes,passes,first_pass_s,first_pass_pages_per_s," +
-                      "shared_compressed_pages,shared_compressed_frames,notes");
+                      "shared_compressed_pages,shared_compressed_frames,metadata_peak_bytes,notes");
         long guest = inputs.TotalPages;
         foreach (var r in runs)
         {
             Row(sb, r.Name, r.Setting, r.Threads, guest, r.MemoryUsedBytes, Pct(r.MemoryUsedBytes), r.ConvergeTime.TotalSeconds, r.ZeroPages, r.UniformPages, r.SharedPages,
                 r.SharedFrames, r.SavedBySharing, r.PatchedPages, r.PatchBytes, r.AveragePatchBytes, r.CompressedPages, r.CompressedBytes,
                 r.CompressionRatio, r.FramesInUse, r.StoreAllocatedBytes, r.MetadataBytes, r.Passes, r.FirstPassTime.TotalSeconds,
-                r.FirstPassPagesPerSecond, r.SharedCompressedPages, r.SharedCompressedFrames,
+                r.FirstPassPagesPerSecond, r.SharedCompressedPages, r.SharedCompressedFrames, r.MetadataPeakBytes,
                 (r.Stable ? $"time_s = time to converge; stable at {r.ScanTime.TotalSeconds.ToString("0.000", Inv)} s" : "not stable within the pass limit") +
-                "; metadata_bytes measured between passes (the sharing tables and pass buffers held during a pass not counted)");
+                "; metadata_bytes measured between passes (the sharing tables and pass buffers held during a pass not counted); " +
+                "metadata_peak_bytes the most held, passes included");
         }
         if (peers.Ksm is { } k)
         {
             Row(sb, "KSM", null, 1, guest, (guest - k.PagesSaved) * PageGeometry.PageSize, Pct((guest - k.PagesSaved) * PageGeometry.PageSize), k.TimeToConverge.TotalSeconds, k.ZeroPages, null,
                 k.PagesSharing + k.PagesShared, k.PagesShared, k.PagesSharing, null, null, null, null, null, null, null, null, k.MetadataBytes,
-                k.FullScans, null, null, null, null,
+                k.FullScans, null, null, null, null, null,
                 $"time_s = time to converge; confirmed at {k.TimeConfirmed.TotalSeconds:0.000} s; pages_unshared {k.PagesUnshared}; {k.Settings}" +
                 (k.Converged ? "" : "; did not converge"));
         }
@@ -83,7 +85,7 @@ internal sealed class CompareReport(
             bool afterKsm = peers.KsmThenZram.Contains(z);
             Row(sb, afterKsm ? "KSM then zram" : "zram", z.Algorithm, 1, guest, z.MemUsedTotal, Pct(z.MemUsedTotal), z.WriteTime.TotalSeconds, null, null, null, null,
                 afterKsm ? guest - z.PagesWritten - inputs.ZeroPages : null, null, null, null, z.PagesWritten - z.SamePages, z.ComprDataSize,
-                z.Ratio, null, null, null, null, null, null, null, null,
+                z.Ratio, null, null, null, null, null, null, null, null, null,
                 $"{z.Input}; {z.PagesWritten} pages written; same_pages {z.SamePages}; huge_pages {z.HugePages}; {z.MiBPerSecond:0} MiB/s" +
                 (z.Direct ? " (O_DIRECT)" : " (buffered)"));
         }
@@ -91,13 +93,13 @@ internal sealed class CompareReport(
         {
             // patched_pages = pairs in the sample, patch_bytes their sum (no headers or checksums), time_s over the sample.
             Row(sb, "DE delta codec (xdelta3 pairs)", "Delta", 1, guest, null, null, x.EncodeTotalSeconds, null, null, null, null, null,
-                x.Pairs, x.Stored.Sum(s => (long)s), x.Stored.Average(), null, null, null, null, null, null, null, null, null, null, null,
+                x.Pairs, x.Stored.Sum(s => (long)s), x.Stored.Average(), null, null, null, null, null, null, null, null, null, null, null, null,
                 $"an even sample of the {x.PatchedPages} pages DE {x.Run} patched; patch_bytes = the stored patches less the engine's " +
                 $"{EncodedPage.PatchHeader}-byte header; encode {x.EncodeMicrosPerPage:0.00} µs/page in process (best of 3 passes after a warm-up); " +
                 $"smaller than xdelta3 in {x.OursSmaller} of {x.Pairs}, equal in {x.Equal}; re-encoded to the stored size in {x.ReencodedSame}" +
                 (x.RoundTripFailures == 0 ? "" : $"; {x.RoundTripFailures} round-trip failures"));
             Row(sb, "xdelta3", $"{x.Version} {x.Options}", 1, guest, null, null, x.XdeltaTotalSeconds, null, null, null, null, null,
-                x.Pairs, x.Xdelta.Sum(s => (long)s), x.Xdelta.Average(), null, null, null, null, null, null, null, null, null, null, null,
+                x.Pairs, x.Xdelta.Sum(s => (long)s), x.Xdelta.Average(), null, null, null, null, null, null, null, null, null, null, null, null,
                 $"the same {x.Pairs} pairs; one process per pair; time_s = wall time of all of them, process start included: " +
                 $"{x.XdeltaMeanMillis:0.00} ms/pair mean, {x.XdeltaMedianMillis:0.00} median");
         }
@@ -151,14 +153,15 @@ internal sealed class CompareReport(
 
         md.AppendLine("## Engine runs: pages saved per mechanism");
         md.AppendLine();
-        md.AppendLine("| run | zero | uniform | shared pages / frames | compressed shared pages / frames | saved by sharing | patched | avg patch (B) | compressed | ratio | frames | store (MiB) | metadata between passes (MiB, % guest) | passes | converged (s) | scan (s) | first pass (s) | first pass pages/s |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| run | zero | uniform | shared pages / frames | compressed shared pages / frames | saved by sharing | patched | avg patch (B) | compressed | ratio | frames | store (MiB) | metadata between passes (MiB, % guest) | metadata peak, passes included (MiB, % guest) | passes | converged (s) | scan (s) | first pass (s) | first pass pages/s |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in runs)
         {
             md.AppendLine(Inv, $"| {RunName(r)} | {r.ZeroPages} | {r.UniformPages} | {r.SharedPages} / {r.SharedFrames} | " +
                                $"{r.SharedCompressedPages} / {r.SharedCompressedFrames} | {r.SavedBySharing} | " +
                                $"{r.PatchedPages} | {r.AveragePatchBytes:0} | {r.CompressedPages} | {r.CompressionRatio:0.00} | {r.FramesInUse} | " +
                                $"{r.StoreAllocatedBytes / MiB:0.0} | {r.MetadataBytes / MiB:0.00} ({100.0 * r.MetadataBytes / GuestBytes:0.00}%) | " +
+                               $"{r.MetadataPeakBytes / MiB:0.00} ({100.0 * r.MetadataPeakBytes / GuestBytes:0.00}%) | " +
                                $"{r.Passes}{(r.Stable ? "" : " (not stable)")} | {r.ConvergeTime.TotalSeconds:0.000} | {r.ScanTime.TotalSeconds:0.000} | {r.FirstPassTime.TotalSeconds:0.000} | {r.FirstPassPagesPerSecond:0} |");
         }
         md.AppendLine();
@@ -168,18 +171,17 @@ internal sealed class CompareReport(
                       "released bits, chunk table), the sharing index's stable and unstable tables and the similarity table, the " +
                       "store's size classes and slab bookkeeping, the table of compressed shared frames, the page group table, the " +
                       "pass's buffers, and the swap file's and QEMU guests' tables. The sharing tables and the pass's buffers are held " +
-                      "only during a pass: 0 here, as each run is measured at rest, between passes (the engine's statistics wait for a " +
-                      "pass in progress). What they reach during a pass is not measured by Compare.");
+                      "only during a pass: 0 at rest, between passes (the engine's statistics wait for a pass in progress). Each run's " +
+                      "second row is its peak (Get-DEHostStats MetadataPeak), measured by the engine at the end of each phase of every " +
+                      "pass, where those tables are fullest.");
         md.AppendLine();
         md.AppendLine("| run | P2M | frames | stable | unstable | similarity | store | shared blobs | page groups | pass buffers | swap + QEMU | total |");
         md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in runs)
-        {
-            var m = r.Metadata;
-            md.AppendLine(Inv, $"| {RunName(r)} | {m.P2M / MiB:0.00} | {m.Frames / MiB:0.00} | {m.SharingStable / MiB:0.00} | " +
-                               $"{m.SharingUnstable / MiB:0.00} | {m.Similarity / MiB:0.00} | {m.Store / MiB:0.00} | {m.SharedBlobs / MiB:0.00} | " +
-                               $"{m.PageGroups / MiB:0.00} | {m.PassBuffers / MiB:0.00} | {(m.Swap + m.Qemu) / MiB:0.00} | {m.Total / MiB:0.00} |");
-        }
+            foreach (var (m, when) in new[] { (r.Metadata, "at rest"), (r.MetadataPeak, "peak") })
+                md.AppendLine(Inv, $"| {RunName(r)}, {when} | {m.P2M / MiB:0.00} | {m.Frames / MiB:0.00} | {m.SharingStable / MiB:0.00} | " +
+                                   $"{m.SharingUnstable / MiB:0.00} | {m.Similarity / MiB:0.00} | {m.Store / MiB:0.00} | {m.SharedBlobs / MiB:0.00} | " +
+                                   $"{m.PageGroups / MiB:0.00} | {m.PassBuffers / MiB:0.00} | {(m.Swap + m.Qemu) / MiB:0.00} | {m.Total / MiB:0.00} |");
         md.AppendLine();
 
         md.AppendLine("## Peers");
@@ -286,10 +288,17 @@ internal sealed class CompareReport(
                          $"**{(byDefault.ConvergeTime <= ksm.TimeToConverge ? "met" : "NOT met")}**";
         else yield return "Time from first pass to stable ≤ KSM's convergence: not measured (KSM skipped).";
 
-        var worst = runs.MaxBy(r => r.MetadataBytes)!;
-        double pct = 100.0 * worst.MetadataBytes / GuestBytes;
-        yield return $"Engine metadata ≤ 0.5% of guest memory in every run, judged at rest (measured between passes; the sharing tables and pass buffers " +
-                     $"held during a pass are not measured here): at most {worst.MetadataBytes / MiB:0.00} MiB = {pct:0.00}% ({RunName(worst)}): **{(pct <= 0.5 ? "met" : "NOT met")}**";
+        // Judged on the peak, passes included: the metadata a run needs room for. At rest (between passes, when the sharing
+        // tables and the pass's buffers are given back) it is less; that figure is given too. (Until session 35 the goal
+        // was judged at rest, the peak not being measured.)
+        var worst = runs.MaxBy(r => r.MetadataPeakBytes)!;
+        double pct = 100.0 * worst.MetadataPeakBytes / GuestBytes;
+        var worstAtRest = runs.MaxBy(r => r.MetadataBytes)!;
+        double pctAtRest = 100.0 * worstAtRest.MetadataBytes / GuestBytes;
+        yield return $"Engine metadata ≤ 0.5% of guest memory in every run, passes included (the engine's peak, measured at the end of each phase of every " +
+                     $"pass): at most {worst.MetadataPeakBytes / MiB:0.00} MiB = {pct:0.00}% ({RunName(worst)}; of it {Largest(worst.MetadataPeak)}): " +
+                     $"**{(pct <= 0.5 ? "met" : "NOT met")}**; at rest, between passes, at most {worstAtRest.MetadataBytes / MiB:0.00} MiB = {pctAtRest:0.00}% " +
+                     $"({RunName(worstAtRest)})";
 
         // What the C library that defines the format takes for the same codec work on this machine, and the engine's codec.
         static string Floor(CodecTiming? t, string what) => t is null ? ""
@@ -332,6 +341,10 @@ internal sealed class CompareReport(
         else yield return "patch_page allocates 0 B per page: not measured (no page was patched again).";
     }
 
+    /// <summary>The three largest parts of <paramref name="m"/>, "unstable 3.1 MiB, P2M 2.0 MiB, similarity 1.5 MiB".</summary>
+    private static string Largest(MetadataParts m) =>
+        string.Join(", ", m.Named().OrderByDescending(p => p.Bytes).Take(3).Select(p => string.Create(Inv, $"{p.Part} {p.Bytes / MiB:0.00} MiB")));
+
     /// <summary>"one engine run", "the median of 3 KSM runs".</summary>
     private static string Runs(int repeats, string what) => repeats > 1 ? $"the median of {repeats} {what} runs" : $"one {what} run";
 
@@ -358,7 +371,7 @@ internal sealed class CompareReport(
 
     private double Pct(long bytes) => GuestBytes == 0 ? 0 : 100.0 * bytes / GuestBytes;
 
-    private const int CsvColumns = 27;
+    private const int CsvColumns = 28;
 
     private static void Row(StringBuilder sb, params object?[] values)
     {

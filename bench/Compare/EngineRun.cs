@@ -38,6 +38,14 @@ internal sealed record EngineRunResult(
     public MetadataParts Metadata { get; init; } = MetadataParts.None;
 
     /// <summary>
+    /// The most metadata the run's host held, its passes included (<see cref="HostStats.MetadataPeakBytes"/>: measured at the
+    /// end of each phase of every pass, when the sharing and similarity tables and the pass's buffers are fullest), with
+    /// its parts. <c>MetadataBytes</c> is the same at rest, between passes.
+    /// </summary>
+    public MetadataParts MetadataPeak { get; init; } = MetadataParts.None;
+    public long MetadataPeakBytes => MetadataPeak.Total;
+
+    /// <summary>
     /// From the first pass to the end of the last pass that changed anything (<see cref="ScanResult.ConvergedElapsed"/>; what
     /// KSM's <c>TimeToConverge</c> is for KSM: the full scan its counters last moved in); <see cref="ScanTime"/> adds the
     /// pass that found nothing left to do.
@@ -223,6 +231,7 @@ internal static class EngineRun
             scan.Passes, scan.Stable, scan.Elapsed, first.Elapsed, first.PagesPerSecond, load.Elapsed)
         {
             Metadata = stats.Metadata,
+            MetadataPeak = stats.MetadataPeak,
             SharedCompressedPages = sharedCompressed,
             SharedCompressedFrames = namedByPages.Count,
             ReferenceOnlyBlobs = sharedBlobs.Count - namedByPages.Count,

@@ -305,6 +305,7 @@ public sealed partial class DEHost
                     enc.Add(ec);
                 }
             });
+            NotePassMetadata(); // the sharing and similarity tables at their fullest
             // Then compression, once every page has been shared or patched where it could be: a page compressed in the
             // second phase could no longer be the reference of a similar page later in the pass.
             Parallel.ForEach(slices, parallel, slice =>
@@ -328,6 +329,7 @@ public sealed partial class DEHost
             if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
             throw;
         }
+        NotePassMetadata(); // and the pass's buffers of cold shared frames and nominations, filled by the sweep and compression
         if (_coldShared.Count > 0)
         {
             long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
@@ -355,11 +357,13 @@ public sealed partial class DEHost
             Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         }
         foreach (var d in domains) if (!d.IsRemoved) d.CountSweep();
+        NotePassMetadata(); // groups made, before the tables are given back
         TrimIndexes();
         Frames.ReleaseFree(); // the frames this pass freed go back to the system: memory used is what the process holds
         MaintainJournals();
         var compaction = CompactStoreIfNeeded();
         Store.TrimSlabCache(); // what the pass kept of released slabs for reuse
+        NotePassMetadata(); // at rest: the store's compaction may have grown its work lists
         return new PassResult(pass, swept, sum.PagesExamined, sum.ZeroPagesFound, sum.PagesMerged, sum.FramesFreed,
             sum.HashCollisions, sum.Contended + enc.Contended, Stopwatch.GetElapsedTime(started))
         {

@@ -261,6 +261,7 @@ public static class HtmlReport
             ("Frames free", s.MemoryLimitBytes is null ? $"{ReportText.Count(s.FramesFree)} (no limit)" : ReportText.Count(s.FramesFree)),
             ("Shared frames", ReportText.Count(s.SharedFrames)),
             ("Metadata", ReportText.Bytes(s.MetadataBytes)),
+            ("Metadata peak", ReportText.Bytes(s.MetadataPeakBytes)),
             ("Never populated", ReportText.Bytes(s.UntouchedBytes)),
             ("Out-of-memory events", ReportText.Count(s.OutOfMemoryEvents)),
         ]);

@@ -116,6 +116,7 @@ public static class JsonReport
         foreach (var (part, bytes) in s.Metadata.Named())
             Field(w, part == "P2M" ? "p2m" : char.ToLowerInvariant(part[0]) + part[1..], bytes);
         w.WriteEndObject();
+        Field(w, "metadataPeakBytes", s.MetadataPeakBytes);
         Field(w, "scanPasses", s.ScanPasses);
         Field(w, "outOfMemoryEvents", s.OutOfMemoryEvents);
 

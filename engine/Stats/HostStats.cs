@@ -18,6 +18,17 @@ public sealed record HostStats(
     /// <summary>What <see cref="MetadataBytes"/> is made of, measured with it: the parts add up to it to the byte.</summary>
     public MetadataParts Metadata { get; init; } = MetadataParts.None;
 
+    /// <summary>
+    /// The most metadata the host has held since it was connected: measured at the end of each phase of every pass (when
+    /// the sharing and similarity tables and the pass's buffers are fullest, before the pass gives them back) and in every
+    /// snapshot, so never below <see cref="MetadataBytes"/>. <see cref="MetadataBytes"/> is what is held now, which between
+    /// passes leaves out what passes hold only while they run. What a host needs room for is this figure.
+    /// </summary>
+    public long MetadataPeakBytes { get; init; }
+
+    /// <summary>What <see cref="MetadataPeakBytes"/> was made of when it was measured (its parts add up to it).</summary>
+    public MetadataParts MetadataPeak { get; init; } = MetadataParts.None;
+
     /// <summary>Native bytes the compact store holds in slabs (patches and compressed pages, with their slack).</summary>
     public long StoreAllocatedBytes { get; init; }
     /// <summary>Bytes of the blobs themselves.</summary>
