@@ -87,8 +87,8 @@ public sealed class XenDomain : IDEDomain
         : "Running";
 
     // The engine's view of each page, indexed by gfn: its content hash at the last pass, and how many passes it has been
-    // seen unchanged (NeverSeen before the first). Guarded by the host's scan lock; a page-in resets an age from the
-    // pager's thread (a byte store, harmless if it races a pass).
+    // seen unchanged (NeverSeen before the first). Changed by passes only, under the host's pass gate; a page-in resets an
+    // age from the pager's thread (a byte store, harmless if it races a pass).
     internal const byte NeverSeen = 0xFF;
     internal const byte MaxAge = 15;
 
@@ -108,18 +108,32 @@ public sealed class XenDomain : IDEDomain
     /// </summary>
     internal const byte UnshareableFlag = 0x20;
 
-    /// <summary>Lets passes try every page again (the compression policy changed); the caller holds the host's scan lock.</summary>
-    internal void ForgetIncompressible() => Forget(IncompressibleFlag);
+    /// <summary>
+    /// Lets passes try every page for compression again (the compression policy changed): from the next pass over the domain
+    /// on (<see cref="ApplyForgetRequests"/>), with no pass to wait for.
+    /// </summary>
+    internal void ForgetIncompressible() => Interlocked.Or(ref forgetRequests, IncompressibleFlag);
 
-    /// <summary>Lets passes offer every page for sharing again (sharing was turned on); the caller holds the host's scan lock.</summary>
-    internal void ForgetUnshareable() => Forget(UnshareableFlag);
+    /// <summary>Lets passes offer every page for sharing again (sharing was turned on): from the next pass over the domain on.</summary>
+    internal void ForgetUnshareable() => Interlocked.Or(ref forgetRequests, UnshareableFlag);
 
-    private void Forget(byte flag)
+    // The flags to take off every age at the next pass's start. A pass that began before a request may still mark pages
+    // under the old policy: the request, left for the next pass, clears those marks too.
+    private int forgetRequests;
+
+    /// <summary>Takes the flags asked to be forgotten since the last pass off every age; a pass calls it at its start.</summary>
+    internal void ApplyForgetRequests()
     {
+        int flags = Interlocked.Exchange(ref forgetRequests, 0);
+        if (flags == 0)
+        {
+            return;
+        }
         var ages = Ages;
+        byte keep = unchecked((byte)~flags);
         for (int i = 0; i < ages.Length; i++)
         {
-            if (ages[i] != NeverSeen) ages[i] &= unchecked((byte)~flag);
+            if (ages[i] != NeverSeen) ages[i] &= keep;
         }
     }
     internal ulong[] Hashes = [];

@@ -14,20 +14,25 @@ public sealed partial class XenHost
 {
     private const int Batch = 256;
 
-    // Reference pages the pager keeps, per trust group, under each of their similarity keys. Guarded by the scan lock.
+    // Reference pages the pager keeps, per trust group, under each of their similarity keys: kept from pass to pass, changed
+    // only by passes and by a new detector (SetHostPolicy), both holding the pass gate.
     private readonly Dictionary<string, Dictionary<ulong, XenReference>> referenceIndex = new(StringComparer.Ordinal);
+    // The index's keys, counted by the pass gate's holder after each change: stats read it without waiting for a pass.
+    private long referenceIndexKeys;
     private long scanTicks;
     private long pagesSwept;
 
-    private long ReferenceIndexBytes
+    private long ReferenceIndexBytes => Volatile.Read(ref referenceIndexKeys) * 24;
+
+    /// <summary>Counts the reference index's keys for <see cref="ReferenceIndexBytes"/>; the caller holds the pass gate.</summary>
+    private void CountReferenceIndex()
     {
-        get
+        long keys = 0;
+        foreach (var group in referenceIndex.Values)
         {
-            lock (scanGate)
-            {
-                return referenceIndex.Values.Sum(g => (long)g.Count * 24);
-            }
+            keys += group.Count;
         }
+        Volatile.Write(ref referenceIndexKeys, keys);
     }
 
     /// <summary>
@@ -64,7 +69,9 @@ public sealed partial class XenHost
             Array.Sort(chosen, (a, b) => a.DomainId.CompareTo(b.DomainId));
         }
         CheckConnected();
-        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, scanGate, CheckConnected, (pass, ct) =>
+        // The scan lock through all the passes (scans one at a time), the pass gate through each (the changes that must not
+        // race a pass go between two passes: AsPass).
+        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, scanGate, CheckConnected, (pass, ct) => AsPass(() =>
         {
             long cpu = ThreadCpu.NowTicks();
             long started = Stopwatch.GetTimestamp();
@@ -74,7 +81,7 @@ public sealed partial class XenHost
             Interlocked.Add(ref pagesSwept, result.PagesSwept);
             Interlocked.Increment(ref passes);
             return result;
-        }, cancellationToken, closing.Token);
+        }), cancellationToken, closing.Token);
     }
 
     private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys, bool Incompressible);
@@ -102,6 +109,12 @@ public sealed partial class XenHost
         var bounds = chosen.Select(d => connection.GetMaxGpfn(d.DomainId)).ToArray();
         var chosenById = chosen.ToDictionary(d => d.DomainId);
         long total = bounds.Sum(b => (long)b + 1), done = 0;
+
+        // Marks the policy changes since the last pass asked to forget (EnableSharing, a compression change) go first.
+        foreach (var domain in chosen)
+        {
+            domain.ApplyForgetRequests();
+        }
 
         // 1. Read and age every page; collect sharing candidates and pages old enough to encode.
         for (int di = 0; di < chosen.Length; di++)
@@ -299,6 +312,7 @@ public sealed partial class XenHost
                 group.Remove(k);
                 c.IndexChanges++;
             }
+            CountReferenceIndex();
             // The patch was made against the bytes read before the reference's eviction: still right if the reference has them.
             byte[]? prepared = reference.Checksum == PageHasher.Hash(other) ? patch[..size].ToArray() : null;
             return EvictPatched(page, reference, prepared, PageHasher.Hash(plain), c);
@@ -376,6 +390,7 @@ public sealed partial class XenHost
                 }
             }
         }
+        CountReferenceIndex();
     }
 
     private static Dictionary<TKey, TValue> Group<TKey, TValue>(Dictionary<string, Dictionary<TKey, TValue>> groups, string trustGroup)

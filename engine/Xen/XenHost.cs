@@ -26,7 +26,15 @@ public sealed partial class XenHost : IDEHost, IEngineService
     private readonly SwapSpace? swap;
     private readonly ConcurrentDictionary<uint, XenDomain> byId = new();
     private readonly Lock domainGate = new();
+    // Held by a scan through all its passes (PassLoop.Scan): scans run one at a time, and Dispose waits for the one in flight.
     private readonly Lock scanGate = new();
+    // Held by each pass (inside the scan lock) and by the changes that must not race a pass: a trust group change, a new
+    // similarity detector, a mechanism turned off for a restore. They wait for the pass in progress, if any, not for the rest
+    // of its scan (an audit saw Set-DEPolicy -TrustGroup wait for a whole -UntilStable scan, past Ctrl-C), and are seen by
+    // the scan's next pass. Order: scanGate, then passGate; a holder of passGate never takes scanGate.
+    private readonly Lock passGate = new();
+    // Changes waiting for the pass gate (counted from before they ask): the next pass lets them in first.
+    private int passGateWaiters;
     private volatile bool disposed;
     // Cancelled when the host is disposed: scans in flight stop at their next check and end with HostDisconnected instead of
     // holding the disconnection up until they are done (as on the embedded host).
@@ -194,7 +202,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         CheckTreatable(domain, "sharing");
         connection.EnableSharing(domain.DomainId);
         domain.Policy.SharingEnabled = true;
-        lock (scanGate) domain.ForgetUnshareable();
+        domain.ForgetUnshareable(); // at the next pass's start: no pass to wait for
     }
 
     /// <summary>
@@ -226,9 +234,13 @@ public sealed partial class XenHost : IDEHost, IEngineService
         domain.Policy.PatchingEnabled = true;
     }
 
-    /// <summary>Stops patching; with <paramref name="restore"/> the patched pages (and references taken from it) go back to the guest.</summary>
-    public long DisablePatching(XenDomain domain, bool restore) =>
-        Disable(domain, p => p.PatchingEnabled = false, restore, XenHeldKind.Patched, XenHeldKind.Reference);
+    /// <summary>
+    /// Stops patching; with <paramref name="restore"/> the patched pages (and references taken from it) go back to the guest.
+    /// A restore waits for the pass in progress, if any (not for the rest of its scan), as long as
+    /// <paramref name="cancellationToken"/> allows (OperationCanceledException, nothing changed).
+    /// </summary>
+    public long DisablePatching(XenDomain domain, bool restore, CancellationToken cancellationToken = default) =>
+        Disable(domain, p => p.PatchingEnabled = false, restore, cancellationToken, XenHeldKind.Patched, XenHeldKind.Reference);
 
     /// <summary>Lets passes compress this domain's cold pages in the pager, with <paramref name="algorithm"/> when given.</summary>
     public void EnableCompression(XenDomain domain, CompressionAlgorithm? algorithm = null)
@@ -247,27 +259,44 @@ public sealed partial class XenHost : IDEHost, IEngineService
         domain.Policy.CompressionEnabled = true;
         if (changed)
         {
-            lock (scanGate) domain.ForgetIncompressible();
+            domain.ForgetIncompressible(); // at the next pass's start: no pass to wait for
         }
     }
 
-    /// <summary>Stops compression; with <paramref name="restore"/> the compressed pages go back to the guest.</summary>
-    public long DisableCompression(XenDomain domain, bool restore) =>
-        Disable(domain, p => p.CompressionEnabled = false, restore, XenHeldKind.Compressed, XenHeldKind.Plain);
+    /// <summary>
+    /// Stops compression; with <paramref name="restore"/> the compressed pages go back to the guest. A restore waits for the
+    /// pass in progress, if any (not for the rest of its scan), as long as <paramref name="cancellationToken"/> allows
+    /// (OperationCanceledException, nothing changed).
+    /// </summary>
+    public long DisableCompression(XenDomain domain, bool restore, CancellationToken cancellationToken = default) =>
+        Disable(domain, p => p.CompressionEnabled = false, restore, cancellationToken, XenHeldKind.Compressed, XenHeldKind.Plain);
 
     // Turns a pager mechanism off; with restore its pages go back. Paging goes back to Xen once the pager holds nothing
     // of the domain and no mechanism needs it.
-    private long Disable(XenDomain domain, Action<Domains.DomainPolicy> off, bool restore, params XenHeldKind[] kinds)
+    private long Disable(XenDomain domain, Action<Domains.DomainPolicy> off, bool restore, CancellationToken cancellationToken,
+        params XenHeldKind[] kinds)
     {
         CheckOwned(domain);
-        if (restore) HostCallbacks.ThrowIfInCallbackOf(this, Name, "restore a domain's pages");
-        off(domain.Policy);
-        if (restore)
+        if (!restore)
         {
-            // The flag is off; the scan in progress (a Xen scan reads the policies once a pass) is waited for, or it could
-            // evict pages again behind the restore.
-            lock (scanGate)
+            off(domain.Policy);
+        }
+        else
+        {
+            HostCallbacks.ThrowIfInCallbackOf(this, Name, "restore a domain's pages");
+            // Turned off between two passes: a pass reads the flags as it goes, and the one in progress could still evict
+            // pages behind the restore's walk, which nothing would restore after. Later passes, even of the same scan, read
+            // the flag off. Only the pass in progress is waited for (the pass gate), not the rest of its scan; a cancelled
+            // wait changes nothing.
+            EnterPassGate(cancellationToken);
+            try
             {
+                CheckOwned(domain); // the host disconnected, or the domain went, while it waited
+                off(domain.Policy);
+            }
+            finally
+            {
+                passGate.Exit();
             }
         }
         long restored = restore ? pager.Restore(domain.DomainId, kinds) : 0;
@@ -291,9 +320,14 @@ public sealed partial class XenHost : IDEHost, IEngineService
         return held;
     }
 
-    /// <summary>Changes a domain's policy values (null leaves one as it is); all are checked before any changes.</summary>
+    /// <summary>
+    /// Changes a domain's policy values (null leaves one as it is); all are checked before any changes. A trust group change
+    /// waits for the pass in progress, if any (not for the rest of its scan), as long as <paramref name="cancellationToken"/>
+    /// allows (OperationCanceledException, nothing changed); the scan's next pass sees the new group.
+    /// </summary>
     public void SetPolicy(XenDomain domain, int? c4Sweeps = null, int? patchThreshold = null,
-        double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null)
+        double? compressionThreshold = null, CompressionAlgorithm? algorithm = null, string? trustGroup = null,
+        CancellationToken cancellationToken = default)
     {
         CheckOwned(domain);
         if (algorithm is { } a)
@@ -302,16 +336,53 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
         // Every value checked first (the trial is made again below, from the policy as it is then).
         domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
-        if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
-            HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
-        // Checked and changed with no pass running: a pass reads each domain's trust group once, and one that ran between the
-        // check and the change could still share or patch this domain's pages within its old group. Made under the lock
-        // too, so that a change made meanwhile by another caller is not undone.
-        lock (scanGate)
+        // A trust group is checked and changed with no pass running: a pass reads each domain's trust group as it goes, and
+        // one that ran between the check and the change could still share or patch this domain's pages within its old group.
+        // Between two passes is enough (the pass gate): the next pass reads the new group, and nothing kept from one pass to
+        // the next is of the domain's group (the reference index holds no page of a domain that may change group). The other
+        // values take effect as a pass reads them, with no pass to wait for.
+        bool betweenPasses = trustGroup is not null && trustGroup != domain.Policy.TrustGroup;
+        while (true)
+        {
+            if (betweenPasses)
+            {
+                HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
+                EnterPassGate(cancellationToken);
+            }
+            try
+            {
+                if (TryChangePolicy(domain, betweenPasses, c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup))
+                {
+                    return;
+                }
+            }
+            finally
+            {
+                if (betweenPasses) passGate.Exit();
+            }
+            // Another caller changed the trust group meanwhile, and this change would set it again: between passes too.
+            betweenPasses = true;
+        }
+    }
+
+    // Makes the trial of a policy change and takes it, under the policy's gate (a change made meanwhile by another caller is
+    // not undone); false, changing nothing, when it changes the trust group and the caller does not hold the pass gate.
+    private bool TryChangePolicy(XenDomain domain, bool betweenPasses, int? c4Sweeps, int? patchThreshold,
+        double? compressionThreshold, CompressionAlgorithm? algorithm, string? trustGroup)
+    {
+        if (betweenPasses)
+        {
+            CheckOwned(domain); // the host disconnected, or the domain went, while it waited
+        }
+        lock (domain.Policy.ChangeGate)
         {
             var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, algorithm, trustGroup);
-            if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
+            if (trial.TrustGroup != domain.Policy.TrustGroup)
             {
+                if (!betweenPasses)
+                {
+                    return false;
+                }
                 Refresh();
                 var held = pager.GetDomainStats(domain.DomainId);
                 if (domain.Info.SharedPages > 0 || held.PatchedPages + held.ReferencePages > 0)
@@ -325,29 +396,93 @@ public sealed partial class XenHost : IDEHost, IEngineService
             bool compressionChanged = trial.CompressionThreshold != domain.Policy.CompressionThreshold
                                       || trial.CompressionAlgorithm != domain.Policy.CompressionAlgorithm;
             domain.Policy.TakeTunables(trial);
-            if (compressionChanged) domain.ForgetIncompressible();
+            if (compressionChanged) domain.ForgetIncompressible(); // at the next pass's start
+            return true;
         }
     }
 
-    /// <summary>Changes the similarity detector (k keys of s blocks, c candidates, the seed); the reference index keeps its pages.</summary>
-    public void SetHostPolicy(int? keys = null, int? blocksPerKey = null, int? candidates = null, int? seed = null)
+    /// <summary>
+    /// Changes the similarity detector (k keys of s blocks, c candidates, the seed); the reference index keeps its pages. Waits
+    /// for the pass in progress, if any (not for the rest of its scan), as long as <paramref name="cancellationToken"/> allows
+    /// (OperationCanceledException, nothing changed); the scan's next pass uses the new detector.
+    /// </summary>
+    public void SetHostPolicy(int? keys = null, int? blocksPerKey = null, int? candidates = null, int? seed = null,
+        CancellationToken cancellationToken = default)
     {
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "change the host's policy"); // it waits for the pass in progress
         if (candidates is < 1 or > 8)
         {
             throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
                 $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
         }
-        var old = Policy.Detector;
-        lock (scanGate)
+        // Checked before the wait (the detector is made again below, from the one in use then).
+        if (Changed(Policy.Detector)) NewDetector(Policy.Detector);
+        EnterPassGate(cancellationToken);
+        try
         {
-            if ((keys ?? old.Keys) != old.Keys || (blocksPerKey ?? old.BlocksPerKey) != old.BlocksPerKey || (seed ?? old.Seed) != old.Seed)
+            // A pass computes its pages' keys with the detector it read at its start, and looks them up in the reference
+            // index, kept from pass to pass: both change between two passes, and the next pass starts with an empty index.
+            var old = Policy.Detector;
+            if (Changed(old))
             {
-                Policy.Detector = new Patching.SimilarityDetector(keys ?? old.Keys, blocksPerKey ?? old.BlocksPerKey, seed ?? old.Seed);
+                Policy.Detector = NewDetector(old);
                 referenceIndex.Clear();
+                CountReferenceIndex();
             }
             if (candidates is { } c) Policy.SimilarityCandidates = c;
         }
+        finally
+        {
+            passGate.Exit();
+        }
+
+        bool Changed(Patching.SimilarityDetector old) =>
+            (keys ?? old.Keys) != old.Keys || (blocksPerKey ?? old.BlocksPerKey) != old.BlocksPerKey || (seed ?? old.Seed) != old.Seed;
+
+        Patching.SimilarityDetector NewDetector(Patching.SimilarityDetector old) =>
+            new(keys ?? old.Keys, blocksPerKey ?? old.BlocksPerKey, seed ?? old.Seed);
     }
+
+    /// <summary>Runs <paramref name="pass"/> as the host's pass in progress (the pass gate held).</summary>
+    private T AsPass<T>(Func<T> pass)
+    {
+        // Changes waiting for the last pass go first: between a scan's passes the gate is free for an instant only, and
+        // this thread would otherwise take it again before they wake (they would wait for the whole scan). No pass holds
+        // the gate here (passes run one at a time, under the scan lock): they take it at once.
+        var spin = new SpinWait();
+        while (Volatile.Read(ref passGateWaiters) > 0) spin.SpinOnce();
+        passGate.Enter();
+        try
+        {
+            return pass();
+        }
+        finally
+        {
+            passGate.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Takes the pass gate: once the pass in progress, if any, has ended (not the rest of its scan). A cancellable wait checks
+    /// <paramref name="cancellationToken"/> every 20 ms (the lock has no wait on a token) and throws
+    /// OperationCanceledException without the gate. The caller exits the gate.
+    /// </summary>
+    private void EnterPassGate(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Interlocked.Increment(ref passGateWaiters);
+        try
+        {
+            if (!cancellationToken.CanBeCanceled) passGate.Enter();
+            else while (!passGate.TryEnter(PassGateSlice)) cancellationToken.ThrowIfCancellationRequested();
+        }
+        finally
+        {
+            Interlocked.Decrement(ref passGateWaiters);
+        }
+    }
+
+    private static readonly TimeSpan PassGateSlice = TimeSpan.FromMilliseconds(20);
 
     /// <summary>The domain's highest gfn (its physmap may have holes below it: an HVM guest's MMIO hole).</summary>
     internal long MaxGfn(XenDomain domain)
@@ -483,9 +618,14 @@ public sealed partial class XenHost : IDEHost, IEngineService
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "dispose of the host");
         closing.Cancel();
         EngineControl.Close(sample: true); // and no Start-DEEngine in flight starts one after
+        // The scan in flight stops at its next check (closing); a change holding the pass gate ends its work, and one waiting
+        // for it finds the host disconnected.
         lock (scanGate)
         {
-            disposed = true;
+            lock (passGate)
+            {
+                disposed = true;
+            }
         }
         try
         {
