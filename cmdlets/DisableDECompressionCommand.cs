@@ -21,7 +21,9 @@ public sealed class DisableDECompressionCommand : DomainMechanismCmdlet
     protected override string Action(IDEDomain domain) =>
         Restore ? "Disable page compression and decompress every compressed page" : "Disable page compression";
 
-    protected override long Apply(IDEDomain domain) => domain.DisableCompression(Restore);
+    // A restore on Xen waits for the pass in progress: Ctrl-C ends that wait.
+    protected override long Apply(IDEDomain domain) =>
+        domain is XenDomain xen ? xen.Host.DisableCompression(xen, Restore, StopToken) : domain.DisableCompression(Restore);
 
     protected override string? Report(IDEDomain domain, long pages) =>
         Restore ? $"Domain '{domain.Name}': {pages} compressed page(s) rebuilt into frames." : null;

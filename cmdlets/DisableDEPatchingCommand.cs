@@ -21,7 +21,9 @@ public sealed class DisableDEPatchingCommand : DomainMechanismCmdlet
     protected override string Action(IDEDomain domain) =>
         Restore ? "Disable page patching and rebuild every patched page" : "Disable page patching";
 
-    protected override long Apply(IDEDomain domain) => domain.DisablePatching(Restore);
+    // A restore on Xen waits for the pass in progress: Ctrl-C ends that wait.
+    protected override long Apply(IDEDomain domain) =>
+        domain is XenDomain xen ? xen.Host.DisablePatching(xen, Restore, StopToken) : domain.DisablePatching(Restore);
 
     protected override string? Report(IDEDomain domain, long pages) =>
         Restore ? $"Domain '{domain.Name}': {pages} patched page(s) rebuilt into frames." : null;

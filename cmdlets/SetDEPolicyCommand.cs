@@ -173,10 +173,12 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (!ShouldProcess(host.Name, $"Set host policy: {changes}")) return;
             try
             {
-                // The embedded host waits for the pass in progress, if any: Ctrl-C ends that wait.
+                // The host waits for the pass in progress, if any: Ctrl-C ends that wait.
                 if (host is Hosting.DEHost embedded)
                     embedded.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed,
                         CompactionThreshold, LowWatermark, HighWatermark, StopToken);
+                else if (host is XenHost xenHost)
+                    xenHost.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, StopToken);
                 else
                     host.SetHostPolicy(SimilarityKeys, SimilarityBlocksPerKey, SimilarityCandidates, SimilaritySeed, CompactionThreshold,
                         LowWatermark, HighWatermark);
@@ -217,10 +219,12 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             if (!ShouldProcess(domain.Name, $"Set policy: {changes}")) continue;
             try
             {
-                // A trust group change on the embedded host waits for the pass in progress, if any: Ctrl-C ends that wait.
+                // A trust group change waits for the pass in progress, if any: Ctrl-C ends that wait.
                 if (domain is Domains.Domain embedded)
                     embedded.Host.SetPolicy(embedded, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup,
                         GroupSize, GroupAfterSweeps, GroupAlgorithm, StopToken);
+                else if (domain is XenDomain xenDomain)
+                    xenDomain.Host.SetPolicy(xenDomain, C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, StopToken);
                 else
                     domain.SetPolicy(C4Sweeps, PatchThreshold, CompressionThreshold, CompressionAlgorithm, TrustGroup, GroupSize,
                         GroupAfterSweeps, GroupAlgorithm);

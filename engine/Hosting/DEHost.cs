@@ -707,7 +707,7 @@ public sealed partial class DEHost : IDEHost, IEngineService
                 Interlocked.Read(ref _mechanismPages[(int)m])))
             .ToArray();
         var metadata = MeasureMetadata(domains);
-        var peak = NoteMetadata(metadata);
+        var peak = _metadataPeak.Note(metadata);
         return builder.Build(new HostStats(Name, domains.Count, MemoryLimitBytes, Frames.FramesInUse, Frames.FramesFree,
             Frames.FramesAllocated, sharedFrames, 0, metadata.Total, ScanPasses, Faults.Snapshot(), time)
         {
@@ -834,25 +834,11 @@ public sealed partial class DEHost : IDEHost, IEngineService
         Interlocked.Add(ref _mechanismPages[(int)mechanism], pages);
     }
 
-    /// <summary>The most metadata measured so far (<see cref="HostStats.MetadataPeak"/>); null before the first measure.</summary>
-    private MetadataParts? _metadataPeak;
-
-    /// <summary>
-    /// Keeps <paramref name="now"/> as the peak when it holds more than the peak so far; returns the peak. Called by the
-    /// scan's thread at the end of each phase of a pass and by snapshots (which wait for the pass in progress).
-    /// </summary>
-    private MetadataParts NoteMetadata(MetadataParts now)
-    {
-        while (true)
-        {
-            var peak = Volatile.Read(ref _metadataPeak);
-            if (peak is not null && peak.Total >= now.Total) return peak;
-            if (Interlocked.CompareExchange(ref _metadataPeak, now, peak) == peak) return now;
-        }
-    }
+    /// <summary>The most metadata measured so far: by each pass at the end of its phases, and by every snapshot.</summary>
+    private readonly MetadataPeak _metadataPeak = new();
 
     /// <summary>Measures the metadata a pass holds now, for the peak (<see cref="HostStats.MetadataPeakBytes"/>).</summary>
-    private void NotePassMetadata() => NoteMetadata(MeasureMetadata(Domains));
+    private void NotePassMetadata() => _metadataPeak.Note(MeasureMetadata(Domains));
 
     /// <summary>The engine's metadata, part by part (<see cref="HostStats.Metadata"/>; their sum is <see cref="HostStats.MetadataBytes"/>).</summary>
     private MetadataParts MeasureMetadata(IReadOnlyList<Domain> domains)

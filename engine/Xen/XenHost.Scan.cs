@@ -80,8 +80,11 @@ public sealed partial class XenHost
             Interlocked.Add(ref engineCpuTicks, ThreadCpu.NowTicks() - cpu);
             Interlocked.Add(ref pagesSwept, result.PagesSwept);
             Interlocked.Increment(ref passes);
+            // The pager's metadata at the pass's end, for the peak (the domains as known, without asking Xen again).
+            metadataPeak.Note(MeasureMetadata(byId.Values.Where(d => !d.IsRemoved && !d.IsControlDomain)));
             return result;
-        }), cancellationToken, closing.Token);
+        }), cancellationToken, closing.Token,
+            progress is null ? null : () => HostCallbacks.Invoke(this, progress, new ScanProgress(0, 0, 0) { WaitingForOtherScan = true }));
     }
 
     private readonly record struct ColdPage(XenDomain Domain, ulong Gfn, ulong Hash, byte Age, ulong[]? Keys, bool Incompressible);

@@ -410,13 +410,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
         CancellationToken cancellationToken = default)
     {
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "change the host's policy"); // it waits for the pass in progress
-        if (candidates is < 1 or > 8)
-        {
-            throw new DEException("PolicySimilarityCandidatesInvalid", DEErrorKind.InvalidArgument,
-                $"The detector's c (candidates per key) must be between 1 and 8; {candidates} was given.", candidates);
-        }
         // Checked before the wait (the detector is made again below, from the one in use then).
-        if (Changed(Policy.Detector)) NewDetector(Policy.Detector);
+        DEHost.CheckSimilarityValues(keys, blocksPerKey, candidates);
         EnterPassGate(cancellationToken);
         try
         {
@@ -577,12 +572,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
         long frames = domains.Sum(d => (long)d.Info.TotalPages) + (long)usedFrames;
         // The same parts as an embedded host's, where Xen has them: each domU's page table here is the pager's hash and age
         // of every page, and its similarity table the references patches were made against.
-        var metadata = MetadataParts.None with
-        {
-            P2M = domains.Sum(d => d.MetadataBytes),
-            Similarity = ReferenceIndexBytes,
-            Swap = swap?.MetadataBytes ?? 0,
-        };
+        var metadata = MeasureMetadata(domains);
+        var peak = metadataPeak.Note(metadata);
         var time = new[]
         {
             new MechanismTime("Scan", TimeSpan.FromTicks(Interlocked.Read(ref scanTicks)), Interlocked.Read(ref pagesSwept)),
@@ -591,6 +582,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
             ScanPasses, pager.Faults.Snapshot(), time)
         {
             Metadata = metadata,
+            MetadataPeakBytes = peak.Total,
+            MetadataPeak = peak,
             StoreAllocatedBytes = pager.StoredBytes,
             StoreStoredBytes = pager.StoredBytes,
             StoreBlobs = pager.EvictedPages,
@@ -603,6 +596,20 @@ public sealed partial class XenHost : IDEHost, IEngineService
             LastPagerError = pager.LastFailure,
         });
     }
+
+    /// <summary>
+    /// The pager's metadata, part by part: the hash and age of every page of the domains (P2M), the references patches were
+    /// made against (Similarity), the swap file's slot table. Kept across passes.
+    /// </summary>
+    private MetadataParts MeasureMetadata(IEnumerable<XenDomain> domains) => MetadataParts.None with
+    {
+        P2M = domains.Sum(d => d.MetadataBytes),
+        Similarity = ReferenceIndexBytes,
+        Swap = swap?.MetadataBytes ?? 0,
+    };
+
+    // The most metadata held: measured at each pass's end (the reference index grows during a pass) and by every snapshot.
+    private readonly MetadataPeak metadataPeak = new();
 
     /// <summary>The pager's page-ins of one kind (Unpatch, Decompress, SwapIn), timed from the ring's request to the answer.</summary>
     /// <summary>A copy of the latency histogram of one kind of page-in (the pager's own goes on recording).</summary>

@@ -162,6 +162,28 @@ public class XenHostTests(ITestOutputHelper output)
     }
 
     [RequiresFact(Requirement.XenBuild)]
+    public void TheMetadataPeakIsMeasuredAtEachPassAndNeverBelowWhatIsHeld()
+    {
+        var fake = FakeXen.Get();
+        byte[] basePage = FakeXen.Pattern(6, 0);
+        const int Pages = 12;
+        byte[] content = new byte[Pages * PageSize];
+        for (int g = 0; g < Pages; g++) Variant(basePage, g + 1).CopyTo(content, g * PageSize);
+        fake.CreateDomain(9, content);
+        using var host = Connect();
+        var d = host.GetDomain("9");
+        host.EnablePatching(d);
+        long before = host.GetStats().MetadataPeakBytes;
+        host.Scan(options: new ScanOptions { Passes = 2 });
+        var stats = host.GetStats();
+        Assert.True(stats.Metadata.Similarity > 0, "the references patches were made against are metadata");
+        Assert.True(stats.MetadataPeakBytes >= stats.MetadataBytes && stats.MetadataPeakBytes > before,
+            $"peak {stats.MetadataPeakBytes} B, held {stats.MetadataBytes} B, peak before the passes {before} B");
+        Assert.Equal(stats.MetadataPeakBytes, stats.MetadataPeak.Total);
+        Assert.True(stats.MetadataPeak.Similarity >= stats.Metadata.Similarity);
+    }
+
+    [RequiresFact(Requirement.XenBuild)]
     public void PatchingKeepsSimilarPagesAsPatchesAgainstAReferenceAndPagesThemBackRight()
     {
         var fake = FakeXen.Get();
