@@ -31,13 +31,21 @@ public sealed class GetDEHostCommand : DECmdlet
             WriteObject(hosts, enumerateCollection: true);
             return;
         }
+        // Each host once, in the order they were connected, however many names match it (Get-DEHost emb*, *bed* | Start-DEEngine
+        // would otherwise start the same engine twice). A name without wildcard characters is taken literally: host names
+        // may hold a backtick or brackets, which a wildcard pattern would read as an escape or a set.
+        var chosen = new HashSet<IDEHost>(ReferenceEqualityComparer.Instance);
         foreach (string name in Name)
         {
-            var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
-            var matches = hosts.Where(h => pattern.IsMatch(h.Name)).ToArray();
-            if (matches.Length == 0 && !WildcardPattern.ContainsWildcardCharacters(name))
+            bool literal = !WildcardPattern.ContainsWildcardCharacters(name);
+            var pattern = literal ? null : new WildcardPattern(name, WildcardOptions.IgnoreCase);
+            // A host named exactly so is taken whatever the name holds (a host named x[1] by Get-DEHost 'x[1]' too).
+            var matches = hosts.Where(h => string.Equals(h.Name, name, StringComparison.OrdinalIgnoreCase) || pattern?.IsMatch(h.Name) == true)
+                .ToArray();
+            if (matches.Length == 0 && literal)
                 WriteDEError(new DEException("HostNotFound", DEErrorKind.ObjectNotFound, $"No connected host is named '{name}'.", name));
-            WriteObject(matches, enumerateCollection: true);
+            chosen.UnionWith(matches);
         }
+        WriteObject(hosts.Where(chosen.Contains), enumerateCollection: true);
     }
 }

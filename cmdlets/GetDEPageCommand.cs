@@ -17,8 +17,11 @@ public sealed class GetDEPageCommand : PipedDomainCmdlet
     [ArgumentCompleter(typeof(DomainNameCompleter))]
     public DomainSelector[] Domain { get; set; } = [];
 
-    /// <summary>Only these guest frame numbers; every page by default.</summary>
-    [Parameter(Position = 1)]
+    /// <summary>
+    /// Only these guest frame numbers; every page by default. Binds by property name, so a piped page (Get-DEPage output, a
+    /// CSV of it) gives its own gfn, and a piped domain (no Gfn property) every page.
+    /// </summary>
+    [Parameter(Position = 1, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     public long[]? Gfn { get; set; }
 

@@ -210,7 +210,8 @@ public sealed partial class DEHost
         double low = lowWatermark ?? Policy.LowWatermark, high = highWatermark ?? Policy.HighWatermark;
         if (double.IsNaN(low) || double.IsNaN(high) || low <= 0 || high >= 1 || low >= high)
             throw new DEException("PolicyWatermarksInvalid", DEErrorKind.InvalidArgument,
-                $"The watermarks must satisfy 0 < low < high < 1 (fractions of the memory limit); low {low} and high {high} were given.",
+                $"The watermarks must satisfy 0 < low < high < 1 (fractions of the memory limit); that would make low {low}" +
+                $"{(lowWatermark is null ? " (the host's now)" : "")} and high {high}{(highWatermark is null ? " (the host's now)" : "")}.",
                 lowWatermark ?? highWatermark);
         CheckSimilarityValues(keys, blocksPerKey, candidates);
         if (compactionThreshold is { } t && (double.IsNaN(t) || t is < 0.01 or > 0.99))

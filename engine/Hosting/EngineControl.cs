@@ -44,7 +44,8 @@ internal sealed class EngineControl
             if (_closed) throw DEHost.HostDisconnected(_host.Name);
             if (_engine is not null)
                 throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
-                    $"The engine of host '{_host.Name}' is already running (interval {_engine.Interval}).", _host.Name);
+                    $"The engine of host '{_host.Name}' is already running, a pass every {_engine.Interval.TotalSeconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)} s; " +
+                    "Stop-DEEngine first to start it with another interval.", _host.Name);
             if (_stoppingEngine is not null)
                 throw new DEException("EngineAlreadyRunning", DEErrorKind.InvalidOperation,
                     $"The engine of host '{_host.Name}' is still stopping (its pass is ending); start it again when Stop-DEEngine has returned.",

@@ -32,7 +32,7 @@ internal static class NameRules
     /// and -DEHost match names with them), or a character <see cref="Unprintable"/> refuses.
     /// </summary>
     public static string? BadHostName(string? name) =>
-        string.IsNullOrWhiteSpace(name) ? "it is empty"
+        string.IsNullOrWhiteSpace(name) ? (string.IsNullOrEmpty(name) ? "it is empty" : "it is only white space")
         : name.Trim() != name ? "it has surrounding spaces"
         : name.IndexOfAny(['*', '?', '[', ']']) >= 0 ? "it holds a wildcard (* ? [ ])"
         : Unprintable(name) is { } what ? $"it holds {what}"

@@ -185,6 +185,7 @@ Describe 'Start-DEEngine and Stop-DEEngine' {
         $err[0].FullyQualifiedErrorId | Should -Be 'EngineAlreadyRunning,DifferenceEngine.Commands.StartDEEngineCommand'
         $err[0].CategoryInfo.Category | Should -Be 'InvalidOperation'
         $err[0].TargetObject | Should -Be $deHost.Name
+        $err[0].Exception.Message | Should -BeLike "*already running, a pass every 1 s; Stop-DEEngine first*"
         { Start-DEEngine -ErrorAction Stop } | Should -Throw -ErrorId 'EngineAlreadyRunning,DifferenceEngine.Commands.StartDEEngineCommand'
         (Get-DEEngine).Interval | Should -Be ([TimeSpan]::FromSeconds(1))
     }

@@ -307,3 +307,21 @@ Describe 'Invoke-DEWorkload' {
         $lines -join "`n" | Should -Match 'w1, w2, w3'
     }
 }
+
+Describe 'Get-DEPage with piped pages' {
+    BeforeAll {
+        $null = New-DEDomain -Name gp1 -MemorySize 256KB
+    }
+
+    AfterAll {
+        Get-DEDomain gp* | Remove-DEDomain -Confirm:$false
+    }
+
+    It 'takes a piped page''s Gfn, and every page of a piped domain' {
+        @(Get-DEPage gp1 -Gfn 5 | Get-DEPage).Gfn | Should -Be @(5)
+        $csv = Join-Path $TestDrive 'pages.csv'
+        Get-DEPage gp1 -Gfn 0, 1, 2 | Export-Csv -LiteralPath $csv
+        @(Import-Csv -LiteralPath $csv | Get-DEPage).Gfn | Should -Be @(0, 1, 2)
+        @(Get-DEDomain gp1 | Get-DEPage).Count | Should -Be 64
+    }
+}

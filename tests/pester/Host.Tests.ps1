@@ -74,6 +74,10 @@ Describe 'Connect-DEHost' {
         { Connect-DEHost -Name $Name } | Should -Throw -ErrorId 'HostNameInvalid,DifferenceEngine.Commands.ConnectDEHostCommand'
     }
 
+    It 'says a name of only spaces is only white space, not empty' {
+        { Connect-DEHost -Name '  ' } | Should -Throw -ExpectedMessage '*it is only white space*'
+    }
+
     It 'puts crash journals where -JournalPath says, resolved like other paths, and needs the folder (JournalDirectoryNotFound)' {
         $journals = New-Item -ItemType Directory -Path (Join-Path $TestDrive 'journals')
         Push-Location $TestDrive
@@ -136,6 +140,22 @@ Describe 'Get-DEHost' {
     It 'shows the host connected last as current' {
         (Get-DEHost -Current).Name | Should -Be $second.Name
         $first.IsCurrent | Should -BeFalse
+    }
+
+    It 'lists each host once, however many of the names match it' {
+        $found = @(Get-DEHost -Name $first.Name, ($first.Name.Substring(0, 15) + '*'), '*')
+        @($found | Where-Object Name -EQ $first.Name).Count | Should -Be 1
+        @($found | Where-Object Name -EQ $second.Name).Count | Should -Be 1
+    }
+
+    It 'finds a host whose name holds a backtick by that name' {
+        $odd = Connect-DEHost -Name ("$(New-TestHostName)``x") -PassThru
+        try {
+            (Get-DEHost -Name $odd.Name -ErrorAction Stop).Name | Should -Be $odd.Name
+        }
+        finally {
+            $odd | Disconnect-DEHost -Confirm:$false
+        }
     }
 }
 
@@ -410,6 +430,20 @@ Describe 'Get-DEHostStats' {
         ($stats.Faults | Where-Object Kind -EQ 'ZeroFill').Count | Should -Be 3
         $stats.FaultCount | Should -Be 3
         $stats.EngineTime.Mechanism | Should -Contain 'Sharing'
+    }
+
+    It 'names the bytes saved both ways, on the host and on its domains' {
+        $stats = Get-DEHostStats
+        $stats.BytesSaved | Should -Be $stats.SavedBytes
+        $domain = Get-DEPageStats -Domain s1
+        $domain.SavedBytes | Should -Be $domain.BytesSaved
+    }
+
+    It 'gives its metadata peak, never below what is held, with parts that add up to it' {
+        $stats = Get-DEHostStats
+        $stats.MetadataPeakBytes | Should -BeGreaterOrEqual $stats.MetadataBytes
+        $stats.MetadataPeak.Total | Should -Be $stats.MetadataPeakBytes
+        $stats | Format-List | Out-String -Width 160 | Should -Match 'Metadata peak\s*:\s*\S+ \S+ \(P2M '
     }
 
     It 'keeps its faults, engine time and metadata parts as objects when serialized, as remoting does' {

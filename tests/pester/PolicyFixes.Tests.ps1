@@ -54,6 +54,11 @@ Describe 'Set-DEPolicy -HostPolicy checks values before -WhatIf and -Confirm' {
         Get-DEPolicy -HostPolicy | ConvertTo-Json -Compress | Should -Be $before
     }
 
+    It 'says which watermark was not given but taken from the host' {
+        { Set-DEPolicy -HostPolicy -LowWatermark 0.95 -ErrorAction Stop } |
+            Should -Throw -ExpectedMessage "*that would make low 0.95 and high * (the host's now).*"
+    }
+
     It 'takes values in range with -WhatIf without an error, changing nothing' {
         $before = Get-DEPolicy -HostPolicy | ConvertTo-Json -Compress
         Set-DEPolicy -HostPolicy -SimilarityKeys 3 -WhatIf -ErrorAction Stop 6>$null
