@@ -66,7 +66,7 @@ public sealed class InvokeDEWorkloadCommand : PipedDomainCmdlet
         var domains = _domains.Domains.Cast<Domain>().ToArray();
         if (domains.Length == 0) return;
         string names = string.Join(", ", domains.Select(d => d.Name));
-        if (!ShouldProcess(names, $"Run {Operations} guest accesses ({WriteFraction:P0} writes, {Pattern})")) return;
+        if (!ShouldProcess(names, $"Run {Operations} guest accesses ({(WriteFraction * 100).ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)}% writes, {Pattern})")) return;
         var options = new WorkloadOptions
         {
             Operations = Operations,

@@ -14,7 +14,8 @@ public static class ReportText
         double value = Math.Abs((double)bytes);
         int unit = 0;
         // Moving up at 1000 rather than 1024 keeps every number at three digits ("0.98 MiB", not "1000 KiB").
-        while (value >= 1000 && unit < Units.Length - 1)
+        // At 999.5 and over the number would print as 1000 (no decimals from 100 up): the next unit then.
+        while (value >= 999.5 && unit < Units.Length - 1)
         {
             value /= 1024;
             unit++;
@@ -37,10 +38,12 @@ public static class ReportText
         double ns = t.Ticks * 100.0;
         if (t == TimeSpan.Zero) return "0";
         if (ns < 1_000) return ns.ToString("0", C) + " ns";
-        if (ns < 1_000_000) return (ns / 1_000).ToString(ns < 10_000 ? "0.00" : "0.0", C) + " µs";
-        if (ns < 1_000_000_000) return (ns / 1_000_000).ToString(ns < 10_000_000 ? "0.00" : "0.0", C) + " ms";
-        if (t.TotalSeconds < 60) return t.TotalSeconds.ToString("0.00", C) + " s";
-        return string.Create(C, $"{(int)t.TotalMinutes}m {t.Seconds:00}s");
+        // Each unit up to where its rounding would print 1000 (or 60.00 s): "999.9 µs", then "1.00 ms".
+        if (ns < 999_950) return (ns / 1_000).ToString(ns < 9_995 ? "0.00" : "0.0", C) + " µs";
+        if (ns < 999_950_000) return (ns / 1_000_000).ToString(ns < 9_995_000 ? "0.00" : "0.0", C) + " ms";
+        if (t.TotalSeconds < 59.995) return t.TotalSeconds.ToString("0.00", C) + " s";
+        long seconds = (long)Math.Round(t.TotalSeconds); // 59.996 s is 1m 00s, not 0m 59s
+        return string.Create(C, $"{seconds / 60}m {seconds % 60:00}s");
     }
 
     /// <summary>

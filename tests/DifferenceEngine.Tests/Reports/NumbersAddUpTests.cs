@@ -144,6 +144,23 @@ public class NumbersAddUpTests
     }
 
     [Theory]
+    [InlineData(1023487, "999 KiB")]
+    [InlineData(1023590, "0.98 MiB")] // would round to "1000 KiB" in KiB
+    [InlineData(999, "999 B")]
+    [InlineData(1000, "0.98 KiB")]
+    [InlineData(-1023590, "-0.98 MiB")]
+    public void BytesNeverPrintAThousandOfAUnit(long bytes, string text) => Assert.Equal(text, ReportText.Bytes(bytes));
+
+    [Theory]
+    [InlineData(9_999, "999.9 µs")]
+    [InlineData(10_000, "1.00 ms")]
+    [InlineData(9_999_600, "1.00 s")] // 999.96 ms would round to "1000.0 ms"
+    [InlineData(599_960_000, "1m 00s")] // 59.996 s would round to "60.00 s"
+    [InlineData(1_195_000_000, "2m 00s")] // 119.5 s, rounded: not "1m 59s"
+    public void DurationsNeverPrintAThousandOfAUnitOrSixtySeconds(long ticks, string text) =>
+        Assert.Equal(text, ReportText.Duration(TimeSpan.FromTicks(ticks)));
+
+    [Theory]
     [InlineData(new[] { 1365.3333333, 1365.3333333, 1365.3333334 }, 4096)]
     [InlineData(new[] { 0.5, 0.5, 0.5, 0.5 }, 2)]
     [InlineData(new[] { 10.0, 20.0 }, 30)]
