@@ -324,4 +324,20 @@ Describe 'Get-DEPage with piped pages' {
         @(Import-Csv -LiteralPath $csv | Get-DEPage).Gfn | Should -Be @(0, 1, 2)
         @(Get-DEDomain gp1 | Get-DEPage).Count | Should -Be 64
     }
+
+    It 'shows a page the guest never populated as Untouched in the table, its State being Zero' {
+        $page = Get-DEPage gp1 -Gfn 7
+        $page.State | Should -Be 'Zero'
+        $page.Untouched | Should -BeTrue
+        $page | Out-String -Width 200 | Should -Match '\b7\s+Untouched\b'
+    }
+
+    It 'shows domain names of 20 characters whole in the page stats and policy tables' {
+        $null = New-DEDomain -Name gp-tenant-a-web-0001 -MemorySize 64KB
+        $null = New-DEDomain -Name gp-tenant-a-web-0002 -MemorySize 64KB
+        foreach ($text in (Get-DEPageStats gp-tenant* | Out-String -Width 200), (Get-DEPolicy gp-tenant* | Out-String -Width 200)) {
+            $text | Should -Match 'gp-tenant-a-web-0001'
+            $text | Should -Match 'gp-tenant-a-web-0002'
+        }
+    }
 }
