@@ -50,14 +50,17 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
     private string _fullPath = "";
     private ReportFormat _format;
 
-    /// <summary>A bad path, format or an existing file stops the cmdlet before it reads any input.</summary>
+    /// <summary>
+    /// A bad path, format or an existing file stops the cmdlet before it reads any input. The path is checked first: a folder
+    /// is "ReportPathIsDirectory" whatever its name, not "ReportFormatUnknown" for having no extension.
+    /// </summary>
     protected override void BeginProcessing()
     {
         try
         {
             _fullPath = ResolvePath();
-            _format = MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? Format : ReportFile.FormatOf(_fullPath);
             ReportFile.CheckTarget(_fullPath, overwrite: !NoClobber, replaceReadOnly: Force);
+            _format = MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? Format : ReportFile.FormatOf(_fullPath);
         }
         catch (DEException ex)
         {
@@ -81,7 +84,17 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         bool whole = _wholeHost is not null && !_domains.Selected;
         bool selected = !whole && (_domains.Selected || MyInvocation.ExpectingInput || MyInvocation.BoundParameters.ContainsKey(nameof(Domain)));
         IReadOnlyList<IDEDomain>? domains = selected ? _domains.Domains : null;
-        // The report's host: -DEHost as given, else the first domain's, else the piped host's, else the current one.
+        if (domains is { Count: 0 })
+        {
+            // A selection that selected nothing: every name not found, every piped object's host not connected, a pattern
+            // or a pipeline that matched no domain. There is nothing to report, and no host the input named to report on
+            // (the current host is not one): no file is written, and one already there is left as it was, rather than
+            // replaced by a report of no domain (or of another host).
+            WriteDEError(NothingToReport());
+            return;
+        }
+        // The report's host: -DEHost as given, else the first domain's, else the piped host's, else the current one (the
+        // last two only for a report of every domain: a selection has its first domain's host).
         var host = DEHost is not null ? TargetHost : domains is { Count: > 0 } ? domains[0].Host : _wholeHost ?? TargetHost;
         if (domains is not null)
         {
@@ -89,6 +102,11 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
             foreach (var stray in domains.Where(d => !ReferenceEquals(d.Host, host)))
                 WriteDEError(DomainOfAnotherHost(stray, host, ": a report covers one host; export each host's domains to a file of its own"));
             domains = domains.Where(d => ReferenceEquals(d.Host, host)).ToArray();
+            if (domains.Count == 0)
+            {
+                WriteDEError(NothingToReport());
+                return;
+            }
         }
         string scope = domains is null ? "every domain" : domains.Count == 1 ? "1 domain" : $"{domains.Count} domains";
         if (!ShouldProcess(_fullPath, $"Write a {_format} report of {scope} of host '{host.Name}'")) return;
@@ -111,6 +129,17 @@ public sealed class ExportDEReportCommand : PipedDomainCmdlet
         // Through the provider, so the FileInfo has PSPath and the rest, as Get-Item gives it.
         if (PassThru) WriteObject(InvokeProvider.Item.Get([file.FullName], force: true, literalPath: true), enumerateCollection: true);
     }
+
+    /// <summary>
+    /// "ReportNothingSelected" (ObjectNotFound): the domains given or piped came to none, so no report is written. Written
+    /// after the errors of the selectors that failed (DomainNotFound, HostNotFound, ...), which say why; alone when a pattern
+    /// or the pipeline matched no domain, which is no error of its own in this module but leaves the report unwritten.
+    /// </summary>
+    private DEException NothingToReport() =>
+        new("ReportNothingSelected", DEErrorKind.ObjectNotFound,
+            $"No report was written to '{_fullPath}': the domains given selected none (a name not found, a host not connected, " +
+            "or a pattern or pipeline that matched no domain). A file already there is left as it was. Leave out -Domain and " +
+            "the pipeline to report every domain of the host.", _fullPath);
 
     /// <summary>-Path as a file system path, relative paths against the current location.</summary>
     private string ResolvePath() => GetFileSystemPath(Path, "report", "ReportDirectoryNotFound");

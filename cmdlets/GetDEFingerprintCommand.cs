@@ -7,10 +7,14 @@ namespace DifferenceEngine.Commands;
 /// <summary>
 /// A compact, fleet-keyed sketch of each domain from one read-only pass over its pages (Get-DEFingerprint): the input of
 /// Measure-DEColocation and Get-DEPlacement. Of the current host's domains, or of memory images and cores given with -Path.
+/// A piped object's domain is found on the host its Host property names (<see cref="PipedDomainCmdlet"/>), as for every
+/// cmdlet that takes domains: <c>Get-DEPageStats -DEHost lab web1 | Get-DEFingerprint</c> fingerprints lab's web1, and a row
+/// of a host not connected is "HostNotFound". With -Path the Host names the host the images stand for
+/// (<see cref="FileHostName"/>), so -Host stays short for -HostName there.
 /// </summary>
 [Cmdlet(VerbsCommon.Get, "DEFingerprint", DefaultParameterSetName = DomainSet)]
 [OutputType(typeof(DomainFingerprint))]
-public sealed class GetDEFingerprintCommand : DECmdlet
+public sealed class GetDEFingerprintCommand : PipedDomainCmdlet
 {
     private const string DomainSet = "Domain";
     private const string PathSet = "Path";
@@ -31,7 +35,10 @@ public sealed class GetDEFingerprintCommand : DECmdlet
     [Alias("FullName", "PSPath", "LiteralPath")]
     public string[] Path { get; set; } = [];
 
-    /// <summary>-Path: the host the images stand for in the fingerprints (default: this machine's name).</summary>
+    /// <summary>
+    /// -Path: the host the images stand for in the fingerprints; by default the Host of the piped object (-Host typed, a CSV
+    /// row's Host column), else this machine's name.
+    /// </summary>
     [Parameter(ParameterSetName = PathSet)]
     public string? HostName { get; set; } // an empty one is HostNameInvalid, as the help says (no binding error)
 
@@ -66,7 +73,8 @@ public sealed class GetDEFingerprintCommand : DECmdlet
         try
         {
             // Wrong for every file: one terminating error before any is read.
-            if (ParameterSetName == PathSet) FingerprintBuilder.CheckNames(HostName ?? Environment.MachineName, TrustGroup);
+            // -Host typed is bound by now (a piped one is checked with its file).
+            if (ParameterSetName == PathSet) FingerprintBuilder.CheckNames(FileHostName, TrustGroup);
             string? path = FleetKeyPath is null ? null : GetFileSystemPath(FleetKeyPath, "fleet key file", "FleetKeyFileNotFound");
             _key = FleetKeyParameters.Resolve(path, FleetKey);
         }
@@ -103,16 +111,24 @@ public sealed class GetDEFingerprintCommand : DECmdlet
     private IEnumerable<Hosting.IDEDomain> DomainsToFingerprint() =>
         Domain is not null ? ResolveDomainsOrAll(Domain) : ResolveDomainsOrAll(null).Where(d => d is not Xen.XenDomain { IsControlDomain: true });
 
+    /// <summary>
+    /// The HostName of an image's fingerprint: -HostName, else the Host of the piped object (or -Host, the hidden -InputHost's
+    /// alias, which thus stays short for -HostName with -Path), else this machine's name.
+    /// </summary>
+    private string FileHostName => HostName ?? (InputHost is { Length: > 0 } piped ? piped : Environment.MachineName);
+
     private void FingerprintFile(string given)
     {
         TryItem(() =>
         {
+            string hostName = FileHostName;
+            FingerprintBuilder.CheckNames(hostName, TrustGroup); // a piped Host: HostNameInvalid for this file, the next goes on
             string path = GetFileSystemPath(given, "memory image", "FileNotFound");
             using var source = MemorySource.OpenFile(path);
             string name = System.IO.Path.GetFileNameWithoutExtension(path);
             string activity = $"Get-DEFingerprint {name}";
             var fingerprint = RunWithProgress(ActivityId, activity, _ =>
-                FingerprintBuilder.FromSource(source, _key!, name, HostName ?? Environment.MachineName, TrustGroup, _shift, StopToken));
+                FingerprintBuilder.FromSource(source, _key!, name, hostName, TrustGroup, _shift, StopToken));
             WriteObject(fingerprint);
         });
     }

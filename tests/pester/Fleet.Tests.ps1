@@ -168,6 +168,92 @@ Describe 'Get-DEFingerprint' {
     }
 }
 
+Describe 'Get-DEFingerprint of piped objects, on the host they name' {
+    # Another host, connected after $deHost and so the current one, with a web1 of its own (32 pages; $deHost's web1 is
+    # the 4 MiB image): a piped object of $deHost must be fingerprinted on $deHost, never on the current host.
+    BeforeAll {
+        $other = Connect-DEHost -Name "pester-fleet-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        $null = New-DEDomain -DEHost $other -Name web1 -MemorySize 128KB
+        $web1 = Get-DEDomain -DEHost $deHost -Name web1
+        $reference = Get-DEFingerprint -DEHost $deHost -Name web1 -FleetKeyPath $keyPath
+        # What remoting does to an object: serialize and deserialize (as Remoting.Objects.Tests.ps1 does).
+        function ConvertTo-RoundTrip($InputObject) {
+            [Management.Automation.PSSerializer]::Deserialize([Management.Automation.PSSerializer]::Serialize($InputObject))
+        }
+    }
+
+    AfterAll {
+        # $deHost is the current host again: the later Describes fingerprint it.
+        if ($other) { $other | Disconnect-DEHost -Confirm:$false }
+    }
+
+    It 'fingerprints the domain of a piped <Source> row on its own host, not the current host''s domain of that name' -ForEach @(
+        @{ Source = 'Get-DEPageStats'; Rows = { Get-DEPageStats -DEHost $deHost -Domain web1 } }
+        @{ Source = 'Get-DEPolicy'; Rows = { Get-DEPolicy -DEHost $deHost -Domain web1 } }
+        @{ Source = 'Get-DEDomain'; Rows = { Get-DEDomain -DEHost $deHost -Name web1 } }
+        @{ Source = 'deserialized Get-DEPageStats'; Rows = { ConvertTo-RoundTrip (Get-DEPageStats -DEHost $deHost -Domain web1) } }
+        @{ Source = 'deserialized Get-DEDomain'; Rows = { ConvertTo-RoundTrip (Get-DEDomain -DEHost $deHost -Name web1) } }
+    ) {
+        (Get-DEHost -Current).Name | Should -Be $other.Name
+        $found = @(& $Rows | Get-DEFingerprint -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
+        $failed | Should -BeNullOrEmpty
+        $found | Should -HaveCount 1
+        $found[0].HostName | Should -Be $deHost.Name
+        $found[0].PageCount | Should -Be $web1.PageCount
+        $found[0].Sketch | Should -Be $reference.Sketch
+    }
+
+    It 'finds a piped row''s domain that only its own host has (no DomainNotFound on the current host)' {
+        $found = @(Get-DEPageStats -DEHost $deHost -Domain db | Get-DEFingerprint -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
+        $failed | Should -BeNullOrEmpty
+        $found.Domain | Should -Be 'db'
+        $found.HostName | Should -Be $deHost.Name
+    }
+
+    It 'takes a piped host record without domains (Get-DEHostStats) as every domain of its host' {
+        @(Get-DEHostStats -DEHost $deHost | Get-DEFingerprint -FleetKeyPath $keyPath).Domain | Should -Be @('web1', 'web2', 'db')
+    }
+
+    It 'writes HostNotFound for a row of a host no longer connected, fingerprints nothing for it, and goes on with the next' {
+        $gone = Connect-DEHost -Name "pester-fleet-$([guid]::NewGuid().ToString('n').Substring(0, 8))" -PassThru
+        try {
+            $null = New-DEDomain -DEHost $gone -Name web1 -MemorySize 64KB
+            $rows = @(Get-DEPageStats -DEHost $gone -Domain web1) + @(Get-DEPageStats -DEHost $deHost -Domain db)
+        }
+        finally {
+            $gone | Disconnect-DEHost -Confirm:$false
+        }
+        (Get-DEHost -Current).Name | Should -Be $other.Name -Because 'the current host has a web1 the row must not fall back on'
+        $found = @($rows | Get-DEFingerprint -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
+        $found.Domain | Should -Be 'db'
+        $found.HostName | Should -Be $deHost.Name
+        $failed | Should -HaveCount 1
+        $failed[0].FullyQualifiedErrorId | Should -Be 'HostNotFound,DifferenceEngine.Commands.GetDEFingerprintCommand'
+        $failed[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $failed[0].TargetObject | Should -Be $gone.Name
+    }
+
+    It 'gives -DEHost precedence over a piped row''s Host' {
+        $found = Get-DEPageStats -DEHost $deHost -Domain web1 | Get-DEFingerprint -DEHost $other -FleetKeyPath $keyPath
+        $found.HostName | Should -Be $other.Name
+        $found.PageCount | Should -Be 32
+    }
+
+    It 'with -Path, takes a piped row''s Host as the images'' HostName (-HostName wins), and an invalid one is HostNameInvalid for that row' {
+        $rows = @(
+            [pscustomobject]@{ Path = $web1Path; Host = 'hostC' }
+            [pscustomobject]@{ Path = $web1Path; Host = 'h*' }
+            [pscustomobject]@{ Path = $web1Path }
+        )
+        $found = @($rows | Get-DEFingerprint -FleetKeyPath $keyPath -ErrorVariable failed -ErrorAction SilentlyContinue)
+        $found.HostName | Should -Be @('hostC', [Environment]::MachineName)
+        $found[0].Sketch | Should -Be $reference.Sketch
+        $failed | Should -HaveCount 1
+        $failed[0].FullyQualifiedErrorId | Should -Be 'HostNameInvalid,DifferenceEngine.Commands.GetDEFingerprintCommand'
+        @($rows[0] | Get-DEFingerprint -FleetKeyPath $keyPath -HostName hostD).HostName | Should -Be 'hostD'
+    }
+}
+
 Describe 'Measure-DEColocation' {
     BeforeAll {
         $fingerprints = @(Get-DEFingerprint -FleetKeyPath $keyPath)

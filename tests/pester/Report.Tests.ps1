@@ -221,6 +221,20 @@ Describe 'Export-DEReport' {
         $path | Should -Not -Exist
     }
 
+    It 'refuses a folder as -Path, <Case> (ReportPathIsDirectory)' -ForEach @(
+        @{ Case = 'one without an extension'; Name = 'somedir'; Format = $null }
+        @{ Case = 'one named like a report'; Name = 'folder.json'; Format = $null }
+        @{ Case = 'with -Format'; Name = 'somedir2'; Format = 'Csv' }
+    ) {
+        $path = Join-Path $TestDrive $Name
+        $null = New-Item -ItemType Directory -Path $path -Force
+        $arguments = if ($Format) { @{ Format = $Format } } else { @{} }
+        $err = { Export-DEReport -Path $path @arguments } | Should -Throw -ErrorId "ReportPathIsDirectory,$CmdletId" -PassThru
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $err.TargetObject | Should -Be $path
+        @(Get-ChildItem -LiteralPath $path -Force) | Should -BeNullOrEmpty
+    }
+
     It 'refuses a folder that does not exist (ReportDirectoryNotFound)' {
         $path = Join-Path $TestDrive 'no/such/folder/report.html'
         { Export-DEReport -Path $path } | Should -Throw -ErrorId "ReportDirectoryNotFound,$CmdletId"
@@ -254,10 +268,61 @@ Describe 'Export-DEReport' {
         $report.host.domains | Should -Be 3
     }
 
-    It 'reports no domain when the pipeline brings none' {
+    It 'writes no file when <Case> selects no domain (ReportNothingSelected), and leaves one already there as it was' -ForEach @(
+        @{ Case = 'a pipeline'; Run = { param($Path) Get-DEDomain nothing-like-this* | Export-DEReport -Path $Path } }
+        @{ Case = 'an empty pipeline with -Domain'; Run = { param($Path) @() | Export-DEReport -Path $Path -Domain nothing-like-this* } }
+        @{ Case = 'a -Domain pattern'; Run = { param($Path) Export-DEReport -Path $Path -Domain nothing-like-this* } }
+    ) {
         $path = Join-Path $TestDrive 'none.csv'
-        Get-DEDomain nothing-like-this* | Export-DEReport -Path $path
-        @(Get-Content -LiteralPath $path).Count | Should -Be 1 -Because 'only the header row'
+        Remove-Item -LiteralPath $path -ErrorAction Ignore
+        $errs = @(& $Run $path 2>&1)
+        $errs | Should -HaveCount 1 -Because 'a pattern that matches nothing is no error of its own; the report not written is one'
+        $errs[0].FullyQualifiedErrorId | Should -Be "ReportNothingSelected,$CmdletId"
+        $errs[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $errs[0].TargetObject | Should -Be $path
+        $path | Should -Not -Exist
+        Set-Content -LiteralPath $path -Value 'the report of yesterday'
+        $null = & $Run $path 2>&1
+        (Get-Content -LiteralPath $path -Raw).Trim() | Should -Be 'the report of yesterday'
+    }
+
+    It 'leaves an existing report as it was when no domain given is found (DomainNotFound, then ReportNothingSelected)' {
+        $path = Join-Path $TestDrive 'keep.json'
+        Export-DEReport -Path $path
+        $before = [IO.File]::ReadAllBytes($path)
+        Export-DEReport -Path $path -Domain wbe1, 'nosuch' -ErrorVariable errs -ErrorAction SilentlyContinue
+        [IO.File]::ReadAllBytes($path) | Should -Be $before -Because 'a typo must not replace a good report with one of no domain'
+        $errs.FullyQualifiedErrorId | Should -Be @("DomainNotFound,$CmdletId", "DomainNotFound,$CmdletId", "ReportNothingSelected,$CmdletId")
+        { Export-DEReport -Path $path -Domain wbe1 -ErrorAction Stop } | Should -Throw -ErrorId "DomainNotFound,$CmdletId"
+        [IO.File]::ReadAllBytes($path) | Should -Be $before
+        # -WhatIf says nothing would be written: there is nothing to write.
+        Export-DEReport -Path $path -Domain wbe1 -WhatIf -ErrorAction SilentlyContinue -ErrorVariable whatIfErrs
+        $whatIfErrs.FullyQualifiedErrorId | Should -Be @("DomainNotFound,$CmdletId", "ReportNothingSelected,$CmdletId")
+    }
+
+    It 'writes HostNotFound for objects of a host no longer connected, and no report (of the current host or any other): <Case>' -ForEach @(
+        @{ Case = 'page stats'; Take = { param($h) Get-DEPageStats -DEHost $h } }
+        @{ Case = 'host stats'; Take = { param($h) Get-DEHostStats -DEHost $h } }
+    ) {
+        $gone = Connect-DEHost -Name (New-TestHostName) -PassThru
+        try {
+            $null = New-DEDomain -DEHost $gone -Name web1 -MemorySize 64KB
+            $rows = & $Take $gone
+        }
+        finally {
+            $gone | Disconnect-DEHost -Confirm:$false
+        }
+        (Get-DEHost -Current).Name | Should -Be $deHost.Name -Because 'the current host has a web1 the rows must not fall back on'
+        $path = Join-Path $TestDrive 'gone.json'
+        Set-Content -LiteralPath $path -Value 'keep me'
+        $rows | Export-DEReport -Path $path -ErrorVariable errs -ErrorAction SilentlyContinue
+        (Get-Content -LiteralPath $path -Raw).Trim() | Should -Be 'keep me' -Because 'no report of the current host, which the rows do not name'
+        $errs.FullyQualifiedErrorId | Should -Be @("HostNotFound,$CmdletId", "ReportNothingSelected,$CmdletId")
+        $errs[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $errs[0].TargetObject | Should -Be $gone.Name
+        Remove-Item -LiteralPath $path
+        $rows | Export-DEReport -Path $path -ErrorAction SilentlyContinue
+        $path | Should -Not -Exist
     }
 
     It 'writes DomainNotFound for an unknown -Domain and reports the others' {
