@@ -378,11 +378,11 @@ Describe 'Piped objects carry their host' {
 
     It 'is taken by the cmdlets that take domains only, not by those that work on hosts' {
         foreach ($name in 'Get-DEPage', 'Get-DEPageStats', 'Get-DEPolicy', 'Set-DEPolicy', 'Read-DEGuestPage', 'Write-DEGuestPage',
-            'Invoke-DEScan', 'Invoke-DEWorkload', 'Export-DEReport', 'Enable-DESharing', 'Disable-DECompression') {
+            'Invoke-DEScan', 'Invoke-DEWorkload', 'Export-DEReport', 'Enable-DESharing', 'Disable-DECompression', 'Get-DEFingerprint') {
             (Get-Command $name).Parameters.ContainsKey('InputHost') | Should -BeTrue -Because $name
         }
         foreach ($name in 'Connect-DEHost', 'Disconnect-DEHost', 'Get-DEHost', 'Get-DEHostStats', 'Get-DEEngine', 'Start-DEEngine',
-            'Stop-DEEngine', 'New-DEDomain', 'Remove-DEDomain', 'Get-DEDomain', 'Get-DEFingerprint', 'Get-DEPlacement',
+            'Stop-DEEngine', 'New-DEDomain', 'Remove-DEDomain', 'Get-DEDomain', 'Get-DEPlacement',
             'Measure-DEColocation', 'New-DEFleetKey', 'Start-DEGuest') {
             (Get-Command $name).Parameters.ContainsKey('InputHost') | Should -BeFalse -Because $name
         }
