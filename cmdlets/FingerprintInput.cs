@@ -52,9 +52,12 @@ internal static class FingerprintInput
             foreach (string name in Properties) Copy(json, name, bag.Properties[name]?.Value);
         }
         if (json["Schema"] is null || json["Sketch"] is null)
+        {
+            string missing = json["Schema"] is null && json["Sketch"] is null ? "no Schema and no Sketch" : json["Schema"] is null ? "no Schema" : "no Sketch";
             throw new DEException("FingerprintInvalid", DEErrorKind.InvalidData,
-                $"A {inner?.GetType().Name ?? "null"} is not a fingerprint: it has no Schema and Sketch (pass what Get-DEFingerprint writes, through remoting or JSON).",
+                $"A {inner?.GetType().Name ?? "null"} is not a fingerprint: it has {missing} (pass what Get-DEFingerprint writes, through remoting or JSON).",
                 inner?.GetType().Name);
+        }
         try
         {
             var result = json.ToObject<DomainFingerprint>()!;

@@ -152,6 +152,12 @@ public sealed class GetDEPlacementCommand : DECmdlet
                 _ => Convert.ToInt64(value, System.Globalization.CultureInfo.InvariantCulture),
             };
         }
+        catch (Exception e) when (value is null)
+        {
+            throw new DEException("PlacementCapacityInvalid", DEErrorKind.InvalidArgument,
+                $"Host '{host}' has no capacity: give its memory for guests in bytes, a number or a string such as '64GB' (-PlacementHost: its CapacityBytes; -HostCapacity: the value of its key).",
+                host, e);
+        }
         catch (Exception e) when (e is FormatException or InvalidCastException or OverflowException)
         {
             throw new DEException("PlacementCapacityInvalid", DEErrorKind.InvalidArgument,

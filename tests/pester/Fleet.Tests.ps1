@@ -416,6 +416,20 @@ Describe 'Get-DEPlacement' {
         "$($odd[0])" | Should -BeLike "*domain 'db' of host 'stale'*3 of the 4*"
     }
 
+    It 'says a host without a capacity has none, rather than that it is not a number' {
+        $err = $null
+        try { $fingerprints | Get-DEPlacement -PlacementHost @{ Name = 'h1' } -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -Be 'PlacementCapacityInvalid,DifferenceEngine.Commands.GetDEPlacementCommand'
+        "$err" | Should -BeLike "Host 'h1' has no capacity*"
+    }
+
+    It 'says which of Schema and Sketch a would-be fingerprint lacks' {
+        $noSketch = [pscustomobject]@{ Schema = $fingerprints[0].Schema; Sketch = $null }
+        $p = Measure-DEColocation -Fingerprint $fingerprints[0], $noSketch -ErrorVariable bad -ErrorAction SilentlyContinue
+        $bad[0].FullyQualifiedErrorId | Should -Be 'FingerprintInvalid,DifferenceEngine.Commands.MeasureDEColocationCommand'
+        "$($bad[0])" | Should -BeLike '*it has no Sketch (*'
+    }
+
     It 'refuses a capacity that is not a number of bytes: <Value>' -ForEach @(
         @{ Value = 'lots' }, @{ Value = '64XB' }, @{ Value = '1.5' }, @{ Value = '0.1KB' }, @{ Value = '-64GB' }, @{ Value = '9999999PB' }
     ) {
