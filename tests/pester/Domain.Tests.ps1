@@ -515,11 +515,11 @@ Describe 'Remove-DEDomain' {
         (Get-DEDomain).Name | Should -Be @('web1', 'web2')
     }
 
-    It 'writes DomainNotFound for a Domain object already removed' {
+    It 'writes DomainRemoved for a Domain object already removed' {
         $d = Get-DEDomain db1
         $d | Remove-DEDomain -Confirm:$false
         { $d | Remove-DEDomain -Confirm:$false -ErrorAction Stop } |
-            Should -Throw -ErrorId 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+            Should -Throw -ErrorId 'DomainRemoved,DifferenceEngine.Commands.RemoveDEDomainCommand'
     }
 
     It 'removes nothing with -WhatIf' {
