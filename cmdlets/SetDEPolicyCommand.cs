@@ -170,11 +170,10 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
         if (GroupSize is not null && FromObject(nameof(GroupSize))) GroupSize = null;
         if (GroupAfterSweeps is not null && FromObject(nameof(GroupAfterSweeps))) GroupAfterSweeps = null;
         if (GroupAlgorithm is not null && FromObject(nameof(GroupAlgorithm))) GroupAlgorithm = null;
-        if (dropped.Count > 0)
-            _leftOut = $" The piped {type} is not a policy (Get-DEPolicy output, or a row of only its columns): its {string.Join(", ", dropped)} were left out.";
-        if (dropped.Count > 0)
-            WriteVerbose($"The piped {type} is not a policy (Get-DEPolicy output, or a row of only its columns): its " +
-                         $"{string.Join(", ", dropped)} name what it recorded, not values to set, and are left out.");
+        if (dropped.Count == 0) return;
+        _leftOut = $" The piped {type} is not a policy (Get-DEPolicy output, or a row of only its columns): its " +
+                   $"{string.Join(", ", dropped)} name what it recorded, not values to set, and were left out.";
+        WriteVerbose(_leftOut.TrimStart());
     }
 
     /// <summary>
