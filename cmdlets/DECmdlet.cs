@@ -26,6 +26,12 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// </summary>
     protected virtual string? PipedHost => null;
 
+    /// <summary>
+    /// The object piped in for the record being processed (as PowerShell wrapped it), for the cmdlets that take domains from
+    /// the pipeline (<see cref="PipedDomainCmdlet.PipedRecord"/>); null for the others, and when nothing is piped.
+    /// </summary>
+    protected virtual PSObject? PipedRecord => null;
+
     /// <summary>Cancelled when the pipeline stops (Ctrl-C, Select-Object -First).</summary>
     protected CancellationToken StopToken => _stopping.Token;
 
@@ -111,8 +117,10 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     /// wildcards that matches nothing writes "DomainNotFound" and the rest go on; a pattern that matches
     /// nothing is not an error. On a Xen host a domain id ("3") names a domain too. Names are looked up on
     /// <see cref="GivenOrCurrentHost"/>: a piped object's own host when it has one, where an unknown host is "HostNotFound"
-    /// and the rest go on. A domain object of a disconnected host is "HostDisconnected"; one that was removed, or belongs
-    /// to another host than an explicit -DEHost, is "DomainNotFound" too.
+    /// and the rest go on. A domain object of a disconnected host is "HostDisconnected"; one that was removed is
+    /// "DomainRemoved", as is a piped record (page stats, a policy) of a domain removed since, even when a domain of that name
+    /// was made again (<see cref="RecordedDomain"/>); a domain object of another host than an explicit -DEHost is
+    /// "DomainNotFound".
     /// </summary>
     protected IReadOnlyList<IDEDomain> ResolveDomains(IEnumerable<DomainSelector> selectors) =>
         ResolveDomains(selectors, embeddedOnly: null);
@@ -168,7 +176,7 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                 if (!given.Host.IsConnected)
                     WriteDEError(Hosting.DEHost.HostDisconnected(given.Host.Name));
                 else if (given.IsRemoved)
-                    WriteDEError(DomainNotFound(given.Name));
+                    WriteDEError(DomainRemoved(given));
                 else if (DEHost is not null && !ReferenceEquals(given.Host, DEHost))
                     WriteDEError(DomainOfAnotherHost(given, DEHost, " (given with -DEHost)"));
                 else if (seen.Add(given))
@@ -184,13 +192,17 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
                     if (pattern.IsMatch(d.Name) && seen.Add(d))
                         found.Add(d);
             }
-            else if (Terminating(() => host.TryGetDomain(selector.Name)) is { } named)
-            {
-                if (seen.Add(named)) found.Add(named);
-            }
             else
             {
-                WriteDEError(DomainNotFound(selector.Name));
+                var named = Terminating(() => host.TryGetDomain(selector.Name));
+                // A piped record of a domain (page stats, a policy, a domain that came back through remoting) names it by
+                // name and id: a domain of that name that is not the one recorded is not the record's.
+                if (RecordedDomain(selector) is { } recorded && !IsRecordedDomain(recorded, host, named))
+                    WriteDEError(RecordOfRemovedDomain(recorded, host, named));
+                else if (named is null)
+                    WriteDEError(DomainNotFound(selector.Name));
+                else if (seen.Add(named))
+                    found.Add(named);
             }
         }
     }
@@ -296,6 +308,96 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
     };
 
     protected static DEException DomainNotFound(string name) => Hosting.DEHost.DomainNotFound(name);
+
+    /// <summary>
+    /// "DomainRemoved" (ObjectNotFound, the engine's id for a removed domain's pages): a domain object given, or the domain a
+    /// piped record was taken of, has been removed (Remove-DEDomain, Disconnect-DEHost). One id for every cmdlet, whether the
+    /// domain was removed before the cmdlet ran or while it worked; a domain of that name made since is another domain.
+    /// </summary>
+    protected static DEException DomainRemoved(IDEDomain domain) =>
+        new("DomainRemoved", DEErrorKind.ObjectNotFound,
+            $"Domain '{domain.Name}' (id {domain.Id}) has been removed from host '{domain.Host.Name}'" +
+            (domain.Host.IsConnected && TryGetDomainQuietly(domain.Host, domain.Name) is { } now && !ReferenceEquals(now, domain)
+                ? $"; the domain named '{domain.Name}' there now is another (id {now.Id}). Get it again (Get-DEDomain) to act on that one."
+                : "."),
+            domain.Name);
+
+    /// <summary>
+    /// "DomainRemoved" for a piped record (<see cref="RecordedDomain"/>) whose domain is gone: <paramref name="now"/> is the
+    /// domain of that name on <paramref name="host"/> now (another one), or null.
+    /// </summary>
+    protected static DEException RecordOfRemovedDomain(RecordedDomainId recorded, IDEHost host, IDEDomain? now) =>
+        new("DomainRemoved", DEErrorKind.ObjectNotFound,
+            $"The domain '{recorded.Name}' that the piped record was taken of (id {recorded.Id}) has been removed from host " +
+            $"'{host.Name}'" + (now is null
+                ? "."
+                : $"; the domain of that name there now is another (id {now.Id}). Get the record again (Get-DEPageStats, " +
+                  "Get-DEPolicy, Get-DEDomain) to act on that one."),
+            recorded.Name);
+
+    private static IDEDomain? TryGetDomainQuietly(IDEHost host, string name)
+    {
+        try
+        {
+            return host.TryGetDomain(name);
+        }
+        catch (DEException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The host, name and id a piped record was taken of (<see cref="RecordedDomain"/>).</summary>
+    protected sealed record RecordedDomainId(string Host, string Name, int Id);
+
+    /// <summary>
+    /// The domain that the object a selector came from was taken of, by host name, domain name and id: a piped page-stats row
+    /// or policy (Get-DEPageStats, Get-DEPolicy), live or back through remoting, and a domain object back through remoting.
+    /// Null for anything else: names, live Domain objects (they know whether they were removed), pages (no id), and rows of
+    /// Import-Csv, which go by name (a file outlives the host session its ids were of). The record is the selector's own
+    /// (a deserialized domain given to -Domain), else the piped object when it names the selector's domain.
+    /// </summary>
+    protected RecordedDomainId? RecordedDomain(DomainSelector selector)
+    {
+        var identity = RecordedDomainOf(selector.Deserialized) ?? RecordedDomainOf(PipedRecord);
+        return identity is not null && string.Equals(identity.Name, selector.Name, StringComparison.OrdinalIgnoreCase) ? identity : null;
+    }
+
+    /// <summary>The host, name and id <paramref name="record"/> was taken of (<see cref="RecordedDomain"/>); null for another object.</summary>
+    protected static RecordedDomainId? RecordedDomainOf(PSObject? record)
+    {
+        switch (record?.BaseObject)
+        {
+            case null:
+                return null;
+            case Stats.DomainPageStats stats:
+                return new(stats.Host, stats.Domain, stats.DomainId);
+            case DomainPolicyView policy:
+                return new(policy.Host, policy.Domain, policy.DomainId);
+        }
+        if (Deserialized.Is(record, typeof(Stats.DomainPageStats).FullName!) || Deserialized.Is(record, typeof(DomainPolicyView).FullName!))
+            return FromBag(record, "Domain", "DomainId");
+        if (Deserialized.Is(record, typeof(Domain).FullName!) || Deserialized.Is(record, typeof(Xen.XenDomain).FullName!))
+            return FromBag(record, "Name", "Id");
+        return null;
+
+        static RecordedDomainId? FromBag(PSObject bag, string nameProperty, string idProperty)
+        {
+            object? host = bag.Properties["Host"]?.Value;
+            string hostName = host is PSObject h && h.Properties["Name"]?.Value is string n ? n : host?.ToString() ?? "";
+            return bag.Properties[nameProperty]?.Value is string name && bag.Properties[idProperty]?.Value is int id
+                ? new(hostName, name, id)
+                : null;
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="named"/>, the domain of the record's name on <paramref name="host"/>, is the one the record was
+    /// taken of. Ids are a host's own: the record's id says something only of the record's host (-DEHost naming another host
+    /// looks the name up there, by name).
+    /// </summary>
+    protected static bool IsRecordedDomain(RecordedDomainId recorded, IDEHost host, IDEDomain? named) =>
+        !string.Equals(host.Name, recorded.Host, StringComparison.OrdinalIgnoreCase) || named?.Id == recorded.Id;
 
     /// <summary>
     /// "DomainNotFound" for a domain object of another host than the one a cmdlet works on, saying whose it is (the host

@@ -24,7 +24,7 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
         // One snapshot per host for all the domains asked for at once, so that their rows add up with each other and with
         // Get-DEHostStats to the byte (docs/REPORT-SCHEMA.md): measured one by one, with the engine running, each row would
         // be of another moment, and a page merged in between would be charged twice. A domain the snapshot does not have
-        // (one made after it was taken) is measured alone; one removed meanwhile is DomainNotFound.
+        // (one made after it was taken) is measured alone; one removed meanwhile is DomainRemoved.
         var snapshots = new Dictionary<IDEHost, HostSnapshot?>(ReferenceEqualityComparer.Instance);
         var domains = Domain is not null ? ResolveDomainsOrAll(Domain)
             : ResolveDomainsOrAll(null).Where(d => d is not Xen.XenDomain { IsControlDomain: true });
@@ -33,7 +33,39 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
             if (!snapshots.TryGetValue(domain.Host, out var snapshot))
                 snapshots[domain.Host] = snapshot = TryItem(() => domain.Host.TakeSnapshot(StopToken), out var taken) ? taken : null;
             if (snapshot?.Find(domain.Id) is { } row) WriteObject(row);
-            else if (snapshot is not null && TryItem(() => domain.GetPageStats(StopToken), out var alone)) WriteObject(alone);
+            else if (snapshot is not null && Measured(domain) is { } alone) WriteObject(alone);
+        }
+    }
+
+    /// <summary>
+    /// A domain's page stats measured alone; null, after writing the error, when that fails. A domain removed since it was
+    /// found is "DomainRemoved", as for a removed domain object (the engine calls it DomainNotFound).
+    /// </summary>
+    private DomainPageStats? Measured(IDEDomain domain)
+    {
+        DEException? error = null;
+        if (!domain.IsRemoved && TryItemQuietly(() => domain.GetPageStats(StopToken), out var stats, out error)) return stats;
+        WriteDEError(domain.IsRemoved || error is null ? DomainRemoved(domain) : error);
+        return null;
+    }
+
+    private bool TryItemQuietly<T>(Func<T> func, out T result, out DEException? error)
+    {
+        try
+        {
+            result = func();
+            error = null;
+            return true;
+        }
+        catch (DEException ex)
+        {
+            result = default!;
+            error = ex;
+            return false;
+        }
+        catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using System.Reflection;
 using DifferenceEngine.Hosting;
 
 namespace DifferenceEngine.Commands;
@@ -23,6 +24,25 @@ public abstract class PipedDomainCmdlet : DECmdlet
     public string? InputHost { get; set; }
 
     protected override string? PipedHost => InputHost;
+
+    /// <summary>
+    /// PowerShell's own note of the object being processed (Cmdlet.CurrentPipelineObject, set before the record's parameters
+    /// are bound; not public, so read by reflection). Null if a PowerShell version no longer has it: then records are judged
+    /// by what bound to -Domain alone.
+    /// </summary>
+    private static readonly PropertyInfo? CurrentPipelineObject =
+        typeof(Cmdlet).BaseType?.GetProperty("CurrentPipelineObject", BindingFlags.Instance | BindingFlags.NonPublic);
+
+    /// <summary>
+    /// The object piped in for this record, as PowerShell wrapped it: what its -Domain, -InputHost and other values were bound
+    /// from by property name. A page-stats row or policy names its domain by name and id (<see cref="DECmdlet.RecordedDomain"/>);
+    /// Set-DEPolicy takes policy values only from a policy. Null when nothing is piped.
+    /// </summary>
+    protected override PSObject? PipedRecord =>
+        MyInvocation.ExpectingInput && CurrentPipelineObject?.GetValue(this) is PSObject { BaseObject: not null } record ? record : null;
+
+    /// <summary>Whether the object piped in for this record can be seen (<see cref="PipedRecord"/>).</summary>
+    protected static bool PipedRecordVisible => CurrentPipelineObject is not null;
 
     /// <summary>
     /// The host of a piped record that has a Host but names no domain (Get-DEHostStats output, a host policy), which stands

@@ -89,7 +89,7 @@ public sealed class RemoveDEDomainCommand : DECmdlet
     /// <summary>
     /// The domain a page-stats or policy record was taken of: by its name on its own host (-DEHost, when given, wins, as for
     /// every piped record), and only while it is the same domain (its id): a record of a domain since removed and made again
-    /// under the same name does not remove the new one. Errors (HostNotFound, DomainNotFound) are written and null returned.
+    /// under the same name does not remove the new one. Errors (HostNotFound, DomainRemoved, DomainNotFound) are written and null returned.
     /// </summary>
     private DomainSelector? RecordedDomain(string hostName, string name, int id)
     {
@@ -108,11 +108,11 @@ public sealed class RemoveDEDomainCommand : DECmdlet
         // Ids are a host's own: the record's id says something only of the record's host.
         bool recordsHost = string.Equals(host.Name, hostName, StringComparison.OrdinalIgnoreCase);
         if (domain is not null && (!recordsHost || domain.Id == id)) return DomainSelector.For(domain);
-        WriteDEError(domain is null
+        // The record's domain is gone (removed, perhaps made again under its name): DomainRemoved, as every cmdlet says of
+        // such a record; a name the record's host never had (no id to go by) is DomainNotFound.
+        WriteDEError(domain is null && (id < 0 || !recordsHost)
             ? DomainNotFound(name)
-            : new DEException("DomainNotFound", DEErrorKind.ObjectNotFound,
-                $"The domain '{name}' that the piped record was taken of (id {id}) has been removed; the domain of that name on " +
-                $"host '{host.Name}' now is another (id {domain.Id}). Get it again (Get-DEPageStats, Get-DEPolicy) to remove it.", name));
+            : RecordOfRemovedDomain(new RecordedDomainId(host.Name, name, id), host, domain));
         return null;
     }
 }

@@ -102,31 +102,78 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
 
     private HashSet<string> _commandLine = [];
 
+    /// <summary>What this record's values left out were, for SetDEPolicyNoValue; empty when none were.</summary>
+    private string _leftOut = "";
+
     /// <summary>Notes the parameters given on the command line: only they are bound before the first record.</summary>
     protected override void BeginProcessing() =>
         _commandLine = new HashSet<string>(MyInvocation.BoundParameters.Keys, StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>The columns of a policy row: the properties of Get-DEPolicy output (DomainPolicyView).</summary>
+    private static readonly HashSet<string> PolicyColumns = new(
+        typeof(DomainPolicyView).GetProperties().Select(p => p.Name), StringComparer.OrdinalIgnoreCase);
+
     /// <summary>
-    /// A piped Domain or XenDomain object names its domain only. Its own properties that share a name with a value
-    /// parameter (TrustGroup and CompressionAlgorithm, shown on every domain) bind to it by property name, which would set
-    /// each domain's current values back and make <c>Get-DEDomain web1 | Set-DEPolicy</c> without a value succeed doing
-    /// nothing. Those values are dropped; values given on the command line, and those of piped Get-DEPolicy rows (whose
-    /// Domain is a name), are kept.
+    /// Whether a piped object carries policy values to set, bound by property name: Get-DEPolicy output (a DomainPolicyView,
+    /// or one back through remoting), and a row (Import-Csv, a custom object) every column of which is a column of
+    /// Get-DEPolicy output: Domain with some of C4Sweeps, PatchThreshold, ..., TrustGroup, and any other column Get-DEPolicy
+    /// writes. Any other object only names its domain: a Domain or XenDomain (its TrustGroup and CompressionAlgorithm are
+    /// its current values), page stats (Get-DEPageStats: TrustGroup, CompressionAlgorithm, a moment's values), a page, a row
+    /// with a column Get-DEPolicy does not write (a CSV of page stats has PageCount, BytesUsed, ...).
     /// </summary>
-    private void DropValuesOfPipedDomainObjects()
+    internal static bool CarriesPolicyValues(PSObject record)
     {
-        // A domain object piped, or one that came back through remoting: its own policy values are not changes.
-        if (_commandLine.Contains(nameof(Domain)) || Domain.FirstOrDefault(s => s.Domain is not null || s.Deserialized is not null) is not { } selector) return;
-        var properties = (selector.Deserialized ?? PSObject.AsPSObject(selector.Domain!)).Properties;
-        bool FromObject(string name) => !_commandLine.Contains(name) && properties[name] is not null;
-        if (FromObject(nameof(C4Sweeps))) C4Sweeps = null;
-        if (FromObject(nameof(PatchThreshold))) PatchThreshold = null;
-        if (FromObject(nameof(CompressionThreshold))) CompressionThreshold = null;
-        if (FromObject(nameof(CompressionAlgorithm))) CompressionAlgorithm = null;
-        if (FromObject(nameof(TrustGroup))) TrustGroup = null;
-        if (FromObject(nameof(GroupSize))) GroupSize = null;
-        if (FromObject(nameof(GroupAfterSweeps))) GroupAfterSweeps = null;
-        if (FromObject(nameof(GroupAlgorithm))) GroupAlgorithm = null;
+        if (record.BaseObject is DomainPolicyView || Deserialized.Is(record, typeof(DomainPolicyView).FullName!)) return true;
+        bool row = record.BaseObject is PSCustomObject
+                   && !record.TypeNames.Any(t => t.StartsWith("Deserialized.", StringComparison.Ordinal)
+                                                 && t != "Deserialized." + typeof(PSCustomObject).FullName);
+        return row && record.Properties.All(p => PolicyColumns.Contains(p.Name));
+    }
+
+    /// <summary>
+    /// Values bound by property name from a piped object that is not a policy (<see cref="CarriesPolicyValues"/>) are not
+    /// changes: <c>Get-DEPageStats web1 | Set-DEPolicy -C4Sweeps 3</c> would set web1's trust group and codec back to what
+    /// the row recorded (a stale row reverting a change, or failing with TrustGroupChangeNeedsUnshare), and
+    /// <c>Get-DEDomain web1 | Set-DEPolicy</c> without a value would succeed doing nothing. Those values are dropped (said
+    /// with -Verbose); values given on the command line are kept.
+    /// </summary>
+    private void DropValuesOfRecordsOtherThanPolicies()
+    {
+        _leftOut = "";
+        if (PipedRecord is { } record)
+        {
+            if (CarriesPolicyValues(record)) return;
+            DropBoundValues(record.Properties, record.TypeNames.Count > 0 ? record.TypeNames[0] : record.BaseObject.GetType().FullName!);
+            return;
+        }
+        // PowerShell did not show the piped object: a domain object, or one back through remoting, still only names its domain.
+        if (PipedRecordVisible || !MyInvocation.ExpectingInput || _commandLine.Contains(nameof(Domain))
+            || Domain.FirstOrDefault(s => s.Domain is not null || s.Deserialized is not null) is not { } selector) return;
+        var domainObject = selector.Deserialized ?? PSObject.AsPSObject(selector.Domain!);
+        DropBoundValues(domainObject.Properties, domainObject.TypeNames[0]);
+    }
+
+    private void DropBoundValues(PSMemberInfoCollection<PSPropertyInfo> properties, string type)
+    {
+        var dropped = new List<string>();
+        bool FromObject(string name)
+        {
+            if (_commandLine.Contains(name) || properties[name] is null) return false;
+            dropped.Add(name);
+            return true;
+        }
+        if (C4Sweeps is not null && FromObject(nameof(C4Sweeps))) C4Sweeps = null;
+        if (PatchThreshold is not null && FromObject(nameof(PatchThreshold))) PatchThreshold = null;
+        if (CompressionThreshold is not null && FromObject(nameof(CompressionThreshold))) CompressionThreshold = null;
+        if (CompressionAlgorithm is not null && FromObject(nameof(CompressionAlgorithm))) CompressionAlgorithm = null;
+        if (TrustGroup is not null && FromObject(nameof(TrustGroup))) TrustGroup = null;
+        if (GroupSize is not null && FromObject(nameof(GroupSize))) GroupSize = null;
+        if (GroupAfterSweeps is not null && FromObject(nameof(GroupAfterSweeps))) GroupAfterSweeps = null;
+        if (GroupAlgorithm is not null && FromObject(nameof(GroupAlgorithm))) GroupAlgorithm = null;
+        if (dropped.Count == 0) return;
+        _leftOut = $" The piped {type} is not a policy (Get-DEPolicy output, or a row of only its columns): its " +
+                   $"{string.Join(", ", dropped)} name what it recorded, not values to set, and were left out.";
+        WriteVerbose(_leftOut.TrimStart());
     }
 
     /// <summary>
@@ -139,13 +186,13 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
             ThrowDEError(new DEException("SetDEPolicyNoValue", DEErrorKind.InvalidArgument,
                 ParameterSetName == HostSet
                     ? "Give at least one of -SimilarityKeys, -SimilarityBlocksPerKey, -SimilarityCandidates, -SimilaritySeed, -CompactionThreshold, -LowWatermark, -HighWatermark."
-                    : "Give at least one of -C4Sweeps, -PatchThreshold, -CompressionThreshold, -CompressionAlgorithm, -TrustGroup, -GroupSize, -GroupAfterSweeps, -GroupAlgorithm.",
+                    : "Give at least one of -C4Sweeps, -PatchThreshold, -CompressionThreshold, -CompressionAlgorithm, -TrustGroup, -GroupSize, -GroupAfterSweeps, -GroupAlgorithm." + _leftOut,
                 null));
     }
 
     protected override void ProcessRecord()
     {
-        if (ParameterSetName == DomainSet) DropValuesOfPipedDomainObjects();
+        if (ParameterSetName == DomainSet) DropValuesOfRecordsOtherThanPolicies();
         RequireAValue();
         string changes = string.Join(", ", Changes());
         if (ParameterSetName == HostSet)

@@ -470,7 +470,7 @@ Describe 'Remove-DEDomain' {
         $null = New-DEDomain -Name web1 -MemorySize 1MB
         $old | Remove-DEDomain -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
         $err.Count | Should -Be 1
-        $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainRemoved,DifferenceEngine.Commands.RemoveDEDomainCommand'
         $err[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
         $err[0].Exception.Message | Should -Match 'has been removed'
         (Get-DEDomain).Name | Should -Contain 'web1'
@@ -489,7 +489,7 @@ Describe 'Remove-DEDomain' {
             (Get-DEDomain -DEHost $again).Id | Should -Not -Be $old.DomainId
             $old | Remove-DEDomain -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
             $err.Count | Should -Be 1
-            $err[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+            $err[0].FullyQualifiedErrorId | Should -Be 'DomainRemoved,DifferenceEngine.Commands.RemoveDEDomainCommand'
             (Get-DEDomain -DEHost $again).Name | Should -Be 'd'
         }
         finally {
@@ -515,11 +515,11 @@ Describe 'Remove-DEDomain' {
         (Get-DEDomain).Name | Should -Be @('web1', 'web2')
     }
 
-    It 'writes DomainNotFound for a Domain object already removed' {
+    It 'writes DomainRemoved for a Domain object already removed' {
         $d = Get-DEDomain db1
         $d | Remove-DEDomain -Confirm:$false
         { $d | Remove-DEDomain -Confirm:$false -ErrorAction Stop } |
-            Should -Throw -ErrorId 'DomainNotFound,DifferenceEngine.Commands.RemoveDEDomainCommand'
+            Should -Throw -ErrorId 'DomainRemoved,DifferenceEngine.Commands.RemoveDEDomainCommand'
     }
 
     It 'removes nothing with -WhatIf' {
