@@ -543,7 +543,7 @@ public sealed unsafe class CompactStore : IDisposable
         lock (_compactGate)
         {
             long before = AllocatedBytes;
-            // Kept from one compaction to the next (TrimSlabCache drops it when a pass made none): a compaction in steady
+            // Kept from one compaction to the next while the store holds slabs (TrimSlabCache): a compaction in steady
             // state allocates nothing.
             var w = _compaction ??= new CompactionScratch(this);
             _compactionUsed = true;
@@ -1059,7 +1059,7 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>
     /// Drops the bookkeeping kept for released slabs, and what compaction works in (<see cref="MetadataBytes"/> falls by
     /// it) and returns its bytes: with <paramref name="all"/>, everything kept; otherwise what was already kept at the
-    /// previous trim and has not been reused since (compaction's work lists when no compaction ran since), while what was
+    /// previous trim and has not been reused since (compaction's work lists only once the store holds no slab), while what was
     /// released since the previous trim is kept until the next one. The engine calls
     /// it at the end of each pass: slabs that guest reads emptied between two passes serve the next pass that
     /// compresses or patches those pages again (without a slab's bookkeeping being made anew: patch_page allocates
@@ -1095,7 +1095,11 @@ public sealed unsafe class CompactStore : IDisposable
         if (dropped > 0) Interlocked.Add(ref _slabMetadata, -dropped);
         lock (_compactGate)
         {
-            if (all || !_compactionUsed)
+            // Compaction's work lists stay while the store holds slabs (they are as large as the largest compaction's slab
+            // lists: a kilobyte or two): dropped after each pass without a compaction, they were made anew by the next pass
+            // that stored blobs and settled them (session 35: 200-1,080 B a pass, all of what a re-patching pass allocated
+            // beyond an idle one on the guest images).
+            if (all || (!_compactionUsed && AllocatedBytes == 0))
             {
                 dropped += _compactionBytes;
                 _compaction = null;

@@ -270,6 +270,29 @@ public class CompactStoreCompactionTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void CompactionsWorkListsStayWhileTheStoreHoldsSlabs()
+    {
+        var (store, handles, bytes) = Fragmented(5000, 13, keep: 0.1);
+        using var owned = store;
+        store.Compact(StoreWalks.All(handles), 1.0);
+        long scratch = store.CompactionScratchBytes;
+        Assert.True(scratch > 0, "a compaction's work lists are counted while kept");
+        // Passes without a compaction (each ends with a trim) keep them: the next compaction makes none anew.
+        store.TrimSlabCache();
+        store.TrimSlabCache();
+        Assert.Equal(scratch, store.CompactionScratchBytes);
+        Assert.True(store.TryStore(new byte[] { 1 }, out ulong extra));
+        store.Free(extra);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        store.Compact(StoreWalks.All(handles), 1.0);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 200, "a compaction with its work lists kept allocates next to nothing");
+        VerifyAll(store, handles, bytes);
+        // TrimSlabCache(all) drops them at once (a store that holds no slab any more, at its next trim).
+        store.TrimSlabCache(all: true);
+        Assert.Equal(0, store.CompactionScratchBytes);
+    }
+
+    [Fact]
     public void AWalkThatThrowsLeavesEveryBlobIntactAndTheStoreUsable()
     {
         var (store, handles, bytes) = Fragmented(5000, 13, keep: 0.1);
