@@ -133,15 +133,18 @@ public sealed partial class DEHost
         var checkedAlgorithm = algorithm is { } a ? CheckAlgorithm(a) : (CompressionAlgorithm?)null;
         // Every value checked first (the trial is made again below, from the policy as it is then).
         domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, checkedAlgorithm, trustGroup, groupSize, groupAfterSweeps, groupAlgorithm);
-        void Change(bool checkPages)
+        // False, changing nothing, when the change would move the domain to another trust group and the caller does not
+        // hold the pass gate (checkPages): another caller changed the group since it was looked at.
+        bool Change(bool checkPages)
         {
             // Made and taken under the policy's gate: a change made meanwhile by another caller is not undone.
             lock (domain.Policy.ChangeGate)
             {
                 var trial = domain.Policy.With(c4Sweeps, patchThreshold, compressionThreshold, checkedAlgorithm, trustGroup,
                     groupSize, groupAfterSweeps, groupAlgorithm);
-                if (checkPages && trial.TrustGroup != domain.Policy.TrustGroup)
+                if (trial.TrustGroup != domain.Policy.TrustGroup)
                 {
+                    if (!checkPages) return false;
                     for (long gfn = 0; gfn < domain.PageCount; gfn++)
                     {
                         ulong e = domain.PeekEntry(gfn);
@@ -153,28 +156,28 @@ public sealed partial class DEHost
                     }
                 }
                 TakeTunables(domain, trial);
+                return true;
             }
         }
-        if (trustGroup is not null && trustGroup != domain.Policy.TrustGroup)
+        // A trust group named that is the domain's own changes nothing of the group, and needs no pass boundary; but should
+        // another caller change the group meanwhile, this call would set it back: then between passes, with the pages checked,
+        // as any group change (a review of the Xen host's same code found it there first).
+        if ((trustGroup is null || trustGroup == domain.Policy.TrustGroup) && Change(checkPages: false)) return;
+        // Checked and changed with no pass running. Only passes make pages Shared or Patched, and a pass reads each domain's
+        // trust group once: one running between the check and the change could still share this domain's pages, or patch
+        // against them, within the old group, and the next pass would list those frames in the new one. Between two passes
+        // is enough (the pass gate, read): not the scan lock, which a scan holds through all its passes (an audit saw the
+        // change wait for a whole scan of many passes, past Ctrl-C).
+        HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
+        EnterPassGateToRead(cancellationToken);
+        try
         {
-            // Checked and changed with no pass running. Only passes make pages Shared or Patched, and a pass reads each
-            // domain's trust group once: one running between the check and the change could still share this domain's pages,
-            // or patch against them, within the old group, and the next pass would list those frames in the new one.
-            // Between two passes is enough (the pass gate, read): not the scan lock, which a scan holds through all its
-            // passes (an audit saw the change wait for a whole scan of many passes, past Ctrl-C).
-            HostCallbacks.ThrowIfInCallbackOf(this, Name, "change a domain's trust group");
-            EnterPassGateToRead(cancellationToken);
-            try
-            {
-                Change(checkPages: true);
-            }
-            finally
-            {
-                _passGate.ExitReadLock();
-            }
-            return;
+            Change(checkPages: true);
         }
-        Change(checkPages: false);
+        finally
+        {
+            _passGate.ExitReadLock();
+        }
     }
 
     /// <summary>

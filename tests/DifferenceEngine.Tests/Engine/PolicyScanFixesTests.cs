@@ -190,6 +190,34 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
         Assert.Equal("DomainNotFound", Assert.Throws<DEException>(() => host.Scan([a, b])).ErrorId);
     }
 
+    [Fact]
+    public void AChangeNamingTheOldTrustGroupDoesNotSetItBackUncheckedAfterAnotherCallerMovedTheDomain()
+    {
+        using var dir = new TempDir();
+        using var host = new DEHost();
+        var sharing = new DomainOptions { SharingEnabled = true };
+        var image = TestMemory.PlantedImage(64, 1);
+        var a = TestMemory.LoadRaw(host, dir, "a", image, sharing);
+        TestMemory.LoadRaw(host, dir, "b", image, sharing);
+        host.Scan(options: new ScanOptions { Passes = 2, Parallelism = 1 });
+        Assert.True(TestMemory.Census([a]).Shared > 0, "a shares pages with b");
+        Exception? failure = null;
+        Thread change;
+        lock (a.Policy.ChangeGate)
+        {
+            // A change that names a's group as it is now ("default"): it needs no pass boundary, and waits for the gate.
+            change = new Thread(() => failure = Record.Exception(() => host.SetPolicy(a, c4Sweeps: 3, trustGroup: "default")));
+            change.Start();
+            SpinWait.SpinUntil(() => (change.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
+            // Meanwhile another caller's change moved a (as if its pages had been checked then).
+            a.Policy.TrustGroup = "elsewhere";
+        }
+        change.Join();
+        // Setting "default" again is a move now, and a's Shared pages refuse it: before, it was set back unchecked.
+        Assert.Equal("TrustGroupChangeNeedsUnshare", Assert.IsType<DEException>(failure).ErrorId);
+        Assert.Equal("elsewhere", a.Policy.TrustGroup);
+    }
+
     private sealed class FailingOncePassHost : IEngineService
     {
         public readonly ManualResetEventSlim SecondPassDone = new();
