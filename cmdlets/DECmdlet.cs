@@ -352,9 +352,9 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
 
     /// <summary>
     /// The domain that the object a selector came from was taken of, by host name, domain name and id: a piped page-stats row
-    /// or policy (Get-DEPageStats, Get-DEPolicy), live or back through remoting, and a domain object back through remoting.
-    /// Null for anything else: names, live Domain objects (they know whether they were removed), pages (no id), and rows of
-    /// Import-Csv, which go by name (a file outlives the host session its ids were of). The record is the selector's own
+    /// or policy (Get-DEPageStats, Get-DEPolicy) of this process. Null for anything else: names, live Domain objects (they
+    /// know whether they were removed), pages (no id), and records back through remoting or from files (Import-Csv,
+    /// Import-Clixml), which go by name (they may be of another process, whose ids say nothing here). The record is the selector's own
     /// (a deserialized domain given to -Domain), else the piped object when it names the selector's domain.
     /// </summary>
     protected RecordedDomainId? RecordedDomain(DomainSelector selector)
@@ -375,20 +375,11 @@ public abstract class DECmdlet : PSCmdlet, IDisposable
             case DomainPolicyView policy:
                 return new(policy.Host, policy.Domain, policy.DomainId);
         }
-        if (Deserialized.Is(record, typeof(Stats.DomainPageStats).FullName!) || Deserialized.Is(record, typeof(DomainPolicyView).FullName!))
-            return FromBag(record, "Domain", "DomainId");
-        if (Deserialized.Is(record, typeof(Domain).FullName!) || Deserialized.Is(record, typeof(Xen.XenDomain).FullName!))
-            return FromBag(record, "Name", "Id");
+        // Records back through remoting or a file (Export-Clixml) go by name, as rows of Import-Csv do: domain ids are a
+        // process's own, and such a record may be of another process (a remote session, yesterday's host), where its id says
+        // nothing here (a review: Import-Clixml of Get-DEPolicy in a new session was refused as DomainRemoved). Only
+        // Remove-DEDomain, which destroys, still refuses a deserialized record whose id does not match.
         return null;
-
-        static RecordedDomainId? FromBag(PSObject bag, string nameProperty, string idProperty)
-        {
-            object? host = bag.Properties["Host"]?.Value;
-            string hostName = host is PSObject h && h.Properties["Name"]?.Value is string n ? n : host?.ToString() ?? "";
-            return bag.Properties[nameProperty]?.Value is string name && bag.Properties[idProperty]?.Value is int id
-                ? new(hostName, name, id)
-                : null;
-        }
     }
 
     /// <summary>

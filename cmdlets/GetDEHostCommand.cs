@@ -40,7 +40,10 @@ public sealed class GetDEHostCommand : DECmdlet
             bool literal = !WildcardPattern.ContainsWildcardCharacters(name);
             var pattern = literal ? null : new WildcardPattern(name, WildcardOptions.IgnoreCase);
             // A host named exactly so is taken whatever the name holds (a host named x[1] by Get-DEHost 'x[1]' too).
-            var matches = hosts.Where(h => string.Equals(h.Name, name, StringComparison.OrdinalIgnoreCase) || pattern?.IsMatch(h.Name) == true)
+            // A name without wildcards may still escape characters ('a``b'): its unescaped form is the name.
+            string exact = literal ? WildcardPattern.Unescape(name) : name;
+            var matches = hosts.Where(h => string.Equals(h.Name, name, StringComparison.OrdinalIgnoreCase)
+                                           || string.Equals(h.Name, exact, StringComparison.OrdinalIgnoreCase) || pattern?.IsMatch(h.Name) == true)
                 .ToArray();
             if (matches.Length == 0 && literal)
                 WriteDEError(new DEException("HostNotFound", DEErrorKind.ObjectNotFound, $"No connected host is named '{name}'.", name));

@@ -99,7 +99,8 @@ public sealed class InvokeDEScanCommand : PipedDomainCmdlet
                 if (domains.Length == 0) continue;
             }
             // Progress in the embedded host's pages; a Xen scan reports its own total (every gfn up to each domain's highest).
-            long known = host is XenHost ? 0 : domains?.Sum(d => d.PageCount) ?? 0;
+            // (A whole host's too: it takes its domains once the scan holds the lock, which may be after others came or went.)
+            long known = host is XenHost || _wholeHosts.Contains(host) ? 0 : domains?.Sum(d => d.PageCount) ?? 0;
             const string activity = "Invoke-DEScan";
             try
             {

@@ -83,7 +83,7 @@ public sealed class RemoveDEDomainCommand : DECmdlet
         string hostName = host is PSObject h && h.Properties["Name"]?.Value is string n ? n : host?.ToString() ?? "";
         string name = bag.Properties[nameProperty]?.Value as string ?? "";
         int id = bag.Properties[idProperty]?.Value is int i ? i : -1;
-        return RecordedDomain(hostName, name, id);
+        return RecordedDomain(hostName, name, id, deserialized: true);
     }
 
     /// <summary>
@@ -91,7 +91,7 @@ public sealed class RemoveDEDomainCommand : DECmdlet
     /// every piped record), and only while it is the same domain (its id): a record of a domain since removed and made again
     /// under the same name does not remove the new one. Errors (HostNotFound, DomainRemoved, DomainNotFound) are written and null returned.
     /// </summary>
-    private DomainSelector? RecordedDomain(string hostName, string name, int id)
+    private DomainSelector? RecordedDomain(string hostName, string name, int id, bool deserialized = false)
     {
         var host = DEHost ?? HostRegistry.Find(hostName);
         if (host is null)
@@ -110,9 +110,17 @@ public sealed class RemoveDEDomainCommand : DECmdlet
         if (domain is not null && (!recordsHost || domain.Id == id)) return DomainSelector.For(domain);
         // The record's domain is gone (removed, perhaps made again under its name): DomainRemoved, as every cmdlet says of
         // such a record; a name the record's host never had (no id to go by) is DomainNotFound.
+        // A record that came back through remoting or from a file (Import-Clixml) may be of another process, whose ids say
+        // nothing here: it is refused all the same (removing is not undone), saying so rather than that it was removed.
         WriteDEError(domain is null && (id < 0 || !recordsHost)
             ? DomainNotFound(name)
-            : RecordOfRemovedDomain(new RecordedDomainId(host.Name, name, id), host, domain));
+            : deserialized
+                ? new DEException("DomainRemoved", DEErrorKind.ObjectNotFound,
+                    $"The domain '{name}' that the piped record was taken of (id {id}) is not on host '{host.Name}' now" +
+                    (domain is null ? "" : $": the domain of that name there is another (id {domain.Id})") +
+                    ". It was removed, or the record is of another session (domain ids are a process's own). Get it again " +
+                    "(Get-DEDomain, Get-DEPageStats) to remove that one, or remove it by -Name.", name)
+                : RecordOfRemovedDomain(new RecordedDomainId(host.Name, name, id), host, domain));
         return null;
     }
 }

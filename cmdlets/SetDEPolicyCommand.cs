@@ -124,9 +124,12 @@ public sealed class SetDEPolicyCommand : PipedDomainCmdlet
     internal static bool CarriesPolicyValues(PSObject record)
     {
         if (record.BaseObject is DomainPolicyView || Deserialized.Is(record, typeof(DomainPolicyView).FullName!)) return true;
+        // A custom object, live or back through remoting (whose type names are then Deserialized.System.Management.Automation.PSCustomObject
+        // and Deserialized.System.Object); not a deserialized object of any other type.
         bool row = record.BaseObject is PSCustomObject
                    && !record.TypeNames.Any(t => t.StartsWith("Deserialized.", StringComparison.Ordinal)
-                                                 && t != "Deserialized." + typeof(PSCustomObject).FullName);
+                                                 && t != "Deserialized." + typeof(PSCustomObject).FullName
+                                                 && t != "Deserialized." + typeof(object).FullName);
         return row && record.Properties.All(p => PolicyColumns.Contains(p.Name));
     }
 

@@ -296,7 +296,7 @@ internal sealed class CompareReport(
         var worstAtRest = runs.MaxBy(r => r.MetadataBytes)!;
         double pctAtRest = 100.0 * worstAtRest.MetadataBytes / GuestBytes;
         yield return $"Engine metadata ≤ 0.5% of guest memory in every run, passes included (the engine's peak, measured at the end of each phase of every " +
-                     $"pass): at most {worst.MetadataPeakBytes / MiB:0.00} MiB = {pct:0.00}% ({RunName(worst)}; of it {Largest(worst.MetadataPeak)}): " +
+                     $"pass of the embedded host): at most {worst.MetadataPeakBytes / MiB:0.00} MiB = {pct:0.00}% ({RunName(worst)}; of it {Largest(worst.MetadataPeak)}): " +
                      $"**{(pct <= 0.5 ? "met" : "NOT met")}**; at rest, between passes, at most {worstAtRest.MetadataBytes / MiB:0.00} MiB = {pctAtRest:0.00}% " +
                      $"({RunName(worstAtRest)})";
 

@@ -304,8 +304,8 @@ internal static class GoalSamples
     /// session 34's audit found the goal judged met only with them taken off.</para>
     /// <para>The cycle's passes run on one worker, and their bytes are those this thread allocated
     /// (<see cref="GC.GetAllocatedBytesForCurrentThread"/>): with one degree of parallelism every phase of the pass runs
-    /// inline on the calling thread (checked: the pass's progress is reported from this thread, else the figure is not
-    /// given), the store's settle at its end included, so the count is the pass's own allocations and nothing else.
+    /// inline on the calling thread (checked: the compression phase's progress is reported from this thread, else
+    /// Compare stops with an error rather than give a figure that missed another thread's bytes), the store's settle at its end included, so the count is the pass's own allocations and nothing else.
     /// Until session 35 the passes ran on two workers and were counted by the process's counter, which also takes what
     /// the thread pool and the runtime's own threads allocate meanwhile: in session 35's runs the same measured pass came
     /// out between 832 B below and 1,888 B above its baseline on the guest images, where one worker counted on its thread

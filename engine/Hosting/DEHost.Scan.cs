@@ -335,6 +335,7 @@ public sealed partial class DEHost
             long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
             int candidates = _coldShared.Count;
             enc.Add(SharedCompression.Run(this, _coldShared, _sharedRuns, options.Parallelism));
+            NotePassMetadata(); // the runs of cold shared frames, filled by the compression just done, before they go
             _sharedRuns.EndPass(); // needed no longer: given back now
             AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
             Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);

@@ -22,7 +22,8 @@ public static class ReportText
         }
         string sign = bytes < 0 ? "-" : "";
         if (unit == 0) return sign + value.ToString("0", C) + " B";
-        string format = value >= 100 ? "0" : value >= 10 ? "0.0" : "0.00";
+        // Three digits whatever the rounding: 9.996 prints as 10.0, not 10.00; 99.96 as 100, not 100.0.
+        string format = value >= 99.95 ? "0" : value >= 9.995 ? "0.0" : "0.00";
         return sign + value.ToString(format, C) + " " + Units[unit];
     }
 

@@ -20,8 +20,9 @@ public sealed record HostStats(
 
     /// <summary>
     /// The most metadata the host has held since it was connected: measured at the end of each phase of every pass (when
-    /// the sharing and similarity tables and the pass's buffers are fullest, before the pass gives them back) and in every
-    /// snapshot, so never below <see cref="MetadataBytes"/>. <see cref="MetadataBytes"/> is what is held now, which between
+    /// the sharing and similarity tables and the pass's buffers are fullest, before the pass gives them back; on Xen, whose
+    /// pager keeps its metadata across passes, at each pass's end) and in every snapshot, so never below
+    /// <see cref="MetadataBytes"/>. <see cref="MetadataBytes"/> is what is held now, which between
     /// passes leaves out what passes hold only while they run. What a host needs room for is this figure.
     /// </summary>
     public long MetadataPeakBytes { get; init; }

@@ -650,7 +650,7 @@ public sealed unsafe class CompactStore : IDisposable
     /// <summary>
     /// What a compaction works in, kept between compactions (under the compaction gate) so that one in steady state
     /// allocates nothing; every list is emptied when a compaction ends, so it holds no slab in between.
-    /// <see cref="TrimSlabCache"/> drops it when no compaction used it since the trim before, and
+    /// <see cref="TrimSlabCache"/> drops it once the store holds no slab (it is as large as the largest compaction's lists), and
     /// <see cref="MetadataBytes"/> counts it while it is held.
     /// </summary>
     private sealed class CompactionScratch(CompactStore store)
@@ -1096,7 +1096,7 @@ public sealed unsafe class CompactStore : IDisposable
         lock (_compactGate)
         {
             // Compaction's work lists stay while the store holds slabs (they are as large as the largest compaction's slab
-            // lists: a kilobyte or two): dropped after each pass without a compaction, they were made anew by the next pass
+            // lists of slabs: a kilobyte or two on Compare's inputs): dropped after each pass without a compaction, they were made anew by the next pass
             // that stored blobs and settled them (session 35: 200-1,080 B a pass, all of what a re-patching pass allocated
             // beyond an idle one on the guest images).
             if (all || (!_compactionUsed && AllocatedBytes == 0))

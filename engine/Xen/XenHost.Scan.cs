@@ -49,10 +49,13 @@ public sealed partial class XenHost
         PassLoop.Check(options);
         HostCallbacks.ThrowIfInCallbackOf(this, Name, "scan");
         XenDomain[] chosen;
+        bool all = domains is null;
+        // Every domU with a mechanism on, as Xen lists them (Domains refreshes from Xen).
+        XenDomain[] Treated() => Domains.Where(d => !d.IsControlDomain
+            && (d.Policy.SharingEnabled || d.Policy.PatchingEnabled || d.Policy.CompressionEnabled)).ToArray();
         if (domains is null)
         {
-            chosen = Domains.Where(d => !d.IsControlDomain
-                && (d.Policy.SharingEnabled || d.Policy.PatchingEnabled || d.Policy.CompressionEnabled)).ToArray();
+            chosen = Treated();
         }
         else
         {
@@ -71,7 +74,17 @@ public sealed partial class XenHost
         CheckConnected();
         // The scan lock through all the passes (scans one at a time), the pass gate through each (the changes that must not
         // race a pass go between two passes: AsPass).
-        return PassLoop.Scan(Name, chosen.Select(d => d.Name), chosen.Length, options, scanGate, CheckConnected, (pass, ct) => AsPass(() =>
+        // A scan of every domain takes them again once it holds the scan lock: a domU destroyed while this scan waited for
+        // another is not asked for (Xen would fail the call), and one given a mechanism meanwhile is scanned.
+        IEnumerable<string> Names()
+        {
+            foreach (var d in chosen) yield return d.Name;
+        }
+        return PassLoop.Scan(Name, Names(), chosen.Length, options, scanGate, () =>
+        {
+            CheckConnected();
+            if (all) chosen = Treated();
+        }, (pass, ct) => AsPass(() =>
         {
             long cpu = ThreadCpu.NowTicks();
             long started = Stopwatch.GetTimestamp();

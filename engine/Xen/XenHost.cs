@@ -415,6 +415,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         EnterPassGate(cancellationToken);
         try
         {
+            CheckConnected(); // the host was disconnected while this waited
             // A pass computes its pages' keys with the detector it read at its start, and looks them up in the reference
             // index, kept from pass to pass: both change between two passes, and the next pass starts with an empty index.
             var old = Policy.Detector;

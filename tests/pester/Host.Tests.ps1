@@ -152,6 +152,8 @@ Describe 'Get-DEHost' {
         $odd = Connect-DEHost -Name ("$(New-TestHostName)``x") -PassThru
         try {
             (Get-DEHost -Name $odd.Name -ErrorAction Stop).Name | Should -Be $odd.Name
+            # Escaped as a wildcard pattern would be ('a``b' for a`b): still that host.
+            (Get-DEHost -Name ($odd.Name -replace '`', '``') -ErrorAction Stop).Name | Should -Be $odd.Name
         }
         finally {
             $odd | Disconnect-DEHost -Confirm:$false

@@ -117,8 +117,6 @@ Describe 'A piped record of a domain removed since does not act on a new domain 
     It '<Case> | Set-DEPolicy is DomainRemoved for that record, and the next record goes on' -ForEach @(
         @{ Case = 'page stats'; Take = { Get-DEPageStats rr1 } }
         @{ Case = 'a policy'; Take = { Get-DEPolicy rr1 } }
-        @{ Case = 'page stats back through remoting'; Take = { ConvertTo-RoundTrip (Get-DEPageStats rr1) } }
-        @{ Case = 'a domain back through remoting'; Take = { ConvertTo-RoundTrip (Get-DEDomain rr1) } }
     ) {
         $stale = & $Take
         Reset-TestDomain rr1
@@ -151,6 +149,43 @@ Describe 'A piped record of a domain removed since does not act on a new domain 
         Remove-DEDomain rr1 -Confirm:$false
         $stale | Get-DEPageStats -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].FullyQualifiedErrorId | Should -Be 'DomainRemoved,DifferenceEngine.Commands.GetDEPageStatsCommand'
+    }
+
+    It '<Case> goes by name, as a CSV row does: its id may be of another process' -ForEach @(
+        @{ Case = 'page stats back through remoting'; Take = { ConvertTo-RoundTrip (Get-DEPageStats rr1) } }
+        @{ Case = 'a domain back through remoting'; Take = { ConvertTo-RoundTrip (Get-DEDomain rr1) } }
+        @{ Case = 'a policy back through remoting'; Take = { ConvertTo-RoundTrip (Get-DEPolicy rr1) } }
+    ) {
+        $record = & $Take
+        Reset-TestDomain rr1
+        $out = @($record | Set-DEPolicy -C4Sweeps 7 -PassThru -ErrorAction Stop)
+        $out.Domain | Should -Be 'rr1'
+        (Get-DEPolicy rr1).C4Sweeps | Should -Be 7
+    }
+
+    It 'Get-DEPolicy saved with Export-Clixml restores the policies in a session whose domains have other ids' {
+        Set-DEPolicy rr1 -C4Sweeps 5 -PatchThreshold 1000
+        $file = Join-Path $TestDrive 'policies.xml'
+        Get-DEPolicy rr1 | Export-Clixml -LiteralPath $file
+        Reset-TestDomain rr1 # made again: another id, as in a new session
+        Import-Clixml -LiteralPath $file | Set-DEPolicy -ErrorAction Stop
+        $policy = Get-DEPolicy rr1
+        $policy.C4Sweeps | Should -Be 5
+        $policy.PatchThreshold | Should -Be 1000
+    }
+
+    It 'a custom row back through remoting, of only Get-DEPolicy''s columns, still sets its values' {
+        $row = ConvertTo-RoundTrip ([pscustomobject]@{ Domain = 'rr1'; PatchThreshold = 333 })
+        ($row | Set-DEPolicy -PassThru -ErrorAction Stop).PatchThreshold | Should -Be 333
+    }
+
+    It 'Remove-DEDomain still refuses a record back through remoting whose id is not the domain''s now, saying why' {
+        $record = ConvertTo-RoundTrip (Get-DEPageStats rr1)
+        Reset-TestDomain rr1
+        $record | Remove-DEDomain -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -Be 'DomainRemoved,DifferenceEngine.Commands.RemoveDEDomainCommand'
+        $err[0].Exception.Message | Should -Match 'or the record is of another session'
+        Get-DEDomain rr1 | Should -Not -BeNullOrEmpty
     }
 
     It 'a CSV of names (Import-Csv) still goes by name' {

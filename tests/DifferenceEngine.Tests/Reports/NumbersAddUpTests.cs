@@ -149,6 +149,8 @@ public class NumbersAddUpTests
     [InlineData(999, "999 B")]
     [InlineData(1000, "0.98 KiB")]
     [InlineData(-1023590, "-0.98 MiB")]
+    [InlineData(10236, "10.0 KiB")] // 9.996 KiB: not "10.00 KiB"
+    [InlineData(102349, "100 KiB")] // 99.95 KiB: not "100.0 KiB"
     public void BytesNeverPrintAThousandOfAUnit(long bytes, string text) => Assert.Equal(text, ReportText.Bytes(bytes));
 
     [Theory]

@@ -45,6 +45,47 @@ public class XenPassGateTests(ITestOutputHelper output)
         SpinWait.SpinUntil(() => (thread.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0);
 
     [RequiresFact(Requirement.XenBuild)]
+    public void AScanOfEveryDomainTakesTheDomainsAsTheyAreOnceItHoldsTheScanLock()
+    {
+        var fake = FakeXen.Get();
+        byte[] content = TestMemory.TextPages(Pages, 21).SelectMany(p => p).ToArray();
+        fake.CreateDomain(1, content);
+        fake.CreateDomain(2, content);
+        using var host = Connect();
+        var (d1, d2) = (host.GetDomain("1"), host.GetDomain("2"));
+        host.EnableSharing(d1); // domain 2 has no mechanism on yet
+        using var inPass = new ManualResetEventSlim();
+        using var go = new ManualResetEventSlim();
+        using var waiting = new ManualResetEventSlim();
+        ScanResult? whole = null;
+        Exception? firstFailure = null, wholeFailure = null;
+        var first = new Thread(() => firstFailure = Record.Exception(() => host.Scan([d1], new ScanOptions { Passes = 1 }, _ =>
+        {
+            if (inPass.IsSet) return;
+            inPass.Set();
+            go.Wait();
+        })));
+        first.Start();
+        inPass.Wait();
+        // Every domain with a mechanism on, asked for while the first scan holds the lock: it says it waits.
+        var second = new Thread(() => wholeFailure = Record.Exception(() => whole = host.Scan(null, new ScanOptions { Passes = 1 }, p =>
+        {
+            if (p.WaitingForOtherScan) waiting.Set();
+        })));
+        second.Start();
+        waiting.Wait();
+        host.EnableSharing(d2); // while it waits
+        go.Set();
+        first.Join();
+        second.Join();
+        Assert.Null(firstFailure);
+        Assert.Null(wholeFailure);
+        output.WriteLine($"scanned {string.Join(", ", whole!.Domains)}");
+        // Before, the domains were taken when the scan was called: domain 2, given sharing while it waited, was left out.
+        Assert.Equal([d1.Name, d2.Name], whole.Domains);
+    }
+
+    [RequiresFact(Requirement.XenBuild)]
     public void ATrustGroupChangeDuringAScanIsMadeBetweenTwoOfItsPasses()
     {
         var (host, d1, d2) = Twins();
