@@ -176,7 +176,7 @@ public sealed partial class DEHost
         }
         finally
         {
-            _passGate.ExitReadLock();
+            _passGate.Exit();
         }
     }
 
@@ -262,7 +262,7 @@ public sealed partial class DEHost
         }
         finally
         {
-            _passGate.ExitReadLock();
+            _passGate.Exit();
         }
     }
 

@@ -20,58 +20,18 @@ public sealed partial class DEHost : IDEHost, IEngineService
     private readonly ConcurrentDictionary<int, Domain> _byId = new();
     private readonly ConcurrentDictionary<string, SharingIndex> _sharing = new(StringComparer.Ordinal);
     private readonly Lock _scanGate = new();
-    // Written through each pass (inside the scan gate, which a scan holds through all its passes), read by snapshots and by
-    // restores waiting for the pass in progress: they wait for that pass only, and snapshots do not wait for each other.
-    private readonly ReaderWriterLockSlim _passGate = new(LockRecursionPolicy.SupportsRecursion);
+    // Held alone by each pass (inside the scan gate, which a scan holds through all its passes), shared by snapshots and by
+    // restores and policy changes waiting for the pass in progress: they wait for that pass only, and not for each other.
+    private readonly PassGate _passGate = new();
 
-    /// <summary>Runs <paramref name="pass"/> as the host's pass in progress (the pass gate written).</summary>
-    private T AsPass<T>(Func<T> pass)
-    {
-        // Snapshots and restores waiting for the last pass go first: between a scan's passes the gate is free for an
-        // instant only, and this thread would otherwise take it again before they wake (they would wait for the whole scan).
-        // No pass holds the gate here (passes run one at a time, under the scan gate): they take it at once.
-        var spin = new SpinWait();
-        while (Volatile.Read(ref _passGateWaiters) > 0) spin.SpinOnce();
-        _passGate.EnterWriteLock();
-        try
-        {
-            return pass();
-        }
-        finally
-        {
-            _passGate.ExitWriteLock();
-        }
-    }
+    /// <summary>Runs <paramref name="pass"/> as the host's pass in progress.</summary>
+    private T AsPass<T>(Func<T> pass) => _passGate.AsPass(pass);
 
-    // Snapshots and restores waiting for the pass gate (counted from before they ask: the next pass lets them in first).
-    private int _passGateWaiters;
-
-    /// <summary>
-    /// Takes the pass gate to read: once the pass in progress, if any, has ended (not the rest of its scan). A cancellable
-    /// wait checks <paramref name="cancellationToken"/> every 20 ms (the gate has no wait on a token) and throws
-    /// OperationCanceledException without the gate.
-    /// </summary>
-    private void EnterPassGateToRead(CancellationToken cancellationToken = default)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        Interlocked.Increment(ref _passGateWaiters);
-        try
-        {
-            if (!cancellationToken.CanBeCanceled) _passGate.EnterReadLock();
-            else while (!_passGate.TryEnterReadLock(20)) cancellationToken.ThrowIfCancellationRequested();
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _passGateWaiters);
-        }
-    }
+    /// <summary>Takes the pass gate, shared, between two passes (<see cref="PassGate.Enter"/>); the caller exits it.</summary>
+    private void EnterPassGateToRead(CancellationToken cancellationToken = default) => _passGate.Enter(cancellationToken: cancellationToken);
 
     /// <summary>Waits for the pass in progress, if any, to end (not for the rest of its scan).</summary>
-    private void WaitForPassInProgress()
-    {
-        EnterPassGateToRead();
-        _passGate.ExitReadLock();
-    }
+    private void WaitForPassInProgress() => _passGate.WaitForPassInProgress();
     private readonly object _domainGate = new();
     // Domain ids are the process's, not a host's: never given twice, so that a record of a domain (its page stats, its
     // policy) names no other domain, even one of the same name on a host disconnected and connected again.
@@ -675,14 +635,14 @@ public sealed partial class DEHost : IDEHost, IEngineService
         using var op = EnterOperation();
         if (HostCallbacks.InCallbackOf(this)) return MeasureHost();
         if (waitForPass) EnterPassGateToRead(cancellationToken);
-        else if (!_passGate.TryEnterReadLock(0)) return null; // a pass in progress (or waiting to begin)
+        else if (!_passGate.TryEnter()) return null; // a pass in progress (or waiting to begin)
         try
         {
             return MeasureHost();
         }
         finally
         {
-            _passGate.ExitReadLock();
+            _passGate.Exit();
         }
     }
 

@@ -32,9 +32,8 @@ public sealed partial class XenHost : IDEHost, IEngineService
     // similarity detector, a mechanism turned off for a restore. They wait for the pass in progress, if any, not for the rest
     // of its scan (an audit saw Set-DEPolicy -TrustGroup wait for a whole -UntilStable scan, past Ctrl-C), and are seen by
     // the scan's next pass. Order: scanGate, then passGate; a holder of passGate never takes scanGate.
-    private readonly Lock passGate = new();
-    // Changes waiting for the pass gate (counted from before they ask): the next pass lets them in first.
-    private int passGateWaiters;
+    // Taken exclusively by the changes (two of them must not run together either).
+    private readonly Scanning.PassGate passGate = new();
     private volatile bool disposed;
     // Cancelled when the host is disposed: scans in flight stop at their next check and end with HostDisconnected instead of
     // holding the disconnection up until they are done (as on the embedded host).
@@ -296,7 +295,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
             }
             finally
             {
-                passGate.Exit();
+                ExitPassGate();
             }
         }
         long restored = restore ? pager.Restore(domain.DomainId, kinds) : 0;
@@ -358,7 +357,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
             }
             finally
             {
-                if (betweenPasses) passGate.Exit();
+                if (betweenPasses) ExitPassGate();
             }
             // Another caller changed the trust group meanwhile, and this change would set it again: between passes too.
             betweenPasses = true;
@@ -429,7 +428,7 @@ public sealed partial class XenHost : IDEHost, IEngineService
         }
         finally
         {
-            passGate.Exit();
+            ExitPassGate();
         }
 
         bool Changed(Patching.SimilarityDetector old) =>
@@ -440,45 +439,15 @@ public sealed partial class XenHost : IDEHost, IEngineService
     }
 
     /// <summary>Runs <paramref name="pass"/> as the host's pass in progress (the pass gate held).</summary>
-    private T AsPass<T>(Func<T> pass)
-    {
-        // Changes waiting for the last pass go first: between a scan's passes the gate is free for an instant only, and
-        // this thread would otherwise take it again before they wake (they would wait for the whole scan). No pass holds
-        // the gate here (passes run one at a time, under the scan lock): they take it at once.
-        var spin = new SpinWait();
-        while (Volatile.Read(ref passGateWaiters) > 0) spin.SpinOnce();
-        passGate.Enter();
-        try
-        {
-            return pass();
-        }
-        finally
-        {
-            passGate.Exit();
-        }
-    }
+    private T AsPass<T>(Func<T> pass) => passGate.AsPass(pass);
 
     /// <summary>
-    /// Takes the pass gate: once the pass in progress, if any, has ended (not the rest of its scan). A cancellable wait checks
-    /// <paramref name="cancellationToken"/> every 20 ms (the lock has no wait on a token) and throws
-    /// OperationCanceledException without the gate. The caller exits the gate.
+    /// Takes the pass gate, alone, between two passes (<see cref="Scanning.PassGate.Enter"/>): cancellable, OperationCanceledException
+    /// without the gate. The caller exits it (<see cref="ExitPassGate"/>).
     /// </summary>
-    private void EnterPassGate(CancellationToken cancellationToken)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        Interlocked.Increment(ref passGateWaiters);
-        try
-        {
-            if (!cancellationToken.CanBeCanceled) passGate.Enter();
-            else while (!passGate.TryEnter(PassGateSlice)) cancellationToken.ThrowIfCancellationRequested();
-        }
-        finally
-        {
-            Interlocked.Decrement(ref passGateWaiters);
-        }
-    }
+    private void EnterPassGate(CancellationToken cancellationToken) => passGate.Enter(exclusive: true, cancellationToken);
 
-    private static readonly TimeSpan PassGateSlice = TimeSpan.FromMilliseconds(20);
+    private void ExitPassGate() => passGate.Exit(exclusive: true);
 
     /// <summary>The domain's highest gfn (its physmap may have holes below it: an HVM guest's MMIO hole).</summary>
     internal long MaxGfn(XenDomain domain)
@@ -630,9 +599,14 @@ public sealed partial class XenHost : IDEHost, IEngineService
         // for it finds the host disconnected.
         lock (scanGate)
         {
-            lock (passGate)
+            EnterPassGate(CancellationToken.None);
+            try
             {
                 disposed = true;
+            }
+            finally
+            {
+                ExitPassGate();
             }
         }
         try
