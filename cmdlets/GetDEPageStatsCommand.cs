@@ -43,29 +43,24 @@ public sealed class GetDEPageStatsCommand : PipedDomainCmdlet
     /// </summary>
     private DomainPageStats? Measured(IDEDomain domain)
     {
-        DEException? error = null;
-        if (!domain.IsRemoved && TryItemQuietly(() => domain.GetPageStats(StopToken), out var stats, out error)) return stats;
-        WriteDEError(domain.IsRemoved || error is null ? DomainRemoved(domain) : error);
-        return null;
-    }
-
-    private bool TryItemQuietly<T>(Func<T> func, out T result, out DEException? error)
-    {
         try
         {
-            result = func();
-            error = null;
-            return true;
+            if (!domain.IsRemoved) return domain.GetPageStats(StopToken);
         }
-        catch (DEException ex)
+        catch (DEException ex) when (!domain.IsRemoved)
         {
-            result = default!;
-            error = ex;
-            return false;
+            WriteDEError(ex);
+            return null;
+        }
+        catch (DEException)
+        {
+            // removed while it was measured: said as below
         }
         catch (OperationCanceledException) when (StopToken.IsCancellationRequested)
         {
             throw new PipelineStoppedException();
         }
+        WriteDEError(DomainRemoved(domain));
+        return null;
     }
 }
