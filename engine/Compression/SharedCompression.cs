@@ -10,22 +10,51 @@ using DifferenceEngine.Store;
 namespace DifferenceEngine.Compression;
 
 /// <summary>
-/// A cold Shared page a pass saw, with the frame it shares, or a cold Patched page with its reference frame (16 bytes;
-/// a patch's gfn is kept complemented, <see cref="ForPatch"/>).
+/// A cold Shared page a pass saw, with the frame it shares, or a cold Patched page with its reference frame: 12 bytes (the
+/// gfn kept in 31 bits, an embedded domain having at most 2^24 pages, its top bit telling a sharing page from a patch; 16
+/// before session 36, with a 64-bit gfn).
 /// </summary>
-internal readonly record struct SharedCandidate(uint Frame, int DomainId, long Gfn)
+internal readonly record struct SharedCandidate
 {
+    /// <summary>Set in <see cref="SortKey"/> for a page sharing the frame, clear for a patch: in a domain, patches sort first.</summary>
+    private const uint SharerFlag = 1u << 31;
+
+    /// <summary>The largest gfn a candidate holds (an embedded domain's pages: LoadGeometry.MaxGuestBytes).</summary>
+    public const long MaxGfn = SharerFlag - 1;
+
+    private SharedCandidate(uint frame, int domainId, long gfn, bool patch)
+    {
+        if ((ulong)gfn > MaxGfn) throw new ArgumentOutOfRangeException(nameof(gfn), gfn, "A gfn of a shared candidate fits in 31 bits.");
+        Frame = frame;
+        DomainId = domainId;
+        SortKey = (uint)gfn | (patch ? 0 : SharerFlag);
+    }
+
+    /// <summary>A cold page sharing <paramref name="frame"/>.</summary>
+    public SharedCandidate(uint frame, int domainId, long gfn) : this(frame, domainId, gfn, patch: false) { }
+
     /// <summary>A cold patch whose reference is <paramref name="frame"/>.</summary>
-    public static SharedCandidate ForPatch(uint frame, int domainId, long gfn) => new(frame, domainId, ~gfn);
+    public static SharedCandidate ForPatch(uint frame, int domainId, long gfn) => new(frame, domainId, gfn, patch: true);
+
+    public uint Frame { get; }
+
+    public int DomainId { get; }
+
+    /// <summary>The page's order within its domain: its gfn, patches before the pages sharing the frame.</summary>
+    public uint SortKey { get; }
 
     /// <summary>Whether the candidate is a patch holding the frame as its reference, not a page sharing it.</summary>
-    public bool IsPatch => Gfn < 0;
+    public bool IsPatch => (SortKey & SharerFlag) == 0;
 
     /// <summary>The candidate's page.</summary>
-    public long Page => Gfn < 0 ? ~Gfn : Gfn;
+    public long Page => SortKey & ~SharerFlag;
 }
 
-/// <summary>A frame's run of <see cref="SharedCandidate"/>s (from <see cref="Start"/>), by its first sharing page: 16 bytes.</summary>
+/// <summary>
+/// A frame's run of <see cref="SharedCandidate"/>s (from <see cref="Start"/>), by its first sharing page: 16 bytes, packed
+/// (laid out naturally it was 24, the gfn aligned to 8 bytes between two ints).
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Pack = 4)]
 internal readonly record struct SharedRun(int DomainId, long Gfn, int Start);
 
 /// <summary>
@@ -65,7 +94,7 @@ internal static class SharedCompression
     private static readonly Comparison<SharedCandidate> ByFrameThenPage = static (a, b) =>
         a.Frame != b.Frame ? a.Frame.CompareTo(b.Frame)
         : a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId)
-        : a.Gfn.CompareTo(b.Gfn);
+        : a.SortKey.CompareTo(b.SortKey);
 
     private static readonly Comparison<SharedRun> ByFirstPage = static (a, b) =>
         a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId) : a.Gfn.CompareTo(b.Gfn);

@@ -75,7 +75,13 @@ public sealed partial class DEHost
     // In the same allocation, after the listed frames' words: frames known to serve a patch as its reference (marked by the
     // sweep for every patched page it sees, and by each patch the pass makes), so a new patch against one adds no frame.
     private unsafe ulong* _referenceFrames;
+    // And after those: frames whose similarity keys the sweep marked in the key filter (once a frame, not once a sharer).
+    private unsafe ulong* _keyedFrames;
     private uint _listedLimit;
+    // The three bitmaps' bytes (counted with the pass's buffers), 0 between passes.
+    private long _frameBitmapsBytes;
+
+    private long FrameBitmapsBytes => Volatile.Read(ref _frameBitmapsBytes);
 
     /// <summary>Makes the pass's bitmaps of listed and reference frames, for the frame numbers the pool has now.</summary>
     private unsafe void AllocateListedFrames()
@@ -83,9 +89,11 @@ public sealed partial class DEHost
         FreeListedFrames();
         long limit = Frames.FrameNumberLimit;
         long words = (limit + 63) / 64;
-        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(2 * words * sizeof(ulong)));
+        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(3 * words * sizeof(ulong)));
         _referenceFrames = _listedFrames + words;
+        _keyedFrames = _referenceFrames + words;
         _listedLimit = (uint)limit;
+        Volatile.Write(ref _frameBitmapsBytes, 3 * words * sizeof(ulong));
     }
 
     private unsafe void FreeListedFrames()
@@ -93,7 +101,9 @@ public sealed partial class DEHost
         System.Runtime.InteropServices.NativeMemory.Free(_listedFrames);
         _listedFrames = null;
         _referenceFrames = null;
+        _keyedFrames = null;
         _listedLimit = 0;
+        Volatile.Write(ref _frameBitmapsBytes, 0);
     }
 
     /// <summary>
@@ -110,6 +120,9 @@ public sealed partial class DEHost
     /// <summary>Whether <paramref name="frame"/>'s bit is set in one of the pass's frame bitmaps.</summary>
     private unsafe bool HasFrameBit(ulong* bitmap, uint frame) =>
         frame < _listedLimit && bitmap != null && (Volatile.Read(ref bitmap[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
+
+    /// <summary>Notes that the sweep marks <paramref name="frame"/>'s similarity keys; false when it did already.</summary>
+    private unsafe bool MarkKeyed(uint frame) => SetFrameBit(_keyedFrames, frame);
 
     /// <summary>Notes, for the running pass, that <paramref name="frame"/> serves a patch as its reference.</summary>
     internal unsafe void MarkReference(uint frame) => SetFrameBit(_referenceFrames, frame);
@@ -160,7 +173,8 @@ public sealed partial class DEHost
     }
 
     /// <summary>Bytes the buffers of cold shared pages, their runs and nominations hold (only during a pass).</summary>
-    internal long PassBuffersMetadataBytes => _coldShared.MetadataBytes + _sharedRuns.MetadataBytes + _sharedNominations.MetadataBytes;
+    internal long PassBuffersMetadataBytes => _coldShared.MetadataBytes + _sharedRuns.MetadataBytes + _sharedNominations.MetadataBytes
+                                                + FrameBitmapsBytes;
     private long _engineCpuTicks;
 
     /// <summary>CPU time (user + system, getrusage per worker thread) that engine passes have used on this host.</summary>
@@ -229,6 +243,8 @@ public sealed partial class DEHost
                     index.Stable.EndPass(complete: false);
                     index.Unstable.EndPass(complete: false);
                     index.Similar.EndPass(complete: false);
+                    index.Twins.End();
+                    index.SimilarKeys.End();
                 }
                 FreeListedFrames();
                 Frames.ReleaseFree();
@@ -276,6 +292,7 @@ public sealed partial class DEHost
         }
         sweepSlices.AddRange(slices.Select(x => (x.Domain, x.Start, x.End, true)));
         AllocateListedFrames();
+        BeginTwinFilters(domains);
         long done = 0, swept = 0;
         var sum = new SharingCounters();
         var enc = new EncodeCounters();
@@ -290,10 +307,25 @@ public sealed partial class DEHost
             // it, then every slice's compression.
             Parallel.ForEach(sweepSlices, parallel, slice =>
             {
-                long n = SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep, out long listedHere);
+                long n = SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep);
                 Interlocked.Add(ref swept, n);
-                Interlocked.Add(ref listed, listedHere);
             });
+            NotePassMetadata(); // the pass's filters at their fullest: their "seen" halves go now
+            foreach (var index in _sharing.Values)
+            {
+                index.Twins.EndMarking();
+                index.SimilarKeys.EndMarking();
+            }
+            PassPhaseHook?.Invoke("sweep");
+            if (_anyPatching)
+            {
+                // The references listed under the keys the sweep found more than once, then the key filters given back.
+                Parallel.ForEach(sweepSlices, parallel, slice =>
+                    Interlocked.Add(ref listed, ListSlice(slice.Domain, slice.Start, slice.End, slice.Sweep)));
+                NotePassMetadata();
+                PassPhaseHook?.Invoke("list");
+            }
+            foreach (var index in _sharing.Values) index.SimilarKeys.End();
             Parallel.ForEach(slices, parallel, slice =>
             {
                 var c = new SharingCounters();
@@ -306,6 +338,19 @@ public sealed partial class DEHost
                 }
             });
             NotePassMetadata(); // the sharing and similarity tables at their fullest
+            PassPhaseHook?.Invoke("share");
+            // Compression needs none of the sharing tables: given back now, not at the pass's end, so they are never held
+            // with the compression's buffers. The stable table's stripes stay the locks a shared frame's reference count
+            // changes under (SharedCompression, a write to a shared page); what they list no phase after this one looks up
+            // (a frame the rest of the pass frees is unlisted from an empty stripe: nothing to do).
+            foreach (var index in _sharing.Values)
+            {
+                index.Stable.EndPass();
+                index.Unstable.EndPass();
+                index.Similar.EndPass();
+                index.Twins.End();
+                index.SimilarKeys.End();
+            }
             // Then compression, once every page has been shared or patched where it could be: a page compressed in the
             // second phase could no longer be the reference of a similar page later in the pass.
             Parallel.ForEach(slices, parallel, slice =>
@@ -398,16 +443,49 @@ public sealed partial class DEHost
     }
 
     /// <summary>
+    /// Starts each trust group's filters for the pass, sized for the most items the sweep can mark: the twin filter for the
+    /// private pages of the domains it sweeps that share, the key filter (while some domain patches) for the similarity
+    /// keys of the private and shared pages of the group's sharing or patching domains, swept or not. A group with none
+    /// gets no filter (nothing marks it, nothing asks it: an inactive filter lists everything).
+    /// </summary>
+    private void BeginTwinFilters(Domain[] domains)
+    {
+        var pages = new Dictionary<string, long>(StringComparer.Ordinal);
+        var keyed = new Dictionary<string, long>(StringComparer.Ordinal);
+        var groups = domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled).Select(d => d.Policy.TrustGroup)
+            .ToHashSet(StringComparer.Ordinal);
+        foreach (var d in Domains)
+        {
+            var policy = d.Policy;
+            bool swept = Array.IndexOf(domains, d) >= 0;
+            bool shares = swept && policy.SharingEnabled;
+            bool keys = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled) && groups.Contains(policy.TrustGroup);
+            if (d.IsRemoved || !(shares || keys)) continue;
+            long privatePages = 0, sharedPages = 0;
+            for (long gfn = 0; gfn < d.PageCount; gfn++)
+            {
+                var state = PageEntry.State(d.PeekEntry(gfn));
+                if (state == PageState.Private) privatePages++;
+                else if (state == PageState.Shared) sharedPages++;
+            }
+            if (shares) pages[policy.TrustGroup] = pages.GetValueOrDefault(policy.TrustGroup) + privatePages;
+            if (keys) keyed[policy.TrustGroup] = keyed.GetValueOrDefault(policy.TrustGroup) + (privatePages + sharedPages) * Policy.Detector.Keys;
+        }
+        foreach (var (group, n) in pages) SharingIndexFor(group).Twins.Begin(n);
+        foreach (var (group, n) in keyed) SharingIndexFor(group).SimilarKeys.Begin(n);
+    }
+
+    /// <summary>
     /// The pass's first phase over a slice: sweeps the clock (ages every page; not with <paramref name="sweep"/> false,
-    /// for a domain the pass does not scan), and lists each page that may serve as a patch reference under its
-    /// similarity keys in the pass's similarity table, so that in the second phase (<see cref="ScanSlice"/>) a page finds
-    /// every reference of the pass, wherever it lies. Returns pages swept; <paramref name="listed"/>: similarity slots filled.
+    /// for a domain the pass does not scan), lists every shared frame and patch reference in the stable table, and marks
+    /// the pass's filters: the content hash of each page the second phase may share, the similarity keys of each page
+    /// that may serve as a patch reference or be patched (<see cref="ListSlice"/> lists the references then). Returns
+    /// pages swept.
     /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private long SweepSlice(Domain domain, long start, long end, bool sweep, out long listed)
+    private long SweepSlice(Domain domain, long start, long end, bool sweep)
     {
-        listed = 0;
         var policy = domain.Policy;
         int c4 = policy.C4Sweeps;
         long cpu0 = ThreadCpu.NowTicks();
@@ -420,6 +498,7 @@ public sealed partial class DEHost
         bool list = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled);
         var stable = _anyIndexing ? SharingIndexFor(policy.TrustGroup) : null;
         var index = list ? stable : null;
+        bool marking = sweep && policy.SharingEnabled && stable is not null;
         for (long gfn = start; gfn < end; gfn++)
         {
             // A page of a domain this pass does not scan is listed only when free: the pass never waits on it.
@@ -451,16 +530,28 @@ public sealed partial class DEHost
                     }
                     stableTicks += Stopwatch.GetTimestamp() - s0;
                 }
-                // A page that may serve as a patch reference is listed under its similarity keys, as the pass's later
-                // phase would patch against it: a guest's page only when cold, as only those are taken out (its bytes
-                // are checked again, write-protected, before they serve). A Private page only in a domain that shares:
-                // serving makes it Shared (PatchPass.MakeReference), and a domain with sharing off gets no Shared page.
-                if (index is not null && (state == PageState.Shared || (state == PageState.Private && policy.SharingEnabled))
-                    && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4))
+                // A page the second phase may share marks its content hash in the pass's twin filter: only one another
+                // page may match goes into the unstable table there (SharingPass.SharePage).
+                if (marking && state == PageState.Private && MayTakeOut(after, qemu) && PageClock.MayShare(category))
                 {
-                    long l0 = Stopwatch.GetTimestamp();
-                    listed += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(after)), state == PageState.Shared);
-                    listTicks += Stopwatch.GetTimestamp() - l0;
+                    long h0 = Stopwatch.GetTimestamp();
+                    stable!.Twins.Mark(PageHasher.Hash(Frames.Span(PageEntry.Frame(after))));
+                    stableTicks += Stopwatch.GetTimestamp() - h0;
+                }
+                // A page that may serve as a patch reference (IsReference), or be patched in the second phase, marks its
+                // similarity keys in the pass's key filter: the listing after the sweep (ListSlice) lists a reference only
+                // under keys another page has. A shared frame marks its keys once however many pages share it.
+                if (index is not null)
+                {
+                    bool reference = IsReference(policy, state, category, qemu);
+                    bool candidate = sweep && policy.PatchingEnabled && state == PageState.Private
+                                     && (after & PageEntry.SharingSeen) != 0 && MayTakeOut(after, qemu) && PageClock.MayPatch(category);
+                    if ((reference || candidate) && (state != PageState.Shared || MarkKeyed(PageEntry.Frame(after))))
+                    {
+                        long l0 = Stopwatch.GetTimestamp();
+                        PatchPass.MarkKeys(this, index, Frames.Span(PageEntry.Frame(after)));
+                        listTicks += Stopwatch.GetTimestamp() - l0;
+                    }
                 }
             }
             finally
@@ -475,6 +566,59 @@ public sealed partial class DEHost
         AddEngineTime(Mechanism.Sharing, stableTicks, 0);
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         return swept;
+    }
+
+    /// <summary>
+    /// Whether a page may serve as a patch reference, so the pass lists it under its similarity keys as the second phase
+    /// would patch against it: a guest's page only when cold, as only those are taken out (its bytes are checked again,
+    /// write-protected, before they serve). A Private page only in a domain that shares: serving makes it Shared
+    /// (PatchPass.MakeReference), and a domain with sharing off gets no Shared page.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsReference(DomainPolicy policy, PageState state, PageCategory category, bool qemu) =>
+        (state == PageState.Shared || (state == PageState.Private && policy.SharingEnabled))
+        && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4);
+
+    /// <summary>
+    /// After the sweep, while some domain patches: lists each page of a slice that may serve as a patch reference under
+    /// those of its similarity keys another page of the pass has (the sweep marked them all), so that in the second phase
+    /// (<see cref="ScanSlice"/>) a page finds every reference of the pass, wherever it lies. Returns the similarity slots
+    /// filled. A page of a domain the pass does not scan is listed only when free, as the sweep took it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private long ListSlice(Domain domain, long start, long end, bool sweep)
+    {
+        var policy = domain.Policy;
+        if (!(policy.SharingEnabled || policy.PatchingEnabled) || domain.IsRemoved) return 0;
+        long cpu0 = ThreadCpu.NowTicks();
+        long t0 = Stopwatch.GetTimestamp();
+        bool qemu = domain.Qemu is not null;
+        var index = SharingIndexFor(policy.TrustGroup);
+        long listed = 0;
+        for (long gfn = start; gfn < end; gfn++)
+        {
+            // Most pages can serve as no reference: looked at unlocked first, checked again under the lock.
+            ulong peek = domain.PeekEntry(gfn);
+            if (!IsReference(policy, PageEntry.State(peek), PageEntry.Category(peek), qemu)) continue;
+            ulong e;
+            if (sweep) e = domain.Lock(gfn);
+            else if (!domain.TryLock(gfn, out e)) continue;
+            try
+            {
+                if (domain.IsRemoved) break;
+                if ((e & PageEntry.Modified) != 0) continue; // written since its sweep: not a reference now
+                var state = PageEntry.State(e);
+                if (IsReference(policy, state, PageEntry.Category(e), qemu))
+                    listed += PatchPass.Remember(this, index, domain, gfn, Frames.Span(PageEntry.Frame(e)), state == PageState.Shared);
+            }
+            finally
+            {
+                domain.Unlock(gfn, e);
+            }
+        }
+        AddEngineTime(Mechanism.Patching, Stopwatch.GetTimestamp() - t0, 0);
+        Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+        return listed;
     }
 
     /// <summary>
@@ -707,6 +851,8 @@ public sealed partial class DEHost
             index.Stable.EndPass(); // held only during a pass: the next pass's sweep lists the shared frames afresh
             index.Unstable.EndPass(); // likewise: a host between passes has none of it
             index.Similar.EndPass(); // likewise: the next pass lists its references afresh
+            index.Twins.End();
+            index.SimilarKeys.End();
         }
         FreeListedFrames();
     }

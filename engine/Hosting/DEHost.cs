@@ -126,6 +126,12 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// </summary>
     internal Action<Domain, long[]>? GroupFormingHook { get; set; }
 
+    /// <summary>
+    /// Tests only: called by a pass as each of its phases before compression ends ("sweep", "list", "share"), on the pass's
+    /// thread with no lock held (a test cancels the scan there, to see what a pass cancelled between two phases gives back).
+    /// </summary>
+    internal Action<string>? PassPhaseHook { get; set; }
+
     /// <summary>Host-wide engine settings (similarity detector, compaction, watermarks).</summary>
     public HostPolicy Policy { get; }
 
@@ -808,8 +814,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
             P2M: domains.Sum(d => d.P2MBytes),
             Frames: Frames.MetadataBytes,
             SharingStable: indexes.Sum(s => s.Stable.MetadataBytes),
-            SharingUnstable: indexes.Sum(s => s.Unstable.MetadataBytes),
-            Similarity: indexes.Sum(s => s.Similar.MetadataBytes),
+            SharingUnstable: indexes.Sum(s => s.UnstableMetadataBytes),
+            Similarity: indexes.Sum(s => s.SimilarityMetadataBytes),
             Store: Store.MetadataBytes,
             SharedBlobs: SharedBlobs.MetadataBytes,
             PageGroups: Groups.MetadataBytes,

@@ -372,6 +372,8 @@ internal static class PatchPass
         for (int k = 0; k < detector.Keys; k++)
         {
             ulong key = detector.ComputeKey(page, k);
+            // Only under a key another page of the pass has (the sweep marked every page's): no page could look it up else.
+            if (!index.SimilarKeys.MayHaveTwin(key)) continue;
             for (int slot = 0; slot < candidates; slot++)
             {
                 ulong tableKey = SharingIndex.SimilarSlotKey(key, slot);
@@ -389,6 +391,14 @@ internal static class PatchPass
             }
         }
         return changed;
+    }
+
+    /// <summary>Marks a page's similarity keys in the pass's filter, once each (<see cref="SharingIndex.SimilarKeys"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MarkKeys(DEHost host, SharingIndex index, ReadOnlySpan<byte> page)
+    {
+        var detector = host.Policy.Detector;
+        for (int k = 0; k < detector.Keys; k++) index.SimilarKeys.Mark(detector.ComputeKey(page, k));
     }
 
     private static bool IsSharedPage(DEHost host, ulong packed)

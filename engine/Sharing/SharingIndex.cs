@@ -24,20 +24,42 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     public HashSlotTable Unstable { get; } = new();
 
     /// <summary>
+    /// The pass's filter of the content hashes more than one page of it has: the sweep marks every page the pass may share,
+    /// and a page goes into <see cref="Unstable"/> only when another may match it (a pass's second most pages there: every
+    /// private page of a host that shared its twins in an earlier pass). Counted with the unstable table.
+    /// </summary>
+    public TwinFilter Twins { get; } = new();
+
+    /// <summary>
     /// Similarity key (salted with the candidate slot) -> a page that may serve as a patch reference: a pass table,
     /// filled by the pass's sweep with every page that may serve and freed when the pass ends (session 20: kept across
     /// passes it was the largest part of the metadata at rest, 2.3 MiB of 384 MiB of guests with sharing and patching).
     /// </summary>
     public HashSlotTable Similar { get; } = new();
 
-    public long MetadataBytes => Stable.MetadataBytes + Unstable.MetadataBytes + Similar.MetadataBytes;
+    /// <summary>
+    /// The pass's filter of the similarity keys more than one page of it has: the sweep marks the keys of every page that may
+    /// serve as a reference or be patched (a shared frame's once), and a reference is listed in <see cref="Similar"/> only
+    /// under keys another page may share. Held from the sweep until the references are listed; counted with the table.
+    /// </summary>
+    public TwinFilter SimilarKeys { get; } = new();
+
+    public long MetadataBytes => Stable.MetadataBytes + UnstableMetadataBytes + SimilarityMetadataBytes;
+
+    /// <summary>The similarity table and its filter (<see cref="SimilarKeys"/>).</summary>
+    public long SimilarityMetadataBytes => Similar.MetadataBytes + SimilarKeys.MetadataBytes;
+
+    /// <summary>The unstable table and its filter (<see cref="Twins"/>).</summary>
+    public long UnstableMetadataBytes => Unstable.MetadataBytes + Twins.MetadataBytes;
 
     /// <summary>Frees the pass tables' native memory, should the host go away during a pass.</summary>
     public void Dispose()
     {
         Stable.Dispose();
         Unstable.Dispose();
+        Twins.Dispose();
         Similar.Dispose();
+        SimilarKeys.Dispose();
     }
 
     /// <summary>The table key of candidate slot <paramref name="slot"/> of a similarity key.</summary>

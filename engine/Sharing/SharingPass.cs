@@ -67,7 +67,9 @@ internal static class SharingPass
             }
         }
 
-        // 2. A private page with this content seen earlier in this pass?
+        // 2. A private page with this content seen earlier in this pass? Only a page another page of the pass may match is
+        // listed (the sweep marked every page the pass may share in the filter): the others could only wait there in vain.
+        if (!index.Twins.MayHaveTwin(hash)) return e;
         ulong candidate;
         bool found;
         lock (index.Unstable.StripeLock(hash))

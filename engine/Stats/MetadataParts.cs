@@ -10,15 +10,18 @@ namespace DifferenceEngine.Stats;
 /// <param name="Frames">The frame pool's bookkeeping: reference counts, free and released bits, the chunk table, and a
 /// live QEMU guest's frames' seen-content hashes (8 bytes a frame).</param>
 /// <param name="SharingStable">The sharing index's stable table (held only during a pass), every trust group's.</param>
-/// <param name="SharingUnstable">The sharing index's unstable table (held only during a pass), every trust group's.</param>
-/// <param name="Similarity">The patch similarity table (held only during a pass), every trust group's; on a Xen host the
+/// <param name="SharingUnstable">The sharing index's unstable table and the filter that decides which pages go into it (both
+/// held only during a pass), every trust group's.</param>
+/// <param name="Similarity">The patch similarity table and the filter of the keys listed in it (held only during a pass),
+/// every trust group's; on a Xen host the
 /// references patches were made against, kept while they serve.</param>
 /// <param name="Store">The compact store's size classes and slab table, its slabs' headers and per-slot words,
 /// bookkeeping kept of released slabs, and compaction's work lists while kept.</param>
 /// <param name="SharedBlobs">The table of compressed shared frames (one slot a blob).</param>
 /// <param name="PageGroups">The page group table (one record a group, with its members).</param>
-/// <param name="PassBuffers">The pass's buffers of cold shared pages and of shared blobs nominated for groups (native;
-/// held only during a pass).</param>
+/// <param name="PassBuffers">The pass's buffers of cold shared pages and of shared blobs nominated for groups, and its
+/// bitmaps of the frames its sweep listed, keyed and found serving patches (3 bits a frame number) (native; held only during
+/// a pass).</param>
 /// <param name="Swap">The swap file's slot table (where each paged-out page or group is), when a swap file is set.</param>
 /// <param name="Qemu">For live QEMU guests: where each page's crash-journal record is and its refault count (the journal
 /// files themselves are on disk: <see cref="HostStats.JournalBytes"/>).</param>

@@ -441,21 +441,21 @@ public unsafe class FrameReleaseTests
         using var host = new DEHost(new HostOptions());
         using var dir = new TempDir();
         var rng = new Random(5);
-        // Slices of 64 pages: every other page of the first slices is zero (merged, its frame freed), the rest distinct.
-        var pages = Enumerable.Range(0, 1024).Select(i => i % 2 == 0 && i < 256 ? new byte[4096] : TestMemory.RandomPage(rng)).ToArray();
+        // Every other page of the first 256 is zero (merged, its frame freed), the next 256 come in identical pairs (listed
+        // in the unstable table: each has a twin), the rest distinct.
+        var pages = new byte[1024][];
+        for (int i = 0; i < pages.Length; i++)
+            pages[i] = i < 256 ? (i % 2 == 0 ? new byte[4096] : TestMemory.RandomPage(rng))
+                : i < 512 && i % 2 == 1 ? (byte[])pages[i - 1].Clone() : TestMemory.RandomPage(rng);
         var d = TestMemory.LoadRaw(host, dir, "a", pages, new DomainOptions { SharingEnabled = true });
         var index = host.SharingIndexFor(d.Policy.TrustGroup);
-        using var cts = new CancellationTokenSource();
         long unstableDuring = -1, unreleasedDuring = -1;
-        Assert.ThrowsAny<OperationCanceledException>(() => host.Scan(options: new ScanOptions { SliceSize = 64, Parallelism = 1 },
-            progress: p =>
-            {
-                if (p.PagesDone < 128 || cts.IsCancellationRequested) return;
-                unstableDuring = index.Unstable.MetadataBytes;
-                unreleasedDuring = host.Frames.FramesUnreleased;
-                cts.Cancel();
-            },
-            cancellationToken: cts.Token));
+        // Cancelled as its sharing phase ends, the tables still held (compression gives them back as it begins).
+        ScanCancelledAt(host, "share", new ScanOptions { SliceSize = 64, Parallelism = 1 }, () =>
+        {
+            unstableDuring = index.Unstable.MetadataBytes;
+            unreleasedDuring = host.Frames.FramesUnreleased;
+        });
         Assert.True(unstableDuring > 0, $"the unstable table held {unstableDuring} bytes during the pass");
         Assert.True(unreleasedDuring > 0, $"{unreleasedDuring} frames freed and held during the pass");
         Assert.Equal(0, index.Unstable.MetadataBytes);
@@ -466,6 +466,59 @@ public unsafe class FrameReleaseTests
         TestMemory.AssertFrameAccounting(host);
         var back = TestMemory.ReadAll(d);
         for (int i = 0; i < pages.Length; i++) Assert.True(back[i].AsSpan().SequenceEqual(pages[i]), $"page {i} changed");
+    }
+
+    [Fact]
+    public void APassCancelledAfterItsSweepGivesBackItsFiltersAndTables()
+    {
+        using var host = new DEHost(new HostOptions());
+        using var dir = new TempDir();
+        var pages = TestMemory.PlantedImage(1024, 3);
+        var options = new DomainOptions { SharingEnabled = true, PatchingEnabled = true };
+        var d = TestMemory.LoadRaw(host, dir, "a", pages, options);
+        var index = host.SharingIndexFor(d.Policy.TrustGroup);
+        host.Scan(options: new ScanOptions { Passes = 2 }); // shared frames for the stable table, pages examined for patching
+        long twinsDuring = -1, keysDuring = -1, stableDuring = -1;
+        ScanCancelledAt(host, "sweep", new ScanOptions { SliceSize = 64, Parallelism = 2 }, () =>
+        {
+            twinsDuring = index.Twins.MetadataBytes;
+            keysDuring = index.SimilarKeys.MetadataBytes;
+            stableDuring = index.Stable.MetadataBytes;
+        });
+        Assert.True(twinsDuring > 0 && keysDuring > 0 && stableDuring > 0,
+            $"after the sweep: twin filter {twinsDuring} B, key filter {keysDuring} B, stable table {stableDuring} B");
+        Assert.False(index.Twins.Active);
+        Assert.False(index.SimilarKeys.Active);
+        Assert.Equal(0, index.MetadataBytes);
+        Assert.Equal(0, host.GetStats().Metadata.PassBuffers);
+        // The next passes run as after any other: nothing changed.
+        host.Scan(options: new ScanOptions { UntilStable = true });
+        TestMemory.AssertFrameAccounting(host);
+        var back = TestMemory.ReadAll(d);
+        for (int i = 0; i < pages.Length; i++) Assert.True(back[i].AsSpan().SequenceEqual(pages[i]), $"page {i} changed");
+    }
+
+    /// <summary>
+    /// Runs a scan that is cancelled as its first pass's <paramref name="phase"/> ends, once <paramref name="atPhase"/> has
+    /// looked at the host there (DEHost.PassPhaseHook, on the pass's thread), and checks that it ends cancelled.
+    /// </summary>
+    private static void ScanCancelledAt(DEHost host, string phase, ScanOptions options, Action atPhase)
+    {
+        using var cts = new CancellationTokenSource();
+        host.PassPhaseHook = p =>
+        {
+            if (p != phase || cts.IsCancellationRequested) return;
+            atPhase();
+            cts.Cancel();
+        };
+        try
+        {
+            Assert.ThrowsAny<OperationCanceledException>(() => host.Scan(options: options, cancellationToken: cts.Token));
+        }
+        finally
+        {
+            host.PassPhaseHook = null;
+        }
     }
 
     private static bool Resident(FramePool pool, uint frame)

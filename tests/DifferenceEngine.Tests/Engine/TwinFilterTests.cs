@@ -1,0 +1,168 @@
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+using DifferenceEngine.Sharing;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// The pass's twin filter (<see cref="TwinFilter"/>): a page goes into the unstable table only when another page of the pass
+/// may match it, and no page with a twin is ever left out.
+/// </summary>
+public sealed class TwinFilterTests
+{
+    /// <summary>Distinct 64-bit values, the same every run (SplitMix64 of the index).</summary>
+    private static ulong Value(long i)
+    {
+        ulong z = (ulong)i * 0x9E3779B97F4A7C15UL + 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+
+    [Fact]
+    public void EveryValueMarkedTwiceMayHaveATwinAndMostMarkedOnceHaveNone()
+    {
+        using var filter = new TwinFilter();
+        const int Items = 10_000, Twins = 1_000;
+        filter.Begin(Items + Twins);
+        for (int i = 0; i < Items; i++) filter.Mark(Value(i));
+        for (int i = 0; i < Twins; i++) filter.Mark(Value(i));
+        filter.EndMarking();
+        for (int i = 0; i < Twins; i++) Assert.True(filter.MayHaveTwin(Value(i)), $"value {i}, marked twice, said to have no twin");
+        int falsePositives = 0;
+        for (int i = Twins; i < Items; i++) if (filter.MayHaveTwin(Value(i))) falsePositives++;
+        // 11,000 values in 88,000 buckets, two each: both buckets of a value marked once are marked by others about 5% of
+        // the time ((1 - e^(-1/4))^2).
+        Assert.InRange(falsePositives, 1, (Items - Twins) * 8 / 100);
+    }
+
+    [Fact]
+    public void TwoThreadsMarkingTheSameValuesLeaveEveryOneATwin()
+    {
+        using var filter = new TwinFilter();
+        const int Items = 20_000;
+        filter.Begin(2 * Items);
+        using var start = new Barrier(2);
+        var threads = Enumerable.Range(0, 2).Select(_ => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < Items; i++) filter.Mark(Value(i));
+        })).ToArray();
+        foreach (var t in threads) t.Start();
+        foreach (var t in threads) t.Join();
+        for (int i = 0; i < Items; i++) Assert.True(filter.MayHaveTwin(Value(i)), $"value {i}");
+    }
+
+    [Fact]
+    public void NotActiveEveryValueMayHaveATwinAndNothingIsHeld()
+    {
+        using var filter = new TwinFilter();
+        Assert.False(filter.Active);
+        Assert.True(filter.MayHaveTwin(Value(1)));
+        filter.Mark(Value(1)); // ignored: no pass
+        Assert.Equal(0, filter.MetadataBytes);
+
+        filter.Begin(1000);
+        Assert.True(filter.Active);
+        long full = filter.MetadataBytes;
+        Assert.Equal(2 * 8000 / 8, full); // 1,000 items, 8 buckets each: 8,000 buckets, two bits each
+        filter.Mark(Value(1));
+        filter.EndMarking();
+        Assert.Equal(full / 2, filter.MetadataBytes);
+        filter.Mark(Value(1)); // after marking: ignored
+        Assert.False(filter.MayHaveTwin(Value(1)));
+
+        filter.End();
+        Assert.False(filter.Active);
+        Assert.Equal(0, filter.MetadataBytes);
+        Assert.True(filter.MayHaveTwin(Value(1)));
+    }
+
+    [Fact]
+    public void APassListsOnlyPagesWithAPossibleTwinAndStillSharesEveryTwin()
+    {
+        // 4,096 distinct random pages and 64 pairs of identical ones, shuffled: before the filter the unstable table held
+        // every one of them; now about the pairs and the pages whose bucket another shares.
+        const int Unique = 4096, Pairs = 64;
+        var image = UniquePagesAndPairs(7, Unique, Pairs, p => (byte[])p.Clone());
+        using var host = new DEHost();
+        using var dir = new TempDir();
+        var options = new DomainOptions { SharingEnabled = true };
+        var domain = TestMemory.LoadRaw(host, dir, "a", image, options);
+        var index = host.SharingIndexFor(domain.Policy.TrustGroup);
+        long tablesInCompression = -1;
+        bool filterInCompression = true;
+        // Progress comes from the pass's last phase, compression: the unstable table and the filter are given back by then.
+        var result = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2, SliceSize = 256 }, progress: _ =>
+        {
+            tablesInCompression = Math.Max(tablesInCompression, index.Unstable.MetadataBytes + index.Similar.MetadataBytes + index.Twins.MetadataBytes);
+            filterInCompression &= index.Twins.Active;
+        });
+        Assert.True(result.Stable);
+        var census = TestMemory.Census(host.Domains);
+        Assert.Equal(2 * Pairs, census.Shared);
+        Assert.Equal(Pairs, census.DistinctSharedFrames);
+        Assert.Equal(0, tablesInCompression);
+        Assert.False(filterInCompression);
+
+        var peak = host.GetStats().MetadataPeak;
+        // Every page listed, as before the filter: at least 16 B a slot for each of the 4,224 pages. Now the filter (2 B a
+        // page) and the pairs, and the few pages both of whose buckets others marked.
+        long everyPage = (long)(Unique + 2 * Pairs) * 16;
+        Assert.True(peak.SharingUnstable > 0, "the peak holds no unstable table or filter");
+        Assert.True(peak.SharingUnstable < everyPage / 2, $"the unstable table and filter peaked at {peak.SharingUnstable} B, every page's slot being {everyPage} B");
+        Assert.Equal(0, host.GetStats().Metadata.SharingUnstable);
+        AssertNothingLost(host, domain, image);
+    }
+
+    [Fact]
+    public void APassListsReferencesOnlyUnderKeysAnotherPageHasAndStillPatchesEveryPair()
+    {
+        // 2,048 distinct random pages and 64 pairs of pages that differ in 16 bytes: before the key filter every page was
+        // listed under both its keys; now about the pairs' keys and those whose bucket another key shares.
+        const int Unique = 2048, Pairs = 64;
+        var image = UniquePagesAndPairs(11, Unique, Pairs, p =>
+        {
+            var q = (byte[])p.Clone();
+            for (int b = 0; b < 16; b++) q[2000 + b] ^= 0x5A;
+            return q;
+        });
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 5 });
+        using var dir = new TempDir();
+        var domain = TestMemory.LoadRaw(host, dir, "a", image, new DomainOptions { SharingEnabled = true, PatchingEnabled = true });
+        var result = host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2, SliceSize = 256 });
+        Assert.True(result.Stable);
+        // One page of every pair patched against the other (a page's two keys: the 16 bytes changed lie in one block at most).
+        Assert.Equal(Pairs, TestMemory.Census(host.Domains).Patched);
+
+        var peak = host.GetStats().MetadataPeak;
+        long everyKey = (long)(Unique + 2 * Pairs) * host.Policy.SimilarityKeys * 16;
+        Assert.True(peak.Similarity > 0, "the peak holds no similarity table or filter");
+        Assert.True(peak.Similarity < everyKey / 2, $"the similarity table and filter peaked at {peak.Similarity} B, every key's slot being {everyKey} B");
+        Assert.Equal(0, host.GetStats().Metadata.Similarity);
+        AssertNothingLost(host, domain, image);
+    }
+
+    /// <summary>Distinct random pages and pairs (a random page and what <paramref name="second"/> makes of it), shuffled.</summary>
+    private static byte[][] UniquePagesAndPairs(int seed, int unique, int pairs, Func<byte[], byte[]> second)
+    {
+        var rng = new Random(seed);
+        var pages = new List<byte[]>();
+        for (int i = 0; i < unique; i++) pages.Add(TestMemory.RandomPage(rng));
+        for (int i = 0; i < pairs; i++)
+        {
+            var p = TestMemory.RandomPage(rng);
+            pages.Add(p);
+            pages.Add(second(p));
+        }
+        return pages.OrderBy(_ => rng.Next()).ToArray();
+    }
+
+    private static void AssertNothingLost(DEHost host, Domain domain, byte[][] image)
+    {
+        TestMemory.AssertFrameAccounting(host);
+        var back = TestMemory.ReadAll(domain);
+        for (int i = 0; i < image.Length; i++) Assert.True(image[i].AsSpan().SequenceEqual(back[i]), $"page {i} differs");
+    }
+}
