@@ -224,6 +224,7 @@ public sealed class ProcessExitWhileOpeningTests
         int child = int.Parse(parent.StandardOutput.ReadLine()!, System.Globalization.CultureInfo.InvariantCulture);
         try
         {
+            WaitUntilAsleepInSleep(child);
             using var pidFd = DifferenceEngine.Qemu.LinuxNative.OpenPidFd(child);
             Assert.NotNull(pidFd);
             ProcessSource.OpenStage = (pid, at) =>
@@ -239,6 +240,23 @@ public sealed class ProcessExitWhileOpeningTests
             ProcessSource.OpenStage = null;
             parent.Kill(); // its zombie child goes to init, which reaps it
             parent.WaitForExit();
+        }
+    }
+
+    /// <summary>
+    /// Waits until the shell's child has become `sleep` and sleeps in it: the pid is echoed as soon as the shell has forked,
+    /// and a child still in its execve had no resident page at the new program's addresses (ImageEmpty, one CI run in many).
+    /// Waits on the process's state, never on time.
+    /// </summary>
+    private static void WaitUntilAsleepInSleep(int pid)
+    {
+        while (true)
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            int close = stat.LastIndexOf(')');
+            string comm = stat[(stat.IndexOf('(') + 1)..close];
+            if (comm == "sleep" && stat[close + 2] == 'S') return;
+            Thread.Yield();
         }
     }
 
