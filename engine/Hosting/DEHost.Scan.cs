@@ -121,8 +121,12 @@ public sealed partial class DEHost
     private unsafe bool HasFrameBit(ulong* bitmap, uint frame) =>
         frame < _listedLimit && bitmap != null && (Volatile.Read(ref bitmap[frame >> 6]) & (1UL << (int)(frame & 63))) != 0;
 
-    /// <summary>Notes that the sweep marks <paramref name="frame"/>'s similarity keys; false when it did already.</summary>
-    private unsafe bool MarkKeyed(uint frame) => SetFrameBit(_keyedFrames, frame);
+    /// <summary>
+    /// Whether the sweep marks <paramref name="frame"/>'s similarity keys now: the first time a pass asks, and always for a
+    /// frame newer than the pass's bitmaps (made by a fault during the sweep: its keys may then be marked more than once,
+    /// which only lists it where no other page needed it).
+    /// </summary>
+    private unsafe bool MarkKeyed(uint frame) => frame >= _listedLimit || SetFrameBit(_keyedFrames, frame);
 
     /// <summary>Notes, for the running pass, that <paramref name="frame"/> serves a patch as its reference.</summary>
     internal unsafe void MarkReference(uint frame) => SetFrameBit(_referenceFrames, frame);
@@ -219,12 +223,9 @@ public sealed partial class DEHost
 
     private PassResult RunPass(int pass, Domain[] domains, ScanOptions options, Action<ScanProgress>? progress, CancellationToken ct)
     {
-        foreach (var index in _sharing.Values)
-        {
-            index.Stable.BeginPass();
-            index.Unstable.BeginPass();
-            index.Similar.BeginPass();
-        }
+        // The stable table is filled by the sweep; the similarity and unstable tables take their room only when the steps
+        // that fill them begin (RunPassBody), not through the sweep, while the pass's filters are at their fullest.
+        foreach (var index in _sharing.Values) index.Stable.BeginPass();
         // Shared blob ids given back during the pass are not handed out again before its end: the pass's nominations for
         // groups of shared blobs (read without the blobs' locks) can never come to name another trust group's blob.
         SharedBlobs.HoldRecycled();
@@ -302,9 +303,10 @@ public sealed partial class DEHost
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct };
         try
         {
-            // Three phases: every slice swept (its references listed in the pass's similarity table), then every slice's
-            // sharing and patching, so a page finds the references of the whole pass, not only of the pages swept before
-            // it, then every slice's compression.
+            // Three phases: every slice swept (the pass's filters marked, shared frames listed in the stable table) and,
+            // while some domain patches, its references listed in the pass's similarity table under keys another page
+            // has; then every slice's sharing and patching, so a page finds the references of the whole pass, not only of
+            // the pages swept before it; then every slice's compression.
             Parallel.ForEach(sweepSlices, parallel, slice =>
             {
                 long n = SweepSlice(slice.Domain, slice.Start, slice.End, slice.Sweep);
@@ -319,13 +321,21 @@ public sealed partial class DEHost
             PassPhaseHook?.Invoke("sweep");
             if (_anyPatching)
             {
+                // Only where some page may be patched: in a group with none (every pass's first, for one) no page would look
+                // a reference up.
+                foreach (var index in _sharing.Values)
+                    if (index.PassCandidates > 0) index.Similar.BeginPass();
                 // The references listed under the keys the sweep found more than once, then the key filters given back.
                 Parallel.ForEach(sweepSlices, parallel, slice =>
                     Interlocked.Add(ref listed, ListSlice(slice.Domain, slice.Start, slice.End, slice.Sweep)));
                 NotePassMetadata();
                 PassPhaseHook?.Invoke("list");
             }
-            foreach (var index in _sharing.Values) index.SimilarKeys.End();
+            foreach (var index in _sharing.Values)
+            {
+                index.SimilarKeys.End();
+                if (_anyIndexing) index.Unstable.BeginPass();
+            }
             Parallel.ForEach(slices, parallel, slice =>
             {
                 var c = new SharingCounters();
@@ -444,16 +454,21 @@ public sealed partial class DEHost
 
     /// <summary>
     /// Starts each trust group's filters for the pass, sized for the most items the sweep can mark: the twin filter for the
-    /// private pages of the domains it sweeps that share, the key filter (while some domain patches) for the similarity
-    /// keys of the private and shared pages of the group's sharing or patching domains, swept or not. A group with none
-    /// gets no filter (nothing marks it, nothing asks it: an inactive filter lists everything).
+    /// private pages of the domains it sweeps that share; while some domain patches, the key filter for the similarity keys
+    /// of the private and shared pages of the group's sharing or patching domains, swept or not, and only in a group where
+    /// the pass may patch a page (<see cref="SharingIndex.PassCandidates"/>: private pages an earlier pass examined, in the
+    /// swept domains that patch): in the others no page would look a reference up, and none is listed
+    /// (<see cref="ListSlice"/>). A group none of whose swept domains shares gets no twin filter (nothing marks it,
+    /// nothing asks it).
     /// </summary>
     private void BeginTwinFilters(Domain[] domains)
     {
         var pages = new Dictionary<string, long>(StringComparer.Ordinal);
         var keyed = new Dictionary<string, long>(StringComparer.Ordinal);
+        var candidates = new Dictionary<string, long>(StringComparer.Ordinal);
         var groups = domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled).Select(d => d.Policy.TrustGroup)
             .ToHashSet(StringComparer.Ordinal);
+        foreach (var index in _sharing.Values) index.PassCandidates = 0;
         foreach (var d in Domains)
         {
             var policy = d.Policy;
@@ -461,18 +476,30 @@ public sealed partial class DEHost
             bool shares = swept && policy.SharingEnabled;
             bool keys = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled) && groups.Contains(policy.TrustGroup);
             if (d.IsRemoved || !(shares || keys)) continue;
-            long privatePages = 0, sharedPages = 0;
+            long privatePages = 0, sharedPages = 0, examined = 0;
             for (long gfn = 0; gfn < d.PageCount; gfn++)
             {
-                var state = PageEntry.State(d.PeekEntry(gfn));
-                if (state == PageState.Private) privatePages++;
+                ulong e = d.PeekEntry(gfn);
+                var state = PageEntry.State(e);
+                if (state == PageState.Private)
+                {
+                    privatePages++;
+                    if ((e & PageEntry.SharingSeen) != 0) examined++;
+                }
                 else if (state == PageState.Shared) sharedPages++;
             }
             if (shares) pages[policy.TrustGroup] = pages.GetValueOrDefault(policy.TrustGroup) + privatePages;
             if (keys) keyed[policy.TrustGroup] = keyed.GetValueOrDefault(policy.TrustGroup) + (privatePages + sharedPages) * Policy.Detector.Keys;
+            if (keys && swept && policy.PatchingEnabled) candidates[policy.TrustGroup] = candidates.GetValueOrDefault(policy.TrustGroup) + examined;
         }
         foreach (var (group, n) in pages) SharingIndexFor(group).Twins.Begin(n);
-        foreach (var (group, n) in keyed) SharingIndexFor(group).SimilarKeys.Begin(n);
+        foreach (var (group, n) in candidates)
+        {
+            if (n == 0) continue;
+            var index = SharingIndexFor(group);
+            index.PassCandidates = n;
+            index.SimilarKeys.Begin(keyed[group]);
+        }
     }
 
     /// <summary>
@@ -538,20 +565,17 @@ public sealed partial class DEHost
                     stable!.Twins.Mark(PageHasher.Hash(Frames.Span(PageEntry.Frame(after))));
                     stableTicks += Stopwatch.GetTimestamp() - h0;
                 }
-                // A page that may serve as a patch reference (IsReference), or be patched in the second phase, marks its
-                // similarity keys in the pass's key filter: the listing after the sweep (ListSlice) lists a reference only
-                // under keys another page has. A shared frame marks its keys once however many pages share it.
-                if (index is not null)
+                // A page that may serve as a patch reference (IsReference), or be patched in the second phase (IsCandidate),
+                // marks its similarity keys in the pass's key filter: the listing after the sweep (ListSlice) lists a
+                // reference only under keys another page has. A shared frame marks its keys once however many pages share
+                // it. Not in a group where no page may be patched (its key filter is not begun: marks are ignored).
+                if (index is not null && index.PassCandidates > 0
+                    && (IsReference(policy, state, category, qemu) || IsCandidate(policy, after, qemu, sweep))
+                    && (state != PageState.Shared || MarkKeyed(PageEntry.Frame(after))))
                 {
-                    bool reference = IsReference(policy, state, category, qemu);
-                    bool candidate = sweep && policy.PatchingEnabled && state == PageState.Private
-                                     && (after & PageEntry.SharingSeen) != 0 && MayTakeOut(after, qemu) && PageClock.MayPatch(category);
-                    if ((reference || candidate) && (state != PageState.Shared || MarkKeyed(PageEntry.Frame(after))))
-                    {
-                        long l0 = Stopwatch.GetTimestamp();
-                        PatchPass.MarkKeys(this, index, Frames.Span(PageEntry.Frame(after)));
-                        listTicks += Stopwatch.GetTimestamp() - l0;
-                    }
+                    long l0 = Stopwatch.GetTimestamp();
+                    PatchPass.MarkKeys(this, index, Frames.Span(PageEntry.Frame(after)));
+                    listTicks += Stopwatch.GetTimestamp() - l0;
                 }
             }
             finally
@@ -580,6 +604,16 @@ public sealed partial class DEHost
         && PageClock.MayBeReference(category) && (!qemu || category == PageCategory.C4);
 
     /// <summary>
+    /// Whether the second phase may try to patch a page (<see cref="ScanSlice"/>, PatchPass.TryPatch): in a domain the pass
+    /// sweeps that patches, a Private page examined by an earlier pass, unmodified, cold enough to patch (C3-C4; a guest's
+    /// C4).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsCandidate(DomainPolicy policy, ulong e, bool qemu, bool sweep) =>
+        sweep && policy.PatchingEnabled && PageEntry.State(e) == PageState.Private && (e & PageEntry.SharingSeen) != 0
+        && MayTakeOut(e, qemu) && PageClock.MayPatch(PageEntry.Category(e));
+
+    /// <summary>
     /// After the sweep, while some domain patches: lists each page of a slice that may serve as a patch reference under
     /// those of its similarity keys another page of the pass has (the sweep marked them all), so that in the second phase
     /// (<see cref="ScanSlice"/>) a page finds every reference of the pass, wherever it lies. Returns the similarity slots
@@ -590,10 +624,11 @@ public sealed partial class DEHost
     {
         var policy = domain.Policy;
         if (!(policy.SharingEnabled || policy.PatchingEnabled) || domain.IsRemoved) return 0;
+        var index = SharingIndexFor(policy.TrustGroup);
+        if (index.PassCandidates == 0) return 0; // no page of the group may be patched: none would look a reference up
         long cpu0 = ThreadCpu.NowTicks();
         long t0 = Stopwatch.GetTimestamp();
         bool qemu = domain.Qemu is not null;
-        var index = SharingIndexFor(policy.TrustGroup);
         long listed = 0;
         for (long gfn = start; gfn < end; gfn++)
         {
@@ -839,10 +874,10 @@ public sealed partial class DEHost
         && (e & (PageEntry.SharingSeen | PageEntry.Incompressible | PageEntry.Modified)) == PageEntry.SharingSeen;
 
     /// <summary>
-    /// After a pass, gives back index memory nobody needs until the next one: the stable, unstable and similarity tables
-    /// and the sweep's bitmap of listed frames are emptied and their memory freed (the next pass starts them afresh, sized
-    /// by this one's peaks; the pass's buffers of cold shared pages and nominations go in RunPass's finally). Steady passes
-    /// allocate nothing on the managed heap here.
+    /// After a pass, gives back index memory nobody needs until the next one: the sweep's bitmaps of frames, and the
+    /// sharing tables and filters should any still hold memory (RunPassBody gives them back as the sharing phase ends;
+    /// the next pass starts them afresh, sized by this one's peaks; the pass's buffers of cold shared pages and
+    /// nominations go in RunPass's finally). Steady passes allocate nothing on the managed heap here.
     /// </summary>
     private void TrimIndexes()
     {

@@ -26,6 +26,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
     private const int InitialCapacity = 16;
     private readonly Stripe[] _stripes = new Stripe[1 << StripeBits];
     private byte* _block;
+    private long _blockBytes;
     private bool _disposed;
 
     /// <summary>A table that holds memory only between <see cref="BeginPass"/> and <see cref="EndPass"/> (used outside
@@ -65,6 +66,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
         foreach (var s in _stripes) slots += s.Planned;
         byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(slots * Stripe.SlotBytes));
         _block = block;
+        _blockBytes = slots * Stripe.SlotBytes;
         foreach (var s in _stripes)
             lock (s)
             {
@@ -87,6 +89,7 @@ internal sealed unsafe class HashSlotTable : IDisposable
         {
             NativeMemory.Free(_block);
             _block = null;
+            _blockBytes = 0;
         }
     }
 
@@ -95,10 +98,18 @@ internal sealed unsafe class HashSlotTable : IDisposable
         get { long n = 0; foreach (var s in _stripes) lock (s) n += s.Count; return n; }
     }
 
-    /// <summary>Bytes of slots the table holds now (a pass table between passes: none).</summary>
+    /// <summary>
+    /// Bytes of slots the table holds now (a pass table between passes: none): its block, all of it until the pass ends
+    /// (a stripe that outgrew its part leaves it there), and the native memory of each stripe that grew.
+    /// </summary>
     public long MetadataBytes
     {
-        get { long n = 0; foreach (var s in _stripes) lock (s) n += (long)s.Capacity * Stripe.SlotBytes; return n; }
+        get
+        {
+            long n = Volatile.Read(ref _blockBytes);
+            foreach (var s in _stripes) lock (s) n += s.OwnedBytes;
+            return n;
+        }
     }
 
     /// <summary>Frees the table's native memory.</summary>
@@ -134,6 +145,9 @@ internal sealed unsafe class HashSlotTable : IDisposable
 
         /// <summary>The room for its next pass.</summary>
         public int Planned = InitialCapacity;
+
+        /// <summary>Bytes of native memory of the stripe's own (it grew out of its part of the table's block).</summary>
+        public long OwnedBytes => _owned ? (long)Capacity * SlotBytes : 0;
 
         /// <summary>The slot a key's probe starts at: its Fibonacci hash (the stripe took the top bits) scaled to the capacity.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -4,9 +4,10 @@ namespace DifferenceEngine.Sharing;
 
 /// <summary>
 /// The sharing state of one trust group: a stable table (content hash -> shared frame), an unstable table (content
-/// hash -> a private page seen this pass) and a similarity table (patch references). All three exist only during a
-/// pass, as KSM's unstable tree is rebuilt every scan (pass tables: their memory is given back when each pass ends);
-/// the stable table is filled again by each pass's sweep with the frames its shared and patched pages use.
+/// hash -> a private page seen this pass) and a similarity table (patch references), with the pass's two filters of
+/// what more than one page has. All exist only during a pass, as KSM's unstable tree is rebuilt every scan (pass tables:
+/// their memory is given back as each pass's sharing phase ends, before compression); the stable table is filled again
+/// by each pass's sweep with the frames its shared and patched pages use.
 /// </summary>
 /// <remarks>
 /// A shared frame's reference count only changes under the stable table's stripe lock of its
@@ -32,8 +33,9 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
 
     /// <summary>
     /// Similarity key (salted with the candidate slot) -> a page that may serve as a patch reference: a pass table,
-    /// filled by the pass's sweep with every page that may serve and freed when the pass ends (session 20: kept across
-    /// passes it was the largest part of the metadata at rest, 2.3 MiB of 384 MiB of guests with sharing and patching).
+    /// filled after the pass's sweep with every page that may serve, under the keys another page has (<see cref="SimilarKeys"/>),
+    /// and freed as the sharing phase ends (session 20: kept across passes it was the largest part of the metadata at rest,
+    /// 2.3 MiB of 384 MiB of guests with sharing and patching).
     /// </summary>
     public HashSlotTable Similar { get; } = new();
 
@@ -43,6 +45,12 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// under keys another page may share. Held from the sweep until the references are listed; counted with the table.
     /// </summary>
     public TwinFilter SimilarKeys { get; } = new();
+
+    /// <summary>
+    /// How many pages the running pass may try to patch in this group at most (private pages an earlier pass examined, in
+    /// the swept domains that patch; set as the pass begins). With none, the pass marks no keys and lists no reference.
+    /// </summary>
+    public long PassCandidates { get; set; }
 
     public long MetadataBytes => Stable.MetadataBytes + UnstableMetadataBytes + SimilarityMetadataBytes;
 

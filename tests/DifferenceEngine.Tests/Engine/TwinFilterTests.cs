@@ -144,6 +144,29 @@ public sealed class TwinFilterTests
         AssertNothingLost(host, domain, image);
     }
 
+    [Fact]
+    public void APassWhereNoPageMayBePatchedListsNoReference()
+    {
+        // A new host's first pass: no page was examined before, so none may be patched, and no reference is listed (every
+        // page with a key in common with another was, before). The next pass lists the pairs' references and patches them.
+        var image = UniquePagesAndPairs(13, 256, 16, p =>
+        {
+            var q = (byte[])p.Clone();
+            for (int b = 0; b < 16; b++) q[3000 + b] ^= 0x33;
+            return q;
+        });
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 5 });
+        using var dir = new TempDir();
+        var domain = TestMemory.LoadRaw(host, dir, "a", image, new DomainOptions { SharingEnabled = true, PatchingEnabled = true });
+        var first = host.Scan(options: new ScanOptions { Passes = 1, Parallelism = 1 });
+        Assert.Equal(0, first.PassResults[0].ReferencesListed);
+        Assert.Equal(0, host.GetStats().MetadataPeak.Similarity);
+        var next = host.Scan(options: new ScanOptions { Passes = 1, Parallelism = 1 });
+        Assert.True(next.PassResults[0].ReferencesListed >= 16, $"{next.PassResults[0].ReferencesListed} references listed");
+        Assert.Equal(16, next.PassResults[0].PagesPatched);
+        AssertNothingLost(host, domain, image);
+    }
+
     /// <summary>Distinct random pages and pairs (a random page and what <paramref name="second"/> makes of it), shuffled.</summary>
     private static byte[][] UniquePagesAndPairs(int seed, int unique, int pairs, Func<byte[], byte[]> second)
     {
