@@ -51,13 +51,6 @@ internal readonly record struct SharedCandidate
 }
 
 /// <summary>
-/// A frame's run of <see cref="SharedCandidate"/>s (from <see cref="Start"/>), by its first sharing page: 16 bytes, packed
-/// (laid out naturally it was 24, the gfn aligned to 8 bytes between two ints).
-/// </summary>
-[StructLayout(LayoutKind.Sequential, Pack = 4)]
-internal readonly record struct SharedRun(int DomainId, long Gfn, int Start);
-
-/// <summary>
 /// Compression of cold shared frames, run once per pass after the pages are swept. A shared frame is compressed when
 /// every reference it has is a page the pass saw cold (C4, unmodified) in a domain with compression on: then the
 /// frame is compressed once into a blob of the compact store, each of those pages names the blob
@@ -75,7 +68,7 @@ internal readonly record struct SharedRun(int DomainId, long Gfn, int Start);
 /// <para>The codec is that of the group's first domain (lowest id; with page groups on, the groups' codec, Zstd by default: a shared blob
 /// joins a group only after more idle sweeps, <see cref="SharedGrouping"/>, and is never a single LZ4 blob first) and the threshold the strictest of the group's
 /// domains. A page that names the blob gets a frame of its own again on its next access (a Decompress fault).</para>
-/// <para>Frames are taken in the order of their first sharing page (<see cref="SharedRun"/>), and a blob whose pages and
+/// <para>Frames are taken in the order of their first sharing page (<see cref="ByFirstPage"/>), and a blob whose pages and
 /// patches are already idle as long as a page must before grouping is grouped by the worker that made it, with its
 /// neighbours in that order, from the frames' bytes (<see cref="AtOnceGroup"/>): the same groups the pass's grouping of
 /// nominations would form, without decoding the blobs just made (docs/ARCHITECTURE.md, "Groups of shared blobs").</para>
@@ -96,14 +89,36 @@ internal static class SharedCompression
         : a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId)
         : a.SortKey.CompareTo(b.SortKey);
 
-    private static readonly Comparison<SharedRun> ByFirstPage = static (a, b) =>
-        a.DomainId != b.DomainId ? a.DomainId.CompareTo(b.DomainId) : a.Gfn.CompareTo(b.Gfn);
+    /// <summary>
+    /// Orders frames' runs of sorted candidates, each given by its first index, by the run's first sharing page (its first
+    /// candidate that is not a patch; a frame only patches hold: its first patch's page). A run is 4 bytes, its start:
+    /// its page is read from the candidates when compared (session 36; a run kept its page, 16 bytes, before, and the
+    /// runs were a fifth of the program snapshots' metadata peak).
+    /// </summary>
+    private readonly unsafe struct ByFirstPage(SharedCandidate* items, int count) : IComparer<int>
+    {
+        public int Compare(int a, int b)
+        {
+            ref readonly var x = ref items[First(a)];
+            ref readonly var y = ref items[First(b)];
+            return x.DomainId != y.DomainId ? x.DomainId.CompareTo(y.DomainId) : x.Page.CompareTo(y.Page);
+        }
+
+        private int First(int start)
+        {
+            uint frame = items[start].Frame;
+            int i = start;
+            while (i < count && items[i].Frame == frame && items[i].IsPatch) i++;
+            return i < count && items[i].Frame == frame ? i : start;
+        }
+    }
 
     /// <summary>
     /// Compresses the frames whose every sharer and patch is among <paramref name="candidates"/> (sorted in place), in
-    /// the order of each frame's first sharing page (<paramref name="runs"/>, the pass's buffer for that order).
+    /// the order of each frame's first sharing page (<paramref name="runs"/>, the pass's buffer for that order: each run's
+    /// first index in the sorted candidates).
     /// </summary>
-    public static EncodeCounters Run(DEHost host, PassBuffer<SharedCandidate> candidates, PassBuffer<SharedRun> runs, int parallelism)
+    public static unsafe EncodeCounters Run(DEHost host, PassBuffer<SharedCandidate> candidates, PassBuffer<int> runs, int parallelism)
     {
         var total = new EncodeCounters();
         int n = candidates.Count;
@@ -115,16 +130,13 @@ internal static class SharedCompression
         runs.Clear();
         {
             var items = candidates.Items;
-            Span<SharedRun> batch = stackalloc SharedRun[128];
+            Span<int> batch = stackalloc int[256];
             int b = 0;
             for (int i = 0; i < n;)
             {
                 int j = i + 1;
                 while (j < n && items[j].Frame == items[i].Frame) j++;
-                int first = i;
-                while (first < j && items[first].IsPatch) first++;
-                if (first == j) first = i;
-                batch[b++] = new SharedRun(items[first].DomainId, items[first].Page, i);
+                batch[b++] = i;
                 if (b == batch.Length)
                 {
                     runs.Add(batch);
@@ -133,7 +145,8 @@ internal static class SharedCompression
                 i = j;
             }
             runs.Add(batch[..b]);
-            runs.Items.Sort(ByFirstPage);
+            // The candidates' memory is native (a pass buffer) and no worker appends now: its address holds still.
+            fixed (SharedCandidate* pinned = items) runs.Items.Sort(new ByFirstPage(pinned, n));
         }
         int m = runs.Count;
         int chunks = ChunkCount(m, parallelism);
@@ -150,7 +163,7 @@ internal static class SharedCompression
                     // The blobs gathered so far are not this run's neighbours: grouped (or nominated) first.
                     if (cut) atOnce.Flush(host);
                     var items = candidates.Items;
-                    int i = runs.Items[r].Start, j = i + 1;
+                    int i = runs.Items[r], j = i + 1;
                     while (j < n && items[j].Frame == items[i].Frame) j++;
                     // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
                     if (host.Frames.RefCount(items[i].Frame) == j - i

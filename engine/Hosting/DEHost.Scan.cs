@@ -160,7 +160,7 @@ public sealed partial class DEHost
     private readonly PassBuffer<SharedCandidate> _coldShared = new();
 
     /// <summary>The frames' runs of cold shared pages in the order SharedCompression takes them (only during a pass).</summary>
-    private readonly PassBuffer<SharedRun> _sharedRuns = new();
+    private readonly PassBuffer<int> _sharedRuns = new();
 
     /// <summary>The page groups a pass judges for re-packing (kept between passes).</summary>
     private readonly List<uint> _dirtyGroups = new();

@@ -79,9 +79,6 @@ public class PassBufferTests
         Assert.Equal(6640L * 16, buffer.MetadataBytes);
     }
 
-    [Fact]
-    public void ARunOfColdSharedPagesTakesSixteenBytes() =>
-        Assert.Equal(16, System.Runtime.CompilerServices.Unsafe.SizeOf<SharedRun>());
 
     [Fact]
     public void AColdSharedPageTakesTwelveBytesAndHoldsAnyGfnOfAnEmbeddedDomain()

@@ -122,12 +122,7 @@ public sealed class TwinFilterTests
         // 2,048 distinct random pages and 64 pairs of pages that differ in 16 bytes: before the key filter every page was
         // listed under both its keys; now about the pairs' keys and those whose bucket another key shares.
         const int Unique = 2048, Pairs = 64;
-        var image = UniquePagesAndPairs(11, Unique, Pairs, p =>
-        {
-            var q = (byte[])p.Clone();
-            for (int b = 0; b < 16; b++) q[2000 + b] ^= 0x5A;
-            return q;
-        });
+        var image = UniquePagesAndPairs(11, Unique, Pairs, p => Changed(p, 2000, 0x5A));
         using var host = new DEHost(new HostOptions { SimilaritySeed = 5 });
         using var dir = new TempDir();
         var domain = TestMemory.LoadRaw(host, dir, "a", image, new DomainOptions { SharingEnabled = true, PatchingEnabled = true });
@@ -149,12 +144,7 @@ public sealed class TwinFilterTests
     {
         // A new host's first pass: no page was examined before, so none may be patched, and no reference is listed (every
         // page with a key in common with another was, before). The next pass lists the pairs' references and patches them.
-        var image = UniquePagesAndPairs(13, 256, 16, p =>
-        {
-            var q = (byte[])p.Clone();
-            for (int b = 0; b < 16; b++) q[3000 + b] ^= 0x33;
-            return q;
-        });
+        var image = UniquePagesAndPairs(13, 256, 16, p => Changed(p, 3000, 0x33));
         using var host = new DEHost(new HostOptions { SimilaritySeed = 5 });
         using var dir = new TempDir();
         var domain = TestMemory.LoadRaw(host, dir, "a", image, new DomainOptions { SharingEnabled = true, PatchingEnabled = true });
@@ -180,6 +170,14 @@ public sealed class TwinFilterTests
             pages.Add(second(p));
         }
         return pages.OrderBy(_ => rng.Next()).ToArray();
+    }
+
+    /// <summary>A copy of <paramref name="page"/> with 16 bytes from <paramref name="at"/> changed (a similar page).</summary>
+    private static byte[] Changed(byte[] page, int at, byte xor)
+    {
+        var q = (byte[])page.Clone();
+        for (int b = 0; b < 16; b++) q[at + b] ^= xor;
+        return q;
     }
 
     private static void AssertNothingLost(DEHost host, Domain domain, byte[][] image)
