@@ -90,33 +90,25 @@ internal static class SharedCompression
         : a.SortKey.CompareTo(b.SortKey);
 
     /// <summary>
-    /// Orders frames' runs of sorted candidates, each given by its first index, by the run's first sharing page (its first
-    /// candidate that is not a patch; a frame only patches hold: its first patch's page). A run is 4 bytes, its start:
-    /// its page is read from the candidates when compared (session 36; a run kept its page, 16 bytes, before, and the
-    /// runs were a fifth of the program snapshots' metadata peak).
+    /// Orders frames' runs of sorted candidates, each given by the index of its first sharing page (its first candidate
+    /// that is not a patch; a frame only patches hold: its first patch), by that page. A run is 4 bytes, that index; its
+    /// start is found from it when the run is compressed (session 36: a run kept its page, 16 bytes, before, about a
+    /// seventh of the program snapshots' metadata peak). Comparing reads the two pages only, whatever the runs' lengths.
     /// </summary>
-    private readonly unsafe struct ByFirstPage(SharedCandidate* items, int count) : IComparer<int>
+    private readonly unsafe struct ByFirstPage(SharedCandidate* items) : IComparer<int>
     {
         public int Compare(int a, int b)
         {
-            ref readonly var x = ref items[First(a)];
-            ref readonly var y = ref items[First(b)];
+            ref readonly var x = ref items[a];
+            ref readonly var y = ref items[b];
             return x.DomainId != y.DomainId ? x.DomainId.CompareTo(y.DomainId) : x.Page.CompareTo(y.Page);
-        }
-
-        private int First(int start)
-        {
-            uint frame = items[start].Frame;
-            int i = start;
-            while (i < count && items[i].Frame == frame && items[i].IsPatch) i++;
-            return i < count && items[i].Frame == frame ? i : start;
         }
     }
 
     /// <summary>
     /// Compresses the frames whose every sharer and patch is among <paramref name="candidates"/> (sorted in place), in
-    /// the order of each frame's first sharing page (<paramref name="runs"/>, the pass's buffer for that order: each run's
-    /// first index in the sorted candidates).
+    /// the order of each frame's first sharing page (<paramref name="runs"/>, the pass's buffer for that order: the index
+    /// of each run's first sharing page in the sorted candidates).
     /// </summary>
     public static unsafe EncodeCounters Run(DEHost host, PassBuffer<SharedCandidate> candidates, PassBuffer<int> runs, int parallelism)
     {
@@ -136,7 +128,9 @@ internal static class SharedCompression
             {
                 int j = i + 1;
                 while (j < n && items[j].Frame == items[i].Frame) j++;
-                batch[b++] = i;
+                int first = i;
+                while (first < j && items[first].IsPatch) first++;
+                batch[b++] = first == j ? i : first;
                 if (b == batch.Length)
                 {
                     runs.Add(batch);
@@ -146,7 +140,7 @@ internal static class SharedCompression
             }
             runs.Add(batch[..b]);
             // The candidates' memory is native (a pass buffer) and no worker appends now: its address holds still.
-            fixed (SharedCandidate* pinned = items) runs.Items.Sort(new ByFirstPage(pinned, n));
+            fixed (SharedCandidate* pinned = items) runs.Items.Sort(new ByFirstPage(pinned));
         }
         int m = runs.Count;
         int chunks = ChunkCount(m, parallelism);
@@ -163,8 +157,10 @@ internal static class SharedCompression
                     // The blobs gathered so far are not this run's neighbours: grouped (or nominated) first.
                     if (cut) atOnce.Flush(host);
                     var items = candidates.Items;
-                    int i = runs.Items[r], j = i + 1;
-                    while (j < n && items[j].Frame == items[i].Frame) j++;
+                    // The run around its first sharing page: back to its start, on to its end (the same frame).
+                    int f = runs.Items[r], i = f, j = f + 1;
+                    while (i > 0 && items[i - 1].Frame == items[f].Frame) i--;
+                    while (j < n && items[j].Frame == items[f].Frame) j++;
                     // The quick, unlocked filter: a frame with more references than the pass saw cold pages stays.
                     if (host.Frames.RefCount(items[i].Frame) == j - i
                         && TryCompressGroup(host, items.Slice(i, j - i), atOnce.Staging, ref atOnce.Counters) is { } made)

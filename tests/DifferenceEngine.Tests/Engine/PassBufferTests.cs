@@ -79,7 +79,6 @@ public class PassBufferTests
         Assert.Equal(6640L * 16, buffer.MetadataBytes);
     }
 
-
     [Fact]
     public void AColdSharedPageTakesTwelveBytesAndHoldsAnyGfnOfAnEmbeddedDomain()
     {
