@@ -157,6 +157,45 @@ public sealed class TwinFilterTests
         AssertNothingLost(host, domain, image);
     }
 
+    [Fact]
+    public void OnlyATrustGroupWhereAPageMayBePatchedListsReferencesAndADomainNotScannedStillServes()
+    {
+        var rng = new Random(17);
+        var reference = TestMemory.RandomPage(rng);
+        var other = TestMemory.RandomPage(rng);
+        var patching = new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1, TrustGroup = "g1" };
+        using var host = new DEHost(new HostOptions { SimilaritySeed = 5 });
+        using var dir = new TempDir();
+        var served = TestMemory.LoadRaw(host, dir, "served", [reference], patching);
+        var patched = TestMemory.LoadRaw(host, dir, "patched", [Changed(reference, 1000, 0x21)], patching);
+        // Another trust group whose domain shares but does not patch, with a pair of similar pages of its own.
+        var sharing = TestMemory.LoadRaw(host, dir, "sharing", [other, Changed(other, 1000, 0x21)],
+            new DomainOptions { SharingEnabled = true, C4Sweeps = 1, TrustGroup = "g2" });
+        host.Scan(options: new ScanOptions { Passes = 1, Parallelism = 1 }); // every page examined once: none patched yet
+        var g1 = host.SharingIndexFor("g1");
+        var g2 = host.SharingIndexFor("g2");
+        long g1Candidates = -1, g2Candidates = -1, g1Table = -1, g2Table = -1;
+        host.PassPhaseHook = phase =>
+        {
+            if (phase != "list") return;
+            (g1Candidates, g2Candidates) = (Math.Max(g1Candidates, g1.PassCandidates), Math.Max(g2Candidates, g2.PassCandidates));
+            (g1Table, g2Table) = (Math.Max(g1Table, g1.Similar.MetadataBytes), Math.Max(g2Table, g2.Similar.MetadataBytes));
+        };
+        // The domain "served" is not scanned: its page only serves, listed as a reference of its trust group.
+        host.Scan([patched, sharing], options: new ScanOptions { UntilStable = true, Parallelism = 1 });
+        host.PassPhaseHook = null;
+        Assert.Equal(1, g1Candidates);
+        Assert.True(g1Table > 0, "g1 listed no reference");
+        Assert.Equal(0, g2Candidates);
+        Assert.Equal(0, g2Table);
+        Assert.Equal(PageState.Patched, patched.GetPage(0).State);
+        Assert.Equal("served", patched.GetPage(0).ReferenceDomain);
+        Assert.Equal(PageState.Private, sharing.GetPage(0).State);
+        Assert.Equal(PageState.Private, sharing.GetPage(1).State);
+        AssertNothingLost(host, patched, [Changed(reference, 1000, 0x21)]);
+        Assert.Equal(reference, served.ReadPage(0));
+    }
+
     /// <summary>Distinct random pages and pairs (a random page and what <paramref name="second"/> makes of it), shuffled.</summary>
     private static byte[][] UniquePagesAndPairs(int seed, int unique, int pairs, Func<byte[], byte[]> second)
     {
