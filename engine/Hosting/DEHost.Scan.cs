@@ -235,18 +235,11 @@ public sealed partial class DEHost
         }
         catch
         {
-            // A pass that fails or is cancelled gives back the memory a pass holds only while it runs: the unstable and
-            // similarity tables' blocks and the frames it freed. A failure of that must not hide the pass's own exception.
+            // A pass that fails or is cancelled gives back the memory a pass holds only while it runs: the sharing tables'
+            // blocks, the filters and the frames it freed. A failure of that must not hide the pass's own exception.
             try
             {
-                foreach (var index in _sharing.Values)
-                {
-                    index.Stable.EndPass(complete: false);
-                    index.Unstable.EndPass(complete: false);
-                    index.Similar.EndPass(complete: false);
-                    index.Twins.End();
-                    index.SimilarKeys.End();
-                }
+                foreach (var index in _sharing.Values) index.EndPass(complete: false);
                 FreeListedFrames();
                 Frames.ReleaseFree();
             }
@@ -293,7 +286,7 @@ public sealed partial class DEHost
         }
         sweepSlices.AddRange(slices.Select(x => (x.Domain, x.Start, x.End, true)));
         AllocateListedFrames();
-        BeginTwinFilters(domains);
+        BeginTwinFilters(domains, groups);
         long done = 0, swept = 0;
         var sum = new SharingCounters();
         var enc = new EncodeCounters();
@@ -353,14 +346,7 @@ public sealed partial class DEHost
             // with the compression's buffers. The stable table's stripes stay the locks a shared frame's reference count
             // changes under (SharedCompression, a write to a shared page); what they list no phase after this one looks up
             // (a frame the rest of the pass frees is unlisted from an empty stripe: nothing to do).
-            foreach (var index in _sharing.Values)
-            {
-                index.Stable.EndPass();
-                index.Unstable.EndPass();
-                index.Similar.EndPass();
-                index.Twins.End();
-                index.SimilarKeys.End();
-            }
+            foreach (var index in _sharing.Values) index.EndPass();
             // Then compression, once every page has been shared or patched where it could be: a page compressed in the
             // second phase could no longer be the reference of a similar page later in the pass.
             Parallel.ForEach(slices, parallel, slice =>
@@ -461,13 +447,13 @@ public sealed partial class DEHost
     /// (<see cref="ListSlice"/>). A group none of whose swept domains shares gets no twin filter (nothing marks it,
     /// nothing asks it).
     /// </summary>
-    private void BeginTwinFilters(Domain[] domains)
+    /// <param name="domains">The domains the pass sweeps.</param>
+    /// <param name="groups">Their trust groups where some shares or patches: the groups whose references the pass lists.</param>
+    private void BeginTwinFilters(Domain[] domains, HashSet<string> groups)
     {
         var pages = new Dictionary<string, long>(StringComparer.Ordinal);
         var keyed = new Dictionary<string, long>(StringComparer.Ordinal);
         var candidates = new Dictionary<string, long>(StringComparer.Ordinal);
-        var groups = domains.Where(d => d.Policy.SharingEnabled || d.Policy.PatchingEnabled).Select(d => d.Policy.TrustGroup)
-            .ToHashSet(StringComparer.Ordinal);
         foreach (var index in _sharing.Values) index.PassCandidates = 0;
         foreach (var d in Domains)
         {
@@ -881,14 +867,8 @@ public sealed partial class DEHost
     /// </summary>
     private void TrimIndexes()
     {
-        foreach (var index in _sharing.Values)
-        {
-            index.Stable.EndPass(); // held only during a pass: the next pass's sweep lists the shared frames afresh
-            index.Unstable.EndPass(); // likewise: a host between passes has none of it
-            index.Similar.EndPass(); // likewise: the next pass lists its references afresh
-            index.Twins.End();
-            index.SimilarKeys.End();
-        }
+        // Held only during a pass: the next pass's sweep lists the shared frames and its references afresh.
+        foreach (var index in _sharing.Values) index.EndPass();
         FreeListedFrames();
     }
 

@@ -60,6 +60,19 @@ internal sealed class SharingIndex(string trustGroup, FramePool frames) : IDispo
     /// <summary>The unstable table and its filter (<see cref="Twins"/>).</summary>
     public long UnstableMetadataBytes => Unstable.MetadataBytes + Twins.MetadataBytes;
 
+    /// <summary>
+    /// Gives back everything the index holds only during a pass: its three tables (each remembering the room it needed,
+    /// only growing it after a pass that did not finish: <paramref name="complete"/> false) and both filters.
+    /// </summary>
+    public void EndPass(bool complete = true)
+    {
+        Stable.EndPass(complete);
+        Unstable.EndPass(complete);
+        Similar.EndPass(complete);
+        Twins.End();
+        SimilarKeys.End();
+    }
+
     /// <summary>Frees the pass tables' native memory, should the host go away during a pass.</summary>
     public void Dispose()
     {

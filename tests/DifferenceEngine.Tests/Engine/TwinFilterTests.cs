@@ -2,6 +2,7 @@ using DifferenceEngine.Domains;
 using DifferenceEngine.Hosting;
 using DifferenceEngine.Scanning;
 using DifferenceEngine.Sharing;
+using DifferenceEngine.Stats;
 
 namespace DifferenceEngine.Tests.Engine;
 
@@ -106,13 +107,9 @@ public sealed class TwinFilterTests
         Assert.Equal(0, tablesInCompression);
         Assert.False(filterInCompression);
 
-        var peak = host.GetStats().MetadataPeak;
         // Every page listed, as before the filter: at least 16 B a slot for each of the 4,224 pages. Now the filter (2 B a
         // page) and the pairs, and the few pages both of whose buckets others marked.
-        long everyPage = (long)(Unique + 2 * Pairs) * 16;
-        Assert.True(peak.SharingUnstable > 0, "the peak holds no unstable table or filter");
-        Assert.True(peak.SharingUnstable < everyPage / 2, $"the unstable table and filter peaked at {peak.SharingUnstable} B, every page's slot being {everyPage} B");
-        Assert.Equal(0, host.GetStats().Metadata.SharingUnstable);
+        AssertHeldUnderHalf(host, m => m.SharingUnstable, (long)(Unique + 2 * Pairs) * 16, "the unstable table and filter");
         AssertNothingLost(host, domain, image);
     }
 
@@ -131,11 +128,8 @@ public sealed class TwinFilterTests
         // One page of every pair patched against the other (a page's two keys: the 16 bytes changed lie in one block at most).
         Assert.Equal(Pairs, TestMemory.Census(host.Domains).Patched);
 
-        var peak = host.GetStats().MetadataPeak;
-        long everyKey = (long)(Unique + 2 * Pairs) * host.Policy.SimilarityKeys * 16;
-        Assert.True(peak.Similarity > 0, "the peak holds no similarity table or filter");
-        Assert.True(peak.Similarity < everyKey / 2, $"the similarity table and filter peaked at {peak.Similarity} B, every key's slot being {everyKey} B");
-        Assert.Equal(0, host.GetStats().Metadata.Similarity);
+        AssertHeldUnderHalf(host, m => m.Similarity, (long)(Unique + 2 * Pairs) * host.Policy.SimilarityKeys * 16,
+            "the similarity table and filter");
         AssertNothingLost(host, domain, image);
     }
 
@@ -217,6 +211,19 @@ public sealed class TwinFilterTests
         var q = (byte[])page.Clone();
         for (int b = 0; b < 16; b++) q[at + b] ^= xor;
         return q;
+    }
+
+    /// <summary>
+    /// A part of the metadata held during the passes (the peak) but under half of <paramref name="everySlot"/> (a slot for
+    /// every item, as before the filters), and given back at rest.
+    /// </summary>
+    private static void AssertHeldUnderHalf(DEHost host, Func<MetadataParts, long> part, long everySlot, string what)
+    {
+        var stats = host.GetStats();
+        long peak = part(stats.MetadataPeak);
+        Assert.True(peak > 0, $"the peak holds none of {what}");
+        Assert.True(peak < everySlot / 2, $"{what} peaked at {peak} B, a slot for every item being {everySlot} B");
+        Assert.Equal(0, part(stats.Metadata));
     }
 
     private static void AssertNothingLost(DEHost host, Domain domain, byte[][] image)
