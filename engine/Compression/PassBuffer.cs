@@ -27,6 +27,12 @@ internal sealed unsafe class PassBuffer<T> : IDisposable where T : unmanaged
 
     public int Count => _count;
 
+    /// <summary>The most items the buffer held at once since its pass began (a consumer's clearing or truncating aside).</summary>
+    public int Peak
+    {
+        get { lock (_gate) return _peak; }
+    }
+
     /// <summary>Bytes the buffer holds now: none between passes.</summary>
     public long MetadataBytes
     {

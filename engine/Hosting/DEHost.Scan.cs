@@ -349,16 +349,24 @@ public sealed partial class DEHost
             foreach (var index in _sharing.Values) index.EndPass();
             // Then compression, once every page has been shared or patched where it could be: a page compressed in the
             // second phase could no longer be the reference of a similar page later in the pass.
+            var coldShared = new ColdSharedSeen();
             Parallel.ForEach(slices, parallel, slice =>
             {
                 var ec = new EncodeCounters();
                 long waiting = 0;
-                CompressSlice(slice.Domain, slice.Start, slice.End, ref ec, ref waiting);
-                lock (sumGate) enc.Add(ec);
+                var cold = new ColdSharedSeen();
+                CompressSlice(slice.Domain, slice.Start, slice.End, ref ec, ref waiting, ref cold);
+                lock (sumGate)
+                {
+                    enc.Add(ec);
+                    coldShared.Add(cold);
+                }
                 if (waiting > 0) Interlocked.Add(ref awaitingCompression, waiting);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
                 HostCallbacks.Invoke(this, progress, new ScanProgress(pass, now, total));
             });
+            NotePassMetadata(); // the nominations, filled by the sweep and compression
+            if (coldShared.Pages > 0) enc.Add(CompressColdShared(slices, coldShared, parallel));
         }
         catch (AggregateException e)
         {
@@ -369,17 +377,6 @@ public sealed partial class DEHost
             var first = inner.OfType<DEException>().FirstOrDefault() ?? inner.FirstOrDefault();
             if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
             throw;
-        }
-        NotePassMetadata(); // and the pass's buffers of cold shared frames and nominations, filled by the sweep and compression
-        if (_coldShared.Count > 0)
-        {
-            long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
-            int candidates = _coldShared.Count;
-            enc.Add(SharedCompression.Run(this, _coldShared, _sharedRuns, options.Parallelism));
-            NotePassMetadata(); // the runs of cold shared frames, filled by the compression just done, before they go
-            _sharedRuns.EndPass(); // needed no longer: given back now
-            AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
-            Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
         }
         if (_sharedNominations.Count > 0)
         {
@@ -712,17 +709,15 @@ public sealed partial class DEHost
 
     /// <summary>
     /// The pass's third phase over a slice, after every slice's second (<see cref="ScanSlice"/>): cold (C4) private pages
-    /// that an earlier pass already examined are compressed, the cold shared pages listed for SharedCompression, a page
-    /// examined for the first time marked so, and the slice's long-cold compressed pages grouped. <paramref name="awaiting"/>
-    /// counts the examined private pages still aging toward C4 that will be compressed then (<see cref="AwaitsCompression"/>).
+    /// that an earlier pass already examined are compressed, a page examined for the first time marked so, and the slice's
+    /// long-cold compressed pages grouped. <paramref name="awaiting"/> counts the examined private pages still aging toward
+    /// C4 that will be compressed then (<see cref="AwaitsCompression"/>), <paramref name="coldShared"/> the cold shared
+    /// pages and patches seen (unlocked), which <see cref="CompressColdShared"/> collects and compresses after the phase.
     /// </summary>
     /// <remarks>Jitted fully optimized at once: a scan calls it a few times per pass, too few for tiering to catch up.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void CompressSlice(Domain domain, long start, long end, ref EncodeCounters ec, ref long awaiting)
+    private void CompressSlice(Domain domain, long start, long end, ref EncodeCounters ec, ref long awaiting, ref ColdSharedSeen coldShared)
     {
-        // Cold Shared pages for SharedCompression, handed to the pass's buffer in batches.
-        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
-        int coldCount = 0;
         var policy = domain.Policy;
         long cpu0 = ThreadCpu.NowTicks();
         bool qemu = domain.Qemu is not null;
@@ -730,9 +725,6 @@ public sealed partial class DEHost
         long compressTried = 0;
         bool compression = policy.CompressionEnabled;
         bool examining = policy.PatchingEnabled || compression;
-        // The sweep listed every frame shared when the pass began only when some domain shares or patches; when none does,
-        // no page was merged this pass, and every shared page's frame is an old one.
-        bool listing = _anyIndexing;
         // Pages left to this slice's grouping, to go into groups straight from their frames.
         var deferred = GroupCompression.Deferred(end - start);
         if ((policy.SharingEnabled || examining) && !domain.IsRemoved)
@@ -744,6 +736,12 @@ public sealed partial class DEHost
                 if (!MayCompressPhase(peek, compression, qemu))
                 {
                     if (compression && AwaitsCompression(peek)) awaiting++;
+                    continue;
+                }
+                if (PageEntry.State(peek) != PageState.Private)
+                {
+                    // A cold Shared page or patch: collected after this phase, band by band (CompressColdShared).
+                    coldShared.Note(peek);
                     continue;
                 }
                 ulong e = domain.Lock(gfn);
@@ -776,25 +774,7 @@ public sealed partial class DEHost
                         e = CompressionPass.TryCompress(this, domain, gfn, e, ref ec);
                         compressTried++;
                     }
-                    else
-                    {
-                        // A cold Shared page, or a cold patch (which holds its reference frame as a shared page does): its
-                        // frame is compressed after the sweep when every page and patch holding it turned out cold
-                        // (SharedCompression; the patch then names the compressed copy). Only a frame shared when the pass
-                        // began (the sweep listed it): one the pass's own merges made may yet gain sharers in the next (a
-                        // compressed frame takes no more), as a private page waits a pass before it is compressed.
-                        bool patch = state == PageState.Patched; // else Shared: MayCompressPhase lets no other state through
-                        uint frame;
-                        if (!patch) frame = PageEntry.Frame(e);
-                        else if (!EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame)) continue;
-                        if (listing && !IsListed(frame)) continue;
-                        if (coldCount == cold.Length)
-                        {
-                            _coldShared.Add(cold);
-                            coldCount = 0;
-                        }
-                        cold[coldCount++] = patch ? SharedCandidate.ForPatch(frame, domain.Id, gfn) : new SharedCandidate(frame, domain.Id, gfn);
-                    }
+                    // else no longer private (a page is made shared or patched only by a pass's second phase): left as it is.
                 }
                 finally
                 {
@@ -803,7 +783,6 @@ public sealed partial class DEHost
                 }
             }
         }
-        _coldShared.Add(cold[..coldCount]);
         long t2 = Stopwatch.GetTimestamp();
         AddEngineTime(compression ? Mechanism.Compression : Mechanism.Sharing, t2 - t1, compressTried);
         // Long-cold compressed pages of this slice, compressed together (page groups): timed on their own line.
@@ -813,6 +792,154 @@ public sealed partial class DEHost
             AddEngineTime(Mechanism.Grouping, Stopwatch.GetTimestamp() - t2, grouped);
         }
         Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+    }
+
+    /// <summary>
+    /// Most cold shared pages and patches one band of <see cref="CompressColdShared"/> collects (12 bytes each: 96 KiB);
+    /// tests set it lower to run many bands on a small host.
+    /// </summary>
+    internal int ColdSharedBandTarget { get; set; } = 8192;
+
+    /// <summary>
+    /// The cold shared pages and patches a compression phase saw (unlocked), and the lowest and highest frame its shared
+    /// pages named: what <see cref="CompressColdShared"/> cuts into bands.
+    /// </summary>
+    private struct ColdSharedSeen()
+    {
+        public long Pages, Patches;
+        public uint LowestFrame = uint.MaxValue, HighestFrame;
+
+        public void Note(ulong entry)
+        {
+            Pages++;
+            if (PageEntry.State(entry) != PageState.Shared)
+            {
+                Patches++;
+                return;
+            }
+            uint frame = PageEntry.Frame(entry);
+            LowestFrame = Math.Min(LowestFrame, frame);
+            HighestFrame = Math.Max(HighestFrame, frame);
+        }
+
+        public void Add(in ColdSharedSeen other)
+        {
+            Pages += other.Pages;
+            Patches += other.Patches;
+            LowestFrame = Math.Min(LowestFrame, other.LowestFrame);
+            HighestFrame = Math.Max(HighestFrame, other.HighestFrame);
+        }
+    }
+
+    /// <summary>The bands the last pass with cold shared pages cut them into, and the most its buffer held at once (tests).</summary>
+    internal int LastColdSharedBands { get; private set; }
+
+    /// <inheritdoc cref="LastColdSharedBands"/>
+    internal int LastColdSharedPeak { get; private set; }
+
+    /// <summary>Most bands a pass cuts its cold shared frames into: each costs a walk of the pass's page tables.</summary>
+    internal const int MaxColdSharedBands = 16;
+
+    /// <summary>The bands a pass cuts its frame numbers into for <paramref name="seen"/> cold shared pages and patches.</summary>
+    internal static int ColdSharedBands(long seen, int target) =>
+        (int)Math.Clamp((seen + Math.Max(1, target) - 1) / Math.Max(1, target), 1, MaxColdSharedBands);
+
+    /// <summary>
+    /// Compresses the cold shared frames of the pass (SharedCompression) band by band: the frame numbers cut into as many
+    /// ranges as keep each band's cold shared pages and patches near <see cref="ColdSharedBandTarget"/>
+    /// (<paramref name="seen"/>, counted unlocked by the compression phase), each band's collected by a walk of the pass's
+    /// slices (<see cref="CollectColdShared"/>), compressed, and the buffer emptied for the next. A frame's pages and
+    /// patches all fall in its band, so each frame is judged whole, as when one buffer held them all; the buffer holds one
+    /// band at a time (session 37: in the first compressing pass of the program snapshots it held every cold shared page,
+    /// 34,000 of them, 0.41 MiB of the 0.50 MiB of pass buffers at the engine's metadata peak).
+    /// </summary>
+    /// <remarks>Frames are numbered as the pool handed them out, so a band's frames are mostly pages loaded near one another:
+    /// the blobs a worker groups at once (SharedCompression's AtOnceGroup, in the order of each frame's first page) still
+    /// have their guest neighbours in the band; a group in progress is closed at a band's end.</remarks>
+    private EncodeCounters CompressColdShared(List<(Domain Domain, long Start, long End)> slices, ColdSharedSeen seen, ParallelOptions parallel)
+    {
+        var total = new EncodeCounters();
+        long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
+        int bands = ColdSharedBands(seen.Pages, ColdSharedBandTarget);
+        // Cut between the lowest and highest frame the shared pages named (a patch's reference frame, not known unlocked,
+        // may lie outside: the first band starts at 0, the last ends past every frame number).
+        bool shared = seen.Pages > seen.Patches;
+        ulong first = shared ? seen.LowestFrame : 0;
+        ulong span = shared ? (ulong)seen.HighestFrame - first + 1 : (ulong)Math.Max(1, Frames.FrameNumberLimit);
+        long candidates = 0;
+        for (int b = 0; b < bands; b++)
+        {
+            uint low = b == 0 ? 0 : (uint)(first + span * (ulong)b / (ulong)bands);
+            uint high = b == bands - 1 ? uint.MaxValue : (uint)(first + span * (ulong)(b + 1) / (ulong)bands);
+            Parallel.ForEach(slices, parallel, slice => CollectColdShared(slice.Domain, slice.Start, slice.End, low, high));
+            if (_coldShared.Count == 0) continue;
+            NotePassMetadata(); // the band's cold shared pages
+            candidates += _coldShared.Count;
+            total.Add(SharedCompression.Run(this, _coldShared, _sharedRuns, parallel.MaxDegreeOfParallelism));
+            NotePassMetadata(); // and their frames' runs, filled by the compression just done
+            _coldShared.Clear();
+            _sharedRuns.Clear();
+        }
+        LastColdSharedBands = bands;
+        LastColdSharedPeak = _coldShared.Peak;
+        // Needed no longer: given back now, before the groups of shared blobs and the re-packing.
+        _coldShared.EndPass();
+        _sharedRuns.EndPass();
+        AddEngineTime(Mechanism.Compression, Stopwatch.GetTimestamp() - t0, candidates);
+        Interlocked.Add(ref _engineCpuTicks, ThreadCpu.NowTicks() - cpu0);
+        return total;
+    }
+
+    /// <summary>
+    /// Adds to the pass's buffer the cold Shared pages and cold patches of a slice (a patch holds its reference frame as a
+    /// shared page does) whose frame is numbered in [<paramref name="low"/>, <paramref name="high"/>): the frame is
+    /// compressed when every page and patch holding it turned out cold (SharedCompression; a patch then names the
+    /// compressed copy). Only a frame shared when the pass began (the sweep listed it): one the pass's own merges made may
+    /// yet gain sharers in the next (a compressed frame takes no more), as a private page waits a pass before it is
+    /// compressed. Each page is checked again under its lock.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void CollectColdShared(Domain domain, long start, long end, uint low, uint high)
+    {
+        var policy = domain.Policy;
+        if (!policy.CompressionEnabled || domain.IsRemoved) return;
+        Span<SharedCandidate> cold = stackalloc SharedCandidate[128];
+        int count = 0;
+        bool qemu = domain.Qemu is not null;
+        // The sweep listed every frame shared when the pass began only when some domain shares or patches; when none does,
+        // no page was merged this pass, and every shared page's frame is an old one.
+        bool listing = _anyIndexing;
+        for (long gfn = start; gfn < end; gfn++)
+        {
+            ulong peek = domain.PeekEntry(gfn);
+            var peekState = PageEntry.State(peek);
+            if (peekState is not (PageState.Shared or PageState.Patched) || !MayCompressPhase(peek, true, qemu)) continue;
+            // A shared page's band is known from its entry; a patch's reference frame is read from its blob, under its lock.
+            if (peekState == PageState.Shared && (PageEntry.Frame(peek) < low || PageEntry.Frame(peek) >= high)) continue;
+            ulong e = domain.Lock(gfn);
+            try
+            {
+                if (domain.IsRemoved) break;
+                var state = PageEntry.State(e);
+                if (state is not (PageState.Shared or PageState.Patched) || !MayCompressPhase(e, true, qemu)) continue;
+                bool patch = state == PageState.Patched;
+                uint frame;
+                if (!patch) frame = PageEntry.Frame(e);
+                else if (!EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame)) continue;
+                if (frame < low || frame >= high || (listing && !IsListed(frame))) continue;
+                if (count == cold.Length)
+                {
+                    _coldShared.Add(cold);
+                    count = 0;
+                }
+                cold[count++] = patch ? SharedCandidate.ForPatch(frame, domain.Id, gfn) : new SharedCandidate(frame, domain.Id, gfn);
+            }
+            finally
+            {
+                domain.Unlock(gfn, e);
+            }
+        }
+        _coldShared.Add(cold[..count]);
     }
 
     /// <summary>

@@ -1,0 +1,83 @@
+using DifferenceEngine.Domains;
+using DifferenceEngine.Hosting;
+using DifferenceEngine.Scanning;
+
+namespace DifferenceEngine.Tests.Engine;
+
+/// <summary>
+/// A pass compresses its cold shared frames band by band (frame numbers cut into ranges): the buffer of cold shared pages
+/// holds one band at a time, and the frames compressed are those one buffer of them all would have compressed.
+/// </summary>
+public sealed class ColdSharedBandTests
+{
+    [Theory]
+    [InlineData(0, 8192, 1)]
+    [InlineData(1, 8192, 1)]
+    [InlineData(8192, 8192, 1)]
+    [InlineData(8193, 8192, 2)]
+    [InlineData(40_000, 8192, 5)]
+    [InlineData(10_000_000, 8192, DEHost.MaxColdSharedBands)]
+    [InlineData(5, 0, 5)]
+    public void BandsKeepEachNearTheTarget(long seen, int target, int bands) =>
+        Assert.Equal(bands, DEHost.ColdSharedBands(seen, target));
+
+    /// <summary>
+    /// Three domains: b a clone of a, c sharing half of a's contents and holding as many of its own; sharing, compression
+    /// and groups of 4 on, every page cold after one sweep. Hosts that differ only in the band target come to the same
+    /// frames compressed, the same pages compressed and the same memory, every page reading back as loaded.
+    /// </summary>
+    [Fact]
+    public void ManyBandsCompressTheFramesOneBandDoes()
+    {
+        var one = Run(bandTarget: 1 << 20, out int oneBands, out int onePeak);
+        var many = Run(bandTarget: 8, out int manyBands, out int manyPeak);
+        Assert.Equal(1, oneBands);
+        Assert.Equal(DEHost.MaxColdSharedBands, manyBands);
+        // 450 cold shared pages in one band; in 16 bands of frame numbers none holds more than a small part of them.
+        Assert.True(onePeak >= 450, $"one band held {onePeak} cold shared pages at most");
+        Assert.True(manyPeak < onePeak / 4, $"16 bands held up to {manyPeak} at once, one band {onePeak}");
+        Assert.True(one.SharedCompressedFrames >= 300, $"{one.SharedCompressedFrames} shared frames compressed");
+        Assert.Equal(one.SharedCompressedFrames, many.SharedCompressedFrames);
+        Assert.Equal(one.SharedCompressedPages, many.SharedCompressedPages);
+        Assert.Equal(one.FramesInUse, many.FramesInUse);
+    }
+
+    private sealed record Outcome(long SharedCompressedFrames, long SharedCompressedPages, long FramesInUse);
+
+    private static Outcome Run(int bandTarget, out int bands, out int peak)
+    {
+        using var host = new DEHost();
+        host.ColdSharedBandTarget = bandTarget;
+        using var dir = new TempDir();
+        var options = new DomainOptions
+        {
+            SharingEnabled = true, CompressionEnabled = true, C4Sweeps = 1, GroupSize = 4, GroupAfterSweeps = 1,
+        };
+        byte[][] a = Enumerable.Range(0, 300).Select(SharedCompressionTests.Compressible).ToArray();
+        byte[][] c = Enumerable.Range(150, 300).Select(SharedCompressionTests.Compressible).ToArray();
+        var domains = new[]
+        {
+            (TestMemory.LoadRaw(host, dir, "a", a, options), a),
+            (TestMemory.LoadRaw(host, dir, "b", a.Select(p => (byte[])p.Clone()).ToArray(), options), a),
+            (TestMemory.LoadRaw(host, dir, "c", c, options), c),
+        };
+        bands = 0;
+        peak = 0;
+        for (int pass = 0; pass < 6; pass++)
+        {
+            host.Scan(options: new ScanOptions { Passes = 1, Parallelism = 1 });
+            // The passes that found cold shared pages (the first merges them; its frames are compressed from the next).
+            bands = Math.Max(bands, host.LastColdSharedBands);
+            peak = Math.Max(peak, host.LastColdSharedPeak);
+        }
+        var stats = host.GetStats();
+        var snapshot = host.TakeSnapshot();
+        TestMemory.AssertFrameAccounting(host);
+        TestMemory.AssertNumbersAddUp(snapshot);
+        var outcome = new Outcome(stats.SharedCompressedFrames, snapshot.Domains.Sum(d => d.SharedCompressedPages), stats.FramesInUse);
+        foreach (var (domain, pages) in domains)
+            for (long g = 0; g < pages.Length; g++)
+                Assert.Equal(pages[g], domain.ReadPage(g));
+        return outcome;
+    }
+}
