@@ -117,10 +117,11 @@ public sealed partial class XenHost : IDEHost, IEngineService
                 "On Xen the memory limit bounds what the pager holds before it writes pages to swap: give a swap path too.",
                 options.PagerMemoryLimitBytes);
         }
-        if (options.SwapSizeBytes is not null && options.SwapPath is null)
+        // The embedded host's id for the same mistake (DEHost): Connect-DEHost checks it first, under its own id.
+        if (options.SwapSizeBytes is { } size && options.SwapPath is null)
         {
-            throw new DEException("ConnectDEHostSwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
-                "The swap size sizes the swap file: give a swap path too.", options.SwapSizeBytes);
+            throw new DEException("SwapSizeNeedsSwapPath", DEErrorKind.InvalidArgument,
+                $"A swap size ({size} bytes) sizes the swap file: give its path (SwapPath) too.", size);
         }
     }
 

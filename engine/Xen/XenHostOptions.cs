@@ -14,7 +14,7 @@ public sealed class XenHostOptions
     /// <summary>A new swap file for the pager (created 0600, preallocated, its name removed once made, closed on disconnect); none by default.</summary>
     public string? SwapPath { get; init; }
 
-    /// <summary>Size of the swap file, a multiple of 4096; 4 GiB by default.</summary>
+    /// <summary>Size of the swap file, a multiple of 4096; 4 GiB by default. Only with <see cref="SwapPath"/> ("SwapSizeNeedsSwapPath").</summary>
     public long? SwapSizeBytes { get; init; }
 
     /// <summary>Seed of the similarity detector's block offsets; random by default.</summary>

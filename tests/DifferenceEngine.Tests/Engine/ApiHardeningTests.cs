@@ -150,4 +150,17 @@ public class ApiHardeningTests
         Assert.Equal("SwapSizeNeedsSwapPath", e.ErrorId);
         Assert.Equal(DEErrorKind.InvalidArgument, e.Kind);
     }
+
+    /// <summary>
+    /// The Xen host refuses it with the same id as the embedded one (it gave the cmdlet's, ConnectDEHostSwapSizeNeedsSwapPath):
+    /// a .NET caller handles one error whichever host it connects. Its options are checked before Xen is opened.
+    /// </summary>
+    [Fact]
+    public void TheXenHostRefusesASwapSizeWithoutASwapFileAsTheEmbeddedOneDoes()
+    {
+        var e = Assert.Throws<DEException>(() => DifferenceEngine.Xen.XenHost.Connect(new DifferenceEngine.Xen.XenHostOptions { SwapSizeBytes = 1 << 20 }, requirePrivcmd: false));
+        Assert.Equal("SwapSizeNeedsSwapPath", e.ErrorId);
+        Assert.Equal(DEErrorKind.InvalidArgument, e.Kind);
+        Assert.Equal(1L << 20, Assert.IsType<long>(e.Target));
+    }
 }
