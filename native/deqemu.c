@@ -64,18 +64,68 @@ static int state_fd = -1;      /* deposited by an engine */
 static int accept_failing;     /* accept has failed since it last worked (its error was said) */
 static atomic_uint attached;
 
-static void say(const char *format, ...)
+/* Formats one line, "deqemu: " and the message and a newline, into line (size bytes); returns its length, 0 if none. */
+__attribute__((format(printf, 3, 0))) static size_t format_line(char *line, size_t size, const char *format, va_list args)
+{
+    static const char prefix[] = "deqemu: ";
+    size_t p = sizeof prefix - 1;
+    memcpy(line, prefix, p);
+    int n = vsnprintf(line + p, size - p - 1, format, args);
+    if (n < 0) return 0;
+    size_t len = p + ((size_t)n > size - p - 2 ? size - p - 2 : (size_t)n);
+    line[len++] = '\n';
+    return len;
+}
+
+/* Lines said while the lock is held wait here (under the lock) and go to stderr once it is released (said_flush): a
+ * write to a stderr nobody drains (a full pipe) must never block QEMU's own mmap or memfd_create, which take the lock,
+ * behind a thread that holds it. What does not fit is dropped: these are one-time warnings. */
+static char said[2048];
+static size_t said_len;
+
+/* One line: written to stderr at once, or, with held (the caller holds the lock), kept for the next said_flush. */
+__attribute__((format(printf, 2, 0))) static void vsay(int held, const char *format, va_list args)
 {
     char line[512];
+    size_t n = format_line(line, sizeof line, format, args);
+    if (n == 0) return;
+    if (held) {
+        if (n > sizeof said - said_len) return;
+        memcpy(said + said_len, line, n);
+        said_len += n;
+        return;
+    }
+    ssize_t ignored = write(STDERR_FILENO, line, n);
+    (void)ignored;
+}
+
+__attribute__((format(printf, 1, 2))) static void say(const char *format, ...)
+{
     va_list args;
     va_start(args, format);
-    int n = vsnprintf(line, sizeof line - 1, format, args);
+    vsay(0, format, args);
     va_end(args);
-    if (n < 0) return;
-    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
-    line[n++] = '\n';
-    ssize_t ignored = write(STDERR_FILENO, "deqemu: ", 8);
-    ignored = write(STDERR_FILENO, line, (size_t)n);
+}
+
+/* As say, with the lock held: the line is written by the next said_flush. */
+__attribute__((format(printf, 1, 2))) static void say_locked(const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsay(1, format, args);
+    va_end(args);
+}
+
+/* Writes the lines said under the lock; the caller does not hold it. */
+static void said_flush(void)
+{
+    char lines[sizeof said];
+    pthread_mutex_lock(&lock);
+    size_t n = said_len;
+    memcpy(lines, said, n);
+    said_len = 0;
+    pthread_mutex_unlock(&lock);
+    ssize_t ignored = n > 0 ? write(STDERR_FILENO, lines, n) : 0;
     (void)ignored;
 }
 
@@ -195,10 +245,10 @@ static int attach_regions(void)
                 }
             }
             if (uffd < 0 && wp)
-                say("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
+                say_locked("no write-protect faults on shared memory here (%s); missing faults only", strerror(err));
         }
         if (uffd < 0) {
-            say("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(err));
+            say_locked("userfaultfd: %s (as root, or with vm.unprivileged_userfaultfd=1)", strerror(err));
             return -err;
         }
     }
@@ -208,7 +258,7 @@ static int attach_regions(void)
             registered++;
         } else if (!region_said[i]) {
             region_said[i] = 1;
-            say("guest RAM mapping of %llu bytes at 0x%llx: UFFDIO_REGISTER failed (%s); not offered to the engine",
+            say_locked("guest RAM mapping of %llu bytes at 0x%llx: UFFDIO_REGISTER failed (%s); not offered to the engine",
                 (unsigned long long)regions[i].length, (unsigned long long)regions[i].host_address,
                 strerror(region_error[i]));
         }
@@ -270,6 +320,7 @@ static void hello(int sock)
         }
     }
     pthread_mutex_unlock(&lock);
+    said_flush();
     if (err != 0) {
         reply(sock, DE_QEMU_ERROR, (uint64_t)-err);
         return;
@@ -514,9 +565,10 @@ static void note_ram_file(int fd)
         int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (own >= 0) files[file_count++] = (ram_file){ .qemu_fd = fd, .own_fd = own, .dev = st.st_dev, .ino = st.st_ino };
     } else {
-        say("more than %u guest RAM memfds: the rest are not paged by the engine", DE_QEMU_MAX_REGIONS);
+        say_locked("more than %u guest RAM memfds: the rest are not paged by the engine", DE_QEMU_MAX_REGIONS);
     }
     pthread_mutex_unlock(&lock);
+    said_flush();
 }
 
 static void note_mapping(void *address, size_t length, int fd, off_t offset)
@@ -528,7 +580,7 @@ static void note_mapping(void *address, size_t length, int fd, off_t offset)
     for (uint32_t i = 0; i < file_count; i++) {
         if (files[i].dev != st.st_dev || files[i].ino != st.st_ino) continue;
         if (region_count == DE_QEMU_MAX_REGIONS) {
-            say("more than %u guest RAM mappings: the rest are not paged by the engine", DE_QEMU_MAX_REGIONS);
+            say_locked("more than %u guest RAM mappings: the rest are not paged by the engine", DE_QEMU_MAX_REGIONS);
             break;
         }
         regions[region_count++] = (de_qemu_region){
@@ -541,6 +593,7 @@ static void note_mapping(void *address, size_t length, int fd, off_t offset)
         break;
     }
     pthread_mutex_unlock(&lock);
+    said_flush();
     if (start) {
         int listener = listen_socket();
         if (listener < 0) return;

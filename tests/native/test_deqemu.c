@@ -803,6 +803,76 @@ static int test_accept_failing_backs_off(void)
     return 1;
 }
 
+/* Whether the guest's main thread is blocked writing to its stderr (/proc/<pid>/syscall: write, on descriptor 2). */
+static int blocked_on_stderr(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 0;
+    int blocked = fgets(line, sizeof line, f) != NULL && strncmp(line, "1 0x2 ", 6) == 0;
+    fclose(f);
+    return blocked;
+}
+
+/* QEMU's stderr a pipe nobody reads, and full: a warning the library says while it holds its lock (a ninth memfd with
+ * the guest RAM's name, one more than it tracks) blocks the guest's thread that says it in write(), which must not hold
+ * the lock meanwhile: an engine's hello, which takes the lock, is answered while that thread waits on its stderr. The
+ * line is written in full once the pipe is read. Before, it was written under the lock: the hello waited for as long as
+ * the pipe stayed full (here, until the 10 s patience ran out). */
+static int test_a_full_stderr_never_holds_the_lock(void)
+{
+    int err[2];
+    CHECK(pipe2(err, O_CLOEXEC) == 0);
+    int started = start_guest_with(&own, NULL, err[1]);
+    /* Filled through the test's own end, non-blocking only meanwhile (the flag is the pipe's, the guest's end's too). */
+    int flags = fcntl(err[1], F_GETFL);
+    CHECK(started && flags >= 0 && fcntl(err[1], F_SETFL, flags | O_NONBLOCK) == 0);
+    char junk[4096];
+    memset(junk, '.', sizeof junk);
+    while (write(err[1], junk, sizeof junk) > 0) {}
+    while (write(err[1], junk, 1) == 1) {}
+    CHECK(errno == EAGAIN && fcntl(err[1], F_SETFL, flags) == 0);
+    close(err[1]);
+    char line[128];
+    /* The RAM's memfd and seven more make eight, as many as the library tracks; the ninth's warning waits on the pipe. */
+    for (int i = 0; i < 7; i++) CHECK(ask(&own, "private 1", line, sizeof line) && strcmp(line, "PRIVATE 1") == 0);
+    fprintf(own.in, "private 1\n");
+    fflush(own.in);
+    while (!blocked_on_stderr(own.pid)) {
+        int alive = kill(own.pid, 0) == 0;
+        CHECK(alive);
+        struct timespec pause = { .tv_nsec = 1000000 };
+        nanosleep(&pause, NULL);
+    }
+    struct timeval patience = { .tv_sec = 10 };
+    int sock = connect_socket();
+    CHECK(sock >= 0 && setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience) == 0);
+    CHECK(request(sock, DE_QEMU_HELLO, -1));
+    de_qemu_hello h;
+    int fds[DE_QEMU_MAX_REGIONS + 2], n = 0;
+    ssize_t got = receive(sock, &h, sizeof h, fds, &n);
+    for (int i = 0; i < n; i++) close(fds[i]);
+    close(sock);
+    CHECK(got == (ssize_t)sizeof h && h.op == DE_QEMU_OK && h.region_count == 1);
+    CHECK(blocked_on_stderr(own.pid)); /* the warning still waits: the hello was answered meanwhile */
+    /* Read the pipe: the warning comes out whole, and the guest's ninth memfd is answered. */
+    static char said[256 * 1024];
+    size_t have = 0;
+    while (have < sizeof said - 1) {
+        ssize_t r = read(err[0], said + have, sizeof said - 1 - have);
+        CHECK(r > 0);
+        have += (size_t)r;
+        said[have] = '\0';
+        if (strstr(said, "deqemu: more than 8 guest RAM memfds: the rest are not paged by the engine\n") != NULL) break;
+    }
+    CHECK(strstr(said, "deqemu: more than 8 guest RAM memfds: the rest are not paged by the engine\n") != NULL);
+    CHECK(fgets(line, sizeof line, own.out) != NULL && strcmp(line, "PRIVATE 1\n") == 0);
+    close(err[0]);
+    CHECK(stop_guest(&own));
+    return 1;
+}
+
 static void run(const char *name, int (*test)(void))
 {
     if (test()) {
@@ -829,6 +899,7 @@ static int run_own_guests(void)
     run("hello sends only the memfds of its regions", test_hello_sends_only_the_memfds_of_its_regions);
     run("accept failing backs off", test_accept_failing_backs_off);
     run("a detach queued behind an unread reply is taken", test_a_detach_queued_behind_an_unread_reply_is_taken);
+    run("a full stderr never holds the lock", test_a_full_stderr_never_holds_the_lock);
     printf("# %d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
 }
