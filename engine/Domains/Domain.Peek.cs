@@ -26,30 +26,36 @@ public sealed partial class Domain
         try
         {
             ThrowIfRemoved();
-            switch (PageEntry.State(e))
-            {
-                case PageState.Zero:
-                    page.Clear();
-                    return true;
-                case PageState.Private:
-                case PageState.Shared:
-                    Host.Frames.Span(PageEntry.Frame(e)).CopyTo(page);
-                    return true;
-                case PageState.Uniform:
-                    FillUniform(page, (uint)PageEntry.Payload(e));
-                    return true;
-                case PageState.Swapped:
-                    return Host.Reclaimer?.Swap is { } swap && TryReadSwap(swap, (uint)PageEntry.Payload(e), page);
-                case PageState.Patched:
-                case PageState.Compressed:
-                    return TryDecodeInPlace(gfn, e, page);
-                default:
-                    return false;
-            }
+            return PeekLocked(gfn, e, page);
         }
         finally
         {
             Unlock(gfn, e);
+        }
+    }
+
+    /// <summary><see cref="PeekPage"/> of a page whose lock the caller holds (its entry <paramref name="e"/>).</summary>
+    private bool PeekLocked(long gfn, ulong e, Span<byte> page)
+    {
+        switch (PageEntry.State(e))
+        {
+            case PageState.Zero:
+                page.Clear();
+                return true;
+            case PageState.Private:
+            case PageState.Shared:
+                Host.Frames.Span(PageEntry.Frame(e)).CopyTo(page);
+                return true;
+            case PageState.Uniform:
+                FillUniform(page, (uint)PageEntry.Payload(e));
+                return true;
+            case PageState.Swapped:
+                return Host.Reclaimer?.Swap is { } swap && TryReadSwap(swap, (uint)PageEntry.Payload(e), page);
+            case PageState.Patched:
+            case PageState.Compressed:
+                return TryDecodeInPlace(gfn, e, page);
+            default:
+                return false;
         }
     }
 

@@ -435,6 +435,31 @@ public sealed partial class Domain
         return made;
     }
 
+    /// <summary>
+    /// Writes page <paramref name="gfn"/> to the crash journal again from what the engine holds of it (decoded as
+    /// <see cref="PeekPage"/> does), after a compaction found its record changed on the disk and left it out
+    /// (QemuJournal.TakeDamaged): without a record the page would be lost to the next engine should this one die. Nothing to
+    /// write when the guest has the page (Private on its own frame: no record was due). False when the engine's own copy
+    /// cannot be read either, or the journal refuses the record (counted and said in the journal's failures).
+    /// </summary>
+    internal bool QemuRejournal(long gfn)
+    {
+        var ram = Qemu;
+        if (ram is null || IsRemoved || (ulong)gfn >= (ulong)PageCount) return false;
+        Span<byte> page = stackalloc byte[Memory.PageGeometry.PageSize];
+        ulong e = Lock(gfn);
+        try
+        {
+            if (IsRemoved) return false;
+            if (PageEntry.State(e) == PageState.Private && Host.Frames.IsExternal(PageEntry.Frame(e))) return true;
+            return PeekLocked(gfn, e, page) && ram.Journal.Put(gfn, page);
+        }
+        finally
+        {
+            Unlock(gfn, e);
+        }
+    }
+
     /// <summary>Refuses to take pages out of a guest whose kernel gives no write-protect faults on shared memory.</summary>
     internal void ThrowIfQemuCannotEvict()
     {

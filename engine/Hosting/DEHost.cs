@@ -147,7 +147,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
     /// <summary>
     /// After a pass or a reclaim: every QEMU domain's crash journal made durable so far, dropped from the page cache, and
     /// compacted when most of it is dead; the pages whose take-out the journal refused made the guest's again
-    /// (<see cref="Domain.QemuReconcile"/>).
+    /// (<see cref="Domain.QemuReconcile"/>), and those whose record the compaction found changed on the disk written to it
+    /// again (<see cref="Domain.QemuRejournal"/>).
     /// </summary>
     internal void MaintainJournals()
     {
@@ -156,6 +157,8 @@ public sealed partial class DEHost : IDEHost, IEngineService
             if (d.IsRemoved || d.Qemu is null) continue;
             d.QemuReconcile();
             d.Qemu.Journal.Maintain();
+            // Records a compaction found changed on the disk, left out of the new file: written again from the pages held.
+            foreach (long gfn in d.Qemu.Journal.TakeDamaged()) d.QemuRejournal(gfn);
         }
     }
 

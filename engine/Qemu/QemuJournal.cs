@@ -76,6 +76,8 @@ internal sealed unsafe class QemuJournal : IDisposable
     private long _tail, _committed, _live, _generation;
     private long _failures;
     private string? _lastError;
+    // Pages whose record a compaction found changed on the disk and left out: the engine writes them again (TakeDamaged).
+    private readonly List<long> _damaged = [];
     /// <summary>
     /// Why puts are refused, drops written only in place and the file no longer committed, until a compaction writes a
     /// new file (<see cref="Maintain"/> tries at each call): a drop that could not be written, remains of a cut-short
@@ -167,6 +169,28 @@ internal sealed unsafe class QemuJournal : IDisposable
     /// </summary>
     public static QemuJournal Open(int fd, string directory, long pageCount, Action<int> deposit) =>
         Prepared(directory, pageCount, deposit, fd, journal => journal.Replay());
+
+    /// <summary>
+    /// The pages whose record the last compactions found changed on the disk since it was written (a failing disk, or a
+    /// write by someone else): left out of the new file, they have no record now, though the engine still holds them.
+    /// The caller writes each again from what it holds (Domain.QemuRejournal), after this call and with no page lock of
+    /// the journal's taken meanwhile; the list is emptied.
+    /// </summary>
+    public List<long> TakeDamaged()
+    {
+        lock (_gate)
+        {
+            var taken = new List<long>(_damaged);
+            _damaged.Clear();
+            return taken;
+        }
+    }
+
+    /// <summary>Where the live record of page <paramref name="gfn"/> is in the file now (bytes), and the file's descriptor (tests).</summary>
+    internal (long Offset, int Fd) RecordAt(long gfn)
+    {
+        lock (_gate) return ((long)_at[gfn] * 8, _fd);
+    }
 
     /// <summary>The gfns the journal says the engine holds, in order.</summary>
     public List<long> HeldGfns()
@@ -430,6 +454,8 @@ internal sealed unsafe class QemuJournal : IDisposable
             long tail = HeaderSize;
             int fill = 0;
             long bufferAt = tail;
+            long live = 0;
+            List<long>? damaged = null;
             for (long g = 0; g < _at.LongLength; g++)
             {
                 if (_at[g] == 0) continue;
@@ -441,9 +467,18 @@ internal sealed unsafe class QemuJournal : IDisposable
                     fill = 0;
                 }
                 ReadExactly(_fd, buffer.AsSpan(fill, size), (long)_at[g] * 8);
+                // Each record checked as a replay would: one that changed on the disk since it was written is not copied
+                // (a new file vouching for it would make the whole journal corrupt to the next engine); the engine, which
+                // holds the page, writes it again (TakeDamaged).
+                if (!TryParse(buffer.AsSpan(fill, size), out _, out _, out _, out long recordGfn) || recordGfn != g)
+                {
+                    (damaged ??= []).Add(g);
+                    continue;
+                }
                 at[g] = (uint)(tail / 8);
                 fill += size;
                 tail += size;
+                live += size;
             }
             WriteExactly(fd, buffer.AsSpan(0, fill), bufferAt);
             if (SyncData(fd) is int errno and not 0) throw Failed("fdatasync", errno);
@@ -456,6 +491,13 @@ internal sealed unsafe class QemuJournal : IDisposable
             _generation++;
             Volatile.Write(ref _tail, tail);
             _committed = tail;
+            Volatile.Write(ref _live, live);
+            if (damaged is not null)
+            {
+                foreach (long g in damaged) _damaged.Add(g);
+                Fail($"{damaged.Count} record(s) of the crash journal changed on the disk since they were written (page " +
+                     $"{damaged[0]}{(damaged.Count > 1 ? " and others" : "")}): left out of the compacted journal, to be written again");
+            }
             LinuxNative.PosixFadvise(_fd, 0, 0, LinuxNative.POSIX_FADV_DONTNEED);
         }
         catch
@@ -508,14 +550,14 @@ internal sealed unsafe class QemuJournal : IDisposable
         if (at != end && LinuxNative.Ftruncate(_fd, at) != 0) throw Failed("ftruncate", LinuxNative.Errno);
     }
 
-    private static bool TryParse(byte[] record, out JournalKind kind, out int length, out uint word, out long gfn)
+    private static bool TryParse(ReadOnlySpan<byte> record, out JournalKind kind, out int length, out uint word, out long gfn)
     {
-        kind = (JournalKind)BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(4));
-        length = (int)BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(8));
-        word = BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan(12));
-        gfn = BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(16));
-        if (length > PageSize || kind is < JournalKind.Zero or > JournalKind.Drop) return false;
-        if (BinaryPrimitives.ReadUInt32LittleEndian(record) != Crc32.HashToUInt32(record.AsSpan(4, RecordHeader - 4 + length))) return false;
+        kind = (JournalKind)BinaryPrimitives.ReadUInt32LittleEndian(record[4..]);
+        length = (int)BinaryPrimitives.ReadUInt32LittleEndian(record[8..]);
+        word = BinaryPrimitives.ReadUInt32LittleEndian(record[12..]);
+        gfn = BinaryPrimitives.ReadInt64LittleEndian(record[16..]);
+        if (length > PageSize || kind is < JournalKind.Zero or > JournalKind.Drop || RecordHeader + length > record.Length) return false;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(record) != Crc32.HashToUInt32(record.Slice(4, RecordHeader - 4 + length))) return false;
         return kind switch
         {
             JournalKind.Encoded => length > EncodedPage.CompressedHeader,

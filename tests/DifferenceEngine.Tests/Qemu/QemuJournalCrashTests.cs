@@ -61,6 +61,61 @@ public sealed class QemuJournalCrashTests(ITestOutputHelper output) : IDisposabl
     }
 
     /// <summary>
+    /// A record of a page the engine holds changes on the disk (a failing disk). The next compaction leaves it out, and the
+    /// pass's journal upkeep writes the page again from what the engine holds (Domain.QemuRejournal), so an engine killed
+    /// after it loses nothing: the next one replays every page. Before: the compaction copied the damaged record into the
+    /// new file, which the next engine then refused whole (QemuJournalCorrupt), every held page's fault left waiting.
+    /// </summary>
+    [RequiresFact(Requirement.QemuPager)]
+    public unsafe void ARecordDamagedOnTheDiskIsWrittenAgainByTheNextCompaction()
+    {
+        var guest = FakeGuest.Start();
+        var dead = new DEHost(new HostOptions { Name = "journal-damaged-1" });
+        try
+        {
+            var vm = dead.AttachQemu("fake", guest.SocketPath, new DomainOptions { C4Sweeps = 1, SharingEnabled = true, CompressionEnabled = true });
+            dead.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 3 });
+            var journal = vm.Qemu!.Journal;
+            var held = journal.HeldGfns();
+            Assert.True(held.Count > 0, "no page was taken out: nothing to show");
+            long gfn = held[held.Count / 2];
+            var (offset, fd) = journal.RecordAt(gfn);
+            byte b = 0;
+            Assert.Equal(1, (int)LinuxNative.PRead(fd, &b, 1, offset + 8));
+            b ^= 0x5a; // the record's length: its check fails
+            Assert.Equal(1, (int)LinuxNative.PWrite(fd, &b, 1, offset + 8));
+            // The next upkeep compacts (as after an fdatasync that failed: another page's record written again, with the
+            // same bytes, so the upkeep has something to sync); it runs after each pass.
+            Assert.True(vm.QemuRejournal(held[0] != gfn ? held[0] : held[^1]));
+            var sync = journal.SyncData;
+            journal.SyncData = _ => 5; // EIO
+            journal.Maintain();
+            journal.SyncData = sync;
+            long generation = journal.Generation;
+            dead.Scan([vm], new DifferenceEngine.Scanning.ScanOptions { Passes = 1 });
+            Assert.True(journal.Generation > generation, "the journal was not compacted");
+            Assert.Contains("changed on the disk", journal.LastError);
+            Assert.True(journal.IsHeld(gfn), $"page {gfn} has no record after the upkeep");
+            Assert.Equal(held, journal.HeldGfns());
+            // The engine is killed here: nothing more of it runs.
+            vm.Qemu.StopFaults();
+            vm.Qemu.Link.Dispose();
+
+            using var next = new DEHost(new HostOptions { Name = "journal-damaged-2" });
+            var vm2 = next.AttachQemu("fake", guest.SocketPath);
+            output.WriteLine($"held {held.Count}, page {gfn} damaged; recovered {vm2.QemuRecoveredPages}");
+            Assert.Equal(held.Count, vm2.QemuRecoveredPages);
+            Assert.Equal("VERIFY mismatches=0", guest.Ask("verify"));
+            next.RemoveDomain(vm2);
+        }
+        finally
+        {
+            guest.Dispose();
+            try { dead.Dispose(); } catch (DEException) { }
+        }
+    }
+
+    /// <summary>
     /// A drop the full disk refuses to append marks the page's record dead where it is (its bytes are allocated already),
     /// so the next engine does not take over a page the guest has. Before: the drop was gathered in memory and lost when
     /// its write failed (the failure was ignored); the file went on saying the engine held the page, and a kill after QEMU

@@ -151,6 +151,57 @@ public sealed unsafe class QemuJournalTests : IDisposable
         Assert.Equal(DEErrorKind.InvalidData, e.Kind);
     }
 
+    /// <summary>
+    /// A record that changed on the disk after it was written (a failing disk) is not copied by a compaction: a new file
+    /// vouching for it would make the whole journal corrupt to the next engine (QemuJournalCorrupt), every page with it.
+    /// The compaction leaves it out, says so, and hands its page back for the engine to write again (TakeDamaged); the
+    /// other pages come through whole, and once the page is written again a restarted engine reads back every page.
+    /// </summary>
+    [Fact]
+    public void A_compaction_leaves_out_a_record_that_changed_on_the_disk_and_hands_its_page_back()
+    {
+        var r = new Random(11);
+        var journal = QemuJournal.Create(_dir, 16, _library.Deposit);
+        var shadow = new Dictionary<long, byte[]>();
+        for (long g = 0; g < 4; g++)
+        {
+            shadow[g] = Page(r, 2);
+            Assert.True(journal.Put(g, shadow[g]));
+        }
+        journal.Maintain();
+        // A byte of gfn 0's record (the first: at byte 64, past the header) changes on the disk.
+        int handed = _library.Handed();
+        byte b = 0;
+        Assert.Equal(1, (int)LinuxNative.PRead(handed, &b, 1, 64 + 40));
+        b ^= 0x5a;
+        Assert.Equal(1, (int)LinuxNative.PWrite(handed, &b, 1, 64 + 40));
+        LinuxNative.Close(handed);
+        // A compaction, as after an fdatasync that failed (the journal then compacts at its next Maintain).
+        var sync = journal.SyncData;
+        journal.SyncData = _ => 5; // EIO
+        Assert.True(journal.Put(4, shadow[4] = Page(r, 3)));
+        journal.Maintain();
+        journal.SyncData = sync;
+        long generation = journal.Generation;
+        journal.Maintain();
+        Assert.Equal(generation + 1, journal.Generation);
+        Assert.Equal([0L], journal.TakeDamaged());
+        Assert.Empty(journal.TakeDamaged());
+        Assert.Contains("changed on the disk", journal.LastError);
+        Assert.False(journal.IsHeld(0));
+        var written = shadow[0];
+        shadow.Remove(0);
+        AssertHolds(journal, shadow);
+        // The engine writes the page again from what it holds; a restarted engine reads back every page.
+        Assert.True(journal.Put(0, shadow[0] = written));
+        journal.Maintain();
+        int again = _library.Handed();
+        journal.Dispose();
+        journal = QemuJournal.Open(again, _dir, 16, _library.Deposit);
+        AssertHolds(journal, shadow);
+        journal.Dispose();
+    }
+
     [Fact]
     public void The_journal_of_another_guest_or_no_journal_at_all_is_refused()
     {
