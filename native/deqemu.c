@@ -320,18 +320,19 @@ static void hello(int sock)
         }
     }
     pthread_mutex_unlock(&lock);
-    said_flush();
     if (err != 0) {
         reply(sock, DE_QEMU_ERROR, (uint64_t)-err);
-        return;
+    } else {
+        if (uffd_wp) h.flags |= DE_QEMU_HELLO_WP;
+        if (uffd_sent) h.flags |= DE_QEMU_HELLO_REATTACH;
+        if (state_fd >= 0) {
+            h.flags |= DE_QEMU_HELLO_STATE;
+            fds[n++] = state_fd;
+        }
+        if (send_packet(sock, &h, sizeof h, fds, n) == 0) uffd_sent = 1;
     }
-    if (uffd_wp) h.flags |= DE_QEMU_HELLO_WP;
-    if (uffd_sent) h.flags |= DE_QEMU_HELLO_REATTACH;
-    if (state_fd >= 0) {
-        h.flags |= DE_QEMU_HELLO_STATE;
-        fds[n++] = state_fd;
-    }
-    if (send_packet(sock, &h, sizeof h, fds, n) == 0) uffd_sent = 1;
+    /* What attach_regions said, once the engine has its answer: a stderr nobody reads does not keep the hello waiting. */
+    said_flush();
 }
 
 /* Engines refused while another is attached: answered EBUSY, then kept until they hang up, with what they sent

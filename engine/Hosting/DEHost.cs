@@ -157,8 +157,10 @@ public sealed partial class DEHost : IDEHost, IEngineService
             if (d.IsRemoved || d.Qemu is null) continue;
             d.QemuReconcile();
             d.Qemu.Journal.Maintain();
-            // Records a compaction found changed on the disk, left out of the new file: written again from the pages held.
-            foreach (long gfn in d.Qemu.Journal.TakeDamaged()) d.QemuRejournal(gfn);
+            // Records a compaction found changed on the disk, left out of the new file: written again from the pages held
+            // (one that cannot be, this time, is tried again at the next upkeep: the journal's failures say so meanwhile).
+            foreach (long gfn in d.Qemu.Journal.TakeDamaged())
+                if (!d.QemuRejournal(gfn) && !d.IsRemoved) d.Qemu.Journal.NoteDamaged(gfn);
         }
     }
 

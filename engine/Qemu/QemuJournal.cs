@@ -186,6 +186,16 @@ internal sealed unsafe class QemuJournal : IDisposable
         }
     }
 
+    /// <summary>
+    /// Hands page <paramref name="gfn"/> back to the next <see cref="TakeDamaged"/>: it still has no record (the engine
+    /// could not write it again this time: the journal refused it, or its own copy could not be read).
+    /// </summary>
+    public void NoteDamaged(long gfn)
+    {
+        lock (_gate)
+            if (_at[gfn] == 0 && !_damaged.Contains(gfn)) _damaged.Add(gfn);
+    }
+
     /// <summary>Where the live record of page <paramref name="gfn"/> is in the file now (bytes), and the file's descriptor (tests).</summary>
     internal (long Offset, int Fd) RecordAt(long gfn)
     {
@@ -466,11 +476,10 @@ internal sealed unsafe class QemuJournal : IDisposable
                     bufferAt += fill;
                     fill = 0;
                 }
-                ReadExactly(_fd, buffer.AsSpan(fill, size), (long)_at[g] * 8);
-                // Each record checked as a replay would: one that changed on the disk since it was written is not copied
-                // (a new file vouching for it would make the whole journal corrupt to the next engine); the engine, which
-                // holds the page, writes it again (TakeDamaged).
-                if (!TryParse(buffer.AsSpan(fill, size), out _, out _, out _, out long recordGfn) || recordGfn != g)
+                // Each record checked as a replay would: one that changed on the disk since it was written, or that the
+                // disk no longer gives back, is not copied (a new file vouching for it would make the whole journal corrupt
+                // to the next engine); the engine, which holds the page, writes it again (TakeDamaged).
+                if (!TryReadRecord(buffer.AsSpan(fill, size), (long)_at[g] * 8, g))
                 {
                     (damaged ??= []).Add(g);
                     continue;
@@ -505,6 +514,20 @@ internal sealed unsafe class QemuJournal : IDisposable
             LinuxNative.Close(fd);
             throw;
         }
+    }
+
+    /// <summary>Reads page <paramref name="gfn"/>'s record at <paramref name="offset"/> into <paramref name="record"/>: false when the read fails or the record fails its check.</summary>
+    private bool TryReadRecord(Span<byte> record, long offset, long gfn)
+    {
+        try
+        {
+            ReadExactly(_fd, record, offset);
+        }
+        catch (DEException)
+        {
+            return false;
+        }
+        return TryParse(record, out _, out _, out _, out long recordGfn) && recordGfn == gfn;
     }
 
     private void Replay()
@@ -556,7 +579,8 @@ internal sealed unsafe class QemuJournal : IDisposable
         length = (int)BinaryPrimitives.ReadUInt32LittleEndian(record[8..]);
         word = BinaryPrimitives.ReadUInt32LittleEndian(record[12..]);
         gfn = BinaryPrimitives.ReadInt64LittleEndian(record[16..]);
-        if (length > PageSize || kind is < JournalKind.Zero or > JournalKind.Drop || RecordHeader + length > record.Length) return false;
+        // The length as the unsigned word it is (a damaged one with its top bit set is not a small negative number).
+        if ((uint)length > PageSize || kind is < JournalKind.Zero or > JournalKind.Drop || RecordHeader + length > record.Length) return false;
         if (BinaryPrimitives.ReadUInt32LittleEndian(record) != Crc32.HashToUInt32(record.Slice(4, RecordHeader - 4 + length))) return false;
         return kind switch
         {
