@@ -42,6 +42,67 @@ public sealed class ColdSharedBandTests
         Assert.Equal(one.FramesInUse, many.FramesInUse);
     }
 
+    /// <summary>
+    /// Patches against shared references, a reference's patches and sharers in other domains than it: made with
+    /// compression off, then compression turned on, so the cold references are compressed with their patches (each
+    /// patch then names the compressed copy). A reference frame read from a patch's blob under its lock falls in the same
+    /// band as its sharers; 16 bands on two workers make the same frames, patches and pages as one.
+    /// </summary>
+    [Fact]
+    public void PatchesFollowTheirReferenceIntoItsBand()
+    {
+        var one = RunWithPatches(bandTarget: 1 << 20, out int oneBands);
+        var many = RunWithPatches(bandTarget: 8, out int manyBands);
+        Assert.Equal(1, oneBands);
+        Assert.Equal(DEHost.MaxColdSharedBands, manyBands);
+        Assert.True(one.Patches >= 100, $"{one.Patches} patches moved onto compressed references");
+        Assert.Equal(one, many);
+    }
+
+    private sealed record PatchOutcome(long SharedCompressedFrames, long Patches, long SharedCompressedPages, long FramesInUse);
+
+    private static PatchOutcome RunWithPatches(int bandTarget, out int bands)
+    {
+        using var host = new DEHost();
+        host.ColdSharedBandTarget = bandTarget;
+        using var dir = new TempDir();
+        var options = new DomainOptions { SharingEnabled = true, PatchingEnabled = true, C4Sweeps = 1 };
+        byte[][] a = Enumerable.Range(0, 200).Select(SharedCompressionTests.Compressible).ToArray();
+        // b: near copies of a's pages (a few bytes differ: patched against them); c: copies of half of them (shared).
+        byte[][] b = a.Select((p, k) =>
+        {
+            var near = (byte[])p.Clone();
+            BitConverter.TryWriteBytes(near.AsSpan(1000), 0xC0FFEE00 + k);
+            return near;
+        }).ToArray();
+        byte[][] c = a.Take(100).Select(p => (byte[])p.Clone()).ToArray();
+        var domains = new[]
+        {
+            (TestMemory.LoadRaw(host, dir, "a", a, options), a),
+            (TestMemory.LoadRaw(host, dir, "b", b, options), b),
+            (TestMemory.LoadRaw(host, dir, "c", c, options), c),
+        };
+        host.Scan(options: new ScanOptions { UntilStable = true, Parallelism = 2 });
+        foreach (var (domain, _) in domains) host.EnableCompression(domain);
+        bands = 0;
+        long patches = 0;
+        for (int pass = 0; pass < 6; pass++)
+        {
+            var result = host.Scan(options: new ScanOptions { Passes = 1, Parallelism = 2 });
+            patches += result.PassResults[0].PatchesOnCompressedReferences;
+            bands = Math.Max(bands, host.LastColdSharedBands);
+        }
+        var stats = host.GetStats();
+        var snapshot = host.TakeSnapshot();
+        TestMemory.AssertFrameAccounting(host);
+        TestMemory.AssertNumbersAddUp(snapshot);
+        var outcome = new PatchOutcome(stats.SharedCompressedFrames, patches, snapshot.Domains.Sum(d => d.SharedCompressedPages), stats.FramesInUse);
+        foreach (var (domain, pages) in domains)
+            for (long g = 0; g < pages.Length; g++)
+                Assert.Equal(pages[g], domain.ReadPage(g));
+        return outcome;
+    }
+
     private sealed record Outcome(long SharedCompressedFrames, long SharedCompressedPages, long FramesInUse);
 
     private static Outcome Run(int bandTarget, out int bands, out int peak)
