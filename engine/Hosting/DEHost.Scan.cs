@@ -77,8 +77,10 @@ public sealed partial class DEHost
     private unsafe ulong* _referenceFrames;
     // And after those: frames whose similarity keys the sweep marked in the key filter (once a frame, not once a sharer).
     private unsafe ulong* _keyedFrames;
+    // And a fourth: frames the step after the sweep has looked at for the stable table (ListStableSlice).
+    private unsafe ulong* _stableChecked;
     private uint _listedLimit;
-    // The three bitmaps' bytes (counted with the pass's buffers), 0 between passes.
+    // The four bitmaps' bytes (counted with the pass's buffers), 0 between passes.
     private long _frameBitmapsBytes;
 
     private long FrameBitmapsBytes => Volatile.Read(ref _frameBitmapsBytes);
@@ -89,11 +91,12 @@ public sealed partial class DEHost
         FreeListedFrames();
         long limit = Frames.FrameNumberLimit;
         long words = (limit + 63) / 64;
-        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(3 * words * sizeof(ulong)));
+        _listedFrames = (ulong*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(4 * words * sizeof(ulong)));
         _referenceFrames = _listedFrames + words;
         _keyedFrames = _referenceFrames + words;
+        _stableChecked = _keyedFrames + words;
         _listedLimit = (uint)limit;
-        Volatile.Write(ref _frameBitmapsBytes, 3 * words * sizeof(ulong));
+        Volatile.Write(ref _frameBitmapsBytes, 4 * words * sizeof(ulong));
     }
 
     private unsafe void FreeListedFrames()
@@ -102,6 +105,7 @@ public sealed partial class DEHost
         _listedFrames = null;
         _referenceFrames = null;
         _keyedFrames = null;
+        _stableChecked = null;
         _listedLimit = 0;
         Volatile.Write(ref _frameBitmapsBytes, 0);
     }
@@ -139,14 +143,63 @@ public sealed partial class DEHost
     /// stripe lock of its hash, unless a frame is listed under that hash already (two frames of one content, or a
     /// collision: the first one swept serves, as the first one listed did when the table was kept across passes).
     /// </summary>
+    /// <remarks>With the trust group's twin filter on (a domain of the group shares in this pass), the frame only marks
+    /// its hash in the filter here, as one more item: the step after the sweep (<see cref="ListStableSlice"/>) lists it if
+    /// a page of the pass may match it, so the table holds the frames some page may merge into, not every shared frame
+    /// (session 37: 0.34 MiB of the program snapshots' metadata peak, in a later pass's sharing phase).</remarks>
     private unsafe void ListStable(SharingIndex index, uint frame)
     {
         if (!SetFrameBit(_listedFrames, frame)) return; // listed already, or a frame newer than the pass's sweep
         ulong hash = index.HashOf(frame);
+        if (index.Twins.Active) index.Twins.Mark(hash);
+        else SetStable(index, frame, hash);
+    }
+
+    /// <summary>Lists <paramref name="frame"/> under <paramref name="hash"/> unless a frame is listed there already.</summary>
+    private void SetStable(SharingIndex index, uint frame, ulong hash)
+    {
         lock (index.Stable.StripeLock(hash))
         {
             if (!Frames.IsInUse(frame)) return;
             if (!index.Stable.TryGet(hash, out _)) index.Stable.Set(hash, frame);
+        }
+    }
+
+    /// <summary>
+    /// After the sweep: lists in the stable table each shared frame (and patch reference) of a slice whose trust group's
+    /// twin filter was on, when a page of the pass may match it (its hash marked again: by a page the sharing phase may
+    /// take, or another frame). A frame no page may match is left out; the pages marked are all those the sharing phase
+    /// looks up, so none misses a frame it is identical to. Each frame once a pass, checked under a page's lock that holds it.
+    /// </summary>
+    private unsafe void ListStableSlice(Domain domain, long start, long end, bool sweep)
+    {
+        var index = SharingIndexFor(domain.Policy.TrustGroup);
+        if (!index.Twins.Active || domain.IsRemoved) return;
+        for (long gfn = start; gfn < end; gfn++)
+        {
+            ulong peek = domain.PeekEntry(gfn);
+            var peekState = PageEntry.State(peek);
+            if (peekState is not (PageState.Shared or PageState.Patched)) continue;
+            if (peekState == PageState.Shared && HasFrameBit(_stableChecked, PageEntry.Frame(peek))) continue;
+            ulong e;
+            if (sweep) e = domain.Lock(gfn);
+            else if (!domain.TryLock(gfn, out e)) continue;
+            try
+            {
+                if (domain.IsRemoved) break;
+                var state = PageEntry.State(e);
+                uint frame;
+                if (state == PageState.Shared) frame = PageEntry.Frame(e);
+                else if (state != PageState.Patched || !EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame)) continue;
+                // Only a frame the sweep noted (it marked the filter), each once.
+                if (!HasFrameBit(_listedFrames, frame) || !SetFrameBit(_stableChecked, frame)) continue;
+                ulong hash = index.HashOf(frame);
+                if (index.Twins.MayHaveTwin(hash)) SetStable(index, frame, hash);
+            }
+            finally
+            {
+                domain.Unlock(gfn, e);
+            }
         }
     }
 
@@ -311,6 +364,11 @@ public sealed partial class DEHost
                 index.Twins.EndMarking();
                 index.SimilarKeys.EndMarking();
             }
+            // The shared frames a page of the pass may match, listed now that every page has marked the filters.
+            bool filtered = false;
+            foreach (var index in _sharing.Values) filtered |= index.Twins.Active;
+            if (filtered)
+                Parallel.ForEach(sweepSlices, parallel, slice => ListStableSlice(slice.Domain, slice.Start, slice.End, slice.Sweep));
             PassPhaseHook?.Invoke("sweep");
             if (_anyPatching)
             {
@@ -449,6 +507,7 @@ public sealed partial class DEHost
     private void BeginTwinFilters(Domain[] domains, HashSet<string> groups)
     {
         var pages = new Dictionary<string, long>(StringComparer.Ordinal);
+        var shared = new Dictionary<string, long>(StringComparer.Ordinal);
         var keyed = new Dictionary<string, long>(StringComparer.Ordinal);
         var candidates = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var index in _sharing.Values) index.PassCandidates = 0;
@@ -457,8 +516,9 @@ public sealed partial class DEHost
             var policy = d.Policy;
             bool swept = Array.IndexOf(domains, d) >= 0;
             bool shares = swept && policy.SharingEnabled;
-            bool keys = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled) && groups.Contains(policy.TrustGroup);
-            if (d.IsRemoved || !(shares || keys)) continue;
+            bool listed = groups.Contains(policy.TrustGroup); // its shared frames noted by the sweep (ListStable)
+            bool keys = _anyPatching && (policy.SharingEnabled || policy.PatchingEnabled) && listed;
+            if (d.IsRemoved || !(shares || keys || listed)) continue;
             long privatePages = 0, sharedPages = 0, examined = 0;
             for (long gfn = 0; gfn < d.PageCount; gfn++)
             {
@@ -472,10 +532,12 @@ public sealed partial class DEHost
                 else if (state == PageState.Shared) sharedPages++;
             }
             if (shares) pages[policy.TrustGroup] = pages.GetValueOrDefault(policy.TrustGroup) + privatePages;
+            // A shared frame marks the twin filter too (once, whatever the pages sharing it): at most one a shared page.
+            if (listed || shares) shared[policy.TrustGroup] = shared.GetValueOrDefault(policy.TrustGroup) + sharedPages;
             if (keys) keyed[policy.TrustGroup] = keyed.GetValueOrDefault(policy.TrustGroup) + (privatePages + sharedPages) * Policy.Detector.Keys;
             if (keys && swept && policy.PatchingEnabled) candidates[policy.TrustGroup] = candidates.GetValueOrDefault(policy.TrustGroup) + examined;
         }
-        foreach (var (group, n) in pages) SharingIndexFor(group).Twins.Begin(n);
+        foreach (var (group, n) in pages) SharingIndexFor(group).Twins.Begin(n + shared.GetValueOrDefault(group));
         foreach (var (group, n) in candidates)
         {
             if (n == 0) continue;
@@ -487,8 +549,9 @@ public sealed partial class DEHost
 
     /// <summary>
     /// The pass's first phase over a slice: sweeps the clock (ages every page; not with <paramref name="sweep"/> false,
-    /// for a domain the pass does not scan), lists every shared frame and patch reference in the stable table, and marks
-    /// the pass's filters: the content hash of each page the second phase may share, the similarity keys of each page
+    /// for a domain the pass does not scan), notes every shared frame and patch reference for the stable table (listed
+    /// now, or, with its trust group's twin filter on, marked there and listed after the sweep: <see cref="ListStableSlice"/>),
+    /// and marks the pass's filters: the content hash of each page the second phase may share, the similarity keys of each page
     /// that may serve as a patch reference or be patched (<see cref="ListSlice"/> lists the references then). Returns
     /// pages swept.
     /// </summary>

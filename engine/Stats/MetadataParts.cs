@@ -20,7 +20,7 @@ namespace DifferenceEngine.Stats;
 /// <param name="SharedBlobs">The table of compressed shared frames (one slot a blob).</param>
 /// <param name="PageGroups">The page group table (one record a group, with its members).</param>
 /// <param name="PassBuffers">The pass's buffers of cold shared pages and of shared blobs nominated for groups, and its
-/// bitmaps of the frames its sweep listed, keyed and found serving patches (3 bits a frame number) (native; held only during
+/// bitmaps of the frames its sweep listed, keyed, found serving patches and checked for the stable table (4 bits a frame number) (native; held only during
 /// a pass).</param>
 /// <param name="Swap">The swap file's slot table (where each paged-out page or group is), when a swap file is set.</param>
 /// <param name="Qemu">For live QEMU guests: where each page's crash-journal record is and its refault count (the journal
