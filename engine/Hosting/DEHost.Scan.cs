@@ -804,7 +804,7 @@ public sealed partial class DEHost
                 if (PageEntry.State(peek) != PageState.Private)
                 {
                     // A cold Shared page or patch: collected after this phase, band by band (CompressColdShared).
-                    coldShared.Note(peek);
+                    coldShared.Note(peek, Math.Max(1, _listedLimit));
                     continue;
                 }
                 ulong e = domain.Lock(gfn);
@@ -863,16 +863,20 @@ public sealed partial class DEHost
     /// </summary>
     internal int ColdSharedBandTarget { get; set; } = 8192;
 
+    /// <summary>Buckets of the frame numbers' histogram a compression phase keeps of its cold shared pages.</summary>
+    internal const int ColdSharedBuckets = 256;
+
     /// <summary>
-    /// The cold shared pages and patches a compression phase saw (unlocked), and the lowest and highest frame its shared
-    /// pages named: what <see cref="CompressColdShared"/> cuts into bands.
+    /// The cold shared pages and patches a compression phase saw (unlocked), with a histogram of the frames its shared
+    /// pages named (<see cref="ColdSharedBuckets"/> equal ranges of the frame numbers the pass began with; later ones in
+    /// the last): what <see cref="CompressColdShared"/> cuts into bands. On the stack (1 KiB), merged under a lock.
     /// </summary>
-    private struct ColdSharedSeen()
+    private struct ColdSharedSeen
     {
         public long Pages, Patches;
-        public uint LowestFrame = uint.MaxValue, HighestFrame;
+        public Histogram Frames;
 
-        public void Note(ulong entry)
+        public void Note(ulong entry, uint limit)
         {
             Pages++;
             if (PageEntry.State(entry) != PageState.Shared)
@@ -881,16 +885,20 @@ public sealed partial class DEHost
                 return;
             }
             uint frame = PageEntry.Frame(entry);
-            LowestFrame = Math.Min(LowestFrame, frame);
-            HighestFrame = Math.Max(HighestFrame, frame);
+            Frames[frame >= limit ? ColdSharedBuckets - 1 : (int)((ulong)frame * ColdSharedBuckets / limit)]++;
         }
 
         public void Add(in ColdSharedSeen other)
         {
             Pages += other.Pages;
             Patches += other.Patches;
-            LowestFrame = Math.Min(LowestFrame, other.LowestFrame);
-            HighestFrame = Math.Max(HighestFrame, other.HighestFrame);
+            for (int b = 0; b < ColdSharedBuckets; b++) Frames[b] += other.Frames[b];
+        }
+
+        [InlineArray(ColdSharedBuckets)]
+        public struct Histogram
+        {
+            private int _first;
         }
     }
 
@@ -903,14 +911,36 @@ public sealed partial class DEHost
     /// <summary>Most bands a pass cuts its cold shared frames into: each costs a walk of the pass's page tables.</summary>
     internal const int MaxColdSharedBands = 16;
 
-    /// <summary>The bands a pass cuts its frame numbers into for <paramref name="seen"/> cold shared pages and patches.</summary>
-    internal static int ColdSharedBands(long seen, int target) =>
-        (int)Math.Clamp((seen + Math.Max(1, target) - 1) / Math.Max(1, target), 1, MaxColdSharedBands);
+    /// <summary>
+    /// Cuts the frame numbers [0, <paramref name="limit"/>) into bands of about <paramref name="target"/> cold shared
+    /// pages each by their <paramref name="histogram"/> (one count per equal range of frame numbers; at least
+    /// <paramref name="total"/> / <see cref="MaxColdSharedBands"/> a band, so there are at most that many): writes each
+    /// band's first frame number into <paramref name="starts"/> (the first band's is 0; the last band runs on past every
+    /// frame number) and returns how many bands there are.
+    /// </summary>
+    internal static int CutColdSharedBands(ReadOnlySpan<int> histogram, uint limit, long total, int target, Span<uint> starts)
+    {
+        long each = Math.Max(Math.Max(1, target), (total + MaxColdSharedBands - 1) / MaxColdSharedBands);
+        int bands = 1;
+        starts[0] = 0;
+        long held = 0, left = 0;
+        foreach (int count in histogram) left += count;
+        for (int b = 0; b < histogram.Length - 1 && bands < MaxColdSharedBands; b++)
+        {
+            held += histogram[b];
+            left -= histogram[b];
+            // A band ends once it holds its share, unless no page is left for a next one.
+            if (held < each || left == 0) continue;
+            starts[bands++] = (uint)((ulong)limit * (ulong)(b + 1) / (ulong)histogram.Length);
+            held = 0;
+        }
+        return bands;
+    }
 
     /// <summary>
-    /// Compresses the cold shared frames of the pass (SharedCompression) band by band: the frame numbers cut into as many
-    /// ranges as keep each band's cold shared pages and patches near <see cref="ColdSharedBandTarget"/>
-    /// (<paramref name="seen"/>, counted unlocked by the compression phase), each band's collected by a walk of the pass's
+    /// Compresses the cold shared frames of the pass (SharedCompression) band by band: the frame numbers cut where each
+    /// band holds about <see cref="ColdSharedBandTarget"/> cold shared pages (<paramref name="seen"/>, the histogram the
+    /// compression phase kept, unlocked: <see cref="CutColdSharedBands"/>), each band's collected by a walk of the pass's
     /// slices (<see cref="CollectColdShared"/>), compressed, and the buffer emptied for the next. A frame's pages and
     /// patches all fall in its band, so each frame is judged whole, as when one buffer held them all; the buffer holds one
     /// band at a time (session 37: in the first compressing pass of the program snapshots it held every cold shared page,
@@ -923,17 +953,14 @@ public sealed partial class DEHost
     {
         var total = new EncodeCounters();
         long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
-        int bands = ColdSharedBands(seen.Pages, ColdSharedBandTarget);
-        // Cut between the lowest and highest frame the shared pages named (a patch's reference frame, not known unlocked,
-        // may lie outside: the first band starts at 0, the last ends past every frame number).
-        bool shared = seen.Pages > seen.Patches;
-        ulong first = shared ? seen.LowestFrame : 0;
-        ulong span = shared ? (ulong)seen.HighestFrame - first + 1 : (ulong)Math.Max(1, Frames.FrameNumberLimit);
+        // Cut where the shared pages' frames are (a patch's reference frame, not known unlocked, falls in whichever band
+        // its number does: the first band starts at 0, the last runs on past every frame number).
+        Span<uint> starts = stackalloc uint[MaxColdSharedBands];
+        int bands = CutColdSharedBands(seen.Frames, Math.Max(1, _listedLimit), seen.Pages - seen.Patches, ColdSharedBandTarget, starts);
         long candidates = 0;
         for (int b = 0; b < bands; b++)
         {
-            uint low = b == 0 ? 0 : (uint)(first + span * (ulong)b / (ulong)bands);
-            uint high = b == bands - 1 ? uint.MaxValue : (uint)(first + span * (ulong)(b + 1) / (ulong)bands);
+            uint low = starts[b], high = b == bands - 1 ? uint.MaxValue : starts[b + 1];
             Parallel.ForEach(slices, parallel, slice => CollectColdShared(slice.Domain, slice.Start, slice.End, low, high));
             if (_coldShared.Count == 0) continue;
             NotePassMetadata(); // the band's cold shared pages
