@@ -364,12 +364,13 @@ public sealed partial class DEHost
                 index.Twins.EndMarking();
                 index.SimilarKeys.EndMarking();
             }
-            // The shared frames a page of the pass may match, listed now that every page has marked the filters.
+            // The shared frames a page of the pass may match are listed now that every page has marked the filters: in the
+            // same walk as the references, when some domain patches (a walk less a pass), else in a walk of their own.
             bool filtered = false;
             foreach (var index in _sharing.Values) filtered |= index.Twins.Active;
-            if (filtered)
-                Parallel.ForEach(sweepSlices, parallel, slice => ListStableSlice(slice.Domain, slice.Start, slice.End, slice.Sweep));
             PassPhaseHook?.Invoke("sweep");
+            if (filtered && !_anyPatching)
+                Parallel.ForEach(sweepSlices, parallel, slice => ListStableSlice(slice.Domain, slice.Start, slice.End, slice.Sweep));
             if (_anyPatching)
             {
                 // Only where some page may be patched: in a group with none (every pass's first, for one) no page would look
@@ -378,7 +379,10 @@ public sealed partial class DEHost
                     if (index.PassCandidates > 0) index.Similar.BeginPass();
                 // The references listed under the keys the sweep found more than once, then the key filters given back.
                 Parallel.ForEach(sweepSlices, parallel, slice =>
-                    Interlocked.Add(ref listed, ListSlice(slice.Domain, slice.Start, slice.End, slice.Sweep)));
+                {
+                    if (filtered) ListStableSlice(slice.Domain, slice.Start, slice.End, slice.Sweep);
+                    Interlocked.Add(ref listed, ListSlice(slice.Domain, slice.Start, slice.End, slice.Sweep));
+                });
                 NotePassMetadata();
                 PassPhaseHook?.Invoke("list");
             }
@@ -407,7 +411,7 @@ public sealed partial class DEHost
             foreach (var index in _sharing.Values) index.EndPass();
             // Then compression, once every page has been shared or patched where it could be: a page compressed in the
             // second phase could no longer be the reference of a similar page later in the pass.
-            var coldShared = new ColdSharedSeen();
+            _coldSharedSeen = default;
             Parallel.ForEach(slices, parallel, slice =>
             {
                 var ec = new EncodeCounters();
@@ -417,14 +421,14 @@ public sealed partial class DEHost
                 lock (sumGate)
                 {
                     enc.Add(ec);
-                    coldShared.Add(cold);
+                    _coldSharedSeen.Add(cold);
                 }
                 if (waiting > 0) Interlocked.Add(ref awaitingCompression, waiting);
                 long now = Interlocked.Add(ref done, slice.End - slice.Start);
                 HostCallbacks.Invoke(this, progress, new ScanProgress(pass, now, total));
             });
             NotePassMetadata(); // the nominations, filled by the sweep and compression
-            if (coldShared.Pages > 0) enc.Add(CompressColdShared(slices, coldShared, parallel));
+            if (_coldSharedSeen.Pages > 0) enc.Add(CompressColdShared(slices, _coldSharedSeen, parallel));
         }
         catch (AggregateException e)
         {
@@ -493,6 +497,9 @@ public sealed partial class DEHost
         };
     }
 
+    // BeginTwinFilters' count of shared pages by trust group, kept so a steady pass allocates no more.
+    private readonly Dictionary<string, long> _twinSharedPages = new(StringComparer.Ordinal);
+
     /// <summary>
     /// Starts each trust group's filters for the pass, sized for the most items the sweep can mark: the twin filter for the
     /// private pages of the domains it sweeps that share; while some domain patches, the key filter for the similarity keys
@@ -507,7 +514,8 @@ public sealed partial class DEHost
     private void BeginTwinFilters(Domain[] domains, HashSet<string> groups)
     {
         var pages = new Dictionary<string, long>(StringComparer.Ordinal);
-        var shared = new Dictionary<string, long>(StringComparer.Ordinal);
+        var shared = _twinSharedPages;
+        shared.Clear();
         var keyed = new Dictionary<string, long>(StringComparer.Ordinal);
         var candidates = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var index in _sharing.Values) index.PassCandidates = 0;
@@ -863,6 +871,10 @@ public sealed partial class DEHost
     /// </summary>
     internal int ColdSharedBandTarget { get; set; } = 8192;
 
+    // The running pass's ColdSharedSeen, merged from its workers' (a field: a local the workers' lambda captured would be
+    // a 1 KiB object allocated every pass).
+    private ColdSharedSeen _coldSharedSeen;
+
     /// <summary>Buckets of the frame numbers' histogram a compression phase keeps of its cold shared pages.</summary>
     internal const int ColdSharedBuckets = 256;
 
@@ -949,7 +961,7 @@ public sealed partial class DEHost
     /// <remarks>Frames are numbered as the pool handed them out, so a band's frames are mostly pages loaded near one another:
     /// the blobs a worker groups at once (SharedCompression's AtOnceGroup, in the order of each frame's first page) still
     /// have their guest neighbours in the band; a group in progress is closed at a band's end.</remarks>
-    private EncodeCounters CompressColdShared(List<(Domain Domain, long Start, long End)> slices, ColdSharedSeen seen, ParallelOptions parallel)
+    private EncodeCounters CompressColdShared(List<(Domain Domain, long Start, long End)> slices, in ColdSharedSeen seen, ParallelOptions parallel)
     {
         var total = new EncodeCounters();
         long cpu0 = ThreadCpu.NowTicks(), t0 = Stopwatch.GetTimestamp();
