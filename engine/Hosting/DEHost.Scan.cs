@@ -542,6 +542,8 @@ public sealed partial class DEHost
             if (shares) pages[policy.TrustGroup] = pages.GetValueOrDefault(policy.TrustGroup) + privatePages;
             // A shared frame marks the twin filter too (once, whatever the pages sharing it): at most one a shared page.
             if (listed || shares) shared[policy.TrustGroup] = shared.GetValueOrDefault(policy.TrustGroup) + sharedPages;
+            // A domain the scan does not cover marks its pages that may serve as patch references (SweepSlice).
+            if (!swept && keys) shared[policy.TrustGroup] = shared.GetValueOrDefault(policy.TrustGroup) + privatePages;
             if (keys) keyed[policy.TrustGroup] = keyed.GetValueOrDefault(policy.TrustGroup) + (privatePages + sharedPages) * Policy.Detector.Keys;
             if (keys && swept && policy.PatchingEnabled) candidates[policy.TrustGroup] = candidates.GetValueOrDefault(policy.TrustGroup) + examined;
         }
@@ -613,7 +615,11 @@ public sealed partial class DEHost
                 }
                 // A page the second phase may share marks its content hash in the pass's twin filter: only one another
                 // page may match goes into the unstable table there (SharingPass.SharePage).
-                if (marking && state == PageState.Private && MayTakeOut(after, qemu) && PageClock.MayShare(category))
+                // So does a page of a domain the scan does not cover that may serve as a patch reference: making it one looks
+                // the stable table up for an identical frame to join (PatchPass.MakeReference), which must then be listed.
+                if (state == PageState.Private && (marking
+                        ? MayTakeOut(after, qemu) && PageClock.MayShare(category)
+                        : !sweep && index is not null && index.PassCandidates > 0 && IsReference(policy, state, category, qemu)))
                 {
                     long h0 = Stopwatch.GetTimestamp();
                     stable!.Twins.Mark(PageHasher.Hash(Frames.Span(PageEntry.Frame(after))));
@@ -925,25 +931,32 @@ public sealed partial class DEHost
 
     /// <summary>
     /// Cuts the frame numbers [0, <paramref name="limit"/>) into bands of about <paramref name="target"/> cold shared
-    /// pages each by their <paramref name="histogram"/> (one count per equal range of frame numbers; at least
-    /// <paramref name="total"/> / <see cref="MaxColdSharedBands"/> a band, so there are at most that many): writes each
-    /// band's first frame number into <paramref name="starts"/> (the first band's is 0; the last band runs on past every
-    /// frame number) and returns how many bands there are.
+    /// pages and patches each by the <paramref name="histogram"/> of the shared pages' frames (one count per equal range
+    /// of frame numbers): the <paramref name="total"/> pages, patches included (whose reference frames are not known
+    /// unlocked), are taken to follow the shared pages' spread (evenly, when there are none), and a band holds at least
+    /// a sixteenth of them, so there are at most <see cref="MaxColdSharedBands"/>. Writes each band's first frame number
+    /// into <paramref name="starts"/> (the first band's is 0; the last runs on past every frame number; each start above
+    /// the one before) and returns how many bands there are.
     /// </summary>
     internal static int CutColdSharedBands(ReadOnlySpan<int> histogram, uint limit, long total, int target, Span<uint> starts)
     {
         long each = Math.Max(Math.Max(1, target), (total + MaxColdSharedBands - 1) / MaxColdSharedBands);
+        long shared = 0;
+        foreach (int count in histogram) shared += count;
         int bands = 1;
         starts[0] = 0;
-        long held = 0, left = 0;
-        foreach (int count in histogram) left += count;
+        // In units of a page times the shared pages counted (a bucket's shared pages scaled to the total): exact integers.
+        long scale = Math.Max(1, shared);
+        long held = 0, left = total * scale;
         for (int b = 0; b < histogram.Length - 1 && bands < MaxColdSharedBands; b++)
         {
-            held += histogram[b];
-            left -= histogram[b];
-            // A band ends once it holds its share, unless no page is left for a next one.
-            if (held < each || left == 0) continue;
-            starts[bands++] = (uint)((ulong)limit * (ulong)(b + 1) / (ulong)histogram.Length);
+            long here = shared > 0 ? histogram[b] * total : total * scale / histogram.Length;
+            held += here;
+            left -= here;
+            // A band ends once it holds its share, unless no page is left for a next one, or it would hold no frame number.
+            uint start = (uint)((ulong)limit * (ulong)(b + 1) / (ulong)histogram.Length);
+            if (held < each * scale || left <= 0 || start <= starts[bands - 1]) continue;
+            starts[bands++] = start;
             held = 0;
         }
         return bands;
@@ -968,7 +981,7 @@ public sealed partial class DEHost
         // Cut where the shared pages' frames are (a patch's reference frame, not known unlocked, falls in whichever band
         // its number does: the first band starts at 0, the last runs on past every frame number).
         Span<uint> starts = stackalloc uint[MaxColdSharedBands];
-        int bands = CutColdSharedBands(seen.Frames, Math.Max(1, _listedLimit), seen.Pages - seen.Patches, ColdSharedBandTarget, starts);
+        int bands = CutColdSharedBands(seen.Frames, Math.Max(1, _listedLimit), seen.Pages, ColdSharedBandTarget, starts);
         long candidates = 0;
         for (int b = 0; b < bands; b++)
         {

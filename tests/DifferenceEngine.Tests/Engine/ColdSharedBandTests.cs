@@ -32,6 +32,20 @@ public sealed class ColdSharedBandTests
         int bands = DEHost.CutColdSharedBands(histogram, 25600, 256_000, 8192, starts);
         Assert.Equal(DEHost.MaxColdSharedBands, bands);
         Assert.Equal(1600u, starts[1]); // 16,000 pages a band: 16 buckets of 1,000
+        // Patches (their frames not known unlocked) taken to follow the shared pages: 1,000 shared pages spread evenly
+        // with 49,000 patches make 50,000 pages, cut as such (7 bands of 8,192 or so), not one band of them all.
+        Array.Fill(histogram, 0);
+        for (int b = 0; b < 250; b++) histogram[b] = 4;
+        bands = DEHost.CutColdSharedBands(histogram, 25600, 50_000, 8192, starts);
+        Assert.InRange(bands, 6, 7);
+        // Only patches: spread evenly.
+        Array.Fill(histogram, 0);
+        Assert.InRange(DEHost.CutColdSharedBands(histogram, 25600, 50_000, 8192, starts), 6, 7);
+        // Fewer frame numbers than buckets: no band without a frame number of its own.
+        Array.Fill(histogram, 100);
+        bands = DEHost.CutColdSharedBands(histogram, 10, 25_600, 1, starts);
+        Assert.InRange(bands, 2, 10);
+        for (int b = 1; b < bands; b++) Assert.True(starts[b] > starts[b - 1] && starts[b] < 10, $"band {b} starts at {starts[b]}");
     }
 
     /// <summary>
