@@ -32,6 +32,9 @@ public sealed partial class DEHost : IDEHost, IEngineService
 
     /// <summary>Waits for the pass in progress, if any, to end (not for the rest of its scan).</summary>
     private void WaitForPassInProgress() => _passGate.WaitForPassInProgress();
+
+    /// <summary>Callers waiting for the pass gate now (tests).</summary>
+    internal int PassGateWaiters => _passGate.Waiters;
     private readonly object _domainGate = new();
     // Domain ids are the process's, not a host's: never given twice, so that a record of a domain (its page stats, its
     // policy) names no other domain, even one of the same name on a host disconnected and connected again.

@@ -64,6 +64,9 @@ internal sealed class PassGate
         }
     }
 
+    /// <summary>Callers waiting for the gate now (tests: a change known to wait before the next pass begins).</summary>
+    internal int Waiters => Volatile.Read(ref _waiters);
+
     /// <summary>Takes the gate, shared, only if no pass holds it or waits for it now.</summary>
     public bool TryEnter() => _gate.TryEnterReadLock(0);
 

@@ -279,7 +279,14 @@ public sealed class PolicyScanFixesTests(ITestOutputHelper output)
                 go.Wait();
             }
             else if (p.Pass is 2 or 3 && !seenAt.ContainsKey(p.Pass))
+            {
                 seenAt[p.Pass] = (p.Pass == 2 ? trustChanged : hostChanged).Wait(TimeSpan.FromMinutes(1));
+                // Pass 2 ends only once the host policy change waits for the gate (or is made): it then goes before pass 3. (Without
+                // this, pass 3 could take the gate before the changer thread, just past trustChanged, asked for it: the
+                // change then waited for pass 3, whose callback waited for the change, until the time-out; CI failed once.)
+                if (p.Pass == 2)
+                    seenAt[2] &= SpinWait.SpinUntil(() => host.PassGateWaiters > 0 || hostChanged.IsSet, TimeSpan.FromMinutes(1));
+            }
         }));
         scan.Start();
         inPass1.Wait();
