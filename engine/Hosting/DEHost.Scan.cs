@@ -155,6 +155,25 @@ public sealed partial class DEHost
         else SetStable(index, frame, hash);
     }
 
+    /// <summary>
+    /// The frame a Shared page or a patch holds (the patch's reference frame, read from its blob): false for a page in any
+    /// other state, and for a patch whose reference was compressed (a shared blob: no frame). The caller holds the page's lock.
+    /// </summary>
+    private bool TryHeldFrame(ulong e, out uint frame)
+    {
+        switch (PageEntry.State(e))
+        {
+            case PageState.Shared:
+                frame = PageEntry.Frame(e);
+                return true;
+            case PageState.Patched:
+                return EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame);
+            default:
+                frame = 0;
+                return false;
+        }
+    }
+
     /// <summary>Lists <paramref name="frame"/> under <paramref name="hash"/> unless a frame is listed there already.</summary>
     private void SetStable(SharingIndex index, uint frame, ulong hash)
     {
@@ -187,12 +206,8 @@ public sealed partial class DEHost
             try
             {
                 if (domain.IsRemoved) break;
-                var state = PageEntry.State(e);
-                uint frame;
-                if (state == PageState.Shared) frame = PageEntry.Frame(e);
-                else if (state != PageState.Patched || !EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame)) continue;
                 // Only a frame the sweep noted (it marked the filter), each once.
-                if (!HasFrameBit(_listedFrames, frame) || !SetFrameBit(_stableChecked, frame)) continue;
+                if (!TryHeldFrame(e, out uint frame) || !HasFrameBit(_listedFrames, frame) || !SetFrameBit(_stableChecked, frame)) continue;
                 ulong hash = index.HashOf(frame);
                 if (index.Twins.MayHaveTwin(hash)) SetStable(index, frame, hash);
             }
@@ -604,12 +619,11 @@ public sealed partial class DEHost
                 if (stable is not null && state is PageState.Shared or PageState.Patched)
                 {
                     long s0 = Stopwatch.GetTimestamp();
-                    if (state == PageState.Shared) ListStable(stable, PageEntry.Frame(after));
                     // A patch whose reference was compressed (a shared blob) lists no frame.
-                    else if (EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(after)), out uint reference))
+                    if (TryHeldFrame(after, out uint frame))
                     {
-                        ListStable(stable, reference);
-                        MarkReference(reference);
+                        ListStable(stable, frame);
+                        if (state == PageState.Patched) MarkReference(frame);
                     }
                     stableTicks += Stopwatch.GetTimestamp() - s0;
                 }
@@ -891,17 +905,13 @@ public sealed partial class DEHost
     /// </summary>
     private struct ColdSharedSeen
     {
-        public long Pages, Patches;
+        public long Pages;
         public Histogram Frames;
 
         public void Note(ulong entry, uint limit)
         {
             Pages++;
-            if (PageEntry.State(entry) != PageState.Shared)
-            {
-                Patches++;
-                return;
-            }
+            if (PageEntry.State(entry) != PageState.Shared) return; // a patch: its reference frame is not known unlocked
             uint frame = PageEntry.Frame(entry);
             Frames[frame >= limit ? ColdSharedBuckets - 1 : (int)((ulong)frame * ColdSharedBuckets / limit)]++;
         }
@@ -909,7 +919,6 @@ public sealed partial class DEHost
         public void Add(in ColdSharedSeen other)
         {
             Pages += other.Pages;
-            Patches += other.Patches;
             for (int b = 0; b < ColdSharedBuckets; b++) Frames[b] += other.Frames[b];
         }
 
@@ -1035,12 +1044,8 @@ public sealed partial class DEHost
             try
             {
                 if (domain.IsRemoved) break;
-                var state = PageEntry.State(e);
-                if (state is not (PageState.Shared or PageState.Patched) || !MayCompressPhase(e, true, qemu)) continue;
-                bool patch = state == PageState.Patched;
-                uint frame;
-                if (!patch) frame = PageEntry.Frame(e);
-                else if (!EncodedPage.TryReferenceFrame(Store.Get(PageEntry.Payload(e)), out frame)) continue;
+                if (!MayCompressPhase(e, true, qemu) || !TryHeldFrame(e, out uint frame)) continue;
+                bool patch = PageEntry.State(e) == PageState.Patched;
                 if (frame < low || frame >= high || (listing && !IsListed(frame))) continue;
                 if (count == cold.Length)
                 {
